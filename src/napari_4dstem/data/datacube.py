@@ -1,0 +1,292 @@
+"""The DataCube: a lazy 4D array ``(scan_y, scan_x, k_y, k_x)`` plus its Calibration."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..engine.chunks import default_scan_chunk, iter_scan_blocks, n_blocks, native_chunks
+from ..engine.jobs import Job, Progress, run_job
+from ..errors import DataShapeError
+from .calibration import AXIS_LABELS, Calibration
+
+__all__ = ["DataCube", "as_4d_array"]
+
+
+def as_4d_array(data: Any, *, what: str = "data") -> Any:
+    """Check that ``data`` is a 4D array-like (numpy, memmap, h5py, zarr, dask) and return it."""
+    for attr in ("shape", "dtype", "__getitem__"):
+        if not hasattr(data, attr):
+            raise DataShapeError(f"{what} is not an array (it has no {attr!r}): {type(data).__name__}")
+    shape = tuple(int(s) for s in data.shape)
+    if len(shape) != 4:
+        raise DataShapeError(
+            f"{what} must be 4D (scan_y, scan_x, k_y, k_x), got {len(shape)}D with shape {shape}"
+        )
+    if min(shape) < 1:
+        raise DataShapeError(f"{what} has an empty axis: shape {shape}")
+    return data
+
+
+def _sum_dtype(dtype: np.dtype) -> np.dtype:
+    """dtype that holds sums of ``dtype`` values without overflow (for binning)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return np.dtype(np.uint32)
+    if dtype.kind == "u":
+        return np.dtype(np.uint32) if dtype.itemsize <= 2 else np.dtype(np.uint64)
+    if dtype.kind == "i":
+        return np.dtype(np.int32) if dtype.itemsize <= 2 else np.dtype(np.int64)
+    return dtype
+
+
+class DataCube:
+    """A 4D-STEM dataset: diffraction patterns on a 2D scan, kept lazy in its native dtype.
+
+    Parameters
+    ----------
+    data : array-like of shape (scan_y, scan_x, k_y, k_x)
+        numpy array, memmap, h5py Dataset, zarr array or dask array. It is never copied.
+    calibration : Calibration, optional
+        Physical units; uncalibrated pixels by default.
+    name : str
+        Name used for napari layers and file nodes.
+    metadata : mapping, optional
+        Free-form metadata read from the file (detector settings, headers...).
+    source : str, optional
+        Path of the file the data came from.
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        calibration: Calibration | None = None,
+        *,
+        name: str = "datacube",
+        metadata: Mapping[str, Any] | None = None,
+        source: str | None = None,
+        on_close: Callable[[], None] | None = None,
+    ):
+        self._data = as_4d_array(data)
+        self.calibration = calibration if calibration is not None else Calibration()
+        if not isinstance(self.calibration, Calibration):
+            raise TypeError(f"calibration must be a Calibration, got {type(calibration).__name__}")
+        om = self.calibration.origin_map_px
+        if om is not None and om.shape[:2] != self.scan_shape:
+            raise DataShapeError(
+                f"origin map shape {om.shape[:2]} does not match the scan shape {self.scan_shape}"
+            )
+        self.name = str(name)
+        self.metadata = dict(metadata or {})
+        self.source = source
+        self._on_close = on_close
+
+    # -- basic properties ---------------------------------------------------------------------
+    @property
+    def data(self) -> Any:
+        """The underlying lazy array (numpy, memmap, h5py, zarr or dask)."""
+        return self._data
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return tuple(int(s) for s in self._data.shape)  # type: ignore[return-value]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._data.dtype)
+
+    @property
+    def scan_shape(self) -> tuple[int, int]:
+        return self.shape[:2]  # type: ignore[return-value]
+
+    @property
+    def detector_shape(self) -> tuple[int, int]:
+        return self.shape[2:]  # type: ignore[return-value]
+
+    @property
+    def n_patterns(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    @property
+    def chunks(self) -> tuple[int, ...] | None:
+        """Storage chunk shape, or None for contiguous data (numpy, memmap)."""
+        return native_chunks(self._data)
+
+    @property
+    def axis_labels(self) -> tuple[str, str, str, str]:
+        return AXIS_LABELS
+
+    def __repr__(self) -> str:
+        kind = type(self._data).__module__.split(".")[0] + "." + type(self._data).__name__
+        return (
+            f"DataCube(name={self.name!r}, shape={self.shape} (scan_y, scan_x, k_y, k_x), "
+            f"dtype={self.dtype}, storage={kind}, calibration={self.calibration!r})"
+        )
+
+    # -- lifetime -----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the file behind the data (if the reader opened one)."""
+        if self._on_close is not None:
+            self._on_close()
+            self._on_close = None
+
+    def __enter__(self) -> DataCube:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- access -------------------------------------------------------------------------------
+    def default_scan_chunk(self) -> tuple[int, int]:
+        return default_scan_chunk(self.shape, self.dtype.itemsize, self.chunks)
+
+    def to_dask(self, scan_chunk: tuple[int, int] | None = None):
+        """A dask array over the data with chunks ``(ny, nx, k_y, k_x)`` (whole patterns)."""
+        import dask.array as da
+
+        by, bx = scan_chunk or self.default_scan_chunk()
+        chunks = (by, bx, *self.detector_shape)
+        if isinstance(self._data, da.Array):
+            return self._data.rechunk(chunks) if scan_chunk is not None else self._data
+        return da.from_array(self._data, chunks=chunks, asarray=True, fancy=False, name=False)
+
+    def pattern(self, iy: int, ix: int) -> np.ndarray:
+        """The diffraction pattern at scan position ``(iy, ix)`` (negative indices allowed)."""
+        iy, ix = self._check_position(iy, ix)
+        out = self._data[iy, ix]
+        return np.asarray(out.compute() if hasattr(out, "compute") else out)
+
+    def _check_position(self, iy: int, ix: int) -> tuple[int, int]:
+        ny, nx = self.scan_shape
+        if not (-ny <= iy < ny and -nx <= ix < nx):
+            raise IndexError(f"scan position ({iy}, {ix}) is outside the scan of shape {(ny, nx)}")
+        return int(iy) % ny, int(ix) % nx
+
+    def region_pattern(
+        self, scan_y: slice = slice(None), scan_x: slice = slice(None), *, reduce: str = "mean"
+    ) -> np.ndarray:
+        """Mean, sum or max pattern over a rectangle of scan positions (a real-space ROI)."""
+        ys = range(*scan_y.indices(self.shape[0]))
+        xs = range(*scan_x.indices(self.shape[1]))
+        if len(ys) == 0 or len(xs) == 0:
+            raise DataShapeError(f"empty scan region {scan_y}, {scan_x} for scan shape {self.scan_shape}")
+        block = np.asarray(_compute(self._data[scan_y, scan_x]))
+        if reduce == "mean":
+            return block.mean(axis=(0, 1), dtype=np.float64)
+        if reduce == "sum":
+            return block.sum(axis=(0, 1), dtype=np.float64)
+        if reduce == "max":
+            return block.max(axis=(0, 1))
+        raise ValueError(f"reduce must be 'mean', 'sum' or 'max', got {reduce!r}")
+
+    # -- chunked reductions -------------------------------------------------------------------
+    def iter_reduce_patterns(self, op: str = "mean", *, scan_chunk=None) -> Job[np.ndarray]:
+        """Job: reduce all patterns to one ``(k_y, k_x)`` image (``mean``, ``sum`` or ``max``).
+
+        Streams the scan in blocks in the native dtype; sums accumulate in float64.
+        """
+        if op not in ("mean", "sum", "max"):
+            raise ValueError(f"op must be 'mean', 'sum' or 'max', got {op!r}")
+        scan_chunk = scan_chunk or self.default_scan_chunk()
+        total = n_blocks(self.shape, scan_chunk)
+        acc = None
+        for i, (_, _, block) in enumerate(iter_scan_blocks(self._data, scan_chunk)):
+            if op == "max":
+                part = block.max(axis=(0, 1))
+                acc = part if acc is None else np.maximum(acc, part)
+            else:
+                part = block.sum(axis=(0, 1), dtype=np.float64)
+                acc = part if acc is None else acc + part
+            yield Progress(i + 1, total, f"{op} pattern")
+        if op == "mean":
+            acc = acc / self.n_patterns
+        return acc
+
+    def mean_pattern(self, progress=None) -> np.ndarray:
+        """Mean diffraction pattern (float64), computed in chunks."""
+        return run_job(self.iter_reduce_patterns("mean"), progress)
+
+    def sum_pattern(self, progress=None) -> np.ndarray:
+        """Sum of all diffraction patterns (float64), computed in chunks."""
+        return run_job(self.iter_reduce_patterns("sum"), progress)
+
+    def max_pattern(self, progress=None) -> np.ndarray:
+        """Maximum diffraction pattern (native dtype), computed in chunks."""
+        return run_job(self.iter_reduce_patterns("max"), progress)
+
+    # -- lazy transformations -----------------------------------------------------------------
+    def crop(
+        self,
+        *,
+        scan_y: slice = slice(None),
+        scan_x: slice = slice(None),
+        k_y: slice = slice(None),
+        k_x: slice = slice(None),
+    ) -> DataCube:
+        """A lazy cropped DataCube; the calibration's origin follows the detector crop."""
+        slices = (scan_y, scan_x, k_y, k_x)
+        ranges = [range(*s.indices(n)) for s, n in zip(slices, self.shape, strict=True)]
+        for r, label, s in zip(ranges, AXIS_LABELS, slices, strict=True):
+            if r.step != 1:
+                raise DataShapeError(f"crop takes contiguous slices; {label} got step {r.step}")
+            if len(r) == 0:
+                raise DataShapeError(f"crop along {label} with {s} is empty")
+        cal = self.calibration
+        oy, ox = ranges[2].start, ranges[3].start
+        changes: dict[str, Any] = {}
+        if cal.origin_map_px is not None:
+            m = cal.origin_map_px[scan_y, scan_x] - np.array([oy, ox])
+            changes["origin_map_px"] = m
+            changes["origin_px"] = tuple(np.nanmean(m, axis=(0, 1)))
+        elif cal.origin_px is not None:
+            changes["origin_px"] = (cal.origin_px[0] - oy, cal.origin_px[1] - ox)
+        data = self.to_dask()[scan_y, scan_x, k_y, k_x]
+        return DataCube(
+            data, cal.replace(**changes), name=self.name, metadata=self.metadata, source=self.source
+        )
+
+    def bin(self, *, k: int = 1, scan: int = 1) -> DataCube:
+        """A lazy binned DataCube: sums of ``scan x scan`` positions and ``k x k`` pixels.
+
+        Axes not divisible by the factor are trimmed at the end. Integer data is summed into a
+        wider integer type so counts never overflow; the calibration is scaled to match.
+        """
+        k, scan = int(k), int(scan)
+        if k < 1 or scan < 1:
+            raise ValueError(f"bin factors must be >= 1, got k={k}, scan={scan}")
+        sy, sx, qy, qx = self.shape
+        if sy < scan or sx < scan or qy < k or qx < k:
+            raise DataShapeError(f"bin factors (scan={scan}, k={k}) exceed the shape {self.shape}")
+        if k == 1 and scan == 1:
+            return self
+        ny, nx, my, mx = sy // scan, sx // scan, qy // k, qx // k
+        d = self.to_dask()[: ny * scan, : nx * scan, : my * k, : mx * k]
+        d = d.astype(_sum_dtype(self.dtype))
+        d = d.reshape(ny, scan, nx, scan, my, k, mx, k).sum(axis=(1, 3, 5, 7))
+        cal = self.calibration
+        changes: dict[str, Any] = {}
+        if cal.scan_step is not None:
+            changes["scan_step"] = (cal.scan_step[0] * scan, cal.scan_step[1] * scan)
+        if cal.k_pixel_size is not None:
+            changes["k_pixel_size"] = cal.k_pixel_size * k
+        if cal.origin_map_px is not None:
+            m = cal.origin_map_px[: ny * scan, : nx * scan]
+            m = m.reshape(ny, scan, nx, scan, 2).mean(axis=(1, 3))
+            changes["origin_map_px"] = (m + 0.5) / k - 0.5
+            changes["origin_px"] = None
+        if cal.origin_px is not None and cal.origin_map_px is None:
+            changes["origin_px"] = tuple((o + 0.5) / k - 0.5 for o in cal.origin_px)
+        return DataCube(
+            d, cal.replace(**changes), name=self.name, metadata=self.metadata, source=self.source
+        )
+
+
+def _compute(x):
+    return x.compute() if hasattr(x, "compute") else x

@@ -1,0 +1,77 @@
+"""File formats: one module per format, each with detect -> validate -> open.
+
+:func:`open_datacube` picks the format by a cheap look inside the file, never by the extension
+alone. Readers return a lazy DataCube; writers are atomic and never overwrite silently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data.datacube import DataCube
+from ..errors import FileFormatError
+from . import emd, npy, zarr_store
+
+__all__ = ["FORMATS", "Format", "detect_format", "open_datacube", "save_datacube"]
+
+
+@dataclass(frozen=True)
+class Format:
+    """A file format: ``detect(path) -> bool`` (cheap, never raises) and ``open(path, **kw)``."""
+
+    name: str
+    description: str
+    extensions: tuple[str, ...]
+    detect: Callable[[str], bool]
+    open: Callable[..., DataCube]
+
+
+FORMATS: list[Format] = [
+    Format("emd", "EMD 1.0 / py4DSTEM HDF5", (".h5", ".hdf5", ".emd"), emd.is_emd, emd.read_datacube),
+    Format("npy", "NumPy 4D array (memmap)", (".npy",), npy.is_npy4d, npy.read_datacube),
+    Format("zarr", "Zarr store", (".zarr",), zarr_store.is_zarr4d, zarr_store.read_datacube),
+]
+
+
+def detect_format(path: str | os.PathLike) -> Format | None:
+    """The format of ``path``, found by looking inside it; None when no reader claims it."""
+    p = str(path)
+    for fmt in FORMATS:
+        if fmt.detect(p):
+            return fmt
+    return None
+
+
+def open_datacube(path: str | os.PathLike, *, format: str | None = None, **kwargs) -> DataCube:
+    """Open a 4D-STEM file lazily as a DataCube, detecting its format.
+
+    Raises :class:`~napari_4dstem.errors.FileFormatError` naming the file and the problem.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileFormatError(p, "no such file")
+    if format is not None:
+        by_name = {f.name: f for f in FORMATS}
+        if format not in by_name:
+            raise FileFormatError(p, f"unknown format {format!r}", f"known: {sorted(by_name)}")
+        return by_name[format].open(str(p), **kwargs)
+    fmt = detect_format(p)
+    if fmt is None:
+        known = ", ".join(f"{f.description} ({' '.join(f.extensions)})" for f in FORMATS)
+        raise FileFormatError(p, "not a 4D-STEM file napari-4dstem can read", f"readable: {known}")
+    return fmt.open(str(p), **kwargs)
+
+
+def save_datacube(path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False, **kwargs) -> Path:
+    """Save a DataCube; the format follows the extension (.h5/.hdf5/.emd, .npy, .zarr)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".h5", ".hdf5", ".emd"):
+        return emd.write(path, dc, overwrite=overwrite, **kwargs)
+    if suffix == ".npy":
+        return npy.write(path, dc, overwrite=overwrite)
+    if suffix == ".zarr":
+        return zarr_store.write(path, dc, overwrite=overwrite)
+    raise FileFormatError(path, f"cannot write extension {suffix!r}", "use .h5, .npy or .zarr")

@@ -1,0 +1,76 @@
+"""NumPy ``.npy`` files: 4D arrays opened as memmaps (nothing is read to open them)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..data.calibration import Calibration
+from ..data.datacube import DataCube
+from ..errors import FileFormatError
+from ._atomic import atomic_output
+
+__all__ = ["is_npy4d", "read_datacube", "read_header", "write"]
+
+
+def read_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """``(shape, dtype, fortran_order, data_offset)`` from an .npy header; reads only the header."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileFormatError(p, "no such file")
+    try:
+        with open(p, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            shape, fortran, dtype = np.lib.format._read_array_header(fh, version)  # noqa: SLF001
+            offset = fh.tell()
+    except (ValueError, OSError, SyntaxError) as e:
+        raise FileFormatError(p, f"not a valid .npy file ({e})") from None
+    if dtype.hasobject:
+        raise FileFormatError(p, "holds Python objects, not numbers")
+    expected = offset + int(np.prod(shape)) * dtype.itemsize
+    size = p.stat().st_size
+    if size < expected:
+        raise FileFormatError(
+            p, f"truncated: the header promises {expected} bytes for shape {shape} {dtype}, the file has {size}"
+        )
+    return tuple(int(s) for s in shape), dtype, bool(fortran), offset
+
+
+def is_npy4d(path: str | os.PathLike) -> bool:
+    """True for an .npy file holding a 4D numeric array. Never raises."""
+    try:
+        return len(read_header(path)[0]) == 4
+    except Exception:
+        return False
+
+
+def read_datacube(path: str | os.PathLike, *, calibration: Calibration | None = None) -> DataCube:
+    """Open a 4D .npy as a read-only memmap DataCube."""
+    shape, dtype, fortran, offset = read_header(path)
+    if len(shape) != 4:
+        raise FileFormatError(
+            path, f"holds a {len(shape)}D array {shape}; a 4D-STEM dataset is 4D (scan_y, scan_x, k_y, k_x)"
+        )
+    if fortran:
+        raise FileFormatError(path, "is stored in Fortran order; save it C-ordered (np.ascontiguousarray)")
+    mm = np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset)
+    name = Path(path).stem
+    return DataCube(mm, calibration, name=name, source=str(path))
+
+
+def write(path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False) -> Path:
+    """Write a DataCube's array to .npy (streamed in scan blocks, atomically).
+
+    The calibration is not stored (.npy has no place for it); use EMD to keep it.
+    """
+    from ..engine.chunks import iter_scan_blocks
+
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dc.dtype, shape=dc.shape)
+        for sy, sx, block in iter_scan_blocks(dc.data):
+            out[sy, sx] = block
+        out.flush()
+        del out
+    return Path(path)
