@@ -1,0 +1,136 @@
+"""The headless main job: open the bundled sample, run every analysis, write results + figures.
+
+Each analysis is one *step*: a function ``step(ctx) -> None`` that adds results to
+``ctx.results`` and figures to ``ctx.figures``. New capabilities add their step to ``STEPS``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data.datacube import DataCube
+from .data.results import DiffractionImage, RealSpaceMap
+from .engine.jobs import Progress
+from .errors import OutputExistsError
+
+__all__ = ["STEPS", "DemoContext", "run_demo"]
+
+
+@dataclass
+class DemoContext:
+    """What the steps share: the data, the output folder, results and figures so far."""
+
+    datacube: DataCube
+    sample: dict[str, Any]
+    out_dir: Path
+    progress: Callable[[Progress], Any] | None = None
+    results: list[Any] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def save_figure(ctx: DemoContext, name: str, images: list[tuple[str, np.ndarray, str]], *, log=False) -> Path:
+    """Save a row of images ``(title, array, kind)`` (kind ``'scan'`` or ``'k'``) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    cal = ctx.datacube.calibration
+    fig, axes = plt.subplots(1, len(images), figsize=(4.2 * len(images), 4), squeeze=False)
+    for ax, (title, img, kind) in zip(axes[0], images, strict=True):
+        img = np.asarray(img, dtype=float)
+        shown = np.log1p(np.clip(img, 0, None)) if log and kind == "k" else img
+        if kind == "k":
+            s = cal.k_pixel_size or 1.0
+            unit = "px" if cal.k_units == "px" else cal.k_units
+        else:
+            s = (cal.scan_step or (1.0, 1.0))[0]
+            unit = cal.scan_units
+        ny, nx = img.shape
+        extent = (-0.5 * s, (nx - 0.5) * s, (ny - 0.5) * s, -0.5 * s)
+        cmap = "RdBu_r" if title.startswith(("e_", "strain")) else ("inferno" if kind == "k" else "gray")
+        im = ax.imshow(shown, cmap=cmap, extent=extent, interpolation="nearest")
+        ax.set_title(title + (" (log)" if log and kind == "k" else ""))
+        ax.set_xlabel(("k_x" if kind == "k" else "scan_x") + f" [{unit}]")
+        ax.set_ylabel(("k_y" if kind == "k" else "scan_y") + f" [{unit}]")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    path = ctx.out_dir / f"{name}.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    ctx.figures.append(path)
+    return path
+
+
+def step_patterns(ctx: DemoContext) -> None:
+    """Mean and maximum diffraction patterns, streamed in chunks."""
+    dc = ctx.datacube
+    mean = dc.mean_pattern(ctx.progress)
+    mx = dc.max_pattern(ctx.progress)
+    cal = dc.calibration
+    ctx.results += [
+        DiffractionImage(mean, name="mean_pattern", units="counts", calibration=cal, params={"op": "mean"}),
+        DiffractionImage(mx, name="max_pattern", units="counts", calibration=cal, params={"op": "max"}),
+    ]
+    total = RealSpaceMap(
+        _scan_sums(dc), name="total_counts", units="counts", calibration=cal,
+        params={"op": "sum over the detector"},
+    )
+    ctx.results.append(total)
+    save_figure(ctx, "patterns", [("mean pattern", mean, "k"), ("max pattern", mx, "k")], log=True)
+    save_figure(ctx, "total_counts", [("total counts per pattern", total.data, "scan")])
+
+
+def _scan_sums(dc: DataCube) -> np.ndarray:
+    from .engine.chunks import iter_scan_blocks
+
+    out = np.zeros(dc.scan_shape)
+    for sy, sx, block in iter_scan_blocks(dc.data):
+        out[sy, sx] = block.sum(axis=(2, 3), dtype=np.float64)
+    return out
+
+
+STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
+    ("patterns", step_patterns),
+]
+
+
+def run_demo(
+    out_dir: str | Path,
+    *,
+    sample: str = "strained_crystal",
+    overwrite: bool = False,
+    progress: Callable[[Progress], Any] | None = None,
+    log: Callable[[str], Any] | None = None,
+) -> DemoContext:
+    """Run every analysis step on a bundled sample; write ``results.h5`` and PNGs to ``out_dir``."""
+    from ._sample_data import sample_path
+    from .io import emd
+
+    out = Path(out_dir)
+    results_path = out / "results.h5"
+    if results_path.exists() and not overwrite:
+        raise OutputExistsError(results_path)
+    out.mkdir(parents=True, exist_ok=True)
+    src = sample_path(sample)
+    contents = emd.read(src)
+    dc = next(o for o in contents.values() if isinstance(o, DataCube))
+    ctx = DemoContext(dc, contents, out, progress)
+    try:
+        for name, step in STEPS:
+            if log:
+                log(f"{name} ...")
+            t0 = time.perf_counter()
+            step(ctx)
+            ctx.timings[name] = time.perf_counter() - t0
+        emd.write(results_path, *ctx.results, overwrite=overwrite)
+    finally:
+        dc.close()
+    return ctx

@@ -1,0 +1,1 @@
+"""Simulation: sample datasets, kinematic/Prismatic/abTEM engines, augmentation, training sets."""
