@@ -1,0 +1,333 @@
+"""Virtual detectors: small frozen dataclasses that render a mask for a detector shape.
+
+Coordinates are detector pixels ``(k_y, k_x)``, y first, with pixel centres at integer
+coordinates (pixel ``(r, c)`` covers ``[r - 0.5, r + 0.5)``). A pixel belongs to a detector
+when its centre does:
+
+- :class:`PointDetector` -- the one pixel nearest ``center_px``;
+- :class:`DiskDetector` -- ``d <= radius_px`` where ``d`` is the distance of the pixel centre
+  from ``center_px``;
+- :class:`AnnulusDetector` -- ``inner_px < d <= outer_px`` (so a disk of radius ``R`` and an
+  annulus with ``inner_px = R`` tile the detector without counting a pixel twice);
+- :class:`RectangleDetector` -- rows ``rows[0] : rows[1]`` and columns ``cols[0] : cols[1]``
+  (half-open, like slices);
+- :class:`MaskDetector` -- any boolean mask, or a weighted (float) mask.
+
+Every detector knows its bounding box of rows (:meth:`~Detector.row_bounds`), so a small
+detector reads only the rows it needs, and gives its parameters as a plain dict
+(:meth:`~Detector.to_params`) to record with a result. Presets BF / ABF / ADF / HAADF come from
+calibrated angles (:func:`preset_detector`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..data.calibration import Calibration
+from ..errors import CalibrationError, DataShapeError
+
+__all__ = [
+    "PRESETS",
+    "AnnulusDetector",
+    "Detector",
+    "DiskDetector",
+    "MaskDetector",
+    "PointDetector",
+    "RectangleDetector",
+    "mask_runs",
+    "preset_detector",
+]
+
+
+def _shape2(shape) -> tuple[int, int]:
+    s = tuple(int(v) for v in shape)
+    if len(s) != 2 or min(s) < 1:
+        raise DataShapeError(f"detector shape must be two positive ints (k_y, k_x), got {shape!r}")
+    return s  # type: ignore[return-value]
+
+
+def _point(p, what: str) -> tuple[float, float]:
+    a = np.asarray(p, dtype=float)
+    if a.shape != (2,) or not np.all(np.isfinite(a)):
+        raise ValueError(f"{what} must be two finite numbers (k_y, k_x), got {p!r}")
+    return float(a[0]), float(a[1])
+
+
+class Detector:
+    """Base of the virtual detectors (see the module docstring for the pixel rule)."""
+
+    kind = "detector"
+
+    @property
+    def weighted(self) -> bool:
+        """True for a float (weighted) mask, False for a boolean one."""
+        return False
+
+    def _render(self, shape: tuple[int, int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def render(self, shape) -> np.ndarray:
+        """The mask on a detector of ``shape``: bool, or float64 for a weighted detector.
+
+        Raises :class:`DataShapeError` when no pixel of the detector lies on the pattern.
+        """
+        shape = _shape2(shape)
+        m = self._render(shape)
+        if not np.any(m):
+            raise DataShapeError(f"{self!r} covers no pixel of the {shape[0]}x{shape[1]} detector")
+        return m
+
+    def row_bounds(self, shape) -> tuple[int, int]:
+        """Rows ``(start, stop)`` of the detector that the mask touches."""
+        rows = np.flatnonzero(np.any(self.render(shape), axis=1))
+        return int(rows[0]), int(rows[-1]) + 1
+
+    def fraction(self, shape) -> float:
+        """Fraction of the detector pixels the mask covers (non-zero weight)."""
+        m = self.render(shape)
+        return float(np.count_nonzero(m)) / m.size
+
+    def to_params(self) -> dict[str, Any]:
+        """The detector as a plain dict (kind plus fields), to store with a result."""
+        d = {"kind": self.kind}
+        d.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()})
+        return d
+
+
+@dataclass(frozen=True)
+class PointDetector(Detector):
+    """The single pixel nearest ``center_px`` ``(k_y, k_x)``."""
+
+    center_px: tuple[float, float]
+    kind = "point"
+
+    def __post_init__(self):
+        object.__setattr__(self, "center_px", _point(self.center_px, "center_px"))
+
+    def _render(self, shape):
+        m = np.zeros(shape, dtype=bool)
+        r, c = (math.floor(v + 0.5) for v in self.center_px)
+        if 0 <= r < shape[0] and 0 <= c < shape[1]:
+            m[r, c] = True
+        return m
+
+
+def _dist2(shape, center) -> np.ndarray:
+    yy = (np.arange(shape[0]) - center[0])[:, None]
+    xx = (np.arange(shape[1]) - center[1])[None, :]
+    return yy * yy + xx * xx
+
+
+@dataclass(frozen=True)
+class DiskDetector(Detector):
+    """Pixels within ``radius_px`` of ``center_px`` ``(k_y, k_x)``."""
+
+    center_px: tuple[float, float]
+    radius_px: float
+    kind = "disk"
+
+    def __post_init__(self):
+        object.__setattr__(self, "center_px", _point(self.center_px, "center_px"))
+        r = float(self.radius_px)
+        if not (math.isfinite(r) and r >= 0):
+            raise ValueError(f"radius_px must be a finite number >= 0, got {self.radius_px!r}")
+        object.__setattr__(self, "radius_px", r)
+
+    def _render(self, shape):
+        return _dist2(shape, self.center_px) <= self.radius_px**2
+
+
+@dataclass(frozen=True)
+class AnnulusDetector(Detector):
+    """Pixels with ``inner_px < distance <= outer_px`` from ``center_px`` ``(k_y, k_x)``."""
+
+    center_px: tuple[float, float]
+    inner_px: float
+    outer_px: float
+    kind = "annulus"
+
+    def __post_init__(self):
+        object.__setattr__(self, "center_px", _point(self.center_px, "center_px"))
+        i, o = float(self.inner_px), float(self.outer_px)
+        if not (math.isfinite(i) and math.isfinite(o) and 0 <= i < o):
+            raise ValueError(
+                f"annulus radii must satisfy 0 <= inner_px < outer_px, got {self.inner_px!r}, "
+                f"{self.outer_px!r}"
+            )
+        object.__setattr__(self, "inner_px", i)
+        object.__setattr__(self, "outer_px", o)
+
+    def _render(self, shape):
+        d2 = _dist2(shape, self.center_px)
+        return (d2 > self.inner_px**2) & (d2 <= self.outer_px**2)
+
+
+@dataclass(frozen=True)
+class RectangleDetector(Detector):
+    """Rows ``rows[0]:rows[1]`` and columns ``cols[0]:cols[1]`` (half-open pixel ranges)."""
+
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    kind = "rectangle"
+
+    def __post_init__(self):
+        for name in ("rows", "cols"):
+            v = tuple(round(float(x)) for x in getattr(self, name))
+            if len(v) != 2 or v[1] <= v[0]:
+                raise ValueError(f"{name} must be (start, stop) with stop > start, got {v}")
+            object.__setattr__(self, name, v)
+
+    def _render(self, shape):
+        m = np.zeros(shape, dtype=bool)
+        r0, r1 = max(self.rows[0], 0), min(self.rows[1], shape[0])
+        c0, c1 = max(self.cols[0], 0), min(self.cols[1], shape[1])
+        if r1 > r0 and c1 > c0:
+            m[r0:r1, c0:c1] = True
+        return m
+
+
+@dataclass(frozen=True, eq=False)
+class MaskDetector(Detector):
+    """An arbitrary mask ``(k_y, k_x)``: boolean, or float weights (a weighted detector).
+
+    The mask must have exactly the detector's shape; NaN or inf weights are refused.
+    """
+
+    mask: np.ndarray = field(repr=False)
+    name: str = "mask"
+    kind = "mask"
+
+    def __post_init__(self):
+        m = np.asarray(self.mask)
+        if m.ndim != 2:
+            raise DataShapeError(f"a detector mask must be 2D (k_y, k_x), got shape {m.shape}")
+        if m.dtype.kind == "b":
+            m = m.copy()
+        elif m.dtype.kind in "uif":
+            m = m.astype(np.float64)
+            if not np.all(np.isfinite(m)):
+                raise ValueError("the detector mask contains NaN or inf weights")
+        else:
+            raise TypeError(f"a detector mask must be boolean or numeric, got dtype {m.dtype}")
+        m.setflags(write=False)
+        object.__setattr__(self, "mask", m)
+
+    @property
+    def weighted(self) -> bool:
+        return self.mask.dtype.kind != "b"
+
+    def _render(self, shape):
+        if self.mask.shape != shape:
+            raise DataShapeError(
+                f"detector mask {self.name!r} has shape {self.mask.shape}, the patterns {shape}"
+            )
+        return self.mask
+
+    def __repr__(self) -> str:
+        kind = "weighted" if self.weighted else "boolean"
+        return f"MaskDetector({kind} {self.mask.shape[0]}x{self.mask.shape[1]}, name={self.name!r})"
+
+    def to_params(self) -> dict[str, Any]:
+        digest = hashlib.sha1(np.ascontiguousarray(self.mask).tobytes()).hexdigest()
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "weighted": self.weighted,
+            "shape": list(self.mask.shape),
+            "n_pixels": int(np.count_nonzero(self.mask)),
+            "sha1": digest,
+        }
+
+
+def mask_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A boolean mask as horizontal runs: rows ``r`` and column ranges ``c0 : c1`` (int64)."""
+    m = np.asarray(mask, dtype=bool)
+    pad = np.zeros((m.shape[0], 1), dtype=bool)
+    edges = np.diff(np.hstack([pad, m, pad]).astype(np.int8), axis=1)
+    r_start, c_start = np.nonzero(edges == 1)
+    r_stop, c_stop = np.nonzero(edges == -1)
+    # both lists come out in raster order, so the k-th start pairs with the k-th stop
+    assert np.array_equal(r_start, r_stop)
+    return r_start.astype(np.int64), c_start.astype(np.int64), c_stop.astype(np.int64)
+
+
+# inner, outer radius in units of the convergence semi-angle alpha; None = the detector corner
+PRESETS: dict[str, tuple[float, float | None]] = {
+    "BF": (0.0, 1.0),
+    "ABF": (0.5, 1.0),
+    "ADF": (1.0, 3.0),
+    "HAADF": (3.0, None),
+}
+
+
+def preset_detector(
+    name: str,
+    *,
+    detector_shape: tuple[int, int],
+    calibration: Calibration | None = None,
+    center_px: tuple[float, float] | None = None,
+    bf_radius_px: float | None = None,
+    inner_mrad: float | None = None,
+    outer_mrad: float | None = None,
+) -> DiskDetector | AnnulusDetector:
+    """A BF, ABF, ADF or HAADF detector sized from the convergence semi-angle.
+
+    With ``alpha`` the convergence semi-angle: BF is the disk ``d <= alpha``, ABF the annulus
+    ``alpha/2 < d <= alpha``, ADF ``alpha < d <= 3 alpha`` and HAADF ``3 alpha < d`` out to the
+    farthest detector corner (see :data:`PRESETS`). ``alpha`` in pixels is
+    ``calibration.convergence_semiangle_mrad / calibration.k_pixel_size_in('mrad')``, or
+    ``bf_radius_px`` when given (e.g. the radius of the detected bright-field disk, for an
+    uncalibrated detector). ``inner_mrad`` / ``outer_mrad`` override the preset's angles
+    (they need the mrad calibration).
+
+    The centre is ``center_px``, else the calibration's mean origin, else the detector centre.
+    Raises :class:`CalibrationError` when the angles are not calibrated and no
+    ``bf_radius_px`` is given.
+    """
+    key = str(name).upper()
+    if key not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; use one of {sorted(PRESETS)}")
+    shape = _shape2(detector_shape)
+    cal = calibration or Calibration()
+    px_mrad = None
+    if inner_mrad is not None or outer_mrad is not None or bf_radius_px is None:
+        try:
+            px_mrad = cal.k_pixel_size_in("mrad")
+        except CalibrationError as e:
+            raise CalibrationError(
+                f"the {key} preset needs the detector pixel size in mrad ({e}); calibrate the "
+                "detector or pass bf_radius_px (the bright-field disk radius in pixels)"
+            ) from None
+    if bf_radius_px is not None:
+        alpha_px = float(bf_radius_px)
+        if not (math.isfinite(alpha_px) and alpha_px > 0):
+            raise ValueError(f"bf_radius_px must be positive, got {bf_radius_px!r}")
+    else:
+        if cal.convergence_semiangle_mrad is None:
+            raise CalibrationError(
+                f"the {key} preset needs the convergence semi-angle "
+                "(Calibration.convergence_semiangle_mrad) or bf_radius_px"
+            )
+        alpha_px = cal.convergence_semiangle_mrad / px_mrad
+    if center_px is None:
+        center_px = (
+            cal.origin_px if cal.origin_px is not None else ((shape[0] - 1) / 2, (shape[1] - 1) / 2)
+        )
+    cy, cx = _point(center_px, "center_px")
+    lo, hi = PRESETS[key]
+    inner = lo * alpha_px if inner_mrad is None else float(inner_mrad) / px_mrad
+    if outer_mrad is not None:
+        outer = float(outer_mrad) / px_mrad
+    elif hi is None:
+        corners = [(0, 0), (0, shape[1] - 1), (shape[0] - 1, 0), (shape[0] - 1, shape[1] - 1)]
+        outer = max(math.hypot(r - cy, c - cx) for r, c in corners) + 1.0
+    else:
+        outer = hi * alpha_px
+    if inner <= 0:
+        return DiskDetector((cy, cx), outer)
+    return AnnulusDetector((cy, cx), inner, outer)

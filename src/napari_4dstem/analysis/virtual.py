@@ -1,0 +1,306 @@
+"""Virtual imaging: sum each diffraction pattern over a virtual detector.
+
+``image[iy, ix] = sum_{k} mask[k - s(iy, ix)] * pattern[iy, ix, k]``
+
+where ``s`` is the per-pattern detector shift (zero, or with ``descan=True`` the fitted origin
+``Calibration.origin_map_px[iy, ix]`` minus the mean origin ``Calibration.origin_px``: the
+detector follows the unscattered beam). Sub-pixel shifts move the mask bilinearly. Pixels that
+a shift moves off the detector count as zero.
+
+Binary detectors are summed over their horizontal runs of pixels (no multiplication, only the
+pixels inside); weighted detectors over their bounding box. Only the detector rows a detector
+(plus its largest shift) touches are read. Sums accumulate in float64 and are exact for
+integer data. See ``docs/virtual-imaging.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..data.calibration import Calibration
+from ..data.datacube import DataCube
+from ..data.results import RealSpaceMap
+from ..engine.driver import map_scan
+from ..engine.jobs import Job, Progress, run_job
+from ..engine.kernels import as_kernel_input, runs_sum_block, weighted_sum_block
+from ..errors import CalibrationError, Napari4DSTEMError
+from .detectors import Detector, mask_runs
+
+__all__ = [
+    "NonFiniteDataError",
+    "as_datacube",
+    "descan_shifts",
+    "iter_virtual_image",
+    "iter_virtual_images",
+    "virtual_image",
+    "virtual_images",
+]
+
+_NO_SHIFT = np.zeros((0, 0))
+NAN_POLICIES = ("raise", "propagate", "omit")
+
+
+class NonFiniteDataError(Napari4DSTEMError, ValueError):
+    """Float data holds NaN or inf where an analysis reads it."""
+
+
+def as_datacube(data: Any, calibration: Calibration | None = None) -> tuple[DataCube, Calibration]:
+    """``data`` as a DataCube (wrapping a bare 4D array) and the calibration to use."""
+    cube = data if isinstance(data, DataCube) else DataCube(data)
+    cal = calibration if calibration is not None else cube.calibration
+    if not isinstance(cal, Calibration):
+        raise TypeError(f"calibration must be a Calibration, got {type(cal).__name__}")
+    return cube, cal
+
+
+def descan_shifts(cal: Calibration, scan_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pattern detector shift ``origin_map_px - origin_px`` as two ``(scan_y, scan_x)`` arrays."""
+    if cal.origin_map_px is None:
+        raise CalibrationError(
+            "descan correction needs an origin map (Calibration.origin_map_px); measure it with "
+            "napari_4dstem.analysis.origin.measure_origin and fit_origin_plane"
+        )
+    om = cal.origin_map_px
+    if om.shape[:2] != tuple(scan_shape):
+        raise CalibrationError(
+            f"origin map shape {om.shape[:2]} does not match the scan {scan_shape}"
+        )
+    if not np.all(np.isfinite(om)):
+        raise CalibrationError("the origin map has NaN values; fit it with a plane first")
+    ref = np.asarray(cal.origin_px, dtype=float)
+    return (
+        np.ascontiguousarray(om[..., 0] - ref[0]),
+        np.ascontiguousarray(om[..., 1] - ref[1]),
+    )
+
+
+def _multi_kernel(block, *, row0, parallel, specs, shift_y=_NO_SHIFT, shift_x=_NO_SHIFT):
+    """Kernel for :func:`map_scan`: one channel per detector spec."""
+    block = as_kernel_input(block)
+    out = np.empty((block.shape[0], block.shape[1], len(specs)))
+    tmp = np.empty(block.shape[:2])
+    for k, spec in enumerate(specs):
+        if spec[0] == "runs":
+            _, rr, c0, c1 = spec
+            runs_sum_block(block, row0, rr, c0, c1, shift_y, shift_x, tmp, parallel=parallel)
+        else:
+            _, w, r0, cc0 = spec
+            weighted_sum_block(block, row0, w, r0, cc0, shift_y, shift_x, tmp, parallel=parallel)
+        out[..., k] = tmp
+    return out
+
+
+def _spec(mask: np.ndarray):
+    if mask.dtype.kind == "b":
+        return ("runs", *mask_runs(mask))
+    rows = np.flatnonzero(np.any(mask != 0, axis=1))
+    cols = np.flatnonzero(np.any(mask != 0, axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    return ("weights", np.ascontiguousarray(mask[r0:r1, c0:c1], dtype=np.float64), int(r0), int(c0))
+
+
+def iter_virtual_images(
+    data: Any,
+    detectors: Sequence[Detector],
+    *,
+    calibration: Calibration | None = None,
+    descan: bool = False,
+    nan_policy: str = "raise",
+    names: Sequence[str] | None = None,
+    scan_chunk: tuple[int, int] | None = None,
+    backend: Any = None,
+) -> Job[RealSpaceMap]:
+    """Job: several virtual images in one pass over the data (one channel per detector).
+
+    Parameters
+    ----------
+    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
+    detectors : sequence of Detector
+    calibration : Calibration, optional
+        Defaults to the DataCube's; needed for ``descan``.
+    descan : bool
+        Shift every detector by the fitted origin (``origin_map_px - origin_px``).
+    nan_policy : {"raise", "propagate", "omit"}
+        What to do when float data has NaN or inf inside a detector: raise
+        :class:`NonFiniteDataError` (default), return NaN for those patterns, or sum the
+        finite pixels only.
+    names : sequence of str, optional
+        Channel names; by default the detector kinds (``"disk"``, ``"annulus_2"``...).
+    scan_chunk, backend
+        See :func:`napari_4dstem.engine.driver.map_scan`.
+
+    Returns
+    -------
+    RealSpaceMap ``(scan_y, scan_x, n_detectors)``, float64, units ``counts``.
+    """
+    cube, cal = as_datacube(data, calibration)
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+    detectors = list(detectors)
+    if not detectors:
+        raise ValueError("no detector given")
+    for d in detectors:
+        if not isinstance(d, Detector):
+            raise TypeError(f"expected a Detector, got {type(d).__name__}")
+    det_shape = cube.detector_shape
+    masks = [d.render(det_shape) for d in detectors]
+    bounds = [d.row_bounds(det_shape) for d in detectors]
+    r0, r1 = min(b[0] for b in bounds), max(b[1] for b in bounds)
+    scan_kwargs: dict[str, np.ndarray] = {}
+    if descan:
+        shy, shx = descan_shifts(cal, cube.scan_shape)
+        r0 = r0 + math.floor(float(shy.min()))
+        r1 = r1 + math.ceil(float(shy.max())) + 1
+        scan_kwargs = {"shift_y": shy, "shift_x": shx}
+    specs = [_spec(m) for m in masks]
+    img = yield from map_scan(
+        cube.data,
+        _multi_kernel,
+        out_tail=(len(specs),),
+        kwargs={"specs": specs},
+        scan_kwargs=scan_kwargs,
+        k_rows=(r0, r1),
+        scan_chunk=scan_chunk,
+        backend=backend,
+        message="virtual image",
+    )
+    if cube.dtype.kind == "f":
+        img = _handle_nonfinite(cube, img, specs, scan_kwargs, (r0, r1), nan_policy)
+    if names is None:
+        names = _default_names(detectors)
+    params = {
+        "detectors": [d.to_params() for d in detectors],
+        "descan": bool(descan),
+        "nan_policy": nan_policy,
+        "dtype": str(cube.dtype),
+    }
+    return RealSpaceMap(
+        img,
+        name="virtual_images",
+        units="counts",
+        channels=tuple(names),
+        calibration=cal,
+        params=params,
+    )
+
+
+def _default_names(detectors: Sequence[Detector]) -> list[str]:
+    names, seen = [], {}
+    for d in detectors:
+        n = d.kind
+        seen[n] = seen.get(n, 0) + 1
+        names.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
+    return names
+
+
+def _handle_nonfinite(cube, img, specs, scan_kwargs, rows, nan_policy) -> np.ndarray:
+    bad = ~np.all(np.isfinite(img), axis=-1)
+    if not bad.any():
+        return img
+    where = np.argwhere(bad)
+    if nan_policy == "raise":
+        iy, ix = where[0]
+        raise NonFiniteDataError(
+            f"{len(where)} pattern(s) have NaN or inf inside the detector (first at scan "
+            f"position ({iy}, {ix})); pass nan_policy='omit' to sum only the finite pixels or "
+            "nan_policy='propagate' to keep NaN in the image"
+        )
+    if nan_policy == "omit":
+        rows = slice(max(rows[0], 0), min(rows[1], cube.detector_shape[0]))
+        for iy, ix in where:
+            pat = np.asarray(cube.data[iy, ix, rows], dtype=np.float64)
+            pat = np.where(np.isfinite(pat), pat, 0.0)[None, None]
+            kw = {k: v[iy : iy + 1, ix : ix + 1] for k, v in scan_kwargs.items()}
+            img[iy, ix] = _multi_kernel(pat, row0=rows.start, parallel=False, specs=specs, **kw)[
+                0, 0
+            ]
+    return img
+
+
+def iter_virtual_image(
+    data: Any,
+    detector: Detector,
+    *,
+    calibration: Calibration | None = None,
+    descan: bool = False,
+    nan_policy: str = "raise",
+    scan_chunk: tuple[int, int] | None = None,
+    backend: Any = None,
+) -> Job[RealSpaceMap]:
+    """Job: the virtual image of one detector, a ``(scan_y, scan_x)`` RealSpaceMap.
+
+    See :func:`iter_virtual_images` for the parameters; ``params`` of the result record the
+    detector, ``descan`` and ``nan_policy``.
+    """
+    stack = yield from iter_virtual_images(
+        data,
+        [detector],
+        calibration=calibration,
+        descan=descan,
+        nan_policy=nan_policy,
+        scan_chunk=scan_chunk,
+        backend=backend,
+    )
+    params = dict(stack.params)
+    params["detector"] = params.pop("detectors")[0]
+    return RealSpaceMap(
+        stack.data[..., 0],
+        name=f"virtual_{detector.kind}",
+        units="counts",
+        calibration=stack.calibration,
+        params=params,
+    )
+
+
+def virtual_image(
+    data: Any,
+    detector: Detector,
+    *,
+    calibration: Calibration | None = None,
+    descan: bool = False,
+    nan_policy: str = "raise",
+    scan_chunk: tuple[int, int] | None = None,
+    backend: Any = None,
+    progress: Callable[[Progress], Any] | None = None,
+) -> RealSpaceMap:
+    """The virtual image of one detector (runs :func:`iter_virtual_image` to the end)."""
+    job = iter_virtual_image(
+        data,
+        detector,
+        calibration=calibration,
+        descan=descan,
+        nan_policy=nan_policy,
+        scan_chunk=scan_chunk,
+        backend=backend,
+    )
+    return run_job(job, progress)
+
+
+def virtual_images(
+    data: Any,
+    detectors: Sequence[Detector],
+    *,
+    calibration: Calibration | None = None,
+    descan: bool = False,
+    nan_policy: str = "raise",
+    names: Sequence[str] | None = None,
+    scan_chunk: tuple[int, int] | None = None,
+    backend: Any = None,
+    progress: Callable[[Progress], Any] | None = None,
+) -> RealSpaceMap:
+    """Several virtual images in one pass (runs :func:`iter_virtual_images` to the end)."""
+    job = iter_virtual_images(
+        data,
+        detectors,
+        calibration=calibration,
+        descan=descan,
+        nan_policy=nan_policy,
+        names=names,
+        scan_chunk=scan_chunk,
+        backend=backend,
+    )
+    return run_job(job, progress)

@@ -1,0 +1,213 @@
+"""The engine driver: map a per-chunk (or per-pattern) kernel over the scan of any DataCube.
+
+A *kernel* is a plain, module-level function
+
+    kernel(block, *, row0, parallel, **kwargs, **scan_kwargs) -> ndarray (ny, nx, *out_tail)
+
+called on a scan block ``(ny, nx, h, k_x)`` in the dataset's native dtype, holding detector
+rows ``row0 : row0 + h`` (all rows unless the caller asks for a window, so small detectors read
+only the rows they need). ``scan_kwargs`` are arrays over the scan ``(scan_y, scan_x, ...)``
+that the driver slices to the block (e.g. a per-pattern descan shift). ``parallel`` tells the
+kernel whether it owns all local cores (local engine) or one (dask.distributed worker thread).
+
+The backend is a parameter, never a copy of the code:
+
+- ``None`` or ``"local"``: in-process, one block at a time, numba threads on all cores; blocks
+  of lazy files (h5py, zarr, dask) are read one ahead in a background thread.
+- a ``distributed.Client``, or a scheduler address string (``"tcp://host:8786"``): one task per
+  block on the cluster, the same kernels compiled single-threaded on the workers.
+
+:func:`map_scan` is a job (a generator yielding :class:`~napari_4dstem.engine.jobs.Progress`,
+cancellable between blocks) returning the assembled ``(scan_y, scan_x, *out_tail)`` array.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataShapeError
+from .chunks import default_scan_chunk, native_chunks, read_block
+from .jobs import Job, Progress
+
+__all__ = ["PerPattern", "block_slices", "is_distributed", "map_scan"]
+
+
+def block_slices(
+    scan_shape: tuple[int, int], scan_chunk: tuple[int, int]
+) -> list[tuple[slice, slice]]:
+    """The scan blocks ``(scan_y slice, scan_x slice)`` in raster order."""
+    sy, sx = scan_shape
+    by, bx = (max(1, int(c)) for c in scan_chunk)
+    return [
+        (slice(y0, min(y0 + by, sy)), slice(x0, min(x0 + bx, sx)))
+        for y0 in range(0, sy, by)
+        for x0 in range(0, sx, bx)
+    ]
+
+
+def is_distributed(backend: Any) -> bool:
+    """Whether ``backend`` names a dask.distributed cluster (a Client or an address)."""
+    if backend is None or backend == "local":
+        return False
+    if isinstance(backend, str):
+        return True
+    return type(backend).__module__.split(".")[0] == "distributed"
+
+
+def _raw(data: Any) -> Any:
+    # a DataCube's array, or the array itself
+    return getattr(data, "data", data) if hasattr(data, "calibration") else data
+
+
+def _run_block(block, kernel, row0, parallel, kwargs, scan_kwargs):
+    return kernel(block, row0=row0, parallel=parallel, **kwargs, **scan_kwargs)
+
+
+def _slice_scan_kwargs(scan_kwargs: Mapping[str, np.ndarray], sy: slice, sx: slice) -> dict:
+    return {k: np.ascontiguousarray(v[sy, sx]) for k, v in scan_kwargs.items()}
+
+
+def map_scan(
+    data: Any,
+    kernel: Callable[..., np.ndarray],
+    *,
+    out_tail: tuple[int, ...] = (),
+    out_dtype: Any = np.float64,
+    kwargs: Mapping[str, Any] | None = None,
+    scan_kwargs: Mapping[str, np.ndarray] | None = None,
+    k_rows: tuple[int, int] | None = None,
+    scan_chunk: tuple[int, int] | None = None,
+    backend: Any = None,
+    message: str = "",
+) -> Job[np.ndarray]:
+    """Job: apply ``kernel`` to every scan block and assemble the result over the scan.
+
+    Parameters
+    ----------
+    data : DataCube or 4D array-like ``(scan_y, scan_x, k_y, k_x)``
+        numpy, memmap, h5py, zarr or dask; read block by block in its native dtype.
+    kernel : callable
+        ``kernel(block, *, row0, parallel, **kwargs, **scan_kwargs)`` returning a float array
+        ``(ny, nx, *out_tail)``. Must be a module-level function for the distributed backend.
+    out_tail : tuple of int
+        Trailing shape of the per-pattern result (``()`` for a scalar per pattern).
+    kwargs : mapping
+        Constant keyword arguments of the kernel (masks, parameters).
+    scan_kwargs : mapping of str to arrays ``(scan_y, scan_x, ...)``
+        Per-pattern arguments, sliced to each block.
+    k_rows : (int, int), optional
+        Read only detector rows ``k_rows[0] : k_rows[1]`` (the kernel gets ``row0``).
+    scan_chunk : (int, int), optional
+        Scan block shape; by default about 32 MiB, aligned with the storage chunks.
+    backend : None, "local", distributed.Client or str
+        Where to run (see the module docstring).
+    message : str
+        Text of the :class:`Progress` steps.
+
+    Returns
+    -------
+    ndarray ``(scan_y, scan_x, *out_tail)`` of ``out_dtype``
+    """
+    arr = _raw(data)
+    shape = tuple(int(s) for s in arr.shape)
+    if len(shape) != 4:
+        raise DataShapeError(f"data must be 4D (scan_y, scan_x, k_y, k_x), got shape {shape}")
+    qy = shape[2]
+    r0, r1 = (0, qy) if k_rows is None else (max(0, int(k_rows[0])), min(qy, int(k_rows[1])))
+    if r1 <= r0:
+        raise DataShapeError(f"detector rows {k_rows} are outside the detector of {qy} rows")
+    scan_kwargs = dict(scan_kwargs or {})
+    for k, v in scan_kwargs.items():
+        if tuple(v.shape[:2]) != shape[:2]:
+            raise DataShapeError(f"{k} has scan shape {v.shape[:2]}, the data {shape[:2]}")
+    kwargs = dict(kwargs or {})
+    if scan_chunk is None:
+        itemsize = np.dtype(arr.dtype).itemsize
+        scan_chunk = default_scan_chunk(shape, itemsize, native_chunks(arr))
+    blocks = block_slices(shape[:2], scan_chunk)
+    out = np.empty(shape[:2] + tuple(out_tail), dtype=out_dtype)
+    rows = slice(r0, r1)
+    if is_distributed(backend):
+        from .distributed import run_distributed
+
+        yield from run_distributed(
+            arr, kernel, out, blocks, rows, kwargs, scan_kwargs, backend, message
+        )
+    else:
+        yield from _run_local(arr, kernel, out, blocks, rows, kwargs, scan_kwargs, message)
+    return out
+
+
+def _read(arr, sy: slice, sx: slice, rows: slice) -> np.ndarray:
+    if isinstance(arr, np.ndarray):
+        return arr[sy, sx, rows]  # a view: no copy
+    if rows.start == 0 and rows.stop == arr.shape[2]:
+        return read_block(arr, sy, sx)
+    block = arr[sy, sx, rows]
+    return np.asarray(block.compute() if hasattr(block, "compute") else block)
+
+
+def _iter_blocks(arr, blocks, rows) -> Iterator[tuple[slice, slice, np.ndarray]]:
+    if isinstance(arr, np.ndarray):
+        for sy, sx in blocks:
+            yield sy, sx, _read(arr, sy, sx, rows)
+        return
+    # lazy storage: read the next block while the current one is computed
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="4dstem-read") as pool:
+        nxt = pool.submit(_read, arr, *blocks[0], rows) if blocks else None
+        for k, (sy, sx) in enumerate(blocks):
+            block = nxt.result()
+            nxt = pool.submit(_read, arr, *blocks[k + 1], rows) if k + 1 < len(blocks) else None
+            yield sy, sx, block
+
+
+def _run_local(arr, kernel, out, blocks, rows, kwargs, scan_kwargs, message) -> Job[None]:
+    total = len(blocks)
+    for k, (sy, sx, block) in enumerate(_iter_blocks(arr, blocks, rows)):
+        part = _run_block(
+            block, kernel, rows.start, True, kwargs, _slice_scan_kwargs(scan_kwargs, sy, sx)
+        )
+        out[sy, sx] = part
+        yield Progress(k + 1, total, message)
+
+
+class PerPattern:
+    """Turn a per-pattern function ``fn(pattern, **kw) -> scalar or array`` into a kernel.
+
+    The generic path for analyses that have no numba kernel: it loops over the patterns of a
+    block in Python. Keyword arguments named in ``scan_keys`` are per-pattern (passed to
+    :func:`map_scan` as ``scan_kwargs``) and ``fn`` gets their value at that pattern; the
+    others are passed unchanged. ``pattern`` holds the detector rows the driver read.
+    Picklable when ``fn`` is a module-level function, so it runs on dask.distributed too.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *, scan_keys: tuple[str, ...] = ()):
+        self.fn = fn
+        self.scan_keys = tuple(scan_keys)
+
+    def __call__(self, block, *, row0: int, parallel: bool = True, **kw):
+        ny, nx = block.shape[:2]
+        scan = {k: kw.pop(k) for k in self.scan_keys}
+        out = None
+        for i in range(ny):
+            for j in range(nx):
+                r = self.fn(block[i, j], **kw, **{k: v[i, j] for k, v in scan.items()})
+                r = np.asarray(r, dtype=np.float64)
+                if out is None:
+                    out = np.empty((ny, nx, *r.shape))
+                out[i, j] = r
+        return out
+
+
+def n_blocks_for(data: Any, scan_chunk: tuple[int, int] | None = None) -> int:
+    """How many blocks :func:`map_scan` will process (for progress bars)."""
+    arr = _raw(data)
+    shape = tuple(int(s) for s in arr.shape)
+    if scan_chunk is None:
+        scan_chunk = default_scan_chunk(shape, np.dtype(arr.dtype).itemsize, native_chunks(arr))
+    return math.ceil(shape[0] / scan_chunk[0]) * math.ceil(shape[1] / scan_chunk[1])

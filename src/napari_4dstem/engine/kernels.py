@@ -1,0 +1,270 @@
+"""Numba kernels for per-pattern reductions over a scan block.
+
+Every kernel takes a block ``(ny, nx, h, k_x)`` in its native dtype, a window of detector rows
+``row0 : row0 + h`` of a detector ``(k_y, k_x)`` (so small detectors read only their rows),
+and fills an output of shape ``(ny, nx, ...)`` in float64. They run on all local cores
+(``parallel``, ``prange`` over patterns) and release the GIL (``nogil``), so the same
+functions serve the local engine and the dask.distributed workers.
+
+Sums accumulate in float64 (exact for integer data below 2**53 counts). ``fastmath`` is
+limited to re-association and contraction, so the inner loops vectorise but NaN and inf
+still propagate into the result instead of being assumed away.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+
+import numba
+import numpy as np
+
+__all__ = ["Kernel", "com_block", "com_weighted_block", "runs_sum_block", "weighted_sum_block"]
+
+_FM = {"reassoc", "contract", "nsz"}
+
+
+class Kernel:
+    """One kernel compiled twice: ``parallel`` (all local cores) and ``serial`` (one core).
+
+    The local engine calls ``parallel``; dask.distributed workers call ``serial`` and get their
+    parallelism from the worker threads (no oversubscription). Both are the same function.
+    """
+
+    def __init__(self, fn):
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+        self.parallel = numba.njit(parallel=True, nogil=True, cache=True, fastmath=_FM)(fn)
+        # a twin function with its own qualname, so the two compilations get separate cache
+        # files (numba's cache index does not key on the ``parallel`` flag)
+        twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial")
+        twin.__qualname__ = fn.__qualname__ + "_serial"
+        self.serial = numba.njit(parallel=False, nogil=True, cache=True, fastmath=_FM)(twin)
+
+    def __call__(self, *args, parallel: bool = True):
+        return (self.parallel if parallel else self.serial)(*args)
+
+    def __reduce__(self):  # pickled by name, so dask workers import the compiled kernel
+        return (_kernel_by_name, (self.__name__,))
+
+
+def _kernel_by_name(name: str) -> Kernel:
+    return globals()[name]
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FM)
+def _runs_one(pat, row0, qx, runs_r, runs_c0, runs_c1, ty, tx):
+    # sum of the pattern over the runs (row r, columns c0:c1) shifted by (ty, tx) pixels;
+    # pixels outside the detector count as zero
+    h = pat.shape[0]
+    acc = 0.0
+    for k in range(runs_r.shape[0]):
+        r = runs_r[k] + ty - row0
+        if r < 0 or r >= h:
+            continue
+        c0 = max(runs_c0[k] + tx, 0)
+        c1 = min(runs_c1[k] + tx, qx)
+        s = 0.0
+        for c in range(c0, c1):
+            s += pat[r, c]
+        acc += s
+    return acc
+
+
+@Kernel
+def runs_sum_block(block, row0, runs_r, runs_c0, runs_c1, shift_y, shift_x, out):
+    """Binary-detector sum: ``out[i, j] = sum over the runs of block[i, j]``.
+
+    Parameters
+    ----------
+    block : (ny, nx, h, k_x) array, any real dtype
+        Detector rows ``row0 : row0 + h`` of each pattern.
+    runs_r, runs_c0, runs_c1 : int64 arrays
+        The mask as horizontal runs: row ``r`` (absolute), columns ``c0 : c1``.
+    shift_y, shift_x : (ny, nx) float64 arrays, or size-0 arrays for no shift
+        Per-pattern detector shift in pixels (the mask is moved by it); sub-pixel shifts are
+        bilinear in the mask.
+    out : (ny, nx) float64 array
+    """
+    ny, nx = block.shape[0], block.shape[1]
+    qx = block.shape[3]
+    shifted = shift_y.size > 0
+    for p in numba.prange(ny * nx):
+        i = p // nx
+        j = p - i * nx
+        pat = block[i, j]
+        if not shifted:
+            out[i, j] = _runs_one(pat, row0, qx, runs_r, runs_c0, runs_c1, 0, 0)
+            continue
+        sy = shift_y[i, j]
+        sx = shift_x[i, j]
+        ay = math.floor(sy)
+        ax = math.floor(sx)
+        fy = sy - ay
+        fx = sx - ax
+        iy = np.int64(ay)
+        ix = np.int64(ax)
+        v = 0.0
+        w00 = (1.0 - fy) * (1.0 - fx)
+        if w00 != 0.0:
+            v += w00 * _runs_one(pat, row0, qx, runs_r, runs_c0, runs_c1, iy, ix)
+        w01 = (1.0 - fy) * fx
+        if w01 != 0.0:
+            v += w01 * _runs_one(pat, row0, qx, runs_r, runs_c0, runs_c1, iy, ix + 1)
+        w10 = fy * (1.0 - fx)
+        if w10 != 0.0:
+            v += w10 * _runs_one(pat, row0, qx, runs_r, runs_c0, runs_c1, iy + 1, ix)
+        w11 = fy * fx
+        if w11 != 0.0:
+            v += w11 * _runs_one(pat, row0, qx, runs_r, runs_c0, runs_c1, iy + 1, ix + 1)
+        out[i, j] = v
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FM)
+def _weighted_one(pat, row0, qx, w, r0, c0, ty, tx):
+    h = pat.shape[0]
+    hw, ww = w.shape
+    acc = 0.0
+    for a in range(hw):
+        r = r0 + a + ty - row0
+        if r < 0 or r >= h:
+            continue
+        cs = c0 + tx
+        b0 = max(0, -cs)
+        b1 = min(ww, qx - cs)
+        s = 0.0
+        for b in range(b0, b1):
+            s += w[a, b] * pat[r, cs + b]
+        acc += s
+    return acc
+
+
+@Kernel
+def weighted_sum_block(block, row0, weights, r0, c0, shift_y, shift_x, out):
+    """Weighted-detector sum: ``out[i, j] = sum(weights * pattern[r0:, c0:])``.
+
+    ``weights`` is the detector's bounding box ``(hw, ww)`` placed at absolute detector
+    position ``(r0, c0)``; shifts as in :func:`runs_sum_block`.
+    """
+    ny, nx = block.shape[0], block.shape[1]
+    qx = block.shape[3]
+    shifted = shift_y.size > 0
+    for p in numba.prange(ny * nx):
+        i = p // nx
+        j = p - i * nx
+        pat = block[i, j]
+        if not shifted:
+            out[i, j] = _weighted_one(pat, row0, qx, weights, r0, c0, 0, 0)
+            continue
+        sy = shift_y[i, j]
+        sx = shift_x[i, j]
+        ay = math.floor(sy)
+        ax = math.floor(sx)
+        fy = sy - ay
+        fx = sx - ax
+        iy = np.int64(ay)
+        ix = np.int64(ax)
+        v = 0.0
+        w00 = (1.0 - fy) * (1.0 - fx)
+        if w00 != 0.0:
+            v += w00 * _weighted_one(pat, row0, qx, weights, r0, c0, iy, ix)
+        w01 = (1.0 - fy) * fx
+        if w01 != 0.0:
+            v += w01 * _weighted_one(pat, row0, qx, weights, r0, c0, iy, ix + 1)
+        w10 = fy * (1.0 - fx)
+        if w10 != 0.0:
+            v += w10 * _weighted_one(pat, row0, qx, weights, r0, c0, iy + 1, ix)
+        w11 = fy * fx
+        if w11 != 0.0:
+            v += w11 * _weighted_one(pat, row0, qx, weights, r0, c0, iy + 1, ix + 1)
+        out[i, j] = v
+
+
+@Kernel
+def com_block(block, row0, out):
+    """Intensity and centre of mass of every pattern in one pass over the data.
+
+    ``out[i, j] = (sum, com_y, com_x)`` with ``com`` in absolute detector pixels (pixel
+    centres at integer coordinates); NaN where the sum is zero.
+    """
+    ny, nx, h, qx = block.shape
+    for p in numba.prange(ny * nx):
+        i = p // nx
+        j = p - i * nx
+        pat = block[i, j]
+        tot = 0.0
+        my = 0.0
+        mx = 0.0
+        for r in range(h):
+            s = 0.0
+            sc = 0.0
+            for c in range(qx):
+                v = np.float64(pat[r, c])
+                s += v
+                sc += v * c
+            tot += s
+            my += s * (r + row0)
+            mx += sc
+        out[i, j, 0] = tot
+        if tot != 0.0:
+            out[i, j, 1] = my / tot
+            out[i, j, 2] = mx / tot
+        else:
+            out[i, j, 1] = np.nan
+            out[i, j, 2] = np.nan
+
+
+@Kernel
+def com_weighted_block(block, row0, weights, r0, c0, out):
+    """Centre of mass inside a weighted detector (bounding box ``weights`` at ``(r0, c0)``)."""
+    ny, nx = block.shape[0], block.shape[1]
+    qx = block.shape[3]
+    h = block.shape[2]
+    hw, ww = weights.shape
+    for p in numba.prange(ny * nx):
+        i = p // nx
+        j = p - i * nx
+        pat = block[i, j]
+        tot = 0.0
+        my = 0.0
+        mx = 0.0
+        for a in range(hw):
+            r = r0 + a - row0
+            if r < 0 or r >= h:
+                continue
+            s = 0.0
+            sc = 0.0
+            for b in range(ww):
+                c = c0 + b
+                if c >= qx:
+                    break
+                v = weights[a, b] * pat[r, c]
+                s += v
+                sc += v * c
+            tot += s
+            my += s * (r + row0)
+            mx += sc
+        out[i, j, 0] = tot
+        if tot != 0.0:
+            out[i, j, 1] = my / tot
+            out[i, j, 2] = mx / tot
+        else:
+            out[i, j, 1] = np.nan
+            out[i, j, 2] = np.nan
+
+
+def as_kernel_input(block: np.ndarray) -> np.ndarray:
+    """The block in a dtype numba reads: native byte order; float16 and bool widened.
+
+    Copies only when needed (big-endian files, float16), one block at a time.
+    """
+    dt = block.dtype
+    if dt.kind == "b":
+        return block.view(np.uint8)
+    if dt == np.float16:
+        return block.astype(np.float32)
+    if dt.kind not in "uif":
+        raise TypeError(f"cannot reduce patterns of dtype {dt}")
+    if not dt.isnative:
+        return block.astype(dt.newbyteorder("="))
+    return block

@@ -1,0 +1,186 @@
+"""The engine driver: local and dask.distributed backends against a numpy reference."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from napari_4dstem import DataCube
+from napari_4dstem.engine.driver import PerPattern, block_slices, is_distributed, map_scan
+from napari_4dstem.engine.jobs import run_job
+from napari_4dstem.engine.kernels import as_kernel_input, com_block
+from napari_4dstem.errors import DataShapeError
+
+
+def _row_max_minus(pattern, *, offset, scale):
+    # a per-pattern function with a per-pattern argument (offset) and a constant (scale)
+    return np.array([pattern.max() - offset, pattern.sum() * scale])
+
+
+def _com_kernel(block, *, row0, parallel):
+    out = np.empty((*block.shape[:2], 3))
+    com_block(as_kernel_input(block), row0, out, parallel=parallel)
+    return out
+
+
+def _reference_com(a, rows=slice(None)):
+    a = a[:, :, rows].astype(np.float64)
+    r0 = rows.start or 0
+    yy = np.arange(a.shape[2])[:, None] + r0
+    xx = np.arange(a.shape[3])[None, :]
+    tot = a.sum(axis=(2, 3))
+    return np.stack(
+        [tot, (a * yy).sum(axis=(2, 3)) / tot, (a * xx).sum(axis=(2, 3)) / tot], axis=-1
+    )
+
+
+def test_block_slices_cover_scan_once():
+    blocks = block_slices((7, 10), (3, 4))
+    seen = np.zeros((7, 10), int)
+    for sy, sx in blocks:
+        seen[sy, sx] += 1
+    assert np.all(seen == 1)
+    assert len(blocks) == 3 * 3
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.float32, ">u2"])
+@pytest.mark.parametrize("chunk", [None, (2, 3), (5, 1)])
+def test_map_scan_com_matches_numpy(rng, dtype, chunk):
+    a = rng.integers(1, 200, (5, 7, 9, 11)).astype(dtype)
+    got = run_job(map_scan(a, _com_kernel, out_tail=(3,), scan_chunk=chunk))
+    np.testing.assert_allclose(got, _reference_com(a), rtol=1e-12)
+
+
+def test_map_scan_reads_only_the_row_window(rng):
+    a = rng.integers(1, 200, (4, 3, 12, 5)).astype(np.uint16)
+    got = run_job(map_scan(a, _com_kernel, out_tail=(3,), k_rows=(3, 8), scan_chunk=(3, 2)))
+    np.testing.assert_allclose(got, _reference_com(a, slice(3, 8)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("storage", ["dask", "h5py", "zarr", "datacube"])
+def test_map_scan_lazy_storage(rng, tmp_path, storage):
+    a = rng.integers(0, 50, (6, 5, 8, 7)).astype(np.uint16)
+    if storage == "dask":
+        import dask.array as da
+
+        data = da.from_array(a, chunks=(2, 3, 8, 7))
+    elif storage == "h5py":
+        f = h5py.File(tmp_path / "a.h5", "w")
+        data = f.create_dataset("a", data=a, chunks=(2, 2, 8, 7))
+    elif storage == "zarr":
+        import zarr
+
+        data = zarr.open(
+            str(tmp_path / "a.zarr"), mode="w", shape=a.shape, chunks=(3, 2, 8, 7), dtype=a.dtype
+        )
+        data[...] = a
+    else:
+        data = DataCube(a)
+    got = run_job(map_scan(data, _com_kernel, out_tail=(3,), k_rows=(1, 7)))
+    np.testing.assert_allclose(got, _reference_com(a, slice(1, 7)), rtol=1e-12)
+    if storage == "h5py":
+        f.close()
+
+
+def test_per_pattern_kernel_with_scan_kwargs(rng):
+    a = rng.integers(0, 255, (5, 4, 6, 6)).astype(np.uint8)
+    offset = rng.normal(size=(5, 4))
+    kern = PerPattern(_row_max_minus, scan_keys=("offset",))
+    got = run_job(
+        map_scan(
+            a,
+            kern,
+            out_tail=(2,),
+            kwargs={"scale": 0.5},
+            scan_kwargs={"offset": offset},
+            scan_chunk=(2, 3),
+        )
+    )
+    ref = np.stack([a.max(axis=(2, 3)) - offset, a.sum(axis=(2, 3)) * 0.5], axis=-1)
+    np.testing.assert_allclose(got, ref)
+
+
+def test_map_scan_progress_and_cancel(rng):
+    a = rng.integers(0, 9, (6, 6, 4, 4)).astype(np.uint16)
+    steps = []
+    run_job(map_scan(a, _com_kernel, out_tail=(3,), scan_chunk=(2, 3), message="com"), steps.append)
+    assert [p.done for p in steps] == list(range(1, 7))
+    assert all(p.total == 6 and p.message == "com" for p in steps)
+
+    calls = []
+
+    def counting(block, *, row0, parallel):
+        calls.append(block.shape)
+        return _com_kernel(block, row0=row0, parallel=parallel)
+
+    job = map_scan(a, counting, out_tail=(3,), scan_chunk=(2, 3))
+    next(job)
+    next(job)
+    job.close()  # cancel between steps: no more blocks are computed
+    assert len(calls) == 2
+
+
+def test_map_scan_bad_input(rng):
+    a = rng.integers(0, 9, (3, 3, 4, 4)).astype(np.uint16)
+    with pytest.raises(DataShapeError, match="4D"):
+        run_job(map_scan(a[0], _com_kernel, out_tail=(3,)))
+    with pytest.raises(DataShapeError, match="scan shape"):
+        run_job(map_scan(a, _com_kernel, out_tail=(3,), scan_kwargs={"x": np.zeros((2, 3))}))
+    with pytest.raises(DataShapeError, match="outside the detector"):
+        run_job(map_scan(a, _com_kernel, out_tail=(3,), k_rows=(7, 9)))
+
+
+def test_is_distributed():
+    assert not is_distributed(None)
+    assert not is_distributed("local")
+    assert is_distributed("tcp://127.0.0.1:8786")
+
+
+@pytest.fixture(scope="module")
+def client():
+    distributed = pytest.importorskip("distributed")
+    # processes=False: two in-process workers (threads); spawning processes costs seconds on
+    # this 2-core machine and would test pickling of the data, not the engine
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_distributed_equals_local(rng, client, lazy):
+    a = rng.integers(0, 1000, (9, 7, 10, 12)).astype(np.uint16)
+    data = a
+    if lazy:
+        import dask.array as da
+
+        data = da.from_array(a, chunks=(4, 4, 10, 12))
+    local = run_job(map_scan(data, _com_kernel, out_tail=(3,), scan_chunk=(4, 3), k_rows=(2, 9)))
+    steps = []
+    dist = run_job(
+        map_scan(
+            data, _com_kernel, out_tail=(3,), scan_chunk=(4, 3), k_rows=(2, 9), backend=client
+        ),
+        steps.append,
+    )
+    np.testing.assert_array_equal(dist, local)
+    assert len(steps) == 9 and steps[-1].done == 9
+
+
+def test_distributed_per_pattern(rng, client):
+    a = rng.integers(0, 255, (4, 5, 6, 6)).astype(np.uint8)
+    offset = rng.normal(size=(4, 5))
+    kern = PerPattern(_row_max_minus, scan_keys=("offset",))
+    kw = {
+        "out_tail": (2,),
+        "kwargs": {"scale": 2.0},
+        "scan_kwargs": {"offset": offset},
+        "scan_chunk": (3, 2),
+    }
+    local = run_job(map_scan(a, kern, **kw))
+    dist = run_job(map_scan(a, kern, backend=client, **kw))
+    np.testing.assert_array_equal(dist, local)
