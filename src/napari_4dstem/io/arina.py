@@ -1,0 +1,312 @@
+"""DECTRIS ARINA HDF5 files: a NeXus master file plus data files (bitshuffle/LZ4 chunks).
+
+Layout (as the ARINA control software writes it)::
+
+    <name>_master.h5
+      /entry/data/data_000001 ... external links to <name>_data_000001.h5:/entry/data/data
+      /entry/instrument/detector/...            pixel size, count time, beam centre
+      /entry/instrument/detector/detectorSpecific/{pixel_mask, flatfield, photon_energy,
+                                                   countrate_correction_table, ntrigger, ...}
+    <name>_data_00000N.h5
+      /entry/data/data                          (n_frames, k_y, k_x) uint8/16/32, chunks of one
+                                                frame, filter 32008 (bitshuffle + LZ4)
+
+The decompression filter comes from ``hdf5plugin`` (imported here, so h5py finds it).
+Frames are kept in the stored dtype (rosettasciio casts uint32 to uint16; we do not, so no
+count can wrap). Orientation: frames as stored, row 0 first (the same as rosettasciio).
+
+Scan shape: ``scan_shape=(ny, nx)`` from the user; then the ``STEM Metadata`` group of an
+optional ``<name>.h5`` metadata file; then a square scan when the frame count is a perfect
+square (what the ARINA software records by default); otherwise ``(1, n)``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4 filter with h5py)
+import numpy as np
+
+from ..data.calibration import Calibration
+from ..data.datacube import DataCube
+from ..errors import FileFormatError
+from ._framestack import FrameStack4D
+from ._helpers import DEFAULT_SCAN_CHUNK, check_scan_shape, never_raises, read_head
+
+__all__ = ["is_arina", "master_path", "read_datacube", "read_detector_arrays", "validate"]
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_DET = "entry/instrument/detector"
+_SPECIFIC = _DET + "/detectorSpecific"
+
+
+def master_path(path: str | os.PathLike) -> Path:
+    """The master file for ``path`` (the path itself, or ``<name>_master.h5`` of a data file)."""
+    p = Path(path)
+    m = re.match(r"(.*)_data_\d+(\.h5|\.hdf5)$", p.name)
+    if m:
+        cand = p.with_name(m.group(1) + "_master" + m.group(2))
+        if cand.is_file():
+            return cand
+    return p
+
+
+@never_raises
+def is_arina(path: str | os.PathLike) -> bool:
+    """True for a DECTRIS ARINA master file (or a data file whose master is next to it).
+
+    Never raises.
+    """
+    p = master_path(path)
+    if read_head(p, 8) != _HDF5_MAGIC:
+        return False
+    with h5py.File(p, "r") as f:
+        if "entry/data" not in f or _SPECIFIC not in f:
+            return False
+        desc = f.get(_DET + "/description")
+        text = desc[()].decode(errors="replace") if desc is not None else ""
+        names = list(f["entry/data"].keys())
+        return "ARINA" in text.upper() or any(n.startswith("data_0") for n in names)
+
+
+def _scalar(f: h5py.File, key: str, default=None):
+    d = f.get(key)
+    if not isinstance(d, h5py.Dataset) or d.shape != ():
+        return default
+    v = d[()]
+    return v.decode(errors="replace") if isinstance(v, bytes) else v.item()
+
+
+def read_detector_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The master file's ``pixel_mask`` and ``flatfield`` (each ``(k_y, k_x)``), where present.
+
+    ``pixel_mask`` is non-zero for pixels the detector flags (dead, hot, gaps); ``flatfield``
+    holds the per-pixel gain factors (float32).
+    """
+    p = master_path(path)
+    out = {}
+    try:
+        with h5py.File(p, "r") as f:
+            for k in ("pixel_mask", "flatfield"):
+                d = f.get(f"{_SPECIFIC}/{k}")
+                if isinstance(d, h5py.Dataset) and d.ndim == 2:
+                    out[k] = d[()]
+    except OSError as e:
+        raise FileFormatError(p, f"cannot read the ARINA master file ({e})") from None
+    return out
+
+
+def _open_stacks(p: Path, f: h5py.File) -> tuple[list[h5py.Dataset], list[h5py.File]]:
+    """The data datasets linked from the master, in order, with the files opened for them."""
+    if "entry/data" not in f:
+        raise FileFormatError(p, "ARINA master file has no /entry/data group")
+    grp = f["entry/data"]
+    names = sorted(n for n in grp.keys() if re.fullmatch(r"data_\d+", n))
+    if not names:
+        raise FileFormatError(p, "ARINA master file links no data_NNNNNN datasets")
+    stacks, files = [], []
+    for n in names:
+        link = grp.get(n, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            target = p.parent / link.filename
+            if not target.is_file():
+                raise FileFormatError(
+                    p,
+                    f"ARINA data file {link.filename} (linked as {n}) is missing",
+                    f"copy it next to {p.name}",
+                )
+            try:
+                df = h5py.File(target, "r", rdcc_nbytes=16 * 2**20)
+                d = df[link.path]
+            except (OSError, KeyError) as e:
+                raise FileFormatError(target, f"cannot open ARINA data file ({e})") from None
+            files.append(df)
+        else:
+            d = grp[n]
+        if not isinstance(d, h5py.Dataset) or d.ndim != 3:
+            raise FileFormatError(p, f"ARINA dataset {n} is not a (frames, k_y, k_x) stack")
+        stacks.append(d)
+    shapes = {tuple(d.shape[1:]) for d in stacks}
+    dtypes = {d.dtype for d in stacks}
+    if len(shapes) != 1 or len(dtypes) != 1:
+        raise FileFormatError(
+            p, f"ARINA data files disagree on frame shape/dtype: {shapes} {dtypes}"
+        )
+    return stacks, files
+
+
+def validate(path: str | os.PathLike) -> dict[str, Any]:
+    """Check that the master and all its data files open and agree; return a summary.
+
+    Returns ``{"n_frames", "frame_shape", "dtype", "expected_frames"}``; raises FileFormatError
+    when a data file is missing or holds fewer frames than the master's ``nimages * ntrigger``.
+    """
+    p = master_path(path)
+    try:
+        f = h5py.File(p, "r")
+    except OSError as e:
+        raise FileFormatError(p, f"not a readable HDF5 file ({e})") from None
+    with f:
+        stacks, files = _open_stacks(p, f)
+        try:
+            n = sum(int(d.shape[0]) for d in stacks)
+            out = {
+                "n_frames": n,
+                "frame_shape": tuple(int(v) for v in stacks[0].shape[1:]),
+                "dtype": np.dtype(stacks[0].dtype),
+            }
+            nimages = _scalar(f, _SPECIFIC + "/nimages")
+            ntrigger = _scalar(f, _SPECIFIC + "/ntrigger")
+            expected = int(nimages) * int(ntrigger) if nimages and ntrigger else None
+            out["expected_frames"] = expected
+            if expected is not None and n < expected:
+                raise FileFormatError(
+                    p, f"truncated: the master promises {expected} frames, the data files hold {n}"
+                )
+        finally:
+            for df in files:
+                df.close()
+    return out
+
+
+def _stem_metadata(p: Path) -> dict[str, Any]:
+    """Attributes of ``STEM Metadata`` in ``<name>.h5`` next to ``<name>_master.h5``."""
+    base = p.with_name(p.name.replace("_master", ""))
+    if base == p or not base.is_file():
+        return {}
+    try:
+        with h5py.File(base, "r") as f:
+            g = f.get("STEM Metadata")
+            if g is None:
+                return {}
+            return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in g.attrs.items()}
+    except OSError:
+        return {}
+
+
+def read_datacube(
+    path: str | os.PathLike,
+    *,
+    scan_shape: tuple[int, int] | None = None,
+    calibration: Calibration | None = None,
+    scan_chunk: int = DEFAULT_SCAN_CHUNK,
+) -> DataCube:
+    """Open a DECTRIS ARINA dataset lazily from its master file (or one of its data files).
+
+    Parameters
+    ----------
+    path : path
+        ``<name>_master.h5`` (a ``<name>_data_NNNNNN.h5`` finds its master).
+    scan_shape : (int, int), optional
+        ``(scan_y, scan_x)``; frames beyond it are ignored.
+    calibration : Calibration, optional
+        Overrides what the headers give (beam energy, scan step from ``STEM Metadata``).
+    scan_chunk : int
+        Scan chunk edge of the dask array (chunks ``(scan_chunk, scan_chunk, k_y, k_x)``).
+
+    Returns
+    -------
+    DataCube
+        Dask array over the HDF5 datasets, stored dtype. ``metadata["pixel_mask"]`` and
+        ``metadata["flatfield"]`` hold the master's ``(k_y, k_x)`` arrays where present.
+    """
+    import dask.array as da
+
+    p = master_path(path)
+    if not p.is_file():
+        raise FileFormatError(p, "no such file")
+    summary = validate(p)
+    f = h5py.File(p, "r")
+    stacks, files = _open_stacks(p, f)
+    n = summary["n_frames"]
+    stem = _stem_metadata(p)
+    guess, source = None, "frames"
+    for ky, kx in (("Scan Height", "Scan Width"), ("scan_height", "scan_width")):
+        if ky in stem and kx in stem:
+            guess, source = (
+                (int(np.ravel(stem[ky])[0]), int(np.ravel(stem[kx])[0])),
+                "STEM Metadata",
+            )
+    if guess is None and scan_shape is None:
+        r = math.isqrt(n)
+        if r * r == n and r > 1:
+            guess, source = (r, r), "square scan assumed"
+    if scan_shape is not None:
+        source = "user"
+    sy, sx = check_scan_shape(p, n, scan_shape, guess=guess)
+    arr = FrameStack4D(stacks, (sy, sx))
+    qy, qx = arr.shape[2:]
+    data = da.from_array(
+        arr,
+        chunks=(min(sy, scan_chunk), min(sx, scan_chunk), qy, qx),
+        asarray=True,
+        fancy=False,
+        name=f"arina-{p}-{sy}x{sx}",
+    )
+    meta: dict[str, Any] = {
+        "format": "DECTRIS ARINA",
+        "frames_in_file": n,
+        "scan_shape_from": source,
+    }
+    for key in (
+        "description",
+        "detector_number",
+        "count_time",
+        "frame_time",
+        "x_pixel_size",
+        "y_pixel_size",
+        "beam_center_x",
+        "beam_center_y",
+        "sensor_material",
+        "saturation_value",
+        "countrate_correction_applied",
+        "flatfield_correction_applied",
+        "pixel_mask_applied",
+    ):
+        v = _scalar(f, f"{_DET}/{key}")
+        if v is not None:
+            meta[key] = v
+    for key in (
+        "photon_energy",
+        "ntrigger",
+        "nimages",
+        "compression",
+        "software_version",
+        "data_collection_date",
+    ):
+        v = _scalar(f, f"{_SPECIFIC}/{key}")
+        if v is not None:
+            meta[key] = v
+    meta.update(read_detector_arrays(p))
+    if stem:
+        meta["stem_metadata"] = stem
+    cal_kw: dict[str, Any] = {}
+    energy_ev = meta.get("photon_energy")
+    if energy_ev and energy_ev > 0:
+        cal_kw["beam_energy_kev"] = float(energy_ev) / 1000.0
+    px = stem.get("Pixel Size")
+    if px is not None:
+        step_nm = float(np.ravel(px)[0])
+        if step_nm > 0:
+            cal_kw.update(scan_step=(step_nm, step_nm), scan_units="nm")
+    if calibration is None:
+        calibration = Calibration(**cal_kw)
+
+    def _close():
+        for df in files:
+            df.close()
+        f.close()
+
+    return DataCube(
+        data,
+        calibration,
+        name=p.stem.replace("_master", ""),
+        metadata=meta,
+        source=str(p),
+        on_close=_close,
+    )

@@ -1,0 +1,495 @@
+"""Quantum Detectors Merlin ``.mib`` files (with their optional ``.hdr`` acquisition header).
+
+Layout of a ``.mib`` file (public Merlin manual): frames one after another, each a text header
+of ``header_bytes`` bytes (``MQ1,<seq>,<header_bytes>,<n_chips>,<width>,<height>,<dtype>,
+<layout>,<chip select>,<time stamp>,<shutter s>,...,<counter depth>``) followed by the pixels.
+
+* Decoded frames (``U08``, ``U16``, ``U32``, ``U64``): big-endian unsigned integers, rows top to
+  bottom as the Merlin software writes them. Counter depths 1 and 6 are stored in ``U08``,
+  12 in ``>u2`` and 24 in ``>u4``. They are opened as a strided numpy view of a structured
+  memmap (a header field and a frame field per record), so nothing is copied or read to open.
+* RAW frames (``R64``): the undecoded counter bits in 64-bit words. 1-bit counters are packed
+  8 pixels to a byte, 6-bit counters take one byte, 12-bit counters a big-endian ``u2``; in
+  every case the pixels come in 64-bit words whose pixel order is reversed. A 24-bit RAW frame
+  is two 12-bit RAW frames, the most significant 12 bits first. A quad (2x2) RAW frame is a
+  256 x 1024 strip ``[chip 4 | chip 3 | chip 2 | chip 1]`` per row; chips 1 and 2 form the top
+  half, chips 3 and 4 the bottom half, rotated by 180 degrees. RAW data are decoded on read,
+  chunk by chunk, through dask.
+
+Orientation: frames are returned **as stored in the file**, row 0 first (LiberTEM's choice).
+rosettasciio flips every frame vertically; its arrays equal ours with ``[..., ::-1, :]``.
+We keep file order because it is what the detector read out, because the memmap stays a
+plain strided view, and because it matches the RAW decoding without a further flip.
+
+Scan shape: ``scan_shape=(ny, nx)`` given by the user wins; then ``Frames per Trigger`` of the
+``.hdr`` when it is above 1 (one trigger per scan line); then fly-back detection on the frame
+time stamps (the first frame of each line comes later than the others); otherwise ``(1, n)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.calibration import Calibration
+from ..data.datacube import DataCube
+from ..errors import FileFormatError
+from ._helpers import check_scan_shape, frame_memmap, lazy_frames, never_raises, read_head
+
+__all__ = [
+    "MibHeader",
+    "decode_raw",
+    "detect_flyback",
+    "is_mib",
+    "read_datacube",
+    "read_frame_header",
+    "read_hdr",
+    "validate",
+]
+
+_DTYPES = {"U01": "u1", "U08": "u1", "U16": ">u2", "U32": ">u4", "U64": ">u8"}
+_RAW_BYTES_PER_PX = {1: 1 / 8, 6: 1, 12: 2, 24: 4}  # per decoded pixel
+_RAW_OUT = {1: np.uint8, 6: np.uint8, 12: np.uint16, 24: np.uint32}
+# how many frame headers fly-back detection reads at most (open time must not grow with size)
+_FLYBACK_MAX_FRAMES = 4096
+
+
+@dataclass(frozen=True)
+class MibHeader:
+    """What the first frame header of a ``.mib`` says.
+
+    Attributes
+    ----------
+    header_bytes : int
+        Size of each per-frame header in bytes.
+    n_chips : int
+        Number of Medipix chips (1 single, 4 quad).
+    width, height : int
+        Frame size in pixels as stored (for RAW quad data the stored strip, 1024 x 256).
+    pixel_type : str
+        ``U08``, ``U16``, ``U32``, ``U64`` or ``R64`` (RAW).
+    layout : str
+        Chip layout, e.g. ``1x1``, ``2x2``.
+    counter_depth : int
+        Counter depth in bits (1, 6, 12 or 24).
+    exposure_s : float
+        Shutter time in seconds.
+    """
+
+    header_bytes: int
+    n_chips: int
+    width: int
+    height: int
+    pixel_type: str
+    layout: str
+    counter_depth: int
+    exposure_s: float
+    timestamp: str
+    thresholds_kev: tuple[float, ...]
+
+    @property
+    def is_raw(self) -> bool:
+        return self.pixel_type.startswith("R")
+
+    @property
+    def stored_bytes(self) -> int:
+        """Pixel bytes per frame (without its header)."""
+        if self.is_raw:
+            # a 24-bit RAW header gives the width of two 12-bit frames side by side
+            w = self.width // 2 if self.counter_depth == 24 else self.width
+            return int(w * self.height * _RAW_BYTES_PER_PX[self.counter_depth])
+        return self.width * self.height * np.dtype(_DTYPES[self.pixel_type]).itemsize
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.header_bytes + self.stored_bytes
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        """Decoded frame shape ``(k_y, k_x)``."""
+        if not self.is_raw:
+            return (self.height, self.width)
+        w = self.width // 2 if self.counter_depth == 24 else self.width
+        if self.n_chips == 4:
+            return (2 * self.height, w // 2)
+        return (self.height, w)
+
+    @property
+    def dtype(self) -> np.dtype:
+        if self.is_raw:
+            return np.dtype(_RAW_OUT[self.counter_depth])
+        return np.dtype(_DTYPES[self.pixel_type])
+
+
+def _mib_path(path: str | os.PathLike) -> Path:
+    """The ``.mib`` file for ``path`` (a ``.mib`` itself, or the ``.hdr`` next to one)."""
+    p = Path(path)
+    if p.suffix.lower() == ".hdr":
+        for cand in (p.with_suffix(".mib"), p.with_suffix(".MIB")):
+            if cand.is_file():
+                return cand
+        raise FileFormatError(
+            p, "Merlin .hdr header without its .mib data file", f"expected {p.with_suffix('.mib')}"
+        )
+    return p
+
+
+def _hdr_path(mib: Path) -> Path | None:
+    for cand in (mib.with_suffix(".hdr"), mib.with_suffix(".HDR")):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def read_frame_header(path: str | os.PathLike) -> MibHeader:
+    """Parse the first frame header of a ``.mib`` file (reads at most 2 kB).
+
+    Raises FileFormatError when it is not a Merlin frame header or a field is invalid.
+    """
+    p = _mib_path(path)
+    if not p.is_file():
+        raise FileFormatError(p, "no such file")
+    head = read_head(p, 2048)
+    return _parse_frame_header(p, head)
+
+
+def _parse_frame_header(p: Path, head: bytes) -> MibHeader:
+    if not head.startswith(b"MQ1,"):
+        raise FileFormatError(p, "not a Merlin .mib file (no 'MQ1' frame header)")
+    parts = head.split(b",")
+    try:
+        header_bytes = int(parts[2])
+    except (IndexError, ValueError):
+        raise FileFormatError(p, "Merlin frame header has no valid header size") from None
+    if not 16 <= header_bytes <= len(head) or header_bytes > 65536:
+        raise FileFormatError(p, f"Merlin frame header size {header_bytes} is invalid or truncated")
+    text = head[:header_bytes].decode("ascii", errors="replace")
+    fields = [f for f in text.split(",") if "\x00" not in f]
+    try:
+        n_chips = int(fields[3])
+        width, height = int(fields[4]), int(fields[5])
+        pixel_type = fields[6].strip().upper()
+        layout = fields[7].strip()
+        exposure_s = float(fields[10])
+        timestamp = fields[9].strip()
+        thresholds = tuple(float(v) for v in fields[14:22])
+    except (IndexError, ValueError) as e:
+        raise FileFormatError(p, f"Merlin frame header is malformed ({e})") from None
+    # counter depth: the last field (after the extended time stamp and exposure in ns)
+    depth = None
+    for f in reversed(fields):
+        f = f.strip()
+        if f.isdigit():
+            depth = int(f)
+            break
+    if depth is None:
+        depth = {"U08": 6, "U16": 12, "U32": 24, "U01": 1}.get(pixel_type)
+    if pixel_type not in _DTYPES and pixel_type != "R64":
+        raise FileFormatError(
+            p, f"unknown Merlin pixel type {pixel_type!r}", "expected U08, U16, U32, U64 or R64"
+        )
+    if depth not in (1, 6, 12, 24):
+        raise FileFormatError(
+            p, f"unknown Merlin counter depth {depth!r} bits", "expected 1, 6, 12 or 24"
+        )
+    if width < 1 or height < 1 or n_chips < 1 or width * height > 2**26:
+        raise FileFormatError(p, f"invalid Merlin frame size {width} x {height}, {n_chips} chips")
+    hdr = MibHeader(
+        header_bytes,
+        n_chips,
+        width,
+        height,
+        pixel_type,
+        layout,
+        depth,
+        exposure_s,
+        timestamp,
+        thresholds,
+    )
+    if hdr.is_raw:
+        if n_chips not in (1, 4) or (n_chips == 4 and layout.replace("G", "") != "2x2"):
+            raise FileFormatError(
+                p,
+                f"RAW Merlin data with {n_chips} chips in layout {layout!r} is not supported",
+                "RAW decoding supports single chips and 2x2 quads; record in a decoded mode",
+            )
+        if (width * height * _RAW_BYTES_PER_PX[depth]) % 8 or (
+            n_chips == 4 and height * 4 != (width // 2 if depth == 24 else width)
+        ):
+            raise FileFormatError(p, f"RAW Merlin frame size {width} x {height} is inconsistent")
+    return hdr
+
+
+def read_hdr(path: str | os.PathLike) -> dict[str, str]:
+    """The ``key: value`` pairs of a Merlin ``.hdr`` acquisition header (small text file)."""
+    p = Path(path)
+    try:
+        text = p.read_bytes()[:65536].decode("latin-1")
+    except OSError as e:
+        raise FileFormatError(p, f"cannot read the Merlin header ({e})") from None
+    out: dict[str, str] = {}
+    for line in text.replace("\x00", "").splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def _hdr_int(hdr: dict[str, str], prefix: str) -> int | None:
+    for k, v in hdr.items():
+        if k.startswith(prefix):
+            m = re.match(r"\s*(\d+)", v)
+            return int(m.group(1)) if m else None
+    return None
+
+
+@never_raises
+def is_mib(path: str | os.PathLike) -> bool:
+    """True for a Merlin ``.mib`` file, or a ``.hdr`` header (the dataset opens from it).
+
+    Never raises.
+    """
+    p = Path(path)
+    if p.suffix.lower() == ".hdr":
+        return read_head(p, 4) == b"HDR,"
+    return read_head(p, 4) == b"MQ1,"
+
+
+def validate(path: str | os.PathLike, *, allow_truncated: bool = False) -> tuple[MibHeader, int]:
+    """Check the file size against the frame header; return ``(header, n_frames)``.
+
+    Raises FileFormatError for a truncated file (a partial last frame, or fewer frames than the
+    ``.hdr`` promises) unless ``allow_truncated``, which keeps the complete frames only.
+    """
+    mib = _mib_path(path)
+    hdr = read_frame_header(mib)
+    size = mib.stat().st_size
+    n, rest = divmod(size, hdr.frame_bytes)
+    if n == 0:
+        raise FileFormatError(
+            mib, f"holds no complete frame ({size} bytes, one frame is {hdr.frame_bytes})"
+        )
+    hint = f"pass allow_truncated=True to open the {n} complete frames"
+    if rest and not allow_truncated:
+        raise FileFormatError(
+            mib,
+            f"truncated: {size} bytes is {n} frames of {hdr.frame_bytes} bytes plus {rest} bytes",
+            hint,
+        )
+    hdr_path = _hdr_path(mib)
+    if hdr_path is not None:
+        expected = _hdr_int(read_hdr(hdr_path), "Frames in Acquisition")
+        if expected and n < expected and not allow_truncated:
+            raise FileFormatError(
+                mib,
+                f"truncated: {hdr_path.name} promises {expected} frames, the file holds {n}",
+                hint,
+            )
+    return hdr, n
+
+
+def _timestamps_ns(frames_hdr: np.ndarray, n: int) -> np.ndarray | None:
+    """Frame time stamps in ns from the first ``n`` raw frame headers (None if unreadable)."""
+    out = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        fields = bytes(frames_hdr[i]).split(b",")
+        ts = None
+        for f in fields:  # extended stamp ...T14:04:00.746234381Z has ns resolution
+            if f.endswith(b"Z") and b"T" in f:
+                ts = f
+                break
+        try:
+            if ts is not None:
+                t = np.datetime64(ts[:-1].decode(), "ns")
+            else:
+                t = np.datetime64(fields[9].decode().strip().replace(" ", "T"), "ns")
+        except (ValueError, IndexError):
+            return None
+        out[i] = float(t.astype(np.int64))
+    return out
+
+
+def detect_flyback(times_ns: np.ndarray, n_frames: int) -> tuple[int, int] | None:
+    """Scan shape ``(ny, nx)`` from frame time stamps, or None when no fly-back is seen.
+
+    The first frame of each scan line comes after the fly-back, so the time step before it
+    stands out above the usual step. A line length ``nx`` is accepted when every outstanding
+    step falls at a multiple of ``nx`` and ``nx`` divides the number of frames.
+    """
+    if times_ns is None or len(times_ns) < 3:
+        return None
+    d = np.diff(times_ns)
+    med = float(np.median(d))
+    mad = float(np.median(np.abs(d - med)))
+    thresh = max(20 * mad, 1e-5 * abs(med), 2000.0)  # 2 us: above time-stamp jitter
+    idx = np.flatnonzero(d - med > thresh) + 1  # first frame of each new line
+    if len(idx) == 0:
+        return None
+    nx = int(idx[0])
+    if nx < 2 or n_frames % nx or np.any(idx % nx):
+        return None
+    expected = np.arange(nx, len(times_ns), nx)
+    if not np.array_equal(idx, expected):
+        return None
+    return n_frames // nx, nx
+
+
+# -- RAW decoding ---------------------------------------------------------------------------------
+def _decode_words(stored: np.ndarray, depth: int, n_px: int) -> np.ndarray:
+    """Decode single-chip RAW pixel order: ``(n, bytes)`` -> ``(n, n_px)`` in readout order."""
+    n = stored.shape[0]
+    b = np.ascontiguousarray(stored).reshape(n, -1)
+    if depth == 1:
+        words = b.reshape(n, -1, 8)[:, :, ::-1]
+        return np.unpackbits(words, axis=-1, bitorder="little").reshape(n, n_px)
+    if depth == 6:
+        return np.ascontiguousarray(b.reshape(n, -1, 8)[:, :, ::-1]).reshape(n, n_px)
+    if depth == 12:
+        v = b.view(">u2").reshape(n, -1, 4)[:, :, ::-1]
+        return v.astype(np.uint16).reshape(n, n_px)
+    raise ValueError(f"no RAW word decoder for {depth} bits")
+
+
+def _assemble(px: np.ndarray, hdr: MibHeader, w: int) -> np.ndarray:
+    """Readout-order pixels ``(n, h * w)`` -> frames ``(n, k_y, k_x)`` (quad chips placed)."""
+    n, h = px.shape[0], hdr.height
+    rows = px.reshape(n, h, w)
+    if hdr.n_chips == 1:
+        return rows
+    c = w // 4  # stored row: [chip 4 | chip 3 | chip 2 | chip 1]
+    blocks = rows.reshape(n, h, 4, c)
+    top = np.concatenate([blocks[:, :, 3], blocks[:, :, 2]], axis=-1)
+    bottom = np.concatenate([blocks[:, ::-1, 1, ::-1], blocks[:, ::-1, 0, ::-1]], axis=-1)
+    return np.concatenate([top, bottom], axis=1)
+
+
+def decode_raw(stored: np.ndarray, hdr: MibHeader) -> np.ndarray:
+    """Decode RAW (``R64``) Merlin frames.
+
+    Parameters
+    ----------
+    stored : ndarray of uint8, shape (n, stored_bytes)
+        The pixel bytes of ``n`` frames, frame headers removed.
+    hdr : MibHeader
+        The frame header (counter depth, chips, stored size).
+
+    Returns
+    -------
+    ndarray, shape (n, k_y, k_x)
+        uint8 for 1- and 6-bit, uint16 for 12-bit, uint32 for 24-bit counters.
+    """
+    n = stored.shape[0]
+    if hdr.counter_depth == 24:
+        half = hdr.stored_bytes // 2
+        w = hdr.width // 2
+        b = np.ascontiguousarray(stored).reshape(n, -1)
+        hi = _assemble(_decode_words(b[:, :half], 12, w * hdr.height), hdr, w)
+        lo = _assemble(_decode_words(b[:, half:], 12, w * hdr.height), hdr, w)
+        return (hi.astype(np.uint32) << 12) | lo.astype(np.uint32)
+    px = _decode_words(stored, hdr.counter_depth, hdr.width * hdr.height)
+    return np.ascontiguousarray(_assemble(px, hdr, hdr.width))
+
+
+# -- open -----------------------------------------------------------------------------------------
+def read_datacube(
+    path: str | os.PathLike,
+    *,
+    scan_shape: tuple[int, int] | None = None,
+    allow_truncated: bool = False,
+    calibration: Calibration | None = None,
+) -> DataCube:
+    """Open a Merlin ``.mib`` (or its ``.hdr``) lazily as a DataCube.
+
+    Parameters
+    ----------
+    path : path
+        The ``.mib`` file or the ``.hdr`` next to it.
+    scan_shape : (int, int), optional
+        ``(scan_y, scan_x)``. Needed when neither the ``.hdr`` nor the time stamps give it.
+        Frames beyond ``scan_y * scan_x`` are ignored.
+    allow_truncated : bool
+        Open the complete frames of a truncated file instead of raising.
+    calibration : Calibration, optional
+        Merlin files carry no physical pixel sizes; pass one to attach it.
+
+    Returns
+    -------
+    DataCube
+        Shape ``(scan_y, scan_x, k_y, k_x)``; decoded data as a zero-copy memmap view in the
+        file's big-endian dtype, RAW data as a dask array decoded on read.
+    """
+    mib = _mib_path(path)
+    hdr, n = validate(mib, allow_truncated=allow_truncated)
+    hdr_path = _hdr_path(mib)
+    acq = read_hdr(hdr_path) if hdr_path is not None else {}
+    if hdr.is_raw:
+        stored = frame_memmap(
+            mib,
+            offset=0,
+            n_frames=n,
+            frame_shape=(1, hdr.stored_bytes),
+            dtype=np.uint8,
+            frame_header=hdr.header_bytes,
+        )
+    else:
+        stored = frame_memmap(
+            mib,
+            offset=0,
+            n_frames=n,
+            frame_shape=(hdr.height, hdr.width),
+            dtype=_DTYPES[hdr.pixel_type],
+            frame_header=hdr.header_bytes,
+        )
+    guess = None
+    source = "frames"
+    if scan_shape is None:
+        fpt = _hdr_int(acq, "Frames per Trigger")
+        if fpt and fpt > 1 and n % fpt == 0:
+            guess, source = (n // fpt, fpt), "hdr Frames per Trigger"
+        else:
+            heads = np.memmap(
+                mib,
+                dtype=np.dtype([("h", f"V{hdr.header_bytes}"), ("f", f"V{hdr.stored_bytes}")]),
+                mode="r",
+                shape=(n,),
+            )["h"]
+            m = min(n, _FLYBACK_MAX_FRAMES)
+            guess = detect_flyback(_timestamps_ns(heads, m), n if m == n else m)
+            if guess is not None and m < n:
+                nx = guess[1]
+                guess = (n // nx, nx) if n % nx == 0 else None
+            if guess is not None:
+                source = "fly-back in frame time stamps"
+    else:
+        source = "user"
+    sy, sx = check_scan_shape(mib, n, scan_shape, guess=guess)
+    if hdr.is_raw:
+        data = lazy_frames(
+            stored,
+            (sy, sx),
+            decode=lambda b: decode_raw(b, hdr),
+            out_dtype=hdr.dtype,
+            out_frame_shape=hdr.frame_shape,
+        )
+    else:
+        data = lazy_frames(stored, (sy, sx))
+    meta: dict[str, Any] = {
+        "format": "Merlin MIB (RAW)" if hdr.is_raw else "Merlin MIB",
+        "counter_depth_bits": hdr.counter_depth,
+        "n_chips": hdr.n_chips,
+        "chip_layout": hdr.layout,
+        "exposure_s": hdr.exposure_s,
+        "first_timestamp": hdr.timestamp,
+        "thresholds_keV": list(hdr.thresholds_kev),
+        "frames_in_file": n,
+        "scan_shape_from": source,
+        "orientation": "file order (rosettasciio = ours[..., ::-1, :])",
+    }
+    if acq:
+        meta["hdr"] = acq
+    return DataCube(data, calibration, name=mib.stem, metadata=meta, source=str(mib))
