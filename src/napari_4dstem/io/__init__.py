@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..data.datacube import DataCube
 from ..errors import FileFormatError
-from . import arina, emd, empad, mib, npy, zarr_store
+from . import arina, blockfile, emd, empad, mib, mrc, npy, zarr_store
 
 __all__ = ["FORMATS", "Format", "detect_format", "open_datacube", "save_datacube"]
 
@@ -34,6 +34,8 @@ FORMATS: list[Format] = [
     Format("mib", "Quantum Detectors Merlin MIB (+ .hdr)", (".mib", ".hdr"), mib.is_mib, mib.read_datacube),
     Format("arina", "DECTRIS ARINA HDF5 master + data files", (".h5",), arina.is_arina, arina.read_datacube),
     Format("empad", "EMPAD .xml header + .raw frames", (".xml", ".raw"), empad.is_empad, empad.read_datacube),
+    Format("blockfile", "NanoMegas ASTAR blockfile", (".blo",), blockfile.is_blockfile, blockfile.read_datacube),
+    Format("mrc", "MRC stack / Direct Electron 4D-STEM movie (+ _info.txt)", (".mrc", ".mrcs"), mrc.is_mrc, mrc.read_datacube),
     Format("emd", "EMD 1.0 / py4DSTEM HDF5", (".h5", ".hdf5", ".emd"), emd.is_emd, emd.read_datacube),
     Format("npy", "NumPy 4D array (memmap)", (".npy",), npy.is_npy4d, npy.read_datacube),
     Format("zarr", "Zarr store", (".zarr",), zarr_store.is_zarr4d, zarr_store.read_datacube),
