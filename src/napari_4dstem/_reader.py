@@ -25,8 +25,8 @@ def get_reader(path: str | list[str]) -> Callable | None:
         return None
 
     def read(p: str | list[str]):
-        from .io import open_datacube
         from ._layers import datacube_layer
+        from .io import open_datacube
 
         p = p[0] if isinstance(p, list) else p
         dc = open_datacube(p, format=fmt.name)

@@ -268,8 +268,8 @@ class DataCube:
             return self
         ny, nx, my, mx = sy // scan, sx // scan, qy // k, qx // k
         d = self.to_dask()[: ny * scan, : nx * scan, : my * k, : mx * k]
-        d = d.astype(_sum_dtype(self.dtype))
-        d = d.reshape(ny, scan, nx, scan, my, k, mx, k).sum(axis=(1, 3, 5, 7))
+        acc = _sum_dtype(self.dtype)
+        d = d.astype(acc).reshape(ny, scan, nx, scan, my, k, mx, k).sum(axis=(1, 3, 5, 7), dtype=acc)
         cal = self.calibration
         changes: dict[str, Any] = {}
         if cal.scan_step is not None:

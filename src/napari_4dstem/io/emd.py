@@ -34,7 +34,7 @@ import numpy as np
 
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
-from ..data.results import PEAK_FIELDS, BraggPeaks, DiffractionImage, RealSpaceMap
+from ..data.results import BraggPeaks, DiffractionImage, RealSpaceMap
 from ..engine.chunks import iter_scan_blocks
 from ..engine.jobs import Progress
 from ..errors import CalibrationError, DataShapeError, FileFormatError

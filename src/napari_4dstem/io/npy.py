@@ -23,7 +23,12 @@ def read_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, boo
     try:
         with open(p, "rb") as fh:
             version = np.lib.format.read_magic(fh)
-            shape, fortran, dtype = np.lib.format._read_array_header(fh, version)  # noqa: SLF001
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read(fh)
             offset = fh.tell()
     except (ValueError, OSError, SyntaxError) as e:
         raise FileFormatError(p, f"not a valid .npy file ({e})") from None

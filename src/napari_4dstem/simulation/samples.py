@@ -77,7 +77,7 @@ def render_disks(
     """
     n_pat, n_disk, _ = centers.shape
     intensities = np.broadcast_to(intensities, (n_pat, n_disk))
-    half = int(math.ceil(radius + 6 * edge)) + 1
+    half = math.ceil(radius + 6 * edge) + 1
     pad = half + 1
     out = np.zeros((n_pat, shape[0] + 2 * pad, shape[1] + 2 * pad))
     win = np.arange(-half, half + 1)

@@ -1,0 +1,76 @@
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from napari_4dstem import DataCube
+from napari_4dstem.cli import main
+from napari_4dstem.io import emd
+
+
+def test_info_text_and_json(tmp_path, small_cube, capsys):
+    p = emd.write(tmp_path / "a.h5", small_cube)
+    assert main(["info", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "(7, 9, 13, 11)  (scan_y, scan_x, k_y, k_x)" in out and "uint16" in out
+    assert main(["info", "--json", str(p)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["shape"] == [7, 9, 13, 11] and info["format"] == "emd"
+    assert info["calibration"]["scan_units"] == "nm" and info["chunks"] == [7, 9, 13, 11]
+
+
+def test_convert_with_binning(tmp_path, small_cube, capsys):
+    src = emd.write(tmp_path / "a.h5", small_cube)
+    out = tmp_path / "b.h5"
+    assert main(["-q", "convert", str(src), str(out), "--bin-k", "2", "--compression", "gzip"]) == 0
+    with emd.read_datacube(out) as dc:
+        assert dc.shape == (7, 9, 6, 5)
+        a = np.asarray(small_cube.data)[:, :, :12, :10].astype(np.uint32)
+        np.testing.assert_array_equal(dc.data[()], a.reshape(7, 9, 6, 2, 5, 2).sum(axis=(3, 5)))
+    assert main(["-q", "convert", str(src), str(tmp_path / "c.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), np.asarray(small_cube.data))
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    np.save(tmp_path / "three.npy", np.zeros((2, 3, 4)))
+    assert main(["info", str(tmp_path / "three.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "three.npy: not a 4D-STEM file" in err
+    assert main(["info", str(tmp_path / "none.h5")]) == 2
+    assert "none.h5: no such file" in capsys.readouterr().err
+    src = emd.write(tmp_path / "a.h5", DataCube(np.zeros((2, 2, 4, 4), np.uint8)))
+    (tmp_path / "exists.h5").write_bytes(b"keep me")
+    assert main(["convert", str(src), str(tmp_path / "exists.h5")]) == 2
+    assert "output file exists" in capsys.readouterr().err
+    assert (tmp_path / "exists.h5").read_bytes() == b"keep me"
+
+
+def test_demo_writes_results_and_figures(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["-q", "demo", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"results: {out / 'results.h5'}" in printed
+    res = emd.read(out / "results.h5")
+    assert {"mean_pattern", "max_pattern", "total_counts"} <= set(res)
+    with h5py.File(out / "results.h5") as f:
+        assert f.attrs["emd_group_type"] == "file"
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert "patterns.png" in pngs
+    for p in out.glob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["-q", "demo", "--out", str(out)]) == 2  # refuses to overwrite
+    assert main(["-q", "demo", "--out", str(out), "--overwrite"]) == 0
+
+
+def test_console_script_runs():
+    res = subprocess.run([sys.executable, "-m", "napari_4dstem.cli", "--version"], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.startswith("napari-4dstem ")
+
+
+def test_unknown_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["frobnicate"])
+    assert e.value.code == 2

@@ -1,0 +1,89 @@
+"""The npe2 contributions in a real napari viewer under Xvfb: sample, reader, writer."""
+
+import subprocess
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+
+from napari_4dstem import Calibration, DataCube
+from napari_4dstem._reader import get_reader
+from napari_4dstem.io import emd
+
+pytestmark = pytest.mark.gui
+
+
+def _displayed(layer) -> np.ndarray:
+    return np.asarray(layer._slice.image.raw)  # what the canvas shows (test-only private access)
+
+
+def test_sample_opens_with_units_and_steps_the_scan(make_napari_viewer):
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample("napari-4dstem", "strained_crystal")
+    cube = next(lyr for lyr in layers if lyr.ndim == 4)
+    assert cube.axis_labels == ("scan_y", "scan_x", "k_y", "k_x")
+    assert tuple(cube.scale) == (1.0, 1.0, 0.01, 0.01)
+    assert [str(u) for u in cube.units] == ["nanometer", "nanometer", "1 / angstrom", "1 / angstrom"]
+    assert isinstance(cube.metadata["napari_4dstem"]["calibration"], Calibration)
+    assert cube.metadata["napari_4dstem"]["calibration"].beam_energy_kev == 300.0
+    assert cube.contrast_limits[1] > cube.contrast_limits[0]
+    assert viewer.dims.displayed == (2, 3)  # the diffraction pattern is on the canvas
+    data = cube.data
+    for iy, ix in [(0, 0), (5, 17), (31, 31)]:
+        viewer.dims.set_point(0, iy * cube.scale[0])
+        viewer.dims.set_point(1, ix * cube.scale[1])
+        np.testing.assert_array_equal(_displayed(cube), np.asarray(data[iy, ix]))
+    probe = next(lyr for lyr in layers if lyr.name == "probe")
+    assert probe.ndim == 2 and not probe.visible and tuple(probe.scale) == (0.01, 0.01)
+
+
+def test_save_layer_to_emd_and_reopen(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    (cube,) = [lyr for lyr in viewer.open_sample("napari-4dstem", "polycrystal_au") if lyr.ndim == 4]
+    out = tmp_path / "saved.h5"
+    viewer.layers.selection = {cube}
+    written = viewer.layers.save(str(out), selected=True, plugin="napari-4dstem")
+    assert written == [str(out)]
+    with emd.read_datacube(out) as dc:
+        np.testing.assert_array_equal(dc.data[()], np.asarray(cube.data))
+        assert dc.calibration == cube.metadata["napari_4dstem"]["calibration"]
+    (reopened,) = viewer.open(str(out), plugin="napari-4dstem")
+    assert tuple(reopened.scale) == tuple(cube.scale)
+    assert reopened.axis_labels == cube.axis_labels
+
+
+def test_saved_layer_reads_in_py4dstem(make_napari_viewer, tmp_path, p4python):
+    viewer = make_napari_viewer()
+    (cube,) = [lyr for lyr in viewer.open_sample("napari-4dstem", "strained_crystal") if lyr.ndim == 4]
+    out = tmp_path / "for_p4.h5"
+    viewer.layers.selection = {cube}
+    viewer.layers.save(str(out), selected=True, plugin="napari-4dstem")
+    ref = tmp_path / "ref.npy"
+    np.save(ref, np.asarray(cube.data))
+    script = textwrap.dedent(
+        """
+        import sys, numpy as np, py4DSTEM
+        d = py4DSTEM.read(sys.argv[1], verbose=False)
+        assert np.array_equal(d.data, np.load(sys.argv[2])), "arrays differ"
+        assert d.calibration.get_Q_pixel_size() == 0.01 and d.calibration.get_R_pixel_units() == "nm"
+        print("OK", d.data.shape)
+        """
+    )
+    res = subprocess.run([p4python, "-c", script, str(out), str(ref)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().endswith("OK (32, 32, 128, 128)")
+
+
+def test_reader_ignores_files_that_are_not_ours(tmp_path):
+    plain = tmp_path / "other.h5"
+    with h5py.File(plain, "w") as f:
+        f["image"] = np.zeros((4, 4))
+    np.save(tmp_path / "img3d.npy", np.zeros((3, 4, 5)))
+    (tmp_path / "notes.xml").write_text("<a/>")
+    (tmp_path / "x.h5").write_bytes(b"garbage")
+    for p in ["other.h5", "img3d.npy", "notes.xml", "x.h5", "missing.h5"]:
+        assert get_reader(str(tmp_path / p)) is None, p
+    ok = emd.write(tmp_path / "ok.h5", DataCube(np.zeros((2, 2, 4, 4), np.uint8)))
+    assert callable(get_reader(str(ok)))
+    assert get_reader([str(ok), str(ok)]) is None
