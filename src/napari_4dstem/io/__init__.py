@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..data.datacube import DataCube
 from ..errors import FileFormatError
-from . import arina, blockfile, emd, empad, mib, mrc, npy, zarr_store
+from . import arina, blockfile, dm, emd, empad, mib, mrc, npy, raw, zarr_store
 
 __all__ = ["FORMATS", "Format", "detect_format", "open_datacube", "save_datacube"]
 
@@ -31,12 +31,59 @@ class Format:
 
 FORMATS: list[Format] = [
     # detector formats first: their sniffers are specific (the ARINA master is also HDF5)
-    Format("mib", "Quantum Detectors Merlin MIB (+ .hdr)", (".mib", ".hdr"), mib.is_mib, mib.read_datacube),
-    Format("arina", "DECTRIS ARINA HDF5 master + data files", (".h5",), arina.is_arina, arina.read_datacube),
-    Format("empad", "EMPAD .xml header + .raw frames", (".xml", ".raw"), empad.is_empad, empad.read_datacube),
-    Format("blockfile", "NanoMegas ASTAR blockfile", (".blo",), blockfile.is_blockfile, blockfile.read_datacube),
-    Format("mrc", "MRC stack / Direct Electron 4D-STEM movie (+ _info.txt)", (".mrc", ".mrcs"), mrc.is_mrc, mrc.read_datacube),
-    Format("emd", "EMD 1.0 / py4DSTEM HDF5", (".h5", ".hdf5", ".emd"), emd.is_emd, emd.read_datacube),
+    Format(
+        "mib",
+        "Quantum Detectors Merlin MIB (+ .hdr)",
+        (".mib", ".hdr"),
+        mib.is_mib,
+        mib.read_datacube,
+    ),
+    Format(
+        "arina",
+        "DECTRIS ARINA HDF5 master + data files",
+        (".h5",),
+        arina.is_arina,
+        arina.read_datacube,
+    ),
+    Format(
+        "empad",
+        "EMPAD .xml header + .raw frames",
+        (".xml", ".raw"),
+        empad.is_empad,
+        empad.read_datacube,
+    ),
+    Format(
+        "blockfile",
+        "NanoMegas ASTAR blockfile",
+        (".blo",),
+        blockfile.is_blockfile,
+        blockfile.read_datacube,
+    ),
+    Format(
+        "mrc",
+        "MRC stack / Direct Electron 4D-STEM movie (+ _info.txt)",
+        (".mrc", ".mrcs"),
+        mrc.is_mrc,
+        mrc.read_datacube,
+    ),
+    Format(
+        "dm",
+        "Gatan DigitalMicrograph DM3/DM4 (3D/4D)",
+        (".dm3", ".dm4"),
+        dm.is_dm4d,
+        dm.read_datacube,
+    ),
+    # raw binary: never detected (nothing to sniff); open with format="raw" and the layout
+    Format(
+        "raw",
+        "raw binary (user-given shape/dtype/header)",
+        (".raw", ".bin", ".dat"),
+        raw.is_raw,
+        raw.read_datacube,
+    ),
+    Format(
+        "emd", "EMD 1.0 / py4DSTEM HDF5", (".h5", ".hdf5", ".emd"), emd.is_emd, emd.read_datacube
+    ),
     Format("npy", "NumPy 4D array (memmap)", (".npy",), npy.is_npy4d, npy.read_datacube),
     Format("zarr", "Zarr store", (".zarr",), zarr_store.is_zarr4d, zarr_store.read_datacube),
 ]
@@ -71,7 +118,9 @@ def open_datacube(path: str | os.PathLike, *, format: str | None = None, **kwarg
     return fmt.open(str(p), **kwargs)
 
 
-def save_datacube(path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False, **kwargs) -> Path:
+def save_datacube(
+    path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False, **kwargs
+) -> Path:
     """Save a DataCube; the format follows the extension (.h5/.hdf5/.emd, .npy, .zarr)."""
     suffix = Path(path).suffix.lower()
     if suffix in (".h5", ".hdf5", ".emd"):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -304,11 +305,14 @@ def _timestamps_ns(frames_hdr: np.ndarray, n: int) -> np.ndarray | None:
                 ts = f
                 break
         try:
-            if ts is not None:
-                t = np.datetime64(ts[:-1].decode(), "ns")
-            else:
-                t = np.datetime64(fields[9].decode().strip().replace(" ", "T"), "ns")
-        except (ValueError, IndexError):
+            with warnings.catch_warnings():  # a corrupt stamp may carry a time zone
+                warnings.simplefilter("ignore")
+                if ts is not None:
+                    t = np.datetime64(ts[:-1].decode(errors="replace"), "ns")
+                else:
+                    raw = fields[9].decode(errors="replace").strip().replace(" ", "T")
+                    t = np.datetime64(raw, "ns")
+        except (ValueError, IndexError, TypeError, OverflowError):
             return None
         out[i] = float(t.astype(np.int64))
     return out
