@@ -101,3 +101,11 @@ def test_to_dask_chunks(small_cube):
     d = small_cube.to_dask((2, 4))
     assert d.chunksize == (2, 4, 13, 11)
     np.testing.assert_array_equal(d.compute(), np.asarray(small_cube.data))
+
+
+def test_sum_of_saturated_counts_does_not_overflow():
+    # 90000 tiny frames in one block: a uint32 accumulator would overflow, uint64 must be used
+    a = np.full((300, 300, 2, 2), 65535, np.uint16)
+    np.testing.assert_array_equal(DataCube(a).sum_pattern(), np.full((2, 2), 65535.0 * 90000))
+    b = np.full((30, 30, 4, 4), 255, np.uint8)
+    np.testing.assert_array_equal(DataCube(b).mean_pattern(), np.full((4, 4), 255.0))

@@ -202,7 +202,7 @@ class DataCube:
                 part = block.max(axis=(0, 1))
                 acc = part if acc is None else np.maximum(acc, part)
             else:
-                part = block.sum(axis=(0, 1), dtype=np.float64)
+                part = _block_sum(block)
                 acc = part if acc is None else acc + part
             yield Progress(i + 1, total, f"{op} pattern")
         if op == "mean":
@@ -286,6 +286,20 @@ class DataCube:
         return DataCube(
             d, cal.replace(**changes), name=self.name, metadata=self.metadata, source=self.source
         )
+
+
+def _block_sum(block: np.ndarray) -> np.ndarray:
+    """Sum of a block's patterns, as float64.
+
+    Integer counts are summed in uint32 when that cannot overflow (about twice as fast as
+    summing into float64), else in uint64; floats in float64.
+    """
+    flat = block.reshape(-1, *block.shape[2:])
+    if flat.dtype.kind in "ub":
+        limit = np.iinfo(flat.dtype).max if flat.dtype.kind == "u" else 1
+        acc = np.uint32 if flat.shape[0] * int(limit) < 2**32 else np.uint64
+        return flat.sum(axis=0, dtype=acc).astype(np.float64)
+    return flat.sum(axis=0, dtype=np.float64)
 
 
 def _compute(x):
