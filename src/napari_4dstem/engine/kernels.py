@@ -19,7 +19,14 @@ import types
 import numba
 import numpy as np
 
-__all__ = ["Kernel", "com_block", "com_weighted_block", "runs_sum_block", "weighted_sum_block"]
+__all__ = [
+    "Kernel",
+    "com_block",
+    "com_weighted_block",
+    "disk_center_block",
+    "runs_sum_block",
+    "weighted_sum_block",
+]
 
 _FM = {"reassoc", "contract", "nsz"}
 
@@ -251,6 +258,57 @@ def com_weighted_block(block, row0, weights, r0, c0, out):
         else:
             out[i, j, 1] = np.nan
             out[i, j, 2] = np.nan
+
+
+@Kernel
+def disk_center_block(block, row0, guess_y, guess_x, radius, background, n_iter, out):
+    """Centre of the bright-field disk of every pattern, sub-pixel.
+
+    Starting from ``(guess_y, guess_x)``, take the centre of mass of ``pattern - background``
+    over the pixels within ``radius`` of the current estimate and move there; stop after
+    ``n_iter`` steps or when the step is below 1e-4 px. A symmetric disk inside the circle is a
+    fixed point, so the result is its centre. ``out[i, j] = (center_y, center_x, sum)``.
+    """
+    ny, nx = block.shape[0], block.shape[1]
+    h, qx = block.shape[2], block.shape[3]
+    r2 = radius * radius
+    for p in numba.prange(ny * nx):
+        i = p // nx
+        j = p - i * nx
+        pat = block[i, j]
+        cy = guess_y
+        cx = guess_x
+        tot = 0.0
+        for _ in range(n_iter):
+            ra = max(0, math.floor(cy - radius) - row0)
+            rb = min(h, math.ceil(cy + radius) + 1 - row0)
+            ca = max(0, math.floor(cx - radius))
+            cb = min(qx, math.ceil(cx + radius) + 1)
+            tot = 0.0
+            my = 0.0
+            mx = 0.0
+            for r in range(ra, rb):
+                dy = r + row0 - cy
+                for c in range(ca, cb):
+                    dx = c - cx
+                    if dy * dy + dx * dx <= r2:
+                        v = pat[r, c] - background
+                        tot += v
+                        my += v * dy
+                        mx += v * dx
+            if tot <= 0.0:
+                cy = np.nan
+                cx = np.nan
+                break
+            sy = my / tot
+            sx = mx / tot
+            cy += sy
+            cx += sx
+            if sy * sy + sx * sx < 1e-8:
+                break
+        out[i, j, 0] = cy
+        out[i, j, 1] = cx
+        out[i, j, 2] = tot
 
 
 def as_kernel_input(block: np.ndarray) -> np.ndarray:

@@ -1,0 +1,129 @@
+"""Centre of mass of every diffraction pattern, in one pass over the data.
+
+``com_y[iy, ix] = sum_k k_y I(k) / sum_k I(k)`` (and ``com_x`` alike) in absolute detector
+pixels ``(k_y, k_x)``, pixel centres at integer coordinates; ``intensity = sum_k I(k)``. With a
+``detector`` the sums run over its (boolean or weighted) mask only, e.g. the bright-field disk.
+Patterns whose sum is zero get NaN. The shifts relative to the origin, rotated into scan axes,
+are DPC signals: see :mod:`napari_4dstem.analysis.dpc`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..data.calibration import Calibration
+from ..data.results import RealSpaceMap
+from ..engine.driver import map_scan
+from ..engine.jobs import Job, Progress, run_job
+from ..engine.kernels import as_kernel_input, com_block, com_weighted_block
+from .detectors import Detector
+from .virtual import NAN_POLICIES, NonFiniteDataError, as_datacube
+
+__all__ = ["center_of_mass", "iter_center_of_mass"]
+
+COM_CHANNELS = ("com_y", "com_x", "intensity")
+
+
+def _com_kernel(block, *, row0, parallel):
+    block = as_kernel_input(block)
+    out = np.empty((*block.shape[:2], 3))
+    com_block(block, row0, out, parallel=parallel)
+    return out[..., [1, 2, 0]]
+
+
+def _com_masked_kernel(block, *, row0, parallel, weights, r0, c0):
+    block = as_kernel_input(block)
+    out = np.empty((*block.shape[:2], 3))
+    com_weighted_block(block, row0, weights, r0, c0, out, parallel=parallel)
+    return out[..., [1, 2, 0]]
+
+
+def iter_center_of_mass(
+    data: Any,
+    *,
+    detector: Detector | None = None,
+    calibration: Calibration | None = None,
+    nan_policy: str = "raise",
+    scan_chunk: tuple[int, int] | None = None,
+    backend: Any = None,
+) -> Job[RealSpaceMap]:
+    """Job: centre of mass and total intensity of every pattern.
+
+    Parameters
+    ----------
+    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
+    detector : Detector, optional
+        Restrict (or weight) the sums to this detector; only its rows are read.
+    calibration : Calibration, optional
+        Recorded with the result (defaults to the DataCube's).
+    nan_policy : {"raise", "propagate"}
+        Float data with NaN/inf in a pattern: raise :class:`NonFiniteDataError`, or NaN.
+    scan_chunk, backend
+        See :func:`napari_4dstem.engine.driver.map_scan`.
+
+    Returns
+    -------
+    RealSpaceMap ``(scan_y, scan_x, 3)`` with channels ``com_y``, ``com_x`` (detector pixels)
+    and ``intensity`` (counts).
+    """
+    cube, cal = as_datacube(data, calibration)
+    if nan_policy not in NAN_POLICIES[:2]:
+        raise ValueError(f"nan_policy must be 'raise' or 'propagate', got {nan_policy!r}")
+    params: dict[str, Any] = {"detector": None, "dtype": str(cube.dtype), "nan_policy": nan_policy}
+    if detector is None:
+        kernel, kwargs, rows = _com_kernel, {}, None
+    else:
+        m = detector.render(cube.detector_shape).astype(np.float64)
+        rr = np.flatnonzero(np.any(m != 0, axis=1))
+        cc = np.flatnonzero(np.any(m != 0, axis=0))
+        r0, r1, c0, c1 = int(rr[0]), int(rr[-1]) + 1, int(cc[0]), int(cc[-1]) + 1
+        w = np.ascontiguousarray(m[r0:r1, c0:c1])
+        kernel, kwargs, rows = _com_masked_kernel, {"weights": w, "r0": r0, "c0": c0}, (r0, r1)
+        params["detector"] = detector.to_params()
+    out = yield from map_scan(
+        cube.data,
+        kernel,
+        out_tail=(3,),
+        kwargs=kwargs,
+        k_rows=rows,
+        scan_chunk=scan_chunk,
+        backend=backend,
+        message="centre of mass",
+    )
+    if cube.dtype.kind == "f" and nan_policy == "raise":
+        bad = ~np.isfinite(out[..., 2])
+        if bad.any():
+            iy, ix = np.argwhere(bad)[0]
+            raise NonFiniteDataError(
+                f"{int(bad.sum())} pattern(s) have NaN or inf (first at scan position "
+                f"({iy}, {ix})); pass nan_policy='propagate' to keep NaN in the maps"
+            )
+    params["channel_units"] = {"com_y": "px", "com_x": "px", "intensity": "counts"}
+    return RealSpaceMap(
+        out, name="com", units="px", channels=COM_CHANNELS, calibration=cal, params=params
+    )
+
+
+def center_of_mass(
+    data: Any,
+    *,
+    detector: Detector | None = None,
+    calibration: Calibration | None = None,
+    nan_policy: str = "raise",
+    scan_chunk: tuple[int, int] | None = None,
+    backend: Any = None,
+    progress: Callable[[Progress], Any] | None = None,
+) -> RealSpaceMap:
+    """Centre of mass of every pattern (runs :func:`iter_center_of_mass` to the end)."""
+    job = iter_center_of_mass(
+        data,
+        detector=detector,
+        calibration=calibration,
+        nan_policy=nan_policy,
+        scan_chunk=scan_chunk,
+        backend=backend,
+    )
+    return run_job(job, progress)

@@ -1,0 +1,317 @@
+"""Differential phase contrast: COM shifts in scan axes, the scan/detector rotation, iDPC.
+
+Conventions (see ``docs/virtual-imaging.md``):
+
+- The COM shift ``v = (v_y, v_x) = com - origin`` is measured in detector pixels along the
+  detector axes ``(k_y, k_x)``.
+- Scan axes ``(scan_y, scan_x)``: with ``theta = rotation_deg`` and ``flip``,
+  ``v_x' = -v_x if flip else v_x``, then
+  ``u_x = cos(theta) v_x' - sin(theta) v_y`` and ``u_y = sin(theta) v_x' + cos(theta) v_y``.
+  So ``rotation_deg`` is the angle of the detector axes in scan axes, measured from ``+x``
+  towards ``+y``; ``flip`` mirrors the detector ``k_x`` axis first.
+- For a thin sample the COM shift is the phase gradient: ``<k> = grad(phi) / (2 pi)``
+  (``k`` in 1/A, ``phi`` in rad); the curl of a gradient is zero, which fixes the rotation
+  up to 180 degrees (:func:`fit_dpc_rotation`).
+- iDPC: ``phi = F^-1[ -i (f_x G_x + f_y G_y) / (2 pi (|f|^2 + lambda)) ]`` with
+  ``G = F[grad phi]``, ``f`` in cycles per scan pixel and ``phi`` of zero mean.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data.calibration import Calibration
+from ..data.results import RealSpaceMap
+from ..errors import CalibrationError, DataShapeError
+from .origin import fit_origin_plane
+
+__all__ = [
+    "RotationFit",
+    "com_shifts",
+    "dpc",
+    "fit_dpc_rotation",
+    "idpc",
+    "rotate_to_scan",
+]
+
+DESCAN = ("plane", "mean", "calibration", "none")
+
+
+def rotate_to_scan(
+    v_y: np.ndarray, v_x: np.ndarray, *, rotation_deg: float, flip: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Detector-axis vectors ``(v_y, v_x)`` in scan axes ``(u_y, u_x)`` (module docstring)."""
+    t = math.radians(rotation_deg)
+    vx = -v_x if flip else v_x
+    c, s = math.cos(t), math.sin(t)
+    return s * vx + c * v_y, c * vx - s * v_y
+
+
+def _com_yx(com: RealSpaceMap | np.ndarray) -> tuple[np.ndarray, np.ndarray, Calibration | None]:
+    if isinstance(com, RealSpaceMap):
+        if "com_y" in com.channels:
+            return com.channel("com_y"), com.channel("com_x"), com.calibration
+        d, cal = com.data, com.calibration
+    else:
+        d, cal = np.asarray(com), None
+    if d.ndim != 3 or d.shape[2] < 2:
+        raise DataShapeError(f"a COM map must be (scan_y, scan_x, >=2), got shape {d.shape}")
+    return d[..., 0], d[..., 1], cal
+
+
+def com_shifts(
+    com: RealSpaceMap | np.ndarray,
+    *,
+    descan: str = "plane",
+    calibration: Calibration | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """COM minus origin ``(v_y, v_x)`` in detector pixels, with the descan removed.
+
+    ``descan``: ``"plane"`` fits a robust plane to the COM map itself and subtracts it (the
+    usual choice when the sample is thin everywhere); ``"mean"`` subtracts the mean COM;
+    ``"calibration"`` subtracts the calibration's origin map (or mean origin); ``"none"``
+    returns the raw COM.
+    """
+    cy, cx, cal0 = _com_yx(com)
+    cal = calibration or cal0 or Calibration()
+    if descan == "plane" or descan == "mean":
+        fit = fit_origin_plane(np.stack([cy, cx], axis=-1), method=descan)
+        oy, ox = fit.origin_map_px[..., 0], fit.origin_map_px[..., 1]
+    elif descan == "calibration":
+        if cal.origin_map_px is not None:
+            if cal.origin_map_px.shape[:2] != cy.shape:
+                raise CalibrationError(
+                    f"origin map shape {cal.origin_map_px.shape[:2]} != COM map {cy.shape}"
+                )
+            oy, ox = cal.origin_map_px[..., 0], cal.origin_map_px[..., 1]
+        elif cal.origin_px is not None:
+            oy, ox = cal.origin_px
+        else:
+            raise CalibrationError("descan='calibration' needs an origin in the calibration")
+    elif descan == "none":
+        oy = ox = 0.0
+    else:
+        raise ValueError(f"descan must be one of {DESCAN}, got {descan!r}")
+    return cy - oy, cx - ox
+
+
+def _k_scale(cal: Calibration, units: str) -> float:
+    if units == "px":
+        return 1.0
+    try:
+        return cal.k_pixel_size_in(units)
+    except CalibrationError as e:
+        raise CalibrationError(f"DPC in {units} needs a calibrated detector: {e}") from None
+
+
+def dpc(
+    com: RealSpaceMap | np.ndarray,
+    *,
+    calibration: Calibration | None = None,
+    rotation_deg: float | None = None,
+    flip: bool | None = None,
+    descan: str = "plane",
+    units: str = "px",
+) -> RealSpaceMap:
+    """DPC signals in scan axes from a COM map (:func:`~.com.center_of_mass`).
+
+    Parameters
+    ----------
+    com : RealSpaceMap or ndarray ``(scan_y, scan_x, >=2)``
+        COM ``(com_y, com_x)`` per pattern in detector pixels.
+    rotation_deg, flip : optional
+        Scan/detector rotation and flip; default the calibration's (0 and False if unset).
+    descan : {"plane", "mean", "calibration", "none"}
+        How the origin is removed (:func:`com_shifts`).
+    units : {"px", "mrad", "1/A"}
+        Units of the shifts (mrad and 1/A need a calibrated detector).
+
+    Returns
+    -------
+    RealSpaceMap ``(scan_y, scan_x, 4)``: channels ``dpc_y``, ``dpc_x`` (scan axes),
+    ``magnitude`` and ``angle_deg`` (``atan2(dpc_y, dpc_x)``, from ``+x`` towards ``+y``).
+    """
+    vy, vx = com_shifts(com, descan=descan, calibration=calibration)
+    cal = calibration or (com.calibration if isinstance(com, RealSpaceMap) else Calibration())
+    rot = rotation_deg if rotation_deg is not None else (cal.rotation_deg or 0.0)
+    fl = bool(flip) if flip is not None else cal.flip
+    scale = _k_scale(cal, units)
+    uy, ux = rotate_to_scan(vy * scale, vx * scale, rotation_deg=rot, flip=fl)
+    mag = np.hypot(uy, ux)
+    ang = np.degrees(np.arctan2(uy, ux))
+    params = {"rotation_deg": float(rot), "flip": fl, "descan": descan, "units": units}
+    return RealSpaceMap(
+        np.stack([uy, ux, mag, ang], axis=-1),
+        name="dpc",
+        units=units,
+        channels=("dpc_y", "dpc_x", "magnitude", "angle_deg"),
+        calibration=cal,
+        params=params,
+    )
+
+
+def _derivatives(uy: np.ndarray, ux: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(curl, div)`` of ``(u_y, u_x)`` with central differences (per scan pixel)."""
+    duy_dy, duy_dx = np.gradient(uy)
+    dux_dy, dux_dx = np.gradient(ux)
+    return duy_dx - dux_dy, dux_dx + duy_dy
+
+
+@dataclass(frozen=True)
+class RotationFit:
+    """Scan/detector rotation from DPC by minimising the curl of the rotated COM shifts.
+
+    ``rotation_deg`` is in ``(-180, 180]``; ``curl_rms`` is the RMS curl at the optimum,
+    ``curl_rms_other_flip`` the best RMS curl with the other ``flip`` (the larger it is, the
+    clearer the flip), and ``div_rms`` the RMS divergence at the optimum (the signal).
+    """
+
+    rotation_deg: float
+    flip: bool
+    curl_rms: float
+    curl_rms_other_flip: float
+    div_rms: float
+    resolved_180: bool
+
+    def to_calibration(self, calibration: Calibration | None = None) -> Calibration:
+        return (calibration or Calibration()).replace(
+            rotation_deg=self.rotation_deg, flip=self.flip
+        )
+
+
+def _best_angle(vy, vx, flip: bool) -> tuple[float, float]:
+    # curl(R(t) v') = cos(t) curl(v') + sin(t) div(v') pointwise, so the mean square curl is a
+    # quadratic form in (cos t, sin t): its smallest eigenvector is the optimum (mod 180 deg)
+    c, d = _derivatives(vy, -vx if flip else vx)
+    ok = np.isfinite(c) & np.isfinite(d)
+    c, d = c[ok], d[ok]
+    m = np.array([[np.mean(c * c), np.mean(c * d)], [np.mean(c * d), np.mean(d * d)]])
+    w, v = np.linalg.eigh(m)
+    return math.degrees(math.atan2(v[1, 0], v[0, 0])), float(math.sqrt(max(w[0], 0.0)))
+
+
+def _skew(a: np.ndarray) -> float:
+    a = a[np.isfinite(a)]
+    a = a - a.mean()
+    s = a.std()
+    return float(np.mean(a**3) / s**3) if s > 0 else 0.0
+
+
+def fit_dpc_rotation(
+    com: RealSpaceMap | np.ndarray,
+    *,
+    calibration: Calibration | None = None,
+    descan: str = "plane",
+    flip: bool | None = None,
+    resolve_180: bool = True,
+) -> RotationFit:
+    """Rotation (and flip) between scan and detector axes that minimises the DPC curl.
+
+    The curl fixes the angle modulo 180 degrees. With ``resolve_180`` the half-turn is chosen
+    so that the divergence of the shifts is negatively skewed, i.e. the phase has sharp
+    positive peaks (atoms, particles); this heuristic fails on samples without such peaks, in
+    which case check the sign of the iDPC phase and add 180 degrees if needed. ``flip=None``
+    tries both and keeps the lower curl.
+    """
+    vy, vx = com_shifts(com, descan=descan, calibration=calibration)
+    if vy.shape[0] < 3 or vy.shape[1] < 3:
+        raise DataShapeError(f"the rotation fit needs a scan of at least 3x3, got {vy.shape}")
+    flips = (False, True) if flip is None else (bool(flip),)
+    fits = {f: _best_angle(vy, vx, f) for f in flips}
+    best = min(fits, key=lambda f: fits[f][1])
+    angle, curl = fits[best]
+    other = fits[not best][1] if len(fits) == 2 else float("nan")
+    uy, ux = rotate_to_scan(vy, vx, rotation_deg=angle, flip=best)
+    div = _derivatives(uy, ux)[1]
+    if resolve_180 and _skew(div) > 0:
+        angle += 180.0
+        div = -div
+    angle = (angle + 180.0) % 360.0 - 180.0
+    if angle == -180.0:
+        angle = 180.0
+    return RotationFit(
+        rotation_deg=float(angle),
+        flip=best,
+        curl_rms=curl,
+        curl_rms_other_flip=other,
+        div_rms=float(np.sqrt(np.nanmean(div**2))),
+        resolved_180=bool(resolve_180),
+    )
+
+
+def idpc(
+    dpc_map: RealSpaceMap,
+    *,
+    regularization: float = 0.0,
+    pad: bool = True,
+    calibration: Calibration | None = None,
+) -> RealSpaceMap:
+    """Integrated DPC: the phase whose gradient is the DPC signal, by Fourier integration.
+
+    Parameters
+    ----------
+    dpc_map : RealSpaceMap
+        Output of :func:`dpc` (channels ``dpc_y``, ``dpc_x`` in scan axes).
+    regularization : float
+        ``lambda`` added to ``|f|^2`` (``f`` in cycles per scan pixel); damps spatial
+        frequencies below about ``sqrt(lambda)`` (e.g. 1e-4 for features under ~100 pixels).
+    pad : bool
+        Mirror the field to twice its size first, so the non-periodic edges of a real scan
+        do not wrap around. In all cases the mean gradient is integrated exactly as a plane
+        and only the rest goes through the Fourier integration.
+
+    Returns
+    -------
+    RealSpaceMap ``(scan_y, scan_x)`` of zero mean: in ``rad`` when the shifts are in 1/A or
+    mrad (with the beam energy) and the scan step is calibrated, else ``a.u.`` (shifts in px
+    times scan pixels).
+    """
+    if not isinstance(dpc_map, RealSpaceMap) or "dpc_x" not in dpc_map.channels:
+        raise DataShapeError("idpc needs the RealSpaceMap returned by dpc()")
+    if not (regularization >= 0 and math.isfinite(regularization)):
+        raise ValueError(f"regularization must be >= 0, got {regularization!r}")
+    cal = calibration or dpc_map.calibration
+    gy = np.asarray(dpc_map.channel("dpc_y"), dtype=np.float64)
+    gx = np.asarray(dpc_map.channel("dpc_x"), dtype=np.float64)
+    if not (np.all(np.isfinite(gy)) and np.all(np.isfinite(gx))):
+        raise DataShapeError("the DPC map has NaN values (patterns without intensity?)")
+    units, scale = "a.u.", 2 * np.pi
+    k_units = dpc_map.units
+    step = cal.scan_step_nm()
+    if k_units in ("1/A", "mrad") and step is not None:
+        k_per_unit = 1.0 if k_units == "1/A" else None
+        if k_units == "mrad":
+            if cal.wavelength_A is None:
+                k_per_unit = None
+            else:
+                k_per_unit = 1.0 / (1000.0 * cal.wavelength_A)
+        if k_per_unit is not None and math.isclose(step[0], step[1], rel_tol=1e-6):
+            units, scale = "rad", 2 * np.pi * k_per_unit * step[0] * 10.0  # nm -> A
+    ny, nx = gy.shape
+    # the mean gradient is a plane: integrate it exactly, Fourier-integrate the rest
+    mgy, mgx = float(gy.mean()), float(gx.mean())
+    gy, gx = gy - mgy, gx - mgx
+    if pad:
+        # even extension of phi: g_y is odd along y and even along x, g_x the other way round
+        gy = np.concatenate([gy, -gy[::-1]], axis=0)
+        gy = np.concatenate([gy, gy[:, ::-1]], axis=1)
+        gx = np.concatenate([gx, gx[::-1]], axis=0)
+        gx = np.concatenate([gx, -gx[:, ::-1]], axis=1)
+    fy = np.fft.fftfreq(gy.shape[0])[:, None]
+    fx = np.fft.rfftfreq(gy.shape[1])[None, :]
+    den = 2 * np.pi * (fy * fy + fx * fx + regularization)
+    den[0, 0] = np.inf
+    num = fx * np.fft.rfft2(gx) + fy * np.fft.rfft2(gy)
+    phi = np.fft.irfft2(-1j * num / den, s=gy.shape)[:ny, :nx]
+    iy, ix = np.indices((ny, nx), dtype=np.float64)
+    phi = (phi + mgy * iy + mgx * ix) * scale
+    phi -= phi.mean()
+    params = {
+        "regularization": float(regularization),
+        "pad": bool(pad),
+        "dpc": dict(dpc_map.params),
+    }
+    return RealSpaceMap(phi, name="idpc", units=units, calibration=cal, params=params)

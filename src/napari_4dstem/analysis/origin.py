@@ -1,0 +1,317 @@
+"""Origin of the diffraction patterns (the unscattered beam) and its descan plane fit.
+
+1. :func:`find_bf_disk` -- centre and radius of the bright-field disk in one pattern (e.g. the
+   mean pattern): the connected region above half the maximum around the brightest pixel.
+2. :func:`measure_origin` -- the origin of every pattern: ``method="com"`` (centre of mass of
+   the whole pattern, or inside a detector) or ``method="disk"`` (centre of the bright-field
+   disk: background-subtracted centre of mass inside a circle slightly larger than the disk,
+   re-centred until it stops moving; Bragg disks outside the circle do not bias it).
+3. :func:`fit_origin_plane` -- the descan: ``origin(iy, ix) = c + a * iy + b * ix`` for each
+   detector axis, fitted by least squares with outliers rejected (residual beyond
+   ``outlier_sigma`` robust standard deviations, estimated from the median absolute deviation,
+   refitted until the inliers stop changing). :meth:`OriginFit.to_calibration` puts the
+   fitted map into a :class:`~napari_4dstem.data.calibration.Calibration`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from ..data.calibration import Calibration
+from ..data.results import RealSpaceMap
+from ..engine.driver import map_scan
+from ..engine.jobs import Job, Progress, run_job
+from ..engine.kernels import as_kernel_input, disk_center_block
+from ..errors import DataShapeError
+from .com import iter_center_of_mass
+from .detectors import Detector
+from .virtual import as_datacube
+
+__all__ = [
+    "BFDisk",
+    "OriginFit",
+    "find_bf_disk",
+    "fit_origin_plane",
+    "iter_measure_origin",
+    "measure_origin",
+]
+
+
+@dataclass(frozen=True)
+class BFDisk:
+    """The bright-field disk of a pattern: centre ``(k_y, k_x)`` and radius, in pixels."""
+
+    center_px: tuple[float, float]
+    radius_px: float
+
+
+def find_bf_disk(pattern: np.ndarray, *, threshold: float = 0.5) -> BFDisk:
+    """Centre and radius of the bright-field disk of one pattern (e.g. the mean pattern).
+
+    The disk is the connected region above ``threshold`` times the (lightly smoothed) maximum
+    that holds the brightest pixel; the radius is ``sqrt(area / pi)`` and the centre the centre
+    of mass of the pattern over that region.
+    """
+    p = np.asarray(pattern, dtype=np.float64)
+    if p.ndim != 2:
+        raise DataShapeError(f"find_bf_disk needs one 2D pattern, got shape {p.shape}")
+    if not np.all(np.isfinite(p)):
+        raise DataShapeError("the pattern has NaN or inf values")
+    s = ndimage.gaussian_filter(p, 1.0)
+    lo = np.median(s)
+    if s.max() <= lo:
+        raise DataShapeError("the pattern is flat: no bright-field disk to find")
+    region = s > lo + threshold * (s.max() - lo)
+    labels, _ = ndimage.label(region)
+    lab = labels[np.unravel_index(np.argmax(s), s.shape)]
+    disk = labels == lab
+    w = np.where(disk, p - lo, 0.0)
+    cy, cx = ndimage.center_of_mass(w)
+    return BFDisk((float(cy), float(cx)), float(np.sqrt(disk.sum() / np.pi)))
+
+
+def _disk_kernel(block, *, row0, parallel, guess, radius, background, n_iter):
+    block = as_kernel_input(block)
+    out = np.empty((*block.shape[:2], 3))
+    disk_center_block(
+        block, row0, guess[0], guess[1], radius, background, n_iter, out, parallel=parallel
+    )
+    return out
+
+
+def iter_measure_origin(
+    data: Any,
+    *,
+    method: str = "disk",
+    bf_disk: BFDisk | None = None,
+    margin_px: float | None = None,
+    max_shift_px: float | None = None,
+    detector: Detector | None = None,
+    calibration: Calibration | None = None,
+    scan_chunk: tuple[int, int] | None = None,
+    backend: Any = None,
+) -> Job[RealSpaceMap]:
+    """Job: the origin (unscattered beam centre) of every pattern, in detector pixels.
+
+    Parameters
+    ----------
+    data : DataCube or 4D array
+    method : {"disk", "com"}
+        ``"disk"``: centre of the bright-field disk (see the module docstring); ``"com"``:
+        centre of mass of the pattern (inside ``detector`` when given).
+    bf_disk : BFDisk, optional
+        Starting centre and disk radius; by default found on the mean pattern.
+    margin_px : float, optional
+        The circle is ``radius + margin_px`` (default ``max(2, radius / 4)``).
+    max_shift_px : float, optional
+        Largest descan expected (default the disk radius); bounds the detector rows read.
+
+    Returns
+    -------
+    RealSpaceMap ``(scan_y, scan_x, 2)``, channels ``origin_y``, ``origin_x``, units ``px``.
+    """
+    cube, cal = as_datacube(data, calibration)
+    if method == "com":
+        com = yield from iter_center_of_mass(
+            cube, detector=detector, calibration=cal, scan_chunk=scan_chunk, backend=backend
+        )
+        params = {"method": "com", "detector": com.params["detector"]}
+        return RealSpaceMap(
+            com.data[..., :2],
+            name="origin",
+            units="px",
+            channels=("origin_y", "origin_x"),
+            calibration=cal,
+            params=params,
+        )
+    if method != "disk":
+        raise ValueError(f"method must be 'disk' or 'com', got {method!r}")
+    mean = None
+    if bf_disk is None:
+        mean = yield from cube.iter_reduce_patterns("mean", scan_chunk=scan_chunk)
+        bf_disk = find_bf_disk(mean)
+    radius = bf_disk.radius_px + (
+        max(2.0, bf_disk.radius_px / 4) if margin_px is None else float(margin_px)
+    )
+    if mean is None:
+        background = 0.0
+    else:
+        # the background level just outside the circle, from the mean pattern
+        yy, xx = np.indices(mean.shape)
+        d = np.hypot(yy - bf_disk.center_px[0], xx - bf_disk.center_px[1])
+        ring = (d > radius) & (d <= radius + 3)
+        background = float(np.median(mean[ring])) if ring.any() else 0.0
+    shift = bf_disk.radius_px if max_shift_px is None else float(max_shift_px)
+    cy = bf_disk.center_px[0]
+    rows = (int(np.floor(cy - radius - shift)), int(np.ceil(cy + radius + shift)) + 1)
+    out = yield from map_scan(
+        cube.data,
+        _disk_kernel,
+        out_tail=(3,),
+        kwargs={
+            "guess": bf_disk.center_px,
+            "radius": radius,
+            "background": background,
+            "n_iter": 30,
+        },
+        k_rows=rows,
+        scan_chunk=scan_chunk,
+        backend=backend,
+        message="origin (bright-field disk)",
+    )
+    params = {
+        "method": "disk",
+        "bf_center_px": list(bf_disk.center_px),
+        "bf_radius_px": bf_disk.radius_px,
+        "circle_radius_px": radius,
+        "background": background,
+    }
+    return RealSpaceMap(
+        out[..., :2],
+        name="origin",
+        units="px",
+        channels=("origin_y", "origin_x"),
+        calibration=cal,
+        params=params,
+    )
+
+
+def measure_origin(
+    data: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any
+) -> RealSpaceMap:
+    """The origin of every pattern (runs :func:`iter_measure_origin` to the end)."""
+    return run_job(iter_measure_origin(data, **kwargs), progress)
+
+
+@dataclass(frozen=True, eq=False)
+class OriginFit:
+    """A fitted origin (descan) map.
+
+    Attributes
+    ----------
+    origin_map_px : ndarray ``(scan_y, scan_x, 2)``
+        Fitted origin ``(k_y, k_x)`` per scan position, pixels.
+    coefficients : ndarray ``(2, 3)``
+        Per detector axis (rows: y, x) the plane ``c + a * iy + b * ix`` as ``(c, a, b)``.
+    inliers : bool ndarray ``(scan_y, scan_x)``
+        Positions used in the final fit.
+    residual_rms_px : float
+        RMS distance between measured and fitted origin over the inliers.
+    method : str
+        ``"plane"`` or ``"mean"``.
+    """
+
+    origin_map_px: np.ndarray
+    coefficients: np.ndarray
+    inliers: np.ndarray
+    residual_rms_px: float
+    method: str
+    params: dict = field(default_factory=dict)
+
+    @property
+    def origin_px(self) -> tuple[float, float]:
+        """Mean fitted origin ``(k_y, k_x)``."""
+        m = self.origin_map_px.reshape(-1, 2).mean(axis=0)
+        return float(m[0]), float(m[1])
+
+    def to_calibration(self, calibration: Calibration | None = None) -> Calibration:
+        """``calibration`` with this origin map and its mean as ``origin_px``."""
+        cal = calibration or Calibration()
+        return cal.replace(origin_map_px=self.origin_map_px, origin_px=self.origin_px)
+
+    def to_map(self, calibration: Calibration | None = None) -> RealSpaceMap:
+        return RealSpaceMap(
+            self.origin_map_px,
+            name="origin_fit",
+            units="px",
+            channels=("origin_y", "origin_x"),
+            calibration=calibration or Calibration(),
+            params={
+                "method": self.method,
+                "coefficients": self.coefficients.tolist(),
+                "residual_rms_px": self.residual_rms_px,
+                **self.params,
+            },
+        )
+
+
+def _measured_array(measured: Any) -> np.ndarray:
+    if isinstance(measured, RealSpaceMap):
+        m = np.asarray(measured.data, dtype=np.float64)
+        if m.ndim == 3 and m.shape[2] > 2:
+            m = m[..., :2]  # a COM map: com_y, com_x, intensity
+    else:
+        m = np.asarray(measured, dtype=np.float64)
+    if m.ndim != 3 or m.shape[2] != 2:
+        raise DataShapeError(f"origin measurements must be (scan_y, scan_x, 2), got {m.shape}")
+    return m
+
+
+def fit_origin_plane(
+    measured: RealSpaceMap | np.ndarray,
+    *,
+    method: str = "plane",
+    outlier_sigma: float = 4.0,
+    max_iter: int = 20,
+    mask: np.ndarray | None = None,
+) -> OriginFit:
+    """Fit the descan: a plane (or a constant) through the measured origin, robust to outliers.
+
+    Parameters
+    ----------
+    measured : RealSpaceMap or ndarray ``(scan_y, scan_x, 2)``
+        Origin per pattern (from :func:`measure_origin` or a COM map); NaN entries are ignored.
+    method : {"plane", "mean"}
+    outlier_sigma : float
+        Reject positions whose residual distance exceeds this many robust standard
+        deviations (1.4826 x median absolute residual); ``inf`` for a plain least-squares fit.
+    mask : bool ndarray ``(scan_y, scan_x)``, optional
+        Positions allowed in the fit (e.g. vacuum or a thin region).
+    """
+    m = _measured_array(measured)
+    sy, sx = m.shape[:2]
+    if method not in ("plane", "mean"):
+        raise ValueError(f"method must be 'plane' or 'mean', got {method!r}")
+    iy, ix = np.indices((sy, sx), dtype=np.float64)
+    basis = np.stack([np.ones_like(iy), iy, ix], axis=-1).reshape(-1, 3)
+    if method == "mean":
+        basis = basis[:, :1]
+    y = m.reshape(-1, 2)
+    ok = np.all(np.isfinite(y), axis=1)
+    if mask is not None:
+        mk = np.asarray(mask, dtype=bool)
+        if mk.shape != (sy, sx):
+            raise DataShapeError(f"mask shape {mk.shape} does not match the scan {(sy, sx)}")
+        ok &= mk.ravel()
+    if ok.sum() < basis.shape[1] + 1:
+        raise DataShapeError(f"only {int(ok.sum())} finite origin measurements: too few to fit")
+    inl = ok.copy()
+    for _ in range(max_iter):
+        coef, *_ = np.linalg.lstsq(basis[inl], y[inl], rcond=None)
+        res = np.full(len(y), np.inf)
+        res[ok] = np.linalg.norm(y[ok] - basis[ok] @ coef, axis=1)
+        sigma = 1.4826 * np.median(res[inl])
+        if not np.isfinite(outlier_sigma) or sigma == 0:
+            break
+        new = ok & (res <= outlier_sigma * sigma)
+        if new.sum() < basis.shape[1] + 1 or np.array_equal(new, inl):
+            break
+        inl = new
+    coef, *_ = np.linalg.lstsq(basis[inl], y[inl], rcond=None)
+    fitted = (basis @ coef).reshape(sy, sx, 2)
+    full = np.zeros((3, 2))
+    full[: coef.shape[0]] = coef
+    rms = float(np.sqrt(np.mean(np.sum((y[inl] - basis[inl] @ coef) ** 2, axis=1))))
+    return OriginFit(
+        origin_map_px=fitted,
+        coefficients=full.T.copy(),
+        inliers=inl.reshape(sy, sx),
+        residual_rms_px=rms,
+        method=method,
+        params={"outlier_sigma": float(outlier_sigma), "n_inliers": int(inl.sum())},
+    )
