@@ -94,7 +94,7 @@ def test_arina_chunks_and_scan_shape_errors(tmp_path):
     with open_datacube(master) as dc:
         assert dc.shape == (1, 480, 24, 20)  # not square and no metadata
     with open_datacube(master, scan_shape=(12, 40)) as dc:
-        assert dc.data.chunksize == (12, 16, 24, 20)
+        assert dc.data.chunksize == (12, 21, 24, 20)  # about 16 * 16 patterns per chunk
     with pytest.raises(FileFormatError, match=r"scan_master\.h5.*pass a scan_shape"):
         open_datacube(master, scan_shape=(20, 40))
 

@@ -140,7 +140,7 @@ def lazy_frames(
 
     stored = frames[:n].reshape(sy, sx, *frames.shape[1:])
     out_frame_shape = tuple(out_frame_shape or frames.shape[1:])
-    by, bx = min(sy, scan_chunk), min(sx, scan_chunk)
+    by, bx = scan_chunks((sy, sx), scan_chunk)
     chunks = (
         _split(sy, by),
         _split(sx, bx),
@@ -158,6 +158,15 @@ def lazy_frames(
 
     dt = np.dtype(out_dtype or frames.dtype)
     return src.map_blocks(_block, dtype=dt, chunks=chunks, meta=np.empty((0,) * 4, dtype=dt))
+
+
+def scan_chunks(scan_shape: tuple[int, int], edge: int = DEFAULT_SCAN_CHUNK) -> tuple[int, int]:
+    """Scan chunk ``(cy, cx)`` of about ``edge**2`` patterns: ``(edge, edge)`` for 2D scans,
+    longer along x when the scan has fewer than ``edge`` rows (e.g. a ``(1, n)`` series)."""
+    sy, sx = scan_shape
+    cy = min(sy, edge)
+    cx = min(sx, max(edge, edge * edge // cy))
+    return cy, cx
 
 
 def _split(n: int, b: int) -> tuple[int, ...]:

@@ -36,7 +36,7 @@ from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError
 from ._framestack import FrameStack4D
-from ._helpers import DEFAULT_SCAN_CHUNK, check_scan_shape, never_raises, read_head
+from ._helpers import DEFAULT_SCAN_CHUNK, check_scan_shape, never_raises, read_head, scan_chunks
 
 __all__ = ["is_arina", "master_path", "read_datacube", "read_detector_arrays", "validate"]
 
@@ -243,7 +243,7 @@ def read_datacube(
     qy, qx = arr.shape[2:]
     data = da.from_array(
         arr,
-        chunks=(min(sy, scan_chunk), min(sx, scan_chunk), qy, qx),
+        chunks=(*scan_chunks((sy, sx), scan_chunk), qy, qx),
         asarray=True,
         fancy=False,
         name=f"arina-{p}-{sy}x{sx}",
