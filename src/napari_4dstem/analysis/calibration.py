@@ -1,0 +1,217 @@
+"""Detector calibration from a ring: ellipticity, centre and pixel size.
+
+A polycrystalline or amorphous sample gives rings of constant scattering angle; on a real
+detector they come out as ellipses (projector distortion). :func:`fit_ring` samples the
+pattern along rays from the centre, finds the ring's radius on every ray (sub-pixel: a
+parabola through the three samples around the maximum of the background-corrected profile),
+and fits an ellipse to those points (algebraic conic fit, points further than
+``outlier_sigma`` robust standard deviations from the ellipse are dropped and the fit
+repeated).
+
+The result's ellipse is ``(a, b, theta_deg)``: semi-axes relative to the ring's mean radius
+``sqrt(a_px * b_px)`` (so ``a * b = 1``, ``a >= b``) and the angle of ``a`` from the ``k_x``
+axis towards ``k_y``, as :class:`~napari_4dstem.data.calibration.Calibration.ellipse` stores it.
+Knowing the ring's spacing ``d`` (Angstrom) gives the pixel size: ``k_pixel_size = 1 / (d *
+radius_px)`` in 1/A.
+
+Rotation between scan and detector axes comes from DPC: see
+:func:`napari_4dstem.analysis.dpc.fit_dpc_rotation`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..data.calibration import Calibration
+from ..errors import CalibrationError, DataShapeError
+
+__all__ = ["RingFit", "fit_ellipse_points", "fit_ring"]
+
+
+@dataclass(frozen=True)
+class RingFit:
+    """An elliptical ring on the detector (all lengths in detector pixels).
+
+    Attributes
+    ----------
+    center_px : (float, float)
+        Ring centre ``(k_y, k_x)``.
+    a_px, b_px : float
+        Semi-major and semi-minor axes.
+    theta_deg : float
+        Angle of the major axis from ``k_x`` towards ``k_y``, in ``(-90, 90]``.
+    n_points : int
+        Ring points used in the final fit.
+    residual_rms_px : float
+        RMS radial distance of those points from the ellipse.
+    """
+
+    center_px: tuple[float, float]
+    a_px: float
+    b_px: float
+    theta_deg: float
+    n_points: int
+    residual_rms_px: float
+
+    @property
+    def radius_px(self) -> float:
+        """Mean radius ``sqrt(a_px * b_px)`` (the radius of the circle of the same area)."""
+        return math.sqrt(self.a_px * self.b_px)
+
+    @property
+    def ellipse(self) -> tuple[float, float, float]:
+        """``(a, b, theta_deg)`` relative to :attr:`radius_px`, as Calibration stores it."""
+        r = self.radius_px
+        return (self.a_px / r, self.b_px / r, self.theta_deg)
+
+    def to_calibration(
+        self,
+        calibration: Calibration | None = None,
+        *,
+        d_spacing_A: float | None = None,
+        set_origin: bool = False,
+    ) -> Calibration:
+        """``calibration`` with this ellipse; with ``d_spacing_A`` also the pixel size (1/A).
+
+        ``set_origin`` also stores the ring centre as the mean origin (``origin_px``).
+        """
+        cal = calibration or Calibration()
+        changes: dict = {"ellipse": self.ellipse}
+        if d_spacing_A is not None:
+            d = float(d_spacing_A)
+            if not (math.isfinite(d) and d > 0):
+                raise CalibrationError(f"d_spacing_A must be positive, got {d_spacing_A!r}")
+            changes.update(k_pixel_size=1.0 / (d * self.radius_px), k_units="1/A")
+        if set_origin:
+            changes["origin_px"] = self.center_px
+        return cal.replace(**changes)
+
+
+def fit_ellipse_points(
+    y: np.ndarray, x: np.ndarray
+) -> tuple[tuple[float, float], float, float, float]:
+    """Algebraic least-squares ellipse through points: ``(center (y, x), a, b, theta_deg)``.
+
+    Solves ``A x^2 + B x y + C y^2 + D x + E y + F = 0`` (smallest singular vector, on centred
+    and scaled coordinates) and converts the conic to centre, semi-axes and angle.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    if y.size < 6:
+        raise CalibrationError(f"an ellipse fit needs at least 6 points, got {y.size}")
+    my, mx = y.mean(), x.mean()
+    s = max(np.std(y), np.std(x), 1e-12)
+    yy, xx = (y - my) / s, (x - mx) / s
+    design = np.stack([xx * xx, xx * yy, yy * yy, xx, yy, np.ones_like(xx)], axis=1)
+    _, _, vt = np.linalg.svd(design, full_matrices=False)
+    coef = vt[-1] if vt[-1][0] + vt[-1][2] > 0 else -vt[-1]  # positive-definite quadratic part
+    a_, b_, c_, d_, e_, f_ = coef
+    m = np.array([[a_, b_ / 2], [b_ / 2, c_]])
+    if np.linalg.det(m) <= 0:
+        raise CalibrationError("the ring points do not lie on an ellipse")
+    cx, cy = np.linalg.solve(m, [-d_ / 2, -e_ / 2])
+    f0 = a_ * cx * cx + b_ * cx * cy + c_ * cy * cy + d_ * cx + e_ * cy + f_
+    lam, vec = np.linalg.eigh(m)  # ascending: lam[0] belongs to the major axis
+    ax2 = -f0 / lam
+    if np.any(ax2 <= 0):
+        raise CalibrationError("the ring points do not lie on an ellipse")
+    a_len, b_len = np.sqrt(ax2) * s
+    vx, vy = vec[0, 0], vec[1, 0]
+    theta = math.degrees(math.atan2(vy, vx))
+    theta = (theta + 90.0) % 180.0 - 90.0
+    if theta == -90.0:
+        theta = 90.0
+    return (float(cy * s + my), float(cx * s + mx)), float(a_len), float(b_len), theta
+
+
+def _ellipse_residual(y, x, center, a, b, theta_deg) -> np.ndarray:
+    t = math.radians(theta_deg)
+    dy, dx = y - center[0], x - center[1]
+    u = dx * math.cos(t) + dy * math.sin(t)
+    v = -dx * math.sin(t) + dy * math.cos(t)
+    rho = np.hypot(u / a, v / b)  # 1 on the ellipse
+    return (rho - 1.0) * math.sqrt(a * b)
+
+
+def fit_ring(
+    pattern: np.ndarray,
+    *,
+    radius_range_px: tuple[float, float],
+    center_px: tuple[float, float] | None = None,
+    n_angles: int = 180,
+    outlier_sigma: float = 3.0,
+    iterations: int = 2,
+) -> RingFit:
+    """Fit an elliptical ring to a pattern (e.g. the mean or max pattern of a polycrystal).
+
+    Parameters
+    ----------
+    pattern : 2D array ``(k_y, k_x)``
+    radius_range_px : (float, float)
+        Radii between which the ring lies (it must be the brightest feature there).
+    center_px : (float, float), optional
+        Starting centre; by default the centre of mass of the pattern (a first ellipse fit
+        then re-centres the rays, ``iterations`` times).
+    n_angles : int
+        Number of rays.
+    """
+    p = np.asarray(pattern, dtype=np.float64)
+    if p.ndim != 2:
+        raise DataShapeError(f"fit_ring needs one 2D pattern, got shape {p.shape}")
+    if not np.all(np.isfinite(p)):
+        raise DataShapeError("the pattern has NaN or inf values")
+    r0, r1 = (float(v) for v in radius_range_px)
+    if not (0 <= r0 < r1):
+        raise ValueError(
+            f"radius_range_px must be (r_min, r_max) with r_min < r_max, got {radius_range_px}"
+        )
+    if center_px is None:
+        center_px = ndimage.center_of_mass(np.clip(p - np.median(p), 0, None))
+    center = (float(center_px[0]), float(center_px[1]))
+    ang = np.linspace(0, 2 * np.pi, int(n_angles), endpoint=False)
+    radii = np.arange(r0, r1, 0.25)
+    if radii.size < 5:
+        raise ValueError("radius_range_px is too narrow (need at least 1.25 px)")
+    fit = None
+    for _ in range(max(1, iterations)):
+        yy = center[0] + np.sin(ang)[:, None] * radii[None, :]
+        xx = center[1] + np.cos(ang)[:, None] * radii[None, :]
+        inside = (yy >= 0) & (yy <= p.shape[0] - 1) & (xx >= 0) & (xx <= p.shape[1] - 1)
+        prof = ndimage.map_coordinates(p, [yy.ravel(), xx.ravel()], order=1).reshape(yy.shape)
+        prof = ndimage.gaussian_filter1d(prof, 2.0, axis=1)  # 0.5 px along the ray
+        ok_ray = inside.all(axis=1)
+        # remove a linear background along each ray, then take the sub-pixel maximum
+        t = np.linspace(0, 1, radii.size)
+        prof = prof - (prof[:, :1] + (prof[:, -1:] - prof[:, :1]) * t)
+        k = np.clip(np.argmax(prof, axis=1), 1, radii.size - 2)
+        rows = np.arange(len(ang))
+        ym, y0, yp = prof[rows, k - 1], prof[rows, k], prof[rows, k + 1]
+        den = ym - 2 * y0 + yp
+        frac = np.where(den < 0, 0.5 * (ym - yp) / np.where(den < 0, den, 1), 0.0)
+        r = radii[k] + np.clip(frac, -1, 1) * 0.25
+        good = ok_ray & (y0 > 0)
+        py, px = center[0] + np.sin(ang) * r, center[1] + np.cos(ang) * r
+        py, px = py[good], px[good]
+        if py.size < 6:
+            raise CalibrationError(
+                f"found the ring on only {py.size} rays between {r0} and {r1} px; check "
+                "radius_range_px and the centre"
+            )
+        keep = np.ones(py.size, bool)
+        for _ in range(5):
+            c, a, b, th = fit_ellipse_points(py[keep], px[keep])
+            res = _ellipse_residual(py, px, c, a, b, th)
+            sigma = 1.4826 * np.median(np.abs(res[keep]))
+            new = np.abs(res) <= max(outlier_sigma * sigma, 1e-9)
+            if new.sum() < 6 or np.array_equal(new, keep):
+                break
+            keep = new
+        c, a, b, th = fit_ellipse_points(py[keep], px[keep])
+        res = _ellipse_residual(py[keep], px[keep], c, a, b, th)
+        fit = RingFit(c, a, b, th, int(keep.sum()), float(np.sqrt(np.mean(res**2))))
+        center = c
+    return fit
