@@ -178,11 +178,241 @@ def run_samples(args) -> int:
     return EXIT_OK
 
 
+# -- virtual / calibrate / dpc (analysis; the functions live in napari_4dstem.analysis) --------
+def _analysis_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calibration", type=Path, metavar="JSON",
+                   help="calibration written by `napari-4dstem calibrate` (replaces the file's)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on this dask.distributed scheduler (tcp://host:8786), not locally")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _scan_shape_arg(p)
+
+
+def _open_calibrated(args) -> Any:
+    from .data.calibration import Calibration
+    from .errors import CalibrationError
+
+    dc = _open(args)
+    if args.calibration is not None:
+        try:
+            cal = Calibration.from_dict(json.loads(Path(args.calibration).read_text()))
+        except (OSError, ValueError, TypeError) as e:
+            dc.close()
+            raise CalibrationError(f"{args.calibration}: cannot read the calibration ({e})") from None
+        om = cal.origin_map_px
+        if om is not None and om.shape[:2] != dc.scan_shape:
+            dc.close()
+            raise CalibrationError(
+                f"{args.calibration}: origin map {om.shape[:2]} does not fit the scan {dc.scan_shape}"
+            )
+        dc.calibration = cal
+    return dc
+
+
+def _write_maps(path: Path, maps: list, overwrite: bool) -> None:
+    from .io import emd
+    from .io._atomic import atomic_output
+
+    if path.suffix.lower() == ".npy":
+        import numpy as np
+
+        with atomic_output(path, overwrite=overwrite) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.stack([m.data for m in maps], axis=-1) if len(maps) > 1 else maps[0].data)
+    elif path.suffix.lower() in (".h5", ".hdf5", ".emd"):
+        emd.write(path, *maps, overwrite=overwrite)
+    else:
+        from .errors import FileFormatError
+
+        raise FileFormatError(path, "results are written to .h5 (EMD) or .npy")
+
+
+def add_virtual(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("virtual", help="virtual images: point, disk, annulus, rectangle, mask, presets")
+    p.add_argument("file", type=Path)
+    p.add_argument("out", type=Path, help="output: .h5 (EMD, one map per detector) or .npy")
+    p.add_argument("--preset", action="append", type=str.upper, default=[],
+                   choices=["BF", "ABF", "ADF", "HAADF"], help="preset from the calibrated angles")
+    p.add_argument("--bf-radius", metavar="PX|auto",
+                   help="bright-field disk radius for presets on an uncalibrated detector "
+                        "('auto': found on the mean pattern)")
+    p.add_argument("--point", nargs=2, type=float, action="append", default=[], metavar=("KY", "KX"))
+    p.add_argument("--disk", nargs=3, type=float, action="append", default=[], metavar=("KY", "KX", "R"))
+    p.add_argument("--annulus", nargs=4, type=float, action="append", default=[],
+                   metavar=("KY", "KX", "R_IN", "R_OUT"))
+    p.add_argument("--rect", nargs=4, type=int, action="append", default=[],
+                   metavar=("ROW0", "ROW1", "COL0", "COL1"))
+    p.add_argument("--mask", type=Path, action="append", default=[],
+                   help=".npy mask (k_y, k_x): boolean, or float weights")
+    p.add_argument("--descan", action="store_true", help="shift detectors with the fitted origin")
+    p.add_argument("--nan-policy", choices=["raise", "propagate", "omit"], default="raise")
+    _analysis_args(p)
+    return p
+
+
+def run_virtual(args) -> int:
+    import numpy as np
+
+    from .analysis import detectors as D
+    from .analysis.virtual import iter_virtual_images
+    from .engine.jobs import run_job
+
+    try:
+        dets: list = [D.PointDetector(tuple(v)) for v in args.point]
+        dets += [D.DiskDetector((v[0], v[1]), v[2]) for v in args.disk]
+        dets += [D.AnnulusDetector((v[0], v[1]), v[2], v[3]) for v in args.annulus]
+        dets += [D.RectangleDetector((v[0], v[1]), (v[2], v[3])) for v in args.rect]
+        dets += [D.MaskDetector(np.load(m), name=m.stem) for m in args.mask]
+    except (ValueError, TypeError, OSError) as e:
+        raise Napari4DSTEMError(f"bad detector: {e}") from None
+    dc = _open_calibrated(args)
+    try:
+        names = [d.kind for d in dets]
+        if args.preset:
+            kw: dict[str, Any] = {}
+            if args.bf_radius == "auto":
+                from .analysis.origin import find_bf_disk
+
+                bf = find_bf_disk(run_job(dc.iter_reduce_patterns("mean"), ProgressBar(enabled=not args.quiet)))
+                kw = {"bf_radius_px": bf.radius_px, "center_px": bf.center_px}
+            elif args.bf_radius is not None:
+                kw = {"bf_radius_px": float(args.bf_radius)}
+            for name in args.preset:
+                dets.append(D.preset_detector(name, detector_shape=dc.detector_shape,
+                                              calibration=dc.calibration, **kw))
+                names.append(name)
+        if not dets:
+            raise Napari4DSTEMError("give at least one detector (--preset, --disk, --annulus, ...)")
+        names = [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
+        job = iter_virtual_images(dc, dets, names=names, descan=args.descan,
+                                  nan_policy=args.nan_policy, backend=args.scheduler)
+        stack = run_job(job, ProgressBar(enabled=not args.quiet))
+    finally:
+        dc.close()
+    from .data.results import RealSpaceMap
+
+    maps = [
+        RealSpaceMap(stack.data[..., k], name=f"virtual_{n}", units="counts",
+                     calibration=stack.calibration,
+                     params={**stack.params, "detectors": None, "detector": stack.params["detectors"][n]})
+        for k, n in enumerate(stack.channels)
+    ]
+    _write_maps(args.out, maps, args.overwrite)
+    print(f"wrote {args.out}: {', '.join(m.name for m in maps)}  {stack.scan_shape}")
+    return EXIT_OK
+
+
+def add_calibrate(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("calibrate", help="origin + descan plane, ring ellipse/pixel size, DPC rotation")
+    p.add_argument("file", type=Path)
+    p.add_argument("out", type=Path, help="output calibration (.json, origin map included)")
+    p.add_argument("--origin", choices=["disk", "com", "none"], default="disk",
+                   help="measure the origin per pattern (default: bright-field disk centre)")
+    p.add_argument("--fit", choices=["plane", "mean"], default="plane", help="descan model")
+    p.add_argument("--ring", nargs=2, type=float, metavar=("R_MIN", "R_MAX"),
+                   help="fit the ellipse of the ring between these radii (px) on the mean pattern")
+    p.add_argument("--d-spacing", type=float, metavar="A",
+                   help="d-spacing of that ring in Angstrom: sets the pixel size (1/A)")
+    p.add_argument("--rotation", action="store_true",
+                   help="fit the scan/detector rotation and flip from DPC (curl minimisation)")
+    _analysis_args(p)
+    return p
+
+
+def run_calibrate(args) -> int:
+    from .analysis.calibration import fit_ring
+    from .analysis.com import iter_center_of_mass
+    from .analysis.dpc import fit_dpc_rotation
+    from .analysis.origin import fit_origin_plane, iter_measure_origin
+    from .engine.jobs import run_job
+    from .io._atomic import atomic_output
+
+    bar = ProgressBar(enabled=not args.quiet)
+    dc = _open_calibrated(args)
+    try:
+        cal = dc.calibration
+        if args.origin != "none":
+            measured = run_job(iter_measure_origin(dc, method=args.origin, backend=args.scheduler), bar)
+            fit = fit_origin_plane(measured, method=args.fit)
+            cal = fit.to_calibration(cal)
+            print(f"origin: {args.fit} fit, mean ({cal.origin_px[0]:.3f}, {cal.origin_px[1]:.3f}) px, "
+                  f"residual {fit.residual_rms_px:.3f} px rms, {int((~fit.inliers).sum())} outliers")
+        if args.ring:
+            ring = fit_ring(run_job(dc.iter_reduce_patterns("mean"), bar), radius_range_px=tuple(args.ring),
+                            center_px=cal.origin_px)
+            cal = ring.to_calibration(cal, d_spacing_A=args.d_spacing)
+            print(f"ring: radius {ring.radius_px:.3f} px, axes {ring.a_px:.3f}/{ring.b_px:.3f} px "
+                  f"at {ring.theta_deg:.2f} deg" + (f", pixel {cal.k_pixel_size:.5g} 1/A" if args.d_spacing else ""))
+        if args.rotation:
+            com = run_job(iter_center_of_mass(dc, backend=args.scheduler), bar)
+            descan = "calibration" if cal.origin_map_px is not None else "plane"
+            rot = fit_dpc_rotation(com, calibration=cal, descan=descan)
+            cal = rot.to_calibration(cal)
+            print(f"rotation: {rot.rotation_deg:.2f} deg, flip {rot.flip} "
+                  f"(curl {rot.curl_rms:.3g} vs {rot.curl_rms_other_flip:.3g} with the other flip)")
+    finally:
+        dc.close()
+    with atomic_output(args.out, overwrite=args.overwrite) as tmp:
+        tmp.write_text(json.dumps(cal.to_dict(include_origin_map=True)))
+    print(f"wrote {args.out}")
+    return EXIT_OK
+
+
+def add_dpc(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("dpc", help="centre of mass, DPC (rotated into scan axes) and iDPC phase")
+    p.add_argument("file", type=Path)
+    p.add_argument("out", type=Path, help="output .h5 (EMD): com, dpc and idpc maps")
+    p.add_argument("--rotation", type=float, metavar="DEG", help="scan/detector rotation (default: calibration)")
+    p.add_argument("--auto-rotation", action="store_true", help="fit the rotation by curl minimisation")
+    p.add_argument("--flip", action="store_true", default=None, help="detector k_x is mirrored")
+    p.add_argument("--descan", choices=["plane", "mean", "calibration", "none"], default="plane")
+    p.add_argument("--units", choices=["px", "mrad", "1/A"], default="px", help="units of the shifts")
+    p.add_argument("--bf-mask", type=float, metavar="R", help="COM inside this radius (px) around the origin")
+    p.add_argument("--regularization", type=float, default=0.0, help="iDPC high-pass (cycles/px)^2")
+    _analysis_args(p)
+    return p
+
+
+def run_dpc(args) -> int:
+    from .analysis.com import iter_center_of_mass
+    from .analysis.detectors import DiskDetector
+    from .analysis.dpc import dpc, fit_dpc_rotation, idpc
+    from .engine.jobs import run_job
+
+    dc = _open_calibrated(args)
+    try:
+        cal = dc.calibration
+        det = None
+        if args.bf_mask is not None:
+            center = cal.origin_px or ((dc.detector_shape[0] - 1) / 2, (dc.detector_shape[1] - 1) / 2)
+            det = DiskDetector(center, args.bf_mask)
+        com = run_job(iter_center_of_mass(dc, detector=det, backend=args.scheduler),
+                      ProgressBar(enabled=not args.quiet))
+    finally:
+        dc.close()
+    rotation, flip = args.rotation, args.flip
+    if args.auto_rotation:
+        rot = fit_dpc_rotation(com, descan=args.descan)
+        rotation, flip = rot.rotation_deg, rot.flip
+        print(f"rotation: {rot.rotation_deg:.2f} deg, flip {rot.flip}")
+    d = dpc(com, rotation_deg=rotation, flip=flip, descan=args.descan, units=args.units)
+    phase = idpc(d, regularization=args.regularization)
+    if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
+        from .errors import FileFormatError
+
+        raise FileFormatError(args.out, "dpc writes an EMD file (.h5)")
+    _write_maps(args.out, [com, d, phase], args.overwrite)
+    print(f"wrote {args.out}: com, dpc, idpc ({phase.units})")
+    return EXIT_OK
+
+
 SUBCOMMANDS: dict[str, tuple[Callable, Callable]] = {
     "info": (add_info, run_info),
     "convert": (add_convert, run_convert),
     "demo": (add_demo, run_demo),
     "samples": (add_samples, run_samples),
+    "virtual": (add_virtual, run_virtual),
+    "calibrate": (add_calibrate, run_calibrate),
+    "dpc": (add_dpc, run_dpc),
 }
 
 

@@ -146,6 +146,9 @@ def iter_virtual_images(
     for d in detectors:
         if not isinstance(d, Detector):
             raise TypeError(f"expected a Detector, got {type(d).__name__}")
+    names = _default_names(detectors) if names is None else [str(n) for n in names]
+    if len(names) != len(detectors) or len(set(names)) != len(names):
+        raise ValueError(f"need {len(detectors)} distinct channel names, got {names}")
     det_shape = cube.detector_shape
     masks = [d.render(det_shape) for d in detectors]
     bounds = [d.row_bounds(det_shape) for d in detectors]
@@ -170,10 +173,9 @@ def iter_virtual_images(
     )
     if cube.dtype.kind == "f":
         img = _handle_nonfinite(cube, img, specs, scan_kwargs, (r0, r1), nan_policy)
-    if names is None:
-        names = _default_names(detectors)
     params = {
-        "detectors": [d.to_params() for d in detectors],
+        # keyed by channel name (EMD metadata stores dicts, not lists of dicts)
+        "detectors": {n: d.to_params() for n, d in zip(names, detectors)},
         "descan": bool(descan),
         "nan_policy": nan_policy,
         "dtype": str(cube.dtype),
@@ -246,7 +248,7 @@ def iter_virtual_image(
         backend=backend,
     )
     params = dict(stack.params)
-    params["detector"] = params.pop("detectors")[0]
+    params["detector"] = next(iter(params.pop("detectors").values()))
     return RealSpaceMap(
         stack.data[..., 0],
         name=f"virtual_{detector.kind}",
