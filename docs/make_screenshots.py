@@ -39,9 +39,50 @@ def sample_in_napari() -> None:
     viewer.close()
 
 
+def virtual_imaging() -> None:
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1400, 900)
+    viewer.open_sample("napari-4dstem", "polycrystal_au")
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    # an annular dark-field detector over the Bragg disks: the grains light up differently
+    w.kind_combo.setCurrentText("Annulus")
+    w.r_in.setValue(15.0)
+    w.r_out.setValue(50.0)
+    for _ in range(200):  # wait for the worker
+        QApplication.processEvents()
+        if w._worker is None and w._pending is None and w.last_image is not None:
+            break
+        import time
+
+        time.sleep(0.05)
+    w.set_scan_position(8, 20)
+    viewer.layers.selection.active = viewer.layers["polycrystal_au"]
+    viewer.reset_view()
+    _grab(viewer, "virtual_imaging_widget.png")
+    viewer.close()
+
+
+def demo_figures() -> None:
+    import shutil
+    import tempfile
+
+    from napari_4dstem.demo import run_demo
+
+    with tempfile.TemporaryDirectory() as d:
+        ctx = run_demo(d)
+        for f in ctx.figures:
+            shutil.copy(f, OUT / f"demo_{f.name}")
+            print(f"wrote {OUT / f'demo_{f.name}'}")
+
+
 def main() -> int:
     OUT.mkdir(exist_ok=True)
     sample_in_napari()
+    virtual_imaging()
+    demo_figures()
     return 0
 
 

@@ -15,8 +15,13 @@ from ._atomic import atomic_output
 __all__ = ["is_npy4d", "read_datacube", "read_header", "write"]
 
 
-def read_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, bool, int]:
-    """``(shape, dtype, fortran_order, data_offset)`` from an .npy header; reads only the header."""
+def read_header(
+    path: str | os.PathLike, *, check_size: bool = True
+) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """``(shape, dtype, fortran_order, data_offset)`` from an .npy header; reads only the header.
+
+    With ``check_size`` a file shorter than its header promises raises FileFormatError.
+    """
     p = Path(path)
     if not p.is_file():
         raise FileFormatError(p, "no such file")
@@ -36,7 +41,7 @@ def read_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, boo
         raise FileFormatError(p, "holds Python objects, not numbers")
     expected = offset + int(np.prod(shape)) * dtype.itemsize
     size = p.stat().st_size
-    if size < expected:
+    if check_size and size < expected:
         raise FileFormatError(
             p, f"truncated: the header promises {expected} bytes for shape {shape} {dtype}, the file has {size}"
         )
@@ -44,9 +49,12 @@ def read_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, boo
 
 
 def is_npy4d(path: str | os.PathLike) -> bool:
-    """True for an .npy file holding a 4D numeric array. Never raises."""
+    """True for an .npy file whose header declares a 4D numeric array. Never raises.
+
+    A truncated file is still claimed, so that opening it reports the truncation.
+    """
     try:
-        return len(read_header(path)[0]) == 4
+        return len(read_header(path, check_size=False)[0]) == 4
     except Exception:
         return False
 

@@ -1,0 +1,129 @@
+"""A small real-space canvas for a dock widget: shows a scan map, picks scan positions.
+
+napari has one canvas per viewer and the main one shows the diffraction pattern, so the
+real-space view (virtual image, COM, ...) lives in this vispy canvas inside a dock. Public vispy
+API only (no napari internals). Left click or drag picks the scan position; shift + drag selects
+a rectangle of scan positions to integrate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+from vispy import scene
+
+
+class RealSpaceView(QWidget):
+    """Image of a ``(scan_y, scan_x)`` map with a crosshair at the current scan position.
+
+    Signals
+    -------
+    positionPicked(int, int)
+        ``(iy, ix)`` clicked or dragged to (left button, no modifier).
+    regionSelected(int, int, int, int)
+        ``(y0, y1, x0, x1)`` half-open rectangle drawn with shift + drag.
+    """
+
+    positionPicked = Signal(int, int)
+    regionSelected = Signal(int, int, int, int)
+
+    def __init__(self, parent: QWidget | None = None, *, title: str = "real space"):
+        super().__init__(parent)
+        self._shape = (1, 1)
+        self._drag_start: tuple[float, float] | None = None
+        self._region_mode = False
+        self.canvas = scene.SceneCanvas(keys=None, bgcolor="black", size=(320, 320), parent=self)
+        self.view = self.canvas.central_widget.add_view()
+        self.image = scene.visuals.Image(
+            np.zeros((1, 1), np.float32), parent=self.view.scene, cmap="grays",
+            clim=(0.0, 1.0), interpolation="nearest",
+        )
+        self.cross = scene.visuals.Markers(parent=self.view.scene)
+        self.cross.set_data(np.zeros((1, 2)), symbol="cross", size=14, face_color="cyan", edge_color="cyan")
+        self.box = scene.visuals.Line(parent=self.view.scene, color="yellow", width=2)
+        self.box.visible = False
+        self.cross.order, self.box.order = -1, -2
+        self.view.camera = scene.PanZoomCamera(aspect=1.0, interactive=False)
+        self.view.camera.flip = (False, True, False)  # row 0 at the top, like napari
+        self.label = QLabel(title)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.label)
+        layout.addWidget(self.canvas.native)
+        self.canvas.native.setMinimumHeight(240)
+        self.canvas.events.mouse_press.connect(self._on_press)
+        self.canvas.events.mouse_move.connect(self._on_move)
+        self.canvas.events.mouse_release.connect(self._on_release)
+
+    # -- display ------------------------------------------------------------------------------
+    def set_image(self, img: np.ndarray, *, clim: tuple[float, float] | None = None, title: str | None = None):
+        img = np.asarray(img, dtype=np.float32)
+        finite = img[np.isfinite(img)]
+        if clim is None:
+            if finite.size:
+                lo, hi = np.percentile(finite, [0.1, 99.9])
+                clim = (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+            else:
+                clim = (0.0, 1.0)
+        self.image.set_data(np.nan_to_num(img, nan=clim[0]))
+        self.image.clim = clim
+        if img.shape != self._shape:
+            self._shape = img.shape
+            self.view.camera.set_range(x=(-0.5, img.shape[1] - 0.5), y=(-0.5, img.shape[0] - 0.5), margin=0)
+        if title is not None:
+            self.label.setText(title)
+        self.canvas.update()
+
+    def set_position(self, iy: int, ix: int) -> None:
+        self.cross.set_data(np.array([[ix, iy]], float), symbol="cross", size=14,
+                            face_color="cyan", edge_color="cyan")
+        self.canvas.update()
+
+    def show_region(self, y0: int, y1: int, x0: int, x1: int, visible: bool = True) -> None:
+        pts = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], float) - 0.5
+        self.box.set_data(pts)
+        self.box.visible = visible
+        self.canvas.update()
+
+    # -- mouse --------------------------------------------------------------------------------
+    def _to_pixel(self, pos) -> tuple[float, float]:
+        tr = self.canvas.scene.node_transform(self.image)
+        x, y = tr.map(pos)[:2]
+        return float(y), float(x)
+
+    def _clamp(self, y: float, x: float) -> tuple[int, int]:
+        ny, nx = self._shape
+        return int(np.clip(round(y), 0, ny - 1)), int(np.clip(round(x), 0, nx - 1))
+
+    def _on_press(self, event) -> None:
+        if event.button != 1:
+            return
+        y, x = self._to_pixel(event.pos)
+        self._region_mode = "Shift" in [k.name for k in event.modifiers]
+        self._drag_start = (y, x)
+        if not self._region_mode:
+            self.positionPicked.emit(*self._clamp(y, x))
+
+    def _on_move(self, event) -> None:
+        if self._drag_start is None or not event.is_dragging:
+            return
+        y, x = self._to_pixel(event.pos)
+        if self._region_mode:
+            self.show_region(*self._region(self._drag_start, (y, x)))
+        else:
+            self.positionPicked.emit(*self._clamp(y, x))
+
+    def _on_release(self, event) -> None:
+        if self._drag_start is None:
+            return
+        if self._region_mode:
+            y, x = self._to_pixel(event.pos)
+            y0, y1, x0, x1 = self._region(self._drag_start, (y, x))
+            self.show_region(y0, y1, x0, x1)
+            self.regionSelected.emit(y0, y1, x0, x1)
+        self._drag_start = None
+
+    def _region(self, a, b) -> tuple[int, int, int, int]:
+        (ya, xa), (yb, xb) = self._clamp(*a), self._clamp(*b)
+        return min(ya, yb), max(ya, yb) + 1, min(xa, xb), max(xa, xb) + 1

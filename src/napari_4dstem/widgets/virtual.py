@@ -1,0 +1,494 @@
+"""The "Virtual imaging" dock widget: draw a detector on the pattern, see the image live.
+
+Translation only: it reads the 4D layer and the detector (a Shapes layer on the diffraction
+pattern, or the numeric fields), calls :func:`napari_4dstem.analysis.virtual.iter_virtual_image`
+in a worker and shows the result in a real-space canvas inside the dock. Clicking that canvas
+moves the scan position of the main viewer; shift + drag integrates the patterns under a
+rectangle into a "region pattern" layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+import numpy as np
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .._layers import calibration_from_layer_meta
+from ..analysis.detectors import (
+    AnnulusDetector,
+    Detector,
+    DiskDetector,
+    MaskDetector,
+    RectangleDetector,
+    preset_detector,
+)
+from ..data.calibration import Calibration
+from ..data.datacube import DataCube
+from ..errors import Napari4DSTEMError
+from ._realspace import RealSpaceView
+
+DETECTOR_LAYER = "virtual detector"
+REGION_LAYER = "region pattern"
+KINDS = ("Disk", "Annulus", "Rectangle", "Drawn shapes")
+
+
+def shapes_to_detector(kind: str, data: list[np.ndarray], shape_types: list[str], det_shape,
+                       masks: np.ndarray | None = None) -> Detector:
+    """Turn the shapes of the detector layer (data coordinates = detector pixels) into a Detector.
+
+    ``Disk`` uses the first ellipse, ``Annulus`` the largest and smallest ellipses (outer and
+    inner edge), ``Rectangle`` the bounding box of the first shape, ``Drawn shapes`` the union
+    of all shapes' masks (``masks`` from ``Shapes.to_masks``).
+    """
+    if not data:
+        raise Napari4DSTEMError("the detector layer has no shapes: draw one on the pattern")
+    if kind == "Drawn shapes":
+        if masks is None or not np.any(masks):
+            raise Napari4DSTEMError("the drawn shapes cover no detector pixel")
+        return MaskDetector(np.any(masks, axis=0))
+    ellipses = [np.asarray(d)[:, -2:] for d, t in zip(data, shape_types, strict=True) if t == "ellipse"]
+    if kind in ("Disk", "Annulus") and not ellipses:
+        raise Napari4DSTEMError(f"a {kind.lower()} detector needs an ellipse in the detector layer")
+    if kind == "Disk":
+        e = ellipses[0]
+        r = 0.25 * (np.ptp(e[:, 0]) + np.ptp(e[:, 1]))
+        return DiskDetector(tuple(e.mean(axis=0)), float(r))
+    if kind == "Annulus":
+        radii = [0.25 * (np.ptp(e[:, 0]) + np.ptp(e[:, 1])) for e in ellipses]
+        outer = ellipses[int(np.argmax(radii))]
+        inner_r = min(radii) if len(radii) > 1 else 0.0
+        return AnnulusDetector(tuple(outer.mean(axis=0)), float(inner_r), float(max(radii)))
+    v = np.asarray(data[0])[:, -2:]
+    r0, c0 = np.floor(v.min(axis=0) + 0.5).astype(int)
+    r1, c1 = np.floor(v.max(axis=0) + 0.5).astype(int) + 1
+    r0, c0 = max(r0, 0), max(c0, 0)
+    r1, c1 = min(r1, det_shape[0]), min(c1, det_shape[1])
+    return RectangleDetector((int(r0), int(r1)), (int(c0), int(c1)))
+
+
+def detector_to_shapes(det: Detector) -> tuple[list[np.ndarray], list[str]]:
+    """Shapes (data coordinates) that draw a Disk, Annulus or Rectangle detector."""
+    def ellipse(c, r):
+        cy, cx = c
+        return np.array([[cy - r, cx - r], [cy - r, cx + r], [cy + r, cx + r], [cy + r, cx - r]])
+
+    if isinstance(det, DiskDetector):
+        return [ellipse(det.center_px, det.radius_px)], ["ellipse"]
+    if isinstance(det, AnnulusDetector):
+        shapes = [ellipse(det.center_px, det.outer_px)]
+        if det.inner_px > 0:
+            shapes.append(ellipse(det.center_px, det.inner_px))
+        return shapes, ["ellipse"] * len(shapes)
+    if isinstance(det, RectangleDetector):
+        (r0, r1), (c0, c1) = det.rows, det.cols
+        return [np.array([[r0 - 0.5, c0 - 0.5], [r1 - 0.5, c1 - 0.5]])], ["rectangle"]
+    raise TypeError(f"cannot draw a {type(det).__name__}")
+
+
+class VirtualImagingWidget(QWidget):
+    """Dock widget: live virtual image of a detector drawn on the diffraction pattern."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self._worker = None
+        self._pending: Detector | None = None
+        self._syncing = False
+        self._last_detector: Detector | None = None
+        self.last_image = None  # the latest RealSpaceMap
+        # coalesce bursts of edits (spin boxes, shape drags) into one request per event-loop turn
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(0)
+        self._timer.timeout.connect(self._request)
+        self._build_ui()
+        self._refresh_layers()  # picks the first 4D layer and sets up its BF detector
+        viewer.layers.events.inserted.connect(self._refresh_layers)
+        viewer.layers.events.removed.connect(self._refresh_layers)
+        viewer.dims.events.current_step.connect(self._on_dims)
+
+    # -- UI -----------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        self.realspace = RealSpaceView(title="virtual image")
+        self.layer_combo = QComboBox()
+        self.kind_combo = QComboBox()
+        self.kind_combo.addItems(KINDS)
+        self.cy, self.cx, self.r_in, self.r_out = (QDoubleSpinBox() for _ in range(4))
+        for sb in (self.cy, self.cx, self.r_in, self.r_out):
+            sb.setRange(-1e5, 1e5)
+            sb.setDecimals(2)
+            sb.setSingleStep(0.5)
+            sb.setKeyboardTracking(False)
+        self.angles = QLabel("")
+        self.descan = QCheckBox("descan (shift by the fitted origin)")
+        self.presets = {}
+        presets = QHBoxLayout()
+        for name in ("BF", "ABF", "ADF", "HAADF"):
+            b = QPushButton(name)
+            b.clicked.connect(lambda _=False, n=name: self.apply_preset(n))
+            presets.addWidget(b)
+            self.presets[name] = b
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.save_btn = QPushButton("Save image...")
+        form = QFormLayout()
+        form.addRow("4D layer", self.layer_combo)
+        form.addRow("detector", self.kind_combo)
+        form.addRow("centre k_y [px]", self.cy)
+        form.addRow("centre k_x [px]", self.cx)
+        form.addRow("inner radius [px]", self.r_in)
+        form.addRow("outer radius [px]", self.r_out)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.realspace)
+        layout.addLayout(form)
+        layout.addWidget(self.angles)
+        layout.addLayout(presets)
+        layout.addWidget(self.descan)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.cancel_btn)
+        buttons.addWidget(self.save_btn)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        self.layer_combo.currentIndexChanged.connect(self._init_for_layer)
+        self.kind_combo.currentIndexChanged.connect(self._on_fields)
+        for sb in (self.cy, self.cx, self.r_in, self.r_out):
+            sb.valueChanged.connect(self._on_fields)
+        self.descan.toggled.connect(lambda _: self._timer.start())
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.save_btn.clicked.connect(self._save_dialog)
+        self.realspace.positionPicked.connect(self.set_scan_position)
+        self.realspace.regionSelected.connect(self.integrate_region)
+
+    # -- layers -------------------------------------------------------------------------------
+    def _cubes(self) -> list:
+        return [lyr for lyr in self.viewer.layers if getattr(lyr, "ndim", 0) == 4 and lyr._type_string == "image"]
+
+    def _refresh_layers(self, event=None) -> None:
+        names = [lyr.name for lyr in self._cubes()]
+        current = self.layer_combo.currentText()
+        if names == [self.layer_combo.itemText(i) for i in range(self.layer_combo.count())]:
+            return
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItems(names)
+        if current in names:
+            self.layer_combo.setCurrentText(current)
+        self.layer_combo.blockSignals(False)
+        if current not in names and names:
+            self._init_for_layer()
+
+    @property
+    def layer(self):
+        name = self.layer_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def datacube(self) -> tuple[DataCube, Calibration]:
+        lyr = self.layer
+        if lyr is None:
+            raise Napari4DSTEMError("open a 4D-STEM dataset first (File > Open, or File > Open Sample)")
+        meta = {"metadata": lyr.metadata, "scale": lyr.scale, "units": lyr.units}
+        cal = calibration_from_layer_meta(meta)
+        return DataCube(lyr.data, cal, name=lyr.name), cal
+
+    def _init_for_layer(self, *_) -> None:
+        """Start with a BF disk detector sized to the bright-field disk of the centre pattern."""
+        if self.layer is None:
+            return
+        try:
+            dc, cal = self.datacube()
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return
+        from ..analysis.origin import find_bf_disk
+
+        cy, cx = dc.scan_shape[0] // 2, dc.scan_shape[1] // 2
+        try:
+            self._bf = find_bf_disk(dc.region_pattern(slice(max(cy - 2, 0), cy + 3), slice(max(cx - 2, 0), cx + 3)))
+        except Napari4DSTEMError:
+            self._bf = None
+        det = (
+            DiskDetector(self._bf.center_px, self._bf.radius_px)
+            if self._bf is not None
+            else DiskDetector(((dc.shape[2] - 1) / 2, (dc.shape[3] - 1) / 2), min(dc.shape[2:]) / 8)
+        )
+        self.set_detector(det)
+        self._on_dims()
+
+    def _detector_layer(self):
+        if DETECTOR_LAYER in self.viewer.layers:
+            return self.viewer.layers[DETECTOR_LAYER]
+        cal = self.datacube()[1]
+        layer = self.viewer.add_shapes(
+            name=DETECTOR_LAYER, edge_color="cyan", face_color=[0, 1, 1, 0.15], edge_width=1,
+            **cal.napari_kwargs("k"),
+        )
+        layer.events.set_data.connect(self._on_shapes_edited)
+        return layer
+
+    # -- detector <-> fields <-> shapes ---------------------------------------------------------
+    def set_detector(self, det: Detector) -> None:
+        """Show ``det`` in the fields and as shapes, and compute its image."""
+        self._syncing = True
+        try:
+            if isinstance(det, DiskDetector):
+                self.kind_combo.setCurrentText("Disk")
+                vals = (*det.center_px, 0.0, det.radius_px)
+            elif isinstance(det, AnnulusDetector):
+                self.kind_combo.setCurrentText("Annulus")
+                vals = (*det.center_px, det.inner_px, det.outer_px)
+            elif isinstance(det, RectangleDetector):
+                self.kind_combo.setCurrentText("Rectangle")
+                (r0, r1), (c0, c1) = det.rows, det.cols
+                vals = ((r0 + r1 - 1) / 2, (c0 + c1 - 1) / 2, (r1 - r0) / 2, (c1 - c0) / 2)
+            else:
+                vals = None
+            if vals is not None:
+                for sb, v in zip((self.cy, self.cx, self.r_in, self.r_out), vals, strict=True):
+                    sb.setValue(float(v))
+                layer = self._detector_layer()
+                data, types = detector_to_shapes(det)
+                with layer.events.set_data.blocker():
+                    layer.data = data
+                    layer.shape_type = types
+                layer.refresh()
+        finally:
+            self._syncing = False
+        self._show_angles(det)
+        self._pending = det
+        self._timer.start()
+
+    def _fields_detector(self) -> Detector:
+        kind = self.kind_combo.currentText()
+        c = (self.cy.value(), self.cx.value())
+        if kind == "Disk":
+            return DiskDetector(c, self.r_out.value())
+        if kind == "Annulus":
+            return AnnulusDetector(c, self.r_in.value(), self.r_out.value())
+        if kind == "Rectangle":
+            hy, hx = self.r_in.value(), self.r_out.value()
+            r0, c0 = int(round(c[0] - hy + 0.5)), int(round(c[1] - hx + 0.5))
+            return RectangleDetector((r0, r0 + int(round(2 * hy))), (c0, c0 + int(round(2 * hx))))
+        return self._shapes_detector()
+
+    def _shapes_detector(self) -> Detector:
+        layer = self._detector_layer()
+        det_shape = self.datacube()[0].detector_shape
+        kind = self.kind_combo.currentText()
+        masks = layer.to_masks(mask_shape=det_shape) if kind == "Drawn shapes" and len(layer.data) else None
+        return shapes_to_detector(kind, list(layer.data), list(layer.shape_type), det_shape, masks)
+
+    def _on_fields(self, *_) -> None:
+        if self._syncing:
+            return
+        try:
+            det = self._fields_detector()
+        except (Napari4DSTEMError, ValueError) as e:
+            self.status.setText(str(e))
+            return
+        if self.kind_combo.currentText() == "Drawn shapes":
+            self._pending = det
+            self._timer.start()
+        else:
+            self.set_detector(det)
+
+    def _on_shapes_edited(self, event=None) -> None:
+        """A drag or edit of the detector shapes: read them back (fires on every move)."""
+        if self._syncing:
+            return
+        try:
+            det = self._shapes_detector()
+        except (Napari4DSTEMError, ValueError) as e:
+            self.status.setText(str(e))
+            return
+        self._syncing = True
+        try:
+            if isinstance(det, DiskDetector):
+                vals = (*det.center_px, self.r_in.value(), det.radius_px)
+            elif isinstance(det, AnnulusDetector):
+                vals = (*det.center_px, det.inner_px, det.outer_px)
+            else:
+                vals = None
+            if vals is not None:
+                for sb, v in zip((self.cy, self.cx, self.r_in, self.r_out), vals, strict=True):
+                    sb.setValue(float(v))
+        finally:
+            self._syncing = False
+        self._show_angles(det)
+        self._pending = det
+        self._timer.start()
+
+    def _show_angles(self, det: Detector) -> None:
+        cal = self.datacube()[1] if self.layer is not None else Calibration()
+        try:
+            px = cal.k_pixel_size_in("mrad")
+            unit = "mrad"
+        except Napari4DSTEMError:
+            px, unit = (cal.k_pixel_size, cal.k_units) if cal.k_pixel_size else (None, "")
+        if px is None:
+            self.angles.setText("detector not calibrated: radii in pixels")
+            return
+        if isinstance(det, DiskDetector):
+            self.angles.setText(f"radius {det.radius_px * px:.3g} {unit}")
+        elif isinstance(det, AnnulusDetector):
+            self.angles.setText(f"{det.inner_px * px:.3g} - {det.outer_px * px:.3g} {unit}")
+        else:
+            self.angles.setText("")
+
+    def apply_preset(self, name: str) -> None:
+        """BF / ABF / ADF / HAADF from calibrated angles, else from the detected BF disk."""
+        try:
+            dc, cal = self.datacube()
+            bf = getattr(self, "_bf", None)
+            try:
+                det = preset_detector(name, detector_shape=dc.detector_shape, calibration=cal,
+                                      center_px=bf.center_px if bf else None)
+            except Napari4DSTEMError:
+                if bf is None:
+                    raise
+                det = preset_detector(name, detector_shape=dc.detector_shape, center_px=bf.center_px,
+                                      bf_radius_px=bf.radius_px)
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return
+        self.set_detector(det)
+
+    # -- computing ----------------------------------------------------------------------------
+    def _request(self) -> None:
+        """Compute the pending detector's image; the newest request wins."""
+        if self._pending is None or self.layer is None:
+            return
+        if self._worker is not None:
+            return  # the running job's `finished` starts the newest pending request
+        det, self._pending = self._pending, None
+        from napari.qt.threading import create_worker
+
+        from ..analysis.virtual import iter_virtual_image
+
+        try:
+            dc, cal = self.datacube()
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return
+        big = dc.nbytes > 512 * 2**20
+        kwargs: dict[str, Any] = {}
+        if big:
+            from ..engine.driver import n_blocks_for
+
+            kwargs["_progress"] = {"total": n_blocks_for(dc.data), "desc": "virtual image"}
+        self._last_detector = det
+        self.status.setText("computing...")
+        self.cancel_btn.setEnabled(True)
+        worker = create_worker(
+            iter_virtual_image, dc, det, calibration=cal, descan=self.descan.isChecked(),
+            _connect={"returned": self._on_image, "errored": self._on_error, "finished": self._on_finished},
+            **kwargs,
+        )
+        self._worker = worker
+
+    def _on_image(self, result) -> None:
+        self.last_image = result
+        d = result.params.get("detector", {})
+        self.realspace.set_image(result.data, title=f"virtual image: {d.get('kind', '')}")
+        self.status.setText("")
+
+    def _on_error(self, exc) -> None:
+        self.status.setText(str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}")
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.cancel_btn.setEnabled(False)
+        if self._pending is not None:
+            self._request()
+
+    def cancel(self) -> None:
+        self._pending = None
+        if self._worker is not None:
+            self._worker.quit()
+            self.status.setText("cancelled")
+
+    # -- scan position and region ---------------------------------------------------------------
+    def set_scan_position(self, iy: int, ix: int) -> None:
+        lyr = self.layer
+        if lyr is None:
+            return
+        self.viewer.dims.set_point(0, iy * lyr.scale[0])
+        self.viewer.dims.set_point(1, ix * lyr.scale[1])
+
+    def _on_dims(self, event=None) -> None:
+        lyr = self.layer
+        if lyr is None or self.viewer.dims.ndim < 4:
+            return
+        pt = self.viewer.dims.point
+        iy = int(round((pt[0] - lyr.translate[0]) / lyr.scale[0]))
+        ix = int(round((pt[1] - lyr.translate[1]) / lyr.scale[1]))
+        self.realspace.set_position(iy, ix)
+
+    def integrate_region(self, y0: int, y1: int, x0: int, x1: int) -> None:
+        """Mean pattern over scan rows ``y0:y1`` and columns ``x0:x1`` as a 2D layer."""
+        from napari.qt.threading import create_worker
+
+        try:
+            dc, cal = self.datacube()
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return
+        n = (y1 - y0) * (x1 - x0)
+
+        def show(img):
+            name = REGION_LAYER
+            label = f"mean over {n} positions (scan_y {y0}:{y1}, scan_x {x0}:{x1})"
+            if name in self.viewer.layers:
+                self.viewer.layers[name].data = img
+                self.viewer.layers[name].metadata["napari_4dstem"]["label"] = label
+                self.viewer.layers[name].visible = True
+            else:
+                self.viewer.add_image(
+                    img, name=name, colormap="inferno", blending="translucent",
+                    metadata={"napari_4dstem": {"kind": "diffraction", "calibration": cal, "label": label}},
+                    **cal.napari_kwargs("k"),
+                )
+            self.status.setText(label)
+
+        create_worker(
+            dc.region_pattern, slice(y0, y1), slice(x0, x1),
+            _connect={"returned": show, "errored": self._on_error},
+        )  # create_worker starts it
+
+    # -- saving ---------------------------------------------------------------------------------
+    def save_image(self, path: str) -> None:
+        from ..io import emd
+
+        if self.last_image is None:
+            raise Napari4DSTEMError("no virtual image computed yet")
+        emd.write(path, self.last_image, overwrite=True)
+
+    def _save_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save virtual image", "virtual_image.h5", "EMD (*.h5 *.emd)")
+        if path:
+            try:
+                self.save_image(path)
+                self.status.setText(f"saved {path}")
+            except Napari4DSTEMError as e:
+                self.status.setText(str(e))
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt)
+        self.cancel()
+        if self._worker is not None:
+            self._worker.await_workers() if hasattr(self._worker, "await_workers") else None
+        super().closeEvent(event)

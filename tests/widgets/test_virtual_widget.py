@@ -1,0 +1,92 @@
+"""The Virtual imaging dock widget in a real viewer: detector edits, presets, scan linking."""
+
+import numpy as np
+import pytest
+
+from napari_4dstem.analysis.detectors import AnnulusDetector, DiskDetector
+from napari_4dstem.analysis.virtual import virtual_image
+from napari_4dstem.widgets.virtual import (
+    DETECTOR_LAYER,
+    REGION_LAYER,
+    VirtualImagingWidget,
+    detector_to_shapes,
+    shapes_to_detector,
+)
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def widget(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-4dstem", "strained_crystal")
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    assert isinstance(w, VirtualImagingWidget)
+    qtbot.waitUntil(lambda: w.last_image is not None and w._worker is None, timeout=20000)
+    return viewer, w
+
+
+def _reference(viewer, det):
+    cube = viewer.layers["strained_crystal"]
+    return virtual_image(np.asarray(cube.data), det).data
+
+
+def test_starts_with_the_detected_bf_disk(widget):
+    viewer, w = widget
+    det = w._last_detector
+    assert isinstance(det, DiskDetector)
+    # the sample's central disk: radius 8 px near the detector centre (64, 64)
+    assert det.radius_px == pytest.approx(8.0, abs=0.7)
+    assert det.center_px == pytest.approx((63.7, 64.2), abs=0.6)
+    np.testing.assert_array_equal(w.last_image.data, _reference(viewer, det))
+    assert DETECTOR_LAYER in viewer.layers
+
+
+def test_field_edit_and_shape_drag_update_the_image(widget, qtbot):
+    viewer, w = widget
+    w.kind_combo.setCurrentText("Annulus")
+    w.r_in.setValue(12.0)
+    w.r_out.setValue(40.0)
+    qtbot.waitUntil(lambda: isinstance(w._last_detector, AnnulusDetector) and w._last_detector.inner_px == 12.0
+                    and w._worker is None and w._pending is None, timeout=20000)
+    np.testing.assert_array_equal(w.last_image.data, _reference(viewer, w._last_detector))
+    # dragging the shapes moves the detector: emulate napari's move (data change + refresh)
+    layer = viewer.layers[DETECTOR_LAYER]
+    layer.data = [d + np.array([3.0, -2.0]) for d in layer.data]
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None
+                    and w._last_detector.center_px[0] == pytest.approx(w.cy.value()), timeout=20000)
+    assert w.cy.value() == pytest.approx(63.7 + 3.0, abs=0.6)
+    np.testing.assert_array_equal(w.last_image.data, _reference(viewer, w._last_detector))
+
+
+def test_presets_use_calibrated_angles(widget, qtbot):
+    viewer, w = widget
+    w.apply_preset("ADF")
+    qtbot.waitUntil(lambda: isinstance(w._last_detector, AnnulusDetector) and w._worker is None
+                    and w._pending is None, timeout=20000)
+    # sample: convergence 1.575 mrad, pixel 0.01 1/A at 300 kV -> alpha = 8 px; ADF = 1-3 alpha
+    assert w._last_detector.inner_px == pytest.approx(8.0, rel=1e-3)
+    assert w._last_detector.outer_px == pytest.approx(24.0, rel=1e-3)
+    assert "mrad" in w.angles.text()
+
+
+def test_real_space_click_moves_the_pattern_and_region_integrates(widget, qtbot):
+    viewer, w = widget
+    cube = viewer.layers["strained_crystal"]
+    w.set_scan_position(5, 21)
+    assert viewer.dims.point[0] == pytest.approx(5 * cube.scale[0])
+    assert viewer.dims.point[1] == pytest.approx(21 * cube.scale[1])
+    np.testing.assert_array_equal(np.asarray(cube._slice.image.raw), np.asarray(cube.data[5, 21]))
+    w.integrate_region(2, 6, 10, 13)
+    qtbot.waitUntil(lambda: REGION_LAYER in viewer.layers, timeout=20000)
+    expected = np.asarray(cube.data[2:6, 10:13]).mean(axis=(0, 1))
+    np.testing.assert_allclose(viewer.layers[REGION_LAYER].data, expected)
+    assert "mean over 12 positions" in w.status.text()
+
+
+def test_shapes_conversion_round_trip():
+    for det in [DiskDetector((10.5, 20.0), 4.0), AnnulusDetector((30.0, 31.0), 5.0, 12.0)]:
+        data, types = detector_to_shapes(det)
+        kind = "Disk" if isinstance(det, DiskDetector) else "Annulus"
+        back = shapes_to_detector(kind, data, types, (64, 64))
+        assert back == det
