@@ -53,7 +53,8 @@ def test_save_layer_to_emd_and_reopen(make_napari_viewer, tmp_path):
     assert reopened.axis_labels == cube.axis_labels
 
 
-def test_saved_layer_reads_in_py4dstem(make_napari_viewer, tmp_path, p4python):
+def test_saved_layer_reads_in_py4dstem(p4python, make_napari_viewer, tmp_path):
+    # p4python first: it may skip, and must do so before a viewer exists
     viewer = make_napari_viewer()
     (cube,) = [lyr for lyr in viewer.open_sample("napari-4dstem", "strained_crystal") if lyr.ndim == 4]
     out = tmp_path / "for_p4.h5"

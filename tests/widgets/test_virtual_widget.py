@@ -60,7 +60,7 @@ def test_field_edit_and_shape_drag_update_the_image(widget, qtbot):
 
 
 def test_presets_use_calibrated_angles(widget, qtbot):
-    viewer, w = widget
+    _, w = widget
     w.apply_preset("ADF")
     qtbot.waitUntil(lambda: isinstance(w._last_detector, AnnulusDetector) and w._worker is None
                     and w._pending is None, timeout=20000)

@@ -211,7 +211,7 @@ class VirtualImagingWidget(QWidget):
         if self.layer is None:
             return
         try:
-            dc, cal = self.datacube()
+            dc = self.datacube()[0]
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return
@@ -282,8 +282,8 @@ class VirtualImagingWidget(QWidget):
             return AnnulusDetector(c, self.r_in.value(), self.r_out.value())
         if kind == "Rectangle":
             hy, hx = self.r_in.value(), self.r_out.value()
-            r0, c0 = int(round(c[0] - hy + 0.5)), int(round(c[1] - hx + 0.5))
-            return RectangleDetector((r0, r0 + int(round(2 * hy))), (c0, c0 + int(round(2 * hx))))
+            r0, c0 = round(c[0] - hy + 0.5), round(c[1] - hx + 0.5)
+            return RectangleDetector((r0, r0 + round(2 * hy)), (c0, c0 + round(2 * hx)))
         return self._shapes_detector()
 
     def _shapes_detector(self) -> Detector:
@@ -435,8 +435,8 @@ class VirtualImagingWidget(QWidget):
         if lyr is None or self.viewer.dims.ndim < 4:
             return
         pt = self.viewer.dims.point
-        iy = int(round((pt[0] - lyr.translate[0]) / lyr.scale[0]))
-        ix = int(round((pt[1] - lyr.translate[1]) / lyr.scale[1]))
+        iy = round((pt[0] - lyr.translate[0]) / lyr.scale[0])
+        ix = round((pt[1] - lyr.translate[1]) / lyr.scale[1])
         self.realspace.set_position(iy, ix)
 
     def integrate_region(self, y0: int, y1: int, x0: int, x1: int) -> None:
@@ -487,7 +487,7 @@ class VirtualImagingWidget(QWidget):
             except Napari4DSTEMError as e:
                 self.status.setText(str(e))
 
-    def closeEvent(self, event) -> None:  # noqa: N802 (Qt)
+    def closeEvent(self, event) -> None:
         self.cancel()
         if self._worker is not None:
             self._worker.await_workers() if hasattr(self._worker, "await_workers") else None
