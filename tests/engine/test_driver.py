@@ -114,7 +114,7 @@ def test_map_scan_progress_and_cancel(rng):
         calls.append(block.shape)
         return _com_kernel(block, row0=row0, parallel=parallel)
 
-    job = map_scan(a, counting, out_tail=(3,), scan_chunk=(2, 3))
+    job = map_scan(a, counting, out_tail=(3,), scan_chunk=(2, 3), backend="serial")
     next(job)
     next(job)
     job.close()  # cancel between steps: no more blocks are computed
@@ -184,3 +184,20 @@ def test_distributed_per_pattern(rng, client):
     local = run_job(map_scan(a, kern, **kw))
     dist = run_job(map_scan(a, kern, backend=client, **kw))
     np.testing.assert_array_equal(dist, local)
+
+
+@pytest.mark.parametrize("mode", ["local", "prange", "serial"])
+def test_local_modes_agree(rng, mode):
+    # blocks of one scan row and of many rows, so both ways of splitting a block are used
+    a = rng.integers(0, 1000, (9, 13, 10, 12)).astype(np.uint16)
+    ref = _reference_com(a)
+    for chunk in [(1, 13), (9, 13), (4, 5)]:
+        got = run_job(map_scan(a, _com_kernel, out_tail=(3,), scan_chunk=chunk, backend=mode))
+        np.testing.assert_allclose(got, ref, rtol=1e-12)
+
+
+def test_unknown_backend(rng):
+    a = rng.integers(0, 9, (3, 3, 4, 4)).astype(np.uint16)
+    assert is_distributed("tcp://x:1")
+    with pytest.raises(ValueError, match="backend"):
+        run_job(map_scan(a, _com_kernel, out_tail=(3,), backend=42))

@@ -26,7 +26,12 @@ from ..data.datacube import DataCube
 from ..data.results import RealSpaceMap
 from ..engine.driver import map_scan
 from ..engine.jobs import Job, Progress, run_job
-from ..engine.kernels import as_kernel_input, runs_sum_block, weighted_sum_block
+from ..engine.kernels import (
+    as_kernel_input,
+    row_accumulator,
+    runs_sum_block,
+    weighted_sum_block,
+)
 from ..errors import CalibrationError, Napari4DSTEMError
 from .detectors import Detector, mask_runs
 
@@ -86,17 +91,29 @@ def _multi_kernel(block, *, row0, parallel, specs, shift_y=_NO_SHIFT, shift_x=_N
     for k, spec in enumerate(specs):
         if spec[0] == "runs":
             _, rr, c0, c1 = spec
-            runs_sum_block(block, row0, rr, c0, c1, shift_y, shift_x, tmp, parallel=parallel)
+            zero = row_accumulator(block.dtype, weighted=False)
+            runs_sum_block(block, row0, rr, c0, c1, shift_y, shift_x, zero, tmp, parallel=parallel)
         else:
             _, w, r0, cc0 = spec
-            weighted_sum_block(block, row0, w, r0, cc0, shift_y, shift_x, tmp, parallel=parallel)
+            zero = row_accumulator(block.dtype, weighted=True)
+            w = w.astype(zero.dtype, copy=False)  # float32 weights for float32 data
+            weighted_sum_block(
+                block, row0, w, r0, cc0, shift_y, shift_x, zero, tmp, parallel=parallel
+            )
         out[..., k] = tmp
     return out
 
 
 def _spec(mask: np.ndarray):
+    # a binary mask is summed over its runs of pixels (no multiplication), unless it has many
+    # short runs per row (an annulus): then a dense 0/1-weighted sum over its bounding box
+    # vectorises better. Both are exact for integer data.
     if mask.dtype.kind == "b":
-        return ("runs", *mask_runs(mask))
+        runs = mask_runs(mask)
+        n_rows = len(np.unique(runs[0]))
+        if len(runs[0]) <= 1.5 * n_rows:
+            return ("runs", *runs)
+        mask = mask.astype(np.float64)
     rows = np.flatnonzero(np.any(mask != 0, axis=1))
     cols = np.flatnonzero(np.any(mask != 0, axis=0))
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1

@@ -38,7 +38,9 @@ def run_distributed(
         index = {}
         in_memory = isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap)
         if in_memory:
-            parts = client.scatter([np.ascontiguousarray(arr[sy, sx, rows]) for sy, sx in blocks])
+            # views, not copies (a remote worker gets the bytes it needs when they are
+            # pickled); hash=False: hashing gigabytes for a key would cost more than the work
+            parts = client.scatter([arr[sy, sx, rows] for sy, sx in blocks], hash=False)
             for k, ((sy, sx), part) in enumerate(zip(blocks, parts)):
                 f = client.submit(
                     _apply,

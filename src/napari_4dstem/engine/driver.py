@@ -12,8 +12,11 @@ kernel whether it owns all local cores (local engine) or one (dask.distributed w
 
 The backend is a parameter, never a copy of the code:
 
-- ``None`` or ``"local"``: in-process, one block at a time, numba threads on all cores; blocks
-  of lazy files (h5py, zarr, dask) are read one ahead in a background thread.
+- ``None`` or ``"local"``: in-process, one block at a time, split into pieces that the numba
+  kernels (``nogil``) process on a pool of threads, one per core; blocks of lazy files (h5py,
+  zarr, dask) are read one ahead in a background thread. ``"prange"`` runs each block as one
+  numba ``parallel`` call instead (as fast on an idle machine, slower when other processes
+  share the cores), ``"serial"`` on one core.
 - a ``distributed.Client``, or a scheduler address string (``"tcp://host:8786"``): one task per
   block on the cluster, the same kernels compiled single-threaded on the workers.
 
@@ -23,6 +26,7 @@ cancellable between blocks) returning the assembled ``(scan_y, scan_x, *out_tail
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +56,7 @@ def block_slices(
 
 def is_distributed(backend: Any) -> bool:
     """Whether ``backend`` names a dask.distributed cluster (a Client or an address)."""
-    if backend is None or backend == "local":
+    if backend is None or backend in ("local", "threads", "prange", "serial"):
         return False
     if isinstance(backend, str):
         return True
@@ -104,7 +108,7 @@ def map_scan(
         Read only detector rows ``k_rows[0] : k_rows[1]`` (the kernel gets ``row0``).
     scan_chunk : (int, int), optional
         Scan block shape; by default about 32 MiB, aligned with the storage chunks.
-    backend : None, "local", distributed.Client or str
+    backend : None, "local", "prange", "serial", distributed.Client or str
         Where to run (see the module docstring).
     message : str
         Text of the :class:`Progress` steps.
@@ -139,7 +143,13 @@ def map_scan(
             arr, kernel, out, blocks, rows, kwargs, scan_kwargs, backend, message
         )
     else:
-        yield from _run_local(arr, kernel, out, blocks, rows, kwargs, scan_kwargs, message)
+        mode = "threads" if backend in (None, "local", "threads") else backend
+        if mode not in ("threads", "prange", "serial"):
+            raise ValueError(
+                f"backend must be None/'local', 'prange', 'serial', a distributed.Client or a "
+                f"scheduler address, got {backend!r}"
+            )
+        yield from _run_local(arr, kernel, out, blocks, rows, kwargs, scan_kwargs, message, mode)
     return out
 
 
@@ -166,13 +176,54 @@ def _iter_blocks(arr, blocks, rows) -> Iterator[tuple[slice, slice, np.ndarray]]
             yield sy, sx, block
 
 
-def _run_local(arr, kernel, out, blocks, rows, kwargs, scan_kwargs, message) -> Job[None]:
+_POOL: ThreadPoolExecutor | None = None
+
+
+def n_threads() -> int:
+    """Threads of the local engine: numba's thread count (all cores unless limited)."""
+    import numba
+
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=n_threads(), thread_name_prefix="4dstem-engine")
+    return _POOL
+
+
+def _pieces(ny: int, nx: int, n: int) -> list[tuple[slice, slice]]:
+    """Split a ``(ny, nx)`` block into about ``n`` rectangles of whole scan rows or row parts."""
+    if ny >= n:
+        edges = np.linspace(0, ny, n + 1).astype(int)
+        return [(slice(a, b), slice(0, nx)) for a, b in itertools.pairwise(edges) if b > a]
+    per_row = math.ceil(n / ny)
+    edges = np.linspace(0, nx, min(per_row, nx) + 1).astype(int)
+    return [(slice(i, i + 1), slice(a, b)) for i in range(ny) for a, b in itertools.pairwise(edges)]
+
+
+def _run_local(arr, kernel, out, blocks, rows, kwargs, scan_kwargs, message, mode) -> Job[None]:
     total = len(blocks)
+    threads = n_threads() if mode == "threads" else 1
     for k, (sy, sx, block) in enumerate(_iter_blocks(arr, blocks, rows)):
-        part = _run_block(
-            block, kernel, rows.start, True, kwargs, _slice_scan_kwargs(scan_kwargs, sy, sx)
-        )
-        out[sy, sx] = part
+        skw = _slice_scan_kwargs(scan_kwargs, sy, sx)
+        dst = out[sy, sx]
+        if threads == 1 or block.shape[0] * block.shape[1] < 2 * threads:
+            dst[...] = _run_block(block, kernel, rows.start, mode == "prange", kwargs, skw)
+        else:
+            # numba kernels release the GIL: serial kernels on pieces of the block, one per
+            # pool thread, balance themselves when other processes share the cores (a numba
+            # parallel region waits for its slowest thread)
+            pieces = _pieces(block.shape[0], block.shape[1], 4 * threads)
+
+            def piece(p, block=block, skw=skw):
+                py, px = p
+                sub = {key: np.ascontiguousarray(v[py, px]) for key, v in skw.items()}
+                return _run_block(block[py, px], kernel, rows.start, False, kwargs, sub)
+
+            for p, part in zip(pieces, _pool().map(piece, pieces)):
+                dst[p] = part
         yield Progress(k + 1, total, message)
 
 
