@@ -133,6 +133,8 @@ def map_scan(
     if scan_chunk is None:
         itemsize = np.dtype(arr.dtype).itemsize
         scan_chunk = default_scan_chunk(shape, itemsize, native_chunks(arr))
+        if is_distributed(backend):
+            scan_chunk = _task_chunk(shape, itemsize * (r1 - r0) / qy, scan_chunk)
     blocks = block_slices(shape[:2], scan_chunk)
     out = np.empty(shape[:2] + tuple(out_tail), dtype=out_dtype)
     rows = slice(r0, r1)
@@ -151,6 +153,19 @@ def map_scan(
             )
         yield from _run_local(arr, kernel, out, blocks, rows, kwargs, scan_kwargs, message, mode)
     return out
+
+
+def _task_chunk(shape, bytes_per_px: float, chunk: tuple[int, int]) -> tuple[int, int]:
+    """Scan block of a cluster task: whole multiples of ``chunk`` along scan_y, about 1/8 of
+    the data read (at least the default block, at most 256 MiB), so per-task overhead stays
+    small next to the work."""
+    total = shape[0] * shape[1] * shape[2] * shape[3] * bytes_per_px
+    per_block = chunk[0] * chunk[1] * shape[2] * shape[3] * bytes_per_px
+    target = min(max(total / 8, per_block), 256 * 2**20)
+    k = max(1, int(target // max(per_block, 1)))
+    if chunk[1] < shape[1]:
+        return chunk
+    return (min(shape[0], chunk[0] * k), chunk[1])
 
 
 def _read(arr, sy: slice, sx: slice, rows: slice) -> np.ndarray:
