@@ -243,7 +243,12 @@ class VirtualImagingWidget(QWidget):
 
     # -- detector <-> fields <-> shapes ---------------------------------------------------------
     def set_detector(self, det: Detector) -> None:
-        """Show ``det`` in the fields and as shapes, and compute its image."""
+        """Compute ``det``'s image and show the detector in the fields and as shapes.
+
+        The worker starts first, so the (slow) Shapes update runs while it computes.
+        """
+        self._pending = det
+        self._request()
         self._syncing = True
         try:
             if isinstance(det, DiskDetector):
@@ -270,8 +275,6 @@ class VirtualImagingWidget(QWidget):
         finally:
             self._syncing = False
         self._show_angles(det)
-        self._pending = det
-        self._timer.start()
 
     def _fields_detector(self) -> Detector:
         kind = self.kind_combo.currentText()
@@ -385,9 +388,10 @@ class VirtualImagingWidget(QWidget):
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return
-        big = dc.nbytes > 512 * 2**20
+        # a progress bar only for lazy data: in memory the image is back before a bar would draw
+        lazy = not isinstance(dc.data, np.ndarray)
         kwargs: dict[str, Any] = {}
-        if big:
+        if lazy and dc.nbytes > 256 * 2**20:
             from ..engine.driver import n_blocks_for
 
             kwargs["_progress"] = {"total": n_blocks_for(dc.data), "desc": "virtual image"}

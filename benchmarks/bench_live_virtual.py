@@ -1,0 +1,100 @@
+"""Live latency of the Virtual imaging widget in napari: detector edit -> updated image.
+
+Run under a virtual screen:  xvfb-run -a python benchmarks/bench_live_virtual.py [--scan 256]
+Dataset: (scan, scan, 128, 128) uint16 in memory (2 GiB for scan 256). Moves a disk and an
+annulus detector N times through the widget's fields (the same path a shape drag takes) and
+reports the median time until the real-space view shows the new image, next to the engine alone
+on the same detector (the compute share) measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scan", type=int, default=256)
+    ap.add_argument("--n", type=int, default=15)
+    args = ap.parse_args()
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_4dstem import Calibration
+    from napari_4dstem.analysis.virtual import virtual_image
+    from napari_4dstem.widgets.virtual import VirtualImagingWidget
+
+    rng = np.random.default_rng(0)
+    n = args.scan
+    data = np.empty((n, n, 128, 128), np.uint16)
+    for i in range(n):  # row by row: no float temporary of the whole dataset
+        data[i] = rng.poisson(3.0, (n, 128, 128))
+    cal = Calibration(k_pixel_size=0.02, k_units="1/A", beam_energy_kev=300, convergence_semiangle_mrad=2.0)
+    viewer = napari.Viewer(show=True)
+    viewer.add_image(data, name="cube", metadata={"napari_4dstem": {"calibration": cal}},
+                     contrast_limits=(0, 10), **cal.napari_kwargs("4d"))
+    w = VirtualImagingWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    app = QApplication.instance()
+
+    def settle(timeout=60):
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < timeout:
+            app.processEvents()
+            if w._worker is None and w._pending is None and not w._timer.isActive():
+                return
+            time.sleep(0.001)
+        raise TimeoutError
+
+    settle()
+    rows = []
+    for kind, r_in, r_out in [("Disk", 0.0, 6.0), ("Annulus", 12.0, 40.0)]:
+        w.kind_combo.setCurrentText(kind)
+        w.r_in.setValue(r_in)
+        w.r_out.setValue(r_out)
+        settle()
+        lat, eng = [], []
+        for i in range(args.n):
+            before = w.last_image
+            t0 = time.perf_counter()
+            w.cx.setValue(w.cx.value() + (1.0 if i % 2 == 0 else -1.0))  # one detector edit
+            while w.last_image is before:
+                app.processEvents()
+                time.sleep(0.0005)
+            lat.append(time.perf_counter() - t0)
+            settle()
+            det = w._last_detector
+            t1 = time.perf_counter()
+            virtual_image(data, det)
+            eng.append(time.perf_counter() - t1)
+        frac = w._last_detector.fraction(data.shape[2:])
+        rows.append((kind + " (field edit)", frac, statistics.median(lat), statistics.median(eng)))
+        # the path of a shape drag: napari moves the shapes, the widget reads them back
+        layer = viewer.layers["virtual detector"]
+        lat = []
+        for i in range(args.n):
+            before = w.last_image
+            t0 = time.perf_counter()
+            layer.data = [d + np.array([0.0, 1.0 if i % 2 == 0 else -1.0]) for d in layer.data]
+            while w.last_image is before:
+                app.processEvents()
+                time.sleep(0.0005)
+            lat.append(time.perf_counter() - t0)
+            settle()
+        rows.append((kind + " (shape drag)", frac, statistics.median(lat), statistics.median(eng)))
+    print(f"| detector ({n}x{n}x128x128 uint16, {data.nbytes / 2**30:.1f} GiB) | pixels | "
+          "edit -> image in napari (median) | engine alone (median) | widget overhead |")
+    print("|---|---|---|---|---|")
+    for kind, frac, lat, eng in rows:
+        print(f"| {kind} | {frac * 100:.1f} % | {lat * 1e3:.0f} ms | {eng * 1e3:.0f} ms | {(lat - eng) * 1e3:.0f} ms |")
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
