@@ -1,0 +1,106 @@
+"""A second napari viewer for real-space results, linked to the main (diffraction) viewer.
+
+The main viewer shows the 4D layer with the detector plane on its canvas; a 2D scan map added
+there would be drawn over the pattern with the wrong scale. So maps over the scan (origin, COM,
+DPC, strain...) go to a "real space" viewer with its own canvas, scale bar and units, and a
+click there moves the scan position of the main viewer. Public napari API only.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from ..data.calibration import Calibration
+
+_VIEWERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def results_viewer(main_viewer, *, create: bool = True):
+    """The real-space viewer linked to ``main_viewer`` (created on first use)."""
+    v = _VIEWERS.get(main_viewer)
+    if v is not None:
+        try:
+            v.window  # closed viewers raise or have no window
+            return v
+        except (RuntimeError, AttributeError):
+            _VIEWERS.pop(main_viewer, None)
+    if not create:
+        return None
+    import napari
+
+    v = napari.Viewer(title="napari-4dstem: real space")
+    set_results_viewer(main_viewer, v)
+    return v
+
+
+def set_results_viewer(main_viewer, viewer) -> None:
+    """Use ``viewer`` as the real-space viewer of ``main_viewer`` and link scan positions."""
+    _VIEWERS[main_viewer] = viewer
+    main_ref = weakref.ref(main_viewer)
+
+    def on_click(v, event):
+        main = main_ref()
+        if main is None or event.button != 1:
+            return
+        move_scan_to_world(main, event.position[-2:])
+        yield
+        while event.type == "mouse_move":
+            move_scan_to_world(main, event.position[-2:])
+            yield
+
+    viewer.mouse_drag_callbacks.append(on_click)
+
+
+def move_scan_to_world(main_viewer, yx_world) -> None:
+    """Set the main viewer's scan position (its first two dims) to world point ``(y, x)``."""
+    if main_viewer.dims.ndim < 4:
+        return
+    main_viewer.dims.set_point(0, float(yx_world[0]))
+    main_viewer.dims.set_point(1, float(yx_world[1]))
+
+
+def show_map(viewer, name: str, data: np.ndarray, cal: Calibration, **kwargs):
+    """Add a 2D (or RGB) scan map to ``viewer``, or replace the data of the layer of that name."""
+    if name in viewer.layers:
+        layer = viewer.layers[name]
+        layer.data = data
+        if "contrast_limits" in kwargs and not getattr(layer, "rgb", False):
+            layer.contrast_limits = kwargs["contrast_limits"]
+        return layer
+    return viewer.add_image(data, name=name, **cal.napari_kwargs("scan"), **kwargs)
+
+
+def show_vectors(viewer, name: str, v_y: np.ndarray, v_x: np.ndarray, cal: Calibration,
+                 *, max_arrows: int = 32, length: float | None = None):
+    """Arrows of a vector field over the scan, subsampled to at most ``max_arrows`` per side."""
+    ny, nx = v_y.shape
+    step = max(1, int(np.ceil(max(ny, nx) / max_arrows)))
+    yy, xx = np.mgrid[0:ny:step, 0:nx:step]
+    vy, vx = v_y[::step, ::step], v_x[::step, ::step]
+    mag = np.hypot(vy, vx)
+    scale = length if length is not None else 0.8 * step / max(np.nanpercentile(mag, 99), 1e-12)
+    vec = np.zeros((yy.size, 2, 2))
+    vec[:, 0, 0], vec[:, 0, 1] = yy.ravel(), xx.ravel()
+    vec[:, 1, 0], vec[:, 1, 1] = (vy * scale).ravel(), (vx * scale).ravel()
+    vec = np.nan_to_num(vec)
+    if name in viewer.layers:
+        viewer.layers[name].data = vec
+        return viewer.layers[name]
+    return viewer.add_vectors(vec, name=name, edge_color="yellow", edge_width=0.15 * step,
+                              **cal.napari_kwargs("scan"))
+
+
+def color_wheel(v_y: np.ndarray, v_x: np.ndarray) -> np.ndarray:
+    """RGB image of a vector field: hue = direction, value = magnitude (99th percentile = 1)."""
+    from matplotlib.colors import hsv_to_rgb
+
+    ang = np.arctan2(v_y, v_x)
+    mag = np.hypot(v_y, v_x)
+    top = np.nanpercentile(mag, 99) if np.any(np.isfinite(mag)) else 1.0
+    hsv = np.stack(
+        [(ang / (2 * np.pi)) % 1.0, np.ones_like(ang), np.clip(np.nan_to_num(mag / max(top, 1e-12)), 0, 1)],
+        axis=-1,
+    )
+    return hsv_to_rgb(hsv).astype(np.float32)

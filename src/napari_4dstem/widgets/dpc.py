@@ -1,0 +1,298 @@
+"""The "Calibration and DPC" dock widget: origin/descan, centre of mass, DPC and iDPC.
+
+Translation only: long passes over the data (origin, centre of mass) run in workers through the
+core jobs; the cheap steps on cached maps (plane fit, rotation, DPC, iDPC) run on release in the
+GUI thread. Maps go to the linked real-space viewer (see ``_results.py``).
+"""
+
+from __future__ import annotations
+
+import napari
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .._layers import calibration_from_layer_meta
+from ..data.calibration import Calibration
+from ..data.datacube import DataCube
+from ..errors import Napari4DSTEMError
+from ._results import color_wheel, results_viewer, show_map, show_vectors
+
+
+class CalibrationDPCWidget(QWidget):
+    """Dock widget: measure the origin and descan, then COM / DPC / iDPC maps."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self._worker = None
+        self.origin = None  # RealSpaceMap of the measured origin
+        self.origin_fit = None  # OriginFit
+        self.com = None  # RealSpaceMap of the centre of mass (cached for rotation changes)
+        self.dpc_map = None
+        self.phase = None
+        self._build_ui()
+        self._refresh_layers()
+        viewer.layers.events.inserted.connect(self._refresh_layers)
+        viewer.layers.events.removed.connect(self._refresh_layers)
+
+    # -- UI -----------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        self.layer_combo = QComboBox()
+        self.origin_method = QComboBox()
+        self.origin_method.addItems(["disk", "com"])
+        self.fit_method = QComboBox()
+        self.fit_method.addItems(["plane", "mean"])
+        self.measure_btn = QPushButton("Measure origin")
+        self.apply_btn = QPushButton("Apply fitted origin to the layer")
+        self.apply_btn.setEnabled(False)
+        self.origin_label = QLabel("")
+        og = QGroupBox("Origin and descan")
+        of = QFormLayout(og)
+        of.addRow("4D layer", self.layer_combo)
+        of.addRow("method", self.origin_method)
+        of.addRow("descan fit", self.fit_method)
+        of.addRow(self.measure_btn)
+        of.addRow(self.apply_btn)
+        of.addRow(self.origin_label)
+
+        self.com_btn = QPushButton("Compute centre of mass")
+        self.rotation = QDoubleSpinBox()
+        self.rotation.setRange(-180.0, 180.0)
+        self.rotation.setDecimals(2)
+        self.rotation.setSuffix(" deg")
+        self.rotation.setKeyboardTracking(False)
+        self.flip = QCheckBox("flip (mirror k_x)")
+        self.auto_btn = QPushButton("Auto rotation (minimise curl)")
+        self.descan = QComboBox()
+        self.descan.addItems(["plane", "mean", "calibration", "none"])
+        self.reg = QDoubleSpinBox()
+        self.reg.setDecimals(5)
+        self.reg.setRange(0.0, 1.0)
+        self.reg.setSingleStep(1e-3)
+        self.reg.setValue(1e-4)
+        self.reg.setKeyboardTracking(False)
+        self.dpc_label = QLabel("set the rotation (Auto) before trusting the maps")
+        self.dpc_label.setWordWrap(True)
+        self.dpc_label.setStyleSheet("color: orange")
+        dg = QGroupBox("Centre of mass and DPC")
+        df = QFormLayout(dg)
+        df.addRow(self.com_btn)
+        rot = QHBoxLayout()
+        rot.addWidget(self.rotation)
+        rot.addWidget(self.flip)
+        df.addRow("rotation", rot)
+        df.addRow(self.auto_btn)
+        df.addRow("descan removal", self.descan)
+        df.addRow("iDPC regularisation", self.reg)
+        df.addRow(self.dpc_label)
+
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(og)
+        layout.addWidget(dg)
+        layout.addWidget(self.cancel_btn)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.measure_btn.clicked.connect(self.measure_origin)
+        self.fit_method.currentIndexChanged.connect(lambda _: self._fit_origin())
+        self.apply_btn.clicked.connect(self.apply_origin)
+        self.com_btn.clicked.connect(self.compute_com)
+        self.auto_btn.clicked.connect(self.auto_rotation)
+        self.rotation.valueChanged.connect(lambda _: self.update_dpc())
+        self.flip.toggled.connect(lambda _: self.update_dpc())
+        self.descan.currentIndexChanged.connect(lambda _: self.update_dpc())
+        self.reg.valueChanged.connect(lambda _: self.update_dpc())
+        self.cancel_btn.clicked.connect(self.cancel)
+
+    # -- layers -------------------------------------------------------------------------------
+    def _refresh_layers(self, event=None) -> None:
+        names = [lyr.name for lyr in self.viewer.layers if getattr(lyr, "ndim", 0) == 4]
+        current = self.layer_combo.currentText()
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItems(names)
+        if current in names:
+            self.layer_combo.setCurrentText(current)
+        self.layer_combo.blockSignals(False)
+
+    @property
+    def layer(self):
+        name = self.layer_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def datacube(self) -> tuple[DataCube, Calibration]:
+        lyr = self.layer
+        if lyr is None:
+            raise Napari4DSTEMError("open a 4D-STEM dataset first (File > Open, or File > Open Sample)")
+        cal = calibration_from_layer_meta({"metadata": lyr.metadata, "scale": lyr.scale, "units": lyr.units})
+        return DataCube(lyr.data, cal, name=lyr.name), cal
+
+    def results(self):
+        return results_viewer(self.viewer)
+
+    # -- running jobs -------------------------------------------------------------------------
+    def _run(self, job_fn, on_done, *args, desc: str, total: int, **kwargs) -> None:
+        if self._worker is not None:
+            self.status.setText("a job is running: wait or cancel it")
+            return
+        from napari.qt.threading import create_worker
+
+        self.status.setText(f"{desc}...")
+        self.cancel_btn.setEnabled(True)
+
+        def finished():
+            self._worker = None
+            self.cancel_btn.setEnabled(False)
+
+        self._worker = create_worker(
+            job_fn, *args, **kwargs,
+            _progress={"total": total, "desc": desc},
+            _connect={"returned": on_done, "errored": self._on_error, "finished": finished},
+        )
+
+    def _on_error(self, exc) -> None:
+        msg = str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}"
+        self.status.setText(msg)
+        napari.utils.notifications.show_error(msg)
+
+    def cancel(self) -> None:
+        if self._worker is not None:
+            self._worker.quit()
+            self.status.setText("cancelled")
+
+    def _blocks(self, dc: DataCube) -> int:
+        from ..engine.driver import n_blocks_for
+
+        return n_blocks_for(dc.data)
+
+    # -- origin -------------------------------------------------------------------------------
+    def measure_origin(self) -> None:
+        from ..analysis.origin import iter_measure_origin
+
+        try:
+            dc, cal = self.datacube()
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return
+        self._run(iter_measure_origin, self._on_origin, dc, method=self.origin_method.currentText(),
+                  calibration=cal, desc="measuring origin", total=self._blocks(dc))
+
+    def _on_origin(self, origin) -> None:
+        self.origin = origin
+        cal = origin.calibration
+        v = self.results()
+        show_map(v, "origin k_y (measured)", origin.data[..., 0], cal, colormap="viridis")
+        show_map(v, "origin k_x (measured)", origin.data[..., 1], cal, colormap="viridis")
+        self._fit_origin()
+
+    def _fit_origin(self) -> None:
+        if self.origin is None:
+            return
+        from ..analysis.origin import fit_origin_plane
+
+        try:
+            self.origin_fit = fit_origin_plane(self.origin, method=self.fit_method.currentText())
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return
+        fit = self.origin_fit
+        cal = self.origin.calibration
+        v = self.results()
+        show_map(v, "origin k_y (fitted)", fit.origin_map_px[..., 0], cal, colormap="viridis")
+        show_map(v, "origin k_x (fitted)", fit.origin_map_px[..., 1], cal, colormap="viridis")
+        n_out = int((~fit.inliers).sum())
+        self.origin_label.setText(
+            f"{fit.method} fit: residual {fit.residual_rms_px:.3f} px RMS, {n_out} outliers; "
+            f"descan range k_y {np.ptp(fit.origin_map_px[..., 0]):.2f} px, "
+            f"k_x {np.ptp(fit.origin_map_px[..., 1]):.2f} px"
+        )
+        self.apply_btn.setEnabled(True)
+        self.status.setText("")
+
+    def apply_origin(self) -> None:
+        """Store the fitted origin map in the layer's calibration (used by descan elsewhere)."""
+        if self.origin_fit is None or self.layer is None:
+            return
+        lyr = self.layer
+        cal = self.datacube()[1].replace(origin_map_px=self.origin_fit.origin_map_px, origin_px=None)
+        meta = dict(lyr.metadata.get("napari_4dstem", {}))
+        meta["calibration"] = cal
+        lyr.metadata["napari_4dstem"] = meta
+        self.status.setText(f"origin map stored in {lyr.name}'s calibration")
+
+    # -- COM / DPC ------------------------------------------------------------------------------
+    def compute_com(self) -> None:
+        from ..analysis.com import iter_center_of_mass
+
+        try:
+            dc, cal = self.datacube()
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return
+        self._run(iter_center_of_mass, self._on_com, dc, calibration=cal,
+                  desc="centre of mass", total=self._blocks(dc))
+
+    def _on_com(self, com) -> None:
+        self.com = com
+        self.status.setText("")
+        self.update_dpc()
+
+    def auto_rotation(self) -> None:
+        if self.com is None:
+            self.status.setText("compute the centre of mass first")
+            return
+        from ..analysis.dpc import fit_dpc_rotation
+
+        try:
+            fit = fit_dpc_rotation(self.com, descan=self.descan.currentText())
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return
+        self.rotation.blockSignals(True)
+        self.flip.blockSignals(True)
+        self.rotation.setValue(fit.rotation_deg)
+        self.flip.setChecked(fit.flip)
+        self.rotation.blockSignals(False)
+        self.flip.blockSignals(False)
+        self.dpc_label.setStyleSheet("")
+        self.dpc_label.setText(
+            f"rotation {fit.rotation_deg:.2f} deg, flip {fit.flip}: curl {fit.curl_rms:.3g} "
+            f"(other flip {fit.curl_rms_other_flip:.3g}), divergence {fit.div_rms:.3g}"
+        )
+        self.update_dpc()
+
+    def update_dpc(self) -> None:
+        """DPC and iDPC maps from the cached COM with the current rotation (no data pass)."""
+        if self.com is None:
+            return
+        from ..analysis.dpc import dpc, idpc
+
+        try:
+            self.dpc_map = dpc(self.com, rotation_deg=self.rotation.value(), flip=self.flip.isChecked(),
+                               descan=self.descan.currentText())
+            self.phase = idpc(self.dpc_map, regularization=self.reg.value())
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return
+        cal = self.dpc_map.calibration
+        v = self.results()
+        uy, ux = self.dpc_map.channel("dpc_y"), self.dpc_map.channel("dpc_x")
+        show_map(v, "DPC magnitude", self.dpc_map.channel("magnitude"), cal, colormap="magma")
+        show_map(v, "DPC colour wheel", color_wheel(uy, ux), cal, rgb=True)
+        show_map(v, "iDPC phase", self.phase.data, cal, colormap="gray")
+        show_vectors(v, "DPC vectors", uy, ux, cal)
