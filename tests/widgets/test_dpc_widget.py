@@ -36,8 +36,8 @@ def test_origin_and_descan_recover_the_planted_origin(viewers, qtbot):
     np.testing.assert_allclose(w.origin.data, ref.data)
     np.testing.assert_allclose(w.origin_fit.origin_map_px, fit_origin_plane(ref).origin_map_px)
     # the planted (linear) descan of the sample, within 0.05 px after the plane fit
-    from napari_4dstem.io import emd
     from napari_4dstem._sample_data import sample_path
+    from napari_4dstem.io import emd
 
     truth = emd.read(sample_path("strained_crystal"))["truth_origin"].data
     assert np.abs(w.origin_fit.origin_map_px - truth).max() < 0.05
