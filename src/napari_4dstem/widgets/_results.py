@@ -21,11 +21,10 @@ def results_viewer(main_viewer, *, create: bool = True):
     """The real-space viewer linked to ``main_viewer`` (created on first use)."""
     v = _VIEWERS.get(main_viewer)
     if v is not None:
-        try:
-            v.window  # closed viewers raise or have no window
+        # napari keeps open viewers in the class registry `Viewer.close_all` uses
+        if v in getattr(type(v), "_instances", {v}):
             return v
-        except (RuntimeError, AttributeError):
-            _VIEWERS.pop(main_viewer, None)
+        _VIEWERS.pop(main_viewer, None)
     if not create:
         return None
     import napari
