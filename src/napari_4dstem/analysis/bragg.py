@@ -1,0 +1,601 @@
+"""Bragg disk detection: template correlation of every pattern, peaks, sub-pixel refinement.
+
+:func:`find_bragg_disks` streams the scan in blocks through
+:func:`~napari_4dstem.engine.driver.map_scan` (native dtype in, one float32 copy of a block at
+a time). Per block:
+
+1. correlation of every pattern with the template kernel, batched FFTs (``scipy.fft`` with
+   worker threads, or ``torch.fft`` on a CUDA device): ``C = F^-1[ |P T*|^p exp(i arg P T*) ]``
+   with the *correlation power* ``p``: 1 cross-correlation, 0 phase correlation, between
+   hybrid;
+2. peaks of the correlation (:func:`~napari_4dstem.analysis.peaks.find_peaks`);
+3. sub-pixel refinement; the default ``"fit"`` fits the probe's disk model to the pattern by
+   Poisson maximum likelihood (see :mod:`.peaks` and ``docs/bragg-strain.md``).
+
+The result is a ragged :class:`~napari_4dstem.data.results.BraggPeaks` (raw detector pixels,
+not origin-corrected). :func:`bragg_vector_map` histograms all peaks relative to the origin
+of their pattern (optionally corrected for elliptic distortion) into a DiffractionImage;
+:func:`origin_from_peaks` takes that origin from the central beam when none is calibrated.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..data.calibration import Calibration
+from ..data.results import BraggPeaks, DiffractionImage, RealSpaceMap
+from ..engine.driver import map_scan
+from ..engine.jobs import Job, Progress, run_job
+from ..errors import DataShapeError
+from .peaks import PeakTable, find_peaks, fit_disks, refine_peaks
+from .probe import ProbeTemplate, make_template
+
+__all__ = [
+    "bragg_vector_map",
+    "correlate",
+    "detect_in_stack",
+    "find_bragg_disks",
+    "iter_find_bragg_disks",
+    "origin_from_peaks",
+]
+
+_N_FIELDS = 4  # qy, qx, intensity, correlation
+
+
+def _use_torch(device: str | None) -> bool:
+    if device is None or device == "cpu":
+        return False
+    try:
+        import torch
+    except ImportError:
+        warnings.warn(
+            f"device {device!r} asked for but torch is not installed; using the CPU",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        warnings.warn(
+            f"device {device!r} asked for but CUDA is not available; using the CPU",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+    return True
+
+
+def _power(m, power: float, xp):
+    if power == 1.0:
+        return m
+    mag = xp.abs(m)
+    if power == 0.0:
+        return m / xp.where(mag > 0, mag, 1)
+    return m * xp.where(mag > 0, mag, 1) ** (power - 1.0)
+
+
+def correlate(
+    patterns: np.ndarray,
+    kernel: np.ndarray,
+    *,
+    power: float = 1.0,
+    device: str | None = None,
+    workers: int | None = None,
+    return_spectra: bool = False,
+):
+    """Correlate every pattern ``(n, k_y, k_x)`` with ``kernel`` (centred on ``(0, 0)``).
+
+    Returns float32 correlations ``(n, k_y, k_x)`` (and, with ``return_spectra``, the full
+    complex spectra of the correlations, for local DFT upsampling). ``device`` ``"cuda"`` runs
+    the FFTs in torch on the GPU; without CUDA or torch it warns and uses ``scipy.fft``.
+    """
+    p = np.asarray(patterns)
+    if p.ndim == 2:
+        p = p[None]
+    shape = p.shape[1:]
+    if tuple(kernel.shape) != shape:
+        raise DataShapeError(f"kernel shape {kernel.shape} differs from the patterns {shape}")
+    if _use_torch(device):
+        return _correlate_torch(
+            p, kernel, power=power, device=device, return_spectra=return_spectra
+        )
+    import scipy.fft as sfft
+
+    w = workers if workers is not None else (os.cpu_count() or 1)
+    tf = np.conj(sfft.rfft2(kernel.astype(np.float32)))
+    f = sfft.rfft2(p.astype(np.float32, copy=False), workers=w)
+    f *= tf
+    f = _power(f, float(power), np)
+    c = sfft.irfft2(f, s=shape, workers=w)
+    if not return_spectra:
+        return c
+    return c, sfft.fft2(c, workers=w)
+
+
+def _correlate_torch(p, kernel, *, power, device, return_spectra):
+    import torch
+
+    dev = torch.device(device)
+    tf = torch.conj(torch.fft.rfft2(torch.as_tensor(kernel, dtype=torch.float32, device=dev)))
+    x = torch.as_tensor(np.ascontiguousarray(p), device=dev).to(torch.float32)
+    f = torch.fft.rfft2(x) * tf
+    f = _power(f, float(power), torch)
+    c = torch.fft.irfft2(f, s=tuple(p.shape[1:]))
+    out = c.cpu().numpy()
+    if not return_spectra:
+        return out
+    return out, torch.fft.fft2(c).cpu().numpy()
+
+
+def detect_in_stack(
+    patterns: np.ndarray,
+    template: ProbeTemplate,
+    *,
+    correlation_power: float = 1.0,
+    edge_px: int | None = None,
+    min_spacing_px: float | None = None,
+    min_relative: float = 0.03,
+    min_absolute: float = 0.0,
+    max_peaks: int = 100,
+    subpixel: str = "fit",
+    upsample_factor: int = 16,
+    poisson: bool = True,
+    detect_bin: int | None = None,
+    device: str | None = None,
+    workers: int | None = None,
+    parallel: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bragg disks in a stack of patterns ``(n, k_y, k_x)``: ``(peaks, count)``.
+
+    ``peaks`` is ``(n, max_peaks, 4)`` with fields qy, qx, intensity, correlation (NaN in
+    unused slots), sorted by correlation. Parameters as :func:`iter_find_bragg_disks`.
+    """
+    p = np.asarray(patterns)
+    if p.ndim != 3:
+        raise DataShapeError(f"patterns must be (n, k_y, k_x), got shape {p.shape}")
+    b = _detect_bin(template, subpixel, detect_bin)
+    kernel = _binned_kernel(template, p.shape[1:], b)
+    edge = math.ceil(template.radius_px) if edge_px is None else int(edge_px)
+    spacing = template.radius_px if min_spacing_px is None else float(min_spacing_px)
+    need_spec = subpixel == "upsample"
+    if workers is None:
+        workers = (os.cpu_count() or 1) if parallel else 1
+    src = p if b == 1 else _bin_stack(p, b)
+    res = correlate(
+        src,
+        kernel,
+        power=correlation_power,
+        device=device,
+        workers=workers,
+        return_spectra=need_spec,
+    )
+    corr, spec = res if need_spec else (res, None)
+    # a looser margin here; the exact one applies to the sub-pixel positions below
+    table = find_peaks(
+        corr,
+        edge_px=max(1, edge // b - 1),
+        min_spacing_px=spacing / b,
+        min_relative=min_relative,
+        min_absolute=min_absolute,
+        max_peaks=2 * max_peaks,
+        parallel=parallel,
+    )
+    out = np.full((p.shape[0], int(max_peaks), _N_FIELDS), np.nan)
+    if subpixel != "fit":
+        ref = refine_peaks(
+            corr,
+            table,
+            method=subpixel,
+            spectra=spec,
+            upsample_factor=upsample_factor,
+            parallel=parallel,
+        )
+        ref = _compact(ref, _inside(ref.yx, p.shape[1:], edge), int(max_peaks))
+        out[..., 0:2] = ref.yx
+        out[..., 2] = ref.value
+        out[..., 3] = ref.value
+        return out, ref.count
+    par = refine_peaks(corr, table, method="parabolic", parallel=parallel)
+    if b > 1:  # binned -> full-detector pixels
+        par.yx[:] = par.yx * b + (b - 1) / 2
+    par = _compact(par, _inside(par.yx, p.shape[1:], edge), int(max_peaks))
+    table = PeakTable(par.yx, par.value, par.count)
+    fit = fit_disks(
+        p,
+        par.yx,
+        table.count,
+        profile=template.profile,
+        profile_step_px=template.profile_step_px,
+        radius_px=template.radius_px,
+        edge_px=template.edge_px,
+        poisson=poisson,
+        n_iter=1 if b == 1 else 2,
+        parallel=parallel,
+    )
+    moved = np.hypot(fit[..., 0] - par.yx[..., 0], fit[..., 1] - par.yx[..., 1])
+    good = (fit[..., 4] == 1.0) & (moved < 1.5 * b)
+    out[..., 0] = np.where(good, fit[..., 0], par.yx[..., 0])
+    out[..., 1] = np.where(good, fit[..., 1], par.yx[..., 1])
+    out[..., 2] = np.where(good, fit[..., 2] * _profile_area(template), np.nan)
+    out[..., 3] = par.value
+    return out, table.count
+
+
+def _inside(yx: np.ndarray, shape, edge: int) -> np.ndarray:
+    y, x = yx[..., 0], yx[..., 1]
+    return (y >= edge) & (y <= shape[0] - 1 - edge) & (x >= edge) & (x <= shape[1] - 1 - edge)
+
+
+def _compact(t: PeakTable, keep: np.ndarray, max_peaks: int) -> PeakTable:
+    """Keep the peaks where ``keep`` (in order, at most ``max_peaks`` per image)."""
+    keep = keep & (np.arange(t.yx.shape[1])[None, :] < t.count[:, None])
+    rank = np.cumsum(keep, axis=1) - 1
+    keep &= rank < max_peaks
+    n = t.yx.shape[0]
+    yx = np.full((n, max_peaks, 2), np.nan)
+    v = np.full((n, max_peaks), np.nan)
+    i, j = np.nonzero(keep)
+    yx[i, rank[i, j]] = t.yx[i, j]
+    v[i, rank[i, j]] = t.value[i, j]
+    return PeakTable(yx, v, keep.sum(axis=1).astype(np.int64))
+
+
+def _profile_area(t: ProbeTemplate) -> float:
+    """Integral of the disk profile over the plane (px^2): amplitude -> integrated counts."""
+    r = np.arange(len(t.profile)) * t.profile_step_px
+    return float(2 * np.pi * np.sum(t.profile * r) * t.profile_step_px)
+
+
+def _detect_bin(template: ProbeTemplate, subpixel: str, detect_bin: int | None) -> int:
+    if detect_bin is None:  # auto: coarse detection only when the fit refines on full pixels
+        return 2 if subpixel == "fit" and template.radius_px >= 6 else 1
+    b = int(detect_bin)
+    if b < 1:
+        raise ValueError(f"detect_bin must be a positive integer, got {detect_bin}")
+    if b > 1 and subpixel != "fit":
+        raise ValueError(
+            "detect_bin > 1 needs subpixel='fit' (other methods refine the binned correlation)"
+        )
+    return b
+
+
+def _bin_stack(p: np.ndarray, b: int) -> np.ndarray:
+    n, ny, nx = p.shape
+    h, w = ny // b, nx // b
+    q = p[:, : h * b, : w * b].astype(np.float32, copy=False)
+    return q.reshape(n, h, b, w, b).sum(axis=(2, 4), dtype=np.float32)
+
+
+def _binned_kernel(template: ProbeTemplate, shape: tuple[int, int], b: int) -> np.ndarray:
+    """The kernel for ``b x b``-binned patterns: shifted by ``(b - 1) / 2`` px, then binned, so a
+    binned peak at ``Y`` means a disk centred at ``b Y + (b - 1) / 2`` on the full detector."""
+    k = template.kernel_for(shape)
+    if b == 1:
+        return k
+    h, w = shape[0] // b, shape[1] // b
+    k = template.kernel_for((h * b, w * b))
+    fy = np.fft.fftfreq(h * b)[:, None]
+    fx = np.fft.fftfreq(w * b)[None, :]
+    sh = (b - 1) / 2
+    k = np.real(np.fft.ifft2(np.fft.fft2(k) * np.exp(-2j * np.pi * (fy + fx) * sh)))
+    return k.reshape(h, b, w, b).sum(axis=(1, 3))
+
+
+def _bragg_kernel(block, *, row0, parallel, template, opts):
+    ny, nx = block.shape[:2]
+    stack = block.reshape(ny * nx, *block.shape[2:])  # a view when the block is contiguous
+    peaks, count = detect_in_stack(stack, template, parallel=parallel, **opts)
+    out = np.full((ny * nx, peaks.shape[1] + 1, _N_FIELDS), np.nan)
+    out[:, 0, 0] = count  # row 0 carries the count
+    out[:, 1:] = peaks
+    return out.reshape(ny, nx, *out.shape[1:])
+
+
+def _as_template(template: Any) -> ProbeTemplate:
+    if isinstance(template, ProbeTemplate):
+        return template
+    return make_template(template)
+
+
+def iter_find_bragg_disks(
+    data: Any,
+    *,
+    template: ProbeTemplate | np.ndarray | DiffractionImage,
+    correlation_power: float = 1.0,
+    edge_px: int | None = None,
+    min_spacing_px: float | None = None,
+    min_relative: float = 0.03,
+    min_absolute: float = 0.0,
+    max_peaks: int = 100,
+    subpixel: str = "fit",
+    upsample_factor: int = 16,
+    poisson: bool = True,
+    detect_bin: int | None = None,
+    device: str | None = None,
+    calibration: Calibration | None = None,
+    scan_chunk: tuple[int, int] | None = None,
+    backend: Any = None,
+) -> Job[BraggPeaks]:
+    """Job: Bragg disks of every pattern as a :class:`BraggPeaks` (raw detector pixels).
+
+    Parameters
+    ----------
+    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
+    template : ProbeTemplate, or a probe image (made into a plain template)
+    correlation_power : float
+        1 cross-correlation, 0 phase correlation, in between hybrid (e.g. 0.5).
+    edge_px : int, optional
+        Peaks closer than this to the detector border are dropped (default: disk radius).
+    min_spacing_px : float, optional
+        Weaker peaks closer than this to a stronger one are dropped (default: disk radius).
+    min_relative : float
+        Peaks below this fraction of the pattern's strongest correlation peak are dropped.
+    min_absolute : float
+        Peaks with a correlation below this are dropped.
+    max_peaks : int
+        At most this many peaks per pattern (the strongest).
+    subpixel : {"fit", "parabolic", "gaussian", "upsample", "none"}
+        Sub-pixel refinement (see :mod:`.peaks`); ``"fit"`` (default) is both the most precise
+        and about as fast as ``"parabolic"``.
+    upsample_factor : int
+        For ``"upsample"``: the fine grid step is ``1 / upsample_factor`` px.
+    poisson : bool
+        Weight the ``"fit"`` for Poisson counts (False: least squares).
+    detect_bin : int, optional
+        Correlate ``detect_bin x detect_bin``-binned patterns to *find* the disks (4x fewer
+        FFT operations for 2); the ``"fit"`` then refines on the full-resolution pattern, so
+        the precision is unchanged. Default: 2 with ``"fit"`` and a disk radius of 6 px or
+        more, else 1. Only with ``subpixel="fit"``.
+    device : None, "cpu" or "cuda[:n]"
+        Where the FFTs run; "cuda" needs torch with CUDA and falls back to the CPU (with a
+        RuntimeWarning) without it.
+    scan_chunk, backend
+        As :func:`~napari_4dstem.engine.driver.map_scan`.
+
+    Returns
+    -------
+    BraggPeaks with ``intensity`` = integrated disk counts above background (``"fit"``) or the
+    correlation peak value (other methods), ``correlation`` = correlation peak value.
+    """
+    from .virtual import as_datacube
+
+    cube, cal = as_datacube(data, calibration)
+    tmpl = _as_template(template)
+    shape = tuple(cube.shape[2:])
+    tmpl.kernel_for(shape)  # fails early, with a clear message, when it does not fit
+    if subpixel not in ("fit", "parabolic", "gaussian", "upsample", "none"):
+        raise ValueError(
+            f"subpixel must be fit, parabolic, gaussian, upsample or none, got {subpixel!r}"
+        )
+    if int(max_peaks) < 1:
+        raise ValueError(f"max_peaks must be at least 1, got {max_peaks}")
+    if device is not None:
+        _use_torch(device)  # warn once here, not per block
+        if device.startswith("cuda"):
+            try:
+                import torch
+
+                device = device if torch.cuda.is_available() else None
+            except ImportError:
+                device = None
+    opts = {
+        "correlation_power": float(correlation_power),
+        "edge_px": edge_px,
+        "min_spacing_px": min_spacing_px,
+        "min_relative": float(min_relative),
+        "min_absolute": float(min_absolute),
+        "max_peaks": int(max_peaks),
+        "subpixel": subpixel,
+        "upsample_factor": int(upsample_factor),
+        "poisson": bool(poisson),
+        "device": device,
+    }
+    out = yield from map_scan(
+        cube.data,
+        _bragg_kernel,
+        out_tail=(int(max_peaks) + 1, _N_FIELDS),
+        kwargs={"template": tmpl, "opts": opts},
+        scan_chunk=scan_chunk,
+        backend=backend,
+        message="Bragg disks",
+    )
+    sy, sx = cube.scan_shape
+    flat = out.reshape(sy * sx, *out.shape[2:])
+    count = flat[:, 0, 0].astype(np.int64)
+    keep = np.arange(int(max_peaks))[None, :] < count[:, None]
+    rows = flat[:, 1:][keep]
+    offsets = np.concatenate([[0], np.cumsum(count)]).astype(np.int64)
+    params = {
+        **{k: v for k, v in opts.items() if k != "device"},
+        "edge_px": math.ceil(tmpl.radius_px) if edge_px is None else int(edge_px),
+        "min_spacing_px": tmpl.radius_px if min_spacing_px is None else float(min_spacing_px),
+        "template": tmpl.params,
+        "detector_shape": list(shape),
+        "intensity": "integrated disk counts above background (fit)"
+        if subpixel == "fit"
+        else "correlation peak value",
+        "positions": "raw detector pixels (k_y, k_x), not origin-corrected",
+    }
+    return BraggPeaks(
+        (sy, sx),
+        offsets,
+        rows[:, 0],
+        rows[:, 1],
+        rows[:, 2],
+        rows[:, 3],
+        name="braggpeaks",
+        calibration=cal,
+        params=params,
+    )
+
+
+def find_bragg_disks(
+    data: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any
+) -> BraggPeaks:
+    """Bragg disks of every pattern (runs :func:`iter_find_bragg_disks` to the end)."""
+    return run_job(iter_find_bragg_disks(data, **kwargs), progress)
+
+
+# ---- origin and Bragg vector map -------------------------------------------------------------
+def origin_from_peaks(
+    peaks: BraggPeaks,
+    *,
+    guess_px: tuple[float, float] | None = None,
+    max_distance_px: float | None = None,
+) -> RealSpaceMap:
+    """The origin of every pattern from its peaks: the strongest peak near ``guess_px``.
+
+    ``guess_px`` defaults to the calibration's origin, else the detector centre;
+    ``max_distance_px`` to a quarter of the detector. Patterns with no such peak get NaN.
+    """
+    shape = peaks.params.get("detector_shape")
+    if guess_px is None:
+        guess_px = peaks.calibration.origin_px
+    if guess_px is None:
+        if shape is None:
+            raise DataShapeError("give guess_px: the peaks do not record their detector shape")
+        guess_px = ((shape[0] - 1) / 2, (shape[1] - 1) / 2)
+    if max_distance_px is None:
+        max_distance_px = 0.25 * min(shape) if shape is not None else 32.0
+    n_pos = len(peaks.offsets) - 1
+    pos = peaks.position_index()
+    d = np.hypot(peaks.qy - guess_px[0], peaks.qx - guess_px[1])
+    w = np.where(np.isfinite(peaks.intensity), peaks.intensity, peaks.correlation)
+    ok = (d <= max_distance_px) & np.isfinite(w)
+    idx = np.nonzero(ok)[0]
+    order = idx[np.lexsort((-w[idx], pos[idx]))]
+    first = np.ones(len(order), bool)
+    first[1:] = pos[order][1:] != pos[order][:-1]
+    best = order[first]
+    out = np.full((n_pos, 2), np.nan)
+    out[pos[best], 0] = peaks.qy[best]
+    out[pos[best], 1] = peaks.qx[best]
+    return RealSpaceMap(
+        out.reshape(*peaks.scan_shape, 2),
+        name="origin",
+        units="px",
+        channels=("origin_y", "origin_x"),
+        calibration=peaks.calibration,
+        params={
+            "method": "strongest Bragg peak near the guess",
+            "guess_px": list(guess_px),
+            "max_distance_px": float(max_distance_px),
+        },
+    )
+
+
+def _origin_per_peak(peaks: BraggPeaks, origin: Any) -> np.ndarray:
+    """Origin ``(n_peaks, 2)`` of the pattern of each peak."""
+    if origin is None:
+        cal = peaks.calibration
+        if cal.origin_map_px is not None:
+            origin = cal.origin_map_px
+        elif cal.origin_px is not None:
+            origin = cal.origin_px
+        else:
+            raise DataShapeError(
+                "no origin: calibrate it (napari-4dstem calibrate), pass origin=, or use "
+                "origin_from_peaks"
+            )
+    if isinstance(origin, RealSpaceMap):
+        origin = origin.data[..., :2]
+    o = np.asarray(origin, dtype=np.float64)
+    if o.shape == (2,):
+        return np.broadcast_to(o, (peaks.n_peaks, 2))
+    if o.shape != (*peaks.scan_shape, 2):
+        raise DataShapeError(f"origin must be (2,) or {(*peaks.scan_shape, 2)}, got {o.shape}")
+    return o.reshape(-1, 2)[peaks.position_index()]
+
+
+def correct_ellipse(qy: np.ndarray, qx: np.ndarray, ellipse) -> tuple[np.ndarray, np.ndarray]:
+    """Undo an elliptic distortion ``(a, b, theta_deg)`` (Calibration.ellipse) of vectors
+    relative to the origin: components along the ``a`` axis are divided by ``a``, across by ``b``."""
+    a, b, th = ellipse
+    t = math.radians(th)
+    c, s = math.cos(t), math.sin(t)
+    u = qx * c + qy * s
+    v = -qx * s + qy * c
+    u, v = u / a, v / b
+    return u * s + v * c, u * c - v * s
+
+
+def bragg_vector_map(
+    peaks: BraggPeaks,
+    *,
+    origin: Any = None,
+    shape: tuple[int, int] | None = None,
+    sampling: int = 1,
+    ellipse: tuple[float, float, float] | bool | None = None,
+    weights: str = "intensity",
+) -> DiffractionImage:
+    """The Bragg vector map: a histogram of every peak relative to its pattern's origin.
+
+    Parameters
+    ----------
+    peaks : BraggPeaks
+    origin : None, (2,), (scan_y, scan_x, 2) array or RealSpaceMap
+        Origin per pattern in pixels; default the calibration's (map or mean).
+    shape : (int, int), optional
+        Detector shape (default recorded in ``peaks.params``).
+    sampling : int
+        Bins per detector pixel (2: half-pixel bins). Peaks are spread bilinearly.
+    ellipse : (a, b, theta_deg), True or None
+        Correct an elliptic distortion first (True: the calibration's ellipse).
+    weights : {"intensity", "count"}
+
+    Returns
+    -------
+    DiffractionImage: the origin sits at pixel ``(k_y // 2, k_x // 2)`` of the detector grid,
+    i.e. bin ``(k_y // 2 * sampling, k_x // 2 * sampling)``.
+    """
+    shape = tuple(shape or peaks.params.get("detector_shape") or ())
+    if len(shape) != 2:
+        raise DataShapeError("give shape=: the peaks do not record their detector shape")
+    o = _origin_per_peak(peaks, origin)
+    qy, qx = peaks.qy - o[:, 0], peaks.qx - o[:, 1]
+    if ellipse is True:
+        ellipse = peaks.calibration.ellipse
+    if ellipse:
+        qy, qx = correct_ellipse(qy, qx, ellipse)
+    if weights == "intensity":
+        w = np.where(np.isfinite(peaks.intensity), peaks.intensity, 0.0)
+    elif weights == "count":
+        w = np.ones(peaks.n_peaks)
+    else:
+        raise ValueError(f"weights must be 'intensity' or 'count', got {weights!r}")
+    s = int(sampling)
+    ny, nx = shape[0] * s, shape[1] * s
+    y = (qy + shape[0] // 2) * s
+    x = (qx + shape[1] // 2) * s
+    ok = np.isfinite(y) & np.isfinite(x) & (y >= 0) & (x >= 0) & (y < ny - 1) & (x < nx - 1)
+    y, x, w = y[ok], x[ok], w[ok]
+    y0, x0 = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
+    fy, fx = y - y0, x - x0
+    img = np.zeros(ny * nx)
+    for dy, dx, ww in (
+        (0, 0, (1 - fy) * (1 - fx)),
+        (0, 1, (1 - fy) * fx),
+        (1, 0, fy * (1 - fx)),
+        (1, 1, fy * fx),
+    ):
+        img += np.bincount((y0 + dy) * nx + x0 + dx, w * ww, ny * nx)
+    cal = peaks.calibration
+    if s != 1 and cal.k_pixel_size is not None:
+        cal = cal.replace(k_pixel_size=cal.k_pixel_size / s)
+    return DiffractionImage(
+        img.reshape(ny, nx),
+        name="bragg_vector_map",
+        units="counts" if weights == "intensity" else "peaks",
+        calibration=cal,
+        params={
+            "sampling": s,
+            "origin_at_px": [shape[0] // 2, shape[1] // 2],
+            "weights": weights,
+            "ellipse": list(ellipse) if ellipse else None,
+        },
+    )

@@ -1,0 +1,421 @@
+"""Lattice vectors from Bragg peaks: choice of g1, g2, indexing, per-pattern lattice fits.
+
+1. :func:`find_lattice` -- g1, g2 from the Bragg vector map: its peaks relative to the origin,
+   g1 the shortest vector, g2 the shortest one at least 20 degrees away from g1's line, with
+   g2 turned so that ``g1 x g2 > 0`` in (x, y); then a weighted least-squares fit of both to
+   every indexed peak of the map. Or give ``g1``/``g2`` yourself (:class:`Lattice`).
+2. :func:`fit_lattice` -- every peak of every pattern is indexed ``(h, k)`` against the
+   lattice (rounding ``G^-1 (q - origin)``; peaks further than ``max_index_error`` x the
+   shorter vector from a lattice site are left out), and each pattern gets a weighted
+   least-squares fit ``q = o + h g1 + k g2`` (origin fitted too, so descan needs no
+   calibration). All patterns are solved at once: normal equations accumulated with
+   ``bincount``, one batched 3 x 3 solve; no Python loop over patterns. Outliers (residual
+   above ``outlier_sigma`` robust standard deviations) are dropped and the fit repeated;
+   indexing is then redone with each pattern's own lattice, so large strains index right.
+
+Vectors are ``(y, x)`` pairs in detector pixels (``g1 = (g1_y, g1_x)``), y first as
+everywhere. Patterns whose fit fails get NaN and a reason code (:data:`FIT_REASONS`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from ..data.results import BraggPeaks, DiffractionImage, RealSpaceMap
+from ..errors import DataShapeError, Napari4DSTEMError
+from .bragg import _origin_per_peak, bragg_vector_map, correct_ellipse, origin_from_peaks
+from .peaks import find_peaks
+
+__all__ = ["FIT_REASONS", "Lattice", "LatticeError", "LatticeFit", "find_lattice", "fit_lattice"]
+
+FIT_REASONS = {
+    0: "ok",
+    1: "no peaks in the pattern",
+    2: "too few indexed peaks for a lattice fit",
+    3: "indexed peaks are collinear: the lattice is undetermined",
+}
+
+
+class LatticeError(Napari4DSTEMError, ValueError):
+    """No lattice can be found or fitted (too few peaks, collinear peaks, bad vectors)."""
+
+
+@dataclass(frozen=True)
+class Lattice:
+    """Two reciprocal lattice vectors ``(y, x)`` in detector pixels (the basis of the indexing)."""
+
+    g1: tuple[float, float]
+    g2: tuple[float, float]
+    params: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        g1 = tuple(float(v) for v in np.asarray(self.g1, dtype=float).reshape(2))
+        g2 = tuple(float(v) for v in np.asarray(self.g2, dtype=float).reshape(2))
+        if not all(math.isfinite(v) for v in g1 + g2):
+            raise LatticeError(f"lattice vectors must be finite, got g1={g1}, g2={g2}")
+        cross = g1[1] * g2[0] - g1[0] * g2[1]
+        if abs(cross) < 1e-6 * max(math.hypot(*g1) * math.hypot(*g2), 1e-300):
+            raise LatticeError(f"g1={g1} and g2={g2} are parallel: not a lattice basis")
+        object.__setattr__(self, "g1", g1)
+        object.__setattr__(self, "g2", g2)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """``G`` with columns g1, g2, rows (y, x): ``q - origin = G @ (h, k)``."""
+        return np.array([[self.g1[0], self.g2[0]], [self.g1[1], self.g2[1]]])
+
+
+def _bvm_vectors(
+    bvm: DiffractionImage, min_relative: float, smooth_px: float
+) -> tuple[np.ndarray, np.ndarray]:
+    s = int(bvm.params.get("sampling", 1))
+    oy, ox = bvm.params.get(
+        "origin_at_px", (bvm.data.shape[0] // (2 * s), bvm.data.shape[1] // (2 * s))
+    )
+    img = ndimage.gaussian_filter(np.asarray(bvm.data, dtype=np.float64), smooth_px * s)
+    t = find_peaks(
+        img.astype(np.float32),
+        edge_px=2,
+        min_spacing_px=3 * s,
+        min_relative=min_relative,
+        max_peaks=200,
+        parallel=False,
+    )
+    yx = t.yx[0, : t.count[0]]
+    v = t.value[0, : t.count[0]]
+    # sub-pixel by a 3 x 3 centroid on the smoothed map
+    out = []
+    for y, x in yx.astype(int):
+        w = img[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2]
+        yy, xx = np.mgrid[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2]
+        out.append(((w * yy).sum() / w.sum(), (w * xx).sum() / w.sum()))
+    vec = np.asarray(out, dtype=float).reshape(-1, 2) / s - np.array([oy, ox])
+    return vec, v
+
+
+def _weighted_basis_fit(vec: np.ndarray, w: np.ndarray, G: np.ndarray, tol: float) -> np.ndarray:
+    """Least-squares G from vectors indexed against G (origin fixed at 0)."""
+    hk = np.rint(np.linalg.solve(G, vec.T).T)
+    dev = np.hypot(*(vec - hk @ G.T).T)
+    ok = (dev < tol) & np.any(hk != 0, axis=1)
+    if ok.sum() < 2 or abs(np.linalg.det(hk[ok].T @ hk[ok])) < 1e-9:
+        return G
+    sw = np.sqrt(w[ok])[:, None]
+    sol, *_ = np.linalg.lstsq(hk[ok] * sw, vec[ok] * sw, rcond=None)  # rows: g1, g2 as (y, x)
+    return sol.T
+
+
+def find_lattice(
+    source: DiffractionImage | BraggPeaks,
+    *,
+    g1: tuple[float, float] | None = None,
+    g2: tuple[float, float] | None = None,
+    min_relative: float = 0.05,
+    min_length_px: float = 3.0,
+    smooth_px: float = 1.0,
+    refine: bool = True,
+) -> Lattice:
+    """Lattice vectors g1, g2 (``(y, x)`` px) from a Bragg vector map (or from peaks).
+
+    Parameters
+    ----------
+    source : DiffractionImage (from :func:`~.bragg.bragg_vector_map`) or BraggPeaks
+        With BraggPeaks the map is made first (origin from the calibration, else from the
+        central beam of every pattern).
+    g1, g2 : (float, float), optional
+        Your own vectors; with ``refine`` they are only the starting point of the fit to the map
+        (the indexing basis stays yours).
+    min_relative : float
+        Map peaks below this fraction of the strongest non-central peak are ignored.
+    min_length_px : float
+        Shorter vectors are the central beam.
+    """
+    if isinstance(source, BraggPeaks):
+        origin = None
+        cal = source.calibration
+        if cal.origin_map_px is None and cal.origin_px is None:
+            origin = origin_from_peaks(source)
+        source = bragg_vector_map(source, origin=origin)
+    if not isinstance(source, DiffractionImage):
+        raise TypeError(
+            f"find_lattice needs a DiffractionImage or BraggPeaks, got {type(source).__name__}"
+        )
+    if (g1 is None) != (g2 is None):
+        raise LatticeError("give both g1 and g2, or neither")
+    vec, w = _bvm_vectors(source, 0.0, smooth_px)
+    far = np.hypot(*vec.T) >= min_length_px if len(vec) else np.zeros(0, bool)
+    vec, w = vec[far], w[far]
+    if len(w):
+        keep = w >= min_relative * w.max()
+        vec, w = vec[keep], w[keep]
+    if g1 is not None:
+        G = Lattice(g1, g2).matrix
+        how = "given"
+    else:
+        if len(vec) < 2:
+            raise LatticeError(
+                f"the Bragg vector map has {len(vec)} peak(s) besides the central beam: need two "
+                "non-collinear ones (lower min_relative, or give g1 and g2)"
+            )
+        order = np.argsort(np.hypot(*vec.T))
+        vec_s = vec[order]
+        a = vec_s[0]
+        cand = [
+            v
+            for v in vec_s[1:]
+            if abs(a[1] * v[0] - a[0] * v[1])
+            > math.sin(math.radians(20)) * np.hypot(*a) * np.hypot(*v)
+        ]
+        if not cand:
+            raise LatticeError("all Bragg vector map peaks lie on one line: give g1 and g2")
+        b = cand[0]
+        if a[1] * b[0] - a[0] * b[1] < 0:  # g1 x g2 > 0 with (x, y) components
+            b = -b
+        G = np.array([[a[0], b[0]], [a[1], b[1]]])
+        how = "automatic"
+    if refine and len(vec) >= 2:
+        tol = 0.25 * min(np.hypot(*G[:, 0]), np.hypot(*G[:, 1]))
+        for _ in range(3):
+            G = _weighted_basis_fit(vec, w, G, tol)
+    return Lattice(
+        (G[0, 0], G[1, 0]),
+        (G[0, 1], G[1, 1]),
+        params={"method": how, "refined": bool(refine), "n_map_peaks": len(vec)},
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class LatticeFit:
+    """Per-pattern lattice fits.
+
+    Attributes
+    ----------
+    g1, g2, origin : ndarray ``(scan_y, scan_x, 2)``
+        Fitted vectors and origin, ``(y, x)`` detector pixels; NaN where the fit failed.
+    residual_px : ndarray ``(scan_y, scan_x)``
+        Weighted RMS distance of the used peaks from their fitted lattice sites (a confidence:
+        large means a poor fit).
+    n_peaks : ndarray ``(scan_y, scan_x)`` int
+        Peaks used in each fit.
+    reason : ndarray ``(scan_y, scan_x)`` uint8
+        0 where the fit is valid, else a key of :data:`FIT_REASONS`.
+    lattice : Lattice
+        The indexing basis.
+    """
+
+    g1: np.ndarray
+    g2: np.ndarray
+    origin: np.ndarray
+    residual_px: np.ndarray
+    n_peaks: np.ndarray
+    reason: np.ndarray
+    lattice: Lattice
+    calibration: Any = None
+    params: dict = field(default_factory=dict)
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.reason == 0
+
+    def summary(self) -> str:
+        """How many fits failed and why, in one line."""
+        n = self.reason.size
+        parts = [f"{int(self.valid.sum())}/{n} patterns fitted"]
+        for code, text in FIT_REASONS.items():
+            k = int((self.reason == code).sum())
+            if code and k:
+                parts.append(f"{k} {text}")
+        return "; ".join(parts)
+
+    def to_map(self) -> RealSpaceMap:
+        data = np.concatenate(
+            [self.g1, self.g2, self.origin, self.residual_px[..., None], self.n_peaks[..., None]],
+            axis=-1,
+        )
+        kw = {} if self.calibration is None else {"calibration": self.calibration}
+        return RealSpaceMap(
+            data,
+            name="lattice",
+            units="px",
+            channels=(
+                "g1_y",
+                "g1_x",
+                "g2_y",
+                "g2_x",
+                "origin_y",
+                "origin_x",
+                "residual_px",
+                "n_peaks",
+            ),
+            params={**self.params, "reasons": FIT_REASONS, "summary": self.summary()},
+            **kw,
+        )
+
+
+def _solve_all(pos, n_pos, h, k, qy, qx, w):
+    """Weighted LS per pattern of q = o + h g1 + k g2; returns (coef_y, coef_x, det) (n_pos, 3)."""
+
+    def acc(v):
+        return np.bincount(pos, v, n_pos)
+
+    s = [acc(w), acc(w * h), acc(w * k), acc(w * h * h), acc(w * h * k), acc(w * k * k)]
+    M = np.stack(
+        [
+            np.stack([s[0], s[1], s[2]], -1),
+            np.stack([s[1], s[3], s[4]], -1),
+            np.stack([s[2], s[4], s[5]], -1),
+        ],
+        -2,
+    )
+    ry = np.stack([acc(w * qy), acc(w * qy * h), acc(w * qy * k)], -1)
+    rx = np.stack([acc(w * qx), acc(w * qx * h), acc(w * qx * k)], -1)
+    # conditioning relative to the number of peaks: collinear (h, k) give a ~0 determinant
+    det = np.linalg.det(M)
+    scale = np.maximum(s[0], 1e-300) * np.maximum(s[3] + s[5], 1e-300) ** 2
+    ok = np.abs(det) > 1e-6 * scale
+    Ms = np.where(ok[:, None, None], M, np.eye(3))
+    cy = np.linalg.solve(Ms, ry[..., None])[..., 0]
+    cx = np.linalg.solve(Ms, rx[..., None])[..., 0]
+    cy[~ok] = np.nan
+    cx[~ok] = np.nan
+    return cy, cx, ok
+
+
+def fit_lattice(
+    peaks: BraggPeaks,
+    lattice: Lattice,
+    *,
+    origin: Any = None,
+    max_index_error: float = 0.25,
+    min_peaks: int = 4,
+    weights: str = "intensity",
+    outlier_sigma: float = 4.0,
+    ellipse: tuple[float, float, float] | bool | None = None,
+) -> LatticeFit:
+    """Fit ``q = o + h g1 + k g2`` to the peaks of every pattern (see the module docstring).
+
+    Parameters
+    ----------
+    peaks : BraggPeaks
+    lattice : Lattice
+        Indexing basis (from :func:`find_lattice` or your own).
+    origin : None, (2,), ``(scan_y, scan_x, 2)`` or RealSpaceMap
+        Origin used for the *indexing* only (the fit has its own origin); default the
+        calibration's, else the strongest peak near the detector centre of each pattern.
+    max_index_error : float
+        Peaks further than this fraction of the shorter lattice vector from a lattice site are
+        not indexed (left out of the fit).
+    min_peaks : int
+        Fewer indexed peaks than this (at least 3) and the pattern gets NaN (reason 2).
+    weights : {"intensity", "uniform"}
+        Peak weights: the integrated disk intensity (about proportional to the inverse
+        variance of a disk position at realistic dose) or equal weights.
+    outlier_sigma : float
+        Drop peaks whose residual exceeds this many robust standard deviations (of all peaks
+        with that weight), then refit; ``inf`` keeps every indexed peak.
+    ellipse : (a, b, theta_deg), True or None
+        Correct the elliptic distortion of the peak vectors first (True: the calibration's).
+    """
+    if not isinstance(lattice, Lattice):
+        raise TypeError(f"lattice must be a Lattice, got {type(lattice).__name__}")
+    min_peaks = max(3, int(min_peaks))
+    n_pos = len(peaks.offsets) - 1
+    sy, sx = peaks.scan_shape
+    pos = peaks.position_index()
+    try:
+        o = _origin_per_peak(peaks, origin)
+    except DataShapeError:
+        o = _origin_per_peak(peaks, origin_from_peaks(peaks))
+    vy, vx = peaks.qy - o[:, 0], peaks.qx - o[:, 1]
+    if ellipse is True:
+        ellipse = peaks.calibration.ellipse
+    if ellipse:
+        vy, vx = correct_ellipse(vy, vx, ellipse)
+    if weights == "intensity":
+        w0 = np.where(np.isfinite(peaks.intensity) & (peaks.intensity > 0), peaks.intensity, 0.0)
+    elif weights == "uniform":
+        w0 = np.ones(peaks.n_peaks)
+    else:
+        raise ValueError(f"weights must be 'intensity' or 'uniform', got {weights!r}")
+    finite = np.isfinite(vy) & np.isfinite(vx)
+    G = lattice.matrix
+    tol = float(max_index_error) * min(np.hypot(*G[:, 0]), np.hypot(*G[:, 1]))
+    # per-peak basis: the global one first, then each pattern's own fit
+    Gp = np.broadcast_to(G, (peaks.n_peaks, 2, 2))
+    op = np.zeros((peaks.n_peaks, 2))
+    use_next = finite.copy()
+    for it in range(3):
+        rel = np.stack([vy, vx], -1) - op
+        hk = np.rint(np.linalg.solve(Gp, np.where(finite[:, None], rel, 0.0)[..., None])[..., 0])
+        dev = np.hypot(*(rel - (Gp @ hk[..., None])[..., 0]).T)
+        indexed = finite & (dev < tol)
+        use = indexed if it == 0 else indexed & use_next
+        h, k = hk[:, 0], hk[:, 1]
+        w = np.where(use, w0, 0.0)
+        cy, cx, ok = _solve_all(pos, n_pos, h, k, vy, vx, w)
+        pred_y = (cy[pos] * np.stack([np.ones_like(h), h, k], -1)).sum(-1)
+        pred_x = (cx[pos] * np.stack([np.ones_like(h), h, k], -1)).sum(-1)
+        res = np.hypot(vy - pred_y, vx - pred_x)
+        good = use & np.isfinite(res)
+        # robust scale of residual x sqrt(weight) (the weights are inverse variances up to a factor)
+        z = res * np.sqrt(np.maximum(w0, 0))
+        sig = 1.4826 * np.median(z[good]) if good.any() else np.inf
+        use_next = (
+            indexed & ~(np.isfinite(res) & (z > outlier_sigma * sig))
+            if np.isfinite(outlier_sigma) and sig > 0
+            else indexed
+        )
+        # re-index with each pattern's own lattice where it was fitted
+        fitted = np.isfinite(cy[:, 0]) & np.isfinite(cx[:, 0])
+        Gnew = np.stack(
+            [np.stack([cy[:, 1], cy[:, 2]], -1), np.stack([cx[:, 1], cx[:, 2]], -1)], -2
+        )
+        Gp = np.where(fitted[pos, None, None], Gnew[pos], G)
+        op = np.where(fitted[pos, None], np.stack([cy[pos, 0], cx[pos, 0]], -1), 0.0)
+    n_used = np.bincount(pos, use & (w0 > 0), n_pos).astype(np.int64)
+    n_all = np.diff(peaks.offsets)
+    reason = np.zeros(n_pos, np.uint8)
+    reason[~ok] = 3
+    reason[n_used < min_peaks] = 2
+    reason[n_all == 0] = 1
+    bad = reason != 0
+    wsum = np.bincount(pos, w, n_pos)
+    rss = np.bincount(pos, w * np.where(use, res, 0.0) ** 2, n_pos)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        resid = np.sqrt(rss / wsum)
+    # back to detector pixels (origin); vectors stay in the (ellipse-corrected) frame
+    g1 = np.stack([cy[:, 1], cx[:, 1]], -1)
+    g2 = np.stack([cy[:, 2], cx[:, 2]], -1)
+    org = np.stack([cy[:, 0], cx[:, 0]], -1)
+    if not ellipse:
+        o_pat = np.full((n_pos, 2), np.nan)
+        o_pat[pos] = o
+        org = org + np.where(np.isfinite(o_pat), o_pat, 0.0)
+    for a in (g1, g2, org):
+        a[bad] = np.nan
+    resid[bad] = np.nan
+    return LatticeFit(
+        g1=g1.reshape(sy, sx, 2),
+        g2=g2.reshape(sy, sx, 2),
+        origin=org.reshape(sy, sx, 2),
+        residual_px=resid.reshape(sy, sx),
+        n_peaks=n_used.reshape(sy, sx),
+        reason=reason.reshape(sy, sx),
+        lattice=lattice,
+        calibration=peaks.calibration,
+        params={
+            "lattice_g1_px": list(lattice.g1),
+            "lattice_g2_px": list(lattice.g2),
+            "max_index_error": float(max_index_error),
+            "min_peaks": min_peaks,
+            "weights": weights,
+            "outlier_sigma": float(outlier_sigma),
+            "ellipse": list(ellipse) if ellipse else None,
+            "vectors": "(y, x) detector pixels" + (", ellipse-corrected" if ellipse else ""),
+        },
+    )
