@@ -89,6 +89,7 @@ def iter_center_of_mass(
         out_tail=(3,),
         kwargs=kwargs,
         k_rows=rows,
+        k_rows_exact=False,
         scan_chunk=scan_chunk,
         backend=backend,
         message="centre of mass",

@@ -160,6 +160,7 @@ def iter_measure_origin(
             "n_iter": 30,
         },
         k_rows=rows,
+        k_rows_exact=False,
         scan_chunk=scan_chunk,
         backend=backend,
         message="origin (bright-field disk)",

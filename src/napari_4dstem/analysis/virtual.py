@@ -88,13 +88,22 @@ def _multi_kernel(block, *, row0, parallel, specs, shift_y=_NO_SHIFT, shift_x=_N
     block = as_kernel_input(block)
     out = np.empty((block.shape[0], block.shape[1], len(specs)))
     tmp = np.empty(block.shape[:2])
+    flat = None
+    if block.dtype.kind == "f" and shift_y.size == 0 and block.flags.c_contiguous:
+        flat = block.reshape(block.shape[0] * block.shape[1], -1)  # a view
     for k, spec in enumerate(specs):
+        if flat is not None and spec[-1] >= _BLAS_MIN_FRACTION:
+            # float data, no shift, a detector covering much of the rows read: a BLAS
+            # matrix-vector product reads memory faster than a numba loop can
+            w = _full_weights(spec, row0, block.shape[2], block.shape[3], block.dtype)
+            out[..., k] = (flat @ w).reshape(block.shape[:2])
+            continue
         if spec[0] == "runs":
-            _, rr, c0, c1 = spec
+            _, rr, c0, c1, _ = spec
             zero = row_accumulator(block.dtype, weighted=False)
             runs_sum_block(block, row0, rr, c0, c1, shift_y, shift_x, zero, tmp, parallel=parallel)
         else:
-            _, w, r0, cc0 = spec
+            _, w, r0, cc0, _ = spec
             zero = row_accumulator(block.dtype, weighted=True)
             w = w.astype(zero.dtype, copy=False)  # float32 weights for float32 data
             weighted_sum_block(
@@ -104,20 +113,44 @@ def _multi_kernel(block, *, row0, parallel, specs, shift_y=_NO_SHIFT, shift_x=_N
     return out
 
 
+# float data: detectors covering at least this fraction of the detector go through BLAS
+_BLAS_MIN_FRACTION = 0.25
+
+
 def _spec(mask: np.ndarray):
-    # a binary mask is summed over its runs of pixels (no multiplication), unless it has many
-    # short runs per row (an annulus): then a dense 0/1-weighted sum over its bounding box
-    # vectorises better. Both are exact for integer data.
+    """How a mask is summed, plus the fraction of the detector it covers (last item).
+
+    A binary mask is summed over its runs of pixels (no multiplication, exact for integer
+    data); a weighted one over its bounding rows.
+    """
+    frac = float(np.count_nonzero(mask)) / mask.size
     if mask.dtype.kind == "b":
-        runs = mask_runs(mask)
-        n_rows = len(np.unique(runs[0]))
-        if len(runs[0]) <= 1.5 * n_rows:
-            return ("runs", *runs)
-        mask = mask.astype(np.float64)
+        return ("runs", *mask_runs(mask), frac)
     rows = np.flatnonzero(np.any(mask != 0, axis=1))
     cols = np.flatnonzero(np.any(mask != 0, axis=0))
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    return ("weights", np.ascontiguousarray(mask[r0:r1, c0:c1], dtype=np.float64), int(r0), int(c0))
+    if c1 - c0 > mask.shape[1] // 2:
+        # whole rows (zero-padded weights): aligned, remainder-free inner loops
+        c0, c1 = 0, mask.shape[1]
+    w = np.ascontiguousarray(mask[r0:r1, c0:c1], dtype=np.float64)
+    return ("weights", w, int(r0), int(c0), frac)
+
+
+def _full_weights(spec, row0: int, h: int, qx: int, dtype) -> np.ndarray:
+    """The spec's mask on detector rows ``row0 : row0 + h``, flattened, in ``dtype``."""
+    w = np.zeros((h, qx), dtype=dtype)
+    if spec[0] == "runs":
+        _, rr, c0, c1, _ = spec
+        for r, a, b in zip(rr, c0, c1):
+            if row0 <= r < row0 + h:
+                w[r - row0, a:b] = 1
+    else:
+        _, ww, r0, c0, _ = spec
+        hw, wc = ww.shape
+        a0, a1 = max(r0, row0), min(r0 + hw, row0 + h)
+        if a1 > a0:
+            w[a0 - row0 : a1 - row0, c0 : c0 + wc] = ww[a0 - r0 : a1 - r0]
+    return w.ravel()
 
 
 def iter_virtual_images(
@@ -184,6 +217,13 @@ def iter_virtual_images(
         kwargs={"specs": specs},
         scan_kwargs=scan_kwargs,
         k_rows=(r0, r1),
+        k_rows_exact=False,
+        # float data and only wide detectors: BLAS products on whole blocks
+        split_blocks=not (
+            cube.dtype.kind == "f"
+            and not descan
+            and all(sp[-1] >= _BLAS_MIN_FRACTION for sp in specs)
+        ),
         scan_chunk=scan_chunk,
         backend=backend,
         message="virtual image",

@@ -85,6 +85,8 @@ def map_scan(
     kwargs: Mapping[str, Any] | None = None,
     scan_kwargs: Mapping[str, np.ndarray] | None = None,
     k_rows: tuple[int, int] | None = None,
+    k_rows_exact: bool = True,
+    split_blocks: bool = True,
     scan_chunk: tuple[int, int] | None = None,
     backend: Any = None,
     message: str = "",
@@ -106,6 +108,15 @@ def map_scan(
         Per-pattern arguments, sliced to each block.
     k_rows : (int, int), optional
         Read only detector rows ``k_rows[0] : k_rows[1]`` (the kernel gets ``row0``).
+    k_rows_exact : bool
+        With False, ``k_rows`` is what the kernel needs and the driver may hand it more rows
+        (with the matching ``row0``): kernels that index absolute rows and stay inside their
+        own range say so, and then get in-memory numpy blocks with whole patterns, which
+        numba sees as C-contiguous and vectorises about twice as well as a row window.
+    split_blocks : bool
+        Local engine: split each block over the thread pool (numba kernels). False calls the
+        kernel once per block with ``parallel=True``, for kernels that are parallel
+        themselves (e.g. a BLAS product).
     scan_chunk : (int, int), optional
         Scan block shape; by default about 32 MiB, aligned with the storage chunks.
     backend : None, "local", "prange", "serial", distributed.Client or str
@@ -145,7 +156,11 @@ def map_scan(
             arr, kernel, out, blocks, rows, kwargs, scan_kwargs, backend, message
         )
     else:
+        if not k_rows_exact and isinstance(arr, np.ndarray) and arr.flags.c_contiguous:
+            rows = slice(0, qy)
         mode = "threads" if backend in (None, "local", "threads") else backend
+        if mode == "threads" and not split_blocks:
+            mode = "prange"
         if mode not in ("threads", "prange", "serial"):
             raise ValueError(
                 f"backend must be None/'local', 'prange', 'serial', a distributed.Client or a "

@@ -72,9 +72,11 @@ def _runs_one(pat, row0, qx, runs_r, runs_c0, runs_c1, ty, tx, zero):
             continue
         c0 = max(runs_c0[k] + tx, 0)
         c1 = min(runs_c1[k] + tx, qx)
+        # a row slice indexed from 0: no negative-index handling, so the loop vectorises
+        seg = pat[r, c0:c1]
         s = zero
-        for c in range(c0, c1):
-            s += pat[r, c]
+        for c in range(seg.shape[0]):
+            s += seg[c]
         acc += s
     return acc
 
@@ -143,9 +145,13 @@ def _weighted_one(pat, row0, qx, w, r0, c0, ty, tx, zero):
         cs = c0 + tx
         b0 = max(0, -cs)
         b1 = min(ww, qx - cs)
+        if b1 <= b0:
+            continue
+        seg = pat[r, cs + b0 : cs + b1]
+        wr = w[a, b0:b1]
         s = zero
-        for b in range(b0, b1):
-            s += w[a, b] * pat[r, cs + b]
+        for b in range(seg.shape[0]):
+            s += wr[b] * seg[b]
         acc += s
     return acc
 
@@ -245,13 +251,14 @@ def com_weighted_block(block, row0, weights, r0, c0, out):
                 continue
             s = 0.0
             sc = 0.0
-            for b in range(ww):
-                c = c0 + b
-                if c >= qx:
-                    break
-                v = weights[a, b] * pat[r, c]
+            nb = min(ww, qx - c0)
+            seg = pat[r, c0 : c0 + nb]
+            wr = weights[a, :nb]
+            for b in range(nb):
+                v = wr[b] * seg[b]
                 s += v
-                sc += v * c
+                sc += v * b
+            sc += s * c0
             tot += s
             my += s * (r + row0)
             mx += sc
