@@ -109,3 +109,19 @@ def test_sum_of_saturated_counts_does_not_overflow():
     np.testing.assert_array_equal(DataCube(a).sum_pattern(), np.full((2, 2), 65535.0 * 90000))
     b = np.full((30, 30, 4, 4), 255, np.uint8)
     np.testing.assert_array_equal(DataCube(b).mean_pattern(), np.full((4, 4), 255.0))
+
+
+def test_scan_factorizations_and_reshape(rng):
+    from napari_4dstem.data.datacube import scan_factorizations
+
+    assert scan_factorizations(12)[:3] == [(3, 4), (4, 3), (2, 6)]
+    assert set(scan_factorizations(7)) == {(1, 7), (7, 1)}
+    a = rng.integers(0, 9, (1, 12, 5, 6), dtype=np.uint16)
+    dc = DataCube(a)
+    r = dc.reshape_scan((3, 4))
+    assert r.shape == (3, 4, 5, 6)
+    np.testing.assert_array_equal(r.pattern(2, 1), a[0, 9])  # raster order kept
+    lazy = DataCube(da.from_array(a, chunks=(1, 5, 5, 6))).reshape_scan((4, 3))
+    np.testing.assert_array_equal(np.asarray(lazy.data), a.reshape(4, 3, 5, 6))
+    with pytest.raises(DataShapeError, match=r"holds 10 patterns, the data has 12; valid shapes: \[\(3, 4\)"):
+        dc.reshape_scan((2, 5))

@@ -13,7 +13,7 @@ from ..engine.jobs import Job, Progress, run_job
 from ..errors import DataShapeError
 from .calibration import AXIS_LABELS, Calibration
 
-__all__ = ["DataCube", "as_4d_array"]
+__all__ = ["DataCube", "as_4d_array", "scan_factorizations"]
 
 
 def as_4d_array(data: Any, *, what: str = "data") -> Any:
@@ -29,6 +29,13 @@ def as_4d_array(data: Any, *, what: str = "data") -> Any:
     if min(shape) < 1:
         raise DataShapeError(f"{what} has an empty axis: shape {shape}")
     return data
+
+
+def scan_factorizations(n: int) -> list[tuple[int, int]]:
+    """Every scan shape ``(ny, nx)`` with ``ny * nx == n``, squarest first."""
+    n = int(n)
+    pairs = [(a, n // a) for a in range(1, n + 1) if n % a == 0]
+    return sorted(pairs, key=lambda p: (abs(p[0] - p[1]), -p[1]))
 
 
 def _sum_dtype(dtype: np.dtype) -> np.dtype:
@@ -251,6 +258,29 @@ class DataCube:
         return DataCube(
             data, cal.replace(**changes), name=self.name, metadata=self.metadata, source=self.source
         )
+
+    def reshape_scan(self, scan_shape: tuple[int, int]) -> DataCube:
+        """A lazy view with the same patterns in raster order on another scan shape.
+
+        For files whose header lacks the scan shape (they open as ``(1, n)``). The number of
+        patterns must stay the same; see :func:`scan_factorizations` for the valid shapes.
+        """
+        ny, nx = (int(v) for v in scan_shape)
+        if ny < 1 or nx < 1 or ny * nx != self.n_patterns:
+            raise DataShapeError(
+                f"scan shape {(ny, nx)} holds {ny * nx} patterns, the data has {self.n_patterns}; "
+                f"valid shapes: {scan_factorizations(self.n_patterns)[:8]}"
+            )
+        if (ny, nx) == self.scan_shape:
+            return self
+        if isinstance(self._data, np.ndarray):
+            data = self._data.reshape(ny, nx, *self.detector_shape)
+        else:
+            data = self.to_dask().reshape(ny, nx, *self.detector_shape)
+        cal = self.calibration
+        if cal.origin_map_px is not None:
+            cal = cal.replace(origin_map_px=cal.origin_map_px.reshape(ny, nx, 2))
+        return DataCube(data, cal, name=self.name, metadata=self.metadata, source=self.source)
 
     def bin(self, *, k: int = 1, scan: int = 1) -> DataCube:
         """A lazy binned DataCube: sums of ``scan x scan`` positions and ``k x k`` pixels.

@@ -1,0 +1,89 @@
+"""The "Scan shape" dock widget: fix the scan shape of a dataset whose header lacks it.
+
+Some files (Merlin without a usable header, ARINA without scan metadata, raw streams) open as
+one long scan line ``(1, n)``. The widget offers only the valid factorisations of ``n`` (squarest
+first) and reshapes the layer lazily (:meth:`DataCube.reshape_scan`); it can be changed again.
+"""
+
+from __future__ import annotations
+
+import napari
+from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPushButton, QWidget
+
+from .._layers import calibration_from_layer_meta
+from ..data.datacube import DataCube, scan_factorizations
+from ..errors import Napari4DSTEMError
+
+
+class ScanShapeWidget(QWidget):
+    """Dock widget: choose ``(scan_y, scan_x)`` among the factorisations of the pattern count."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.layer_combo = QComboBox()
+        self.count = QLabel("")
+        self.shapes = QComboBox()
+        self.apply_btn = QPushButton("Apply scan shape")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        form = QFormLayout(self)
+        form.addRow("4D layer", self.layer_combo)
+        form.addRow("patterns", self.count)
+        form.addRow("scan_y x scan_x", self.shapes)
+        form.addRow(self.apply_btn)
+        form.addRow(self.status)
+        self.layer_combo.currentIndexChanged.connect(self._on_layer)
+        self.apply_btn.clicked.connect(self.apply)
+        viewer.layers.events.inserted.connect(self._refresh)
+        viewer.layers.events.removed.connect(self._refresh)
+        self._refresh()
+
+    def _refresh(self, event=None) -> None:
+        names = [lyr.name for lyr in self.viewer.layers if getattr(lyr, "ndim", 0) == 4]
+        current = self.layer_combo.currentText()
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItems(names)
+        if current in names:
+            self.layer_combo.setCurrentText(current)
+        self.layer_combo.blockSignals(False)
+        self._on_layer()
+
+    @property
+    def layer(self):
+        name = self.layer_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _on_layer(self, *_) -> None:
+        lyr = self.layer
+        self.shapes.clear()
+        if lyr is None:
+            self.count.setText("")
+            return
+        ny, nx = lyr.data.shape[:2]
+        self.count.setText(f"{ny * nx} (now {ny} x {nx})")
+        self.shapes.addItems([f"{a} x {b}" for a, b in scan_factorizations(ny * nx)])
+
+    def apply(self, scan_shape: tuple[int, int] | None = None) -> None:
+        """Reshape the layer's scan to ``scan_shape`` (default: the chosen entry)."""
+        lyr = self.layer
+        if lyr is None:
+            self.status.setText("no 4D layer")
+            return
+        if not scan_shape:
+            a, b = self.shapes.currentText().split(" x ")
+            scan_shape = (int(a), int(b))
+        cal = calibration_from_layer_meta({"metadata": lyr.metadata, "scale": lyr.scale, "units": lyr.units})
+        try:
+            dc = DataCube(lyr.data, cal, name=lyr.name).reshape_scan(scan_shape)
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return
+        lyr.data = dc.data
+        meta = dict(lyr.metadata.get("napari_4dstem", {}))
+        meta["calibration"] = dc.calibration
+        lyr.metadata["napari_4dstem"] = meta
+        self.viewer.reset_view()
+        self.status.setText(f"scan shape is now {scan_shape[0]} x {scan_shape[1]}")
+        self._on_layer()
