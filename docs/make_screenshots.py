@@ -65,6 +65,45 @@ def virtual_imaging() -> None:
     viewer.close()
 
 
+def _wait(w, attr):
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(600):
+        QApplication.processEvents()
+        if getattr(w, attr) is not None and w._worker is None:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(attr)
+
+
+def calibration_dpc() -> None:
+    import napari
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1700, 850)
+    viewer.open_sample("napari-4dstem", "strained_crystal")
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Calibration and DPC")
+    w.measure_btn.click()
+    _wait(w, "origin_fit")
+    w.compute_com()
+    _wait(w, "com")
+    results = w.results()
+    results.window.resize(1100, 750)
+    for lyr in results.layers:
+        lyr.visible = lyr.name == "origin k_x (measured)"
+    results.layers.selection.active = results.layers["origin k_x (measured)"]
+    results.scale_bar.visible = True
+    results.reset_view()
+    viewer.layers.selection.active = viewer.layers["strained_crystal"]
+    viewer.reset_view()
+    _grab(viewer, "calibration_dpc_widget.png")
+    _grab(results, "realspace_viewer_origin.png")
+    results.close()
+    viewer.close()
+
+
 def demo_figures() -> None:
     import shutil
     import tempfile
@@ -82,6 +121,7 @@ def main() -> int:
     OUT.mkdir(exist_ok=True)
     sample_in_napari()
     virtual_imaging()
+    calibration_dpc()
     demo_figures()
     return 0
 
