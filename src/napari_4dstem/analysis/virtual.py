@@ -83,13 +83,13 @@ def descan_shifts(cal: Calibration, scan_shape: tuple[int, int]) -> tuple[np.nda
     )
 
 
-def _multi_kernel(block, *, row0, parallel, specs, shift_y=_NO_SHIFT, shift_x=_NO_SHIFT):
+def _multi_kernel(block, *, row0, parallel, specs, shift_y=_NO_SHIFT, shift_x=_NO_SHIFT, blas=True):
     """Kernel for :func:`map_scan`: one channel per detector spec."""
     block = as_kernel_input(block)
     out = np.empty((block.shape[0], block.shape[1], len(specs)))
     tmp = np.empty(block.shape[:2])
     flat = None
-    if block.dtype.kind == "f" and shift_y.size == 0 and block.flags.c_contiguous:
+    if blas and block.dtype.kind == "f" and shift_y.size == 0 and block.flags.c_contiguous:
         flat = block.reshape(block.shape[0] * block.shape[1], -1)  # a view
     for k, spec in enumerate(specs):
         if flat is not None and spec[-1] >= _BLAS_MIN_FRACTION:
@@ -260,7 +260,25 @@ def _handle_nonfinite(cube, img, specs, scan_kwargs, rows, nan_policy) -> np.nda
     bad = ~np.all(np.isfinite(img), axis=-1)
     if not bad.any():
         return img
+    rows = slice(max(rows[0], 0), min(rows[1], cube.detector_shape[0]))
+
+    def again(iy, ix, finite_only):
+        # one pattern through the numba loops, which read only the detector's pixels (a BLAS
+        # product also multiplies a NaN outside the detector by its zero weight)
+        pat = np.asarray(cube.data[iy, ix, rows], dtype=np.float64)
+        if finite_only:
+            pat = np.where(np.isfinite(pat), pat, 0.0)
+        kw = {k: v[iy : iy + 1, ix : ix + 1] for k, v in scan_kwargs.items()}
+        return _multi_kernel(
+            pat[None, None], row0=rows.start, parallel=False, specs=specs, blas=False, **kw
+        )[0, 0]
+
+    for iy, ix in np.argwhere(bad):
+        img[iy, ix] = again(iy, ix, False)
+    bad = ~np.all(np.isfinite(img), axis=-1)
     where = np.argwhere(bad)
+    if not bad.any() or nan_policy == "propagate":
+        return img
     if nan_policy == "raise":
         iy, ix = where[0]
         raise NonFiniteDataError(
@@ -268,15 +286,8 @@ def _handle_nonfinite(cube, img, specs, scan_kwargs, rows, nan_policy) -> np.nda
             f"position ({iy}, {ix})); pass nan_policy='omit' to sum only the finite pixels or "
             "nan_policy='propagate' to keep NaN in the image"
         )
-    if nan_policy == "omit":
-        rows = slice(max(rows[0], 0), min(rows[1], cube.detector_shape[0]))
-        for iy, ix in where:
-            pat = np.asarray(cube.data[iy, ix, rows], dtype=np.float64)
-            pat = np.where(np.isfinite(pat), pat, 0.0)[None, None]
-            kw = {k: v[iy : iy + 1, ix : ix + 1] for k, v in scan_kwargs.items()}
-            img[iy, ix] = _multi_kernel(pat, row0=rows.start, parallel=False, specs=specs, **kw)[
-                0, 0
-            ]
+    for iy, ix in where:
+        img[iy, ix] = again(iy, ix, True)
     return img
 
 

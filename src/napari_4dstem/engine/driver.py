@@ -144,7 +144,9 @@ def map_scan(
     if scan_chunk is None:
         itemsize = np.dtype(arr.dtype).itemsize
         scan_chunk = default_scan_chunk(shape, itemsize, native_chunks(arr))
-        if is_distributed(backend):
+        if is_distributed(backend) or not split_blocks:
+            # fewer, larger calls: per-task overhead on a cluster, and thread wake-ups of a
+            # self-parallel kernel (BLAS) that cost milliseconds per call on a busy machine
             scan_chunk = _task_chunk(shape, itemsize * (r1 - r0) / qy, scan_chunk)
     blocks = block_slices(shape[:2], scan_chunk)
     out = np.empty(shape[:2] + tuple(out_tail), dtype=out_dtype)
