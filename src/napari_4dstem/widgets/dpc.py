@@ -22,10 +22,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import calibration_from_layer_meta
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
+from ._common import CubePicker
 from ._results import color_wheel, results_viewer, show_map, show_vectors
 
 
@@ -42,13 +42,10 @@ class CalibrationDPCWidget(QWidget):
         self.dpc_map = None
         self.phase = None
         self._build_ui()
-        self._refresh_layers()
-        viewer.layers.events.inserted.connect(self._refresh_layers)
-        viewer.layers.events.removed.connect(self._refresh_layers)
 
     # -- UI -----------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        self.layer_combo = QComboBox()
+        self.layer_combo = CubePicker(self.viewer)
         self.origin_method = QComboBox()
         self.origin_method.addItems(["disk", "com"])
         self.fit_method = QComboBox()
@@ -120,27 +117,12 @@ class CalibrationDPCWidget(QWidget):
         self.cancel_btn.clicked.connect(self.cancel)
 
     # -- layers -------------------------------------------------------------------------------
-    def _refresh_layers(self, event=None) -> None:
-        names = [lyr.name for lyr in self.viewer.layers if getattr(lyr, "ndim", 0) == 4]
-        current = self.layer_combo.currentText()
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        self.layer_combo.addItems(names)
-        if current in names:
-            self.layer_combo.setCurrentText(current)
-        self.layer_combo.blockSignals(False)
-
     @property
     def layer(self):
-        name = self.layer_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return self.layer_combo.layer
 
     def datacube(self) -> tuple[DataCube, Calibration]:
-        lyr = self.layer
-        if lyr is None:
-            raise Napari4DSTEMError("open a 4D-STEM dataset first (File > Open, or File > Open Sample)")
-        cal = calibration_from_layer_meta({"metadata": lyr.metadata, "scale": lyr.scale, "units": lyr.units})
-        return DataCube(lyr.data, cal, name=lyr.name), cal
+        return self.layer_combo.datacube()
 
     def results(self):
         return results_viewer(self.viewer)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import napari
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPushButton, QWidget
 
-from .._layers import calibration_from_layer_meta
-from ..data.datacube import DataCube, scan_factorizations
+from ..data.datacube import scan_factorizations
 from ..errors import Napari4DSTEMError
+from ._common import CubePicker, layer_datacube
 
 
 class ScanShapeWidget(QWidget):
@@ -21,7 +21,7 @@ class ScanShapeWidget(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = viewer
-        self.layer_combo = QComboBox()
+        self.layer_combo = CubePicker(viewer)
         self.count = QLabel("")
         self.shapes = QComboBox()
         self.apply_btn = QPushButton("Apply scan shape")
@@ -33,27 +33,13 @@ class ScanShapeWidget(QWidget):
         form.addRow("scan_y x scan_x", self.shapes)
         form.addRow(self.apply_btn)
         form.addRow(self.status)
-        self.layer_combo.currentIndexChanged.connect(self._on_layer)
+        self.layer_combo.currentTextChanged.connect(self._on_layer)
         self.apply_btn.clicked.connect(self.apply)
-        viewer.layers.events.inserted.connect(self._refresh)
-        viewer.layers.events.removed.connect(self._refresh)
-        self._refresh()
-
-    def _refresh(self, event=None) -> None:
-        names = [lyr.name for lyr in self.viewer.layers if getattr(lyr, "ndim", 0) == 4]
-        current = self.layer_combo.currentText()
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        self.layer_combo.addItems(names)
-        if current in names:
-            self.layer_combo.setCurrentText(current)
-        self.layer_combo.blockSignals(False)
         self._on_layer()
 
     @property
     def layer(self):
-        name = self.layer_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return self.layer_combo.layer
 
     def _on_layer(self, *_) -> None:
         lyr = self.layer
@@ -74,9 +60,8 @@ class ScanShapeWidget(QWidget):
         if not scan_shape:
             a, b = self.shapes.currentText().split(" x ")
             scan_shape = (int(a), int(b))
-        cal = calibration_from_layer_meta({"metadata": lyr.metadata, "scale": lyr.scale, "units": lyr.units})
         try:
-            dc = DataCube(lyr.data, cal, name=lyr.name).reshape_scan(scan_shape)
+            dc = layer_datacube(lyr)[0].reshape_scan(scan_shape)
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return

@@ -27,7 +27,6 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import calibration_from_layer_meta
 from ..analysis.detectors import (
     AnnulusDetector,
     Detector,
@@ -39,6 +38,7 @@ from ..analysis.detectors import (
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
+from ._common import CubePicker
 from ._realspace import RealSpaceView
 
 DETECTOR_LAYER = "virtual detector"
@@ -116,15 +116,14 @@ class VirtualImagingWidget(QWidget):
         self._timer.setInterval(0)
         self._timer.timeout.connect(self._request)
         self._build_ui()
-        self._refresh_layers()  # picks the first 4D layer and sets up its BF detector
-        viewer.layers.events.inserted.connect(self._refresh_layers)
-        viewer.layers.events.removed.connect(self._refresh_layers)
         viewer.dims.events.current_step.connect(self._on_dims)
+        if self.layer is not None:
+            self._init_for_layer()
 
     # -- UI -----------------------------------------------------------------------------------
     def _build_ui(self) -> None:
         self.realspace = RealSpaceView(title="virtual image")
-        self.layer_combo = QComboBox()
+        self.layer_combo = CubePicker(self.viewer)
         self.kind_combo = QComboBox()
         self.kind_combo.addItems(KINDS)
         self.cy, self.cx, self.r_in, self.r_out = (QDoubleSpinBox() for _ in range(4))
@@ -165,7 +164,7 @@ class VirtualImagingWidget(QWidget):
         buttons.addWidget(self.save_btn)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
-        self.layer_combo.currentIndexChanged.connect(self._init_for_layer)
+        self.layer_combo.currentTextChanged.connect(self._init_for_layer)
         self.kind_combo.currentIndexChanged.connect(self._on_fields)
         for sb in (self.cy, self.cx, self.r_in, self.r_out):
             sb.valueChanged.connect(self._on_fields)
@@ -176,35 +175,12 @@ class VirtualImagingWidget(QWidget):
         self.realspace.regionSelected.connect(self.integrate_region)
 
     # -- layers -------------------------------------------------------------------------------
-    def _cubes(self) -> list:
-        return [lyr for lyr in self.viewer.layers if getattr(lyr, "ndim", 0) == 4 and lyr._type_string == "image"]
-
-    def _refresh_layers(self, event=None) -> None:
-        names = [lyr.name for lyr in self._cubes()]
-        current = self.layer_combo.currentText()
-        if names == [self.layer_combo.itemText(i) for i in range(self.layer_combo.count())]:
-            return
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        self.layer_combo.addItems(names)
-        if current in names:
-            self.layer_combo.setCurrentText(current)
-        self.layer_combo.blockSignals(False)
-        if current not in names and names:
-            self._init_for_layer()
-
     @property
     def layer(self):
-        name = self.layer_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return self.layer_combo.layer
 
     def datacube(self) -> tuple[DataCube, Calibration]:
-        lyr = self.layer
-        if lyr is None:
-            raise Napari4DSTEMError("open a 4D-STEM dataset first (File > Open, or File > Open Sample)")
-        meta = {"metadata": lyr.metadata, "scale": lyr.scale, "units": lyr.units}
-        cal = calibration_from_layer_meta(meta)
-        return DataCube(lyr.data, cal, name=lyr.name), cal
+        return self.layer_combo.datacube()
 
     def _init_for_layer(self, *_) -> None:
         """Start with a BF disk detector sized to the bright-field disk of the centre pattern."""
