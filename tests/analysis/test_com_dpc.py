@@ -187,19 +187,26 @@ def test_idpc_recovers_planted_phase():
     rng = np.random.default_rng(5)
     scan = (64, 48)
     phi, gy, gx = _planted_phase(scan, rng)
-    com = _com_from_gradient(gy, gx, rotation_deg=30.0, flip=False, descan=_plane(scan))
-    d = dpc(com, rotation_deg=30.0, flip=False, descan="plane")
-    np.testing.assert_allclose(d.channel("dpc_y") * 2 * np.pi, gy, atol=1e-3 * np.abs(gy).max())
+    descan = _plane(scan)
+    com = _com_from_gradient(gy, gx, rotation_deg=30.0, flip=False, descan=descan)
+    # origin known (the planted descan): Fourier integration of the exact periodic gradient
+    # is exact to rounding
+    cal = Calibration(origin_map_px=C0 + descan)
+    d = dpc(com, calibration=cal, rotation_deg=30.0, flip=False, descan="calibration")
+    np.testing.assert_allclose(d.channel("dpc_y") * 2 * np.pi, gy, atol=1e-9)
     phase = idpc(d, pad=False)
     assert phase.units == "a.u."
-    # periodic field, exact gradient: Fourier integration is exact up to the plane fit of the
-    # descan (which also removes the gradient's mean, zero here) -> 1e-3 of the phase range
-    err = np.abs(phase.data - phi).max() / np.ptp(phi)
-    assert err < 1e-3, err
-    padded = idpc(d, pad=True)
-    assert np.corrcoef(padded.data.ravel(), phi.ravel())[0, 1] > 0.95
+    assert np.abs(phase.data - phi).max() < 1e-9 * np.ptp(phi)
+    # descan fitted from the COM map itself: the plane also takes the part of the signal that
+    # looks like a plane, about 1e-3 of the phase range here
+    d_plane = dpc(com, rotation_deg=30.0, flip=False, descan="plane")
+    err = np.abs(idpc(d_plane, pad=False).data - phi).max() / np.ptp(phi)
+    assert err < 3e-3, err
+    # mirrored padding (for non-periodic scans) still follows the phase closely
+    padded = idpc(d_plane, pad=True)
+    assert np.corrcoef(padded.data.ravel(), phi.ravel())[0, 1] > 0.999
     damped = idpc(d, pad=False, regularization=1e-2)
-    assert np.std(damped.data) < np.std(phase.data)
+    assert np.std(damped.data) < 0.9 * np.std(phase.data)
 
 
 def test_idpc_ramp_with_padding_and_units():

@@ -1,6 +1,18 @@
-"""How per-pattern work is run: chunked streaming, jobs with progress (and later backends)."""
+"""How per-pattern work is run: chunked streaming, jobs with progress, the scan driver with its
+local (numba threads) and dask.distributed backends. numba and dask.distributed are imported
+only when a kernel runs."""
 
 from .chunks import default_scan_chunk, iter_scan_blocks, native_chunks
+from .driver import PerPattern, map_scan
 from .jobs import Job, Progress, run_job
 
-__all__ = ["Job", "Progress", "default_scan_chunk", "iter_scan_blocks", "native_chunks", "run_job"]
+__all__ = [
+    "Job",
+    "PerPattern",
+    "Progress",
+    "default_scan_chunk",
+    "iter_scan_blocks",
+    "map_scan",
+    "native_chunks",
+    "run_job",
+]
