@@ -283,7 +283,8 @@ def _binned_kernel(template: ProbeTemplate, shape: tuple[int, int], b: int) -> n
     fx = np.fft.fftfreq(w * b)[None, :]
     sh = (b - 1) / 2
     k = np.real(np.fft.ifft2(np.fft.fft2(k) * np.exp(-2j * np.pi * (fy + fx) * sh)))
-    return k.reshape(h, b, w, b).sum(axis=(1, 3))
+    # / b^2: binned correlations keep the scale of full-resolution ones (min_absolute, values)
+    return k.reshape(h, b, w, b).sum(axis=(1, 3)) / (b * b)
 
 
 def _bragg_kernel(block, *, row0, parallel, template, opts):
