@@ -144,7 +144,7 @@ def map_scan(
     if scan_chunk is None:
         itemsize = np.dtype(arr.dtype).itemsize
         scan_chunk = default_scan_chunk(shape, itemsize, native_chunks(arr))
-        if is_distributed(backend) or not split_blocks:
+        if is_distributed(backend) or (not split_blocks and isinstance(arr, np.ndarray)):
             # fewer, larger calls: per-task overhead on a cluster, and thread wake-ups of a
             # self-parallel kernel (BLAS) that cost milliseconds per call on a busy machine
             scan_chunk = _task_chunk(shape, itemsize * (r1 - r0) / qy, scan_chunk)
@@ -288,7 +288,11 @@ class PerPattern:
 
 
 def n_blocks_for(data: Any, scan_chunk: tuple[int, int] | None = None) -> int:
-    """How many blocks :func:`map_scan` will process (for progress bars)."""
+    """How many blocks :func:`map_scan` will process locally with the default block size.
+
+    On a cluster, and for self-parallel kernels on in-memory data, the driver uses larger
+    blocks; the ``total`` of the :class:`Progress` it yields is always right.
+    """
     arr = _raw(data)
     shape = tuple(int(s) for s in arr.shape)
     if scan_chunk is None:
