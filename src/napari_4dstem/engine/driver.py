@@ -144,10 +144,16 @@ def map_scan(
     if scan_chunk is None:
         itemsize = np.dtype(arr.dtype).itemsize
         scan_chunk = default_scan_chunk(shape, itemsize, native_chunks(arr))
-        if is_distributed(backend) or (not split_blocks and isinstance(arr, np.ndarray)):
-            # fewer, larger calls: per-task overhead on a cluster, and thread wake-ups of a
-            # self-parallel kernel (BLAS) that cost milliseconds per call on a busy machine
+        if is_distributed(backend):
+            # fewer, larger tasks: per-task overhead on a cluster
             scan_chunk = _task_chunk(shape, itemsize * (r1 - r0) / qy, scan_chunk)
+        elif not split_blocks and isinstance(arr, np.ndarray):
+            # a self-parallel kernel (BLAS) on data in RAM: its thread wake-ups cost
+            # milliseconds per call on a busy machine, so two calls for the whole scan (at most
+            # 1 GiB each); still cancellable in between
+            scan_chunk = _task_chunk(
+                shape, itemsize * (r1 - r0) / qy, scan_chunk, parts=2, cap=2**30
+            )
     blocks = block_slices(shape[:2], scan_chunk)
     out = np.empty(shape[:2] + tuple(out_tail), dtype=out_dtype)
     rows = slice(r0, r1)
@@ -172,13 +178,15 @@ def map_scan(
     return out
 
 
-def _task_chunk(shape, bytes_per_px: float, chunk: tuple[int, int]) -> tuple[int, int]:
-    """Scan block of a cluster task: whole multiples of ``chunk`` along scan_y, about 1/8 of
-    the data read (at least the default block, at most 256 MiB), so per-task overhead stays
+def _task_chunk(
+    shape, bytes_per_px: float, chunk: tuple[int, int], *, parts: int = 8, cap: int = 2**28
+) -> tuple[int, int]:
+    """A larger scan block: whole multiples of ``chunk`` along scan_y, about ``1/parts`` of the
+    data read (at least the default block, at most ``cap`` bytes), so per-call overhead stays
     small next to the work."""
     total = shape[0] * shape[1] * shape[2] * shape[3] * bytes_per_px
     per_block = chunk[0] * chunk[1] * shape[2] * shape[3] * bytes_per_px
-    target = min(max(total / 8, per_block), 256 * 2**20)
+    target = min(max(total / parts, per_block), cap)
     k = max(1, int(target // max(per_block, 1)))
     if chunk[1] < shape[1]:
         return chunk
