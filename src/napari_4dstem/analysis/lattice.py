@@ -9,8 +9,9 @@
    shorter vector from a lattice site are left out), and each pattern gets a weighted
    least-squares fit ``q = o + h g1 + k g2`` (origin fitted too, so descan needs no
    calibration). All patterns are solved at once: normal equations accumulated with
-   ``bincount``, one batched 3 x 3 solve; no Python loop over patterns. Outliers (residual
-   above ``outlier_sigma`` robust standard deviations) are dropped and the fit repeated;
+   ``bincount``, one batched 3 x 3 solve; no Python loop over patterns. The worst peak of each
+   pattern is dropped when its residual exceeds ``outlier_sigma`` robust standard deviations
+   (of all peaks), and the fit repeated (up to three peaks per pattern);
    indexing is then redone with each pattern's own lattice, so large strains index right.
 
 Vectors are ``(y, x)`` pairs in detector pixels (``g1 = (g1_y, g1_x)``), y first as
@@ -349,12 +350,12 @@ def fit_lattice(
     Gp = np.broadcast_to(G, (peaks.n_peaks, 2, 2))
     op = np.zeros((peaks.n_peaks, 2))
     use_next = finite.copy()
-    for it in range(3):
+    for it in range(4):
         rel = np.stack([vy, vx], -1) - op
         hk = np.rint(np.linalg.solve(Gp, np.where(finite[:, None], rel, 0.0)[..., None])[..., 0])
         dev = np.hypot(*(rel - (Gp @ hk[..., None])[..., 0]).T)
         indexed = finite & (dev < tol)
-        use = indexed if it == 0 else indexed & use_next
+        use = indexed & use_next
         h, k = hk[:, 0], hk[:, 1]
         w = np.where(use, w0, 0.0)
         cy, cx, ok = _solve_all(pos, n_pos, h, k, vy, vx, w)
@@ -365,11 +366,19 @@ def fit_lattice(
         # robust scale of residual x sqrt(weight) (the weights are inverse variances up to a factor)
         z = res * np.sqrt(np.maximum(w0, 0))
         sig = 1.4826 * np.median(z[good]) if good.any() else np.inf
-        use_next = (
-            indexed & ~(np.isfinite(res) & (z > outlier_sigma * sig))
-            if np.isfinite(outlier_sigma) and sig > 0
-            else indexed
-        )
+        # exact (simulated) data: a floor of 1e-6 px, so a zero median still rejects outliers
+        sig = max(sig, 1e-6 * np.sqrt(np.median(w0[good]))) if good.any() else sig
+        # drop the worst peak of each pattern if it is an outlier (one at a time: one bad peak
+        # drags the residuals of its neighbours up too)
+        use_next = use.copy() if it else indexed.copy()
+        if np.isfinite(outlier_sigma) and np.isfinite(sig) and sig > 0:
+            zm = np.where(good, z, -np.inf)
+            order = np.lexsort((-zm, pos))
+            first = np.ones(len(order), bool)
+            first[1:] = pos[order][1:] != pos[order][:-1]
+            worst = order[first]
+            worst = worst[zm[worst] > outlier_sigma * sig]
+            use_next[worst] = False
         # re-index with each pattern's own lattice where it was fitted
         fitted = np.isfinite(cy[:, 0]) & np.isfinite(cx[:, 0])
         Gnew = np.stack(
