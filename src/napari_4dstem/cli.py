@@ -405,6 +405,132 @@ def run_dpc(args) -> int:
     return EXIT_OK
 
 
+# -- disks / strain (Bragg disks, lattice and strain; napari_4dstem.analysis.bragg etc.) --------
+def _bragg_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--probe", metavar="FILE[:NAME]",
+                   help="vacuum probe: .npy image, or an EMD file's DiffractionImage (default node "
+                        "'probe'); default: the bright-field disk of the mean pattern")
+    p.add_argument("--kernel", choices=["plain", "gaussian", "ring"], default="plain",
+                   help="correlation kernel (default plain)")
+    p.add_argument("--power", type=float, default=1.0,
+                   help="correlation power: 1 cross, 0 phase, between hybrid (default 1)")
+    p.add_argument("--subpixel", choices=["fit", "parabolic", "gaussian", "upsample", "none"],
+                   default="fit", help="sub-pixel refinement (default fit: Poisson ML disk fit)")
+    p.add_argument("--min-relative", type=float, default=0.03,
+                   help="drop peaks below this fraction of the strongest (default 0.03)")
+    p.add_argument("--min-spacing", type=float, metavar="PX", help="minimum peak spacing (default: disk radius)")
+    p.add_argument("--edge", type=int, metavar="PX", help="edge margin (default: disk radius)")
+    p.add_argument("--max-peaks", type=int, default=100, help="at most this many peaks per pattern")
+    p.add_argument("--device", help="'cuda' to correlate on the GPU (falls back to the CPU)")
+    _analysis_args(p)
+
+
+def _find_disks(args, dc):
+    import numpy as np
+
+    from .analysis.bragg import iter_find_bragg_disks
+    from .analysis.probe import make_template, template_from_bf_disk
+    from .engine.jobs import run_job
+    from .errors import FileFormatError
+
+    bar = ProgressBar(enabled=not args.quiet)
+    if args.probe:
+        path, _, name = str(args.probe).partition(":")
+        if path.lower().endswith(".npy"):
+            probe = np.load(path)
+        else:
+            from .io import emd
+
+            objs = emd.read(path)
+            key = name or "probe"
+            hits = [v for k, v in objs.items() if k == key or k.split("/")[-1] == key]
+            if not hits:
+                raise FileFormatError(path, f"no node {key!r} in the file (have {sorted(objs)})")
+            probe = hits[0]
+        template = make_template(probe, kind=args.kernel)
+    else:
+        template = template_from_bf_disk(run_job(dc.iter_reduce_patterns("mean"), bar), kind=args.kernel)
+    job = iter_find_bragg_disks(
+        dc, template=template, correlation_power=args.power, subpixel=args.subpixel,
+        min_relative=args.min_relative, min_spacing_px=args.min_spacing, edge_px=args.edge,
+        max_peaks=args.max_peaks, device=args.device, backend=args.scheduler,
+    )
+    return run_job(job, bar)
+
+
+def add_disks(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("disks", help="Bragg disks of every pattern + the Bragg vector map")
+    p.add_argument("file", type=Path)
+    p.add_argument("out", type=Path, help="output .h5 (EMD): braggpeaks and bragg_vector_map")
+    _bragg_args(p)
+    return p
+
+
+def run_disks(args) -> int:
+    from .analysis.bragg import bragg_vector_map, origin_from_peaks
+
+    if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
+        from .errors import FileFormatError
+
+        raise FileFormatError(args.out, "disks writes an EMD file (.h5)")
+    dc = _open_calibrated(args)
+    try:
+        peaks = _find_disks(args, dc)
+    finally:
+        dc.close()
+    cal = peaks.calibration
+    origin = None if (cal.origin_map_px is not None or cal.origin_px is not None) else origin_from_peaks(peaks)
+    bvm = bragg_vector_map(peaks, origin=origin)
+    from .io import emd
+
+    emd.write(args.out, peaks, bvm, overwrite=args.overwrite)
+    counts = peaks.counts()
+    print(f"wrote {args.out}: {peaks.n_peaks} peaks, {counts.mean():.1f} per pattern "
+          f"({int((counts == 0).sum())} patterns without peaks), bragg_vector_map")
+    return EXIT_OK
+
+
+def add_strain(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("strain", help="Bragg disks, lattice fit per pattern and true strain maps")
+    p.add_argument("file", type=Path)
+    p.add_argument("out", type=Path, help="output .h5 (EMD): strain, confidence, reason, lattice, peaks")
+    p.add_argument("--reference", nargs=4, type=int, metavar=("ROW0", "ROW1", "COL0", "COL1"),
+                   help="unstrained reference rectangle of the scan (default: median of all)")
+    p.add_argument("--g1", nargs=2, type=float, metavar=("Y", "X"), help="lattice vector g1 in px")
+    p.add_argument("--g2", nargs=2, type=float, metavar=("Y", "X"), help="lattice vector g2 in px")
+    p.add_argument("--frame-deg", type=float, default=0.0,
+                   help="report the strain in axes turned by this angle from +x towards +y")
+    _bragg_args(p)
+    return p
+
+
+def run_strain(args) -> int:
+    from .analysis.lattice import find_lattice, fit_lattice
+    from .analysis.strain import strain_from_lattice
+
+    if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
+        from .errors import FileFormatError
+
+        raise FileFormatError(args.out, "strain writes an EMD file (.h5)")
+    if (args.g1 is None) != (args.g2 is None):
+        raise Napari4DSTEMError("give both --g1 and --g2, or neither")
+    dc = _open_calibrated(args)
+    try:
+        peaks = _find_disks(args, dc)
+    finally:
+        dc.close()
+    lat = find_lattice(peaks, g1=args.g1, g2=args.g2)
+    fit = fit_lattice(peaks, lat)
+    sm = strain_from_lattice(fit, reference=args.reference, frame_deg=args.frame_deg)
+    from .io import emd
+
+    emd.write(args.out, *sm.maps(), fit.to_map(), peaks, overwrite=args.overwrite)
+    print(f"lattice: g1 ({lat.g1[0]:.3f}, {lat.g1[1]:.3f}) px, g2 ({lat.g2[0]:.3f}, {lat.g2[1]:.3f}) px; "
+          f"{fit.summary()}")
+    print(f"wrote {args.out}: strain (e_xx, e_yy, e_xy, theta_rad; true strain), confidence, reason")
+    return EXIT_OK
+
+
 SUBCOMMANDS: dict[str, tuple[Callable, Callable]] = {
     "info": (add_info, run_info),
     "convert": (add_convert, run_convert),
@@ -413,6 +539,8 @@ SUBCOMMANDS: dict[str, tuple[Callable, Callable]] = {
     "virtual": (add_virtual, run_virtual),
     "calibrate": (add_calibrate, run_calibrate),
     "dpc": (add_dpc, run_dpc),
+    "disks": (add_disks, run_disks),
+    "strain": (add_strain, run_strain),
 }
 
 

@@ -97,8 +97,38 @@ def _scan_sums(dc: DataCube) -> np.ndarray:
     return out
 
 
+def step_strain(ctx: DemoContext) -> None:
+    """Bragg disks with the sample's vacuum probe, lattice fits and the strain maps."""
+    from .analysis.bragg import bragg_vector_map, find_bragg_disks, origin_from_peaks
+    from .analysis.lattice import find_lattice, fit_lattice
+    from .analysis.probe import make_template
+    from .analysis.strain import strain_from_lattice
+
+    probe = next((v for k, v in ctx.sample.items() if k.split("/")[-1] == "probe"), None)
+    if probe is None:
+        from .analysis.probe import template_from_bf_disk
+
+        template = template_from_bf_disk(ctx.datacube.mean_pattern(ctx.progress))
+    else:
+        template = make_template(probe)
+    peaks = find_bragg_disks(ctx.datacube, template=template, progress=ctx.progress)
+    bvm = bragg_vector_map(peaks, origin=origin_from_peaks(peaks))
+    fit = fit_lattice(peaks, find_lattice(bvm))
+    sy, sx = peaks.scan_shape
+    sm = strain_from_lattice(fit, reference=(0, max(1, sy // 4), 0, max(1, sx // 4)))
+    ctx.results += [peaks, bvm, *sm.maps(), fit.to_map()]
+    save_figure(ctx, "bragg_vector_map", [("Bragg vector map", bvm.data, "k")], log=True)
+    save_figure(
+        ctx,
+        "strain",
+        [(f"{c} (true strain)" if c.startswith("e_") else c, sm.channel(c), "scan")
+         for c in sm.strain.channels],
+    )
+
+
 STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("patterns", step_patterns),
+    ("strain", step_strain),
 ]
 
 

@@ -97,7 +97,7 @@ def reference_mask(reference: Any, scan_shape: tuple[int, int]) -> np.ndarray | 
         m[max(y0, 0) : y1, max(x0, 0) : x1] = True
         if not m.any():
             raise StrainError(
-                f"the reference rectangle {tuple(r)} holds no scan position of {tuple(scan_shape)}"
+                f"the reference rectangle {(y0, y1, x0, x1)} holds no scan position of {tuple(scan_shape)}"
             )
         return m
     raise DataShapeError(
