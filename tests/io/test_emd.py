@@ -149,7 +149,7 @@ def test_py4dstem_reads_our_file(tmp_path, small_cube, rng, p4python):
     assert got["sum"] == int(a.sum())
     assert (got["R"], got["Ru"], got["Q"], got["Qu"]) == (1.5, "nm", 0.02, "A^-1")
     np.testing.assert_allclose(got["qx0"], small_cube.calibration.origin_map_px[..., 0])
-    assert got["rot"] == pytest.approx(-11.0)
+    assert got["rot"] == pytest.approx(11.0)  # py4DSTEM's sign convention, see below
     assert got["vi_class"] == "RealSlice" and got["vi_sum"] == pytest.approx(vi.data.sum())
     mine = peaks.at(2, 3)  # py4DSTEM's qx is our qy (first detector axis)
     np.testing.assert_allclose(got["bv_qx"], mine["qy"])
@@ -168,9 +168,27 @@ def test_we_read_py4dstem_file(tmp_path, p4python):
     cal = dc.calibration
     assert cal.scan_step == (2.5, 2.5) and cal.scan_units == "A"
     assert cal.k_pixel_size == 0.7 and cal.k_units == "mrad"
-    assert cal.rotation_deg == 4.0
+    assert cal.rotation_deg == -4.0  # py4DSTEM's QR_rotation 4 deg is our -4 deg
     np.testing.assert_allclose(cal.origin_map_px[..., 0], 10.25)
     np.testing.assert_allclose(cal.origin_map_px[..., 1], 11.5)
     np.testing.assert_array_equal(got["bf"].data, np.load(ref_vi))
     assert got["bf"].params["mode"] == "circle"
     dc.close()
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("rotation_deg", [0.0, 17.0, -123.0, 179.0])
+def test_rotation_convention_matches_py4dstem_formula(rotation_deg, flip, rng):
+    from napari_4dstem.analysis.dpc import rotate_to_scan
+    from napari_4dstem.io.emd import rotation_from_py4dstem, rotation_to_py4dstem
+
+    v_y, v_x = rng.normal(size=5), rng.normal(size=5)
+    u_y, u_x = rotate_to_scan(v_y, v_x, rotation_deg=rotation_deg, flip=flip)
+    # py4DSTEM 0.14 BraggVectors.cal: R(QR_rotation) @ (qx, qy), or (qy, qx) when QR_flip,
+    # giving (Rx, Ry) = (scan_y, scan_x); its qx is our k_y
+    t = np.deg2rad(rotation_to_py4dstem(rotation_deg, flip))
+    R = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    p = R @ (np.vstack([v_x, v_y]) if flip else np.vstack([v_y, v_x]))
+    np.testing.assert_allclose(p[0], u_y, atol=1e-12)
+    np.testing.assert_allclose(p[1], u_x, atol=1e-12)
+    assert rotation_from_py4dstem(rotation_to_py4dstem(rotation_deg, flip), flip) == pytest.approx(rotation_deg)

@@ -162,6 +162,33 @@ def _read_metadata(node: h5py.Group) -> dict[str, dict[str, Any]]:
 # ------------------------------------------------------------------------------------------
 # calibration <-> py4DSTEM Calibration and our exact record
 # ------------------------------------------------------------------------------------------
+def _wrap_deg(a: float) -> float:
+    """Angle in (-180, 180]."""
+    a = math.fmod(a, 360.0)
+    if a <= -180.0:
+        a += 360.0
+    elif a > 180.0:
+        a -= 360.0
+    return a
+
+
+def rotation_to_py4dstem(rotation_deg: float, flip: bool) -> float:
+    """py4DSTEM's ``QR_rotation_degrees`` for our ``(rotation_deg, flip)``.
+
+    Ours (``analysis/dpc.py``): mirror ``k_x`` if ``flip``, then rotate ``(v_x, v_y)`` by
+    ``+rotation_deg`` into scan axes. py4DSTEM (``BraggVectors.cal``): rotate
+    ``(qx, qy) = (v_y, v_x)``, or the swapped ``(v_x, v_y)`` if ``QR_flip``, by
+    ``QR_rotation`` into ``(Rx, Ry) = (scan_y, scan_x)``. Equating the two gives
+    ``QR = -rotation`` without flip and ``QR = -(rotation + 90)`` with it.
+    """
+    return _wrap_deg(-rotation_deg - (90.0 if flip else 0.0))
+
+
+def rotation_from_py4dstem(qr_rotation_deg: float, flip: bool) -> float:
+    """Our ``rotation_deg`` for py4DSTEM's ``QR_rotation_degrees`` (inverse of the above)."""
+    return _wrap_deg(-qr_rotation_deg - (90.0 if flip else 0.0))
+
+
 def _calibration_items_p4(cal: Calibration, target_paths: list[str]) -> dict[str, Any]:
     items: dict[str, Any] = {
         "R_pixel_size": float(cal.scan_step[0]) if cal.scan_step else 1.0,
@@ -173,8 +200,9 @@ def _calibration_items_p4(cal: Calibration, target_paths: list[str]) -> dict[str
         "_target_paths": list(target_paths),
     }
     if cal.rotation_deg is not None:
-        items["QR_rotation_degrees"] = float(cal.rotation_deg)
-        items["QR_rotation"] = math.radians(cal.rotation_deg)
+        p4_deg = rotation_to_py4dstem(cal.rotation_deg, cal.flip)
+        items["QR_rotation_degrees"] = p4_deg
+        items["QR_rotation"] = math.radians(p4_deg)
     if cal.origin_px is not None:
         items["qx0_mean"], items["qy0_mean"] = (float(v) for v in cal.origin_px)
     if cal.origin_map_px is not None:
@@ -229,7 +257,9 @@ def _calibration_from_items(
     if units_q == "px":
         kw["k_pixel_size"] = None
     if p4.get("QR_rotation_degrees") is not None:
-        kw["rotation_deg"] = p4["QR_rotation_degrees"]
+        kw["rotation_deg"] = rotation_from_py4dstem(p4["QR_rotation_degrees"], kw["flip"])
+    elif p4.get("QR_rotation") is not None:
+        kw["rotation_deg"] = rotation_from_py4dstem(math.degrees(p4["QR_rotation"]), kw["flip"])
     if origin_map is None and p4.get("qx0_mean") is not None and p4.get("qy0_mean") is not None:
         kw["origin_px"] = (p4["qx0_mean"], p4["qy0_mean"])
     if all(p4.get(k) is not None for k in ("a", "b", "theta")):

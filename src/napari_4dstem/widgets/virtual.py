@@ -99,6 +99,31 @@ def detector_to_shapes(det: Detector) -> tuple[list[np.ndarray], list[str]]:
     raise TypeError(f"cannot draw a {type(det).__name__}")
 
 
+def _live_job(dc: DataCube, det: Detector, cal: Calibration, descan: bool, preview: DataCube | None,
+              timings: list):
+    """Worker job: a binned preview first (when given a preview cube), then the exact image.
+
+    Appends the exact computation's duration (s) to ``timings``.
+    """
+    import time
+
+    from ..analysis.preview import binned_detector
+    from ..analysis.virtual import iter_virtual_image
+
+    if preview is not None and not descan:
+        pdet = binned_detector(det, dc.detector_shape, dc.detector_shape[0] // preview.detector_shape[0])
+        img = yield from iter_virtual_image(preview, pdet)
+        yield ("preview", img)
+    t0 = time.perf_counter()
+    img = yield from iter_virtual_image(dc, det, calibration=cal, descan=descan)
+    timings.append(time.perf_counter() - t0)
+    return img
+
+
+# the exact image is computed directly when it took less than this; slower, a preview goes first
+PREVIEW_ABOVE_S = 0.25
+
+
 class VirtualImagingWidget(QWidget):
     """Dock widget: live virtual image of a detector drawn on the diffraction pattern."""
 
@@ -109,7 +134,10 @@ class VirtualImagingWidget(QWidget):
         self._pending: Detector | None = None
         self._syncing = False
         self._last_detector: Detector | None = None
-        self.last_image = None  # the latest RealSpaceMap
+        self.last_image = None  # the latest exact RealSpaceMap
+        self.last_preview = None  # the latest binned preview
+        self._preview = None  # 4x-binned in-memory copy for previews (large in-memory data)
+        self._exact_s: list[float] = []  # durations of the exact computations
         # coalesce bursts of edits (spin boxes, shape drags) into one request per event-loop turn
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -191,6 +219,7 @@ class VirtualImagingWidget(QWidget):
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return
+        self._build_preview(dc)
         from ..analysis.origin import find_bf_disk
 
         cy, cx = dc.scan_shape[0] // 2, dc.scan_shape[1] // 2
@@ -353,11 +382,11 @@ class VirtualImagingWidget(QWidget):
         if self._pending is None or self.layer is None:
             return
         if self._worker is not None:
-            return  # the running job's `finished` starts the newest pending request
+            # newest wins: stop the running job at its next block; `finished` starts this one
+            self._worker.quit()
+            return
         det, self._pending = self._pending, None
         from napari.qt.threading import create_worker
-
-        from ..analysis.virtual import iter_virtual_image
 
         try:
             dc, cal = self.datacube()
@@ -374,18 +403,44 @@ class VirtualImagingWidget(QWidget):
         self._last_detector = det
         self.status.setText("computing...")
         self.cancel_btn.setEnabled(True)
+        # the preview pays off only when the exact image is slow (the GUI redraw is a floor)
+        slow = bool(self._exact_s) and self._exact_s[-1] > PREVIEW_ABOVE_S
         worker = create_worker(
-            iter_virtual_image, dc, det, calibration=cal, descan=self.descan.isChecked(),
-            _connect={"returned": self._on_image, "errored": self._on_error, "finished": self._on_finished},
+            _live_job, dc, det, cal, self.descan.isChecked(), self._preview if slow else None,
+            self._exact_s,
+            _connect={"returned": self._on_image, "yielded": self._on_yielded,
+                      "errored": self._on_error, "finished": self._on_finished},
             **kwargs,
         )
         self._worker = worker
+
+    def _on_yielded(self, item) -> None:
+        if isinstance(item, tuple) and item[0] == "preview":
+            self.last_preview = item[1]
+            self.realspace.set_image(item[1].data, title="virtual image (preview: detector binned 4x)")
 
     def _on_image(self, result) -> None:
         self.last_image = result
         d = result.params.get("detector", {})
         self.realspace.set_image(result.data, title=f"virtual image: {d.get('kind', '')}")
         self.status.setText("")
+
+    def _build_preview(self, dc: DataCube) -> None:
+        """In-memory data over 256 MiB: make a 4x-binned copy for previews while dragging."""
+        self._preview = None
+        if not isinstance(dc.data, np.ndarray) or dc.nbytes < 256 * 2**20 or min(dc.detector_shape) < 32:
+            return
+        from napari.qt.threading import create_worker
+
+        from ..analysis.preview import iter_preview_cube
+
+        def done(cube):
+            if self.layer is not None and self.layer.data is dc.data:
+                self._preview = cube
+
+        create_worker(iter_preview_cube, dc, factor=4,
+                      _progress={"total": 1, "desc": "binned preview"},
+                      _connect={"returned": done, "errored": self._on_error})
 
     def _on_error(self, exc) -> None:
         self.status.setText(str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}")
