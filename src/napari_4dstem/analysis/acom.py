@@ -1,0 +1,933 @@
+"""Automated crystal orientation mapping (ACOM): match measured Bragg peaks to an orientation plan.
+
+Method (docs/acom.md has the derivation and the accuracy figures):
+
+1. *Sparse correlation.* Each measured peak ``(|g|, angle, amplitude sqrt(I))`` is compared with
+   the template spots of every zone axis that lie on the same radial shell ``|g|`` (within a
+   radial tolerance); each pair votes for the in-plane rotation ``phi = angle_peak -
+   angle_spot`` with weight ``amp_peak * amp_spot``, spread over about +-1.5 in-plane steps by
+   a smooth kernel. The best ``phi`` per zone, normalised by the template and pattern norms, is
+   the correlation (a cosine similarity, 0..1). Work per pattern ~ peaks x spots per shell x
+   zones, not zones x in-plane angles x detector pixels: a few hundred microseconds.
+2. *Top-N and reliability.* Zone candidates are taken best first, skipping those within
+   ``separation_deg`` (symmetry-aware misorientation) of one already taken. The reliability
+   index is ``1 - c2 / c1`` with ``c2`` the best candidate more than ``separation_deg`` from the
+   best one.
+3. *Refinement.* Gauss-Newton on the three rotation angles: measured peaks are paired with
+   the predicted reflections (``U g``) nearest to them, and the fit minimises the in-plane
+   position residuals together with the amplitude residuals ``sqrt(I_meas) - a |F| exp(-(s /
+   w)^2 / 2)`` of every reflection near the Ewald sphere (observed or not, ``a`` a scale fitted in
+   closed form). The excitation errors carry the out-of-plane tilt, which the positions cannot
+   (they move only to second order in the tilt). The width ``w`` starts four times wider and
+   shrinks to the plan's value over the first iterations.
+
+Orientation convention: ``U`` maps crystal Cartesian coordinates to the lab frame
+``(x = k_x, y = k_y, z = beam direction)``; measured ``g = ((qx - origin_x), (qy - origin_y)) *
+pixel size`` in 1/A.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+
+from ..data.calibration import Calibration, electron_wavelength_A
+from ..data.results import BraggPeaks, RealSpaceMap
+from ..engine.jobs import Job, Progress, run_job
+from ..errors import CalibrationError, DataShapeError, Napari4DSTEMError
+from .orientation import OrientationPlan, euler_bunge_deg, rotation_z
+from .symmetry import misorientation_deg
+
+__all__ = [
+    "ACOMResult",
+    "iter_match_orientations",
+    "kinematic_bragg_peaks",
+    "match_orientations",
+    "peaks_to_lab",
+]
+
+
+# TSL symmetry codes of the Laue groups (OIM .ang header "Symmetry")
+_TSL_SYMMETRY = {
+    "m-3m": 43,
+    "m-3": 23,
+    "6/mmm": 62,
+    "6/m": 6,
+    "-3m": 32,
+    "-3": 3,
+    "4/mmm": 42,
+    "4/m": 4,
+    "mmm": 22,
+    "2/m": 2,
+    "-1": 1,
+}
+
+
+@dataclass(frozen=True, eq=False)
+class ACOMResult:
+    """Orientation map: the best ``n_matches`` orientations of every pattern, best first.
+
+    Attributes
+    ----------
+    orientation : (scan_y, scan_x, n_matches, 3, 3) ``U`` (crystal -> lab); NaN where masked.
+    correlation : (scan_y, scan_x, n_matches) match quality 0..1 (after refinement: cosine of
+        measured and fitted amplitudes; without: the plan correlation).
+    phase : (scan_y, scan_x, n_matches) index into ``crystals``; -1 where masked.
+    reliability : (scan_y, scan_x) ``1 - c2 / c1`` (c2: best candidate more than the separation
+        away from the best), 0 where masked.
+    phase_reliability : (scan_y, scan_x) ``1 - c(second phase) / c(best phase)`` (1 with one phase).
+    n_peaks : (scan_y, scan_x) peaks used (central beam and peaks beyond k_max excluded).
+    n_matched : (scan_y, scan_x, n_matches) peaks paired with a reflection.
+    residual_inv_A : (scan_y, scan_x, n_matches) RMS position residual of the paired peaks (1/A).
+    crystals : the crystal of every phase.
+    """
+
+    orientation: np.ndarray
+    correlation: np.ndarray
+    phase: np.ndarray
+    reliability: np.ndarray
+    phase_reliability: np.ndarray
+    n_peaks: np.ndarray
+    n_matched: np.ndarray
+    residual_inv_A: np.ndarray
+    crystals: tuple
+    calibration: Calibration = field(default_factory=Calibration)
+    params: dict = field(default_factory=dict)
+
+    @property
+    def scan_shape(self) -> tuple[int, int]:
+        return self.orientation.shape[:2]
+
+    @property
+    def valid(self) -> np.ndarray:
+        """(scan_y, scan_x) True where the best match exists."""
+        return self.phase[..., 0] >= 0
+
+    def euler_deg(self, match: int = 0) -> np.ndarray:
+        """Bunge ZXZ Euler angles (degrees) of ``g = U^T``, shape (scan_y, scan_x, 3)."""
+        return euler_bunge_deg(self.orientation[:, :, match])
+
+    def misorientation_to_neighbours(self, match: int = 0) -> np.ndarray:
+        """Symmetry-reduced misorientation (degrees) to the right (``[..., 0]``, scan_x + 1) and
+        lower (``[..., 1]``, scan_y + 1) neighbour; NaN across phases, masks and the border."""
+        U, ph = self.orientation[:, :, match], self.phase[:, :, match]
+        out = np.full((*self.scan_shape, 2), np.nan)
+        for k, c in enumerate(self.crystals):
+            g = c.point_group
+            same_x = (ph[:, :-1] == k) & (ph[:, 1:] == k)
+            same_y = (ph[:-1] == k) & (ph[1:] == k)
+            out[:, :-1, 0] = np.where(
+                same_x, misorientation_deg(U[:, :-1], U[:, 1:], g), out[:, :-1, 0]
+            )
+            out[:-1, :, 1] = np.where(same_y, misorientation_deg(U[:-1], U[1:], g), out[:-1, :, 1])
+        return out
+
+    def grain_map(self, *, threshold_deg: float = 5.0, match: int = 0) -> np.ndarray:
+        """Grain labels (0, 1, ...; -1 masked): connected regions of one phase whose neighbours
+        are misoriented by less than ``threshold_deg``."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        sy, sx = self.scan_shape
+        mis = self.misorientation_to_neighbours(match)
+        idx = np.arange(sy * sx).reshape(sy, sx)
+        ex = mis[:, :-1, 0] < threshold_deg
+        ey = mis[:-1, :, 1] < threshold_deg
+        i = np.concatenate([idx[:, :-1][ex], idx[:-1][ey]])
+        j = np.concatenate([idx[:, 1:][ex], idx[1:][ey]])
+        graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(sy * sx, sy * sx))
+        _, lab = connected_components(graph, directed=False)
+        valid = self.valid.ravel()
+        _, lab = np.unique(np.where(valid, lab, -1), return_inverse=True)
+        lab = lab - (0 if valid.all() else 1)
+        return np.where(valid, lab, -1).reshape(sy, sx)
+
+    def ipf_rgb(self, direction: str | Sequence[float] = "z", *, match: int = 0) -> np.ndarray:
+        """Inverse-pole-figure colours (scan_y, scan_x, 3) in 0..1 of a lab direction (black
+        where masked); each phase is coloured with the key of its own Laue group."""
+        from .ipf import ipf_colors
+
+        out = np.zeros((*self.scan_shape, 3))
+        for k, c in enumerate(self.crystals):
+            sel = self.phase[:, :, match] == k
+            if sel.any():
+                out[sel] = ipf_colors(
+                    self.orientation[:, :, match][sel], c.point_group, direction=direction
+                )
+        return out
+
+    def to_maps(self, *, match: int = 0) -> list[RealSpaceMap]:
+        """The results as RealSpaceMaps (for EMD files and napari layers)."""
+        cal, m = self.calibration, match
+        params = {**self.params, "match": m, "phases": [c.name for c in self.crystals]}
+        return [
+            RealSpaceMap(
+                self.euler_deg(m),
+                name="euler_bunge",
+                units="deg",
+                channels=("phi1", "Phi", "phi2"),
+                calibration=cal,
+                params=params,
+            ),
+            RealSpaceMap(
+                self.orientation[:, :, m].reshape(*self.scan_shape, 9),
+                name="orientation_matrix",
+                channels=tuple(f"U{i}{j}" for i in range(1, 4) for j in range(1, 4)),
+                calibration=cal,
+                params=params,
+            ),
+            RealSpaceMap(
+                self.correlation[:, :, m], name="correlation", calibration=cal, params=params
+            ),
+            RealSpaceMap(self.reliability, name="reliability", calibration=cal, params=params),
+            RealSpaceMap(
+                self.phase[:, :, m].astype(np.int32), name="phase", calibration=cal, params=params
+            ),
+            RealSpaceMap(
+                self.grain_map(match=m).astype(np.int32),
+                name="grains",
+                calibration=cal,
+                params={**params, "grain_threshold_deg": 5.0},
+            ),
+            *[
+                RealSpaceMap(
+                    self.ipf_rgb(d, match=m),
+                    name=f"ipf_{d}",
+                    channels=("r", "g", "b"),
+                    calibration=cal,
+                    params=params,
+                )
+                for d in ("x", "y", "z")
+            ],
+        ]
+
+    def write_ang(self, path: str | PathLike, *, match: int = 0, overwrite: bool = False) -> Path:
+        """Write a TSL OIM ``.ang`` file (read by MTEX and orix).
+
+        Columns: phi1 Phi phi2 (radians, Bunge, of ``g = U^T``: lab/sample -> crystal), x, y (scan
+        position in the calibration's scan units, x = scan_x), image quality (= number of peaks),
+        confidence index (= correlation, -1 where masked), phase id (1-based), detector signal
+        (= reliability), fit (RMS peak residual in 1/A). Euler angles are relative to the lab axes
+        x = k_x, y = k_y, z = beam; masked points have Euler angles 4*pi (the TSL "not indexed").
+        """
+        from ..io._atomic import atomic_output
+
+        sy, sx = self.scan_shape
+        step = self.calibration.scan_step or (1.0, 1.0)
+        yy, xx = np.mgrid[0:sy, 0:sx]
+        eul = np.radians(self.euler_deg(match))
+        valid = self.phase[:, :, match] >= 0
+        eul = np.where(valid[..., None], eul, 4 * np.pi)
+        ci = np.where(valid, self.correlation[:, :, match], -1.0)
+        fit = np.nan_to_num(self.residual_inv_A[:, :, match], nan=0.0)
+        cols = np.column_stack(
+            [
+                eul.reshape(-1, 3),
+                (xx * step[1]).ravel(),
+                (yy * step[0]).ravel(),
+                self.n_peaks.ravel(),
+                ci.ravel(),
+                np.where(valid, self.phase[:, :, match] + 1, 0).ravel(),
+                self.reliability.ravel(),
+                fit.ravel(),
+            ]
+        )
+        head = [
+            "# TEM_PIXperUM          1.000000",
+            "# x-star                0.000000",
+            "# y-star                0.000000",
+            "# z-star                0.000000",
+            "# WorkingDistance       0.000000",
+            "#",
+        ]
+        for k, c in enumerate(self.crystals):
+            a, b, cc, al, be, ga = c.cell_parameters
+            head += [
+                f"# Phase {k + 1}",
+                f"# MaterialName    {c.name}",
+                f"# Formula       {c.formula}",
+                "# Info          napari-4dstem ACOM",
+                f"# Symmetry              {_TSL_SYMMETRY.get(c.point_group.laue_name, 1)}",
+                f"# LatticeConstants      {a:.4f} {b:.4f} {cc:.4f} {al:.3f} {be:.3f} {ga:.3f}",
+                "# NumberFamilies        0",
+                "#",
+            ]
+        head += [
+            "# GRID: SqrGrid",
+            f"# XSTEP: {step[1]:.6f}",
+            f"# YSTEP: {step[0]:.6f}",
+            f"# NCOLS_ODD: {sx}",
+            f"# NCOLS_EVEN: {sx}",
+            f"# NROWS: {sy}",
+            "#",
+            "# OPERATOR:     napari-4dstem",
+            "#",
+            "# SAMPLEID:",
+            "#",
+            "# SCANID:",
+            "#",
+            "# COLUMN_COUNT: 10",
+            "# Euler angles: Bunge ZXZ of g = U^T relative to lab x = k_x, y = k_y, z = beam",
+        ]
+        path = Path(path)
+        with atomic_output(path, overwrite=overwrite) as tmp:
+            with open(tmp, "w") as f:
+                f.write("\n".join(head) + "\n")
+                np.savetxt(
+                    f,
+                    cols,
+                    fmt=["%.5f"] * 3 + ["%.5f", "%.5f", "%.1f", "%.3f", "%d", "%.3f", "%.5f"],
+                )
+        return path
+
+
+# ------------------------------------------------------------------------------------------
+# measured peaks in the lab frame
+# ------------------------------------------------------------------------------------------
+def peaks_to_lab(
+    peaks: BraggPeaks,
+    *,
+    calibration: Calibration | None = None,
+    origin_px: tuple[float, float] | None = None,
+    k_max_inv_A: float | None = None,
+    min_radius_inv_A: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """CSR arrays ``(offsets, g_x, g_y, amplitude)`` of the peaks in 1/A (lab frame), with the
+    central beam (``|g| < min_radius``), peaks beyond ``k_max`` and non-finite or non-positive
+    intensities removed. Amplitude is ``sqrt(intensity)``."""
+    cal = calibration or peaks.calibration
+    try:
+        px = cal.k_pixel_size_in("1/A")
+    except CalibrationError as e:
+        raise CalibrationError(
+            f"ACOM needs the detector pixel size in 1/A (or mrad with the beam energy): {e}"
+        ) from None
+    n_pos = len(peaks.offsets) - 1
+    pos = peaks.position_index()
+    if origin_px is not None:
+        oy, ox = float(origin_px[0]), float(origin_px[1])
+        oy, ox = np.full(len(pos), oy), np.full(len(pos), ox)
+    elif cal.origin_map_px is not None and cal.origin_map_px.shape[:2] == peaks.scan_shape:
+        om = cal.origin_map_px.reshape(-1, 2)
+        oy, ox = om[pos, 0], om[pos, 1]
+    elif cal.origin_px is not None:
+        oy, ox = np.full(len(pos), cal.origin_px[0]), np.full(len(pos), cal.origin_px[1])
+    else:
+        raise CalibrationError(
+            "ACOM needs the origin (unscattered beam position): calibrate it or pass origin_px"
+        )
+    gx = (peaks.qx - ox) * px
+    gy = (peaks.qy - oy) * px
+    r = np.hypot(gx, gy)
+    inten = peaks.intensity
+    keep = np.isfinite(r) & np.isfinite(inten) & (inten > 0) & (r >= min_radius_inv_A)
+    if k_max_inv_A is not None:
+        keep &= r <= k_max_inv_A
+    counts = np.bincount(pos[keep], minlength=n_pos)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return offsets, gx[keep], gy[keep], np.sqrt(inten[keep])
+
+
+# ------------------------------------------------------------------------------------------
+# numba kernels (nogil: run on a thread pool over pattern ranges)
+# ------------------------------------------------------------------------------------------
+@numba.njit(nogil=True, cache=True)
+def _score_range(
+    i0,
+    i1,
+    p_off,
+    p_r,
+    p_th,
+    p_w,
+    shell_r,
+    t_off,
+    sp_th,
+    sp_w,
+    t_norm,
+    n_phi,
+    tol_r,
+    tol_pos,
+    out_z,
+    out_phi,
+    out_s,
+):  # pragma: no cover - numba
+    n_z = t_norm.shape[0]
+    n_sh = shell_r.shape[0]
+    top_k = out_z.shape[1]
+    dphi = 2.0 * math.pi / n_phi
+    score = np.zeros((n_z, n_phi), np.float32)
+    for i in range(i0, i1):
+        a, b = p_off[i], p_off[i + 1]
+        if b <= a:
+            continue
+        score[:, :] = 0.0
+        pw2 = 0.0
+        for p in range(a, b):
+            pw2 += p_w[p] * p_w[p]
+        for p in range(a, b):
+            r = p_r[p]
+            hr = tol_r + 0.01 * r
+            hb = max(1.5, tol_pos / max(r, 1e-6) / dphi + 1.0)
+            f0 = np.searchsorted(shell_r, r - hr)
+            f1 = np.searchsorted(shell_r, r + hr)
+            for f in range(f0, f1):
+                d = (shell_r[f] - r) / hr
+                if d * d >= 1.0:
+                    continue
+                kr = (1.0 - d * d) ** 2 * p_w[p]
+                for z in range(n_z):
+                    j0 = t_off[z * n_sh + f]
+                    j1 = t_off[z * n_sh + f + 1]
+                    for j in range(j0, j1):
+                        x = (p_th[p] - sp_th[j]) / dphi
+                        x = x - n_phi * math.floor(x / n_phi)
+                        w = kr * sp_w[j]
+                        lo = math.ceil(x - hb)
+                        hi = math.floor(x + hb)
+                        for bb in range(lo, hi + 1):
+                            u = (bb - x) / hb
+                            k = 1.0 - u * u
+                            bm = bb % n_phi
+                            score[z, bm] += w * k * k
+        norm_p = math.sqrt(pw2)
+        for z in range(n_z):
+            m = 0.0
+            bi = 0
+            for q in range(n_phi):
+                if score[z, q] > m:
+                    m = score[z, q]
+                    bi = q
+            val = m / (t_norm[z] * norm_p)
+            if val <= out_s[i, top_k - 1]:
+                continue
+            # sub-bin peak by a parabola through the best bin and its neighbours
+            ym, y0, yp = score[z, (bi - 1) % n_phi], m, score[z, (bi + 1) % n_phi]
+            den = ym - 2.0 * y0 + yp
+            off = 0.5 * (ym - yp) / den if den < 0 else 0.0
+            k = top_k - 1
+            while k > 0 and out_s[i, k - 1] < val:
+                out_s[i, k] = out_s[i, k - 1]
+                out_z[i, k] = out_z[i, k - 1]
+                out_phi[i, k] = out_phi[i, k - 1]
+                k -= 1
+            out_s[i, k] = val
+            out_z[i, k] = z
+            out_phi[i, k] = (bi + off) * dphi
+
+
+@numba.njit(nogil=True, cache=True)
+def _solve3(A, b):  # pragma: no cover - numba
+    # Cramer's rule on a symmetric positive 3x3 system
+    det = (
+        A[0, 0] * (A[1, 1] * A[2, 2] - A[1, 2] * A[2, 1])
+        - A[0, 1] * (A[1, 0] * A[2, 2] - A[1, 2] * A[2, 0])
+        + A[0, 2] * (A[1, 0] * A[2, 1] - A[1, 1] * A[2, 0])
+    )
+    x = np.zeros(3)
+    if abs(det) < 1e-300:
+        return x
+    for c in range(3):
+        M = A.copy()
+        for r in range(3):
+            M[r, c] = b[r]
+        x[c] = (
+            M[0, 0] * (M[1, 1] * M[2, 2] - M[1, 2] * M[2, 1])
+            - M[0, 1] * (M[1, 0] * M[2, 2] - M[1, 2] * M[2, 0])
+            + M[0, 2] * (M[1, 0] * M[2, 1] - M[1, 1] * M[2, 0])
+        ) / det
+    return x
+
+
+@numba.njit(nogil=True, cache=True)
+def _rodrigues(w):  # pragma: no cover - numba
+    th = math.sqrt(w[0] * w[0] + w[1] * w[1] + w[2] * w[2])
+    R = np.eye(3)
+    if th < 1e-15:
+        return R
+    kx, ky, kz = w[0] / th, w[1] / th, w[2] / th
+    c, s, t = math.cos(th), math.sin(th), 1.0 - math.cos(th)
+    R[0, 0] = c + kx * kx * t
+    R[0, 1] = kx * ky * t - kz * s
+    R[0, 2] = kx * kz * t + ky * s
+    R[1, 0] = ky * kx * t + kz * s
+    R[1, 1] = c + ky * ky * t
+    R[1, 2] = ky * kz * t - kx * s
+    R[2, 0] = kz * kx * t - ky * s
+    R[2, 1] = kz * ky * t + kx * s
+    R[2, 2] = c + kz * kz * t
+    return R
+
+
+@numba.njit(nogil=True, cache=True)
+def _refine_range(
+    i0,
+    i1,
+    p_off,
+    p_x,
+    p_y,
+    p_a,
+    U_in,
+    ok,
+    G,
+    Famp,
+    g2,
+    lam,
+    w_exc,
+    k_max,
+    tol_pos,
+    step_rad,
+    n_iter,
+    U_out,
+    corr,
+    n_match,
+    rms,
+):  # pragma: no cover - numba
+    n_g = G.shape[0]
+    n_c = U_in.shape[1]
+    v = np.empty((n_g, 3))
+    s = np.empty(n_g)
+    m = np.empty(n_g)
+    obs2 = np.zeros(n_g)
+    cand = np.empty(n_g, np.int64)
+    for i in range(i0, i1):
+        a, b = p_off[i], p_off[i + 1]
+        amax = 0.0
+        for p in range(a, b):
+            amax = max(amax, p_a[p])
+        assign = np.full(b - a, -1, np.int64)
+        for c in range(n_c):
+            if not ok[i, c]:
+                continue
+            U = U_in[i, c].copy()
+            for it in range(n_iter + 1):
+                final = it == n_iter
+                wf = w_exc * max(1.0, 4.0 * 0.5**it)
+                slack = step_rad * 0.5**it
+                nc = 0
+                for g in range(n_g):
+                    for k in range(3):
+                        v[g, k] = U[k, 0] * G[g, 0] + U[k, 1] * G[g, 1] + U[k, 2] * G[g, 2]
+                    s[g] = -(v[g, 2] + 0.5 * lam * g2[g])
+                    if abs(s[g]) < 3.0 * wf and v[g, 0] ** 2 + v[g, 1] ** 2 <= k_max * k_max:
+                        m[g] = Famp[g] * math.exp(-0.5 * (s[g] / wf) ** 2)
+                        cand[nc] = g
+                        nc += 1
+                # pair every peak with the nearest predicted reflection within tolerance
+                for p in range(a, b):
+                    best, bestd = -1, 1.0
+                    for q in range(nc):
+                        g = cand[q]
+                        tol = tol_pos + slack * math.sqrt(g2[g])
+                        d = ((p_x[p] - v[g, 0]) ** 2 + (p_y[p] - v[g, 1]) ** 2) / (tol * tol)
+                        if d < bestd:
+                            best, bestd = g, d
+                    assign[p - a] = best
+                    if best >= 0:
+                        obs2[best] += p_a[p] * p_a[p]
+                num, den, oo = 0.0, 0.0, 0.0
+                for q in range(nc):
+                    g = cand[q]
+                    o = math.sqrt(obs2[g])
+                    num += o * m[g]
+                    den += m[g] * m[g]
+                    oo += o * o
+                sc = num / den if den > 0 else 0.0
+                if final:
+                    corr[i, c] = num / math.sqrt(den * oo) if den > 0 and oo > 0 else 0.0
+                    nm, e2 = 0, 0.0
+                    for p in range(a, b):
+                        g = assign[p - a]
+                        if g >= 0:
+                            nm += 1
+                            e2 += (p_x[p] - v[g, 0]) ** 2 + (p_y[p] - v[g, 1]) ** 2
+                    n_match[i, c] = nm
+                    rms[i, c] = math.sqrt(e2 / nm) if nm > 0 else np.nan
+                    for q in range(nc):
+                        obs2[cand[q]] = 0.0
+                    break
+                JTJ = np.zeros((3, 3))
+                JTr = np.zeros(3)
+                J = np.zeros(3)
+                sA = 0.1 * amax if amax > 0 else 1.0
+                for q in range(nc):
+                    g = cand[q]
+                    res = (math.sqrt(obs2[g]) - sc * m[g]) / sA
+                    f = -sc * m[g] * s[g] / (wf * wf) / sA
+                    J[0], J[1], J[2] = f * v[g, 1], -f * v[g, 0], 0.0
+                    for r in range(3):
+                        JTr[r] += J[r] * res
+                        for t in range(3):
+                            JTJ[r, t] += J[r] * J[t]
+                    obs2[g] = 0.0
+                for p in range(a, b):
+                    g = assign[p - a]
+                    if g < 0:
+                        continue
+                    rx = (p_x[p] - v[g, 0]) / tol_pos
+                    ry = (p_y[p] - v[g, 1]) / tol_pos
+                    Jx = (0.0, -v[g, 2] / tol_pos, v[g, 1] / tol_pos)
+                    Jy = (v[g, 2] / tol_pos, 0.0, -v[g, 0] / tol_pos)
+                    for r in range(3):
+                        JTr[r] += Jx[r] * rx + Jy[r] * ry
+                        for t in range(3):
+                            JTJ[r, t] += Jx[r] * Jx[t] + Jy[r] * Jy[t]
+                for r in range(3):
+                    JTJ[r, r] = JTJ[r, r] * 1.001 + 1e-9
+                d = _solve3(JTJ, -JTr)
+                nd = math.sqrt(d[0] ** 2 + d[1] ** 2 + d[2] ** 2)
+                lim = max(step_rad, 0.002)
+                if nd > lim:
+                    for r in range(3):
+                        d[r] *= lim / nd
+                U = _rodrigues(d) @ U
+            U_out[i, c] = U
+
+
+def _run_ranges(fn, n: int, args: tuple, n_threads: int, chunk: int):
+    """Run ``fn(i0, i1, *args)`` over ``range(n)`` in chunks on a thread pool; yields chunk ends."""
+    bounds = [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+    if n_threads <= 1 or len(bounds) == 1:
+        for i0, i1 in bounds:
+            fn(i0, i1, *args)
+            yield i1
+        return
+    with ThreadPoolExecutor(n_threads) as ex:
+        futs = [ex.submit(fn, i0, i1, *args) for i0, i1 in bounds]
+        for f, (_, i1) in zip(futs, bounds, strict=True):
+            f.result()
+            yield i1
+
+
+# ------------------------------------------------------------------------------------------
+# driver
+# ------------------------------------------------------------------------------------------
+def _match_one_plan(
+    plan,
+    off,
+    gx,
+    gy,
+    amp,
+    *,
+    n_cand,
+    n_matches,
+    separation_deg,
+    tol_r,
+    tol_pos,
+    refine,
+    n_refine,
+    n_iter,
+    k_max,
+    n_threads,
+    chunk,
+    progress_total,
+    done0,
+):
+    n_pat = len(off) - 1
+    r = np.hypot(gx, gy)
+    th = np.arctan2(gy, gx)
+    out_z = np.full((n_pat, n_cand), -1, np.int64)
+    out_phi = np.zeros((n_pat, n_cand))
+    out_s = np.zeros((n_pat, n_cand))
+    args = (
+        off,
+        r,
+        th,
+        amp,
+        plan.shell_radii,
+        plan.template_offsets,
+        plan.spot_angle.astype(np.float64),
+        plan.spot_weight.astype(np.float64),
+        plan.template_norm,
+        plan.n_inplane,
+        tol_r,
+        tol_pos,
+        out_z,
+        out_phi,
+        out_s,
+    )
+    for i1 in _run_ranges(_score_range, n_pat, args, n_threads, chunk):
+        yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}")
+    has = out_z >= 0
+    U_c = np.full((n_pat, n_cand, 3, 3), np.nan)
+    U_c[has] = rotation_z(out_phi[has]) @ plan.zone_orientations[out_z[has]]
+    # greedy: distinct candidates best first, skipping those close to one already taken
+    group = plan.crystal.point_group
+    n_keep = max(n_matches, n_refine) if refine else n_matches
+    taken = np.zeros((n_pat, n_cand), bool)
+    taken[:, 0] = has[:, 0]
+    n_taken = taken[:, 0].astype(int)
+    for k in range(1, n_cand):
+        far = np.ones(n_pat, bool)
+        for j in range(k):
+            mis = misorientation_deg(U_c[:, j], U_c[:, k], group)
+            far &= ~(taken[:, j] & ~(mis > separation_deg))
+        sel = has[:, k] & far & (n_taken < n_keep)
+        taken[:, k] = sel
+        n_taken += sel
+    idx = np.argsort(~taken, axis=1, kind="stable")[:, :n_keep]
+    rows = np.arange(n_pat)[:, None]
+    U0 = U_c[rows, idx]
+    ok = taken[rows, idx]
+    score = np.where(ok, out_s[rows, idx], 0.0)
+    n_match = np.zeros((n_pat, n_keep), np.int64)
+    rms = np.full((n_pat, n_keep), np.nan)
+    if refine:
+        refl = plan.crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
+        U_out = np.where(ok[..., None, None], U0, np.nan)
+        corr = np.zeros((n_pat, n_keep))
+        lam = electron_wavelength_A(plan.params["energy_kev"])
+        args = (
+            off,
+            gx,
+            gy,
+            amp,
+            np.nan_to_num(U0),
+            ok,
+            refl.g,
+            np.abs(refl.structure_factor),
+            np.sum(refl.g**2, axis=1),
+            lam,
+            plan.params["excitation_width_inv_A"],
+            k_max,
+            tol_pos,
+            math.radians(plan.params["step_deg"]),
+            n_iter,
+            U_out,
+            corr,
+            n_match,
+            rms,
+        )
+        for i1 in _run_ranges(_refine_range, n_pat, args, n_threads, chunk):
+            yield Progress(
+                done0 + n_pat // 2 + i1 // 2, progress_total, f"refining {plan.crystal.name}"
+            )
+        U0, score = U_out, np.where(ok, corr, 0.0)
+    order = np.argsort(-score, axis=1, kind="stable")
+    U0, score, ok, n_match, rms = (a[rows, order] for a in (U0, score, ok, n_match, rms))
+    # reliability: best score of a candidate that ended more than the separation from the best
+    second = np.zeros(n_pat)
+    for k in range(1, n_keep):
+        far = misorientation_deg(U0[:, 0], U0[:, k], group) > separation_deg
+        second = np.where(ok[:, k] & far, np.maximum(second, score[:, k]), second)
+    reliability = np.where(score[:, 0] > 0, 1.0 - second / np.maximum(score[:, 0], 1e-300), 0.0)
+    sl = slice(0, n_matches)
+    return U0[:, sl], score[:, sl], ok[:, sl], n_match[:, sl], rms[:, sl], reliability, out_s[:, 0]
+
+
+def iter_match_orientations(
+    peaks: BraggPeaks,
+    plans: OrientationPlan | Sequence[OrientationPlan],
+    *,
+    calibration: Calibration | None = None,
+    origin_px: tuple[float, float] | None = None,
+    n_matches: int = 1,
+    min_peaks: int = 5,
+    refine: bool = True,
+    n_refine: int = 8,
+    n_iter: int = 8,
+    position_tolerance_inv_A: float | None = None,
+    separation_deg: float | None = None,
+    n_threads: int | None = None,
+) -> Job[ACOMResult]:
+    """Job: orientation (and phase) of every pattern from its Bragg peaks.
+
+    Parameters
+    ----------
+    peaks : BraggPeaks
+        Raw detector positions; origin and pixel size from ``calibration`` (default: the
+        peaks' own) or ``origin_px``.
+    plans : one OrientationPlan or several (one per phase: the result has a phase map).
+    n_matches : orientations kept per pattern (overlapping grains), best first.
+    min_peaks : patterns with fewer peaks (central beam excluded) are masked (NaN, phase -1).
+    refine : refine each match to a continuous orientation (else plan-grid orientations).
+    n_refine : distinct plan candidates refined per pattern; the best refined ones are kept.
+    position_tolerance_inv_A : expected peak-position error (default 1.5 detector pixels).
+    separation_deg : minimum misorientation between the top-N matches and for the reliability
+        index (default ``max(5, 2.5 * step)``).
+    n_threads : threads (default: all cores).
+
+    Returns
+    -------
+    ACOMResult
+    """
+    plans = [plans] if isinstance(plans, OrientationPlan) else list(plans)
+    if not plans:
+        raise Napari4DSTEMError("give at least one orientation plan")
+    if n_matches < 1:
+        raise ValueError(f"n_matches must be at least 1, got {n_matches}")
+    cal = calibration or peaks.calibration
+    e0 = plans[0].params["energy_kev"]
+    if any(abs(p.params["energy_kev"] - e0) > 1e-6 for p in plans):
+        raise Napari4DSTEMError("all orientation plans must be made for the same beam energy")
+    if cal.beam_energy_kev is not None and abs(cal.beam_energy_kev - e0) > 0.5:
+        raise CalibrationError(
+            f"the plans are for {e0} keV but the data were taken at {cal.beam_energy_kev} keV"
+        )
+    px = cal.k_pixel_size_in("1/A") if cal.k_units != "px" else None
+    if px is None:
+        raise CalibrationError(
+            "ACOM needs the detector pixel size in 1/A (or mrad with the beam energy)"
+        )
+    k_max = min(p.params["k_max_inv_A"] for p in plans)
+    min_r = 0.5 * min(p.shell_radii[0] for p in plans)
+    off, gx, gy, amp = peaks_to_lab(
+        peaks, calibration=cal, origin_px=origin_px, k_max_inv_A=k_max, min_radius_inv_A=min_r
+    )
+    n_pat = len(off) - 1
+    counts = np.diff(off)
+    valid = counts >= min_peaks
+    # patterns with too few peaks are matched with no peaks at all (masked below)
+    keep = np.repeat(valid, counts)
+    off_v = np.concatenate([[0], np.cumsum(np.where(valid, counts, 0))]).astype(np.int64)
+    gx, gy, amp = gx[keep], gy[keep], amp[keep]
+    tol_pos = float(position_tolerance_inv_A or 1.5 * px)
+    n_threads = int(n_threads or os.cpu_count() or 1)
+    chunk = max(16, min(256, n_pat // (4 * n_threads) + 1))
+    total = n_pat * len(plans)
+    per_plan = []
+    for k, plan in enumerate(plans):
+        sep = (
+            separation_deg
+            if separation_deg is not None
+            else max(5.0, 2.5 * plan.params["step_deg"])
+        )
+        n_cand = max(24, 4 * n_matches, 2 * n_refine)
+        res = yield from _match_one_plan(
+            plan,
+            off_v,
+            gx,
+            gy,
+            amp,
+            n_cand=n_cand,
+            n_matches=n_matches,
+            separation_deg=sep,
+            tol_r=max(tol_pos, 1.0 * px),
+            tol_pos=tol_pos,
+            refine=refine,
+            n_refine=n_refine,
+            n_iter=n_iter,
+            k_max=k_max,
+            n_threads=n_threads,
+            chunk=chunk,
+            progress_total=total,
+            done0=k * n_pat,
+        )
+        per_plan.append(res)
+    # merge phases: the best n_matches over all plans
+    U = np.concatenate([r[0] for r in per_plan], axis=1)
+    corr = np.concatenate([r[1] for r in per_plan], axis=1)
+    okm = np.concatenate([r[2] for r in per_plan], axis=1)
+    nmatch = np.concatenate([r[3] for r in per_plan], axis=1)
+    rms = np.concatenate([r[4] for r in per_plan], axis=1)
+    phase = np.concatenate([np.full((n_pat, n_matches), k) for k in range(len(plans))], axis=1)
+    corr = np.where(okm, corr, -1.0)
+    order = np.argsort(-corr, axis=1, kind="stable")[:, :n_matches]
+    rows = np.arange(n_pat)[:, None]
+    U, corr, okm, nmatch, rms, phase = (a[rows, order] for a in (U, corr, okm, nmatch, rms, phase))
+    okm &= valid[:, None]
+    rel = np.stack([r[5] for r in per_plan], axis=1)[np.arange(n_pat), phase[:, 0]]
+    if len(plans) > 1:
+        best_per_plan = np.stack([np.where(r[2][:, 0], r[1][:, 0], 0.0) for r in per_plan], axis=1)
+        srt = np.sort(best_per_plan, axis=1)
+        phase_rel = np.where(srt[:, -1] > 0, 1.0 - srt[:, -2] / np.maximum(srt[:, -1], 1e-300), 0.0)
+    else:
+        phase_rel = np.where(valid, 1.0, 0.0)
+    sy, sx = peaks.scan_shape
+    U = np.where(okm[..., None, None], U, np.nan)
+    params = {
+        "method": "sparse shell/in-plane correlation + Gauss-Newton refinement (positions and excitation errors)",
+        "n_matches": n_matches,
+        "min_peaks": min_peaks,
+        "refine": refine,
+        "n_iter": n_iter,
+        "position_tolerance_inv_A": tol_pos,
+        "k_max_inv_A": k_max,
+        "plans": [p.params for p in plans],
+        "orientation_convention": "U maps crystal Cartesian to lab (x = k_x, y = k_y, z = beam)",
+        "euler_convention": "Bunge ZXZ (phi1, Phi, phi2) of g = U^T (lab -> crystal), degrees",
+    }
+    yield Progress(total, total, "done")
+    return ACOMResult(
+        orientation=U.reshape(sy, sx, n_matches, 3, 3),
+        correlation=np.where(okm, corr, 0.0).reshape(sy, sx, n_matches),
+        phase=np.where(okm, phase, -1).reshape(sy, sx, n_matches),
+        reliability=np.where(valid, rel, 0.0).reshape(sy, sx),
+        phase_reliability=np.where(valid, phase_rel, 0.0).reshape(sy, sx),
+        n_peaks=counts.reshape(sy, sx),
+        n_matched=np.where(okm, nmatch, 0).reshape(sy, sx, n_matches),
+        residual_inv_A=np.where(okm, rms, np.nan).reshape(sy, sx, n_matches),
+        crystals=tuple(p.crystal for p in plans),
+        calibration=cal,
+        params=params,
+    )
+
+
+def match_orientations(peaks: BraggPeaks, plans, *, progress=None, **kwargs: Any) -> ACOMResult:
+    """Orientation of every pattern (runs :func:`iter_match_orientations` to the end)."""
+    return run_job(iter_match_orientations(peaks, plans, **kwargs), progress)
+
+
+# ------------------------------------------------------------------------------------------
+# synthetic peaks (tests, benchmarks, demos)
+# ------------------------------------------------------------------------------------------
+def kinematic_bragg_peaks(
+    crystal,
+    orientations: np.ndarray,
+    *,
+    scan_shape: tuple[int, int] | None = None,
+    energy_kev: float = 300.0,
+    k_max_inv_A: float = 1.5,
+    thickness_A: float = 100.0,
+    k_pixel_size: float = 0.02,
+    origin_px: tuple[float, float] = (64.0, 64.0),
+    position_noise_px: float = 0.0,
+    min_relative_intensity: float = 1e-3,
+    rng: np.random.Generator | None = None,
+) -> BraggPeaks:
+    """BraggPeaks of kinematic patterns of ``crystal`` at ``orientations (n, 3, 3)``.
+
+    Spots ``|F|^2 exp(-(s t)^2)`` above ``min_relative_intensity`` of the strongest ``|F|^2``,
+    at raw detector positions (``origin_px`` + g / pixel size), with optional Gaussian position
+    noise. The calibration (1/A pixels, origin, energy) is attached.
+    """
+    Us = np.asarray(orientations, float).reshape(-1, 3, 3)
+    n = len(Us)
+    scan_shape = tuple(scan_shape or (1, n))
+    if scan_shape[0] * scan_shape[1] != n:
+        raise DataShapeError(f"{n} orientations do not fill a scan of {scan_shape}")
+    rng = rng or np.random.default_rng(0)
+    recs = []
+    for U in Us:
+        pat = crystal.kinematic_pattern(
+            U,
+            energy_kev=energy_kev,
+            k_max_inv_A=k_max_inv_A,
+            thickness_A=thickness_A,
+            min_relative_intensity=min_relative_intensity,
+        )
+        yx = pat.detector_px(origin_px=origin_px, k_pixel_size_inv_A=k_pixel_size)
+        if position_noise_px > 0:
+            yx = yx + rng.normal(scale=position_noise_px, size=yx.shape)
+        recs.append({"qy": yx[:, 0], "qx": yx[:, 1], "intensity": pat.intensity})
+    cal = Calibration(
+        k_pixel_size=k_pixel_size, k_units="1/A", beam_energy_kev=energy_kev, origin_px=origin_px
+    )
+    return BraggPeaks.from_lists(
+        recs,
+        scan_shape,
+        calibration=cal,
+        params={
+            "generator": "kinematic_bragg_peaks",
+            "crystal": crystal.name,
+            "thickness_A": thickness_A,
+        },
+    )

@@ -1,0 +1,391 @@
+"""Orientation plan: kinematic templates over the symmetry-reduced zone axes, and orientation maths.
+
+A plan samples beam directions ``v`` (crystal frame) over the sphere modulo the crystal's proper
+rotations (:func:`.symmetry.fundamental_zone_axes`) at ``step_deg``; for each it stores the
+reflections excited at the zone-axis orientation ``U0(v)`` (``U0 v = +z``) as a *sparse* template:
+per radial shell ``|g|`` the in-plane angles and amplitudes of its spots. In-plane rotations
+``Rz(phi)`` are not stored: the matcher scores all of them at once (see :mod:`.acom`), so the
+memory grows with the number of zone axes only, ``~ 4 pi / (step^2 |G|)`` templates.
+
+Template amplitudes are ``|F| exp(-(s / w(g))^2 / 2)`` with an excitation width widened for the
+sampling, ``w(g)^2 = w^2 + (|g| step / 2)^2``: an orientation up to half a step away from a plan
+node tilts reflections by that much.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from ..data.calibration import electron_wavelength_A
+from ..errors import FileFormatError, Napari4DSTEMError
+from .crystal import Crystal
+from .symmetry import fundamental_zone_axes
+
+__all__ = [
+    "OrientationPlan",
+    "PlanTooLargeError",
+    "build_orientation_plan",
+    "estimate_plan_memory",
+    "euler_bunge_deg",
+    "load_orientation_plan",
+    "orientation_from_euler_bunge",
+    "rotation_z",
+    "zone_axis_orientation",
+]
+
+
+class PlanTooLargeError(Napari4DSTEMError, MemoryError):
+    """The orientation plan would need more memory than allowed."""
+
+
+def rotation_z(phi_rad) -> np.ndarray:
+    """Rotations about the beam (+z) by ``phi`` (radians), shape ``(..., 3, 3)``."""
+    c, s = np.cos(phi_rad), np.sin(phi_rad)
+    z, o = np.zeros_like(c), np.ones_like(c)
+    return np.stack(
+        [np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2
+    )
+
+
+def zone_axis_orientation(v: np.ndarray) -> np.ndarray:
+    """Orientations ``U0`` (crystal -> lab) that put crystal directions ``v (..., 3)`` along +z.
+
+    The lab x axis is the crystal direction perpendicular to ``v`` closest to crystal x (or y
+    when ``v`` is nearly along x): a deterministic choice of the in-plane origin.
+    """
+    v = np.asarray(v, float)
+    z = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    helper = np.where(np.abs(z[..., :1]) < 0.9, [1.0, 0, 0], [0, 1.0, 0])
+    x = helper - np.sum(helper * z, -1, keepdims=True) * z
+    x /= np.linalg.norm(x, axis=-1, keepdims=True)
+    y = np.cross(z, x)
+    return np.stack([x, y, z], axis=-2)  # rows: lab axes in crystal coordinates
+
+
+def euler_bunge_deg(U: np.ndarray) -> np.ndarray:
+    """Bunge ZXZ Euler angles ``(phi1, Phi, phi2)`` in degrees of orientations ``U (..., 3, 3)``.
+
+    Bunge's passive matrix ``g = Rz(phi2) Rx(Phi) Rz(phi1)`` maps sample (lab) coordinates to
+    crystal coordinates, so ``g = U^T`` (lab = sample frame ``x = k_x, y = k_y, z = beam``).
+    ``phi1, phi2`` in [0, 360), ``Phi`` in [0, 180]; NaN in, NaN out.
+    """
+    g = np.swapaxes(np.asarray(U, float), -1, -2)
+    Phi = np.arccos(np.clip(g[..., 2, 2], -1, 1))
+    sP = np.sin(Phi)
+    gen = sP > 1e-6
+    phi1 = np.where(
+        gen, np.arctan2(g[..., 2, 0], -g[..., 2, 1]), np.arctan2(g[..., 0, 1], g[..., 0, 0])
+    )
+    phi2 = np.where(gen, np.arctan2(g[..., 0, 2], g[..., 1, 2]), 0.0)
+    out = np.stack([np.degrees(phi1) % 360, np.degrees(Phi), np.degrees(phi2) % 360], -1)
+    return np.where(np.isfinite(g[..., :1, 0]), out, np.nan)
+
+
+def orientation_from_euler_bunge(euler_deg: np.ndarray) -> np.ndarray:
+    """Orientations ``U`` (crystal -> lab) from Bunge Euler angles in degrees ``(..., 3)``."""
+    p1, P, p2 = np.moveaxis(np.radians(np.asarray(euler_deg, float)), -1, 0)
+    c1, s1, c, s, c2, s2 = np.cos(p1), np.sin(p1), np.cos(P), np.sin(P), np.cos(p2), np.sin(p2)
+    g = np.stack(
+        [
+            np.stack([c1 * c2 - s1 * s2 * c, s1 * c2 + c1 * s2 * c, s2 * s], -1),
+            np.stack([-c1 * s2 - s1 * c2 * c, -s1 * s2 + c1 * c2 * c, c2 * s], -1),
+            np.stack([s1 * s, -c1 * s, c], -1),
+        ],
+        -2,
+    )
+    return np.swapaxes(g, -1, -2)
+
+
+@dataclass(frozen=True, eq=False)
+class OrientationPlan:
+    """Sparse kinematic templates of one crystal over the fundamental zone of zone axes.
+
+    Attributes
+    ----------
+    crystal : Crystal
+    zone_axes : (n_zones, 3) beam directions in crystal Cartesian coordinates (unit vectors).
+    zone_orientations : (n_zones, 3, 3) ``U0`` of each zone axis (crystal -> lab, beam = +z).
+    n_inplane : number of in-plane angles, ``phi_k = 2 pi k / n_inplane``.
+    shell_radii : (n_shells,) distinct ``|g|`` (1/A) of the reflections, sorted.
+    template_offsets : (n_zones * n_shells + 1,) CSR offsets of the spots of zone ``z``, shell ``f``
+        at ``[z * n_shells + f]``.
+    spot_angle : (n_spots,) in-plane angle ``atan2(g_y, g_x)`` at ``U0`` (radians).
+    spot_weight : (n_spots,) template amplitude.
+    template_norm : (n_zones,) ``sqrt(sum spot_weight^2)`` per zone.
+    params : dict of the parameters (energy_kev, k_max_inv_A, step_deg, ...).
+    """
+
+    crystal: Crystal
+    zone_axes: np.ndarray
+    zone_orientations: np.ndarray
+    n_inplane: int
+    shell_radii: np.ndarray
+    template_offsets: np.ndarray
+    spot_angle: np.ndarray
+    spot_weight: np.ndarray
+    template_norm: np.ndarray
+    params: dict
+
+    @property
+    def n_zones(self) -> int:
+        return len(self.zone_axes)
+
+    @property
+    def n_orientations(self) -> int:
+        return self.n_zones * self.n_inplane
+
+    @property
+    def nbytes(self) -> int:
+        return sum(
+            a.nbytes
+            for a in (
+                self.zone_axes,
+                self.zone_orientations,
+                self.shell_radii,
+                self.template_offsets,
+                self.spot_angle,
+                self.spot_weight,
+                self.template_norm,
+            )
+        )
+
+    def orientation(self, zone: np.ndarray, inplane_index: np.ndarray) -> np.ndarray:
+        """``U = Rz(phi) U0[zone]`` for plan indices (broadcast), shape ``(..., 3, 3)``."""
+        phi = 2 * np.pi * np.asarray(inplane_index) / self.n_inplane
+        return rotation_z(phi) @ self.zone_orientations[np.asarray(zone)]
+
+    def save(self, path: str | PathLike) -> Path:
+        """Write the plan and its crystal to ``.npz`` (atomic)."""
+        from ..io._atomic import atomic_output
+
+        path = Path(path)
+        arrays = {
+            **self.crystal.to_dict(),
+            "zone_axes": self.zone_axes,
+            "zone_orientations": self.zone_orientations,
+            "n_inplane": np.array(self.n_inplane),
+            "shell_radii": self.shell_radii,
+            "template_offsets": self.template_offsets,
+            "spot_angle": self.spot_angle,
+            "spot_weight": self.spot_weight,
+            "template_norm": self.template_norm,
+            "params_json": np.array(_json(self.params)),
+            "format": np.array("napari-4dstem orientation plan 1"),
+        }
+        with atomic_output(path, overwrite=True) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        return path
+
+
+def _json(d: dict) -> str:
+    import json
+
+    return json.dumps(d)
+
+
+def load_orientation_plan(path: str | PathLike) -> OrientationPlan:
+    """Read a plan written by :meth:`OrientationPlan.save`."""
+    import json
+    import zipfile
+
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise FileFormatError(p, f"not an orientation plan ({e})") from None
+    if str(d.get("format", "")) != "napari-4dstem orientation plan 1":
+        raise FileFormatError(
+            p, "not a napari-4dstem orientation plan (.npz written by OrientationPlan.save)"
+        )
+    return OrientationPlan(
+        Crystal.from_dict(d),
+        d["zone_axes"],
+        d["zone_orientations"],
+        int(d["n_inplane"]),
+        d["shell_radii"],
+        d["template_offsets"],
+        d["spot_angle"],
+        d["spot_weight"],
+        d["template_norm"],
+        json.loads(str(d["params_json"])),
+    )
+
+
+def _spots_per_zone(
+    crystal: Crystal, axes: np.ndarray, refl_g, amp, g2, lam, w_base, step_rad, k_max, min_rel
+):
+    U0 = zone_axis_orientation(axes)  # (n, 3, 3)
+    gl = np.einsum("zij,gj->zgi", U0, refl_g)  # (n, n_g, 3)
+    s = -(gl[..., 2] + 0.5 * lam * g2)
+    gn = np.sqrt(g2)
+    w2 = w_base**2 + (0.5 * step_rad * gn) ** 2
+    weight = amp * np.exp(-0.5 * s**2 / w2)
+    keep = (np.hypot(gl[..., 0], gl[..., 1]) <= k_max) & (weight > min_rel * amp.max())
+    return U0, gl, weight, keep
+
+
+def estimate_plan_memory(
+    crystal: Crystal,
+    *,
+    step_deg: float,
+    inplane_step_deg: float | None = None,
+    k_max_inv_A: float,
+    energy_kev: float,
+    thickness_A: float = 100.0,
+    n_threads: int | None = None,
+) -> dict[str, float]:
+    """Estimated bytes of a plan and of the matcher's per-thread score buffers (from a sample of
+    zone axes), without building it."""
+    import os
+
+    axes = fundamental_zone_axes(step_deg, crystal.point_group)
+    lam = electron_wavelength_A(energy_kev)
+    refl = crystal.reciprocal_points(k_max_inv_A)
+    sample = axes[:: max(1, len(axes) // 16)]
+    *_, keep = _spots_per_zone(
+        crystal,
+        sample,
+        refl.g,
+        np.abs(refl.structure_factor),
+        refl.g_norm**2,
+        lam,
+        1.0 / thickness_A,
+        math.radians(step_deg),
+        k_max_inv_A,
+        1e-3,
+    )
+    spots = float(keep.sum(axis=1).mean()) * len(axes)
+    n_inplane = round(360.0 / (inplane_step_deg or step_deg))
+    n_threads = n_threads or os.cpu_count() or 1
+    plan = spots * 12 + len(axes) * 100
+    buffers = n_threads * len(axes) * n_inplane * 4.0
+    return {
+        "n_zones": len(axes),
+        "n_inplane": n_inplane,
+        "plan_bytes": plan,
+        "match_bytes": buffers,
+        "total_bytes": plan + buffers,
+    }
+
+
+def build_orientation_plan(
+    crystal: Crystal,
+    *,
+    energy_kev: float,
+    k_max_inv_A: float,
+    step_deg: float = 2.0,
+    inplane_step_deg: float | None = None,
+    thickness_A: float = 100.0,
+    excitation_width_inv_A: float | None = None,
+    min_relative_amplitude: float = 1e-3,
+    max_memory_bytes: float = 2 * 2**30,
+) -> OrientationPlan:
+    """Build the sparse template plan of ``crystal``.
+
+    Parameters
+    ----------
+    crystal : Crystal
+    energy_kev : beam energy (keV).
+    k_max_inv_A : largest ``|g|`` (1/A) of the templates; at most the detector's reach.
+    step_deg : angular step of the zone axes over the fundamental zone.
+    inplane_step_deg : in-plane step (default ``step_deg``).
+    thickness_A : sample thickness; sets the excitation width ``1/t`` unless
+        ``excitation_width_inv_A`` is given.
+    min_relative_amplitude : spots weaker than this fraction of the strongest ``|F|`` are dropped.
+    max_memory_bytes : refuse (:class:`PlanTooLargeError`, naming a step that fits) above this.
+    """
+    if not (0.05 <= step_deg <= 30):
+        raise ValueError(f"step_deg must be within 0.05..30 degrees, got {step_deg}")
+    inplane_step_deg = float(inplane_step_deg or step_deg)
+    n_inplane = round(360.0 / inplane_step_deg)
+    if n_inplane < 4:
+        raise ValueError(f"inplane_step_deg must be at most 90 degrees, got {inplane_step_deg}")
+    est = estimate_plan_memory(
+        crystal,
+        step_deg=step_deg,
+        inplane_step_deg=inplane_step_deg,
+        k_max_inv_A=k_max_inv_A,
+        energy_kev=energy_kev,
+        thickness_A=thickness_A,
+    )
+    if est["total_bytes"] > max_memory_bytes:
+        # plan ~ 1/step^2, buffers ~ 1/step^3: the step that fits, rounded up to 0.1 deg
+        ratio = est["total_bytes"] / max_memory_bytes
+        suggest = math.ceil(10 * step_deg * ratio ** (1 / 2.5)) / 10
+        raise PlanTooLargeError(
+            f"an orientation plan of {crystal.name} at {step_deg} deg needs about "
+            f"{est['total_bytes'] / 2**20:.0f} MiB ({est['n_zones']} zone axes x {est['n_inplane']} "
+            f"in-plane angles), more than the {max_memory_bytes / 2**20:.0f} MiB allowed; "
+            f"use a coarser step (about {suggest} deg) or a smaller k_max"
+        )
+    lam = electron_wavelength_A(energy_kev)
+    w_base = excitation_width_inv_A if excitation_width_inv_A is not None else 1.0 / thickness_A
+    refl = crystal.reciprocal_points(k_max_inv_A)
+    if len(refl.hkl) == 0:
+        raise Napari4DSTEMError(f"{crystal.name}: no reflections within k_max = {k_max_inv_A} 1/A")
+    amp = np.abs(refl.structure_factor)
+    gn = refl.g_norm
+    radii, shell_of = np.unique(np.round(gn, 4), return_inverse=True)
+    axes = fundamental_zone_axes(step_deg, crystal.point_group)
+    n_z, n_sh = len(axes), len(radii)
+    U0s, ang_parts, w_parts = [], [], []
+    counts = np.zeros((n_z, n_sh), np.int64)
+    chunk = max(1, int(2e6 // max(len(gn), 1)))
+    for a in range(0, n_z, chunk):
+        U0, gl, weight, keep = _spots_per_zone(
+            crystal,
+            axes[a : a + chunk],
+            refl.g,
+            amp,
+            gn**2,
+            lam,
+            w_base,
+            math.radians(step_deg),
+            k_max_inv_A,
+            min_relative_amplitude,
+        )
+        U0s.append(U0)
+        zi, gi = np.nonzero(keep)
+        order = np.lexsort((gi, shell_of[gi], zi))  # by zone, then shell
+        zi, gi = zi[order], gi[order]
+        np.add.at(counts, (zi + a, shell_of[gi]), 1)
+        ang_parts.append(np.arctan2(gl[zi, gi, 1], gl[zi, gi, 0]))
+        w_parts.append(weight[zi, gi])
+    offsets = np.concatenate([[0], np.cumsum(counts.ravel())]).astype(np.int64)
+    spot_w = np.concatenate(w_parts).astype(np.float32)
+    per_zone = counts.sum(axis=1)
+    zone_of_spot = np.repeat(np.arange(n_z), per_zone)
+    norm = np.sqrt(np.bincount(zone_of_spot, spot_w.astype(np.float64) ** 2, minlength=n_z))
+    norm[per_zone == 0] = np.inf
+    params = {
+        "energy_kev": float(energy_kev),
+        "k_max_inv_A": float(k_max_inv_A),
+        "step_deg": float(step_deg),
+        "inplane_step_deg": 360.0 / n_inplane,
+        "thickness_A": float(thickness_A),
+        "excitation_width_inv_A": float(w_base),
+        "min_relative_amplitude": float(min_relative_amplitude),
+        "crystal": crystal.name,
+        "spacegroup": crystal.spacegroup,
+        "point_group": crystal.point_group.name,
+        "zone_axes": "sphere modulo the proper rotations of the point group",
+        "orientation_convention": "U maps crystal Cartesian to lab (x = k_x, y = k_y, z = beam)",
+    }
+    return OrientationPlan(
+        crystal,
+        axes,
+        np.concatenate(U0s),
+        n_inplane,
+        radii.astype(np.float64),
+        offsets,
+        np.concatenate(ang_parts).astype(np.float32),
+        spot_w,
+        norm,
+        params,
+    )
