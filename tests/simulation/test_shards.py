@@ -18,10 +18,11 @@ def _shard(tmp_path, name, n, rng, **kw):
 
 
 def test_write_read_round_trip_across_shards(tmp_path, rng):
-    p0, b0, m0 = _shard(tmp_path, "shard-00000.h5", 3, rng)
+    p0 = _shard(tmp_path, "shard-00000.h5", 3, rng)[0]
     p1, b1, m1 = _shard(tmp_path, "shard-00001.h5", 4, rng)
     s = ShardSet(tmp_path)
     assert len(s) == 7 and s.counts == [3, 4]
+    np.testing.assert_array_equal(s[2].pattern, p0[2])
     x = s[4]  # second shard, pattern 1
     np.testing.assert_array_equal(x.pattern, p1[1])
     np.testing.assert_array_equal(x.label, 2 * p1[1])
