@@ -13,6 +13,7 @@ __all__ = [
     "DataShapeError",
     "FileFormatError",
     "Napari4DSTEMError",
+    "NonFiniteDataError",
     "OutputExistsError",
 ]
 
@@ -43,6 +44,10 @@ class DataShapeError(Napari4DSTEMError, ValueError):
 
 class CalibrationError(Napari4DSTEMError, ValueError):
     """A calibration value or unit is invalid or missing for the requested operation."""
+
+
+class NonFiniteDataError(Napari4DSTEMError, ValueError):
+    """Float data holds NaN or inf where an analysis reads it."""
 
 
 class OutputExistsError(Napari4DSTEMError, FileExistsError):

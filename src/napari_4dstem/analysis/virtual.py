@@ -32,7 +32,7 @@ from ..engine.kernels import (
     runs_sum_block,
     weighted_sum_block,
 )
-from ..errors import CalibrationError, Napari4DSTEMError
+from ..errors import CalibrationError, NonFiniteDataError
 from .detectors import Detector, mask_runs
 
 __all__ = [
@@ -47,10 +47,6 @@ __all__ = [
 
 _NO_SHIFT = np.zeros((0, 0))
 NAN_POLICIES = ("raise", "propagate", "omit")
-
-
-class NonFiniteDataError(Napari4DSTEMError, ValueError):
-    """Float data holds NaN or inf where an analysis reads it."""
 
 
 def as_datacube(data: Any, calibration: Calibration | None = None) -> tuple[DataCube, Calibration]:
