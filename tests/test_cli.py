@@ -20,6 +20,16 @@ def test_info_text_and_json(tmp_path, small_cube, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["shape"] == [7, 9, 13, 11] and info["format"] == "emd"
     assert info["calibration"]["scan_units"] == "nm" and info["chunks"] == [7, 9, 13, 11]
+    assert info["nodes"][0]["class"] == "DataCube"
+
+
+def test_info_on_a_results_file_lists_its_nodes(tmp_path, capsys):
+    from napari_4dstem import RealSpaceMap
+
+    p = emd.write(tmp_path / "r.h5", RealSpaceMap(np.zeros((3, 4)), name="bf"))
+    assert main(["info", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "/napari_4dstem_root/bf" in out and "RealSlice" in out and "(3, 4)" in out
 
 
 def test_convert_with_binning(tmp_path, small_cube, capsys):

@@ -73,34 +73,42 @@ def add_info(sub) -> argparse.ArgumentParser:
 
 
 def run_info(args) -> int:
-    from .io import detect_format
+    from .io import detect_format, emd
 
     fmt = detect_format(args.file)
-    dc = _open(args)
-    try:
-        info = {
-            "file": str(args.file),
-            "format": fmt.name if fmt else None,
-            "name": dc.name,
-            "shape": list(dc.shape),
-            "axes": list(dc.axis_labels),
-            "dtype": str(dc.dtype),
-            "chunks": list(dc.chunks) if dc.chunks else None,
-            "nbytes": dc.nbytes,
-            "calibration": dc.calibration.to_dict(),
-        }
-    finally:
-        dc.close()
+    info: dict[str, Any] = {"file": str(args.file), "format": fmt.name if fmt else None}
+    nodes = emd.list_nodes(args.file) if fmt is not None and fmt.name == "emd" else []
+    if not nodes or any(n.shape and len(n.shape) == 4 for n in nodes):
+        dc = _open(args)
+        try:
+            info.update(
+                name=dc.name, shape=list(dc.shape), axes=list(dc.axis_labels), dtype=str(dc.dtype),
+                chunks=list(dc.chunks) if dc.chunks else None, nbytes=dc.nbytes,
+                calibration=dc.calibration.to_dict(),
+            )
+        finally:
+            dc.close()
+    if nodes:
+        info["nodes"] = [
+            {"path": n.path, "class": n.python_class, "shape": list(n.shape) if n.shape else None}
+            for n in nodes
+        ]
     if args.json:
         print(json.dumps(info, indent=2))
-    else:
-        print(f"{info['file']}  ({info['format']})")
+        return EXIT_OK
+    print(f"{info['file']}  ({info['format']})")
+    if "shape" in info:
         print(f"  shape    {tuple(info['shape'])}  (scan_y, scan_x, k_y, k_x)")
         print(f"  dtype    {info['dtype']}   {info['nbytes'] / 2**20:.1f} MiB")
         print(f"  chunks   {tuple(info['chunks']) if info['chunks'] else 'contiguous'}")
         for k, v in info["calibration"].items():
             if v is not None and v is not False:
                 print(f"  {k:27s}{v}")
+    if nodes:
+        print("  nodes:")
+        for n in info["nodes"]:
+            shape = tuple(n["shape"]) if n["shape"] else ""
+            print(f"    {n['path']:50s} {n['class']:18s} {shape}")
     return EXIT_OK
 
 
