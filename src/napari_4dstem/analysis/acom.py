@@ -28,6 +28,7 @@ pixel size`` in 1/A.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -168,7 +169,7 @@ class ACOMResult:
     def to_maps(self, *, match: int = 0) -> list[RealSpaceMap]:
         """The results as RealSpaceMaps (for EMD files and napari layers)."""
         cal, m = self.calibration, match
-        params = {**self.params, "match": m, "phases": [c.name for c in self.crystals]}
+        params = {**self.params, "match": m, "phases": ",".join(c.name for c in self.crystals)}
         return [
             RealSpaceMap(
                 self.euler_deg(m),
@@ -533,13 +534,16 @@ def _refine_range(
                     assign[p - a] = best
                     if best >= 0:
                         obs2[best] += p_a[p] * p_a[p]
+                # unpaired peaks count in the pattern norm: an orientation that explains only
+                # some of the peaks must not score as well as one that explains all
                 num, den, oo = 0.0, 0.0, 0.0
+                for p in range(a, b):
+                    oo += p_a[p] * p_a[p]
                 for q in range(nc):
                     g = cand[q]
                     o = math.sqrt(obs2[g])
                     num += o * m[g]
                     den += m[g] * m[g]
-                    oo += o * o
                 sc = num / den if den > 0 else 0.0
                 if final:
                     corr[i, c] = num / math.sqrt(den * oo) if den > 0 and oo > 0 else 0.0
@@ -584,7 +588,7 @@ def _refine_range(
                     JTJ[r, r] = JTJ[r, r] * 1.001 + 1e-9
                 d = _solve3(JTJ, -JTr)
                 nd = math.sqrt(d[0] ** 2 + d[1] ** 2 + d[2] ** 2)
-                lim = max(step_rad, 0.002)
+                lim = max(0.5 * step_rad, 0.002)
                 if nd > lim:
                     for r in range(3):
                         d[r] *= lim / nd
@@ -851,7 +855,7 @@ def iter_match_orientations(
         "n_iter": n_iter,
         "position_tolerance_inv_A": tol_pos,
         "k_max_inv_A": k_max,
-        "plans": [p.params for p in plans],
+        "plans_json": json.dumps([p.params for p in plans]),
         "orientation_convention": "U maps crystal Cartesian to lab (x = k_x, y = k_y, z = beam)",
         "euler_convention": "Bunge ZXZ (phi1, Phi, phi2) of g = U^T (lab -> crystal), degrees",
     }

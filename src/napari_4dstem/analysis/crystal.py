@@ -260,7 +260,7 @@ class Crystal:
         occ = np.array([s.occ for s in sites])
         biso = np.array([8 * math.pi**2 * s.u_iso if s.u_iso > 0 else 0.5 for s in sites])
         lat = lattice_from_parameters(cell.a, cell.b, cell.c, cell.alpha, cell.beta, cell.gamma)
-        sg = st.find_spacegroup()
+        sg = st.spacegroup
         return cls(
             lat,
             z,
@@ -312,9 +312,14 @@ class Crystal:
     def _symmetry(self) -> dict:
         if "sym" not in self._cache:
             import spglib
+            import spglib.error
 
+            spglib.error.OLD_ERROR_HANDLING = False  # raise SpglibError (spglib's future default)
             cell = (self.lattice, self.positions, self.numbers)
-            ds = spglib.get_symmetry_dataset(cell, symprec=1e-3)
+            try:
+                ds = spglib.get_symmetry_dataset(cell, symprec=1e-3)
+            except spglib.error.SpglibError:
+                ds = None
             if ds is None:
                 raise CrystalError(
                     f"{self.name}: spglib could not find the symmetry of the structure"
