@@ -539,6 +539,74 @@ def run_strain(args) -> int:
     return EXIT_OK
 
 
+# -- acom ---------------------------------------------------------------------------------------
+def add_acom(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("acom", help="crystal orientation (and phase) map from Bragg disks (ACOM)")
+    p.add_argument("file", type=Path)
+    p.add_argument("out", type=Path, help="output .h5 (EMD): euler, orientation, correlation, phase, IPF maps")
+    p.add_argument("--crystal", action="append", required=True, metavar="NAME|CIF",
+                   help="bundled crystal (Au, Cu, Al, Si, Fe-bcc, Ti-hcp) or a CIF; repeat for a phase map")
+    p.add_argument("--step", type=float, default=2.0, help="zone-axis step of the plan in degrees (default 2)")
+    p.add_argument("--inplane-step", type=float, help="in-plane step in degrees (default: --step)")
+    p.add_argument("--k-max", type=float, metavar="1/A", help="largest |g| used (default: the detector's reach)")
+    p.add_argument("--thickness-nm", type=float, default=5.0, help="sample thickness for the excitation errors")
+    p.add_argument("--n-matches", type=int, default=1, help="orientations kept per pattern (overlapping grains)")
+    p.add_argument("--min-peaks", type=int, default=5, help="mask patterns with fewer peaks (default 5)")
+    p.add_argument("--max-memory-mb", type=float, default=2048, help="refuse plans larger than this")
+    p.add_argument("--ang", type=Path, help="also write a TSL .ang file (MTEX, orix)")
+    _bragg_args(p)
+    return p
+
+
+def run_acom(args) -> int:
+    import numpy as np
+
+    from .analysis.acom import iter_match_orientations
+    from .analysis.crystal import load_crystal
+    from .analysis.orientation import build_orientation_plan
+    from .engine.jobs import run_job
+
+    if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
+        from .errors import FileFormatError
+
+        raise FileFormatError(args.out, "acom writes an EMD file (.h5)")
+    crystals = [load_crystal(c) for c in args.crystal]
+    dc = _open_calibrated(args)
+    try:
+        cal = dc.calibration
+        if cal.beam_energy_kev is None:
+            raise Napari4DSTEMError("ACOM needs the beam energy in the file's calibration (or --calibration)")
+        peaks = _find_disks(args, dc)
+    finally:
+        dc.close()
+    cal = peaks.calibration
+    if cal.origin_px is None and cal.origin_map_px is None:
+        from .analysis.bragg import origin_from_peaks
+
+        om = origin_from_peaks(peaks).data
+        cal = cal.replace(origin_map_px=np.where(np.isfinite(om), om, np.nanmedian(om, axis=(0, 1))))
+    k_max = args.k_max
+    if k_max is None:
+        oy, ox = cal.origin_px
+        ny, nx = dc.detector_shape
+        k_max = min(oy, ox, ny - 1 - oy, nx - 1 - ox) * cal.k_pixel_size_in("1/A")
+    plans = [build_orientation_plan(c, energy_kev=cal.beam_energy_kev, k_max_inv_A=k_max, step_deg=args.step,
+                                    inplane_step_deg=args.inplane_step, thickness_A=10 * args.thickness_nm,
+                                    max_memory_bytes=args.max_memory_mb * 2**20) for c in crystals]
+    res = run_job(iter_match_orientations(peaks, plans, calibration=cal, n_matches=args.n_matches,
+                                          min_peaks=args.min_peaks), ProgressBar(enabled=not args.quiet))
+    from .io import emd
+
+    emd.write(args.out, *res.to_maps(), peaks, overwrite=args.overwrite)
+    if args.ang:
+        res.write_ang(args.ang, overwrite=args.overwrite)
+    v = res.valid
+    print(f"{int(v.sum())}/{v.size} patterns indexed (k_max {k_max:.2f} 1/A, {plans[0].n_zones} zone axes x "
+          f"{plans[0].n_inplane} in-plane); median correlation {np.median(res.correlation[..., 0][v]) if v.any() else 0:.3f}")
+    print(f"wrote {args.out}" + (f" and {args.ang}" if args.ang else ""))
+    return EXIT_OK
+
+
 SUBCOMMANDS: dict[str, tuple[Callable, Callable]] = {
     "info": (add_info, run_info),
     "convert": (add_convert, run_convert),
@@ -549,6 +617,7 @@ SUBCOMMANDS: dict[str, tuple[Callable, Callable]] = {
     "dpc": (add_dpc, run_dpc),
     "disks": (add_disks, run_disks),
     "strain": (add_strain, run_strain),
+    "acom": (add_acom, run_acom),
 }
 
 
