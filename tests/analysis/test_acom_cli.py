@@ -1,0 +1,27 @@
+"""`napari-4dstem acom` on the bundled gold polycrystal."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_4dstem._sample_data import sample_path
+from napari_4dstem.cli import main
+
+
+def test_acom_cli(tmp_path, capsys):
+    src = sample_path("polycrystal_au")
+    out, ang = tmp_path / "acom.h5", tmp_path / "acom.ang"
+    rc = main(["-q", "acom", str(src), str(out), "--crystal", "Au", "--probe", str(src), "--step", "3",
+               "--thickness-nm", "10", "--min-peaks", "3", "--ang", str(ang)])
+    assert rc == 0
+    assert "patterns indexed" in capsys.readouterr().out
+    from napari_4dstem.io import emd
+
+    res = emd.read(out)
+    assert res["euler_bunge"].data.shape == (32, 32, 3)
+    assert np.loadtxt(ang, comments="#").shape == (1024, 10)
+
+
+def test_acom_cli_bad_crystal(tmp_path, capsys):
+    rc = main(["-q", "acom", str(sample_path("polycrystal_au")), str(tmp_path / "x.h5"), "--crystal", "nope.cif"])
+    assert rc == 2 and "no such CIF" in capsys.readouterr().err
