@@ -196,7 +196,7 @@ def test_cuda_correlation_matches_cpu(rng):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA")
-    data, truth, _ = _disk_patterns(rng, 16, amp=20)
+    data, _truth, _ = _disk_patterns(rng, 16, amp=20)
     a = find_bragg_disks(data, template=_template())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -219,7 +219,7 @@ def test_bragg_vector_map_and_origin_from_peaks():
     g1 = s.truth[0].params["g1_ref_px_yx"]
     y, x = 64 + g1[0], 64 + g1[1]
     assert (
-        bvm.data[int(round(y)) - 1 : int(round(y)) + 2, int(round(x)) - 1 : int(round(x)) + 2].sum()
+        bvm.data[round(y) - 1 : round(y) + 2, round(x) - 1 : round(x) + 2].sum()
         > 0
     )
     big = bragg_vector_map(bp, origin=org, sampling=2, weights="count")

@@ -26,12 +26,14 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numba
 import numpy as np
 
 from ..data.calibration import Calibration
 from ..data.results import BraggPeaks, DiffractionImage, RealSpaceMap
 from ..engine.driver import map_scan
 from ..engine.jobs import Job, Progress, run_job
+from ..engine.kernels import Kernel
 from ..errors import DataShapeError
 from .peaks import PeakTable, find_peaks, fit_disks, refine_peaks
 from .probe import ProbeTemplate, make_template
@@ -165,7 +167,7 @@ def detect_in_stack(
     need_spec = subpixel == "upsample"
     if workers is None:
         workers = (os.cpu_count() or 1) if parallel else 1
-    src = p if b == 1 else _bin_stack(p, b)
+    src = p if b == 1 else _bin_stack(p, b, parallel)
     res = correlate(
         src,
         kernel,
@@ -264,11 +266,30 @@ def _detect_bin(template: ProbeTemplate, subpixel: str, detect_bin: int | None) 
     return b
 
 
-def _bin_stack(p: np.ndarray, b: int) -> np.ndarray:
+@Kernel
+def _bin_batch(p, b, out):
+    for i in numba.prange(out.shape[0]):
+        for y in range(out.shape[1]):
+            for j in range(b):
+                row = p[i, y * b + j]
+                for x in range(out.shape[2]):
+                    acc = 0.0
+                    for k in range(b):
+                        acc += row[x * b + k]
+                    out[i, y, x] += acc
+
+
+def _bin_stack(p: np.ndarray, b: int, parallel: bool = True) -> np.ndarray:
+    """``b x b`` sums of a stack ``(n, k_y, k_x)`` in float32 (trailing rows/columns dropped)."""
     n, ny, nx = p.shape
-    h, w = ny // b, nx // b
-    q = p[:, : h * b, : w * b].astype(np.float32, copy=False)
-    return q.reshape(n, h, b, w, b).sum(axis=(2, 4), dtype=np.float32)
+    out = np.zeros((n, ny // b, nx // b), np.float32)
+    q = (
+        p
+        if p.dtype.kind in "uif" and p.dtype.isnative and p.dtype != np.float16
+        else p.astype(np.float32)
+    )
+    _bin_batch(np.ascontiguousarray(q), int(b), out, parallel=parallel)
+    return out
 
 
 def _binned_kernel(template: ProbeTemplate, shape: tuple[int, int], b: int) -> np.ndarray:

@@ -350,17 +350,22 @@ def fit_lattice(
     Gp = np.broadcast_to(G, (peaks.n_peaks, 2, 2))
     op = np.zeros((peaks.n_peaks, 2))
     use_next = finite.copy()
-    for it in range(4):
+    n_all = np.diff(peaks.offsets)
+    for it in range(3):
         rel = np.stack([vy, vx], -1) - op
-        hk = np.rint(np.linalg.solve(Gp, np.where(finite[:, None], rel, 0.0)[..., None])[..., 0])
-        dev = np.hypot(*(rel - (Gp @ hk[..., None])[..., 0]).T)
+        rel = np.where(finite[:, None], rel, 0.0)
+        a, b, c, d = Gp[:, 0, 0], Gp[:, 0, 1], Gp[:, 1, 0], Gp[:, 1, 1]
+        det = a * d - b * c  # explicit 2 x 2 inverses: np.linalg.solve is slow on 1e5 tiny systems
+        h = np.rint((d * rel[:, 0] - b * rel[:, 1]) / det)
+        k = np.rint((a * rel[:, 1] - c * rel[:, 0]) / det)
+        dev = np.hypot(rel[:, 0] - a * h - b * k, rel[:, 1] - c * h - d * k)
         indexed = finite & (dev < tol)
         use = indexed & use_next
-        h, k = hk[:, 0], hk[:, 1]
         w = np.where(use, w0, 0.0)
         cy, cx, ok = _solve_all(pos, n_pos, h, k, vy, vx, w)
-        pred_y = (cy[pos] * np.stack([np.ones_like(h), h, k], -1)).sum(-1)
-        pred_x = (cx[pos] * np.stack([np.ones_like(h), h, k], -1)).sum(-1)
+        cyp, cxp = cy[pos], cx[pos]
+        pred_y = cyp[:, 0] + cyp[:, 1] * h + cyp[:, 2] * k
+        pred_x = cxp[:, 0] + cxp[:, 1] * h + cxp[:, 2] * k
         res = np.hypot(vy - pred_y, vx - pred_x)
         good = use & np.isfinite(res)
         # robust scale of residual x sqrt(weight) (the weights are inverse variances up to a factor)
@@ -372,13 +377,16 @@ def fit_lattice(
         # drags the residuals of its neighbours up too)
         use_next = use.copy() if it else indexed.copy()
         if np.isfinite(outlier_sigma) and np.isfinite(sig) and sig > 0:
+            # peaks are stored pattern by pattern (CSR): per-pattern maxima by reduceat
             zm = np.where(good, z, -np.inf)
-            order = np.lexsort((-zm, pos))
-            first = np.ones(len(order), bool)
-            first[1:] = pos[order][1:] != pos[order][:-1]
-            worst = order[first]
-            worst = worst[zm[worst] > outlier_sigma * sig]
-            use_next[worst] = False
+            starts = peaks.offsets[:-1][n_all > 0]
+            zmax = np.full(n_pos, -np.inf)
+            zmax[n_all > 0] = np.maximum.reduceat(zm, starts) if len(starts) else []
+            cand = (zm == zmax[pos]) & (zm > outlier_sigma * sig)
+            idx = np.nonzero(cand)[0]
+            keep_first = np.ones(len(idx), bool)
+            keep_first[1:] = pos[idx][1:] != pos[idx][:-1]  # one peak per pattern on ties
+            use_next[idx[keep_first]] = False
         # re-index with each pattern's own lattice where it was fitted
         fitted = np.isfinite(cy[:, 0]) & np.isfinite(cx[:, 0])
         Gnew = np.stack(
@@ -387,7 +395,6 @@ def fit_lattice(
         Gp = np.where(fitted[pos, None, None], Gnew[pos], G)
         op = np.where(fitted[pos, None], np.stack([cy[pos, 0], cx[pos, 0]], -1), 0.0)
     n_used = np.bincount(pos, use & (w0 > 0), n_pos).astype(np.int64)
-    n_all = np.diff(peaks.offsets)
     reason = np.zeros(n_pos, np.uint8)
     reason[~ok] = 3
     reason[n_used < min_peaks] = 2

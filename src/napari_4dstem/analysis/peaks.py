@@ -56,16 +56,33 @@ def _peaks_one(c, edge, min_rel, min_abs, min_sp2, max_peaks, out_yx, out_v):
     ny, nx = c.shape
     lo_y, hi_y = max(edge, 1), min(ny - edge, ny - 1)
     lo_x, hi_x = max(edge, 1), min(nx - edge, nx - 1)
+    if hi_y <= lo_y or hi_x <= lo_x:
+        return 0
+    # the threshold first (the strongest maximum is the interior maximum), measured from the
+    # background level (10th percentile of every 3rd pixel: cheap, and the gaps between disks
+    # even when they cover most of the pattern), so a flat background never passes it and
+    # float noise on flat regions is never collected
+    vmax = -np.inf
+    for y in range(lo_y, hi_y):
+        for x in range(lo_x, hi_x):
+            if c[y, x] > vmax:
+                vmax = c[y, x]
+    sub = c[::3, ::3].copy().ravel()
+    k10 = sub.size // 10
+    level = np.partition(sub, k10)[k10]
+    span = vmax - level
+    if not (span > 1e-5 * max(abs(vmax), abs(level))):
+        return 0
+    thr = max(min_abs, level + min_rel * span)
     cap = 4096
     cy = np.empty(cap, np.int64)
     cx = np.empty(cap, np.int64)
     cv = np.empty(cap, np.float64)
     n = 0
-    vmax = -np.inf
     for y in range(lo_y, hi_y):
         for x in range(lo_x, hi_x):
             v = c[y, x]
-            if not (v >= min_abs):
+            if not (v >= thr):
                 continue
             if (
                 v > c[y - 1, x - 1]
@@ -85,20 +102,8 @@ def _peaks_one(c, edge, min_rel, min_abs, min_sp2, max_peaks, out_yx, out_v):
                 else:
                     cy[n], cx[n], cv[n] = y, x, v
                     n += 1
-                if v > vmax:
-                    vmax = v
     if n == 0:
         return 0
-    # heights are measured from the background level (10th percentile of every 3rd pixel:
-    # cheap, and the gaps between disks even when they cover most of the pattern), so a flat
-    # background never passes the relative threshold
-    sub = c[::3, ::3].copy().ravel()
-    k10 = sub.size // 10
-    level = np.partition(sub, k10)[k10]
-    span = vmax - level
-    if not (span > 1e-5 * max(abs(vmax), abs(level))):
-        return 0
-    thr = max(min_abs, level + min_rel * span)
     order = np.argsort(-cv[:n])
     m = 0
     for k in order:
