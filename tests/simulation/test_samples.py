@@ -100,3 +100,13 @@ def test_polycrystal_grains_and_orientations():
     gm = np.hypot(*g.T)
     assert np.sum(np.abs(gm - 2 / AU_LATTICE_A) < 0.01) == 4
     assert gm[np.argmax(inten)] == pytest.approx(2 / AU_LATTICE_A, rel=0.01)
+
+
+@pytest.mark.parametrize("spacing, angle", [(30, 33), (30, 20), (30, 40), (29, 30)])
+def test_lattices_with_disks_at_the_detector_edge(spacing, angle):
+    # disks centred just outside the detector used to write past the padded buffer
+    s = make_strained_crystal(scan_shape=(2, 2), spacing_px=spacing, lattice_angle_deg=angle, noise=False)
+    assert np.isfinite(np.asarray(s.datacube.data)).all()
+    centers = np.array([[[-8.7, 50.0], [131.2, 127.9], [64.0, -9.9]]])
+    img = render_disks(centers, np.array([1.0, 1.0, 1.0]), (128, 128), 8.0, 0.5)
+    assert img.shape == (1, 128, 128) and img[0, 0, 50] > 0.0 and img[0, 127, 127] > 0.0

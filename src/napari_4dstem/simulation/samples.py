@@ -78,7 +78,7 @@ def render_disks(
     n_pat, n_disk, _ = centers.shape
     intensities = np.broadcast_to(intensities, (n_pat, n_disk))
     half = math.ceil(radius + 6 * edge) + 1
-    pad = half + 1
+    pad = 2 * half + 2  # room for any window of a disk centred within half a window of the edge
     out = np.zeros((n_pat, shape[0] + 2 * pad, shape[1] + 2 * pad))
     win = np.arange(-half, half + 1)
     p_idx = np.arange(n_pat)[:, None, None]
