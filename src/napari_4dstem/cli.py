@@ -607,6 +607,73 @@ def run_acom(args) -> int:
     return EXIT_OK
 
 
+# -- simulate -----------------------------------------------------------------------------------
+def add_simulate(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("simulate", help="simulate a training set (CBED + probe + label shards)")
+    p.add_argument("out", type=Path, help="output folder (manifest.json + shard-*.h5)")
+    p.add_argument("-n", "--n-patterns", type=int, default=256)
+    p.add_argument("--shard-size", type=int, default=64, help="patterns per shard")
+    p.add_argument("--engine", default="kinematic", help="kinematic, prismatic or abtem")
+    p.add_argument("--crystal", action="append", metavar="NAME|CIF",
+                   help="bundled crystal (Au Cu Al Si Fe Ti) or CIF file; repeat for several")
+    p.add_argument("--shape", nargs=2, type=int, default=(256, 256), metavar=("H", "W"))
+    p.add_argument("--pixel-size", nargs=2, type=float, default=(0.008, 0.016),
+                   metavar=("LO", "HI"), help="detector pixel size range, 1/A")
+    p.add_argument("--zone-axis", action="append", nargs=3, type=int, metavar=("U", "V", "W"),
+                   help="zone axis [uvw]; repeat for several (default 001 011 111 112)")
+    p.add_argument("--random-fraction", type=float, default=0.3,
+                   help="fraction of random orientations (the rest near zone axes)")
+    p.add_argument("--thickness", nargs=2, type=float, default=(20.0, 400.0), metavar=("LO", "HI"),
+                   help="thickness range, Angstrom")
+    p.add_argument("--energy", nargs="+", type=float, default=[80.0, 120.0, 200.0, 300.0],
+                   help="beam energies to choose from, keV")
+    p.add_argument("--convergence", nargs=2, type=float, default=(0.5, 5.0), metavar=("LO", "HI"),
+                   help="convergence semi-angle range, mrad")
+    p.add_argument("--defocus", nargs=2, type=float, default=(-200.0, 200.0), metavar=("LO", "HI"),
+                   help="defocus range, Angstrom")
+    p.add_argument("--strain-max", type=float, default=0.0, help="largest planted strain component")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--executor", choices=("serial", "threads", "processes"), default="threads")
+    p.add_argument("--scheduler", help="dask.distributed scheduler address (instead of --executor)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a training set with other parameters in OUT")
+    return p
+
+
+def run_simulate(args) -> int:
+    from .engine.jobs import run_job
+    from .simulation.training import TrainingSetSpec, simulate_training_set
+
+    kw = {}
+    if args.crystal:
+        kw["crystals"] = tuple(args.crystal)
+    if args.zone_axis:
+        kw["zone_axes"] = tuple(tuple(z) for z in args.zone_axis)
+    spec = TrainingSetSpec(
+        n_patterns=args.n_patterns, patterns_per_shard=args.shard_size, engine=args.engine,
+        shape=tuple(args.shape), pixel_size_inv_A=tuple(args.pixel_size),
+        random_orientation_fraction=args.random_fraction, thickness_A=tuple(args.thickness),
+        energies_kev=tuple(args.energy), convergence_mrad=tuple(args.convergence),
+        defocus_A=tuple(args.defocus), strain_max=args.strain_max, seed=args.seed, **kw,
+    )
+    client = None
+    if args.scheduler:
+        from distributed import Client
+
+        client = Client(args.scheduler)
+    job = simulate_training_set(spec, args.out, workers=args.workers, executor=args.executor,
+                                client=client, overwrite=args.overwrite)
+    res = run_job(job, ProgressBar(enabled=not args.quiet))
+    print(f"wrote {args.out}: {res.n_patterns} patterns, {len(res.shards_written)} shards written, "
+          f"{len(res.shards_skipped)} already complete, {res.seconds:.1f} s")
+    return EXIT_OK
+
+
+# -- train / infer / models (neural-network disk detection; in napari_4dstem.nn._cli) ----------
+from .nn._cli import add_infer, add_models, add_train, run_infer, run_models, run_train  # noqa: E402
+
+
 SUBCOMMANDS: dict[str, tuple[Callable, Callable]] = {
     "info": (add_info, run_info),
     "convert": (add_convert, run_convert),
@@ -618,6 +685,10 @@ SUBCOMMANDS: dict[str, tuple[Callable, Callable]] = {
     "disks": (add_disks, run_disks),
     "strain": (add_strain, run_strain),
     "acom": (add_acom, run_acom),
+    "simulate": (add_simulate, run_simulate),
+    "train": (add_train, run_train),
+    "infer": (add_infer, run_infer),
+    "models": (add_models, run_models),
 }
 
 
