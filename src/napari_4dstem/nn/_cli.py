@@ -1,0 +1,251 @@
+"""The ``train``, ``infer`` and ``models`` subcommands (registered in :mod:`napari_4dstem.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _bar(args):
+    from ..cli import ProgressBar
+
+    return ProgressBar(enabled=not args.quiet)
+
+
+# -- train ----------------------------------------------------------------------------------------
+def add_train(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("train", help="train an FCU-Net disk detector on simulation shards")
+    p.add_argument(
+        "shards", type=Path, help="training-set folder (shard-*.h5, from the simulation jobs)"
+    )
+    p.add_argument(
+        "out", type=Path, help="output folder: checkpoint.pt, history.json (resumed if present)"
+    )
+    p.add_argument(
+        "--make-proxy",
+        type=int,
+        metavar="N",
+        help="first simulate N kinematic thick-sample proxy patterns into SHARDS "
+        "(when the folder has no shards)",
+    )
+    p.add_argument("--proxy-seed", type=int, default=1, help="seed of --make-proxy (default 1)")
+    p.add_argument(
+        "--size", type=int, default=128, choices=[128, 256, 512], help="model input size"
+    )
+    p.add_argument(
+        "--width", type=int, default=6, help="complex channels of the first level (default 6)"
+    )
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--domain", choices=["fourier", "real"], default="fourier")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--steps-per-epoch", type=int, default=350)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--warmup", type=int, default=50, help="warm-up steps (then 1/sqrt decay)")
+    p.add_argument("--peak-weight", type=float, default=20.0, help="MSE weight 1 + w * label")
+    p.add_argument("--l1", type=float, default=0.0, help="weight of an added L1 term")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument(
+        "--no-resume", action="store_true", help="start afresh even if a checkpoint exists"
+    )
+    p.add_argument(
+        "--export",
+        type=Path,
+        metavar="MODEL.pt",
+        help="write the final weights as a model file + JSON card",
+    )
+    return p
+
+
+def train_config_from_args(args):
+    from .model import ModelConfig
+    from .train import TrainConfig
+
+    return TrainConfig(
+        model=ModelConfig(
+            size=args.size, width=args.width, dropout=args.dropout, domain=args.domain
+        ),
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_steps=args.warmup,
+        peak_weight=args.peak_weight,
+        l1_weight=args.l1,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+        strain_scan=(8, 8),
+        val_max=48,
+    )
+
+
+def run_train(args) -> int:
+    from ..engine.jobs import run_job
+    from .train import export_model, iter_train
+
+    if args.make_proxy and not any(Path(args.shards).glob("shard-*.h5")):
+        from .synthetic import write_training_shards
+
+        write_training_shards(
+            args.shards, n_patterns=args.make_proxy, size=args.size, seed=args.proxy_seed
+        )
+    cfg = train_config_from_args(args)
+    res = run_job(
+        iter_train(args.shards, out_dir=args.out, config=cfg, resume=not args.no_resume), _bar(args)
+    )
+    last = res.history[-1] if res.history else {}
+    print(
+        f"trained {res.steps_done} steps in {res.wall_s:.0f} s; checkpoint {res.checkpoint}; "
+        + ", ".join(
+            f"{k} {last[k]:.4g}"
+            for k in ("f1_0.5px", "f1_1px", "position_rmse_px", "strain_rmse")
+            if k in last
+        )
+    )
+    if args.export:
+        export_model(
+            res.checkpoint, args.export, card={"training_command": "napari-4dstem train ..."}
+        )
+        print(f"wrote {args.export} and {args.export.with_suffix('.json')}")
+    return 0
+
+
+# -- infer ----------------------------------------------------------------------------------------
+def add_infer(sub) -> argparse.ArgumentParser:
+    from ..cli import _analysis_args
+
+    p = sub.add_parser("infer", help="Bragg disks by the neural network (BraggPeaks, like `disks`)")
+    p.add_argument("file", type=Path)
+    p.add_argument("out", type=Path, help="output .h5 (EMD): braggpeaks_nn and bragg_vector_map")
+    p.add_argument(
+        "--probe",
+        required=True,
+        metavar="FILE[:NAME]",
+        help="vacuum probe, centred: .npy image or an EMD file's DiffractionImage",
+    )
+    p.add_argument("--model", help="registry name[@version] or a model .pt file (default: bundled)")
+    p.add_argument("--mc-samples", type=int, default=0, help="Monte-Carlo dropout passes (0: off)")
+    p.add_argument("--min-relative", type=float, default=0.1)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
+    _analysis_args(p)
+    return p
+
+
+def _read_probe(spec: str):
+    import numpy as np
+
+    from ..errors import FileFormatError
+
+    path, _, name = str(spec).partition(":")
+    if path.lower().endswith(".npy"):
+        return np.load(path)
+    from ..io import emd
+
+    objs = emd.read(path)
+    key = name or "probe"
+    hits = [v for k, v in objs.items() if k == key or k.split("/")[-1] == key]
+    if not hits:
+        raise FileFormatError(path, f"no node {key!r} in the file (have {sorted(objs)})")
+    return hits[0]
+
+
+def run_infer(args) -> int:
+    from ..analysis.bragg import bragg_vector_map, origin_from_peaks
+    from ..cli import _open_calibrated
+    from ..engine.jobs import run_job
+    from ..errors import FileFormatError
+    from ..io import emd
+    from .infer import iter_find_bragg_disks_nn
+
+    if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
+        raise FileFormatError(args.out, "infer writes an EMD file (.h5)")
+    probe = _read_probe(args.probe)
+    dc = _open_calibrated(args)
+    try:
+        peaks = run_job(
+            iter_find_bragg_disks_nn(
+                dc,
+                probe=probe,
+                model=args.model,
+                mc_samples=args.mc_samples,
+                min_relative=args.min_relative,
+                batch_size=args.batch_size,
+                device=args.device,
+            ),
+            _bar(args),
+        )
+    finally:
+        dc.close()
+    bvm = bragg_vector_map(peaks, origin=origin_from_peaks(peaks))
+    emd.write(args.out, peaks, bvm, overwrite=args.overwrite)
+    counts = peaks.counts()
+    print(
+        f"wrote {args.out}: {peaks.n_peaks} peaks, {counts.mean():.1f} per pattern "
+        f"(model {peaks.params['model']}@{peaks.params['model_version']}), bragg_vector_map"
+    )
+    return 0
+
+
+# -- models ---------------------------------------------------------------------------------------
+def add_models(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("models", help="list, download (hash-checked) and verify NN models")
+    p.add_argument("action", choices=["list", "pull", "verify"])
+    p.add_argument("name", nargs="?", help="model name[@version] (for pull)")
+    p.add_argument("--index", help="URL or path of a model index (besides the bundled one)")
+    p.add_argument("--force", action="store_true", help="pull again even if cached")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def run_models(args) -> int:
+    from ..errors import Napari4DSTEMError
+    from .registry import cache_dir, list_models, pull_model, verify_models
+
+    if args.action == "list":
+        rows = list_models(args.index)
+        if args.json:
+            print(
+                json.dumps(
+                    [
+                        {
+                            "name": e.name,
+                            "version": e.version,
+                            "input_size": e.input_size,
+                            "status": s,
+                            "url": e.url,
+                            "sha256": e.sha256,
+                            "licence": e.licence,
+                            "training_set": e.training_set,
+                        }
+                        for e, s in rows
+                    ],
+                    indent=2,
+                )
+            )
+        else:
+            for e, s in rows:
+                print(
+                    f"{e.name}@{e.version}  {e.input_size}px  {s:14s}  {e.licence}  {e.training_set}"
+                )
+            print(f"cache: {cache_dir()}")
+        return 0
+    if args.action == "pull":
+        if not args.name:
+            raise Napari4DSTEMError(
+                "models pull needs a model name (see `napari-4dstem models list`)"
+            )
+        path = pull_model(args.name, index=args.index, force=args.force)
+        print(f"{args.name}: verified {path}")
+        return 0
+    bad = 0
+    for e, status in verify_models(args.index):
+        print(f"{e.name}@{e.version}: {status}")
+        bad += status == "MISMATCH"
+    if bad:
+        raise Napari4DSTEMError(f"{bad} model file(s) do not match their SHA-256: pull them again")
+    return 0

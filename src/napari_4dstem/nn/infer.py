@@ -1,0 +1,387 @@
+"""Inference: FCU-Net "structure factor" images and Bragg peaks (:class:`BraggPeaks`).
+
+Patterns of any detector shape are binned by an integer factor when larger than the model
+(``bin = ceil(max(k_y, k_x) / size)``), then padded or cropped to ``size x size`` so that the
+probe's disk centre lands on pixel ``(size // 2, size // 2)``; the predicted peaks are mapped
+back to raw detector pixels. Peaks are found and refined on the predicted image with
+:func:`~napari_4dstem.analysis.peaks.find_peaks` / :func:`~napari_4dstem.analysis.peaks.
+refine_peaks` (``"gaussian"``: exact on the Gaussian label peaks the model is trained to emit),
+the same machinery as the correlation path, so lattice fits, strain and ACOM run unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..data.results import BraggPeaks, DiffractionImage
+from ..engine.jobs import Job, Progress, run_job
+from ..errors import DataShapeError, Napari4DSTEMError
+
+__all__ = [
+    "Geometry",
+    "ProbeError",
+    "detect_in_stack_nn",
+    "find_bragg_disks_nn",
+    "iter_find_bragg_disks_nn",
+    "pick_device",
+    "predict_images",
+    "probe_geometry",
+]
+
+_N_FIELDS = 4
+
+
+class ProbeError(Napari4DSTEMError, ValueError):
+    """The vacuum probe is unusable for the network (no disk found, or far from centred)."""
+
+
+def pick_device(device: str | None = None):
+    """A torch device: ``device`` if usable, else CUDA when present, else the CPU."""
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        import warnings
+
+        warnings.warn(
+            f"device {device!r} asked for but CUDA is not available; using the CPU",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How detector pixels map onto model pixels: ``model = (det - offset) / bin``.
+
+    ``offset`` is chosen so the probe centre maps to model pixel ``size // 2`` (to within half
+    a pixel: integer shifts, no resampling); ``residual`` is that half-pixel remainder (model
+    px), added back to the predicted positions.
+    """
+
+    size: int
+    bin: int
+    offset: tuple[int, int]
+    residual: tuple[float, float]
+    detector_shape: tuple[int, int]
+
+    def to_detector(self, yx: np.ndarray) -> np.ndarray:
+        b = self.bin
+        out = np.empty_like(yx)
+        for a in (0, 1):
+            out[..., a] = (yx[..., a] + self.residual[a]) * b + (b - 1) / 2 + self.offset[a] * b
+        return out
+
+
+def _bin(p: np.ndarray, b: int) -> np.ndarray:
+    if b == 1:
+        return p.astype(np.float32, copy=False)
+    n, ny, nx = p.shape
+    h, w = ny // b, nx // b
+    q = p[:, : h * b, : w * b].astype(np.float32, copy=False)
+    return q.reshape(n, h, b, w, b).sum(axis=(2, 4), dtype=np.float32)
+
+
+def probe_geometry(
+    probe: Any, detector_shape: tuple[int, int], size: int, *, max_offset_fraction: float = 0.1
+) -> tuple[Geometry, np.ndarray]:
+    """Geometry for patterns of ``detector_shape`` and the probe placed in the model frame.
+
+    Raises :class:`ProbeError` when the probe has no disk or its centre is further than
+    ``max_offset_fraction`` of the detector from the detector centre.
+    """
+    p = np.asarray(getattr(probe, "data", probe), dtype=np.float64)
+    if p.ndim != 2:
+        raise ProbeError(f"the probe must be one 2D image (k_y, k_x), got shape {p.shape}")
+    if tuple(p.shape) != tuple(detector_shape):
+        raise ProbeError(
+            f"the probe {p.shape} and the patterns {tuple(detector_shape)} differ in shape"
+        )
+    if not np.all(np.isfinite(p)):
+        raise ProbeError("the probe image has NaN or infinite pixels")
+    lo, hi = np.percentile(p, 10), p.max()
+    if not hi > lo:
+        raise ProbeError("the probe image is flat: no probe disk")
+    mask = p > lo + 0.5 * (hi - lo)
+    w = np.where(mask, p - lo, 0.0)
+    yy, xx = np.indices(p.shape)
+    cy, cx = float((w * yy).sum() / w.sum()), float((w * xx).sum() / w.sum())
+    centre = ((p.shape[0]) // 2, (p.shape[1]) // 2)
+    off = math.hypot(cy - centre[0], cx - centre[1])
+    if off > max_offset_fraction * max(p.shape):
+        raise ProbeError(
+            f"the probe is not centred: its disk is at ({cy:.1f}, {cx:.1f}) px, {off:.1f} px from "
+            f"the detector centre {centre}; the network needs a vacuum probe recorded with the beam "
+            "near the centre (shift it there, e.g. with numpy.roll, or record a new one)"
+        )
+    b = max(1, math.ceil(max(detector_shape) / size))
+    bc = ((cy - (b - 1) / 2) / b, (cx - (b - 1) / 2) / b)  # probe centre in binned px
+    offset = tuple(math.floor(c - size // 2 + 0.5) for c in bc)
+    residual = tuple(float(c - size // 2 - o) for c, o in zip(bc, offset, strict=True))
+    geo = Geometry(size, b, offset, residual, tuple(int(s) for s in detector_shape))
+    pm = to_model_frame(p[None], geo)[0]
+    pm = np.clip(pm - np.percentile(pm, 10), 0, None)
+    return geo, (pm / max(pm.max(), 1e-12)).astype(np.float32)
+
+
+def to_model_frame(patterns: np.ndarray, geo: Geometry) -> np.ndarray:
+    """Bin and pad/crop ``(n, k_y, k_x)`` patterns into the model frame ``(n, size, size)``."""
+    q = _bin(np.asarray(patterns), geo.bin)
+    n, h, w = q.shape
+    s = geo.size
+    out = np.zeros((n, s, s), np.float32)
+    oy, ox = geo.offset
+    ys, xs = max(0, oy), max(0, ox)
+    ye, xe = min(h, oy + s), min(w, ox + s)
+    if ye > ys and xe > xs:
+        out[:, ys - oy : ye - oy, xs - ox : xe - ox] = q[:, ys:ye, xs:xe]
+    return out
+
+
+def predict_images(
+    model,
+    patterns: np.ndarray,
+    probe: np.ndarray,
+    *,
+    batch_size: int = 32,
+    device=None,
+    mc_samples: int = 0,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Model output ``(n, size, size)`` for model-frame patterns (and the MC-dropout standard
+    deviation per pixel when ``mc_samples > 1``, else None)."""
+    import torch
+
+    dev = pick_device(device) if not isinstance(device, torch.device) else device
+    model = model.to(dev)
+    model.eval()
+    pr = torch.as_tensor(probe, device=dev)[None]
+    n = patterns.shape[0]
+    out = np.empty(patterns.shape, np.float32)
+    std = np.empty(patterns.shape, np.float32) if mc_samples > 1 else None
+    with torch.inference_mode():
+        for a in range(0, n, batch_size):
+            x = torch.as_tensor(np.ascontiguousarray(patterns[a : a + batch_size]), device=dev)
+            if mc_samples > 1:
+                model.set_mc_dropout(True)
+                try:
+                    ys = torch.stack([model(x, pr) for _ in range(mc_samples)])
+                finally:
+                    model.set_mc_dropout(False)
+                out[a : a + len(x)] = ys.mean(0).cpu().numpy()
+                std[a : a + len(x)] = ys.std(0).cpu().numpy()
+            else:
+                out[a : a + len(x)] = model(x, pr).float().cpu().numpy()
+    return out, std
+
+
+def detect_in_stack_nn(
+    patterns: np.ndarray,
+    model,
+    geo: Geometry,
+    probe_model: np.ndarray,
+    *,
+    min_relative: float = 0.1,
+    min_absolute: float = 0.05,
+    min_spacing_px: float = 4.0,
+    edge_px: float | None = None,
+    max_peaks: int = 100,
+    batch_size: int = 32,
+    device=None,
+    mc_samples: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Peaks of a stack ``(n, k_y, k_x)``: ``(peaks (n, max_peaks, 4), count, images, std)``.
+
+    ``peaks`` fields: qy, qx (raw detector px), intensity (predicted peak height), correlation
+    (the same height: the network's confidence); NaN in unused slots. ``min_spacing_px`` and
+    ``edge_px`` are in model pixels.
+    """
+    from ..analysis.peaks import find_peaks, refine_peaks
+
+    x = to_model_frame(patterns, geo)
+    img, std = predict_images(
+        model, x, probe_model, batch_size=batch_size, device=device, mc_samples=mc_samples
+    )
+    edge = 2 if edge_px is None else int(edge_px)
+    table = find_peaks(
+        img,
+        edge_px=edge,
+        min_spacing_px=float(min_spacing_px),
+        min_relative=float(min_relative),
+        min_absolute=float(min_absolute),
+        max_peaks=int(max_peaks),
+    )
+    pos = np.clip(img, 1e-6, None)
+    ref = refine_peaks(pos, table, method="gaussian")
+    yx = ref.yx
+    # a Gaussian fit can only move within the 3x3 neighbourhood
+    bad = ~(np.abs(yx - table.yx) <= 1.0)
+    yx = np.where(bad, table.yx, yx)
+    out = np.full((x.shape[0], int(max_peaks), _N_FIELDS), np.nan)
+    det = geo.to_detector(yx)
+    out[..., 0:2] = det
+    out[..., 2] = table.value
+    out[..., 3] = table.value
+    # drop peaks whose disk centre falls off the real detector (padding)
+    sh = geo.detector_shape
+    inside = (
+        (det[..., 0] >= 0)
+        & (det[..., 0] <= sh[0] - 1)
+        & (det[..., 1] >= 0)
+        & (det[..., 1] <= sh[1] - 1)
+    )
+    valid = inside & (np.arange(int(max_peaks))[None] < table.count[:, None])
+    rank = np.cumsum(valid, axis=1) - 1
+    comp = np.full_like(out, np.nan)
+    i, j = np.nonzero(valid)
+    comp[i, rank[i, j]] = out[i, j]
+    return comp, valid.sum(axis=1).astype(np.int64), img, std
+
+
+def _nn_kernel(block, *, row0, parallel, model, geo, probe_model, opts):
+    ny, nx = block.shape[:2]
+    stack = block.reshape(ny * nx, *block.shape[2:])
+    peaks, count, _, std = detect_in_stack_nn(stack, model, geo, probe_model, **opts)
+    out = np.full((ny * nx, peaks.shape[1] + 1, _N_FIELDS), np.nan)
+    out[:, 0, 0] = count
+    out[:, 0, 1] = np.nan if std is None else std.mean(axis=(1, 2))
+    out[:, 1:] = peaks
+    return out.reshape(ny, nx, *out.shape[1:])
+
+
+def iter_find_bragg_disks_nn(
+    data: Any,
+    *,
+    probe: Any,
+    model: Any = None,
+    min_relative: float = 0.1,
+    min_absolute: float = 0.05,
+    min_spacing_px: float = 4.0,
+    max_peaks: int = 100,
+    batch_size: int = 32,
+    mc_samples: int = 0,
+    device: str | None = None,
+    scan_chunk: tuple[int, int] | None = None,
+) -> Job[BraggPeaks]:
+    """Job: Bragg disks of every pattern found by the network, as :class:`BraggPeaks`.
+
+    Parameters
+    ----------
+    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)`` (read lazily, block by block)
+    probe : ndarray ``(k_y, k_x)`` or DiffractionImage
+        Vacuum probe, disk near the detector centre (else :class:`ProbeError`).
+    model : LoadedModel, name of a registry model, path of a model file, or None (bundled default)
+    min_relative, min_absolute : float
+        Peaks of the predicted image below this fraction of the strongest / this height are
+        dropped (the model is trained to emit heights 0.25-1).
+    min_spacing_px : float
+        Minimum peak spacing in model pixels.
+    mc_samples : int
+        With 2 or more, Monte-Carlo dropout: the mean of that many stochastic passes is used
+        and ``params["mc_std_mean"]`` gets the mean per-pixel standard deviation per pattern.
+    device : None, "cpu", "cuda[:n]"
+        Default: CUDA when present, else the CPU.
+
+    Returns
+    -------
+    BraggPeaks with ``intensity`` = ``correlation`` = predicted peak height.
+    """
+    from ..analysis.virtual import as_datacube
+    from ..engine.driver import map_scan
+    from .registry import load_model
+
+    cube, cal = as_datacube(data, None)
+    lm = load_model(model)
+    shape = tuple(cube.shape[2:])
+    geo, pm = probe_geometry(probe, shape, lm.config.size)
+    opts = {
+        "min_relative": float(min_relative),
+        "min_absolute": float(min_absolute),
+        "min_spacing_px": float(min_spacing_px),
+        "max_peaks": int(max_peaks),
+        "batch_size": int(batch_size),
+        "device": pick_device(device),
+        "mc_samples": int(mc_samples),
+    }
+    out = yield from map_scan(
+        cube.data,
+        _nn_kernel,
+        out_tail=(int(max_peaks) + 1, _N_FIELDS),
+        kwargs={"model": lm.module, "geo": geo, "probe_model": pm, "opts": opts},
+        split_blocks=False,
+        scan_chunk=scan_chunk,
+        message="NN Bragg disks",
+    )
+    sy, sx = cube.scan_shape
+    flat = out.reshape(sy * sx, *out.shape[2:])
+    count = flat[:, 0, 0].astype(np.int64)
+    keep = np.arange(int(max_peaks))[None, :] < count[:, None]
+    rows = flat[:, 1:][keep]
+    offsets = np.concatenate([[0], np.cumsum(count)]).astype(np.int64)
+    params = {
+        "method": "neural network (FCU-Net)",
+        "model": lm.name,
+        "model_version": lm.version,
+        "model_sha256": lm.sha256,
+        "bin": geo.bin,
+        "offset_px": list(geo.offset),
+        **{k: v for k, v in opts.items() if k != "device"},
+        "detector_shape": list(shape),
+        "intensity": "predicted peak height (the network's confidence)",
+        "positions": "raw detector pixels (k_y, k_x), not origin-corrected",
+    }
+    if mc_samples > 1:
+        params["mc_std_mean"] = flat[:, 0, 1].reshape(sy, sx).tolist()
+    return BraggPeaks(
+        (sy, sx),
+        offsets,
+        rows[:, 0],
+        rows[:, 1],
+        rows[:, 2],
+        rows[:, 3],
+        name="braggpeaks_nn",
+        calibration=cal,
+        params=params,
+    )
+
+
+def find_bragg_disks_nn(
+    data: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any
+) -> BraggPeaks:
+    """Bragg disks by the network (runs :func:`iter_find_bragg_disks_nn` to the end)."""
+    return run_job(iter_find_bragg_disks_nn(data, **kwargs), progress)
+
+
+def predict_pattern(
+    pattern: np.ndarray, *, probe: Any, model: Any = None, mc_samples: int = 0
+) -> tuple[DiffractionImage, dict[str, np.ndarray]]:
+    """One pattern: the predicted image (in the model frame) and its peaks (detector px).
+
+    For previews (the napari widget): returns the image and ``{"qy", "qx", "intensity"}``.
+    """
+    from .registry import load_model
+
+    p = np.asarray(pattern)
+    if p.ndim != 2:
+        raise DataShapeError(f"a pattern must be 2D (k_y, k_x), got shape {p.shape}")
+    lm = load_model(model)
+    geo, pm = probe_geometry(probe, p.shape, lm.config.size)
+    peaks, count, img, std = detect_in_stack_nn(p[None], lm.module, geo, pm, mc_samples=mc_samples)
+    k = int(count[0])
+    im = DiffractionImage(
+        img[0],
+        name="nn_prediction",
+        units="",
+        params={"model": lm.name, "bin": geo.bin, "offset_px": list(geo.offset)},
+    )
+    res = {"qy": peaks[0, :k, 0], "qx": peaks[0, :k, 1], "intensity": peaks[0, :k, 2]}
+    if std is not None:
+        res["std"] = std[0]
+    return im, res

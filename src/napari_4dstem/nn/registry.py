@@ -1,0 +1,336 @@
+"""Model files and the model registry: bundled, cached and downloadable networks.
+
+A model is a file ``<name>-<version>.pt`` (a dict saved with ``torch.save`` and always read
+with ``torch.load(weights_only=True)``, so a model file cannot run code) plus a JSON *card*
+(architecture, training set, command and seed, metrics, SHA-256 of the file).
+
+The *index* is a JSON document listing models::
+
+    {"format": "napari-4dstem-model-index", "version": 1,
+     "models": [{"name", "version", "input_size", "training_set", "url", "sha256",
+                 "licence", "card": {...}}, ...]}
+
+The package ships one (``nn/models/index.json``) whose entries have ``url`` ``"bundled:FILE"``;
+another index can be given by URL or path (``napari-4dstem models list --index URL``).
+Downloads go to the user cache (``platformdirs.user_cache_dir("napari-4dstem")/models``),
+into a temporary file that is renamed only after its SHA-256 matches the index; a cached or
+bundled file whose hash does not match is refused, never loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import FileFormatError, Napari4DSTEMError
+from .model import ModelConfig, ModelError
+
+__all__ = [
+    "BUNDLED_DIR",
+    "DEFAULT_MODEL",
+    "IntegrityError",
+    "LoadedModel",
+    "ModelEntry",
+    "cache_dir",
+    "list_models",
+    "load_model",
+    "model_path",
+    "pull_model",
+    "read_index",
+    "save_model",
+    "sha256_file",
+    "verify_models",
+]
+
+BUNDLED_DIR = Path(__file__).parent / "models"
+DEFAULT_MODEL = "fcunet-proxy-128"
+MODEL_FORMAT = "napari-4dstem-model"
+INDEX_FORMAT = "napari-4dstem-model-index"
+
+
+class IntegrityError(Napari4DSTEMError, ValueError):
+    """A model file does not match the SHA-256 its index promises (corrupt or tampered)."""
+
+
+def cache_dir() -> Path:
+    """Where downloaded models live (``NAPARI_4DSTEM_CACHE`` overrides, for tests)."""
+    env = os.environ.get("NAPARI_4DSTEM_CACHE")
+    if env:
+        return Path(env) / "models"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("napari-4dstem")) / "models"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of an index."""
+
+    name: str
+    version: str
+    input_size: int
+    training_set: str
+    url: str
+    sha256: str
+    licence: str
+    card: dict
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}-{self.version}.pt"
+
+    def local_path(self) -> Path | None:
+        """The verified-or-not local file: bundled, else cached, else None."""
+        if self.url.startswith("bundled:"):
+            return BUNDLED_DIR / self.url.split(":", 1)[1]
+        p = cache_dir() / self.filename
+        return p if p.is_file() else None
+
+
+def _fetch_text(source: str) -> str:
+    if source.startswith(("http://", "https://")):
+        import urllib.request
+
+        with urllib.request.urlopen(source, timeout=30) as r:
+            return r.read().decode()
+    return Path(source).read_text()
+
+
+def read_index(source: str | os.PathLike | None = None) -> list[ModelEntry]:
+    """Entries of an index (a URL, a path, or None for the bundled index)."""
+    src = str(source) if source is not None else str(BUNDLED_DIR / "index.json")
+    try:
+        doc = json.loads(_fetch_text(src))
+    except (OSError, json.JSONDecodeError) as e:
+        raise FileFormatError(src, f"cannot read the model index ({e})") from None
+    if doc.get("format") != INDEX_FORMAT:
+        raise FileFormatError(src, f"not a model index (format {doc.get('format')!r})")
+    out = []
+    for m in doc.get("models", []):
+        try:
+            out.append(
+                ModelEntry(
+                    str(m["name"]),
+                    str(m["version"]),
+                    int(m["input_size"]),
+                    str(m["training_set"]),
+                    str(m["url"]),
+                    str(m["sha256"]).lower(),
+                    str(m["licence"]),
+                    dict(m.get("card", {})),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise FileFormatError(src, f"bad model entry {m!r} ({e})") from None
+    return out
+
+
+def list_models(index: str | None = None) -> list[tuple[ModelEntry, str]]:
+    """Every model of the bundled index (and of ``index`` if given) with its local status:
+    ``"bundled"``, ``"cached"`` or ``"not downloaded"``."""
+    entries = read_index(None) + (read_index(index) if index else [])
+    out = []
+    for e in entries:
+        p = e.local_path()
+        status = (
+            "bundled" if e.url.startswith("bundled:") else ("cached" if p else "not downloaded")
+        )
+        out.append((e, status))
+    return out
+
+
+def _find(name: str, index: str | None) -> ModelEntry:
+    entries = read_index(None) + (read_index(index) if index else [])
+    base, _, ver = name.partition("@")
+    hits = [e for e in entries if e.name == base and (not ver or e.version == ver)]
+    if not hits:
+        known = sorted({f"{e.name}@{e.version}" for e in entries})
+        raise ModelError(f"no model {name!r} in the index; known: {known}")
+    return max(
+        hits, key=lambda e: tuple(int(v) if v.isdigit() else 0 for v in e.version.split("."))
+    )
+
+
+def pull_model(name: str, *, index: str | None = None, force: bool = False) -> Path:
+    """Download a model into the cache (verified against its SHA-256); returns the path.
+
+    Bundled models need no download; a cached file that verifies is kept unless ``force``.
+    """
+    e = _find(name, index)
+    if e.url.startswith("bundled:"):
+        return _verified(e)
+    dest = cache_dir() / e.filename
+    if dest.is_file() and not force:
+        return _verified(e)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    import urllib.request
+
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-", suffix=".pt")
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(e.url, timeout=60) as r:
+            for chunk in iter(lambda: r.read(1 << 20), b""):
+                h.update(chunk)
+                f.write(chunk)
+        if h.hexdigest() != e.sha256:
+            raise IntegrityError(
+                f"{e.url}: SHA-256 {h.hexdigest()} does not match the index ({e.sha256}); "
+                "the download is corrupt or was tampered with and was discarded"
+            )
+        os.replace(tmp, dest)
+    except OSError as err:
+        raise FileFormatError(e.url, f"download failed ({err})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def _verified(e: ModelEntry) -> Path:
+    p = e.local_path()
+    if p is None or not p.is_file():
+        raise ModelError(
+            f"model {e.name}@{e.version} is not available offline; run "
+            f"`napari-4dstem models pull {e.name}`"
+        )
+    got = sha256_file(p)
+    if got != e.sha256:
+        raise IntegrityError(
+            f"{p}: SHA-256 {got} does not match the index ({e.sha256}); the file "
+            "is corrupt or was modified: refusing to load it (pull it again)"
+        )
+    return p
+
+
+def verify_models(index: str | None = None) -> list[tuple[ModelEntry, str]]:
+    """Re-hash every local model: ``(entry, "ok" | "missing" | "MISMATCH")``."""
+    out = []
+    for e, _ in list_models(index):
+        p = e.local_path()
+        if p is None or not p.is_file():
+            out.append((e, "missing"))
+        else:
+            out.append((e, "ok" if sha256_file(p) == e.sha256 else "MISMATCH"))
+    return out
+
+
+def model_path(name: str, *, index: str | None = None) -> Path:
+    """The verified local file of a registry model (offline: bundled or cached)."""
+    return _verified(_find(name, index))
+
+
+# ---- model files -------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A model ready for inference: the torch module (eval mode) and what it is."""
+
+    module: Any
+    config: ModelConfig
+    name: str
+    version: str
+    sha256: str
+    card: dict
+
+
+def save_model(path: str | os.PathLike, model, *, card: dict | None = None) -> Path:
+    """Write a model file (weights + config) atomically and its card ``<path>.json`` next to it."""
+    import torch
+
+    from ..io._atomic import atomic_output
+
+    path = Path(path)
+    blob = {
+        "format": MODEL_FORMAT,
+        "version": 1,
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+    }
+    with atomic_output(path, overwrite=True) as tmp:
+        torch.save(blob, tmp)
+    card = dict(card or {})
+    card.update(config=model.config.to_dict(), sha256=sha256_file(path), file=path.name)
+    with atomic_output(path.with_suffix(".json"), overwrite=True) as tmp:
+        Path(tmp).write_text(json.dumps(card, indent=2))
+    return path
+
+
+def _load_file(path: Path, *, sha256: str | None = None):
+    import torch
+
+    from ._fcunet import FCUNet
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a file it cannot parse
+        raise FileFormatError(
+            path, f"not a readable model file ({type(e).__name__}: {e})"
+        ) from None
+    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+        raise FileFormatError(path, "not a napari-4dstem model file")
+    cfg = ModelConfig.from_dict(dict(blob["config"]))
+    module = FCUNet(cfg)
+    missing, unexpected = [], []
+    state = blob["state_dict"]
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        raise ModelError(
+            f"{path}: the weights do not fit the {cfg.architecture} architecture of size "
+            f"{cfg.size}, width {cfg.width} (missing {missing[:3]}, unexpected {unexpected[:3]}, "
+            f"wrong shape {wrong[:3]})"
+        )
+    module.load_state_dict(state)
+    module.eval()
+    return module, cfg
+
+
+def load_model(
+    model: Any = None, *, index: str | None = None, size: int | None = None
+) -> LoadedModel:
+    """A :class:`LoadedModel` from None (the bundled default), a registry name (``name`` or
+    ``name@version``), a path to a model file, or a LoadedModel (returned as is).
+
+    Registry models are hash-checked before loading. ``size``, if given, must match the model's
+    input size (:class:`ModelError` otherwise).
+    """
+    if isinstance(model, LoadedModel):
+        lm = model
+    else:
+        name = DEFAULT_MODEL if model is None else str(model)
+        p = Path(name)
+        if p.suffix == ".pt" and p.is_file():
+            module, cfg = _load_file(p)
+            card_p = p.with_suffix(".json")
+            card = json.loads(card_p.read_text()) if card_p.is_file() else {}
+            lm = LoadedModel(
+                module, cfg, p.stem, str(card.get("version", "local")), sha256_file(p), card
+            )
+        elif p.suffix == ".pt":
+            raise FileFormatError(p, "no such model file")
+        else:
+            e = _find(name, index)
+            path = _verified(e)
+            module, cfg = _load_file(path)
+            if cfg.size != e.input_size:
+                raise ModelError(
+                    f"{path}: the index says input size {e.input_size}, the file {cfg.size}"
+                )
+            lm = LoadedModel(module, cfg, e.name, e.version, e.sha256, e.card)
+    if size is not None and lm.config.size != int(size):
+        raise ModelError(f"model {lm.name} takes {lm.config.size} px inputs, {size} were asked for")
+    return lm

@@ -1,0 +1,308 @@
+"""Training: shards (read lazily through ShardSet) -> augmented batches -> FCU-Net checkpoints.
+
+:func:`iter_train` is a job (a generator yielding :class:`Progress`, cancellable between
+steps): Adam with a linear warm-up then inverse-square-root decay, MSE on the label image
+(weighted towards the peaks, optionally + L1), mixed precision and CUDA when present, a
+checkpoint per epoch (``checkpoint.pt``: weights, optimiser, step, history; written atomically
+and read with ``weights_only=True``), resumable, and validation metrics per epoch (disk-match
+F1 at 0.5 and 1 px, position RMSE, and the strain RMSE of a held-out strained thick-proxy scan).
+
+A non-finite loss stops the run at once: the last checkpoint (the end of the last good epoch)
+is left untouched and :class:`TrainingDiverged` says where it is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..engine.jobs import Job, Progress
+from ..errors import Napari4DSTEMError
+from .augment import Augment
+from .model import ModelConfig
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "export_model",
+    "iter_train",
+    "lr_factor",
+]
+
+
+class TrainingDiverged(Napari4DSTEMError, RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training parameters (saved in every checkpoint and in the model card)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    epochs: int = 4
+    steps_per_epoch: int | None = None  # default: one pass over the training patterns
+    batch_size: int = 8
+    lr: float = 2e-3
+    warmup_steps: int = 100
+    peak_weight: float = 10.0  # MSE weight 1 + peak_weight * label
+    l1_weight: float = 0.0
+    val_fraction: float = 0.05
+    val_max: int = 64
+    strain_scan: tuple[int, int] | None = (8, 8)
+    strain_thickness_nm: float = 40.0
+    seed: int = 0
+    device: str | None = None
+    amp: bool = True  # mixed precision (CUDA only)
+    threads: int | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    checkpoint: Path
+    epochs_done: int
+    steps_done: int
+    history: list
+    wall_s: float
+
+
+def lr_factor(step: int, warmup: int) -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then ``sqrt(warmup / step)``."""
+    if warmup <= 0:
+        return 1.0 / math.sqrt(max(step, 1))
+    s = max(step, 1)
+    return s / warmup if s < warmup else math.sqrt(warmup / s)
+
+
+def _batch(shards, idx, aug, rng):
+    pats, labels, probes = [], [], []
+    for i in idx:
+        s = shards[int(i)]
+        p, lab = aug(s.pattern, s.label, rng) if aug is not None else (s.pattern, s.label)
+        pats.append(p)
+        labels.append(lab)
+        pr = np.clip(s.probe - np.percentile(s.probe, 10), 0, None)
+        probes.append(pr / max(float(pr.max()), 1e-12))
+    return np.stack(pats), np.stack(labels), np.stack(probes)
+
+
+def _save(path: Path, obj) -> None:
+    import torch
+
+    from ..io._atomic import atomic_output
+
+    with atomic_output(path, overwrite=True) as tmp:
+        torch.save(obj, tmp)
+
+
+def _validate(model, shards, val_idx, strain_set, dev, cfg) -> dict:
+    """Detection scores on held-out shard patterns (fixed seed) and the strain RMSE."""
+    import torch
+
+    from ..analysis.peaks import find_peaks
+    from .infer import detect_in_stack_nn, probe_geometry
+    from .metrics import score_detection, strain_rmse
+    from .registry import LoadedModel
+
+    model.eval()
+    rng = np.random.default_rng(12345)
+    aug = Augment(max_shift_px=0)
+    preds, trues = [], []
+    s = cfg.model.size
+    with torch.inference_mode():
+        for a in range(0, len(val_idx), 16):
+            idx = val_idx[a : a + 16]
+            x, _, pr = _batch(shards, idx, aug, rng)
+            for k, i in enumerate(idx):
+                geo, pm = probe_geometry(pr[k], (s, s), s)
+                pk, cnt, _, _ = detect_in_stack_nn(x[k : k + 1], model, geo, pm, device=dev)
+                preds.append(pk[0, : cnt[0], :2])
+                b = shards[int(i)].bragg
+                trues.append(np.stack([b["qy"], b["qx"]], 1))
+    out = score_detection(preds, trues)
+    del find_peaks
+    if strain_set is not None:
+        from .infer import find_bragg_disks_nn
+
+        lm = LoadedModel(model, cfg.model, "training", "0", "", {})
+        bp = find_bragg_disks_nn(
+            strain_set.datacube, probe=strain_set.probe, model=lm, device=str(dev)
+        )
+        out.update(strain_rmse(bp, strain_set.strain.data, reference=strain_set.reference))
+    model.train()
+    return out
+
+
+def iter_train(
+    shards: Any,
+    *,
+    out_dir: str | os.PathLike,
+    config: TrainConfig = TrainConfig(),
+    resume: bool = True,
+    augment: Any = None,
+) -> Job[TrainResult]:
+    """Job: train an FCU-Net on a ShardSet (or a shard folder), checkpointing to ``out_dir``.
+
+    With ``resume`` and an existing ``out_dir/checkpoint.pt``, training continues from it
+    (same configuration required). Returns a :class:`TrainResult`; the final weights are in
+    the checkpoint (turn them into a shippable model file with :func:`export_model`).
+    """
+    import torch
+
+    from ..simulation.shards import ShardSet
+    from ._fcunet import FCUNet
+    from .infer import pick_device
+    from .synthetic import make_thick_strained_scan
+
+    t0 = time.perf_counter()
+    if not isinstance(shards, ShardSet):
+        shards = ShardSet(shards)
+    if len(shards) < 2:
+        raise Napari4DSTEMError(f"the training set has {len(shards)} pattern(s); need at least 2")
+    s0 = shards[0]
+    if s0.pattern.shape != (config.model.size, config.model.size):
+        raise Napari4DSTEMError(
+            f"the shards hold {s0.pattern.shape} patterns, the model takes "
+            f"{config.model.size}x{config.model.size}: simulate at the model size"
+        )
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / "checkpoint.pt"
+    dev = pick_device(config.device)
+    torch.manual_seed(config.seed)
+    model = FCUNet(config.model).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s + 1, config.warmup_steps))
+    use_amp = bool(config.amp) and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    step, epoch0, history = 0, 0, []
+    if resume and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location=dev, weights_only=True)
+        if ck.get("config", {}).get("model") != config.model.to_dict():
+            raise Napari4DSTEMError(
+                f"{ckpt_path}: the checkpoint is of another model configuration; use another "
+                "output folder or resume=False"
+            )
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        step, epoch0, history = int(ck["step"]), int(ck["epoch"]), list(ck["history"])
+    rng_split = np.random.default_rng(config.seed)
+    order = rng_split.permutation(len(shards))
+    n_val = min(config.val_max, max(1, math.floor(config.val_fraction * len(shards) + 0.5)))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    strain_set = (
+        make_thick_strained_scan(
+            scan_shape=config.strain_scan,
+            size=config.model.size,
+            thickness_nm=config.strain_thickness_nm,
+            seed=99,
+        )
+        if config.strain_scan
+        else None
+    )
+    aug = augment if augment is not None else Augment()
+    spe = config.steps_per_epoch or max(1, len(train_idx) // config.batch_size)
+    total = config.epochs * spe
+    model.train()
+    for epoch in range(epoch0, config.epochs):
+        rng = np.random.default_rng([config.seed, epoch])
+        perm = rng.permutation(train_idx)
+        losses = []
+        for k in range(spe):
+            idx = np.take(
+                perm, range(k * config.batch_size, (k + 1) * config.batch_size), mode="wrap"
+            )
+            x, y, pr = _batch(shards, idx, aug, rng)
+            x, y, pr = (torch.as_tensor(a, device=dev) for a in (x, y, pr))
+            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
+                out = model(x, pr)
+            out = out.float()
+            w = 1.0 + config.peak_weight * y
+            loss = torch.mean(w * (out - y) ** 2)
+            if config.l1_weight:
+                loss = loss + config.l1_weight * torch.mean(torch.abs(out - y))
+            if not torch.isfinite(loss):
+                where = f"{ckpt_path} (end of epoch {epoch})" if ckpt_path.is_file() else "none yet"
+                raise TrainingDiverged(
+                    f"the loss became {loss.item()} at step {step + 1} (epoch {epoch + 1}); "
+                    f"training stopped. Last good checkpoint: {where}. Lower the learning rate "
+                    "(--lr) or check the training data for NaN"
+                )
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            step += 1
+            losses.append(float(loss.item()))
+            yield Progress(
+                epoch * spe + k + 1, total, f"epoch {epoch + 1} loss {np.mean(losses[-20:]):.4g}"
+            )
+        metrics = _validate(model, shards, val_idx, strain_set, dev, config)
+        metrics.update(
+            epoch=epoch + 1,
+            step=step,
+            train_loss=float(np.mean(losses)),
+            lr=float(sched.get_last_lr()[0]),
+            wall_s=time.perf_counter() - t0,
+        )
+        history.append(metrics)
+        _save(
+            ckpt_path,
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "step": step,
+                "epoch": epoch + 1,
+                "history": history,
+                "config": config.to_dict(),
+            },
+        )
+        (out_dir / "history.json").write_text(json.dumps(history, indent=2))
+        yield Progress(
+            (epoch + 1) * spe,
+            total,
+            f"epoch {epoch + 1}: "
+            + ", ".join(
+                f"{k} {v:.4g}"
+                for k, v in metrics.items()
+                if k in ("f1_0.5px", "f1_1px", "position_rmse_px", "strain_rmse")
+            ),
+        )
+    return TrainResult(ckpt_path, config.epochs, step, history, time.perf_counter() - t0)
+
+
+def export_model(
+    checkpoint: str | os.PathLike, path: str | os.PathLike, *, card: dict | None = None
+) -> Path:
+    """Write the weights of a training checkpoint as a model file + card (see :mod:`.registry`)."""
+    import torch
+
+    from ._fcunet import FCUNet
+    from .registry import save_model
+
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    cfg = ModelConfig.from_dict(dict(ck["config"]["model"]))
+    m = FCUNet(cfg)
+    m.load_state_dict(ck["model"])
+    c = {"training": ck["config"], "history": ck["history"], "steps": ck["step"]}
+    c.update(card or {})
+    return save_model(path, m, card=c)
