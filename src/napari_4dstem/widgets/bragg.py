@@ -1,0 +1,413 @@
+"""The "Bragg disks and strain" dock widget.
+
+Translation only. 1) A probe template from a 2D layer (the samples ship one named "probe") or
+from the bright-field disk of the mean pattern. 2) Detection tuned live on the current pattern:
+the disks found there appear as a Points layer while the scan position or a parameter changes.
+3) All patterns in a worker (progress, cancel); the Bragg vector map as a layer on the pattern;
+the disk-count map in the real-space viewer. 4) g1/g2 found automatically (editable, shown as
+Vectors). 5) Strain against a reference rectangle drawn in the real-space viewer (or the median),
+as maps with a diverging colormap and fixed symmetric limits, and histograms in the dock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+import numpy as np
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..data.calibration import Calibration
+from ..data.datacube import DataCube
+from ..errors import Napari4DSTEMError
+from ._common import CubePicker
+from ._results import results_viewer, show_map
+
+PEAKS_LAYER = "Bragg disks (current pattern)"
+BVM_LAYER = "Bragg vector map"
+LATTICE_LAYER = "g1, g2"
+REFERENCE_LAYER = "strain reference"
+STRAIN_CHANNELS = ("e_xx", "e_yy", "e_xy", "theta_rad")
+BF_DISK = "bright-field disk of the mean pattern"
+
+
+def symmetric_limits(a: np.ndarray, percentile: float = 99.0) -> tuple[float, float]:
+    """``(-m, m)`` with ``m`` the given percentile of ``|a|`` (finite values), never zero."""
+    f = np.abs(a[np.isfinite(a)])
+    m = float(np.percentile(f, percentile)) if f.size else 1.0
+    m = m if m > 0 else 1e-6
+    return (-m, m)
+
+
+class BraggStrainWidget(QWidget):
+    """Dock widget: probe template, live disk detection, all patterns, lattice and strain."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self._worker = None
+        self.template = None
+        self.peaks = None  # BraggPeaks of the whole scan
+        self.bvm = None
+        self.lattice = None
+        self.strain = None  # StrainMap
+        self._build_ui()
+        viewer.dims.events.current_step.connect(self._on_dims)
+
+    # -- UI -----------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        self.layer_combo = CubePicker(self.viewer)
+        self.probe_combo = QComboBox()
+        self.kernel_combo = QComboBox()
+        self.kernel_combo.addItems(["plain", "gaussian", "ring"])
+        self.template_btn = QPushButton("Make template")
+        self.template_label = QLabel("")
+        pg = QGroupBox("Probe template")
+        pf = QFormLayout(pg)
+        pf.addRow("4D layer", self.layer_combo)
+        pf.addRow("probe", self.probe_combo)
+        pf.addRow("kernel", self.kernel_combo)
+        pf.addRow(self.template_btn)
+        pf.addRow(self.template_label)
+
+        self.power = QDoubleSpinBox()
+        self.power.setRange(0.0, 1.0)
+        self.power.setSingleStep(0.1)
+        self.power.setValue(1.0)
+        self.min_rel = QDoubleSpinBox()
+        self.min_rel.setRange(0.0, 1.0)
+        self.min_rel.setDecimals(3)
+        self.min_rel.setSingleStep(0.01)
+        self.min_rel.setValue(0.03)
+        self.min_spacing = QDoubleSpinBox()
+        self.min_spacing.setRange(0.0, 500.0)
+        self.min_spacing.setSpecialValueText("auto (disk radius)")
+        self.edge = QSpinBox()
+        self.edge.setRange(-1, 500)
+        self.edge.setSpecialValueText("auto (disk radius)")
+        self.edge.setValue(-1)
+        self.max_peaks = QSpinBox()
+        self.max_peaks.setRange(1, 1000)
+        self.max_peaks.setValue(100)
+        self.subpixel = QComboBox()
+        self.subpixel.addItems(["fit", "upsample", "parabolic", "gaussian", "none"])
+        self.live_label = QLabel("")
+        self.run_btn = QPushButton("Find disks in all patterns")
+        dg = QGroupBox("Disk detection (live on the current pattern)")
+        df = QFormLayout(dg)
+        df.addRow("correlation power", self.power)
+        df.addRow("min relative intensity", self.min_rel)
+        df.addRow("min spacing [px]", self.min_spacing)
+        df.addRow("edge margin [px]", self.edge)
+        df.addRow("max peaks", self.max_peaks)
+        df.addRow("sub-pixel", self.subpixel)
+        df.addRow(self.live_label)
+        df.addRow(self.run_btn)
+
+        self.g = [QDoubleSpinBox() for _ in range(4)]
+        for sb in self.g:
+            sb.setRange(-1e4, 1e4)
+            sb.setDecimals(3)
+            sb.setKeyboardTracking(False)
+        self.lattice_btn = QPushButton("Find g1, g2")
+        self.strain_btn = QPushButton("Compute strain")
+        self.strain_label = QLabel("reference: the rectangle in the real-space viewer's "
+                                   f"'{REFERENCE_LAYER}' layer, else the median")
+        self.strain_label.setWordWrap(True)
+        lg = QGroupBox("Lattice and strain")
+        lf = QFormLayout(lg)
+        lf.addRow(self.lattice_btn)
+        row1, row2 = QHBoxLayout(), QHBoxLayout()
+        for sb in self.g[:2]:
+            row1.addWidget(sb)
+        for sb in self.g[2:]:
+            row2.addWidget(sb)
+        lf.addRow("g1 (y, x) [px]", row1)
+        lf.addRow("g2 (y, x) [px]", row2)
+        lf.addRow(self.strain_btn)
+        lf.addRow(self.strain_label)
+
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(4, 2.6), tight_layout=True)
+        self.hist_canvas = FigureCanvasQTAgg(self.figure)
+        self.hist_canvas.setMinimumHeight(180)
+
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        for w in (pg, dg, lg, self.hist_canvas, self.cancel_btn, self.status):
+            layout.addWidget(w)
+        layout.addStretch(1)
+
+        self._refresh_probes()
+        self.viewer.layers.events.inserted.connect(self._refresh_probes)
+        self.viewer.layers.events.removed.connect(self._refresh_probes)
+        self.template_btn.clicked.connect(self.make_template)
+        for w in (self.power, self.min_rel, self.min_spacing, self.edge, self.max_peaks):
+            w.valueChanged.connect(lambda _: self.detect_current())
+        self.subpixel.currentIndexChanged.connect(lambda _: self.detect_current())
+        self.run_btn.clicked.connect(self.find_all)
+        self.lattice_btn.clicked.connect(self.find_lattice)
+        for sb in self.g:
+            sb.valueChanged.connect(lambda _: self._lattice_from_fields())
+        self.strain_btn.clicked.connect(self.compute_strain)
+        self.cancel_btn.clicked.connect(self.cancel)
+
+    def _refresh_probes(self, event=None) -> None:
+        names = [lyr.name for lyr in self.viewer.layers
+                 if getattr(lyr, "ndim", 0) == 2 and lyr.name not in (BVM_LAYER,) and hasattr(lyr, "contrast_limits")]
+        current = self.probe_combo.currentText()
+        self.probe_combo.blockSignals(True)
+        self.probe_combo.clear()
+        self.probe_combo.addItems([*(f"layer: {n}" for n in names), BF_DISK])
+        if current and self.probe_combo.findText(current) >= 0:
+            self.probe_combo.setCurrentText(current)
+        elif "probe" in names:
+            self.probe_combo.setCurrentText("layer: probe")
+        else:
+            self.probe_combo.setCurrentText(BF_DISK)
+        self.probe_combo.blockSignals(False)
+
+    def datacube(self) -> tuple[DataCube, Calibration]:
+        return self.layer_combo.datacube()
+
+    def _say(self, msg: str) -> None:
+        self.status.setText(msg)
+
+    def _error(self, exc) -> None:
+        msg = str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}"
+        self._say(msg)
+        napari.utils.notifications.show_error(msg)
+
+    # -- template -----------------------------------------------------------------------------
+    def make_template(self) -> None:
+        from ..analysis.probe import make_template, template_from_bf_disk
+
+        try:
+            dc, _ = self.datacube()
+            choice = self.probe_combo.currentText()
+            kind = self.kernel_combo.currentText()
+            if choice.startswith("layer: "):
+                probe = np.asarray(self.viewer.layers[choice[len("layer: "):]].data, dtype=np.float64)
+                self.template = make_template(probe, kind=kind)
+            else:
+                self.template = template_from_bf_disk(dc.mean_pattern(), kind=kind)
+        except Napari4DSTEMError as e:
+            self._error(e)
+            return
+        t = self.template
+        self.template_label.setText(f"{t.kind} kernel, disk radius {t.radius_px:.2f} px, edge {t.edge_px:.2f} px")
+        self.detect_current()
+
+    def _detect_kwargs(self) -> dict[str, Any]:
+        return {
+            "correlation_power": self.power.value(),
+            "min_relative": self.min_rel.value(),
+            "min_spacing_px": self.min_spacing.value() or None,
+            "edge_px": None if self.edge.value() < 0 else self.edge.value(),
+            "max_peaks": self.max_peaks.value(),
+            "subpixel": self.subpixel.currentText(),
+        }
+
+    def _current_position(self) -> tuple[int, int] | None:
+        lyr = self.layer_combo.layer
+        if lyr is None or self.viewer.dims.ndim < 4:
+            return None
+        pt = self.viewer.dims.point
+        ny, nx = lyr.data.shape[:2]
+        iy = int(np.clip(round((pt[0] - lyr.translate[0]) / lyr.scale[0]), 0, ny - 1))
+        ix = int(np.clip(round((pt[1] - lyr.translate[1]) / lyr.scale[1]), 0, nx - 1))
+        return iy, ix
+
+    def _on_dims(self, event=None) -> None:
+        if self.template is not None:
+            self.detect_current()
+
+    def detect_current(self) -> np.ndarray | None:
+        """Detect the disks of the displayed pattern and show them as Points (GUI thread: ms)."""
+        from ..analysis.bragg import detect_in_stack
+
+        pos = self._current_position()
+        if self.template is None or pos is None:
+            return None
+        dc, cal = self.datacube()
+        try:
+            peaks, count = detect_in_stack(dc.pattern(*pos)[None], self.template, parallel=False,
+                                           **self._detect_kwargs())
+        except Napari4DSTEMError as e:
+            self._error(e)
+            return None
+        p = peaks[0, : int(count[0])]
+        inten = p[:, 2]
+        size = 4 + 10 * np.sqrt(np.clip(inten / max(np.nanmax(inten), 1e-12), 0, 1)) if len(p) else []
+        kw = cal.napari_kwargs("k")
+        if PEAKS_LAYER in self.viewer.layers:
+            layer = self.viewer.layers[PEAKS_LAYER]
+            layer.data = p[:, :2]
+            layer.size = size
+        else:
+            self.viewer.add_points(p[:, :2], name=PEAKS_LAYER, size=size, face_color="transparent",
+                                   border_color="lime", border_width=0.15, **kw)
+        self.live_label.setText(f"{len(p)} disks at scan position {pos}")
+        return p
+
+    # -- all patterns -------------------------------------------------------------------------
+    def find_all(self) -> None:
+        if self._worker is not None:
+            self._say("a job is running: wait or cancel it")
+            return
+        if self.template is None:
+            self.make_template()
+            if self.template is None:
+                return
+        from napari.qt.threading import create_worker
+
+        from ..analysis.bragg import iter_find_bragg_disks
+        from ..engine.driver import n_blocks_for
+
+        dc, cal = self.datacube()
+        self._say("finding disks...")
+        self.cancel_btn.setEnabled(True)
+        self._worker = create_worker(
+            iter_find_bragg_disks, dc, template=self.template, calibration=cal, **self._detect_kwargs(),
+            _progress={"total": n_blocks_for(dc.data), "desc": "Bragg disks"},
+            _connect={"returned": self._on_peaks, "errored": self._error, "finished": self._on_finished},
+        )
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.cancel_btn.setEnabled(False)
+
+    def cancel(self) -> None:
+        if self._worker is not None:
+            self._worker.quit()
+            self._say("cancelled")
+
+    def _on_peaks(self, peaks) -> None:
+        from ..analysis.bragg import bragg_vector_map, origin_from_peaks
+
+        self.peaks = peaks
+        dc, cal = self.datacube()
+        self.origin = origin_from_peaks(peaks)
+        self.bvm = bragg_vector_map(peaks, origin=self.origin, shape=dc.detector_shape)
+        kw = cal.napari_kwargs("k")
+        img = np.log1p(self.bvm.data)
+        if BVM_LAYER in self.viewer.layers:
+            self.viewer.layers[BVM_LAYER].data = img
+        else:
+            self.viewer.add_image(img, name=BVM_LAYER, colormap="magma", blending="additive",
+                                  visible=False, **kw)
+        show_map(results_viewer(self.viewer), "disks per pattern", peaks.counts().astype(np.float32),
+                 peaks.calibration, colormap="viridis")
+        counts = peaks.counts()
+        self._say(f"{peaks.n_peaks} disks in {counts.size} patterns "
+                  f"({counts.min()}-{counts.max()} per pattern); Bragg vector map added (log scale)")
+        self.find_lattice()
+
+    # -- lattice and strain ---------------------------------------------------------------------
+    def find_lattice(self) -> None:
+        from ..analysis.lattice import find_lattice
+
+        if self.bvm is None:
+            self._say("find the disks in all patterns first")
+            return
+        try:
+            self.lattice = find_lattice(self.bvm)
+        except Napari4DSTEMError as e:
+            self._error(e)
+            return
+        for sb, v in zip(self.g, (*self.lattice.g1, *self.lattice.g2), strict=True):
+            sb.blockSignals(True)
+            sb.setValue(v)
+            sb.blockSignals(False)
+        self._show_lattice()
+
+    def _lattice_from_fields(self) -> None:
+        from ..analysis.lattice import Lattice
+
+        try:
+            self.lattice = Lattice((self.g[0].value(), self.g[1].value()), (self.g[2].value(), self.g[3].value()))
+        except Napari4DSTEMError as e:
+            self._error(e)
+            return
+        self._show_lattice()
+
+    def _show_lattice(self) -> None:
+        """g1, g2 as vectors from the Bragg vector map's centre (where the origin sits)."""
+        dc, cal = self.datacube()
+        c = np.array([dc.detector_shape[0] // 2, dc.detector_shape[1] // 2], float)
+        vec = np.array([[c, self.lattice.g1], [c, self.lattice.g2]])
+        if LATTICE_LAYER in self.viewer.layers:
+            self.viewer.layers[LATTICE_LAYER].data = vec
+        else:
+            self.viewer.add_vectors(vec, name=LATTICE_LAYER, edge_color="cyan", edge_width=1.0,
+                                    vector_style="arrow", **cal.napari_kwargs("k"))
+        self._say(f"g1 = ({self.lattice.g1[0]:.2f}, {self.lattice.g1[1]:.2f}) px, "
+                  f"g2 = ({self.lattice.g2[0]:.2f}, {self.lattice.g2[1]:.2f}) px")
+
+    def reference_region(self) -> tuple[int, int, int, int] | None:
+        """The first rectangle of the real-space viewer's reference layer as ``(r0, r1, c0, c1)``."""
+        v = results_viewer(self.viewer)
+        if REFERENCE_LAYER not in v.layers or len(v.layers[REFERENCE_LAYER].data) == 0:
+            return None
+        box = np.asarray(v.layers[REFERENCE_LAYER].data[0])[:, -2:]
+        r0, c0 = np.floor(box.min(axis=0) + 0.5).astype(int)
+        r1, c1 = np.floor(box.max(axis=0) + 0.5).astype(int)
+        return int(max(r0, 0)), int(r1), int(max(c0, 0)), int(c1)
+
+    def compute_strain(self) -> None:
+        from ..analysis.lattice import fit_lattice
+        from ..analysis.strain import strain_from_lattice
+
+        if self.peaks is None or self.lattice is None:
+            self._say("find the disks and the lattice first")
+            return
+        ref = self.reference_region()
+        try:
+            fit = fit_lattice(self.peaks, self.lattice)
+            self.strain = strain_from_lattice(fit, reference=ref)
+        except Napari4DSTEMError as e:
+            self._error(e)
+            return
+        v = results_viewer(self.viewer)
+        cal = self.strain.strain.calibration
+        if REFERENCE_LAYER not in v.layers:
+            v.add_shapes(name=REFERENCE_LAYER, edge_color="yellow", face_color="transparent", edge_width=0.3,
+                         **cal.napari_kwargs("scan"))
+        for c in STRAIN_CHANNELS:
+            data = self.strain.channel(c)
+            show_map(v, c, data, cal, colormap="PiYG" if c == "theta_rad" else "RdBu_r",
+                     contrast_limits=symmetric_limits(data))
+        show_map(v, "fit residual [px]", self.strain.confidence.channel("residual_px"), cal, colormap="gray")
+        v.layers.move(v.layers.index(v.layers[REFERENCE_LAYER]), len(v.layers) - 1)
+        self._plot_histograms()
+        where = "median" if ref is None else f"rows {ref[0]}:{ref[1]}, columns {ref[2]}:{ref[3]}"
+        n_valid = int(np.isfinite(self.strain.channel("e_xx")).sum())
+        self.strain_label.setText(f"true strain (F = I + e) against the {where}; {n_valid} valid patterns")
+        self._say("")
+
+    def _plot_histograms(self) -> None:
+        self.figure.clear()
+        for i, c in enumerate(STRAIN_CHANNELS):
+            ax = self.figure.add_subplot(2, 2, i + 1)
+            d = self.strain.channel(c)
+            d = d[np.isfinite(d)]
+            ax.hist(d * (1 if c == "theta_rad" else 100), bins=40, color="tab:blue")
+            ax.set_title(c + (" [rad]" if c == "theta_rad" else " [%]"), fontsize=8)
+            ax.tick_params(labelsize=7)
+        self.hist_canvas.draw_idle()
