@@ -7,7 +7,12 @@ from napari_4dstem._sample_data import sample_path
 from napari_4dstem.analysis.bragg import detect_in_stack
 from napari_4dstem.io import emd
 from napari_4dstem.widgets._results import set_results_viewer
-from napari_4dstem.widgets.bragg import PEAKS_LAYER, REFERENCE_LAYER, BraggStrainWidget, symmetric_limits
+from napari_4dstem.widgets.bragg import (
+    PEAKS_LAYER,
+    REFERENCE_LAYER,
+    BraggStrainWidget,
+    symmetric_limits,
+)
 
 pytestmark = pytest.mark.gui
 
