@@ -1,0 +1,95 @@
+"""Simulation and augmentation throughput (ratios within one run; medians of short repeats).
+
+    /work/venv/bin/python benchmarks/bench_simulation.py [--quick]
+
+Prints patterns/s per engine for a 256x256 CBED of a thin (20 A) and a thick (300 A) Au [001]
+crystal, augmentation throughput on 1 and 2 threads, and training-job scaling 1 -> 2 workers.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from napari_4dstem.analysis.crystal import bundled_crystal
+from napari_4dstem.engine.jobs import run_job
+from napari_4dstem.simulation.augment import augment_batch
+from napari_4dstem.simulation.engines import SimulationRequest, get_engine
+from napari_4dstem.simulation.training import TrainingSetSpec, simulate_training_set
+
+
+def median_time(fn, repeats):
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def main(quick: bool = False) -> None:
+    au = bundled_crystal("Au")
+    rows = []
+    for engine in ("kinematic", "prismatic", "abtem"):
+        try:
+            eng = get_engine(engine)
+        except Exception as e:
+            print(f"{engine}: skipped ({str(e)[:60]}...)")
+            continue
+        for label, t in (("thin 20 A", 20.0), ("thick 300 A", 300.0)):
+            r = SimulationRequest(
+                au,
+                thicknesses_A=(t,),
+                convergence_mrad=2.0,
+                shape=(256, 256),
+                pixel_size_inv_A=0.01,
+            )
+            reps = 5 if engine == "kinematic" else 1
+            dt = median_time(lambda r=r, eng=eng: eng.simulate(r), reps)
+            rows.append((engine, label, 1.0 / dt))
+            print(f"{engine:10s} {label:12s} {1 / dt:8.2f} patterns/s")
+    kin = {lab: v for e, lab, v in rows if e == "kinematic"}
+    for e, lab, v in rows:
+        if e != "kinematic":
+            print(f"  {e} / kinematic ({lab}): {v / kin[lab]:.4f}")
+
+    r = SimulationRequest(au, thicknesses_A=(100.0,), convergence_mrad=2.0, shape=(256, 256))
+    res = get_engine("kinematic").simulate(r)
+    n = 64 if quick else 256
+    pats = np.repeat(res.patterns[0], n, 0)
+    probes = np.repeat(res.probe[None], n, 0)
+    rates = {}
+    for w in (1, 2):
+        dt = median_time(
+            lambda w=w: augment_batch(pats, probes, pats, seeds=range(n), workers=w), 3
+        )
+        rates[w] = n / dt
+        print(f"augmentation 256x256, {w} thread(s): {rates[w]:.0f} patterns/s")
+    print(f"  augmentation scaling 2/1 threads: {rates[2] / rates[1]:.2f}")
+
+    spec = TrainingSetSpec(
+        n_patterns=24 if quick else 64,
+        patterns_per_shard=8,
+        crystals=("Au", "Si"),
+        shape=(256, 256),
+        seed=1,
+    )
+    job_rates = {}
+    for ex, w in (("serial", 1), ("threads", 2), ("processes", 2)):
+        with tempfile.TemporaryDirectory() as d:
+            t = time.perf_counter()
+            run_job(simulate_training_set(spec, d, workers=w, executor=ex))
+            job_rates[(ex, w)] = spec.n_patterns / (time.perf_counter() - t)
+        print(f"training job, kinematic, {ex} x{w}: {job_rates[(ex, w)]:.1f} patterns/s")
+    base = job_rates[("serial", 1)]
+    for k, v in job_rates.items():
+        print(f"  job scaling {k[0]} x{k[1]} / serial: {v / base:.2f}")
+
+
+if __name__ == "__main__":
+    main(quick="--quick" in sys.argv)
