@@ -104,6 +104,74 @@ def calibration_dpc() -> None:
     viewer.close()
 
 
+def orientation_mapping() -> None:
+    import napari
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1500, 950)
+    viewer.open_sample("napari-4dstem", "polycrystal_au")
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Orientation mapping")
+    w.crystal_combo.setCurrentText("Au")
+    cube = viewer.layers["polycrystal_au"]
+    # a pattern in the grain near [011]
+    viewer.dims.set_point(0, 12 * cube.scale[0])
+    viewer.dims.set_point(1, 3 * cube.scale[1])
+    w.run_scan()
+    _wait(w, "result")
+    w.check_pattern()
+    _wait(w, "check")
+    print(w.status.text())
+    results = w.results()
+    results.window.resize(1000, 700)
+    results.scale_bar.visible = True
+    results.reset_view()
+    viewer.layers.selection.active = cube
+    viewer.reset_view()
+    _grab(viewer, "orientation_widget.png")
+    _grab(results, "orientation_ipf_map.png")
+    results.close()
+    viewer.close()
+
+
+def bragg_strain() -> None:
+    import time
+
+    import napari
+    import numpy as np
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1700, 1000)
+    viewer.open_sample("napari-4dstem", "strained_crystal")
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Bragg disks and strain")
+    w.template_btn.click()
+    w.run_btn.click()
+    for _ in range(1200):
+        QApplication.processEvents()
+        if w.peaks is not None and w._worker is None:
+            break
+        time.sleep(0.05)
+    from napari_4dstem.widgets._results import results_viewer
+
+    results = results_viewer(viewer)
+    results.add_shapes([np.array([[-0.5, -0.5], [7.5, 7.5]])], shape_type="rectangle",
+                       name="strain reference", edge_color="yellow", face_color="transparent")
+    w.strain_btn.click()
+    viewer.dims.set_point(0, 20.0)
+    viewer.dims.set_point(1, 26.0)
+    viewer.layers.selection.active = viewer.layers["strained_crystal"]
+    viewer.reset_view()
+    _grab(viewer, "bragg_strain_widget.png")
+    results.window.resize(1100, 750)
+    for lyr in results.layers:
+        lyr.visible = lyr.name in ("e_xx", "strain reference")
+    results.layers.selection.active = results.layers["e_xx"]
+    results.reset_view()
+    _grab(results, "realspace_viewer_strain.png")
+    results.close()
+    viewer.close()
+
+
 def demo_figures() -> None:
     import shutil
     import tempfile
@@ -122,9 +190,16 @@ def main() -> int:
     sample_in_napari()
     virtual_imaging()
     calibration_dpc()
+    orientation_mapping()
+    bragg_strain()
     demo_figures()
     return 0
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1:  # e.g. `make_screenshots.py orientation_mapping`: only those
+        OUT.mkdir(exist_ok=True)
+        for name in sys.argv[1:]:
+            globals()[name]()
+        sys.exit(0)
     sys.exit(main())

@@ -1,0 +1,731 @@
+"""The "Orientation mapping" dock widget (ACOM): crystal -> plan -> check one pattern -> map.
+
+Translation only: the crystal, the orientation plan, the Bragg disks, the matching, the IPF
+colours and the exports are core functions (``analysis.crystal``, ``.orientation``, ``.bragg``,
+``.acom``, ``.ipf``; the same steps as ``napari-4dstem acom``). Long steps run as core jobs in
+a worker with progress and Cancel. Scan maps go to the linked real-space viewer
+(``_results.py``); the check of one pattern draws the measured peaks and the best template's
+spots (with their hkl) as Points layers over the pattern in the main viewer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import napari
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..data.calibration import Calibration
+from ..engine.jobs import Progress
+from ..errors import CalibrationError, Napari4DSTEMError
+from ._common import CubePicker
+from ._results import results_viewer, show_map
+
+BUNDLED = ("Au", "Cu", "Al", "Si", "Fe-bcc", "Ti-hcp")
+CIF_ITEM = "CIF file..."
+MEASURED_LAYER = "ACOM measured peaks"
+TEMPLATE_LAYER = "ACOM best template"
+
+
+@dataclass
+class PatternCheck:
+    """What "Check current pattern" found: the peaks of one pattern and its matches."""
+
+    iy: int
+    ix: int
+    peaks_yx: np.ndarray  # (n, 2) detector pixels
+    intensity: np.ndarray  # (n,)
+    origin_px: tuple[float, float] | None
+    result: object | None  # ACOMResult of a (1, 1) scan, None without an origin
+
+
+# ------------------------------------------------------------------------------------------
+# jobs (run in the worker; they only sequence core calls)
+# ------------------------------------------------------------------------------------------
+def _plan_job(crystals, plan_kwargs):
+    from ..analysis.orientation import build_orientation_plan
+
+    plans = []
+    for k, c in enumerate(crystals):
+        yield Progress(k, len(crystals), f"building the orientation plan of {c.name}")
+        plans.append(build_orientation_plan(c, **plan_kwargs))
+    yield Progress(len(crystals), len(crystals), "plan built")
+    return plans
+
+
+def _template_job(dc, probe):
+    from ..analysis.probe import make_template, template_from_bf_disk
+
+    if probe is not None:
+        return make_template(probe)
+    mean = yield from dc.iter_reduce_patterns("mean")
+    return template_from_bf_disk(mean)
+
+
+def _with_origin(cal: Calibration, peaks) -> Calibration:
+    """The calibration, with the origin measured from the peaks when none is calibrated (as
+    ``napari-4dstem acom`` does)."""
+    if cal.origin_px is not None or cal.origin_map_px is not None:
+        return cal
+    from ..analysis.bragg import origin_from_peaks
+
+    om = origin_from_peaks(peaks).data
+    if not np.isfinite(om).any():
+        raise CalibrationError("no central beam found in the patterns: calibrate the origin first")
+    return cal.replace(origin_map_px=np.where(np.isfinite(om), om, np.nanmedian(om, axis=(0, 1))))
+
+
+def _scan_job(dc, cal, probe, peaks, crystals, plans, plan_kwargs, match_kwargs):
+    from ..analysis.acom import iter_match_orientations
+    from ..analysis.bragg import iter_find_bragg_disks
+
+    if plans is None:
+        plans = yield from _plan_job(crystals, plan_kwargs)
+    if peaks is None:
+        template = yield from _template_job(dc, probe)
+        peaks = yield from iter_find_bragg_disks(dc, template=template, calibration=cal)
+    mcal = _with_origin(cal, peaks)
+    result = yield from iter_match_orientations(peaks, plans, calibration=mcal, **match_kwargs)
+    return plans, peaks, result
+
+
+def _check_job(dc, cal, probe, iy, ix, crystals, plans, plan_kwargs, match_kwargs):
+    from ..analysis.acom import iter_match_orientations
+    from ..analysis.bragg import detect_in_stack, origin_from_peaks
+    from ..data.results import BraggPeaks
+
+    if plans is None:
+        plans = yield from _plan_job(crystals, plan_kwargs)
+    template = yield from _template_job(dc, probe)
+    yield Progress(0, 1, f"Bragg disks of pattern ({iy}, {ix})")
+    pattern = dc.pattern(iy, ix)
+    found, count = detect_in_stack(pattern[None], template)
+    rows = found[0, : int(count[0])]
+    rec = {"qy": rows[:, 0], "qx": rows[:, 1], "intensity": rows[:, 2], "correlation": rows[:, 3]}
+    one = BraggPeaks.from_lists(
+        [rec], (1, 1), calibration=cal, params={"detector_shape": list(pattern.shape)}
+    )
+    if cal.origin_map_px is not None:
+        origin = tuple(float(v) for v in cal.origin_map_px[iy, ix])
+    elif cal.origin_px is not None:
+        origin = tuple(float(v) for v in cal.origin_px)
+    else:
+        o = origin_from_peaks(one).data[0, 0]
+        origin = (float(o[0]), float(o[1])) if np.isfinite(o).all() else None
+    result = None
+    if origin is not None:
+        result = yield from iter_match_orientations(
+            one,
+            plans,
+            calibration=cal.replace(origin_map_px=None),
+            origin_px=origin,
+            **match_kwargs,
+        )
+    check = PatternCheck(iy, ix, rows[:, :2].copy(), rows[:, 2].copy(), origin, result)
+    return plans, check
+
+
+def _hkl_label(hkl) -> str:
+    return " ".join(str(int(v)) for v in hkl)
+
+
+# ------------------------------------------------------------------------------------------
+class OrientationWidget(QWidget):
+    """Dock widget: orientation (and phase) mapping from Bragg disks (ACOM)."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self._worker = None
+        self._cif_crystal = None  # Crystal loaded from a CIF
+        self.plans = None  # list[OrientationPlan] for the current parameters
+        self._plan_key = None
+        self.peaks = None  # BraggPeaks of the current layer (cached between runs)
+        self._peaks_key = None
+        self.check = None  # PatternCheck of the last "Check current pattern"
+        self.result = None  # ACOMResult of the last run
+        self._key_rgba = None
+        self._build_ui()
+        self.layer_combo.currentTextChanged.connect(self._on_layer)
+        self._on_layer()
+
+    # -- UI -----------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        self.layer_combo = CubePicker(self.viewer)
+        self.crystal_combo = QComboBox()
+        self.crystal_combo.addItems([*BUNDLED, CIF_ITEM])
+        self.crystal_label = QLabel("")
+        self.crystal_label.setWordWrap(True)
+
+        def spin(lo, hi, val, dec, suffix, step=None):
+            s = QDoubleSpinBox()
+            s.setRange(lo, hi)
+            s.setDecimals(dec)
+            s.setValue(val)
+            s.setSuffix(suffix)
+            if step:
+                s.setSingleStep(step)
+            return s
+
+        self.energy = spin(1.0, 3000.0, 300.0, 1, " keV", 10.0)
+        self.k_max = spin(0.1, 10.0, 1.2, 2, " 1/A", 0.05)
+        self.step = spin(0.1, 30.0, 2.0, 2, " deg", 0.5)
+        self.thickness = spin(0.5, 1000.0, 10.0, 1, " nm", 1.0)
+        self.n_matches = QSpinBox()
+        self.n_matches.setRange(1, 10)
+        self.n_matches.setValue(1)
+        self.min_peaks = QSpinBox()
+        self.min_peaks.setRange(1, 100)
+        self.min_peaks.setValue(5)
+
+        pg = QGroupBox("Crystal and plan")
+        pf = QFormLayout(pg)
+        pf.addRow("4D layer", self.layer_combo)
+        pf.addRow("crystal", self.crystal_combo)
+        pf.addRow(self.crystal_label)
+        pf.addRow("beam energy", self.energy)
+        pf.addRow("k_max", self.k_max)
+        pf.addRow("plan step", self.step)
+        pf.addRow("thickness", self.thickness)
+        self.build_btn = QPushButton("Build plan")
+        pf.addRow(self.build_btn)
+
+        mg = QGroupBox("Matching")
+        mf = QFormLayout(mg)
+        mf.addRow("n matches", self.n_matches)
+        mf.addRow("min peaks", self.min_peaks)
+        self.check_btn = QPushButton("Check current pattern")
+        self.run_btn = QPushButton("Run on all")
+        mf.addRow(self.check_btn)
+        mf.addRow(self.run_btn)
+
+        self.ang_btn = QPushButton("Export .ang...")
+        self.emd_btn = QPushButton("Save maps (EMD)...")
+        for b in (self.ang_btn, self.emd_btn):
+            b.setEnabled(False)
+        exp = QHBoxLayout()
+        exp.addWidget(self.ang_btn)
+        exp.addWidget(self.emd_btn)
+
+        self.key_image = QLabel()
+        self.key_image.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.key_label = QLabel("")
+        self.key_label.setWordWrap(True)
+        self.key_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(pg)
+        layout.addWidget(mg)
+        layout.addLayout(exp)
+        layout.addWidget(self.key_image)
+        layout.addWidget(self.key_label)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.cancel_btn)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.crystal_combo.activated.connect(self._on_crystal_activated)
+        self.build_btn.clicked.connect(self.build_plan)
+        self.check_btn.clicked.connect(self.check_pattern)
+        self.run_btn.clicked.connect(self.run_scan)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.ang_btn.clicked.connect(lambda: self.export_ang())
+        self.emd_btn.clicked.connect(lambda: self.save_maps())
+
+    # -- inputs -------------------------------------------------------------------------------
+    @property
+    def layer(self):
+        return self.layer_combo.layer
+
+    def results(self):
+        return results_viewer(self.viewer)
+
+    def _on_layer(self, _=None) -> None:
+        """Beam energy and k_max (the detector's reach from the origin) from the layer."""
+        self.peaks, self._peaks_key = None, None
+        if self.layer is None:
+            return
+        try:
+            dc, cal = self.layer_combo.datacube()
+        except Napari4DSTEMError:
+            return
+        if cal.beam_energy_kev:
+            self.energy.setValue(float(cal.beam_energy_kev))
+        try:
+            px = cal.replace(beam_energy_kev=self.energy.value()).k_pixel_size_in("1/A")
+        except CalibrationError as e:
+            self.status.setText(f"orientation mapping needs a calibrated detector: {e}")
+            return
+        ny, nx = dc.detector_shape
+        oy, ox = cal.origin_px if cal.origin_px is not None else ((ny - 1) / 2, (nx - 1) / 2)
+        reach = min(oy, ox, ny - 1 - oy, nx - 1 - ox) * px
+        self.k_max.setValue(float(np.floor(100 * reach) / 100))
+
+    def _on_crystal_activated(self, _=None) -> None:
+        if self.crystal_combo.currentText() != CIF_ITEM:
+            self.crystal_label.setText("")
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Crystal structure (CIF)", "", "CIF (*.cif)")
+        if path:
+            self.load_cif(path)
+        elif self._cif_crystal is None:
+            self.crystal_combo.setCurrentIndex(0)
+
+    def load_cif(self, path: str | Path) -> bool:
+        """Use the crystal of a CIF file; a file that does not parse leaves a message."""
+        from ..analysis.crystal import Crystal
+
+        try:
+            crystal = Crystal.from_cif(path)
+            _ = crystal.point_group  # spglib: fails on a structure without symmetry information
+        except Exception as e:  # gemmi / spglib raise their own types
+            msg = str(e) if isinstance(e, Napari4DSTEMError) else f"{type(e).__name__}: {e}"
+            self.status.setText(f"could not read the CIF {Path(path).name}: {msg}")
+            return False
+        self._cif_crystal = crystal
+        self.crystal_combo.setCurrentText(CIF_ITEM)
+        a, b, c, al, be, ga = crystal.cell_parameters
+        self.crystal_label.setText(
+            f"{crystal.name} ({crystal.formula}), {crystal.spacegroup}, a b c = {a:.4g} {b:.4g} "
+            f"{c:.4g} A, {al:.4g} {be:.4g} {ga:.4g} deg"
+        )
+        self.status.setText(f"loaded {Path(path).name}")
+        return True
+
+    def crystals(self) -> list:
+        from ..analysis.crystal import bundled_crystal
+
+        name = self.crystal_combo.currentText()
+        if name == CIF_ITEM:
+            if self._cif_crystal is None:
+                raise Napari4DSTEMError("choose a CIF file, or a bundled crystal")
+            return [self._cif_crystal]
+        return [bundled_crystal(name)]
+
+    def _plan_kwargs(self) -> dict:
+        return {
+            "energy_kev": self.energy.value(),
+            "k_max_inv_A": self.k_max.value(),
+            "step_deg": self.step.value(),
+            "thickness_A": 10.0 * self.thickness.value(),
+        }
+
+    def _match_kwargs(self, *, n_matches: int | None = None) -> dict:
+        return {
+            "n_matches": n_matches or self.n_matches.value(),
+            "min_peaks": self.min_peaks.value(),
+        }
+
+    def _current_plans(self, crystals, plan_kwargs):
+        """The built plans when they fit the current parameters, else None (rebuilt in the job)."""
+        key = (
+            tuple(id(c) if c is self._cif_crystal else c.name for c in crystals),
+            tuple(sorted(plan_kwargs.items())),
+        )
+        return (self.plans if key == self._plan_key else None), key
+
+    def _probe(self):
+        lyr = self.viewer.layers["probe"] if "probe" in self.viewer.layers else None
+        if lyr is not None and getattr(lyr, "ndim", 0) == 2 and not getattr(lyr, "rgb", False):
+            return np.asarray(lyr.data)
+        return None
+
+    def _inputs(self):
+        """(DataCube, Calibration with the dock's beam energy, crystals, plan kwargs)."""
+        dc, cal = self.layer_combo.datacube()
+        cal = cal.replace(beam_energy_kev=self.energy.value())
+        try:
+            cal.k_pixel_size_in("1/A")
+        except CalibrationError as e:
+            raise CalibrationError(
+                f"orientation mapping needs a calibrated detector: {e}"
+            ) from None
+        return dc, cal, self.crystals(), self._plan_kwargs()
+
+    def scan_position(self) -> tuple[int, int]:
+        lyr = self.layer
+        pt = self.viewer.dims.point
+        ny, nx = lyr.data.shape[:2]
+        iy = round((pt[0] - lyr.translate[0]) / lyr.scale[0])
+        ix = round((pt[1] - lyr.translate[1]) / lyr.scale[1])
+        return int(np.clip(iy, 0, ny - 1)), int(np.clip(ix, 0, nx - 1))
+
+    # -- running jobs -------------------------------------------------------------------------
+    def _run(self, job_fn, on_done, *args, desc: str) -> None:
+        if self._worker is not None:
+            self.status.setText("a job is running: wait or cancel it")
+            return
+        from napari.qt.threading import create_worker
+
+        self.status.setText(f"{desc}...")
+        self.progress.setRange(0, 0)  # busy until the first step reports
+        self.progress.setVisible(True)
+        self.cancel_btn.setEnabled(True)
+        for b in (self.build_btn, self.check_btn, self.run_btn):
+            b.setEnabled(False)
+
+        def finished():
+            self._worker = None
+            self.cancel_btn.setEnabled(False)
+            self.progress.setVisible(False)
+            for b in (self.build_btn, self.check_btn, self.run_btn):
+                b.setEnabled(True)
+
+        self._worker = create_worker(
+            job_fn,
+            *args,
+            _progress={"desc": desc},
+            _connect={
+                "yielded": self._on_progress,
+                "returned": on_done,
+                "errored": self._on_error,
+                "finished": finished,
+            },
+        )
+
+    def _on_progress(self, p) -> None:
+        if not isinstance(p, Progress):
+            return
+        self.progress.setRange(0, max(int(p.total), 1))
+        self.progress.setValue(min(int(p.done), max(int(p.total), 1)))
+        if p.message:
+            self.progress.setFormat(f"{p.message}: %p%")
+
+    def _on_error(self, exc) -> None:
+        msg = str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}"
+        self.status.setText(msg)
+        napari.utils.notifications.show_error(msg)
+
+    def cancel(self) -> None:
+        if self._worker is not None:
+            self._worker.quit()
+            self.status.setText("cancelled")
+
+    def closeEvent(self, event) -> None:
+        if self._worker is not None:
+            self._worker.quit()
+            self._worker.await_workers(msecs=5000)
+        super().closeEvent(event)
+
+    # -- plan ---------------------------------------------------------------------------------
+    def build_plan(self) -> None:
+        try:
+            _, _, crystals, kw = self._inputs()
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return
+        _, key = self._current_plans(crystals, kw)
+
+        def done(plans):
+            self._set_plans(plans, key)
+            p = plans[0]
+            self.status.setText(
+                f"plan of {', '.join(q.crystal.name for q in plans)}: {p.n_zones} zone axes x "
+                f"{p.n_inplane} in-plane angles ({sum(q.nbytes for q in plans) / 2**20:.1f} MiB), "
+                f"{len(p.shell_radii)} shells up to {kw['k_max_inv_A']:.2f} 1/A"
+            )
+
+        self._run(_plan_job, done, crystals, kw, desc="building the orientation plan")
+
+    def _set_plans(self, plans, key) -> None:
+        self.plans, self._plan_key = plans, key
+        self._show_key(plans[0].crystal.point_group)
+
+    def _show_key(self, group) -> None:
+        from ..analysis.ipf import ipf_key, ipf_key_image
+
+        _, _, labels = ipf_key(group)
+        rgba = (255 * np.clip(ipf_key_image(group, size=128), 0, 1)).astype(np.uint8)
+        self._key_rgba = np.ascontiguousarray(rgba)  # QImage does not copy
+        img = QImage(self._key_rgba.data, 128, 128, 4 * 128, QImage.Format.Format_RGBA8888)
+        self.key_image.setPixmap(QPixmap.fromImage(img))
+        self.key_label.setText(
+            f"IPF key ({group.laue_name}): red {labels[0]}, green {labels[1]}, blue {labels[2]}"
+        )
+
+    # -- one pattern --------------------------------------------------------------------------
+    def check_pattern(self) -> None:
+        """Match the pattern at the current scan position; draw its peaks and best template."""
+        try:
+            dc, cal, crystals, kw = self._inputs()
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return
+        iy, ix = self.scan_position()
+        plans, key = self._current_plans(crystals, kw)
+        mk = self._match_kwargs(n_matches=max(3, self.n_matches.value()))
+
+        def done(out):
+            plans_, check = out
+            self._set_plans(plans_, key)
+            self._on_check(check, cal)
+
+        self._run(
+            _check_job,
+            done,
+            dc,
+            cal,
+            self._probe(),
+            iy,
+            ix,
+            crystals,
+            plans,
+            kw,
+            mk,
+            desc=f"matching pattern ({iy}, {ix})",
+        )
+
+    def _points(self, name: str, data: np.ndarray, cal: Calibration, **kwargs):
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        k = cal.napari_kwargs("k")
+        return self.viewer.add_points(
+            data.reshape(-1, 2),
+            name=name,
+            scale=k["scale"],
+            units=k["units"],
+            axis_labels=k["axis_labels"],
+            **kwargs,
+        )
+
+    def _on_check(self, check: PatternCheck, cal: Calibration) -> None:
+        self.check = check
+        lyr = self.layer
+        self._points(
+            MEASURED_LAYER,
+            check.peaks_yx,
+            cal,
+            size=3,
+            symbol="cross",
+            face_color="cyan",
+            border_width=0,
+        )
+        head = f"pattern ({check.iy}, {check.ix}): {len(check.peaks_yx)} peaks"
+        res = check.result
+        if res is None or not res.valid[0, 0]:
+            why = (
+                "no central beam found (origin unknown)"
+                if res is None
+                else f"fewer than {self.min_peaks.value()} usable peaks"
+            )
+            if TEMPLATE_LAYER in self.viewer.layers:
+                self.viewer.layers.remove(TEMPLATE_LAYER)
+            self.status.setText(f"{head}; not indexed: {why}")
+            return
+        from ..analysis.symmetry import misorientation_deg
+
+        U = res.orientation[0, 0, 0]
+        crystal = res.crystals[res.phase[0, 0, 0]]
+        plan = self.plans[res.phase[0, 0, 0]]
+        pat = crystal.kinematic_pattern(
+            U,
+            energy_kev=plan.params["energy_kev"],
+            k_max_inv_A=plan.params["k_max_inv_A"],
+            excitation_width_inv_A=plan.params["excitation_width_inv_A"],
+        )
+        px = cal.k_pixel_size_in("1/A")
+        yx = pat.detector_px(origin_px=check.origin_px, k_pixel_size_inv_A=px)
+        rel = pat.intensity / max(float(pat.intensity.max()), 1e-300)
+        self._points(
+            TEMPLATE_LAYER,
+            yx,
+            cal,
+            features={"hkl": [_hkl_label(h) for h in pat.hkl], "intensity": rel},
+            text={
+                "string": "{hkl}",
+                "size": 8,
+                "color": "yellow",
+                "anchor": "center",
+                "translation": np.array([-8.0, 0.0]),
+            },
+            size=6 + 6 * np.sqrt(rel),
+            symbol="ring",
+            face_color="yellow",
+            border_width=0,
+            opacity=0.7,
+        )
+        if lyr is not None:
+            self.viewer.layers.selection.active = lyr
+        eul = res.euler_deg(0)[0, 0]
+        lines = [
+            f"{head}; best {crystal.name}: Euler (Bunge) {eul[0]:.1f} {eul[1]:.1f} {eul[2]:.1f} deg, "
+            f"correlation {res.correlation[0, 0, 0]:.3f}, reliability {res.reliability[0, 0]:.2f}, "
+            f"{res.n_matched[0, 0, 0]} peaks matched"
+        ]
+        for m in range(1, res.orientation.shape[2]):
+            if res.phase[0, 0, m] < 0:
+                continue
+            e = res.euler_deg(m)[0, 0]
+            other = res.crystals[res.phase[0, 0, m]]
+            away = (
+                f", {misorientation_deg(U, res.orientation[0, 0, m], crystal.point_group):.1f} deg "
+                "from the best"
+                if other is crystal
+                else ""
+            )
+            lines.append(
+                f"#{m + 1} {other.name}: Euler {e[0]:.1f} {e[1]:.1f} {e[2]:.1f} deg, "
+                f"correlation {res.correlation[0, 0, m]:.3f}{away}"
+            )
+        self.status.setText("\n".join(lines))
+
+    # -- the scan -----------------------------------------------------------------------------
+    def run_scan(self) -> None:
+        """Bragg disks of every pattern (cached per layer), then the orientation map."""
+        try:
+            dc, cal, crystals, kw = self._inputs()
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return
+        plans, key = self._current_plans(crystals, kw)
+        pkey = (self.layer.name, id(self.layer.data))
+        peaks = self.peaks if pkey == self._peaks_key else None
+
+        def done(out):
+            plans_, peaks_, result = out
+            self._set_plans(plans_, key)
+            self.peaks, self._peaks_key = peaks_, pkey
+            self._on_result(result)
+
+        self._run(
+            _scan_job,
+            done,
+            dc,
+            cal,
+            self._probe(),
+            peaks,
+            crystals,
+            plans,
+            kw,
+            self._match_kwargs(),
+            desc="orientation map",
+        )
+
+    def _on_result(self, res) -> None:
+        from ..analysis.ipf import ipf_key_image
+
+        self.result = res
+        cal = res.calibration
+        v = self.results()
+        for d in ("x", "y", "z"):
+            show_map(v, f"IPF {d}", res.ipf_rgb(d).astype(np.float32), cal, rgb=True)
+        show_map(
+            v,
+            "correlation",
+            res.correlation[:, :, 0],
+            cal,
+            colormap="gray",
+            contrast_limits=(0.0, 1.0),
+        )
+        show_map(
+            v, "reliability", res.reliability, cal, colormap="magma", contrast_limits=(0.0, 1.0)
+        )
+        if len(res.crystals) > 1:
+            show_map(
+                v,
+                "phase",
+                res.phase[:, :, 0].astype(np.float32),
+                cal,
+                colormap="turbo",
+                contrast_limits=(-1.0, len(res.crystals) - 1.0),
+            )
+        # the colour key(s), to the right of the maps, at a quarter of the map height
+        sk = cal.napari_kwargs("scan")
+        sy, sx = res.scan_shape
+        size = 128
+        s = 0.5 * sy * sk["scale"][0] / size
+        for k, c in enumerate(res.crystals):
+            name = f"IPF key ({c.point_group.laue_name})"
+            if name in v.layers:
+                continue
+            v.add_image(
+                ipf_key_image(c.point_group, size=size).astype(np.float32),
+                name=name,
+                rgb=True,
+                scale=(s, s),
+                units=sk["units"],
+                translate=(k * 1.1 * size * s, 1.05 * sx * sk["scale"][1]),
+            )
+        for name in ("correlation", "reliability", "phase", "IPF y", "IPF x"):
+            if name in v.layers:
+                v.layers[name].visible = False
+        v.layers.selection.active = v.layers["IPF z"]
+        v.reset_view()
+        self.ang_btn.setEnabled(True)
+        self.emd_btn.setEnabled(True)
+        valid = res.valid
+        n = int(valid.sum())
+        med = float(np.median(res.correlation[..., 0][valid])) if n else 0.0
+        rel = int((res.reliability[valid] >= 0.05).sum())
+        self.status.setText(
+            f"{n}/{valid.size} patterns indexed (median correlation {med:.3f}; {rel} with "
+            f"reliability >= 0.05: mask on it, low values mark kinematically ambiguous patterns). "
+            f"Maps in the real-space viewer: IPF x/y/z, correlation, reliability"
+            + (", phase" if len(res.crystals) > 1 else "")
+        )
+
+    # -- exports ------------------------------------------------------------------------------
+    def export_ang(self, path: str | Path | None = None) -> Path | None:
+        """Write the map as a TSL .ang file (asks for a path when none is given)."""
+        if self.result is None:
+            self.status.setText("run the orientation map first")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Export .ang", "acom.ang", "TSL OIM (*.ang)"
+            )
+            if not path:
+                return None
+        try:
+            out = self.result.write_ang(path, overwrite=True)
+        except (OSError, Napari4DSTEMError) as e:
+            self._on_error(e)
+            return None
+        self.status.setText(f"wrote {out}")
+        return out
+
+    def save_maps(self, path: str | Path | None = None) -> Path | None:
+        """Write the maps (Euler, orientation, correlation, reliability, phase, grains, IPF) and
+        the Bragg peaks to an EMD file (asks for a path when none is given)."""
+        if self.result is None:
+            self.status.setText("run the orientation map first")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save maps", "acom.h5", "EMD (*.h5 *.emd)")
+            if not path:
+                return None
+        from ..io import emd
+
+        objs = [*self.result.to_maps()] + ([self.peaks] if self.peaks is not None else [])
+        try:
+            out = emd.write(path, *objs, overwrite=True)
+        except (OSError, Napari4DSTEMError) as e:
+            self._on_error(e)
+            return None
+        self.status.setText(f"wrote {out}")
+        return out
