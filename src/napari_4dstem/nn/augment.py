@@ -28,6 +28,8 @@ class Augment:
             sy, sx = rng.integers(-self.max_shift_px, self.max_shift_px + 1, 2)
             pattern = _shift(pattern, sy, sx)
             label = _shift(label, sy, sx)
+        if not np.all(np.isfinite(pattern)):  # bad data: pass it on, the NaN-loss stop names it
+            return pattern.astype(np.float32), label
         lo, hi = np.log(self.dose[0]), np.log(self.dose[1])
         d = float(np.exp(rng.uniform(lo, hi)))
         bg = float(rng.uniform(*self.background))

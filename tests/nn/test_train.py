@@ -1,0 +1,136 @@
+"""Training job: checkpoints, resume, the NaN stop that keeps the last good checkpoint, metrics."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_4dstem.engine.jobs import run_job
+from napari_4dstem.errors import FileFormatError, Napari4DSTEMError
+from napari_4dstem.nn.augment import Augment
+from napari_4dstem.nn.metrics import match_disks, score_detection
+from napari_4dstem.nn.model import ModelConfig
+from napari_4dstem.nn.registry import load_model
+from napari_4dstem.nn.synthetic import write_training_shards
+from napari_4dstem.nn.train import (
+    TrainConfig,
+    TrainingDiverged,
+    export_model,
+    iter_train,
+    lr_factor,
+)
+from napari_4dstem.simulation.shards import ShardSet, write_shard
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    d = tmp_path_factory.mktemp("set")
+    write_training_shards(d, n_patterns=12, per_shard=6, seed=3)
+    return d
+
+
+def _cfg(**kw):
+    base = dict(
+        model=ModelConfig(size=128, width=1),
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=2,
+        strain_scan=None,
+        val_max=2,
+        warmup_steps=2,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_lr_schedule_warms_up_then_decays_as_inverse_sqrt():
+    assert lr_factor(1, 10) == pytest.approx(0.1)
+    assert lr_factor(10, 10) == pytest.approx(1.0)
+    assert lr_factor(40, 10) == pytest.approx(0.5)
+
+
+def test_checkpoint_resume_and_export(shards, tmp_path):
+    out = tmp_path / "run"
+    res = run_job(iter_train(shards, out_dir=out, config=_cfg()))
+    assert res.steps_done == 2 and res.checkpoint.is_file()
+    h = json.loads((out / "history.json").read_text())
+    assert len(h) == 1
+    for key in ("f1_0.5px", "f1_1px", "position_rmse_px", "train_loss", "lr"):
+        assert key in h[0]
+    # resume: the second epoch starts from step 2
+    res2 = run_job(iter_train(shards, out_dir=out, config=_cfg(epochs=2)))
+    assert res2.steps_done == 4 and len(res2.history) == 2
+    # a checkpoint of another architecture is not silently resumed
+    with pytest.raises(Napari4DSTEMError, match="another model configuration"):
+        run_job(iter_train(shards, out_dir=out, config=_cfg(model=ModelConfig(size=128, width=2))))
+    f = export_model(res2.checkpoint, tmp_path / "m.pt")
+    lm = load_model(str(f))
+    assert lm.config.width == 1 and json.loads(f.with_suffix(".json").read_text())["steps"] == 4
+
+
+class _PoisonAfter:
+    """Augmentation that turns the data into NaN after ``n`` calls (a run that diverges)."""
+
+    def __init__(self, n):
+        self.n = n
+        self.calls = 0
+        self.inner = Augment()
+
+    def __call__(self, pattern, label, rng):
+        self.calls += 1
+        p, lab = self.inner(pattern, label, rng)
+        return (p * np.nan if self.calls > self.n else p), lab
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(shards, tmp_path):
+    out = tmp_path / "run"
+    run_job(iter_train(shards, out_dir=out, config=_cfg()))
+    before = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(TrainingDiverged, match="Last good checkpoint") as e:
+        run_job(iter_train(shards, out_dir=out, config=_cfg(epochs=2), augment=_PoisonAfter(2)))
+    assert str(out / "checkpoint.pt") in str(e.value) and "end of epoch 1" in str(e.value)
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_nan_in_the_data_is_caught(tmp_path):
+    d = tmp_path / "nan"
+    d.mkdir()
+    p = np.full((2, 128, 128), np.nan, np.float32)
+    b = [{"qy": [64.0], "qx": [64.0], "intensity": [1.0], "hkl": np.zeros((1, 3))}] * 2
+    write_shard(
+        d / "shard-00000.h5",
+        patterns=p,
+        probes=np.ones_like(p),
+        labels=np.zeros_like(p),
+        bragg=b,
+        meta={},
+        engine="test",
+    )
+    with pytest.raises(TrainingDiverged, match="none yet"):
+        run_job(iter_train(d, out_dir=tmp_path / "o", config=_cfg()))
+    assert not (tmp_path / "o" / "checkpoint.pt").exists()
+
+
+def test_empty_shard_set_and_wrong_size_are_clear_errors(tmp_path, shards):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileFormatError, match="no complete training shards"):
+        run_job(iter_train(tmp_path / "empty", out_dir=tmp_path / "o", config=_cfg()))
+    with pytest.raises(Napari4DSTEMError, match="simulate at the model size"):
+        run_job(
+            iter_train(
+                ShardSet(shards),
+                out_dir=tmp_path / "o",
+                config=_cfg(model=ModelConfig(size=256, width=1)),
+            )
+        )
+
+
+def test_detection_scores_count_matches_within_tolerance():
+    true = [np.array([[10.0, 10.0], [20.0, 20.0], [np.nan, np.nan]])]
+    pred = [np.array([[10.3, 10.0], [20.0, 20.8], [50.0, 50.0]])]
+    s = score_detection(pred, true)
+    # 0.5 px: one match (10.3 vs 10), one FP at 20.8 and one at 50, one FN -> F1 = 2/(2+2+1)
+    assert s["f1_0.5px"] == pytest.approx(2 / 5)
+    assert s["f1_1px"] == pytest.approx(4 / 5)
+    assert s["position_rmse_px"] == pytest.approx(np.sqrt((0.3**2 + 0.8**2) / 2))
+    assert len(match_disks(np.zeros((0, 2)), true[0][:2], 1.0)) == 0
