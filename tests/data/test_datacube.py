@@ -125,3 +125,17 @@ def test_scan_factorizations_and_reshape(rng):
     np.testing.assert_array_equal(np.asarray(lazy.data), a.reshape(4, 3, 5, 6))
     with pytest.raises(DataShapeError, match=r"holds 10 patterns, the data has 12; valid shapes: \[\(3, 4\)"):
         dc.reshape_scan((2, 5))
+
+
+def test_streaming_a_memmap_releases_its_pages_without_changing_results(tmp_path, rng):
+    from napari_4dstem.engine.chunks import _mmap_of, release_pages
+
+    a = rng.integers(0, 1000, (9, 10, 16, 16), dtype=np.uint16)
+    np.save(tmp_path / "m.npy", a)
+    mm = np.load(tmp_path / "m.npy", mmap_mode="r")
+    view = mm[2:5, 3:7]
+    assert _mmap_of(view) is not None and _mmap_of(a) is None
+    release_pages(view)  # pages go; the data is read back from the file on next access
+    np.testing.assert_array_equal(view, a[2:5, 3:7])
+    np.testing.assert_allclose(DataCube(mm).mean_pattern(), a.mean(axis=(0, 1)))
+    release_pages(np.zeros(3))  # not mapped: nothing to do

@@ -8,11 +8,12 @@ each storage chunk is decompressed once.
 from __future__ import annotations
 
 import math
+import mmap
 from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["default_scan_chunk", "iter_scan_blocks", "native_chunks", "read_block"]
+__all__ = ["default_scan_chunk", "iter_scan_blocks", "native_chunks", "read_block", "release_pages"]
 
 # target bytes per block: large enough to amortise per-call overhead, small enough for caches
 _TARGET_BLOCK_BYTES = 32 * 2**20
@@ -56,6 +57,41 @@ def read_block(data, sy: slice, sx: slice) -> np.ndarray:
     return np.asarray(block)
 
 
+_byte_bounds = getattr(getattr(np.lib, "array_utils", np), "byte_bounds", None)
+
+
+def _mmap_of(a: np.ndarray) -> mmap.mmap | None:
+    base = a
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    return base
+
+
+def release_pages(block) -> None:
+    """Unmap a memory-mapped block's pages from this process once it has been processed.
+
+    Streaming a memmap touches every page of the file, and mapped file pages count in the
+    resident memory, so without this the RSS of a full-scan reduction grows to the size of the
+    file. ``MADV_DONTNEED`` drops them from this process only; they stay in the page cache.
+    Does nothing for data that is not a view of an ``mmap`` (h5py, zarr, dask copies).
+    """
+    if not isinstance(block, np.ndarray) or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    mm = _mmap_of(block)
+    if mm is None or block.size == 0:
+        return
+    try:
+        base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+        lo, hi = _byte_bounds(block)
+        page = mmap.PAGESIZE
+        start = (lo - base) // page * page
+        stop = min(len(mm), -(-(hi - base) // page) * page)
+        if stop > start:
+            mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
+    except (ValueError, OSError, AttributeError):
+        pass  # a mapping we cannot advise: only memory accounting is affected
+
+
 def iter_scan_blocks(
     data, scan_chunk: tuple[int, int] | None = None
 ) -> Iterator[tuple[slice, slice, np.ndarray]]:
@@ -67,7 +103,9 @@ def iter_scan_blocks(
     for y0 in range(0, shape[0], by):
         for x0 in range(0, shape[1], bx):
             sy, sx = slice(y0, min(y0 + by, shape[0])), slice(x0, min(x0 + bx, shape[1]))
-            yield sy, sx, read_block(data, sy, sx)
+            block = read_block(data, sy, sx)
+            yield sy, sx, block
+            release_pages(block)
 
 
 def n_blocks(shape: tuple[int, ...], scan_chunk: tuple[int, int]) -> int:

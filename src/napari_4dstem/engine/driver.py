@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataShapeError
-from .chunks import default_scan_chunk, native_chunks, read_block
+from .chunks import default_scan_chunk, native_chunks, read_block, release_pages
 from .jobs import Job, Progress
 
 __all__ = ["PerPattern", "block_slices", "is_distributed", "map_scan"]
@@ -264,6 +264,7 @@ def _run_local(arr, kernel, out, blocks, rows, kwargs, scan_kwargs, message, mod
 
             for p, part in zip(pieces, _pool().map(piece, pieces)):
                 dst[p] = part
+        release_pages(block)
         yield Progress(k + 1, total, message)
 
 
