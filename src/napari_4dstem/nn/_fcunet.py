@@ -34,12 +34,17 @@ def _radius_map(size: int, device) -> torch.Tensor:
 
 
 def prepare_inputs(patterns: torch.Tensor, probes: torch.Tensor, domain: str):
-    """Model inputs (packed complex ``(B, 6, S, S)``) and the normalised spectrum ``X``."""
+    """Model inputs (packed complex ``(B, 6, S, S)``) and the normalised spectrum ``X``.
+
+    ``X = P conj(T) / |P conj(T)|^(1/2)`` (hybrid correlation, power 1/2: the central beam no
+    longer dwarfs weak reflections), divided by its RMS per sample.
+    """
     p = patterns.float()
     t = torch.fft.ifftshift(probes.float(), dim=(-2, -1))
     P = torch.fft.fft2(p)
     T = torch.fft.fft2(t)
     X = P * torch.conj(T)
+    X = X / torch.sqrt(torch.abs(X).clamp_min(1e-12))
     rms = torch.sqrt(torch.mean(X.real**2 + X.imag**2, dim=(-2, -1), keepdim=True)).clamp_min(1e-12)
     X = X / rms
     b, s = X.shape[0], X.shape[-1]
@@ -59,7 +64,8 @@ def prepare_inputs(patterns: torch.Tensor, probes: torch.Tensor, domain: str):
     else:
         corr = torch.fft.ifft2(X).real
         corr = corr / corr.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-        pn = p / p.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+        pn = torch.sqrt(p.clamp_min(0))  # square root: weak disks visible next to the central one
+        pn = pn / pn.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
         zero = torch.zeros_like(pn)
         re = torch.stack([corr, pn, zero], dim=1)
         im = torch.stack([zero, zero, zero], dim=1)

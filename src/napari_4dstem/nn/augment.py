@@ -19,7 +19,7 @@ __all__ = ["Augment"]
 
 @dataclass(frozen=True)
 class Augment:
-    dose: tuple[float, float] = (15.0, 300.0)
+    dose: tuple[float, float] = (20.0, 300.0)
     background: tuple[float, float] = (0.1, 1.0)
     max_shift_px: int = 4
 

@@ -11,8 +11,8 @@ away from the disk centre -- the failure mode of correlation on thick samples th
 is trained to avoid. The central disk gets the complementary deficiency fringes, and a
 thermal-diffuse background grows with thickness.
 
-Labels are Gaussian peaks (``sigma`` 1 px) at the disk centres, height
-``clip(sqrt(I_g / I_0), 0.25, 1)``, for reflections inside the detector (one disk radius from the
+Labels are Gaussian peaks (``sigma`` 1 px) at the disk centres, height 1 (a detection target:
+weak and strong reflections count the same), for reflections inside the detector (one disk radius from the
 border) with a mean intensity of at least 1 % of the central disk.
 """
 
@@ -213,7 +213,7 @@ def simulate_training_patterns(
         inside = np.all(c >= radius, axis=1) & np.all(c <= size - 1 - radius, axis=1)
         keep = inside & (amp >= MIN_RELATIVE)
         cc = np.where(keep[:, None], c, np.nan)
-        h = np.clip(np.sqrt(amp), 0.25, 1.0)
+        h = np.ones(m)
         labels[i] = render_label(cc[None], h[None], shape, label_sigma_px)[0]
         all_c.append(cc[keep])
         all_rel.append(amp[keep])

@@ -1,0 +1,225 @@
+"""The "NN disk detection" dock widget.
+
+Translation only: pick a 4D layer, a probe layer (2D image, e.g. the samples' "probe") and a
+model (bundled or cached, from the registry); *Preview* runs the network on the displayed
+pattern and shows the predicted "structure factor" image and its peaks (Points); *Run* finds the
+disks of every pattern in a worker (progress bar, cancel) and puts the disk-count map in the
+real-space viewer. The result (:class:`BraggPeaks`) is ``widget.peaks``, the same type the
+correlation path gives, for the lattice and strain steps.
+"""
+
+from __future__ import annotations
+
+import napari
+import numpy as np
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import Napari4DSTEMError
+from ._common import CubePicker
+from ._results import results_viewer, show_map
+
+PEAKS_LAYER = "NN disks (current pattern)"
+PRED_LAYER = "NN prediction"
+
+
+class NNDiskWidget(QWidget):
+    """Dock widget: model, probe, live preview, and the whole scan in a worker."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self._worker = None
+        self.peaks = None
+        self.layer_combo = CubePicker(viewer)
+        self.probe_combo = QComboBox()
+        self.model_combo = QComboBox()
+        self.min_rel = QDoubleSpinBox()
+        self.min_rel.setRange(0.0, 1.0)
+        self.min_rel.setDecimals(3)
+        self.min_rel.setValue(0.1)
+        self.mc = QSpinBox()
+        self.mc.setRange(0, 64)
+        self.mc.setSpecialValueText("off")
+        self.preview_btn = QPushButton("Preview on the current pattern")
+        self.run_btn = QPushButton("Find disks in all patterns")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        form = QFormLayout()
+        form.addRow("4D layer", self.layer_combo)
+        form.addRow("probe layer", self.probe_combo)
+        form.addRow("model", self.model_combo)
+        form.addRow("min relative height", self.min_rel)
+        form.addRow("MC-dropout samples", self.mc)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        for w in (self.preview_btn, self.run_btn, self.cancel_btn, self.status):
+            lay.addWidget(w)
+        lay.addStretch()
+        self.preview_btn.clicked.connect(self.preview)
+        self.run_btn.clicked.connect(self.run)
+        self.cancel_btn.clicked.connect(self.cancel)
+        viewer.layers.events.inserted.connect(self._refresh_probes)
+        viewer.layers.events.removed.connect(self._refresh_probes)
+        self._refresh_probes()
+        self._refresh_models()
+
+    # -- choices ------------------------------------------------------------------------------
+    def _refresh_probes(self, event=None) -> None:
+        names = [
+            lyr.name
+            for lyr in self.viewer.layers
+            if getattr(lyr, "ndim", 0) == 2
+            and hasattr(lyr, "contrast_limits")
+            and lyr.name != PRED_LAYER
+        ]
+        cur = self.probe_combo.currentText()
+        self.probe_combo.clear()
+        self.probe_combo.addItems(names)
+        if cur in names:
+            self.probe_combo.setCurrentText(cur)
+        elif "probe" in names:
+            self.probe_combo.setCurrentText("probe")
+
+    def _refresh_models(self) -> None:
+        from ..nn.registry import list_models
+
+        self.model_combo.clear()
+        for e, status in list_models():
+            if status != "not downloaded":
+                self.model_combo.addItem(f"{e.name}@{e.version}")
+
+    def _say(self, msg: str) -> None:
+        self.status.setText(msg)
+
+    def _error(self, exc) -> None:
+        msg = str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}"
+        self._say(msg)
+        napari.utils.notifications.show_error(msg)
+
+    def _inputs(self):
+        dc, cal = self.layer_combo.datacube()
+        name = self.probe_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            raise Napari4DSTEMError(
+                "add a vacuum probe as a 2D image layer (the samples have 'probe')"
+            )
+        probe = np.asarray(self.viewer.layers[name].data, dtype=np.float64)
+        return dc, cal, probe, self.model_combo.currentText() or None
+
+    def _current_position(self) -> tuple[int, int]:
+        lyr = self.layer_combo.layer
+        pt = self.viewer.dims.point
+        ny, nx = lyr.data.shape[:2]
+        iy = int(np.clip(round((pt[0] - lyr.translate[0]) / lyr.scale[0]), 0, ny - 1))
+        ix = int(np.clip(round((pt[1] - lyr.translate[1]) / lyr.scale[1]), 0, nx - 1))
+        return iy, ix
+
+    # -- preview ------------------------------------------------------------------------------
+    def preview(self) -> np.ndarray | None:
+        """Run the network on the displayed pattern (GUI thread: tens of ms)."""
+        from ..nn.infer import predict_pattern
+
+        try:
+            dc, cal, probe, model = self._inputs()
+            pos = self._current_position()
+            img, found = predict_pattern(
+                dc.pattern(*pos), probe=probe, model=model, mc_samples=self.mc.value()
+            )
+        except Napari4DSTEMError as e:
+            self._error(e)
+            return None
+        kw = cal.napari_kwargs("k")
+        b = img.params["bin"]
+        scale = np.asarray(kw.get("scale", (1.0, 1.0)), float)
+        translate = (np.asarray(img.params["offset_px"], float) * b + (b - 1) / 2) * scale
+        if PRED_LAYER in self.viewer.layers:
+            lyr = self.viewer.layers[PRED_LAYER]
+            lyr.data = img.data
+        else:
+            self.viewer.add_image(
+                img.data,
+                name=PRED_LAYER,
+                colormap="magma",
+                blending="additive",
+                scale=tuple(scale * b),
+                translate=tuple(translate),
+            )
+        yx = np.stack([found["qy"], found["qx"]], 1) if len(found["qy"]) else np.zeros((0, 2))
+        if PEAKS_LAYER in self.viewer.layers:
+            self.viewer.layers[PEAKS_LAYER].data = yx
+        else:
+            self.viewer.add_points(
+                yx,
+                name=PEAKS_LAYER,
+                size=8,
+                face_color="transparent",
+                border_color="cyan",
+                border_width=0.15,
+                **kw,
+            )
+        self._say(f"{len(yx)} disks at scan position {pos}")
+        return yx
+
+    # -- whole scan ---------------------------------------------------------------------------
+    def run(self) -> None:
+        if self._worker is not None:
+            self._say("a job is running: wait or cancel it")
+            return
+        from napari.qt.threading import create_worker
+
+        from ..engine.driver import n_blocks_for
+        from ..nn.infer import iter_find_bragg_disks_nn
+
+        try:
+            dc, _cal, probe, model = self._inputs()
+        except Napari4DSTEMError as e:
+            self._error(e)
+            return
+        self._say("running the network on every pattern...")
+        self.cancel_btn.setEnabled(True)
+        self._worker = create_worker(
+            iter_find_bragg_disks_nn,
+            dc,
+            probe=probe,
+            model=model,
+            min_relative=self.min_rel.value(),
+            mc_samples=self.mc.value(),
+            _progress={"total": n_blocks_for(dc.data), "desc": "NN disks"},
+            _connect={
+                "returned": self._on_peaks,
+                "errored": self._error,
+                "finished": self._on_finished,
+            },
+        )
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.cancel_btn.setEnabled(False)
+
+    def cancel(self) -> None:
+        if self._worker is not None:
+            self._worker.quit()
+            self._say("cancelled")
+
+    def _on_peaks(self, peaks) -> None:
+        self.peaks = peaks
+        show_map(
+            results_viewer(self.viewer),
+            "NN disks per pattern",
+            peaks.counts().astype(np.float32),
+            peaks.calibration,
+            colormap="viridis",
+        )
+        c = peaks.counts()
+        self._say(f"{peaks.n_peaks} disks in {c.size} patterns ({c.min()}-{c.max()} per pattern)")

@@ -1,0 +1,38 @@
+"""The NN disk detection widget in a real viewer: preview on the displayed pattern, the whole
+scan in a worker, the same BraggPeaks type as correlation."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from napari_4dstem.data.results import BraggPeaks
+from napari_4dstem.simulation.samples import make_strained_crystal
+from napari_4dstem.widgets._results import set_results_viewer
+from napari_4dstem.widgets.nn import PEAKS_LAYER, PRED_LAYER, NNDiskWidget
+
+pytestmark = pytest.mark.gui
+
+
+def test_preview_and_scan(make_napari_viewer, qtbot):
+    main, results = make_napari_viewer(), make_napari_viewer()
+    set_results_viewer(main, results)
+    s = make_strained_crystal(scan_shape=(6, 6))
+    main.add_image(np.asarray(s.datacube.data), name="cube")
+    main.add_image(np.asarray(s.probe.data), name="probe")
+    _, w = main.window.add_plugin_dock_widget("napari-4dstem", "NN disk detection")
+    assert isinstance(w, NNDiskWidget)
+    assert w.probe_combo.currentText() == "probe" and w.model_combo.count() >= 1
+    yx = w.preview()
+    assert PRED_LAYER in main.layers and PEAKS_LAYER in main.layers
+    # the strained crystal's (0, 0) pattern: the central disk is among the predicted peaks
+    origin = s.truth[1].data[0, 0]
+    assert len(yx) >= 5 and np.hypot(*(yx - origin).T).min() < 1.0
+    w.run()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=60000)
+    assert isinstance(w.peaks, BraggPeaks) and w.peaks.scan_shape == (6, 6)
+    assert "NN disks per pattern" in results.layers
+    # a probe that is not centred: a clear message, no exception
+    main.add_image(np.roll(np.asarray(s.probe.data), (40, 40), axis=(0, 1)), name="bad probe")
+    w.probe_combo.setCurrentText("bad probe")
+    assert w.preview() is None and "not centred" in w.status.text()
