@@ -57,3 +57,89 @@ class CubePicker(QComboBox):
         if self.layer is None:
             raise Napari4DSTEMError("open a 4D-STEM dataset first (File > Open, or File > Open Sample)")
         return layer_datacube(self.layer)
+
+
+class JobRunner:
+    """One background job at a time for a dock widget.
+
+    Runs a core job (a generator yielding :class:`~napari_4dstem.engine.jobs.Progress` and
+    returning its result) in a napari worker with a progress bar in napari's activity dock,
+    enables the Cancel button while it runs, disables the widget's action buttons, optionally
+    mirrors progress in a ``QProgressBar`` of the dock, and shows errors in the status label and
+    as a napari notification (our own errors as their one-line message).
+    """
+
+    def __init__(self, status, cancel_btn, *, buttons=(), progress_bar=None):
+        self.status = status
+        self.cancel_btn = cancel_btn
+        self.buttons = tuple(buttons)
+        self.progress_bar = progress_bar
+        self.worker = None
+        cancel_btn.setEnabled(False)
+        cancel_btn.clicked.connect(self.cancel)
+        if progress_bar is not None:
+            progress_bar.setVisible(False)
+
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None
+
+    def start(self, job_fn, *args, desc: str, on_done, total: int | None = None, **kwargs) -> bool:
+        """Start ``job_fn(*args, **kwargs)``; False (and a message) when a job is running."""
+        if self.worker is not None:
+            self.status.setText("a job is running: wait or cancel it")
+            return False
+        from napari.qt.threading import create_worker
+
+        self.status.setText(f"{desc}...")
+        self.cancel_btn.setEnabled(True)
+        for b in self.buttons:
+            b.setEnabled(False)
+        if self.progress_bar is not None:
+            self.progress_bar.setRange(0, 0)  # busy until the first step reports
+            self.progress_bar.setVisible(True)
+        progress = {"desc": desc} if total is None else {"desc": desc, "total": total}
+        self.worker = create_worker(
+            job_fn, *args, **kwargs,
+            _progress=progress,
+            _connect={"yielded": self._on_progress, "returned": on_done,
+                      "errored": self.error, "finished": self._finished},
+        )
+        return True
+
+    def _on_progress(self, p) -> None:
+        from ..engine.jobs import Progress
+
+        if self.progress_bar is None or not isinstance(p, Progress):
+            return
+        top = max(int(p.total), 1)
+        self.progress_bar.setRange(0, top)
+        self.progress_bar.setValue(min(int(p.done), top))
+        if p.message:
+            self.progress_bar.setFormat(f"{p.message}: %p%")
+
+    def _finished(self) -> None:
+        self.worker = None
+        self.cancel_btn.setEnabled(False)
+        for b in self.buttons:
+            b.setEnabled(True)
+        if self.progress_bar is not None:
+            self.progress_bar.setVisible(False)
+
+    def error(self, exc) -> None:
+        import napari
+
+        msg = str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}"
+        self.status.setText(msg)
+        napari.utils.notifications.show_error(msg)
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.setText("cancelled")
+
+    def close(self) -> None:
+        """Stop the running job and wait for it (call from the widget's closeEvent)."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.worker.await_workers(msecs=5000)

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker
+from ._common import CubePicker, JobRunner
 from ._results import results_viewer, show_map
 
 PEAKS_LAYER = "Bragg disks (current pattern)"
@@ -56,7 +56,6 @@ class BraggStrainWidget(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = viewer
-        self._worker = None
         self.template = None
         self.peaks = None  # BraggPeaks of the whole scan
         self.bvm = None
@@ -146,9 +145,9 @@ class BraggStrainWidget(QWidget):
         self.hist_canvas.setMinimumHeight(180)
 
         self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.run_btn, self.template_btn))
         layout = QVBoxLayout(self)
         for w in (pg, dg, lg, self.hist_canvas, self.cancel_btn, self.status):
             layout.addWidget(w)
@@ -166,7 +165,6 @@ class BraggStrainWidget(QWidget):
         for sb in self.g:
             sb.valueChanged.connect(lambda _: self._lattice_from_fields())
         self.strain_btn.clicked.connect(self.compute_strain)
-        self.cancel_btn.clicked.connect(self.cancel)
 
     def _refresh_probes(self, event=None) -> None:
         names = [lyr.name for lyr in self.viewer.layers
@@ -190,9 +188,11 @@ class BraggStrainWidget(QWidget):
         self.status.setText(msg)
 
     def _error(self, exc) -> None:
-        msg = str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}"
-        self._say(msg)
-        napari.utils.notifications.show_error(msg)
+        self.jobs.error(exc)
+
+    @property
+    def _worker(self):
+        return self.jobs.worker
 
     # -- template -----------------------------------------------------------------------------
     def make_template(self) -> None:
@@ -268,35 +268,20 @@ class BraggStrainWidget(QWidget):
 
     # -- all patterns -------------------------------------------------------------------------
     def find_all(self) -> None:
-        if self._worker is not None:
-            self._say("a job is running: wait or cancel it")
-            return
         if self.template is None:
             self.make_template()
             if self.template is None:
                 return
-        from napari.qt.threading import create_worker
-
         from ..analysis.bragg import iter_find_bragg_disks
         from ..engine.driver import n_blocks_for
 
         dc, cal = self.datacube()
-        self._say("finding disks...")
-        self.cancel_btn.setEnabled(True)
-        self._worker = create_worker(
-            iter_find_bragg_disks, dc, template=self.template, calibration=cal, **self._detect_kwargs(),
-            _progress={"total": n_blocks_for(dc.data), "desc": "Bragg disks"},
-            _connect={"returned": self._on_peaks, "errored": self._error, "finished": self._on_finished},
-        )
-
-    def _on_finished(self) -> None:
-        self._worker = None
-        self.cancel_btn.setEnabled(False)
+        self.jobs.start(iter_find_bragg_disks, dc, template=self.template, calibration=cal,
+                        **self._detect_kwargs(), desc="finding Bragg disks",
+                        total=n_blocks_for(dc.data), on_done=self._on_peaks)
 
     def cancel(self) -> None:
-        if self._worker is not None:
-            self._worker.quit()
-            self._say("cancelled")
+        self.jobs.cancel()
 
     def _on_peaks(self, peaks) -> None:
         from ..analysis.bragg import bragg_vector_map, origin_from_peaks

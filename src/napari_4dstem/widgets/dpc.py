@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker
+from ._common import CubePicker, JobRunner
 from ._results import color_wheel, results_viewer, show_map, show_vectors
 
 
@@ -35,7 +35,6 @@ class CalibrationDPCWidget(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = viewer
-        self._worker = None
         self.origin = None  # RealSpaceMap of the measured origin
         self.origin_fit = None  # OriginFit
         self.com = None  # RealSpaceMap of the centre of mass (cached for rotation changes)
@@ -95,9 +94,9 @@ class CalibrationDPCWidget(QWidget):
         df.addRow(self.dpc_label)
 
         self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.measure_btn, self.com_btn))
         layout = QVBoxLayout(self)
         layout.addWidget(og)
         layout.addWidget(dg)
@@ -114,7 +113,6 @@ class CalibrationDPCWidget(QWidget):
         self.flip.toggled.connect(lambda _: self.update_dpc())
         self.descan.currentIndexChanged.connect(lambda _: self.update_dpc())
         self.reg.valueChanged.connect(lambda _: self.update_dpc())
-        self.cancel_btn.clicked.connect(self.cancel)
 
     # -- layers -------------------------------------------------------------------------------
     @property
@@ -129,33 +127,17 @@ class CalibrationDPCWidget(QWidget):
 
     # -- running jobs -------------------------------------------------------------------------
     def _run(self, job_fn, on_done, *args, desc: str, total: int, **kwargs) -> None:
-        if self._worker is not None:
-            self.status.setText("a job is running: wait or cancel it")
-            return
-        from napari.qt.threading import create_worker
-
-        self.status.setText(f"{desc}...")
-        self.cancel_btn.setEnabled(True)
-
-        def finished():
-            self._worker = None
-            self.cancel_btn.setEnabled(False)
-
-        self._worker = create_worker(
-            job_fn, *args, **kwargs,
-            _progress={"total": total, "desc": desc},
-            _connect={"returned": on_done, "errored": self._on_error, "finished": finished},
-        )
+        self.jobs.start(job_fn, *args, desc=desc, total=total, on_done=on_done, **kwargs)
 
     def _on_error(self, exc) -> None:
-        msg = str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}"
-        self.status.setText(msg)
-        napari.utils.notifications.show_error(msg)
+        self.jobs.error(exc)
 
     def cancel(self) -> None:
-        if self._worker is not None:
-            self._worker.quit()
-            self.status.setText("cancelled")
+        self.jobs.cancel()
+
+    @property
+    def _worker(self):
+        return self.jobs.worker
 
     def _blocks(self, dc: DataCube) -> int:
         from ..engine.driver import n_blocks_for

@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
 from ..data.calibration import Calibration
 from ..engine.jobs import Progress
 from ..errors import CalibrationError, Napari4DSTEMError
-from ._common import CubePicker
+from ._common import CubePicker, JobRunner
 from ._results import results_viewer, show_map
 
 BUNDLED = ("Au", "Cu", "Al", "Si", "Fe-bcc", "Ti-hcp")
@@ -153,7 +153,6 @@ class OrientationWidget(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = viewer
-        self._worker = None
         self._cif_crystal = None  # Crystal loaded from a CIF
         self.plans = None  # list[OrientationPlan] for the current parameters
         self._plan_key = None
@@ -231,9 +230,7 @@ class OrientationWidget(QWidget):
         self.key_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
 
         self.progress = QProgressBar()
-        self.progress.setVisible(False)
         self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -253,7 +250,8 @@ class OrientationWidget(QWidget):
         self.build_btn.clicked.connect(self.build_plan)
         self.check_btn.clicked.connect(self.check_pattern)
         self.run_btn.clicked.connect(self.run_scan)
-        self.cancel_btn.clicked.connect(self.cancel)
+        self.jobs = JobRunner(self.status, self.cancel_btn, progress_bar=self.progress,
+                              buttons=(self.build_btn, self.check_btn, self.run_btn))
         self.ang_btn.clicked.connect(lambda: self.export_ang())
         self.emd_btn.clicked.connect(lambda: self.save_maps())
 
@@ -377,59 +375,20 @@ class OrientationWidget(QWidget):
 
     # -- running jobs -------------------------------------------------------------------------
     def _run(self, job_fn, on_done, *args, desc: str) -> None:
-        if self._worker is not None:
-            self.status.setText("a job is running: wait or cancel it")
-            return
-        from napari.qt.threading import create_worker
+        self.jobs.start(job_fn, *args, desc=desc, on_done=on_done)
 
-        self.status.setText(f"{desc}...")
-        self.progress.setRange(0, 0)  # busy until the first step reports
-        self.progress.setVisible(True)
-        self.cancel_btn.setEnabled(True)
-        for b in (self.build_btn, self.check_btn, self.run_btn):
-            b.setEnabled(False)
-
-        def finished():
-            self._worker = None
-            self.cancel_btn.setEnabled(False)
-            self.progress.setVisible(False)
-            for b in (self.build_btn, self.check_btn, self.run_btn):
-                b.setEnabled(True)
-
-        self._worker = create_worker(
-            job_fn,
-            *args,
-            _progress={"desc": desc},
-            _connect={
-                "yielded": self._on_progress,
-                "returned": on_done,
-                "errored": self._on_error,
-                "finished": finished,
-            },
-        )
-
-    def _on_progress(self, p) -> None:
-        if not isinstance(p, Progress):
-            return
-        self.progress.setRange(0, max(int(p.total), 1))
-        self.progress.setValue(min(int(p.done), max(int(p.total), 1)))
-        if p.message:
-            self.progress.setFormat(f"{p.message}: %p%")
+    @property
+    def _worker(self):
+        return self.jobs.worker
 
     def _on_error(self, exc) -> None:
-        msg = str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}"
-        self.status.setText(msg)
-        napari.utils.notifications.show_error(msg)
+        self.jobs.error(exc)
 
     def cancel(self) -> None:
-        if self._worker is not None:
-            self._worker.quit()
-            self.status.setText("cancelled")
+        self.jobs.cancel()
 
     def closeEvent(self, event) -> None:
-        if self._worker is not None:
-            self._worker.quit()
-            self._worker.await_workers(msecs=5000)
+        self.jobs.close()
         super().closeEvent(event)
 
     # -- plan ---------------------------------------------------------------------------------
