@@ -226,11 +226,36 @@ def _renamed(m: RealSpaceMap, name: str) -> RealSpaceMap:
     return replace(m, name=name)
 
 
+def step_nn(ctx: DemoContext) -> None:
+    """Bragg disks by the bundled neural network (FCU-Net) on an 8 x 8 corner of the scan (the
+    CPU path runs tens of patterns per second); skipped without torch (the ``nn`` extra)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return
+    from .nn.infer import find_bragg_disks_nn, predict_pattern
+
+    probe = next((v for k, v in ctx.sample.items() if k.split("/")[-1] == "probe"), None)
+    if probe is None:
+        return
+    block = np.asarray(ctx.datacube.data[:8, :8])
+    peaks = find_bragg_disks_nn(block, probe=probe, progress=ctx.progress)
+    img, _ = predict_pattern(block[0, 0], probe=probe)
+    ctx.results.append(peaks)
+    save_figure(
+        ctx,
+        "nn_disks",
+        [("NN prediction, pattern (0, 0)", img.data, "k"),
+         ("NN peaks per pattern (8 x 8 corner)", peaks.counts().astype(float), "scan")],
+    )
+
+
 STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("patterns", step_patterns),
     ("virtual images", step_virtual),
     ("calibration and DPC", step_calibration_dpc),
     ("strain", step_strain),
+    ("NN disk detection", step_nn),
     ("orientation map (ACOM)", step_acom),
 ]
 

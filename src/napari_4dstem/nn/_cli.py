@@ -37,7 +37,12 @@ def add_train(sub) -> argparse.ArgumentParser:
         "--width", type=int, default=6, help="complex channels of the first level (default 6)"
     )
     p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--domain", choices=["fourier", "real"], default="fourier")
+    p.add_argument(
+        "--domain",
+        choices=["fourier", "real"],
+        default="real",
+        help="where the complex U-Net works (default real: see docs/nn.md)",
+    )
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--steps-per-epoch", type=int, default=350)
     p.add_argument("--batch-size", type=int, default=8)

@@ -1,24 +1,30 @@
-"""The FCU-Net-like model: a complex-valued U-Net on the pattern x probe correlation spectrum.
+"""The FCU-Net-like model: a complex-valued U-Net fed by the pattern x probe correlation spectrum.
 
 Forward pass for a batch of patterns ``(B, S, S)`` and their vacuum probe(s) ``(B|1, S, S)``,
-both centred (unscattered beam at ``(S // 2, S // 2)``):
+the probe centred on pixel ``(S // 2, S // 2)``:
 
 1. ``P = FFT(pattern)``, ``T = FFT(ifftshift(probe))`` (the probe moved to pixel (0, 0), so the
-   correlation peaks sit at absolute disk positions); ``X = P conj(T)``, the cross-correlation
-   spectrum, divided by its RMS per sample (the normalisation of Munshi et al. 2022);
-2. three complex input channels, all fftshifted (DC at the centre): ``X``, ``|T|^2`` (what a
-   Wiener-type deconvolution needs) and the frequency radius ``|k|`` (convolutions alone do not
-   know where in k-space they are);
-3. a complex U-Net (:class:`ComplexConv2d`, CReLU, strided complex convolutions down,
-   transposed complex convolutions up, skip connections by :func:`complex_cat`), depth
-   ``log2(size) - 4`` (bottleneck 16 x 16), width doubling per level;
-4. a complex head with two outputs ``H`` and ``R``; the output spectrum is ``Y = H X + R``
-   (a learned, input-dependent filter of the correlation plus a correction);
-5. the predicted "structure factor" image is ``Re IFFT(Y)`` ``(B, S, S)``: one sharp peak per
-   Bragg reflection at the disk centre.
+   correlation peaks sit at absolute disk positions); ``X = P conj(T) / |P conj(T)|^(1/2)``,
+   the hybrid (power 1/2) cross-correlation spectrum, divided by its RMS per sample;
+2. three complex input channels, depending on ``domain``:
 
-``domain="real"`` is a variant for comparison: the same complex U-Net on the real-space
-correlation image and the pattern (as complex channels), output its real part.
+   - ``"fourier"`` (the published FCU-Net arrangement, Munshi et al. 2022): the U-Net works on
+     the spectrum itself (fftshifted): ``X``, ``|T|^2`` and the frequency radius ``|k|``; the
+     output spectrum ``Y = H X + R`` (``H``, ``R`` the two complex head outputs) is brought
+     back by an inverse FFT and its real part is the predicted image;
+   - ``"real"`` (the default, and the bundled model): the U-Net works on the complex field
+     ``IFFT(X) + i sqrt(pattern)`` (both normalised to a maximum of 1), i.e. the same
+     correlation spectrum brought to real space, with the pattern as imaginary part; the
+     prediction is ``Re(H z + R)``. It trains several times faster on a CPU budget (see
+     docs/nn.md for the numbers), because convolutions in real space are translation
+     equivariant, while in the spectrum a disk position is a phase ramp over all frequencies;
+
+3. a complex U-Net (:class:`~.layers.ComplexConv2d`, CReLU, strided complex convolutions down,
+   transposed complex convolutions up, skip connections by :func:`~.layers.complex_cat`),
+   depth ``log2(size) - 4`` (bottleneck 16 x 16), width doubling per level, complex dropout in
+   the decoder (MC-dropout at inference);
+4. the predicted "structure factor" image ``(B, S, S)``: one Gaussian peak (sigma 1 px,
+   height 1) per Bragg reflection at the disk centre.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ class ModelConfig:
     size: int = 128
     width: int = 8
     dropout: float = 0.1
-    domain: str = "fourier"
+    domain: str = "real"
     label_sigma_px: float = 1.0
     architecture: str = "fcunet-v1"
 
