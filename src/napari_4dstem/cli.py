@@ -17,6 +17,7 @@ from typing import Any
 
 from . import __version__
 from .errors import Napari4DSTEMError
+from .nn._cli import add_infer, add_models, add_train, run_infer, run_models, run_train
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -670,8 +671,7 @@ def run_simulate(args) -> int:
     return EXIT_OK
 
 
-# -- train / infer / models (neural-network disk detection; in napari_4dstem.nn._cli) ----------
-from .nn._cli import add_infer, add_models, add_train, run_infer, run_models, run_train  # noqa: E402
+# -- train / infer / models: in napari_4dstem.nn._cli (imported at the top) -------------------
 
 
 SUBCOMMANDS: dict[str, tuple[Callable, Callable]] = {
