@@ -39,7 +39,9 @@ def test_model_frame_round_trip(shape, centre, bin_):
     # the probe lands on the model centre, to within half a model pixel
     yy, xx = np.indices(pm.shape)
     w = pm / pm.sum()
-    assert abs((w * yy).sum() - 64) <= 0.5 + 1e-6 and abs((w * xx).sum() - 64) <= 0.5 + 1e-6
+    # the probe is shifted onto the model centre (the network was trained so); measured
+    # <= 0.05 model px here (binned small disks are the worst)
+    assert abs((w * yy).sum() - 64) < 0.06 and abs((w * xx).sum() - 64) < 0.06
     # a bright bin-aligned block anywhere on the detector maps back onto itself
     rng = np.random.default_rng(0)
     for _ in range(5):
@@ -51,7 +53,7 @@ def test_model_frame_round_trip(shape, centre, bin_):
         if m.max() == 0:  # cropped away (detector larger than the model field of view)
             continue
         iy, ix = np.unravel_index(np.argmax(m), m.shape)
-        back = geo.to_detector(np.array([iy, ix], float) - np.array(geo.residual))
+        back = geo.to_detector(np.array([iy, ix], float))
         np.testing.assert_allclose(back, [y + (bin_ - 1) / 2, x + (bin_ - 1) / 2], atol=1e-9)
 
 

@@ -97,10 +97,12 @@ def test_nan_in_the_data_is_caught(tmp_path):
     d.mkdir()
     p = np.full((2, 128, 128), np.nan, np.float32)
     b = [{"qy": [64.0], "qx": [64.0], "intensity": [1.0], "hkl": np.zeros((1, 3))}] * 2
+    yy, xx = np.indices((128, 128))
+    disk = (np.hypot(yy - 64, xx - 64) < 8).astype(np.float32)
     write_shard(
         d / "shard-00000.h5",
         patterns=p,
-        probes=np.ones_like(p),
+        probes=np.stack([disk, disk]),
         labels=np.zeros_like(p),
         bragg=b,
         meta={},

@@ -60,11 +60,12 @@ def pick_device(device: str | None = None):
 
 @dataclass(frozen=True)
 class Geometry:
-    """How detector pixels map onto model pixels: ``model = (det - offset) / bin``.
+    """How detector pixels map onto model pixels: ``model = (det - (bin - 1) / 2) / bin - offset``.
 
-    ``offset`` is chosen so the probe centre maps to model pixel ``size // 2`` (to within half
-    a pixel: integer shifts, no resampling); ``residual`` is that half-pixel remainder (model
-    px), added back to the predicted positions.
+    ``offset`` (integer, binned px) puts the probe centre within half a pixel of model pixel
+    ``size // 2``; ``residual`` is that sub-pixel remainder, which is removed by shifting the
+    *probe* (Fourier shift), so the network always sees an exactly centred probe, as in
+    training, and its peaks are absolute positions in the model frame.
     """
 
     size: int
@@ -77,7 +78,7 @@ class Geometry:
         b = self.bin
         out = np.empty_like(yx)
         for a in (0, 1):
-            out[..., a] = (yx[..., a] + self.residual[a]) * b + (b - 1) / 2 + self.offset[a] * b
+            out[..., a] = (yx[..., a] + self.offset[a]) * b + (b - 1) / 2
         return out
 
 
@@ -110,8 +111,14 @@ def probe_geometry(
     lo, hi = np.percentile(p, 10), p.max()
     if not hi > lo:
         raise ProbeError("the probe image is flat: no probe disk")
-    mask = p > lo + 0.5 * (hi - lo)
-    w = np.where(mask, p - lo, 0.0)
+    # centre of mass of the whole disk including its soft edge (a half-maximum mask alone is
+    # off by up to ~0.1 px from pixelation), within 1.5 half-maximum radii of the rough centre
+    half = p > lo + 0.5 * (hi - lo)
+    yy0, xx0 = np.indices(p.shape)
+    r0 = np.sqrt(half.sum() / np.pi)
+    c0 = (yy0[half].mean(), xx0[half].mean())
+    near = np.hypot(yy0 - c0[0], xx0 - c0[1]) <= 1.5 * r0 + 2
+    w = np.where(near, np.clip(p - lo, 0, None), 0.0)
     yy, xx = np.indices(p.shape)
     cy, cx = float((w * yy).sum() / w.sum()), float((w * xx).sum() / w.sum())
     centre = ((p.shape[0]) // 2, (p.shape[1]) // 2)
@@ -127,9 +134,18 @@ def probe_geometry(
     offset = tuple(math.floor(c - size // 2 + 0.5) for c in bc)
     residual = tuple(float(c - size // 2 - o) for c, o in zip(bc, offset, strict=True))
     geo = Geometry(size, b, offset, residual, tuple(int(s) for s in detector_shape))
-    pm = to_model_frame(p[None], geo)[0]
+    pm = _shift_subpixel(to_model_frame(p[None], geo)[0], -residual[0], -residual[1])
     pm = np.clip(pm - np.percentile(pm, 10), 0, None)
     return geo, (pm / max(pm.max(), 1e-12)).astype(np.float32)
+
+
+def _shift_subpixel(img: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    if abs(dy) < 1e-9 and abs(dx) < 1e-9:
+        return img
+    fy = np.fft.fftfreq(img.shape[0])[:, None]
+    fx = np.fft.fftfreq(img.shape[1])[None, :]
+    ph = np.exp(-2j * np.pi * (fy * dy + fx * dx))
+    return np.real(np.fft.ifft2(np.fft.fft2(img) * ph)).astype(np.float32)
 
 
 def to_model_frame(patterns: np.ndarray, geo: Geometry) -> np.ndarray:

@@ -87,14 +87,16 @@ def lr_factor(step: int, warmup: int) -> float:
 
 
 def _batch(shards, idx, aug, rng):
+    from .infer import probe_geometry
+
     pats, labels, probes = [], [], []
     for i in idx:
         s = shards[int(i)]
         p, lab = aug(s.pattern, s.label, rng) if aug is not None else (s.pattern, s.label)
         pats.append(p)
         labels.append(lab)
-        pr = np.clip(s.probe - np.percentile(s.probe, 10), 0, None)
-        probes.append(pr / max(float(pr.max()), 1e-12))
+        # the probe exactly centred on (S // 2, S // 2), as inference gives it to the model
+        probes.append(probe_geometry(s.probe, s.probe.shape, s.probe.shape[0])[1])
     return np.stack(pats), np.stack(labels), np.stack(probes)
 
 
