@@ -136,3 +136,16 @@ def test_detection_scores_count_matches_within_tolerance():
     assert s["f1_1px"] == pytest.approx(4 / 5)
     assert s["position_rmse_px"] == pytest.approx(np.sqrt((0.3**2 + 0.8**2) / 2))
     assert len(match_disks(np.zeros((0, 2)), true[0][:2], 1.0)) == 0
+
+
+def test_augmentation_doses_relative_to_the_brightest_pixel_when_asked():
+    rng = np.random.default_rng(0)
+    pat = np.zeros((32, 32))
+    pat[10:20, 10:20] = 1e-3  # a pattern normalised to sum 0.1, as the simulation engines write
+    lab = np.zeros_like(pat)
+    aug = Augment(dose=(100.0, 100.0), background=(0.0, 0.0), max_shift_px=0, scale_to_max=True)
+    p, lab2 = aug(pat, lab, rng)
+    assert p[10:20, 10:20].mean() == pytest.approx(100, rel=0.05) and p[:10].sum() == 0
+    p_raw, _ = Augment(dose=(100.0, 100.0), background=(0.0, 0.0), max_shift_px=0)(pat, lab, rng)
+    assert p_raw.sum() < 30  # without it such a pattern would be nearly empty
+    assert lab2 is lab

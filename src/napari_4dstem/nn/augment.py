@@ -1,6 +1,7 @@
 """Minimal on-the-fly augmentation for training (until ``simulation/augment*.py`` exists).
 
-Applied to a noise-free, relative-intensity shard pattern (central disk about 1): a random
+Applied to a noise-free shard pattern with the central disk about 1 (the proxy shards; with
+``scale_to_max`` any normalisation, e.g. the simulation engines' patterns that sum to 1): a random
 integer shift of pattern and label together (the probe stays centred: the network must find
 disks anywhere), a random dose (counts per pixel of the central disk, log-uniform) with a
 flat background, then Poisson noise. Only dose, noise and shift: no elliptic distortion,
@@ -22,6 +23,7 @@ class Augment:
     dose: tuple[float, float] = (20.0, 300.0)
     background: tuple[float, float] = (0.1, 1.0)
     max_shift_px: int = 4
+    scale_to_max: bool = False  # dose per px of the brightest pixel (shards normalised otherwise)
 
     def __call__(self, pattern: np.ndarray, label: np.ndarray, rng: np.random.Generator):
         if self.max_shift_px:
@@ -33,7 +35,10 @@ class Augment:
         lo, hi = np.log(self.dose[0]), np.log(self.dose[1])
         d = float(np.exp(rng.uniform(lo, hi)))
         bg = float(rng.uniform(*self.background))
-        lam = np.clip(pattern, 0, None) * d + bg
+        p = np.clip(pattern, 0, None)
+        if self.scale_to_max:
+            p = p / max(float(p.max()), 1e-30)
+        lam = p * d + bg
         return rng.poisson(lam).astype(np.float32), label
 
 

@@ -217,7 +217,13 @@ def iter_train(
         if config.strain_scan
         else None
     )
-    aug = augment if augment is not None else Augment()
+    if augment is None:
+        import h5py
+
+        with h5py.File(shards.files[0], "r") as f:  # the proxy shards have the central disk at 1
+            engine = str(f.attrs.get("engine", ""))
+        augment = Augment(scale_to_max=engine != "kinematic-thick-proxy")
+    aug = augment
     spe = config.steps_per_epoch or max(1, len(train_idx) // config.batch_size)
     total = config.epochs * spe
     model.train()
