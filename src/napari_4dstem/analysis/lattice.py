@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 from scipy import ndimage
 
@@ -258,33 +259,151 @@ class LatticeFit:
         )
 
 
-def _solve_all(pos, n_pos, h, k, qy, qx, w):
-    """Weighted LS per pattern of q = o + h g1 + k g2; returns (coef_y, coef_x, det) (n_pos, 3)."""
+@numba.njit(cache=True, nogil=True)
+def _fit_pass(
+    offsets, vy, vx, finite, w0, G, cy, cx, have_fit, tol, use_next, use, indexed, res, z, good, ok
+):
+    """One indexing + fitting pass over every pattern (CSR ``offsets``), in place.
 
-    def acc(v):
-        return np.bincount(pos, v, n_pos)
+    Each pattern is indexed with its own basis from the previous pass (``cy``, ``cx``) where
+    that fit is finite (``have_fit``), else with ``G`` and a zero origin; then the weighted
+    3 x 3 normal equations of ``q = o + h g1 + k g2`` are accumulated in peak order and solved
+    (LU with partial pivoting; NaN and ``ok`` False when ill-conditioned), and every peak gets
+    its residual ``res``, weighted residual ``z`` and ``good`` flag.
+    """
+    n_pos = len(offsets) - 1
+    M = np.empty((3, 3))
+    R = np.empty((3, 2))
+    for p in range(n_pos):
+        i0, i1 = offsets[p], offsets[p + 1]
+        a, b, c, d = G[0, 0], G[0, 1], G[1, 0], G[1, 1]
+        oy = 0.0
+        ox = 0.0
+        if have_fit and np.isfinite(cy[p, 0]) and np.isfinite(cx[p, 0]):
+            a, b, c, d = cy[p, 1], cy[p, 2], cx[p, 1], cx[p, 2]
+            oy, ox = cy[p, 0], cx[p, 0]
+        det2 = a * d - b * c
+        s0 = s1 = s2 = s3 = s4 = s5 = 0.0
+        y0 = y1 = y2 = x0 = x1 = x2 = 0.0
+        for i in range(i0, i1):
+            if finite[i]:
+                r0 = vy[i] - oy
+                r1 = vx[i] - ox
+            else:
+                r0 = 0.0
+                r1 = 0.0
+            h = np.rint((d * r0 - b * r1) / det2)
+            k = np.rint((a * r1 - c * r0) / det2)
+            dev = math.hypot(r0 - a * h - b * k, r1 - c * h - d * k)
+            ind = finite[i] and dev < tol
+            indexed[i] = ind
+            u = ind and use_next[i]
+            use[i] = u
+            w = w0[i] if u else 0.0
+            # the same products in the same order as the former bincount accumulations
+            s0 += w
+            s1 += w * h
+            s2 += w * k
+            s3 += w * h * h
+            s4 += w * h * k
+            s5 += w * k * k
+            y0 += w * vy[i]
+            y1 += w * vy[i] * h
+            y2 += w * vy[i] * k
+            x0 += w * vx[i]
+            x1 += w * vx[i] * h
+            x2 += w * vx[i] * k
+            res[i] = h  # h, k kept for the residuals below
+            z[i] = k
+        M[0, 0], M[0, 1], M[0, 2] = s0, s1, s2
+        M[1, 0], M[1, 1], M[1, 2] = s1, s3, s4
+        M[2, 0], M[2, 1], M[2, 2] = s2, s4, s5
+        R[0, 0], R[1, 0], R[2, 0] = y0, y1, y2
+        R[0, 1], R[1, 1], R[2, 1] = x0, x1, x2
+        # LU with partial pivoting (as LAPACK getrf); det for the conditioning test
+        det = 1.0
+        for col in range(3):
+            piv = col
+            best = abs(M[col, col])
+            for r in range(col + 1, 3):
+                if abs(M[r, col]) > best:
+                    best = abs(M[r, col])
+                    piv = r
+            if piv != col:
+                det = -det
+                for j in range(3):
+                    M[col, j], M[piv, j] = M[piv, j], M[col, j]
+                R[col, 0], R[piv, 0] = R[piv, 0], R[col, 0]
+                R[col, 1], R[piv, 1] = R[piv, 1], R[col, 1]
+            det *= M[col, col]
+            if M[col, col] != 0.0:
+                for r in range(col + 1, 3):
+                    f = M[r, col] / M[col, col]
+                    for j in range(col + 1, 3):
+                        M[r, j] -= f * M[col, j]
+                    R[r, 0] -= f * R[col, 0]
+                    R[r, 1] -= f * R[col, 1]
+        # conditioning relative to the number of peaks: collinear (h, k) give a ~0 determinant
+        scale = max(s0, 1e-300) * max(s3 + s5, 1e-300) ** 2
+        okp = abs(det) > 1e-6 * scale
+        ok[p] = okp
+        if okp:
+            for col in range(2):
+                for r in range(2, -1, -1):
+                    acc = R[r, col]
+                    for j in range(r + 1, 3):
+                        acc -= M[r, j] * R[j, col]
+                    R[r, col] = acc / M[r, r]
+            for j in range(3):
+                cy[p, j] = R[j, 0]
+                cx[p, j] = R[j, 1]
+        else:
+            for j in range(3):
+                cy[p, j] = np.nan
+                cx[p, j] = np.nan
+        for i in range(i0, i1):
+            h = res[i]
+            k = z[i]
+            pred_y = cy[p, 0] + cy[p, 1] * h + cy[p, 2] * k
+            pred_x = cx[p, 0] + cx[p, 1] * h + cx[p, 2] * k
+            r = math.hypot(vy[i] - pred_y, vx[i] - pred_x)
+            res[i] = r
+            # robust scale of residual x sqrt(weight) (the weights are inverse variances)
+            z[i] = r * math.sqrt(max(w0[i], 0.0))
+            good[i] = use[i] and np.isfinite(r)
 
-    s = [acc(w), acc(w * h), acc(w * k), acc(w * h * h), acc(w * h * k), acc(w * k * k)]
-    M = np.stack(
-        [
-            np.stack([s[0], s[1], s[2]], -1),
-            np.stack([s[1], s[3], s[4]], -1),
-            np.stack([s[2], s[4], s[5]], -1),
-        ],
-        -2,
-    )
-    ry = np.stack([acc(w * qy), acc(w * qy * h), acc(w * qy * k)], -1)
-    rx = np.stack([acc(w * qx), acc(w * qx * h), acc(w * qx * k)], -1)
-    # conditioning relative to the number of peaks: collinear (h, k) give a ~0 determinant
-    det = np.linalg.det(M)
-    scale = np.maximum(s[0], 1e-300) * np.maximum(s[3] + s[5], 1e-300) ** 2
-    ok = np.abs(det) > 1e-6 * scale
-    Ms = np.where(ok[:, None, None], M, np.eye(3))
-    cy = np.linalg.solve(Ms, ry[..., None])[..., 0]
-    cx = np.linalg.solve(Ms, rx[..., None])[..., 0]
-    cy[~ok] = np.nan
-    cx[~ok] = np.nan
-    return cy, cx, ok
+
+@numba.njit(cache=True, nogil=True)
+def _drop_worst(offsets, z, good, thr, use_next):
+    """Drop the worst peak of each pattern (the first on ties) if its ``z`` exceeds ``thr``."""
+    for p in range(len(offsets) - 1):
+        best = -np.inf
+        arg = -1
+        for i in range(offsets[p], offsets[p + 1]):
+            if good[i] and z[i] > best:
+                best = z[i]
+                arg = i
+        if arg >= 0 and best > thr:
+            use_next[arg] = False
+
+
+@numba.njit(cache=True, nogil=True)
+def _fit_totals(offsets, use, w0, res, n_used, wsum, rss):
+    """Per pattern: peaks used (with positive weight), sum of weights, weighted sum of res^2."""
+    for p in range(len(offsets) - 1):
+        n = 0
+        sw = 0.0
+        sr = 0.0
+        for i in range(offsets[p], offsets[p + 1]):
+            w = w0[i] if use[i] else 0.0
+            if use[i] and w0[i] > 0:
+                n += 1
+            sw += w
+            r = res[i] if use[i] else 0.0
+            sr += w * (r * r)
+        n_used[p] = n
+        wsum[p] = sw
+        rss[p] = sr
 
 
 def fit_lattice(
@@ -346,62 +465,43 @@ def fit_lattice(
     finite = np.isfinite(vy) & np.isfinite(vx)
     G = lattice.matrix
     tol = float(max_index_error) * min(np.hypot(*G[:, 0]), np.hypot(*G[:, 1]))
-    # per-peak basis: the global one first, then each pattern's own fit
-    Gp = np.broadcast_to(G, (peaks.n_peaks, 2, 2))
-    op = np.zeros((peaks.n_peaks, 2))
+    # numba kernels loop over the patterns (CSR offsets): each pass indexes every pattern with
+    # its own basis (the global one first, then the pattern's previous fit), accumulates and
+    # solves its normal equations; only the global robust scale is taken here, between passes
+    offsets = np.ascontiguousarray(peaks.offsets, dtype=np.int64)
+    vy = np.ascontiguousarray(vy, dtype=np.float64)
+    vx = np.ascontiguousarray(vx, dtype=np.float64)
+    w0 = np.ascontiguousarray(w0, dtype=np.float64)
+    n = peaks.n_peaks
+    cy = np.zeros((n_pos, 3))
+    cx = np.zeros((n_pos, 3))
+    ok = np.zeros(n_pos, bool)
+    use, indexed, good = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
+    res, z = np.empty(n), np.empty(n)
     use_next = finite.copy()
     n_all = np.diff(peaks.offsets)
     for it in range(3):
-        rel = np.stack([vy, vx], -1) - op
-        rel = np.where(finite[:, None], rel, 0.0)
-        a, b, c, d = Gp[:, 0, 0], Gp[:, 0, 1], Gp[:, 1, 0], Gp[:, 1, 1]
-        det = a * d - b * c  # explicit 2 x 2 inverses: np.linalg.solve is slow on 1e5 tiny systems
-        h = np.rint((d * rel[:, 0] - b * rel[:, 1]) / det)
-        k = np.rint((a * rel[:, 1] - c * rel[:, 0]) / det)
-        dev = np.hypot(rel[:, 0] - a * h - b * k, rel[:, 1] - c * h - d * k)
-        indexed = finite & (dev < tol)
-        use = indexed & use_next
-        w = np.where(use, w0, 0.0)
-        cy, cx, ok = _solve_all(pos, n_pos, h, k, vy, vx, w)
-        cyp, cxp = cy[pos], cx[pos]
-        pred_y = cyp[:, 0] + cyp[:, 1] * h + cyp[:, 2] * k
-        pred_x = cxp[:, 0] + cxp[:, 1] * h + cxp[:, 2] * k
-        res = np.hypot(vy - pred_y, vx - pred_x)
-        good = use & np.isfinite(res)
-        # robust scale of residual x sqrt(weight) (the weights are inverse variances up to a factor)
-        z = res * np.sqrt(np.maximum(w0, 0))
-        sig = 1.4826 * np.median(z[good]) if good.any() else np.inf
-        # exact (simulated) data: a floor of 1e-6 px, so a zero median still rejects outliers
-        sig = max(sig, 1e-6 * np.sqrt(np.median(w0[good]))) if good.any() else sig
+        _fit_pass(offsets, vy, vx, finite, w0, G, cy, cx, it > 0, tol, use_next, use, indexed,
+                  res, z, good, ok)  # fmt: skip
+        if good.any():
+            sig = 1.4826 * np.median(z[good])
+            # exact (simulated) data: a floor of 1e-6 px, so a zero median still rejects outliers
+            sig = max(sig, 1e-6 * np.sqrt(np.median(w0[good])))
+        else:
+            sig = np.inf
         # drop the worst peak of each pattern if it is an outlier (one at a time: one bad peak
         # drags the residuals of its neighbours up too)
         use_next = use.copy() if it else indexed.copy()
         if np.isfinite(outlier_sigma) and np.isfinite(sig) and sig > 0:
-            # peaks are stored pattern by pattern (CSR): per-pattern maxima by reduceat
-            zm = np.where(good, z, -np.inf)
-            starts = peaks.offsets[:-1][n_all > 0]
-            zmax = np.full(n_pos, -np.inf)
-            zmax[n_all > 0] = np.maximum.reduceat(zm, starts) if len(starts) else []
-            cand = (zm == zmax[pos]) & (zm > outlier_sigma * sig)
-            idx = np.nonzero(cand)[0]
-            keep_first = np.ones(len(idx), bool)
-            keep_first[1:] = pos[idx][1:] != pos[idx][:-1]  # one peak per pattern on ties
-            use_next[idx[keep_first]] = False
-        # re-index with each pattern's own lattice where it was fitted
-        fitted = np.isfinite(cy[:, 0]) & np.isfinite(cx[:, 0])
-        Gnew = np.stack(
-            [np.stack([cy[:, 1], cy[:, 2]], -1), np.stack([cx[:, 1], cx[:, 2]], -1)], -2
-        )
-        Gp = np.where(fitted[pos, None, None], Gnew[pos], G)
-        op = np.where(fitted[pos, None], np.stack([cy[pos, 0], cx[pos, 0]], -1), 0.0)
-    n_used = np.bincount(pos, use & (w0 > 0), n_pos).astype(np.int64)
+            _drop_worst(offsets, z, good, float(outlier_sigma * sig), use_next)
+    n_used = np.zeros(n_pos, np.int64)
+    wsum, rss = np.zeros(n_pos), np.zeros(n_pos)
+    _fit_totals(offsets, use, w0, res, n_used, wsum, rss)
     reason = np.zeros(n_pos, np.uint8)
     reason[~ok] = 3
     reason[n_used < min_peaks] = 2
     reason[n_all == 0] = 1
     bad = reason != 0
-    wsum = np.bincount(pos, w, n_pos)
-    rss = np.bincount(pos, w * np.where(use, res, 0.0) ** 2, n_pos)
     with np.errstate(invalid="ignore", divide="ignore"):
         resid = np.sqrt(rss / wsum)
     # back to detector pixels (origin); vectors stay in the (ellipse-corrected) frame
