@@ -8,8 +8,8 @@
    lattice (rounding ``G^-1 (q - origin)``; peaks further than ``max_index_error`` x the
    shorter vector from a lattice site are left out), and each pattern gets a weighted
    least-squares fit ``q = o + h g1 + k g2`` (origin fitted too, so descan needs no
-   calibration). All patterns are solved at once: normal equations accumulated with
-   ``bincount``, one batched 3 x 3 solve; no Python loop over patterns. The worst peak of each
+   calibration). The normal equations are accumulated and solved (3 x 3 LU) per pattern in
+   a numba kernel over the CSR peak list; no Python loop over patterns. The worst peak of each
    pattern is dropped when its residual exceeds ``outlier_sigma`` robust standard deviations
    (of all peaks), and the fit repeated (up to three peaks per pattern);
    indexing is then redone with each pattern's own lattice, so large strains index right.
