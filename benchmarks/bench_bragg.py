@@ -10,8 +10,13 @@
    12 and 60 counts/px, plus noise-free. The bound per axis is ``1 / sqrt(I)``,
    ``I = sum_k (d mu / d c_x)^2 / mu``, for the known disk model mu(k; c).
 3. Strain against the planted field (noise and noise-free): RMS error of e_xx, e_yy, e_xy over
-   the scan; for py4DSTEM its peaks go through our lattice fit and strain (its own StrainMap
-   class is not driven here), which isolates the detection's share of the error.
+   the scan; for py4DSTEM (a) its peaks go through our lattice fit and strain, which isolates
+   the detection's share of the error, and (b) its own full pipeline on the same peaks:
+   ``measure_origin`` + plane ``fit_origin``, then ``StrainMap`` (``choose_basis_vectors`` on
+   the Bragg vector map, ``set_max_peak_spacing(4)``, ``fit_basis_vectors``, ``get_strain``
+   with the reference region = the unstrained top-left quarter), scored as-is (axes swapped:
+   its x is our y) and converted to our F = R (I + e) convention (see ``p4_strain_errors``).
+   Its time is ``fit_basis_vectors`` + ``get_strain`` (figure rendering stubbed out).
 """
 
 from __future__ import annotations
@@ -57,15 +62,58 @@ for i in range(ny):
         d = bv._v_uncal[i, j].data
         rows.append(np.stack([d["qx"], d["qy"], d["intensity"]], -1))
 np.savez(out, counts=[len(r) for r in rows], peaks=np.concatenate(rows), ny=ny, sx=sx)
-print(json.dumps({"seconds": float(np.median(times)), "n": ny * sx}))
+info = {"seconds": float(np.median(times)), "n": ny * sx}
+if len(sys.argv) > 8:  # py4DSTEM's own strain pipeline on these peaks
+    import warnings
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    strain_out, q_ref = sys.argv[7], int(sys.argv[8])
+    warnings.simplefilter("ignore")
+    qn = dc.data.shape[2:]
+    t0 = time.perf_counter()
+    bv.measure_origin(center_guess=(qn[0] / 2, qn[1] / 2), score_method="distance")
+    bv.fit_origin(fitfunction="plane", plot=False)
+    t_origin = time.perf_counter() - t0
+    sm = py4DSTEM.StrainMap(bv)
+    sm.choose_basis_vectors(subpixel="multicorr", upsample_factor=16, minRelativeIntensity=0.005,
+                            minSpacing=8, edgeBoundary=4, maxNumPeaks=60)
+    sm.set_max_peak_spacing(4)
+    plt.close("all")
+    sm.show_strain = lambda *a, **k: (None, None)  # skip figure rendering in the timing
+    ref = np.zeros(bv.Rshape, dtype=bool)
+    ref[:q_ref, :q_ref] = True
+    t0 = time.perf_counter()
+    sm.fit_basis_vectors()
+    sm.get_strain(gvects=ref)
+    t_fit = time.perf_counter() - t0
+    np.savez(strain_out, e_xx=sm.get_slice("e_xx").data, e_yy=sm.get_slice("e_yy").data,
+             e_xy=sm.get_slice("e_xy").data, theta=sm.get_slice("theta").data,
+             mask=sm.get_slice("mask").data, n_dirs=len(sm.braggdirections.data))
+    info.update(strain_seconds=t_fit, origin_seconds=t_origin)
+print(json.dumps(info))
 """
 
 
-def run_p4(p4venv: Path, data_npy: Path, probe_npy: Path, mode: str, n_pat: int, repeats: int):
-    """py4DSTEM's detection in its own venv: (patterns/s, BraggPeaks)."""
+def run_p4(
+    p4venv: Path,
+    data_npy: Path,
+    probe_npy: Path,
+    mode: str,
+    n_pat: int,
+    repeats: int,
+    strain_ref: int | None = None,
+):
+    """py4DSTEM's detection in its own venv: (patterns/s, BraggPeaks[, strain]).
+
+    With ``strain_ref`` set, py4DSTEM's own strain pipeline also runs on its peaks (origin
+    measured and plane-fitted, then ``StrainMap`` with the reference region = scan rows and
+    columns < ``strain_ref``) and a third item comes back: its maps and timings.
+    """
     script = data_npy.parent / "p4.py"
     script.write_text(P4_SCRIPT)
     out = data_npy.parent / f"p4_{mode}.npz"
+    strain_out = data_npy.parent / "p4_strain.npz"
     res = subprocess.run(
         [
             str(p4venv / "bin" / "python"),
@@ -76,7 +124,8 @@ def run_p4(p4venv: Path, data_npy: Path, probe_npy: Path, mode: str, n_pat: int,
             str(n_pat),
             str(repeats),
             str(out),
-        ],
+        ]
+        + ([str(strain_out), str(strain_ref)] if strain_ref else []),
         capture_output=True,
         text=True,
         check=False,
@@ -97,7 +146,39 @@ def run_p4(p4venv: Path, data_npy: Path, probe_npy: Path, mode: str, n_pat: int,
         p[:, 2],
         params={"detector_shape": [128, 128]},
     )
+    if strain_ref:
+        st = dict(np.load(strain_out))
+        st["seconds"] = info["strain_seconds"]
+        return info["n"] / info["seconds"], bp, st
     return info["n"] / info["seconds"], bp
+
+
+def p4_strain_errors(st, sample):
+    """Score py4DSTEM's StrainMap against the planted truth exactly as ours is scored.
+
+    py4DSTEM's (x, y) are our (y, x): its e_xx is our e_yy and vice versa. Its maps are
+    ``1 - beta`` with ``beta`` the least-squares map of the reference g-vectors onto the
+    measured ones (an infinitesimal strain, ~ e - e^2 for a stretch e); ours are true
+    strain, F = R (I + e) with g' = F^-T g. Returns (as-is RMS, converted RMS, failed fits):
+    "as-is" only swaps the axes; "converted" rebuilds ``beta`` from its e_xx, e_yy, e_xy
+    and theta, takes F = beta^-T, its polar decomposition F = R U, and e = U - I.
+    """
+    bad = ~st["mask"].astype(bool)
+    exx, eyy, exy, th = (np.where(bad, np.nan, st[k]) for k in ("e_xx", "e_yy", "e_xy", "theta"))
+    truth = sample.truth[0].data[: exx.shape[0], : exx.shape[1], :3]
+    as_is = np.stack([eyy, exx, exy], -1)
+    beta = np.stack([np.stack([1 - exx, th - exy], -1), np.stack([-th - exy, 1 - eyy], -1)], -2)
+    beta = np.where(bad[..., None, None], np.eye(2), beta)
+    f = np.linalg.inv(beta).swapaxes(-1, -2)
+    _, sv, vt = np.linalg.svd(f)
+    u = np.einsum("...ji,...j,...jk->...ik", vt, sv, vt)  # U = sqrt(F^T F)
+    conv = np.stack([u[..., 1, 1] - 1, u[..., 0, 0] - 1, u[..., 0, 1]], -1)
+    conv[bad] = np.nan
+
+    def rms(e):
+        return np.sqrt(np.nanmean((e - truth) ** 2, axis=(0, 1)))
+
+    return rms(as_is), rms(conv), int(bad.sum())
 
 
 # -- accuracy against the Cramer-Rao bound -------------------------------------------------------
@@ -185,8 +266,14 @@ def main(argv=None):
             if have_p4:
                 np.save(tmp / "data.npy", data)
                 np.save(tmp / "probe.npy", np.asarray(s.probe.data))
-                p4_rate, p4_bp = run_p4(
-                    args.p4venv, tmp / "data.npy", tmp / "probe.npy", "poly", n, args.repeats
+                p4_rate, p4_bp, p4_st = run_p4(
+                    args.p4venv,
+                    tmp / "data.npy",
+                    tmp / "probe.npy",
+                    "poly",
+                    n,
+                    args.repeats,
+                    strain_ref=q,
                 )
                 rows.append(
                     (
@@ -202,6 +289,23 @@ def main(argv=None):
                         f"  py4DSTEM poly peaks -> our strain, {tag}",
                         " / ".join(f"{v:.2e}" for v in p4_strain),
                         f"ours/py4DSTEM {ratio}",
+                    )
+                )
+                sm_asis, sm_conv, sm_bad = p4_strain_errors(p4_st, s)
+                for label, v in (("as-is", sm_asis), ("converted to F = R(I+e)", sm_conv)):
+                    ratio = " / ".join(f"{a / b:.2f}" for a, b in zip(our_strain, v))
+                    rows.append(
+                        (
+                            f"  py4DSTEM StrainMap (same data, same run), {tag}, {label}",
+                            " / ".join(f"{x:.2e}" for x in v),
+                            f"ours/py4DSTEM {ratio}; {sm_bad} failed fits",
+                        )
+                    )
+                rows.append(
+                    (
+                        f"  py4DSTEM fit_basis_vectors + get_strain, {n} patterns, {tag}",
+                        f"{p4_st['seconds'] * 1e3:.0f} ms",
+                        f"ours {p4_st['seconds'] / our_dt:.0f}x faster",
                     )
                 )
                 mc_rate, _ = run_p4(
