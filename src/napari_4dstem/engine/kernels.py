@@ -61,6 +61,19 @@ def _kernel_by_name(name: str) -> Kernel:
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FM)
+def _bilinear(sy, sx):
+    """Integer part ``(iy, ix)`` of a sub-pixel shift and the bilinear weights of the four
+    integer shifts ``(iy, ix), (iy, ix + 1), (iy + 1, ix), (iy + 1, ix + 1)``."""
+    ay = math.floor(sy)
+    ax = math.floor(sx)
+    fy = sy - ay
+    fx = sx - ax
+    # a tuple, not an array: no allocation per pattern in the hot loop
+    w = ((1.0 - fy) * (1.0 - fx), (1.0 - fy) * fx, fy * (1.0 - fx), fy * fx)
+    return np.int64(ay), np.int64(ax), w
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FM)
 def _runs_one(pat, row0, qx, runs_r, runs_c0, runs_c1, ty, tx, zero):
     # sum of the pattern over the runs (row r, columns c0:c1) shifted by (ty, tx) pixels;
     # pixels outside the detector count as zero
@@ -109,27 +122,13 @@ def runs_sum_block(block, row0, runs_r, runs_c0, runs_c1, shift_y, shift_x, zero
         if not shifted:
             out[i, j] = _runs_one(pat, row0, qx, runs_r, runs_c0, runs_c1, 0, 0, zero)
             continue
-        sy = shift_y[i, j]
-        sx = shift_x[i, j]
-        ay = math.floor(sy)
-        ax = math.floor(sx)
-        fy = sy - ay
-        fx = sx - ax
-        iy = np.int64(ay)
-        ix = np.int64(ax)
+        iy, ix, w = _bilinear(shift_y[i, j], shift_x[i, j])
         v = 0.0
-        w00 = (1.0 - fy) * (1.0 - fx)
-        if w00 != 0.0:
-            v += w00 * _runs_one(pat, row0, qx, runs_r, runs_c0, runs_c1, iy, ix, zero)
-        w01 = (1.0 - fy) * fx
-        if w01 != 0.0:
-            v += w01 * _runs_one(pat, row0, qx, runs_r, runs_c0, runs_c1, iy, ix + 1, zero)
-        w10 = fy * (1.0 - fx)
-        if w10 != 0.0:
-            v += w10 * _runs_one(pat, row0, qx, runs_r, runs_c0, runs_c1, iy + 1, ix, zero)
-        w11 = fy * fx
-        if w11 != 0.0:
-            v += w11 * _runs_one(pat, row0, qx, runs_r, runs_c0, runs_c1, iy + 1, ix + 1, zero)
+        for t in range(4):
+            if w[t] != 0.0:
+                v += w[t] * _runs_one(
+                    pat, row0, qx, runs_r, runs_c0, runs_c1, iy + t // 2, ix + t % 2, zero
+                )
         out[i, j] = v
 
 
@@ -173,27 +172,11 @@ def weighted_sum_block(block, row0, weights, r0, c0, shift_y, shift_x, zero, out
         if not shifted:
             out[i, j] = _weighted_one(pat, row0, qx, weights, r0, c0, 0, 0, zero)
             continue
-        sy = shift_y[i, j]
-        sx = shift_x[i, j]
-        ay = math.floor(sy)
-        ax = math.floor(sx)
-        fy = sy - ay
-        fx = sx - ax
-        iy = np.int64(ay)
-        ix = np.int64(ax)
+        iy, ix, w = _bilinear(shift_y[i, j], shift_x[i, j])
         v = 0.0
-        w00 = (1.0 - fy) * (1.0 - fx)
-        if w00 != 0.0:
-            v += w00 * _weighted_one(pat, row0, qx, weights, r0, c0, iy, ix, zero)
-        w01 = (1.0 - fy) * fx
-        if w01 != 0.0:
-            v += w01 * _weighted_one(pat, row0, qx, weights, r0, c0, iy, ix + 1, zero)
-        w10 = fy * (1.0 - fx)
-        if w10 != 0.0:
-            v += w10 * _weighted_one(pat, row0, qx, weights, r0, c0, iy + 1, ix, zero)
-        w11 = fy * fx
-        if w11 != 0.0:
-            v += w11 * _weighted_one(pat, row0, qx, weights, r0, c0, iy + 1, ix + 1, zero)
+        for t in range(4):
+            if w[t] != 0.0:
+                v += w[t] * _weighted_one(pat, row0, qx, weights, r0, c0, iy + t // 2, ix + t % 2, zero)
         out[i, j] = v
 
 
