@@ -28,7 +28,7 @@ import numpy as np
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..data.results import DiffractionImage, RealSpaceMap
-from ..simulation.samples import planted_strain, soft_disk
+from ..simulation.samples import accumulate_disks, planted_strain, soft_disk
 
 __all__ = [
     "ThickScan",
@@ -60,30 +60,13 @@ def render_proxy(
     mean intensity of each disk; ``s0, xi_nm (n, m)``; ``thickness_nm, kappa (n,)`` (kappa in
     1/nm per px). Absent disks: NaN centres.
     """
-    n, m, _ = centers.shape
-    half = math.ceil(radius + 6 * edge) + 1
-    pad = 2 * half + 2  # windows of disks centred up to `half` outside still fit
-    out = np.zeros((n, shape[0] + 2 * pad, shape[1] + 2 * pad))
-    win = np.arange(-half, half + 1)
-    pidx = np.arange(n)[:, None, None]
+    n = centers.shape[0]
     origin = centers[:, 0]
     t = thickness_nm[:, None, None]
-    for j in range(m):
-        c = centers[:, j]
-        ok = np.all(np.isfinite(c), axis=1) & np.all(c > -half, axis=1)
-        ok &= (c[:, 0] < shape[0] + half) & (c[:, 1] < shape[1] + half)
-        if not ok.any():
-            continue
-        cy, cx = np.where(ok, c[:, 0], 0.0), np.where(ok, c[:, 1], 0.0)
-        iy, ix = np.floor(cy).astype(int), np.floor(cx).astype(int)
-        yy = iy[:, None, None] + win[None, :, None]
-        xx = ix[:, None, None] + win[None, None, :]
-        dy, dx = yy - cy[:, None, None], xx - cx[:, None, None]
+
+    def disk_value(j, ok, dy, dx):
         disk = soft_disk(np.hypot(dy, dx), radius, edge)
-        if j == 0:
-            g = np.stack([np.ones(n), np.zeros(n)], -1)
-        else:
-            g = c - origin
+        g = np.stack([np.ones(n), np.zeros(n)], -1) if j == 0 else centers[:, j] - origin
         g = g / np.maximum(np.hypot(g[:, 0], g[:, 1]), 1e-9)[:, None]
         along = dy * g[:, 0, None, None] + dx * g[:, 1, None, None]
         s = s0[:, j, None, None] + kappa[:, None, None] * along
@@ -95,9 +78,9 @@ def render_proxy(
         inside = disk > 0.5
         mean = (rock * inside).sum(axis=(1, 2)) / np.maximum(inside.sum(axis=(1, 2)), 1)
         prof = rock / np.maximum(mean, 1e-3)[:, None, None]
-        val = disk * prof * np.where(ok, amplitudes[:, j], 0.0)[:, None, None]
-        out[pidx, yy + pad, xx + pad] += val
-    return out[:, pad:-pad, pad:-pad]
+        return disk * prof * np.where(ok, amplitudes[:, j], 0.0)[:, None, None]
+
+    return accumulate_disks(centers, shape, math.ceil(radius + 6 * edge) + 1, disk_value)
 
 
 def render_label(

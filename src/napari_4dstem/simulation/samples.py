@@ -77,7 +77,22 @@ def render_disks(
     """
     n_pat, n_disk, _ = centers.shape
     intensities = np.broadcast_to(intensities, (n_pat, n_disk))
-    half = math.ceil(radius + 6 * edge) + 1
+
+    def disk(j, ok, dy, dx):
+        amp = np.where(ok, intensities[:, j], 0.0)[:, None, None]
+        return soft_disk(np.hypot(dy, dx), radius, edge) * amp
+
+    return accumulate_disks(centers, shape, math.ceil(radius + 6 * edge) + 1, disk)
+
+
+def accumulate_disks(centers: np.ndarray, shape: tuple[int, int], half: int, value) -> np.ndarray:
+    """Sum per-disk windows into patterns, vectorised over patterns (one pass per disk index).
+
+    ``value(j, ok, dy, dx)`` returns disk ``j``'s values ``(n_patterns, w, w)`` on its window of
+    half-width ``half`` around each pattern's centre (``dy, dx``: pixel minus centre); ``ok``
+    marks patterns where the disk exists and its window touches the detector (zero elsewhere).
+    """
+    n_pat, n_disk, _ = centers.shape
     pad = 2 * half + 2  # room for any window of a disk centred within half a window of the edge
     out = np.zeros((n_pat, shape[0] + 2 * pad, shape[1] + 2 * pad))
     win = np.arange(-half, half + 1)
@@ -92,9 +107,7 @@ def render_disks(
         iy, ix = np.floor(cy).astype(int), np.floor(cx).astype(int)
         yy = iy[:, None, None] + win[None, :, None]
         xx = ix[:, None, None] + win[None, None, :]
-        r = np.hypot(yy - cy[:, None, None], xx - cx[:, None, None])
-        val = soft_disk(r, radius, edge) * np.where(ok, intensities[:, j], 0.0)[:, None, None]
-        out[p_idx, yy + pad, xx + pad] += val
+        out[p_idx, yy + pad, xx + pad] += value(j, ok, yy - cy[:, None, None], xx - cx[:, None, None])
     return out[:, pad:-pad, pad:-pad]
 
 
