@@ -143,3 +143,14 @@ class JobRunner:
         if self.worker is not None:
             self.worker.quit()
             self.worker.await_workers(msecs=5000)
+
+
+def scan_position(viewer, layer) -> tuple[int, int]:
+    """The scan position ``(iy, ix)`` of a 4D layer shown by the viewer's sliders (clipped)."""
+    import numpy as np
+
+    pt = viewer.dims.point
+    ny, nx = layer.data.shape[:2]
+    iy = round((pt[0] - layer.translate[0]) / layer.scale[0])
+    ix = round((pt[1] - layer.translate[1]) / layer.scale[1])
+    return int(np.clip(iy, 0, ny - 1)), int(np.clip(ix, 0, nx - 1))

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker, JobRunner
+from ._common import CubePicker, JobRunner, scan_position
 from ._results import results_viewer, show_map
 
 PEAKS_LAYER = "Bragg disks (current pattern)"
@@ -228,11 +228,7 @@ class BraggStrainWidget(QWidget):
         lyr = self.layer_combo.layer
         if lyr is None or self.viewer.dims.ndim < 4:
             return None
-        pt = self.viewer.dims.point
-        ny, nx = lyr.data.shape[:2]
-        iy = int(np.clip(round((pt[0] - lyr.translate[0]) / lyr.scale[0]), 0, ny - 1))
-        ix = int(np.clip(round((pt[1] - lyr.translate[1]) / lyr.scale[1]), 0, nx - 1))
-        return iy, ix
+        return scan_position(self.viewer, lyr)
 
     def _on_dims(self, event=None) -> None:
         if self.template is not None:

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker
+from ._common import CubePicker, JobRunner, scan_position
 from ._results import results_viewer, show_map
 
 PEAKS_LAYER = "NN disks (current pattern)"
@@ -37,7 +37,6 @@ class NNDiskWidget(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = viewer
-        self._worker = None
         self.peaks = None
         self.layer_combo = CubePicker(viewer)
         self.probe_combo = QComboBox()
@@ -52,7 +51,6 @@ class NNDiskWidget(QWidget):
         self.preview_btn = QPushButton("Preview on the current pattern")
         self.run_btn = QPushButton("Find disks in all patterns")
         self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         form = QFormLayout()
@@ -68,7 +66,7 @@ class NNDiskWidget(QWidget):
         lay.addStretch()
         self.preview_btn.clicked.connect(self.preview)
         self.run_btn.clicked.connect(self.run)
-        self.cancel_btn.clicked.connect(self.cancel)
+        self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.preview_btn, self.run_btn))
         viewer.layers.events.inserted.connect(self._refresh_probes)
         viewer.layers.events.removed.connect(self._refresh_probes)
         self._refresh_probes()
@@ -103,9 +101,7 @@ class NNDiskWidget(QWidget):
         self.status.setText(msg)
 
     def _error(self, exc) -> None:
-        msg = str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}"
-        self._say(msg)
-        napari.utils.notifications.show_error(msg)
+        self.jobs.error(exc)
 
     def _inputs(self):
         dc, cal = self.layer_combo.datacube()
@@ -118,12 +114,7 @@ class NNDiskWidget(QWidget):
         return dc, cal, probe, self.model_combo.currentText() or None
 
     def _current_position(self) -> tuple[int, int]:
-        lyr = self.layer_combo.layer
-        pt = self.viewer.dims.point
-        ny, nx = lyr.data.shape[:2]
-        iy = int(np.clip(round((pt[0] - lyr.translate[0]) / lyr.scale[0]), 0, ny - 1))
-        ix = int(np.clip(round((pt[1] - lyr.translate[1]) / lyr.scale[1]), 0, nx - 1))
-        return iy, ix
+        return scan_position(self.viewer, self.layer_combo.layer)
 
     # -- preview ------------------------------------------------------------------------------
     def preview(self) -> np.ndarray | None:
@@ -173,11 +164,6 @@ class NNDiskWidget(QWidget):
 
     # -- whole scan ---------------------------------------------------------------------------
     def run(self) -> None:
-        if self._worker is not None:
-            self._say("a job is running: wait or cancel it")
-            return
-        from napari.qt.threading import create_worker
-
         from ..engine.driver import n_blocks_for
         from ..nn.infer import iter_find_bragg_disks_nn
 
@@ -186,31 +172,19 @@ class NNDiskWidget(QWidget):
         except Napari4DSTEMError as e:
             self._error(e)
             return
-        self._say("running the network on every pattern...")
-        self.cancel_btn.setEnabled(True)
-        self._worker = create_worker(
-            iter_find_bragg_disks_nn,
-            dc,
-            probe=probe,
-            model=model,
-            min_relative=self.min_rel.value(),
-            mc_samples=self.mc.value(),
-            _progress={"total": n_blocks_for(dc.data), "desc": "NN disks"},
-            _connect={
-                "returned": self._on_peaks,
-                "errored": self._error,
-                "finished": self._on_finished,
-            },
+        self.jobs.start(
+            iter_find_bragg_disks_nn, dc, probe=probe, model=model,
+            min_relative=self.min_rel.value(), mc_samples=self.mc.value(),
+            desc="running the network on every pattern", total=n_blocks_for(dc.data),
+            on_done=self._on_peaks,
         )
 
-    def _on_finished(self) -> None:
-        self._worker = None
-        self.cancel_btn.setEnabled(False)
+    @property
+    def _worker(self):
+        return self.jobs.worker
 
     def cancel(self) -> None:
-        if self._worker is not None:
-            self._worker.quit()
-            self._say("cancelled")
+        self.jobs.cancel()
 
     def _on_peaks(self, peaks) -> None:
         self.peaks = peaks

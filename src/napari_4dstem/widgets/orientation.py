@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
 from ..data.calibration import Calibration
 from ..engine.jobs import Progress
 from ..errors import CalibrationError, Napari4DSTEMError
-from ._common import CubePicker, JobRunner
+from ._common import CubePicker, JobRunner, scan_position
 from ._results import results_viewer, show_map
 
 BUNDLED = ("Au", "Cu", "Al", "Si", "Fe-bcc", "Ti-hcp")
@@ -366,12 +366,7 @@ class OrientationWidget(QWidget):
         return dc, cal, self.crystals(), self._plan_kwargs()
 
     def scan_position(self) -> tuple[int, int]:
-        lyr = self.layer
-        pt = self.viewer.dims.point
-        ny, nx = lyr.data.shape[:2]
-        iy = round((pt[0] - lyr.translate[0]) / lyr.scale[0])
-        ix = round((pt[1] - lyr.translate[1]) / lyr.scale[1])
-        return int(np.clip(iy, 0, ny - 1)), int(np.clip(ix, 0, nx - 1))
+        return scan_position(self.viewer, self.layer)
 
     # -- running jobs -------------------------------------------------------------------------
     def _run(self, job_fn, on_done, *args, desc: str) -> None:

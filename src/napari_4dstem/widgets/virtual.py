@@ -38,7 +38,7 @@ from ..analysis.detectors import (
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker
+from ._common import CubePicker, scan_position
 from ._realspace import RealSpaceView
 
 DETECTOR_LAYER = "virtual detector"
@@ -469,10 +469,7 @@ class VirtualImagingWidget(QWidget):
         lyr = self.layer
         if lyr is None or self.viewer.dims.ndim < 4:
             return
-        pt = self.viewer.dims.point
-        iy = round((pt[0] - lyr.translate[0]) / lyr.scale[0])
-        ix = round((pt[1] - lyr.translate[1]) / lyr.scale[1])
-        self.realspace.set_position(iy, ix)
+        self.realspace.set_position(*scan_position(self.viewer, lyr))
 
     def integrate_region(self, y0: int, y1: int, x0: int, x1: int) -> None:
         """Mean pattern over scan rows ``y0:y1`` and columns ``x0:x1`` as a 2D layer."""
