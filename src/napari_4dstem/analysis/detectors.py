@@ -21,6 +21,7 @@ calibrated angles (:func:`preset_detector`).
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import math
 from dataclasses import asdict, dataclass, field
@@ -58,7 +59,7 @@ def _point(p, what: str) -> tuple[float, float]:
     return float(a[0]), float(a[1])
 
 
-class Detector:
+class Detector(abc.ABC):
     """Base of the virtual detectors (see the module docstring for the pixel rule)."""
 
     kind = "detector"
@@ -68,8 +69,9 @@ class Detector:
         """True for a float (weighted) mask, False for a boolean one."""
         return False
 
+    @abc.abstractmethod
     def _render(self, shape: tuple[int, int]) -> np.ndarray:
-        raise NotImplementedError
+        """The mask on a detector of ``shape`` (each concrete detector draws its own)."""
 
     def render(self, shape) -> np.ndarray:
         """The mask on a detector of ``shape``: bool, or float64 for a weighted detector.

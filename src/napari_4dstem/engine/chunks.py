@@ -89,7 +89,7 @@ def release_pages(block) -> None:
         if stop > start:
             mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
     except (ValueError, OSError, AttributeError):
-        pass  # a mapping we cannot advise: only memory accounting is affected
+        return  # a mapping we cannot advise: the pages stay mapped (memory accounting only)
 
 
 def iter_scan_blocks(
