@@ -41,6 +41,7 @@ __all__ = [
     "box_geometry",
     "get_engine",
     "simulate_cbed",
+    "vacuum_probe_image",
 ]
 
 
@@ -321,14 +322,28 @@ def bin_to_grid(
     return crop.reshape(*lead, H, m, W, m).sum(axis=(-3, -1))
 
 
+def vacuum_probe_image(
+    request: SimulationRequest, *, L: float, N: int, multiple: int
+) -> np.ndarray:
+    """The vacuum probe on the detector grid: the sampled aperture (ones inside
+    ``alpha / lambda``) of an ``N x N`` engine grid of box ``L``, binned like the patterns and
+    normalised to sum 1."""
+    k = (np.arange(N) - N // 2) / L
+    k_alpha = request.convergence_mrad * 1e-3 / request.wavelength_A
+    ap = (np.hypot(k[:, None], k[None, :]) <= k_alpha).astype(float)
+    p = bin_to_grid(ap, multiple=multiple, shape=request.shape)
+    return (p / p.sum()).astype(np.float32)
+
+
 # ------------------------------------------------------------------------------------------
 # registry
 # ------------------------------------------------------------------------------------------
-ENGINES = ("kinematic", "prismatic", "abtem")
+ENGINES = ("kinematic", "multislice", "prismatic", "abtem")
 
 
 def get_engine(name: str, **options) -> Engine:
-    """An engine by name: ``'kinematic'``, ``'prismatic'`` or ``'abtem'``.
+    """An engine by name: ``'kinematic'``, ``'multislice'`` (ours, torch), ``'prismatic'`` or
+    ``'abtem'``.
 
     Raises :class:`EngineNotInstalledError` (naming what to install) when its backend is
     missing.
@@ -338,6 +353,12 @@ def get_engine(name: str, **options) -> Engine:
         from .kinematic import KinematicEngine
 
         return KinematicEngine(**options)
+    if key == "multislice":
+        from .multislice import MultisliceEngine
+
+        ms = MultisliceEngine(**options)
+        ms.require()
+        return ms
     if key in ("prismatic", "pyprismatic"):
         from .prismatic import PrismaticEngine
 

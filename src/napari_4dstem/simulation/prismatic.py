@@ -36,6 +36,7 @@ from .engines import (
     atoms_in_box,
     bin_to_grid,
     box_geometry,
+    vacuum_probe_image,
 )
 
 __all__ = ["PrismaticEngine", "prismatic_units", "prismatic_version", "read_mrc"]
@@ -219,13 +220,7 @@ class PrismaticEngine:
             },
         )
 
-    @staticmethod
-    def vacuum_probe(request: SimulationRequest, *, L: float, N: int, multiple: int) -> np.ndarray:
-        k = (np.arange(N) - N // 2) / L
-        k_alpha = request.convergence_mrad * 1e-3 / request.wavelength_A
-        ap = (np.hypot(k[:, None], k[None, :]) <= k_alpha).astype(float)
-        p = bin_to_grid(ap, multiple=multiple, shape=request.shape)
-        return (p / p.sum()).astype(np.float32)
+    vacuum_probe = staticmethod(vacuum_probe_image)
 
     @staticmethod
     def _read(folder: Path, base: str, version: tuple[int, ...]) -> np.ndarray:
