@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from napari_4dstem.analysis.crystal import bundled_crystal
 from napari_4dstem.analysis.orientation import (
     PlanTooLargeError,
     build_orientation_plan,
+    estimate_plan_memory,
     load_orientation_plan,
     zone_axis_orientation,
 )
@@ -28,14 +31,15 @@ def au_plan():
 
 
 def test_plan_refuses_when_too_large():
-    with pytest.raises(PlanTooLargeError, match=r"coarser step \(about [0-9.]+ deg\)"):
+    au = bundled_crystal("Au")
+    with pytest.raises(PlanTooLargeError, match=r"coarser step \(about [0-9.]+ deg\)") as e:
         build_orientation_plan(
-            bundled_crystal("Au"),
-            energy_kev=300,
-            k_max_inv_A=1.5,
-            step_deg=0.5,
-            max_memory_bytes=2**20,
+            au, energy_kev=300, k_max_inv_A=1.5, step_deg=0.5, max_memory_bytes=2**20
         )
+    # the step it suggests does fit
+    step = float(re.search(r"about ([0-9.]+) deg", str(e.value)).group(1))
+    est = estimate_plan_memory(au, step_deg=step, k_max_inv_A=1.5, energy_kev=300)
+    assert 0.5 < step and est["total_bytes"] <= 2**20
 
 
 def test_plan_save_load(au_plan, tmp_path):
@@ -163,3 +167,24 @@ def test_outputs_ang_maps_grains(au_plan, tmp_path):
     emd.write(tmp_path / "acom.h5", *maps)
     back = emd.read(tmp_path / "acom.h5")
     assert np.allclose(back["euler_bunge"].data, res.euler_deg(), equal_nan=True)
+
+
+def _random_peaks(crystal, n, seed):
+    rng = np.random.default_rng(seed)
+    U = random_rotations(n, rng)
+    pk = kinematic_bragg_peaks(
+        crystal, U, k_max_inv_A=KMAX, thickness_A=THICK, position_noise_px=0.1, rng=rng
+    )
+    return U, pk
+
+
+def test_top_n_matches_are_distinct_after_refinement(au_plan):
+    group = au_plan.crystal.point_group
+    _, pk = _random_peaks(au_plan.crystal, 60, 21)
+    res = match_orientations(pk, au_plan, min_peaks=3, n_matches=3, separation_deg=5.0)
+    orient, ok = res.orientation[0], res.phase[0] >= 0
+    assert ok[:, 1].mean() > 0.5  # there are second matches to compare
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        both = ok[:, a] & ok[:, b]
+        assert np.all(misorientation_deg(orient[both, a], orient[both, b], group) > 5.0)
+    assert np.all(np.diff(res.correlation[0], axis=1)[ok[:, 1:]] <= 0)

@@ -377,6 +377,40 @@ def _run_ranges(fn, n: int, args: tuple, n_threads: int, chunk: int):
             yield i1
 
 
+def _distinct_best(U, score, ok, group, separation_deg, n_keep):
+    """Per pattern, indices of up to ``n_keep`` candidates taken best first, skipping any within
+    ``separation_deg`` (symmetry-aware) of one already taken; and which of them are real.
+
+    ``U (n, k, 3, 3)``, ``score (n, k)``, ``ok (n, k)``. Returns ``idx (n, n_keep)`` into the
+    candidate axis and ``taken (n, n_keep)``.
+    """
+    n_pat, n_cand = score.shape
+    order = np.argsort(-np.where(ok, score, -np.inf), axis=1, kind="stable")
+    rows = np.arange(n_pat)[:, None]
+    U, ok = U[rows, order], ok[rows, order]
+    taken = np.zeros((n_pat, n_cand), bool)
+    taken[:, 0] = ok[:, 0]
+    n_taken = taken[:, 0].astype(int)
+    for k in range(1, n_cand):
+        todo = ok[:, k] & (n_taken < n_keep)
+        if not todo.any():
+            continue
+        far = todo.copy()
+        for j in range(k):
+            near = taken[:, j] & far
+            if near.any():
+                mis = misorientation_deg(U[near, j], U[near, k], group)
+                far[np.nonzero(near)[0][~(mis > separation_deg)]] = False
+        taken[:, k] = far
+        n_taken += far
+    pick = np.argsort(~taken, axis=1, kind="stable")[:, :n_keep]
+    if pick.shape[1] < n_keep:  # fewer candidates than asked for
+        pad = np.zeros((n_pat, n_keep - pick.shape[1]), int)
+        pick = np.concatenate([pick, pad], axis=1)
+        taken = np.concatenate([taken, np.zeros((n_pat, n_keep - n_cand), bool)], axis=1)
+    return order[rows, pick], taken[rows, pick]
+
+
 # ------------------------------------------------------------------------------------------
 # driver
 # ------------------------------------------------------------------------------------------
@@ -429,24 +463,11 @@ def _match_one_plan(
     has = out_z >= 0
     U_c = np.full((n_pat, n_cand, 3, 3), np.nan)
     U_c[has] = rotation_z(out_phi[has]) @ plan.zone_orientations[out_z[has]]
-    # greedy: distinct candidates best first, skipping those close to one already taken
     group = plan.crystal.point_group
     n_keep = max(n_matches, n_refine) if refine else n_matches
-    taken = np.zeros((n_pat, n_cand), bool)
-    taken[:, 0] = has[:, 0]
-    n_taken = taken[:, 0].astype(int)
-    for k in range(1, n_cand):
-        far = np.ones(n_pat, bool)
-        for j in range(k):
-            mis = misorientation_deg(U_c[:, j], U_c[:, k], group)
-            far &= ~(taken[:, j] & ~(mis > separation_deg))
-        sel = has[:, k] & far & (n_taken < n_keep)
-        taken[:, k] = sel
-        n_taken += sel
-    idx = np.argsort(~taken, axis=1, kind="stable")[:, :n_keep]
+    idx, ok = _distinct_best(U_c, out_s, has, group, separation_deg, n_keep)
     rows = np.arange(n_pat)[:, None]
     U0 = U_c[rows, idx]
-    ok = taken[rows, idx]
     score = np.where(ok, out_s[rows, idx], 0.0)
     n_match = np.zeros((n_pat, n_keep), np.int64)
     rms = np.full((n_pat, n_keep), np.nan)
@@ -481,8 +502,10 @@ def _match_one_plan(
                 done0 + n_pat // 2 + i1 // 2, progress_total, f"refining {plan.crystal.name}"
             )
         U0, score = U_out, np.where(ok, corr, 0.0)
-    order = np.argsort(-score, axis=1, kind="stable")
-    U0, score, ok, n_match, rms = (a[rows, order] for a in (U0, score, ok, n_match, rms))
+        # candidates that refined into the same orientation are one answer: keep the best
+        order, ok = _distinct_best(U0, score, ok, group, separation_deg, n_keep)
+        U0, score, n_match, rms = (a[rows, order] for a in (U0, score, n_match, rms))
+        score = np.where(ok, score, 0.0)
     # reliability: best score of a candidate that ended more than the separation from the best
     second = np.zeros(n_pat)
     for k in range(1, n_keep):
