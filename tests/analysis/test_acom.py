@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -188,3 +189,45 @@ def test_top_n_matches_are_distinct_after_refinement(au_plan):
         both = ok[:, a] & ok[:, b]
         assert np.all(misorientation_deg(orient[both, a], orient[both, b], group) > 5.0)
     assert np.all(np.diff(res.correlation[0], axis=1)[ok[:, 1:]] <= 0)
+
+
+def test_torch_scoring_gives_the_numba_top_matches(au_plan):
+    pytest.importorskip("torch")
+    from napari_4dstem.analysis._acom_torch import score_batches_torch
+    from napari_4dstem.analysis.acom import peaks_to_lab
+
+    group = au_plan.crystal.point_group
+    _, pk = _random_peaks(au_plan.crystal, 16, 22)
+    kw = dict(min_peaks=3, n_matches=3, refine=False)
+    a = match_orientations(pk, au_plan, device="numba", **kw)
+    b = match_orientations(pk, au_plan, device="cpu", **kw)
+    assert a.params["scoring_device"] == "numba" and b.params["scoring_device"] == "cpu"
+    ok = a.phase[0] >= 0
+    assert np.array_equal(ok, b.phase[0] >= 0) and ok[:, 0].all()
+    mis = misorientation_deg(a.orientation[0][ok], b.orientation[0][ok], group)
+    assert np.all(mis < 1e-3)
+    assert np.allclose(a.correlation, b.correlation, rtol=1e-5, atol=1e-6)
+    # batches cut small give the same scores as one batch
+    off, gx, gy, amp = peaks_to_lab(pk, k_max_inv_A=KMAX, min_radius_inv_A=0.2)
+    r, th = np.hypot(gx, gy), np.arctan2(gy, gx)
+    runs = []
+    for m in (2**20, 2**30):
+        out = (np.full((16, 8), -1), np.zeros((16, 8)), np.zeros((16, 8)))
+        kw = dict(tol_r=0.03, tol_pos=0.03, device="cpu", max_elements=m)
+        runs.append((len(list(score_batches_torch(off, r, th, amp, au_plan, *out, **kw))), out))
+    assert runs[0][0] > 1 and runs[1][0] == 1
+    for x, y in zip(runs[0][1], runs[1][1], strict=True):
+        assert np.allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_cuda_without_cuda_falls_back_to_numba(au_plan):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    _, pk = _random_peaks(au_plan.crystal, 4, 23)
+    with pytest.warns(RuntimeWarning, match="CUDA is not available"):
+        res = match_orientations(pk, au_plan, min_peaks=3, device="cuda")
+    assert res.params["scoring_device"] == "numba"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert match_orientations(pk, au_plan, min_peaks=3).params["scoring_device"] == "numba"

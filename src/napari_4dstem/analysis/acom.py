@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -434,6 +435,7 @@ def _match_one_plan(
     chunk,
     progress_total,
     done0,
+    device=None,
 ):
     n_pat = len(off) - 1
     r = np.hypot(gx, gy)
@@ -458,8 +460,26 @@ def _match_one_plan(
         out_phi,
         out_s,
     )
-    for i1 in _run_ranges(_score_range, n_pat, args, n_threads, chunk):
-        yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}")
+    if device is None:
+        for i1 in _run_ranges(_score_range, n_pat, args, n_threads, chunk):
+            yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}")
+    else:
+        from ._acom_torch import score_batches_torch
+
+        for i1 in score_batches_torch(
+            off,
+            r,
+            th,
+            amp,
+            plan,
+            out_z,
+            out_phi,
+            out_s,
+            tol_r=tol_r,
+            tol_pos=tol_pos,
+            device=device,
+        ):
+            yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}")
     has = out_z >= 0
     U_c = np.full((n_pat, n_cand, 3, 3), np.nan)
     U_c[has] = rotation_z(out_phi[has]) @ plan.zone_orientations[out_z[has]]
@@ -516,6 +536,33 @@ def _match_one_plan(
     return U0[:, sl], score[:, sl], ok[:, sl], n_match[:, sl], rms[:, sl], reliability, out_s[:, 0]
 
 
+def _scoring_device(device: str | None) -> str | None:
+    """The torch device of the scoring step, or None for the numba kernels."""
+    if device is None:
+        from ._acom_torch import auto_device
+
+        return auto_device()
+    if device == "numba":
+        return None
+    try:
+        import torch
+    except ImportError:
+        warnings.warn(
+            f"device {device!r} asked for but torch is not installed; using numba on the CPU",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        warnings.warn(
+            f"device {device!r} asked for but CUDA is not available; using numba on the CPU",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return str(device)
+
+
 def iter_match_orientations(
     peaks: BraggPeaks,
     plans: OrientationPlan | Sequence[OrientationPlan],
@@ -530,6 +577,7 @@ def iter_match_orientations(
     position_tolerance_inv_A: float | None = None,
     separation_deg: float | None = None,
     n_threads: int | None = None,
+    device: str | None = None,
 ) -> Job[ACOMResult]:
     """Job: orientation (and phase) of every pattern from its Bragg peaks.
 
@@ -547,6 +595,10 @@ def iter_match_orientations(
     separation_deg : minimum misorientation between the top-N matches and for the reliability
         index (default ``max(5, 2.5 * step)``).
     n_threads : threads (default: all cores).
+    device : where the scoring step (plan x pattern correlation) runs: ``None`` (default) a
+        CUDA GPU when torch sees one, else the numba CPU kernels; ``"numba"``; or a torch device
+        (``"cuda"``, ``"cuda:1"``, ``"cpu"``). ``"cuda"`` without CUDA falls back to numba with a
+        RuntimeWarning. Refinement always runs on the CPU.
 
     Returns
     -------
@@ -584,6 +636,7 @@ def iter_match_orientations(
     gx, gy, amp = gx[keep], gy[keep], amp[keep]
     tol_pos = float(position_tolerance_inv_A or 1.5 * px)
     n_threads = int(n_threads or os.cpu_count() or 1)
+    device = _scoring_device(device)
     chunk = max(16, min(256, n_pat // (4 * n_threads) + 1))
     total = n_pat * len(plans)
     per_plan = []
@@ -613,6 +666,7 @@ def iter_match_orientations(
             chunk=chunk,
             progress_total=total,
             done0=k * n_pat,
+            device=device,
         )
         per_plan.append(res)
     # merge phases: the best n_matches over all plans
@@ -644,6 +698,7 @@ def iter_match_orientations(
         "n_iter": n_iter,
         "position_tolerance_inv_A": tol_pos,
         "k_max_inv_A": k_max,
+        "scoring_device": device or "numba",
         "plans_json": json.dumps([p.params for p in plans]),
         "orientation_convention": "U maps crystal Cartesian to lab (x = k_x, y = k_y, z = beam)",
         "euler_convention": "Bunge ZXZ (phi1, Phi, phi2) of g = U^T (lab -> crystal), degrees",
