@@ -50,6 +50,14 @@ def test_plan_save_load(au_plan, tmp_path):
     assert np.array_equal(back.spot_weight, au_plan.spot_weight)
     assert back.crystal.point_group.name == "m-3m"
     assert back.params == au_plan.params
+    # the crystal comes back whole: same structure factors, and the reloaded plan matches alike
+    hkl = [[1, 1, 1], [2, 0, 0], [3, 1, 1]]
+    assert np.allclose(
+        back.crystal.structure_factors(hkl), au_plan.crystal.structure_factors(hkl), rtol=1e-12
+    )
+    _, pk = _random_peaks(au_plan.crystal, 6, 24)
+    a, b = (match_orientations(pk, p, min_peaks=3) for p in (au_plan, back))
+    assert np.array_equal(a.orientation, b.orientation, equal_nan=True)
     (tmp_path / "junk.npz").write_bytes(b"nope")
     with pytest.raises(Exception, match="junk.npz"):
         load_orientation_plan(tmp_path / "junk.npz")
