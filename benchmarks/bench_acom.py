@@ -2,18 +2,29 @@
 
     /work/venv/bin/python benchmarks/bench_acom.py [--n 512] [--p4venv /work/p4venv]
 
+py4DSTEM's interpreter: $NAPARI_4DSTEM_PY4DSTEM_PYTHON when set, else ``<p4venv>/bin/python``.
+
 Patterns: kinematic fcc Au (bundled crystal) at uniformly random orientations, 300 kV,
 k_max 1.5 1/A, excitation width 0.02 1/A (py4DSTEM's default sigma_excitation_error), peak
 positions with 0.1 px Gaussian noise (0.02 1/A pixels). Plan: 2 deg zone-axis and in-plane steps.
 py4DSTEM 0.14 (side venv, numpy<2) matches the same peaks with the same plan steps in a
 subprocess; its accuracy is not scored here because its orientation-matrix convention differs
 (TARGETS.md has its accuracy on 64 of its own patterns).
+
+Kinematic ambiguities are counted separately: a pattern is *ambiguous* when one of the returned
+top-4 matches lies more than 5 deg from the truth and its own noise-free kinematic peak list
+reproduces the truth's: every peak of either list within 0.3 px (3 sigma of the position noise)
+of one of the other, intensities within 5 % of the strongest peak (peaks weaker than that may be
+missing from either list). No method can tell such orientations apart from a peak list whose
+intensities are known no better than that (dynamical scattering changes them by far more).
+The count is a lower bound: it needs the matcher to have returned the alternative.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -50,6 +61,46 @@ dt = time.perf_counter() - t0
 print(json.dumps({"patterns_per_s": n / dt, "n": n, "plan_s": t_plan,
                   "n_zones": int(c.orientation_num_zones), "n_inplane": int(c.orientation_gamma.size)}))
 """
+
+
+def _lists_agree(a, b, *, radius_px=0.3, rel_intensity=0.05) -> bool:
+    """Two peak lists ({qy, qx, intensity}) agree within the position radius and intensity."""
+    if len(a["qy"]) == 0 or len(b["qy"]) == 0:
+        return False
+    pa = np.stack([a["qy"], a["qx"]], 1)
+    pb = np.stack([b["qy"], b["qx"]], 1)
+    d = np.linalg.norm(pa[:, None] - pb[None], axis=2)
+    tol = rel_intensity * max(a["intensity"].max(), b["intensity"].max())
+    near_a, near_b = d.min(1) <= radius_px, d.min(0) <= radius_px
+    if np.any(a["intensity"][~near_a] > tol) or np.any(b["intensity"][~near_b] > tol):
+        return False
+    ia = d.argmin(1)[near_a]
+    return bool(np.all(np.abs(b["intensity"][ia] - a["intensity"][near_a]) <= tol))
+
+
+def ambiguous_patterns(
+    crystal, U_true, top, *, k_max, thickness, min_mis_deg=5.0, rel_intensity=0.05
+):
+    """Per pattern: does a returned match ``top (n, k, 3, 3)`` more than ``min_mis_deg`` from the
+    truth give the truth's kinematic peak list (see the module docstring)?"""
+    from napari_4dstem.analysis.acom import kinematic_bragg_peaks
+    from napari_4dstem.analysis.symmetry import misorientation_deg
+
+    n, k = top.shape[:2]
+    mis = misorientation_deg(top, U_true[:, None], crystal.point_group)
+    far = np.isfinite(mis) & (mis > min_mis_deg)
+    kw = dict(k_max_inv_A=k_max, thickness_A=thickness)
+    truth = kinematic_bragg_peaks(crystal, U_true, **kw)
+    alt = kinematic_bragg_peaks(crystal, np.nan_to_num(top.reshape(-1, 3, 3)), **kw)
+    out = np.zeros(n, bool)
+    for i in range(n):
+        a = truth.at(0, i)
+        out[i] = any(
+            _lists_agree(a, alt.at(0, i * k + j), rel_intensity=rel_intensity)
+            for j in range(k)
+            if far[i, j]
+        )
+    return out
 
 
 def main(argv=None) -> int:
@@ -94,6 +145,12 @@ def main(argv=None) -> int:
         misorientation_deg(coarse.orientation[0, :, 0], U, au.point_group), nan=180.0
     )
     rel = res.reliability[0] >= 0.01
+    top4 = match_orientations(pk, plan, min_peaks=3, n_matches=4)
+    amb = ambiguous_patterns(au, U, top4.orientation[0], k_max=kmax, thickness=thick)
+    amb2 = ambiguous_patterns(
+        au, U, top4.orientation[0], k_max=kmax, thickness=thick, rel_intensity=0.02
+    )
+    mis4 = misorientation_deg(top4.orientation[0], U[:, None], au.point_group)
 
     row = {
         "ours_patterns_per_s": ours,
@@ -109,9 +166,19 @@ def main(argv=None) -> int:
         "reliable_within2": float(np.mean(mis[rel] < 2)),
         "reliable_median_deg": float(np.median(mis[rel])),
         "peaks_median": float(np.median(pk.counts())),
+        "ambiguous_frac": float(amb.mean()),
+        "ambiguous_within2": float(np.mean(mis[amb] < 2)) if amb.any() else None,
+        "unambiguous_within2": float(np.mean(mis[~amb] < 2)),
+        "unambiguous_median_deg": float(np.median(mis[~amb])),
+        "failures_ambiguous": f"{int(np.sum(amb & (mis >= 2)))}/{int(np.sum(mis >= 2))}",
+        "ambiguous_2pc_frac": float(amb2.mean()),
+        "unambiguous_2pc_within2": float(np.mean(mis[~amb2] < 2)),
+        "failures_ambiguous_2pc": f"{int(np.sum(amb2 & (mis >= 2)))}/{int(np.sum(mis >= 2))}",
+        "truth_in_top4": float(np.mean(np.any(np.nan_to_num(mis4, nan=180.0) < 2, axis=1))),
     }
     p4 = None
-    py = Path(args.p4venv) / "bin" / "python"
+    env_py = os.environ.get("NAPARI_4DSTEM_PY4DSTEM_PYTHON")
+    py = Path(env_py) if env_py else Path(args.p4venv) / "bin" / "python"
     if py.exists():
         off, gx, gy, amp = peaks_to_lab(pk, min_radius_inv_A=0.2)
         with tempfile.TemporaryDirectory() as td:
@@ -159,6 +226,26 @@ def main(argv=None) -> int:
     print(
         f"| reliable (RI >= 0.01): fraction, within 2 deg | {100 * row['reliable_frac']:.0f} %, "
         f"{100 * row['reliable_within2']:.1f} % | | |"
+    )
+    print(
+        f"| kinematically ambiguous patterns (fraction; within 2 deg) | "
+        f"{100 * row['ambiguous_frac']:.1f} %; {100 * (row['ambiguous_within2'] or 0):.1f} % | | |"
+    )
+    print(
+        f"| not ambiguous: within 2 deg, median | {100 * row['unambiguous_within2']:.1f} %, "
+        f"{row['unambiguous_median_deg']:.3f} deg | | |"
+    )
+    print(
+        f"| same with a 2 % intensity line: ambiguous; failures ambiguous; rest within 2 deg | "
+        f"{100 * row['ambiguous_2pc_frac']:.1f} %; {row['failures_ambiguous_2pc']}; "
+        f"{100 * row['unambiguous_2pc_within2']:.1f} % | | |"
+    )
+    print(
+        f"| failures (> 2 deg) that are ambiguous; truth among the top 4 | "
+        f"{row['failures_ambiguous']}; {100 * row['truth_in_top4']:.1f} % | | |"
+    )
+    print(
+        f"| target 99 % within 2 deg over all patterns | {'met' if row['within2'] >= 0.99 else 'NOT met'} | | |"
     )
     return 0
 

@@ -588,14 +588,18 @@ def run_acom(args) -> int:
         cal = cal.replace(origin_map_px=np.where(np.isfinite(om), om, np.nanmedian(om, axis=(0, 1))))
     k_max = args.k_max
     if k_max is None:
-        oy, ox = cal.origin_px
+        # the fitted origin map when the file has no single origin
+        oy, ox = cal.origin_px if cal.origin_px is not None else np.nanmedian(cal.origin_map_px, axis=(0, 1))
         ny, nx = dc.detector_shape
         k_max = min(oy, ox, ny - 1 - oy, nx - 1 - ox) * cal.k_pixel_size_in("1/A")
     plans = [build_orientation_plan(c, energy_kev=cal.beam_energy_kev, k_max_inv_A=k_max, step_deg=args.step,
                                     inplane_step_deg=args.inplane_step, thickness_A=10 * args.thickness_nm,
                                     max_memory_bytes=args.max_memory_mb * 2**20) for c in crystals]
+    # --device also picks where the plan x pattern scoring runs ("cpu": the numba kernels)
+    device = "numba" if args.device == "cpu" else args.device
     res = run_job(iter_match_orientations(peaks, plans, calibration=cal, n_matches=args.n_matches,
-                                          min_peaks=args.min_peaks), ProgressBar(enabled=not args.quiet))
+                                          min_peaks=args.min_peaks, device=device),
+                  ProgressBar(enabled=not args.quiet))
     from .io import emd
 
     emd.write(args.out, *res.to_maps(), peaks, overwrite=args.overwrite)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import numpy as np
 import pytest
 
@@ -10,6 +13,7 @@ from napari_4dstem.analysis.crystal import bundled_crystal
 from napari_4dstem.analysis.orientation import (
     PlanTooLargeError,
     build_orientation_plan,
+    estimate_plan_memory,
     load_orientation_plan,
     zone_axis_orientation,
 )
@@ -28,14 +32,15 @@ def au_plan():
 
 
 def test_plan_refuses_when_too_large():
-    with pytest.raises(PlanTooLargeError, match=r"coarser step \(about [0-9.]+ deg\)"):
+    au = bundled_crystal("Au")
+    with pytest.raises(PlanTooLargeError, match=r"coarser step \(about [0-9.]+ deg\)") as e:
         build_orientation_plan(
-            bundled_crystal("Au"),
-            energy_kev=300,
-            k_max_inv_A=1.5,
-            step_deg=0.5,
-            max_memory_bytes=2**20,
+            au, energy_kev=300, k_max_inv_A=1.5, step_deg=0.5, max_memory_bytes=2**20
         )
+    # the step it suggests does fit
+    step = float(re.search(r"about ([0-9.]+) deg", str(e.value)).group(1))
+    est = estimate_plan_memory(au, step_deg=step, k_max_inv_A=1.5, energy_kev=300)
+    assert 0.5 < step and est["total_bytes"] <= 2**20
 
 
 def test_plan_save_load(au_plan, tmp_path):
@@ -45,6 +50,14 @@ def test_plan_save_load(au_plan, tmp_path):
     assert np.array_equal(back.spot_weight, au_plan.spot_weight)
     assert back.crystal.point_group.name == "m-3m"
     assert back.params == au_plan.params
+    # the crystal comes back whole: same structure factors, and the reloaded plan matches alike
+    hkl = [[1, 1, 1], [2, 0, 0], [3, 1, 1]]
+    assert np.allclose(
+        back.crystal.structure_factors(hkl), au_plan.crystal.structure_factors(hkl), rtol=1e-12
+    )
+    _, pk = _random_peaks(au_plan.crystal, 6, 24)
+    a, b = (match_orientations(pk, p, min_peaks=3) for p in (au_plan, back))
+    assert np.array_equal(a.orientation, b.orientation, equal_nan=True)
     (tmp_path / "junk.npz").write_bytes(b"nope")
     with pytest.raises(Exception, match="junk.npz"):
         load_orientation_plan(tmp_path / "junk.npz")
@@ -163,3 +176,66 @@ def test_outputs_ang_maps_grains(au_plan, tmp_path):
     emd.write(tmp_path / "acom.h5", *maps)
     back = emd.read(tmp_path / "acom.h5")
     assert np.allclose(back["euler_bunge"].data, res.euler_deg(), equal_nan=True)
+
+
+def _random_peaks(crystal, n, seed):
+    rng = np.random.default_rng(seed)
+    U = random_rotations(n, rng)
+    pk = kinematic_bragg_peaks(
+        crystal, U, k_max_inv_A=KMAX, thickness_A=THICK, position_noise_px=0.1, rng=rng
+    )
+    return U, pk
+
+
+def test_top_n_matches_are_distinct_after_refinement(au_plan):
+    group = au_plan.crystal.point_group
+    _, pk = _random_peaks(au_plan.crystal, 60, 21)
+    res = match_orientations(pk, au_plan, min_peaks=3, n_matches=3, separation_deg=5.0)
+    orient, ok = res.orientation[0], res.phase[0] >= 0
+    assert ok[:, 1].mean() > 0.5  # there are second matches to compare
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        both = ok[:, a] & ok[:, b]
+        assert np.all(misorientation_deg(orient[both, a], orient[both, b], group) > 5.0)
+    assert np.all(np.diff(res.correlation[0], axis=1)[ok[:, 1:]] <= 0)
+
+
+def test_torch_scoring_gives_the_numba_top_matches(au_plan):
+    pytest.importorskip("torch")
+    from napari_4dstem.analysis._acom_torch import score_batches_torch
+    from napari_4dstem.analysis.acom import peaks_to_lab
+
+    group = au_plan.crystal.point_group
+    _, pk = _random_peaks(au_plan.crystal, 16, 22)
+    kw = dict(min_peaks=3, n_matches=3, refine=False)
+    a = match_orientations(pk, au_plan, device="numba", **kw)
+    b = match_orientations(pk, au_plan, device="cpu", **kw)
+    assert a.params["scoring_device"] == "numba" and b.params["scoring_device"] == "cpu"
+    ok = a.phase[0] >= 0
+    assert np.array_equal(ok, b.phase[0] >= 0) and ok[:, 0].all()
+    mis = misorientation_deg(a.orientation[0][ok], b.orientation[0][ok], group)
+    assert np.all(mis < 1e-3)
+    assert np.allclose(a.correlation, b.correlation, rtol=1e-5, atol=1e-6)
+    # batches cut small give the same scores as one batch
+    off, gx, gy, amp = peaks_to_lab(pk, k_max_inv_A=KMAX, min_radius_inv_A=0.2)
+    r, th = np.hypot(gx, gy), np.arctan2(gy, gx)
+    runs = []
+    for m in (2**20, 2**30):
+        out = (np.full((16, 8), -1), np.zeros((16, 8)), np.zeros((16, 8)))
+        kw = dict(tol_r=0.03, tol_pos=0.03, device="cpu", max_elements=m)
+        runs.append((len(list(score_batches_torch(off, r, th, amp, au_plan, *out, **kw))), out))
+    assert runs[0][0] > 1 and runs[1][0] == 1
+    for x, y in zip(runs[0][1], runs[1][1], strict=True):
+        assert np.allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_cuda_without_cuda_falls_back_to_numba(au_plan):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    _, pk = _random_peaks(au_plan.crystal, 4, 23)
+    with pytest.warns(RuntimeWarning, match="CUDA is not available"):
+        res = match_orientations(pk, au_plan, min_peaks=3, device="cuda")
+    assert res.params["scoring_device"] == "numba"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert match_orientations(pk, au_plan, min_peaks=3).params["scoring_device"] == "numba"

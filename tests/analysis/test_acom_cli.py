@@ -25,3 +25,12 @@ def test_acom_cli(tmp_path, capsys):
 def test_acom_cli_bad_crystal(tmp_path, capsys):
     rc = main(["-q", "acom", str(sample_path("polycrystal_au")), str(tmp_path / "x.h5"), "--crystal", "nope.cif"])
     assert rc == 2 and "no such CIF" in capsys.readouterr().err
+
+
+def test_acom_cli_unparsable_cif(tmp_path, capsys):
+    bad = tmp_path / "bad.cif"
+    bad.write_text("data_x\n_cell_length_a {{{ not a number\n")
+    rc = main(["-q", "acom", str(sample_path("polycrystal_au")), str(tmp_path / "x.h5"), "--crystal", str(bad)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "bad.cif" in err and "Traceback" not in err
+    assert not (tmp_path / "x.h5").exists()

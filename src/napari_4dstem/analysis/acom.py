@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -377,6 +378,40 @@ def _run_ranges(fn, n: int, args: tuple, n_threads: int, chunk: int):
             yield i1
 
 
+def _distinct_best(U, score, ok, group, separation_deg, n_keep):
+    """Per pattern, indices of up to ``n_keep`` candidates taken best first, skipping any within
+    ``separation_deg`` (symmetry-aware) of one already taken; and which of them are real.
+
+    ``U (n, k, 3, 3)``, ``score (n, k)``, ``ok (n, k)``. Returns ``idx (n, n_keep)`` into the
+    candidate axis and ``taken (n, n_keep)``.
+    """
+    n_pat, n_cand = score.shape
+    order = np.argsort(-np.where(ok, score, -np.inf), axis=1, kind="stable")
+    rows = np.arange(n_pat)[:, None]
+    U, ok = U[rows, order], ok[rows, order]
+    taken = np.zeros((n_pat, n_cand), bool)
+    taken[:, 0] = ok[:, 0]
+    n_taken = taken[:, 0].astype(int)
+    for k in range(1, n_cand):
+        todo = ok[:, k] & (n_taken < n_keep)
+        if not todo.any():
+            continue
+        far = todo.copy()
+        for j in range(k):
+            near = taken[:, j] & far
+            if near.any():
+                mis = misorientation_deg(U[near, j], U[near, k], group)
+                far[np.nonzero(near)[0][~(mis > separation_deg)]] = False
+        taken[:, k] = far
+        n_taken += far
+    pick = np.argsort(~taken, axis=1, kind="stable")[:, :n_keep]
+    if pick.shape[1] < n_keep:  # fewer candidates than asked for
+        pad = np.zeros((n_pat, n_keep - pick.shape[1]), int)
+        pick = np.concatenate([pick, pad], axis=1)
+        taken = np.concatenate([taken, np.zeros((n_pat, n_keep - n_cand), bool)], axis=1)
+    return order[rows, pick], taken[rows, pick]
+
+
 # ------------------------------------------------------------------------------------------
 # driver
 # ------------------------------------------------------------------------------------------
@@ -400,6 +435,7 @@ def _match_one_plan(
     chunk,
     progress_total,
     done0,
+    device=None,
 ):
     n_pat = len(off) - 1
     r = np.hypot(gx, gy)
@@ -424,29 +460,34 @@ def _match_one_plan(
         out_phi,
         out_s,
     )
-    for i1 in _run_ranges(_score_range, n_pat, args, n_threads, chunk):
-        yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}")
+    if device is None:
+        for i1 in _run_ranges(_score_range, n_pat, args, n_threads, chunk):
+            yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}")
+    else:
+        from ._acom_torch import score_batches_torch
+
+        for i1 in score_batches_torch(
+            off,
+            r,
+            th,
+            amp,
+            plan,
+            out_z,
+            out_phi,
+            out_s,
+            tol_r=tol_r,
+            tol_pos=tol_pos,
+            device=device,
+        ):
+            yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}")
     has = out_z >= 0
     U_c = np.full((n_pat, n_cand, 3, 3), np.nan)
     U_c[has] = rotation_z(out_phi[has]) @ plan.zone_orientations[out_z[has]]
-    # greedy: distinct candidates best first, skipping those close to one already taken
     group = plan.crystal.point_group
     n_keep = max(n_matches, n_refine) if refine else n_matches
-    taken = np.zeros((n_pat, n_cand), bool)
-    taken[:, 0] = has[:, 0]
-    n_taken = taken[:, 0].astype(int)
-    for k in range(1, n_cand):
-        far = np.ones(n_pat, bool)
-        for j in range(k):
-            mis = misorientation_deg(U_c[:, j], U_c[:, k], group)
-            far &= ~(taken[:, j] & ~(mis > separation_deg))
-        sel = has[:, k] & far & (n_taken < n_keep)
-        taken[:, k] = sel
-        n_taken += sel
-    idx = np.argsort(~taken, axis=1, kind="stable")[:, :n_keep]
+    idx, ok = _distinct_best(U_c, out_s, has, group, separation_deg, n_keep)
     rows = np.arange(n_pat)[:, None]
     U0 = U_c[rows, idx]
-    ok = taken[rows, idx]
     score = np.where(ok, out_s[rows, idx], 0.0)
     n_match = np.zeros((n_pat, n_keep), np.int64)
     rms = np.full((n_pat, n_keep), np.nan)
@@ -481,8 +522,10 @@ def _match_one_plan(
                 done0 + n_pat // 2 + i1 // 2, progress_total, f"refining {plan.crystal.name}"
             )
         U0, score = U_out, np.where(ok, corr, 0.0)
-    order = np.argsort(-score, axis=1, kind="stable")
-    U0, score, ok, n_match, rms = (a[rows, order] for a in (U0, score, ok, n_match, rms))
+        # candidates that refined into the same orientation are one answer: keep the best
+        order, ok = _distinct_best(U0, score, ok, group, separation_deg, n_keep)
+        U0, score, n_match, rms = (a[rows, order] for a in (U0, score, n_match, rms))
+        score = np.where(ok, score, 0.0)
     # reliability: best score of a candidate that ended more than the separation from the best
     second = np.zeros(n_pat)
     for k in range(1, n_keep):
@@ -491,6 +534,33 @@ def _match_one_plan(
     reliability = np.where(score[:, 0] > 0, 1.0 - second / np.maximum(score[:, 0], 1e-300), 0.0)
     sl = slice(0, n_matches)
     return U0[:, sl], score[:, sl], ok[:, sl], n_match[:, sl], rms[:, sl], reliability, out_s[:, 0]
+
+
+def _scoring_device(device: str | None) -> str | None:
+    """The torch device of the scoring step, or None for the numba kernels."""
+    if device is None:
+        from ._acom_torch import auto_device
+
+        return auto_device()
+    if device == "numba":
+        return None
+    try:
+        import torch
+    except ImportError:
+        warnings.warn(
+            f"device {device!r} asked for but torch is not installed; using numba on the CPU",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        warnings.warn(
+            f"device {device!r} asked for but CUDA is not available; using numba on the CPU",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return str(device)
 
 
 def iter_match_orientations(
@@ -507,6 +577,7 @@ def iter_match_orientations(
     position_tolerance_inv_A: float | None = None,
     separation_deg: float | None = None,
     n_threads: int | None = None,
+    device: str | None = None,
 ) -> Job[ACOMResult]:
     """Job: orientation (and phase) of every pattern from its Bragg peaks.
 
@@ -524,6 +595,10 @@ def iter_match_orientations(
     separation_deg : minimum misorientation between the top-N matches and for the reliability
         index (default ``max(5, 2.5 * step)``).
     n_threads : threads (default: all cores).
+    device : where the scoring step (plan x pattern correlation) runs: ``None`` (default) a
+        CUDA GPU when torch sees one, else the numba CPU kernels; ``"numba"``; or a torch device
+        (``"cuda"``, ``"cuda:1"``, ``"cpu"``). ``"cuda"`` without CUDA falls back to numba with a
+        RuntimeWarning. Refinement always runs on the CPU.
 
     Returns
     -------
@@ -561,6 +636,7 @@ def iter_match_orientations(
     gx, gy, amp = gx[keep], gy[keep], amp[keep]
     tol_pos = float(position_tolerance_inv_A or 1.5 * px)
     n_threads = int(n_threads or os.cpu_count() or 1)
+    device = _scoring_device(device)
     chunk = max(16, min(256, n_pat // (4 * n_threads) + 1))
     total = n_pat * len(plans)
     per_plan = []
@@ -590,6 +666,7 @@ def iter_match_orientations(
             chunk=chunk,
             progress_total=total,
             done0=k * n_pat,
+            device=device,
         )
         per_plan.append(res)
     # merge phases: the best n_matches over all plans
@@ -621,6 +698,7 @@ def iter_match_orientations(
         "n_iter": n_iter,
         "position_tolerance_inv_A": tol_pos,
         "k_max_inv_A": k_max,
+        "scoring_device": device or "numba",
         "plans_json": json.dumps([p.params for p in plans]),
         "orientation_convention": "U maps crystal Cartesian to lab (x = k_x, y = k_y, z = beam)",
         "euler_convention": "Bunge ZXZ (phi1, Phi, phi2) of g = U^T (lab -> crystal), degrees",
