@@ -149,3 +149,19 @@ def test_augmentation_doses_relative_to_the_brightest_pixel_when_asked():
     p_raw, _ = Augment(dose=(100.0, 100.0), background=(0.0, 0.0), max_shift_px=0)(pat, lab, rng)
     assert p_raw.sum() < 30  # without it such a pattern would be nearly empty
     assert lab2 is lab
+
+
+def test_training_can_start_from_a_model(shards, tmp_path):
+    """``init``: the first step starts from that model's weights; another architecture is
+    refused with a message that names both."""
+    base = load_model(None)
+    cfg = _cfg(model=base.config, init=base.name, lr=1e-12, warmup_steps=1)
+    res = run_job(iter_train(shards, out_dir=tmp_path / "ft", config=cfg))
+    import torch
+
+    ck = torch.load(res.checkpoint, map_location="cpu", weights_only=True)
+    ref = base.module.state_dict()
+    diffs = [float((ck["model"][k].float() - ref[k].float()).abs().max()) for k in ref]
+    assert max(diffs) < 1e-4  # a learning rate of 1e-12 leaves the weights where they began
+    with pytest.raises(Napari4DSTEMError, match="cannot start from"):
+        run_job(iter_train(shards, out_dir=tmp_path / "bad", config=_cfg(init=base.name)))

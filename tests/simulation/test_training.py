@@ -118,3 +118,22 @@ def test_bad_inputs(tmp_path):
         TrainingSetSpec(thickness_A=(100.0, 10.0))
     with pytest.raises(Napari4DSTEMError, match="executor"):
         run_job(simulate_training_set(SPEC, tmp_path / "x", executor="gpu-magic"))
+
+
+def test_uniform_label_heights_mark_every_listed_reflection(tmp_path):
+    """``label_heights='uniform'``: every reflection above ``label_min_weight`` is a peak of
+    height 1 at its position; the structure-factor label has the same peaks, weighted."""
+    kw = {**SPEC.__dict__, "n_patterns": 1, "patterns_per_shard": 1, "label_min_weight": 0.01}
+    sf = training.simulate_pattern(TrainingSetSpec(**kw), plan_pattern(SPEC, 0))
+    un = training.simulate_pattern(
+        TrainingSetSpec(**{**kw, "label_heights": "uniform"}), plan_pattern(SPEC, 0)
+    )
+    np.testing.assert_array_equal(sf["pattern"], un["pattern"])
+    qy, qx = un["bragg"]["qy"], un["bragg"]["qx"]
+    assert len(qy) >= 3
+    iy, ix = np.round(qy).astype(int), np.round(qx).astype(int)
+    # a Gaussian of sigma 1 px sampled within half a pixel of its centre: 0.6 .. 1 (+ overlaps)
+    assert np.all(un["label"][iy, ix] > 0.6) and np.all(un["label"][iy, ix] < 1.3)
+    assert np.sum(sf["label"][iy, ix] < 0.5) >= 1  # weak reflections are weak there
+    with pytest.raises(Napari4DSTEMError, match="label_heights"):
+        TrainingSetSpec(label_heights="big")

@@ -11,7 +11,8 @@ Layout (as the ARINA control software writes it)::
       /entry/data/data                          (n_frames, k_y, k_x) uint8/16/32, chunks of one
                                                 frame, filter 32008 (bitshuffle + LZ4)
 
-The decompression filter comes from ``hdf5plugin`` (imported here, so h5py finds it).
+The decompression filter comes from ``hdf5plugin``, imported when an ARINA file is opened
+(so importing the io package does not need it: a GPU or cluster node that only reads shards).
 Frames are kept in the stored dtype (rosettasciio casts uint32 to uint16; we do not, so no
 count can wrap). Orientation: frames as stored, row 0 first (the same as rosettasciio).
 
@@ -29,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4 filter with h5py)
 import numpy as np
 
 from ..data.calibration import Calibration
@@ -91,6 +91,7 @@ def read_detector_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     p = master_path(path)
     out = {}
     try:
+        _filters()
         with h5py.File(p, "r") as f:
             for k in ("pixel_mask", "flatfield"):
                 d = f.get(f"{_SPECIFIC}/{k}")
@@ -99,6 +100,11 @@ def read_detector_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except OSError as e:
         raise FileFormatError(p, f"cannot read the ARINA master file ({e})") from None
     return out
+
+
+def _filters() -> None:
+    """Register the bitshuffle/LZ4 decompression filter with h5py (hdf5plugin)."""
+    import hdf5plugin  # noqa: F401
 
 
 def _open_stacks(p: Path, f: h5py.File) -> tuple[list[h5py.Dataset], list[h5py.File]]:
@@ -147,6 +153,7 @@ def validate(path: str | os.PathLike) -> dict[str, Any]:
     when a data file is missing or holds fewer frames than the master's ``nimages * ntrigger``.
     """
     p = master_path(path)
+    _filters()
     try:
         f = h5py.File(p, "r")
     except OSError as e:
@@ -221,6 +228,7 @@ def read_datacube(
     if not p.is_file():
         raise FileFormatError(p, "no such file")
     summary = validate(p)
+    _filters()
     f = h5py.File(p, "r")
     stacks, files = _open_stacks(p, f)
     n = summary["n_frames"]

@@ -62,6 +62,7 @@ class TrainConfig:
     device: str | None = None
     amp: bool = True  # mixed precision (CUDA only)
     threads: int | None = None
+    init: str | None = None  # start from this model's weights (registry name or file)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -109,7 +110,7 @@ def _save(path: Path, obj) -> None:
         torch.save(obj, tmp)
 
 
-def _validate(model, shards, val_idx, strain_set, dev, cfg) -> dict:
+def _validate(model, shards, val_idx, strain_set, dev, cfg, train_aug=None) -> dict:
     """Detection scores on held-out shard patterns (fixed seed) and the strain RMSE."""
     import torch
 
@@ -120,7 +121,10 @@ def _validate(model, shards, val_idx, strain_set, dev, cfg) -> dict:
 
     model.eval()
     rng = np.random.default_rng(12345)
-    aug = Augment(max_shift_px=0)
+    # the training augmentation's normalisation (simulated shards sum to 1, the proxy's central
+    # disk is 1), without the shift: fixed-seed noise, the same for every epoch
+    scale = bool(getattr(train_aug, "scale_to_max", False))
+    aug = Augment(max_shift_px=0, scale_to_max=scale)
     preds, trues = [], []
     s = cfg.model.size
     with torch.inference_mode():
@@ -203,6 +207,16 @@ def iter_train(
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         step, epoch0, history = int(ck["step"]), int(ck["epoch"]), list(ck["history"])
+    elif config.init:
+        from .registry import load_model
+
+        base = load_model(config.init)
+        if base.config.to_dict() != config.model.to_dict():
+            raise Napari4DSTEMError(
+                f"cannot start from {config.init!r}: it is a {base.config.to_dict()} model, the "
+                f"training asks for {config.model.to_dict()}"
+            )
+        model.load_state_dict(base.module.state_dict())
     rng_split = np.random.default_rng(config.seed)
     order = rng_split.permutation(len(shards))
     n_val = min(config.val_max, max(1, math.floor(config.val_fraction * len(shards) + 0.5)))
@@ -263,7 +277,7 @@ def iter_train(
             yield Progress(
                 epoch * spe + k + 1, total, f"epoch {epoch + 1} loss {np.mean(losses[-20:]):.4g}"
             )
-        metrics = _validate(model, shards, val_idx, strain_set, dev, config)
+        metrics = _validate(model, shards, val_idx, strain_set, dev, config, aug)
         metrics.update(
             epoch=epoch + 1,
             step=step,

@@ -31,7 +31,7 @@ from ..analysis.crystal import Crystal, load_crystal
 from ..engine.jobs import Job, Progress
 from ..errors import FileFormatError, Napari4DSTEMError
 from .engines import SimulationRequest, get_engine
-from .labels import structure_factor_label
+from .labels import render_peaks, structure_factor_label
 from .samples import random_rotations, small_rotation, zone_axis_rotation
 from .shards import SHARD_FORMAT, read_manifest, write_manifest, write_shard
 
@@ -57,6 +57,11 @@ class TrainingSetSpec:
     others a zone axis from ``zone_axes`` (crystal directions ``[uvw]``) with a random in-plane
     rotation and a tilt of up to ``zone_axis_tilt_deg``. ``strain_max`` plants a random true
     strain with components uniform in ``[-strain_max, strain_max]``.
+
+    Labels: reflections whose structure-factor weight (relative to ``000``) is at least
+    ``label_min_weight``; ``label_heights`` ``"structure_factor"`` gives each peak that weight
+    (the crystal4D target), ``"uniform"`` height 1 (a detection target: every listed
+    reflection is a disk to find, as the proxy shards and the evaluation truth count them).
     """
 
     n_patterns: int = 256
@@ -76,6 +81,8 @@ class TrainingSetSpec:
     frozen_phonons: int = 1
     label_sigma_qz_inv_A: float = 0.05
     label_peak_sigma_px: float = 1.0
+    label_heights: str = "structure_factor"
+    label_min_weight: float = 1e-3
     seed: int = 0
 
     def __post_init__(self):
@@ -98,6 +105,10 @@ class TrainingSetSpec:
             raise Napari4DSTEMError("thickness and pixel size must be positive")
         if min(self.convergence_mrad) <= 0 or not self.energies_kev or min(self.energies_kev) <= 0:
             raise Napari4DSTEMError("convergence angles and energies must be positive")
+        if self.label_heights not in ("structure_factor", "uniform"):
+            raise Napari4DSTEMError(
+                f"label_heights must be 'structure_factor' or 'uniform', got {self.label_heights!r}"
+            )
         if not 0 <= self.random_orientation_fraction <= 1:
             raise Napari4DSTEMError("random_orientation_fraction must be within [0, 1]")
         if self.random_orientation_fraction < 1 and not self.zone_axes:
@@ -190,8 +201,19 @@ def simulate_pattern(spec: TrainingSetSpec, params: PatternParams) -> dict[str, 
     )
     result = get_engine(spec.engine).simulate(request)
     label = structure_factor_label(
-        request, sigma_qz_inv_A=spec.label_sigma_qz_inv_A, peak_sigma_px=spec.label_peak_sigma_px
+        request,
+        sigma_qz_inv_A=spec.label_sigma_qz_inv_A,
+        peak_sigma_px=spec.label_peak_sigma_px,
+        min_weight=spec.label_min_weight,
     )
+    image = label.image
+    if spec.label_heights == "uniform":
+        image = render_peaks(
+            np.stack([label.qy, label.qx], -1),
+            np.ones(len(label.qy)),
+            spec.shape,
+            sigma_px=spec.label_peak_sigma_px,
+        ).astype(np.float32)
     meta = {
         "crystal": _crystal_name(params.crystal)[:64],
         "orientation": params.orientation,
@@ -207,7 +229,7 @@ def simulate_pattern(spec: TrainingSetSpec, params: PatternParams) -> dict[str, 
     return {
         "pattern": result.patterns[0, 0],
         "probe": result.probe,
-        "label": label.image,
+        "label": image,
         "bragg": label.bragg(0),
         "meta": meta,
         "engine": result.engine,
