@@ -253,11 +253,10 @@ def warp_stack(src, out, ainv, cy, cx, sy, sx):
 
 
 @numba.njit(cache=True, nogil=True)
-def warp_sample(pat, bg, w_pat, w_bg, probe, label, ainv, cy, cx, sy, sx, o_pat, o_probe, o_lab):
-    """One pass warping ``w_pat * pat + w_bg * bg`` (``bg`` ignored when ``w_bg == 0``), the
-    probe and the label with the same map, so each source position is computed once."""
+def warp_sample(pat, probe, label, ainv, cy, cx, sy, sx, o_pat, o_probe, o_lab):
+    """One pass warping pattern, probe and label with the same map, so each source position
+    and its weights are computed once."""
     H, W = pat.shape
-    with_bg = w_bg != 0.0
     step_y, step_x = ainv[0, 1], ainv[1, 1]
     for i in range(H):
         y_row, x_row = _row_start(i, ainv, cy, cx, sy, sx)
@@ -278,20 +277,12 @@ def warp_sample(pat, bg, w_pat, w_bg, probe, label, ainv, cy, cx, sy, sx, o_pat,
                 w01 = (1.0 - fy) * fx
                 w10 = fy * (1.0 - fx)
                 w11 = fy * fx
-                v = w_pat * (
+                o_pat[i, j] = (
                     w00 * pat[y0, x0]
                     + w01 * pat[y0, x0 + 1]
                     + w10 * pat[y0 + 1, x0]
                     + w11 * pat[y0 + 1, x0 + 1]
                 )
-                if with_bg:
-                    v += w_bg * (
-                        w00 * bg[y0, x0]
-                        + w01 * bg[y0, x0 + 1]
-                        + w10 * bg[y0 + 1, x0]
-                        + w11 * bg[y0 + 1, x0 + 1]
-                    )
-                o_pat[i, j] = v
                 o_probe[i, j] = (
                     w00 * probe[y0, x0]
                     + w01 * probe[y0, x0 + 1]
@@ -304,13 +295,10 @@ def warp_sample(pat, bg, w_pat, w_bg, probe, label, ainv, cy, cx, sy, sx, o_pat,
                     + w10 * label[y0 + 1, x0]
                     + w11 * label[y0 + 1, x0 + 1]
                 )
-                continue
-            v = w_pat * _edge_bilinear(pat, y0, x0, fy, fx)
-            if with_bg:
-                v += w_bg * _edge_bilinear(bg, y0, x0, fy, fx)
-            o_pat[i, j] = v
-            o_probe[i, j] = _edge_bilinear(probe, y0, x0, fy, fx)
-            o_lab[i, j] = _edge_bilinear(label, y0, x0, fy, fx)
+            else:
+                o_pat[i, j] = _edge_bilinear(pat, y0, x0, fy, fx)
+                o_probe[i, j] = _edge_bilinear(probe, y0, x0, fy, fx)
+                o_lab[i, j] = _edge_bilinear(label, y0, x0, fy, fx)
 
 
 # ------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Everything is numpy/numba, reproducible from one seed per sample, with every range a
 parameter of :class:`AugmentConfig`. The per-pixel work runs in ``nogil`` numba kernels
-(``_augment_kernels``: one warp pass for pattern, background, probe and label; separable blur;
+(``_augment_kernels``: one warp pass for pattern, probe and label; separable blur;
 counting noise from a per-sample SplitMix64 stream), so :func:`augment_batch` scales with its
 threads and a sample's draws do not depend on the thread that made them. The steps, in the
 order they are applied:
@@ -269,21 +269,18 @@ def augment(
     c = (H // 2, W // 2) if origin_px is None else (float(origin_px[0]), float(origin_px[1]))
     probe = np.ascontiguousarray(probe, np.float32)
     label = np.ascontiguousarray(label, np.float32)
-    w_pat, w_bg, bg = 1.0, 0.0, pat
     if aug.plasmon_weight > 0:
         bg, total = _plasmon(probe, aug.plasmon_width_inv_A, pixel_size_inv_A)
-        # the background (sum 1 once divided by its total) takes its weight of the pattern's
-        # total; warping is linear, so the mixture is formed inside the warp pass
-        w_pat = 1.0 - aug.plasmon_weight
-        w_bg = aug.plasmon_weight * max(float(pat.sum(dtype=np.float64)), 1e-12)
-        w_bg = w_bg / total if total > 0 else 0.0
+        if total > 0:
+            # the background (sum 1 once divided by its total) takes its weight of the
+            # pattern's total
+            bg *= aug.plasmon_weight * max(float(pat.sum(dtype=np.float64)), 1e-12) / total
+            bg += (1.0 - aug.plasmon_weight) * pat
+            pat = bg
     A = warp_matrix(aug.ellipticity, aug.ellipse_angle_deg, aug.rotation_deg)
     pat_w, probe_w, label_w = (np.empty((H, W), np.float32) for _ in range(3))
     _k.warp_sample(
         pat,
-        bg,
-        w_pat,
-        w_bg,
         probe,
         label,
         np.linalg.inv(A),
