@@ -50,6 +50,14 @@ def add_train(sub) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=50, help="warm-up steps (then 1/sqrt decay)")
     p.add_argument("--peak-weight", type=float, default=20.0, help="MSE weight 1 + w * label")
     p.add_argument("--l1", type=float, default=0.0, help="weight of an added L1 term")
+    p.add_argument(
+        "--max-shift",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="largest augmentation shift of pattern, probe and label (default 4; 0 also turns "
+        "off the elliptic distortion and rotation)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -99,8 +107,25 @@ def run_train(args) -> int:
             args.shards, n_patterns=args.make_proxy, size=args.size, seed=args.proxy_seed
         )
     cfg = train_config_from_args(args)
+    augment = None
+    if args.max_shift is not None:
+        import dataclasses
+
+        from ..simulation.shards import ShardSet
+        from .train import default_augment
+
+        augment = dataclasses.replace(
+            default_augment(ShardSet(args.shards)), max_shift_px=args.max_shift
+        )
     res = run_job(
-        iter_train(args.shards, out_dir=args.out, config=cfg, resume=not args.no_resume), _bar(args)
+        iter_train(
+            args.shards,
+            out_dir=args.out,
+            config=cfg,
+            resume=not args.no_resume,
+            augment=augment,
+        ),
+        _bar(args),
     )
     last = res.history[-1] if res.history else {}
     print(

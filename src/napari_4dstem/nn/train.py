@@ -88,17 +88,39 @@ def lr_factor(step: int, warmup: int) -> float:
 
 
 def _batch(shards, idx, aug, rng):
+    """Patterns, labels and model-frame probes of the samples ``idx``, augmented by ``aug``.
+
+    An :class:`Augment` warps each probe with its pattern; any other callable
+    ``(pattern, label, rng) -> (pattern, label)`` leaves the shard's probe as it is. Either
+    way the probe is then centred exactly on ``(S // 2, S // 2)``, as inference gives it to
+    the model (:func:`~napari_4dstem.nn.infer.probe_geometry`).
+    """
     from .infer import probe_geometry
 
     pats, labels, probes = [], [], []
     for i in idx:
         s = shards[int(i)]
-        p, lab = aug(s.pattern, s.label, rng) if aug is not None else (s.pattern, s.label)
+        if isinstance(aug, Augment):
+            a = aug.sample(s, rng)
+            p, lab, probe = a.pattern, a.label, a.probe
+        elif aug is not None:
+            (p, lab), probe = aug(s.pattern, s.label, rng), s.probe
+        else:
+            p, lab, probe = s.pattern, s.label, s.probe
         pats.append(p)
         labels.append(lab)
-        # the probe exactly centred on (S // 2, S // 2), as inference gives it to the model
-        probes.append(probe_geometry(s.probe, s.probe.shape, s.probe.shape[0])[1])
+        probes.append(probe_geometry(probe, probe.shape, probe.shape[0])[1])
     return np.stack(pats), np.stack(labels), np.stack(probes)
+
+
+def default_augment(shards) -> Augment:
+    """The training augmentation for a shard set: doses per pixel of the central disk for the
+    proxy shards (central disk 1), of the brightest pixel for the engines' (sum 1)."""
+    import h5py
+
+    with h5py.File(shards.files[0], "r") as f:
+        engine = str(f.attrs.get("engine", ""))
+    return Augment(scale_to_max=engine != "kinematic-thick-proxy")
 
 
 def _save(path: Path, obj) -> None:
@@ -110,8 +132,12 @@ def _save(path: Path, obj) -> None:
         torch.save(obj, tmp)
 
 
-def _validate(model, shards, val_idx, strain_set, dev, cfg, train_aug=None) -> dict:
-    """Detection scores on held-out shard patterns (fixed seed) and the strain RMSE."""
+def _validate(model, shards, val_idx, strain_set, dev, cfg, aug) -> dict:
+    """Detection scores on held-out shard patterns (fixed seed) and the strain RMSE.
+
+    The held-out patterns get the training augmentation's noise with the geometry fixed, so
+    the shards' Bragg positions stay the truth (any other augmentation: the default's).
+    """
     import torch
 
     from ..analysis.peaks import find_peaks
@@ -121,10 +147,7 @@ def _validate(model, shards, val_idx, strain_set, dev, cfg, train_aug=None) -> d
 
     model.eval()
     rng = np.random.default_rng(12345)
-    # the training augmentation's normalisation (simulated shards sum to 1, the proxy's central
-    # disk is 1), without the shift: fixed-seed noise, the same for every epoch
-    scale = bool(getattr(train_aug, "scale_to_max", False))
-    aug = Augment(max_shift_px=0, scale_to_max=scale)
+    aug = (aug if isinstance(aug, Augment) else default_augment(shards)).without_geometry()
     preds, trues = [], []
     s = cfg.model.size
     with torch.inference_mode():
@@ -164,6 +187,11 @@ def iter_train(
     With ``resume`` and an existing ``out_dir/checkpoint.pt``, training continues from it
     (same configuration required). Returns a :class:`TrainResult`; the final weights are in
     the checkpoint (turn them into a shippable model file with :func:`export_model`).
+
+    ``augment`` defaults to :func:`default_augment` (the full crystal4D-style augmentation of
+    :class:`~napari_4dstem.nn.augment.Augment`, probe warped with its pattern); any callable
+    ``(pattern, label, rng) -> (pattern, label)`` is accepted too (the probe then stays as in
+    the shard). Validation uses the same noise with the geometry fixed.
     """
     import torch
 
@@ -231,13 +259,7 @@ def iter_train(
         if config.strain_scan
         else None
     )
-    if augment is None:
-        import h5py
-
-        with h5py.File(shards.files[0], "r") as f:  # the proxy shards have the central disk at 1
-            engine = str(f.attrs.get("engine", ""))
-        augment = Augment(scale_to_max=engine != "kinematic-thick-proxy")
-    aug = augment
+    aug = default_augment(shards) if augment is None else augment
     spe = config.steps_per_epoch or max(1, len(train_idx) // config.batch_size)
     total = config.epochs * spe
     model.train()
