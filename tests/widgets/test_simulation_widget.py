@@ -133,7 +133,7 @@ def _train_form(w, shards, run, *, epochs=1, steps=2):
     w.model_name.setText("tiny-test")
 
 
-def test_train_stop_resume_and_model_in_registry(
+def test_train_resume_stop_and_model_in_registry(
     make_napari_viewer, qtbot, tmp_path, proxy_shards, user_models
 ):
     torch = pytest.importorskip("torch")
@@ -142,18 +142,11 @@ def test_train_stop_resume_and_model_in_registry(
     w = _widget(viewer)
     _, nnw = viewer.window.add_plugin_dock_widget("napari-4dstem", "NN disk detection")
     run = tmp_path / "run"
-    assert not w.resume_btn.isEnabled()
-    # stop a long run after a few steps: no model is exported
-    _train_form(w, proxy_shards, run, epochs=1, steps=10_000)
-    assert w.train()
-    qtbot.waitUntil(lambda: len(w.plot.losses) >= 2, timeout=60000)
-    w.stop_btn.click()
-    qtbot.waitUntil(lambda: not w.train_jobs.busy, timeout=30000)
-    assert w.train_result is None and w.exported is None and "Resume" in w.train_status.text()
-    assert not list(user_models.glob("*.pt")) if user_models.exists() else True
+    w.tabs.setCurrentIndex(1)
+    assert w.device.itemText(0) == "cpu" and not w.resume_btn.isEnabled()
     # a short run to its end: live curve data, checkpoint, exported model, listed everywhere
     _train_form(w, proxy_shards, run, epochs=1, steps=2)
-    assert w.train()
+    w.train_btn.click()
     qtbot.waitUntil(lambda: w.exported is not None, timeout=60000)
     qtbot.waitUntil(lambda: not w.train_jobs.busy, timeout=10000)
     assert w.plot.steps == [1, 2] and np.isfinite(w.plot.losses).all()
@@ -164,9 +157,14 @@ def test_train_stop_resume_and_model_in_registry(
     items = [nnw.model_combo.itemText(i) for i in range(nnw.model_combo.count())]
     assert w.exported in items
     assert simw.PLOT_DOCK in viewer.window.dock_widgets
-    # Resume one more epoch from the checkpoint: the history carries both epochs
-    first = w.exported
-    w.epochs.setValue(2)
+    # Resume for a long second epoch, then Stop: the curves continue (the first epoch from
+    # history.json), nothing more is exported, the checkpoint stays at epoch 1
+    first, before = w.exported, (run / "checkpoint.pt").read_bytes()
+    _train_form(w, proxy_shards, run, epochs=2, steps=10_000)
     w.resume_btn.click()
-    qtbot.waitUntil(lambda: w.exported != first and not w.train_jobs.busy, timeout=60000)
-    assert [h["epoch"] for h in w.plot.history] == [1, 2] and w.plot.steps == [3, 4]
+    qtbot.waitUntil(lambda: len(w.plot.losses) >= 2, timeout=60000)
+    assert w.plot.steps[:2] == [3, 4] and [h["epoch"] for h in w.plot.history] == [1]
+    w.stop_btn.click()
+    qtbot.waitUntil(lambda: not w.train_jobs.busy, timeout=30000)
+    assert w.train_result is None and w.exported == first and "Resume" in w.train_status.text()
+    assert (run / "checkpoint.pt").read_bytes() == before and len(list(user_models.glob("*.pt"))) == 1

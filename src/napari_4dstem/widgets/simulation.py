@@ -161,6 +161,7 @@ class SimulationTrainingWidget(QWidget):
         tabs.addTab(self._build_simulate(), "Simulate")
         tabs.addTab(self._build_train(), "Train")
         self.tabs = tabs
+        tabs.currentChanged.connect(self._on_tab)
         lay = QVBoxLayout(self)
         lay.addWidget(tabs)
         lay.addStretch(1)
@@ -467,21 +468,38 @@ class SimulationTrainingWidget(QWidget):
         self.train_btn.clicked.connect(lambda: self.train(resume=False))
         self.resume_btn.clicked.connect(lambda: self.train(resume=True))
         self.train_out.textChanged.connect(lambda _: self._update_resume())
-        self.plot = TrainingPlot()
-        self._fill_devices()
+        self._plot = None
+        self._devices_filled = False
         self._update_resume()
         return page
 
-    def _fill_devices(self) -> None:
+    def _on_tab(self, index: int) -> None:
+        if self.tabs.tabText(index) == "Train":
+            self._fill_devices()
+
+    def _fill_devices(self) -> bool:
+        """Add "cuda" when PyTorch sees a GPU. Importing torch takes seconds, so this runs when
+        the Train tab is first shown (or training starts), not when the widget opens."""
+        if self._devices_filled:
+            return True
         try:
             import torch
         except ImportError:
             self.train_btn.setEnabled(False)
             self.train_status.setText("training needs PyTorch: pip install 'napari-4dstem[nn]'")
-            return
+            return False
+        self._devices_filled = True
         if torch.cuda.is_available():
             self.device.addItem("cuda")
             self.device.setCurrentText("cuda")
+        return True
+
+    @property
+    def plot(self) -> TrainingPlot:
+        """The training-curve plot (made on first use: matplotlib takes a while to import)."""
+        if self._plot is None:
+            self._plot = TrainingPlot()
+        return self._plot
 
     def _update_resume(self) -> None:
         out = self.train_out.text().strip()
@@ -526,6 +544,8 @@ class SimulationTrainingWidget(QWidget):
             user_model_path(name, "0")  # checks the name before hours of training
         except Napari4DSTEMError as e:
             self.train_status.setText(str(e))
+            return False
+        if not self._fill_devices():
             return False
         self.train_result = None
         self.plot.clear()
