@@ -8,7 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
+from napari_4dstem.errors import Napari4DSTEMError
 from napari_4dstem.nn.registry import list_models
+from napari_4dstem.simulation.engines import ENGINES, get_engine
 from napari_4dstem.widgets import simulation as simw
 from napari_4dstem.widgets.simulation import SimulationTrainingWidget
 
@@ -43,8 +45,14 @@ def test_engines_and_preview_layers(make_napari_viewer, qtbot, tmp_path):
     # every engine of the registry is listed; one that cannot run is disabled with the reason
     model = w.engine_combo.model()
     items = {w.engine_combo.itemText(i): model.item(i) for i in range(w.engine_combo.count())}
-    assert items["kinematic"].isEnabled()
-    assert not items["abtem"].isEnabled() and "abTEM" in items["abtem"].toolTip()
+    assert tuple(items) == ENGINES and items["kinematic"].isEnabled()
+    for name, item in items.items():
+        try:
+            get_engine(name)
+        except Napari4DSTEMError as e:
+            assert not item.isEnabled() and item.toolTip() == str(e)
+        else:
+            assert item.isEnabled()
     assert w.crystals() == ("Au",)
     assert not w.add_cif(tmp_path / "missing.cif") and "no such CIF" in w.sim_status.text()
     _tiny(w, tmp_path / "set")
@@ -167,4 +175,6 @@ def test_train_resume_stop_and_model_in_registry(
     w.stop_btn.click()
     qtbot.waitUntil(lambda: not w.train_jobs.busy, timeout=30000)
     assert w.train_result is None and w.exported == first and "Resume" in w.train_status.text()
-    assert (run / "checkpoint.pt").read_bytes() == before and len(list(user_models.glob("*.pt"))) == 1
+    assert (run / "checkpoint.pt").read_bytes() == before and len(
+        list(user_models.glob("*.pt"))
+    ) == 1

@@ -25,7 +25,6 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -33,9 +32,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
-    QProgressBar,
     QPushButton,
-    QSpinBox,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -44,6 +41,7 @@ from qtpy.QtWidgets import (
 from ..engine.jobs import Progress
 from ..errors import Napari4DSTEMError
 from ._common import JobRunner, models_changed
+from ._forms import folder_row, job_row, spin, spin_range
 from ._plot import TrainingPlot
 
 BUNDLED = ("Au", "Cu", "Al", "Si", "Fe", "Ti")
@@ -70,9 +68,14 @@ def _preview_job(spec, index: int):
     yield Progress(1, 2, "augmenting")
     b = sim["bragg"]
     aug = augment(
-        sim["pattern"], sim["probe"], sim["label"], seed=params.seed,
-        origin_px=sim["meta"]["origin_px"], pixel_size_inv_A=params.pixel_size_inv_A,
-        bragg_qy=np.asarray(b["qy"]), bragg_qx=np.asarray(b["qx"]),
+        sim["pattern"],
+        sim["probe"],
+        sim["label"],
+        seed=params.seed,
+        origin_px=sim["meta"]["origin_px"],
+        pixel_size_inv_A=params.pixel_size_inv_A,
+        bragg_qy=np.asarray(b["qy"]),
+        bragg_qx=np.asarray(b["qx"]),
     )
     yield Progress(2, 2, "done")
     return params, sim, aug
@@ -88,62 +91,14 @@ def _train_job(shards, out_dir, config, resume: bool, name: str):
     while user_model_path(name, version).exists():  # two runs within one second
         k += 1
         version = f"{stamp}-{k}"
-    card = {"name": name, "version": version, "training_set": str(shards),
-            "run_folder": str(out_dir)}
+    card = {
+        "name": name,
+        "version": version,
+        "training_set": str(shards),
+        "run_folder": str(out_dir),
+    }
     path = export_model(result.checkpoint, user_model_path(name, version), card=card)
     return result, path, f"{name}@{version}"
-
-
-# ------------------------------------------------------------------------------------------
-# small form helpers
-# ------------------------------------------------------------------------------------------
-def _spin(lo, hi, value, *, decimals=None, step=None, suffix=""):
-    s = QSpinBox() if decimals is None else QDoubleSpinBox()
-    if decimals is not None:
-        s.setDecimals(decimals)
-    s.setRange(lo, hi)
-    s.setValue(value)
-    if step is not None:
-        s.setSingleStep(step)
-    if suffix:
-        s.setSuffix(suffix)
-    return s
-
-
-def _range(lo, hi, values, **kw):
-    a, b = _spin(lo, hi, values[0], **kw), _spin(lo, hi, values[1], **kw)
-    row = QHBoxLayout()
-    row.addWidget(a)
-    row.addWidget(QLabel("to"))
-    row.addWidget(b)
-    return row, (a, b)
-
-
-def _folder_row(edit: QLineEdit, parent: QWidget, title: str):
-    btn = QPushButton("Browse...")
-
-    def pick():
-        d = QFileDialog.getExistingDirectory(parent, title, edit.text())
-        if d:
-            edit.setText(d)
-
-    btn.clicked.connect(pick)
-    row = QHBoxLayout()
-    row.addWidget(edit, 1)
-    row.addWidget(btn)
-    return row
-
-
-def _job_box(*buttons):
-    progress = QProgressBar()
-    progress.setTextVisible(True)
-    cancel = buttons[-1]
-    status = QLabel("")
-    status.setWordWrap(True)
-    row = QHBoxLayout()
-    for b in buttons:
-        row.addWidget(b)
-    return row, progress, status, cancel
 
 
 class SimulationTrainingWidget(QWidget):
@@ -184,9 +139,9 @@ class SimulationTrainingWidget(QWidget):
         self.engine_combo = QComboBox()
         self._fill_engines()
         form.addRow("engine", self.engine_combo)
-        self.n_patterns = _spin(1, 10_000_000, d.n_patterns)
-        self.per_shard = _spin(1, 100_000, d.patterns_per_shard)
-        self.size = _spin(8, 2048, 128, step=32, suffix=" px")
+        self.n_patterns = spin(1, 10_000_000, d.n_patterns)
+        self.per_shard = spin(1, 100_000, d.patterns_per_shard)
+        self.size = spin(8, 2048, 128, step=32, suffix=" px")
         form.addRow("patterns", self.n_patterns)
         form.addRow("patterns per shard", self.per_shard)
         form.addRow("pattern size", self.size)
@@ -197,24 +152,24 @@ class SimulationTrainingWidget(QWidget):
             ("pixel size", "pixel", 1e-4, 1.0, d.pixel_size_inv_A, 4, 0.001, " 1/Å"),
         )
         for label, attr, lo, hi, val, dec, step, suffix in rows:
-            row, spins = _range(lo, hi, val, decimals=dec, step=step, suffix=suffix)
+            row, spins = spin_range(lo, hi, val, decimals=dec, step=step, suffix=suffix)
             setattr(self, attr, spins)
             form.addRow(label, row)
         self.energies = QLineEdit(", ".join(f"{e:g}" for e in d.energies_kev))
         self.energies.setToolTip("beam energies in keV, comma separated; one is drawn per pattern")
         form.addRow("energies (keV)", self.energies)
-        self.strain_max = _spin(0.0, 0.2, d.strain_max, decimals=4, step=0.005)
-        self.seed = _spin(0, 2**31 - 1, d.seed)
-        self.workers = _spin(1, os.cpu_count() or 1, 1)
+        self.strain_max = spin(0.0, 0.2, d.strain_max, decimals=4, step=0.005)
+        self.seed = spin(0, 2**31 - 1, d.seed)
+        self.workers = spin(1, os.cpu_count() or 1, 1)
         form.addRow("strain max", self.strain_max)
         form.addRow("seed", self.seed)
         form.addRow("workers (threads)", self.workers)
         self.sim_out = QLineEdit()
         self.sim_out.setPlaceholderText("folder for the shards and manifest.json")
-        form.addRow("output folder", _folder_row(self.sim_out, self, "Training-set folder"))
+        form.addRow("output folder", folder_row(self.sim_out, self, "Training-set folder"))
         self.overwrite = QCheckBox("replace a set with other parameters in that folder")
         form.addRow("", self.overwrite)
-        self.preview_index = _spin(0, 10_000_000, 0)
+        self.preview_index = spin(0, 10_000_000, 0)
         self.preview_index.setToolTip("which pattern of the set to preview (plan_pattern index)")
         self.preview_btn = QPushButton("Preview")
         prow = QHBoxLayout()
@@ -223,8 +178,7 @@ class SimulationTrainingWidget(QWidget):
         prow.addWidget(self.preview_btn, 1)
         self.sim_run_btn = QPushButton("Run")
         self.sim_cancel_btn = QPushButton("Cancel")
-        row, self.sim_progress, self.sim_status, _ = _job_box(self.sim_run_btn,
-                                                               self.sim_cancel_btn)
+        row, self.sim_progress, self.sim_status = job_row(self.sim_run_btn, self.sim_cancel_btn)
         lay = QVBoxLayout(page)
         lay.addLayout(form)
         lay.addLayout(prow)
@@ -232,9 +186,12 @@ class SimulationTrainingWidget(QWidget):
         lay.addWidget(self.sim_progress)
         lay.addWidget(self.sim_status)
         lay.addStretch(1)
-        self.sim_jobs = JobRunner(self.sim_status, self.sim_cancel_btn,
-                                  buttons=(self.preview_btn, self.sim_run_btn),
-                                  progress_bar=self.sim_progress)
+        self.sim_jobs = JobRunner(
+            self.sim_status,
+            self.sim_cancel_btn,
+            buttons=(self.preview_btn, self.sim_run_btn),
+            progress_bar=self.sim_progress,
+        )
         self.preview_btn.clicked.connect(self.preview)
         self.sim_run_btn.clicked.connect(self.run_simulation)
         return page
@@ -292,8 +249,9 @@ class SimulationTrainingWidget(QWidget):
         from ..simulation.training import TrainingSetSpec
 
         try:
-            energies = tuple(float(e) for e in self.energies.text().replace(";", ",").split(",")
-                             if e.strip())
+            energies = tuple(
+                float(e) for e in self.energies.text().replace(";", ",").split(",") if e.strip()
+            )
         except ValueError:
             raise Napari4DSTEMError(
                 f"energies: give numbers in keV separated by commas, got {self.energies.text()!r}"
@@ -321,8 +279,13 @@ class SimulationTrainingWidget(QWidget):
         except Napari4DSTEMError as e:
             self.sim_status.setText(str(e))
             return False
-        return self.sim_jobs.start(_preview_job, spec, self.preview_index.value(),
-                                   desc="previewing one pattern", on_done=self._on_preview)
+        return self.sim_jobs.start(
+            _preview_job,
+            spec,
+            self.preview_index.value(),
+            desc="previewing one pattern",
+            on_done=self._on_preview,
+        )
 
     def _show(self, name: str, data, col: int, **kw):
         gap = 4
@@ -347,9 +310,16 @@ class SimulationTrainingWidget(QWidget):
             if features is not None:
                 lyr.features = features
             return lyr
-        return self.viewer.add_points(yx, name=name, translate=translate, size=5,
-                                      face_color="transparent", border_color="cyan",
-                                      border_width=0.15, features=features)
+        return self.viewer.add_points(
+            yx,
+            name=name,
+            translate=translate,
+            size=5,
+            face_color="transparent",
+            border_color="cyan",
+            border_width=0.15,
+            features=features,
+        )
 
     def _on_preview(self, out) -> None:
         params, sim, aug = out
@@ -358,19 +328,39 @@ class SimulationTrainingWidget(QWidget):
         floor = max(float(pat.max()) * 1e-6, 1e-12)
         logp = np.log10(np.maximum(pat, floor))
         logc = np.log10(1.0 + np.maximum(counts, 0.0))
-        self._show(PATTERN_LAYER, logp, 0, colormap="gray", metadata={"linear": pat},
-                   contrast_limits=(float(logp.min()), float(logp.max())))
+        self._show(
+            PATTERN_LAYER,
+            logp,
+            0,
+            colormap="gray",
+            metadata={"linear": pat},
+            contrast_limits=(float(logp.min()), float(logp.max())),
+        )
         self._show(LABEL_LAYER, np.asarray(sim["label"], np.float32), 1, colormap="magma")
-        self._show(AUG_LAYER, logc, 2, colormap="gray", metadata={"linear": counts},
-                   contrast_limits=(0.0, max(float(logc.max()), 1e-3)))
+        self._show(
+            AUG_LAYER,
+            logc,
+            2,
+            colormap="gray",
+            metadata={"linear": counts},
+            contrast_limits=(0.0, max(float(logc.max()), 1e-3)),
+        )
         self._show(PROBE_LAYER, np.asarray(sim["probe"], np.float32), 3, colormap="gray")
         b = sim["bragg"]
         w = pat.shape[1]
-        feats = {"h": np.asarray(b["hkl"])[:, 0], "k": np.asarray(b["hkl"])[:, 1],
-                 "l": np.asarray(b["hkl"])[:, 2], "intensity": np.asarray(b["intensity"])}
+        feats = {
+            "h": np.asarray(b["hkl"])[:, 0],
+            "k": np.asarray(b["hkl"])[:, 1],
+            "l": np.asarray(b["hkl"])[:, 2],
+            "intensity": np.asarray(b["intensity"]),
+        }
         self._points(BRAGG_LAYER, b["qy"], b["qx"], 0, w, feats)
         self._points(AUG_BRAGG_LAYER, aug.bragg_qy, aug.bragg_qx, 2, w)
-        za = "random" if params.zone_axis is None else "[" + " ".join(map(str, params.zone_axis)) + "]"
+        za = (
+            "random"
+            if params.zone_axis is None
+            else "[" + " ".join(map(str, params.zone_axis)) + "]"
+        )
         a = aug.params
         self.sim_status.setText(
             f"pattern {params.index}: {Path(params.crystal).stem} {za}, {params.thickness_A:.0f} Å, "
@@ -394,9 +384,15 @@ class SimulationTrainingWidget(QWidget):
             return False
         self.sim_result = None
         return self.sim_jobs.start(
-            simulate_training_set, spec, folder, workers=self.workers.value(),
-            executor="threads", overwrite=self.overwrite.isChecked(),
-            desc="simulating the training set", total=spec.n_patterns, eta=True,
+            simulate_training_set,
+            spec,
+            folder,
+            workers=self.workers.value(),
+            executor="threads",
+            overwrite=self.overwrite.isChecked(),
+            desc="simulating the training set",
+            total=spec.n_patterns,
+            eta=True,
             on_done=self._on_simulated,
         )
 
@@ -419,18 +415,18 @@ class SimulationTrainingWidget(QWidget):
         form = QFormLayout()
         self.shard_dir = QLineEdit()
         self.shard_dir.setPlaceholderText("a folder of training shards (Simulate > Run)")
-        form.addRow("shard folder", _folder_row(self.shard_dir, self, "Training shards"))
-        self.epochs = _spin(1, 100_000, d.epochs)
-        self.steps = _spin(0, 10_000_000, 0)
+        form.addRow("shard folder", folder_row(self.shard_dir, self, "Training shards"))
+        self.epochs = spin(1, 100_000, d.epochs)
+        self.steps = spin(0, 10_000_000, 0)
         self.steps.setSpecialValueText("one pass")
-        self.batch = _spin(1, 4096, d.batch_size)
-        self.lr = _spin(1e-6, 1.0, d.lr, decimals=6, step=1e-4)
+        self.batch = spin(1, 4096, d.batch_size)
+        self.lr = spin(1e-6, 1.0, d.lr, decimals=6, step=1e-4)
         self.device = QComboBox()
         self.device.addItem("cpu")
         self.model_size = QComboBox()
         self.model_size.addItems([str(s) for s in MODEL_SIZES])
         self.model_size.setCurrentText(str(m.size))
-        self.width = _spin(1, 256, m.width)
+        self.width = spin(1, 256, m.width)
         self.strain_check = QCheckBox("strain RMSE on a held-out thick scan (slower)")
         self.strain_check.setChecked(d.strain_scan is not None)
         form.addRow("epochs", self.epochs)
@@ -443,27 +439,32 @@ class SimulationTrainingWidget(QWidget):
         form.addRow("validation", self.strain_check)
         self.train_out = QLineEdit()
         self.train_out.setPlaceholderText("folder for checkpoint.pt and history.json")
-        form.addRow("run folder", _folder_row(self.train_out, self, "Training run folder"))
+        form.addRow("run folder", folder_row(self.train_out, self, "Training run folder"))
         self.model_name = QLineEdit("fcunet-user")
-        self.model_name.setToolTip("the trained model appears as name@date-time in the NN "
-                                   "disk detection widget")
+        self.model_name.setToolTip(
+            "the trained model appears as name@date-time in the NN disk detection widget"
+        )
         form.addRow("model name", self.model_name)
         self.train_btn = QPushButton("Train")
         self.resume_btn = QPushButton("Resume")
         self.stop_btn = QPushButton("Stop")
         self.train_btn.setToolTip("start a new run (replaces a checkpoint in the run folder)")
         self.resume_btn.setToolTip("continue from the checkpoint of the last finished epoch")
-        row, self.train_progress, self.train_status, _ = _job_box(
-            self.train_btn, self.resume_btn, self.stop_btn)
+        row, self.train_progress, self.train_status = job_row(
+            self.train_btn, self.resume_btn, self.stop_btn
+        )
         lay = QVBoxLayout(page)
         lay.addLayout(form)
         lay.addLayout(row)
         lay.addWidget(self.train_progress)
         lay.addWidget(self.train_status)
         lay.addStretch(1)
-        self.train_jobs = JobRunner(self.train_status, self.stop_btn,
-                                    buttons=(self.train_btn, self.resume_btn),
-                                    progress_bar=self.train_progress)
+        self.train_jobs = JobRunner(
+            self.train_status,
+            self.stop_btn,
+            buttons=(self.train_btn, self.resume_btn),
+            progress_bar=self.train_progress,
+        )
         self.stop_btn.clicked.connect(self._on_stop)
         self.train_btn.clicked.connect(lambda: self.train(resume=False))
         self.resume_btn.clicked.connect(lambda: self.train(resume=True))
@@ -524,7 +525,8 @@ class SimulationTrainingWidget(QWidget):
         """The training curves as a dock of the viewer (added once)."""
         if self._plot_dock is None:
             self._plot_dock = self.viewer.window.add_dock_widget(
-                self.plot, name=PLOT_DOCK, area="right")
+                self.plot, name=PLOT_DOCK, area="right"
+            )
         self._plot_dock.show()
 
     def train(self, resume: bool = False) -> bool:
@@ -554,9 +556,17 @@ class SimulationTrainingWidget(QWidget):
             self.plot.set_history(json.loads(hist.read_text()))
         self.show_plot()
         started = self.train_jobs.start(
-            _train_job, shards, out, config, resume, name,
-            desc="resuming training" if resume else "training", total=None, eta=True,
-            on_done=self._on_trained, on_progress=self._on_train_progress,
+            _train_job,
+            shards,
+            out,
+            config,
+            resume,
+            name,
+            desc="resuming training" if resume else "training",
+            total=None,
+            eta=True,
+            on_done=self._on_trained,
+            on_progress=self._on_train_progress,
             on_finished=self._update_resume,
         )
         return started
@@ -573,7 +583,8 @@ class SimulationTrainingWidget(QWidget):
 
     def _on_stop(self) -> None:
         self.train_status.setText(
-            "stopped: Resume continues from the checkpoint of the last finished epoch")
+            "stopped: Resume continues from the checkpoint of the last finished epoch"
+        )
 
     def _on_trained(self, out) -> None:
         result, path, name = out
