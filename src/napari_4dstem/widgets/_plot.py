@@ -37,6 +37,9 @@ class TrainingPlot(QWidget):
         except ImportError:  # pragma: no cover - matplotlib is a dependency
             lay.addWidget(self.summary)
             return
+        from matplotlib.ticker import MaxNLocator
+
+        self._integer_ticks = MaxNLocator
         fig = Figure(figsize=(5, 2.6), layout="constrained")
         self.ax_loss, self.ax_val = fig.subplots(1, 2)
         self.canvas = FigureCanvasQTAgg(fig)
@@ -70,6 +73,7 @@ class TrainingPlot(QWidget):
         self.ax_val.set_title("validation", fontsize=9)
         self.ax_val.set_xlabel("epoch", fontsize=8)
         self.ax_val.set_ylim(0, 1.02)
+        self.ax_val.xaxis.set_major_locator(self._integer_ticks(integer=True))
         for ax in (self.ax_loss, self.ax_val):
             ax.tick_params(labelsize=7)
 

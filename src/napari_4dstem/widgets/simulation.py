@@ -297,6 +297,8 @@ class SimulationTrainingWidget(QWidget):
             lyr.metadata.update(kw.get("metadata", {}))
             if "contrast_limits" in kw:
                 lyr.contrast_limits = kw["contrast_limits"]
+            if "gamma" in kw:
+                lyr.gamma = kw["gamma"]
             return lyr
         return self.viewer.add_image(data, name=name, translate=translate, **kw)
 
@@ -336,7 +338,15 @@ class SimulationTrainingWidget(QWidget):
             metadata={"linear": pat},
             contrast_limits=(float(logp.min()), float(logp.max())),
         )
-        self._show(LABEL_LAYER, np.asarray(sim["label"], np.float32), 1, colormap="magma")
+        # most reflections are weak next to the 000 peak (1): a gamma brings them out
+        self._show(
+            LABEL_LAYER,
+            np.asarray(sim["label"], np.float32),
+            1,
+            colormap="magma",
+            gamma=0.35,
+            contrast_limits=(0.0, 1.0),
+        )
         self._show(
             AUG_LAYER,
             logc,
@@ -357,7 +367,7 @@ class SimulationTrainingWidget(QWidget):
         self._points(BRAGG_LAYER, b["qy"], b["qx"], 0, w, feats)
         self._points(AUG_BRAGG_LAYER, aug.bragg_qy, aug.bragg_qx, 2, w)
         za = (
-            "random"
+            "random orientation"
             if params.zone_axis is None
             else "[" + " ".join(map(str, params.zone_axis)) + "]"
         )
