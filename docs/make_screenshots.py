@@ -172,6 +172,58 @@ def bragg_strain() -> None:
     viewer.close()
 
 
+def simulation_training() -> None:
+    """The Simulate tab after a preview, and the Train tab with the live curves of a short run
+    on proxy shards (models go to a temporary user folder, not the real one)."""
+    import os
+    import tempfile
+    import time
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_4dstem.nn.synthetic import write_training_shards
+
+    def wait(cond, timeout_s=600):
+        t0 = time.perf_counter()
+        while not cond():
+            QApplication.processEvents()
+            time.sleep(0.05)
+            if time.perf_counter() - t0 > timeout_s:
+                raise TimeoutError
+
+    tmp = Path(tempfile.mkdtemp(prefix="napari4dstem-shots-"))
+    os.environ["NAPARI_4DSTEM_USER_MODELS"] = str(tmp / "user-models")
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1700, 1050)
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Simulation and training data")
+    w.size.setValue(128)
+    w.pixel[0].setValue(0.012)
+    w.pixel[1].setValue(0.016)
+    w.thickness[1].setValue(150.0)
+    w.sim_out.setText(str(tmp / "set"))
+    w.preview_index.setValue(4)
+    w.preview()
+    wait(lambda: w.preview_result is not None and not w.sim_jobs.busy)
+    viewer.reset_view()
+    _grab(viewer, "simulation_widget.png")
+
+    write_training_shards(tmp / "proxy", n_patterns=64, per_shard=32, seed=1)
+    w.tabs.setCurrentIndex(1)
+    w.shard_dir.setText(str(tmp / "proxy"))
+    w.train_out.setText(str(tmp / "run"))
+    w.epochs.setValue(3)
+    w.steps.setValue(8)
+    w.batch.setValue(4)
+    w.width.setValue(2)
+    w.strain_check.setChecked(False)
+    w.train_btn.click()
+    wait(lambda: w.exported is not None and not w.train_jobs.busy)
+    print(w.train_status.text())
+    _grab(viewer, "training_widget.png")
+    viewer.close()
+
+
 def demo_figures() -> None:
     import shutil
     import tempfile
@@ -192,6 +244,7 @@ def main() -> int:
     calibration_dpc()
     orientation_mapping()
     bragg_strain()
+    simulation_training()
     demo_figures()
     return 0
 

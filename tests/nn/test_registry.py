@@ -21,6 +21,8 @@ from napari_4dstem.nn.registry import (
     pull_model,
     save_model,
     sha256_file,
+    user_model_path,
+    user_models_dir,
     verify_models,
 )
 
@@ -162,3 +164,23 @@ def test_cache_dir_is_never_the_working_directory(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     d = cache_dir()
     assert d.is_absolute() and tmp_path not in d.parents and d != tmp_path
+
+
+def test_user_trained_models_are_listed_and_loaded_by_name(tmp_path, monkeypatch, cache):
+    monkeypatch.setenv("NAPARI_4DSTEM_USER_MODELS", str(tmp_path / "user"))
+    assert user_models_dir() == tmp_path / "user"
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(size=128, width=1))
+    path = user_model_path("mine", "20240102-030405")
+    save_model(path, m, card={"name": "mine", "version": "20240102-030405"})
+    rows = {f"{e.name}@{e.version}": s for e, s in list_models()}
+    assert rows["mine@20240102-030405"] == "user" and "fcunet-proxy-128@0.1.0" in rows
+    lm = load_model("mine")
+    assert lm.name == "mine" and lm.config.width == 1
+    assert pull_model("mine") == path
+    # a modified file is refused like a cached one
+    path.write_bytes(path.read_bytes() + b"x")
+    with pytest.raises(IntegrityError):
+        load_model("mine@20240102-030405")
+    with pytest.raises(ModelError, match="without"):
+        user_model_path("a/b", "1")

@@ -15,6 +15,7 @@ from napari_4dstem.nn.synthetic import write_training_shards
 from napari_4dstem.nn.train import (
     TrainConfig,
     TrainingDiverged,
+    TrainProgress,
     export_model,
     iter_train,
     lr_factor,
@@ -51,8 +52,13 @@ def test_lr_schedule_warms_up_then_decays_as_inverse_sqrt():
 
 def test_checkpoint_resume_and_export(shards, tmp_path):
     out = tmp_path / "run"
-    res = run_job(iter_train(shards, out_dir=out, config=_cfg()))
+    seen = []
+    res = run_job(iter_train(shards, out_dir=out, config=_cfg()), seen.append)
     assert res.steps_done == 2 and res.checkpoint.is_file()
+    # every step carries its loss; the end of the epoch carries the history (for live plots)
+    assert [p.step for p in seen] == [1, 2, 2] and all(isinstance(p, TrainProgress) for p in seen)
+    assert np.isfinite([p.loss for p in seen[:2]]).all() and seen[2].loss is None
+    assert len(seen[2].history) == 1 and seen[2].history[0]["epoch"] == 1
     h = json.loads((out / "history.json").read_text())
     assert len(h) == 1
     for key in ("f1_0.5px", "f1_1px", "position_rmse_px", "train_loss", "lr"):

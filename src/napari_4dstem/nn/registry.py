@@ -15,6 +15,12 @@ another index can be given by URL or path (``napari-4dstem models list --index U
 Downloads go to the user cache (``platformdirs.user_cache_dir("napari-4dstem")/models``),
 into a temporary file that is renamed only after its SHA-256 matches the index; a cached or
 bundled file whose hash does not match is refused, never loaded.
+
+Models the user trains (:func:`user_model_path`) go to the user model folder
+(``platformdirs.user_data_dir("napari-4dstem")/models``, not a cache: nothing may delete them)
+as ``<name>-<version>.pt`` plus card; :func:`list_models` lists them (status ``"user"``) after
+the index entries, and :func:`load_model` finds them by ``name[@version]``, hash-checked against
+their card.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ __all__ = [
     "read_index",
     "save_model",
     "sha256_file",
+    "user_model_path",
+    "user_models_dir",
     "verify_models",
 ]
 
@@ -65,6 +73,16 @@ def cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("napari-4dstem")) / "models"
+
+
+def user_models_dir() -> Path:
+    """Where user-trained models live (``NAPARI_4DSTEM_USER_MODELS`` overrides, for tests)."""
+    env = os.environ.get("NAPARI_4DSTEM_USER_MODELS")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("napari-4dstem")) / "models"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -96,6 +114,8 @@ class ModelEntry:
         """The verified-or-not local file: bundled, else cached, else None."""
         if self.url.startswith("bundled:"):
             return BUNDLED_DIR / self.url.split(":", 1)[1]
+        if self.url.startswith("user:"):
+            return user_models_dir() / self.url.split(":", 1)[1]
         p = cache_dir() / self.filename
         return p if p.is_file() else None
 
@@ -138,22 +158,66 @@ def read_index(source: str | os.PathLike | None = None) -> list[ModelEntry]:
     return out
 
 
-def list_models(index: str | None = None) -> list[tuple[ModelEntry, str]]:
-    """Every model of the bundled index (and of ``index`` if given) with its local status:
-    ``"bundled"``, ``"cached"`` or ``"not downloaded"``."""
-    entries = read_index(None) + (read_index(index) if index else [])
+def read_user_models() -> list[ModelEntry]:
+    """Entries for the models in :func:`user_models_dir` (a ``.pt`` with its JSON card; files
+    without a readable card are skipped)."""
     out = []
-    for e in entries:
+    folder = user_models_dir()
+    for p in sorted(folder.glob("*.pt")) if folder.is_dir() else []:
+        try:
+            card = json.loads(p.with_suffix(".json").read_text())
+            out.append(
+                ModelEntry(
+                    str(card.get("name", p.stem)),
+                    str(card.get("version", "local")),
+                    int(card["config"]["size"]),
+                    str(card.get("training_set", "")),
+                    f"user:{p.name}",
+                    str(card["sha256"]).lower(),
+                    str(card.get("licence", "user")),
+                    card,
+                )
+            )
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def _entries(index: str | None) -> list[ModelEntry]:
+    return read_index(None) + (read_index(index) if index else []) + read_user_models()
+
+
+def list_models(index: str | None = None) -> list[tuple[ModelEntry, str]]:
+    """Every model of the bundled index (and of ``index`` if given), then the user-trained ones,
+    with their local status: ``"bundled"``, ``"cached"``, ``"not downloaded"`` or ``"user"``."""
+    out = []
+    for e in _entries(index):
         p = e.local_path()
-        status = (
-            "bundled" if e.url.startswith("bundled:") else ("cached" if p else "not downloaded")
-        )
+        if e.url.startswith(("bundled:", "user:")):
+            status = e.url.split(":", 1)[0]
+        else:
+            status = "cached" if p else "not downloaded"
         out.append((e, status))
     return out
 
 
+def user_model_path(name: str, version: str) -> Path:
+    """The file ``<name>-<version>.pt`` in the user model folder (created if needed); write a
+    model there with :func:`save_model` or :func:`~.train.export_model` and a card holding
+    ``name`` and ``version``, and :func:`list_models` and :func:`load_model` find it."""
+    bad = set("/\\@: ")
+    if not name or not version or bad & set(name) or bad & set(version):
+        raise ModelError(
+            f"model name and version must be non-empty, without '/', '\\', '@', ':' or spaces: "
+            f"got {name!r} and {version!r}"
+        )
+    folder = user_models_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}-{version}.pt"
+
+
 def _find(name: str, index: str | None) -> ModelEntry:
-    entries = read_index(None) + (read_index(index) if index else [])
+    entries = _entries(index)
     base, _, ver = name.partition("@")
     hits = [e for e in entries if e.name == base and (not ver or e.version == ver)]
     if not hits:
@@ -170,7 +234,7 @@ def pull_model(name: str, *, index: str | None = None, force: bool = False) -> P
     Bundled models need no download; a cached file that verifies is kept unless ``force``.
     """
     e = _find(name, index)
-    if e.url.startswith("bundled:"):
+    if e.url.startswith(("bundled:", "user:")):
         return _verified(e)
     dest = cache_dir() / e.filename
     if dest.is_file() and not force:

@@ -30,6 +30,7 @@ from .model import ModelConfig
 
 __all__ = [
     "TrainConfig",
+    "TrainProgress",
     "TrainResult",
     "TrainingDiverged",
     "export_model",
@@ -68,6 +69,21 @@ class TrainConfig:
         d = asdict(self)
         d["model"] = self.model.to_dict()
         return d
+
+
+@dataclass(frozen=True)
+class TrainProgress(Progress):
+    """A :class:`Progress` of :func:`iter_train` that also carries the numbers to plot.
+
+    After a step: ``loss`` is that step's training loss. At the end of an epoch: ``loss`` is
+    None and ``history`` holds every finished epoch's metrics so far (train_loss, F1, RMSE...;
+    on a resumed run the earlier epochs too).
+    """
+
+    epoch: int = 0
+    step: int = 0
+    loss: float | None = None
+    history: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -296,8 +312,13 @@ def iter_train(
             sched.step()
             step += 1
             losses.append(float(loss.item()))
-            yield Progress(
-                epoch * spe + k + 1, total, f"epoch {epoch + 1} loss {np.mean(losses[-20:]):.4g}"
+            yield TrainProgress(
+                epoch * spe + k + 1,
+                total,
+                f"epoch {epoch + 1} loss {np.mean(losses[-20:]):.4g}",
+                epoch=epoch + 1,
+                step=step,
+                loss=losses[-1],
             )
         metrics = _validate(model, shards, val_idx, strain_set, dev, config, aug)
         metrics.update(
@@ -321,7 +342,7 @@ def iter_train(
             },
         )
         (out_dir / "history.json").write_text(json.dumps(history, indent=2))
-        yield Progress(
+        yield TrainProgress(
             (epoch + 1) * spe,
             total,
             f"epoch {epoch + 1}: "
@@ -330,6 +351,9 @@ def iter_train(
                 for k, v in metrics.items()
                 if k in ("f1_0.5px", "f1_1px", "position_rmse_px", "strain_rmse")
             ),
+            epoch=epoch + 1,
+            step=step,
+            history=tuple(history),
         )
     return TrainResult(ckpt_path, config.epochs, step, history, time.perf_counter() - t0)
 

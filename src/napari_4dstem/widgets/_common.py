@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QComboBox
 
 from .._layers import calibration_from_layer_meta
@@ -75,6 +78,8 @@ class JobRunner:
         self.buttons = tuple(buttons)
         self.progress_bar = progress_bar
         self.worker = None
+        self._job = None
+        self._eta = None
         cancel_btn.setEnabled(False)
         cancel_btn.clicked.connect(self.cancel)
         if progress_bar is not None:
@@ -84,8 +89,17 @@ class JobRunner:
     def busy(self) -> bool:
         return self.worker is not None
 
-    def start(self, job_fn, *args, desc: str, on_done, total: int | None = None, **kwargs) -> bool:
-        """Start ``job_fn(*args, **kwargs)``; False (and a message) when a job is running."""
+    def start(
+        self, job_fn, *args, desc: str, on_done, total: int | None = None, eta: bool = False,
+        on_progress=None, on_finished=None, **kwargs,
+    ) -> bool:
+        """Start the job ``job_fn(*args, **kwargs)`` (a generator function); False (and a
+        message) when a job is running.
+
+        With ``eta`` the progress bar reads "message: done / total, ETA m:ss". ``on_progress``
+        gets every yielded value too; ``on_finished`` is called after the job ends in any way
+        (done, cancelled or failed).
+        """
         if self.worker is not None:
             self.status.setText("a job is running: wait or cancel it")
             return False
@@ -99,11 +113,17 @@ class JobRunner:
             self.progress_bar.setRange(0, 0)  # busy until the first step reports
             self.progress_bar.setVisible(True)
         progress = {"desc": desc} if total is None else {"desc": desc, "total": total}
+        # the worker only stops iterating on quit(): keep the job to close it afterwards, so its
+        # clean-up (pending pool tasks, open files) runs at once rather than at garbage collection
+        self._job = job_fn(*args, **kwargs)
+        self._eta = (time.perf_counter(), None) if eta else None
         self.worker = create_worker(
-            job_fn, *args, **kwargs,
+            _drive, self._job,
             _progress=progress,
-            _connect={"yielded": self._on_progress, "returned": on_done,
-                      "errored": self.error, "finished": self._finished},
+            _connect={"yielded": [self._on_progress] + ([on_progress] if on_progress else []),
+                      "returned": on_done,
+                      "errored": self.error,
+                      "finished": [self._finished] + ([on_finished] if on_finished else [])},
         )
         return True
 
@@ -115,11 +135,31 @@ class JobRunner:
         top = max(int(p.total), 1)
         self.progress_bar.setRange(0, top)
         self.progress_bar.setValue(min(int(p.done), top))
-        if p.message:
+        if self._eta is not None:
+            self.progress_bar.setFormat(self._eta_text(p))
+        elif p.message:
             self.progress_bar.setFormat(f"{p.message}: %p%")
+
+    def _eta_text(self, p) -> str:
+        """"message: done / total, ETA m:ss", the rate measured from the first report (steps
+        already done when the job starts, e.g. on resume, are not counted as fast work)."""
+        now = time.perf_counter()
+        t0, first = self._eta
+        if first is None:
+            self._eta = (now, int(p.done))
+            eta = "--:--"
+        else:
+            rate = (p.done - first) / max(now - t0, 1e-9)
+            left = (p.total - p.done) / rate if rate > 0 else None
+            eta = "--:--" if left is None else f"{int(left // 60)}:{int(left % 60):02d}"
+        head = f"{p.message}: " if p.message else ""
+        return f"{head}{p.done} / {p.total}, ETA {eta}"
 
     def _finished(self) -> None:
         self.worker = None
+        if self._job is not None:
+            self._job.close()  # no-op when it ran to its end; clean-up after a cancel
+            self._job = None
         self.cancel_btn.setEnabled(False)
         for b in self.buttons:
             b.setEnabled(True)
@@ -143,6 +183,16 @@ class JobRunner:
         if self.worker is not None:
             self.worker.quit()
             self.worker.await_workers(msecs=5000)
+        if self._job is not None:
+            try:
+                self._job.close()
+            except ValueError:  # still running after the wait: left to garbage collection
+                pass
+
+
+def _drive(job):
+    """The worker's generator: run ``job`` to its end and return its result."""
+    return (yield from job)
 
 
 def scan_position(viewer, layer) -> tuple[int, int]:
@@ -154,3 +204,19 @@ def scan_position(viewer, layer) -> tuple[int, int]:
     iy = round((pt[0] - layer.translate[0]) / layer.scale[0])
     ix = round((pt[1] - layer.translate[1]) / layer.scale[1])
     return int(np.clip(iy, 0, ny - 1)), int(np.clip(ix, 0, nx - 1))
+
+
+class _ModelsChanged(QObject):
+    changed = Signal()
+
+
+_MODELS_CHANGED = None
+
+
+def models_changed():
+    """The signal emitted when a model is added to the registry's user folder (the NN widget
+    refreshes its model list on it)."""
+    global _MODELS_CHANGED
+    if _MODELS_CHANGED is None:
+        _MODELS_CHANGED = _ModelsChanged()
+    return _MODELS_CHANGED.changed

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker, JobRunner, scan_position
+from ._common import CubePicker, JobRunner, models_changed, scan_position
 from ._results import results_viewer, show_map
 
 PEAKS_LAYER = "NN disks (current pattern)"
@@ -71,6 +71,7 @@ class NNDiskWidget(QWidget):
         viewer.layers.events.removed.connect(self._refresh_probes)
         self._refresh_probes()
         self._refresh_models()
+        models_changed().connect(self._refresh_models)  # e.g. a model trained in the GUI
 
     # -- choices ------------------------------------------------------------------------------
     def _refresh_probes(self, event=None) -> None:
@@ -92,10 +93,13 @@ class NNDiskWidget(QWidget):
     def _refresh_models(self) -> None:
         from ..nn.registry import list_models
 
+        cur = self.model_combo.currentText()
         self.model_combo.clear()
         for e, status in list_models():
             if status != "not downloaded":
                 self.model_combo.addItem(f"{e.name}@{e.version}")
+        if cur:
+            self.model_combo.setCurrentText(cur)
 
     def _say(self, msg: str) -> None:
         self.status.setText(msg)
