@@ -1,6 +1,7 @@
 """Virtual imaging and centre-of-mass benchmark: the engine against numpy on the same data.
 
 Run: python benchmarks/bench_virtual.py [--gib 1.0] [--repeats 5] [--py4dstem /work/p4venv/bin/python]
+     python benchmarks/bench_virtual.py --file-gb 4 [--file-dir /tmp] [--cold]   (the file case)
 
 On ``--gib`` of synthetic data in RAM (float32 and uint16, detector 128 x 128) it times, median
 of ``--repeats`` runs with the candidates interleaved so that machine noise hits all alike:
@@ -13,6 +14,15 @@ of ``--repeats`` runs with the candidates interleaved so that machine noise hits
   processes=False) against the local engine;
 - optionally py4DSTEM's ``get_virtual_image`` in a side venv (numpy<2), on the same data saved
   as .npy, against ``a.sum()`` timed in that process (a ratio, so the two processes compare).
+
+With ``--file-gb``: the same detectors on a file of that size (uint16 and float32, each
+written as .npy and as EMD/HDF5 with (8, 8, k, k) chunks, one at a time, deleted afterwards),
+opened lazily by our readers, against numpy on the same file (a fresh ``np.load(mmap_mode="r")``
+each call, then ``sum``/``tensordot``; for EMD an h5py read of each chunk row + numpy sum),
+and the virtual disk on dask.distributed with 2 worker processes that open the file
+themselves. Every call opens the file anew, so each one reads the whole file (page faults and
+all); ``--cold`` also drops the file's pages from the page cache before every call
+(``posix_fadvise(DONTNEED)``), else the file stays in the page cache (warm).
 
 Prints a markdown table of ratios (>1 means ours is faster). The machine is shared: absolute
 numbers are hints, ratios measured in one run are the result.
@@ -206,14 +216,160 @@ def bench_py4dstem(a, det, shape, args, t_ours):
     )
 
 
+def _drop_cache(path) -> None:
+    """Drop a file's pages from the page cache (clean pages of files nobody maps)."""
+    import os
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def write_file_data(path: Path, dtype, gb: float, rng) -> tuple[int, ...]:
+    """A .npy of about ``gb`` GB of synthetic patterns, written scan row by scan row."""
+    n_pat = int(gb * 1e9 // (Q * Q * np.dtype(dtype).itemsize))
+    sx = 128
+    sy = max(1, n_pat // sx)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(sy, sx, Q, Q))
+    yy, xx = np.indices((Q, Q))
+    disk = (np.hypot(yy - 63.5, xx - 64.5) <= 20).astype(np.float32) * 50
+    if np.dtype(dtype).kind == "f":
+        row = disk + rng.random((sx, Q, Q), dtype=np.float32) * 4
+    else:
+        row = disk.astype(dtype) + rng.integers(0, 4, (sx, Q, Q), dtype=dtype)
+    for i in range(sy):
+        out[i] = np.roll(row, i, axis=0)  # cheap variety: no random numbers per row
+    out.flush()
+    del out
+    return (sy, sx, Q, Q)
+
+
+def run_file(args) -> list[tuple[str, str, str]]:
+    import distributed
+
+    from napari_4dstem.analysis.com import center_of_mass
+    from napari_4dstem.analysis.detectors import AnnulusDetector, DiskDetector
+    from napari_4dstem.analysis.virtual import virtual_image
+    from napari_4dstem.data.datacube import DataCube
+    from napari_4dstem.io import emd, npy
+
+    rng = np.random.default_rng(1)
+    bf = DiskDetector((63.5, 64.5), 24.0)
+    adf = AnnulusDetector((63.5, 64.5), 24.0, 60.0)
+    small = DiskDetector((63.5, 64.5), 12.0)
+    m_bf = bf.render((Q, Q)).astype(np.float32)
+    m_adf = adf.render((Q, Q)).astype(np.float32)
+    rows = []
+    base = Path(args.file_dir)
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    client = distributed.Client(cluster)
+    try:
+        for dtype in args.file_dtypes:
+            name = np.dtype(dtype).name
+            p_npy = base / f"bench_virtual_{name}.npy"
+            p_emd = base / f"bench_virtual_{name}.h5"
+            try:
+                shape = write_file_data(p_npy, dtype, args.file_gb, rng)
+                with npy.read_datacube(p_npy) as dc:
+                    emd.write(p_emd, DataCube(dc.data, name="cube"), overwrite=True)
+                for fmt, path in (("npy", p_npy), ("EMD", p_emd)):
+                    gb = path.stat().st_size / 1e9
+
+                    def opened(fn, path=path, fmt=fmt):
+                        def call():
+                            if args.cold:
+                                _drop_cache(path)
+                            dc = (npy if fmt == "npy" else emd).read_datacube(path)
+                            try:
+                                return fn(dc)
+                            finally:
+                                dc.close()
+
+                        return call
+
+                    def numpy_ref(op, path=path, fmt=fmt):
+                        def call():
+                            if args.cold:
+                                _drop_cache(path)
+                            if fmt == "npy":
+                                return op(np.load(path, mmap_mode="r"))
+                            with emd.read_datacube(path) as dc:  # h5py, chunk row by chunk row
+                                d = dc.data
+                                step = d.chunks[0]
+                                return [op(d[y : y + step]) for y in range(0, d.shape[0], step)]
+
+                        return call
+
+                    cands = {
+                        "sum": numpy_ref(lambda a: a.sum()),
+                        "bf": opened(lambda dc: virtual_image(dc, bf)),
+                        "adf": opened(lambda dc: virtual_image(dc, adf)),
+                        "small": opened(lambda dc: virtual_image(dc, small)),
+                        "com": opened(lambda dc: center_of_mass(dc)),
+                        "dist": opened(lambda dc: virtual_image(dc, bf, backend=client)),
+                    }
+                    if np.dtype(dtype).kind == "f":
+                        cands["tdot_bf"] = numpy_ref(
+                            lambda a: np.tensordot(a, m_bf, axes=((2, 3), (0, 1)))
+                        )
+                        cands["tdot_adf"] = numpy_ref(
+                            lambda a: np.tensordot(a, m_adf, axes=((2, 3), (0, 1)))
+                        )
+                    t = interleaved(cands, args.repeats)
+                    cache = "cold" if args.cold else "warm"
+                    what = f"{shape} {name} {fmt} file, {gb:.2f} GB, {cache} cache"
+                    ref = "np.load(mmap)" if fmt == "npy" else "h5py read + numpy"
+                    for key, label in (
+                        ("bf", "virtual disk (BF+margin)"),
+                        ("adf", "virtual annulus (ADF)"),
+                        ("small", "virtual small BF disk"),
+                        ("com", "centre of mass (one pass)"),
+                    ):
+                        ratio = f"{t['sum'] / t[key]:.2f} x {ref} `sum`"
+                        if "tdot_bf" in t and key != "com":
+                            rk = "tdot_adf" if key == "adf" else "tdot_bf"
+                            ratio += f"; {t[rk] / t[key]:.2f} x {ref} `tensordot`"
+                        rows.append(
+                            (
+                                f"{label}, {what}",
+                                f"{gb / t[key]:.1f} GB/s ({t[key] * 1e3:.0f} ms)",
+                                ratio,
+                            )
+                        )
+                    rows.append(
+                        (
+                            f"virtual disk on dask.distributed (2 worker processes x 1 thread, "
+                            f"workers open the file), {what}",
+                            f"{gb / t['dist']:.1f} GB/s ({t['dist'] * 1e3:.0f} ms)",
+                            f"{t['bf'] / t['dist']:.2f} x local engine",
+                        )
+                    )
+                    print(rows[-1], flush=True)
+            finally:
+                for p in (p_npy, p_emd):
+                    p.unlink(missing_ok=True)
+    finally:
+        client.close()
+        cluster.close()
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gib", type=float, default=1.0, help="size of each in-memory dataset")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-distributed", dest="distributed", action="store_false")
     ap.add_argument("--py4dstem", metavar="PYTHON", help="python of a venv with py4DSTEM")
+    ap.add_argument("--file-gb", type=float, help="benchmark files of this size instead of RAM")
+    ap.add_argument("--file-dir", default=tempfile.gettempdir(), help="where to write them")
+    ap.add_argument("--file-dtypes", type=lambda s: s.split(","), default=["uint16", "float32"])
+    ap.add_argument("--cold", action="store_true", help="drop the file from the page cache")
     args = ap.parse_args()
-    rows = run(args)
+    rows = run_file(args) if args.file_gb else run(args)
     print("| measurement | figure | ratio |")
     print("|---|---|---|")
     for r in rows:

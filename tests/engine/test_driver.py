@@ -186,6 +186,63 @@ def test_distributed_per_pattern(rng, client):
     np.testing.assert_array_equal(dist, local)
 
 
+@pytest.mark.parametrize("storage", ["npy", "npy_view", "h5py"])
+def test_distributed_workers_open_the_file(rng, client, tmp_path, storage):
+    from napari_4dstem.engine.distributed import file_source
+
+    a = rng.integers(0, 1000, (9, 7, 10, 12)).astype(np.uint16)
+    if storage == "h5py":
+        with h5py.File(tmp_path / "a.h5", "w") as f:
+            f.create_dataset("g/a", data=a, chunks=(2, 3, 10, 12))
+        f = h5py.File(tmp_path / "a.h5", "r")
+        data = f["g/a"]
+    else:
+        np.save(tmp_path / "a.npy", a)
+        data = np.load(tmp_path / "a.npy", mmap_mode="r")
+        if storage == "npy_view":  # a view that starts inside the file
+            data, a = data[3:], a[3:]
+    src = file_source(data)
+    assert src is not None and src[1] == str(tmp_path / ("a.h5" if storage == "h5py" else "a.npy"))
+    kw = {"out_tail": (3,), "scan_chunk": (4, 3), "k_rows": (2, 9)}
+    dist = run_job(map_scan(data, _com_kernel, backend=client, **kw))
+    np.testing.assert_allclose(dist, _reference_com(a, slice(2, 9)), rtol=1e-12)
+    if storage == "h5py":
+        f.close()
+
+
+def test_file_source_refuses_what_a_worker_cannot_open(rng, tmp_path):
+    from napari_4dstem.engine.distributed import file_source
+
+    a = rng.integers(0, 9, (4, 4, 3, 3)).astype(np.uint8)
+    np.save(tmp_path / "a.npy", a)
+    mm = np.load(tmp_path / "a.npy", mmap_mode="r")
+    assert file_source(a) is None  # in RAM
+    assert file_source(mm[:, ::2]) is None  # not contiguous
+    assert file_source(mm)[2] == 128  # the .npy header
+
+
+@pytest.mark.slow
+def test_distributed_worker_processes_read_the_file(rng, tmp_path):
+    # real worker processes: only the path travels, each worker opens the file itself
+    distributed = pytest.importorskip("distributed")
+    from napari_4dstem.analysis.detectors import DiskDetector
+    from napari_4dstem.analysis.virtual import virtual_image
+
+    a = rng.integers(0, 1000, (16, 12, 20, 24)).astype(np.uint16)
+    np.save(tmp_path / "a.npy", a)
+    mm = np.load(tmp_path / "a.npy", mmap_mode="r")
+    det = DiskDetector((9.5, 11.0), 5.0)
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        got = virtual_image(mm, det, backend=c, scan_chunk=(4, 12)).data
+    ref = a[:, :, det.render(a.shape[2:])].sum(axis=-1, dtype=np.float64)
+    np.testing.assert_array_equal(got, ref)
+
+
 @pytest.mark.parametrize("mode", ["local", "prange", "serial"])
 def test_local_modes_agree(rng, mode):
     # blocks of one scan row and of many rows, so both ways of splitting a block are used

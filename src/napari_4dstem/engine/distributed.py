@@ -1,27 +1,115 @@
 """The dask.distributed backend of :func:`~napari_4dstem.engine.driver.map_scan`.
 
 One task per scan block; the tasks call the same kernels as the local engine, compiled
-single-threaded (``parallel=False``), so a worker's threads are its parallelism. In-memory
-numpy blocks are scattered to the workers; lazy arrays (zarr, dask, h5py on an in-process
-cluster) are read by the workers themselves through dask slicing, so the data never passes
-through the client. ``dask.distributed`` is imported only here, only when asked for.
+single-threaded (``parallel=False``), so a worker's threads are its parallelism. Where the
+data comes from decides what travels:
+
+- a file (a memory map of a raw/.npy file, an HDF5 dataset): each task carries only the path
+  and its block's slices; the worker opens the file itself (once, then keeps it open) and
+  reads its block, as on a cluster with a shared file system. Nothing but the small result
+  goes back.
+- numpy in RAM: the blocks are scattered to the workers (views, not copies; a remote worker
+  gets the bytes it needs when they are pickled);
+- other lazy arrays (zarr, dask): read by the workers through dask slicing.
+
+All tasks are submitted in one message. ``dask.distributed`` is imported only here, only
+when asked for.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any
 
 import numpy as np
 
 from .jobs import Job, Progress
 
-__all__ = ["run_distributed"]
+__all__ = ["file_source", "run_distributed"]
 
 
 def _apply(block, kernel, row0, kwargs, scan_kwargs):
     from .driver import _run_block
 
     return _run_block(np.asarray(block), kernel, row0, False, kwargs, scan_kwargs)
+
+
+def file_source(arr: Any) -> tuple | None:
+    """How a worker can open ``arr`` itself, or None when it cannot.
+
+    ``("memmap", path, offset, dtype, shape, stamp)`` for a C-contiguous memory map of a file
+    (raw, .npy), ``("hdf5", path, dataset, chunk_cache_bytes, stamp)`` for an HDF5 dataset; ``stamp`` (file
+    size and modification time) keeps a worker from reusing a handle of a rewritten file.
+    """
+    if isinstance(arr, np.memmap) and getattr(arr, "filename", None):
+        if arr.ndim != 4 or not arr.flags.c_contiguous:
+            return None
+        top = arr
+        while isinstance(top.base, np.ndarray):
+            top = top.base
+        if not isinstance(top, np.memmap):
+            return None
+        # the file offset of arr's first byte: the map's offset plus arr's place in the map
+        offset = int(top.offset) + int(arr.ctypes.data - top.ctypes.data)
+        path = str(arr.filename)
+        return ("memmap", path, offset, arr.dtype.str, tuple(arr.shape), _stamp(path))
+    if type(arr).__module__.startswith("h5py") and hasattr(arr, "file"):
+        path = str(arr.file.filename)
+        # the reader's chunk cache: with HDF5's default 1 MiB, chunks larger than that are
+        # read piecewise for every row selection, several times slower
+        cache = int(arr.file.id.get_access_plist().get_cache()[2])
+        return ("hdf5", path, str(arr.name), cache, _stamp(path))
+    return None
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return (st.st_size, st.st_mtime_ns)
+
+
+# files opened by this worker process, by source (kept open: opening an HDF5 file per task
+# would cost more than reading a block)
+_OPEN: dict[tuple, Any] = {}
+_OPEN_LOCK = threading.Lock()
+_MAX_OPEN = 8
+
+
+def _open_source(src: tuple) -> Any:
+    with _OPEN_LOCK:
+        arr = _OPEN.get(src)
+        if arr is not None:
+            return arr
+        try:
+            if src[0] == "memmap":
+                _, path, offset, dtype, shape, _s = src
+                arr = np.memmap(path, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape)
+            else:
+                import h5py
+
+                _, path, name, cache, _s = src
+                arr = h5py.File(path, "r", rdcc_nbytes=cache)[name]
+        except OSError as e:
+            raise OSError(
+                f"a dask worker cannot open {src[1]} ({e}); the workers must see the data file "
+                "at the same path as the client"
+            ) from e
+        if len(_OPEN) >= _MAX_OPEN:
+            _OPEN.pop(next(iter(_OPEN)))
+        _OPEN[src] = arr
+        return arr
+
+
+def _apply_file(src, sy, sx, rows, kernel, kwargs, scan_kwargs):
+    """Worker side: read this block from the file and run the kernel on it."""
+    from .chunks import release_pages
+    from .driver import _read, _run_block
+
+    block = _read(_open_source(src), sy, sx, rows)
+    try:
+        return _run_block(block, kernel, rows.start, False, kwargs, scan_kwargs)
+    finally:
+        release_pages(block)
 
 
 def run_distributed(
@@ -35,24 +123,33 @@ def run_distributed(
     client = Client(backend) if own else backend
     futures: list = []
     try:
-        index = {}
-        in_memory = isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap)
-        if in_memory:
-            # views, not copies (a remote worker gets the bytes it needs when they are
-            # pickled); hash=False: hashing gigabytes for a key would cost more than the work
+        skw = [_slice_scan_kwargs(scan_kwargs, sy, sx) for sy, sx in blocks]
+        src = file_source(arr)
+        in_memory = isinstance(arr, np.ndarray) and src is None
+        if src is not None:
+            futures = client.map(
+                _apply_file,
+                [src] * len(blocks),
+                [sy for sy, _ in blocks],
+                [sx for _, sx in blocks],
+                [rows] * len(blocks),
+                [kernel] * len(blocks),
+                [kwargs] * len(blocks),
+                skw,
+                pure=False,
+            )
+        elif in_memory:
+            # hash=False: hashing gigabytes for a key would cost more than the work
             parts = client.scatter([arr[sy, sx, rows] for sy, sx in blocks], hash=False)
-            for k, ((sy, sx), part) in enumerate(zip(blocks, parts)):
-                f = client.submit(
-                    _apply,
-                    part,
-                    kernel,
-                    rows.start,
-                    kwargs,
-                    _slice_scan_kwargs(scan_kwargs, sy, sx),
-                    pure=False,
-                )
-                futures.append(f)
-                index[f.key] = k
+            futures = client.map(
+                _apply,
+                parts,
+                [kernel] * len(blocks),
+                [rows.start] * len(blocks),
+                [kwargs] * len(blocks),
+                skw,
+                pure=False,
+            )
         else:
             import dask
             import dask.array as da
@@ -64,17 +161,11 @@ def run_distributed(
                 bx = blocks[0][1].stop - blocks[0][1].start
                 d = da.from_array(arr, chunks=(by, bx, *arr.shape[2:]), name=False, asarray=True)
             tasks = [
-                dask.delayed(_apply, pure=False)(
-                    d[sy, sx, rows],
-                    kernel,
-                    rows.start,
-                    kwargs,
-                    _slice_scan_kwargs(scan_kwargs, sy, sx),
-                )
-                for sy, sx in blocks
+                dask.delayed(_apply, pure=False)(d[sy, sx, rows], kernel, rows.start, kwargs, s)
+                for (sy, sx), s in zip(blocks, skw)
             ]
             futures = client.compute(tasks)
-            index = {f.key: k for k, f in enumerate(futures)}
+        index = {f.key: k for k, f in enumerate(futures)}
         total = len(blocks)
         for done, (fut, part) in enumerate(as_completed(futures, with_results=True)):
             sy, sx = blocks[index[fut.key]]

@@ -157,6 +157,10 @@ def map_scan(
     blocks = block_slices(shape[:2], scan_chunk)
     out = np.empty(shape[:2] + tuple(out_tail), dtype=out_dtype)
     rows = slice(r0, r1)
+    if not k_rows_exact and isinstance(arr, np.ndarray) and arr.flags.c_contiguous:
+        # whole patterns (a view, nothing is read): C-contiguous blocks for numba; a memmap
+        # still reads only the pages of the rows the kernel touches
+        rows = slice(0, qy)
     if is_distributed(backend):
         from .distributed import run_distributed
 
@@ -164,8 +168,6 @@ def map_scan(
             arr, kernel, out, blocks, rows, kwargs, scan_kwargs, backend, message
         )
     else:
-        if not k_rows_exact and isinstance(arr, np.ndarray) and arr.flags.c_contiguous:
-            rows = slice(0, qy)
         mode = "threads" if backend in (None, "local", "threads") else backend
         if mode == "threads" and not split_blocks:
             mode = "prange"

@@ -120,8 +120,9 @@ def _live_job(dc: DataCube, det: Detector, cal: Calibration, descan: bool, previ
     return img
 
 
-# the exact image is computed directly when it took less than this; slower, a preview goes first
-PREVIEW_ABOVE_S = 0.25
+# the exact image is computed directly when it took less than this; slower, the binned preview
+# (16x fewer bytes) goes first, so the first image arrives while the exact one is computed
+PREVIEW_ABOVE_S = 0.05
 
 
 class VirtualImagingWidget(QWidget):
@@ -134,6 +135,7 @@ class VirtualImagingWidget(QWidget):
         self._pending: Detector | None = None
         self._syncing = False
         self._last_detector: Detector | None = None
+        self._shapes_due: Detector | None = None  # detector still to draw as shapes
         self.last_image = None  # the latest exact RealSpaceMap
         self.last_preview = None  # the latest binned preview
         self._preview = None  # 4x-binned in-memory copy for previews (large in-memory data)
@@ -161,6 +163,7 @@ class VirtualImagingWidget(QWidget):
             sb.setSingleStep(0.5)
             sb.setKeyboardTracking(False)
         self.angles = QLabel("")
+        self.angles.setMinimumHeight(self.angles.fontMetrics().lineSpacing() + 4)
         self.descan = QCheckBox("descan (shift by the fitted origin)")
         self.presets = {}
         presets = QHBoxLayout()
@@ -171,6 +174,9 @@ class VirtualImagingWidget(QWidget):
             self.presets[name] = b
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        # room for two lines from the start: a label that grows when "computing..." appears
+        # re-lays out the dock and resizes (and redraws) the real-space canvas on every edit
+        self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing() + 4)
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
         self.save_btn = QPushButton("Save image...")
@@ -250,7 +256,9 @@ class VirtualImagingWidget(QWidget):
     def set_detector(self, det: Detector) -> None:
         """Compute ``det``'s image and show the detector in the fields and as shapes.
 
-        The worker starts first, so the (slow) Shapes update runs while it computes.
+        The worker starts first. The Shapes update (a rebuild of the layer plus a redraw of
+        the main canvas, 50-100 ms in software OpenGL) waits for the first image of the job,
+        so that it cannot hold up the image on the GUI thread.
         """
         self._pending = det
         self._request()
@@ -271,15 +279,34 @@ class VirtualImagingWidget(QWidget):
             if vals is not None:
                 for sb, v in zip((self.cy, self.cx, self.r_in, self.r_out), vals, strict=True):
                     sb.setValue(float(v))
-                layer = self._detector_layer()
-                data, types = detector_to_shapes(det)
-                with layer.events.set_data.blocker():
-                    layer.data = data
-                    layer.shape_type = types
-                layer.refresh()
+                self._shapes_due = det
+                if self._worker is None:
+                    self._draw_shapes()
         finally:
             self._syncing = False
         self._show_angles(det)
+
+    def _draw_shapes(self) -> None:
+        """Draw the detector waiting in ``_shapes_due`` as shapes on the pattern."""
+        det, self._shapes_due = self._shapes_due, None
+        if det is None or self.layer is None:
+            return
+        layer = self._detector_layer()
+        data, types = detector_to_shapes(det)
+        self._syncing = True
+        try:
+            with layer.events.set_data.blocker():
+                # one rebuild: (vertices, type) pairs set both; setting ``shape_type`` after
+                # ``data`` or calling ``refresh`` would triangulate everything again
+                layer.data = list(zip(data, types, strict=True))
+        finally:
+            self._syncing = False
+
+    def _after_image(self) -> None:
+        # after the real-space canvas has drawn the new image (its update request is already
+        # queued; a zero timer runs after queued events)
+        if self._shapes_due is not None:
+            QTimer.singleShot(0, self._draw_shapes)
 
     def _fields_detector(self) -> Detector:
         kind = self.kind_combo.currentText()
@@ -337,9 +364,12 @@ class VirtualImagingWidget(QWidget):
                     sb.setValue(float(v))
         finally:
             self._syncing = False
-        self._show_angles(det)
         self._pending = det
-        self._timer.start()
+        # start now, not on a timer: a timer would fire only after the main canvas has redrawn
+        # the moved shapes (tens of ms in software OpenGL); a running job is stopped instead and
+        # the newest detector follows it
+        self._request()
+        self._show_angles(det)
 
     def _show_angles(self, det: Detector) -> None:
         cal = self.datacube()[1] if self.layer is not None else Calibration()
@@ -418,12 +448,14 @@ class VirtualImagingWidget(QWidget):
         if isinstance(item, tuple) and item[0] == "preview":
             self.last_preview = item[1]
             self.realspace.set_image(item[1].data, title="virtual image (preview: detector binned 4x)")
+            self._after_image()
 
     def _on_image(self, result) -> None:
         self.last_image = result
         d = result.params.get("detector", {})
         self.realspace.set_image(result.data, title=f"virtual image: {d.get('kind', '')}")
         self.status.setText("")
+        self._after_image()
 
     def _build_preview(self, dc: DataCube) -> None:
         """In-memory data over 256 MiB: make a 4x-binned copy for previews while dragging."""
@@ -448,6 +480,7 @@ class VirtualImagingWidget(QWidget):
     def _on_finished(self) -> None:
         self._worker = None
         self.cancel_btn.setEnabled(False)
+        self._after_image()  # a job that failed or was stopped leaves its shapes undrawn
         if self._pending is not None:
             self._request()
 
