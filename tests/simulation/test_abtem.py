@@ -5,6 +5,7 @@ everywhere."""
 
 import importlib.util
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -199,6 +200,14 @@ def test_gpu_without_cupy_falls_back(monkeypatch):
     eng = get_engine("abtem", device="gpu")
     with pytest.warns(ae.AbTEMDeviceWarning, match="cupy"):
         assert eng.resolved_device() == "cpu"
+    # cupy imports but sees no CUDA device
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: 0)
+    monkeypatch.setitem(
+        sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime))
+    )
+    with pytest.warns(ae.AbTEMDeviceWarning, match="no CUDA device"):
+        assert eng.resolved_device() == "cpu"
+    assert get_engine("abtem", device="cpu").resolved_device() == "cpu"
 
 
 @needs_abtem

@@ -165,8 +165,11 @@ class AbTEMEngine:
         """The device abTEM will use: 'gpu' only when asked for and cupy imports."""
         if self.device == "gpu":
             try:
-                import cupy  # noqa: F401
-            except Exception as e:  # ImportError, or a CUDA runtime error at import
+                import cupy
+
+                if cupy.cuda.runtime.getDeviceCount() < 1:
+                    raise RuntimeError("no CUDA device")
+            except Exception as e:  # ImportError, or a CUDA runtime error
                 warnings.warn(
                     f"abTEM device 'gpu' needs cupy with a working CUDA device ({e}); "
                     "running on the CPU",
