@@ -39,7 +39,7 @@ def _request(**kw):
 def thin_au():
     """Au [001], 20 A, 300 kV: abTEM result (about 3 s plus the abTEM import)."""
     pytest.importorskip("abtem")
-    return _request(), get_engine("abtem", threads=2).simulate(_request())
+    return _request(), get_engine("abtem").simulate(_request())
 
 
 def _disks(request, patterns):
@@ -98,7 +98,7 @@ def test_cross_check_against_prismatic(thin_au):
 def test_strain_axes_not_transposed():
     # e_xx = 5 %: the (+-2 0 0) disks (along k_x) move in by 12/1.05 px, (0 +-2 0) stay at 12 px
     r = _request(strain=np.diag([0.05, 0.0]), shape=(48, 48), thicknesses_A=(6.0,))
-    res = get_engine("abtem", threads=2).simulate(r).patterns[0, 0]
+    res = get_engine("abtem").simulate(r).patterns[0, 0]
     K = get_engine("kinematic").simulate(r).patterns[0, 0]
     (ca, _), (ck, _) = _disks(r, [res, K])
     for dy, dx in ((0, 12 / 1.05), (0, -12 / 1.05), (12, 0), (-12, 0)):
@@ -128,7 +128,7 @@ def test_vacuum_probe_and_result_layout(thin_au):
 def test_thickness_series(thin_au):
     _, res0 = thin_au
     r = _request(thicknesses_A=(40.0, 20.0))  # unsorted on purpose
-    res = get_engine("abtem", threads=2).simulate(r)
+    res = get_engine("abtem").simulate(r)
     assert res.patterns.shape == (2, 1, 64, 64)
     assert list(res.thicknesses_A) == [40.0, 20.0]
     tot = res.patterns.sum(axis=(-1, -2))
@@ -186,7 +186,7 @@ def test_frozen_phonons_seeded():
         r = _request(shape=(32, 32), thicknesses_A=(8.0,), convergence_mrad=4.0, **kw)
         return eng.simulate(r).patterns
 
-    eng = get_engine("abtem", threads=2)
+    eng = get_engine("abtem")
     a = run(frozen_phonons=2, seed=1)
     np.testing.assert_array_equal(a, run(frozen_phonons=2, seed=1))
     # another seed, other displacements (were the atoms not displaced, seeds would not matter)
