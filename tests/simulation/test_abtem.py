@@ -143,6 +143,35 @@ def test_thickness_series(thin_au):
     assert thick[central].sum() < thin[central].sum()
 
 
+@needs_abtem
+def test_probe_positions_and_axis_order():
+    # 8 mrad: the 200 disks overlap the central one, so the pattern depends on where the probe
+    # sits. Au [001] with an atom at the box centre is mirror-symmetric in x, in y and about
+    # y = x: a probe offset along x keeps the k_y mirror only, and the probe offset along y
+    # gives the transposed pattern.
+    d = A / 4
+    r = _request(
+        convergence_mrad=8.0,
+        shape=(32, 32),
+        thicknesses_A=(8.0, 4.0),
+        probe_positions_A=((0.0, d), (d, 0.0)),
+    )
+    res = get_engine("abtem").simulate(r).patterns
+    assert res.shape == (2, 2, 32, 32)
+
+    def mirror_error(p, axis):  # mirror about pixel 16: i -> 32 - i
+        q = p[1:, 1:]
+        return np.abs(q - np.flip(q, axis)).sum() / q.sum()
+
+    for it in range(2):
+        on_x, on_y = res[it, 0], res[it, 1]
+        # measured: 3e-7 and 4e-3 .. 8e-3
+        assert mirror_error(on_x, 0) < 1e-5 < 1e-3 < mirror_error(on_x, 1)
+        np.testing.assert_allclose(on_y, on_x.T, atol=1e-4 * on_x.max())
+    # two thicknesses, in the requested order: the thicker one leaves less in the beam centre
+    assert np.all(res[0, :, 16, 16] < res[1, :, 16, 16])
+
+
 def test_slice_plan():
     slices, exit_of = ae.slice_plan((5.0, 2.0, 5.0), 2.0)
     assert slices == (2.0, 1.5, 1.5) and exit_of == {2.0: 0, 5.0: 2}
