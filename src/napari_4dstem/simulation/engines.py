@@ -364,10 +364,9 @@ def get_engine(name: str, **options) -> Engine:
 
         eng = PrismaticEngine(**options)
     elif key == "abtem":
-        raise EngineNotInstalledError(
-            "the abTEM engine adapter is not written yet (abTEM 1.0.11 installs with "
-            "`pip install abtem`); use engine 'kinematic' or 'prismatic'"
-        )
+        from .abtem_engine import AbTEMEngine
+
+        eng = AbTEMEngine(**options)
     else:
         raise Napari4DSTEMError(f"unknown simulation engine {name!r}; choose from {ENGINES}")
     eng.require()
