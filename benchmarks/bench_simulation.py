@@ -37,9 +37,10 @@ def median_time(fn, repeats):
 def main(quick: bool = False, engines_only: bool = False) -> None:
     au = bundled_crystal("Au")
     rows = []
-    for engine in ("kinematic", "prismatic", "abtem"):
+    for engine in ("kinematic", "multislice", "prismatic", "abtem"):
         try:
-            eng = get_engine(engine)  # defaults: Prismatic all cores, abTEM 1 FFTW thread
+            # defaults: Prismatic all cores, abTEM 1 FFTW thread; ours on the CPU here
+            eng = get_engine(engine, device="cpu") if engine == "multislice" else get_engine(engine)
         except Exception as e:
             print(f"{engine}: skipped ({str(e)[:60]}...)")
             continue

@@ -32,6 +32,7 @@ def make_multislice_strained_scan(
     central_counts: float = 60.0,
     background_counts: float = 0.5,
     min_weight: float = 0.01,
+    min_disk_counts: float = 2.0,
     seed: int = 11,
     device: str | None = None,
     noise: bool = True,
@@ -45,9 +46,11 @@ def make_multislice_strained_scan(
     ``tilt_deg`` plus a pattern-to-pattern wander of a third of it, about in-plane axes, so
     the dynamical contrast inside the disks changes over the scan as in a bent thick foil.
     Dose: a vacuum central disk would have ``central_counts`` electrons per pixel; background
-    ``background_counts``/px; Poisson. Truth disks: every reflection of the strained crystal
-    whose structure-factor label weight is at least ``min_weight`` (and whose disk lies wholly
-    on the detector). Returns a list of :class:`~napari_4dstem.nn.synthetic.ThickScan`.
+    ``background_counts``/px; Poisson. Truth disks, per thickness and pattern: the reflections
+    of the strained crystal (structure-factor label weight at least ``min_weight``) whose disk
+    lies wholly on the detector and is there to be found: its mean intensity in the noise-free
+    pattern at least ``min_disk_counts`` electrons per pixel above the background. Returns a
+    list of :class:`~napari_4dstem.nn.synthetic.ThickScan`.
     """
     from ..analysis.crystal import load_crystal
     from ..data.calibration import Calibration
@@ -107,12 +110,22 @@ def make_multislice_strained_scan(
         if progress is not None:
             progress(p + 1, ny * nx)
     m = max(len(c) for c in centers)
-    truth_c = np.full((ny * nx, m, 2), np.nan)
+    all_c = np.full((ny * nx, m, 2), np.nan)
     for p, c in enumerate(centers):
-        truth_c[p, : len(c)] = c
+        all_c[p, : len(c)] = c
     R = convergence_mrad * 1e-3 / SimulationRequest(cr, energy_kev=energy_kev).wavelength_A
     R /= pixel_size_inv_A
     per_pattern = central_counts * math.pi * R**2  # a vacuum disk of central_counts/px
+    # mean counts/px inside each disk (0.8 R, away from the edge) of the noise-free patterns
+    kk = np.arange(size)
+    disk_mean = np.zeros((n_t, ny * nx, m))
+    for p in range(ny * nx):
+        for j in range(m):
+            cy, cx = all_c[p, j]
+            if not np.isfinite(cy):
+                continue
+            inside = (kk[:, None] - cy) ** 2 + (kk[None, :] - cx) ** 2 <= (0.8 * R) ** 2
+            disk_mean[:, p, j] = patterns[:, p][:, inside].mean(axis=1) * per_pattern
     cal = Calibration(
         scan_step=(1.0, 1.0),
         scan_units="nm",
@@ -132,6 +145,8 @@ def make_multislice_strained_scan(
     ref = (0, max(1, ny // 4), 0, max(1, nx // 4))
     out = []
     for it, t in enumerate(thicknesses_A):
+        visible = disk_mean[it] >= min_disk_counts
+        truth_c = np.where(visible[..., None], all_c, np.nan)
         lam = patterns[it] * per_pattern + background_counts
         data = rng.poisson(lam).astype(np.uint16) if noise else lam.astype(np.float32)
         dc = DataCube(
