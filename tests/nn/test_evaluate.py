@@ -16,6 +16,7 @@ def test_multislice_strained_scan_has_its_truth():
         pixel_size_inv_A=0.03,
         device="cpu",
         seed=1,
+        central_counts=3000.0,
     )
     assert len(scans) == 2
     a, b = scans
@@ -29,8 +30,22 @@ def test_multislice_strained_scan_has_its_truth():
     c = a.centers[0]
     c = c[np.all(np.isfinite(c), axis=1)]
     assert np.allclose(c[0], 32) and len(c) >= 5
-    # Poisson counts at the stated dose: a vacuum disk would hold 60 counts/px
-    assert 20 < a.datacube.data[0, 0, 30:35, 30:35].mean() < 90
+    # Poisson counts at the stated dose: a vacuum disk would hold 3000 counts/px
+    assert 1000 < a.datacube.data[0, 0, 30:35, 30:35].mean() < 4500
+    # at a 50x lower dose fewer disks are there to be found (a subset of the same reflections)
+    low = make_multislice_strained_scan(
+        scan_shape=(2, 3),
+        thicknesses_A=(20.0,),
+        size=64,
+        pixel_size_inv_A=0.03,
+        device="cpu",
+        seed=1,
+        central_counts=60.0,
+    )[0]
+    n_hi = np.isfinite(a.centers[..., 0]).sum()
+    n_lo = np.isfinite(low.centers[..., 0]).sum()
+    assert n_lo < n_hi
+    assert np.all(np.isfinite(a.centers[..., 0])[np.isfinite(low.centers[..., 0])])
     r = compare_on_scan(a)
     for path in ("correlation", "nn"):
         assert 0 <= r[path]["f1_1px"] <= 1 and r[path]["patterns_per_s"] > 0
