@@ -55,6 +55,7 @@ from .engines import (
     atoms_in_box,
     bin_to_grid,
     box_geometry,
+    box_result,
 )
 
 __all__ = ["AbTEMDeviceWarning", "AbTEMEngine", "abtem_version", "slice_plan"]
@@ -272,26 +273,20 @@ class AbTEMEngine:
             out[it] = bin_to_grid(dp[ip].swapaxes(-1, -2), multiple=m, shape=(H, W))
         p = bin_to_grid(vac.reshape(N, N).T, multiple=m, shape=(H, W))
         version = abtem_version() or ()
-        return SimulationResult(
-            patterns=out,
-            probe=(p / p.sum()).astype(np.float32),
-            thicknesses_A=np.asarray(request.thicknesses_A),
-            pixel_size_inv_A=request.pixel_size_inv_A,
-            origin_px=request.origin_px,
+        return box_result(
+            request,
             engine=self.name,
-            params={
-                **request.params(),
-                "engine": self.name,
-                "abtem_version": ".".join(map(str, version)),
-                "box_A": L,
-                "grid": N,
-                "box_multiple": m,
-                "n_slices": len(slices),
-                "parametrization": self.parametrization,
-                "projection": "infinite",
-                "device": device,
-                "scheduler": self.scheduler,
-                "threads": self.threads,
-                "fft_planning": self.fft_planning,
-            },
+            patterns=out,
+            probe=p / p.sum(),
+            box_A=L,
+            grid=N,
+            multiple=m,
+            abtem_version=".".join(map(str, version)),
+            n_slices=len(slices),
+            parametrization=self.parametrization,
+            projection="infinite",
+            device=device,
+            scheduler=self.scheduler,
+            threads=self.threads,
+            fft_planning=self.fft_planning,
         )

@@ -39,6 +39,7 @@ __all__ = [
     "SimulationResult",
     "atoms_in_box",
     "box_geometry",
+    "box_result",
     "get_engine",
     "simulate_cbed",
     "vacuum_probe_image",
@@ -320,6 +321,37 @@ def bin_to_grid(
         raise SamplingError(f"engine grid {N0}x{N1} too small for {H}x{W} px binned by {m}")
     crop = pattern_centred[..., y0 : y0 + m * H, x0 : x0 + m * W]
     return crop.reshape(*lead, H, m, W, m).sum(axis=(-3, -1))
+
+
+def box_result(
+    request: SimulationRequest,
+    *,
+    engine: str,
+    patterns: np.ndarray,
+    probe: np.ndarray,
+    box_A: float,
+    grid: int,
+    multiple: int,
+    **extra: Any,
+) -> SimulationResult:
+    """The :class:`SimulationResult` of a multislice engine: patterns as float32, the request's
+    parameters plus the engine, its box (``box_A``, ``grid``, ``box_multiple``) and ``extra``."""
+    return SimulationResult(
+        patterns=np.asarray(patterns, np.float32),
+        probe=np.asarray(probe, np.float32),
+        thicknesses_A=np.asarray(request.thicknesses_A),
+        pixel_size_inv_A=request.pixel_size_inv_A,
+        origin_px=request.origin_px,
+        engine=engine,
+        params={
+            **request.params(),
+            "engine": engine,
+            "box_A": box_A,
+            "grid": grid,
+            "box_multiple": multiple,
+            **extra,
+        },
+    )
 
 
 def vacuum_probe_image(

@@ -52,6 +52,7 @@ from .engines import (
     atoms_in_box,
     bin_to_grid,
     box_geometry,
+    box_result,
     vacuum_probe_image,
 )
 
@@ -218,22 +219,16 @@ class MultisliceEngine:
                         out[record[key], a : a + len(pb)] += binned
         out /= n_fp
         probe = vacuum_probe_image(request, L=L, N=N, multiple=m)
-        return SimulationResult(
-            patterns=out.astype(np.float32),
-            probe=probe,
-            thicknesses_A=np.asarray(request.thicknesses_A),
-            pixel_size_inv_A=request.pixel_size_inv_A,
-            origin_px=request.origin_px,
+        return box_result(
+            request,
             engine=self.name,
-            params={
-                **request.params(),
-                "engine": self.name,
-                "device": str(dev),
-                "box_A": L,
-                "grid": N,
-                "box_multiple": m,
-                "n_slices": len(bounds),
-            },
+            patterns=out,
+            probe=probe,
+            box_A=L,
+            grid=N,
+            multiple=m,
+            device=str(dev),
+            n_slices=len(bounds),
         )
 
     @staticmethod

@@ -36,6 +36,7 @@ from .engines import (
     atoms_in_box,
     bin_to_grid,
     box_geometry,
+    box_result,
     vacuum_probe_image,
 )
 
@@ -202,22 +203,16 @@ class PrismaticEngine:
                     for p in tmp.glob(base.name + "*"):
                         p.unlink()
         probe = self.vacuum_probe(request, L=L, N=N, multiple=m)
-        return SimulationResult(
-            patterns=out.astype(np.float32),
-            probe=probe,
-            thicknesses_A=np.asarray(request.thicknesses_A),
-            pixel_size_inv_A=request.pixel_size_inv_A,
-            origin_px=request.origin_px,
+        return box_result(
+            request,
             engine=self.name,
-            params={
-                **request.params(),
-                "engine": self.name,
-                "prismatic_version": ".".join(map(str, version)),
-                "box_A": L,
-                "grid": N,
-                "box_multiple": m,
-                "pot_bound_A": self.pot_bound_A,
-            },
+            patterns=out,
+            probe=probe,
+            box_A=L,
+            grid=N,
+            multiple=m,
+            prismatic_version=".".join(map(str, version)),
+            pot_bound_A=self.pot_bound_A,
         )
 
     vacuum_probe = staticmethod(vacuum_probe_image)
