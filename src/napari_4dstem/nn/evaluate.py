@@ -55,12 +55,12 @@ def make_multislice_strained_scan(
     from ..analysis.crystal import load_crystal
     from ..data.calibration import Calibration
     from ..data.datacube import DataCube
-    from ..data.results import DiffractionImage, RealSpaceMap
+    from ..data.results import DiffractionImage
     from ..simulation.engines import SimulationRequest
     from ..simulation.labels import structure_factor_label
     from ..simulation.multislice import MultisliceEngine
     from ..simulation.samples import planted_strain, zone_axis_rotation
-    from .synthetic import ThickScan
+    from .synthetic import ThickScan, truth_strain_map
 
     rng = np.random.default_rng(seed)
     cr = load_crystal(crystal)
@@ -133,12 +133,7 @@ def make_multislice_strained_scan(
         k_units="1/A",
         beam_energy_kev=energy_kev,
     )
-    strain = RealSpaceMap(
-        np.stack([st["e_xx"], st["e_yy"], st["e_xy"], st["theta"]], -1),
-        name="truth_strain",
-        channels=("e_xx", "e_yy", "e_xy", "theta_rad"),
-        calibration=cal,
-    )
+    strain = truth_strain_map(st, cal)
     probe_img = DiffractionImage(
         (per_pattern * probe).astype(np.float32), name="probe", calibration=cal
     )

@@ -264,6 +264,17 @@ def write_training_shards(
     return paths
 
 
+def truth_strain_map(st: dict, calibration: Calibration) -> RealSpaceMap:
+    """The planted strain (:func:`planted_strain`'s dict) as a RealSpaceMap
+    ``(e_xx, e_yy, e_xy, theta_rad)``."""
+    return RealSpaceMap(
+        np.stack([st["e_xx"], st["e_yy"], st["e_xy"], st["theta"]], -1),
+        name="truth_strain",
+        channels=("e_xx", "e_yy", "e_xy", "theta_rad"),
+        calibration=calibration,
+    )
+
+
 @dataclass(frozen=True)
 class ThickScan:
     """A strained scan of the thick-sample proxy with its truth."""
@@ -369,12 +380,7 @@ def make_thick_strained_scan(
         name="probe",
         calibration=cal,
     )
-    strain = RealSpaceMap(
-        np.stack([st["e_xx"], st["e_yy"], st["e_xy"], st["theta"]], -1),
-        name="truth_strain",
-        channels=("e_xx", "e_yy", "e_xy", "theta_rad"),
-        calibration=cal,
-    )
+    strain = truth_strain_map(st, cal)
     inside = np.all(centers >= radius_px, axis=2) & np.all(centers <= size - 1 - radius_px, axis=2)
     keep = inside & (amps >= MIN_RELATIVE)
     truth_c = np.where(keep[..., None], centers, np.nan)
