@@ -1,11 +1,12 @@
 """Simulation and augmentation throughput (ratios within one run; medians of short repeats).
 
-    /work/venv/bin/python benchmarks/bench_simulation.py [--quick] [--engines-only]
+    /work/venv/bin/python benchmarks/bench_simulation.py [--quick] [--engines-only | --jobs-only]
 
-Prints patterns/s per engine (kinematic, Prismatic, abTEM, each with its default threads)
+Prints patterns/s per engine (kinematic, our multislice on the CPU, Prismatic, abTEM, each
+with its default threads)
 for a 256x256 CBED of a thin (20 A) and a thick (300 A) Au [001] crystal, augmentation
 throughput on 1 and 2 threads, and training-job scaling 1 -> 2 workers. ``--engines-only``
-stops after the engine table.
+stops after the engine table; ``--jobs-only`` runs only the job scaling (after a warm-up job).
 """
 
 from __future__ import annotations
@@ -77,6 +78,12 @@ def main(quick: bool = False, engines_only: bool = False) -> None:
         print(f"augmentation 256x256, {w} thread(s): {rates[w]:.0f} patterns/s")
     print(f"  augmentation scaling 2/1 threads: {rates[2] / rates[1]:.2f}")
 
+    jobs(quick)
+
+
+def jobs(quick: bool) -> None:
+    """Training-set job scaling, after a warm-up job (numba compile, crystal cache) so that
+    the serial run does not pay what the others do not."""
     spec = TrainingSetSpec(
         n_patterns=24 if quick else 64,
         patterns_per_shard=8,
@@ -84,6 +91,9 @@ def main(quick: bool = False, engines_only: bool = False) -> None:
         shape=(256, 256),
         seed=1,
     )
+    with tempfile.TemporaryDirectory() as d:
+        warm = TrainingSetSpec(**{**spec.__dict__, "n_patterns": 4, "patterns_per_shard": 4})
+        run_job(simulate_training_set(warm, d))
     job_rates = {}
     for ex, w in (("serial", 1), ("threads", 2), ("processes", 2)):
         with tempfile.TemporaryDirectory() as d:
@@ -97,4 +107,7 @@ def main(quick: bool = False, engines_only: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    main(quick="--quick" in sys.argv, engines_only="--engines-only" in sys.argv)
+    if "--jobs-only" in sys.argv:
+        jobs(quick="--quick" in sys.argv)
+    else:
+        main(quick="--quick" in sys.argv, engines_only="--engines-only" in sys.argv)

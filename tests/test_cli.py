@@ -84,3 +84,21 @@ def test_unknown_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
         main(["frobnicate"])
     assert e.value.code == 2
+
+
+def test_simulate_with_our_multislice_and_detection_labels(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from napari_4dstem.simulation.shards import ShardSet, read_manifest
+
+    out = tmp_path / "set"
+    args = ["-q", "simulate", str(out), "-n", "2", "--shard-size", "2", "--engine", "multislice",
+            "--shape", "48", "48", "--pixel-size", "0.03", "0.03", "--convergence", "3", "3",
+            "--thickness", "10", "20", "--energy", "300", "--crystal", "Si",
+            "--label-heights", "uniform", "--label-min-weight", "0.01"]
+    assert main(args) == 0
+    spec = read_manifest(out)["spec"]
+    assert spec["engine"] == "multislice" and spec["label_heights"] == "uniform"
+    s = ShardSet(out)[0]
+    assert abs(float(s.pattern.sum()) - 1) < 0.02  # fractions of the beam, thin crystal
+    iy, ix = np.round(s.bragg["qy"]).astype(int), np.round(s.bragg["qx"]).astype(int)
+    assert np.all(s.label[iy, ix] > 0.6)  # every listed reflection is a peak of height ~1

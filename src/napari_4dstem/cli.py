@@ -618,7 +618,8 @@ def add_simulate(sub) -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="output folder (manifest.json + shard-*.h5)")
     p.add_argument("-n", "--n-patterns", type=int, default=256)
     p.add_argument("--shard-size", type=int, default=64, help="patterns per shard")
-    p.add_argument("--engine", default="kinematic", help="kinematic, prismatic or abtem")
+    p.add_argument("--engine", default="kinematic",
+                   help="kinematic, multislice (ours, torch; GPU when present), prismatic or abtem")
     p.add_argument("--crystal", action="append", metavar="NAME|CIF",
                    help="bundled crystal (Au Cu Al Si Fe Ti) or CIF file; repeat for several")
     p.add_argument("--shape", nargs=2, type=int, default=(256, 256), metavar=("H", "W"))
@@ -637,6 +638,11 @@ def add_simulate(sub) -> argparse.ArgumentParser:
     p.add_argument("--defocus", nargs=2, type=float, default=(-200.0, 200.0), metavar=("LO", "HI"),
                    help="defocus range, Angstrom")
     p.add_argument("--strain-max", type=float, default=0.0, help="largest planted strain component")
+    p.add_argument("--label-heights", choices=("structure_factor", "uniform"),
+                   default="structure_factor",
+                   help="label peak heights: |F_g|/|F_000| (crystal4D) or 1 for every listed reflection")
+    p.add_argument("--label-min-weight", type=float, default=1e-3,
+                   help="reflections under this structure-factor weight are left out of the label")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--executor", choices=("serial", "threads", "processes"), default="threads")
@@ -660,7 +666,8 @@ def run_simulate(args) -> int:
         shape=tuple(args.shape), pixel_size_inv_A=tuple(args.pixel_size),
         random_orientation_fraction=args.random_fraction, thickness_A=tuple(args.thickness),
         energies_kev=tuple(args.energy), convergence_mrad=tuple(args.convergence),
-        defocus_A=tuple(args.defocus), strain_max=args.strain_max, seed=args.seed, **kw,
+        defocus_A=tuple(args.defocus), strain_max=args.strain_max, seed=args.seed,
+        label_heights=args.label_heights, label_min_weight=args.label_min_weight, **kw,
     )
     client = None
     if args.scheduler:
