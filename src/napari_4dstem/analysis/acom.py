@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -544,23 +543,9 @@ def _scoring_device(device: str | None) -> str | None:
         return auto_device()
     if device == "numba":
         return None
-    try:
-        import torch
-    except ImportError:
-        warnings.warn(
-            f"device {device!r} asked for but torch is not installed; using numba on the CPU",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        warnings.warn(
-            f"device {device!r} asked for but CUDA is not available; using numba on the CPU",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
-    return str(device)
+    from ..engine.devices import torch_device_usable
+
+    return str(device) if torch_device_usable(device, instead="numba on the CPU") else None
 
 
 def iter_match_orientations(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -53,23 +52,9 @@ _N_FIELDS = 4  # qy, qx, intensity, correlation
 def _use_torch(device: str | None) -> bool:
     if device is None or device == "cpu":
         return False
-    try:
-        import torch
-    except ImportError:
-        warnings.warn(
-            f"device {device!r} asked for but torch is not installed; using the CPU",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return False
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        warnings.warn(
-            f"device {device!r} asked for but CUDA is not available; using the CPU",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return False
-    return True
+    from ..engine.devices import torch_device_usable
+
+    return torch_device_usable(device, instead="the CPU")
 
 
 def _power(m, power: float, xp):

@@ -1,0 +1,35 @@
+"""Which torch device a GPU-capable step may use: one check, one warning text.
+
+Used by the correlation (``analysis.bragg``) and ACOM scoring (``analysis.acom``) paths: a
+device that cannot be used (torch missing, or CUDA asked for without a GPU) gives a
+``RuntimeWarning`` naming what runs instead, never an error, so scripts written on a GPU
+machine run anywhere.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+__all__ = ["torch_device_usable"]
+
+
+def torch_device_usable(device: str, *, instead: str, stacklevel: int = 3) -> bool:
+    """True if torch is importable and ``device`` is not a CUDA device without a GPU.
+
+    Otherwise warns (``RuntimeWarning``: "device ... asked for but ...; using <instead>") at
+    the caller's caller (``stacklevel`` counted from that caller) and returns False.
+    """
+    try:
+        import torch
+    except ImportError:
+        why = "torch is not installed"
+    else:
+        if not str(device).startswith("cuda") or torch.cuda.is_available():
+            return True
+        why = "CUDA is not available"
+    warnings.warn(
+        f"device {device!r} asked for but {why}; using {instead}",
+        RuntimeWarning,
+        stacklevel=stacklevel + 1,
+    )
+    return False
