@@ -242,11 +242,9 @@ def stage_d(ckpt, model_path, dev, small, train_info, scans_dir=None):
             )
         log("D: scans of", crystal, f"{time.perf_counter() - t1:.1f} s")
         for t, scan in zip(thick, scans, strict=True):
-            row = {}
-            for mname, m in models.items():
-                r = compare_on_scan(scan, model=m, device=dev)
-                row["correlation"] = r["correlation"]
-                row[f"nn_{mname}"] = r["nn"]
+            row = compare_on_scan(
+                scan, models={f"nn_{k}": v for k, v in models.items()}, device=dev
+            )
             c = row["correlation"]
             for mname in models:
                 n = row[f"nn_{mname}"]

@@ -12,9 +12,10 @@ from napari_4dstem.simulation.engines import (
     EngineNotInstalledError,
     SimulationRequest,
     get_engine,
+    slice_plan,
 )
 from napari_4dstem.simulation.labels import structure_factor_label
-from napari_4dstem.simulation.multislice import MultisliceEngine, slice_boundaries
+from napari_4dstem.simulation.multislice import MultisliceEngine
 
 SI = load_crystal("Si")
 # small and quick: 3 mrad at 300 kV -> a 40 A box, 144x144 grid; disks of radius 6 px, the
@@ -54,9 +55,13 @@ def thin_si():
 
 
 def test_slice_boundaries_include_every_thickness():
-    b = slice_boundaries((5.0, 10.0, 3.3), 2.0)
-    assert np.allclose(b, [2.0, 3.3, 4.0, 5.0, 6.0, 8.0, 10.0])
-    assert np.allclose(slice_boundaries((4.01,), 2.0), [2.0, 4.01])  # no 0.01 A sliver
+    """The shared slice plan (also abTEM's): a boundary at every thickness, no sliver."""
+    dz, exit_of = slice_plan((5.0, 10.0, 3.3), 2.0)
+    b = np.cumsum(dz)
+    assert all(np.isclose(b[exit_of[t]], t) for t in (3.3, 5.0, 10.0))
+    assert max(dz) <= 2.0 + 1e-12
+    dz, _ = slice_plan((4.01,), 2.0)
+    assert np.allclose(np.cumsum(dz)[-1], 4.01) and min(dz) > 1.0  # no 0.01 A sliver
 
 
 def test_thin_crystal_agrees_with_kinematic(thin_si):

@@ -116,16 +116,18 @@ def make_multislice_strained_scan(
     R = convergence_mrad * 1e-3 / SimulationRequest(cr, energy_kev=energy_kev).wavelength_A
     R /= pixel_size_inv_A
     per_pattern = central_counts * math.pi * R**2  # a vacuum disk of central_counts/px
-    # mean counts/px inside each disk (0.8 R, away from the edge) of the noise-free patterns
-    kk = np.arange(size)
+    # mean counts/px inside each disk (0.8 R, away from the edge) of the noise-free patterns,
+    # all reflections of a pattern at once
+    kk = np.arange(size, dtype=float)
     disk_mean = np.zeros((n_t, ny * nx, m))
     for p in range(ny * nx):
-        for j in range(m):
-            cy, cx = all_c[p, j]
-            if not np.isfinite(cy):
-                continue
-            inside = (kk[:, None] - cy) ** 2 + (kk[None, :] - cx) ** 2 <= (0.8 * R) ** 2
-            disk_mean[:, p, j] = patterns[:, p][:, inside].mean(axis=1) * per_pattern
+        ok = np.isfinite(all_c[p, :, 0])
+        cy, cx = all_c[p, ok, 0], all_c[p, ok, 1]
+        inside = (kk[None, :, None] - cy[:, None, None]) ** 2 + (
+            kk[None, None, :] - cx[:, None, None]
+        ) ** 2 <= (0.8 * R) ** 2  # (n_ok, size, size)
+        sums = np.tensordot(patterns[:, p], inside, axes=([1, 2], [1, 2]))  # (n_t, n_ok)
+        disk_mean[:, p, ok] = sums / inside.sum(axis=(1, 2)) * per_pattern
     cal = Calibration(
         scan_step=(1.0, 1.0),
         scan_units="nm",
@@ -158,23 +160,29 @@ def make_multislice_strained_scan(
     return out
 
 
-def compare_on_scan(scan, *, model: Any = None, device: str | None = None) -> dict:
+def compare_on_scan(
+    scan, *, model: Any = None, device: str | None = None, models: dict | None = None
+) -> dict:
     """Disk F1 (0.5 / 1 px), position RMSE, strain RMSE and patterns/s of both paths on one
     scan (a ThickScan). Correlation: the default
     :func:`~napari_4dstem.analysis.bragg.find_bragg_disks` with a template from the vacuum
-    probe."""
+    probe. ``models`` ``{name: model}`` scores several networks against one correlation run
+    (keys of the result: ``"correlation"`` and each name); otherwise ``model`` as ``"nn"``."""
     from ..analysis.bragg import find_bragg_disks
     from ..analysis.probe import make_template
     from .infer import find_bragg_disks_nn
     from .metrics import score_detection, strain_rmse
 
+    nets = models if models is not None else {"nn": model}
     out = {}
-    for name in ("correlation", "nn"):
+    for name in ("correlation", *nets):
         t0 = time.perf_counter()
         if name == "correlation":
             bp = find_bragg_disks(scan.datacube, template=make_template(scan.probe))
         else:
-            bp = find_bragg_disks_nn(scan.datacube, probe=scan.probe, model=model, device=device)
+            bp = find_bragg_disks_nn(
+                scan.datacube, probe=scan.probe, model=nets[name], device=device
+            )
         dt = time.perf_counter() - t0
         r = score_detection(bp, list(scan.centers))
         r.update(strain_rmse(bp, scan.strain.data, reference=scan.reference))

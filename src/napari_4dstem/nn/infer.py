@@ -46,14 +46,9 @@ def pick_device(device: str | None = None):
 
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        import warnings
+    from ..engine.devices import torch_device_usable
 
-        warnings.warn(
-            f"device {device!r} asked for but CUDA is not available; using the CPU",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    if not torch_device_usable(device, instead="the CPU", stacklevel=2):
         return torch.device("cpu")
     return torch.device(device)
 

@@ -41,9 +41,7 @@ threads), or ``scheduler='threads'`` (``threads`` dask workers, one FFTW thread 
 from __future__ import annotations
 
 import importlib.util
-import math
 import warnings
-from importlib import metadata
 
 import numpy as np
 
@@ -56,6 +54,8 @@ from .engines import (
     bin_to_grid,
     box_geometry,
     box_result,
+    installed_version,
+    slice_plan,
 )
 
 __all__ = ["AbTEMDeviceWarning", "AbTEMEngine", "abtem_version", "slice_plan"]
@@ -73,31 +73,7 @@ class AbTEMDeviceWarning(UserWarning):
 
 def abtem_version() -> tuple[int, ...] | None:
     """The installed abTEM version, or None."""
-    try:
-        v = metadata.version("abtem")
-    except metadata.PackageNotFoundError:
-        return None
-    return tuple(int(p) for p in v.split(".")[:3] if p.isdigit())
-
-
-def slice_plan(
-    thicknesses_A: tuple[float, ...], slice_thickness_A: float
-) -> tuple[tuple[float, ...], dict[float, int]]:
-    """Slices through the thickest sample with a boundary at every requested thickness.
-
-    Each interval between consecutive thicknesses is cut into ``ceil(dt / slice_thickness)``
-    equal slices (none thicker than asked). Returns ``(slice thicknesses, {thickness: index of
-    the last slice above it})``, the indices being abTEM's ``exit_planes``.
-    """
-    slices: list[float] = []
-    exit_of: dict[float, int] = {}
-    top = 0.0
-    for t in sorted(set(thicknesses_A)):
-        n = max(1, math.ceil((t - top) / slice_thickness_A - 1e-9))
-        slices += [(t - top) / n] * n
-        exit_of[t] = len(slices) - 1
-        top = t
-    return tuple(slices), exit_of
+    return installed_version("abtem")
 
 
 class AbTEMEngine:

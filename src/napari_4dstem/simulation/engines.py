@@ -41,7 +41,9 @@ __all__ = [
     "box_geometry",
     "box_result",
     "get_engine",
+    "installed_version",
     "simulate_cbed",
+    "slice_plan",
     "vacuum_probe_image",
 ]
 
@@ -321,6 +323,38 @@ def bin_to_grid(
         raise SamplingError(f"engine grid {N0}x{N1} too small for {H}x{W} px binned by {m}")
     crop = pattern_centred[..., y0 : y0 + m * H, x0 : x0 + m * W]
     return crop.reshape(*lead, H, m, W, m).sum(axis=(-3, -1))
+
+
+def installed_version(dist: str) -> tuple[int, ...] | None:
+    """The installed version of distribution ``dist`` as integers, or None if not installed."""
+    from importlib import metadata
+
+    try:
+        v = metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+    return tuple(int(p) for p in v.split(".")[:3] if p.isdigit())
+
+
+def slice_plan(
+    thicknesses_A: tuple[float, ...], slice_thickness_A: float
+) -> tuple[tuple[float, ...], dict[float, int]]:
+    """Slices through the thickest sample with a boundary at every requested thickness.
+
+    Each interval between consecutive thicknesses is cut into ``ceil(dt / slice_thickness)``
+    equal slices (none thicker than asked, no sliver). Returns ``(slice thicknesses,
+    {thickness: index of the last slice above it})`` (abTEM's ``exit_planes``; the slice after
+    which our multislice records the pattern).
+    """
+    slices: list[float] = []
+    exit_of: dict[float, int] = {}
+    top = 0.0
+    for t in sorted(set(thicknesses_A)):
+        n = max(1, math.ceil((t - top) / slice_thickness_A - 1e-9))
+        slices += [(t - top) / n] * n
+        exit_of[t] = len(slices) - 1
+        top = t
+    return tuple(slices), exit_of
 
 
 def box_result(

@@ -53,39 +53,17 @@ from .engines import (
     bin_to_grid,
     box_geometry,
     box_result,
+    slice_plan,
     vacuum_probe_image,
 )
 
-__all__ = ["MultisliceEngine", "slice_boundaries"]
+__all__ = ["MultisliceEngine"]
 
 M0C2_KEV = 510.99895
 INSTALL_HINT = (
     "the 'multislice' engine needs PyTorch: `pip install napari-4dstem[nn]` (CPU wheel: "
     "`pip install torch --index-url https://download.pytorch.org/whl/cpu`)"
 )
-
-
-def slice_boundaries(thicknesses_A, slice_A: float) -> np.ndarray:
-    """Exit depths of the slices: every ``slice_A`` and every requested thickness.
-
-    Slices thinner than 1 % of ``slice_A`` (a thickness just past a regular boundary) are
-    merged into the next one, so no slice is degenerate.
-    """
-    th = np.sort(np.asarray(thicknesses_A, float))
-    t_max = float(th[-1])
-    regular = np.arange(1, math.floor(t_max / slice_A + 1e-9) + 1) * slice_A
-    b = np.union1d(np.round(regular, 9), np.round(th, 9))
-    keep = np.ones(len(b), bool)
-    last = 0.0
-    for i, v in enumerate(b):
-        if v - last < 0.01 * slice_A and not np.any(np.isclose(v, th)):
-            keep[i] = False
-            continue
-        last = v
-    b = b[keep]
-    # a regular boundary within 1 % below a thickness would leave a sliver: drop it
-    out = [v for i, v in enumerate(b) if not (i + 1 < len(b) and b[i + 1] - v < 0.01 * slice_A)]
-    return np.asarray(out)
 
 
 class MultisliceEngine:
@@ -140,8 +118,13 @@ class MultisliceEngine:
         L, N, m = geo.box_A, geo.grid, geo.multiple
         lam = request.wavelength_A
         gamma = 1.0 + request.energy_kev / M0C2_KEV
-        bounds = slice_boundaries(request.thicknesses_A, request.slice_thickness_A)
-        t_max = float(bounds[-1])
+        dzs, exit_of = slice_plan(request.thicknesses_A, request.slice_thickness_A)
+        bounds = np.cumsum(dzs)  # exit depth of each slice
+        t_max = max(request.thicknesses_A)
+        # which outputs (thickness indices of the request) are recorded after slice j
+        record: dict[int, list[int]] = {}
+        for i, t in enumerate(request.thicknesses_A):
+            record.setdefault(exit_of[t], []).append(i)
         Z, xyz, occ, b_iso = atoms_in_box(
             request.crystal,
             orientation=request.orientation,
@@ -160,20 +143,21 @@ class MultisliceEngine:
         psi_k0 /= math.sqrt(float(np.sum(np.abs(psi_k0) ** 2)))
         pos = np.asarray(request.probe_positions_A, float) + L / 2  # (y, x) from the corner
         thermal = request.frozen_phonons > 1
-        # form factors of each (element, B) group: (gamma lambda / A) f_e(q) [DW]
-        groups = {}
-        for z_, b_ in {(int(a), float(bb)) for a, bb in zip(Z, b_iso, strict=True)}:
-            a, bcoef = peng_coefficients(z_)
+        # atoms grouped by (element, B); each group's form factor (gamma lambda / A) f_e(q) [DW]
+        keys, gkey = np.unique(np.stack([Z, b_iso], 1), axis=0, return_inverse=True)
+        gkey = gkey.ravel()
+        form = []
+        for z_, b_ in keys:
+            a, bcoef = peng_coefficients(int(z_))
             bb = bcoef[None, None, :] + (0.0 if thermal else b_)
             f = np.sum(a * np.exp(-bb * q2[..., None] / 4.0), axis=-1)
-            groups[(z_, b_)] = torch.as_tensor(
-                (gamma * lam / (L * L)) * f, dtype=torch.complex64, device=dev
+            form.append(
+                torch.as_tensor((gamma * lam / (L * L)) * f, dtype=torch.complex64, device=dev)
             )
         props = {}
-        for dz in np.unique(np.round(np.diff(np.concatenate([[0.0], bounds])), 9)):
+        for dz in {round(d, 9) for d in dzs}:
             p = np.exp(-1j * math.pi * lam * dz * q2)
-            props[float(dz)] = torch.as_tensor(p, dtype=torch.complex64, device=dev) * band
-        record = {float(np.round(t, 9)): i for i, t in enumerate(request.thicknesses_A)}
+            props[dz] = torch.as_tensor(p, dtype=torch.complex64, device=dev) * band
         H, W = request.shape
         n_pos = len(pos)
         out = np.zeros((len(request.thicknesses_A), n_pos, H, W))
@@ -187,12 +171,8 @@ class MultisliceEngine:
                 r = r + rng.normal(size=r.shape) * u[:, None]
             sl = np.searchsorted(bounds, r[:, 2], side="right")  # slice index of each atom
             sl = np.minimum(sl, len(bounds) - 1)
-            gindex = {k: i for i, k in enumerate(groups)}
-            gkey = np.array(
-                [gindex[(int(a), float(bb))] for a, bb in zip(Z, b_iso, strict=True)], np.int64
-            )
-            slices = self._slices(
-                r, occ, sl, gkey, len(bounds), groups, qt, L, N, band, dev, self.band_potential
+            trans = self._transmissions(
+                r, occ, sl, gkey, len(bounds), form, qt, L, N, band, dev, self.band_potential
             )
             for a in range(0, n_pos, self.max_batch):
                 pb = pos[a : a + self.max_batch]
@@ -207,16 +187,13 @@ class MultisliceEngine:
                 psi = torch.fft.ifft2(
                     torch.as_tensor(psi_k0[None] * shift, dtype=torch.complex64, device=dev)
                 )
-                last = 0.0
-                for j, t_exit in enumerate(bounds):
-                    dz = float(np.round(t_exit - last, 9))
-                    last = t_exit
-                    psi = torch.fft.ifft2(torch.fft.fft2(psi * slices(j)) * props[dz])
-                    key = float(np.round(t_exit, 9))
-                    if key in record:
+                for j, dz in enumerate(dzs):
+                    psi = torch.fft.ifft2(torch.fft.fft2(psi * trans[j]) * props[round(dz, 9)])
+                    if j in record:
                         inten = torch.fft.fftshift(torch.fft.fft2(psi).abs() ** 2, dim=(-2, -1))
                         binned = bin_to_grid(inten.cpu().numpy(), multiple=m, shape=(H, W))
-                        out[record[key], a : a + len(pb)] += binned
+                        for i in record[j]:
+                            out[i, a : a + len(pb)] += binned
         out /= n_fp
         probe = vacuum_probe_image(request, L=L, N=N, multiple=m)
         return box_result(
@@ -232,13 +209,12 @@ class MultisliceEngine:
         )
 
     @staticmethod
-    def _slices(r, occ, sl, gkey, n_slices, groups, qt, L, N, band, dev, band_potential):
-        """A function ``j -> t_j`` (N, N) complex64: the band-limited transmission of slice j.
+    def _transmissions(r, occ, sl, gkey, n_slices, form, qt, L, N, band, dev, band_potential):
+        """The band-limited transmissions of all slices, (n_slices, N, N) complex64.
 
-        Transmissions are computed once per frozen-phonon configuration, a chunk of slices at
-        a time in batched tensor operations (one matrix product per element and chunk, no
-        per-slice host work), and kept (all probe batches reuse them): ``n_slices * N^2 * 8``
-        bytes.
+        Built a chunk of slices at a time in batched tensor operations (one matrix product per
+        element and chunk, no per-slice host work), once per frozen-phonon configuration; all
+        probe batches reuse them: ``n_slices * N^2 * 8`` bytes.
         """
         import torch
 
@@ -252,18 +228,17 @@ class MultisliceEngine:
         nb = len(inband)
         ib = torch.as_tensor(inband, device=dev)
         q_in = qt[ib]
-        ffs = [ff[ib][:, ib] for ff in groups.values()]
+        ffs = [ff[ib][:, ib] for ff in form]
         # atoms of each group, padded per slice: index (n_slices, max_count), -1 = none
         padded = []
         for g in range(len(ffs)):
             sel = np.nonzero(gkey == g)[0]
             order = sel[np.argsort(sl[sel], kind="stable")]
-            counts = np.bincount(sl[sel], minlength=n_slices)
-            width = max(1, int(counts.max()) if len(counts) else 1)
-            idx = np.full((n_slices, width), -1, np.int64)
+            s_sorted = sl[order]
+            counts = np.bincount(s_sorted, minlength=n_slices)
             starts = np.concatenate([[0], np.cumsum(counts)])
-            for j in np.nonzero(counts)[0]:
-                idx[j, : counts[j]] = order[starts[j] : starts[j + 1]]
+            idx = np.full((n_slices, max(1, int(counts.max()))), -1, np.int64)
+            idx[s_sorted, np.arange(len(order)) - starts[s_sorted]] = order
             padded.append(idx)
         rt = torch.as_tensor(
             np.concatenate([r[:, :2], [[0.0, 0.0]]]), dtype=torch.float64, device=dev
@@ -298,9 +273,4 @@ class MultisliceEngine:
             del phi_q
             t = torch.polar(torch.ones_like(phi), phi)
             out.append(torch.fft.ifft2(torch.fft.fft2(t) * band))
-        trans = torch.cat(out) if len(out) > 1 else out[0]
-
-        def get(j: int):
-            return trans[j]
-
-        return get
+        return torch.cat(out) if len(out) > 1 else out[0]

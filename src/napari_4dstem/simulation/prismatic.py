@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ from .engines import (
     bin_to_grid,
     box_geometry,
     box_result,
+    installed_version,
     vacuum_probe_image,
 )
 
@@ -51,11 +51,7 @@ INSTALL_HINT = (
 
 def prismatic_version() -> tuple[int, ...] | None:
     """The installed pyprismatic version, or None."""
-    try:
-        v = metadata.version("pyprismatic")
-    except metadata.PackageNotFoundError:
-        return None
-    return tuple(int(p) for p in v.split(".")[:3] if p.isdigit())
+    return installed_version("pyprismatic")
 
 
 def prismatic_units(
