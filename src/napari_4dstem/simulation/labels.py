@@ -32,8 +32,9 @@ class LabelResult:
     """The label image and its reflections.
 
     ``image`` float32 (H, W); ``qy``, ``qx`` (n,) peak positions (pixels, origin first);
-    ``weight`` (n,) label peak heights; ``intensity`` (n_thickness, n) kinematic intensities
-    of the same reflections (the transmitted beam for ``000``); ``hkl`` (n, 3) int.
+    ``weight`` (n,) structure-factor weights (the peak heights, unless drawn uniform);
+    ``intensity`` (n_thickness, n) kinematic intensities of the same reflections (the
+    transmitted beam for ``000``); ``hkl`` (n, 3) int.
     """
 
     image: np.ndarray
@@ -83,11 +84,13 @@ def structure_factor_label(
     sigma_qz_inv_A: float = 0.05,
     peak_sigma_px: float = 1.0,
     min_weight: float = 1e-3,
+    heights: str = "structure_factor",
 ) -> LabelResult:
     """The structure-factor label of a request (see the module docstring).
 
     Reflections whose weight is under ``min_weight`` (relative to ``000``) or whose peak
-    centre is off the detector are left out of both the image and the list.
+    centre is off the detector are left out of both the image and the list. ``heights``
+    ``"uniform"`` draws every kept peak at height 1 (a detection target) instead of its weight.
     """
     refl = excited_reflections(request)
     F000 = abs(complex(request.crystal.structure_factors(np.zeros((1, 3)))[0]))
@@ -104,5 +107,6 @@ def structure_factor_label(
     transmitted = np.clip(1.0 - refl.intensity.sum(axis=1), 0.0, None)[:, None]
     intensity = np.concatenate([transmitted, inten], axis=1)
     hkl = np.concatenate([np.zeros((1, 3), np.int64), refl.hkl[keep]]).astype(np.int32)
-    image = render_peaks(np.stack([qy, qx], -1), weight, (H, W), sigma_px=peak_sigma_px)
+    drawn = weight if heights == "structure_factor" else np.ones_like(weight)
+    image = render_peaks(np.stack([qy, qx], -1), drawn, (H, W), sigma_px=peak_sigma_px)
     return LabelResult(image.astype(np.float32), qy, qx, weight, intensity, hkl)

@@ -31,7 +31,7 @@ from ..analysis.crystal import Crystal, load_crystal
 from ..engine.jobs import Job, Progress
 from ..errors import FileFormatError, Napari4DSTEMError
 from .engines import SimulationRequest, get_engine
-from .labels import render_peaks, structure_factor_label
+from .labels import structure_factor_label
 from .samples import random_rotations, small_rotation, zone_axis_rotation
 from .shards import SHARD_FORMAT, read_manifest, write_manifest, write_shard
 
@@ -205,15 +205,8 @@ def simulate_pattern(spec: TrainingSetSpec, params: PatternParams) -> dict[str, 
         sigma_qz_inv_A=spec.label_sigma_qz_inv_A,
         peak_sigma_px=spec.label_peak_sigma_px,
         min_weight=spec.label_min_weight,
+        heights=spec.label_heights,
     )
-    image = label.image
-    if spec.label_heights == "uniform":
-        image = render_peaks(
-            np.stack([label.qy, label.qx], -1),
-            np.ones(len(label.qy)),
-            spec.shape,
-            sigma_px=spec.label_peak_sigma_px,
-        ).astype(np.float32)
     meta = {
         "crystal": _crystal_name(params.crystal)[:64],
         "orientation": params.orientation,
@@ -229,7 +222,7 @@ def simulate_pattern(spec: TrainingSetSpec, params: PatternParams) -> dict[str, 
     return {
         "pattern": result.patterns[0, 0],
         "probe": result.probe,
-        "label": image,
+        "label": label.image,
         "bragg": label.bragg(0),
         "meta": meta,
         "engine": result.engine,
