@@ -32,13 +32,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..analysis.crystal import BUNDLED_CRYSTALS
 from ..data.calibration import Calibration
 from ..engine.jobs import Progress
 from ..errors import CalibrationError, Napari4DSTEMError
 from ._common import CubePicker, JobRunner, scan_position
 from ._results import results_viewer, show_map
 
-BUNDLED = ("Au", "Cu", "Al", "Si", "Fe-bcc", "Ti-hcp")
+# the bundled crystals, Fe and Ti shown by their structure aliases (load_crystal takes both)
+BUNDLED = tuple({"Fe": "Fe-bcc", "Ti": "Ti-hcp"}.get(k, k) for k in BUNDLED_CRYSTALS)
 CIF_ITEM = "CIF file..."
 MEASURED_LAYER = "ACOM measured peaks"
 TEMPLATE_LAYER = "ACOM best template"

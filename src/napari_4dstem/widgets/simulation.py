@@ -38,13 +38,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..analysis.crystal import BUNDLED_CRYSTALS
 from ..engine.jobs import Progress
 from ..errors import Napari4DSTEMError
 from ._common import JobRunner, models_changed
 from ._forms import folder_row, job_row, spin, spin_range
 from ._plot import TrainingPlot
 
-BUNDLED = ("Au", "Cu", "Al", "Si", "Fe", "Ti")
+BUNDLED = tuple(BUNDLED_CRYSTALS)  # Au, Cu, Al, Si, Fe, Ti
 PATTERN_LAYER = "sim: pattern (log10)"
 LABEL_LAYER = "sim: label"
 AUG_LAYER = "sim: augmented (log10 counts)"
