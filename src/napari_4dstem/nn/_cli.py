@@ -160,6 +160,13 @@ def add_infer(sub) -> argparse.ArgumentParser:
     p.add_argument("--model", help="registry name[@version] or a model .pt file (default: bundled)")
     p.add_argument("--mc-samples", type=int, default=0, help="Monte-Carlo dropout passes (0: off)")
     p.add_argument("--min-relative", type=float, default=0.1)
+    p.add_argument(
+        "--min-significance",
+        type=float,
+        default=5.0,
+        help="keep a peak only where the raw pattern holds a disk this many noise sd above the "
+        "local background (default 5; a negative value keeps every peak the network marks)",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
     _analysis_args(p)
@@ -204,6 +211,7 @@ def run_infer(args) -> int:
                 model=args.model,
                 mc_samples=args.mc_samples,
                 min_relative=args.min_relative,
+                min_significance=None if args.min_significance < 0 else args.min_significance,
                 batch_size=args.batch_size,
                 device=args.device,
             ),

@@ -68,6 +68,8 @@ class Geometry:
     offset: tuple[int, int]
     residual: tuple[float, float]
     detector_shape: tuple[int, int]
+    #: the probe disk's radius (half maximum) in raw detector pixels; NaN when not known
+    probe_radius_px: float = math.nan
 
     def to_detector(self, yx: np.ndarray) -> np.ndarray:
         b = self.bin
@@ -128,7 +130,7 @@ def probe_geometry(
     bc = ((cy - (b - 1) / 2) / b, (cx - (b - 1) / 2) / b)  # probe centre in binned px
     offset = tuple(math.floor(c - size // 2 + 0.5) for c in bc)
     residual = tuple(float(c - size // 2 - o) for c, o in zip(bc, offset, strict=True))
-    geo = Geometry(size, b, offset, residual, tuple(int(s) for s in detector_shape))
+    geo = Geometry(size, b, offset, residual, tuple(int(s) for s in detector_shape), float(r0))
     pm = _shift_subpixel(to_model_frame(p[None], geo)[0], -residual[0], -residual[1])
     pm = np.clip(pm - np.percentile(pm, 10), 0, None)
     return geo, (pm / max(pm.max(), 1e-12)).astype(np.float32)
@@ -201,7 +203,8 @@ def detect_in_stack_nn(
     *,
     min_relative: float = 0.1,
     min_absolute: float = 0.05,
-    min_spacing_px: float = 4.0,
+    min_spacing_px: float | None = None,
+    min_significance: float | None = 5.0,
     edge_px: float | None = None,
     max_peaks: int = 100,
     batch_size: int = 32,
@@ -210,11 +213,15 @@ def detect_in_stack_nn(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Peaks of a stack ``(n, k_y, k_x)``: ``(peaks (n, max_peaks, 4), count, images, std)``.
 
-    ``peaks`` fields: qy, qx (raw detector px), intensity (predicted peak height), correlation
-    (the same height: the network's confidence); NaN in unused slots. ``min_spacing_px`` and
-    ``edge_px`` are in model pixels.
+    ``peaks`` fields: qy, qx (raw detector px), intensity (counts of the disk at that position
+    in the raw pattern above the local background, :func:`~napari_4dstem.analysis.peaks.
+    disk_counts`; 0 at least), correlation (the predicted peak height: the network's
+    confidence); NaN in unused slots. ``min_spacing_px`` (default 1.5 probe radii) and
+    ``edge_px`` are in model pixels. ``min_significance``: peaks whose disk is not this many
+    noise standard deviations above the local background in the raw pattern are dropped
+    (None keeps them all).
     """
-    from ..analysis.peaks import find_peaks, refine_peaks
+    from ..analysis.peaks import disk_counts, find_peaks, refine_peaks
 
     x = to_model_frame(patterns, geo)
     img, std = predict_images(
@@ -224,7 +231,7 @@ def detect_in_stack_nn(
     table = find_peaks(
         img,
         edge_px=edge,
-        min_spacing_px=float(min_spacing_px),
+        min_spacing_px=_spacing(min_spacing_px, geo),
         min_relative=float(min_relative),
         min_absolute=float(min_absolute),
         max_peaks=int(max_peaks),
@@ -238,7 +245,6 @@ def detect_in_stack_nn(
     out = np.full((x.shape[0], int(max_peaks), _N_FIELDS), np.nan)
     det = geo.to_detector(yx)
     out[..., 0:2] = det
-    out[..., 2] = table.value
     out[..., 3] = table.value
     # drop peaks whose disk centre falls off the real detector (padding)
     sh = geo.detector_shape
@@ -249,11 +255,36 @@ def detect_in_stack_nn(
         & (det[..., 1] <= sh[1] - 1)
     )
     valid = inside & (np.arange(int(max_peaks))[None] < table.count[:, None])
-    rank = np.cumsum(valid, axis=1) - 1
-    comp = np.full_like(out, np.nan)
-    i, j = np.nonzero(valid)
-    comp[i, rank[i, j]] = out[i, j]
-    return comp, valid.sum(axis=1).astype(np.int64), img, std
+    out, count = _compact(out, valid)
+    if math.isfinite(geo.probe_radius_px):
+        sz = disk_counts(patterns, out[..., 0:2], count, radius_px=geo.probe_radius_px)
+        out[..., 2] = np.clip(sz[..., 0], 0.0, None)
+        if min_significance is not None:
+            ok = np.arange(out.shape[1])[None] < count[:, None]
+            out, count = _compact(out, ok & (sz[..., 1] >= float(min_significance)))
+    else:  # no probe radius (a hand-made Geometry): the network's height stands in
+        out[..., 2] = out[..., 3]
+    return out, count, img, std
+
+
+def _spacing(min_spacing_px: float | None, geo: Geometry) -> float:
+    """Peak spacing in model pixels: as given, else 1.5 probe radii (disks whose centres are
+    closer overlap by more than half; the NN otherwise marks bright disk edges of thick
+    samples as extra peaks right next to the disk), else 4."""
+    if min_spacing_px is not None:
+        return float(min_spacing_px)
+    if math.isfinite(geo.probe_radius_px):
+        return max(2.0, 1.5 * geo.probe_radius_px / geo.bin)
+    return 4.0
+
+
+def _compact(rows: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Move the kept rows of every pattern to the front (order kept); NaN after them."""
+    rank = np.cumsum(keep, axis=1) - 1
+    comp = np.full_like(rows, np.nan)
+    i, j = np.nonzero(keep)
+    comp[i, rank[i, j]] = rows[i, j]
+    return comp, keep.sum(axis=1).astype(np.int64)
 
 
 def _nn_kernel(block, *, row0, parallel, model, geo, probe_model, opts):
@@ -274,7 +305,8 @@ def iter_find_bragg_disks_nn(
     model: Any = None,
     min_relative: float = 0.1,
     min_absolute: float = 0.05,
-    min_spacing_px: float = 4.0,
+    min_spacing_px: float | None = None,
+    min_significance: float | None = 5.0,
     max_peaks: int = 100,
     batch_size: int = 32,
     mc_samples: int = 0,
@@ -292,8 +324,13 @@ def iter_find_bragg_disks_nn(
     min_relative, min_absolute : float
         Peaks of the predicted image below this fraction of the strongest / this height are
         dropped (the model is trained to emit heights 0.25-1).
-    min_spacing_px : float
-        Minimum peak spacing in model pixels.
+    min_spacing_px : float, optional
+        Minimum peak spacing in model pixels (default 1.5 probe disk radii).
+    min_significance : float or None
+        Keep a peak only if the raw pattern holds a disk there: its counts above the local
+        background at least this many noise standard deviations (see
+        :func:`~napari_4dstem.analysis.peaks.disk_counts`; default 5). None keeps every peak
+        the network marks.
     mc_samples : int
         With 2 or more, Monte-Carlo dropout: the mean of that many stochastic passes is used
         and ``params["mc_std_mean"]`` gets the mean per-pixel standard deviation per pattern.
@@ -302,7 +339,9 @@ def iter_find_bragg_disks_nn(
 
     Returns
     -------
-    BraggPeaks with ``intensity`` = ``correlation`` = predicted peak height.
+    BraggPeaks with ``intensity`` = counts of the disk above the local background in the raw
+    pattern (so lattice and strain fits weight peaks by dose, as for the correlation path's
+    ``"fit"``), ``correlation`` = predicted peak height (the network's confidence).
     """
     from ..analysis.virtual import as_datacube
     from ..engine.driver import map_scan
@@ -315,7 +354,8 @@ def iter_find_bragg_disks_nn(
     opts = {
         "min_relative": float(min_relative),
         "min_absolute": float(min_absolute),
-        "min_spacing_px": float(min_spacing_px),
+        "min_spacing_px": _spacing(min_spacing_px, geo),
+        "min_significance": None if min_significance is None else float(min_significance),
         "max_peaks": int(max_peaks),
         "batch_size": int(batch_size),
         "device": pick_device(device),
@@ -345,7 +385,8 @@ def iter_find_bragg_disks_nn(
         "offset_px": list(geo.offset),
         **{k: v for k, v in opts.items() if k != "device"},
         "detector_shape": list(shape),
-        "intensity": "predicted peak height (the network's confidence)",
+        "intensity": "disk counts above the local background in the raw pattern",
+        "correlation": "predicted peak height (the network's confidence)",
         "positions": "raw detector pixels (k_y, k_x), not origin-corrected",
     }
     if mc_samples > 1:
@@ -371,11 +412,17 @@ def find_bragg_disks_nn(
 
 
 def predict_pattern(
-    pattern: np.ndarray, *, probe: Any, model: Any = None, mc_samples: int = 0
+    pattern: np.ndarray,
+    *,
+    probe: Any,
+    model: Any = None,
+    mc_samples: int = 0,
+    min_significance: float | None = 5.0,
 ) -> tuple[DiffractionImage, dict[str, np.ndarray]]:
     """One pattern: the predicted image (in the model frame) and its peaks (detector px).
 
-    For previews (the napari widget): returns the image and ``{"qy", "qx", "intensity"}``.
+    For previews (the napari widget): returns the image and ``{"qy", "qx", "intensity"}``
+    (peaks as :func:`iter_find_bragg_disks_nn` keeps them).
     """
     from .registry import load_model
 
@@ -384,7 +431,9 @@ def predict_pattern(
         raise DataShapeError(f"a pattern must be 2D (k_y, k_x), got shape {p.shape}")
     lm = load_model(model)
     geo, pm = probe_geometry(probe, p.shape, lm.config.size)
-    peaks, count, img, std = detect_in_stack_nn(p[None], lm.module, geo, pm, mc_samples=mc_samples)
+    peaks, count, img, std = detect_in_stack_nn(
+        p[None], lm.module, geo, pm, mc_samples=mc_samples, min_significance=min_significance
+    )
     k = int(count[0])
     im = DiffractionImage(
         img[0],

@@ -156,7 +156,6 @@ def _validate(model, shards, val_idx, strain_set, dev, cfg, aug) -> dict:
     """
     import torch
 
-    from ..analysis.peaks import find_peaks
     from .infer import detect_in_stack_nn, probe_geometry
     from .metrics import score_detection, strain_rmse
     from .registry import LoadedModel
@@ -177,7 +176,6 @@ def _validate(model, shards, val_idx, strain_set, dev, cfg, aug) -> dict:
                 b = shards[int(i)].bragg
                 trues.append(np.stack([b["qy"], b["qx"]], 1))
     out = score_detection(preds, trues)
-    del find_peaks
     if strain_set is not None:
         from .infer import find_bragg_disks_nn
 

@@ -45,6 +45,15 @@ class NNDiskWidget(QWidget):
         self.min_rel.setRange(0.0, 1.0)
         self.min_rel.setDecimals(3)
         self.min_rel.setValue(0.1)
+        self.min_sig = QDoubleSpinBox()
+        self.min_sig.setRange(0.0, 100.0)
+        self.min_sig.setDecimals(1)
+        self.min_sig.setValue(5.0)
+        self.min_sig.setSpecialValueText("off")
+        self.min_sig.setToolTip(
+            "keep a peak only where the pattern holds a disk this many noise standard "
+            "deviations above the local background (0: keep every peak the network marks)"
+        )
         self.mc = QSpinBox()
         self.mc.setRange(0, 64)
         self.mc.setSpecialValueText("off")
@@ -58,6 +67,7 @@ class NNDiskWidget(QWidget):
         form.addRow("probe layer", self.probe_combo)
         form.addRow("model", self.model_combo)
         form.addRow("min relative height", self.min_rel)
+        form.addRow("min disk significance [sd]", self.min_sig)
         form.addRow("MC-dropout samples", self.mc)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
@@ -66,7 +76,9 @@ class NNDiskWidget(QWidget):
         lay.addStretch()
         self.preview_btn.clicked.connect(self.preview)
         self.run_btn.clicked.connect(self.run)
-        self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.preview_btn, self.run_btn))
+        self.jobs = JobRunner(
+            self.status, self.cancel_btn, buttons=(self.preview_btn, self.run_btn)
+        )
         viewer.layers.events.inserted.connect(self._refresh_probes)
         viewer.layers.events.removed.connect(self._refresh_probes)
         self._refresh_probes()
@@ -120,6 +132,9 @@ class NNDiskWidget(QWidget):
     def _current_position(self) -> tuple[int, int]:
         return scan_position(self.viewer, self.layer_combo.layer)
 
+    def _min_sig(self) -> float | None:
+        return self.min_sig.value() or None
+
     # -- preview ------------------------------------------------------------------------------
     def preview(self) -> np.ndarray | None:
         """Run the network on the displayed pattern (GUI thread: tens of ms)."""
@@ -129,7 +144,11 @@ class NNDiskWidget(QWidget):
             dc, cal, probe, model = self._inputs()
             pos = self._current_position()
             img, found = predict_pattern(
-                dc.pattern(*pos), probe=probe, model=model, mc_samples=self.mc.value()
+                dc.pattern(*pos),
+                probe=probe,
+                model=model,
+                mc_samples=self.mc.value(),
+                min_significance=self._min_sig(),
             )
         except Napari4DSTEMError as e:
             self._error(e)
@@ -177,9 +196,15 @@ class NNDiskWidget(QWidget):
             self._error(e)
             return
         self.jobs.start(
-            iter_find_bragg_disks_nn, dc, probe=probe, model=model,
-            min_relative=self.min_rel.value(), mc_samples=self.mc.value(),
-            desc="running the network on every pattern", total=n_blocks_for(dc.data),
+            iter_find_bragg_disks_nn,
+            dc,
+            probe=probe,
+            model=model,
+            min_relative=self.min_rel.value(),
+            mc_samples=self.mc.value(),
+            min_significance=self._min_sig(),
+            desc="running the network on every pattern",
+            total=n_blocks_for(dc.data),
             on_done=self._on_peaks,
         )
 
