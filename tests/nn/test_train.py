@@ -181,3 +181,27 @@ def test_training_can_start_from_a_model(shards, tmp_path):
     assert max(diffs) < 1e-4  # a learning rate of 1e-12 leaves the weights where they began
     with pytest.raises(Napari4DSTEMError, match="cannot start from"):
         run_job(iter_train(shards, out_dir=tmp_path / "bad", config=_cfg(init=base.name)))
+
+
+def test_cli_fine_tunes_a_model_on_several_shard_folders(shards, tmp_path, capsys):
+    import torch
+
+    from napari_4dstem.cli import main
+
+    other = tmp_path / "set2"
+    write_training_shards(other, n_patterns=6, per_shard=6, seed=4)
+    out, model = tmp_path / "run", tmp_path / "tuned.pt"
+    args = ["train", str(shards), str(other), str(out), "--init", "fcunet-proxy-128"]
+    args += ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2", "--threads", "1"]
+    assert main([*args, "--export", str(model)]) == 0
+    assert "trained 2 steps" in capsys.readouterr().out
+    base, tuned = load_model("fcunet-proxy-128"), load_model(str(model))
+    assert tuned.config == base.config  # the architecture comes from --init
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ck["config"]["init"] == "fcunet-proxy-128"
+    # the weights started from the base model and moved (2 Adam steps)
+    a = dict(base.module.named_parameters())
+    d = [
+        float((p.detach() - a[k].detach()).abs().max()) for k, p in tuned.module.named_parameters()
+    ]
+    assert 0 < max(d) < 0.05

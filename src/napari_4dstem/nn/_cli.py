@@ -17,7 +17,10 @@ def _bar(args):
 def add_train(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an FCU-Net disk detector on simulation shards")
     p.add_argument(
-        "shards", type=Path, help="training-set folder (shard-*.h5, from the simulation jobs)"
+        "shards",
+        type=Path,
+        nargs="+",
+        help="training-set folder(s) (shard-*.h5, from the simulation jobs); several are joined",
     )
     p.add_argument(
         "out", type=Path, help="output folder: checkpoint.pt, history.json (resumed if present)"
@@ -65,6 +68,12 @@ def add_train(sub) -> argparse.ArgumentParser:
         "--no-resume", action="store_true", help="start afresh even if a checkpoint exists"
     )
     p.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="fine-tune: start from this model's weights (registry name or .pt file; its size, "
+        "width, dropout and domain are used)",
+    )
+    p.add_argument(
         "--export",
         type=Path,
         metavar="MODEL.pt",
@@ -77,10 +86,18 @@ def train_config_from_args(args):
     from .model import ModelConfig
     from .train import TrainConfig
 
-    return TrainConfig(
-        model=ModelConfig(
+    init = getattr(args, "init", None)
+    if init:
+        from .registry import load_model
+
+        model = load_model(init).config
+    else:
+        model = ModelConfig(
             size=args.size, width=args.width, dropout=args.dropout, domain=args.domain
-        ),
+        )
+    return TrainConfig(
+        model=model,
+        init=init,
         epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch,
         batch_size=args.batch_size,
@@ -98,28 +115,37 @@ def train_config_from_args(args):
 
 def run_train(args) -> int:
     from ..engine.jobs import run_job
+    from ..simulation.shards import ShardSet
     from .train import export_model, iter_train
 
-    if args.make_proxy and not any(Path(args.shards).glob("shard-*.h5")):
+    first = Path(args.shards[0])
+    if args.make_proxy and not any(first.glob("shard-*.h5")):
         from .synthetic import write_training_shards
 
         write_training_shards(
-            args.shards, n_patterns=args.make_proxy, size=args.size, seed=args.proxy_seed
+            first, n_patterns=args.make_proxy, size=args.size, seed=args.proxy_seed
+        )
+    if len(args.shards) == 1:
+        shards = first
+    else:  # several folders: their shards, in the order given
+        shards = ShardSet(
+            [f for d in args.shards for f in sorted(Path(d).glob("shard-*.h5"))]
+            or list(args.shards)
         )
     cfg = train_config_from_args(args)
     augment = None
     if args.max_shift is not None:
         import dataclasses
 
-        from ..simulation.shards import ShardSet
         from .train import default_augment
 
         augment = dataclasses.replace(
-            default_augment(ShardSet(args.shards)), max_shift_px=args.max_shift
+            default_augment(shards if isinstance(shards, ShardSet) else ShardSet(shards)),
+            max_shift_px=args.max_shift,
         )
     res = run_job(
         iter_train(
-            args.shards,
+            shards,
             out_dir=args.out,
             config=cfg,
             resume=not args.no_resume,
