@@ -216,10 +216,12 @@ def detect_in_stack_nn(
     ``peaks`` fields: qy, qx (raw detector px), intensity (counts of the disk at that position
     in the raw pattern above the local background, :func:`~napari_4dstem.analysis.peaks.
     disk_counts`; 0 at least), correlation (the predicted peak height: the network's
-    confidence); NaN in unused slots. ``min_spacing_px`` (default 1.5 probe radii) and
-    ``edge_px`` are in model pixels. ``min_significance``: peaks whose disk is not this many
-    noise standard deviations above the local background in the raw pattern are dropped
-    (None keeps them all).
+    confidence); NaN in unused slots. ``min_spacing_px`` (default 1.5 probe radii) is in model
+    pixels. ``edge_px`` (detector pixels; default the probe radius, as for correlation): peaks
+    closer to the detector border are dropped, so every disk kept lies wholly on the detector
+    (a cut disk's centre is biased, and the outermost disks weigh most in a lattice fit).
+    ``min_significance``: peaks whose disk is not this many noise standard deviations above
+    the local background in the raw pattern are dropped (None keeps them all).
     """
     from ..analysis.peaks import disk_counts, find_peaks, refine_peaks
 
@@ -227,10 +229,9 @@ def detect_in_stack_nn(
     img, std = predict_images(
         model, x, probe_model, batch_size=batch_size, device=device, mc_samples=mc_samples
     )
-    edge = 2 if edge_px is None else int(edge_px)
     table = find_peaks(
         img,
-        edge_px=edge,
+        edge_px=2,
         min_spacing_px=_spacing(min_spacing_px, geo),
         min_relative=float(min_relative),
         min_absolute=float(min_absolute),
@@ -246,13 +247,14 @@ def detect_in_stack_nn(
     det = geo.to_detector(yx)
     out[..., 0:2] = det
     out[..., 3] = table.value
-    # drop peaks whose disk centre falls off the real detector (padding)
+    # drop peaks whose disk is not wholly on the real detector (padding, border)
     sh = geo.detector_shape
+    e = _edge(edge_px, geo)
     inside = (
-        (det[..., 0] >= 0)
-        & (det[..., 0] <= sh[0] - 1)
-        & (det[..., 1] >= 0)
-        & (det[..., 1] <= sh[1] - 1)
+        (det[..., 0] >= e)
+        & (det[..., 0] <= sh[0] - 1 - e)
+        & (det[..., 1] >= e)
+        & (det[..., 1] <= sh[1] - 1 - e)
     )
     valid = inside & (np.arange(int(max_peaks))[None] < table.count[:, None])
     out, count = _compact(out, valid)
@@ -276,6 +278,13 @@ def _spacing(min_spacing_px: float | None, geo: Geometry) -> float:
     if math.isfinite(geo.probe_radius_px):
         return max(2.0, 1.5 * geo.probe_radius_px / geo.bin)
     return 4.0
+
+
+def _edge(edge_px: float | None, geo: Geometry) -> float:
+    """Border margin in detector pixels: as given, else the probe radius (else 0)."""
+    if edge_px is not None:
+        return float(edge_px)
+    return geo.probe_radius_px if math.isfinite(geo.probe_radius_px) else 0.0
 
 
 def _compact(rows: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -307,6 +316,7 @@ def iter_find_bragg_disks_nn(
     min_absolute: float = 0.05,
     min_spacing_px: float | None = None,
     min_significance: float | None = 5.0,
+    edge_px: float | None = None,
     max_peaks: int = 100,
     batch_size: int = 32,
     mc_samples: int = 0,
@@ -331,6 +341,9 @@ def iter_find_bragg_disks_nn(
         background at least this many noise standard deviations (see
         :func:`~napari_4dstem.analysis.peaks.disk_counts`; default 5). None keeps every peak
         the network marks.
+    edge_px : float, optional
+        Peaks closer than this to the detector border (detector pixels) are dropped; default
+        the probe disk's radius, so every disk kept lies wholly on the detector.
     mc_samples : int
         With 2 or more, Monte-Carlo dropout: the mean of that many stochastic passes is used
         and ``params["mc_std_mean"]`` gets the mean per-pixel standard deviation per pattern.
@@ -356,6 +369,7 @@ def iter_find_bragg_disks_nn(
         "min_absolute": float(min_absolute),
         "min_spacing_px": _spacing(min_spacing_px, geo),
         "min_significance": None if min_significance is None else float(min_significance),
+        "edge_px": _edge(edge_px, geo),
         "max_peaks": int(max_peaks),
         "batch_size": int(batch_size),
         "device": pick_device(device),
