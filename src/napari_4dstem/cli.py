@@ -629,6 +629,8 @@ def add_simulate(sub) -> argparse.ArgumentParser:
                    help="zone axis [uvw]; repeat for several (default 001 011 111 112)")
     p.add_argument("--random-fraction", type=float, default=0.3,
                    help="fraction of random orientations (the rest near zone axes)")
+    p.add_argument("--zone-axis-tilt", type=float, default=1.0, metavar="DEG",
+                   help="largest tilt off the zone axis of the zone-axis patterns (default 1)")
     p.add_argument("--thickness", nargs=2, type=float, default=(20.0, 400.0), metavar=("LO", "HI"),
                    help="thickness range, Angstrom")
     p.add_argument("--energy", nargs="+", type=float, default=[80.0, 120.0, 200.0, 300.0],
@@ -665,6 +667,7 @@ def run_simulate(args) -> int:
         n_patterns=args.n_patterns, patterns_per_shard=args.shard_size, engine=args.engine,
         shape=tuple(args.shape), pixel_size_inv_A=tuple(args.pixel_size),
         random_orientation_fraction=args.random_fraction, thickness_A=tuple(args.thickness),
+        zone_axis_tilt_deg=args.zone_axis_tilt,
         energies_kev=tuple(args.energy), convergence_mrad=tuple(args.convergence),
         defocus_A=tuple(args.defocus), strain_max=args.strain_max, seed=args.seed,
         label_heights=args.label_heights, label_min_weight=args.label_min_weight, **kw,
