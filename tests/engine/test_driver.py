@@ -258,3 +258,33 @@ def test_unknown_backend(rng):
     assert is_distributed("tcp://x:1")
     with pytest.raises(ValueError, match="backend"):
         run_job(map_scan(a, _com_kernel, out_tail=(3,), backend=42))
+
+
+def test_worker_allocator_tuning_only_under_dask_malloc_settings(monkeypatch):
+    """The mmap threshold is raised once, only where a malloc tunable froze it (dask workers)."""
+    import ctypes
+
+    from napari_4dstem.engine import distributed as dist
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc())
+    for env, expected in [
+        ({}, []),
+        ({"MALLOC_TRIM_THRESHOLD_": "65536", "MALLOC_MMAP_THRESHOLD_": "4096"}, []),
+        ({"MALLOC_TRIM_THRESHOLD_": "65536"}, [(-3, 32 * 2**20)]),
+    ]:
+        calls.clear()
+        for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_"):
+            monkeypatch.delenv(k, raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setattr(dist, "_ALLOCATOR_TUNED", False)
+        dist._tune_allocator()
+        dist._tune_allocator()  # once per process
+        assert calls == expected

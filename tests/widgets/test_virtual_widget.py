@@ -59,6 +59,39 @@ def test_field_edit_and_shape_drag_update_the_image(widget, qtbot):
     np.testing.assert_array_equal(w.last_image.data, _reference(viewer, w._last_detector))
 
 
+def test_a_shape_edit_starts_one_job_and_a_quick_drag_shows_its_image_at_once(widget, qtbot, monkeypatch):
+    import napari_4dstem.widgets.virtual as vmod
+
+    viewer, w = widget
+    jobs = []
+    live_job = vmod._live_job
+
+    def counting_job(*a, **k):
+        jobs.append(a[1])
+        return (yield from live_job(*a, **k))
+
+    monkeypatch.setattr(vmod, "_live_job", counting_job)
+    layer = viewer.layers[DETECTOR_LAYER]
+    # rebuilding the layer fires set_data several times: one detector, one job
+    layer.data = [d + np.array([2.0, 0.0]) for d in layer.data]
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
+    assert len(jobs) == 1
+    # napari's select-mode drag: shift the shapes, refresh. With jobs this quick (a generous
+    # limit here: a shared CI machine is slow), the handler waits for the image and shows it
+    # before returning, so it is in before napari redraws the canvas
+    monkeypatch.setattr(vmod, "WAIT_FIRST_S", 30.0)
+    before = w.last_image
+    for i in range(len(layer.data)):
+        layer._data_view.shift(i, np.array([0.0, 1.5]))
+    layer.refresh()
+    assert w.last_image is not before
+    assert w.last_image.data.shape == before.data.shape
+    assert len(jobs) == 2
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
+    np.testing.assert_array_equal(w.last_image.data, _reference(viewer, w._last_detector))
+    assert w._last_detector.center_px[1] == pytest.approx(w.cx.value(), abs=0.01)
+
+
 def test_presets_use_calibrated_angles(widget, qtbot):
     _, w = widget
     w.apply_preset("ADF")

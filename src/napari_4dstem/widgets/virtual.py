@@ -99,30 +99,80 @@ def detector_to_shapes(det: Detector) -> tuple[list[np.ndarray], list[str]]:
     raise TypeError(f"cannot draw a {type(det).__name__}")
 
 
+def _same_detector(a: Detector | None, b: Detector | None) -> bool:
+    """True when ``a`` and ``b`` describe the same detector (so the same image)."""
+    if a is None or b is None or type(a) is not type(b):
+        return False
+    if isinstance(a, MaskDetector):
+        return a is b or (a.mask.shape == b.mask.shape and bool(np.array_equal(a.mask, b.mask)))
+    # the Shapes layer stores float32 vertices: a detector read back from it differs from the
+    # one typed in the fields in the last bits
+    from dataclasses import astuple
+
+    va, vb = (np.hstack([np.ravel(v) for v in astuple(d)]).astype(float) for d in (a, b))
+    return va.shape == vb.shape and bool(np.allclose(va, vb, rtol=0.0, atol=1e-3))
+
+
+class _FirstImage:
+    """The first image of a live job, handed from the worker to a GUI thread that waits for it.
+
+    The worker stores the image (``("preview", map)`` or the exact map) and sets ``ready``;
+    ``seconds`` is how long it took from the job's start.
+    """
+
+    def __init__(self):
+        import threading
+
+        self.ready = threading.Event()
+        self.item: Any = None
+        self.seconds = float("nan")
+
+    def put(self, item, t0: float) -> None:
+        import time
+
+        if not self.ready.is_set():
+            self.item, self.seconds = item, time.perf_counter() - t0
+            self.ready.set()
+
+
 def _live_job(dc: DataCube, det: Detector, cal: Calibration, descan: bool, preview: DataCube | None,
-              timings: list):
+              timings: list, first: _FirstImage | None = None):
     """Worker job: a binned preview first (when given a preview cube), then the exact image.
 
-    Appends the exact computation's duration (s) to ``timings``.
+    Appends the exact computation's duration (s) to ``timings``; hands its first image to
+    ``first`` as soon as it is computed.
     """
     import time
 
     from ..analysis.preview import binned_detector
     from ..analysis.virtual import iter_virtual_image
 
+    first = first or _FirstImage()
+    t_start = time.perf_counter()
     if preview is not None and not descan:
         pdet = binned_detector(det, dc.detector_shape, dc.detector_shape[0] // preview.detector_shape[0])
         img = yield from iter_virtual_image(preview, pdet)
-        yield ("preview", img)
+        item = ("preview", img)  # one object: the GUI shows it once, whichever way it comes
+        first.put(item, t_start)
+        yield item
     t0 = time.perf_counter()
     img = yield from iter_virtual_image(dc, det, calibration=cal, descan=descan)
     timings.append(time.perf_counter() - t0)
+    first.put(img, t_start)
     return img
 
 
 # the exact image is computed directly when it took less than this; slower, the binned preview
 # (16x fewer bytes) goes first, so the first image arrives while the exact one is computed
 PREVIEW_ABOVE_S = 0.05
+# a newer detector stops a running job at once, unless the job's first image is due soon: its
+# binned preview, or an exact image that took less than this the last time
+FIRST_SOON_S = 0.15
+# a shape drag waits up to this long on the GUI thread for the job's first image, when a
+# recent job's first image took less: napari redraws the main canvas with the moved outline
+# right after the drag event (50-100 ms of the GUI thread and both cores in software OpenGL),
+# and an image that is ready before that redraw is shown with it instead of after it
+WAIT_FIRST_S = 0.05
 
 
 class VirtualImagingWidget(QWidget):
@@ -133,6 +183,8 @@ class VirtualImagingWidget(QWidget):
         self.viewer = viewer
         self._worker = None
         self._pending: Detector | None = None
+        self._shown = False  # the running job has shown its first image
+        self._first_soon = False  # ... and its first image is due soon (see _request)
         self._syncing = False
         self._last_detector: Detector | None = None
         self._shapes_due: Detector | None = None  # detector still to draw as shapes
@@ -140,6 +192,9 @@ class VirtualImagingWidget(QWidget):
         self.last_preview = None  # the latest binned preview
         self._preview = None  # 4x-binned in-memory copy for previews (large in-memory data)
         self._exact_s: list[float] = []  # durations of the exact computations
+        self._first: _FirstImage | None = None  # the running job's first image
+        self._first_shown: Any = None  # the image shown last (not shown twice)
+        self._first_s: list[float] = []  # how long the jobs took to their first image
         # coalesce bursts of edits (spin boxes, shape drags) into one request per event-loop turn
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -351,6 +406,12 @@ class VirtualImagingWidget(QWidget):
         except (Napari4DSTEMError, ValueError) as e:
             self.status.setText(str(e))
             return
+        # napari refreshes the layer (set_data) for more than data edits: a rebuild of the
+        # layer fires it three times, selection and highlight changes fire it too. A detector
+        # that is already computed, being computed or queued is not started again (restarting
+        # it stopped the running job and put the image behind the next canvas redraw)
+        if _same_detector(det, self._pending if self._pending is not None else self._last_detector):
+            return
         self._syncing = True
         try:
             if isinstance(det, DiskDetector):
@@ -367,8 +428,9 @@ class VirtualImagingWidget(QWidget):
         self._pending = det
         # start now, not on a timer: a timer would fire only after the main canvas has redrawn
         # the moved shapes (tens of ms in software OpenGL); a running job is stopped instead and
-        # the newest detector follows it
-        self._request()
+        # the newest detector follows it. When the first image is usually quick, wait for it
+        # here, so it is in the view before napari redraws the canvas (see WAIT_FIRST_S)
+        self._request(wait=True)
         self._show_angles(det)
 
     def _show_angles(self, det: Detector) -> None:
@@ -407,13 +469,21 @@ class VirtualImagingWidget(QWidget):
         self.set_detector(det)
 
     # -- computing ----------------------------------------------------------------------------
-    def _request(self) -> None:
-        """Compute the pending detector's image; the newest request wins."""
+    def _request(self, wait: bool = False) -> None:
+        """Compute the pending detector's image; the newest request wins.
+
+        With ``wait``, a job started here is waited for on the GUI thread until its first
+        image is in, at most ``WAIT_FIRST_S``, and only when the last job took less than that.
+        """
         if self._pending is None or self.layer is None:
             return
         if self._worker is not None:
-            # newest wins: stop the running job at its next block; `finished` starts this one
-            self._worker.quit()
+            # newest wins: stop the running job at its next block; `finished` starts this one.
+            # A job whose first image is due soon (a binned preview, or a fast exact image) is
+            # stopped only once it has shown it: a drag moves the shapes every few ms, and
+            # stopping each job at once would show no image until the mouse rests
+            if self._shown or not self._first_soon:
+                self._worker.quit()
             return
         det, self._pending = self._pending, None
         from napari.qt.threading import create_worker
@@ -435,27 +505,53 @@ class VirtualImagingWidget(QWidget):
         self.cancel_btn.setEnabled(True)
         # the preview pays off only when the exact image is slow (the GUI redraw is a floor)
         slow = bool(self._exact_s) and self._exact_s[-1] > PREVIEW_ABOVE_S
+        use_preview = slow and self._preview is not None and not self.descan.isChecked()
+        self._shown = False
+        self._first_soon = use_preview or (bool(self._exact_s) and self._exact_s[-1] < FIRST_SOON_S)
+        first = self._first = _FirstImage()
         worker = create_worker(
-            _live_job, dc, det, cal, self.descan.isChecked(), self._preview if slow else None,
-            self._exact_s,
+            _live_job, dc, det, cal, self.descan.isChecked(), self._preview if use_preview else None,
+            self._exact_s, first,
             _connect={"returned": self._on_image, "yielded": self._on_yielded,
                       "errored": self._on_error, "finished": self._on_finished},
             **kwargs,
         )
         self._worker = worker
+        # the best of the recent jobs: a job computed beside a canvas redraw is slowed by it
+        quick = not self._first_s or min(self._first_s) < WAIT_FIRST_S
+        if wait and quick and first.ready.wait(WAIT_FIRST_S):
+            # the worker's signal for this image is still queued: show it now
+            self._show(first.item)
+
+    def _show(self, item) -> None:
+        """Show a job's first image (a ``("preview", map)`` pair) or exact image, once."""
+        if item is self._first_shown:
+            return
+        self._first_shown = item
+        first = self._first
+        if first is not None and item is first.item:
+            self._first_s.append(first.seconds)
+            del self._first_s[:-8]
+        if isinstance(item, tuple):
+            self.last_preview = item[1]
+            self.realspace.set_image(item[1].data, title="virtual image (preview: detector binned 4x)")
+            self._shown = True
+            if self._pending is not None and self._worker is not None:
+                self._worker.quit()  # superseded while its preview was computed
+        else:
+            self.last_image = item
+            d = item.params.get("detector", {})
+            self.realspace.set_image(item.data, title=f"virtual image: {d.get('kind', '')}")
+            self._shown = True
+            self.status.setText("")
+        self._after_image()
 
     def _on_yielded(self, item) -> None:
         if isinstance(item, tuple) and item[0] == "preview":
-            self.last_preview = item[1]
-            self.realspace.set_image(item[1].data, title="virtual image (preview: detector binned 4x)")
-            self._after_image()
+            self._show(item)
 
     def _on_image(self, result) -> None:
-        self.last_image = result
-        d = result.params.get("detector", {})
-        self.realspace.set_image(result.data, title=f"virtual image: {d.get('kind', '')}")
-        self.status.setText("")
-        self._after_image()
+        self._show(result)
 
     def _build_preview(self, dc: DataCube) -> None:
         """In-memory data over 256 MiB: make a 4x-binned copy for previews while dragging."""
