@@ -123,3 +123,27 @@ def test_shapes_conversion_round_trip():
         kind = "Disk" if isinstance(det, DiskDetector) else "Annulus"
         back = shapes_to_detector(kind, data, types, (64, 64))
         assert back == det
+
+
+def test_toggling_descan_recomputes_the_same_detector(widget, qtbot, monkeypatch):
+    import napari_4dstem.widgets.virtual as vmod
+
+    _, w = widget
+    calls = []
+    live_job = vmod._live_job
+
+    def counting_job(*a, **k):
+        calls.append((a[1], a[3]))  # detector, descan
+        return (yield from live_job(*a, **k))
+
+    monkeypatch.setattr(vmod, "_live_job", counting_job)
+    det = w._last_detector
+    w.descan.setChecked(True)
+    qtbot.waitUntil(lambda: len(calls) == 1 and w._worker is None and w._pending is None,
+                    timeout=20000)
+    assert calls[0] == (det, True)
+    w.descan.setChecked(False)
+    qtbot.waitUntil(lambda: len(calls) == 2 and w._worker is None and w._pending is None,
+                    timeout=20000)
+    assert calls[1] == (det, False)
+    np.testing.assert_array_equal(w.last_image.data, _reference(w.viewer, det))

@@ -257,7 +257,7 @@ class VirtualImagingWidget(QWidget):
         self.kind_combo.currentIndexChanged.connect(self._on_fields)
         for sb in (self.cy, self.cx, self.r_in, self.r_out):
             sb.valueChanged.connect(self._on_fields)
-        self.descan.toggled.connect(lambda _: self._timer.start())
+        self.descan.toggled.connect(self._on_descan)
         self.cancel_btn.clicked.connect(self.cancel)
         self.save_btn.clicked.connect(self._save_dialog)
         self.realspace.positionPicked.connect(self.set_scan_position)
@@ -469,6 +469,14 @@ class VirtualImagingWidget(QWidget):
         self.set_detector(det)
 
     # -- computing ----------------------------------------------------------------------------
+    def _on_descan(self, _checked: bool = False) -> None:
+        """The same detector again, with or without the descan shift."""
+        det = self._pending if self._pending is not None else self._last_detector
+        if det is None:
+            return
+        self._pending = det
+        self._timer.start()
+
     def _request(self, wait: bool = False) -> None:
         """Compute the pending detector's image; the newest request wins.
 
