@@ -11,12 +11,12 @@ A. our multislice engine on the device vs the CPU (same patterns?) and its speed
 B. a multislice training set (6 crystals, zone axes and random orientations, 2-80 nm,
    200/300 kV, 1.5-4 mrad, strain up to 2 %, uniform-height labels of every reflection with a
    structure-factor weight >= 0.01), in shards, until its time is up;
-C. fine-tuning of the bundled FCU-Net (``fcunet-proxy-128``, same architecture) on it, with
+C. fine-tuning of the bundled default FCU-Net (``fcunet-ms-128``, same architecture) on it, with
    the on-the-fly augmentation, mixed precision; checkpoint each epoch; until its time is up;
 D. export of the model, and the result that matters (issue #8): NN vs correlation on held-out
    multislice strained scans (:func:`napari_4dstem.nn.evaluate.make_multislice_strained_scan`,
    other seeds than the training set) of Si and Au [001] at 5, 30 and 50 nm, for the bundled
-   proxy model and the new one;
+   bundled default, the proxy model and the new one;
 E. the batched FFT correlation (``find_bragg_disks(device=...)``) on the device vs the CPU.
 """
 
@@ -215,13 +215,17 @@ def stage_d(ckpt, model_path, dev, small, train_info, scans_dir=None):
         card={
             "name": "fcunet-ms-128",
             "version": "0.2.0",
-            "description": "FCU-Net (real domain, width 6) fine-tuned from fcunet-proxy-128 on "
+            "description": "FCU-Net (real domain, width 6) fine-tuned from the bundled default on "
             "multislice simulations by our torch engine (benchmarks/gpu_multislice_nn.py)",
             "training_set": train_info,
             "licence": "BSD-3-Clause",
         },
     )
-    models = {"proxy": load_model(None), "multislice": load_model(str(model_path))}
+    models = {
+        "default": load_model(None),
+        "proxy": load_model("fcunet-proxy-128"),
+        "new": load_model(str(model_path)),
+    }
     out = {}
     thick = (50.0, 120.0) if small else (50.0, 300.0, 500.0)
     for crystal in ("Si", "Au"):

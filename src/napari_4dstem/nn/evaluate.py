@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["compare_on_scan", "compare_paths", "make_multislice_strained_scan"]
+__all__ = [
+    "compare_on_scan",
+    "compare_paths",
+    "load_scans",
+    "make_multislice_strained_scan",
+    "save_scans",
+]
 
 
 def make_multislice_strained_scan(
@@ -158,6 +164,59 @@ def make_multislice_strained_scan(
         )
         out.append(ThickScan(dc, probe_img, strain, truth_c, ref))
     return out
+
+
+def save_scans(path, scans, **meta) -> None:
+    """Write held-out scans (ThickScans) to one compressed ``.npz`` (no pickle): the data in
+    its dtype, probe, planted strain, true centres, reference, calibration and name of each,
+    and ``meta`` (JSON-able: how they were made)."""
+    import json
+
+    arrays = {"meta": np.array(json.dumps(meta))}
+    for i, sc in enumerate(scans):
+        dc = sc.datacube
+        arrays[f"{i}/data"] = np.asarray(dc.data)
+        arrays[f"{i}/probe"] = np.asarray(sc.probe.data)
+        arrays[f"{i}/strain"] = np.asarray(sc.strain.data)
+        arrays[f"{i}/centers"] = np.asarray(sc.centers)
+        arrays[f"{i}/reference"] = np.asarray(sc.reference, np.int64)
+        info = {
+            "name": dc.name,
+            "metadata": dict(dc.metadata),
+            "calibration": dc.calibration.to_dict(),
+            "strain_channels": list(sc.strain.channels),
+        }
+        arrays[f"{i}/info"] = np.array(json.dumps(info, default=str))
+    np.savez_compressed(path, **arrays)
+
+
+def load_scans(path) -> tuple[list, dict]:
+    """Scans written by :func:`save_scans`: ``(list of ThickScan, meta)``."""
+    import json
+
+    from ..data.calibration import Calibration
+    from ..data.datacube import DataCube
+    from ..data.results import DiffractionImage, RealSpaceMap
+    from .synthetic import ThickScan
+
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        n = len({k.split("/")[0] for k in z.files if "/" in k})
+        out = []
+        for i in range(n):
+            info = json.loads(str(z[f"{i}/info"]))
+            cal = Calibration.from_dict(info["calibration"])
+            dc = DataCube(z[f"{i}/data"], cal, name=info["name"], metadata=info["metadata"])
+            probe = DiffractionImage(z[f"{i}/probe"], name="probe", calibration=cal)
+            strain = RealSpaceMap(
+                z[f"{i}/strain"],
+                name="truth_strain",
+                channels=tuple(info["strain_channels"]),
+                calibration=cal,
+            )
+            ref = tuple(int(v) for v in z[f"{i}/reference"])
+            out.append(ThickScan(dc, probe, strain, z[f"{i}/centers"], ref))
+    return out, meta
 
 
 def compare_on_scan(

@@ -56,7 +56,9 @@ __all__ = [
 ]
 
 BUNDLED_DIR = Path(__file__).parent / "models"
-DEFAULT_MODEL = "fcunet-proxy-128"
+#: the bundled default: fine-tuned on multislice patterns (``fcunet-proxy-128``, trained on the
+#: kinematic proxy only, is bundled too; docs/nn.md compares them)
+DEFAULT_MODEL = "fcunet-ms-128"
 MODEL_FORMAT = "napari-4dstem-model"
 INDEX_FORMAT = "napari-4dstem-model-index"
 
