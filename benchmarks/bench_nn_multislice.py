@@ -8,7 +8,7 @@ F1 at 0.5 px, position RMSE, strain RMSE and its ratio to correlation's.
 
 Run: ``python benchmarks/bench_nn_multislice.py [--scan 12 12] [--seed 13] [--cache DIR]
 [--model NAME_OR_PT ...] [--json out.json]``. The scans take a while on a CPU (tens of minutes
-for 12x12 on 2 cores); ``--cache`` keeps them (pickles) for reruns. Seeds 11 and 13 are never
+for 12x12 on 2 cores); ``--cache`` keeps them (pickles) for reruns (``nn.evaluate.save_scans``). Seeds 11 and 13 are never
 used for training (training sets use 2026-2028).
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -27,13 +26,13 @@ THICKNESSES = {"Si": (100.0, 300.0, 500.0), "Au": (50.0, 300.0, 500.0)}
 
 
 def scans_for(crystal: str, scan: tuple[int, int], seed: int, cache: Path | None):
-    from napari_4dstem.nn.evaluate import make_multislice_strained_scan
+    from napari_4dstem.nn.evaluate import load_scans, make_multislice_strained_scan, save_scans
 
-    path = None if cache is None else cache / f"{crystal}.pkl"
+    name = f"{crystal}-seed{seed}-{scan[0]}x{scan[1]}.npz"
+    path = None if cache is None else cache / name
     if path is not None and path.is_file():
-        saved = pickle.loads(path.read_bytes())
-        if saved.get("seed", seed) == seed and tuple(saved.get("scan_shape", scan)) == scan:
-            return saved["thicknesses_A"], saved["scans"]
+        scans, meta = load_scans(path)
+        return tuple(meta["thicknesses_A"]), scans
     th = THICKNESSES[crystal]
     t0 = time.perf_counter()
     scans = make_multislice_strained_scan(
@@ -42,8 +41,7 @@ def scans_for(crystal: str, scan: tuple[int, int], seed: int, cache: Path | None
     print(f"simulated {crystal} {scan} in {time.perf_counter() - t0:.0f} s", flush=True)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        blob = {"thicknesses_A": th, "scans": scans, "seed": seed, "scan_shape": scan}
-        path.write_bytes(pickle.dumps(blob))
+        save_scans(path, scans, crystal=crystal, thicknesses_A=th, seed=seed, scan=scan)
     return th, scans
 
 
@@ -54,7 +52,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scan", nargs=2, type=int, default=(12, 12))
     ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument("--cache", type=Path, help="folder for the simulated scans (Si.pkl, Au.pkl)")
+    ap.add_argument(
+        "--cache", type=Path, help="folder for the simulated scans (CRYSTAL-seedS-NxM.npz)"
+    )
     ap.add_argument("--crystal", action="append", choices=sorted(THICKNESSES))
     ap.add_argument(
         "--model", action="append", help="registry name or .pt file (default: bundled default)"
