@@ -1,6 +1,7 @@
 """ACOM on multislice patterns: accuracy of our matcher (and py4DSTEM's) on dynamical data.
 
     /work/venv/bin/python benchmarks/bench_acom_multislice.py [--n 64] [--cache FILE.npz]
+    /work/venv/bin/python benchmarks/bench_acom_multislice.py --simulate-only --cache FILE.npz
 
 Patterns: fcc Au (bundled crystal) at ``n`` uniformly random orientations (seed 2027),
 simulated by our torch multislice engine (:class:`~napari_4dstem.simulation.multislice.
@@ -11,10 +12,13 @@ patterns are cached (``--cache``); each thickness is then scored noise-free and 
 noise at ``--dose`` electrons per pattern (the vacuum probe's total), seeded.
 
 Pipeline (what a user runs): :func:`~napari_4dstem.analysis.bragg.find_bragg_disks` with a
-plain template from the vacuum probe (defaults otherwise), origin at the detector centre
-(known), :func:`~napari_4dstem.analysis.acom.match_orientations` with a 2 deg plan at k_max
-1.5 1/A, excitation width ``--plan-width`` (default 0.02 1/A, as the kinematic benchmark),
-``min_peaks=3``. Misorientation is point-group aware (m-3m proper rotations).
+plain template from the vacuum probe and ``min_relative`` ``--min-relative`` (default 3e-4 of
+the strongest correlation peak, the central beam; its default 0.03 keeps only 1-2 disks of these
+patterns), defaults otherwise; origin at the detector centre (known);
+:func:`~napari_4dstem.analysis.acom.match_orientations` with a 2 deg plan at k_max 1.5 1/A,
+``min_peaks=3``, in two settings (``CONFIGS``): *default* (excitation width 0.02 1/A as the
+kinematic benchmark, ``intensity_power`` 0.5) and *dynamical* (0.04 1/A, 0.25).
+Misorientation is point-group aware (m-3m proper rotations); masked patterns count as 180 deg.
 
 For comparison on the same orientations: kinematic peak lists (``kinematic_bragg_peaks``,
 same k_max, 0.1 px position noise at our 0.012 1/A pixels) through the same matcher.
@@ -23,11 +27,12 @@ py4DSTEM 0.14 (side venv) matches the *same detected peak lists* with its defaul
 our k_x and the beam along its -z (``excitation_errors``), so our ``U = P M^T`` with
 ``P = [[0, 1, 0], [1, 0, 0], [0, 0, -1]]`` (a proper rotation); the kinematic row checks it.
 
-Failure analysis: a failure (> 2 deg) is *kinematically ambiguous* as in bench_acom.py (a
-returned top-4 match more than 5 deg off whose noise-free kinematic peak list reproduces the
-truth's); ``truth_top4`` says whether the truth is among the top-4 refined matches; ``score
-gap`` compares the refined scores of the returned match and of the truth (refined from the
-truth itself), so a failure with the truth scoring lower is a mis-scoring, not a search miss.
+Failure analysis (a failure is > 2 deg off): *low-Sigma CSL* when the found orientation is a
+Sigma 3/5/7/9/11 rotation of the truth (within 2 deg, ``CSL``); *kinematically ambiguous* as in
+bench_acom.py (a returned top-4 match more than 5 deg off whose noise-free kinematic peak list
+reproduces the truth's); *truth in top 4* among the top-4 refined matches; *truth scores lower*
+when the truth, refined from itself, ends with a lower score than the returned match: a
+mis-scoring by the kinematic model, not a search miss.
 """
 
 from __future__ import annotations

@@ -601,9 +601,9 @@ def iter_match_orientations(
         intensities and kinematic template intensities ``|F|^2 S(s)``, in the scoring and in the
         refinement. 0.5 (default): amplitudes, best on kinematic patterns. 0.25 compresses the
         intensities further, which suits dynamical (multislice, thick-sample) patterns better:
-        on the multislice benchmark it raised the fraction within 2 deg by 3-22 points
-        (docs/performance.md, "multislice patterns"), but it roughly quadruples the median
-        error on kinematic patterns (0.16 instead of 0.04 deg).
+        on the multislice benchmark it raised the fraction within 2 deg by 2-22 points at a
+        fixed plan width (docs/performance.md, "Multislice patterns"; docs/acom.md says what to
+        set), but it quadruples the median error on kinematic patterns (0.16 vs 0.04 deg).
     n_threads : threads (default: all cores).
     device : where the scoring step (plan x pattern correlation) runs: ``None`` (default) a
         CUDA GPU when torch sees one, else the numba CPU kernels; ``"numba"``; or a torch device
