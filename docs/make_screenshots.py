@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "images"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _grab(viewer, name: str) -> Path:
@@ -172,6 +173,32 @@ def bragg_strain() -> None:
     viewer.close()
 
 
+def nn_detection() -> None:
+    """The NN widget previewing a held-out multislice pattern (Au [001], 30 nm, strained)."""
+    import napari
+    import numpy as np
+
+    from napari_4dstem.nn.evaluate import load_scans
+
+    scans, _ = load_scans(ROOT / "tests" / "nn" / "fixtures" / "multislice_seed17.npz")
+    s = next(sc for sc in scans if sc.datacube.name.startswith("multislice_Au_300"))
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1500, 900)
+    viewer.add_image(np.asarray(s.datacube.data), name=s.datacube.name, colormap="gray",
+                     gamma=0.4)
+    viewer.add_image(np.asarray(s.probe.data), name="probe", visible=False)
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "NN disk detection")
+    w.layer_combo.setCurrentText(s.datacube.name)
+    w.probe_combo.setCurrentText("probe")
+    viewer.dims.set_point(0, 3.0)
+    viewer.dims.set_point(1, 4.0)
+    w.preview()
+    viewer.layers["NN prediction"].opacity = 0.6
+    viewer.reset_view()
+    _grab(viewer, "nn_widget.png")
+    viewer.close()
+
+
 def simulation_training() -> None:
     """The Simulate tab after a preview, and the Train tab with the live curves of a short run
     on proxy shards (models go to a temporary user folder, not the real one)."""
@@ -244,6 +271,7 @@ def main() -> int:
     calibration_dpc()
     orientation_mapping()
     bragg_strain()
+    nn_detection()
     simulation_training()
     demo_figures()
     return 0
