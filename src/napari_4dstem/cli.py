@@ -723,6 +723,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed (e.g. for model cards)
     try:
         return int(args._run(args) or EXIT_OK)
     except Napari4DSTEMError as e:

@@ -195,6 +195,9 @@ def test_cli_fine_tunes_a_model_on_several_shard_folders(shards, tmp_path, capsy
     args += ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2", "--threads", "1"]
     assert main([*args, "--export", str(model)]) == 0
     assert "trained 2 steps" in capsys.readouterr().out
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["training_command"].startswith("napari-4dstem train ")
+    assert "--init fcunet-proxy-128" in card["training_command"]
     base, tuned = load_model("fcunet-proxy-128"), load_model(str(model))
     assert tuned.config == base.config  # the architecture comes from --init
     ck = torch.load(out / "checkpoint.pt", weights_only=True)

@@ -163,9 +163,10 @@ def run_train(args) -> int:
         )
     )
     if args.export:
-        export_model(
-            res.checkpoint, args.export, card={"training_command": "napari-4dstem train ..."}
-        )
+        import shlex
+
+        cmd = "napari-4dstem " + " ".join(shlex.quote(a) for a in args.argv)
+        export_model(res.checkpoint, args.export, card={"training_command": cmd})
         print(f"wrote {args.export} and {args.export.with_suffix('.json')}")
     return 0
 
