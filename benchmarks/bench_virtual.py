@@ -263,6 +263,7 @@ def run_file(args) -> list[tuple[str, str, str]]:
     m_adf = adf.render((Q, Q)).astype(np.float32)
     rows = []
     base = Path(args.file_dir)
+    base.mkdir(parents=True, exist_ok=True)
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     )
