@@ -230,12 +230,12 @@ def stage_d(ckpt, model_path, dev, small, train_info, scans_dir=None):
     thick = (50.0, 120.0) if small else (50.0, 300.0, 500.0)
     for crystal in ("Si", "Au"):
         t1 = time.perf_counter()
-        if scans_dir is not None:  # simulated beforehand (pickled ThickScan lists)
-            import pickle
+        if scans_dir is not None:  # simulated beforehand (nn.evaluate.save_scans .npz)
+            from napari_4dstem.nn.evaluate import load_scans
 
-            with open(Path(scans_dir) / f"{crystal}.pkl", "rb") as f:
-                saved = pickle.load(f)
-            thick, scans = saved["thicknesses_A"], saved["scans"]
+            path = sorted(Path(scans_dir).glob(f"{crystal}-*.npz"))[0]
+            scans, meta = load_scans(path)
+            thick = tuple(meta["thicknesses_A"])
         else:
             scans = make_multislice_strained_scan(
                 crystal=crystal,
@@ -311,7 +311,11 @@ def main():
     ap.add_argument("--stages", default="ABCDE", help="which stages to run (letters)")
     ap.add_argument("--set", help="an existing training-set folder (stage B writes one otherwise)")
     ap.add_argument("--train-s", type=float, help="stage C's time (default: a third of the budget)")
-    ap.add_argument("--scans", help="folder of pickled held-out scans (Si.pkl, Au.pkl) for D")
+    ap.add_argument(
+        "--scans",
+        help="folder of held-out scans for D (CRYSTAL-*.npz, e.g. from bench_nn_multislice.py "
+        "--cache)",
+    )
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

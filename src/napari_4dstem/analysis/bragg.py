@@ -34,7 +34,7 @@ from ..engine.driver import map_scan
 from ..engine.jobs import Job, Progress, run_job
 from ..engine.kernels import Kernel
 from ..errors import DataShapeError
-from .peaks import PeakTable, find_peaks, fit_disks, refine_peaks
+from .peaks import PeakTable, compact_rows, find_peaks, fit_disks, refine_peaks
 from .probe import ProbeTemplate, make_template
 
 __all__ = [
@@ -221,15 +221,8 @@ def _inside(yx: np.ndarray, shape, edge: int) -> np.ndarray:
 def _compact(t: PeakTable, keep: np.ndarray, max_peaks: int) -> PeakTable:
     """Keep the peaks where ``keep`` (in order, at most ``max_peaks`` per image)."""
     keep = keep & (np.arange(t.yx.shape[1])[None, :] < t.count[:, None])
-    rank = np.cumsum(keep, axis=1) - 1
-    keep &= rank < max_peaks
-    n = t.yx.shape[0]
-    yx = np.full((n, max_peaks, 2), np.nan)
-    v = np.full((n, max_peaks), np.nan)
-    i, j = np.nonzero(keep)
-    yx[i, rank[i, j]] = t.yx[i, j]
-    v[i, rank[i, j]] = t.value[i, j]
-    return PeakTable(yx, v, keep.sum(axis=1).astype(np.int64))
+    yx, v, count = compact_rows(keep, t.yx, t.value, width=max_peaks)
+    return PeakTable(yx, v, count)
 
 
 def _profile_area(t: ProbeTemplate) -> float:

@@ -36,7 +36,15 @@ import numpy as np
 
 from ..engine.kernels import Kernel
 
-__all__ = ["REFINE_METHODS", "PeakTable", "disk_counts", "find_peaks", "fit_disks", "refine_peaks"]
+__all__ = [
+    "REFINE_METHODS",
+    "PeakTable",
+    "compact_rows",
+    "disk_counts",
+    "find_peaks",
+    "fit_disks",
+    "refine_peaks",
+]
 
 REFINE_METHODS = ("none", "parabolic", "gaussian", "upsample", "fit")
 
@@ -436,6 +444,22 @@ def fit_disks(
         parallel=parallel,
     )
     return out
+
+
+def compact_rows(keep: np.ndarray, *arrays: np.ndarray, width: int | None = None):
+    """Per image, move the kept slots of ``arrays`` (each ``(n, slots, ...)``) to the front in
+    order, NaN after them, at most ``width`` (default: the slot count) kept per image.
+    Returns the compacted arrays and the counts ``(n,)``."""
+    rank = np.cumsum(keep, axis=1) - 1
+    width = keep.shape[1] if width is None else int(width)
+    keep = keep & (rank < width)
+    i, j = np.nonzero(keep)
+    out = []
+    for a in arrays:
+        c = np.full((a.shape[0], width, *a.shape[2:]), np.nan)
+        c[i, rank[i, j]] = a[i, j]
+        out.append(c)
+    return (*out, keep.sum(axis=1).astype(np.int64))
 
 
 @Kernel

@@ -74,6 +74,16 @@ def _bilinear(sy, sx):
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FM)
+def _seg_sum(pat, r, c0, c1, zero):
+    # a row slice indexed from 0: no negative-index handling, so the loop vectorises
+    seg = pat[r, c0:c1]
+    s = zero
+    for c in range(seg.shape[0]):
+        s += seg[c]
+    return s
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FM)
 def _runs_one(pat, row0, qx, runs_r, runs_c0, runs_c1, ty, tx, zero):
     # sum of the pattern over the runs (row r, columns c0:c1) shifted by (ty, tx) pixels;
     # pixels outside the detector count as zero
@@ -83,25 +93,8 @@ def _runs_one(pat, row0, qx, runs_r, runs_c0, runs_c1, ty, tx, zero):
         r = runs_r[k] + ty - row0
         if r < 0 or r >= h:
             continue
-        c0 = max(runs_c0[k] + tx, 0)
-        c1 = min(runs_c1[k] + tx, qx)
-        # a row slice indexed from 0: no negative-index handling, so the loop vectorises
-        seg = pat[r, c0:c1]
-        s = zero
-        for c in range(seg.shape[0]):
-            s += seg[c]
-        acc += s
+        acc += _seg_sum(pat, r, max(runs_c0[k] + tx, 0), min(runs_c1[k] + tx, qx), zero)
     return acc
-
-
-@numba.njit(nogil=True, cache=True, fastmath=_FM)
-def _seg_sum(pat, r, c0, c1, zero):
-    # a row slice indexed from 0: no negative-index handling, so the loop vectorises
-    seg = pat[r, c0:c1]
-    s = zero
-    for c in range(seg.shape[0]):
-        s += seg[c]
-    return s
 
 
 @Kernel

@@ -125,13 +125,7 @@ def run_train(args) -> int:
         write_training_shards(
             first, n_patterns=args.make_proxy, size=args.size, seed=args.proxy_seed
         )
-    if len(args.shards) == 1:
-        shards = first
-    else:  # several folders: their shards, in the order given
-        shards = ShardSet(
-            [f for d in args.shards for f in sorted(Path(d).glob("shard-*.h5"))]
-            or list(args.shards)
-        )
+    shards = ShardSet(args.shards)  # several folders: their shards, in the order given
     cfg = train_config_from_args(args)
     augment = None
     if args.max_shift is not None:
@@ -139,10 +133,7 @@ def run_train(args) -> int:
 
         from .train import default_augment
 
-        augment = dataclasses.replace(
-            default_augment(shards if isinstance(shards, ShardSet) else ShardSet(shards)),
-            max_shift_px=args.max_shift,
-        )
+        augment = dataclasses.replace(default_augment(shards), max_shift_px=args.max_shift)
     res = run_job(
         iter_train(
             shards,

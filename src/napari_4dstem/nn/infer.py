@@ -223,7 +223,7 @@ def detect_in_stack_nn(
     ``min_significance``: peaks whose disk is not this many noise standard deviations above
     the local background in the raw pattern are dropped (None keeps them all).
     """
-    from ..analysis.peaks import disk_counts, find_peaks, refine_peaks
+    from ..analysis.peaks import compact_rows, disk_counts, find_peaks, refine_peaks
 
     x = to_model_frame(patterns, geo)
     img, std = predict_images(
@@ -257,13 +257,13 @@ def detect_in_stack_nn(
         & (det[..., 1] <= sh[1] - 1 - e)
     )
     valid = inside & (np.arange(int(max_peaks))[None] < table.count[:, None])
-    out, count = _compact(out, valid)
+    out, count = compact_rows(valid, out)
     if math.isfinite(geo.probe_radius_px):
         sz = disk_counts(patterns, out[..., 0:2], count, radius_px=geo.probe_radius_px)
         out[..., 2] = np.clip(sz[..., 0], 0.0, None)
         if min_significance is not None:
             ok = np.arange(out.shape[1])[None] < count[:, None]
-            out, count = _compact(out, ok & (sz[..., 1] >= float(min_significance)))
+            out, count = compact_rows(ok & (sz[..., 1] >= float(min_significance)), out)
     else:  # no probe radius (a hand-made Geometry): the network's height stands in
         out[..., 2] = out[..., 3]
     return out, count, img, std
@@ -285,15 +285,6 @@ def _edge(edge_px: float | None, geo: Geometry) -> float:
     if edge_px is not None:
         return float(edge_px)
     return geo.probe_radius_px if math.isfinite(geo.probe_radius_px) else 0.0
-
-
-def _compact(rows: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Move the kept rows of every pattern to the front (order kept); NaN after them."""
-    rank = np.cumsum(keep, axis=1) - 1
-    comp = np.full_like(rows, np.nan)
-    i, j = np.nonzero(keep)
-    comp[i, rank[i, j]] = rows[i, j]
-    return comp, keep.sum(axis=1).astype(np.int64)
 
 
 def _nn_kernel(block, *, row0, parallel, model, geo, probe_model, opts):

@@ -150,13 +150,13 @@ class ShardSet:
     """
 
     def __init__(self, source: str | os.PathLike | Sequence[str | os.PathLike]):
-        if isinstance(source, str | os.PathLike):
-            root = Path(source)
+        # a folder stands for its shards; several folders and files are joined in order
+        files = []
+        for item in [source] if isinstance(source, str | os.PathLike) else source:
+            root = Path(item)
             if not root.exists():
                 raise FileFormatError(root, "no such training-set folder or shard")
-            files = sorted(root.glob("shard-*.h5")) if root.is_dir() else [root]
-        else:
-            files = [Path(p) for p in source]
+            files += sorted(root.glob("shard-*.h5")) if root.is_dir() else [root]
         self.files: list[Path] = []
         self.counts: list[int] = []
         self.skipped: list[tuple[Path, str]] = []
