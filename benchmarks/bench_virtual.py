@@ -44,13 +44,19 @@ import numpy as np
 Q = 128  # detector side
 
 
-def interleaved(cands: dict, repeats: int) -> dict[str, float]:
-    """Median time of each candidate; one warm-up call each, then rounds in turn."""
+def interleaved(cands: dict, repeats: int, gap_s: float = 0.1) -> dict[str, float]:
+    """Median time of each candidate; one warm-up call each, then rounds in turn.
+
+    ``gap_s`` of idle time before each timed call: numpy's BLAS (OpenBLAS) leaves its worker
+    threads spinning for a while after a call, and they would take the cores from whatever
+    runs next (ours after ``tensordot``, or the other way round).
+    """
     for f in cands.values():
         f()
     times: dict[str, list[float]] = {k: [] for k in cands}
     for _ in range(repeats):
         for k, f in cands.items():
+            time.sleep(gap_s)
             t = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t)

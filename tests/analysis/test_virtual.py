@@ -81,6 +81,36 @@ def test_weighted_mask(rng, dtype):
     )
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+@pytest.mark.parametrize("backend", ["prange", "serial", None])
+def test_small_detector_kernel_groups_and_prefetch(rng, dtype, backend):
+    # 117 patterns: groups of four with a tail of one, and the prefetch of the group two on
+    # switched off near the end of each block
+    a = _data(rng, dtype, scan=(9, 13))
+    det = DiskDetector((11.0, 9.5), 3.0)
+    got = virtual_image(a, det, backend=backend)
+    ref = _reference(a, det.render(DET))
+    np.testing.assert_allclose(got.data, ref, rtol=2e-6 if dtype == np.float32 else 0)
+
+
+@pytest.mark.parametrize("chunk", [None, (4, 5)])
+def test_wide_float_detectors_blas_on_their_rows(rng, chunk):
+    # float data and wide detectors go through BLAS on a strided view of the detector's own
+    # rows: NaN in the rows outside must not reach the image (NaN * 0 would be NaN)
+    a = _data(rng, np.float32, scan=(6, 7))
+    w = np.zeros(DET)
+    w[4:15, :] = rng.normal(size=(11, DET[1]))  # weights on rows 4..14 only
+    dets = [AnnulusDetector((9.0, 9.0), 2.0, 7.0), MaskDetector(w)]  # rows 2..16, 4..14
+    a[..., 0, :] = np.nan
+    a[..., 20:, :] = np.nan
+    got = virtual_images(a, dets, scan_chunk=chunk)
+    for k, det in enumerate(dets):
+        m = det.render(DET)
+        assert np.count_nonzero(m) / m.size >= 0.25  # the BLAS path
+        ref = _reference(np.nan_to_num(a), m)
+        np.testing.assert_allclose(got.data[..., k], ref, rtol=1e-5, atol=1e-3)
+
+
 def test_several_detectors_in_one_pass(rng):
     a = _data(rng, np.uint16)
     dets = _detectors(rng)

@@ -84,15 +84,17 @@ def _multi_kernel(block, *, row0, parallel, specs, shift_y=_NO_SHIFT, shift_x=_N
     block = as_kernel_input(block)
     out = np.empty((block.shape[0], block.shape[1], len(specs)))
     tmp = np.empty(block.shape[:2])
-    flat = None
-    if blas and block.dtype.kind == "f" and shift_y.size == 0 and block.flags.c_contiguous:
-        flat = block.reshape(block.shape[0] * block.shape[1], -1)  # a view
+    use_blas = blas and block.dtype.kind == "f" and shift_y.size == 0 and block.flags.c_contiguous
     for k, spec in enumerate(specs):
-        if flat is not None and spec[-1] >= _BLAS_MIN_FRACTION:
+        if use_blas and spec[-1] >= _BLAS_MIN_FRACTION:
             # float data, no shift, a detector covering much of the rows read: a BLAS
-            # matrix-vector product reads memory faster than a numba loop can
-            w = _full_weights(spec, row0, block.shape[2], block.shape[3], block.dtype)
-            out[..., k] = (flat @ w).reshape(block.shape[:2])
+            # matrix-vector product reads memory faster than a numba loop can. Only the
+            # detector's own rows: a strided (n, rows x k_x) view, which BLAS reads with a
+            # leading dimension, so rows outside the detector are never loaded
+            a, b = _spec_rows(spec, row0, block.shape[2])
+            rows = block[:, :, a:b].reshape(block.shape[0] * block.shape[1], -1)  # a view
+            w = _full_weights(spec, row0 + a, b - a, block.shape[3], block.dtype)
+            out[..., k] = (rows @ w).reshape(block.shape[:2])
             continue
         if spec[0] == "runs":
             _, rr, c0, c1, _ = spec
@@ -130,6 +132,17 @@ def _spec(mask: np.ndarray):
         c0, c1 = 0, mask.shape[1]
     w = np.ascontiguousarray(mask[r0:r1, c0:c1], dtype=np.float64)
     return ("weights", w, int(r0), int(c0), frac)
+
+
+def _spec_rows(spec, row0: int, h: int) -> tuple[int, int]:
+    """The rows ``a:b`` of a block (detector rows ``row0 : row0 + h``) the spec covers."""
+    if spec[0] == "runs":
+        rr = spec[1]
+        lo, hi = int(rr.min()), int(rr.max()) + 1
+    else:
+        lo, hi = spec[2], spec[2] + spec[1].shape[0]
+    a, b = max(lo - row0, 0), min(hi - row0, h)
+    return (a, b) if b > a else (0, 0)
 
 
 def _full_weights(spec, row0: int, h: int, qx: int, dtype) -> np.ndarray:

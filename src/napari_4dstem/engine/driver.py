@@ -35,7 +35,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataShapeError
-from .chunks import default_scan_chunk, native_chunks, read_block, release_pages
+from .chunks import (
+    _TARGET_BLOCK_BYTES,
+    default_scan_chunk,
+    native_chunks,
+    read_block,
+    release_pages,
+)
 from .jobs import Job, Progress
 
 __all__ = ["PerPattern", "block_slices", "is_distributed", "map_scan"]
@@ -153,6 +159,13 @@ def map_scan(
             # 1 GiB each); still cancellable in between
             scan_chunk = _task_chunk(
                 shape, itemsize * (r1 - r0) / qy, scan_chunk, parts=2, cap=2**30
+            )
+        elif isinstance(arr, np.ndarray) and r1 - r0 < qy:
+            # data in RAM, a kernel that reads only some detector rows: blocks of about the
+            # default size in bytes *read*, not in whole patterns (a small detector otherwise
+            # pays per-block overhead on blocks that take a fraction of a millisecond)
+            scan_chunk = _task_chunk(
+                shape, itemsize * (r1 - r0) / qy, scan_chunk, parts=1, cap=_TARGET_BLOCK_BYTES
             )
     blocks = block_slices(shape[:2], scan_chunk)
     out = np.empty(shape[:2] + tuple(out_tail), dtype=out_dtype)

@@ -18,6 +18,10 @@ import types
 
 import numba
 import numpy as np
+from llvmlite import binding as _llvm
+from llvmlite import ir as _ir
+from numba.core import cgutils as _cgutils
+from numba.extending import intrinsic as _intrinsic
 
 __all__ = [
     "Kernel",
@@ -56,8 +60,40 @@ class Kernel:
         return (_kernel_by_name, (self.__name__,))
 
 
+# how many groups of four patterns ahead the small-detector kernel prefetches
+PREFETCH_AHEAD = 2
+
+
 def _kernel_by_name(name: str) -> Kernel:
     return globals()[name]
+
+
+# LLVM's prefetch intrinsic is typed on the pointer: opaque pointers (``p0``) from LLVM 15
+_PREFETCH = "llvm.prefetch.p0" if _llvm.llvm_version_info >= (15,) else "llvm.prefetch.p0i8"
+
+
+@_intrinsic
+def _prefetch(typingctx, arr, r, c):
+    """Ask the CPU to start loading ``arr[r, c]`` (a 2D array) into cache; no result.
+
+    A hint only (it cannot fault): the small-detector kernel issues it for patterns it will
+    read a few iterations later, so their scattered rows arrive while it sums others.
+    """
+    sig = numba.types.void(arr, r, c)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = _cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], args[2]])
+        i8p = builder.bitcast(ptr, _ir.IntType(8).as_pointer())
+        i32 = _ir.IntType(32)
+        fnty = _ir.FunctionType(_ir.VoidType(), [i8p.type, i32, i32, i32])
+        fn = _cgutils.get_or_insert_function(builder.module, fnty, _PREFETCH)
+        # read, high temporal locality, data cache
+        builder.call(fn, [i8p, _ir.Constant(i32, 0), _ir.Constant(i32, 3), _ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FM)
@@ -122,8 +158,10 @@ def runs_sum_block(block, row0, runs_r, runs_c0, runs_c1, shift_y, shift_x, zero
     if shift_y.size == 0:
         # four patterns at a time, their rows interleaved: a small detector reads short runs
         # at a 64 KiB stride, bound by memory latency; four independent streams keep more
-        # loads in flight (1.5-2x on a 2.7 % disk, float32 in RAM)
-        for g in numba.prange((n + 3) // 4):
+        # loads in flight (1.5-2x on a 2.7 % disk, float32 in RAM), and the runs of the
+        # group PREFETCH_AHEAD groups on are prefetched meanwhile (another ~2x)
+        n_groups = (n + 3) // 4
+        for g in numba.prange(n_groups):
             p0 = 4 * g
             if p0 + 4 > n:
                 for p in range(p0, n):
@@ -135,6 +173,8 @@ def runs_sum_block(block, row0, runs_r, runs_c0, runs_c1, shift_y, shift_x, zero
             pb = block[(p0 + 1) // nx, (p0 + 1) % nx]
             pc = block[(p0 + 2) // nx, (p0 + 2) % nx]
             pd = block[(p0 + 3) // nx, (p0 + 3) % nx]
+            q0 = p0 + 4 * PREFETCH_AHEAD
+            ahead = q0 + 4 <= n
             a0 = 0.0
             a1 = 0.0
             a2 = 0.0
@@ -145,6 +185,11 @@ def runs_sum_block(block, row0, runs_r, runs_c0, runs_c1, shift_y, shift_x, zero
                     continue
                 c0 = max(runs_c0[k], 0)
                 c1 = min(runs_c1[k], qx)
+                if ahead and c1 > c0:
+                    for t in range(4):
+                        q = q0 + t
+                        _prefetch(block[q // nx, q % nx], r, c0)
+                        _prefetch(block[q // nx, q % nx], r, c1 - 1)
                 a0 += _seg_sum(pa, r, c0, c1, zero)
                 a1 += _seg_sum(pb, r, c0, c1, zero)
                 a2 += _seg_sum(pc, r, c0, c1, zero)
