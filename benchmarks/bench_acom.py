@@ -109,6 +109,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-p4", type=int, default=64, help="patterns timed for py4DSTEM")
     ap.add_argument("--p4venv", default="/work/p4venv")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--k-max", type=float, default=1.5, help="1/A, patterns and plan")
+    ap.add_argument("--thickness", type=float, default=50.0, help="A (excitation width 1/t)")
     args = ap.parse_args(argv)
 
     from napari_4dstem.analysis.acom import kinematic_bragg_peaks, match_orientations, peaks_to_lab
@@ -117,12 +119,18 @@ def main(argv=None) -> int:
     from napari_4dstem.analysis.symmetry import misorientation_deg
     from napari_4dstem.simulation.samples import random_rotations
 
-    kmax, thick = 1.5, 50.0
+    kmax, thick = args.k_max, args.thickness
     au = bundled_crystal("Au")
     rng = np.random.default_rng(2026)
     U = random_rotations(args.n, rng)
     pk = kinematic_bragg_peaks(
-        au, U, k_max_inv_A=kmax, thickness_A=thick, position_noise_px=0.1, rng=rng
+        au,
+        U,
+        k_max_inv_A=kmax,
+        thickness_A=thick,
+        position_noise_px=0.1,
+        rng=rng,
+        origin_px=(128.0, 128.0),  # a 256 px detector: room for k_max up to 2.5 1/A
     )
     t0 = time.perf_counter()
     plan = build_orientation_plan(
