@@ -121,6 +121,33 @@ def test_map_scan_progress_and_cancel(rng):
     assert len(calls) == 2
 
 
+def test_threads_mode_cancel_stops_queued_blocks(rng):
+    # threads mode queues the next block's pieces before collecting the current block; a
+    # cancel must drop what is queued, wait for what runs, and leave the pool usable
+    import threading
+    import time
+
+    a = rng.integers(0, 9, (12, 8, 4, 4)).astype(np.uint16)
+    lock = threading.Lock()
+    calls = []
+
+    def counting(block, *, row0, parallel):
+        with lock:
+            calls.append(block.shape)
+        return _com_kernel(block, row0=row0, parallel=parallel)
+
+    job = map_scan(a, counting, out_tail=(3,), scan_chunk=(2, 8))  # 6 blocks of 16 patterns
+    first = next(job)
+    assert first.done == 1
+    job.close()
+    n_after_close = len(calls)
+    time.sleep(0.05)
+    assert len(calls) == n_after_close  # nothing runs after the cancel returned
+    assert sum(s[0] * s[1] for s in calls) <= 2 * 16  # at most the two queued blocks
+    got = run_job(map_scan(a, _com_kernel, out_tail=(3,), scan_chunk=(2, 8)))
+    np.testing.assert_allclose(got, run_job(map_scan(a, _com_kernel, out_tail=(3,))))
+
+
 def test_map_scan_bad_input(rng):
     a = rng.integers(0, 9, (3, 3, 4, 4)).astype(np.uint16)
     with pytest.raises(DataShapeError, match="4D"):
