@@ -44,7 +44,7 @@ import numpy as np
 Q = 128  # detector side
 
 
-def interleaved(cands: dict, repeats: int, gap_s: float = 0.1) -> dict[str, float]:
+def interleaved(cands: dict, repeats: int, gap_s: float = 0.3) -> dict[str, float]:
     """Median time of each candidate; one warm-up call each, then rounds in turn.
 
     ``gap_s`` of idle time before each timed call: numpy's BLAS (OpenBLAS) leaves its worker
