@@ -173,7 +173,13 @@ def run_py4dstem(py: Path, sets: dict, *, sigma: float) -> dict | None:
 
 
 def detect(
-    patterns: np.ndarray, probe: np.ndarray, *, dose: float | None, rng, min_relative: float
+    patterns: np.ndarray,
+    probe: np.ndarray,
+    *,
+    dose: float | None,
+    rng,
+    min_relative: float,
+    min_significance: float | None = None,
 ):
     """Bragg peaks of patterns ``(n, H, W)`` (fractions of the beam): Poisson noise at ``dose``
     electrons per pattern (None: noise-free, scaled to 1e5), template from the probe."""
@@ -193,7 +199,12 @@ def detect(
         origin_px=(SHAPE[0] // 2, SHAPE[1] // 2),
     )
     dc = DataCube(data.reshape(1, len(patterns), *SHAPE), cal, name="multislice_au")
-    return find_bragg_disks(dc, template=make_template(probe * scale), min_relative=min_relative)
+    return find_bragg_disks(
+        dc,
+        template=make_template(probe * scale),
+        min_relative=min_relative,
+        min_significance=min_significance,
+    )
 
 
 def truth_scores(peaks, plan, U_true, *, n_iter=8, intensity_power=0.5):
@@ -350,6 +361,12 @@ def main(argv=None) -> int:
         default=3e-4,
         help="find_bragg_disks min_relative (its default 0.03 keeps 1-2 disks)",
     )
+    ap.add_argument(
+        "--min-significance",
+        type=float,
+        default=None,
+        help="find_bragg_disks min_significance (disk z-score test; default: off)",
+    )
     ap.add_argument("--cache", default=None, help="npz file for the simulated patterns")
     ap.add_argument("--p4venv", default="/work/p4venv")
     ap.add_argument("--no-p4", action="store_true")
@@ -383,7 +400,14 @@ def main(argv=None) -> int:
         for dose in doses:
             t0 = time.perf_counter()
             name = f"{t:g} nm, " + ("noise-free" if dose is None else f"{dose:.0e} e/pattern")
-            sets[name] = detect(pats[it], probe, dose=dose, rng=rng, min_relative=args.min_relative)
+            sets[name] = detect(
+                pats[it],
+                probe,
+                dose=dose,
+                rng=rng,
+                min_relative=args.min_relative,
+                min_significance=args.min_significance,
+            )
             t_det += time.perf_counter() - t0
     rows: dict = {}
     for cfg, (width, power) in CONFIGS.items():

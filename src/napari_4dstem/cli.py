@@ -426,7 +426,10 @@ def _bragg_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subpixel", choices=["fit", "parabolic", "gaussian", "upsample", "none"],
                    default="fit", help="sub-pixel refinement (default fit: Poisson ML disk fit)")
     p.add_argument("--min-relative", type=float, default=0.03,
-                   help="drop peaks below this fraction of the strongest (default 0.03)")
+                   help="drop peaks below this fraction of the strongest (default 0.03; acom: 3e-4)")
+    p.add_argument("--min-significance", type=float, metavar="Z",
+                   help="keep only peaks whose disk stands Z noise SDs above its surroundings "
+                        "(default off; acom: 5)")
     p.add_argument("--min-spacing", type=float, metavar="PX", help="minimum peak spacing (default: disk radius)")
     p.add_argument("--edge", type=int, metavar="PX", help="edge margin (default: disk radius)")
     p.add_argument("--max-peaks", type=int, default=100, help="at most this many peaks per pattern")
@@ -463,6 +466,7 @@ def _find_disks(args, dc):
         dc, template=template, correlation_power=args.power, subpixel=args.subpixel,
         min_relative=args.min_relative, min_spacing_px=args.min_spacing, edge_px=args.edge,
         max_peaks=args.max_peaks, device=args.device, backend=args.scheduler,
+        min_significance=args.min_significance,
     )
     return run_job(job, bar)
 
@@ -556,6 +560,8 @@ def add_acom(sub) -> argparse.ArgumentParser:
     p.add_argument("--max-memory-mb", type=float, default=2048, help="refuse plans larger than this")
     p.add_argument("--ang", type=Path, help="also write a TSL .ang file (MTEX, orix)")
     _bragg_args(p)
+    # unset: analysis.acom.ACOM_DISK_DEFAULTS at run time (not imported here: a light parser)
+    p.set_defaults(min_relative=None, min_significance=None)
     return p
 
 
@@ -571,6 +577,11 @@ def run_acom(args) -> int:
         from .errors import FileFormatError
 
         raise FileFormatError(args.out, "acom writes an EMD file (.h5)")
+    from .analysis.acom import ACOM_DISK_DEFAULTS
+
+    for key, value in ACOM_DISK_DEFAULTS.items():  # Bragg disks far weaker than the central beam
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     crystals = [load_crystal(c) for c in args.crystal]
     dc = _open_calibrated(args)
     try:

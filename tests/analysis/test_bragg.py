@@ -226,3 +226,28 @@ def test_bragg_vector_map_and_origin_from_peaks():
     assert big.data.shape == (256, 256) and big.data.sum() == pytest.approx(bp.n_peaks, rel=0.05)
     with pytest.raises(DataShapeError, match="no origin"):
         bragg_vector_map(bp)
+
+
+def test_min_significance_keeps_weak_disks_and_drops_noise(rng):
+    # a strong central beam and four Bragg disks 1e-3 of it above a Poisson background: with a
+    # low min_relative the noise floods in; the disk test keeps exactly the planted disks
+    size = 128
+    yy, xx = np.indices((size, size))
+    centres = [(64.0, 64.0), (64.0, 28.0), (64.0, 100.0), (28.0, 64.0), (100.0, 64.0)]
+    amps = [20000.0, 30.0, 30.0, 30.0, 30.0]
+    lam = np.full((size, size), 3.0)
+    for (cy, cx), a in zip(centres, amps):
+        lam += a * soft_disk(np.hypot(yy - cy, xx - cx), 6.0, 0.5)
+    data = rng.poisson(np.broadcast_to(lam, (2, 3, size, size))).astype(np.float32)
+    tmpl = make_template(20000.0 * soft_disk(np.hypot(yy - 64, xx - 64), 6.0, 0.5))
+    loose = find_bragg_disks(data, template=tmpl, min_relative=1e-5)
+    sig = find_bragg_disks(data, template=tmpl, min_relative=1e-5, min_significance=5.0)
+    planted = np.array(centres)
+    for iy in range(2):
+        for ix in range(3):
+            yx = np.stack([sig.at(iy, ix)["qy"], sig.at(iy, ix)["qx"]], 1)
+            d = np.linalg.norm(yx[:, None] - planted[None], axis=2)
+            assert len(yx) == 5 and np.all(d.min(axis=1) < 1.0)  # all planted, nothing else
+            assert np.all(d.min(axis=0) < 1.0)
+            assert len(loose.at(iy, ix)["qy"]) > 10  # the noise peaks the test removes
+    assert sig.params["min_significance"] == 5.0

@@ -34,7 +34,7 @@ from ..engine.driver import map_scan
 from ..engine.jobs import Job, Progress, run_job
 from ..engine.kernels import Kernel
 from ..errors import DataShapeError
-from .peaks import PeakTable, compact_rows, find_peaks, fit_disks, refine_peaks
+from .peaks import PeakTable, compact_rows, disk_counts, find_peaks, fit_disks, refine_peaks
 from .probe import ProbeTemplate, make_template
 
 __all__ = [
@@ -136,6 +136,7 @@ def detect_in_stack(
     device: str | None = None,
     workers: int | None = None,
     parallel: bool = True,
+    min_significance: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bragg disks in a stack of patterns ``(n, k_y, k_x)``: ``(peaks, count)``.
 
@@ -186,7 +187,7 @@ def detect_in_stack(
         out[..., 0:2] = ref.yx
         out[..., 2] = ref.value
         out[..., 3] = ref.value
-        return out, ref.count
+        return _significant(p, out, ref.count, template.radius_px, min_significance, parallel)
     par = refine_peaks(corr, table, method="parabolic", parallel=parallel)
     if b > 1:  # binned -> full-detector pixels
         par.yx[:] = par.yx * b + (b - 1) / 2
@@ -210,7 +211,18 @@ def detect_in_stack(
     out[..., 1] = np.where(good, fit[..., 1], par.yx[..., 1])
     out[..., 2] = np.where(good, fit[..., 2] * _profile_area(template), np.nan)
     out[..., 3] = par.value
-    return out, table.count
+    return _significant(p, out, table.count, template.radius_px, min_significance, parallel)
+
+
+def _significant(p, out, count, radius_px, min_significance, parallel):
+    """Keep the peaks whose raw pattern holds a disk ``min_significance`` noise standard
+    deviations above the ring around it (:func:`~.peaks.disk_counts`; None keeps all)."""
+    if min_significance is None:
+        return out, count
+    z = disk_counts(p, out[..., 0:2], count, radius_px=radius_px, parallel=parallel)[..., 1]
+    ok = np.arange(out.shape[1])[None] < count[:, None]
+    kept, count = compact_rows(ok & (z >= float(min_significance)), out)
+    return kept, count
 
 
 def _inside(yx: np.ndarray, shape, edge: int) -> np.ndarray:
@@ -317,6 +329,7 @@ def iter_find_bragg_disks(
     poisson: bool = True,
     detect_bin: int | None = None,
     device: str | None = None,
+    min_significance: float | None = None,
     calibration: Calibration | None = None,
     scan_chunk: tuple[int, int] | None = None,
     backend: Any = None,
@@ -354,6 +367,12 @@ def iter_find_bragg_disks(
     device : None, "cpu" or "cuda[:n]"
         Where the FFTs run; "cuda" needs torch with CUDA and falls back to the CPU (with a
         RuntimeWarning) without it.
+    min_significance : float, optional
+        Keep only peaks whose raw pattern holds a disk this many noise standard deviations
+        above the ring around it (:func:`~napari_4dstem.analysis.peaks.disk_counts`, the test
+        of the NN path). Scale-free, so it pairs with a low ``min_relative`` on patterns whose
+        Bragg disks are orders of magnitude weaker than the central beam (ACOM of thin
+        crystals at random orientations: docs/acom.md). Default None: no test.
     scan_chunk, backend
         As :func:`~napari_4dstem.engine.driver.map_scan`.
 
@@ -394,6 +413,7 @@ def iter_find_bragg_disks(
         "upsample_factor": int(upsample_factor),
         "poisson": bool(poisson),
         "device": device,
+        "min_significance": None if min_significance is None else float(min_significance),
     }
     out = yield from map_scan(
         cube.data,

@@ -95,21 +95,23 @@ def _with_origin(cal: Calibration, peaks) -> Calibration:
 
 
 def _scan_job(dc, cal, probe, peaks, crystals, plans, plan_kwargs, match_kwargs):
-    from ..analysis.acom import iter_match_orientations
+    from ..analysis.acom import ACOM_DISK_DEFAULTS, iter_match_orientations
     from ..analysis.bragg import iter_find_bragg_disks
 
     if plans is None:
         plans = yield from _plan_job(crystals, plan_kwargs)
     if peaks is None:
         template = yield from _template_job(dc, probe)
-        peaks = yield from iter_find_bragg_disks(dc, template=template, calibration=cal)
+        peaks = yield from iter_find_bragg_disks(
+            dc, template=template, calibration=cal, **ACOM_DISK_DEFAULTS
+        )
     mcal = _with_origin(cal, peaks)
     result = yield from iter_match_orientations(peaks, plans, calibration=mcal, **match_kwargs)
     return plans, peaks, result
 
 
 def _check_job(dc, cal, probe, iy, ix, crystals, plans, plan_kwargs, match_kwargs):
-    from ..analysis.acom import iter_match_orientations
+    from ..analysis.acom import ACOM_DISK_DEFAULTS, iter_match_orientations
     from ..analysis.bragg import detect_in_stack, origin_from_peaks
     from ..data.results import BraggPeaks
 
@@ -118,7 +120,7 @@ def _check_job(dc, cal, probe, iy, ix, crystals, plans, plan_kwargs, match_kwarg
     template = yield from _template_job(dc, probe)
     yield Progress(0, 1, f"Bragg disks of pattern ({iy}, {ix})")
     pattern = dc.pattern(iy, ix)
-    found, count = detect_in_stack(pattern[None], template)
+    found, count = detect_in_stack(pattern[None], template, **ACOM_DISK_DEFAULTS)
     rows = found[0, : int(count[0])]
     rec = {"qy": rows[:, 0], "qx": rows[:, 1], "intensity": rows[:, 2], "correlation": rows[:, 3]}
     one = BraggPeaks.from_lists(
