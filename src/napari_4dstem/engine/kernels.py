@@ -18,7 +18,6 @@ import types
 
 import numba
 import numpy as np
-from llvmlite import binding as _llvm
 from llvmlite import ir as _ir
 from numba.core import cgutils as _cgutils
 from numba.extending import intrinsic as _intrinsic
@@ -68,10 +67,6 @@ def _kernel_by_name(name: str) -> Kernel:
     return globals()[name]
 
 
-# LLVM's prefetch intrinsic is typed on the pointer: opaque pointers (``p0``) from LLVM 15
-_PREFETCH = "llvm.prefetch.p0" if _llvm.llvm_version_info >= (15,) else "llvm.prefetch.p0i8"
-
-
 @_intrinsic
 def _prefetch(typingctx, arr, r, c):
     """Ask the CPU to start loading ``arr[r, c]`` (a 2D array) into cache; no result.
@@ -88,7 +83,9 @@ def _prefetch(typingctx, arr, r, c):
         i8p = builder.bitcast(ptr, _ir.IntType(8).as_pointer())
         i32 = _ir.IntType(32)
         fnty = _ir.FunctionType(_ir.VoidType(), [i8p.type, i32, i32, i32])
-        fn = _cgutils.get_or_insert_function(builder.module, fnty, _PREFETCH)
+        # llvmlite mangles the name for its pointer type (p0i8; LLVM upgrades it where
+        # pointers are opaque)
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p.type], fnty)
         # read, high temporal locality, data cache
         builder.call(fn, [i8p, _ir.Constant(i32, 0), _ir.Constant(i32, 3), _ir.Constant(i32, 1)])
         return context.get_dummy_value()
