@@ -211,10 +211,21 @@ def _task_chunk(
 def _read(arr, sy: slice, sx: slice, rows: slice) -> np.ndarray:
     if isinstance(arr, np.ndarray):
         return arr[sy, sx, rows]  # a view: no copy
+    direct = _h5_direct(arr)
+    if direct is not None:  # uncompressed HDF5 chunks: straight from the file, no HDF5 call
+        return direct.read(sy, sx, rows)
     if rows.start == 0 and rows.stop == arr.shape[2]:
         return read_block(arr, sy, sx)
     block = arr[sy, sx, rows]
     return np.asarray(block.compute() if hasattr(block, "compute") else block)
+
+
+def _h5_direct(arr):
+    if type(arr).__module__.split(".")[0] != "h5py":
+        return None
+    from ..io._h5direct import direct_reader
+
+    return direct_reader(arr)
 
 
 def _iter_blocks(arr, blocks, rows) -> Iterator[tuple[slice, slice, np.ndarray]]:

@@ -1,0 +1,126 @@
+"""Read uncompressed HDF5 chunks straight from the file through a memory map.
+
+HDF5 serialises reads (one library lock) and its partial-chunk I/O costs almost as much as a
+whole chunk: a small virtual detector that needs 24 of 128 detector rows read a 4 GB EMD file
+only 1.9x faster than all of it. For a chunked dataset *without filters* (no compression,
+shuffle or checksum) in native byte order whose chunks hold whole patterns, every chunk is a
+plain C-order array at a known file offset, so a hyperslab is a set of numpy copies out of an
+``mmap`` of the file: no HDF5 call after the chunk index is built, no lock, and only the pages
+of the rows asked for are touched. Anything else (compressed data, other chunk shapes, a user
+block, a non-file driver) returns None and the caller reads through h5py as before.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+from collections import OrderedDict
+
+import numpy as np
+
+__all__ = ["DirectChunks", "direct_reader"]
+
+
+class DirectChunks:
+    """Hyperslabs ``[sy, sx, rows]`` of a 4D chunked dataset, read from an mmap of its file."""
+
+    def __init__(self, filename: str, shape, dtype, chunks, index: dict, fill):
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.chunks = tuple(int(c) for c in chunks)
+        self.index = index  # (chunk start y, chunk start x) -> byte offset in the file
+        self.fill = fill
+        self.chunk_bytes = math.prod(self.chunks) * self.dtype.itemsize
+        with open(filename, "rb") as fh:
+            self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        self._buf = np.frombuffer(self._mm, dtype=np.uint8)
+
+    def read(self, sy: slice, sx: slice, rows: slice) -> np.ndarray:
+        y0, y1, _ = sy.indices(self.shape[0])
+        x0, x1, _ = sx.indices(self.shape[1])
+        r0, r1, _ = rows.indices(self.shape[2])
+        cy, cx = self.chunks[0], self.chunks[1]
+        out = np.empty((y1 - y0, x1 - x0, r1 - r0, self.shape[3]), self.dtype)
+        lo, hi = None, None
+        for gy in range(y0 // cy * cy, y1, cy):
+            a0, a1 = max(y0, gy), min(y1, gy + cy)
+            for gx in range(x0 // cx * cx, x1, cx):
+                b0, b1 = max(x0, gx), min(x1, gx + cx)
+                dst = out[a0 - y0 : a1 - y0, b0 - x0 : b1 - x0]
+                off = self.index.get((gy, gx))
+                if off is None:  # never written: the fill value
+                    dst[...] = self.fill
+                    continue
+                chunk = (
+                    self._buf[off : off + self.chunk_bytes].view(self.dtype).reshape(self.chunks)
+                )
+                dst[...] = chunk[a0 - gy : a1 - gy, b0 - gx : b1 - gx, r0:r1]
+                lo = off if lo is None else min(lo, off)
+                hi = off + self.chunk_bytes if hi is None else max(hi, off + self.chunk_bytes)
+        if lo is not None and hasattr(mmap, "MADV_DONTNEED"):
+            # drop the pages from this process (they stay in the page cache), as the engine
+            # does for memmaps: a full scan must not grow the resident memory to the file size
+            page = mmap.PAGESIZE
+            start = lo // page * page
+            try:
+                self._mm.madvise(mmap.MADV_DONTNEED, start, min(len(self._mm), hi) - start)
+            except (OSError, ValueError):
+                pass
+        return out
+
+
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_SIZE = 8
+
+
+def direct_reader(ds) -> DirectChunks | None:
+    """A :class:`DirectChunks` for the h5py dataset ``ds`` when it qualifies, else None."""
+    try:
+        key = (ds.file.filename, ds.name, ds.id.id)
+    except Exception:
+        return None
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    reader = _make(ds)
+    _CACHE[key] = reader
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return reader
+
+
+def _make(ds) -> DirectChunks | None:
+    try:
+        f = ds.file
+        if (
+            ds.ndim != 4
+            or ds.chunks is None
+            or tuple(ds.chunks[2:]) != tuple(ds.shape[2:])
+            or not ds.dtype.isnative
+            or ds.dtype.kind not in "uif"
+            or ds.id.get_create_plist().get_nfilters() != 0
+            or f.mode != "r"  # a file open for writing may move its chunks
+            or f.driver not in ("sec2", None)
+            or f.userblock_size != 0
+            or not os.path.isfile(f.filename)
+        ):
+            return None
+        index: dict = {}
+        n_chunks = ds.id.get_num_chunks()
+        nbytes = math.prod(ds.chunks) * ds.dtype.itemsize
+        if hasattr(ds.id, "chunk_iter"):
+            ds.id.chunk_iter(
+                lambda c: index.__setitem__(tuple(c.chunk_offset[:2]), (c.byte_offset, c.size))
+            )
+        else:  # older HDF5: one call per chunk
+            for i in range(n_chunks):
+                c = ds.id.get_chunk_info(i)
+                index[tuple(c.chunk_offset[:2])] = (c.byte_offset, c.size)
+        if len(index) != n_chunks or any(size != nbytes for _, size in index.values()):
+            return None
+        offsets = {k: int(off) for k, (off, _) in index.items()}
+        fill = ds.fillvalue if ds.fillvalue is not None else 0
+        return DirectChunks(f.filename, ds.shape, ds.dtype, ds.chunks, offsets, fill)
+    except Exception:  # any doubt: read through h5py
+        return None
