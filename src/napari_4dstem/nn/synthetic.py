@@ -150,8 +150,14 @@ def simulate_training_patterns(
 
     Intensities are relative: central disk mean 1, background included; dose and Poisson
     noise come from the augmentation at training time.
+
+    Every length in pixels is drawn for a 128-pixel detector and multiplied by ``size / 128``
+    (disk radius and edge, lattice spacing, beam offset), so pattern ``i`` of a set at
+    ``size=256`` is pattern ``i`` of the same seed at 128, sampled twice as finely (the same
+    draws; the disk centres from the detector centre are twice as far in pixels).
     """
     rng = np.random.default_rng(seed)
+    f = size / 128  # pixels per pixel of the 128 geometry
     shape = (size, size)
     pats = np.zeros((n, size, size), np.float32)
     probes = np.zeros_like(pats)
@@ -159,15 +165,17 @@ def simulate_training_patterns(
     all_c, all_rel = [], []
     meta = {k: [] for k in ("thickness_A", "origin_px", "seed", "strain")}
     for i in range(n):
-        radius = rng.uniform(3.0, 9.0) * size / 128
-        edge = rng.uniform(0.4, 1.0)
-        spacing = rng.uniform(max(2.2 * radius + 3, 10.0), max(2.2 * radius + 4, 0.3 * size))
+        radius = rng.uniform(3.0, 9.0) * f
+        edge = rng.uniform(0.4, 1.0) * f
+        spacing = rng.uniform(
+            max(2.2 * radius + 3 * f, 10.0 * f), max(2.2 * radius + 4 * f, 0.3 * size)
+        )
         ratio = rng.uniform(0.8, 1.25)
         ang = math.radians(rng.uniform(60, 120))
         rot = rng.uniform(0, 2 * np.pi)
         g1 = spacing * np.array([math.sin(rot), math.cos(rot)])
         g2 = spacing * ratio * np.array([math.sin(rot + ang), math.cos(rot + ang)])
-        origin = np.array([size // 2, size // 2], float) + rng.uniform(-3, 3, 2)
+        origin = np.array([size // 2, size // 2], float) + rng.uniform(-3, 3, 2) * f
         c, _ = _lattice_points(g1, g2, origin, shape, radius)
         m = len(c)
         gm = np.hypot(*(c - origin).T)
@@ -297,14 +305,25 @@ def make_thick_strained_scan(
     background_counts: float = 0.5,
     seed: int = 7,
     noise: bool = True,
+    sampling: float = 1.0,
 ) -> ThickScan:
     """A strained single crystal (``planted_strain``) imaged through the thick proxy.
 
     The local tilt (excitation errors ``s0``) wanders from pattern to pattern as in a bent
     thick foil, so the fringe bias of correlation changes over the scan. Dose as the sample of
     ``shared/TARGETS.md``: central disk ``central_counts``/px, background 0.5/px, Poisson.
+
+    ``sampling`` images the same crystal at the same dose on a detector with ``sampling``
+    times finer pixels (give ``size`` to match, e.g. 256 with 2): the lengths in px
+    (``spacing_px``, ``radius_px``, the disk edge and the beam wander) are multiplied by it,
+    the counts per px (``central_counts``, ``background_counts``, the Bragg disks) divided by
+    its square; the random draws are the same, so only the Poisson noise differs.
     """
     rng = np.random.default_rng(seed)
+    f = float(sampling)
+    spacing_px, radius_px = spacing_px * f, radius_px * f
+    counts_rel = central_counts  # the Bragg disks' counts are set at sampling 1
+    central_counts, background_counts = central_counts / f**2, background_counts / f**2
     ny, nx = scan_shape
     shape = (size, size)
     a = math.radians(7.0)
@@ -329,12 +348,12 @@ def make_thick_strained_scan(
         [
             [1.0],
             (4 + 8 * np.clip((kmax - gm) / kmax, 0, 1))
-            / central_counts
+            / counts_rel
             * rng.uniform(0.85, 1.15, m - 1),
         ]
     )
     npos = ny * nx
-    origin = np.array([size // 2, size // 2], float) + rng.uniform(-0.8, 0.8, (npos, 2))
+    origin = np.array([size // 2, size // 2], float) + rng.uniform(-0.8, 0.8, (npos, 2)) * f
     gdef = np.einsum("pij,nj->pni", finvT, g_ref)[..., ::-1]  # (p, n, (y, x))
     centers = np.concatenate([origin[:, None], origin[:, None] + gdef], axis=1)
     # local tilt: a smooth bend plus pattern-to-pattern wander
@@ -354,7 +373,7 @@ def make_thick_strained_scan(
         kappa=kappa,
         shape=shape,
         radius=radius_px,
-        edge=0.5,
+        edge=0.5 * f,
     )
     ky, kx = np.mgrid[0:size, 0:size]
     kk = np.hypot(ky[None] - origin[:, 0, None, None], kx[None] - origin[:, 1, None, None])
@@ -365,7 +384,7 @@ def make_thick_strained_scan(
     cal = Calibration(
         scan_step=(1.0, 1.0),
         scan_units="nm",
-        k_pixel_size=0.01,
+        k_pixel_size=0.01 / f,
         k_units="1/A",
         beam_energy_kev=300.0,
     )
@@ -376,7 +395,7 @@ def make_thick_strained_scan(
         metadata={"description": f"kinematic thick-sample proxy, t = {thickness_nm} nm"},
     )
     probe = DiffractionImage(
-        (16 * central_counts * _probe(shape, radius_px, 0.5)).astype(np.float32),
+        (16 * central_counts * _probe(shape, radius_px, 0.5 * f)).astype(np.float32),
         name="probe",
         calibration=cal,
     )

@@ -13,6 +13,7 @@ is left untouched and :class:`TrainingDiverged` says where it is.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -131,12 +132,34 @@ def _batch(shards, idx, aug, rng):
 
 def default_augment(shards) -> Augment:
     """The training augmentation for a shard set: doses per pixel of the central disk for the
-    proxy shards (central disk 1), of the brightest pixel for the engines' (sum 1)."""
+    proxy shards (central disk 1), of the brightest pixel for the engines' (sum 1).
+
+    Proxy shards of size ``S`` other than 128 are the 128 geometry sampled ``f = S / 128``
+    times as finely (:func:`~napari_4dstem.nn.synthetic.simulate_training_patterns`), so the
+    augmentation is scaled to the same physical ranges: dose and flat background per pixel
+    divided by ``f**2`` (the same electrons per unit area), shift and blur multiplied by ``f``,
+    the pixel size (which sets the plasmon width in px) divided by ``f``. Read noise and the
+    bad-pixel fractions are per pixel and stay.
+    """
     import h5py
 
     with h5py.File(shards.files[0], "r") as f:
         engine = str(f.attrs.get("engine", ""))
-    return Augment(scale_to_max=engine != "kinematic-thick-proxy")
+        size = int(f["patterns"].shape[-1])
+    if engine != "kinematic-thick-proxy":
+        return Augment(scale_to_max=True)
+    aug = Augment()
+    f = size / 128
+    if f == 1:
+        return aug
+    return dataclasses.replace(
+        aug,
+        dose=tuple(d / f**2 for d in aug.dose),
+        background=tuple(b / f**2 for b in aug.background),
+        max_shift_px=aug.max_shift_px * f,
+        blur_sigma_px=tuple(b * f for b in aug.blur_sigma_px),
+        pixel_size_inv_A=aug.pixel_size_inv_A / f,
+    )
 
 
 def _save(path: Path, obj) -> None:
@@ -267,6 +290,7 @@ def iter_train(
         make_thick_strained_scan(
             scan_shape=config.strain_scan,
             size=config.model.size,
+            sampling=config.model.size / 128,
             thickness_nm=config.strain_thickness_nm,
             seed=99,
         )
