@@ -138,7 +138,23 @@ def _apply_file(src, sy, sx, rows, kernel, kwargs, scan_kwargs):
     from .chunks import release_pages
     from .driver import _read, _run_block
 
-    block = _read(_open_source(src), sy, sx, rows)
+    arr = _open_source(src)
+    if rows.start == 0 and rows.stop == arr.shape[2]:
+        from .driver import _h5_direct, run_chunk_views
+
+        direct = _h5_direct(arr)
+        if direct is not None:  # whole chunks straight from the file's map, no copy
+            y0, y1, _ = sy.indices(arr.shape[0])
+            x0, x1, _ = sx.indices(arr.shape[1])
+            parts = run_chunk_views(direct, sy, sx, kernel, kwargs, scan_kwargs)
+            res = None
+            for (dy, dx, _), part in parts:
+                if res is None:
+                    res = np.empty((y1 - y0, x1 - x0, *part.shape[2:]), part.dtype)
+                res[dy, dx] = part
+            direct.release([off for (_, _, off), _ in parts])
+            return res
+    block = _read(arr, sy, sx, rows)
     try:
         return _run_block(block, kernel, rows.start, False, kwargs, scan_kwargs)
     finally:

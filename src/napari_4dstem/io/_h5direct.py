@@ -36,6 +36,40 @@ class DirectChunks:
             self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         self._buf = np.frombuffer(self._mm, dtype=np.uint8)
 
+    def chunk_views(self, sy: slice, sx: slice):
+        """The block ``[sy, sx]`` (all detector rows) chunk by chunk, without copying:
+        ``(dst_y, dst_x, patterns, offset)`` with block-relative slices and C-contiguous
+        whole patterns (a view into the file's map; a small copy where a chunk is cut along
+        scan_x at the scan's edge, or the fill value where it was never written)."""
+        y0, y1, _ = sy.indices(self.shape[0])
+        x0, x1, _ = sx.indices(self.shape[1])
+        cy, cx = self.chunks[0], self.chunks[1]
+        for gy in range(y0 // cy * cy, y1, cy):
+            a0, a1 = max(y0, gy), min(y1, gy + cy)
+            for gx in range(x0 // cx * cx, x1, cx):
+                b0, b1 = max(x0, gx), min(x1, gx + cx)
+                off = self.index.get((gy, gx))
+                if off is None:
+                    pats = np.full((a1 - a0, b1 - b0, *self.shape[2:]), self.fill, self.dtype)
+                else:
+                    chunk = self._buf[off : off + self.chunk_bytes].view(self.dtype)
+                    pats = chunk.reshape(self.chunks)[a0 - gy : a1 - gy, b0 - gx : b1 - gx]
+                    if not pats.flags.c_contiguous:
+                        pats = np.ascontiguousarray(pats)
+                yield slice(a0 - y0, a1 - y0), slice(b0 - x0, b1 - x0), pats, off
+
+    def release(self, offsets) -> None:
+        """Drop the pages of these chunks from this process (they stay in the page cache)."""
+        offs = [o for o in offsets if o is not None]
+        if offs and hasattr(mmap, "MADV_DONTNEED"):
+            page = mmap.PAGESIZE
+            start = min(offs) // page * page
+            stop = min(len(self._mm), max(offs) + self.chunk_bytes)
+            try:
+                self._mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
+            except (OSError, ValueError):
+                pass
+
     def read(self, sy: slice, sx: slice, rows: slice) -> np.ndarray:
         y0, y1, _ = sy.indices(self.shape[0])
         x0, x1, _ = sx.indices(self.shape[1])
