@@ -220,6 +220,16 @@ def run_chunk_views(direct, sy: slice, sx: slice, kernel, kwargs, scan_kwargs, s
     return out
 
 
+def _drop_queued(groups) -> None:
+    """A job closed early (cancelled): drop its queued pool calls, wait for the running ones."""
+    futs = [fut for group in groups for _, fut in group]
+    for fut in futs:
+        fut.cancel()
+    for fut in futs:
+        if not fut.cancelled():
+            fut.exception()
+
+
 def _run_chunks(direct, kernel, out, blocks, kwargs, scan_kwargs, message) -> Job[None]:
     """The threads mode on an HDF5 source read through its map: one pool task per chunk."""
     total = len(blocks)
@@ -242,13 +252,7 @@ def _run_chunks(direct, kernel, out, blocks, kwargs, scan_kwargs, message) -> Jo
         while pending:
             yield collect()
     finally:
-        for _, _, futs in pending:
-            for _, fut in futs:
-                fut.cancel()
-        for _, _, futs in pending:
-            for _, fut in futs:
-                if not fut.cancelled():
-                    fut.exception()
+        _drop_queued([futs for *_, futs in pending])
 
 
 def _task_chunk(
@@ -376,14 +380,7 @@ def _run_local(arr, kernel, out, blocks, rows, kwargs, scan_kwargs, message, mod
         while pending:
             yield collect()
     finally:
-        # cancelled (the generator closed early): drop the queued pieces, wait for running ones
-        for _, _, _, futs in pending:
-            for _, fut in futs:
-                fut.cancel()
-        for _, _, _, futs in pending:
-            for _, fut in futs:
-                if not fut.cancelled():
-                    fut.exception()
+        _drop_queued([futs for *_, futs in pending])
 
 
 class PerPattern:
