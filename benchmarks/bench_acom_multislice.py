@@ -210,42 +210,26 @@ def detect(
 def truth_scores(peaks, plan, U_true, *, n_iter=8, intensity_power=0.5):
     """Refined score (the matcher's final cosine) of the truth, refined from the truth."""
     from napari_4dstem.analysis import acom
-    from napari_4dstem.data.calibration import electron_wavelength_A
 
     k_max = plan.params["k_max_inv_A"]
     off, gx, gy, amp = acom.peaks_to_lab(
         peaks, k_max_inv_A=k_max, min_radius_inv_A=0.5 * plan.shell_radii[0]
     )
     n = len(off) - 1
-    q = intensity_power
-    amp = amp ** (2 * q)
-    refl = plan.crystal.reciprocal_points(k_max * 1.05)
-    U_out = np.zeros((n, 1, 3, 3))
-    corr, n_match, rms = np.zeros((n, 1)), np.zeros((n, 1), np.int64), np.zeros((n, 1))
-    acom._refine_range(
-        0,
-        n,
+    args, (_, corr, _, _) = acom.refine_arguments(
+        plan,
         off,
         gx,
         gy,
-        amp,
+        amp ** (2 * intensity_power),
         U_true[:, None].copy(),
         np.ones((n, 1), bool),
-        refl.g,
-        np.abs(refl.structure_factor) ** (2 * q),
-        np.sum(refl.g**2, axis=1),
-        electron_wavelength_A(plan.params["energy_kev"]),
-        plan.params["excitation_width_inv_A"],
-        q,
-        k_max,
-        1.5 * PIXEL,
-        math.radians(plan.params["step_deg"]),
-        n_iter,
-        U_out,
-        corr,
-        n_match,
-        rms,
+        intensity_power=intensity_power,
+        k_max=k_max,
+        tol_pos=1.5 * PIXEL,
+        n_iter=n_iter,
     )
+    acom._refine_range(0, n, *args)
     return corr[:, 0]
 
 

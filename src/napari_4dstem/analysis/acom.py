@@ -503,31 +503,18 @@ def _match_one_plan(
     n_match = np.zeros((n_pat, n_keep), np.int64)
     rms = np.full((n_pat, n_keep), np.nan)
     if refine:
-        refl = plan.crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
-        U_out = np.where(ok[..., None, None], U0, np.nan)
-        corr = np.zeros((n_pat, n_keep))
-        lam = electron_wavelength_A(plan.params["energy_kev"])
-        args = (
+        args, (U_out, corr, n_match, rms) = refine_arguments(
+            plan,
             off,
             gx,
             gy,
             amp,
-            np.nan_to_num(U0),
+            np.where(ok[..., None, None], U0, np.nan),
             ok,
-            refl.g,
-            np.abs(refl.structure_factor) ** (2.0 * intensity_power),
-            np.sum(refl.g**2, axis=1),
-            lam,
-            plan.params["excitation_width_inv_A"],
-            intensity_power,
-            k_max,
-            tol_pos,
-            math.radians(plan.params["step_deg"]),
-            n_iter,
-            U_out,
-            corr,
-            n_match,
-            rms,
+            intensity_power=intensity_power,
+            k_max=k_max,
+            tol_pos=tol_pos,
+            n_iter=n_iter,
         )
         for i1 in _run_ranges(_refine_range, n_pat, args, n_threads, chunk):
             yield Progress(
@@ -546,6 +533,44 @@ def _match_one_plan(
     reliability = np.where(score[:, 0] > 0, 1.0 - second / np.maximum(score[:, 0], 1e-300), 0.0)
     sl = slice(0, n_matches)
     return U0[:, sl], score[:, sl], ok[:, sl], n_match[:, sl], rms[:, sl], reliability, out_s[:, 0]
+
+
+def refine_arguments(
+    plan, off, gx, gy, amp, U0, ok, *, intensity_power, k_max, tol_pos, n_iter
+) -> tuple[tuple, tuple]:
+    """The argument tuple of :func:`_refine_range` (after its pattern range) for candidates
+    ``U0 (n, k, 3, 3)`` (NaN where ``ok`` is False) against ``plan``, and its outputs
+    ``(U_out, corr, n_match, rms)``, filled in place. ``amp`` are measured intensities already
+    raised to ``intensity_power``; ``off/gx/gy`` as from :func:`peaks_to_lab`."""
+    n_pat, n_keep = ok.shape
+    refl = plan.crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
+    U_out = np.array(U0, dtype=float)
+    outs = (
+        U_out,
+        np.zeros((n_pat, n_keep)),
+        np.zeros((n_pat, n_keep), np.int64),
+        np.full((n_pat, n_keep), np.nan),
+    )
+    args = (
+        off,
+        gx,
+        gy,
+        amp,
+        np.nan_to_num(U0),
+        ok,
+        refl.g,
+        np.abs(refl.structure_factor) ** (2.0 * intensity_power),
+        np.sum(refl.g**2, axis=1),
+        electron_wavelength_A(plan.params["energy_kev"]),
+        plan.params["excitation_width_inv_A"],
+        intensity_power,
+        k_max,
+        tol_pos,
+        math.radians(plan.params["step_deg"]),
+        n_iter,
+        *outs,
+    )
+    return args, outs
 
 
 def _powered(plan: OrientationPlan, intensity_power: float) -> OrientationPlan:

@@ -34,7 +34,15 @@ from ..engine.driver import map_scan
 from ..engine.jobs import Job, Progress, run_job
 from ..engine.kernels import Kernel
 from ..errors import DataShapeError
-from .peaks import PeakTable, compact_rows, disk_counts, find_peaks, fit_disks, refine_peaks
+from .peaks import (
+    PeakTable,
+    compact_rows,
+    disk_counts,
+    find_peaks,
+    fit_disks,
+    keep_significant,
+    refine_peaks,
+)
 from .probe import ProbeTemplate, make_template
 
 __all__ = [
@@ -220,9 +228,7 @@ def _significant(p, out, count, radius_px, min_significance, parallel):
     if min_significance is None:
         return out, count
     z = disk_counts(p, out[..., 0:2], count, radius_px=radius_px, parallel=parallel)[..., 1]
-    ok = np.arange(out.shape[1])[None] < count[:, None]
-    kept, count = compact_rows(ok & (z >= float(min_significance)), out)
-    return kept, count
+    return keep_significant(out, count, z, min_significance)
 
 
 def _inside(yx: np.ndarray, shape, edge: int) -> np.ndarray:

@@ -43,6 +43,7 @@ __all__ = [
     "disk_counts",
     "find_peaks",
     "fit_disks",
+    "keep_significant",
     "refine_peaks",
 ]
 
@@ -460,6 +461,15 @@ def compact_rows(keep: np.ndarray, *arrays: np.ndarray, width: int | None = None
         c[i, rank[i, j]] = a[i, j]
         out.append(c)
     return (*out, keep.sum(axis=1).astype(np.int64))
+
+
+def keep_significant(rows: np.ndarray, count: np.ndarray, z: np.ndarray, min_significance):
+    """Compact peak ``rows (n, slots, ...)`` to those whose disk significance ``z (n, slots)``
+    (from :func:`disk_counts`) is at least ``min_significance``; None keeps them all."""
+    if min_significance is None:
+        return rows, count
+    ok = np.arange(rows.shape[1])[None] < np.asarray(count)[:, None]
+    return compact_rows(ok & (z >= float(min_significance)), rows)
 
 
 @Kernel

@@ -26,10 +26,11 @@ cancellable between blocks) returning the assembled ``(scan_y, scan_x, *out_tail
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -220,39 +221,52 @@ def run_chunk_views(direct, sy: slice, sx: slice, kernel, kwargs, scan_kwargs, s
     return out
 
 
-def _drop_queued(groups) -> None:
-    """A job closed early (cancelled): drop its queued pool calls, wait for the running ones."""
-    futs = [fut for group in groups for _, fut in group]
-    for fut in futs:
-        fut.cancel()
-    for fut in futs:
-        if not fut.cancelled():
-            fut.exception()
-
-
 def _run_chunks(direct, kernel, out, blocks, kwargs, scan_kwargs, message) -> Job[None]:
     """The threads mode on an HDF5 source read through its map: one pool task per chunk."""
-    total = len(blocks)
-    pending: list = []
 
-    def collect():
-        k, dst, futs = pending.pop(0)
-        for (dy, dx, _), fut in futs:
-            dst[dy, dx] = fut.result()
-        direct.release([off for (_, _, off), _ in futs])
-        return Progress(k + 1, total, message)
-
-    try:
-        for k, (sy, sx) in enumerate(blocks):
+    def queued():
+        for sy, sx in blocks:
             skw = _slice_scan_kwargs(scan_kwargs, sy, sx)
             futs = run_chunk_views(direct, sy, sx, kernel, kwargs, skw, submit=_pool().submit)
-            pending.append((k, out[sy, sx], futs))
-            if len(pending) > 1:
+            release = functools.partial(direct.release, [off for (*_, off), _ in futs])
+            yield out[sy, sx], [((dy, dx), fut) for (dy, dx, _), fut in futs], release, True
+
+    yield from _pipelined(queued(), len(blocks), message)
+
+
+def _pipelined(queued, total: int, message: str) -> Job[None]:
+    """Collect queued blocks in order: ``queued`` yields ``(dst, [(index into dst, future)],
+    done, ahead)`` per block, ``done()`` running once the block is written. With ``ahead`` the
+    block is collected only after the next one is queued, so the pool never idles at a block
+    boundary; without (work already done in this thread), at once. A job closed early
+    (cancelled) drops the queued pool calls and waits for the running ones."""
+    pending: list = []
+    written = 0
+
+    def collect() -> Progress:
+        nonlocal written
+        dst, futs, done, _ = pending.pop(0)
+        for idx, fut in futs:
+            dst[idx] = fut.result()
+        done()
+        written += 1
+        return Progress(written, total, message)
+
+    try:
+        for item in queued:
+            pending.append(item)
+            while len(pending) > (1 if item[3] else 0):
                 yield collect()
         while pending:
             yield collect()
     finally:
-        _drop_queued([futs for *_, futs in pending])
+        queued.close()  # stops the block reader of a lazy source
+        futs = [fut for _, group, _, _ in pending for _, fut in group]
+        for fut in futs:
+            fut.cancel()
+        for fut in futs:
+            if not fut.cancelled():
+                fut.exception()
 
 
 def _task_chunk(
@@ -339,34 +353,22 @@ def _pieces(ny: int, nx: int, n: int) -> list[tuple[slice, slice]]:
 
 
 def _run_local(arr, kernel, out, blocks, rows, kwargs, scan_kwargs, message, mode) -> Job[None]:
-    total = len(blocks)
     threads = n_threads() if mode == "threads" else 1
-    # threads mode: the pieces of the next block are queued before the current block is
-    # collected, so the pool threads never wait at a block boundary (short blocks, e.g. a
-    # small detector on data in RAM, lost a fifth of their time there)
-    pending: list = []  # (k, block, dst, [(piece, future)])
 
-    def collect():
-        k, block, dst, futs = pending.pop(0)
-        for p, fut in futs:
-            dst[p] = fut.result()
-        release_pages(block)
-        return Progress(k + 1, total, message)
-
-    try:
-        for k, (sy, sx, block) in enumerate(_iter_blocks(arr, blocks, rows)):
+    def queued():
+        for sy, sx, block in _iter_blocks(arr, blocks, rows):
             skw = _slice_scan_kwargs(scan_kwargs, sy, sx)
-            dst = out[sy, sx]
+            done = functools.partial(release_pages, block)
             if threads == 1 or block.shape[0] * block.shape[1] < 2 * threads:
-                while pending:
-                    yield collect()
-                dst[...] = _run_block(block, kernel, rows.start, mode == "prange", kwargs, skw)
-                release_pages(block)
-                yield Progress(k + 1, total, message)
+                fut: Future = Future()
+                fut.set_result(_run_block(block, kernel, rows.start, mode == "prange", kwargs, skw))
+                yield out[sy, sx], [(Ellipsis, fut)], done, False
                 continue
             # numba kernels release the GIL: serial kernels on pieces of the block, one per
             # pool thread, balance themselves when other processes share the cores (a numba
-            # parallel region waits for its slowest thread)
+            # parallel region waits for its slowest thread); the next block's pieces are queued
+            # before this block is collected (short blocks, e.g. a small detector on data in
+            # RAM, lost a fifth of their time waiting at the block boundary)
             pieces = _pieces(block.shape[0], block.shape[1], PIECES * threads)
 
             def piece(p, block=block, skw=skw):
@@ -374,13 +376,9 @@ def _run_local(arr, kernel, out, blocks, rows, kwargs, scan_kwargs, message, mod
                 sub = {key: np.ascontiguousarray(v[py, px]) for key, v in skw.items()}
                 return _run_block(block[py, px], kernel, rows.start, False, kwargs, sub)
 
-            pending.append((k, block, dst, [(p, _pool().submit(piece, p)) for p in pieces]))
-            if len(pending) > 1:
-                yield collect()
-        while pending:
-            yield collect()
-    finally:
-        _drop_queued([futs for *_, futs in pending])
+            yield out[sy, sx], [(p, _pool().submit(piece, p)) for p in pieces], done, True
+
+    yield from _pipelined(queued(), len(blocks), message)
 
 
 class PerPattern:

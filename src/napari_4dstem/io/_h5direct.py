@@ -36,11 +36,11 @@ class DirectChunks:
             self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         self._buf = np.frombuffer(self._mm, dtype=np.uint8)
 
-    def chunk_views(self, sy: slice, sx: slice):
+    def chunk_views(self, sy: slice, sx: slice, *, contiguous: bool = True):
         """The block ``[sy, sx]`` (all detector rows) chunk by chunk, without copying:
-        ``(dst_y, dst_x, patterns, offset)`` with block-relative slices and C-contiguous
-        whole patterns (a view into the file's map; a small copy where a chunk is cut along
-        scan_x at the scan's edge, or the fill value where it was never written)."""
+        ``(dst_y, dst_x, patterns, offset)`` with block-relative slices and whole patterns (a
+        view into the file's map; with ``contiguous``, a small copy where a chunk is cut along
+        scan_x at the scan's edge; the fill value where a chunk was never written)."""
         y0, y1, _ = sy.indices(self.shape[0])
         x0, x1, _ = sx.indices(self.shape[1])
         cy, cx = self.chunks[0], self.chunks[1]
@@ -54,7 +54,7 @@ class DirectChunks:
                 else:
                     chunk = self._buf[off : off + self.chunk_bytes].view(self.dtype)
                     pats = chunk.reshape(self.chunks)[a0 - gy : a1 - gy, b0 - gx : b1 - gx]
-                    if not pats.flags.c_contiguous:
+                    if contiguous and not pats.flags.c_contiguous:
                         pats = np.ascontiguousarray(pats)
                 yield slice(a0 - y0, a1 - y0), slice(b0 - x0, b1 - x0), pats, off
 
@@ -71,36 +71,18 @@ class DirectChunks:
                 pass
 
     def read(self, sy: slice, sx: slice, rows: slice) -> np.ndarray:
+        """A copy of ``[sy, sx, rows]``; the pages read are released afterwards."""
         y0, y1, _ = sy.indices(self.shape[0])
         x0, x1, _ = sx.indices(self.shape[1])
         r0, r1, _ = rows.indices(self.shape[2])
-        cy, cx = self.chunks[0], self.chunks[1]
         out = np.empty((y1 - y0, x1 - x0, r1 - r0, self.shape[3]), self.dtype)
-        lo, hi = None, None
-        for gy in range(y0 // cy * cy, y1, cy):
-            a0, a1 = max(y0, gy), min(y1, gy + cy)
-            for gx in range(x0 // cx * cx, x1, cx):
-                b0, b1 = max(x0, gx), min(x1, gx + cx)
-                dst = out[a0 - y0 : a1 - y0, b0 - x0 : b1 - x0]
-                off = self.index.get((gy, gx))
-                if off is None:  # never written: the fill value
-                    dst[...] = self.fill
-                    continue
-                chunk = (
-                    self._buf[off : off + self.chunk_bytes].view(self.dtype).reshape(self.chunks)
-                )
-                dst[...] = chunk[a0 - gy : a1 - gy, b0 - gx : b1 - gx, r0:r1]
-                lo = off if lo is None else min(lo, off)
-                hi = off + self.chunk_bytes if hi is None else max(hi, off + self.chunk_bytes)
-        if lo is not None and hasattr(mmap, "MADV_DONTNEED"):
-            # drop the pages from this process (they stay in the page cache), as the engine
-            # does for memmaps: a full scan must not grow the resident memory to the file size
-            page = mmap.PAGESIZE
-            start = lo // page * page
-            try:
-                self._mm.madvise(mmap.MADV_DONTNEED, start, min(len(self._mm), hi) - start)
-            except (OSError, ValueError):
-                pass
+        offsets = []
+        for dy, dx, pats, off in self.chunk_views(sy, sx, contiguous=False):
+            out[dy, dx] = pats[:, :, r0:r1]
+            offsets.append(off)
+        # as the engine does for memmaps: a full scan must not grow the resident memory to
+        # the file size
+        self.release(offsets)
         return out
 
 

@@ -223,7 +223,13 @@ def detect_in_stack_nn(
     ``min_significance``: peaks whose disk is not this many noise standard deviations above
     the local background in the raw pattern are dropped (None keeps them all).
     """
-    from ..analysis.peaks import compact_rows, disk_counts, find_peaks, refine_peaks
+    from ..analysis.peaks import (
+        compact_rows,
+        disk_counts,
+        find_peaks,
+        keep_significant,
+        refine_peaks,
+    )
 
     x = to_model_frame(patterns, geo)
     img, std = predict_images(
@@ -261,9 +267,7 @@ def detect_in_stack_nn(
     if math.isfinite(geo.probe_radius_px):
         sz = disk_counts(patterns, out[..., 0:2], count, radius_px=geo.probe_radius_px)
         out[..., 2] = np.clip(sz[..., 0], 0.0, None)
-        if min_significance is not None:
-            ok = np.arange(out.shape[1])[None] < count[:, None]
-            out, count = compact_rows(ok & (sz[..., 1] >= float(min_significance)), out)
+        out, count = keep_significant(out, count, sz[..., 1], min_significance)
     else:  # no probe radius (a hand-made Geometry): the network's height stands in
         out[..., 2] = out[..., 3]
     return out, count, img, std
