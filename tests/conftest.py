@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,50 @@ def rng():
     return np.random.default_rng(12345)
 
 
+# Every test that needs the real detector files skips with a reason starting with this text;
+# the hooks below fold those skips into one summary line (how many, why, what to do).
+REALDATA_MISSING = "real detector files not found"
+_REALDATA_LINE = sys._getframe().f_lineno - 1  # where the skip summary points
+
+
 @pytest.fixture
 def realdata() -> Path:
     if not REALDATA.is_dir():
-        pytest.skip("../shared/realdata is not present")
+        pytest.skip(f"{REALDATA_MISSING} at {REALDATA}")
     return REALDATA
+
+
+_realdata_runs = {"skipped": 0, "ran": 0}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when != "call" and not (report.when == "setup" and report.skipped):
+        return report
+    if report.skipped and isinstance(report.longrepr, tuple):
+        if REALDATA_MISSING in str(report.longrepr[2]):
+            _realdata_runs["skipped"] += 1
+            # one location for all of them, so `-ra` folds them into a single SKIPPED line
+            report.longrepr = (
+                __file__, _REALDATA_LINE,
+                f"Skipped: {REALDATA_MISSING} at {REALDATA}: these tests decode real detector "
+                "files and did NOT run (put ../shared/realdata beside the clone to run them)",
+            )
+    elif report.when == "call" and {"realdata"} & set(getattr(item, "fixturenames", ())):
+        _realdata_runs["ran"] += 1
+    return report
+
+
+def pytest_terminal_summary(terminalreporter):
+    skipped, ran = _realdata_runs["skipped"], _realdata_runs["ran"]
+    if skipped:
+        terminalreporter.write_line(
+            f"realdata: {skipped} real-file tests SKIPPED ({REALDATA_MISSING} at {REALDATA}); "
+            f"{ran} ran", yellow=True,
+        )
+    elif ran:
+        terminalreporter.write_line(f"realdata: {ran} tests decoded real detector files in {REALDATA}")
 
 
 @pytest.fixture

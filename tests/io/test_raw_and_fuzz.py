@@ -81,7 +81,7 @@ def _check(name: str, blob: bytes) -> None:
         dc.close()
 
 
-@pytest.mark.skipif(not SEEDS, reason="real detector files not found")
+@pytest.mark.skipif(not SEEDS, reason=f"real detector files not found at {REALDATA}")
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     name=st.sampled_from(sorted(SEEDS) or ["none"]),
@@ -98,7 +98,7 @@ def test_fuzz_readers_raise_only_file_format_error(name, edits, cut):
     _check(name, bytes(blob))
 
 
-@pytest.mark.skipif(not SEEDS, reason="real detector files not found")
+@pytest.mark.skipif(not SEEDS, reason=f"real detector files not found at {REALDATA}")
 @settings(max_examples=30, deadline=None)
 @given(
     name=st.sampled_from(sorted(SEEDS) or ["none"]),
