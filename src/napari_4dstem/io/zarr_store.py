@@ -71,15 +71,20 @@ def read_datacube(path: str | os.PathLike) -> DataCube:
     return DataCube(arr, cal, name=Path(path).stem, source=str(path))
 
 
-def write(path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False) -> Path:
-    """Write a DataCube to a zarr group (array ``datacube`` + calibration attribute), atomically."""
+def write(path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False, snapshot=None) -> Path:
+    """Write a DataCube to a zarr group (array ``datacube`` + calibration attribute), atomically.
+
+    The store is built in a hidden folder and moved into place without replacing anything that
+    appeared at ``path`` meanwhile; with ``overwrite`` the old store is swapped out atomically
+    (or moved aside and put back if the move fails), never left only as a hidden copy.
+    """
     import zarr
 
     from ..engine.chunks import iter_scan_blocks
     from .emd import _default_write_chunks
 
     chunks = _default_write_chunks(dc.shape)
-    with atomic_output(path, overwrite=overwrite) as tmp:
+    with atomic_output(path, overwrite=overwrite, snapshot=snapshot) as tmp:
         g = zarr.open_group(str(tmp), mode="w")
         g.attrs[_CAL_ATTR] = dc.calibration.to_dict()
         arr = g.create_array("datacube", shape=dc.shape, dtype=dc.dtype, chunks=chunks)
