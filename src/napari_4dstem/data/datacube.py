@@ -11,6 +11,7 @@ import numpy as np
 from ..engine.chunks import default_scan_chunk, iter_scan_blocks, n_blocks, native_chunks
 from ..engine.jobs import Job, Progress, run_job
 from ..errors import DataShapeError
+from ._blockread import block_source
 from .calibration import AXIS_LABELS, Calibration
 
 __all__ = ["DataCube", "as_4d_array", "scan_factorizations"]
@@ -162,7 +163,10 @@ class DataCube:
         chunks = (by, bx, *self.detector_shape)
         if isinstance(self._data, da.Array):
             return self._data.rechunk(chunks) if scan_chunk is not None else self._data
-        return da.from_array(self._data, chunks=chunks, asarray=True, fancy=False, name=False)
+        # numpy/memmap data goes in wrapped: dask would copy a whole memmap into RAM first
+        src = block_source(self._data)
+        meta = np.empty((0,) * 4, dtype=self.dtype)
+        return da.from_array(src, chunks=chunks, asarray=True, fancy=False, name=False, meta=meta)
 
     def pattern(self, iy: int, ix: int) -> np.ndarray:
         """The diffraction pattern at scan position ``(iy, ix)`` (negative indices allowed)."""

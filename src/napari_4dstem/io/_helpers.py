@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data._blockread import block_source
 from ..errors import FileFormatError
 
 __all__ = [
@@ -148,8 +149,9 @@ def lazy_frames(
         (out_frame_shape[1],),
     )
     src = da.from_array(
-        stored, chunks=(by, bx, *stored.shape[2:]), asarray=True, fancy=False, name=False
-    )
+        block_source(stored), chunks=(by, bx, *stored.shape[2:]), asarray=True, fancy=False,
+        name=False, meta=np.empty((0,) * 4, dtype=stored.dtype),
+    )  # fmt: skip
 
     def _block(b):
         flat = b.reshape(-1, *b.shape[2:])
