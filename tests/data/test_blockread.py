@@ -48,7 +48,7 @@ def test_to_dask_over_memmap_allocates_no_copy(npy_file):
 
 
 def test_truncated_while_open_raises_not_sigbus(npy_file):
-    p, a = npy_file
+    p, _a = npy_file
     dc = open_datacube(p)
     x = dc.to_dask()
     with open(p, "r+b") as fh:

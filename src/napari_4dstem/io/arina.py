@@ -36,7 +36,15 @@ from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError
 from ._framestack import FrameStack4D
-from ._helpers import DEFAULT_SCAN_CHUNK, check_scan_shape, never_raises, read_head, scan_chunks
+from ._helpers import (
+    DEFAULT_SCAN_CHUNK,
+    check_eager,
+    check_scan_shape,
+    never_raises,
+    read_head,
+    require_regular,
+    scan_chunks,
+)
 
 __all__ = ["is_arina", "master_path", "read_datacube", "read_detector_arrays", "validate"]
 
@@ -69,26 +77,33 @@ def is_arina(path: str | os.PathLike) -> bool:
         if "entry/data" not in f or _SPECIFIC not in f:
             return False
         desc = f.get(_DET + "/description")
-        text = desc[()].decode(errors="replace") if desc is not None else ""
+        text = ""
+        if isinstance(desc, h5py.Dataset) and desc.shape == () and desc.dtype.itemsize <= 4096:
+            v = desc[()]
+            text = v.decode(errors="replace") if isinstance(v, bytes) else str(v)
         names = list(f["entry/data"].keys())
         return "ARINA" in text.upper() or any(n.startswith("data_0") for n in names)
 
 
 def _scalar(f: h5py.File, key: str, default=None):
     d = f.get(key)
-    if not isinstance(d, h5py.Dataset) or d.shape != ():
+    if not isinstance(d, h5py.Dataset) or d.shape != () or d.dtype.itemsize > 4096:
         return default
     v = d[()]
     return v.decode(errors="replace") if isinstance(v, bytes) else v.item()
 
 
-def read_detector_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def read_detector_arrays(
+    path: str | os.PathLike, frame_shape: tuple[int, int] | None = None
+) -> dict[str, np.ndarray]:
     """The master file's ``pixel_mask`` and ``flatfield`` (each ``(k_y, k_x)``), where present.
 
     ``pixel_mask`` is non-zero for pixels the detector flags (dead, hot, gaps); ``flatfield``
-    holds the per-pixel gain factors (float32).
+    holds the per-pixel gain factors (float32). An array whose shape is not ``frame_shape``
+    (when given) is refused, and none is read whose declared size exceeds twice the file's.
     """
     p = master_path(path)
+    require_regular(p)
     out = {}
     try:
         _filters()
@@ -96,6 +111,11 @@ def read_detector_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
             for k in ("pixel_mask", "flatfield"):
                 d = f.get(f"{_SPECIFIC}/{k}")
                 if isinstance(d, h5py.Dataset) and d.ndim == 2:
+                    if frame_shape is not None and tuple(d.shape) != tuple(frame_shape):
+                        raise FileFormatError(
+                            p, f"ARINA {k} has shape {tuple(d.shape)}, the frames {tuple(frame_shape)}"
+                        )
+                    check_eager(p, d.size * d.dtype.itemsize, f"the ARINA {k}")
                     out[k] = d[()]
     except OSError as e:
         raise FileFormatError(p, f"cannot read the ARINA master file ({e})") from None
@@ -153,6 +173,7 @@ def validate(path: str | os.PathLike) -> dict[str, Any]:
     when a data file is missing or holds fewer frames than the master's ``nimages * ntrigger``.
     """
     p = master_path(path)
+    require_regular(p)
     _filters()
     try:
         f = h5py.File(p, "r")
@@ -184,15 +205,21 @@ def validate(path: str | os.PathLike) -> dict[str, Any]:
 def _stem_metadata(p: Path) -> dict[str, Any]:
     """Attributes of ``STEM Metadata`` in ``<name>.h5`` next to ``<name>_master.h5``."""
     base = p.with_name(p.name.replace("_master", ""))
-    if base == p or not base.is_file():
+    if base == p or not base.is_file():  # is_file: a regular file, never a FIFO
         return {}
     try:
         with h5py.File(base, "r") as f:
             g = f.get("STEM Metadata")
             if g is None:
                 return {}
-            return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in g.attrs.items()}
-    except OSError:
+            out = {}
+            for k in g.attrs:
+                aid = g.attrs.get_id(k)
+                check_eager(base, aid.get_storage_size(), f"STEM Metadata attribute {k!r}")
+                v = g.attrs[k]
+                out[k] = v.tolist() if hasattr(v, "tolist") else v
+            return out
+    except (OSError, KeyError, TypeError, ValueError):
         return {}
 
 
@@ -290,7 +317,7 @@ def read_datacube(
         v = _scalar(f, f"{_SPECIFIC}/{key}")
         if v is not None:
             meta[key] = v
-    meta.update(read_detector_arrays(p))
+    meta.update(read_detector_arrays(p, (qy, qx)))
     if stem:
         meta["stem_metadata"] = stem
     cal_kw: dict[str, Any] = {}
