@@ -22,6 +22,7 @@ target: a ``.partial`` whose host is this host and whose process is gone.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
 import errno
 import logging
@@ -43,6 +44,7 @@ __all__ = [
     "atomic_output",
     "check_free_space",
     "clean_stale_partials",
+    "output_claims",
     "snapshot_output",
 ]
 
@@ -285,6 +287,26 @@ def clean_stale_partials(target: str | os.PathLike) -> list[Path]:
     return removed
 
 
+_CLAIMS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("output_claims", default=None)
+
+
+def _key(path: str | os.PathLike) -> str:
+    return os.path.normcase(os.path.abspath(path))
+
+
+@contextlib.contextmanager
+def output_claims(snapshots) -> Iterator[list[Path]]:
+    """Within the block, writes to these paths use the given snapshots (taken when a command
+    started) instead of one taken at write time; yields the list of paths that were replaced."""
+    replaced: list[Path] = []
+    claims = {_key(s.path): (s, replaced) for s in snapshots}
+    token = _CLAIMS.set({**(_CLAIMS.get() or {}), **claims})
+    try:
+        yield replaced
+    finally:
+        _CLAIMS.reset(token)
+
+
 @contextlib.contextmanager
 def atomic_output(
     path: str | os.PathLike,
@@ -302,6 +324,9 @@ def atomic_output(
     ``expected_bytes`` do not fit or the disk fills up while writing.
     """
     target = Path(path)
+    claim = (_CLAIMS.get() or {}).get(_key(target))
+    if snapshot is None and claim is not None:
+        snapshot = claim[0]  # what was there when the command started
     snap = snapshot if snapshot is not None else snapshot_output(target, overwrite=overwrite)
     if not target.parent.is_dir():
         raise FileFormatError(target, "the output folder does not exist")
@@ -322,6 +347,8 @@ def atomic_output(
             if snap.existed:
                 _replace_existing(tmp, target, snap)
                 log.info("replaced the existing %s", target)
+                if claim is not None:
+                    claim[1].append(target)
             else:
                 _move_no_replace(tmp, target)
         except FileExistsError:
