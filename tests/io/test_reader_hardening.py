@@ -263,3 +263,52 @@ def test_malformed_library_errors_become_ours(tmp_path):
         open_datacube(p, format="emd", bogus=1)
     assert detect_format(tmp_path / "missing.h5") is None
     assert mib.is_mib(tmp_path) is False
+
+
+def test_zarr_store_checks(tmp_path):
+    import json
+
+    a = np.arange(4 * 4 * 6 * 6, dtype=np.uint16).reshape(4, 4, 6, 6)
+    p = save_datacube(tmp_path / "c.zarr", DataCube(a))
+    np.testing.assert_array_equal(np.asarray(open_datacube(p).data[:]), a)
+    meta = p / "datacube" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    chunk = next(f for f in (p / "datacube").rglob("*") if f.is_file() and f.name != "zarr.json")
+    blob = chunk.read_bytes()
+    # the array's shape edited smaller: data would vanish silently
+    meta.write_text(json.dumps({**doc, "shape": [2, 4, 6, 6]}))
+    with pytest.raises(FileFormatError, match="differs from the shape written|outside"):
+        open_datacube(p)
+    meta.write_text(json.dumps(doc))
+    # a chunk replaced by a FIFO (would hang the first read) or lost (would read as zeros)
+    chunk.unlink()
+    os.mkfifo(chunk)
+    with pytest.raises(FileFormatError, match="not a regular file"):
+        open_datacube(p)
+    chunk.unlink()
+    with pytest.raises(FileFormatError, match="chunks of .* are present"):
+        open_datacube(p)
+    # a corrupt chunk: zarr's codec error arrives as our error when the data is read
+    chunk.write_bytes(blob[:-5] + b"\xff" * 5)
+    dc = open_datacube(p)
+    with pytest.raises(FileFormatError, match="cannot read zarr data"):
+        np.asarray(dc.data[:])
+
+
+def test_emd_unwritten_datacube_and_header_scan_shapes(tmp_path):
+    p = tmp_path / "u.h5"
+    save_datacube(p, DataCube(np.ones((2, 3, 4, 5), np.uint8)))
+    with h5py.File(p, "a") as f:
+        node = emd._walk(f)[0].path
+        del f[node]["data"]
+        f[node].create_dataset("data", shape=(2**20, 2**20, 4, 5), dtype="u1", chunks=(1, 1, 4, 5))
+    assert p.stat().st_size < 10**6
+    with pytest.raises(FileFormatError, match="stored: the file was not completely written"):
+        open_datacube(p)
+    # a header scan shape with fewer positions than frames drops frames: refused, with a hint
+    from napari_4dstem.io._helpers import check_scan_shape
+
+    with pytest.raises(FileFormatError, match=r"scan_shape=\(3, 4\)"):
+        check_scan_shape(p, 13, None, guess=(3, 4))
+    assert check_scan_shape(p, 12, None, guess=(3, 4)) == (3, 4)
+    assert check_scan_shape(p, 13, (3, 4), guess=(9, 9)) == (3, 4)  # the user's choice

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 
 from ..engine.chunks import default_scan_chunk, iter_scan_blocks, n_blocks, native_chunks
 from ..engine.jobs import Job, Progress, run_job
-from ..errors import DataShapeError
+from ..errors import DataShapeError, FileFormatError, Napari4DSTEMError
 from ._blockread import block_source
 from .calibration import AXIS_LABELS, Calibration
 
@@ -171,8 +172,22 @@ class DataCube:
     def pattern(self, iy: int, ix: int) -> np.ndarray:
         """The diffraction pattern at scan position ``(iy, ix)`` (negative indices allowed)."""
         iy, ix = self._check_position(iy, ix)
-        out = self._data[iy, ix]
-        return np.asarray(out.compute() if hasattr(out, "compute") else out)
+        with self._reading():
+            out = self._data[iy, ix]
+            return np.asarray(out.compute() if hasattr(out, "compute") else out)
+
+    @contextlib.contextmanager
+    def _reading(self):
+        """Report a storage library's read failure (a corrupt HDF5 chunk: OSError) as
+        FileFormatError naming the file, like every other malformed input."""
+        try:
+            yield
+        except Napari4DSTEMError:
+            raise
+        except (OSError, RuntimeError) as e:
+            raise FileFormatError(
+                self.source or self.name, f"cannot read the data ({type(e).__name__}: {e})"
+            ) from e
 
     def _check_position(self, iy: int, ix: int) -> tuple[int, int]:
         ny, nx = self.scan_shape
@@ -188,7 +203,8 @@ class DataCube:
         xs = range(*scan_x.indices(self.shape[1]))
         if len(ys) == 0 or len(xs) == 0:
             raise DataShapeError(f"empty scan region {scan_y}, {scan_x} for scan shape {self.scan_shape}")
-        block = np.asarray(_compute(self._data[scan_y, scan_x]))
+        with self._reading():
+            block = np.asarray(_compute(self._data[scan_y, scan_x]))
         if reduce == "mean":
             return block.mean(axis=(0, 1), dtype=np.float64)
         if reduce == "sum":

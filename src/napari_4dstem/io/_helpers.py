@@ -146,7 +146,9 @@ def check_scan_shape(
     ``scan_shape`` (given by the user) wins; then ``guess`` (from headers); then ``(1, n)``.
     A user shape that does not cover the frames raises a FileFormatError with the fix.
     When the user shape has fewer positions than the file has frames, the extra frames at
-    the end are ignored (Merlin and others often record one or two frames too many).
+    the end are ignored (Merlin and others often record one or two frames too many): the user
+    asked for it. A shape from a header must account for every frame: one that holds fewer
+    positions would drop frames silently (an edited or corrupt header), so it raises.
     """
     if scan_shape is not None:
         try:
@@ -166,8 +168,14 @@ def check_scan_shape(
         return sy, sx
     if guess is not None:
         gy, gx = int(guess[0]), int(guess[1])
-        if gy >= 1 and gx >= 1 and gy * gx <= n_frames:
+        if gy >= 1 and gx >= 1 and gy * gx == n_frames:
             return gy, gx
+        if gy >= 1 and gx >= 1 and gy * gx < n_frames:
+            raise FileFormatError(
+                path, f"the header gives a {gy} x {gx} scan ({gy * gx} {what}) but the file "
+                f"holds {n_frames} {what}",
+                f"pass scan_shape=({gy}, {gx}) to open the first {gy * gx}, or another shape",
+            )  # fmt: skip
     if n_frames < 1:
         raise FileFormatError(path, f"holds no complete {what}")
     return 1, n_frames

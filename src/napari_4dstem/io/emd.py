@@ -407,6 +407,7 @@ def read_datacube(path: str | os.PathLike, *, node: str | None = None) -> DataCu
         info = _find_datacube(f, node)
         dset = f[info.path]["data"]
         _check_sources(f, dset)
+        _check_allocated(f, dset)
         cal = _calibration_for(f, info.path, dset.shape[:2])
         meta = _read_metadata(f[info.path])
         ours = meta.get(_OUR_META, {})
@@ -434,6 +435,26 @@ def _closer(f: h5py.File):
         f.close()
 
     return close
+
+
+def _check_allocated(f: h5py.File, dset: h5py.Dataset) -> None:
+    """The datacube's storage must be written: a contiguous dataset whole, a chunked one
+    every chunk. A small file declaring a huge, never written dataset (or one cut short by a
+    killed writer) would otherwise open and read as fill values."""
+    if dset.is_virtual:
+        return
+    if dset.chunks is None:
+        have, need = dset.id.get_storage_size(), dset.size * dset.dtype.itemsize
+        what = "bytes"
+    else:
+        need = math.prod(-(-int(s) // int(c)) for s, c in zip(dset.shape, dset.chunks, strict=True))
+        have = dset.id.get_num_chunks() if need < 2**40 else 0
+        what = "chunks"
+    if have < need:
+        raise FileFormatError(
+            f.filename, f"datacube {dset.name} {tuple(dset.shape)} has only {have} of its {need} "
+            f"{what} stored: the file was not completely written, or its shape was altered",
+        )  # fmt: skip
 
 
 def _check_sources(f: h5py.File, dset: h5py.Dataset) -> None:
