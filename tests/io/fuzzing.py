@@ -602,7 +602,8 @@ def worker_main() -> None:  # pragma: no cover - runs in the subprocess
 
     import napari_4dstem.io  # noqa: F401
 
-    _warm_up()
+    if os.environ.get("FUZZ_WARM_UP", "1") == "1":
+        _warm_up()
     with contextlib.suppress(Exception):
         cap = _status("VmSize") + int(os.environ.get("FUZZ_CAP_BYTES", str(3 * 2**30)))
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
@@ -617,12 +618,14 @@ def worker_main() -> None:  # pragma: no cover - runs in the subprocess
 class Runner:
     """Runs inputs one at a time in a worker subprocess, with a timeout per input."""
 
-    def __init__(self, timeout_s: float = 10.0):
+    def __init__(self, timeout_s: float = 10.0, warm_up: bool = True):
         self.timeout_s = timeout_s
+        self.warm_up = warm_up
         self.proc = None
 
     def _start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), *sys.path])}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), *sys.path]),
+               "FUZZ_WARM_UP": "1" if self.warm_up else "0"}  # fmt: skip
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True,

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
     reason="the fuzz runner needs Linux (/proc, FIFOs)",
 )
 
-N_SAMPLE = 120
+N_SAMPLE = 300
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_runner_reports_hangs_and_crashes_and_the_judge(tmp_path):
     # (and is replaced), a worker that dies is a "crash"; the judge flags dropped data
     import signal
 
-    runner = fuzzing.Runner(timeout_s=2.0)
+    runner = fuzzing.Runner(timeout_s=2.0, warm_up=False)
     try:
         fifo = tmp_path / "f.npy"
         os.mkfifo(fifo)
