@@ -78,7 +78,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "c.npy"
-        n_scan = max(4, int(round((args.mib * 2**20 / (256 * 256 * 2)) ** 0.5)))
+        n_scan = max(4, round((args.mib * 2**20 / (256 * 256 * 2)) ** 0.5))
         a = np.lib.format.open_memmap(p, mode="w+", dtype=np.uint16, shape=(n_scan, n_scan, 256, 256))
         a[:] = 1
         a.flush()

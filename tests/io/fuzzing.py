@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "rosettasciio"
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(os.environ.get("FUZZ_SRC") or Path(__file__).resolve().parents[2] / "src")
 
 #: allowed peak memory per input: twice the input's bytes plus this (library overheads)
 SLACK_BYTES = 32 * 2**20
