@@ -125,6 +125,11 @@ class OrderedRange(argparse.Action):
         setattr(namespace, self.dest, type(values)(values))
 
 
+#: outputs that are files (or a zarr store) written atomically; folders of results (demo,
+#: simulate, train) manage their own contents
+_OUTPUT_SUFFIXES = {".h5", ".hdf5", ".emd", ".npy", ".zarr", ".json", ".ang", ".npz", ".csv"}
+
+
 @contextlib.contextmanager
 def claim_outputs(args) -> Iterator[list[Path]]:
     """Check a command's output files before it runs; yield the list of files it replaced.
@@ -138,7 +143,7 @@ def claim_outputs(args) -> Iterator[list[Path]]:
     paths = []
     for name in ("out", "ang"):
         p = getattr(args, name, None)
-        if isinstance(p, Path) and p.suffix and not p.is_dir():
+        if isinstance(p, Path) and p.suffix.lower() in _OUTPUT_SUFFIXES and not p.is_dir():
             paths.append(p)
     if not paths or not hasattr(args, "overwrite"):
         yield []
