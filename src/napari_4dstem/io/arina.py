@@ -238,8 +238,9 @@ def _stem_metadata(p: Path) -> dict[str, Any]:
                 return {}
             out = {}
             for k in g.attrs:
-                aid = g.attrs.get_id(k)
-                check_eager(base, aid.get_storage_size(), f"STEM Metadata attribute {k!r}")
+                aid = g.attrs.get_id(k)  # declared size: h5py allocates it before reading
+                nbytes = math.prod(aid.shape or ()) * aid.dtype.itemsize
+                check_eager(base, nbytes, f"STEM Metadata attribute {k!r}")
                 v = g.attrs[k]
                 out[k] = v.tolist() if hasattr(v, "tolist") else v
             return out
