@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from . import _cli_validate as v
+from ._cli_validate import OneLineParser, claim_outputs
 from .errors import Napari4DSTEMError
 from .nn._cli import add_infer, add_models, add_train, run_infer, run_models, run_train
 
@@ -50,7 +52,7 @@ class ProgressBar:
 
 def _scan_shape_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--scan-shape", nargs=2, type=int, metavar=("NY", "NX"),
+        "--scan-shape", nargs=2, type=v.positive_int, metavar=("NY", "NX"),
         help="scan shape (scan_y scan_x) for files whose header lacks it",
     )
 
@@ -121,8 +123,8 @@ def add_convert(sub) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--compression", choices=["none", "gzip", "lzf"], default="none",
                    help="compression of an EMD output (default none)")
-    p.add_argument("--bin-k", type=int, default=1, help="bin the detector by this factor")
-    p.add_argument("--bin-scan", type=int, default=1, help="bin the scan by this factor")
+    p.add_argument("--bin-k", type=v.positive_int, default=1, help="bin the detector by this factor")
+    p.add_argument("--bin-scan", type=v.positive_int, default=1, help="bin the scan by this factor")
     _scan_shape_arg(p)
     return p
 
@@ -191,7 +193,7 @@ def run_samples(args) -> int:
 def _analysis_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", type=Path, metavar="JSON",
                    help="calibration written by `napari-4dstem calibrate` (replaces the file's)")
-    p.add_argument("--scheduler", metavar="ADDRESS",
+    p.add_argument("--scheduler", metavar="ADDRESS", type=v.scheduler_address,
                    help="run on this dask.distributed scheduler (tcp://host:8786), not locally")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     _scan_shape_arg(p)
@@ -317,9 +319,9 @@ def add_calibrate(sub) -> argparse.ArgumentParser:
     p.add_argument("--origin", choices=["disk", "com", "none"], default="disk",
                    help="measure the origin per pattern (default: bright-field disk centre)")
     p.add_argument("--fit", choices=["plane", "mean"], default="plane", help="descan model")
-    p.add_argument("--ring", nargs=2, type=float, metavar=("R_MIN", "R_MAX"),
+    p.add_argument("--ring", nargs=2, type=float, action=v.OrderedRange, metavar=("R_MIN", "R_MAX"),
                    help="fit the ellipse of the ring between these radii (px) on the mean pattern")
-    p.add_argument("--d-spacing", type=float, metavar="A",
+    p.add_argument("--d-spacing", type=v.positive_float, metavar="A",
                    help="d-spacing of that ring in Angstrom: sets the pixel size (1/A)")
     p.add_argument("--rotation", action="store_true",
                    help="fit the scan/detector rotation and flip from DPC (curl minimisation)")
@@ -375,8 +377,8 @@ def add_dpc(sub) -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", default=None, help="detector k_x is mirrored")
     p.add_argument("--descan", choices=["plane", "mean", "calibration", "none"], default="plane")
     p.add_argument("--units", choices=["px", "mrad", "1/A"], default="px", help="units of the shifts")
-    p.add_argument("--bf-mask", type=float, metavar="R", help="COM inside this radius (px) around the origin")
-    p.add_argument("--regularization", type=float, default=0.0, help="iDPC high-pass (cycles/px)^2")
+    p.add_argument("--bf-mask", type=v.positive_float, metavar="R", help="COM inside this radius (px) around the origin")
+    p.add_argument("--regularization", type=v.nonnegative_float, default=0.0, help="iDPC high-pass (cycles/px)^2")
     _analysis_args(p)
     return p
 
@@ -421,18 +423,18 @@ def _bragg_args(p: argparse.ArgumentParser) -> None:
                         "'probe'); default: the bright-field disk of the mean pattern")
     p.add_argument("--kernel", choices=["plain", "gaussian", "ring"], default="plain",
                    help="correlation kernel (default plain)")
-    p.add_argument("--power", type=float, default=1.0,
+    p.add_argument("--power", type=v.fraction, default=1.0,
                    help="correlation power: 1 cross, 0 phase, between hybrid (default 1)")
     p.add_argument("--subpixel", choices=["fit", "parabolic", "gaussian", "upsample", "none"],
                    default="fit", help="sub-pixel refinement (default fit: Poisson ML disk fit)")
-    p.add_argument("--min-relative", type=float, default=0.03,
+    p.add_argument("--min-relative", type=v.fraction, default=0.03,
                    help="drop peaks below this fraction of the strongest (default 0.03; acom: 3e-4)")
     p.add_argument("--min-significance", type=float, metavar="Z",
                    help="keep only peaks whose disk stands Z noise SDs above its surroundings "
                         "(default off; acom: 5)")
-    p.add_argument("--min-spacing", type=float, metavar="PX", help="minimum peak spacing (default: disk radius)")
-    p.add_argument("--edge", type=int, metavar="PX", help="edge margin (default: disk radius)")
-    p.add_argument("--max-peaks", type=int, default=100, help="at most this many peaks per pattern")
+    p.add_argument("--min-spacing", type=v.nonnegative_float, metavar="PX", help="minimum peak spacing (default: disk radius)")
+    p.add_argument("--edge", type=v.nonnegative_int, metavar="PX", help="edge margin (default: disk radius)")
+    p.add_argument("--max-peaks", type=v.positive_int, default=100, help="at most this many peaks per pattern")
     p.add_argument("--device", help="'cuda' to correlate on the GPU (falls back to the CPU)")
     _analysis_args(p)
 
@@ -551,13 +553,13 @@ def add_acom(sub) -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="output .h5 (EMD): euler, orientation, correlation, phase, IPF maps")
     p.add_argument("--crystal", action="append", required=True, metavar="NAME|CIF",
                    help="bundled crystal (Au, Cu, Al, Si, Fe-bcc, Ti-hcp) or a CIF; repeat for a phase map")
-    p.add_argument("--step", type=float, default=2.0, help="zone-axis step of the plan in degrees (default 2)")
-    p.add_argument("--inplane-step", type=float, help="in-plane step in degrees (default: --step)")
-    p.add_argument("--k-max", type=float, metavar="1/A", help="largest |g| used (default: the detector's reach)")
-    p.add_argument("--thickness-nm", type=float, default=5.0, help="sample thickness for the excitation errors")
-    p.add_argument("--n-matches", type=int, default=1, help="orientations kept per pattern (overlapping grains)")
-    p.add_argument("--min-peaks", type=int, default=5, help="mask patterns with fewer peaks (default 5)")
-    p.add_argument("--max-memory-mb", type=float, default=2048, help="refuse plans larger than this")
+    p.add_argument("--step", type=v.positive_float, default=2.0, help="zone-axis step of the plan in degrees (default 2)")
+    p.add_argument("--inplane-step", type=v.positive_float, help="in-plane step in degrees (default: --step)")
+    p.add_argument("--k-max", type=v.positive_float, metavar="1/A", help="largest |g| used (default: the detector's reach)")
+    p.add_argument("--thickness-nm", type=v.positive_float, default=5.0, help="sample thickness for the excitation errors")
+    p.add_argument("--n-matches", type=v.positive_int, default=1, help="orientations kept per pattern (overlapping grains)")
+    p.add_argument("--min-peaks", type=v.nonnegative_int, default=5, help="mask patterns with fewer peaks (default 5)")
+    p.add_argument("--max-memory-mb", type=v.positive_float, default=2048, help="refuse plans larger than this")
     p.add_argument("--ang", type=Path, help="also write a TSL .ang file (MTEX, orix)")
     _bragg_args(p)
     # unset: analysis.acom.ACOM_DISK_DEFAULTS at run time (not imported here: a light parser)
@@ -627,39 +629,39 @@ def run_acom(args) -> int:
 def add_simulate(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="simulate a training set (CBED + probe + label shards)")
     p.add_argument("out", type=Path, help="output folder (manifest.json + shard-*.h5)")
-    p.add_argument("-n", "--n-patterns", type=int, default=256)
-    p.add_argument("--shard-size", type=int, default=64, help="patterns per shard")
+    p.add_argument("-n", "--n-patterns", type=v.positive_int, default=256)
+    p.add_argument("--shard-size", type=v.positive_int, default=64, help="patterns per shard")
     p.add_argument("--engine", default="kinematic",
                    help="kinematic, multislice (ours, torch; GPU when present), prismatic or abtem")
     p.add_argument("--crystal", action="append", metavar="NAME|CIF",
                    help="bundled crystal (Au Cu Al Si Fe Ti) or CIF file; repeat for several")
-    p.add_argument("--shape", nargs=2, type=int, default=(256, 256), metavar=("H", "W"))
+    p.add_argument("--shape", nargs=2, type=v.positive_int, default=(256, 256), metavar=("H", "W"))
     p.add_argument("--pixel-size", nargs=2, type=float, default=(0.008, 0.016),
                    metavar=("LO", "HI"), help="detector pixel size range, 1/A")
     p.add_argument("--zone-axis", action="append", nargs=3, type=int, metavar=("U", "V", "W"),
                    help="zone axis [uvw]; repeat for several (default 001 011 111 112)")
-    p.add_argument("--random-fraction", type=float, default=0.3,
+    p.add_argument("--random-fraction", type=v.fraction, default=0.3,
                    help="fraction of random orientations (the rest near zone axes)")
-    p.add_argument("--zone-axis-tilt", type=float, default=1.0, metavar="DEG",
+    p.add_argument("--zone-axis-tilt", type=v.nonnegative_float, default=1.0, metavar="DEG",
                    help="largest tilt off the zone axis of the zone-axis patterns (default 1)")
-    p.add_argument("--thickness", nargs=2, type=float, default=(20.0, 400.0), metavar=("LO", "HI"),
+    p.add_argument("--thickness", nargs=2, type=float, action=v.OrderedRange, default=(20.0, 400.0), metavar=("LO", "HI"),
                    help="thickness range, Angstrom")
-    p.add_argument("--energy", nargs="+", type=float, default=[80.0, 120.0, 200.0, 300.0],
+    p.add_argument("--energy", nargs="+", type=v.positive_float, default=[80.0, 120.0, 200.0, 300.0],
                    help="beam energies to choose from, keV")
-    p.add_argument("--convergence", nargs=2, type=float, default=(0.5, 5.0), metavar=("LO", "HI"),
+    p.add_argument("--convergence", nargs=2, type=float, action=v.OrderedRange, default=(0.5, 5.0), metavar=("LO", "HI"),
                    help="convergence semi-angle range, mrad")
     p.add_argument("--defocus", nargs=2, type=float, default=(-200.0, 200.0), metavar=("LO", "HI"),
                    help="defocus range, Angstrom")
-    p.add_argument("--strain-max", type=float, default=0.0, help="largest planted strain component")
+    p.add_argument("--strain-max", type=v.nonnegative_float, default=0.0, help="largest planted strain component")
     p.add_argument("--label-heights", choices=("structure_factor", "uniform"),
                    default="structure_factor",
                    help="label peak heights: |F_g|/|F_000| (crystal4D) or 1 for every listed reflection")
-    p.add_argument("--label-min-weight", type=float, default=1e-3,
+    p.add_argument("--label-min-weight", type=v.nonnegative_float, default=1e-3,
                    help="reflections under this structure-factor weight are left out of the label")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=v.positive_int, default=1)
     p.add_argument("--executor", choices=("serial", "threads", "processes"), default="threads")
-    p.add_argument("--scheduler", help="dask.distributed scheduler address (instead of --executor)")
+    p.add_argument("--scheduler", type=v.scheduler_address, help="dask.distributed scheduler address (instead of --executor)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a training set with other parameters in OUT")
     return p
@@ -718,7 +720,7 @@ SUBCOMMANDS: dict[str, tuple[Callable, Callable]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="napari-4dstem",
         description="4D-STEM analysis from the command line (axes: scan_y, scan_x, k_y, k_x).",
     )
@@ -736,7 +738,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed (e.g. for model cards)
     try:
-        return int(args._run(args) or EXIT_OK)
+        with claim_outputs(args) as replaced:  # outputs checked before any work
+            code = int(args._run(args) or EXIT_OK)
+        for p in replaced:
+            print(f"napari-4dstem {args._name}: replaced the existing {p} (--overwrite)", file=sys.stderr)
+        return code
     except Napari4DSTEMError as e:
         print(f"napari-4dstem {args._name}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -10,7 +11,8 @@ import numpy as np
 
 from ..engine.chunks import default_scan_chunk, iter_scan_blocks, n_blocks, native_chunks
 from ..engine.jobs import Job, Progress, run_job
-from ..errors import DataShapeError
+from ..errors import DataShapeError, FileFormatError, Napari4DSTEMError
+from ._blockread import block_source
 from .calibration import AXIS_LABELS, Calibration
 
 __all__ = ["DataCube", "as_4d_array", "scan_factorizations"]
@@ -162,13 +164,30 @@ class DataCube:
         chunks = (by, bx, *self.detector_shape)
         if isinstance(self._data, da.Array):
             return self._data.rechunk(chunks) if scan_chunk is not None else self._data
-        return da.from_array(self._data, chunks=chunks, asarray=True, fancy=False, name=False)
+        # numpy/memmap data goes in wrapped: dask would copy a whole memmap into RAM first
+        src = block_source(self._data)
+        meta = np.empty((0,) * 4, dtype=self.dtype)
+        return da.from_array(src, chunks=chunks, asarray=True, fancy=False, name=False, meta=meta)
 
     def pattern(self, iy: int, ix: int) -> np.ndarray:
         """The diffraction pattern at scan position ``(iy, ix)`` (negative indices allowed)."""
         iy, ix = self._check_position(iy, ix)
-        out = self._data[iy, ix]
-        return np.asarray(out.compute() if hasattr(out, "compute") else out)
+        with self._reading():
+            out = self._data[iy, ix]
+            return np.asarray(out.compute() if hasattr(out, "compute") else out)
+
+    @contextlib.contextmanager
+    def _reading(self):
+        """Report a storage library's read failure (a corrupt HDF5 chunk: OSError) as
+        FileFormatError naming the file, like every other malformed input."""
+        try:
+            yield
+        except Napari4DSTEMError:
+            raise
+        except (OSError, RuntimeError) as e:
+            raise FileFormatError(
+                self.source or self.name, f"cannot read the data ({type(e).__name__}: {e})"
+            ) from e
 
     def _check_position(self, iy: int, ix: int) -> tuple[int, int]:
         ny, nx = self.scan_shape
@@ -184,7 +203,8 @@ class DataCube:
         xs = range(*scan_x.indices(self.shape[1]))
         if len(ys) == 0 or len(xs) == 0:
             raise DataShapeError(f"empty scan region {scan_y}, {scan_x} for scan shape {self.scan_shape}")
-        block = np.asarray(_compute(self._data[scan_y, scan_x]))
+        with self._reading():
+            block = np.asarray(_compute(self._data[scan_y, scan_x]))
         if reduce == "mean":
             return block.mean(axis=(0, 1), dtype=np.float64)
         if reduce == "sum":

@@ -6,13 +6,15 @@ alone. Readers return a lazy DataCube; writers are atomic and never overwrite si
 
 from __future__ import annotations
 
+import inspect
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.datacube import DataCube
-from ..errors import FileFormatError
+from ..errors import FileFormatError, Napari4DSTEMError
 from . import arina, blockfile, dm, emd, empad, mib, mrc, npy, raw, zarr_store
 
 __all__ = ["FORMATS", "Format", "detect_format", "open_datacube", "save_datacube"]
@@ -89,9 +91,28 @@ FORMATS: list[Format] = [
 ]
 
 
+def _kind(path: str | os.PathLike) -> str | None:
+    """``"file"``, ``"dir"`` or None (missing, or a FIFO, socket or device: never opened)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return None
+
+
 def detect_format(path: str | os.PathLike) -> Format | None:
-    """The format of ``path``, found by looking inside it; None when no reader claims it."""
+    """The format of ``path``, found by looking inside it; None when no reader claims it.
+
+    Only regular files (and folders, for zarr) are looked into: a FIFO or a device is never
+    opened, so detection cannot hang or read forever.
+    """
     p = str(path)
+    if _kind(p) is None:
+        return None
     for fmt in FORMATS:
         if fmt.detect(p):
             return fmt
@@ -106,16 +127,32 @@ def open_datacube(path: str | os.PathLike, *, format: str | None = None, **kwarg
     p = Path(path)
     if not p.exists():
         raise FileFormatError(p, "no such file")
+    if _kind(p) is None:
+        raise FileFormatError(p, "is not a regular file (a FIFO, socket or device)")
     if format is not None:
         by_name = {f.name: f for f in FORMATS}
         if format not in by_name:
             raise FileFormatError(p, f"unknown format {format!r}", f"known: {sorted(by_name)}")
-        return by_name[format].open(str(p), **kwargs)
-    fmt = detect_format(p)
+        fmt = by_name[format]
+    else:
+        fmt = detect_format(p)
     if fmt is None:
         known = ", ".join(f"{f.description} ({' '.join(f.extensions)})" for f in FORMATS)
         raise FileFormatError(p, "not a 4D-STEM file napari-4dstem can read", f"readable: {known}")
-    return fmt.open(str(p), **kwargs)
+    try:
+        inspect.signature(fmt.open).bind(str(p), **kwargs)
+    except TypeError as e:
+        raise Napari4DSTEMError(f"{p}: the {fmt.name} reader does not take these options ({e})") from None
+    try:
+        return fmt.open(str(p), **kwargs)
+    except (Napari4DSTEMError, MemoryError):
+        raise
+    except Exception as e:
+        # the readers validate what they read; anything else a malformed file provokes in a
+        # library below them (h5py, zarr, numpy) is reported as a file problem, in one line
+        raise FileFormatError(
+            p, f"cannot be read as {fmt.name} ({type(e).__name__}: {e})"
+        ) from e
 
 
 def save_datacube(

@@ -19,7 +19,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["DirectChunks", "direct_reader"]
+__all__ = ["DirectChunks", "direct_reader", "drop_readers"]
 
 
 class DirectChunks:
@@ -36,11 +36,26 @@ class DirectChunks:
             self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         self._buf = np.frombuffer(self._mm, dtype=np.uint8)
 
+    def close(self) -> None:
+        """Unmap the file (frees its pages and, on Windows, the lock). Views still held by a
+        caller keep the map alive until they are dropped; reads after close raise."""
+        self._buf = None
+        try:
+            self._mm.close()
+        except BufferError:  # an exported view is still alive: the map closes with it
+            pass
+
+    @property
+    def closed(self) -> bool:
+        return self._buf is None
+
     def chunk_views(self, sy: slice, sx: slice, *, contiguous: bool = True):
         """The block ``[sy, sx]`` (all detector rows) chunk by chunk, without copying:
         ``(dst_y, dst_x, patterns, offset)`` with block-relative slices and whole patterns (a
         view into the file's map; with ``contiguous``, a small copy where a chunk is cut along
         scan_x at the scan's edge; the fill value where a chunk was never written)."""
+        if self._buf is None:
+            raise ValueError("direct chunk reader is closed")
         y0, y1, _ = sy.indices(self.shape[0])
         x0, x1, _ = sx.indices(self.shape[1])
         cy, cx = self.chunks[0], self.chunks[1]
@@ -90,6 +105,14 @@ _CACHE: OrderedDict = OrderedDict()
 _CACHE_SIZE = 8
 
 
+def drop_readers(filename: str) -> None:
+    """Close and forget the readers of one file (called when its DataCube is closed)."""
+    for key in [k for k in _CACHE if k[0] == filename]:
+        reader = _CACHE.pop(key)
+        if reader is not None:
+            reader.close()
+
+
 def direct_reader(ds) -> DirectChunks | None:
     """A :class:`DirectChunks` for the h5py dataset ``ds`` when it qualifies, else None."""
     try:
@@ -98,7 +121,8 @@ def direct_reader(ds) -> DirectChunks | None:
         return None
     if key in _CACHE:
         _CACHE.move_to_end(key)
-        return _CACHE[key]
+        if _CACHE[key] is None or not _CACHE[key].closed:
+            return _CACHE[key]
     reader = _make(ds)
     _CACHE[key] = reader
     while len(_CACHE) > _CACHE_SIZE:
@@ -135,6 +159,9 @@ def _make(ds) -> DirectChunks | None:
                 index[tuple(c.chunk_offset[:2])] = (c.byte_offset, c.size)
         if len(index) != n_chunks or any(size != nbytes for _, size in index.values()):
             return None
+        end = os.stat(f.filename).st_size
+        if any(off < 0 or off + nbytes > end for off, _ in index.values()):
+            return None  # a chunk past the end of the file: let h5py raise its error
         offsets = {k: int(off) for k, (off, _) in index.items()}
         fill = ds.fillvalue if ds.fillvalue is not None else 0
         return DirectChunks(f.filename, ds.shape, ds.dtype, ds.chunks, offsets, fill)

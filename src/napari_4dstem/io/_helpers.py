@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from collections.abc import Callable, Sequence
 from functools import wraps
-from pathlib import Path
 
 import numpy as np
 
+from ..data._blockread import block_source
 from ..errors import FileFormatError
 
 __all__ = [
     "DEFAULT_SCAN_CHUNK",
+    "check_eager",
     "check_scan_shape",
     "frame_memmap",
     "lazy_frames",
     "never_raises",
     "read_head",
+    "read_small",
+    "require_regular",
 ]
 
 # scan chunk used for decoded (dask) readers: about (8-16, 8-16, Qy, Qx) as the issue asks
@@ -44,10 +48,89 @@ def never_raises(fn: Callable[[str], bool]) -> Callable[[str], bool]:
     return wrapper
 
 
+def _open_regular(path: str | os.PathLike) -> tuple[int, os.stat_result]:
+    """Open ``path`` for reading without blocking; only a regular file (after symlinks) passes.
+
+    ``O_NONBLOCK`` makes opening a FIFO return at once instead of waiting for a writer; the
+    ``fstat`` of what was opened (not of the name, which could be swapped) then refuses FIFOs,
+    devices (a symlink to ``/dev/zero``) and folders.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise FileFormatError(path, f"cannot be opened ({e.strerror})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise FileFormatError(path, "is not a regular file (a FIFO, device or folder)")
+    return fd, st
+
+
+def require_regular(path: str | os.PathLike) -> os.stat_result:
+    """The ``stat`` of ``path``; FileFormatError unless it is a regular file. Never blocks."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise FileFormatError(path, f"cannot be opened ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise FileFormatError(path, "is not a regular file (a FIFO, device or folder)")
+    return st
+
+
+def _read_fd(fd: int, n: int) -> bytes:
+    parts, left = [], n
+    while left > 0:
+        b = os.read(fd, min(left, 1 << 20))
+        if not b:
+            break
+        parts.append(b)
+        left -= len(b)
+    return b"".join(parts)
+
+
 def read_head(path: str | os.PathLike, n: int) -> bytes:
-    """The first ``n`` bytes of a file (fewer if the file is shorter)."""
-    with open(path, "rb") as fh:
-        return fh.read(n)
+    """The first ``n`` bytes of a regular file (fewer if it is shorter). Never blocks on a
+    FIFO and never reads a device: both raise FileFormatError."""
+    fd, _ = _open_regular(path)
+    try:
+        return _read_fd(fd, n)
+    finally:
+        os.close(fd)
+
+
+def read_small(path: str | os.PathLike, limit: int, what: str = "header") -> bytes:
+    """The whole of a small regular file (a sidecar header); FileFormatError when it is larger
+    than ``limit`` bytes, not a regular file, or unreadable."""
+    fd, st = _open_regular(path)
+    try:
+        if st.st_size > limit:
+            raise FileFormatError(
+                path, f"too large for a {what}: {st.st_size} bytes (at most {limit})"
+            )
+        data = _read_fd(fd, limit + 1)
+    except OSError as e:
+        raise FileFormatError(path, f"cannot be read ({e.strerror})") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise FileFormatError(path, f"too large for a {what} (grew while being read)")
+    return data
+
+
+def check_eager(path: str | os.PathLike, nbytes: int, what: str) -> None:
+    """Refuse to read ``nbytes`` into memory for ``what`` when that is more than twice the size
+    of the file it comes from (plus 1 MiB): a small file cannot make us allocate gigabytes."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        size = 0
+    if int(nbytes) > 2 * size + 2**20:
+        raise FileFormatError(
+            path, f"declares {int(nbytes)} bytes for {what}, more than twice the file's "
+            f"{size} bytes: corrupt or crafted",
+        )  # fmt: skip
 
 
 def check_scan_shape(
@@ -63,7 +146,9 @@ def check_scan_shape(
     ``scan_shape`` (given by the user) wins; then ``guess`` (from headers); then ``(1, n)``.
     A user shape that does not cover the frames raises a FileFormatError with the fix.
     When the user shape has fewer positions than the file has frames, the extra frames at
-    the end are ignored (Merlin and others often record one or two frames too many).
+    the end are ignored (Merlin and others often record one or two frames too many): the user
+    asked for it. A shape from a header must account for every frame: one that holds fewer
+    positions would drop frames silently (an edited or corrupt header), so it raises.
     """
     if scan_shape is not None:
         try:
@@ -83,8 +168,14 @@ def check_scan_shape(
         return sy, sx
     if guess is not None:
         gy, gx = int(guess[0]), int(guess[1])
-        if gy >= 1 and gx >= 1 and gy * gx <= n_frames:
+        if gy >= 1 and gx >= 1 and gy * gx == n_frames:
             return gy, gx
+        if gy >= 1 and gx >= 1 and gy * gx < n_frames:
+            raise FileFormatError(
+                path, f"the header gives a {gy} x {gx} scan ({gy * gx} {what}) but the file "
+                f"holds {n_frames} {what}",
+                f"pass scan_shape=({gy}, {gx}) to open the first {gy * gx}, or another shape",
+            )  # fmt: skip
     if n_frames < 1:
         raise FileFormatError(path, f"holds no complete {what}")
     return 1, n_frames
@@ -148,8 +239,9 @@ def lazy_frames(
         (out_frame_shape[1],),
     )
     src = da.from_array(
-        stored, chunks=(by, bx, *stored.shape[2:]), asarray=True, fancy=False, name=False
-    )
+        block_source(stored), chunks=(by, bx, *stored.shape[2:]), asarray=True, fancy=False,
+        name=False, meta=np.empty((0,) * 4, dtype=stored.dtype),
+    )  # fmt: skip
 
     def _block(b):
         flat = b.reshape(-1, *b.shape[2:])
@@ -175,10 +267,7 @@ def _split(n: int, b: int) -> tuple[int, ...]:
 
 
 def file_size(path: str | os.PathLike) -> int:
-    p = Path(path)
-    if not p.is_file():
-        raise FileFormatError(p, "no such file")
-    return p.stat().st_size
+    return require_regular(path).st_size
 
 
 def n_complete(size: int, offset: int, frame_bytes: int) -> tuple[int, int]:

@@ -27,7 +27,14 @@ from typing import Any
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import CalibrationError, FileFormatError
-from ._helpers import check_scan_shape, frame_memmap, lazy_frames, never_raises, read_head
+from ._helpers import (
+    check_scan_shape,
+    frame_memmap,
+    lazy_frames,
+    never_raises,
+    read_head,
+    require_regular,
+)
 
 __all__ = ["is_blockfile", "read_datacube", "read_header", "validate"]
 
@@ -71,10 +78,18 @@ def validate(path: str | os.PathLike) -> dict[str, Any]:
             p,
             f"blockfile header has an empty shape: scan {h['ny']} x {h['nx']}, pattern {h['dp_size']}",
         )
+    if h["offset_data"] < struct.calcsize(_FMT):
+        raise FileFormatError(p, f"blockfile data offset {h['offset_data']} lies inside the header")
     record = _RECORD_HEADER + h["dp_size"] ** 2
-    size = p.stat().st_size
+    size = require_regular(p).st_size
     n = h["nx"] * h["ny"]
     need = h["offset_data"] + n * record
+    if size > need:
+        raise FileFormatError(
+            p, f"longer than its header says: {h['ny']} x {h['nx']} patterns of "
+            f"{h['dp_size']} x {h['dp_size']} need {need} bytes, the file has {size}",
+            "the header's sizes are wrong; pass scan_shape=(ny, nx) to open it anyway",
+        )  # fmt: skip
     if size < need:
         have = max(0, size - h["offset_data"]) // record
         raise FileFormatError(
@@ -85,6 +100,21 @@ def validate(path: str | os.PathLike) -> dict[str, Any]:
             f"pass scan_shape=(ny, nx) with ny * nx <= {have} to open what is there",
         )
     return h
+
+
+def _check_records(p: Path, offset: int, record: int, n: int, max_checks: int = 64) -> None:
+    """Every sampled pattern record (evenly spaced, the last included) starts with 0x55AA."""
+    if n < 1:
+        return
+    idx = {0, n - 1, *(int(i) for i in range(0, n, max(1, n // max_checks)))}
+    with open(p, "rb") as fh:
+        for i in sorted(idx):
+            fh.seek(offset + i * record)
+            if fh.read(2) != b"\xaa\x55":
+                raise FileFormatError(
+                    p, f"pattern record {i} does not start with the 0x55AA marker: a wrong data "
+                    "offset or pattern size in the header, or bytes lost or inserted",
+                )  # fmt: skip
 
 
 def read_datacube(
@@ -117,9 +147,12 @@ def read_datacube(
             raise
         h = read_header(p)
     record = _RECORD_HEADER + h["dp_size"] ** 2
-    n_avail = max(0, p.stat().st_size - h["offset_data"]) // record
+    if h["dp_size"] < 1 or h["offset_data"] < struct.calcsize(_FMT):
+        raise FileFormatError(p, f"invalid blockfile header: pattern {h['dp_size']}, data at {h['offset_data']}")
+    n_avail = max(0, require_regular(p).st_size - h["offset_data"]) // record
     n = min(n_avail, h["nx"] * h["ny"]) if scan_shape is None else n_avail
     sy, sx = check_scan_shape(p, n, scan_shape, guess=(h["ny"], h["nx"]), what="patterns")
+    _check_records(p, h["offset_data"], record, sy * sx)
     frames = frame_memmap(
         p, offset=h["offset_data"], n_frames=n, frame_shape=(h["dp_size"], h["dp_size"]),
         dtype="u1", frame_header=_RECORD_HEADER,

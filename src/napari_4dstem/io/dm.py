@@ -23,6 +23,7 @@ Status: built and tested against synthetic DM3/DM4 files written from this descr
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from pathlib import Path
@@ -33,7 +34,7 @@ import numpy as np
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import CalibrationError, FileFormatError
-from ._helpers import check_scan_shape, never_raises, read_head
+from ._helpers import check_scan_shape, never_raises, read_head, require_regular
 
 __all__ = ["DMArray", "is_dm4d", "read_datacube", "read_tags"]
 
@@ -62,6 +63,8 @@ class _Reader:
         raise FileFormatError(self.path, f"corrupt DM tag tree: {what} at byte {self.fh.tell()}")
 
     def read(self, n: int) -> bytes:
+        if n < 0 or self.fh.tell() + n > self.size:  # never ask for more than the file holds
+            self._fail(f"a field of {n} bytes runs past the end of the file")
         b = self.fh.read(n)
         if len(b) != n:
             self._fail("unexpected end of file")
@@ -154,7 +157,7 @@ class _Reader:
 def read_tags(path: str | os.PathLike) -> dict[str, Any]:
     """The whole tag tree of a DM3/DM4 file (large arrays as :class:`DMArray` offsets)."""
     p = Path(path)
-    size = p.stat().st_size
+    size = require_regular(p).st_size
     with open(p, "rb") as fh:
         head = fh.read(4)
         if len(head) < 4:
@@ -199,7 +202,11 @@ def read_datacube(
     best = None
     for im in _images(tags):
         d = im["ImageData"]
-        dims = [int(v) for v in d.get("Dimensions", {}).values() if isinstance(v, int | float)]
+        dims_in = d.get("Dimensions", {})
+        vals = dims_in.values() if isinstance(dims_in, dict) else []
+        dims = [int(v) for v in vals if isinstance(v, int | float) and math.isfinite(v)]
+        if any(v < 1 for v in dims):
+            raise FileFormatError(p, f"image dimensions {dims} are not all positive")
         if isinstance(d.get("Data"), DMArray) and len(dims) >= 3:
             if best is None or len(dims) > len(best[1]):
                 best = (im, dims)

@@ -39,6 +39,7 @@ from ..engine.chunks import iter_scan_blocks
 from ..engine.jobs import Progress
 from ..errors import CalibrationError, DataShapeError, FileFormatError
 from ._atomic import atomic_output
+from ._helpers import check_eager, read_head, require_regular
 
 __all__ = [
     "EMDNode",
@@ -60,6 +61,16 @@ _RDCC_NBYTES = 64 * 2**20
 
 
 def _attr(obj, key, default=None):
+    # h5py allocates an attribute's declared shape before reading it: a corrupt dataspace in a
+    # 17 KB file asked for 1.5 GB. Check the declared size first.
+    try:
+        if key not in obj.attrs:
+            return default
+        aid = obj.attrs.get_id(key)
+        nbytes = math.prod(aid.shape or ()) * aid.dtype.itemsize
+    except (KeyError, OSError, TypeError, ValueError):
+        return default
+    check_eager(obj.file.filename, nbytes, f"attribute {key!r} of {obj.name}")
     v = obj.attrs.get(key, default)
     return v.decode() if isinstance(v, bytes) else v
 
@@ -116,12 +127,30 @@ def _write_metadata(node: h5py.Group, name: str, items: Mapping[str, Any], cls="
     return grp
 
 
+def _register_filters() -> None:
+    """Register hdf5plugin's filters (Blosc2, bitshuffle/LZ4, zstd...) with h5py, so that a
+    compressed EMD opens whether or not another reader imported hdf5plugin first."""
+    try:
+        import hdf5plugin  # noqa: F401
+    except ImportError:  # optional: only compressed files need it, and h5py says which filter
+        pass
+
+
+def _eager(dset) -> Any:
+    """``dset[()]`` after checking that its declared size is not more than twice the file's."""
+    if isinstance(dset, h5py.Dataset):
+        check_eager(dset.file.filename, dset.size * dset.dtype.itemsize, f"dataset {dset.name}")
+    return dset[()]
+
+
 def _read_item(obj) -> Any:
     t = _attr(obj, "type")
     if t == "dict":
         return {k: _read_item(v) for k, v in obj.items()}
     if t == "None":
         return None
+    if isinstance(obj, h5py.Dataset):
+        check_eager(obj.file.filename, obj.size * obj.dtype.itemsize, f"metadata {obj.name}")
     if t in ("string",):
         v = obj[()]
         return v.decode("utf-8") if isinstance(v, bytes) else str(v)
@@ -136,8 +165,8 @@ def _read_item(obj) -> Any:
         v = v.tolist() if isinstance(v, np.ndarray) else [v]
         return tuple(v) if t == "tuple" else v
     if t is not None and t.endswith(("_of_strings", "_of_arrays", "_of_tuples")):
-        n = int(obj.attrs.get("length", len(obj)))
-        vals = [obj[str(i)][()] for i in range(n)]
+        n = min(int(obj.attrs.get("length", len(obj))), len(obj))
+        vals = [_eager(obj[str(i)]) for i in range(n)]
         vals = [v.decode("utf-8") if isinstance(v, bytes) else v for v in vals]
         if t.endswith("_of_tuples"):
             vals = [tuple(np.atleast_1d(v).tolist()) if np.ndim(v) else v.item() for v in vals]
@@ -155,7 +184,14 @@ def _read_metadata(node: h5py.Group) -> dict[str, dict[str, Any]]:
     out = {}
     for name, grp in bundle.items():
         if isinstance(grp, h5py.Group):
-            out[name] = {k: _read_item(v) for k, v in grp.items()}
+            try:
+                out[name] = {k: _read_item(v) for k, v in grp.items()}
+            except (KeyError, ValueError, TypeError, AttributeError, OSError) as e:
+                if isinstance(e, FileFormatError):
+                    raise
+                raise FileFormatError(
+                    node.file.filename, f"unreadable metadata group {grp.name} ({type(e).__name__}: {e})"
+                ) from None
     return out
 
 
@@ -285,7 +321,7 @@ class EMDNode:
 def is_emd(path: str | os.PathLike) -> bool:
     """Cheap sniff: an HDF5 file whose root says ``emd_group_type = 'file'``. Never raises."""
     try:
-        if not h5py.is_hdf5(path):
+        if read_head(path, 8) != b"\x89HDF\r\n\x1a\n":  # regular files only: no FIFO hang
             return False
         with h5py.File(path, "r") as f:
             return _attr(f, "emd_group_type") == "file"
@@ -299,6 +335,8 @@ def _open(path: str | os.PathLike) -> h5py.File:
         raise FileFormatError(p, "no such file")
     if p.is_dir():
         raise FileFormatError(p, "is a folder, not an EMD/HDF5 file")
+    require_regular(p)
+    _register_filters()
     try:
         f = h5py.File(p, "r", rdcc_nbytes=_RDCC_NBYTES)
     except OSError as e:
@@ -307,7 +345,12 @@ def _open(path: str | os.PathLike) -> h5py.File:
         f.close()
         raise FileFormatError(p, "HDF5 file without EMD 1.0 root attributes (emd_group_type='file')")
     major = _attr(f, "version_major")
-    if major is not None and int(major) != 1:
+    try:
+        major = None if major is None else int(major)
+    except (TypeError, ValueError):
+        f.close()
+        raise FileFormatError(p, f"EMD version {major!r} is not a number") from None
+    if major is not None and major != 1:
         f.close()
         raise FileFormatError(p, f"EMD version {major} is not supported (need 1.x)")
     return f
@@ -373,6 +416,8 @@ def read_datacube(path: str | os.PathLike, *, node: str | None = None) -> DataCu
     try:
         info = _find_datacube(f, node)
         dset = f[info.path]["data"]
+        _check_sources(f, dset)
+        _check_allocated(f, dset)
         cal = _calibration_for(f, info.path, dset.shape[:2])
         meta = _read_metadata(f[info.path])
         ours = meta.get(_OUR_META, {})
@@ -382,11 +427,66 @@ def read_datacube(path: str | os.PathLike, *, node: str | None = None) -> DataCu
             name=info.path.rstrip("/").split("/")[-1],
             metadata={"emd_node": info.path, **{k: v for k, v in ours.items() if k != "result_type"}},
             source=str(path),
-            on_close=f.close,
+            on_close=_closer(f),
         )
     except Exception:
         f.close()
         raise
+
+
+def _closer(f: h5py.File):
+    """Close the file and the direct-chunk memory maps made for its datasets."""
+    name = f.filename
+
+    def close():
+        from ._h5direct import drop_readers
+
+        drop_readers(name)
+        f.close()
+
+    return close
+
+
+def _check_allocated(f: h5py.File, dset: h5py.Dataset) -> None:
+    """The datacube's storage must be written: a contiguous dataset whole, a chunked one
+    every chunk. A small file declaring a huge, never written dataset (or one cut short by a
+    killed writer) would otherwise open and read as fill values."""
+    if dset.is_virtual:
+        return
+    if dset.chunks is None:
+        have, need = dset.id.get_storage_size(), dset.size * dset.dtype.itemsize
+        what = "bytes"
+    else:
+        need = math.prod(-(-int(s) // int(c)) for s, c in zip(dset.shape, dset.chunks, strict=True))
+        have = dset.id.get_num_chunks() if need < 2**40 else 0
+        what = "chunks"
+    if have < need:
+        raise FileFormatError(
+            f.filename, f"datacube {dset.name} {tuple(dset.shape)} has only {have} of its {need} "
+            f"{what} stored: the file was not completely written, or its shape was altered",
+        )  # fmt: skip
+
+
+def _check_sources(f: h5py.File, dset: h5py.Dataset) -> None:
+    """A virtual dataset must have every source file and dataset it maps: HDF5 returns fill
+    values for a missing one, which would open as silently wrong data."""
+    if not dset.is_virtual:
+        return
+    here = Path(f.filename).parent
+    for vs in dset.virtual_sources():
+        src = Path(f.filename) if vs.file_name == "." else here / vs.file_name
+        if not src.is_file():
+            raise FileFormatError(f.filename, f"virtual dataset {dset.name} maps the missing file {vs.file_name}")
+        try:
+            with h5py.File(src, "r") as g:
+                ok = isinstance(g.get(vs.dset_name), h5py.Dataset)
+        except OSError:
+            ok = False
+        if not ok:
+            raise FileFormatError(
+                f.filename, f"virtual dataset {dset.name} maps {vs.file_name}:{vs.dset_name}, "
+                "which does not exist",
+            )  # fmt: skip
 
 
 def read_calibration(path: str | os.PathLike) -> Calibration:
@@ -403,7 +503,7 @@ def read_calibration(path: str | os.PathLike) -> Calibration:
 
 def _read_peaks(grp: h5py.Group, cal: Calibration, name: str, params) -> BraggPeaks:
     dset = grp["_v_uncal"]["data"]
-    raw = dset[()]
+    raw = _eager(dset)
     scan_shape = tuple(dset.shape)
     lists = raw.reshape(-1)
     counts = np.array([len(x) for x in lists], dtype=np.int64)
@@ -439,10 +539,10 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
                 keep_open = True
                 out[name] = DataCube(
                     grp["data"], _calibration_for(f, n.path, n.shape[:2]), name=name,
-                    metadata={"emd_node": n.path}, source=str(path), on_close=f.close,
+                    metadata={"emd_node": n.path}, source=str(path), on_close=_closer(f),
                 )
                 continue
-            data = grp["data"][()]
+            data = _eager(grp["data"])
             kind = ours.get("result_type") or (
                 "DiffractionImage" if n.python_class in ("DiffractionSlice", "Probe") else "RealSpaceMap"
             )

@@ -29,7 +29,15 @@ from typing import Any
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import CalibrationError, FileFormatError
-from ._helpers import check_scan_shape, frame_memmap, lazy_frames, never_raises, read_head
+from ._helpers import (
+    check_scan_shape,
+    frame_memmap,
+    lazy_frames,
+    never_raises,
+    read_head,
+    read_small,
+    require_regular,
+)
 
 __all__ = ["FRAME_ROWS", "is_empad", "read_datacube", "read_xml", "validate"]
 
@@ -63,11 +71,10 @@ def read_xml(path: str | os.PathLike) -> dict[str, Any]:
     None) and ``version``.
     """
     p = Path(path)
+    blob = read_small(p, 8 * 2**20, "EMPAD .xml header")  # regular files only: no FIFO hang
     try:
-        if p.stat().st_size > 8 * 2**20:
-            raise FileFormatError(p, "too large for an EMPAD .xml header")
-        root = ET.fromstring(p.read_bytes())
-    except (ET.ParseError, OSError, ValueError) as e:
+        root = ET.fromstring(blob)
+    except (ET.ParseError, ValueError) as e:
         raise FileFormatError(p, f"not a readable EMPAD .xml header ({e})") from None
     raw = root.find("raw_file")
     if raw is None or not raw.get("filename"):
@@ -149,7 +156,7 @@ def validate(path: str | os.PathLike) -> tuple[dict[str, Any], Path, int]:
         raise FileFormatError(
             xml, f"EMPAD raw file {info['raw_filename']} is missing", f"copy it next to {xml.name}"
         )
-    size = raw.stat().st_size
+    size = require_regular(raw).st_size
     n, rest = divmod(size, _RECORD_BYTES)
     if rest:
         raise FileFormatError(

@@ -40,10 +40,19 @@ import numpy as np
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError
-from ._helpers import check_scan_shape, frame_memmap, lazy_frames, never_raises, read_head
+from ._helpers import (
+    check_scan_shape,
+    frame_memmap,
+    lazy_frames,
+    never_raises,
+    read_head,
+    read_small,
+    require_regular,
+)
 
 __all__ = [
     "MibHeader",
+    "check_frame_headers",
     "decode_raw",
     "detect_flyback",
     "is_mib",
@@ -58,6 +67,9 @@ _RAW_BYTES_PER_PX = {1: 1 / 8, 6: 1, 12: 2, 24: 4}  # per decoded pixel
 _RAW_OUT = {1: np.uint8, 6: np.uint8, 12: np.uint16, 24: np.uint32}
 # how many frame headers fly-back detection reads at most (open time must not grow with size)
 _FLYBACK_MAX_FRAMES = 4096
+# how many frame headers are checked at open (evenly spaced, first and last included)
+_CHECK_FRAMES = 64
+_HDR_MAX_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -229,10 +241,7 @@ def _parse_frame_header(p: Path, head: bytes) -> MibHeader:
 def read_hdr(path: str | os.PathLike) -> dict[str, str]:
     """The ``key: value`` pairs of a Merlin ``.hdr`` acquisition header (small text file)."""
     p = Path(path)
-    try:
-        text = p.read_bytes()[:65536].decode("latin-1")
-    except OSError as e:
-        raise FileFormatError(p, f"cannot read the Merlin header ({e})") from None
+    text = read_small(p, _HDR_MAX_BYTES, "Merlin .hdr header").decode("latin-1")
     out: dict[str, str] = {}
     for line in text.replace("\x00", "").splitlines():
         if ":" in line:
@@ -269,7 +278,7 @@ def validate(path: str | os.PathLike, *, allow_truncated: bool = False) -> tuple
     """
     mib = _mib_path(path)
     hdr = read_frame_header(mib)
-    size = mib.stat().st_size
+    size = require_regular(mib).st_size
     n, rest = divmod(size, hdr.frame_bytes)
     if n == 0:
         raise FileFormatError(
@@ -282,6 +291,7 @@ def validate(path: str | os.PathLike, *, allow_truncated: bool = False) -> tuple
             f"truncated: {size} bytes is {n} frames of {hdr.frame_bytes} bytes plus {rest} bytes",
             hint,
         )
+    check_frame_headers(mib, hdr, n)
     hdr_path = _hdr_path(mib)
     if hdr_path is not None:
         expected = _hdr_int(read_hdr(hdr_path), "Frames in Acquisition")
@@ -292,6 +302,34 @@ def validate(path: str | os.PathLike, *, allow_truncated: bool = False) -> tuple
                 hint,
             )
     return hdr, n
+
+
+def check_frame_headers(path: Path, hdr: MibHeader, n: int, max_checks: int = _CHECK_FRAMES) -> None:
+    """Check that frame records start where the first header says they do.
+
+    Reads the headers of up to ``max_checks`` frames, evenly spaced, the second and the last
+    included: each must start with ``MQ1,`` and repeat the first header's size, chip count,
+    width, height, pixel type and layout. An edited size field, or bytes lost or inserted
+    anywhere before the last frame, shift the records and fail here instead of opening as
+    misaligned frames.
+    """
+    if n < 2:
+        return
+    idx = np.unique(np.concatenate([np.linspace(0, n - 1, min(n, max_checks)).astype(np.int64), [1, n - 1]]))
+    first = None
+    with open(path, "rb") as fh:
+        for i in idx:
+            fh.seek(int(i) * hdr.frame_bytes)
+            head = fh.read(hdr.header_bytes)
+            fields = head.split(b",")[:8]
+            if first is None:
+                first = fields
+            if not head.startswith(b"MQ1,") or fields[2:8] != first[2:8]:
+                raise FileFormatError(
+                    path, f"frame {int(i)} does not start with a Merlin header matching the first "
+                    f"(expected at byte {int(i) * hdr.frame_bytes}): bytes lost or inserted, or "
+                    "an edited frame size",
+                )  # fmt: skip
 
 
 def _timestamps_ns(frames_hdr: np.ndarray, n: int) -> np.ndarray | None:

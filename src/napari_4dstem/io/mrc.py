@@ -20,6 +20,7 @@ is given. Calibration: ``Specimen Pixel Size`` (nm) for the scan when the info f
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from pathlib import Path
@@ -37,11 +38,15 @@ from ._helpers import (
     lazy_frames,
     never_raises,
     read_head,
+    read_small,
+    require_regular,
 )
 
 __all__ = ["is_mrc", "read_datacube", "read_de_info", "read_header", "validate"]
 
 _MODES = {0: "i1", 1: "<i2", 2: "<f4", 6: "<u2", 12: "<f2"}
+# a sparse custom scan may visit few of its positions, but not fewer than 1 in 64
+_MAX_SCAN_AREA_PER_FRAME = 64
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
@@ -83,10 +88,7 @@ def _sidecar(p: Path, suffix: str) -> Path | None:
 def read_de_info(path: str | os.PathLike) -> dict[str, str]:
     """The ``key = value`` pairs of a Direct Electron ``_info.txt`` file."""
     p = Path(path)
-    try:
-        text = p.read_bytes()[: 4 * 2**20].decode("utf-8", errors="replace")
-    except OSError as e:
-        raise FileFormatError(p, f"cannot read the DE info file ({e})") from None
+    text = read_small(p, 4 * 2**20, "Direct Electron info file").decode("utf-8", errors="replace")
     out = {}
     for line in text.splitlines():
         if "=" in line:
@@ -109,11 +111,15 @@ def validate(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     h = read_header(p)
     need = h["data_offset"] + h["nx"] * h["ny"] * h["nz"] * h["dtype"].itemsize
-    size = p.stat().st_size
-    if size < need:
+    size = require_regular(p).st_size
+    if size != need:
+        # shorter: truncated; longer: the header's sizes were edited (or are not ours to
+        # guess), and reading fewer frames than the file holds would silently drop data
+        what = "truncated" if size < need else "longer than its header says"
         raise FileFormatError(
-            p, f"truncated: the header promises {h['nz']} frames of {h['ny']} x {h['nx']} "
-            f"{h['dtype']} ({need} bytes), the file has {size} bytes",
+            p, f"{what}: the header promises {h['nz']} frames of {h['ny']} x {h['nx']} "
+            f"{h['dtype']} after {h['data_offset']} header bytes ({need} bytes), the file has "
+            f"{size} bytes",
         )  # fmt: skip
     return h
 
@@ -132,14 +138,28 @@ def _positions(p: Path, csv: Path | None, n: int) -> np.ndarray:
             f"copy {_prefix(p)}_scan_coordinates.csv next to it, or pass scan_shape=(ny, nx) "
             "to read the frames in acquisition order",
         )  # fmt: skip
+    # one short 'x,y' line per frame: a bigger file is not a scan list of this movie
+    blob = read_small(csv, 64 * n + 4096, "scan coordinate list")
     try:
-        xy = np.loadtxt(csv, delimiter=",", dtype=np.int64, ndmin=2)
-    except ValueError as e:
+        xy = np.loadtxt(io.BytesIO(blob), delimiter=",", dtype=np.int64, ndmin=2)
+    except (ValueError, OverflowError) as e:
         raise FileFormatError(csv, f"unreadable scan coordinates ({e})") from None
-    if xy.shape[1] != 2 or len(xy) == 0 or xy.min() < 0:
+    if xy.ndim != 2 or xy.shape[1] != 2 or len(xy) == 0 or xy.min() < 0:
         raise FileFormatError(csv, "scan coordinates must be non-negative 'x,y' lines")
-    if len(xy) > n:
-        raise FileFormatError(csv, f"lists {len(xy)} positions but the movie has {n} frames")
+    if len(xy) != n:
+        # fewer positions than frames would drop frames silently, more would invent them
+        raise FileFormatError(
+            csv, f"lists {len(xy)} positions but the movie has {n} frames",
+            "pass scan_shape=(ny, nx) to read the frames in acquisition order",
+        )  # fmt: skip
+    area = (int(xy[:, 0].max()) + 1) * (int(xy[:, 1].max()) + 1)
+    if area > max(_MAX_SCAN_AREA_PER_FRAME * n, 4096):
+        # the position index costs 8 bytes a scan position: a corrupt line like
+        # '20000,20000' must not allocate gigabytes for a few hundred frames
+        raise FileFormatError(
+            csv, f"positions span a {int(xy[:, 1].max()) + 1} x {int(xy[:, 0].max()) + 1} scan "
+            f"for {n} frames: corrupt coordinates",
+        )  # fmt: skip
     return xy[:, ::-1]  # (y, x)
 
 

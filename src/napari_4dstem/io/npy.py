@@ -14,6 +14,8 @@ from ._atomic import atomic_output
 
 __all__ = ["is_npy4d", "read_datacube", "read_header", "write"]
 
+_BLOCK_BYTES = 32 * 2**20
+
 
 def read_header(
     path: str | os.PathLike, *, check_size: bool = True
@@ -73,17 +75,36 @@ def read_datacube(path: str | os.PathLike, *, calibration: Calibration | None = 
     return DataCube(mm, calibration, name=name, source=str(path))
 
 
-def write(path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False) -> Path:
+def write(path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False, snapshot=None) -> Path:
     """Write a DataCube's array to .npy (streamed in scan blocks, atomically).
 
-    The calibration is not stored (.npy has no place for it); use EMD to keep it.
+    Written with ordinary ``write`` calls, never through a writable memmap: a full disk is an
+    error (:class:`~napari_4dstem.io._atomic.DiskFullError`), not a SIGBUS that kills the
+    process. The free space is checked before the first byte. The calibration is not stored
+    (.npy has no place for it); use EMD to keep it.
     """
     from ..engine.chunks import iter_scan_blocks
 
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dc.dtype, shape=dc.shape)
-        for sy, sx, block in iter_scan_blocks(dc.data):
-            out[sy, sx] = block
-        out.flush()
-        del out
+    dtype = np.dtype(dc.dtype)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": tuple(dc.shape)}  # fmt: skip
+    with atomic_output(
+        path, overwrite=overwrite, snapshot=snapshot, expected_bytes=dc.nbytes + 4096
+    ) as tmp, open(tmp, "xb") as fh:
+        if _needs_v2(header):
+            np.lib.format.write_array_header_2_0(fh, header)
+        else:
+            np.lib.format.write_array_header_1_0(fh, header)
+        # blocks of whole scan rows (or runs within one row): written in file order
+        _, sx, qy, qx = dc.shape
+        frame = max(1, qy * qx * dtype.itemsize)
+        rows = _BLOCK_BYTES // (sx * frame)
+        block = (rows, sx) if rows >= 1 else (1, max(1, _BLOCK_BYTES // frame))
+        for _, _, b in iter_scan_blocks(dc.data, block):
+            fh.write(np.ascontiguousarray(b, dtype=dtype).data)
     return Path(path)
+
+
+def _needs_v2(header: dict) -> bool:
+    """True when the header does not fit the 65535-byte limit of .npy version 1.0."""
+    return len(repr(header)) > 60000

@@ -6,7 +6,10 @@ calibration as the group attribute ``napari_4dstem_calibration``.
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import stat
 from pathlib import Path
 
 from ..data.calibration import Calibration
@@ -17,6 +20,8 @@ from ._atomic import atomic_output
 __all__ = ["is_zarr4d", "read_datacube", "write"]
 
 _CAL_ATTR = "napari_4dstem_calibration"
+#: the shape we wrote, kept in the group: an array shape edited afterwards no longer matches
+_SHAPE_ATTR = "napari_4dstem_shape"
 
 
 def _open_node(path):
@@ -43,6 +48,89 @@ def _find_array(node, path):
     return arrays[0], attrs
 
 
+class CheckedZarr:
+    """A zarr array whose reads report a corrupt store as FileFormatError.
+
+    zarr raises RuntimeError, ValueError or codec errors for a chunk that does not decode (a
+    flipped byte, metadata edited to another shape); wrapped, every read of a malformed store
+    ends in our error type, naming the store. Shape, dtype and chunks are the array's.
+    """
+
+    def __init__(self, arr, path):
+        self._arr = arr
+        self._path = str(path)
+        self.shape = tuple(int(s) for s in arr.shape)
+        self.dtype = arr.dtype
+        self.ndim = len(self.shape)
+        self.chunks = tuple(int(c) for c in arr.chunks)
+
+    @property
+    def attrs(self):
+        return self._arr.attrs
+
+    def __getitem__(self, key):
+        try:
+            return self._arr[key]
+        except (IndexError, TypeError):
+            raise
+        except Exception as e:
+            raise FileFormatError(
+                self._path, f"cannot read zarr data ({type(e).__name__}: {str(e)[:200]})"
+            ) from None
+
+    def __array__(self, dtype=None, copy=None):
+        a = self[...]
+        return a.astype(dtype) if dtype is not None else a
+
+
+_META_FILES = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}
+
+
+def _check_chunk_files(arr, path, *, ours: bool) -> None:
+    """Check a local store's chunk files against the array's declared shape.
+
+    Every file must be a regular file (a FIFO would hang the first read, a link to a device
+    would be read until memory runs out); no chunk may lie beyond the declared chunk grid (the
+    shape was edited smaller: data would be dropped silently); and in a store we wrote (every
+    chunk written) none may be missing (the shape was edited larger, or files were lost:
+    zeros would be invented).
+    """
+    root = getattr(getattr(arr, "store", None), "root", None)
+    if root is None:
+        return  # not a local folder: nothing to walk
+    folder = Path(root) / str(getattr(arr, "path", "") or "")
+    shards = getattr(arr, "shards", None)
+    step = shards if shards is not None else arr.chunks
+    grid = tuple(-(-int(s) // int(c)) for s, c in zip(arr.shape, step, strict=True))
+    n_found = 0
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            if name in _META_FILES:
+                continue
+            p = Path(dirpath) / name
+            try:
+                ok = stat.S_ISREG(os.stat(p).st_mode)
+            except OSError:
+                ok = False
+            if not ok:
+                raise FileFormatError(path, f"chunk {p.relative_to(folder)} is not a regular file")
+            parts = [x for x in re.split(r"[/.]", str(p.relative_to(folder))) if x != "c"]
+            if len(parts) != len(grid) or not all(x.isdigit() for x in parts):
+                continue  # not a chunk key: zarr ignores it too
+            idx = tuple(int(x) for x in parts)
+            if any(i >= g for i, g in zip(idx, grid, strict=True)):
+                raise FileFormatError(
+                    path, f"chunk {idx} lies outside the declared shape {tuple(arr.shape)}: the "
+                    "metadata was edited or belongs to another array",
+                )  # fmt: skip
+            n_found += 1
+    if ours and n_found < math.prod(grid):
+        raise FileFormatError(
+            path, f"{n_found} of the {math.prod(grid)} chunks of {tuple(arr.shape)} are present: "
+            "files are missing or the shape was edited",
+        )  # fmt: skip
+
+
 def is_zarr4d(path: str | os.PathLike) -> bool:
     """True for a zarr store (folder) whose array, or group's ``datacube``, is 4D. Never raises."""
     try:
@@ -62,27 +150,42 @@ def read_datacube(path: str | os.PathLike) -> DataCube:
     arr, attrs = _find_array(_open_node(path), path)
     if len(arr.shape) != 4:
         raise FileFormatError(path, f"array is {len(arr.shape)}D {tuple(arr.shape)}; need 4D (scan_y, scan_x, k_y, k_x)")
+    _check_chunk_files(arr, path, ours=_CAL_ATTR in attrs)
+    if _SHAPE_ATTR in attrs and list(attrs[_SHAPE_ATTR]) != [int(s) for s in arr.shape]:
+        raise FileFormatError(
+            path, f"array shape {tuple(arr.shape)} differs from the shape written, "
+            f"{tuple(attrs[_SHAPE_ATTR])}: the metadata was edited",
+        )  # fmt: skip
     cal = None
     if _CAL_ATTR in attrs:
         try:
             cal = Calibration.from_dict(attrs[_CAL_ATTR])
         except (CalibrationError, TypeError) as e:
             raise FileFormatError(path, f"invalid calibration attribute: {e}") from None
-    return DataCube(arr, cal, name=Path(path).stem, source=str(path))
+    return DataCube(CheckedZarr(arr, path), cal, name=Path(path).stem, source=str(path))
 
 
-def write(path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False) -> Path:
-    """Write a DataCube to a zarr group (array ``datacube`` + calibration attribute), atomically."""
+def write(path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False, snapshot=None) -> Path:
+    """Write a DataCube to a zarr group (array ``datacube`` + calibration attribute), atomically.
+
+    The store is built in a hidden folder and moved into place without replacing anything that
+    appeared at ``path`` meanwhile; with ``overwrite`` the old store is swapped out atomically
+    (or moved aside and put back if the move fails), never left only as a hidden copy.
+    """
     import zarr
 
     from ..engine.chunks import iter_scan_blocks
     from .emd import _default_write_chunks
 
     chunks = _default_write_chunks(dc.shape)
-    with atomic_output(path, overwrite=overwrite) as tmp:
+    with atomic_output(path, overwrite=overwrite, snapshot=snapshot) as tmp:
         g = zarr.open_group(str(tmp), mode="w")
         g.attrs[_CAL_ATTR] = dc.calibration.to_dict()
-        arr = g.create_array("datacube", shape=dc.shape, dtype=dc.dtype, chunks=chunks)
+        g.attrs[_SHAPE_ATTR] = [int(s) for s in dc.shape]
+        # every chunk is written, all-zero ones too, so that a missing chunk file in one of our
+        # stores is a damaged store (refused), not zeros
+        arr = g.create_array("datacube", shape=dc.shape, dtype=dc.dtype, chunks=chunks,
+                             config={"write_empty_chunks": True})  # fmt: skip
         block = (chunks[0], dc.shape[1])
         for sy, sx, b in iter_scan_blocks(dc.data, block):
             arr[sy, sx] = b

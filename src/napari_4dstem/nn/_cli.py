@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .. import _cli_validate as v
+
 
 def _bar(args):
     from ..cli import ProgressBar
@@ -27,7 +29,7 @@ def add_train(sub) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--make-proxy",
-        type=int,
+        type=v.positive_int,
         metavar="N",
         help="first simulate N kinematic thick-sample proxy patterns into SHARDS "
         "(when the folder has no shards)",
@@ -37,22 +39,22 @@ def add_train(sub) -> argparse.ArgumentParser:
         "--size", type=int, default=128, choices=[128, 256, 512], help="model input size"
     )
     p.add_argument(
-        "--width", type=int, default=6, help="complex channels of the first level (default 6)"
+        "--width", type=v.positive_int, default=6, help="complex channels of the first level (default 6)"
     )
-    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--dropout", type=v.fraction, default=0.1)
     p.add_argument(
         "--domain",
         choices=["fourier", "real"],
         default="real",
         help="where the complex U-Net works (default real: see docs/nn.md)",
     )
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--steps-per-epoch", type=int, default=350)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--warmup", type=int, default=50, help="warm-up steps (then 1/sqrt decay)")
-    p.add_argument("--peak-weight", type=float, default=20.0, help="MSE weight 1 + w * label")
-    p.add_argument("--l1", type=float, default=0.0, help="weight of an added L1 term")
+    p.add_argument("--epochs", type=v.positive_int, default=3)
+    p.add_argument("--steps-per-epoch", type=v.positive_int, default=350)
+    p.add_argument("--batch-size", type=v.positive_int, default=8)
+    p.add_argument("--lr", type=v.positive_float, default=3e-3)
+    p.add_argument("--warmup", type=v.nonnegative_int, default=50, help="warm-up steps (then 1/sqrt decay)")
+    p.add_argument("--peak-weight", type=v.nonnegative_float, default=20.0, help="MSE weight 1 + w * label")
+    p.add_argument("--l1", type=v.nonnegative_float, default=0.0, help="weight of an added L1 term")
     p.add_argument(
         "--max-shift",
         type=float,
@@ -63,7 +65,7 @@ def add_train(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--threads", type=v.positive_int, default=2, help="torch CPU threads (default 2)")
     p.add_argument(
         "--no-resume", action="store_true", help="start afresh even if a checkpoint exists"
     )
@@ -176,8 +178,8 @@ def add_infer(sub) -> argparse.ArgumentParser:
         help="vacuum probe, centred: .npy image or an EMD file's DiffractionImage",
     )
     p.add_argument("--model", help="registry name[@version] or a model .pt file (default: bundled)")
-    p.add_argument("--mc-samples", type=int, default=0, help="Monte-Carlo dropout passes (0: off)")
-    p.add_argument("--min-relative", type=float, default=0.1)
+    p.add_argument("--mc-samples", type=v.nonnegative_int, default=0, help="Monte-Carlo dropout passes (0: off)")
+    p.add_argument("--min-relative", type=v.fraction, default=0.1)
     p.add_argument(
         "--min-significance",
         type=float,
@@ -185,7 +187,7 @@ def add_infer(sub) -> argparse.ArgumentParser:
         help="keep a peak only where the raw pattern holds a disk this many noise sd above the "
         "local background (default 5; a negative value keeps every peak the network marks)",
     )
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=v.positive_int, default=32)
     p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
     _analysis_args(p)
     return p

@@ -26,9 +26,13 @@ their card.
 from __future__ import annotations
 
 import hashlib
+import io
+import ipaddress
 import json
 import os
+import re
 import tempfile
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,11 +47,16 @@ __all__ = [
     "LoadedModel",
     "ModelEntry",
     "cache_dir",
+    "check_name",
+    "check_url",
     "list_models",
+    "load_hashed",
     "load_model",
     "model_path",
     "pull_model",
     "read_index",
+    "read_verified",
+    "save_hashed",
     "save_model",
     "sha256_file",
     "user_model_path",
@@ -65,6 +74,128 @@ INDEX_FORMAT = "napari-4dstem-model-index"
 
 class IntegrityError(Napari4DSTEMError, ValueError):
     """A model file does not match the SHA-256 its index promises (corrupt or tampered)."""
+
+
+# -- what an index may say ------------------------------------------------------------------
+#: model names and versions: a letter or digit, then letters, digits, ``. _ + -``; no ``..``
+#: (so ``<name>-<version>.pt`` is always one plain file name inside the cache)
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
+#: largest model or checkpoint file read (it is read into memory once, hashed, then loaded)
+MAX_MODEL_BYTES = 4 * 2**30
+
+
+def check_name(value: str, what: str = "model name") -> str:
+    """``value`` if it is a safe model name or version, else :class:`ModelError`."""
+    v = str(value)
+    if not _NAME_RE.fullmatch(v) or ".." in v:
+        raise ModelError(
+            f"{what} {v!r} is not allowed: use letters, digits and '. _ + -' (at most 64, no '..')"
+        )
+    return v
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str, *, what: str = "URL") -> str:
+    """``url`` if it may be fetched: ``https://``, ``file://`` (local) or a local path; plain
+    ``http://`` only to this machine (loopback). Anything else raises :class:`ModelError`: an
+    index fetched over plain HTTP could be replaced in transit, and with it URL and hash."""
+    u = urllib.parse.urlsplit(str(url))
+    if u.scheme == "https" or u.scheme == "file":
+        return str(url)
+    if u.scheme == "http" and _is_loopback(u.hostname):
+        return str(url)
+    if u.scheme == "" or (len(u.scheme) == 1 and os.name == "nt"):  # a path (or C:\...)
+        return str(url)
+    raise ModelError(
+        f"{what} {url!r} is refused: only https:// (or file:// and paths for local files) is "
+        "allowed, so that what is downloaded is what the index's publisher meant"
+    )
+
+
+def _local_path_of(url: str) -> Path | None:
+    u = urllib.parse.urlsplit(url)
+    if u.scheme == "file":
+        from urllib.request import url2pathname
+
+        return Path(url2pathname(u.path))
+    if u.scheme == "" or (len(u.scheme) == 1 and os.name == "nt"):
+        return Path(url)
+    return None
+
+
+def read_verified(path: str | os.PathLike, sha256: str | None = None) -> tuple[bytes, str]:
+    """The bytes of ``path`` and their SHA-256, read once; :class:`IntegrityError` when
+    ``sha256`` is given and differs. Loading from these very bytes (not by reopening the file)
+    means the file cannot be swapped between the check and the load."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_MODEL_BYTES:
+                raise FileFormatError(p, f"too large for a model file ({size} bytes)")
+            data = f.read(MAX_MODEL_BYTES + 1)
+    except OSError as e:
+        raise FileFormatError(p, f"cannot read the model file ({e.strerror or e})") from None
+    got = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and got != sha256:
+        raise IntegrityError(
+            f"{p}: SHA-256 {got} does not match the index ({sha256}); the file "
+            "is corrupt or was modified: refusing to load it (pull it again)"
+        )
+    return data, got
+
+
+def save_hashed(obj, path: str | os.PathLike) -> str:
+    """``torch.save`` ``obj`` to ``path`` atomically with its SHA-256 in ``<path>.sha256``
+    (training checkpoints); returns the hash. :func:`load_hashed` checks it."""
+    import torch
+
+    from ..io._atomic import atomic_output
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    path = Path(path)
+    side = path.with_name(path.name + ".sha256")
+    # the hash first: a crash between the two leaves a mismatch (refused), never an unchecked file
+    with atomic_output(side, overwrite=True) as tmp:
+        Path(tmp).write_text(f"{digest}  {path.name}\n")
+    with atomic_output(path, overwrite=True) as tmp:
+        Path(tmp).write_bytes(data)
+    return digest
+
+
+def load_hashed(path: str | os.PathLike, *, map_location="cpu"):
+    """Load a file written by :func:`save_hashed` after checking the very bytes loaded against
+    ``<path>.sha256`` (:class:`IntegrityError` if missing or different)."""
+    import torch
+
+    path = Path(path)
+    side = path.with_name(path.name + ".sha256")
+    try:
+        want = side.read_text().split()[0].lower()
+    except (OSError, IndexError):
+        raise IntegrityError(
+            f"{path}: no hash file {side.name} next to it; refusing to load an unverified "
+            "checkpoint (it may have been replaced)"
+        ) from None
+    data, _ = read_verified(path, want)
+    try:
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for bytes it cannot parse
+        raise FileFormatError(path, f"not a readable checkpoint ({type(e).__name__}: {e})") from None
 
 
 def cache_dir() -> Path:
@@ -110,34 +241,47 @@ class ModelEntry:
 
     @property
     def filename(self) -> str:
-        return f"{self.name}-{self.version}.pt"
+        return f"{check_name(self.name)}-{check_name(self.version, 'model version')}.pt"
 
     def local_path(self) -> Path | None:
         """The verified-or-not local file: bundled, else cached, else None."""
         if self.url.startswith("bundled:"):
-            return BUNDLED_DIR / self.url.split(":", 1)[1]
+            return BUNDLED_DIR / _plain_file(self.url.split(":", 1)[1])
         if self.url.startswith("user:"):
-            return user_models_dir() / self.url.split(":", 1)[1]
+            return user_models_dir() / _plain_file(self.url.split(":", 1)[1])
         p = cache_dir() / self.filename
         return p if p.is_file() else None
 
 
-def _fetch_text(source: str) -> str:
-    if source.startswith(("http://", "https://")):
-        import urllib.request
+def _plain_file(name: str) -> str:
+    """``name`` if it is one plain ``.pt`` file name (no folder, no ``..``)."""
+    if Path(name).name != name or not name.endswith(".pt") or name.startswith("."):
+        raise ModelError(f"model file name {name!r} is not a plain .pt file name")
+    check_name(name[:-3], "model file name")
+    return name
 
-        with urllib.request.urlopen(source, timeout=30) as r:
-            return r.read().decode()
-    return Path(source).read_text()
+
+def _fetch_text(source: str) -> str:
+    check_url(source, what="model index")
+    local = _local_path_of(source)
+    if local is not None:
+        return local.read_bytes()[: 16 * 2**20].decode()
+    import urllib.request
+
+    with urllib.request.urlopen(source, timeout=30) as r:
+        return r.read(16 * 2**20).decode()
 
 
 def read_index(source: str | os.PathLike | None = None) -> list[ModelEntry]:
     """Entries of an index (a URL, a path, or None for the bundled index)."""
+    bundled = source is None
     src = str(source) if source is not None else str(BUNDLED_DIR / "index.json")
     try:
         doc = json.loads(_fetch_text(src))
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise FileFormatError(src, f"cannot read the model index ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("models", []), list):
+        raise FileFormatError(src, "not a model index (not a JSON object with a model list)")
     if doc.get("format") != INDEX_FORMAT:
         raise FileFormatError(src, f"not a model index (format {doc.get('format')!r})")
     out = []
@@ -157,6 +301,22 @@ def read_index(source: str | os.PathLike | None = None) -> list[ModelEntry]:
             )
         except (KeyError, TypeError, ValueError) as e:
             raise FileFormatError(src, f"bad model entry {m!r} ({e})") from None
+        e = out[-1]
+        try:  # names become file names, URLs are fetched: both checked here, once
+            check_name(e.name)
+            check_name(e.version, "model version")
+            if not _SHA_RE.fullmatch(e.sha256):
+                raise ModelError(f"sha256 {e.sha256!r} is not 64 hex digits")
+            if e.url.startswith("bundled:"):
+                if not bundled:
+                    raise ModelError("only the bundled index may name bundled: files")
+                _plain_file(e.url.split(":", 1)[1])
+            elif e.url.startswith("user:"):
+                raise ModelError("an index may not name user: files")
+            else:
+                check_url(e.url, what="model URL")
+        except ModelError as err:
+            raise FileFormatError(src, f"bad model entry {e.name!r}: {err}") from None
     return out
 
 
@@ -213,6 +373,8 @@ def user_model_path(name: str, version: str) -> Path:
             f"model name and version must be non-empty, without '/', '\\', '@', ':' or spaces: "
             f"got {name!r} and {version!r}"
         )
+    check_name(name)
+    check_name(version, "model version")
     folder = user_models_dir()
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{name}-{version}.pt"
@@ -244,10 +406,13 @@ def pull_model(name: str, *, index: str | None = None, force: bool = False) -> P
     dest.parent.mkdir(parents=True, exist_ok=True)
     import urllib.request
 
+    check_url(e.url, what="model URL")
+    local = _local_path_of(e.url)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-", suffix=".pt")
     try:
         h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(e.url, timeout=60) as r:
+        src_cm = open(local, "rb") if local is not None else urllib.request.urlopen(e.url, timeout=60)
+        with os.fdopen(fd, "wb") as f, src_cm as r:
             for chunk in iter(lambda: r.read(1 << 20), b""):
                 h.update(chunk)
                 f.write(chunk)
@@ -272,12 +437,7 @@ def _verified(e: ModelEntry) -> Path:
             f"model {e.name}@{e.version} is not available offline; run "
             f"`napari-4dstem models pull {e.name}`"
         )
-    got = sha256_file(p)
-    if got != e.sha256:
-        raise IntegrityError(
-            f"{p}: SHA-256 {got} does not match the index ({e.sha256}); the file "
-            "is corrupt or was modified: refusing to load it (pull it again)"
-        )
+    read_verified(p, e.sha256)
     return p
 
 
@@ -334,12 +494,15 @@ def save_model(path: str | os.PathLike, model, *, card: dict | None = None) -> P
 
 
 def _load_file(path: Path, *, sha256: str | None = None):
+    """``(module, config, sha256 of the bytes loaded)``; the file is read once, hashed (and
+    checked against ``sha256`` when given), and loaded from those same bytes."""
     import torch
 
     from ._fcunet import FCUNet
 
+    data, digest = read_verified(path, sha256)
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a file it cannot parse
         raise FileFormatError(
             path, f"not a readable model file ({type(e).__name__}: {e})"
@@ -362,7 +525,7 @@ def _load_file(path: Path, *, sha256: str | None = None):
         )
     module.load_state_dict(state)
     module.eval()
-    return module, cfg
+    return module, cfg, digest
 
 
 def load_model(
@@ -380,18 +543,23 @@ def load_model(
         name = DEFAULT_MODEL if model is None else str(model)
         p = Path(name)
         if p.suffix == ".pt" and p.is_file():
-            module, cfg = _load_file(p)
+            module, cfg, digest = _load_file(p)
             card_p = p.with_suffix(".json")
-            card = json.loads(card_p.read_text()) if card_p.is_file() else {}
+            try:
+                card = json.loads(card_p.read_text()) if card_p.is_file() else {}
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise FileFormatError(card_p, f"unreadable model card ({err})") from None
             lm = LoadedModel(
-                module, cfg, p.stem, str(card.get("version", "local")), sha256_file(p), card
+                module, cfg, p.stem, str(card.get("version", "local")), digest, card
             )
         elif p.suffix == ".pt":
             raise FileFormatError(p, "no such model file")
         else:
             e = _find(name, index)
-            path = _verified(e)
-            module, cfg = _load_file(path)
+            path = e.local_path()
+            if path is None or not path.is_file():
+                _verified(e)  # raises the "not available offline" error
+            module, cfg, _ = _load_file(path, sha256=e.sha256)
             if cfg.size != e.input_size:
                 raise ModelError(
                     f"{path}: the index says input size {e.input_size}, the file {cfg.size}"

@@ -28,6 +28,7 @@ from ..engine.jobs import Job, Progress
 from ..errors import Napari4DSTEMError
 from .augment import Augment
 from .model import ModelConfig
+from .registry import load_hashed, save_hashed
 
 __all__ = [
     "TrainConfig",
@@ -163,12 +164,7 @@ def default_augment(shards) -> Augment:
 
 
 def _save(path: Path, obj) -> None:
-    import torch
-
-    from ..io._atomic import atomic_output
-
-    with atomic_output(path, overwrite=True) as tmp:
-        torch.save(obj, tmp)
+    save_hashed(obj, path)  # atomic, with <path>.sha256 that resume and export check
 
 
 def _validate(model, shards, val_idx, strain_set, dev, cfg, aug) -> dict:
@@ -262,7 +258,7 @@ def iter_train(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     step, epoch0, history = 0, 0, []
     if resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location=dev, weights_only=True)
+        ck = load_hashed(ckpt_path, map_location=dev)
         if ck.get("config", {}).get("model") != config.model.to_dict():
             raise Napari4DSTEMError(
                 f"{ckpt_path}: the checkpoint is of another model configuration; use another "
@@ -384,12 +380,11 @@ def export_model(
     checkpoint: str | os.PathLike, path: str | os.PathLike, *, card: dict | None = None
 ) -> Path:
     """Write the weights of a training checkpoint as a model file + card (see :mod:`.registry`)."""
-    import torch
 
     from ._fcunet import FCUNet
     from .registry import save_model
 
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    ck = load_hashed(checkpoint)
     cfg = ModelConfig.from_dict(dict(ck["config"]["model"]))
     m = FCUNet(cfg)
     m.load_state_dict(ck["model"])
