@@ -50,8 +50,13 @@ def datacube_layer(dc: DataCube) -> tuple[Any, dict[str, Any], str]:
     return (data, kwargs, "image")
 
 
-def result_layer(obj: RealSpaceMap | DiffractionImage, **extra) -> tuple[Any, dict[str, Any], str]:
-    """Layer tuple for a 2D result; a map's channels become separate layers by the caller."""
+def result_layer(
+    obj: RealSpaceMap | DiffractionImage, *, source: str | None = None, **extra
+) -> tuple[Any, dict[str, Any], str]:
+    """Layer tuple for a 2D result; a map's channels become separate layers by the caller.
+
+    ``source``: the file it was read from (recorded with its node name, so that a pipeline
+    using the layer, e.g. as the probe, can name it in a script)."""
     part = "k" if isinstance(obj, DiffractionImage) else "scan"
     kwargs = {
         "name": obj.name,
@@ -63,6 +68,7 @@ def result_layer(obj: RealSpaceMap | DiffractionImage, **extra) -> tuple[Any, di
                 "calibration": obj.calibration,
                 "units": obj.units,
                 "params": dict(obj.params),
+                **({"source": str(source), "node": obj.name} if source is not None else {}),
             }
         },
         **extra,

@@ -599,6 +599,20 @@ def iter_probe_template(dc: Any, probe: Any = None, *, kernel: str = "plain") ->
     return template_from_bf_disk(mean, kind=kernel)
 
 
+def probe_template(dc: Any, probe: Any = None, *, kernel: str = "plain") -> Any:
+    """:func:`iter_probe_template` run to the end."""
+    return run_job(iter_probe_template(dc, probe, kernel=kernel))
+
+
+def detect_pattern(pattern: np.ndarray, template: Any, detection: DiskDetectionParams) -> np.ndarray:
+    """Bragg disks of one pattern ``(k_y, k_x)`` (the live preview of the widgets): rows
+    ``(qy, qx, intensity, correlation)``, shape ``(n, 4)``, strongest first."""
+    from .analysis.bragg import detect_in_stack
+
+    found, count = detect_in_stack(np.asarray(pattern)[None], template, parallel=False, **detection.detect_kwargs())
+    return found[0, : int(count[0])]
+
+
 def origin_or_none(peaks: BraggPeaks, calibration: Calibration | None = None) -> RealSpaceMap | None:
     """The origin measured from the central beam of every pattern when ``calibration`` (default
     the peaks') has none; None when it has one (then it is used)."""
@@ -634,7 +648,7 @@ def _recipe(workflow, dc, params, calibration, source) -> Recipe:
     return Recipe(workflow, ref, params, cal)
 
 
-def _find_peaks_job(cube, cal, detection, probe, *, device, backend):
+def _find_peaks_job(cube, cal, detection, probe, *, device, backend, template=None):
     if isinstance(detection, NNDiskParams):
         from .nn.infer import iter_find_bragg_disks_nn
 
@@ -650,7 +664,8 @@ def _find_peaks_job(cube, cal, detection, probe, *, device, backend):
         return dataclasses.replace(peaks, calibration=cal)
     from .analysis.bragg import iter_find_bragg_disks
 
-    template = yield from iter_probe_template(cube, probe, kernel=detection.kernel)
+    if template is None:
+        template = yield from iter_probe_template(cube, probe, kernel=detection.kernel)
     peaks = yield from iter_find_bragg_disks(
         cube, template=template, calibration=cal, device=device, backend=backend, **detection.detect_kwargs()
     )
@@ -670,6 +685,7 @@ def iter_disks(
     probe: Any = None,
     calibration: Calibration | None = None,
     peaks: BraggPeaks | None = None,
+    template: Any = None,
     source: Any = None,
     device: str | None = None,
     backend: Any = None,
@@ -683,6 +699,7 @@ def iter_disks(
     probe : ProbeSource, "FILE[:NODE]", probe image, or None (the bright-field disk; CC only)
     calibration : Calibration, optional (default the datacube's)
     peaks : BraggPeaks already found with these settings (the detection is skipped)
+    template : the ProbeTemplate of ``probe`` and ``detection.kernel`` when already made
     source : input file for the recipe (default ``dc.source``)
     device, backend : where the work runs (not part of the recipe)
     """
@@ -691,7 +708,8 @@ def iter_disks(
     detection = detection or DiskDetectionParams()
     cube, cal, det_shape = _cube(dc, calibration, peaks)
     if peaks is None:
-        peaks = yield from _find_peaks_job(cube, cal, detection, probe, device=device, backend=backend)
+        peaks = yield from _find_peaks_job(cube, cal, detection, probe, device=device, backend=backend,
+                                           template=template)
     origin = origin_or_none(peaks)
     bvm = bragg_vector_map(peaks, origin=origin, shape=det_shape)
     recipe = _recipe("disks", dc, _detection_params(detection, probe), calibration, source)
@@ -922,6 +940,7 @@ def iter_acom(
     calibration: Calibration | None = None,
     peaks: BraggPeaks | None = None,
     plans: tuple | None = None,
+    template: Any = None,
     source: Any = None,
     device: str | None = None,
     backend: Any = None,
@@ -947,7 +966,8 @@ def iter_acom(
     except CalibrationError as e:
         raise CalibrationError(f"orientation mapping needs a calibrated detector: {e}") from None
     if peaks is None:
-        peaks = yield from _find_peaks_job(cube, cal, detection, probe, device=device, backend=backend)
+        peaks = yield from _find_peaks_job(cube, cal, detection, probe, device=device, backend=backend,
+                                           template=template)
     mcal = acom_calibration(cal, peaks)
     k_max = acom.k_max_inv_A or detector_reach_inv_A(mcal, det_shape)
     if plans is None:
