@@ -983,6 +983,57 @@ def iter_acom(
     return ACOMRun(res, peaks, tuple(plans), float(k_max), recipe)
 
 
+@dataclass(frozen=True, eq=False)
+class PatternCheck:
+    """The orientation check of one pattern: its peaks and its best matches."""
+
+    iy: int
+    ix: int
+    peaks_yx: np.ndarray  # (n, 2) detector pixels
+    intensity: np.ndarray  # (n,)
+    origin_px: tuple[float, float] | None
+    result: Any  # ACOMResult of a (1, 1) scan; None without an origin
+
+
+def iter_acom_pattern(
+    pattern: np.ndarray,
+    *,
+    iy: int,
+    ix: int,
+    template: Any,
+    plans: tuple,
+    calibration: Calibration,
+    acom: ACOMParams | None = None,
+    detection: DiskDetectionParams | None = None,
+) -> Job[PatternCheck]:
+    """Job: the ACOM of the one pattern at scan position ``(iy, ix)`` (the check before a run),
+    with the same disk settings and origin rule as :func:`iter_acom`."""
+    from .analysis.acom import iter_match_orientations
+    from .analysis.bragg import origin_from_peaks
+
+    acom = acom or ACOMParams()
+    detection = detection or DiskDetectionParams.for_acom()
+    cal = calibration
+    yield Progress(0, 1, f"Bragg disks of pattern ({iy}, {ix})")
+    rows = detect_pattern(pattern, template, detection)
+    rec = {"qy": rows[:, 0], "qx": rows[:, 1], "intensity": rows[:, 2], "correlation": rows[:, 3]}
+    one = BraggPeaks.from_lists([rec], (1, 1), calibration=cal, params={"detector_shape": list(np.shape(pattern))})
+    if cal.origin_map_px is not None:
+        origin = tuple(float(v) for v in cal.origin_map_px[iy, ix])
+    elif cal.origin_px is not None:
+        origin = tuple(float(v) for v in cal.origin_px)
+    else:
+        o = origin_from_peaks(one).data[0, 0]
+        origin = (float(o[0]), float(o[1])) if np.isfinite(o).all() else None
+    result = None
+    if origin is not None:
+        result = yield from iter_match_orientations(
+            one, list(plans), calibration=cal.replace(origin_map_px=None), origin_px=origin,
+            n_matches=acom.n_matches, min_peaks=acom.min_peaks,
+        )
+    return PatternCheck(iy, ix, rows[:, :2].copy(), rows[:, 2].copy(), origin, result)
+
+
 def run_acom(dc: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> ACOMRun:
     """:func:`iter_acom` run to the end."""
     return run_job(iter_acom(dc, **kwargs), progress)
