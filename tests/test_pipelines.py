@@ -211,3 +211,27 @@ def test_acom_top_n_round_trip(tmp_path):
     assert back.orientation.shape[2] == 2 and [c.name for c in back.crystals] == ["Au"]
     np.testing.assert_array_equal(back.ipf_rgb("z"), res.ipf_rgb("z"))
     assert isinstance(emd.read(out)["braggpeaks"], BraggPeaks)
+
+
+# -- network peaks -> strain -------------------------------------------------------------------
+@pytest.mark.slow  # about 60 s on 2 loaded cores: three network passes over 64 patterns
+def test_strain_from_network_peaks(sample_file, tmp_path):
+    """`infer` peaks feed `strain`; `strain --method nn` is the same pipeline in one command;
+    the copied script of the NN result reproduces it."""
+    pytest.importorskip("torch")
+    path, s = sample_file
+    inferred = tmp_path / "nn.h5"
+    assert main(["-q", "infer", str(path), str(inferred), "--probe", f"{path}:probe"]) == 0
+    via = tmp_path / "via.h5"
+    assert main(["-q", "strain", str(inferred), str(via), "--reference", "0", "2", "0", "2"]) == 0
+    direct = tmp_path / "direct.h5"
+    assert main(["-q", "strain", str(path), str(direct), "--method", "nn", "--probe", f"{path}:probe",
+                 "--reference", "0", "2", "0", "2"]) == 0
+    a, b = emd.read(via)["strain"], emd.read(direct)["strain"]
+    np.testing.assert_allclose(a.data, b.data, rtol=0, atol=1e-9, equal_nan=True)
+    err = b.data[..., :3] - s.truth[0].data[..., :3]
+    assert np.sqrt(np.nanmean(err**2)) < 5e-3  # the network's positions are coarser than the fit
+    assert Recipe.from_dict(b.params["recipe"]).params["nn"] == NNDiskParams()
+    _run_script(script_from_file(direct, tmp_path / "again.h5"), tmp_path)
+    np.testing.assert_allclose(emd.read(tmp_path / "again.h5")["strain"].data, b.data, atol=1e-9,
+                               equal_nan=True)
