@@ -62,21 +62,46 @@ def copy_to_clipboard(text: str) -> None:
         cb.setText(text)
 
 
-def script_of(result) -> str:
-    """``result.to_script()`` (a Napari4DSTEMError says why there is none)."""
-    if result is None:
-        raise Napari4DSTEMError("run the analysis first")
-    return result.to_script()
+class PipelineActions:
+    """"Save result..." and "Copy as Python" for a dock widget whose analysis is a pipeline
+    result. The widget has ``self.jobs`` (JobRunner) and ``self.status`` (QLabel) and says which
+    result is current in :meth:`pipeline_result`."""
 
+    result_file_name = "result.h5"
 
-def save_result(parent, result, path: str | Path | None, default_name: str) -> Path | None:
-    """Save a pipeline result to EMD (asks for the path when none is given)."""
-    if result is None:
-        raise Napari4DSTEMError("run the analysis first")
-    if path is None:
-        from qtpy.QtWidgets import QFileDialog
+    def pipeline_result(self):  # pragma: no cover - every widget overrides it
+        raise NotImplementedError
 
-        path, _ = QFileDialog.getSaveFileName(parent, "Save result", default_name, "EMD (*.h5 *.emd)")
-        if not path:
+    def save_result(self, path: str | Path | None = None) -> Path | None:
+        """Save the current result to EMD (asks for the path when none is given)."""
+        result = self.pipeline_result()
+        try:
+            if result is None:
+                raise Napari4DSTEMError("run the analysis first")
+            if path is None:
+                from qtpy.QtWidgets import QFileDialog
+
+                path, _ = QFileDialog.getSaveFileName(self, "Save result", self.result_file_name,
+                                                      "EMD (*.h5 *.emd)")
+                if not path:
+                    return None
+            out = result.save(path, overwrite=True)
+        except (OSError, Napari4DSTEMError) as e:
+            self.jobs.error(e)
             return None
-    return result.save(path, overwrite=True)
+        self.status.setText(f"wrote {out}")
+        return out
+
+    def copy_as_python(self) -> str | None:
+        """Put the script that reproduces the current result on the clipboard and return it."""
+        result = self.pipeline_result()
+        try:
+            if result is None:
+                raise Napari4DSTEMError("run the analysis first")
+            text = result.to_script()
+        except Napari4DSTEMError as e:
+            self.jobs.error(e)
+            return None
+        copy_to_clipboard(text)
+        self.status.setText("the script that reproduces this result is on the clipboard")
+        return text

@@ -31,11 +31,9 @@ from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
 from ._common import CubePicker, JobRunner, scan_position
 from ._pipeline import (
-    copy_to_clipboard,
+    PipelineActions,
     layer_source,
     probe_of_layer,
-    save_result,
-    script_of,
     tag_layer,
 )
 from ._results import results_viewer, show_map
@@ -56,7 +54,7 @@ def symmetric_limits(a: np.ndarray, percentile: float = 99.0) -> tuple[float, fl
     return (-m, m)
 
 
-class BraggStrainWidget(QWidget):
+class BraggStrainWidget(PipelineActions, QWidget):
     """Dock widget: probe template, live disk detection, all patterns, lattice and strain."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
@@ -421,28 +419,7 @@ class BraggStrainWidget(QWidget):
             ax.tick_params(labelsize=7)
         self.hist_canvas.draw_idle()
 
-    # -- the result: save, copy as Python --------------------------------------------------------
-    def _current_result(self):
+    # -- the result (Save result..., Copy as Python: PipelineActions) ------------------------------
+    def pipeline_result(self):
+        """The strain result, or before the strain the disks."""
         return self.result if self.result is not None else self.disks
-
-    def save_result(self, path=None):
-        """Save the strain result (or, before the strain, the disks) to EMD; returns the path."""
-        try:
-            out = save_result(self, self._current_result(), path, "strain.h5" if self.result else "disks.h5")
-        except (OSError, Napari4DSTEMError) as e:
-            self._error(e)
-            return None
-        if out is not None:
-            self._say(f"wrote {out}")
-        return out
-
-    def copy_as_python(self) -> str | None:
-        """Put the script that reproduces the current result on the clipboard and return it."""
-        try:
-            text = script_of(self._current_result())
-        except Napari4DSTEMError as e:
-            self._error(e)
-            return None
-        copy_to_clipboard(text)
-        self._say("the script that reproduces this result is on the clipboard")
-        return text

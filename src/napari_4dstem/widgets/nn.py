@@ -25,14 +25,14 @@ from qtpy.QtWidgets import (
 
 from ..errors import Napari4DSTEMError
 from ._common import CubePicker, JobRunner, models_changed, scan_position
-from ._pipeline import copy_to_clipboard, layer_source, probe_of_layer, save_result, script_of
+from ._pipeline import PipelineActions, layer_source, probe_of_layer
 from ._results import results_viewer, show_map
 
 PEAKS_LAYER = "NN disks (current pattern)"
 PRED_LAYER = "NN prediction"
 
 
-class NNDiskWidget(QWidget):
+class NNDiskWidget(PipelineActions, QWidget):
     """Dock widget: model, probe, live preview, and the whole scan in a worker."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
@@ -241,25 +241,9 @@ class NNDiskWidget(QWidget):
         c = peaks.counts()
         self._say(f"{peaks.n_peaks} disks in {c.size} patterns ({c.min()}-{c.max()} per pattern)")
 
-    # -- the result: save, copy as Python --------------------------------------------------------
-    def save_result(self, path=None):
-        """Save the peaks and the Bragg vector map to EMD (``strain`` and ``acom`` take them)."""
-        try:
-            out = save_result(self, self.disks, path, "nn_disks.h5")
-        except (OSError, Napari4DSTEMError) as e:
-            self._error(e)
-            return None
-        if out is not None:
-            self._say(f"wrote {out}")
-        return out
+    # -- the result (Save result..., Copy as Python: PipelineActions) ------------------------------
+    result_file_name = "nn_disks.h5"
 
-    def copy_as_python(self) -> str | None:
-        """Put the script that reproduces the NN peaks on the clipboard and return it."""
-        try:
-            text = script_of(self.disks)
-        except Napari4DSTEMError as e:
-            self._error(e)
-            return None
-        copy_to_clipboard(text)
-        self._say("the script that reproduces these peaks is on the clipboard")
-        return text
+    def pipeline_result(self):
+        """The peaks and Bragg vector map of the last whole-scan run."""
+        return self.disks

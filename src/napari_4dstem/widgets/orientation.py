@@ -36,7 +36,7 @@ from ..data.calibration import Calibration
 from ..errors import CalibrationError, Napari4DSTEMError
 from ..pipelines import PatternCheck
 from ._common import CubePicker, JobRunner, scan_position
-from ._pipeline import copy_to_clipboard, layer_source, probe_of_layer, script_of, tag_layer
+from ._pipeline import PipelineActions, layer_source, probe_of_layer, tag_layer
 from ._results import results_viewer, show_map
 
 # the bundled crystals, Fe and Ti shown by their structure aliases (load_crystal takes both)
@@ -71,7 +71,7 @@ def _hkl_label(hkl) -> str:
 
 
 # ------------------------------------------------------------------------------------------
-class OrientationWidget(QWidget):
+class OrientationWidget(PipelineActions, QWidget):
     """Dock widget: orientation (and phase) mapping from Bragg disks (ACOM)."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
@@ -612,13 +612,6 @@ class OrientationWidget(QWidget):
         self.status.setText(f"wrote {out}")
         return out
 
-    def copy_as_python(self) -> str | None:
-        """Put the script that reproduces the orientation map on the clipboard and return it."""
-        try:
-            text = script_of(self.run)
-        except Napari4DSTEMError as e:
-            self._on_error(e)
-            return None
-        copy_to_clipboard(text)
-        self.status.setText("the script that reproduces this orientation map is on the clipboard")
-        return text
+    def pipeline_result(self):
+        """The last orientation map run (Copy as Python: PipelineActions)."""
+        return self.run
