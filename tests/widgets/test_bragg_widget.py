@@ -10,6 +10,7 @@ import pytest
 
 from napari_4dstem._sample_data import sample_path
 from napari_4dstem.analysis.bragg import detect_in_stack
+from napari_4dstem.data.results import DiffractionImage
 from napari_4dstem.io import emd
 from napari_4dstem.widgets._results import set_results_viewer
 from napari_4dstem.widgets.bragg import (
@@ -81,3 +82,14 @@ def test_live_detection_all_patterns_lattice_and_strain(make_napari_viewer, qtbo
     # the saved result reopens with its recipe, and the strain is dimensionless (not 'intensity')
     saved = emd.read(w.save_result(tmp_path / "saved.h5"))
     assert saved["strain"].units == "" and saved["strain"].params["recipe"]["workflow"] == "strain"
+    # a strain layer saved from napari (File > Save Selected Layers) reopens with its units and recipe
+    results.layers.selection = {results.layers["e_xx"]}
+    assert results.layers.save(str(tmp_path / "exx.h5"), selected=True, plugin="napari-4dstem")
+    exx = emd.read(tmp_path / "exx.h5")["e_xx"]
+    np.testing.assert_array_equal(exx.data, w.result.strain.channel("e_xx"))
+    assert exx.units == "" and exx.params["channel"] == "e_xx"
+    assert exx.params["recipe"]["workflow"] == "strain" and exx.calibration == w.result.strain.strain.calibration
+    bvm = main.layers["Bragg vector map"]
+    main.layers.selection = {bvm}
+    assert main.layers.save(str(tmp_path / "bvm.h5"), selected=True, plugin="napari-4dstem")
+    assert isinstance(emd.read(tmp_path / "bvm.h5")["Bragg vector map"], DiffractionImage)

@@ -151,6 +151,13 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path):
     np.testing.assert_array_equal(back.orientation, r.orientation)
     np.testing.assert_array_equal(back.correlation, r.correlation)
 
+    # an IPF layer saved from napari reopens as an RGB map (channels r, g, b) with its recipe
+    results.layers.selection = {results.layers["IPF z"]}
+    assert results.layers.save(str(tmp_path / "ipf.h5"), selected=True, plugin="napari-4dstem")
+    ipf = emd.read(tmp_path / "ipf.h5")["IPF z"]
+    assert ipf.channels == ("r", "g", "b") and ipf.params["recipe"]["workflow"] == "acom"
+    np.testing.assert_allclose(ipf.data, r.ipf_rgb("z"), atol=1e-6)
+
     # copy as Python: the script, run headless, gives the widget's orientation map exactly
     text = w.copy_as_python()
     assert "run_acom(" in text and "ACOMParams(" in text

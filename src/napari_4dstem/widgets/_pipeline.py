@@ -36,14 +36,16 @@ def probe_of_layer(layer) -> Any:
 
 
 def result_metadata(obj: RealSpaceMap | DiffractionImage, *, channel: str | None = None,
-                    units: str | None = None, rgb: bool = False) -> dict[str, Any]:
-    """Layer metadata for a result (or one channel of a stack): what the writer saves back."""
+                    units: str | None = None, rgb: bool = False, recipe=None) -> dict[str, Any]:
+    """Layer metadata for a result (or one channel of a stack): what the writer saves back;
+    ``recipe`` (a pipelines.Recipe) goes into its parameters."""
     return {
         META: {
             "kind": "diffraction" if isinstance(obj, DiffractionImage) else "real_space",
             "calibration": obj.calibration,
             "units": obj.units if units is None else units,
-            "params": {**obj.params, **({"channel": channel, "of": obj.name} if channel else {})},
+            "params": {**obj.params, **({"channel": channel, "of": obj.name} if channel else {}),
+                       **({"recipe": recipe.to_dict()} if recipe is not None else {})},
             **({"rgb_channels": ["r", "g", "b"]} if rgb else {}),
         }
     }

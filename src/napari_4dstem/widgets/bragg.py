@@ -314,7 +314,7 @@ class BraggStrainWidget(PipelineActions, QWidget):
         else:
             self.viewer.add_image(img, name=BVM_LAYER, colormap="magma", blending="additive",
                                   visible=False, **kw)
-        tag_layer(self.viewer.layers[BVM_LAYER], self.bvm, units=f"log(1 + {self.bvm.units})")
+        tag_layer(self.viewer.layers[BVM_LAYER], self.bvm, units=f"log(1 + {self.bvm.units})", recipe=disks.recipe)
         show_map(results_viewer(self.viewer), "disks per pattern", peaks.counts().astype(np.float32),
                  peaks.calibration, colormap="viridis")
         counts = peaks.counts()
@@ -398,9 +398,10 @@ class BraggStrainWidget(PipelineActions, QWidget):
             data = self.strain.channel(c)
             lyr = show_map(v, c, data, cal, colormap="PiYG" if c == "theta_rad" else "RdBu_r",
                            contrast_limits=symmetric_limits(data))
-            tag_layer(lyr, self.strain.strain, channel=c, units="rad" if c == "theta_rad" else "")
+            tag_layer(lyr, self.strain.strain, channel=c, units="rad" if c == "theta_rad" else "",
+                      recipe=self.result.recipe)
         lyr = show_map(v, "fit residual [px]", self.strain.confidence.channel("residual_px"), cal, colormap="gray")
-        tag_layer(lyr, self.strain.confidence, channel="residual_px", units="px")
+        tag_layer(lyr, self.strain.confidence, channel="residual_px", units="px", recipe=self.result.recipe)
         v.layers.move(v.layers.index(v.layers[REFERENCE_LAYER]), len(v.layers) - 1)
         self._plot_histograms()
         where = "median" if ref is None else f"rows {ref[0]}:{ref[1]}, columns {ref[2]}:{ref[3]}"
