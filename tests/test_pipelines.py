@@ -235,3 +235,46 @@ def test_strain_from_network_peaks(sample_file, tmp_path):
     _run_script(script_from_file(direct, tmp_path / "again.h5"), tmp_path)
     np.testing.assert_allclose(emd.read(tmp_path / "again.h5")["strain"].data, b.data, atol=1e-9,
                                equal_nan=True)
+
+
+# -- sessions ------------------------------------------------------------------------------------
+def test_session_round_trip_on_another_machine(sample_file, tmp_path):
+    """A session (JSON) of two results, loaded where the same data sits in another folder, gives
+    the same results; a changed input file is refused."""
+    import json
+    import shutil
+
+    from napari_4dstem.pipelines import Session
+
+    path, _ = sample_file
+    dc = open_datacube(path)
+    try:
+        disks = run_disks(dc, detection=DiskDetectionParams(correlation_power=0.8), probe=ProbeSource(str(path)))
+        strain = run_strain(dc, strain=StrainParams(reference=(0, 4, 0, 4), frame_deg=5.0))
+    finally:
+        dc.close()
+    session = Session(settings={"virtual": {"detectors": [{"kind": "annulus", "r_in_px": 20.0}]}})
+    session.add(disks, "disks")
+    session.add(strain)
+    assert [e.name for e in session.entries] == ["disks", "strain"]
+    file = session.save(tmp_path / "work.n4session.json")
+    d = json.loads(file.read_text())  # human-readable JSON
+    assert d["results"][1]["recipe"]["params"]["strain"]["frame_deg"] == 5.0
+    assert d["settings"]["virtual"]["detectors"][0]["kind"] == "annulus"
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    shutil.copy(path, other / path.name)
+    loaded = Session.load(file).relocated(other)
+    assert loaded.settings == session.settings
+    again = loaded.rerun()
+    for f in ("qy", "qx", "intensity"):
+        np.testing.assert_array_equal(getattr(again["disks"].peaks, f), getattr(disks.peaks, f))
+    np.testing.assert_array_equal(again["strain"].strain.strain.data, strain.strain.strain.data)
+    assert again["strain"].recipe.input.path == str(other / path.name)
+    with open(other / path.name, "ab") as f:
+        f.write(b"\0")  # the data changed
+    with pytest.raises(Exception, match="the input file changed"):
+        loaded.rerun()
+    (tmp_path / "bad.json").write_text('{"format": "something else"}')
+    with pytest.raises(Exception, match="not a napari-4dstem session"):
+        Session.load(tmp_path / "bad.json")

@@ -20,7 +20,7 @@ result (``params["recipe"]``), so :func:`script_from_file` gives the script of a
 
 Layer: above ``analysis``/``nn``, below ``cli`` and ``widgets`` (DESIGN.md); imports no Qt.
 Modules: ``params`` (the dataclasses), ``recipe`` (provenance, scripts), ``bragg`` (disks,
-strain), ``acom`` (orientation maps).
+strain), ``acom`` (orientation maps), ``session`` (a workspace as a JSON file of recipes).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ from .params import (
     StrainParams,
 )
 from .recipe import InputRef, Recipe, recipe_of, script_from_file
+from .session import Session, SessionEntry
 
 __all__ = [
     "ACOMParams",
@@ -73,6 +74,8 @@ __all__ = [
     "PatternCheck",
     "ProbeSource",
     "Recipe",
+    "Session",
+    "SessionEntry",
     "StrainParams",
     "StrainResult",
     "acom_calibration",

@@ -95,8 +95,7 @@ class Recipe:
         return cls(d["workflow"], InputRef.from_dict(d["input"]), params, d.get("calibration"),
                    d.get("software_version", "?"), d.get("created_utc", "?"))
 
-    def to_script(self, out: str | os.PathLike = "result.h5") -> str:
-        """A Python script that recomputes the result headless and saves it to ``out``."""
+    def _check_reproducible(self) -> None:
         if self.input.path is None:
             raise Napari4DSTEMError("this result was not computed from a file: there is no script for it")
         cal = self.calibration
@@ -105,6 +104,63 @@ class Recipe:
                 "the calibration has a per-pattern origin map, which a script cannot spell out: "
                 "save it with `napari-4dstem calibrate` and pass it as calibration="
             )
+        probe = self.params.get("probe")
+        if probe is not None and probe.path is None and probe.node == _ARRAY_PROBE:
+            raise Napari4DSTEMError(
+                "the probe was an image in memory, not a file: save it (e.g. File > Save Selected "
+                "Layers) and use ProbeSource(file)"
+            )
+
+    def relocated(self, folder: str | os.PathLike) -> Recipe:
+        """The recipe with its input (and a probe file of the same folder) looked up in ``folder``
+        (the same data on another machine)."""
+        old = Path(self.input.path or "")
+        new_in = dataclasses.replace(self.input, path=str(Path(folder) / old.name))
+        params = dict(self.params)
+        probe = params.get("probe")
+        if isinstance(probe, ProbeSource) and probe.path is not None:
+            params["probe"] = dataclasses.replace(probe, path=str(Path(folder) / Path(probe.path).name))
+        return dataclasses.replace(self, input=new_in, params=params)
+
+    def run(self, progress=None):
+        """Make the result again from its input file: what :meth:`to_script` writes, run here.
+
+        Raises when the input file is missing or its size differs from the one recorded."""
+        self._check_reproducible()
+        from ..data.calibration import Calibration
+        from ..engine.jobs import run_job
+        from . import acom, bragg
+
+        p = Path(self.input.path)
+        if not p.exists():
+            raise FileFormatError(p, "the input file of this result is not there (relocate the recipe)")
+        if self.input.size_bytes is not None and p.is_file() and p.stat().st_size != self.input.size_bytes:
+            raise FileFormatError(p, f"the input file changed: {p.stat().st_size} bytes, the result was "
+                                     f"made from {self.input.size_bytes}")
+        kw: dict[str, Any] = {}
+        for k, v in self.params.items():
+            kw[_KEYWORD.get(k, k)] = None if isinstance(v, ProbeSource) and v.path is None else v
+        if self.calibration is not None:
+            kw["calibration"] = Calibration.from_dict(self.calibration)
+        if self.input.kind == "peaks":
+            peaks = bragg.read_peaks(p)
+            if self.workflow == "strain":
+                return bragg.strain_from_peaks(peaks, kw.get("strain"), source=self.input)
+            return run_job(acom.iter_acom(None, peaks=peaks, source=self.input, **kw), progress)
+        from ..io import open_datacube
+
+        shape = {"scan_shape": tuple(self.input.scan_shape)} if self.input.scan_shape else {}
+        dc = open_datacube(p, **shape)
+        try:
+            fn = {"disks": bragg.iter_disks, "strain": bragg.iter_strain, "acom": acom.iter_acom}[self.workflow]
+            return run_job(fn(dc, source=self.input, **kw), progress)
+        finally:
+            dc.close()
+
+    def to_script(self, out: str | os.PathLike = "result.h5") -> str:
+        """A Python script that recomputes the result headless and saves it to ``out``."""
+        self._check_reproducible()
+        cal = self.calibration
         names = {type(v).__name__ for v in self.params.values()}
         fn = "strain_from_peaks" if (self.input.kind == "peaks" and self.workflow == "strain") else _WORKFLOW_FN[self.workflow]
         names |= {fn} | ({"read_peaks"} if self.input.kind == "peaks" else set())
@@ -117,12 +173,6 @@ class Recipe:
         imports = ([f"from napari_4dstem import {', '.join(top)}"] if top else []) + [
             f"from napari_4dstem.pipelines import {', '.join(sorted(names))}"]
         lines += [*imports, ""]
-        probe = self.params.get("probe")
-        if probe is not None and probe.path is None and probe.node == _ARRAY_PROBE:
-            raise Napari4DSTEMError(
-                "the probe was an image in memory, not a file: save it (e.g. File > Save Selected "
-                "Layers) and use ProbeSource(file)"
-            )
         kw = [f"{_KEYWORD.get(k, k)}={_script_of(v)}" for k, v in self.params.items()]
         if cal is not None:
             kw.append(f"calibration=Calibration.from_dict({dict(cal)!r})")
