@@ -93,3 +93,7 @@ def test_live_detection_all_patterns_lattice_and_strain(make_napari_viewer, qtbo
     main.layers.selection = {bvm}
     assert main.layers.save(str(tmp_path / "bvm.h5"), selected=True, plugin="napari-4dstem")
     assert isinstance(emd.read(tmp_path / "bvm.h5")["Bragg vector map"], DiffractionImage)
+    # the results went into the viewer's session (the Results dock lists them)
+    from napari_4dstem.widgets.results_list import session_results
+
+    assert [e.recipe.workflow for e in session_results(main).session.entries] == ["disks", "strain"]

@@ -126,9 +126,14 @@ class Recipe:
         """Make the result again from its input file: what :meth:`to_script` writes, run here.
 
         Raises when the input file is missing or its size differs from the one recorded."""
+        from ..engine.jobs import run_job
+
+        return run_job(self.iter_run(), progress)
+
+    def iter_run(self):
+        """Job form of :meth:`run` (for a worker with progress and Cancel)."""
         self._check_reproducible()
         from ..data.calibration import Calibration
-        from ..engine.jobs import run_job
         from . import acom, bragg
 
         p = Path(self.input.path)
@@ -146,14 +151,14 @@ class Recipe:
             peaks = bragg.read_peaks(p)
             if self.workflow == "strain":
                 return bragg.strain_from_peaks(peaks, kw.get("strain"), source=self.input)
-            return run_job(acom.iter_acom(None, peaks=peaks, source=self.input, **kw), progress)
+            return (yield from acom.iter_acom(None, peaks=peaks, source=self.input, **kw))
         from ..io import open_datacube
 
         shape = {"scan_shape": tuple(self.input.scan_shape)} if self.input.scan_shape else {}
         dc = open_datacube(p, **shape)
         try:
             fn = {"disks": bragg.iter_disks, "strain": bragg.iter_strain, "acom": acom.iter_acom}[self.workflow]
-            return run_job(fn(dc, source=self.input, **kw), progress)
+            return (yield from fn(dc, source=self.input, **kw))
         finally:
             dc.close()
 

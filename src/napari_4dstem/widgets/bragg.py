@@ -37,6 +37,7 @@ from ._pipeline import (
     tag_layer,
 )
 from ._results import results_viewer, show_map
+from .results_list import session_results
 
 PEAKS_LAYER = "Bragg disks (current pattern)"
 BVM_LAYER = "Bragg vector map"
@@ -303,6 +304,7 @@ class BraggStrainWidget(PipelineActions, QWidget):
     def _on_peaks(self, disks) -> None:
         self.disks = disks
         self.result = None
+        session_results(self.viewer).add(disks, "disks")
         peaks = self.peaks = disks.peaks
         _, cal = self.datacube()
         self.origin = disks.origin
@@ -386,6 +388,7 @@ class BraggStrainWidget(PipelineActions, QWidget):
             self.result = strain_from_peaks(self.peaks, params, bvm=self.bvm, lattice=self.lattice,
                                             recipe=self.disks.recipe)
             self.strain = self.result.strain
+            session_results(self.viewer).add(self.result, "strain")
         except Napari4DSTEMError as e:
             self._error(e)
             return

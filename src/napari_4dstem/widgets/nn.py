@@ -27,6 +27,7 @@ from ..errors import Napari4DSTEMError
 from ._common import CubePicker, JobRunner, models_changed, scan_position
 from ._pipeline import PipelineActions, layer_source, probe_of_layer
 from ._results import results_viewer, show_map
+from .results_list import session_results
 
 PEAKS_LAYER = "NN disks (current pattern)"
 PRED_LAYER = "NN prediction"
@@ -230,6 +231,7 @@ class NNDiskWidget(PipelineActions, QWidget):
 
     def _on_peaks(self, disks) -> None:
         self.disks = disks
+        session_results(self.viewer).add(disks, "NN disks")
         peaks = self.peaks = disks.peaks
         show_map(
             results_viewer(self.viewer),

@@ -38,6 +38,7 @@ from ..pipelines import PatternCheck
 from ._common import CubePicker, JobRunner, scan_position
 from ._pipeline import PipelineActions, layer_source, probe_of_layer, tag_layer
 from ._results import results_viewer, show_map
+from .results_list import session_results
 
 # the bundled crystals, Fe and Ti shown by their structure aliases (load_crystal takes both)
 BUNDLED = tuple({"Fe": "Fe-bcc", "Ti": "Ti-hcp"}.get(k, k) for k in BUNDLED_CRYSTALS)
@@ -490,6 +491,7 @@ class OrientationWidget(PipelineActions, QWidget):
             self._set_plans(list(run.plans), key)
             self.peaks, self._peaks_key = run.peaks, pkey
             self.run = run
+            session_results(self.viewer).add(run, "orientation map")
             self._on_result(run.result)
 
         from ..pipelines import iter_acom
