@@ -278,3 +278,37 @@ def test_session_round_trip_on_another_machine(sample_file, tmp_path):
     (tmp_path / "bad.json").write_text('{"format": "something else"}')
     with pytest.raises(Exception, match="not a napari-4dstem session"):
         Session.load(tmp_path / "bad.json")
+
+
+# -- virtual images and DPC ----------------------------------------------------------------------
+def test_virtual_and_dpc_scripts_reproduce_the_cli(sample_file, tmp_path):
+    """`virtual` (with a .npy mask) and `dpc` write files whose recipes give back the same maps."""
+    from napari_4dstem.pipelines import DPCParams, VirtualImageParams
+
+    path, _ = sample_file
+    mask = np.zeros((128, 128), bool)
+    mask[10:30, 40:90] = True
+    np.save(tmp_path / "mask.npy", mask)
+    vi = tmp_path / "vi.h5"
+    assert main(["-q", "virtual", str(path), str(vi), "--disk", "64", "64", "10",
+                 "--annulus", "64", "64", "20", "50", "--mask", str(tmp_path / "mask.npy")]) == 0
+    saved = emd.read(vi)
+    r = Recipe.from_dict(saved["virtual_disk"].params["recipe"])
+    assert isinstance(r.params["virtual"], VirtualImageParams) and len(r.params["virtual"].detectors) == 3
+    text = script_from_file(vi, tmp_path / "vi_again.h5")
+    assert "VirtualImageParams(" in text and "mask.npy" in text
+    _run_script(text, tmp_path)
+    again = emd.read(tmp_path / "vi_again.h5")
+    for k in ("virtual_disk", "virtual_annulus", "virtual_mask"):
+        np.testing.assert_array_equal(again[k].data, saved[k].data)
+    dpc = tmp_path / "dpc.h5"
+    assert main(["-q", "dpc", str(path), str(dpc), "--auto-rotation", "--regularization", "1e-4"]) == 0
+    text = script_from_file(dpc, tmp_path / "dpc_again.h5")
+    assert "DPCParams(auto_rotation=True, regularization=0.0001)" in text
+    _run_script(text, tmp_path)
+    for k in ("com", "dpc", "idpc"):
+        np.testing.assert_array_equal(emd.read(tmp_path / "dpc_again.h5")[k].data, emd.read(dpc)[k].data)
+    with pytest.raises(ParameterError, match="descan must be"):
+        DPCParams(descan="sideways")
+    with pytest.raises(ParameterError, match="at least one detector"):
+        VirtualImageParams()

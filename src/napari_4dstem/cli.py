@@ -262,20 +262,23 @@ def run_virtual(args) -> int:
     import numpy as np
 
     from .analysis import detectors as D
-    from .analysis.virtual import iter_virtual_images
     from .engine.jobs import run_job
+    from .pipelines import InputRef, VirtualImageParams, iter_virtual
 
     try:
         dets: list = [D.PointDetector(tuple(v)) for v in args.point]
         dets += [D.DiskDetector((v[0], v[1]), v[2]) for v in args.disk]
         dets += [D.AnnulusDetector((v[0], v[1]), v[2], v[3]) for v in args.annulus]
         dets += [D.RectangleDetector((v[0], v[1]), (v[2], v[3])) for v in args.rect]
-        dets += [D.MaskDetector(np.load(m), name=m.stem) for m in args.mask]
+        masks = [{"kind": "mask", "path": str(Path(m).resolve()), "name": m.stem} for m in args.mask]
+        for m in args.mask:
+            D.MaskDetector(np.load(m), name=m.stem)  # a clear error now, not in the pass
     except (ValueError, TypeError, OSError) as e:
         raise Napari4DSTEMError(f"bad detector: {e}") from None
     dc = _open_calibrated(args)
     try:
-        names = [d.kind for d in dets]
+        names = [d.kind for d in dets] + ["mask"] * len(masks)
+        dets = [*dets, *masks]
         if args.preset:
             kw: dict[str, Any] = {}
             if args.bf_radius == "auto":
@@ -292,21 +295,17 @@ def run_virtual(args) -> int:
         if not dets:
             raise Napari4DSTEMError("give at least one detector (--preset, --disk, --annulus, ...)")
         names = [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
-        job = iter_virtual_images(dc, dets, names=names, descan=args.descan,
-                                  nan_policy=args.nan_policy, backend=args.scheduler)
-        stack = run_job(job, ProgressBar(enabled=not args.quiet))
+        params = VirtualImageParams(detectors=tuple(dets), names=tuple(names), descan=args.descan,
+                                    nan_policy=args.nan_policy)
+        res = run_job(iter_virtual(dc, virtual=params, calibration=dc.calibration if args.calibration else None,
+                                   source=InputRef.of(args.file, scan_shape=args.scan_shape),
+                                   backend=args.scheduler),
+                      ProgressBar(enabled=not args.quiet))
     finally:
         dc.close()
-    from .data.results import RealSpaceMap
-
-    maps = [
-        RealSpaceMap(stack.data[..., k], name=f"virtual_{n}", units="counts",
-                     calibration=stack.calibration,
-                     params={**stack.params, "detectors": None, "detector": stack.params["detectors"][n]})
-        for k, n in enumerate(stack.channels)
-    ]
+    maps = res.saved_objects()
     _write_maps(args.out, maps, args.overwrite)
-    print(f"wrote {args.out}: {', '.join(m.name for m in maps)}  {stack.scan_shape}")
+    print(f"wrote {args.out}: {', '.join(m.name for m in maps)}  {res.stack.scan_shape}")
     return EXIT_OK
 
 
@@ -382,35 +381,20 @@ def add_dpc(sub) -> argparse.ArgumentParser:
 
 
 def run_dpc(args) -> int:
-    from .analysis.com import iter_center_of_mass
-    from .analysis.detectors import DiskDetector
-    from .analysis.dpc import dpc, fit_dpc_rotation, idpc
-    from .engine.jobs import run_job
+    from .pipelines import DPCParams, iter_dpc
 
-    dc = _open_calibrated(args)
-    try:
-        cal = dc.calibration
-        det = None
-        if args.bf_mask is not None:
-            center = cal.origin_px or ((dc.detector_shape[0] - 1) / 2, (dc.detector_shape[1] - 1) / 2)
-            det = DiskDetector(center, args.bf_mask)
-        com = run_job(iter_center_of_mass(dc, detector=det, backend=args.scheduler),
-                      ProgressBar(enabled=not args.quiet))
-    finally:
-        dc.close()
-    rotation, flip = args.rotation, args.flip
-    if args.auto_rotation:
-        rot = fit_dpc_rotation(com, descan=args.descan)
-        rotation, flip = rot.rotation_deg, rot.flip
-        print(f"rotation: {rot.rotation_deg:.2f} deg, flip {rot.flip}")
-    d = dpc(com, rotation_deg=rotation, flip=flip, descan=args.descan, units=args.units)
-    phase = idpc(d, regularization=args.regularization)
     if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
         from .errors import FileFormatError
 
         raise FileFormatError(args.out, "dpc writes an EMD file (.h5)")
-    _write_maps(args.out, [com, d, phase], args.overwrite)
-    print(f"wrote {args.out}: com, dpc, idpc ({phase.units})")
+    params = DPCParams(rotation_deg=args.rotation, flip=args.flip, auto_rotation=args.auto_rotation,
+                       descan=args.descan, units=args.units, bf_mask_radius_px=args.bf_mask,
+                       regularization=args.regularization)
+    res = _run_on_cube(args, iter_dpc, dpc=params)
+    if args.auto_rotation:
+        print(f"rotation: {res.rotation_deg:.2f} deg, flip {res.flip}")
+    _write_maps(args.out, res.saved_objects(), args.overwrite)
+    print(f"wrote {args.out}: com, dpc, idpc ({res.phase.units})")
     return EXIT_OK
 
 
@@ -470,12 +454,11 @@ def _workflow_inputs(args) -> dict[str, Any]:
     """Keywords every workflow gets from the command line (input file, calibration, where to run)."""
     from .pipelines import InputRef, ProbeSource
 
-    return {
-        "probe": ProbeSource.parse(args.probe) if args.probe else None,
-        "source": InputRef.of(args.file, scan_shape=getattr(args, "scan_shape", None)),
-        "device": args.device,
-        "backend": args.scheduler,
-    }
+    kw = {"source": InputRef.of(args.file, scan_shape=getattr(args, "scan_shape", None)),
+          "backend": args.scheduler}
+    if hasattr(args, "probe"):  # the Bragg workflows
+        kw.update(probe=ProbeSource.parse(args.probe) if args.probe else None, device=args.device)
+    return kw
 
 
 def _peaks_file(path: Path):

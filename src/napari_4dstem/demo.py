@@ -134,10 +134,11 @@ def step_strain(ctx: DemoContext) -> None:
 
 
 def step_virtual(ctx: DemoContext) -> None:
-    """BF, ABF and ADF virtual images (presets from the calibrated angles) in one pass."""
+    """BF, ABF and ADF virtual images (presets from the calibrated angles) in one pass (the
+    ``napari-4dstem virtual`` pipeline)."""
     from .analysis.detectors import preset_detector
     from .analysis.origin import find_bf_disk
-    from .analysis.virtual import virtual_images
+    from .pipelines import VirtualImageParams, run_virtual
 
     dc = ctx.datacube
     bf = find_bf_disk(dc.region_pattern(slice(None), slice(None)))
@@ -146,31 +147,30 @@ def step_virtual(ctx: DemoContext) -> None:
         preset_detector(n, detector_shape=dc.detector_shape, calibration=dc.calibration, center_px=bf.center_px)
         for n in names
     ]
-    stack = virtual_images(dc, dets, names=[f"virtual_{n}" for n in names], progress=ctx.progress)
-    stack = _renamed(stack, "virtual_images")
-    ctx.results.append(stack)
+    res = run_virtual(dc, virtual=VirtualImageParams(detectors=tuple(dets), names=tuple(f"virtual_{n}" for n in names)),
+                      progress=ctx.progress)
+    stack = _renamed(res.stack, "virtual_images")
+    ctx.results.append(replace(stack, params={**stack.params, "recipe": res.recipe.to_dict()}))
     save_figure(ctx, "virtual_images", [(f"virtual {n}", stack.data[..., i], "scan") for i, n in enumerate(names)])
 
 
 def step_calibration_dpc(ctx: DemoContext) -> None:
-    """Origin per pattern with the descan plane fit; COM, DPC (auto rotation) and iDPC."""
-    from .analysis.com import center_of_mass
-    from .analysis.dpc import dpc, fit_dpc_rotation, idpc
+    """Origin per pattern with the descan plane fit; COM, DPC (auto rotation) and iDPC (the
+    ``napari-4dstem dpc --auto-rotation`` pipeline)."""
     from .analysis.origin import fit_origin_plane, measure_origin
+    from .pipelines import DPCParams, run_dpc
 
     dc = ctx.datacube
     origin = measure_origin(dc, progress=ctx.progress)
     fit = fit_origin_plane(origin)
-    com = center_of_mass(dc, progress=ctx.progress)
-    rot = fit_dpc_rotation(com)
-    d = dpc(com, rotation_deg=rot.rotation_deg, flip=rot.flip)
-    phase = idpc(d, regularization=1e-4)
+    res = run_dpc(dc, dpc=DPCParams(auto_rotation=True, regularization=1e-4), progress=ctx.progress)
+    com, d, phase = res.saved_objects()
     ctx.results += [origin, fit.to_map(), com, d, _renamed(phase, "idpc_phase")]
     save_figure(
         ctx, "origin_descan",
         [("origin k_y (measured)", origin.data[..., 0], "scan"),
          ("origin k_y (plane fit)", fit.origin_map_px[..., 0], "scan"),
-         ("DPC magnitude", d.channel("magnitude"), "scan")],
+         ("DPC magnitude", res.dpc.channel("magnitude"), "scan")],
     )
 
 

@@ -20,7 +20,7 @@ result (``params["recipe"]``), so :func:`script_from_file` gives the script of a
 
 Layer: above ``analysis``/``nn``, below ``cli`` and ``widgets`` (DESIGN.md); imports no Qt.
 Modules: ``params`` (the dataclasses), ``recipe`` (provenance, scripts), ``bragg`` (disks,
-strain), ``acom`` (orientation maps), ``session`` (a workspace as a JSON file of recipes).
+strain), ``acom`` (orientation maps), ``imaging`` (virtual images, COM/DPC/iDPC), ``session`` (a workspace as a JSON file of recipes).
 """
 
 from __future__ import annotations
@@ -52,6 +52,20 @@ from .bragg import (
     run_strain,
     strain_from_peaks,
 )
+from .imaging import (
+    DPCParams,
+    DPCResult,
+    VirtualImageParams,
+    VirtualResult,
+    detector_from_params,
+    detector_params,
+    dpc_from_com,
+    iter_com,
+    iter_dpc,
+    iter_virtual,
+    run_dpc,
+    run_virtual,
+)
 from .params import (
     ACOMParams,
     DiskDetectionParams,
@@ -66,6 +80,8 @@ from .session import Session, SessionEntry
 __all__ = [
     "ACOMParams",
     "ACOMRun",
+    "DPCParams",
+    "DPCResult",
     "DiskDetectionParams",
     "DisksResult",
     "InputRef",
@@ -78,17 +94,25 @@ __all__ = [
     "SessionEntry",
     "StrainParams",
     "StrainResult",
+    "VirtualImageParams",
+    "VirtualResult",
     "acom_calibration",
     "acom_match_maps",
     "detect_pattern",
+    "detector_from_params",
+    "detector_params",
     "detector_reach_inv_A",
+    "dpc_from_com",
     "find_lattice_for",
     "iter_acom",
     "iter_acom_pattern",
+    "iter_com",
     "iter_disks",
+    "iter_dpc",
     "iter_plans",
     "iter_probe_template",
     "iter_strain",
+    "iter_virtual",
     "origin_or_none",
     "probe_template",
     "read_acom",
@@ -96,7 +120,9 @@ __all__ = [
     "recipe_of",
     "run_acom",
     "run_disks",
+    "run_dpc",
     "run_strain",
+    "run_virtual",
     "script_from_file",
     "strain_from_peaks",
 ]

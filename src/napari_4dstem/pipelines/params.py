@@ -45,12 +45,15 @@ class _Params:
 
     def changed(self) -> dict[str, Any]:
         """The fields that differ from the class defaults (what a script has to spell out)."""
-        base = type(self)()
-        return {
-            f.name: _plain(getattr(self, f.name))
-            for f in dataclasses.fields(self)
-            if _plain(getattr(self, f.name)) != _plain(getattr(base, f.name))
-        }
+        out = {}
+        for f in dataclasses.fields(self):
+            default = f.default if f.default is not dataclasses.MISSING else dataclasses.MISSING
+            if f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            value = _plain(getattr(self, f.name))
+            if default is dataclasses.MISSING or value != _plain(default):
+                out[f.name] = value
+        return out
 
     def script(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.changed().items())

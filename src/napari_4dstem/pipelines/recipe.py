@@ -56,13 +56,15 @@ class InputRef:
                    tuple(shape) if shape else None)
 
 
-_PARAM_CLASSES = {
-    "disks": DiskDetectionParams, "nn": NNDiskParams, "probe": ProbeSource,
-    "strain": StrainParams, "acom": ACOMParams,
-}
+def _param_class(key: str):
+    from .imaging import DPCParams, VirtualImageParams
+
+    return {"disks": DiskDetectionParams, "nn": NNDiskParams, "probe": ProbeSource, "strain": StrainParams,
+            "acom": ACOMParams, "virtual": VirtualImageParams, "dpc": DPCParams}[key]
 _KEYWORD = {"disks": "detection", "nn": "detection"}
 _ARRAY_PROBE = "<image in memory>"
-_WORKFLOW_FN = {"disks": "run_disks", "strain": "run_strain", "acom": "run_acom"}
+_WORKFLOW_FN = {"disks": "run_disks", "strain": "run_strain", "acom": "run_acom", "virtual": "run_virtual",
+                "dpc": "run_dpc"}
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
-        params = {k: _PARAM_CLASSES[k].from_dict(v) for k, v in (d.get("params") or {}).items()}
+        params = {k: _param_class(k).from_dict(v) for k, v in (d.get("params") or {}).items()}
         return cls(d["workflow"], InputRef.from_dict(d["input"]), params, d.get("calibration"),
                    d.get("software_version", "?"), d.get("created_utc", "?"))
 
@@ -134,7 +136,7 @@ class Recipe:
         """Job form of :meth:`run` (for a worker with progress and Cancel)."""
         self._check_reproducible()
         from ..data.calibration import Calibration
-        from . import acom, bragg
+        from . import acom, bragg, imaging
 
         p = Path(self.input.path)
         if not p.exists():
@@ -157,7 +159,8 @@ class Recipe:
         shape = {"scan_shape": tuple(self.input.scan_shape)} if self.input.scan_shape else {}
         dc = open_datacube(p, **shape)
         try:
-            fn = {"disks": bragg.iter_disks, "strain": bragg.iter_strain, "acom": acom.iter_acom}[self.workflow]
+            fn = {"disks": bragg.iter_disks, "strain": bragg.iter_strain, "acom": acom.iter_acom,
+                  "virtual": imaging.iter_virtual, "dpc": imaging.iter_dpc}[self.workflow]
             return (yield from fn(dc, source=self.input, **kw))
         finally:
             dc.close()
