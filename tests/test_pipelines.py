@@ -312,3 +312,29 @@ def test_virtual_and_dpc_scripts_reproduce_the_cli(sample_file, tmp_path):
         DPCParams(descan="sideways")
     with pytest.raises(ParameterError, match="at least one detector"):
         VirtualImageParams()
+
+
+def test_cli_script_and_session_commands(sample_file, tmp_path, capsys):
+    from napari_4dstem.pipelines import Session
+
+    path, _ = sample_file
+    out = tmp_path / "strain.h5"
+    assert main(["-q", "strain", str(path), str(out), "--reference", "0", "4", "0", "4"]) == 0
+    capsys.readouterr()
+    assert main(["script", str(out), "--out", "again.h5"]) == 0
+    text = capsys.readouterr().out
+    assert text == script_from_file(out, "again.h5") and "run_strain(" in text
+    session = Session()
+    with pytest.raises(TypeError, match="pipeline results"):
+        session.add(read_peaks(out), "peaks")  # a session holds pipeline results (with a recipe) only
+    dc = open_datacube(path)
+    try:
+        session.add(run_disks(dc, probe=ProbeSource(str(path))), "disks")
+    finally:
+        dc.close()
+    f = session.save(tmp_path / "s.json")
+    assert main(["-q", "session", str(f), str(tmp_path / "rerun")]) == 0
+    again = read_peaks(tmp_path / "rerun" / "disks.h5")
+    assert again.n_peaks > 0 and again.params["recipe"]["workflow"] == "disks"
+    assert main(["-q", "session", str(tmp_path / "strain.h5"), str(tmp_path / "x")]) == 2
+    assert "not a readable session file" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from ._cli_repro import add_script, add_session, run_script, run_session
 from .errors import Napari4DSTEMError
 from .nn._cli import add_infer, add_models, add_train, run_infer, run_models, run_train
 
@@ -701,6 +702,8 @@ SUBCOMMANDS: dict[str, tuple[Callable, Callable]] = {
     "train": (add_train, run_train),
     "infer": (add_infer, run_infer),
     "models": (add_models, run_models),
+    "script": (add_script, run_script),
+    "session": (add_session, run_session),
 }
 
 
