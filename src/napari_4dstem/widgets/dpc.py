@@ -202,11 +202,11 @@ class CalibrationDPCWidget(PipelineActions, QWidget):
         """Store the fitted origin map in the layer's calibration (used by descan elsewhere)."""
         if self.origin_fit is None or self.layer is None:
             return
+        from ..plugin_api import set_layer_calibration
+
         lyr = self.layer
         cal = self.datacube()[1].replace(origin_map_px=self.origin_fit.origin_map_px, origin_px=None)
-        meta = dict(lyr.metadata.get("napari_4dstem", {}))
-        meta["calibration"] = cal
-        lyr.metadata["napari_4dstem"] = meta
+        set_layer_calibration(self.viewer, lyr, cal)  # stores it and emits calibration_changed
         self.status.setText(f"origin map stored in {lyr.name}'s calibration")
 
     # -- COM / DPC ------------------------------------------------------------------------------

@@ -40,17 +40,23 @@ class SessionResults(QObject):
 
     changed = Signal()
 
-    def __init__(self):
+    def __init__(self, viewer=None):
         super().__init__()
         from ..pipelines import Session
 
         self.session = Session()
         self.results: dict[str, Any] = {}
+        self._viewer = None if viewer is None else weakref.ref(viewer)
 
     def add(self, result: Any, name: str | None = None) -> str:
         entry = self.session.add(result, name)
         self.results[entry.name] = result
         self.changed.emit()
+        viewer = self._viewer() if self._viewer is not None else None
+        if viewer is not None:
+            from ..plugin_api import events
+
+            events(viewer).result_added.emit(entry.name)
         return entry.name
 
     def remove(self, name: str) -> None:
@@ -73,7 +79,7 @@ def session_results(viewer) -> SessionResults:
     viewer = getattr(viewer, "__wrapped__", viewer)
     s = _SESSIONS.get(viewer)
     if s is None:
-        s = _SESSIONS[viewer] = SessionResults()
+        s = _SESSIONS[viewer] = SessionResults(viewer)
     return s
 
 
