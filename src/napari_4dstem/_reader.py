@@ -9,6 +9,10 @@ from pathlib import Path
 
 from .io import detect_format
 
+# Bragg peaks above this count open as no Points layer (napari draws a few million points slowly);
+# the library reads them all (napari_4dstem.pipelines.read_peaks)
+MAX_POINTS = 2_000_000
+
 
 def get_reader(path: str | list[str]) -> Callable | None:
     """Return a reader when ``path`` is a file we can read (looked inside cheaply), else None.
@@ -44,7 +48,8 @@ def emd_layers(path: str | Path) -> list[tuple]:
 
     A file with results but no 4D datacube (a strain map, a Bragg vector map, an orientation
     map, peaks...) opens too; a map with channels opens as one layer per channel (an RGB stack
-    as one RGB layer), Bragg peaks as a 4D Points layer ``(scan_y, scan_x, k_y, k_x)``.
+    as one RGB layer), Bragg peaks as a 4D Points layer ``(scan_y, scan_x, k_y, k_x)`` (up to
+    :data:`MAX_POINTS` peaks).
     """
     from ._layers import datacube_layer, peaks_layer, result_layers
     from .data.datacube import DataCube
@@ -60,7 +65,8 @@ def emd_layers(path: str | Path) -> list[tuple]:
         if isinstance(o, DataCube):
             continue
         if isinstance(o, BraggPeaks):
-            layers.append(peaks_layer(o, source=str(path)))
+            if o.n_peaks <= MAX_POINTS:
+                layers.append(peaks_layer(o, source=str(path)))
         else:
             layers += result_layers(o, source=str(path))
     if not layers:

@@ -71,3 +71,29 @@ def test_results_dock_without_a_selection_says_so(make_napari_viewer):
     w = ResultsListWidget(main)
     assert w.copy_as_python() is None and "select a result" in w.status.text()
     assert w.recompute() is False
+
+
+def test_session_reopens_the_datacube_with_its_calibration(make_napari_viewer, tmp_path):
+    import shutil
+
+    from napari_4dstem._sample_data import sample_path
+
+    main = make_napari_viewer()
+    src = tmp_path / "data" / "strained_crystal.h5"
+    src.parent.mkdir()
+    shutil.copy(sample_path("strained_crystal"), src)
+    (cube,) = [lyr for lyr in main.open(str(src), plugin="napari-4dstem") if lyr.ndim == 4]
+    cal = cube.metadata["napari_4dstem"]["calibration"].replace(beam_energy_kev=200.0, rotation_deg=12.5)
+    cube.metadata["napari_4dstem"] = {**cube.metadata["napari_4dstem"], "calibration": cal}
+    w = ResultsListWidget(main)
+    out = w.save_session(tmp_path / "s.json")
+    assert json.loads(out.read_text())["settings"]["datacubes"][0]["calibration"]["rotation_deg"] == 12.5
+    # "another machine": the data sit in another folder
+    moved = tmp_path / "moved"
+    shutil.copytree(src.parent, moved)
+    other = make_napari_viewer()
+    w2 = ResultsListWidget(other)
+    w2.load_session(out, data_folder=moved)
+    (cube2,) = [lyr for lyr in other.layers if lyr.ndim == 4]
+    assert cube2.metadata["napari_4dstem"]["calibration"] == cal
+    assert cube2.metadata["napari_4dstem"]["source"] == str(moved / "strained_crystal.h5")

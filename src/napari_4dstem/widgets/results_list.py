@@ -245,6 +245,7 @@ class ResultsListWidget(QWidget):
                 path, _ = QFileDialog.getSaveFileName(self, "Save session", "session.json", "JSON (*.json)")
                 if not path:
                     return None
+            self.store.session.settings["datacubes"] = self._datacube_settings()
             out = self.store.session.save(path, overwrite=True)
             self.status.setText(f"wrote {out} ({len(self.store.session.entries)} results)")
             return out
@@ -266,11 +267,47 @@ class ResultsListWidget(QWidget):
             if data_folder is not None:
                 session = session.relocated(data_folder)
             self.store.replace_session(session)
+            opened = self._open_datacubes(session.settings.get("datacubes") or [], data_folder)
             self.status.setText(f"loaded {len(session.entries)} results from {Path(path).name}: recipes only, "
-                                "Recompute makes them")
+                                "Recompute makes them" + (f"; opened {', '.join(opened)}" if opened else ""))
             return session
 
         return self._guard(load, path)
+
+    # -- the workspace: the open datacubes with their calibration ---------------------------------
+    def _datacube_settings(self) -> list[dict[str, Any]]:
+        from .._layers import calibration_from_layer_meta
+
+        out = []
+        for lyr in self.viewer.layers:
+            ours = (lyr.metadata or {}).get("napari_4dstem", {})
+            if getattr(lyr, "ndim", 0) == 4 and ours.get("source"):
+                cal = calibration_from_layer_meta({"metadata": lyr.metadata, "scale": lyr.scale, "units": lyr.units})
+                out.append({"name": lyr.name, "source": str(ours["source"]), "calibration": cal.to_dict()})
+        return out
+
+    def _open_datacubes(self, entries, data_folder) -> list[str]:
+        """Open the session's datacubes that are not open yet, with the session's calibration
+        (a per-pattern origin map is not in the session: calibrate again or load its JSON)."""
+        from ..data.calibration import Calibration
+        from ..plugin_api import set_layer_calibration
+
+        open_sources = {str((lyr.metadata or {}).get("napari_4dstem", {}).get("source")) for lyr in self.viewer.layers}
+        opened = []
+        for d in entries:
+            src = Path(d["source"])
+            if data_folder is not None:
+                src = Path(data_folder) / src.name
+            if str(d["source"]) in open_sources or str(src) in open_sources:
+                continue
+            if not src.exists():
+                raise Napari4DSTEMError(f"the session's data file {src} is not there (give the data folder)")
+            layers = self.viewer.open(str(src), plugin="napari-4dstem")
+            cube = next((lyr for lyr in layers if lyr.ndim == 4), None)
+            if cube is not None and d.get("calibration"):
+                set_layer_calibration(self.viewer, cube, Calibration.from_dict(d["calibration"]))
+            opened.append(src.name)
+        return opened
 
     def recompute(self) -> bool:
         """Make the selected result again from its input file, in a worker."""
