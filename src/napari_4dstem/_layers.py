@@ -8,9 +8,11 @@ import numpy as np
 
 from .data.calibration import Calibration
 from .data.datacube import DataCube
-from .data.results import DiffractionImage, RealSpaceMap
+from .data.results import BraggPeaks, DiffractionImage, RealSpaceMap
 
-__all__ = ["calibration_from_layer_meta", "datacube_layer", "result_layer"]
+__all__ = ["calibration_from_layer_meta", "datacube_layer", "peaks_layer", "result_layer", "result_layers"]
+
+RGB_CHANNELS = ("r", "g", "b")
 
 
 def _limits(img: np.ndarray) -> tuple[float, float]:
@@ -50,8 +52,13 @@ def datacube_layer(dc: DataCube) -> tuple[Any, dict[str, Any], str]:
     return (data, kwargs, "image")
 
 
-def result_layer(obj: RealSpaceMap | DiffractionImage, **extra) -> tuple[Any, dict[str, Any], str]:
-    """Layer tuple for a 2D result; a map's channels become separate layers by the caller."""
+def result_layer(
+    obj: RealSpaceMap | DiffractionImage, *, source: str | None = None, **extra
+) -> tuple[Any, dict[str, Any], str]:
+    """Layer tuple for a 2D result; a map's channels become separate layers by the caller.
+
+    ``source``: the file it was read from (recorded with its node name, so that a pipeline
+    using the layer, e.g. as the probe, can name it in a script)."""
     part = "k" if isinstance(obj, DiffractionImage) else "scan"
     kwargs = {
         "name": obj.name,
@@ -63,11 +70,103 @@ def result_layer(obj: RealSpaceMap | DiffractionImage, **extra) -> tuple[Any, di
                 "calibration": obj.calibration,
                 "units": obj.units,
                 "params": dict(obj.params),
+                **({"source": str(source), "node": obj.name} if source is not None else {}),
             }
         },
         **extra,
     }
     return (obj.data, kwargs, "image")
+
+
+def result_layers(obj: RealSpaceMap | DiffractionImage, *, source: str | None = None) -> list[tuple]:
+    """Layer tuples for a result: one image, one RGB image (channels r, g, b), or one image per
+    channel of a stack (named ``"name [channel]"``; the writer saves each as a 2D map that
+    records its channel)."""
+    if isinstance(obj, DiffractionImage) or obj.data.ndim == 2:
+        return [result_layer(obj, source=source)]
+    if obj.channels == RGB_CHANNELS:
+        data, kw, kind = result_layer(obj, source=source, rgb=True)
+        kw.pop("contrast_limits", None)
+        kw["metadata"]["napari_4dstem"]["rgb_channels"] = list(RGB_CHANNELS)
+        return [(data, kw, kind)]
+    out = []
+    for k, c in enumerate(obj.channels):
+        one = RealSpaceMap(obj.data[..., k], name=f"{obj.name} [{c}]", units=obj.units,
+                           calibration=obj.calibration, params={**obj.params, "channel": c, "of": obj.name})
+        data, kw, kind = result_layer(one, source=source, visible=k == 0)
+        if source is not None:
+            kw["metadata"]["napari_4dstem"]["node"] = obj.name
+        out.append((data, kw, kind))
+    return out
+
+
+def peaks_layer(peaks: BraggPeaks, *, source: str | None = None, **extra) -> tuple[Any, dict[str, Any], str]:
+    """A 4D Points layer ``(scan_y, scan_x, k_y, k_x)`` of Bragg peaks (shown on the pattern of
+    the current scan position), intensity and correlation as features; the writer saves it back
+    as BraggPeaks."""
+    pos = peaks.position_index()
+    sx = peaks.scan_shape[1]
+    data = np.stack([pos // sx, pos % sx, peaks.qy, peaks.qx], axis=1).astype(np.float64)
+    kwargs = {
+        "name": peaks.name,
+        **peaks.calibration.napari_kwargs("4d"),
+        "features": {"intensity": peaks.intensity, "correlation": peaks.correlation},
+        "size": 6,
+        "face_color": "transparent",
+        "border_color": "lime",
+        "out_of_slice_display": False,
+        "metadata": {
+            "napari_4dstem": {
+                "kind": "braggpeaks",
+                "calibration": peaks.calibration,
+                "scan_shape": list(peaks.scan_shape),
+                "params": dict(peaks.params),
+                **({"source": str(source), "node": peaks.name} if source is not None else {}),
+            }
+        },
+        **extra,
+    }
+    return (data, kwargs, "points")
+
+
+def peaks_from_points(data: Any, meta: dict[str, Any]) -> BraggPeaks:
+    """BraggPeaks from a Points layer: 4 columns ``(scan_y, scan_x, k_y, k_x)`` (rows rounded
+    to scan positions), or 2 columns ``(k_y, k_x)`` (the peaks of one pattern)."""
+    from .errors import DataShapeError
+
+    pts = np.asarray(data, dtype=np.float64)
+    ours = (meta.get("metadata") or {}).get("napari_4dstem", {})
+    feats = meta.get("features")
+    cols = {}
+    for f in ("intensity", "correlation"):
+        v = None
+        if feats is not None and f in feats:
+            v = np.asarray(feats[f], dtype=np.float64)
+        cols[f] = v if v is not None and v.shape == (len(pts),) else np.full(len(pts), np.nan)
+    if pts.ndim != 2 or pts.shape[1] not in (2, 4):
+        raise DataShapeError(f"Bragg peaks are 4D (scan_y, scan_x, k_y, k_x) or 2D points, got shape {pts.shape}")
+    if pts.shape[1] == 2:
+        pos = np.zeros(len(pts), np.int64)
+        scan_shape = (1, 1)
+    else:
+        iy, ix = np.rint(pts[:, 0]).astype(np.int64), np.rint(pts[:, 1]).astype(np.int64)
+        if len(pts) and (iy.min() < 0 or ix.min() < 0):
+            raise DataShapeError("Bragg peaks at negative scan positions")
+        given = ours.get("scan_shape")
+        scan_shape = (tuple(int(v) for v in given) if given else
+                      ((int(iy.max()) + 1, int(ix.max()) + 1) if len(pts) else (1, 1)))
+        if len(pts) and (iy.max() >= scan_shape[0] or ix.max() >= scan_shape[1]):
+            raise DataShapeError(f"Bragg peaks outside the scan {scan_shape}")
+        pos = iy * scan_shape[1] + ix
+        pts = pts[:, 2:]
+    order = np.argsort(pos, kind="stable")
+    counts = np.bincount(pos, minlength=scan_shape[0] * scan_shape[1])
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return BraggPeaks(
+        scan_shape, offsets, pts[order, 0], pts[order, 1], cols["intensity"][order], cols["correlation"][order],
+        name=str(meta.get("name") or "braggpeaks").replace("/", "_"),
+        calibration=calibration_from_layer_meta(meta), params=dict(ours.get("params") or {}),
+    )
 
 
 def calibration_from_layer_meta(meta: dict[str, Any]) -> Calibration:

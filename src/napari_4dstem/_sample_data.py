@@ -31,11 +31,12 @@ def _load(key: str):
     from .data.datacube import DataCube
     from .io import emd
 
-    contents = emd.read(sample_path(key))
+    path = sample_path(key)
+    contents = emd.read(path)
     layers = [datacube_layer(o) for o in contents.values() if isinstance(o, DataCube)]
     probe = contents.get("probe")
     if probe is not None:
-        layers.append(result_layer(probe, visible=False, colormap="gray"))
+        layers.append(result_layer(probe, source=str(path), visible=False, colormap="gray"))
     return layers
 
 

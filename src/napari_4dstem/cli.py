@@ -17,6 +17,7 @@ from typing import Any
 
 from . import __version__
 from . import _cli_validate as v
+from ._cli_repro import add_script, add_session, run_script, run_session
 from ._cli_validate import OneLineParser, claim_outputs
 from .errors import Napari4DSTEMError
 from .nn._cli import add_infer, add_models, add_train, run_infer, run_models, run_train
@@ -264,20 +265,23 @@ def run_virtual(args) -> int:
     import numpy as np
 
     from .analysis import detectors as D
-    from .analysis.virtual import iter_virtual_images
     from .engine.jobs import run_job
+    from .pipelines import InputRef, VirtualImageParams, iter_virtual
 
     try:
         dets: list = [D.PointDetector(tuple(v)) for v in args.point]
         dets += [D.DiskDetector((v[0], v[1]), v[2]) for v in args.disk]
         dets += [D.AnnulusDetector((v[0], v[1]), v[2], v[3]) for v in args.annulus]
         dets += [D.RectangleDetector((v[0], v[1]), (v[2], v[3])) for v in args.rect]
-        dets += [D.MaskDetector(np.load(m), name=m.stem) for m in args.mask]
+        masks = [{"kind": "mask", "path": str(Path(m).resolve()), "name": m.stem} for m in args.mask]
+        for m in args.mask:
+            D.MaskDetector(np.load(m), name=m.stem)  # a clear error now, not in the pass
     except (ValueError, TypeError, OSError) as e:
         raise Napari4DSTEMError(f"bad detector: {e}") from None
     dc = _open_calibrated(args)
     try:
-        names = [d.kind for d in dets]
+        names = [d.kind for d in dets] + ["mask"] * len(masks)
+        dets = [*dets, *masks]
         if args.preset:
             kw: dict[str, Any] = {}
             if args.bf_radius == "auto":
@@ -294,21 +298,17 @@ def run_virtual(args) -> int:
         if not dets:
             raise Napari4DSTEMError("give at least one detector (--preset, --disk, --annulus, ...)")
         names = [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
-        job = iter_virtual_images(dc, dets, names=names, descan=args.descan,
-                                  nan_policy=args.nan_policy, backend=args.scheduler)
-        stack = run_job(job, ProgressBar(enabled=not args.quiet))
+        params = VirtualImageParams(detectors=tuple(dets), names=tuple(names), descan=args.descan,
+                                    nan_policy=args.nan_policy)
+        res = run_job(iter_virtual(dc, virtual=params, calibration=dc.calibration if args.calibration else None,
+                                   source=InputRef.of(args.file, scan_shape=args.scan_shape),
+                                   backend=args.scheduler),
+                      ProgressBar(enabled=not args.quiet))
     finally:
         dc.close()
-    from .data.results import RealSpaceMap
-
-    maps = [
-        RealSpaceMap(stack.data[..., k], name=f"virtual_{n}", units="counts",
-                     calibration=stack.calibration,
-                     params={**stack.params, "detectors": None, "detector": stack.params["detectors"][n]})
-        for k, n in enumerate(stack.channels)
-    ]
+    maps = res.saved_objects()
     _write_maps(args.out, maps, args.overwrite)
-    print(f"wrote {args.out}: {', '.join(m.name for m in maps)}  {stack.scan_shape}")
+    print(f"wrote {args.out}: {', '.join(m.name for m in maps)}  {res.stack.scan_shape}")
     return EXIT_OK
 
 
@@ -384,35 +384,20 @@ def add_dpc(sub) -> argparse.ArgumentParser:
 
 
 def run_dpc(args) -> int:
-    from .analysis.com import iter_center_of_mass
-    from .analysis.detectors import DiskDetector
-    from .analysis.dpc import dpc, fit_dpc_rotation, idpc
-    from .engine.jobs import run_job
+    from .pipelines import DPCParams, iter_dpc
 
-    dc = _open_calibrated(args)
-    try:
-        cal = dc.calibration
-        det = None
-        if args.bf_mask is not None:
-            center = cal.origin_px or ((dc.detector_shape[0] - 1) / 2, (dc.detector_shape[1] - 1) / 2)
-            det = DiskDetector(center, args.bf_mask)
-        com = run_job(iter_center_of_mass(dc, detector=det, backend=args.scheduler),
-                      ProgressBar(enabled=not args.quiet))
-    finally:
-        dc.close()
-    rotation, flip = args.rotation, args.flip
-    if args.auto_rotation:
-        rot = fit_dpc_rotation(com, descan=args.descan)
-        rotation, flip = rot.rotation_deg, rot.flip
-        print(f"rotation: {rot.rotation_deg:.2f} deg, flip {rot.flip}")
-    d = dpc(com, rotation_deg=rotation, flip=flip, descan=args.descan, units=args.units)
-    phase = idpc(d, regularization=args.regularization)
     if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
         from .errors import FileFormatError
 
         raise FileFormatError(args.out, "dpc writes an EMD file (.h5)")
-    _write_maps(args.out, [com, d, phase], args.overwrite)
-    print(f"wrote {args.out}: com, dpc, idpc ({phase.units})")
+    params = DPCParams(rotation_deg=args.rotation, flip=args.flip, auto_rotation=args.auto_rotation,
+                       descan=args.descan, units=args.units, bf_mask_radius_px=args.bf_mask,
+                       regularization=args.regularization)
+    res = _run_on_cube(args, iter_dpc, dpc=params)
+    if args.auto_rotation:
+        print(f"rotation: {res.rotation_deg:.2f} deg, flip {res.flip}")
+    _write_maps(args.out, res.saved_objects(), args.overwrite)
+    print(f"wrote {args.out}: com, dpc, idpc ({res.phase.units})")
     return EXIT_OK
 
 
@@ -421,56 +406,99 @@ def _bragg_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe", metavar="FILE[:NAME]",
                    help="vacuum probe: .npy image, or an EMD file's DiffractionImage (default node "
                         "'probe'); default: the bright-field disk of the mean pattern")
-    p.add_argument("--kernel", choices=["plain", "gaussian", "ring"], default="plain",
+    p.add_argument("--kernel", choices=["plain", "gaussian", "ring"],
                    help="correlation kernel (default plain)")
-    p.add_argument("--power", type=v.fraction, default=1.0,
+    p.add_argument("--power", type=v.fraction,
                    help="correlation power: 1 cross, 0 phase, between hybrid (default 1)")
     p.add_argument("--subpixel", choices=["fit", "parabolic", "gaussian", "upsample", "none"],
-                   default="fit", help="sub-pixel refinement (default fit: Poisson ML disk fit)")
-    p.add_argument("--min-relative", type=v.fraction, default=0.03,
+                   help="sub-pixel refinement (default fit: Poisson ML disk fit)")
+    p.add_argument("--min-relative", type=v.fraction,
                    help="drop peaks below this fraction of the strongest (default 0.03; acom: 3e-4)")
     p.add_argument("--min-significance", type=float, metavar="Z",
                    help="keep only peaks whose disk stands Z noise SDs above its surroundings "
                         "(default off; acom: 5)")
     p.add_argument("--min-spacing", type=v.nonnegative_float, metavar="PX", help="minimum peak spacing (default: disk radius)")
     p.add_argument("--edge", type=v.nonnegative_int, metavar="PX", help="edge margin (default: disk radius)")
-    p.add_argument("--max-peaks", type=v.positive_int, default=100, help="at most this many peaks per pattern")
+    p.add_argument("--max-peaks", type=v.positive_int, help="at most this many peaks per pattern (default 100)")
     p.add_argument("--device", help="'cuda' to correlate on the GPU (falls back to the CPU)")
     _analysis_args(p)
 
 
-def _find_disks(args, dc):
-    import numpy as np
+def _disk_params(args, base=None):
+    """The DiskDetectionParams of the command line (validated once, there); options left unset
+    keep the defaults of ``base`` (DiskDetectionParams(), or its ACOM preset)."""
+    from .pipelines import DiskDetectionParams
 
-    from .analysis.bragg import iter_find_bragg_disks
-    from .analysis.probe import make_template, template_from_bf_disk
+    given = {
+        "kernel": args.kernel, "correlation_power": args.power, "subpixel": args.subpixel,
+        "min_relative": args.min_relative, "min_significance": args.min_significance,
+        "min_spacing_px": args.min_spacing, "edge_px": args.edge, "max_peaks": args.max_peaks,
+    }
+    base = base or DiskDetectionParams()
+    return DiskDetectionParams(**{**base.to_dict(), **{k: v for k, v in given.items() if v is not None}})
+
+
+def _nn_params(args):
+    from .pipelines import NNDiskParams
+
+    kw = {"model": args.model, "mc_samples": args.mc_samples, "min_relative": args.min_relative,
+          "min_spacing_px": args.min_spacing, "edge_px": args.edge, "max_peaks": args.max_peaks}
+    kw = {k: v for k, v in kw.items() if v is not None}
+    if args.min_significance is not None:
+        kw["min_significance"] = None if args.min_significance < 0 else args.min_significance
+    return NNDiskParams(**kw)
+
+
+def _detection(args, base=None):
+    return _nn_params(args) if getattr(args, "method", "cc") == "nn" else _disk_params(args, base)
+
+
+def _workflow_inputs(args) -> dict[str, Any]:
+    """Keywords every workflow gets from the command line (input file, calibration, where to run)."""
+    from .pipelines import InputRef, ProbeSource
+
+    kw = {"source": InputRef.of(args.file, scan_shape=getattr(args, "scan_shape", None)),
+          "backend": args.scheduler}
+    if hasattr(args, "probe"):  # the Bragg workflows
+        kw.update(probe=ProbeSource.parse(args.probe) if args.probe else None, device=args.device)
+    return kw
+
+
+def _peaks_file(path: Path):
+    """The Bragg peaks of an EMD file without a 4D datacube (from `disks` or `infer`), else None."""
+    from .io import detect_format, emd
+
+    fmt = detect_format(path)
+    if fmt is None or fmt.name != "emd":
+        return None
+    nodes = emd.list_nodes(path)
+    if any(n.shape and len(n.shape) == 4 for n in nodes):
+        return None
+    if not any(n.python_class == "BraggVectors" for n in nodes):
+        return None
+    from .pipelines import read_peaks
+
+    return read_peaks(path)
+
+
+def _run_on_cube(args, job_fn, **kwargs):
+    """Open the (calibrated) file and run a workflow job on it with a progress bar."""
     from .engine.jobs import run_job
-    from .errors import FileFormatError
 
-    bar = ProgressBar(enabled=not args.quiet)
-    if args.probe:
-        path, _, name = str(args.probe).partition(":")
-        if path.lower().endswith(".npy"):
-            probe = np.load(path)
-        else:
-            from .io import emd
+    dc = _open_calibrated(args)
+    try:
+        calibration = dc.calibration if args.calibration is not None else None
+        return run_job(job_fn(dc, calibration=calibration, **_workflow_inputs(args), **kwargs),
+                       ProgressBar(enabled=not args.quiet))
+    finally:
+        dc.close()
 
-            objs = emd.read(path)
-            key = name or "probe"
-            hits = [v for k, v in objs.items() if k == key or k.split("/")[-1] == key]
-            if not hits:
-                raise FileFormatError(path, f"no node {key!r} in the file (have {sorted(objs)})")
-            probe = hits[0]
-        template = make_template(probe, kind=args.kernel)
-    else:
-        template = template_from_bf_disk(run_job(dc.iter_reduce_patterns("mean"), bar), kind=args.kernel)
-    job = iter_find_bragg_disks(
-        dc, template=template, correlation_power=args.power, subpixel=args.subpixel,
-        min_relative=args.min_relative, min_spacing_px=args.min_spacing, edge_px=args.edge,
-        max_peaks=args.max_peaks, device=args.device, backend=args.scheduler,
-        min_significance=args.min_significance,
-    )
-    return run_job(job, bar)
+
+def _need_emd(args, what: str) -> None:
+    if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
+        from .errors import FileFormatError
+
+        raise FileFormatError(args.out, f"{what} writes an EMD file (.h5)")
 
 
 def add_disks(sub) -> argparse.ArgumentParser:
@@ -482,32 +510,29 @@ def add_disks(sub) -> argparse.ArgumentParser:
 
 
 def run_disks(args) -> int:
-    from .analysis.bragg import bragg_vector_map, origin_from_peaks
+    from .pipelines import iter_disks
 
-    if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
-        from .errors import FileFormatError
-
-        raise FileFormatError(args.out, "disks writes an EMD file (.h5)")
-    dc = _open_calibrated(args)
-    try:
-        peaks = _find_disks(args, dc)
-    finally:
-        dc.close()
-    cal = peaks.calibration
-    origin = None if (cal.origin_map_px is not None or cal.origin_px is not None) else origin_from_peaks(peaks)
-    bvm = bragg_vector_map(peaks, origin=origin)
-    from .io import emd
-
-    emd.write(args.out, peaks, bvm, overwrite=args.overwrite)
-    counts = peaks.counts()
-    print(f"wrote {args.out}: {peaks.n_peaks} peaks, {counts.mean():.1f} per pattern "
+    _need_emd(args, "disks")
+    res = _run_on_cube(args, iter_disks, detection=_disk_params(args))
+    res.save(args.out, overwrite=args.overwrite)
+    counts = res.peaks.counts()
+    print(f"wrote {args.out}: {res.peaks.n_peaks} peaks, {counts.mean():.1f} per pattern "
           f"({int((counts == 0).sum())} patterns without peaks), bragg_vector_map")
     return EXIT_OK
 
 
+def _nn_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", choices=["cc", "nn"], default="cc",
+                   help="find the disks by template correlation (cc, default) or by the neural network "
+                        "(nn: needs --probe; --min-relative default 0.1, --min-significance 5)")
+    p.add_argument("--model", help="with --method nn: registry name[@version] or model file (default bundled)")
+    p.add_argument("--mc-samples", type=int, help="with --method nn: Monte-Carlo dropout passes")
+
+
 def add_strain(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("strain", help="Bragg disks, lattice fit per pattern and true strain maps")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path,
+                   help="a 4D-STEM file, or an EMD file of Bragg peaks (from `disks` or `infer`)")
     p.add_argument("out", type=Path, help="output .h5 (EMD): strain, confidence, reason, lattice, peaks")
     p.add_argument("--reference", nargs=4, type=int, metavar=("ROW0", "ROW1", "COL0", "COL1"),
                    help="unstrained reference rectangle of the scan (default: median of all)")
@@ -516,32 +541,25 @@ def add_strain(sub) -> argparse.ArgumentParser:
     p.add_argument("--frame-deg", type=float, default=0.0,
                    help="report the strain in axes turned by this angle from +x towards +y")
     _bragg_args(p)
+    _nn_args(p)
+    p.set_defaults(min_relative=None)  # per method: 0.03 (cc), 0.1 (nn)
     return p
 
 
 def run_strain(args) -> int:
-    from .analysis.lattice import find_lattice, fit_lattice
-    from .analysis.strain import strain_from_lattice
+    from .pipelines import InputRef, StrainParams, iter_strain, strain_from_peaks
 
-    if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
-        from .errors import FileFormatError
-
-        raise FileFormatError(args.out, "strain writes an EMD file (.h5)")
-    if (args.g1 is None) != (args.g2 is None):
-        raise Napari4DSTEMError("give both --g1 and --g2, or neither")
-    dc = _open_calibrated(args)
-    try:
-        peaks = _find_disks(args, dc)
-    finally:
-        dc.close()
-    lat = find_lattice(peaks, g1=args.g1, g2=args.g2)
-    fit = fit_lattice(peaks, lat)
-    sm = strain_from_lattice(fit, reference=args.reference, frame_deg=args.frame_deg)
-    from .io import emd
-
-    emd.write(args.out, *sm.maps(), fit.to_map(), peaks, overwrite=args.overwrite)
+    _need_emd(args, "strain")
+    params = StrainParams(reference=args.reference, g1=args.g1, g2=args.g2, frame_deg=args.frame_deg)
+    peaks = _peaks_file(args.file)
+    if peaks is not None:
+        res = strain_from_peaks(peaks, params, source=InputRef.of(args.file, kind="peaks"))
+    else:
+        res = _run_on_cube(args, iter_strain, detection=_detection(args), strain=params)
+    res.save(args.out, overwrite=args.overwrite)
+    lat = res.lattice
     print(f"lattice: g1 ({lat.g1[0]:.3f}, {lat.g1[1]:.3f}) px, g2 ({lat.g2[0]:.3f}, {lat.g2[1]:.3f}) px; "
-          f"{fit.summary()}")
+          f"{res.fit.summary()}")
     print(f"wrote {args.out}: strain (e_xx, e_yy, e_xy, theta_rad; true strain), confidence, reason")
     return EXIT_OK
 
@@ -549,7 +567,7 @@ def run_strain(args) -> int:
 # -- acom ---------------------------------------------------------------------------------------
 def add_acom(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("acom", help="crystal orientation (and phase) map from Bragg disks (ACOM)")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, help="a 4D-STEM file, or an EMD file of Bragg peaks (from `disks`)")
     p.add_argument("out", type=Path, help="output .h5 (EMD): euler, orientation, correlation, phase, IPF maps")
     p.add_argument("--crystal", action="append", required=True, metavar="NAME|CIF",
                    help="bundled crystal (Au, Cu, Al, Si, Fe-bcc, Ti-hcp) or a CIF; repeat for a phase map")
@@ -562,7 +580,7 @@ def add_acom(sub) -> argparse.ArgumentParser:
     p.add_argument("--max-memory-mb", type=v.positive_float, default=2048, help="refuse plans larger than this")
     p.add_argument("--ang", type=Path, help="also write a TSL .ang file (MTEX, orix)")
     _bragg_args(p)
-    # unset: analysis.acom.ACOM_DISK_DEFAULTS at run time (not imported here: a light parser)
+    # unset: DiskDetectionParams.for_acom() (min_relative 3e-4, min_significance 5)
     p.set_defaults(min_relative=None, min_significance=None)
     return p
 
@@ -570,57 +588,27 @@ def add_acom(sub) -> argparse.ArgumentParser:
 def run_acom(args) -> int:
     import numpy as np
 
-    from .analysis.acom import iter_match_orientations
-    from .analysis.crystal import load_crystal
-    from .analysis.orientation import build_orientation_plan
-    from .engine.jobs import run_job
+    from .pipelines import ACOMParams, DiskDetectionParams, InputRef, iter_acom, run_acom
 
-    if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
-        from .errors import FileFormatError
-
-        raise FileFormatError(args.out, "acom writes an EMD file (.h5)")
-    from .analysis.acom import ACOM_DISK_DEFAULTS
-
-    for key, value in ACOM_DISK_DEFAULTS.items():  # Bragg disks far weaker than the central beam
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    crystals = [load_crystal(c) for c in args.crystal]
-    dc = _open_calibrated(args)
-    try:
-        cal = dc.calibration
-        if cal.beam_energy_kev is None:
-            raise Napari4DSTEMError("ACOM needs the beam energy in the file's calibration (or --calibration)")
-        peaks = _find_disks(args, dc)
-    finally:
-        dc.close()
-    cal = peaks.calibration
-    if cal.origin_px is None and cal.origin_map_px is None:
-        from .analysis.bragg import origin_from_peaks
-
-        om = origin_from_peaks(peaks).data
-        cal = cal.replace(origin_map_px=np.where(np.isfinite(om), om, np.nanmedian(om, axis=(0, 1))))
-    k_max = args.k_max
-    if k_max is None:
-        # the fitted origin map when the file has no single origin
-        oy, ox = cal.origin_px if cal.origin_px is not None else np.nanmedian(cal.origin_map_px, axis=(0, 1))
-        ny, nx = dc.detector_shape
-        k_max = min(oy, ox, ny - 1 - oy, nx - 1 - ox) * cal.k_pixel_size_in("1/A")
-    plans = [build_orientation_plan(c, energy_kev=cal.beam_energy_kev, k_max_inv_A=k_max, step_deg=args.step,
-                                    inplane_step_deg=args.inplane_step, thickness_A=10 * args.thickness_nm,
-                                    max_memory_bytes=args.max_memory_mb * 2**20) for c in crystals]
-    # --device also picks where the plan x pattern scoring runs ("cpu": the numba kernels)
-    device = "numba" if args.device == "cpu" else args.device
-    res = run_job(iter_match_orientations(peaks, plans, calibration=cal, n_matches=args.n_matches,
-                                          min_peaks=args.min_peaks, device=device),
-                  ProgressBar(enabled=not args.quiet))
-    from .io import emd
-
-    emd.write(args.out, *res.to_maps(), peaks, overwrite=args.overwrite)
+    _need_emd(args, "acom")
+    params = ACOMParams(crystals=tuple(args.crystal), step_deg=args.step, inplane_step_deg=args.inplane_step,
+                        k_max_inv_A=args.k_max, thickness_nm=args.thickness_nm, n_matches=args.n_matches,
+                        min_peaks=args.min_peaks, max_memory_mb=args.max_memory_mb)
+    peaks = _peaks_file(args.file)
+    if peaks is not None:
+        run = run_acom(None, peaks=peaks, acom=params, source=InputRef.of(args.file, kind="peaks"),
+                       device=args.device, progress=ProgressBar(enabled=not args.quiet))
+    else:
+        run = _run_on_cube(args, iter_acom, acom=params,
+                           detection=_disk_params(args, DiskDetectionParams.for_acom()))
+    run.save(args.out, overwrite=args.overwrite)
+    res = run.result
     if args.ang:
         res.write_ang(args.ang, overwrite=args.overwrite)
     v = res.valid
-    print(f"{int(v.sum())}/{v.size} patterns indexed (k_max {k_max:.2f} 1/A, {plans[0].n_zones} zone axes x "
-          f"{plans[0].n_inplane} in-plane); median correlation {np.median(res.correlation[..., 0][v]) if v.any() else 0:.3f}")
+    plan = run.plans[0]
+    print(f"{int(v.sum())}/{v.size} patterns indexed (k_max {run.k_max_inv_A:.2f} 1/A, {plan.n_zones} zone axes x "
+          f"{plan.n_inplane} in-plane); median correlation {np.median(res.correlation[..., 0][v]) if v.any() else 0:.3f}")
     print(f"wrote {args.out}" + (f" and {args.ang}" if args.ang else ""))
     return EXIT_OK
 
@@ -716,6 +704,8 @@ SUBCOMMANDS: dict[str, tuple[Callable, Callable]] = {
     "train": (add_train, run_train),
     "infer": (add_infer, run_infer),
     "models": (add_models, run_models),
+    "script": (add_script, run_script),
+    "session": (add_session, run_session),
 }
 
 

@@ -30,6 +30,7 @@ class DemoContext:
     sample: dict[str, Any]
     out_dir: Path
     progress: Callable[[Progress], Any] | None = None
+    source: Path | None = None  # the sample file
     results: list[Any] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -55,8 +56,14 @@ def save_figure(ctx: DemoContext, name: str, images: list[tuple[str, np.ndarray,
             unit = cal.scan_units
         ny, nx = img.shape
         extent = (-0.5 * s, (nx - 0.5) * s, (ny - 0.5) * s, -0.5 * s)
-        cmap = "RdBu_r" if title.startswith(("e_", "strain")) else ("inferno" if kind == "k" else "gray")
-        im = ax.imshow(shown, cmap=cmap, extent=extent, interpolation="nearest")
+        diverging = title.startswith(("e_", "strain", "theta"))
+        cmap = "RdBu_r" if diverging else ("inferno" if kind == "k" else "gray")
+        lim = {}
+        if diverging:  # centred on zero: white is no strain
+            f = np.abs(shown[np.isfinite(shown)])
+            m = float(np.percentile(f, 99)) if f.size else 1.0
+            lim = {"vmin": -(m or 1e-6), "vmax": m or 1e-6}
+        im = ax.imshow(shown, cmap=cmap, extent=extent, interpolation="nearest", **lim)
         ax.set_title(title + (" (log)" if log and kind == "k" else ""))
         ax.set_xlabel(("k_x" if kind == "k" else "scan_x") + f" [{unit}]")
         ax.set_ylabel(("k_y" if kind == "k" else "scan_y") + f" [{unit}]")
@@ -97,27 +104,27 @@ def _scan_sums(dc: DataCube) -> np.ndarray:
     return out
 
 
+def _probe_source(ctx: DemoContext):
+    from .pipelines import ProbeSource
+
+    has_probe = any(k.split("/")[-1] == "probe" for k in ctx.sample)
+    return ProbeSource(str(ctx.source), "probe") if has_probe and ctx.source is not None else None
+
+
 def step_strain(ctx: DemoContext) -> None:
-    """Bragg disks with the sample's vacuum probe, lattice fits and the strain maps."""
-    from .analysis.bragg import bragg_vector_map, find_bragg_disks, origin_from_peaks
-    from .analysis.lattice import find_lattice, fit_lattice
-    from .analysis.probe import make_template
-    from .analysis.strain import strain_from_lattice
+    """Bragg disks with the sample's vacuum probe, lattice fits and the strain maps (the
+    ``napari-4dstem strain`` pipeline). Only for a single crystal: a polycrystal has no one
+    lattice to measure strain against."""
+    from .pipelines import StrainParams, run_strain
 
-    probe = next((v for k, v in ctx.sample.items() if k.split("/")[-1] == "probe"), None)
-    if probe is None:
-        from .analysis.probe import template_from_bf_disk
-
-        template = template_from_bf_disk(ctx.datacube.mean_pattern(ctx.progress))
-    else:
-        template = make_template(probe)
-    peaks = find_bragg_disks(ctx.datacube, template=template, progress=ctx.progress)
-    bvm = bragg_vector_map(peaks, origin=origin_from_peaks(peaks))
-    fit = fit_lattice(peaks, find_lattice(bvm))
-    sy, sx = peaks.scan_shape
-    sm = strain_from_lattice(fit, reference=(0, max(1, sy // 4), 0, max(1, sx // 4)))
-    ctx.results += [peaks, bvm, *sm.maps(), fit.to_map()]
-    save_figure(ctx, "bragg_vector_map", [("Bragg vector map", bvm.data, "k")], log=True)
+    if "truth_strain" not in ctx.sample and "truth_lattice" not in ctx.sample:
+        return
+    sy, sx = ctx.datacube.scan_shape
+    res = run_strain(ctx.datacube, probe=_probe_source(ctx), progress=ctx.progress,
+                     strain=StrainParams(reference=(0, max(1, sy // 4), 0, max(1, sx // 4))))
+    ctx.results += res.saved_objects()
+    sm = res.strain
+    save_figure(ctx, "bragg_vector_map", [("Bragg vector map", res.bvm.data, "k")], log=True)
     save_figure(
         ctx,
         "strain",
@@ -127,10 +134,11 @@ def step_strain(ctx: DemoContext) -> None:
 
 
 def step_virtual(ctx: DemoContext) -> None:
-    """BF, ABF and ADF virtual images (presets from the calibrated angles) in one pass."""
+    """BF, ABF and ADF virtual images (presets from the calibrated angles) in one pass (the
+    ``napari-4dstem virtual`` pipeline)."""
     from .analysis.detectors import preset_detector
     from .analysis.origin import find_bf_disk
-    from .analysis.virtual import virtual_images
+    from .pipelines import VirtualImageParams, run_virtual
 
     dc = ctx.datacube
     bf = find_bf_disk(dc.region_pattern(slice(None), slice(None)))
@@ -139,61 +147,60 @@ def step_virtual(ctx: DemoContext) -> None:
         preset_detector(n, detector_shape=dc.detector_shape, calibration=dc.calibration, center_px=bf.center_px)
         for n in names
     ]
-    stack = virtual_images(dc, dets, names=[f"virtual_{n}" for n in names], progress=ctx.progress)
-    stack = _renamed(stack, "virtual_images")
-    ctx.results.append(stack)
+    res = run_virtual(dc, virtual=VirtualImageParams(detectors=tuple(dets), names=tuple(f"virtual_{n}" for n in names)),
+                      progress=ctx.progress)
+    stack = _renamed(res.stack, "virtual_images")
+    ctx.results.append(replace(stack, params={**stack.params, "recipe": res.recipe.to_dict()}))
     save_figure(ctx, "virtual_images", [(f"virtual {n}", stack.data[..., i], "scan") for i, n in enumerate(names)])
 
 
 def step_calibration_dpc(ctx: DemoContext) -> None:
-    """Origin per pattern with the descan plane fit; COM, DPC (auto rotation) and iDPC."""
-    from .analysis.com import center_of_mass
-    from .analysis.dpc import dpc, fit_dpc_rotation, idpc
+    """Origin per pattern with the descan plane fit; COM, DPC (auto rotation) and iDPC (the
+    ``napari-4dstem dpc --auto-rotation`` pipeline)."""
     from .analysis.origin import fit_origin_plane, measure_origin
+    from .pipelines import DPCParams, run_dpc
 
     dc = ctx.datacube
     origin = measure_origin(dc, progress=ctx.progress)
     fit = fit_origin_plane(origin)
-    com = center_of_mass(dc, progress=ctx.progress)
-    rot = fit_dpc_rotation(com)
-    d = dpc(com, rotation_deg=rot.rotation_deg, flip=rot.flip)
-    phase = idpc(d, regularization=1e-4)
+    res = run_dpc(dc, dpc=DPCParams(auto_rotation=True, regularization=1e-4), progress=ctx.progress)
+    com, d, phase = res.saved_objects()
     ctx.results += [origin, fit.to_map(), com, d, _renamed(phase, "idpc_phase")]
     save_figure(
         ctx, "origin_descan",
         [("origin k_y (measured)", origin.data[..., 0], "scan"),
          ("origin k_y (plane fit)", fit.origin_map_px[..., 0], "scan"),
-         ("DPC magnitude", d.channel("magnitude"), "scan")],
+         ("DPC magnitude", res.dpc.channel("magnitude"), "scan")],
     )
 
 
 def step_acom(ctx: DemoContext) -> None:
-    """Orientation map (ACOM) of the bundled gold polycrystal: Bragg disks, 2 deg plan, matching,
-    IPF maps along x/y/z with the colour key, scored against the sample's true orientations."""
+    """Orientation map (ACOM) of the bundled gold polycrystal (the ``napari-4dstem acom``
+    pipeline, with its disk settings): Bragg disks, 2 deg plan, matching, IPF maps along x/y/z
+    with the colour key, scored against the sample's true orientations."""
     from ._sample_data import sample_path
-    from .analysis.acom import match_orientations
-    from .analysis.bragg import find_bragg_disks
-    from .analysis.crystal import bundled_crystal
     from .analysis.ipf import ipf_key_image
-    from .analysis.orientation import build_orientation_plan
     from .analysis.symmetry import misorientation_deg
     from .io import emd
+    from .pipelines import ACOMParams, ProbeSource, run_acom
 
-    contents = emd.read(sample_path("polycrystal_au"))
+    path = sample_path("polycrystal_au")
+    contents = emd.read(path)
     dc = next(o for o in contents.values() if isinstance(o, DataCube))
+    truth = contents["truth_orientation"]
     try:
-        peaks = find_bragg_disks(dc, template=contents["probe"], progress=ctx.progress)
+        cal = dc.calibration.replace(origin_px=tuple(truth.params["origin_px_yx"]))
+        run = run_acom(dc, acom=ACOMParams(crystals=("Au",), k_max_inv_A=1.2, thickness_nm=10.0, min_peaks=3),
+                       probe=ProbeSource(str(path)), calibration=cal, progress=ctx.progress)
     finally:
         dc.close()
-    truth = contents["truth_orientation"]
-    cal = peaks.calibration.replace(origin_px=tuple(truth.params["origin_px_yx"]))
-    au = bundled_crystal("Au")
-    plan = build_orientation_plan(au, energy_kev=cal.beam_energy_kev, k_max_inv_A=1.2, step_deg=2.0, thickness_A=100)
-    res = match_orientations(peaks, plan, calibration=cal, min_peaks=3, progress=ctx.progress)
+    res = run.result
+    au = res.crystals[0]
     mis = misorientation_deg(res.orientation[:, :, 0], truth.data.reshape(*res.scan_shape, 3, 3), au.point_group)
-    maps = [replace(m, name=f"acom_{m.name}") for m in res.to_maps()]
+    maps = [m if m.name.startswith("acom_") else replace(m, name=f"acom_{m.name}")
+            for m in run.saved_objects() if isinstance(m, RealSpaceMap)]
     maps.append(RealSpaceMap(np.nan_to_num(mis, nan=-1.0), name="acom_error_vs_truth", units="deg",
-                             calibration=cal, params={"note": "-1 where masked (too few peaks)"}))
+                             calibration=res.calibration, params={"note": "-1 where masked (too few peaks)"}))
     ctx.results += maps
     _save_rgb(ctx, "acom_ipf", [(f"IPF {d} (Au, lab {d})", res.ipf_rgb(d)) for d in ("x", "y", "z")]
               + [("IPF key m-3m: 001 red, 101 green, 111 blue", ipf_key_image(au.point_group))])
@@ -233,20 +240,22 @@ def step_nn(ctx: DemoContext) -> None:
         import torch  # noqa: F401
     except ImportError:
         return
-    from .nn.infer import find_bragg_disks_nn, predict_pattern
+    from .nn.infer import predict_pattern
+    from .pipelines import NNDiskParams, run_disks
 
-    probe = next((v for k, v in ctx.sample.items() if k.split("/")[-1] == "probe"), None)
+    probe = _probe_source(ctx)
     if probe is None:
         return
     block = np.asarray(ctx.datacube.data[:8, :8])
-    peaks = find_bragg_disks_nn(block, probe=probe, progress=ctx.progress)
-    img, _ = predict_pattern(block[0, 0], probe=probe)
-    ctx.results.append(peaks)
+    res = run_disks(block, detection=NNDiskParams(), probe=probe, calibration=ctx.datacube.calibration,
+                    progress=ctx.progress)
+    img, _ = predict_pattern(block[0, 0], probe=probe.load())
+    ctx.results.append(res.saved_objects()[0])
     save_figure(
         ctx,
         "nn_disks",
         [("NN prediction, pattern (0, 0)", img.data, "k"),
-         ("NN peaks per pattern (8 x 8 corner)", peaks.counts().astype(float), "scan")],
+         ("NN peaks per pattern (8 x 8 corner)", res.peaks.counts().astype(float), "scan")],
     )
 
 
@@ -280,7 +289,7 @@ def run_demo(
     src = sample_path(sample)
     contents = emd.read(src)
     dc = next(o for o in contents.values() if isinstance(o, DataCube))
-    ctx = DemoContext(dc, contents, out, progress)
+    ctx = DemoContext(dc, contents, out, progress, source=src)
     try:
         for name, step in STEPS:
             if log:

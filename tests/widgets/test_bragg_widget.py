@@ -1,10 +1,16 @@
 """The Bragg disks and strain widget on the strained-crystal sample, scored against its truth."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from napari_4dstem._sample_data import sample_path
 from napari_4dstem.analysis.bragg import detect_in_stack
+from napari_4dstem.data.results import DiffractionImage
 from napari_4dstem.io import emd
 from napari_4dstem.widgets._results import set_results_viewer
 from napari_4dstem.widgets.bragg import (
@@ -22,7 +28,7 @@ def test_symmetric_limits():
     assert symmetric_limits(np.zeros(3))[1] > 0
 
 
-def test_live_detection_all_patterns_lattice_and_strain(make_napari_viewer, qtbot):
+def test_live_detection_all_patterns_lattice_and_strain(make_napari_viewer, qtbot, tmp_path):
     main, results = make_napari_viewer(), make_napari_viewer()
     set_results_viewer(main, results)
     main.open_sample("napari-4dstem", "strained_crystal")
@@ -60,3 +66,34 @@ def test_live_detection_all_patterns_lattice_and_strain(make_napari_viewer, qtbo
         lo, hi = results.layers[c].contrast_limits
         assert lo == pytest.approx(-hi)
     assert "true strain" in w.strain_label.text() and "rows 0:8" in w.strain_label.text()
+    # copy as Python: the script, run headless, gives the widget's strain maps exactly
+    text = w.copy_as_python()
+    assert "run_strain(" in text and "ProbeSource(" in text
+    script = tmp_path / "copied.py"
+    script.write_text(text)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    again = emd.read(tmp_path / "result.h5")["strain"]
+    np.testing.assert_array_equal(again.data, w.result.strain.strain.data)
+    for k, c in enumerate(("e_xx", "e_yy", "e_xy")):
+        np.testing.assert_array_equal(results.layers[c].data, again.data[..., k])
+    # the saved result reopens with its recipe, and the strain is dimensionless (not 'intensity')
+    saved = emd.read(w.save_result(tmp_path / "saved.h5"))
+    assert saved["strain"].units == "" and saved["strain"].params["recipe"]["workflow"] == "strain"
+    # a strain layer saved from napari (File > Save Selected Layers) reopens with its units and recipe
+    results.layers.selection = {results.layers["e_xx"]}
+    assert results.layers.save(str(tmp_path / "exx.h5"), selected=True, plugin="napari-4dstem")
+    exx = emd.read(tmp_path / "exx.h5")["e_xx"]
+    np.testing.assert_array_equal(exx.data, w.result.strain.channel("e_xx"))
+    assert exx.units == "" and exx.params["channel"] == "e_xx"
+    assert exx.params["recipe"]["workflow"] == "strain" and exx.calibration == w.result.strain.strain.calibration
+    bvm = main.layers["Bragg vector map"]
+    main.layers.selection = {bvm}
+    assert main.layers.save(str(tmp_path / "bvm.h5"), selected=True, plugin="napari-4dstem")
+    assert isinstance(emd.read(tmp_path / "bvm.h5")["Bragg vector map"], DiffractionImage)
+    # the results went into the viewer's session (the Results dock lists them)
+    from napari_4dstem.widgets.results_list import session_results
+
+    assert [e.recipe.workflow for e in session_results(main).session.entries] == ["disks", "strain"]

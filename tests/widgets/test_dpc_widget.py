@@ -90,3 +90,33 @@ def test_auto_rotation_finds_the_planted_rotation(viewers, qtbot):
     yy, xx = np.mgrid[0:n, 0:n]
     bump = np.exp(-((yy - n / 2) ** 2 + (xx - n / 2) ** 2) / 40)
     assert np.corrcoef(results.layers["iDPC phase"].data.ravel(), bump.ravel())[0, 1] > 0.9
+
+
+def test_copy_as_python_reproduces_the_dpc_maps(viewers, qtbot, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from napari_4dstem.io import emd
+
+    main, results = viewers
+    main.open_sample("napari-4dstem", "strained_crystal")
+    w = CalibrationDPCWidget(main)
+    main.window.add_dock_widget(w)
+    assert w.copy_as_python() is None and "run the analysis first" in w.status.text()
+    w.com_btn.click()
+    qtbot.waitUntil(lambda: w.com is not None, timeout=30000)
+    _wait(qtbot, w)
+    w.auto_btn.click()
+    text = w.copy_as_python()
+    assert "run_dpc(" in text and "DPCParams(rotation_deg=" in text
+    (tmp_path / "copied.py").write_text(text)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    run = subprocess.run([sys.executable, "copied.py"], cwd=tmp_path, capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    again = emd.read(tmp_path / "result.h5")
+    np.testing.assert_array_equal(again["dpc"].data, w.dpc_map.data)
+    np.testing.assert_array_equal(again["idpc"].data, w.phase.data)
+    np.testing.assert_array_equal(results.layers["iDPC phase"].data, again["idpc"].data)

@@ -36,3 +36,23 @@ def test_preview_and_scan(make_napari_viewer, qtbot):
     main.add_image(np.roll(np.asarray(s.probe.data), (40, 40), axis=(0, 1)), name="bad probe")
     w.probe_combo.setCurrentText("bad probe")
     assert w.preview() is None and "not centred" in w.status.text()
+
+
+def test_save_and_copy_as_python(make_napari_viewer, qtbot, tmp_path):
+    """The result saves and reopens as BraggPeaks; data held only in memory has no script, and
+    the dock says why."""
+    from napari_4dstem.io import emd
+
+    main, results = make_napari_viewer(), make_napari_viewer()
+    set_results_viewer(main, results)
+    s = make_strained_crystal(scan_shape=(4, 4))
+    main.add_image(np.asarray(s.datacube.data), name="cube")
+    main.add_image(np.asarray(s.probe.data), name="probe")
+    w = NNDiskWidget(main)
+    w.run()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=60000)
+    saved = emd.read(w.save_result(tmp_path / "nn.h5"))
+    peaks = next(v for v in saved.values() if isinstance(v, BraggPeaks))
+    np.testing.assert_array_equal(peaks.qy, w.peaks.qy)
+    assert peaks.params["recipe"]["params"]["nn"]["min_relative"] == pytest.approx(0.1)
+    assert w.copy_as_python() is None and "not computed from a file" in w.status.text()

@@ -1,6 +1,11 @@
 """The Orientation mapping widget in real viewers: gold polycrystal sample -> plan -> one pattern
 checked against its true orientation -> the orientation map against the sample's truth."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.ndimage import distance_transform_edt
@@ -9,6 +14,7 @@ from napari_4dstem._sample_data import sample_path
 from napari_4dstem.analysis.crystal import bundled_crystal
 from napari_4dstem.analysis.symmetry import misorientation_deg
 from napari_4dstem.io import emd
+from napari_4dstem.pipelines import read_acom
 from napari_4dstem.widgets._results import set_results_viewer
 from napari_4dstem.widgets.orientation import (
     MEASURED_LAYER,
@@ -140,6 +146,30 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path):
     h5 = w.save_maps(tmp_path / "maps.h5")
     saved = emd.read(h5)
     assert any(k.endswith("ipf_z") for k in saved) and any(k.endswith("euler_bunge") for k in saved)
+    # the saved file reopens as the whole ACOMResult (read_acom), equal to the widget's
+    back = read_acom(h5)
+    np.testing.assert_array_equal(back.orientation, r.orientation)
+    np.testing.assert_array_equal(back.correlation, r.correlation)
+
+    # an IPF layer saved from napari reopens as an RGB map (channels r, g, b) with its recipe
+    results.layers.selection = {results.layers["IPF z"]}
+    assert results.layers.save(str(tmp_path / "ipf.h5"), selected=True, plugin="napari-4dstem")
+    ipf = emd.read(tmp_path / "ipf.h5")["IPF z"]
+    assert ipf.channels == ("r", "g", "b") and ipf.params["recipe"]["workflow"] == "acom"
+    np.testing.assert_allclose(ipf.data, r.ipf_rgb("z"), atol=1e-6)
+
+    # copy as Python: the script, run headless, gives the widget's orientation map exactly
+    text = w.copy_as_python()
+    assert "run_acom(" in text and "ACOMParams(" in text
+    (tmp_path / "copied.py").write_text(text)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    run = subprocess.run([sys.executable, "copied.py"], cwd=tmp_path, capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    again = read_acom(tmp_path / "result.h5")
+    np.testing.assert_array_equal(again.orientation, r.orientation)
+    np.testing.assert_array_equal(again.correlation, r.correlation)
+    np.testing.assert_array_equal(results.layers["IPF z"].data, again.ipf_rgb("z").astype(np.float32))
 
 
 def test_bad_input_leaves_clear_messages(viewers, qtbot, tmp_path):

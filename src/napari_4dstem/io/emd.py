@@ -25,6 +25,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from numbers import Number
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ __all__ = [
     "read",
     "read_calibration",
     "read_datacube",
+    "read_provenance",
     "write",
 ]
 
@@ -515,6 +517,19 @@ def _read_peaks(grp: h5py.Group, cal: Calibration, name: str, params) -> BraggPe
     return BraggPeaks(scan_shape, offsets, name=name, calibration=cal, params=params, **cols)
 
 
+def read_provenance(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """What every result node of a file records of how it was made: ``{node_name: {software,
+    software_version, written_utc, input_file, input_size_bytes, input_mtime_utc}}``."""
+    with _open(path) as f:
+        out = {}
+        for n in _walk(f):
+            ours = _read_metadata(f[n.path]).get(_OUR_META, {})
+            keep = {k: v for k, v in ours.items() if k.startswith(("software", "written", "input_"))}
+            if keep:
+                out[n.path.rstrip("/").split("/")[-1]] = keep
+        return out
+
+
 def read(path: str | os.PathLike) -> dict[str, Any]:
     """Everything in an EMD file: ``{node_name: DataCube | RealSpaceMap | DiffractionImage |
     BraggPeaks}``. Datacubes stay lazy (close them when done); results are read into memory.
@@ -629,9 +644,30 @@ def _write_datacube(
     return node
 
 
-def _write_map(parent: h5py.Group, m: RealSpaceMap) -> None:
+def input_record(path: str | os.PathLike | None) -> dict[str, Any]:
+    """What a result file records of its input: path, size and modification time (UTC)."""
+    if path is None:
+        return {}
+    p = Path(path)
+    out: dict[str, Any] = {"input_file": str(p.resolve())}
+    try:
+        st = p.stat()
+    except OSError:
+        return out
+    if p.is_file():
+        out["input_size_bytes"] = int(st.st_size)
+    out["input_mtime_utc"] = datetime.fromtimestamp(st.st_mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return out
+
+
+def _value_units(units: str) -> str:
+    # "" is a dimensionless quantity (strain, correlation), not py4DSTEM's default "intensity"
+    return units or "dimensionless"
+
+
+def _write_map(parent: h5py.Group, m: RealSpaceMap, prov: Mapping[str, Any]) -> None:
     node = _new_group(parent, m.name, "array", "RealSlice")
-    node.create_dataset("data", data=m.data).attrs["units"] = m.units or "intensity"
+    node.create_dataset("data", data=m.data).attrs["units"] = _value_units(m.units)
     cal = m.calibration
     (ry, rx), ru = (cal.scan_step or (1.0, 1.0)), _R_UNITS_TO_P4[cal.scan_units]
     dims = [([0.0, ry], "Rx", ru), ([0.0, rx], "Ry", ru)]
@@ -642,21 +678,22 @@ def _write_map(parent: h5py.Group, m: RealSpaceMap) -> None:
         d.attrs["units"] = "none"
     _write_metadata(node, "gen_params", m.params)
     _write_metadata(
-        node, _OUR_META, {"result_type": "RealSpaceMap", "units": m.units, "channels": list(m.channels) or None}
+        node, _OUR_META,
+        {"result_type": "RealSpaceMap", "units": m.units, "channels": list(m.channels) or None, **prov},
     )
 
 
-def _write_image(parent: h5py.Group, im: DiffractionImage) -> None:
+def _write_image(parent: h5py.Group, im: DiffractionImage, prov: Mapping[str, Any]) -> None:
     node = _new_group(parent, im.name, "array", "DiffractionSlice")
-    node.create_dataset("data", data=im.data).attrs["units"] = im.units or "intensity"
+    node.create_dataset("data", data=im.data).attrs["units"] = _value_units(im.units)
     cal = im.calibration
     q, qu = cal.k_pixel_size or 1.0, _Q_UNITS_TO_P4[cal.k_units]
     _dims(node, [([0.0, q], "Qx", qu), ([0.0, q], "Qy", qu)])
     _write_metadata(node, "gen_params", im.params)
-    _write_metadata(node, _OUR_META, {"result_type": "DiffractionImage", "units": im.units})
+    _write_metadata(node, _OUR_META, {"result_type": "DiffractionImage", "units": im.units, **prov})
 
 
-def _write_peaks(parent: h5py.Group, p: BraggPeaks, detector_shape) -> None:
+def _write_peaks(parent: h5py.Group, p: BraggPeaks, detector_shape, prov: Mapping[str, Any]) -> None:
     node = _new_group(parent, p.name, "custom", "BraggVectors")
     pla = _new_group(node, "_v_uncal", "custom_pointlistarray", "PointListArray")
     # py4DSTEM's qx is along the first detector axis: our qy
@@ -672,6 +709,7 @@ def _write_peaks(parent: h5py.Group, p: BraggPeaks, detector_shape) -> None:
         node, "_braggvectors_shape", {"Rshape": tuple(p.scan_shape), "Qshape": tuple(detector_shape)}
     )
     _write_metadata(node, "gen_params", p.params)
+    _write_metadata(node, _OUR_META, {"result_type": "BraggPeaks", **prov})
 
 
 def write(
@@ -682,6 +720,7 @@ def write(
     chunks: tuple[int, int, int, int] | None = None,
     compression: str | None = None,
     progress: Callable[[Progress], Any] | None = None,
+    source: str | os.PathLike | None = None,
 ) -> Path:
     """Write objects to a new EMD 1.0 file that py4DSTEM 0.14 reads, atomically.
 
@@ -694,6 +733,9 @@ def write(
         HDF5 chunks of the datacube; default ``(8-16, 8-16, k_y, k_x)``.
     compression : {None, "gzip", "lzf"}
         Compression of the datacube (results are small and stored plainly).
+    source : path, optional
+        The input file the results were computed from (default: the datacube's source). Every
+        result node records it (path, size, mtime) with the software version and the time.
     """
     if not objects:
         raise ValueError("nothing to write")
@@ -710,6 +752,13 @@ def write(
     if det_shape is None:
         det_shape = next((o.data.shape for o in objects if isinstance(o, DiffractionImage)), (0, 0))
     root_name = root or (f"{cube.name}_root" if cube is not None else "napari_4dstem_root")
+    from .. import __version__
+
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if source is None and cube is not None:
+        source = cube.source
+    prov = {"software": "napari-4dstem", "software_version": __version__, "written_utc": now,
+            **input_record(source)}
     with atomic_output(path, overwrite=overwrite) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["emd_group_type"] = "file"
@@ -718,6 +767,8 @@ def write(
             f.attrs["UUID"] = str(uuid.uuid4())
             f.attrs["authoring_program"] = "napari-4dstem"
             f.attrs["authoring_user"] = ""
+            f.attrs["napari_4dstem_version"] = __version__
+            f.attrs["written_utc"] = now
             r = f.create_group(root_name)
             r.attrs["emd_group_type"] = "root"
             r.attrs["python_class"] = "Root"
@@ -730,11 +781,11 @@ def write(
                 if o is cube:
                     continue
                 if isinstance(o, RealSpaceMap):
-                    _write_map(parent, o)
+                    _write_map(parent, o, prov)
                 elif isinstance(o, DiffractionImage):
-                    _write_image(parent, o)
+                    _write_image(parent, o, prov)
                 else:
-                    _write_peaks(parent, o, det_shape)
+                    _write_peaks(parent, o, det_shape, prov)
                 rel = parent.name[len(r.name):] + "/" + o.name
                 targets.append(rel if rel.startswith("/") else "/" + rel)
             _write_metadata(r, "calibration", _calibration_items_p4(cal, targets), cls="Calibration")

@@ -193,54 +193,21 @@ def add_infer(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _read_probe(spec: str):
-    import numpy as np
-
-    from ..errors import FileFormatError
-
-    path, _, name = str(spec).partition(":")
-    if path.lower().endswith(".npy"):
-        return np.load(path)
-    from ..io import emd
-
-    objs = emd.read(path)
-    key = name or "probe"
-    hits = [v for k, v in objs.items() if k == key or k.split("/")[-1] == key]
-    if not hits:
-        raise FileFormatError(path, f"no node {key!r} in the file (have {sorted(objs)})")
-    return hits[0]
-
-
 def run_infer(args) -> int:
-    from ..analysis.bragg import bragg_vector_map, origin_from_peaks
-    from ..cli import _open_calibrated
-    from ..engine.jobs import run_job
-    from ..errors import FileFormatError
-    from ..io import emd
-    from .infer import iter_find_bragg_disks_nn
+    from ..cli import _need_emd, _run_on_cube
+    from ..pipelines import NNDiskParams, iter_disks
 
-    if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
-        raise FileFormatError(args.out, "infer writes an EMD file (.h5)")
-    probe = _read_probe(args.probe)
-    dc = _open_calibrated(args)
-    try:
-        peaks = run_job(
-            iter_find_bragg_disks_nn(
-                dc,
-                probe=probe,
-                model=args.model,
-                mc_samples=args.mc_samples,
-                min_relative=args.min_relative,
-                min_significance=None if args.min_significance < 0 else args.min_significance,
-                batch_size=args.batch_size,
-                device=args.device,
-            ),
-            _bar(args),
-        )
-    finally:
-        dc.close()
-    bvm = bragg_vector_map(peaks, origin=origin_from_peaks(peaks))
-    emd.write(args.out, peaks, bvm, overwrite=args.overwrite)
+    _need_emd(args, "infer")
+    params = NNDiskParams(
+        model=args.model,
+        mc_samples=args.mc_samples,
+        min_relative=args.min_relative,
+        min_significance=None if args.min_significance < 0 else args.min_significance,
+        batch_size=args.batch_size,
+    )
+    res = _run_on_cube(args, iter_disks, detection=params)
+    res.save(args.out, overwrite=args.overwrite)
+    peaks = res.peaks
     counts = peaks.counts()
     print(
         f"wrote {args.out}: {peaks.n_peaks} peaks, {counts.mean():.1f} per pattern "

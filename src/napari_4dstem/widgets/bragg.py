@@ -11,8 +11,6 @@ as maps with a diverging colormap and fixed symmetric limits, and histograms in 
 
 from __future__ import annotations
 
-from typing import Any
-
 import napari
 import numpy as np
 from qtpy.QtWidgets import (
@@ -32,7 +30,14 @@ from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
 from ._common import CubePicker, JobRunner, scan_position
+from ._pipeline import (
+    PipelineActions,
+    layer_source,
+    probe_of_layer,
+    tag_layer,
+)
 from ._results import results_viewer, show_map
+from .results_list import session_results
 
 PEAKS_LAYER = "Bragg disks (current pattern)"
 BVM_LAYER = "Bragg vector map"
@@ -50,7 +55,7 @@ def symmetric_limits(a: np.ndarray, percentile: float = 99.0) -> tuple[float, fl
     return (-m, m)
 
 
-class BraggStrainWidget(QWidget):
+class BraggStrainWidget(PipelineActions, QWidget):
     """Dock widget: probe template, live disk detection, all patterns, lattice and strain."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
@@ -61,6 +66,9 @@ class BraggStrainWidget(QWidget):
         self.bvm = None
         self.lattice = None
         self.strain = None  # StrainMap
+        self.disks = None  # pipelines.DisksResult of the last "find disks in all patterns"
+        self.result = None  # pipelines.StrainResult of the last "compute strain"
+        self._probe_source = None  # what made the template (ProbeSource, or an image)
         self._build_ui()
         viewer.dims.events.current_step.connect(self._on_dims)
 
@@ -136,6 +144,12 @@ class BraggStrainWidget(QWidget):
         lf.addRow("g2 (y, x) [px]", row2)
         lf.addRow(self.strain_btn)
         lf.addRow(self.strain_label)
+        self.save_btn = QPushButton("Save result...")
+        self.copy_btn = QPushButton("Copy as Python")
+        row3 = QHBoxLayout()
+        row3.addWidget(self.save_btn)
+        row3.addWidget(self.copy_btn)
+        lf.addRow(row3)
 
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
@@ -165,6 +179,8 @@ class BraggStrainWidget(QWidget):
         for sb in self.g:
             sb.valueChanged.connect(lambda _: self._lattice_from_fields())
         self.strain_btn.clicked.connect(self.compute_strain)
+        self.save_btn.clicked.connect(lambda: self.save_result())
+        self.copy_btn.clicked.connect(lambda: self.copy_as_python())
 
     def _refresh_probes(self, event=None) -> None:
         names = [lyr.name for lyr in self.viewer.layers
@@ -196,17 +212,16 @@ class BraggStrainWidget(QWidget):
 
     # -- template -----------------------------------------------------------------------------
     def make_template(self) -> None:
-        from ..analysis.probe import make_template, template_from_bf_disk
+        from ..pipelines import probe_template
 
         try:
             dc, _ = self.datacube()
             choice = self.probe_combo.currentText()
-            kind = self.kernel_combo.currentText()
+            probe = None
             if choice.startswith("layer: "):
-                probe = np.asarray(self.viewer.layers[choice[len("layer: "):]].data, dtype=np.float64)
-                self.template = make_template(probe, kind=kind)
-            else:
-                self.template = template_from_bf_disk(dc.mean_pattern(), kind=kind)
+                probe = probe_of_layer(self.viewer.layers[choice[len("layer: "):]])
+            self.template = probe_template(dc, probe, kernel=self.kernel_combo.currentText())
+            self._probe_source = probe
         except Napari4DSTEMError as e:
             self._error(e)
             return
@@ -214,15 +229,19 @@ class BraggStrainWidget(QWidget):
         self.template_label.setText(f"{t.kind} kernel, disk radius {t.radius_px:.2f} px, edge {t.edge_px:.2f} px")
         self.detect_current()
 
-    def _detect_kwargs(self) -> dict[str, Any]:
-        return {
-            "correlation_power": self.power.value(),
-            "min_relative": self.min_rel.value(),
-            "min_spacing_px": self.min_spacing.value() or None,
-            "edge_px": None if self.edge.value() < 0 else self.edge.value(),
-            "max_peaks": self.max_peaks.value(),
-            "subpixel": self.subpixel.currentText(),
-        }
+    def disk_params(self):
+        """The dock's DiskDetectionParams (the same dataclass as the CLI and the demo)."""
+        from ..pipelines import DiskDetectionParams
+
+        return DiskDetectionParams(
+            kernel=self.kernel_combo.currentText(),
+            correlation_power=self.power.value(),
+            min_relative=self.min_rel.value(),
+            min_spacing_px=self.min_spacing.value() or None,
+            edge_px=None if self.edge.value() < 0 else self.edge.value(),
+            max_peaks=self.max_peaks.value(),
+            subpixel=self.subpixel.currentText(),
+        )
 
     def _current_position(self) -> tuple[int, int] | None:
         lyr = self.layer_combo.layer
@@ -236,19 +255,17 @@ class BraggStrainWidget(QWidget):
 
     def detect_current(self) -> np.ndarray | None:
         """Detect the disks of the displayed pattern and show them as Points (GUI thread: ms)."""
-        from ..analysis.bragg import detect_in_stack
+        from ..pipelines import detect_pattern
 
         pos = self._current_position()
         if self.template is None or pos is None:
             return None
         dc, cal = self.datacube()
         try:
-            peaks, count = detect_in_stack(dc.pattern(*pos)[None], self.template, parallel=False,
-                                           **self._detect_kwargs())
+            p = detect_pattern(dc.pattern(*pos), self.template, self.disk_params())
         except Napari4DSTEMError as e:
             self._error(e)
             return None
-        p = peaks[0, : int(count[0])]
         inten = p[:, 2]
         size = 4 + 10 * np.sqrt(np.clip(inten / max(np.nanmax(inten), 1e-12), 0, 1)) if len(p) else []
         kw = cal.napari_kwargs("k")
@@ -268,24 +285,30 @@ class BraggStrainWidget(QWidget):
             self.make_template()
             if self.template is None:
                 return
-        from ..analysis.bragg import iter_find_bragg_disks
         from ..engine.driver import n_blocks_for
+        from ..pipelines import iter_disks
 
         dc, cal = self.datacube()
-        self.jobs.start(iter_find_bragg_disks, dc, template=self.template, calibration=cal,
-                        **self._detect_kwargs(), desc="finding Bragg disks",
-                        total=n_blocks_for(dc.data), on_done=self._on_peaks)
+        try:
+            params = self.disk_params()
+        except Napari4DSTEMError as e:
+            self._error(e)
+            return
+        self.jobs.start(iter_disks, dc, detection=params, probe=self._probe_source, template=self.template,
+                        calibration=cal, source=layer_source(self.layer_combo.layer),
+                        desc="finding Bragg disks", total=n_blocks_for(dc.data), on_done=self._on_peaks)
 
     def cancel(self) -> None:
         self.jobs.cancel()
 
-    def _on_peaks(self, peaks) -> None:
-        from ..analysis.bragg import bragg_vector_map, origin_from_peaks
-
-        self.peaks = peaks
-        dc, cal = self.datacube()
-        self.origin = origin_from_peaks(peaks)
-        self.bvm = bragg_vector_map(peaks, origin=self.origin, shape=dc.detector_shape)
+    def _on_peaks(self, disks) -> None:
+        self.disks = disks
+        self.result = None
+        session_results(self.viewer).add(disks, "disks")
+        peaks = self.peaks = disks.peaks
+        _, cal = self.datacube()
+        self.origin = disks.origin
+        self.bvm = disks.bvm
         kw = cal.napari_kwargs("k")
         img = np.log1p(self.bvm.data)
         if BVM_LAYER in self.viewer.layers:
@@ -293,6 +316,7 @@ class BraggStrainWidget(QWidget):
         else:
             self.viewer.add_image(img, name=BVM_LAYER, colormap="magma", blending="additive",
                                   visible=False, **kw)
+        tag_layer(self.viewer.layers[BVM_LAYER], self.bvm, units=f"log(1 + {self.bvm.units})", recipe=disks.recipe)
         show_map(results_viewer(self.viewer), "disks per pattern", peaks.counts().astype(np.float32),
                  peaks.calibration, colormap="viridis")
         counts = peaks.counts()
@@ -302,13 +326,13 @@ class BraggStrainWidget(QWidget):
 
     # -- lattice and strain ---------------------------------------------------------------------
     def find_lattice(self) -> None:
-        from ..analysis.lattice import find_lattice
+        from ..pipelines import StrainParams, find_lattice_for
 
         if self.bvm is None:
             self._say("find the disks in all patterns first")
             return
         try:
-            self.lattice = find_lattice(self.bvm)
+            self.lattice = find_lattice_for(self.peaks, StrainParams(), self.bvm)
         except Napari4DSTEMError as e:
             self._error(e)
             return
@@ -352,16 +376,19 @@ class BraggStrainWidget(QWidget):
         return int(max(r0, 0)), int(r1), int(max(c0, 0)), int(c1)
 
     def compute_strain(self) -> None:
-        from ..analysis.lattice import fit_lattice
-        from ..analysis.strain import strain_from_lattice
+        from ..pipelines import StrainParams, strain_from_peaks
 
         if self.peaks is None or self.lattice is None:
             self._say("find the disks and the lattice first")
             return
         ref = self.reference_region()
         try:
-            fit = fit_lattice(self.peaks, self.lattice)
-            self.strain = strain_from_lattice(fit, reference=ref)
+            # the lattice in use, as given vectors: the script reproduces exactly this fit
+            params = StrainParams(reference=ref, g1=self.lattice.g1, g2=self.lattice.g2, refine_lattice=False)
+            self.result = strain_from_peaks(self.peaks, params, bvm=self.bvm, lattice=self.lattice,
+                                            recipe=self.disks.recipe)
+            self.strain = self.result.strain
+            session_results(self.viewer).add(self.result, "strain")
         except Napari4DSTEMError as e:
             self._error(e)
             return
@@ -372,9 +399,12 @@ class BraggStrainWidget(QWidget):
                          **cal.napari_kwargs("scan"))
         for c in STRAIN_CHANNELS:
             data = self.strain.channel(c)
-            show_map(v, c, data, cal, colormap="PiYG" if c == "theta_rad" else "RdBu_r",
-                     contrast_limits=symmetric_limits(data))
-        show_map(v, "fit residual [px]", self.strain.confidence.channel("residual_px"), cal, colormap="gray")
+            lyr = show_map(v, c, data, cal, colormap="PiYG" if c == "theta_rad" else "RdBu_r",
+                           contrast_limits=symmetric_limits(data))
+            tag_layer(lyr, self.strain.strain, channel=c, units="rad" if c == "theta_rad" else "",
+                      recipe=self.result.recipe)
+        lyr = show_map(v, "fit residual [px]", self.strain.confidence.channel("residual_px"), cal, colormap="gray")
+        tag_layer(lyr, self.strain.confidence, channel="residual_px", units="px", recipe=self.result.recipe)
         v.layers.move(v.layers.index(v.layers[REFERENCE_LAYER]), len(v.layers) - 1)
         self._plot_histograms()
         where = "median" if ref is None else f"rows {ref[0]}:{ref[1]}, columns {ref[2]}:{ref[3]}"
@@ -392,3 +422,8 @@ class BraggStrainWidget(QWidget):
             ax.set_title(c + (" [rad]" if c == "theta_rad" else " [%]"), fontsize=8)
             ax.tick_params(labelsize=7)
         self.hist_canvas.draw_idle()
+
+    # -- the result (Save result..., Copy as Python: PipelineActions) ------------------------------
+    def pipeline_result(self):
+        """The strain result, or before the strain the disks."""
+        return self.result if self.result is not None else self.disks

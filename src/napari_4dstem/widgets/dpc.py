@@ -26,10 +26,11 @@ from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
 from ._common import CubePicker, JobRunner
+from ._pipeline import PipelineActions, layer_source, tag_layer
 from ._results import color_wheel, results_viewer, show_map, show_vectors
 
 
-class CalibrationDPCWidget(QWidget):
+class CalibrationDPCWidget(PipelineActions, QWidget):
     """Dock widget: measure the origin and descan, then COM / DPC / iDPC maps."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
@@ -40,6 +41,7 @@ class CalibrationDPCWidget(QWidget):
         self.com = None  # RealSpaceMap of the centre of mass (cached for rotation changes)
         self.dpc_map = None
         self.phase = None
+        self.result = None  # pipelines.DPCResult of the maps shown (Save result..., Copy as Python)
         self._build_ui()
 
     # -- UI -----------------------------------------------------------------------------------
@@ -92,6 +94,12 @@ class CalibrationDPCWidget(QWidget):
         df.addRow("descan removal", self.descan)
         df.addRow("iDPC regularisation", self.reg)
         df.addRow(self.dpc_label)
+        self.save_btn = QPushButton("Save result...")
+        self.copy_btn = QPushButton("Copy as Python")
+        acts = QHBoxLayout()
+        acts.addWidget(self.save_btn)
+        acts.addWidget(self.copy_btn)
+        df.addRow(acts)
 
         self.cancel_btn = QPushButton("Cancel")
         self.status = QLabel("")
@@ -113,6 +121,8 @@ class CalibrationDPCWidget(QWidget):
         self.flip.toggled.connect(lambda _: self.update_dpc())
         self.descan.currentIndexChanged.connect(lambda _: self.update_dpc())
         self.reg.valueChanged.connect(lambda _: self.update_dpc())
+        self.save_btn.clicked.connect(lambda: self.save_result())
+        self.copy_btn.clicked.connect(lambda: self.copy_as_python())
 
     # -- layers -------------------------------------------------------------------------------
     @property
@@ -192,23 +202,23 @@ class CalibrationDPCWidget(QWidget):
         """Store the fitted origin map in the layer's calibration (used by descan elsewhere)."""
         if self.origin_fit is None or self.layer is None:
             return
+        from ..plugin_api import set_layer_calibration
+
         lyr = self.layer
         cal = self.datacube()[1].replace(origin_map_px=self.origin_fit.origin_map_px, origin_px=None)
-        meta = dict(lyr.metadata.get("napari_4dstem", {}))
-        meta["calibration"] = cal
-        lyr.metadata["napari_4dstem"] = meta
+        set_layer_calibration(self.viewer, lyr, cal)  # stores it and emits calibration_changed
         self.status.setText(f"origin map stored in {lyr.name}'s calibration")
 
     # -- COM / DPC ------------------------------------------------------------------------------
     def compute_com(self) -> None:
-        from ..analysis.com import iter_center_of_mass
+        from ..pipelines import DPCParams, iter_com
 
         try:
             dc, cal = self.datacube()
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return
-        self._run(iter_center_of_mass, self._on_com, dc, calibration=cal,
+        self._run(iter_com, self._on_com, dc, DPCParams(), calibration=cal,
                   desc="centre of mass", total=self._blocks(dc))
 
     def _on_com(self, com) -> None:
@@ -244,12 +254,15 @@ class CalibrationDPCWidget(QWidget):
         """DPC and iDPC maps from the cached COM with the current rotation (no data pass)."""
         if self.com is None:
             return
-        from ..analysis.dpc import dpc, idpc
+        from ..pipelines import DPCParams, run_dpc
 
         try:
-            self.dpc_map = dpc(self.com, rotation_deg=self.rotation.value(), flip=self.flip.isChecked(),
-                               descan=self.descan.currentText())
-            self.phase = idpc(self.dpc_map, regularization=self.reg.value())
+            dc, cal = self.datacube()
+            params = DPCParams(rotation_deg=self.rotation.value(), flip=self.flip.isChecked(),
+                               descan=self.descan.currentText(), regularization=self.reg.value())
+            # the cached COM: no pass over the data; the result knows its recipe
+            self.result = run_dpc(dc, dpc=params, com=self.com, calibration=cal, source=layer_source(self.layer))
+            self.dpc_map, self.phase = self.result.dpc, self.result.phase
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return
@@ -258,5 +271,10 @@ class CalibrationDPCWidget(QWidget):
         uy, ux = self.dpc_map.channel("dpc_y"), self.dpc_map.channel("dpc_x")
         show_map(v, "DPC magnitude", self.dpc_map.channel("magnitude"), cal, colormap="magma")
         show_map(v, "DPC colour wheel", color_wheel(uy, ux), cal, rgb=True)
-        show_map(v, "iDPC phase", self.phase.data, cal, colormap="gray")
+        tag_layer(show_map(v, "iDPC phase", self.phase.data, cal, colormap="gray"), self.phase,
+                  recipe=self.result.recipe)
         show_vectors(v, "DPC vectors", uy, ux, cal)
+
+    def pipeline_result(self):
+        """The COM/DPC/iDPC maps shown (Save result..., Copy as Python: PipelineActions)."""
+        return self.result

@@ -25,19 +25,22 @@ from qtpy.QtWidgets import (
 
 from ..errors import Napari4DSTEMError
 from ._common import CubePicker, JobRunner, models_changed, scan_position
+from ._pipeline import PipelineActions, layer_source, probe_of_layer
 from ._results import results_viewer, show_map
+from .results_list import session_results
 
 PEAKS_LAYER = "NN disks (current pattern)"
 PRED_LAYER = "NN prediction"
 
 
-class NNDiskWidget(QWidget):
+class NNDiskWidget(PipelineActions, QWidget):
     """Dock widget: model, probe, live preview, and the whole scan in a worker."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = viewer
         self.peaks = None
+        self.disks = None  # pipelines.DisksResult of the last whole-scan run
         self.layer_combo = CubePicker(viewer)
         self.probe_combo = QComboBox()
         self.model_combo = QComboBox()
@@ -60,6 +63,8 @@ class NNDiskWidget(QWidget):
         self.preview_btn = QPushButton("Preview on the current pattern")
         self.run_btn = QPushButton("Find disks in all patterns")
         self.cancel_btn = QPushButton("Cancel")
+        self.save_btn = QPushButton("Save result...")
+        self.copy_btn = QPushButton("Copy as Python")
         self.status = QLabel("")
         self.status.setWordWrap(True)
         form = QFormLayout()
@@ -71,8 +76,10 @@ class NNDiskWidget(QWidget):
         form.addRow("MC-dropout samples", self.mc)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
-        for w in (self.preview_btn, self.run_btn, self.cancel_btn, self.status):
+        for w in (self.preview_btn, self.run_btn, self.cancel_btn, self.save_btn, self.copy_btn, self.status):
             lay.addWidget(w)
+        self.save_btn.clicked.connect(lambda: self.save_result())
+        self.copy_btn.clicked.connect(lambda: self.copy_as_python())
         lay.addStretch()
         self.preview_btn.clicked.connect(self.preview)
         self.run_btn.clicked.connect(self.run)
@@ -135,6 +142,13 @@ class NNDiskWidget(QWidget):
     def _min_sig(self) -> float | None:
         return self.min_sig.value() or None
 
+    def nn_params(self):
+        """The dock's NNDiskParams (the same dataclass as ``napari-4dstem infer``)."""
+        from ..pipelines import NNDiskParams
+
+        return NNDiskParams(model=self.model_combo.currentText() or None, min_relative=self.min_rel.value(),
+                            mc_samples=self.mc.value(), min_significance=self._min_sig())
+
     # -- preview ------------------------------------------------------------------------------
     def preview(self) -> np.ndarray | None:
         """Run the network on the displayed pattern (GUI thread: tens of ms)."""
@@ -188,21 +202,21 @@ class NNDiskWidget(QWidget):
     # -- whole scan ---------------------------------------------------------------------------
     def run(self) -> None:
         from ..engine.driver import n_blocks_for
-        from ..nn.infer import iter_find_bragg_disks_nn
+        from ..pipelines import iter_disks
 
         try:
-            dc, _cal, probe, model = self._inputs()
+            dc, cal, _, _ = self._inputs()
+            params = self.nn_params()
         except Napari4DSTEMError as e:
             self._error(e)
             return
         self.jobs.start(
-            iter_find_bragg_disks_nn,
+            iter_disks,
             dc,
-            probe=probe,
-            model=model,
-            min_relative=self.min_rel.value(),
-            mc_samples=self.mc.value(),
-            min_significance=self._min_sig(),
+            detection=params,
+            probe=probe_of_layer(self.viewer.layers[self.probe_combo.currentText()]),
+            calibration=cal,
+            source=layer_source(self.layer_combo.layer),
             desc="running the network on every pattern",
             total=n_blocks_for(dc.data),
             on_done=self._on_peaks,
@@ -215,8 +229,10 @@ class NNDiskWidget(QWidget):
     def cancel(self) -> None:
         self.jobs.cancel()
 
-    def _on_peaks(self, peaks) -> None:
-        self.peaks = peaks
+    def _on_peaks(self, disks) -> None:
+        self.disks = disks
+        session_results(self.viewer).add(disks, "NN disks")
+        peaks = self.peaks = disks.peaks
         show_map(
             results_viewer(self.viewer),
             "NN disks per pattern",
@@ -226,3 +242,10 @@ class NNDiskWidget(QWidget):
         )
         c = peaks.counts()
         self._say(f"{peaks.n_peaks} disks in {c.size} patterns ({c.min()}-{c.max()} per pattern)")
+
+    # -- the result (Save result..., Copy as Python: PipelineActions) ------------------------------
+    result_file_name = "nn_disks.h5"
+
+    def pipeline_result(self):
+        """The peaks and Bragg vector map of the last whole-scan run."""
+        return self.disks

@@ -10,7 +10,6 @@ spots (with their hkl) as Points layers over the pattern in the main viewer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import napari
@@ -34,10 +33,12 @@ from qtpy.QtWidgets import (
 
 from ..analysis.crystal import BUNDLED_CRYSTALS
 from ..data.calibration import Calibration
-from ..engine.jobs import Progress
 from ..errors import CalibrationError, Napari4DSTEMError
+from ..pipelines import PatternCheck
 from ._common import CubePicker, JobRunner, scan_position
+from ._pipeline import PipelineActions, layer_source, probe_of_layer, tag_layer
 from ._results import results_viewer, show_map
+from .results_list import session_results
 
 # the bundled crystals, Fe and Ti shown by their structure aliases (load_crystal takes both)
 BUNDLED = tuple({"Fe": "Fe-bcc", "Ti": "Ti-hcp"}.get(k, k) for k in BUNDLED_CRYSTALS)
@@ -46,103 +47,23 @@ MEASURED_LAYER = "ACOM measured peaks"
 TEMPLATE_LAYER = "ACOM best template"
 
 
-@dataclass
-class PatternCheck:
-    """What "Check current pattern" found: the peaks of one pattern and its matches."""
-
-    iy: int
-    ix: int
-    peaks_yx: np.ndarray  # (n, 2) detector pixels
-    intensity: np.ndarray  # (n,)
-    origin_px: tuple[float, float] | None
-    result: object | None  # ACOMResult of a (1, 1) scan, None without an origin
-
-
 # ------------------------------------------------------------------------------------------
-# jobs (run in the worker; they only sequence core calls)
+# jobs (run in the worker; they only sequence pipeline calls)
 # ------------------------------------------------------------------------------------------
-def _plan_job(crystals, plan_kwargs):
-    from ..analysis.orientation import build_orientation_plan
+def _plans_job(crystals, acom):
+    from ..pipelines import iter_plans
 
-    plans = []
-    for k, c in enumerate(crystals):
-        yield Progress(k, len(crystals), f"building the orientation plan of {c.name}")
-        plans.append(build_orientation_plan(c, **plan_kwargs))
-    yield Progress(len(crystals), len(crystals), "plan built")
-    return plans
+    return (yield from iter_plans(acom, acom.energy_kev, acom.k_max_inv_A, crystals))
 
 
-def _template_job(dc, probe):
-    from ..analysis.probe import make_template, template_from_bf_disk
-
-    if probe is not None:
-        return make_template(probe)
-    mean = yield from dc.iter_reduce_patterns("mean")
-    return template_from_bf_disk(mean)
-
-
-def _with_origin(cal: Calibration, peaks) -> Calibration:
-    """The calibration, with the origin measured from the peaks when none is calibrated (as
-    ``napari-4dstem acom`` does)."""
-    if cal.origin_px is not None or cal.origin_map_px is not None:
-        return cal
-    from ..analysis.bragg import origin_from_peaks
-
-    om = origin_from_peaks(peaks).data
-    if not np.isfinite(om).any():
-        raise CalibrationError("no central beam found in the patterns: calibrate the origin first")
-    return cal.replace(origin_map_px=np.where(np.isfinite(om), om, np.nanmedian(om, axis=(0, 1))))
-
-
-def _scan_job(dc, cal, probe, peaks, crystals, plans, plan_kwargs, match_kwargs):
-    from ..analysis.acom import ACOM_DISK_DEFAULTS, iter_match_orientations
-    from ..analysis.bragg import iter_find_bragg_disks
+def _check_job(dc, cal, probe, iy, ix, crystals, plans, acom):
+    from ..pipelines import iter_acom_pattern, iter_probe_template
 
     if plans is None:
-        plans = yield from _plan_job(crystals, plan_kwargs)
-    if peaks is None:
-        template = yield from _template_job(dc, probe)
-        peaks = yield from iter_find_bragg_disks(
-            dc, template=template, calibration=cal, **ACOM_DISK_DEFAULTS
-        )
-    mcal = _with_origin(cal, peaks)
-    result = yield from iter_match_orientations(peaks, plans, calibration=mcal, **match_kwargs)
-    return plans, peaks, result
-
-
-def _check_job(dc, cal, probe, iy, ix, crystals, plans, plan_kwargs, match_kwargs):
-    from ..analysis.acom import ACOM_DISK_DEFAULTS, iter_match_orientations
-    from ..analysis.bragg import detect_in_stack, origin_from_peaks
-    from ..data.results import BraggPeaks
-
-    if plans is None:
-        plans = yield from _plan_job(crystals, plan_kwargs)
-    template = yield from _template_job(dc, probe)
-    yield Progress(0, 1, f"Bragg disks of pattern ({iy}, {ix})")
-    pattern = dc.pattern(iy, ix)
-    found, count = detect_in_stack(pattern[None], template, **ACOM_DISK_DEFAULTS)
-    rows = found[0, : int(count[0])]
-    rec = {"qy": rows[:, 0], "qx": rows[:, 1], "intensity": rows[:, 2], "correlation": rows[:, 3]}
-    one = BraggPeaks.from_lists(
-        [rec], (1, 1), calibration=cal, params={"detector_shape": list(pattern.shape)}
-    )
-    if cal.origin_map_px is not None:
-        origin = tuple(float(v) for v in cal.origin_map_px[iy, ix])
-    elif cal.origin_px is not None:
-        origin = tuple(float(v) for v in cal.origin_px)
-    else:
-        o = origin_from_peaks(one).data[0, 0]
-        origin = (float(o[0]), float(o[1])) if np.isfinite(o).all() else None
-    result = None
-    if origin is not None:
-        result = yield from iter_match_orientations(
-            one,
-            plans,
-            calibration=cal.replace(origin_map_px=None),
-            origin_px=origin,
-            **match_kwargs,
-        )
-    check = PatternCheck(iy, ix, rows[:, :2].copy(), rows[:, 2].copy(), origin, result)
+        plans = yield from _plans_job(crystals, acom)
+    template = yield from iter_probe_template(dc, probe)
+    check = yield from iter_acom_pattern(dc.pattern(iy, ix), iy=iy, ix=ix, template=template, plans=plans,
+                                         calibration=cal, acom=acom)
     return plans, check
 
 
@@ -151,13 +72,15 @@ def _hkl_label(hkl) -> str:
 
 
 # ------------------------------------------------------------------------------------------
-class OrientationWidget(QWidget):
+class OrientationWidget(PipelineActions, QWidget):
     """Dock widget: orientation (and phase) mapping from Bragg disks (ACOM)."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = viewer
         self._cif_crystal = None  # Crystal loaded from a CIF
+        self._cif_path = None  # ... and its file (the ACOMParams name it)
+        self.run = None  # pipelines.ACOMRun of the last run
         self.plans = None  # list[OrientationPlan] for the current parameters
         self._plan_key = None
         self.peaks = None  # BraggPeaks of the current layer (cached between runs)
@@ -221,11 +144,13 @@ class OrientationWidget(QWidget):
 
         self.ang_btn = QPushButton("Export .ang...")
         self.emd_btn = QPushButton("Save maps (EMD)...")
-        for b in (self.ang_btn, self.emd_btn):
+        self.copy_btn = QPushButton("Copy as Python")
+        for b in (self.ang_btn, self.emd_btn, self.copy_btn):
             b.setEnabled(False)
         exp = QHBoxLayout()
         exp.addWidget(self.ang_btn)
         exp.addWidget(self.emd_btn)
+        exp.addWidget(self.copy_btn)
 
         self.key_image = QLabel()
         self.key_image.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -258,6 +183,7 @@ class OrientationWidget(QWidget):
                               buttons=(self.build_btn, self.check_btn, self.run_btn))
         self.ang_btn.clicked.connect(lambda: self.export_ang())
         self.emd_btn.clicked.connect(lambda: self.save_maps())
+        self.copy_btn.clicked.connect(lambda: self.copy_as_python())
 
     # -- inputs -------------------------------------------------------------------------------
     @property
@@ -309,7 +235,7 @@ class OrientationWidget(QWidget):
             msg = str(e) if isinstance(e, Napari4DSTEMError) else f"{type(e).__name__}: {e}"
             self.status.setText(f"could not read the CIF {Path(path).name}: {msg}")
             return False
-        self._cif_crystal = crystal
+        self._cif_crystal, self._cif_path = crystal, str(path)
         self.crystal_combo.setCurrentText(CIF_ITEM)
         a, b, c, al, be, ga = crystal.cell_parameters
         self.crystal_label.setText(
@@ -329,36 +255,34 @@ class OrientationWidget(QWidget):
             return [self._cif_crystal]
         return [bundled_crystal(name)]
 
-    def _plan_kwargs(self) -> dict:
-        return {
-            "energy_kev": self.energy.value(),
-            "k_max_inv_A": self.k_max.value(),
-            "step_deg": self.step.value(),
-            "thickness_A": 10.0 * self.thickness.value(),
-        }
+    def acom_params(self, *, n_matches: int | None = None):
+        """The dock's ACOMParams (the same dataclass as the CLI and the demo)."""
+        from ..pipelines import ACOMParams
 
-    def _match_kwargs(self, *, n_matches: int | None = None) -> dict:
-        return {
-            "n_matches": n_matches or self.n_matches.value(),
-            "min_peaks": self.min_peaks.value(),
-        }
+        name = self.crystal_combo.currentText()
+        crystal = self._cif_path if name == CIF_ITEM else name
+        return ACOMParams(
+            crystals=(crystal or "",), energy_kev=self.energy.value(), k_max_inv_A=self.k_max.value(),
+            step_deg=self.step.value(), thickness_nm=self.thickness.value(),
+            n_matches=n_matches or self.n_matches.value(), min_peaks=self.min_peaks.value(),
+        )
 
-    def _current_plans(self, crystals, plan_kwargs):
+    def _current_plans(self, crystals, acom):
         """The built plans when they fit the current parameters, else None (rebuilt in the job)."""
         key = (
             tuple(id(c) if c is self._cif_crystal else c.name for c in crystals),
-            tuple(sorted(plan_kwargs.items())),
+            (acom.energy_kev, acom.k_max_inv_A, acom.step_deg, acom.inplane_step_deg, acom.thickness_nm),
         )
         return (self.plans if key == self._plan_key else None), key
 
     def _probe(self):
         lyr = self.viewer.layers["probe"] if "probe" in self.viewer.layers else None
         if lyr is not None and getattr(lyr, "ndim", 0) == 2 and not getattr(lyr, "rgb", False):
-            return np.asarray(lyr.data)
+            return probe_of_layer(lyr)
         return None
 
     def _inputs(self):
-        """(DataCube, Calibration with the dock's beam energy, crystals, plan kwargs)."""
+        """(DataCube, Calibration with the dock's beam energy, crystals, ACOMParams)."""
         dc, cal = self.layer_combo.datacube()
         cal = cal.replace(beam_energy_kev=self.energy.value())
         try:
@@ -367,7 +291,7 @@ class OrientationWidget(QWidget):
             raise CalibrationError(
                 f"orientation mapping needs a calibrated detector: {e}"
             ) from None
-        return dc, cal, self.crystals(), self._plan_kwargs()
+        return dc, cal, self.crystals(), self.acom_params()
 
     def scan_position(self) -> tuple[int, int]:
         return scan_position(self.viewer, self.layer)
@@ -405,10 +329,10 @@ class OrientationWidget(QWidget):
             self.status.setText(
                 f"plan of {', '.join(q.crystal.name for q in plans)}: {p.n_zones} zone axes x "
                 f"{p.n_inplane} in-plane angles ({sum(q.nbytes for q in plans) / 2**20:.1f} MiB), "
-                f"{len(p.shell_radii)} shells up to {kw['k_max_inv_A']:.2f} 1/A"
+                f"{len(p.shell_radii)} shells up to {kw.k_max_inv_A:.2f} 1/A"
             )
 
-        self._run(_plan_job, done, crystals, kw, desc="building the orientation plan")
+        self._run(_plans_job, done, crystals, kw, desc="building the orientation plan")
 
     def _set_plans(self, plans, key) -> None:
         self.plans, self._plan_key = plans, key
@@ -436,7 +360,7 @@ class OrientationWidget(QWidget):
             return
         iy, ix = self.scan_position()
         plans, key = self._current_plans(crystals, kw)
-        mk = self._match_kwargs(n_matches=max(3, self.n_matches.value()))
+        mk = self.acom_params(n_matches=max(3, self.n_matches.value()))
 
         def done(out):
             plans_, check = out
@@ -453,7 +377,6 @@ class OrientationWidget(QWidget):
             ix,
             crystals,
             plans,
-            kw,
             mk,
             desc=f"matching pattern ({iy}, {ix})",
         )
@@ -564,25 +487,18 @@ class OrientationWidget(QWidget):
         pkey = (self.layer.name, id(self.layer.data))
         peaks = self.peaks if pkey == self._peaks_key else None
 
-        def done(out):
-            plans_, peaks_, result = out
-            self._set_plans(plans_, key)
-            self.peaks, self._peaks_key = peaks_, pkey
-            self._on_result(result)
+        def done(run):
+            self._set_plans(list(run.plans), key)
+            self.peaks, self._peaks_key = run.peaks, pkey
+            self.run = run
+            session_results(self.viewer).add(run, "orientation map")
+            self._on_result(run.result)
 
-        self._run(
-            _scan_job,
-            done,
-            dc,
-            cal,
-            self._probe(),
-            peaks,
-            crystals,
-            plans,
-            kw,
-            self._match_kwargs(),
-            desc="orientation map",
-        )
+        from ..pipelines import iter_acom
+
+        self.jobs.start(iter_acom, dc, acom=kw, probe=self._probe(), calibration=cal, peaks=peaks,
+                        plans=None if plans is None else tuple(plans), source=layer_source(self.layer),
+                        desc="orientation map", on_done=done)
 
     def _on_result(self, res) -> None:
         from ..analysis.ipf import ipf_key_image
@@ -629,6 +545,12 @@ class OrientationWidget(QWidget):
                 units=sk["units"],
                 translate=(k * 1.1 * size * s, 1.05 * sx * sk["scale"][1]),
             )
+        # what File > Save writes for these layers: units, parameters (with the recipe), RGB
+        saved = {m.name: m for m in (self.run.saved_objects() if self.run is not None else res.to_maps())}
+        for d in ("x", "y", "z"):
+            tag_layer(v.layers[f"IPF {d}"], saved[f"ipf_{d}"], rgb=True)
+        for name in ("correlation", "reliability"):
+            tag_layer(v.layers[name], saved[name])
         for name in ("correlation", "reliability", "phase", "IPF y", "IPF x"):
             if name in v.layers:
                 v.layers[name].visible = False
@@ -636,6 +558,7 @@ class OrientationWidget(QWidget):
         v.reset_view()
         self.ang_btn.setEnabled(True)
         self.emd_btn.setEnabled(True)
+        self.copy_btn.setEnabled(self.run is not None)
         valid = res.valid
         n = int(valid.sum())
         med = float(np.median(res.correlation[..., 0][valid])) if n else 0.0
@@ -677,13 +600,20 @@ class OrientationWidget(QWidget):
             path, _ = QFileDialog.getSaveFileName(self, "Save maps", "acom.h5", "EMD (*.h5 *.emd)")
             if not path:
                 return None
-        from ..io import emd
-
-        objs = [*self.result.to_maps()] + ([self.peaks] if self.peaks is not None else [])
         try:
-            out = emd.write(path, *objs, overwrite=True)
+            if self.run is not None and self.run.result is self.result:
+                out = self.run.save(path, overwrite=True)  # with all top-N matches and the recipe
+            else:
+                from ..io import emd
+
+                objs = [*self.result.to_maps()] + ([self.peaks] if self.peaks is not None else [])
+                out = emd.write(path, *objs, overwrite=True)
         except (OSError, Napari4DSTEMError) as e:
             self._on_error(e)
             return None
         self.status.setText(f"wrote {out}")
         return out
+
+    def pipeline_result(self):
+        """The last orientation map run (Copy as Python: PipelineActions)."""
+        return self.run

@@ -1,0 +1,173 @@
+"""A small, stable API for other napari plugins that work next to napari-4dstem (UX point 24).
+
+- :class:`DetectorInfo`: the virtual detector as a frozen record (kind and geometry in detector
+  pixels, ``_px``), convertible to and from the analysis detectors.
+- :func:`events`: per-viewer signals (psygnal) ``pattern_changed(iy, ix)``,
+  ``datacube_changed(layer_name)``, ``calibration_changed(layer_name, Calibration)``,
+  ``virtual_image_changed(name, DetectorInfo)`` and ``result_added(name)``. The first two follow
+  napari's own events; the docks emit the others through :func:`set_layer_calibration`,
+  :func:`publish_virtual_image` and the Results session.
+- :func:`plugin_settings`: settings kept under each plugin's own key (a JSON file per plugin in
+  the user config folder), so plugins do not overwrite each other's.
+
+Example (another plugin's dock)::
+
+    from napari_4dstem.plugin_api import events, plugin_settings
+
+    ev = events(viewer)
+    ev.pattern_changed.connect(lambda iy, ix: print("pattern", iy, ix))
+    ev.calibration_changed.connect(lambda layer, cal: print(layer, cal.k_pixel_size))
+    settings = plugin_settings("my-plugin")
+    settings["threshold"] = 0.5
+    settings.save()
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from psygnal import Signal
+
+from .data.calibration import Calibration
+
+__all__ = ["DetectorInfo", "PluginEvents", "PluginSettings", "events", "plugin_settings",
+           "publish_virtual_image", "set_layer_calibration"]
+
+
+@dataclass(frozen=True)
+class DetectorInfo:
+    """A virtual detector: ``kind`` in point, disk, annulus, rectangle, mask; geometry in
+    detector pixels ``(k_y, k_x)``; ``mask_sha1`` identifies a mask detector's pixels."""
+
+    kind: str
+    center_px: tuple[float, float] | None = None
+    radius_px: float | None = None
+    inner_px: float | None = None
+    outer_px: float | None = None
+    rows: tuple[int, int] | None = None
+    cols: tuple[int, int] | None = None
+    mask_sha1: str | None = None
+
+    @classmethod
+    def from_detector(cls, det: Any) -> DetectorInfo:
+        d = det.to_params()
+        kind = d.pop("kind")
+        if kind == "mask":
+            return cls("mask", mask_sha1=d.get("sha1"))
+        tup = {k: tuple(v) for k, v in d.items() if isinstance(v, list)}
+        return cls(kind, **{**d, **tup})
+
+    def to_detector(self) -> Any:
+        """The analysis detector (not for masks: their pixels are not in the record)."""
+        from .pipelines import detector_from_params
+
+        fields = {k: v for k, v in self.__dict__.items() if v is not None and k != "mask_sha1"}
+        return detector_from_params(fields)
+
+
+class PluginEvents:
+    """The signals of one viewer (see the module docstring)."""
+
+    pattern_changed = Signal(int, int)
+    datacube_changed = Signal(str)
+    calibration_changed = Signal(str, object)
+    virtual_image_changed = Signal(str, object)
+    result_added = Signal(str)
+
+    def __init__(self, viewer):
+        self._viewer = weakref.ref(viewer)
+        self._last_pos: tuple[int, int] | None = None
+        viewer.dims.events.current_step.connect(self._on_step)
+        viewer.layers.events.inserted.connect(self._on_layers)
+        viewer.layers.events.removed.connect(self._on_layers)
+
+    def _cube_layer(self):
+        v = self._viewer()
+        if v is None:
+            return None
+        return next((lyr for lyr in v.layers if getattr(lyr, "ndim", 0) == 4
+                     and not getattr(lyr, "rgb", False) and hasattr(lyr, "contrast_limits")), None)
+
+    def _on_step(self, event=None) -> None:
+        v, lyr = self._viewer(), self._cube_layer()
+        if v is None or lyr is None:
+            return
+        world = v.dims.point[-4:-2] if v.dims.ndim >= 4 else None
+        if world is None:
+            return
+        data = lyr.world_to_data([*world, 0.0, 0.0])
+        sy, sx = lyr.data.shape[:2]
+        iy, ix = (math.floor(float(v) + 0.5) for v in data[:2])
+        pos = (min(max(iy, 0), sy - 1), min(max(ix, 0), sx - 1))
+        if pos != self._last_pos:
+            self._last_pos = pos
+            self.pattern_changed.emit(*pos)
+
+    def _on_layers(self, event=None) -> None:
+        value = getattr(event, "value", None)
+        if value is not None and getattr(value, "ndim", 0) == 4:
+            self._last_pos = None
+            self.datacube_changed.emit(str(value.name))
+
+
+_EVENTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def events(viewer) -> PluginEvents:
+    """The :class:`PluginEvents` of ``viewer`` (made on first use; one per viewer)."""
+    viewer = getattr(viewer, "__wrapped__", viewer)  # docks get a proxy of the viewer
+    ev = _EVENTS.get(viewer)
+    if ev is None:
+        ev = _EVENTS[viewer] = PluginEvents(viewer)
+    return ev
+
+
+def set_layer_calibration(viewer, layer, calibration: Calibration) -> None:
+    """Store ``calibration`` in a 4D layer (what the docks read) and emit calibration_changed."""
+    meta = dict(layer.metadata.get("napari_4dstem", {}))
+    meta["calibration"] = calibration
+    layer.metadata["napari_4dstem"] = meta
+    events(viewer).calibration_changed.emit(str(layer.name), calibration)
+
+
+def publish_virtual_image(viewer, name: str, detector: Any) -> None:
+    """Say that the virtual image ``name`` was (re)computed with ``detector`` (a Detector or a
+    DetectorInfo)."""
+    info = detector if isinstance(detector, DetectorInfo) else DetectorInfo.from_detector(detector)
+    events(viewer).virtual_image_changed.emit(str(name), info)
+
+
+class PluginSettings(dict):
+    """A plugin's own settings: a dict saved as JSON under the plugin's key."""
+
+    def __init__(self, path: Path, data: dict[str, Any]):
+        super().__init__(data)
+        self.path = path
+
+    def save(self) -> Path:
+        from .io._atomic import atomic_output
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(self.path, overwrite=True) as tmp:
+            Path(tmp).write_text(json.dumps(dict(self), indent=2) + "\n", encoding="utf-8")
+        return self.path
+
+
+def plugin_settings(plugin: str, *, folder: str | os.PathLike | None = None) -> PluginSettings:
+    """The settings of ``plugin`` (its own JSON file, ``<config>/plugins/<plugin>.json``)."""
+    key = "".join(c if c.isalnum() or c in "-_." else "_" for c in plugin)
+    if not key:
+        raise ValueError("give the plugin's name")
+    if folder is None:
+        import platformdirs
+
+        folder = Path(platformdirs.user_config_dir("napari-4dstem")) / "plugins"
+    path = Path(folder) / f"{key}.json"
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return PluginSettings(path, data)

@@ -1,0 +1,109 @@
+"""What the dock widgets share to call the workflow pipelines and hand their results on.
+
+Translation only: where a layer came from (its file, for the recipe of a result), the probe of a
+2D layer as a :class:`~napari_4dstem.pipelines.ProbeSource` when it was read from a file, layer
+metadata that lets napari's File > Save write a result with its units and parameters, and the
+"Save result..." / "Copy as Python" actions of a pipeline result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.results import DiffractionImage, RealSpaceMap
+from ..errors import Napari4DSTEMError
+
+META = "napari_4dstem"
+
+
+def layer_source(layer) -> str | None:
+    """The file a layer was read from (our reader and the samples record it), else None."""
+    return (getattr(layer, "metadata", None) or {}).get(META, {}).get("source")
+
+
+def probe_of_layer(layer) -> Any:
+    """A 2D probe layer as a ProbeSource (file and node) when it was read from a file, else its
+    image (the result then has no script: the probe is not in any file)."""
+    from ..pipelines import ProbeSource
+
+    ours = (getattr(layer, "metadata", None) or {}).get(META, {})
+    if ours.get("source") and ours.get("node"):
+        return ProbeSource(str(ours["source"]), str(ours["node"]))
+    return np.asarray(layer.data, dtype=np.float64)
+
+
+def result_metadata(obj: RealSpaceMap | DiffractionImage, *, channel: str | None = None,
+                    units: str | None = None, rgb: bool = False, recipe=None) -> dict[str, Any]:
+    """Layer metadata for a result (or one channel of a stack): what the writer saves back;
+    ``recipe`` (a pipelines.Recipe) goes into its parameters."""
+    return {
+        META: {
+            "kind": "diffraction" if isinstance(obj, DiffractionImage) else "real_space",
+            "calibration": obj.calibration,
+            "units": obj.units if units is None else units,
+            "params": {**obj.params, **({"channel": channel, "of": obj.name} if channel else {}),
+                       **({"recipe": recipe.to_dict()} if recipe is not None else {})},
+            **({"rgb_channels": ["r", "g", "b"]} if rgb else {}),
+        }
+    }
+
+
+def tag_layer(layer, obj, **kw) -> None:
+    """Give a layer made from ``obj`` the metadata of :func:`result_metadata`."""
+    layer.metadata = {**dict(layer.metadata), **result_metadata(obj, **kw)}
+
+
+def copy_to_clipboard(text: str) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    cb = QApplication.clipboard()
+    if cb is not None:
+        cb.setText(text)
+
+
+class PipelineActions:
+    """"Save result..." and "Copy as Python" for a dock widget whose analysis is a pipeline
+    result. The widget has ``self.jobs`` (JobRunner) and ``self.status`` (QLabel) and says which
+    result is current in :meth:`pipeline_result`."""
+
+    result_file_name = "result.h5"
+
+    def pipeline_result(self):  # pragma: no cover - every widget overrides it
+        raise NotImplementedError
+
+    def save_result(self, path: str | Path | None = None) -> Path | None:
+        """Save the current result to EMD (asks for the path when none is given)."""
+        result = self.pipeline_result()
+        try:
+            if result is None:
+                raise Napari4DSTEMError("run the analysis first")
+            if path is None:
+                from qtpy.QtWidgets import QFileDialog
+
+                path, _ = QFileDialog.getSaveFileName(self, "Save result", self.result_file_name,
+                                                      "EMD (*.h5 *.emd)")
+                if not path:
+                    return None
+            out = result.save(path, overwrite=True)
+        except (OSError, Napari4DSTEMError) as e:
+            self.jobs.error(e)
+            return None
+        self.status.setText(f"wrote {out}")
+        return out
+
+    def copy_as_python(self) -> str | None:
+        """Put the script that reproduces the current result on the clipboard and return it."""
+        result = self.pipeline_result()
+        try:
+            if result is None:
+                raise Napari4DSTEMError("run the analysis first")
+            text = result.to_script()
+        except Napari4DSTEMError as e:
+            self.jobs.error(e)
+            return None
+        copy_to_clipboard(text)
+        self.status.setText("the script that reproduces this result is on the clipboard")
+        return text

@@ -1,0 +1,325 @@
+"""The "Results" dock: every pipeline result of the session, with its parameters, source and time.
+
+Translation only. The Bragg/strain, orientation and NN docks put each result they make into the
+viewer's :class:`~napari_4dstem.pipelines.Session` (:func:`session_results`); this dock lists
+them and offers Show (the result's layers again), Save..., Delete and Copy as Python, and saves
+or loads the session as a small JSON file. A loaded session lists its results as recipes;
+*Recompute* makes the selected one again from its input file in a worker.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from pathlib import Path
+from typing import Any
+
+import napari
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import Napari4DSTEMError
+from ._common import JobRunner
+from ._pipeline import copy_to_clipboard
+
+COLUMNS = ("name", "workflow", "input", "made (UTC)", "state")
+
+
+class SessionResults(QObject):
+    """The session of one viewer: recipes (:class:`~napari_4dstem.pipelines.Session`) and the
+    result objects computed in this run of napari."""
+
+    changed = Signal()
+
+    def __init__(self, viewer=None):
+        super().__init__()
+        from ..pipelines import Session
+
+        self.session = Session()
+        self.results: dict[str, Any] = {}
+        self._viewer = None if viewer is None else weakref.ref(viewer)
+
+    def add(self, result: Any, name: str | None = None) -> str:
+        entry = self.session.add(result, name)
+        self.results[entry.name] = result
+        self.changed.emit()
+        viewer = self._viewer() if self._viewer is not None else None
+        if viewer is not None:
+            from ..plugin_api import events
+
+            events(viewer).result_added.emit(entry.name)
+        return entry.name
+
+    def remove(self, name: str) -> None:
+        self.session.remove(name)
+        self.results.pop(name, None)
+        self.changed.emit()
+
+    def replace_session(self, session) -> None:
+        self.session = session
+        self.results = {}
+        self.changed.emit()
+
+
+_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def session_results(viewer) -> SessionResults:
+    """The results of ``viewer``'s session (made on first use; the same for every dock, which
+    napari hands a proxy of the viewer)."""
+    viewer = getattr(viewer, "__wrapped__", viewer)
+    s = _SESSIONS.get(viewer)
+    if s is None:
+        s = _SESSIONS[viewer] = SessionResults(viewer)
+    return s
+
+
+class ResultsListWidget(QWidget):
+    """Dock: the session's results; show, save, delete, copy as Python; save/load the session."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.store = session_results(viewer)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.params_label = QLabel("")
+        self.params_label.setWordWrap(True)
+        self.show_btn = QPushButton("Show")
+        self.save_btn = QPushButton("Save...")
+        self.delete_btn = QPushButton("Delete")
+        self.copy_btn = QPushButton("Copy as Python")
+        self.rerun_btn = QPushButton("Recompute")
+        self.save_session_btn = QPushButton("Save session...")
+        self.load_session_btn = QPushButton("Load session...")
+        self.cancel_btn = QPushButton("Cancel")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        row1, row2 = QHBoxLayout(), QHBoxLayout()
+        for b in (self.show_btn, self.save_btn, self.delete_btn, self.copy_btn):
+            row1.addWidget(b)
+        for b in (self.rerun_btn, self.save_session_btn, self.load_session_btn, self.cancel_btn):
+            row2.addWidget(b)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.table)
+        lay.addWidget(self.params_label)
+        lay.addLayout(row1)
+        lay.addLayout(row2)
+        lay.addWidget(self.status)
+        self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.rerun_btn, self.load_session_btn))
+        self.show_btn.clicked.connect(lambda: self.show_result())
+        self.save_btn.clicked.connect(lambda: self.save_result())
+        self.delete_btn.clicked.connect(lambda: self.delete_result())
+        self.copy_btn.clicked.connect(lambda: self.copy_as_python())
+        self.rerun_btn.clicked.connect(lambda: self.recompute())
+        self.save_session_btn.clicked.connect(lambda: self.save_session())
+        self.load_session_btn.clicked.connect(lambda: self.load_session())
+        self.table.itemSelectionChanged.connect(self._on_select)
+        self.store.changed.connect(self.refresh)
+        self.refresh()
+
+    # -- the list -----------------------------------------------------------------------------
+    def refresh(self) -> None:
+        entries = self.store.session.entries
+        self.table.setRowCount(len(entries))
+        for r, e in enumerate(entries):
+            rec = e.recipe
+            state = "computed" if e.name in self.store.results else "recipe only"
+            values = (e.name, rec.workflow, Path(rec.input.path or "(memory)").name, rec.created_utc, state)
+            for c, v in enumerate(values):
+                self.table.setItem(r, c, QTableWidgetItem(str(v)))
+        self.table.resizeColumnsToContents()
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.store.session.entries]
+
+    def select(self, name: str) -> None:
+        self.table.selectRow(self.names().index(name))
+
+    def selected(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows()
+        return self.names()[rows[0].row()] if rows else None
+
+    def _entry(self):
+        name = self.selected()
+        if name is None:
+            raise Napari4DSTEMError("select a result in the list first")
+        return self.store.session[name]
+
+    def _result(self):
+        e = self._entry()
+        res = self.store.results.get(e.name)
+        if res is None:
+            raise Napari4DSTEMError(f"{e.name} is a recipe only: Recompute it first")
+        return e, res
+
+    def _on_select(self) -> None:
+        try:
+            e = self._entry()
+        except Napari4DSTEMError:
+            self.params_label.setText("")
+            return
+        params = {k: v.changed() for k, v in e.recipe.params.items()}
+        self.params_label.setText(
+            f"{e.recipe.workflow} of {e.recipe.input.path}; parameters (changed from the defaults): "
+            f"{json.dumps(params)}; napari-4dstem {e.recipe.software_version}"
+        )
+
+    # -- actions ------------------------------------------------------------------------------
+    def _guard(self, fn, *args):
+        try:
+            return fn(*args)
+        except (OSError, Napari4DSTEMError) as e:
+            self.jobs.error(e)
+            return None
+
+    def show_result(self):
+        """Add the selected result's maps to the real-space viewer, its diffraction images and
+        peaks to the main viewer (as File > Open would)."""
+        return self._guard(self._show)
+
+    def _show(self):
+        from .._layers import peaks_layer, result_layers
+        from ..data.results import BraggPeaks, DiffractionImage
+        from ._results import results_viewer
+
+        e, res = self._result()
+        added = []
+        for o in res.saved_objects():
+            if isinstance(o, BraggPeaks):
+                data, kw, _ = peaks_layer(o)
+                kw["name"] = f"{e.name}: {kw['name']}"
+                added.append(self.viewer.add_points(data, **kw))
+                continue
+            target = self.viewer if isinstance(o, DiffractionImage) else results_viewer(self.viewer)
+            for data, kw, _ in result_layers(o):
+                kw["name"] = f"{e.name}: {kw['name']}"
+                added.append(target.add_image(data, **kw))
+        self.status.setText(f"{e.name}: {len(added)} layers")
+        return added
+
+    def save_result(self, path: str | Path | None = None):
+        return self._guard(self._save, path)
+
+    def _save(self, path):
+        e, res = self._result()
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save result", f"{e.name}.h5", "EMD (*.h5 *.emd)")
+            if not path:
+                return None
+        out = res.save(path, overwrite=True)
+        e.saved_to = str(out)
+        self.status.setText(f"wrote {out}")
+        return out
+
+    def delete_result(self) -> None:
+        name = self.selected()
+        if name is not None:
+            self.store.remove(name)
+            self.status.setText(f"deleted {name} from the session")
+
+    def copy_as_python(self) -> str | None:
+        def text():
+            t = self._entry().recipe.to_script()
+            copy_to_clipboard(t)
+            self.status.setText("the script that reproduces this result is on the clipboard")
+            return t
+
+        return self._guard(text)
+
+    def save_session(self, path: str | Path | None = None):
+        def save(path):
+            if path is None:
+                path, _ = QFileDialog.getSaveFileName(self, "Save session", "session.json", "JSON (*.json)")
+                if not path:
+                    return None
+            self.store.session.settings["datacubes"] = self._datacube_settings()
+            out = self.store.session.save(path, overwrite=True)
+            self.status.setText(f"wrote {out} ({len(self.store.session.entries)} results)")
+            return out
+
+        return self._guard(save, path)
+
+    def load_session(self, path: str | Path | None = None, *, data_folder: str | Path | None = None):
+        """Load a session file: its results are listed as recipes (Recompute makes them);
+        ``data_folder``: where the input files sit now, when they moved."""
+
+        def load(path):
+            from ..pipelines import Session
+
+            if path is None:
+                path, _ = QFileDialog.getOpenFileName(self, "Load session", "", "JSON (*.json)")
+                if not path:
+                    return None
+            session = Session.load(path)
+            if data_folder is not None:
+                session = session.relocated(data_folder)
+            self.store.replace_session(session)
+            opened = self._open_datacubes(session.settings.get("datacubes") or [], data_folder)
+            self.status.setText(f"loaded {len(session.entries)} results from {Path(path).name}: recipes only, "
+                                "Recompute makes them" + (f"; opened {', '.join(opened)}" if opened else ""))
+            return session
+
+        return self._guard(load, path)
+
+    # -- the workspace: the open datacubes with their calibration ---------------------------------
+    def _datacube_settings(self) -> list[dict[str, Any]]:
+        from .._layers import calibration_from_layer_meta
+
+        out = []
+        for lyr in self.viewer.layers:
+            ours = (lyr.metadata or {}).get("napari_4dstem", {})
+            if getattr(lyr, "ndim", 0) == 4 and ours.get("source"):
+                cal = calibration_from_layer_meta({"metadata": lyr.metadata, "scale": lyr.scale, "units": lyr.units})
+                out.append({"name": lyr.name, "source": str(ours["source"]), "calibration": cal.to_dict()})
+        return out
+
+    def _open_datacubes(self, entries, data_folder) -> list[str]:
+        """Open the session's datacubes that are not open yet, with the session's calibration
+        (a per-pattern origin map is not in the session: calibrate again or load its JSON)."""
+        from ..data.calibration import Calibration
+        from ..plugin_api import set_layer_calibration
+
+        open_sources = {str((lyr.metadata or {}).get("napari_4dstem", {}).get("source")) for lyr in self.viewer.layers}
+        opened = []
+        for d in entries:
+            src = Path(d["source"])
+            if data_folder is not None:
+                src = Path(data_folder) / src.name
+            if str(d["source"]) in open_sources or str(src) in open_sources:
+                continue
+            if not src.exists():
+                raise Napari4DSTEMError(f"the session's data file {src} is not there (give the data folder)")
+            layers = self.viewer.open(str(src), plugin="napari-4dstem")
+            cube = next((lyr for lyr in layers if lyr.ndim == 4), None)
+            if cube is not None and d.get("calibration"):
+                set_layer_calibration(self.viewer, cube, Calibration.from_dict(d["calibration"]))
+            opened.append(src.name)
+        return opened
+
+    def recompute(self) -> bool:
+        """Make the selected result again from its input file, in a worker."""
+        try:
+            e = self._entry()
+        except Napari4DSTEMError as err:
+            self.jobs.error(err)
+            return False
+
+        def done(res):
+            self.store.results[e.name] = res
+            self.store.changed.emit()
+            self.status.setText(f"{e.name} recomputed")
+
+        return self.jobs.start(e.recipe.iter_run, desc=f"recomputing {e.name}", on_done=done)

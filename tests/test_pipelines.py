@@ -1,0 +1,340 @@
+"""The workflow pipelines: parameters validated once, one pipeline under CLI/demo/widgets, results
+that save themselves and reopen, and scripts ("copy as Python") that reproduce them headless."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_4dstem import open_datacube
+from napari_4dstem.cli import main
+from napari_4dstem.data.results import BraggPeaks
+from napari_4dstem.io import emd
+from napari_4dstem.pipelines import (
+    ACOMParams,
+    DiskDetectionParams,
+    NNDiskParams,
+    ParameterError,
+    ProbeSource,
+    Recipe,
+    StrainParams,
+    read_acom,
+    read_peaks,
+    run_acom,
+    run_disks,
+    run_strain,
+    script_from_file,
+    strain_from_peaks,
+)
+from napari_4dstem.simulation.samples import make_strained_crystal
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.fixture(scope="module")
+def sample_file(tmp_path_factory):
+    s = make_strained_crystal(scan_shape=(8, 8))
+    path = tmp_path_factory.mktemp("pipe") / "sample.h5"
+    emd.write(path, *s.objects())
+    return path, s
+
+
+def _run_script(text: str, cwd: Path) -> None:
+    script = cwd / "copied.py"
+    script.write_text(text)
+    env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=cwd, env=env,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+# -- parameters ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"correlation_power": 1.5}, "correlation power must be in 0..1"),
+        ({"min_relative": -0.1}, "fraction in 0..1"),
+        ({"min_significance": -1.0}, "noise SDs"),
+        ({"min_spacing_px": 0.0}, "min spacing must be > 0 px"),
+        ({"edge_px": 2.5}, "edge margin must be a whole number of px"),
+        ({"max_peaks": 0}, "max peaks"),
+        ({"subpixel": "magic"}, "subpixel must be one of"),
+        ({"kernel": "square"}, "kernel must be one of"),
+    ],
+)
+def test_disk_params_are_validated_once_with_units(kw, match):
+    with pytest.raises(ParameterError, match=match):
+        DiskDetectionParams(**kw)
+
+
+def test_params_round_trip_and_acom_preset():
+    p = DiskDetectionParams(correlation_power=0.5, min_spacing_px=7.0, edge_px=3)
+    assert DiskDetectionParams.from_dict(p.to_dict()) == p
+    assert p.changed() == {"correlation_power": 0.5, "min_spacing_px": 7.0, "edge_px": 3}
+    acom = DiskDetectionParams.for_acom()
+    assert (acom.min_relative, acom.min_significance) == (3e-4, 5.0)
+    assert "kernel" not in p.detect_kwargs() and p.detect_kwargs()["correlation_power"] == 0.5
+    s = StrainParams(reference=[0, 2, 0, 3], g1=[1, 2], g2=[3, -1])
+    assert StrainParams.from_dict(s.to_dict()) == s
+    with pytest.raises(ParameterError, match="both g1 and g2"):
+        StrainParams(g1=(1, 2))
+    with pytest.raises(ParameterError, match="row0 < row1"):
+        StrainParams(reference=(3, 2, 0, 1))
+    with pytest.raises(ParameterError, match="thickness"):
+        ACOMParams(thickness_nm=0)
+    assert ACOMParams(crystals="Au").crystals == ("Au",)
+    with pytest.raises(ParameterError, match="MC samples"):
+        NNDiskParams(mc_samples=-1)
+
+
+def test_cli_bad_disk_parameter_exits_2(sample_file, tmp_path, capsys):
+    path, _ = sample_file
+    assert main(["-q", "disks", str(path), str(tmp_path / "d.h5"), "--power", "2"]) == 2
+    assert "correlation power must be in 0..1" in capsys.readouterr().err
+    assert not (tmp_path / "d.h5").exists()
+
+
+# -- one pipeline: the CLI gives what the library gives ----------------------------------------
+def test_strain_pipeline_recovers_planted_strain_and_cli_is_the_same(sample_file, tmp_path):
+    path, s = sample_file
+    params = StrainParams(reference=(0, 2, 0, 2))
+    dc = open_datacube(path)
+    try:
+        res = run_strain(dc, probe=ProbeSource(str(path)), strain=params)
+    finally:
+        dc.close()
+    err = res.strain.strain.data - s.truth[0].data
+    assert np.sqrt(np.nanmean(err[..., :3] ** 2)) < 1.5e-3
+    out = tmp_path / "cli.h5"
+    assert main(["-q", "strain", str(path), str(out), "--probe", f"{path}:probe",
+                 "--reference", "0", "2", "0", "2"]) == 0
+    cli = emd.read(out)
+    np.testing.assert_array_equal(cli["strain"].data, res.strain.strain.data)
+    # the saved file says how it was made: input file (path, size, mtime), version, time
+    r = Recipe.from_dict(cli["strain"].params["recipe"])
+    assert r.workflow == "strain" and r.input.path == str(path.resolve())
+    assert r.input.size_bytes == path.stat().st_size and r.input.mtime_utc
+    assert r.software_version and r.created_utc.endswith("Z")
+    assert r.params["strain"] == params and r.params["disks"] == DiskDetectionParams()
+
+
+def test_strain_from_peaks_file_of_disks(sample_file, tmp_path, capsys):
+    """`strain` takes the peaks that `disks` (or `infer`) wrote, and gives the same strain."""
+    path, _ = sample_file
+    disks = tmp_path / "disks.h5"
+    assert main(["-q", "disks", str(path), str(disks), "--probe", f"{path}:probe"]) == 0
+    direct = tmp_path / "direct.h5"
+    assert main(["-q", "strain", str(path), str(direct), "--probe", f"{path}:probe"]) == 0
+    via = tmp_path / "via.h5"
+    assert main(["-q", "strain", str(disks), str(via)]) == 0
+    np.testing.assert_array_equal(emd.read(via)["strain"].data, emd.read(direct)["strain"].data)
+    r = Recipe.from_dict(emd.read(via)["strain"].params["recipe"])
+    assert r.input.kind == "peaks" and r.input.path == str(disks.resolve())
+
+
+# -- copy as Python ----------------------------------------------------------------------------
+def test_disks_script_reproduces_the_result(sample_file, tmp_path):
+    path, _ = sample_file
+    dc = open_datacube(path)
+    try:
+        res = run_disks(dc, detection=DiskDetectionParams(correlation_power=0.8, max_peaks=30),
+                        probe=ProbeSource(str(path)))
+    finally:
+        dc.close()
+    text = res.to_script("again.h5")
+    assert "DiskDetectionParams(correlation_power=0.8, max_peaks=30)" in text
+    _run_script(text, tmp_path)
+    again = read_peaks(tmp_path / "again.h5")
+    for f in ("offsets", "qy", "qx", "intensity", "correlation"):
+        np.testing.assert_array_equal(getattr(again, f), getattr(res.peaks, f))
+
+
+def test_script_of_a_saved_strain_file_reproduces_it(sample_file, tmp_path):
+    path, _ = sample_file
+    out = tmp_path / "strain.h5"
+    assert main(["-q", "strain", str(path), str(out), "--reference", "0", "4", "0", "4", "--power", "0.9"]) == 0
+    text = script_from_file(out, tmp_path / "again.h5")
+    assert "StrainParams(reference=[0, 4, 0, 4])" in text and "probe=None" in text
+    _run_script(text, tmp_path)
+    np.testing.assert_array_equal(emd.read(tmp_path / "again.h5")["strain"].data, emd.read(out)["strain"].data)
+
+
+def test_script_from_peaks_input(sample_file, tmp_path):
+    path, _ = sample_file
+    dc = open_datacube(path)
+    try:
+        peaks = run_disks(dc, probe=ProbeSource(str(path))).save(tmp_path / "disks.h5")
+    finally:
+        dc.close()
+    res = strain_from_peaks(read_peaks(peaks), StrainParams(frame_deg=10.0), source=peaks)
+    _run_script(res.to_script("again.h5"), tmp_path)
+    np.testing.assert_array_equal(emd.read(tmp_path / "again.h5")["strain"].data, res.strain.strain.data)
+
+
+def test_script_refuses_what_it_cannot_reproduce(sample_file):
+    path, _ = sample_file
+    dc = open_datacube(path)
+    try:
+        probe = np.asarray(emd.read(path)["probe"].data)
+        res = run_disks(dc, probe=probe)  # an image in memory, not a file
+    finally:
+        dc.close()
+    with pytest.raises(Exception, match="image in memory"):
+        res.to_script()
+
+
+# -- ACOM with top-N: save and reopen --------------------------------------------------------
+def test_acom_top_n_round_trip(tmp_path):
+    from napari_4dstem._sample_data import sample_path
+
+    src = sample_path("polycrystal_au")
+    contents = emd.read(src)
+    dc = next(v for v in contents.values() if hasattr(v, "close"))
+    try:
+        cal = dc.calibration.replace(origin_px=tuple(contents["truth_orientation"].params["origin_px_yx"]))
+        run = run_acom(np.asarray(dc.data[:6, :6]), calibration=cal, probe=ProbeSource(str(src)),
+                       acom=ACOMParams(crystals=("Au",), step_deg=3.0, k_max_inv_A=1.2, thickness_nm=10.0,
+                                       n_matches=2, min_peaks=3))
+    finally:
+        dc.close()
+    out = run.save(tmp_path / "acom.h5")
+    back = read_acom(out)
+    res = run.result
+    for f in ("orientation", "correlation", "phase", "reliability", "phase_reliability", "n_peaks",
+              "n_matched", "residual_inv_A"):
+        np.testing.assert_array_equal(getattr(back, f), getattr(res, f), err_msg=f)
+    assert back.orientation.shape[2] == 2 and [c.name for c in back.crystals] == ["Au"]
+    np.testing.assert_array_equal(back.ipf_rgb("z"), res.ipf_rgb("z"))
+    assert isinstance(emd.read(out)["braggpeaks"], BraggPeaks)
+
+
+# -- network peaks -> strain -------------------------------------------------------------------
+@pytest.mark.slow  # about 60 s on 2 loaded cores: three network passes over 64 patterns
+def test_strain_from_network_peaks(sample_file, tmp_path):
+    """`infer` peaks feed `strain`; `strain --method nn` is the same pipeline in one command;
+    the copied script of the NN result reproduces it."""
+    pytest.importorskip("torch")
+    path, s = sample_file
+    inferred = tmp_path / "nn.h5"
+    assert main(["-q", "infer", str(path), str(inferred), "--probe", f"{path}:probe"]) == 0
+    via = tmp_path / "via.h5"
+    assert main(["-q", "strain", str(inferred), str(via), "--reference", "0", "2", "0", "2"]) == 0
+    direct = tmp_path / "direct.h5"
+    assert main(["-q", "strain", str(path), str(direct), "--method", "nn", "--probe", f"{path}:probe",
+                 "--reference", "0", "2", "0", "2"]) == 0
+    a, b = emd.read(via)["strain"], emd.read(direct)["strain"]
+    np.testing.assert_allclose(a.data, b.data, rtol=0, atol=1e-9, equal_nan=True)
+    err = b.data[..., :3] - s.truth[0].data[..., :3]
+    assert np.sqrt(np.nanmean(err**2)) < 5e-3  # the network's positions are coarser than the fit
+    assert Recipe.from_dict(b.params["recipe"]).params["nn"] == NNDiskParams()
+    _run_script(script_from_file(direct, tmp_path / "again.h5"), tmp_path)
+    np.testing.assert_allclose(emd.read(tmp_path / "again.h5")["strain"].data, b.data, atol=1e-9,
+                               equal_nan=True)
+
+
+# -- sessions ------------------------------------------------------------------------------------
+def test_session_round_trip_on_another_machine(sample_file, tmp_path):
+    """A session (JSON) of two results, loaded where the same data sits in another folder, gives
+    the same results; a changed input file is refused."""
+    import json
+    import shutil
+
+    from napari_4dstem.pipelines import Session
+
+    path, _ = sample_file
+    dc = open_datacube(path)
+    try:
+        disks = run_disks(dc, detection=DiskDetectionParams(correlation_power=0.8), probe=ProbeSource(str(path)))
+        strain = run_strain(dc, strain=StrainParams(reference=(0, 4, 0, 4), frame_deg=5.0))
+    finally:
+        dc.close()
+    session = Session(settings={"virtual": {"detectors": [{"kind": "annulus", "r_in_px": 20.0}]}})
+    session.add(disks, "disks")
+    session.add(strain)
+    assert [e.name for e in session.entries] == ["disks", "strain"]
+    file = session.save(tmp_path / "work.n4session.json")
+    d = json.loads(file.read_text())  # human-readable JSON
+    assert d["results"][1]["recipe"]["params"]["strain"]["frame_deg"] == 5.0
+    assert d["settings"]["virtual"]["detectors"][0]["kind"] == "annulus"
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    shutil.copy(path, other / path.name)
+    loaded = Session.load(file).relocated(other)
+    assert loaded.settings == session.settings
+    again = loaded.rerun()
+    for f in ("qy", "qx", "intensity"):
+        np.testing.assert_array_equal(getattr(again["disks"].peaks, f), getattr(disks.peaks, f))
+    np.testing.assert_array_equal(again["strain"].strain.strain.data, strain.strain.strain.data)
+    assert again["strain"].recipe.input.path == str(other / path.name)
+    with open(other / path.name, "ab") as f:
+        f.write(b"\0")  # the data changed
+    with pytest.raises(Exception, match="the input file changed"):
+        loaded.rerun()
+    (tmp_path / "bad.json").write_text('{"format": "something else"}')
+    with pytest.raises(Exception, match="not a napari-4dstem session"):
+        Session.load(tmp_path / "bad.json")
+
+
+# -- virtual images and DPC ----------------------------------------------------------------------
+def test_virtual_and_dpc_scripts_reproduce_the_cli(sample_file, tmp_path):
+    """`virtual` (with a .npy mask) and `dpc` write files whose recipes give back the same maps."""
+    from napari_4dstem.pipelines import DPCParams, VirtualImageParams
+
+    path, _ = sample_file
+    mask = np.zeros((128, 128), bool)
+    mask[10:30, 40:90] = True
+    np.save(tmp_path / "mask.npy", mask)
+    vi = tmp_path / "vi.h5"
+    assert main(["-q", "virtual", str(path), str(vi), "--disk", "64", "64", "10",
+                 "--annulus", "64", "64", "20", "50", "--mask", str(tmp_path / "mask.npy")]) == 0
+    saved = emd.read(vi)
+    r = Recipe.from_dict(saved["virtual_disk"].params["recipe"])
+    assert isinstance(r.params["virtual"], VirtualImageParams) and len(r.params["virtual"].detectors) == 3
+    text = script_from_file(vi, tmp_path / "vi_again.h5")
+    assert "VirtualImageParams(" in text and "mask.npy" in text
+    _run_script(text, tmp_path)
+    again = emd.read(tmp_path / "vi_again.h5")
+    for k in ("virtual_disk", "virtual_annulus", "virtual_mask"):
+        np.testing.assert_array_equal(again[k].data, saved[k].data)
+    dpc = tmp_path / "dpc.h5"
+    assert main(["-q", "dpc", str(path), str(dpc), "--auto-rotation", "--regularization", "1e-4"]) == 0
+    text = script_from_file(dpc, tmp_path / "dpc_again.h5")
+    assert "DPCParams(auto_rotation=True, regularization=0.0001)" in text
+    _run_script(text, tmp_path)
+    for k in ("com", "dpc", "idpc"):
+        np.testing.assert_array_equal(emd.read(tmp_path / "dpc_again.h5")[k].data, emd.read(dpc)[k].data)
+    with pytest.raises(ParameterError, match="descan must be"):
+        DPCParams(descan="sideways")
+    with pytest.raises(ParameterError, match="at least one detector"):
+        VirtualImageParams()
+
+
+def test_cli_script_and_session_commands(sample_file, tmp_path, capsys):
+    from napari_4dstem.pipelines import Session
+
+    path, _ = sample_file
+    out = tmp_path / "strain.h5"
+    assert main(["-q", "strain", str(path), str(out), "--reference", "0", "4", "0", "4"]) == 0
+    capsys.readouterr()
+    assert main(["script", str(out), "--out", "again.h5"]) == 0
+    text = capsys.readouterr().out
+    assert text == script_from_file(out, "again.h5") and "run_strain(" in text
+    session = Session()
+    with pytest.raises(TypeError, match="pipeline results"):
+        session.add(read_peaks(out), "peaks")  # a session holds pipeline results (with a recipe) only
+    dc = open_datacube(path)
+    try:
+        session.add(run_disks(dc, probe=ProbeSource(str(path))), "disks")
+    finally:
+        dc.close()
+    f = session.save(tmp_path / "s.json")
+    assert main(["-q", "session", str(f), str(tmp_path / "rerun")]) == 0
+    again = read_peaks(tmp_path / "rerun" / "disks.h5")
+    assert again.n_peaks > 0 and again.params["recipe"]["workflow"] == "disks"
+    assert main(["-q", "session", str(tmp_path / "strain.h5"), str(tmp_path / "x")]) == 2
+    assert "not a readable session file" in capsys.readouterr().err

@@ -1,0 +1,99 @@
+"""The Results dock: the session's pipeline results listed with their source and time; show,
+save, delete, copy as Python; a session saved, loaded and recomputed gives the same result."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_4dstem import open_datacube
+from napari_4dstem.io import emd
+from napari_4dstem.pipelines import DiskDetectionParams, ProbeSource, StrainParams, run_strain
+from napari_4dstem.simulation.samples import make_strained_crystal
+from napari_4dstem.widgets._results import set_results_viewer
+from napari_4dstem.widgets.results_list import ResultsListWidget, session_results
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def strain_result(tmp_path):
+    s = make_strained_crystal(scan_shape=(6, 6))
+    path = emd.write(tmp_path / "sample.h5", *s.objects())
+    dc = open_datacube(path)
+    try:
+        return run_strain(dc, detection=DiskDetectionParams(correlation_power=0.9), probe=ProbeSource(str(path)),
+                          strain=StrainParams(reference=(0, 3, 0, 3)))
+    finally:
+        dc.close()
+
+
+def test_results_dock_lists_saves_copies_and_recomputes(make_napari_viewer, qtbot, strain_result, tmp_path):
+    main, results = make_napari_viewer(), make_napari_viewer()
+    set_results_viewer(main, results)
+    _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Results")
+    assert isinstance(w, ResultsListWidget)
+    name = session_results(main).add(strain_result, "strain")  # what the Bragg dock does
+    assert w.table.rowCount() == 1 and w.table.item(0, 1).text() == "strain"
+    assert w.table.item(0, 2).text() == "sample.h5" and w.table.item(0, 4).text() == "computed"
+    w.select(name)
+    assert "correlation_power" in w.params_label.text()
+    # show: strain channels to the real-space viewer, the Bragg vector map and peaks to the main one
+    w.show_result()
+    assert "strain: strain [e_xx]" in results.layers and "strain: bragg_vector_map" in main.layers
+    assert main.layers["strain: braggpeaks"].ndim == 4
+    # save, copy as Python
+    saved = emd.read(w.save_result(tmp_path / "saved.h5"))
+    np.testing.assert_array_equal(saved["strain"].data, strain_result.strain.strain.data)
+    text = w.copy_as_python()
+    assert text == strain_result.to_script()
+    # the session as a small JSON file; delete; load back (recipes only); recompute in a worker
+    out = w.save_session(tmp_path / "session.json")
+    d = json.loads(out.read_text())
+    assert [r["name"] for r in d["results"]] == ["strain"] and d["results"][0]["saved_to"].endswith("saved.h5")
+    w.delete_result()
+    assert w.table.rowCount() == 0
+    w.load_session(out)
+    assert w.table.rowCount() == 1 and w.table.item(0, 4).text() == "recipe only"
+    w.select("strain")
+    assert w.save_result(tmp_path / "x.h5") is None and "Recompute it first" in w.status.text()
+    assert w.recompute()
+    qtbot.waitUntil(lambda: w.jobs.worker is None, timeout=60000)
+    again = session_results(main).results["strain"]
+    np.testing.assert_array_equal(again.strain.strain.data, strain_result.strain.strain.data)
+    assert w.table.item(0, 4).text() == "computed"
+
+
+def test_results_dock_without_a_selection_says_so(make_napari_viewer):
+    main = make_napari_viewer()
+    w = ResultsListWidget(main)
+    assert w.copy_as_python() is None and "select a result" in w.status.text()
+    assert w.recompute() is False
+
+
+def test_session_reopens_the_datacube_with_its_calibration(make_napari_viewer, tmp_path):
+    import shutil
+
+    from napari_4dstem._sample_data import sample_path
+
+    main = make_napari_viewer()
+    src = tmp_path / "data" / "strained_crystal.h5"
+    src.parent.mkdir()
+    shutil.copy(sample_path("strained_crystal"), src)
+    (cube,) = [lyr for lyr in main.open(str(src), plugin="napari-4dstem") if lyr.ndim == 4]
+    cal = cube.metadata["napari_4dstem"]["calibration"].replace(beam_energy_kev=200.0, rotation_deg=12.5)
+    cube.metadata["napari_4dstem"] = {**cube.metadata["napari_4dstem"], "calibration": cal}
+    w = ResultsListWidget(main)
+    out = w.save_session(tmp_path / "s.json")
+    assert json.loads(out.read_text())["settings"]["datacubes"][0]["calibration"]["rotation_deg"] == 12.5
+    # "another machine": the data sit in another folder
+    moved = tmp_path / "moved"
+    shutil.copytree(src.parent, moved)
+    other = make_napari_viewer()
+    w2 = ResultsListWidget(other)
+    w2.load_session(out, data_folder=moved)
+    (cube2,) = [lyr for lyr in other.layers if lyr.ndim == 4]
+    assert cube2.metadata["napari_4dstem"]["calibration"] == cal
+    assert cube2.metadata["napari_4dstem"]["source"] == str(moved / "strained_crystal.h5")
