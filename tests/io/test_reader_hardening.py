@@ -312,3 +312,41 @@ def test_emd_unwritten_datacube_and_header_scan_shapes(tmp_path):
         check_scan_shape(p, 13, None, guess=(3, 4))
     assert check_scan_shape(p, 12, None, guess=(3, 4)) == (3, 4)
     assert check_scan_shape(p, 13, (3, 4), guess=(9, 9)) == (3, 4)  # the user's choice
+
+
+def test_corrupt_bitshuffle_chunk_is_an_error_not_a_crash(tmp_path):
+    # a block size inside a compressed ARINA frame pointing past the chunk's end crashed the
+    # native filter (SIGSEGV); the framing is now checked first. Run in a subprocess: if the
+    # check regresses, the child dies and the test fails instead of the test run.
+    hdf5plugin = pytest.importorskip("hdf5plugin")
+    data = np.random.default_rng(1).poisson(2.0, (6, 16, 16)).astype(np.uint32)
+    with h5py.File(tmp_path / "s_data_000001.h5", "w") as f:
+        f.create_dataset("entry/data/data", data=data, chunks=(1, 16, 16),
+                         **hdf5plugin.Bitshuffle(cname="lz4"))  # fmt: skip
+    with h5py.File(tmp_path / "s_master.h5", "w") as f:
+        f.create_group("entry/data")
+        f["entry/data/data_000001"] = h5py.ExternalLink("s_data_000001.h5", "/entry/data/data")
+        det = f.create_group("entry/instrument/detector")
+        det["description"] = b"Dectris ARINA"
+        spec = det.create_group("detectorSpecific")
+        spec["nimages"], spec["ntrigger"] = np.uint64(1), np.uint64(6)
+    with open_datacube(tmp_path / "s_master.h5", scan_shape=(2, 3)) as dc:
+        np.testing.assert_array_equal(np.asarray(dc.data), data.reshape(2, 3, 16, 16))
+    with h5py.File(tmp_path / "s_data_000001.h5", "r") as f:
+        offset = f["entry/data/data"].id.get_chunk_info(4).byte_offset
+    with open(tmp_path / "s_data_000001.h5", "r+b") as fh:
+        fh.seek(offset + 12)
+        fh.write(b"\xb9\x1c\xc4\x1b")  # the first block's size: 3.1 GB
+    out = _in_subprocess(f"""
+        import numpy as np
+        from napari_4dstem.errors import FileFormatError
+        from napari_4dstem.io import open_datacube
+        dc = open_datacube({str(tmp_path / "s_master.h5")!r}, scan_shape=(2, 3))
+        print("opened")
+        try:
+            dc.pattern(1, 1)
+        except FileFormatError as e:
+            print("refused:", e)
+        dc.close()
+        """)  # fmt: skip
+    assert out.startswith("opened") and "compressed frame 4" in out and "is corrupt" in out

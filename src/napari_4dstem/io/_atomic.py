@@ -233,7 +233,9 @@ def _is_disk_full(e: OSError) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name == "nt":
+        # on Windows os.kill(pid, 0) would send CTRL_C_EVENT: never probe, assume alive (the
+        # partial is then removed by age, see clean_stale_partials)
         return True
     try:
         os.kill(pid, 0)
@@ -272,6 +274,9 @@ def clean_stale_partials(target: str | os.PathLike) -> list[Path]:
         if len(parts) == 3 and "-" in parts[0]:
             host, _, pid = parts[0].rpartition("-")
             stale = host == _HOST and pid.isdigit() and not _pid_alive(int(pid))
+            if not stale and os.name == "nt":
+                with contextlib.suppress(OSError):
+                    stale = now - c.lstat().st_mtime > _STALE_UNOWNED_S
         elif len(parts) == 2:
             with contextlib.suppress(OSError):
                 stale = now - c.lstat().st_mtime > _STALE_UNOWNED_S

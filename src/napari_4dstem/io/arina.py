@@ -372,6 +372,7 @@ def read_datacube(
         calibration = Calibration(**cal_kw)
 
     def _close():
+        arr.close()
         _close_all(files)
         f.close()
 
