@@ -94,8 +94,12 @@ def test_params_round_trip_and_acom_preset():
 
 def test_cli_bad_disk_parameter_exits_2(sample_file, tmp_path, capsys):
     path, _ = sample_file
-    assert main(["-q", "disks", str(path), str(tmp_path / "d.h5"), "--power", "2"]) == 2
-    assert "correlation power must be in 0..1" in capsys.readouterr().err
+    # refused while parsing (one line, exit 2) by the CLI's validators, before any work
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "disks", str(path), str(tmp_path / "d.h5"), "--power", "2"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--power" in err and "between 0 and 1" in err and "Traceback" not in err
     assert not (tmp_path / "d.h5").exists()
 
 

@@ -106,8 +106,13 @@ def test_demo_step(tmp_path):
     from napari_4dstem.demo import DemoContext, step_nn
     from napari_4dstem.simulation.samples import make_strained_crystal
 
+    from napari_4dstem.io import emd
+
     s = make_strained_crystal(scan_shape=(8, 8))
-    ctx = DemoContext(s.datacube, {"probe": s.probe}, tmp_path)
+    # the demo's steps read the probe from the sample file (so their recipes can be replayed)
+    src = tmp_path / "sample.h5"
+    emd.write(src, *s.objects())
+    ctx = DemoContext(s.datacube, {"probe": s.probe}, tmp_path, source=src)
     step_nn(ctx)
     bp = ctx.results[-1]
     assert bp.name == "braggpeaks_nn" and bp.scan_shape == (8, 8)
