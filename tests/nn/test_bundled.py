@@ -104,9 +104,8 @@ def test_cli_models_and_infer(tmp_path, capsys):
 
 def test_demo_step(tmp_path):
     from napari_4dstem.demo import DemoContext, step_nn
-    from napari_4dstem.simulation.samples import make_strained_crystal
-
     from napari_4dstem.io import emd
+    from napari_4dstem.simulation.samples import make_strained_crystal
 
     s = make_strained_crystal(scan_shape=(8, 8))
     # the demo's steps read the probe from the sample file (so their recipes can be replayed)
