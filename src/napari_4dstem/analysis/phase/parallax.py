@@ -197,10 +197,13 @@ def iter_parallax(
     params = dict(method="parallax", probe=probe.to_dict(), bf_fraction=bf_fraction,
                   iterations=iterations, upsample=int(upsample), lowpass_px=lowpass_px,
                   use_fitted_shifts=use_fitted_shifts, n_pixels=len(iy))
+    fit = dict(defocus_A=float(defocus), astig_A=float(astig), astig_angle_deg=float(angle),
+               rotation_residual_deg=float(theta), fit_rms_A=rms)
     img_cal = Calibration(scan_step=(geo.step_A[0] / upsample, geo.step_A[1] / upsample),
                           scan_units="A")
     return ParallaxResult(
-        image=RealSpaceMap(image, name="parallax_bf", units="", calibration=img_cal, params=params),
+        image=RealSpaceMap(image, name="parallax_bf", units="", calibration=img_cal,
+                           params={**params, "fit": fit}),
         shifts_px=shifts,
         k_inv_A=k,
         defocus_A=float(defocus),
