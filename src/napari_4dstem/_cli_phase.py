@@ -46,6 +46,7 @@ def add_phase(sub) -> argparse.ArgumentParser:
     m.add_argument("--slices", type=int, default=4, help="multislice-ptycho: object slices")
     m.add_argument("--slice-thickness-A", type=float, default=10.0, help="multislice-ptycho")
     m.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    m.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     m.add_argument("--checkpoint", type=Path, help="ptycho: checkpoint .npz (resumed if present)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--scan-shape", nargs=2, type=int, metavar=("NY", "NX"),
@@ -116,7 +117,8 @@ def run_phase(args) -> int:
                 iterations=args.iterations, batch_size=args.batch_size, probe_modes=args.modes,
                 position_correction=args.position_correction,
                 slices=args.slices if multi else 1,
-                slice_thickness_A=args.slice_thickness_A if multi else 0.0, device=args.device)
+                slice_thickness_A=args.slice_thickness_A if multi else 0.0, device=args.device,
+                threads=args.threads)
             res = run_job(iter_ptychography(dc, params=params, probe=probe,
                                             checkpoint=args.checkpoint), bar)
             print(f"{args.method}: error {res.errors[0]:.3g} -> {res.errors[-1]:.3g} "

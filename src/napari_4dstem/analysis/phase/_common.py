@@ -95,14 +95,20 @@ def fourier_shift(images: np.ndarray, shift_yx: np.ndarray) -> np.ndarray:
 
 
 def register_translations(
-    images: np.ndarray, reference: np.ndarray, *, upsample: int = 20, lowpass: float | None = None
+    images: np.ndarray,
+    reference: np.ndarray,
+    *,
+    upsample: int = 20,
+    lowpass: float | None = None,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Sub-pixel shifts ``(n, 2)`` (y, x) with ``images[i](r) ~ reference(r - shift[i])``.
 
     Cross-correlation peak, refined by a matrix-multiply DFT on a ``1/upsample`` pixel grid
     around it (Guizar-Sicairos, Thurman & Fienup, Opt. Lett. 33, 156 (2008),
     doi:10.1364/OL.33.000156), all images at once. ``lowpass`` (cycles/pixel) applies a
-    Gaussian weight to the cross-power spectrum (noise).
+    Gaussian weight to the cross-power spectrum (noise); ``weights`` ``(n, h, w)`` (fft order)
+    weigh each image's cross-power spectrum (e.g. a mask of the frequencies to use).
     """
     n, h, w = images.shape
     fy = np.fft.fftfreq(h)
@@ -110,6 +116,8 @@ def register_translations(
     x = np.fft.fft2(images) * np.conj(np.fft.fft2(reference))[None]
     if lowpass:
         x = x * np.exp(-(fy[:, None] ** 2 + fx[None, :] ** 2) / (2 * lowpass**2))[None]
+    if weights is not None:
+        x = x * weights
     cc = np.fft.ifft2(x).real.reshape(n, -1)
     peak = np.argmax(cc, axis=1)
     py, px = np.unravel_index(peak, (h, w))
