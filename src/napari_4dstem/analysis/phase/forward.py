@@ -20,6 +20,7 @@ from .probe import ProbeModel, probe_real, scan_to_detector
 
 __all__ = [
     "SimulatedPhaseData",
+    "fresnel_propagator",
     "probe_positions_px",
     "random_atoms_phase",
     "simulate_patterns",
@@ -94,8 +95,13 @@ def simulate_patterns(
     positions_px: np.ndarray,
     *,
     batch: int = 256,
+    propagator: np.ndarray | None = None,
 ) -> np.ndarray:
     """Diffraction intensities ``(n_pos, n_y, n_x)`` (float64) of a thin object.
+
+    ``obj`` may be a stack of slices ``(n_slices, H, W)``: the wave is multiplied by each slice
+    in turn and propagated between them by ``propagator`` (``(n_y, n_x)``, numpy FFT order,
+    e.g. :func:`fresnel_propagator`): a multislice model.
 
     ``psi`` is the probe on the ``(n_y, n_x)`` window, centred at ``n // 2`` (:func:`probe_real`);
     ``positions_px`` are probe centres ``(y, x)`` in pixels of ``obj``; every window
@@ -103,12 +109,15 @@ def simulate_patterns(
     pattern sums to ``sum |psi|^2``.
     """
     obj = np.asarray(obj)
+    slices = obj if obj.ndim == 3 else obj[None]
+    if len(slices) > 1 and propagator is None:
+        raise ValueError("a multislice object needs a propagator")
     n_y, n_x = psi.shape
     pos = np.asarray(positions_px, float)
     base = np.floor(pos).astype(int)
     frac = pos - base
     y0, x0 = base[:, 0] - n_y // 2, base[:, 1] - n_x // 2
-    if y0.min() < 0 or x0.min() < 0 or (y0.max() + n_y) > obj.shape[0] or (x0.max() + n_x) > obj.shape[1]:
+    if y0.min() < 0 or x0.min() < 0 or (y0.max() + n_y) > obj.shape[-2] or (x0.max() + n_x) > obj.shape[-1]:
         raise ValueError("a probe window falls outside the object: pad the object")
     fy = np.fft.fftfreq(n_y)[None, :, None]
     fx = np.fft.fftfreq(n_x)[None, None, :]
@@ -119,10 +128,23 @@ def simulate_patterns(
         b = slice(a, a + batch)
         ramp = np.exp(-2j * math.pi * (fy * frac[b, 0, None, None] + fx * frac[b, 1, None, None]))
         pr = np.fft.ifft2(psi_k[None] * ramp)
-        win = obj[(y0[b, None, None] + ay[None, :, None]), (x0[b, None, None] + ax[None, None, :])]
-        wave = np.fft.fft2(pr * win, norm="ortho")
+        iy_ = y0[b, None, None] + ay[None, :, None]
+        ix_ = x0[b, None, None] + ax[None, None, :]
+        wave = pr * slices[0][iy_, ix_]
+        for sl in slices[1:]:
+            wave = np.fft.ifft2(np.fft.fft2(wave) * propagator) * sl[iy_, ix_]
+        wave = np.fft.fft2(wave, norm="ortho")
         out[b] = np.abs(np.fft.fftshift(wave, axes=(-2, -1))) ** 2
     return out
+
+
+def fresnel_propagator(
+    shape: tuple[int, int], *, pixel_A: float, wavelength_A: float, dz_A: float
+) -> np.ndarray:
+    """Fresnel propagator ``exp(-i pi lambda dz |k|^2)`` over ``dz_A`` (numpy FFT order)."""
+    ky = np.fft.fftfreq(shape[0], pixel_A)[:, None]
+    kx = np.fft.fftfreq(shape[1], pixel_A)[None, :]
+    return np.exp(-1j * math.pi * wavelength_A * dz_A * (ky**2 + kx**2))
 
 
 @dataclass(frozen=True, eq=False)
