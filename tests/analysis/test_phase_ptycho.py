@@ -40,7 +40,7 @@ def test_single_slice_reconstruction_matches_the_planted_phase(sim):
     snaps = []
     from napari_4dstem.analysis.phase.ptycho import iter_ptychography
 
-    r = run_job(iter_ptychography(s.datacube, params=PtychoParams(iterations=8, batch_size=32),
+    r = run_job(iter_ptychography(s.datacube, params=PtychoParams(threads=1, iterations=8, batch_size=32),
                                   probe=s.probe),
                 lambda p: snaps.append(p) if isinstance(p, PtychoProgress) and p.object_phase is not None else None)
     corr, rms = phase_correlation_with_truth(r.object_phase(), _truth(s, r))
@@ -58,7 +58,7 @@ def test_single_slice_reconstruction_matches_the_planted_phase(sim):
 def test_probe_is_refined_from_a_focused_start(sim):
     """Start from an in-focus probe: the probe update has to find the 5 nm defocus."""
     s = sim
-    r = ptychography(s.datacube, params=PtychoParams(iterations=10, batch_size=32))
+    r = ptychography(s.datacube, params=PtychoParams(threads=1, iterations=10, batch_size=32))
     corr, _ = phase_correlation_with_truth(r.object_phase(), _truth(s, r))
     assert corr >= 0.9
 
@@ -66,16 +66,16 @@ def test_probe_is_refined_from_a_focused_start(sim):
 def test_checkpoint_and_resume(sim, tmp_path):
     s = sim
     ck = tmp_path / "run.npz"
-    p = PtychoParams(iterations=3, batch_size=32)
+    p = PtychoParams(threads=1, iterations=3, batch_size=32)
     first = ptychography(s.datacube, params=p, probe=s.probe, checkpoint=ck)
     assert ck.exists()
-    more = ptychography(s.datacube, params=PtychoParams(iterations=5, batch_size=32),
+    more = ptychography(s.datacube, params=PtychoParams(threads=1, iterations=5, batch_size=32),
                         probe=s.probe, checkpoint=ck)
     assert len(more.errors) == 5
     np.testing.assert_allclose(more.errors[:3], first.errors)
     assert more.errors[-1] < first.errors[-1]
     with pytest.raises(Napari4DSTEMError, match="other data or settings"):
-        ptychography(s.datacube, params=PtychoParams(iterations=6, batch_size=16),
+        ptychography(s.datacube, params=PtychoParams(threads=1, iterations=6, batch_size=16),
                      probe=s.probe, checkpoint=ck)
 
 
@@ -85,7 +85,7 @@ def test_position_correction_improves_jittered_positions():
     out = {}
     for corr in (False, True):
         r = ptychography(s.datacube, probe=s.probe,
-                         params=PtychoParams(iterations=12, position_correction=corr, position_start=3))
+                         params=PtychoParams(threads=1, iterations=12, position_correction=corr, position_start=3))
         dp = r.positions_px - s.positions_px
         dp -= dp.mean(axis=0)
         out[corr] = (phase_correlation_with_truth(r.object_phase(), _truth(s, r))[0],
@@ -108,7 +108,7 @@ def test_cuda_matches_cpu(sim):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     s = sim
-    p = dict(iterations=4, batch_size=32)
+    p = dict(iterations=4, batch_size=32, threads=1)
     cpu = ptychography(s.datacube, probe=s.probe, params=PtychoParams(**p))
     gpu = ptychography(s.datacube, probe=s.probe, params=PtychoParams(device="cuda", **p))
     np.testing.assert_allclose(gpu.errors, cpu.errors, rtol=1e-3)
@@ -138,7 +138,7 @@ def test_multislice_reconstruction_of_two_separated_layers():
     psi = probe_real((n, n), dk, s.probe)
     data = simulate_patterns(obj, psi, s.positions_px, propagator=prop).reshape(12, 12, n, n)
     cube = DataCube(data.astype(np.float32), s.datacube.calibration)
-    base = dict(iterations=10, batch_size=32)
+    base = dict(iterations=10, batch_size=32, threads=1)
     one = ptychography(cube, probe=s.probe, params=PtychoParams(**base))
     two = ptychography(cube, probe=s.probe,
                        params=PtychoParams(slices=2, slice_thickness_A=40.0, **base))
