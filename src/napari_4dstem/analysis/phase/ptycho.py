@@ -16,7 +16,7 @@ batch's illumination (object) or the object's intensity (probe), regularised as 
 (Maiden, Johnson & Li, Optica 4, 736 (2017), doi:10.1364/OPTICA.4.000736):
 
     O <- O - a/2 grad_O / ((1 - d) illum + d max illum)
-    psi <- psi - b/2 grad_psi / max(sum_j |O_j|^2)
+    psi <- psi - b/2 grad_psi / (B max |O|^2)           (B positions in the batch)
 
 Positions are corrected by gradient steps on their sub-pixel ramps (mean translation removed);
 mixed-state probe modes are kept orthogonal (Thibault & Menzel, Nature 494, 68 (2013),
@@ -398,6 +398,8 @@ def _reconstruct(torch, datacube, params, probe, calibration, initial_probe, pad
         for s in range(1, params.slices):
             wave = torch.fft.ifft2(torch.fft.fft2(wave) * prop) * patches(flat[s], lin)[None]
         far = torch.fft.fft2(wave, norm="ortho")
+        if far.shape[0] == 1:  # a pure probe: |F| directly (a sum over one mode is a copy)
+            return far[0].abs(), psi, lin
         model = torch.sqrt(torch.sum(torch.view_as_real(far).square().sum(-1), dim=0) + 1e-12)
         return model, psi, lin
 
@@ -417,15 +419,17 @@ def _reconstruct(torch, datacube, params, probe, calibration, initial_probe, pad
             grads = torch.autograd.grad(loss, [obj, prb] + ([p_b] if correct_pos else []))
             err += float(loss.detach())
             with torch.no_grad():
-                inten = torch.sum(torch.view_as_real(psi).square().sum(-1), dim=0)  # (B, Ny, Nx)
+                inten = torch.view_as_real(psi).square().sum(-1)  # (M, B, Ny, Nx)
+                inten = inten[0] if len(inten) == 1 else inten.sum(dim=0)
                 illum = torch.zeros(obj_shape[0] * obj_shape[1], dtype=torch.float32, device=dev)
                 illum.index_add_(0, lin.reshape(-1), inten.reshape(-1))
                 d = params.regularization
                 norm = ((1 - d) * illum + d * illum.max()).reshape(obj_shape)
                 obj -= (0.5 * params.object_step) * grads[0] / norm[None]
                 if it >= params.probe_update_start:
-                    o2 = torch.sum(torch.abs(obj.reshape(params.slices, -1)[0][lin]) ** 2, dim=0)
-                    prb -= (0.5 * params.probe_step) * grads[1] / o2.max()
+                    # max over probe pixels of sum_j |O_j|^2, bounded by B max |O|^2 (cheap)
+                    o2max = len(idx) * torch.view_as_real(obj[0]).square().sum(-1).max()
+                    prb -= (0.5 * params.probe_step) * grads[1] / o2max
                 if correct_pos:
                     g = grads[2]
                     scale = g.abs().max()
