@@ -12,9 +12,9 @@ fit ``d = lambda M k + c`` by least squares, split ``M = R(theta) S`` (``S`` sym
 aberrations; ``theta`` a rotation the calibration has not accounted for), and sum the images
 shifted back onto a finer grid: the tilt-corrected (upsampled) bright-field image.
 
-References: Spoth, ..., Kourkoutis, Kirkland, "Dose-efficient phase-contrast imaging ...";
-Yu, Varnavides, Ophus, et al., "Dose-efficient tilt-corrected bright-field STEM", Microsc.
-Microanal. (2024); Kirkland, *Advanced Computing in Electron Microscopy*, ch. 3 (aberrations).
+Background: tilt-corrected bright-field STEM (as in py4DSTEM's ``Parallax``, read for the idea
+only, no code taken); Kirkland, *Advanced Computing in Electron Microscopy*, ch. 3
+(aberrations). The model-based refinement of defocus and astigmatism (``refine``) is ours.
 """
 
 from __future__ import annotations
