@@ -109,9 +109,10 @@ def register_and_correlate(recon: np.ndarray, truth: np.ndarray, margin: float =
         oy, ox = np.unravel_index(np.argmax(cc), cc.shape)
         t = np.roll(truth, (-oy, -ox), axis=(0, 1))[:ch, :cw]
         my, mx = int(ch * margin), int(cw * margin)
-        r, rms = phase_correlation_with_truth(cand[my:ch - my, mx:cw - mx], t[my:ch - my, mx:cw - mx])
+        c_, t_ = cand[my:ch - my, mx:cw - mx], t[my:ch - my, mx:cw - mx]
+        r, rms = phase_correlation_with_truth(c_, t_)
         if best is None or r > best[0]:
-            best = (r, rms, label)
+            best = (r, rms, label, c_, t_)
     return best
 
 
@@ -186,6 +187,17 @@ def main() -> int:
     else:
         print("(py4DSTEM side venv not set: NAPARI_4DSTEM_PY4DSTEM_PYTHON)")
 
+    from napari_4dstem.analysis.phase._common import (
+        fourier_ring_correlation,
+        frc_resolution_A,
+        remove_offset_and_ramp,
+    )
+
+    def frc_res(a, b, pixel_A):
+        # offset and ramp are undetermined by the methods: removed from both first
+        a, b = remove_offset_and_ramp(a), remove_offset_and_ramp(b)
+        return frc_resolution_A(*fourier_ring_correlation(a, b, pixel_A=pixel_A))
+
     med = statistics.median
     print(f"\nscan {args.scan}x{args.scan}, detector 64x64, step {step} A, defocus {df} A, "
           f"dose {args.dose or 'noise-free'}; CPU ({os.cpu_count()} cores, shared machine), "
@@ -207,6 +219,16 @@ def main() -> int:
     for name, c, e, tt, ratio in rows:
         rt = "" if ratio is None else f"{ratio:8.2f}"
         print(f"{name:34s} {c:6.3f} {e:8.4f} {tt:8.3f} {rt}")
+    # resolution: FRC = 0.5 against the truth (SSB on the scan grid, ptycho on its own grid)
+    print(f"FRC 0.5 resolution: SSB (ours) {frc_res(ph.data, s.phase_at_scan, step):.2f} A, "
+          f"ptycho (ours) {frc_res(ours_pty[3], ours_pty[4], s.pixel_A):.2f} A", end="")
+    if p4:
+        if p4_ssb.shape == s.phase_at_scan.shape:
+            print(f", SSB (py4DSTEM) {frc_res(p4_ssb, s.phase_at_scan, step):.2f} A", end="")
+        b = register_and_correlate(p4_pty, truth_obj)
+        print(f", ptycho (py4DSTEM) {frc_res(b[3], b[4], s.pixel_A):.2f} A", end="")
+    print(f"  (scan step {step} A, object pixel {s.pixel_A:.3f} A, 2 alpha / lambda = "
+          f"{1 / (2 * s.probe.k_aperture_inv_A):.2f} A)")
     print(f"parallax (ours): defocus {par.defocus_A:.1f} A (planted {df}), {t_par:.2f} s")
     if p4:
         if "parallax_C1_A" in p4:

@@ -158,3 +158,44 @@ def phase_correlation_with_truth(
     r = float(np.corrcoef(p[sel], t[sel])[0, 1])
     rms = float(np.sqrt(np.mean((p[sel] - t[sel]) ** 2)))
     return r, rms
+
+
+def fourier_ring_correlation(
+    a: np.ndarray, b: np.ndarray, *, pixel_A: float = 1.0, n_rings: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fourier ring correlation of two images of one shape (Saxton & Baumeister 1982).
+
+    Returns ``(frequency_inv_A, frc)``: ring centres (1/A for a pixel of ``pixel_A``) and
+    ``Re sum A B* / sqrt(sum |A|^2 sum |B|^2)`` per ring, up to the Nyquist frequency. Both
+    images lose their mean and a Hann window is applied (no edge artefacts).
+    """
+    a = np.asarray(a, float)
+    b = np.asarray(b, float)
+    h, w = a.shape
+    win = np.outer(np.hanning(h), np.hanning(w))
+    fa = np.fft.fft2((a - a.mean()) * win)
+    fb = np.fft.fft2((b - b.mean()) * win)
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.fftfreq(w)[None, :]
+    r = np.hypot(fy, fx)
+    n = n_rings or max(2, min(h, w) // 2)
+    edges = np.linspace(0.0, 0.5, n + 1)
+    idx = np.digitize(r.ravel(), edges) - 1
+    ok = (idx >= 0) & (idx < n)
+    num = np.bincount(idx[ok], (fa * np.conj(fb)).real.ravel()[ok], minlength=n)
+    pa = np.bincount(idx[ok], (np.abs(fa) ** 2).ravel()[ok], minlength=n)
+    pb = np.bincount(idx[ok], (np.abs(fb) ** 2).ravel()[ok], minlength=n)
+    frc = num / np.sqrt(np.maximum(pa * pb, 1e-300))
+    centres = 0.5 * (edges[:-1] + edges[1:]) / pixel_A
+    return centres, frc
+
+
+def frc_resolution_A(freq_inv_A: np.ndarray, frc: np.ndarray, threshold: float = 0.5) -> float:
+    """Resolution (A) where the FRC first drops below ``threshold`` (inf if at the first ring,
+    the Nyquist period if never)."""
+    below = np.nonzero(frc < threshold)[0]
+    if len(below) == 0:
+        return float(1.0 / freq_inv_A[-1])
+    if below[0] == 0:
+        return float("inf")
+    return float(1.0 / freq_inv_A[below[0]])
