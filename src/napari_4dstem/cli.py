@@ -17,6 +17,7 @@ from typing import Any
 
 from . import __version__
 from . import _cli_validate as v
+from ._cli_phase import add_phase, run_phase
 from ._cli_repro import add_script, add_session, run_script, run_session
 from ._cli_validate import OneLineParser, claim_outputs
 from .errors import Napari4DSTEMError
@@ -706,6 +707,7 @@ SUBCOMMANDS: dict[str, tuple[Callable, Callable]] = {
     "models": (add_models, run_models),
     "script": (add_script, run_script),
     "session": (add_session, run_session),
+    "phase": (add_phase, run_phase),
 }
 
 

@@ -1,0 +1,246 @@
+"""Phase retrieval: accuracy against the planted object and speed, next to py4DSTEM 0.14.
+
+Data: our thin-object forward model (``analysis.phase.forward``): an amorphous weak phase object
+(Gaussian atoms, 0.1 rad each), 300 kV, 20 mrad, scan step 0.4 A, 5 nm underfocus, 64 x 64
+detector (bright-field disk radius 12 px), noise-free unless ``--dose``. Both packages get the same
+patterns and the same calibration (energy, convergence, defocus, pixel sizes, rotation 0).
+
+Reported per method: phase correlation with the truth after removing offset and linear ramp
+(ptychography: after registering the object on the truth by cross-correlation), phase RMS
+error (rad), wall time; ratios are py4DSTEM time / our time measured in the same run (median
+of ``--repeats``). py4DSTEM runs in its side venv (``NAPARI_4DSTEM_PY4DSTEM_PYTHON``), never
+imported here.
+
+    PYTHONPATH=src python benchmarks/bench_phase.py [--scan 32] [--iterations 10] [--dose 1e5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+P4_SCRIPT = textwrap.dedent(
+    r'''
+    import json, sys, time, warnings
+    import numpy as np
+    warnings.filterwarnings("ignore")
+    import matplotlib
+    matplotlib.use("Agg")
+    import py4DSTEM
+    from py4DSTEM.process.phase import SSB, Parallax, SingleslicePtychography
+
+    folder = sys.argv[1]
+    m = json.load(open(folder + "/meta.json"))
+    d = np.load(folder + "/data.npy")
+    def cube():
+        dc = py4DSTEM.DataCube(d.copy())
+        dc.calibration.set_R_pixel_size(m["step"]); dc.calibration.set_R_pixel_units("A")
+        dc.calibration.set_Q_pixel_size(m["dk"]); dc.calibration.set_Q_pixel_units("A^-1")
+        return dc
+    out = {"ssb_s": [], "ptycho_rec_s": [], "ptycho_pre_s": [], "ptycho_first_s": []}
+    for _ in range(m["repeats"]):
+        t = time.perf_counter()
+        s = SSB(energy=m["E"] * 1e3, datacube=cube(), semiangle_cutoff=m["alpha"],
+                defocus=m["df"], verbose=False, device="cpu")
+        s = s.preprocess(plot_center_of_mass=False, plot_rotation=False,
+                         plot_overlap_trotters=False, force_com_rotation=0,
+                         force_com_transpose=False)
+        s = s.reconstruct(progress_bar=False)
+        out["ssb_s"].append(time.perf_counter() - t)
+    np.save(folder + "/p4_ssb.npy", np.angle(np.asarray(s.object)))
+    for _ in range(m["repeats_ptycho"]):
+        t = time.perf_counter()
+        p = SingleslicePtychography(energy=m["E"] * 1e3, datacube=cube(),
+                                    semiangle_cutoff=m["alpha"], defocus=m["df"],
+                                    verbose=False, device="cpu")
+        p = p.preprocess(plot_center_of_mass=False, plot_rotation=False,
+                         plot_probe_overlaps=False, force_com_rotation=0,
+                         force_com_transpose=False)
+        t1 = time.perf_counter()
+        p = p.reconstruct(num_iter=1, progress_bar=False)
+        t2 = time.perf_counter()
+        p = p.reconstruct(num_iter=m["iterations"] - 1, progress_bar=False, reset=False)
+        # per iteration: the iterations after the first (the first call sets up)
+        out["ptycho_rec_s"].append((time.perf_counter() - t2) / (m["iterations"] - 1))
+        out["ptycho_first_s"].append(t2 - t1)
+        out["ptycho_pre_s"].append(t1 - t)
+    np.save(folder + "/p4_ptycho.npy", np.angle(np.asarray(p.object_cropped)))
+    try:
+        t = time.perf_counter()
+        px = Parallax(energy=m["E"] * 1e3, datacube=cube(), verbose=False, device="cpu")
+        px = px.preprocess(plot_average_bf=False, force_rotation_angle_deg=0)
+        px = px.reconstruct(progress_bar=False, plot_aligned_bf=False, plot_convergence=False)
+        px.aberration_fit(plot_CTF_comparison=False, plot_BF_shifts_comparison=False)
+        out["parallax_s"] = time.perf_counter() - t
+        out["parallax_C1_A"] = float(np.asarray(px.aberrations_C1))
+        polar = getattr(px, "aberrations_dict_polar", None) or {}
+        if "C10" in polar:
+            out["parallax_C10_A"] = float(np.asarray(polar["C10"]))
+    except Exception as e:  # report, do not hide
+        out["parallax_error"] = f"{type(e).__name__}: {e}"
+    json.dump(out, open(folder + "/p4.json", "w"))
+    '''
+)
+
+
+def register_and_correlate(recon: np.ndarray, truth: np.ndarray, margin: float = 0.1):
+    """Place ``recon`` on ``truth`` (same pixel size) by cross-correlation, then correlation and
+    RMS after offset/ramp removal over the central part (``margin`` of each edge dropped)."""
+    from napari_4dstem.analysis.phase._common import phase_correlation_with_truth
+
+    best = None
+    for cand, label in ((recon, "as is"), (recon.T, "transposed")):
+        ch, cw = cand.shape
+        if ch > truth.shape[0] or cw > truth.shape[1]:
+            continue
+        a = np.zeros(truth.shape)
+        a[:ch, :cw] = cand - cand.mean()
+        cc = np.fft.ifft2(np.fft.fft2(truth - truth.mean()) * np.conj(np.fft.fft2(a))).real
+        oy, ox = np.unravel_index(np.argmax(cc), cc.shape)
+        t = np.roll(truth, (-oy, -ox), axis=(0, 1))[:ch, :cw]
+        my, mx = int(ch * margin), int(cw * margin)
+        c_, t_ = cand[my:ch - my, mx:cw - mx], t[my:ch - my, mx:cw - mx]
+        r, rms = phase_correlation_with_truth(c_, t_)
+        if best is None or r > best[0]:
+            best = (r, rms, label, c_, t_)
+    return best
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scan", type=int, default=32)
+    ap.add_argument("--iterations", type=int, default=10, help="at least 2")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dose", type=float, default=None, help="e/A^2 (Poisson); default noise-free")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: see docs/phase.md on shared machines)")
+    args = ap.parse_args()
+
+    from napari_4dstem.analysis.phase._common import phase_correlation_with_truth
+    from napari_4dstem.analysis.phase.forward import simulate_phase_dataset
+    from napari_4dstem.analysis.phase.parallax import parallax
+    from napari_4dstem.analysis.phase.ptycho import PtychoParams, ptychography
+    from napari_4dstem.analysis.phase.ssb import ssb
+
+    step, df = 0.4, 50.0
+    s = simulate_phase_dataset(scan_shape=(args.scan, args.scan), detector_px=64, step_A=step,
+                               defocus_A=df, phase_per_atom_rad=0.1, seed=1,
+                               dose_e_per_A2=args.dose)
+    cube = s.datacube
+    truth_obj = np.angle(s.object)
+    rows = []
+
+    # -- ours ----------------------------------------------------------------------------------
+    t_ssb = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        ph = ssb(cube, probe=s.probe)
+        t_ssb.append(time.perf_counter() - t)
+    ours_ssb = phase_correlation_with_truth(ph.data, s.phase_at_scan)
+    t_pty, res = [], None
+    for _ in range(max(1, args.repeats - 1)):
+        stamps: list[float] = []
+
+        def stamp(p, stamps=stamps):
+            if getattr(p, "object_phase", None) is not None:
+                stamps.append(time.perf_counter())
+
+        res = ptychography(cube, probe=s.probe, progress=stamp,
+                           params=PtychoParams(iterations=args.iterations, device=args.device,
+                                               threads=args.threads))
+        # per iteration: the iterations after the first (as for py4DSTEM)
+        t_pty.append((stamps[-1] - stamps[0]) / (len(stamps) - 1))
+    ours_pty = register_and_correlate(res.object_phase(), truth_obj)
+    t = time.perf_counter()
+    par = parallax(cube)
+    t_par = time.perf_counter() - t
+
+    # -- py4DSTEM --------------------------------------------------------------------------------
+    p4 = None
+    exe = os.environ.get("NAPARI_4DSTEM_PY4DSTEM_PYTHON")
+    if exe and Path(exe).exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            np.save(Path(tmp) / "data.npy", np.asarray(cube.data))
+            meta = dict(step=step, dk=cube.calibration.k_pixel_size, E=300.0, alpha=20.0, df=df,
+                        iterations=args.iterations, repeats=args.repeats,
+                        repeats_ptycho=max(1, args.repeats - 1))
+            (Path(tmp) / "meta.json").write_text(json.dumps(meta))
+            (Path(tmp) / "p4.py").write_text(P4_SCRIPT)
+            r = subprocess.run([exe, str(Path(tmp) / "p4.py"), tmp], capture_output=True, text=True)
+            if r.returncode != 0:
+                print("py4DSTEM failed:", r.stderr[-2000:], file=sys.stderr)
+            else:
+                p4 = json.loads((Path(tmp) / "p4.json").read_text())
+                p4_ssb = np.load(Path(tmp) / "p4_ssb.npy")
+                p4_pty = np.load(Path(tmp) / "p4_ptycho.npy")
+    else:
+        print("(py4DSTEM side venv not set: NAPARI_4DSTEM_PY4DSTEM_PYTHON)")
+
+    from napari_4dstem.analysis.phase._common import (
+        fourier_ring_correlation,
+        frc_resolution_A,
+        remove_offset_and_ramp,
+    )
+
+    def frc_res(a, b, pixel_A):
+        # offset and ramp are undetermined by the methods: removed from both first
+        a, b = remove_offset_and_ramp(a), remove_offset_and_ramp(b)
+        return frc_resolution_A(*fourier_ring_correlation(a, b, pixel_A=pixel_A))
+
+    med = statistics.median
+    print(f"\nscan {args.scan}x{args.scan}, detector 64x64, step {step} A, defocus {df} A, "
+          f"dose {args.dose or 'noise-free'}; CPU ({os.cpu_count()} cores, shared machine), "
+          f"torch threads {args.threads}")
+    print(f"{'method':34s} {'corr':>6s} {'RMS rad':>8s} {'time s':>8s} {'p4/ours':>8s}")
+    rows.append(("SSB (ours)", *ours_ssb, med(t_ssb), None))
+    if p4:
+        best = max(
+            (phase_correlation_with_truth(x, s.phase_at_scan) for x in (p4_ssb, p4_ssb.T)),
+            key=lambda v: v[0],
+        ) if p4_ssb.shape == s.phase_at_scan.shape else (float("nan"), float("nan"))
+        rows.append(("SSB (py4DSTEM)", *best, med(p4["ssb_s"]), med(p4["ssb_s"]) / med(t_ssb)))
+    it = args.iterations
+    rows.append((f"ptycho {it} it (ours, s per it)", ours_pty[0], ours_pty[1], med(t_pty), None))
+    if p4:
+        b = register_and_correlate(p4_pty, truth_obj)
+        per = med(p4["ptycho_rec_s"])
+        rows.append((f"ptycho {it} it (py4DSTEM, s per it)", b[0], b[1], per, per / med(t_pty)))
+    for name, c, e, tt, ratio in rows:
+        rt = "" if ratio is None else f"{ratio:8.2f}"
+        print(f"{name:34s} {c:6.3f} {e:8.4f} {tt:8.3f} {rt}")
+    # resolution: FRC = 0.5 against the truth (SSB on the scan grid, ptycho on its own grid)
+    print(f"FRC 0.5 resolution: SSB (ours) {frc_res(ph.data, s.phase_at_scan, step):.2f} A, "
+          f"ptycho (ours) {frc_res(ours_pty[3], ours_pty[4], s.pixel_A):.2f} A", end="")
+    if p4:
+        if p4_ssb.shape == s.phase_at_scan.shape:
+            print(f", SSB (py4DSTEM) {frc_res(p4_ssb, s.phase_at_scan, step):.2f} A", end="")
+        b = register_and_correlate(p4_pty, truth_obj)
+        print(f", ptycho (py4DSTEM) {frc_res(b[3], b[4], s.pixel_A):.2f} A", end="")
+    print(f"  (scan step {step} A, object pixel {s.pixel_A:.3f} A, 2 alpha / lambda = "
+          f"{1 / (2 * s.probe.k_aperture_inv_A):.2f} A)")
+    print(f"parallax (ours): defocus {par.defocus_A:.1f} A (planted {df}), {t_par:.2f} s")
+    if p4:
+        if "parallax_C1_A" in p4:
+            c10 = p4.get("parallax_C10_A")
+            more = "" if c10 is None else f", fitted C10 {c10:.1f} A"
+            print(f"parallax (py4DSTEM): C1 {p4['parallax_C1_A']:.1f} A{more} (C1 = -defocus), "
+                  f"{p4['parallax_s']:.2f} s")
+        else:
+            print(f"parallax (py4DSTEM): {p4.get('parallax_error')}")
+        print(f"py4DSTEM ptycho preprocess {med(p4['ptycho_pre_s']):.2f} s (not in the per-iteration time)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

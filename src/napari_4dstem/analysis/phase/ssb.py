@@ -1,0 +1,108 @@
+"""Direct ptychography by single side band (SSB) deconvolution.
+
+For a weak phase object ``O = exp(i phi) ~ 1 + i phi`` the Fourier transform over the probe
+positions ``R`` of the intensity at detector frequency ``k`` is, for ``Q != 0`` (conventions of
+:mod:`.probe`; Rodenburg, McCallum & Nellist, Ultramicroscopy 48, 304 (1993),
+doi:10.1016/0304-3991(93)90105-7; Pennycook et al., Ultramicroscopy 151, 160 (2015),
+doi:10.1016/j.ultramic.2014.09.013)::
+
+    G(k, Q) = sum_R I(R, k) exp(-2 pi i Q.R) = N_R i Phi(Q) Gamma(k, Q)
+    Gamma(k, Q) = P*(k) P(k - Q) - P(k) P*(k + Q)
+
+``Gamma`` is non-zero in the two "side bands" where the bright-field disk overlaps its copies
+shifted by ``+-Q``; it carries the aberration phase of the probe. We combine every bright-field
+pixel by least squares, ``Phi(Q) = sum_k G conj(i Gamma) / (N_R (sum_k |Gamma|^2 + eps))``,
+which for an aberration-free probe is the classical SSB sum over both side bands (the triple
+overlap cancels), and for a known aberrated probe corrects the aberrations. The phase map
+``phi = F^-1[Phi]`` lies on the scan grid.
+
+Only the bright-field pixels are read, streamed over scan chunks (memory ``scan_y * scan_x *
+n_bf * 12`` bytes, never the whole dataset).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...data.calibration import Calibration
+from ...data.results import RealSpaceMap
+from ...engine.jobs import Job, Progress, run_job
+from ._common import Geometry, bf_pixels, iter_pixel_stack
+from .probe import ProbeModel, probe_fourier, scan_to_detector
+
+__all__ = ["iter_ssb", "ssb"]
+
+
+def iter_ssb(
+    datacube,
+    *,
+    probe: ProbeModel | None = None,
+    calibration: Calibration | None = None,
+    regularization: float = 0.05,
+    edge_px: float = 1.0,
+    q_batch: int = 256,
+    scan_chunk: tuple[int, int] | None = None,
+) -> Job[RealSpaceMap]:
+    """Job: the object phase (rad) on the scan grid by single side band ptychography.
+
+    Parameters
+    ----------
+    datacube : DataCube ``(scan_y, scan_x, k_y, k_x)``
+        Calibrated (scan step, detector pixel size, beam energy, convergence angle; origin,
+        rotation and flip are used when set).
+    probe : ProbeModel, optional
+        Probe with its aberrations (defocus, astigmatism, Cs), e.g. from :func:`.parallax`;
+        default: from the calibration with no aberrations.
+    regularization : float
+        ``eps`` relative to the largest ``sum_k |Gamma|^2`` (damps frequencies with little
+        side-band overlap: near ``Q = 0`` and ``|Q|`` near ``2 alpha / lambda``).
+    edge_px : float
+        Width of the soft aperture edge of the model probe, detector pixels.
+    """
+    cal = calibration or datacube.calibration
+    geo = Geometry.of(datacube, cal)
+    probe = probe or ProbeModel.from_calibration(cal)
+    dk = geo.k_pixel_inv_A
+    ka = probe.k_aperture_inv_A
+    iy, ix = bf_pixels(geo, probe, fraction=1.0 + (edge_px + 1.0) * dk / ka)
+    stack = yield from iter_pixel_stack(datacube, iy, ix, scan_chunk=scan_chunk)
+    ny, nx = geo.scan_shape
+    ky, kx = geo.k_of_pixels(iy, ix)
+    edge = edge_px * dk
+    p0 = probe_fourier(ky, kx, probe, edge_inv_A=edge)  # (n_bf,)
+    # intensities in units of the vacuum |P|^2 (the mean pattern of a weak object)
+    mean_pattern = stack.mean(axis=(0, 1), dtype=np.float64)
+    scale = float(np.sum(mean_pattern * np.abs(p0) ** 2) / np.sum(np.abs(p0) ** 4))
+    g = np.fft.fft2(stack / np.float32(scale), axes=(0, 1)).reshape(ny * nx, -1)  # (n_Q, n_bf)
+    del stack
+    qy_s = np.fft.fftfreq(ny, geo.step_A[0])
+    qx_s = np.fft.fftfreq(nx, geo.step_A[1])
+    qqy, qqx = np.meshgrid(qy_s, qx_s, indexing="ij")
+    qy, qx = scan_to_detector(qqy.ravel(), qqx.ravel(), rotation_deg=geo.rotation_deg, flip=geo.flip)
+    n_q = ny * nx
+    num = np.zeros(n_q, complex)
+    den = np.zeros(n_q)
+    total = math.ceil(n_q / q_batch)
+    for i, a in enumerate(range(0, n_q, q_batch)):
+        b = slice(a, a + q_batch)
+        pm = probe_fourier(ky[None] - qy[b, None], kx[None] - qx[b, None], probe, edge_inv_A=edge)
+        pp = probe_fourier(ky[None] + qy[b, None], kx[None] + qx[b, None], probe, edge_inv_A=edge)
+        gamma = np.conj(p0)[None] * pm - p0[None] * np.conj(pp)
+        num[b] = np.sum(g[b] * np.conj(1j * gamma), axis=1)
+        den[b] = np.sum(np.abs(gamma) ** 2, axis=1)
+        yield Progress(i + 1, total, "SSB deconvolution")
+    eps = regularization * den.max()
+    spec = num / (n_q * (den + eps))
+    spec[0] = 0.0
+    phase = np.fft.ifft2(spec.reshape(ny, nx)).real * n_q
+    params = dict(method="ssb", probe=probe.to_dict(), regularization=regularization,
+                  edge_px=edge_px, n_pixels=len(iy))
+    return RealSpaceMap(phase, name="ssb_phase", units="rad",
+                        calibration=cal.replace(origin_map_px=None), params=params)
+
+
+def ssb(datacube, *, progress=None, **kwargs) -> RealSpaceMap:
+    """Eager twin of :func:`iter_ssb`."""
+    return run_job(iter_ssb(datacube, **kwargs), progress)

@@ -1,0 +1,317 @@
+"""The "Phase retrieval" dock widget: parallax, SSB and iterative ptychography.
+
+Translation only: the settings become a core call (:mod:`napari_4dstem.analysis.phase`) run in
+a worker; results go to the linked real-space viewer. Ptychography shows the object phase, the
+probe and the error curve after every iteration while it runs, and can be cancelled (the last
+snapshot stays). "Preview" runs on a central sub-scan first; "Copy as Python" puts the same
+call on the clipboard.
+"""
+
+from __future__ import annotations
+
+import napari
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..data.calibration import Calibration
+from ..errors import Napari4DSTEMError
+from ._common import CubePicker, JobRunner
+from ._forms import job_row, spin
+from ._results import results_viewer, show_map
+
+METHODS = ("parallax", "ssb", "ptycho", "multislice-ptycho")
+_PER_A = {"A": 1.0, "nm": 0.1, "um": 1e-4, "px": 1.0}
+
+
+class ErrorPlot(QWidget):
+    """The error of every finished iteration (log scale); ``errors`` holds what is drawn."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.errors: list[float] = []
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4, 1.8), layout="constrained")
+        self.ax = fig.subplots()
+        self.canvas = FigureCanvasQTAgg(fig)
+        self.canvas.setMinimumHeight(120)
+        lay.addWidget(self.canvas)
+        self.set_errors([])
+
+    def set_errors(self, errors) -> None:
+        self.errors = [float(e) for e in errors]
+        self.ax.clear()
+        self.ax.set_title("ptychography error", fontsize=8)
+        self.ax.set_xlabel("iteration", fontsize=7)
+        self.ax.tick_params(labelsize=6)
+        if self.errors:
+            self.ax.semilogy(np.arange(1, len(self.errors) + 1), self.errors, "o-", ms=3)
+        self.canvas.draw_idle()
+
+
+class PhaseRetrievalWidget(QWidget):
+    """Dock widget: choose a method, check the prefilled microscope settings, preview, run."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.results: list = []  # the last run's maps (RealSpaceMap / DiffractionImage)
+        self.parallax_result = None
+        self.n_snapshots = 0
+        self._build_ui()
+        self.prefill()
+
+    # -- UI -----------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        self.layer_combo = CubePicker(self.viewer)
+        self.method = QComboBox()
+        self.method.addItems(METHODS)
+        self.method.setCurrentText("ssb")
+        self.energy = spin(1.0, 3000.0, 300.0, decimals=1, suffix=" keV")
+        self.convergence = spin(0.1, 200.0, 20.0, decimals=2, suffix=" mrad")
+        self.defocus = spin(-1e5, 1e5, 0.0, decimals=1, suffix=" A")
+        self.rotation = spin(-360.0, 360.0, 0.0, decimals=2, suffix=" deg")
+        mg = QGroupBox("Microscope (from the calibration)")
+        mf = QFormLayout(mg)
+        mf.addRow("4D layer", self.layer_combo)
+        mf.addRow("method", self.method)
+        mf.addRow("beam energy", self.energy)
+        mf.addRow("convergence", self.convergence)
+        mf.addRow("defocus (> 0 under)", self.defocus)
+        mf.addRow("scan rotation", self.rotation)
+
+        self.iterations = spin(1, 10000, 10)
+        self.batch = spin(1, 4096, 64)
+        self.modes = spin(1, 8, 1)
+        self.slices = spin(2, 64, 4)
+        self.slice_dz = spin(0.1, 1000.0, 10.0, decimals=1, suffix=" A")
+        self.positions = QCheckBox("correct positions")
+        self.device = QComboBox()
+        self.device.addItems(["cpu", "cuda"])
+        pg = QGroupBox("Iterative ptychography")
+        pf = QFormLayout(pg)
+        pf.addRow("iterations", self.iterations)
+        pf.addRow("batch size", self.batch)
+        pf.addRow("probe modes", self.modes)
+        pf.addRow("slices (multislice)", self.slices)
+        pf.addRow("slice thickness", self.slice_dz)
+        pf.addRow(self.positions)
+        pf.addRow("device", self.device)
+
+        self.preview = QCheckBox("preview on a central sub-scan of")
+        self.preview_size = spin(4, 4096, 16, suffix=" x n positions")
+        self.run_btn = QPushButton("Run")
+        self.cancel_btn = QPushButton("Cancel")
+        self.save_btn = QPushButton("Save...")
+        self.copy_btn = QPushButton("Copy as Python")
+        row, self.progress, self.status = job_row(self.run_btn, self.cancel_btn)
+        self.fit_label = QLabel("")
+        self.fit_label.setWordWrap(True)
+        self.plot = ErrorPlot()
+        self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.run_btn,),
+                              progress_bar=self.progress)
+        layout = QVBoxLayout(self)
+        layout.addWidget(mg)
+        layout.addWidget(pg)
+        prev = QFormLayout()
+        prev.addRow(self.preview, self.preview_size)
+        layout.addLayout(prev)
+        layout.addLayout(row)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.fit_label)
+        layout.addWidget(self.plot)
+        layout.addWidget(self.save_btn)
+        layout.addWidget(self.copy_btn)
+        layout.addStretch(1)
+
+        self.layer_combo.currentTextChanged.connect(lambda _: self.prefill())
+        self.run_btn.clicked.connect(self.run)
+        self.save_btn.clicked.connect(self._save_dialog)
+        self.copy_btn.clicked.connect(self.copy_python)
+
+    # -- calibration --------------------------------------------------------------------------
+    def prefill(self) -> None:
+        """Fill the microscope settings from the chosen layer's calibration."""
+        try:
+            _, cal = self.layer_combo.datacube()
+        except Napari4DSTEMError:
+            return
+        if cal.beam_energy_kev is not None:
+            self.energy.setValue(cal.beam_energy_kev)
+        if cal.convergence_semiangle_mrad is not None:
+            self.convergence.setValue(cal.convergence_semiangle_mrad)
+        self.rotation.setValue(cal.rotation_deg or 0.0)
+
+    def settings(self):
+        """(DataCube, Calibration, ProbeModel) for a run, the sub-scan if previewing."""
+        from ..analysis.phase.probe import ProbeModel
+
+        dc, cal = self.layer_combo.datacube()
+        cal = cal.replace(beam_energy_kev=self.energy.value(),
+                          convergence_semiangle_mrad=self.convergence.value(),
+                          rotation_deg=self.rotation.value())
+        dc.calibration = cal
+        if self.preview.isChecked():
+            n = self.preview_size.value()
+            sy, sx = dc.scan_shape
+            y0, x0 = max(0, (sy - n) // 2), max(0, (sx - n) // 2)
+            dc = dc.crop(scan_y=slice(y0, y0 + n), scan_x=slice(x0, x0 + n))
+            cal = dc.calibration
+        probe = ProbeModel(self.energy.value(), self.convergence.value(),
+                           defocus_A=self.defocus.value())
+        return dc, cal, probe
+
+    def ptycho_params(self):
+        from ..analysis.phase.ptycho import PtychoParams
+
+        multi = self.method.currentText() == "multislice-ptycho"
+        return PtychoParams(
+            iterations=self.iterations.value(), batch_size=self.batch.value(),
+            probe_modes=self.modes.value(), position_correction=self.positions.isChecked(),
+            slices=self.slices.value() if multi else 1,
+            slice_thickness_A=self.slice_dz.value() if multi else 0.0,
+            device=self.device.currentText(), snapshot_every=1)
+
+    def _map_cal(self, pixel_A: float, cal: Calibration) -> Calibration:
+        u = cal.scan_units if cal.scan_units != "px" else "A"
+        return Calibration(scan_step=(pixel_A * _PER_A[u],) * 2, scan_units=u)
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self) -> None:
+        from ..analysis.phase import parallax, ptycho, ssb
+
+        try:
+            dc, cal, probe = self.settings()
+            method = self.method.currentText()
+            self.results = []
+            if method == "parallax":
+                self.jobs.start(parallax.iter_parallax, dc, probe=probe, calibration=cal,
+                                desc="parallax", on_done=self._on_parallax)
+            elif method == "ssb":
+                self.jobs.start(ssb.iter_ssb, dc, probe=probe, calibration=cal,
+                                desc="SSB ptychography", on_done=self._on_ssb)
+            else:
+                self.n_snapshots = 0
+                self.plot.set_errors([])
+                self._cal = cal
+                self._pixel_A = 1.0 / (dc.detector_shape[0] * cal.k_pixel_size_in("1/A"))
+                self.jobs.start(ptycho.iter_ptychography, dc, params=self.ptycho_params(),
+                                probe=probe, calibration=cal, desc="ptychography", eta=True,
+                                on_done=self._on_ptycho, on_progress=self._on_snapshot)
+        except (Napari4DSTEMError, ValueError) as e:
+            self.status.setText(str(e))
+
+    def cancel(self) -> None:
+        self.jobs.cancel()
+
+    @property
+    def _worker(self):
+        return self.jobs.worker
+
+    def _on_parallax(self, res) -> None:
+        self.parallax_result = res
+        self.results = [res.image]
+        m = res.image
+        show_map(results_viewer(self.viewer), "phase: parallax BF", m.data,
+                 self._map_cal(m.calibration.scan_step[0], Calibration(scan_units="A", scan_step=(1, 1))),
+                 colormap="gray")
+        self.defocus.setValue(res.defocus_A)
+        self.fit_label.setText(
+            f"parallax fit: defocus {res.defocus_A:.1f} A (now in the defocus field), "
+            f"astigmatism {res.astig_A:.1f} A at {res.astig_angle_deg:.1f} deg, unaccounted "
+            f"rotation {res.rotation_residual_deg:.2f} deg, RMS {res.fit_rms_A:.3f} A")
+        self.status.setText("parallax done")
+
+    def _on_ssb(self, phase) -> None:
+        self.results = [phase]
+        show_map(results_viewer(self.viewer), "phase: SSB", phase.data, phase.calibration,
+                 colormap="gray")
+        self.status.setText("SSB done")
+
+    def _on_snapshot(self, p) -> None:
+        from ..analysis.phase.ptycho import PtychoProgress
+
+        if not isinstance(p, PtychoProgress) or p.object_phase is None:
+            return
+        self.n_snapshots += 1
+        v = results_viewer(self.viewer)
+        show_map(v, "phase: ptychography", p.object_phase, self._map_cal(self._pixel_A, self._cal),
+                 colormap="gray")
+        show_map(v, "probe intensity", p.probe_intensity, self._map_cal(self._pixel_A, self._cal),
+                 colormap="magma")
+        self.plot.set_errors(p.errors)
+
+    def _on_ptycho(self, res) -> None:
+        self.results = res.to_results()
+        self.plot.set_errors(res.errors)
+        show_map(results_viewer(self.viewer), "phase: ptychography", res.object_phase(),
+                 self._map_cal(self._pixel_A, self._cal), colormap="gray")
+        self.status.setText(f"ptychography done: error {res.errors[-1]:.3g}")
+
+    # -- save / copy --------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the last run's results (with their parameters) to an EMD file."""
+        if not self.results:
+            raise Napari4DSTEMError("nothing to save yet: run a reconstruction first")
+        from ..io import emd
+
+        emd.write(path, *self.results, overwrite=True)
+
+    def _save_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save phase results", "phase.h5", "EMD (*.h5)")
+        if path:
+            try:
+                self.save(path)
+                self.status.setText(f"saved {path}")
+            except Napari4DSTEMError as e:
+                self.status.setText(str(e))
+
+    def python_code(self) -> str:
+        """The current settings as a script that reproduces the run headless."""
+        lyr = self.layer_combo.layer
+        src = getattr(getattr(lyr, "source", None), "path", None) or "YOUR_FILE"
+        m = self.method.currentText()
+        head = (
+            "from napari_4dstem.io import open_datacube\n"
+            "from napari_4dstem.analysis.phase.probe import ProbeModel\n"
+            f"dc = open_datacube({str(src)!r})\n"
+            f"dc.calibration = dc.calibration.replace(beam_energy_kev={self.energy.value()!r}, "
+            f"convergence_semiangle_mrad={self.convergence.value()!r}, "
+            f"rotation_deg={self.rotation.value()!r})\n"
+            f"probe = ProbeModel({self.energy.value()!r}, {self.convergence.value()!r}, "
+            f"defocus_A={self.defocus.value()!r})\n"
+        )
+        if m == "parallax":
+            return head + ("from napari_4dstem.analysis.phase.parallax import parallax\n"
+                           "result = parallax(dc, probe=probe)\n")
+        if m == "ssb":
+            return head + ("from napari_4dstem.analysis.phase.ssb import ssb\n"
+                           "phase = ssb(dc, probe=probe)\n")
+        return head + (
+            "from napari_4dstem.analysis.phase.ptycho import PtychoParams, ptychography\n"
+            f"result = ptychography(dc, probe=probe, params={self.ptycho_params()!r})\n"
+        )
+
+    def copy_python(self) -> None:
+        from qtpy.QtWidgets import QApplication
+
+        QApplication.clipboard().setText(self.python_code())
+        self.status.setText("Python code copied to the clipboard")
+
+    def closeEvent(self, event) -> None:
+        self.jobs.close()
+        super().closeEvent(event)

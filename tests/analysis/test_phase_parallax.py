@@ -1,0 +1,69 @@
+"""Parallax / tilt-corrected BF: planted defocus, astigmatism and rotation recovered.
+
+Data: our thin-object forward model (analysis.phase.forward), 300 kV, 20 mrad, an amorphous
+weak phase object, scan step 0.5 A, 32 x 32 positions, 64 x 64 detector.
+"""
+
+import numpy as np
+import pytest
+
+from napari_4dstem.analysis.phase.forward import simulate_phase_dataset
+from napari_4dstem.analysis.phase.parallax import _decompose, parallax
+from napari_4dstem.errors import CalibrationError
+
+
+@pytest.mark.parametrize("defocus_A", [0.0, 50.0, 120.0, -150.0])
+def test_parallax_recovers_planted_defocus_within_1_nm(defocus_A):
+    s = simulate_phase_dataset(scan_shape=(32, 32), defocus_A=defocus_A, step_A=0.5, seed=3)
+    r = parallax(s.datacube)
+    # the issue's target: within 1 nm of the simulated defocus (measured: within 0.2 nm)
+    assert r.defocus_A == pytest.approx(defocus_A, abs=10.0)
+    if abs(defocus_A) < 60:
+        # the shift model alone is biased near focus (+15 A at 5 nm, +40 A at 0): the
+        # transfer-model refinement is what brings it within 1 nm
+        assert abs(r.image.params["fit"]["shift_fit"]["defocus_A"] - defocus_A) > abs(r.defocus_A - defocus_A)
+    assert r.astig_A < 5.0
+    assert abs(r.rotation_residual_deg) < 1.0
+    assert r.image.data.shape == (64, 64)
+    assert r.image.calibration.scan_step == (0.25, 0.25)
+    if abs(defocus_A) < 60:
+        return  # near focus the images hardly shift: nothing more to check
+    # the measured shifts follow d = lambda * defocus * k (in scan pixels)
+    lam = s.probe.wavelength_A
+    expected = lam * defocus_A * r.k_inv_A / 0.5
+    resid = (r.shifts_px - r.shifts_px.mean(0)) - (expected - expected.mean(0))
+    assert np.sqrt(np.mean(resid**2)) < 0.15 * np.abs(expected).max()
+
+
+def test_parallax_recovers_astigmatism_and_an_unaccounted_rotation():
+    s = simulate_phase_dataset(scan_shape=(32, 32), defocus_A=150.0, astig_A=30.0,
+                               astig_angle_deg=20.0, rotation_deg=10.0, step_A=0.5, seed=4)
+    r = parallax(s.datacube, calibration=s.datacube.calibration.replace(rotation_deg=0.0))
+    assert r.defocus_A == pytest.approx(150.0, abs=10.0)
+    assert r.astig_A == pytest.approx(30.0, abs=5.0)
+    assert r.astig_angle_deg == pytest.approx(20.0, abs=5.0)
+    assert r.rotation_residual_deg == pytest.approx(10.0, abs=1.0)
+    # with the right rotation in the calibration nothing is left over
+    r2 = parallax(s.datacube)
+    assert abs(r2.rotation_residual_deg) < 1.0
+
+
+def test_decompose_inverts_the_shift_model():
+    # M = R(theta) S with S = -C, C = -defocus I + astig [[-cos2a, sin2a], [sin2a, cos2a]]
+    df, a, ang, th = 80.0, 12.0, 33.0, -7.0
+    c2, s2 = np.cos(np.radians(2 * ang)), np.sin(np.radians(2 * ang))
+    cm = -df * np.eye(2) + a * np.array([[-c2, s2], [s2, c2]])
+    t = np.radians(th)
+    rot = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+    out = _decompose(rot @ -cm)
+    np.testing.assert_allclose(out, (df, a, ang, th), atol=1e-9)
+
+
+def test_parallax_needs_a_calibrated_dataset():
+    s = simulate_phase_dataset(scan_shape=(8, 8), step_A=0.5)
+    cube = s.datacube
+    from napari_4dstem import DataCube
+
+    bare = DataCube(cube.data, cube.calibration.replace(convergence_semiangle_mrad=None))
+    with pytest.raises(CalibrationError, match="convergence"):
+        parallax(bare)

@@ -1,0 +1,100 @@
+"""The Phase retrieval widget in real viewers: SSB and parallax to the end, ptychography live
+to the end and cancelled, save and copy-as-Python."""
+
+import numpy as np
+import pytest
+
+from napari_4dstem.analysis.phase._common import phase_correlation_with_truth
+from napari_4dstem.analysis.phase.forward import simulate_phase_dataset
+from napari_4dstem.widgets._results import set_results_viewer
+from napari_4dstem.widgets.phase import PhaseRetrievalWidget
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return simulate_phase_dataset(scan_shape=(16, 16), detector_px=48, step_A=0.25,
+                                  phase_per_atom_rad=0.1, seed=1)
+
+
+@pytest.fixture
+def setup(make_napari_viewer, sim):
+    main, results = make_napari_viewer(), make_napari_viewer()
+    set_results_viewer(main, results)
+    cube = sim.datacube
+    main.add_image(np.asarray(cube.data), name="sim",
+                   metadata={"napari_4dstem": {"calibration": cube.calibration}})
+    _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Phase retrieval")
+    assert isinstance(w, PhaseRetrievalWidget)
+    return main, results, w
+
+
+def _wait(qtbot, w, timeout=120000):
+    qtbot.waitUntil(lambda: w._worker is None, timeout=timeout)
+
+
+def test_ssb_run_prefilled_from_the_calibration(setup, sim, qtbot, tmp_path):
+    _, results, w = setup
+    assert w.energy.value() == 300.0 and w.convergence.value() == 20.0
+    w.method.setCurrentText("ssb")
+    w.run_btn.click()
+    _wait(qtbot, w)
+    assert "phase: SSB" in results.layers
+    data = results.layers["phase: SSB"].data
+    assert phase_correlation_with_truth(data, sim.phase_at_scan)[0] >= 0.9
+    w.save(tmp_path / "ssb.h5")
+    from napari_4dstem.io import emd
+
+    assert any(k.endswith("ssb_phase") for k in emd.read(tmp_path / "ssb.h5"))
+    code = w.python_code()
+    assert "ssb(dc, probe=probe)" in code and "beam_energy_kev=300.0" in code
+
+
+def test_ptychography_runs_to_the_end_with_live_snapshots(setup, qtbot):
+    _, results, w = setup
+    w.method.setCurrentText("ptycho")
+    w.iterations.setValue(3)
+    w.batch.setValue(64)
+    w.run_btn.click()
+    _wait(qtbot, w)
+    assert w.n_snapshots == 3
+    assert len(w.plot.errors) == 3 and w.plot.errors[-1] < w.plot.errors[0]
+    assert "phase: ptychography" in results.layers and "probe intensity" in results.layers
+    assert results.layers["phase: ptychography"].scale[0] == pytest.approx(w._pixel_A)
+    assert [m.name for m in w.results] == ["ptycho_phase", "ptycho_probe"]
+    assert "PtychoParams(iterations=3" in w.python_code()
+
+
+def test_ptychography_cancel_keeps_the_last_snapshot(setup, qtbot):
+    _, results, w = setup
+    w.method.setCurrentText("ptycho")
+    w.iterations.setValue(500)
+    w.run_btn.click()
+    qtbot.waitUntil(lambda: w.n_snapshots >= 1, timeout=120000)
+    w.cancel_btn.click()
+    _wait(qtbot, w, timeout=30000)
+    assert w.status.text() == "cancelled"
+    assert 1 <= len(w.plot.errors) < 500
+    assert "phase: ptychography" in results.layers
+    assert w.results == []  # no final result from a cancelled run
+    assert w.run_btn.isEnabled()
+
+
+def test_parallax_preview_fills_the_defocus(make_napari_viewer, qtbot):
+    main, results = make_napari_viewer(), make_napari_viewer()
+    set_results_viewer(main, results)
+    s = simulate_phase_dataset(scan_shape=(24, 24), detector_px=48, step_A=0.5,
+                               defocus_A=120.0, seed=3)
+    main.add_image(np.asarray(s.datacube.data), name="defocused",
+                   metadata={"napari_4dstem": {"calibration": s.datacube.calibration}})
+    w = PhaseRetrievalWidget(main)
+    main.window.add_dock_widget(w)
+    w.method.setCurrentText("parallax")
+    w.preview.setChecked(True)
+    w.preview_size.setValue(20)
+    w.run_btn.click()
+    _wait(qtbot, w)
+    assert w.parallax_result.image.params["n_pixels"] > 100
+    assert w.defocus.value() == pytest.approx(120.0, abs=15.0)
+    assert "phase: parallax BF" in results.layers
