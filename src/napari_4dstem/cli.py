@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .analysis.classify._cli import add_classify, run_classify
 from .errors import Napari4DSTEMError
 from .nn._cli import add_infer, add_models, add_train, run_infer, run_models, run_train
 
@@ -714,6 +715,7 @@ SUBCOMMANDS: dict[str, tuple[Callable, Callable]] = {
     "train": (add_train, run_train),
     "infer": (add_infer, run_infer),
     "models": (add_models, run_models),
+    "classify": (add_classify, run_classify),
 }
 
 

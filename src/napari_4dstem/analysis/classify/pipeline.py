@@ -58,6 +58,7 @@ def iter_classify(
     peaks: BraggPeaks | None = None,
     calibration: Calibration | None = None,
     class_means: bool = True,
+    exclude_bf: bool = True,
     scan_chunk: tuple[int, int] | None = None,
     backend: Any = None,
 ) -> Job[Classification]:
@@ -79,6 +80,10 @@ def iter_classify(
         Needed for ``features.kind == "bragg"`` (no pass over the data for features then).
     class_means : bool
         Also compute the full-resolution mean pattern of each class (one pass).
+    exclude_bf : bool
+        When ``features.inner_px`` is 0, leave out the bright-field disk (radius found on the
+        mean of a sparse grid of patterns, plus a third and 1 px): its intensity mostly
+        follows thickness, not structure.
 
     Returns
     -------
@@ -104,6 +109,10 @@ def iter_classify(
         origin_map = np.array([(H - 1) / 2, (W - 1) / 2])
     elif origin != "calibration":
         raise ValueError(f"origin must be 'auto', 'calibration', 'fixed' or an array, got {origin!r}")
+    if exclude_bf and fp.inner_px == 0 and fp.kind != "bragg":
+        r_bf = _bf_radius(cube)
+        if r_bf is not None:
+            fp = dataclasses.replace(fp, inner_px=1.33 * r_bf + 1.0)
     if fp.kind == "bragg":
         if peaks is None:
             raise ValueError("Bragg-vector features need detected disks (peaks=...)")
@@ -119,6 +128,24 @@ def iter_classify(
     result.params["source"] = cube.source or cube.name
     result.params["origin"] = origin if isinstance(origin, str) else "given map"
     return result
+
+
+def _bf_radius(cube) -> float | None:
+    """Bright-field disk radius (px) on the mean of at most 16 x 16 patterns on a grid."""
+    from ..origin import find_bf_disk
+
+    sy, sx = cube.scan_shape
+    iy = np.unique(np.linspace(0, sy - 1, min(sy, 16)).astype(int))
+    ix = np.unique(np.linspace(0, sx - 1, min(sx, 16)).astype(int))
+    acc = np.zeros(cube.detector_shape)
+    for i in iy:
+        row = cube.data[int(i)]
+        row = np.asarray(row.compute() if hasattr(row, "compute") else row)
+        acc += row[ix].sum(axis=0, dtype=np.float64)
+    try:
+        return float(find_bf_disk(acc).radius_px)
+    except DataShapeError:  # no clear disk (e.g. no direct beam): keep it
+        return None
 
 
 def classify(data: Any, *, progress=None, **kwargs) -> Classification:
