@@ -5,8 +5,9 @@ The pipeline (:func:`iter_classify_features`):
 1. **Normalise and transform** each feature vector: divided by its sum (a thicker or brighter
    region scales every bin alike), then square-rooted (Poisson counts get a variance that
    does not depend on their mean; ``transform="log"`` or ``"none"`` also possible).
-2. **Decompose**: PCA (``IncrementalPCA`` in batches, so the features are never doubled in
-   memory) keeping the components above the noise floor, or mini-batch NMF
+2. **Decompose**: PCA (exact, from the feature covariance accumulated in batches; beyond
+   20000 patterns a randomized PCA fitted on 20000 drawn at random, then every pattern
+   projected) keeping the components above the noise floor, or mini-batch NMF
    (``MiniBatchNMF``: non-negative component patterns and loading maps). The noise floor is
    measured from the data: half the median squared difference between scan neighbours is
    the noise variance (neighbours mostly share their class), and a component is kept while
@@ -79,6 +80,8 @@ class ClassifyParams:
         Divide each feature vector by its sum first.
     spatial : float
         Weight of each agreeing neighbour in the label smoothing (0: none).
+    cluster_dims : int
+        Leading components the clustering sees.
     jump : float
         Two mixture components that border each other in the scan are merged when the
         step across their border (along the difference of their means) is less than ``jump`` times
@@ -98,6 +101,7 @@ class ClassifyParams:
     transform: str = "sqrt"
     normalize: bool = True
     spatial: float = 1.0
+    cluster_dims: int = 12
     valley: float = 0.5
     jump: float = 10.0
     seed: int = 0
@@ -265,28 +269,42 @@ def neighbour_noise_variance(z: np.ndarray, scan_shape: tuple[int, int]) -> floa
     return float(np.median(np.concatenate(parts)) / (2 * z.shape[1]))
 
 
-def _pca(x: np.ndarray, p: ClassifyParams, noise_var: float):
-    """PCA from the covariance accumulated over batches of rows (exact, one ``d x d``
-    matrix in memory; ``d`` is at most a few thousand features)."""
+def _pca(x: np.ndarray, p: ClassifyParams, noise_var: float, n_fit: int = 20000):
+    """PCA: exact, from the covariance accumulated over batches of rows, for up to ``n_fit``
+    patterns; beyond, a randomized PCA fitted on ``n_fit`` patterns drawn at random (the
+    components of a few classes are well defined by that many), then every pattern projected."""
     n, d = x.shape
     kmax = min(p.n_components or p.max_components, d, n)
     step = max(256, int(2**25 // max(d, 1)))
-    mean = np.zeros(d)
-    for i in range(0, n, step):
-        mean += x[i : i + step].sum(0, dtype=np.float64)
-    mean /= n
-    mean32 = mean.astype(np.float32)
-    cov = np.zeros((d, d))
-    for i in range(0, n, step):
-        xc = x[i : i + step] - mean32
-        cov += (xc.T @ xc).astype(np.float64)
-    cov /= max(n - 1, 1)
-    ev, vec = np.linalg.eigh(cov)
-    order = np.argsort(ev)[::-1]
-    ev, vec = np.clip(ev[order], 0, None), vec[:, order]
-    total = float(ev.sum()) or 1.0
+    if n <= n_fit:
+        mean = np.zeros(d)
+        for i in range(0, n, step):
+            mean += x[i : i + step].sum(0, dtype=np.float64)
+        mean /= n
+        mean32 = mean.astype(np.float32)
+        cov = np.zeros((d, d))
+        for i in range(0, n, step):
+            xc = x[i : i + step] - mean32
+            cov += (xc.T @ xc).astype(np.float64)
+        cov /= max(n - 1, 1)
+        ev, vec = np.linalg.eigh(cov)
+        order = np.argsort(ev)[::-1]
+        ev, vec = np.clip(ev[order], 0, None), vec[:, order]
+        total = float(ev.sum()) or 1.0
+        vec = vec[:, :kmax]
+    else:
+        from sklearn.decomposition import PCA
+
+        rows = np.sort(np.random.default_rng(p.seed).choice(n, n_fit, replace=False))
+        sample = x[rows]
+        pca = PCA(n_components=kmax, svd_solver="randomized", random_state=p.seed).fit(sample)
+        ev = pca.explained_variance_
+        total = float(sample.var(axis=0, ddof=1, dtype=np.float64).sum()) or 1.0
+        vec = pca.components_.T
+        mean32 = pca.mean_.astype(np.float32)
+        del sample
     if p.n_components is None:
-        edge = noise_var * (1 + math.sqrt(d / n)) ** 2
+        edge = noise_var * (1 + math.sqrt(d / min(n, n_fit))) ** 2
         k = int(np.sum(ev[:kmax] > 1.5 * edge)) if np.isfinite(edge) else kmax
         k = max(1, min(k, kmax))
     else:
@@ -411,6 +429,21 @@ def _merge_components(
     return group
 
 
+def _merge_nearest(z, hard, group, target: int) -> np.ndarray:
+    """Merge the groups with the closest means until ``target`` are left."""
+    group = group.copy()
+    while len(np.unique(group[np.unique(hard)])) > target:
+        g_of = group[hard]
+        ids = np.unique(g_of)
+        means = np.stack([z[g_of == g].mean(0) for g in ids])
+        d = ((means[:, None] - means[None]) ** 2).sum(-1)
+        d[np.diag_indices_from(d)] = np.inf
+        i, j = np.unravel_index(np.argmin(d), d.shape)
+        group[group == ids[j]] = ids[i]
+    _, group = np.unique(group, return_inverse=True)
+    return group
+
+
 def _valley_ratio(za: np.ndarray, zb: np.ndarray, noise_var: float) -> float:
     """Density between two groups relative to the lower of their two peaks, along the
     difference of their means, smoothed with a Gaussian as wide as the noise along it."""
@@ -521,8 +554,8 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
         extra["nmf_converged"] = converged
     del x
     t_dec = time.perf_counter() - t0
-    # cluster on at most 12 leading dimensions (the class signal; the rest is mostly noise)
-    zc = np.ascontiguousarray(z[:, : min(z.shape[1], 12)], dtype=np.float64)
+    # cluster on the leading components (the class signal; the rest is mostly noise)
+    zc = np.ascontiguousarray(z[:, : min(z.shape[1], p.cluster_dims)], dtype=np.float64)
     if p.decomposition == "nmf":
         s = zc.sum(1, keepdims=True)
         zc = zc / np.where(s > 0, s, 1)
@@ -555,7 +588,10 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
         if p.n_classes is not None:
             # the number given: merge the BIC mixture down to it (or, with fewer components
             # than asked for, the mixture of that many components)
-            if len(np.unique(hard)) >= p.n_classes:
+            if suggested > p.n_classes:
+                # the distinct groups, then the closest of them, down to the number asked for
+                groups = _merge_nearest(zc, hard, groups, p.n_classes)
+            elif len(np.unique(hard)) >= p.n_classes:
                 groups = merge(target=p.n_classes)
             else:
                 g = models[p.n_classes]
