@@ -146,7 +146,7 @@ class ClassificationWidget(QWidget):
         if LABELS_LAYER in rv.layers:
             rv.layers[LABELS_LAYER].data = labels
         else:
-            rv.add_labels(labels, name=LABELS_LAYER, scale=kw.get("scale", (1, 1)))
+            rv.add_labels(labels, name=LABELS_LAYER, **kw)
         sizes = r.class_sizes()
         self.summary.setText(
             "label = class + 1; patterns per class: "
@@ -187,6 +187,7 @@ class ClassificationWidget(QWidget):
             mean, name=MEAN_LAYER, scale=ks,
             translate=(float(layer.translate[-2]), float(layer.translate[-1]) + (mean.shape[1] + gap) * ks[1]),
             contrast_limits=(float(lo), float(max(hi, lo + 1e-9))), metadata={"class": c},
+            colormap=layer.colormap.name, units=tuple(layer.units[-2:]),
         )
 
     def merge(self) -> None:
