@@ -251,6 +251,31 @@ def simulation_training() -> None:
     viewer.close()
 
 
+def classification() -> None:
+    import napari
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1500, 800)
+    viewer.open_sample("napari-4dstem", "polycrystal_au")
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Classification")
+    w.run_btn.click()
+    _wait(w, "result")
+    cube = viewer.layers["polycrystal_au"]
+    viewer.dims.set_point(0, 8 * cube.scale[0])
+    viewer.dims.set_point(1, 20 * cube.scale[1])
+    viewer.layers.selection.active = cube
+    viewer.reset_view()
+    from napari_4dstem.widgets._results import results_viewer
+
+    results = results_viewer(viewer)
+    results.window.resize(800, 700)
+    results.reset_view()
+    _grab(viewer, "classification_widget.png")
+    _grab(results, "classification_labels.png")
+    results.close()
+    viewer.close()
+
+
 def demo_figures() -> None:
     import shutil
     import tempfile
@@ -273,6 +298,7 @@ def main() -> int:
     bragg_strain()
     nn_detection()
     simulation_training()
+    classification()
     demo_figures()
     return 0
 

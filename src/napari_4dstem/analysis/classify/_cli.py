@@ -1,0 +1,88 @@
+"""The ``classify`` subcommand (registered in :mod:`napari_4dstem.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_classify(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "classify", help="find the phases and domains of a scan (features, PCA/NMF, clustering)"
+    )
+    p.add_argument("file", type=Path)
+    p.add_argument(
+        "out", type=Path,
+        help="output .h5 (EMD): class_labels, class_probability, class_mixing, "
+        "component_loadings, class_<k>_mean, component_<i>",
+    )
+    p.add_argument("--features", choices=["pattern", "radial", "polar", "bragg"], default="pattern",
+                   help="pattern (binned, keeps orientation; default), radial or polar "
+                   "(rotation-invariant), bragg (histogram of detected disks: needs --peaks)")
+    p.add_argument("--peaks", type=Path, help="EMD file with Bragg peaks (from `disks`) for --features bragg")
+    p.add_argument("--bin", type=float, metavar="PX", help="bin size / ring width in detector px")
+    p.add_argument("--radius", type=float, metavar="PX", help="outer radius about the origin")
+    p.add_argument("--inner", type=float, default=0.0, metavar="PX",
+                   help="leave out pixels closer to the origin (default: the bright-field disk)")
+    p.add_argument("--keep-bf", action="store_true", help="keep the bright-field disk in the features")
+    p.add_argument("--method", choices=["gmm", "kmeans", "hierarchical"], default="gmm")
+    p.add_argument("--decomposition", choices=["pca", "nmf"], default="pca")
+    p.add_argument("--n-classes", type=int, help="number of classes (default: suggested from the data)")
+    p.add_argument("--max-classes", type=int, default=8)
+    p.add_argument("--n-components", type=int, help="components kept (default: above the noise floor)")
+    p.add_argument("--transform", choices=["sqrt", "log", "none"], default="sqrt")
+    p.add_argument("--spatial", type=float, default=1.0, help="weight of agreeing neighbours (0: none)")
+    p.add_argument("--origin", choices=["auto", "calibration", "fixed"], default="auto",
+                   help="auto: calibration's origin map, else measured + descan plane")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calibration", type=Path, help="calibration JSON (as written by `calibrate`)")
+    p.add_argument("--scan-shape", nargs=2, type=int, metavar=("NY", "NX"))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    return p
+
+
+def run_classify(args) -> int:
+    from ...cli import EXIT_OK, ProgressBar, _open_calibrated
+    from ...engine.jobs import run_job
+    from ...errors import FileFormatError
+    from ...io import emd
+    from . import ClassifyParams, FeatureParams, iter_classify, to_emd_objects
+
+    if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
+        raise FileFormatError(args.out, "classify writes an EMD file (.h5)")
+    if args.out.exists() and not args.overwrite:
+        raise FileFormatError(args.out, "exists; pass --overwrite to replace it")
+    peaks = None
+    if args.features == "bragg":
+        if args.peaks is None:
+            raise FileFormatError(args.file, "--features bragg needs --peaks PEAKS.h5 (from `disks`)")
+        from ...data.results import BraggPeaks
+
+        found = [o for o in emd.read(args.peaks).values() if isinstance(o, BraggPeaks)]
+        if not found:
+            raise FileFormatError(args.peaks, "holds no Bragg peaks")
+        peaks = found[0]
+    try:
+        fp = FeatureParams(args.features, args.radius, args.bin, args.inner)
+        cp = ClassifyParams(
+            method=args.method, n_classes=args.n_classes, max_classes=args.max_classes,
+            decomposition=args.decomposition, n_components=args.n_components,
+            transform=args.transform, spatial=args.spatial, seed=args.seed,
+        )
+    except ValueError as e:
+        from ...errors import Napari4DSTEMError
+
+        raise Napari4DSTEMError(str(e)) from None
+    dc = _open_calibrated(args)
+    try:
+        job = iter_classify(dc, features=fp, params=cp, origin=args.origin, peaks=peaks,
+                            exclude_bf=not args.keep_bf)
+        res = run_job(job, ProgressBar(enabled=not args.quiet))
+        cal = dc.calibration
+    finally:
+        dc.close()
+    emd.write(args.out, *to_emd_objects(res, cal), overwrite=args.overwrite)
+    sizes = ", ".join(f"{c}: {n}" for c, n in enumerate(res.class_sizes()))
+    print(f"{res.n_classes} classes (suggested {res.suggested_n_classes}; patterns per class {sizes}); "
+          f"{res.params['n_components']} components; wrote {args.out}")
+    return EXIT_OK

@@ -1,0 +1,676 @@
+"""Decomposition and clustering of pattern features: the classification itself.
+
+The pipeline (:func:`iter_classify_features`):
+
+1. **Normalise and transform** each feature vector: divided by its sum (a thicker or brighter
+   region scales every bin alike), then square-rooted (Poisson counts get a variance that
+   does not depend on their mean; ``transform="log"`` or ``"none"`` also possible).
+2. **Decompose**: PCA (exact, from the feature covariance accumulated in batches; beyond
+   20000 patterns a randomized PCA fitted on 20000 drawn at random, then every pattern
+   projected) keeping the components above the noise floor, or mini-batch NMF
+   (``MiniBatchNMF``: non-negative component patterns and loading maps). The noise floor is
+   measured from the data: half the median squared difference between scan neighbours is
+   the noise variance (neighbours mostly share their class), and a component is kept while
+   its variance exceeds the Marchenko-Pastur edge ``sigma^2 (1 + sqrt(d / n))^2`` by 50 %.
+3. **Cluster** the component scores: Gaussian mixture (default), k-means, or hierarchical
+   (Ward linkage on a sample of at most 4000 patterns, the rest to the nearest class centroid).
+4. **Number of classes** (unless given): a Gaussian mixture with the number of components of
+   least BIC, then mixture components are merged while they are not distinct. BIC alone
+   splits a class whose patterns drift continuously (a thickness or strain gradient, descan),
+   so: two components that border each other in the scan are distinct when the step across
+   their border, along the difference of their means, is more than ``jump`` (10) times the steps
+   next to it in the same direction (medians of squares; about 1-4 for a split along a smooth
+   drift, hundreds for a real boundary); two that do not border each other, when a density
+   valley (below ``valley`` of the lower peak, smoothed at the noise width) separates them
+   along that difference. BIC and the k-means silhouette for every k are kept.
+5. **Spatial regularisation** (``spatial > 0``): a few iterated-conditional-modes sweeps of a
+   Potts model on the scan, ``label = argmax_c log p(c | x) + spatial * (# of the 8
+   neighbours in c)``: isolated noise-driven labels flip, boundaries stay sharp.
+6. **Mixing fractions**: each pattern's normalised (untransformed) features written as
+   ``f m_a + (1 - f) m_b`` of its two most likely class means, ``f`` clipped to [0, 1].
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ...engine.jobs import Job, Progress, run_job
+from .features import Features
+
+__all__ = [
+    "CLUSTER_METHODS",
+    "Classification",
+    "ClassifyParams",
+    "classify_features",
+    "iter_classify_features",
+]
+
+CLUSTER_METHODS = ("gmm", "kmeans", "hierarchical")
+DECOMPOSITIONS = ("pca", "nmf")
+TRANSFORMS = ("sqrt", "log", "none")
+
+
+@dataclass(frozen=True)
+class ClassifyParams:
+    """How features are classified.
+
+    Parameters
+    ----------
+    method : {"gmm", "kmeans", "hierarchical"}
+        Clustering of the component scores.
+    n_classes : int or None
+        Number of classes; None: suggested from the data (see the module docstring).
+    max_classes : int
+        Largest number of classes tried when suggesting.
+    decomposition : {"pca", "nmf"}
+    n_components : int or None
+        Components kept; None: PCA components above the noise floor (at most
+        ``max_components``); for NMF ``max_classes + 2``.
+    max_components : int
+    transform : {"sqrt", "log", "none"}
+        Applied after the per-pattern normalisation.
+    normalize : bool
+        Divide each feature vector by its sum first.
+    spatial : float
+        Weight of each agreeing neighbour in the label smoothing (0: none).
+    cluster_dims : int
+        Leading components the clustering sees.
+    jump : float
+        Two mixture components that border each other in the scan are merged when the
+        step across their border (along the difference of their means) is less than ``jump`` times
+        the steps inside them (squared, medians).
+    valley : float
+        Two mixture components that do not border each other are merged when the density between them is above this
+        fraction of the lower of their two peaks.
+    seed : int
+    """
+
+    method: str = "gmm"
+    n_classes: int | None = None
+    max_classes: int = 8
+    decomposition: str = "pca"
+    n_components: int | None = None
+    max_components: int = 24
+    transform: str = "sqrt"
+    normalize: bool = True
+    spatial: float = 1.0
+    cluster_dims: int = 12
+    valley: float = 0.5
+    jump: float = 10.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in CLUSTER_METHODS:
+            raise ValueError(f"method must be one of {CLUSTER_METHODS}, got {self.method!r}")
+        if self.decomposition not in DECOMPOSITIONS:
+            raise ValueError(f"decomposition must be one of {DECOMPOSITIONS}, got {self.decomposition!r}")
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {self.transform!r}")
+        if self.n_classes is not None and self.n_classes < 1:
+            raise ValueError(f"n_classes must be >= 1, got {self.n_classes}")
+        if self.max_classes < 1:
+            raise ValueError(f"max_classes must be >= 1, got {self.max_classes}")
+        if self.n_components is not None and self.n_components < 1:
+            raise ValueError(f"n_components must be >= 1, got {self.n_components}")
+        if self.spatial < 0:
+            raise ValueError(f"spatial must be >= 0, got {self.spatial}")
+
+
+@dataclass(frozen=True, eq=False)
+class Classification:
+    """The result of a classification.
+
+    Attributes
+    ----------
+    labels : int32 ``(scan_y, scan_x)``
+        Class of each pattern, 0..n_classes-1, ordered by decreasing class size.
+    probability : float32 ``(scan_y, scan_x, n_classes)``
+        Posterior class probabilities (before the spatial smoothing).
+    mixing : float32 ``(scan_y, scan_x, n_classes)``
+        Mixing fractions of the two most likely classes per pattern (others 0; sum 1).
+    loadings : float32 ``(scan_y, scan_x, n_components)``
+        Component scores (PCA) or weights (NMF) of each pattern.
+    components : float32 ``(n_components, *feature_shape)``
+        Component patterns in feature space (transformed features).
+    class_features : float32 ``(n_classes, *feature_shape)``
+        Mean normalised (untransformed) features of each class.
+    explained_variance_ratio : float array ``(n_components,)`` (PCA; NaN for NMF)
+    suggested_n_classes : int
+        The number the data suggests (what was used unless ``n_classes`` was given).
+    bic, silhouette : dict int -> float
+        Gaussian-mixture BIC and k-means silhouette for each number of classes tried.
+    noise_variance : float
+        Per-feature noise variance of the transformed features (from scan neighbours).
+    params : dict
+        Feature and classification parameters, timings.
+    """
+
+    labels: np.ndarray
+    probability: np.ndarray
+    mixing: np.ndarray
+    loadings: np.ndarray
+    components: np.ndarray
+    class_features: np.ndarray
+    explained_variance_ratio: np.ndarray
+    suggested_n_classes: int
+    bic: dict
+    silhouette: dict
+    noise_variance: float
+    params: dict = field(default_factory=dict)
+    class_patterns: np.ndarray | None = None
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.probability.shape[-1])
+
+    @property
+    def scan_shape(self) -> tuple[int, int]:
+        return self.labels.shape
+
+    def class_sizes(self) -> np.ndarray:
+        return np.bincount(self.labels.ravel(), minlength=self.n_classes)
+
+    def merged(self, classes) -> Classification:
+        """A copy with ``classes`` merged into the lowest of them (labels renumbered)."""
+        classes = sorted({int(c) for c in classes})
+        if len(classes) < 2:
+            return self
+        keep = [c for c in range(self.n_classes) if c not in classes[1:]]
+        remap = np.empty(self.n_classes, np.int32)
+        for new, c in enumerate(keep):
+            remap[c] = new
+        for c in classes[1:]:
+            remap[c] = remap[classes[0]]
+        return self._relabelled(remap, len(keep))
+
+    def _relabelled(self, remap: np.ndarray, k: int) -> Classification:
+        def fold(a):
+            out = np.zeros((*a.shape[:-1], k), a.dtype)
+            for c in range(a.shape[-1]):
+                out[..., remap[c]] += a[..., c]
+            return out
+
+        sizes = np.bincount(remap[self.labels].ravel(), minlength=k).astype(float)
+        cf = np.zeros((k, *self.class_features.shape[1:]), np.float64)
+        old = self.class_sizes().astype(float)
+        for c in range(self.n_classes):
+            cf[remap[c]] += self.class_features[c] * old[c]
+        cf /= np.maximum(sizes, 1).reshape(-1, *([1] * (cf.ndim - 1)))
+        return Classification(
+            labels=remap[self.labels].astype(np.int32),
+            probability=fold(self.probability),
+            mixing=fold(self.mixing),
+            loadings=self.loadings,
+            components=self.components,
+            class_features=cf.astype(np.float32),
+            explained_variance_ratio=self.explained_variance_ratio,
+            suggested_n_classes=self.suggested_n_classes,
+            bic=self.bic,
+            silhouette=self.silhouette,
+            noise_variance=self.noise_variance,
+            params={**self.params, "edited": True},
+            class_patterns=None if self.class_patterns is None else _fold_means(
+                self.class_patterns, old, remap, k
+            ),
+        )
+
+
+def _fold_means(means: np.ndarray, sizes: np.ndarray, remap: np.ndarray, k: int) -> np.ndarray:
+    out = np.zeros((k, *means.shape[1:]))
+    w = np.zeros(k)
+    for c in range(len(means)):
+        out[remap[c]] += means[c] * sizes[c]
+        w[remap[c]] += sizes[c]
+    return (out / np.maximum(w, 1).reshape(-1, *([1] * (out.ndim - 1)))).astype(np.float32)
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _transform(x: np.ndarray, p: ClassifyParams) -> np.ndarray:
+    """Normalised, transformed copy (float32) of features ``(n, d)``."""
+    x = np.array(x, dtype=np.float32, copy=True)
+    np.maximum(x, 0, out=x)
+    if p.normalize:
+        s = x.sum(axis=1, keepdims=True)
+        scale = float(np.median(s[s > 0])) if np.any(s > 0) else 1.0
+        # keep the counts' scale (mean total) so the square root still stabilises Poisson noise
+        x *= scale / np.where(s > 0, s, 1.0)
+    if p.transform == "sqrt":
+        np.sqrt(x, out=x)
+    elif p.transform == "log":
+        np.log1p(x, out=x)
+    return x
+
+
+def _normalised(x: np.ndarray) -> np.ndarray:
+    x = np.maximum(np.asarray(x, np.float32), 0)
+    s = x.sum(axis=1, keepdims=True)
+    return x / np.where(s > 0, s, 1.0)
+
+
+def neighbour_noise_variance(z: np.ndarray, scan_shape: tuple[int, int]) -> float:
+    """Per-feature noise variance from scan-neighbour differences of ``z`` ``(n, d)``:
+    ``median(|z_i - z_j|^2) / (2 d)`` over horizontal and vertical neighbours."""
+    sy, sx = scan_shape
+    zz = z.reshape(sy, sx, -1)
+    parts = []
+    if sx > 1:
+        parts.append(np.sum((zz[:, 1:] - zz[:, :-1]) ** 2, axis=-1, dtype=np.float64).ravel())
+    if sy > 1:
+        parts.append(np.sum((zz[1:] - zz[:-1]) ** 2, axis=-1, dtype=np.float64).ravel())
+    if not parts:
+        return float("nan")
+    return float(np.median(np.concatenate(parts)) / (2 * z.shape[1]))
+
+
+def _pca(x: np.ndarray, p: ClassifyParams, noise_var: float, n_fit: int = 20000):
+    """PCA: exact, from the covariance accumulated over batches of rows, for up to ``n_fit``
+    patterns; beyond, a randomized PCA fitted on ``n_fit`` patterns drawn at random (the
+    components of a few classes are well defined by that many), then every pattern projected."""
+    n, d = x.shape
+    kmax = min(p.n_components or p.max_components, d, n)
+    step = max(256, int(2**25 // max(d, 1)))
+    if n <= n_fit:
+        mean = np.zeros(d)
+        for i in range(0, n, step):
+            mean += x[i : i + step].sum(0, dtype=np.float64)
+        mean /= n
+        mean32 = mean.astype(np.float32)
+        cov = np.zeros((d, d))
+        for i in range(0, n, step):
+            xc = x[i : i + step] - mean32
+            cov += (xc.T @ xc).astype(np.float64)
+        cov /= max(n - 1, 1)
+        ev, vec = np.linalg.eigh(cov)
+        order = np.argsort(ev)[::-1]
+        ev, vec = np.clip(ev[order], 0, None), vec[:, order]
+        total = float(ev.sum()) or 1.0
+        vec = vec[:, :kmax]
+    else:
+        from sklearn.decomposition import PCA
+
+        rows = np.sort(np.random.default_rng(p.seed).choice(n, n_fit, replace=False))
+        sample = x[rows]
+        pca = PCA(n_components=kmax, svd_solver="randomized", random_state=p.seed).fit(sample)
+        ev = pca.explained_variance_
+        total = float(sample.var(axis=0, ddof=1, dtype=np.float64).sum()) or 1.0
+        vec = pca.components_.T
+        mean32 = pca.mean_.astype(np.float32)
+        del sample
+    if p.n_components is None:
+        edge = noise_var * (1 + math.sqrt(d / min(n, n_fit))) ** 2
+        k = int(np.sum(ev[:kmax] > 1.5 * edge)) if np.isfinite(edge) else kmax
+        k = max(1, min(k, kmax))
+    else:
+        k = kmax
+    comps = np.ascontiguousarray(vec[:, :k].T, dtype=np.float32)
+    scores = np.empty((n, k), np.float32)
+    for i in range(0, n, step):
+        scores[i : i + step] = (x[i : i + step] - mean32) @ comps.T
+    return scores, comps, ev[:k] / total
+
+
+def _nmf(x: np.ndarray, p: ClassifyParams):
+    from sklearn.decomposition import MiniBatchNMF
+
+    k = p.n_components or (p.max_classes + 2)
+    k = min(k, x.shape[1], x.shape[0])
+    nmf = MiniBatchNMF(
+        n_components=k, init="nndsvda", batch_size=min(4096, x.shape[0]), random_state=p.seed,
+        max_iter=300,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        w = nmf.fit_transform(x).astype(np.float32)
+    converged = not any("iterations" in str(c.message) for c in caught)
+    return w, nmf.components_.astype(np.float32), converged
+
+
+def _gmm(z, k, seed):
+    from sklearn.mixture import GaussianMixture
+
+    g = GaussianMixture(
+        n_components=k, covariance_type="full", reg_covar=1e-6 * float(np.var(z)) + 1e-12,
+        random_state=seed, n_init=1, max_iter=200,
+    )
+    g.fit(z)
+    return g
+
+
+def _fit_sample(z: np.ndarray, seed: int, n_max: int = 20000) -> np.ndarray:
+    if len(z) <= n_max:
+        return z
+    rng = np.random.default_rng(seed)
+    return z[np.sort(rng.choice(len(z), n_max, replace=False))]
+
+
+def _border_steps(scan_shape):
+    """Neighbour pairs ``(p, q)`` (q right of or below p) with reference steps in the same
+    direction two pixels away on either side: flat indices ``(p, q, p-3, p-2, q+2, q+3)``
+    (pairs whose reference steps would leave the scan are left out). Two pixels away, the
+    reference steps lie outside a boundary's mixed band (the probe's width), but still see
+    the local drift."""
+    sy, sx = scan_shape
+    idx = np.arange(sy * sx).reshape(sy, sx)
+    out = []
+    if sx >= 8:
+        out.append(tuple(idx[:, 3 + o : sx - 4 + o] for o in (0, 1, -3, -2, 3, 4)))
+    if sy >= 8:
+        out.append(tuple(idx[3 + o : sy - 4 + o] for o in (0, 1, -3, -2, 3, 4)))
+    if not out:
+        e = np.zeros(0, np.int64)
+        return (e,) * 6
+    return tuple(np.concatenate([o[i].ravel() for o in out]) for i in range(6))
+
+
+def _jump_ratio(z, groups_of, a, b, steps) -> float:
+    """How much larger the step across the a|b border is than the steps two pixels away in
+    the same direction, along the difference of the two group means (medians of squares): about 1
+    for a class split along a smooth drift, large for a real boundary. NaN when the two
+    groups share fewer than 8 neighbour pairs."""
+    p, q, a0, a1, b0, b1 = steps
+    gp, gq = groups_of[p], groups_of[q]
+    border = ((gp == a) & (gq == b)) | ((gp == b) & (gq == a))
+    if border.sum() < 8:
+        return float("nan")
+    # along the difference of the group means (the noise is isotropic in component space); a
+    # Fisher direction would also use the curvature of a drifting class's curve and make
+    # every split of it look like a step
+    w = z[groups_of == b].mean(0) - z[groups_of == a].mean(0)
+    t = z @ w
+    sel = [i[border] for i in steps]
+    p, q, a0, a1, b0, b1 = sel
+    jb = np.median((t[q] - t[p]) ** 2)
+    ji = np.median(np.concatenate([(t[a1] - t[a0]) ** 2, (t[b1] - t[b0]) ** 2]))
+    return float(jb / max(ji, 1e-30))
+
+
+def _merge_components(
+    z, hard, scan_shape, *, jump: float, valley: float, noise_var: float, target: int | None = None
+) -> np.ndarray:
+    """Map of mixture components to classes. Repeatedly merge the pair of groups that is
+    least distinct: by the jump ratio when they share a border in the scan (merged below
+    ``jump``: a class split along a continuous drift has steps across the split no larger
+    than inside), else by the density valley between them (merged above ``valley``). With
+    ``target``, merge the least distinct pair until ``target`` groups are left instead."""
+    k = int(hard.max()) + 1
+    group = np.arange(k)
+    pairs = _border_steps(scan_shape)
+    while True:
+        ids = np.unique(group[np.unique(hard)])
+        if len(ids) < 2 or (target is not None and len(ids) <= target):
+            break
+        g_of = group[hard]
+        best, pair = (np.inf if target is not None else 1.0), None  # score below 1: merge; lower merges first
+        for i, gi in enumerate(ids):
+            for gj in ids[i + 1 :]:
+                na, nb = int((g_of == gi).sum()), int((g_of == gj).sum())
+                if min(na, nb) < 3:
+                    score = 0.0
+                else:
+                    r = _jump_ratio(z, g_of, gi, gj, pairs)
+                    if np.isfinite(r):
+                        score = r / jump
+                    else:
+                        v = _valley_ratio(z[g_of == gi], z[g_of == gj], noise_var)
+                        score = valley / max(v, 1e-9)
+                if score < best:
+                    best, pair = score, (gi, gj)
+        if pair is None:
+            break
+        group[group == pair[1]] = pair[0]
+    _, group = np.unique(group, return_inverse=True)
+    return group
+
+
+def _merge_nearest(z, hard, group, target: int) -> np.ndarray:
+    """Merge the groups with the closest means until ``target`` are left."""
+    group = group.copy()
+    while len(np.unique(group[np.unique(hard)])) > target:
+        g_of = group[hard]
+        ids = np.unique(g_of)
+        means = np.stack([z[g_of == g].mean(0) for g in ids])
+        d = ((means[:, None] - means[None]) ** 2).sum(-1)
+        d[np.diag_indices_from(d)] = np.inf
+        i, j = np.unravel_index(np.argmin(d), d.shape)
+        group[group == ids[j]] = ids[i]
+    _, group = np.unique(group, return_inverse=True)
+    return group
+
+
+def _valley_ratio(za: np.ndarray, zb: np.ndarray, noise_var: float) -> float:
+    """Density between two groups relative to the lower of their two peaks, along the
+    difference of their means, smoothed with a Gaussian as wide as the noise along it."""
+    ma, mb = za.mean(0), zb.mean(0)
+    w = mb - ma
+    a, b = float(ma @ w), float(mb @ w)
+    if b - a <= 0:
+        return 1.0
+    t = (np.concatenate([za @ w, zb @ w]) - a) / (b - a)  # a at 0, b at 1
+    noise_sd = math.sqrt(max(noise_var, 0.0)) * float(np.linalg.norm(w)) / (b - a)
+    bw = min(max(noise_sd, 0.03), 0.15)
+    grid = np.linspace(-0.25, 1.25, 121)
+    t = t[(t > -0.25 - 4 * bw) & (t < 1.25 + 4 * bw)]
+    dens = np.zeros_like(grid)
+    for i in range(0, len(t), 4096):
+        dens += np.exp(-0.5 * ((grid[:, None] - t[None, i : i + 4096]) / bw) ** 2).sum(1)
+    pa = dens[np.abs(grid) <= 0.2].max()
+    pb = dens[np.abs(grid - 1) <= 0.2].max()
+    mid = dens[(grid >= 0.2) & (grid <= 0.8)]
+    low = min(pa, pb)
+    if low <= 0:
+        return 0.0
+    return float(mid.min() / low)
+
+
+def _icm(logp: np.ndarray, scan_shape, beta: float, n_iter: int = 5) -> np.ndarray:
+    """Iterated conditional modes of a Potts prior (8-neighbourhood) on the scan."""
+    sy, sx = scan_shape
+    k = logp.shape[1]
+    lp = logp.reshape(sy, sx, k)
+    labels = lp.argmax(-1)
+    for _ in range(n_iter):
+        onehot = np.eye(k, dtype=np.float32)[labels]
+        pad = np.pad(onehot, ((1, 1), (1, 1), (0, 0)))
+        nb = sum(
+            pad[1 + dy : 1 + dy + sy, 1 + dx : 1 + dx + sx]
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+            if dy or dx
+        )
+        new = (lp + beta * nb).argmax(-1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    return labels.ravel()
+
+
+def _silhouette(z, labels, seed) -> float:
+    from sklearn.metrics import silhouette_score
+
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    return float(silhouette_score(z, labels, sample_size=min(len(z), 3000), random_state=seed))
+
+
+def _mixing(xn: np.ndarray, means: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """Fractions of the two most likely classes, from normalised features (linear space)."""
+    n, k = prob.shape
+    out = np.zeros((n, k), np.float32)
+    if k == 1:
+        out[:] = 1
+        return out
+    order = np.argsort(-prob, axis=1)
+    a, b = order[:, 0], order[:, 1]
+    step = 8192
+    for i in range(0, n, step):
+        sl = slice(i, i + step)
+        ma, mb = means[a[sl]], means[b[sl]]
+        diff = ma - mb
+        num = np.einsum("ij,ij->i", xn[sl] - mb, diff)
+        den = np.einsum("ij,ij->i", diff, diff)
+        f = np.clip(num / np.where(den > 0, den, 1), 0, 1)
+        rows = np.arange(sl.start, min(sl.start + step, n))
+        out[rows, a[sl]] = f
+        out[rows, b[sl]] += 1 - f
+    return out
+
+
+# -- the job --------------------------------------------------------------------------------------
+def iter_classify_features(features: Features, params: ClassifyParams | None = None) -> Job[Classification]:
+    """Job: decompose and cluster ``features`` (see the module docstring).
+
+    Yields :class:`Progress` between stages (decomposition, each number of classes tried,
+    clustering, smoothing); the result is a :class:`Classification`.
+    """
+    p = params or ClassifyParams()
+    t0 = time.perf_counter()
+    steps = 5 + max(p.max_classes, p.n_classes or 0)
+    done = 0
+
+    def step(msg):
+        nonlocal done
+        done += 1
+        return Progress(min(done, steps), steps, msg)
+
+    scan_shape = features.scan_shape
+    raw = features.flat()
+    n = raw.shape[0]
+    x = _transform(raw, p)
+    noise_var = neighbour_noise_variance(x, scan_shape)
+    yield step("decomposition")
+    extra: dict[str, Any] = {}
+    if p.decomposition == "pca":
+        z, comps, evr = _pca(x, p, noise_var)
+    else:
+        z, comps, converged = _nmf(x, p)
+        evr = np.full(len(comps), np.nan)
+        extra["nmf_converged"] = converged
+    del x
+    t_dec = time.perf_counter() - t0
+    # cluster on the leading components (the class signal; the rest is mostly noise)
+    zc = np.ascontiguousarray(z[:, : min(z.shape[1], p.cluster_dims)], dtype=np.float64)
+    if p.decomposition == "nmf":
+        s = zc.sum(1, keepdims=True)
+        zc = zc / np.where(s > 0, s, 1)
+    fit = _fit_sample(zc, p.seed)
+    bic: dict[int, float] = {}
+    sil: dict[int, float] = {}
+    models: dict[int, Any] = {}
+    kmax = max(1, min(p.max_classes, len(fit) - 1))
+    sweep = p.n_classes is None or p.method == "gmm"
+    groups = None
+    if sweep:
+        from sklearn.cluster import KMeans
+
+        for k in range(1, max(kmax, p.n_classes or 0) + 1):
+            g = _gmm(fit, k, p.seed)
+            models[k] = g
+            bic[k] = float(g.bic(fit))
+            if k > 1:
+                km = KMeans(n_clusters=k, n_init=1, random_state=p.seed).fit(fit)
+                sil[k] = _silhouette(fit, km.labels_, p.seed)
+            yield step(f"trying {k} classes")
+        kbest = min(bic, key=bic.get)
+        g = models[kbest]
+        hard = g.predict(zc)
+        merge = functools.partial(
+            _merge_components, zc, hard, scan_shape, jump=p.jump, valley=p.valley, noise_var=noise_var
+        )
+        groups = merge()
+        suggested = int(groups.max() + 1)
+        if p.n_classes is not None:
+            # the number given: merge the BIC mixture down to it (or, with fewer components
+            # than asked for, the mixture of that many components)
+            if suggested > p.n_classes:
+                # the distinct groups, then the closest of them, down to the number asked for
+                groups = _merge_nearest(zc, hard, groups, p.n_classes)
+            elif len(np.unique(hard)) >= p.n_classes:
+                groups = merge(target=p.n_classes)
+            else:
+                g = models[p.n_classes]
+                groups = np.arange(p.n_classes)
+    else:
+        suggested = int(p.n_classes)
+    k_use = int(p.n_classes or suggested)
+    yield step(f"clustering ({p.method}, {k_use} classes)")
+    if p.method == "gmm":
+        # the merged mixture: responsibilities summed within each group
+        resp_c = g.predict_proba(zc)
+        prob = np.zeros((n, int(groups.max()) + 1))
+        for c in range(resp_c.shape[1]):
+            prob[:, groups[c]] += resp_c[:, c]
+        labels = prob.argmax(1)
+    elif p.method == "kmeans":
+        from sklearn.cluster import KMeans
+
+        km = KMeans(n_clusters=k_use, n_init=4, random_state=p.seed).fit(fit)
+        labels = km.predict(zc)
+        d2 = ((zc[:, None, :] - km.cluster_centers_[None]) ** 2).sum(-1)
+        s2 = max(noise_var * zc.shape[1], 1e-12) if p.decomposition == "pca" else float(np.median(d2.min(1)) + 1e-12)
+        logits = -0.5 * (d2 - d2.min(1, keepdims=True)) / (s2 / zc.shape[1])
+        prob = np.exp(logits)
+        prob /= prob.sum(1, keepdims=True)
+    else:
+        from sklearn.cluster import AgglomerativeClustering
+
+        # Ward linkage on a sample (memory grows with its square), then every pattern to the
+        # nearest class centroid
+        sample = _fit_sample(zc, p.seed, n_max=4000)
+        lab_s = AgglomerativeClustering(n_clusters=k_use, linkage="ward").fit_predict(sample)
+        cen = np.stack([sample[lab_s == c].mean(0) for c in range(k_use)])
+        labels = np.argmin(((zc[:, None, :] - cen[None]) ** 2).sum(-1), axis=1)
+        prob = np.eye(k_use)[labels]
+    yield step("spatial regularisation")
+    prob = np.clip(prob, 1e-300, None)
+    if p.spatial > 0 and p.method != "hierarchical":
+        labels = _icm(np.log(prob), scan_shape, p.spatial)
+    # classes ordered by size (largest first); empty classes dropped
+    sizes = np.bincount(labels, minlength=prob.shape[1])
+    order = [c for c in np.argsort(-sizes, kind="stable") if sizes[c] > 0]
+    remap = np.full(prob.shape[1], -1)
+    remap[order] = np.arange(len(order))
+    labels = remap[labels]
+    prob = prob[:, order]
+    prob /= prob.sum(1, keepdims=True)
+    xn = _normalised(raw)
+    k_final = len(order)
+    means = np.stack([xn[labels == c].mean(0) for c in range(k_final)])
+    mixing = _mixing(xn, means, prob)
+    yield step("class means and mixing fractions")
+    fshape = tuple(features.shape)
+    comps_img = comps.reshape(len(comps), *fshape) if int(np.prod(fshape)) == comps.shape[1] else comps
+    result = Classification(
+        labels=labels.reshape(scan_shape).astype(np.int32),
+        probability=prob.reshape(*scan_shape, k_final).astype(np.float32),
+        mixing=mixing.reshape(*scan_shape, k_final),
+        loadings=z.reshape(*scan_shape, -1).astype(np.float32),
+        components=comps_img.astype(np.float32),
+        class_features=means.reshape(k_final, *fshape).astype(np.float32),
+        explained_variance_ratio=np.asarray(evr, float),
+        suggested_n_classes=suggested,
+        bic=bic,
+        silhouette=sil,
+        noise_variance=noise_var,
+        params={
+            "features": asdict(features.params),
+            "classify": asdict(p),
+            "n_components": int(z.shape[1]),
+            "seconds_decomposition": t_dec,
+            "seconds_total": time.perf_counter() - t0,
+            **extra,
+        },
+    )
+    yield step("done")
+    return result
+
+
+def classify_features(features: Features, params: ClassifyParams | None = None, *, progress=None) -> Classification:
+    """Classify features (runs :func:`iter_classify_features` to the end)."""
+    return run_job(iter_classify_features(features, params), progress)

@@ -1,0 +1,202 @@
+"""The whole classification of a dataset: origin, features, classes, class mean patterns.
+
+:func:`iter_classify` is the one call the CLI and the napari widget make. It streams the
+data at most three times (origin when the calibration has no origin map, features, class
+means), each pass block by block in the native dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ...data.calibration import Calibration
+from ...data.results import BraggPeaks, DiffractionImage, RealSpaceMap
+from ...engine.chunks import iter_scan_blocks
+from ...engine.jobs import Job, Progress, run_job
+from ...errors import DataShapeError
+from .features import FeatureParams, bragg_features, iter_features
+from .model import Classification, ClassifyParams, iter_classify_features
+
+__all__ = ["classify", "iter_class_means", "iter_classify", "to_emd_objects"]
+
+
+def iter_class_means(
+    data: Any, labels: np.ndarray, *, n_classes: int | None = None, scan_chunk=None
+) -> Job[np.ndarray]:
+    """Job: the mean pattern of every class, ``(n_classes, k_y, k_x)`` float32, in one
+    streamed pass (sums in float64, a block at a time)."""
+    arr = getattr(data, "data", data) if hasattr(data, "calibration") else data
+    labels = np.asarray(labels)
+    shape = tuple(int(s) for s in arr.shape)
+    if labels.shape != shape[:2]:
+        raise DataShapeError(f"labels have shape {labels.shape}, the scan is {shape[:2]}")
+    k = int(n_classes if n_classes is not None else labels.max() + 1)
+    sums = np.zeros((k, *shape[2:]))
+    counts = np.bincount(labels.ravel()[labels.ravel() >= 0], minlength=k)[:k]
+    from ...engine.chunks import default_scan_chunk, n_blocks, native_chunks
+
+    chunk = scan_chunk or default_scan_chunk(shape, np.dtype(arr.dtype).itemsize, native_chunks(arr))
+    total = n_blocks(shape, chunk)
+    for i, (sy, sx, block) in enumerate(iter_scan_blocks(arr, chunk)):
+        lab = labels[sy, sx]
+        for c in np.unique(lab):
+            if 0 <= c < k:
+                sums[c] += block[lab == c].sum(axis=0, dtype=np.float64)
+        yield Progress(i + 1, total, "class mean patterns")
+    return (sums / np.maximum(counts, 1)[:, None, None]).astype(np.float32)
+
+
+def iter_classify(
+    data: Any,
+    *,
+    features: FeatureParams | None = None,
+    params: ClassifyParams | None = None,
+    origin: str | np.ndarray = "auto",
+    peaks: BraggPeaks | None = None,
+    calibration: Calibration | None = None,
+    class_means: bool = True,
+    exclude_bf: bool = True,
+    scan_chunk: tuple[int, int] | None = None,
+    backend: Any = None,
+) -> Job[Classification]:
+    """Job: classify every pattern of ``data`` without knowing the classes first.
+
+    Parameters
+    ----------
+    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
+    features : FeatureParams
+        Which features (default: binned patterns about the origin).
+    params : ClassifyParams
+        Decomposition, clustering, number of classes.
+    origin : {"auto", "calibration", "fixed"} or array ``(scan_y, scan_x, 2)``
+        Origin of each pattern: ``"auto"`` uses the calibration's origin map when it has one,
+        else measures the bright-field disk centre of every pattern and fits the descan plane
+        (one extra pass); ``"calibration"`` uses the calibration's origin (map) or the detector
+        centre; ``"fixed"`` the detector centre; or an explicit map.
+    peaks : BraggPeaks
+        Needed for ``features.kind == "bragg"`` (no pass over the data for features then).
+    class_means : bool
+        Also compute the full-resolution mean pattern of each class (one pass).
+    exclude_bf : bool
+        When ``features.inner_px`` is 0, leave out the bright-field disk (radius found on the
+        mean of a sparse grid of patterns, plus a third and 1 px): its intensity mostly
+        follows thickness, not structure.
+
+    Returns
+    -------
+    Classification (with ``class_patterns`` when ``class_means``)
+    """
+    from ..virtual import as_datacube
+
+    fp = features or FeatureParams()
+    cube, cal = as_datacube(data, calibration)
+    origin_map = None
+    if isinstance(origin, np.ndarray):
+        origin_map = origin
+    elif origin == "auto":
+        if cal.origin_map_px is not None:
+            origin_map = cal.origin_map_px
+        else:
+            from ..origin import fit_origin_plane, iter_measure_origin
+
+            measured = yield from iter_measure_origin(cube, calibration=cal, scan_chunk=scan_chunk, backend=backend)
+            origin_map = fit_origin_plane(measured).origin_map_px
+    elif origin == "fixed":
+        H, W = cube.detector_shape
+        origin_map = np.array([(H - 1) / 2, (W - 1) / 2])
+    elif origin != "calibration":
+        raise ValueError(f"origin must be 'auto', 'calibration', 'fixed' or an array, got {origin!r}")
+    if exclude_bf and fp.inner_px == 0 and fp.kind != "bragg":
+        r_bf = _bf_radius(cube)
+        if r_bf is not None:
+            fp = dataclasses.replace(fp, inner_px=1.33 * r_bf + 1.0)
+    if fp.kind == "bragg":
+        if peaks is None:
+            raise ValueError("Bragg-vector features need detected disks (peaks=...)")
+        feats = bragg_features(peaks, fp, origin_px=origin_map, detector_shape=cube.detector_shape)
+    else:
+        feats = yield from iter_features(
+            cube, fp, origin_px=origin_map, calibration=cal, scan_chunk=scan_chunk, backend=backend
+        )
+    result = yield from iter_classify_features(feats, params)
+    if class_means:
+        means = yield from iter_class_means(cube, result.labels, n_classes=result.n_classes, scan_chunk=scan_chunk)
+        result = dataclasses.replace(result, class_patterns=means)
+    result.params["source"] = cube.source or cube.name
+    result.params["origin"] = origin if isinstance(origin, str) else "given map"
+    return result
+
+
+def _bf_radius(cube) -> float | None:
+    """Bright-field disk radius (px) on the mean of at most 16 x 16 patterns on a grid."""
+    from ..origin import find_bf_disk
+
+    sy, sx = cube.scan_shape
+    iy = np.unique(np.linspace(0, sy - 1, min(sy, 16)).astype(int))
+    ix = np.unique(np.linspace(0, sx - 1, min(sx, 16)).astype(int))
+    acc = np.zeros(cube.detector_shape)
+    for i in iy:
+        row = cube.data[int(i)]
+        row = np.asarray(row.compute() if hasattr(row, "compute") else row)
+        acc += row[ix].sum(axis=0, dtype=np.float64)
+    try:
+        return float(find_bf_disk(acc).radius_px)
+    except DataShapeError:  # no clear disk (e.g. no direct beam): keep it
+        return None
+
+
+def classify(data: Any, *, progress=None, **kwargs) -> Classification:
+    """Classify every pattern (runs :func:`iter_classify` to the end)."""
+    return run_job(iter_classify(data, **kwargs), progress)
+
+
+def _jsonable(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            for kk, vv in _jsonable(v).items():
+                out[f"{k}.{kk}"] = vv
+        elif v is None:
+            out[k] = "None"
+        else:
+            out[k] = v
+    return out
+
+
+def to_emd_objects(result: Classification, calibration: Calibration | None = None) -> list:
+    """The result as objects :func:`napari_4dstem.io.emd.write` stores (py4DSTEM reads them as
+    RealSlice/DiffractionSlice nodes): label map, probabilities, mixing fractions, loadings,
+    class mean patterns and (for 2D features) component patterns, all with the parameters."""
+    cal = calibration or Calibration()
+    params = _jsonable(dict(result.params))
+    params.update(
+        n_classes=result.n_classes,
+        suggested_n_classes=result.suggested_n_classes,
+        bic_k=list(result.bic), bic=list(result.bic.values()),
+        silhouette_k=list(result.silhouette), silhouette=list(result.silhouette.values()),
+        explained_variance_ratio=np.asarray(result.explained_variance_ratio, float),
+        noise_variance=result.noise_variance,
+    )
+    ks = tuple(f"class_{c}" for c in range(result.n_classes))
+    objs: list = [
+        RealSpaceMap(result.labels, name="class_labels", units="", calibration=cal, params=params),
+        RealSpaceMap(result.probability, name="class_probability", channels=ks, calibration=cal, params=params),
+        RealSpaceMap(result.mixing, name="class_mixing", channels=ks, calibration=cal, params=params),
+        RealSpaceMap(
+            result.loadings, name="component_loadings",
+            channels=tuple(f"component_{i}" for i in range(result.loadings.shape[-1])),
+            calibration=cal, params=params,
+        ),
+    ]
+    if result.class_patterns is not None:
+        for c, m in enumerate(result.class_patterns):
+            objs.append(DiffractionImage(m, name=f"class_{c}_mean", units="counts", calibration=cal,
+                                         params={"class": c, "n_patterns": int(result.class_sizes()[c])}))
+    if result.components.ndim == 3:
+        for i, comp in enumerate(result.components):
+            objs.append(DiffractionImage(comp, name=f"component_{i}", units="", calibration=cal,
+                                         params={"feature_space": "binned, normalised, transformed about the origin"}))
+    return objs

@@ -1,0 +1,215 @@
+"""The "Classification" dock widget: find the phases and domains of a scan.
+
+Translation only: the whole classification (origin, features, decomposition, clustering,
+class means) is one core job (:func:`napari_4dstem.analysis.classify.iter_classify`) run in
+a worker with progress and Cancel. The label map goes to the linked real-space viewer (a click
+there moves the scan position); the main viewer shows, right of the current pattern, the mean
+pattern of the class under the scan position. Classes can be merged afterwards (no recompute).
+"""
+
+from __future__ import annotations
+
+import napari
+import numpy as np
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import Napari4DSTEMError
+from ._common import CubePicker, JobRunner, scan_position
+from ._results import results_viewer
+
+LABELS_LAYER = "classes"
+MEAN_LAYER = "class mean pattern"
+
+
+class ClassificationWidget(QWidget):
+    """Dock widget: classify every pattern, show the label map and class mean patterns."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.result = None  # Classification
+        self.calibration = None
+        self._build_ui()
+        viewer.dims.events.current_step.connect(self._on_dims)
+
+    def _build_ui(self) -> None:
+        self.layer_combo = CubePicker(self.viewer)
+        self.features = QComboBox()
+        self.features.addItems(["pattern", "polar", "radial"])
+        self.features.setToolTip(
+            "pattern: binned about the origin, keeps orientation (grains); polar/radial: "
+            "rotation-invariant (phases whatever their in-plane orientation)"
+        )
+        self.method = QComboBox()
+        self.method.addItems(["gmm", "kmeans", "hierarchical"])
+        self.decomposition = QComboBox()
+        self.decomposition.addItems(["pca", "nmf"])
+        self.n_classes = QSpinBox()
+        self.n_classes.setRange(0, 32)
+        self.n_classes.setSpecialValueText("auto")
+        self.max_classes = QSpinBox()
+        self.max_classes.setRange(1, 32)
+        self.max_classes.setValue(8)
+        self.spatial = QDoubleSpinBox()
+        self.spatial.setRange(0.0, 5.0)
+        self.spatial.setSingleStep(0.25)
+        self.spatial.setValue(1.0)
+        self.spatial.setToolTip("weight of agreeing scan neighbours in the label smoothing (0: none)")
+        self.run_btn = QPushButton("Classify")
+        self.cancel_btn = QPushButton("Cancel")
+        self.progress = QProgressBar()
+        self.merge_edit = QLineEdit()
+        self.merge_edit.setPlaceholderText("e.g. 1, 2")
+        self.merge_btn = QPushButton("Merge classes")
+        self.merge_btn.setEnabled(False)
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.run_btn,), progress_bar=self.progress)
+
+        form = QFormLayout()
+        form.addRow("4D layer", self.layer_combo)
+        form.addRow("features", self.features)
+        form.addRow("decomposition", self.decomposition)
+        form.addRow("clustering", self.method)
+        form.addRow("classes", self.n_classes)
+        form.addRow("at most", self.max_classes)
+        form.addRow("spatial", self.spatial)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.run_btn)
+        layout.addWidget(self.cancel_btn)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.summary)
+        merge = QFormLayout()
+        merge.addRow("merge", self.merge_edit)
+        merge.addRow(self.merge_btn)
+        layout.addLayout(merge)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        self.run_btn.clicked.connect(self.run)
+        self.merge_btn.clicked.connect(self.merge)
+
+    # -- jobs -----------------------------------------------------------------------------------
+    @property
+    def _worker(self):
+        return self.jobs.worker
+
+    def run(self) -> None:
+        try:
+            from ..analysis.classify import ClassifyParams, FeatureParams, iter_classify
+
+            cube, cal = self.layer_combo.datacube()
+            fp = FeatureParams(self.features.currentText())
+            cp = ClassifyParams(
+                method=self.method.currentText(),
+                decomposition=self.decomposition.currentText(),
+                n_classes=self.n_classes.value() or None,
+                max_classes=self.max_classes.value(),
+                spatial=self.spatial.value(),
+            )
+        except (Napari4DSTEMError, ValueError) as e:
+            self.jobs.error(e)
+            return
+        self.calibration = cal
+        self.jobs.start(iter_classify, cube, features=fp, params=cp, desc="classification", on_done=self._on_done)
+
+    def cancel(self) -> None:
+        self.jobs.cancel()
+
+    def _on_done(self, result) -> None:
+        self.result = result
+        self._show()
+        self.status.setText(
+            f"{result.n_classes} classes (suggested {result.suggested_n_classes}), "
+            f"{result.params['n_components']} components, {result.params['seconds_total']:.1f} s"
+        )
+
+    # -- display --------------------------------------------------------------------------------
+    def _show(self) -> None:
+        r = self.result
+        rv = results_viewer(self.viewer)
+        labels = r.labels + 1  # napari: 0 is background
+        kw = self.calibration.napari_kwargs("scan") if self.calibration is not None else {}
+        if LABELS_LAYER in rv.layers:
+            rv.layers[LABELS_LAYER].data = labels
+        else:
+            rv.add_labels(labels, name=LABELS_LAYER, **kw)
+        sizes = r.class_sizes()
+        self.summary.setText(
+            "label = class + 1; patterns per class: "
+            + ", ".join(f"{c}: {int(n)}" for c, n in enumerate(sizes))
+        )
+        self.merge_btn.setEnabled(r.n_classes > 1)
+        self._update_mean()
+
+    def _on_dims(self, event=None) -> None:
+        if self.result is not None:
+            self._update_mean()
+
+    def current_class(self) -> int | None:
+        layer = self.layer_combo.layer
+        if self.result is None or layer is None:
+            return None
+        iy, ix = scan_position(self.viewer, layer)
+        if (iy, ix) >= self.result.labels.shape:
+            return None
+        return int(self.result.labels[iy, ix])
+
+    def _update_mean(self) -> None:
+        r = self.result
+        layer = self.layer_combo.layer
+        c = self.current_class()
+        if c is None or r.class_patterns is None or layer is None:
+            return
+        mean = r.class_patterns[c]
+        if MEAN_LAYER in self.viewer.layers:
+            self.viewer.layers[MEAN_LAYER].data = mean
+            self.viewer.layers[MEAN_LAYER].metadata["class"] = c
+            return
+        # right of the current pattern, same detector scale
+        ks = tuple(layer.scale[-2:])
+        gap = 0.05 * mean.shape[1]
+        lo, hi = np.percentile(mean, [0.1, 99.9])
+        self.viewer.add_image(
+            mean, name=MEAN_LAYER, scale=ks,
+            translate=(float(layer.translate[-2]), float(layer.translate[-1]) + (mean.shape[1] + gap) * ks[1]),
+            contrast_limits=(float(lo), float(max(hi, lo + 1e-9))), metadata={"class": c},
+            colormap=layer.colormap.name, units=tuple(layer.units[-2:]),
+        )
+
+    def merge(self) -> None:
+        if self.result is None:
+            return
+        try:
+            classes = [int(t) for t in self.merge_edit.text().replace(",", " ").split()]
+            bad = [c for c in classes if not 0 <= c < self.result.n_classes]
+            if len(set(classes)) < 2 or bad:
+                raise Napari4DSTEMError(
+                    f"give two or more classes between 0 and {self.result.n_classes - 1} to merge"
+                )
+        except ValueError:
+            self.jobs.error(Napari4DSTEMError("classes to merge: numbers separated by commas"))
+            return
+        except Napari4DSTEMError as e:
+            self.jobs.error(e)
+            return
+        self.result = self.result.merged(classes)
+        self._show()
+        self.status.setText(f"merged classes {sorted(set(classes))}: {self.result.n_classes} classes")
+
+    def closeEvent(self, event) -> None:
+        self.jobs.close()
+        super().closeEvent(event)

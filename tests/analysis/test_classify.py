@@ -1,0 +1,297 @@
+"""Known-answer tests of structure classification (features, classes, class count, mixing).
+
+The synthetic scans plant classes (square lattices of soft disks: a reference, the same lattice
+turned 4 deg, one with a 2.5 % larger spacing) on a known map, with nuisances that must not
+split a class (a thickness gradient, per-reflection intensity drift, a strain gradient, descan)
+and Poisson noise, then recover the map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_4dstem.analysis.classify import (
+    ClassifyParams,
+    FeatureParams,
+    bragg_features,
+    classify,
+    classify_features,
+    compute_features,
+    iter_class_means,
+    to_emd_objects,
+)
+from napari_4dstem.data.results import BraggPeaks
+from napari_4dstem.engine import run_job
+from napari_4dstem.simulation.samples import render_disks
+
+pytest.importorskip("sklearn")
+from sklearn.metrics import adjusted_rand_score
+
+DET = (64, 64)
+
+
+def lattice(spacing, rot_deg, rmax=30.0):
+    a = np.deg2rad(rot_deg)
+    R = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    ij = np.array([(i, j) for i in range(-4, 5) for j in range(-4, 5) if (i, j) != (0, 0)], float)
+    g = ij * spacing @ R.T
+    return g[np.hypot(*g.T) < rmax]  # (n, 2) as (x, y) px
+
+
+def scene(truth, lattices, *, dose=3e4, mix=None, rng=None, descan=1.5, thickness=(0.4, 1.6), drift=0.3):
+    """Patterns for a class map ``truth`` (scan_y, scan_x); ``mix`` (scan_y, scan_x, 2):
+    optional (other class, fraction of the other) per pixel. uint16, Poisson."""
+    rng = rng or np.random.default_rng(0)
+    sy, sx = truth.shape
+    o0 = np.array([DET[0] / 2 - 0.3, DET[1] / 2 + 0.2])
+    n_max = max(len(g) for g in lattices) + 1
+
+    def render(cls):
+        cen = np.full((sy * sx, n_max, 2), np.nan)
+        amp = np.zeros((sy * sx, n_max))
+        for k, (i, j) in enumerate(np.ndindex(sy, sx)):
+            g = lattices[cls[i, j]] * (1 + 0.004 * (i / sy - 0.5))  # strain gradient 0.4 %
+            o = o0 + descan * np.array([i / sy, -j / sx])
+            th = thickness[0] + (thickness[1] - thickness[0]) * j / sx
+            wobble = 1 + drift * np.sin(np.arange(len(g)) * 1.7 + i / 6)
+            cen[k, 0] = o
+            cen[k, 1 : len(g) + 1] = o + g[:, ::-1]
+            amp[k, 0] = max(0.2, 2.0 - th)
+            amp[k, 1 : len(g) + 1] = th * wobble * np.exp(-np.hypot(*g.T) / 25)
+        p = render_disks(cen, amp, DET, 2.5, 0.5) + 0.01
+        return p / p.sum(axis=(1, 2), keepdims=True)
+
+    pats = render(truth)
+    if mix is not None:
+        other = render(mix[..., 0].astype(int))
+        f = mix[..., 1].reshape(-1, 1, 1)
+        pats = (1 - f) * pats + f * other
+    return rng.poisson(pats * dose).astype(np.uint16).reshape(sy, sx, *DET)
+
+
+def three_classes(sy=24, sx=24):
+    truth = np.zeros((sy, sx), int)
+    truth[:, sx // 3 : 2 * sx // 3] = 1
+    truth[sy // 2 :, 2 * sx // 3 :] = 2
+    truth[: sy // 2, 2 * sx // 3 :] = 0
+    lats = [lattice(12, 0), lattice(12, 4), lattice(12 * 1.025, 0)]
+    return truth, lats
+
+
+# -- features --------------------------------------------------------------------------------
+def naive_pattern_features(p, origin, radius, b, inner):
+    """Bilinear splat of every pixel centre onto bins of ``b`` px fixed to the origin."""
+    n = int(np.ceil(2 * radius / b))
+    out = np.zeros((n, n))
+    for i in range(p.shape[0]):
+        for j in range(p.shape[1]):
+            dy, dx = i - origin[0], j - origin[1]
+            d2 = dy * dy + dx * dx
+            if d2 > radius**2 or d2 < inner**2:
+                continue
+            fy, fx = (dy + radius) / b - 0.5, (dx + radius) / b - 0.5
+            y0, x0 = int(np.floor(fy)), int(np.floor(fx))
+            for ky, wy in ((0, 1 - (fy - y0)), (1, fy - y0)):
+                for kx, wx in ((0, 1 - (fx - x0)), (1, fx - x0)):
+                    if 0 <= y0 + ky < n and 0 <= x0 + kx < n:
+                        out[y0 + ky, x0 + kx] += p[i, j] * wy * wx
+    return out.ravel()
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_pattern_features_match_naive_reference(dtype):
+    rng = np.random.default_rng(1)
+    data = (rng.random((5, 7, 21, 19)) * 50).astype(dtype)  # odd, non-square shapes
+    origin = np.stack(np.broadcast_arrays(10.3 + rng.random((5, 7)), 8.6 + rng.random((5, 7))), -1)
+    fp = FeatureParams("pattern", radius_px=7.5, bin_px=2.0, inner_px=1.5)
+    f = compute_features(data, fp, origin_px=origin, scan_chunk=(2, 3))  # uneven chunks
+    assert f.shape == (8, 8)
+    for i, j in [(0, 0), (4, 6), (2, 3)]:
+        ref = naive_pattern_features(data[i, j].astype(float), origin[i, j], 7.5, 2.0, 1.5)
+        np.testing.assert_allclose(f.values[i, j], ref, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(f.total, data.sum(axis=(2, 3), dtype=np.float64), rtol=1e-6)
+
+
+def test_features_stream_from_memmap_equal_in_memory(tmp_path):
+    truth, lats = three_classes(8, 10)
+    data = scene(truth, lats, dose=2e3)
+    path = tmp_path / "d.npy"
+    np.save(path, data)
+    mm = np.load(path, mmap_mode="r")
+    fp = FeatureParams("pattern", inner_px=4)
+    a = compute_features(data, fp, origin_px=np.array([31.7, 32.2]))
+    b = compute_features(mm, fp, origin_px=np.array([31.7, 32.2]), scan_chunk=(3, 4))
+    np.testing.assert_array_equal(a.values, b.values)
+
+
+def test_radial_profile_peaks_at_a_planted_ring():
+    yy, xx = np.indices(DET)
+    r = np.hypot(yy - 30.0, xx - 33.0)
+    ring = np.exp(-0.5 * ((r - 17.0) / 0.7) ** 2)
+    data = np.broadcast_to(ring, (2, 3, *DET)).astype(np.float32)
+    f = compute_features(data, FeatureParams("radial", radius_px=28, bin_px=1.0), origin_px=np.array([30.0, 33.0]))
+    prof = f.values[1, 2]
+    # ring centres at (k + 0.5) px: the peak is the ring at 16.5 or 17.5
+    assert abs((np.argmax(prof) + 0.5) - 17.0) <= 0.5 + 1e-9
+    np.testing.assert_allclose(f.values[0, 0], prof)
+
+
+def test_polar_features_are_rotation_invariant():
+    g = lattice(11, 0)
+    o = np.array([32.0, 32.0])
+    cen = np.concatenate([o[None], o + g[:, ::-1]])[None]
+    amp = np.concatenate([[1.0], np.linspace(0.2, 1.0, len(g))])[None]
+    p = render_disks(cen, amp, DET, 2.5, 0.5)[0]
+    data = np.stack([p, np.rot90(p, 1, axes=(0, 1)).copy()]).reshape(1, 2, *DET).astype(np.float32)
+    # rot90 about the array centre (31.5, 31.5): origin of the turned pattern
+    origin = np.array([[[32.0, 32.0], [31.0, 32.0]]])
+    fp = FeatureParams("polar", radius_px=28, n_angles=64, n_harmonics=8)
+    f = compute_features(data, fp, origin_px=origin)
+    a, b = f.values[0, 0], f.values[0, 1]
+    assert np.linalg.norm(a - b) < 0.08 * np.linalg.norm(a)
+    # while the orientation-keeping features differ a lot
+    fpat = compute_features(data, FeatureParams("pattern", radius_px=28, bin_px=2), origin_px=origin)
+    pa, pb = fpat.values[0, 0], fpat.values[0, 1]
+    assert np.linalg.norm(pa - pb) > 0.5 * np.linalg.norm(pa)
+
+
+def test_bragg_features_count_each_disk_once():
+    rng = np.random.default_rng(2)
+    scan = (3, 4)
+    counts = rng.integers(0, 6, size=12)
+    recs = []
+    for c in counts:
+        q = rng.uniform(5, 59, size=(c, 2))
+        recs.append({"qy": q[:, 0], "qx": q[:, 1], "intensity": rng.uniform(1, 1000, c)})
+    peaks = BraggPeaks.from_lists(recs, scan)
+    f = bragg_features(peaks, FeatureParams("bragg", radius_px=40.0, bin_px=4.0), origin_px=np.array([32.0, 32.0]))
+    # every disk inside the radius adds exactly 1 whatever its intensity
+    inside = [np.sum(np.hypot(r["qy"] - 32, r["qx"] - 32) <= 40) for r in recs]
+    np.testing.assert_allclose(f.values.reshape(12, -1).sum(1), inside, atol=1e-5)
+
+
+# -- classification ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def three_class_scan():
+    truth, lats = three_classes()
+    return truth, scene(truth, lats, dose=3e4, rng=np.random.default_rng(5))
+
+
+def test_finds_three_close_classes_and_their_number(three_class_scan):
+    truth, data = three_class_scan
+    r = classify(data, features=FeatureParams("pattern", inner_px=5), params=ClassifyParams(max_classes=5))
+    assert r.suggested_n_classes == 3
+    assert r.n_classes == 3
+    assert adjusted_rand_score(truth.ravel(), r.labels.ravel()) >= 0.95
+    assert set(r.bic) == set(range(1, 6)) and set(r.silhouette) == set(range(2, 6))
+    # class mean patterns: the mean of the raw patterns of each class
+    for c in range(3):
+        np.testing.assert_allclose(r.class_patterns[c], data[r.labels == c].mean(0), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["kmeans", "hierarchical", "gmm"])
+def test_methods_with_the_number_given(method):
+    # without intensity drifts (k-means and Ward assume round clusters; drifts: next test)
+    truth, lats = three_classes(18, 18)
+    data = scene(truth, lats, dose=3e4, descan=0.5, thickness=(1.0, 1.0), drift=0.0)
+    r = classify(
+        data, features=FeatureParams("pattern", inner_px=5),
+        params=ClassifyParams(method=method, n_classes=3), class_means=False,
+    )
+    assert r.n_classes == 3 and (r.bic == {}) == (method != "gmm")
+    assert adjusted_rand_score(truth.ravel(), r.labels.ravel()) >= 0.95
+
+
+def test_gmm_with_the_number_given_merges_down_to_it(three_class_scan):
+    truth, data = three_class_scan
+    r = classify(data, features=FeatureParams("pattern", inner_px=5),
+                 params=ClassifyParams(n_classes=3, max_classes=5), class_means=False)
+    assert r.n_classes == 3
+    assert adjusted_rand_score(truth.ravel(), r.labels.ravel()) >= 0.95
+    r2 = classify(data, features=FeatureParams("pattern", inner_px=5),
+                  params=ClassifyParams(n_classes=2, max_classes=5), class_means=False)
+    assert r2.n_classes == 2 and r2.suggested_n_classes == 3
+
+
+def test_nmf_decomposition_gives_non_negative_components():
+    truth, lats = three_classes(18, 18)
+    data = scene(truth, lats, dose=3e4, descan=0.5, thickness=(1.0, 1.0), drift=0.0)
+    r = classify(
+        data, features=FeatureParams("pattern", inner_px=5),
+        params=ClassifyParams(decomposition="nmf", n_components=4, n_classes=3), class_means=False,
+    )
+    assert r.components.shape[0] == 4 and np.all(r.components >= 0) and np.all(r.loadings >= 0)
+    assert adjusted_rand_score(truth.ravel(), r.labels.ravel()) >= 0.9
+
+
+def test_drift_alone_does_not_split_a_class():
+    # one lattice; a strong thickness gradient, intensity drift, strain gradient and descan
+    truth = np.zeros((20, 20), int)
+    data = scene(truth, [lattice(12, 0)], dose=3e4, descan=3.0, thickness=(0.4, 1.6))
+    r = classify(data, features=FeatureParams("pattern", inner_px=6), params=ClassifyParams(max_classes=5),
+                 class_means=False)
+    assert r.suggested_n_classes == 1
+    assert min(r.bic, key=r.bic.get) > 1  # BIC alone would have split it
+
+
+def test_mixing_fractions_at_a_boundary():
+    sy, sx = 16, 24
+    truth = np.zeros((sy, sx), int)
+    truth[:, sx // 2 :] = 1
+    # a boundary two columns wide (the probe's size) with known fractions of the other class
+    mix = np.zeros((sy, sx, 2))
+    fr = {sx // 2 - 1: 0.3, sx // 2: 0.25}
+    for j, f in fr.items():
+        mix[:, j, 0] = 1 - truth[0, j]
+        mix[:, j, 1] = f
+    lats = [lattice(12, 0), lattice(12 * 1.03, 0)]
+    data = scene(truth, lats, dose=1e5, mix=mix, descan=0.0, thickness=(1.0, 1.0))
+    r = classify(data, features=FeatureParams("pattern", inner_px=5), params=ClassifyParams(max_classes=4),
+                 class_means=False)
+    assert r.n_classes == 2
+    assert adjusted_rand_score(truth.ravel(), r.labels.ravel()) >= 0.95
+    own = np.take_along_axis(r.mixing, r.labels[..., None], -1)[..., 0]
+    for j, f in fr.items():
+        assert abs(np.median(1 - own[:, j]) - f) < 0.06, (j, f, np.median(1 - own[:, j]))
+    pure = [j for j in range(sx) if j not in fr]
+    assert np.median(1 - own[:, pure]) < 0.03
+
+
+def test_merge_classes_and_class_means(three_class_scan):
+    _truth, data = three_class_scan
+    r = classify(data, features=FeatureParams("pattern", inner_px=5), params=ClassifyParams(n_classes=3))
+    m = r.merged([1, 2])
+    assert m.n_classes == 2
+    assert np.array_equal(m.labels == 1, r.labels == 1) or np.array_equal(m.labels == 1, (r.labels == 1) | (r.labels == 2))
+    joined = (r.labels == 1) | (r.labels == 2)
+    np.testing.assert_array_equal(m.labels == 1, joined)
+    np.testing.assert_allclose(m.class_patterns[1], data[joined].mean(0), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(m.probability.sum(-1), 1, atol=1e-5)
+    means = run_job(iter_class_means(data, m.labels))
+    np.testing.assert_allclose(means, m.class_patterns, rtol=1e-4, atol=1e-3)
+
+
+def test_emd_export_reopens(tmp_path, three_class_scan):
+    from napari_4dstem.io import emd
+
+    _, data = three_class_scan
+    r = classify(data, features=FeatureParams("pattern", inner_px=5),
+                 params=ClassifyParams(method="kmeans", n_classes=3))
+    path = emd.write(tmp_path / "cls.h5", *to_emd_objects(r))
+    back = emd.read(path)
+    np.testing.assert_array_equal(back["class_labels"].data, r.labels)
+    np.testing.assert_allclose(back["class_probability"].data, r.probability)
+    assert back["class_probability"].channels == ("class_0", "class_1", "class_2")
+    np.testing.assert_allclose(back["class_2_mean"].data, r.class_patterns[2])
+    np.testing.assert_allclose(back["component_0"].data, r.components[0])
+    assert back["class_labels"].params["classify.method"] == "kmeans"
+    assert back["class_labels"].params["n_classes"] == 3
+
+
+def test_features_from_classify_features_are_reusable(three_class_scan):
+    truth, data = three_class_scan
+    f = compute_features(data, FeatureParams("pattern", inner_px=5), origin_px=np.array([31.7, 32.2]))
+    r = classify_features(f, ClassifyParams(method="kmeans", n_classes=3, spatial=0))
+    assert r.params["classify"]["spatial"] == 0
+    assert r.labels.shape == truth.shape

@@ -1,0 +1,60 @@
+"""``napari-4dstem classify`` end to end on a small two-phase scan."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_4dstem.cli import main
+from napari_4dstem.io import emd
+from napari_4dstem.simulation.samples import render_disks
+
+pytest.importorskip("sklearn")
+
+
+def two_phase(tmp_path):
+    rng = np.random.default_rng(3)
+    sy, sx, det = 12, 14, (48, 48)
+    truth = np.zeros((sy, sx), int)
+    truth[:, 7:] = 1
+    ij = np.array([(i, j) for i in range(-3, 4) for j in range(-3, 4) if (i, j) != (0, 0)], float)
+    lats = [ij * 10.0, ij * 10.0 @ np.array([[0.996, -0.087], [0.087, 0.996]])]  # turned 5 deg
+    cen = np.full((sy * sx, len(ij) + 1, 2), np.nan)
+    for k, (i, j) in enumerate(np.ndindex(sy, sx)):
+        o = np.array([23.6, 24.2])
+        g = lats[truth[i, j]]
+        keep = np.hypot(*g.T) < 22
+        cen[k, 0] = o
+        cen[k, 1 : keep.sum() + 1] = o + g[keep][:, ::-1]
+    amp = np.concatenate([[2.0], np.full(len(ij), 0.6)])
+    pats = render_disks(cen, amp, det, 2.5, 0.5) + 0.02
+    data = rng.poisson(pats / pats.sum((1, 2), keepdims=True) * 2e4).astype(np.uint16)
+    path = tmp_path / "two.npy"
+    np.save(path, data.reshape(sy, sx, *det))
+    return path, truth
+
+
+def test_classify_cli_writes_labels_and_means(tmp_path, capsys):
+    path, truth = two_phase(tmp_path)
+    out = tmp_path / "cls.h5"
+    assert main(["-q", "classify", str(path), str(out), "--max-classes", "4"]) == 0
+    msg = capsys.readouterr().out
+    assert "2 classes (suggested 2" in msg
+    res = emd.read(out)
+    lab = res["class_labels"].data
+    # the two halves, in either numbering
+    agree = max(np.mean(lab == truth), np.mean(lab == 1 - truth))
+    assert agree >= 0.97
+    assert res["class_0_mean"].data.shape == (48, 48)
+    assert res["class_labels"].params["classify.max_classes"] == 4
+    # no overwrite without asking
+    assert main(["-q", "classify", str(path), str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_classify_cli_bad_options(tmp_path, capsys):
+    path, _ = two_phase(tmp_path)
+    assert main(["-q", "classify", str(path), str(tmp_path / "x.npy")]) == 2
+    assert main(["-q", "classify", str(path), str(tmp_path / "x.h5"), "--features", "bragg"]) == 2
+    assert "--peaks" in capsys.readouterr().err
+    assert main(["-q", "classify", str(path), str(tmp_path / "y.h5"), "--n-classes", "0"]) == 2

@@ -1,0 +1,125 @@
+"""The Classification widget in real viewers: a planted two-phase scan, class means on click,
+merging classes, Cancel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_4dstem.simulation.samples import render_disks
+from napari_4dstem.widgets._results import set_results_viewer
+
+pytest.importorskip("sklearn")
+pytestmark = pytest.mark.gui
+
+
+def three_phase(sy=12, sx=15, det=(48, 48)):
+    rng = np.random.default_rng(4)
+    truth = np.zeros((sy, sx), int)
+    truth[:, 5:10] = 1
+    truth[:, 10:] = 2
+    ij = np.array([(i, j) for i in range(-3, 4) for j in range(-3, 4) if (i, j) != (0, 0)], float)
+    rot = np.deg2rad(5)
+    R = np.array([[np.cos(rot), -np.sin(rot)], [np.sin(rot), np.cos(rot)]])
+    lats = [ij * 10.0, ij * 10.0 @ R.T, ij * 10.0 * 1.04]
+    cen = np.full((sy * sx, len(ij) + 1, 2), np.nan)
+    for k, (i, j) in enumerate(np.ndindex(sy, sx)):
+        o = np.array([23.6, 24.2])
+        g = lats[truth[i, j]]
+        keep = np.hypot(*g.T) < 22
+        cen[k, 0] = o
+        cen[k, 1 : keep.sum() + 1] = o + g[keep][:, ::-1]
+    amp = np.concatenate([[2.0], np.full(len(ij), 0.6)])
+    pats = render_disks(cen, amp, det, 2.5, 0.5) + 0.02
+    data = rng.poisson(pats / pats.sum((1, 2), keepdims=True) * 2e4).astype(np.uint16)
+    return data.reshape(sy, sx, *det), truth
+
+
+@pytest.fixture
+def viewers(make_napari_viewer):
+    main, results = make_napari_viewer(), make_napari_viewer()
+    set_results_viewer(main, results)
+    return main, results
+
+
+def test_classify_shows_labels_class_means_and_merges(viewers, qtbot):
+    from sklearn.metrics import adjusted_rand_score
+
+    from napari_4dstem.widgets.classify import LABELS_LAYER, MEAN_LAYER, ClassificationWidget
+
+    main, results = viewers
+    data, truth = three_phase()
+    main.add_image(data, name="cube")
+    _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Classification")
+    assert isinstance(w, ClassificationWidget)
+    w.max_classes.setValue(4)
+    w.run_btn.click()
+    assert w._worker is not None and w.cancel_btn.isEnabled()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=120000)
+    assert w.result is not None, w.status.text()
+    assert w.result.n_classes == 3
+    lab = results.layers[LABELS_LAYER].data
+    assert adjusted_rand_score(truth.ravel(), lab.ravel()) >= 0.95
+    # the class mean pattern of the class under the scan position, right of the pattern
+    main.dims.set_point(0, 3)
+    main.dims.set_point(1, 12)
+    c = w.current_class()
+    assert c == w.result.labels[3, 12]
+    mean = main.layers[MEAN_LAYER]
+    np.testing.assert_allclose(mean.data, data[w.result.labels == c].mean(0), rtol=1e-4, atol=1e-3)
+    assert mean.translate[-1] > data.shape[-1]
+    main.dims.set_point(1, 1)
+    c0 = w.current_class()
+    assert c0 != c and main.layers[MEAN_LAYER].metadata["class"] == c0
+    # merge two classes: the label map and means follow, no recompute
+    a, b = int(w.result.labels[0, 0]), int(w.result.labels[0, 7])
+    w.merge_edit.setText(f"{a}, {b}")
+    w.merge_btn.click()
+    assert w.result.n_classes == 2
+    lab2 = results.layers[LABELS_LAYER].data
+    assert lab2[0, 0] == lab2[0, 7] != lab2[0, 14]
+    w.merge_edit.setText("0")
+    w.merge_btn.click()
+    assert "two or more" in w.status.text()
+
+
+def test_gui_thread_stays_live_while_classifying(viewers, qtbot):
+    """Largest gap between 10 ms timer ticks in the GUI thread during a second run (the first
+    one imports scikit-learn and compiles the numba kernels, both holding the GIL)."""
+    import time
+
+    from qtpy.QtCore import QTimer
+
+    main, _ = viewers
+    data, _ = three_phase()
+    main.add_image(data, name="cube")
+    _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Classification")
+    w.max_classes.setValue(4)
+    w.run_btn.click()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=120000)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(10)
+    w.run_btn.click()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=120000)
+    timer.stop()
+    gap_ms = 1000 * float(np.max(np.diff(ticks)))
+    print(f"largest GUI-thread gap while classifying: {gap_ms:.0f} ms")
+    assert gap_ms < 500  # generous: the test machine is shared and loaded
+
+
+def test_classify_cancel(viewers, qtbot):
+    from napari_4dstem.widgets.classify import LABELS_LAYER
+
+    main, results = viewers
+    data, _ = three_phase()
+    main.add_image(data, name="cube")
+    _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Classification")
+    w.run_btn.click()
+    assert not w.run_btn.isEnabled()
+    w.cancel_btn.click()  # long before the job's end (seconds of work)
+    qtbot.waitUntil(lambda: w._worker is None, timeout=60000)
+    assert w.status.text() == "cancelled" and w.result is None
+    assert LABELS_LAYER not in results.layers
+    assert w.run_btn.isEnabled()
