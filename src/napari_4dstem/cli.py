@@ -17,10 +17,10 @@ from typing import Any
 
 from . import __version__
 from . import _cli_validate as v
+from ._cli_classify import add_classify, run_classify
 from ._cli_phase import add_phase, run_phase
 from ._cli_repro import add_script, add_session, run_script, run_session
 from ._cli_validate import OneLineParser, claim_outputs
-from .analysis.classify._cli import add_classify, run_classify
 from .errors import Napari4DSTEMError
 from .nn._cli import add_infer, add_models, add_train, run_infer, run_models, run_train
 

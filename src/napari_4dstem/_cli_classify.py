@@ -42,11 +42,11 @@ def add_classify(sub) -> argparse.ArgumentParser:
 
 
 def run_classify(args) -> int:
-    from ...cli import EXIT_OK, ProgressBar, _open_calibrated
-    from ...engine.jobs import run_job
-    from ...errors import FileFormatError
-    from ...io import emd
-    from . import ClassifyParams, FeatureParams, iter_classify, to_emd_objects
+    from .analysis.classify import ClassifyParams, FeatureParams, iter_classify, to_emd_objects
+    from .cli import EXIT_OK, ProgressBar, _open_calibrated
+    from .engine.jobs import run_job
+    from .errors import FileFormatError
+    from .io import emd
 
     if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
         raise FileFormatError(args.out, "classify writes an EMD file (.h5)")
@@ -56,7 +56,7 @@ def run_classify(args) -> int:
     if args.features == "bragg":
         if args.peaks is None:
             raise FileFormatError(args.file, "--features bragg needs --peaks PEAKS.h5 (from `disks`)")
-        from ...data.results import BraggPeaks
+        from .data.results import BraggPeaks
 
         found = [o for o in emd.read(args.peaks).values() if isinstance(o, BraggPeaks)]
         if not found:
@@ -70,7 +70,7 @@ def run_classify(args) -> int:
             transform=args.transform, spatial=args.spatial, seed=args.seed,
         )
     except ValueError as e:
-        from ...errors import Napari4DSTEMError
+        from .errors import Napari4DSTEMError
 
         raise Napari4DSTEMError(str(e)) from None
     dc = _open_calibrated(args)
