@@ -36,6 +36,7 @@ __all__ = [
     "measure_probe",
     "model_domain",
     "normalised_geometry",
+    "normalised_radius",
     "pick_device",
     "predict_images",
     "probe_geometry",
@@ -231,8 +232,9 @@ def measure_probe(probe: Any, detector_shape: tuple[int, int] | None = None) -> 
 
 
 def _canvas_side(n: int, c: float, s: float, multiple: int, min_side: int) -> int:
-    half = max(c, n - 1 - c) * s + 1.0  # every detector pixel lands inside the frame
-    side = multiple * math.ceil(2 * (half + 1) / multiple)
+    # every detector pixel lands inside the frame: side // 2 >= c s, side // 2 - 1 >= (n-1-c) s
+    half = max(c * s, (n - 1 - c) * s + 1.0)
+    side = multiple * math.ceil(2 * half / multiple - 1e-9)
     return max(int(side), int(min_side))
 
 
@@ -648,9 +650,9 @@ def iter_find_bragg_disks_nn(
     device : None, "cpu", "cuda[:n]"
         Default: CUDA when present, else the CPU.
     scale : "auto", "bin" or float
-        ``"auto"`` (default): resample every pattern and the probe so the probe disk has the
-        radius the model was trained on (``target_radius_px``, default the card's
-        ``domain["normalised_radius_px"]``), whatever the detector size and camera length
+        ``"auto"`` (default): resample every pattern and the probe so the probe disk has a
+        radius the model was trained on (``target_radius_px``, default from the card's
+        domain: :func:`normalised_radius`), whatever the detector size and camera length
         (:func:`normalised_geometry`); ``"bin"``: the earlier fixed integer binning into the
         model size (``ceil(max(k_y, k_x) / size)``); a float: that many model px per detector
         px.
@@ -804,19 +806,29 @@ def _geometry_for(probe, shape, lm, scale, target_radius_px, max_frame_px):
         factor = None
     else:
         factor = float(scale)
-    if target_radius_px is None:
-        target_radius_px = float(
-            model_domain(lm.card).get("normalised_radius_px", DEFAULT_TARGET_RADIUS_PX)
-        )
+    if target_radius_px is None and factor is None:
+        target_radius_px = normalised_radius(lm.card, measure_probe(probe, shape).radius_px)
     return normalised_geometry(
         probe,
         shape,
         lm.config.size,
-        target_radius_px=float(target_radius_px),
+        target_radius_px=float(target_radius_px or DEFAULT_TARGET_RADIUS_PX),
         scale=factor,
         multiple=2**lm.config.depth,
         max_frame_px=int(max_frame_px),
     )
+
+
+def normalised_radius(card: dict | None, probe_radius_px: float) -> float:
+    """The disk radius (model px) a model runs a probe of ``probe_radius_px`` at: the card's
+    ``domain["normalised_radius_px"]`` (default :data:`DEFAULT_TARGET_RADIUS_PX`), or, when the
+    card also gives ``normalised_radius_max_px``, the probe radius clipped to that window (disks
+    already in it are not resampled; larger ones are shrunk only to its top, which keeps the
+    network's ~0.1-0.15 model-px error from growing by the shrink factor on the detector)."""
+    dom = model_domain(card)
+    lo = float(dom.get("normalised_radius_px", DEFAULT_TARGET_RADIUS_PX))
+    hi = float(dom.get("normalised_radius_max_px", lo))
+    return min(max(float(probe_radius_px), lo), max(lo, hi))
 
 
 def _sample_patterns(cube, n: int = 16) -> np.ndarray:
