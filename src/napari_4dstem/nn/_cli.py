@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -185,6 +186,12 @@ def add_infer(sub) -> argparse.ArgumentParser:
         help="keep a peak only where the raw pattern holds a disk this many noise sd above the "
         "local background (default 5; a negative value keeps every peak the network marks)",
     )
+    p.add_argument(
+        "--scale",
+        default="auto",
+        help="auto (resample so the probe disk has the radius the model was trained on; "
+        "default), bin (the old fixed integer binning), or model px per detector px",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
     _analysis_args(p)
@@ -219,24 +226,37 @@ def run_infer(args) -> int:
 
     if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
         raise FileFormatError(args.out, "infer writes an EMD file (.h5)")
+    import warnings
+
+    from .infer import OutOfDomainWarning
+
     probe = _read_probe(args.probe)
     dc = _open_calibrated(args)
+    scale = args.scale if args.scale in ("auto", "bin") else float(args.scale)
     try:
-        peaks = run_job(
-            iter_find_bragg_disks_nn(
-                dc,
-                probe=probe,
-                model=args.model,
-                mc_samples=args.mc_samples,
-                min_relative=args.min_relative,
-                min_significance=None if args.min_significance < 0 else args.min_significance,
-                batch_size=args.batch_size,
-                device=args.device,
-            ),
-            _bar(args),
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", OutOfDomainWarning)
+            peaks = run_job(
+                iter_find_bragg_disks_nn(
+                    dc,
+                    probe=probe,
+                    model=args.model,
+                    mc_samples=args.mc_samples,
+                    min_relative=args.min_relative,
+                    min_significance=None if args.min_significance < 0 else args.min_significance,
+                    batch_size=args.batch_size,
+                    device=args.device,
+                    scale=scale,
+                ),
+                _bar(args),
+            )
     finally:
         dc.close()
+    for w in caught:  # said once, plainly, on stderr (other warnings pass through)
+        if issubclass(w.category, OutOfDomainWarning):
+            print(f"WARNING: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     bvm = bragg_vector_map(peaks, origin=origin_from_peaks(peaks))
     emd.write(args.out, peaks, bvm, overwrite=args.overwrite)
     counts = peaks.counts()

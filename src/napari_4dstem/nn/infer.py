@@ -787,6 +787,9 @@ def predict_pattern(
             "offset_px": list(geo.offset),
             "scale": "bin" if geo.scale is None else float(geo.scale),
             "out_of_domain": problems,
+            # frame pixel (i, j) lies at detector px origin + (i, j) * step
+            "frame_origin_px": [float(v) for v in geo.to_detector(np.zeros(2))],
+            "frame_step_px": 1.0 / geo.model_px_per_detector_px,
         },
     )
     res = {"qy": peaks[0, :k, 0], "qx": peaks[0, :k, 1], "intensity": peaks[0, :k, 2]}
