@@ -91,6 +91,16 @@ def test_cli_models_and_infer(tmp_path, capsys):
     objs = emd.read(out)
     bp = next(v for k, v in objs.items() if k.endswith("braggpeaks_nn"))
     assert bp.scan_shape == (4, 5) and bp.counts().min() >= 5
+    # the sample's probe (1.575 mrad) is less convergent than any training pattern: said once
+    err = capsys.readouterr().err
+    assert err.count("WARNING: the data lie outside the domain") == 1, err
+    assert "convergence semi-angle 1.575 mrad (trained 2.5-4 mrad)" in err
+    # a forced scale also puts the disks outside the radii the model was trained on
+    out2 = tmp_path / "nn2.h5"
+    assert main(["-q", "infer", str(src), str(out2), "--probe", f"{src}:probe", "--scale", "0.4"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("WARNING: the data lie outside the domain") == 1, err
+    assert "as the network sees it" in err and "fine-tune" in err
     # nothing half-written on bad input: a probe far off-centre is a clear error, exit code 2
     np.save(tmp_path / "bad.npy", np.roll(np.asarray(s.probe.data), (40, 40), axis=(0, 1)))
     assert (
