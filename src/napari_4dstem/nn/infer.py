@@ -700,7 +700,7 @@ def iter_find_bragg_disks_nn(
         cube.data,
         _nn_kernel,
         out_tail=(int(max_peaks) + 1, _N_FIELDS),
-        kwargs={"model": lm.module, "geo": geo, "probe_model": pm, "opts": opts},
+        kwargs={"model": _inference_copy(lm.module), "geo": geo, "probe_model": pm, "opts": opts},
         split_blocks=False,
         scan_chunk=scan_chunk,
         message="NN Bragg disks",
@@ -851,3 +851,14 @@ def _domain_check(lm, geo: Geometry, cal, sample: np.ndarray | None) -> list[str
         return []
     dose = None if sample is None else estimate_dose_per_disk(sample, geo)
     return domain_problems(dom, geo, calibration=cal, dose_per_disk=dose)
+
+
+def _inference_copy(module):
+    """A copy of the network with channels-last weights: the same outputs (to float rounding,
+    5e-7 of the peak height measured), 1.43x faster on this 2-core CPU at a 272 px frame
+    (interleaved runs); a copy, so a model being trained is left as it is."""
+    import copy
+
+    import torch
+
+    return copy.deepcopy(module).to(memory_format=torch.channels_last)
