@@ -238,3 +238,20 @@ def test_domain_check_knows_gain_normalised_data_are_not_counts():
     # more counts than trained is less noise: not a problem; fewer is
     assert domain_problems({"dose_per_disk": [1e3, 1e5]}, geo, dose_per_disk=1e7) == []
     assert len(domain_problems({"dose_per_disk": [1e3, 1e5]}, geo, dose_per_disk=10.0)) == 1
+
+
+def test_without_a_probe_the_central_beam_stands_in(default_model):
+    from napari_4dstem.nn.infer import probe_from_patterns
+
+    data, probe, truth = planted_lattice(256, 6.0, seed=5, hexagonal=True)
+    stand_in = probe_from_patterns(data[0])
+    d, d0 = measure_probe(stand_in), measure_probe(probe)
+    # the lattice's central beam is 1.5 px or less off the probe's centre, the same radius
+    assert abs(d.radius_px - d0.radius_px) < 0.1  # measured 0.064 (the stand-in's soft edge)
+    assert np.hypot(*np.subtract(d.centre_px, d0.centre_px)) < 1.6
+    bp = find_bragg_disks_nn(data, model=default_model, max_peaks=400)
+    assert bp.params["probe"].startswith("stand-in")
+    err, n_found = _errors(bp, truth)
+    assert np.all(err < 1.0) and n_found == len(truth) and np.median(err) <= 0.2
+    _, res = predict_pattern(data[0, 0], model=default_model)
+    assert len(res["qy"]) == len(truth)

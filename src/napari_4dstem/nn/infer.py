@@ -39,6 +39,7 @@ __all__ = [
     "normalised_radius",
     "pick_device",
     "predict_images",
+    "probe_from_patterns",
     "probe_geometry",
     "warn_out_of_domain",
 ]
@@ -433,6 +434,36 @@ def warn_out_of_domain(problems: list[str], model_name: str, *, stacklevel: int 
     )
 
 
+def probe_from_patterns(patterns: np.ndarray, *, edge_px: float = 0.5) -> np.ndarray:
+    """A vacuum-probe stand-in from patterns ``(n, k_y, k_x)`` when none was recorded: a
+    uniform disk (logistic edge ``edge_px``) at the centre and flux radius of the central
+    beam of their mean, the bright region above half its maximum that holds the brightest
+    pixel within the central half of the detector (:func:`measure_probe` on it alone).
+    Thick samples whose central disk is not uniform give a rougher radius; a recorded
+    vacuum probe is better. Raises :class:`ProbeError` when no such region exists."""
+    from scipy import ndimage
+
+    from ..simulation.samples import soft_disk
+
+    m = np.asarray(patterns, dtype=np.float64).mean(axis=0)
+    if m.ndim != 2 or not np.all(np.isfinite(m)):
+        raise ProbeError("patterns for a probe stand-in must be (n, k_y, k_x), finite")
+    ny, nx = m.shape
+    bg = float(np.median(m))
+    sm = ndimage.uniform_filter(m, 3)
+    win = np.zeros(m.shape, bool)
+    win[ny // 4 : ny - ny // 4, nx // 4 : nx - nx // 4] = True
+    iy, ix = np.unravel_index(np.argmax(np.where(win, sm, -np.inf)), m.shape)
+    top = float(sm[iy, ix])
+    if not top > bg:
+        raise ProbeError("no central beam in the mean pattern: record a vacuum probe")
+    lab, _ = ndimage.label(sm > bg + 0.5 * (top - bg))
+    region = ndimage.binary_dilation(lab == lab[iy, ix], iterations=3)
+    d = measure_probe(np.where(region, m, bg))
+    yy, xx = np.indices(m.shape)
+    return soft_disk(np.hypot(yy - d.centre_px[0], xx - d.centre_px[1]), d.radius_px, edge_px)
+
+
 def _shift_subpixel(img: np.ndarray, dy: float, dx: float) -> np.ndarray:
     if abs(dy) < 1e-9 and abs(dx) < 1e-9:
         return img
@@ -610,7 +641,7 @@ def _nn_kernel(block, *, row0, parallel, model, geo, probe_model, opts):
 def iter_find_bragg_disks_nn(
     data: Any,
     *,
-    probe: Any,
+    probe: Any = None,
     model: Any = None,
     min_relative: float = 0.1,
     min_absolute: float = 0.05,
@@ -632,8 +663,11 @@ def iter_find_bragg_disks_nn(
     Parameters
     ----------
     data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)`` (read lazily, block by block)
-    probe : ndarray ``(k_y, k_x)`` or DiffractionImage
-        Vacuum probe, disk near the detector centre (else :class:`ProbeError`).
+    probe : ndarray ``(k_y, k_x)`` or DiffractionImage, optional
+        Vacuum probe, disk near the detector centre (else :class:`ProbeError`). None: a
+        stand-in is made from the central beam of the mean of 64 patterns spread over the
+        scan (:func:`probe_from_patterns`; a uniform disk of its measured centre and radius),
+        and ``params["probe"]`` says so.
     model : LoadedModel, name of a registry model, path of a model file, or None (bundled default)
     min_relative, min_absolute : float
         Peaks of the predicted image below this fraction of the strongest / this height are
@@ -680,6 +714,10 @@ def iter_find_bragg_disks_nn(
     cube, cal = as_datacube(data, None)
     lm = load_model(model)
     shape = tuple(cube.shape[2:])
+    probe_note = "given"
+    if probe is None:
+        probe = probe_from_patterns(_sample_patterns(cube, 64))
+        probe_note = "stand-in from the central beam of the mean of up to 64 patterns"
     geo, pm = _geometry_for(probe, shape, lm, scale, target_radius_px, max_frame_px)
     problems = []
     if check_domain:
@@ -723,6 +761,7 @@ def iter_find_bragg_disks_nn(
         "probe_radius_px": float(geo.probe_radius_px),
         "model_radius_px": float(geo.model_radius_px),
         "out_of_domain": problems,
+        "probe": probe_note,
         **{k: v for k, v in opts.items() if k != "device"},
         "detector_shape": list(shape),
         "intensity": "disk counts above the local background in the raw pattern",
@@ -754,7 +793,7 @@ def find_bragg_disks_nn(
 def predict_pattern(
     pattern: np.ndarray,
     *,
-    probe: Any,
+    probe: Any = None,
     model: Any = None,
     mc_samples: int = 0,
     min_significance: float | None = 5.0,
@@ -775,6 +814,8 @@ def predict_pattern(
     if p.ndim != 2:
         raise DataShapeError(f"a pattern must be 2D (k_y, k_x), got shape {p.shape}")
     lm = load_model(model)
+    if probe is None:
+        probe = probe_from_patterns(p[None])
     geo, pm = _geometry_for(probe, p.shape, lm, scale, target_radius_px, max_frame_px)
     problems = _domain_check(lm, geo, None, p[None])
     peaks, count, img, std = detect_in_stack_nn(
