@@ -91,6 +91,16 @@ def test_cli_models_and_infer(tmp_path, capsys):
     objs = emd.read(out)
     bp = next(v for k, v in objs.items() if k.endswith("braggpeaks_nn"))
     assert bp.scan_shape == (4, 5) and bp.counts().min() >= 5
+    # the sample's probe (1.575 mrad) is less convergent than any training pattern: said once
+    err = capsys.readouterr().err
+    assert err.count("WARNING: the data lie outside the domain") == 1, err
+    assert "convergence semi-angle 1.575 mrad (trained 2.5-4 mrad)" in err
+    # a forced scale also puts the disks outside the radii the model was trained on
+    out2 = tmp_path / "nn2.h5"
+    assert main(["-q", "infer", str(src), str(out2), "--probe", f"{src}:probe", "--scale", "0.4"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("WARNING: the data lie outside the domain") == 1, err
+    assert "as the network sees it" in err and "fine-tune" in err
     # nothing half-written on bad input: a probe far off-centre is a clear error, exit code 2
     np.save(tmp_path / "bad.npy", np.roll(np.asarray(s.probe.data), (40, 40), axis=(0, 1)))
     assert (
@@ -132,7 +142,7 @@ def test_peaks_are_disks_in_the_raw_pattern_weighted_by_their_counts():
     # (min_significance, default 5 sd above the local background) and its intensity is the
     # disk's counts there (so lattice fits weight peaks by dose, as for correlation)
     from napari_4dstem.analysis.peaks import disk_counts
-    from napari_4dstem.nn.infer import find_bragg_disks_nn, probe_geometry
+    from napari_4dstem.nn.infer import find_bragg_disks_nn, measure_probe
     from napari_4dstem.nn.synthetic import make_thick_strained_scan
 
     s = make_thick_strained_scan(scan_shape=(4, 4), thickness_nm=30.0, seed=21, central_counts=20)
@@ -140,8 +150,8 @@ def test_peaks_are_disks_in_the_raw_pattern_weighted_by_their_counts():
     bp = find_bragg_disks_nn(s.datacube, probe=s.probe)
     every = find_bragg_disks_nn(s.datacube, probe=s.probe, min_significance=None)
     assert bp.n_peaks >= 16 and every.n_peaks > bp.n_peaks  # some candidates were not disks
-    geo, _ = probe_geometry(s.probe, data.shape[2:], 128)
-    assert 4 < geo.probe_radius_px < 12
+    radius = measure_probe(s.probe).radius_px
+    assert 4 < radius < 12 and bp.params["probe_radius_px"] == radius
     for p in range(16):
         a, b = bp.offsets[p], bp.offsets[p + 1]
         yx = np.stack([bp.qy[a:b], bp.qx[a:b]], 1)[None]
@@ -149,7 +159,7 @@ def test_peaks_are_disks_in_the_raw_pattern_weighted_by_their_counts():
             data.reshape(16, *data.shape[2:])[p : p + 1],
             yx,
             np.array([b - a]),
-            radius_px=geo.probe_radius_px,
+            radius_px=radius,
         )[0]
         assert np.all(sz[:, 1] >= 5.0)
         np.testing.assert_allclose(bp.intensity[a:b], sz[:, 0], rtol=1e-6)

@@ -99,8 +99,9 @@ def test_scan_inference_returns_braggpeaks_on_a_lazy_cube(tiny, tmp_path):
 def test_mc_dropout_gives_an_uncertainty_map(tiny):
     pat = np.random.default_rng(2).poisson(3.0, (128, 128)).astype(float)
     img, res = predict_pattern(pat, probe=_probe((128, 128), (64, 64)), model=tiny, mc_samples=4)
-    assert img.data.shape == (128, 128)
-    assert res["std"].shape == (128, 128) and np.all(res["std"] >= 0) and res["std"].max() > 0
+    # the model frame: the probe disk (radius 6) resampled to 8 px, frame sides multiples of 8
+    assert img.data.shape == (176, 176) and img.params["scale"] > 1.3
+    assert res["std"].shape == img.data.shape and np.all(res["std"] >= 0) and res["std"].max() > 0
     _, res0 = predict_pattern(pat, probe=_probe((128, 128), (64, 64)), model=tiny)
     assert "std" not in res0
 

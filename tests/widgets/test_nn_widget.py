@@ -28,6 +28,13 @@ def test_preview_and_scan(make_napari_viewer, qtbot):
     # the strained crystal's (0, 0) pattern: the central disk is among the predicted peaks
     origin = s.truth[1].data[0, 0]
     assert len(yx) >= 5 and np.hypot(*(yx - origin).T).min() < 1.0
+    # the predicted image (in the model's resampled frame) is placed on the detector: its
+    # brightest pixel lies on one of the peaks
+    pred = main.layers[PRED_LAYER]
+    top = np.unravel_index(np.argmax(pred.data), pred.data.shape)
+    world = np.asarray(pred.data_to_world(top), float)
+    k_scale = np.asarray(main.layers[PEAKS_LAYER].scale, float)
+    assert np.hypot(*((yx * k_scale - world) / k_scale).T).min() < 1.0
     w.run()
     qtbot.waitUntil(lambda: w._worker is None, timeout=60000)
     assert isinstance(w.peaks, BraggPeaks) and w.peaks.scan_shape == (6, 6)

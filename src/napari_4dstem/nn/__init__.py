@@ -5,7 +5,7 @@ without the ``nn`` extra. The public API, importable from here:
 
 - :class:`ModelConfig`, :func:`build_model` (:mod:`.model`)
 - :func:`find_bragg_disks_nn`, :func:`iter_find_bragg_disks_nn`, :func:`predict_pattern`,
-  :class:`ProbeError` (:mod:`.infer`)
+  :class:`ProbeError`, :class:`OutOfDomainWarning` (:mod:`.infer`)
 - :class:`TrainConfig`, :func:`iter_train`, :func:`export_model`, :class:`TrainingDiverged`
   (:mod:`.train`)
 - :func:`load_model`, :func:`list_models`, :func:`pull_model`, :func:`verify_models`,
@@ -27,6 +27,7 @@ _EXPORTS = {
     "iter_find_bragg_disks_nn": "infer",
     "predict_pattern": "infer",
     "ProbeError": "infer",
+    "OutOfDomainWarning": "infer",
     "TrainConfig": "train",
     "iter_train": "train",
     "export_model": "train",

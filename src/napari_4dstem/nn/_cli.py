@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from .. import _cli_validate as v
@@ -187,6 +188,12 @@ def add_infer(sub) -> argparse.ArgumentParser:
         help="keep a peak only where the raw pattern holds a disk this many noise sd above the "
         "local background (default 5; a negative value keeps every peak the network marks)",
     )
+    p.add_argument(
+        "--scale",
+        default="auto",
+        help="auto (resample so the probe disk has the radius the model was trained on; "
+        "default), bin (the old fixed integer binning), or model px per detector px",
+    )
     p.add_argument("--batch-size", type=v.positive_int, default=32)
     p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
     _analysis_args(p)
@@ -195,17 +202,34 @@ def add_infer(sub) -> argparse.ArgumentParser:
 
 def run_infer(args) -> int:
     from ..cli import _need_emd, _run_on_cube
+    from ..errors import Napari4DSTEMError
     from ..pipelines import NNDiskParams, iter_disks
 
     _need_emd(args, "infer")
+    import warnings
+
+    from .infer import OutOfDomainWarning
+
+    try:
+        scale = args.scale if args.scale in ("auto", "bin") else float(args.scale)
+    except ValueError:
+        raise Napari4DSTEMError(f"--scale must be auto, bin or a number, got {args.scale!r}") from None
     params = NNDiskParams(
         model=args.model,
         mc_samples=args.mc_samples,
         min_relative=args.min_relative,
         min_significance=None if args.min_significance < 0 else args.min_significance,
         batch_size=args.batch_size,
+        scale=scale,
     )
-    res = _run_on_cube(args, iter_disks, detection=params)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", OutOfDomainWarning)
+        res = _run_on_cube(args, iter_disks, detection=params)
+    for w in caught:  # said once, plainly, on stderr (other warnings pass through)
+        if issubclass(w.category, OutOfDomainWarning):
+            print(f"WARNING: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     res.save(args.out, overwrite=args.overwrite)
     peaks = res.peaks
     counts = peaks.counts()

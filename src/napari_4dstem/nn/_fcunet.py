@@ -97,8 +97,18 @@ class FCUNet(nn.Module):
 
     def forward(self, patterns: torch.Tensor, probes: torch.Tensor) -> torch.Tensor:
         s = self.config.size
-        if patterns.shape[-2:] != (s, s):
-            raise ValueError(f"this model takes {s}x{s} patterns, got {tuple(patterns.shape[-2:])}")
+        h, w = patterns.shape[-2:]
+        # fully convolutional: any frame whose sides divide by 2**depth runs (scale-normalised
+        # inference uses frames of other sizes); the Fourier arrangement needs a square one
+        m = 2**self.config.depth
+        if h % m or w % m or (self.config.domain == "fourier" and h != w):
+            raise ValueError(
+                f"this model takes frames whose sides are multiples of {m}"
+                f"{' and square' if self.config.domain == 'fourier' else ''} (trained on "
+                f"{s}x{s}), got {(h, w)}"
+            )
+        if tuple(probes.shape[-2:]) != (h, w):
+            raise ValueError(f"probe {tuple(probes.shape[-2:])} and patterns {(h, w)} differ")
         z, X = prepare_inputs(patterns, probes, self.config.domain)
         skips = []
         h = self.inc(z)

@@ -220,16 +220,26 @@ def load_scans(path) -> tuple[list, dict]:
 
 
 def compare_on_scan(
-    scan, *, model: Any = None, device: str | None = None, models: dict | None = None
+    scan,
+    *,
+    model: Any = None,
+    device: str | None = None,
+    models: dict | None = None,
+    nn_options: dict | None = None,
 ) -> dict:
     """Disk F1 (0.5 / 1 px), position RMSE, strain RMSE and patterns/s of both paths on one
     scan (a ThickScan). Correlation: the default
     :func:`~napari_4dstem.analysis.bragg.find_bragg_disks` with a template from the vacuum
     probe. ``models`` ``{name: model}`` scores several networks against one correlation run
-    (keys of the result: ``"correlation"`` and each name); otherwise ``model`` as ``"nn"``."""
+    (keys of the result: ``"correlation"`` and each name); otherwise ``model`` as ``"nn"``.
+    ``nn_options`` ``{name: {keyword: value}}``: extra options of
+    :func:`~napari_4dstem.nn.infer.find_bragg_disks_nn` per network (e.g. ``scale="bin"``).
+    Out-of-domain warnings are caught and listed in each result's ``"out_of_domain"``."""
+    import warnings
+
     from ..analysis.bragg import find_bragg_disks
     from ..analysis.probe import make_template
-    from .infer import find_bragg_disks_nn
+    from .infer import OutOfDomainWarning, find_bragg_disks_nn
     from .metrics import score_detection, strain_rmse
 
     nets = models if models is not None else {"nn": model}
@@ -239,11 +249,19 @@ def compare_on_scan(
         if name == "correlation":
             bp = find_bragg_disks(scan.datacube, template=make_template(scan.probe))
         else:
-            bp = find_bragg_disks_nn(
-                scan.datacube, probe=scan.probe, model=nets[name], device=device
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", OutOfDomainWarning)  # listed in params
+                bp = find_bragg_disks_nn(
+                    scan.datacube,
+                    probe=scan.probe,
+                    model=nets[name],
+                    device=device,
+                    **(nn_options or {}).get(name, {}),
+                )
         dt = time.perf_counter() - t0
         r = score_detection(bp, list(scan.centers))
+        if name != "correlation":
+            r["out_of_domain"] = list(bp.params.get("out_of_domain", []))
         r.update(strain_rmse(bp, scan.strain.data, reference=scan.reference))
         shape = scan.datacube.data.shape
         r["patterns_per_s"] = shape[0] * shape[1] / dt

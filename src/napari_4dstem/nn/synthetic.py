@@ -306,6 +306,7 @@ def make_thick_strained_scan(
     seed: int = 7,
     noise: bool = True,
     sampling: float = 1.0,
+    lattice_angle_deg: float = 90.0,
 ) -> ThickScan:
     """A strained single crystal (``planted_strain``) imaged through the thick proxy.
 
@@ -318,6 +319,8 @@ def make_thick_strained_scan(
     (``spacing_px``, ``radius_px``, the disk edge and the beam wander) are multiplied by it,
     the counts per px (``central_counts``, ``background_counts``, the Bragg disks) divided by
     its square; the random draws are the same, so only the Poisson noise differs.
+    ``lattice_angle_deg``: the angle between the two reciprocal basis vectors (90: square,
+    60 or 120: hexagonal).
     """
     rng = np.random.default_rng(seed)
     f = float(sampling)
@@ -328,7 +331,8 @@ def make_thick_strained_scan(
     shape = (size, size)
     a = math.radians(7.0)
     g1 = spacing_px * np.array([math.cos(a), math.sin(a)])  # (x, y)
-    g2 = spacing_px * np.array([-math.sin(a), math.cos(a)])
+    b = a + math.radians(lattice_angle_deg)
+    g2 = spacing_px * np.array([math.cos(b), math.sin(b)])
     st = planted_strain(scan_shape)
     eps = np.zeros((ny, nx, 2, 2))
     eps[..., 0, 0], eps[..., 1, 1] = st["e_xx"], st["e_yy"]

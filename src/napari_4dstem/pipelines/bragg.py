@@ -120,6 +120,7 @@ def _find_peaks_job(cube, cal, detection, probe, *, device, backend, template=No
             cube, probe=image, model=d.model, min_relative=d.min_relative, min_absolute=d.min_absolute,
             min_spacing_px=d.min_spacing_px, min_significance=d.min_significance, edge_px=d.edge_px,
             max_peaks=d.max_peaks, batch_size=d.batch_size, mc_samples=d.mc_samples, device=device,
+            scale=d.scale,
         )
         return dataclasses.replace(peaks, calibration=cal)
     from ..analysis.bragg import iter_find_bragg_disks

@@ -177,6 +177,10 @@ class NNDiskParams(_Params):
     max_peaks : int
     batch_size : int
         Patterns per network call.
+    scale : "auto", "bin" or float
+        "auto" resamples each pattern so the probe disk has the radius the model was trained on
+        (the model card's domain); "bin" the old fixed integer binning; a number: model px per
+        detector px.
     """
 
     model: str | None = None
@@ -188,9 +192,13 @@ class NNDiskParams(_Params):
     edge_px: float | None = None
     max_peaks: int = 100
     batch_size: int = 32
+    scale: str | float = "auto"
 
     def __post_init__(self):
         _check(self.model is None or isinstance(self.model, str), f"model must be a name or path, got {self.model!r}")
+        _check(self.scale in ("auto", "bin") or (not isinstance(self.scale, (str, bool)) and _finite(self.scale)
+                                                  and self.scale > 0),
+               f"scale must be 'auto', 'bin' or model px per detector px > 0, got {self.scale!r}")
         _check(isinstance(self.mc_samples, int) and self.mc_samples >= 0,
                f"MC samples must be a whole number >= 0, got {self.mc_samples}")
         _check(_finite(self.min_relative) and 0.0 <= self.min_relative <= 1.0,

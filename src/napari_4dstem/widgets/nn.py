@@ -168,12 +168,13 @@ class NNDiskWidget(PipelineActions, QWidget):
             self._error(e)
             return None
         kw = cal.napari_kwargs("k")
-        b = img.params["bin"]
+        b = img.params["frame_step_px"]  # detector px per model-frame px (scale-normalised)
         scale = np.asarray(kw.get("scale", (1.0, 1.0)), float)
-        translate = (np.asarray(img.params["offset_px"], float) * b + (b - 1) / 2) * scale
+        translate = np.asarray(img.params["frame_origin_px"], float) * scale
         if PRED_LAYER in self.viewer.layers:
             lyr = self.viewer.layers[PRED_LAYER]
             lyr.data = img.data
+            lyr.scale, lyr.translate = tuple(scale * b), tuple(translate)
         else:
             self.viewer.add_image(
                 img.data,
@@ -196,7 +197,7 @@ class NNDiskWidget(PipelineActions, QWidget):
                 border_width=0.15,
                 **kw,
             )
-        self._say(f"{len(yx)} disks at scan position {pos}")
+        self._say(f"{len(yx)} disks at scan position {pos}" + _domain_note(img.params))
         return yx
 
     # -- whole scan ---------------------------------------------------------------------------
@@ -241,7 +242,10 @@ class NNDiskWidget(PipelineActions, QWidget):
             colormap="viridis",
         )
         c = peaks.counts()
-        self._say(f"{peaks.n_peaks} disks in {c.size} patterns ({c.min()}-{c.max()} per pattern)")
+        self._say(
+            f"{peaks.n_peaks} disks in {c.size} patterns ({c.min()}-{c.max()} per pattern)"
+            + _domain_note(peaks.params)
+        )
 
     # -- the result (Save result..., Copy as Python: PipelineActions) ------------------------------
     result_file_name = "nn_disks.h5"
@@ -249,3 +253,14 @@ class NNDiskWidget(PipelineActions, QWidget):
     def pipeline_result(self):
         """The peaks and Bragg vector map of the last whole-scan run."""
         return self.disks
+
+
+def _domain_note(params: dict) -> str:
+    """The model's out-of-domain warning (#17), for the status line."""
+    problems = params.get("out_of_domain") or []
+    if not problems:
+        return ""
+    return (
+        ". OUTSIDE THE MODEL'S DOMAIN: " + "; ".join(problems) + ". Check against correlation "
+        "(Bragg disks widget) or fine-tune the model on such data"
+    )
