@@ -554,7 +554,12 @@ def add_acom(sub) -> argparse.ArgumentParser:
     p.add_argument("--step", type=float, default=2.0, help="zone-axis step of the plan in degrees (default 2)")
     p.add_argument("--inplane-step", type=float, help="in-plane step in degrees (default: --step)")
     p.add_argument("--k-max", type=float, metavar="1/A", help="largest |g| used (default: the detector's reach)")
-    p.add_argument("--thickness-nm", type=float, default=5.0, help="sample thickness for the excitation errors")
+    p.add_argument("--thickness-nm", type=float, default=10.0, help="sample thickness for the excitation errors (default 10, as the API)")
+    p.add_argument("--rocking-curve", choices=("lorentzian", "gaussian"), default="lorentzian",
+                   help="excitation-error profile of the templates (default lorentzian: thin films)")
+    p.add_argument("--intensity-power", type=float, default=0.25, help="intensities to this power (default 0.25)")
+    p.add_argument("--overlap", choices=("residual", "candidates"), default="residual",
+                   help="matches 2..N: further grains from the unexplained peaks (residual) or alternatives")
     p.add_argument("--n-matches", type=int, default=1, help="orientations kept per pattern (overlapping grains)")
     p.add_argument("--min-peaks", type=int, default=5, help="mask patterns with fewer peaks (default 5)")
     p.add_argument("--max-memory-mb", type=float, default=2048, help="refuse plans larger than this")
@@ -605,15 +610,18 @@ def run_acom(args) -> int:
         k_max = min(oy, ox, ny - 1 - oy, nx - 1 - ox) * cal.k_pixel_size_in("1/A")
     plans = [build_orientation_plan(c, energy_kev=cal.beam_energy_kev, k_max_inv_A=k_max, step_deg=args.step,
                                     inplane_step_deg=args.inplane_step, thickness_A=10 * args.thickness_nm,
-                                    max_memory_bytes=args.max_memory_mb * 2**20) for c in crystals]
+                                    max_memory_bytes=args.max_memory_mb * 2**20,
+                                    rocking_curve=args.rocking_curve) for c in crystals]
     # --device also picks where the plan x pattern scoring runs ("cpu": the numba kernels)
     device = "numba" if args.device == "cpu" else args.device
     res = run_job(iter_match_orientations(peaks, plans, calibration=cal, n_matches=args.n_matches,
-                                          min_peaks=args.min_peaks, device=device),
+                                          min_peaks=args.min_peaks, device=device,
+                                          intensity_power=args.intensity_power, overlap=args.overlap),
                   ProgressBar(enabled=not args.quiet))
     from .io import emd
 
-    emd.write(args.out, *res.to_maps(), peaks, overwrite=args.overwrite)
+    maps = [m for k in range(args.n_matches) for m in res.to_maps(match=k)]  # every match asked for
+    emd.write(args.out, *maps, peaks, overwrite=args.overwrite)
     if args.ang:
         res.write_ang(args.ang, overwrite=args.overwrite)
     v = res.valid

@@ -143,10 +143,11 @@ class ACOMResult:
         return out
 
     def to_maps(self, *, match: int = 0) -> list[RealSpaceMap]:
-        """The results as RealSpaceMaps (for EMD files and napari layers)."""
+        """The results as RealSpaceMaps (for EMD files and napari layers); the maps of match
+        ``k > 0`` are named with a ``_match<k+1>`` suffix (``euler_bunge_match2``...)."""
         cal, m = self.calibration, match
         params = {**self.params, "match": m, "phases": ",".join(c.name for c in self.crystals)}
-        return [
+        maps = [
             RealSpaceMap(
                 self.euler_deg(m),
                 name="euler_bunge",
@@ -186,6 +187,11 @@ class ACOMResult:
                 for d in ("x", "y", "z")
             ],
         ]
+        if m == 0:
+            return maps
+        import dataclasses
+
+        return [dataclasses.replace(x, name=f"{x.name}_match{m + 1}") for x in maps]
 
     def write_ang(self, path: str | PathLike, *, match: int = 0, overwrite: bool = False) -> Path:
         """Write a TSL OIM ``.ang`` file (read by MTEX and orix).
