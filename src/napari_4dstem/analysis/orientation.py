@@ -222,7 +222,7 @@ def load_orientation_plan(path: str | PathLike) -> OrientationPlan:
 #: rocking-curve (excitation-error) profiles of the templates and the refinement, as relative
 #: intensities ``S(s / w)`` with ``S(0) = 1``, and the largest ``|s| / w`` a template keeps
 ROCKING_CURVES = ("lorentzian", "gaussian")
-_PROFILE_CUT = {"lorentzian": 12.0, "gaussian": 3.7}
+_PROFILE_CUT = {"lorentzian": 6.0, "gaussian": 3.7}
 
 
 def rocking_profile(x: np.ndarray, kind: str) -> np.ndarray:
