@@ -319,6 +319,13 @@ def score(crystal, res, truth, rich, overlap):
         failures_marked_reliable=float(np.mean(flag[~ok])) if (~ok).any() else 0.0,
         threshold=rel,
     )
+    kind = getattr(res, "alternative_kind", None)
+    if kind is not None and (~ok).any():  # what the named alternative is, on the failures
+        alt = res.alternative[0]
+        alt_ok = np.nan_to_num(misorientation_deg(alt, truth, pg), nan=180.0) < 2
+        row["failures_alt_is_truth"] = float(np.mean(alt_ok[~ok]))
+        row["failures_alt_180_about_beam"] = float(np.mean(kind[0][~ok] == 1))
+        row["failures_alt_180_and_truth"] = float(np.mean((kind[0] == 1)[~ok] & alt_ok[~ok]))
     for t in (0.05, 0.1, 0.2):  # how the reliability index sorts right from wrong
         f = res.reliability[0] >= t
         row[f"ri{t}_frac"] = float(f.mean())

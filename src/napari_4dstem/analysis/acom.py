@@ -572,12 +572,24 @@ def _match_one_plan(
         score = np.where(ok, score, 0.0)
     # reliability: best score of a candidate that ended more than the separation from the best
     second = np.zeros(n_pat)
+    alt = np.full((n_pat, 3, 3), np.nan)  # the candidate that sets the reliability
     for k in range(1, n_keep):
         far = misorientation_deg(U0[:, 0], U0[:, k], group) > separation_deg
-        second = np.where(ok[:, k] & far, np.maximum(second, score[:, k]), second)
+        better = ok[:, k] & far & (score[:, k] > second)
+        second = np.where(better, score[:, k], second)
+        alt[better] = U0[better, k]
     reliability = np.where(score[:, 0] > 0, 1.0 - second / np.maximum(score[:, 0], 1e-300), 0.0)
     sl = slice(0, n_matches)
-    return U0[:, sl], score[:, sl], ok[:, sl], n_match[:, sl], rms[:, sl], reliability, out_s[:, 0]
+    return (
+        U0[:, sl],
+        score[:, sl],
+        ok[:, sl],
+        n_match[:, sl],
+        rms[:, sl],
+        reliability,
+        out_s[:, 0],
+        alt,
+    )
 
 
 def _explained_peaks(plans, U, ok, phase, off, gx, gy, tol_pos, k_max) -> np.ndarray:
@@ -818,6 +830,7 @@ def iter_match_orientations(
             a[rows, order] for a in (U, corr, okm, nmatch, rms, phase)
         )
         rel = np.stack([r[5] for r in per_plan], axis=1)[np.arange(n_pat), phase[:, 0]]
+        alt = np.stack([r[7] for r in per_plan], axis=1)[np.arange(n_pat), phase[:, 0]]
         if len(plans) > 1:
             best = np.stack([np.where(r[2][:, 0], r[1][:, 0], 0.0) for r in per_plan], axis=1)
             srt = np.sort(best, axis=1)
@@ -826,9 +839,9 @@ def iter_match_orientations(
             )
         else:
             phase_rel = np.ones(n_pat)
-        return U, corr, okm, nmatch, rms, phase, rel, phase_rel
+        return U, corr, okm, nmatch, rms, phase, rel, phase_rel, alt
 
-    U, corr, okm, nmatch, rms, phase, rel, phase_rel = yield from one_pass(
+    U, corr, okm, nmatch, rms, phase, rel, phase_rel, alt = yield from one_pass(
         off_v, gx, gy, amp, 1 if residual else n_matches, 0
     )
     if residual:
@@ -892,6 +905,21 @@ def iter_match_orientations(
         "euler_convention": "Bunge ZXZ (phi1, Phi, phi2) of g = U^T (lab -> crystal), degrees",
     }
     yield Progress(total, total, "done")
+    # which orientation comes next for the first grain's peaks: a turn by 180 deg about the beam
+    # (told apart only by the Ewald sphere's curvature) or another one
+    has_alt = valid & np.all(np.isfinite(alt), axis=(1, 2)) & okm[:, 0]
+    kind = np.zeros(n_pat, np.int8)
+    for k, plan in enumerate(plans):
+        sel = has_alt & (phase[:, 0] == k)
+        if sel.any():
+            sep = separation_deg if separation_deg is not None else max(
+                5.0, 2.5 * plan.params["step_deg"]
+            )
+            flip = misorientation_deg(
+                alt[sel], rotation_z(np.pi) @ U[sel, 0], plan.crystal.point_group
+            )
+            kind[sel] = np.where(flip <= sep, 1, 2)
+    alt = np.where(has_alt[:, None, None], alt, np.nan)
     return ACOMResult(
         orientation=U.reshape(sy, sx, n_matches, 3, 3),
         correlation=np.where(okm, corr, 0.0).reshape(sy, sx, n_matches),
@@ -904,6 +932,8 @@ def iter_match_orientations(
         crystals=tuple(p.crystal for p in plans),
         calibration=cal,
         params=params,
+        alternative=alt.reshape(sy, sx, 3, 3),
+        alternative_kind=kind.reshape(sy, sx),
     )
 
 

@@ -66,6 +66,11 @@ class ACOMResult:
     n_matched : (scan_y, scan_x, n_matches) peaks paired with a reflection.
     residual_inv_A : (scan_y, scan_x, n_matches) RMS position residual of the paired peaks (1/A).
     crystals : the crystal of every phase.
+    alternative : (scan_y, scan_x, 3, 3) the best refined orientation more than the separation
+        from the first match, for the same peaks: the one that sets ``reliability`` (NaN if none).
+    alternative_kind : (scan_y, scan_x) what that alternative is: 0 none, 1 the first match turned
+        by 180 deg about the beam (the two differ only through the Ewald sphere's curvature),
+        2 another orientation.
     """
 
     orientation: np.ndarray
@@ -79,6 +84,8 @@ class ACOMResult:
     crystals: tuple
     calibration: Calibration = field(default_factory=Calibration)
     params: dict = field(default_factory=dict)
+    alternative: np.ndarray | None = None
+    alternative_kind: np.ndarray | None = None
 
     @property
     def scan_shape(self) -> tuple[int, int]:
