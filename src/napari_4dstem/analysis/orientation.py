@@ -33,6 +33,7 @@ __all__ = [
     "build_orientation_plan",
     "estimate_plan_memory",
     "euler_bunge_deg",
+    "gaussian_width_inv_A",
     "load_orientation_plan",
     "orientation_from_euler_bunge",
     "rocking_profile",
@@ -276,6 +277,13 @@ def _width(thickness_A, width_inv_A, profile) -> float:
     if width_inv_A is not None:
         return float(width_inv_A)
     return (0.35 if profile == "lorentzian" else 1.0) / thickness_A
+
+
+def gaussian_width_inv_A(plan: OrientationPlan) -> float:
+    """The excitation width of a Gaussian rocking curve for the same thickness as ``plan``'s
+    (``Crystal.kinematic_pattern(excitation_width_inv_A=...)``, e.g. to draw its templates)."""
+    w = float(plan.params["excitation_width_inv_A"])
+    return w / 0.35 if plan.params.get("rocking_curve", "gaussian") == "lorentzian" else w
 
 
 def estimate_plan_memory(
