@@ -153,7 +153,8 @@ def main(argv=None) -> int:
         misorientation_deg(coarse.orientation[0, :, 0], U, au.point_group), nan=180.0
     )
     rel = res.reliability[0] >= 0.01
-    top4 = match_orientations(pk, plan, min_peaks=3, n_matches=4)
+    # alternatives for the same peaks (not further grains): the ambiguity test needs them
+    top4 = match_orientations(pk, plan, min_peaks=3, n_matches=4, overlap="candidates")
     amb = ambiguous_patterns(au, U, top4.orientation[0], k_max=kmax, thickness=thick)
     amb2 = ambiguous_patterns(
         au, U, top4.orientation[0], k_max=kmax, thickness=thick, rel_intensity=0.02

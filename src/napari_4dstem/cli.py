@@ -576,7 +576,13 @@ def add_acom(sub) -> argparse.ArgumentParser:
     p.add_argument("--step", type=v.positive_float, default=2.0, help="zone-axis step of the plan in degrees (default 2)")
     p.add_argument("--inplane-step", type=v.positive_float, help="in-plane step in degrees (default: --step)")
     p.add_argument("--k-max", type=v.positive_float, metavar="1/A", help="largest |g| used (default: the detector's reach)")
-    p.add_argument("--thickness-nm", type=v.positive_float, default=5.0, help="sample thickness for the excitation errors")
+    p.add_argument("--thickness-nm", type=v.positive_float, default=10.0,
+                   help="sample thickness for the excitation errors (default 10, as the API)")
+    p.add_argument("--rocking-curve", choices=("lorentzian", "gaussian"), default="lorentzian",
+                   help="excitation-error profile of the templates (default lorentzian: thin films)")
+    p.add_argument("--intensity-power", type=v.positive_float, default=0.25, help="intensities to this power (default 0.25)")
+    p.add_argument("--overlap", choices=("residual", "candidates"), default="residual",
+                   help="matches 2..N: further grains from the unexplained peaks (residual) or alternatives")
     p.add_argument("--n-matches", type=v.positive_int, default=1, help="orientations kept per pattern (overlapping grains)")
     p.add_argument("--min-peaks", type=v.nonnegative_int, default=5, help="mask patterns with fewer peaks (default 5)")
     p.add_argument("--max-memory-mb", type=v.positive_float, default=2048, help="refuse plans larger than this")
@@ -595,7 +601,9 @@ def run_acom(args) -> int:
     _need_emd(args, "acom")
     params = ACOMParams(crystals=tuple(args.crystal), step_deg=args.step, inplane_step_deg=args.inplane_step,
                         k_max_inv_A=args.k_max, thickness_nm=args.thickness_nm, n_matches=args.n_matches,
-                        min_peaks=args.min_peaks, max_memory_mb=args.max_memory_mb)
+                        min_peaks=args.min_peaks, max_memory_mb=args.max_memory_mb,
+                        rocking_curve=args.rocking_curve, intensity_power=args.intensity_power,
+                        overlap=args.overlap)
     peaks = _peaks_file(args.file)
     if peaks is not None:
         run = run_acom(None, peaks=peaks, acom=params, source=InputRef.of(args.file, kind="peaks"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_4dstem._sample_data import sample_path
 from napari_4dstem.cli import main
@@ -34,3 +35,21 @@ def test_acom_cli_unparsable_cif(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "bad.cif" in err and "Traceback" not in err
     assert not (tmp_path / "x.h5").exists()
+
+
+@pytest.mark.slow  # two plans and two passes over 1024 patterns: about a minute on 2 cores
+def test_acom_cli_writes_every_match_and_a_phase_map(tmp_path, capsys):
+    src = sample_path("polycrystal_au")
+    out = tmp_path / "acom2.h5"
+    rc = main(["-q", "acom", str(src), str(out), "--crystal", "Au", "--crystal", "Fe-bcc", "--probe", str(src),
+               "--step", "3", "--min-peaks", "3", "--n-matches", "2", "--rocking-curve", "lorentzian",
+               "--intensity-power", "0.25", "--overlap", "residual"])
+    assert rc == 0
+    from napari_4dstem.io import emd
+
+    res = emd.read(out)
+    assert res["euler_bunge_match2"].data.shape == (32, 32, 3)
+    phase = res["phase"].data
+    # the gold sample: indexed pixels are mostly phase 0 (Au), not the bcc iron offered beside it
+    indexed = phase >= 0
+    assert indexed.mean() > 0.5 and np.mean(phase[indexed] == 0) > 0.8

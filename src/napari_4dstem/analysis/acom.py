@@ -263,6 +263,8 @@ def _refine_range(
     tol_pos,
     step_rad,
     n_iter,
+    profile,
+    s_cut,
     U_out,
     corr,
     n_match,
@@ -294,8 +296,12 @@ def _refine_range(
                     for k in range(3):
                         v[g, k] = U[k, 0] * G[g, 0] + U[k, 1] * G[g, 1] + U[k, 2] * G[g, 2]
                     s[g] = -(v[g, 2] + 0.5 * lam * g2[g])
-                    if abs(s[g]) < 3.0 * wf and v[g, 0] ** 2 + v[g, 1] ** 2 <= k_max * k_max:
-                        m[g] = Famp[g] * math.exp(-power * (s[g] / wf) ** 2)
+                    if abs(s[g]) < s_cut * wf and v[g, 0] ** 2 + v[g, 1] ** 2 <= k_max * k_max:
+                        x2 = (s[g] / wf) ** 2
+                        if profile == 1:
+                            m[g] = Famp[g] * (1.0 + x2) ** (-power)
+                        else:
+                            m[g] = Famp[g] * math.exp(-power * x2)
                         cand[nc] = g
                         nc += 1
                 # pair every peak with the nearest predicted reflection within tolerance
@@ -342,6 +348,8 @@ def _refine_range(
                     g = cand[q]
                     res = (math.sqrt(obs2[g]) - sc * m[g]) / sA
                     f = -2.0 * power * sc * m[g] * s[g] / (wf * wf) / sA
+                    if profile == 1:
+                        f /= 1.0 + (s[g] / wf) ** 2
                     J[0], J[1], J[2] = f * v[g, 1], -f * v[g, 0], 0.0
                     for r in range(3):
                         JTr[r] += J[r] * res
@@ -446,6 +454,7 @@ def _match_one_plan(
     done0,
     intensity_power=0.5,
     device=None,
+    n_flip=0,
 ):
     n_pat = len(off) - 1
     template = _powered(plan, intensity_power)
@@ -500,8 +509,20 @@ def _match_one_plan(
     rows = np.arange(n_pat)[:, None]
     U0 = U_c[rows, idx]
     score = np.where(ok, out_s[rows, idx], 0.0)
-    n_match = np.zeros((n_pat, n_keep), np.int64)
-    rms = np.full((n_pat, n_keep), np.nan)
+    if refine and n_flip > 0:
+        # a turn by 180 deg about the beam keeps every excitation error and mirrors the spot
+        # positions through the origin: with Friedel pairs only the Ewald sphere's curvature
+        # tells the two apart, so the sparse correlation cannot; refine both and let the
+        # excitation errors decide
+        nf = min(n_flip, n_keep)
+        U0 = np.concatenate([U0, rotation_z(np.pi) @ U0[:, :nf]], axis=1)
+        ok = np.concatenate([ok, ok[:, :nf]], axis=1)
+        score = np.concatenate([score, score[:, :nf]], axis=1)
+        n_keep_all = n_keep + nf
+    else:
+        n_keep_all = n_keep
+    n_match = np.zeros((n_pat, n_keep_all), np.int64)
+    rms = np.full((n_pat, n_keep_all), np.nan)
     if refine:
         args, (U_out, corr, n_match, rms) = refine_arguments(
             plan,
@@ -520,6 +541,30 @@ def _match_one_plan(
             yield Progress(
                 done0 + n_pat // 2 + i1 // 2, progress_total, f"refining {plan.crystal.name}"
             )
+        if _plan_profile(plan) == "lorentzian":
+            # robust to the rocking-curve shape: refine every candidate under the Gaussian
+            # fall-off too and keep, per candidate, the model that explains the peaks better
+            args_g, outs_g = refine_arguments(
+                plan,
+                off,
+                gx,
+                gy,
+                amp,
+                np.where(ok[..., None, None], U0, np.nan),
+                ok,
+                intensity_power=intensity_power,
+                k_max=k_max,
+                tol_pos=tol_pos,
+                n_iter=n_iter,
+                profile="gaussian",
+            )
+            for _ in _run_ranges(_refine_range, n_pat, args_g, n_threads, chunk):
+                pass
+            better = outs_g[1] > corr
+            U_out = np.where(better[..., None, None], outs_g[0], U_out)
+            corr = np.where(better, outs_g[1], corr)
+            n_match = np.where(better, outs_g[2], n_match)
+            rms = np.where(better, outs_g[3], rms)
         U0, score = U_out, np.where(ok, corr, 0.0)
         # candidates that refined into the same orientation are one answer: keep the best
         order, ok = _distinct_best(U0, score, ok, group, separation_deg, n_keep)
@@ -527,22 +572,62 @@ def _match_one_plan(
         score = np.where(ok, score, 0.0)
     # reliability: best score of a candidate that ended more than the separation from the best
     second = np.zeros(n_pat)
+    alt = np.full((n_pat, 3, 3), np.nan)  # the candidate that sets the reliability
     for k in range(1, n_keep):
         far = misorientation_deg(U0[:, 0], U0[:, k], group) > separation_deg
-        second = np.where(ok[:, k] & far, np.maximum(second, score[:, k]), second)
+        better = ok[:, k] & far & (score[:, k] > second)
+        second = np.where(better, score[:, k], second)
+        alt[better] = U0[better, k]
     reliability = np.where(score[:, 0] > 0, 1.0 - second / np.maximum(score[:, 0], 1e-300), 0.0)
     sl = slice(0, n_matches)
-    return U0[:, sl], score[:, sl], ok[:, sl], n_match[:, sl], rms[:, sl], reliability, out_s[:, 0]
+    return (
+        U0[:, sl],
+        score[:, sl],
+        ok[:, sl],
+        n_match[:, sl],
+        rms[:, sl],
+        reliability,
+        out_s[:, 0],
+        alt,
+    )
+
+
+def _explained_peaks(plans, U, ok, phase, off, gx, gy, tol_pos, k_max) -> np.ndarray:
+    """Per peak: is it within ``tol_pos`` of a reflection (near the Ewald sphere, as the
+    refinement counts them) of the pattern's orientation ``U (n, 3, 3)`` of ``plans[phase]``?"""
+    out = np.zeros(len(gx), bool)
+    for k, plan in enumerate(plans):
+        refl = plan.crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
+        lam = electron_wavelength_A(plan.params["energy_kev"])
+        cut = (30.0 if _plan_profile(plan) == "lorentzian" else 3.0) * plan.params[
+            "excitation_width_inv_A"
+        ]
+        g2 = np.sum(refl.g**2, axis=1)
+        for i in np.nonzero(ok & (phase == k))[0]:
+            a, b = off[i], off[i + 1]
+            if b <= a:
+                continue
+            v = refl.g @ U[i].T
+            s = -(v[:, 2] + 0.5 * lam * g2)
+            near = (np.abs(s) < cut) & (np.hypot(v[:, 0], v[:, 1]) <= k_max)
+            d2 = (gx[a:b, None] - v[near, 0]) ** 2 + (gy[a:b, None] - v[near, 1]) ** 2
+            if d2.shape[1]:
+                out[a:b] = d2.min(axis=1) <= tol_pos**2
+    return out
 
 
 def refine_arguments(
-    plan, off, gx, gy, amp, U0, ok, *, intensity_power, k_max, tol_pos, n_iter
+    plan, off, gx, gy, amp, U0, ok, *, intensity_power, k_max, tol_pos, n_iter, profile=None
 ) -> tuple[tuple, tuple]:
     """The argument tuple of :func:`_refine_range` (after its pattern range) for candidates
     ``U0 (n, k, 3, 3)`` (NaN where ``ok`` is False) against ``plan``, and its outputs
     ``(U_out, corr, n_match, rms)``, filled in place. ``amp`` are measured intensities already
     raised to ``intensity_power``; ``off/gx/gy`` as from :func:`peaks_to_lab`."""
     n_pat, n_keep = ok.shape
+    profile = profile or _plan_profile(plan)
+    w_exc = plan.params["excitation_width_inv_A"]
+    if profile != _plan_profile(plan):  # the same thickness under the other profile
+        w_exc *= 1.0 / 0.35 if profile == "gaussian" else 0.35
     refl = plan.crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
     U_out = np.array(U0, dtype=float)
     outs = (
@@ -562,15 +647,22 @@ def refine_arguments(
         np.abs(refl.structure_factor) ** (2.0 * intensity_power),
         np.sum(refl.g**2, axis=1),
         electron_wavelength_A(plan.params["energy_kev"]),
-        plan.params["excitation_width_inv_A"],
+        w_exc,
         intensity_power,
         k_max,
         tol_pos,
         math.radians(plan.params["step_deg"]),
         n_iter,
+        1 if profile == "lorentzian" else 0,
+        30.0 if profile == "lorentzian" else 3.0,
         *outs,
     )
     return args, outs
+
+
+def _plan_profile(plan: OrientationPlan) -> str:
+    """The rocking curve a plan was built with (plans saved before #18: Gaussian)."""
+    return str(plan.params.get("rocking_curve", "gaussian"))
 
 
 def _powered(plan: OrientationPlan, intensity_power: float) -> OrientationPlan:
@@ -611,9 +703,11 @@ def iter_match_orientations(
     n_iter: int = 8,
     position_tolerance_inv_A: float | None = None,
     separation_deg: float | None = None,
-    intensity_power: float = 0.5,
+    intensity_power: float = 0.25,
     n_threads: int | None = None,
     device: str | None = None,
+    flip_candidates: int = 4,
+    overlap: str = "residual",
 ) -> Job[ACOMResult]:
     """Job: orientation (and phase) of every pattern from its Bragg peaks.
 
@@ -683,56 +777,113 @@ def iter_match_orientations(
     n_threads = int(n_threads or os.cpu_count() or 1)
     device = _scoring_device(device)
     chunk = max(16, min(256, n_pat // (4 * n_threads) + 1))
-    total = n_pat * len(plans)
-    per_plan = []
-    for k, plan in enumerate(plans):
-        sep = (
-            separation_deg
-            if separation_deg is not None
-            else max(5.0, 2.5 * plan.params["step_deg"])
+    residual = overlap == "residual" and n_matches > 1 and refine
+    if overlap not in ("residual", "candidates"):
+        raise ValueError(f"overlap must be 'residual' or 'candidates', got {overlap!r}")
+    n_pass = n_matches if residual else 1
+    total = n_pat * len(plans) * n_pass
+
+    def one_pass(off_p, gx_p, gy_p, amp_p, n_m, i_pass):
+        per_plan = []
+        for k, plan in enumerate(plans):
+            sep = (
+                separation_deg
+                if separation_deg is not None
+                else max(5.0, 2.5 * plan.params["step_deg"])
+            )
+            n_cand = max(24, 4 * n_m, 2 * n_refine)
+            res = yield from _match_one_plan(
+                plan,
+                off_p,
+                gx_p,
+                gy_p,
+                amp_p,
+                n_cand=n_cand,
+                n_matches=n_m,
+                separation_deg=sep,
+                tol_r=max(tol_pos, 1.0 * px),
+                tol_pos=tol_pos,
+                refine=refine,
+                n_refine=n_refine,
+                n_iter=n_iter,
+                k_max=k_max,
+                n_threads=n_threads,
+                chunk=chunk,
+                progress_total=total,
+                done0=(i_pass * len(plans) + k) * n_pat,
+                intensity_power=intensity_power,
+                device=device,
+                n_flip=flip_candidates,
+            )
+            per_plan.append(res)
+        # merge phases: the best n_m over all plans
+        U = np.concatenate([r[0] for r in per_plan], axis=1)
+        corr = np.concatenate([r[1] for r in per_plan], axis=1)
+        okm = np.concatenate([r[2] for r in per_plan], axis=1)
+        nmatch = np.concatenate([r[3] for r in per_plan], axis=1)
+        rms = np.concatenate([r[4] for r in per_plan], axis=1)
+        phase = np.concatenate([np.full((n_pat, n_m), k) for k in range(len(plans))], axis=1)
+        corr = np.where(okm, corr, -1.0)
+        order = np.argsort(-corr, axis=1, kind="stable")[:, :n_m]
+        rows = np.arange(n_pat)[:, None]
+        U, corr, okm, nmatch, rms, phase = (
+            a[rows, order] for a in (U, corr, okm, nmatch, rms, phase)
         )
-        n_cand = max(24, 4 * n_matches, 2 * n_refine)
-        res = yield from _match_one_plan(
-            plan,
-            off_v,
-            gx,
-            gy,
-            amp,
-            n_cand=n_cand,
-            n_matches=n_matches,
-            separation_deg=sep,
-            tol_r=max(tol_pos, 1.0 * px),
-            tol_pos=tol_pos,
-            refine=refine,
-            n_refine=n_refine,
-            n_iter=n_iter,
-            k_max=k_max,
-            n_threads=n_threads,
-            chunk=chunk,
-            progress_total=total,
-            done0=k * n_pat,
-            intensity_power=intensity_power,
-            device=device,
+        rel = np.stack([r[5] for r in per_plan], axis=1)[np.arange(n_pat), phase[:, 0]]
+        alt = np.stack([r[7] for r in per_plan], axis=1)[np.arange(n_pat), phase[:, 0]]
+        if len(plans) > 1:
+            best = np.stack([np.where(r[2][:, 0], r[1][:, 0], 0.0) for r in per_plan], axis=1)
+            srt = np.sort(best, axis=1)
+            phase_rel = np.where(
+                srt[:, -1] > 0, 1.0 - srt[:, -2] / np.maximum(srt[:, -1], 1e-300), 0.0
+            )
+        else:
+            phase_rel = np.ones(n_pat)
+        return U, corr, okm, nmatch, rms, phase, rel, phase_rel, alt
+
+    U, corr, okm, nmatch, rms, phase, rel, phase_rel, alt = yield from one_pass(
+        off_v, gx, gy, amp, 1 if residual else n_matches, 0
+    )
+    if residual:
+        # overlapping grains: match k is the best orientation of the peaks that matches
+        # 1..k-1 leave unexplained (peaks within the position tolerance of one of their
+        # reflections near the Ewald sphere are taken out), so the top-N are distinct grains
+        # rather than alternatives for the first one
+        explained = np.zeros(len(gx), bool)
+        parts = [(U, corr, okm, nmatch, rms, phase)]
+        for i_pass in range(1, n_matches):
+            last = parts[-1]
+            explained |= _explained_peaks(
+                plans, last[0][:, 0], last[2][:, 0] & valid, last[5][:, 0], off_v, gx, gy,
+                tol_pos, k_max,
+            )
+            left = ~explained
+            pat_of_peak = np.repeat(np.arange(n_pat), np.diff(off_v))
+            cnt = np.bincount(pat_of_peak[left], minlength=n_pat)
+            use = cnt >= 3
+            keep_r = left & np.repeat(use, np.diff(off_v))
+            off_r = np.concatenate([[0], np.cumsum(np.where(use, cnt, 0))]).astype(np.int64)
+            res_k = yield from one_pass(off_r, gx[keep_r], gy[keep_r], amp[keep_r], 1, i_pass)
+            res_k = list(res_k[:6])
+            res_k[2] = res_k[2] & use[:, None]
+            for prev in parts:  # a residual that only re-finds an earlier grain is no new grain
+                for k, plan in enumerate(plans):
+                    sep = separation_deg if separation_deg is not None else max(
+                        5.0, 2.5 * plan.params["step_deg"]
+                    )
+                    same = (res_k[5][:, 0] == k) & (prev[5][:, 0] == k) & res_k[2][:, 0]
+                    if same.any():
+                        mis = misorientation_deg(
+                            res_k[0][same, 0], prev[0][same, 0], plan.crystal.point_group
+                        )
+                        idx = np.nonzero(same)[0][~(mis > sep)]
+                        res_k[2][idx, 0] = False
+            parts.append(tuple(res_k))
+        U, corr, okm, nmatch, rms, phase = (
+            np.concatenate([p[j] for p in parts], axis=1) for j in range(6)
         )
-        per_plan.append(res)
-    # merge phases: the best n_matches over all plans
-    U = np.concatenate([r[0] for r in per_plan], axis=1)
-    corr = np.concatenate([r[1] for r in per_plan], axis=1)
-    okm = np.concatenate([r[2] for r in per_plan], axis=1)
-    nmatch = np.concatenate([r[3] for r in per_plan], axis=1)
-    rms = np.concatenate([r[4] for r in per_plan], axis=1)
-    phase = np.concatenate([np.full((n_pat, n_matches), k) for k in range(len(plans))], axis=1)
-    corr = np.where(okm, corr, -1.0)
-    order = np.argsort(-corr, axis=1, kind="stable")[:, :n_matches]
-    rows = np.arange(n_pat)[:, None]
-    U, corr, okm, nmatch, rms, phase = (a[rows, order] for a in (U, corr, okm, nmatch, rms, phase))
     okm &= valid[:, None]
-    rel = np.stack([r[5] for r in per_plan], axis=1)[np.arange(n_pat), phase[:, 0]]
-    if len(plans) > 1:
-        best_per_plan = np.stack([np.where(r[2][:, 0], r[1][:, 0], 0.0) for r in per_plan], axis=1)
-        srt = np.sort(best_per_plan, axis=1)
-        phase_rel = np.where(srt[:, -1] > 0, 1.0 - srt[:, -2] / np.maximum(srt[:, -1], 1e-300), 0.0)
-    else:
+    if len(plans) == 1:
         phase_rel = np.where(valid, 1.0, 0.0)
     sy, sx = peaks.scan_shape
     U = np.where(okm[..., None, None], U, np.nan)
@@ -744,6 +895,9 @@ def iter_match_orientations(
         "n_iter": n_iter,
         "position_tolerance_inv_A": tol_pos,
         "intensity_power": intensity_power,
+        "overlap": overlap if n_matches > 1 else "",
+        "flip_candidates": flip_candidates,
+        "rocking_curve": ",".join(_plan_profile(p) for p in plans),
         "k_max_inv_A": k_max,
         "scoring_device": device or "numba",
         "plans_json": json.dumps([p.params for p in plans]),
@@ -751,6 +905,21 @@ def iter_match_orientations(
         "euler_convention": "Bunge ZXZ (phi1, Phi, phi2) of g = U^T (lab -> crystal), degrees",
     }
     yield Progress(total, total, "done")
+    # which orientation comes next for the first grain's peaks: a turn by 180 deg about the beam
+    # (told apart only by the Ewald sphere's curvature) or another one
+    has_alt = valid & np.all(np.isfinite(alt), axis=(1, 2)) & okm[:, 0]
+    kind = np.zeros(n_pat, np.int8)
+    for k, plan in enumerate(plans):
+        sel = has_alt & (phase[:, 0] == k)
+        if sel.any():
+            sep = separation_deg if separation_deg is not None else max(
+                5.0, 2.5 * plan.params["step_deg"]
+            )
+            flip = misorientation_deg(
+                alt[sel], rotation_z(np.pi) @ U[sel, 0], plan.crystal.point_group
+            )
+            kind[sel] = np.where(flip <= sep, 1, 2)
+    alt = np.where(has_alt[:, None, None], alt, np.nan)
     return ACOMResult(
         orientation=U.reshape(sy, sx, n_matches, 3, 3),
         correlation=np.where(okm, corr, 0.0).reshape(sy, sx, n_matches),
@@ -763,6 +932,8 @@ def iter_match_orientations(
         crystals=tuple(p.crystal for p in plans),
         calibration=cal,
         params=params,
+        alternative=alt.reshape(sy, sx, 3, 3),
+        alternative_kind=kind.reshape(sy, sx),
     )
 
 

@@ -37,6 +37,18 @@ _TSL_SYMMETRY = {
 }
 
 
+def _reduced_formula(crystal) -> str:
+    """Cell content divided by its common factor (Au4 -> Au): TSL's Formula field, which orix
+    takes for the phase name."""
+    import math
+    import re
+
+    parts = re.findall(r"([A-Z][a-z]?)(\d*)", crystal.formula)
+    counts = [int(n or 1) for _, n in parts]
+    f = math.gcd(*counts) if counts else 1
+    return "".join(f"{el}{c // f if c // f > 1 else ''}" for (el, _), c in zip(parts, counts, strict=True))
+
+
 @dataclass(frozen=True, eq=False)
 class ACOMResult:
     """Orientation map: the best ``n_matches`` orientations of every pattern, best first.
@@ -54,6 +66,11 @@ class ACOMResult:
     n_matched : (scan_y, scan_x, n_matches) peaks paired with a reflection.
     residual_inv_A : (scan_y, scan_x, n_matches) RMS position residual of the paired peaks (1/A).
     crystals : the crystal of every phase.
+    alternative : (scan_y, scan_x, 3, 3) the best refined orientation more than the separation
+        from the first match, for the same peaks: the one that sets ``reliability`` (NaN if none).
+    alternative_kind : (scan_y, scan_x) what that alternative is: 0 none, 1 the first match turned
+        by 180 deg about the beam (the two differ only through the Ewald sphere's curvature),
+        2 another orientation.
     """
 
     orientation: np.ndarray
@@ -67,6 +84,8 @@ class ACOMResult:
     crystals: tuple
     calibration: Calibration = field(default_factory=Calibration)
     params: dict = field(default_factory=dict)
+    alternative: np.ndarray | None = None
+    alternative_kind: np.ndarray | None = None
 
     @property
     def scan_shape(self) -> tuple[int, int]:
@@ -131,10 +150,11 @@ class ACOMResult:
         return out
 
     def to_maps(self, *, match: int = 0) -> list[RealSpaceMap]:
-        """The results as RealSpaceMaps (for EMD files and napari layers)."""
+        """The results as RealSpaceMaps (for EMD files and napari layers); the maps of match
+        ``k > 0`` are named with a ``_match<k+1>`` suffix (``euler_bunge_match2``...)."""
         cal, m = self.calibration, match
         params = {**self.params, "match": m, "phases": ",".join(c.name for c in self.crystals)}
-        return [
+        maps = [
             RealSpaceMap(
                 self.euler_deg(m),
                 name="euler_bunge",
@@ -174,20 +194,31 @@ class ACOMResult:
                 for d in ("x", "y", "z")
             ],
         ]
+        if m == 0:
+            return maps
+        import dataclasses
+
+        return [dataclasses.replace(x, name=f"{x.name}_match{m + 1}") for x in maps]
 
     def write_ang(self, path: str | PathLike, *, match: int = 0, overwrite: bool = False) -> Path:
         """Write a TSL OIM ``.ang`` file (read by MTEX and orix).
 
-        Columns: phi1 Phi phi2 (radians, Bunge, of ``g = U^T``: lab/sample -> crystal), x, y (scan
-        position in the calibration's scan units, x = scan_x), image quality (= number of peaks),
-        confidence index (= correlation, -1 where masked), phase id (1-based), detector signal
-        (= reliability), fit (RMS peak residual in 1/A). Euler angles are relative to the lab axes
-        x = k_x, y = k_y, z = beam; masked points have Euler angles 4*pi (the TSL "not indexed").
+        Columns (TSL's 10-column layout): phi1 Phi phi2 (radians, Bunge, of ``g = U^T``: lab /
+        sample -> crystal), x, y (scan position in micrometres, x = scan_x, as TSL readers
+        assume; scan steps in pixels are written as 1 um), image quality (= number of peaks),
+        confidence index (= correlation; -1 where not indexed), phase id (1-based; 0 where not
+        indexed), detector signal (= reliability), fit (RMS peak residual in 1/A). Euler angles
+        are relative to the lab axes x = k_x, y = k_y, z = beam. Not-indexed points carry
+        Euler angles 4*pi, CI -1 and phase 0 (TSL's marks: orix reads them as phase -1,
+        "not_indexed"; MTEX as notIndexed). Phase names are the crystals' names
+        (``MaterialName``). Checked by reading the file with orix in a side environment
+        (tests/analysis/test_acom_orix.py).
         """
         from ..io._atomic import atomic_output
 
         sy, sx = self.scan_shape
-        step = self.calibration.scan_step or (1.0, 1.0)
+        step_nm = self.calibration.scan_step_nm()
+        step = (step_nm[0] / 1000.0, step_nm[1] / 1000.0) if step_nm else (1.0, 1.0)
         yy, xx = np.mgrid[0:sy, 0:sx]
         eul = np.radians(self.euler_deg(match))
         valid = self.phase[:, :, match] >= 0
@@ -219,8 +250,8 @@ class ACOMResult:
             head += [
                 f"# Phase {k + 1}",
                 f"# MaterialName    {c.name}",
-                f"# Formula       {c.formula}",
-                "# Info          napari-4dstem ACOM",
+                f"# Formula       {_reduced_formula(c)}",
+                "# Info          napari-4dstem orientation map",
                 f"# Symmetry              {_TSL_SYMMETRY.get(c.point_group.laue_name, 1)}",
                 f"# LatticeConstants      {a:.4f} {b:.4f} {cc:.4f} {al:.3f} {be:.3f} {ga:.3f}",
                 "# NumberFamilies        0",
@@ -228,8 +259,8 @@ class ACOMResult:
             ]
         head += [
             "# GRID: SqrGrid",
-            f"# XSTEP: {step[1]:.6f}",
-            f"# YSTEP: {step[0]:.6f}",
+            f"# XSTEP: {step[1]:.6g}",
+            f"# YSTEP: {step[0]:.6g}",
             f"# NCOLS_ODD: {sx}",
             f"# NCOLS_EVEN: {sx}",
             f"# NROWS: {sy}",
@@ -250,6 +281,6 @@ class ACOMResult:
                 np.savetxt(
                     f,
                     cols,
-                    fmt=["%.5f"] * 3 + ["%.5f", "%.5f", "%.1f", "%.3f", "%d", "%.3f", "%.5f"],
+                    fmt=["%.5f"] * 3 + ["%.6g", "%.6g", "%.1f", "%.3f", "%d", "%.3f", "%.5f"],
                 )
         return path

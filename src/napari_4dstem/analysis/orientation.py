@@ -27,13 +27,16 @@ from .crystal import Crystal
 from .symmetry import fundamental_zone_axes
 
 __all__ = [
+    "ROCKING_CURVES",
     "OrientationPlan",
     "PlanTooLargeError",
     "build_orientation_plan",
     "estimate_plan_memory",
     "euler_bunge_deg",
+    "gaussian_width_inv_A",
     "load_orientation_plan",
     "orientation_from_euler_bunge",
+    "rocking_profile",
     "rotation_z",
     "zone_axis_orientation",
 ]
@@ -217,17 +220,70 @@ def load_orientation_plan(path: str | PathLike) -> OrientationPlan:
     )
 
 
+#: rocking-curve (excitation-error) profiles of the templates and the refinement, as relative
+#: intensities ``S(s / w)`` with ``S(0) = 1``, and the largest ``|s| / w`` a template keeps
+ROCKING_CURVES = ("lorentzian", "gaussian")
+_PROFILE_CUT = {"lorentzian": 6.0, "gaussian": 3.7}
+
+
+def rocking_profile(x: np.ndarray, kind: str) -> np.ndarray:
+    """Relative intensity ``S(x)`` at ``x = s / w`` of a rocking-curve profile.
+
+    ``"gaussian"``: ``exp(-x^2)``. ``"lorentzian"``: ``1 / (1 + x^2)``, the envelope of a thin
+    film's ``sinc^2(s t)`` (with ``w ~ 0.35 / t`` it has sinc^2's half width; its tail
+    ``w^2 / s^2`` does not depend on the thickness, as the film's mean ``1 / (2 pi^2 s^2 t^2)``
+    times ``t^2`` does not), so reflections far from the Bragg condition that a thin film still
+    shows at a high dose are expected rather than unexplained.
+    """
+    x = np.asarray(x, float)
+    if kind == "gaussian":
+        return np.exp(-(x**2))
+    if kind == "lorentzian":
+        return 1.0 / (1.0 + x**2)
+    raise ValueError(f"rocking_curve must be one of {ROCKING_CURVES}, got {kind!r}")
+
+
 def _spots_per_zone(
-    crystal: Crystal, axes: np.ndarray, refl_g, amp, g2, lam, w_base, step_rad, k_max, min_rel
+    crystal: Crystal,
+    axes: np.ndarray,
+    refl_g,
+    amp,
+    g2,
+    lam,
+    w_base,
+    step_rad,
+    k_max,
+    min_rel,
+    profile="gaussian",
 ):
     U0 = zone_axis_orientation(axes)  # (n, 3, 3)
     gl = np.einsum("zij,gj->zgi", U0, refl_g)  # (n, n_g, 3)
     s = -(gl[..., 2] + 0.5 * lam * g2)
     gn = np.sqrt(g2)
     w2 = w_base**2 + (0.5 * step_rad * gn) ** 2
-    weight = amp * np.exp(-0.5 * s**2 / w2)
-    keep = (np.hypot(gl[..., 0], gl[..., 1]) <= k_max) & (weight > min_rel * amp.max())
+    x2 = s**2 / w2
+    weight = amp * np.sqrt(rocking_profile(np.sqrt(x2), profile))
+    keep = (
+        (np.hypot(gl[..., 0], gl[..., 1]) <= k_max)
+        & (weight > min_rel * amp.max())
+        & (x2 <= _PROFILE_CUT[profile] ** 2)
+    )
     return U0, gl, weight, keep
+
+
+def _width(thickness_A, width_inv_A, profile) -> float:
+    if profile not in ROCKING_CURVES:
+        raise ValueError(f"rocking_curve must be one of {ROCKING_CURVES}, got {profile!r}")
+    if width_inv_A is not None:
+        return float(width_inv_A)
+    return (0.35 if profile == "lorentzian" else 1.0) / thickness_A
+
+
+def gaussian_width_inv_A(plan: OrientationPlan) -> float:
+    """The excitation width of a Gaussian rocking curve for the same thickness as ``plan``'s
+    (``Crystal.kinematic_pattern(excitation_width_inv_A=...)``, e.g. to draw its templates)."""
+    w = float(plan.params["excitation_width_inv_A"])
+    return w / 0.35 if plan.params.get("rocking_curve", "gaussian") == "lorentzian" else w
 
 
 def estimate_plan_memory(
@@ -239,6 +295,7 @@ def estimate_plan_memory(
     energy_kev: float,
     thickness_A: float = 100.0,
     n_threads: int | None = None,
+    rocking_curve: str = "lorentzian",
 ) -> dict[str, float]:
     """Estimated bytes of a plan and of the matcher's per-thread score buffers (from a sample of
     zone axes), without building it."""
@@ -255,10 +312,11 @@ def estimate_plan_memory(
         np.abs(refl.structure_factor),
         refl.g_norm**2,
         lam,
-        1.0 / thickness_A,
+        _width(thickness_A, None, rocking_curve),
         math.radians(step_deg),
         k_max_inv_A,
         1e-3,
+        rocking_curve,
     )
     spots = float(keep.sum(axis=1).mean()) * len(axes)
     n_inplane = round(360.0 / (inplane_step_deg or step_deg))
@@ -285,6 +343,7 @@ def build_orientation_plan(
     excitation_width_inv_A: float | None = None,
     min_relative_amplitude: float = 1e-3,
     max_memory_bytes: float = 2 * 2**30,
+    rocking_curve: str = "lorentzian",
 ) -> OrientationPlan:
     """Build the sparse template plan of ``crystal``.
 
@@ -295,8 +354,11 @@ def build_orientation_plan(
     k_max_inv_A : largest ``|g|`` (1/A) of the templates; at most the detector's reach.
     step_deg : angular step of the zone axes over the fundamental zone.
     inplane_step_deg : in-plane step (default ``step_deg``).
-    thickness_A : sample thickness; sets the excitation width ``1/t`` unless
-        ``excitation_width_inv_A`` is given.
+    thickness_A : sample thickness; sets the excitation width (``1/t`` for the Gaussian,
+        ``0.35/t`` for the Lorentzian profile) unless ``excitation_width_inv_A`` is given.
+    rocking_curve : ``"lorentzian"`` (default since #18: the heavy-tailed envelope of a thin
+        film's sinc^2 rocking curve, robust to its shape and thickness) or ``"gaussian"`` (the
+        model before #18); see :func:`rocking_profile`. The matcher's refinement uses the same.
     min_relative_amplitude : spots weaker than this fraction of the strongest ``|F|`` are dropped.
     max_memory_bytes : refuse (:class:`PlanTooLargeError`, naming a step that fits) above this.
     """
@@ -313,6 +375,7 @@ def build_orientation_plan(
         k_max_inv_A=k_max_inv_A,
         energy_kev=energy_kev,
         thickness_A=thickness_A,
+        rocking_curve=rocking_curve,
     )
     if est["total_bytes"] > max_memory_bytes:
         # plan ~ 1/step^2, buffers ~ 1/step^3: the step that fits, rounded up to 0.1 deg
@@ -325,7 +388,7 @@ def build_orientation_plan(
             f"use a coarser step (about {suggest} deg) or a smaller k_max"
         )
     lam = electron_wavelength_A(energy_kev)
-    w_base = excitation_width_inv_A if excitation_width_inv_A is not None else 1.0 / thickness_A
+    w_base = _width(thickness_A, excitation_width_inv_A, rocking_curve)
     refl = crystal.reciprocal_points(k_max_inv_A)
     if len(refl.hkl) == 0:
         raise Napari4DSTEMError(f"{crystal.name}: no reflections within k_max = {k_max_inv_A} 1/A")
@@ -349,6 +412,7 @@ def build_orientation_plan(
             math.radians(step_deg),
             k_max_inv_A,
             min_relative_amplitude,
+            rocking_curve,
         )
         U0s.append(U0)
         zi, gi = np.nonzero(keep)
@@ -370,6 +434,7 @@ def build_orientation_plan(
         "inplane_step_deg": 360.0 / n_inplane,
         "thickness_A": float(thickness_A),
         "excitation_width_inv_A": float(w_base),
+        "rocking_curve": rocking_curve,
         "min_relative_amplitude": float(min_relative_amplitude),
         "crystal": crystal.name,
         "spacegroup": crystal.spacegroup,

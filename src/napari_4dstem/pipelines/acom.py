@@ -178,8 +178,8 @@ def iter_acom(
     if plans is None:
         plans = yield from iter_plans(acom, mcal.beam_energy_kev, k_max, crystals)
     scoring = "numba" if device == "cpu" else device
-    res = yield from iter_match_orientations(peaks, list(plans), calibration=mcal, n_matches=acom.n_matches,
-                                             min_peaks=acom.min_peaks, device=scoring)
+    res = yield from iter_match_orientations(peaks, list(plans), calibration=mcal, device=scoring,
+                                             **acom.match_kwargs())
     if dc is None:  # from a peaks file: the detection is not part of the recipe
         ref = source if isinstance(source, InputRef) else InputRef.of(source, kind="peaks")
         recipe = Recipe("acom", ref, {"acom": acom}, None if calibration is None else calibration.to_dict())
@@ -234,7 +234,7 @@ def iter_acom_pattern(
     if origin is not None:
         result = yield from iter_match_orientations(
             one, list(plans), calibration=cal.replace(origin_map_px=None), origin_px=origin,
-            n_matches=acom.n_matches, min_peaks=acom.min_peaks,
+            **acom.match_kwargs(),
         )
     return PatternCheck(iy, ix, rows[:, :2].copy(), rows[:, 2].copy(), origin, result)
 

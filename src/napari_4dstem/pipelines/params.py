@@ -314,17 +314,24 @@ class ACOMParams(_Params):
     n_matches : orientations kept per pattern (overlapping grains)
     min_peaks : patterns with fewer peaks are masked
     max_memory_mb : refuse plans larger than this, MiB
+    rocking_curve : "lorentzian" (thin films, default) or "gaussian" excitation-error profile
+    intensity_power : measured and template intensities to this power before matching
+    overlap : "residual" (matches 2..N are further grains, from the peaks the earlier matches
+        leave unexplained) or "candidates" (matches 2..N are alternatives for the same peaks)
     """
 
     crystals: tuple[str, ...] = ("Au",)
     step_deg: float = 2.0
     inplane_step_deg: float | None = None
     k_max_inv_A: float | None = None
-    thickness_nm: float = 5.0
+    thickness_nm: float = 10.0
     energy_kev: float | None = None
     n_matches: int = 1
     min_peaks: int = 5
     max_memory_mb: float = 2048.0
+    rocking_curve: str = "lorentzian"
+    intensity_power: float = 0.25
+    overlap: str = "residual"
 
     def __post_init__(self):
         crystals = (self.crystals,) if isinstance(self.crystals, str) else tuple(str(c) for c in self.crystals)
@@ -341,6 +348,17 @@ class ACOMParams(_Params):
         _check(isinstance(self.n_matches, int) and self.n_matches >= 1, f"n_matches must be >= 1, got {self.n_matches}")
         _check(isinstance(self.min_peaks, int) and self.min_peaks >= 1, f"min peaks must be >= 1, got {self.min_peaks}")
         _check(_finite(self.max_memory_mb) and self.max_memory_mb > 0, f"max memory must be > 0 MiB, got {self.max_memory_mb}")
+        _check(self.rocking_curve in ("lorentzian", "gaussian"),
+               f"rocking curve must be 'lorentzian' or 'gaussian', got {self.rocking_curve!r}")
+        _check(_finite(self.intensity_power) and 0 < self.intensity_power <= 2,
+               f"intensity power must be in (0, 2], got {self.intensity_power}")
+        _check(self.overlap in ("residual", "candidates"), f"overlap must be 'residual' or 'candidates', got {self.overlap!r}")
+
+    def match_kwargs(self) -> dict[str, Any]:
+        """Keywords of :func:`~napari_4dstem.analysis.acom.iter_match_orientations` (besides the
+        peaks, plans and calibration)."""
+        return {"n_matches": self.n_matches, "min_peaks": self.min_peaks,
+                "intensity_power": self.intensity_power, "overlap": self.overlap}
 
     def plan_kwargs(self, energy_kev: float, k_max_inv_A: float) -> dict[str, Any]:
         """Keywords of :func:`~napari_4dstem.analysis.orientation.build_orientation_plan`."""
@@ -351,4 +369,5 @@ class ACOMParams(_Params):
             "inplane_step_deg": self.inplane_step_deg,
             "thickness_A": 10.0 * self.thickness_nm,
             "max_memory_bytes": self.max_memory_mb * 2**20,
+            "rocking_curve": self.rocking_curve,
         }

@@ -10,6 +10,7 @@ spots (with their hkl) as Points layers over the pattern in the main viewer.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import napari
@@ -360,7 +361,8 @@ class OrientationWidget(PipelineActions, QWidget):
             return
         iy, ix = self.scan_position()
         plans, key = self._current_plans(crystals, kw)
-        mk = self.acom_params(n_matches=max(3, self.n_matches.value()))
+        # the check lists alternatives for this pattern's peaks, not further grains (#18)
+        mk = dataclasses.replace(self.acom_params(n_matches=max(3, self.n_matches.value())), overlap="candidates")
 
         def done(out):
             plans_, check = out
@@ -418,6 +420,7 @@ class OrientationWidget(PipelineActions, QWidget):
                 self.viewer.layers.remove(TEMPLATE_LAYER)
             self.status.setText(f"{head}; not indexed: {why}")
             return
+        from ..analysis.orientation import gaussian_width_inv_A
         from ..analysis.symmetry import misorientation_deg
 
         U = res.orientation[0, 0, 0]
@@ -427,7 +430,7 @@ class OrientationWidget(PipelineActions, QWidget):
             U,
             energy_kev=plan.params["energy_kev"],
             k_max_inv_A=plan.params["k_max_inv_A"],
-            excitation_width_inv_A=plan.params["excitation_width_inv_A"],
+            excitation_width_inv_A=gaussian_width_inv_A(plan),
         )
         px = cal.k_pixel_size_in("1/A")
         yx = pat.detector_px(origin_px=check.origin_px, k_pixel_size_inv_A=px)
