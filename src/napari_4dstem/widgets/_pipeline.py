@@ -71,6 +71,19 @@ class PipelineActions:
 
     result_file_name = "result.h5"
 
+    def action_row(self):
+        """The dock's "Save result..." and "Copy as Python" buttons, connected, in one row."""
+        from qtpy.QtWidgets import QHBoxLayout, QPushButton
+
+        self.save_btn = QPushButton("Save result...")
+        self.copy_btn = QPushButton("Copy as Python")
+        self.save_btn.clicked.connect(lambda: self.save_result())
+        self.copy_btn.clicked.connect(lambda: self.copy_as_python())
+        row = QHBoxLayout()
+        row.addWidget(self.save_btn)
+        row.addWidget(self.copy_btn)
+        return row
+
     def pipeline_result(self):  # pragma: no cover - every widget overrides it
         raise NotImplementedError
 
