@@ -334,6 +334,10 @@ class ACOMParams(_Params):
         _check(isinstance(self.min_peaks, int) and self.min_peaks >= 1, f"min peaks must be >= 1, got {self.min_peaks}")
         _check(_finite(self.max_memory_mb) and self.max_memory_mb > 0, f"max memory must be > 0 MiB, got {self.max_memory_mb}")
 
+    def changed(self) -> dict[str, Any]:
+        # the crystals are always spelled out: a script that names no crystal would read as "any"
+        return {"crystals": list(self.crystals), **super().changed()}
+
     def plan_kwargs(self, energy_kev: float, k_max_inv_A: float) -> dict[str, Any]:
         """Keywords of :func:`~napari_4dstem.analysis.orientation.build_orientation_plan`."""
         return {
