@@ -322,3 +322,23 @@ def test_cli_script_and_session_commands(sample_file, tmp_path, capsys):
     assert again.n_peaks > 0 and again.params["recipe"]["workflow"] == "disks"
     assert main(["-q", "session", str(tmp_path / "strain.h5"), str(tmp_path / "x")]) == 2
     assert "not a readable session file" in capsys.readouterr().err
+
+
+def test_script_keeps_the_scan_shape_analysed(sample_file, tmp_path, run_copied_script):
+    """A result computed on a reshaped scan (the Scan shape dock) records that shape; the script
+    and Recipe.run reshape the same way."""
+    from napari_4dstem.pipelines import InputRef
+
+    path, _ = sample_file
+    dc = open_datacube(path)
+    try:
+        res = run_disks(dc.reshape_scan((4, 16)), probe=ProbeSource(str(path)),
+                        source=InputRef.of(path, reshape_to=(4, 16)))
+    finally:
+        dc.close()
+    assert res.peaks.scan_shape == (4, 16)
+    text = res.to_script("again.h5")
+    assert "dc.reshape_scan((4, 16))" in text
+    run_copied_script(text, tmp_path)
+    np.testing.assert_array_equal(read_peaks(tmp_path / "again.h5").offsets, res.peaks.offsets)
+    np.testing.assert_array_equal(res.recipe.run().peaks.qx, res.peaks.qx)
