@@ -99,3 +99,24 @@ def p4python() -> str:
     import sys
 
     return sys.executable
+
+
+@pytest.fixture
+def run_copied_script():
+    """Run a "Copy as Python" script in a fresh interpreter (this checkout's src first) in a
+    folder; fails the test with the script's stderr when it does not exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    src = Path(__file__).resolve().parents[1] / "src"
+
+    def run(text: str, cwd: Path) -> None:
+        script = Path(cwd) / "copied.py"
+        script.write_text(text)
+        env = {**os.environ, "PYTHONPATH": str(src) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=cwd, env=env,
+                             timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+
+    return run

@@ -3,11 +3,6 @@ that save themselves and reopen, and scripts ("copy as Python") that reproduce t
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -33,8 +28,6 @@ from napari_4dstem.pipelines import (
 )
 from napari_4dstem.simulation.samples import make_strained_crystal
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-
 
 @pytest.fixture(scope="module")
 def sample_file(tmp_path_factory):
@@ -42,15 +35,6 @@ def sample_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("pipe") / "sample.h5"
     emd.write(path, *s.objects())
     return path, s
-
-
-def _run_script(text: str, cwd: Path) -> None:
-    script = cwd / "copied.py"
-    script.write_text(text)
-    env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=cwd, env=env,
-                         timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
 
 
 # -- parameters ---------------------------------------------------------------------------------
@@ -142,7 +126,7 @@ def test_strain_from_peaks_file_of_disks(sample_file, tmp_path, capsys):
 
 
 # -- copy as Python ----------------------------------------------------------------------------
-def test_disks_script_reproduces_the_result(sample_file, tmp_path):
+def test_disks_script_reproduces_the_result(sample_file, tmp_path, run_copied_script):
     path, _ = sample_file
     dc = open_datacube(path)
     try:
@@ -152,23 +136,23 @@ def test_disks_script_reproduces_the_result(sample_file, tmp_path):
         dc.close()
     text = res.to_script("again.h5")
     assert "DiskDetectionParams(correlation_power=0.8, max_peaks=30)" in text
-    _run_script(text, tmp_path)
+    run_copied_script(text, tmp_path)
     again = read_peaks(tmp_path / "again.h5")
     for f in ("offsets", "qy", "qx", "intensity", "correlation"):
         np.testing.assert_array_equal(getattr(again, f), getattr(res.peaks, f))
 
 
-def test_script_of_a_saved_strain_file_reproduces_it(sample_file, tmp_path):
+def test_script_of_a_saved_strain_file_reproduces_it(sample_file, tmp_path, run_copied_script):
     path, _ = sample_file
     out = tmp_path / "strain.h5"
     assert main(["-q", "strain", str(path), str(out), "--reference", "0", "4", "0", "4", "--power", "0.9"]) == 0
     text = script_from_file(out, tmp_path / "again.h5")
     assert "StrainParams(reference=[0, 4, 0, 4])" in text and "probe=None" in text
-    _run_script(text, tmp_path)
+    run_copied_script(text, tmp_path)
     np.testing.assert_array_equal(emd.read(tmp_path / "again.h5")["strain"].data, emd.read(out)["strain"].data)
 
 
-def test_script_from_peaks_input(sample_file, tmp_path):
+def test_script_from_peaks_input(sample_file, tmp_path, run_copied_script):
     path, _ = sample_file
     dc = open_datacube(path)
     try:
@@ -176,7 +160,7 @@ def test_script_from_peaks_input(sample_file, tmp_path):
     finally:
         dc.close()
     res = strain_from_peaks(read_peaks(peaks), StrainParams(frame_deg=10.0), source=peaks)
-    _run_script(res.to_script("again.h5"), tmp_path)
+    run_copied_script(res.to_script("again.h5"), tmp_path)
     np.testing.assert_array_equal(emd.read(tmp_path / "again.h5")["strain"].data, res.strain.strain.data)
 
 
@@ -219,7 +203,7 @@ def test_acom_top_n_round_trip(tmp_path):
 
 # -- network peaks -> strain -------------------------------------------------------------------
 @pytest.mark.slow  # about 60 s on 2 loaded cores: three network passes over 64 patterns
-def test_strain_from_network_peaks(sample_file, tmp_path):
+def test_strain_from_network_peaks(sample_file, tmp_path, run_copied_script):
     """`infer` peaks feed `strain`; `strain --method nn` is the same pipeline in one command;
     the copied script of the NN result reproduces it."""
     pytest.importorskip("torch")
@@ -236,7 +220,7 @@ def test_strain_from_network_peaks(sample_file, tmp_path):
     err = b.data[..., :3] - s.truth[0].data[..., :3]
     assert np.sqrt(np.nanmean(err**2)) < 5e-3  # the network's positions are coarser than the fit
     assert Recipe.from_dict(b.params["recipe"]).params["nn"] == NNDiskParams()
-    _run_script(script_from_file(direct, tmp_path / "again.h5"), tmp_path)
+    run_copied_script(script_from_file(direct, tmp_path / "again.h5"), tmp_path)
     np.testing.assert_allclose(emd.read(tmp_path / "again.h5")["strain"].data, b.data, atol=1e-9,
                                equal_nan=True)
 
@@ -285,7 +269,7 @@ def test_session_round_trip_on_another_machine(sample_file, tmp_path):
 
 
 # -- virtual images and DPC ----------------------------------------------------------------------
-def test_virtual_and_dpc_scripts_reproduce_the_cli(sample_file, tmp_path):
+def test_virtual_and_dpc_scripts_reproduce_the_cli(sample_file, tmp_path, run_copied_script):
     """`virtual` (with a .npy mask) and `dpc` write files whose recipes give back the same maps."""
     from napari_4dstem.pipelines import DPCParams, VirtualImageParams
 
@@ -301,7 +285,7 @@ def test_virtual_and_dpc_scripts_reproduce_the_cli(sample_file, tmp_path):
     assert isinstance(r.params["virtual"], VirtualImageParams) and len(r.params["virtual"].detectors) == 3
     text = script_from_file(vi, tmp_path / "vi_again.h5")
     assert "VirtualImageParams(" in text and "mask.npy" in text
-    _run_script(text, tmp_path)
+    run_copied_script(text, tmp_path)
     again = emd.read(tmp_path / "vi_again.h5")
     for k in ("virtual_disk", "virtual_annulus", "virtual_mask"):
         np.testing.assert_array_equal(again[k].data, saved[k].data)
@@ -309,7 +293,7 @@ def test_virtual_and_dpc_scripts_reproduce_the_cli(sample_file, tmp_path):
     assert main(["-q", "dpc", str(path), str(dpc), "--auto-rotation", "--regularization", "1e-4"]) == 0
     text = script_from_file(dpc, tmp_path / "dpc_again.h5")
     assert "DPCParams(auto_rotation=True, regularization=0.0001)" in text
-    _run_script(text, tmp_path)
+    run_copied_script(text, tmp_path)
     for k in ("com", "dpc", "idpc"):
         np.testing.assert_array_equal(emd.read(tmp_path / "dpc_again.h5")[k].data, emd.read(dpc)[k].data)
     with pytest.raises(ParameterError, match="descan must be"):
@@ -342,3 +326,23 @@ def test_cli_script_and_session_commands(sample_file, tmp_path, capsys):
     assert again.n_peaks > 0 and again.params["recipe"]["workflow"] == "disks"
     assert main(["-q", "session", str(tmp_path / "strain.h5"), str(tmp_path / "x")]) == 2
     assert "not a readable session file" in capsys.readouterr().err
+
+
+def test_script_keeps_the_scan_shape_analysed(sample_file, tmp_path, run_copied_script):
+    """A result computed on a reshaped scan (the Scan shape dock) records that shape; the script
+    and Recipe.run reshape the same way."""
+    from napari_4dstem.pipelines import InputRef
+
+    path, _ = sample_file
+    dc = open_datacube(path)
+    try:
+        res = run_disks(dc.reshape_scan((4, 16)), probe=ProbeSource(str(path)),
+                        source=InputRef.of(path, reshape_to=(4, 16)))
+    finally:
+        dc.close()
+    assert res.peaks.scan_shape == (4, 16)
+    text = res.to_script("again.h5")
+    assert "dc.reshape_scan((4, 16))" in text
+    run_copied_script(text, tmp_path)
+    np.testing.assert_array_equal(read_peaks(tmp_path / "again.h5").offsets, res.peaks.offsets)
+    np.testing.assert_array_equal(res.recipe.run().peaks.qx, res.peaks.qx)

@@ -13,6 +13,8 @@ from .data.results import BraggPeaks, DiffractionImage, RealSpaceMap
 __all__ = ["calibration_from_layer_meta", "datacube_layer", "peaks_layer", "result_layer", "result_layers"]
 
 RGB_CHANNELS = ("r", "g", "b")
+# stacks with more channels open as one hidden layer (channel, scan_y, scan_x) with a slider
+MAX_CHANNEL_LAYERS = 8
 
 
 def _limits(img: np.ndarray) -> tuple[float, float]:
@@ -89,6 +91,12 @@ def result_layers(obj: RealSpaceMap | DiffractionImage, *, source: str | None = 
         kw.pop("contrast_limits", None)
         kw["metadata"]["napari_4dstem"]["rgb_channels"] = list(RGB_CHANNELS)
         return [(data, kw, kind)]
+    if len(obj.channels) > MAX_CHANNEL_LAYERS:  # e.g. orientation matrices of every top-N match
+        data, kw, kind = result_layer(obj, source=source, visible=False)
+        scan = obj.calibration.napari_kwargs("scan")
+        kw.update(scale=(1.0, *scan["scale"]), units=("", *scan["units"]), axis_labels=("channel", *scan["axis_labels"]))
+        kw["metadata"]["napari_4dstem"]["channels"] = list(obj.channels)
+        return [(np.moveaxis(obj.data, -1, 0), kw, kind)]
     out = []
     for k, c in enumerate(obj.channels):
         one = RealSpaceMap(obj.data[..., k], name=f"{obj.name} [{c}]", units=obj.units,

@@ -37,6 +37,11 @@ def _to_object(data: Any, meta: dict[str, Any], kind: str = "image"):
     arr = None if ndim == 4 else np.asarray(data.compute() if hasattr(data, "compute") else data)
     if ndim == 3 and (meta.get("rgb") or ours.get("rgb_channels")) and arr.shape[2] == 3:
         return RealSpaceMap(arr, name=name, units=units, channels=RGB_CHANNELS, calibration=cal, params=params)
+    channels = tuple(ours.get("channels") or ())
+    if ndim == 3 and ours.get("kind") == "real_space" and len(channels) == arr.shape[0]:
+        # a stack opened as one layer (channel, scan_y, scan_x): back to (scan_y, scan_x, channel)
+        return RealSpaceMap(np.moveaxis(arr, 0, -1), name=name, units=units, channels=channels,
+                            calibration=cal, params=params)
     if ndim == 2:
         labels = tuple(meta.get("axis_labels") or ())
         if ours.get("kind") == "diffraction" or labels == ("k_y", "k_x"):

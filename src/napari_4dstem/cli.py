@@ -483,6 +483,16 @@ def _peaks_file(path: Path):
     return read_peaks(path)
 
 
+def _ignored_detection_options(args) -> None:
+    """Say so when disk-detection options come with a file of peaks (they are not used)."""
+    names = ("probe", "kernel", "power", "subpixel", "min_relative", "min_significance", "min_spacing",
+             "edge", "max_peaks", "model", "mc_samples")
+    given = [n for n in names if getattr(args, n, None) is not None]
+    if given or getattr(args, "method", "cc") == "nn":
+        opts = ", ".join("--" + n.replace("_", "-") for n in given) or "--method"
+        print(f"note: {args.file} holds Bragg peaks already; {opts} not used", file=sys.stderr)
+
+
 def _run_on_cube(args, job_fn, **kwargs):
     """Open the (calibrated) file and run a workflow job on it with a progress bar."""
     from .engine.jobs import run_job
@@ -555,6 +565,7 @@ def run_strain(args) -> int:
     params = StrainParams(reference=args.reference, g1=args.g1, g2=args.g2, frame_deg=args.frame_deg)
     peaks = _peaks_file(args.file)
     if peaks is not None:
+        _ignored_detection_options(args)
         res = strain_from_peaks(peaks, params, source=InputRef.of(args.file, kind="peaks"))
     else:
         res = _run_on_cube(args, iter_strain, detection=_detection(args), strain=params)
@@ -606,6 +617,7 @@ def run_acom(args) -> int:
                         overlap=args.overlap)
     peaks = _peaks_file(args.file)
     if peaks is not None:
+        _ignored_detection_options(args)
         run = run_acom(None, peaks=peaks, acom=params, source=InputRef.of(args.file, kind="peaks"),
                        device=args.device, progress=ProgressBar(enabled=not args.quiet))
     else:

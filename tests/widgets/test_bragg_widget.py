@@ -1,10 +1,5 @@
 """The Bragg disks and strain widget on the strained-crystal sample, scored against its truth."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -28,7 +23,7 @@ def test_symmetric_limits():
     assert symmetric_limits(np.zeros(3))[1] > 0
 
 
-def test_live_detection_all_patterns_lattice_and_strain(make_napari_viewer, qtbot, tmp_path):
+def test_live_detection_all_patterns_lattice_and_strain(make_napari_viewer, qtbot, tmp_path, run_copied_script):
     main, results = make_napari_viewer(), make_napari_viewer()
     set_results_viewer(main, results)
     main.open_sample("napari-4dstem", "strained_crystal")
@@ -69,12 +64,7 @@ def test_live_detection_all_patterns_lattice_and_strain(make_napari_viewer, qtbo
     # copy as Python: the script, run headless, gives the widget's strain maps exactly
     text = w.copy_as_python()
     assert "run_strain(" in text and "ProbeSource(" in text
-    script = tmp_path / "copied.py"
-    script.write_text(text)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
-                         env=env, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_copied_script(text, tmp_path)
     again = emd.read(tmp_path / "result.h5")["strain"]
     np.testing.assert_array_equal(again.data, w.result.strain.strain.data)
     for k, c in enumerate(("e_xx", "e_yy", "e_xy")):

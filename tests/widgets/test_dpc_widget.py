@@ -92,12 +92,7 @@ def test_auto_rotation_finds_the_planted_rotation(viewers, qtbot):
     assert np.corrcoef(results.layers["iDPC phase"].data.ravel(), bump.ravel())[0, 1] > 0.9
 
 
-def test_copy_as_python_reproduces_the_dpc_maps(viewers, qtbot, tmp_path):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
+def test_copy_as_python_reproduces_the_dpc_maps(viewers, qtbot, tmp_path, run_copied_script):
     from napari_4dstem.io import emd
 
     main, results = viewers
@@ -111,11 +106,7 @@ def test_copy_as_python_reproduces_the_dpc_maps(viewers, qtbot, tmp_path):
     w.auto_btn.click()
     text = w.copy_as_python()
     assert "run_dpc(" in text and "DPCParams(rotation_deg=" in text
-    (tmp_path / "copied.py").write_text(text)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-    run = subprocess.run([sys.executable, "copied.py"], cwd=tmp_path, capture_output=True, text=True,
-                         env=env, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_copied_script(text, tmp_path)
     again = emd.read(tmp_path / "result.h5")
     np.testing.assert_array_equal(again["dpc"].data, w.dpc_map.data)
     np.testing.assert_array_equal(again["idpc"].data, w.phase.data)

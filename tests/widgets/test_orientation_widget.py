@@ -1,11 +1,6 @@
 """The Orientation mapping widget in real viewers: gold polycrystal sample -> plan -> one pattern
 checked against its true orientation -> the orientation map against the sample's truth."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy.ndimage import distance_transform_edt
@@ -61,7 +56,7 @@ def _mis_up_to_twin(U, T, group):
     return out
 
 
-def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path):
+def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, run_copied_script):
     main, results = viewers
     U_true, grain = truth
     au = bundled_crystal("Au")
@@ -161,11 +156,7 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path):
     # copy as Python: the script, run headless, gives the widget's orientation map exactly
     text = w.copy_as_python()
     assert "run_acom(" in text and "ACOMParams(" in text
-    (tmp_path / "copied.py").write_text(text)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-    run = subprocess.run([sys.executable, "copied.py"], cwd=tmp_path, capture_output=True, text=True,
-                         env=env, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_copied_script(text, tmp_path)
     again = read_acom(tmp_path / "result.h5")
     np.testing.assert_array_equal(again.orientation, r.orientation)
     np.testing.assert_array_equal(again.correlation, r.correlation)

@@ -31,7 +31,9 @@ def results_file(tmp_path, rng):
     rows = [{"qy": rng.random(k) * 20, "qx": rng.random(k) * 24, "intensity": rng.random(k),
              "correlation": rng.random(k)} for k in rng.integers(1, 5, 30)]
     peaks = BraggPeaks.from_lists(rows, (5, 6), calibration=CAL, params={"detector_shape": [20, 24]})
-    objs = {o.name: o for o in (strain, bf, ipf, pattern, peaks)}
+    many = RealSpaceMap(rng.random((5, 6, 12)), name="acom_matches_orientation", calibration=CAL,
+                        channels=tuple(f"m{m}_U{i}" for m in range(2) for i in range(6)), params={"n_matches": 2})
+    objs = {o.name: o for o in (strain, bf, ipf, pattern, peaks, many)}
     return emd.write(tmp_path / "results.h5", *objs.values()), objs
 
 
@@ -47,7 +49,8 @@ def test_results_file_opens_and_every_layer_saves_back(make_napari_viewer, resul
     layers = viewer.open(str(path), plugin="napari-4dstem")
     names = [lyr.name for lyr in layers]
     assert sorted(names) == sorted(["strain [e_xx]", "strain [e_yy]", "strain [e_xy]", "strain [theta_rad]",
-                                    "virtual_bf", "ipf_z", "region_pattern", "braggpeaks"])
+                                    "virtual_bf", "ipf_z", "region_pattern", "braggpeaks",
+                                    "acom_matches_orientation"])
     by = {lyr.name: lyr for lyr in layers}
     assert tuple(by["virtual_bf"].scale) == (1.5, 1.5) and by["virtual_bf"].axis_labels == ("scan_y", "scan_x")
     assert tuple(by["region_pattern"].scale) == (0.02, 0.02)
@@ -76,6 +79,12 @@ def test_results_file_opens_and_every_layer_saves_back(make_napari_viewer, resul
     for f in ("offsets", "qy", "qx", "intensity", "correlation"):
         np.testing.assert_array_equal(getattr(peaks, f), getattr(want, f))
     assert peaks.calibration == CAL and peaks.params["detector_shape"] == [20, 24]
+    # a stack of many channels is one hidden layer with a channel slider, and saves back whole
+    st = by["acom_matches_orientation"]
+    assert st.ndim == 3 and not st.visible and st.axis_labels == ("channel", "scan_y", "scan_x")
+    back = _save(viewer, st, tmp_path / "stack.h5")["acom_matches_orientation"]
+    np.testing.assert_array_equal(back.data, objs["acom_matches_orientation"].data)
+    assert back.channels == objs["acom_matches_orientation"].channels and back.params["n_matches"] == 2
     # the saved files say where the results came from
     assert emd.read_provenance(tmp_path / "bf.h5")["virtual_bf"]["input_file"] == str(path.resolve())
 

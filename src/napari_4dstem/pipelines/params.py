@@ -360,6 +360,10 @@ class ACOMParams(_Params):
         return {"n_matches": self.n_matches, "min_peaks": self.min_peaks,
                 "intensity_power": self.intensity_power, "overlap": self.overlap}
 
+    def changed(self) -> dict[str, Any]:
+        # the crystals are always spelled out: a script that names no crystal would read as "any"
+        return {"crystals": list(self.crystals), **super().changed()}
+
     def plan_kwargs(self, energy_kev: float, k_max_inv_A: float) -> dict[str, Any]:
         """Keywords of :func:`~napari_4dstem.analysis.orientation.build_orientation_plan`."""
         return {

@@ -30,9 +30,11 @@ class InputRef:
     mtime_utc: str | None = None
     kind: str = "datacube"  # or "peaks"
     scan_shape: tuple[int, int] | None = None  # given to open_datacube (raw files)
+    reshape_to: tuple[int, int] | None = None  # the scan shape analysed (e.g. set in the Scan shape dock)
 
     @classmethod
-    def of(cls, path: str | os.PathLike | None, *, kind: str = "datacube", scan_shape=None) -> InputRef:
+    def of(cls, path: str | os.PathLike | None, *, kind: str = "datacube", scan_shape=None,
+           reshape_to=None) -> InputRef:
         if path is None:
             return cls(None, kind=kind)
         p = Path(path)
@@ -43,17 +45,19 @@ class InputRef:
         except OSError:
             size, mtime = None, None
         shape = None if scan_shape is None else tuple(int(v) for v in scan_shape)
-        return cls(str(p.resolve()), size, mtime, kind, shape)
+        to = None if reshape_to is None else tuple(int(v) for v in reshape_to)
+        return cls(str(p.resolve()), size, mtime, kind, shape, to)
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "size_bytes": self.size_bytes, "mtime_utc": self.mtime_utc,
-                "kind": self.kind, "scan_shape": list(self.scan_shape) if self.scan_shape else None}
+                "kind": self.kind, "scan_shape": list(self.scan_shape) if self.scan_shape else None,
+                "reshape_to": list(self.reshape_to) if self.reshape_to else None}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InputRef:
-        shape = d.get("scan_shape")
+        shape, to = d.get("scan_shape"), d.get("reshape_to")
         return cls(d.get("path"), d.get("size_bytes"), d.get("mtime_utc"), d.get("kind", "datacube"),
-                   tuple(shape) if shape else None)
+                   tuple(shape) if shape else None, tuple(to) if to else None)
 
 
 def _param_class(key: str):
@@ -158,6 +162,9 @@ class Recipe:
 
         shape = {"scan_shape": tuple(self.input.scan_shape)} if self.input.scan_shape else {}
         dc = open_datacube(p, **shape)
+        to = self.input.reshape_to
+        if to is not None and tuple(dc.scan_shape) != tuple(to):
+            dc = dc.reshape_scan(tuple(to))
         try:
             fn = {"disks": bragg.iter_disks, "strain": bragg.iter_strain, "acom": acom.iter_acom,
                   "virtual": imaging.iter_virtual, "dpc": imaging.iter_dpc}[self.workflow]
@@ -193,6 +200,10 @@ class Recipe:
         else:
             shape = "" if self.input.scan_shape is None else f", scan_shape={tuple(self.input.scan_shape)!r}"
             lines.append(f"dc = open_datacube({self.input.path!r}{shape})")
+            to = self.input.reshape_to
+            if to is not None:  # the scan shape the result was computed on
+                lines.append(f"if dc.scan_shape != {tuple(to)!r}:")
+                lines.append(f"    dc = dc.reshape_scan({tuple(to)!r})")
             call = f"{fn}(" + _args(["dc", *kw])
         lines += [f"result = {call}", f"result.save({str(out)!r}, overwrite=True)", ""]
         return "\n".join(lines)

@@ -19,9 +19,16 @@ from ..errors import Napari4DSTEMError
 META = "napari_4dstem"
 
 
-def layer_source(layer) -> str | None:
-    """The file a layer was read from (our reader and the samples record it), else None."""
-    return (getattr(layer, "metadata", None) or {}).get(META, {}).get("source")
+def layer_source(layer):
+    """The input of a result computed on a 4D layer: the file it was read from (our reader and
+    the samples record it) with the scan shape analysed (the Scan shape dock may have changed
+    it), as an InputRef; None for data not read from a file."""
+    from ..pipelines import InputRef
+
+    src = (getattr(layer, "metadata", None) or {}).get(META, {}).get("source")
+    if not src:
+        return None
+    return InputRef.of(src, reshape_to=tuple(layer.data.shape[:2]))
 
 
 def probe_of_layer(layer) -> Any:
@@ -70,6 +77,19 @@ class PipelineActions:
     result is current in :meth:`pipeline_result`."""
 
     result_file_name = "result.h5"
+
+    def action_row(self):
+        """The dock's "Save result..." and "Copy as Python" buttons, connected, in one row."""
+        from qtpy.QtWidgets import QHBoxLayout, QPushButton
+
+        self.save_btn = QPushButton("Save result...")
+        self.copy_btn = QPushButton("Copy as Python")
+        self.save_btn.clicked.connect(lambda: self.save_result())
+        self.copy_btn.clicked.connect(lambda: self.copy_as_python())
+        row = QHBoxLayout()
+        row.addWidget(self.save_btn)
+        row.addWidget(self.copy_btn)
+        return row
 
     def pipeline_result(self):  # pragma: no cover - every widget overrides it
         raise NotImplementedError

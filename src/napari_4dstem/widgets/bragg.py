@@ -144,12 +144,7 @@ class BraggStrainWidget(PipelineActions, QWidget):
         lf.addRow("g2 (y, x) [px]", row2)
         lf.addRow(self.strain_btn)
         lf.addRow(self.strain_label)
-        self.save_btn = QPushButton("Save result...")
-        self.copy_btn = QPushButton("Copy as Python")
-        row3 = QHBoxLayout()
-        row3.addWidget(self.save_btn)
-        row3.addWidget(self.copy_btn)
-        lf.addRow(row3)
+        lf.addRow(self.action_row())
 
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
@@ -179,8 +174,6 @@ class BraggStrainWidget(PipelineActions, QWidget):
         for sb in self.g:
             sb.valueChanged.connect(lambda _: self._lattice_from_fields())
         self.strain_btn.clicked.connect(self.compute_strain)
-        self.save_btn.clicked.connect(lambda: self.save_result())
-        self.copy_btn.clicked.connect(lambda: self.copy_as_python())
 
     def _refresh_probes(self, event=None) -> None:
         names = [lyr.name for lyr in self.viewer.layers

@@ -94,12 +94,7 @@ class CalibrationDPCWidget(PipelineActions, QWidget):
         df.addRow("descan removal", self.descan)
         df.addRow("iDPC regularisation", self.reg)
         df.addRow(self.dpc_label)
-        self.save_btn = QPushButton("Save result...")
-        self.copy_btn = QPushButton("Copy as Python")
-        acts = QHBoxLayout()
-        acts.addWidget(self.save_btn)
-        acts.addWidget(self.copy_btn)
-        df.addRow(acts)
+        df.addRow(self.action_row())
 
         self.cancel_btn = QPushButton("Cancel")
         self.status = QLabel("")
@@ -121,8 +116,6 @@ class CalibrationDPCWidget(PipelineActions, QWidget):
         self.flip.toggled.connect(lambda _: self.update_dpc())
         self.descan.currentIndexChanged.connect(lambda _: self.update_dpc())
         self.reg.valueChanged.connect(lambda _: self.update_dpc())
-        self.save_btn.clicked.connect(lambda: self.save_result())
-        self.copy_btn.clicked.connect(lambda: self.copy_as_python())
 
     # -- layers -------------------------------------------------------------------------------
     @property

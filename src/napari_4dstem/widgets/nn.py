@@ -63,8 +63,6 @@ class NNDiskWidget(PipelineActions, QWidget):
         self.preview_btn = QPushButton("Preview on the current pattern")
         self.run_btn = QPushButton("Find disks in all patterns")
         self.cancel_btn = QPushButton("Cancel")
-        self.save_btn = QPushButton("Save result...")
-        self.copy_btn = QPushButton("Copy as Python")
         self.status = QLabel("")
         self.status.setWordWrap(True)
         form = QFormLayout()
@@ -76,10 +74,10 @@ class NNDiskWidget(PipelineActions, QWidget):
         form.addRow("MC-dropout samples", self.mc)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
-        for w in (self.preview_btn, self.run_btn, self.cancel_btn, self.save_btn, self.copy_btn, self.status):
+        for w in (self.preview_btn, self.run_btn, self.cancel_btn):
             lay.addWidget(w)
-        self.save_btn.clicked.connect(lambda: self.save_result())
-        self.copy_btn.clicked.connect(lambda: self.copy_as_python())
+        lay.addLayout(self.action_row())
+        lay.addWidget(self.status)
         lay.addStretch()
         self.preview_btn.clicked.connect(self.preview)
         self.run_btn.clicked.connect(self.run)
