@@ -216,16 +216,21 @@ def run_speed(tmp: Path, seed=0):
     np.save(tmp / "tiles.npy", big_truth)
     # the classification in a fresh process of its own: its peak RSS is the classification's
     child = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
+
+def hwm():  # peak RSS of this process image in KiB (ru_maxrss would include the parent's)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
 from napari_4dstem.analysis.classify import ClassifyParams, classify
 path, truth = sys.argv[1], np.load(sys.argv[2])
 data = np.load(path, mmap_mode="r")
-rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rss0 = hwm()
 t = time.perf_counter()
 r = classify(data, params=ClassifyParams())
 t_cls = time.perf_counter() - t
-rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rss1 = hwm()
 t = time.perf_counter()  # after: its mapped pages would count in the peak RSS
 for y0 in range(0, data.shape[0], 4):
     data[y0 : y0 + 4].sum(axis=(2, 3), dtype=np.uint64)

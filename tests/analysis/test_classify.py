@@ -260,7 +260,8 @@ def test_mixing_fractions_at_a_boundary():
 
 def test_merge_classes_and_class_means(three_class_scan):
     _truth, data = three_class_scan
-    r = classify(data, features=FeatureParams("pattern", inner_px=5), params=ClassifyParams(n_classes=3))
+    r = classify(data, features=FeatureParams("pattern", inner_px=5),
+                 params=ClassifyParams(method="kmeans", n_classes=3))
     m = r.merged([1, 2])
     assert m.n_classes == 2
     assert np.array_equal(m.labels == 1, r.labels == 1) or np.array_equal(m.labels == 1, (r.labels == 1) | (r.labels == 2))
