@@ -17,9 +17,10 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def widget(make_napari_viewer, qtbot):
+def widget(make_napari_viewer, qtbot, stall_detector):
     viewer = make_napari_viewer()
-    viewer.open_sample("napari-4dstem", "strained_crystal")
+    with stall_detector.excluded("first layer add"):
+        viewer.open_sample("napari-4dstem", "strained_crystal")
     _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
     assert isinstance(w, VirtualImagingWidget)
     qtbot.waitUntil(lambda: w.last_image is not None and w._worker is None, timeout=20000)
@@ -147,3 +148,59 @@ def test_toggling_descan_recomputes_the_same_detector(widget, qtbot, monkeypatch
                     timeout=20000)
     assert calls[1] == (det, False)
     np.testing.assert_array_equal(w.last_image.data, _reference(w.viewer, det))
+
+
+def _outline_vertices(viewer, layer) -> np.ndarray:
+    """The vertices napari's canvas draws for a Shapes layer, as (row, column)."""
+    visual = viewer.window._qt_viewer.canvas.layer_to_visual[layer]
+    return np.asarray(visual.node.shape_faces.mesh_data.get_vertices())[:, ::-1]
+
+
+def test_the_detector_outline_is_drawn_after_open_preset_and_typed_radii(widget, qtbot):
+    """napari redraws a Shapes layer on its set_data event: blocking it left 0 outline pixels."""
+    viewer, w = widget
+    layer = viewer.layers[DETECTOR_LAYER]
+
+    def drawn_radius():
+        v = _outline_vertices(viewer, layer)
+        if len(v) <= 3:
+            return 0.0
+        return 0.25 * (np.ptp(v[:, 0]) + np.ptp(v[:, 1]))
+
+    assert drawn_radius() == pytest.approx(w._last_detector.radius_px, abs=0.6)  # on open
+    w.apply_preset("HAADF")
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
+    qtbot.waitUntil(lambda: drawn_radius() == pytest.approx(w._last_detector.outer_px, abs=0.6), timeout=5000)
+    w.kind_combo.setCurrentText("Disk")
+    w.r_out.setValue(5.0)
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
+    qtbot.waitUntil(lambda: drawn_radius() == pytest.approx(5.0, abs=0.6), timeout=5000)
+
+
+def test_real_space_clicks_on_pixel_centres_pick_that_pixel(stall_detector):
+    """Half-pixel picking: the view spans the whole image, a click anywhere inside a pixel
+    picks it, the crosshair sits on the pixel centre."""
+    from napari_4dstem.widgets._realspace import RealSpaceView
+
+    with stall_detector.excluded("canvas creation"):
+        rs = RealSpaceView()
+        rs.resize(320, 360)
+        rs.set_image(np.arange(12 * 9, dtype=np.float32).reshape(12, 9))
+        rs.pixel_to_canvas(0, 0)
+    picked = []
+    rs.positionPicked.connect(lambda iy, ix: picked.append((iy, ix)))
+    targets = [(0, 0), (11, 8), (3, 4), (5, 7), (10, 1), (6, 6)]
+    for iy, ix in targets:
+        for dy, dx in ((0.0, 0.0), (0.4, 0.4), (-0.4, -0.4)):  # centre and near the corners
+            pos = rs.pixel_to_canvas(iy + dy, ix + dx)
+            rs.canvas.events.mouse_press(pos=pos, button=1, modifiers=())
+            rs.canvas.events.mouse_release(pos=pos, button=1, modifiers=())
+            assert picked[-1] == (iy, ix), (iy, ix, dy, dx)
+            stall_detector.step()  # one click, one user action
+    # the camera shows the whole image: the last row and column are not cut
+    rect = rs.view.camera.rect
+    assert -0.25 <= rect.left <= 0 and -0.25 <= rect.bottom <= 0
+    assert 9 <= rect.right <= 9.25 and 12 <= rect.top <= 12.25
+    rs.set_position(3, 4)
+    assert np.asarray(rs.cross._data["a_position"])[0, :2] == pytest.approx((4.5, 3.5))
+    rs.close()

@@ -70,31 +70,43 @@ class RealSpaceView(QWidget):
         self.image.clim = clim
         if img.shape != self._shape:
             self._shape = img.shape
-            self.view.camera.set_range(x=(-0.5, img.shape[1] - 0.5), y=(-0.5, img.shape[0] - 0.5), margin=0)
+            # vispy draws pixel (iy, ix) over [ix, ix + 1) x [iy, iy + 1): the whole image is
+            # 0..n (a range of -0.5..n-0.5 cut the last half row and column)
+            self.view.camera.set_range(x=(0, img.shape[1]), y=(0, img.shape[0]), margin=0)
         if title is not None:
             self.label.setText(title)
         self.canvas.update()
 
     def set_position(self, iy: int, ix: int) -> None:
-        self.cross.set_data(np.array([[ix, iy]], float), symbol="cross", size=14,
+        # on the pixel's centre (vispy's pixel ix spans ix..ix+1)
+        self.cross.set_data(np.array([[ix + 0.5, iy + 0.5]], float), symbol="cross", size=14,
                             face_color="cyan", edge_color="cyan")
         self.canvas.update()
 
     def show_region(self, y0: int, y1: int, x0: int, x1: int, visible: bool = True) -> None:
-        pts = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], float) - 0.5
+        pts = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], float)
         self.box.set_data(pts)
         self.box.visible = visible
         self.canvas.update()
 
     # -- mouse --------------------------------------------------------------------------------
     def _to_pixel(self, pos) -> tuple[float, float]:
+        """Canvas position -> image coordinates (pixel ``i`` spans ``i .. i + 1``)."""
         tr = self.canvas.scene.node_transform(self.image)
         x, y = tr.map(pos)[:2]
         return float(y), float(x)
 
+    def pixel_to_canvas(self, iy: float, ix: float) -> tuple[float, float]:
+        """Canvas position of the centre of pixel ``(iy, ix)`` (for tests and key bindings)."""
+        tr = self.canvas.scene.node_transform(self.image)
+        x, y = tr.imap([ix + 0.5, iy + 0.5, 0, 1])[:2]
+        return float(x), float(y)
+
     def _clamp(self, y: float, x: float) -> tuple[int, int]:
+        """The pixel under image coordinates ``(y, x)``: floor, not round (round picked the
+        neighbour for any click on the far half of a pixel)."""
         ny, nx = self._shape
-        return int(np.clip(round(y), 0, ny - 1)), int(np.clip(round(x), 0, nx - 1))
+        return int(np.clip(np.floor(y), 0, ny - 1)), int(np.clip(np.floor(x), 0, nx - 1))
 
     def _on_press(self, event) -> None:
         if event.button != 1:

@@ -175,6 +175,17 @@ FIRST_SOON_S = 0.15
 WAIT_FIRST_S = 0.05
 
 
+def _find_bf(dc: DataCube):
+    """Worker: the bright-field disk of the 5x5 patterns at the scan centre (None if not found)."""
+    from ..analysis.origin import find_bf_disk
+
+    cy, cx = dc.scan_shape[0] // 2, dc.scan_shape[1] // 2
+    try:
+        return find_bf_disk(dc.region_pattern(slice(max(cy - 2, 0), cy + 3), slice(max(cx - 2, 0), cx + 3)))
+    except Napari4DSTEMError:
+        return None
+
+
 class VirtualImagingWidget(QWidget):
     """Dock widget: live virtual image of a detector drawn on the diffraction pattern."""
 
@@ -281,20 +292,27 @@ class VirtualImagingWidget(QWidget):
             self.status.setText(str(e))
             return
         self._build_preview(dc)
-        from ..analysis.origin import find_bf_disk
+        self._on_dims()
+        self._bf = None
+        self.status.setText("finding the bright-field disk...")
+        from napari.qt.threading import create_worker
 
-        cy, cx = dc.scan_shape[0] // 2, dc.scan_shape[1] // 2
-        try:
-            self._bf = find_bf_disk(dc.region_pattern(slice(max(cy - 2, 0), cy + 3), slice(max(cx - 2, 0), cx + 3)))
-        except Napari4DSTEMError:
-            self._bf = None
+        # reading 25 patterns of a lazy file and fitting the disk: a worker, never the GUI thread
+        create_worker(_find_bf, dc, _connect={"returned": lambda bf, dc=dc: self._on_bf(dc, bf),
+                                              "errored": self._on_error})
+
+    def _on_bf(self, dc: DataCube, bf) -> None:
+        """The BF disk of the centre patterns is in: start with a BF detector on it."""
+        if self.layer is None or self.layer.data is not dc.data:
+            return  # another layer was chosen meanwhile
+        self._bf = bf
         det = (
-            DiskDetector(self._bf.center_px, self._bf.radius_px)
-            if self._bf is not None
+            DiskDetector(bf.center_px, bf.radius_px)
+            if bf is not None
             else DiskDetector(((dc.shape[2] - 1) / 2, (dc.shape[3] - 1) / 2), min(dc.shape[2:]) / 8)
         )
+        self.status.setText("")
         self.set_detector(det)
-        self._on_dims()
 
     def _detector_layer(self):
         if DETECTOR_LAYER in self.viewer.layers:
@@ -350,10 +368,11 @@ class VirtualImagingWidget(QWidget):
         data, types = detector_to_shapes(det)
         self._syncing = True
         try:
-            with layer.events.set_data.blocker():
-                # one rebuild: (vertices, type) pairs set both; setting ``shape_type`` after
-                # ``data`` or calling ``refresh`` would triangulate everything again
-                layer.data = list(zip(data, types, strict=True))
+            # one rebuild: (vertices, type) pairs set both; setting ``shape_type`` after
+            # ``data`` or calling ``refresh`` would triangulate everything again. The layer's
+            # ``set_data`` event must fire: napari's canvas redraws the outline on it (blocking
+            # it left the detector undrawn); ``_syncing`` keeps our own handler out
+            layer.data = list(zip(data, types, strict=True))
         finally:
             self._syncing = False
 
