@@ -8,10 +8,12 @@ clicks). An interval whose GUI-thread CPU time is over ``THRESHOLD_S`` is a stal
 
 - napari's own floor, measured and reported (``paint_ms``) but not ours to remove: OpenGL
   painting (vispy's ``paintGL``/``resizeGL``/``initializeGL``, 50-100 ms a frame in software
-  OpenGL) and adding a layer (``LayerList.insert``: napari builds the layer's visual and controls
+  OpenGL) and adding a layer (``viewer.add_*``, ``LayerList.insert``: napari builds the layer's visual and controls
   on the GUI thread, 70-400 ms here; the layer's ``__init__`` included), building vispy canvases
   and visuals (``SceneCanvas``/``Node`` construction: each layer's visual, a dock's real-space
-  canvas) and docking a widget (``Window.add_dock_widget``, which also saves napari's settings). Widgets add each of their layers once and update it after;
+  canvas), docking a widget (``Window.add_dock_widget``, which also saves napari's settings),
+  building a job's progress bar in napari's activity dock and Qt's layout of napari's window
+  (``_QtMainWindow.event``). Widgets add each of their layers once and update it after;
 - deliberately excluded set-up: creating a viewer (the ``make_napari_viewer`` fixture is wrapped
   here) and adding the first layer (``with stall_detector.excluded("first layer add"): ...``), or
   a test's own reference computation (``excluded("reference")``). Opening a dock widget
@@ -169,7 +171,7 @@ def _innermost_own_frame(frame) -> str | None:
         if first is None:
             first = label
         if ("napari_4dstem" in fn or "/tests/" in fn) and not fn.endswith("conftest.py"):
-            return label
+            return label if label == first else f"{label} > {first}"
         frame = frame.f_back
     return first
 
@@ -197,6 +199,16 @@ def _patch_napari_floor() -> None:
                                          layers.Labels)]
     # building vispy canvases and visuals (napari's per-layer visual; a dock's real-space canvas)
     targets += [(scene.SceneCanvas, "__init__"), (Node, "__init__")]
+    # adding a layer from data (napari checks the data, builds the layer, updates the dims)
+    from napari.components.viewer_model import ViewerModel
+
+    targets += [(ViewerModel, n) for n in ("add_layer", "add_image", "add_points", "add_shapes",
+                                           "add_vectors", "add_labels")]
+    # napari's activity dock building a job's progress bar, Qt laying out napari's main window
+    from napari._qt.dialogs.qt_activity_dialog import QtActivityDialog
+    from napari._qt.qt_main_window import _QtMainWindow
+
+    targets += [(QtActivityDialog, "add_progress_bar"), (_QtMainWindow, "event")]
     targets.append((Window, "add_dock_widget"))  # napari docks a widget (and saves its settings)
     orig_open = Window.add_plugin_dock_widget
 

@@ -14,17 +14,25 @@ from napari_4dstem.widgets.nn import PEAKS_LAYER, PRED_LAYER, NNDiskWidget
 pytestmark = pytest.mark.gui
 
 
-def test_preview_and_scan(make_napari_viewer, qtbot):
+def test_preview_and_scan(make_napari_viewer, qtbot, stall_detector):
     main, results = make_napari_viewer(), make_napari_viewer()
     set_results_viewer(main, results)
-    s = make_strained_crystal(scan_shape=(6, 6))
-    main.add_image(np.asarray(s.datacube.data), name="cube")
-    main.add_image(np.asarray(s.probe.data), name="probe")
+    with stall_detector.excluded("test data"):
+        s = make_strained_crystal(scan_shape=(6, 6))
+    cal = s.datacube.calibration
+    with stall_detector.excluded("first layer add"):
+        main.add_image(np.asarray(s.datacube.data), name="cube", **cal.napari_kwargs("4d"))
+        main.add_image(np.asarray(s.probe.data), name="probe", **cal.napari_kwargs("k"))
     _, w = main.window.add_plugin_dock_widget("napari-4dstem", "NN disk detection")
     assert isinstance(w, NNDiskWidget)
     assert w.probe_combo.currentText() == "probe" and w.model_combo.count() >= 1
-    yx = w.preview()
+    w.preview()  # in a worker; with calibrated layers it must not warn "Inconsistent units"
+    qtbot.waitUntil(lambda: w.last_preview is not None, timeout=60000)
+    yx = w.last_preview
     assert PRED_LAYER in main.layers and PEAKS_LAYER in main.layers
+    # napari warns "Inconsistent units across layers" (and drops the scale bar's units) exactly
+    # when this is None: the prediction layer carries the pattern's units
+    assert main.layers.extent.units is not None
     # the strained crystal's (0, 0) pattern: the central disk is among the predicted peaks
     origin = s.truth[1].data[0, 0]
     assert len(yx) >= 5 and np.hypot(*(yx - origin).T).min() < 1.0
@@ -35,4 +43,5 @@ def test_preview_and_scan(make_napari_viewer, qtbot):
     # a probe that is not centred: a clear message, no exception
     main.add_image(np.roll(np.asarray(s.probe.data), (40, 40), axis=(0, 1)), name="bad probe")
     w.probe_combo.setCurrentText("bad probe")
-    assert w.preview() is None and "not centred" in w.status.text()
+    w.preview()
+    qtbot.waitUntil(lambda: "not centred" in w.status.text(), timeout=60000)

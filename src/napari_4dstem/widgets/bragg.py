@@ -31,8 +31,9 @@ from qtpy.QtWidgets import (
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker, JobRunner, scan_position
+from ._common import CubePicker, JobRunner, LatestRunner, scan_position
 from ._results import results_viewer, show_map
+from ._warmup import WarmupLabel
 
 PEAKS_LAYER = "Bragg disks (current pattern)"
 BVM_LAYER = "Bragg vector map"
@@ -48,6 +49,53 @@ def symmetric_limits(a: np.ndarray, percentile: float = 99.0) -> tuple[float, fl
     m = float(np.percentile(f, percentile)) if f.size else 1.0
     m = m if m > 0 else 1e-6
     return (-m, m)
+
+
+def _render_histograms(channels: dict[str, np.ndarray], width_px: int) -> np.ndarray:
+    """Worker: the strain histograms as an RGBA picture (matplotlib's Agg, no Qt)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    dpi = 100
+    fig = Figure(figsize=(max(width_px, 320) / dpi, 2.6), dpi=dpi, tight_layout=True)
+    canvas = FigureCanvasAgg(fig)
+    for i, (c, d) in enumerate(channels.items()):
+        ax = fig.add_subplot(2, 2, i + 1)
+        d = d[np.isfinite(d)]
+        ax.hist(d * (1 if c == "theta_rad" else 100), bins=40, color="tab:blue")
+        ax.set_title(c + (" [rad]" if c == "theta_rad" else " [%]"), fontsize=8)
+        ax.tick_params(labelsize=7)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def _template_job(dc: DataCube, probe: np.ndarray | None, kind: str):
+    """Worker: the probe template from a probe image, else from the mean pattern's BF disk."""
+    from ..analysis.probe import make_template, template_from_bf_disk
+    from ..engine.jobs import Progress
+
+    yield Progress(0, 1, "probe template")
+    if probe is not None:
+        return make_template(np.asarray(probe, dtype=np.float64), kind=kind)
+    return template_from_bf_disk(dc.mean_pattern(), kind=kind)
+
+
+def _detect_job(dc: DataCube, pos: tuple[int, int], template, kwargs: dict[str, Any]):
+    """Worker: the disks of the pattern at ``pos`` as ``(pos, (n, 4) qy qx intensity corr)``."""
+    from ..analysis.bragg import detect_in_stack
+
+    peaks, count = detect_in_stack(np.asarray(dc.pattern(*pos))[None], template, parallel=False, **kwargs)
+    return pos, peaks[0, : int(count[0])]
+
+
+def _strain_job(fit_lattice, strain_from_lattice, peaks, lattice, ref):
+    """Worker: fit the lattice to every pattern, then strain against ``ref`` (or the median)."""
+    from ..engine.jobs import Progress
+
+    yield Progress(0, 2, "fitting the lattice")
+    fit = fit_lattice(peaks, lattice)
+    yield Progress(1, 2, "strain")
+    return strain_from_lattice(fit, reference=ref)
 
 
 class BraggStrainWidget(QWidget):
@@ -137,26 +185,31 @@ class BraggStrainWidget(QWidget):
         lf.addRow(self.strain_btn)
         lf.addRow(self.strain_label)
 
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(4, 2.6), tight_layout=True)
-        self.hist_canvas = FigureCanvasQTAgg(self.figure)
-        self.hist_canvas.setMinimumHeight(180)
+        # the strain histograms: drawn by matplotlib (Agg) in a worker, shown as a picture; no
+        # matplotlib canvas is built when the dock opens (that took 0.45 s of the GUI thread)
+        self.hist_canvas = QWidget()
+        QVBoxLayout(self.hist_canvas).setContentsMargins(0, 0, 0, 0)
+        self.hist_label = QLabel()
+        self.hist_label.setMinimumHeight(180)
+        self.hist_canvas.layout().addWidget(self.hist_label)
+        self._hist_runner = LatestRunner(self._show_histograms, self._error)
 
         self.cancel_btn = QPushButton("Cancel")
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.run_btn, self.template_btn))
+        # the live detection on the current pattern and the lattice fit: workers, newest wins
+        self._live = LatestRunner(self._show_peaks, self._error)
+        self._lattice_runner = LatestRunner(self._on_lattice, self._error)
         layout = QVBoxLayout(self)
-        for w in (pg, dg, lg, self.hist_canvas, self.cancel_btn, self.status):
+        for w in (pg, dg, lg, self.hist_canvas, self.cancel_btn, self.status, WarmupLabel()):
             layout.addWidget(w)
         layout.addStretch(1)
 
         self._refresh_probes()
         self.viewer.layers.events.inserted.connect(self._refresh_probes)
         self.viewer.layers.events.removed.connect(self._refresh_probes)
-        self.template_btn.clicked.connect(self.make_template)
+        self.template_btn.clicked.connect(lambda _=False: self.make_template())
         for w in (self.power, self.min_rel, self.min_spacing, self.edge, self.max_peaks):
             w.valueChanged.connect(lambda _: self.detect_current())
         self.subpixel.currentIndexChanged.connect(lambda _: self.detect_current())
@@ -195,21 +248,28 @@ class BraggStrainWidget(QWidget):
         return self.jobs.worker
 
     # -- template -----------------------------------------------------------------------------
-    def make_template(self) -> None:
-        from ..analysis.probe import make_template, template_from_bf_disk
-
+    def make_template(self, then=None) -> None:
+        """Make the probe template in a worker (the BF-disk choice reads every pattern for the
+        mean); ``then`` runs after it is in."""
         try:
             dc, _ = self.datacube()
             choice = self.probe_combo.currentText()
             kind = self.kernel_combo.currentText()
-            if choice.startswith("layer: "):
-                probe = np.asarray(self.viewer.layers[choice[len("layer: "):]].data, dtype=np.float64)
-                self.template = make_template(probe, kind=kind)
-            else:
-                self.template = template_from_bf_disk(dc.mean_pattern(), kind=kind)
+            probe = (np.asarray(self.viewer.layers[choice[len("layer: "):]].data)
+                     if choice.startswith("layer: ") else None)
         except Napari4DSTEMError as e:
             self._error(e)
             return
+
+        def done(template):
+            self._on_template(template)
+            if then is not None:
+                then()
+
+        self.jobs.start(_template_job, dc, probe, kind, desc="making the probe template", on_done=done)
+
+    def _on_template(self, template) -> None:
+        self.template = template
         t = self.template
         self.template_label.setText(f"{t.kind} kernel, disk radius {t.radius_px:.2f} px, edge {t.edge_px:.2f} px")
         self.detect_current()
@@ -234,21 +294,20 @@ class BraggStrainWidget(QWidget):
         if self.template is not None:
             self.detect_current()
 
-    def detect_current(self) -> np.ndarray | None:
-        """Detect the disks of the displayed pattern and show them as Points (GUI thread: ms)."""
-        from ..analysis.bragg import detect_in_stack
-
+    def detect_current(self) -> None:
+        """Detect the disks of the displayed pattern in a worker (newest request wins); they
+        appear as Points when found (a scan step costs the GUI thread nothing)."""
         pos = self._current_position()
         if self.template is None or pos is None:
-            return None
-        dc, cal = self.datacube()
-        try:
-            peaks, count = detect_in_stack(dc.pattern(*pos)[None], self.template, parallel=False,
-                                           **self._detect_kwargs())
-        except Napari4DSTEMError as e:
-            self._error(e)
-            return None
-        p = peaks[0, : int(count[0])]
+            return
+        dc, _cal = self.datacube()
+        self._live.request(_detect_job, dc, pos, self.template, self._detect_kwargs())
+
+    def _show_peaks(self, result) -> None:
+        pos, p = result
+        if self.layer_combo.layer is None:
+            return
+        _dc, cal = self.datacube()
         inten = p[:, 2]
         size = 4 + 10 * np.sqrt(np.clip(inten / max(np.nanmax(inten), 1e-12), 0, 1)) if len(p) else []
         kw = cal.napari_kwargs("k")
@@ -260,14 +319,12 @@ class BraggStrainWidget(QWidget):
             self.viewer.add_points(p[:, :2], name=PEAKS_LAYER, size=size, face_color="transparent",
                                    border_color="lime", border_width=0.15, **kw)
         self.live_label.setText(f"{len(p)} disks at scan position {pos}")
-        return p
 
     # -- all patterns -------------------------------------------------------------------------
     def find_all(self) -> None:
         if self.template is None:
-            self.make_template()
-            if self.template is None:
-                return
+            self.make_template(then=self.find_all)
+            return
         from ..analysis.bragg import iter_find_bragg_disks
         from ..engine.driver import n_blocks_for
 
@@ -307,11 +364,10 @@ class BraggStrainWidget(QWidget):
         if self.bvm is None:
             self._say("find the disks in all patterns first")
             return
-        try:
-            self.lattice = find_lattice(self.bvm)
-        except Napari4DSTEMError as e:
-            self._error(e)
-            return
+        self._lattice_runner.request(find_lattice, self.bvm)
+
+    def _on_lattice(self, lattice) -> None:
+        self.lattice = lattice
         for sb, v in zip(self.g, (*self.lattice.g1, *self.lattice.g2), strict=True):
             sb.blockSignals(True)
             sb.setValue(v)
@@ -359,12 +415,11 @@ class BraggStrainWidget(QWidget):
             self._say("find the disks and the lattice first")
             return
         ref = self.reference_region()
-        try:
-            fit = fit_lattice(self.peaks, self.lattice)
-            self.strain = strain_from_lattice(fit, reference=ref)
-        except Napari4DSTEMError as e:
-            self._error(e)
-            return
+        self.jobs.start(_strain_job, fit_lattice, strain_from_lattice, self.peaks, self.lattice, ref,
+                        desc="computing strain", on_done=lambda s, ref=ref: self._on_strain(s, ref))
+
+    def _on_strain(self, strain, ref) -> None:
+        self.strain = strain
         v = results_viewer(self.viewer)
         cal = self.strain.strain.calibration
         if REFERENCE_LAYER not in v.layers:
@@ -383,12 +438,15 @@ class BraggStrainWidget(QWidget):
         self._say("")
 
     def _plot_histograms(self) -> None:
-        self.figure.clear()
-        for i, c in enumerate(STRAIN_CHANNELS):
-            ax = self.figure.add_subplot(2, 2, i + 1)
-            d = self.strain.channel(c)
-            d = d[np.isfinite(d)]
-            ax.hist(d * (1 if c == "theta_rad" else 100), bins=40, color="tab:blue")
-            ax.set_title(c + (" [rad]" if c == "theta_rad" else " [%]"), fontsize=8)
-            ax.tick_params(labelsize=7)
-        self.hist_canvas.draw_idle()
+        """Render the four strain histograms in a worker (matplotlib Agg, 0.2-0.4 s) and show
+        the picture in the dock."""
+        channels = {c: self.strain.channel(c) for c in STRAIN_CHANNELS}
+        self._hist_runner.request(_render_histograms, channels, self.hist_canvas.width())
+
+    def _show_histograms(self, rgba: np.ndarray) -> None:
+        from qtpy.QtGui import QImage, QPixmap
+
+        h, w = rgba.shape[:2]
+        self._hist_rgba = np.ascontiguousarray(rgba)  # QImage does not copy
+        img = QImage(self._hist_rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888)
+        self.hist_label.setPixmap(QPixmap.fromImage(img))

@@ -27,6 +27,7 @@ from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
 from ._common import CubePicker, JobRunner
 from ._results import color_wheel, results_viewer, show_map, show_vectors
+from ._warmup import WarmupLabel
 
 
 class CalibrationDPCWidget(QWidget):
@@ -102,6 +103,7 @@ class CalibrationDPCWidget(QWidget):
         layout.addWidget(dg)
         layout.addWidget(self.cancel_btn)
         layout.addWidget(self.status)
+        layout.addWidget(WarmupLabel())
         layout.addStretch(1)
 
         self.measure_btn.clicked.connect(self.measure_origin)

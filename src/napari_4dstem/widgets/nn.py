@@ -24,11 +24,21 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker, JobRunner, models_changed, scan_position
+from ._common import CubePicker, JobRunner, LatestRunner, models_changed, scan_position
 from ._results import results_viewer, show_map
+from ._warmup import WarmupLabel
 
 PEAKS_LAYER = "NN disks (current pattern)"
 PRED_LAYER = "NN prediction"
+
+
+def _preview_job(dc, pos, probe, model, mc_samples, min_significance, cal):
+    """Worker: the network's prediction and peaks on the pattern at ``pos``."""
+    from ..nn.infer import predict_pattern
+
+    img, found = predict_pattern(np.asarray(dc.pattern(*pos)), probe=probe, model=model,
+                                 mc_samples=mc_samples, min_significance=min_significance)
+    return pos, img, found, cal
 
 
 class NNDiskWidget(QWidget):
@@ -71,7 +81,7 @@ class NNDiskWidget(QWidget):
         form.addRow("MC-dropout samples", self.mc)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
-        for w in (self.preview_btn, self.run_btn, self.cancel_btn, self.status):
+        for w in (self.preview_btn, self.run_btn, self.cancel_btn, self.status, WarmupLabel()):
             lay.addWidget(w)
         lay.addStretch()
         self.preview_btn.clicked.connect(self.preview)
@@ -79,6 +89,9 @@ class NNDiskWidget(QWidget):
         self.jobs = JobRunner(
             self.status, self.cancel_btn, buttons=(self.preview_btn, self.run_btn)
         )
+        # the preview runs the network in a worker (1-2 s on a CPU): newest click wins
+        self._previewer = LatestRunner(self._show_preview, self._error)
+        self.last_preview = None  # (n, 2) disk positions of the last preview
         viewer.layers.events.inserted.connect(self._refresh_probes)
         viewer.layers.events.removed.connect(self._refresh_probes)
         self._refresh_probes()
@@ -136,23 +149,20 @@ class NNDiskWidget(QWidget):
         return self.min_sig.value() or None
 
     # -- preview ------------------------------------------------------------------------------
-    def preview(self) -> np.ndarray | None:
-        """Run the network on the displayed pattern (GUI thread: tens of ms)."""
-        from ..nn.infer import predict_pattern
-
+    def preview(self) -> None:
+        """Run the network on the displayed pattern in a worker; the prediction and its disks
+        appear when done (``last_preview``)."""
         try:
             dc, cal, probe, model = self._inputs()
             pos = self._current_position()
-            img, found = predict_pattern(
-                dc.pattern(*pos),
-                probe=probe,
-                model=model,
-                mc_samples=self.mc.value(),
-                min_significance=self._min_sig(),
-            )
         except Napari4DSTEMError as e:
             self._error(e)
-            return None
+            return
+        self._say(f"preview at scan position {pos}...")
+        self._previewer.request(_preview_job, dc, pos, probe, model, self.mc.value(), self._min_sig(), cal)
+
+    def _show_preview(self, result) -> None:
+        pos, img, found, cal = result
         kw = cal.napari_kwargs("k")
         b = img.params["bin"]
         scale = np.asarray(kw.get("scale", (1.0, 1.0)), float)
@@ -168,6 +178,9 @@ class NNDiskWidget(QWidget):
                 blending="additive",
                 scale=tuple(scale * b),
                 translate=tuple(translate),
+                # the pattern's units: a layer without them made napari warn "Inconsistent units"
+                units=kw.get("units"),
+                axis_labels=kw.get("axis_labels"),
             )
         yx = np.stack([found["qy"], found["qx"]], 1) if len(found["qy"]) else np.zeros((0, 2))
         if PEAKS_LAYER in self.viewer.layers:
@@ -183,7 +196,7 @@ class NNDiskWidget(QWidget):
                 **kw,
             )
         self._say(f"{len(yx)} disks at scan position {pos}")
-        return yx
+        self.last_preview = yx
 
     # -- whole scan ---------------------------------------------------------------------------
     def run(self) -> None:

@@ -40,6 +40,7 @@ from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
 from ._common import CubePicker, scan_position
 from ._realspace import RealSpaceView
+from ._warmup import WarmupLabel
 
 DETECTOR_LAYER = "virtual detector"
 REGION_LAYER = "region pattern"
@@ -264,6 +265,7 @@ class VirtualImagingWidget(QWidget):
         buttons.addWidget(self.save_btn)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
+        layout.addWidget(WarmupLabel())
         self.layer_combo.currentTextChanged.connect(self._init_for_layer)
         self.kind_combo.currentIndexChanged.connect(self._on_fields)
         for sb in (self.cy, self.cx, self.r_in, self.r_out):
