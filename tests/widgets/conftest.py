@@ -11,9 +11,8 @@ clicks). An interval whose GUI-thread CPU time is over ``THRESHOLD_S`` is a stal
   OpenGL) and adding a layer (``viewer.add_*``, ``LayerList.insert``: napari builds the layer's visual and controls
   on the GUI thread, 70-400 ms here; the layer's ``__init__`` included), building vispy canvases
   and visuals (``SceneCanvas``/``Node`` construction: each layer's visual, a dock's real-space
-  canvas), docking a widget (``Window.add_dock_widget``, which also saves napari's settings),
-  building a job's progress bar in napari's activity dock and Qt's layout of napari's window
-  (``_QtMainWindow.event``). Widgets add each of their layers once and update it after;
+  canvas) and docking a widget (``Window.add_dock_widget``, which also saves napari's settings).
+  None of these may run our own slots inside (napari's progress bar does, so it is not here). Widgets add each of their layers once and update it after;
 - deliberately excluded set-up: creating a viewer (the ``make_napari_viewer`` fixture is wrapped
   here) and adding the first layer (``with stall_detector.excluded("first layer add"): ...``), or
   a test's own reference computation (``excluded("reference")``). Opening a dock widget
@@ -204,11 +203,6 @@ def _patch_napari_floor() -> None:
 
     targets += [(ViewerModel, n) for n in ("add_layer", "add_image", "add_points", "add_shapes",
                                            "add_vectors", "add_labels")]
-    # napari's activity dock building a job's progress bar, Qt laying out napari's main window
-    from napari._qt.dialogs.qt_activity_dialog import QtActivityDialog
-    from napari._qt.qt_main_window import _QtMainWindow
-
-    targets += [(QtActivityDialog, "add_progress_bar"), (_QtMainWindow, "event")]
     targets.append((Window, "add_dock_widget"))  # napari docks a widget (and saves its settings)
     orig_open = Window.add_plugin_dock_widget
 
@@ -221,17 +215,25 @@ def _patch_napari_floor() -> None:
             return orig_open(self, *a, **k)
 
     Window.add_plugin_dock_widget = opening
+    main = threading.main_thread().ident
+    stack: list[str] = []
     depth = [0]  # count the outermost call only (a layer's __init__ runs inside add_layer, ...)
     for cls, name in targets:
         orig = getattr(cls, name)
 
-        def timed(self, *a, _orig=orig, **k):
+        def timed(self, *a, _orig=orig, _what=f"{cls.__name__}.{name}", **k):
+            if threading.get_ident() != main:  # GUI-thread time only
+                return _orig(self, *a, **k)
+            if os.environ.get("STALL_DEBUG") and depth[0]:
+                print("nested", _what, depth[0], stack)
+            stack.append(_what)
             depth[0] += 1
             t = time.thread_time()
             try:
                 return _orig(self, *a, **k)
             finally:
                 depth[0] -= 1
+                stack.pop()
                 if depth[0] == 0:
                     for d in _ACTIVE:
                         d.painting(time.thread_time() - t)

@@ -25,9 +25,18 @@ from qtpy.QtWidgets import (
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker, JobRunner
+from ._common import CubePicker, JobRunner, LatestRunner
 from ._results import color_wheel, results_viewer, show_map, show_vectors
 from ._warmup import WarmupLabel
+
+
+def _dpc_job(com, rotation_deg: float, flip: bool, descan: str, regularization: float):
+    """Worker: DPC and iDPC maps and the colour wheel from the cached centre of mass."""
+    from ..analysis.dpc import dpc, idpc
+
+    dpc_map = dpc(com, rotation_deg=rotation_deg, flip=flip, descan=descan)
+    phase = idpc(dpc_map, regularization=regularization)
+    return dpc_map, phase, color_wheel(dpc_map.channel("dpc_y"), dpc_map.channel("dpc_x"))
 
 
 class CalibrationDPCWidget(QWidget):
@@ -39,6 +48,9 @@ class CalibrationDPCWidget(QWidget):
         self.origin = None  # RealSpaceMap of the measured origin
         self.origin_fit = None  # OriginFit
         self.com = None  # RealSpaceMap of the centre of mass (cached for rotation changes)
+        # rotation fit and DPC/iDPC maps from the cached COM: workers, newest request wins
+        self._dpc_runner = LatestRunner(self._show_dpc, self._on_error)
+        self._rot_runner = LatestRunner(self._on_rotation, self._on_error)
         self.dpc_map = None
         self.phase = None
         self._build_ui()
@@ -224,11 +236,11 @@ class CalibrationDPCWidget(QWidget):
             return
         from ..analysis.dpc import fit_dpc_rotation
 
-        try:
-            fit = fit_dpc_rotation(self.com, descan=self.descan.currentText())
-        except Napari4DSTEMError as e:
-            self.status.setText(str(e))
-            return
+        self.status.setText("fitting the rotation...")
+        self._rot_runner.request(fit_dpc_rotation, self.com, descan=self.descan.currentText())
+
+    def _on_rotation(self, fit) -> None:
+        self.status.setText("")
         self.rotation.blockSignals(True)
         self.flip.blockSignals(True)
         self.rotation.setValue(fit.rotation_deg)
@@ -246,19 +258,15 @@ class CalibrationDPCWidget(QWidget):
         """DPC and iDPC maps from the cached COM with the current rotation (no data pass)."""
         if self.com is None:
             return
-        from ..analysis.dpc import dpc, idpc
+        self._dpc_runner.request(_dpc_job, self.com, self.rotation.value(), self.flip.isChecked(),
+                                 self.descan.currentText(), self.reg.value())
 
-        try:
-            self.dpc_map = dpc(self.com, rotation_deg=self.rotation.value(), flip=self.flip.isChecked(),
-                               descan=self.descan.currentText())
-            self.phase = idpc(self.dpc_map, regularization=self.reg.value())
-        except Napari4DSTEMError as e:
-            self.status.setText(str(e))
-            return
+    def _show_dpc(self, result) -> None:
+        self.dpc_map, self.phase, wheel = result
         cal = self.dpc_map.calibration
         v = self.results()
         uy, ux = self.dpc_map.channel("dpc_y"), self.dpc_map.channel("dpc_x")
         show_map(v, "DPC magnitude", self.dpc_map.channel("magnitude"), cal, colormap="magma")
-        show_map(v, "DPC colour wheel", color_wheel(uy, ux), cal, rgb=True)
+        show_map(v, "DPC colour wheel", wheel, cal, rgb=True)
         show_map(v, "iDPC phase", self.phase.data, cal, colormap="gray")
         show_vectors(v, "DPC vectors", uy, ux, cal)
