@@ -204,3 +204,27 @@ def test_real_space_clicks_on_pixel_centres_pick_that_pixel(stall_detector):
     rs.set_position(3, 4)
     assert np.asarray(rs.cross._data["a_position"])[0, :2] == pytest.approx((4.5, 3.5))
     rs.close()
+
+
+def test_switching_the_detector_kind_keeps_its_size(widget, qtbot):
+    """Disk -> Rectangle used the empty inner-radius field as a half height: an error."""
+    from napari_4dstem.analysis.detectors import RectangleDetector
+
+    viewer, w = widget
+    r = w._last_detector.radius_px
+    w.kind_combo.setCurrentText("Rectangle")
+    qtbot.waitUntil(lambda: isinstance(w._last_detector, RectangleDetector) and w._worker is None
+                    and w._pending is None, timeout=20000)
+    det = w._last_detector
+    assert det.rows[1] - det.rows[0] == pytest.approx(2 * r, abs=1.01)
+    assert det.cols[1] - det.cols[0] == pytest.approx(2 * r, abs=1.01)
+    assert "must be" not in w.status.text()
+    np.testing.assert_array_equal(w.last_image.data, _reference(viewer, det))
+    w.kind_combo.setCurrentText("Annulus")
+    qtbot.waitUntil(lambda: isinstance(w._last_detector, AnnulusDetector) and w._worker is None
+                    and w._pending is None, timeout=20000)
+    assert 0 < w._last_detector.inner_px < w._last_detector.outer_px
+    w.kind_combo.setCurrentText("Disk")
+    qtbot.waitUntil(lambda: isinstance(w._last_detector, DiskDetector) and w._worker is None
+                    and w._pending is None, timeout=20000)
+    assert w._last_detector.radius_px == pytest.approx(w.r_out.value())

@@ -267,7 +267,8 @@ class VirtualImagingWidget(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(WarmupLabel())
         self.layer_combo.currentTextChanged.connect(self._init_for_layer)
-        self.kind_combo.currentIndexChanged.connect(self._on_fields)
+        self.kind_combo.currentIndexChanged.connect(self._on_kind)
+        self._form = form
         for sb in (self.cy, self.cx, self.r_in, self.r_out):
             sb.valueChanged.connect(self._on_fields)
         self.descan.toggled.connect(self._on_descan)
@@ -417,6 +418,46 @@ class VirtualImagingWidget(QWidget):
             self._timer.start()
         else:
             self.set_detector(det)
+
+    def _on_kind(self, *_) -> None:
+        """A new detector kind keeps the size of the current one: a disk of radius r becomes
+        a 2r x 2r rectangle or an r/2..r annulus (the fields' old values made an empty
+        rectangle: "rows must be (start, stop) with stop > start")."""
+        kind = self.kind_combo.currentText()
+        self._label_fields(kind)
+        if self._syncing:
+            return
+        cy, cx, r_in, r_out = (sb.value() for sb in (self.cy, self.cx, self.r_in, self.r_out))
+        old = self._last_detector
+        if isinstance(old, RectangleDetector):
+            size = 0.5 * max(old.rows[1] - old.rows[0], old.cols[1] - old.cols[0])
+        elif isinstance(old, (DiskDetector, AnnulusDetector)):
+            size = old.radius_px if isinstance(old, DiskDetector) else old.outer_px
+        else:
+            size = max(r_out, 1.0)
+        size = max(size, 1.0)
+        self._syncing = True
+        try:
+            if kind == "Rectangle":
+                self.r_in.setValue(size)
+                self.r_out.setValue(size)
+            elif kind == "Annulus":
+                self.r_in.setValue(r_in if 0 < r_in < size else size / 2)
+                self.r_out.setValue(size)
+            elif kind == "Disk":
+                self.r_out.setValue(size)
+        finally:
+            self._syncing = False
+        self._on_fields()
+
+    def _label_fields(self, kind: str) -> None:
+        names = (("half height [px]", "half width [px]") if kind == "Rectangle"
+                 else ("inner radius [px]", "outer radius [px]"))
+        for sb, name in zip((self.r_in, self.r_out), names, strict=True):
+            label = self._form.labelForField(sb)
+            if label is not None:
+                label.setText(name)
+        self.r_in.setEnabled(kind in ("Annulus", "Rectangle"))
 
     def _on_shapes_edited(self, event=None) -> None:
         """A drag or edit of the detector shapes: read them back (fires on every move)."""
