@@ -38,6 +38,8 @@ def test_sample_opens_with_units_and_steps_the_scan(make_napari_viewer, stall_de
         stall_detector.step()
     probe = next(lyr for lyr in layers if lyr.name == "probe")
     assert probe.ndim == 2 and not probe.visible and tuple(probe.scale) == (0.01, 0.01)
+    # the dataset, not the hidden probe, is the selected layer after Open Sample
+    assert viewer.layers.selection.active is cube
 
 
 def test_save_layer_to_emd_and_reopen(make_napari_viewer, tmp_path, stall_detector):
