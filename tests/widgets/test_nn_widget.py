@@ -25,6 +25,7 @@ def test_preview_and_scan(make_napari_viewer, qtbot, stall_detector):
         main.add_image(np.asarray(s.probe.data), name="probe", **cal.napari_kwargs("k"))
     _, w = main.window.add_plugin_dock_widget("napari-4dstem", "NN disk detection")
     assert isinstance(w, NNDiskWidget)
+    qtbot.waitUntil(lambda: w.models_listed, timeout=60000)  # listed in a worker
     assert w.probe_combo.currentText() == "probe" and w.model_combo.count() >= 1
     w.preview()  # in a worker; with calibrated layers it must not warn "Inconsistent units"
     qtbot.waitUntil(lambda: w.last_preview is not None, timeout=60000)

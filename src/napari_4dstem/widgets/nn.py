@@ -32,6 +32,13 @@ PEAKS_LAYER = "NN disks (current pattern)"
 PRED_LAYER = "NN prediction"
 
 
+def _model_names() -> list[str]:
+    """Worker: ``name@version`` of every model that is bundled or cached."""
+    from ..nn.registry import list_models
+
+    return [f"{e.name}@{e.version}" for e, status in list_models() if status != "not downloaded"]
+
+
 def _preview_job(dc, pos, probe, model, mc_samples, min_significance, cal):
     """Worker: the network's prediction and peaks on the pattern at ``pos``."""
     from ..nn.infer import predict_pattern
@@ -92,6 +99,7 @@ class NNDiskWidget(QWidget):
         # the preview runs the network in a worker (1-2 s on a CPU): newest click wins
         self._previewer = LatestRunner(self._show_preview, self._error)
         self.last_preview = None  # (n, 2) disk positions of the last preview
+        self.models_listed = False
         viewer.layers.events.inserted.connect(self._refresh_probes)
         viewer.layers.events.removed.connect(self._refresh_probes)
         self._refresh_probes()
@@ -116,15 +124,19 @@ class NNDiskWidget(QWidget):
             self.probe_combo.setCurrentText("probe")
 
     def _refresh_models(self) -> None:
-        from ..nn.registry import list_models
+        """List the registry's models in a worker (the registry imports torch: 1.3 s of the
+        GUI thread when the dock opened)."""
+        from napari.qt.threading import create_worker
 
+        create_worker(_model_names, _connect={"returned": self._set_models, "errored": self._error})
+
+    def _set_models(self, names: list[str]) -> None:
         cur = self.model_combo.currentText()
         self.model_combo.clear()
-        for e, status in list_models():
-            if status != "not downloaded":
-                self.model_combo.addItem(f"{e.name}@{e.version}")
+        self.model_combo.addItems(names)
         if cur:
             self.model_combo.setCurrentText(cur)
+        self.models_listed = True
 
     def _say(self, msg: str) -> None:
         self.status.setText(msg)
