@@ -151,6 +151,15 @@ def _hkl_label(hkl) -> str:
 
 
 # ------------------------------------------------------------------------------------------
+def _ipf_images(res, size: int = 128):
+    """Worker: ``(res, {"x"|"y"|"z": IPF RGB map}, [colour key per crystal])`` as float32."""
+    from ..analysis.ipf import ipf_key_image
+
+    rgb = {d: res.ipf_rgb(d).astype(np.float32) for d in ("x", "y", "z")}
+    keys = [ipf_key_image(c.point_group, size=size).astype(np.float32) for c in res.crystals]
+    return res, rgb, keys
+
+
 class OrientationWidget(QWidget):
     """Dock widget: orientation (and phase) mapping from Bragg disks (ACOM)."""
 
@@ -585,13 +594,19 @@ class OrientationWidget(QWidget):
         )
 
     def _on_result(self, res) -> None:
-        from ..analysis.ipf import ipf_key_image
+        """The IPF colours and keys are computed in a worker (0.1 s for 32x32 patterns on the
+        GUI thread, more for bigger scans), then shown."""
+        from napari.qt.threading import create_worker
 
+        create_worker(_ipf_images, res, _connect={"returned": self._show_result, "errored": self.jobs.error})
+
+    def _show_result(self, images) -> None:
+        res, rgb, keys = images
         self.result = res
         cal = res.calibration
         v = self.results()
         for d in ("x", "y", "z"):
-            show_map(v, f"IPF {d}", res.ipf_rgb(d).astype(np.float32), cal, rgb=True)
+            show_map(v, f"IPF {d}", rgb[d], cal, rgb=True)
         show_map(
             v,
             "correlation",
@@ -622,7 +637,7 @@ class OrientationWidget(QWidget):
             if name in v.layers:
                 continue
             v.add_image(
-                ipf_key_image(c.point_group, size=size).astype(np.float32),
+                keys[k],
                 name=name,
                 rgb=True,
                 scale=(s, s),

@@ -427,7 +427,7 @@ class VirtualImagingWidget(QWidget):
         self._label_fields(kind)
         if self._syncing:
             return
-        cy, cx, r_in, r_out = (sb.value() for sb in (self.cy, self.cx, self.r_in, self.r_out))
+        r_in, r_out = self.r_in.value(), self.r_out.value()
         old = self._last_detector
         if isinstance(old, RectangleDetector):
             size = 0.5 * max(old.rows[1] - old.rows[0], old.cols[1] - old.cols[0])
