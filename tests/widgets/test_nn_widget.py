@@ -46,3 +46,31 @@ def test_preview_and_scan(make_napari_viewer, qtbot, stall_detector):
     w.probe_combo.setCurrentText("bad probe")
     w.preview()
     qtbot.waitUntil(lambda: "not centred" in w.status.text(), timeout=60000)
+
+
+def test_find_all_reports_progress_and_cancels_between_small_blocks(make_napari_viewer, qtbot, stall_detector):
+    """The whole scan used to be one block: no progress for 87 s and a Cancel that did nothing."""
+    import time
+
+    from napari_4dstem.engine.jobs import Progress
+
+    main = make_napari_viewer()
+    with stall_detector.excluded("test data"):
+        s = make_strained_crystal(scan_shape=(8, 8))
+    with stall_detector.excluded("first layer add"):
+        main.add_image(np.asarray(s.datacube.data), name="cube")
+        main.add_image(np.asarray(s.probe.data), name="probe")
+    _, w = main.window.add_plugin_dock_widget("napari-4dstem", "NN disk detection")
+    qtbot.waitUntil(lambda: w.models_listed, timeout=60000)
+    seen = []
+    w.run()
+    w.jobs.worker.yielded.connect(lambda p: seen.append(p) if isinstance(p, Progress) else None)
+    qtbot.waitUntil(lambda: len(seen) >= 2, timeout=60000)  # progress while it runs
+    assert seen[-1].total == 16  # 8 x 8 patterns in blocks of 4
+    t0 = time.perf_counter()
+    w.cancel_btn.click()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=30000)
+    took = time.perf_counter() - t0
+    assert w.peaks is None and w.status.text() == "cancelled"
+    assert seen[-1].done < seen[-1].total, "the job ran to its end instead of stopping"
+    print(f"cancel took {took:.3f} s after {seen[-1].done} of {seen[-1].total} blocks")
