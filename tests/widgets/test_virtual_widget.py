@@ -228,3 +228,25 @@ def test_switching_the_detector_kind_keeps_its_size(widget, qtbot):
     qtbot.waitUntil(lambda: isinstance(w._last_detector, DiskDetector) and w._worker is None
                     and w._pending is None, timeout=20000)
     assert w._last_detector.radius_px == pytest.approx(w.r_out.value())
+
+
+def test_presets_are_precomputed_and_switch_without_a_job(widget, qtbot, stall_detector):
+    """BF/ABF/LAADF/ADF/HAADF/Full, sized to the detected BF disk, computed once in a worker:
+    a switch shows the stored exact image at once (no job, no wait)."""
+    from napari_4dstem.widgets.virtual import PRESET_NAMES
+
+    viewer, w = widget
+    qtbot.waitUntil(lambda: w.presets_ready, timeout=60000)
+    assert PRESET_NAMES == ("BF", "ABF", "LAADF", "ADF", "HAADF", "Full")
+    for name in PRESET_NAMES:
+        w.presets[name].click()
+        assert w._worker is None and w._pending is None  # nothing computed
+        det = w._last_detector
+        with stall_detector.excluded("reference"):
+            np.testing.assert_array_equal(w.last_image.data, _reference(viewer, det))
+        stall_detector.step()
+    # Full covers every detector pixel: its image is the total intensity of each pattern
+    cube = viewer.layers["strained_crystal"]
+    with stall_detector.excluded("reference"):
+        total = np.asarray(cube.data).sum(axis=(2, 3), dtype=np.float64)
+    np.testing.assert_allclose(w.last_image.data, total, rtol=1e-6)

@@ -45,6 +45,7 @@ from ._warmup import WarmupLabel
 DETECTOR_LAYER = "virtual detector"
 REGION_LAYER = "region pattern"
 KINDS = ("Disk", "Annulus", "Rectangle", "Drawn shapes")
+PRESET_NAMES = ("BF", "ABF", "LAADF", "ADF", "HAADF", "Full")
 
 
 def shapes_to_detector(kind: str, data: list[np.ndarray], shape_types: list[str], det_shape,
@@ -187,6 +188,18 @@ def _find_bf(dc: DataCube):
         return None
 
 
+def _preset_job(dc: DataCube, detectors: dict[str, Detector], cal: Calibration):
+    """Worker: ``{name: (detector, exact image)}`` for the preset detectors (a generator: a
+    closing widget stops it between presets)."""
+    from ..analysis.virtual import virtual_image
+
+    out = {}
+    for i, (name, det) in enumerate(detectors.items()):
+        out[name] = (det, virtual_image(dc, det, calibration=cal))
+        yield i + 1
+    return out
+
+
 class VirtualImagingWidget(QWidget):
     """Dock widget: live virtual image of a detector drawn on the diffraction pattern."""
 
@@ -234,7 +247,7 @@ class VirtualImagingWidget(QWidget):
         self.descan = QCheckBox("descan (shift by the fitted origin)")
         self.presets = {}
         presets = QHBoxLayout()
-        for name in ("BF", "ABF", "ADF", "HAADF"):
+        for name in PRESET_NAMES:
             b = QPushButton(name)
             b.clicked.connect(lambda _=False, n=name: self.apply_preset(n))
             presets.addWidget(b)
@@ -297,6 +310,8 @@ class VirtualImagingWidget(QWidget):
         self._build_preview(dc)
         self._on_dims()
         self._bf = None
+        self._preset_cache = {}
+        self.presets_ready = False
         self.status.setText("finding the bright-field disk...")
         from napari.qt.threading import create_worker
 
@@ -316,6 +331,7 @@ class VirtualImagingWidget(QWidget):
         )
         self.status.setText("")
         self.set_detector(det)
+        self._precompute_presets(dc)
 
     def _detector_layer(self):
         if DETECTOR_LAYER in self.viewer.layers:
@@ -329,15 +345,23 @@ class VirtualImagingWidget(QWidget):
         return layer
 
     # -- detector <-> fields <-> shapes ---------------------------------------------------------
-    def set_detector(self, det: Detector) -> None:
+    def set_detector(self, det: Detector, image=None) -> None:
         """Compute ``det``'s image and show the detector in the fields and as shapes.
 
         The worker starts first. The Shapes update (a rebuild of the layer plus a redraw of
         the main canvas, 50-100 ms in software OpenGL) waits for the first image of the job,
-        so that it cannot hold up the image on the GUI thread.
+        so that it cannot hold up the image on the GUI thread. With ``image`` (a precomputed
+        preset) nothing is computed: a running job is stopped and the image shown at once.
         """
-        self._pending = det
-        self._request()
+        if image is None:
+            self._pending = det
+            self._request()
+        else:
+            self._pending = None
+            if self._worker is not None:
+                self._worker.quit()
+            self._last_detector = det
+            self._show(image)
         self._syncing = True
         try:
             if isinstance(det, DiskDetector):
@@ -512,19 +536,48 @@ class VirtualImagingWidget(QWidget):
         else:
             self.angles.setText("")
 
+    def _preset(self, name: str, dc: DataCube, cal: Calibration) -> Detector:
+        """The preset detector: from calibrated angles, else from the detected BF disk."""
+        bf = getattr(self, "_bf", None)
+        try:
+            return preset_detector(name, detector_shape=dc.detector_shape, calibration=cal,
+                                   center_px=bf.center_px if bf else None)
+        except Napari4DSTEMError:
+            if bf is None:
+                raise
+            return preset_detector(name, detector_shape=dc.detector_shape, center_px=bf.center_px,
+                                   bf_radius_px=bf.radius_px)
+
+    def _precompute_presets(self, dc: DataCube) -> None:
+        """Compute every preset's image in a worker, so that a preset switch only shows it."""
+        self._preset_cache = {}
+        cal = self.datacube()[1]
+        try:
+            dets = {n: self._preset(n, dc, cal) for n in PRESET_NAMES}
+        except Napari4DSTEMError:
+            return
+        from napari.qt.threading import create_worker
+
+        def done(images, data=dc.data):
+            if self.layer is not None and self.layer.data is data:
+                self._preset_cache = images
+                self.presets_ready = True
+
+        self._preset_worker = create_worker(
+            _preset_job, dc, dets, cal, _progress={"total": len(dets), "desc": "preset images"},
+            _connect={"returned": done, "errored": self._on_error})
+
     def apply_preset(self, name: str) -> None:
-        """BF / ABF / ADF / HAADF from calibrated angles, else from the detected BF disk."""
+        """BF / ABF / LAADF / ADF / HAADF / Full: the precomputed image when it is in (no
+        recompute), else computed now."""
+        cached = getattr(self, "_preset_cache", {}).get(name)
+        if cached is not None and not self.descan.isChecked():
+            det, img = cached
+            self.set_detector(det, image=img)
+            return
         try:
             dc, cal = self.datacube()
-            bf = getattr(self, "_bf", None)
-            try:
-                det = preset_detector(name, detector_shape=dc.detector_shape, calibration=cal,
-                                      center_px=bf.center_px if bf else None)
-            except Napari4DSTEMError:
-                if bf is None:
-                    raise
-                det = preset_detector(name, detector_shape=dc.detector_shape, center_px=bf.center_px,
-                                      bf_radius_px=bf.radius_px)
+            det = self._preset(name, dc, cal)
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return
