@@ -225,7 +225,7 @@ class NNDiskWidget(QWidget):
             return
         # blocks of NN_BLOCK patterns: the job reports progress and can stop after each (one
         # block of the whole scan gave no progress for 87 s and a Cancel that did nothing)
-        sy, sx = dc.scan_shape
+        sx = dc.scan_shape[1]
         chunk = (max(1, NN_BLOCK // sx), min(sx, NN_BLOCK))
         self.jobs.start(
             iter_find_bragg_disks_nn,
