@@ -250,3 +250,27 @@ def test_presets_are_precomputed_and_switch_without_a_job(widget, qtbot, stall_d
     with stall_detector.excluded("reference"):
         total = np.asarray(cube.data).sum(axis=(2, 3), dtype=np.float64)
     np.testing.assert_allclose(w.last_image.data, total, rtol=1e-6)
+
+
+def test_display_controls_scale_range_and_statistics(stall_detector):
+    """Lin/Log/Sqrt and percentile ranges are visible controls applied to the stored image
+    (no recompute); the statistics readout shows min/max/mean/sum/std of the values."""
+    from napari_4dstem.widgets._realspace import RealSpaceView
+
+    with stall_detector.excluded("canvas creation"):
+        rs = RealSpaceView()
+    img = np.arange(100, dtype=np.float32).reshape(10, 10) ** 2
+    rs.set_image(img)
+    assert rs.scale_combo.isVisibleTo(rs) and rs.range_combo.isVisibleTo(rs)
+    assert "min 0" in rs.stats.text() and "max 9801" in rs.stats.text()
+    assert f"sum {img.sum():.4g}" in rs.stats.text() and f"std {img.std():.4g}" in rs.stats.text()
+    lo, hi = np.percentile(img, [0.1, 99.9])
+    assert rs.displayed_clim == pytest.approx((lo, hi))
+    rs.range_combo.setCurrentText("min-max")
+    assert rs.displayed_clim == pytest.approx((0.0, 9801.0))
+    rs.scale_combo.setCurrentText("Log")
+    assert rs.displayed_clim == pytest.approx((0.0, np.log10(9802.0)), rel=1e-5)
+    rs.scale_combo.setCurrentText("Sqrt")
+    assert rs.displayed_clim == pytest.approx((0.0, 99.0), rel=1e-5)
+    assert "max 9801" in rs.stats.text()  # statistics of the values, not of the display
+    rs.close()
