@@ -274,3 +274,43 @@ def test_display_controls_scale_range_and_statistics(stall_detector):
     assert rs.displayed_clim == pytest.approx((0.0, 99.0), rel=1e-5)
     assert "max 9801" in rs.stats.text()  # statistics of the values, not of the display
     rs.close()
+
+
+def test_keyboard_moves_and_resizes_the_detector_and_moves_the_scan(widget, qtbot, stall_detector):
+    from napari_4dstem.widgets.virtual import KEYMAP
+
+    viewer, w = widget
+    bound = {str(k) for k in viewer.keymap}
+    for key in KEYMAP:
+        assert key.replace("Shift-", "Shift+") in bound, key
+
+    def press(key):
+        # the function napari calls for the key (app_model normalises 'Shift-W' to 'Shift+W')
+        name = key.replace("Shift-", "Shift+")
+        (fn,) = [f for k, f in viewer.keymap.items() if str(k) == name]
+        fn(viewer)
+        stall_detector.step()
+
+    def settled():
+        qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
+
+    det0 = w._last_detector
+    press("D")
+    press("Shift-S")
+    settled()
+    assert w._last_detector.center_px == pytest.approx((det0.center_px[0] + 5, det0.center_px[1] + 1))
+    press("=")
+    press("Shift-=")
+    settled()
+    assert w._last_detector.radius_px == pytest.approx(det0.radius_px + 6)
+    np.testing.assert_array_equal(w.last_image.data, _reference(viewer, w._last_detector))
+    cube = viewer.layers["strained_crystal"]
+    w.set_scan_position(5, 5)
+    press("L")
+    press("Shift-K")
+    from napari_4dstem.widgets._common import scan_position
+
+    assert scan_position(viewer, cube) == (15, 6)
+    press("R")
+    settled()
+    assert w._last_detector.center_px == pytest.approx(det0.center_px, abs=0.6)

@@ -46,6 +46,31 @@ DETECTOR_LAYER = "virtual detector"
 REGION_LAYER = "region pattern"
 KINDS = ("Disk", "Annulus", "Rectangle", "Drawn shapes")
 PRESET_NAMES = ("BF", "ABF", "LAADF", "ADF", "HAADF", "Full")
+# the keyboard (bound on the viewer while the dock is open; docs/napari-widgets.md lists it):
+# key -> (what it does, method, arguments)
+KEYMAP: dict[str, tuple[str, str, tuple]] = {
+    "W": ("detector up 1 px", "move_detector", (-1, 0)),
+    "S": ("detector down 1 px", "move_detector", (1, 0)),
+    "A": ("detector left 1 px", "move_detector", (0, -1)),
+    "D": ("detector right 1 px", "move_detector", (0, 1)),
+    "Shift-W": ("detector up 5 px", "move_detector", (-5, 0)),
+    "Shift-S": ("detector down 5 px", "move_detector", (5, 0)),
+    "Shift-A": ("detector left 5 px", "move_detector", (0, -5)),
+    "Shift-D": ("detector right 5 px", "move_detector", (0, 5)),
+    "I": ("scan position up 1 row", "move_scan", (-1, 0)),
+    "K": ("scan position down 1 row", "move_scan", (1, 0)),
+    "J": ("scan position left 1 column", "move_scan", (0, -1)),
+    "L": ("scan position right 1 column", "move_scan", (0, 1)),
+    "Shift-I": ("scan position up 10 rows", "move_scan", (-10, 0)),
+    "Shift-K": ("scan position down 10 rows", "move_scan", (10, 0)),
+    "Shift-J": ("scan position left 10 columns", "move_scan", (0, -10)),
+    "Shift-L": ("scan position right 10 columns", "move_scan", (0, 10)),
+    "=": ("detector 1 px larger", "resize_detector", (1.0,)),
+    "-": ("detector 1 px smaller", "resize_detector", (-1.0,)),
+    "Shift-=": ("detector 5 px larger", "resize_detector", (5.0,)),
+    "Shift--": ("detector 5 px smaller", "resize_detector", (-5.0,)),
+    "R": ("reset: BF detector on the detected disk, views reset", "reset", ()),
+}
 
 
 def shapes_to_detector(kind: str, data: list[np.ndarray], shape_types: list[str], det_shape,
@@ -227,6 +252,7 @@ class VirtualImagingWidget(QWidget):
         self._timer.timeout.connect(self._request)
         self._build_ui()
         viewer.dims.events.current_step.connect(self._on_dims)
+        self._bind_keys()
         if self.layer is not None:
             self._init_for_layer()
 
@@ -771,7 +797,67 @@ class VirtualImagingWidget(QWidget):
             except Napari4DSTEMError as e:
                 self.status.setText(str(e))
 
+    # -- keyboard -------------------------------------------------------------------------------
+    def _bind_keys(self) -> None:
+        for key, (_what, method, args) in KEYMAP.items():
+            def handler(viewer, method=method, args=args):
+                getattr(self, method)(*args)
+
+            self.viewer.bind_key(key, handler, overwrite=True)
+
+    def _unbind_keys(self) -> None:
+        for key in KEYMAP:
+            try:
+                self.viewer.bind_key(key, None)
+            except (KeyError, ValueError, TypeError):  # already unbound
+                pass
+
+    def _current_detector(self) -> Detector | None:
+        return self._pending if self._pending is not None else self._last_detector
+
+    def move_detector(self, dy: float, dx: float) -> None:
+        """Shift the detector by ``(dy, dx)`` detector pixels."""
+        from dataclasses import replace
+
+        det = self._current_detector()
+        if isinstance(det, DiskDetector | AnnulusDetector):
+            cy, cx = det.center_px
+            self.set_detector(replace(det, center_px=(cy + dy, cx + dx)))
+        elif isinstance(det, RectangleDetector):
+            (r0, r1), (c0, c1) = det.rows, det.cols
+            self.set_detector(RectangleDetector((r0 + int(dy), r1 + int(dy)), (c0 + int(dx), c1 + int(dx))))
+
+    def resize_detector(self, d: float) -> None:
+        """Grow (``d`` > 0) or shrink the detector by ``d`` pixels (outer edge; an annulus's
+        inner edge stays inside it)."""
+        det = self._current_detector()
+        if isinstance(det, DiskDetector):
+            self.set_detector(DiskDetector(det.center_px, max(det.radius_px + d, 0.5)))
+        elif isinstance(det, AnnulusDetector):
+            outer = max(det.outer_px + d, det.inner_px + 0.5)
+            self.set_detector(AnnulusDetector(det.center_px, det.inner_px, outer))
+        elif isinstance(det, RectangleDetector):
+            k = round(d)
+            (r0, r1), (c0, c1) = det.rows, det.cols
+            if r1 - r0 + 2 * k >= 1 and c1 - c0 + 2 * k >= 1:
+                self.set_detector(RectangleDetector((r0 - k, r1 + k), (c0 - k, c1 + k)))
+
+    def move_scan(self, dy: int, dx: int) -> None:
+        """Move the scan position by ``(dy, dx)`` rows and columns (clipped to the scan)."""
+        lyr = self.layer
+        if lyr is None or self.viewer.dims.ndim < 4:
+            return
+        iy, ix = scan_position(self.viewer, lyr)
+        ny, nx = lyr.data.shape[:2]
+        self.set_scan_position(int(np.clip(iy + dy, 0, ny - 1)), int(np.clip(ix + dx, 0, nx - 1)))
+
+    def reset(self) -> None:
+        """The BF detector on the detected disk, and the views reset."""
+        self.apply_preset("BF")
+        self.viewer.reset_view()
+
     def closeEvent(self, event) -> None:
+        self._unbind_keys()
         self.cancel()
         if self._worker is not None:
             self._worker.await_workers() if hasattr(self._worker, "await_workers") else None
