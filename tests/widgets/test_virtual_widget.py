@@ -314,3 +314,18 @@ def test_keyboard_moves_and_resizes_the_detector_and_moves_the_scan(widget, qtbo
     press("R")
     settled()
     assert w._last_detector.center_px == pytest.approx(det0.center_px, abs=0.6)
+
+
+def test_radii_edit_in_mrad_and_px_both_ways(widget, qtbot):
+    """The sample: 0.01 1/A per pixel at 300 kV (1.575 mrad = 8 px): px <-> mrad both ways."""
+    _, w = widget
+    px_mrad = 1.575 / 8.0
+    assert w.r_out_cal.isEnabled() and "mrad" in w._form.labelForField(w.r_out_cal).text()
+    assert w.r_out_cal.value() == pytest.approx(w.r_out.value() * px_mrad, rel=1e-3)
+    w.r_out_cal.setValue(3.15)  # typed in mrad: 16 px
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
+    assert w.r_out.value() == pytest.approx(16.0, abs=0.01)
+    assert w._last_detector.radius_px == pytest.approx(16.0, abs=0.01)
+    w.r_out.setValue(4.0)  # typed in px: 0.7875 mrad
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
+    assert w.r_out_cal.value() == pytest.approx(4.0 * px_mrad, rel=1e-3)

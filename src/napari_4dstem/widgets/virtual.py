@@ -268,6 +268,14 @@ class VirtualImagingWidget(QWidget):
             sb.setDecimals(2)
             sb.setSingleStep(0.5)
             sb.setKeyboardTracking(False)
+        # the radii in calibrated units (mrad, else the detector's k units), edited both ways
+        self.r_in_cal, self.r_out_cal = QDoubleSpinBox(), QDoubleSpinBox()
+        for sb in (self.r_in_cal, self.r_out_cal):
+            sb.setRange(0.0, 1e6)
+            sb.setDecimals(4)
+            sb.setKeyboardTracking(False)
+            sb.setEnabled(False)
+        self._cal_px: float | None = None  # calibrated units per detector pixel
         self.angles = QLabel("")
         self.angles.setMinimumHeight(self.angles.fontMetrics().lineSpacing() + 4)
         self.descan = QCheckBox("descan (shift by the fitted origin)")
@@ -293,6 +301,8 @@ class VirtualImagingWidget(QWidget):
         form.addRow("centre k_x [px]", self.cx)
         form.addRow("inner radius [px]", self.r_in)
         form.addRow("outer radius [px]", self.r_out)
+        form.addRow("inner radius [mrad]", self.r_in_cal)
+        form.addRow("outer radius [mrad]", self.r_out_cal)
         layout = QVBoxLayout(self)
         layout.addWidget(self.realspace)
         layout.addLayout(form)
@@ -310,6 +320,8 @@ class VirtualImagingWidget(QWidget):
         self._form = form
         for sb in (self.cy, self.cx, self.r_in, self.r_out):
             sb.valueChanged.connect(self._on_fields)
+        self.r_in_cal.valueChanged.connect(lambda v: self._on_cal_radius(self.r_in, v))
+        self.r_out_cal.valueChanged.connect(lambda v: self._on_cal_radius(self.r_out, v))
         self.descan.toggled.connect(self._on_descan)
         self.cancel_btn.clicked.connect(self.cancel)
         self.save_btn.clicked.connect(self._save_dialog)
@@ -552,6 +564,17 @@ class VirtualImagingWidget(QWidget):
             unit = "mrad"
         except Napari4DSTEMError:
             px, unit = (cal.k_pixel_size, cal.k_units) if cal.k_pixel_size else (None, "")
+        self._cal_px = px
+        for sb in (self.r_in_cal, self.r_out_cal):
+            sb.setEnabled(px is not None)
+            label = self._form.labelForField(sb)
+            if label is not None:
+                label.setText(f"{'inner' if sb is self.r_in_cal else 'outer'} radius [{unit or 'px'}]")
+        if px is not None:
+            for sb, v in ((self.r_in_cal, self.r_in.value()), (self.r_out_cal, self.r_out.value())):
+                sb.blockSignals(True)
+                sb.setValue(v * px)
+                sb.blockSignals(False)
         if px is None:
             self.angles.setText("detector not calibrated: radii in pixels")
             return
@@ -592,6 +615,11 @@ class VirtualImagingWidget(QWidget):
         self._preset_worker = create_worker(
             _preset_job, dc, dets, cal, _progress={"total": len(dets), "desc": "preset images"},
             _connect={"returned": done, "errored": self._on_error})
+
+    def _on_cal_radius(self, px_box: QDoubleSpinBox, value: float) -> None:
+        """A radius typed in mrad (or k units): the pixel field follows, and the detector."""
+        if self._cal_px:
+            px_box.setValue(value / self._cal_px)
 
     def apply_preset(self, name: str) -> None:
         """BF / ABF / LAADF / ADF / HAADF / Full: the precomputed image when it is in (no
