@@ -329,3 +329,35 @@ def test_radii_edit_in_mrad_and_px_both_ways(widget, qtbot):
     w.r_out.setValue(4.0)  # typed in px: 0.7875 mrad
     qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
     assert w.r_out_cal.value() == pytest.approx(4.0 * px_mrad, rel=1e-3)
+
+
+def test_detector_response_mean_com_and_icom(widget, qtbot, stall_detector):
+    """Per-detector response: Mean = Sum / detector pixels; CoM, |CoM| and iCoM from the core's
+    center_of_mass restricted to the detector (known answers computed here the naive way)."""
+    from napari_4dstem.analysis.com import center_of_mass
+    from napari_4dstem.analysis.dpc import dpc, idpc
+
+    viewer, w = widget
+    det = w._last_detector
+    cube = np.asarray(viewer.layers["strained_crystal"].data)
+
+    def shown(response):
+        w.response_combo.setCurrentText(response)
+        qtbot.waitUntil(lambda: w._worker is None and w._pending is None
+                        and w.last_image.params.get("response", "sum").lower() == response.lower(),
+                        timeout=30000)
+        return w.last_image.data
+
+    mask = det.render(cube.shape[2:])
+    with stall_detector.excluded("reference"):
+        naive_sum = (cube.astype(np.float64) * mask).sum(axis=(2, 3))
+    np.testing.assert_allclose(shown("Mean"), naive_sum / mask.sum(), rtol=1e-9)
+    with stall_detector.excluded("reference"):
+        w_img = cube.astype(np.float64) * mask
+        yy = np.arange(cube.shape[2])[None, None, :, None]
+        naive_com_y = (w_img * yy).sum(axis=(2, 3)) / w_img.sum(axis=(2, 3))
+        com = center_of_mass(cube, detector=det)
+    np.testing.assert_allclose(shown("CoM y"), naive_com_y, atol=1e-6)
+    np.testing.assert_allclose(shown("|CoM|"), dpc(com, descan="mean").channel("magnitude"), atol=1e-9)
+    np.testing.assert_allclose(shown("iCoM"), idpc(dpc(com, descan="mean")).data, atol=1e-9)
+    np.testing.assert_array_equal(shown("Sum"), _reference(viewer, det))

@@ -46,6 +46,8 @@ DETECTOR_LAYER = "virtual detector"
 REGION_LAYER = "region pattern"
 KINDS = ("Disk", "Annulus", "Rectangle", "Drawn shapes")
 PRESET_NAMES = ("BF", "ABF", "LAADF", "ADF", "HAADF", "Full")
+# what the detector's image shows (core: virtual_image, center_of_mass, dpc, idpc)
+RESPONSES = ("Sum", "Mean", "CoM y", "CoM x", "|CoM|", "iCoM")
 # the keyboard (bound on the viewer while the dock is open; docs/napari-widgets.md lists it):
 # key -> (what it does, method, arguments)
 KEYMAP: dict[str, tuple[str, str, tuple]] = {
@@ -162,8 +164,42 @@ class _FirstImage:
             self.ready.set()
 
 
+def detector_response(dc: DataCube, det: Detector, cal: Calibration, response: str):
+    """Job: the ``response`` of ``det`` over the scan as a RealSpaceMap (one core call each).
+
+    ``Mean`` is the sum over the detector's weight sum; ``CoM y``/``CoM x`` the centre of mass
+    of the pixels under the detector (detector px), ``|CoM|`` the length of its shift from the
+    mean CoM, ``iCoM`` the integrated CoM (iDPC with the calibration's rotation and flip).
+    """
+    from ..analysis.com import iter_center_of_mass
+    from ..analysis.dpc import dpc, idpc
+    from ..analysis.virtual import iter_virtual_image
+    from ..data.results import RealSpaceMap
+
+    if response in ("Sum", "Mean"):
+        img = yield from iter_virtual_image(dc, det, calibration=cal)
+        if response == "Sum":
+            return img
+        weight = float(np.sum(det.render(dc.detector_shape)))
+        return RealSpaceMap(img.data / max(weight, 1e-12), name="virtual_mean", units="counts/px",
+                            calibration=img.calibration, params={**img.params, "response": "mean"})
+    com = yield from iter_center_of_mass(dc, detector=det, calibration=cal)
+    params = {"detector": det.to_params(), "response": response}
+    if response in ("CoM y", "CoM x"):
+        ch = "com_y" if response == "CoM y" else "com_x"
+        return RealSpaceMap(com.channel(ch), name=ch, units="px", calibration=com.calibration, params=params)
+    d = dpc(com, descan="mean")
+    if response == "|CoM|":
+        return RealSpaceMap(d.channel("magnitude"), name="com_magnitude", units="px",
+                            calibration=com.calibration, params=params)
+    if response == "iCoM":
+        ph = idpc(d)
+        return RealSpaceMap(ph.data, name="icom", units=ph.units, calibration=com.calibration, params=params)
+    raise ValueError(f"unknown response {response!r}; use one of {RESPONSES}")
+
+
 def _live_job(dc: DataCube, det: Detector, cal: Calibration, descan: bool, preview: DataCube | None,
-              timings: list, first: _FirstImage | None = None):
+              timings: list, first: _FirstImage | None = None, response: str = "Sum"):
     """Worker job: a binned preview first (when given a preview cube), then the exact image.
 
     Appends the exact computation's duration (s) to ``timings``; hands its first image to
@@ -183,7 +219,10 @@ def _live_job(dc: DataCube, det: Detector, cal: Calibration, descan: bool, previ
         first.put(item, t_start)
         yield item
     t0 = time.perf_counter()
-    img = yield from iter_virtual_image(dc, det, calibration=cal, descan=descan)
+    if response == "Sum":
+        img = yield from iter_virtual_image(dc, det, calibration=cal, descan=descan)
+    else:
+        img = yield from detector_response(dc, det, cal, response)
     timings.append(time.perf_counter() - t0)
     first.put(img, t_start)
     return img
@@ -279,6 +318,9 @@ class VirtualImagingWidget(QWidget):
         self.angles = QLabel("")
         self.angles.setMinimumHeight(self.angles.fontMetrics().lineSpacing() + 4)
         self.descan = QCheckBox("descan (shift by the fitted origin)")
+        self.response_combo = QComboBox()
+        self.response_combo.addItems(RESPONSES)
+        self.response_combo.setToolTip("what the virtual image shows for the detector's pixels")
         self.presets = {}
         presets = QHBoxLayout()
         for name in PRESET_NAMES:
@@ -297,6 +339,7 @@ class VirtualImagingWidget(QWidget):
         form = QFormLayout()
         form.addRow("4D layer", self.layer_combo)
         form.addRow("detector", self.kind_combo)
+        form.addRow("response", self.response_combo)
         form.addRow("centre k_y [px]", self.cy)
         form.addRow("centre k_x [px]", self.cx)
         form.addRow("inner radius [px]", self.r_in)
@@ -323,6 +366,7 @@ class VirtualImagingWidget(QWidget):
         self.r_in_cal.valueChanged.connect(lambda v: self._on_cal_radius(self.r_in, v))
         self.r_out_cal.valueChanged.connect(lambda v: self._on_cal_radius(self.r_out, v))
         self.descan.toggled.connect(self._on_descan)
+        self.response_combo.currentIndexChanged.connect(self._on_descan)  # same detector, again
         self.cancel_btn.clicked.connect(self.cancel)
         self.save_btn.clicked.connect(self._save_dialog)
         self.realspace.positionPicked.connect(self.set_scan_position)
@@ -616,6 +660,9 @@ class VirtualImagingWidget(QWidget):
             _preset_job, dc, dets, cal, _progress={"total": len(dets), "desc": "preset images"},
             _connect={"returned": done, "errored": self._on_error})
 
+    def _response(self) -> str:
+        return self.response_combo.currentText() if hasattr(self, "response_combo") else "Sum"
+
     def _on_cal_radius(self, px_box: QDoubleSpinBox, value: float) -> None:
         """A radius typed in mrad (or k units): the pixel field follows, and the detector."""
         if self._cal_px:
@@ -625,7 +672,7 @@ class VirtualImagingWidget(QWidget):
         """BF / ABF / LAADF / ADF / HAADF / Full: the precomputed image when it is in (no
         recompute), else computed now."""
         cached = getattr(self, "_preset_cache", {}).get(name)
-        if cached is not None and not self.descan.isChecked():
+        if cached is not None and not self.descan.isChecked() and self._response() == "Sum":
             det, img = cached
             self.set_detector(det, image=img)
             return
@@ -682,13 +729,15 @@ class VirtualImagingWidget(QWidget):
         self.cancel_btn.setEnabled(True)
         # the preview pays off only when the exact image is slow (the GUI redraw is a floor)
         slow = bool(self._exact_s) and self._exact_s[-1] > PREVIEW_ABOVE_S
-        use_preview = slow and self._preview is not None and not self.descan.isChecked()
+        response = self._response()
+        use_preview = (slow and self._preview is not None and not self.descan.isChecked()
+                       and response == "Sum")
         self._shown = False
         self._first_soon = use_preview or (bool(self._exact_s) and self._exact_s[-1] < FIRST_SOON_S)
         first = self._first = _FirstImage()
         worker = create_worker(
             _live_job, dc, det, cal, self.descan.isChecked(), self._preview if use_preview else None,
-            self._exact_s, first,
+            self._exact_s, first, response,
             _connect={"returned": self._on_image, "yielded": self._on_yielded,
                       "errored": self._on_error, "finished": self._on_finished},
             **kwargs,
@@ -718,7 +767,8 @@ class VirtualImagingWidget(QWidget):
         else:
             self.last_image = item
             d = item.params.get("detector", {})
-            self.realspace.set_image(item.data, title=f"virtual image: {d.get('kind', '')}")
+            resp = item.params.get("response", "sum")
+            self.realspace.set_image(item.data, title=f"virtual image: {d.get('kind', '')}, {resp}")
             self._shown = True
             self.status.setText("")
         self._after_image()
