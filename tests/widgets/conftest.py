@@ -13,7 +13,8 @@ clicks). An interval whose GUI-thread CPU time is over ``THRESHOLD_S`` is a stal
   and visuals (``SceneCanvas``/``Node`` construction: each layer's visual, a dock's real-space
   canvas) and docking a widget (``Window.add_dock_widget``, which also saves napari's settings).
   None of these may run our own slots inside (napari's progress bar does, so it is not here). Widgets add each of their layers once and update it after;
-- deliberately excluded set-up: creating a viewer (the ``make_napari_viewer`` fixture is wrapped
+- deliberately excluded set-up: pytest's and napari's fixtures before the test's first viewer
+  (or its body) starts, creating a viewer (the ``make_napari_viewer`` fixture is wrapped
   here) and adding the first layer (``with stall_detector.excluded("first layer add"): ...``), or
   a test's own reference computation (``excluded("reference")``). Opening a dock widget
   (``add_plugin_dock_widget``) is set-up with a budget of its own, ``DOCK_OPEN_BUDGET_S``: Qt
@@ -42,6 +43,7 @@ from contextlib import contextmanager
 import pytest
 
 THRESHOLD_S = 0.050
+SETUP = "fixture set-up"
 DOCK_OPEN_BUDGET_S = 0.250  # opening a dock widget: set-up, but with a budget of its own
 TICK_MS = 5
 
@@ -112,6 +114,15 @@ class StallDetector:
                                     "paint_ms": round((self.paint_s - floor0) * 1e3, 1),
                                     "ended_by": f"{reason} over its {budget_s * 1e3:.0f} ms budget",
                                     "stack": []})
+
+    def begin_setup(self) -> None:
+        self._close("fixture set-up")
+        self._excluded.append(SETUP)
+
+    def end_setup(self) -> None:
+        if SETUP in self._excluded:
+            self._close("end of fixture set-up")
+            self._excluded.remove(SETUP)
 
     def painting(self, seconds: float) -> None:
         self._paint_in += seconds
@@ -262,6 +273,9 @@ def _stall_guard(request):
     request.node._stall_detector = det
     _ACTIVE.append(det)
     det.start()
+    # pytest's and napari's fixtures set up (settings, checks) before the test drives anything:
+    # excluded until the first viewer is made or the test body starts
+    det.begin_setup()
     try:
         yield det
     finally:
@@ -286,9 +300,19 @@ def make_napari_viewer(make_napari_viewer, request):
     def factory(*args, **kwargs):
         if det is None:
             return make_napari_viewer(*args, **kwargs)
+        det.end_setup()
         with det.excluded("viewer creation"):
             return make_napari_viewer(*args, **kwargs)
 
     yield factory
     if det is not None:
         det.stop()  # the test is over: closing the viewers is not driving the widget
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    det = getattr(item, "_stall_detector", None)
+    if det is not None:
+        det.end_setup()
+    yield
+

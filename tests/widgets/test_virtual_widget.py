@@ -361,3 +361,19 @@ def test_detector_response_mean_com_and_icom(widget, qtbot, stall_detector):
     np.testing.assert_allclose(shown("|CoM|"), dpc(com, descan="mean").channel("magnitude"), atol=1e-9)
     np.testing.assert_allclose(shown("iCoM"), idpc(dpc(com, descan="mean")).data, atol=1e-9)
     np.testing.assert_array_equal(shown("Sum"), _reference(viewer, det))
+
+
+def test_rgb_composite_of_three_presets(widget, qtbot):
+    from napari_4dstem.widgets.virtual import rgb_composite
+
+    viewer, w = widget
+    qtbot.waitUntil(lambda: w.presets_ready, timeout=60000)
+    w.rgb_btn.click()  # HAADF / ABF / BF
+    rgb = w.last_rgb
+    assert rgb.shape == (*viewer.layers["strained_crystal"].data.shape[:2], 3)
+    for i, name in enumerate(("HAADF", "ABF", "BF")):
+        img = _reference(viewer, w._preset_cache[name][0])
+        lo, hi = np.percentile(img, [0.1, 99.9])
+        np.testing.assert_allclose(rgb[..., i], np.clip((img - lo) / (hi - lo), 0, 1), atol=1e-6)
+    assert "RGB: HAADF / ABF / BF" in w.realspace.label.text()
+    assert rgb_composite([np.zeros((2, 2))] * 3).max() == 0.0  # a flat image: no division by 0

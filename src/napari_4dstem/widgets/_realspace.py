@@ -117,6 +117,13 @@ class RealSpaceView(QWidget):
         """Show the stored image with the chosen scale and percentile range (no recompute)."""
         if self._raw is None:
             return
+        if self._raw.ndim == 3:  # an RGB composite, already in 0..1: no scale or range
+            self.displayed_clim = (0.0, 1.0)
+            self.image.set_data(self._raw)
+            self.image.clim = (0.0, 1.0)
+            self._fit_camera(self._raw.shape[:2])
+            self.canvas.update()
+            return
         img = display_transform(self._raw, self.scale_combo.currentText())
         clim = self._clim if self.scale_combo.currentText() == "Lin" else None
         finite = img[np.isfinite(img)]
@@ -130,12 +137,16 @@ class RealSpaceView(QWidget):
         self.displayed_clim = clim
         self.image.set_data(np.nan_to_num(img, nan=clim[0]))
         self.image.clim = clim
-        if img.shape != self._shape:
-            self._shape = img.shape
+        self._fit_camera(img.shape)
+        self.canvas.update()
+
+    def _fit_camera(self, shape) -> None:
+        shape = tuple(shape[:2])
+        if shape != self._shape:
+            self._shape = shape
             # vispy draws pixel (iy, ix) over [ix, ix + 1) x [iy, iy + 1): the whole image is
             # 0..n (a range of -0.5..n-0.5 cut the last half row and column)
-            self.view.camera.set_range(x=(0, img.shape[1]), y=(0, img.shape[0]), margin=0)
-        self.canvas.update()
+            self.view.camera.set_range(x=(0, shape[1]), y=(0, shape[0]), margin=0)
 
     def set_position(self, iy: int, ix: int) -> None:
         # on the pixel's centre (vispy's pixel ix spans ix..ix+1)
