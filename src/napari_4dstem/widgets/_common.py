@@ -228,6 +228,32 @@ def models_changed():
     return _MODELS_CHANGED.changed
 
 
+def is_deleted(obj) -> bool:
+    """True when the Qt object behind ``obj`` is gone (a dock closed while its worker ran)."""
+    try:
+        from qtpy import sip
+
+        return bool(sip.isdeleted(obj))
+    except (ImportError, TypeError):
+        try:
+            import shiboken6
+
+            return not shiboken6.isValid(obj)
+        except (ImportError, TypeError):
+            return False
+
+
+def guarded(owner, fn):
+    """``fn`` that does nothing once the Qt object ``owner`` is deleted: for worker results
+    that arrive after their dock was closed (or its viewer, at the end of a test)."""
+    def call(*args, **kwargs):
+        if is_deleted(owner):
+            return None
+        return fn(*args, **kwargs)
+
+    return call
+
+
 class LatestRunner:
     """Runs a quick computation (a preview on the current pattern) in a worker; the newest
     request wins.
@@ -264,9 +290,13 @@ class LatestRunner:
         self._next = None
         if self.on_busy is not None:
             self.on_busy(True)
+        owner = getattr(self.on_result, "__self__", None)
+        on_result, on_error = self.on_result, self.on_error
+        if owner is not None:
+            on_result, on_error = guarded(owner, on_result), guarded(owner, on_error)
         self.worker = create_worker(
             fn, *args, **kwargs,
-            _connect={"returned": self.on_result, "errored": self.on_error, "finished": self._finished},
+            _connect={"returned": on_result, "errored": on_error, "finished": self._finished},
         )
 
     def _finished(self) -> None:

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker, JobRunner, LatestRunner, models_changed, scan_position
+from ._common import CubePicker, JobRunner, LatestRunner, guarded, models_changed, scan_position
 from ._results import results_viewer, show_map
 from ._warmup import WarmupLabel
 
@@ -131,7 +131,8 @@ class NNDiskWidget(QWidget):
         GUI thread when the dock opened)."""
         from napari.qt.threading import create_worker
 
-        create_worker(_model_names, _connect={"returned": self._set_models, "errored": self._error})
+        create_worker(_model_names, _connect={"returned": guarded(self, self._set_models),
+                                              "errored": guarded(self, self._error)})
 
     def _set_models(self, names: list[str]) -> None:
         cur = self.model_combo.currentText()

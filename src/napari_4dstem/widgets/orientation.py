@@ -36,7 +36,7 @@ from ..analysis.crystal import BUNDLED_CRYSTALS
 from ..data.calibration import Calibration
 from ..engine.jobs import Progress
 from ..errors import CalibrationError, Napari4DSTEMError
-from ._common import CubePicker, JobRunner, scan_position
+from ._common import CubePicker, JobRunner, guarded, scan_position
 from ._results import results_viewer, show_map
 
 # the bundled crystals, Fe and Ti shown by their structure aliases (load_crystal takes both)
@@ -598,7 +598,8 @@ class OrientationWidget(QWidget):
         GUI thread, more for bigger scans), then shown."""
         from napari.qt.threading import create_worker
 
-        create_worker(_ipf_images, res, _connect={"returned": self._show_result, "errored": self.jobs.error})
+        create_worker(_ipf_images, res, _connect={"returned": guarded(self, self._show_result),
+                                                  "errored": guarded(self, self.jobs.error)})
 
     def _show_result(self, images) -> None:
         res, rgb, keys = images

@@ -41,7 +41,7 @@ from qtpy.QtWidgets import (
 from ..analysis.crystal import BUNDLED_CRYSTALS
 from ..engine.jobs import Progress
 from ..errors import Napari4DSTEMError
-from ._common import JobRunner, models_changed
+from ._common import JobRunner, guarded, models_changed
 from ._forms import folder_row, job_row, spin, spin_range
 from ._plot import TrainingPlot
 
@@ -254,7 +254,7 @@ class SimulationTrainingWidget(QWidget):
                 item = model.item(self.engine_combo.count() - 1)
                 item.setEnabled(False)
                 item.setToolTip("checking whether it is installed...")
-        create_worker(_check_engines, ENGINES, _connect={"returned": self._on_engines_checked})
+        create_worker(_check_engines, ENGINES, _connect={"returned": guarded(self, self._on_engines_checked)})
 
     def _on_engines_checked(self, problems: dict) -> None:
         model = self.engine_combo.model()

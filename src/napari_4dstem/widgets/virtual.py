@@ -38,7 +38,7 @@ from ..analysis.detectors import (
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker, scan_position
+from ._common import CubePicker, guarded, scan_position
 from ._realspace import RealSpaceView
 from ._warmup import WarmupLabel
 
@@ -423,8 +423,8 @@ class VirtualImagingWidget(QWidget):
         from napari.qt.threading import create_worker
 
         # reading 25 patterns of a lazy file and fitting the disk: a worker, never the GUI thread
-        create_worker(_find_bf, dc, _connect={"returned": lambda bf, dc=dc: self._on_bf(dc, bf),
-                                              "errored": self._on_error})
+        create_worker(_find_bf, dc, _connect={"returned": guarded(self, lambda bf, dc=dc: self._on_bf(dc, bf)),
+                                              "errored": guarded(self, self._on_error)})
 
     def _on_bf(self, dc: DataCube, bf) -> None:
         """The BF disk of the centre patterns is in: start with a BF detector on it."""
@@ -683,7 +683,7 @@ class VirtualImagingWidget(QWidget):
 
         self._preset_worker = create_worker(
             _preset_job, dc, dets, cal, _progress={"total": len(dets), "desc": "preset images"},
-            _connect={"returned": done, "errored": self._on_error})
+            _connect={"returned": guarded(self, done), "errored": guarded(self, self._on_error)})
 
     def show_rgb(self, names: tuple[str, str, str] | None = None) -> np.ndarray | None:
         """Show three precomputed preset images as one RGB image (red, green, blue), each
@@ -833,7 +833,7 @@ class VirtualImagingWidget(QWidget):
 
         create_worker(iter_preview_cube, dc, factor=4,
                       _progress={"total": 1, "desc": "binned preview"},
-                      _connect={"returned": done, "errored": self._on_error})
+                      _connect={"returned": guarded(self, done), "errored": guarded(self, self._on_error)})
 
     def _on_error(self, exc) -> None:
         self.status.setText(str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}")
@@ -974,6 +974,8 @@ class VirtualImagingWidget(QWidget):
 
     def closeEvent(self, event) -> None:
         self._unbind_keys()
+        if getattr(self, "_preset_worker", None) is not None:
+            self._preset_worker.quit()  # a generator: stops between presets
         self.cancel()
         if self._worker is not None:
             self._worker.await_workers() if hasattr(self._worker, "await_workers") else None
