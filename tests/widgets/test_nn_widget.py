@@ -46,6 +46,10 @@ def test_preview_and_scan(make_napari_viewer, qtbot, stall_detector):
     w.probe_combo.setCurrentText("bad probe")
     w.preview()
     qtbot.waitUntil(lambda: "not centred" in w.status.text(), timeout=60000)
+    # the whole traceback is in the Log dock
+    _, log = main.window.add_plugin_dock_widget("napari-4dstem", "Log")
+    text = log.text.toPlainText()
+    assert "NNDiskWidget" in text and "not centred" in text and "Traceback" in text
 
 
 def test_find_all_reports_progress_and_cancels_between_small_blocks(make_napari_viewer, qtbot, stall_detector):

@@ -175,8 +175,12 @@ class JobRunner:
     def error(self, exc) -> None:
         import napari
 
+        from .log import log_error
+
         msg = str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}"
         self.status.setText(msg)
+        owner = self.status.parent()
+        log_error(type(owner).__name__ if owner is not None else "job", exc)  # traceback: Log dock
         napari.utils.notifications.show_error(msg)
 
     def cancel(self) -> None:

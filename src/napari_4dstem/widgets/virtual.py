@@ -836,6 +836,9 @@ class VirtualImagingWidget(QWidget):
                       _connect={"returned": guarded(self, done), "errored": guarded(self, self._on_error)})
 
     def _on_error(self, exc) -> None:
+        from .log import log_error
+
+        log_error("Virtual imaging", exc)
         self.status.setText(str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}")
 
     def _on_finished(self) -> None:
