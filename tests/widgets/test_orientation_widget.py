@@ -74,7 +74,8 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, sta
     _wait(qtbot, w)
     assert w.plans is not None and w.plans[0].n_zones > 100
     assert "zone axes" in w.status.text()
-    assert "IPF key (m-3m)" in w.key_label.text() and not w.key_image.pixmap().isNull()
+    qtbot.waitUntil(lambda: "IPF key (m-3m)" in w.key_label.text(), timeout=30000)  # a worker
+    assert not w.key_image.pixmap().isNull()
 
     # check one pattern deep inside the [001] grain
     dist = distance_transform_edt(grain == ZONE_GRAINS["[001]"])

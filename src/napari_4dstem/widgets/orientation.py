@@ -151,6 +151,14 @@ def _hkl_label(hkl) -> str:
 
 
 # ------------------------------------------------------------------------------------------
+def _key_image(group, size: int = 128):
+    """Worker: ``(group, axis labels, RGBA uint8 key image)``."""
+    from ..analysis.ipf import ipf_key, ipf_key_image
+
+    _, _, labels = ipf_key(group)
+    return group, labels, (255 * np.clip(ipf_key_image(group, size=size), 0, 1)).astype(np.uint8)
+
+
 def _ipf_images(res, size: int = 128):
     """Worker: ``(res, {"x"|"y"|"z": IPF RGB map}, [colour key per crystal])`` as float32."""
     from ..analysis.ipf import ipf_key_image
@@ -424,10 +432,14 @@ class OrientationWidget(QWidget):
         self._show_key(plans[0].crystal.point_group)
 
     def _show_key(self, group) -> None:
-        from ..analysis.ipf import ipf_key, ipf_key_image
+        """The IPF colour key, drawn in a worker (0.05-0.15 s), shown when done."""
+        from napari.qt.threading import create_worker
 
-        _, _, labels = ipf_key(group)
-        rgba = (255 * np.clip(ipf_key_image(group, size=128), 0, 1)).astype(np.uint8)
+        create_worker(_key_image, group, _connect={"returned": guarded(self, self._set_key),
+                                                   "errored": guarded(self, self.jobs.error)})
+
+    def _set_key(self, key) -> None:
+        group, labels, rgba = key
         self._key_rgba = np.ascontiguousarray(rgba)  # QImage does not copy
         img = QImage(self._key_rgba.data, 128, 128, 4 * 128, QImage.Format.Format_RGBA8888)
         self.key_image.setPixmap(QPixmap.fromImage(img))
