@@ -36,7 +36,8 @@ def _load(key: str):
     layers = [datacube_layer(o) for o in contents.values() if isinstance(o, DataCube)]
     probe = contents.get("probe")
     if probe is not None:
-        layers.append(result_layer(probe, source=str(path), visible=False, colormap="gray"))
+        # first: napari selects the layer added last, and the hidden probe must not be it
+        layers.insert(0, result_layer(probe, source=str(path), visible=False, colormap="gray"))
     return layers
 
 

@@ -23,23 +23,26 @@ def _wait(qtbot, w):
     qtbot.waitUntil(lambda: w._worker is None, timeout=30000)
 
 
-def test_origin_and_descan_recover_the_planted_origin(viewers, qtbot):
+def test_origin_and_descan_recover_the_planted_origin(viewers, qtbot, stall_detector):
     main, results = viewers
-    main.open_sample("napari-4dstem", "strained_crystal")
+    with stall_detector.excluded("first layer add"):
+        main.open_sample("napari-4dstem", "strained_crystal")
     _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Calibration and DPC")
     assert isinstance(w, CalibrationDPCWidget)
     w.measure_btn.click()
     qtbot.waitUntil(lambda: w.origin_fit is not None, timeout=30000)
     _wait(qtbot, w)
     cube = main.layers["strained_crystal"]
-    ref = measure_origin(np.asarray(cube.data))
+    with stall_detector.excluded("reference"):
+        ref = measure_origin(np.asarray(cube.data))
     np.testing.assert_allclose(w.origin.data, ref.data)
     np.testing.assert_allclose(w.origin_fit.origin_map_px, fit_origin_plane(ref).origin_map_px)
     # the planted (linear) descan of the sample, within 0.05 px after the plane fit
     from napari_4dstem._sample_data import sample_path
     from napari_4dstem.io import emd
 
-    truth = emd.read(sample_path("strained_crystal"))["truth_origin"].data
+    with stall_detector.excluded("reference"):
+        truth = emd.read(sample_path("strained_crystal"))["truth_origin"].data
     assert np.abs(w.origin_fit.origin_map_px - truth).max() < 0.05
     for name in ["origin k_y (measured)", "origin k_x (fitted)"]:
         assert name in results.layers and results.layers[name].ndim == 2
@@ -69,17 +72,20 @@ def _dpc_cube(rotation_deg: float, n: int = 24, q: int = 48):
     return data.astype(np.float32)
 
 
-def test_auto_rotation_finds_the_planted_rotation(viewers, qtbot):
+def test_auto_rotation_finds_the_planted_rotation(viewers, qtbot, stall_detector):
     main, results = viewers
-    data = _dpc_cube(25.0)
-    main.add_image(data, name="dpc_cube", metadata={"napari_4dstem": {"calibration": Calibration()}})
+    with stall_detector.excluded("first layer add"):
+        data = _dpc_cube(25.0)
+        main.add_image(data, name="dpc_cube", metadata={"napari_4dstem": {"calibration": Calibration()}})
     w = CalibrationDPCWidget(main)
     main.window.add_dock_widget(w)
     w.compute_com()
     qtbot.waitUntil(lambda: w.com is not None, timeout=30000)
     _wait(qtbot, w)
     w.descan.setCurrentText("mean")
-    w.auto_btn.click()
+    w.auto_btn.click()  # the fit and the maps run in workers
+    qtbot.waitUntil(lambda: w.rotation.value() != 0.0 and "DPC vectors" in results.layers
+                    and not w._dpc_runner.busy and not w._rot_runner.busy, timeout=30000)
     assert w.rotation.value() == pytest.approx(25.0, abs=0.5)
     assert not w.flip.isChecked()
     for name in ["DPC magnitude", "DPC colour wheel", "iDPC phase", "DPC vectors"]:
@@ -92,22 +98,28 @@ def test_auto_rotation_finds_the_planted_rotation(viewers, qtbot):
     assert np.corrcoef(results.layers["iDPC phase"].data.ravel(), bump.ravel())[0, 1] > 0.9
 
 
-def test_copy_as_python_reproduces_the_dpc_maps(viewers, qtbot, tmp_path, run_copied_script):
+def test_copy_as_python_reproduces_the_dpc_maps(viewers, qtbot, tmp_path, run_copied_script, stall_detector):
     from napari_4dstem.io import emd
 
     main, results = viewers
-    main.open_sample("napari-4dstem", "strained_crystal")
+    with stall_detector.excluded("first layer add"):
+        main.open_sample("napari-4dstem", "strained_crystal")
     w = CalibrationDPCWidget(main)
     main.window.add_dock_widget(w)
     assert w.copy_as_python() is None and "run the analysis first" in w.status.text()
     w.com_btn.click()
     qtbot.waitUntil(lambda: w.com is not None, timeout=30000)
     _wait(qtbot, w)
-    w.auto_btn.click()
+    w.auto_btn.click()  # the fit and the maps run in workers: wait for the maps of the fitted rotation
+    qtbot.waitUntil(lambda: "rotation" in w.dpc_label.text() and not w._rot_runner.busy
+                    and not w._dpc_runner.busy and w.result is not None
+                    and w.result.rotation_deg == w.rotation.value() and w.result.flip == w.flip.isChecked(),
+                    timeout=30000)
     text = w.copy_as_python()
     assert "run_dpc(" in text and "DPCParams(rotation_deg=" in text
     run_copied_script(text, tmp_path)
-    again = emd.read(tmp_path / "result.h5")
+    with stall_detector.excluded("reference"):
+        again = emd.read(tmp_path / "result.h5")
     np.testing.assert_array_equal(again["dpc"].data, w.dpc_map.data)
     np.testing.assert_array_equal(again["idpc"].data, w.phase.data)
     np.testing.assert_array_equal(results.layers["iDPC phase"].data, again["idpc"].data)

@@ -14,17 +14,26 @@ from napari_4dstem.widgets.nn import PEAKS_LAYER, PRED_LAYER, NNDiskWidget
 pytestmark = pytest.mark.gui
 
 
-def test_preview_and_scan(make_napari_viewer, qtbot):
+def test_preview_and_scan(make_napari_viewer, qtbot, stall_detector):
     main, results = make_napari_viewer(), make_napari_viewer()
     set_results_viewer(main, results)
-    s = make_strained_crystal(scan_shape=(6, 6))
-    main.add_image(np.asarray(s.datacube.data), name="cube")
-    main.add_image(np.asarray(s.probe.data), name="probe")
+    with stall_detector.excluded("test data"):
+        s = make_strained_crystal(scan_shape=(6, 6))
+    cal = s.datacube.calibration
+    with stall_detector.excluded("first layer add"):
+        main.add_image(np.asarray(s.datacube.data), name="cube", **cal.napari_kwargs("4d"))
+        main.add_image(np.asarray(s.probe.data), name="probe", **cal.napari_kwargs("k"))
     _, w = main.window.add_plugin_dock_widget("napari-4dstem", "NN disk detection")
     assert isinstance(w, NNDiskWidget)
+    qtbot.waitUntil(lambda: w.models_listed, timeout=60000)  # listed in a worker
     assert w.probe_combo.currentText() == "probe" and w.model_combo.count() >= 1
-    yx = w.preview()
+    w.preview()  # in a worker; with calibrated layers it must not warn "Inconsistent units"
+    qtbot.waitUntil(lambda: w.last_preview is not None, timeout=60000)
+    yx = w.last_preview
     assert PRED_LAYER in main.layers and PEAKS_LAYER in main.layers
+    # napari warns "Inconsistent units across layers" (and drops the scale bar's units) exactly
+    # when this is None: the prediction layer carries the pattern's units
+    assert main.layers.extent.units is not None
     # the strained crystal's (0, 0) pattern: the central disk is among the predicted peaks
     origin = s.truth[1].data[0, 0]
     assert len(yx) >= 5 and np.hypot(*(yx - origin).T).min() < 1.0
@@ -42,24 +51,64 @@ def test_preview_and_scan(make_napari_viewer, qtbot):
     # a probe that is not centred: a clear message, no exception
     main.add_image(np.roll(np.asarray(s.probe.data), (40, 40), axis=(0, 1)), name="bad probe")
     w.probe_combo.setCurrentText("bad probe")
-    assert w.preview() is None and "not centred" in w.status.text()
+    w.preview()
+    qtbot.waitUntil(lambda: "not centred" in w.status.text(), timeout=60000)
+    # the whole traceback is in the Log dock
+    _, log = main.window.add_plugin_dock_widget("napari-4dstem", "Log")
+    text = log.text.toPlainText()
+    assert "NNDiskWidget" in text and "not centred" in text and "Traceback" in text
 
 
-def test_save_and_copy_as_python(make_napari_viewer, qtbot, tmp_path):
+def test_save_and_copy_as_python(make_napari_viewer, qtbot, tmp_path, stall_detector):
     """The result saves and reopens as BraggPeaks; data held only in memory has no script, and
     the dock says why."""
     from napari_4dstem.io import emd
 
     main, results = make_napari_viewer(), make_napari_viewer()
     set_results_viewer(main, results)
-    s = make_strained_crystal(scan_shape=(4, 4))
-    main.add_image(np.asarray(s.datacube.data), name="cube")
-    main.add_image(np.asarray(s.probe.data), name="probe")
+    with stall_detector.excluded("test data"):
+        s = make_strained_crystal(scan_shape=(4, 4))
+    with stall_detector.excluded("first layer add"):
+        main.add_image(np.asarray(s.datacube.data), name="cube")
+        main.add_image(np.asarray(s.probe.data), name="probe")
     w = NNDiskWidget(main)
+    qtbot.waitUntil(lambda: w.models_listed, timeout=60000)  # listed in a worker
     w.run()
     qtbot.waitUntil(lambda: w._worker is None, timeout=60000)
-    saved = emd.read(w.save_result(tmp_path / "nn.h5"))
+    # known: the docks' Save result... writes on the GUI thread (not yet a worker)
+    with stall_detector.excluded("Save result on the GUI thread (not yet a worker)"):
+        out = w.save_result(tmp_path / "nn.h5")
+    with stall_detector.excluded("reference"):
+        saved = emd.read(out)
     peaks = next(v for v in saved.values() if isinstance(v, BraggPeaks))
     np.testing.assert_array_equal(peaks.qy, w.peaks.qy)
     assert peaks.params["recipe"]["params"]["nn"]["min_relative"] == pytest.approx(0.1)
     assert w.copy_as_python() is None and "not computed from a file" in w.status.text()
+
+
+def test_find_all_reports_progress_and_cancels_between_small_blocks(make_napari_viewer, qtbot, stall_detector):
+    """The whole scan used to be one block: no progress for 87 s and a Cancel that did nothing."""
+    import time
+
+    from napari_4dstem.engine.jobs import Progress
+
+    main = make_napari_viewer()
+    with stall_detector.excluded("test data"):
+        s = make_strained_crystal(scan_shape=(8, 8))
+    with stall_detector.excluded("first layer add"):
+        main.add_image(np.asarray(s.datacube.data), name="cube")
+        main.add_image(np.asarray(s.probe.data), name="probe")
+    _, w = main.window.add_plugin_dock_widget("napari-4dstem", "NN disk detection")
+    qtbot.waitUntil(lambda: w.models_listed, timeout=60000)
+    seen = []
+    w.run()
+    w.jobs.worker.yielded.connect(lambda p: seen.append(p) if isinstance(p, Progress) else None)
+    qtbot.waitUntil(lambda: len(seen) >= 2, timeout=60000)  # progress while it runs
+    assert seen[-1].total == 16  # 8 x 8 patterns in blocks of 4
+    t0 = time.perf_counter()
+    w.cancel_btn.click()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=30000)
+    took = time.perf_counter() - t0
+    assert w.peaks is None and w.status.text() == "cancelled"
+    assert seen[-1].done < seen[-1].total, "the job ran to its end instead of stopping"
+    print(f"cancel took {took:.3f} s after {seen[-1].done} of {seen[-1].total} blocks")

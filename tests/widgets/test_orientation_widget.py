@@ -56,11 +56,12 @@ def _mis_up_to_twin(U, T, group):
     return out
 
 
-def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, run_copied_script):
+def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, run_copied_script, stall_detector):
     main, results = viewers
     U_true, grain = truth
     au = bundled_crystal("Au")
-    main.open_sample("napari-4dstem", "polycrystal_au")
+    with stall_detector.excluded("first layer add"):
+        main.open_sample("napari-4dstem", "polycrystal_au")
     _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Orientation mapping")
     assert isinstance(w, OrientationWidget)
     # energy and k_max come from the layer's calibration (300 kV, 0.02 1/A px, 128 px detector)
@@ -74,7 +75,8 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, run
     _wait(qtbot, w)
     assert w.plans is not None and w.plans[0].n_zones > 100
     assert "zone axes" in w.status.text()
-    assert "IPF key (m-3m)" in w.key_label.text() and not w.key_image.pixmap().isNull()
+    qtbot.waitUntil(lambda: "IPF key (m-3m)" in w.key_label.text(), timeout=30000)  # a worker
+    assert not w.key_image.pixmap().isNull()
 
     # check one pattern deep inside the [001] grain
     dist = distance_transform_edt(grain == ZONE_GRAINS["[001]"])
@@ -109,6 +111,7 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, run
     # the whole scan
     w.run_btn.click()
     _wait(qtbot, w)
+    qtbot.waitUntil(lambda: w.result is not None, timeout=30000)  # IPF colours in a worker
     r = w.result
     assert r is not None and w.peaks is not None
     for name in ("IPF x", "IPF y", "IPF z"):
@@ -118,7 +121,9 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, run
     assert "IPF key (m-3m)" in results.layers and results.layers["IPF key (m-3m)"].rgb
     assert "correlation" in results.layers and "reliability" in results.layers
     assert "phase" not in results.layers  # one crystal: no phase map
-    mis = misorientation_deg(r.orientation[:, :, 0], U_true, au.point_group)
+    stall_detector.step()
+    with stall_detector.excluded("reference"):
+        mis = misorientation_deg(r.orientation[:, :, 0], U_true, au.point_group)
     # [001] and [011] grains: >= 90 % of the patterns indexed with reliability >= 0.05, and the
     # median misorientation of those to the truth below 1 deg (measured: 0.24 and 0.07 deg)
     for zone in ("[001]", "[011]"):
@@ -130,40 +135,51 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, run
     # same pattern); its reliability is low for most patterns, which is what marks the ambiguity
     g = (grain == ZONE_GRAINS["[111]"]) & r.valid
     assert g.sum() > 100
-    twin_mis = _mis_up_to_twin(r.orientation[:, :, 0], U_true, au.point_group)
+    with stall_detector.excluded("reference"):
+        twin_mis = _mis_up_to_twin(r.orientation[:, :, 0], U_true, au.point_group)
     assert np.median(twin_mis[g]) < 1.0
     assert np.median(r.reliability[g]) < 0.05
 
     # exports (the buttons call these with a file dialog's path)
-    ang = w.export_ang(tmp_path / "map.ang")
+    # the exports still write on the GUI thread (known: reported in docs/napari-widgets.md)
+    with stall_detector.excluded("export on the GUI thread (not yet a worker)"):
+        ang = w.export_ang(tmp_path / "map.ang")
     rows = [ln for ln in ang.read_text().splitlines() if not ln.startswith("#")]
     assert len(rows) == 32 * 32
-    h5 = w.save_maps(tmp_path / "maps.h5")
-    saved = emd.read(h5)
+    with stall_detector.excluded("export on the GUI thread (not yet a worker)"):
+        h5 = w.save_maps(tmp_path / "maps.h5")
+        saved = emd.read(h5)
     assert any(k.endswith("ipf_z") for k in saved) and any(k.endswith("euler_bunge") for k in saved)
     # the saved file reopens as the whole ACOMResult (read_acom), equal to the widget's
-    back = read_acom(h5)
+    with stall_detector.excluded("reference"):
+        back = read_acom(h5)
     np.testing.assert_array_equal(back.orientation, r.orientation)
     np.testing.assert_array_equal(back.correlation, r.correlation)
 
     # an IPF layer saved from napari reopens as an RGB map (channels r, g, b) with its recipe
     results.layers.selection = {results.layers["IPF z"]}
-    assert results.layers.save(str(tmp_path / "ipf.h5"), selected=True, plugin="napari-4dstem")
-    ipf = emd.read(tmp_path / "ipf.h5")["IPF z"]
+    # napari's File > Save calls the writer on the GUI thread (napari's, not a dock's, choice)
+    with stall_detector.excluded("napari's File > Save on the GUI thread"):
+        assert results.layers.save(str(tmp_path / "ipf.h5"), selected=True, plugin="napari-4dstem")
+    with stall_detector.excluded("reference"):
+        ipf = emd.read(tmp_path / "ipf.h5")["IPF z"]
+        ipf_z = r.ipf_rgb("z")
     assert ipf.channels == ("r", "g", "b") and ipf.params["recipe"]["workflow"] == "acom"
-    np.testing.assert_allclose(ipf.data, r.ipf_rgb("z"), atol=1e-6)
+    np.testing.assert_allclose(ipf.data, ipf_z, atol=1e-6)
 
     # copy as Python: the script, run headless, gives the widget's orientation map exactly
     text = w.copy_as_python()
     assert "run_acom(" in text and "ACOMParams(" in text
     run_copied_script(text, tmp_path)
-    again = read_acom(tmp_path / "result.h5")
+    with stall_detector.excluded("reference"):
+        again = read_acom(tmp_path / "result.h5")
+        again_z = again.ipf_rgb("z").astype(np.float32)
     np.testing.assert_array_equal(again.orientation, r.orientation)
     np.testing.assert_array_equal(again.correlation, r.correlation)
-    np.testing.assert_array_equal(results.layers["IPF z"].data, again.ipf_rgb("z").astype(np.float32))
+    np.testing.assert_array_equal(results.layers["IPF z"].data, again_z)
 
 
-def test_bad_input_leaves_clear_messages(viewers, qtbot, tmp_path):
+def test_bad_input_leaves_clear_messages(viewers, qtbot, tmp_path, stall_detector):
     main, _ = viewers
     w = OrientationWidget(main)
     main.window.add_dock_widget(w)
@@ -180,7 +196,8 @@ def test_bad_input_leaves_clear_messages(viewers, qtbot, tmp_path):
     assert "could not read the CIF broken.cif" in w.status.text()
     assert w._cif_crystal is None
     # CIF chosen but none loaded
-    main.open_sample("napari-4dstem", "polycrystal_au")
+    with stall_detector.excluded("first layer add"):
+        main.open_sample("napari-4dstem", "polycrystal_au")
     w.crystal_combo.setCurrentText("CIF file...")
     w.build_plan()
     assert "choose a CIF file" in w.status.text() and w._worker is None

@@ -42,6 +42,8 @@ def _tiny(w, folder, n=4, per_shard=2):
 def test_engines_and_preview_layers(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     w = _widget(viewer)
+    # the engines are checked in a worker (importing torch/abTEM/Prismatic held the GUI thread)
+    qtbot.waitUntil(lambda: w.engines_checked, timeout=60000)
     # every engine of the registry is listed; one that cannot run is disabled with the reason
     model = w.engine_combo.model()
     items = {w.engine_combo.itemText(i): model.item(i) for i in range(w.engine_combo.count())}
@@ -162,8 +164,8 @@ def test_train_resume_stop_and_model_in_registry(
     assert (run / "checkpoint.pt").is_file() and w.resume_btn.isEnabled()
     rows = {f"{e.name}@{e.version}": s for e, s in list_models()}
     assert rows[w.exported] == "user"
-    items = [nnw.model_combo.itemText(i) for i in range(nnw.model_combo.count())]
-    assert w.exported in items
+    qtbot.waitUntil(lambda: w.exported in [nnw.model_combo.itemText(i) for i in range(nnw.model_combo.count())],
+                    timeout=30000)  # the NN dock lists the models in a worker
     assert simw.PLOT_DOCK in viewer.window.dock_widgets
     # Resume for a long second epoch, then Stop: the curves continue (the first epoch from
     # history.json), nothing more is exported, the checkpoint stays at epoch 1

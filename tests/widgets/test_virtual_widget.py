@@ -17,9 +17,10 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def widget(make_napari_viewer, qtbot):
+def widget(make_napari_viewer, qtbot, stall_detector):
     viewer = make_napari_viewer()
-    viewer.open_sample("napari-4dstem", "strained_crystal")
+    with stall_detector.excluded("first layer add"):
+        viewer.open_sample("napari-4dstem", "strained_crystal")
     _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
     assert isinstance(w, VirtualImagingWidget)
     qtbot.waitUntil(lambda: w.last_image is not None and w._worker is None, timeout=20000)
@@ -147,3 +148,232 @@ def test_toggling_descan_recomputes_the_same_detector(widget, qtbot, monkeypatch
                     timeout=20000)
     assert calls[1] == (det, False)
     np.testing.assert_array_equal(w.last_image.data, _reference(w.viewer, det))
+
+
+def _outline_vertices(viewer, layer) -> np.ndarray:
+    """The vertices napari's canvas draws for a Shapes layer, as (row, column)."""
+    visual = viewer.window._qt_viewer.canvas.layer_to_visual[layer]
+    return np.asarray(visual.node.shape_faces.mesh_data.get_vertices())[:, ::-1]
+
+
+def test_the_detector_outline_is_drawn_after_open_preset_and_typed_radii(widget, qtbot):
+    """napari redraws a Shapes layer on its set_data event: blocking it left 0 outline pixels."""
+    viewer, w = widget
+    layer = viewer.layers[DETECTOR_LAYER]
+
+    def drawn_radius():
+        v = _outline_vertices(viewer, layer)
+        if len(v) <= 3:
+            return 0.0
+        return 0.25 * (np.ptp(v[:, 0]) + np.ptp(v[:, 1]))
+
+    assert drawn_radius() == pytest.approx(w._last_detector.radius_px, abs=0.6)  # on open
+    w.apply_preset("HAADF")
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
+    qtbot.waitUntil(lambda: drawn_radius() == pytest.approx(w._last_detector.outer_px, abs=0.6), timeout=5000)
+    w.kind_combo.setCurrentText("Disk")
+    w.r_out.setValue(5.0)
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
+    qtbot.waitUntil(lambda: drawn_radius() == pytest.approx(5.0, abs=0.6), timeout=5000)
+
+
+def test_real_space_clicks_on_pixel_centres_pick_that_pixel(stall_detector):
+    """Half-pixel picking: the view spans the whole image, a click anywhere inside a pixel
+    picks it, the crosshair sits on the pixel centre."""
+    from napari_4dstem.widgets._realspace import RealSpaceView
+
+    with stall_detector.excluded("canvas creation"):
+        rs = RealSpaceView()
+        rs.resize(320, 360)
+        rs.set_image(np.arange(12 * 9, dtype=np.float32).reshape(12, 9))
+        rs.pixel_to_canvas(0, 0)
+    picked = []
+    rs.positionPicked.connect(lambda iy, ix: picked.append((iy, ix)))
+    targets = [(0, 0), (11, 8), (3, 4), (5, 7), (10, 1), (6, 6)]
+    for iy, ix in targets:
+        for dy, dx in ((0.0, 0.0), (0.4, 0.4), (-0.4, -0.4)):  # centre and near the corners
+            pos = rs.pixel_to_canvas(iy + dy, ix + dx)
+            rs.canvas.events.mouse_press(pos=pos, button=1, modifiers=())
+            rs.canvas.events.mouse_release(pos=pos, button=1, modifiers=())
+            assert picked[-1] == (iy, ix), (iy, ix, dy, dx)
+            stall_detector.step()  # one click, one user action
+    # the camera shows the whole image: the last row and column are not cut
+    rect = rs.view.camera.rect
+    assert -0.25 <= rect.left <= 0 and -0.25 <= rect.bottom <= 0
+    assert 9 <= rect.right <= 9.25 and 12 <= rect.top <= 12.25
+    rs.set_position(3, 4)
+    assert np.asarray(rs.cross._data["a_position"])[0, :2] == pytest.approx((4.5, 3.5))
+    rs.close()
+
+
+def test_switching_the_detector_kind_keeps_its_size(widget, qtbot):
+    """Disk -> Rectangle used the empty inner-radius field as a half height: an error."""
+    from napari_4dstem.analysis.detectors import RectangleDetector
+
+    viewer, w = widget
+    r = w._last_detector.radius_px
+    w.kind_combo.setCurrentText("Rectangle")
+    qtbot.waitUntil(lambda: isinstance(w._last_detector, RectangleDetector) and w._worker is None
+                    and w._pending is None, timeout=20000)
+    det = w._last_detector
+    assert det.rows[1] - det.rows[0] == pytest.approx(2 * r, abs=1.01)
+    assert det.cols[1] - det.cols[0] == pytest.approx(2 * r, abs=1.01)
+    assert "must be" not in w.status.text()
+    np.testing.assert_array_equal(w.last_image.data, _reference(viewer, det))
+    w.kind_combo.setCurrentText("Annulus")
+    qtbot.waitUntil(lambda: isinstance(w._last_detector, AnnulusDetector) and w._worker is None
+                    and w._pending is None, timeout=20000)
+    assert 0 < w._last_detector.inner_px < w._last_detector.outer_px
+    w.kind_combo.setCurrentText("Disk")
+    qtbot.waitUntil(lambda: isinstance(w._last_detector, DiskDetector) and w._worker is None
+                    and w._pending is None, timeout=20000)
+    assert w._last_detector.radius_px == pytest.approx(w.r_out.value())
+
+
+def test_presets_are_precomputed_and_switch_without_a_job(widget, qtbot, stall_detector):
+    """BF/ABF/LAADF/ADF/HAADF/Full, sized to the detected BF disk, computed once in a worker:
+    a switch shows the stored exact image at once (no job, no wait)."""
+    from napari_4dstem.widgets.virtual import PRESET_NAMES
+
+    viewer, w = widget
+    qtbot.waitUntil(lambda: w.presets_ready, timeout=60000)
+    assert PRESET_NAMES == ("BF", "ABF", "LAADF", "ADF", "HAADF", "Full")
+    for name in PRESET_NAMES:
+        w.presets[name].click()
+        assert w._worker is None and w._pending is None  # nothing computed
+        det = w._last_detector
+        with stall_detector.excluded("reference"):
+            np.testing.assert_array_equal(w.last_image.data, _reference(viewer, det))
+        stall_detector.step()
+    # Full covers every detector pixel: its image is the total intensity of each pattern
+    cube = viewer.layers["strained_crystal"]
+    with stall_detector.excluded("reference"):
+        total = np.asarray(cube.data).sum(axis=(2, 3), dtype=np.float64)
+    np.testing.assert_allclose(w.last_image.data, total, rtol=1e-6)
+
+
+def test_display_controls_scale_range_and_statistics(stall_detector):
+    """Lin/Log/Sqrt and percentile ranges are visible controls applied to the stored image
+    (no recompute); the statistics readout shows min/max/mean/sum/std of the values."""
+    from napari_4dstem.widgets._realspace import RealSpaceView
+
+    with stall_detector.excluded("canvas creation"):
+        rs = RealSpaceView()
+    img = np.arange(100, dtype=np.float32).reshape(10, 10) ** 2
+    rs.set_image(img)
+    assert rs.scale_combo.isVisibleTo(rs) and rs.range_combo.isVisibleTo(rs)
+    assert "min 0" in rs.stats.text() and "max 9801" in rs.stats.text()
+    assert f"sum {img.sum():.4g}" in rs.stats.text() and f"std {img.std():.4g}" in rs.stats.text()
+    lo, hi = np.percentile(img, [0.1, 99.9])
+    assert rs.displayed_clim == pytest.approx((lo, hi))
+    rs.range_combo.setCurrentText("min-max")
+    assert rs.displayed_clim == pytest.approx((0.0, 9801.0))
+    rs.scale_combo.setCurrentText("Log")
+    assert rs.displayed_clim == pytest.approx((0.0, np.log10(9802.0)), rel=1e-5)
+    rs.scale_combo.setCurrentText("Sqrt")
+    assert rs.displayed_clim == pytest.approx((0.0, 99.0), rel=1e-5)
+    assert "max 9801" in rs.stats.text()  # statistics of the values, not of the display
+    rs.close()
+
+
+def test_keyboard_moves_and_resizes_the_detector_and_moves_the_scan(widget, qtbot, stall_detector):
+    from napari_4dstem.widgets.virtual import KEYMAP
+
+    viewer, w = widget
+    bound = {str(k) for k in viewer.keymap}
+    for key in KEYMAP:
+        assert key.replace("Shift-", "Shift+") in bound, key
+
+    def press(key):
+        # the function napari calls for the key (app_model normalises 'Shift-W' to 'Shift+W')
+        name = key.replace("Shift-", "Shift+")
+        (fn,) = [f for k, f in viewer.keymap.items() if str(k) == name]
+        fn(viewer)
+        stall_detector.step()
+
+    def settled():
+        qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
+
+    det0 = w._last_detector
+    press("D")
+    press("Shift-S")
+    settled()
+    assert w._last_detector.center_px == pytest.approx((det0.center_px[0] + 5, det0.center_px[1] + 1))
+    press("=")
+    press("Shift-=")
+    settled()
+    assert w._last_detector.radius_px == pytest.approx(det0.radius_px + 6)
+    np.testing.assert_array_equal(w.last_image.data, _reference(viewer, w._last_detector))
+    cube = viewer.layers["strained_crystal"]
+    w.set_scan_position(5, 5)
+    press("L")
+    press("Shift-K")
+    from napari_4dstem.widgets._common import scan_position
+
+    assert scan_position(viewer, cube) == (15, 6)
+    press("R")
+    settled()
+    assert w._last_detector.center_px == pytest.approx(det0.center_px, abs=0.6)
+
+
+def test_radii_edit_in_mrad_and_px_both_ways(widget, qtbot):
+    """The sample: 0.01 1/A per pixel at 300 kV (1.575 mrad = 8 px): px <-> mrad both ways."""
+    _, w = widget
+    px_mrad = 1.575 / 8.0
+    assert w.r_out_cal.isEnabled() and "mrad" in w._form.labelForField(w.r_out_cal).text()
+    assert w.r_out_cal.value() == pytest.approx(w.r_out.value() * px_mrad, rel=1e-3)
+    w.r_out_cal.setValue(3.15)  # typed in mrad: 16 px
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
+    assert w.r_out.value() == pytest.approx(16.0, abs=0.01)
+    assert w._last_detector.radius_px == pytest.approx(16.0, abs=0.01)
+    w.r_out.setValue(4.0)  # typed in px: 0.7875 mrad
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
+    assert w.r_out_cal.value() == pytest.approx(4.0 * px_mrad, rel=1e-3)
+
+
+def test_detector_response_mean_com_and_icom(widget, qtbot, stall_detector):
+    """Per-detector response: Mean = Sum / detector pixels; CoM, |CoM| and iCoM from the core's
+    center_of_mass restricted to the detector (known answers computed here the naive way)."""
+    from napari_4dstem.analysis.com import center_of_mass
+    from napari_4dstem.analysis.dpc import dpc, idpc
+
+    viewer, w = widget
+    det = w._last_detector
+    cube = np.asarray(viewer.layers["strained_crystal"].data)
+
+    def shown(response):
+        w.response_combo.setCurrentText(response)
+        qtbot.waitUntil(lambda: w._worker is None and w._pending is None
+                        and w.last_image.params.get("response", "sum").lower() == response.lower(),
+                        timeout=30000)
+        return w.last_image.data
+
+    mask = det.render(cube.shape[2:])
+    with stall_detector.excluded("reference"):
+        naive_sum = (cube.astype(np.float64) * mask).sum(axis=(2, 3))
+    np.testing.assert_allclose(shown("Mean"), naive_sum / mask.sum(), rtol=1e-9)
+    with stall_detector.excluded("reference"):
+        w_img = cube.astype(np.float64) * mask
+        yy = np.arange(cube.shape[2])[None, None, :, None]
+        naive_com_y = (w_img * yy).sum(axis=(2, 3)) / w_img.sum(axis=(2, 3))
+        com = center_of_mass(cube, detector=det)
+    np.testing.assert_allclose(shown("CoM y"), naive_com_y, atol=1e-6)
+    np.testing.assert_allclose(shown("|CoM|"), dpc(com, descan="mean").channel("magnitude"), atol=1e-9)
+    np.testing.assert_allclose(shown("iCoM"), idpc(dpc(com, descan="mean")).data, atol=1e-9)
+    np.testing.assert_array_equal(shown("Sum"), _reference(viewer, det))
+
+
+def test_rgb_composite_of_three_presets(widget, qtbot):
+    from napari_4dstem.widgets.virtual import rgb_composite
+
+    viewer, w = widget
+    qtbot.waitUntil(lambda: w.presets_ready, timeout=60000)
+    w.rgb_btn.click()  # HAADF / ABF / BF
+    rgb = w.last_rgb
+    assert rgb.shape == (*viewer.layers["strained_crystal"].data.shape[:2], 3)
+    for i, name in enumerate(("HAADF", "ABF", "BF")):
+        img = _reference(viewer, w._preset_cache[name][0])
+        lo, hi = np.percentile(img, [0.1, 99.9])
+        np.testing.assert_allclose(rgb[..., i], np.clip((img - lo) / (hi - lo), 0, 1), atol=1e-6)
+    assert "RGB: HAADF / ABF / BF" in w.realspace.label.text()
+    assert rgb_composite([np.zeros((2, 2))] * 3).max() == 0.0  # a flat image: no division by 0

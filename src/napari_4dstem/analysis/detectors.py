@@ -262,8 +262,10 @@ def mask_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 PRESETS: dict[str, tuple[float, float | None]] = {
     "BF": (0.0, 1.0),
     "ABF": (0.5, 1.0),
+    "LAADF": (1.0, 2.0),
     "ADF": (1.0, 3.0),
     "HAADF": (3.0, None),
+    "FULL": (0.0, None),
 }
 
 
@@ -280,8 +282,9 @@ def preset_detector(
     """A BF, ABF, ADF or HAADF detector sized from the convergence semi-angle.
 
     With ``alpha`` the convergence semi-angle: BF is the disk ``d <= alpha``, ABF the annulus
-    ``alpha/2 < d <= alpha``, ADF ``alpha < d <= 3 alpha`` and HAADF ``3 alpha < d`` out to the
-    farthest detector corner (see :data:`PRESETS`). ``alpha`` in pixels is
+    ``alpha/2 < d <= alpha``, LAADF ``alpha < d <= 2 alpha``, ADF ``alpha < d <= 3 alpha``,
+    HAADF ``3 alpha < d`` out to the farthest detector corner and Full the whole detector (see
+    :data:`PRESETS`). ``alpha`` in pixels is
     ``calibration.convergence_semiangle_mrad / calibration.k_pixel_size_in('mrad')``, or
     ``bf_radius_px`` when given (e.g. the radius of the detected bright-field disk, for an
     uncalibrated detector). ``inner_mrad`` / ``outer_mrad`` override the preset's angles

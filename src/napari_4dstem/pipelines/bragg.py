@@ -108,7 +108,7 @@ def _recipe(workflow, dc, params, calibration, source) -> Recipe:
     return Recipe(workflow, ref, params, cal)
 
 
-def _find_peaks_job(cube, cal, detection, probe, *, device, backend, template=None):
+def _find_peaks_job(cube, cal, detection, probe, *, device, backend, template=None, scan_chunk=None):
     if isinstance(detection, NNDiskParams):
         from ..nn.infer import iter_find_bragg_disks_nn
 
@@ -121,6 +121,7 @@ def _find_peaks_job(cube, cal, detection, probe, *, device, backend, template=No
             min_spacing_px=d.min_spacing_px, min_significance=d.min_significance, edge_px=d.edge_px,
             max_peaks=d.max_peaks, batch_size=d.batch_size, mc_samples=d.mc_samples, device=device,
             scale=d.scale,
+            scan_chunk=scan_chunk,
         )
         return dataclasses.replace(peaks, calibration=cal)
     from ..analysis.bragg import iter_find_bragg_disks
@@ -150,6 +151,7 @@ def iter_disks(
     source: Any = None,
     device: str | None = None,
     backend: Any = None,
+    scan_chunk: tuple[int, int] | None = None,
 ) -> Job[DisksResult]:
     """Job: probe template -> Bragg disks of every pattern -> origin -> Bragg vector map.
 
@@ -163,6 +165,8 @@ def iter_disks(
     template : the ProbeTemplate of ``probe`` and ``detection.kernel`` when already made
     source : input file for the recipe (default ``dc.source``)
     device, backend : where the work runs (not part of the recipe)
+    scan_chunk : ``(rows, cols)`` of scan positions per block of the network (NN only; progress
+        and Cancel come between blocks; not part of the recipe: the result does not depend on it)
     """
     from ..analysis.bragg import bragg_vector_map
 
@@ -170,7 +174,7 @@ def iter_disks(
     cube, cal, det_shape = _cube(dc, calibration, peaks)
     if peaks is None:
         peaks = yield from _find_peaks_job(cube, cal, detection, probe, device=device, backend=backend,
-                                           template=template)
+                                           template=template, scan_chunk=scan_chunk)
     origin = origin_or_none(peaks)
     bvm = bragg_vector_map(peaks, origin=origin, shape=det_shape)
     recipe = _recipe("disks", dc, _detection_params(detection, probe), calibration, source)

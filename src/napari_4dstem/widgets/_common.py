@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QComboBox
 
@@ -47,6 +48,11 @@ class CubePicker(QComboBox):
         if current in names:
             self.setCurrentText(current)
         self.blockSignals(False)
+        if self.layer is not None:
+            from ._warmup import ensure_warm
+
+            # compile (or load) the kernels for this dtype in a worker before the first click
+            ensure_warm(getattr(self.layer.data, "dtype", np.float32))
         if self.currentText() != current:
             self.currentTextChanged.emit(self.currentText())
 
@@ -169,8 +175,12 @@ class JobRunner:
     def error(self, exc) -> None:
         import napari
 
+        from .log import log_error
+
         msg = str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}"
         self.status.setText(msg)
+        owner = self.status.parent()
+        log_error(type(owner).__name__ if owner is not None else "job", exc)  # traceback: Log dock
         napari.utils.notifications.show_error(msg)
 
     def cancel(self) -> None:
@@ -220,3 +230,97 @@ def models_changed():
     if _MODELS_CHANGED is None:
         _MODELS_CHANGED = _ModelsChanged()
     return _MODELS_CHANGED.changed
+
+
+def is_deleted(obj) -> bool:
+    """True when the Qt object behind ``obj`` is gone (a dock closed while its worker ran)."""
+    try:
+        from qtpy import sip
+
+        return bool(sip.isdeleted(obj))
+    except (ImportError, TypeError):
+        try:
+            import shiboken6
+
+            return not shiboken6.isValid(obj)
+        except (ImportError, TypeError):
+            return False
+
+
+def guarded(owner, fn):
+    """``fn`` that does nothing once the Qt object ``owner`` is deleted: for worker results
+    that arrive after their dock was closed (or its viewer, at the end of a test)."""
+    def call(*args, **kwargs):
+        if is_deleted(owner):
+            return None
+        return fn(*args, **kwargs)
+
+    return call
+
+
+class LatestRunner:
+    """Runs a quick computation (a preview on the current pattern) in a worker; the newest
+    request wins.
+
+    ``request(fn, *args, **kwargs)`` runs ``fn`` in a worker and hands its result to
+    ``on_result`` on the GUI thread. While one runs, only the newest further request is kept
+    and started when it ends (requests in between are dropped), so a burst of scan steps or
+    parameter edits costs the GUI thread nothing and the display ends on the last one. Errors
+    go to ``on_error``.
+    """
+
+    def __init__(self, on_result, on_error, *, on_busy=None):
+        self.on_result = on_result
+        self.on_error = on_error
+        self.on_busy = on_busy  # called with True when work starts, False when none is left
+        self.worker = None
+        self._next = None
+        self.generation = 0  # bumped by every request: a result of an older one is still shown
+
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None
+
+    def request(self, fn, *args, **kwargs) -> None:
+        self.generation += 1
+        self._next = (fn, args, kwargs)
+        if self.worker is None:
+            self._start()
+
+    def _start(self) -> None:
+        from napari.qt.threading import create_worker
+
+        fn, args, kwargs = self._next
+        self._next = None
+        if self.on_busy is not None:
+            self.on_busy(True)
+        owner = getattr(self.on_result, "__self__", None)
+        on_result, on_error = self.on_result, self.on_error
+        if owner is not None:
+            on_result, on_error = guarded(owner, on_result), guarded(owner, on_error)
+        self.worker = create_worker(
+            fn, *args, **kwargs,
+            _connect={"returned": on_result, "errored": on_error, "finished": self._finished},
+        )
+
+    def _finished(self) -> None:
+        self.worker = None
+        if self._next is not None:
+            self._start()
+        elif self.on_busy is not None:
+            self.on_busy(False)
+
+    def wait(self, msecs: int = 10000) -> None:
+        """Block until no work is left (tests and closing only)."""
+        from qtpy.QtCore import QCoreApplication, QElapsedTimer
+
+        t = QElapsedTimer()
+        t.start()
+        while (self.worker is not None or self._next is not None) and t.elapsed() < msecs:
+            QCoreApplication.processEvents()
+            time.sleep(0.002)
+
+    def close(self) -> None:
+        self._next = None
+        if self.worker is not None:
+            self.worker.await_workers(msecs=5000)

@@ -1,8 +1,8 @@
 """The live training-curve plot of the "Simulation and training data" widget.
 
-matplotlib (a dependency of the package) draws into a Qt canvas: the training loss per step
+matplotlib (a dependency of the package) draws in a worker, the dock shows the picture: the training loss per step
 and per epoch, and the validation scores per epoch (disk-match F1 at 0.5 and 1 px, position
-RMSE). Without a usable matplotlib Qt backend the plot is a text summary of the same numbers.
+RMSE), with a text summary of the same numbers under it.
 The data lists are public so that tests (and users) can read what is drawn.
 """
 
@@ -18,10 +18,16 @@ VALIDATION_KEYS = ("f1_0.5px", "f1_1px")
 
 class TrainingPlot(QWidget):
     """Training loss (per step and per epoch) and validation curves, redrawn at most 5 times
-    a second while steps arrive and at once at every epoch end."""
+    a second while steps arrive and at once at every epoch end.
+
+    matplotlib draws (Agg, 0.1-0.3 s a frame here) in a worker, newest request wins; the dock
+    shows the finished picture, so a training run never holds the GUI thread.
+    """
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
+        from ._common import LatestRunner
+
         self.steps: list[int] = []
         self.losses: list[float] = []
         self.history: list[dict] = []
@@ -30,24 +36,13 @@ class TrainingPlot(QWidget):
         lay.setContentsMargins(2, 2, 2, 2)
         self.summary = QLabel("no training yet")
         self.summary.setWordWrap(True)
-        self.canvas = None
-        try:
-            from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-            from matplotlib.figure import Figure
-        except ImportError:  # pragma: no cover - matplotlib is a dependency
-            lay.addWidget(self.summary)
-            return
-        from matplotlib.ticker import MaxNLocator
-
-        self._integer_ticks = MaxNLocator
-        fig = Figure(figsize=(5, 2.6), layout="constrained")
-        self.ax_loss, self.ax_val = fig.subplots(1, 2)
-        self.canvas = FigureCanvasQTAgg(fig)
-        self.canvas.setMinimumHeight(180)
-        lay.addWidget(self.canvas)
+        self.picture = QLabel()
+        self.picture.setMinimumHeight(180)
+        lay.addWidget(self.picture)
         lay.addWidget(self.summary)
-        self._style()
-        self.canvas.draw_idle()
+        self.frames = 0  # pictures shown (tests)
+        self._runner = LatestRunner(self._show, self._error)
+        self.redraw()
 
     # -- data ---------------------------------------------------------------------------------
     def clear(self) -> None:
@@ -67,16 +62,6 @@ class TrainingPlot(QWidget):
         self.redraw()
 
     # -- drawing ------------------------------------------------------------------------------
-    def _style(self) -> None:
-        self.ax_loss.set_title("training loss", fontsize=9)
-        self.ax_loss.set_xlabel("step", fontsize=8)
-        self.ax_val.set_title("validation", fontsize=9)
-        self.ax_val.set_xlabel("epoch", fontsize=8)
-        self.ax_val.set_ylim(0, 1.02)
-        self.ax_val.xaxis.set_major_locator(self._integer_ticks(integer=True))
-        for ax in (self.ax_loss, self.ax_val):
-            ax.tick_params(labelsize=7)
-
     def _text(self) -> str:
         parts = []
         if self.losses:
@@ -96,24 +81,57 @@ class TrainingPlot(QWidget):
     def redraw(self) -> None:
         self._last_draw = time.perf_counter()
         self.summary.setText(self._text())
-        if self.canvas is None:
-            return
-        self.ax_loss.clear()
-        self.ax_val.clear()
-        self._style()
-        if self.losses:
-            self.ax_loss.plot(self.steps, self.losses, lw=0.8, color="0.6", label="step")
-        ep = [(h["step"], h["train_loss"]) for h in self.history if "train_loss" in h]
-        if ep:
-            self.ax_loss.plot(*zip(*ep, strict=True), "o-", color="C0", ms=3, label="epoch mean")
-        if self.losses or ep:
-            self.ax_loss.set_yscale("log")
-            self.ax_loss.legend(fontsize=7)
-        epochs = [h.get("epoch") for h in self.history]
-        for k, c in zip(VALIDATION_KEYS, ("C1", "C2"), strict=True):
-            ys = [h.get(k, math.nan) for h in self.history]
-            if any(isinstance(y, int | float) and math.isfinite(y) for y in ys):
-                self.ax_val.plot(epochs, ys, "o-", color=c, ms=3, label=f"F1 {k[3:]}")
-        if self.history:
-            self.ax_val.legend(fontsize=7)
-        self.canvas.draw_idle()
+        self._runner.request(render_training_plot, list(self.steps), list(self.losses),
+                             [dict(h) for h in self.history], max(self.width(), 360))
+
+    def _show(self, rgba) -> None:
+        from qtpy.QtGui import QImage, QPixmap
+
+        h, w = rgba.shape[:2]
+        self._rgba = rgba  # QImage does not copy
+        self.picture.setPixmap(QPixmap.fromImage(QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888)))
+        self.frames += 1
+
+    def _error(self, exc) -> None:
+        self.summary.setText(f"{self._text()} (plot failed: {type(exc).__name__}: {exc})")
+
+    def close_plot(self) -> None:
+        self._runner.close()
+
+
+def render_training_plot(steps, losses, history, width_px: int):
+    """Worker: the loss and validation curves as an RGBA picture (matplotlib's Agg, no Qt)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    dpi = 100
+    fig = Figure(figsize=(width_px / dpi, 2.6), dpi=dpi, layout="constrained")
+    canvas = FigureCanvasAgg(fig)
+    ax_loss, ax_val = fig.subplots(1, 2)
+    ax_loss.set_title("training loss", fontsize=9)
+    ax_loss.set_xlabel("step", fontsize=8)
+    ax_val.set_title("validation", fontsize=9)
+    ax_val.set_xlabel("epoch", fontsize=8)
+    ax_val.set_ylim(0, 1.02)
+    ax_val.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (ax_loss, ax_val):
+        ax.tick_params(labelsize=7)
+    if losses:
+        ax_loss.plot(steps, losses, lw=0.8, color="0.6", label="step")
+    ep = [(h["step"], h["train_loss"]) for h in history if "train_loss" in h and "step" in h]
+    if ep:
+        ax_loss.plot(*zip(*ep, strict=True), "o-", color="C0", ms=3, label="epoch mean")
+    if losses or ep:
+        ax_loss.set_yscale("log")
+        ax_loss.legend(fontsize=7)
+    epochs = [h.get("epoch") for h in history]
+    for k, c in zip(VALIDATION_KEYS, ("C1", "C2"), strict=True):
+        ys = [h.get(k, math.nan) for h in history]
+        if any(isinstance(y, int | float) and math.isfinite(y) for y in ys):
+            ax_val.plot(epochs, ys, "o-", color=c, ms=3, label=f"F1 {k[3:]}")
+    if history:
+        ax_val.legend(fontsize=7)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()

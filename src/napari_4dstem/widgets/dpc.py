@@ -1,8 +1,8 @@
 """The "Calibration and DPC" dock widget: origin/descan, centre of mass, DPC and iDPC.
 
 Translation only: long passes over the data (origin, centre of mass) run in workers through the
-core jobs; the cheap steps on cached maps (plane fit, rotation, DPC, iDPC) run on release in the
-GUI thread. Maps go to the linked real-space viewer (see ``_results.py``).
+core jobs and pipelines; the rotation fit and DPC/iDPC on the cached centre of mass (the
+pipeline's ``run_dpc``) run in workers too, newest request wins. Maps go to the linked real-space viewer (see ``_results.py``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,19 @@ from qtpy.QtWidgets import (
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker, JobRunner
+from ._common import CubePicker, JobRunner, LatestRunner
 from ._pipeline import PipelineActions, layer_source, tag_layer
 from ._results import color_wheel, results_viewer, show_map, show_vectors
+from ._warmup import WarmupLabel
+
+
+def _dpc_job(dc, params, com, calibration, source):
+    """Worker: the pipeline's DPC and iDPC (``run_dpc`` on the cached centre of mass: no pass over
+    the data) and the colour wheel, as ``(DPCResult, rgb)``."""
+    from ..pipelines import run_dpc
+
+    result = run_dpc(dc, dpc=params, com=com, calibration=calibration, source=source)
+    return result, color_wheel(result.dpc.channel("dpc_y"), result.dpc.channel("dpc_x"))
 
 
 class CalibrationDPCWidget(PipelineActions, QWidget):
@@ -39,6 +49,9 @@ class CalibrationDPCWidget(PipelineActions, QWidget):
         self.origin = None  # RealSpaceMap of the measured origin
         self.origin_fit = None  # OriginFit
         self.com = None  # RealSpaceMap of the centre of mass (cached for rotation changes)
+        # rotation fit and DPC/iDPC maps from the cached COM: workers, newest request wins
+        self._dpc_runner = LatestRunner(self._show_dpc, self._on_error)
+        self._rot_runner = LatestRunner(self._on_rotation, self._on_error)
         self.dpc_map = None
         self.phase = None
         self.result = None  # pipelines.DPCResult of the maps shown (Save result..., Copy as Python)
@@ -105,6 +118,7 @@ class CalibrationDPCWidget(PipelineActions, QWidget):
         layout.addWidget(dg)
         layout.addWidget(self.cancel_btn)
         layout.addWidget(self.status)
+        layout.addWidget(WarmupLabel())
         layout.addStretch(1)
 
         self.measure_btn.clicked.connect(self.measure_origin)
@@ -225,11 +239,11 @@ class CalibrationDPCWidget(PipelineActions, QWidget):
             return
         from ..analysis.dpc import fit_dpc_rotation
 
-        try:
-            fit = fit_dpc_rotation(self.com, descan=self.descan.currentText())
-        except Napari4DSTEMError as e:
-            self.status.setText(str(e))
-            return
+        self.status.setText("fitting the rotation...")
+        self._rot_runner.request(fit_dpc_rotation, self.com, descan=self.descan.currentText())
+
+    def _on_rotation(self, fit) -> None:
+        self.status.setText("")
         self.rotation.blockSignals(True)
         self.flip.blockSignals(True)
         self.rotation.setValue(fit.rotation_deg)
@@ -247,23 +261,26 @@ class CalibrationDPCWidget(PipelineActions, QWidget):
         """DPC and iDPC maps from the cached COM with the current rotation (no data pass)."""
         if self.com is None:
             return
-        from ..pipelines import DPCParams, run_dpc
+        from ..pipelines import DPCParams
 
         try:
             dc, cal = self.datacube()
             params = DPCParams(rotation_deg=self.rotation.value(), flip=self.flip.isChecked(),
                                descan=self.descan.currentText(), regularization=self.reg.value())
-            # the cached COM: no pass over the data; the result knows its recipe
-            self.result = run_dpc(dc, dpc=params, com=self.com, calibration=cal, source=layer_source(self.layer))
-            self.dpc_map, self.phase = self.result.dpc, self.result.phase
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return
+        # the cached COM: no pass over the data; the result knows its recipe
+        self._dpc_runner.request(_dpc_job, dc, params, self.com, cal, layer_source(self.layer))
+
+    def _show_dpc(self, out) -> None:
+        self.result, wheel = out
+        self.dpc_map, self.phase = self.result.dpc, self.result.phase
         cal = self.dpc_map.calibration
         v = self.results()
         uy, ux = self.dpc_map.channel("dpc_y"), self.dpc_map.channel("dpc_x")
         show_map(v, "DPC magnitude", self.dpc_map.channel("magnitude"), cal, colormap="magma")
-        show_map(v, "DPC colour wheel", color_wheel(uy, ux), cal, rgb=True)
+        show_map(v, "DPC colour wheel", wheel, cal, rgb=True)
         tag_layer(show_map(v, "iDPC phase", self.phase.data, cal, colormap="gray"), self.phase,
                   recipe=self.result.recipe)
         show_vectors(v, "DPC vectors", uy, ux, cal)

@@ -24,13 +24,33 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker, JobRunner, models_changed, scan_position
+from ._common import CubePicker, JobRunner, LatestRunner, guarded, models_changed, scan_position
 from ._pipeline import PipelineActions, layer_source, probe_of_layer
 from ._results import results_viewer, show_map
+from ._warmup import WarmupLabel
 from .results_list import session_results
 
 PEAKS_LAYER = "NN disks (current pattern)"
 PRED_LAYER = "NN prediction"
+# patterns per block of "Find disks in all patterns": about 0.1-0.3 s of network time on two
+# CPU cores, so Cancel stops the job within that and progress arrives several times a second
+NN_BLOCK = 4
+
+
+def _model_names() -> list[str]:
+    """Worker: ``name@version`` of every model that is bundled or cached."""
+    from ..nn.registry import list_models
+
+    return [f"{e.name}@{e.version}" for e, status in list_models() if status != "not downloaded"]
+
+
+def _preview_job(dc, pos, probe, model, mc_samples, min_significance, cal):
+    """Worker: the network's prediction and peaks on the pattern at ``pos``."""
+    from ..nn.infer import predict_pattern
+
+    img, found = predict_pattern(np.asarray(dc.pattern(*pos)), probe=probe, model=model,
+                                 mc_samples=mc_samples, min_significance=min_significance)
+    return pos, img, found, cal
 
 
 class NNDiskWidget(PipelineActions, QWidget):
@@ -74,7 +94,8 @@ class NNDiskWidget(PipelineActions, QWidget):
         form.addRow("MC-dropout samples", self.mc)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
-        for w in (self.preview_btn, self.run_btn, self.cancel_btn):
+        for w in (self.preview_btn, self.run_btn, self.cancel_btn, self.save_btn, self.copy_btn, self.status,
+                  WarmupLabel()):
             lay.addWidget(w)
         lay.addLayout(self.action_row())
         lay.addWidget(self.status)
@@ -84,6 +105,10 @@ class NNDiskWidget(PipelineActions, QWidget):
         self.jobs = JobRunner(
             self.status, self.cancel_btn, buttons=(self.preview_btn, self.run_btn)
         )
+        # the preview runs the network in a worker (1-2 s on a CPU): newest click wins
+        self._previewer = LatestRunner(self._show_preview, self._error)
+        self.last_preview = None  # (n, 2) disk positions of the last preview
+        self.models_listed = False
         viewer.layers.events.inserted.connect(self._refresh_probes)
         viewer.layers.events.removed.connect(self._refresh_probes)
         self._refresh_probes()
@@ -108,15 +133,20 @@ class NNDiskWidget(PipelineActions, QWidget):
             self.probe_combo.setCurrentText("probe")
 
     def _refresh_models(self) -> None:
-        from ..nn.registry import list_models
+        """List the registry's models in a worker (the registry imports torch: 1.3 s of the
+        GUI thread when the dock opened)."""
+        from napari.qt.threading import create_worker
 
+        create_worker(_model_names, _connect={"returned": guarded(self, self._set_models),
+                                              "errored": guarded(self, self._error)})
+
+    def _set_models(self, names: list[str]) -> None:
         cur = self.model_combo.currentText()
         self.model_combo.clear()
-        for e, status in list_models():
-            if status != "not downloaded":
-                self.model_combo.addItem(f"{e.name}@{e.version}")
+        self.model_combo.addItems(names)
         if cur:
             self.model_combo.setCurrentText(cur)
+        self.models_listed = True
 
     def _say(self, msg: str) -> None:
         self.status.setText(msg)
@@ -144,27 +174,25 @@ class NNDiskWidget(PipelineActions, QWidget):
         """The dock's NNDiskParams (the same dataclass as ``napari-4dstem infer``)."""
         from ..pipelines import NNDiskParams
 
+        # batches of NN_BLOCK patterns, as the blocks of the whole-scan job (see ``run``)
         return NNDiskParams(model=self.model_combo.currentText() or None, min_relative=self.min_rel.value(),
-                            mc_samples=self.mc.value(), min_significance=self._min_sig())
+                            mc_samples=self.mc.value(), min_significance=self._min_sig(), batch_size=NN_BLOCK)
 
     # -- preview ------------------------------------------------------------------------------
-    def preview(self) -> np.ndarray | None:
-        """Run the network on the displayed pattern (GUI thread: tens of ms)."""
-        from ..nn.infer import predict_pattern
-
+    def preview(self) -> None:
+        """Run the network on the displayed pattern in a worker; the prediction and its disks
+        appear when done (``last_preview``)."""
         try:
             dc, cal, probe, model = self._inputs()
             pos = self._current_position()
-            img, found = predict_pattern(
-                dc.pattern(*pos),
-                probe=probe,
-                model=model,
-                mc_samples=self.mc.value(),
-                min_significance=self._min_sig(),
-            )
         except Napari4DSTEMError as e:
             self._error(e)
-            return None
+            return
+        self._say(f"preview at scan position {pos}...")
+        self._previewer.request(_preview_job, dc, pos, probe, model, self.mc.value(), self._min_sig(), cal)
+
+    def _show_preview(self, result) -> None:
+        pos, img, found, cal = result
         kw = cal.napari_kwargs("k")
         b = img.params["frame_step_px"]  # detector px per model-frame px (scale-normalised)
         scale = np.asarray(kw.get("scale", (1.0, 1.0)), float)
@@ -181,6 +209,9 @@ class NNDiskWidget(PipelineActions, QWidget):
                 blending="additive",
                 scale=tuple(scale * b),
                 translate=tuple(translate),
+                # the pattern's units: a layer without them made napari warn "Inconsistent units"
+                units=kw.get("units"),
+                axis_labels=kw.get("axis_labels"),
             )
         yx = np.stack([found["qy"], found["qx"]], 1) if len(found["qy"]) else np.zeros((0, 2))
         if PEAKS_LAYER in self.viewer.layers:
@@ -196,7 +227,7 @@ class NNDiskWidget(PipelineActions, QWidget):
                 **kw,
             )
         self._say(f"{len(yx)} disks at scan position {pos}" + _domain_note(img.params))
-        return yx
+        self.last_preview = yx
 
     # -- whole scan ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -209,6 +240,10 @@ class NNDiskWidget(PipelineActions, QWidget):
         except Napari4DSTEMError as e:
             self._error(e)
             return
+        # blocks of NN_BLOCK patterns: the job reports progress and can stop after each (one
+        # block of the whole scan gave no progress for 87 s and a Cancel that did nothing)
+        sx = dc.scan_shape[1]
+        chunk = (max(1, NN_BLOCK // sx), min(sx, NN_BLOCK))
         self.jobs.start(
             iter_disks,
             dc,
@@ -216,8 +251,9 @@ class NNDiskWidget(PipelineActions, QWidget):
             probe=probe_of_layer(self.viewer.layers[self.probe_combo.currentText()]),
             calibration=cal,
             source=layer_source(self.layer_combo.layer),
+            scan_chunk=chunk,
             desc="running the network on every pattern",
-            total=n_blocks_for(dc.data),
+            total=n_blocks_for(dc.data, chunk),
             on_done=self._on_peaks,
         )
 

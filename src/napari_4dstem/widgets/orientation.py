@@ -36,7 +36,7 @@ from ..analysis.crystal import BUNDLED_CRYSTALS
 from ..data.calibration import Calibration
 from ..errors import CalibrationError, Napari4DSTEMError
 from ..pipelines import PatternCheck
-from ._common import CubePicker, JobRunner, scan_position
+from ._common import CubePicker, JobRunner, guarded, scan_position
 from ._pipeline import PipelineActions, layer_source, probe_of_layer, tag_layer
 from ._results import results_viewer, show_map
 from .results_list import session_results
@@ -73,6 +73,26 @@ def _hkl_label(hkl) -> str:
 
 
 # ------------------------------------------------------------------------------------------
+def _key_image(group, size: int = 128):
+    """Worker: ``(group, axis labels, RGBA uint8 key image)``."""
+    from ..analysis.ipf import ipf_key, ipf_key_image
+
+    _, _, labels = ipf_key(group)
+    return group, labels, (255 * np.clip(ipf_key_image(group, size=size), 0, 1)).astype(np.uint8)
+
+
+def _ipf_images(res, run=None, size: int = 128):
+    """Worker: ``(res, {"x"|"y"|"z": IPF RGB map}, [colour key per crystal], {name: saved map})``
+    (images as float32); the saved maps are what File > Save writes for the layers (with the
+    pipeline run's recipe when there is one): Euler angles and IPF colours are computed here."""
+    from ..analysis.ipf import ipf_key_image
+
+    rgb = {d: res.ipf_rgb(d).astype(np.float32) for d in ("x", "y", "z")}
+    keys = [ipf_key_image(c.point_group, size=size).astype(np.float32) for c in res.crystals]
+    saved = {m.name: m for m in (run.saved_objects() if run is not None else res.to_maps())}
+    return res, rgb, keys, saved
+
+
 class OrientationWidget(PipelineActions, QWidget):
     """Dock widget: orientation (and phase) mapping from Bragg disks (ACOM)."""
 
@@ -340,10 +360,14 @@ class OrientationWidget(PipelineActions, QWidget):
         self._show_key(plans[0].crystal.point_group)
 
     def _show_key(self, group) -> None:
-        from ..analysis.ipf import ipf_key, ipf_key_image
+        """The IPF colour key, drawn in a worker (0.05-0.15 s), shown when done."""
+        from napari.qt.threading import create_worker
 
-        _, _, labels = ipf_key(group)
-        rgba = (255 * np.clip(ipf_key_image(group, size=128), 0, 1)).astype(np.uint8)
+        create_worker(_key_image, group, _connect={"returned": guarded(self, self._set_key),
+                                                   "errored": guarded(self, self.jobs.error)})
+
+    def _set_key(self, key) -> None:
+        group, labels, rgba = key
         self._key_rgba = np.ascontiguousarray(rgba)  # QImage does not copy
         img = QImage(self._key_rgba.data, 128, 128, 4 * 128, QImage.Format.Format_RGBA8888)
         self.key_image.setPixmap(QPixmap.fromImage(img))
@@ -504,13 +528,21 @@ class OrientationWidget(PipelineActions, QWidget):
                         desc="orientation map", on_done=done)
 
     def _on_result(self, res) -> None:
-        from ..analysis.ipf import ipf_key_image
+        """The IPF colours and keys are computed in a worker (0.1 s for 32x32 patterns on the
+        GUI thread, more for bigger scans), then shown."""
+        from napari.qt.threading import create_worker
 
+        run = self.run if self.run is not None and self.run.result is res else None
+        create_worker(_ipf_images, res, run, _connect={"returned": guarded(self, self._show_result),
+                                                       "errored": guarded(self, self.jobs.error)})
+
+    def _show_result(self, images) -> None:
+        res, rgb, keys, saved = images
         self.result = res
         cal = res.calibration
         v = self.results()
         for d in ("x", "y", "z"):
-            show_map(v, f"IPF {d}", res.ipf_rgb(d).astype(np.float32), cal, rgb=True)
+            show_map(v, f"IPF {d}", rgb[d], cal, rgb=True)
         show_map(
             v,
             "correlation",
@@ -541,7 +573,7 @@ class OrientationWidget(PipelineActions, QWidget):
             if name in v.layers:
                 continue
             v.add_image(
-                ipf_key_image(c.point_group, size=size).astype(np.float32),
+                keys[k],
                 name=name,
                 rgb=True,
                 scale=(s, s),
@@ -549,7 +581,6 @@ class OrientationWidget(PipelineActions, QWidget):
                 translate=(k * 1.1 * size * s, 1.05 * sx * sk["scale"][1]),
             )
         # what File > Save writes for these layers: units, parameters (with the recipe), RGB
-        saved = {m.name: m for m in (self.run.saved_objects() if self.run is not None else res.to_maps())}
         for d in ("x", "y", "z"):
             tag_layer(v.layers[f"IPF {d}"], saved[f"ipf_{d}"], rgb=True)
         for name in ("correlation", "reliability"):

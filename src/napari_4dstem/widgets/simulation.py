@@ -41,7 +41,7 @@ from qtpy.QtWidgets import (
 from ..analysis.crystal import BUNDLED_CRYSTALS
 from ..engine.jobs import Progress
 from ..errors import Napari4DSTEMError
-from ._common import JobRunner, models_changed
+from ._common import JobRunner, guarded, models_changed
 from ._forms import folder_row, job_row, spin, spin_range
 from ._plot import TrainingPlot
 
@@ -100,6 +100,20 @@ def _train_job(shards, out_dir, config, resume: bool, name: str):
     }
     path = export_model(result.checkpoint, user_model_path(name, version), card=card)
     return result, path, f"{name}@{version}"
+
+
+def _check_engines(names) -> dict[str, str | None]:
+    """Worker: for each engine, None when it can run, else the reason (what to install)."""
+    from ..simulation.engines import get_engine
+
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            get_engine(name)
+            out[name] = None
+        except Napari4DSTEMError as e:
+            out[name] = str(e)
+    return out
 
 
 class SimulationTrainingWidget(QWidget):
@@ -225,17 +239,31 @@ class SimulationTrainingWidget(QWidget):
     def _fill_engines(self) -> None:
         """Every engine of the registry; those that cannot run are disabled, with the reason
         (what to install) as tooltip."""
-        from ..simulation.engines import ENGINES, get_engine
+        from napari.qt.threading import create_worker
 
+        from ..simulation.engines import ENGINES
+
+        # whether an engine can run is known by importing its backend (torch, pyprismatic,
+        # abTEM: 2.6 s on the GUI thread when the dock opened): a worker checks, the items
+        # other than the kinematic one wait disabled until it is done
+        self.engines_checked = False
         model = self.engine_combo.model()
         for name in ENGINES:
             self.engine_combo.addItem(name)
-            try:
-                get_engine(name)
-            except Napari4DSTEMError as e:
+            if name != "kinematic":
                 item = model.item(self.engine_combo.count() - 1)
                 item.setEnabled(False)
-                item.setToolTip(str(e))
+                item.setToolTip("checking whether it is installed...")
+        create_worker(_check_engines, ENGINES, _connect={"returned": guarded(self, self._on_engines_checked)})
+
+    def _on_engines_checked(self, problems: dict) -> None:
+        model = self.engine_combo.model()
+        for i in range(self.engine_combo.count()):
+            item = model.item(i)
+            msg = problems.get(self.engine_combo.itemText(i))
+            item.setEnabled(msg is None)
+            item.setToolTip(msg or "")
+        self.engines_checked = True
 
     def crystals(self) -> tuple[str, ...]:
         out = []

@@ -38,12 +38,41 @@ from ..analysis.detectors import (
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker, scan_position
+from ._common import CubePicker, guarded, scan_position
 from ._realspace import RealSpaceView
+from ._warmup import WarmupLabel
 
 DETECTOR_LAYER = "virtual detector"
 REGION_LAYER = "region pattern"
 KINDS = ("Disk", "Annulus", "Rectangle", "Drawn shapes")
+PRESET_NAMES = ("BF", "ABF", "LAADF", "ADF", "HAADF", "Full")
+# what the detector's image shows (core: virtual_image, center_of_mass, dpc, idpc)
+RESPONSES = ("Sum", "Mean", "CoM y", "CoM x", "|CoM|", "iCoM")
+# the keyboard (bound on the viewer while the dock is open; docs/napari-widgets.md lists it):
+# key -> (what it does, method, arguments)
+KEYMAP: dict[str, tuple[str, str, tuple]] = {
+    "W": ("detector up 1 px", "move_detector", (-1, 0)),
+    "S": ("detector down 1 px", "move_detector", (1, 0)),
+    "A": ("detector left 1 px", "move_detector", (0, -1)),
+    "D": ("detector right 1 px", "move_detector", (0, 1)),
+    "Shift-W": ("detector up 5 px", "move_detector", (-5, 0)),
+    "Shift-S": ("detector down 5 px", "move_detector", (5, 0)),
+    "Shift-A": ("detector left 5 px", "move_detector", (0, -5)),
+    "Shift-D": ("detector right 5 px", "move_detector", (0, 5)),
+    "I": ("scan position up 1 row", "move_scan", (-1, 0)),
+    "K": ("scan position down 1 row", "move_scan", (1, 0)),
+    "J": ("scan position left 1 column", "move_scan", (0, -1)),
+    "L": ("scan position right 1 column", "move_scan", (0, 1)),
+    "Shift-I": ("scan position up 10 rows", "move_scan", (-10, 0)),
+    "Shift-K": ("scan position down 10 rows", "move_scan", (10, 0)),
+    "Shift-J": ("scan position left 10 columns", "move_scan", (0, -10)),
+    "Shift-L": ("scan position right 10 columns", "move_scan", (0, 10)),
+    "=": ("detector 1 px larger", "resize_detector", (1.0,)),
+    "-": ("detector 1 px smaller", "resize_detector", (-1.0,)),
+    "Shift-=": ("detector 5 px larger", "resize_detector", (5.0,)),
+    "Shift--": ("detector 5 px smaller", "resize_detector", (-5.0,)),
+    "R": ("reset: BF detector on the detected disk, views reset", "reset", ()),
+}
 
 
 def shapes_to_detector(kind: str, data: list[np.ndarray], shape_types: list[str], det_shape,
@@ -135,8 +164,42 @@ class _FirstImage:
             self.ready.set()
 
 
+def detector_response(dc: DataCube, det: Detector, cal: Calibration, response: str):
+    """Job: the ``response`` of ``det`` over the scan as a RealSpaceMap (one core call each).
+
+    ``Mean`` is the sum over the detector's weight sum; ``CoM y``/``CoM x`` the centre of mass
+    of the pixels under the detector (detector px), ``|CoM|`` the length of its shift from the
+    mean CoM, ``iCoM`` the integrated CoM (iDPC with the calibration's rotation and flip).
+    """
+    from ..analysis.com import iter_center_of_mass
+    from ..analysis.dpc import dpc, idpc
+    from ..analysis.virtual import iter_virtual_image
+    from ..data.results import RealSpaceMap
+
+    if response in ("Sum", "Mean"):
+        img = yield from iter_virtual_image(dc, det, calibration=cal)
+        if response == "Sum":
+            return img
+        weight = float(np.sum(det.render(dc.detector_shape)))
+        return RealSpaceMap(img.data / max(weight, 1e-12), name="virtual_mean", units="counts/px",
+                            calibration=img.calibration, params={**img.params, "response": "mean"})
+    com = yield from iter_center_of_mass(dc, detector=det, calibration=cal)
+    params = {"detector": det.to_params(), "response": response}
+    if response in ("CoM y", "CoM x"):
+        ch = "com_y" if response == "CoM y" else "com_x"
+        return RealSpaceMap(com.channel(ch), name=ch, units="px", calibration=com.calibration, params=params)
+    d = dpc(com, descan="mean")
+    if response == "|CoM|":
+        return RealSpaceMap(d.channel("magnitude"), name="com_magnitude", units="px",
+                            calibration=com.calibration, params=params)
+    if response == "iCoM":
+        ph = idpc(d)
+        return RealSpaceMap(ph.data, name="icom", units=ph.units, calibration=com.calibration, params=params)
+    raise ValueError(f"unknown response {response!r}; use one of {RESPONSES}")
+
+
 def _live_job(dc: DataCube, det: Detector, cal: Calibration, descan: bool, preview: DataCube | None,
-              timings: list, first: _FirstImage | None = None):
+              timings: list, first: _FirstImage | None = None, response: str = "Sum"):
     """Worker job: a binned preview first (when given a preview cube), then the exact image.
 
     Appends the exact computation's duration (s) to ``timings``; hands its first image to
@@ -156,7 +219,10 @@ def _live_job(dc: DataCube, det: Detector, cal: Calibration, descan: bool, previ
         first.put(item, t_start)
         yield item
     t0 = time.perf_counter()
-    img = yield from iter_virtual_image(dc, det, calibration=cal, descan=descan)
+    if response == "Sum":
+        img = yield from iter_virtual_image(dc, det, calibration=cal, descan=descan)
+    else:
+        img = yield from detector_response(dc, det, cal, response)
     timings.append(time.perf_counter() - t0)
     first.put(img, t_start)
     return img
@@ -173,6 +239,40 @@ FIRST_SOON_S = 0.15
 # right after the drag event (50-100 ms of the GUI thread and both cores in software OpenGL),
 # and an image that is ready before that redraw is shown with it instead of after it
 WAIT_FIRST_S = 0.05
+
+
+def _find_bf(dc: DataCube):
+    """Worker: the bright-field disk of the 5x5 patterns at the scan centre (None if not found)."""
+    from ..analysis.origin import find_bf_disk
+
+    cy, cx = dc.scan_shape[0] // 2, dc.scan_shape[1] // 2
+    try:
+        return find_bf_disk(dc.region_pattern(slice(max(cy - 2, 0), cy + 3), slice(max(cx - 2, 0), cx + 3)))
+    except Napari4DSTEMError:
+        return None
+
+
+def rgb_composite(images, percentiles=(0.1, 99.9)) -> np.ndarray:
+    """``(ny, nx, 3)`` float32 in 0..1: each image scaled to its own percentiles (finite values)."""
+    out = []
+    for img in images:
+        a = np.asarray(img, dtype=np.float64)
+        f = a[np.isfinite(a)]
+        lo, hi = np.percentile(f, percentiles) if f.size else (0.0, 1.0)
+        out.append(np.clip((a - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0))
+    return np.nan_to_num(np.stack(out, axis=-1)).astype(np.float32)
+
+
+def _preset_job(dc: DataCube, detectors: dict[str, Detector], cal: Calibration):
+    """Worker: ``{name: (detector, exact image)}`` for the preset detectors (a generator: a
+    closing widget stops it between presets)."""
+    from ..analysis.virtual import virtual_image
+
+    out = {}
+    for i, (name, det) in enumerate(detectors.items()):
+        out[name] = (det, virtual_image(dc, det, calibration=cal))
+        yield i + 1
+    return out
 
 
 class VirtualImagingWidget(QWidget):
@@ -202,6 +302,7 @@ class VirtualImagingWidget(QWidget):
         self._timer.timeout.connect(self._request)
         self._build_ui()
         viewer.dims.events.current_step.connect(self._on_dims)
+        self._bind_keys()
         if self.layer is not None:
             self._init_for_layer()
 
@@ -217,16 +318,34 @@ class VirtualImagingWidget(QWidget):
             sb.setDecimals(2)
             sb.setSingleStep(0.5)
             sb.setKeyboardTracking(False)
+        # the radii in calibrated units (mrad, else the detector's k units), edited both ways
+        self.r_in_cal, self.r_out_cal = QDoubleSpinBox(), QDoubleSpinBox()
+        for sb in (self.r_in_cal, self.r_out_cal):
+            sb.setRange(0.0, 1e6)
+            sb.setDecimals(4)
+            sb.setKeyboardTracking(False)
+            sb.setEnabled(False)
+        self._cal_px: float | None = None  # calibrated units per detector pixel
         self.angles = QLabel("")
         self.angles.setMinimumHeight(self.angles.fontMetrics().lineSpacing() + 4)
         self.descan = QCheckBox("descan (shift by the fitted origin)")
+        self.response_combo = QComboBox()
+        self.response_combo.addItems(RESPONSES)
+        self.response_combo.setToolTip("what the virtual image shows for the detector's pixels")
         self.presets = {}
         presets = QHBoxLayout()
-        for name in ("BF", "ABF", "ADF", "HAADF"):
+        for name in PRESET_NAMES:
             b = QPushButton(name)
             b.clicked.connect(lambda _=False, n=name: self.apply_preset(n))
             presets.addWidget(b)
             self.presets[name] = b
+        # any three preset images as an RGB composite (each scaled to its 0.1-99.9 percentiles)
+        self.rgb_combos = [QComboBox() for _ in range(3)]
+        for cb, default in zip(self.rgb_combos, ("HAADF", "ABF", "BF"), strict=True):
+            cb.addItems(PRESET_NAMES)
+            cb.setCurrentText(default)
+        self.rgb_btn = QPushButton("RGB composite")
+        self.rgb_btn.setToolTip("show the three chosen preset images as red, green and blue")
         self.status = QLabel("")
         self.status.setWordWrap(True)
         # room for two lines from the start: a label that grows when "computing..." appears
@@ -238,27 +357,42 @@ class VirtualImagingWidget(QWidget):
         form = QFormLayout()
         form.addRow("4D layer", self.layer_combo)
         form.addRow("detector", self.kind_combo)
+        form.addRow("response", self.response_combo)
         form.addRow("centre k_y [px]", self.cy)
         form.addRow("centre k_x [px]", self.cx)
         form.addRow("inner radius [px]", self.r_in)
         form.addRow("outer radius [px]", self.r_out)
+        form.addRow("inner radius [mrad]", self.r_in_cal)
+        form.addRow("outer radius [mrad]", self.r_out_cal)
         layout = QVBoxLayout(self)
         layout.addWidget(self.realspace)
         layout.addLayout(form)
         layout.addWidget(self.angles)
         layout.addLayout(presets)
+        rgb = QHBoxLayout()
+        for cb, name in zip(self.rgb_combos, "RGB", strict=True):
+            rgb.addWidget(QLabel(name))
+            rgb.addWidget(cb)
+        rgb.addWidget(self.rgb_btn)
+        layout.addLayout(rgb)
         layout.addWidget(self.descan)
         buttons = QHBoxLayout()
         buttons.addWidget(self.cancel_btn)
         buttons.addWidget(self.save_btn)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
+        layout.addWidget(WarmupLabel())
         self.layer_combo.currentTextChanged.connect(self._init_for_layer)
-        self.kind_combo.currentIndexChanged.connect(self._on_fields)
+        self.kind_combo.currentIndexChanged.connect(self._on_kind)
+        self._form = form
         for sb in (self.cy, self.cx, self.r_in, self.r_out):
             sb.valueChanged.connect(self._on_fields)
+        self.r_in_cal.valueChanged.connect(lambda v: self._on_cal_radius(self.r_in, v))
+        self.r_out_cal.valueChanged.connect(lambda v: self._on_cal_radius(self.r_out, v))
         self.descan.toggled.connect(self._on_descan)
+        self.response_combo.currentIndexChanged.connect(self._on_descan)  # same detector, again
         self.cancel_btn.clicked.connect(self.cancel)
+        self.rgb_btn.clicked.connect(lambda _=False: self.show_rgb())
         self.save_btn.clicked.connect(self._save_dialog)
         self.realspace.positionPicked.connect(self.set_scan_position)
         self.realspace.regionSelected.connect(self.integrate_region)
@@ -281,20 +415,30 @@ class VirtualImagingWidget(QWidget):
             self.status.setText(str(e))
             return
         self._build_preview(dc)
-        from ..analysis.origin import find_bf_disk
+        self._on_dims()
+        self._bf = None
+        self._preset_cache = {}
+        self.presets_ready = False
+        self.status.setText("finding the bright-field disk...")
+        from napari.qt.threading import create_worker
 
-        cy, cx = dc.scan_shape[0] // 2, dc.scan_shape[1] // 2
-        try:
-            self._bf = find_bf_disk(dc.region_pattern(slice(max(cy - 2, 0), cy + 3), slice(max(cx - 2, 0), cx + 3)))
-        except Napari4DSTEMError:
-            self._bf = None
+        # reading 25 patterns of a lazy file and fitting the disk: a worker, never the GUI thread
+        create_worker(_find_bf, dc, _connect={"returned": guarded(self, lambda bf, dc=dc: self._on_bf(dc, bf)),
+                                              "errored": guarded(self, self._on_error)})
+
+    def _on_bf(self, dc: DataCube, bf) -> None:
+        """The BF disk of the centre patterns is in: start with a BF detector on it."""
+        if self.layer is None or self.layer.data is not dc.data:
+            return  # another layer was chosen meanwhile
+        self._bf = bf
         det = (
-            DiskDetector(self._bf.center_px, self._bf.radius_px)
-            if self._bf is not None
+            DiskDetector(bf.center_px, bf.radius_px)
+            if bf is not None
             else DiskDetector(((dc.shape[2] - 1) / 2, (dc.shape[3] - 1) / 2), min(dc.shape[2:]) / 8)
         )
+        self.status.setText("")
         self.set_detector(det)
-        self._on_dims()
+        self._precompute_presets(dc)
 
     def _detector_layer(self):
         if DETECTOR_LAYER in self.viewer.layers:
@@ -308,15 +452,23 @@ class VirtualImagingWidget(QWidget):
         return layer
 
     # -- detector <-> fields <-> shapes ---------------------------------------------------------
-    def set_detector(self, det: Detector) -> None:
+    def set_detector(self, det: Detector, image=None) -> None:
         """Compute ``det``'s image and show the detector in the fields and as shapes.
 
         The worker starts first. The Shapes update (a rebuild of the layer plus a redraw of
         the main canvas, 50-100 ms in software OpenGL) waits for the first image of the job,
-        so that it cannot hold up the image on the GUI thread.
+        so that it cannot hold up the image on the GUI thread. With ``image`` (a precomputed
+        preset) nothing is computed: a running job is stopped and the image shown at once.
         """
-        self._pending = det
-        self._request()
+        if image is None:
+            self._pending = det
+            self._request()
+        else:
+            self._pending = None
+            if self._worker is not None:
+                self._worker.quit()
+            self._last_detector = det
+            self._show(image)
         self._syncing = True
         try:
             if isinstance(det, DiskDetector):
@@ -350,10 +502,11 @@ class VirtualImagingWidget(QWidget):
         data, types = detector_to_shapes(det)
         self._syncing = True
         try:
-            with layer.events.set_data.blocker():
-                # one rebuild: (vertices, type) pairs set both; setting ``shape_type`` after
-                # ``data`` or calling ``refresh`` would triangulate everything again
-                layer.data = list(zip(data, types, strict=True))
+            # one rebuild: (vertices, type) pairs set both; setting ``shape_type`` after
+            # ``data`` or calling ``refresh`` would triangulate everything again. The layer's
+            # ``set_data`` event must fire: napari's canvas redraws the outline on it (blocking
+            # it left the detector undrawn); ``_syncing`` keeps our own handler out
+            layer.data = list(zip(data, types, strict=True))
         finally:
             self._syncing = False
 
@@ -396,6 +549,46 @@ class VirtualImagingWidget(QWidget):
             self._timer.start()
         else:
             self.set_detector(det)
+
+    def _on_kind(self, *_) -> None:
+        """A new detector kind keeps the size of the current one: a disk of radius r becomes
+        a 2r x 2r rectangle or an r/2..r annulus (the fields' old values made an empty
+        rectangle: "rows must be (start, stop) with stop > start")."""
+        kind = self.kind_combo.currentText()
+        self._label_fields(kind)
+        if self._syncing:
+            return
+        r_in, r_out = self.r_in.value(), self.r_out.value()
+        old = self._last_detector
+        if isinstance(old, RectangleDetector):
+            size = 0.5 * max(old.rows[1] - old.rows[0], old.cols[1] - old.cols[0])
+        elif isinstance(old, (DiskDetector, AnnulusDetector)):
+            size = old.radius_px if isinstance(old, DiskDetector) else old.outer_px
+        else:
+            size = max(r_out, 1.0)
+        size = max(size, 1.0)
+        self._syncing = True
+        try:
+            if kind == "Rectangle":
+                self.r_in.setValue(size)
+                self.r_out.setValue(size)
+            elif kind == "Annulus":
+                self.r_in.setValue(r_in if 0 < r_in < size else size / 2)
+                self.r_out.setValue(size)
+            elif kind == "Disk":
+                self.r_out.setValue(size)
+        finally:
+            self._syncing = False
+        self._on_fields()
+
+    def _label_fields(self, kind: str) -> None:
+        names = (("half height [px]", "half width [px]") if kind == "Rectangle"
+                 else ("inner radius [px]", "outer radius [px]"))
+        for sb, name in zip((self.r_in, self.r_out), names, strict=True):
+            label = self._form.labelForField(sb)
+            if label is not None:
+                label.setText(name)
+        self.r_in.setEnabled(kind in ("Annulus", "Rectangle"))
 
     def _on_shapes_edited(self, event=None) -> None:
         """A drag or edit of the detector shapes: read them back (fires on every move)."""
@@ -440,6 +633,17 @@ class VirtualImagingWidget(QWidget):
             unit = "mrad"
         except Napari4DSTEMError:
             px, unit = (cal.k_pixel_size, cal.k_units) if cal.k_pixel_size else (None, "")
+        self._cal_px = px
+        for sb in (self.r_in_cal, self.r_out_cal):
+            sb.setEnabled(px is not None)
+            label = self._form.labelForField(sb)
+            if label is not None:
+                label.setText(f"{'inner' if sb is self.r_in_cal else 'outer'} radius [{unit or 'px'}]")
+        if px is not None:
+            for sb, v in ((self.r_in_cal, self.r_in.value()), (self.r_out_cal, self.r_out.value())):
+                sb.blockSignals(True)
+                sb.setValue(v * px)
+                sb.blockSignals(False)
         if px is None:
             self.angles.setText("detector not calibrated: radii in pixels")
             return
@@ -450,19 +654,69 @@ class VirtualImagingWidget(QWidget):
         else:
             self.angles.setText("")
 
+    def _preset(self, name: str, dc: DataCube, cal: Calibration) -> Detector:
+        """The preset detector: from calibrated angles, else from the detected BF disk."""
+        bf = getattr(self, "_bf", None)
+        try:
+            return preset_detector(name, detector_shape=dc.detector_shape, calibration=cal,
+                                   center_px=bf.center_px if bf else None)
+        except Napari4DSTEMError:
+            if bf is None:
+                raise
+            return preset_detector(name, detector_shape=dc.detector_shape, center_px=bf.center_px,
+                                   bf_radius_px=bf.radius_px)
+
+    def _precompute_presets(self, dc: DataCube) -> None:
+        """Compute every preset's image in a worker, so that a preset switch only shows it."""
+        self._preset_cache = {}
+        cal = self.datacube()[1]
+        try:
+            dets = {n: self._preset(n, dc, cal) for n in PRESET_NAMES}
+        except Napari4DSTEMError:
+            return
+        from napari.qt.threading import create_worker
+
+        def done(images, data=dc.data):
+            if self.layer is not None and self.layer.data is data:
+                self._preset_cache = images
+                self.presets_ready = True
+
+        self._preset_worker = create_worker(
+            _preset_job, dc, dets, cal, _progress={"total": len(dets), "desc": "preset images"},
+            _connect={"returned": guarded(self, done), "errored": guarded(self, self._on_error)})
+
+    def show_rgb(self, names: tuple[str, str, str] | None = None) -> np.ndarray | None:
+        """Show three precomputed preset images as one RGB image (red, green, blue), each
+        scaled to its own 0.1-99.9 percentiles; returns the composite."""
+        names = names or tuple(cb.currentText() for cb in self.rgb_combos)
+        cache = getattr(self, "_preset_cache", {})
+        if any(n not in cache for n in names):
+            self.status.setText("the preset images are still being computed")
+            return None
+        rgb = rgb_composite([cache[n][1].data for n in names])
+        self.last_rgb = rgb
+        self.realspace.set_image(rgb, clim=(0.0, 1.0), title=f"RGB: {' / '.join(names)}")
+        return rgb
+
+    def _response(self) -> str:
+        return self.response_combo.currentText() if hasattr(self, "response_combo") else "Sum"
+
+    def _on_cal_radius(self, px_box: QDoubleSpinBox, value: float) -> None:
+        """A radius typed in mrad (or k units): the pixel field follows, and the detector."""
+        if self._cal_px:
+            px_box.setValue(value / self._cal_px)
+
     def apply_preset(self, name: str) -> None:
-        """BF / ABF / ADF / HAADF from calibrated angles, else from the detected BF disk."""
+        """BF / ABF / LAADF / ADF / HAADF / Full: the precomputed image when it is in (no
+        recompute), else computed now."""
+        cached = getattr(self, "_preset_cache", {}).get(name)
+        if cached is not None and not self.descan.isChecked() and self._response() == "Sum":
+            det, img = cached
+            self.set_detector(det, image=img)
+            return
         try:
             dc, cal = self.datacube()
-            bf = getattr(self, "_bf", None)
-            try:
-                det = preset_detector(name, detector_shape=dc.detector_shape, calibration=cal,
-                                      center_px=bf.center_px if bf else None)
-            except Napari4DSTEMError:
-                if bf is None:
-                    raise
-                det = preset_detector(name, detector_shape=dc.detector_shape, center_px=bf.center_px,
-                                      bf_radius_px=bf.radius_px)
+            det = self._preset(name, dc, cal)
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return
@@ -513,13 +767,15 @@ class VirtualImagingWidget(QWidget):
         self.cancel_btn.setEnabled(True)
         # the preview pays off only when the exact image is slow (the GUI redraw is a floor)
         slow = bool(self._exact_s) and self._exact_s[-1] > PREVIEW_ABOVE_S
-        use_preview = slow and self._preview is not None and not self.descan.isChecked()
+        response = self._response()
+        use_preview = (slow and self._preview is not None and not self.descan.isChecked()
+                       and response == "Sum")
         self._shown = False
         self._first_soon = use_preview or (bool(self._exact_s) and self._exact_s[-1] < FIRST_SOON_S)
         first = self._first = _FirstImage()
         worker = create_worker(
             _live_job, dc, det, cal, self.descan.isChecked(), self._preview if use_preview else None,
-            self._exact_s, first,
+            self._exact_s, first, response,
             _connect={"returned": self._on_image, "yielded": self._on_yielded,
                       "errored": self._on_error, "finished": self._on_finished},
             **kwargs,
@@ -549,7 +805,8 @@ class VirtualImagingWidget(QWidget):
         else:
             self.last_image = item
             d = item.params.get("detector", {})
-            self.realspace.set_image(item.data, title=f"virtual image: {d.get('kind', '')}")
+            resp = item.params.get("response", "sum")
+            self.realspace.set_image(item.data, title=f"virtual image: {d.get('kind', '')}, {resp}")
             self._shown = True
             self.status.setText("")
         self._after_image()
@@ -576,9 +833,12 @@ class VirtualImagingWidget(QWidget):
 
         create_worker(iter_preview_cube, dc, factor=4,
                       _progress={"total": 1, "desc": "binned preview"},
-                      _connect={"returned": done, "errored": self._on_error})
+                      _connect={"returned": guarded(self, done), "errored": guarded(self, self._on_error)})
 
     def _on_error(self, exc) -> None:
+        from .log import log_error
+
+        log_error("Virtual imaging", exc)
         self.status.setText(str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}")
 
     def _on_finished(self) -> None:
@@ -656,7 +916,69 @@ class VirtualImagingWidget(QWidget):
             except Napari4DSTEMError as e:
                 self.status.setText(str(e))
 
+    # -- keyboard -------------------------------------------------------------------------------
+    def _bind_keys(self) -> None:
+        for key, (_what, method, args) in KEYMAP.items():
+            def handler(viewer, method=method, args=args):
+                getattr(self, method)(*args)
+
+            self.viewer.bind_key(key, handler, overwrite=True)
+
+    def _unbind_keys(self) -> None:
+        for key in KEYMAP:
+            try:
+                self.viewer.bind_key(key, None)
+            except (KeyError, ValueError, TypeError):  # already unbound
+                pass
+
+    def _current_detector(self) -> Detector | None:
+        return self._pending if self._pending is not None else self._last_detector
+
+    def move_detector(self, dy: float, dx: float) -> None:
+        """Shift the detector by ``(dy, dx)`` detector pixels."""
+        from dataclasses import replace
+
+        det = self._current_detector()
+        if isinstance(det, DiskDetector | AnnulusDetector):
+            cy, cx = det.center_px
+            self.set_detector(replace(det, center_px=(cy + dy, cx + dx)))
+        elif isinstance(det, RectangleDetector):
+            (r0, r1), (c0, c1) = det.rows, det.cols
+            self.set_detector(RectangleDetector((r0 + int(dy), r1 + int(dy)), (c0 + int(dx), c1 + int(dx))))
+
+    def resize_detector(self, d: float) -> None:
+        """Grow (``d`` > 0) or shrink the detector by ``d`` pixels (outer edge; an annulus's
+        inner edge stays inside it)."""
+        det = self._current_detector()
+        if isinstance(det, DiskDetector):
+            self.set_detector(DiskDetector(det.center_px, max(det.radius_px + d, 0.5)))
+        elif isinstance(det, AnnulusDetector):
+            outer = max(det.outer_px + d, det.inner_px + 0.5)
+            self.set_detector(AnnulusDetector(det.center_px, det.inner_px, outer))
+        elif isinstance(det, RectangleDetector):
+            k = round(d)
+            (r0, r1), (c0, c1) = det.rows, det.cols
+            if r1 - r0 + 2 * k >= 1 and c1 - c0 + 2 * k >= 1:
+                self.set_detector(RectangleDetector((r0 - k, r1 + k), (c0 - k, c1 + k)))
+
+    def move_scan(self, dy: int, dx: int) -> None:
+        """Move the scan position by ``(dy, dx)`` rows and columns (clipped to the scan)."""
+        lyr = self.layer
+        if lyr is None or self.viewer.dims.ndim < 4:
+            return
+        iy, ix = scan_position(self.viewer, lyr)
+        ny, nx = lyr.data.shape[:2]
+        self.set_scan_position(int(np.clip(iy + dy, 0, ny - 1)), int(np.clip(ix + dx, 0, nx - 1)))
+
+    def reset(self) -> None:
+        """The BF detector on the detected disk, and the views reset."""
+        self.apply_preset("BF")
+        self.viewer.reset_view()
+
     def closeEvent(self, event) -> None:
+        self._unbind_keys()
+        if getattr(self, "_preset_worker", None) is not None:
+            self._preset_worker.quit()  # a generator: stops between presets
         self.cancel()
         if self._worker is not None:
             self._worker.await_workers() if hasattr(self._worker, "await_workers") else None

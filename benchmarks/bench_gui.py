@@ -1,0 +1,155 @@
+"""The UX latency rows of ../shared/UX.md, measured through the real widgets in a shown napari
+window, next to napari alone doing the same thing in the same run.
+
+Run under a virtual screen:  xvfb-run -a python benchmarks/bench_gui.py [--scan 64] [--n 15]
+Dataset: (scan, scan, 128, 128) uint16 in RAM with a lattice of disks (the strained-crystal
+sample's generator). Each row is the median (and the 25-75 % range) of ``--n`` repetitions of
+one user action, timed from the action until the event loop is idle again (Qt has run every
+slot and painted every canvas), so the figure is what the user waits for:
+
+- display-only change: the real-space view's Lin/Log switch | napari alone: a layer's colormap
+- scan step -> pattern in RAM (Virtual imaging dock open) | napari alone: the same dims step
+- scan step with the Bragg dock live (detection in a worker) | napari alone: the same step;
+  also the GUI thread's own CPU time per step (the stall detector's measure)
+- preset switch (precomputed) | the same preset computed on demand (the cache cleared)
+- busy indicator after starting a job: Bragg "Find disks in all patterns" click -> Cancel
+  enabled and a progress bar shown
+
+The machine is shared (2 cores, other jobs running): compare rows of one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+
+def _idle(app, settle_s: float = 0.0) -> None:
+    """Run the event loop until nothing is pending (and ``settle_s`` more)."""
+    end = time.perf_counter() + settle_s
+    app.processEvents()
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.001)
+    app.processEvents()
+
+
+def _stats(xs) -> str:
+    xs = sorted(xs)
+    q = statistics.quantiles(xs, n=4) if len(xs) >= 4 else [xs[0], statistics.median(xs), xs[-1]]
+    return f"{1e3 * statistics.median(xs):8.1f} ms  ({1e3 * q[0]:.1f}-{1e3 * q[2]:.1f})"
+
+
+def _time(app, action, n, until=None, timeout_s=30.0):
+    out, cpu = [], []
+    for i in range(n):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        action(i)
+        if until is not None:
+            end = t0 + timeout_s
+            while not until() and time.perf_counter() < end:
+                app.processEvents()
+                time.sleep(0.0005)
+        _idle(app)
+        out.append(time.perf_counter() - t0)
+        cpu.append(time.thread_time() - c0)
+    return out, cpu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scan", type=int, default=64)
+    ap.add_argument("--n", type=int, default=15)
+    args = ap.parse_args()
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_4dstem.simulation.samples import make_strained_crystal
+
+    s = make_strained_crystal(scan_shape=(args.scan, args.scan))
+    data = np.asarray(s.datacube.data)
+    cal = s.datacube.calibration
+    probe = np.asarray(s.probe.data)
+    print(f"dataset {data.shape} {data.dtype}, {data.nbytes / 2**20:.0f} MiB in RAM; n = {args.n}")
+    rows = []
+
+    viewer = napari.Viewer(show=True)
+    app = QApplication.instance()
+    meta = {"napari_4dstem": {"calibration": cal}}
+    cube = viewer.add_image(data, name="cube", metadata=meta, **cal.napari_kwargs("4d"))
+    viewer.add_image(probe, name="probe", visible=False, **cal.napari_kwargs("k"))
+    viewer.layers.selection.active = cube
+    _idle(app, 1.0)
+    ny, nx = data.shape[:2]
+
+    def step(i):
+        viewer.dims.set_point(0, ((7 * i) % ny) * cube.scale[0])
+        viewer.dims.set_point(1, ((3 * i + 1) % nx) * cube.scale[1])
+
+    # napari alone: dims steps, colormap changes
+    alone_step, _ = _time(app, step, args.n)
+    cmaps = ["gray", "magma"]
+    alone_disp, _ = _time(app, lambda i: setattr(cube, "colormap", cmaps[i % 2]), args.n)
+
+    # Virtual imaging dock
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    end = time.perf_counter() + 120
+    while not (getattr(w, "presets_ready", False) and w._worker is None) and time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.01)
+    _idle(app, 0.5)
+    scales = ["Log", "Lin"]
+    ours_disp, _ = _time(app, lambda i: w.realspace.scale_combo.setCurrentText(scales[i % 2]), args.n)
+    rows.append(("display-only change (<= 16 ms)", ours_disp, "napari colormap", alone_disp))
+    ours_step, _ = _time(app, step, args.n)
+    rows.append(("scan step -> pattern, RAM (>= 30 fps)", ours_step, "napari dims step", alone_step))
+    names = ["HAADF", "BF", "ADF", "ABF", "LAADF", "Full"]
+    cached, _ = _time(app, lambda i: w.apply_preset(names[i % len(names)]), args.n)
+    keep = w._preset_cache
+
+    def uncached(i):
+        w._preset_cache = {}
+        w.apply_preset(names[i % len(names)])
+
+    computed, _ = _time(app, uncached, args.n, until=lambda: w._worker is None and w._pending is None)
+    w._preset_cache = keep
+    rows.append(("preset switch, precomputed (<= 50 ms)", cached, "computed on demand", computed))
+    w.close()
+    viewer.window.remove_dock_widget(w.parent() if w.parent() is not None else w)
+
+    # Bragg dock live on the current pattern
+    _, b = viewer.window.add_plugin_dock_widget("napari-4dstem", "Bragg disks and strain")
+    b.make_template()
+    end = time.perf_counter() + 300
+    while (b.template is None or b._worker is not None) and time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.01)
+    _idle(app, 1.0)
+    bragg_step, bragg_cpu = _time(app, step, args.n)
+    rows.append(("scan step, Bragg dock live (GUI thread)", bragg_step, "napari dims step", alone_step))
+    # busy indicator: click -> Cancel enabled
+    t0 = time.perf_counter()
+    b.run_btn.click()
+    while not b.cancel_btn.isEnabled() and time.perf_counter() - t0 < 10:
+        app.processEvents()
+    busy = time.perf_counter() - t0
+    b.cancel()
+    end = time.perf_counter() + 60
+    while b._worker is not None and time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.01)
+
+    print(f"\n{'row':44s} {'ours: median (IQR)':>28s}   reference")
+    for name, ours, ref_name, ref in rows:
+        print(f"{name:44s} {_stats(ours)}   {ref_name}: {_stats(ref)}")
+    print(f"{'  GUI-thread CPU per step, Bragg dock live':44s} {_stats(bragg_cpu)}")
+    print(f"{'busy indicator after a job click (<= 100 ms)':44s} {1e3 * busy:8.1f} ms")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Compile the numba kernels ahead, in a worker, when the first widget opens.
+
+The kernels are ``numba.njit(cache=True)``: the first use in a fresh install compiles them
+(20-60 s on 2 cores), later processes load them from the cache (about 1 s). Either way it must
+not happen on the GUI thread or at the first click: the first dock widget that opens starts
+:func:`ensure_warm` for the chosen layer's dtype, which runs the real core functions once on a
+tiny synthetic datacube of that dtype in a worker (progress in napari's activity dock), and
+every widget shows a "preparing kernels" line while it runs (:class:`WarmupLabel`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QLabel
+
+
+class _State(QObject):
+    changed = Signal()
+
+    def __init__(self):
+        super().__init__()
+        self.done: set[str] = set()
+        self.running: dict[str, object] = {}
+        self.failed: list[str] = []
+
+
+_STATE: _State | None = None
+
+
+def _state() -> _State:
+    global _STATE
+    if _STATE is None:
+        _STATE = _State()
+    return _STATE
+
+
+def is_warming() -> bool:
+    return bool(_state().running)
+
+
+def ensure_warm(dtype=np.uint16) -> None:
+    """Start warming the kernels for patterns of ``dtype`` (once per dtype and process)."""
+    from napari.qt.threading import create_worker
+
+    st = _state()
+    key = np.dtype(dtype).str
+    if key in st.done or key in st.running:
+        return
+
+    def finished(key=key):
+        st.running.pop(key, None)
+        st.done.add(key)
+        st.changed.emit()
+
+    def failed(exc):
+        st.failed.append(f"{type(exc).__name__}: {exc}")
+
+    steps = len(_STEPS)
+    st.running[key] = create_worker(
+        warm_kernels, np.dtype(dtype),
+        _progress={"total": steps, "desc": "preparing kernels"},
+        _connect={"finished": finished, "errored": failed},
+    )
+    st.changed.emit()
+
+
+def _tiny_cube(dtype: np.dtype) -> np.ndarray:
+    """A 4x4 scan of 48x48 patterns: a bright disk and a square lattice of weaker disks."""
+    yy, xx = np.mgrid[:48, :48].astype(np.float64)
+    pat = np.zeros((48, 48))
+    for gy in (-12, 0, 12):
+        for gx in (-12, 0, 12):
+            pat += (200.0 if gy == gx == 0 else 40.0) * (np.hypot(yy - 24 - gy, xx - 24 - gx) < 4)
+    cube = np.broadcast_to(pat + 2.0, (4, 4, 48, 48))
+    return np.ascontiguousarray(cube).astype(dtype)
+
+
+def _virtual(cube):
+    from ..analysis.detectors import AnnulusDetector, DiskDetector, RectangleDetector
+    from ..analysis.virtual import virtual_image, virtual_images
+
+    for det in (DiskDetector((24, 24), 5), AnnulusDetector((24, 24), 6, 20), RectangleDetector((10, 30), (5, 40))):
+        virtual_image(cube, det)
+    virtual_images(cube, [DiskDetector((24, 24), 5), AnnulusDetector((24, 24), 6, 20)])
+
+
+def _com(cube):
+    from ..analysis.com import center_of_mass
+
+    center_of_mass(cube)
+
+
+def _bragg(cube):
+    from ..analysis.bragg import (
+        bragg_vector_map,
+        detect_in_stack,
+        find_bragg_disks,
+        origin_from_peaks,
+    )
+    from ..analysis.lattice import Lattice, fit_lattice
+    from ..analysis.probe import make_template
+    from ..analysis.strain import strain_from_lattice
+
+    yy, xx = np.mgrid[:48, :48]
+    probe = 100.0 * (np.hypot(yy - 24, xx - 24) < 4)
+    template = make_template(probe)
+    pats = np.asarray(cube[0, :2])
+    for subpixel in ("fit", "parabolic", "upsample"):
+        detect_in_stack(pats, template, parallel=False, subpixel=subpixel)
+    detect_in_stack(pats, template, parallel=True)
+    peaks = find_bragg_disks(cube, template=template)
+    bragg_vector_map(peaks, origin=origin_from_peaks(peaks), shape=(48, 48))
+    fit = fit_lattice(peaks, Lattice((12.0, 0.0), (0.0, 12.0)))
+    strain_from_lattice(fit)
+
+
+def _imports(cube):
+    """Modules the widgets import at their first result (matplotlib for histograms and plots)."""
+    import matplotlib.figure  # noqa: F401
+    from matplotlib.backends import backend_agg  # noqa: F401
+
+
+_STEPS = (_imports, _virtual, _com, _bragg)
+
+
+def warm_kernels(dtype: np.dtype):
+    """Worker job: run each group of kernels once on a tiny cube of ``dtype`` (a generator:
+    one yield per group, so a closing viewer can stop it between groups)."""
+    cube = _tiny_cube(dtype)
+    for i, step in enumerate(_STEPS):
+        try:
+            step(cube)
+        except Exception as e:
+            _state().failed.append(f"{step.__name__}: {type(e).__name__}: {e}")
+        yield i + 1
+
+
+class WarmupLabel(QLabel):
+    """"preparing kernels..." while the kernels are warmed; hidden otherwise."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setText("preparing kernels (compiled once, in the background)...")
+        self.setStyleSheet("color: #e0b040")
+        _state().changed.connect(self._update)
+        self._update()
+
+    def _update(self) -> None:
+        try:
+            self.setVisible(is_warming())
+        except RuntimeError:  # the label was deleted with its widget
+            pass

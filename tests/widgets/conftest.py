@@ -1,0 +1,357 @@
+"""The stall detector: every GUI test fails when the GUI thread is blocked for more than 50 ms.
+
+A zero-cost Qt timer ticks on the GUI thread every few milliseconds while a test runs. The time
+between two ticks is one *interval* of GUI-thread work: a slot run by the event loop, or what the
+test itself does between two event-loop turns (a click, a field edit; ``stall_detector.step()``
+marks where one user action ends and the next begins, as the event loop does between two real
+clicks). An interval whose GUI-thread CPU time is over ``THRESHOLD_S`` is a stall when the
+watchdog saw the GUI thread in our package's code during it (or did not see it at all and it took
+over twice the threshold); one spent wholly in napari or Qt (their event processing and layout)
+is napari's floor and only logged. Not counted either, it is
+
+- napari's own floor, measured and reported (``paint_ms``) but not ours to remove: OpenGL
+  painting (vispy's ``paintGL``/``resizeGL``/``initializeGL``, 50-100 ms a frame in software
+  OpenGL) and adding a layer (``viewer.add_*``, ``LayerList.insert``: napari builds the layer's visual and controls
+  on the GUI thread, 70-400 ms here; the layer's ``__init__`` included), building vispy canvases
+  and visuals (``SceneCanvas``/``Node`` construction: each layer's visual, a dock's real-space
+  canvas), docking a widget (``Window.add_dock_widget``, which also saves napari's settings) and
+  Qt laying out napari's main window (its ``LayoutRequest`` events).
+  None of these may run our own slots inside (napari's progress bar does, so it is not here). Widgets add each of their layers once and update it after;
+- deliberately excluded set-up: pytest's and napari's fixtures before the test's first viewer
+  (or its body) starts, creating a viewer (the ``make_napari_viewer`` fixture is wrapped
+  here) and adding the first layer (``with stall_detector.excluded("first layer add"): ...``), or
+  a test's own reference computation (``excluded("reference")``). Opening a dock widget
+  (``add_plugin_dock_widget``) is set-up with a budget of its own, ``DOCK_OPEN_BUDGET_S``: Qt
+  widgets, first imports and a canvas are fine there, a computation or a compile is not.
+
+CPU time of the GUI thread, not wall time, is what counts: on the shared 2-core machine other
+processes stretch wall time at random, while the GUI thread's own CPU time is what a
+computation or a compile on it costs. (Waiting on a lock held by a worker is not CPU time; the
+wall time is recorded beside it.) A watchdog thread samples the GUI thread's stack while an
+interval runs long, so a failure names the code that held the thread.
+
+Set ``NAPARI_4DSTEM_STALL_LOG=path`` to append every interval over the threshold (stalls and
+excluded ones) as JSON lines: the before/after figures of docs/napari-widgets.md come from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+
+import pytest
+
+THRESHOLD_S = 0.050
+SETUP = "fixture set-up"
+DOCK_OPEN_BUDGET_S = 0.250  # opening a dock widget: set-up, but with a budget of its own
+TICK_MS = 5
+
+
+class StallDetector:
+    """Records GUI-thread intervals over ``THRESHOLD_S`` of CPU time (see the module docstring)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.stalls: list[dict] = []
+        self.excluded_long: list[dict] = []
+        self.paint_s = 0.0  # GUI-thread CPU time in OpenGL painting, whole test
+        self._excluded: list[str] = []
+        self._timer = None
+        self._main = threading.main_thread().ident
+        self._lock = threading.Lock()
+        self._samples: Counter = Counter()
+        self._stop = threading.Event()
+        self._watchdog = None
+        self._begin()
+
+    # -- intervals ----------------------------------------------------------------------------
+    def _begin(self) -> None:
+        self._t_wall = time.perf_counter()
+        self._t_cpu = time.thread_time()
+        self._paint_in = 0.0
+        with self._lock:
+            self._samples = Counter()
+
+    def _close(self, where: str) -> None:
+        cpu = time.thread_time() - self._t_cpu - self._paint_in
+        wall = time.perf_counter() - self._t_wall
+        if cpu > THRESHOLD_S:
+            with self._lock:
+                top = [f"{n}x {f}" for f, n in self._samples.most_common(3)]
+            rec = {"test": self.name, "cpu_ms": round(cpu * 1e3, 1), "wall_ms": round(wall * 1e3, 1),
+                   "paint_ms": round(self._paint_in * 1e3, 1), "ended_by": where, "stack": top}
+            with self._lock:
+                ours = sum(n for f, n in self._samples.items() if _OWN in f.split(" > ")[0])
+                seen = sum(self._samples.values())
+            rec["ours"] = ours
+            if self._excluded:
+                rec["excluded"] = self._excluded[-1]
+                self.excluded_long.append(rec)
+            elif ours or (not seen and cpu > 2 * THRESHOLD_S):
+                self.stalls.append(rec)
+            else:
+                # every sample of the GUI thread was in napari or Qt (layout, event processing of
+                # napari's own objects), none in our code: napari's floor, reported, not failed
+                rec["napari_or_qt"] = True
+                self.excluded_long.append(rec)
+        self._begin()
+
+    def _tick(self) -> None:
+        self._close("event loop")
+
+    def step(self) -> None:
+        """End of one user action in a test that drives the widget without an event-loop turn."""
+        self._close("step")
+
+    @contextmanager
+    def excluded(self, reason: str, budget_s: float | None = None):
+        """Deliberately excluded set-up: not counted as a stall (still logged). With
+        ``budget_s``, the whole block (GUI-thread CPU less napari's floor) must stay under it."""
+        self._close("excluded block")
+        self._excluded.append(reason)
+        cpu0, floor0, wall0 = time.thread_time(), self.paint_s, time.perf_counter()
+        try:
+            yield
+        finally:
+            self._close(f"end of excluded {reason!r}")
+            self._excluded.pop()
+            cpu = time.thread_time() - cpu0 - (self.paint_s - floor0)
+            if budget_s is not None and cpu > budget_s:
+                self.stalls.append({"test": self.name, "cpu_ms": round(cpu * 1e3, 1),
+                                    "wall_ms": round((time.perf_counter() - wall0) * 1e3, 1),
+                                    "paint_ms": round((self.paint_s - floor0) * 1e3, 1),
+                                    "ended_by": f"{reason} over its {budget_s * 1e3:.0f} ms budget",
+                                    "stack": []})
+
+    def begin_setup(self) -> None:
+        self._close("fixture set-up")
+        self._excluded.append(SETUP)
+
+    def end_setup(self) -> None:
+        if SETUP in self._excluded:
+            self._close("end of fixture set-up")
+            self._excluded.remove(SETUP)
+
+    def painting(self, seconds: float) -> None:
+        self._paint_in += seconds
+        self.paint_s += seconds
+
+    # -- watchdog: where the GUI thread spends a long interval ----------------------------------
+    def _watch(self) -> None:
+        while not self._stop.wait(0.01):
+            if time.perf_counter() - self._t_wall < THRESHOLD_S or self._excluded:
+                continue
+            frame = sys._current_frames().get(self._main)
+            where = _innermost_own_frame(frame)
+            if where:
+                with self._lock:
+                    self._samples[where] += 1
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        self._timer = QTimer()
+        self._timer.setInterval(TICK_MS)
+        self._timer.timeout.connect(self._tick)
+        self._timer.start()
+        self._watchdog = threading.Thread(target=self._watch, daemon=True, name="stall-watchdog")
+        self._watchdog.start()
+        self._begin()
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._close("end of test")
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer.deleteLater()
+            self._timer = None
+        self._stop.set()
+        if self._watchdog is not None:
+            self._watchdog.join(1.0)
+
+    def report(self) -> str:
+        lines = [f"GUI thread blocked > {THRESHOLD_S * 1e3:.0f} ms (CPU) {len(self.stalls)} time(s):"]
+        for s in self.stalls:
+            lines.append(f"  {s['cpu_ms']} ms CPU ({s['wall_ms']} ms wall, {s['paint_ms']} ms painting) "
+                         f"ended by {s['ended_by']}; GUI thread seen in: {s['stack']}")
+        return "\n".join(lines)
+
+
+_OWN = "napari_4dstem/"  # our package's frames are labelled with this prefix
+
+
+def _innermost_own_frame(frame) -> str | None:
+    """``file:function`` of the innermost frame in napari_4dstem or the tests (else the innermost);
+    our package's frames are prefixed ``napari_4dstem/``."""
+    first = None
+    while frame is not None:
+        code = frame.f_code
+        fn = code.co_filename
+        label = f"{os.path.basename(fn)}:{code.co_name}:{frame.f_lineno}"
+        if "/src/napari_4dstem/" in fn or "/site-packages/napari_4dstem/" in fn:
+            label = _OWN + label
+        if first is None:
+            first = label
+        if ("napari_4dstem" in fn or "/tests/" in fn) and not fn.endswith("conftest.py"):
+            return label if label == first else f"{label} > {first}"
+        frame = frame.f_back
+    return first
+
+
+_ACTIVE: list[StallDetector] = []
+_PATCHED = False
+
+
+def _patch_napari_floor() -> None:
+    """Time what napari itself costs on the GUI thread and no widget can move off it: OpenGL
+    painting, and adding a layer (napari builds its vispy visual and Qt controls there)."""
+    global _PATCHED
+    if _PATCHED:
+        return
+    from napari import layers
+    from napari._qt.qt_main_window import Window
+    from napari.components.layerlist import LayerList
+    from vispy import scene
+    from vispy.app.backends import _qt
+    from vispy.scene.node import Node
+
+    targets = [(_qt.CanvasBackendDesktop, n) for n in ("paintGL", "resizeGL", "initializeGL")]
+    targets.append((LayerList, "insert"))
+    targets += [(c, "__init__") for c in (layers.Image, layers.Shapes, layers.Points, layers.Vectors,
+                                         layers.Labels)]
+    # building vispy canvases and visuals (napari's per-layer visual; a dock's real-space canvas)
+    targets += [(scene.SceneCanvas, "__init__"), (Node, "__init__")]
+    # adding a layer from data (napari checks the data, builds the layer, updates the dims)
+    from napari.components.viewer_model import ViewerModel
+
+    targets += [(ViewerModel, n) for n in ("add_layer", "add_image", "add_points", "add_shapes",
+                                           "add_vectors", "add_labels")]
+    targets.append((Window, "add_dock_widget"))  # napari docks a widget (and saves its settings)
+    # Qt laying out napari's main window (a LayoutRequest recomputes every dock's geometry;
+    # no slot of ours runs inside it): timed for that event type only
+    from napari._qt.qt_main_window import _QtMainWindow
+    from qtpy.QtCore import QEvent
+
+    orig_event = _QtMainWindow.event
+
+    def event(self, e, _orig=orig_event):
+        if e.type() != QEvent.Type.LayoutRequest or threading.get_ident() != main or depth[0]:
+            return _orig(self, e)
+        depth[0] += 1
+        t = time.thread_time()
+        try:
+            return _orig(self, e)
+        finally:
+            depth[0] -= 1
+            for d in _ACTIVE:
+                d.painting(time.thread_time() - t)
+
+    _QtMainWindow.event = event
+    orig_open = Window.add_plugin_dock_widget
+
+    def opening(self, *a, **k):
+        # opening a dock is set-up with its own budget (Qt widgets, imports, a canvas): a widget
+        # that computes on open (a mean pattern, a compile) still fails
+        if not _ACTIVE:
+            return orig_open(self, *a, **k)
+        with _ACTIVE[-1].excluded("dock opening", budget_s=DOCK_OPEN_BUDGET_S):
+            return orig_open(self, *a, **k)
+
+    Window.add_plugin_dock_widget = opening
+    main = threading.main_thread().ident
+    stack: list[str] = []
+    depth = [0]  # count the outermost call only (a layer's __init__ runs inside add_layer, ...)
+    for cls, name in targets:
+        orig = getattr(cls, name)
+
+        def timed(self, *a, _orig=orig, _what=f"{cls.__name__}.{name}", **k):
+            if threading.get_ident() != main:  # GUI-thread time only
+                return _orig(self, *a, **k)
+            if os.environ.get("STALL_DEBUG") and depth[0]:
+                print("nested", _what, depth[0], stack)
+            stack.append(_what)
+            depth[0] += 1
+            t = time.thread_time()
+            try:
+                return _orig(self, *a, **k)
+            finally:
+                depth[0] -= 1
+                stack.pop()
+                if depth[0] == 0:
+                    for d in _ACTIVE:
+                        d.painting(time.thread_time() - t)
+
+        setattr(cls, name, timed)
+    _PATCHED = True
+
+
+@pytest.fixture
+def stall_detector(request):
+    """The running test's stall detector (on for every ``gui`` test; see the module docstring)."""
+    det = getattr(request.node, "_stall_detector", None)
+    if det is None:
+        pytest.skip("the stall detector runs in gui tests only")
+    return det
+
+
+@pytest.fixture(autouse=True)
+def _stall_guard(request):
+    if request.node.get_closest_marker("gui") is None:
+        yield
+        return
+    request.getfixturevalue("qapp")
+    _patch_napari_floor()
+    det = StallDetector(request.node.nodeid)
+    request.node._stall_detector = det
+    _ACTIVE.append(det)
+    det.start()
+    # pytest's and napari's fixtures set up (settings, checks) before the test drives anything:
+    # excluded until the first viewer is made or the test body starts
+    det.begin_setup()
+    try:
+        yield det
+    finally:
+        det.stop()
+        _ACTIVE.remove(det)
+        log = os.environ.get("NAPARI_4DSTEM_STALL_LOG")
+        if log:
+            with open(log, "a") as f:
+                for rec in det.stalls + det.excluded_long:
+                    f.write(json.dumps(rec) + "\n")
+                f.write(json.dumps({"test": det.name, "paint_ms": round(det.paint_s * 1e3, 1)}) + "\n")
+    # a failure in teardown: the test body passed, the GUI thread stalled
+    if det.stalls and not os.environ.get("NAPARI_4DSTEM_STALL_REPORT_ONLY"):
+        pytest.fail(det.report(), pytrace=False)
+
+
+@pytest.fixture
+def make_napari_viewer(make_napari_viewer, request):
+    """napari's fixture, with viewer creation excluded from the stall detector."""
+    det = getattr(request.node, "_stall_detector", None)
+
+    def factory(*args, **kwargs):
+        if det is None:
+            return make_napari_viewer(*args, **kwargs)
+        det.end_setup()
+        with det.excluded("viewer creation"):
+            return make_napari_viewer(*args, **kwargs)
+
+    yield factory
+    if det is not None:
+        det.stop()  # the test is over: closing the viewers is not driving the widget
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    det = getattr(item, "_stall_detector", None)
+    if det is not None:
+        det.end_setup()
+    yield
+
