@@ -44,7 +44,7 @@ from ._warmup import WarmupLabel
 
 DETECTOR_LAYER = "virtual detector"
 REGION_LAYER = "region pattern"
-KINDS = ("Disk", "Annulus", "Rectangle", "Drawn shapes")
+KINDS = ("Disk", "Annulus", "Rectangle", "Point", "Drawn shapes")
 PRESET_NAMES = ("BF", "ABF", "LAADF", "ADF", "HAADF", "Full")
 # what the detector's image shows (core: virtual_image, center_of_mass, dpc, idpc)
 RESPONSES = ("Sum", "Mean", "CoM y", "CoM x", "|CoM|", "iCoM")
@@ -478,7 +478,9 @@ class VirtualImagingWidget(QWidget):
                 self.kind_combo.setCurrentText("Annulus")
                 vals = (*det.center_px, det.inner_px, det.outer_px)
             elif isinstance(det, RectangleDetector):
-                self.kind_combo.setCurrentText("Rectangle")
+                one_px = det.rows[1] - det.rows[0] == 1 and det.cols[1] - det.cols[0] == 1
+                if not (one_px and self.kind_combo.currentText() == "Point"):
+                    self.kind_combo.setCurrentText("Rectangle")
                 (r0, r1), (c0, c1) = det.rows, det.cols
                 vals = ((r0 + r1 - 1) / 2, (c0 + c1 - 1) / 2, (r1 - r0) / 2, (c1 - c0) / 2)
             else:
@@ -523,6 +525,9 @@ class VirtualImagingWidget(QWidget):
             return DiskDetector(c, self.r_out.value())
         if kind == "Annulus":
             return AnnulusDetector(c, self.r_in.value(), self.r_out.value())
+        if kind == "Point":  # the one detector pixel at the centre
+            r, c = round(c[0]), round(c[1])
+            return RectangleDetector((r, r + 1), (c, c + 1))
         if kind == "Rectangle":
             hy, hx = self.r_in.value(), self.r_out.value()
             r0, c0 = round(c[0] - hy + 0.5), round(c[1] - hx + 0.5)
@@ -589,6 +594,7 @@ class VirtualImagingWidget(QWidget):
             if label is not None:
                 label.setText(name)
         self.r_in.setEnabled(kind in ("Annulus", "Rectangle"))
+        self.r_out.setEnabled(kind != "Point")
 
     def _on_shapes_edited(self, event=None) -> None:
         """A drag or edit of the detector shapes: read them back (fires on every move)."""
