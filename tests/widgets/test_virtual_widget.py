@@ -399,3 +399,16 @@ def test_point_detector_and_hover_readout(widget, qtbot, stall_detector):
     rs.canvas.events.mouse_move(pos=pos, button=None, modifiers=(), buttons=[])
     assert rs.readout.text() == f"scan_y 4, scan_x 9: {float(np.float32(expected[4, 9])):.6g}"
     assert tuple(viewer.dims.point[:2]) == before
+
+
+def test_copy_as_python_reproduces_the_image(widget, qtbot, stall_detector):
+    from qtpy.QtWidgets import QApplication
+
+    viewer, w = widget
+    w.copy_btn.click()
+    code = QApplication.clipboard().text()
+    assert "virtual_image(data, DiskDetector(" in code
+    ns = {"data": np.asarray(viewer.layers["strained_crystal"].data)}
+    with stall_detector.excluded("reference"):
+        exec(code, ns)  # the copied call computes the shown image
+    np.testing.assert_array_equal(ns["image"].data, w.last_image.data)

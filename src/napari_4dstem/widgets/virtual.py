@@ -354,6 +354,8 @@ class VirtualImagingWidget(QWidget):
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
         self.save_btn = QPushButton("Save image...")
+        self.copy_btn = QPushButton("Copy as Python")
+        self.copy_btn.setToolTip("copy the library call that computes this image")
         form = QFormLayout()
         form.addRow("4D layer", self.layer_combo)
         form.addRow("detector", self.kind_combo)
@@ -379,6 +381,7 @@ class VirtualImagingWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.cancel_btn)
         buttons.addWidget(self.save_btn)
+        buttons.addWidget(self.copy_btn)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
         layout.addWidget(WarmupLabel())
@@ -394,6 +397,7 @@ class VirtualImagingWidget(QWidget):
         self.cancel_btn.clicked.connect(self.cancel)
         self.rgb_btn.clicked.connect(lambda _=False: self.show_rgb())
         self.save_btn.clicked.connect(self._save_dialog)
+        self.copy_btn.clicked.connect(lambda _=False: self.copy_as_python())
         self.realspace.positionPicked.connect(self.set_scan_position)
         self.realspace.regionSelected.connect(self.integrate_region)
 
@@ -703,6 +707,30 @@ class VirtualImagingWidget(QWidget):
         self.last_rgb = rgb
         self.realspace.set_image(rgb, clim=(0.0, 1.0), title=f"RGB: {' / '.join(names)}")
         return rgb
+
+    def python_call(self) -> str:
+        """The library call that computes the shown image (the current detector)."""
+        det = self._current_detector()
+        if det is None or isinstance(det, MaskDetector):
+            raise Napari4DSTEMError("no detector that can be written as a call (drawn shapes are a mask)")
+        kind = type(det).__name__
+        descan = ", descan=True" if self.descan.isChecked() else ""
+        return (f"from napari_4dstem.analysis.detectors import {kind}\n"
+                f"from napari_4dstem.analysis.virtual import virtual_image\n"
+                f"image = virtual_image(data, {det!r}{descan})")
+
+    def copy_as_python(self) -> str | None:
+        """Put :meth:`python_call` on the clipboard (and return it)."""
+        from qtpy.QtWidgets import QApplication
+
+        try:
+            code = self.python_call()
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return None
+        QApplication.clipboard().setText(code)
+        self.status.setText("copied: " + code.splitlines()[-1])
+        return code
 
     def _response(self) -> str:
         return self.response_combo.currentText() if hasattr(self, "response_combo") else "Sum"
