@@ -58,11 +58,17 @@ def test_engines_and_preview_layers(make_napari_viewer, qtbot, tmp_path):
     assert w.crystals() == ("Au",)
     assert not w.add_cif(tmp_path / "missing.cif") and "no such CIF" in w.sim_status.text()
     _tiny(w, tmp_path / "set")
+    # a calibrated dataset in the viewer: the preview layers must carry units too
+    from napari_4dstem import Calibration
+
+    cal = Calibration(scan_step=(1.0, 1.0), scan_units="nm", k_pixel_size=0.02, k_units="1/A")
+    viewer.add_image(np.zeros((2, 2, 8, 8), np.float32), name="cube", **cal.napari_kwargs("4d"))
     w.preview_index.setValue(3)
     assert w.preview()
     qtbot.waitUntil(lambda: w.preview_result is not None and not w.sim_jobs.busy, timeout=30000)
     for name in simw.PANELS:
         assert viewer.layers[name].data.shape == (64, 64)
+    assert viewer.layers.extent.units is not None  # else napari warns "Inconsistent units"
     # panels side by side, left to right
     xs = [viewer.layers[name].translate[1] for name in simw.PANELS]
     assert xs == sorted(xs) and len(set(xs)) == 4

@@ -377,3 +377,38 @@ def test_rgb_composite_of_three_presets(widget, qtbot):
         np.testing.assert_allclose(rgb[..., i], np.clip((img - lo) / (hi - lo), 0, 1), atol=1e-6)
     assert "RGB: HAADF / ABF / BF" in w.realspace.label.text()
     assert rgb_composite([np.zeros((2, 2))] * 3).max() == 0.0  # a flat image: no division by 0
+
+
+def test_point_detector_and_hover_readout(widget, qtbot, stall_detector):
+    """A Point detector is the one pixel at the centre fields; hovering the real-space view reads
+    out the pixel and value under the mouse without moving the scan position."""
+    viewer, w = widget
+    w.kind_combo.setCurrentText("Point")
+    w.cy.setValue(60.0)
+    w.cx.setValue(70.0)
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None
+                    and w._last_detector.rows == (60, 61) and w._last_detector.cols == (70, 71), timeout=20000)
+    assert w.kind_combo.currentText() == "Point"
+    cube = viewer.layers["strained_crystal"]
+    with stall_detector.excluded("reference"):
+        expected = np.asarray(cube.data)[:, :, 60, 70].astype(np.float64)
+    np.testing.assert_array_equal(w.last_image.data, expected)
+    before = tuple(viewer.dims.point[:2])
+    rs = w.realspace
+    pos = rs.pixel_to_canvas(4, 9)
+    rs.canvas.events.mouse_move(pos=pos, button=None, modifiers=(), buttons=[])
+    assert rs.readout.text() == f"scan_y 4, scan_x 9: {float(np.float32(expected[4, 9])):.6g}"
+    assert tuple(viewer.dims.point[:2]) == before
+
+
+def test_copy_as_python_reproduces_the_image(widget, qtbot, stall_detector):
+    from qtpy.QtWidgets import QApplication
+
+    viewer, w = widget
+    w.copy_btn.click()
+    code = QApplication.clipboard().text()
+    assert "virtual_image(data, DiskDetector(" in code
+    ns = {"data": np.asarray(viewer.layers["strained_crystal"].data)}
+    with stall_detector.excluded("reference"):
+        exec(code, ns)  # the copied call computes the shown image
+    np.testing.assert_array_equal(ns["image"].data, w.last_image.data)

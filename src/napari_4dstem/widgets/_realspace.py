@@ -97,6 +97,9 @@ class RealSpaceView(QWidget):
         layout.addLayout(controls)
         layout.addWidget(self.canvas.native)
         layout.addWidget(self.stats)
+        self.readout = QLabel("")
+        self.readout.setToolTip("the pixel under the mouse and its value")
+        layout.addWidget(self.readout)
         self.scale_combo.currentTextChanged.connect(lambda _: self._render())
         self.range_combo.currentTextChanged.connect(lambda _: self._render())
         self.canvas.native.setMinimumHeight(240)
@@ -190,6 +193,7 @@ class RealSpaceView(QWidget):
 
     def _on_move(self, event) -> None:
         if self._drag_start is None or not event.is_dragging:
+            self._hover(event.pos)  # no button: a readout, the selection stays
             return
         y, x = self._to_pixel(event.pos)
         if self._region_mode:
@@ -206,6 +210,20 @@ class RealSpaceView(QWidget):
             self.show_region(y0, y1, x0, x1)
             self.regionSelected.emit(y0, y1, x0, x1)
         self._drag_start = None
+
+    def _hover(self, pos) -> None:
+        """Show the pixel under the mouse and its value (the scan position does not move)."""
+        if self._raw is None:
+            return
+        y, x = self._to_pixel(pos)
+        ny, nx = self._shape
+        if not (0 <= y < ny and 0 <= x < nx):
+            self.readout.setText("")
+            return
+        iy, ix = int(np.floor(y)), int(np.floor(x))
+        v = self._raw[iy, ix]
+        value = ", ".join(f"{c:.4g}" for c in v) if np.ndim(v) else f"{float(v):.6g}"
+        self.readout.setText(f"scan_y {iy}, scan_x {ix}: {value}")
 
     def _region(self, a, b) -> tuple[int, int, int, int]:
         (ya, xa), (yb, xb) = self._clamp(*a), self._clamp(*b)

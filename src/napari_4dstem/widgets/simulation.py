@@ -318,10 +318,12 @@ class SimulationTrainingWidget(QWidget):
 
     def _show(self, name: str, data, col: int, **kw):
         gap = 4
-        translate = (0.0, col * (data.shape[1] + gap))
+        k = self._k_kwargs
+        translate = (0.0, col * (data.shape[1] + gap) * k["scale"][1])
         if name in self.viewer.layers:
             lyr = self.viewer.layers[name]
             lyr.data = data
+            lyr.scale = k["scale"]
             lyr.translate = translate
             lyr.metadata.update(kw.get("metadata", {}))
             if "contrast_limits" in kw:
@@ -329,14 +331,16 @@ class SimulationTrainingWidget(QWidget):
             if "gamma" in kw:
                 lyr.gamma = kw["gamma"]
             return lyr
-        return self.viewer.add_image(data, name=name, translate=translate, **kw)
+        return self.viewer.add_image(data, name=name, translate=translate, **k, **kw)
 
     def _points(self, name: str, qy, qx, col: int, width: int, features=None):
         yx = np.stack([np.asarray(qy, float), np.asarray(qx, float)], 1).reshape(-1, 2)
-        translate = (0.0, col * (width + 4))
+        k = self._k_kwargs
+        translate = (0.0, col * (width + 4) * k["scale"][1])
         if name in self.viewer.layers:
             lyr = self.viewer.layers[name]
             lyr.data = yx
+            lyr.scale = k["scale"]
             lyr.translate = translate
             if features is not None:
                 lyr.features = features
@@ -350,11 +354,17 @@ class SimulationTrainingWidget(QWidget):
             border_color="cyan",
             border_width=0.15,
             features=features,
+            **k,
         )
 
     def _on_preview(self, out) -> None:
+        from ..data.calibration import Calibration
+
         params, sim, aug = out
         self.preview_result = out
+        # in 1/A like the datasets' patterns: pixel layers beside calibrated ones made napari
+        # warn "Inconsistent units" and drop the scale bar's units
+        self._k_kwargs = Calibration(k_pixel_size=params.pixel_size_inv_A, k_units="1/A").napari_kwargs("k")
         pat, counts = np.asarray(sim["pattern"], np.float32), np.asarray(aug.pattern, np.float32)
         floor = max(float(pat.max()) * 1e-6, 1e-12)
         logp = np.log10(np.maximum(pat, floor))

@@ -44,7 +44,7 @@ from ._warmup import WarmupLabel
 
 DETECTOR_LAYER = "virtual detector"
 REGION_LAYER = "region pattern"
-KINDS = ("Disk", "Annulus", "Rectangle", "Drawn shapes")
+KINDS = ("Disk", "Annulus", "Rectangle", "Point", "Drawn shapes")
 PRESET_NAMES = ("BF", "ABF", "LAADF", "ADF", "HAADF", "Full")
 # what the detector's image shows (core: virtual_image, center_of_mass, dpc, idpc)
 RESPONSES = ("Sum", "Mean", "CoM y", "CoM x", "|CoM|", "iCoM")
@@ -354,6 +354,8 @@ class VirtualImagingWidget(QWidget):
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
         self.save_btn = QPushButton("Save image...")
+        self.copy_btn = QPushButton("Copy as Python")
+        self.copy_btn.setToolTip("copy the library call that computes this image")
         form = QFormLayout()
         form.addRow("4D layer", self.layer_combo)
         form.addRow("detector", self.kind_combo)
@@ -379,6 +381,7 @@ class VirtualImagingWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.cancel_btn)
         buttons.addWidget(self.save_btn)
+        buttons.addWidget(self.copy_btn)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
         layout.addWidget(WarmupLabel())
@@ -394,6 +397,7 @@ class VirtualImagingWidget(QWidget):
         self.cancel_btn.clicked.connect(self.cancel)
         self.rgb_btn.clicked.connect(lambda _=False: self.show_rgb())
         self.save_btn.clicked.connect(self._save_dialog)
+        self.copy_btn.clicked.connect(lambda _=False: self.copy_as_python())
         self.realspace.positionPicked.connect(self.set_scan_position)
         self.realspace.regionSelected.connect(self.integrate_region)
 
@@ -478,7 +482,9 @@ class VirtualImagingWidget(QWidget):
                 self.kind_combo.setCurrentText("Annulus")
                 vals = (*det.center_px, det.inner_px, det.outer_px)
             elif isinstance(det, RectangleDetector):
-                self.kind_combo.setCurrentText("Rectangle")
+                one_px = det.rows[1] - det.rows[0] == 1 and det.cols[1] - det.cols[0] == 1
+                if not (one_px and self.kind_combo.currentText() == "Point"):
+                    self.kind_combo.setCurrentText("Rectangle")
                 (r0, r1), (c0, c1) = det.rows, det.cols
                 vals = ((r0 + r1 - 1) / 2, (c0 + c1 - 1) / 2, (r1 - r0) / 2, (c1 - c0) / 2)
             else:
@@ -523,6 +529,9 @@ class VirtualImagingWidget(QWidget):
             return DiskDetector(c, self.r_out.value())
         if kind == "Annulus":
             return AnnulusDetector(c, self.r_in.value(), self.r_out.value())
+        if kind == "Point":  # the one detector pixel at the centre
+            r, c = round(c[0]), round(c[1])
+            return RectangleDetector((r, r + 1), (c, c + 1))
         if kind == "Rectangle":
             hy, hx = self.r_in.value(), self.r_out.value()
             r0, c0 = round(c[0] - hy + 0.5), round(c[1] - hx + 0.5)
@@ -589,6 +598,7 @@ class VirtualImagingWidget(QWidget):
             if label is not None:
                 label.setText(name)
         self.r_in.setEnabled(kind in ("Annulus", "Rectangle"))
+        self.r_out.setEnabled(kind != "Point")
 
     def _on_shapes_edited(self, event=None) -> None:
         """A drag or edit of the detector shapes: read them back (fires on every move)."""
@@ -697,6 +707,30 @@ class VirtualImagingWidget(QWidget):
         self.last_rgb = rgb
         self.realspace.set_image(rgb, clim=(0.0, 1.0), title=f"RGB: {' / '.join(names)}")
         return rgb
+
+    def python_call(self) -> str:
+        """The library call that computes the shown image (the current detector)."""
+        det = self._current_detector()
+        if det is None or isinstance(det, MaskDetector):
+            raise Napari4DSTEMError("no detector that can be written as a call (drawn shapes are a mask)")
+        kind = type(det).__name__
+        descan = ", descan=True" if self.descan.isChecked() else ""
+        return (f"from napari_4dstem.analysis.detectors import {kind}\n"
+                f"from napari_4dstem.analysis.virtual import virtual_image\n"
+                f"image = virtual_image(data, {det!r}{descan})")
+
+    def copy_as_python(self) -> str | None:
+        """Put :meth:`python_call` on the clipboard (and return it)."""
+        from qtpy.QtWidgets import QApplication
+
+        try:
+            code = self.python_call()
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return None
+        QApplication.clipboard().setText(code)
+        self.status.setText("copied: " + code.splitlines()[-1])
+        return code
 
     def _response(self) -> str:
         return self.response_combo.currentText() if hasattr(self, "response_combo") else "Sum"
