@@ -86,7 +86,7 @@ def test_results_file_opens_and_every_layer_saves_back(make_napari_viewer, resul
     # a stack of many channels is one hidden layer with a channel slider, and saves back whole
     st = by["acom_matches_orientation"]
     assert st.ndim == 3 and not st.visible and st.axis_labels == ("channel", "scan_y", "scan_x")
-    back = _save(viewer, st, tmp_path / "stack.h5")["acom_matches_orientation"]
+    back = _save(viewer, st, tmp_path / "stack.h5", stall_detector)["acom_matches_orientation"]
     np.testing.assert_array_equal(back.data, objs["acom_matches_orientation"].data)
     assert back.channels == objs["acom_matches_orientation"].channels and back.params["n_matches"] == 2
     # the saved files say where the results came from

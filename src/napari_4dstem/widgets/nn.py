@@ -94,11 +94,11 @@ class NNDiskWidget(PipelineActions, QWidget):
         form.addRow("MC-dropout samples", self.mc)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
-        for w in (self.preview_btn, self.run_btn, self.cancel_btn, self.save_btn, self.copy_btn, self.status,
-                  WarmupLabel()):
+        for w in (self.preview_btn, self.run_btn, self.cancel_btn):
             lay.addWidget(w)
         lay.addLayout(self.action_row())
         lay.addWidget(self.status)
+        lay.addWidget(WarmupLabel())
         lay.addStretch()
         self.preview_btn.clicked.connect(self.preview)
         self.run_btn.clicked.connect(self.run)
