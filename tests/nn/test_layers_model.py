@@ -104,8 +104,13 @@ def test_forward_shape_and_gradients_reach_every_parameter(domain):
     for name, p in m.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, f"no gradient reaches {name}"
-    with pytest.raises(ValueError, match="128x128"):
+    # fully convolutional: frames whose sides divide by 2**depth (8) run, others are refused,
+    # and the probe must have the patterns' shape
+    with pytest.raises(ValueError, match="multiples of 8"):
+        m(torch.rand(1, 100, 100), torch.zeros(1, 100, 100))
+    with pytest.raises(ValueError, match="differ"):
         m(torch.rand(1, 64, 64), probe)
+    assert m(torch.rand(1, 64, 64), torch.zeros(1, 64, 64)).shape == (1, 64, 64)
 
 
 def test_mc_dropout_gives_different_samples_only_when_on():
