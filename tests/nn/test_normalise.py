@@ -262,3 +262,22 @@ def test_without_a_probe_the_central_beam_stands_in(default_model):
     assert np.all(err < 1.0) and n_found == len(truth) and np.median(err) <= 0.2
     _, res = predict_pattern(data[0, 0], model=default_model)
     assert len(res["qy"]) == len(truth)
+
+
+def test_pixel_aligned_frame_is_a_plain_copy_equal_to_the_resampling_matrices():
+    from napari_4dstem.nn.infer import _resample_matrices
+
+    for shape, c in (((256, 256), (128.3, 127.6)), ((160, 144), (81.2, 70.7))):
+        yy, xx = np.indices(shape)
+        p = soft_disk(np.hypot(yy - c[0], xx - c[1]), 9.0, 0.5)
+        geo, pm = normalised_geometry(p, shape, 128, scale=1.0)
+        # scale 1: aligned on whole pixels, the sub-pixel remainder in residual (probe shifted)
+        assert geo.centre_px == (round(c[0]), round(c[1]))
+        np.testing.assert_allclose(geo.residual, np.subtract(c, geo.centre_px), atol=0.01)
+        fy, fx = np.indices(pm.shape)
+        wt = pm / pm.sum()
+        h, w = geo.frame
+        assert abs((wt * fy).sum() - h // 2) < 0.05 and abs((wt * fx).sum() - w // 2) < 0.05
+        q = np.random.default_rng(0).random((2, *shape)).astype(np.float32)
+        ay, ax = _resample_matrices(geo)
+        np.testing.assert_array_equal(to_model_frame(q, geo), np.matmul(np.matmul(ay, q), ax.T))

@@ -491,8 +491,19 @@ def to_model_frame(patterns: np.ndarray, geo: Geometry) -> np.ndarray:
     """``(n, k_y, k_x)`` patterns in the model frame ``(n, H, W)``: resampled (a scale-
     normalised geometry), or binned and padded/cropped to ``(n, size, size)``."""
     if geo.scale is not None:
-        ay, ax = _resample_matrices(geo)
         q = np.asarray(patterns, dtype=np.float32)
+        c = geo.centre_px
+        if geo.scale == 1.0 and float(c[0]).is_integer() and float(c[1]).is_integer():
+            # pixel-aligned frame: a plain copy (the resampling matrices are shifted identities)
+            h, w = geo.frame
+            oy, ox = h // 2 - int(c[0]), w // 2 - int(c[1])
+            out = np.zeros((q.shape[0], h, w), np.float32)
+            ny, nx = q.shape[1:]
+            ys, xs = max(0, -oy), max(0, -ox)
+            ye, xe = min(ny, h - oy), min(nx, w - ox)
+            out[:, ys + oy : ye + oy, xs + ox : xe + ox] = q[:, ys:ye, xs:xe]
+            return out
+        ay, ax = _resample_matrices(geo)
         return np.matmul(np.matmul(ay, q), ax.T)
     q = _bin(np.asarray(patterns), geo.bin)
     n, h, w = q.shape
