@@ -32,6 +32,37 @@ LABELS_LAYER = "classes"
 MEAN_LAYER = "class mean pattern"
 
 
+def _display(result) -> dict:
+    """What the dock shows of a Classification, computed in the worker (no array work on the
+    GUI thread): the label image (class + 1, napari's 0 is background), the patterns per class
+    and each class mean's contrast limits (0.1 and 99.9 percentiles)."""
+    clims = []
+    if result.class_patterns is not None:
+        for mean in result.class_patterns:
+            lo, hi = np.percentile(mean, [0.1, 99.9])
+            clims.append((float(lo), float(max(hi, lo + 1e-9))))
+    return {"labels": (result.labels + 1).astype(np.int32),
+            "sizes": [int(n) for n in result.class_sizes()], "clims": clims}
+
+
+def _classify_job(cube, features: str, **params):
+    """Worker job: the classification (``features``: the feature kind; ``params``: the
+    ClassifyParams fields), then what the dock shows of it, as ``(result, display)``. The core
+    modules (numba kernels) are imported here, not on the GUI thread."""
+    from ..analysis.classify import ClassifyParams, FeatureParams, iter_classify
+
+    result = yield from iter_classify(cube, features=FeatureParams(features),
+                                      params=ClassifyParams(**params))
+    return result, _display(result)
+
+
+def _merge_job(result, classes):
+    """Worker job: ``result`` with ``classes`` merged (no recompute) and its display."""
+    yield from ()
+    merged = result.merged(classes)
+    return merged, _display(merged)
+
+
 class ClassificationWidget(QWidget):
     """Dock widget: classify every pattern, show the label map and class mean patterns."""
 
@@ -40,6 +71,8 @@ class ClassificationWidget(QWidget):
         self.viewer = viewer
         self.result = None  # Classification
         self.calibration = None
+        self._display = None  # the result's label image, class sizes and mean contrast limits
+        self._mean_shown = None  # (result, class) of the class mean pattern layer's data
         self._build_ui()
         viewer.dims.events.current_step.connect(self._on_dims)
 
@@ -109,27 +142,25 @@ class ClassificationWidget(QWidget):
 
     def run(self) -> None:
         try:
-            from ..analysis.classify import ClassifyParams, FeatureParams, iter_classify
-
             cube, cal = self.layer_combo.datacube()
-            fp = FeatureParams(self.features.currentText())
-            cp = ClassifyParams(
-                method=self.method.currentText(),
-                decomposition=self.decomposition.currentText(),
-                n_classes=self.n_classes.value() or None,
-                max_classes=self.max_classes.value(),
-                spatial=self.spatial.value(),
-            )
-        except (Napari4DSTEMError, ValueError) as e:
+        except Napari4DSTEMError as e:
             self.jobs.error(e)
             return
         self.calibration = cal
-        self.jobs.start(iter_classify, cube, features=fp, params=cp, desc="classification", on_done=self._on_done)
+        # the parameters are checked in the worker (a bad one ends the job with its message)
+        self.jobs.start(_classify_job, cube, self.features.currentText(),
+                        method=self.method.currentText(),
+                        decomposition=self.decomposition.currentText(),
+                        n_classes=self.n_classes.value() or None,
+                        max_classes=self.max_classes.value(),
+                        spatial=self.spatial.value(),
+                        desc="classification", on_done=self._on_done)
 
     def cancel(self) -> None:
         self.jobs.cancel()
 
-    def _on_done(self, result) -> None:
+    def _on_done(self, out) -> None:
+        result, self._display = out
         self.result = result
         self._show()
         self.status.setText(
@@ -139,18 +170,17 @@ class ClassificationWidget(QWidget):
 
     # -- display --------------------------------------------------------------------------------
     def _show(self) -> None:
-        r = self.result
+        r, d = self.result, self._display
         rv = results_viewer(self.viewer)
-        labels = r.labels + 1  # napari: 0 is background
+        labels = d["labels"]  # class + 1 (napari: 0 is background), made in the worker
         kw = self.calibration.napari_kwargs("scan") if self.calibration is not None else {}
         if LABELS_LAYER in rv.layers:
             rv.layers[LABELS_LAYER].data = labels
         else:
             rv.add_labels(labels, name=LABELS_LAYER, **kw)
-        sizes = r.class_sizes()
         self.summary.setText(
             "label = class + 1; patterns per class: "
-            + ", ".join(f"{c}: {int(n)}" for c, n in enumerate(sizes))
+            + ", ".join(f"{c}: {n}" for c, n in enumerate(d["sizes"]))
         )
         self.merge_btn.setEnabled(r.n_classes > 1)
         self._update_mean()
@@ -176,19 +206,22 @@ class ClassificationWidget(QWidget):
             return
         mean = r.class_patterns[c]
         if MEAN_LAYER in self.viewer.layers:
-            self.viewer.layers[MEAN_LAYER].data = mean
-            self.viewer.layers[MEAN_LAYER].metadata["class"] = c
+            # a scan step within the same class changes nothing: napari is not asked to refresh
+            if self._mean_shown is None or self._mean_shown[0] is not r or self._mean_shown[1] != c:
+                self.viewer.layers[MEAN_LAYER].data = mean
+                self.viewer.layers[MEAN_LAYER].metadata["class"] = c
+                self._mean_shown = (r, c)
             return
         # right of the current pattern, same detector scale
         ks = tuple(layer.scale[-2:])
         gap = 0.05 * mean.shape[1]
-        lo, hi = np.percentile(mean, [0.1, 99.9])
         self.viewer.add_image(
             mean, name=MEAN_LAYER, scale=ks,
             translate=(float(layer.translate[-2]), float(layer.translate[-1]) + (mean.shape[1] + gap) * ks[1]),
-            contrast_limits=(float(lo), float(max(hi, lo + 1e-9))), metadata={"class": c},
+            contrast_limits=self._display["clims"][c], metadata={"class": c},
             colormap=layer.colormap.name, units=tuple(layer.units[-2:]),
         )
+        self._mean_shown = (r, c)
 
     def merge(self) -> None:
         if self.result is None:
@@ -206,7 +239,12 @@ class ClassificationWidget(QWidget):
         except Napari4DSTEMError as e:
             self.jobs.error(e)
             return
-        self.result = self.result.merged(classes)
+        # the merge (labels, probabilities, class means folded) in a worker; no recompute
+        self.jobs.start(_merge_job, self.result, classes, desc="merging classes",
+                        on_done=lambda out: self._on_merged(out, classes))
+
+    def _on_merged(self, out, classes) -> None:
+        self.result, self._display = out
         self._show()
         self.status.setText(f"merged classes {sorted(set(classes))}: {self.result.n_classes} classes")
 

@@ -34,32 +34,93 @@ _PER_A = {"A": 1.0, "nm": 0.1, "um": 1e-4, "px": 1.0}
 
 
 class ErrorPlot(QWidget):
-    """The error of every finished iteration (log scale); ``errors`` holds what is drawn."""
+    """The error of every finished iteration (log scale); ``errors`` holds what is drawn.
+
+    matplotlib draws (Agg) in a worker, newest request wins, and the dock shows the finished
+    picture: a live ptychography run never holds the GUI thread for a plot. ``frames`` counts
+    the pictures shown (tests).
+    """
 
     def __init__(self, parent=None):
         super().__init__(parent)
+        from ._common import LatestRunner
+
         self.errors: list[float] = []
+        self.frames = 0
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(4, 1.8), layout="constrained")
-        self.ax = fig.subplots()
-        self.canvas = FigureCanvasQTAgg(fig)
-        self.canvas.setMinimumHeight(120)
-        lay.addWidget(self.canvas)
+        self.picture = QLabel()
+        self.picture.setMinimumHeight(120)
+        lay.addWidget(self.picture)
+        self._runner = LatestRunner(self._show, self._error)
         self.set_errors([])
 
     def set_errors(self, errors) -> None:
         self.errors = [float(e) for e in errors]
-        self.ax.clear()
-        self.ax.set_title("ptychography error", fontsize=8)
-        self.ax.set_xlabel("iteration", fontsize=7)
-        self.ax.tick_params(labelsize=6)
-        if self.errors:
-            self.ax.semilogy(np.arange(1, len(self.errors) + 1), self.errors, "o-", ms=3)
-        self.canvas.draw_idle()
+        self._runner.request(render_error_plot, list(self.errors), max(self.width(), 320))
+
+    def _show(self, rgba) -> None:
+        from qtpy.QtGui import QImage, QPixmap
+
+        h, w = rgba.shape[:2]
+        self._rgba = rgba  # QImage does not copy
+        self.picture.setPixmap(QPixmap.fromImage(QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888)))
+        self.frames += 1
+
+    def _error(self, exc) -> None:
+        self.picture.setText(f"error plot failed: {type(exc).__name__}: {exc}")
+
+    @property
+    def busy(self) -> bool:
+        return self._runner.busy
+
+    def close_plot(self) -> None:
+        self._runner.close()
+
+
+def render_error_plot(errors, width_px: int):
+    """Worker: the error of each iteration (log scale) as an RGBA picture (Agg, no Qt)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    dpi = 100
+    fig = Figure(figsize=(width_px / dpi, 1.8), dpi=dpi, layout="constrained")
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.set_title("ptychography error", fontsize=8)
+    ax.set_xlabel("iteration", fontsize=7)
+    ax.tick_params(labelsize=6)
+    if errors:
+        ax.semilogy(np.arange(1, len(errors) + 1), errors, "o-", ms=3)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def _phase_job(method: str, dc, crop, **kwargs):
+    """Worker job: the preview's sub-scan crop (``crop``: scan ``(y, x)`` slices or None; the
+    crop starts dask) and the core job of ``method``. Ptychography returns ``(result, maps)``,
+    its maps to save and show (phase and probe intensity) computed here, not on the GUI thread."""
+    from ..analysis.phase import parallax, ptycho, ssb
+
+    if crop is not None:
+        dc = dc.crop(scan_y=crop[0], scan_x=crop[1])
+        kwargs["calibration"] = dc.calibration
+    if method == "parallax":
+        return (yield from parallax.iter_parallax(dc, **kwargs))
+    if method == "ssb":
+        return (yield from ssb.iter_ssb(dc, **kwargs))
+    res = yield from ptycho.iter_ptychography(dc, **kwargs)
+    return res, res.to_results()
+
+
+def _save_job(path, results):
+    """Worker job: write ``results`` to an EMD file (the io import and the write off the GUI
+    thread); returns the path."""
+    from ..io import emd
+
+    yield from ()
+    emd.write(path, *results, overwrite=True)
+    return path
 
 
 class PhaseRetrievalWidget(QWidget):
@@ -157,7 +218,9 @@ class PhaseRetrievalWidget(QWidget):
         self.rotation.setValue(cal.rotation_deg or 0.0)
 
     def settings(self):
-        """(DataCube, Calibration, ProbeModel) for a run, the sub-scan if previewing."""
+        """(DataCube, Calibration, ProbeModel, crop) for a run: the whole cube and the scan
+        ``(y, x)`` slices of the preview's central sub-scan (None when not previewing; the job
+        crops in its worker)."""
         from ..analysis.phase.probe import ProbeModel
 
         dc, cal = self.layer_combo.datacube()
@@ -165,15 +228,15 @@ class PhaseRetrievalWidget(QWidget):
                           convergence_semiangle_mrad=self.convergence.value(),
                           rotation_deg=self.rotation.value())
         dc.calibration = cal
+        crop = None
         if self.preview.isChecked():
             n = self.preview_size.value()
             sy, sx = dc.scan_shape
             y0, x0 = max(0, (sy - n) // 2), max(0, (sx - n) // 2)
-            dc = dc.crop(scan_y=slice(y0, y0 + n), scan_x=slice(x0, x0 + n))
-            cal = dc.calibration
+            crop = (slice(y0, y0 + n), slice(x0, x0 + n))
         probe = ProbeModel(self.energy.value(), self.convergence.value(),
                            defocus_A=self.defocus.value())
-        return dc, cal, probe
+        return dc, cal, probe, crop
 
     def ptycho_params(self):
         from ..analysis.phase.ptycho import PtychoParams
@@ -192,24 +255,22 @@ class PhaseRetrievalWidget(QWidget):
 
     # -- running ------------------------------------------------------------------------------
     def run(self) -> None:
-        from ..analysis.phase import parallax, ptycho, ssb
-
         try:
-            dc, cal, probe = self.settings()
+            dc, cal, probe, crop = self.settings()
             method = self.method.currentText()
             self.results = []
             if method == "parallax":
-                self.jobs.start(parallax.iter_parallax, dc, probe=probe, calibration=cal,
+                self.jobs.start(_phase_job, "parallax", dc, crop, probe=probe, calibration=cal,
                                 desc="parallax", on_done=self._on_parallax)
             elif method == "ssb":
-                self.jobs.start(ssb.iter_ssb, dc, probe=probe, calibration=cal,
+                self.jobs.start(_phase_job, "ssb", dc, crop, probe=probe, calibration=cal,
                                 desc="SSB ptychography", on_done=self._on_ssb)
             else:
                 self.n_snapshots = 0
                 self.plot.set_errors([])
                 self._cal = cal
                 self._pixel_A = 1.0 / (dc.detector_shape[0] * cal.k_pixel_size_in("1/A"))
-                self.jobs.start(ptycho.iter_ptychography, dc, params=self.ptycho_params(),
+                self.jobs.start(_phase_job, "ptycho", dc, crop, params=self.ptycho_params(),
                                 probe=probe, calibration=cal, desc="ptychography", eta=True,
                                 on_done=self._on_ptycho, on_progress=self._on_snapshot)
         except (Napari4DSTEMError, ValueError) as e:
@@ -255,28 +316,27 @@ class PhaseRetrievalWidget(QWidget):
                  colormap="magma")
         self.plot.set_errors(p.errors)
 
-    def _on_ptycho(self, res) -> None:
-        self.results = res.to_results()
+    def _on_ptycho(self, out) -> None:
+        res, self.results = out
         self.plot.set_errors(res.errors)
-        show_map(results_viewer(self.viewer), "phase: ptychography", res.object_phase(),
+        show_map(results_viewer(self.viewer), "phase: ptychography", self.results[0].data,
                  self._map_cal(self._pixel_A, self._cal), colormap="gray")
         self.status.setText(f"ptychography done: error {res.errors[-1]:.3g}")
 
     # -- save / copy --------------------------------------------------------------------------
-    def save(self, path) -> None:
-        """Write the last run's results (with their parameters) to an EMD file."""
+    def save(self, path) -> bool:
+        """Write the last run's results (with their parameters) to an EMD file, in a worker
+        (``_worker`` is None again when it is written); False when a job is running."""
         if not self.results:
             raise Napari4DSTEMError("nothing to save yet: run a reconstruction first")
-        from ..io import emd
-
-        emd.write(path, *self.results, overwrite=True)
+        return self.jobs.start(_save_job, path, list(self.results), desc="saving",
+                               on_done=lambda p: self.status.setText(f"saved {p}"))
 
     def _save_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save phase results", "phase.h5", "EMD (*.h5)")
         if path:
             try:
                 self.save(path)
-                self.status.setText(f"saved {path}")
             except Napari4DSTEMError as e:
                 self.status.setText(str(e))
 
@@ -314,4 +374,5 @@ class PhaseRetrievalWidget(QWidget):
 
     def closeEvent(self, event) -> None:
         self.jobs.close()
+        self.plot.close_plot()
         super().closeEvent(event)
