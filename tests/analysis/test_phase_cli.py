@@ -29,6 +29,7 @@ def test_cli_ssb_writes_the_phase(sim_file, tmp_path):
 
 
 def test_cli_ptycho_and_calibration_flags(sim_file, tmp_path, capsys):
+    pytest.importorskip("torch")  # iterative ptychography is torch (the `nn` extra); the core venv has none
     _, path = sim_file
     out = tmp_path / "ptycho.h5"
     rc = main(["-q", "phase", str(path), str(out), "--method", "ptycho", "--iterations", "2",
