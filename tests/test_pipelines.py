@@ -346,3 +346,27 @@ def test_script_keeps_the_scan_shape_analysed(sample_file, tmp_path, run_copied_
     run_copied_script(text, tmp_path)
     np.testing.assert_array_equal(read_peaks(tmp_path / "again.h5").offsets, res.peaks.offsets)
     np.testing.assert_array_equal(res.recipe.run().peaks.qx, res.peaks.qx)
+
+
+def test_virtual_params_with_a_detector_off_the_patterns_are_refused():
+    from napari_4dstem import DataCube
+    from napari_4dstem.errors import DataShapeError
+    from napari_4dstem.pipelines import VirtualImageParams, run_virtual
+
+    dc = DataCube(np.ones((3, 4, 16, 16), np.float32))
+    params = VirtualImageParams(detectors=({"kind": "disk", "center_px": [40.0, 8.0], "radius_px": 6.0},))
+    with pytest.raises(DataShapeError, match=r"DiskDetector\(center_px=\(40.0, 8.0\).* covers no pixel of the 16x16"):
+        run_virtual(dc, virtual=params)
+
+
+def test_dpc_pipeline_reports_the_rotation_confidence():
+    from napari_4dstem.analysis.dpc import IllConditionedRotationWarning
+    from napari_4dstem.data.results import RealSpaceMap
+    from napari_4dstem.pipelines import DPCParams, dpc_from_com
+
+    # a COM map without DPC signal (a flat beam): the fit warns and the result says how sure it was
+    com = RealSpaceMap(np.full((8, 9, 3), 7.5), name="com", channels=("com_y", "com_x", "intensity"))
+    with pytest.warns(IllConditionedRotationWarning, match="ill-conditioned"):
+        res = dpc_from_com(com, DPCParams(auto_rotation=True))
+    assert res.rotation_confidence == 0.0
+    assert np.isnan(dpc_from_com(com, DPCParams(rotation_deg=10.0)).rotation_confidence)

@@ -331,6 +331,35 @@ def add_calibrate(sub) -> argparse.ArgumentParser:
     return p
 
 
+class _rotation_warning_on_stderr:
+    """An ill-conditioned DPC rotation fit said once, in one line, on stderr (other warnings pass)."""
+
+    def __enter__(self):
+        import warnings
+
+        from .analysis.dpc import IllConditionedRotationWarning
+
+        self._cm = warnings.catch_warnings(record=True)
+        self._caught = self._cm.__enter__()
+        warnings.simplefilter("always", IllConditionedRotationWarning)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import warnings
+
+        from .analysis.dpc import IllConditionedRotationWarning
+
+        self._cm.__exit__(*exc)
+        said = False
+        for w in self._caught:
+            if issubclass(w.category, IllConditionedRotationWarning):
+                if not said:
+                    print(f"WARNING: {w.message}", file=sys.stderr)
+                said = True
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def run_calibrate(args) -> int:
     from .analysis.calibration import fit_ring
     from .analysis.com import iter_center_of_mass
@@ -358,9 +387,10 @@ def run_calibrate(args) -> int:
         if args.rotation:
             com = run_job(iter_center_of_mass(dc, backend=args.scheduler), bar)
             descan = "calibration" if cal.origin_map_px is not None else "plane"
-            rot = fit_dpc_rotation(com, calibration=cal, descan=descan)
+            with _rotation_warning_on_stderr():
+                rot = fit_dpc_rotation(com, calibration=cal, descan=descan)
             cal = rot.to_calibration(cal)
-            print(f"rotation: {rot.rotation_deg:.2f} deg, flip {rot.flip} "
+            print(f"rotation: {rot.rotation_deg:.2f} deg, flip {rot.flip}, confidence {rot.confidence:.3g} "
                   f"(curl {rot.curl_rms:.3g} vs {rot.curl_rms_other_flip:.3g} with the other flip)")
     finally:
         dc.close()
@@ -395,9 +425,10 @@ def run_dpc(args) -> int:
     params = DPCParams(rotation_deg=args.rotation, flip=args.flip, auto_rotation=args.auto_rotation,
                        descan=args.descan, units=args.units, bf_mask_radius_px=args.bf_mask,
                        regularization=args.regularization)
-    res = _run_on_cube(args, iter_dpc, dpc=params)
+    with _rotation_warning_on_stderr():
+        res = _run_on_cube(args, iter_dpc, dpc=params)
     if args.auto_rotation:
-        print(f"rotation: {res.rotation_deg:.2f} deg, flip {res.flip}")
+        print(f"rotation: {res.rotation_deg:.2f} deg, flip {res.flip}, confidence {res.rotation_confidence:.3g}")
     _write_maps(args.out, res.saved_objects(), args.overwrite)
     print(f"wrote {args.out}: com, dpc, idpc ({res.phase.units})")
     return EXIT_OK

@@ -155,15 +155,17 @@ def step_virtual(ctx: DemoContext) -> None:
 
 
 def step_calibration_dpc(ctx: DemoContext) -> None:
-    """Origin per pattern with the descan plane fit; COM, DPC (auto rotation) and iDPC (the
-    ``napari-4dstem dpc --auto-rotation`` pipeline)."""
+    """Origin per pattern with the descan plane fit; COM, DPC and iDPC (the ``napari-4dstem dpc``
+    pipeline). The rotation is the calibration's (0: the simulated scan and detector axes are
+    aligned): the sample has no DPC signal to fit it from (the fit reports confidence ~1 and
+    warns)."""
     from .analysis.origin import fit_origin_plane, measure_origin
     from .pipelines import DPCParams, run_dpc
 
     dc = ctx.datacube
     origin = measure_origin(dc, progress=ctx.progress)
     fit = fit_origin_plane(origin)
-    res = run_dpc(dc, dpc=DPCParams(auto_rotation=True, regularization=1e-4), progress=ctx.progress)
+    res = run_dpc(dc, dpc=DPCParams(regularization=1e-4), progress=ctx.progress)
     com, d, phase = res.saved_objects()
     ctx.results += [origin, fit.to_map(), com, d, _renamed(phase, "idpc_phase")]
     save_figure(

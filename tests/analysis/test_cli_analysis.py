@@ -92,3 +92,55 @@ def test_cli_bad_input(tmp_path, npy_file, capsys):
     assert main(["-q", "dpc", str(path), str(out), "--calibration", str(bad)]) == 2
     assert "cannot read the calibration" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_calibrate_rotation_without_dpc_signal_warns_in_one_line(tmp_path, npy_file, capsys):
+    # a descan plane and Poisson noise, no phase: the rotation is arbitrary and the CLI says so
+    path, _, _ = npy_file
+    cal_path = tmp_path / "cal.json"
+    assert main(["-q", "calibrate", str(path), str(cal_path), "--rotation"]) == 0
+    out, err = capsys.readouterr()
+    line = next(x for x in out.splitlines() if x.startswith("rotation:"))
+    confidence = float(line.split("confidence ")[1].split()[0])
+    assert confidence < 3
+    warned = [x for x in err.splitlines() if "ill-conditioned" in x]
+    assert len(warned) == 1 and warned[0].startswith("WARNING: DPC rotation fit is ill-conditioned")
+    assert f"confidence {confidence:.2g}" in warned[0]
+    assert json.loads(cal_path.read_text())["rotation_deg"] is not None
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--disk", "-30", "24", "20"], "DiskDetector(center_px=(-30.0, 24.0), radius_px=20.0)"),
+        (["--annulus", "24", "24", "40", "60"], "AnnulusDetector(center_px=(24.0, 24.0), inner_px=40.0"),
+        (["--rect", "48", "96", "0", "48"], "RectangleDetector(rows=(48, 96), cols=(0, 48))"),
+        (["--point", "10", "48"], "PointDetector(center_px=(10.0, 48.0))"),
+        (["--disk", "100", "100", "5", "--descan"], "DiskDetector(center_px=(100.0, 100.0)"),
+    ],
+)
+def test_virtual_detector_off_the_detector_is_refused_in_one_line(tmp_path, npy_file, capsys, args, named):
+    # the detector lies wholly outside the 48x48 patterns: exit 2 before any pass, one line that
+    # names the detector and the detector shape, no output written
+    path, _, _ = npy_file
+    out = tmp_path / "vi.h5"
+    assert main(["-q", "virtual", str(path), str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert named in err[0] and "covers no pixel of the 48x48 detector" in err[0]
+    assert not out.exists()
+
+
+def test_virtual_mask_larger_or_empty_is_refused(tmp_path, npy_file, capsys):
+    path, _, _ = npy_file
+    big, empty = tmp_path / "big.npy", tmp_path / "empty.npy"
+    np.save(big, np.ones((64, 64), bool))
+    np.save(empty, np.zeros((48, 48), bool))
+    out = tmp_path / "vi.npy"
+    assert main(["-q", "virtual", str(path), str(out), "--mask", str(big)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "(64, 64)" in err[0] and "(48, 48)" in err[0]
+    assert main(["-q", "virtual", str(path), str(out), "--mask", str(empty)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "covers no pixel of the 48x48 detector" in err[0]
+    assert not out.exists()

@@ -9,6 +9,9 @@ from napari_4dstem import Calibration, DataCube
 from napari_4dstem.analysis.com import center_of_mass
 from napari_4dstem.analysis.detectors import DiskDetector
 from napari_4dstem.analysis.dpc import (
+    MIN_ROTATION_CONFIDENCE,
+    IllConditionedRotationWarning,
+    RotationFit,
     com_shifts,
     dpc,
     fit_dpc_rotation,
@@ -179,6 +182,10 @@ def test_rotation_recovered(rotation_deg, flip):
     diff = (fit.rotation_deg - rotation_deg + 180) % 360 - 180
     assert abs(diff) < 0.5, fit
     assert fit.curl_rms < 0.2 * fit.curl_rms_other_flip
+    # a real signal: the curl curve has a deep minimum, far above what noise gives (~1), and
+    # the fit does not warn (filterwarnings = error)
+    assert fit.curl_contrast > 0.9 and fit.confidence > 20, fit
+    assert not fit.ill_conditioned
     cal = fit.to_calibration(Calibration())
     assert cal.rotation_deg == fit.rotation_deg and cal.flip == flip
 
@@ -250,3 +257,29 @@ def test_dpc_input_checks():
         fit_dpc_rotation(np.zeros((2, 5, 2)))
     with pytest.raises(DataShapeError, match="dpc"):
         idpc(RealSpaceMapFactory(com, Calibration()))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rotation_fit_on_noise_warns_once(seed):
+    # COM = origin + descan plane + noise, no DPC signal: the angle is arbitrary
+    rng = np.random.default_rng(seed)
+    scan = (32, 40)
+    com = C0 + _plane(scan) + rng.normal(0, 0.05, (*scan, 2))
+    with pytest.warns(IllConditionedRotationWarning, match=r"ill-conditioned: confidence") as rec:
+        fit = fit_dpc_rotation(com)
+    assert len([w for w in rec if issubclass(w.category, IllConditionedRotationWarning)]) == 1
+    assert fit.ill_conditioned and fit.confidence < MIN_ROTATION_CONFIDENCE
+    assert 0 <= fit.curl_contrast < 0.15
+
+
+def test_rotation_fit_on_zero_com_warns():
+    com = np.zeros((10, 12, 2)) + C0
+    with pytest.warns(IllConditionedRotationWarning, match="no usable DPC signal"):
+        fit = fit_dpc_rotation(com)
+    assert fit.confidence == 0.0 and fit.curl_contrast == 0.0 and fit.ill_conditioned
+
+
+def test_rotation_fit_confidence_is_backward_compatible():
+    old = RotationFit(rotation_deg=1.0, flip=False, curl_rms=0.1, curl_rms_other_flip=0.2,
+                      div_rms=1.0, resolved_180=True)
+    assert np.isnan(old.confidence) and np.isnan(old.curl_contrast) and old.ill_conditioned

@@ -88,6 +88,8 @@ def test_auto_rotation_finds_the_planted_rotation(viewers, qtbot, stall_detector
                     and not w._dpc_runner.busy and not w._rot_runner.busy, timeout=30000)
     assert w.rotation.value() == pytest.approx(25.0, abs=0.5)
     assert not w.flip.isChecked()
+    # a planted signal: the dock shows a high confidence and no ill-conditioned note
+    assert "confidence" in w.dpc_label.text() and "ill-conditioned" not in w.dpc_label.text()
     for name in ["DPC magnitude", "DPC colour wheel", "iDPC phase", "DPC vectors"]:
         assert name in results.layers
     assert results.layers["DPC colour wheel"].rgb

@@ -180,7 +180,11 @@ class DPCParams(_Params):
 
 @dataclass(frozen=True, eq=False)
 class DPCResult(_Result):
-    """Centre of mass, DPC in scan axes and the iDPC phase (and the rotation used)."""
+    """Centre of mass, DPC in scan axes and the iDPC phase (and the rotation used).
+
+    ``rotation_confidence`` is the fit's :attr:`~napari_4dstem.analysis.dpc.RotationFit.confidence`
+    with ``auto_rotation`` (NaN when the rotation was given).
+    """
 
     com: RealSpaceMap
     dpc: RealSpaceMap
@@ -188,6 +192,7 @@ class DPCResult(_Result):
     rotation_deg: float
     flip: bool
     recipe: Recipe
+    rotation_confidence: float = float("nan")
 
     def objects(self) -> list:
         return [self.com, self.dpc, self.phase]
@@ -197,10 +202,10 @@ def dpc_from_com(com: RealSpaceMap, params: DPCParams, *, recipe: Recipe | None 
     """DPC and iDPC from a centre-of-mass map (no pass over the data: the live part of the dock)."""
     from ..analysis.dpc import dpc, fit_dpc_rotation, idpc
 
-    rotation, flip = params.rotation_deg, params.flip
+    rotation, flip, confidence = params.rotation_deg, params.flip, float("nan")
     if params.auto_rotation:
         fit = fit_dpc_rotation(com, descan=params.descan)
-        rotation, flip = fit.rotation_deg, fit.flip
+        rotation, flip, confidence = fit.rotation_deg, fit.flip, fit.confidence
     d = dpc(com, rotation_deg=rotation, flip=flip, descan=params.descan, units=params.units)
     phase = idpc(d, regularization=params.regularization)
     cal = com.calibration
@@ -211,7 +216,7 @@ def dpc_from_com(com: RealSpaceMap, params: DPCParams, *, recipe: Recipe | None 
         import dataclasses
 
         recipe = dataclasses.replace(recipe, params={**recipe.params, "dpc": params})
-    return DPCResult(com, d, phase, rot, fl, recipe)
+    return DPCResult(com, d, phase, rot, fl, recipe, confidence)
 
 
 def _no_input():

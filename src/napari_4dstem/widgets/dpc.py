@@ -40,6 +40,17 @@ def _dpc_job(dc, params, com, calibration, source):
     return result, color_wheel(result.dpc.channel("dpc_y"), result.dpc.channel("dpc_x"))
 
 
+def _fit_rotation(com, descan):
+    """Worker: the rotation fit; an ill-conditioned fit is shown in the dock (not as a warning)."""
+    import warnings
+
+    from ..analysis.dpc import IllConditionedRotationWarning, fit_dpc_rotation
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IllConditionedRotationWarning)
+        return fit_dpc_rotation(com, descan=descan)
+
+
 class CalibrationDPCWidget(PipelineActions, QWidget):
     """Dock widget: measure the origin and descan, then COM / DPC / iDPC maps."""
 
@@ -237,10 +248,8 @@ class CalibrationDPCWidget(PipelineActions, QWidget):
         if self.com is None:
             self.status.setText("compute the centre of mass first")
             return
-        from ..analysis.dpc import fit_dpc_rotation
-
         self.status.setText("fitting the rotation...")
-        self._rot_runner.request(fit_dpc_rotation, self.com, descan=self.descan.currentText())
+        self._rot_runner.request(_fit_rotation, self.com, descan=self.descan.currentText())
 
     def _on_rotation(self, fit) -> None:
         self.status.setText("")
@@ -250,10 +259,12 @@ class CalibrationDPCWidget(PipelineActions, QWidget):
         self.flip.setChecked(fit.flip)
         self.rotation.blockSignals(False)
         self.flip.blockSignals(False)
-        self.dpc_label.setStyleSheet("")
+        self.dpc_label.setStyleSheet("color: orange" if fit.ill_conditioned else "")
         self.dpc_label.setText(
-            f"rotation {fit.rotation_deg:.2f} deg, flip {fit.flip}: curl {fit.curl_rms:.3g} "
-            f"(other flip {fit.curl_rms_other_flip:.3g}), divergence {fit.div_rms:.3g}"
+            f"rotation {fit.rotation_deg:.2f} deg, flip {fit.flip}, confidence {fit.confidence:.3g}: "
+            f"curl {fit.curl_rms:.3g} (other flip {fit.curl_rms_other_flip:.3g}), divergence {fit.div_rms:.3g}"
+            + (" - ill-conditioned (no DPC signal above noise): the angle is arbitrary, set it by hand"
+               if fit.ill_conditioned else "")
         )
         self.update_dpc()
 
