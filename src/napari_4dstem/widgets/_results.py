@@ -72,8 +72,10 @@ def show_map(viewer, name: str, data: np.ndarray, cal: Calibration, **kwargs):
 
 
 def show_vectors(viewer, name: str, v_y: np.ndarray, v_x: np.ndarray, cal: Calibration,
-                 *, max_arrows: int = 32, length: float | None = None):
-    """Arrows of a vector field over the scan, subsampled to at most ``max_arrows`` per side."""
+                 *, max_arrows: int = 16, length: float | None = None):
+    """Arrows of a vector field over the scan, subsampled to at most ``max_arrows`` per side
+    (16: napari rebuilds the arrows' mesh on the GUI thread at each update: 8.6 ms CPU for 16x16,
+    23 ms for 32x32 offscreen here, and up to 60 ms in a shown viewer under load)."""
     ny, nx = v_y.shape
     step = max(1, int(np.ceil(max(ny, nx) / max_arrows)))
     yy, xx = np.mgrid[0:ny:step, 0:nx:step]
