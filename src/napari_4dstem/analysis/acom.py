@@ -29,6 +29,7 @@ pixel size`` in 1/A.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -524,19 +525,12 @@ def _match_one_plan(
     n_match = np.zeros((n_pat, n_keep_all), np.int64)
     rms = np.full((n_pat, n_keep_all), np.nan)
     if refine:
-        args, (U_out, corr, n_match, rms) = refine_arguments(
-            plan,
-            off,
-            gx,
-            gy,
-            amp,
-            np.where(ok[..., None, None], U0, np.nan),
-            ok,
-            intensity_power=intensity_power,
-            k_max=k_max,
-            tol_pos=tol_pos,
-            n_iter=n_iter,
+        # one set of refinement inputs; the Lorentzian plans refine it twice (below)
+        refine_with = functools.partial(
+            refine_arguments, plan, off, gx, gy, amp, np.where(ok[..., None, None], U0, np.nan), ok,
+            intensity_power=intensity_power, k_max=k_max, tol_pos=tol_pos, n_iter=n_iter,
         )
+        args, (U_out, corr, n_match, rms) = refine_with()
         for i1 in _run_ranges(_refine_range, n_pat, args, n_threads, chunk):
             yield Progress(
                 done0 + n_pat // 2 + i1 // 2, progress_total, f"refining {plan.crystal.name}"
@@ -544,20 +538,7 @@ def _match_one_plan(
         if _plan_profile(plan) == "lorentzian":
             # robust to the rocking-curve shape: refine every candidate under the Gaussian
             # fall-off too and keep, per candidate, the model that explains the peaks better
-            args_g, outs_g = refine_arguments(
-                plan,
-                off,
-                gx,
-                gy,
-                amp,
-                np.where(ok[..., None, None], U0, np.nan),
-                ok,
-                intensity_power=intensity_power,
-                k_max=k_max,
-                tol_pos=tol_pos,
-                n_iter=n_iter,
-                profile="gaussian",
-            )
+            args_g, outs_g = refine_with(profile="gaussian")
             for _ in _run_ranges(_refine_range, n_pat, args_g, n_threads, chunk):
                 pass
             better = outs_g[1] > corr

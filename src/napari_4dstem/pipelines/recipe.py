@@ -3,6 +3,7 @@ it again ("copy as Python")."""
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import datetime as _dt
 import os
@@ -221,13 +222,14 @@ def _recipe_params(result_params: Mapping[str, Any], recipe: Recipe) -> dict[str
     return {**result_params, "recipe": recipe.to_dict()}
 
 
-class _Result:
+class _Result(abc.ABC):
     """Shared by the result objects: save, script, provenance."""
 
     recipe: Recipe
 
-    def objects(self) -> list:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def objects(self) -> list:
+        """The result's data objects (maps, peaks, ...) as :meth:`save` writes them."""
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write every part of the result to an EMD file (py4DSTEM opens it; so do napari and

@@ -73,8 +73,9 @@ def copy_to_clipboard(text: str) -> None:
 
 class PipelineActions:
     """"Save result..." and "Copy as Python" for a dock widget whose analysis is a pipeline
-    result. The widget has ``self.jobs`` (JobRunner) and ``self.status`` (QLabel) and says which
-    result is current in :meth:`pipeline_result`."""
+    result. The widget has ``self.jobs`` (JobRunner) and ``self.status`` (QLabel) and defines
+    ``pipeline_result()``: the current result (a pipelines result object) or None. (A mixin of
+    QWidget subclasses, so not an ABC: Qt's metaclass and ABCMeta do not combine.)"""
 
     result_file_name = "result.h5"
 
@@ -90,9 +91,6 @@ class PipelineActions:
         row.addWidget(self.save_btn)
         row.addWidget(self.copy_btn)
         return row
-
-    def pipeline_result(self):  # pragma: no cover - every widget overrides it
-        raise NotImplementedError
 
     def save_result(self, path: str | Path | None = None) -> Path | None:
         """Save the current result to EMD (asks for the path when none is given)."""

@@ -11,7 +11,19 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+
+def show_rgba(label: QLabel, rgba) -> np.ndarray:
+    """Put an ``(h, w, 4)`` uint8 picture (drawn in a worker) into ``label``. Returns the
+    contiguous array the QImage was made on: keep it alive (QImage does not copy)."""
+    from qtpy.QtGui import QImage, QPixmap
+
+    rgba = np.ascontiguousarray(rgba)
+    h, w = rgba.shape[:2]
+    label.setPixmap(QPixmap.fromImage(QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888)))
+    return rgba
 
 VALIDATION_KEYS = ("f1_0.5px", "f1_1px")
 
@@ -85,11 +97,7 @@ class TrainingPlot(QWidget):
                              [dict(h) for h in self.history], max(self.width(), 360))
 
     def _show(self, rgba) -> None:
-        from qtpy.QtGui import QImage, QPixmap
-
-        h, w = rgba.shape[:2]
-        self._rgba = rgba  # QImage does not copy
-        self.picture.setPixmap(QPixmap.fromImage(QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888)))
+        self._rgba = show_rgba(self.picture, rgba)
         self.frames += 1
 
     def _error(self, exc) -> None:

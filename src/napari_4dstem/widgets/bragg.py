@@ -36,6 +36,7 @@ from ._pipeline import (
     probe_of_layer,
     tag_layer,
 )
+from ._plot import show_rgba
 from ._results import results_viewer, show_map
 from ._warmup import WarmupLabel
 from .results_list import session_results
@@ -472,12 +473,7 @@ class BraggStrainWidget(PipelineActions, QWidget):
         self._hist_runner.request(_render_histograms, channels, self.hist_canvas.width())
 
     def _show_histograms(self, rgba: np.ndarray) -> None:
-        from qtpy.QtGui import QImage, QPixmap
-
-        h, w = rgba.shape[:2]
-        self._hist_rgba = np.ascontiguousarray(rgba)  # QImage does not copy
-        img = QImage(self._hist_rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888)
-        self.hist_label.setPixmap(QPixmap.fromImage(img))
+        self._hist_rgba = show_rgba(self.hist_label, rgba)
 
     # -- the result (Save result..., Copy as Python: PipelineActions) ------------------------------
     def pipeline_result(self):

@@ -16,7 +16,6 @@ from pathlib import Path
 import napari
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -38,6 +37,7 @@ from ..errors import CalibrationError, Napari4DSTEMError
 from ..pipelines import PatternCheck
 from ._common import CubePicker, JobRunner, guarded, scan_position
 from ._pipeline import PipelineActions, layer_source, probe_of_layer, tag_layer
+from ._plot import show_rgba
 from ._results import results_viewer, show_map
 from .results_list import session_results
 
@@ -368,9 +368,7 @@ class OrientationWidget(PipelineActions, QWidget):
 
     def _set_key(self, key) -> None:
         group, labels, rgba = key
-        self._key_rgba = np.ascontiguousarray(rgba)  # QImage does not copy
-        img = QImage(self._key_rgba.data, 128, 128, 4 * 128, QImage.Format.Format_RGBA8888)
-        self.key_image.setPixmap(QPixmap.fromImage(img))
+        self._key_rgba = show_rgba(self.key_image, rgba)
         self.key_label.setText(
             f"IPF key ({group.laue_name}): red {labels[0]}, green {labels[1]}, blue {labels[2]}"
         )

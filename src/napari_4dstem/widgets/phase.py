@@ -27,6 +27,7 @@ from ..data.calibration import Calibration
 from ..errors import Napari4DSTEMError
 from ._common import CubePicker, JobRunner
 from ._forms import job_row, spin
+from ._plot import show_rgba
 from ._results import results_viewer, show_map
 
 METHODS = ("parallax", "ssb", "ptycho", "multislice-ptycho")
@@ -60,11 +61,7 @@ class ErrorPlot(QWidget):
         self._runner.request(render_error_plot, list(self.errors), max(self.width(), 320))
 
     def _show(self, rgba) -> None:
-        from qtpy.QtGui import QImage, QPixmap
-
-        h, w = rgba.shape[:2]
-        self._rgba = rgba  # QImage does not copy
-        self.picture.setPixmap(QPixmap.fromImage(QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888)))
+        self._rgba = show_rgba(self.picture, rgba)
         self.frames += 1
 
     def _error(self, exc) -> None:
