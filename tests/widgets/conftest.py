@@ -16,8 +16,10 @@ layout, e.g. a backlog of events after the machine was busy) is napari's floor a
   OpenGL) and adding a layer (``viewer.add_*``, ``LayerList.insert``: napari builds the layer's visual and controls
   on the GUI thread, 70-400 ms here; the layer's ``__init__`` included), building vispy canvases
   and visuals (``SceneCanvas``/``Node`` construction: each layer's visual, a dock's real-space
-  canvas), docking a widget (``Window.add_dock_widget``, which also saves napari's settings) and
-  Qt laying out napari's main window (its ``LayoutRequest`` events).
+  canvas), docking a widget (``Window.add_dock_widget``, which also saves napari's settings),
+  the layer list's Qt model repainting a row after a layer event (``QtLayerListModel.
+  _process_event``) and recomputing a layer's thumbnail after ``layer.data = ...``
+  (``_update_thumbnail``), and Qt laying out napari's main window (its ``LayoutRequest`` events).
   None of these may run our own slots inside (napari's progress bar does, so it is not here). Widgets add each of their layers once and update it after;
 - deliberately excluded set-up: pytest's and napari's fixtures before the test's first viewer
   (or its body) starts, creating a viewer (the ``make_napari_viewer`` fixture is wrapped
@@ -243,6 +245,15 @@ def _patch_napari_floor() -> None:
     targets += [(ViewerModel, n) for n in ("add_layer", "add_image", "add_points", "add_shapes",
                                            "add_vectors", "add_labels")]
     targets.append((Window, "add_dock_widget"))  # napari docks a widget (and saves its settings)
+    # napari's layer list turning a layer event (new thumbnail, name, visibility) into Qt's
+    # dataChanged: its view repaints the row and thumbnail there (no slot of ours runs inside)
+    from napari._qt.containers.qt_layer_model import QtLayerListModel
+
+    targets.append((QtLayerListModel, "_process_event"))
+    # napari recomputing a layer's thumbnail after a data change (a Vectors layer rasterises
+    # every arrow: 50-70 ms seen), synchronously inside ``layer.data = ...``
+    targets += [(c, "_update_thumbnail") for c in (layers.Image, layers.Shapes, layers.Points,
+                                                   layers.Vectors, layers.Labels)]
     # Qt laying out napari's main window (a LayoutRequest recomputes every dock's geometry;
     # no slot of ours runs inside it): timed for that event type only
     from napari._qt.qt_main_window import _QtMainWindow
