@@ -401,14 +401,65 @@ def test_point_detector_and_hover_readout(widget, qtbot, stall_detector):
     assert tuple(viewer.dims.point[:2]) == before
 
 
-def test_copy_as_python_reproduces_the_image(widget, qtbot, stall_detector):
+def test_copy_as_python_reproduces_the_image(widget, qtbot, tmp_path, run_copied_script, stall_detector):
+    """The dock's Sum image is the imaging pipeline's result: the copied script opens the file,
+    runs ``run_virtual`` and saves what the dock shows (equal arrays), also for a preset."""
     from qtpy.QtWidgets import QApplication
+
+    from napari_4dstem.io import emd
 
     viewer, w = widget
     w.copy_btn.click()
     code = QApplication.clipboard().text()
-    assert "virtual_image(data, DiskDetector(" in code
-    ns = {"data": np.asarray(viewer.layers["strained_crystal"].data)}
+    assert "run_virtual(" in code and "VirtualImageParams(" in code and "open_datacube(" in code
+    run_copied_script(code, tmp_path)
     with stall_detector.excluded("reference"):
-        exec(code, ns)  # the copied call computes the shown image
-    np.testing.assert_array_equal(ns["image"].data, w.last_image.data)
+        again = emd.read(tmp_path / "result.h5")
+    (node,) = [k for k in again if k.startswith("virtual_")]
+    np.testing.assert_array_equal(again[node].data, w.last_image.data)
+    assert again[node].params["recipe"]["workflow"] == "virtual"
+    qtbot.waitUntil(lambda: w.presets_ready, timeout=60000)
+    w.presets["HAADF"].click()
+    assert w.result is w._preset_cache["HAADF"][1]
+    text = w.copy_as_python()
+    assert "'annulus'" in text
+    (tmp_path / "haadf").mkdir()
+    run_copied_script(text, tmp_path / "haadf")
+    with stall_detector.excluded("reference"):
+        again = emd.read(tmp_path / "haadf" / "result.h5")
+    np.testing.assert_array_equal(again["virtual_annulus"].data, w.last_image.data)
+
+
+def test_save_keep_and_the_responses_without_a_recipe(widget, qtbot, tmp_path, stall_detector):
+    """Save result writes the image with its recipe (reopens with it); Keep lists it in the
+    Results dock; a CoM response and a drawn mask say why they have no script."""
+    from napari_4dstem.io import emd
+    from napari_4dstem.pipelines import recipe_of
+    from napari_4dstem.widgets.results_list import session_results
+
+    viewer, w = widget
+    out = w.save_result(tmp_path / "v.h5")
+    qtbot.waitUntil(lambda: (tmp_path / "v.h5").exists() and not w.jobs.busy, timeout=20000)
+    assert out is None or out == tmp_path / "v.h5"
+    with stall_detector.excluded("reference"):
+        objs = emd.read(tmp_path / "v.h5")
+    (img,) = objs.values()
+    np.testing.assert_array_equal(img.data, w.last_image.data)
+    assert recipe_of(img).params["virtual"].detectors == (w._last_detector.to_params(),)
+    name = w.keep()
+    assert name == "virtual disk" and session_results(viewer).results[name] is w.result
+    w.response_combo.setCurrentText("CoM y")
+    qtbot.waitUntil(lambda: w._worker is None and w.last_image.params.get("response") == "CoM y", timeout=20000)
+    assert w.result is None
+    assert w.copy_as_python() is None and "not a pipeline result" in w.status.text()
+    assert w.keep() is None
+    w.response_combo.setCurrentText("Sum")
+    qtbot.waitUntil(lambda: w._worker is None and w.result is not None, timeout=20000)
+    from napari_4dstem.analysis.detectors import MaskDetector
+
+    mask = np.zeros(viewer.layers["strained_crystal"].data.shape[2:], bool)
+    mask[60:70, 60:70] = True
+    w.set_detector(MaskDetector(mask))
+    qtbot.waitUntil(lambda: w._worker is None and w.result is not None
+                    and w.result.recipe.params["virtual"].detectors[0]["kind"] == "mask", timeout=20000)
+    assert w.copy_as_python() is None and "mask drawn in napari" in w.status.text()

@@ -3,6 +3,7 @@ DPC -> iDPC, with recipes like the Bragg and ACOM workflows."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,10 +15,9 @@ from ..data.results import RealSpaceMap
 from ..engine.jobs import Job, Progress, run_job
 from .bragg import _cube, _recipe
 from .params import ParameterError, _check, _finite, _Params
-from .recipe import Recipe, _Result
+from .recipe import _ARRAY_MASK, Recipe, _Result
 
 NAN_POLICIES = ("raise", "propagate", "omit")
-_ARRAY_MASK = "<mask in memory>"
 
 
 def detector_params(det: Any) -> dict[str, Any]:
@@ -119,6 +119,26 @@ class VirtualResult(_Result):
             for k, n in enumerate(s.channels)
         ]
 
+    def select(self, name: str) -> VirtualResult:
+        """The result of one detector (channel ``name``), with a recipe that makes only it."""
+        s = self.stack
+        try:
+            k = list(s.channels).index(name)
+        except ValueError:
+            raise ParameterError(f"no detector named {name!r}; the result has {list(s.channels)}") from None
+        v = self.recipe.params["virtual"]
+        one = dataclasses.replace(v, detectors=(v.detectors[k],), names=(name,))
+        params = {**s.params, "detectors": {name: s.params["detectors"][name]}}
+        stack = RealSpaceMap(s.data[..., k:k + 1], name=s.name, units=s.units, channels=(name,),
+                             calibration=s.calibration, params=params)
+        recipe = dataclasses.replace(self.recipe, params={**self.recipe.params, "virtual": one})
+        return VirtualResult(stack, recipe)
+
+    @property
+    def image(self) -> RealSpaceMap:
+        """The first detector's image (the only one of a one-detector result)."""
+        return self.objects()[0]
+
 
 def iter_virtual(
     dc: Any,
@@ -127,12 +147,21 @@ def iter_virtual(
     calibration: Calibration | None = None,
     source: Any = None,
     backend: Any = None,
+    detectors: Any = None,
 ) -> Job[VirtualResult]:
-    """Job: the virtual images of every detector of ``virtual`` in one pass over the data."""
+    """Job: the virtual images of every detector of ``virtual`` in one pass over the data.
+
+    ``detectors``: the Detector objects of ``virtual.detectors`` themselves, for mask detectors
+    held only in memory (e.g. drawn in napari); the result's recipe then cannot be replayed."""
     from ..analysis.virtual import iter_virtual_images
 
     cube, cal, _ = _cube(dc, calibration)
-    dets = [detector_from_params(d) for d in virtual.detectors]
+    if detectors is None:
+        dets = [detector_from_params(d) for d in virtual.detectors]
+    else:
+        dets = list(detectors)
+        if [detector_params(d) for d in dets] != list(virtual.detectors):
+            raise ParameterError("the detectors given are not the ones of the parameters")
     stack = yield from iter_virtual_images(cube, dets, calibration=cal, descan=virtual.descan,
                                            nan_policy=virtual.nan_policy, names=virtual.names, backend=backend)
     return VirtualResult(stack, _recipe("virtual", dc, {"virtual": virtual}, calibration, source))

@@ -68,6 +68,7 @@ def _param_class(key: str):
             "acom": ACOMParams, "virtual": VirtualImageParams, "dpc": DPCParams}[key]
 _KEYWORD = {"disks": "detection", "nn": "detection"}
 _ARRAY_PROBE = "<image in memory>"
+_ARRAY_MASK = "<mask in memory>"  # pipelines.imaging: a mask detector not read from a file
 _WORKFLOW_FN = {"disks": "run_disks", "strain": "run_strain", "acom": "run_acom", "virtual": "run_virtual",
                 "dpc": "run_dpc"}
 
@@ -110,6 +111,12 @@ class Recipe:
             raise CalibrationError(
                 "the calibration has a per-pattern origin map, which a script cannot spell out: "
                 "save it with `napari-4dstem calibrate` and pass it as calibration="
+            )
+        virtual = self.params.get("virtual")
+        if virtual is not None and any(d.get("path") == _ARRAY_MASK for d in virtual.detectors):
+            raise Napari4DSTEMError(
+                "a detector is a mask drawn in napari, not a file: save it as .npy and use "
+                "MaskDetector(np.load(file)), or choose a disk, annulus, rectangle or point detector"
             )
         probe = self.params.get("probe")
         if probe is not None and probe.path is None and probe.node == _ARRAY_PROBE:

@@ -1,9 +1,12 @@
 """The "Virtual imaging" dock widget: draw a detector on the pattern, see the image live.
 
 Translation only: it reads the 4D layer and the detector (a Shapes layer on the diffraction
-pattern, or the numeric fields), calls :func:`napari_4dstem.analysis.virtual.iter_virtual_image`
-in a worker and shows the result in a real-space canvas inside the dock. Clicking that canvas
-moves the scan position of the main viewer; shift + drag integrates the patterns under a
+pattern, or the numeric fields), calls the imaging pipeline
+(:func:`napari_4dstem.pipelines.iter_virtual`; the other responses the centre-of-mass jobs) in a
+worker and shows the result in a real-space canvas inside the dock. The Sum image is a pipeline
+result with its recipe: "Save result..." writes it with the recipe, "Copy as Python" gives the
+script that makes it again from the file, "Keep" lists it in the Results dock. Clicking the
+canvas moves the scan position of the main viewer; shift + drag integrates the patterns under a
 rectangle into a "region pattern" layer.
 """
 
@@ -18,7 +21,6 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -38,7 +40,10 @@ from ..analysis.detectors import (
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker, guarded, scan_position
+from ..pipelines import VirtualResult
+from ..plugin_api import publish_virtual_image
+from ._common import CubePicker, JobRunner, guarded, scan_position
+from ._pipeline import PipelineActions, layer_source
 from ._realspace import RealSpaceView
 from ._warmup import WarmupLabel
 
@@ -198,9 +203,19 @@ def detector_response(dc: DataCube, det: Detector, cal: Calibration, response: s
     raise ValueError(f"unknown response {response!r}; use one of {RESPONSES}")
 
 
+def _sum_job(dc: DataCube, det: Detector, cal: Calibration, descan: bool, source: Any):
+    """Job: the Sum image of ``det`` as a one-detector pipeline result (with its recipe)."""
+    from ..pipelines import VirtualImageParams, iter_virtual
+
+    params = VirtualImageParams(detectors=(det,), descan=descan)
+    return (yield from iter_virtual(dc, virtual=params, calibration=cal, source=source, detectors=(det,)))
+
+
 def _live_job(dc: DataCube, det: Detector, cal: Calibration, descan: bool, preview: DataCube | None,
-              timings: list, first: _FirstImage | None = None, response: str = "Sum"):
-    """Worker job: a binned preview first (when given a preview cube), then the exact image.
+              timings: list, first: _FirstImage | None = None, response: str = "Sum", source: Any = None):
+    """Worker job: a binned preview first (when given a preview cube), then the exact image
+    (the Sum: a :class:`~napari_4dstem.pipelines.VirtualResult` of the pipeline, with the recipe
+    of ``source``; the other responses a RealSpaceMap).
 
     Appends the exact computation's duration (s) to ``timings``; hands its first image to
     ``first`` as soon as it is computed.
@@ -220,7 +235,7 @@ def _live_job(dc: DataCube, det: Detector, cal: Calibration, descan: bool, previ
         yield item
     t0 = time.perf_counter()
     if response == "Sum":
-        img = yield from iter_virtual_image(dc, det, calibration=cal, descan=descan)
+        img = yield from _sum_job(dc, det, cal, descan, source)
     else:
         img = yield from detector_response(dc, det, cal, response)
     timings.append(time.perf_counter() - t0)
@@ -263,20 +278,22 @@ def rgb_composite(images, percentiles=(0.1, 99.9)) -> np.ndarray:
     return np.nan_to_num(np.stack(out, axis=-1)).astype(np.float32)
 
 
-def _preset_job(dc: DataCube, detectors: dict[str, Detector], cal: Calibration):
-    """Worker: ``{name: (detector, exact image)}`` for the preset detectors (a generator: a
+def _preset_job(dc: DataCube, detectors: dict[str, Detector], cal: Calibration, source: Any = None):
+    """Worker: ``{name: (detector, pipeline result)}`` for the preset detectors (a generator: a
     closing widget stops it between presets)."""
-    from ..analysis.virtual import virtual_image
+    from ..engine.jobs import run_job
 
     out = {}
     for i, (name, det) in enumerate(detectors.items()):
-        out[name] = (det, virtual_image(dc, det, calibration=cal))
+        out[name] = (det, run_job(_sum_job(dc, det, cal, False, source)))
         yield i + 1
     return out
 
 
-class VirtualImagingWidget(QWidget):
+class VirtualImagingWidget(PipelineActions, QWidget):
     """Dock widget: live virtual image of a detector drawn on the diffraction pattern."""
+
+    result_file_name = "virtual_image.h5"
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -289,6 +306,7 @@ class VirtualImagingWidget(QWidget):
         self._last_detector: Detector | None = None
         self._shapes_due: Detector | None = None  # detector still to draw as shapes
         self.last_image = None  # the latest exact RealSpaceMap
+        self.result = None  # its pipelines.VirtualResult (the Sum response), else None
         self.last_preview = None  # the latest binned preview
         self._preview = None  # 4x-binned in-memory copy for previews (large in-memory data)
         self._exact_s: list[float] = []  # durations of the exact computations
@@ -353,9 +371,10 @@ class VirtualImagingWidget(QWidget):
         self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing() + 4)
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
-        self.save_btn = QPushButton("Save image...")
-        self.copy_btn = QPushButton("Copy as Python")
-        self.copy_btn.setToolTip("copy the library call that computes this image")
+        actions = self.action_row()  # "Save result..." and "Copy as Python" of the pipeline result
+        self.copy_btn.setToolTip("copy the script that makes this image again from the file")
+        self.keep_btn = QPushButton("Keep")
+        self.keep_btn.setToolTip("list this image in the Results dock (session)")
         form = QFormLayout()
         form.addRow("4D layer", self.layer_combo)
         form.addRow("detector", self.kind_combo)
@@ -378,11 +397,9 @@ class VirtualImagingWidget(QWidget):
         rgb.addWidget(self.rgb_btn)
         layout.addLayout(rgb)
         layout.addWidget(self.descan)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.cancel_btn)
-        buttons.addWidget(self.save_btn)
-        buttons.addWidget(self.copy_btn)
-        layout.addLayout(buttons)
+        actions.insertWidget(0, self.cancel_btn)
+        actions.addWidget(self.keep_btn)
+        layout.addLayout(actions)
         layout.addWidget(self.status)
         layout.addWidget(WarmupLabel())
         self.layer_combo.currentTextChanged.connect(self._init_for_layer)
@@ -396,8 +413,8 @@ class VirtualImagingWidget(QWidget):
         self.response_combo.currentIndexChanged.connect(self._on_descan)  # same detector, again
         self.cancel_btn.clicked.connect(self.cancel)
         self.rgb_btn.clicked.connect(lambda _=False: self.show_rgb())
-        self.save_btn.clicked.connect(self._save_dialog)
-        self.copy_btn.clicked.connect(lambda _=False: self.copy_as_python())
+        self.keep_btn.clicked.connect(lambda _=False: self.keep())
+        self.jobs = JobRunner(self.status, self.cancel_btn)  # saving (Cancel stops either)
         self.realspace.positionPicked.connect(self.set_scan_position)
         self.realspace.regionSelected.connect(self.integrate_region)
 
@@ -692,7 +709,7 @@ class VirtualImagingWidget(QWidget):
                 self.presets_ready = True
 
         self._preset_worker = create_worker(
-            _preset_job, dc, dets, cal, _progress={"total": len(dets), "desc": "preset images"},
+            _preset_job, dc, dets, cal, layer_source(self.layer), _progress={"total": len(dets), "desc": "preset images"},
             _connect={"returned": guarded(self, done), "errored": guarded(self, self._on_error)})
 
     def show_rgb(self, names: tuple[str, str, str] | None = None) -> np.ndarray | None:
@@ -703,34 +720,46 @@ class VirtualImagingWidget(QWidget):
         if any(n not in cache for n in names):
             self.status.setText("the preset images are still being computed")
             return None
-        rgb = rgb_composite([cache[n][1].data for n in names])
+        rgb = rgb_composite([cache[n][1].image.data for n in names])
         self.last_rgb = rgb
         self.realspace.set_image(rgb, clim=(0.0, 1.0), title=f"RGB: {' / '.join(names)}")
         return rgb
 
-    def python_call(self) -> str:
-        """The library call that computes the shown image (the current detector)."""
-        det = self._current_detector()
-        if det is None or isinstance(det, MaskDetector):
-            raise Napari4DSTEMError("no detector that can be written as a call (drawn shapes are a mask)")
-        kind = type(det).__name__
-        descan = ", descan=True" if self.descan.isChecked() else ""
-        return (f"from napari_4dstem.analysis.detectors import {kind}\n"
-                f"from napari_4dstem.analysis.virtual import virtual_image\n"
-                f"image = virtual_image(data, {det!r}{descan})")
+    def pipeline_result(self):
+        """The shown image as a pipeline result (the Sum response), for Save and Copy as Python."""
+        if self.result is None and self.last_image is not None:
+            raise Napari4DSTEMError(f"the {self._response()} response is not a pipeline result yet: Save and "
+                                    "Copy as Python cover Sum (CoM maps: the DPC dock)")
+        return self.result
 
     def copy_as_python(self) -> str | None:
-        """Put :meth:`python_call` on the clipboard (and return it)."""
-        from qtpy.QtWidgets import QApplication
-
         try:
-            code = self.python_call()
+            return super().copy_as_python()
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return None
-        QApplication.clipboard().setText(code)
-        self.status.setText("copied: " + code.splitlines()[-1])
-        return code
+
+    def save_result(self, path=None):
+        try:
+            return super().save_result(path)
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return None
+
+    def keep(self) -> str | None:
+        """Put the shown image (its pipeline result) in the session's Results list."""
+        from .results_list import session_results
+
+        try:
+            res = self.pipeline_result()
+            if res is None:
+                raise Napari4DSTEMError("no virtual image yet")
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return None
+        name = session_results(self.viewer).add(res, f"virtual {res.stack.channels[0]}")
+        self.status.setText(f"kept as {name!r} in the Results dock")
+        return name
 
     def _response(self) -> str:
         return self.response_combo.currentText() if hasattr(self, "response_combo") else "Sum"
@@ -745,8 +774,8 @@ class VirtualImagingWidget(QWidget):
         recompute), else computed now."""
         cached = getattr(self, "_preset_cache", {}).get(name)
         if cached is not None and not self.descan.isChecked() and self._response() == "Sum":
-            det, img = cached
-            self.set_detector(det, image=img)
+            det, res = cached
+            self.set_detector(det, image=res)
             return
         try:
             dc, cal = self.datacube()
@@ -809,7 +838,7 @@ class VirtualImagingWidget(QWidget):
         first = self._first = _FirstImage()
         worker = create_worker(
             _live_job, dc, det, cal, self.descan.isChecked(), self._preview if use_preview else None,
-            self._exact_s, first, response,
+            self._exact_s, first, response, layer_source(self.layer),
             _connect={"returned": self._on_image, "yielded": self._on_yielded,
                       "errored": self._on_error, "finished": self._on_finished},
             **kwargs,
@@ -837,12 +866,16 @@ class VirtualImagingWidget(QWidget):
             if self._pending is not None and self._worker is not None:
                 self._worker.quit()  # superseded while its preview was computed
         else:
+            self.result = item if isinstance(item, VirtualResult) else None
+            item = item.image if isinstance(item, VirtualResult) else item
             self.last_image = item
             d = item.params.get("detector", {})
             resp = item.params.get("response", "sum")
             self.realspace.set_image(item.data, title=f"virtual image: {d.get('kind', '')}, {resp}")
             self._shown = True
             self.status.setText("")
+            if self._last_detector is not None:
+                publish_virtual_image(self.viewer, "virtual image", self._last_detector)
         self._after_image()
 
     def _on_yielded(self, item) -> None:
@@ -932,23 +965,6 @@ class VirtualImagingWidget(QWidget):
             dc.region_pattern, slice(y0, y1), slice(x0, x1),
             _connect={"returned": show, "errored": self._on_error},
         )  # create_worker starts it
-
-    # -- saving ---------------------------------------------------------------------------------
-    def save_image(self, path: str) -> None:
-        from ..io import emd
-
-        if self.last_image is None:
-            raise Napari4DSTEMError("no virtual image computed yet")
-        emd.write(path, self.last_image, overwrite=True)
-
-    def _save_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save virtual image", "virtual_image.h5", "EMD (*.h5 *.emd)")
-        if path:
-            try:
-                self.save_image(path)
-                self.status.setText(f"saved {path}")
-            except Napari4DSTEMError as e:
-                self.status.setText(str(e))
 
     # -- keyboard -------------------------------------------------------------------------------
     def _bind_keys(self) -> None:
