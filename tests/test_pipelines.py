@@ -370,3 +370,43 @@ def test_dpc_pipeline_reports_the_rotation_confidence():
         res = dpc_from_com(com, DPCParams(auto_rotation=True))
     assert res.rotation_confidence == 0.0
     assert np.isnan(dpc_from_com(com, DPCParams(rotation_deg=10.0)).rotation_confidence)
+
+
+def test_calibrate_pipeline_recovers_the_descan_and_reproduces(sample_file, tmp_path, run_copied_script, capsys):
+    """`calibrate` (CLI and library) is one pipeline: the planted descan within 0.05 px, the JSON
+    it writes still reads as a calibration (its recipe alongside), and the recipe's script makes
+    the same origin maps; refit changes the descan model without a pass over the data."""
+    import json
+
+    from napari_4dstem.analysis.origin import fit_origin_plane
+    from napari_4dstem.data.calibration import Calibration
+    from napari_4dstem.pipelines import CalibrationParams, run_calibrate
+
+    path, s = sample_file
+    dc = open_datacube(path)
+    try:
+        res = run_calibrate(dc, source=path)
+    finally:
+        dc.close()
+    (truth,) = [t.data for t in s.truth if t.name == "truth_origin"]
+    assert np.abs(res.calibration.origin_map_px - truth).max() < 0.05
+    assert np.abs(res.origin_fit.origin_map_px - truth).max() < 0.05
+    mean = res.refit("mean")
+    np.testing.assert_array_equal(mean.origin_fit.origin_map_px, fit_origin_plane(res.origin, method="mean").origin_map_px)
+    assert mean.recipe.params["calibrate"].fit == "mean" and res.recipe.params["calibrate"].fit == "plane"
+    out = tmp_path / "cal.json"
+    assert main(["-q", "calibrate", str(path), str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert d["recipe"]["workflow"] == "calibrate"
+    cal = Calibration.from_dict(d)
+    np.testing.assert_allclose(cal.origin_map_px, res.calibration.origin_map_px)
+    text = script_from_file(out, tmp_path / "again.h5")
+    assert "run_calibrate(" in text and "CalibrationParams()" in text
+    run_copied_script(text, tmp_path)
+    again = emd.read(tmp_path / "again.h5")
+    np.testing.assert_array_equal(again["origin"].data, res.origin.data)
+    np.testing.assert_array_equal(again["origin_fit"].data, res.origin_fit.origin_map_px)
+    assert main(["-q", "calibrate", str(path), str(tmp_path / "cal.txt")]) == 2
+    assert "calibrate writes a calibration .json" in capsys.readouterr().err
+    with pytest.raises(ParameterError, match="d-spacing needs the ring"):
+        CalibrationParams(d_spacing_A=2.0)

@@ -361,41 +361,34 @@ class _rotation_warning_on_stderr:
 
 
 def run_calibrate(args) -> int:
-    from .analysis.calibration import fit_ring
-    from .analysis.com import iter_center_of_mass
-    from .analysis.dpc import fit_dpc_rotation
-    from .analysis.origin import fit_origin_plane, iter_measure_origin
-    from .engine.jobs import run_job
-    from .io._atomic import atomic_output
+    from .pipelines import CalibrationParams, iter_calibrate
 
-    bar = ProgressBar(enabled=not args.quiet)
-    dc = _open_calibrated(args)
-    try:
-        cal = dc.calibration
-        if args.origin != "none":
-            measured = run_job(iter_measure_origin(dc, method=args.origin, backend=args.scheduler), bar)
-            fit = fit_origin_plane(measured, method=args.fit)
-            cal = fit.to_calibration(cal)
-            print(f"origin: {args.fit} fit, mean ({cal.origin_px[0]:.3f}, {cal.origin_px[1]:.3f}) px, "
-                  f"residual {fit.residual_rms_px:.3f} px rms, {int((~fit.inliers).sum())} outliers")
-        if args.ring:
-            ring = fit_ring(run_job(dc.iter_reduce_patterns("mean"), bar), radius_range_px=tuple(args.ring),
-                            center_px=cal.origin_px)
-            cal = ring.to_calibration(cal, d_spacing_A=args.d_spacing)
-            print(f"ring: radius {ring.radius_px:.3f} px, axes {ring.a_px:.3f}/{ring.b_px:.3f} px "
-                  f"at {ring.theta_deg:.2f} deg" + (f", pixel {cal.k_pixel_size:.5g} 1/A" if args.d_spacing else ""))
-        if args.rotation:
-            com = run_job(iter_center_of_mass(dc, backend=args.scheduler), bar)
-            descan = "calibration" if cal.origin_map_px is not None else "plane"
-            with _rotation_warning_on_stderr():
-                rot = fit_dpc_rotation(com, calibration=cal, descan=descan)
-            cal = rot.to_calibration(cal)
-            print(f"rotation: {rot.rotation_deg:.2f} deg, flip {rot.flip}, confidence {rot.confidence:.3g} "
-                  f"(curl {rot.curl_rms:.3g} vs {rot.curl_rms_other_flip:.3g} with the other flip)")
-    finally:
-        dc.close()
-    with atomic_output(args.out, overwrite=args.overwrite) as tmp:
-        tmp.write_text(json.dumps(cal.to_dict(include_origin_map=True)))
+    out_ext = args.out.suffix.lower()
+    if out_ext not in (".json", ".h5", ".hdf5", ".emd"):
+        from .errors import FileFormatError
+
+        raise FileFormatError(args.out, "calibrate writes a calibration .json (or an EMD .h5 of the origin maps)")
+    params = CalibrationParams(origin=args.origin, fit=args.fit, ring_px=tuple(args.ring) if args.ring else None,
+                               d_spacing_A=args.d_spacing, rotation=args.rotation)
+    with _rotation_warning_on_stderr():
+        res = _run_on_cube(args, iter_calibrate, calibrate=params)
+    cal = res.calibration
+    if res.origin_fit is not None:
+        fit = res.origin_fit
+        print(f"origin: {args.fit} fit, mean ({cal.origin_px[0]:.3f}, {cal.origin_px[1]:.3f}) px, "
+              f"residual {fit.residual_rms_px:.3f} px rms, {int((~fit.inliers).sum())} outliers")
+    if res.ring is not None:
+        ring = res.ring
+        print(f"ring: radius {ring.radius_px:.3f} px, axes {ring.a_px:.3f}/{ring.b_px:.3f} px "
+              f"at {ring.theta_deg:.2f} deg" + (f", pixel {cal.k_pixel_size:.5g} 1/A" if args.d_spacing else ""))
+    if res.rotation is not None:
+        rot = res.rotation
+        print(f"rotation: {rot.rotation_deg:.2f} deg, flip {rot.flip}, confidence {rot.confidence:.3g} "
+              f"(curl {rot.curl_rms:.3g} vs {rot.curl_rms_other_flip:.3g} with the other flip)")
+    if out_ext == ".json":
+        res.save_json(args.out, overwrite=args.overwrite)
+    else:
+        _write_maps(args.out, res.saved_objects(), args.overwrite)
     print(f"wrote {args.out}")
     return EXIT_OK
 

@@ -159,19 +159,17 @@ def step_calibration_dpc(ctx: DemoContext) -> None:
     pipeline). The rotation is the calibration's (0: the simulated scan and detector axes are
     aligned): the sample has no DPC signal to fit it from (the fit reports confidence ~1 and
     warns)."""
-    from .analysis.origin import fit_origin_plane, measure_origin
-    from .pipelines import DPCParams, run_dpc
+    from .pipelines import DPCParams, run_calibrate, run_dpc
 
     dc = ctx.datacube
-    origin = measure_origin(dc, progress=ctx.progress)
-    fit = fit_origin_plane(origin)
+    calib = run_calibrate(dc, progress=ctx.progress)  # origin per pattern, descan plane fit
     res = run_dpc(dc, dpc=DPCParams(regularization=1e-4), progress=ctx.progress)
     com, d, phase = res.saved_objects()
-    ctx.results += [origin, fit.to_map(), com, d, _renamed(phase, "idpc_phase")]
+    ctx.results += [*calib.saved_objects(), com, d, _renamed(phase, "idpc_phase")]
     save_figure(
         ctx, "origin_descan",
-        [("origin k_y (measured)", origin.data[..., 0], "scan"),
-         ("origin k_y (plane fit)", fit.origin_map_px[..., 0], "scan"),
+        [("origin k_y (measured)", calib.origin.data[..., 0], "scan"),
+         ("origin k_y (plane fit)", calib.origin_fit.origin_map_px[..., 0], "scan"),
          ("DPC magnitude", res.dpc.channel("magnitude"), "scan")],
     )
 

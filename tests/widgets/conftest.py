@@ -54,6 +54,9 @@ THRESHOLD_S = 0.050
 SETUP = "fixture set-up"
 DOCK_OPEN_BUDGET_S = 0.250  # opening a dock widget: set-up, but with a budget of its own
 TICK_MS = 5
+# the GUI thread inside napari's floor: nesting depth of the timed calls, and the thread CPU time
+# at which the outermost one began (a nested event loop inside it can end an interval mid-call)
+_FLOOR = {"depth": 0, "t0": 0.0}
 
 
 class StallDetector:
@@ -82,7 +85,11 @@ class StallDetector:
             self._samples = Counter()
 
     def _close(self, where: str) -> None:
-        cpu = time.thread_time() - self._t_cpu - self._paint_in
+        now = time.thread_time()
+        # an interval ended by a nested event loop inside a floor call (e.g. napari processing
+        # events while it adds a layer): the floor call's CPU so far is floor, not ours
+        floor_now = now - max(_FLOOR["t0"], self._t_cpu) if _FLOOR["depth"] else 0.0
+        cpu = now - self._t_cpu - self._paint_in - floor_now
         wall = time.perf_counter() - self._t_wall
         if cpu > THRESHOLD_S:
             with self._lock:
@@ -147,9 +154,12 @@ class StallDetector:
             self._close("end of fixture set-up")
             self._excluded.remove(SETUP)
 
-    def painting(self, seconds: float) -> None:
-        self._paint_in += seconds
-        self.paint_s += seconds
+    def painting_since(self, t0: float) -> None:
+        """A floor call that began at thread CPU time ``t0`` ended: its CPU in this interval is
+        floor (the part before the interval began was counted by the interval it ran in)."""
+        now = time.thread_time()
+        self._paint_in += now - max(t0, self._t_cpu)
+        self.paint_s += now - t0
 
     # -- watchdog: where the GUI thread spends a long interval ----------------------------------
     def _watch(self) -> None:
@@ -262,16 +272,16 @@ def _patch_napari_floor() -> None:
     orig_event = _QtMainWindow.event
 
     def event(self, e, _orig=orig_event):
-        if e.type() != QEvent.Type.LayoutRequest or threading.get_ident() != main or depth[0]:
+        if e.type() != QEvent.Type.LayoutRequest or threading.get_ident() != main or _FLOOR["depth"]:
             return _orig(self, e)
-        depth[0] += 1
-        t = time.thread_time()
+        _FLOOR["depth"] += 1
+        t = _FLOOR["t0"] = time.thread_time()
         try:
             return _orig(self, e)
         finally:
-            depth[0] -= 1
+            _FLOOR["depth"] -= 1
             for d in _ACTIVE:
-                d.painting(time.thread_time() - t)
+                d.painting_since(t)
 
     _QtMainWindow.event = event
     orig_open = Window.add_plugin_dock_widget
@@ -287,26 +297,28 @@ def _patch_napari_floor() -> None:
     Window.add_plugin_dock_widget = opening
     main = threading.main_thread().ident
     stack: list[str] = []
-    depth = [0]  # count the outermost call only (a layer's __init__ runs inside add_layer, ...)
+    # _FLOOR["depth"]: count the outermost call only (a layer's __init__ runs inside add_layer, ...)
     for cls, name in targets:
         orig = getattr(cls, name)
 
         def timed(self, *a, _orig=orig, _what=f"{cls.__name__}.{name}", **k):
             if threading.get_ident() != main:  # GUI-thread time only
                 return _orig(self, *a, **k)
-            if os.environ.get("STALL_DEBUG") and depth[0]:
-                print("nested", _what, depth[0], stack)
+            if os.environ.get("STALL_DEBUG") and _FLOOR["depth"]:
+                print("nested", _what, _FLOOR["depth"], stack)
             stack.append(_what)
-            depth[0] += 1
-            t = time.thread_time()
+            if _FLOOR["depth"] == 0:
+                _FLOOR["t0"] = time.thread_time()
+            t = _FLOOR["t0"]
+            _FLOOR["depth"] += 1
             try:
                 return _orig(self, *a, **k)
             finally:
-                depth[0] -= 1
+                _FLOOR["depth"] -= 1
                 stack.pop()
-                if depth[0] == 0:
+                if _FLOOR["depth"] == 0:
                     for d in _ACTIVE:
-                        d.painting(time.thread_time() - t)
+                        d.painting_since(t)
 
         setattr(cls, name, timed)
     _PATCHED = True

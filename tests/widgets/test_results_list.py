@@ -107,3 +107,61 @@ def test_session_reopens_the_datacube_with_its_calibration(make_napari_viewer, t
     (cube2,) = [lyr for lyr in other.layers if lyr.ndim == 4]
     assert cube2.metadata["napari_4dstem"]["calibration"] == cal
     assert cube2.metadata["napari_4dstem"]["source"] == str(moved / "strained_crystal.h5")
+
+
+def test_session_keeps_the_docks_state(make_napari_viewer, qtbot, tmp_path, stall_detector):
+    """Save session keeps each open dock's form, the virtual detector, the strain reference and
+    the crystal; Load session gives them back: at once to open docks, to a dock opened later
+    when it opens (the virtual detector once the layer's bright-field disk would have been set)."""
+    import shutil
+
+    from napari_4dstem._sample_data import sample_path
+    from napari_4dstem.analysis.detectors import AnnulusDetector
+    from napari_4dstem.widgets.bragg import BraggStrainWidget
+    from napari_4dstem.widgets.orientation import OrientationWidget
+    from napari_4dstem.widgets.virtual import VirtualImagingWidget
+
+    main = make_napari_viewer()
+    src = tmp_path / "strained_crystal.h5"
+    shutil.copy(sample_path("strained_crystal"), src)
+    with stall_detector.excluded("first layer add"):
+        main.open(str(src), plugin="napari-4dstem")
+    v, b, o = VirtualImagingWidget(main), BraggStrainWidget(main), OrientationWidget(main)
+    for d in (v, b, o):
+        main.window.add_dock_widget(d)
+    qtbot.waitUntil(lambda: v.last_image is not None and v._worker is None, timeout=30000)
+    ring = AnnulusDetector((63.0, 65.0), 12.0, 30.0)
+    v.set_detector(ring)
+    v.response_combo.setCurrentText("Mean")
+    qtbot.waitUntil(lambda: v._worker is None and v._pending is None, timeout=30000)
+    b.min_rel.setValue(0.123)
+    b.max_peaks.setValue(17)
+    b.restore_extra({"reference": [2, 9, 3, 11]})  # as drawn (no real-space viewer yet)
+    assert b.reference_region() == (2, 9, 3, 11)
+    o.energy.setValue(200.0)
+    o.step.setValue(1.5)
+    w = ResultsListWidget(main)
+    out = w.save_session(tmp_path / "s.json")
+    docks = json.loads(out.read_text())["settings"]["docks"]
+    assert set(docks) >= {"virtual", "bragg", "orientation"}
+    assert docks["virtual"]["detector"] == ring.to_params()
+    assert docks["virtual"]["form"]["response_combo"] == "Mean"
+    assert docks["bragg"]["form"]["max_peaks"] == 17 and docks["bragg"]["reference"] == [2, 9, 3, 11]
+    assert docks["orientation"]["form"]["energy"] == 200.0
+
+    other = make_napari_viewer()
+    b2 = BraggStrainWidget(other)  # open before the load: restored at once
+    other.window.add_dock_widget(b2)
+    w2 = ResultsListWidget(other)
+    with stall_detector.excluded("first layer add"):
+        w2.load_session(out)
+    assert b2.min_rel.value() == pytest.approx(0.123) and b2.max_peaks.value() == 17
+    assert b2.reference_region() == (2, 9, 3, 11)
+    v2, o2 = VirtualImagingWidget(other), OrientationWidget(other)  # opened after: restored on opening
+    for d in (v2, o2):
+        other.window.add_dock_widget(d)
+    assert o2.energy.value() == 200.0 and o2.step.value() == 1.5
+    assert v2.response_combo.currentText() == "Mean"
+    qtbot.waitUntil(lambda: v2._worker is None and v2.last_image is not None
+                    and v2._last_detector == ring, timeout=30000)
+    assert v2.kind_combo.currentText() == "Annulus" and v2.r_out.value() == 30.0

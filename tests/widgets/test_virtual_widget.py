@@ -408,7 +408,7 @@ def test_copy_as_python_reproduces_the_image(widget, qtbot, tmp_path, run_copied
 
     from napari_4dstem.io import emd
 
-    viewer, w = widget
+    _, w = widget
     w.copy_btn.click()
     code = QApplication.clipboard().text()
     assert "run_virtual(" in code and "VirtualImageParams(" in code and "open_datacube(" in code

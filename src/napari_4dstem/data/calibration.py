@@ -297,7 +297,7 @@ class Calibration:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Calibration:
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names - {"origin_map_shape"}
+        unknown = set(d) - names - {"origin_map_shape", "recipe"}  # recipe: how `calibrate` made it
         if unknown:
             raise CalibrationError(f"unknown calibration fields {sorted(unknown)}")
         kw = {k: v for k, v in d.items() if k in names}

@@ -11,6 +11,8 @@ GUI). The workflows:
 - :func:`iter_strain` / :func:`run_strain`: the disks, then lattice -> per-pattern lattice fit
   -> true strain (:class:`StrainParams`). :class:`StrainResult`. :func:`strain_from_peaks` does
   the second half on peaks you already have (from ``disks`` or ``infer``).
+- :func:`iter_calibrate` / :func:`run_calibrate`: origin per pattern -> descan fit, ring
+  ellipse / pixel size, DPC rotation (:class:`CalibrationParams`). :class:`CalibrationResult`.
 - :func:`iter_acom` / :func:`run_acom`: the disks (by default :meth:`DiskDetectionParams.for_acom`)
   -> orientation plans -> matching (:class:`ACOMParams`). :class:`ACOMRun`.
 
@@ -52,6 +54,7 @@ from .bragg import (
     run_strain,
     strain_from_peaks,
 )
+from .calibrate import CalibrationParams, CalibrationResult, iter_calibrate, run_calibrate
 from .imaging import (
     DPCParams,
     DPCResult,
@@ -80,6 +83,8 @@ from .session import Session, SessionEntry
 __all__ = [
     "ACOMParams",
     "ACOMRun",
+    "CalibrationParams",
+    "CalibrationResult",
     "DPCParams",
     "DPCResult",
     "DiskDetectionParams",
@@ -106,6 +111,7 @@ __all__ = [
     "find_lattice_for",
     "iter_acom",
     "iter_acom_pattern",
+    "iter_calibrate",
     "iter_com",
     "iter_disks",
     "iter_dpc",
@@ -119,6 +125,7 @@ __all__ = [
     "read_peaks",
     "recipe_of",
     "run_acom",
+    "run_calibrate",
     "run_disks",
     "run_dpc",
     "run_strain",

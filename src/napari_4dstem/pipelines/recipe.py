@@ -62,15 +62,17 @@ class InputRef:
 
 
 def _param_class(key: str):
+    from .calibrate import CalibrationParams
     from .imaging import DPCParams, VirtualImageParams
 
     return {"disks": DiskDetectionParams, "nn": NNDiskParams, "probe": ProbeSource, "strain": StrainParams,
-            "acom": ACOMParams, "virtual": VirtualImageParams, "dpc": DPCParams}[key]
+            "acom": ACOMParams, "virtual": VirtualImageParams, "dpc": DPCParams,
+            "calibrate": CalibrationParams}[key]
 _KEYWORD = {"disks": "detection", "nn": "detection"}
 _ARRAY_PROBE = "<image in memory>"
 _ARRAY_MASK = "<mask in memory>"  # pipelines.imaging: a mask detector not read from a file
 _WORKFLOW_FN = {"disks": "run_disks", "strain": "run_strain", "acom": "run_acom", "virtual": "run_virtual",
-                "dpc": "run_dpc"}
+                "dpc": "run_dpc", "calibrate": "run_calibrate"}
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ class Recipe:
         """Job form of :meth:`run` (for a worker with progress and Cancel)."""
         self._check_reproducible()
         from ..data.calibration import Calibration
-        from . import acom, bragg, imaging
+        from . import acom, bragg, calibrate, imaging
 
         p = Path(self.input.path)
         if not p.exists():
@@ -175,7 +177,8 @@ class Recipe:
             dc = dc.reshape_scan(tuple(to))
         try:
             fn = {"disks": bragg.iter_disks, "strain": bragg.iter_strain, "acom": acom.iter_acom,
-                  "virtual": imaging.iter_virtual, "dpc": imaging.iter_dpc}[self.workflow]
+                  "virtual": imaging.iter_virtual, "dpc": imaging.iter_dpc,
+                  "calibrate": calibrate.iter_calibrate}[self.workflow]
             return (yield from fn(dc, source=self.input, **kw))
         finally:
             dc.close()
@@ -261,8 +264,20 @@ def recipe_of(obj: Any) -> Recipe | None:
 
 
 def script_from_file(path: str | os.PathLike, out: str | os.PathLike | None = None) -> str:
-    """The script that recomputes a result file saved by a workflow (CLI, widget or library)."""
+    """The script that recomputes a result file saved by a workflow (CLI, widget or library), or
+    of a calibration JSON written by ``calibrate``."""
+    import json
+
     from ..io import emd
+
+    if Path(path).suffix.lower() == ".json":
+        try:
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise FileFormatError(path, f"not a readable JSON file ({e})") from None
+        if not isinstance(d, Mapping) or not isinstance(d.get("recipe"), Mapping):
+            raise FileFormatError(path, "no recipe in this file (it was not written by `napari-4dstem calibrate`)")
+        return Recipe.from_dict(d["recipe"]).to_script(out or Path(path).with_suffix(".h5"))
 
     objs = emd.read(path)
     for v in objs.values():

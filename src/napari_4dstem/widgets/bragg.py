@@ -38,6 +38,7 @@ from ._pipeline import (
 )
 from ._plot import show_rgba
 from ._results import results_viewer, show_map
+from ._state import DockState, register_dock
 from ._warmup import WarmupLabel
 from .results_list import session_results
 
@@ -92,8 +93,10 @@ def _strain_job(peaks, params, bvm, lattice, recipe):
     return strain_from_peaks(peaks, params, bvm=bvm, lattice=lattice, recipe=recipe)
 
 
-class BraggStrainWidget(PipelineActions, QWidget):
+class BraggStrainWidget(PipelineActions, DockState, QWidget):
     """Dock widget: probe template, live disk detection, all patterns, lattice and strain."""
+
+    state_key = "bragg"
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -106,8 +109,10 @@ class BraggStrainWidget(PipelineActions, QWidget):
         self.disks = None  # pipelines.DisksResult of the last "find disks in all patterns"
         self.result = None  # pipelines.StrainResult of the last "compute strain"
         self._probe_source = None  # what made the template (ProbeSource, or an image)
+        self._restored_reference = None  # a session's reference (r0, r1, c0, c1), until one is drawn
         self._build_ui()
         viewer.dims.events.current_step.connect(self._on_dims)
+        register_dock(viewer, self)
 
     # -- UI -----------------------------------------------------------------------------------
     def _build_ui(self) -> None:
@@ -417,14 +422,36 @@ class BraggStrainWidget(PipelineActions, QWidget):
                   f"g2 = ({self.lattice.g2[0]:.2f}, {self.lattice.g2[1]:.2f}) px")
 
     def reference_region(self) -> tuple[int, int, int, int] | None:
-        """The first rectangle of the real-space viewer's reference layer as ``(r0, r1, c0, c1)``."""
-        v = results_viewer(self.viewer)
-        if REFERENCE_LAYER not in v.layers or len(v.layers[REFERENCE_LAYER].data) == 0:
-            return None
+        """The first rectangle of the real-space viewer's reference layer as ``(r0, r1, c0, c1)``
+        (none drawn: a session's reference, else None)."""
+        v = results_viewer(self.viewer, create=False)
+        if v is None or REFERENCE_LAYER not in v.layers or len(v.layers[REFERENCE_LAYER].data) == 0:
+            return self._restored_reference
         box = np.asarray(v.layers[REFERENCE_LAYER].data[0])[:, -2:]
         r0, c0 = np.floor(box.min(axis=0) + 0.5).astype(int)
         r1, c1 = np.floor(box.max(axis=0) + 0.5).astype(int)
         return int(max(r0, 0)), int(r1), int(max(c0, 0)), int(c1)
+
+    # -- session state ---------------------------------------------------------------------------
+    def extra_state(self) -> dict:
+        ref = self.reference_region()
+        return {"reference": None if ref is None else list(ref)}
+
+    def restore_extra(self, state: dict) -> None:
+        ref = state.get("reference")
+        self._restored_reference = None if not ref else tuple(int(x) for x in ref)
+        v = results_viewer(self.viewer, create=False)
+        if v is None or self._restored_reference is None:
+            return
+        r0, r1, c0, c1 = self._restored_reference
+        rect = np.array([[r0 - 0.5, c0 - 0.5], [r1 - 0.5, c1 - 0.5]])  # pixel edges
+        if REFERENCE_LAYER in v.layers:
+            v.layers[REFERENCE_LAYER].data = [rect]
+            v.layers[REFERENCE_LAYER].shape_type = ["rectangle"]
+        else:
+            kw = self.datacube()[1].napari_kwargs("scan") if self.layer_combo.layer is not None else {}
+            v.add_shapes([rect], shape_type="rectangle", name=REFERENCE_LAYER, edge_color="yellow",
+                         face_color="transparent", edge_width=0.3, **kw)
 
     def compute_strain(self) -> None:
         from ..pipelines import StrainParams

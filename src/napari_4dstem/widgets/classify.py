@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 from ..errors import Napari4DSTEMError
 from ._common import CubePicker, JobRunner, scan_position
 from ._results import results_viewer
+from ._state import DockState, register_dock
 
 LABELS_LAYER = "classes"
 MEAN_LAYER = "class mean pattern"
@@ -63,8 +64,10 @@ def _merge_job(result, classes):
     return merged, _display(merged)
 
 
-class ClassificationWidget(QWidget):
+class ClassificationWidget(DockState, QWidget):
     """Dock widget: classify every pattern, show the label map and class mean patterns."""
+
+    state_key = "classify"
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -75,6 +78,7 @@ class ClassificationWidget(QWidget):
         self._mean_shown = None  # (result, class) of the class mean pattern layer's data
         self._build_ui()
         viewer.dims.events.current_step.connect(self._on_dims)
+        register_dock(viewer, self)
 
     def _build_ui(self) -> None:
         self.layer_combo = CubePicker(self.viewer)

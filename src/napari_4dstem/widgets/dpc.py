@@ -25,9 +25,14 @@ from qtpy.QtWidgets import (
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
+from ..pipelines import (  # at import: the dock's opening, not a click
+    CalibrationParams,
+    iter_calibrate,
+)
 from ._common import CubePicker, JobRunner, LatestRunner
 from ._pipeline import PipelineActions, layer_source, tag_layer
 from ._results import color_wheel, results_viewer, show_map, show_vectors
+from ._state import DockState, register_dock
 from ._warmup import WarmupLabel
 
 
@@ -51,14 +56,17 @@ def _fit_rotation(com, descan):
         return fit_dpc_rotation(com, descan=descan)
 
 
-class CalibrationDPCWidget(PipelineActions, QWidget):
+class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
     """Dock widget: measure the origin and descan, then COM / DPC / iDPC maps."""
+
+    state_key = "dpc"
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = viewer
         self.origin = None  # RealSpaceMap of the measured origin
         self.origin_fit = None  # OriginFit
+        self.calibration_result = None  # pipelines.CalibrationResult of the origin step (Results dock)
         self.com = None  # RealSpaceMap of the centre of mass (cached for rotation changes)
         # rotation fit and DPC/iDPC maps from the cached COM: workers, newest request wins
         self._dpc_runner = LatestRunner(self._show_dpc, self._on_error)
@@ -67,6 +75,7 @@ class CalibrationDPCWidget(PipelineActions, QWidget):
         self.phase = None
         self.result = None  # pipelines.DPCResult of the maps shown (Save result..., Copy as Python)
         self._build_ui()
+        register_dock(viewer, self)
 
     # -- UI -----------------------------------------------------------------------------------
     def _build_ui(self) -> None:
@@ -174,18 +183,22 @@ class CalibrationDPCWidget(PipelineActions, QWidget):
 
     # -- origin -------------------------------------------------------------------------------
     def measure_origin(self) -> None:
-        from ..analysis.origin import iter_measure_origin
-
+        """The calibration pipeline's origin step (measure every pattern, fit the descan) in a worker."""
         try:
             dc, cal = self.datacube()
+            params = CalibrationParams(origin=self.origin_method.currentText(), fit=self.fit_method.currentText())
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return
-        self._run(iter_measure_origin, self._on_origin, dc, method=self.origin_method.currentText(),
-                  calibration=cal, desc="measuring origin", total=self._blocks(dc))
+        self._run(iter_calibrate, self._on_origin, dc, calibrate=params, calibration=cal,
+                  source=layer_source(self.layer), desc="measuring origin", total=self._blocks(dc))
 
-    def _on_origin(self, origin) -> None:
-        self.origin = origin
+    def _on_origin(self, calib) -> None:
+        from .results_list import session_results
+
+        self.calibration_result = calib
+        session_results(self.viewer).add(calib, "calibrate")  # Save / Copy as Python in the Results dock
+        self.origin = origin = calib.origin
         cal = origin.calibration
         v = self.results()
         show_map(v, "origin k_y (measured)", origin.data[..., 0], cal, colormap="viridis")
@@ -193,15 +206,17 @@ class CalibrationDPCWidget(PipelineActions, QWidget):
         self._fit_origin()
 
     def _fit_origin(self) -> None:
-        if self.origin is None:
+        calib = self.calibration_result
+        if calib is None:
             return
-        from ..analysis.origin import fit_origin_plane
-
-        try:
-            self.origin_fit = fit_origin_plane(self.origin, method=self.fit_method.currentText())
-        except Napari4DSTEMError as e:
-            self.status.setText(str(e))
-            return
+        fit_method = self.fit_method.currentText()
+        if calib.origin_fit.method != fit_method:
+            try:  # another descan model on the same measured origins: no pass over the data
+                calib = self.calibration_result = calib.refit(fit_method)
+            except Napari4DSTEMError as e:
+                self.status.setText(str(e))
+                return
+        self.origin_fit = calib.origin_fit
         fit = self.origin_fit
         cal = self.origin.calibration
         v = self.results()

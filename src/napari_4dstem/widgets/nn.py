@@ -27,6 +27,7 @@ from ..errors import Napari4DSTEMError
 from ._common import CubePicker, JobRunner, LatestRunner, guarded, models_changed, scan_position
 from ._pipeline import PipelineActions, layer_source, probe_of_layer
 from ._results import results_viewer, show_map
+from ._state import DockState, register_dock
 from ._warmup import WarmupLabel
 from .results_list import session_results
 
@@ -53,8 +54,10 @@ def _preview_job(dc, pos, probe, model, mc_samples, min_significance, cal):
     return pos, img, found, cal
 
 
-class NNDiskWidget(PipelineActions, QWidget):
+class NNDiskWidget(PipelineActions, DockState, QWidget):
     """Dock widget: model, probe, live preview, and the whole scan in a worker."""
+
+    state_key = "nn"
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -114,6 +117,7 @@ class NNDiskWidget(PipelineActions, QWidget):
         self._refresh_probes()
         self._refresh_models()
         models_changed().connect(self._refresh_models)  # e.g. a model trained in the GUI
+        register_dock(viewer, self)
 
     # -- choices ------------------------------------------------------------------------------
     def _refresh_probes(self, event=None) -> None:

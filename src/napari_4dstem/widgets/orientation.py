@@ -39,6 +39,7 @@ from ._common import CubePicker, JobRunner, guarded, scan_position
 from ._pipeline import PipelineActions, layer_source, probe_of_layer, tag_layer
 from ._plot import show_rgba
 from ._results import results_viewer, show_map
+from ._state import DockState, register_dock
 from .results_list import session_results
 
 # the bundled crystals, Fe and Ti shown by their structure aliases (load_crystal takes both)
@@ -93,8 +94,10 @@ def _ipf_images(res, run=None, size: int = 128):
     return res, rgb, keys, saved
 
 
-class OrientationWidget(PipelineActions, QWidget):
+class OrientationWidget(PipelineActions, DockState, QWidget):
     """Dock widget: orientation (and phase) mapping from Bragg disks (ACOM)."""
+
+    state_key = "orientation"
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -112,6 +115,7 @@ class OrientationWidget(PipelineActions, QWidget):
         self._build_ui()
         self.layer_combo.currentTextChanged.connect(self._on_layer)
         self._on_layer()
+        register_dock(viewer, self)
 
     # -- UI -----------------------------------------------------------------------------------
     def _build_ui(self) -> None:
@@ -244,6 +248,14 @@ class OrientationWidget(PipelineActions, QWidget):
             self.load_cif(path)
         elif self._cif_crystal is None:
             self.crystal_combo.setCurrentIndex(0)
+
+    def extra_state(self) -> dict:
+        cif = self._cif_path if self.crystal_combo.currentText() == CIF_ITEM else None
+        return {"cif": cif}
+
+    def restore_extra(self, state: dict) -> None:
+        if state.get("cif"):
+            self.load_cif(state["cif"])
 
     def load_cif(self, path: str | Path) -> bool:
         """Use the crystal of a CIF file; a file that does not parse leaves a message."""

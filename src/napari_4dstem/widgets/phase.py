@@ -29,6 +29,7 @@ from ._common import CubePicker, JobRunner
 from ._forms import job_row, spin
 from ._plot import show_rgba
 from ._results import results_viewer, show_map
+from ._state import DockState, register_dock
 
 METHODS = ("parallax", "ssb", "ptycho", "multislice-ptycho")
 _PER_A = {"A": 1.0, "nm": 0.1, "um": 1e-4, "px": 1.0}
@@ -120,8 +121,10 @@ def _save_job(path, results):
     return path
 
 
-class PhaseRetrievalWidget(QWidget):
+class PhaseRetrievalWidget(DockState, QWidget):
     """Dock widget: choose a method, check the prefilled microscope settings, preview, run."""
+
+    state_key = "phase"
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -131,6 +134,7 @@ class PhaseRetrievalWidget(QWidget):
         self.n_snapshots = 0
         self._build_ui()
         self.prefill()
+        register_dock(viewer, self)
 
     # -- UI -----------------------------------------------------------------------------------
     def _build_ui(self) -> None:

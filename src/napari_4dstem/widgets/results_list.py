@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 from ..errors import Napari4DSTEMError
 from ._common import JobRunner
 from ._pipeline import copy_to_clipboard
+from ._state import dock_states, restore_dock_states
 
 COLUMNS = ("name", "workflow", "input", "made (UTC)", "state")
 
@@ -246,6 +247,7 @@ class ResultsListWidget(QWidget):
                 if not path:
                     return None
             self.store.session.settings["datacubes"] = self._datacube_settings()
+            self.store.session.settings["docks"] = dock_states(self.viewer)
             out = self.store.session.save(path, overwrite=True)
             self.status.setText(f"wrote {out} ({len(self.store.session.entries)} results)")
             return out
@@ -268,6 +270,7 @@ class ResultsListWidget(QWidget):
                 session = session.relocated(data_folder)
             self.store.replace_session(session)
             opened = self._open_datacubes(session.settings.get("datacubes") or [], data_folder)
+            restore_dock_states(self.viewer, session.settings.get("docks") or {})
             self.status.setText(f"loaded {len(session.entries)} results from {Path(path).name}: recipes only, "
                                 "Recompute makes them" + (f"; opened {', '.join(opened)}" if opened else ""))
             return session

@@ -44,6 +44,7 @@ from ..errors import Napari4DSTEMError
 from ._common import JobRunner, guarded, models_changed
 from ._forms import folder_row, job_row, spin, spin_range
 from ._plot import TrainingPlot
+from ._state import DockState, register_dock
 
 BUNDLED = tuple(BUNDLED_CRYSTALS)  # Au, Cu, Al, Si, Fe, Ti
 PATTERN_LAYER = "sim: pattern (log10)"
@@ -116,8 +117,10 @@ def _check_engines(names) -> dict[str, str | None]:
     return out
 
 
-class SimulationTrainingWidget(QWidget):
+class SimulationTrainingWidget(DockState, QWidget):
     """Dock widget with two tabs: *Simulate* (a training set) and *Train* (a network)."""
+
+    state_key = "simulation"
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -135,6 +138,7 @@ class SimulationTrainingWidget(QWidget):
         lay = QVBoxLayout(self)
         lay.addWidget(tabs)
         lay.addStretch(1)
+        register_dock(viewer, self)
 
     # -- Simulate tab ---------------------------------------------------------------------------
     def _build_simulate(self) -> QWidget:

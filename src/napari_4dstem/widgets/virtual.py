@@ -45,6 +45,7 @@ from ..plugin_api import publish_virtual_image
 from ._common import CubePicker, JobRunner, guarded, scan_position
 from ._pipeline import PipelineActions, layer_source
 from ._realspace import RealSpaceView
+from ._state import DockState, register_dock
 from ._warmup import WarmupLabel
 
 DETECTOR_LAYER = "virtual detector"
@@ -290,10 +291,13 @@ def _preset_job(dc: DataCube, detectors: dict[str, Detector], cal: Calibration, 
     return out
 
 
-class VirtualImagingWidget(PipelineActions, QWidget):
+class VirtualImagingWidget(PipelineActions, DockState, QWidget):
     """Dock widget: live virtual image of a detector drawn on the diffraction pattern."""
 
     result_file_name = "virtual_image.h5"
+    state_key = "virtual"
+    # the detector is saved as itself (extra_state), not as the fields that show it
+    state_exclude = ("layer_combo", "kind_combo", "cy", "cx", "r_in", "r_out", "r_in_cal", "r_out_cal")
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -321,8 +325,11 @@ class VirtualImagingWidget(PipelineActions, QWidget):
         self._build_ui()
         viewer.dims.events.current_step.connect(self._on_dims)
         self._bind_keys()
+        self._restored: Detector | None = None  # a session's detector, set once the layer is ready
+        self._bf_pending = False
         if self.layer is not None:
             self._init_for_layer()
+        register_dock(viewer, self)
 
     # -- UI -----------------------------------------------------------------------------------
     def _build_ui(self) -> None:
@@ -438,6 +445,7 @@ class VirtualImagingWidget(PipelineActions, QWidget):
         self._build_preview(dc)
         self._on_dims()
         self._bf = None
+        self._bf_pending = True
         self._preset_cache = {}
         self.presets_ready = False
         self.status.setText("finding the bright-field disk...")
@@ -451,12 +459,14 @@ class VirtualImagingWidget(PipelineActions, QWidget):
         """The BF disk of the centre patterns is in: start with a BF detector on it."""
         if self.layer is None or self.layer.data is not dc.data:
             return  # another layer was chosen meanwhile
-        self._bf = bf
+        self._bf, self._bf_pending = bf, False
         det = (
             DiskDetector(bf.center_px, bf.radius_px)
             if bf is not None
             else DiskDetector(((dc.shape[2] - 1) / 2, (dc.shape[3] - 1) / 2), min(dc.shape[2:]) / 8)
         )
+        if self._restored is not None:  # a session's detector wins over the detected BF disk
+            det, self._restored = self._restored, None
         self.status.setText("")
         self.set_detector(det)
         self._precompute_presets(dc)
@@ -745,6 +755,32 @@ class VirtualImagingWidget(PipelineActions, QWidget):
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return None
+
+    # -- session state ---------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        from ..pipelines import detector_params
+
+        det = self._pending if self._pending is not None else self._last_detector
+        d = None if det is None else detector_params(det)
+        if d is not None and d["kind"] == "mask" and not getattr(det, "path", None):
+            d = None  # drawn shapes: a mask in memory (the shapes stay in the napari layer)
+        return {"detector": d}
+
+    def restore_extra(self, state: dict[str, Any]) -> None:
+        from ..pipelines import detector_from_params
+
+        d = state.get("detector")
+        if not d:
+            return
+        try:
+            det = detector_from_params(d)
+        except Napari4DSTEMError as e:
+            self.status.setText(f"the session's detector: {e}")
+            return
+        if self.layer is None or self._bf_pending:
+            self._restored = det  # set when the layer's first detector would be
+        else:
+            self.set_detector(det)
 
     def keep(self) -> str | None:
         """Put the shown image (its pipeline result) in the session's Results list."""
