@@ -14,12 +14,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _grab(viewer, name: str) -> Path:
+    """The whole window of a napari viewer; the canvas only of the Real space dock's viewer."""
     from qtpy.QtWidgets import QApplication
 
     for _ in range(20):
         QApplication.processEvents()
     path = OUT / name
-    viewer.screenshot(str(path), canvas_only=False, flash=False)
+    if hasattr(viewer, "screenshot"):
+        viewer.screenshot(str(path), canvas_only=False, flash=False)
+    else:  # the Real space dock (a ViewerModel drawn in the main window)
+        import matplotlib.pyplot as plt
+
+        from napari_4dstem.widgets._multiview import canvas_image
+
+        plt.imsave(path, canvas_image(viewer))
     print(f"wrote {path}")
     return path
 
@@ -91,17 +99,14 @@ def calibration_dpc() -> None:
     w.compute_com()
     _wait(w, "com")
     results = w.results()
-    results.window.resize(1100, 750)
     for lyr in results.layers:
         lyr.visible = lyr.name == "origin k_x (measured)"
     results.layers.selection.active = results.layers["origin k_x (measured)"]
-    results.scale_bar.visible = True
     results.reset_view()
     viewer.layers.selection.active = viewer.layers["strained_crystal"]
     viewer.reset_view()
     _grab(viewer, "calibration_dpc_widget.png")
     _grab(results, "realspace_viewer_origin.png")
-    results.close()
     viewer.close()
 
 
@@ -123,14 +128,11 @@ def orientation_mapping() -> None:
     _wait(w, "check")
     print(w.status.text())
     results = w.results()
-    results.window.resize(1000, 700)
-    results.scale_bar.visible = True
     results.reset_view()
     viewer.layers.selection.active = cube
     viewer.reset_view()
     _grab(viewer, "orientation_widget.png")
     _grab(results, "orientation_ipf_map.png")
-    results.close()
     viewer.close()
 
 
@@ -163,13 +165,11 @@ def bragg_strain() -> None:
     viewer.layers.selection.active = viewer.layers["strained_crystal"]
     viewer.reset_view()
     _grab(viewer, "bragg_strain_widget.png")
-    results.window.resize(1100, 750)
     for lyr in results.layers:
         lyr.visible = lyr.name in ("e_xx", "strain reference")
     results.layers.selection.active = results.layers["e_xx"]
     results.reset_view()
     _grab(results, "realspace_viewer_strain.png")
-    results.close()
     viewer.close()
 
 
@@ -268,11 +268,9 @@ def classification() -> None:
     from napari_4dstem.widgets._results import results_viewer
 
     results = results_viewer(viewer)
-    results.window.resize(800, 700)
     results.reset_view()
     _grab(viewer, "classification_widget.png")
     _grab(results, "classification_labels.png")
-    results.close()
     viewer.close()
 
 

@@ -168,6 +168,10 @@ class StallDetector:
                 continue
             frame = sys._current_frames().get(self._main)
             where = _innermost_own_frame(frame)
+            if where and _FLOOR["depth"]:
+                # inside one of napari's floor calls (its CPU is subtracted): not ours, even
+                # when our code made the call (show_map -> add_image)
+                where = "napari floor: " + where.replace(_OWN, "")
             if where:
                 with self._lock:
                     self._samples[where] += 1
@@ -255,6 +259,11 @@ def _patch_napari_floor() -> None:
     targets += [(ViewerModel, n) for n in ("add_layer", "add_image", "add_points", "add_shapes",
                                            "add_vectors", "add_labels")]
     targets.append((Window, "add_dock_widget"))  # napari docks a widget (and saves its settings)
+    # building a second napari canvas for the Real space dock (widgets/_multiview.py): napari's
+    # model and QtViewer (canvas, dims sliders, layer list and controls), as a Window does
+    from napari._qt.qt_viewer import QtViewer
+
+    targets += [(ViewerModel, "__init__"), (QtViewer, "__init__")]
     # napari's layer list turning a layer event (new thumbnail, name, visibility) into Qt's
     # dataChanged: its view repaints the row and thumbnail there (no slot of ours runs inside)
     from napari._qt.containers.qt_layer_model import QtLayerListModel

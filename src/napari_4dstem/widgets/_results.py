@@ -1,9 +1,11 @@
-"""A second napari viewer for real-space results, linked to the main (diffraction) viewer.
+"""The real-space viewer for results, linked to the main (diffraction) viewer.
 
 The main viewer shows the 4D layer with the detector plane on its canvas; a 2D scan map added
 there would be drawn over the pattern with the wrong scale. So maps over the scan (origin, COM,
-DPC, strain...) go to a "real space" viewer with its own canvas, scale bar and units, and a
-click there moves the scan position of the main viewer. Public napari API only.
+DPC, strain...) go to a "real space" viewer with its own canvas, camera, scale bar and units: a
+second napari canvas in a "Real space" dock of the same window (``_multiview``, the one adapter
+over napari internals). A click or drag there moves the scan position of the main viewer, and a
+crosshair there follows it.
 """
 
 from __future__ import annotations
@@ -15,21 +17,39 @@ import numpy as np
 from ..data.calibration import Calibration
 
 _VIEWERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+REAL_SPACE_DOCK = "Real space"
+SCAN_POSITION = "scan position"
 
 
 def results_viewer(main_viewer, *, create: bool = True):
-    """The real-space viewer linked to ``main_viewer`` (created on first use)."""
+    """The real-space viewer linked to ``main_viewer``: made on first use as a second napari
+    canvas in a "Real space" dock of the main window (a separate napari window when the main
+    viewer has none)."""
     v = _VIEWERS.get(main_viewer)
     if v is not None:
-        # napari keeps open viewers in the class registry `Viewer.close_all` uses
-        if v in getattr(type(v), "_instances", {v}):
+        from ._multiview import is_embedded, is_embedded_alive, show_embedded
+
+        # napari keeps open viewers in the class registry `Viewer.close_all` uses; an embedded
+        # one lives as long as its dock (hidden: shown again when a map comes)
+        if is_embedded(v):
+            if is_embedded_alive(v):
+                if create:
+                    show_embedded(v)
+                return v
+        elif v in getattr(type(v), "_instances", {v}):
             return v
         _VIEWERS.pop(main_viewer, None)
     if not create:
         return None
-    import napari
+    window = getattr(main_viewer, "window", None)
+    if window is not None and getattr(window, "_qt_window", None) is not None:
+        from ._multiview import embed_viewer
 
-    v = napari.Viewer(title="napari-4dstem: real space")
+        v = embed_viewer(main_viewer, REAL_SPACE_DOCK)
+    else:
+        import napari
+
+        v = napari.Viewer(title="napari-4dstem: real space")
     set_results_viewer(main_viewer, v)
     return v
 
@@ -50,6 +70,53 @@ def set_results_viewer(main_viewer, viewer) -> None:
             yield
 
     viewer.mouse_drag_callbacks.append(on_click)
+    _follow_scan(main_viewer, viewer)
+
+
+def _follow_scan(main_viewer, viewer) -> None:
+    """A crosshair (Points layer ``SCAN_POSITION``) on the real-space viewer at the main viewer's
+    scan position, kept on top of the maps; added with the first map."""
+    main_ref, view_ref = weakref.ref(main_viewer), weakref.ref(viewer)
+
+    pending = [False]
+
+    def request(event=None):
+        # one update per event-loop turn: a drag moves the scan many times between two redraws
+        if not pending[0]:
+            from qtpy.QtCore import QTimer
+
+            pending[0] = True
+            QTimer.singleShot(0, update)
+
+    def update():
+        pending[0] = False
+        main, v = main_ref(), view_ref()
+        if main is None or v is None or main.dims.ndim < 4:
+            return
+        pos = np.array([[float(main.dims.point[0]), float(main.dims.point[1])]])
+        if SCAN_POSITION in v.layers:
+            v.layers[SCAN_POSITION].data = pos
+            return
+        maps = [lyr for lyr in v.layers if lyr.ndim == 2]
+        if not maps:
+            return
+        step = float(min(maps[0].scale[-2:]))
+        v.add_points(pos, name=SCAN_POSITION, symbol="cross", size=3 * step, face_color="red",
+                     border_color="red", units=maps[0].units)
+
+    def on_top(event=None):
+        v = view_ref()
+        if v is None:
+            return
+        if SCAN_POSITION not in v.layers:
+            request()  # next turn: not inside the layer list's own insert event
+            return
+        i = v.layers.index(v.layers[SCAN_POSITION])
+        if i != len(v.layers) - 1:
+            v.layers.move(i, len(v.layers) - 1)
+
+    main_viewer.dims.events.current_step.connect(request)
+    viewer.layers.events.inserted.connect(on_top)
 
 
 def move_scan_to_world(main_viewer, yx_world) -> None:

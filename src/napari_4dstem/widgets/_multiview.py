@@ -1,0 +1,109 @@
+"""The one adapter over napari's internals: a second napari canvas inside the main window.
+
+napari has one canvas per viewer and the main one shows the diffraction pattern (UX point 3 wants
+real space beside it, with its own camera, scale bar and units). napari's "multiple viewer
+widget" pattern does that: a ``ViewerModel`` drawn by a ``QtViewer`` placed in a dock of the main
+window. ``napari.qt.QtViewer`` is public, but building one outside a ``Window`` is not a stable
+API (checked on napari 0.9.x, the version range ``constraints.txt`` tests): everything that
+touches it lives here, so a napari change is fixed in one place. The rest of the plugin sees a
+``ViewerModel`` (``layers``, ``add_image``, ``mouse_drag_callbacks``, ``canvas.overlays``...).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtWidgets import QSplitter, QVBoxLayout, QWidget
+
+# model -> weak reference to its EmbeddedViewer: the dock's Qt parent keeps the widget alive, and
+# nothing of ours may (the widget holds the model: a strong value here would never be freed)
+_QT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class _CloseWatcher(QObject):
+    """Closes the embedded QtViewers when their main window closes (napari's Window.close closes
+    its own QtViewer only; an unclosed one keeps its vispy canvas)."""
+
+    def eventFilter(self, obj, event):
+        if event.type() == QEvent.Type.Close:
+            for ref in list(_QT.values()):
+                w = ref()
+                if w is not None and w.main_window is obj:
+                    w.qt_viewer.close()
+        return False
+
+
+class EmbeddedViewer(QWidget):
+    """A napari canvas (with its dims sliders) and, beside it, the model's layer controls and
+    layer list, as one widget for a dock."""
+
+    def __init__(self, model, main_window=None, parent: QWidget | None = None):
+        from napari.qt import QtViewer
+
+        super().__init__(parent)
+        self.model = model
+        self.main_window = main_window
+        self.qt_viewer = QtViewer(model, show_welcome_screen=False)
+        side = QSplitter(Qt.Orientation.Vertical)
+        side.addWidget(self.qt_viewer.controls)
+        side.addWidget(self.qt_viewer.layers)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.qt_viewer)
+        split.addWidget(side)
+        split.setStretchFactor(0, 4)
+        split.setStretchFactor(1, 1)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(split)
+
+
+def embed_viewer(main_viewer, title: str, *, area: str = "right"):
+    """A new ``ViewerModel`` shown in a dock ``title`` of ``main_viewer``'s window, with the scale
+    bar on (units from its layers)."""
+    from napari.components.viewer_model import ViewerModel
+
+    model = ViewerModel(title=title)
+    model.canvas.overlays["scale_bar"].visible = True  # napari 0.9 (viewer.scale_bar is deprecated)
+    qt_window = main_viewer.window._qt_window
+    widget = EmbeddedViewer(model, qt_window)
+    main_viewer.window.add_dock_widget(widget, name=title, area=area)
+    _QT[model] = weakref.ref(widget)
+    if not any(isinstance(c, _CloseWatcher) for c in qt_window.children()):
+        qt_window.installEventFilter(_CloseWatcher(qt_window))
+    return model
+
+
+def is_embedded(model) -> bool:
+    """Whether ``model`` was made by :func:`embed_viewer`."""
+    return model in _QT
+
+
+def is_embedded_alive(model) -> bool:
+    """Whether ``model`` is an embedded viewer whose widget is still there (a closed dock
+    deletes it); False for anything else."""
+    ref = _QT.get(model)
+    widget = None if ref is None else ref()
+    if widget is None:
+        return False
+    try:
+        # napari's remove_dock_widget unparents the widget; Qt may delete it (then this raises)
+        return widget.parent() is not None
+    except RuntimeError:
+        return False
+
+
+def show_embedded(model) -> None:
+    """Show the dock of an embedded viewer again when the user has hidden it."""
+    from qtpy.QtWidgets import QDockWidget
+
+    w = _QT[model]()
+    while w is not None and not isinstance(w, QDockWidget):
+        w = w.parent()
+    if w is not None and not w.isVisible():
+        w.show()
+
+
+def canvas_image(model):
+    """The embedded canvas rendered as an RGBA array (screenshots and tests)."""
+    return _QT[model]().qt_viewer.screenshot(flash=False)
