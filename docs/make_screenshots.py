@@ -84,14 +84,14 @@ def _wait(w, attr):
         if getattr(w, attr) is not None and w._worker is None:
             return
         time.sleep(0.05)
-    raise TimeoutError(attr)
+    raise TimeoutError(f"{attr}: {w.status.text()}")
 
 
 def calibration_dpc() -> None:
     import napari
 
     viewer = napari.Viewer(show=True)
-    viewer.window.resize(1700, 850)
+    viewer.window.resize(1900, 1000)
     viewer.open_sample("napari-4dstem", "strained_crystal")
     _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Calibration and DPC")
     w.measure_btn.click()
@@ -114,7 +114,7 @@ def orientation_mapping() -> None:
     import napari
 
     viewer = napari.Viewer(show=True)
-    viewer.window.resize(1500, 950)
+    viewer.window.resize(1900, 1000)
     viewer.open_sample("napari-4dstem", "polycrystal_au")
     _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Orientation mapping")
     w.crystal_combo.setCurrentText("Au")
@@ -144,7 +144,7 @@ def bragg_strain() -> None:
     from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(show=True)
-    viewer.window.resize(1700, 1000)
+    viewer.window.resize(1900, 1050)
     viewer.open_sample("napari-4dstem", "strained_crystal")
     _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Bragg disks and strain")
     w.template_btn.click()
@@ -156,10 +156,12 @@ def bragg_strain() -> None:
         time.sleep(0.05)
     from napari_4dstem.widgets._results import results_viewer
 
+    _wait(w, "lattice")  # found in a worker after the disks
     results = results_viewer(viewer)
     results.add_shapes([np.array([[-0.5, -0.5], [7.5, 7.5]])], shape_type="rectangle",
                        name="strain reference", edge_color="yellow", face_color="transparent")
     w.strain_btn.click()
+    _wait(w, "strain")
     viewer.dims.set_point(0, 20.0)
     viewer.dims.set_point(1, 26.0)
     viewer.layers.selection.active = viewer.layers["strained_crystal"]
@@ -255,7 +257,7 @@ def classification() -> None:
     import napari
 
     viewer = napari.Viewer(show=True)
-    viewer.window.resize(1500, 800)
+    viewer.window.resize(1900, 900)
     viewer.open_sample("napari-4dstem", "polycrystal_au")
     _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Classification")
     w.run_btn.click()

@@ -35,53 +35,33 @@ def add_classify(sub) -> argparse.ArgumentParser:
     p.add_argument("--origin", choices=["auto", "calibration", "fixed"], default="auto",
                    help="auto: calibration's origin map, else measured + descan plane")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--calibration", type=Path, help="calibration JSON (as written by `calibrate`)")
-    p.add_argument("--scan-shape", nargs=2, type=int, metavar=("NY", "NX"))
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    from .cli import _analysis_args
+
+    _analysis_args(p)  # --calibration, --scheduler, --overwrite, --scan-shape, as every workflow
     return p
 
 
 def run_classify(args) -> int:
-    from .analysis.classify import ClassifyParams, FeatureParams, iter_classify, to_emd_objects
-    from .cli import EXIT_OK, ProgressBar, _open_calibrated
-    from .engine.jobs import run_job
+    from .cli import EXIT_OK, _run_on_cube
     from .errors import FileFormatError
-    from .io import emd
+    from .pipelines import ClassificationParams, iter_classification
 
     if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
         raise FileFormatError(args.out, "classify writes an EMD file (.h5)")
     if args.out.exists() and not args.overwrite:
         raise FileFormatError(args.out, "exists; pass --overwrite to replace it")
-    peaks = None
-    if args.features == "bragg":
-        if args.peaks is None:
-            raise FileFormatError(args.file, "--features bragg needs --peaks PEAKS.h5 (from `disks`)")
-        from .data.results import BraggPeaks
-
-        found = [o for o in emd.read(args.peaks).values() if isinstance(o, BraggPeaks)]
-        if not found:
-            raise FileFormatError(args.peaks, "holds no Bragg peaks")
-        peaks = found[0]
-    try:
-        fp = FeatureParams(args.features, args.radius, args.bin, args.inner)
-        cp = ClassifyParams(
-            method=args.method, n_classes=args.n_classes, max_classes=args.max_classes,
-            decomposition=args.decomposition, n_components=args.n_components,
-            transform=args.transform, spatial=args.spatial, seed=args.seed,
-        )
-    except ValueError as e:
-        from .errors import Napari4DSTEMError
-
-        raise Napari4DSTEMError(str(e)) from None
-    dc = _open_calibrated(args)
-    try:
-        job = iter_classify(dc, features=fp, params=cp, origin=args.origin, peaks=peaks,
-                            exclude_bf=not args.keep_bf)
-        res = run_job(job, ProgressBar(enabled=not args.quiet))
-        cal = dc.calibration
-    finally:
-        dc.close()
-    emd.write(args.out, *to_emd_objects(res, cal), overwrite=args.overwrite)
+    if args.features == "bragg" and args.peaks is None:
+        raise FileFormatError(args.file, "--features bragg needs --peaks PEAKS.h5 (from `disks`)")
+    params = ClassificationParams(
+        features=args.features, radius_px=args.radius, bin_px=args.bin, inner_px=args.inner,
+        keep_bf=args.keep_bf, peaks_path=None if args.peaks is None else str(args.peaks.resolve()),
+        method=args.method, decomposition=args.decomposition, n_classes=args.n_classes,
+        max_classes=args.max_classes, n_components=args.n_components, transform=args.transform,
+        spatial=args.spatial, seed=args.seed, origin=args.origin,
+    )
+    result = _run_on_cube(args, iter_classification, classify=params)
+    result.save(args.out, overwrite=args.overwrite)
+    res = result.classification
     sizes = ", ".join(f"{c}: {n}" for c, n in enumerate(res.class_sizes()))
     print(f"{res.n_classes} classes (suggested {res.suggested_n_classes}; patterns per class {sizes}); "
           f"{res.params['n_components']} components; wrote {args.out}")

@@ -78,54 +78,38 @@ def _calibrated(args):
 
 
 def run_phase(args) -> int:
-    from .analysis.phase.probe import ProbeModel
     from .cli import EXIT_OK, ProgressBar, _write_maps
     from .engine.jobs import run_job
     from .errors import FileFormatError
+    from .pipelines import InputRef, PhaseParams, iter_phase
 
     if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
         raise FileFormatError(args.out, "phase writes an EMD file (.h5)")
-    bar = ProgressBar(enabled=not args.quiet)
+    params = PhaseParams(
+        method=args.method, defocus_A=args.defocus_A, astig_A=args.astig_A,
+        astig_angle_deg=args.astig_angle_deg, cs_mm=args.cs_mm, fit_defocus=args.fit_defocus,
+        upsample=args.upsample, regularization=args.regularization, iterations=args.iterations,
+        batch_size=args.batch_size, modes=args.modes, position_correction=args.position_correction,
+        slices=args.slices, slice_thickness_A=args.slice_thickness_A, device=args.device,
+        threads=args.threads,
+    )
     dc = _calibrated(args)
     try:
-        probe = ProbeModel.from_calibration(
-            dc.calibration, defocus_A=args.defocus_A, astig_A=args.astig_A,
-            astig_angle_deg=args.astig_angle_deg, cs_mm=args.cs_mm)
-        if args.method == "parallax" or args.fit_defocus:
-            from .analysis.phase.parallax import iter_parallax
-
-            par = run_job(iter_parallax(dc, probe=probe, upsample=args.upsample), bar)
-            print(f"parallax: defocus {par.defocus_A:.1f} A, astigmatism {par.astig_A:.1f} A at "
-                  f"{par.astig_angle_deg:.1f} deg, unaccounted rotation "
-                  f"{par.rotation_residual_deg:.2f} deg, fit RMS {par.fit_rms_A:.3f} A")
-            if args.method == "parallax":
-                _write_maps(args.out, [par.image], args.overwrite)
-                print(f"wrote {args.out}: parallax_bf")
-                return EXIT_OK
-            probe = ProbeModel(probe.energy_kev, probe.convergence_mrad, defocus_A=par.defocus_A,
-                               astig_A=par.astig_A, astig_angle_deg=par.astig_angle_deg,
-                               cs_mm=args.cs_mm)
-        if args.method == "ssb":
-            from .analysis.phase.ssb import iter_ssb
-
-            out = [run_job(iter_ssb(dc, probe=probe, regularization=args.regularization), bar)]
-        else:
-            from .analysis.phase.ptycho import PtychoParams, iter_ptychography
-
-            multi = args.method == "multislice-ptycho"
-            params = PtychoParams(
-                iterations=args.iterations, batch_size=args.batch_size, probe_modes=args.modes,
-                position_correction=args.position_correction,
-                slices=args.slices if multi else 1,
-                slice_thickness_A=args.slice_thickness_A if multi else 0.0, device=args.device,
-                threads=args.threads)
-            res = run_job(iter_ptychography(dc, params=params, probe=probe,
-                                            checkpoint=args.checkpoint), bar)
-            print(f"{args.method}: error {res.errors[0]:.3g} -> {res.errors[-1]:.3g} "
-                  f"over {len(res.errors)} iterations")
-            out = res.to_results()
+        # the calibration as given here (file, --calibration and the overrides) goes into the recipe
+        source = InputRef.of(args.file, scan_shape=args.scan_shape)
+        res = run_job(iter_phase(dc, phase=params, calibration=dc.calibration, source=source,
+                                 checkpoint=args.checkpoint), ProgressBar(enabled=not args.quiet))
     finally:
         dc.close()
+    par = res.parallax
+    if par is not None:
+        print(f"parallax: defocus {par.defocus_A:.1f} A, astigmatism {par.astig_A:.1f} A at "
+              f"{par.astig_angle_deg:.1f} deg, unaccounted rotation "
+              f"{par.rotation_residual_deg:.2f} deg, fit RMS {par.fit_rms_A:.3f} A")
+    if res.ptycho is not None:
+        e = res.ptycho.errors
+        print(f"{args.method}: error {e[0]:.3g} -> {e[-1]:.3g} over {len(e)} iterations")
+    out = res.saved_objects()
     _write_maps(args.out, out, args.overwrite)
     print(f"wrote {args.out}: {', '.join(m.name for m in out)}")
     return EXIT_OK

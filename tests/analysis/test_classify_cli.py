@@ -58,3 +58,34 @@ def test_classify_cli_bad_options(tmp_path, capsys):
     assert main(["-q", "classify", str(path), str(tmp_path / "x.h5"), "--features", "bragg"]) == 2
     assert "--peaks" in capsys.readouterr().err
     assert main(["-q", "classify", str(path), str(tmp_path / "y.h5"), "--n-classes", "0"]) == 2
+
+
+def test_classify_is_a_pipeline_whose_script_reproduces_it(tmp_path, run_copied_script):
+    """The CLI's result carries its recipe; the script of the file makes the same label map,
+    also after a merge recorded in the recipe (no pass over the data for the merge)."""
+    from napari_4dstem import open_datacube
+    from napari_4dstem.pipelines import ClassificationParams, ParameterError, run_classification, script_from_file
+
+    path, _ = two_phase(tmp_path)
+    out = tmp_path / "cls.h5"
+    assert main(["-q", "classify", str(path), str(out), "--max-classes", "4", "--n-classes", "3"]) == 0
+    text = script_from_file(out, tmp_path / "again.h5")
+    assert "run_classification(" in text and "ClassificationParams(" in text and "n_classes=3" in text
+    run_copied_script(text, tmp_path)
+    np.testing.assert_array_equal(emd.read(tmp_path / "again.h5")["class_labels"].data,
+                                  emd.read(out)["class_labels"].data)
+    dc = open_datacube(path)
+    try:
+        res = run_classification(dc, classify=ClassificationParams(n_classes=3, max_classes=4), source=path)
+    finally:
+        dc.close()
+    np.testing.assert_array_equal(res.classification.labels, emd.read(out)["class_labels"].data)
+    merged = res.merged([0, 2])
+    assert merged.classification.n_classes == 2 and merged.recipe.params["classify"].merge == ((0, 2),)
+    run_copied_script(merged.to_script("merged.h5"), tmp_path)
+    np.testing.assert_array_equal(emd.read(tmp_path / "merged.h5")["class_labels"].data,
+                                  merged.classification.labels)
+    with pytest.raises(ParameterError, match="two or more classes"):
+        res.merged([1])
+    with pytest.raises(ParameterError, match="peaks file"):
+        ClassificationParams(features="bragg")

@@ -56,3 +56,33 @@ def test_cli_without_convergence_angle_is_a_clear_error(tmp_path, capsys):
     emd.write(path, cube)
     assert main(["-q", "phase", str(path), str(tmp_path / "o.h5")]) == 2
     assert "convergence" in capsys.readouterr().err
+
+
+def test_phase_is_a_pipeline_whose_script_reproduces_it(sim_file, tmp_path, run_copied_script):
+    """`phase` writes its recipe (calibration overrides included); the script of the file makes
+    the same phase; a scan region is part of the recipe."""
+    import numpy as np
+
+    from napari_4dstem import open_datacube
+    from napari_4dstem.pipelines import ParameterError, PhaseParams, run_phase, script_from_file
+
+    _, path = sim_file
+    out = tmp_path / "ssb.h5"
+    assert main(["-q", "phase", str(path), str(out), "--method", "ssb", "--defocus-A", "20",
+                 "--energy-kev", "300"]) == 0
+    text = script_from_file(out, tmp_path / "again.h5")
+    assert "run_phase(" in text and "PhaseParams(defocus_A=20.0)" in text and "beam_energy_kev" in text
+    run_copied_script(text, tmp_path)
+    np.testing.assert_array_equal(emd.read(tmp_path / "again.h5")["ssb_phase"].data, emd.read(out)["ssb_phase"].data)
+    dc = open_datacube(path)
+    try:
+        part = run_phase(dc, phase=PhaseParams(method="parallax", scan_region=(2, 14, 3, 13)), source=path)
+    finally:
+        dc.close()
+    assert part.parallax is not None and part.maps[0].data.shape[0] >= 12
+    run_copied_script(part.to_script("part.h5"), tmp_path)
+    np.testing.assert_array_equal(emd.read(tmp_path / "part.h5")["parallax_bf"].data, part.maps[0].data)
+    with pytest.raises(ParameterError, match="scan_region"):
+        PhaseParams(scan_region=(5, 2, 0, 4))
+    with pytest.raises(ParameterError, match="method must be"):
+        PhaseParams(method="wdd")

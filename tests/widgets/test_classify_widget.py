@@ -141,3 +141,35 @@ def test_classify_cancel(viewers, qtbot, stall_detector):
     assert w.status.text() == "cancelled" and w.result is None
     assert LABELS_LAYER not in results.layers
     assert w.run_btn.isEnabled()
+
+
+def test_classify_copy_as_python_and_results_list(viewers, qtbot, tmp_path, run_copied_script, stall_detector):
+    """The dock's classification is the pipeline's: it is listed in the Results dock, Save result
+    writes it with its recipe and the copied script makes the same labels, merges included."""
+    main, _ = viewers
+    with stall_detector.excluded("reference"):  # the test's data, as a file, and its imports
+        from napari_4dstem.io import emd
+        from napari_4dstem.widgets.results_list import session_results
+
+        data, _ = three_phase()
+        np.save(tmp_path / "three.npy", data)
+    with stall_detector.excluded("first layer add"):
+        main.open(str(tmp_path / "three.npy"), plugin="napari-4dstem")
+    _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Classification")
+    assert w.copy_as_python() is None and "run the analysis first" in w.status.text()
+    w.max_classes.setValue(4)
+    w.run_btn.click()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=120000)
+    assert w.pipeline is not None and w.result.n_classes == 3, w.status.text()
+    assert "classify" in session_results(main).results
+    a, b = int(w.result.labels[0, 0]), int(w.result.labels[0, 7])
+    w.merge_edit.setText(f"{a}, {b}")
+    stall_detector.step()
+    w.merge_btn.click()
+    qtbot.waitUntil(lambda: w._worker is None and w.result.n_classes == 2, timeout=30000)
+    text = w.copy_as_python()
+    assert "run_classification(" in text and "merge=" in text
+    run_copied_script(text, tmp_path)
+    with stall_detector.excluded("reference"):
+        again = emd.read(tmp_path / "result.h5")
+    np.testing.assert_array_equal(again["class_labels"].data, w.result.labels)

@@ -25,12 +25,15 @@ def test_maps_land_in_a_real_space_dock_of_the_same_window(make_napari_viewer, q
         main.open_sample("napari-4dstem", "strained_crystal")
     cube = main.layers["strained_crystal"]
     assert results_viewer(main, create=False) is None
-    w = CalibrationDPCWidget(main)
-    main.window.add_dock_widget(w)
+    # through napari's plugin menu: each dock gets its own proxy of the viewer, one Real space dock
+    _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Calibration and DPC")
+    _, b = main.window.add_plugin_dock_widget("napari-4dstem", "Bragg disks and strain")
+    assert isinstance(w, CalibrationDPCWidget) and w.viewer is not main
     w.measure_btn.click()
     qtbot.waitUntil(lambda: w.origin_fit is not None and not w.jobs.busy, timeout=30000)
     rs = results_viewer(main, create=False)
     assert rs is not None and is_embedded(rs) and is_embedded_alive(rs)
+    assert results_viewer(b.viewer) is rs and results_viewer(w.viewer) is rs
     assert REAL_SPACE_DOCK in main.window.dock_widgets  # the same window, not a second one
     names = [lyr.name for lyr in rs.layers]
     assert "origin k_y (measured)" in names and "origin k_x (fitted)" in names

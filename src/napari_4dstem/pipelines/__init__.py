@@ -13,6 +13,11 @@ GUI). The workflows:
   the second half on peaks you already have (from ``disks`` or ``infer``).
 - :func:`iter_calibrate` / :func:`run_calibrate`: origin per pattern -> descan fit, ring
   ellipse / pixel size, DPC rotation (:class:`CalibrationParams`). :class:`CalibrationResult`.
+- :func:`iter_classification` / :func:`run_classification`: features -> decomposition ->
+  clustering -> class means, then merges (:class:`ClassificationParams`).
+  :class:`ClassificationResult`.
+- :func:`iter_phase` / :func:`run_phase`: parallax, SSB or iterative (multislice)
+  ptychography (:class:`PhaseParams`). :class:`PhaseResult`.
 - :func:`iter_acom` / :func:`run_acom`: the disks (by default :meth:`DiskDetectionParams.for_acom`)
   -> orientation plans -> matching (:class:`ACOMParams`). :class:`ACOMRun`.
 
@@ -55,6 +60,12 @@ from .bragg import (
     strain_from_peaks,
 )
 from .calibrate import CalibrationParams, CalibrationResult, iter_calibrate, run_calibrate
+from .classify import (
+    ClassificationParams,
+    ClassificationResult,
+    iter_classification,
+    run_classification,
+)
 from .imaging import (
     DPCParams,
     DPCResult,
@@ -77,14 +88,18 @@ from .params import (
     ProbeSource,
     StrainParams,
 )
+from .phase import PHASE_METHODS, PhaseParams, PhaseResult, iter_phase, run_phase
 from .recipe import InputRef, Recipe, recipe_of, script_from_file
 from .session import Session, SessionEntry
 
 __all__ = [
+    "PHASE_METHODS",
     "ACOMParams",
     "ACOMRun",
     "CalibrationParams",
     "CalibrationResult",
+    "ClassificationParams",
+    "ClassificationResult",
     "DPCParams",
     "DPCResult",
     "DiskDetectionParams",
@@ -93,6 +108,8 @@ __all__ = [
     "NNDiskParams",
     "ParameterError",
     "PatternCheck",
+    "PhaseParams",
+    "PhaseResult",
     "ProbeSource",
     "Recipe",
     "Session",
@@ -112,9 +129,11 @@ __all__ = [
     "iter_acom",
     "iter_acom_pattern",
     "iter_calibrate",
+    "iter_classification",
     "iter_com",
     "iter_disks",
     "iter_dpc",
+    "iter_phase",
     "iter_plans",
     "iter_probe_template",
     "iter_strain",
@@ -126,8 +145,10 @@ __all__ = [
     "recipe_of",
     "run_acom",
     "run_calibrate",
+    "run_classification",
     "run_disks",
     "run_dpc",
+    "run_phase",
     "run_strain",
     "run_virtual",
     "script_from_file",

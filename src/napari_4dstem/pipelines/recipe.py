@@ -63,16 +63,20 @@ class InputRef:
 
 def _param_class(key: str):
     from .calibrate import CalibrationParams
+    from .classify import ClassificationParams
     from .imaging import DPCParams, VirtualImageParams
+    from .phase import PhaseParams
 
     return {"disks": DiskDetectionParams, "nn": NNDiskParams, "probe": ProbeSource, "strain": StrainParams,
             "acom": ACOMParams, "virtual": VirtualImageParams, "dpc": DPCParams,
-            "calibrate": CalibrationParams}[key]
+            "calibrate": CalibrationParams, "classify": ClassificationParams,
+            "phase": PhaseParams}[key]
 _KEYWORD = {"disks": "detection", "nn": "detection"}
 _ARRAY_PROBE = "<image in memory>"
 _ARRAY_MASK = "<mask in memory>"  # pipelines.imaging: a mask detector not read from a file
 _WORKFLOW_FN = {"disks": "run_disks", "strain": "run_strain", "acom": "run_acom", "virtual": "run_virtual",
-                "dpc": "run_dpc", "calibrate": "run_calibrate"}
+                "dpc": "run_dpc", "calibrate": "run_calibrate", "classify": "run_classification",
+                "phase": "run_phase"}
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ class Recipe:
         """Job form of :meth:`run` (for a worker with progress and Cancel)."""
         self._check_reproducible()
         from ..data.calibration import Calibration
-        from . import acom, bragg, calibrate, imaging
+        from . import acom, bragg, calibrate, classify, imaging, phase
 
         p = Path(self.input.path)
         if not p.exists():
@@ -178,7 +182,8 @@ class Recipe:
         try:
             fn = {"disks": bragg.iter_disks, "strain": bragg.iter_strain, "acom": acom.iter_acom,
                   "virtual": imaging.iter_virtual, "dpc": imaging.iter_dpc,
-                  "calibrate": calibrate.iter_calibrate}[self.workflow]
+                  "calibrate": calibrate.iter_calibrate,
+                  "classify": classify.iter_classification, "phase": phase.iter_phase}[self.workflow]
             return (yield from fn(dc, source=self.input, **kw))
         finally:
             dc.close()

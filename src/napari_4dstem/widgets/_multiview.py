@@ -14,7 +14,10 @@ from __future__ import annotations
 import weakref
 
 from qtpy.QtCore import QEvent, QObject, Qt
-from qtpy.QtWidgets import QSplitter, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QDockWidget, QSplitter, QVBoxLayout, QWidget
+
+_AREAS = {"left": Qt.DockWidgetArea.LeftDockWidgetArea, "right": Qt.DockWidgetArea.RightDockWidgetArea,
+          "top": Qt.DockWidgetArea.TopDockWidgetArea, "bottom": Qt.DockWidgetArea.BottomDockWidgetArea}
 
 # model -> weak reference to its EmbeddedViewer: the dock's Qt parent keeps the widget alive, and
 # nothing of ours may (the widget holds the model: a strong value here would never be freed)
@@ -35,7 +38,7 @@ class _CloseWatcher(QObject):
 
 
 class EmbeddedViewer(QWidget):
-    """A napari canvas (with its dims sliders) and, beside it, the model's layer controls and
+    """A napari canvas (with its dims sliders) and, under it, the model's layer controls and
     layer list, as one widget for a dock."""
 
     def __init__(self, model, main_window=None, parent: QWidget | None = None):
@@ -45,14 +48,16 @@ class EmbeddedViewer(QWidget):
         self.model = model
         self.main_window = main_window
         self.qt_viewer = QtViewer(model, show_welcome_screen=False)
-        side = QSplitter(Qt.Orientation.Vertical)
-        side.addWidget(self.qt_viewer.controls)
-        side.addWidget(self.qt_viewer.layers)
-        split = QSplitter(Qt.Orientation.Horizontal)
+        # the canvas on top (a dock is narrow), the layer controls and list side by side under it
+        below = QSplitter(Qt.Orientation.Horizontal)
+        below.addWidget(self.qt_viewer.controls)
+        below.addWidget(self.qt_viewer.layers)
+        split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.qt_viewer)
-        split.addWidget(side)
-        split.setStretchFactor(0, 4)
+        split.addWidget(below)
+        split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
+        split.setCollapsible(0, False)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(split)
@@ -67,7 +72,13 @@ def embed_viewer(main_viewer, title: str, *, area: str = "right"):
     model.canvas.overlays["scale_bar"].visible = True  # napari 0.9 (viewer.scale_bar is deprecated)
     qt_window = main_viewer.window._qt_window
     widget = EmbeddedViewer(model, qt_window)
-    main_viewer.window.add_dock_widget(widget, name=title, area=area)
+    others = [d for d in qt_window.findChildren(QDockWidget)
+              if d.isVisible() and qt_window.dockWidgetArea(d) == _AREAS[area]]
+    dock = main_viewer.window.add_dock_widget(widget, name=title, area=area)
+    if others:  # beside the analysis docks of that side, not squeezed under them
+        qt_window.splitDockWidget(others[0], dock, Qt.Orientation.Horizontal)
+        width = max(others[0].width(), 300)
+        qt_window.resizeDocks([others[0], dock], [width, width], Qt.Orientation.Horizontal)
     _QT[model] = weakref.ref(widget)
     if not any(isinstance(c, _CloseWatcher) for c in qt_window.children()):
         qt_window.installEventFilter(_CloseWatcher(qt_window))

@@ -24,7 +24,9 @@ SCAN_POSITION = "scan position"
 def results_viewer(main_viewer, *, create: bool = True):
     """The real-space viewer linked to ``main_viewer``: made on first use as a second napari
     canvas in a "Real space" dock of the main window (a separate napari window when the main
-    viewer has none)."""
+    viewer has none). One per main viewer, whichever dock asks (napari hands each plugin dock
+    its own proxy of the viewer)."""
+    main_viewer = getattr(main_viewer, "__wrapped__", main_viewer)
     v = _VIEWERS.get(main_viewer)
     if v is not None:
         from ._multiview import is_embedded, is_embedded_alive, show_embedded
@@ -56,6 +58,7 @@ def results_viewer(main_viewer, *, create: bool = True):
 
 def set_results_viewer(main_viewer, viewer) -> None:
     """Use ``viewer`` as the real-space viewer of ``main_viewer`` and link scan positions."""
+    main_viewer = getattr(main_viewer, "__wrapped__", main_viewer)
     _VIEWERS[main_viewer] = viewer
     main_ref = weakref.ref(main_viewer)
 

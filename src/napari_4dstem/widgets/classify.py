@@ -26,8 +26,10 @@ from qtpy.QtWidgets import (
 
 from ..errors import Napari4DSTEMError
 from ._common import CubePicker, JobRunner, scan_position
+from ._pipeline import PipelineActions, layer_source
 from ._results import results_viewer
 from ._state import DockState, register_dock
+from .results_list import session_results
 
 LABELS_LAYER = "classes"
 MEAN_LAYER = "class mean pattern"
@@ -46,25 +48,25 @@ def _display(result) -> dict:
             "sizes": [int(n) for n in result.class_sizes()], "clims": clims}
 
 
-def _classify_job(cube, features: str, **params):
-    """Worker job: the classification (``features``: the feature kind; ``params``: the
-    ClassifyParams fields), then what the dock shows of it, as ``(result, display)``. The core
+def _classify_job(cube, cal, source, **params):
+    """Worker job: the classification pipeline (``params``: the ClassificationParams fields,
+    checked here), then what the dock shows of it, as ``(pipeline result, display)``. The core
     modules (numba kernels) are imported here, not on the GUI thread."""
-    from ..analysis.classify import ClassifyParams, FeatureParams, iter_classify
+    from ..pipelines import ClassificationParams, iter_classification
 
-    result = yield from iter_classify(cube, features=FeatureParams(features),
-                                      params=ClassifyParams(**params))
-    return result, _display(result)
+    result = yield from iter_classification(cube, classify=ClassificationParams(**params), calibration=cal,
+                                            source=source)
+    return result, _display(result.classification)
 
 
 def _merge_job(result, classes):
-    """Worker job: ``result`` with ``classes`` merged (no recompute) and its display."""
+    """Worker job: the pipeline ``result`` with ``classes`` merged (no recompute) and its display."""
     yield from ()
     merged = result.merged(classes)
-    return merged, _display(merged)
+    return merged, _display(merged.classification)
 
 
-class ClassificationWidget(DockState, QWidget):
+class ClassificationWidget(PipelineActions, DockState, QWidget):
     """Dock widget: classify every pattern, show the label map and class mean patterns."""
 
     state_key = "classify"
@@ -73,6 +75,7 @@ class ClassificationWidget(DockState, QWidget):
         super().__init__(parent)
         self.viewer = viewer
         self.result = None  # Classification
+        self.pipeline = None  # its pipelines.ClassificationResult (Save result..., Copy as Python)
         self.calibration = None
         self._display = None  # the result's label image, class sizes and mean contrast limits
         self._mean_shown = None  # (result, class) of the class mean pattern layer's data
@@ -134,6 +137,7 @@ class ClassificationWidget(DockState, QWidget):
         merge.addRow("merge", self.merge_edit)
         merge.addRow(self.merge_btn)
         layout.addLayout(merge)
+        layout.addLayout(self.action_row())
         layout.addWidget(self.status)
         layout.addStretch(1)
         self.run_btn.clicked.connect(self.run)
@@ -152,8 +156,8 @@ class ClassificationWidget(DockState, QWidget):
             return
         self.calibration = cal
         # the parameters are checked in the worker (a bad one ends the job with its message)
-        self.jobs.start(_classify_job, cube, self.features.currentText(),
-                        method=self.method.currentText(),
+        self.jobs.start(_classify_job, cube, cal, layer_source(self.layer_combo.layer),
+                        features=self.features.currentText(), method=self.method.currentText(),
                         decomposition=self.decomposition.currentText(),
                         n_classes=self.n_classes.value() or None,
                         max_classes=self.max_classes.value(),
@@ -164,8 +168,9 @@ class ClassificationWidget(DockState, QWidget):
         self.jobs.cancel()
 
     def _on_done(self, out) -> None:
-        result, self._display = out
-        self.result = result
+        self.pipeline, self._display = out
+        self.result = result = self.pipeline.classification
+        session_results(self.viewer).add(self.pipeline, "classify")
         self._show()
         self.status.setText(
             f"{result.n_classes} classes (suggested {result.suggested_n_classes}), "
@@ -244,13 +249,18 @@ class ClassificationWidget(DockState, QWidget):
             self.jobs.error(e)
             return
         # the merge (labels, probabilities, class means folded) in a worker; no recompute
-        self.jobs.start(_merge_job, self.result, classes, desc="merging classes",
+        self.jobs.start(_merge_job, self.pipeline, classes, desc="merging classes",
                         on_done=lambda out: self._on_merged(out, classes))
 
     def _on_merged(self, out, classes) -> None:
-        self.result, self._display = out
+        self.pipeline, self._display = out
+        self.result = self.pipeline.classification
+        session_results(self.viewer).add(self.pipeline, "classify (merged)")
         self._show()
         self.status.setText(f"merged classes {sorted(set(classes))}: {self.result.n_classes} classes")
+
+    def pipeline_result(self):
+        return self.pipeline
 
     def closeEvent(self, event) -> None:
         self.jobs.close()

@@ -25,11 +25,14 @@ from qtpy.QtWidgets import (
 
 from ..data.calibration import Calibration
 from ..errors import Napari4DSTEMError
+from ..pipelines import PhaseParams  # at import: the dock's opening, not a click
 from ._common import CubePicker, JobRunner
 from ._forms import job_row, spin
+from ._pipeline import PipelineActions, layer_source
 from ._plot import show_rgba
 from ._results import results_viewer, show_map
 from ._state import DockState, register_dock
+from .results_list import session_results
 
 METHODS = ("parallax", "ssb", "ptycho", "multislice-ptycho")
 _PER_A = {"A": 1.0, "nm": 0.1, "um": 1e-4, "px": 1.0}
@@ -94,34 +97,21 @@ def render_error_plot(errors, width_px: int):
     return np.asarray(canvas.buffer_rgba()).copy()
 
 
-def _phase_job(method: str, dc, crop, **kwargs):
-    """Worker job: the preview's sub-scan crop (``crop``: scan ``(y, x)`` slices or None; the
-    crop starts dask) and the core job of ``method``. Ptychography returns ``(result, maps)``,
-    its maps to save and show (phase and probe intensity) computed here, not on the GUI thread."""
-    from ..analysis.phase import parallax, ptycho, ssb
-
-    if crop is not None:
-        dc = dc.crop(scan_y=crop[0], scan_x=crop[1])
-        kwargs["calibration"] = dc.calibration
-    if method == "parallax":
-        return (yield from parallax.iter_parallax(dc, **kwargs))
-    if method == "ssb":
-        return (yield from ssb.iter_ssb(dc, **kwargs))
-    res = yield from ptycho.iter_ptychography(dc, **kwargs)
-    return res, res.to_results()
-
-
-def _save_job(path, results):
-    """Worker job: write ``results`` to an EMD file (the io import and the write off the GUI
-    thread); returns the path."""
-    from ..io import emd
-
+def _save_job(result, path):
+    """Worker job: write a pipeline result to EMD (off the GUI thread); returns the path."""
     yield from ()
-    emd.write(path, *results, overwrite=True)
-    return path
+    return result.save(path, overwrite=True)
 
 
-class PhaseRetrievalWidget(DockState, QWidget):
+def _phase_job(dc, cal, params, source, snapshot_every):
+    """Worker job: the phase-retrieval pipeline (its maps, e.g. ptychography's phase and probe
+    intensity, made here, not on the GUI thread)."""
+    from ..pipelines import iter_phase
+
+    return (yield from iter_phase(dc, phase=params, calibration=cal, source=source, snapshot_every=snapshot_every))
+
+
+class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
     """Dock widget: choose a method, check the prefilled microscope settings, preview, run."""
 
     state_key = "phase"
@@ -130,6 +120,7 @@ class PhaseRetrievalWidget(DockState, QWidget):
         super().__init__(parent)
         self.viewer = viewer
         self.results: list = []  # the last run's maps (RealSpaceMap / DiffractionImage)
+        self.pipeline = None  # the last run's pipelines.PhaseResult (Save result..., Copy as Python)
         self.parallax_result = None
         self.n_snapshots = 0
         self._build_ui()
@@ -177,8 +168,7 @@ class PhaseRetrievalWidget(DockState, QWidget):
         self.preview_size = spin(4, 4096, 16, suffix=" x n positions")
         self.run_btn = QPushButton("Run")
         self.cancel_btn = QPushButton("Cancel")
-        self.save_btn = QPushButton("Save...")
-        self.copy_btn = QPushButton("Copy as Python")
+        actions = self.action_row()  # "Save result..." and "Copy as Python" of the pipeline result
         row, self.progress, self.status = job_row(self.run_btn, self.cancel_btn)
         self.fit_label = QLabel("")
         self.fit_label.setWordWrap(True)
@@ -196,14 +186,11 @@ class PhaseRetrievalWidget(DockState, QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.fit_label)
         layout.addWidget(self.plot)
-        layout.addWidget(self.save_btn)
-        layout.addWidget(self.copy_btn)
+        layout.addLayout(actions)
         layout.addStretch(1)
 
         self.layer_combo.currentTextChanged.connect(lambda _: self.prefill())
         self.run_btn.clicked.connect(self.run)
-        self.save_btn.clicked.connect(self._save_dialog)
-        self.copy_btn.clicked.connect(self.copy_python)
 
     # -- calibration --------------------------------------------------------------------------
     def prefill(self) -> None:
@@ -219,36 +206,30 @@ class PhaseRetrievalWidget(DockState, QWidget):
         self.rotation.setValue(cal.rotation_deg or 0.0)
 
     def settings(self):
-        """(DataCube, Calibration, ProbeModel, crop) for a run: the whole cube and the scan
-        ``(y, x)`` slices of the preview's central sub-scan (None when not previewing; the job
-        crops in its worker)."""
-        from ..analysis.phase.probe import ProbeModel
-
+        """(DataCube, Calibration, PhaseParams) for a run: the calibration with the dock's
+        microscope fields, the parameters with the preview's central sub-scan as the scan region
+        (the pipeline crops in its worker)."""
         dc, cal = self.layer_combo.datacube()
         cal = cal.replace(beam_energy_kev=self.energy.value(),
                           convergence_semiangle_mrad=self.convergence.value(),
                           rotation_deg=self.rotation.value())
         dc.calibration = cal
-        crop = None
+        region = None
         if self.preview.isChecked():
             n = self.preview_size.value()
             sy, sx = dc.scan_shape
             y0, x0 = max(0, (sy - n) // 2), max(0, (sx - n) // 2)
-            crop = (slice(y0, y0 + n), slice(x0, x0 + n))
-        probe = ProbeModel(self.energy.value(), self.convergence.value(),
-                           defocus_A=self.defocus.value())
-        return dc, cal, probe, crop
+            region = (y0, min(y0 + n, sy), x0, min(x0 + n, sx))
+        params = PhaseParams(
+            method=self.method.currentText(), defocus_A=self.defocus.value(),
+            iterations=self.iterations.value(), batch_size=self.batch.value(), modes=self.modes.value(),
+            position_correction=self.positions.isChecked(), slices=self.slices.value(),
+            slice_thickness_A=self.slice_dz.value(), device=self.device.currentText(), scan_region=region)
+        return dc, cal, params
 
     def ptycho_params(self):
-        from ..analysis.phase.ptycho import PtychoParams
-
-        multi = self.method.currentText() == "multislice-ptycho"
-        return PtychoParams(
-            iterations=self.iterations.value(), batch_size=self.batch.value(),
-            probe_modes=self.modes.value(), position_correction=self.positions.isChecked(),
-            slices=self.slices.value() if multi else 1,
-            slice_thickness_A=self.slice_dz.value() if multi else 0.0,
-            device=self.device.currentText(), snapshot_every=1)
+        """The ptychography settings of the dock (PtychoParams)."""
+        return self.settings()[2].ptycho_params()
 
     def _map_cal(self, pixel_A: float, cal: Calibration) -> Calibration:
         u = cal.scan_units if cal.scan_units != "px" else "A"
@@ -257,25 +238,30 @@ class PhaseRetrievalWidget(DockState, QWidget):
     # -- running ------------------------------------------------------------------------------
     def run(self) -> None:
         try:
-            dc, cal, probe, crop = self.settings()
-            method = self.method.currentText()
+            dc, cal, params = self.settings()
+            source = layer_source(self.layer_combo.layer)
             self.results = []
-            if method == "parallax":
-                self.jobs.start(_phase_job, "parallax", dc, crop, probe=probe, calibration=cal,
-                                desc="parallax", on_done=self._on_parallax)
-            elif method == "ssb":
-                self.jobs.start(_phase_job, "ssb", dc, crop, probe=probe, calibration=cal,
-                                desc="SSB ptychography", on_done=self._on_ssb)
+            if params.method == "parallax":
+                self.jobs.start(_phase_job, dc, cal, params, source, 1, desc="parallax",
+                                on_done=self._on_parallax)
+            elif params.method == "ssb":
+                self.jobs.start(_phase_job, dc, cal, params, source, 1, desc="SSB ptychography",
+                                on_done=self._on_ssb)
             else:
                 self.n_snapshots = 0
                 self.plot.set_errors([])
                 self._cal = cal
                 self._pixel_A = 1.0 / (dc.detector_shape[0] * cal.k_pixel_size_in("1/A"))
-                self.jobs.start(_phase_job, "ptycho", dc, crop, params=self.ptycho_params(),
-                                probe=probe, calibration=cal, desc="ptychography", eta=True,
+                self.jobs.start(_phase_job, dc, cal, params, source, 1, desc="ptychography", eta=True,
                                 on_done=self._on_ptycho, on_progress=self._on_snapshot)
         except (Napari4DSTEMError, ValueError) as e:
             self.status.setText(str(e))
+
+    def _done(self, res, name: str) -> None:
+        """A pipeline result is in: keep it, list it in the Results dock."""
+        self.pipeline = res
+        self.results = list(res.maps)
+        session_results(self.viewer).add(res, name)
 
     def cancel(self) -> None:
         self.jobs.cancel()
@@ -284,9 +270,9 @@ class PhaseRetrievalWidget(DockState, QWidget):
     def _worker(self):
         return self.jobs.worker
 
-    def _on_parallax(self, res) -> None:
-        self.parallax_result = res
-        self.results = [res.image]
+    def _on_parallax(self, out) -> None:
+        self._done(out, "phase (parallax)")
+        self.parallax_result = res = out.parallax
         m = res.image
         show_map(results_viewer(self.viewer), "phase: parallax BF", m.data,
                  self._map_cal(m.calibration.scan_step[0], Calibration(scan_units="A", scan_step=(1, 1))),
@@ -298,8 +284,9 @@ class PhaseRetrievalWidget(DockState, QWidget):
             f"rotation {res.rotation_residual_deg:.2f} deg, RMS {res.fit_rms_A:.3f} A")
         self.status.setText("parallax done")
 
-    def _on_ssb(self, phase) -> None:
-        self.results = [phase]
+    def _on_ssb(self, out) -> None:
+        self._done(out, "phase (SSB)")
+        phase = out.maps[0]
         show_map(results_viewer(self.viewer), "phase: SSB", phase.data, phase.calibration,
                  colormap="gray")
         self.status.setText("SSB done")
@@ -318,60 +305,36 @@ class PhaseRetrievalWidget(DockState, QWidget):
         self.plot.set_errors(p.errors)
 
     def _on_ptycho(self, out) -> None:
-        res, self.results = out
+        self._done(out, f"phase ({out.recipe.params['phase'].method})")
+        res = out.ptycho
         self.plot.set_errors(res.errors)
         show_map(results_viewer(self.viewer), "phase: ptychography", self.results[0].data,
                  self._map_cal(self._pixel_A, self._cal), colormap="gray")
         self.status.setText(f"ptychography done: error {res.errors[-1]:.3g}")
 
     # -- save / copy --------------------------------------------------------------------------
+    def pipeline_result(self):
+        return self.pipeline
+
     def save(self, path) -> bool:
-        """Write the last run's results (with their parameters) to an EMD file, in a worker
+        """Write the last run's result (maps with their recipe) to an EMD file, in a worker
         (``_worker`` is None again when it is written); False when a job is running."""
-        if not self.results:
+        if self.pipeline is None:
             raise Napari4DSTEMError("nothing to save yet: run a reconstruction first")
-        return self.jobs.start(_save_job, path, list(self.results), desc="saving",
-                               on_done=lambda p: self.status.setText(f"saved {p}"))
+        return self.jobs.start(_save_job, self.pipeline, path, desc="saving",
+                               on_done=lambda p: self.status.setText(f"wrote {p}"))
 
-    def _save_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save phase results", "phase.h5", "EMD (*.h5)")
-        if path:
-            try:
-                self.save(path)
-            except Napari4DSTEMError as e:
-                self.status.setText(str(e))
-
-    def python_code(self) -> str:
-        """The current settings as a script that reproduces the run headless."""
-        lyr = self.layer_combo.layer
-        src = getattr(getattr(lyr, "source", None), "path", None) or "YOUR_FILE"
-        m = self.method.currentText()
-        head = (
-            "from napari_4dstem.io import open_datacube\n"
-            "from napari_4dstem.analysis.phase.probe import ProbeModel\n"
-            f"dc = open_datacube({str(src)!r})\n"
-            f"dc.calibration = dc.calibration.replace(beam_energy_kev={self.energy.value()!r}, "
-            f"convergence_semiangle_mrad={self.convergence.value()!r}, "
-            f"rotation_deg={self.rotation.value()!r})\n"
-            f"probe = ProbeModel({self.energy.value()!r}, {self.convergence.value()!r}, "
-            f"defocus_A={self.defocus.value()!r})\n"
-        )
-        if m == "parallax":
-            return head + ("from napari_4dstem.analysis.phase.parallax import parallax\n"
-                           "result = parallax(dc, probe=probe)\n")
-        if m == "ssb":
-            return head + ("from napari_4dstem.analysis.phase.ssb import ssb\n"
-                           "phase = ssb(dc, probe=probe)\n")
-        return head + (
-            "from napari_4dstem.analysis.phase.ptycho import PtychoParams, ptychography\n"
-            f"result = ptychography(dc, probe=probe, params={self.ptycho_params()!r})\n"
-        )
-
-    def copy_python(self) -> None:
-        from qtpy.QtWidgets import QApplication
-
-        QApplication.clipboard().setText(self.python_code())
-        self.status.setText("Python code copied to the clipboard")
+    def save_result(self, path=None):
+        """"Save result...": the file dialog, then :meth:`save` (a worker)."""
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save result", "phase.h5", "EMD (*.h5 *.emd)")
+            if not path:
+                return None
+        try:
+            self.save(path)
+        except Napari4DSTEMError as e:
+            self.jobs.error(e)
+        return None
 
     def closeEvent(self, event) -> None:
         self.jobs.close()

@@ -1,0 +1,154 @@
+"""The classification workflow: features -> decomposition -> clustering -> class means, then any
+merges the user asked for, with a recipe like every other workflow (the CLI's ``classify`` and the
+Classification dock call it)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..data.calibration import Calibration
+from ..engine.jobs import Job, Progress, run_job
+from .bragg import _cube, _recipe
+from .params import ParameterError, _check, _Params
+from .recipe import Recipe, _Result
+
+
+@dataclass(frozen=True)
+class ClassificationParams(_Params):
+    """Classification of every pattern (lengths in detector px).
+
+    Attributes
+    ----------
+    features : {"pattern", "radial", "polar", "bragg"}
+        Feature kind (:class:`~napari_4dstem.analysis.classify.FeatureParams`); ``bragg`` needs
+        ``peaks_path``, an EMD file of Bragg peaks (from ``disks``).
+    radius_px, bin_px, inner_px : feature geometry (None: the defaults of FeatureParams)
+    keep_bf : keep the bright-field disk in the features
+    method, decomposition, n_classes, max_classes, n_components, transform, spatial, seed :
+        :class:`~napari_4dstem.analysis.classify.ClassifyParams`
+    origin : {"auto", "calibration", "fixed"}
+    merge : groups of classes merged after the clustering, in order (``((1, 3), (0, 2))``)
+    """
+
+    features: str = "pattern"
+    radius_px: float | None = None
+    bin_px: float | None = None
+    inner_px: float = 0.0
+    keep_bf: bool = False
+    peaks_path: str | None = None
+    method: str = "gmm"
+    decomposition: str = "pca"
+    n_classes: int | None = None
+    max_classes: int = 8
+    n_components: int | None = None
+    transform: str = "sqrt"
+    spatial: float = 1.0
+    seed: int = 0
+    origin: str = "auto"
+    merge: tuple = ()
+
+    def __post_init__(self):
+        try:
+            self.feature_params()
+            self.classify_params()
+        except ValueError as e:
+            raise ParameterError(str(e)) from None
+        _check(self.origin in ("auto", "calibration", "fixed"),
+               f"origin must be auto, calibration or fixed, got {self.origin!r}")
+        _check(self.features != "bragg" or self.peaks_path is not None,
+               "Bragg-vector features need the Bragg peaks file (peaks_path, from `disks`)")
+        groups = tuple(tuple(int(c) for c in g) for g in self.merge)
+        _check(all(len(set(g)) >= 2 and min(g) >= 0 for g in groups),
+               f"each merge is two or more class numbers >= 0, got {self.merge}")
+        object.__setattr__(self, "merge", groups)
+
+    def feature_params(self):
+        from ..analysis.classify import FeatureParams
+
+        return FeatureParams(self.features, self.radius_px, self.bin_px, self.inner_px)
+
+    def classify_params(self):
+        from ..analysis.classify import ClassifyParams
+
+        return ClassifyParams(method=self.method, n_classes=self.n_classes, max_classes=self.max_classes,
+                              decomposition=self.decomposition, n_components=self.n_components,
+                              transform=self.transform, spatial=self.spatial, seed=self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        # EMD metadata holds flat values: merges as "1,3;0,2"
+        d["merge"] = ";".join(",".join(str(c) for c in g) for g in self.merge)
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        d = dict(d)
+        m = d.get("merge") or ()
+        if isinstance(m, str):
+            m = tuple(tuple(int(c) for c in g.split(",")) for g in m.split(";") if g)
+        d["merge"] = m
+        return super().from_dict(d)
+
+
+@dataclass(frozen=True, eq=False)
+class ClassificationResult(_Result):
+    """The :class:`~napari_4dstem.analysis.classify.Classification` and the calibration its maps
+    carry; saved as label map, probabilities, mixing, loadings, class means and components."""
+
+    classification: Any
+    calibration: Calibration
+    recipe: Recipe
+
+    def objects(self) -> list:
+        from ..analysis.classify import to_emd_objects
+
+        return to_emd_objects(self.classification, self.calibration)
+
+    def merged(self, classes) -> ClassificationResult:
+        """The result with ``classes`` merged (no pass over the data); the recipe records it."""
+        classes = tuple(sorted({int(c) for c in classes}))
+        n = self.classification.n_classes
+        _check(len(classes) >= 2 and all(0 <= c < n for c in classes),
+               f"give two or more classes between 0 and {n - 1} to merge, got {list(classes)}")
+        p = self.recipe.params["classify"]
+        params = dataclasses.replace(p, merge=(*p.merge, classes))
+        recipe = dataclasses.replace(self.recipe, params={**self.recipe.params, "classify": params})
+        return dataclasses.replace(self, classification=self.classification.merged(classes), recipe=recipe)
+
+
+def iter_classification(
+    dc: Any,
+    *,
+    classify: ClassificationParams | None = None,
+    calibration: Calibration | None = None,
+    source: Any = None,
+    backend: Any = None,
+) -> Job[ClassificationResult]:
+    """Job: classify every pattern of ``dc`` (then the merges of ``classify.merge``)."""
+    from ..analysis.classify import iter_classify
+
+    classify = classify or ClassificationParams()  # (not a default argument: its check imports the core)
+    cube, cal, _ = _cube(dc, calibration)
+    peaks = None
+    if classify.features == "bragg":
+        from .bragg import read_peaks
+
+        peaks = read_peaks(classify.peaks_path)
+    res = yield from iter_classify(cube, features=classify.feature_params(), params=classify.classify_params(),
+                                   origin=classify.origin, peaks=peaks, calibration=cal,
+                                   exclude_bf=not classify.keep_bf, backend=backend)
+    for group in classify.merge:
+        _check(all(0 <= c < res.n_classes for c in group),
+               f"cannot merge classes {list(group)}: the scan has {res.n_classes} classes")
+        res = res.merged(group)
+    recipe = _recipe("classify", dc, {"classify": classify}, calibration, source)
+    return ClassificationResult(res, cal, recipe)
+
+
+def run_classification(dc: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any
+                       ) -> ClassificationResult:
+    """:func:`iter_classification` run to the end."""
+    return run_job(iter_classification(dc, **kwargs), progress)

@@ -1,0 +1,145 @@
+"""The phase-retrieval workflow: parallax (tilt-corrected bright field), single-sideband or
+iterative (multislice) ptychography, with a recipe like every other workflow (the CLI's
+``phase`` and the Phase retrieval dock call it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..data.calibration import Calibration
+from ..engine.jobs import Job, Progress, run_job
+from .bragg import _cube, _recipe
+from .params import _check, _finite, _Params
+from .recipe import Recipe, _Result
+
+PHASE_METHODS = ("parallax", "ssb", "ptycho", "multislice-ptycho")
+
+
+@dataclass(frozen=True)
+class PhaseParams(_Params):
+    """Phase retrieval of a calibrated dataset (beam energy, convergence angle, scan step and
+    detector pixel size come from the calibration).
+
+    Attributes
+    ----------
+    method : {"parallax", "ssb", "ptycho", "multislice-ptycho"}
+    defocus_A, astig_A, astig_angle_deg, cs_mm : probe aberrations (defocus > 0: underfocus)
+    fit_defocus : measure defocus and astigmatism by parallax first and use them
+    upsample : parallax output grid factor
+    regularization : SSB Wiener term
+    iterations, batch_size, modes, position_correction, device, threads : ptychography
+    slices, slice_thickness_A : multislice ptychography
+    scan_region : ``(y0, y1, x0, x1)`` scan rows/columns analysed (None: the whole scan)
+    """
+
+    method: str = "ssb"
+    defocus_A: float = 0.0
+    astig_A: float = 0.0
+    astig_angle_deg: float = 0.0
+    cs_mm: float = 0.0
+    fit_defocus: bool = False
+    upsample: int = 2
+    regularization: float = 0.05
+    iterations: int = 20
+    batch_size: int = 64
+    modes: int = 1
+    position_correction: bool = False
+    slices: int = 4
+    slice_thickness_A: float = 10.0
+    device: str = "cpu"
+    threads: int | None = None
+    scan_region: tuple[int, int, int, int] | None = None
+
+    def __post_init__(self):
+        _check(self.method in PHASE_METHODS, f"method must be one of {PHASE_METHODS}, got {self.method!r}")
+        for name in ("defocus_A", "astig_A", "astig_angle_deg", "cs_mm"):
+            _check(_finite(getattr(self, name)), f"{name} must be a finite number, got {getattr(self, name)}")
+        _check(isinstance(self.upsample, int) and self.upsample >= 1, f"upsample must be >= 1, got {self.upsample}")
+        _check(_finite(self.regularization) and self.regularization >= 0,
+               f"SSB regularization must be >= 0, got {self.regularization}")
+        for name in ("iterations", "batch_size", "modes", "slices"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be >= 1, got {v}")
+        _check(_finite(self.slice_thickness_A) and self.slice_thickness_A > 0,
+               f"slice thickness must be > 0 A, got {self.slice_thickness_A}")
+        if self.scan_region is not None:
+            r = tuple(int(v) for v in self.scan_region)
+            _check(len(r) == 4 and 0 <= r[0] < r[1] and 0 <= r[2] < r[3],
+                   f"scan_region must be (y0, y1, x0, x1) with y0 < y1, x0 < x1, got {self.scan_region}")
+            object.__setattr__(self, "scan_region", r)
+
+    def ptycho_params(self, snapshot_every: int = 1):
+        from ..analysis.phase.ptycho import PtychoParams
+
+        multi = self.method == "multislice-ptycho"
+        return PtychoParams(iterations=self.iterations, batch_size=self.batch_size, probe_modes=self.modes,
+                            position_correction=self.position_correction, slices=self.slices if multi else 1,
+                            slice_thickness_A=self.slice_thickness_A if multi else 0.0, device=self.device,
+                            threads=self.threads, snapshot_every=snapshot_every)
+
+
+@dataclass(frozen=True, eq=False)
+class PhaseResult(_Result):
+    """The maps of a phase retrieval (``maps``: the phase, and for ptychography the probe), with
+    the parallax fit (``parallax``: defocus, astigmatism; when it ran) and the ptychography run
+    (``ptycho``: errors per iteration...; when it ran)."""
+
+    maps: tuple
+    parallax: Any
+    ptycho: Any
+    recipe: Recipe
+
+    def objects(self) -> list:
+        return list(self.maps)
+
+
+def iter_phase(
+    dc: Any,
+    *,
+    phase: PhaseParams = PhaseParams(),
+    calibration: Calibration | None = None,
+    source: Any = None,
+    backend: Any = None,
+    checkpoint: Any = None,
+    snapshot_every: int = 1,
+) -> Job[PhaseResult]:
+    """Job: the phase of ``dc`` by ``phase.method``. ``checkpoint`` (ptychography: a .npz,
+    resumed when present) and ``snapshot_every`` (ptychography: a
+    :class:`~napari_4dstem.analysis.phase.ptycho.PtychoProgress` with the object every that many
+    iterations, for live views) do not change the result."""
+    from ..analysis.phase.parallax import iter_parallax
+    from ..analysis.phase.probe import ProbeModel
+
+    p = phase
+    cube, cal, _ = _cube(dc, calibration)
+    if p.scan_region is not None:
+        y0, y1, x0, x1 = p.scan_region
+        cube = cube.crop(scan_y=slice(y0, y1), scan_x=slice(x0, x1))
+        cal = cube.calibration
+    recipe = _recipe("phase", dc, {"phase": p}, calibration, source)
+    probe = ProbeModel.from_calibration(cal, defocus_A=p.defocus_A, astig_A=p.astig_A,
+                                        astig_angle_deg=p.astig_angle_deg, cs_mm=p.cs_mm)
+    par = None
+    if p.method == "parallax" or p.fit_defocus:
+        par = yield from iter_parallax(cube, probe=probe, calibration=cal, upsample=p.upsample)
+        if p.method == "parallax":
+            return PhaseResult((par.image,), par, None, recipe)
+        probe = ProbeModel(probe.energy_kev, probe.convergence_mrad, defocus_A=par.defocus_A, astig_A=par.astig_A,
+                           astig_angle_deg=par.astig_angle_deg, cs_mm=p.cs_mm)
+    if p.method == "ssb":
+        from ..analysis.phase.ssb import iter_ssb
+
+        phase_map = yield from iter_ssb(cube, probe=probe, calibration=cal, regularization=p.regularization)
+        return PhaseResult((phase_map,), par, None, recipe)
+    from ..analysis.phase.ptycho import iter_ptychography
+
+    res = yield from iter_ptychography(cube, params=p.ptycho_params(snapshot_every), probe=probe, calibration=cal,
+                                       checkpoint=checkpoint)
+    return PhaseResult(tuple(res.to_results()), par, res, recipe)
+
+
+def run_phase(dc: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> PhaseResult:
+    """:func:`iter_phase` run to the end."""
+    return run_job(iter_phase(dc, **kwargs), progress)
