@@ -79,7 +79,7 @@ def _wait(w, attr):
 
     from qtpy.QtWidgets import QApplication
 
-    for _ in range(600):
+    for _ in range(2400):
         QApplication.processEvents()
         if getattr(w, attr) is not None and w._worker is None:
             return
@@ -148,6 +148,7 @@ def bragg_strain() -> None:
     viewer.open_sample("napari-4dstem", "strained_crystal")
     _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Bragg disks and strain")
     w.template_btn.click()
+    _wait(w, "template")  # a worker: one job at a time
     w.run_btn.click()
     for _ in range(1200):
         QApplication.processEvents()

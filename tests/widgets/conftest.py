@@ -249,6 +249,7 @@ def _patch_napari_floor() -> None:
 
     targets = [(_qt.CanvasBackendDesktop, n) for n in ("paintGL", "resizeGL", "initializeGL")]
     targets.append((LayerList, "insert"))
+    targets.append((LayerList, "__delitem__"))  # removing a layer: napari tears its visual and controls down
     targets += [(c, "__init__") for c in (layers.Image, layers.Shapes, layers.Points, layers.Vectors,
                                          layers.Labels)]
     # building vispy canvases and visuals (napari's per-layer visual; a dock's real-space canvas)

@@ -134,6 +134,7 @@ def test_session_keeps_the_docks_state(make_napari_viewer, qtbot, tmp_path, stal
     v.set_detector(ring)
     v.response_combo.setCurrentText("Mean")
     qtbot.waitUntil(lambda: v._worker is None and v._pending is None, timeout=30000)
+    assert v.add_detector() == "detector 1"  # an extra detector (its own layer and image)
     b.min_rel.setValue(0.123)
     b.max_peaks.setValue(17)
     b.restore_extra({"reference": [2, 9, 3, 11]})  # as drawn (no real-space viewer yet)
@@ -146,6 +147,7 @@ def test_session_keeps_the_docks_state(make_napari_viewer, qtbot, tmp_path, stal
     assert set(docks) >= {"virtual", "bragg", "orientation"}
     assert docks["virtual"]["detector"] == ring.to_params()
     assert docks["virtual"]["form"]["response_combo"] == "Mean"
+    assert docks["virtual"]["extra_detectors"] == [ring.to_params()]
     assert docks["bragg"]["form"]["max_peaks"] == 17 and docks["bragg"]["reference"] == [2, 9, 3, 11]
     assert docks["orientation"]["form"]["energy"] == 200.0
 
@@ -165,3 +167,6 @@ def test_session_keeps_the_docks_state(make_napari_viewer, qtbot, tmp_path, stal
     qtbot.waitUntil(lambda: v2._worker is None and v2.last_image is not None
                     and v2._last_detector == ring, timeout=30000)
     assert v2.kind_combo.currentText() == "Annulus" and v2.r_out.value() == 30.0
+    assert [it.detector for it in v2.extras.items.values()] == [ring]
+    assert "detector 1" in other.layers
+    qtbot.waitUntil(lambda: not v2.extras.busy and len(v2.extras.cache()) == 1, timeout=30000)

@@ -463,3 +463,49 @@ def test_save_keep_and_the_responses_without_a_recipe(widget, qtbot, tmp_path, s
     qtbot.waitUntil(lambda: w._worker is None and w.result is not None
                     and w.result.recipe.params["virtual"].detectors[0]["kind"] == "mask", timeout=20000)
     assert w.copy_as_python() is None and "mask drawn in napari" in w.status.text()
+
+
+def test_several_detectors_each_with_its_layer_and_image(widget, qtbot, stall_detector):
+    """Add detector keeps the live detector as a coloured layer with its own image in the Real
+    space dock; dragging it recomputes that image only; the extras join the RGB composite and
+    the session state; deleting the layer removes the detector and its image."""
+    from napari_4dstem.widgets._results import results_viewer
+
+    viewer, w = widget
+    bf = w._last_detector
+    assert w.add_detector() == "detector 1"
+    ring = AnnulusDetector((63.5, 64.5), 14.0, 40.0)
+    w.set_detector(ring)
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None and w._last_detector == ring, timeout=20000)
+    assert w.add_detector() == "detector 2"
+    qtbot.waitUntil(lambda: not w.extras.busy and len(w.extras.cache()) == 2, timeout=30000)
+    rs = results_viewer(viewer, create=False)
+    assert {"virtual: detector 1", "virtual: detector 2"} <= {lyr.name for lyr in rs.layers}
+    with stall_detector.excluded("reference"):
+        np.testing.assert_array_equal(rs.layers["virtual: detector 1"].data, _reference(viewer, bf))
+        np.testing.assert_array_equal(rs.layers["virtual: detector 2"].data, _reference(viewer, ring))
+    colors = {tuple(np.round(viewer.layers[n].edge_color[0], 2)) for n in ("detector 1", "detector 2")}
+    assert len(colors) == 2  # each its own colour
+    # drag detector 1 (as napari does: new shapes data): only its image follows
+    moved = DiskDetector((bf.center_px[0] + 5, bf.center_px[1]), bf.radius_px)
+    from napari_4dstem.widgets.virtual import detector_to_shapes
+
+    data, types = detector_to_shapes(moved)
+    viewer.layers["detector 1"].data = list(zip(data, types, strict=True))
+    from napari_4dstem.widgets.virtual import _same_detector
+
+    item = w.extras.items["detector 1"]  # read back from the layer (float32 vertices)
+    qtbot.waitUntil(lambda: _same_detector(item.detector, moved) and not w.extras.busy
+                    and item.result.recipe.params["virtual"].detectors[0] == item.detector.to_params(),
+                    timeout=30000)
+    with stall_detector.excluded("reference"):
+        np.testing.assert_array_equal(rs.layers["virtual: detector 1"].data, _reference(viewer, item.detector))
+    # RGB composite of extras and a preset; session state lists them
+    qtbot.waitUntil(lambda: w.presets_ready, timeout=60000)
+    rgb = w.show_rgb(("detector 2", "detector 1", "BF"))
+    assert rgb is not None and rgb.shape[-1] == 3
+    assert [cb.findText("detector 2") >= 0 for cb in w.rgb_combos] == [True] * 3
+    assert w.extra_state()["extra_detectors"] == [item.detector.to_params(), ring.to_params()]
+    viewer.layers.remove("detector 2")
+    assert "detector 2" not in w.extras.items and "virtual: detector 2" not in rs.layers
+    assert w.rgb_combos[0].findText("detector 2") < 0

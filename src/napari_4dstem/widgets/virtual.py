@@ -43,6 +43,7 @@ from ..errors import Napari4DSTEMError
 from ..pipelines import VirtualResult
 from ..plugin_api import publish_virtual_image
 from ._common import CubePicker, JobRunner, guarded, scan_position
+from ._detectors import ExtraDetectors
 from ._pipeline import PipelineActions, layer_source
 from ._realspace import RealSpaceView
 from ._state import DockState, register_dock
@@ -326,7 +327,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         viewer.dims.events.current_step.connect(self._on_dims)
         self._bind_keys()
         self._restored: Detector | None = None  # a session's detector, set once the layer is ready
+        self._restored_extras: list | None = None  # ... and its extra detectors
         self._bf_pending = False
+        self.extras = ExtraDetectors(self)  # detectors kept beside the live one (UX point 9)
         if self.layer is not None:
             self._init_for_layer()
         register_dock(viewer, self)
@@ -382,6 +385,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.copy_btn.setToolTip("copy the script that makes this image again from the file")
         self.keep_btn = QPushButton("Keep")
         self.keep_btn.setToolTip("list this image in the Results dock (session)")
+        self.add_btn = QPushButton("Add detector")
+        self.add_btn.setToolTip("keep this detector as its own coloured layer with its own image in the "
+                                "Real space dock (delete the layer to remove it)")
         form = QFormLayout()
         form.addRow("4D layer", self.layer_combo)
         form.addRow("detector", self.kind_combo)
@@ -406,6 +412,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         layout.addWidget(self.descan)
         actions.insertWidget(0, self.cancel_btn)
         actions.addWidget(self.keep_btn)
+        actions.addWidget(self.add_btn)
         layout.addLayout(actions)
         layout.addWidget(self.status)
         layout.addWidget(WarmupLabel())
@@ -421,6 +428,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.cancel_btn.clicked.connect(self.cancel)
         self.rgb_btn.clicked.connect(lambda _=False: self.show_rgb())
         self.keep_btn.clicked.connect(lambda _=False: self.keep())
+        self.add_btn.clicked.connect(lambda _=False: self.add_detector())
         self.jobs = JobRunner(self.status, self.cancel_btn)  # saving (Cancel stops either)
         self.realspace.positionPicked.connect(self.set_scan_position)
         self.realspace.regionSelected.connect(self.integrate_region)
@@ -469,6 +477,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             det, self._restored = self._restored, None
         self.status.setText("")
         self.set_detector(det)
+        if self._restored_extras is not None:
+            extras, self._restored_extras = self._restored_extras, None
+            self._add_extras(extras)
         self._precompute_presets(dc)
 
     def _detector_layer(self):
@@ -726,9 +737,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         """Show three precomputed preset images as one RGB image (red, green, blue), each
         scaled to its own 0.1-99.9 percentiles; returns the composite."""
         names = names or tuple(cb.currentText() for cb in self.rgb_combos)
-        cache = getattr(self, "_preset_cache", {})
+        cache = {**getattr(self, "_preset_cache", {}), **self.extras.cache()}
         if any(n not in cache for n in names):
-            self.status.setText("the preset images are still being computed")
+            self.status.setText("the preset (or detector) images are still being computed")
             return None
         rgb = rgb_composite([cache[n][1].image.data for n in names])
         self.last_rgb = rgb
@@ -764,11 +775,16 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         d = None if det is None else detector_params(det)
         if d is not None and d["kind"] == "mask" and not getattr(det, "path", None):
             d = None  # drawn shapes: a mask in memory (the shapes stay in the napari layer)
-        return {"detector": d}
+        return {"detector": d, "extra_detectors": self.extras.params()}
 
     def restore_extra(self, state: dict[str, Any]) -> None:
         from ..pipelines import detector_from_params
 
+        extras = state.get("extra_detectors") or []
+        if self.layer is None or self._bf_pending:
+            self._restored_extras = extras  # added once the layer is ready
+        else:
+            self._add_extras(extras)
         d = state.get("detector")
         if not d:
             return
@@ -781,6 +797,42 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self._restored = det  # set when the layer's first detector would be
         else:
             self.set_detector(det)
+
+    def _add_extras(self, params: list) -> None:
+        from ..pipelines import detector_from_params
+
+        self.extras.clear()
+        for d in params:
+            try:
+                self.extras.add(detector_from_params(d))
+            except Napari4DSTEMError as e:
+                self.status.setText(f"the session's extra detector: {e}")
+
+    # -- several detectors ----------------------------------------------------------------------
+    def add_detector(self) -> str | None:
+        """Keep the current detector as an extra one (its own layer and image); returns its name."""
+        det = self._current_detector()
+        if det is None or self.layer is None:
+            self.status.setText("no detector yet")
+            return None
+        try:
+            name = self.extras.add(det)
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return None
+        self.status.setText(f"added {name}: drag it on the pattern; its image is in the Real space dock")
+        return name
+
+    def extras_changed(self) -> None:
+        """The extra detectors changed: offer them in the RGB composite."""
+        names = [*PRESET_NAMES, *self.extras.items]
+        for cb in self.rgb_combos:
+            current = cb.currentText()
+            cb.blockSignals(True)
+            cb.clear()
+            cb.addItems(names)
+            cb.setCurrentText(current if current in names else PRESET_NAMES[0])
+            cb.blockSignals(False)
 
     def keep(self) -> str | None:
         """Put the shown image (its pipeline result) in the session's Results list."""

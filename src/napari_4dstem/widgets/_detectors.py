@@ -1,0 +1,155 @@
+"""Several detectors at once (UX point 9): detectors kept beside the Virtual imaging dock's live one.
+
+Translation only. Each extra detector is a coloured Shapes layer on the diffraction pattern
+(``"detector N"``; drag or resize it like the live one) and a map layer ``"virtual: detector N"``
+in the Real space dock. Its image is the imaging pipeline's result (``iter_virtual``, one
+detector) computed in a worker, newest edit wins, one runner per detector. Deleting the Shapes
+layer removes the detector. The Virtual imaging dock offers the extras in its RGB composite and
+keeps them in sessions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..analysis.detectors import AnnulusDetector, Detector, DiskDetector, RectangleDetector
+from ..errors import Napari4DSTEMError
+from ._common import LatestRunner
+from ._results import results_viewer, show_map
+
+# edge colours of the extra detectors, in turn (the live detector is cyan)
+COLORS = ("magenta", "yellow", "lime", "orange", "red", "dodgerblue")
+_KINDS = {DiskDetector: "Disk", AnnulusDetector: "Annulus", RectangleDetector: "Rectangle"}
+
+
+def _image_job(dc, det: Detector, cal, source):
+    """Worker job: the Sum image of one extra detector (a one-detector pipeline result)."""
+    from ..pipelines import VirtualImageParams, iter_virtual
+
+    return (yield from iter_virtual(dc, virtual=VirtualImageParams(detectors=(det,)), calibration=cal,
+                                    source=source, detectors=(det,)))
+
+
+class ExtraDetector:
+    """One extra detector: its layer, its runner and its latest result."""
+
+    def __init__(self, name: str, color: str, det: Detector, layer, runner: LatestRunner):
+        self.name, self.color, self.detector, self.layer, self.runner = name, color, det, layer, runner
+        self.result = None  # pipelines.VirtualResult of the current detector
+
+    @property
+    def map_name(self) -> str:
+        return f"virtual: {self.name}"
+
+
+class ExtraDetectors:
+    """The extra detectors of one Virtual imaging dock (``dock``: its viewer, datacube(),
+    layer, status and the ``extras_changed`` hook)."""
+
+    def __init__(self, dock):
+        self.dock = dock
+        self.items: dict[str, ExtraDetector] = {}
+        self._count = 0
+        dock.viewer.layers.events.removed.connect(self._on_removed)
+
+    # -- adding and removing ------------------------------------------------------------------
+    def add(self, det: Detector) -> str:
+        """Keep ``det`` as an extra detector; returns its name."""
+        from .virtual import detector_to_shapes
+
+        if type(det) not in _KINDS:
+            raise Napari4DSTEMError("only disk, annulus, rectangle and point detectors can be added "
+                                    "(drawn shapes: save them as a .npy mask)")
+        self._count += 1
+        name = f"detector {self._count}"
+        color = COLORS[(self._count - 1) % len(COLORS)]
+        cal = self.dock.datacube()[1]
+        data, types = detector_to_shapes(det)
+        layer = self.dock.viewer.add_shapes(
+            list(zip(data, types, strict=True)), name=name, edge_color=color, face_color="transparent",
+            edge_width=1, **cal.napari_kwargs("k"),
+        )
+        runner = LatestRunner(lambda res, n=name: self._on_image(n, res), self._on_error)
+        item = ExtraDetector(name, color, det, layer, runner)
+        self.items[name] = item
+        layer.events.set_data.connect(lambda event=None, n=name: self._on_edited(n))
+        self._compute(item)
+        self.dock.extras_changed()
+        return name
+
+    def _on_removed(self, event=None) -> None:
+        gone = [n for n, it in self.items.items() if it.layer not in self.dock.viewer.layers]
+        for n in gone:
+            item = self.items.pop(n)
+            v = results_viewer(self.dock.viewer, create=False)
+            if v is not None and item.map_name in v.layers:
+                v.layers.remove(item.map_name)
+        if gone:
+            self.dock.extras_changed()
+
+    def clear(self) -> None:
+        for item in list(self.items.values()):
+            if item.layer in self.dock.viewer.layers:
+                self.dock.viewer.layers.remove(item.layer)  # _on_removed drops it
+
+    # -- computing ------------------------------------------------------------------------------
+    def _on_edited(self, name: str) -> None:
+        """A drag or resize of the detector's shapes: read them back, recompute if it changed."""
+        from .virtual import _same_detector, shapes_to_detector
+
+        item = self.items.get(name)
+        if item is None or not len(item.layer.data):
+            return
+        try:
+            det = shapes_to_detector(_KINDS[type(item.detector)], list(item.layer.data),
+                                     list(item.layer.shape_type), self.dock.datacube()[0].detector_shape)
+        except (Napari4DSTEMError, ValueError) as e:
+            self.dock.status.setText(f"{name}: {e}")
+            return
+        if _same_detector(det, item.detector):
+            return  # napari fires set_data for selections and highlights too
+        item.detector = det
+        self._compute(item)
+
+    def _compute(self, item: ExtraDetector) -> None:
+        from ._pipeline import layer_source
+
+        try:
+            dc, cal = self.dock.datacube()
+        except Napari4DSTEMError as e:
+            self.dock.status.setText(str(e))
+            return
+        item.runner.request(_image_job, dc, item.detector, cal, layer_source(self.dock.layer))
+
+    def _on_image(self, name: str, result) -> None:
+        item = self.items.get(name)
+        if item is None:
+            return
+        item.result = result
+        img = result.image
+        show_map(results_viewer(self.dock.viewer), item.map_name, img.data, img.calibration, colormap="gray")
+
+    def _on_error(self, exc) -> None:
+        from .log import log_error
+
+        log_error("Virtual imaging (extra detector)", exc)
+        self.dock.status.setText(str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}")
+
+    # -- what the dock uses ---------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return any(it.runner.busy for it in self.items.values())
+
+    def cache(self) -> dict[str, tuple[Detector, Any]]:
+        """``{name: (detector, VirtualResult)}`` of the extras whose image is in (like the presets)."""
+        return {n: (it.detector, it.result) for n, it in self.items.items() if it.result is not None}
+
+    def params(self) -> list[dict]:
+        from ..pipelines import detector_params
+
+        return [detector_params(it.detector) for it in self.items.values()]
+
+    def images(self) -> dict[str, np.ndarray]:
+        return {n: r.image.data for n, (_, r) in self.cache().items()}
