@@ -64,7 +64,12 @@ def test_classify_is_a_pipeline_whose_script_reproduces_it(tmp_path, run_copied_
     """The CLI's result carries its recipe; the script of the file makes the same label map,
     also after a merge recorded in the recipe (no pass over the data for the merge)."""
     from napari_4dstem import open_datacube
-    from napari_4dstem.pipelines import ClassificationParams, ParameterError, run_classification, script_from_file
+    from napari_4dstem.pipelines import (
+        ClassificationParams,
+        ParameterError,
+        run_classification,
+        script_from_file,
+    )
 
     path, _ = two_phase(tmp_path)
     out = tmp_path / "cls.h5"
