@@ -42,8 +42,8 @@ def add_classify(sub) -> argparse.ArgumentParser:
 
 
 def run_classify(args) -> int:
+    from ._cli_common import EXIT_OK, ProgressBar, open_calibrated
     from .analysis.classify import ClassifyParams, FeatureParams, iter_classify, to_emd_objects
-    from .cli import EXIT_OK, ProgressBar, _open_calibrated
     from .engine.jobs import run_job
     from .errors import FileFormatError
     from .io import emd
@@ -73,7 +73,7 @@ def run_classify(args) -> int:
         from .errors import Napari4DSTEMError
 
         raise Napari4DSTEMError(str(e)) from None
-    dc = _open_calibrated(args)
+    dc = open_calibrated(args)
     try:
         job = iter_classify(dc, features=fp, params=cp, origin=args.origin, peaks=peaks,
                             exclude_bf=not args.keep_bf)

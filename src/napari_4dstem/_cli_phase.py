@@ -55,9 +55,9 @@ def add_phase(sub) -> argparse.ArgumentParser:
 
 
 def _calibrated(args):
-    from .cli import _open_calibrated
+    from ._cli_common import open_calibrated
 
-    dc = _open_calibrated(args)
+    dc = open_calibrated(args)
     cal = dc.calibration
     changes = {}
     if args.energy_kev is not None:
@@ -78,8 +78,8 @@ def _calibrated(args):
 
 
 def run_phase(args) -> int:
+    from ._cli_common import EXIT_OK, ProgressBar, write_maps
     from .analysis.phase.probe import ProbeModel
-    from .cli import EXIT_OK, ProgressBar, _write_maps
     from .engine.jobs import run_job
     from .errors import FileFormatError
 
@@ -99,7 +99,7 @@ def run_phase(args) -> int:
                   f"{par.astig_angle_deg:.1f} deg, unaccounted rotation "
                   f"{par.rotation_residual_deg:.2f} deg, fit RMS {par.fit_rms_A:.3f} A")
             if args.method == "parallax":
-                _write_maps(args.out, [par.image], args.overwrite)
+                write_maps(args.out, [par.image], args.overwrite)
                 print(f"wrote {args.out}: parallax_bf")
                 return EXIT_OK
             probe = ProbeModel(probe.energy_kev, probe.convergence_mrad, defocus_A=par.defocus_A,
@@ -126,6 +126,6 @@ def run_phase(args) -> int:
             out = res.to_results()
     finally:
         dc.close()
-    _write_maps(args.out, out, args.overwrite)
+    write_maps(args.out, out, args.overwrite)
     print(f"wrote {args.out}: {', '.join(m.name for m in out)}")
     return EXIT_OK
