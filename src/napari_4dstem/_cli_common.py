@@ -9,9 +9,11 @@ from here; nothing here imports them.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ __all__ = [
     "EXIT_OK",
     "ProgressBar",
     "analysis_args",
+    "close_bars",
     "need_emd",
     "open_calibrated",
     "open_cube",
@@ -36,16 +39,30 @@ EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 
 
 class ProgressBar:
-    """A small text progress bar on stderr (redrawn at most 10 times a second)."""
+    """Progress of a command-line job on stderr, one bar per stage (a change of message).
 
-    def __init__(self, stream=None, enabled: bool = True):
+    With tqdm installed (it comes with napari) each stage is a tqdm bar: rate, elapsed and
+    remaining time, the terminal's width. Without it, a small text bar redrawn at most 10 times
+    a second. ``use_tqdm`` forces one or the other.
+    """
+
+    def __init__(self, stream=None, enabled: bool = True, *, use_tqdm: bool | None = None):
         self.stream = stream or sys.stderr
         self.enabled = enabled
+        if use_tqdm is None:
+            use_tqdm = importlib.util.find_spec("tqdm") is not None
+        self.use_tqdm = use_tqdm
         self._last = 0.0
         self._desc = None
+        self._bar = None  # the current stage's tqdm bar
+        self._open = False  # the text bar's line is drawn and not ended
+        _LIVE.add(self)
 
     def __call__(self, p) -> None:
         if not self.enabled:
+            return
+        if self.use_tqdm:
+            self._tqdm_step(p)
             return
         now = time.monotonic()
         final = p.done >= p.total
@@ -56,9 +73,47 @@ class ProgressBar:
         filled = int(width * p.fraction)
         bar = "#" * filled + "-" * (width - filled)
         self.stream.write(f"\r{p.message[:28]:28s} [{bar}] {p.done}/{p.total}")
+        self._open = not final
         if final:
             self.stream.write("\n")
         self.stream.flush()
+
+    def _tqdm_step(self, p) -> None:
+        from tqdm import tqdm
+
+        total = max(int(p.total), 0)
+        done = min(max(int(p.done), 0), total)
+        bar = self._bar
+        if bar is None or p.message != self._desc or total != bar.total or done < bar.n:
+            self.close()  # a new stage
+            bar = self._bar = tqdm(
+                total=total, desc=p.message or None, file=self.stream, mininterval=0.1,
+                dynamic_ncols=True, leave=True,
+            )
+            self._desc = p.message
+        bar.update(done - bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        """End the current stage's bar (its last state stays on screen, its line ended)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False
+
+
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+def close_bars() -> None:
+    """End every bar still drawn (a job stopped by an error or Ctrl-C), so that the message
+    printed next starts on its own line."""
+    for bar in list(_LIVE):
+        bar.close()
 
 
 def scan_shape_arg(parser: argparse.ArgumentParser) -> None:

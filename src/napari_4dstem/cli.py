@@ -22,6 +22,7 @@ from ._cli_common import (
     EXIT_OK,
     ProgressBar,
     analysis_args,
+    close_bars,
     need_emd,
     open_calibrated,
     open_cube,
@@ -673,7 +674,10 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed (e.g. for model cards)
     try:
         with claim_outputs(args) as replaced:  # outputs checked before any work
-            code = int(args._run(args) or EXIT_OK)
+            try:
+                code = int(args._run(args) or EXIT_OK)
+            finally:
+                close_bars()  # a bar an error stopped ends its line before the message
         for p in replaced:
             print(f"napari-4dstem {args._name}: replaced the existing {p} (--overwrite)", file=sys.stderr)
         return code
