@@ -46,6 +46,18 @@ def test_tqdm_bar_per_stage_with_counts():
     assert lines[2] == ""
 
 
+def test_tqdm_status_messages_stay_on_one_bar():
+    # training reports its loss in every step's message: one bar, the latest status on it
+    pytest.importorskip("tqdm")
+    out = io.StringIO()
+    bar = ProgressBar(out, use_tqdm=True)
+    for k, loss in enumerate([0.9, 0.5, 0.25]):
+        bar(Progress(k + 1, 3, f"epoch 1 loss {loss}"))
+    lines = out.getvalue().split("\n")
+    assert len(lines) == 2 and lines[1] == ""
+    assert lines[0].rsplit("\r", 1)[-1].startswith("epoch 1 loss 0.25: 100%")
+
+
 @pytest.mark.parametrize("use_tqdm", [False, True])
 def test_close_bars_ends_a_stopped_bar(use_tqdm):
     if use_tqdm:

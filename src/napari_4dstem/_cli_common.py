@@ -39,7 +39,11 @@ EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 
 
 class ProgressBar:
-    """Progress of a command-line job on stderr, one bar per stage (a change of message).
+    """Progress of a command-line job on stderr, one bar per stage.
+
+    A stage ends when it reaches its total; the next one starts afresh (another total, or a count
+    that goes back). A message that changes within a stage is its status (a file, a loss) and
+    updates the bar's text.
 
     With tqdm installed (it comes with napari) each stage is a tqdm bar: rate, elapsed and
     remaining time, the terminal's width. Without it, a small text bar redrawn at most 10 times
@@ -84,12 +88,16 @@ class ProgressBar:
         total = max(int(p.total), 0)
         done = min(max(int(p.done), 0), total)
         bar = self._bar
-        if bar is None or p.message != self._desc or total != bar.total or done < bar.n:
-            self.close()  # a new stage
+        if bar is None or total != bar.total or done < bar.n:
+            self.close()  # a new stage (the last one ended, or this one counts afresh)
+            # counted from its first report: no rate made up from work done before it
             bar = self._bar = tqdm(
-                total=total, desc=p.message or None, file=self.stream, mininterval=0.1,
-                dynamic_ncols=True, leave=True,
+                total=total, initial=done, desc=p.message or None, file=self.stream,
+                mininterval=0.1, dynamic_ncols=True, leave=True,
             )
+            self._desc = p.message
+        elif p.message != self._desc:  # a status within the stage ("epoch 3 loss 0.12")
+            bar.set_description(p.message or None, refresh=False)
             self._desc = p.message
         bar.update(done - bar.n)
         if done >= total:
