@@ -35,14 +35,14 @@ def add_classify(sub) -> argparse.ArgumentParser:
     p.add_argument("--origin", choices=["auto", "calibration", "fixed"], default="auto",
                    help="auto: calibration's origin map, else measured + descan plane")
     p.add_argument("--seed", type=int, default=0)
-    from .cli import _analysis_args
+    from ._cli_common import analysis_args
 
-    _analysis_args(p)  # --calibration, --scheduler, --overwrite, --scan-shape, as every workflow
+    analysis_args(p)  # --calibration, --scheduler, --overwrite, --scan-shape, as every workflow
     return p
 
 
 def run_classify(args) -> int:
-    from .cli import EXIT_OK, _run_on_cube
+    from ._cli_common import EXIT_OK, run_on_cube
     from .errors import FileFormatError
     from .pipelines import ClassificationParams, iter_classification
 
@@ -59,7 +59,7 @@ def run_classify(args) -> int:
         max_classes=args.max_classes, n_components=args.n_components, transform=args.transform,
         spatial=args.spatial, seed=args.seed, origin=args.origin,
     )
-    result = _run_on_cube(args, iter_classification, classify=params)
+    result = run_on_cube(args, iter_classification, classify=params)
     result.save(args.out, overwrite=args.overwrite)
     res = result.classification
     sizes = ", ".join(f"{c}: {n}" for c, n in enumerate(res.class_sizes()))

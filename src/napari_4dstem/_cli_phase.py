@@ -55,9 +55,9 @@ def add_phase(sub) -> argparse.ArgumentParser:
 
 
 def _calibrated(args):
-    from .cli import _open_calibrated
+    from ._cli_common import open_calibrated
 
-    dc = _open_calibrated(args)
+    dc = open_calibrated(args)
     cal = dc.calibration
     changes = {}
     if args.energy_kev is not None:
@@ -78,7 +78,7 @@ def _calibrated(args):
 
 
 def run_phase(args) -> int:
-    from .cli import EXIT_OK, ProgressBar, _write_maps
+    from ._cli_common import EXIT_OK, ProgressBar, write_maps
     from .engine.jobs import run_job
     from .errors import FileFormatError
     from .pipelines import InputRef, PhaseParams, iter_phase
@@ -110,6 +110,6 @@ def run_phase(args) -> int:
         e = res.ptycho.errors
         print(f"{args.method}: error {e[0]:.3g} -> {e[-1]:.3g} over {len(e)} iterations")
     out = res.saved_objects()
-    _write_maps(args.out, out, args.overwrite)
+    write_maps(args.out, out, args.overwrite)
     print(f"wrote {args.out}: {', '.join(m.name for m in out)}")
     return EXIT_OK

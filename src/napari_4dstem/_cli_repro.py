@@ -33,7 +33,7 @@ def add_session(sub) -> argparse.ArgumentParser:
 
 
 def run_session(args) -> int:
-    from .cli import ProgressBar
+    from ._cli_common import ProgressBar
     from .pipelines import Session
 
     session = Session.load(args.file)

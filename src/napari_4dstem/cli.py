@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,55 +17,24 @@ from typing import Any
 from . import __version__
 from . import _cli_validate as v
 from ._cli_classify import add_classify, run_classify
+from ._cli_common import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    ProgressBar,
+    analysis_args,
+    close_bars,
+    need_emd,
+    open_calibrated,
+    open_cube,
+    run_on_cube,
+    scan_shape_arg,
+    write_maps,
+)
+from ._cli_nn import add_infer, add_models, add_train, run_infer, run_models, run_train
 from ._cli_phase import add_phase, run_phase
 from ._cli_repro import add_script, add_session, run_script, run_session
 from ._cli_validate import OneLineParser, claim_outputs
 from .errors import Napari4DSTEMError
-from .nn._cli import add_infer, add_models, add_train, run_infer, run_models, run_train
-
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
-
-
-class ProgressBar:
-    """A small text progress bar on stderr (redrawn at most 10 times a second)."""
-
-    def __init__(self, stream=None, enabled: bool = True):
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self._last = 0.0
-        self._desc = None
-
-    def __call__(self, p) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        final = p.done >= p.total
-        if not final and now - self._last < 0.1 and p.message == self._desc:
-            return
-        self._last, self._desc = now, p.message
-        width = 30
-        filled = int(width * p.fraction)
-        bar = "#" * filled + "-" * (width - filled)
-        self.stream.write(f"\r{p.message[:28]:28s} [{bar}] {p.done}/{p.total}")
-        if final:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-def _scan_shape_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--scan-shape", nargs=2, type=v.positive_int, metavar=("NY", "NX"),
-        help="scan shape (scan_y scan_x) for files whose header lacks it",
-    )
-
-
-def _open(args) -> Any:
-    from .io import open_datacube
-
-    kw = {}
-    if getattr(args, "scan_shape", None):
-        kw["scan_shape"] = tuple(args.scan_shape)
-    return open_datacube(args.file, **kw)
 
 
 # -- info ---------------------------------------------------------------------------------------
@@ -74,7 +42,7 @@ def add_info(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="shape, dtype, chunks and calibration of a 4D-STEM file")
     p.add_argument("file", type=Path)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    _scan_shape_arg(p)
+    scan_shape_arg(p)
     return p
 
 
@@ -85,7 +53,7 @@ def run_info(args) -> int:
     info: dict[str, Any] = {"file": str(args.file), "format": fmt.name if fmt else None}
     nodes = emd.list_nodes(args.file) if fmt is not None and fmt.name == "emd" else []
     if not nodes or any(n.shape and len(n.shape) == 4 for n in nodes):
-        dc = _open(args)
+        dc = open_cube(args)
         try:
             info.update(
                 name=dc.name, shape=list(dc.shape), axes=list(dc.axis_labels), dtype=str(dc.dtype),
@@ -128,14 +96,14 @@ def add_convert(sub) -> argparse.ArgumentParser:
                    help="compression of an EMD output (default none)")
     p.add_argument("--bin-k", type=v.positive_int, default=1, help="bin the detector by this factor")
     p.add_argument("--bin-scan", type=v.positive_int, default=1, help="bin the scan by this factor")
-    _scan_shape_arg(p)
+    scan_shape_arg(p)
     return p
 
 
 def run_convert(args) -> int:
     from .io import save_datacube
 
-    dc = _open(args)
+    dc = open_cube(args)
     try:
         out_dc = dc.bin(k=args.bin_k, scan=args.bin_scan)
         kw: dict[str, Any] = {}
@@ -193,53 +161,6 @@ def run_samples(args) -> int:
 
 
 # -- virtual / calibrate / dpc (analysis; the functions live in napari_4dstem.analysis) --------
-def _analysis_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--calibration", type=Path, metavar="JSON",
-                   help="calibration written by `napari-4dstem calibrate` (replaces the file's)")
-    p.add_argument("--scheduler", metavar="ADDRESS", type=v.scheduler_address,
-                   help="run on this dask.distributed scheduler (tcp://host:8786), not locally")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    _scan_shape_arg(p)
-
-
-def _open_calibrated(args) -> Any:
-    from .data.calibration import Calibration
-    from .errors import CalibrationError
-
-    dc = _open(args)
-    if args.calibration is not None:
-        try:
-            cal = Calibration.from_dict(json.loads(Path(args.calibration).read_text()))
-        except (OSError, ValueError, TypeError) as e:
-            dc.close()
-            raise CalibrationError(f"{args.calibration}: cannot read the calibration ({e})") from None
-        om = cal.origin_map_px
-        if om is not None and om.shape[:2] != dc.scan_shape:
-            dc.close()
-            raise CalibrationError(
-                f"{args.calibration}: origin map {om.shape[:2]} does not fit the scan {dc.scan_shape}"
-            )
-        dc.calibration = cal
-    return dc
-
-
-def _write_maps(path: Path, maps: list, overwrite: bool) -> None:
-    from .io import emd
-    from .io._atomic import atomic_output
-
-    if path.suffix.lower() == ".npy":
-        import numpy as np
-
-        with atomic_output(path, overwrite=overwrite) as tmp, open(tmp, "wb") as f:
-            np.save(f, np.stack([m.data for m in maps], axis=-1) if len(maps) > 1 else maps[0].data)
-    elif path.suffix.lower() in (".h5", ".hdf5", ".emd"):
-        emd.write(path, *maps, overwrite=overwrite)
-    else:
-        from .errors import FileFormatError
-
-        raise FileFormatError(path, "results are written to .h5 (EMD) or .npy")
-
-
 def add_virtual(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("virtual", help="virtual images: point, disk, annulus, rectangle, mask, presets")
     p.add_argument("file", type=Path)
@@ -259,7 +180,7 @@ def add_virtual(sub) -> argparse.ArgumentParser:
                    help=".npy mask (k_y, k_x): boolean, or float weights")
     p.add_argument("--descan", action="store_true", help="shift detectors with the fitted origin")
     p.add_argument("--nan-policy", choices=["raise", "propagate", "omit"], default="raise")
-    _analysis_args(p)
+    analysis_args(p)
     return p
 
 
@@ -280,7 +201,7 @@ def run_virtual(args) -> int:
             D.MaskDetector(np.load(m), name=m.stem)  # a clear error now, not in the pass
     except (ValueError, TypeError, OSError) as e:
         raise Napari4DSTEMError(f"bad detector: {e}") from None
-    dc = _open_calibrated(args)
+    dc = open_calibrated(args)
     try:
         names = [d.kind for d in dets] + ["mask"] * len(masks)
         dets = [*dets, *masks]
@@ -309,7 +230,7 @@ def run_virtual(args) -> int:
     finally:
         dc.close()
     maps = res.saved_objects()
-    _write_maps(args.out, maps, args.overwrite)
+    write_maps(args.out, maps, args.overwrite)
     print(f"wrote {args.out}: {', '.join(m.name for m in maps)}  {res.stack.scan_shape}")
     return EXIT_OK
 
@@ -327,7 +248,7 @@ def add_calibrate(sub) -> argparse.ArgumentParser:
                    help="d-spacing of that ring in Angstrom: sets the pixel size (1/A)")
     p.add_argument("--rotation", action="store_true",
                    help="fit the scan/detector rotation and flip from DPC (curl minimisation)")
-    _analysis_args(p)
+    analysis_args(p)
     return p
 
 
@@ -371,7 +292,7 @@ def run_calibrate(args) -> int:
     params = CalibrationParams(origin=args.origin, fit=args.fit, ring_px=tuple(args.ring) if args.ring else None,
                                d_spacing_A=args.d_spacing, rotation=args.rotation)
     with _rotation_warning_on_stderr():
-        res = _run_on_cube(args, iter_calibrate, calibrate=params)
+        res = run_on_cube(args, iter_calibrate, calibrate=params)
     cal = res.calibration
     if res.origin_fit is not None:
         fit = res.origin_fit
@@ -388,7 +309,7 @@ def run_calibrate(args) -> int:
     if out_ext == ".json":
         res.save_json(args.out, overwrite=args.overwrite)
     else:
-        _write_maps(args.out, res.saved_objects(), args.overwrite)
+        write_maps(args.out, res.saved_objects(), args.overwrite)
     print(f"wrote {args.out}")
     return EXIT_OK
 
@@ -404,7 +325,7 @@ def add_dpc(sub) -> argparse.ArgumentParser:
     p.add_argument("--units", choices=["px", "mrad", "1/A"], default="px", help="units of the shifts")
     p.add_argument("--bf-mask", type=v.positive_float, metavar="R", help="COM inside this radius (px) around the origin")
     p.add_argument("--regularization", type=v.nonnegative_float, default=0.0, help="iDPC high-pass (cycles/px)^2")
-    _analysis_args(p)
+    analysis_args(p)
     return p
 
 
@@ -419,10 +340,10 @@ def run_dpc(args) -> int:
                        descan=args.descan, units=args.units, bf_mask_radius_px=args.bf_mask,
                        regularization=args.regularization)
     with _rotation_warning_on_stderr():
-        res = _run_on_cube(args, iter_dpc, dpc=params)
+        res = run_on_cube(args, iter_dpc, dpc=params)
     if args.auto_rotation:
         print(f"rotation: {res.rotation_deg:.2f} deg, flip {res.flip}, confidence {res.rotation_confidence:.3g}")
-    _write_maps(args.out, res.saved_objects(), args.overwrite)
+    write_maps(args.out, res.saved_objects(), args.overwrite)
     print(f"wrote {args.out}: com, dpc, idpc ({res.phase.units})")
     return EXIT_OK
 
@@ -447,7 +368,7 @@ def _bragg_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--edge", type=v.nonnegative_int, metavar="PX", help="edge margin (default: disk radius)")
     p.add_argument("--max-peaks", type=v.positive_int, help="at most this many peaks per pattern (default 100)")
     p.add_argument("--device", help="'cuda' to correlate on the GPU (falls back to the CPU)")
-    _analysis_args(p)
+    analysis_args(p)
 
 
 def _disk_params(args, base=None):
@@ -479,17 +400,6 @@ def _detection(args, base=None):
     return _nn_params(args) if getattr(args, "method", "cc") == "nn" else _disk_params(args, base)
 
 
-def _workflow_inputs(args) -> dict[str, Any]:
-    """Keywords every workflow gets from the command line (input file, calibration, where to run)."""
-    from .pipelines import InputRef, ProbeSource
-
-    kw = {"source": InputRef.of(args.file, scan_shape=getattr(args, "scan_shape", None)),
-          "backend": args.scheduler}
-    if hasattr(args, "probe"):  # the Bragg workflows
-        kw.update(probe=ProbeSource.parse(args.probe) if args.probe else None, device=args.device)
-    return kw
-
-
 def _peaks_file(path: Path):
     """The Bragg peaks of an EMD file without a 4D datacube (from `disks` or `infer`), else None."""
     from .io import detect_format, emd
@@ -517,26 +427,6 @@ def _ignored_detection_options(args) -> None:
         print(f"note: {args.file} holds Bragg peaks already; {opts} not used", file=sys.stderr)
 
 
-def _run_on_cube(args, job_fn, **kwargs):
-    """Open the (calibrated) file and run a workflow job on it with a progress bar."""
-    from .engine.jobs import run_job
-
-    dc = _open_calibrated(args)
-    try:
-        calibration = dc.calibration if args.calibration is not None else None
-        return run_job(job_fn(dc, calibration=calibration, **_workflow_inputs(args), **kwargs),
-                       ProgressBar(enabled=not args.quiet))
-    finally:
-        dc.close()
-
-
-def _need_emd(args, what: str) -> None:
-    if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
-        from .errors import FileFormatError
-
-        raise FileFormatError(args.out, f"{what} writes an EMD file (.h5)")
-
-
 def add_disks(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("disks", help="Bragg disks of every pattern + the Bragg vector map")
     p.add_argument("file", type=Path)
@@ -548,8 +438,8 @@ def add_disks(sub) -> argparse.ArgumentParser:
 def run_disks(args) -> int:
     from .pipelines import iter_disks
 
-    _need_emd(args, "disks")
-    res = _run_on_cube(args, iter_disks, detection=_disk_params(args))
+    need_emd(args, "disks")
+    res = run_on_cube(args, iter_disks, detection=_disk_params(args))
     res.save(args.out, overwrite=args.overwrite)
     counts = res.peaks.counts()
     print(f"wrote {args.out}: {res.peaks.n_peaks} peaks, {counts.mean():.1f} per pattern "
@@ -585,14 +475,14 @@ def add_strain(sub) -> argparse.ArgumentParser:
 def run_strain(args) -> int:
     from .pipelines import InputRef, StrainParams, iter_strain, strain_from_peaks
 
-    _need_emd(args, "strain")
+    need_emd(args, "strain")
     params = StrainParams(reference=args.reference, g1=args.g1, g2=args.g2, frame_deg=args.frame_deg)
     peaks = _peaks_file(args.file)
     if peaks is not None:
         _ignored_detection_options(args)
         res = strain_from_peaks(peaks, params, source=InputRef.of(args.file, kind="peaks"))
     else:
-        res = _run_on_cube(args, iter_strain, detection=_detection(args), strain=params)
+        res = run_on_cube(args, iter_strain, detection=_detection(args), strain=params)
     res.save(args.out, overwrite=args.overwrite)
     lat = res.lattice
     print(f"lattice: g1 ({lat.g1[0]:.3f}, {lat.g1[1]:.3f}) px, g2 ({lat.g2[0]:.3f}, {lat.g2[1]:.3f}) px; "
@@ -633,7 +523,7 @@ def run_acom(args) -> int:
 
     from .pipelines import ACOMParams, DiskDetectionParams, InputRef, iter_acom, run_acom
 
-    _need_emd(args, "acom")
+    need_emd(args, "acom")
     params = ACOMParams(crystals=tuple(args.crystal), step_deg=args.step, inplane_step_deg=args.inplane_step,
                         k_max_inv_A=args.k_max, thickness_nm=args.thickness_nm, n_matches=args.n_matches,
                         min_peaks=args.min_peaks, max_memory_mb=args.max_memory_mb,
@@ -645,7 +535,7 @@ def run_acom(args) -> int:
         run = run_acom(None, peaks=peaks, acom=params, source=InputRef.of(args.file, kind="peaks"),
                        device=args.device, progress=ProgressBar(enabled=not args.quiet))
     else:
-        run = _run_on_cube(args, iter_acom, acom=params,
+        run = run_on_cube(args, iter_acom, acom=params,
                            detection=_disk_params(args, DiskDetectionParams.for_acom()))
     run.save(args.out, overwrite=args.overwrite)
     res = run.result
@@ -732,7 +622,7 @@ def run_simulate(args) -> int:
     return EXIT_OK
 
 
-# -- train / infer / models: in napari_4dstem.nn._cli (imported at the top) -------------------
+# -- train / infer / models: in napari_4dstem._cli_nn (imported at the top) -------------------
 
 
 SUBCOMMANDS: dict[str, tuple[Callable, Callable]] = {
@@ -777,7 +667,10 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed (e.g. for model cards)
     try:
         with claim_outputs(args) as replaced:  # outputs checked before any work
-            code = int(args._run(args) or EXIT_OK)
+            try:
+                code = int(args._run(args) or EXIT_OK)
+            finally:
+                close_bars()  # a bar an error stopped ends its line before the message
         for p in replaced:
             print(f"napari-4dstem {args._name}: replaced the existing {p} (--overwrite)", file=sys.stderr)
         return code

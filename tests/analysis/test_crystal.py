@@ -172,3 +172,19 @@ def test_kinematic_pattern_zone_axis():
     assert np.allclose(px[:, 1], 20 + p.g_lab[:, 0] / 0.01)
     sinc = au.kinematic_pattern(U, energy_kev=300, k_max_inv_A=1.2, thickness_A=100, shape="sinc")
     assert len(sinc.intensity) > 0
+
+
+def test_spglib_global_error_flag_untouched(monkeypatch):
+    # our symmetry search must not flip spglib's process-wide error mode for other callers
+    import spglib.error
+
+    monkeypatch.setattr(spglib.error, "OLD_ERROR_HANDLING", True)  # spglib 2.x's default
+    fcc = [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]
+    au = Crystal(np.eye(3) * 4.08, [79] * 4, fcc, name="Au")  # fresh: no cached symmetry
+    assert au.spacegroup_number == 225
+    assert spglib.error.OLD_ERROR_HANDLING is True
+    # a failure still reaches us as our one-line error (two atoms on one site)
+    twin = Crystal(np.eye(3) * 4.0, [79, 79], [[0, 0, 0], [0, 0, 1e-9]], name="twin")
+    with pytest.raises(CrystalError, match="twin: spglib could not find the symmetry"):
+        _ = twin.spacegroup_number
+    assert spglib.error.OLD_ERROR_HANDLING is True

@@ -9,7 +9,7 @@ import pytest
 from napari_4dstem import DataCube
 from napari_4dstem.analysis.detectors import AnnulusDetector, DiskDetector
 from napari_4dstem.analysis.virtual import virtual_images
-from napari_4dstem.engine.driver import _read
+from napari_4dstem.engine.blocks import read_rows
 from napari_4dstem.io import emd
 from napari_4dstem.io._h5direct import direct_reader
 
@@ -29,7 +29,7 @@ def test_emd_chunks_read_directly_equal_h5py(tmp_path, rng, dtype):
             (slice(8, 13), slice(0, 1), slice(19, 20)),
         ]:
             np.testing.assert_array_equal(reader.read(sy, sx, rows), ds[sy, sx, rows])
-            np.testing.assert_array_equal(_read(ds, sy, sx, rows), a[sy, sx, rows])
+            np.testing.assert_array_equal(read_rows(ds, sy, sx, rows), a[sy, sx, rows])
         dets = [DiskDetector((10.0, 9.0), 3.0), AnnulusDetector((10.0, 9.0), 3.0, 9.0)]
         got = virtual_images(dc, dets, scan_chunk=(4, 5)).data
     mask = [d.render(a.shape[2:]) for d in dets]
@@ -70,7 +70,7 @@ def test_other_layouts_are_read_by_h5py(tmp_path, rng, kwargs):
     with h5py.File(path, "r") as f:
         assert direct_reader(f["d"]) is None
         np.testing.assert_array_equal(
-            _read(f["d"], slice(1, 3), slice(0, 4), slice(2, 5)), a[1:3, :, 2:5]
+            read_rows(f["d"], slice(1, 3), slice(0, 4), slice(2, 5)), a[1:3, :, 2:5]
         )
 
 

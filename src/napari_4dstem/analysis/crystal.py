@@ -27,6 +27,7 @@ and the kinematic intensity ``I = |F|^2 S(s_g)`` with the shape function
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -108,6 +109,20 @@ class KinematicPattern:
     ) -> np.ndarray:
         """Spot positions ``(k_y, k_x)`` in detector pixels, shape (n, 2)."""
         return np.asarray(origin_px, float) + self.g_lab[:, 1::-1] / k_pixel_size_inv_A
+
+
+def _spglib_dataset(cell, symprec: float):
+    """``spglib.get_symmetry_dataset`` raising ``SpglibError`` on failure, for this call only.
+
+    spglib 2.7-2.8 raise only when asked: per call (``_throw=True``, what we use) or process-wide
+    (``spglib.error.OLD_ERROR_HANDLING = False``, which would change every other caller's spglib
+    in the process, so we never set it). spglib 3 drops the flag and always raises.
+    """
+    import spglib
+
+    if "_throw" in inspect.signature(spglib.get_symmetry_dataset).parameters:
+        return spglib.get_symmetry_dataset(cell, symprec=symprec, _throw=True)
+    return spglib.get_symmetry_dataset(cell, symprec=symprec)
 
 
 def shape_function(
@@ -311,15 +326,15 @@ class Crystal:
     # -- symmetry -------------------------------------------------------------------------------
     def _symmetry(self) -> dict:
         if "sym" not in self._cache:
-            import spglib
-            import spglib.error
+            from spglib.error import SpglibError
 
-            spglib.error.OLD_ERROR_HANDLING = False  # raise SpglibError (spglib's future default)
             cell = (self.lattice, self.positions, self.numbers)
             try:
-                ds = spglib.get_symmetry_dataset(cell, symprec=1e-3)
-            except spglib.error.SpglibError:
-                ds = None
+                ds = _spglib_dataset(cell, symprec=1e-3)
+            except SpglibError as e:
+                raise CrystalError(
+                    f"{self.name}: spglib could not find the symmetry of the structure: {e}"
+                ) from None
             if ds is None:
                 raise CrystalError(
                     f"{self.name}: spglib could not find the symmetry of the structure"

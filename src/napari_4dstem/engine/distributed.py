@@ -24,15 +24,22 @@ from typing import Any
 
 import numpy as np
 
+from .blocks import (
+    chunk_view_finders,
+    find_chunk_views,
+    read_rows,
+    run_block,
+    run_chunk_views,
+    slice_scan_kwargs,
+)
+from .chunks import release_pages
 from .jobs import Job, Progress
 
 __all__ = ["file_source", "run_distributed"]
 
 
 def _apply(block, kernel, row0, kwargs, scan_kwargs):
-    from .driver import _run_block
-
-    return _run_block(np.asarray(block), kernel, row0, False, kwargs, scan_kwargs)
+    return run_block(np.asarray(block), kernel, row0, False, kwargs, scan_kwargs)
 
 
 def file_source(arr: Any) -> tuple | None:
@@ -133,16 +140,12 @@ def _open_source(src: tuple) -> Any:
         return arr
 
 
-def _apply_file(src, sy, sx, rows, kernel, kwargs, scan_kwargs):
-    """Worker side: read this block from the file and run the kernel on it."""
-    from .chunks import release_pages
-    from .driver import _read, _run_block
-
+def _apply_file(src, sy, sx, rows, kernel, kwargs, scan_kwargs, finders):
+    """Worker side: read this block from the file and run the kernel on it. ``finders`` are
+    the client's chunk-view finders (a list: sent by reference, they import their reader)."""
     arr = _open_source(src)
     if rows.start == 0 and rows.stop == arr.shape[2]:
-        from .driver import _h5_direct, run_chunk_views
-
-        direct = _h5_direct(arr)
+        direct = find_chunk_views(arr, finders)
         if direct is not None:  # whole chunks straight from the file's map, no copy
             y0, y1, _ = sy.indices(arr.shape[0])
             x0, x1, _ = sx.indices(arr.shape[1])
@@ -154,9 +157,9 @@ def _apply_file(src, sy, sx, rows, kernel, kwargs, scan_kwargs):
                 res[dy, dx] = part
             direct.release([off for (_, _, off), _ in parts])
             return res
-    block = _read(arr, sy, sx, rows)
+    block = read_rows(arr, sy, sx, rows, finders)
     try:
-        return _run_block(block, kernel, rows.start, False, kwargs, scan_kwargs)
+        return run_block(block, kernel, rows.start, False, kwargs, scan_kwargs)
     finally:
         release_pages(block)
 
@@ -166,13 +169,11 @@ def run_distributed(
 ) -> Job[None]:
     from distributed import Client, as_completed
 
-    from .driver import _slice_scan_kwargs
-
     own = isinstance(backend, str)
     client = Client(backend) if own else backend
     futures: list = []
     try:
-        skw = [_slice_scan_kwargs(scan_kwargs, sy, sx) for sy, sx in blocks]
+        skw = [slice_scan_kwargs(scan_kwargs, sy, sx) for sy, sx in blocks]
         src = file_source(arr)
         in_memory = isinstance(arr, np.ndarray) and src is None
         if src is not None:
@@ -185,6 +186,7 @@ def run_distributed(
                 [kernel] * len(blocks),
                 [kwargs] * len(blocks),
                 skw,
+                [list(chunk_view_finders())] * len(blocks),
                 pure=False,
             )
         elif in_memory:

@@ -36,11 +36,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataShapeError
+from .blocks import find_chunk_views, read_rows, run_block, run_chunk_views, slice_scan_kwargs
 from .chunks import (
     _TARGET_BLOCK_BYTES,
     default_scan_chunk,
     native_chunks,
-    read_block,
     release_pages,
 )
 from .jobs import Job, Progress
@@ -73,14 +73,6 @@ def is_distributed(backend: Any) -> bool:
 def _raw(data: Any) -> Any:
     # a DataCube's array, or the array itself
     return getattr(data, "data", data) if hasattr(data, "calibration") else data
-
-
-def _run_block(block, kernel, row0, parallel, kwargs, scan_kwargs):
-    return kernel(block, row0=row0, parallel=parallel, **kwargs, **scan_kwargs)
-
-
-def _slice_scan_kwargs(scan_kwargs: Mapping[str, np.ndarray], sy: slice, sx: slice) -> dict:
-    return {k: np.ascontiguousarray(v[sy, sx]) for k, v in scan_kwargs.items()}
 
 
 def map_scan(
@@ -178,9 +170,10 @@ def map_scan(
     chunked = None
     local_threads = split_blocks and backend in (None, "local", "threads")
     if not k_rows_exact and (is_distributed(backend) or local_threads):
-        # uncompressed whole-pattern HDF5 chunks: the kernel runs on views of whole chunks in
-        # the file's map, as on a memmap (no copy; it touches only the rows it needs)
-        chunked = _h5_direct(arr)
+        # chunk views a reader registered (uncompressed whole-pattern HDF5 chunks): the kernel
+        # runs on views of whole chunks in the file's map, as on a memmap (no copy; it touches
+        # only the rows it needs)
+        chunked = find_chunk_views(arr)
         if chunked is not None:
             rows = slice(0, qy)
     if is_distributed(backend):
@@ -207,26 +200,12 @@ def map_scan(
     return out
 
 
-def run_chunk_views(direct, sy: slice, sx: slice, kernel, kwargs, scan_kwargs, submit=None):
-    """Run ``kernel`` on zero-copy views of the whole chunks of block ``[sy, sx]`` of a
-    :class:`~napari_4dstem.io._h5direct.DirectChunks` source; ``scan_kwargs`` are the block's.
-    With ``submit`` (an executor's), the calls are queued and ``(piece, future)`` pairs come
-    back; without, ``(piece, result)``. Each piece is ``(dst_y, dst_x, offset)``."""
-    out = []
-    for dy, dx, pats, off in direct.chunk_views(sy, sx):
-        sub = {k: np.ascontiguousarray(v[dy, dx]) for k, v in scan_kwargs.items()}
-        args = (pats, kernel, 0, False, kwargs, sub)
-        res = submit(_run_block, *args) if submit else _run_block(*args)
-        out.append(((dy, dx, off), res))
-    return out
-
-
 def _run_chunks(direct, kernel, out, blocks, kwargs, scan_kwargs, message) -> Job[None]:
-    """The threads mode on an HDF5 source read through its map: one pool task per chunk."""
+    """The threads mode on a :class:`~.blocks.ChunkViews` source: one pool task per chunk."""
 
     def queued():
         for sy, sx in blocks:
-            skw = _slice_scan_kwargs(scan_kwargs, sy, sx)
+            skw = slice_scan_kwargs(scan_kwargs, sy, sx)
             futs = run_chunk_views(direct, sy, sx, kernel, kwargs, skw, submit=_pool().submit)
             release = functools.partial(direct.release, [off for (*_, off), _ in futs])
             yield out[sy, sx], [((dy, dx), fut) for (dy, dx, _), fut in futs], release, True
@@ -289,37 +268,17 @@ def _task_chunk(
     return (min(shape[0], chunk[0] * k), chunk[1])
 
 
-def _read(arr, sy: slice, sx: slice, rows: slice) -> np.ndarray:
-    if isinstance(arr, np.ndarray):
-        return arr[sy, sx, rows]  # a view: no copy
-    direct = _h5_direct(arr)
-    if direct is not None:  # uncompressed HDF5 chunks: straight from the file, no HDF5 call
-        return direct.read(sy, sx, rows)
-    if rows.start == 0 and rows.stop == arr.shape[2]:
-        return read_block(arr, sy, sx)
-    block = arr[sy, sx, rows]
-    return np.asarray(block.compute() if hasattr(block, "compute") else block)
-
-
-def _h5_direct(arr):
-    if type(arr).__module__.split(".")[0] != "h5py":
-        return None
-    from ..io._h5direct import direct_reader
-
-    return direct_reader(arr)
-
-
 def _iter_blocks(arr, blocks, rows) -> Iterator[tuple[slice, slice, np.ndarray]]:
     if isinstance(arr, np.ndarray):
         for sy, sx in blocks:
-            yield sy, sx, _read(arr, sy, sx, rows)
+            yield sy, sx, read_rows(arr, sy, sx, rows)
         return
     # lazy storage: read the next block while the current one is computed
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="4dstem-read") as pool:
-        nxt = pool.submit(_read, arr, *blocks[0], rows) if blocks else None
+        nxt = pool.submit(read_rows, arr, *blocks[0], rows) if blocks else None
         for k, (sy, sx) in enumerate(blocks):
             block = nxt.result()
-            nxt = pool.submit(_read, arr, *blocks[k + 1], rows) if k + 1 < len(blocks) else None
+            nxt = pool.submit(read_rows, arr, *blocks[k + 1], rows) if k + 1 < len(blocks) else None
             yield sy, sx, block
 
 
@@ -357,11 +316,11 @@ def _run_local(arr, kernel, out, blocks, rows, kwargs, scan_kwargs, message, mod
 
     def queued():
         for sy, sx, block in _iter_blocks(arr, blocks, rows):
-            skw = _slice_scan_kwargs(scan_kwargs, sy, sx)
+            skw = slice_scan_kwargs(scan_kwargs, sy, sx)
             done = functools.partial(release_pages, block)
             if threads == 1 or block.shape[0] * block.shape[1] < 2 * threads:
                 fut: Future = Future()
-                fut.set_result(_run_block(block, kernel, rows.start, mode == "prange", kwargs, skw))
+                fut.set_result(run_block(block, kernel, rows.start, mode == "prange", kwargs, skw))
                 yield out[sy, sx], [(Ellipsis, fut)], done, False
                 continue
             # numba kernels release the GIL: serial kernels on pieces of the block, one per
@@ -374,7 +333,7 @@ def _run_local(arr, kernel, out, blocks, rows, kwargs, scan_kwargs, message, mod
             def piece(p, block=block, skw=skw):
                 py, px = p
                 sub = {key: np.ascontiguousarray(v[py, px]) for key, v in skw.items()}
-                return _run_block(block[py, px], kernel, rows.start, False, kwargs, sub)
+                return run_block(block[py, px], kernel, rows.start, False, kwargs, sub)
 
             yield out[sy, sx], [(p, _pool().submit(piece, p)) for p in pieces], done, True
 

@@ -13,6 +13,8 @@ still propagate into the result instead of being assumed away.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import types
 
@@ -21,6 +23,7 @@ import numpy as np
 from llvmlite import ir as _ir
 from numba.core import cgutils as _cgutils
 from numba.extending import intrinsic as _intrinsic
+from numba.extending import overload as _overload
 
 __all__ = [
     "Kernel",
@@ -67,13 +70,18 @@ def _kernel_by_name(name: str) -> Kernel:
     return globals()[name]
 
 
-@_intrinsic
-def _prefetch(typingctx, arr, r, c):
-    """Ask the CPU to start loading ``arr[r, c]`` (a 2D array) into cache; no result.
+def _declare_prefetch(builder, ptr_type):
+    """The ``llvm.prefetch`` intrinsic in the module being built (void (ptr, i32, i32, i32))."""
+    i32 = _ir.IntType(32)
+    fnty = _ir.FunctionType(_ir.VoidType(), [ptr_type, i32, i32, i32])
+    # llvmlite mangles the name for its pointer type (p0i8; LLVM upgrades it where
+    # pointers are opaque)
+    return builder.module.declare_intrinsic("llvm.prefetch", [ptr_type], fnty)
 
-    A hint only (it cannot fault): the small-detector kernel issues it for patterns it will
-    read a few iterations later, so their scattered rows arrive while it sums others.
-    """
+
+@_intrinsic
+def _prefetch_hint(typingctx, arr, r, c):
+    """Ask the CPU to start loading ``arr[r, c]`` (a 2D array) into cache; no result."""
     sig = numba.types.void(arr, r, c)
 
     def codegen(context, builder, signature, args):
@@ -81,16 +89,51 @@ def _prefetch(typingctx, arr, r, c):
         ary = context.make_array(aryty)(context, builder, args[0])
         ptr = _cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], args[2]])
         i8p = builder.bitcast(ptr, _ir.IntType(8).as_pointer())
+        fn = _declare_prefetch(builder, i8p.type)
         i32 = _ir.IntType(32)
-        fnty = _ir.FunctionType(_ir.VoidType(), [i8p.type, i32, i32, i32])
-        # llvmlite mangles the name for its pointer type (p0i8; LLVM upgrades it where
-        # pointers are opaque)
-        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p.type], fnty)
         # read, high temporal locality, data cache
         builder.call(fn, [i8p, _ir.Constant(i32, 0), _ir.Constant(i32, 3), _ir.Constant(i32, 1)])
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@functools.cache
+def _prefetch_compiles() -> bool:
+    """Whether this numba/llvmlite/LLVM builds and runs the prefetch hint (tried once)."""
+    try:
+        probe = numba.njit(lambda a: _prefetch_hint(a, 0, 0))
+        probe(np.zeros((1, 1)))
+    except Exception as e:  # any llvmlite/LLVM failure: the kernels do without the hint
+        logging.getLogger(__name__).info("prefetch hint disabled (%s: %s)", type(e).__name__, e)
+        return False
+    return True
+
+
+def _prefetch(arr, r, c):
+    """Ask the CPU to start loading ``arr[r, c]`` (a 2D array) into cache; no result.
+
+    A hint only (it cannot fault): the small-detector kernel issues it for patterns it will
+    read a few iterations later, so their scattered rows arrive while it sums others. Where the
+    LLVM intrinsic does not compile (a numba/llvmlite that changed its builder, an LLVM that
+    rejects the declaration) it is a no-op and the kernels give the same sums, without the
+    ~2x on small detectors. Chosen when a kernel using it compiles, not at import.
+    """
+
+
+@_overload(_prefetch, inline="always")
+def _ol_prefetch(arr, r, c):
+    if _prefetch_compiles():
+
+        def impl(arr, r, c):
+            _prefetch_hint(arr, r, c)
+
+    else:
+
+        def impl(arr, r, c):
+            pass
+
+    return impl
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FM)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..data.datacube import DataCube
 from ..errors import FileFormatError, Napari4DSTEMError
-from . import arina, blockfile, dm, emd, empad, mib, mrc, npy, raw, zarr_store
+from . import _h5direct, arina, blockfile, dm, emd, empad, mib, mrc, npy, raw, zarr_store  # noqa: F401 (_h5direct: HDF5 chunk views for the engine)
 
 __all__ = ["FORMATS", "Format", "detect_format", "open_datacube", "save_datacube"]
 

@@ -8,6 +8,10 @@ plain C-order array at a known file offset, so a hyperslab is a set of numpy cop
 ``mmap`` of the file: no HDF5 call after the chunk index is built, no lock, and only the pages
 of the rows asked for are touched. Anything else (compressed data, other chunk shapes, a user
 block, a non-file driver) returns None and the caller reads through h5py as before.
+
+The engine knows no file format: :func:`h5_chunk_views` is registered with
+:func:`napari_4dstem.engine.blocks.register_chunk_views` when :mod:`napari_4dstem.io` is
+imported, and the engine asks it about every lazy array it runs on.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["DirectChunks", "direct_reader", "drop_readers"]
+from ..engine.blocks import register_chunk_views
+
+__all__ = ["DirectChunks", "direct_reader", "drop_readers", "h5_chunk_views"]
 
 
 class DirectChunks:
@@ -128,6 +134,14 @@ def direct_reader(ds) -> DirectChunks | None:
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return reader
+
+
+@register_chunk_views
+def h5_chunk_views(arr) -> DirectChunks | None:
+    """The engine's finder: a :class:`DirectChunks` for an h5py dataset that qualifies."""
+    if type(arr).__module__.split(".")[0] != "h5py":
+        return None
+    return direct_reader(arr)
 
 
 def _make(ds) -> DirectChunks | None:

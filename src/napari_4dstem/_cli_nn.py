@@ -7,11 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from .. import _cli_validate as v
+from . import _cli_validate as v
 
 
 def _bar(args):
-    from ..cli import ProgressBar
+    from ._cli_common import ProgressBar
 
     return ProgressBar(enabled=not args.quiet)
 
@@ -86,12 +86,12 @@ def add_train(sub) -> argparse.ArgumentParser:
 
 
 def train_config_from_args(args):
-    from .model import ModelConfig
-    from .train import TrainConfig
+    from .nn.model import ModelConfig
+    from .nn.train import TrainConfig
 
     init = getattr(args, "init", None)
     if init:
-        from .registry import load_model
+        from .nn.registry import load_model
 
         model = load_model(init).config
     else:
@@ -117,13 +117,13 @@ def train_config_from_args(args):
 
 
 def run_train(args) -> int:
-    from ..engine.jobs import run_job
-    from ..simulation.shards import ShardSet
-    from .train import export_model, iter_train
+    from .engine.jobs import run_job
+    from .nn.train import export_model, iter_train
+    from .simulation.shards import ShardSet
 
     first = Path(args.shards[0])
     if args.make_proxy and not any(first.glob("shard-*.h5")):
-        from .synthetic import write_training_shards
+        from .nn.synthetic import write_training_shards
 
         write_training_shards(
             first, n_patterns=args.make_proxy, size=args.size, seed=args.proxy_seed
@@ -134,7 +134,7 @@ def run_train(args) -> int:
     if args.max_shift is not None:
         import dataclasses
 
-        from .train import default_augment
+        from .nn.train import default_augment
 
         augment = dataclasses.replace(default_augment(shards), max_shift_px=args.max_shift)
     res = run_job(
@@ -167,7 +167,7 @@ def run_train(args) -> int:
 
 # -- infer ----------------------------------------------------------------------------------------
 def add_infer(sub) -> argparse.ArgumentParser:
-    from ..cli import _analysis_args
+    from ._cli_common import analysis_args
 
     p = sub.add_parser("infer", help="Bragg disks by the neural network (BraggPeaks, like `disks`)")
     p.add_argument("file", type=Path)
@@ -196,19 +196,19 @@ def add_infer(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=v.positive_int, default=32)
     p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
-    _analysis_args(p)
+    analysis_args(p)
     return p
 
 
 def run_infer(args) -> int:
-    from ..cli import _need_emd, _run_on_cube
-    from ..errors import Napari4DSTEMError
-    from ..pipelines import NNDiskParams, iter_disks
+    from ._cli_common import need_emd, run_on_cube
+    from .errors import Napari4DSTEMError
+    from .pipelines import NNDiskParams, iter_disks
 
-    _need_emd(args, "infer")
+    need_emd(args, "infer")
     import warnings
 
-    from .infer import OutOfDomainWarning
+    from .nn.infer import OutOfDomainWarning
 
     try:
         scale = args.scale if args.scale in ("auto", "bin") else float(args.scale)
@@ -224,7 +224,7 @@ def run_infer(args) -> int:
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", OutOfDomainWarning)
-        res = _run_on_cube(args, iter_disks, detection=params)
+        res = run_on_cube(args, iter_disks, detection=params)
     for w in caught:  # said once, plainly, on stderr (other warnings pass through)
         if issubclass(w.category, OutOfDomainWarning):
             print(f"WARNING: {w.message}", file=sys.stderr)
@@ -252,8 +252,8 @@ def add_models(sub) -> argparse.ArgumentParser:
 
 
 def run_models(args) -> int:
-    from ..errors import Napari4DSTEMError
-    from .registry import cache_dir, list_models, pull_model, verify_models
+    from .errors import Napari4DSTEMError
+    from .nn.registry import cache_dir, list_models, pull_model, verify_models
 
     if args.action == "list":
         rows = list_models(args.index)
