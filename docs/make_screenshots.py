@@ -167,11 +167,11 @@ def bragg_strain() -> None:
     viewer.dims.set_point(1, 26.0)
     viewer.layers.selection.active = viewer.layers["strained_crystal"]
     viewer.reset_view()
-    _grab(viewer, "bragg_strain_widget.png")
     for lyr in results.layers:
-        lyr.visible = lyr.name in ("e_xx", "strain reference")
+        lyr.visible = lyr.name in ("e_xx", "strain reference", "scan position")
     results.layers.selection.active = results.layers["e_xx"]
     results.reset_view()
+    _grab(viewer, "bragg_strain_widget.png")
     _grab(results, "realspace_viewer_strain.png")
     viewer.close()
 

@@ -139,3 +139,35 @@ def test_streaming_a_memmap_releases_its_pages_without_changing_results(tmp_path
     np.testing.assert_array_equal(view, a[2:5, 3:7])
     np.testing.assert_allclose(DataCube(mm).mean_pattern(), a.mean(axis=(0, 1)))
     release_pages(np.zeros(3))  # not mapped: nothing to do
+
+
+@pytest.mark.parametrize("reduce", ["mean", "sum", "max"])
+def test_masked_pattern_matches_numpy_over_any_region(reduce, tmp_path):
+    """A real-space region of any shape (here a ring of positions and a single one): the masked
+    mean/sum/max equals numpy's over those positions, in memory and from a lazy .npy."""
+    from napari_4dstem import open_datacube
+    from napari_4dstem.data.datacube import DataCube
+    from napari_4dstem.engine.jobs import run_job
+
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 1000, (11, 9, 6, 7)).astype(np.uint16)
+    yy, xx = np.mgrid[:11, :9]
+    ring = (np.hypot(yy - 5, xx - 4) < 4) & (np.hypot(yy - 5, xx - 4) > 1.5)
+    one = np.zeros((11, 9), bool)
+    one[10, 0] = True
+    np.save(tmp_path / "d.npy", data)
+    lazy = open_datacube(tmp_path / "d.npy")
+    try:
+        for cube in (DataCube(data), lazy):
+            for m in (ring, one):
+                got = run_job(cube.iter_masked_pattern(m, reduce=reduce, rows_per_block=3))
+                sel = data[m]
+                want = {"mean": sel.mean(0, dtype=np.float64), "sum": sel.sum(0, dtype=np.float64),
+                        "max": sel.max(0)}[reduce]
+                np.testing.assert_array_equal(got, want)
+        with pytest.raises(DataShapeError, match="covers no scan position"):
+            run_job(lazy.iter_masked_pattern(np.zeros((11, 9), bool)))
+        with pytest.raises(DataShapeError, match="does not match the scan"):
+            run_job(lazy.iter_masked_pattern(np.ones((3, 3), bool)))
+    finally:
+        lazy.close()

@@ -509,3 +509,38 @@ def test_several_detectors_each_with_its_layer_and_image(widget, qtbot, stall_de
     viewer.layers.remove("detector 2")
     assert "detector 2" not in w.extras.items and "virtual: detector 2" not in rs.layers
     assert w.rgb_combos[0].findText("detector 2") < 0
+
+
+def test_region_on_real_space_any_shape_sum_mean_max(widget, qtbot, stall_detector):
+    """A region drawn on the Real space dock (rectangle, then an ellipse): the region pattern is
+    the Sum / Mean / Max over exactly the positions inside, labelled with their number."""
+    from napari_4dstem.widgets._region import REGION_SHAPES
+    from napari_4dstem.widgets._results import results_viewer
+    from napari_4dstem.widgets.virtual import REGION_LAYER
+
+    viewer, w = widget
+    cube = np.asarray(viewer.layers["strained_crystal"].data)
+    w.region_btn.click()
+    rs = results_viewer(viewer, create=False)
+    assert REGION_SHAPES in rs.layers and "virtual image" in rs.layers
+    qtbot.waitUntil(lambda: REGION_LAYER in viewer.layers and not w.region.runner.busy, timeout=30000)
+    mask = w.region.mask()
+    n = int(mask.sum())
+    assert n == (cube.shape[0] // 2) * (cube.shape[1] // 2)  # the central quarter
+    with stall_detector.excluded("reference"):
+        np.testing.assert_array_equal(viewer.layers[REGION_LAYER].data, cube[mask].sum(0, dtype=np.float64))
+    assert w.status.text().startswith(f"Σ over {n} positions")
+    # an ellipse instead: napari's own masks of it, any reduction
+    ell = np.array([[2.5, 3.5], [2.5, 14.5], [11.5, 14.5], [11.5, 3.5]])
+    rs.layers[REGION_SHAPES].data = [(ell, "ellipse")]
+    w.region_reduce.setCurrentText("Max")
+    qtbot.waitUntil(lambda: not w.region.runner.busy and w.status.text().startswith("max over"), timeout=30000)
+    mask = w.region.mask()
+    assert 0 < mask.sum() < 12 * 9 and not mask[0, 0]
+    with stall_detector.excluded("reference"):
+        np.testing.assert_array_equal(viewer.layers[REGION_LAYER].data, cube[mask].max(0))
+    w.region_reduce.setCurrentText("Mean")
+    qtbot.waitUntil(lambda: not w.region.runner.busy and w.status.text().startswith("mean over"), timeout=30000)
+    with stall_detector.excluded("reference"):
+        np.testing.assert_allclose(viewer.layers[REGION_LAYER].data, cube[mask].mean(0, dtype=np.float64),
+                                   rtol=1e-12)

@@ -213,6 +213,41 @@ class DataCube:
             return block.max(axis=(0, 1))
         raise ValueError(f"reduce must be 'mean', 'sum' or 'max', got {reduce!r}")
 
+    def iter_masked_pattern(self, mask: np.ndarray, *, reduce: str = "mean", rows_per_block: int | None = None
+                            ) -> Job[np.ndarray]:
+        """Job: the mean, sum or max pattern over the scan positions where ``mask``
+        (``(scan_y, scan_x)`` bool, e.g. an ellipse or polygon drawn on real space) is True.
+
+        Reads only the mask's bounding box, a band of rows at a time; sums in float64."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != tuple(self.scan_shape):
+            raise DataShapeError(f"region mask {mask.shape} does not match the scan {tuple(self.scan_shape)}")
+        if reduce not in ("mean", "sum", "max"):
+            raise ValueError(f"reduce must be 'mean', 'sum' or 'max', got {reduce!r}")
+        ys, xs = np.nonzero(mask)
+        if ys.size == 0:
+            raise DataShapeError("the region covers no scan position")
+        r0, r1, c0, c1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+        step = rows_per_block or max(1, (self.default_scan_chunk()[0]))
+        acc = None
+        total = math.ceil((r1 - r0) / step)
+        for i, a in enumerate(range(r0, r1, step)):
+            b = min(a + step, r1)
+            m = mask[a:b, c0:c1]
+            if not m.any():
+                continue
+            with self._reading():
+                block = np.asarray(_compute(self._data[a:b, c0:c1]))
+            sel = block[m]  # (n, k_y, k_x)
+            if reduce == "max":
+                part = sel.max(axis=0)
+                acc = part if acc is None else np.maximum(acc, part)
+            else:
+                part = sel.sum(axis=0, dtype=np.float64)
+                acc = part if acc is None else acc + part
+            yield Progress(i + 1, total, f"region {reduce}")
+        return acc / ys.size if reduce == "mean" else acc
+
     # -- chunked reductions -------------------------------------------------------------------
     def iter_reduce_patterns(self, op: str = "mean", *, scan_chunk=None) -> Job[np.ndarray]:
         """Job: reduce all patterns to one ``(k_y, k_x)`` image (``mean``, ``sum`` or ``max``).

@@ -46,6 +46,7 @@ from ._common import CubePicker, JobRunner, guarded, scan_position
 from ._detectors import ExtraDetectors
 from ._pipeline import PipelineActions, layer_source
 from ._realspace import RealSpaceView
+from ._region import REDUCES, RealSpaceRegion
 from ._state import DockState, register_dock
 from ._warmup import WarmupLabel
 
@@ -330,6 +331,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._restored_extras: list | None = None  # ... and its extra detectors
         self._bf_pending = False
         self.extras = ExtraDetectors(self)  # detectors kept beside the live one (UX point 9)
+        self.region = RealSpaceRegion(self)  # a region drawn on the Real space dock (UX point 5)
         if self.layer is not None:
             self._init_for_layer()
         register_dock(viewer, self)
@@ -410,6 +412,16 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         rgb.addWidget(self.rgb_btn)
         layout.addLayout(rgb)
         layout.addWidget(self.descan)
+        region = QHBoxLayout()
+        self.region_reduce = QComboBox()
+        self.region_reduce.addItems(REDUCES)
+        self.region_btn = QPushButton("Region on real space")
+        self.region_btn.setToolTip("draw a rectangle, ellipse or polygon on the Real space dock: the pattern "
+                                   "over the positions inside it appears as the 'region pattern' layer")
+        region.addWidget(QLabel("region"))
+        region.addWidget(self.region_reduce)
+        region.addWidget(self.region_btn)
+        layout.addLayout(region)
         actions.insertWidget(0, self.cancel_btn)
         actions.addWidget(self.keep_btn)
         actions.addWidget(self.add_btn)
@@ -429,6 +441,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.rgb_btn.clicked.connect(lambda _=False: self.show_rgb())
         self.keep_btn.clicked.connect(lambda _=False: self.keep())
         self.add_btn.clicked.connect(lambda _=False: self.add_detector())
+        self.region_btn.clicked.connect(lambda _=False: self.region.start())
+        self.region_reduce.currentIndexChanged.connect(lambda _=0: self.region.update(force=True))
         self.jobs = JobRunner(self.status, self.cancel_btn)  # saving (Cancel stops either)
         self.realspace.positionPicked.connect(self.set_scan_position)
         self.realspace.regionSelected.connect(self.integrate_region)
@@ -1028,31 +1042,33 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         from napari.qt.threading import create_worker
 
         try:
-            dc, cal = self.datacube()
+            dc, _ = self.datacube()
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return
         n = (y1 - y0) * (x1 - x0)
-
-        def show(img):
-            name = REGION_LAYER
-            label = f"mean over {n} positions (scan_y {y0}:{y1}, scan_x {x0}:{x1})"
-            if name in self.viewer.layers:
-                self.viewer.layers[name].data = img
-                self.viewer.layers[name].metadata["napari_4dstem"]["label"] = label
-                self.viewer.layers[name].visible = True
-            else:
-                self.viewer.add_image(
-                    img, name=name, colormap="inferno", blending="translucent",
-                    metadata={"napari_4dstem": {"kind": "diffraction", "calibration": cal, "label": label}},
-                    **cal.napari_kwargs("k"),
-                )
-            self.status.setText(label)
-
+        label = f"mean over {n} positions (scan_y {y0}:{y1}, scan_x {x0}:{x1})"
         create_worker(
             dc.region_pattern, slice(y0, y1), slice(x0, x1),
-            _connect={"returned": show, "errored": self._on_error},
+            _connect={"returned": lambda img: self.show_region_pattern(img, label), "errored": self._on_error},
         )  # create_worker starts it
+
+    def show_region_pattern(self, img: np.ndarray, label: str) -> None:
+        """The pattern of a real-space region as the "region pattern" layer (``label`` says how
+        it was made, e.g. "Σ over 12 positions")."""
+        cal = self.datacube()[1]
+        name = REGION_LAYER
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = img
+            self.viewer.layers[name].metadata["napari_4dstem"]["label"] = label
+            self.viewer.layers[name].visible = True
+        else:
+            self.viewer.add_image(
+                img, name=name, colormap="inferno", blending="translucent",
+                metadata={"napari_4dstem": {"kind": "diffraction", "calibration": cal, "label": label}},
+                **cal.napari_kwargs("k"),
+            )
+        self.status.setText(label)
 
     # -- keyboard -------------------------------------------------------------------------------
     def _bind_keys(self) -> None:
