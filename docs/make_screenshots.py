@@ -140,7 +140,6 @@ def bragg_strain() -> None:
     import time
 
     import napari
-    import numpy as np
     from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(show=True)
@@ -159,8 +158,7 @@ def bragg_strain() -> None:
 
     _wait(w, "lattice")  # found in a worker after the disks
     results = results_viewer(viewer)
-    results.add_shapes([np.array([[-0.5, -0.5], [7.5, 7.5]])], shape_type="rectangle",
-                       name="strain reference", edge_color="yellow", face_color="transparent")
+    w.restore_extra({"reference": [0, 8, 0, 8]})  # the reference rectangle, as a session gives it
     w.strain_btn.click()
     _wait(w, "strain")
     viewer.dims.set_point(0, 20.0)
