@@ -36,8 +36,8 @@ from psygnal import Signal
 
 from .data.calibration import Calibration
 
-__all__ = ["DetectorInfo", "PluginEvents", "PluginSettings", "events", "plugin_settings",
-           "publish_virtual_image", "set_layer_calibration"]
+__all__ = ["DetectorInfo", "PluginEvents", "PluginSettings", "events", "last_virtual_image",
+           "plugin_settings", "publish_virtual_image", "set_layer_calibration"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,7 @@ class PluginEvents:
     def __init__(self, viewer):
         self._viewer = weakref.ref(viewer)
         self._last_pos: tuple[int, int] | None = None
+        self._images: dict[str, Any] = {}  # the last published virtual image of each name
         viewer.dims.events.current_step.connect(self._on_step)
         viewer.layers.events.inserted.connect(self._on_layers)
         viewer.layers.events.removed.connect(self._on_layers)
@@ -136,11 +137,19 @@ def set_layer_calibration(viewer, layer, calibration: Calibration) -> None:
     events(viewer).calibration_changed.emit(str(layer.name), calibration)
 
 
-def publish_virtual_image(viewer, name: str, detector: Any) -> None:
+def publish_virtual_image(viewer, name: str, detector: Any, image: Any = None) -> None:
     """Say that the virtual image ``name`` was (re)computed with ``detector`` (a Detector or a
-    DetectorInfo)."""
+    DetectorInfo); ``image`` (a RealSpaceMap) is kept for :func:`last_virtual_image`."""
     info = detector if isinstance(detector, DetectorInfo) else DetectorInfo.from_detector(detector)
-    events(viewer).virtual_image_changed.emit(str(name), info)
+    ev = events(viewer)
+    if image is not None:
+        ev._images[str(name)] = image
+    ev.virtual_image_changed.emit(str(name), info)
+
+
+def last_virtual_image(viewer, name: str = "virtual image") -> Any:
+    """The RealSpaceMap last published as ``name`` in ``viewer`` (None before the first)."""
+    return events(viewer)._images.get(str(name))
 
 
 class PluginSettings(dict):

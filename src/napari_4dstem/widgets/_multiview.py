@@ -32,8 +32,12 @@ class _CloseWatcher(QObject):
         if event.type() == QEvent.Type.Close:
             for ref in list(_QT.values()):
                 w = ref()
-                if w is not None and w.main_window is obj:
-                    w.qt_viewer.close()
+                if w is not None and w.main_window() is obj and w.qt_viewer is not None:
+                    # close it (vispy canvas) and drop our reference: a dock napari keeps
+                    # (a plugin widget) must not keep the QtViewer alive after its window
+                    qv, w.qt_viewer = w.qt_viewer, None
+                    qv.close()
+                    qv.deleteLater()
         return False
 
 
@@ -46,7 +50,8 @@ class EmbeddedViewer(QWidget):
 
         super().__init__(parent)
         self.model = model
-        self.main_window = main_window
+        # weakly: a widget napari keeps (a plugin dock) must not keep the closed window alive
+        self._main_window = None if main_window is None else weakref.ref(main_window)
         self.qt_viewer = QtViewer(model, show_welcome_screen=False)
         # the canvas on top (a dock is narrow), the layer controls and list side by side under it
         below = QSplitter(Qt.Orientation.Horizontal)
@@ -62,16 +67,15 @@ class EmbeddedViewer(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(split)
 
+    def main_window(self):
+        return None if self._main_window is None else self._main_window()
+
 
 def embed_viewer(main_viewer, title: str, *, area: str = "right"):
     """A new ``ViewerModel`` shown in a dock ``title`` of ``main_viewer``'s window, with the scale
     bar on (units from its layers)."""
-    from napari.components.viewer_model import ViewerModel
-
-    model = ViewerModel(title=title)
-    model.canvas.overlays["scale_bar"].visible = True  # napari 0.9 (viewer.scale_bar is deprecated)
+    model, widget = make_embedded(main_viewer, title)
     qt_window = main_viewer.window._qt_window
-    widget = EmbeddedViewer(model, qt_window)
     others = [d for d in qt_window.findChildren(QDockWidget)
               if d.isVisible() and qt_window.dockWidgetArea(d) == _AREAS[area]]
     dock = main_viewer.window.add_dock_widget(widget, name=title, area=area)
@@ -79,10 +83,23 @@ def embed_viewer(main_viewer, title: str, *, area: str = "right"):
         qt_window.splitDockWidget(others[0], dock, Qt.Orientation.Horizontal)
         width = max(others[0].width(), 300)
         qt_window.resizeDocks([others[0], dock], [width, width], Qt.Orientation.Horizontal)
+    return model
+
+
+def make_embedded(main_viewer, title: str):
+    """``(ViewerModel, EmbeddedViewer)``: a second napari canvas for a widget of ``main_viewer``'s
+    window (scale bar on), closed with that window; the caller places the widget."""
+    from napari.components.viewer_model import ViewerModel
+
+    main_viewer = getattr(main_viewer, "__wrapped__", main_viewer)  # a plugin dock's proxy
+    model = ViewerModel(title=title)
+    model.canvas.overlays["scale_bar"].visible = True  # napari 0.9 (viewer.scale_bar is deprecated)
+    qt_window = main_viewer.window._qt_window
+    widget = EmbeddedViewer(model, qt_window)
     _QT[model] = weakref.ref(widget)
     if not any(isinstance(c, _CloseWatcher) for c in qt_window.children()):
         qt_window.installEventFilter(_CloseWatcher(qt_window))
-    return model
+    return model, widget
 
 
 def is_embedded(model) -> bool:

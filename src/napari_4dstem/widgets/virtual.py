@@ -977,7 +977,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self._shown = True
             self.status.setText("")
             if self._last_detector is not None:
-                publish_virtual_image(self.viewer, "virtual image", self._last_detector)
+                publish_virtual_image(self.viewer, "virtual image", self._last_detector, item)
         self._after_image()
 
     def _on_yielded(self, item) -> None:

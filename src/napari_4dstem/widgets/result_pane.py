@@ -1,0 +1,137 @@
+"""The "Result pane" dock (UX point 15): a third napari canvas for derived views.
+
+Translation only. *FFT of the virtual image*: the windowed FFT of the Virtual imaging dock's
+latest image (follows every new image, through the plugin API's ``virtual_image_changed``),
+in spatial frequency units of the scan. *EWPC of the current pattern*: the exit-wave power
+cepstrum of the pattern at the scan position (follows ``pattern_changed``), in real-space
+length units (its peaks sit at the lattice spacings). Both are computed in a worker, newest
+request wins (:mod:`napari_4dstem.analysis.transforms`).
+"""
+
+from __future__ import annotations
+
+import napari
+import numpy as np
+from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QVBoxLayout, QWidget
+
+from ..errors import Napari4DSTEMError
+from ._common import LatestRunner
+from ._multiview import make_embedded
+from ._state import DockState, register_dock
+
+MODES = ("FFT of the virtual image", "EWPC of the current pattern")
+LAYER = "result"
+
+
+def _fft_job(data: np.ndarray, step: float, unit: str):
+    from ..analysis.transforms import fft_image
+
+    img = fft_image(data)
+    return img, (1.0 / (data.shape[0] * step), 1.0 / (data.shape[1] * step)), f"1/{unit}", "FFT"
+
+
+def _ewpc_job(layer_data, iy: int, ix: int, dk: float | None, unit: str | None):
+    from ..analysis.transforms import ewpc
+
+    pattern = np.asarray(layer_data[iy, ix])  # a lazy layer reads here, in the worker
+    c = ewpc(pattern)
+    if dk is None:
+        return c, (1.0, 1.0), None, f"EWPC ({iy}, {ix})"
+    return c, (1.0 / (pattern.shape[0] * dk), 1.0 / (pattern.shape[1] * dk)), unit, f"EWPC ({iy}, {ix})"
+
+
+class ResultPaneWidget(DockState, QWidget):
+    """Dock: FFT of the virtual image or EWPC of the current pattern, on a canvas of its own."""
+
+    state_key = "result_pane"
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        from ..plugin_api import events
+
+        self.viewer = viewer
+        self.mode = QComboBox()
+        self.mode.addItems(MODES)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.model, self.canvas = make_embedded(viewer, "Result")
+        form = QFormLayout()
+        form.addRow("show", self.mode)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.canvas, 1)
+        lay.addWidget(self.status)
+        self.runner = LatestRunner(self._on_result, self._on_error)
+        self.shown: tuple | None = None  # (what, data) of the picture in the pane
+        ev = events(viewer)
+        ev.virtual_image_changed.connect(self._on_virtual)
+        ev.pattern_changed.connect(self._on_pattern)
+        self.mode.currentIndexChanged.connect(lambda _=0: self.refresh())
+        register_dock(viewer, self)
+        self.refresh()
+
+    def refresh(self) -> None:
+        if self.mode.currentIndex() == 0:
+            self._on_virtual()
+        else:
+            from ..plugin_api import events
+
+            lyr = events(self.viewer)._cube_layer()
+            if lyr is not None:
+                from ._common import scan_position
+
+                self._on_pattern(*scan_position(self.viewer, lyr))
+
+    def _on_virtual(self, name: str = "virtual image", info=None) -> None:
+        from ..plugin_api import last_virtual_image
+
+        if self.mode.currentIndex() != 0 or name != "virtual image":
+            return
+        img = last_virtual_image(self.viewer)
+        if img is None:
+            self.status.setText("no virtual image yet: open the Virtual imaging dock")
+            return
+        cal = img.calibration
+        self.runner.request(_fft_job, np.asarray(img.data), float(cal.scan_step[0]), cal.scan_units or "px")
+
+    def _on_pattern(self, iy: int, ix: int) -> None:
+        from ..plugin_api import events
+
+        if self.mode.currentIndex() != 1:
+            return
+        lyr = events(self.viewer)._cube_layer()
+        if lyr is None:
+            return
+        cal = (lyr.metadata or {}).get("napari_4dstem", {}).get("calibration")
+        dk = unit = None
+        if cal is not None and cal.k_pixel_size:
+            try:
+                dk, unit = cal.k_pixel_size_in("1/A"), "angstrom"
+            except Napari4DSTEMError:
+                dk, unit = None, None
+        self.runner.request(_ewpc_job, lyr.data, int(iy), int(ix), dk, unit)
+
+    def _on_result(self, out) -> None:
+        data, scale, unit, what = out
+        kw = {"scale": scale}
+        if unit is not None:
+            kw["units"] = (unit, unit)
+        if LAYER in self.model.layers and self.model.layers[LAYER].scale[-1] == scale[-1]:
+            lyr = self.model.layers[LAYER]
+            lyr.data = data
+            lyr.contrast_limits = (float(np.min(data)), float(np.percentile(data, 99.9)) + 1e-12)
+        else:
+            if LAYER in self.model.layers:
+                self.model.layers.remove(LAYER)
+            self.model.add_image(data, name=LAYER, colormap="magma",
+                                 contrast_limits=(float(np.min(data)), float(np.percentile(data, 99.9)) + 1e-12),
+                                 **kw)
+            self.model.reset_view()
+        self.shown = (what, data)
+        self.status.setText(what + ("" if unit is None else f" ({unit} per axis unit)"))
+
+    def _on_error(self, exc) -> None:
+        from .log import log_error
+
+        log_error("Result pane", exc)
+        self.status.setText(str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,43 @@
+"""The Result pane (UX point 15): the FFT of the Virtual imaging dock's image and the EWPC of the
+current pattern, on a canvas of their own, following the image and the scan position."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+
+def test_result_pane_follows_the_virtual_image_and_the_scan(make_napari_viewer, qtbot, stall_detector):
+    main = make_napari_viewer()
+    with stall_detector.excluded("reference"):  # the test's own imports
+        from napari_4dstem.analysis.detectors import AnnulusDetector
+        from napari_4dstem.analysis.transforms import ewpc, fft_image
+        from napari_4dstem.widgets.result_pane import LAYER, ResultPaneWidget
+
+    with stall_detector.excluded("first layer add"):
+        main.open_sample("napari-4dstem", "strained_crystal")
+    _, v = main.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    _, p = main.window.add_plugin_dock_widget("napari-4dstem", "Result pane")
+    assert isinstance(p, ResultPaneWidget)
+    qtbot.waitUntil(lambda: v.last_image is not None and p.shown is not None and not p.runner.busy, timeout=30000)
+    with stall_detector.excluded("reference"):
+        qtbot.waitUntil(lambda: np.array_equal(p.shown[1], fft_image(v.last_image.data)), timeout=10000)
+    # a new detector: the pane follows with the FFT of the new image
+    v.set_detector(AnnulusDetector((64.0, 64.0), 20.0, 50.0))
+    qtbot.waitUntil(lambda: v._worker is None and v.last_image.params["detector"]["kind"] == "annulus", timeout=30000)
+    with stall_detector.excluded("reference"):
+        qtbot.waitUntil(lambda: not p.runner.busy and np.array_equal(p.shown[1], fft_image(v.last_image.data)),
+                        timeout=10000)
+    cube = main.layers["strained_crystal"]
+    assert p.model.layers[LAYER].scale[0] == pytest.approx(1 / (cube.data.shape[0] * cube.scale[0]))
+    # EWPC of the pattern at the scan position, in Angstrom; follows the scan
+    p.mode.setCurrentIndex(1)
+    main.dims.set_point(0, 5 * cube.scale[0])
+    main.dims.set_point(1, 9 * cube.scale[1])
+    qtbot.waitUntil(lambda: not p.runner.busy and p.shown[0] == "EWPC (5, 9)", timeout=20000)
+    with stall_detector.excluded("reference"):
+        want = ewpc(np.asarray(cube.data[5, 9]))
+    np.testing.assert_array_equal(p.shown[1], want)
+    assert str(p.model.layers[LAYER].units[0]) == "angstrom"
