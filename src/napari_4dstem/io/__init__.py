@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..data.datacube import DataCube
 from ..errors import FileFormatError, Napari4DSTEMError
-from . import arina, blockfile, dm, emd, empad, mib, mrc, npy, raw, zarr_store
+from . import arina, blockfile, dm, emd, empad, mib, mrc, npy, raw, tia, zarr_store
 
 __all__ = ["FORMATS", "Format", "detect_format", "open_datacube", "save_datacube"]
 
@@ -74,6 +74,13 @@ FORMATS: list[Format] = [
         (".dm3", ".dm4"),
         dm.is_dm4d,
         dm.read_datacube,
+    ),
+    Format(
+        "tia",
+        "FEI TIA image series (.emi + _N.ser)",
+        (".emi", ".ser"),
+        tia.is_tia,
+        tia.read_datacube,
     ),
     # raw binary: never detected (nothing to sniff); open with format="raw" and the layout
     Format(
