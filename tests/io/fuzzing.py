@@ -159,6 +159,17 @@ def _tia_seed() -> Seed:
                 [("t_1.ser", 0, pos + 50)], ["t.emi"], ["t_1.ser"])  # fmt: skip
 
 
+def _tvips_seed() -> Seed:
+    n, ny, nx, fh = 12, 8, 6, 60
+    head = struct.pack("<13I", 256, 2, nx, ny, 16, 0, 0, 1, 1, 15, 300, 80, fh).ljust(256, b"\0")
+    frames = [struct.pack("<3I", i, 0, 0).ljust(fh, b"\0")
+              + (np.arange(ny * nx, dtype="<u2") * (i + 1)).tobytes() for i in range(n)]  # fmt: skip
+    # split in two files at a frame boundary, as the recorder does
+    return Seed("tvips", "tvips", {"v_000.tvips": head + b"".join(frames[:5]),
+                                   "v_001.tvips": b"".join(frames[5:])}, "v_000.tvips",
+                {"scan_shape": (3, 4)}, [("v_000.tvips", 0, 256 + fh)], [], ["v_001.tvips"])  # fmt: skip
+
+
 def _mrc_head(nx, ny, nz, mode=6) -> bytes:
     head = bytearray(1024)
     head[0:16] = np.array([nx, ny, nz, mode], "<i4").tobytes()
@@ -338,8 +349,8 @@ def _real_seeds() -> list[Seed]:
 
 def make_seeds(include_real: bool = True) -> list[Seed]:
     seeds = [_npy_seed(), _raw_seed(), _mib_seed(), _mib_seed(raw=True), _blockfile_seed(),
-             *_mrc_seeds(), _empad_seed(), _dm_seed(), _tia_seed(), _emd_seed(), _arina_seed(),
-             _zarr_seed()]  # fmt: skip
+             *_mrc_seeds(), _empad_seed(), _dm_seed(), _tia_seed(), _tvips_seed(), _emd_seed(),
+             _arina_seed(), _zarr_seed()]  # fmt: skip
     if include_real:
         seeds += _real_seeds()
     return seeds

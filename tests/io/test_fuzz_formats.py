@@ -52,7 +52,7 @@ def test_every_format_has_a_seed_that_opens_right(setup):
     assert shapes["mrc-raster"] == shapes["mrc-custom"] == (3, 4, 5, 6)
     assert shapes["empad"] == (2, 2, 128, 128)
     assert shapes["dm4"] == (3, 4, 5, 6)
-    assert shapes["tia"] == (3, 4, 8, 6)
+    assert shapes["tia"] == shapes["tvips"] == (3, 4, 8, 6)
     assert shapes["arina"] == (4, 4, 8, 6)
     assert shapes["raw"] == (3, 4, 8, 6)
 

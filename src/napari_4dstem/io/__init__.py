@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..data.datacube import DataCube
 from ..errors import FileFormatError, Napari4DSTEMError
-from . import arina, blockfile, dm, emd, empad, mib, mrc, npy, raw, tia, zarr_store
+from . import arina, blockfile, dm, emd, empad, mib, mrc, npy, raw, tia, tvips, zarr_store
 
 __all__ = ["FORMATS", "Format", "detect_format", "open_datacube", "save_datacube"]
 
@@ -81,6 +81,13 @@ FORMATS: list[Format] = [
         (".emi", ".ser"),
         tia.is_tia,
         tia.read_datacube,
+    ),
+    Format(
+        "tvips",
+        "TVIPS recorder stream (_000.tvips, _001...)",
+        (".tvips",),
+        tvips.is_tvips,
+        tvips.read_datacube,
     ),
     # raw binary: never detected (nothing to sniff); open with format="raw" and the layout
     Format(
