@@ -253,6 +253,24 @@ def _emd_seed() -> Seed:
     return Seed("emd", "emd", {"c.h5": blob}, "c.h5", {}, [("c.h5", 0, 2048)], hdf5=["c.h5"])
 
 
+def _p4legacy_seed() -> Seed:
+    import h5py
+
+    a = (np.arange(3 * 4 * 8 * 6, dtype=np.uint16) * 3).reshape(3, 4, 8, 6)
+
+    def write(p):
+        with h5py.File(p, "w") as f:
+            top = f.create_group("4DSTEM_experiment")
+            top.attrs.update({"emd_group_type": 2, "version_major": 0, "version_minor": 12})
+            cube = top.create_group("data/datacubes/cube")
+            cube.create_dataset("data", data=a)
+            for i in range(1, 5):
+                cube.create_dataset(f"dim{i}", data=np.arange(a.shape[i - 1]) * 0.5).attrs["units"] = "nm"
+
+    return Seed("py4dstem-legacy", "py4dstem-legacy", {"l.h5": _h5_bytes(write)}, "l.h5", {},
+                [("l.h5", 0, 2048)], hdf5=["l.h5"])  # fmt: skip
+
+
 def _arina_seed() -> Seed:
     import h5py
     import hdf5plugin
@@ -350,7 +368,7 @@ def _real_seeds() -> list[Seed]:
 def make_seeds(include_real: bool = True) -> list[Seed]:
     seeds = [_npy_seed(), _raw_seed(), _mib_seed(), _mib_seed(raw=True), _blockfile_seed(),
              *_mrc_seeds(), _empad_seed(), _dm_seed(), _tia_seed(), _tvips_seed(), _emd_seed(),
-             _arina_seed(), _zarr_seed()]  # fmt: skip
+             _p4legacy_seed(), _arina_seed(), _zarr_seed()]  # fmt: skip
     if include_real:
         seeds += _real_seeds()
     return seeds

@@ -15,7 +15,21 @@ from pathlib import Path
 
 from ..data.datacube import DataCube
 from ..errors import FileFormatError, Napari4DSTEMError
-from . import arina, blockfile, dm, emd, empad, mib, mrc, npy, raw, tia, tvips, zarr_store
+from . import (
+    arina,
+    blockfile,
+    dm,
+    emd,
+    empad,
+    mib,
+    mrc,
+    npy,
+    p4legacy,
+    raw,
+    tia,
+    tvips,
+    zarr_store,
+)
 
 __all__ = ["FORMATS", "Format", "detect_format", "open_datacube", "save_datacube"]
 
@@ -99,6 +113,13 @@ FORMATS: list[Format] = [
     ),
     Format(
         "emd", "EMD 1.0 / py4DSTEM HDF5", (".h5", ".hdf5", ".emd"), emd.is_emd, emd.read_datacube
+    ),
+    Format(
+        "py4dstem-legacy",
+        "py4DSTEM 0.9-0.13 HDF5",
+        (".h5", ".hdf5"),
+        p4legacy.is_legacy_py4dstem,
+        p4legacy.read_datacube,
     ),
     Format("npy", "NumPy 4D array (memmap)", (".npy",), npy.is_npy4d, npy.read_datacube),
     Format("zarr", "Zarr store", (".zarr",), zarr_store.is_zarr4d, zarr_store.read_datacube),
