@@ -113,6 +113,13 @@ def test_tia_refusals(tmp_path):
     spectra.write_bytes(raw[:6] + struct.pack("<I", 0x4120) + raw[10:])
     with pytest.raises(FileFormatError, match=r"spec_1\.ser: holds spectra"):
         open_datacube(spectra)
+    three = _ser(tmp_path / "t_1.ser", np.zeros((3, 3, 3), np.int16), dims=[(3, 1.0, "")])
+    offs = tia.read_header(three)["data_offsets"]
+    b = bytearray(three.read_bytes())
+    b[int(offs[1]) + 40 : int(offs[1]) + 42] = struct.pack("<H", 7)  # element 1 claims float32
+    three.write_bytes(bytes(b))
+    with pytest.raises(FileFormatError, match=r"t_1\.ser: image 1 is 3 x 3 float32, image 0 is 3 x 3 int16"):
+        open_datacube(three)
     emi = tmp_path / "lonely.emi"
     emi.write_bytes(b"<ObjectInfo></ObjectInfo>")
     assert detect_format(emi) is None

@@ -52,6 +52,7 @@ _DTYPES = {1: "u1", 2: "<u2", 3: "<u4", 4: "i1", 5: "<i2", 6: "<i4", 7: "<f4", 8
            9: "<c8", 10: "<c16"}  # fmt: skip
 _ELEMENT_HEAD = struct.Struct("<ddiddihII")  # x cal, y cal, DataType, size x, size y: 50 bytes
 _EMI_LIMIT = 64 * 2**20
+_CHECK_ELEMENTS = 64
 
 
 def ser_path(path: str | os.PathLike, series: int = 1) -> Path:
@@ -120,25 +121,22 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
             "data_offsets": offsets, "file_size": size}  # fmt: skip
 
 
-def _element(p: Path, head: dict[str, Any], i: int) -> tuple[np.dtype, tuple[int, int], tuple]:
-    o = int(head["data_offsets"][i])
-    if o < 0 or o + _ELEMENT_HEAD.size > head["file_size"]:
-        raise FileFormatError(p, f"element {i} at byte {o} lies outside the file")
-    cx0, cdx, _, cy0, cdy, _, code, nx, ny = _ELEMENT_HEAD.unpack(read_head_at(p, o, _ELEMENT_HEAD.size))
-    if code not in _DTYPES:
-        raise FileFormatError(p, f"element {i} has an unknown DataType {code}")
-    if not (1 <= nx <= 2**16 and 1 <= ny <= 2**16):
-        raise FileFormatError(p, f"element {i} has an implausible size {nx} x {ny}")
-    return np.dtype(_DTYPES[code]), (ny, nx), (cx0, cdx, cy0, cdy)
-
-
-def read_head_at(path: Path, offset: int, n: int) -> bytes:
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        b = fh.read(n)
-    if len(b) != n:
-        raise FileFormatError(path, f"truncated: {n} bytes at byte {offset} run past the end")
-    return b
+def _elements(p: Path, head: dict[str, Any], idx) -> list[tuple[np.dtype, tuple[int, int], tuple]]:
+    """``(dtype, (y, x), (x0, dx, y0, dy))`` of the data elements ``idx`` (headers only)."""
+    out = []
+    with open(p, "rb") as fh:
+        for i in idx:
+            o = int(head["data_offsets"][i])
+            if o < 0 or o + _ELEMENT_HEAD.size > head["file_size"]:
+                raise FileFormatError(p, f"element {i} at byte {o} lies outside the file")
+            fh.seek(o)
+            cx0, cdx, _, cy0, cdy, _, code, nx, ny = _ELEMENT_HEAD.unpack(fh.read(_ELEMENT_HEAD.size))
+            if code not in _DTYPES:
+                raise FileFormatError(p, f"element {i} has an unknown DataType {code}")
+            if not (1 <= nx <= 2**16 and 1 <= ny <= 2**16):
+                raise FileFormatError(p, f"element {i} has an implausible size {nx} x {ny}")
+            out.append((np.dtype(_DTYPES[code]), (ny, nx), (cx0, cdx, cy0, cdy)))
+    return out
 
 
 def read_frames(path: str | os.PathLike, *, series: int = 1) -> Any:
@@ -157,9 +155,15 @@ def _frames(p: Path) -> tuple[Any, dict[str, Any], tuple]:
     if n < 1:
         raise FileFormatError(p, "holds no valid data elements")
     offs = head["data_offsets"]
-    dtype, (ny, nx), cal = _element(p, head, 0)
-    if _element(p, head, n - 1)[:2] != (dtype, (ny, nx)):
-        raise FileFormatError(p, f"its first and last images differ in type or size ({nx} x {ny})")
+    # up to 64 element headers, evenly spaced, the last included, must agree with the first
+    idx = np.unique(np.linspace(0, n - 1, min(n, _CHECK_ELEMENTS)).astype(np.int64))
+    checked = _elements(p, head, idx)
+    dtype, (ny, nx), cal = checked[0]
+    for i, (dt, shape, _) in zip(idx, checked, strict=True):
+        if (dt, shape) != (dtype, (ny, nx)):
+            raise FileFormatError(
+                p, f"image {int(i)} is {shape[1]} x {shape[0]} {dt}, image 0 is {nx} x {ny} {dtype}"
+            )
     nbytes = ny * nx * dtype.itemsize
     end = int(offs.max()) + _ELEMENT_HEAD.size + nbytes
     if end > head["file_size"]:
