@@ -89,3 +89,13 @@ def test_py4dstem_legacy_refusals(tmp_path, cube):
     newer = tmp_path / "v8.h5"
     _v12(newer, cube, minor=8)  # 0.8 and older: another layout, not claimed
     assert detect_format(newer) is None
+
+
+def test_py4dstem_legacy_unwritten_cube_refused(tmp_path, cube):
+    p = _v12(tmp_path / "empty.h5", cube)
+    with h5py.File(p, "a") as f:
+        g = f["4DSTEM_experiment/data/datacubes/scan"]
+        del g["data"]
+        g.create_dataset("data", shape=(300, 300, 256, 256), dtype="u2", chunks=(1, 1, 256, 256))
+    with pytest.raises(FileFormatError, match=r"empty\.h5: datacube .* has only 0 of its 90000 chunks stored"):
+        open_datacube(p)

@@ -32,7 +32,7 @@ from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import CalibrationError, FileFormatError
 from ._helpers import check_eager, read_head, require_regular
-from .emd import _attr, _calibration_from_items, _read_item
+from .emd import _attr, _calibration_from_items, _check_allocated, _check_sources, _read_item
 
 __all__ = ["is_legacy_py4dstem", "read_datacube", "version"]
 
@@ -163,6 +163,8 @@ def read_datacube(path: str | os.PathLike, *, node: str | None = None) -> DataCu
         dset = cube["data"]
         if dset.dtype.kind not in "uifb":
             raise FileFormatError(p, f"datacube {cube.name} holds {dset.dtype} values, not numbers")
+        _check_sources(f, dset)  # as for EMD 1.0: no fill values opened as data
+        _check_allocated(f, dset)
         cal = _calibration(f, top, cube, v)
         meta = {"format": f"py4DSTEM 0.{v[1]} HDF5", "node": cube.name,
                 "units": str(_attr(dset, "units", ""))}  # fmt: skip
