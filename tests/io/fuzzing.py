@@ -167,7 +167,8 @@ def _tvips_seed() -> Seed:
     # split in two files at a frame boundary, as the recorder does
     return Seed("tvips", "tvips", {"v_000.tvips": head + b"".join(frames[:5]),
                                    "v_001.tvips": b"".join(frames[5:])}, "v_000.tvips",
-                {"scan_shape": (3, 4)}, [("v_000.tvips", 0, 256 + fh)], [], ["v_001.tvips"])  # fmt: skip
+                {"scan_shape": (3, 4)}, [("v_000.tvips", 0, 52), ("v_000.tvips", 256, 256 + fh)], [],
+                ["v_001.tvips"])  # fmt: skip
 
 
 def _mrc_head(nx, ny, nz, mode=6) -> bytes:
@@ -358,6 +359,21 @@ def _real_seeds() -> list[Seed]:
             "d.emi": (t / "128x128x5-diffraction_preview.emi").read_bytes(),
             "d_1.ser": (t / "128x128x5-diffraction_preview_1.ser").read_bytes(),
         }, "d.emi", {}, [("d_1.ser", 0, 202)], [], ["d_1.ser"]))  # fmt: skip
+    dmf = REALDATA / "digitalmicrograph" / "test_stackbuilder_imagestack.dm3"
+    if dmf.is_file():
+        blob = dmf.read_bytes()
+        out.append(Seed("real-dm3", "dm", {"s.dm3": blob}, "s.dm3", {},
+                        [("s.dm3", 0, 23704)]))  # fmt: skip  (the tag tree, before the stack's pixels)
+    tv = REALDATA / "tvips"
+    if (tv / "test_tvips_2345_split_000.tvips").is_file():
+        out.append(Seed("real-tvips", "tvips", {
+            f"r_{i:03d}.tvips": (tv / f"test_tvips_2345_split_{i:03d}.tvips").read_bytes() for i in range(3)
+        }, "r_000.tvips", {}, [("r_000.tvips", 0, 52), ("r_000.tvips", 256, 316)], [],
+            ["r_001.tvips"]))  # fmt: skip
+        # Not r_002: the format records no frame count, so a missing *last* part cannot be told
+        # from a shorter recording (a missing middle part, or a FIFO in its place, is refused).
+        # Header ranges: the 13 fields and the first frame header, not the main header's
+        # padding, where deleting exactly one frame's length leaves a valid shorter recording.
     e = REALDATA / "emd" / "py4DSTEM_size2x3x4x5.h5"
     if e.is_file():
         out.append(Seed("real-emd", "emd", {"p.h5": e.read_bytes()}, "p.h5", {}, [("p.h5", 0, 2048)],

@@ -97,3 +97,16 @@ def test_tvips_info_cli(realdata, capsys):
     assert main(["info", str(realdata / "tvips" / "test_tvips_2345_split_000.tvips")]) == 0
     out = capsys.readouterr().out
     assert "(tvips)" in out and "(1, 6, 4, 5)" in out and "uint16" in out
+
+
+def test_tvips_parts_and_frame_headers_checked(realdata, tmp_path):
+    src = realdata / "tvips"
+    for i in (0, 2):  # the middle part is missing
+        (tmp_path / f"r_{i:03d}.tvips").write_bytes((src / f"test_tvips_2345_split_{i:03d}.tvips").read_bytes())
+    with pytest.raises(FileFormatError, match=r"r_000\.tvips: part _001 of this recording is missing"):
+        open_datacube(tmp_path / "r_000.tvips")
+    whole = (src / "test_tvips_2345_000.tvips").read_bytes()
+    shifted = tmp_path / "s_000.tvips"  # one frame's worth of bytes inserted inside frame 2
+    shifted.write_bytes(whole[: 256 + 230] + whole[256 + 100 : 256 + 200] + whole[256 + 230 :])
+    with pytest.raises(FileFormatError, match=r"s_000\.tvips: frame \d does not start with a TVIPS frame header"):
+        open_datacube(shifted)

@@ -47,6 +47,7 @@ _FIELDS = ("size", "version", "dimx", "dimy", "bitsperpixel", "offsetx", "offset
            "biny", "pixelsize", "ht", "magtotal", "frameheaderbytes")  # fmt: skip
 _PART = re.compile(r"^(.*)_(\d{3})$")
 _MAX_PARTS = 10000
+_CHECK_FRAMES = 64
 
 
 def _first(path: Path) -> Path:
@@ -56,18 +57,34 @@ def _first(path: Path) -> Path:
 
 
 def stream_files(path: str | os.PathLike) -> list[Path]:
-    """The files of a recording in order: ``_000``, ``_001``... as far as they go."""
+    """The files of a recording in order: ``_000``, ``_001``... Every numbered name beside the
+    first counts, whatever it is (a FIFO or a dangling link is refused when opened), and the
+    numbers must run without a gap.
+
+    The format records no frame count, so a recording whose *last* files are missing cannot be
+    told from a shorter one: it opens with the frames that are there (``metadata["files"]``).
+    """
     first = _first(Path(path))
     m = _PART.match(first.stem)
     if not m:
         return [first]
-    out = []
-    for i in range(_MAX_PARTS):
-        f = first.with_name(f"{m.group(1)}_{i:03d}{first.suffix}")
-        if not f.is_file():
-            break
-        out.append(f)
-    return out or [first]
+    pat = re.compile(rf"^{re.escape(m.group(1))}_(\d{{3}}){re.escape(first.suffix)}$")
+    try:
+        names = os.listdir(first.parent)
+    except OSError as e:
+        raise FileFormatError(first, f"its folder cannot be listed ({e.strerror})") from None
+    nums = sorted(int(g.group(1)) for n in names if (g := pat.match(n)))
+    if not nums or nums[0] != 0:
+        raise FileFormatError(first, "the first file of this recording (_000) is missing")
+    if nums != list(range(len(nums))):
+        gap = next(i for i, v in enumerate(nums) if v != i)
+        raise FileFormatError(
+            first, f"part _{gap:03d} of this recording is missing (found {len(nums)} parts up to "
+            f"_{nums[-1]:03d})",
+        )  # fmt: skip
+    if len(nums) > _MAX_PARTS:
+        raise FileFormatError(first, f"{len(nums)} parts, more than {_MAX_PARTS}")
+    return [first.with_name(f"{m.group(1)}_{i:03d}{first.suffix}") for i in nums]
 
 
 def _parse(head: bytes) -> dict[str, Any] | None:
@@ -109,7 +126,7 @@ def _stacks(path: Path) -> tuple[list[np.ndarray], dict[str, Any]]:
     shape = (h["dimy"], h["dimx"])
     fh = h["frame_header_bytes"]
     rec = fh + shape[0] * shape[1] * dtype.itemsize
-    stacks = []
+    stacks, parts = [], []
     for i, f in enumerate(files):
         start = _HEADER if i == 0 else 0
         size = require_regular(f).st_size
@@ -119,14 +136,45 @@ def _stacks(path: Path) -> tuple[list[np.ndarray], dict[str, Any]]:
                 f, f"truncated or split inside a frame: {size - start} bytes of frames are not a "
                 f"whole number of {rec}-byte frames ({n} complete)",
             )  # fmt: skip
+        parts.append((f, start, n))
         if n:
             stacks.append(frame_memmap(f, offset=start, n_frames=n, frame_shape=shape,
                                        dtype=dtype, frame_header=fh))  # fmt: skip
     if not stacks:
         raise FileFormatError(path, "holds no frames")
+    _check_frame_headers(parts, rec)
     h["files"] = [f.name for f in files]
-    h["frames_per_file"] = [int(s.shape[0]) for s in stacks]
+    h["frames_per_file"] = [n for _, _, n in parts]
     return stacks, h
+
+
+def _check_frame_headers(parts: list[tuple[Path, int, int]], rec: int) -> None:
+    """Frame records must start where the main header says: up to 64 frame headers (evenly
+    spaced, and the first and last of every file) must have ``ms`` below 1000 and time stamps
+    that never go back. Bytes lost or inserted shift the records and fail here instead of
+    opening as misaligned (or extra) frames."""
+    total = sum(n for _, _, n in parts)
+    picks = set(np.linspace(0, total - 1, min(total, _CHECK_FRAMES)).astype(np.int64).tolist())
+    base = 0
+    for _, _, n in parts:
+        if n:
+            picks.update((base, base + n - 1))
+        base += n
+    last_t, base = -1, 0
+    for f, start, n in parts:
+        mine = sorted(i - base for i in picks if base <= i < base + n)
+        if mine:
+            with open(f, "rb") as fh:
+                for j in mine:
+                    fh.seek(start + j * rec)
+                    _, t, ms = struct.unpack("<3I", fh.read(12))
+                    if ms >= 1000 or t < last_t:
+                        raise FileFormatError(
+                            f, f"frame {j} does not start with a TVIPS frame header (time stamp "
+                            f"{t} s + {ms} ms after {last_t} s): bytes lost or inserted",
+                        )  # fmt: skip
+                    last_t = t
+        base += n
 
 
 def read_frames(path: str | os.PathLike) -> list[np.ndarray]:
