@@ -364,16 +364,10 @@ def _real_seeds() -> list[Seed]:
         blob = dmf.read_bytes()
         out.append(Seed("real-dm3", "dm", {"s.dm3": blob}, "s.dm3", {},
                         [("s.dm3", 0, 23704)]))  # fmt: skip  (the tag tree, before the stack's pixels)
-    tv = REALDATA / "tvips"
-    if (tv / "test_tvips_2345_split_000.tvips").is_file():
-        out.append(Seed("real-tvips", "tvips", {
-            f"r_{i:03d}.tvips": (tv / f"test_tvips_2345_split_{i:03d}.tvips").read_bytes() for i in range(3)
-        }, "r_000.tvips", {}, [("r_000.tvips", 0, 52), ("r_000.tvips", 256, 316)], [],
-            ["r_001.tvips"]))  # fmt: skip
-        # Not r_002: the format records no frame count, so a missing *last* part cannot be told
-        # from a shorter recording (a missing middle part, or a FIFO in its place, is refused).
-        # Header ranges: the 13 fields and the first frame header, not the main header's
-        # padding, where deleting exactly one frame's length leaves a valid shorter recording.
+    # No real TVIPS seed: rosettasciio's recordings have 100-byte frame records, the very size of
+    # the mutator's deletions, so deleting 100 bytes of the main header's padding leaves a valid
+    # recording one frame shorter (the format has no frame count). The synthetic split seed
+    # (156-byte records) covers the reader; a missing middle part or a FIFO part is refused.
     e = REALDATA / "emd" / "py4DSTEM_size2x3x4x5.h5"
     if e.is_file():
         out.append(Seed("real-emd", "emd", {"p.h5": e.read_bytes()}, "p.h5", {}, [("p.h5", 0, 2048)],

@@ -50,12 +50,16 @@ def test_tvips_split_recording(realdata):
         f"test_tvips_2345_split_{i:03d}.tvips" for i in range(3)
     ]
     assert [s.shape[0] for s in tvips.read_frames(last)] == [1, 3, 2]
-    dc = open_datacube(last, skip_frames=1, scan_shape=(2, 2))  # a scan after one stray frame
+    dc = open_datacube(last, frame_offset=1, scan_shape=(2, 2))  # a scan after one stray frame
     assert dc.shape == (2, 2, 4, 5)
     np.testing.assert_array_equal(np.asarray(dc.data), whole[1:5].reshape(2, 2, 4, 5))
     np.testing.assert_array_equal(dc.data[1, 0], whole[3])
-    with pytest.raises(FileFormatError, match=r"skip_frames=6 but the recording has 6 frames"):
-        open_datacube(last, skip_frames=6)
+    blank = open_datacube(last, frame_offset=-2, scan_shape=(2, 4))  # two frames before the first
+    got = np.asarray(blank.data).reshape(8, 4, 5)
+    assert not got[:2].any()
+    np.testing.assert_array_equal(got[2:], whole)
+    with pytest.raises(FileFormatError, match=r"frame_offset=6 drops every one of the 6 frames"):
+        open_datacube(last, frame_offset=6)
 
 
 def _stream(path, frames, *, version=2, fh=60, bits=16):

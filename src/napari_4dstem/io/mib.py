@@ -40,7 +40,7 @@ import numpy as np
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError
-from ._framestack import FrameStack4D
+from ._framestack import frames_with_offset
 from ._helpers import (
     check_scan_shape,
     frame_memmap,
@@ -49,7 +49,6 @@ from ._helpers import (
     read_head,
     read_small,
     require_regular,
-    scan_chunks,
 )
 
 __all__ = [
@@ -573,32 +572,13 @@ def _check_offset(path: Path, frame_offset: int, n: int) -> int:
 
 
 def _cube(stacks: list[np.ndarray], hdr: MibHeader, offset: int, scan: tuple[int, int]):
-    """``(sy, sx, k_y, k_x)`` from stored frame stacks, after dropping ``offset`` frames (or
-    inserting ``-offset`` blank ones)."""
-    sy, sx = scan
-    if offset >= 0:
-        trimmed, left = [], offset  # memmap slices: views
-        for st in stacks:
-            if left < st.shape[0]:
-                trimmed.append(st[left:])
-            left = max(0, left - st.shape[0])
-        if len(trimmed) == 1:
-            if hdr.is_raw:
-                return lazy_frames(trimmed[0], scan, decode=lambda b: decode_raw(b, hdr),
-                                   out_dtype=hdr.dtype, out_frame_shape=hdr.frame_shape)  # fmt: skip
-            return lazy_frames(trimmed[0], scan)
-        return FrameStack4D(trimmed, scan, check=False)
-    # blank frames first: a dask array (zeros, then the frames)
-    import dask.array as da
-
-    n = sum(int(st.shape[0]) for st in stacks)
-    whole = _cube(stacks, hdr, 0, (1, n))
-    frames = whole[0] if isinstance(whole, da.Array) else da.from_array(
-        whole, chunks=(1, min(n, 256), *hdr.frame_shape), asarray=True)[0]  # fmt: skip
-    blank = da.zeros((-offset, *hdr.frame_shape), dtype=hdr.dtype, chunks=(256, *hdr.frame_shape))
-    flat = da.concatenate([blank, frames])[: sy * sx]
-    cy, cx = scan_chunks(scan)
-    return flat.reshape(sy, sx, *hdr.frame_shape).rechunk((cy, cx, *hdr.frame_shape))
+    """``(sy, sx, k_y, k_x)`` from stored frame stacks after the trigger offset (RAW decoded)."""
+    one = None
+    if hdr.is_raw:
+        def one(st, sc):
+            return lazy_frames(st, sc, decode=lambda b: decode_raw(b, hdr), out_dtype=hdr.dtype,
+                               out_frame_shape=hdr.frame_shape)  # fmt: skip
+    return frames_with_offset(stacks, scan, offset, one)
 
 
 def _read_multi(path, files: list[Path], *, scan_shape, allow_truncated, calibration,

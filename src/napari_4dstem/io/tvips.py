@@ -12,8 +12,8 @@ Layout (little-endian u4 fields unless noted):
 * a long recording continues in ``_001``, ``_002``... files that hold only frames.
 
 Frames are a zero-copy memmap view (one file) or a lazy frame stack over the files (split
-recordings), ``(1, n)`` unless ``scan_shape`` is given; ``skip_frames`` drops frames recorded
-before the scan started (the scan's trigger). The header's ``ht`` gives the beam energy; no
+recordings), ``(1, n)`` unless ``scan_shape`` is given; ``frame_offset`` drops frames recorded
+before the scan started (or puts blank frames first), as for Merlin. The header's ``ht`` gives the beam energy; no
 detector calibration is invented from ``pixelsize`` and ``magtotal``.
 """
 
@@ -30,11 +30,10 @@ import numpy as np
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError
-from ._framestack import FrameStack4D
+from ._framestack import frames_with_offset
 from ._helpers import (
     check_scan_shape,
     frame_memmap,
-    lazy_frames,
     never_raises,
     read_head,
     require_regular,
@@ -186,28 +185,27 @@ def read_datacube(
     path: str | os.PathLike,
     *,
     scan_shape: tuple[int, int] | None = None,
-    skip_frames: int = 0,
+    frame_offset: int = 0,
     calibration: Calibration | None = None,
 ) -> DataCube:
-    """Open a TVIPS recording lazily: ``(1, n)`` frames, or ``scan_shape`` after ``skip_frames``."""
+    """Open a TVIPS recording lazily: ``(1, n)`` frames, or ``scan_shape``.
+
+    ``frame_offset`` (trigger sync, as for Merlin): a positive value drops that many frames
+    recorded before the scan began, a negative one puts that many blank frames first.
+    """
     p = Path(path)
     stacks, h = _stacks(p)
     n_all = sum(h["frames_per_file"])
-    skip = int(skip_frames)
-    if not 0 <= skip < n_all:
-        raise FileFormatError(p, f"skip_frames={skip_frames} but the recording has {n_all} frames")
-    sy, sx = check_scan_shape(p, n_all - skip, scan_shape)
-    trimmed, left = [], skip  # drop the first `skip` frames (memmap slices: views)
-    for st in stacks:
-        if left < st.shape[0]:
-            trimmed.append(st[left:])
-        left = max(0, left - st.shape[0])
-    if len(trimmed) == 1:
-        data = lazy_frames(trimmed[0], (sy, sx))
-    else:
-        data = FrameStack4D(trimmed, (sy, sx), check=False)
+    try:
+        offset = int(frame_offset)
+    except (TypeError, ValueError):
+        raise FileFormatError(p, f"frame_offset must be an integer, got {frame_offset!r}") from None
+    if offset >= n_all:
+        raise FileFormatError(p, f"frame_offset={offset} drops every one of the {n_all} frames")
+    sy, sx = check_scan_shape(p, n_all - offset, scan_shape)
+    data = frames_with_offset(stacks, (sy, sx), offset)
     if calibration is None:
         calibration = Calibration(beam_energy_kev=float(h["ht"])) if h["ht"] > 0 else Calibration()
-    meta = {"format": "TVIPS", "skip_frames": skip,
+    meta = {"format": "TVIPS", "frame_offset": offset,
             **{k: v for k, v in h.items() if k not in ("size",)}}  # fmt: skip
     return DataCube(data, calibration, name=_first(p).stem, metadata=meta, source=str(p))
