@@ -139,6 +139,38 @@ def _blockfile_seed() -> Seed:
     return Seed("blockfile", "blockfile", {"c.blo": hdr + recs}, "c.blo", {}, [("c.blo", 0, off)])
 
 
+def _tia_seed() -> Seed:
+    n, ny, nx, (sy, sx) = 12, 8, 6, (3, 4)
+    frames = (np.arange(n * ny * nx, dtype="<i2") * 3).reshape(n, ny, nx)
+    head = struct.pack("<HHHIIii", 0x4949, 0x0197, 0x0220, 0x4122, 0x4152, n, n)
+    dims = b"".join(struct.pack("<iddii", size, 0.0, 1e-9, 0, 8) + b"Position" + struct.pack("<i", 1)
+                    + b"m" for size in (sx, sy))  # fmt: skip
+    table = len(head) + 8 + 4 + len(dims)
+    pos = table + 16 * n
+    rec = 50 + ny * nx * 2 + 8
+    offsets = [pos + i * rec for i in range(n)]
+    tags = [o + 50 + ny * nx * 2 for o in offsets]
+    elems = b"".join(struct.pack("<ddiddihII", 0.0, 1e8, 0, 0.0, 1e8, 0, 5, nx, ny) + f.tobytes()
+                     + struct.pack("<ii", 0x4152, i) for i, f in enumerate(frames))  # fmt: skip
+    blob = head + struct.pack("<q", table) + struct.pack("<i", 2) + dims
+    blob += np.array(offsets, "<q").tobytes() + np.array(tags, "<q").tobytes() + elems
+    emi = b"<ObjectInfo><AcceleratingVoltage>300000</AcceleratingVoltage></ObjectInfo>"
+    return Seed("tia", "tia", {"t.emi": emi, "t_1.ser": blob}, "t.emi", {},
+                [("t_1.ser", 0, pos + 50)], ["t.emi"], ["t_1.ser"])  # fmt: skip
+
+
+def _tvips_seed() -> Seed:
+    n, ny, nx, fh = 12, 8, 6, 60
+    head = struct.pack("<13I", 256, 2, nx, ny, 16, 0, 0, 1, 1, 15, 300, 80, fh).ljust(256, b"\0")
+    frames = [struct.pack("<3I", i, 0, 0).ljust(fh, b"\0")
+              + (np.arange(ny * nx, dtype="<u2") * (i + 1)).tobytes() for i in range(n)]  # fmt: skip
+    # split in two files at a frame boundary, as the recorder does
+    return Seed("tvips", "tvips", {"v_000.tvips": head + b"".join(frames[:5]),
+                                   "v_001.tvips": b"".join(frames[5:])}, "v_000.tvips",
+                {"scan_shape": (3, 4)}, [("v_000.tvips", 0, 52), ("v_000.tvips", 256, 256 + fh)], [],
+                ["v_001.tvips"])  # fmt: skip
+
+
 def _mrc_head(nx, ny, nz, mode=6) -> bytes:
     head = bytearray(1024)
     head[0:16] = np.array([nx, ny, nz, mode], "<i4").tobytes()
@@ -222,6 +254,24 @@ def _emd_seed() -> Seed:
     return Seed("emd", "emd", {"c.h5": blob}, "c.h5", {}, [("c.h5", 0, 2048)], hdf5=["c.h5"])
 
 
+def _p4legacy_seed() -> Seed:
+    import h5py
+
+    a = (np.arange(3 * 4 * 8 * 6, dtype=np.uint16) * 3).reshape(3, 4, 8, 6)
+
+    def write(p):
+        with h5py.File(p, "w") as f:
+            top = f.create_group("4DSTEM_experiment")
+            top.attrs.update({"emd_group_type": 2, "version_major": 0, "version_minor": 12})
+            cube = top.create_group("data/datacubes/cube")
+            cube.create_dataset("data", data=a)
+            for i in range(1, 5):
+                cube.create_dataset(f"dim{i}", data=np.arange(a.shape[i - 1]) * 0.5).attrs["units"] = "nm"
+
+    return Seed("py4dstem-legacy", "py4dstem-legacy", {"l.h5": _h5_bytes(write)}, "l.h5", {},
+                [("l.h5", 0, 2048)], hdf5=["l.h5"])  # fmt: skip
+
+
 def _arina_seed() -> Seed:
     import h5py
     import hdf5plugin
@@ -303,6 +353,21 @@ def _real_seeds() -> list[Seed]:
             "test_00_data_000001.h5": (ar / "test_00_data_000001.h5").read_bytes(),
         }, "test_00_master.h5", {}, [("test_00_master.h5", 0, 2048)], [],
             ["test_00_data_000001.h5"], hdf5=["test_00_master.h5"]))  # fmt: skip
+    t = REALDATA / "tia" / "new"
+    if (t / "128x128x5-diffraction_preview_1.ser").is_file():
+        out.append(Seed("real-tia", "tia", {
+            "d.emi": (t / "128x128x5-diffraction_preview.emi").read_bytes(),
+            "d_1.ser": (t / "128x128x5-diffraction_preview_1.ser").read_bytes(),
+        }, "d.emi", {}, [("d_1.ser", 0, 202)], [], ["d_1.ser"]))  # fmt: skip
+    dmf = REALDATA / "digitalmicrograph" / "test_stackbuilder_imagestack.dm3"
+    if dmf.is_file():
+        blob = dmf.read_bytes()
+        out.append(Seed("real-dm3", "dm", {"s.dm3": blob}, "s.dm3", {},
+                        [("s.dm3", 0, 23704)]))  # fmt: skip  (the tag tree, before the stack's pixels)
+    # No real TVIPS seed: rosettasciio's recordings have 100-byte frame records, the very size of
+    # the mutator's deletions, so deleting 100 bytes of the main header's padding leaves a valid
+    # recording one frame shorter (the format has no frame count). The synthetic split seed
+    # (156-byte records) covers the reader; a missing middle part or a FIFO part is refused.
     e = REALDATA / "emd" / "py4DSTEM_size2x3x4x5.h5"
     if e.is_file():
         out.append(Seed("real-emd", "emd", {"p.h5": e.read_bytes()}, "p.h5", {}, [("p.h5", 0, 2048)],
@@ -312,7 +377,8 @@ def _real_seeds() -> list[Seed]:
 
 def make_seeds(include_real: bool = True) -> list[Seed]:
     seeds = [_npy_seed(), _raw_seed(), _mib_seed(), _mib_seed(raw=True), _blockfile_seed(),
-             *_mrc_seeds(), _empad_seed(), _dm_seed(), _emd_seed(), _arina_seed(), _zarr_seed()]  # fmt: skip
+             *_mrc_seeds(), _empad_seed(), _dm_seed(), _tia_seed(), _tvips_seed(), _emd_seed(),
+             _p4legacy_seed(), _arina_seed(), _zarr_seed()]  # fmt: skip
     if include_real:
         seeds += _real_seeds()
     return seeds

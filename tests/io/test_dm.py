@@ -12,6 +12,7 @@ from napari_4dstem.errors import FileFormatError
 from napari_4dstem.io import detect_format, dm, open_datacube
 
 _CODES = {np.dtype("<u2"): 4, np.dtype("<f4"): 6, np.dtype("<u4"): 5, np.dtype("u1"): 10}
+_DATATYPE = {np.dtype("<u2"): 10, np.dtype("<f4"): 2, np.dtype("<u4"): 11, np.dtype("u1"): 6}  # DM pixel types
 
 
 class _W:
@@ -62,7 +63,7 @@ def _write_dm(path, data, *, v4, scales=(0.05, 0.05, 1.5, 2.0), units=("1/nm", "
         ("ImageData", [
             ("Calibrations", [("Dimension", cal)]),
             ("Data", np.ascontiguousarray(data)),
-            ("DataType", 10),
+            ("DataType", _DATATYPE[data.dtype]),
             ("Dimensions", [("", d) for d in dims]),
         ]),
         ("Name", "4D scan"),

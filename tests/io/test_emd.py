@@ -192,3 +192,22 @@ def test_rotation_convention_matches_py4dstem_formula(rotation_deg, flip, rng):
     np.testing.assert_allclose(p[0], u_y, atol=1e-12)
     np.testing.assert_allclose(p[1], u_x, atol=1e-12)
     assert rotation_from_py4dstem(rotation_to_py4dstem(rotation_deg, flip), flip) == pytest.approx(rotation_deg)
+
+
+def test_real_py4dstem_file(realdata):
+    """A datacube written by py4DSTEM itself (rosettasciio's test file): data and calibration
+    against what the file's own HDF5 datasets say, read here with h5py."""
+    path = realdata / "emd" / "py4DSTEM_size2x3x4x5.h5"
+    with h5py.File(path) as f:
+        want = f["datacube_root/datacube/data"][()]
+        cal = f["datacube_root/metadatabundle/calibration"]
+        r_size, q_size = float(cal["R_pixel_size"][()]), float(cal["Q_pixel_size"][()])
+        assert cal["R_pixel_units"][()] == b"nm" and cal["Q_pixel_units"][()] == b"A^-1"
+        dim0 = f["datacube_root/datacube/dim0"][()]
+    with open_datacube(path) as dc:
+        assert dc.shape == (2, 3, 4, 5) and dc.dtype == np.dtype("<f4")
+        assert isinstance(dc.data, h5py.Dataset)
+        np.testing.assert_array_equal(dc.data[()], want)
+        assert dc.calibration.scan_step == (r_size, r_size) and dc.calibration.scan_units == "nm"
+        assert dc.calibration.k_pixel_size == q_size and dc.calibration.k_units == "1/A"
+        assert dim0[1] == pytest.approx(r_size)

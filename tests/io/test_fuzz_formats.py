@@ -46,12 +46,14 @@ def test_every_format_has_a_seed_that_opens_right(setup):
     # known answers: the synthetic seeds open with the shapes they were written with
     shapes = {s.name: tuple(s.expected["shape"]) for s in seeds}
     assert shapes["npy"] == shapes["emd"] == shapes["zarr"] == (3, 4, 8, 6)
+    assert shapes["py4dstem-legacy"] == (3, 4, 8, 6)
     assert shapes["mib-u16"] == (3, 4, 12, 16)  # 12 frames, 4 frames per trigger
     assert shapes["mib-raw1"] == (2, 2, 256, 256)
     assert shapes["blockfile"] == (2, 3, 8, 8)
     assert shapes["mrc-raster"] == shapes["mrc-custom"] == (3, 4, 5, 6)
     assert shapes["empad"] == (2, 2, 128, 128)
     assert shapes["dm4"] == (3, 4, 5, 6)
+    assert shapes["tia"] == shapes["tvips"] == (3, 4, 8, 6)
     assert shapes["arina"] == (4, 4, 8, 6)
     assert shapes["raw"] == (3, 4, 8, 6)
 

@@ -404,3 +404,57 @@ def test_flyback_detection_rules():
     t = np.arange(12, dtype=float) * 1e6
     t[5:] += 5e4  # a single late frame, not periodic
     assert mib.detect_flyback(t, 12) is None
+
+
+# -- acquisitions saved as several files; trigger offset -------------------------------------
+def _split_acquisition(realdata, tmp_path, parts=((1, 0, 3), (2, 3, 5), (10, 5, 8))):
+    """The real 8-frame 4x2 scan saved as several .mib files (acq1, acq2, acq10) + its .hdr."""
+    src = realdata / QD / "Merlin_navigation4x2_ROI" / "001_4x2_6bit.mib"
+    raw = src.read_bytes()
+    fb = len(raw) // 8
+    for num, a, b in parts:
+        (tmp_path / f"acq{num}.mib").write_bytes(raw[a * fb : b * fb])
+    (tmp_path / "acq.hdr").write_bytes(src.with_suffix(".hdr").read_bytes())
+    ref = np.asarray(open_datacube(src, scan_shape=(1, 8)).data)[0]
+    return tmp_path / "acq.hdr", ref
+
+
+def test_mib_acquisition_in_several_files(realdata, tmp_path):
+    hdr, ref = _split_acquisition(realdata, tmp_path)
+    assert [f.name for f in mib.acquisition_files(hdr)] == ["acq1.mib", "acq2.mib", "acq10.mib"]
+    dc = open_datacube(hdr, scan_shape=(2, 4))
+    assert dc.shape == (2, 4, 256, 256) and dc.metadata["frames_per_file"] == [3, 2, 3]
+    np.testing.assert_array_equal(np.asarray(dc.data).reshape(8, 256, 256), ref)
+    np.testing.assert_array_equal(dc.data[1, 1], ref[5])  # a frame in the third file
+    shifted = open_datacube(hdr, scan_shape=(2, 3), frame_offset=2)
+    np.testing.assert_array_equal(np.asarray(shifted.data).reshape(6, 256, 256), ref[2:8])
+    padded = open_datacube(hdr, scan_shape=(2, 4), frame_offset=-1)
+    got = np.asarray(padded.data).reshape(8, 256, 256)
+    assert not got[0].any()
+    np.testing.assert_array_equal(got[1:], ref[:7])
+
+
+def test_mib_frame_offset_single_file(realdata):
+    path = realdata / QD / "Merlin_navigation4x2_ROI" / "001_4x2_6bit.mib"
+    ref = np.asarray(open_datacube(path, scan_shape=(1, 8)).data)[0]
+    dc = open_datacube(path, scan_shape=(3, 2), frame_offset=1)
+    assert isinstance(dc.data, np.ndarray)  # still a memmap view
+    np.testing.assert_array_equal(np.asarray(dc.data).reshape(6, 256, 256), ref[1:7])
+    assert dc.metadata["frame_offset"] == 1
+    dc = open_datacube(path, scan_shape=(2, 4), frame_offset=-2)
+    got = np.asarray(dc.data).reshape(8, 256, 256)
+    assert not got[:2].any()
+    np.testing.assert_array_equal(got[2:], ref[:6])
+    with pytest.raises(FileFormatError, match=r"frame_offset=8 drops every one of the 8 frames"):
+        open_datacube(path, frame_offset=8)
+
+
+def test_mib_several_files_refusals(realdata, tmp_path):
+    hdr, _ = _split_acquisition(realdata, tmp_path, parts=((1, 0, 3), (2, 3, 6)))
+    with pytest.raises(FileFormatError, match=r"acq\.hdr: truncated: it promises 8 frames, its 2 \.mib files hold 6"):
+        open_datacube(hdr)
+    assert open_datacube(hdr, allow_truncated=True, scan_shape=(2, 3)).shape == (2, 3, 256, 256)
+    other = realdata / QD / "Merlin_navigation4x2_ROI" / "002_4x2_6bit_roi128.mib"
+    (tmp_path / "acq3.mib").write_bytes(other.read_bytes()[: len(other.read_bytes()) // 4])
+    with pytest.raises(FileFormatError, match=r"acq3\.mib: its frames \(256 x 128 U08.*differ"):
+        open_datacube(hdr, allow_truncated=True)

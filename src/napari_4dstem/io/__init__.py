@@ -15,7 +15,22 @@ from pathlib import Path
 
 from ..data.datacube import DataCube
 from ..errors import FileFormatError, Napari4DSTEMError
-from . import _h5direct, arina, blockfile, dm, emd, empad, mib, mrc, npy, raw, zarr_store  # noqa: F401 (_h5direct: HDF5 chunk views for the engine)
+from . import (  # noqa: F401 (_h5direct: HDF5 chunk views for the engine)
+    _h5direct,
+    arina,
+    blockfile,
+    dm,
+    emd,
+    empad,
+    mib,
+    mrc,
+    npy,
+    p4legacy,
+    raw,
+    tia,
+    tvips,
+    zarr_store,
+)
 
 __all__ = ["FORMATS", "Format", "detect_format", "open_datacube", "save_datacube"]
 
@@ -75,6 +90,20 @@ FORMATS: list[Format] = [
         dm.is_dm4d,
         dm.read_datacube,
     ),
+    Format(
+        "tia",
+        "FEI TIA image series (.emi + _N.ser)",
+        (".emi", ".ser"),
+        tia.is_tia,
+        tia.read_datacube,
+    ),
+    Format(
+        "tvips",
+        "TVIPS recorder stream (_000.tvips, _001...)",
+        (".tvips",),
+        tvips.is_tvips,
+        tvips.read_datacube,
+    ),
     # raw binary: never detected (nothing to sniff); open with format="raw" and the layout
     Format(
         "raw",
@@ -85,6 +114,13 @@ FORMATS: list[Format] = [
     ),
     Format(
         "emd", "EMD 1.0 / py4DSTEM HDF5", (".h5", ".hdf5", ".emd"), emd.is_emd, emd.read_datacube
+    ),
+    Format(
+        "py4dstem-legacy",
+        "py4DSTEM 0.9-0.13 HDF5",
+        (".h5", ".hdf5"),
+        p4legacy.is_legacy_py4dstem,
+        p4legacy.read_datacube,
     ),
     Format("npy", "NumPy 4D array (memmap)", (".npy",), npy.is_npy4d, npy.read_datacube),
     Format("zarr", "Zarr store", (".zarr",), zarr_store.is_zarr4d, zarr_store.read_datacube),

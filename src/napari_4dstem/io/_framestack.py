@@ -15,8 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import FileFormatError
+from ._helpers import lazy_frames, scan_chunks
 
-__all__ = ["FrameStack4D", "bitshuffle_checker"]
+__all__ = ["FrameStack4D", "bitshuffle_checker", "frames_with_offset"]
 
 _BSHUF_FILTER = 32008
 
@@ -199,3 +200,35 @@ class FrameStack4D:
     def __array__(self, dtype=None, copy=None):
         a = self[:, :]
         return a.astype(dtype) if dtype is not None else a
+
+
+def frames_with_offset(stacks: Sequence, scan_shape: tuple[int, int], offset: int = 0, one=None):
+    """``(scan_y, scan_x, k_y, k_x)`` over the frames of ``stacks`` (each ``(n_i, ...)``, in
+    order) after a trigger offset: ``offset > 0`` drops the first ``offset`` frames (memmap
+    slices, still views), ``offset < 0`` puts ``-offset`` blank (zero) frames first.
+
+    ``one(stack, scan_shape)`` makes the 4D array of a single stack (default
+    :func:`lazy_frames`, a zero-copy view); several stacks become a :class:`FrameStack4D`;
+    blank frames make the result a dask array.
+    """
+    sy, sx = scan_shape
+    if offset >= 0:
+        trimmed, left = [], offset
+        for st in stacks:
+            if left < st.shape[0]:
+                trimmed.append(st[left:])
+            left = max(0, left - st.shape[0])
+        if len(trimmed) == 1:
+            return (one or lazy_frames)(trimmed[0], scan_shape)
+        return FrameStack4D(trimmed, scan_shape, check=False)
+    import dask.array as da
+
+    n = sum(int(st.shape[0]) for st in stacks)
+    whole = frames_with_offset(stacks, (1, n), 0, one)
+    frame = tuple(int(v) for v in whole.shape[2:])
+    if not isinstance(whole, da.Array):
+        whole = da.from_array(whole, chunks=(1, min(n, 256), *frame), asarray=True)
+    blank = da.zeros((-offset, *frame), dtype=whole.dtype, chunks=(256, *frame))
+    flat = da.concatenate([blank, whole[0]])[: sy * sx]
+    cy, cx = scan_chunks((sy, sx))
+    return flat.reshape(sy, sx, *frame).rechunk((cy, cx, *frame))

@@ -40,6 +40,7 @@ import numpy as np
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError
+from ._framestack import frames_with_offset
 from ._helpers import (
     check_scan_shape,
     frame_memmap,
@@ -52,6 +53,7 @@ from ._helpers import (
 
 __all__ = [
     "MibHeader",
+    "acquisition_files",
     "check_frame_headers",
     "decode_raw",
     "detect_flyback",
@@ -150,6 +152,33 @@ def _mib_path(path: str | os.PathLike) -> Path:
             p, "Merlin .hdr header without its .mib data file", f"expected {p.with_suffix('.mib')}"
         )
     return p
+
+
+def acquisition_files(path: str | os.PathLike) -> list[Path]:
+    """The ``.mib`` files of an acquisition, in order.
+
+    A ``.mib`` opens alone. A ``.hdr`` opens the ``.mib`` of the same name; when there is none,
+    every ``<name><number>.mib`` (or ``<name>_<number>.mib``) beside it, sorted by number: an
+    acquisition the Merlin software saved as several files.
+    """
+    p = Path(path)
+    if p.suffix.lower() != ".hdr":
+        return [p]
+    for cand in (p.with_suffix(".mib"), p.with_suffix(".MIB")):
+        if cand.is_file():
+            return [cand]
+    pat = re.compile(rf"^{re.escape(p.stem)}[_-]?(\d+)\.mib$", re.IGNORECASE)
+    parts = []
+    try:
+        for c in p.parent.iterdir():
+            m = pat.match(c.name)
+            if m and c.is_file():
+                parts.append((int(m.group(1)), c))
+    except OSError:
+        parts = []
+    if not parts:
+        return [_mib_path(p)]  # raises: a .hdr without its .mib
+    return [c for _, c in sorted(parts)]
 
 
 def _hdr_path(mib: Path) -> Path | None:
@@ -444,6 +473,7 @@ def read_datacube(
     scan_shape: tuple[int, int] | None = None,
     allow_truncated: bool = False,
     calibration: Calibration | None = None,
+    frame_offset: int = 0,
 ) -> DataCube:
     """Open a Merlin ``.mib`` (or its ``.hdr``) lazily as a DataCube.
 
@@ -458,6 +488,10 @@ def read_datacube(
         Open the complete frames of a truncated file instead of raising.
     calibration : Calibration, optional
         Merlin files carry no physical pixel sizes; pass one to attach it.
+    frame_offset : int
+        Trigger synchronisation: a positive value drops that many frames from the start (frames
+        recorded before the scan began), a negative one inserts that many blank frames before
+        the first (the scan began before the detector recorded). Applied before the scan shape.
 
     Returns
     -------
@@ -465,35 +499,24 @@ def read_datacube(
         Shape ``(scan_y, scan_x, k_y, k_x)``; decoded data as a zero-copy memmap view in the
         file's big-endian dtype, RAW data as a dask array decoded on read.
     """
-    mib = _mib_path(path)
+    files = acquisition_files(path)
+    if len(files) > 1:
+        return _read_multi(path, files, scan_shape=scan_shape, allow_truncated=allow_truncated,
+                           calibration=calibration, frame_offset=frame_offset)  # fmt: skip
+    mib = files[0]
     hdr, n = validate(mib, allow_truncated=allow_truncated)
     hdr_path = _hdr_path(mib)
     acq = read_hdr(hdr_path) if hdr_path is not None else {}
-    if hdr.is_raw:
-        stored = frame_memmap(
-            mib,
-            offset=0,
-            n_frames=n,
-            frame_shape=(1, hdr.stored_bytes),
-            dtype=np.uint8,
-            frame_header=hdr.header_bytes,
-        )
-    else:
-        stored = frame_memmap(
-            mib,
-            offset=0,
-            n_frames=n,
-            frame_shape=(hdr.height, hdr.width),
-            dtype=_DTYPES[hdr.pixel_type],
-            frame_header=hdr.header_bytes,
-        )
+    stored = _stored(mib, hdr, n)
+    offset = _check_offset(mib, frame_offset, n)
     guess = None
     source = "frames"
+    n_eff = n - offset
     if scan_shape is None:
         fpt = _hdr_int(acq, "Frames per Trigger")
-        if fpt and fpt > 1 and n % fpt == 0:
-            guess, source = (n // fpt, fpt), "hdr Frames per Trigger"
-        else:
+        if fpt and fpt > 1 and n_eff % fpt == 0:
+            guess, source = (n_eff // fpt, fpt), "hdr Frames per Trigger"
+        elif offset == 0:
             heads = np.memmap(
                 mib,
                 dtype=np.dtype([("h", f"V{hdr.header_bytes}"), ("f", f"V{hdr.stored_bytes}")]),
@@ -509,17 +532,8 @@ def read_datacube(
                 source = "fly-back in frame time stamps"
     else:
         source = "user"
-    sy, sx = check_scan_shape(mib, n, scan_shape, guess=guess)
-    if hdr.is_raw:
-        data = lazy_frames(
-            stored,
-            (sy, sx),
-            decode=lambda b: decode_raw(b, hdr),
-            out_dtype=hdr.dtype,
-            out_frame_shape=hdr.frame_shape,
-        )
-    else:
-        data = lazy_frames(stored, (sy, sx))
+    sy, sx = check_scan_shape(mib, n_eff, scan_shape, guess=guess)
+    data = _cube([stored], hdr, offset, (sy, sx))
     meta: dict[str, Any] = {
         "format": "Merlin MIB (RAW)" if hdr.is_raw else "Merlin MIB",
         "counter_depth_bits": hdr.counter_depth,
@@ -529,9 +543,91 @@ def read_datacube(
         "first_timestamp": hdr.timestamp,
         "thresholds_keV": list(hdr.thresholds_kev),
         "frames_in_file": n,
+        "frame_offset": offset,
         "scan_shape_from": source,
         "orientation": "file order (rosettasciio = ours[..., ::-1, :])",
     }
     if acq:
         meta["hdr"] = acq
     return DataCube(data, calibration, name=mib.stem, metadata=meta, source=str(mib))
+
+
+def _stored(mib: Path, hdr: MibHeader, n: int) -> np.ndarray:
+    """The stored frames of one file, ``(n, k_y, k_x)`` (RAW: ``(n, 1, stored bytes)``)."""
+    if hdr.is_raw:
+        return frame_memmap(mib, offset=0, n_frames=n, frame_shape=(1, hdr.stored_bytes),
+                            dtype=np.uint8, frame_header=hdr.header_bytes)  # fmt: skip
+    return frame_memmap(mib, offset=0, n_frames=n, frame_shape=(hdr.height, hdr.width),
+                        dtype=_DTYPES[hdr.pixel_type], frame_header=hdr.header_bytes)  # fmt: skip
+
+
+def _check_offset(path: Path, frame_offset: int, n: int) -> int:
+    try:
+        k = int(frame_offset)
+    except (TypeError, ValueError):
+        raise FileFormatError(path, f"frame_offset must be an integer, got {frame_offset!r}") from None
+    if k >= n:
+        raise FileFormatError(path, f"frame_offset={k} drops every one of the {n} frames")
+    return k
+
+
+def _cube(stacks: list[np.ndarray], hdr: MibHeader, offset: int, scan: tuple[int, int]):
+    """``(sy, sx, k_y, k_x)`` from stored frame stacks after the trigger offset (RAW decoded)."""
+    one = None
+    if hdr.is_raw:
+        def one(st, sc):
+            return lazy_frames(st, sc, decode=lambda b: decode_raw(b, hdr), out_dtype=hdr.dtype,
+                               out_frame_shape=hdr.frame_shape)  # fmt: skip
+    return frames_with_offset(stacks, scan, offset, one)
+
+
+def _read_multi(path, files: list[Path], *, scan_shape, allow_truncated, calibration,
+                frame_offset) -> DataCube:  # fmt: skip
+    """An acquisition saved as several ``.mib`` files (opened from its ``.hdr``)."""
+    p = Path(path)
+    hdrs, counts = [], []
+    for f in files:
+        h, n_f = validate(f, allow_truncated=allow_truncated)
+        hdrs.append(h)
+        counts.append(n_f)
+    hdr = hdrs[0]
+    if hdr.is_raw:
+        raise FileFormatError(p, f"RAW (R64) acquisitions saved as several files ({len(files)}) are "
+                              "not supported; open each .mib on its own")  # fmt: skip
+    for f, h in zip(files[1:], hdrs[1:], strict=True):
+        if (h.header_bytes, h.frame_shape, h.pixel_type, h.counter_depth) != (
+            hdr.header_bytes, hdr.frame_shape, hdr.pixel_type, hdr.counter_depth,
+        ):  # fmt: skip
+            raise FileFormatError(
+                f, f"its frames ({h.width} x {h.height} {h.pixel_type}, {h.counter_depth} bit) differ "
+                f"from those of {files[0].name} ({hdr.width} x {hdr.height} {hdr.pixel_type})",
+            )  # fmt: skip
+    n = sum(counts)
+    acq = read_hdr(p)
+    expected = _hdr_int(acq, "Frames in Acquisition")
+    if expected and n < expected and not allow_truncated:
+        raise FileFormatError(
+            p, f"truncated: it promises {expected} frames, its {len(files)} .mib files hold {n}",
+            f"pass allow_truncated=True to open the {n} frames",
+        )  # fmt: skip
+    offset = _check_offset(p, frame_offset, n)
+    fpt = _hdr_int(acq, "Frames per Trigger")
+    n_eff = n - offset
+    guess = (n_eff // fpt, fpt) if scan_shape is None and fpt and fpt > 1 and n_eff % fpt == 0 else None
+    sy, sx = check_scan_shape(p, n_eff, scan_shape, guess=guess)
+    data = _cube([_stored(f, hdr, c) for f, c in zip(files, counts, strict=True)], hdr, offset, (sy, sx))
+    meta: dict[str, Any] = {
+        "format": "Merlin MIB (RAW)" if hdr.is_raw else "Merlin MIB",
+        "files": [f.name for f in files],
+        "frames_per_file": counts,
+        "frame_offset": offset,
+        "counter_depth_bits": hdr.counter_depth,
+        "n_chips": hdr.n_chips,
+        "chip_layout": hdr.layout,
+        "exposure_s": hdr.exposure_s,
+        "first_timestamp": hdr.timestamp,
+        "scan_shape_from": "user" if scan_shape is not None else
+                           ("hdr Frames per Trigger" if guess else "frames"),
+        "hdr": acq,
+    }  # fmt: skip
+    return DataCube(data, calibration, name=p.stem, metadata=meta, source=str(p))
