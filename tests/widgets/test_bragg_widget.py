@@ -84,9 +84,10 @@ def test_live_detection_all_patterns_lattice_and_strain(make_napari_viewer, qtbo
     for k, c in enumerate(("e_xx", "e_yy", "e_xy")):
         np.testing.assert_array_equal(results.layers[c].data, again.data[..., k])
     # the saved result reopens with its recipe, and the strain is dimensionless (not 'intensity')
-    # known: the docks' Save result... writes on the GUI thread (not yet a worker)
-    with stall_detector.excluded("Save result on the GUI thread (not yet a worker)"):
-        out = w.save_result(tmp_path / "saved.h5")
+    # Save result... writes in a worker: the GUI thread only starts it
+    assert w.save_result(tmp_path / "saved.h5")
+    qtbot.waitUntil(lambda: w.last_saved is not None, timeout=60000)
+    out = w.last_saved
     with stall_detector.excluded("reference"):
         saved = emd.read(out)
     assert saved["strain"].units == "" and saved["strain"].params["recipe"]["workflow"] == "strain"

@@ -93,6 +93,21 @@ def _ipf_images(res, run=None, size: int = 128):
     return res, rgb, keys, saved
 
 
+def _write_ang(result, path) -> Path:
+    """Worker: the orientation map as a TSL .ang file."""
+    return result.write_ang(path, overwrite=True)
+
+
+def _write_maps(run, result, peaks, path) -> Path:
+    """Worker: the ACOM run (with its recipe), or the maps and peaks, to an EMD file."""
+    if run is not None:
+        return run.save(path, overwrite=True)
+    from ..io import emd
+
+    objs = [*result.to_maps()] + ([peaks] if peaks is not None else [])
+    return emd.write(path, *objs, overwrite=True)
+
+
 class OrientationWidget(PipelineActions, QWidget):
     """Dock widget: orientation (and phase) mapping from Bragg disks (ACOM)."""
 
@@ -333,6 +348,7 @@ class OrientationWidget(PipelineActions, QWidget):
 
     def closeEvent(self, event) -> None:
         self.jobs.close()
+        self.file_jobs.wait()
         super().closeEvent(event)
 
     # -- plan ---------------------------------------------------------------------------------
@@ -603,48 +619,38 @@ class OrientationWidget(PipelineActions, QWidget):
         )
 
     # -- exports ------------------------------------------------------------------------------
-    def export_ang(self, path: str | Path | None = None) -> Path | None:
-        """Write the map as a TSL .ang file (asks for a path when none is given)."""
+    def export_ang(self, path: str | Path | None = None) -> bool:
+        """Write the map as a TSL .ang file (asks for a path when none is given) in a worker;
+        True when started (``last_saved`` is the file once written)."""
         if self.result is None:
             self.status.setText("run the orientation map first")
-            return None
+            return False
         if path is None:
             path, _ = QFileDialog.getSaveFileName(
                 self, "Export .ang", "acom.ang", "TSL OIM (*.ang)"
             )
             if not path:
-                return None
-        try:
-            out = self.result.write_ang(path, overwrite=True)
-        except (OSError, Napari4DSTEMError) as e:
-            self._on_error(e)
-            return None
-        self.status.setText(f"wrote {out}")
-        return out
+                return False
+        self.file_jobs.run(_write_ang, self.result, path, desc=f"writing {Path(path).name}",
+                           on_done=self._saved)
+        return True
 
-    def save_maps(self, path: str | Path | None = None) -> Path | None:
+    def save_maps(self, path: str | Path | None = None) -> bool:
         """Write the maps (Euler, orientation, correlation, reliability, phase, grains, IPF) and
-        the Bragg peaks to an EMD file (asks for a path when none is given)."""
+        the Bragg peaks to an EMD file (asks for a path when none is given) in a worker; True
+        when started (``last_saved`` is the file once written)."""
         if self.result is None:
             self.status.setText("run the orientation map first")
-            return None
+            return False
         if path is None:
             path, _ = QFileDialog.getSaveFileName(self, "Save maps", "acom.h5", "EMD (*.h5 *.emd)")
             if not path:
-                return None
-        try:
-            if self.run is not None and self.run.result is self.result:
-                out = self.run.save(path, overwrite=True)  # with all top-N matches and the recipe
-            else:
-                from ..io import emd
-
-                objs = [*self.result.to_maps()] + ([self.peaks] if self.peaks is not None else [])
-                out = emd.write(path, *objs, overwrite=True)
-        except (OSError, Napari4DSTEMError) as e:
-            self._on_error(e)
-            return None
-        self.status.setText(f"wrote {out}")
-        return out
+                return False
+        # the whole run (all top-N matches and the recipe) when the maps are its own
+        run = self.run if self.run is not None and self.run.result is self.result else None
+        self.file_jobs.run(_write_maps, run, self.result, self.peaks, path,
+                           desc=f"writing {Path(path).name}", on_done=self._saved)
+        return True
 
     def pipeline_result(self):
         """The last orientation map run (Copy as Python: PipelineActions)."""
