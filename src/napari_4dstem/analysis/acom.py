@@ -33,6 +33,7 @@ import functools
 import json
 import math
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -42,7 +43,7 @@ import numpy as np
 
 from ..data.calibration import Calibration, electron_wavelength_A
 from ..data.results import BraggPeaks
-from ..engine.jobs import Job, Progress, run_job
+from ..engine.jobs import PARTIAL_EVERY_S, Job, PartialMap, Progress, run_job
 from ..errors import CalibrationError, DataShapeError, Napari4DSTEMError
 from .orientation import OrientationPlan, rotation_z
 from .symmetry import misorientation_deg
@@ -433,6 +434,30 @@ def _distinct_best(U, score, ok, group, separation_deg, n_keep):
 # ------------------------------------------------------------------------------------------
 # driver
 # ------------------------------------------------------------------------------------------
+class _ScanPartial:
+    """The map of a per-pattern value over the scan while patterns ``0 .. n_done`` (raster
+    order) are matched: a :class:`PartialMap` at most every ``PARTIAL_EVERY_S`` (else None)."""
+
+    def __init__(self, scan_shape: tuple[int, int]):
+        self.shape = tuple(scan_shape)
+        self.last = -math.inf
+
+    def __call__(self, name: str, n_done: int, values) -> PartialMap | None:
+        now = time.perf_counter()
+        if now - self.last < PARTIAL_EVERY_S:
+            return None
+        n = self.shape[0] * self.shape[1]
+        vals = np.zeros(n)
+        vals[:n_done] = values(n_done)
+        done = np.arange(n) < n_done
+        self.last = time.perf_counter()
+        return PartialMap.of(name, vals.reshape(self.shape), done.reshape(self.shape))
+
+
+def _no_partial(name, n_done, values):
+    return None
+
+
 def _match_one_plan(
     plan,
     off,
@@ -456,6 +481,7 @@ def _match_one_plan(
     intensity_power=0.5,
     device=None,
     n_flip=0,
+    partial=_no_partial,
 ):
     n_pat = len(off) - 1
     template = _powered(plan, intensity_power)
@@ -481,9 +507,13 @@ def _match_one_plan(
         out_phi,
         out_s,
     )
+    def coarse(n):  # best sparse-correlation score of each matched pattern
+        return out_s[:n].max(axis=1)
+
     if device is None:
         for i1 in _run_ranges(_score_range, n_pat, args, n_threads, chunk):
-            yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}")
+            yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}",
+                           partial=partial("matching score", i1, coarse))
     else:
         from ._acom_torch import score_batches_torch
 
@@ -500,7 +530,8 @@ def _match_one_plan(
             tol_pos=tol_pos,
             device=device,
         ):
-            yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}")
+            yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}",
+                           partial=partial("matching score", i1, coarse))
     has = out_z >= 0
     U_c = np.full((n_pat, n_cand, 3, 3), np.nan)
     U_c[has] = rotation_z(out_phi[has]) @ plan.zone_orientations[out_z[has]]
@@ -531,9 +562,14 @@ def _match_one_plan(
             intensity_power=intensity_power, k_max=k_max, tol_pos=tol_pos, n_iter=n_iter,
         )
         args, (U_out, corr, n_match, rms) = refine_with()
+
+        def refined(n):  # best refined correlation of each refined pattern
+            return np.max(np.where(ok[:n], np.nan_to_num(corr[:n]), 0.0), axis=1)
+
         for i1 in _run_ranges(_refine_range, n_pat, args, n_threads, chunk):
             yield Progress(
-                done0 + n_pat // 2 + i1 // 2, progress_total, f"refining {plan.crystal.name}"
+                done0 + n_pat // 2 + i1 // 2, progress_total, f"refining {plan.crystal.name}",
+                partial=partial("correlation", i1, refined),
             )
         if _plan_profile(plan) == "lorentzian":
             # robust to the rocking-curve shape: refine every candidate under the Gaussian
@@ -763,6 +799,8 @@ def iter_match_orientations(
         raise ValueError(f"overlap must be 'residual' or 'candidates', got {overlap!r}")
     n_pass = n_matches if residual else 1
     total = n_pat * len(plans) * n_pass
+    # maps filling in (the first pass only: the others re-match the peaks left unexplained)
+    scan_partial = _ScanPartial(peaks.scan_shape)
 
     def one_pass(off_p, gx_p, gy_p, amp_p, n_m, i_pass):
         per_plan = []
@@ -795,6 +833,7 @@ def iter_match_orientations(
                 intensity_power=intensity_power,
                 device=device,
                 n_flip=flip_candidates,
+                partial=scan_partial if i_pass == 0 else _no_partial,
             )
             per_plan.append(res)
         # merge phases: the best n_m over all plans

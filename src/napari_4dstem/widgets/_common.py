@@ -86,6 +86,7 @@ class JobRunner:
         self.worker = None
         self._job = None
         self._eta = None
+        self._partials = None
         cancel_btn.setEnabled(False)
         cancel_btn.clicked.connect(self.cancel)
         if progress_bar is not None:
@@ -97,14 +98,16 @@ class JobRunner:
 
     def start(
         self, job_fn, *args, desc: str, on_done, total: int | None = None, eta: bool = False,
-        on_progress=None, on_finished=None, **kwargs,
+        on_progress=None, on_finished=None, partials: PartialMaps | None = None, **kwargs,
     ) -> bool:
         """Start the job ``job_fn(*args, **kwargs)`` (a generator function); False (and a
         message) when a job is running.
 
         With ``eta`` the progress bar reads "message: done / total, ETA m:ss". ``on_progress``
         gets every yielded value too; ``on_finished`` is called after the job ends in any way
-        (done, cancelled or failed).
+        (done, cancelled or failed). ``partials`` shows the maps the job yields while it runs
+        (:class:`PartialMaps`); it is stopped before ``on_done`` gets the result, so a late
+        partial map never covers the final one.
         """
         if self.worker is not None:
             self.status.setText("a job is running: wait or cancel it")
@@ -122,7 +125,16 @@ class JobRunner:
         # the worker only stops iterating on quit(): keep the job to close it afterwards, so its
         # clean-up (pending pool tasks, open files) runs at once rather than at garbage collection
         self._job = job_fn(*args, **kwargs)
-        self._eta = (time.perf_counter(), None) if eta else None
+        self._eta = (time.perf_counter(), None, None) if eta else None
+        self._partials = partials
+        if partials is not None:
+            partials.begin()
+            done_slot = on_done
+
+            def on_done(result, _done=done_slot):
+                partials.stop()
+                _done(result)
+
         self.worker = create_worker(
             _drive, self._job,
             _progress=progress,
@@ -136,7 +148,11 @@ class JobRunner:
     def _on_progress(self, p) -> None:
         from ..engine.jobs import Progress
 
-        if self.progress_bar is None or not isinstance(p, Progress):
+        if not isinstance(p, Progress):
+            return
+        if p.partial is not None and self._partials is not None:
+            self._partials.show(p.partial)
+        if self.progress_bar is None:
             return
         top = max(int(p.total), 1)
         self.progress_bar.setRange(0, top)
@@ -150,9 +166,10 @@ class JobRunner:
         """"message: done / total, ETA m:ss", the rate measured from the first report (steps
         already done when the job starts, e.g. on resume, are not counted as fast work)."""
         now = time.perf_counter()
-        t0, first = self._eta
-        if first is None:
-            self._eta = (now, int(p.done))
+        t0, first, phase = self._eta
+        if first is None or phase != (p.message, p.total):
+            # a new phase (ACOM: disks, then plans, then matching) has a rate of its own
+            self._eta = (now, int(p.done), (p.message, p.total))
             eta = "--:--"
         else:
             rate = (p.done - first) / max(now - t0, 1e-9)
@@ -163,6 +180,10 @@ class JobRunner:
 
     def _finished(self) -> None:
         self.worker = None
+        if self._partials is not None:
+            # cancelled or failed: the held map is shown, the map stays as far as it got
+            self._partials.stop(show_pending=True)
+            self._partials = None
         if self._job is not None:
             self._job.close()  # no-op when it ran to its end; clean-up after a cancel
             self._job = None
@@ -198,6 +219,83 @@ class JobRunner:
                 self._job.close()
             except ValueError:  # still running after the wait: left to garbage collection
                 pass
+
+
+class PartialMaps:
+    """The maps a job yields while it runs (``Progress.partial``), shown in the real-space
+    viewer at an adaptive 2-5 Hz.
+
+    Only the newest map waits: one arriving sooner than the interval after the last update is
+    held and shown when the interval is over (a later one replaces it). The interval is four
+    times what the last update cost the GUI thread, between 0.2 s and 0.5 s, so a slow canvas
+    gets fewer updates. ``stop()`` shows the held map (a cancelled job leaves the map as far as
+    it got) unless the job ended with a result; ``discard(keep)`` removes the layers made for
+    partial maps that the final result does not reuse.
+    """
+
+    MIN_S, MAX_S = 0.2, 0.5
+
+    def __init__(self, viewer, calibration, *, colormap: str = "viridis"):
+        self._viewer = viewer  # callable: the real-space viewer
+        self._cal = calibration  # callable: the scan's Calibration
+        self.colormap = colormap
+        self.interval = self.MIN_S
+        self.created: list[str] = []  # layers made for partial maps
+        self.shown: list[tuple[str, float, float]] = []  # (name, fraction, time) of each update
+        self._pending = None
+        self._last = -1e9
+        self._timer = None
+
+    def begin(self) -> None:
+        self._pending = None
+        self._last = -1e9
+        self.shown = []
+
+    def show(self, pm) -> None:
+        from qtpy.QtCore import QTimer
+
+        self._pending = pm
+        wait = self._last + self.interval - time.perf_counter()
+        if wait <= 0:
+            self._apply()
+        elif self._timer is None:
+            self._timer = QTimer()
+            self._timer.setSingleShot(True)
+            self._timer.timeout.connect(self._apply)
+            self._timer.start(int(wait * 1000) + 1)
+        elif not self._timer.isActive():
+            self._timer.start(int(wait * 1000) + 1)
+
+    def _apply(self) -> None:
+        from ._results import show_map
+
+        pm, self._pending = self._pending, None
+        if pm is None:
+            return
+        t0 = time.perf_counter()
+        v = self._viewer()
+        if pm.name not in v.layers:
+            self.created.append(pm.name)
+        show_map(v, pm.name, pm.data, self._cal(), colormap=self.colormap, contrast_limits=pm.limits)
+        now = time.perf_counter()
+        self.interval = min(self.MAX_S, max(self.MIN_S, 4 * (now - t0)))
+        self._last = now
+        self.shown.append((pm.name, pm.fraction, now))
+
+    def stop(self, *, show_pending: bool = False) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        if show_pending:
+            self._apply()
+        self._pending = None
+
+    def discard(self, keep=()) -> None:
+        """Remove the layers made for partial maps, except those named in ``keep``."""
+        v = self._viewer()
+        for name in self.created:
+            if name not in keep and name in v.layers:
+                v.layers.remove(name)
+        self.created = [n for n in self.created if n in keep]
 
 
 class FileJobs:
@@ -248,6 +346,25 @@ class FileJobs:
         while self.workers and t.elapsed() < msecs:
             QCoreApplication.processEvents()
             time.sleep(0.002)
+
+
+# seconds of work per scan block of a whole-scan job run from a dock: the job yields (progress,
+# the map so far) and can stop after each block, so Cancel takes about this long
+BLOCK_S = 0.15
+
+
+def responsive_chunk(scan_shape, detector_shape, seconds_per_pattern: float | None = None) -> tuple[int, int]:
+    """A scan block ``(rows, cols)`` of about ``BLOCK_S`` of work on all local threads, from a
+    measured time per pattern on one thread (else a guess of 5 ms per 128 x 128 pattern):
+    whole scan rows when a row fits, else part of one."""
+    from ..engine.driver import n_threads
+
+    sy, sx = (int(v) for v in scan_shape)
+    t = seconds_per_pattern or 5e-3 * detector_shape[0] * detector_shape[1] / 128**2
+    n = max(n_threads(), int(BLOCK_S * n_threads() / max(t, 1e-6)))
+    if n >= sx:
+        return (max(1, min(sy, n // sx)), sx)
+    return (1, n)
 
 
 def _drive(job):
