@@ -114,6 +114,13 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, run
     qtbot.waitUntil(lambda: w.result is not None, timeout=30000)  # IPF colours in a worker
     r = w.result
     assert r is not None and w.peaks is not None
+    # while it ran, its maps filled in the real-space viewer (the disk counts first, then the
+    # matching score and the correlation); the final maps took their place (the others hidden)
+    names = {n for n, _, _ in w.partials.shown}
+    assert w.partials.shown[0][:2] == ("disks per pattern", w.partials.shown[0][1])
+    assert w.partials.shown[0][1] < 1.0 and names <= {"disks per pattern", "matching score", "correlation"}
+    assert not results.layers["disks per pattern"].visible
+    assert "matching score" not in results.layers or not results.layers["matching score"].visible
     for name in ("IPF x", "IPF y", "IPF z"):
         lyr = results.layers[name]
         assert lyr.rgb and lyr.data.shape == (32, 32, 3)

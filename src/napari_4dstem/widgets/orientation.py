@@ -35,7 +35,7 @@ from ..analysis.crystal import BUNDLED_CRYSTALS
 from ..data.calibration import Calibration
 from ..errors import CalibrationError, Napari4DSTEMError
 from ..pipelines import PatternCheck
-from ._common import CubePicker, JobRunner, guarded, scan_position
+from ._common import CubePicker, JobRunner, PartialMaps, guarded, responsive_chunk, scan_position
 from ._pipeline import PipelineActions, layer_source, probe_of_layer, tag_layer
 from ._plot import show_rgba
 from ._results import results_viewer, show_map
@@ -217,6 +217,11 @@ class OrientationWidget(PipelineActions, QWidget):
         self.run_btn.clicked.connect(self.run_scan)
         self.jobs = JobRunner(self.status, self.cancel_btn, progress_bar=self.progress,
                               buttons=(self.build_btn, self.check_btn, self.run_btn))
+        # while the map runs: the disk counts, then the matching score and the correlation fill
+        # in the real-space viewer (the final correlation reuses its layer; the others are
+        # hidden when the final maps arrive)
+        self._scan_cal = None
+        self.partials = PartialMaps(self.results, lambda: self._scan_cal, colormaps={"correlation": "gray"})
         self.ang_btn.clicked.connect(lambda: self.export_ang())
         self.emd_btn.clicked.connect(lambda: self.save_maps())
         self.copy_btn.clicked.connect(lambda: self.copy_as_python())
@@ -537,9 +542,13 @@ class OrientationWidget(PipelineActions, QWidget):
 
         from ..pipelines import iter_acom
 
+        self._scan_cal = cal
+        # disk detection in blocks of ~0.15 s of work: progress, its map and Cancel between them
+        chunk = responsive_chunk(dc.scan_shape, dc.detector_shape)
         self.jobs.start(iter_acom, dc, acom=kw, probe=self._probe(), calibration=cal, peaks=peaks,
                         plans=None if plans is None else tuple(plans), source=layer_source(self.layer),
-                        desc="orientation map", on_done=done)
+                        scan_chunk=chunk, desc="orientation map", eta=True, partials=self.partials,
+                        on_done=done)
 
     def _on_result(self, res) -> None:
         """The IPF colours and keys are computed in a worker (0.1 s for 32x32 patterns on the
@@ -554,6 +563,7 @@ class OrientationWidget(PipelineActions, QWidget):
         res, rgb, keys, saved = images
         self.result = res
         cal = res.calibration
+        self.partials.hide(keep=("correlation",))  # the job's other maps give way to the final ones
         v = self.results()
         for d in ("x", "y", "z"):
             show_map(v, f"IPF {d}", rgb[d], cal, rgb=True)
