@@ -189,6 +189,49 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, run
     np.testing.assert_array_equal(results.layers["IPF z"].data, again_z)
 
 
+def test_orientation_map_fills_in_with_an_eta_and_cancels(viewers, qtbot, stall_detector):
+    """UX point 20 for the orientation map: the disk counts fill in, the progress bar has an
+    ETA, and Cancel during the matching stops the job at once (the matching used to wait for
+    every queued chunk of the plan)."""
+    import time
+
+    from napari_4dstem.engine.jobs import Progress
+
+    main, results = viewers
+    with stall_detector.excluded("test data"):
+        objs = emd.read(sample_path("polycrystal_au"))
+        cube = objs["polycrystal_au"]
+        big = np.tile(np.asarray(cube.data), (2, 2, 1, 1))  # 64 x 64 patterns
+        cube.close()
+    cal = cube.calibration
+    with stall_detector.excluded("first layer add"):
+        main.add_image(big, name="big", metadata={"napari_4dstem": {"calibration": cal}},
+                       **cal.napari_kwargs("4d"))
+        main.add_image(objs["probe"].data, name="probe", **cal.napari_kwargs("k"))
+    w = OrientationWidget(main)
+    main.window.add_dock_widget(w)
+    w.crystal_combo.setCurrentText("Au")
+    w.build_btn.click()
+    _wait(qtbot, w)
+    assert w.plans is not None
+    seen = []
+    w.run_btn.click()
+    w.jobs.worker.yielded.connect(lambda p: seen.append(p) if isinstance(p, Progress) else None)
+    qtbot.waitUntil(lambda: len(w.partials.shown) >= 1 and len(seen) >= 2, timeout=120000)
+    assert "ETA" in w.progress.format()
+    part = np.array(results.layers["disks per pattern"].data)
+    assert part.shape == (64, 64) and 0 < np.isfinite(part).sum() < part.size
+    qtbot.waitUntil(lambda: seen[-1].message.startswith("matching"), timeout=120000)
+    t0 = time.perf_counter()
+    w.cancel_btn.click()
+    _wait(qtbot, w)
+    took = time.perf_counter() - t0
+    assert w.result is None and w.run is None and w.status.text() == "cancelled"
+    assert seen[-1].done < seen[-1].total
+    print(f"ACOM cancel during the matching took {took:.3f} s; {len(w.partials.shown)} partial maps shown")
+    assert took < 1.0  # the running chunks only; room for a loaded machine
+
+
 def test_bad_input_leaves_clear_messages(viewers, qtbot, tmp_path, stall_detector):
     main, _ = viewers
     w = OrientationWidget(main)

@@ -534,6 +534,9 @@ class OrientationWidget(PipelineActions, QWidget):
         peaks = self.peaks if pkey == self._peaks_key else None
 
         def done(run):
+            # the job's maps give way to the final ones (the correlation's layer is reused);
+            # hidden here, an event-loop turn before the final maps arrive from their worker
+            self.partials.hide(keep=("correlation",))
             self._set_plans(list(run.plans), key)
             self.peaks, self._peaks_key = run.peaks, pkey
             self.run = run
@@ -563,7 +566,6 @@ class OrientationWidget(PipelineActions, QWidget):
         res, rgb, keys, saved = images
         self.result = res
         cal = res.calibration
-        self.partials.hide(keep=("correlation",))  # the job's other maps give way to the final ones
         v = self.results()
         for d in ("x", "y", "z"):
             show_map(v, f"IPF {d}", rgb[d], cal, rgb=True)
