@@ -236,15 +236,21 @@ class PartialMaps:
 
     MIN_S, MAX_S = 0.2, 0.5
 
-    def __init__(self, viewer, calibration, *, colormaps: dict | None = None):
+    def __init__(self, viewer, *, colormaps: dict | None = None):
         self._viewer = viewer  # callable: the real-space viewer
-        self._cal = calibration  # callable: the scan's Calibration
+        self._cal = None  # the scan's Calibration, given per job (``for_scan``)
         self.colormaps = dict(colormaps or {})
         self.interval = self.MIN_S
         self.shown: list[tuple[str, float, float]] = []  # (name, fraction, time) of each update
         self._pending = None
         self._last = -1e9
         self._timer = None
+
+    def for_scan(self, calibration) -> PartialMaps:
+        """These maps, for a job over a scan with ``calibration`` (``JobRunner.start(...,
+        partials=maps.for_scan(cal))``)."""
+        self._cal = calibration
+        return self
 
     def begin(self) -> None:
         self._pending = None
@@ -273,9 +279,15 @@ class PartialMaps:
         if pm is None:
             return
         t0 = time.perf_counter()
-        lyr = show_map(self._viewer(), pm.name, pm.data, self._cal(),
-                       colormap=self.colormaps.get(pm.name, "viridis"), contrast_limits=pm.limits)
-        lyr.visible = True  # a map of an earlier run may have been hidden
+        try:
+            lyr = show_map(self._viewer(), pm.name, pm.data, self._cal,
+                           colormap=self.colormaps.get(pm.name, "viridis"), contrast_limits=pm.limits)
+            lyr.visible = True  # a map of an earlier run may have been hidden
+        except Exception as e:  # a viewer closed under a running job: the job goes on unseen
+            from .log import log_error
+
+            log_error("partial map", e)
+            return
         now = time.perf_counter()
         self.interval = min(self.MAX_S, max(self.MIN_S, 4 * (now - t0)))
         self._last = now

@@ -214,7 +214,7 @@ class BraggStrainWidget(PipelineActions, QWidget):
         self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.run_btn, self.template_btn),
                               progress_bar=self.progress)
         # the disk-count map fills in the real-space viewer while the job runs
-        self.partials = PartialMaps(lambda: results_viewer(self.viewer), lambda: self.datacube()[1])
+        self.partials = PartialMaps(lambda: results_viewer(self.viewer))
         # the live detection on the current pattern and the lattice fit: workers, newest wins
         self._live = LatestRunner(self._show_peaks, self._error)
         self._lattice_runner = LatestRunner(self._on_lattice, self._error)
@@ -373,7 +373,7 @@ class BraggStrainWidget(PipelineActions, QWidget):
         self.jobs.start(iter_disks, dc, detection=params, probe=self._probe_source, template=self.template,
                         calibration=cal, source=layer_source(self.layer_combo.layer), scan_chunk=chunk,
                         desc="finding Bragg disks", total=n_blocks_for(dc.data, chunk), eta=True,
-                        partials=self.partials, on_done=self._on_peaks)
+                        partials=self.partials.for_scan(cal), on_done=self._on_peaks)
 
     def cancel(self) -> None:
         self.jobs.cancel()

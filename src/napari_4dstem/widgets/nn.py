@@ -116,7 +116,7 @@ class NNDiskWidget(PipelineActions, QWidget):
             self.status, self.cancel_btn, buttons=(self.preview_btn, self.run_btn), progress_bar=self.progress
         )
         # the disk-count map fills in the real-space viewer while the network runs
-        self.partials = PartialMaps(lambda: results_viewer(self.viewer), lambda: self.layer_combo.datacube()[1])
+        self.partials = PartialMaps(lambda: results_viewer(self.viewer))
         # the preview runs the network in a worker (1-2 s on a CPU): newest click wins
         self._previewer = LatestRunner(self._show_preview, self._error)
         self.last_preview = None  # (n, 2) disk positions of the last preview
@@ -267,7 +267,7 @@ class NNDiskWidget(PipelineActions, QWidget):
             desc="running the network on every pattern",
             total=n_blocks_for(dc.data, chunk),
             eta=True,
-            partials=self.partials,
+            partials=self.partials.for_scan(cal),
             on_done=self._on_peaks,
         )
 

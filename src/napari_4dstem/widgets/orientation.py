@@ -220,8 +220,7 @@ class OrientationWidget(PipelineActions, QWidget):
         # while the map runs: the disk counts, then the matching score and the correlation fill
         # in the real-space viewer (the final correlation reuses its layer; the others are
         # hidden when the final maps arrive)
-        self._scan_cal = None
-        self.partials = PartialMaps(self.results, lambda: self._scan_cal, colormaps={"correlation": "gray"})
+        self.partials = PartialMaps(self.results, colormaps={"correlation": "gray"})
         self.ang_btn.clicked.connect(lambda: self.export_ang())
         self.emd_btn.clicked.connect(lambda: self.save_maps())
         self.copy_btn.clicked.connect(lambda: self.copy_as_python())
@@ -545,12 +544,11 @@ class OrientationWidget(PipelineActions, QWidget):
 
         from ..pipelines import iter_acom
 
-        self._scan_cal = cal
         # disk detection in blocks of ~0.15 s of work: progress, its map and Cancel between them
         chunk = responsive_chunk(dc.scan_shape, dc.detector_shape)
         self.jobs.start(iter_acom, dc, acom=kw, probe=self._probe(), calibration=cal, peaks=peaks,
                         plans=None if plans is None else tuple(plans), source=layer_source(self.layer),
-                        scan_chunk=chunk, desc="orientation map", eta=True, partials=self.partials,
+                        scan_chunk=chunk, desc="orientation map", eta=True, partials=self.partials.for_scan(cal),
                         on_done=done)
 
     def _on_result(self, res) -> None:
