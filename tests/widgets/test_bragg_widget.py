@@ -164,5 +164,5 @@ def test_find_all_fills_the_count_map_in_with_an_eta_and_cancels(make_napari_vie
     assert seen[-1].done < seen[-1].total, "the job ran to its end instead of stopping"
     assert np.isnan(results.layers["disks per pattern"].data).any()  # the map as far as it got
     print(f"cancel took {took:.3f} s after {seen[-1].done} of {seen[-1].total} blocks; "
-          f"{len(w.partials.shown)} partial maps shown")
+          f"{len(w.partials.shown)} partial maps shown, updates {[round(1e3 * c) for c in w.partials.costs]} ms")
     assert took < 1.0  # about one block (0.15 s of work); 1 s leaves room for a loaded machine

@@ -228,7 +228,7 @@ def test_orientation_map_fills_in_with_an_eta_and_cancels(viewers, qtbot, stall_
     took = time.perf_counter() - t0
     assert w.result is None and w.run is None and w.status.text() == "cancelled"
     assert seen[-1].done < seen[-1].total
-    print(f"ACOM cancel during the matching took {took:.3f} s; {len(w.partials.shown)} partial maps shown")
+    print(f"ACOM cancel during the matching took {took:.3f} s; {len(w.partials.shown)} partial maps shown, updates {[round(1e3 * c) for c in w.partials.costs]} ms")
     assert took < 1.0  # the running chunks only; room for a loaded machine
 
 

@@ -242,6 +242,7 @@ class PartialMaps:
         self.colormaps = dict(colormaps or {})
         self.interval = self.MIN_S
         self.shown: list[tuple[str, float, float]] = []  # (name, fraction, time) of each update
+        self.costs: list[float] = []  # seconds each update of a layer took on the GUI thread (wall)
         self._pending = None
         self._last = -1e9
         self._timer = None
@@ -256,6 +257,7 @@ class PartialMaps:
         self._pending = None
         self._last = -1e9
         self.shown = []
+        self.costs = []
 
     def show(self, pm) -> None:
         from qtpy.QtCore import QTimer
@@ -280,7 +282,9 @@ class PartialMaps:
             return
         t0 = time.perf_counter()
         try:
-            lyr = show_map(self._viewer(), pm.name, pm.data, self._cal,
+            v = self._viewer()
+            update = pm.name in v.layers  # else napari builds the layer (its floor: 0.2-0.4 s)
+            lyr = show_map(v, pm.name, pm.data, self._cal,
                            colormap=self.colormaps.get(pm.name, "viridis"), contrast_limits=pm.limits)
             lyr.visible = True  # a map of an earlier run may have been hidden
         except Exception as e:  # a viewer closed under a running job: the job goes on unseen
@@ -292,6 +296,8 @@ class PartialMaps:
         self.interval = min(self.MAX_S, max(self.MIN_S, 4 * (now - t0)))
         self._last = now
         self.shown.append((pm.name, pm.fraction, now))
+        if update:
+            self.costs.append(now - t0)
 
     def stop(self, *, show_pending: bool = False) -> None:
         if self._timer is not None:
@@ -372,7 +378,11 @@ def responsive_chunk(scan_shape, detector_shape, seconds_per_pattern: float | No
     from ..engine.driver import n_threads
 
     sy, sx = (int(v) for v in scan_shape)
-    t = seconds_per_pattern or 5e-3 * detector_shape[0] * detector_shape[1] / 128**2
+    guess = 5e-3 * detector_shape[0] * detector_shape[1] / 128**2
+    # a measured time (the live detection's) may include a first call's compile or a busy
+    # moment: at most 4x the guess (blocks then at most ~0.6 s; 2048 blocks of 2 patterns were
+    # seen with a first measurement of 0.3 s)
+    t = min(seconds_per_pattern, 4 * guess) if seconds_per_pattern else guess
     n = max(n_threads(), int(BLOCK_S * n_threads() / max(t, 1e-6)))
     if n >= sx:
         return (max(1, min(sy, n // sx)), sx)
