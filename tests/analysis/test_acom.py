@@ -325,3 +325,17 @@ def test_matching_yields_its_maps_so_far_and_cancels_between_chunks(au_plan, mon
     time.sleep(0.1)
     assert len(calls) == n < 8  # of 8 chunks: the queued ones never ran
     assert took < 0.5  # the running chunks only (0.05 s each here)
+
+
+def test_candidate_ranking_in_pieces_gives_the_same_map(au_plan, monkeypatch):
+    """The ranking runs in pieces of patterns with a cancel point between them; each pattern
+    is ranked on its own, so the map is the same as in one piece."""
+    from napari_4dstem.analysis import acom
+
+    _, pk = _random_peaks(au_plan.crystal, 60, 3)
+    whole = match_orientations(pk, au_plan, min_peaks=3, n_matches=2)
+    monkeypatch.setattr(acom, "_RANK_ROWS", 7)
+    pieces = match_orientations(pk, au_plan, min_peaks=3, n_matches=2)
+    np.testing.assert_array_equal(pieces.orientation, whole.orientation)
+    np.testing.assert_array_equal(pieces.correlation, whole.correlation)
+    np.testing.assert_array_equal(pieces.reliability, whole.reliability)
