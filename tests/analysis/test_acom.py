@@ -275,3 +275,67 @@ def test_intensity_power(au_plan):
         a = match_orientations(pk, au_plan, device="numba", **kw)
         b = match_orientations(pk, au_plan, device="cpu", **kw)
         assert np.allclose(a.correlation, b.correlation, rtol=1e-5, atol=1e-6)
+
+
+def test_matching_yields_its_maps_so_far_and_cancels_between_chunks(au_plan, monkeypatch):
+    """Maps filling in (UX 20): the coarse score, then the refined correlation, of the patterns
+    matched so far (raster order; NaN after); the final correlation is at least the last map's
+    (this Lorentzian plan refines once more under a Gaussian fall-off and keeps the better).
+    Closing the job (Cancel) drops the queued chunks instead of waiting for the whole plan."""
+    import threading
+    import time
+
+    from napari_4dstem.analysis import acom
+    from napari_4dstem.engine.jobs import run_job
+
+    monkeypatch.setattr(acom, "PARTIAL_EVERY_S", 0.0)  # a map at every step
+    _, pk = _random_peaks(au_plan.crystal, 400, 11)
+    steps = []
+    res = run_job(acom.iter_match_orientations(pk, [au_plan], min_peaks=3, n_threads=2), steps.append)
+    parts = [s.partial for s in steps if s.partial is not None]
+    names = [p.name for p in parts]
+    assert names[0] == "matching score" and names[-1] == "correlation"
+    assert names.index("correlation") > max(i for i, n in enumerate(names) if n == "matching score")
+    for p in parts:
+        assert p.data.shape == (1, 400)
+        n_done = int(np.isfinite(p.data[0]).sum())
+        assert np.isfinite(p.data[0, :n_done]).all() and p.fraction == n_done / 400  # a prefix
+    assert parts[0].fraction < 1.0 and parts[-1].fraction == 1.0
+    ok = res.valid[0]
+    assert ok.sum() > 300 and np.all(res.correlation[0, ok, 0] >= parts[-1].data[0, ok] - 1e-6)
+
+    calls = []
+    lock = threading.Lock()
+    score = acom._score_range
+
+    def slow_score(i0, i1, *args):
+        with lock:
+            calls.append(i0)
+        time.sleep(0.05)
+        return score(i0, i1, *args)
+
+    monkeypatch.setattr(acom, "_score_range", slow_score)
+    job = acom.iter_match_orientations(pk, [au_plan], min_peaks=3, n_threads=2)
+    while not next(job).message.startswith("matching"):
+        pass
+    t0 = time.perf_counter()
+    job.close()
+    took = time.perf_counter() - t0
+    n = len(calls)
+    time.sleep(0.1)
+    assert len(calls) == n < 8  # of 8 chunks: the queued ones never ran
+    assert took < 0.5  # the running chunks only (0.05 s each here)
+
+
+def test_candidate_ranking_in_pieces_gives_the_same_map(au_plan, monkeypatch):
+    """The ranking runs in pieces of patterns with a cancel point between them; each pattern
+    is ranked on its own, so the map is the same as in one piece."""
+    from napari_4dstem.analysis import acom
+
+    _, pk = _random_peaks(au_plan.crystal, 60, 3)
+    whole = match_orientations(pk, au_plan, min_peaks=3, n_matches=2)
+    monkeypatch.setattr(acom, "_RANK_ROWS", 7)
+    pieces = match_orientations(pk, au_plan, min_peaks=3, n_matches=2)
+    np.testing.assert_array_equal(pieces.orientation, whole.orientation)
+    np.testing.assert_array_equal(pieces.correlation, whole.correlation)
+    np.testing.assert_array_equal(pieces.reliability, whole.reliability)

@@ -57,11 +57,14 @@ def test_napari_kwargs_and_back(calibrated):
     kw = calibrated.napari_kwargs("4d")
     assert kw["axis_labels"] == ("scan_y", "scan_x", "k_y", "k_x")
     assert kw["scale"] == (1.5, 2.0, 0.02, 0.02)
-    assert kw["units"] == ("nanometer", "nanometer", "1 / angstrom", "1 / angstrom")
+    assert kw["units"] == ("nanometer", "nanometer", "inverse_angstrom", "inverse_angstrom")
     back = Calibration.from_napari(kw["scale"], kw["units"], base=calibrated)
     assert back == calibrated
     assert calibrated.napari_kwargs("scan")["scale"] == (1.5, 2.0)
-    assert calibrated.napari_kwargs("k")["units"] == ("1 / angstrom", "1 / angstrom")
+    assert calibrated.napari_kwargs("k")["units"] == ("inverse_angstrom", "inverse_angstrom")
+    # layers made before the unit was ours (pint's "1 / angstrom") still read back
+    old = ("nanometer", "nanometer", "1 / angstrom", "1 / angstrom")
+    assert Calibration.from_napari(kw["scale"], old, base=calibrated) == calibrated
     assert Calibration().napari_kwargs()["units"] == ("pixel",) * 4
 
 

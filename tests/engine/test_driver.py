@@ -121,6 +121,64 @@ def test_map_scan_progress_and_cancel(rng):
     assert len(calls) == 2
 
 
+def _total_so_far(out, done):
+    from napari_4dstem.engine.jobs import PartialMap
+
+    return PartialMap.of("total", out[:, :, 0], done, units="counts")
+
+
+@pytest.mark.parametrize("backend", ["serial", None])
+def test_map_scan_partial_map_fills_in_block_by_block(rng, monkeypatch, backend):
+    """Maps filling in: each step carries the map so far, exact where its blocks are written
+    and NaN where not yet; the last is the whole map; at most every PARTIAL_EVERY_S."""
+    from napari_4dstem.engine import driver
+
+    a = rng.integers(0, 9, (6, 6, 4, 4)).astype(np.uint16)
+    total = a.sum(axis=(2, 3)).astype(np.float32)
+    monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 0.0)  # every step
+    steps = []
+    out = run_job(map_scan(a, _com_kernel, out_tail=(3,), scan_chunk=(2, 3), backend=backend,
+                           partial=_total_so_far), steps.append)
+    blocks = block_slices((6, 6), (2, 3))
+    assert [p.done for p in steps] == list(range(1, 7))
+    for p in steps:
+        m = p.partial
+        assert m.name == "total" and m.units == "counts" and m.data.dtype == np.float32
+        done = np.zeros((6, 6), bool)
+        for sy, sx in blocks[: p.done]:
+            done[sy, sx] = True
+        np.testing.assert_array_equal(m.data[done], total[done])
+        assert np.isnan(m.data[~done]).all()
+        assert m.fraction == pytest.approx(p.done / 6)
+        assert m.limits == (total[done].min(), total[done].max())
+    np.testing.assert_array_equal(steps[-1].partial.data, out[:, :, 0].astype(np.float32))
+    # throttled: with a long interval only the first and the last step carry one
+    monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 3600.0)
+    steps = []
+    run_job(map_scan(a, _com_kernel, out_tail=(3,), scan_chunk=(2, 3), partial=_total_so_far),
+            steps.append)
+    assert [p.partial is not None for p in steps] == [True, False, False, False, False, True]
+    # without ``partial`` no step carries one
+    steps = []
+    run_job(map_scan(a, _com_kernel, out_tail=(3,), scan_chunk=(2, 3)), steps.append)
+    assert all(p.partial is None for p in steps)
+
+
+def test_map_scan_with_partial_still_cancels_between_blocks(rng):
+    a = rng.integers(0, 9, (6, 6, 4, 4)).astype(np.uint16)
+    calls = []
+
+    def counting(block, *, row0, parallel):
+        calls.append(block.shape)
+        return _com_kernel(block, row0=row0, parallel=parallel)
+
+    job = map_scan(a, counting, out_tail=(3,), scan_chunk=(2, 3), backend="serial", partial=_total_so_far)
+    assert next(job).partial is not None
+    next(job)
+    job.close()
+    assert len(calls) == 2
+
+
 def test_threads_mode_cancel_stops_queued_blocks(rng):
     # threads mode queues the next block's pieces before collecting the current block; a
     # cancel must drop what is queued, wait for what runs, and leave the pool usable
@@ -196,6 +254,11 @@ def test_distributed_equals_local(rng, client, lazy):
     )
     np.testing.assert_array_equal(dist, local)
     assert len(steps) == 9 and steps[-1].done == 9
+    # the map so far on a cluster (blocks finish in any order): complete at the last step
+    steps = []
+    run_job(map_scan(data, _com_kernel, out_tail=(3,), scan_chunk=(4, 3), k_rows=(2, 9), backend=client,
+                     partial=_total_so_far), steps.append)
+    np.testing.assert_array_equal(steps[-1].partial.data, local[:, :, 0].astype(np.float32))
 
 
 def test_distributed_per_pattern(rng, client):

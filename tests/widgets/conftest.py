@@ -19,7 +19,8 @@ layout, e.g. a backlog of events after the machine was busy) is napari's floor a
   canvas), docking a widget (``Window.add_dock_widget``, which also saves napari's settings),
   the layer list's Qt model repainting a row after a layer event (``QtLayerListModel.
   _process_event``) and recomputing a layer's thumbnail after ``layer.data = ...``
-  (``_update_thumbnail``), and Qt laying out napari's main window (its ``LayoutRequest`` events).
+  (``_update_thumbnail``), Qt laying out napari's main window (its ``LayoutRequest`` events),
+  and pint building its unit registry (the first unit parsed in the process).
   None of these may run our own slots inside (napari's progress bar does, so it is not here). Widgets add each of their layers once and update it after;
 - deliberately excluded set-up: pytest's and napari's fixtures before the test's first viewer
   (or its body) starts, creating a viewer (the ``make_napari_viewer`` fixture is wrapped
@@ -265,6 +266,11 @@ def _patch_napari_floor() -> None:
     from napari._qt.qt_viewer import QtViewer
 
     targets += [(ViewerModel, "__init__"), (QtViewer, "__init__")]
+    # pint building its unit registry (once a process, 0.19 s): napari pays it at the first layer
+    # with units, or our Calibration.napari_kwargs when it defines Å⁻¹ first; either way once
+    from pint.registry import LazyRegistry
+
+    targets.append((LazyRegistry, "_LazyRegistry__init"))
     # napari's layer list turning a layer event (new thumbnail, name, visibility) into Qt's
     # dataChanged: its view repaints the row and thumbnail there (no slot of ours runs inside)
     from napari._qt.containers.qt_layer_model import QtLayerListModel

@@ -53,6 +53,9 @@ def test_live_detection_all_patterns_lattice_and_strain(make_napari_viewer, qtbo
     w.run_btn.click()
     qtbot.waitUntil(lambda: w.peaks is not None and w._worker is None and w.lattice is not None, timeout=60000)
     assert "disks per pattern" in results.layers
+    # the count map filled in while the job ran (blocks of ~0.15 s), then took the final counts
+    assert w.partials.shown and w.partials.shown[0][1] < 1.0
+    np.testing.assert_array_equal(results.layers["disks per pattern"].data, w.peaks.counts())
     with stall_detector.excluded("reference"):
         truth = emd.read(sample_path("strained_crystal"))
     g1 = np.array(truth["truth_lattice"].params["g1_ref_px_yx"])
@@ -84,9 +87,10 @@ def test_live_detection_all_patterns_lattice_and_strain(make_napari_viewer, qtbo
     for k, c in enumerate(("e_xx", "e_yy", "e_xy")):
         np.testing.assert_array_equal(results.layers[c].data, again.data[..., k])
     # the saved result reopens with its recipe, and the strain is dimensionless (not 'intensity')
-    # known: the docks' Save result... writes on the GUI thread (not yet a worker)
-    with stall_detector.excluded("Save result on the GUI thread (not yet a worker)"):
-        out = w.save_result(tmp_path / "saved.h5")
+    # Save result... writes in a worker: the GUI thread only starts it
+    assert w.save_result(tmp_path / "saved.h5")
+    qtbot.waitUntil(lambda: w.last_saved is not None, timeout=60000)
+    out = w.last_saved
     with stall_detector.excluded("reference"):
         saved = emd.read(out)
     assert saved["strain"].units == "" and saved["strain"].params["recipe"]["workflow"] == "strain"
@@ -110,3 +114,55 @@ def test_live_detection_all_patterns_lattice_and_strain(make_napari_viewer, qtbo
     from napari_4dstem.widgets.results_list import session_results
 
     assert [e.recipe.workflow for e in session_results(main).session.entries] == ["disks", "strain"]
+
+
+def test_find_all_fills_the_count_map_in_with_an_eta_and_cancels(make_napari_viewer, qtbot, stall_detector):
+    """UX point 20: while "Find disks in all patterns" runs, the disk-count map fills in the
+    real-space viewer (exact where computed, empty where not), the progress bar shows an ETA,
+    and Cancel stops the job within about one block (~0.15 s of work)."""
+    import time
+
+    from napari_4dstem.engine.jobs import Progress
+
+    main, results = make_napari_viewer(), make_napari_viewer()
+    set_results_viewer(main, results)
+    with stall_detector.excluded("test data"):
+        objs = emd.read(sample_path("strained_crystal"))
+        cube = objs["strained_crystal"]
+        big = np.tile(np.asarray(cube.data), (2, 2, 1, 1))  # 64 x 64 patterns: a few seconds
+        cube.close()
+    with stall_detector.excluded("first layer add"):
+        main.add_image(big, name="big", **cube.calibration.napari_kwargs("4d"))
+        main.add_image(objs["probe"].data, name="probe", **cube.calibration.napari_kwargs("k"))
+    w = BraggStrainWidget(main)
+    w.template_btn.click()
+    qtbot.waitUntil(lambda: w.template is not None and w._worker is None, timeout=120000)
+    # the live detection on the current pattern times one pattern: it sizes the job's blocks
+    qtbot.waitUntil(lambda: w._t_pattern is not None, timeout=120000)
+    seen = []
+    w.run_btn.click()
+    w.jobs.worker.yielded.connect(lambda p: seen.append(p) if isinstance(p, Progress) else None)
+    qtbot.waitUntil(lambda: any(f < 0.5 for _, f, _ in w.partials.shown) and len(seen) >= 3, timeout=120000)
+    assert w._worker is not None and w.peaks is None  # still running
+    assert seen[-1].total >= 8  # several blocks
+    assert "ETA" in w.progress.format() and "/ " in w.progress.format()
+    lyr = results.layers["disks per pattern"]
+    part = np.array(lyr.data)
+    done = np.isfinite(part)
+    assert 0 < done.sum() < part.size  # part of the scan, the rest empty (NaN)
+    lo, hi = lyr.contrast_limits
+    assert lo == part[done].min() and hi >= part[done].max()
+    with stall_detector.excluded("reference"):
+        r = int(np.nonzero(done.any(axis=1))[0][0])  # the first computed scan row (or part of it)
+        ref_counts = detect_in_stack(big[r][done[r]], w.template, parallel=False)[1]
+    np.testing.assert_array_equal(part[r][done[r]], ref_counts)
+    t0 = time.perf_counter()
+    w.cancel_btn.click()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=30000)
+    took = time.perf_counter() - t0
+    assert w.peaks is None and w.status.text() == "cancelled"
+    assert seen[-1].done < seen[-1].total, "the job ran to its end instead of stopping"
+    assert np.isnan(results.layers["disks per pattern"].data).any()  # the map as far as it got
+    print(f"cancel took {took:.3f} s after {seen[-1].done} of {seen[-1].total} blocks; "
+          f"{len(w.partials.shown)} partial maps shown, updates {[round(1e3 * c) for c in w.partials.costs]} ms")
+    assert took < 1.0  # about one block (0.15 s of work); 1 s leaves room for a loaded machine

@@ -7,6 +7,7 @@ import pytest
 pytest.importorskip("torch")
 
 from napari_4dstem.data.results import BraggPeaks
+from napari_4dstem.io import emd  # at collection: the test's import is not the GUI thread's work
 from napari_4dstem.simulation.samples import make_strained_crystal
 from napari_4dstem.widgets._results import set_results_viewer
 from napari_4dstem.widgets.nn import PEAKS_LAYER, PRED_LAYER, NNDiskWidget
@@ -62,8 +63,6 @@ def test_preview_and_scan(make_napari_viewer, qtbot, stall_detector):
 def test_save_and_copy_as_python(make_napari_viewer, qtbot, tmp_path, stall_detector):
     """The result saves and reopens as BraggPeaks; data held only in memory has no script, and
     the dock says why."""
-    from napari_4dstem.io import emd
-
     main, results = make_napari_viewer(), make_napari_viewer()
     set_results_viewer(main, results)
     with stall_detector.excluded("test data"):
@@ -75,9 +74,13 @@ def test_save_and_copy_as_python(make_napari_viewer, qtbot, tmp_path, stall_dete
     qtbot.waitUntil(lambda: w.models_listed, timeout=60000)  # listed in a worker
     w.run()
     qtbot.waitUntil(lambda: w._worker is None, timeout=60000)
-    # known: the docks' Save result... writes on the GUI thread (not yet a worker)
-    with stall_detector.excluded("Save result on the GUI thread (not yet a worker)"):
-        out = w.save_result(tmp_path / "nn.h5")
+    # the count map filled in block by block (4 blocks of 4 patterns), then took the final counts
+    assert w.partials.shown and w.partials.shown[0][1] < 1.0
+    np.testing.assert_array_equal(results.layers["NN disks per pattern"].data, w.peaks.counts())
+    # Save result... writes in a worker: the GUI thread only starts it
+    assert w.save_result(tmp_path / "nn.h5")
+    qtbot.waitUntil(lambda: w.last_saved is not None, timeout=60000)
+    out = w.last_saved
     with stall_detector.excluded("reference"):
         saved = emd.read(out)
     peaks = next(v for v in saved.values() if isinstance(v, BraggPeaks))
@@ -92,7 +95,8 @@ def test_find_all_reports_progress_and_cancels_between_small_blocks(make_napari_
 
     from napari_4dstem.engine.jobs import Progress
 
-    main = make_napari_viewer()
+    main, results = make_napari_viewer(), make_napari_viewer()
+    set_results_viewer(main, results)
     with stall_detector.excluded("test data"):
         s = make_strained_crystal(scan_shape=(8, 8))
     with stall_detector.excluded("first layer add"):
@@ -105,6 +109,11 @@ def test_find_all_reports_progress_and_cancels_between_small_blocks(make_napari_
     w.jobs.worker.yielded.connect(lambda p: seen.append(p) if isinstance(p, Progress) else None)
     qtbot.waitUntil(lambda: len(seen) >= 2, timeout=60000)  # progress while it runs
     assert seen[-1].total == 16  # 8 x 8 patterns in blocks of 4
+    # the disk-count map fills in while the network runs, with an ETA on the progress bar
+    qtbot.waitUntil(lambda: len(w.partials.shown) >= 1, timeout=60000)
+    part = np.array(results.layers["NN disks per pattern"].data)
+    assert 0 < np.isfinite(part).sum() < part.size
+    assert "ETA" in w.progress.format()
     t0 = time.perf_counter()
     w.cancel_btn.click()
     qtbot.waitUntil(lambda: w._worker is None, timeout=30000)
@@ -112,3 +121,5 @@ def test_find_all_reports_progress_and_cancels_between_small_blocks(make_napari_
     assert w.peaks is None and w.status.text() == "cancelled"
     assert seen[-1].done < seen[-1].total, "the job ran to its end instead of stopping"
     print(f"cancel took {took:.3f} s after {seen[-1].done} of {seen[-1].total} blocks")
+    assert np.isnan(results.layers["NN disks per pattern"].data).any()  # the map as far as it got
+    assert took < 1.0  # about one block of 4 patterns (0.1-0.3 s); room for a loaded machine

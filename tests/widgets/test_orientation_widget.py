@@ -114,6 +114,13 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, run
     qtbot.waitUntil(lambda: w.result is not None, timeout=30000)  # IPF colours in a worker
     r = w.result
     assert r is not None and w.peaks is not None
+    # while it ran, its maps filled in the real-space viewer (the disk counts first, then the
+    # matching score and the correlation); the final maps took their place (the others hidden)
+    names = {n for n, _, _ in w.partials.shown}
+    assert w.partials.shown[0][:2] == ("disks per pattern", w.partials.shown[0][1])
+    assert w.partials.shown[0][1] < 1.0 and names <= {"disks per pattern", "matching score", "correlation"}
+    assert not results.layers["disks per pattern"].visible
+    assert "matching score" not in results.layers or not results.layers["matching score"].visible
     for name in ("IPF x", "IPF y", "IPF z"):
         lyr = results.layers[name]
         assert lyr.rgb and lyr.data.shape == (32, 32, 3)
@@ -141,13 +148,16 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, run
     assert np.median(r.reliability[g]) < 0.05
 
     # exports (the buttons call these with a file dialog's path)
-    # the exports still write on the GUI thread (known: reported in docs/napari-widgets.md)
-    with stall_detector.excluded("export on the GUI thread (not yet a worker)"):
-        ang = w.export_ang(tmp_path / "map.ang")
+    # the exports write in workers: the GUI thread only starts them
+    assert w.export_ang(tmp_path / "map.ang")
+    qtbot.waitUntil(lambda: w.last_saved is not None, timeout=60000)
+    ang = w.last_saved
     rows = [ln for ln in ang.read_text().splitlines() if not ln.startswith("#")]
     assert len(rows) == 32 * 32
-    with stall_detector.excluded("export on the GUI thread (not yet a worker)"):
-        h5 = w.save_maps(tmp_path / "maps.h5")
+    assert w.save_maps(tmp_path / "maps.h5")
+    qtbot.waitUntil(lambda: w.last_saved is not None and w.last_saved.suffix == ".h5", timeout=60000)
+    h5 = w.last_saved
+    with stall_detector.excluded("reference"):
         saved = emd.read(h5)
     assert any(k.endswith("ipf_z") for k in saved) and any(k.endswith("euler_bunge") for k in saved)
     # the saved file reopens as the whole ACOMResult (read_acom), equal to the widget's
@@ -177,6 +187,49 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, run
     np.testing.assert_array_equal(again.orientation, r.orientation)
     np.testing.assert_array_equal(again.correlation, r.correlation)
     np.testing.assert_array_equal(results.layers["IPF z"].data, again_z)
+
+
+def test_orientation_map_fills_in_with_an_eta_and_cancels(viewers, qtbot, stall_detector):
+    """UX point 20 for the orientation map: the disk counts fill in, the progress bar has an
+    ETA, and Cancel during the matching stops the job at once (the matching used to wait for
+    every queued chunk of the plan)."""
+    import time
+
+    from napari_4dstem.engine.jobs import Progress
+
+    main, results = viewers
+    with stall_detector.excluded("test data"):
+        objs = emd.read(sample_path("polycrystal_au"))
+        cube = objs["polycrystal_au"]
+        big = np.tile(np.asarray(cube.data), (2, 2, 1, 1))  # 64 x 64 patterns
+        cube.close()
+    cal = cube.calibration
+    with stall_detector.excluded("first layer add"):
+        main.add_image(big, name="big", metadata={"napari_4dstem": {"calibration": cal}},
+                       **cal.napari_kwargs("4d"))
+        main.add_image(objs["probe"].data, name="probe", **cal.napari_kwargs("k"))
+    w = OrientationWidget(main)
+    main.window.add_dock_widget(w)
+    w.crystal_combo.setCurrentText("Au")
+    w.build_btn.click()
+    _wait(qtbot, w)
+    assert w.plans is not None
+    seen = []
+    w.run_btn.click()
+    w.jobs.worker.yielded.connect(lambda p: seen.append(p) if isinstance(p, Progress) else None)
+    qtbot.waitUntil(lambda: len(w.partials.shown) >= 1 and len(seen) >= 2, timeout=120000)
+    assert "ETA" in w.progress.format()
+    part = np.array(results.layers["disks per pattern"].data)
+    assert part.shape == (64, 64) and 0 < np.isfinite(part).sum() < part.size
+    qtbot.waitUntil(lambda: seen[-1].message.startswith("matching"), timeout=120000)
+    t0 = time.perf_counter()
+    w.cancel_btn.click()
+    _wait(qtbot, w)
+    took = time.perf_counter() - t0
+    assert w.result is None and w.run is None and w.status.text() == "cancelled"
+    assert seen[-1].done < seen[-1].total
+    print(f"ACOM cancel during the matching took {took:.3f} s; {len(w.partials.shown)} partial maps shown, updates {[round(1e3 * c) for c in w.partials.costs]} ms")
+    assert took < 1.0  # the running chunks only; room for a loaded machine
 
 
 def test_bad_input_leaves_clear_messages(viewers, qtbot, tmp_path, stall_detector):

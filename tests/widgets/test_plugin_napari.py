@@ -18,6 +18,40 @@ def _displayed(layer) -> np.ndarray:
     return np.asarray(layer._slice.image.raw)  # what the canvas shows (test-only private access)
 
 
+def _scale_bar_text(viewer) -> str:
+    # the text napari's scale bar draws on the canvas (test-only private access)
+    (visual,) = viewer.window._qt_viewer.canvas._viewer_overlay_to_visual[viewer.canvas.overlays.scale_bar]
+    return visual.node.text.text
+
+
+def test_diffraction_scale_bar_reads_inverse_angstroms(make_napari_viewer, qtbot, stall_detector):
+    """The scale bar on the pattern read "200 1/kÅ" (pint's compact prefix on 1 / angstrom):
+    it reads Å⁻¹ with a value below 1, and world coordinates stay Å⁻¹ per pixel."""
+    import pint
+
+    viewer = make_napari_viewer(show=True)
+    with stall_detector.excluded("first layer add"):
+        layers = viewer.open_sample("napari-4dstem", "strained_crystal")
+    cube = next(lyr for lyr in layers if lyr.ndim == 4)
+    cal = cube.metadata["napari_4dstem"]["calibration"]
+    assert tuple(cube.scale[2:]) == (cal.k_pixel_size, cal.k_pixel_size) == (0.01, 0.01)
+    viewer.canvas.overlays.scale_bar.visible = True
+    viewer.reset_view()
+    qtbot.waitUntil(lambda: "Å⁻¹" in _scale_bar_text(viewer), timeout=10000)
+    text = _scale_bar_text(viewer)
+    value = float(text.split()[0])
+    # the bar spans a fraction of the 128-px (1.28 Å⁻¹) pattern: a plain value below 1 Å⁻¹
+    assert text.endswith(" Å⁻¹") and "k" not in text and 0.01 <= value < 1.28, text
+    # a length on the canvas in world units is that many Å⁻¹: 0.2 Å⁻¹ is 20 detector pixels
+    q = 0.2 * pint.get_application_registry()(str(cube.units[2]))
+    assert f"{q.to_compact():g~#P}" == "0.2 Å⁻¹"
+    # the layer's units go back to the calibration's
+    from napari_4dstem._layers import calibration_from_layer_meta
+
+    back = calibration_from_layer_meta({"metadata": {}, "scale": cube.scale, "units": cube.units})
+    assert back.k_units == "1/A" and back.k_pixel_size == 0.01
+
+
 def test_sample_opens_with_units_and_steps_the_scan(make_napari_viewer, stall_detector):
     viewer = make_napari_viewer()
     with stall_detector.excluded("first layer add"):
@@ -25,7 +59,7 @@ def test_sample_opens_with_units_and_steps_the_scan(make_napari_viewer, stall_de
     cube = next(lyr for lyr in layers if lyr.ndim == 4)
     assert cube.axis_labels == ("scan_y", "scan_x", "k_y", "k_x")
     assert tuple(cube.scale) == (1.0, 1.0, 0.01, 0.01)
-    assert [str(u) for u in cube.units] == ["nanometer", "nanometer", "1 / angstrom", "1 / angstrom"]
+    assert [str(u) for u in cube.units] == ["nanometer", "nanometer", "inverse_angstrom", "inverse_angstrom"]
     assert isinstance(cube.metadata["napari_4dstem"]["calibration"], Calibration)
     assert cube.metadata["napari_4dstem"]["calibration"].beam_energy_kev == 300.0
     assert cube.contrast_limits[1] > cube.contrast_limits[0]

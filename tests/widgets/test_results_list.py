@@ -42,18 +42,29 @@ def test_results_dock_lists_saves_copies_and_recomputes(make_napari_viewer, qtbo
     w.select(name)
     assert "correlation_power" in w.params_label.text()
     # show: strain channels to the real-space viewer, the Bragg vector map and peaks to the main one
-    # known: Show still reads the result's maps and builds their layers on the GUI thread
-    with stall_detector.excluded("Results dock Show on the GUI thread (not yet a worker)"):
-        w.show_result()
+    # Show makes the layers' data in a worker; napari adds the layers on the GUI thread
+    assert w.show_result()
+    qtbot.waitUntil(lambda: len(w.shown) > 0, timeout=60000)
     assert "strain: strain [e_xx]" in results.layers and "strain: bragg_vector_map" in main.layers
     assert main.layers["strain: braggpeaks"].ndim == 4
     # save, copy as Python
-    # known: the docks' Save result... writes on the GUI thread (not yet a worker)
-    with stall_detector.excluded("Save result on the GUI thread (not yet a worker)"):
-        out = w.save_result(tmp_path / "saved.h5")
+    # Save result... writes in a worker: the GUI thread only starts it
+    assert w.save_result(tmp_path / "saved.h5")
+    qtbot.waitUntil(lambda: w.last_saved is not None, timeout=60000)
+    out = w.last_saved
     with stall_detector.excluded("reference"):
         saved = emd.read(out)
     np.testing.assert_array_equal(saved["strain"].data, strain_result.strain.strain.data)
+    assert w.table.item(0, 4).text() == "computed" and "wrote" in w.status.text()
+    # a file that cannot be written: the worker's error lands in the status line and, with its
+    # traceback, in the Log dock
+    from napari_4dstem.widgets.log import log_entries
+
+    n_log = len(log_entries())
+    assert w.save_result(tmp_path / "no such folder" / "x.h5")
+    qtbot.waitUntil(lambda: len(log_entries()) > n_log, timeout=60000)
+    assert "ResultsListWidget" in log_entries()[-1] and "Traceback" in log_entries()[-1]
+    assert "the output folder does not exist" in w.status.text() and w.last_saved == out
     text = w.copy_as_python()
     assert text == strain_result.to_script()
     # the session as a small JSON file; delete; load back (recipes only); recompute in a worker
@@ -65,7 +76,7 @@ def test_results_dock_lists_saves_copies_and_recomputes(make_napari_viewer, qtbo
     w.load_session(out)
     assert w.table.rowCount() == 1 and w.table.item(0, 4).text() == "recipe only"
     w.select("strain")
-    assert w.save_result(tmp_path / "x.h5") is None and "Recompute it first" in w.status.text()
+    assert w.save_result(tmp_path / "x.h5") is False and "Recompute it first" in w.status.text()
     assert w.recompute()
     qtbot.waitUntil(lambda: w.jobs.worker is None, timeout=60000)
     again = session_results(main).results["strain"]

@@ -33,6 +33,7 @@ import functools
 import json
 import math
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -42,7 +43,7 @@ import numpy as np
 
 from ..data.calibration import Calibration, electron_wavelength_A
 from ..data.results import BraggPeaks
-from ..engine.jobs import Job, Progress, run_job
+from ..engine.jobs import PARTIAL_EVERY_S, Job, PartialMap, Progress, run_job
 from ..errors import CalibrationError, DataShapeError, Napari4DSTEMError
 from .orientation import OrientationPlan, rotation_z
 from .symmetry import misorientation_deg
@@ -389,11 +390,34 @@ def _run_ranges(fn, n: int, args: tuple, n_threads: int, chunk: int):
             fn(i0, i1, *args)
             yield i1
         return
-    with ThreadPoolExecutor(n_threads) as ex:
+    ex = ThreadPoolExecutor(n_threads)
+    try:
         futs = [ex.submit(fn, i0, i1, *args) for i0, i1 in bounds]
         for f, (_, i1) in zip(futs, bounds, strict=True):
             f.result()
             yield i1
+    finally:
+        # a job closed early (Cancel) waits for the running chunks only, not for every queued
+        # one (it waited for the whole plan's matching)
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+# patterns per piece of the candidate ranking between two cancel points (~0.05 s here)
+_RANK_ROWS = 4096
+
+
+def _distinct_best_job(U, score, ok, group, separation_deg, n_keep, progress: Progress):
+    """:func:`_distinct_best` in pieces of ``_RANK_ROWS`` patterns (each pattern is ranked on
+    its own), yielding ``progress`` between them: a cancel point every ~0.05 s (the whole scan
+    at once held Cancel for 0.4 s at 128x128 patterns)."""
+    n = score.shape[0]
+    idx = np.zeros((n, n_keep), np.int64)
+    taken = np.zeros((n, n_keep), bool)
+    for a in range(0, n, _RANK_ROWS):
+        b = min(a + _RANK_ROWS, n)
+        idx[a:b], taken[a:b] = _distinct_best(U[a:b], score[a:b], ok[a:b], group, separation_deg, n_keep)
+        yield progress
+    return idx, taken
 
 
 def _distinct_best(U, score, ok, group, separation_deg, n_keep):
@@ -433,6 +457,30 @@ def _distinct_best(U, score, ok, group, separation_deg, n_keep):
 # ------------------------------------------------------------------------------------------
 # driver
 # ------------------------------------------------------------------------------------------
+class _ScanPartial:
+    """The map of a per-pattern value over the scan while patterns ``0 .. n_done`` (raster
+    order) are matched: a :class:`PartialMap` at most every ``PARTIAL_EVERY_S`` (else None)."""
+
+    def __init__(self, scan_shape: tuple[int, int]):
+        self.shape = tuple(scan_shape)
+        self.last = -math.inf
+
+    def __call__(self, name: str, n_done: int, values) -> PartialMap | None:
+        now = time.perf_counter()
+        if now - self.last < PARTIAL_EVERY_S:
+            return None
+        n = self.shape[0] * self.shape[1]
+        vals = np.zeros(n)
+        vals[:n_done] = values(n_done)
+        done = np.arange(n) < n_done
+        self.last = time.perf_counter()
+        return PartialMap.of(name, vals.reshape(self.shape), done.reshape(self.shape))
+
+
+def _no_partial(name, n_done, values):
+    return None
+
+
 def _match_one_plan(
     plan,
     off,
@@ -456,6 +504,7 @@ def _match_one_plan(
     intensity_power=0.5,
     device=None,
     n_flip=0,
+    partial=_no_partial,
 ):
     n_pat = len(off) - 1
     template = _powered(plan, intensity_power)
@@ -481,9 +530,13 @@ def _match_one_plan(
         out_phi,
         out_s,
     )
+    def coarse(n):  # best sparse-correlation score of each matched pattern
+        return out_s[:n].max(axis=1)
+
     if device is None:
         for i1 in _run_ranges(_score_range, n_pat, args, n_threads, chunk):
-            yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}")
+            yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}",
+                           partial=partial("matching score", i1, coarse))
     else:
         from ._acom_torch import score_batches_torch
 
@@ -500,13 +553,17 @@ def _match_one_plan(
             tol_pos=tol_pos,
             device=device,
         ):
-            yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}")
+            yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}",
+                           partial=partial("matching score", i1, coarse))
     has = out_z >= 0
     U_c = np.full((n_pat, n_cand, 3, 3), np.nan)
     U_c[has] = rotation_z(out_phi[has]) @ plan.zone_orientations[out_z[has]]
     group = plan.crystal.point_group
     n_keep = max(n_matches, n_refine) if refine else n_matches
-    idx, ok = _distinct_best(U_c, out_s, has, group, separation_deg, n_keep)
+    idx, ok = yield from _distinct_best_job(
+        U_c, out_s, has, group, separation_deg, n_keep,
+        Progress(done0 + n_pat // 2, progress_total, f"ranking the {plan.crystal.name} candidates"),
+    )
     rows = np.arange(n_pat)[:, None]
     U0 = U_c[rows, idx]
     score = np.where(ok, out_s[rows, idx], 0.0)
@@ -531,16 +588,25 @@ def _match_one_plan(
             intensity_power=intensity_power, k_max=k_max, tol_pos=tol_pos, n_iter=n_iter,
         )
         args, (U_out, corr, n_match, rms) = refine_with()
+
+        def refined(n):  # best refined correlation of each refined pattern
+            return np.max(np.where(ok[:n], np.nan_to_num(corr[:n]), 0.0), axis=1)
+
+        twice = _plan_profile(plan) == "lorentzian"
+        share = 4 if twice else 2  # the refinement's half of the progress, in one or two passes
         for i1 in _run_ranges(_refine_range, n_pat, args, n_threads, chunk):
             yield Progress(
-                done0 + n_pat // 2 + i1 // 2, progress_total, f"refining {plan.crystal.name}"
+                done0 + n_pat // 2 + i1 // share, progress_total, f"refining {plan.crystal.name}",
+                partial=partial("correlation", i1, refined),
             )
-        if _plan_profile(plan) == "lorentzian":
+        if twice:
             # robust to the rocking-curve shape: refine every candidate under the Gaussian
             # fall-off too and keep, per candidate, the model that explains the peaks better
             args_g, outs_g = refine_with(profile="gaussian")
-            for _ in _run_ranges(_refine_range, n_pat, args_g, n_threads, chunk):
-                pass
+            for i1 in _run_ranges(_refine_range, n_pat, args_g, n_threads, chunk):
+                # progress and Cancel between chunks here too (it ran 0.3-0.5 s without either)
+                yield Progress(done0 + n_pat // 2 + n_pat // 4 + i1 // 4, progress_total,
+                               f"refining {plan.crystal.name} (Gaussian fall-off)")
             better = outs_g[1] > corr
             U_out = np.where(better[..., None, None], outs_g[0], U_out)
             corr = np.where(better, outs_g[1], corr)
@@ -548,7 +614,10 @@ def _match_one_plan(
             rms = np.where(better, outs_g[3], rms)
         U0, score = U_out, np.where(ok, corr, 0.0)
         # candidates that refined into the same orientation are one answer: keep the best
-        order, ok = _distinct_best(U0, score, ok, group, separation_deg, n_keep)
+        order, ok = yield from _distinct_best_job(
+            U0, score, ok, group, separation_deg, n_keep,
+            Progress(done0 + n_pat, progress_total, f"ranking the refined {plan.crystal.name} matches"),
+        )
         U0, score, n_match, rms = (a[rows, order] for a in (U0, score, n_match, rms))
         score = np.where(ok, score, 0.0)
     # reliability: best score of a candidate that ended more than the separation from the best
@@ -757,12 +826,15 @@ def iter_match_orientations(
     tol_pos = float(position_tolerance_inv_A or 1.5 * px)
     n_threads = int(n_threads or os.cpu_count() or 1)
     device = _scoring_device(device)
-    chunk = max(16, min(256, n_pat // (4 * n_threads) + 1))
+    # chunks of at most 64 patterns (tens of ms): progress, the map so far and Cancel between them
+    chunk = max(16, min(64, n_pat // (4 * n_threads) + 1))
     residual = overlap == "residual" and n_matches > 1 and refine
     if overlap not in ("residual", "candidates"):
         raise ValueError(f"overlap must be 'residual' or 'candidates', got {overlap!r}")
     n_pass = n_matches if residual else 1
     total = n_pat * len(plans) * n_pass
+    # maps filling in (the first pass only: the others re-match the peaks left unexplained)
+    scan_partial = _ScanPartial(peaks.scan_shape)
 
     def one_pass(off_p, gx_p, gy_p, amp_p, n_m, i_pass):
         per_plan = []
@@ -795,6 +867,7 @@ def iter_match_orientations(
                 intensity_power=intensity_power,
                 device=device,
                 n_flip=flip_candidates,
+                partial=scan_partial if i_pass == 0 else _no_partial,
             )
             per_plan.append(res)
         # merge phases: the best n_m over all plans

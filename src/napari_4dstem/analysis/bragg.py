@@ -20,6 +20,7 @@ of their pattern (optionally corrected for elliptic distortion) into a Diffracti
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -31,7 +32,7 @@ import numpy as np
 from ..data.calibration import Calibration
 from ..data.results import BraggPeaks, DiffractionImage, RealSpaceMap
 from ..engine.driver import map_scan
-from ..engine.jobs import Job, Progress, run_job
+from ..engine.jobs import Job, PartialMap, Progress, run_job
 from ..engine.kernels import Kernel
 from ..errors import DataShapeError
 from .peaks import (
@@ -320,6 +321,16 @@ def _as_template(template: Any) -> ProbeTemplate:
     return make_template(template)
 
 
+def disk_count_partial(name: str = "disks per pattern") -> Callable[[np.ndarray, np.ndarray], PartialMap]:
+    """The ``partial`` of :func:`~napari_4dstem.engine.driver.map_scan` for a Bragg-disk
+    kernel (count in ``out[..., 0, 0]``): the disks found per pattern so far."""
+    return functools.partial(_disk_counts_so_far, name)
+
+
+def _disk_counts_so_far(name: str, out: np.ndarray, done: np.ndarray) -> PartialMap:
+    return PartialMap.of(name, out[:, :, 0, 0], done, units="disks")
+
+
 def iter_find_bragg_disks(
     data: Any,
     *,
@@ -429,6 +440,7 @@ def iter_find_bragg_disks(
         scan_chunk=scan_chunk,
         backend=backend,
         message="Bragg disks",
+        partial=disk_count_partial(),
     )
     sy, sx = cube.scan_shape
     flat = out.reshape(sy * sx, *out.shape[2:])

@@ -38,15 +38,40 @@ _K_UNITS = {
     "inv_a": "1/A", "a-1": "1/A", "å-1": "1/A",
     "mrad": "mrad", "milliradian": "mrad",
 }
-# what napari (pint) calls our units
+# what napari (pint) calls our units. Reciprocal angstroms are ``inverse_angstrom`` (symbol
+# Å⁻¹), a unit this module defines in pint's application registry (the one napari parses layer
+# units with, :func:`napari_unit_registry`): napari's scale bar writes its length with pint's
+# compact prefixes (``{:~#P}``), and with "1 / angstrom" a bar of 0.2 Å⁻¹ read "200 1/kÅ" (any
+# length below 1 Å⁻¹, i.e. nearly always). The prefixes come from the magnitude of the unit's
+# dimension, so no unit of dimension 1/length escapes them (1/nm reads "1/µm" below 1 nm⁻¹);
+# ``inverse_angstrom`` is defined as a plain number (like "percent"), which pint leaves as it
+# is: the bar then reads "0.2 Å⁻¹", "0.05 Å⁻¹", "2 Å⁻¹". Layer scales stay in Å⁻¹ per pixel
+# (world coordinates unchanged); pint cannot convert it to 1/nm, which nothing here asks.
 _NAPARI_UNITS = {
     "px": "pixel", "A": "angstrom", "nm": "nanometer", "um": "micrometer",
-    "1/A": "1 / angstrom", "mrad": "milliradian",
+    "1/A": "inverse_angstrom", "mrad": "milliradian",
 }
 _FROM_NAPARI = {
     "pixel": "px", "angstrom": "A", "nanometer": "nm", "micrometer": "um",
-    "1 / angstrom": "1/A", "milliradian": "mrad",
+    "inverse_angstrom": "1/A", "1 / angstrom": "1/A", "milliradian": "mrad",
 }
+_UNITS_DEFINED = False
+
+
+def napari_unit_registry() -> None:
+    """Define ``inverse_angstrom`` (Å⁻¹) in pint's application registry, where napari looks
+    layer units up (once; a no-op without pint, which napari brings)."""
+    global _UNITS_DEFINED
+    if _UNITS_DEFINED:
+        return
+    try:
+        import pint
+    except ImportError:  # no napari: nobody parses the names
+        return
+    reg = pint.get_application_registry()
+    if "inverse_angstrom" not in reg:
+        reg.define("inverse_angstrom = 1 = Å⁻¹")
+    _UNITS_DEFINED = True
 _SCAN_TO_NM = {"A": 0.1, "nm": 1.0, "um": 1000.0}
 
 
@@ -240,6 +265,7 @@ class Calibration:
         return (float(step[0]), float(step[1])), (u, u)
 
     def k_scale(self) -> tuple[tuple[float, float], tuple[str, str]]:
+        napari_unit_registry()
         s = self.k_pixel_size or 1.0
         u = _NAPARI_UNITS[self.k_units]
         return (float(s), float(s)), (u, u)

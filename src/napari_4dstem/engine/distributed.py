@@ -165,7 +165,8 @@ def _apply_file(src, sy, sx, rows, kernel, kwargs, scan_kwargs, finders):
 
 
 def run_distributed(
-    arr, kernel, out, blocks, rows: slice, kwargs, scan_kwargs, backend: Any, message: str
+    arr, kernel, out, blocks, rows: slice, kwargs, scan_kwargs, backend: Any, message: str,
+    done_mask: np.ndarray | None = None,
 ) -> Job[None]:
     from distributed import Client, as_completed
 
@@ -221,6 +222,8 @@ def run_distributed(
         for done, (fut, part) in enumerate(as_completed(futures, with_results=True)):
             sy, sx = blocks[index[fut.key]]
             out[sy, sx] = part
+            if done_mask is not None:  # blocks finish in any order: mark what is written
+                done_mask[sy, sx] = True
             yield Progress(done + 1, total, message)
         futures = []
     finally:

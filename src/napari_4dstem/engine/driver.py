@@ -26,9 +26,11 @@ cancellable between blocks) returning the assembled ``(scan_y, scan_x, *out_tail
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -43,7 +45,7 @@ from .chunks import (
     native_chunks,
     release_pages,
 )
-from .jobs import Job, Progress
+from .jobs import PARTIAL_EVERY_S, Job, PartialMap, Progress
 
 __all__ = ["PerPattern", "block_slices", "is_distributed", "map_scan"]
 
@@ -89,6 +91,7 @@ def map_scan(
     scan_chunk: tuple[int, int] | None = None,
     backend: Any = None,
     message: str = "",
+    partial: Callable[[np.ndarray, np.ndarray], PartialMap] | None = None,
 ) -> Job[np.ndarray]:
     """Job: apply ``kernel`` to every scan block and assemble the result over the scan.
 
@@ -122,6 +125,10 @@ def map_scan(
         Where to run (see the module docstring).
     message : str
         Text of the :class:`Progress` steps.
+    partial : callable, optional
+        ``partial(out, done) -> PartialMap``: the map so far, from the output array and the
+        boolean scan mask of the blocks written; attached to a :class:`Progress` at most every
+        ``PARTIAL_EVERY_S`` and at the last block (maps filling in while the job runs).
 
     Returns
     -------
@@ -176,11 +183,15 @@ def map_scan(
         chunked = find_chunk_views(arr)
         if chunked is not None:
             rows = slice(0, qy)
+    done = np.zeros(shape[:2], bool) if partial is not None else None
     if is_distributed(backend):
         from .distributed import run_distributed
 
-        yield from run_distributed(
-            arr, kernel, out, blocks, rows, kwargs, scan_kwargs, backend, message
+        yield from _with_partial(
+            run_distributed(
+                arr, kernel, out, blocks, rows, kwargs, scan_kwargs, backend, message, done_mask=done
+            ),
+            out, blocks, partial, done, ordered=False,
         )
     else:
         mode = "threads" if backend in (None, "local", "threads") else backend
@@ -192,12 +203,36 @@ def map_scan(
                 f"scheduler address, got {backend!r}"
             )
         if chunked is not None and mode == "threads":
-            yield from _run_chunks(chunked, kernel, out, blocks, kwargs, scan_kwargs, message)
+            job = _run_chunks(chunked, kernel, out, blocks, kwargs, scan_kwargs, message)
         else:
-            yield from _run_local(
-                arr, kernel, out, blocks, rows, kwargs, scan_kwargs, message, mode
-            )
+            job = _run_local(arr, kernel, out, blocks, rows, kwargs, scan_kwargs, message, mode)
+        # the local modes write the blocks in raster order: Progress.done blocks are written
+        yield from _with_partial(job, out, blocks, partial, done, ordered=True)
     return out
+
+
+def _with_partial(job: Job[None], out, blocks, partial, done, *, ordered: bool) -> Job[None]:
+    """``job``'s steps, with the map so far attached (``partial``) at most every
+    ``PARTIAL_EVERY_S`` and at the last step. ``ordered``: block ``k`` is written at step
+    ``k + 1`` (else the job marks ``done`` itself)."""
+    if partial is None:
+        yield from job
+        return
+    last = -math.inf
+    marked = 0
+    try:
+        for p in job:
+            if ordered:
+                for sy, sx in blocks[marked:p.done]:
+                    done[sy, sx] = True
+                marked = max(marked, p.done)
+            now = time.perf_counter()
+            if now - last >= PARTIAL_EVERY_S or p.done >= p.total:
+                p = dataclasses.replace(p, partial=partial(out, done))
+                last = time.perf_counter()
+            yield p
+    finally:
+        job.close()  # a cancelled job: the pool's queued blocks are dropped at once
 
 
 def _run_chunks(direct, kernel, out, blocks, kwargs, scan_kwargs, message) -> Job[None]:

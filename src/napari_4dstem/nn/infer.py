@@ -732,6 +732,7 @@ def iter_find_bragg_disks_nn(
     pattern (so lattice and strain fits weight peaks by dose, as for the correlation path's
     ``"fit"``), ``correlation`` = predicted peak height (the network's confidence).
     """
+    from ..analysis.bragg import disk_count_partial
     from ..analysis.virtual import as_datacube
     from ..engine.driver import map_scan
     from .registry import load_model
@@ -767,6 +768,7 @@ def iter_find_bragg_disks_nn(
         split_blocks=False,
         scan_chunk=scan_chunk,
         message="NN Bragg disks",
+        partial=disk_count_partial("NN disks per pattern"),
     )
     sy, sx = cube.scan_shape
     flat = out.reshape(sy * sx, *out.shape[2:])

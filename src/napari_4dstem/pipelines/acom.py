@@ -149,12 +149,14 @@ def iter_acom(
     source: Any = None,
     device: str | None = None,
     backend: Any = None,
+    scan_chunk: tuple[int, int] | None = None,
 ) -> Job[ACOMRun]:
     """Job: Bragg disks (default :meth:`DiskDetectionParams.for_acom`) -> origin -> plans ->
     orientation (and phase) of every pattern.
 
     ``peaks`` and ``plans`` already made with these settings skip those steps; ``device`` picks
-    where the correlation and the scoring run ("cpu": numba kernels, "cuda": torch)."""
+    where the correlation and the scoring run ("cpu": numba kernels, "cuda": torch);
+    ``scan_chunk`` the scan block of the disk detection (as :func:`iter_disks`)."""
     from ..analysis.acom import iter_match_orientations
     from ..analysis.crystal import load_crystal
 
@@ -172,7 +174,7 @@ def iter_acom(
         raise CalibrationError(f"orientation mapping needs a calibrated detector: {e}") from None
     if peaks is None:
         peaks = yield from _find_peaks_job(cube, cal, detection, probe, device=device, backend=backend,
-                                           template=template)
+                                           template=template, scan_chunk=scan_chunk)
     mcal = acom_calibration(cal, peaks)
     k_max = acom.k_max_inv_A or detector_reach_inv_A(mcal, det_shape)
     if plans is None:

@@ -129,7 +129,8 @@ def _find_peaks_job(cube, cal, detection, probe, *, device, backend, template=No
     if template is None:
         template = yield from iter_probe_template(cube, probe, kernel=detection.kernel)
     peaks = yield from iter_find_bragg_disks(
-        cube, template=template, calibration=cal, device=device, backend=backend, **detection.detect_kwargs()
+        cube, template=template, calibration=cal, device=device, backend=backend, scan_chunk=scan_chunk,
+        **detection.detect_kwargs()
     )
     return peaks
 
@@ -165,8 +166,9 @@ def iter_disks(
     template : the ProbeTemplate of ``probe`` and ``detection.kernel`` when already made
     source : input file for the recipe (default ``dc.source``)
     device, backend : where the work runs (not part of the recipe)
-    scan_chunk : ``(rows, cols)`` of scan positions per block of the network (NN only; progress
-        and Cancel come between blocks; not part of the recipe: the result does not depend on it)
+    scan_chunk : ``(rows, cols)`` of scan positions per block (progress, the disk-count map so
+        far and Cancel come between blocks; not part of the recipe: the result does not depend
+        on it)
     """
     from ..analysis.bragg import bragg_vector_map
 

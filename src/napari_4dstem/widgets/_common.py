@@ -86,6 +86,7 @@ class JobRunner:
         self.worker = None
         self._job = None
         self._eta = None
+        self._partials = None
         cancel_btn.setEnabled(False)
         cancel_btn.clicked.connect(self.cancel)
         if progress_bar is not None:
@@ -97,14 +98,16 @@ class JobRunner:
 
     def start(
         self, job_fn, *args, desc: str, on_done, total: int | None = None, eta: bool = False,
-        on_progress=None, on_finished=None, **kwargs,
+        on_progress=None, on_finished=None, partials: PartialMaps | None = None, **kwargs,
     ) -> bool:
         """Start the job ``job_fn(*args, **kwargs)`` (a generator function); False (and a
         message) when a job is running.
 
         With ``eta`` the progress bar reads "message: done / total, ETA m:ss". ``on_progress``
         gets every yielded value too; ``on_finished`` is called after the job ends in any way
-        (done, cancelled or failed).
+        (done, cancelled or failed). ``partials`` shows the maps the job yields while it runs
+        (:class:`PartialMaps`); it is stopped before ``on_done`` gets the result, so a late
+        partial map never covers the final one.
         """
         if self.worker is not None:
             self.status.setText("a job is running: wait or cancel it")
@@ -122,7 +125,16 @@ class JobRunner:
         # the worker only stops iterating on quit(): keep the job to close it afterwards, so its
         # clean-up (pending pool tasks, open files) runs at once rather than at garbage collection
         self._job = job_fn(*args, **kwargs)
-        self._eta = (time.perf_counter(), None) if eta else None
+        self._eta = (time.perf_counter(), None, None) if eta else None
+        self._partials = partials
+        if partials is not None:
+            partials.begin()
+            done_slot = on_done
+
+            def on_done(result, _done=done_slot):
+                partials.stop()
+                _done(result)
+
         self.worker = create_worker(
             _drive, self._job,
             _progress=progress,
@@ -136,7 +148,11 @@ class JobRunner:
     def _on_progress(self, p) -> None:
         from ..engine.jobs import Progress
 
-        if self.progress_bar is None or not isinstance(p, Progress):
+        if not isinstance(p, Progress):
+            return
+        if p.partial is not None and self._partials is not None:
+            self._partials.show(p.partial)
+        if self.progress_bar is None:
             return
         top = max(int(p.total), 1)
         self.progress_bar.setRange(0, top)
@@ -150,9 +166,10 @@ class JobRunner:
         """"message: done / total, ETA m:ss", the rate measured from the first report (steps
         already done when the job starts, e.g. on resume, are not counted as fast work)."""
         now = time.perf_counter()
-        t0, first = self._eta
-        if first is None:
-            self._eta = (now, int(p.done))
+        t0, first, phase = self._eta
+        if first is None or phase != (p.message, p.total):
+            # a new phase (ACOM: disks, then plans, then matching) has a rate of its own
+            self._eta = (now, int(p.done), (p.message, p.total))
             eta = "--:--"
         else:
             rate = (p.done - first) / max(now - t0, 1e-9)
@@ -163,6 +180,10 @@ class JobRunner:
 
     def _finished(self) -> None:
         self.worker = None
+        if self._partials is not None:
+            # cancelled or failed: the held map is shown, the map stays as far as it got
+            self._partials.stop(show_pending=True)
+            self._partials = None
         if self._job is not None:
             self._job.close()  # no-op when it ran to its end; clean-up after a cancel
             self._job = None
@@ -198,6 +219,174 @@ class JobRunner:
                 self._job.close()
             except ValueError:  # still running after the wait: left to garbage collection
                 pass
+
+
+class PartialMaps:
+    """The maps a job yields while it runs (``Progress.partial``), shown in the real-space
+    viewer at an adaptive 2-5 Hz.
+
+    Only the newest map waits: one arriving sooner than the interval after the last update is
+    held and shown when the interval is over (a later one replaces it). The interval is four
+    times what the last update cost the GUI thread, between 0.2 s and 0.5 s, so a slow canvas
+    gets fewer updates. ``stop(show_pending=True)`` shows the held map (a cancelled job leaves
+    the map as far as it got); ``hide(keep)`` hides the layers of partial maps that the final
+    result does not reuse. ``colormaps`` maps a partial map's name to its colormap (the final
+    map's, when the final result reuses the layer).
+    """
+
+    MIN_S, MAX_S = 0.2, 0.5
+
+    def __init__(self, viewer, *, colormaps: dict | None = None):
+        self._viewer = viewer  # callable: the real-space viewer
+        self._cal = None  # the scan's Calibration, given per job (``for_scan``)
+        self.colormaps = dict(colormaps or {})
+        self.interval = self.MIN_S
+        self.shown: list[tuple[str, float, float]] = []  # (name, fraction, time) of each update
+        self.costs: list[float] = []  # seconds each update of a layer took on the GUI thread (wall)
+        self._pending = None
+        self._last = -1e9
+        self._timer = None
+
+    def for_scan(self, calibration) -> PartialMaps:
+        """These maps, for a job over a scan with ``calibration`` (``JobRunner.start(...,
+        partials=maps.for_scan(cal))``)."""
+        self._cal = calibration
+        return self
+
+    def begin(self) -> None:
+        self._pending = None
+        self._last = -1e9
+        self.shown = []
+        self.costs = []
+
+    def show(self, pm) -> None:
+        from qtpy.QtCore import QTimer
+
+        self._pending = pm
+        wait = self._last + self.interval - time.perf_counter()
+        if wait <= 0:
+            self._apply()
+        elif self._timer is None:
+            self._timer = QTimer()
+            self._timer.setSingleShot(True)
+            self._timer.timeout.connect(self._apply)
+            self._timer.start(int(wait * 1000) + 1)
+        elif not self._timer.isActive():
+            self._timer.start(int(wait * 1000) + 1)
+
+    def _apply(self) -> None:
+        from ._results import show_map
+
+        pm, self._pending = self._pending, None
+        if pm is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            v = self._viewer()
+            update = pm.name in v.layers  # else napari builds the layer (its floor: 0.2-0.4 s)
+            lyr = show_map(v, pm.name, pm.data, self._cal,
+                           colormap=self.colormaps.get(pm.name, "viridis"), contrast_limits=pm.limits)
+            lyr.visible = True  # a map of an earlier run may have been hidden
+        except Exception as e:  # a viewer closed under a running job: the job goes on unseen
+            from .log import log_error
+
+            log_error("partial map", e)
+            return
+        now = time.perf_counter()
+        self.interval = min(self.MAX_S, max(self.MIN_S, 4 * (now - t0)))
+        self._last = now
+        self.shown.append((pm.name, pm.fraction, now))
+        if update:
+            self.costs.append(now - t0)
+
+    def stop(self, *, show_pending: bool = False) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        if show_pending:
+            self._apply()
+        self._pending = None
+
+    def hide(self, keep=()) -> None:
+        """Hide the layers of partial maps that the final result does not reuse (all but
+        ``keep``): they stay in the layer list, and a later run fills them again. (Removing
+        them cost the GUI thread 0.1-0.5 s of napari's layer-control teardown.)"""
+        v = self._viewer()
+        for name, _, _ in self.shown:
+            if name not in keep and name in v.layers:
+                v.layers[name].visible = False
+
+
+class FileJobs:
+    """A dock's file writing and reading in napari workers (Save result..., Export, Show): the
+    GUI thread only starts them and shows the outcome (writing a result took 65-360 ms of it).
+
+    Independent of the dock's :class:`JobRunner`: a result can be saved while the next analysis
+    runs. ``run(fn, *args, desc=..., on_done=...)`` calls ``fn(*args)`` in a worker; its return
+    value goes to ``on_done`` on the GUI thread, errors to ``on_error`` (the dock's status line,
+    a notification and the Log dock with the traceback). Results that arrive after the dock was
+    closed are dropped.
+    """
+
+    def __init__(self, status, on_error):
+        self.status = status
+        self.on_error = on_error
+        self.workers: list = []
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.workers)
+
+    def run(self, fn, *args, desc: str, on_done=None, **kwargs):
+        """Start ``fn(*args, **kwargs)`` in a worker; returns the worker."""
+        from napari.qt.threading import create_worker
+
+        self.status.setText(f"{desc}...")
+        owner = self.status
+        slot = {"returned": guarded(owner, on_done)} if on_done is not None else {}
+        worker = create_worker(
+            fn, *args, **kwargs,
+            _connect={**slot, "errored": guarded(owner, self.on_error),
+                      "finished": lambda: self._finished(worker)},
+        )
+        self.workers.append(worker)
+        return worker
+
+    def _finished(self, worker) -> None:
+        if worker in self.workers:
+            self.workers.remove(worker)
+
+    def wait(self, msecs: int = 10000) -> None:
+        """Block until every file job has ended (tests and closing only)."""
+        from qtpy.QtCore import QCoreApplication, QElapsedTimer
+
+        t = QElapsedTimer()
+        t.start()
+        while self.workers and t.elapsed() < msecs:
+            QCoreApplication.processEvents()
+            time.sleep(0.002)
+
+
+# seconds of work per scan block of a whole-scan job run from a dock: the job yields (progress,
+# the map so far) and can stop after each block, so Cancel takes about this long
+BLOCK_S = 0.15
+
+
+def responsive_chunk(scan_shape, detector_shape, seconds_per_pattern: float | None = None) -> tuple[int, int]:
+    """A scan block ``(rows, cols)`` of about ``BLOCK_S`` of work on all local threads, from a
+    measured time per pattern on one thread (else a guess of 5 ms per 128 x 128 pattern):
+    whole scan rows when a row fits, else part of one."""
+    from ..engine.driver import n_threads
+
+    sy, sx = (int(v) for v in scan_shape)
+    guess = 5e-3 * detector_shape[0] * detector_shape[1] / 128**2
+    # a measured time (the live detection's) may include a first call's compile or a busy
+    # moment: at most 4x the guess (blocks then at most ~0.6 s; 2048 blocks of 2 patterns were
+    # seen with a first measurement of 0.3 s)
+    t = min(seconds_per_pattern, 4 * guess) if seconds_per_pattern else guess
+    n = max(n_threads(), int(BLOCK_S * n_threads() / max(t, 1e-6)))
+    if n >= sx:
+        return (max(1, min(sy, n // sx)), sx)
+    return (1, n)
 
 
 def _drive(job):

@@ -71,6 +71,11 @@ def copy_to_clipboard(text: str) -> None:
         cb.setText(text)
 
 
+def write_result(result, path) -> Path:
+    """Worker: write a pipeline result (EMD, with its recipe)."""
+    return result.save(path, overwrite=True)
+
+
 class PipelineActions:
     """"Save result..." and "Copy as Python" for a dock widget whose analysis is a pipeline
     result. The widget has ``self.jobs`` (JobRunner) and ``self.status`` (QLabel) and defines
@@ -92,25 +97,42 @@ class PipelineActions:
         row.addWidget(self.copy_btn)
         return row
 
-    def save_result(self, path: str | Path | None = None) -> Path | None:
-        """Save the current result to EMD (asks for the path when none is given)."""
+    last_saved: Path | None = None  # the file the last Save result... wrote
+
+    @property
+    def file_jobs(self):
+        """The dock's file writing in workers (:class:`~._common.FileJobs`)."""
+        fj = self.__dict__.get("_file_jobs")
+        if fj is None:
+            from ._common import FileJobs
+
+            fj = self.__dict__["_file_jobs"] = FileJobs(self.status, self.jobs.error)
+        return fj
+
+    def save_result(self, path: str | Path | None = None) -> bool:
+        """Save the current result to EMD (asks for the path when none is given) in a worker;
+        True when the writing started. ``last_saved`` is the file once written, and the
+        status line says so; errors go to the status line and the Log dock."""
         result = self.pipeline_result()
         try:
             if result is None:
                 raise Napari4DSTEMError("run the analysis first")
-            if path is None:
-                from qtpy.QtWidgets import QFileDialog
-
-                path, _ = QFileDialog.getSaveFileName(self, "Save result", self.result_file_name,
-                                                      "EMD (*.h5 *.emd)")
-                if not path:
-                    return None
-            out = result.save(path, overwrite=True)
-        except (OSError, Napari4DSTEMError) as e:
+        except Napari4DSTEMError as e:
             self.jobs.error(e)
-            return None
+            return False
+        if path is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            path, _ = QFileDialog.getSaveFileName(self, "Save result", self.result_file_name,
+                                                  "EMD (*.h5 *.emd)")
+            if not path:
+                return False
+        self.file_jobs.run(write_result, result, path, desc=f"writing {Path(path).name}", on_done=self._saved)
+        return True
+
+    def _saved(self, out: Path) -> None:
+        self.last_saved = out
         self.status.setText(f"wrote {out}")
-        return out
 
     def copy_as_python(self) -> str | None:
         """Put the script that reproduces the current result on the clipboard and return it."""

@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -29,7 +30,14 @@ from qtpy.QtWidgets import (
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker, JobRunner, LatestRunner, scan_position
+from ._common import (
+    CubePicker,
+    JobRunner,
+    LatestRunner,
+    PartialMaps,
+    responsive_chunk,
+    scan_position,
+)
 from ._pipeline import (
     PipelineActions,
     layer_source,
@@ -77,11 +85,22 @@ def _render_histograms(channels: dict[str, np.ndarray], width_px: int) -> np.nda
 
 
 def _detect_job(dc: DataCube, pos: tuple[int, int], template, params):
-    """Worker: the disks of the pattern at ``pos`` as ``(pos, (n, 4) qy qx intensity corr)``
-    (the pipeline's :func:`~napari_4dstem.pipelines.detect_pattern`)."""
+    """Worker: the disks of the pattern at ``pos`` as ``(pos, (n, 4) qy qx intensity corr,
+    seconds)`` (the pipeline's :func:`~napari_4dstem.pipelines.detect_pattern`; the time sizes
+    the blocks of "Find disks in all patterns")."""
+    import time
+
     from ..pipelines import detect_pattern
 
-    return pos, detect_pattern(dc.pattern(*pos), template, params)
+    pattern = np.asarray(dc.pattern(*pos))
+    t0 = time.perf_counter()
+    found = detect_pattern(pattern, template, params)
+    seconds = time.perf_counter() - t0
+    if seconds > 0.02:  # a first call (kernels loading) or a busy moment: time it once more
+        t0 = time.perf_counter()
+        detect_pattern(pattern, template, params)
+        seconds = min(seconds, time.perf_counter() - t0)
+    return pos, found, seconds
 
 
 def _strain_job(peaks, params, bvm, lattice, recipe):
@@ -110,6 +129,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self.result = None  # pipelines.StrainResult of the last "compute strain"
         self._probe_source = None  # what made the template (ProbeSource, or an image)
         self._restored_reference = None  # a session's reference (r0, r1, c0, c1), until one is drawn
+        self._t_pattern = None  # seconds of live detection per pattern (sizes the job's blocks)
         self._build_ui()
         viewer.dims.events.current_step.connect(self._on_dims)
         register_dock(viewer, self)
@@ -198,14 +218,18 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self._hist_runner = LatestRunner(self._show_histograms, self._error)
 
         self.cancel_btn = QPushButton("Cancel")
+        self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.run_btn, self.template_btn))
+        self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.run_btn, self.template_btn),
+                              progress_bar=self.progress)
+        # the disk-count map fills in the real-space viewer while the job runs
+        self.partials = PartialMaps(lambda: results_viewer(self.viewer))
         # the live detection on the current pattern and the lattice fit: workers, newest wins
         self._live = LatestRunner(self._show_peaks, self._error)
         self._lattice_runner = LatestRunner(self._on_lattice, self._error)
         layout = QVBoxLayout(self)
-        for w in (pg, dg, lg, self.hist_canvas, self.cancel_btn, self.status, WarmupLabel()):
+        for w in (pg, dg, lg, self.hist_canvas, self.progress, self.cancel_btn, self.status, WarmupLabel()):
             layout.addWidget(w)
         layout.addStretch(1)
 
@@ -321,7 +345,9 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self._live.request(_detect_job, dc, pos, self.template, params)
 
     def _show_peaks(self, result) -> None:
-        pos, p = result
+        pos, p, seconds = result
+        # one pattern on one thread (the fastest seen: the first may include a compile)
+        self._t_pattern = seconds if self._t_pattern is None else min(self._t_pattern, seconds)
         if self.layer_combo.layer is None:
             return
         _dc, cal = self.datacube()
@@ -351,9 +377,13 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         except Napari4DSTEMError as e:
             self._error(e)
             return
+        # blocks of about BLOCK_S of work: progress with an ETA, the disk-count map filling in
+        # and Cancel between them (the default 32 MiB block was the whole of a 32 x 32 scan)
+        chunk = responsive_chunk(dc.scan_shape, dc.detector_shape, self._t_pattern)
         self.jobs.start(iter_disks, dc, detection=params, probe=self._probe_source, template=self.template,
-                        calibration=cal, source=layer_source(self.layer_combo.layer),
-                        desc="finding Bragg disks", total=n_blocks_for(dc.data), on_done=self._on_peaks)
+                        calibration=cal, source=layer_source(self.layer_combo.layer), scan_chunk=chunk,
+                        desc="finding Bragg disks", total=n_blocks_for(dc.data, chunk), eta=True,
+                        partials=self.partials.for_scan(cal), on_done=self._on_peaks)
 
     def cancel(self) -> None:
         self.jobs.cancel()
@@ -374,9 +404,10 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             self.viewer.add_image(img, name=BVM_LAYER, colormap="magma", blending="additive",
                                   visible=False, **kw)
         tag_layer(self.viewer.layers[BVM_LAYER], self.bvm, units=f"log(1 + {self.bvm.units})", recipe=disks.recipe)
-        show_map(results_viewer(self.viewer), "disks per pattern", peaks.counts().astype(np.float32),
-                 peaks.calibration, colormap="viridis")
         counts = peaks.counts()
+        show_map(results_viewer(self.viewer), "disks per pattern", counts.astype(np.float32),
+                 peaks.calibration, colormap="viridis",
+                 contrast_limits=(float(counts.min()), float(max(counts.max(), counts.min() + 1))))
         self._say(f"{peaks.n_peaks} disks in {counts.size} patterns "
                   f"({counts.min()}-{counts.max()} per pattern); Bragg vector map added (log scale)")
         self.find_lattice()

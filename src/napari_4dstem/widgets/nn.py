@@ -17,6 +17,7 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QLabel,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -24,7 +25,15 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker, JobRunner, LatestRunner, guarded, models_changed, scan_position
+from ._common import (
+    CubePicker,
+    JobRunner,
+    LatestRunner,
+    PartialMaps,
+    guarded,
+    models_changed,
+    scan_position,
+)
 from ._pipeline import PipelineActions, layer_source, probe_of_layer
 from ._results import results_viewer, show_map
 from ._state import DockState, register_dock
@@ -86,6 +95,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.preview_btn = QPushButton("Preview on the current pattern")
         self.run_btn = QPushButton("Find disks in all patterns")
         self.cancel_btn = QPushButton("Cancel")
+        self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
         form = QFormLayout()
@@ -97,7 +107,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         form.addRow("MC-dropout samples", self.mc)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
-        for w in (self.preview_btn, self.run_btn, self.cancel_btn):
+        for w in (self.preview_btn, self.run_btn, self.progress, self.cancel_btn):
             lay.addWidget(w)
         lay.addLayout(self.action_row())
         lay.addWidget(self.status)
@@ -106,8 +116,10 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.preview_btn.clicked.connect(self.preview)
         self.run_btn.clicked.connect(self.run)
         self.jobs = JobRunner(
-            self.status, self.cancel_btn, buttons=(self.preview_btn, self.run_btn)
+            self.status, self.cancel_btn, buttons=(self.preview_btn, self.run_btn), progress_bar=self.progress
         )
+        # the disk-count map fills in the real-space viewer while the network runs
+        self.partials = PartialMaps(lambda: results_viewer(self.viewer))
         # the preview runs the network in a worker (1-2 s on a CPU): newest click wins
         self._previewer = LatestRunner(self._show_preview, self._error)
         self.last_preview = None  # (n, 2) disk positions of the last preview
@@ -258,6 +270,8 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
             scan_chunk=chunk,
             desc="running the network on every pattern",
             total=n_blocks_for(dc.data, chunk),
+            eta=True,
+            partials=self.partials.for_scan(cal),
             on_done=self._on_peaks,
         )
 
@@ -272,14 +286,15 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.disks = disks
         session_results(self.viewer).add(disks, "NN disks")
         peaks = self.peaks = disks.peaks
+        c = peaks.counts()
         show_map(
             results_viewer(self.viewer),
             "NN disks per pattern",
-            peaks.counts().astype(np.float32),
+            c.astype(np.float32),
             peaks.calibration,
             colormap="viridis",
+            contrast_limits=(float(c.min()), float(max(c.max(), c.min() + 1))),
         )
-        c = peaks.counts()
         self._say(
             f"{peaks.n_peaks} disks in {c.size} patterns ({c.min()}-{c.max()} per pattern)"
             + _domain_note(peaks.params)

@@ -35,7 +35,7 @@ from ..analysis.crystal import BUNDLED_CRYSTALS
 from ..data.calibration import Calibration
 from ..errors import CalibrationError, Napari4DSTEMError
 from ..pipelines import PatternCheck
-from ._common import CubePicker, JobRunner, guarded, scan_position
+from ._common import CubePicker, JobRunner, PartialMaps, guarded, responsive_chunk, scan_position
 from ._pipeline import PipelineActions, layer_source, probe_of_layer, tag_layer
 from ._plot import show_rgba
 from ._results import results_viewer, show_map
@@ -92,6 +92,21 @@ def _ipf_images(res, run=None, size: int = 128):
     keys = [ipf_key_image(c.point_group, size=size).astype(np.float32) for c in res.crystals]
     saved = {m.name: m for m in (run.saved_objects() if run is not None else res.to_maps())}
     return res, rgb, keys, saved
+
+
+def _write_ang(result, path) -> Path:
+    """Worker: the orientation map as a TSL .ang file."""
+    return result.write_ang(path, overwrite=True)
+
+
+def _write_maps(run, result, peaks, path) -> Path:
+    """Worker: the ACOM run (with its recipe), or the maps and peaks, to an EMD file."""
+    if run is not None:
+        return run.save(path, overwrite=True)
+    from ..io import emd
+
+    objs = [*result.to_maps()] + ([peaks] if peaks is not None else [])
+    return emd.write(path, *objs, overwrite=True)
 
 
 class OrientationWidget(PipelineActions, DockState, QWidget):
@@ -206,6 +221,10 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         self.run_btn.clicked.connect(self.run_scan)
         self.jobs = JobRunner(self.status, self.cancel_btn, progress_bar=self.progress,
                               buttons=(self.build_btn, self.check_btn, self.run_btn))
+        # while the map runs: the disk counts, then the matching score and the correlation fill
+        # in the real-space viewer (the final correlation reuses its layer; the others are
+        # hidden when the final maps arrive)
+        self.partials = PartialMaps(self.results, colormaps={"correlation": "gray"})
         self.ang_btn.clicked.connect(lambda: self.export_ang())
         self.emd_btn.clicked.connect(lambda: self.save_maps())
         self.copy_btn.clicked.connect(lambda: self.copy_as_python())
@@ -345,6 +364,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
 
     def closeEvent(self, event) -> None:
         self.jobs.close()
+        self.file_jobs.wait()
         super().closeEvent(event)
 
     # -- plan ---------------------------------------------------------------------------------
@@ -525,6 +545,9 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         peaks = self.peaks if pkey == self._peaks_key else None
 
         def done(run):
+            # the job's maps give way to the final ones (the correlation's layer is reused);
+            # hidden here, an event-loop turn before the final maps arrive from their worker
+            self.partials.hide(keep=("correlation",))
             self._set_plans(list(run.plans), key)
             self.peaks, self._peaks_key = run.peaks, pkey
             self.run = run
@@ -533,9 +556,12 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
 
         from ..pipelines import iter_acom
 
+        # disk detection in blocks of ~0.15 s of work: progress, its map and Cancel between them
+        chunk = responsive_chunk(dc.scan_shape, dc.detector_shape)
         self.jobs.start(iter_acom, dc, acom=kw, probe=self._probe(), calibration=cal, peaks=peaks,
                         plans=None if plans is None else tuple(plans), source=layer_source(self.layer),
-                        desc="orientation map", on_done=done)
+                        scan_chunk=chunk, desc="orientation map", eta=True, partials=self.partials.for_scan(cal),
+                        on_done=done)
 
     def _on_result(self, res) -> None:
         """The IPF colours and keys are computed in a worker (0.1 s for 32x32 patterns on the
@@ -615,48 +641,38 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         )
 
     # -- exports ------------------------------------------------------------------------------
-    def export_ang(self, path: str | Path | None = None) -> Path | None:
-        """Write the map as a TSL .ang file (asks for a path when none is given)."""
+    def export_ang(self, path: str | Path | None = None) -> bool:
+        """Write the map as a TSL .ang file (asks for a path when none is given) in a worker;
+        True when started (``last_saved`` is the file once written)."""
         if self.result is None:
             self.status.setText("run the orientation map first")
-            return None
+            return False
         if path is None:
             path, _ = QFileDialog.getSaveFileName(
                 self, "Export .ang", "acom.ang", "TSL OIM (*.ang)"
             )
             if not path:
-                return None
-        try:
-            out = self.result.write_ang(path, overwrite=True)
-        except (OSError, Napari4DSTEMError) as e:
-            self._on_error(e)
-            return None
-        self.status.setText(f"wrote {out}")
-        return out
+                return False
+        self.file_jobs.run(_write_ang, self.result, path, desc=f"writing {Path(path).name}",
+                           on_done=self._saved)
+        return True
 
-    def save_maps(self, path: str | Path | None = None) -> Path | None:
+    def save_maps(self, path: str | Path | None = None) -> bool:
         """Write the maps (Euler, orientation, correlation, reliability, phase, grains, IPF) and
-        the Bragg peaks to an EMD file (asks for a path when none is given)."""
+        the Bragg peaks to an EMD file (asks for a path when none is given) in a worker; True
+        when started (``last_saved`` is the file once written)."""
         if self.result is None:
             self.status.setText("run the orientation map first")
-            return None
+            return False
         if path is None:
             path, _ = QFileDialog.getSaveFileName(self, "Save maps", "acom.h5", "EMD (*.h5 *.emd)")
             if not path:
-                return None
-        try:
-            if self.run is not None and self.run.result is self.result:
-                out = self.run.save(path, overwrite=True)  # with all top-N matches and the recipe
-            else:
-                from ..io import emd
-
-                objs = [*self.result.to_maps()] + ([self.peaks] if self.peaks is not None else [])
-                out = emd.write(path, *objs, overwrite=True)
-        except (OSError, Napari4DSTEMError) as e:
-            self._on_error(e)
-            return None
-        self.status.setText(f"wrote {out}")
-        return out
+                return False
+        # the whole run (all top-N matches and the recipe) when the maps are its own
+        run = self.run if self.run is not None and self.run.result is self.result else None
+        self.file_jobs.run(_write_maps, run, self.result, self.peaks, path,
+                           desc=f"writing {Path(path).name}", on_done=self._saved)
+        return True
 
     def pipeline_result(self):
         """The last orientation map run (Copy as Python: PipelineActions)."""

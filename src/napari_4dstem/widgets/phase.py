@@ -14,7 +14,6 @@ import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QLabel,
@@ -95,12 +94,6 @@ def render_error_plot(errors, width_px: int):
         ax.semilogy(np.arange(1, len(errors) + 1), errors, "o-", ms=3)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba()).copy()
-
-
-def _save_job(result, path):
-    """Worker job: write a pipeline result to EMD (off the GUI thread); returns the path."""
-    yield from ()
-    return result.save(path, overwrite=True)
 
 
 def _phase_job(dc, cal, params, source, snapshot_every):
@@ -317,24 +310,10 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         return self.pipeline
 
     def save(self, path) -> bool:
-        """Write the last run's result (maps with their recipe) to an EMD file, in a worker
-        (``_worker`` is None again when it is written); False when a job is running."""
+        """Write the last run's result (maps with their recipe) to an EMD file, in a worker."""
         if self.pipeline is None:
             raise Napari4DSTEMError("nothing to save yet: run a reconstruction first")
-        return self.jobs.start(_save_job, self.pipeline, path, desc="saving",
-                               on_done=lambda p: self.status.setText(f"wrote {p}"))
-
-    def save_result(self, path=None):
-        """"Save result...": the file dialog, then :meth:`save` (a worker)."""
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Save result", "phase.h5", "EMD (*.h5 *.emd)")
-            if not path:
-                return None
-        try:
-            self.save(path)
-        except Napari4DSTEMError as e:
-            self.jobs.error(e)
-        return None
+        return self.save_result(path)
 
     def closeEvent(self, event) -> None:
         self.jobs.close()

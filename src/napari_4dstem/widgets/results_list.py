@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import napari
+import numpy as np
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
     QFileDialog,
@@ -28,8 +29,8 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import Napari4DSTEMError
-from ._common import JobRunner
-from ._pipeline import copy_to_clipboard
+from ._common import FileJobs, JobRunner
+from ._pipeline import copy_to_clipboard, write_result
 from ._state import dock_states, restore_dock_states
 
 COLUMNS = ("name", "workflow", "input", "made (UTC)", "state")
@@ -84,6 +85,27 @@ def session_results(viewer) -> SessionResults:
     return s
 
 
+def _layer_data(name: str, res) -> tuple[str, list]:
+    """Worker: the layers of a result as ``(viewer, kind, data, kwargs)``, ``viewer`` "main"
+    for diffraction images and peaks, "real" for maps over the scan."""
+    from .._layers import peaks_layer, result_layers
+    from ..data.results import BraggPeaks, DiffractionImage
+
+    items = []
+    for o in res.saved_objects():
+        if isinstance(o, BraggPeaks):
+            data, kw, _ = peaks_layer(o)
+            kw["name"] = f"{name}: {kw['name']}"
+            items.append(("main", "points", data, kw))
+            continue
+        where = "main" if isinstance(o, DiffractionImage) else "real"
+        for data, kw, _ in result_layers(o):
+            kw["name"] = f"{name}: {kw['name']}"
+            # lazy data (a file-backed map) is read here, not on the GUI thread when drawn
+            items.append((where, "image", np.asarray(data), kw))
+    return name, items
+
+
 class ResultsListWidget(QWidget):
     """Dock: the session's results; show, save, delete, copy as Python; save/load the session."""
 
@@ -120,6 +142,10 @@ class ResultsListWidget(QWidget):
         lay.addLayout(row2)
         lay.addWidget(self.status)
         self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.rerun_btn, self.load_session_btn))
+        # Save... and Show read and write files in workers, apart from the Recompute job
+        self.file_jobs = FileJobs(self.status, self.jobs.error)
+        self.last_saved = None  # the file the last Save... wrote
+        self.shown = []  # the layers the last Show added
         self.show_btn.clicked.connect(lambda: self.show_result())
         self.save_btn.clicked.connect(lambda: self.save_result())
         self.delete_btn.clicked.connect(lambda: self.delete_result())
@@ -186,44 +212,52 @@ class ResultsListWidget(QWidget):
             self.jobs.error(e)
             return None
 
-    def show_result(self):
+    def show_result(self) -> bool:
         """Add the selected result's maps to the real-space viewer, its diffraction images and
-        peaks to the main viewer (as File > Open would)."""
-        return self._guard(self._show)
+        peaks to the main viewer (as File > Open would). The layer data are made in a worker
+        (the recipe in every object's parameters, the peaks' 4D points); the layers are added
+        when they are ready. True when started."""
+        try:
+            e, res = self._result()
+        except Napari4DSTEMError as err:
+            self.jobs.error(err)
+            return False
+        self.file_jobs.run(_layer_data, e.name, res, desc=f"preparing the layers of {e.name}",
+                           on_done=self._add_layers)
+        return True
 
-    def _show(self):
-        from .._layers import peaks_layer, result_layers
-        from ..data.results import BraggPeaks, DiffractionImage
+    def _add_layers(self, prepared) -> None:
         from ._results import results_viewer
 
-        e, res = self._result()
+        name, items = prepared
         added = []
-        for o in res.saved_objects():
-            if isinstance(o, BraggPeaks):
-                data, kw, _ = peaks_layer(o)
-                kw["name"] = f"{e.name}: {kw['name']}"
-                added.append(self.viewer.add_points(data, **kw))
-                continue
-            target = self.viewer if isinstance(o, DiffractionImage) else results_viewer(self.viewer)
-            for data, kw, _ in result_layers(o):
-                kw["name"] = f"{e.name}: {kw['name']}"
-                added.append(target.add_image(data, **kw))
-        self.status.setText(f"{e.name}: {len(added)} layers")
-        return added
+        for where, kind, data, kw in items:
+            target = self.viewer if where == "main" else results_viewer(self.viewer)
+            add = target.add_points if kind == "points" else target.add_image
+            added.append(add(data, **kw))
+        self.shown = added
+        self.status.setText(f"{name}: {len(added)} layers")
 
-    def save_result(self, path: str | Path | None = None):
-        return self._guard(self._save, path)
-
-    def _save(self, path):
-        e, res = self._result()
+    def save_result(self, path: str | Path | None = None) -> bool:
+        """Write the selected result to EMD in a worker (asks for the path when none is
+        given); True when started. ``last_saved`` is the file once written."""
+        try:
+            e, res = self._result()
+        except Napari4DSTEMError as err:
+            self.jobs.error(err)
+            return False
         if path is None:
             path, _ = QFileDialog.getSaveFileName(self, "Save result", f"{e.name}.h5", "EMD (*.h5 *.emd)")
             if not path:
-                return None
-        out = res.save(path, overwrite=True)
-        e.saved_to = str(out)
-        self.status.setText(f"wrote {out}")
-        return out
+                return False
+
+        def done(out, e=e):
+            e.saved_to = str(out)
+            self.last_saved = out
+            self.status.setText(f"wrote {out}")
+
+        self.file_jobs.run(write_result, res, path, desc=f"writing {Path(path).name}", on_done=done)
+        return True
 
     def delete_result(self) -> None:
         name = self.selected()
