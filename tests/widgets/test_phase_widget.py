@@ -47,7 +47,7 @@ def test_ssb_run_prefilled_from_the_calibration(setup, sim, qtbot, tmp_path, sta
     with stall_detector.excluded("reference"):
         assert phase_correlation_with_truth(data, sim.phase_at_scan)[0] >= 0.9
     w.save(tmp_path / "ssb.h5")
-    qtbot.waitUntil(lambda: (tmp_path / "ssb.h5").exists() and w._worker is None, timeout=30000)
+    qtbot.waitUntil(lambda: w.last_saved is not None and not w.file_jobs.busy, timeout=30000)
     assert str(tmp_path / "ssb.h5") in w.status.text()
     with stall_detector.excluded("reference"):
         from napari_4dstem.io import emd
