@@ -32,4 +32,4 @@ def test_napari_reader_opens_new_formats(realdata, rel, shape):
     cal = kwargs["metadata"]["napari_4dstem"]["calibration"]
     if rel.startswith("tia"):  # detector calibrated in 1/A: the layer's k scale says so
         assert kwargs["scale"][-1] == pytest.approx(cal.k_pixel_size)
-        assert str(kwargs["units"][-1]) == "1 / angstrom"
+        assert str(kwargs["units"][-1]) == "inverse_angstrom"  # Å⁻¹ (Calibration.napari_kwargs)
