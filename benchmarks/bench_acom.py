@@ -83,8 +83,8 @@ def ambiguous_patterns(
 ):
     """Per pattern: does a returned match ``top (n, k, 3, 3)`` more than ``min_mis_deg`` from the
     truth give the truth's kinematic peak list (see the module docstring)?"""
-    from napari_4dstem.analysis.acom import kinematic_bragg_peaks
-    from napari_4dstem.analysis.symmetry import misorientation_deg
+    from napari_4dstem.analysis.acom.matching import kinematic_bragg_peaks
+    from napari_4dstem.analysis.crystal.symmetry import misorientation_deg
 
     n, k = top.shape[:2]
     mis = misorientation_deg(top, U_true[:, None], crystal.point_group)
@@ -113,10 +113,14 @@ def main(argv=None) -> int:
     ap.add_argument("--thickness", type=float, default=50.0, help="A (excitation width 1/t)")
     args = ap.parse_args(argv)
 
-    from napari_4dstem.analysis.acom import kinematic_bragg_peaks, match_orientations, peaks_to_lab
-    from napari_4dstem.analysis.crystal import bundled_crystal
-    from napari_4dstem.analysis.orientation import build_orientation_plan
-    from napari_4dstem.analysis.symmetry import misorientation_deg
+    from napari_4dstem.analysis.acom.matching import (
+        kinematic_bragg_peaks,
+        match_orientations,
+        peaks_to_lab,
+    )
+    from napari_4dstem.analysis.acom.plan import build_orientation_plan
+    from napari_4dstem.analysis.crystal.structure import bundled_crystal
+    from napari_4dstem.analysis.crystal.symmetry import misorientation_deg
     from napari_4dstem.simulation.samples import random_rotations
 
     kmax, thick = args.k_max, args.thickness

@@ -96,7 +96,7 @@ def make_set(
     noise_peaks=2.0,
 ):
     """Peaks (BraggPeaks), truth U (n, 3, 3) or (n, 2, 3, 3), weights, "rich" flags."""
-    from napari_4dstem.analysis.symmetry import misorientation_deg
+    from napari_4dstem.analysis.crystal.symmetry import misorientation_deg
     from napari_4dstem.data.calibration import Calibration
     from napari_4dstem.data.results import BraggPeaks
     from napari_4dstem.simulation.samples import random_rotations
@@ -209,8 +209,8 @@ def run_py4dstem(py, crystal, sets, *, k_max=1.5, calib=None):
     signed permutation of the lab axes, ``M`` or ``M^T``, our crystal frame from the two lattice
     matrices) is the one that fits ``calib`` = (peaks, U) best (noise-free own-model patterns,
     not scored)."""
-    from napari_4dstem.analysis.acom import peaks_to_lab
-    from napari_4dstem.analysis.symmetry import misorientation_deg
+    from napari_4dstem.analysis.acom.matching import peaks_to_lab
+    from napari_4dstem.analysis.crystal.symmetry import misorientation_deg
 
     pos, z, cell, pg = _P4_CELLS[crystal.name]
     all_sets = dict(sets)
@@ -283,7 +283,7 @@ def _first(pk, m):
 
 
 def score(crystal, res, truth, rich, overlap):
-    from napari_4dstem.analysis.symmetry import misorientation_deg
+    from napari_4dstem.analysis.crystal.symmetry import misorientation_deg
 
     pg = crystal.point_group
     U = res.orientation[0]
@@ -336,10 +336,10 @@ def score(crystal, res, truth, rich, overlap):
 def phase_rows(args):
     """Several crystals at once: patterns of each crystal (``args.phases`` per dose, split alike),
     matched with all plans; fraction given the right phase, and within 2 deg among those."""
-    from napari_4dstem.analysis.acom import match_orientations
-    from napari_4dstem.analysis.crystal import bundled_crystal
-    from napari_4dstem.analysis.orientation import build_orientation_plan
-    from napari_4dstem.analysis.symmetry import misorientation_deg
+    from napari_4dstem.analysis.acom.matching import match_orientations
+    from napari_4dstem.analysis.acom.plan import build_orientation_plan
+    from napari_4dstem.analysis.crystal.structure import bundled_crystal
+    from napari_4dstem.analysis.crystal.symmetry import misorientation_deg
     from napari_4dstem.data.results import BraggPeaks
 
     names = args.crystals.split(",")
@@ -392,9 +392,9 @@ def main(argv=None) -> int:
 
     from types import SimpleNamespace
 
-    from napari_4dstem.analysis.acom import kinematic_bragg_peaks, match_orientations
-    from napari_4dstem.analysis.crystal import bundled_crystal
-    from napari_4dstem.analysis.orientation import build_orientation_plan
+    from napari_4dstem.analysis.acom.matching import kinematic_bragg_peaks, match_orientations
+    from napari_4dstem.analysis.acom.plan import build_orientation_plan
+    from napari_4dstem.analysis.crystal.structure import bundled_crystal
     from napari_4dstem.simulation.samples import random_rotations
 
     p4py = os.environ.get("NAPARI_4DSTEM_PY4DSTEM_PYTHON")

@@ -11,11 +11,11 @@ Detector 256 x 256 px of 0.012 1/A (edge at 1.54 1/A; disk radius 6.3 px). The n
 patterns are cached (``--cache``); each thickness is then scored noise-free and with Poisson
 noise at ``--dose`` electrons per pattern (the vacuum probe's total), seeded.
 
-Pipeline (what a user runs): :func:`~napari_4dstem.analysis.bragg.find_bragg_disks` with a
+Pipeline (what a user runs): :func:`~napari_4dstem.analysis.bragg.disks.find_bragg_disks` with a
 plain template from the vacuum probe and ``min_relative`` ``--min-relative`` (default 3e-4 of
 the strongest correlation peak, the central beam; its default 0.03 keeps only 1-2 disks of these
 patterns), defaults otherwise; origin at the detector centre (known);
-:func:`~napari_4dstem.analysis.acom.match_orientations` with a 2 deg plan at k_max 1.5 1/A,
+:func:`~napari_4dstem.analysis.acom.matching.match_orientations` with a 2 deg plan at k_max 1.5 1/A,
 ``min_peaks=3``, in two settings (``CONFIGS``): *default* (excitation width 0.02 1/A as the
 kinematic benchmark, ``intensity_power`` 0.5) and *dynamical* (0.04 1/A, 0.25).
 Misorientation is point-group aware (m-3m proper rotations); masked patterns count as 180 deg.
@@ -62,7 +62,7 @@ P_FROM_P4 = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
 def simulate(n: int, thicknesses_nm, *, seed: int = 2027, cache: str | None = None) -> dict:
     """Noise-free multislice patterns ``(n_t, n, H, W)`` (fractions of the beam), the probe and
     the true orientations; read from / written to ``cache`` when given."""
-    from napari_4dstem.analysis.crystal import bundled_crystal
+    from napari_4dstem.analysis.crystal.structure import bundled_crystal
     from napari_4dstem.simulation.engines import SimulationRequest
     from napari_4dstem.simulation.multislice import MultisliceEngine
     from napari_4dstem.simulation.samples import random_rotations
@@ -183,8 +183,8 @@ def detect(
 ):
     """Bragg peaks of patterns ``(n, H, W)`` (fractions of the beam): Poisson noise at ``dose``
     electrons per pattern (None: noise-free, scaled to 1e5), template from the probe."""
-    from napari_4dstem.analysis.bragg import find_bragg_disks
-    from napari_4dstem.analysis.probe import make_template
+    from napari_4dstem.analysis.bragg.disks import find_bragg_disks
+    from napari_4dstem.analysis.bragg.probe import make_template
     from napari_4dstem.data.calibration import Calibration
     from napari_4dstem.data.datacube import DataCube
 
@@ -209,7 +209,7 @@ def detect(
 
 def truth_scores(peaks, plan, U_true, *, n_iter=8, intensity_power=0.5):
     """Refined score (the matcher's final cosine) of the truth, refined from the truth."""
-    from napari_4dstem.analysis import acom
+    from napari_4dstem.analysis.acom.matching import matching as acom
 
     k_max = plan.params["k_max_inv_A"]
     off, gx, gy, amp = acom.peaks_to_lab(
@@ -247,8 +247,8 @@ def evaluate(peaks, plan, U_true, *, match_kw=None) -> dict:
     """Our matcher on ``peaks``: accuracy, and what the failures are."""
     from bench_acom import ambiguous_patterns
 
-    from napari_4dstem.analysis.acom import match_orientations
-    from napari_4dstem.analysis.symmetry import misorientation_deg
+    from napari_4dstem.analysis.acom.matching import match_orientations
+    from napari_4dstem.analysis.crystal.symmetry import misorientation_deg
 
     au = plan.crystal
     res = match_orientations(peaks, plan, min_peaks=3, n_matches=4, **(match_kw or {}))
@@ -321,7 +321,7 @@ def csl_relation(U_true, U_found, group, *, tol_deg=2.0) -> list[str]:
 def lattice_fraction(peaks, U_true, crystal, *, radius_px=2.0) -> float:
     """Fraction of the detected peaks (central beam and beyond k_max excluded) that lie within
     ``radius_px`` of a projected reciprocal-lattice point of the true orientation."""
-    from napari_4dstem.analysis.acom import peaks_to_lab
+    from napari_4dstem.analysis.acom.matching import peaks_to_lab
 
     off, gx, gy, _ = peaks_to_lab(peaks, k_max_inv_A=K_MAX, min_radius_inv_A=0.2)
     refl = crystal.reciprocal_points(K_MAX * 1.2)
@@ -357,10 +357,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="write the rows here")
     args = ap.parse_args(argv)
 
-    from napari_4dstem.analysis.acom import kinematic_bragg_peaks, peaks_to_lab
-    from napari_4dstem.analysis.crystal import bundled_crystal
-    from napari_4dstem.analysis.orientation import build_orientation_plan
-    from napari_4dstem.analysis.symmetry import misorientation_deg
+    from napari_4dstem.analysis.acom.matching import kinematic_bragg_peaks, peaks_to_lab
+    from napari_4dstem.analysis.acom.plan import build_orientation_plan
+    from napari_4dstem.analysis.crystal.structure import bundled_crystal
+    from napari_4dstem.analysis.crystal.symmetry import misorientation_deg
 
     d = simulate(args.n, args.thicknesses_nm, cache=args.cache)
     U, pats, probe = d["U"], d["patterns"], d["probe"]

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from napari_4dstem.analysis.crystal import bundled_crystal
+from napari_4dstem.analysis.crystal.structure import bundled_crystal
 from napari_4dstem.simulation.augment import augment_batch
 from napari_4dstem.simulation.engines import SimulationRequest, get_engine
 

@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_4dstem.analysis.bragg import find_bragg_disks
-from napari_4dstem.analysis.lattice import find_lattice, fit_lattice
-from napari_4dstem.analysis.probe import make_template
-from napari_4dstem.analysis.strain import strain_from_lattice
+from napari_4dstem.analysis.bragg.disks import find_bragg_disks
+from napari_4dstem.analysis.bragg.lattice import find_lattice, fit_lattice
+from napari_4dstem.analysis.bragg.probe import make_template
+from napari_4dstem.analysis.bragg.strain import strain_from_lattice
 from napari_4dstem.data.results import BraggPeaks
 from napari_4dstem.simulation.samples import make_strained_crystal, soft_disk
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_4dstem.analysis.classify import ClassifyParams, classify
-from napari_4dstem.analysis.crystal import bundled_crystal
+from napari_4dstem.analysis.crystal.structure import bundled_crystal
 from napari_4dstem.simulation.engines import SimulationRequest
 from napari_4dstem.simulation.kinematic import excited_reflections, render_disks_clipped
 from napari_4dstem.simulation.samples import zone_axis_rotation

@@ -77,7 +77,7 @@ def main() -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_4dstem import Calibration
-    from napari_4dstem.analysis.virtual import virtual_image
+    from napari_4dstem.analysis.virtual.images import virtual_image
     from napari_4dstem.widgets.virtual import VirtualImagingWidget
 
     rng = np.random.default_rng(0)

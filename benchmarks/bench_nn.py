@@ -50,8 +50,8 @@ def accuracy(model, thicknesses, scan, seeds):
 
 
 def speed(model, n_side=16, size=256):
-    from napari_4dstem.analysis.bragg import find_bragg_disks
-    from napari_4dstem.analysis.probe import make_template
+    from napari_4dstem.analysis.bragg.disks import find_bragg_disks
+    from napari_4dstem.analysis.bragg.probe import make_template
     from napari_4dstem.nn.infer import find_bragg_disks_nn
     from napari_4dstem.nn.registry import load_model
     from napari_4dstem.simulation.samples import make_strained_crystal

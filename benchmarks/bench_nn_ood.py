@@ -47,7 +47,7 @@ STO = dict(
 
 
 def srtio3():
-    from napari_4dstem.analysis.crystal import Crystal
+    from napari_4dstem.analysis.crystal.structure import Crystal
 
     return Crystal.from_parameters(
         3.905,
@@ -115,8 +115,8 @@ def speed(repeats: int = 3) -> None:
     import statistics
     import warnings
 
-    from napari_4dstem.analysis.bragg import find_bragg_disks
-    from napari_4dstem.analysis.probe import make_template
+    from napari_4dstem.analysis.bragg.disks import find_bragg_disks
+    from napari_4dstem.analysis.bragg.probe import make_template
     from napari_4dstem.nn.infer import OutOfDomainWarning, find_bragg_disks_nn
     from napari_4dstem.nn.registry import load_model
     from napari_4dstem.nn.synthetic import make_thick_strained_scan

@@ -68,8 +68,8 @@ def accuracy(models, thicknesses, seeds, scan, counts):
 
 
 def speed(models, n_side=16):
-    from napari_4dstem.analysis.bragg import find_bragg_disks
-    from napari_4dstem.analysis.probe import make_template
+    from napari_4dstem.analysis.bragg.disks import find_bragg_disks
+    from napari_4dstem.analysis.bragg.probe import make_template
     from napari_4dstem.nn.infer import find_bragg_disks_nn
     from napari_4dstem.nn.synthetic import make_thick_strained_scan
 

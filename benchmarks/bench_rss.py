@@ -20,8 +20,8 @@ import numpy as np
 CHILD = """
 import resource, sys, time
 from napari_4dstem.io import open_datacube
-from napari_4dstem.analysis.detectors import DiskDetector
-from napari_4dstem.analysis.virtual import virtual_image
+from napari_4dstem.analysis.virtual.detectors import DiskDetector
+from napari_4dstem.analysis.virtual.images import virtual_image
 dc = open_datacube(sys.argv[1])
 t = time.perf_counter()
 if sys.argv[2] == "mean":

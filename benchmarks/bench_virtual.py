@@ -102,9 +102,9 @@ P4_SCRIPT = textwrap.dedent(
 
 
 def run(args) -> list[tuple[str, str, str]]:
-    from napari_4dstem.analysis.com import center_of_mass
-    from napari_4dstem.analysis.detectors import AnnulusDetector, DiskDetector
-    from napari_4dstem.analysis.virtual import virtual_image
+    from napari_4dstem.analysis.virtual.com import center_of_mass
+    from napari_4dstem.analysis.virtual.detectors import AnnulusDetector, DiskDetector
+    from napari_4dstem.analysis.virtual.images import virtual_image
 
     rng = np.random.default_rng(0)
     rows = []
@@ -169,7 +169,7 @@ def run(args) -> list[tuple[str, str, str]]:
 def bench_distributed(a, det, shape, repeats):
     import distributed
 
-    from napari_4dstem.analysis.virtual import virtual_image
+    from napari_4dstem.analysis.virtual.images import virtual_image
 
     with (
         distributed.LocalCluster(
@@ -255,9 +255,9 @@ def write_file_data(path: Path, dtype, gb: float, rng) -> tuple[int, ...]:
 def run_file(args) -> list[tuple[str, str, str]]:
     import distributed
 
-    from napari_4dstem.analysis.com import center_of_mass
-    from napari_4dstem.analysis.detectors import AnnulusDetector, DiskDetector
-    from napari_4dstem.analysis.virtual import virtual_image
+    from napari_4dstem.analysis.virtual.com import center_of_mass
+    from napari_4dstem.analysis.virtual.detectors import AnnulusDetector, DiskDetector
+    from napari_4dstem.analysis.virtual.images import virtual_image
     from napari_4dstem.data.datacube import DataCube
     from napari_4dstem.io import emd, npy
 

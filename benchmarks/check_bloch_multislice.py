@@ -5,7 +5,7 @@
 Patterns: those of ``bench_acom_multislice.py`` (fcc Au at random orientations, seed 2027, our
 torch multislice, 300 kV, 1.5 mrad, 10 / 30 / 60 nm; ``--cache`` reuses its file). For each
 pattern and thickness, the intensity inside a 5 px disk at every reflection within 1.45 1/A
-(direct beam excluded) is compared with :func:`~napari_4dstem.analysis.bloch.bloch_intensities`
+(direct beam excluded) is compared with :func:`~napari_4dstem.analysis.crystal.bloch.bloch_intensities`
 at the true orientation (plane wave, and averaged over 7 incident directions within the 1.5 mrad
 cone) and with the kinematic ``|F|^2 sinc^2(s t)``: the cosine between the square roots
 (amplitudes), 1 = identical up to a scale. Prints one row per pattern and thickness.
@@ -43,8 +43,8 @@ def _cos_amp(a, b) -> float:
 def main(argv=None) -> int:
     import bench_acom_multislice as B
 
-    from napari_4dstem.analysis.bloch import bloch_intensities
-    from napari_4dstem.analysis.crystal import bundled_crystal
+    from napari_4dstem.analysis.crystal.bloch import bloch_intensities
+    from napari_4dstem.analysis.crystal.structure import bundled_crystal
     from napari_4dstem.data.calibration import electron_wavelength_A
 
     ap = argparse.ArgumentParser()

@@ -66,7 +66,7 @@ def _plain(o):
 def stage_a(dev, small):
     import torch
 
-    from napari_4dstem.analysis.crystal import load_crystal
+    from napari_4dstem.analysis.crystal.structure import load_crystal
     from napari_4dstem.simulation.engines import SimulationRequest
     from napari_4dstem.simulation.multislice import MultisliceEngine
 
@@ -273,8 +273,8 @@ def stage_d(ckpt, model_path, dev, small, train_info, scans_dir=None):
 def stage_e(dev, small):
     import torch
 
-    from napari_4dstem.analysis.bragg import find_bragg_disks
-    from napari_4dstem.analysis.probe import make_template
+    from napari_4dstem.analysis.bragg.disks import find_bragg_disks
+    from napari_4dstem.analysis.bragg.probe import make_template
     from napari_4dstem.simulation.samples import make_strained_crystal
 
     s = make_strained_crystal(

@@ -360,7 +360,7 @@ def test_virtual_params_with_a_detector_off_the_patterns_are_refused():
 
 
 def test_dpc_pipeline_reports_the_rotation_confidence():
-    from napari_4dstem.analysis.dpc import IllConditionedRotationWarning
+    from napari_4dstem.analysis.virtual.dpc import IllConditionedRotationWarning
     from napari_4dstem.data.results import RealSpaceMap
     from napari_4dstem.pipelines import DPCParams, dpc_from_com
 
@@ -378,7 +378,7 @@ def test_calibrate_pipeline_recovers_the_descan_and_reproduces(sample_file, tmp_
     the same origin maps; refit changes the descan model without a pass over the data."""
     import json
 
-    from napari_4dstem.analysis.origin import fit_origin_plane
+    from napari_4dstem.analysis.virtual.origin import fit_origin_plane
     from napari_4dstem.data.calibration import Calibration
     from napari_4dstem.pipelines import CalibrationParams, run_calibrate
 

@@ -187,7 +187,7 @@ def add_virtual(sub) -> argparse.ArgumentParser:
 def run_virtual(args) -> int:
     import numpy as np
 
-    from .analysis import detectors as D
+    from .analysis.virtual import detectors as D
     from .engine.jobs import run_job
     from .pipelines import InputRef, VirtualImageParams, iter_virtual
 
@@ -208,7 +208,7 @@ def run_virtual(args) -> int:
         if args.preset:
             kw: dict[str, Any] = {}
             if args.bf_radius == "auto":
-                from .analysis.origin import find_bf_disk
+                from .analysis.virtual.origin import find_bf_disk
 
                 bf = find_bf_disk(run_job(dc.iter_reduce_patterns("mean"), ProgressBar(enabled=not args.quiet)))
                 kw = {"bf_radius_px": bf.radius_px, "center_px": bf.center_px}
@@ -258,7 +258,7 @@ class _rotation_warning_on_stderr:
     def __enter__(self):
         import warnings
 
-        from .analysis.dpc import IllConditionedRotationWarning
+        from .analysis.virtual.dpc import IllConditionedRotationWarning
 
         self._cm = warnings.catch_warnings(record=True)
         self._caught = self._cm.__enter__()
@@ -268,7 +268,7 @@ class _rotation_warning_on_stderr:
     def __exit__(self, *exc) -> None:
         import warnings
 
-        from .analysis.dpc import IllConditionedRotationWarning
+        from .analysis.virtual.dpc import IllConditionedRotationWarning
 
         self._cm.__exit__(*exc)
         said = False
@@ -348,7 +348,7 @@ def run_dpc(args) -> int:
     return EXIT_OK
 
 
-# -- disks / strain (Bragg disks, lattice and strain; napari_4dstem.analysis.bragg etc.) --------
+# -- disks / strain (Bragg disks, lattice and strain; napari_4dstem.analysis.bragg.disks etc.) --------
 def _bragg_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe", metavar="FILE[:NAME]",
                    help="vacuum probe: .npy image, or an EMD file's DiffractionImage (default node "

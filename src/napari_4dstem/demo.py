@@ -136,8 +136,8 @@ def step_strain(ctx: DemoContext) -> None:
 def step_virtual(ctx: DemoContext) -> None:
     """BF, ABF and ADF virtual images (presets from the calibrated angles) in one pass (the
     ``napari-4dstem virtual`` pipeline)."""
-    from .analysis.detectors import preset_detector
-    from .analysis.origin import find_bf_disk
+    from .analysis.virtual.detectors import preset_detector
+    from .analysis.virtual.origin import find_bf_disk
     from .pipelines import VirtualImageParams, run_virtual
 
     dc = ctx.datacube
@@ -179,8 +179,8 @@ def step_acom(ctx: DemoContext) -> None:
     pipeline, with its disk settings): Bragg disks, 2 deg plan, matching, IPF maps along x/y/z
     with the colour key, scored against the sample's true orientations."""
     from ._sample_data import sample_path
-    from .analysis.ipf import ipf_key_image
-    from .analysis.symmetry import misorientation_deg
+    from .analysis.acom.ipf import ipf_key_image
+    from .analysis.crystal.symmetry import misorientation_deg
     from .io import emd
     from .pipelines import ACOMParams, ProbeSource, run_acom
 

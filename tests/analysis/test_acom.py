@@ -9,16 +9,16 @@ import warnings
 import numpy as np
 import pytest
 
-from napari_4dstem.analysis.acom import kinematic_bragg_peaks, match_orientations
-from napari_4dstem.analysis.crystal import bundled_crystal
-from napari_4dstem.analysis.orientation import (
+from napari_4dstem.analysis.acom.matching import kinematic_bragg_peaks, match_orientations
+from napari_4dstem.analysis.acom.plan import (
     PlanTooLargeError,
     build_orientation_plan,
     estimate_plan_memory,
     load_orientation_plan,
     zone_axis_orientation,
 )
-from napari_4dstem.analysis.symmetry import misorientation_deg
+from napari_4dstem.analysis.crystal.structure import bundled_crystal
+from napari_4dstem.analysis.crystal.symmetry import misorientation_deg
 from napari_4dstem.data.results import BraggPeaks
 from napari_4dstem.simulation.samples import random_rotations, small_rotation, zone_axis_rotation
 
@@ -209,8 +209,8 @@ def test_top_n_matches_are_distinct_after_refinement(au_plan):
 
 def test_torch_scoring_gives_the_numba_top_matches(au_plan):
     pytest.importorskip("torch")
-    from napari_4dstem.analysis._acom_torch import score_batches_torch
-    from napari_4dstem.analysis.acom import peaks_to_lab
+    from napari_4dstem.analysis.acom._torch import score_batches_torch
+    from napari_4dstem.analysis.acom.matching import peaks_to_lab
 
     group = au_plan.crystal.point_group
     _, pk = _random_peaks(au_plan.crystal, 16, 22)
@@ -250,7 +250,7 @@ def test_cuda_without_cuda_falls_back_to_numba(au_plan):
 
 
 def test_intensity_power(au_plan):
-    from napari_4dstem.analysis.acom import _powered
+    from napari_4dstem.analysis.acom.matching import _powered
 
     au = au_plan.crystal
     U, pk = _random_peaks(au, 60, 23)
@@ -285,7 +285,7 @@ def test_matching_yields_its_maps_so_far_and_cancels_between_chunks(au_plan, mon
     import threading
     import time
 
-    from napari_4dstem.analysis import acom
+    from napari_4dstem.analysis.acom.matching import matching as acom
     from napari_4dstem.engine.jobs import run_job
 
     monkeypatch.setattr(acom, "PARTIAL_EVERY_S", 0.0)  # a map at every step
@@ -330,7 +330,7 @@ def test_matching_yields_its_maps_so_far_and_cancels_between_chunks(au_plan, mon
 def test_candidate_ranking_in_pieces_gives_the_same_map(au_plan, monkeypatch):
     """The ranking runs in pieces of patterns with a cancel point between them; each pattern
     is ranked on its own, so the map is the same as in one piece."""
-    from napari_4dstem.analysis import acom
+    from napari_4dstem.analysis.acom.matching import matching as acom
 
     _, pk = _random_peaks(au_plan.crystal, 60, 3)
     whole = match_orientations(pk, au_plan, min_peaks=3, n_matches=2)

@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_4dstem.analysis.acom import match_orientations
-from napari_4dstem.analysis.bragg import find_bragg_disks
-from napari_4dstem.analysis.crystal import bundled_crystal
-from napari_4dstem.analysis.orientation import build_orientation_plan
-from napari_4dstem.analysis.probe import make_template
-from napari_4dstem.analysis.symmetry import misorientation_deg
+from napari_4dstem.analysis.acom.matching import match_orientations
+from napari_4dstem.analysis.acom.plan import build_orientation_plan
+from napari_4dstem.analysis.bragg.disks import find_bragg_disks
+from napari_4dstem.analysis.bragg.probe import make_template
+from napari_4dstem.analysis.crystal.structure import bundled_crystal
+from napari_4dstem.analysis.crystal.symmetry import misorientation_deg
 from napari_4dstem.data.calibration import Calibration
 from napari_4dstem.data.datacube import DataCube
 from napari_4dstem.simulation.engines import SimulationRequest

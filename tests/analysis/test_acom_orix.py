@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_4dstem.analysis.acom_result import ACOMResult
-from napari_4dstem.analysis.crystal import bundled_crystal
+from napari_4dstem.analysis.acom.result import ACOMResult
+from napari_4dstem.analysis.crystal.structure import bundled_crystal
 from napari_4dstem.data.calibration import Calibration
 from napari_4dstem.simulation.samples import random_rotations
 

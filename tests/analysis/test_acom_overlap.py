@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_4dstem.analysis.acom import kinematic_bragg_peaks, match_orientations
-from napari_4dstem.analysis.crystal import bundled_crystal
-from napari_4dstem.analysis.orientation import build_orientation_plan
-from napari_4dstem.analysis.symmetry import misorientation_deg
+from napari_4dstem.analysis.acom.matching import kinematic_bragg_peaks, match_orientations
+from napari_4dstem.analysis.acom.plan import build_orientation_plan
+from napari_4dstem.analysis.crystal.structure import bundled_crystal
+from napari_4dstem.analysis.crystal.symmetry import misorientation_deg
 from napari_4dstem.data.results import BraggPeaks
 from napari_4dstem.simulation.samples import random_rotations
 
@@ -62,7 +62,7 @@ def test_alternative_names_the_180_degree_turn_about_the_beam():
     """A very thin crystal (2 nm: excitation width 0.05 1/A, far wider than the Ewald sphere's
     curvature of ~0.01 1/A at 1 1/A) gives nearly centrosymmetric patterns: the orientation
     turned by 180 deg about the beam explains the same peaks and must be named as such."""
-    from napari_4dstem.analysis.orientation import rotation_z
+    from napari_4dstem.analysis.acom.plan import rotation_z
 
     au = bundled_crystal("Au")
     plan = build_orientation_plan(au, energy_kev=300, k_max_inv_A=KMAX, step_deg=3.0, thickness_A=20.0)

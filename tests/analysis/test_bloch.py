@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from napari_4dstem.analysis.bloch import bloch_intensities
-from napari_4dstem.analysis.crystal import bundled_crystal
-from napari_4dstem.analysis.orientation import zone_axis_orientation
+from napari_4dstem.analysis.acom.plan import zone_axis_orientation
+from napari_4dstem.analysis.crystal.bloch import bloch_intensities
+from napari_4dstem.analysis.crystal.structure import bundled_crystal
 from napari_4dstem.data.calibration import electron_wavelength_A
 
 E = 300.0

@@ -5,15 +5,15 @@ import warnings
 import numpy as np
 import pytest
 
-from napari_4dstem.analysis.bragg import (
+from napari_4dstem.analysis.bragg.disks import (
     _correlate_torch,
     bragg_vector_map,
     correlate,
     find_bragg_disks,
     origin_from_peaks,
 )
-from napari_4dstem.analysis.peaks import find_peaks, refine_peaks
-from napari_4dstem.analysis.probe import make_template
+from napari_4dstem.analysis.bragg.peaks import find_peaks, refine_peaks
+from napari_4dstem.analysis.bragg.probe import make_template
 from napari_4dstem.errors import DataShapeError
 from napari_4dstem.simulation.samples import make_strained_crystal, soft_disk
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_4dstem import Calibration
-from napari_4dstem.analysis.calibration import fit_ellipse_points, fit_ring
+from napari_4dstem.analysis.virtual.calibration import fit_ellipse_points, fit_ring
 from napari_4dstem.errors import CalibrationError, DataShapeError
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from napari_4dstem import Calibration, DataCube
-from napari_4dstem.analysis.com import center_of_mass
-from napari_4dstem.analysis.detectors import DiskDetector
-from napari_4dstem.analysis.dpc import (
+from napari_4dstem.analysis.virtual.com import center_of_mass
+from napari_4dstem.analysis.virtual.detectors import DiskDetector
+from napari_4dstem.analysis.virtual.dpc import (
     MIN_ROTATION_CONFIDENCE,
     IllConditionedRotationWarning,
     RotationFit,
@@ -18,8 +18,8 @@ from napari_4dstem.analysis.dpc import (
     idpc,
     rotate_to_scan,
 )
-from napari_4dstem.analysis.origin import find_bf_disk, fit_origin_plane, measure_origin
-from napari_4dstem.analysis.virtual import NonFiniteDataError
+from napari_4dstem.analysis.virtual.images import NonFiniteDataError
+from napari_4dstem.analysis.virtual.origin import find_bf_disk, fit_origin_plane, measure_origin
 from napari_4dstem.errors import CalibrationError, DataShapeError
 
 DET = (48, 48)

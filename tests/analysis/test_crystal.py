@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_4dstem.analysis.crystal import Crystal, CrystalError, bundled_crystal, load_crystal
-from napari_4dstem.analysis.scattering import scattering_factor
+from napari_4dstem.analysis.crystal.scattering import scattering_factor
+from napari_4dstem.analysis.crystal.structure import (
+    Crystal,
+    CrystalError,
+    bundled_crystal,
+    load_crystal,
+)
 from napari_4dstem.errors import FileFormatError
 
 NACL_CIF = """data_NaCl

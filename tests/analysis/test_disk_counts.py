@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_4dstem.analysis.peaks import disk_counts
+from napari_4dstem.analysis.bragg.peaks import disk_counts
 
 
 def _naive(img, cy, cx, r, r_in, r_out):

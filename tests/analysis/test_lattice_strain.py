@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from napari_4dstem.analysis.bragg import find_bragg_disks
-from napari_4dstem.analysis.lattice import Lattice, LatticeError, find_lattice, fit_lattice
-from napari_4dstem.analysis.probe import make_template
-from napari_4dstem.analysis.strain import StrainError, strain_from_lattice
+from napari_4dstem.analysis.bragg.disks import find_bragg_disks
+from napari_4dstem.analysis.bragg.lattice import Lattice, LatticeError, find_lattice, fit_lattice
+from napari_4dstem.analysis.bragg.probe import make_template
+from napari_4dstem.analysis.bragg.strain import StrainError, strain_from_lattice
 from napari_4dstem.data.results import BraggPeaks
 from napari_4dstem.simulation.samples import make_strained_crystal
 

@@ -1,9 +1,13 @@
 import numpy as np
 
 from napari_4dstem import DataCube
-from napari_4dstem.analysis.detectors import AnnulusDetector, DiskDetector, RectangleDetector
-from napari_4dstem.analysis.preview import binned_detector, iter_preview_cube
-from napari_4dstem.analysis.virtual import virtual_image
+from napari_4dstem.analysis.virtual.detectors import (
+    AnnulusDetector,
+    DiskDetector,
+    RectangleDetector,
+)
+from napari_4dstem.analysis.virtual.images import virtual_image
+from napari_4dstem.analysis.virtual.preview import binned_detector, iter_preview_cube
 from napari_4dstem.engine import run_job
 
 

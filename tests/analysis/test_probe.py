@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_4dstem.analysis.probe import make_template, template_from_bf_disk
+from napari_4dstem.analysis.bragg.probe import make_template, template_from_bf_disk
 from napari_4dstem.data.results import DiffractionImage
 from napari_4dstem.errors import DataShapeError
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_4dstem.analysis.crystal import Crystal, bundled_crystal
-from napari_4dstem.analysis.ipf import ipf_colors, ipf_key_image
-from napari_4dstem.analysis.orientation import (
+from napari_4dstem.analysis.acom.ipf import ipf_colors, ipf_key_image
+from napari_4dstem.analysis.acom.plan import (
     euler_bunge_deg,
     orientation_from_euler_bunge,
     rotation_z,
     zone_axis_orientation,
 )
-from napari_4dstem.analysis.symmetry import fundamental_zone_axes, misorientation_deg
+from napari_4dstem.analysis.crystal.structure import Crystal, bundled_crystal
+from napari_4dstem.analysis.crystal.symmetry import fundamental_zone_axes, misorientation_deg
 from napari_4dstem.simulation.samples import random_rotations
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_4dstem.analysis.transforms import ewpc, fft_image
+from napari_4dstem.analysis.virtual.transforms import ewpc, fft_image
 from napari_4dstem.simulation.samples import render_disks
 
 

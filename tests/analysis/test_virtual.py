@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from napari_4dstem import Calibration, DataCube
-from napari_4dstem.analysis.detectors import (
+from napari_4dstem.analysis.virtual.detectors import (
     AnnulusDetector,
     DiskDetector,
     MaskDetector,
@@ -16,7 +16,7 @@ from napari_4dstem.analysis.detectors import (
     mask_runs,
     preset_detector,
 )
-from napari_4dstem.analysis.virtual import (
+from napari_4dstem.analysis.virtual.images import (
     NonFiniteDataError,
     iter_virtual_image,
     virtual_image,

@@ -315,8 +315,8 @@ def test_file_source_refuses_what_a_worker_cannot_open(rng, tmp_path):
 def test_distributed_worker_processes_read_the_file(rng, tmp_path):
     # real worker processes: only the path travels, each worker opens the file itself
     distributed = pytest.importorskip("distributed")
-    from napari_4dstem.analysis.detectors import DiskDetector
-    from napari_4dstem.analysis.virtual import virtual_image
+    from napari_4dstem.analysis.virtual.detectors import DiskDetector
+    from napari_4dstem.analysis.virtual.images import virtual_image
 
     a = rng.integers(0, 1000, (16, 12, 20, 24)).astype(np.uint16)
     np.save(tmp_path / "a.npy", a)

@@ -179,7 +179,7 @@ def test_we_read_py4dstem_file(tmp_path, p4python):
 @pytest.mark.parametrize("flip", [False, True])
 @pytest.mark.parametrize("rotation_deg", [0.0, 17.0, -123.0, 179.0])
 def test_rotation_convention_matches_py4dstem_formula(rotation_deg, flip, rng):
-    from napari_4dstem.analysis.dpc import rotate_to_scan
+    from napari_4dstem.analysis.virtual.dpc import rotate_to_scan
     from napari_4dstem.io.emd import rotation_from_py4dstem, rotation_to_py4dstem
 
     v_y, v_x = rng.normal(size=5), rng.normal(size=5)

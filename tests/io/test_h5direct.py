@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from napari_4dstem import DataCube
-from napari_4dstem.analysis.detectors import AnnulusDetector, DiskDetector
-from napari_4dstem.analysis.virtual import virtual_images
+from napari_4dstem.analysis.virtual.detectors import AnnulusDetector, DiskDetector
+from napari_4dstem.analysis.virtual.images import virtual_images
 from napari_4dstem.engine.blocks import read_rows
 from napari_4dstem.io import emd
 from napari_4dstem.io._h5direct import direct_reader
@@ -80,7 +80,7 @@ def test_kernels_on_chunk_views_equal_in_memory(tmp_path, rng, backend):
     # every chunk, and COM (a kernel over all rows): the zero-copy chunk path (threads mode)
     # and the copy path (prange) give what the same data in memory gives
     from napari_4dstem import Calibration
-    from napari_4dstem.analysis.com import center_of_mass
+    from napari_4dstem.analysis.virtual.com import center_of_mass
 
     a = rng.integers(0, 500, (7, 8, 20, 18)).astype(np.uint16)
     path = tmp_path / "chunks.h5"

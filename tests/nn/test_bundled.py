@@ -141,7 +141,7 @@ def test_peaks_are_disks_in_the_raw_pattern_weighted_by_their_counts():
     # the network marks candidates; a peak is kept only where the raw pattern holds a disk
     # (min_significance, default 5 sd above the local background) and its intensity is the
     # disk's counts there (so lattice fits weight peaks by dose, as for correlation)
-    from napari_4dstem.analysis.peaks import disk_counts
+    from napari_4dstem.analysis.bragg.peaks import disk_counts
     from napari_4dstem.nn.infer import find_bragg_disks_nn, measure_probe
     from napari_4dstem.nn.synthetic import make_thick_strained_scan
 

@@ -10,7 +10,7 @@ import types
 import numpy as np
 import pytest
 
-from napari_4dstem.analysis.crystal import bundled_crystal
+from napari_4dstem.analysis.crystal.structure import bundled_crystal
 from napari_4dstem.errors import Napari4DSTEMError
 from napari_4dstem.simulation import abtem_engine as ae
 from napari_4dstem.simulation.engines import EngineNotInstalledError, SimulationRequest, get_engine

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from napari_4dstem.analysis.crystal import bundled_crystal
-from napari_4dstem.analysis.scattering import scattering_factor
+from napari_4dstem.analysis.crystal.scattering import scattering_factor
+from napari_4dstem.analysis.crystal.structure import bundled_crystal
 from napari_4dstem.errors import Napari4DSTEMError
 from napari_4dstem.simulation.engines import (
     SamplingError,

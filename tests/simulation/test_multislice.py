@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from napari_4dstem.analysis.crystal import load_crystal
+from napari_4dstem.analysis.crystal.structure import load_crystal
 from napari_4dstem.simulation.engines import (
     EngineNotInstalledError,
     SimulationRequest,

@@ -7,7 +7,7 @@ import types
 import numpy as np
 import pytest
 
-from napari_4dstem.analysis.crystal import bundled_crystal
+from napari_4dstem.analysis.crystal.structure import bundled_crystal
 from napari_4dstem.simulation import prismatic as pm
 from napari_4dstem.simulation.engines import EngineNotInstalledError, SimulationRequest, get_engine
 from napari_4dstem.simulation.kinematic import excited_reflections

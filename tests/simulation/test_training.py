@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from napari_4dstem.analysis.crystal import CrystalError
+from napari_4dstem.analysis.crystal.structure import CrystalError
 from napari_4dstem.engine.jobs import run_job
 from napari_4dstem.errors import FileFormatError, Napari4DSTEMError
 from napari_4dstem.simulation import training

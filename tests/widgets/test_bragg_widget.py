@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_4dstem._sample_data import sample_path
-from napari_4dstem.analysis.bragg import detect_in_stack
+from napari_4dstem.analysis.bragg.disks import detect_in_stack
 from napari_4dstem.data.results import DiffractionImage
 from napari_4dstem.io import emd
 from napari_4dstem.widgets._results import set_results_viewer

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_4dstem import Calibration
-from napari_4dstem.analysis.origin import fit_origin_plane, measure_origin
+from napari_4dstem.analysis.virtual.origin import fit_origin_plane, measure_origin
 from napari_4dstem.simulation.samples import render_disks
 from napari_4dstem.widgets._results import set_results_viewer
 from napari_4dstem.widgets.dpc import CalibrationDPCWidget
@@ -64,7 +64,7 @@ def _dpc_cube(rotation_deg: float, n: int = 24, q: int = 48):
     # shift field u = grad(phi) in scan axes (pixels), phi a Gaussian bump
     uy, ux = -(yy - n / 2) / 9.0 * np.exp(-r2 / 40), -(xx - n / 2) / 9.0 * np.exp(-r2 / 40)
     t = np.deg2rad(rotation_deg)
-    # detector axes = scan axes rotated by -theta (see analysis/dpc.py conventions)
+    # detector axes = scan axes rotated by -theta (see analysis/virtual/dpc.py conventions)
     vx = np.cos(t) * ux + np.sin(t) * uy
     vy = -np.sin(t) * ux + np.cos(t) * uy
     centers = np.stack([q / 2 + vy, q / 2 + vx], -1).reshape(-1, 1, 2)

@@ -6,8 +6,8 @@ import pytest
 from scipy.ndimage import distance_transform_edt
 
 from napari_4dstem._sample_data import sample_path
-from napari_4dstem.analysis.crystal import bundled_crystal
-from napari_4dstem.analysis.symmetry import misorientation_deg
+from napari_4dstem.analysis.crystal.structure import bundled_crystal
+from napari_4dstem.analysis.crystal.symmetry import misorientation_deg
 from napari_4dstem.io import emd
 from napari_4dstem.pipelines import read_acom
 from napari_4dstem.widgets._results import set_results_viewer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_4dstem.analysis.detectors import (
+from napari_4dstem.analysis.virtual.detectors import (
     AnnulusDetector,
     DiskDetector,
     MaskDetector,

@@ -12,8 +12,8 @@ pytestmark = pytest.mark.gui
 def test_result_pane_follows_the_virtual_image_and_the_scan(make_napari_viewer, qtbot, stall_detector):
     main = make_napari_viewer()
     with stall_detector.excluded("reference"):  # the test's own imports
-        from napari_4dstem.analysis.detectors import AnnulusDetector
-        from napari_4dstem.analysis.transforms import ewpc, fft_image
+        from napari_4dstem.analysis.virtual.detectors import AnnulusDetector
+        from napari_4dstem.analysis.virtual.transforms import ewpc, fft_image
         from napari_4dstem.widgets.result_pane import LAYER, ResultPaneWidget
 
     with stall_detector.excluded("first layer add"):

@@ -127,7 +127,7 @@ def test_session_keeps_the_docks_state(make_napari_viewer, qtbot, tmp_path, stal
     import shutil
 
     from napari_4dstem._sample_data import sample_path
-    from napari_4dstem.analysis.detectors import AnnulusDetector
+    from napari_4dstem.analysis.virtual.detectors import AnnulusDetector
     from napari_4dstem.widgets.bragg import BraggStrainWidget
     from napari_4dstem.widgets.orientation import OrientationWidget
     from napari_4dstem.widgets.virtual import VirtualImagingWidget

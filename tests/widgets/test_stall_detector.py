@@ -10,7 +10,7 @@ pytestmark = pytest.mark.gui
 
 def _burn_in_our_code(seconds: float) -> None:
     """Hold the calling thread in napari_4dstem code for ``seconds`` of its CPU time."""
-    from napari_4dstem.analysis.detectors import DiskDetector
+    from napari_4dstem.analysis.virtual.detectors import DiskDetector
 
     det = DiskDetector((128.0, 128.0), 40.0)
     t0, w0 = time.thread_time(), time.perf_counter()

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from napari_4dstem.analysis.detectors import AnnulusDetector, DiskDetector
-from napari_4dstem.analysis.virtual import virtual_image
+from napari_4dstem.analysis.virtual.detectors import AnnulusDetector, DiskDetector
+from napari_4dstem.analysis.virtual.images import virtual_image
 from napari_4dstem.widgets.virtual import (
     DETECTOR_LAYER,
     REGION_LAYER,
@@ -208,7 +208,7 @@ def test_real_space_clicks_on_pixel_centres_pick_that_pixel(stall_detector):
 
 def test_switching_the_detector_kind_keeps_its_size(widget, qtbot):
     """Disk -> Rectangle used the empty inner-radius field as a half height: an error."""
-    from napari_4dstem.analysis.detectors import RectangleDetector
+    from napari_4dstem.analysis.virtual.detectors import RectangleDetector
 
     viewer, w = widget
     r = w._last_detector.radius_px
@@ -334,8 +334,8 @@ def test_radii_edit_in_mrad_and_px_both_ways(widget, qtbot):
 def test_detector_response_mean_com_and_icom(widget, qtbot, stall_detector):
     """Per-detector response: Mean = Sum / detector pixels; CoM, |CoM| and iCoM from the core's
     center_of_mass restricted to the detector (known answers computed here the naive way)."""
-    from napari_4dstem.analysis.com import center_of_mass
-    from napari_4dstem.analysis.dpc import dpc, idpc
+    from napari_4dstem.analysis.virtual.com import center_of_mass
+    from napari_4dstem.analysis.virtual.dpc import dpc, idpc
 
     viewer, w = widget
     det = w._last_detector
@@ -455,7 +455,7 @@ def test_save_keep_and_the_responses_without_a_recipe(widget, qtbot, tmp_path, s
     assert w.keep() is None
     w.response_combo.setCurrentText("Sum")
     qtbot.waitUntil(lambda: w._worker is None and w.result is not None, timeout=20000)
-    from napari_4dstem.analysis.detectors import MaskDetector
+    from napari_4dstem.analysis.virtual.detectors import MaskDetector
 
     mask = np.zeros(viewer.layers["strained_crystal"].data.shape[2:], bool)
     mask[60:70, 60:70] = True

@@ -1,6 +1,6 @@
 """Which torch device a GPU-capable step may use: one check, one warning text.
 
-Used by the correlation (``analysis.bragg``) and ACOM scoring (``analysis.acom``) paths: a
+Used by the correlation (``analysis.bragg.disks``) and ACOM scoring (``analysis.acom.matching``) paths: a
 device that cannot be used (torch missing, or CUDA asked for without a GPU) gives a
 ``RuntimeWarning`` naming what runs instead, never an error, so scripts written on a GPU
 machine run anywhere.

@@ -213,7 +213,7 @@ def _wrap_deg(a: float) -> float:
 def rotation_to_py4dstem(rotation_deg: float, flip: bool) -> float:
     """py4DSTEM's ``QR_rotation_degrees`` for our ``(rotation_deg, flip)``.
 
-    Ours (``analysis/dpc.py``): mirror ``k_x`` if ``flip``, then rotate ``(v_x, v_y)`` by
+    Ours (``analysis/virtual/dpc.py``): mirror ``k_x`` if ``flip``, then rotate ``(v_x, v_y)`` by
     ``+rotation_deg`` into scan axes. py4DSTEM (``BraggVectors.cal``): rotate
     ``(qx, qy) = (v_y, v_x)``, or the swapped ``(v_x, v_y)`` if ``QR_flip``, by
     ``QR_rotation`` into ``(Rx, Ry) = (scan_y, scan_x)``. Equating the two gives

@@ -58,7 +58,7 @@ def make_multislice_strained_scan(
     pattern at least ``min_disk_counts`` electrons per pixel above the background. Returns a
     list of :class:`~napari_4dstem.nn.synthetic.ThickScan`.
     """
-    from ..analysis.crystal import load_crystal
+    from ..analysis.crystal.structure import load_crystal
     from ..data.calibration import Calibration
     from ..data.datacube import DataCube
     from ..data.results import DiffractionImage
@@ -229,7 +229,7 @@ def compare_on_scan(
 ) -> dict:
     """Disk F1 (0.5 / 1 px), position RMSE, strain RMSE and patterns/s of both paths on one
     scan (a ThickScan). Correlation: the default
-    :func:`~napari_4dstem.analysis.bragg.find_bragg_disks` with a template from the vacuum
+    :func:`~napari_4dstem.analysis.bragg.disks.find_bragg_disks` with a template from the vacuum
     probe. ``models`` ``{name: model}`` scores several networks against one correlation run
     (keys of the result: ``"correlation"`` and each name); otherwise ``model`` as ``"nn"``.
     ``nn_options`` ``{name: {keyword: value}}``: extra options of
@@ -237,8 +237,8 @@ def compare_on_scan(
     Out-of-domain warnings are caught and listed in each result's ``"out_of_domain"``."""
     import warnings
 
-    from ..analysis.bragg import find_bragg_disks
-    from ..analysis.probe import make_template
+    from ..analysis.bragg.disks import find_bragg_disks
+    from ..analysis.bragg.probe import make_template
     from .infer import OutOfDomainWarning, find_bragg_disks_nn
     from .metrics import score_detection, strain_rmse
 

@@ -4,7 +4,7 @@ Patterns of any detector shape are binned by an integer factor when larger than 
 (``bin = ceil(max(k_y, k_x) / size)``), then padded or cropped to ``size x size`` so that the
 probe's disk centre lands on pixel ``(size // 2, size // 2)``; the predicted peaks are mapped
 back to raw detector pixels. Peaks are found and refined on the predicted image with
-:func:`~napari_4dstem.analysis.peaks.find_peaks` / :func:`~napari_4dstem.analysis.peaks.
+:func:`~napari_4dstem.analysis.bragg.peaks.find_peaks` / :func:`~napari_4dstem.analysis.bragg.peaks.
 refine_peaks` (``"gaussian"``: exact on the Gaussian label peaks the model is trained to emit),
 the same machinery as the correlation path, so lattice fits, strain and ACOM run unchanged.
 """
@@ -182,7 +182,7 @@ DEFAULT_TARGET_RADIUS_PX = 8.0
 
 class OutOfDomainWarning(UserWarning):
     """The data lie outside what the model was trained and validated on (its card's
-    ``domain``): its peaks may be wrong. Use correlation (``analysis.bragg.find_bragg_disks``)
+    ``domain``): its peaks may be wrong. Use correlation (``analysis.bragg.disks.find_bragg_disks``)
     or fine-tune the model on such data."""
 
 
@@ -441,7 +441,7 @@ def warn_out_of_domain(problems: list[str], model_name: str, *, stacklevel: int 
             f"the data lie outside the domain of model {model_name!r}: "
             + "; ".join(problems)
             + ". Its disk positions may be wrong there: check them against correlation "
-            "(analysis.bragg.find_bragg_disks / `napari-4dstem disks`), or fine-tune the model "
+            "(analysis.bragg.disks.find_bragg_disks / `napari-4dstem disks`), or fine-tune the model "
             "on such data (`napari-4dstem train ... --init MODEL`)."
         ),
         stacklevel=stacklevel,
@@ -572,7 +572,7 @@ def detect_in_stack_nn(
     """Peaks of a stack ``(n, k_y, k_x)``: ``(peaks (n, max_peaks, 4), count, images, std)``.
 
     ``peaks`` fields: qy, qx (raw detector px), intensity (counts of the disk at that position
-    in the raw pattern above the local background, :func:`~napari_4dstem.analysis.peaks.
+    in the raw pattern above the local background, :func:`~napari_4dstem.analysis.bragg.peaks.
     disk_counts`; 0 at least), correlation (the predicted peak height: the network's
     confidence); NaN in unused slots. ``min_spacing_px`` (default 1.5 probe radii) is in model
     pixels. ``edge_px`` (detector pixels; default the probe radius, as for correlation): peaks
@@ -581,7 +581,7 @@ def detect_in_stack_nn(
     ``min_significance``: peaks whose disk is not this many noise standard deviations above
     the local background in the raw pattern are dropped (None keeps them all).
     """
-    from ..analysis.peaks import (
+    from ..analysis.bragg.peaks import (
         compact_rows,
         disk_counts,
         find_peaks,
@@ -702,7 +702,7 @@ def iter_find_bragg_disks_nn(
     min_significance : float or None
         Keep a peak only if the raw pattern holds a disk there: its counts above the local
         background at least this many noise standard deviations (see
-        :func:`~napari_4dstem.analysis.peaks.disk_counts`; default 5). None keeps every peak
+        :func:`~napari_4dstem.analysis.bragg.peaks.disk_counts`; default 5). None keeps every peak
         the network marks.
     edge_px : float, optional
         Peaks closer than this to the detector border (detector pixels) are dropped; default
@@ -732,8 +732,8 @@ def iter_find_bragg_disks_nn(
     pattern (so lattice and strain fits weight peaks by dose, as for the correlation path's
     ``"fit"``), ``correlation`` = predicted peak height (the network's confidence).
     """
-    from ..analysis.bragg import disk_count_partial
-    from ..analysis.virtual import as_datacube
+    from ..analysis.bragg.disks import disk_count_partial
+    from ..analysis.virtual.images import as_datacube
     from ..engine.driver import map_scan
     from .registry import load_model
 

@@ -62,9 +62,9 @@ def strain_rmse(
     """Strain from ``peaks`` (automatic lattice, per-pattern fits, true strain against the
     ``reference`` rectangle) and its RMS error against ``truth (scan_y, scan_x, >=3)``
     (e_xx, e_yy, e_xy). Failed fits count in ``valid_fraction``, not in the RMSE."""
-    from ..analysis.bragg import bragg_vector_map, origin_from_peaks
-    from ..analysis.lattice import LatticeError, find_lattice, fit_lattice
-    from ..analysis.strain import StrainError, strain_from_lattice
+    from ..analysis.bragg.disks import bragg_vector_map, origin_from_peaks
+    from ..analysis.bragg.lattice import LatticeError, find_lattice, fit_lattice
+    from ..analysis.bragg.strain import StrainError, strain_from_lattice
 
     try:
         bvm = bragg_vector_map(peaks, origin=origin_from_peaks(peaks))

@@ -32,9 +32,9 @@ class ACOMRun(_Result):
 
     ``save`` writes the maps of the best match (Euler, orientation, correlation, reliability,
     phase, grains, IPF x/y/z RGB), every match of the top N (``acom_matches_*`` stacks) and the
-    peaks; :func:`read_acom` rebuilds the :class:`~napari_4dstem.analysis.acom_result.ACOMResult`."""
+    peaks; :func:`read_acom` rebuilds the :class:`~napari_4dstem.analysis.acom.result.ACOMResult`."""
 
-    result: Any  # analysis.acom_result.ACOMResult
+    result: Any  # analysis.acom.result.ACOMResult
     peaks: BraggPeaks
     plans: tuple
     k_max_inv_A: float
@@ -73,8 +73,8 @@ def read_acom(path: str | os.PathLike, crystals: Any = None) -> Any:
 
     ``crystals`` (names, CIF paths or Crystal objects) default to the names recorded in the file
     (bundled crystals; a CIF crystal needs its file)."""
-    from ..analysis.acom_result import ACOMResult
-    from ..analysis.crystal import load_crystal
+    from ..analysis.acom.result import ACOMResult
+    from ..analysis.crystal.structure import load_crystal
     from ..io import emd
 
     objs = emd.read(path)
@@ -124,8 +124,8 @@ def detector_reach_inv_A(cal: Calibration, detector_shape: tuple[int, int]) -> f
 
 def iter_plans(params: ACOMParams, energy_kev: float, k_max_inv_A: float, crystals: Any = None) -> Job[tuple]:
     """Job: the orientation plan of every crystal of ``params`` (or of the Crystal objects given)."""
-    from ..analysis.crystal import load_crystal
-    from ..analysis.orientation import build_orientation_plan
+    from ..analysis.acom.plan import build_orientation_plan
+    from ..analysis.crystal.structure import load_crystal
 
     crystals = [load_crystal(c) for c in (crystals or params.crystals)]
     plans = []
@@ -157,8 +157,8 @@ def iter_acom(
     ``peaks`` and ``plans`` already made with these settings skip those steps; ``device`` picks
     where the correlation and the scoring run ("cpu": numba kernels, "cuda": torch);
     ``scan_chunk`` the scan block of the disk detection (as :func:`iter_disks`)."""
-    from ..analysis.acom import iter_match_orientations
-    from ..analysis.crystal import load_crystal
+    from ..analysis.acom.matching import iter_match_orientations
+    from ..analysis.crystal.structure import load_crystal
 
     acom = acom or ACOMParams()
     crystals = None if plans is not None else [load_crystal(c) for c in acom.crystals]  # bad CIFs fail first
@@ -215,8 +215,8 @@ def iter_acom_pattern(
 ) -> Job[PatternCheck]:
     """Job: the ACOM of the one pattern at scan position ``(iy, ix)`` (the check before a run),
     with the same disk settings and origin rule as :func:`iter_acom`."""
-    from ..analysis.acom import iter_match_orientations
-    from ..analysis.bragg import origin_from_peaks
+    from ..analysis.acom.matching import iter_match_orientations
+    from ..analysis.bragg.disks import origin_from_peaks
 
     acom = acom or ACOMParams()
     detection = detection or DiskDetectionParams.for_acom()

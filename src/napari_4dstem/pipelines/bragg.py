@@ -50,7 +50,7 @@ def _as_probe(probe: Any) -> tuple[ProbeSource | None, Any]:
 def iter_probe_template(dc: Any, probe: Any = None, *, kernel: str = "plain") -> Job:
     """Job: the correlation template from a probe image (array, DiffractionImage, ProbeSource)
     or, with ``probe=None``, from the bright-field disk of the mean pattern."""
-    from ..analysis.probe import make_template, template_from_bf_disk
+    from ..analysis.bragg.probe import make_template, template_from_bf_disk
 
     _, image = _as_probe(probe)
     if image is not None:
@@ -67,7 +67,7 @@ def probe_template(dc: Any, probe: Any = None, *, kernel: str = "plain") -> Any:
 def detect_pattern(pattern: np.ndarray, template: Any, detection: DiskDetectionParams) -> np.ndarray:
     """Bragg disks of one pattern ``(k_y, k_x)`` (the live preview of the widgets): rows
     ``(qy, qx, intensity, correlation)``, shape ``(n, 4)``, strongest first."""
-    from ..analysis.bragg import detect_in_stack
+    from ..analysis.bragg.disks import detect_in_stack
 
     found, count = detect_in_stack(np.asarray(pattern)[None], template, parallel=False, **detection.detect_kwargs())
     return found[0, : int(count[0])]
@@ -76,7 +76,7 @@ def detect_pattern(pattern: np.ndarray, template: Any, detection: DiskDetectionP
 def origin_or_none(peaks: BraggPeaks, calibration: Calibration | None = None) -> RealSpaceMap | None:
     """The origin measured from the central beam of every pattern when ``calibration`` (default
     the peaks') has none; None when it has one (then it is used)."""
-    from ..analysis.bragg import origin_from_peaks
+    from ..analysis.bragg.disks import origin_from_peaks
 
     cal = calibration or peaks.calibration
     if cal.origin_px is not None or cal.origin_map_px is not None:
@@ -93,7 +93,7 @@ def _cube(dc: Any, calibration: Calibration | None, peaks: BraggPeaks | None = N
         if shape is None:
             raise Napari4DSTEMError("these Bragg peaks do not record their detector shape")
         return None, calibration or peaks.calibration, tuple(int(v) for v in shape)
-    from ..analysis.virtual import as_datacube
+    from ..analysis.virtual.images import as_datacube
 
     cube, cal = as_datacube(dc, calibration)
     return cube, cal, tuple(cube.shape[2:])
@@ -124,7 +124,7 @@ def _find_peaks_job(cube, cal, detection, probe, *, device, backend, template=No
             scan_chunk=scan_chunk,
         )
         return dataclasses.replace(peaks, calibration=cal)
-    from ..analysis.bragg import iter_find_bragg_disks
+    from ..analysis.bragg.disks import iter_find_bragg_disks
 
     if template is None:
         template = yield from iter_probe_template(cube, probe, kernel=detection.kernel)
@@ -170,7 +170,7 @@ def iter_disks(
         far and Cancel come between blocks; not part of the recipe: the result does not depend
         on it)
     """
-    from ..analysis.bragg import bragg_vector_map
+    from ..analysis.bragg.disks import bragg_vector_map
 
     detection = detection or DiskDetectionParams()
     cube, cal, det_shape = _cube(dc, calibration, peaks)
@@ -210,9 +210,9 @@ class StrainResult(_Result):
     """Lattice, per-pattern lattice fits and the true-strain maps (with the peaks they rest on)."""
 
     peaks: BraggPeaks
-    lattice: Any  # analysis.lattice.Lattice
-    fit: Any  # analysis.lattice.LatticeFit
-    strain: Any  # analysis.strain.StrainMap
+    lattice: Any  # analysis.bragg.lattice.Lattice
+    fit: Any  # analysis.bragg.lattice.LatticeFit
+    strain: Any  # analysis.bragg.strain.StrainMap
     recipe: Recipe
     bvm: DiffractionImage | None = None
 
@@ -222,8 +222,8 @@ class StrainResult(_Result):
 
 def find_lattice_for(peaks: BraggPeaks, params: StrainParams, bvm: DiffractionImage | None = None):
     """The lattice of ``params`` (your g1/g2, refined unless told not to) on the Bragg vector map."""
-    from ..analysis.bragg import bragg_vector_map
-    from ..analysis.lattice import Lattice, find_lattice
+    from ..analysis.bragg.disks import bragg_vector_map
+    from ..analysis.bragg.lattice import Lattice, find_lattice
 
     if params.g1 is not None and not params.refine_lattice:
         return Lattice(params.g1, params.g2, params={"method": "given", "refined": False})
@@ -244,10 +244,10 @@ def strain_from_peaks(
     """Lattice -> per-pattern lattice fit -> true strain, on Bragg peaks (from any detector:
     template correlation, or the network via ``napari-4dstem infer``).
 
-    ``lattice`` (an :class:`~napari_4dstem.analysis.lattice.Lattice`) skips the lattice search;
+    ``lattice`` (an :class:`~napari_4dstem.analysis.bragg.lattice.Lattice`) skips the lattice search;
     ``source`` is the peaks file for the recipe."""
-    from ..analysis.lattice import fit_lattice
-    from ..analysis.strain import strain_from_lattice
+    from ..analysis.bragg.lattice import fit_lattice
+    from ..analysis.bragg.strain import strain_from_lattice
 
     strain = strain or StrainParams()
     lat = lattice if lattice is not None else find_lattice_for(peaks, strain, bvm)

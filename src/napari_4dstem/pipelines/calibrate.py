@@ -62,9 +62,9 @@ class CalibrationResult(_Result):
     """The calibration and what it was fitted from.
 
     ``origin`` is the measured origin per pattern (``origin_y, origin_x`` in detector px) and
-    ``origin_fit`` its descan fit (:class:`~napari_4dstem.analysis.origin.OriginFit`); ``ring``
-    a :class:`~napari_4dstem.analysis.calibration.RingFit`, ``rotation`` a
-    :class:`~napari_4dstem.analysis.dpc.RotationFit` (each None when not asked for). ``base`` is
+    ``origin_fit`` its descan fit (:class:`~napari_4dstem.analysis.virtual.origin.OriginFit`); ``ring``
+    a :class:`~napari_4dstem.analysis.virtual.calibration.RingFit`, ``rotation`` a
+    :class:`~napari_4dstem.analysis.virtual.dpc.RotationFit` (each None when not asked for). ``base`` is
     the calibration the fits started from."""
 
     calibration: Calibration
@@ -83,7 +83,7 @@ class CalibrationResult(_Result):
     def refit(self, fit: str) -> CalibrationResult:
         """The same measured origins with another descan model (no pass over the data); the
         ring and rotation are kept."""
-        from ..analysis.origin import fit_origin_plane
+        from ..analysis.virtual.origin import fit_origin_plane
 
         if self.origin is None:
             raise ValueError("no origin was measured")
@@ -120,10 +120,10 @@ def iter_calibrate(
     backend: Any = None,
 ) -> Job[CalibrationResult]:
     """Job: origin + descan fit, ring, rotation (as ``calibrate`` asks), one pass each."""
-    from ..analysis.calibration import fit_ring
-    from ..analysis.com import iter_center_of_mass
-    from ..analysis.dpc import fit_dpc_rotation
-    from ..analysis.origin import fit_origin_plane, iter_measure_origin
+    from ..analysis.virtual.calibration import fit_ring
+    from ..analysis.virtual.com import iter_center_of_mass
+    from ..analysis.virtual.dpc import fit_dpc_rotation
+    from ..analysis.virtual.origin import fit_origin_plane, iter_measure_origin
 
     cube, base, _ = _cube(dc, calibration)
     p = calibrate

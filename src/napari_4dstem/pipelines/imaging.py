@@ -33,7 +33,7 @@ def detector_params(det: Any) -> dict[str, Any]:
 
 def detector_from_params(d: Mapping[str, Any]) -> Any:
     """The Detector of a recipe's dict (the inverse of :func:`detector_params`)."""
-    from ..analysis import detectors as D
+    from ..analysis.virtual import detectors as D
 
     kind = d.get("kind")
     try:
@@ -153,7 +153,7 @@ def iter_virtual(
 
     ``detectors``: the Detector objects of ``virtual.detectors`` themselves, for mask detectors
     held only in memory (e.g. drawn in napari); the result's recipe then cannot be replayed."""
-    from ..analysis.virtual import iter_virtual_images
+    from ..analysis.virtual.images import iter_virtual_images
 
     cube, cal, _ = _cube(dc, calibration)
     if detectors is None:
@@ -211,7 +211,7 @@ class DPCParams(_Params):
 class DPCResult(_Result):
     """Centre of mass, DPC in scan axes and the iDPC phase (and the rotation used).
 
-    ``rotation_confidence`` is the fit's :attr:`~napari_4dstem.analysis.dpc.RotationFit.confidence`
+    ``rotation_confidence`` is the fit's :attr:`~napari_4dstem.analysis.virtual.dpc.RotationFit.confidence`
     with ``auto_rotation`` (NaN when the rotation was given).
     """
 
@@ -229,7 +229,7 @@ class DPCResult(_Result):
 
 def dpc_from_com(com: RealSpaceMap, params: DPCParams, *, recipe: Recipe | None = None) -> DPCResult:
     """DPC and iDPC from a centre-of-mass map (no pass over the data: the live part of the dock)."""
-    from ..analysis.dpc import dpc, fit_dpc_rotation, idpc
+    from ..analysis.virtual.dpc import dpc, fit_dpc_rotation, idpc
 
     rotation, flip, confidence = params.rotation_deg, params.flip, float("nan")
     if params.auto_rotation:
@@ -256,8 +256,8 @@ def _no_input():
 
 def iter_com(dc: Any, params: DPCParams, *, calibration: Calibration | None = None, backend: Any = None) -> Job:
     """Job: the centre of mass of every pattern (inside the bright-field mask of ``params``)."""
-    from ..analysis.com import iter_center_of_mass
-    from ..analysis.detectors import DiskDetector
+    from ..analysis.virtual.com import iter_center_of_mass
+    from ..analysis.virtual.detectors import DiskDetector
 
     cube, cal, det_shape = _cube(dc, calibration)
     det = None

@@ -146,13 +146,13 @@ class DiskDetectionParams(_Params):
     def for_acom(cls, **changes: Any) -> DiskDetectionParams:
         """Defaults for orientation mapping: Bragg disks orders of magnitude weaker than the
         central beam (``min_relative`` 3e-4 with a significance test of 5 SDs; docs/acom.md)."""
-        from ..analysis.acom import ACOM_DISK_DEFAULTS
+        from ..analysis.acom.matching import ACOM_DISK_DEFAULTS
 
         return cls(**{**ACOM_DISK_DEFAULTS, **changes})
 
     def detect_kwargs(self) -> dict[str, Any]:
-        """Keywords of :func:`~napari_4dstem.analysis.bragg.iter_find_bragg_disks` and
-        :func:`~napari_4dstem.analysis.bragg.detect_in_stack` (all fields but the kernel)."""
+        """Keywords of :func:`~napari_4dstem.analysis.bragg.disks.iter_find_bragg_disks` and
+        :func:`~napari_4dstem.analysis.bragg.disks.detect_in_stack` (all fields but the kernel)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "kernel"}
 
 
@@ -355,7 +355,7 @@ class ACOMParams(_Params):
         _check(self.overlap in ("residual", "candidates"), f"overlap must be 'residual' or 'candidates', got {self.overlap!r}")
 
     def match_kwargs(self) -> dict[str, Any]:
-        """Keywords of :func:`~napari_4dstem.analysis.acom.iter_match_orientations` (besides the
+        """Keywords of :func:`~napari_4dstem.analysis.acom.matching.iter_match_orientations` (besides the
         peaks, plans and calibration)."""
         return {"n_matches": self.n_matches, "min_peaks": self.min_peaks,
                 "intensity_power": self.intensity_power, "overlap": self.overlap}
@@ -365,7 +365,7 @@ class ACOMParams(_Params):
         return {"crystals": list(self.crystals), **super().changed()}
 
     def plan_kwargs(self, energy_kev: float, k_max_inv_A: float) -> dict[str, Any]:
-        """Keywords of :func:`~napari_4dstem.analysis.orientation.build_orientation_plan`."""
+        """Keywords of :func:`~napari_4dstem.analysis.acom.plan.build_orientation_plan`."""
         return {
             "energy_kev": float(energy_kev),
             "k_max_inv_A": float(k_max_inv_A),

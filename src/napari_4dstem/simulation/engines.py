@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..analysis.crystal import Crystal
+from ..analysis.crystal.structure import Crystal
 from ..data.calibration import electron_wavelength_A
 from ..errors import Napari4DSTEMError
 

@@ -7,7 +7,7 @@ oriented, strained crystal (lab frame ``g' = F^-T U g``) with excitation error
     I_g = (lambda gamma |F_g| t / V)^2 sinc^2(t s)        (= (pi t / xi_g)^2 sinc^2(t s))
 
 with ``F_g`` the electron structure factor in Angstrom (Peng 1996 scattering factors, see
-:mod:`napari_4dstem.analysis.crystal`), ``V`` the cell volume and ``gamma`` the relativistic
+:mod:`napari_4dstem.analysis.crystal.structure`), ``V`` the cell volume and ``gamma`` the relativistic
 factor. Where the kinematic total ``S = sum I_g`` nears or passes 1 (thick or heavy crystals)
 the intensities are scaled by ``(1 - exp(-S)) / S`` so the scattered total stays below the
 beam (a bookkeeping fix, not dynamical theory). The pattern is ``(1 - sum I_g) P(k) + sum I_g P(k - g)`` with ``P`` the vacuum probe

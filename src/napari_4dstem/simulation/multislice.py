@@ -16,7 +16,7 @@ Computing in Electron Microscopy*, 2nd ed., ch. 6), in Kirkland's conventions:
 
       phi(q) = (gamma lambda / A) sum_j occ_j f_e,j(|q|) exp(-2 pi i q . r_j)
 
-  with the Peng (1996) scattering factors (:mod:`napari_4dstem.analysis.scattering`). The sum
+  with the Peng (1996) scattering factors (:mod:`napari_4dstem.analysis.crystal.scattering`). The sum
   over atoms is separable, ``exp(-2 pi i qy y) exp(-2 pi i qx x)``, so for one element it is
   one complex matrix product ``E_y^T diag(occ) E_x`` (rows: atoms): exact sub-pixel atom
   positions, no real-space sampling of the sharp core of the potential, no aliasing of it.
@@ -44,7 +44,7 @@ import math
 
 import numpy as np
 
-from ..analysis.scattering import peng_coefficients
+from ..analysis.crystal.scattering import peng_coefficients
 from .engines import (
     EngineNotInstalledError,
     SimulationRequest,

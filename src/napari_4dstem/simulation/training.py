@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.crystal import Crystal, load_crystal
+from ..analysis.crystal.structure import Crystal, load_crystal
 from ..engine.jobs import Job, Progress
 from ..errors import FileFormatError, Napari4DSTEMError
 from .engines import SimulationRequest, get_engine

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.detectors import AnnulusDetector, Detector, DiskDetector, RectangleDetector
+from ..analysis.virtual.detectors import AnnulusDetector, Detector, DiskDetector, RectangleDetector
 from ..errors import Napari4DSTEMError
 from ._common import LatestRunner
 from ._results import results_viewer, show_map

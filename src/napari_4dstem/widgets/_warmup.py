@@ -77,8 +77,8 @@ def _tiny_cube(dtype: np.dtype) -> np.ndarray:
 
 
 def _virtual(cube):
-    from ..analysis.detectors import AnnulusDetector, DiskDetector, RectangleDetector
-    from ..analysis.virtual import virtual_image, virtual_images
+    from ..analysis.virtual.detectors import AnnulusDetector, DiskDetector, RectangleDetector
+    from ..analysis.virtual.images import virtual_image, virtual_images
 
     for det in (DiskDetector((24, 24), 5), AnnulusDetector((24, 24), 6, 20), RectangleDetector((10, 30), (5, 40))):
         virtual_image(cube, det)
@@ -86,21 +86,21 @@ def _virtual(cube):
 
 
 def _com(cube):
-    from ..analysis.com import center_of_mass
+    from ..analysis.virtual.com import center_of_mass
 
     center_of_mass(cube)
 
 
 def _bragg(cube):
-    from ..analysis.bragg import (
+    from ..analysis.bragg.disks import (
         bragg_vector_map,
         detect_in_stack,
         find_bragg_disks,
         origin_from_peaks,
     )
-    from ..analysis.lattice import Lattice, fit_lattice
-    from ..analysis.probe import make_template
-    from ..analysis.strain import strain_from_lattice
+    from ..analysis.bragg.lattice import Lattice, fit_lattice
+    from ..analysis.bragg.probe import make_template
+    from ..analysis.bragg.strain import strain_from_lattice
 
     yy, xx = np.mgrid[:48, :48]
     probe = 100.0 * (np.hypot(yy - 24, xx - 24) < 4)

@@ -430,7 +430,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self._show_lattice()
 
     def _lattice_from_fields(self) -> None:
-        from ..analysis.lattice import Lattice
+        from ..analysis.bragg.lattice import Lattice
 
         try:
             self.lattice = Lattice((self.g[0].value(), self.g[1].value()), (self.g[2].value(), self.g[3].value()))

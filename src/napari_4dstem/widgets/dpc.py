@@ -49,7 +49,7 @@ def _fit_rotation(com, descan):
     """Worker: the rotation fit; an ill-conditioned fit is shown in the dock (not as a warning)."""
     import warnings
 
-    from ..analysis.dpc import IllConditionedRotationWarning, fit_dpc_rotation
+    from ..analysis.virtual.dpc import IllConditionedRotationWarning, fit_dpc_rotation
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IllConditionedRotationWarning)

@@ -1,7 +1,7 @@
 """The "Orientation mapping" dock widget (ACOM): crystal -> plan -> check one pattern -> map.
 
 Translation only: the crystal, the orientation plan, the Bragg disks, the matching, the IPF
-colours and the exports are core functions (``analysis.crystal``, ``.orientation``, ``.bragg``,
+colours and the exports are core functions (``analysis.crystal.structure``, ``.orientation``, ``.bragg``,
 ``.acom``, ``.ipf``; the same steps as ``napari-4dstem acom``). Long steps run as core jobs in
 a worker with progress and Cancel. Scan maps go to the linked real-space viewer
 (``_results.py``); the check of one pattern draws the measured peaks and the best template's
@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..analysis.crystal import BUNDLED_CRYSTALS
+from ..analysis.crystal.structure import BUNDLED_CRYSTALS
 from ..data.calibration import Calibration
 from ..errors import CalibrationError, Napari4DSTEMError
 from ..pipelines import PatternCheck
@@ -76,7 +76,7 @@ def _hkl_label(hkl) -> str:
 # ------------------------------------------------------------------------------------------
 def _key_image(group, size: int = 128):
     """Worker: ``(group, axis labels, RGBA uint8 key image)``."""
-    from ..analysis.ipf import ipf_key, ipf_key_image
+    from ..analysis.acom.ipf import ipf_key, ipf_key_image
 
     _, _, labels = ipf_key(group)
     return group, labels, (255 * np.clip(ipf_key_image(group, size=size), 0, 1)).astype(np.uint8)
@@ -86,7 +86,7 @@ def _ipf_images(res, run=None, size: int = 128):
     """Worker: ``(res, {"x"|"y"|"z": IPF RGB map}, [colour key per crystal], {name: saved map})``
     (images as float32); the saved maps are what File > Save writes for the layers (with the
     pipeline run's recipe when there is one): Euler angles and IPF colours are computed here."""
-    from ..analysis.ipf import ipf_key_image
+    from ..analysis.acom.ipf import ipf_key_image
 
     rgb = {d: res.ipf_rgb(d).astype(np.float32) for d in ("x", "y", "z")}
     keys = [ipf_key_image(c.point_group, size=size).astype(np.float32) for c in res.crystals]
@@ -278,7 +278,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
 
     def load_cif(self, path: str | Path) -> bool:
         """Use the crystal of a CIF file; a file that does not parse leaves a message."""
-        from ..analysis.crystal import Crystal
+        from ..analysis.crystal.structure import Crystal
 
         try:
             crystal = Crystal.from_cif(path)
@@ -298,7 +298,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         return True
 
     def crystals(self) -> list:
-        from ..analysis.crystal import bundled_crystal
+        from ..analysis.crystal.structure import bundled_crystal
 
         name = self.crystal_combo.currentText()
         if name == CIF_ITEM:
@@ -474,8 +474,8 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
                 self.viewer.layers.remove(TEMPLATE_LAYER)
             self.status.setText(f"{head}; not indexed: {why}")
             return
-        from ..analysis.orientation import gaussian_width_inv_A
-        from ..analysis.symmetry import misorientation_deg
+        from ..analysis.acom.plan import gaussian_width_inv_A
+        from ..analysis.crystal.symmetry import misorientation_deg
 
         U = res.orientation[0, 0, 0]
         crystal = res.crystals[res.phase[0, 0, 0]]

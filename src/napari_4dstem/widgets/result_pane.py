@@ -5,7 +5,7 @@ latest image (follows every new image, through the plugin API's ``virtual_image_
 in spatial frequency units of the scan. *EWPC of the current pattern*: the exit-wave power
 cepstrum of the pattern at the scan position (follows ``pattern_changed``), in real-space
 length units (its peaks sit at the lattice spacings). Both are computed in a worker, newest
-request wins (:mod:`napari_4dstem.analysis.transforms`).
+request wins (:mod:`napari_4dstem.analysis.virtual.transforms`).
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ LAYER = "result"
 
 
 def _fft_job(data: np.ndarray, step: float, unit: str):
-    from ..analysis.transforms import fft_image
+    from ..analysis.virtual.transforms import fft_image
 
     img = fft_image(data)
     return img, (1.0 / (data.shape[0] * step), 1.0 / (data.shape[1] * step)), f"1/{unit}", "FFT"
 
 
 def _ewpc_job(layer_data, iy: int, ix: int, dk: float | None, unit: str | None):
-    from ..analysis.transforms import ewpc
+    from ..analysis.virtual.transforms import ewpc
 
     pattern = np.asarray(layer_data[iy, ix])  # a lazy layer reads here, in the worker
     c = ewpc(pattern)

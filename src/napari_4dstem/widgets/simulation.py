@@ -38,7 +38,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..analysis.crystal import BUNDLED_CRYSTALS
+from ..analysis.crystal.structure import BUNDLED_CRYSTALS
 from ..engine.jobs import Progress
 from ..errors import Napari4DSTEMError
 from ._common import JobRunner, guarded, models_changed
@@ -230,7 +230,7 @@ class SimulationTrainingWidget(DockState, QWidget):
 
     def add_cif(self, path: str | os.PathLike) -> bool:
         """Add (checked) the crystal of a CIF file; one that does not load leaves a message."""
-        from ..analysis.crystal import load_crystal
+        from ..analysis.crystal.structure import load_crystal
 
         try:
             c = load_crystal(str(path))

@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..analysis.detectors import (
+from ..analysis.virtual.detectors import (
     AnnulusDetector,
     Detector,
     DiskDetector,
@@ -179,9 +179,9 @@ def detector_response(dc: DataCube, det: Detector, cal: Calibration, response: s
     of the pixels under the detector (detector px), ``|CoM|`` the length of its shift from the
     mean CoM, ``iCoM`` the integrated CoM (iDPC with the calibration's rotation and flip).
     """
-    from ..analysis.com import iter_center_of_mass
-    from ..analysis.dpc import dpc, idpc
-    from ..analysis.virtual import iter_virtual_image
+    from ..analysis.virtual.com import iter_center_of_mass
+    from ..analysis.virtual.dpc import dpc, idpc
+    from ..analysis.virtual.images import iter_virtual_image
     from ..data.results import RealSpaceMap
 
     if response in ("Sum", "Mean"):
@@ -225,8 +225,8 @@ def _live_job(dc: DataCube, det: Detector, cal: Calibration, descan: bool, previ
     """
     import time
 
-    from ..analysis.preview import binned_detector
-    from ..analysis.virtual import iter_virtual_image
+    from ..analysis.virtual.images import iter_virtual_image
+    from ..analysis.virtual.preview import binned_detector
 
     first = first or _FirstImage()
     t_start = time.perf_counter()
@@ -261,7 +261,7 @@ WAIT_FIRST_S = 0.05
 
 def _find_bf(dc: DataCube):
     """Worker: the bright-field disk of the 5x5 patterns at the scan centre (None if not found)."""
-    from ..analysis.origin import find_bf_disk
+    from ..analysis.virtual.origin import find_bf_disk
 
     cy, cx = dc.scan_shape[0] // 2, dc.scan_shape[1] // 2
     try:
@@ -994,7 +994,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             return
         from napari.qt.threading import create_worker
 
-        from ..analysis.preview import iter_preview_cube
+        from ..analysis.virtual.preview import iter_preview_cube
 
         def done(cube):
             if self.layer is not None and self.layer.data is dc.data:

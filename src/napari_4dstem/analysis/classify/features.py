@@ -306,7 +306,7 @@ def iter_features(
     -------
     Features
     """
-    from ..virtual import as_datacube
+    from ..virtual.images import as_datacube
 
     params = params or FeatureParams()
     if params.kind == "bragg":

@@ -89,7 +89,7 @@ def iter_classify(
     -------
     Classification (with ``class_patterns`` when ``class_means``)
     """
-    from ..virtual import as_datacube
+    from ..virtual.images import as_datacube
 
     fp = features or FeatureParams()
     cube, cal = as_datacube(data, calibration)
@@ -100,7 +100,7 @@ def iter_classify(
         if cal.origin_map_px is not None:
             origin_map = cal.origin_map_px
         else:
-            from ..origin import fit_origin_plane, iter_measure_origin
+            from ..virtual.origin import fit_origin_plane, iter_measure_origin
 
             measured = yield from iter_measure_origin(cube, calibration=cal, scan_chunk=scan_chunk, backend=backend)
             origin_map = fit_origin_plane(measured).origin_map_px
@@ -132,7 +132,7 @@ def iter_classify(
 
 def _bf_radius(cube) -> float | None:
     """Bright-field disk radius (px) on the mean of at most 16 x 16 patterns on a grid."""
-    from ..origin import find_bf_disk
+    from ..virtual.origin import find_bf_disk
 
     sy, sx = cube.scan_shape
     iy = np.unique(np.linspace(0, sy - 1, min(sy, 16)).astype(int))

@@ -281,7 +281,7 @@ def iter_parallax(
     if use_fitted_shifts:
         fit_det = lam * (k @ m.T) + c
         # back to scan axes (rotate_to_scan inverse of scan_to_detector)
-        from ..dpc import rotate_to_scan
+        from ..virtual.dpc import rotate_to_scan
 
         uy, ux = rotate_to_scan(fit_det[:, 0], fit_det[:, 1], rotation_deg=geo.rotation_deg, flip=geo.flip)
         use = np.stack([uy, ux], axis=1) / np.asarray(geo.step_A)[None]

@@ -16,7 +16,7 @@ Conventions (used by every method of :mod:`napari_4dstem.analysis.phase`):
   detector pixel ``(n_y // 2, n_x // 2)`` (numpy's ``fftshift`` centre).
 - Scan and detector axes: :func:`scan_to_detector` maps a vector in scan axes (a probe
   position) into detector axes with the calibration's ``rotation_deg`` and ``flip``, the
-  inverse of :func:`napari_4dstem.analysis.dpc.rotate_to_scan`. Reconstructions live in
+  inverse of :func:`napari_4dstem.analysis.virtual.dpc.rotate_to_scan`. Reconstructions live in
   detector axes; maps over the scan are returned in scan axes.
 """
 
@@ -122,7 +122,7 @@ def scan_to_detector(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Vectors in scan axes ``(u_y, u_x)`` expressed in detector axes ``(v_y, v_x)``.
 
-    The inverse of :func:`napari_4dstem.analysis.dpc.rotate_to_scan`.
+    The inverse of :func:`napari_4dstem.analysis.virtual.dpc.rotate_to_scan`.
     """
     t = math.radians(rotation_deg)
     c, s = math.cos(t), math.sin(t)

@@ -20,7 +20,7 @@ import functools
 
 import numpy as np
 
-from ..errors import Napari4DSTEMError
+from ...errors import Napari4DSTEMError
 
 __all__ = ["element_number", "element_symbol", "peng_coefficients", "scattering_factor"]
 

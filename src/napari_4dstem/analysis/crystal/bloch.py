@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from ..data.calibration import electron_wavelength_A
+from ...data.calibration import electron_wavelength_A
 
 __all__ = ["BlochPattern", "bloch_intensities"]
 

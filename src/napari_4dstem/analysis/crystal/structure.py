@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data.calibration import electron_wavelength_A
-from ..errors import FileFormatError, Napari4DSTEMError
+from ...data.calibration import electron_wavelength_A
+from ...errors import FileFormatError, Napari4DSTEMError
 from .scattering import element_number, element_symbol, scattering_factor
 from .symmetry import PointGroup
 

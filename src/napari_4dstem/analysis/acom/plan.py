@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.calibration import electron_wavelength_A
-from ..errors import FileFormatError, Napari4DSTEMError
-from .crystal import Crystal
-from .symmetry import fundamental_zone_axes
+from ...data.calibration import electron_wavelength_A
+from ...errors import FileFormatError, Napari4DSTEMError
+from ..crystal.structure import Crystal
+from ..crystal.symmetry import fundamental_zone_axes
 
 __all__ = [
     "ROCKING_CURVES",
@@ -164,7 +164,7 @@ class OrientationPlan:
 
     def save(self, path: str | PathLike) -> Path:
         """Write the plan and its crystal to ``.npz`` (atomic)."""
-        from ..io._atomic import atomic_output
+        from ...io._atomic import atomic_output
 
         path = Path(path)
         arrays = {

@@ -4,7 +4,7 @@
 pixels ``(k_y, k_x)``, pixel centres at integer coordinates; ``intensity = sum_k I(k)``. With a
 ``detector`` the sums run over its (boolean or weighted) mask only, e.g. the bright-field disk.
 Patterns whose sum is zero get NaN. The shifts relative to the origin, rotated into scan axes,
-are DPC signals: see :mod:`napari_4dstem.analysis.dpc`.
+are DPC signals: see :mod:`napari_4dstem.analysis.virtual.dpc`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from ..data.calibration import Calibration
-from ..data.results import RealSpaceMap
-from ..engine.driver import map_scan
-from ..engine.jobs import Job, Progress, run_job
-from ..engine.kernels import as_kernel_input, com_block, com_weighted_block
+from ...data.calibration import Calibration
+from ...data.results import RealSpaceMap
+from ...engine.driver import map_scan
+from ...engine.jobs import Job, Progress, run_job
+from ...engine.kernels import as_kernel_input, com_block, com_weighted_block
 from .detectors import Detector
-from .virtual import NAN_POLICIES, NonFiniteDataError, as_datacube
+from .images import NAN_POLICIES, NonFiniteDataError, as_datacube
 
 __all__ = ["center_of_mass", "iter_center_of_mass"]
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.calibration import Calibration
-from ..data.results import RealSpaceMap
-from ..errors import CalibrationError, DataShapeError
+from ...data.calibration import Calibration
+from ...data.results import RealSpaceMap
+from ...errors import CalibrationError, DataShapeError
 from .origin import fit_origin_plane
 
 __all__ = [

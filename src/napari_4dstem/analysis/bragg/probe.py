@@ -33,9 +33,9 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import least_squares
 
-from ..data.results import DiffractionImage
-from ..errors import DataShapeError
-from .origin import find_bf_disk
+from ...data.results import DiffractionImage
+from ...errors import DataShapeError
+from ..virtual.origin import find_bf_disk
 
 __all__ = ["KERNEL_KINDS", "ProbeTemplate", "make_template", "template_from_bf_disk"]
 

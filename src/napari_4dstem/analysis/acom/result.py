@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.calibration import Calibration
-from ..data.results import RealSpaceMap
-from .orientation import euler_bunge_deg
-from .symmetry import misorientation_deg
+from ...data.calibration import Calibration
+from ...data.results import RealSpaceMap
+from ..crystal.symmetry import misorientation_deg
+from .plan import euler_bunge_deg
 
 __all__ = ["ACOMResult"]
 
@@ -214,7 +214,7 @@ class ACOMResult:
         (``MaterialName``). Checked by reading the file with orix in a side environment
         (tests/analysis/test_acom_orix.py).
         """
-        from ..io._atomic import atomic_output
+        from ...io._atomic import atomic_output
 
         sy, sx = self.scan_shape
         step_nm = self.calibration.scan_step_nm()

@@ -15,7 +15,7 @@ Knowing the ring's spacing ``d`` (Angstrom) gives the pixel size: ``k_pixel_size
 radius_px)`` in 1/A.
 
 Rotation between scan and detector axes comes from DPC: see
-:func:`napari_4dstem.analysis.dpc.fit_dpc_rotation`.
+:func:`napari_4dstem.analysis.virtual.dpc.fit_dpc_rotation`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..data.calibration import Calibration
-from ..errors import CalibrationError, DataShapeError
+from ...data.calibration import Calibration
+from ...errors import CalibrationError, DataShapeError
 
 __all__ = ["RingFit", "fit_ellipse_points", "fit_ring"]
 

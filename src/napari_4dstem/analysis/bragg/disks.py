@@ -8,7 +8,7 @@ a time). Per block:
    worker threads, or ``torch.fft`` on a CUDA device): ``C = F^-1[ |P T*|^p exp(i arg P T*) ]``
    with the *correlation power* ``p``: 1 cross-correlation, 0 phase correlation, between
    hybrid;
-2. peaks of the correlation (:func:`~napari_4dstem.analysis.peaks.find_peaks`);
+2. peaks of the correlation (:func:`~napari_4dstem.analysis.bragg.peaks.find_peaks`);
 3. sub-pixel refinement; the default ``"fit"`` fits the probe's disk model to the pattern by
    Poisson maximum likelihood (see :mod:`.peaks` and ``docs/bragg-strain.md``).
 
@@ -29,12 +29,12 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..data.calibration import Calibration
-from ..data.results import BraggPeaks, DiffractionImage, RealSpaceMap
-from ..engine.driver import map_scan
-from ..engine.jobs import Job, PartialMap, Progress, run_job
-from ..engine.kernels import Kernel
-from ..errors import DataShapeError
+from ...data.calibration import Calibration
+from ...data.results import BraggPeaks, DiffractionImage, RealSpaceMap
+from ...engine.driver import map_scan
+from ...engine.jobs import Job, PartialMap, Progress, run_job
+from ...engine.kernels import Kernel
+from ...errors import DataShapeError
 from .peaks import (
     PeakTable,
     compact_rows,
@@ -61,7 +61,7 @@ _N_FIELDS = 4  # qy, qx, intensity, correlation
 def _use_torch(device: str | None) -> bool:
     if device is None or device == "cpu":
         return False
-    from ..engine.devices import torch_device_usable
+    from ...engine.devices import torch_device_usable
 
     return torch_device_usable(device, instead="the CPU")
 
@@ -386,7 +386,7 @@ def iter_find_bragg_disks(
         RuntimeWarning) without it.
     min_significance : float, optional
         Keep only peaks whose raw pattern holds a disk this many noise standard deviations
-        above the ring around it (:func:`~napari_4dstem.analysis.peaks.disk_counts`, the test
+        above the ring around it (:func:`~napari_4dstem.analysis.bragg.peaks.disk_counts`, the test
         of the NN path). Scale-free, so it pairs with a low ``min_relative`` on patterns whose
         Bragg disks are orders of magnitude weaker than the central beam (ACOM of thin
         crystals at random orientations: docs/acom.md). Default None: no test.
@@ -398,7 +398,7 @@ def iter_find_bragg_disks(
     BraggPeaks with ``intensity`` = integrated disk counts above background (``"fit"``) or the
     correlation peak value (other methods), ``correlation`` = correlation peak value.
     """
-    from .virtual import as_datacube
+    from ..virtual.images import as_datacube
 
     cube, cal = as_datacube(data, calibration)
     tmpl = _as_template(template)

@@ -41,12 +41,12 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..data.calibration import Calibration, electron_wavelength_A
-from ..data.results import BraggPeaks
-from ..engine.jobs import PARTIAL_EVERY_S, Job, PartialMap, Progress, run_job
-from ..errors import CalibrationError, DataShapeError, Napari4DSTEMError
-from .orientation import OrientationPlan, rotation_z
-from .symmetry import misorientation_deg
+from ...data.calibration import Calibration, electron_wavelength_A
+from ...data.results import BraggPeaks
+from ...engine.jobs import PARTIAL_EVERY_S, Job, PartialMap, Progress, run_job
+from ...errors import CalibrationError, DataShapeError, Napari4DSTEMError
+from ..crystal.symmetry import misorientation_deg
+from .plan import OrientationPlan, rotation_z
 
 __all__ = [
     "ACOM_DISK_DEFAULTS",
@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 
-from .acom_result import ACOMResult
+from .result import ACOMResult
 
 #: Bragg-disk settings for ACOM (``find_bragg_disks`` keywords; CLI and widget use them). A thin
 #: crystal at a random orientation has Bragg disks 1e-3-1e-4 of the central beam: the default
@@ -538,7 +538,7 @@ def _match_one_plan(
             yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}",
                            partial=partial("matching score", i1, coarse))
     else:
-        from ._acom_torch import score_batches_torch
+        from ._torch import score_batches_torch
 
         for i1 in score_batches_torch(
             off,
@@ -730,12 +730,12 @@ def _powered(plan: OrientationPlan, intensity_power: float) -> OrientationPlan:
 def _scoring_device(device: str | None) -> str | None:
     """The torch device of the scoring step, or None for the numba kernels."""
     if device is None:
-        from ._acom_torch import auto_device
+        from ._torch import auto_device
 
         return auto_device()
     if device == "numba":
         return None
-    from ..engine.devices import torch_device_usable
+    from ...engine.devices import torch_device_usable
 
     return str(device) if torch_device_usable(device, instead="numba on the CPU") else None
 

@@ -22,15 +22,15 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ..data.calibration import Calibration
-from ..data.results import RealSpaceMap
-from ..engine.driver import map_scan
-from ..engine.jobs import Job, Progress, run_job
-from ..engine.kernels import as_kernel_input, disk_center_block
-from ..errors import DataShapeError
+from ...data.calibration import Calibration
+from ...data.results import RealSpaceMap
+from ...engine.driver import map_scan
+from ...engine.jobs import Job, Progress, run_job
+from ...engine.kernels import as_kernel_input, disk_center_block
+from ...errors import DataShapeError
 from .com import iter_center_of_mass
 from .detectors import Detector
-from .virtual import as_datacube
+from .images import as_datacube
 
 __all__ = [
     "BFDisk",

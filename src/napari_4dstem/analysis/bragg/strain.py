@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ..data.results import RealSpaceMap
-from ..errors import DataShapeError, Napari4DSTEMError
-from .dpc import rotate_to_scan
+from ...data.results import RealSpaceMap
+from ...errors import DataShapeError, Napari4DSTEMError
+from ..virtual.dpc import rotate_to_scan
 from .lattice import FIT_REASONS, Lattice, LatticeFit
 
 __all__ = ["STRAIN_CHANNELS", "StrainError", "StrainMap", "reference_mask", "strain_from_lattice"]
@@ -127,7 +127,7 @@ def strain_from_lattice(
     Parameters
     ----------
     fit : LatticeFit
-        From :func:`~napari_4dstem.analysis.lattice.fit_lattice`.
+        From :func:`~napari_4dstem.analysis.bragg.lattice.fit_lattice`.
     reference : None, bool mask ``(scan_y, scan_x)``, ``(row0, row1, col0, col1)`` or Lattice
         The unstrained lattice: the median of the valid fits over the mask / rectangle (None:
         over the whole scan), or given vectors.

@@ -34,7 +34,7 @@ import math
 import numba
 import numpy as np
 
-from ..engine.kernels import Kernel
+from ...engine.kernels import Kernel
 
 __all__ = [
     "REFINE_METHODS",
@@ -159,7 +159,7 @@ def find_peaks(
     if c.ndim == 2:
         c = c[None]
     if c.ndim != 3:
-        from ..errors import DataShapeError
+        from ...errors import DataShapeError
 
         raise DataShapeError(f"images must be (n, k_y, k_x), got shape {c.shape}")
     if c.dtype not in (np.float32, np.float64):

@@ -21,18 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from ..data.calibration import Calibration
-from ..data.datacube import DataCube
-from ..data.results import RealSpaceMap
-from ..engine.driver import map_scan
-from ..engine.jobs import Job, Progress, run_job
-from ..engine.kernels import (
+from ...data.calibration import Calibration
+from ...data.datacube import DataCube
+from ...data.results import RealSpaceMap
+from ...engine.driver import map_scan
+from ...engine.jobs import Job, Progress, run_job
+from ...engine.kernels import (
     as_kernel_input,
     row_accumulator,
     runs_sum_block,
     weighted_sum_block,
 )
-from ..errors import CalibrationError, NonFiniteDataError
+from ...errors import CalibrationError, NonFiniteDataError
 from .detectors import Detector, mask_runs
 
 __all__ = [
@@ -63,7 +63,7 @@ def descan_shifts(cal: Calibration, scan_shape: tuple[int, int]) -> tuple[np.nda
     if cal.origin_map_px is None:
         raise CalibrationError(
             "descan correction needs an origin map (Calibration.origin_map_px); measure it with "
-            "napari_4dstem.analysis.origin.measure_origin and fit_origin_plane"
+            "napari_4dstem.analysis.virtual.origin.measure_origin and fit_origin_plane"
         )
     om = cal.origin_map_px
     if om.shape[:2] != tuple(scan_shape):

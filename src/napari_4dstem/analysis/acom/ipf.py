@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .symmetry import PointGroup
+from ..crystal.symmetry import PointGroup
 
 __all__ = ["ipf_colors", "ipf_key", "ipf_key_image"]
 

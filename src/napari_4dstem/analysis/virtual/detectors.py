@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data.calibration import Calibration
-from ..errors import CalibrationError, DataShapeError
+from ...data.calibration import Calibration
+from ...errors import CalibrationError, DataShapeError
 
 __all__ = [
     "PRESETS",

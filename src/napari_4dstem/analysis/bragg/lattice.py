@@ -28,9 +28,9 @@ import numba
 import numpy as np
 from scipy import ndimage
 
-from ..data.results import BraggPeaks, DiffractionImage, RealSpaceMap
-from ..errors import DataShapeError, Napari4DSTEMError
-from .bragg import _origin_per_peak, bragg_vector_map, correct_ellipse, origin_from_peaks
+from ...data.results import BraggPeaks, DiffractionImage, RealSpaceMap
+from ...errors import DataShapeError, Napari4DSTEMError
+from .disks import _origin_per_peak, bragg_vector_map, correct_ellipse, origin_from_peaks
 from .peaks import find_peaks
 
 __all__ = ["FIT_REASONS", "Lattice", "LatticeError", "LatticeFit", "find_lattice", "fit_lattice"]

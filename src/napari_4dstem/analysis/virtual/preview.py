@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.datacube import DataCube
-from ..engine.jobs import Job, Progress
+from ...data.datacube import DataCube
+from ...engine.jobs import Job, Progress
 from .detectors import Detector, MaskDetector
 
 __all__ = ["binned_detector", "iter_preview_cube"]

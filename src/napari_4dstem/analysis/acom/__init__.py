@@ -1,0 +1,51 @@
+"""Orientation mapping (ACOM): the orientation plan, matching peaks to it, the result with its maps and
+exports, inverse-pole-figure colours.
+
+Modules: ``plan``, ``matching``, ``result``, ``ipf``. Their public names are re-exported here and imported
+on first use (PEP 562), so ``from napari_4dstem.analysis.acom import X`` loads only the module that defines X.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> the module that defines it (tests/analysis/test_layout.py checks this against each module's __all__)
+_EXPORTS = {
+    "ROCKING_CURVES": "plan",
+    "OrientationPlan": "plan",
+    "PlanTooLargeError": "plan",
+    "build_orientation_plan": "plan",
+    "estimate_plan_memory": "plan",
+    "euler_bunge_deg": "plan",
+    "gaussian_width_inv_A": "plan",
+    "load_orientation_plan": "plan",
+    "orientation_from_euler_bunge": "plan",
+    "rocking_profile": "plan",
+    "rotation_z": "plan",
+    "zone_axis_orientation": "plan",
+    "ACOM_DISK_DEFAULTS": "matching",
+    "ACOMResult": "result",
+    "iter_match_orientations": "matching",
+    "kinematic_bragg_peaks": "matching",
+    "match_orientations": "matching",
+    "peaks_to_lab": "matching",
+    "ipf_colors": "ipf",
+    "ipf_key": "ipf",
+    "ipf_key_image": "ipf",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,48 @@
+"""Crystals: CIF structures and kinematic diffraction, electron scattering factors, point-group symmetry,
+Bloch-wave intensities.
+
+Modules: ``structure``, ``scattering``, ``symmetry``, ``bloch``. Their public names are re-exported here and imported
+on first use (PEP 562), so ``from napari_4dstem.analysis.crystal import X`` loads only the module that defines X.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> the module that defines it (tests/analysis/test_layout.py checks this against each module's __all__)
+_EXPORTS = {
+    "BUNDLED_CRYSTALS": "structure",
+    "Crystal": "structure",
+    "CrystalError": "structure",
+    "KinematicPattern": "structure",
+    "ReciprocalPoints": "structure",
+    "bundled_crystal": "structure",
+    "lattice_from_parameters": "structure",
+    "element_number": "scattering",
+    "element_symbol": "scattering",
+    "peng_coefficients": "scattering",
+    "scattering_factor": "scattering",
+    "PointGroup": "symmetry",
+    "fundamental_zone_axes": "symmetry",
+    "misorientation_deg": "symmetry",
+    "rotation_angle_deg": "symmetry",
+    "sphere_points": "symmetry",
+    "BlochPattern": "bloch",
+    "bloch_intensities": "bloch",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
