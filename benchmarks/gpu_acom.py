@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         match_orientations,
         peaks_to_lab,
     )
-    from napari_4dstem.analysis.acom.matching import matching as acom
+    from napari_4dstem.analysis.acom import matching as acom
     from napari_4dstem.analysis.acom.plan import build_orientation_plan
     from napari_4dstem.analysis.crystal.structure import bundled_crystal
     from napari_4dstem.analysis.crystal.symmetry import misorientation_deg
