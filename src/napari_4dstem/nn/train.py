@@ -171,7 +171,8 @@ def _validate(model, shards, val_idx, strain_set, dev, cfg, aug) -> dict:
     """Detection scores on held-out shard patterns (fixed seed) and the strain RMSE.
 
     The held-out patterns get the training augmentation's noise with the geometry fixed, so
-    the shards' Bragg positions stay the truth (any other augmentation: the default's).
+    the shards' Bragg positions stay the truth (any other augmentation: the default's; one
+    with ``validate_as_is = True`` is applied as it is, as fine-tuning on real data does).
     """
     import torch
 
@@ -181,7 +182,10 @@ def _validate(model, shards, val_idx, strain_set, dev, cfg, aug) -> dict:
 
     model.eval()
     rng = np.random.default_rng(12345)
-    aug = (aug if isinstance(aug, Augment) else default_augment(shards)).without_geometry()
+    if getattr(aug, "validate_as_is", False):
+        pass  # real data (fine-tuning): held-out patterns as they are, no synthetic noise
+    else:
+        aug = (aug if isinstance(aug, Augment) else default_augment(shards)).without_geometry()
     preds, trues = [], []
     s = cfg.model.size
     with torch.inference_mode():
