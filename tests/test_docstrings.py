@@ -17,7 +17,11 @@ import pytest
 import napari_4dstem
 
 # packages whose every public module is covered, and single modules
-PACKAGES = ["napari_4dstem.analysis.bragg", "napari_4dstem.analysis.crystal"]
+PACKAGES = [
+    "napari_4dstem.analysis.bragg",
+    "napari_4dstem.analysis.crystal",
+    "napari_4dstem.analysis.phase",
+]
 MODULES: list[str] = []
 
 _HEADER = re.compile(r"^(\w[\w ]*)\n-{3,}\s*$", re.MULTILINE)
