@@ -21,6 +21,7 @@ PACKAGES = [
     "napari_4dstem.analysis.bragg",
     "napari_4dstem.analysis.crystal",
     "napari_4dstem.analysis.phase",
+    "napari_4dstem.analysis.acom",
 ]
 MODULES: list[str] = []
 
