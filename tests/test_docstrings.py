@@ -23,7 +23,7 @@ PACKAGES = [
     "napari_4dstem.analysis.phase",
     "napari_4dstem.analysis.acom",
 ]
-MODULES: list[str] = []
+MODULES = ["napari_4dstem.nn.infer", "napari_4dstem.nn.train"]
 
 _HEADER = re.compile(r"^(\w[\w ]*)\n-{3,}\s*$", re.MULTILINE)
 
