@@ -22,6 +22,7 @@ PACKAGES = [
     "napari_4dstem.analysis.crystal",
     "napari_4dstem.analysis.phase",
     "napari_4dstem.analysis.acom",
+    "napari_4dstem.simulation",
 ]
 MODULES = ["napari_4dstem.nn.infer", "napari_4dstem.nn.train"]
 
@@ -75,8 +76,8 @@ CASES = [(m, n) for m in _modules() for n, _ in _public(m)]
 
 
 def test_the_folders_have_public_names():
-    assert len(CASES) > 20
-    assert {m for m, _ in CASES} >= {"napari_4dstem.analysis.bragg.disks"}
+    assert len(CASES) > 100
+    assert {m for m, _ in CASES} >= {"napari_4dstem.analysis.bragg.disks", "napari_4dstem.nn.infer"}
 
 
 @pytest.mark.parametrize(("module_name", "name"), CASES, ids=[f"{m}.{n}" for m, n in CASES])
