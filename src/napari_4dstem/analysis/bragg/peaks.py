@@ -487,7 +487,8 @@ def fit_disks(
     -------
     ndarray ``(n, max_peaks, 5)`` float64
         Per peak ``(y, x, A, b, ok)``: refined position in pixels, disk height and background
-        in pattern units, ``ok`` 1.0 for a converged fit with ``A > 0`` and 0.0 otherwise; NaN in
+        in pattern units, ``ok`` 1.0 when the fit ran through with ``A > 0``; with ``ok`` 0.0
+        (too few pixels, a singular system or ``A <= 0``) ignore the other fields. NaN in
         unused slots.
 
     Notes
