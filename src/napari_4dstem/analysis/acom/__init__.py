@@ -1,5 +1,7 @@
-"""Orientation mapping (ACOM): the orientation plan, matching peaks to it, the result with its maps and
-exports, inverse-pole-figure colours.
+"""Orientation mapping (ACOM): orientation plan, matching, result with maps and exports, IPF.
+
+The orientation plan, matching peaks to it, the result with its maps and exports,
+inverse-pole-figure colours.
 
 Modules: ``plan``, ``matching``, ``result``, ``ipf``. Their public names are re-exported here and imported
 on first use (PEP 562), so ``from napari_4dstem.analysis.acom import X`` loads only the module that defines X.

@@ -1,5 +1,4 @@
-"""Crystals: CIF structures and kinematic diffraction, electron scattering factors, point-group symmetry,
-Bloch-wave intensities.
+"""Crystals: CIF structures, kinematic and Bloch-wave diffraction, scattering factors, symmetry.
 
 Modules: ``structure``, ``scattering``, ``symmetry``, ``bloch``. Their public names are re-exported here and imported
 on first use (PEP 562), so ``from napari_4dstem.analysis.crystal import X`` loads only the module that defines X.
