@@ -43,8 +43,10 @@ __all__ = ["iter_wdd", "wdd"]
 
 
 def _window(geo: Geometry, half: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Rows and columns of the square detector window of half-width ``half`` px about the
-    origin (shrunk to fit the detector)."""
+    """Rows and columns of the detector window of half-width ``half`` px about the origin.
+
+    The window is shrunk to fit the detector.
+    """
     cy, cx = (round(c) for c in geo.origin_px)
     ny, nx = geo.detector_shape
     half = int(min(half, cy, cx, ny - 1 - cy, nx - 1 - cx))
@@ -77,6 +79,8 @@ def iter_wdd(
         convergence angle; origin, rotation and flip when set).
     probe : ProbeModel, optional
         Probe with its aberrations; default: from the calibration, aberration-free.
+    calibration : Calibration, optional
+        Used instead of the datacube's.
     regularization : float
         Wiener constant ``eps`` relative to the largest ``|chi_B|^2`` (the probe's Wigner
         distribution at ``Q = 0``, ``r = 0``): larger damps noise where the probe carries
@@ -89,11 +93,35 @@ def iter_wdd(
         Scan frequencies per batch (memory ``q_batch * m^2 * 32`` bytes for an ``m x m``
         window).
 
+    scan_chunk : (int, int), optional
+        Scan block read at a time (default: whole rows, about 32 MiB).
+
+    Yields
+    ------
+    Progress
+        Reading the window, then one step per batch of scan frequencies.
+
     Returns
     -------
     RealSpaceMap
         ``wdd_phase``: the phase of the reconstructed object (rad), mean removed, on the scan
         grid; ``params`` holds the method, probe and settings.
+
+    Raises
+    ------
+    ValueError
+        A regularization <= 0 or a window smaller than the aperture.
+    CalibrationError
+        The origin at the detector edge, or a bright-field disk of fewer than 3 pixels.
+
+    Notes
+    -----
+    See the module docstring for the method.
+
+    References
+    ----------
+    Rodenburg & Bates, Phil. Trans. R. Soc. A 339, 521 (1992); Yang, Pennycook & Nellist,
+    Ultramicroscopy 151, 232 (2015).
     """
     if not (regularization > 0 and math.isfinite(regularization)):
         raise ValueError(f"regularization must be > 0, got {regularization!r}")
@@ -164,5 +192,20 @@ def iter_wdd(
 
 
 def wdd(datacube, *, progress=None, **kwargs) -> RealSpaceMap:
-    """Eager twin of :func:`iter_wdd`."""
+    """Eager twin of :func:`iter_wdd`.
+
+    Parameters
+    ----------
+    datacube : DataCube
+        As :func:`iter_wdd`.
+    progress : callable, optional
+        Called with every :class:`~napari_4dstem.engine.jobs.Progress` of the job.
+    **kwargs
+        The keywords of :func:`iter_wdd`.
+
+    Returns
+    -------
+    RealSpaceMap
+        The phase map of :func:`iter_wdd`.
+    """
     return run_job(iter_wdd(datacube, **kwargs), progress)
