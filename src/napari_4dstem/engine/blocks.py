@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .chunks import read_block
+from .chunks import read_block, read_mapped
 
 __all__ = [
     "ChunkViews",
@@ -98,10 +98,11 @@ def slice_scan_kwargs(scan_kwargs: Mapping[str, np.ndarray], sy: slice, sx: slic
 
 
 def read_rows(arr, sy: slice, sx: slice, rows: slice, finders=None) -> np.ndarray:
-    """Block ``[sy, sx, rows]`` of any 4D array: a view of numpy data, a copy out of the
-    chunk views where a reader offers them, else the array's own slicing."""
+    """Block ``[sy, sx, rows]`` of any 4D array: a view of numpy data in RAM, a ``pread``
+    copy of a memory-mapped file's bytes (never its mapped pages: SIGBUS if the file shrinks),
+    a copy out of the chunk views where a reader offers them, else the array's own slicing."""
     if isinstance(arr, np.ndarray):
-        return arr[sy, sx, rows]  # a view: no copy
+        return read_mapped(arr[sy, sx, rows])  # in RAM: a view, no copy
     direct = find_chunk_views(arr, finders)
     if direct is not None:  # e.g. uncompressed HDF5 chunks: straight from the file
         return direct.read(sy, sx, rows)
