@@ -110,3 +110,27 @@ def test_pread_copies_equal_the_mapped_views_strided_ones_included(tmp_path, mon
     monkeypatch.setattr(chunks, "SAFE_READS", True)
     with pytest.raises(FileFormatError, match="truncated while open"):
         read_mapped(frames[1:2])
+
+
+def test_plain_views_of_a_memmap_and_datacube_patterns_are_guarded(tmp_path, cube):
+    from napari_4dstem.errors import FileFormatError
+    from napari_4dstem.io import open_datacube
+
+    p = tmp_path / "c.npy"
+    np.save(p, cube)
+    dc = open_datacube(p)
+    plain = np.asarray(dc.data)[2:4]  # np.asarray drops the memmap class: found through .base
+    assert not isinstance(plain, np.memmap) and mapped_file(plain) is not None
+    pat = dc.pattern(15, 15)
+    np.testing.assert_array_equal(pat, cube[15, 15])
+    assert mapped_file(pat) is None  # a pread copy the caller may keep
+    os.truncate(p, p.stat().st_size // 2)
+    np.testing.assert_array_equal(pat, cube[15, 15])  # still readable after the truncation
+    np.testing.assert_array_equal(dc.pattern(2, 3), cube[2, 3])  # still inside the file
+    with pytest.raises(FileFormatError, match="truncated while open"):
+        dc.pattern(15, 15)
+    with pytest.raises(FileFormatError, match="truncated while open"):
+        dc.region_pattern(slice(10, 16), slice(0, 16))
+    with pytest.raises(FileFormatError, match="truncated while open"):
+        read_mapped(np.asarray(dc.data)[12:])
+    dc.close()

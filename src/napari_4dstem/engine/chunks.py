@@ -161,9 +161,12 @@ _MAPPED_LOCK = threading.Lock()
 def mapped_file(arr) -> MappedFile | None:
     """The :class:`MappedFile` of a memmap-backed array (None for arrays in RAM, or a map
     whose file cannot be opened again: then its views are used as they are)."""
-    mm = getattr(arr, "_mmap", None)
-    name = getattr(arr, "filename", None)
-    offset = getattr(arr, "offset", None)
+    top, depth = arr, 0
+    while top is not None and not isinstance(top, np.memmap) and depth < 64:  # views of a memmap
+        top, depth = getattr(top, "base", None), depth + 1
+    mm = getattr(top, "_mmap", None)
+    name = getattr(top, "filename", None)
+    offset = getattr(top, "offset", None)
     if not isinstance(mm, mmap.mmap) or name is None or offset is None:
         return None
     with _MAPPED_LOCK:
