@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -41,6 +42,7 @@ _MAX_HEAP_OBJECTS = 1 << 20
 _UNDEF = (1 << 64) - 1
 # index of global heap collections already walked: (dev, ino, size, mtime_ns, addr) -> {idx: size}
 _GCOLS: OrderedDict = OrderedDict()
+_GCOLS_LOCK = threading.Lock()
 
 
 class _Bad(Exception):
@@ -202,9 +204,10 @@ def _chunked_data(raw: _Raw, dset: h5py.Dataset) -> bytes | None:
 def _heap_objects(raw: _Raw, addr: int) -> dict[int, int]:
     """``{index: size}`` of the objects of the global heap collection at ``addr``."""
     key = (*raw.key, addr)
-    if key in _GCOLS:
-        _GCOLS.move_to_end(key)
-        return _GCOLS[key]
+    with _GCOLS_LOCK:
+        if key in _GCOLS:
+            _GCOLS.move_to_end(key)
+            return _GCOLS[key]
     head = raw.read(addr, 8 + raw.sl)
     if head[:4] != b"GCOL" or head[4] != 1:
         raise _Bad(f"no global heap collection at address {addr}")
@@ -232,9 +235,10 @@ def _heap_objects(raw: _Raw, addr: int) -> dict[int, int]:
         if idx:
             objs[idx] = size
         pos += need
-    _GCOLS[key] = objs
-    if len(_GCOLS) > 256:
-        _GCOLS.popitem(last=False)
+    with _GCOLS_LOCK:
+        _GCOLS[key] = objs
+        if len(_GCOLS) > 256:
+            _GCOLS.popitem(last=False)
     return objs
 
 
