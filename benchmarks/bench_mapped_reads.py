@@ -24,11 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-try:  # analysis/virtual is a package after the #20 move, a module before
-    from napari_4dstem.analysis.virtual import AnnulusDetector, DiskDetector, virtual_image
-except ImportError:
-    from napari_4dstem.analysis.detectors import AnnulusDetector, DiskDetector
-    from napari_4dstem.analysis.virtual import virtual_image
+from napari_4dstem.analysis.virtual import AnnulusDetector, DiskDetector, virtual_image
 from napari_4dstem.engine import chunks
 from napari_4dstem.io import open_datacube
 
