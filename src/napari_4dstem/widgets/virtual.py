@@ -3,11 +3,13 @@
 Translation only: it reads the 4D layer and the detector (a Shapes layer on the diffraction
 pattern, or the numeric fields), calls the imaging pipeline
 (:func:`napari_4dstem.pipelines.iter_virtual`; the other responses the centre-of-mass jobs) in a
-worker and shows the result in a real-space canvas inside the dock. The Sum image is a pipeline
-result with its recipe: "Save result..." writes it with the recipe, "Copy as Python" gives the
-script that makes it again from the file, "Keep" lists it in the Results dock. Clicking the
-canvas moves the scan position of the main viewer; shift + drag integrates the patterns under a
-rectangle into a "region pattern" layer.
+worker and shows the result as the "virtual image" layer of the Real space canvas (the second
+napari canvas of the window, ``_results.results_viewer``), updated in place; the dock keeps its
+display controls (``_realspace.LiveImage``). The Sum image is a pipeline result with its recipe:
+"Save result..." writes it with the recipe, "Copy as Python" gives the script that makes it
+again from the file, "Keep" lists it in the Results dock. A click or drag on the Real space
+canvas moves the scan position of the main viewer; "Region on real space" integrates the
+patterns under shapes drawn there into a "region pattern" layer.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from ..plugin_api import publish_virtual_image
 from ._common import CubePicker, JobRunner, guarded, scan_position
 from ._detectors import ExtraDetectors
 from ._pipeline import PipelineActions, layer_source
-from ._realspace import RealSpaceView
+from ._realspace import LiveImage
 from ._region import REDUCES, RealSpaceRegion
 from ._state import DockState, register_dock
 from ._warmup import WarmupLabel
@@ -325,7 +327,6 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._timer.setInterval(0)
         self._timer.timeout.connect(self._request)
         self._build_ui()
-        viewer.dims.events.current_step.connect(self._on_dims)
         self._bind_keys()
         self._restored: Detector | None = None  # a session's detector, set once the layer is ready
         self._restored_extras: list | None = None  # ... and its extra detectors
@@ -338,7 +339,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
     # -- UI -----------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        self.realspace = RealSpaceView(title="virtual image")
+        self.realspace = LiveImage(self.viewer, "virtual image")
         self.layer_combo = CubePicker(self.viewer)
         self.kind_combo = QComboBox()
         self.kind_combo.addItems(KINDS)
@@ -444,8 +445,6 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.region_btn.clicked.connect(lambda _=False: self.region.start())
         self.region_reduce.currentIndexChanged.connect(lambda _=0: self.region.update(force=True))
         self.jobs = JobRunner(self.status, self.cancel_btn)  # saving (Cancel stops either)
-        self.realspace.positionPicked.connect(self.set_scan_position)
-        self.realspace.regionSelected.connect(self.integrate_region)
 
     # -- layers -------------------------------------------------------------------------------
     @property
@@ -465,7 +464,6 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self.status.setText(str(e))
             return
         self._build_preview(dc)
-        self._on_dims()
         self._bf = None
         self._bf_pending = True
         self._preset_cache = {}
@@ -757,7 +755,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             return None
         rgb = rgb_composite([cache[n][1].image.data for n in names])
         self.last_rgb = rgb
-        self.realspace.set_image(rgb, clim=(0.0, 1.0), title=f"RGB: {' / '.join(names)}")
+        self.realspace.set_image(rgb, self.datacube()[1], clim=(0.0, 1.0), title=f"RGB: {' / '.join(names)}")
         return rgb
 
     def pipeline_result(self):
@@ -963,7 +961,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             del self._first_s[:-8]
         if isinstance(item, tuple):
             self.last_preview = item[1]
-            self.realspace.set_image(item[1].data, title="virtual image (preview: detector binned 4x)")
+            self.realspace.set_image(item[1].data, self._scan_cal(item[1]),
+                                     title="virtual image (preview: detector binned 4x)")
             self._shown = True
             if self._pending is not None and self._worker is not None:
                 self._worker.quit()  # superseded while its preview was computed
@@ -973,12 +972,18 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self.last_image = item
             d = item.params.get("detector", {})
             resp = item.params.get("response", "sum")
-            self.realspace.set_image(item.data, title=f"virtual image: {d.get('kind', '')}, {resp}")
+            self.realspace.set_image(item.data, self._scan_cal(item),
+                                     title=f"virtual image: {d.get('kind', '')}, {resp}")
             self._shown = True
             self.status.setText("")
             if self._last_detector is not None:
                 publish_virtual_image(self.viewer, "virtual image", self._last_detector, item)
         self._after_image()
+
+    def _scan_cal(self, img) -> Calibration:
+        """The scan calibration of a map (its own, else the layer's)."""
+        cal = getattr(img, "calibration", None)
+        return cal if isinstance(cal, Calibration) else self.datacube()[1]
 
     def _on_yielded(self, item) -> None:
         if isinstance(item, tuple) and item[0] == "preview":
@@ -1030,12 +1035,6 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             return
         self.viewer.dims.set_point(0, iy * lyr.scale[0])
         self.viewer.dims.set_point(1, ix * lyr.scale[1])
-
-    def _on_dims(self, event=None) -> None:
-        lyr = self.layer
-        if lyr is None or self.viewer.dims.ndim < 4:
-            return
-        self.realspace.set_position(*scan_position(self.viewer, lyr))
 
     def integrate_region(self, y0: int, y1: int, x0: int, x1: int) -> None:
         """Mean pattern over scan rows ``y0:y1`` and columns ``x0:x1`` as a 2D layer."""
