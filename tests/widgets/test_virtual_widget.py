@@ -340,6 +340,17 @@ def test_detector_response_mean_com_and_icom(widget, qtbot, stall_detector):
     np.testing.assert_allclose(shown("CoM y"), naive_com_y, atol=1e-6)
     np.testing.assert_allclose(shown("|CoM|"), dpc(com, descan="mean").channel("magnitude"), atol=1e-9)
     np.testing.assert_allclose(shown("iCoM"), idpc(dpc(com, descan="mean")).data, atol=1e-9)
+    # Max and Std of the pixels under the detector; divergence and curl of the CoM shifts
+    with stall_detector.excluded("reference"):
+        vals = cube[:, :, mask.astype(bool)].astype(np.float64)
+        d = dpc(com, descan="mean")
+        uy, ux = d.channel("dpc_y"), d.channel("dpc_x")
+        duy_dy, duy_dx = np.gradient(uy)
+        dux_dy, dux_dx = np.gradient(ux)
+    np.testing.assert_array_equal(shown("Max"), vals.max(-1))
+    np.testing.assert_allclose(shown("Std"), vals.std(-1), rtol=1e-12)
+    np.testing.assert_allclose(shown("Divergence"), dux_dx + duy_dy, atol=1e-12)
+    np.testing.assert_allclose(shown("Curl"), duy_dx - dux_dy, atol=1e-12)
     np.testing.assert_array_equal(shown("Sum"), _reference(viewer, det))
 
 
@@ -601,3 +612,43 @@ def test_the_live_image_is_on_the_real_space_canvas_and_clicks_pick_the_exact_pi
     assert rs2 is not None and rs2 is not rs and is_embedded_alive(rs2)
     with stall_detector.excluded("reference"):
         np.testing.assert_array_equal(rs2.layers["virtual image"].data, _reference(viewer, w._last_detector))
+
+
+def test_each_extra_detector_has_its_own_response(widget, qtbot, stall_detector):
+    """UX points 9-10: an extra detector's response (its row in the dock) recomputes its image
+    alone; the live image and the other extras stay; sessions keep the responses."""
+    from napari_4dstem.widgets._results import results_viewer
+
+    viewer, w = widget
+    bf = w._last_detector
+    assert w.add_detector() == "detector 1"
+    ring = AnnulusDetector((63.5, 64.5), 14.0, 40.0)
+    w.set_detector(ring)
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None and w._last_detector == ring, timeout=20000)
+    assert w.add_detector() == "detector 2"
+    qtbot.waitUntil(lambda: not w.extras.busy and len(w.extras.cache()) == 2, timeout=30000)
+    rs = results_viewer(viewer, create=False)
+    live = rs.layers["virtual image"].data.copy()
+    d1, d2 = w.extras.items["detector 1"], w.extras.items["detector 2"]
+    before2 = d2.result
+    assert d1.combo.isVisibleTo(w) and d1.combo.currentText() == "Sum"
+    cube = np.asarray(viewer.layers["strained_crystal"].data)
+    with stall_detector.excluded("reference"):
+        vals = cube[:, :, bf.render(cube.shape[2:]).astype(bool)].astype(np.float64)
+    d1.combo.setCurrentText("Std")
+    qtbot.waitUntil(lambda: not w.extras.busy and d1.result.params.get("response") == "Std", timeout=30000)
+    np.testing.assert_allclose(rs.layers["virtual: detector 1"].data, vals.std(-1), rtol=1e-12)
+    d1.combo.setCurrentText("Max")
+    qtbot.waitUntil(lambda: not w.extras.busy and d1.result.params.get("response") == "Max", timeout=30000)
+    np.testing.assert_array_equal(rs.layers["virtual: detector 1"].data, vals.max(-1))
+    assert d2.result is before2  # not recomputed
+    np.testing.assert_array_equal(rs.layers["virtual image"].data, live)
+    # the RGB composite takes any response; the session keeps them
+    rgb = w.show_rgb(("detector 1", "detector 2", "detector 1"))
+    assert rgb is not None and rgb.shape[-1] == 3
+    state = w.extra_state()
+    assert state["extra_responses"] == ["Max", "Sum"]
+    w.restore_extra(state)
+    qtbot.waitUntil(lambda: len(w.extras.items) == 2 and not w.extras.busy and len(w.extras.cache()) == 2,
+                    timeout=30000)
+    assert [it.response for it in w.extras.items.values()] == ["Max", "Sum"]

@@ -45,7 +45,7 @@ from ..errors import Napari4DSTEMError
 from ..pipelines import VirtualResult
 from ..plugin_api import publish_virtual_image
 from ._common import CubePicker, JobRunner, guarded, scan_position
-from ._detectors import ExtraDetectors
+from ._detectors import ExtraDetectors, image_of
 from ._pipeline import PipelineActions, layer_source
 from ._realspace import LiveImage
 from ._region import REDUCES, RealSpaceRegion
@@ -57,7 +57,7 @@ REGION_LAYER = "region pattern"
 KINDS = ("Disk", "Annulus", "Rectangle", "Point", "Drawn shapes")
 PRESET_NAMES = ("BF", "ABF", "LAADF", "ADF", "HAADF", "Full")
 # what the detector's image shows (core: virtual_image, center_of_mass, dpc, idpc)
-RESPONSES = ("Sum", "Mean", "CoM y", "CoM x", "|CoM|", "iCoM")
+RESPONSES = ("Sum", "Mean", "Max", "Std", "CoM y", "CoM x", "|CoM|", "iCoM", "Divergence", "Curl")
 # the keyboard (bound on the viewer while the dock is open; docs/napari-widgets.md lists it):
 # key -> (what it does, method, arguments)
 KEYMAP: dict[str, tuple[str, str, tuple]] = {
@@ -177,15 +177,22 @@ class _FirstImage:
 def detector_response(dc: DataCube, det: Detector, cal: Calibration, response: str):
     """Job: the ``response`` of ``det`` over the scan as a RealSpaceMap (one core call each).
 
-    ``Mean`` is the sum over the detector's weight sum; ``CoM y``/``CoM x`` the centre of mass
-    of the pixels under the detector (detector px), ``|CoM|`` the length of its shift from the
-    mean CoM, ``iCoM`` the integrated CoM (iDPC with the calibration's rotation and flip).
+    ``Mean`` is the sum over the detector's weight sum; ``Max`` and ``Std`` the largest value
+    and the standard deviation of the pixels under the detector (``statistics``); ``CoM y``/``CoM
+    x`` the centre of mass of those pixels (detector px), ``|CoM|`` the length of its shift from
+    the mean CoM, ``iCoM`` the integrated CoM (iDPC with the calibration's rotation and flip),
+    ``Divergence`` and ``Curl`` those of the CoM shifts in scan axes (px per scan pixel).
     """
     from ..analysis.virtual.com import iter_center_of_mass
-    from ..analysis.virtual.dpc import dpc, idpc
+    from ..analysis.virtual.dpc import divergence_curl, dpc, idpc
     from ..analysis.virtual.images import iter_virtual_image
+    from ..analysis.virtual.statistics import iter_detector_statistic
     from ..data.results import RealSpaceMap
 
+    if response in ("Max", "Std"):
+        img = yield from iter_detector_statistic(dc, det, response.lower(), calibration=cal)
+        img.params["response"] = response
+        return img
     if response in ("Sum", "Mean"):
         img = yield from iter_virtual_image(dc, det, calibration=cal)
         if response == "Sum":
@@ -205,6 +212,10 @@ def detector_response(dc: DataCube, det: Detector, cal: Calibration, response: s
     if response == "iCoM":
         ph = idpc(d)
         return RealSpaceMap(ph.data, name="icom", units=ph.units, calibration=com.calibration, params=params)
+    if response in ("Divergence", "Curl"):
+        dc_map = divergence_curl(d)
+        return RealSpaceMap(dc_map.channel(response.lower()), name=f"com_{response.lower()}",
+                            units=dc_map.units, calibration=com.calibration, params=params)
     raise ValueError(f"unknown response {response!r}; use one of {RESPONSES}")
 
 
@@ -326,12 +337,12 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(0)
         self._timer.timeout.connect(self._request)
+        self.extras = ExtraDetectors(self)  # detectors kept beside the live one (UX point 9)
         self._build_ui()
         self._bind_keys()
         self._restored: Detector | None = None  # a session's detector, set once the layer is ready
         self._restored_extras: list | None = None  # ... and its extra detectors
         self._bf_pending = False
-        self.extras = ExtraDetectors(self)  # detectors kept beside the live one (UX point 9)
         self.region = RealSpaceRegion(self)  # a region drawn on the Real space dock (UX point 5)
         if self.layer is not None:
             self._init_for_layer()
@@ -423,6 +434,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         region.addWidget(self.region_reduce)
         region.addWidget(self.region_btn)
         layout.addLayout(region)
+        layout.addWidget(self.extras.panel)  # each extra detector's response
         actions.insertWidget(0, self.cancel_btn)
         actions.addWidget(self.keep_btn)
         actions.addWidget(self.add_btn)
@@ -753,7 +765,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         if any(n not in cache for n in names):
             self.status.setText("the preset (or detector) images are still being computed")
             return None
-        rgb = rgb_composite([cache[n][1].image.data for n in names])
+        rgb = rgb_composite([image_of(cache[n][1]) for n in names])
         self.last_rgb = rgb
         self.realspace.set_image(rgb, self.datacube()[1], clim=(0.0, 1.0), title=f"RGB: {' / '.join(names)}")
         return rgb
@@ -787,12 +799,15 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         d = None if det is None else detector_params(det)
         if d is not None and d["kind"] == "mask" and not getattr(det, "path", None):
             d = None  # drawn shapes: a mask in memory (the shapes stay in the napari layer)
-        return {"detector": d, "extra_detectors": self.extras.params()}
+        return {"detector": d, "extra_detectors": self.extras.params(),
+                "extra_responses": self.extras.responses()}
 
     def restore_extra(self, state: dict[str, Any]) -> None:
         from ..pipelines import detector_from_params
 
-        extras = state.get("extra_detectors") or []
+        responses = list(state.get("extra_responses") or [])
+        extras = [(d, responses[i] if i < len(responses) else "Sum")
+                  for i, d in enumerate(state.get("extra_detectors") or [])]
         if self.layer is None or self._bf_pending:
             self._restored_extras = extras  # added once the layer is ready
         else:
@@ -811,12 +826,13 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self.set_detector(det)
 
     def _add_extras(self, params: list) -> None:
+        """``params``: ``(detector params, response)`` pairs of a session."""
         from ..pipelines import detector_from_params
 
         self.extras.clear()
-        for d in params:
+        for d, response in params:
             try:
-                self.extras.add(detector_from_params(d))
+                self.extras.add(detector_from_params(d), response)
             except Napari4DSTEMError as e:
                 self.status.setText(f"the session's extra detector: {e}")
 

@@ -1,7 +1,7 @@
 """Virtual imaging: detectors and their masks, virtual images and binned previews, centre of mass and DPC,
 calibration of the detector (ring fit) and of the pattern origin (descan), Result-pane transforms.
 
-Modules: ``detectors``, ``images``, ``preview``, ``com``, ``dpc``, ``calibration``, ``origin``, ``transforms``. Their public names are re-exported here and imported
+Modules: ``detectors``, ``images``, ``preview``, ``com``, ``dpc``, ``statistics``, ``calibration``, ``origin``, ``transforms``. Their public names are re-exported here and imported
 on first use (PEP 562), so ``from napari_4dstem.analysis.virtual import X`` loads only the module that defines X.
 """
 
@@ -36,6 +36,7 @@ _EXPORTS = {
     "IllConditionedRotationWarning": "dpc",
     "RotationFit": "dpc",
     "com_shifts": "dpc",
+    "divergence_curl": "dpc",
     "fit_dpc_rotation": "dpc",
     "idpc": "dpc",
     "rotate_to_scan": "dpc",
@@ -48,6 +49,9 @@ _EXPORTS = {
     "fit_origin_plane": "origin",
     "iter_measure_origin": "origin",
     "measure_origin": "origin",
+    "STATISTICS": "statistics",
+    "detector_statistic": "statistics",
+    "iter_detector_statistic": "statistics",
     "ewpc": "transforms",
     "fft_image": "transforms",
 }
