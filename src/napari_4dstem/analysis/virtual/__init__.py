@@ -19,6 +19,8 @@ _EXPORTS = {
     "MaskDetector": "detectors",
     "PointDetector": "detectors",
     "RectangleDetector": "detectors",
+    "WedgeDetector": "detectors",
+    "mask_from_file": "detectors",
     "mask_runs": "detectors",
     "preset_detector": "detectors",
     "NonFiniteDataError": "images",
