@@ -652,3 +652,70 @@ def test_each_extra_detector_has_its_own_response(widget, qtbot, stall_detector)
     qtbot.waitUntil(lambda: len(w.extras.items) == 2 and not w.extras.busy and len(w.extras.cache()) == 2,
                     timeout=30000)
     assert [it.response for it in w.extras.items.values()] == ["Max", "Sum"]
+
+
+def test_wedge_mask_file_and_centre_in_mrad(widget, qtbot, tmp_path, stall_detector):
+    """UX point 6: a Wedge from the fields, drawn as a polygon and dragged; a mask from a .npy
+    file of the detector's shape (another shape: a one-line error, the detector stays); the
+    centre typed in mrad from the origin (the detected BF disk here) moves it in px."""
+    from napari_4dstem.analysis.virtual.detectors import MaskDetector, WedgeDetector
+    from napari_4dstem.widgets.virtual import MASK_LAYER
+
+    viewer, w = widget
+
+    def settled():
+        qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
+
+    bf_center = w._bf.center_px
+    w.kind_combo.setCurrentText("Wedge")
+    w.r_in.setValue(10.0)
+    w.r_out.setValue(30.0)
+    w.a_start.setValue(-30.0)
+    w.a_end.setValue(60.0)
+    settled()
+    det = w._last_detector
+    assert det == WedgeDetector((w.cy.value(), w.cx.value()), 10.0, 30.0, -30.0, 60.0)
+    with stall_detector.excluded("reference"):
+        np.testing.assert_array_equal(w.last_image.data, _reference(viewer, det))
+    layer = viewer.layers[DETECTOR_LAYER]
+    qtbot.waitUntil(lambda: len(layer.data) == 1 and layer.shape_type[0] == "polygon", timeout=5000)
+    np.testing.assert_allclose(layer.data[0], det.polygon(), atol=1e-4)
+    # dragging the polygon moves the wedge (radii and angles stay)
+    layer.data = [(layer.data[0] + np.array([3.0, -2.0]), "polygon")]
+    settled()
+    moved = w._last_detector
+    assert isinstance(moved, WedgeDetector) and (moved.inner_px, moved.outer_px, moved.start_deg, moved.end_deg) == (
+        10.0, 30.0, -30.0, 60.0)
+    assert moved.center_px == pytest.approx((det.center_px[0] + 3.0, det.center_px[1] - 2.0), abs=1e-3)
+    with stall_detector.excluded("reference"):
+        np.testing.assert_array_equal(w.last_image.data, _reference(viewer, moved))
+    # the centre in mrad from the origin (0.01 1/A per px at 300 kV: 1.575 mrad = 8 px)
+    px_mrad = 1.575 / 8.0
+    assert w.cy_cal.isEnabled() and "mrad" in w._form.labelForField(w.cy_cal).text()
+    assert w.cy_cal.value() == pytest.approx((w.cy.value() - bf_center[0]) * px_mrad, abs=1e-3)
+    w.cx_cal.setValue(-0.7875)  # 4 px left of the origin
+    settled()
+    assert w._last_detector.center_px[1] == pytest.approx(bf_center[1] - 4.0, abs=1e-3)
+    # a mask file of the detector's shape
+    shape = viewer.layers["strained_crystal"].data.shape[2:]
+    m = np.zeros(shape, bool)
+    m[20:40, 70:100] = True
+    m[90:95, 10:60] = True
+    np.save(tmp_path / "mask.npy", m)
+    np.save(tmp_path / "small.npy", m[:64, :64])
+    before = w._last_detector
+    assert w.load_mask_file(tmp_path / "small.npy") is None
+    assert "has shape (64, 64), the detector is" in w.status.text() and w._last_detector is before
+    assert w.load_mask_file(tmp_path / "mask.npy") is not None
+    settled()
+    assert isinstance(w._last_detector, MaskDetector) and w.kind_combo.currentText() == "Mask file"
+    with stall_detector.excluded("reference"):
+        cube = np.asarray(viewer.layers["strained_crystal"].data)
+        np.testing.assert_array_equal(w.last_image.data, cube[:, :, m].sum(-1, dtype=np.float64))
+    qtbot.waitUntil(lambda: MASK_LAYER in viewer.layers and viewer.layers[MASK_LAYER].visible, timeout=5000)
+    np.testing.assert_array_equal(viewer.layers[MASK_LAYER].data, m.astype(np.float32))
+    assert w.extra_state()["detector"]["path"] == str((tmp_path / "mask.npy").resolve())
+    w.kind_combo.setCurrentText("Disk")
+    settled()
+    qtbot.waitUntil(lambda: not viewer.layers[MASK_LAYER].visible, timeout=5000)
+    assert isinstance(w._last_detector, DiskDetector)

@@ -16,14 +16,20 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.virtual.detectors import AnnulusDetector, Detector, DiskDetector, RectangleDetector
+from ..analysis.virtual.detectors import (
+    AnnulusDetector,
+    Detector,
+    DiskDetector,
+    RectangleDetector,
+    WedgeDetector,
+)
 from ..errors import Napari4DSTEMError
 from ._common import LatestRunner
 from ._results import results_viewer, show_map
 
 # edge colours of the extra detectors, in turn (the live detector is cyan)
 COLORS = ("magenta", "yellow", "lime", "orange", "red", "dodgerblue")
-_KINDS = {DiskDetector: "Disk", AnnulusDetector: "Annulus", RectangleDetector: "Rectangle"}
+_KINDS = {DiskDetector: "Disk", AnnulusDetector: "Annulus", RectangleDetector: "Rectangle", WedgeDetector: "Wedge"}
 
 
 def _image_job(dc, det: Detector, cal, source, response: str = "Sum"):
@@ -85,8 +91,8 @@ class ExtraDetectors:
         from .virtual import RESPONSES, detector_to_shapes
 
         if type(det) not in _KINDS:
-            raise Napari4DSTEMError("only disk, annulus, rectangle and point detectors can be added "
-                                    "(drawn shapes: save them as a .npy mask)")
+            raise Napari4DSTEMError("only disk, annulus, rectangle, point and wedge detectors can be added "
+                                    "(masks: one at a time, as the live detector)")
         self._count += 1
         name = f"detector {self._count}"
         color = COLORS[(self._count - 1) % len(COLORS)]
@@ -137,7 +143,8 @@ class ExtraDetectors:
             return
         try:
             det = shapes_to_detector(_KINDS[type(item.detector)], list(item.layer.data),
-                                     list(item.layer.shape_type), self.dock.datacube()[0].detector_shape)
+                                     list(item.layer.shape_type), self.dock.datacube()[0].detector_shape,
+                                     current=item.detector)
         except (Napari4DSTEMError, ValueError) as e:
             self.dock.status.setText(f"{name}: {e}")
             return
