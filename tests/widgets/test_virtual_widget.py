@@ -294,6 +294,18 @@ def test_keyboard_moves_and_resizes_the_detector_and_moves_the_scan(widget, qtbo
     press("R")
     settled()
     assert w._last_detector.center_px == pytest.approx(det0.center_px, abs=0.6)
+    # [ ] step through the 4D datasets: the dock and the canvas show the next one's patterns
+    with stall_detector.excluded("first layer add"):
+        viewer.add_image(np.asarray(cube.data)[:, :, ::-1], name="second", scale=cube.scale, units=cube.units)
+    assert w.layer_combo.count() == 2
+    press("]")
+    assert w.layer.name == "second" and viewer.layers["second"].visible and not cube.visible
+    settled()
+    qtbot.waitUntil(lambda: w._last_detector is not None and w._worker is None and w._pending is None
+                    and w.last_image is not None and w.result is not None
+                    and w.result.recipe is not None, timeout=30000)
+    press("[")
+    assert w.layer.name == "strained_crystal" and cube.visible and not viewer.layers["second"].visible
 
 
 def test_radii_edit_in_mrad_and_px_both_ways(widget, qtbot):

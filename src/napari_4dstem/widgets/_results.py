@@ -67,6 +67,9 @@ def set_results_viewer(main_viewer, viewer) -> None:
         if main is None or event.button != 1:
             return
         mods = {getattr(k, "name", str(k)) for k in event.modifiers}
+        if "Shift" in mods:  # Shift + click jumps there, whatever layer is being edited
+            move_scan_to_world(main, event.position[-2:])
+            return
         active = v.layers.selection.active
         if getattr(active, "mode", "pan_zoom") != "pan_zoom":
             return  # a layer in an editing mode (the scan region's shapes) gets the mouse

@@ -85,6 +85,8 @@ KEYMAP: dict[str, tuple[str, str, tuple]] = {
     "Shift-=": ("detector 5 px larger", "resize_detector", (5.0,)),
     "Shift--": ("detector 5 px smaller", "resize_detector", (-5.0,)),
     "R": ("reset: BF detector on the detected disk, views reset", "reset", ()),
+    "[": ("previous 4D dataset (layer)", "step_dataset", (-1,)),
+    "]": ("next 4D dataset (layer)", "step_dataset", (1,)),
 }
 
 
@@ -1273,6 +1275,19 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         iy, ix = scan_position(self.viewer, lyr)
         ny, nx = lyr.data.shape[:2]
         self.set_scan_position(int(np.clip(iy + dy, 0, ny - 1)), int(np.clip(ix + dx, 0, nx - 1)))
+
+    def step_dataset(self, step: int) -> None:
+        """Show the previous (``-1``) or next 4D layer in the dock (wrapping around): the frames
+        of a series opened as one layer each."""
+        n = self.layer_combo.count()
+        if n < 2:
+            return
+        i = (self.layer_combo.currentIndex() + step) % n
+        self.layer_combo.setCurrentIndex(i)
+        name = self.layer_combo.currentText()
+        for lyr in self.viewer.layers:  # the others hidden: the pattern on the canvas is this one's
+            if lyr.name in [self.layer_combo.itemText(k) for k in range(n)]:
+                lyr.visible = lyr.name == name
 
     def reset(self) -> None:
         """The BF detector on the detected disk, and the views reset."""
