@@ -92,14 +92,13 @@ def main() -> int:
     w = VirtualImagingWidget(viewer)
     viewer.window.add_dock_widget(w)
     app = QApplication.instance()
-    draws: list[float] = []  # when the real-space canvas drew
-    w.realspace.canvas.events.draw.connect(lambda e: draws.append(time.perf_counter()))
-    shown: list[tuple[float, bool]] = []  # when the real-space view got an image; preview?
+    draws: list[float] = []  # when the Real space canvas drew
+    shown: list[tuple[float, bool]] = []  # when the live image got an image; preview?
     set_image = w.realspace.set_image
 
-    def timed_set_image(img, **kw):
+    def timed_set_image(img, *a, **kw):
         shown.append((time.perf_counter(), "preview" in (kw.get("title") or "")))
-        return set_image(img, **kw)
+        return set_image(img, *a, **kw)
 
     w.realspace.set_image = timed_set_image
 
@@ -113,6 +112,11 @@ def main() -> int:
         raise TimeoutError
 
     settle()
+    from napari_4dstem.widgets._multiview import draw_events
+    from napari_4dstem.widgets._results import results_viewer
+
+    # the live image is a layer of the Real space canvas (made with the first image)
+    draw_events(results_viewer(viewer)).connect(lambda e: draws.append(time.perf_counter()))
     t_wait = time.perf_counter()
     while w._preview is None and time.perf_counter() - t_wait < 120:  # binned copy for previews
         app.processEvents()

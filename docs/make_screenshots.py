@@ -53,9 +53,17 @@ def virtual_imaging() -> None:
     from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(show=True)
-    viewer.window.resize(1400, 900)
+    viewer.window.resize(1800, 950)
     viewer.open_sample("napari-4dstem", "polycrystal_au")
     _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    # the live image goes to the Real space canvas, a dock beside this one
+    import time
+
+    for _ in range(400):  # the bright-field disk first (its detector would replace ours)
+        QApplication.processEvents()
+        if not w._bf_pending and w._worker is None:
+            break
+        time.sleep(0.05)
     # an annular dark-field detector over the Bragg disks: the grains light up differently
     w.kind_combo.setCurrentText("Annulus")
     w.r_in.setValue(15.0)
@@ -70,6 +78,27 @@ def virtual_imaging() -> None:
     w.set_scan_position(8, 20)
     viewer.layers.selection.active = viewer.layers["polycrystal_au"]
     viewer.reset_view()
+    from napari_4dstem.widgets._results import results_viewer
+
+    rs = results_viewer(viewer, create=False)
+    qt_window = viewer.window._qt_window
+    docks = [viewer.window.dock_widgets[n] for n in ("Virtual imaging (napari-4dstem)", "Real space")
+             if n in viewer.window.dock_widgets]
+    if len(docks) == 2:  # room for the pattern on the main canvas
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QDockWidget
+
+        def dock_of(widget):
+            while widget is not None and not isinstance(widget, QDockWidget):
+                widget = widget.parent()
+            return widget
+
+        qt_window.resizeDocks([dock_of(d) for d in docks], [440, 470], Qt.Orientation.Horizontal)
+    for _ in range(20):
+        QApplication.processEvents()
+    viewer.reset_view()
+    if rs is not None:
+        rs.reset_view()
     _grab(viewer, "virtual_imaging_widget.png")
     viewer.close()
 

@@ -42,8 +42,9 @@ __all__ = ["DetectorInfo", "PluginEvents", "PluginSettings", "events", "last_vir
 
 @dataclass(frozen=True)
 class DetectorInfo:
-    """A virtual detector: ``kind`` in point, disk, annulus, rectangle, mask; geometry in
-    detector pixels ``(k_y, k_x)``; ``mask_sha1`` identifies a mask detector's pixels."""
+    """A virtual detector: ``kind`` in point, disk, annulus, rectangle, wedge, mask; geometry in
+    detector pixels ``(k_y, k_x)`` (a wedge's angles in degrees from ``+k_x`` towards ``+k_y``);
+    ``mask_sha1`` identifies a mask detector's pixels."""
 
     kind: str
     center_px: tuple[float, float] | None = None
@@ -53,6 +54,8 @@ class DetectorInfo:
     rows: tuple[int, int] | None = None
     cols: tuple[int, int] | None = None
     mask_sha1: str | None = None
+    start_deg: float | None = None
+    end_deg: float | None = None
 
     @classmethod
     def from_detector(cls, det: Any) -> DetectorInfo:

@@ -58,3 +58,51 @@ def test_maps_land_in_a_real_space_dock_of_the_same_window(make_napari_viewer, q
     qtbot.waitUntil(lambda: not is_embedded_alive(rs), timeout=5000)
     rs2 = results_viewer(main)
     assert rs2 is not rs and is_embedded_alive(rs2)
+
+
+def test_a_drag_on_real_space_moves_the_scan_not_the_camera(make_napari_viewer, qtbot):
+    """A plain drag on the Real space canvas moves the scan position at every move and leaves
+    the camera where it is (napari's pan-zoom mode pans on any drag); a Shapes layer in an
+    editing mode keeps plain clicks, Shift + click jumps anyway; Ctrl + drag pans the camera and
+    leaves the scan alone."""
+    from napari_4dstem.widgets._multiview import make_embedded, send_mouse
+    from napari_4dstem.widgets._results import set_results_viewer
+
+    main = make_napari_viewer(show=True)
+    main.add_image(np.zeros((20, 20, 8, 8), np.float32))
+    model, widget = make_embedded(main, "real space test")
+    main.window.add_dock_widget(widget, name="real space test")
+    model.add_image(np.arange(400, dtype=np.float32).reshape(20, 20))
+    set_results_viewer(main, model)
+    qtbot.wait(100)  # the canvas drawn at its size
+    center = tuple(model.scene.camera.center)
+    send_mouse(model, "press", (10, 10))
+    for k in range(1, 4):
+        send_mouse(model, "move", (10 + 2 * k, 10 - k))
+        qtbot.waitUntil(lambda k=k: tuple(main.dims.current_step[:2]) == (10 + 2 * k, 10 - k), timeout=2000)
+        qtbot.wait(20)
+    send_mouse(model, "release", (16, 7))
+    assert tuple(model.scene.camera.center) == pytest.approx(center)
+    assert model.scene.camera.mouse_pan  # given back on release
+    # a Shapes layer being edited keeps plain clicks; Shift + click still jumps
+    shapes = model.add_shapes(name="region being drawn")
+    shapes.mode = "add_rectangle"
+    send_mouse(model, "press", (3, 4))
+    send_mouse(model, "release", (3, 4))
+    assert tuple(main.dims.current_step[:2]) == (16, 7)
+    shift = ("Shift",)
+    send_mouse(model, "press", (3.4, 4.4), modifiers=shift)
+    send_mouse(model, "release", (3.4, 4.4), modifiers=shift)
+    assert tuple(main.dims.current_step[:2]) == (3, 4)
+    model.layers.remove(shapes)
+    send_mouse(model, "press", (16, 7))
+    send_mouse(model, "release", (16, 7))
+    ctrl = ("Control",)
+    send_mouse(model, "press", (10, 10), modifiers=ctrl)
+    for k in range(1, 4):
+        send_mouse(model, "move", (10 + 2 * k, 10 + 2 * k), modifiers=ctrl)
+        qtbot.wait(20)
+    send_mouse(model, "release", (16, 16), modifiers=ctrl)
+    assert tuple(main.dims.current_step[:2]) == (16, 7)
+    cy, cx = model.scene.camera.center[-2:]
+    assert cy < center[-2] - 1 and cx < center[-1] - 1  # dragged down-right: the view follows the mouse

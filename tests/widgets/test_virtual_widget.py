@@ -177,35 +177,6 @@ def test_the_detector_outline_is_drawn_after_open_preset_and_typed_radii(widget,
     qtbot.waitUntil(lambda: drawn_radius() == pytest.approx(5.0, abs=0.6), timeout=5000)
 
 
-def test_real_space_clicks_on_pixel_centres_pick_that_pixel(stall_detector):
-    """Half-pixel picking: the view spans the whole image, a click anywhere inside a pixel
-    picks it, the crosshair sits on the pixel centre."""
-    from napari_4dstem.widgets._realspace import RealSpaceView
-
-    with stall_detector.excluded("canvas creation"):
-        rs = RealSpaceView()
-        rs.resize(320, 360)
-        rs.set_image(np.arange(12 * 9, dtype=np.float32).reshape(12, 9))
-        rs.pixel_to_canvas(0, 0)
-    picked = []
-    rs.positionPicked.connect(lambda iy, ix: picked.append((iy, ix)))
-    targets = [(0, 0), (11, 8), (3, 4), (5, 7), (10, 1), (6, 6)]
-    for iy, ix in targets:
-        for dy, dx in ((0.0, 0.0), (0.4, 0.4), (-0.4, -0.4)):  # centre and near the corners
-            pos = rs.pixel_to_canvas(iy + dy, ix + dx)
-            rs.canvas.events.mouse_press(pos=pos, button=1, modifiers=())
-            rs.canvas.events.mouse_release(pos=pos, button=1, modifiers=())
-            assert picked[-1] == (iy, ix), (iy, ix, dy, dx)
-            stall_detector.step()  # one click, one user action
-    # the camera shows the whole image: the last row and column are not cut
-    rect = rs.view.camera.rect
-    assert -0.25 <= rect.left <= 0 and -0.25 <= rect.bottom <= 0
-    assert 9 <= rect.right <= 9.25 and 12 <= rect.top <= 12.25
-    rs.set_position(3, 4)
-    assert np.asarray(rs.cross._data["a_position"])[0, :2] == pytest.approx((4.5, 3.5))
-    rs.close()
-
-
 def test_switching_the_detector_kind_keeps_its_size(widget, qtbot):
     """Disk -> Rectangle used the empty inner-radius field as a half height: an error."""
     from napari_4dstem.analysis.virtual.detectors import RectangleDetector
@@ -252,28 +223,37 @@ def test_presets_are_precomputed_and_switch_without_a_job(widget, qtbot, stall_d
     np.testing.assert_allclose(w.last_image.data, total, rtol=1e-6)
 
 
-def test_display_controls_scale_range_and_statistics(stall_detector):
-    """Lin/Log/Sqrt and percentile ranges are visible controls applied to the stored image
-    (no recompute); the statistics readout shows min/max/mean/sum/std of the values."""
-    from napari_4dstem.widgets._realspace import RealSpaceView
+def test_display_controls_scale_range_and_statistics(widget, qtbot, stall_detector):
+    """Lin/Log/Sqrt and percentile ranges are visible controls in the dock applied to the stored
+    image on the Real space canvas (no recompute); the statistics line gives min/max/mean/sum/std
+    of the values."""
+    from napari_4dstem.widgets._results import results_viewer
 
-    with stall_detector.excluded("canvas creation"):
-        rs = RealSpaceView()
-    img = np.arange(100, dtype=np.float32).reshape(10, 10) ** 2
-    rs.set_image(img)
-    assert rs.scale_combo.isVisibleTo(rs) and rs.range_combo.isVisibleTo(rs)
-    assert "min 0" in rs.stats.text() and "max 9801" in rs.stats.text()
-    assert f"sum {img.sum():.4g}" in rs.stats.text() and f"std {img.std():.4g}" in rs.stats.text()
+    viewer, w = widget
+    rs = results_viewer(viewer, create=False)
+    layer = rs.layers["virtual image"]
+    img = w.last_image.data.astype(np.float32)
+    li = w.realspace
+    assert li.scale_combo.isVisibleTo(w) and li.range_combo.isVisibleTo(w)
+    f = img.astype(np.float64)
+    assert f"min {f.min():.4g}" in li.stats.text() and f"max {f.max():.4g}" in li.stats.text()
+    assert f"sum {f.sum():.4g}" in li.stats.text() and f"std {f.std():.4g}" in li.stats.text()
     lo, hi = np.percentile(img, [0.1, 99.9])
-    assert rs.displayed_clim == pytest.approx((lo, hi))
-    rs.range_combo.setCurrentText("min-max")
-    assert rs.displayed_clim == pytest.approx((0.0, 9801.0))
-    rs.scale_combo.setCurrentText("Log")
-    assert rs.displayed_clim == pytest.approx((0.0, np.log10(9802.0)), rel=1e-5)
-    rs.scale_combo.setCurrentText("Sqrt")
-    assert rs.displayed_clim == pytest.approx((0.0, 99.0), rel=1e-5)
-    assert "max 9801" in rs.stats.text()  # statistics of the values, not of the display
-    rs.close()
+    assert layer.contrast_limits == pytest.approx((lo, hi), rel=1e-6)
+    np.testing.assert_array_equal(layer.data, img)
+    li.range_combo.setCurrentText("min-max")
+    assert layer.contrast_limits == pytest.approx((img.min(), img.max()), rel=1e-6)
+    stall_detector.step()
+    li.scale_combo.setCurrentText("Log")
+    log = np.log10(img - img.min() + 1.0)
+    np.testing.assert_allclose(layer.data, log, rtol=1e-6)
+    assert layer.contrast_limits == pytest.approx((0.0, log.max()), rel=1e-5, abs=1e-7)
+    stall_detector.step()
+    li.scale_combo.setCurrentText("Sqrt")
+    np.testing.assert_allclose(layer.data, np.sqrt(img - img.min()), rtol=1e-6)
+    assert layer.contrast_limits == pytest.approx((0.0, np.sqrt(img.max() - img.min())), rel=1e-5)
+    assert f"max {f.max():.4g}" in li.stats.text()  # statistics of the values, not of the display
+    assert w._worker is None and rs.layers["virtual image"] is layer  # nothing computed, not re-added
 
 
 def test_keyboard_moves_and_resizes_the_detector_and_moves_the_scan(widget, qtbot, stall_detector):
@@ -314,6 +294,18 @@ def test_keyboard_moves_and_resizes_the_detector_and_moves_the_scan(widget, qtbo
     press("R")
     settled()
     assert w._last_detector.center_px == pytest.approx(det0.center_px, abs=0.6)
+    # [ ] step through the 4D datasets: the dock and the canvas show the next one's patterns
+    with stall_detector.excluded("first layer add"):
+        viewer.add_image(np.asarray(cube.data)[:, :, ::-1], name="second", scale=cube.scale, units=cube.units)
+    assert w.layer_combo.count() == 2
+    press("]")
+    assert w.layer.name == "second" and viewer.layers["second"].visible and not cube.visible
+    settled()
+    qtbot.waitUntil(lambda: w._last_detector is not None and w._worker is None and w._pending is None
+                    and w.last_image is not None and w.result is not None
+                    and w.result.recipe is not None, timeout=30000)
+    press("[")
+    assert w.layer.name == "strained_crystal" and cube.visible and not viewer.layers["second"].visible
 
 
 def test_radii_edit_in_mrad_and_px_both_ways(widget, qtbot):
@@ -360,6 +352,17 @@ def test_detector_response_mean_com_and_icom(widget, qtbot, stall_detector):
     np.testing.assert_allclose(shown("CoM y"), naive_com_y, atol=1e-6)
     np.testing.assert_allclose(shown("|CoM|"), dpc(com, descan="mean").channel("magnitude"), atol=1e-9)
     np.testing.assert_allclose(shown("iCoM"), idpc(dpc(com, descan="mean")).data, atol=1e-9)
+    # Max and Std of the pixels under the detector; divergence and curl of the CoM shifts
+    with stall_detector.excluded("reference"):
+        vals = cube[:, :, mask.astype(bool)].astype(np.float64)
+        d = dpc(com, descan="mean")
+        uy, ux = d.channel("dpc_y"), d.channel("dpc_x")
+        duy_dy, duy_dx = np.gradient(uy)
+        dux_dy, dux_dx = np.gradient(ux)
+    np.testing.assert_array_equal(shown("Max"), vals.max(-1))
+    np.testing.assert_allclose(shown("Std"), vals.std(-1), rtol=1e-12)
+    np.testing.assert_allclose(shown("Divergence"), dux_dx + duy_dy, atol=1e-12)
+    np.testing.assert_allclose(shown("Curl"), duy_dx - dux_dy, atol=1e-12)
     np.testing.assert_array_equal(shown("Sum"), _reference(viewer, det))
 
 
@@ -376,6 +379,11 @@ def test_rgb_composite_of_three_presets(widget, qtbot):
         lo, hi = np.percentile(img, [0.1, 99.9])
         np.testing.assert_allclose(rgb[..., i], np.clip((img - lo) / (hi - lo), 0, 1), atol=1e-6)
     assert "RGB: HAADF / ABF / BF" in w.realspace.label.text()
+    from napari_4dstem.widgets._results import results_viewer
+
+    rs = results_viewer(viewer, create=False)
+    np.testing.assert_array_equal(rs.layers["virtual image RGB"].data, rgb)
+    assert rs.layers["virtual image RGB"].visible and rs.layers["virtual image RGB"].rgb
     assert rgb_composite([np.zeros((2, 2))] * 3).max() == 0.0  # a flat image: no division by 0
 
 
@@ -394,10 +402,12 @@ def test_point_detector_and_hover_readout(widget, qtbot, stall_detector):
         expected = np.asarray(cube.data)[:, :, 60, 70].astype(np.float64)
     np.testing.assert_array_equal(w.last_image.data, expected)
     before = tuple(viewer.dims.point[:2])
-    rs = w.realspace
-    pos = rs.pixel_to_canvas(4, 9)
-    rs.canvas.events.mouse_move(pos=pos, button=None, modifiers=(), buttons=[])
-    assert rs.readout.text() == f"scan_y 4, scan_x 9: {float(np.float32(expected[4, 9])):.6g}"
+    from napari_4dstem.widgets._results import results_viewer
+
+    rs = results_viewer(viewer, create=False)
+    sy, sx = cube.scale[:2]
+    w.realspace._hover(rs, (4.3 * sy, 8.6 * sx))  # what the canvas's mouse-move callback calls
+    assert w.realspace.readout.text() == f"scan_y 4, scan_x 9: {float(np.float32(expected[4, 9])):.6g}"
     assert tuple(viewer.dims.point[:2]) == before
 
 
@@ -544,3 +554,180 @@ def test_region_on_real_space_any_shape_sum_mean_max(widget, qtbot, stall_detect
     with stall_detector.excluded("reference"):
         np.testing.assert_allclose(viewer.layers[REGION_LAYER].data, cube[mask].mean(0, dtype=np.float64),
                                    rtol=1e-12)
+
+
+def test_the_live_image_is_on_the_real_space_canvas_and_clicks_pick_the_exact_pixel(
+        make_napari_viewer, qtbot, stall_detector):
+    """UX point 3: the live virtual image is the layer "virtual image" of the Real space canvas
+    (the window's second napari canvas), updated in place; clicks anywhere inside a scan pixel
+    pick that pixel, a drag moves the scan during the drag (not the camera), the crosshair sits
+    on the pixel centre, and a closed Real space dock comes back with the next image."""
+    from napari_4dstem.widgets._common import scan_position
+    from napari_4dstem.widgets._multiview import is_embedded_alive, send_mouse
+    from napari_4dstem.widgets._results import REAL_SPACE_DOCK, SCAN_POSITION, results_viewer
+
+    viewer = make_napari_viewer(show=True)
+    with stall_detector.excluded("first layer add"):
+        viewer.open_sample("napari-4dstem", "strained_crystal")
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    qtbot.waitUntil(lambda: w.last_image is not None and w._worker is None, timeout=20000)
+    cube = viewer.layers["strained_crystal"]
+    rs = results_viewer(viewer, create=False)
+    assert rs is not None and is_embedded_alive(rs) and REAL_SPACE_DOCK in viewer.window.dock_widgets
+    layer = rs.layers["virtual image"]
+    np.testing.assert_array_equal(layer.data, _reference(viewer, w._last_detector))
+    assert tuple(layer.scale) == tuple(cube.scale[:2])  # in scan units, beside the other maps
+    # a new detector: the same layer, new data (set in place, never re-added)
+    w.set_detector(AnnulusDetector((63.5, 64.5), 14.0, 40.0))
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None
+                    and isinstance(w._last_detector, AnnulusDetector), timeout=20000)
+    assert rs.layers["virtual image"] is layer
+    assert [lyr.name for lyr in rs.layers].count("virtual image") == 1
+    with stall_detector.excluded("reference"):
+        np.testing.assert_array_equal(layer.data, _reference(viewer, w._last_detector))
+    # clicks through the canvas: anywhere inside a pixel picks it (napari draws pixel i over
+    # i - 1/2 .. i + 1/2 scan steps)
+    sy, sx = cube.scale[:2]
+    ny, nx = cube.data.shape[:2]
+    for iy, ix in [(0, 0), (ny - 1, nx - 1), (3, 4), (5, 7), (10, 1), (6, 6)]:
+        for dy, dx in ((0.0, 0.0), (0.4, 0.4), (-0.4, -0.4), (0.4, -0.4)):
+            world = ((iy + dy) * sy, (ix + dx) * sx)
+            send_mouse(rs, "press", world)
+            send_mouse(rs, "release", world)
+            assert scan_position(viewer, cube) == (iy, ix), (iy, ix, dy, dx)
+            # on the pixel's centre
+            assert tuple(viewer.dims.point[:2]) == pytest.approx((iy * sy, ix * sx))
+            stall_detector.step()  # one click, one user action
+    # a drag: the scan follows at every move (napari throttles mouse moves to one per 5 ms)
+    send_mouse(rs, "press", (2 * sy, 2 * sx))
+    for k in range(3, 9):
+        send_mouse(rs, "move", ((k + 0.3) * sy, (2 * k - 0.2) * sx))
+        qtbot.waitUntil(lambda k=k: scan_position(viewer, cube) == (k, 2 * k), timeout=2000)
+        stall_detector.step()
+    send_mouse(rs, "release", (8.3 * sy, 15.8 * sx))
+    qtbot.waitUntil(lambda: SCAN_POSITION in rs.layers
+                    and np.allclose(rs.layers[SCAN_POSITION].data[0], (8 * sy, 16 * sx)), timeout=5000)
+    np.testing.assert_array_equal(np.asarray(cube._slice.image.raw), np.asarray(cube.data[8, 16]))
+    # hovering reads out the pixel and value without moving the scan
+    qtbot.wait(20)  # past napari's mouse-move throttle: a hover, not the drag's last move
+    send_mouse(rs, "move", (4.2 * sy, 9.4 * sx))
+    text = f"scan_y 4, scan_x 9: {float(np.float32(layer.data[4, 9])):.6g}"
+    qtbot.waitUntil(lambda: w.realspace.readout.text() == text, timeout=2000)
+    assert scan_position(viewer, cube) == (8, 16)
+    # closed: the next image opens the dock again, with the live image
+    viewer.window.remove_dock_widget(viewer.window.dock_widgets[REAL_SPACE_DOCK])
+    qtbot.waitUntil(lambda: not is_embedded_alive(rs), timeout=5000)
+    w.set_detector(DiskDetector((63.5, 64.5), 6.0))
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None
+                    and isinstance(w._last_detector, DiskDetector), timeout=20000)
+    rs2 = results_viewer(viewer, create=False)
+    assert rs2 is not None and rs2 is not rs and is_embedded_alive(rs2)
+    with stall_detector.excluded("reference"):
+        np.testing.assert_array_equal(rs2.layers["virtual image"].data, _reference(viewer, w._last_detector))
+
+
+def test_each_extra_detector_has_its_own_response(widget, qtbot, stall_detector):
+    """UX points 9-10: an extra detector's response (its row in the dock) recomputes its image
+    alone; the live image and the other extras stay; sessions keep the responses."""
+    from napari_4dstem.widgets._results import results_viewer
+
+    viewer, w = widget
+    bf = w._last_detector
+    assert w.add_detector() == "detector 1"
+    ring = AnnulusDetector((63.5, 64.5), 14.0, 40.0)
+    w.set_detector(ring)
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None and w._last_detector == ring, timeout=20000)
+    assert w.add_detector() == "detector 2"
+    qtbot.waitUntil(lambda: not w.extras.busy and len(w.extras.cache()) == 2, timeout=30000)
+    rs = results_viewer(viewer, create=False)
+    live = rs.layers["virtual image"].data.copy()
+    d1, d2 = w.extras.items["detector 1"], w.extras.items["detector 2"]
+    before2 = d2.result
+    assert d1.combo.isVisibleTo(w) and d1.combo.currentText() == "Sum"
+    cube = np.asarray(viewer.layers["strained_crystal"].data)
+    with stall_detector.excluded("reference"):
+        vals = cube[:, :, bf.render(cube.shape[2:]).astype(bool)].astype(np.float64)
+    d1.combo.setCurrentText("Std")
+    qtbot.waitUntil(lambda: not w.extras.busy and d1.result.params.get("response") == "Std", timeout=30000)
+    np.testing.assert_allclose(rs.layers["virtual: detector 1"].data, vals.std(-1), rtol=1e-12)
+    d1.combo.setCurrentText("Max")
+    qtbot.waitUntil(lambda: not w.extras.busy and d1.result.params.get("response") == "Max", timeout=30000)
+    np.testing.assert_array_equal(rs.layers["virtual: detector 1"].data, vals.max(-1))
+    assert d2.result is before2  # not recomputed
+    np.testing.assert_array_equal(rs.layers["virtual image"].data, live)
+    # the RGB composite takes any response; the session keeps them
+    rgb = w.show_rgb(("detector 1", "detector 2", "detector 1"))
+    assert rgb is not None and rgb.shape[-1] == 3
+    state = w.extra_state()
+    assert state["extra_responses"] == ["Max", "Sum"]
+    w.restore_extra(state)
+    qtbot.waitUntil(lambda: len(w.extras.items) == 2 and not w.extras.busy and len(w.extras.cache()) == 2,
+                    timeout=30000)
+    assert [it.response for it in w.extras.items.values()] == ["Max", "Sum"]
+
+
+def test_wedge_mask_file_and_centre_in_mrad(widget, qtbot, tmp_path, stall_detector):
+    """UX point 6: a Wedge from the fields, drawn as a polygon and dragged; a mask from a .npy
+    file of the detector's shape (another shape: a one-line error, the detector stays); the
+    centre typed in mrad from the origin (the detected BF disk here) moves it in px."""
+    from napari_4dstem.analysis.virtual.detectors import MaskDetector, WedgeDetector
+    from napari_4dstem.widgets.virtual import MASK_LAYER
+
+    viewer, w = widget
+
+    def settled():
+        qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
+
+    bf_center = w._bf.center_px
+    w.kind_combo.setCurrentText("Wedge")
+    w.r_in.setValue(10.0)
+    w.r_out.setValue(30.0)
+    w.a_start.setValue(-30.0)
+    w.a_end.setValue(60.0)
+    settled()
+    det = w._last_detector
+    assert det == WedgeDetector((w.cy.value(), w.cx.value()), 10.0, 30.0, -30.0, 60.0)
+    with stall_detector.excluded("reference"):
+        np.testing.assert_array_equal(w.last_image.data, _reference(viewer, det))
+    layer = viewer.layers[DETECTOR_LAYER]
+    qtbot.waitUntil(lambda: len(layer.data) == 1 and layer.shape_type[0] == "polygon", timeout=5000)
+    np.testing.assert_allclose(layer.data[0], det.polygon(), atol=1e-4)
+    # dragging the polygon moves the wedge (radii and angles stay)
+    layer.data = [(layer.data[0] + np.array([3.0, -2.0]), "polygon")]
+    settled()
+    moved = w._last_detector
+    assert isinstance(moved, WedgeDetector) and (moved.inner_px, moved.outer_px, moved.start_deg, moved.end_deg) == (
+        10.0, 30.0, -30.0, 60.0)
+    assert moved.center_px == pytest.approx((det.center_px[0] + 3.0, det.center_px[1] - 2.0), abs=1e-3)
+    with stall_detector.excluded("reference"):
+        np.testing.assert_array_equal(w.last_image.data, _reference(viewer, moved))
+    # the centre in mrad from the origin (0.01 1/A per px at 300 kV: 1.575 mrad = 8 px)
+    px_mrad = 1.575 / 8.0
+    assert w.cy_cal.isEnabled() and "mrad" in w._form.labelForField(w.cy_cal).text()
+    assert w.cy_cal.value() == pytest.approx((w.cy.value() - bf_center[0]) * px_mrad, abs=1e-3)
+    w.cx_cal.setValue(-0.7875)  # 4 px left of the origin
+    settled()
+    assert w._last_detector.center_px[1] == pytest.approx(bf_center[1] - 4.0, abs=1e-3)
+    # a mask file of the detector's shape
+    shape = viewer.layers["strained_crystal"].data.shape[2:]
+    m = np.zeros(shape, bool)
+    m[20:40, 70:100] = True
+    m[90:95, 10:60] = True
+    np.save(tmp_path / "mask.npy", m)
+    np.save(tmp_path / "small.npy", m[:64, :64])
+    before = w._last_detector
+    assert w.load_mask_file(tmp_path / "small.npy") is None
+    assert "has shape (64, 64), the detector is" in w.status.text() and w._last_detector is before
+    assert w.load_mask_file(tmp_path / "mask.npy") is not None
+    settled()
+    assert isinstance(w._last_detector, MaskDetector) and w.kind_combo.currentText() == "Mask file"
+    with stall_detector.excluded("reference"):
+        cube = np.asarray(viewer.layers["strained_crystal"].data)
+        np.testing.assert_array_equal(w.last_image.data, cube[:, :, m].sum(-1, dtype=np.float64))
+    qtbot.waitUntil(lambda: MASK_LAYER in viewer.layers and viewer.layers[MASK_LAYER].visible, timeout=5000)
+    np.testing.assert_array_equal(viewer.layers[MASK_LAYER].data, m.astype(np.float32))
+    assert w.extra_state()["detector"]["path"] == str((tmp_path / "mask.npy").resolve())
+    w.kind_combo.setCurrentText("Disk")
+    settled()
+    qtbot.waitUntil(lambda: not viewer.layers[MASK_LAYER].visible, timeout=5000)
+    assert isinstance(w._last_detector, DiskDetector)

@@ -8,8 +8,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from ..data.calibration import Calibration
 from ..data.results import RealSpaceMap
 from ..engine.jobs import Job, Progress, run_job
@@ -45,10 +43,13 @@ def detector_from_params(d: Mapping[str, Any]) -> Any:
             return D.AnnulusDetector(tuple(d["center_px"]), d["inner_px"], d["outer_px"])
         if kind == "rectangle":
             return D.RectangleDetector(tuple(d["rows"]), tuple(d["cols"]))
+        if kind == "wedge":
+            return D.WedgeDetector(tuple(d["center_px"]), d["inner_px"], d["outer_px"], d["start_deg"],
+                                   d["end_deg"])
         if kind == "mask":
             if d.get("path") in (None, _ARRAY_MASK):
                 raise ParameterError("a mask detector held only in memory cannot be replayed: save it as .npy")
-            return D.MaskDetector(np.load(d["path"]), name=d.get("name") or "mask")
+            return D.mask_from_file(d["path"], name=d.get("name") or "mask")
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, ParameterError):
             raise

@@ -3,8 +3,10 @@
 Translation only. Each extra detector is a coloured Shapes layer on the diffraction pattern
 (``"detector N"``; drag or resize it like the live one) and a map layer ``"virtual: detector N"``
 in the Real space dock. Its image is the imaging pipeline's result (``iter_virtual``, one
-detector) computed in a worker, newest edit wins, one runner per detector. Deleting the Shapes
-layer removes the detector. The Virtual imaging dock offers the extras in its RGB composite and
+detector) computed in a worker, newest edit wins, one runner per detector; each detector has
+its own response (Sum, Mean, Max, Std, CoM, iCoM, divergence, curl: the dock's
+``detector_response``), chosen in a row of the dock, and a new choice recomputes only its
+image. Deleting the Shapes layer removes the detector. The Virtual imaging dock offers the extras in its RGB composite and
 keeps them in sessions.
 """
 
@@ -14,30 +16,51 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.virtual.detectors import AnnulusDetector, Detector, DiskDetector, RectangleDetector
+from ..analysis.virtual.detectors import (
+    AnnulusDetector,
+    Detector,
+    DiskDetector,
+    RectangleDetector,
+    WedgeDetector,
+)
 from ..errors import Napari4DSTEMError
 from ._common import LatestRunner
 from ._results import results_viewer, show_map
 
 # edge colours of the extra detectors, in turn (the live detector is cyan)
 COLORS = ("magenta", "yellow", "lime", "orange", "red", "dodgerblue")
-_KINDS = {DiskDetector: "Disk", AnnulusDetector: "Annulus", RectangleDetector: "Rectangle"}
+_KINDS = {DiskDetector: "Disk", AnnulusDetector: "Annulus", RectangleDetector: "Rectangle", WedgeDetector: "Wedge"}
 
 
-def _image_job(dc, det: Detector, cal, source):
-    """Worker job: the Sum image of one extra detector (a one-detector pipeline result)."""
+def _image_job(dc, det: Detector, cal, source, response: str = "Sum"):
+    """Worker job: the image of one extra detector: for Sum a one-detector pipeline result
+    (with its recipe), else the RealSpaceMap of that response."""
     from ..pipelines import VirtualImageParams, iter_virtual
 
+    if response != "Sum":
+        from .virtual import detector_response
+
+        return (yield from detector_response(dc, det, cal, response))
     return (yield from iter_virtual(dc, virtual=VirtualImageParams(detectors=(det,)), calibration=cal,
                                     source=source, detectors=(det,)))
+
+
+def image_of(result) -> np.ndarray:
+    """The image array of a pipeline result (``.image``) or of a RealSpaceMap."""
+    return (result.image if hasattr(result, "image") else result).data
 
 
 class ExtraDetector:
     """One extra detector: its layer, its runner and its latest result."""
 
-    def __init__(self, name: str, color: str, det: Detector, layer, runner: LatestRunner):
+    def __init__(self, name: str, color: str, det: Detector, layer, runner: LatestRunner, combo=None):
         self.name, self.color, self.detector, self.layer, self.runner = name, color, det, layer, runner
-        self.result = None  # pipelines.VirtualResult of the current detector
+        self.combo = combo  # its response choice in the dock
+        self.result = None  # the current image: a pipelines.VirtualResult (Sum) or a RealSpaceMap
+
+    @property
+    def response(self) -> str:
+        return self.combo.currentText() if self.combo is not None else "Sum"
 
     @property
     def map_name(self) -> str:
@@ -49,19 +72,27 @@ class ExtraDetectors:
     layer, status and the ``extras_changed`` hook)."""
 
     def __init__(self, dock):
+        from qtpy.QtWidgets import QFormLayout, QWidget
+
         self.dock = dock
         self.items: dict[str, ExtraDetector] = {}
         self._count = 0
+        # one row per extra detector in the dock: its response
+        self.panel = QWidget()
+        self._form = QFormLayout(self.panel)
+        self._form.setContentsMargins(0, 0, 0, 0)
         dock.viewer.layers.events.removed.connect(self._on_removed)
 
     # -- adding and removing ------------------------------------------------------------------
-    def add(self, det: Detector) -> str:
-        """Keep ``det`` as an extra detector; returns its name."""
-        from .virtual import detector_to_shapes
+    def add(self, det: Detector, response: str = "Sum") -> str:
+        """Keep ``det`` as an extra detector with ``response``; returns its name."""
+        from qtpy.QtWidgets import QComboBox
+
+        from .virtual import RESPONSES, detector_to_shapes
 
         if type(det) not in _KINDS:
-            raise Napari4DSTEMError("only disk, annulus, rectangle and point detectors can be added "
-                                    "(drawn shapes: save them as a .npy mask)")
+            raise Napari4DSTEMError("only disk, annulus, rectangle, point and wedge detectors can be added "
+                                    "(masks: one at a time, as the live detector)")
         self._count += 1
         name = f"detector {self._count}"
         color = COLORS[(self._count - 1) % len(COLORS)]
@@ -72,8 +103,14 @@ class ExtraDetectors:
             edge_width=1, **cal.napari_kwargs("k"),
         )
         runner = LatestRunner(lambda res, n=name: self._on_image(n, res), self._on_error)
-        item = ExtraDetector(name, color, det, layer, runner)
+        combo = QComboBox()
+        combo.addItems(RESPONSES)
+        combo.setCurrentText(response if response in RESPONSES else "Sum")
+        combo.setToolTip(f"what the image of {name} shows (recomputes only {name})")
+        item = ExtraDetector(name, color, det, layer, runner, combo)
         self.items[name] = item
+        self._form.addRow(f"{name} ({color})", combo)
+        combo.currentIndexChanged.connect(lambda _=0, n=name: self._on_response(n))
         layer.events.set_data.connect(lambda event=None, n=name: self._on_edited(n))
         self._compute(item)
         self.dock.extras_changed()
@@ -83,6 +120,8 @@ class ExtraDetectors:
         gone = [n for n, it in self.items.items() if it.layer not in self.dock.viewer.layers]
         for n in gone:
             item = self.items.pop(n)
+            if item.combo is not None:
+                self._form.removeRow(item.combo)
             v = results_viewer(self.dock.viewer, create=False)
             if v is not None and item.map_name in v.layers:
                 v.layers.remove(item.map_name)
@@ -104,7 +143,8 @@ class ExtraDetectors:
             return
         try:
             det = shapes_to_detector(_KINDS[type(item.detector)], list(item.layer.data),
-                                     list(item.layer.shape_type), self.dock.datacube()[0].detector_shape)
+                                     list(item.layer.shape_type), self.dock.datacube()[0].detector_shape,
+                                     current=item.detector)
         except (Napari4DSTEMError, ValueError) as e:
             self.dock.status.setText(f"{name}: {e}")
             return
@@ -112,6 +152,11 @@ class ExtraDetectors:
             return  # napari fires set_data for selections and highlights too
         item.detector = det
         self._compute(item)
+
+    def _on_response(self, name: str) -> None:
+        item = self.items.get(name)
+        if item is not None:
+            self._compute(item)
 
     def _compute(self, item: ExtraDetector) -> None:
         from ._pipeline import layer_source
@@ -121,15 +166,19 @@ class ExtraDetectors:
         except Napari4DSTEMError as e:
             self.dock.status.setText(str(e))
             return
-        item.runner.request(_image_job, dc, item.detector, cal, layer_source(self.dock.layer))
+        item.runner.request(_image_job, dc, item.detector, cal, layer_source(self.dock.layer), item.response)
 
     def _on_image(self, name: str, result) -> None:
         item = self.items.get(name)
         if item is None:
             return
         item.result = result
-        img = result.image
-        show_map(results_viewer(self.dock.viewer), item.map_name, img.data, img.calibration, colormap="gray")
+        img = result.image if hasattr(result, "image") else result
+        layer = show_map(results_viewer(self.dock.viewer), item.map_name, img.data, img.calibration, colormap="gray")
+        finite = img.data[np.isfinite(img.data)]
+        if finite.size and not getattr(layer, "rgb", False):  # a new response: its own range
+            lo, hi = float(finite.min()), float(finite.max())
+            layer.contrast_limits = (lo, hi if hi > lo else lo + 1.0)
 
     def _on_error(self, exc) -> None:
         from .log import log_error
@@ -143,7 +192,8 @@ class ExtraDetectors:
         return any(it.runner.busy for it in self.items.values())
 
     def cache(self) -> dict[str, tuple[Detector, Any]]:
-        """``{name: (detector, VirtualResult)}`` of the extras whose image is in (like the presets)."""
+        """``{name: (detector, result)}`` of the extras whose image is in (like the presets; the
+        result a VirtualResult for Sum, else a RealSpaceMap: :func:`image_of` gives its array)."""
         return {n: (it.detector, it.result) for n, it in self.items.items() if it.result is not None}
 
     def params(self) -> list[dict]:
@@ -151,5 +201,8 @@ class ExtraDetectors:
 
         return [detector_params(it.detector) for it in self.items.values()]
 
+    def responses(self) -> list[str]:
+        return [it.response for it in self.items.values()]
+
     def images(self) -> dict[str, np.ndarray]:
-        return {n: r.image.data for n, (_, r) in self.cache().items()}
+        return {n: image_of(r) for n, (_, r) in self.cache().items()}

@@ -135,3 +135,36 @@ def show_embedded(model) -> None:
 def canvas_image(model):
     """The embedded canvas rendered as an RGBA array (screenshots and tests)."""
     return _QT[model]().qt_viewer.screenshot(flash=False)
+
+
+def world_to_canvas(model, yx_world) -> tuple[float, float]:
+    """Canvas position (x, y in canvas pixels) of world point ``(y, x)`` on an embedded canvas."""
+    canvas = _QT[model]().qt_viewer.canvas
+    view = canvas.view
+    tr = view.transform * view.scene.transform
+    x, y = tr.map([float(yx_world[1]), float(yx_world[0])])[:2]
+    return float(x), float(y)
+
+
+def send_mouse(model, kind: str, yx_world, *, modifiers=()):
+    """Deliver a mouse event to an embedded canvas through vispy's backend, as a real mouse
+    does (tests and benchmarks): ``kind`` is ``press``, ``move`` or ``release`` (left button)
+    at world point ``(y, x)``; a move between a press and its release is a drag, else a hover.
+    Returns vispy's event (None for a move vispy dropped)."""
+    be = _QT[model]().qt_viewer.canvas._scene_canvas._backend
+    pos = world_to_canvas(model, yx_world)
+    mods = tuple(modifiers)
+    if kind == "press":
+        return be._vispy_mouse_press(pos=pos, button=1, buttons=[1], modifiers=mods)
+    if kind == "move":
+        be._last_time = float("-inf")  # vispy drops moves within 10 ms of the last one
+        held = be._vispy_mouse_data["press_event"] is not None
+        return be._vispy_mouse_move(pos=pos, buttons=[1] if held else [], modifiers=mods)
+    if kind == "release":
+        return be._vispy_mouse_release(pos=pos, button=1, buttons=[], modifiers=mods)
+    raise ValueError(f"unknown mouse event kind {kind!r}")
+
+
+def draw_events(model):
+    """The vispy ``draw`` event emitter of an embedded canvas (benchmarks time redraws on it)."""
+    return _QT[model]().qt_viewer.canvas._scene_canvas.events.draw

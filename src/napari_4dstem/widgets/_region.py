@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import Napari4DSTEMError
 from ._common import LatestRunner
-from ._results import results_viewer, show_map
+from ._results import results_viewer
 
 REGION_SHAPES = "scan region"
 REDUCES = ("Sum", "Mean", "Max")
@@ -45,8 +45,7 @@ class RealSpaceRegion:
             self.dock.status.setText(str(e))
             return
         rv = results_viewer(self.dock.viewer)
-        if self.dock.last_image is not None:
-            show_map(rv, "virtual image", self.dock.last_image.data, cal, colormap="gray")
+        self.dock.realspace.render()  # the live virtual image under the region (a closed dock: again)
         if self.layer is None or self.layer not in rv.layers:
             sy, sx = dc.scan_shape
             rect = np.array([[sy / 4 - 0.5, sx / 4 - 0.5], [3 * sy / 4 - 0.5, 3 * sx / 4 - 0.5]])

@@ -66,14 +66,46 @@ def set_results_viewer(main_viewer, viewer) -> None:
         main = main_ref()
         if main is None or event.button != 1:
             return
-        move_scan_to_world(main, event.position[-2:])
-        yield
-        while event.type == "mouse_move":
+        mods = {getattr(k, "name", str(k)) for k in event.modifiers}
+        if "Shift" in mods:  # Shift + click jumps there, whatever layer is being edited
+            move_scan_to_world(main, event.position[-2:])
+            return
+        active = v.layers.selection.active
+        if getattr(active, "mode", "pan_zoom") != "pan_zoom":
+            return  # a layer in an editing mode (the scan region's shapes) gets the mouse
+        cam = v.scene.camera if hasattr(v, "scene") else v.camera  # napari >= 0.9: scene.camera
+        if "Control" in mods:  # Ctrl + drag pans the camera (vispy pans only without modifiers)
+            yield from _pan(cam, event)
+            return
+        # a plain drag moves the scan, not the camera (napari resets the camera's mouse_pan
+        # from the active layer on the next layer change; it is put back on release here)
+        pan = cam.mouse_pan
+        cam.mouse_pan = False
+        try:
             move_scan_to_world(main, event.position[-2:])
             yield
+            while event.type == "mouse_move":
+                move_scan_to_world(main, event.position[-2:])
+                yield
+        finally:
+            cam.mouse_pan = pan
 
     viewer.mouse_drag_callbacks.append(on_click)
     _follow_scan(main_viewer, viewer)
+
+
+def _pan(cam, event):
+    """Drag callback body: pan ``cam`` with the mouse (canvas pixels / zoom = world units)."""
+    p0 = np.asarray(event.pos, float)
+    c0 = np.asarray(cam.center, float)
+    yield
+    while event.type == "mouse_move":
+        dx, dy = (np.asarray(event.pos, float) - p0) / cam.zoom
+        c = c0.copy()
+        c[-1] -= dx
+        c[-2] -= dy
+        cam.center = tuple(c)
+        yield
 
 
 def _follow_scan(main_viewer, viewer) -> None:
@@ -123,11 +155,20 @@ def _follow_scan(main_viewer, viewer) -> None:
 
 
 def move_scan_to_world(main_viewer, yx_world) -> None:
-    """Set the main viewer's scan position (its first two dims) to world point ``(y, x)``."""
-    if main_viewer.dims.ndim < 4:
+    """Set the main viewer's scan position (its first two dims) to the scan pixel under world
+    point ``(y, x)``: pixel ``i`` spans ``(i - 1/2, i + 1/2)`` scan steps, as napari draws it,
+    and the position goes to the pixel's centre (one event for both axes)."""
+    dims = main_viewer.dims
+    if dims.ndim < 4:
         return
-    main_viewer.dims.set_point(0, float(yx_world[0]))
-    main_viewer.dims.set_point(1, float(yx_world[1]))
+    steps = []
+    for ax in (0, 1):
+        rng = dims.range[ax]
+        n = max(int(dims.nsteps[ax]), 1)
+        i = int(np.floor((float(yx_world[ax]) - rng.start) / rng.step + 0.5))
+        steps.append(min(max(i, 0), n - 1))
+    if tuple(dims.current_step[:2]) != tuple(steps):
+        dims.set_current_step((0, 1), steps)
 
 
 def show_map(viewer, name: str, data: np.ndarray, cal: Calibration, **kwargs):

@@ -3,11 +3,13 @@
 Translation only: it reads the 4D layer and the detector (a Shapes layer on the diffraction
 pattern, or the numeric fields), calls the imaging pipeline
 (:func:`napari_4dstem.pipelines.iter_virtual`; the other responses the centre-of-mass jobs) in a
-worker and shows the result in a real-space canvas inside the dock. The Sum image is a pipeline
-result with its recipe: "Save result..." writes it with the recipe, "Copy as Python" gives the
-script that makes it again from the file, "Keep" lists it in the Results dock. Clicking the
-canvas moves the scan position of the main viewer; shift + drag integrates the patterns under a
-rectangle into a "region pattern" layer.
+worker and shows the result as the "virtual image" layer of the Real space canvas (the second
+napari canvas of the window, ``_results.results_viewer``), updated in place; the dock keeps its
+display controls (``_realspace.LiveImage``). The Sum image is a pipeline result with its recipe:
+"Save result..." writes it with the recipe, "Copy as Python" gives the script that makes it
+again from the file, "Keep" lists it in the Results dock. A click or drag on the Real space
+canvas moves the scan position of the main viewer; "Region on real space" integrates the
+patterns under shapes drawn there into a "region pattern" layer.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from ..analysis.virtual.detectors import (
     DiskDetector,
     MaskDetector,
     RectangleDetector,
+    WedgeDetector,
+    mask_from_file,
     preset_detector,
 )
 from ..data.calibration import Calibration
@@ -43,19 +47,20 @@ from ..errors import Napari4DSTEMError
 from ..pipelines import VirtualResult
 from ..plugin_api import publish_virtual_image
 from ._common import CubePicker, JobRunner, guarded, scan_position
-from ._detectors import ExtraDetectors
+from ._detectors import ExtraDetectors, image_of
 from ._pipeline import PipelineActions, layer_source
-from ._realspace import RealSpaceView
+from ._realspace import LiveImage
 from ._region import REDUCES, RealSpaceRegion
 from ._state import DockState, register_dock
 from ._warmup import WarmupLabel
 
 DETECTOR_LAYER = "virtual detector"
 REGION_LAYER = "region pattern"
-KINDS = ("Disk", "Annulus", "Rectangle", "Point", "Drawn shapes")
+KINDS = ("Disk", "Annulus", "Rectangle", "Point", "Wedge", "Mask file", "Drawn shapes")
+MASK_LAYER = "detector mask"
 PRESET_NAMES = ("BF", "ABF", "LAADF", "ADF", "HAADF", "Full")
 # what the detector's image shows (core: virtual_image, center_of_mass, dpc, idpc)
-RESPONSES = ("Sum", "Mean", "CoM y", "CoM x", "|CoM|", "iCoM")
+RESPONSES = ("Sum", "Mean", "Max", "Std", "CoM y", "CoM x", "|CoM|", "iCoM", "Divergence", "Curl")
 # the keyboard (bound on the viewer while the dock is open; docs/napari-widgets.md lists it):
 # key -> (what it does, method, arguments)
 KEYMAP: dict[str, tuple[str, str, tuple]] = {
@@ -80,19 +85,30 @@ KEYMAP: dict[str, tuple[str, str, tuple]] = {
     "Shift-=": ("detector 5 px larger", "resize_detector", (5.0,)),
     "Shift--": ("detector 5 px smaller", "resize_detector", (-5.0,)),
     "R": ("reset: BF detector on the detected disk, views reset", "reset", ()),
+    "[": ("previous 4D dataset (layer)", "step_dataset", (-1,)),
+    "]": ("next 4D dataset (layer)", "step_dataset", (1,)),
 }
 
 
 def shapes_to_detector(kind: str, data: list[np.ndarray], shape_types: list[str], det_shape,
-                       masks: np.ndarray | None = None) -> Detector:
+                       masks: np.ndarray | None = None, current: Detector | None = None) -> Detector:
     """Turn the shapes of the detector layer (data coordinates = detector pixels) into a Detector.
 
     ``Disk`` uses the first ellipse, ``Annulus`` the largest and smallest ellipses (outer and
     inner edge), ``Rectangle`` the bounding box of the first shape, ``Drawn shapes`` the union
-    of all shapes' masks (``masks`` from ``Shapes.to_masks``).
+    of all shapes' masks (``masks`` from ``Shapes.to_masks``). ``Wedge`` moves the ``current``
+    wedge by the shift of its outline's mean vertex (radii and angles are edited in the fields).
     """
     if not data:
         raise Napari4DSTEMError("the detector layer has no shapes: draw one on the pattern")
+    if kind == "Wedge":
+        if not isinstance(current, WedgeDetector):
+            raise Napari4DSTEMError("a wedge is set in the fields (centre, radii, angles), then dragged")
+        from dataclasses import replace
+
+        shift = np.asarray(data[0])[:, -2:].mean(axis=0) - current.polygon().mean(axis=0)
+        cy, cx = current.center_px
+        return replace(current, center_px=(cy + float(shift[0]), cx + float(shift[1])))
     if kind == "Drawn shapes":
         if masks is None or not np.any(masks):
             raise Napari4DSTEMError("the drawn shapes cover no detector pixel")
@@ -118,7 +134,7 @@ def shapes_to_detector(kind: str, data: list[np.ndarray], shape_types: list[str]
 
 
 def detector_to_shapes(det: Detector) -> tuple[list[np.ndarray], list[str]]:
-    """Shapes (data coordinates) that draw a Disk, Annulus or Rectangle detector."""
+    """Shapes (data coordinates) that draw a Disk, Annulus, Rectangle or Wedge detector."""
     def ellipse(c, r):
         cy, cx = c
         return np.array([[cy - r, cx - r], [cy - r, cx + r], [cy + r, cx + r], [cy + r, cx - r]])
@@ -133,6 +149,8 @@ def detector_to_shapes(det: Detector) -> tuple[list[np.ndarray], list[str]]:
     if isinstance(det, RectangleDetector):
         (r0, r1), (c0, c1) = det.rows, det.cols
         return [np.array([[r0 - 0.5, c0 - 0.5], [r1 - 0.5, c1 - 0.5]])], ["rectangle"]
+    if isinstance(det, WedgeDetector):
+        return [det.polygon()], ["polygon"]
     raise TypeError(f"cannot draw a {type(det).__name__}")
 
 
@@ -175,15 +193,22 @@ class _FirstImage:
 def detector_response(dc: DataCube, det: Detector, cal: Calibration, response: str):
     """Job: the ``response`` of ``det`` over the scan as a RealSpaceMap (one core call each).
 
-    ``Mean`` is the sum over the detector's weight sum; ``CoM y``/``CoM x`` the centre of mass
-    of the pixels under the detector (detector px), ``|CoM|`` the length of its shift from the
-    mean CoM, ``iCoM`` the integrated CoM (iDPC with the calibration's rotation and flip).
+    ``Mean`` is the sum over the detector's weight sum; ``Max`` and ``Std`` the largest value
+    and the standard deviation of the pixels under the detector (``statistics``); ``CoM y``/``CoM
+    x`` the centre of mass of those pixels (detector px), ``|CoM|`` the length of its shift from
+    the mean CoM, ``iCoM`` the integrated CoM (iDPC with the calibration's rotation and flip),
+    ``Divergence`` and ``Curl`` those of the CoM shifts in scan axes (px per scan pixel).
     """
     from ..analysis.virtual.com import iter_center_of_mass
-    from ..analysis.virtual.dpc import dpc, idpc
+    from ..analysis.virtual.dpc import divergence_curl, dpc, idpc
     from ..analysis.virtual.images import iter_virtual_image
+    from ..analysis.virtual.statistics import iter_detector_statistic
     from ..data.results import RealSpaceMap
 
+    if response in ("Max", "Std"):
+        img = yield from iter_detector_statistic(dc, det, response.lower(), calibration=cal)
+        img.params["response"] = response
+        return img
     if response in ("Sum", "Mean"):
         img = yield from iter_virtual_image(dc, det, calibration=cal)
         if response == "Sum":
@@ -203,6 +228,10 @@ def detector_response(dc: DataCube, det: Detector, cal: Calibration, response: s
     if response == "iCoM":
         ph = idpc(d)
         return RealSpaceMap(ph.data, name="icom", units=ph.units, calibration=com.calibration, params=params)
+    if response in ("Divergence", "Curl"):
+        dc_map = divergence_curl(d)
+        return RealSpaceMap(dc_map.channel(response.lower()), name=f"com_{response.lower()}",
+                            units=dc_map.units, calibration=com.calibration, params=params)
     raise ValueError(f"unknown response {response!r}; use one of {RESPONSES}")
 
 
@@ -299,7 +328,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
     result_file_name = "virtual_image.h5"
     state_key = "virtual"
     # the detector is saved as itself (extra_state), not as the fields that show it
-    state_exclude = ("layer_combo", "kind_combo", "cy", "cx", "r_in", "r_out", "r_in_cal", "r_out_cal")
+    state_exclude = ("layer_combo", "kind_combo", "cy", "cx", "r_in", "r_out", "r_in_cal", "r_out_cal",
+                     "cy_cal", "cx_cal", "a_start", "a_end")
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -324,13 +354,12 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(0)
         self._timer.timeout.connect(self._request)
+        self.extras = ExtraDetectors(self)  # detectors kept beside the live one (UX point 9)
         self._build_ui()
-        viewer.dims.events.current_step.connect(self._on_dims)
         self._bind_keys()
         self._restored: Detector | None = None  # a session's detector, set once the layer is ready
         self._restored_extras: list | None = None  # ... and its extra detectors
         self._bf_pending = False
-        self.extras = ExtraDetectors(self)  # detectors kept beside the live one (UX point 9)
         self.region = RealSpaceRegion(self)  # a region drawn on the Real space dock (UX point 5)
         if self.layer is not None:
             self._init_for_layer()
@@ -338,7 +367,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
     # -- UI -----------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        self.realspace = RealSpaceView(title="virtual image")
+        self.realspace = LiveImage(self.viewer, "virtual image")
         self.layer_combo = CubePicker(self.viewer)
         self.kind_combo = QComboBox()
         self.kind_combo.addItems(KINDS)
@@ -356,6 +385,26 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             sb.setKeyboardTracking(False)
             sb.setEnabled(False)
         self._cal_px: float | None = None  # calibrated units per detector pixel
+        # the centre in calibrated units too, from the pattern origin (calibrated, else the BF disk)
+        self.cy_cal, self.cx_cal = QDoubleSpinBox(), QDoubleSpinBox()
+        for sb in (self.cy_cal, self.cx_cal):
+            sb.setRange(-1e6, 1e6)
+            sb.setDecimals(4)
+            sb.setKeyboardTracking(False)
+            sb.setEnabled(False)
+        # a wedge's angles (deg, from +k_x towards +k_y: clockwise on screen)
+        self.a_start, self.a_end = QDoubleSpinBox(), QDoubleSpinBox()
+        for sb, v in ((self.a_start, 0.0), (self.a_end, 90.0)):
+            sb.setRange(-720.0, 720.0)
+            sb.setDecimals(1)
+            sb.setSingleStep(5.0)
+            sb.setKeyboardTracking(False)
+            sb.setValue(v)
+            sb.setEnabled(False)
+        self.mask_btn = QPushButton("Mask from file...")
+        self.mask_btn.setToolTip("a detector mask from a .npy or .tif file of the detector's shape "
+                                 "(boolean, or weights)")
+        self._mask_det: MaskDetector | None = None  # the mask file's detector
         self.angles = QLabel("")
         self.angles.setMinimumHeight(self.angles.fontMetrics().lineSpacing() + 4)
         self.descan = QCheckBox("descan (shift by the fitted origin)")
@@ -396,10 +445,15 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         form.addRow("response", self.response_combo)
         form.addRow("centre k_y [px]", self.cy)
         form.addRow("centre k_x [px]", self.cx)
+        form.addRow("centre k_y [mrad]", self.cy_cal)
+        form.addRow("centre k_x [mrad]", self.cx_cal)
         form.addRow("inner radius [px]", self.r_in)
         form.addRow("outer radius [px]", self.r_out)
         form.addRow("inner radius [mrad]", self.r_in_cal)
         form.addRow("outer radius [mrad]", self.r_out_cal)
+        form.addRow("wedge start [deg]", self.a_start)
+        form.addRow("wedge end [deg]", self.a_end)
+        form.addRow("", self.mask_btn)
         layout = QVBoxLayout(self)
         layout.addWidget(self.realspace)
         layout.addLayout(form)
@@ -422,6 +476,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         region.addWidget(self.region_reduce)
         region.addWidget(self.region_btn)
         layout.addLayout(region)
+        layout.addWidget(self.extras.panel)  # each extra detector's response
         actions.insertWidget(0, self.cancel_btn)
         actions.addWidget(self.keep_btn)
         actions.addWidget(self.add_btn)
@@ -435,6 +490,11 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             sb.valueChanged.connect(self._on_fields)
         self.r_in_cal.valueChanged.connect(lambda v: self._on_cal_radius(self.r_in, v))
         self.r_out_cal.valueChanged.connect(lambda v: self._on_cal_radius(self.r_out, v))
+        self.cy_cal.valueChanged.connect(lambda v: self._on_cal_centre(0, v))
+        self.cx_cal.valueChanged.connect(lambda v: self._on_cal_centre(1, v))
+        for sb in (self.a_start, self.a_end):
+            sb.valueChanged.connect(self._on_fields)
+        self.mask_btn.clicked.connect(lambda _=False: self.choose_mask_file())
         self.descan.toggled.connect(self._on_descan)
         self.response_combo.currentIndexChanged.connect(self._on_descan)  # same detector, again
         self.cancel_btn.clicked.connect(self.cancel)
@@ -444,8 +504,6 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.region_btn.clicked.connect(lambda _=False: self.region.start())
         self.region_reduce.currentIndexChanged.connect(lambda _=0: self.region.update(force=True))
         self.jobs = JobRunner(self.status, self.cancel_btn)  # saving (Cancel stops either)
-        self.realspace.positionPicked.connect(self.set_scan_position)
-        self.realspace.regionSelected.connect(self.integrate_region)
 
     # -- layers -------------------------------------------------------------------------------
     @property
@@ -465,7 +523,6 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self.status.setText(str(e))
             return
         self._build_preview(dc)
-        self._on_dims()
         self._bf = None
         self._bf_pending = True
         self._preset_cache = {}
@@ -533,6 +590,18 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             elif isinstance(det, AnnulusDetector):
                 self.kind_combo.setCurrentText("Annulus")
                 vals = (*det.center_px, det.inner_px, det.outer_px)
+            elif isinstance(det, WedgeDetector):
+                self.kind_combo.setCurrentText("Wedge")
+                vals = (*det.center_px, det.inner_px, det.outer_px)
+                self.a_start.setValue(det.start_deg)
+                self.a_end.setValue(det.end_deg)
+            elif isinstance(det, MaskDetector) and getattr(det, "path", None):
+                self._mask_det = det
+                self.kind_combo.setCurrentText("Mask file")
+                vals = None
+                self._shapes_due = det  # no outline: the mask is drawn as an image
+                if self._worker is None:
+                    self._draw_shapes()
             elif isinstance(det, RectangleDetector):
                 one_px = det.rows[1] - det.rows[0] == 1 and det.cols[1] - det.cols[0] == 1
                 if not (one_px and self.kind_combo.currentText() == "Point"):
@@ -557,7 +626,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         if det is None or self.layer is None:
             return
         layer = self._detector_layer()
-        data, types = detector_to_shapes(det)
+        self._show_mask(det if isinstance(det, MaskDetector) else None)
+        data, types = ([], []) if isinstance(det, MaskDetector) else detector_to_shapes(det)
         self._syncing = True
         try:
             # one rebuild: (vertices, type) pairs set both; setting ``shape_type`` after
@@ -588,6 +658,12 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             hy, hx = self.r_in.value(), self.r_out.value()
             r0, c0 = round(c[0] - hy + 0.5), round(c[1] - hx + 0.5)
             return RectangleDetector((r0, r0 + round(2 * hy)), (c0, c0 + round(2 * hx)))
+        if kind == "Wedge":
+            return WedgeDetector(c, self.r_in.value(), self.r_out.value(), self.a_start.value(), self.a_end.value())
+        if kind == "Mask file":
+            if self._mask_det is None:
+                raise Napari4DSTEMError("no mask file yet: use 'Mask from file...'")
+            return self._mask_det
         return self._shapes_detector()
 
     def _shapes_detector(self) -> Detector:
@@ -595,7 +671,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         det_shape = self.datacube()[0].detector_shape
         kind = self.kind_combo.currentText()
         masks = layer.to_masks(mask_shape=det_shape) if kind == "Drawn shapes" and len(layer.data) else None
-        return shapes_to_detector(kind, list(layer.data), list(layer.shape_type), det_shape, masks)
+        return shapes_to_detector(kind, list(layer.data), list(layer.shape_type), det_shape, masks,
+                                  current=self._current_detector())
 
     def _on_fields(self, *_) -> None:
         if self._syncing:
@@ -623,7 +700,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         old = self._last_detector
         if isinstance(old, RectangleDetector):
             size = 0.5 * max(old.rows[1] - old.rows[0], old.cols[1] - old.cols[0])
-        elif isinstance(old, (DiskDetector, AnnulusDetector)):
+        elif isinstance(old, (DiskDetector, AnnulusDetector, WedgeDetector)):
             size = old.radius_px if isinstance(old, DiskDetector) else old.outer_px
         else:
             size = max(r_out, 1.0)
@@ -635,6 +712,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 self.r_out.setValue(size)
             elif kind == "Annulus":
                 self.r_in.setValue(r_in if 0 < r_in < size else size / 2)
+                self.r_out.setValue(size)
+            elif kind == "Wedge":
+                self.r_in.setValue(r_in if 0 <= r_in < size else 0.0)
                 self.r_out.setValue(size)
             elif kind == "Disk":
                 self.r_out.setValue(size)
@@ -649,8 +729,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             label = self._form.labelForField(sb)
             if label is not None:
                 label.setText(name)
-        self.r_in.setEnabled(kind in ("Annulus", "Rectangle"))
-        self.r_out.setEnabled(kind != "Point")
+        self.r_in.setEnabled(kind in ("Annulus", "Rectangle", "Wedge"))
+        self.r_out.setEnabled(kind not in ("Point", "Mask file"))
+        self.a_start.setEnabled(kind == "Wedge")
+        self.a_end.setEnabled(kind == "Wedge")
 
     def _on_shapes_edited(self, event=None) -> None:
         """A drag or edit of the detector shapes: read them back (fires on every move)."""
@@ -671,7 +753,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         try:
             if isinstance(det, DiskDetector):
                 vals = (*det.center_px, self.r_in.value(), det.radius_px)
-            elif isinstance(det, AnnulusDetector):
+            elif isinstance(det, (AnnulusDetector, WedgeDetector)):
                 vals = (*det.center_px, det.inner_px, det.outer_px)
             else:
                 vals = None
@@ -701,8 +783,15 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             label = self._form.labelForField(sb)
             if label is not None:
                 label.setText(f"{'inner' if sb is self.r_in_cal else 'outer'} radius [{unit or 'px'}]")
+        oy, ox = self._origin()
+        for sb, axis in ((self.cy_cal, "k_y"), (self.cx_cal, "k_x")):
+            sb.setEnabled(px is not None)
+            label = self._form.labelForField(sb)
+            if label is not None:
+                label.setText(f"centre {axis} [{unit or 'px'} from origin]")
         if px is not None:
-            for sb, v in ((self.r_in_cal, self.r_in.value()), (self.r_out_cal, self.r_out.value())):
+            for sb, v in ((self.r_in_cal, self.r_in.value()), (self.r_out_cal, self.r_out.value()),
+                          (self.cy_cal, self.cy.value() - oy), (self.cx_cal, self.cx.value() - ox)):
                 sb.blockSignals(True)
                 sb.setValue(v * px)
                 sb.blockSignals(False)
@@ -713,8 +802,65 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self.angles.setText(f"radius {det.radius_px * px:.3g} {unit}")
         elif isinstance(det, AnnulusDetector):
             self.angles.setText(f"{det.inner_px * px:.3g} - {det.outer_px * px:.3g} {unit}")
+        elif isinstance(det, WedgeDetector):
+            self.angles.setText(f"{det.inner_px * px:.3g} - {det.outer_px * px:.3g} {unit}, "
+                                f"{det.start_deg:g} to {det.end_deg:g} deg")
         else:
             self.angles.setText("")
+
+    def _origin(self) -> tuple[float, float]:
+        """The pattern origin (px) the centre's calibrated fields count from: the calibrated
+        origin, else the detected bright-field disk's centre, else the detector centre."""
+        cal = self.datacube()[1] if self.layer is not None else Calibration()
+        if cal.origin_px is not None:
+            return float(cal.origin_px[0]), float(cal.origin_px[1])
+        bf = getattr(self, "_bf", None)
+        if bf is not None:
+            return float(bf.center_px[0]), float(bf.center_px[1])
+        if self.layer is not None:
+            ny, nx = self.layer.data.shape[-2:]
+            return (ny - 1) / 2, (nx - 1) / 2
+        return 0.0, 0.0
+
+    def _on_cal_centre(self, axis: int, value: float) -> None:
+        """A centre typed in mrad (or k units) from the origin: the pixel field follows."""
+        if self._cal_px:
+            origin = self._origin()[axis]
+            (self.cy if axis == 0 else self.cx).setValue(origin + value / self._cal_px)
+
+    # -- mask from file -------------------------------------------------------------------------
+    def choose_mask_file(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(self, "Detector mask", "", "Masks (*.npy *.tif *.tiff)")
+        if path:
+            self.load_mask_file(path)
+
+    def load_mask_file(self, path) -> Detector | None:
+        """Use the mask in ``path`` (.npy or .tif, the detector's shape) as the detector."""
+        try:
+            det = mask_from_file(path, self.datacube()[0].detector_shape)
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return None
+        self.set_detector(det)
+        return det
+
+    def _show_mask(self, det: MaskDetector | None) -> None:
+        """The mask file's detector drawn as a translucent image on the pattern (hidden otherwise)."""
+        if det is None:
+            if MASK_LAYER in self.viewer.layers:
+                self.viewer.layers[MASK_LAYER].visible = False
+            return
+        m = np.asarray(det.render(det.mask.shape), dtype=np.float32)
+        if MASK_LAYER in self.viewer.layers:
+            lyr = self.viewer.layers[MASK_LAYER]
+            lyr.data = m
+            lyr.visible = True
+        else:
+            cal = self.datacube()[1]
+            self.viewer.add_image(m, name=MASK_LAYER, colormap="cyan", blending="additive", opacity=0.35,
+                                  contrast_limits=(0.0, max(float(m.max()), 1e-12)), **cal.napari_kwargs("k"))
 
     def _preset(self, name: str, dc: DataCube, cal: Calibration) -> Detector:
         """The preset detector: from calibrated angles, else from the detected BF disk."""
@@ -755,9 +901,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         if any(n not in cache for n in names):
             self.status.setText("the preset (or detector) images are still being computed")
             return None
-        rgb = rgb_composite([cache[n][1].image.data for n in names])
+        rgb = rgb_composite([image_of(cache[n][1]) for n in names])
         self.last_rgb = rgb
-        self.realspace.set_image(rgb, clim=(0.0, 1.0), title=f"RGB: {' / '.join(names)}")
+        self.realspace.set_image(rgb, self.datacube()[1], clim=(0.0, 1.0), title=f"RGB: {' / '.join(names)}")
         return rgb
 
     def pipeline_result(self):
@@ -789,12 +935,15 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         d = None if det is None else detector_params(det)
         if d is not None and d["kind"] == "mask" and not getattr(det, "path", None):
             d = None  # drawn shapes: a mask in memory (the shapes stay in the napari layer)
-        return {"detector": d, "extra_detectors": self.extras.params()}
+        return {"detector": d, "extra_detectors": self.extras.params(),
+                "extra_responses": self.extras.responses()}
 
     def restore_extra(self, state: dict[str, Any]) -> None:
         from ..pipelines import detector_from_params
 
-        extras = state.get("extra_detectors") or []
+        responses = list(state.get("extra_responses") or [])
+        extras = [(d, responses[i] if i < len(responses) else "Sum")
+                  for i, d in enumerate(state.get("extra_detectors") or [])]
         if self.layer is None or self._bf_pending:
             self._restored_extras = extras  # added once the layer is ready
         else:
@@ -813,12 +962,13 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self.set_detector(det)
 
     def _add_extras(self, params: list) -> None:
+        """``params``: ``(detector params, response)`` pairs of a session."""
         from ..pipelines import detector_from_params
 
         self.extras.clear()
-        for d in params:
+        for d, response in params:
             try:
-                self.extras.add(detector_from_params(d))
+                self.extras.add(detector_from_params(d), response)
             except Napari4DSTEMError as e:
                 self.status.setText(f"the session's extra detector: {e}")
 
@@ -963,7 +1113,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             del self._first_s[:-8]
         if isinstance(item, tuple):
             self.last_preview = item[1]
-            self.realspace.set_image(item[1].data, title="virtual image (preview: detector binned 4x)")
+            self.realspace.set_image(item[1].data, self._scan_cal(item[1]),
+                                     title="virtual image (preview: detector binned 4x)")
             self._shown = True
             if self._pending is not None and self._worker is not None:
                 self._worker.quit()  # superseded while its preview was computed
@@ -973,12 +1124,18 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self.last_image = item
             d = item.params.get("detector", {})
             resp = item.params.get("response", "sum")
-            self.realspace.set_image(item.data, title=f"virtual image: {d.get('kind', '')}, {resp}")
+            self.realspace.set_image(item.data, self._scan_cal(item),
+                                     title=f"virtual image: {d.get('kind', '')}, {resp}")
             self._shown = True
             self.status.setText("")
             if self._last_detector is not None:
                 publish_virtual_image(self.viewer, "virtual image", self._last_detector, item)
         self._after_image()
+
+    def _scan_cal(self, img) -> Calibration:
+        """The scan calibration of a map (its own, else the layer's)."""
+        cal = getattr(img, "calibration", None)
+        return cal if isinstance(cal, Calibration) else self.datacube()[1]
 
     def _on_yielded(self, item) -> None:
         if isinstance(item, tuple) and item[0] == "preview":
@@ -1030,12 +1187,6 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             return
         self.viewer.dims.set_point(0, iy * lyr.scale[0])
         self.viewer.dims.set_point(1, ix * lyr.scale[1])
-
-    def _on_dims(self, event=None) -> None:
-        lyr = self.layer
-        if lyr is None or self.viewer.dims.ndim < 4:
-            return
-        self.realspace.set_position(*scan_position(self.viewer, lyr))
 
     def integrate_region(self, y0: int, y1: int, x0: int, x1: int) -> None:
         """Mean pattern over scan rows ``y0:y1`` and columns ``x0:x1`` as a 2D layer."""
@@ -1093,7 +1244,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         from dataclasses import replace
 
         det = self._current_detector()
-        if isinstance(det, DiskDetector | AnnulusDetector):
+        if isinstance(det, DiskDetector | AnnulusDetector | WedgeDetector):
             cy, cx = det.center_px
             self.set_detector(replace(det, center_px=(cy + dy, cx + dx)))
         elif isinstance(det, RectangleDetector):
@@ -1106,9 +1257,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         det = self._current_detector()
         if isinstance(det, DiskDetector):
             self.set_detector(DiskDetector(det.center_px, max(det.radius_px + d, 0.5)))
-        elif isinstance(det, AnnulusDetector):
-            outer = max(det.outer_px + d, det.inner_px + 0.5)
-            self.set_detector(AnnulusDetector(det.center_px, det.inner_px, outer))
+        elif isinstance(det, AnnulusDetector | WedgeDetector):
+            from dataclasses import replace
+
+            self.set_detector(replace(det, outer_px=max(det.outer_px + d, det.inner_px + 0.5)))
         elif isinstance(det, RectangleDetector):
             k = round(d)
             (r0, r1), (c0, c1) = det.rows, det.cols
@@ -1123,6 +1275,19 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         iy, ix = scan_position(self.viewer, lyr)
         ny, nx = lyr.data.shape[:2]
         self.set_scan_position(int(np.clip(iy + dy, 0, ny - 1)), int(np.clip(ix + dx, 0, nx - 1)))
+
+    def step_dataset(self, step: int) -> None:
+        """Show the previous (``-1``) or next 4D layer in the dock (wrapping around): the frames
+        of a series opened as one layer each."""
+        n = self.layer_combo.count()
+        if n < 2:
+            return
+        i = (self.layer_combo.currentIndex() + step) % n
+        self.layer_combo.setCurrentIndex(i)
+        name = self.layer_combo.currentText()
+        for lyr in self.viewer.layers:  # the others hidden: the pattern on the canvas is this one's
+            if lyr.name in [self.layer_combo.itemText(k) for k in range(n)]:
+                lyr.visible = lyr.name == name
 
     def reset(self) -> None:
         """The BF detector on the detected disk, and the views reset."""

@@ -1,7 +1,7 @@
 """Virtual imaging: detectors and their masks, virtual images and binned previews, centre of mass and DPC,
 calibration of the detector (ring fit) and of the pattern origin (descan), Result-pane transforms.
 
-Modules: ``detectors``, ``images``, ``preview``, ``com``, ``dpc``, ``calibration``, ``origin``, ``transforms``. Their public names are re-exported here and imported
+Modules: ``detectors``, ``images``, ``preview``, ``com``, ``dpc``, ``statistics``, ``calibration``, ``origin``, ``transforms``. Their public names are re-exported here and imported
 on first use (PEP 562), so ``from napari_4dstem.analysis.virtual import X`` loads only the module that defines X.
 """
 
@@ -18,6 +18,8 @@ _EXPORTS = {
     "MaskDetector": "detectors",
     "PointDetector": "detectors",
     "RectangleDetector": "detectors",
+    "WedgeDetector": "detectors",
+    "mask_from_file": "detectors",
     "mask_runs": "detectors",
     "preset_detector": "detectors",
     "NonFiniteDataError": "images",
@@ -35,6 +37,7 @@ _EXPORTS = {
     "IllConditionedRotationWarning": "dpc",
     "RotationFit": "dpc",
     "com_shifts": "dpc",
+    "divergence_curl": "dpc",
     "fit_dpc_rotation": "dpc",
     "idpc": "dpc",
     "rotate_to_scan": "dpc",
@@ -47,6 +50,9 @@ _EXPORTS = {
     "fit_origin_plane": "origin",
     "iter_measure_origin": "origin",
     "measure_origin": "origin",
+    "STATISTICS": "statistics",
+    "detector_statistic": "statistics",
+    "iter_detector_statistic": "statistics",
     "ewpc": "transforms",
     "fft_image": "transforms",
 }

@@ -11,7 +11,11 @@ when its centre does:
   annulus with ``inner_px = R`` tile the detector without counting a pixel twice);
 - :class:`RectangleDetector` -- rows ``rows[0] : rows[1]`` and columns ``cols[0] : cols[1]``
   (half-open, like slices);
-- :class:`MaskDetector` -- any boolean mask, or a weighted (float) mask.
+- :class:`WedgeDetector` -- an annular sector: ``inner_px < d <= outer_px`` and the angle
+  ``phi = atan2(k_y - c_y, k_x - c_x)`` (degrees, from ``+k_x`` towards ``+k_y``) within
+  ``start_deg .. end_deg`` going that way (ends included);
+- :class:`MaskDetector` -- any boolean mask, or a weighted (float) mask
+  (:func:`mask_from_file` reads one from ``.npy`` or ``.tif``).
 
 Every detector knows its bounding box of rows (:meth:`~Detector.row_bounds`), so a small
 detector reads only the rows it needs, and gives its parameters as a plain dict
@@ -40,6 +44,8 @@ __all__ = [
     "MaskDetector",
     "PointDetector",
     "RectangleDetector",
+    "WedgeDetector",
+    "mask_from_file",
     "mask_runs",
     "preset_detector",
 ]
@@ -193,6 +199,68 @@ class RectangleDetector(Detector):
         return m
 
 
+@dataclass(frozen=True)
+class WedgeDetector(Detector):
+    """An annular sector around ``center_px`` ``(k_y, k_x)``: ``inner_px < distance <= outer_px``
+    and the pixel's angle ``atan2(k_y - c_y, k_x - c_x)`` between ``start_deg`` and ``end_deg``,
+    counted from ``+k_x`` towards ``+k_y`` (clockwise on screen, where row 0 is at the top).
+
+    ``end_deg`` may be below ``start_deg`` (the sector then crosses 0 deg: 350 -> 10 is 20 deg
+    wide); ``end_deg = start_deg + 360`` is the whole annulus. Both edges are included.
+    """
+
+    center_px: tuple[float, float]
+    inner_px: float
+    outer_px: float
+    start_deg: float
+    end_deg: float
+    kind = "wedge"
+
+    def __post_init__(self):
+        object.__setattr__(self, "center_px", _point(self.center_px, "center_px"))
+        i, o = float(self.inner_px), float(self.outer_px)
+        if not (math.isfinite(i) and math.isfinite(o) and 0 <= i < o):
+            raise ValueError(
+                f"wedge radii must satisfy 0 <= inner_px < outer_px, got {self.inner_px!r}, {self.outer_px!r}"
+            )
+        a0, a1 = float(self.start_deg), float(self.end_deg)
+        if not (math.isfinite(a0) and math.isfinite(a1)) or a0 == a1 or abs(a1 - a0) > 360:
+            raise ValueError(
+                f"wedge angles must be finite, differ, and span at most 360 deg, got {self.start_deg!r}, "
+                f"{self.end_deg!r}"
+            )
+        for name, v in (("inner_px", i), ("outer_px", o), ("start_deg", a0), ("end_deg", a1)):
+            object.__setattr__(self, name, v)
+
+    @property
+    def span_deg(self) -> float:
+        """The sector's opening angle, in (0, 360]."""
+        d = self.end_deg - self.start_deg
+        return 360.0 if abs(d) == 360 else d % 360.0
+
+    def _render(self, shape):
+        cy, cx = self.center_px
+        yy = (np.arange(shape[0]) - cy)[:, None]
+        xx = (np.arange(shape[1]) - cx)[None, :]
+        d2 = yy * yy + xx * xx
+        phi = np.degrees(np.arctan2(yy, xx))
+        inside = (phi - self.start_deg) % 360.0 <= self.span_deg
+        return (d2 > self.inner_px**2) & (d2 <= self.outer_px**2) & inside
+
+    def polygon(self, n_arc: int = 48) -> np.ndarray:
+        """Vertices ``(k_y, k_x)`` of the sector's outline (outer arc, then inner arc back; the
+        centre for ``inner_px = 0``), for drawing."""
+        n = max(2, int(np.ceil(n_arc * self.span_deg / 360.0)) + 1)
+        a = np.radians(self.start_deg + np.linspace(0.0, self.span_deg, n))
+        cy, cx = self.center_px
+        outer = np.stack([cy + self.outer_px * np.sin(a), cx + self.outer_px * np.cos(a)], axis=1)
+        if self.inner_px > 0:
+            inner = np.stack([cy + self.inner_px * np.sin(a), cx + self.inner_px * np.cos(a)], axis=1)[::-1]
+        else:
+            inner = np.array([[cy, cx]])
+        return np.vstack([outer, inner])
+
+
 @dataclass(frozen=True, eq=False)
 class MaskDetector(Detector):
     """An arbitrary mask ``(k_y, k_x)``: boolean, or float weights (a weighted detector).
@@ -244,6 +312,41 @@ class MaskDetector(Detector):
             "n_pixels": int(np.count_nonzero(self.mask)),
             "sha1": digest,
         }
+
+
+def mask_from_file(path, detector_shape=None, name: str | None = None) -> MaskDetector:
+    """A :class:`MaskDetector` from a ``.npy`` or ``.tif``/``.tiff`` file (boolean, or numeric
+    weights; a 2D image, or a stack of one image). With ``detector_shape`` a mask of another
+    shape is refused with a :class:`DataShapeError` naming both. The detector remembers the
+    file (``path``), so a recipe that uses it can be replayed."""
+    from pathlib import Path
+
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if not p.is_file():
+        raise DataShapeError(f"no mask file at {str(p)!r}")
+    if suffix == ".npy":
+        m = np.load(p, allow_pickle=False)
+    elif suffix in (".tif", ".tiff"):
+        try:
+            import tifffile
+        except ImportError:  # pragma: no cover - napari brings tifffile
+            raise DataShapeError("reading a .tif mask needs the tifffile package (pip install tifffile)") from None
+        m = tifffile.imread(p)
+    else:
+        raise DataShapeError(f"a mask file must be .npy or .tif, got {p.name!r}")
+    m = np.asarray(m)
+    if m.ndim == 3 and m.shape[0] == 1:
+        m = m[0]
+    if m.ndim != 2:
+        raise DataShapeError(f"mask file {p.name!r} holds an array of shape {m.shape}; a detector mask is 2D (k_y, k_x)")
+    if detector_shape is not None and tuple(m.shape) != tuple(int(v) for v in detector_shape):
+        raise DataShapeError(
+            f"mask file {p.name!r} has shape {tuple(m.shape)}, the detector is {tuple(int(v) for v in detector_shape)}"
+        )
+    det = MaskDetector(m, name=name or p.stem)
+    object.__setattr__(det, "path", str(p.resolve()))
+    return det
 
 
 def mask_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

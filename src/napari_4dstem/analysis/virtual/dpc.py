@@ -34,6 +34,7 @@ __all__ = [
     "IllConditionedRotationWarning",
     "RotationFit",
     "com_shifts",
+    "divergence_curl",
     "dpc",
     "fit_dpc_rotation",
     "idpc",
@@ -172,6 +173,39 @@ def _derivatives(uy: np.ndarray, ux: np.ndarray) -> tuple[np.ndarray, np.ndarray
     duy_dy, duy_dx = np.gradient(uy)
     dux_dy, dux_dx = np.gradient(ux)
     return duy_dx - dux_dy, dux_dx + duy_dy
+
+
+def divergence_curl(d: RealSpaceMap | np.ndarray) -> RealSpaceMap:
+    """Divergence and curl of a DPC field in scan axes (:func:`dpc`), per scan pixel.
+
+    ``div = d u_x / d x + d u_y / d y`` and ``curl = d u_y / d x - d u_x / d y`` (the z component,
+    from ``+x`` towards ``+y``), with ``x, y`` the scan axes in scan pixels, by central
+    differences inside the scan and one-sided ones at its edges (``numpy.gradient``: exact for
+    linear fields, and for quadratic ones inside). For a thin sample the DPC field is the phase
+    gradient, so the divergence is the Laplacian of the phase (charge density) and the curl is
+    zero up to noise and a wrong scan rotation (:func:`fit_dpc_rotation` minimises it).
+
+    Parameters
+    ----------
+    d : RealSpaceMap or ndarray ``(scan_y, scan_x, >=2)``
+        Channels ``dpc_y``, ``dpc_x`` first (the order :func:`dpc` writes).
+
+    Returns
+    -------
+    RealSpaceMap ``(scan_y, scan_x, 2)``: channels ``divergence`` and ``curl``, in the field's
+    units per scan pixel.
+    """
+    arr = d.data if isinstance(d, RealSpaceMap) else np.asarray(d)
+    if arr.ndim != 3 or arr.shape[-1] < 2 or min(arr.shape[:2]) < 2:
+        raise DataShapeError(f"divergence and curl need a (scan_y >= 2, scan_x >= 2, >= 2) DPC map, "
+                             f"got shape {arr.shape}")
+    uy, ux = (np.asarray(arr[..., i], dtype=np.float64) for i in (0, 1))
+    curl, div = _derivatives(uy, ux)
+    units = d.units if isinstance(d, RealSpaceMap) else "px"
+    cal = d.calibration if isinstance(d, RealSpaceMap) else Calibration()
+    params = dict(d.params) if isinstance(d, RealSpaceMap) else {}
+    return RealSpaceMap(np.stack([div, curl], axis=-1), name="dpc_div_curl", units=f"{units}/scan px",
+                        channels=("divergence", "curl"), calibration=cal, params=params)
 
 
 @dataclass(frozen=True)

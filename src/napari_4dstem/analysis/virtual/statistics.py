@@ -1,0 +1,106 @@
+"""Per-pattern statistics over a virtual detector's pixels: Max, Min, Std (FEM), in one pass.
+
+``max[iy, ix] = max_{k: w(k) != 0} I(iy, ix, k)`` (and ``min`` alike) and
+
+``std[iy, ix] = sqrt( sum_k w(k) (I(k) - m)^2 / sum_k w(k) )`` with ``m = sum_k w(k) I(k) / sum_k w(k)``
+
+where ``w`` is the detector's mask (1 inside a binary detector: the population standard
+deviation of the pixels under it, numpy's ``std`` with ``ddof=0``). Only the detector's rows
+are read; each block's pixels under the detector are gathered once (vectorised numpy, which
+releases the GIL) and reduced in float64. Fluctuation electron microscopy uses the normalised
+variance ``(std / mean)^2`` of an annulus: :func:`detector_statistic` with ``"std"`` and the
+virtual image's mean give it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ...data.calibration import Calibration
+from ...data.results import RealSpaceMap
+from ...engine.driver import map_scan
+from ...engine.jobs import Job, Progress, run_job
+from ...errors import Napari4DSTEMError
+from .detectors import Detector
+from .images import as_datacube
+
+__all__ = ["STATISTICS", "detector_statistic", "iter_detector_statistic"]
+
+STATISTICS = ("max", "min", "std")
+
+
+def _statistic_kernel(block, *, row0, parallel, weights, r0, c0, statistic):
+    """``(ny, nx)`` float64: the statistic of each pattern's pixels where ``weights != 0``."""
+    h, w = weights.shape
+    sub = np.asarray(block)[:, :, r0 - row0:r0 - row0 + h, c0:c0 + w]
+    sel = weights != 0
+    vals = sub[:, :, sel]  # (ny, nx, n) in the native dtype
+    if statistic == "max":
+        return vals.max(axis=-1).astype(np.float64)
+    if statistic == "min":
+        return vals.min(axis=-1).astype(np.float64)
+    wv = weights[sel].astype(np.float64)
+    vals = vals.astype(np.float64)
+    total = wv.sum()
+    mean = vals @ wv / total
+    dev = vals - mean[..., None]
+    return np.sqrt(np.maximum((dev * dev) @ wv / total, 0.0))
+
+
+def iter_detector_statistic(
+    data: Any,
+    detector: Detector,
+    statistic: str = "max",
+    *,
+    calibration: Calibration | None = None,
+    scan_chunk: tuple[int, int] | None = None,
+    backend: Any = None,
+) -> Job[RealSpaceMap]:
+    """Job: ``statistic`` (``"max"``, ``"min"`` or ``"std"``) of every pattern's pixels under
+    ``detector`` (weighted by its mask for ``std``).
+
+    Returns
+    -------
+    RealSpaceMap ``(scan_y, scan_x)`` named ``virtual_<statistic>``, in counts.
+    """
+    if statistic not in STATISTICS:
+        raise Napari4DSTEMError(f"unknown statistic {statistic!r}; use one of {STATISTICS}")
+    cube, cal = as_datacube(data, calibration)
+    m = np.asarray(detector.render(cube.detector_shape), dtype=np.float64)
+    if not np.any(m != 0):
+        raise Napari4DSTEMError("the detector covers no detector pixel")
+    rr = np.flatnonzero(np.any(m != 0, axis=1))
+    cc = np.flatnonzero(np.any(m != 0, axis=0))
+    r0, r1, c0, c1 = int(rr[0]), int(rr[-1]) + 1, int(cc[0]), int(cc[-1]) + 1
+    weights = np.ascontiguousarray(m[r0:r1, c0:c1])
+    out = yield from map_scan(
+        cube.data,
+        _statistic_kernel,
+        kwargs={"weights": weights, "r0": r0, "c0": c0, "statistic": statistic},
+        k_rows=(r0, r1),
+        split_blocks=False,
+        scan_chunk=scan_chunk,
+        backend=backend,
+        message=f"detector {statistic}",
+    )
+    params = {"detector": detector.to_params(), "response": statistic, "dtype": str(cube.dtype)}
+    return RealSpaceMap(out, name=f"virtual_{statistic}", units="counts", calibration=cal, params=params)
+
+
+def detector_statistic(
+    data: Any,
+    detector: Detector,
+    statistic: str = "max",
+    *,
+    calibration: Calibration | None = None,
+    scan_chunk: tuple[int, int] | None = None,
+    backend: Any = None,
+    progress: Callable[[Progress], Any] | None = None,
+) -> RealSpaceMap:
+    """The ``statistic`` map of ``detector`` (runs :func:`iter_detector_statistic` to the end)."""
+    job = iter_detector_statistic(data, detector, statistic, calibration=calibration,
+                                  scan_chunk=scan_chunk, backend=backend)
+    return run_job(job, progress)
