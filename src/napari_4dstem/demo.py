@@ -63,8 +63,8 @@ def save_figure(ctx: DemoContext, name: str, images: list[tuple[str, np.ndarray,
             f = np.abs(shown[np.isfinite(shown)])
             m = float(np.percentile(f, 99)) if f.size else 1.0
             lim = {"vmin": -(m or 1e-6), "vmax": m or 1e-6}
-        cmap = plt.get_cmap(cmap).copy()
-        cmap.set_bad("#00bcd4")  # NaN (not computed, not indexed) in its own colour, never as a value
+        # NaN (not computed, not indexed) in its own colour, never as a value
+        cmap = plt.get_cmap(cmap).with_extremes(bad="#00bcd4")
         im = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, extent=extent, interpolation="nearest", **lim)
         ax.set_title(title + (" (log)" if log and kind == "k" else ""))
         ax.set_xlabel(("k_x" if kind == "k" else "scan_x") + f" [{unit}]")

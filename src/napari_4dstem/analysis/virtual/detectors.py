@@ -330,7 +330,7 @@ def mask_from_file(path, detector_shape=None, name: str | None = None) -> MaskDe
     elif suffix in (".tif", ".tiff"):
         try:
             import tifffile
-        except ImportError:  # pragma: no cover - napari brings tifffile
+        except ImportError:  # a core install (napari brings tifffile)
             raise DataShapeError("reading a .tif mask needs the tifffile package (pip install tifffile)") from None
         m = tifffile.imread(p)
     else:
