@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .data._blockread import checked_view
 from .data.calibration import Calibration
 from .data.datacube import DataCube
 from .data.results import BraggPeaks, DiffractionImage, RealSpaceMap
@@ -35,7 +36,9 @@ def datacube_layer(dc: DataCube) -> tuple[Any, dict[str, Any], str]:
     never scans the dataset.
     """
     cy, cx = dc.scan_shape[0] // 2, dc.scan_shape[1] // 2
-    data = dc.data if isinstance(dc.data, np.ndarray) else dc.to_dask()
+    # a memmap is checked against its file on every slice: napari never touches a page past
+    # the end of a file another program truncated (SIGBUS would end the session)
+    data = checked_view(dc.data) if isinstance(dc.data, np.ndarray) else dc.to_dask()
     kwargs = {
         "name": dc.name,
         **dc.calibration.napari_kwargs("4d"),

@@ -134,3 +134,35 @@ def test_plain_views_of_a_memmap_and_datacube_patterns_are_guarded(tmp_path, cub
     with pytest.raises(FileFormatError, match="truncated while open"):
         read_mapped(np.asarray(dc.data)[12:])
     dc.close()
+
+
+def test_the_napari_layer_of_a_mapped_file_checks_every_slice(tmp_path, cube):
+    # napari slices the layer's data itself (one pattern per step): each slice is checked
+    from napari_4dstem._layers import datacube_layer
+    from napari_4dstem.data._blockread import CheckedMemmap
+    from napari_4dstem.data.datacube import DataCube
+    from napari_4dstem.engine.driver import map_scan
+    from napari_4dstem.engine.jobs import run_job
+    from napari_4dstem.errors import FileFormatError
+    from napari_4dstem.io import open_datacube
+
+    p = tmp_path / "c.npy"
+    np.save(p, cube)
+    dc = open_datacube(p)
+    data, _, kind = datacube_layer(dc)
+    assert kind == "image" and isinstance(data, CheckedMemmap) and data.shape == cube.shape
+    np.testing.assert_array_equal(data[3, 4], cube[3, 4])
+    # the widgets run the engine on the layer's data: still the zero-copy memmap path
+    total = run_job(map_scan(DataCube(data), _sum_kernel, k_rows_exact=False))
+    np.testing.assert_array_equal(total, cube.sum(axis=(2, 3), dtype=np.float64))
+    os.truncate(p, p.stat().st_size // 2)
+    np.testing.assert_array_equal(data[3, 4], cube[3, 4])  # inside what is left
+    with pytest.raises(FileFormatError, match="truncated while open"):
+        data[15, 15]
+    with pytest.raises(FileFormatError, match="truncated while open"):
+        data[:, :, 0, 0]  # spans the whole file
+    dc.close()
+
+
+def _sum_kernel(block, *, row0, parallel):
+    return block.sum(axis=(2, 3), dtype=np.float64)

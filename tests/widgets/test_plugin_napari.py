@@ -134,3 +134,31 @@ def test_reader_ignores_files_that_are_not_ours(tmp_path):
     ok = emd.write(tmp_path / "ok.h5", DataCube(np.zeros((2, 2, 4, 4), np.uint8)))
     assert callable(get_reader(str(ok)))
     assert get_reader([str(ok), str(ok)]) is None
+
+
+def test_a_truncated_file_under_an_open_layer_does_not_end_napari(make_napari_viewer, tmp_path, stall_detector):
+    """napari slices a .npy layer's memmap itself; a page past the end of a file that another
+    program truncated would SIGBUS the whole session. Each slice is checked instead (#19)."""
+    import contextlib
+    import os
+
+    from napari_4dstem.data._blockread import CheckedMemmap
+    from napari_4dstem.errors import FileFormatError
+
+    rng = np.random.default_rng(2)
+    cube = rng.integers(0, 1000, (8, 8, 16, 16), dtype=np.uint16)
+    p = tmp_path / "c.npy"
+    np.save(p, cube)
+    viewer = make_napari_viewer()
+    with stall_detector.excluded("first layer add"):
+        (layer,) = viewer.open(str(p), plugin="napari-4dstem")
+    assert isinstance(layer.data, CheckedMemmap)
+    viewer.dims.current_step = (2, 3, 0, 0)
+    np.testing.assert_array_equal(_displayed(layer), cube[2, 3])
+    os.truncate(p, p.stat().st_size // 2)  # another program shortens the file
+    with pytest.raises(FileFormatError, match="truncated while open"):
+        layer.data[7, 7]
+    with contextlib.suppress(FileFormatError):  # napari may report it or pass it on
+        viewer.dims.current_step = (7, 7, 0, 0)
+    viewer.dims.current_step = (1, 1, 0, 0)  # still alive, still showing what is there
+    np.testing.assert_array_equal(_displayed(layer), cube[1, 1])

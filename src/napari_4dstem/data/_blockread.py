@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import FileFormatError
 
-__all__ = ["BlockReader", "block_source", "mapped_extent"]
+__all__ = ["BlockReader", "CheckedMemmap", "block_source", "checked_view", "mapped_extent"]
 
 
 def mapped_extent(arr) -> tuple[str, int] | None:
@@ -74,3 +74,29 @@ def block_source(data):
     if isinstance(data, np.ndarray):
         return BlockReader(data)
     return data
+
+
+class CheckedMemmap(np.memmap):
+    """A memmap whose every ``[...]`` first checks (``fstat``) that the file still holds the
+    bytes it returns, raising :class:`FileFormatError` if another program truncated it.
+
+    Handed to napari as a datacube layer's data: napari slices one pattern per step and would
+    otherwise die with SIGBUS on a page past the new end. Still an ndarray (and a memmap), so
+    the engine's zero-copy path is unchanged."""
+
+    def __getitem__(self, key):
+        out = super().__getitem__(key)
+        if isinstance(out, np.ndarray) and out.size:
+            from ..engine.chunks import mapped_file
+
+            mf = mapped_file(out)
+            if mf is not None:
+                mf.check(out)
+        return out
+
+
+def checked_view(arr):
+    """``arr`` as a :class:`CheckedMemmap` when it is a memmap of a file, else ``arr``."""
+    if isinstance(arr, np.memmap) and getattr(arr, "filename", None) and not isinstance(arr, CheckedMemmap):
+        return arr.view(CheckedMemmap)
+    return arr

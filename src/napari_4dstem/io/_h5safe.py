@@ -14,8 +14,10 @@ file's own bytes:
 
 The raw reference bytes are found by parsing the object header ourselves (versions 1 and 2,
 continuation chunks; attribute messages 1-3; compact and contiguous dataset layouts).
-Variable-length data we cannot locate (attributes in dense storage, chunked datasets) or
-nested variable-length types are refused with a :class:`FileFormatError` rather than read
+Attributes in dense storage (objects with many attributes in files written with
+``libver="latest"``) are found in their fractal heap. Variable-length data we cannot locate
+(filtered chunked datasets, shared attribute messages, huge dense heaps) or nested
+variable-length types are refused with a :class:`FileFormatError` rather than read
 unchecked. Readers use :func:`read_attr` and :func:`read_dataset` instead of ``attrs[...]`` and
 ``dset[()]``.
 """
@@ -131,35 +133,115 @@ def _messages(raw: _Raw, addr: int):
             pos += mhdr + size
 
 
+def _attr_in(raw: _Raw, m: bytes, want: bytes, nbytes: int) -> bytes | None:
+    """The raw data of attribute message ``m`` (bytes from its start) if it is named ``want``."""
+    if len(m) < 8:
+        return None
+    ver = m[0]
+    nsz, dsz, ssz = raw.uint(m, 2, 2), raw.uint(m, 4, 2), raw.uint(m, 6, 2)
+    if ver == 1:
+        pad = lambda x: (x + 7) & ~7  # noqa: E731
+        nm = m[8 : 8 + nsz]
+        dt_at = 8 + pad(nsz)
+        p = dt_at + pad(dsz) + pad(ssz)
+    elif ver in (2, 3):
+        q = 8 if ver == 2 else 9
+        nm = m[q : q + nsz]
+        dt_at = q + nsz
+        p = dt_at + dsz + ssz
+    else:
+        raise _Bad(f"attribute message version {ver}")
+    if nm.rstrip(b"\0") != want:
+        return None
+    if p + nbytes > len(m):
+        raise _Bad(f"attribute {want.decode(errors='replace')!r} holds fewer bytes than its type and shape need")
+    if not m[1] & 0x01:  # the datatype is stored here, not shared
+        _check_vlen_type(m[dt_at : dt_at + dsz])
+    return m[p : p + nbytes]
+
+
 def _attr_data(raw: _Raw, addr: int, name: str, nbytes: int) -> bytes | None:
-    """The raw data of attribute ``name`` in the header at ``addr`` (None when it is not there,
-    e.g. in dense attribute storage)."""
+    """The raw data of attribute ``name`` of the object whose header is at ``addr``, in the
+    header or in its dense attribute storage (None when it cannot be found)."""
     want = name.encode("utf-8")
+    heap = None
     for mtype, mflags, m in _messages(raw, addr):
-        if mtype != 0x0C or mflags & 0x02 or len(m) < 8:  # a shared attribute: not located
+        if mtype == 0x15 and len(m) >= 2 + raw.sa:  # attribute info: dense storage
+            q = 2 + (2 if m[1] & 0x01 else 0)
+            heap = raw.uint(m, q, raw.sa)
+        if mtype != 0x0C or mflags & 0x02:  # a shared attribute: not located
             continue
-        ver = m[0]
-        nsz, dsz, ssz = raw.uint(m, 2, 2), raw.uint(m, 4, 2), raw.uint(m, 6, 2)
-        if ver == 1:
-            pad = lambda x: (x + 7) & ~7  # noqa: E731
-            p = 8
-            nm = m[p : p + nsz]
-            p += pad(nsz) + pad(dsz) + pad(ssz)
-        elif ver in (2, 3):
-            p = 8 if ver == 2 else 9
-            nm = m[p : p + nsz]
-            p += nsz + dsz + ssz
-        else:
-            raise _Bad(f"attribute message version {ver}")
-        if nm.rstrip(b"\0") != want:
-            continue
-        if p + nbytes > len(m):
-            raise _Bad(f"attribute {name!r} holds fewer bytes than its type and shape need")
-        if not m[1] & 0x01:  # the datatype is stored here, not shared
-            dt_at = 8 + ((nsz + 7) & ~7) if ver == 1 else (8 if ver == 2 else 9) + nsz
-            _check_vlen_type(m[dt_at : dt_at + dsz])
-        return m[p : p + nbytes]
-    return None
+        got = _attr_in(raw, m, want, nbytes)
+        if got is not None:
+            return got
+    if heap is None or heap >= (1 << (8 * raw.sa)) - 1:
+        return None
+    # dense storage: attribute messages are objects of a fractal heap; find the one whose
+    # header says it is named ``want`` (name length, then the name) in the heap's direct blocks
+    found = []
+    for block in _heap_direct_blocks(raw, heap):
+        i = block.find(want + b"\0")
+        while i >= 0:
+            for ver, hdr in ((3, 9), (2, 8), (1, 8)):
+                at = i - hdr
+                if at >= 0 and block[at] == ver and raw.uint(block, at + 2, 2) == len(want) + 1:
+                    got = _attr_in(raw, block[at:], want, nbytes)
+                    if got is not None:
+                        found.append(got)
+                        break
+            i = block.find(want + b"\0", i + 1)
+    if len(found) != 1:
+        return None  # absent, or ambiguous: not checked, so refused
+    return found[0]
+
+
+def _heap_direct_blocks(raw: _Raw, addr: int) -> list[bytes]:
+    """The object bytes of the direct blocks of the (unfiltered) fractal heap at ``addr``."""
+    sa, sl = raw.sa, raw.sl
+    n = 22 + 12 * sl + 3 * sa  # the header up to the current number of rows
+    h = raw.read(addr, n)
+    if h[:4] != b"FRHP" or h[4] != 0:
+        raise _Bad(f"no fractal heap at address {addr}")
+    filt_len, flags = raw.uint(h, 7, 2), h[9]
+    if filt_len:
+        raise _Bad("filtered dense attribute storage")
+    p = 14 + 10 * sl + 2 * sa  # table width
+    width = raw.uint(h, p, 2)
+    start, max_direct = raw.uint(h, p + 2, sl), raw.uint(h, p + 2 + sl, sl)
+    heap_bits = raw.uint(h, p + 2 + 2 * sl, 2)
+    root = raw.uint(h, p + 2 + 2 * sl + 4, sa)
+    rows = raw.uint(h, p + 2 + 2 * sl + 4 + sa, 2)
+    off_len = (heap_bits + 7) // 8
+    head = 5 + sa + off_len + (4 if flags & 0x02 else 0)  # "FHDB", version, heap, offset, checksum
+    if start <= 0 or width <= 0 or start > 2**26 or max_direct > 2**26:
+        raise _Bad("implausible fractal heap block sizes")
+
+    def direct(a: int, size: int) -> bytes:
+        b = raw.read(a, size)
+        if b[:4] != b"FHDB":
+            raise _Bad(f"no fractal heap direct block at address {a}")
+        return b[head:]
+
+    if rows == 0:
+        return [direct(root, start)] if root < (1 << (8 * sa)) - 1 else []
+    max_direct_rows = (max_direct // start).bit_length() + 1
+    if rows > max_direct_rows:
+        raise _Bad("dense attribute storage larger than one level of blocks")
+    ib = raw.read(root, 5 + sa + off_len + rows * width * sa)
+    if ib[:4] != b"FHIB":
+        raise _Bad(f"no fractal heap indirect block at address {root}")
+    out, q, total = [], 5 + sa + off_len, 0
+    for r in range(rows):
+        size = start * (1 << max(0, r - 1))
+        for _ in range(width):
+            a = raw.uint(ib, q, sa)
+            q += sa
+            if a < (1 << (8 * sa)) - 1 and a != 0:
+                total += size
+                if total > 64 * 2**20:
+                    raise _Bad("dense attribute storage larger than 64 MiB")
+                out.append(direct(a, size))
+    return out
 
 
 def _check_vlen_type(dt: bytes) -> None:
