@@ -296,3 +296,31 @@ def test_features_from_classify_features_are_reusable(three_class_scan):
     r = classify_features(f, ClassifyParams(method="kmeans", n_classes=3, spatial=0))
     assert r.params["classify"]["spatial"] == 0
     assert r.labels.shape == truth.shape
+
+
+def test_split_a_class_recovers_the_two_it_held(three_class_scan):
+    # given two classes, two of the three real ones share a class; splitting that class into
+    # two finds them again, and the pipeline replays the split from its recipe
+    from napari_4dstem.pipelines import ClassificationParams, run_classification
+
+    truth, data = three_class_scan
+    res = run_classification(data, classify=ClassificationParams(features="pattern", inner_px=5, n_classes=2,
+                                                                 max_classes=5))
+    two = res.classification
+    assert two.n_classes == 2
+    # the class holding two real ones: the one whose second most frequent true class is largest
+    joined = max(range(2), key=lambda c: np.sort(np.bincount(truth[two.labels == c], minlength=3))[-2])
+    split = run_job(res.iter_split(joined, 2, data))
+    r = split.classification
+    assert r.n_classes == 3 and split.recipe.params["classify"].merge == ((joined, -2),)
+    assert adjusted_rand_score(truth.ravel(), r.labels.ravel()) >= 0.95
+    # the other class is untouched; the parts are the class's two numbers
+    np.testing.assert_array_equal(r.labels == 1 - joined, two.labels == 1 - joined)
+    assert set(np.unique(r.labels[two.labels == joined])) == {joined, 2}
+    np.testing.assert_allclose(r.probability.sum(-1), 1, atol=1e-5)
+    for c in range(3):
+        np.testing.assert_allclose(r.class_patterns[c], data[r.labels == c].mean(0), rtol=1e-4, atol=1e-3)
+    again = run_classification(data, classify=split.recipe.params["classify"])
+    np.testing.assert_array_equal(again.classification.labels, r.labels)
+    with pytest.raises(ValueError, match="2 or more"):
+        two.split(joined, 1)
