@@ -500,6 +500,19 @@ def _jump_ratio(z, groups_of, a, b, steps) -> float:
     return float(jb / max(ji, 1e-30))
 
 
+def _pair_score(z, g_of, gi, gj, pairs, jump, valley, noise_var) -> float:
+    """How distinct two groups are (below 1: merge): the jump ratio over ``jump`` when they
+    border each other, else ``valley`` over their density valley ratio."""
+    na, nb = int((g_of == gi).sum()), int((g_of == gj).sum())
+    if min(na, nb) < 3:
+        return 0.0
+    r = _jump_ratio(z, g_of, gi, gj, pairs)
+    if np.isfinite(r):
+        return r / jump
+    v = _valley_ratio(z[g_of == gi], z[g_of == gj], noise_var)
+    return valley / max(v, 1e-9)
+
+
 def _merge_components(
     z, hard, scan_shape, *, jump: float, valley: float, noise_var: float, target: int | None = None,
     exclude: int | None = None,
@@ -522,21 +535,31 @@ def _merge_components(
         best, pair = (np.inf if target is not None else 1.0), None  # score below 1: merge; lower merges first
         for i, gi in enumerate(ids):
             for gj in ids[i + 1 :]:
-                na, nb = int((g_of == gi).sum()), int((g_of == gj).sum())
-                if min(na, nb) < 3:
-                    score = 0.0
-                else:
-                    r = _jump_ratio(z, g_of, gi, gj, pairs)
-                    if np.isfinite(r):
-                        score = r / jump
-                    else:
-                        v = _valley_ratio(z[g_of == gi], z[g_of == gj], noise_var)
-                        score = valley / max(v, 1e-9)
+                score = _pair_score(z, g_of, gi, gj, pairs, jump, valley, noise_var)
                 if score < best:
                     best, pair = score, (gi, gj)
         if pair is None:
             break
         group[group == pair[1]] = pair[0]
+    _, group = np.unique(group, return_inverse=True)
+    return group
+
+
+def _merge_smallest(z, hard, group, target: int) -> np.ndarray:
+    """Merge the smallest group into the group with the nearest mean until ``target`` are left
+    (of groups within 10 % of the smallest size, the one nearest to another goes first).
+    Merging the closest pair of means instead joined two large real classes 2.5 % apart and
+    kept a group of 18 boundary pixels."""
+    group = group.copy()
+    while len(np.unique(group[np.unique(hard)])) > target:
+        g_of = group[hard]
+        ids, sizes = np.unique(g_of, return_counts=True)
+        means = np.stack([z[g_of == g].mean(0) for g in ids])
+        d = ((means[:, None] - means[None]) ** 2).sum(-1)
+        d[np.diag_indices_from(d)] = np.inf
+        cand = np.flatnonzero(sizes <= 1.1 * sizes.min())
+        i = int(cand[np.argmin(d[cand].min(1))])
+        group[group == ids[i]] = ids[int(np.argmin(d[i]))]
     _, group = np.unique(group, return_inverse=True)
     return group
 
@@ -690,10 +713,11 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
         if p.n_classes is not None:
             # the number given: merge the BIC mixture down to it (or, with fewer components
             # than asked for, the mixture of that many components)
-            if len(np.unique(hard)) >= p.n_classes:
-                # the least distinct pairs merged on down to the number asked for (merging the
-                # closest means instead joined two real classes of a pair 2.5 % apart while a
-                # class split along its drift stayed two)
+            if suggested > p.n_classes:
+                # the distinct groups, then the smallest into its nearest, down to the number
+                # asked for
+                groups = _merge_smallest(zc, hard, groups, p.n_classes)
+            elif len(np.unique(hard)) >= p.n_classes:
                 groups = merge(target=p.n_classes)
             else:
                 g = models[p.n_classes]
