@@ -22,7 +22,7 @@ class ClassificationParams(_Params):
 
     Attributes
     ----------
-    features : {"pattern", "radial", "polar", "bragg"}
+    features : {"pattern", "radial", "polar", "angular", "pattern+angular", "bragg"}
         Feature kind (:class:`~napari_4dstem.analysis.classify.FeatureParams`); ``bragg`` needs
         ``peaks_path``, an EMD file of Bragg peaks (from ``disks``).
     radius_px, bin_px, inner_px : feature geometry (None: the defaults of FeatureParams)

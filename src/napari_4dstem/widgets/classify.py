@@ -94,10 +94,11 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
     def _build_ui(self) -> None:
         self.layer_combo = CubePicker(self.viewer)
         self.features = QComboBox()
-        self.features.addItems(["pattern", "polar", "radial"])
+        self.features.addItems(["pattern", "pattern+angular", "angular", "polar", "radial"])
         self.features.setToolTip(
-            "pattern: binned about the origin, keeps orientation (grains); polar/radial: "
-            "rotation-invariant (phases whatever their in-plane orientation)"
+            "pattern: binned about the origin, keeps orientation (grains); pattern+angular: also the "
+            "angular profile (disks' angles, blind to their intensities): grains a few degrees apart; "
+            "polar/radial: rotation-invariant (phases whatever their in-plane orientation)"
         )
         self.method = QComboBox()
         self.method.addItems(["gmm", "kmeans", "hierarchical"])
