@@ -225,11 +225,12 @@ def test_nmf_decomposition_gives_non_negative_components():
     assert adjusted_rand_score(truth.ravel(), r.labels.ravel()) >= 0.9
 
 
-def test_drift_alone_does_not_split_a_class():
+@pytest.mark.parametrize("kind", ["pattern", "pattern+angular"])
+def test_drift_alone_does_not_split_a_class(kind):
     # one lattice; a strong thickness gradient, intensity drift, strain gradient and descan
     truth = np.zeros((20, 20), int)
     data = scene(truth, [lattice(12, 0)], dose=3e4, descan=3.0, thickness=(0.4, 1.6))
-    r = classify(data, features=FeatureParams("pattern", inner_px=6), params=ClassifyParams(max_classes=5),
+    r = classify(data, features=FeatureParams(kind, inner_px=6), params=ClassifyParams(max_classes=5),
                  class_means=False)
     assert r.suggested_n_classes == 1
     assert min(r.bic, key=r.bic.get) > 1  # BIC alone would have split it
