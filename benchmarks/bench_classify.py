@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_4dstem.analysis.classify import ClassifyParams, classify
+from napari_4dstem.analysis.classify import ClassifyParams, FeatureParams, classify
 from napari_4dstem.analysis.crystal.structure import bundled_crystal
 from napari_4dstem.simulation.engines import SimulationRequest
 from napari_4dstem.simulation.kinematic import excited_reflections, render_disks_clipped
@@ -141,6 +141,9 @@ def cases(det):
         "rotated_4deg_and_tilted": (
             lambda: [Phase("Au", (0, 0, 1), 0, det=det), Phase("Au", (0, 0, 1), 4, det=det),
                      Phase("Au", (0, 0, 1), 8, det=det), Phase("Au", (0, 0, 1), 0, tilt_deg=1.5, det=det)], 1e4),
+        # one phase only: the thickness, dynamical-intensity and strain gradients and the
+        # descan must not split it (the right answer is one class)
+        "one_phase_drift_descan": (lambda: [Phase("Au", (0, 0, 1), det=det)], 1e4),
         "three_phases_boundaries": (
             lambda: [Phase("Au", (0, 0, 1), 10, det=det), Phase("Cu", (0, 1, 1), 0, det=det), Phase("Si", (0, 1, 1), 30, det=det)], 1e4),
     }
@@ -156,7 +159,7 @@ def baseline(data, k, seed=0):
     return KMeans(k, n_init=10, random_state=seed).fit_predict(z).reshape(data.shape[:2])
 
 
-def run_accuracy(scan, det, which, seed):
+def run_accuracy(scan, det, which, seed, features="pattern"):
     from sklearn.metrics import adjusted_rand_score as ari
 
     rows = []
@@ -169,10 +172,11 @@ def run_accuracy(scan, det, which, seed):
         data, truth, frac = draw_case(phases, grain_class[grains], scan=scan, det=det, dose=dose, seed=seed + ci)
         k = len(phases)
         t = time.perf_counter()
-        r = classify(data, params=ClassifyParams(), class_means=False)
+        fp = FeatureParams(features)
+        r = classify(data, features=fp, params=ClassifyParams(), class_means=False)
         t_ours = time.perf_counter() - t
         t = time.perf_counter()
-        rk = classify(data, params=ClassifyParams(n_classes=k), class_means=False)
+        rk = classify(data, features=fp, params=ClassifyParams(n_classes=k), class_means=False)
         t_ours_k = time.perf_counter() - t
         t = time.perf_counter()
         b = baseline(data, k)
@@ -185,7 +189,7 @@ def run_accuracy(scan, det, which, seed):
             est[..., tc] += r.mixing[..., c]
         mae = float(np.abs(est - frac)[mixed].sum(-1).mean() / 2) if mixed.any() else float("nan")
         row = {
-            "case": name, "dose": dose, "true_k": k,
+            "case": name, "seed": seed + ci, "features": features, "dose": dose, "true_k": k,
             "ours_k": r.n_classes, "ours_ari": round(float(ari(truth.ravel(), r.labels.ravel())), 4),
             "ours_s": round(t_ours, 2),
             "ours_given_k_ari": round(float(ari(truth.ravel(), rk.labels.ravel())), 4),
@@ -223,7 +227,7 @@ def hwm():  # peak RSS of this process image in KiB (ru_maxrss would include the
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
-from napari_4dstem.analysis.classify import ClassifyParams, classify
+from napari_4dstem.analysis.classify import ClassifyParams, FeatureParams, classify
 path, truth = sys.argv[1], np.load(sys.argv[2])
 data = np.load(path, mmap_mode="r")
 rss0 = hwm()
@@ -265,12 +269,13 @@ def main(argv=None):
     ap.add_argument("--det", type=int, default=96)
     ap.add_argument("--cases", default="all")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--features", default="pattern", help="feature kind of our classification")
     ap.add_argument("--speed", action="store_true", help="also the 2 GiB speed/RSS run")
     ap.add_argument("--no-accuracy", action="store_true")
     args = ap.parse_args(argv)
     out = {}
     if not args.no_accuracy:
-        out["accuracy"] = run_accuracy(args.scan, args.det, args.cases, args.seed)
+        out["accuracy"] = run_accuracy(args.scan, args.det, args.cases, args.seed, args.features)
     if args.speed:
         with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
             out["speed"] = run_speed(Path(tmp))

@@ -16,8 +16,10 @@ def add_classify(sub) -> argparse.ArgumentParser:
         help="output .h5 (EMD): class_labels, class_probability, class_mixing, "
         "component_loadings, class_<k>_mean, component_<i>",
     )
-    p.add_argument("--features", choices=["pattern", "radial", "polar", "bragg"], default="pattern",
-                   help="pattern (binned, keeps orientation; default), radial or polar "
+    p.add_argument("--features", choices=["pattern", "radial", "polar", "angular", "pattern+angular", "bragg"],
+                   default="pattern",
+                   help="pattern (binned, keeps orientation; default), pattern+angular (also the disks' angles, "
+                   "blind to their intensities: grains a few degrees apart), angular, radial or polar "
                    "(rotation-invariant), bragg (histogram of detected disks: needs --peaks)")
     p.add_argument("--peaks", type=Path, help="EMD file with Bragg peaks (from `disks`) for --features bragg")
     p.add_argument("--bin", type=float, metavar="PX", help="bin size / ring width in detector px")

@@ -1,5 +1,5 @@
-"""The Classification widget in real viewers: a planted two-phase scan, class means on click,
-merging classes, Cancel."""
+"""The Classification widget in real viewers: a planted three-phase scan, class means on click,
+merging and splitting classes, Cancel."""
 
 from __future__ import annotations
 
@@ -91,6 +91,20 @@ def test_classify_shows_labels_class_means_and_merges(viewers, qtbot, stall_dete
     with stall_detector.excluded("reference"):
         np.testing.assert_allclose(main.layers[MEAN_LAYER].data,
                                    data[w.result.labels == w.current_class()].mean(0), rtol=1e-4, atol=1e-3)
+    # split the merged class into two again (in a worker: re-clustered, then its means)
+    w.split_class.setValue(int(w.result.labels[0, 0]))
+    w.split_into.setValue(2)
+    stall_detector.step()
+    w.split_btn.click()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=60000)
+    assert w.result.n_classes == 3, w.status.text()
+    assert "split class" in w.status.text()
+    lab3 = results.layers[LABELS_LAYER].data
+    with stall_detector.excluded("reference"):
+        assert adjusted_rand_score(truth.ravel(), lab3.ravel()) >= 0.95
+        np.testing.assert_allclose(main.layers[MEAN_LAYER].data,
+                                   data[w.result.labels == w.current_class()].mean(0), rtol=1e-4, atol=1e-3)
+    assert w.pipeline.recipe.params["classify"].merge[-1][1] == -2
     w.merge_edit.setText("0")
     stall_detector.step()
     w.merge_btn.click()

@@ -22,7 +22,7 @@ class ClassificationParams(_Params):
 
     Attributes
     ----------
-    features : {"pattern", "radial", "polar", "bragg"}
+    features : {"pattern", "radial", "polar", "angular", "pattern+angular", "bragg"}
         Feature kind (:class:`~napari_4dstem.analysis.classify.FeatureParams`); ``bragg`` needs
         ``peaks_path``, an EMD file of Bragg peaks (from ``disks``).
     radius_px, bin_px, inner_px : feature geometry (None: the defaults of FeatureParams)
@@ -30,7 +30,9 @@ class ClassificationParams(_Params):
     method, decomposition, n_classes, max_classes, n_components, transform, spatial, seed :
         :class:`~napari_4dstem.analysis.classify.ClassifyParams`
     origin : {"auto", "calibration", "fixed"}
-    merge : groups of classes merged after the clustering, in order (``((1, 3), (0, 2))``)
+    merge : the edits made after the clustering, in order: a group of two or more class numbers
+        is a merge (``(1, 3)``), a class and a negative count a split (``(2, -3)``: class 2
+        split into 3, the parts numbered 2, n_classes, n_classes + 1, ...)
     """
 
     features: str = "pattern"
@@ -61,8 +63,9 @@ class ClassificationParams(_Params):
         _check(self.features != "bragg" or self.peaks_path is not None,
                "Bragg-vector features need the Bragg peaks file (peaks_path, from `disks`)")
         groups = tuple(tuple(int(c) for c in g) for g in self.merge)
-        _check(all(len(set(g)) >= 2 and min(g) >= 0 for g in groups),
-               f"each merge is two or more class numbers >= 0, got {self.merge}")
+        _check(all(len(set(g)) >= 2 and (min(g) >= 0 or (len(g) == 2 and g[0] >= 0 and g[1] <= -2))
+                   for g in groups),
+               f"each merge is two or more class numbers >= 0 (a split: class, -parts), got {self.merge}")
         object.__setattr__(self, "merge", groups)
 
     def feature_params(self):
@@ -118,6 +121,25 @@ class ClassificationResult(_Result):
         recipe = dataclasses.replace(self.recipe, params={**self.recipe.params, "classify": params})
         return dataclasses.replace(self, classification=self.classification.merged(classes), recipe=recipe)
 
+    def iter_split(self, cls: int, k: int, data: Any) -> Job[ClassificationResult]:
+        """Job: the result with class ``cls`` split into ``k`` (re-clustered on its component
+        scores, :meth:`~napari_4dstem.analysis.classify.Classification.split`), then the class
+        mean patterns again from ``data`` (one pass); the recipe records the split."""
+        from ..analysis.classify import iter_class_means
+
+        n = self.classification.n_classes
+        _check(0 <= int(cls) < n, f"class {cls} does not exist: the scan has classes 0 to {n - 1}")
+        _check(int(k) >= 2, f"split a class into 2 or more parts, got {k}")
+        try:
+            res = self.classification.split(int(cls), int(k))
+        except ValueError as e:
+            raise ParameterError(str(e)) from None
+        means = yield from iter_class_means(_cube(data, self.calibration)[0], res.labels, n_classes=res.n_classes)
+        p = self.recipe.params["classify"]
+        params = dataclasses.replace(p, merge=(*p.merge, (int(cls), -int(k))))
+        recipe = dataclasses.replace(self.recipe, params={**self.recipe.params, "classify": params})
+        return dataclasses.replace(self, classification=dataclasses.replace(res, class_patterns=means), recipe=recipe)
+
 
 def iter_classification(
     dc: Any,
@@ -140,10 +162,24 @@ def iter_classification(
     res = yield from iter_classify(cube, features=classify.feature_params(), params=classify.classify_params(),
                                    origin=classify.origin, peaks=peaks, calibration=cal,
                                    exclude_bf=not classify.keep_bf, backend=backend)
+    split = False
     for group in classify.merge:
+        if len(group) == 2 and group[1] < 0:  # a split
+            _check(group[0] < res.n_classes, f"cannot split class {group[0]}: the scan has {res.n_classes} classes")
+            try:
+                res = res.split(group[0], -group[1])
+            except ValueError as e:
+                raise ParameterError(str(e)) from None
+            split = True
+            continue
         _check(all(0 <= c < res.n_classes for c in group),
                f"cannot merge classes {list(group)}: the scan has {res.n_classes} classes")
         res = res.merged(group)
+    if split:  # the parts' mean patterns: one more pass
+        from ..analysis.classify import iter_class_means
+
+        means = yield from iter_class_means(cube, res.labels, n_classes=res.n_classes)
+        res = dataclasses.replace(res, class_patterns=means)
     recipe = _recipe("classify", dc, {"classify": classify}, calibration, source)
     return ClassificationResult(res, cal, recipe)
 

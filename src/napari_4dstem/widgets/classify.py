@@ -4,7 +4,8 @@ Translation only: the whole classification (origin, features, decomposition, clu
 class means) is one core job (:func:`napari_4dstem.analysis.classify.iter_classify`) run in
 a worker with progress and Cancel. The label map goes to the linked real-space viewer (a click
 there moves the scan position); the main viewer shows, right of the current pattern, the mean
-pattern of the class under the scan position. Classes can be merged afterwards (no recompute).
+pattern of the class under the scan position. Classes can be merged afterwards (no recompute)
+or one split (re-clustered on its component scores, one pass for the new class means).
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ def _merge_job(result, classes):
     return merged, _display(merged.classification)
 
 
+def _split_job(result, cls, k, cube):
+    """Worker job: the pipeline ``result`` with class ``cls`` split into ``k`` (re-clustered on its
+    component scores, then one pass over ``cube`` for the class mean patterns) and its display."""
+    split = yield from result.iter_split(cls, k, cube)
+    return split, _display(split.classification)
+
+
 class ClassificationWidget(PipelineActions, DockState, QWidget):
     """Dock widget: classify every pattern, show the label map and class mean patterns."""
 
@@ -86,10 +94,11 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
     def _build_ui(self) -> None:
         self.layer_combo = CubePicker(self.viewer)
         self.features = QComboBox()
-        self.features.addItems(["pattern", "polar", "radial"])
+        self.features.addItems(["pattern", "pattern+angular", "angular", "polar", "radial"])
         self.features.setToolTip(
-            "pattern: binned about the origin, keeps orientation (grains); polar/radial: "
-            "rotation-invariant (phases whatever their in-plane orientation)"
+            "pattern: binned about the origin, keeps orientation (grains); pattern+angular: also the "
+            "angular profile (disks' angles, blind to their intensities): grains a few degrees apart; "
+            "polar/radial: rotation-invariant (phases whatever their in-plane orientation)"
         )
         self.method = QComboBox()
         self.method.addItems(["gmm", "kmeans", "hierarchical"])
@@ -113,6 +122,15 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
         self.merge_edit.setPlaceholderText("e.g. 1, 2")
         self.merge_btn = QPushButton("Merge classes")
         self.merge_btn.setEnabled(False)
+        self.split_class = QSpinBox()
+        self.split_class.setRange(0, 31)
+        self.split_class.setToolTip("the class to split (label - 1)")
+        self.split_into = QSpinBox()
+        self.split_into.setRange(2, 8)
+        self.split_btn = QPushButton("Split class")
+        self.split_btn.setEnabled(False)
+        self.split_btn.setToolTip("re-cluster the class's patterns into this many classes (its component scores; "
+                                  "one pass over the data for the new class means)")
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.status = QLabel("")
@@ -136,12 +154,16 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
         merge = QFormLayout()
         merge.addRow("merge", self.merge_edit)
         merge.addRow(self.merge_btn)
+        merge.addRow("split class", self.split_class)
+        merge.addRow("into", self.split_into)
+        merge.addRow(self.split_btn)
         layout.addLayout(merge)
         layout.addLayout(self.action_row())
         layout.addWidget(self.status)
         layout.addStretch(1)
         self.run_btn.clicked.connect(self.run)
         self.merge_btn.clicked.connect(self.merge)
+        self.split_btn.clicked.connect(self.split)
 
     # -- jobs -----------------------------------------------------------------------------------
     @property
@@ -192,6 +214,8 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
             + ", ".join(f"{c}: {n}" for c, n in enumerate(d["sizes"]))
         )
         self.merge_btn.setEnabled(r.n_classes > 1)
+        self.split_btn.setEnabled(True)
+        self.split_class.setMaximum(max(r.n_classes - 1, 0))
         self._update_mean()
 
     def _on_dims(self, event=None) -> None:
@@ -258,6 +282,26 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
         session_results(self.viewer).add(self.pipeline, "classify (merged)")
         self._show()
         self.status.setText(f"merged classes {sorted(set(classes))}: {self.result.n_classes} classes")
+
+    def split(self) -> None:
+        """Split the chosen class (re-clustered in a worker, then its parts' mean patterns)."""
+        if self.result is None:
+            return
+        cls, k = self.split_class.value(), self.split_into.value()
+        try:
+            cube, _cal = self.layer_combo.datacube()
+        except Napari4DSTEMError as e:
+            self.jobs.error(e)
+            return
+        self.jobs.start(_split_job, self.pipeline, cls, k, cube, desc="splitting a class",
+                        on_done=lambda out: self._on_split(out, cls, k))
+
+    def _on_split(self, out, cls, k) -> None:
+        self.pipeline, self._display = out
+        self.result = self.pipeline.classification
+        session_results(self.viewer).add(self.pipeline, "classify (split)")
+        self._show()
+        self.status.setText(f"split class {cls} into {k}: {self.result.n_classes} classes")
 
     def pipeline_result(self):
         return self.pipeline

@@ -17,6 +17,18 @@ Kinds
     Intensity on a polar grid (rings of width ``bin_px``, ``n_angles`` sectors), then the
     magnitudes of its angular Fourier harmonics 0..``n_harmonics`` per ring: invariant to an
     in-plane rotation of the pattern, but it still sees the lattice's angular symmetry.
+``"angular"``
+    Orientation-sensitive and blind to disk intensities: the intensity at each angle about
+    the origin (``n_angles`` sectors, summed over radii ``inner_px``..``radius_px``, each pixel
+    split linearly between the two nearest sector centres), smoothed over ``smooth_deg`` and
+    divided by its own running maximum over ``window_deg`` (plus 10 % of its mean): every disk
+    becomes a bump of height about 1 at its angle whatever its intensity, so an in-plane
+    rotation of a few degrees shifts every bump while thickness and dynamical intensities
+    change them little.
+``"pattern+angular"``
+    Both, from one pass; :mod:`.model` weighs each block by its own noise level (from scan
+    neighbours) so the decomposition keeps whichever block's variance rises above its noise:
+    lattice spacing and phase from the pattern, small rotations from the angular profile.
 ``"bragg"``
     A histogram of detected Bragg vectors (disk positions minus origin) on a grid of
     ``bin_px`` bins within ``radius_px``, each disk counted once (not weighted by its
@@ -31,7 +43,7 @@ the linear unmixing of boundary pixels.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numba
@@ -53,7 +65,7 @@ __all__ = [
     "iter_features",
 ]
 
-FEATURE_KINDS = ("pattern", "radial", "polar", "bragg")
+FEATURE_KINDS = ("pattern", "radial", "polar", "angular", "pattern+angular", "bragg")
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,9 @@ class FeatureParams:
         Sectors of the polar grid (``"polar"``).
     n_harmonics : int
         Angular harmonics kept per ring (``"polar"``), 0 is the ring mean.
+    angle_deg, smooth_deg, window_deg : float
+        ``"angular"``: sector width, smoothing width and running-maximum window (degrees; the
+        window should span a disk and the gap to its neighbour).
     """
 
     kind: str = "pattern"
@@ -85,6 +100,9 @@ class FeatureParams:
     inner_px: float = 0.0
     n_angles: int = 64
     n_harmonics: int = 12
+    angle_deg: float = 1.0
+    smooth_deg: float = 5.0
+    window_deg: float = 15.0
 
     def __post_init__(self):
         if self.kind not in FEATURE_KINDS:
@@ -97,6 +115,8 @@ class FeatureParams:
             raise ValueError(f"inner_px must be >= 0, got {self.inner_px}")
         if self.kind == "polar" and not (2 <= self.n_angles and 0 <= self.n_harmonics <= self.n_angles // 2):
             raise ValueError("polar features need n_angles >= 2 and 0 <= n_harmonics <= n_angles/2")
+        if not (0 < self.angle_deg <= 30 and self.smooth_deg >= 0 and self.window_deg >= self.angle_deg):
+            raise ValueError("angular features need 0 < angle_deg <= 30, smooth_deg >= 0 and window_deg >= angle_deg")
 
     def resolved(self, detector_shape: tuple[int, int], origin_px: tuple[float, float]) -> FeatureParams:
         """These parameters with ``radius_px`` and ``bin_px`` filled in for a detector."""
@@ -107,14 +127,17 @@ class FeatureParams:
             r = max(2.0, min(oy, ox, H - 1 - oy, W - 1 - ox) - 1.0)
         b = self.bin_px
         if b is None:
-            b = max(1.0, math.ceil(2 * r / 40)) if self.kind in ("pattern", "bragg") else 1.0
-        return FeatureParams(self.kind, float(r), float(b), self.inner_px, self.n_angles, self.n_harmonics)
+            b = max(1.0, math.ceil(2 * r / 40)) if self.kind in ("pattern", "bragg", "pattern+angular") else 1.0
+        return replace(self, radius_px=float(r), bin_px=float(b))
 
     def n_side(self) -> int:
         return math.ceil(2 * self.radius_px / self.bin_px)
 
     def n_rings(self) -> int:
         return math.ceil(self.radius_px / self.bin_px)
+
+    def n_sectors(self) -> int:
+        return max(8, round(360.0 / self.angle_deg))
 
 
 @dataclass(frozen=True, eq=False)
@@ -236,15 +259,51 @@ def _polar_block(block, row0, origin, radius, binpx, inner, nrings, nang, out, t
             total[a, b] = tot
 
 
+@numba.njit(cache=True, nogil=True)
+def _angular_block(block, row0, origin, radius, inner, nsec, out):
+    # out (ny, nx, nsec): intensity per sector about the origin, each pixel split linearly
+    # between the two nearest sector centres (continuous in the origin)
+    ny, nx, h, w = block.shape
+    r2 = radius * radius
+    i2 = inner * inner
+    two_pi = 2.0 * math.pi
+    for a in range(ny):
+        for b in range(nx):
+            oy = origin[a, b, 0]
+            ox = origin[a, b, 1]
+            for i in range(h):
+                dy = row0 + i - oy
+                for j in range(w):
+                    dx = j - ox
+                    d2 = dy * dy + dx * dx
+                    if d2 >= r2 or d2 < i2:
+                        continue
+                    v = float(block[a, b, i, j])
+                    t = math.atan2(dy, dx)
+                    if t < 0:
+                        t += two_pi
+                    ft = t / two_pi * nsec - 0.5
+                    t0 = math.floor(ft)
+                    wt = ft - t0
+                    out[a, b, t0 % nsec] += v * (1.0 - wt)
+                    out[a, b, (t0 + 1) % nsec] += v * wt
+
+
 def _features_kernel(block, *, row0, parallel, origin, p: FeatureParams, n_out):
     block = as_kernel_input(block)
     ny, nx = block.shape[:2]
     out = np.zeros((ny, nx, n_out + 1))
     total = np.empty((ny, nx))
-    if p.kind == "pattern":
+    if p.kind in ("pattern", "pattern+angular"):
         _pattern_block(
             block, row0, origin, p.radius_px, p.bin_px, p.inner_px, p.n_side(), out, total
         )
+        if p.kind == "pattern+angular":
+            _angular_block(block, row0, origin, p.radius_px, p.inner_px, p.n_sectors(),
+                           out[..., p.n_side() ** 2 :])
+    elif p.kind == "angular":
+        _angular_block(block, row0, origin, p.radius_px, p.inner_px, p.n_sectors(), out)
+        total[:] = block.sum(axis=(2, 3), dtype=np.float64)
     else:
         _polar_block(
             block, row0, origin, p.radius_px, p.bin_px, p.inner_px, p.n_rings(),
@@ -264,6 +323,29 @@ def _pixels_per_polar_cell(p: FeatureParams, detector_shape, origin) -> np.ndarr
         p.n_rings(), p.n_angles, out, tot,
     )
     return out[0, 0, :-1].reshape(p.n_rings(), p.n_angles)
+
+
+def _pixels_per_sector(p: FeatureParams, detector_shape, origin) -> np.ndarray:
+    """How many detector pixels fall into each sector of the angular profile (mean origin)."""
+    one = np.ones((1, 1, *detector_shape), np.float32)
+    out = np.zeros((1, 1, p.n_sectors()))
+    _angular_block(one, 0, np.asarray(origin, float).reshape(1, 1, 2), p.radius_px, p.inner_px, p.n_sectors(), out)
+    return out[0, 0]
+
+
+def angular_profile_normalised(profile: np.ndarray, p: FeatureParams) -> np.ndarray:
+    """Angular profiles ``(..., n_sectors)`` (mean intensity per sector) smoothed over
+    ``smooth_deg`` and divided by their running maximum over ``window_deg`` plus 10 % of
+    their mean: each disk a bump of height about 1 whatever its intensity."""
+    from scipy import ndimage
+
+    a = np.asarray(profile, np.float64)
+    s = max(1, round(p.smooth_deg / p.angle_deg))
+    if s > 1:
+        a = ndimage.uniform_filter1d(a, s, axis=-1, mode="wrap")
+    w = max(1, round(p.window_deg / p.angle_deg))
+    mx = ndimage.maximum_filter1d(a, w, axis=-1, mode="wrap")
+    return a / (mx + 0.1 * mx.mean(axis=-1, keepdims=True) + 1e-12)
 
 
 def _origin_map(cal: Calibration, scan_shape, detector_shape, origin_px) -> np.ndarray:
@@ -315,8 +397,17 @@ def iter_features(
     origin = _origin_map(cal, cube.scan_shape, cube.detector_shape, origin_px)
     mean_o = tuple(float(v) for v in origin.reshape(-1, 2).mean(axis=0))
     p = params.resolved(cube.detector_shape, mean_o)
+    blocks = None
     if p.kind == "pattern":
         n_out, shape = p.n_side() ** 2, (p.n_side(), p.n_side())
+    elif p.kind == "angular":
+        n_out, shape = p.n_sectors(), (p.n_sectors(),)
+    elif p.kind == "pattern+angular":
+        n_out = p.n_side() ** 2 + p.n_sectors()
+        shape = (n_out,)
+        # (name, start, stop, counts?): counts are normalised and transformed, the
+        # angular profile is already normalised
+        blocks = (("pattern", 0, p.n_side() ** 2, True), ("angular", p.n_side() ** 2, n_out, False))
     else:
         n_out = p.n_rings() * p.n_angles
         shape = (p.n_rings(),) if p.kind == "radial" else (p.n_rings(), p.n_harmonics + 1)
@@ -333,7 +424,12 @@ def iter_features(
     )
     total = raw[..., -1].copy()
     vals = raw[..., :-1]
-    if p.kind != "pattern":
+    if p.kind in ("angular", "pattern+angular"):
+        n0 = n_out - p.n_sectors()
+        dens = vals[..., n0:] / np.maximum(_pixels_per_sector(p, cube.detector_shape, mean_o), 1.0)
+        vals = np.array(vals, copy=True) if n0 else vals
+        vals[..., n0:] = angular_profile_normalised(dens, p)
+    elif p.kind != "pattern":
         cells = _pixels_per_polar_cell(p, cube.detector_shape, mean_o)
         polar = vals.reshape(*cube.scan_shape, p.n_rings(), p.n_angles)
         if p.kind == "radial":
@@ -344,7 +440,10 @@ def iter_features(
             vals = np.abs(np.fft.rfft(dens, axis=-1)[..., : p.n_harmonics + 1]) / p.n_angles
             vals = vals.reshape(*cube.scan_shape, -1)
     values = np.ascontiguousarray(vals, dtype=np.float32)
-    return Features(values, total, p, shape, origin, meta={"source": cube.source or cube.name})
+    meta = {"source": cube.source or cube.name}
+    if blocks is not None:
+        meta["blocks"] = blocks
+    return Features(values, total, p, shape, origin, meta=meta)
 
 
 def compute_features(data: Any, params: FeatureParams | None = None, *, progress=None, **kw) -> Features:

@@ -190,6 +190,94 @@ class Classification:
             remap[c] = remap[classes[0]]
         return self._relabelled(remap, len(keep))
 
+    def split(self, cls: int, k: int, *, seed: int | None = None) -> Classification:
+        """A copy with class ``cls`` split into ``k``, re-clustered as the classification itself
+        clusters (on its patterns' leading component scores: the Gaussian mixture of least BIC
+        with ``k`` or more components, the least distinct merged down to ``k``), then the same
+        spatial smoothing inside the class. The largest part keeps the number ``cls``,
+        the others are appended (``n_classes``, ``n_classes + 1``, ...). The parts' probability
+        and mixing fractions are the class's, shared by their responsibilities;
+        ``class_features`` of the parts are the class's (not recomputed) and ``class_patterns``
+        is None (one pass over the data recomputes them: :func:`.pipeline.iter_class_means`)."""
+        cls, k = int(cls), int(k)
+        if not 0 <= cls < self.n_classes:
+            raise ValueError(f"class {cls} does not exist (0..{self.n_classes - 1})")
+        if k < 2:
+            raise ValueError(f"split a class into 2 or more, got {k}")
+        cp = self.params.get("classify", {})
+        seed = int(cp.get("seed", 0) if seed is None else seed)
+        inside = (self.labels == cls).ravel()
+        if inside.sum() < 2 * k:
+            raise ValueError(f"class {cls} has {int(inside.sum())} patterns: too few to split into {k}")
+        z = self.loadings.reshape(-1, self.loadings.shape[-1])[:, : int(cp.get("cluster_dims", 12))].astype(np.float64)
+        # as the classification itself: the mixture of least BIC (k or more components), whose
+        # least distinct components (a drift inside a part is smooth, a boundary a step) are
+        # merged down to k
+        zin = z[inside]
+        fits = [_gmm(zin, m, seed) for m in range(k, min(max(k, int(cp.get("max_classes", 8))), len(zin) // 2) + 1)]
+        g = min(fits, key=lambda f: f.bic(zin))
+        hard = np.full(len(z), g.n_components)
+        hard[inside] = g.predict(zin)
+        groups = _merge_components(
+            z, hard, self.scan_shape, jump=float(cp.get("jump", 10.0)), valley=float(cp.get("valley", 0.5)),
+            noise_var=self.noise_variance, target=k, exclude=g.n_components,
+        )
+        parts = groups[: g.n_components]
+        _, parts = np.unique(parts, return_inverse=True)
+        if parts.max() + 1 < k:
+            raise ValueError(f"class {cls} could not be split into {k}")
+        resp = np.zeros((len(z), k))
+        rc = g.predict_proba(zin)
+        for c in range(g.n_components):
+            resp[inside, parts[c]] += rc[:, c]
+        beta = float(cp.get("spatial", 0.0))
+        if beta > 0:  # the Potts smoothing inside the class (outside: no part to choose)
+            lab = _icm(np.log(np.clip(resp, 1e-300, None)), self.scan_shape, beta, inside=inside)
+        else:
+            lab = resp.argmax(1)
+        lab = np.where(inside, lab, -1)
+        sizes = np.bincount(lab[inside], minlength=k)
+        order = np.argsort(-sizes, kind="stable")  # part order[0] keeps the number cls
+        new_of_part = np.empty(k, np.int64)
+        new_of_part[order[0]] = cls
+        new_of_part[order[1:]] = self.n_classes + np.arange(k - 1)
+        n_new = self.n_classes + k - 1
+        labels = self.labels.ravel().copy()
+        labels[inside] = new_of_part[lab[inside]]
+
+        # how the class's probability (and mixing fraction) is shared between its parts: by the
+        # responsibilities (probability) or all to the pixel's part (mixing) inside the class,
+        # all to the largest part outside it
+        keep = np.eye(k)[np.full(len(z), order[0])]
+        own = np.eye(k)[np.where(inside, lab, order[0])]
+        prob_share = np.where(inside[:, None], resp, keep)
+
+        def spread(a, share):
+            flat = a.reshape(-1, a.shape[-1])
+            out = np.zeros((len(flat), n_new), a.dtype)
+            out[:, : self.n_classes] = flat
+            out[:, cls] = 0
+            for part in range(k):
+                out[:, new_of_part[part]] += flat[:, cls] * share[:, part]
+            return out.reshape(*a.shape[:-1], n_new)
+
+        cf = np.concatenate([self.class_features, np.repeat(self.class_features[cls : cls + 1], k - 1, axis=0)])
+        return Classification(
+            labels=labels.reshape(self.scan_shape).astype(np.int32),
+            probability=spread(self.probability, prob_share),
+            mixing=spread(self.mixing, own),
+            loadings=self.loadings,
+            components=self.components,
+            class_features=cf,
+            explained_variance_ratio=self.explained_variance_ratio,
+            suggested_n_classes=self.suggested_n_classes,
+            bic=self.bic,
+            silhouette=self.silhouette,
+            noise_variance=self.noise_variance,
+            params={**self.params, "edited": True},
+            class_patterns=None,
+        )
+
     def _relabelled(self, remap: np.ndarray, k: int) -> Classification:
         def fold(a):
             out = np.zeros((*a.shape[:-1], k), a.dtype)
@@ -248,10 +336,31 @@ def _transform(x: np.ndarray, p: ClassifyParams) -> np.ndarray:
     return x
 
 
-def _normalised(x: np.ndarray) -> np.ndarray:
+def _normalised(x: np.ndarray, blocks=None) -> np.ndarray:
     x = np.maximum(np.asarray(x, np.float32), 0)
+    if blocks:
+        out = np.array(x, copy=True)
+        for _name, a, b, counts in blocks:
+            if counts:
+                out[:, a:b] = _normalised(x[:, a:b])
+        return out
     s = x.sum(axis=1, keepdims=True)
     return x / np.where(s > 0, s, 1.0)
+
+
+def _transform_blocks(raw: np.ndarray, blocks, p: ClassifyParams, scan_shape) -> np.ndarray:
+    """Features made of several blocks (e.g. pattern + angular profile): each block
+    transformed on its own (counts normalised and transformed as ``p`` says, others kept),
+    then divided by its own noise level (from scan neighbours), so each block's signal is
+    measured against its own noise and the decomposition keeps whichever rises above it."""
+    parts = []
+    for _name, a, b, counts in blocks:
+        xb = _transform(raw[:, a:b], p) if counts else np.array(raw[:, a:b], np.float32)
+        nv = neighbour_noise_variance(xb, scan_shape)
+        if np.isfinite(nv) and nv > 0:
+            xb /= np.float32(math.sqrt(nv))
+        parts.append(xb)
+    return np.concatenate(parts, axis=1)
 
 
 def neighbour_noise_variance(z: np.ndarray, scan_shape: tuple[int, int]) -> float:
@@ -391,8 +500,22 @@ def _jump_ratio(z, groups_of, a, b, steps) -> float:
     return float(jb / max(ji, 1e-30))
 
 
+def _pair_score(z, g_of, gi, gj, pairs, jump, valley, noise_var) -> float:
+    """How distinct two groups are (below 1: merge): the jump ratio over ``jump`` when they
+    border each other, else ``valley`` over their density valley ratio."""
+    na, nb = int((g_of == gi).sum()), int((g_of == gj).sum())
+    if min(na, nb) < 3:
+        return 0.0
+    r = _jump_ratio(z, g_of, gi, gj, pairs)
+    if np.isfinite(r):
+        return r / jump
+    v = _valley_ratio(z[g_of == gi], z[g_of == gj], noise_var)
+    return valley / max(v, 1e-9)
+
+
 def _merge_components(
-    z, hard, scan_shape, *, jump: float, valley: float, noise_var: float, target: int | None = None
+    z, hard, scan_shape, *, jump: float, valley: float, noise_var: float, target: int | None = None,
+    exclude: int | None = None,
 ) -> np.ndarray:
     """Map of mixture components to classes. Repeatedly merge the pair of groups that is
     least distinct: by the jump ratio when they share a border in the scan (merged below
@@ -404,22 +527,15 @@ def _merge_components(
     pairs = _border_steps(scan_shape)
     while True:
         ids = np.unique(group[np.unique(hard)])
+        if exclude is not None:  # a group that takes no part (e.g. the rest of the scan)
+            ids = ids[ids != group[exclude]]
         if len(ids) < 2 or (target is not None and len(ids) <= target):
             break
         g_of = group[hard]
         best, pair = (np.inf if target is not None else 1.0), None  # score below 1: merge; lower merges first
         for i, gi in enumerate(ids):
             for gj in ids[i + 1 :]:
-                na, nb = int((g_of == gi).sum()), int((g_of == gj).sum())
-                if min(na, nb) < 3:
-                    score = 0.0
-                else:
-                    r = _jump_ratio(z, g_of, gi, gj, pairs)
-                    if np.isfinite(r):
-                        score = r / jump
-                    else:
-                        v = _valley_ratio(z[g_of == gi], z[g_of == gj], noise_var)
-                        score = valley / max(v, 1e-9)
+                score = _pair_score(z, g_of, gi, gj, pairs, jump, valley, noise_var)
                 if score < best:
                     best, pair = score, (gi, gj)
         if pair is None:
@@ -429,17 +545,21 @@ def _merge_components(
     return group
 
 
-def _merge_nearest(z, hard, group, target: int) -> np.ndarray:
-    """Merge the groups with the closest means until ``target`` are left."""
+def _merge_smallest(z, hard, group, target: int) -> np.ndarray:
+    """Merge the smallest group into the group with the nearest mean until ``target`` are left
+    (of groups within 10 % of the smallest size, the one nearest to another goes first).
+    Merging the closest pair of means instead joined two large real classes 2.5 % apart and
+    kept a group of 18 boundary pixels."""
     group = group.copy()
     while len(np.unique(group[np.unique(hard)])) > target:
         g_of = group[hard]
-        ids = np.unique(g_of)
+        ids, sizes = np.unique(g_of, return_counts=True)
         means = np.stack([z[g_of == g].mean(0) for g in ids])
         d = ((means[:, None] - means[None]) ** 2).sum(-1)
         d[np.diag_indices_from(d)] = np.inf
-        i, j = np.unravel_index(np.argmin(d), d.shape)
-        group[group == ids[j]] = ids[i]
+        cand = np.flatnonzero(sizes <= 1.1 * sizes.min())
+        i = int(cand[np.argmin(d[cand].min(1))])
+        group[group == ids[i]] = ids[int(np.argmin(d[i]))]
     _, group = np.unique(group, return_inverse=True)
     return group
 
@@ -469,14 +589,18 @@ def _valley_ratio(za: np.ndarray, zb: np.ndarray, noise_var: float) -> float:
     return float(mid.min() / low)
 
 
-def _icm(logp: np.ndarray, scan_shape, beta: float, n_iter: int = 5) -> np.ndarray:
-    """Iterated conditional modes of a Potts prior (8-neighbourhood) on the scan."""
+def _icm(logp: np.ndarray, scan_shape, beta: float, n_iter: int = 5, inside: np.ndarray | None = None) -> np.ndarray:
+    """Iterated conditional modes of a Potts prior (8-neighbourhood) on the scan (``inside``:
+    only these pixels take part, as labels and as neighbours)."""
     sy, sx = scan_shape
     k = logp.shape[1]
     lp = logp.reshape(sy, sx, k)
     labels = lp.argmax(-1)
+    w = None if inside is None else inside.reshape(sy, sx, 1).astype(np.float32)
     for _ in range(n_iter):
         onehot = np.eye(k, dtype=np.float32)[labels]
+        if w is not None:
+            onehot *= w
         pad = np.pad(onehot, ((1, 1), (1, 1), (0, 0)))
         nb = sum(
             pad[1 + dy : 1 + dy + sy, 1 + dx : 1 + dx + sx]
@@ -542,7 +666,8 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
     scan_shape = features.scan_shape
     raw = features.flat()
     n = raw.shape[0]
-    x = _transform(raw, p)
+    blocks = features.meta.get("blocks")
+    x = _transform_blocks(raw, blocks, p, scan_shape) if blocks else _transform(raw, p)
     noise_var = neighbour_noise_variance(x, scan_shape)
     yield step("decomposition")
     extra: dict[str, Any] = {}
@@ -589,8 +714,9 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
             # the number given: merge the BIC mixture down to it (or, with fewer components
             # than asked for, the mixture of that many components)
             if suggested > p.n_classes:
-                # the distinct groups, then the closest of them, down to the number asked for
-                groups = _merge_nearest(zc, hard, groups, p.n_classes)
+                # the distinct groups, then the smallest into its nearest, down to the number
+                # asked for
+                groups = _merge_smallest(zc, hard, groups, p.n_classes)
             elif len(np.unique(hard)) >= p.n_classes:
                 groups = merge(target=p.n_classes)
             else:
@@ -639,7 +765,7 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
     labels = remap[labels]
     prob = prob[:, order]
     prob /= prob.sum(1, keepdims=True)
-    xn = _normalised(raw)
+    xn = _normalised(raw, blocks)
     k_final = len(order)
     means = np.stack([xn[labels == c].mean(0) for c in range(k_final)])
     mixing = _mixing(xn, means, prob)

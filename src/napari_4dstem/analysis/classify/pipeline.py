@@ -102,7 +102,10 @@ def iter_classify(
         else:
             from ..virtual.origin import fit_origin_plane, iter_measure_origin
 
-            measured = yield from iter_measure_origin(cube, calibration=cal, scan_chunk=scan_chunk, backend=backend)
+            # started at the bright-field disk found on the pattern's centre of symmetry: in a
+            # thick crystal a Bragg disk can be brighter than the unscattered beam
+            measured = yield from iter_measure_origin(cube, calibration=cal, bf_disk=_bf_disk(cube),
+                                                      scan_chunk=scan_chunk, backend=backend)
             origin_map = fit_origin_plane(measured).origin_map_px
     elif origin == "fixed":
         H, W = cube.detector_shape
@@ -110,9 +113,9 @@ def iter_classify(
     elif origin != "calibration":
         raise ValueError(f"origin must be 'auto', 'calibration', 'fixed' or an array, got {origin!r}")
     if exclude_bf and fp.inner_px == 0 and fp.kind != "bragg":
-        r_bf = _bf_radius(cube)
-        if r_bf is not None:
-            fp = dataclasses.replace(fp, inner_px=1.33 * r_bf + 1.0)
+        bf = _bf_disk(cube)
+        if bf is not None:
+            fp = dataclasses.replace(fp, inner_px=1.33 * bf.radius_px + 1.0)
     if fp.kind == "bragg":
         if peaks is None:
             raise ValueError("Bragg-vector features need detected disks (peaks=...)")
@@ -130,10 +133,8 @@ def iter_classify(
     return result
 
 
-def _bf_radius(cube) -> float | None:
-    """Bright-field disk radius (px) on the mean of at most 16 x 16 patterns on a grid."""
-    from ..virtual.origin import find_bf_disk
-
+def _grid_mean(cube) -> np.ndarray:
+    """Sum of at most 16 x 16 patterns on a grid over the scan."""
     sy, sx = cube.scan_shape
     iy = np.unique(np.linspace(0, sy - 1, min(sy, 16)).astype(int))
     ix = np.unique(np.linspace(0, sx - 1, min(sx, 16)).astype(int))
@@ -142,10 +143,53 @@ def _bf_radius(cube) -> float | None:
         row = cube.data[int(i)]
         row = np.asarray(row.compute() if hasattr(row, "compute") else row)
         acc += row[ix].sum(axis=0, dtype=np.float64)
+    return acc
+
+
+def symmetry_centre(pattern: np.ndarray) -> tuple[float, float]:
+    """Centre of symmetry ``(k_y, k_x)`` of a pattern (Friedel's law: disk positions come in
+    pairs ``+-g`` about the unscattered beam): the peak of the pattern's self-convolution
+    (square-rooted intensities, so weak disks count too) lies at twice the centre; sub-pixel
+    by a parabola through the peak and its neighbours."""
+    from scipy.signal import fftconvolve
+
+    a = np.sqrt(np.maximum(np.asarray(pattern, np.float64), 0))
+    a -= np.median(a)
+    conv = fftconvolve(a, a, mode="full")
+    t = np.unravel_index(int(np.argmax(conv)), conv.shape)
+    out = []
+    for ax in range(2):
+        i = t[ax]
+        if 0 < i < conv.shape[ax] - 1:
+            idx = list(t)
+            idx[ax] = i - 1
+            lo = conv[tuple(idx)]
+            idx[ax] = i + 1
+            hi = conv[tuple(idx)]
+            den = lo - 2 * conv[t] + hi
+            off = 0.5 * (lo - hi) / den if den < 0 else 0.0
+        else:
+            off = 0.0
+        out.append((i + float(np.clip(off, -0.5, 0.5))) / 2)
+    return out[0], out[1]
+
+
+def _bf_disk(cube):
+    """The bright-field disk on the mean of a grid of patterns: its radius from the brightest
+    disk (every disk has the probe's size), its centre the pattern's centre of symmetry when
+    the brightest disk is not there (a Bragg disk brighter than the unscattered beam). None
+    without a clear disk."""
+    from ..virtual.origin import BFDisk, find_bf_disk
+
+    acc = _grid_mean(cube)
     try:
-        return float(find_bf_disk(acc).radius_px)
+        disk = find_bf_disk(acc)
     except DataShapeError:  # no clear disk (e.g. no direct beam): keep it
         return None
+    c = symmetry_centre(acc)
+    if np.hypot(c[0] - disk.center_px[0], c[1] - disk.center_px[1]) > disk.radius_px:
+        return BFDisk(c, disk.radius_px)
+    return disk
 
 
 def classify(data: Any, *, progress=None, **kwargs) -> Classification:
