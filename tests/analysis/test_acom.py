@@ -285,7 +285,7 @@ def test_matching_yields_its_maps_so_far_and_cancels_between_chunks(au_plan, mon
     import threading
     import time
 
-    from napari_4dstem.analysis.acom.matching import matching as acom
+    from napari_4dstem.analysis.acom import matching as acom
     from napari_4dstem.engine.jobs import run_job
 
     monkeypatch.setattr(acom, "PARTIAL_EVERY_S", 0.0)  # a map at every step
@@ -330,7 +330,7 @@ def test_matching_yields_its_maps_so_far_and_cancels_between_chunks(au_plan, mon
 def test_candidate_ranking_in_pieces_gives_the_same_map(au_plan, monkeypatch):
     """The ranking runs in pieces of patterns with a cancel point between them; each pattern
     is ranked on its own, so the map is the same as in one piece."""
-    from napari_4dstem.analysis.acom.matching import matching as acom
+    from napari_4dstem.analysis.acom import matching as acom
 
     _, pk = _random_peaks(au_plan.crystal, 60, 3)
     whole = match_orientations(pk, au_plan, min_peaks=3, n_matches=2)
