@@ -209,7 +209,7 @@ def detect(
 
 def truth_scores(peaks, plan, U_true, *, n_iter=8, intensity_power=0.5):
     """Refined score (the matcher's final cosine) of the truth, refined from the truth."""
-    from napari_4dstem.analysis.acom.matching import matching as acom
+    from napari_4dstem.analysis.acom import matching as acom
 
     k_max = plan.params["k_max_inv_A"]
     off, gx, gy, amp = acom.peaks_to_lab(

@@ -37,7 +37,7 @@ P4_SCRIPT = textwrap.dedent(
     import matplotlib
     matplotlib.use("Agg")
     import py4DSTEM
-    from py4DSTEM.process.phase import SSB, Parallax, SingleslicePtychography
+    from py4DSTEM.process.phase import SSB, WDD, Parallax, SingleslicePtychography
 
     folder = sys.argv[1]
     m = json.load(open(folder + "/meta.json"))
@@ -58,6 +58,20 @@ P4_SCRIPT = textwrap.dedent(
         s = s.reconstruct(progress_bar=False)
         out["ssb_s"].append(time.perf_counter() - t)
     np.save(folder + "/p4_ssb.npy", np.angle(np.asarray(s.object)))
+    try:
+        out["wdd_s"] = []
+        for _ in range(m["repeats"]):
+            t = time.perf_counter()
+            w = WDD(energy=m["E"] * 1e3, datacube=cube(), semiangle_cutoff=m["alpha"],
+                    defocus=m["df"], verbose=False, device="cpu")
+            w = w.preprocess(plot_center_of_mass=False, plot_rotation=False,
+                             plot_overlap_trotters=False, force_com_rotation=0,
+                             force_com_transpose=False)
+            w = w.reconstruct(relative_wiener_epsilon=m["wdd_eps"], progress_bar=False)
+            out["wdd_s"].append(time.perf_counter() - t)
+        np.save(folder + "/p4_wdd.npy", np.angle(np.asarray(w.object)))
+    except Exception as e:  # report, do not hide
+        out["wdd_error"] = f"{type(e).__name__}: {e}"
     for _ in range(m["repeats_ptycho"]):
         t = time.perf_counter()
         p = SingleslicePtychography(energy=m["E"] * 1e3, datacube=cube(),
@@ -123,6 +137,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dose", type=float, default=None, help="e/A^2 (Poisson); default noise-free")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--wdd-eps", type=float, default=1e-3,
+                    help="WDD Wiener term, ours and py4DSTEM's relative_wiener_epsilon")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: see docs/phase.md on shared machines)")
     args = ap.parse_args()
@@ -132,6 +148,7 @@ def main() -> int:
     from napari_4dstem.analysis.phase.parallax import parallax
     from napari_4dstem.analysis.phase.ptycho import PtychoParams, ptychography
     from napari_4dstem.analysis.phase.ssb import ssb
+    from napari_4dstem.analysis.phase.wdd import wdd
 
     step, df = 0.4, 50.0
     s = simulate_phase_dataset(scan_shape=(args.scan, args.scan), detector_px=64, step_A=step,
@@ -148,6 +165,12 @@ def main() -> int:
         ph = ssb(cube, probe=s.probe)
         t_ssb.append(time.perf_counter() - t)
     ours_ssb = phase_correlation_with_truth(ph.data, s.phase_at_scan)
+    t_wdd = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        pw = wdd(cube, probe=s.probe, regularization=args.wdd_eps)
+        t_wdd.append(time.perf_counter() - t)
+    ours_wdd = phase_correlation_with_truth(pw.data, s.phase_at_scan)
     t_pty, res = [], None
     for _ in range(max(1, args.repeats - 1)):
         stamps: list[float] = []
@@ -174,7 +197,7 @@ def main() -> int:
             np.save(Path(tmp) / "data.npy", np.asarray(cube.data))
             meta = dict(step=step, dk=cube.calibration.k_pixel_size, E=300.0, alpha=20.0, df=df,
                         iterations=args.iterations, repeats=args.repeats,
-                        repeats_ptycho=max(1, args.repeats - 1))
+                        repeats_ptycho=max(1, args.repeats - 1), wdd_eps=args.wdd_eps)
             (Path(tmp) / "meta.json").write_text(json.dumps(meta))
             (Path(tmp) / "p4.py").write_text(P4_SCRIPT)
             r = subprocess.run([exe, str(Path(tmp) / "p4.py"), tmp], capture_output=True, text=True)
@@ -183,6 +206,9 @@ def main() -> int:
             else:
                 p4 = json.loads((Path(tmp) / "p4.json").read_text())
                 p4_ssb = np.load(Path(tmp) / "p4_ssb.npy")
+                p4_wdd = np.load(Path(tmp) / "p4_wdd.npy") if (Path(tmp) / "p4_wdd.npy").exists() else None
+                if "wdd_error" in p4:
+                    print("py4DSTEM WDD failed:", p4["wdd_error"], file=sys.stderr)
                 p4_pty = np.load(Path(tmp) / "p4_ptycho.npy")
     else:
         print("(py4DSTEM side venv not set: NAPARI_4DSTEM_PY4DSTEM_PYTHON)")
@@ -210,6 +236,14 @@ def main() -> int:
             key=lambda v: v[0],
         ) if p4_ssb.shape == s.phase_at_scan.shape else (float("nan"), float("nan"))
         rows.append(("SSB (py4DSTEM)", *best, med(p4["ssb_s"]), med(p4["ssb_s"]) / med(t_ssb)))
+    rows.append((f"WDD eps {args.wdd_eps:g} (ours)", *ours_wdd, med(t_wdd), None))
+    if p4 and p4_wdd is not None:
+        best = max(
+            (phase_correlation_with_truth(x, s.phase_at_scan) for x in (p4_wdd, p4_wdd.T)),
+            key=lambda v: v[0],
+        ) if p4_wdd.shape == s.phase_at_scan.shape else (float("nan"), float("nan"))
+        rows.append((f"WDD eps {args.wdd_eps:g} (py4DSTEM)", *best, med(p4["wdd_s"]),
+                     med(p4["wdd_s"]) / med(t_wdd)))
     it = args.iterations
     rows.append((f"ptycho {it} it (ours, s per it)", ours_pty[0], ours_pty[1], med(t_pty), None))
     if p4:

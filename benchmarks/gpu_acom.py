@@ -66,13 +66,13 @@ def main(argv=None) -> int:
         if dev.startswith("cuda"):
             torch.cuda.synchronize()
 
+    from napari_4dstem.analysis.acom import matching as acom
     from napari_4dstem.analysis.acom._torch import score_batches_torch
     from napari_4dstem.analysis.acom.matching import (
         kinematic_bragg_peaks,
         match_orientations,
         peaks_to_lab,
     )
-    from napari_4dstem.analysis.acom.matching import matching as acom
     from napari_4dstem.analysis.acom.plan import build_orientation_plan
     from napari_4dstem.analysis.crystal.structure import bundled_crystal
     from napari_4dstem.analysis.crystal.symmetry import misorientation_deg

@@ -45,9 +45,9 @@ class ProgressBar:
     that goes back). A message that changes within a stage is its status (a file, a loss) and
     updates the bar's text.
 
-    With tqdm installed (it comes with napari) each stage is a tqdm bar: rate, elapsed and
-    remaining time, the terminal's width. Without it, a small text bar redrawn at most 10 times
-    a second. ``use_tqdm`` forces one or the other.
+    Each stage is a tqdm bar (tqdm is a core dependency): rate, elapsed and remaining time, the
+    terminal's width. Where tqdm cannot be imported (a vendored or trimmed install), a small text
+    bar redrawn at most 10 times a second. ``use_tqdm`` forces one or the other.
     """
 
     def __init__(self, stream=None, enabled: bool = True, *, use_tqdm: bool | None = None):

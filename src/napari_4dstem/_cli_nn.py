@@ -1,4 +1,4 @@
-"""The ``train``, ``infer`` and ``models`` subcommands (registered in :mod:`napari_4dstem.cli`)."""
+"""The ``train``, ``finetune``, ``infer`` and ``models`` subcommands (registered in :mod:`napari_4dstem.cli`)."""
 
 from __future__ import annotations
 
@@ -236,6 +236,96 @@ def run_infer(args) -> int:
     print(
         f"wrote {args.out}: {peaks.n_peaks} peaks, {counts.mean():.1f} per pattern "
         f"(model {peaks.params['model']}@{peaks.params['model_version']}), bragg_vector_map"
+    )
+    return 0
+
+
+# -- finetune -------------------------------------------------------------------------------------
+def _scan_rect(text: str) -> tuple[int, int, int, int]:
+    """``Y0:Y1,X0:X1`` (scan positions, end exclusive) -> ``(y0, y1, x0, x1)``."""
+    try:
+        ys, xs = text.split(",")
+        y0, y1 = (int(t) for t in ys.split(":"))
+        x0, x1 = (int(t) for t in xs.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected Y0:Y1,X0:X1 (scan positions), got {text!r}") from None
+    if not (0 <= y0 < y1 and 0 <= x0 < x1):
+        raise argparse.ArgumentTypeError(f"empty or negative region {text!r} (need 0 <= Y0 < Y1, 0 <= X0 < X1)")
+    return y0, y1, x0, x1
+
+
+def add_finetune(sub) -> argparse.ArgumentParser:
+    from ._cli_common import scan_shape_arg
+
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a disk-detection network on this data, labelled by correlation "
+        "(saved as a user model: `models` lists it, `infer --model NAME@VERSION` uses it)",
+    )
+    p.add_argument("file", type=Path)
+    p.add_argument("--probe", required=True, metavar="FILE[:NAME]",
+                   help="vacuum probe, centred: .npy image or an EMD file's DiffractionImage")
+    p.add_argument("--name", required=True, help="name of the new model (letters, digits, - _ .)")
+    p.add_argument("--version", default="1", help="its version (default 1)")
+    p.add_argument("--base", help="model to start from: registry name[@version] or .pt (default: bundled)")
+    p.add_argument("--region", type=_scan_rect, metavar="Y0:Y1,X0:X1",
+                   help="draw the patterns from these scan positions only (a thin area, where "
+                   "correlation is reliable); default the whole scan")
+    p.add_argument("--patterns", type=v.positive_int, default=256, help="patterns to label and train on")
+    p.add_argument("--epochs", type=v.positive_int, default=4)
+    p.add_argument("--batch-size", type=v.positive_int, default=8)
+    p.add_argument("--lr", type=v.positive_float, default=5e-4)
+    p.add_argument("--min-peaks", type=v.positive_int, default=3,
+                   help="leave out patterns where correlation finds fewer disks")
+    p.add_argument("--min-relative", type=v.fraction, default=0.03,
+                   help="correlation labels: drop disks below this fraction of the strongest")
+    p.add_argument("--seed", type=v.nonnegative_int, default=0)
+    p.add_argument("--threads", type=v.positive_int, help="torch CPU threads")
+    p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
+    scan_shape_arg(p)
+    return p
+
+
+def run_finetune(args) -> int:
+    import numpy as np
+
+    from ._cli_common import open_cube
+    from .engine.jobs import run_job
+    from .errors import DataShapeError
+    from .nn.finetune import FineTuneConfig, iter_finetune
+    from .nn.registry import user_model_path
+    from .pipelines import DiskDetectionParams, ProbeSource
+
+    if args.patterns < 4:
+        raise argparse.ArgumentTypeError("--patterns must be at least 4")
+    user_model_path(args.name, args.version)  # the name is checked before any work
+    config = FineTuneConfig(
+        base=args.base, n_patterns=args.patterns, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, min_peaks=args.min_peaks, seed=args.seed, threads=args.threads, device=args.device,
+    )  # fmt: skip
+    probe = ProbeSource.parse(args.probe).load()
+    dc = open_cube(args)
+    try:
+        region = None
+        if args.region is not None:
+            y0, y1, x0, x1 = args.region
+            ny, nx = dc.scan_shape
+            if y1 > ny or x1 > nx:
+                raise DataShapeError(f"--region {y0}:{y1},{x0}:{x1} lies outside the {ny}x{nx} scan")
+            region = np.zeros(dc.scan_shape, bool)
+            region[y0:y1, x0:x1] = True
+        job = iter_finetune(dc, probe, name=args.name, version=args.version, config=config,
+                            detection=DiskDetectionParams(min_relative=args.min_relative), region=region)  # fmt: skip
+        res = run_job(job, _bar(args))
+    finally:
+        dc.close()
+    last = res.history[-1] if res.history else {}
+    ft = res.card["fine_tune"]
+    print(
+        f"wrote {res.path}: {res.name}@{res.version} from {res.card['fine_tuned_from']}, "
+        f"{ft['patterns_kept']} of {ft['patterns_labelled']} patterns ({ft['disks_per_pattern']:.1f} disks each), "
+        f"train loss {last.get('train_loss', float('nan')):.4g}, held-out recall against the correlation "
+        f"labels {last.get('recall_1px', float('nan')):.3f} (1 px); use it with `infer --model {res.name}@{res.version}`"
     )
     return 0
 

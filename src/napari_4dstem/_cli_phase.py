@@ -1,4 +1,4 @@
-"""The ``phase`` subcommand (registered in :mod:`napari_4dstem.cli`): parallax, SSB and
+"""The ``phase`` subcommand (registered in :mod:`napari_4dstem.cli`): parallax, SSB, WDD and
 iterative ptychography of a calibrated 4D-STEM file, written to an EMD (.h5) file."""
 
 from __future__ import annotations
@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-METHODS = ("parallax", "ssb", "ptycho", "multislice-ptycho")
+METHODS = ("parallax", "ssb", "wdd", "ptycho", "multislice-ptycho")
 
 
 def add_phase(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "phase",
-        help="phase retrieval: parallax (tilt-corrected BF), SSB, iterative ptychography",
+        help="phase retrieval: parallax (tilt-corrected BF), SSB, WDD, iterative ptychography",
         description="Phase retrieval from a calibrated dataset (scan step, detector pixel size, "
         "beam energy, convergence angle; flags below fill in or override the calibration). "
         "Writes an EMD file with the phase (rad) and, for ptychography, the probe.",
@@ -29,7 +29,7 @@ def add_phase(sub) -> argparse.ArgumentParser:
     g.add_argument("--k-pixel-inv-A", type=float, help="detector pixel size in 1/Angstrom")
     g.add_argument("--rotation", type=float, metavar="DEG", help="scan/detector rotation")
     g.add_argument("--flip", action="store_true", default=None, help="detector k_x is mirrored")
-    a = p.add_argument_group("probe aberrations (SSB, ptychography starting probe)")
+    a = p.add_argument_group("probe aberrations (SSB, WDD, ptychography starting probe)")
     a.add_argument("--defocus-A", type=float, default=0.0, help="defocus, A (> 0 underfocus)")
     a.add_argument("--astig-A", type=float, default=0.0)
     a.add_argument("--astig-angle-deg", type=float, default=0.0)
@@ -39,6 +39,8 @@ def add_phase(sub) -> argparse.ArgumentParser:
     m = p.add_argument_group("method settings")
     m.add_argument("--upsample", type=int, default=2, help="parallax: output grid factor")
     m.add_argument("--regularization", type=float, default=0.05, help="SSB: Wiener term")
+    m.add_argument("--wdd-regularization", type=float, default=1e-3,
+                   help="WDD: Wiener term, relative to the probe's largest |chi|^2")
     m.add_argument("--iterations", type=int, default=20)
     m.add_argument("--batch-size", type=int, default=64)
     m.add_argument("--modes", type=int, default=1, help="probe modes (mixed state)")
@@ -88,7 +90,8 @@ def run_phase(args) -> int:
     params = PhaseParams(
         method=args.method, defocus_A=args.defocus_A, astig_A=args.astig_A,
         astig_angle_deg=args.astig_angle_deg, cs_mm=args.cs_mm, fit_defocus=args.fit_defocus,
-        upsample=args.upsample, regularization=args.regularization, iterations=args.iterations,
+        upsample=args.upsample, regularization=args.regularization,
+        wdd_regularization=args.wdd_regularization, iterations=args.iterations,
         batch_size=args.batch_size, modes=args.modes, position_correction=args.position_correction,
         slices=args.slices, slice_thickness_A=args.slice_thickness_A, device=args.device,
         threads=args.threads,

@@ -30,7 +30,16 @@ from ._cli_common import (
     scan_shape_arg,
     write_maps,
 )
-from ._cli_nn import add_infer, add_models, add_train, run_infer, run_models, run_train
+from ._cli_nn import (
+    add_finetune,
+    add_infer,
+    add_models,
+    add_train,
+    run_finetune,
+    run_infer,
+    run_models,
+    run_train,
+)
 from ._cli_phase import add_phase, run_phase
 from ._cli_repro import add_script, add_session, run_script, run_session
 from ._cli_validate import OneLineParser, claim_outputs
@@ -622,7 +631,7 @@ def run_simulate(args) -> int:
     return EXIT_OK
 
 
-# -- train / infer / models: in napari_4dstem._cli_nn (imported at the top) -------------------
+# -- train / finetune / infer / models: in napari_4dstem._cli_nn (imported at the top) -------------------
 
 
 SUBCOMMANDS: dict[str, tuple[Callable, Callable]] = {
@@ -638,6 +647,7 @@ SUBCOMMANDS: dict[str, tuple[Callable, Callable]] = {
     "acom": (add_acom, run_acom),
     "simulate": (add_simulate, run_simulate),
     "train": (add_train, run_train),
+    "finetune": (add_finetune, run_finetune),
     "infer": (add_infer, run_infer),
     "models": (add_models, run_models),
     "script": (add_script, run_script),

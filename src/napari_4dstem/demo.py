@@ -63,7 +63,9 @@ def save_figure(ctx: DemoContext, name: str, images: list[tuple[str, np.ndarray,
             f = np.abs(shown[np.isfinite(shown)])
             m = float(np.percentile(f, 99)) if f.size else 1.0
             lim = {"vmin": -(m or 1e-6), "vmax": m or 1e-6}
-        im = ax.imshow(shown, cmap=cmap, extent=extent, interpolation="nearest", **lim)
+        cmap = plt.get_cmap(cmap).copy()
+        cmap.set_bad("#00bcd4")  # NaN (not computed, not indexed) in its own colour, never as a value
+        im = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, extent=extent, interpolation="nearest", **lim)
         ax.set_title(title + (" (log)" if log and kind == "k" else ""))
         ax.set_xlabel(("k_x" if kind == "k" else "scan_x") + f" [{unit}]")
         ax.set_ylabel(("k_y" if kind == "k" else "scan_y") + f" [{unit}]")
@@ -206,7 +208,7 @@ def step_acom(ctx: DemoContext) -> None:
               + [("IPF key m-3m: 001 red, 101 green, 111 blue", ipf_key_image(au.point_group))])
     save_figure(ctx, "acom_quality", [("correlation", res.correlation[:, :, 0], "scan"),
                                       ("reliability", res.reliability, "scan"),
-                                      ("error vs truth [deg]", np.nan_to_num(mis, nan=-1.0), "scan")])
+                                      ("error vs truth [deg] (cyan: not indexed)", mis, "scan")])
 
 
 def _save_rgb(ctx: DemoContext, name: str, images: list[tuple[str, np.ndarray]]) -> None:

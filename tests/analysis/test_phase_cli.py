@@ -17,15 +17,16 @@ def sim_file(tmp_path_factory):
     return s, path
 
 
-def test_cli_ssb_writes_the_phase(sim_file, tmp_path):
+@pytest.mark.parametrize("method", ["ssb", "wdd"])
+def test_cli_direct_ptychography_writes_the_phase(sim_file, tmp_path, method):
     s, path = sim_file
-    out = tmp_path / "ssb.h5"
-    assert main(["-q", "phase", str(path), str(out), "--method", "ssb"]) == 0
+    out = tmp_path / f"{method}.h5"
+    assert main(["-q", "phase", str(path), str(out), "--method", method]) == 0
     objs = emd.read(out)
-    phase = next(v for k, v in objs.items() if k.endswith("ssb_phase"))
+    phase = next(v for k, v in objs.items() if k.endswith(f"{method}_phase"))
     assert phase.data.shape == (16, 16)
     assert phase_correlation_with_truth(phase.data, s.phase_at_scan)[0] >= 0.9
-    assert phase.params["method"] == "ssb"
+    assert phase.params["method"] == method
 
 
 def test_cli_ptycho_and_calibration_flags(sim_file, tmp_path, capsys):
@@ -85,4 +86,4 @@ def test_phase_is_a_pipeline_whose_script_reproduces_it(sim_file, tmp_path, run_
     with pytest.raises(ParameterError, match="scan_region"):
         PhaseParams(scan_region=(5, 2, 0, 4))
     with pytest.raises(ParameterError, match="method must be"):
-        PhaseParams(method="wdd")
+        PhaseParams(method="mixed-state-wdd")

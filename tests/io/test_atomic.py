@@ -27,11 +27,18 @@ def _hidden(folder):
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
-@pytest.fixture(params=["renameat2", "fallback"])
+def _no_links(src, dst, *a, **k):
+    raise OSError(errno.EPERM, "Operation not permitted (no hard links on this filesystem)", str(dst))
+
+
+@pytest.fixture(params=["renameat2", "fallback", "no-links"])
 def moves(request, monkeypatch):
-    """Run each test with renameat2 and with the portable fallback (os.link / os.rename)."""
-    if request.param == "fallback":
+    """Run each test with renameat2, with the portable fallback (os.link / os.rename) and with
+    neither (FAT, some network shares: files published through an O_EXCL placeholder)."""
+    if request.param in ("fallback", "no-links"):
         monkeypatch.setattr(_atomic, "_renameat2", False)
+    if request.param == "no-links":
+        monkeypatch.setattr(_atomic, "_link", _no_links)
     return request.param
 
 
@@ -227,3 +234,82 @@ def test_npy_writer_round_trip_large_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(npy, "_BLOCK_BYTES", 2 * 5 * 6 * 7 * 2)
     p2 = save_datacube(tmp_path / "b.npy", DataCube(a))
     np.testing.assert_array_equal(np.load(p2), a)
+
+
+# -- the placeholder publish (no renameat2, no hard links) ----------------------------------
+@pytest.fixture
+def no_links(monkeypatch):
+    monkeypatch.setattr(_atomic, "_renameat2", False)
+    monkeypatch.setattr(_atomic, "_link", _no_links)
+
+
+def test_placeholder_publish_writes_and_refuses_an_existing_target(tmp_path, no_links):
+    target = tmp_path / "out.bin"
+    with atomic_output(target) as tmp:
+        tmp.write_bytes(b"ours")
+    assert target.read_bytes() == b"ours"
+    with pytest.raises(OutputExistsError), atomic_output(tmp_path / "x.bin") as tmp:
+        tmp.write_bytes(b"second")
+        (tmp_path / "x.bin").write_bytes(b"theirs")
+    assert (tmp_path / "x.bin").read_bytes() == b"theirs"
+    assert _hidden(tmp_path) == []
+
+
+@pytest.mark.parametrize("intruder", ["writes-into-placeholder", "replaces-placeholder", "removes-placeholder"])
+def test_placeholder_taken_over_meanwhile_is_kept(tmp_path, no_links, monkeypatch, intruder):
+    # another program acts on the name between our claim and our rename: its file survives,
+    # ours is refused, and nothing of ours is left behind
+    target = tmp_path / "out.bin"
+
+    def act(dst):
+        assert dst.read_bytes() == b""  # our placeholder holds the name
+        if intruder == "writes-into-placeholder":
+            dst.write_bytes(b"theirs")  # open(..., "w") truncates and writes in place
+        elif intruder == "replaces-placeholder":
+            dst.unlink()
+            dst.write_bytes(b"theirs")
+        else:
+            dst.unlink()
+
+    monkeypatch.setattr(_atomic, "_before_publish", act)
+    with pytest.raises(OutputExistsError), atomic_output(target) as tmp:
+        tmp.write_bytes(b"ours")
+    if intruder == "removes-placeholder":
+        assert not target.exists()
+    else:
+        assert target.read_bytes() == b"theirs"
+    assert _hidden(tmp_path) == []
+
+
+def test_placeholder_publish_two_writers_exactly_one_wins(tmp_path, no_links, monkeypatch):
+    # writer B publishes while writer A holds its placeholder: B's exclusive create fails
+    target = tmp_path / "out.bin"
+    outcome = {}
+
+    def b_publishes(dst):
+        monkeypatch.setattr(_atomic, "_before_publish", lambda d: None)
+        try:
+            with atomic_output(target) as tmp_b:
+                tmp_b.write_bytes(b"B")
+            outcome["B"] = "published"
+        except OutputExistsError:
+            outcome["B"] = "refused"
+
+    monkeypatch.setattr(_atomic, "_before_publish", b_publishes)
+    with atomic_output(target) as tmp:
+        tmp.write_bytes(b"A")
+    assert outcome == {"B": "refused"} and target.read_bytes() == b"A"
+    assert _hidden(tmp_path) == []
+
+
+def test_placeholder_removed_when_the_rename_fails(tmp_path, no_links, monkeypatch):
+    target = tmp_path / "out.bin"
+
+    def failing_replace(src, dst):
+        raise OSError(errno.EIO, "I/O error", str(dst))
+
+    monkeypatch.setattr(_atomic.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="I/O error"), atomic_output(target) as tmp:
+        tmp.write_bytes(b"ours")
+    assert not target.exists()  # no empty placeholder left posing as the output
+    assert _hidden(tmp_path) == []

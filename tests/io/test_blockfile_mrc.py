@@ -101,3 +101,28 @@ def test_mrc_plain_stack_and_errors(realdata, tmp_path):
     (tmp_path / "t_movie.mrc").write_bytes(data[:-10])
     with pytest.raises(FileFormatError, match=r"t_movie\.mrc: truncated"):
         open_datacube(tmp_path / "t_movie.mrc")
+
+
+@pytest.mark.parametrize("dtype", [">u2", "<u2", ">f4", ">i2", "<f2"])
+def test_mrc_in_either_byte_order_reads_exactly(tmp_path, dtype):
+    """A stack written by mrcfile (any byte order, the machine stamp says which) reads exactly."""
+    mrcfile = pytest.importorskip("mrcfile")
+    rng = np.random.default_rng(3)
+    frames = (rng.random((6, 5, 7)) * 1000).astype(dtype)
+    path = tmp_path / "stack.mrc"
+    with mrcfile.new(str(path)) as m:
+        m.set_data(frames)
+    dc = open_datacube(path, scan_shape=(2, 3))
+    assert dc.shape == (2, 3, 5, 7)
+    assert dc.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(np.asarray(dc.data), frames.reshape(2, 3, 5, 7))
+    assert dc.metadata["header"]["byte_order"] == ("big" if dtype[0] == ">" else "little")
+
+
+def test_mrc_complex_mode_is_refused_with_the_modes_we_read(tmp_path):
+    mrcfile = pytest.importorskip("mrcfile")
+    path = tmp_path / "c.mrc"
+    with mrcfile.new(str(path)) as m:
+        m.set_data(np.zeros((3, 4, 4), np.complex64))
+    with pytest.raises(FileFormatError, match="unsupported MRC mode 4"):
+        open_datacube(path, format="mrc", scan_shape=(1, 3))

@@ -123,3 +123,41 @@ def test_find_all_reports_progress_and_cancels_between_small_blocks(make_napari_
     print(f"cancel took {took:.3f} s after {seen[-1].done} of {seen[-1].total} blocks")
     assert np.isnan(results.layers["NN disks per pattern"].data).any()  # the map as far as it got
     assert took < 1.0  # about one block of 4 patterns (0.1-0.3 s); room for a loaded machine
+
+
+def test_finetune_on_a_scan_region_makes_and_selects_a_user_model(make_napari_viewer, qtbot, tmp_path,
+                                                                 monkeypatch, stall_detector):
+    """Fine-tune in a worker with the loss curve live; patterns only from the drawn scan region;
+    the new user model is listed and selected, and a second run takes the next version."""
+    import json
+
+    from napari_4dstem.widgets._region import REGION_SHAPES
+
+    monkeypatch.setenv("NAPARI_4DSTEM_USER_MODELS", str(tmp_path / "models"))
+    main, results = make_napari_viewer(), make_napari_viewer()
+    set_results_viewer(main, results)
+    with stall_detector.excluded("test data"):
+        s = make_strained_crystal(scan_shape=(6, 6))
+    with stall_detector.excluded("first layer add"):
+        main.add_image(np.asarray(s.datacube.data), name="cube")
+        main.add_image(np.asarray(s.probe.data), name="probe")
+        # a region of 3 x 4 = 12 scan positions, as the Virtual dock's region tool draws it
+        results.add_shapes([np.array([[-0.5, 0.5], [2.5, 4.5]])], shape_type="rectangle", name=REGION_SHAPES)
+    _, w = main.window.add_plugin_dock_widget("napari-4dstem", "NN disk detection")
+    qtbot.waitUntil(lambda: w.models_listed, timeout=60000)
+    w.ft_name.setText("mine")
+    w.ft_patterns.setValue(32)  # more than the region holds: all 12 are used
+    w.ft_epochs.setValue(1)
+    w.ft_region.setChecked(True)
+    w.models_listed = False
+    assert w.finetune()
+    qtbot.waitUntil(lambda: w.finetuned is not None, timeout=180000)
+    res = w.finetuned
+    assert res.path == tmp_path / "models" / "mine-1.pt"
+    card = json.loads(res.path.with_suffix(".json").read_text())
+    assert card["fine_tune"]["patterns_labelled"] == 12
+    assert w.ft_plot.steps  # the loss curve got the training steps
+    qtbot.waitUntil(lambda: w.models_listed, timeout=60000)  # the list refreshed in a worker
+    assert w.model_combo.currentText() == "mine@1"
+    assert "mine@1 saved" in w.status.text()
+    assert w._ft_version("mine") == "2"

@@ -59,6 +59,16 @@ def test_ssb_run_prefilled_from_the_calibration(setup, sim, qtbot, tmp_path, sta
     assert w.copy_as_python() is None and "not computed from a file" in w.status.text()
 
 
+def test_wdd_run_shows_its_phase(setup, sim, qtbot, stall_detector):
+    _, results, w = setup
+    w.method.setCurrentText("wdd")
+    w.run_btn.click()
+    _wait(qtbot, w)
+    assert "phase: WDD" in results.layers and w.status.text() == "WDD done"
+    with stall_detector.excluded("reference"):
+        assert phase_correlation_with_truth(results.layers["phase: WDD"].data, sim.phase_at_scan)[0] >= 0.9
+
+
 def test_ptychography_runs_to_the_end_with_live_snapshots(setup, qtbot):
     _, results, w = setup
     w.method.setCurrentText("ptycho")

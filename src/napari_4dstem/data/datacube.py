@@ -9,7 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.chunks import default_scan_chunk, iter_scan_blocks, n_blocks, native_chunks
+from ..engine.chunks import (
+    default_scan_chunk,
+    iter_scan_blocks,
+    mapped_file,
+    n_blocks,
+    native_chunks,
+    read_mapped,
+)
 from ..engine.jobs import Job, Progress, run_job
 from ..errors import DataShapeError, FileFormatError, Napari4DSTEMError
 from ._blockread import block_source
@@ -174,6 +181,11 @@ class DataCube:
         iy, ix = self._check_position(iy, ix)
         with self._reading():
             out = self._data[iy, ix]
+            if isinstance(out, np.ndarray):
+                # a mapped file's pattern is copied out with pread: the caller (napari) may
+                # hold it while another program truncates the file (no SIGBUS, ever)
+                mf = mapped_file(out)
+                return out if mf is None else mf.read(out)
             return np.asarray(out.compute() if hasattr(out, "compute") else out)
 
     @contextlib.contextmanager
@@ -204,7 +216,7 @@ class DataCube:
         if len(ys) == 0 or len(xs) == 0:
             raise DataShapeError(f"empty scan region {scan_y}, {scan_x} for scan shape {self.scan_shape}")
         with self._reading():
-            block = np.asarray(_compute(self._data[scan_y, scan_x]))
+            block = read_mapped(np.asarray(_compute(self._data[scan_y, scan_x])))
         if reduce == "mean":
             return block.mean(axis=(0, 1), dtype=np.float64)
         if reduce == "sum":
@@ -237,7 +249,7 @@ class DataCube:
             if not m.any():
                 continue
             with self._reading():
-                block = np.asarray(_compute(self._data[a:b, c0:c1]))
+                block = read_mapped(np.asarray(_compute(self._data[a:b, c0:c1])))
             sel = block[m]  # (n, k_y, k_x)
             if reduce == "max":
                 part = sel.max(axis=0)

@@ -17,12 +17,14 @@ answers, blocks are read through the array's own slicing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 import numpy as np
 
-from .chunks import read_block
+from ..errors import FileFormatError
+from .chunks import read_block, read_mapped
 
 __all__ = [
     "ChunkViews",
@@ -98,17 +100,38 @@ def slice_scan_kwargs(scan_kwargs: Mapping[str, np.ndarray], sy: slice, sx: slic
 
 
 def read_rows(arr, sy: slice, sx: slice, rows: slice, finders=None) -> np.ndarray:
-    """Block ``[sy, sx, rows]`` of any 4D array: a view of numpy data, a copy out of the
-    chunk views where a reader offers them, else the array's own slicing."""
+    """Block ``[sy, sx, rows]`` of any 4D array: a view of numpy data in RAM, a ``pread``
+    copy of a memory-mapped file's bytes (never its mapped pages: SIGBUS if the file shrinks),
+    a copy out of the chunk views where a reader offers them, else the array's own slicing."""
     if isinstance(arr, np.ndarray):
-        return arr[sy, sx, rows]  # a view: no copy
-    direct = find_chunk_views(arr, finders)
-    if direct is not None:  # e.g. uncompressed HDF5 chunks: straight from the file
-        return direct.read(sy, sx, rows)
-    if rows.start == 0 and rows.stop == arr.shape[2]:
-        return read_block(arr, sy, sx)
-    block = arr[sy, sx, rows]
-    return np.asarray(block.compute() if hasattr(block, "compute") else block)
+        return read_mapped(arr[sy, sx, rows])  # in RAM: a view, no copy
+    try:
+        direct = find_chunk_views(arr, finders)
+        if direct is not None:  # e.g. uncompressed HDF5 chunks: straight from the file
+            return direct.read(sy, sx, rows)
+        if rows.start == 0 and rows.stop == arr.shape[2]:
+            return read_block(arr, sy, sx)
+        block = arr[sy, sx, rows]
+        return np.asarray(block.compute() if hasattr(block, "compute") else block)
+    except (OSError, RuntimeError) as e:
+        # a storage library's read failure (a corrupt HDF5 or zarr chunk, a decompression
+        # filter that refused its input) is a malformed file, reported as one of our errors
+        raise FileFormatError(
+            _source_name(arr), f"cannot read scan block [{sy.start}:{sy.stop}, {sx.start}:{sx.stop}] "
+            f"({type(e).__name__}: {e})",
+        ) from e
+
+
+def _source_name(arr) -> str:
+    """The file behind a lazy array, as well as it can be told (for error messages)."""
+    for get in (lambda a: a.file.filename, lambda a: a.store.path, lambda a: a.filename):
+        try:
+            name = get(arr)
+        except (AttributeError, TypeError, ValueError):
+            continue
+        if isinstance(name, str | os.PathLike) and str(name):
+            return str(name)
+    return f"the data ({type(arr).__name__})"
 
 
 def run_chunk_views(direct, sy: slice, sx: slice, kernel, kwargs, scan_kwargs, submit=None):

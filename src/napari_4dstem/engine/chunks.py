@@ -9,11 +9,24 @@ from __future__ import annotations
 
 import math
 import mmap
+import os
+import threading
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["default_scan_chunk", "iter_scan_blocks", "native_chunks", "read_block", "release_pages"]
+from ..errors import FileFormatError
+
+__all__ = [
+    "default_scan_chunk",
+    "iter_scan_blocks",
+    "mapped_file",
+    "native_chunks",
+    "read_block",
+    "read_mapped",
+    "release_pages",
+]
 
 # target bytes per block: large enough to amortise per-call overhead, small enough for caches
 _TARGET_BLOCK_BYTES = 32 * 2**20
@@ -50,11 +63,133 @@ def default_scan_chunk(
 
 
 def read_block(data, sy: slice, sx: slice) -> np.ndarray:
-    """Read ``data[sy, sx]`` as a numpy array in its native dtype."""
+    """Read ``data[sy, sx]`` as a numpy array in its native dtype (a memory-mapped file's
+    block with ``pread``, see :func:`read_mapped`)."""
     block = data[sy, sx]
     if hasattr(block, "compute"):
         block = block.compute()
-    return np.asarray(block)
+    return read_mapped(block) if isinstance(block, np.ndarray) else np.asarray(block)
+
+
+# ------------------------------------------------------------------------------------------
+# memory-mapped files read with pread (#19)
+# ------------------------------------------------------------------------------------------
+# Touching a mapped page past the end of a file that another program truncated kills the
+# process with SIGBUS (napari with it). Before the engine hands a kernel a block of a mapped
+# file, it checks with fstat that the file still holds every byte of the block, and raises
+# FileFormatError if not: a file shortened before the block is read is refused. A truncation
+# *while* a kernel runs on the block (milliseconds) cannot be caught in Python; with
+# SAFE_READS (environment NAPARI_4DSTEM_SAFE_READS=1) the engine never touches mapped pages:
+# each block is copied out of the file with pread (a short read is a FileFormatError), which
+# closes that window too, at the cost of one copy of the data (see docs/reliability.md).
+SAFE_READS = os.environ.get("NAPARI_4DSTEM_SAFE_READS", "") not in ("", "0")
+
+
+class MappedFile:
+    """``pread`` access to the file behind a numpy memmap (or a view of one)."""
+
+    def __init__(self, mm: mmap.mmap, name: str, map_start: int):
+        self.name = name
+        self.map_start = map_start  # file offset of the map's first byte
+        self.base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+        self.size = len(mm)
+        self.fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+        try:
+            if not _same_file(self.fd, self.base):
+                raise OSError("the file at this path is not the one mapped")
+        except OSError:
+            os.close(self.fd)
+            raise
+        weakref.finalize(mm, os.close, self.fd)
+
+    def check(self, view: np.ndarray) -> None:
+        """Raise FileFormatError unless the file still holds every byte of ``view``."""
+        if view.size == 0:
+            return
+        _, hi = _byte_bounds(view)
+        need = self.map_start + hi - self.base
+        size = os.fstat(self.fd).st_size
+        if size < need:
+            raise FileFormatError(
+                self.name, f"was truncated while open: {size} bytes, {need} were mapped",
+                "another program shortened the file; reopen it",
+            )  # fmt: skip
+
+    def read(self, view: np.ndarray) -> np.ndarray:
+        """A copy of ``view`` (an array over this map), read from the file."""
+        if view.size == 0:
+            return np.empty(view.shape, view.dtype)
+        lo, hi = _byte_bounds(view)
+        if lo < self.base or hi > self.base + self.size:
+            raise ValueError("view outside its map")
+        buf = np.empty(hi - lo, np.uint8)
+        pos, done = self.map_start + lo - self.base, 0
+        mv = memoryview(buf)
+        while done < len(buf):
+            n = os.preadv(self.fd, [mv[done:]], pos + done)
+            if n <= 0:
+                size = os.fstat(self.fd).st_size
+                raise FileFormatError(
+                    self.name, f"was truncated while open: {size} bytes, {pos + len(buf)} were mapped",
+                    "another program shortened the file; reopen it",
+                )  # fmt: skip
+            done += n
+        return np.ndarray(view.shape, view.dtype, buffer=buf, offset=view.ctypes.data - lo, strides=view.strides)
+
+
+def _same_file(fd: int, addr: int) -> bool:
+    """Whether ``fd`` is the file mapped at ``addr`` (Linux: /proc/self/maps; elsewhere the
+    path is trusted)."""
+    try:
+        with open("/proc/self/maps", "rb") as fh:
+            for line in fh:
+                rng, _, _, dev, ino = line.split(None, 5)[:5]
+                a, b = (int(x, 16) for x in rng.split(b"-"))
+                if a <= addr < b:
+                    st = os.fstat(fd)
+                    major, minor = (int(x, 16) for x in dev.split(b":"))
+                    return int(ino) == st.st_ino and (major, minor) == (os.major(st.st_dev), os.minor(st.st_dev))
+    except (OSError, ValueError):
+        return True
+    return True
+
+
+_MAPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MAPPED_LOCK = threading.Lock()
+
+
+def mapped_file(arr) -> MappedFile | None:
+    """The :class:`MappedFile` of a memmap-backed array (None for arrays in RAM, or a map
+    whose file cannot be opened again: then its views are used as they are)."""
+    top, depth = arr, 0
+    while top is not None and not isinstance(top, np.memmap) and depth < 64:  # views of a memmap
+        top, depth = getattr(top, "base", None), depth + 1
+    mm = getattr(top, "_mmap", None)
+    name = getattr(top, "filename", None)
+    offset = getattr(top, "offset", None)
+    if not isinstance(mm, mmap.mmap) or name is None or offset is None:
+        return None
+    with _MAPPED_LOCK:
+        try:
+            got = _MAPPED.get(mm)
+            if got is None:
+                start = int(offset) - int(offset) % mmap.ALLOCATIONGRANULARITY
+                got = _MAPPED[mm] = MappedFile(mm, str(name), start)
+        except (OSError, ValueError, TypeError):
+            return None
+        return got
+
+
+def read_mapped(block: np.ndarray) -> np.ndarray:
+    """``block`` itself when it is in RAM; when it is a view of a memmap, the view after
+    checking that the file still holds it (:data:`SAFE_READS`: a ``pread`` copy)."""
+    mf = mapped_file(block)
+    if mf is None:
+        return block
+    if SAFE_READS:
+        return mf.read(block)
+    mf.check(block)
+    return block
 
 
 _byte_bounds = getattr(getattr(np.lib, "array_utils", np), "byte_bounds", None)

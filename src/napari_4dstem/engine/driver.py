@@ -38,10 +38,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataShapeError
+from . import chunks
 from .blocks import find_chunk_views, read_rows, run_block, run_chunk_views, slice_scan_kwargs
 from .chunks import (
     _TARGET_BLOCK_BYTES,
     default_scan_chunk,
+    mapped_file,
     native_chunks,
     release_pages,
 )
@@ -304,11 +306,13 @@ def _task_chunk(
 
 
 def _iter_blocks(arr, blocks, rows) -> Iterator[tuple[slice, slice, np.ndarray]]:
-    if isinstance(arr, np.ndarray):
+    if isinstance(arr, np.ndarray) and not (chunks.SAFE_READS and mapped_file(arr)):
+        # in RAM, or a mapped file: views (checked against the file's size)
         for sy, sx in blocks:
             yield sy, sx, read_rows(arr, sy, sx, rows)
         return
-    # lazy storage: read the next block while the current one is computed
+    # lazy storage (and mapped files read with pread): read the next block while the current
+    # one is computed
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="4dstem-read") as pool:
         nxt = pool.submit(read_rows, arr, *blocks[0], rows) if blocks else None
         for k, (sy, sx) in enumerate(blocks):

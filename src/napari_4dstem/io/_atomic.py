@@ -3,8 +3,10 @@
 The result is written to a temporary ``.<name>.<host>-<pid>.<hex>.partial`` beside the target
 and moved into place at the end with a *no-replace* move:
 
-- a file is published with ``os.link`` (fails if the target exists) or, where hard links are
-  not supported, ``renameat2(RENAME_NOREPLACE)``;
+- a file is published with ``renameat2(RENAME_NOREPLACE)`` or ``os.link`` (both fail if the
+  target exists) or, where neither is supported (FAT, some network shares, non-Linux
+  systems), by claiming the name with an exclusively created empty placeholder and replacing
+  it after checking it is still ours and empty;
 - a folder (zarr) with ``renameat2(RENAME_NOREPLACE)``, or ``os.rename``, which on POSIX
   refuses a non-empty folder.
 
@@ -122,6 +124,7 @@ _RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 _renameat2 = None
+_link = os.link  # a name of its own: tests take hard links away from this module only
 
 
 def _load_renameat2():
@@ -175,18 +178,54 @@ def _move_no_replace(src: Path, dst: Path) -> None:
             raise
         return
     try:
-        os.link(src, dst)
+        _link(src, dst)
     except FileExistsError:
         raise
     except OSError as e:
         if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
             raise
-        # no hard links here (FAT, some network shares): best effort, check then rename
-        if os.path.lexists(dst):
-            raise FileExistsError(errno.EEXIST, "exists", str(dst)) from None
-        os.rename(src, dst)
+        # no hard links here (FAT, some network shares)
+        _publish_by_placeholder(src, dst)
         return
     os.unlink(src)
+
+
+def _before_publish(dst: Path) -> None:
+    """Test hook: runs between claiming the placeholder and checking it (does nothing)."""
+
+
+def _publish_by_placeholder(src: Path, dst: Path) -> None:
+    """Move file ``src`` to ``dst`` without hard links or renameat2: claim the name with an
+    empty placeholder created exclusively (``O_EXCL``: fails if anything is there, so two such
+    writers cannot both get it), then replace the placeholder, after checking that it is
+    still ours and still empty. A writer that creates exclusively (ours, with any of the three
+    methods) is never overwritten; only one that truncates an existing file in place, in the
+    microseconds between the check and the rename, could still lose its bytes."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(dst, flags, 0o600)  # FileExistsError: something is there, nothing changed
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    mine = (st.st_dev, st.st_ino, st.st_ctime_ns)
+
+    def still_mine() -> bool:
+        try:
+            now = os.lstat(dst)
+        except FileNotFoundError:
+            return False
+        return (now.st_dev, now.st_ino, now.st_ctime_ns) == mine and now.st_size == 0 and stat.S_ISREG(now.st_mode)
+
+    try:
+        _before_publish(dst)
+        if not still_mine():  # written into, or replaced, meanwhile: theirs stays
+            raise FileExistsError(errno.EEXIST, "exists", str(dst))
+        os.replace(src, dst)
+    except BaseException:
+        if still_mine():
+            with contextlib.suppress(OSError):
+                os.unlink(dst)
+        raise
 
 
 def _same(snap: OutputSnapshot, st: os.stat_result) -> bool:

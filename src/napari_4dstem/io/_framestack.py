@@ -155,7 +155,24 @@ class FrameStack4D:
             hi = min(f1, s1)
             if self._checks[i] is not None:
                 self._checks[i](f0 - s0, hi - s0)
-            parts.append(np.asarray(self._stacks[i][f0 - s0 : hi - s0, ky, kx]))
+            try:
+                parts.append(np.asarray(self._stacks[i][f0 - s0 : hi - s0, ky, kx]))
+            except (OSError, RuntimeError) as e:
+                # the decompression filter refused a chunk (e.g. an LZ4 stream that does not
+                # decode to a whole frame): our error, naming the file and the frames
+                st = self._stacks[i]
+                bad = f"frames {f0 - s0}-{hi - s0 - 1}"
+                for j in range(f0 - s0, hi - s0):  # name the first frame that fails alone
+                    try:
+                        st[j, ky, kx]
+                    except (OSError, RuntimeError):
+                        bad = f"frame {j}"
+                        break
+                where = getattr(getattr(st, "file", None), "filename", None) or "ARINA data"
+                raise FileFormatError(
+                    where, f"{bad} of {getattr(st, 'name', 'the stack')} cannot be decoded: corrupt "
+                    f"compressed data ({e})",
+                ) from e
             f0 = hi
             i += 1
         return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -23,7 +23,9 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..engine import chunks as chunks_mod
 from ..engine.blocks import register_chunk_views
+from ..errors import FileFormatError
 
 __all__ = ["DirectChunks", "direct_reader", "drop_readers", "h5_chunk_views"]
 
@@ -38,8 +40,15 @@ class DirectChunks:
         self.index = index  # (chunk start y, chunk start x) -> byte offset in the file
         self.fill = fill
         self.chunk_bytes = math.prod(self.chunks) * self.dtype.itemsize
-        with open(filename, "rb") as fh:
-            self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        self.filename = filename
+        # kept open: fstat before each chunk is handed out (a file truncated by another
+        # program is refused instead of SIGBUS), pread with SAFE_READS
+        self._fd = os.open(filename, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            self._mm = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            os.close(self._fd)
+            raise
         self._buf = np.frombuffer(self._mm, dtype=np.uint8)
 
     def close(self) -> None:
@@ -50,6 +59,24 @@ class DirectChunks:
             self._mm.close()
         except BufferError:  # an exported view is still alive: the map closes with it
             pass
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _chunk(self, off: int) -> np.ndarray:
+        """The bytes of the chunk at ``off``: a view of the map after checking the file still
+        holds them (engine.chunks.SAFE_READS: a pread copy, never a mapped page)."""
+        end = off + self.chunk_bytes
+        if chunks_mod.SAFE_READS:
+            b = os.pread(self._fd, self.chunk_bytes, off)
+            if len(b) == self.chunk_bytes:
+                return np.frombuffer(b, np.uint8)
+        elif os.fstat(self._fd).st_size >= end:
+            return self._buf[off:end]
+        raise FileFormatError(
+            self.filename, f"was truncated while open: {os.fstat(self._fd).st_size} bytes, "
+            f"a chunk ends at {end}", "another program shortened the file; reopen it",
+        )  # fmt: skip
 
     @property
     def closed(self) -> bool:
@@ -73,7 +100,7 @@ class DirectChunks:
                 if off is None:
                     pats = np.full((a1 - a0, b1 - b0, *self.shape[2:]), self.fill, self.dtype)
                 else:
-                    chunk = self._buf[off : off + self.chunk_bytes].view(self.dtype)
+                    chunk = self._chunk(off).view(self.dtype)
                     pats = chunk.reshape(self.chunks)[a0 - gy : a1 - gy, b0 - gx : b1 - gx]
                     if contiguous and not pats.flags.c_contiguous:
                         pats = np.ascontiguousarray(pats)

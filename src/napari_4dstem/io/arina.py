@@ -36,9 +36,9 @@ from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError
 from ._framestack import FrameStack4D
+from ._h5safe import read_attr, read_dataset
 from ._helpers import (
     DEFAULT_SCAN_CHUNK,
-    check_eager,
     check_scan_shape,
     never_raises,
     read_head,
@@ -79,7 +79,7 @@ def is_arina(path: str | os.PathLike) -> bool:
         desc = f.get(_DET + "/description")
         text = ""
         if isinstance(desc, h5py.Dataset) and desc.shape == () and desc.dtype.itemsize <= 4096:
-            v = desc[()]
+            v = read_dataset(desc)
             text = v.decode(errors="replace") if isinstance(v, bytes) else str(v)
         names = list(f["entry/data"].keys())
         return "ARINA" in text.upper() or any(n.startswith("data_0") for n in names)
@@ -89,7 +89,7 @@ def _scalar(f: h5py.File, key: str, default=None):
     d = f.get(key)
     if not isinstance(d, h5py.Dataset) or d.shape != () or d.dtype.itemsize > 4096:
         return default
-    v = d[()]
+    v = read_dataset(d)  # a variable-length string's references are checked first
     return v.decode(errors="replace") if isinstance(v, bytes) else v.item()
 
 
@@ -115,8 +115,7 @@ def read_detector_arrays(
                         raise FileFormatError(
                             p, f"ARINA {k} has shape {tuple(d.shape)}, the frames {tuple(frame_shape)}"
                         )
-                    check_eager(p, d.size * d.dtype.itemsize, f"the ARINA {k}")
-                    out[k] = d[()]
+                    out[k] = read_dataset(d, f"the ARINA {k}")
     except OSError as e:
         raise FileFormatError(p, f"cannot read the ARINA master file ({e})") from None
     return out
@@ -238,10 +237,8 @@ def _stem_metadata(p: Path) -> dict[str, Any]:
                 return {}
             out = {}
             for k in g.attrs:
-                aid = g.attrs.get_id(k)  # declared size: h5py allocates it before reading
-                nbytes = math.prod(aid.shape or ()) * aid.dtype.itemsize
-                check_eager(base, nbytes, f"STEM Metadata attribute {k!r}")
-                v = g.attrs[k]
+                # declared size and variable-length references checked before h5py allocates
+                v = read_attr(g, k, decode=False)
                 out[k] = v.tolist() if hasattr(v, "tolist") else v
             return out
     except (OSError, KeyError, TypeError, ValueError):

@@ -40,7 +40,8 @@ from ..engine.chunks import iter_scan_blocks
 from ..engine.jobs import Progress
 from ..errors import CalibrationError, DataShapeError, FileFormatError
 from ._atomic import atomic_output
-from ._helpers import check_eager, read_head, require_regular
+from ._h5safe import check_dataset, read_attr
+from ._helpers import read_head, require_regular
 
 __all__ = [
     "EMDNode",
@@ -63,18 +64,10 @@ _RDCC_NBYTES = 64 * 2**20
 
 
 def _attr(obj, key, default=None):
-    # h5py allocates an attribute's declared shape before reading it: a corrupt dataspace in a
-    # 17 KB file asked for 1.5 GB. Check the declared size first.
-    try:
-        if key not in obj.attrs:
-            return default
-        aid = obj.attrs.get_id(key)
-        nbytes = math.prod(aid.shape or ()) * aid.dtype.itemsize
-    except (KeyError, OSError, TypeError, ValueError):
-        return default
-    check_eager(obj.file.filename, nbytes, f"attribute {key!r} of {obj.name}")
-    v = obj.attrs.get(key, default)
-    return v.decode() if isinstance(v, bytes) else v
+    # h5py allocates an attribute's declared shape, and libhdf5 each variable-length string's
+    # declared length, before reading: a corrupt dataspace in a 17 KB file asked for 1.5 GB, a
+    # corrupt string length for 2.2 GB. read_attr checks both against the file first.
+    return read_attr(obj, key, default)
 
 
 # ------------------------------------------------------------------------------------------
@@ -139,9 +132,10 @@ def _register_filters() -> None:
 
 
 def _eager(dset) -> Any:
-    """``dset[()]`` after checking that its declared size is not more than twice the file's."""
+    """``dset[()]`` after checking that its declared size is not more than twice the file's
+    (and its variable-length references against the file's global heap)."""
     if isinstance(dset, h5py.Dataset):
-        check_eager(dset.file.filename, dset.size * dset.dtype.itemsize, f"dataset {dset.name}")
+        check_dataset(dset)
     return dset[()]
 
 
@@ -152,7 +146,7 @@ def _read_item(obj) -> Any:
     if t == "None":
         return None
     if isinstance(obj, h5py.Dataset):
-        check_eager(obj.file.filename, obj.size * obj.dtype.itemsize, f"metadata {obj.name}")
+        check_dataset(obj, f"metadata {obj.name}")
     if t in ("string",):
         v = obj[()]
         return v.decode("utf-8") if isinstance(v, bytes) else str(v)
@@ -167,7 +161,7 @@ def _read_item(obj) -> Any:
         v = v.tolist() if isinstance(v, np.ndarray) else [v]
         return tuple(v) if t == "tuple" else v
     if t is not None and t.endswith(("_of_strings", "_of_arrays", "_of_tuples")):
-        n = min(int(obj.attrs.get("length", len(obj))), len(obj))
+        n = min(int(_attr(obj, "length", len(obj))), len(obj))
         vals = [_eager(obj[str(i)]) for i in range(n)]
         vals = [v.decode("utf-8") if isinstance(v, bytes) else v for v in vals]
         if t.endswith("_of_tuples"):
@@ -569,8 +563,8 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
                 channels = ()
                 if data.ndim == 3:
                     labels = grp.get("dim2")
-                    if labels is not None and labels.dtype.kind in "SOU":
-                        channels = tuple(x.decode() if isinstance(x, bytes) else str(x) for x in labels[()])
+                    if isinstance(labels, h5py.Dataset) and labels.dtype.kind in "SOU":
+                        channels = tuple(x.decode() if isinstance(x, bytes) else str(x) for x in _eager(labels))
                     else:
                         channels = tuple(f"c{i}" for i in range(data.shape[2]))
                 cal = _calibration_for(f, n.path, data.shape[:2])

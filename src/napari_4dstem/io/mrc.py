@@ -1,8 +1,9 @@
 """MRC stacks, with the Direct Electron (DE) 4D-STEM layout from ``<name>_info.txt``.
 
-MRC2014 header (1024 bytes, little-endian here): ``NX, NY, NZ`` (int32 at 0, 4, 8), ``MODE``
-(int32 at 12: 0 int8, 1 int16, 2 float32, 6 uint16, 12 float16), ``NSYMBT`` extended-header
-bytes (int32 at 92), ``'MAP '`` at 208. Frames ``(NY, NX)`` follow at ``1024 + NSYMBT``, NZ of
+MRC2014 header (1024 bytes, decoded with mrcfile's definitions in the byte order of the machine
+stamp): ``NX, NY, NZ`` (int32 at 0, 4, 8), ``MODE`` (int32 at 12: 0 int8,
+1 int16, 2 float32, 6 uint16, 12 float16), ``NSYMBT`` extended-header bytes (int32 at 92),
+``'MAP '`` at 208. Frames ``(NY, NX)`` follow at ``1024 + NSYMBT``, NZ of
 them, rows as stored (the same orientation as rosettasciio).
 
 Direct Electron writes ``<name>_movie.mrc`` with ``<name>_info.txt`` (``key = value`` lines)
@@ -44,34 +45,63 @@ from ._helpers import (
 
 __all__ = ["is_mrc", "read_datacube", "read_de_info", "read_header", "validate"]
 
-_MODES = {0: "i1", 1: "<i2", 2: "<f4", 6: "<u2", 12: "<f2"}
+# the modes a 4D-STEM stack comes in; mrcfile maps them to dtypes in the file's byte order;
+# complex (3, 4) and packed 4-bit (101) are refused
+_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
 # a sparse custom scan may visit few of its positions, but not fewer than 1 in 64
 _MAX_SCAN_AREA_PER_FRAME = 64
 
 
+def _byte_order(head: bytes) -> str:
+    """``<`` or ``>`` from the machine stamp (bytes 212-215); a blank or odd stamp (older
+    writers) is guessed from which order gives a plausible mode and shape."""
+    from mrcfile.utils import byte_order_from_machine_stamp
+
+    try:
+        return byte_order_from_machine_stamp(bytearray(head[212:216]))
+    except ValueError:
+        pass
+    for order in ("<", ">"):
+        nx, ny, nz, mode = struct.unpack(order + "4i", head[:16])
+        if mode in _MODES and 0 < nx < 2**16 and 0 < ny < 2**16 and 0 < nz < 2**28:
+            return order
+    return "<"
+
+
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse the MRC header: ``nx, ny, nz, mode, dtype, data_offset``."""
+    """Parse the MRC header: ``nx, ny, nz, mode, dtype, data_offset, byte_order``.
+
+    The 1024 bytes are decoded with mrcfile's header definition (``mrcfile.dtypes``) in the byte
+    order of the file's machine stamp, and the data type with
+    ``mrcfile.utils.data_dtype_from_header``, so big-endian stacks read right; the frames
+    themselves stay a lazy memory map of ours.
+    """
+    from mrcfile.dtypes import HEADER_DTYPE
+    from mrcfile.utils import data_dtype_from_header
+
     p = Path(path)
     head = read_head(p, 1024)
     if len(head) < 1024:
         raise FileFormatError(p, f"too short for an MRC header ({len(head)} of 1024 bytes)")
-    nx, ny, nz, mode = struct.unpack("<4i", head[:16])
-    (nsymbt,) = struct.unpack("<i", head[92:96])
-    if head[208:211] != b"MAP" and not (0 < nx < 2**16 and 0 < ny < 2**16 and 0 < nz < 2**28):
+    order = _byte_order(head)
+    header = np.frombuffer(head, dtype=HEADER_DTYPE.newbyteorder(order), count=1).view(np.recarray)[0]
+    nx, ny, nz, mode = (int(header[k]) for k in ("nx", "ny", "nz", "mode"))
+    nsymbt = int(header["nsymbt"])
+    if bytes(header["map"]) != b"MAP " and not (0 < nx < 2**16 and 0 < ny < 2**16 and 0 < nz < 2**28):
         raise FileFormatError(p, "not an MRC file (no 'MAP' stamp and no plausible shape)")
     if mode not in _MODES:
         raise FileFormatError(
             p,
             f"unsupported MRC mode {mode}",
-            "supported: 0 int8, 1 int16, 2 float32, 6 uint16, 12 float16",
+            "supported: " + ", ".join(f"{k} {v}" for k, v in _MODES.items()),
         )
     if nx < 1 or ny < 1 or nz < 1 or nsymbt < 0:
         raise FileFormatError(
             p, f"invalid MRC header: shape ({nz}, {ny}, {nx}), extended header {nsymbt}"
         )
     return {
-        "nx": nx, "ny": ny, "nz": nz, "mode": mode, "dtype": np.dtype(_MODES[mode]),
-        "data_offset": 1024 + nsymbt,
+        "nx": nx, "ny": ny, "nz": nz, "mode": mode, "dtype": data_dtype_from_header(header).newbyteorder(order),
+        "data_offset": 1024 + nsymbt, "byte_order": "little" if order == "<" else "big",
     }  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import CalibrationError, FileFormatError
 from ._atomic import atomic_output
+from .abtem_zarr import abtem_calibration, abtem_metadata, transpose_to_ours
 
 __all__ = ["is_zarr4d", "read_datacube", "write"]
 
@@ -132,22 +133,39 @@ def _check_chunk_files(arr, path, *, ours: bool) -> None:
 
 
 def is_zarr4d(path: str | os.PathLike) -> bool:
-    """True for a zarr store (folder) whose array, or group's ``datacube``, is 4D. Never raises."""
+    """True for a zarr store (folder) whose array, or group's ``datacube``, is 4D, or that abTEM wrote. Never raises."""
     try:
         p = Path(path)
         if not p.is_dir():
             return False
         if not any((p / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")):
             return False
-        arr, _ = _find_array(_open_node(p), p)
+        node = _open_node(p)
+        if not hasattr(node, "shape") and abtem_metadata(dict(node.attrs)) is not None:
+            return True  # an abTEM measurement: the reader opens it or says why not
+        arr, _ = _find_array(node, p)
         return len(arr.shape) == 4
     except Exception:
         return False
 
 
 def read_datacube(path: str | os.PathLike) -> DataCube:
-    """Open a zarr store lazily as a DataCube (the zarr array is the DataCube's data)."""
-    arr, attrs = _find_array(_open_node(path), path)
+    """Open a zarr store lazily as a DataCube (the zarr array is the DataCube's data).
+
+    abTEM's ``to_zarr`` stores (``array0`` + ``metadata0``) open with their calibration, in our
+    axis order (:mod:`.abtem_zarr`).
+    """
+    node = _open_node(path)
+    meta = None if hasattr(node, "shape") else abtem_metadata(dict(node.attrs))
+    if meta is not None:
+        if "array0" not in node:
+            raise FileFormatError(path, "abTEM store without its array 'array0'")
+        arr = node["array0"]
+        cal = abtem_calibration(meta, tuple(arr.shape), path)
+        _check_chunk_files(arr, path, ours=False)
+        data = transpose_to_ours(CheckedZarr(arr, path))
+        return DataCube(data, cal, name=Path(path).stem, source=str(path), metadata={"abtem": meta})
+    arr, attrs = _find_array(node, path)
     if len(arr.shape) != 4:
         raise FileFormatError(path, f"array is {len(arr.shape)}D {tuple(arr.shape)}; need 4D (scan_y, scan_x, k_y, k_x)")
     _check_chunk_files(arr, path, ours=_CAL_ATTR in attrs)

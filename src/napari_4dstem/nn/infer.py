@@ -52,7 +52,19 @@ class ProbeError(Napari4DSTEMError, ValueError):
 
 
 def pick_device(device: str | None = None):
-    """A torch device: ``device`` if usable, else CUDA when present, else the CPU."""
+    """A torch device: ``device`` if usable, else CUDA when present, else the CPU.
+
+    Parameters
+    ----------
+    device : str, optional
+        ``None`` or ``"auto"`` (CUDA when torch sees it), ``"cpu"``, ``"cuda[:n]"``...; an
+        unusable device warns and falls back to the CPU.
+
+    Returns
+    -------
+    torch.device
+        The device to run on.
+    """
     import torch
 
     if device in (None, "auto"):
@@ -72,6 +84,27 @@ class Geometry:
     ``size // 2``; ``residual`` is that sub-pixel remainder, which is removed by shifting the
     *probe* (Fourier shift), so the network always sees an exactly centred probe, as in
     training, and its peaks are absolute positions in the model frame.
+
+    Attributes
+    ----------
+    size : int
+        The model's input side in pixels.
+    bin : int
+        Integer binning of the detector (1 in the scale-normalised frame).
+    offset : (int, int)
+        Crop offset in binned pixels.
+    residual : (float, float)
+        Sub-pixel remainder of the probe centre, removed by shifting the probe.
+    detector_shape : (int, int)
+        ``(k_y, k_x)`` of the patterns.
+    probe_radius_px : float
+        The probe disk's radius in raw detector pixels; NaN when not known.
+    scale : float or None
+        Model px per detector px of the scale-normalised frame; None for the binned frame.
+    centre_px : (float, float) or None
+        Detector position of frame pixel ``(H // 2, W // 2)`` (scale-normalised frame only).
+    canvas : (int, int) or None
+        The model frame ``(H, W)`` (scale-normalised frame only).
     """
 
     size: int
@@ -98,6 +131,7 @@ class Geometry:
 
     @property
     def model_px_per_detector_px(self) -> float:
+        """Model pixels per detector pixel (``scale``, or ``1 / bin``)."""
         return self.scale if self.scale is not None else 1.0 / self.bin
 
     @property
@@ -106,6 +140,7 @@ class Geometry:
         return self.probe_radius_px * self.model_px_per_detector_px
 
     def to_detector(self, yx: np.ndarray) -> np.ndarray:
+        """Model-frame positions ``(..., 2)`` ``(y, x)`` in raw detector pixels."""
         out = np.empty_like(yx)
         if self.scale is not None:
             for a in (0, 1):
@@ -131,8 +166,31 @@ def probe_geometry(
 ) -> tuple[Geometry, np.ndarray]:
     """Geometry for patterns of ``detector_shape`` and the probe placed in the model frame.
 
-    Raises :class:`ProbeError` when the probe has no disk or its centre is further than
-    ``max_offset_fraction`` of the detector from the detector centre.
+    The binned frame (``scale="bin"``): ``bin = ceil(max(k_y, k_x) / size)``.
+
+    Parameters
+    ----------
+    probe : ndarray ``(k_y, k_x)`` or DiffractionImage
+        Vacuum probe.
+    detector_shape : (int, int)
+        ``(k_y, k_x)`` of the patterns.
+    size : int
+        The model's input side in pixels.
+    max_offset_fraction : float
+        Largest distance of the probe centre from the detector centre, as a fraction of the
+        detector (default 0.1).
+
+    Returns
+    -------
+    geo : Geometry
+        The binned geometry.
+    probe_model : ndarray ``(size, size)`` float32
+        The probe in the model frame, exactly centred, normalised to a maximum of 1.
+
+    Raises
+    ------
+    ProbeError
+        When the probe is not one finite 2D image, has no disk, or is not centred.
     """
     p = np.asarray(getattr(probe, "data", probe), dtype=np.float64)
     if p.ndim != 2:
@@ -181,14 +239,26 @@ DEFAULT_TARGET_RADIUS_PX = 8.0
 
 
 class OutOfDomainWarning(UserWarning):
-    """The data lie outside what the model was trained and validated on (its card's
-    ``domain``): its peaks may be wrong. Use correlation (``analysis.bragg.disks.find_bragg_disks``)
-    or fine-tune the model on such data."""
+    """The data lie outside what the model was trained and validated on (its card's ``domain``).
+
+    Its peaks may be wrong. Use correlation (``analysis.bragg.disks.find_bragg_disks``) or
+    fine-tune the model on such data.
+    """
 
 
 @dataclass(frozen=True)
 class ProbeDisk:
-    """A vacuum probe's disk: centre and radius in detector px, background level."""
+    """A vacuum probe's disk: centre and radius in detector px, background level.
+
+    Attributes
+    ----------
+    centre_px : (float, float)
+        Centre ``(k_y, k_x)`` in detector pixels.
+    radius_px : float
+        Flux radius in detector pixels.
+    background : float
+        Background level (10th percentile of the image).
+    """
 
     centre_px: tuple[float, float]
     radius_px: float
@@ -201,8 +271,24 @@ def measure_probe(probe: Any, detector_shape: tuple[int, int] | None = None) -> 
     The radius is the *flux* radius ``sqrt(sum(p - bg) / (pi (plateau - bg)))`` over the disk
     and a margin (``plateau`` the median inside half the half-maximum radius): exact for a
     uniform disk whatever its edge width or pixelation (a half-maximum pixel count is off by up
-    to ~0.3 px for a 2 px disk). Raises :class:`ProbeError` for a probe that is not one 2D
-    image of the patterns' shape, has NaNs, or is flat.
+    to ~0.3 px for a 2 px disk).
+
+    Parameters
+    ----------
+    probe : ndarray ``(k_y, k_x)`` or DiffractionImage
+        Vacuum probe.
+    detector_shape : (int, int), optional
+        The patterns' shape, which the probe must have.
+
+    Returns
+    -------
+    ProbeDisk
+        Centre, radius and background.
+
+    Raises
+    ------
+    ProbeError
+        For a probe that is not one 2D image of the patterns' shape, has NaNs, or is flat.
     """
     p = np.asarray(getattr(probe, "data", probe), dtype=np.float64)
     if p.ndim != 2:
@@ -263,6 +349,37 @@ def normalised_geometry(
     disks are then smaller than trained). Resampling is linear interpolation when enlarging
     and a triangle (antialiasing) filter of half-width ``1 / scale`` when shrinking, both
     symmetric, so positions map back without bias (:meth:`Geometry.to_detector`).
+
+    Parameters
+    ----------
+    probe : ndarray ``(k_y, k_x)`` or DiffractionImage
+        Vacuum probe, disk near the detector centre.
+    detector_shape : (int, int)
+        ``(k_y, k_x)`` of the patterns.
+    size : int
+        The model's trained input side in pixels.
+    target_radius_px : float
+        Disk radius in model pixels (default :data:`DEFAULT_TARGET_RADIUS_PX`).
+    scale : float, optional
+        Model px per detector px instead of ``target_radius_px / radius``.
+    multiple : int
+        Frame sides are multiples of this (default 8).
+    max_frame_px : int
+        Longest frame side (default 2048).
+    max_offset_fraction : float
+        Largest probe offset from the detector centre, fraction of the detector (default 0.1).
+
+    Returns
+    -------
+    geo : Geometry
+        The scale-normalised geometry.
+    probe_model : ndarray ``(H, W)`` float32
+        The probe in the model frame, centred on ``(H // 2, W // 2)``, maximum 1.
+
+    Raises
+    ------
+    ProbeError
+        When the probe is unusable or not centred, or the scale is not finite and positive.
     """
     disk = measure_probe(probe, detector_shape)
     cy, cx = disk.centre_px
@@ -317,11 +434,13 @@ def normalised_geometry(
 
 
 def _axis_matrix(n: int, side: int, c: float, s: float) -> np.ndarray:
-    """``(side, n)`` resampling weights of one axis: frame pixel ``u`` samples detector
-    coordinate ``c + (u - side // 2) / s`` with a triangle kernel of half-width
-    ``max(1, 1 / s)`` (linear interpolation when enlarging), normalised over all integer
-    positions (so pixels beyond the detector read as zero: padding), times ``1 / s`` (the
-    counts per disk are kept)."""
+    """``(side, n)`` resampling weights of one axis.
+
+    Frame pixel ``u`` samples detector coordinate ``c + (u - side // 2) / s`` with a triangle
+    kernel of half-width ``max(1, 1 / s)`` (linear interpolation when enlarging), normalised
+    over all integer positions (so pixels beyond the detector read as zero: padding), times
+    ``1 / s`` (the counts per disk are kept).
+    """
     a = max(1.0, 1.0 / s)
     x = c + (np.arange(side) - side // 2) / s
     k = math.ceil(a) + 1
@@ -351,7 +470,18 @@ def _resample_matrices(geo: Geometry) -> tuple[np.ndarray, np.ndarray]:
 
 
 def model_domain(card: dict | None) -> dict:
-    """The ``domain`` section of a model card (``{}`` when the card has none)."""
+    """The ``domain`` section of a model card (``{}`` when the card has none).
+
+    Parameters
+    ----------
+    card : dict or None
+        A model card.
+
+    Returns
+    -------
+    dict
+        Ranges such as ``detector_radius_px``, ``disk_radius_px``, ``energy_kev``.
+    """
     d = (card or {}).get("domain", {})
     return dict(d) if isinstance(d, dict) else {}
 
@@ -379,6 +509,22 @@ def domain_problems(
     semi-angle when the calibration has them, and the dose (too few counts per pattern only)
     when the data are in counts. Thickness and crystal system cannot be read off the
     data: they are on the card only.
+
+    Parameters
+    ----------
+    domain : dict
+        The card's ``domain`` (:func:`model_domain`).
+    geo : Geometry
+        The model frame of the data.
+    calibration : Calibration, optional
+        Beam energy and convergence angle, where known.
+    dose_per_disk : float, optional
+        Counts per vacuum disk (:func:`estimate_dose_per_disk`).
+
+    Returns
+    -------
+    list of str
+        One line per problem; empty when nothing known lies outside.
     """
     out = []
     r_det, r_mod = geo.probe_radius_px, geo.model_radius_px
@@ -417,11 +563,24 @@ def domain_problems(
 
 
 def estimate_dose_per_disk(patterns: np.ndarray, geo: Geometry | None = None) -> float | None:
-    """The electrons a vacuum probe disk would hold: the median over a few patterns
-    ``(n, k_y, k_x)`` of their counts above the median pixel (the background of a sparse
-    diffraction pattern); None when the data are not counts (non-integer values). An estimate
-    (electrons scattered off the detector are missed, a diffuse background is partly counted),
-    good to the factor of two a domain check needs."""
+    """The electrons a vacuum probe disk would hold, estimated from a few patterns.
+
+    The median over the patterns of their counts above the median pixel (the background of a
+    sparse diffraction pattern). An estimate (electrons scattered off the detector are missed, a
+    diffuse background is partly counted), good to the factor of two a domain check needs.
+
+    Parameters
+    ----------
+    patterns : ndarray ``(n, k_y, k_x)``
+        A few patterns.
+    geo : Geometry, optional
+        Not used by the estimate (kept for callers that pass it).
+
+    Returns
+    -------
+    float or None
+        Electrons per pattern; None when the data are not counts (non-integer or non-finite).
+    """
     q = np.asarray(patterns, dtype=np.float64)
     if q.size == 0 or not np.all(np.isfinite(q)) or np.any(q != np.round(q)):
         return None
@@ -431,7 +590,22 @@ def estimate_dose_per_disk(patterns: np.ndarray, geo: Geometry | None = None) ->
 
 
 def warn_out_of_domain(problems: list[str], model_name: str, *, stacklevel: int = 3) -> None:
-    """One :class:`OutOfDomainWarning` listing every problem and what to do."""
+    """One :class:`OutOfDomainWarning` listing every problem and what to do.
+
+    Parameters
+    ----------
+    problems : list of str
+        From :func:`domain_problems`; nothing is warned when empty.
+    model_name : str
+        The model named in the message.
+    stacklevel : int
+        Passed to :func:`warnings.warn`.
+
+    Returns
+    -------
+    None
+        Warns only.
+    """
     if not problems:
         return
     import warnings
@@ -449,12 +623,31 @@ def warn_out_of_domain(problems: list[str], model_name: str, *, stacklevel: int 
 
 
 def probe_from_patterns(patterns: np.ndarray, *, edge_px: float = 0.5) -> np.ndarray:
-    """A vacuum-probe stand-in from patterns ``(n, k_y, k_x)`` when none was recorded: a
-    uniform disk (logistic edge ``edge_px``) at the centre and flux radius of the central
+    """A vacuum-probe stand-in from patterns ``(n, k_y, k_x)`` when none was recorded.
+
+    A uniform disk (logistic edge ``edge_px``) at the centre and flux radius of the central
     beam of their mean, the bright region above half its maximum that holds the brightest
     pixel within the central half of the detector (:func:`measure_probe` on it alone).
     Thick samples whose central disk is not uniform give a rougher radius; a recorded
-    vacuum probe is better. Raises :class:`ProbeError` when no such region exists."""
+    vacuum probe is better.
+
+    Parameters
+    ----------
+    patterns : ndarray ``(n, k_y, k_x)``
+        Some patterns of the scan.
+    edge_px : float
+        Logistic edge width of the disk, detector pixels (default 0.5).
+
+    Returns
+    -------
+    ndarray ``(k_y, k_x)`` float64
+        The stand-in probe, plateau 1.
+
+    Raises
+    ------
+    ProbeError
+        When the patterns are not finite 3D data or the mean has no central beam.
+    """
     from scipy import ndimage
 
     from ..simulation.samples import soft_disk
@@ -488,8 +681,11 @@ def _shift_subpixel(img: np.ndarray, dy: float, dx: float) -> np.ndarray:
 
 
 def to_model_frame(patterns: np.ndarray, geo: Geometry) -> np.ndarray:
-    """``(n, k_y, k_x)`` patterns in the model frame ``(n, H, W)``: resampled (a scale-
-    normalised geometry), or binned and padded/cropped to ``(n, size, size)``."""
+    """``(n, k_y, k_x)`` patterns in the model frame ``(n, H, W)``.
+
+    Resampled (a scale-normalised geometry), or binned and padded/cropped to
+    ``(n, size, size)``.
+    """
     if geo.scale is not None:
         q = np.asarray(patterns, dtype=np.float32)
         c = geo.centre_px
@@ -526,8 +722,30 @@ def predict_images(
     device=None,
     mc_samples: int = 0,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Model output ``(n, size, size)`` for model-frame patterns (and the MC-dropout standard
-    deviation per pixel when ``mc_samples > 1``, else None)."""
+    """Model output ``(n, size, size)`` for model-frame patterns.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network (called as ``model(x, probe)``).
+    patterns : ndarray ``(n, H, W)`` float32
+        Patterns in the model frame (:func:`to_model_frame`).
+    probe : ndarray ``(H, W)`` float32
+        The probe in the model frame.
+    batch_size : int
+        Patterns per forward pass (default 32).
+    device : str or torch.device, optional
+        Where it runs (:func:`pick_device`).
+    mc_samples : int
+        With 2 or more: that many Monte-Carlo dropout passes, averaged.
+
+    Returns
+    -------
+    images : ndarray ``(n, H, W)`` float32
+        The predicted "structure factor" images (Gaussian peaks at the disks).
+    std : ndarray ``(n, H, W)`` float32 or None
+        The MC-dropout standard deviation per pixel when ``mc_samples > 1``, else None.
+    """
     import torch
 
     dev = pick_device(device) if not isinstance(device, torch.device) else device
@@ -580,6 +798,38 @@ def detect_in_stack_nn(
     (a cut disk's centre is biased, and the outermost disks weigh most in a lattice fit).
     ``min_significance``: peaks whose disk is not this many noise standard deviations above
     the local background in the raw pattern are dropped (None keeps them all).
+
+    Parameters
+    ----------
+    patterns : ndarray ``(n, k_y, k_x)``
+        Raw patterns.
+    model : torch.nn.Module
+        The network.
+    geo : Geometry
+        The model frame (:func:`normalised_geometry` or :func:`probe_geometry`).
+    probe_model : ndarray
+        The probe in the model frame.
+    min_relative, min_absolute, min_spacing_px, min_significance, edge_px, max_peaks : optional
+        As :func:`iter_find_bragg_disks_nn`.
+    batch_size, device, mc_samples : optional
+        As :func:`predict_images`.
+
+    Returns
+    -------
+    peaks : ndarray ``(n, max_peaks, 4)`` float64
+        Fields qy, qx, intensity, correlation (see above).
+    count : ndarray ``(n,)`` int64
+        Peaks per pattern.
+    images : ndarray ``(n, H, W)`` float32
+        The predicted images.
+    std : ndarray or None
+        Their MC-dropout standard deviation.
+
+    Notes
+    -----
+    Peaks of the predicted image (:func:`~napari_4dstem.analysis.bragg.peaks.find_peaks`),
+    refined by a 3-point Gaussian fit (``refine_peaks(method="gaussian")``), mapped back by
+    :meth:`Geometry.to_detector`, then counted and tested on the raw pattern.
     """
     from ..analysis.bragg.peaks import (
         compact_rows,
@@ -635,9 +885,11 @@ def detect_in_stack_nn(
 
 
 def _spacing(min_spacing_px: float | None, geo: Geometry) -> float:
-    """Peak spacing in model pixels: as given, else 1.5 probe radii (disks whose centres are
-    closer overlap by more than half; the NN otherwise marks bright disk edges of thick
-    samples as extra peaks right next to the disk), else 4."""
+    """Peak spacing in model pixels: as given, else 1.5 probe radii, else 4.
+
+    Disks whose centres are closer than 1.5 radii overlap by more than half; the NN otherwise
+    marks bright disk edges of thick samples as extra peaks right next to the disk.
+    """
     if min_spacing_px is not None:
         return float(min_spacing_px)
     if math.isfinite(geo.probe_radius_px):
@@ -687,13 +939,16 @@ def iter_find_bragg_disks_nn(
 
     Parameters
     ----------
-    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)`` (read lazily, block by block)
+    data : DataCube or array-like ``(scan_y, scan_x, k_y, k_x)``
+        The 4D-STEM data, read lazily, block by block.
     probe : ndarray ``(k_y, k_x)`` or DiffractionImage, optional
         Vacuum probe, disk near the detector centre (else :class:`ProbeError`). None: a
         stand-in is made from the central beam of the mean of 64 patterns spread over the
         scan (:func:`probe_from_patterns`; a uniform disk of its measured centre and radius),
         and ``params["probe"]`` says so.
-    model : LoadedModel, name of a registry model, path of a model file, or None (bundled default)
+    model : LoadedModel, str, path or None
+        A loaded model, the name of a registry model, the path of a model file, or None (the
+        bundled default).
     min_relative, min_absolute : float
         Peaks of the predicted image below this fraction of the strongest / this height are
         dropped (the model is trained to emit heights 0.25-1).
@@ -707,11 +962,17 @@ def iter_find_bragg_disks_nn(
     edge_px : float, optional
         Peaks closer than this to the detector border (detector pixels) are dropped; default
         the probe disk's radius, so every disk kept lies wholly on the detector.
+    max_peaks : int
+        At most this many peaks per pattern (default 100).
+    batch_size : int
+        Patterns per forward pass (default 32; fewer for frames larger than trained).
     mc_samples : int
         With 2 or more, Monte-Carlo dropout: the mean of that many stochastic passes is used
         and ``params["mc_std_mean"]`` gets the mean per-pixel standard deviation per pattern.
     device : None, "cpu", "cuda[:n]"
         Default: CUDA when present, else the CPU.
+    scan_chunk : (int, int), optional
+        Scan block read at a time.
     scale : "auto", "bin" or float
         ``"auto"`` (default): resample every pattern and the probe so the probe disk has a
         radius the model was trained on (``target_radius_px``, default from the card's
@@ -719,6 +980,8 @@ def iter_find_bragg_disks_nn(
         (:func:`normalised_geometry`); ``"bin"``: the earlier fixed integer binning into the
         model size (``ceil(max(k_y, k_x) / size)``); a float: that many model px per detector
         px.
+    target_radius_px : float, optional
+        Disk radius in model pixels for ``scale="auto"`` (default :func:`normalised_radius`).
     max_frame_px : int
         Longest side of the resampled frame (tiny disks on a big detector): beyond it the
         scale is lowered and the domain warning says the disks are smaller than trained.
@@ -726,11 +989,39 @@ def iter_find_bragg_disks_nn(
         Warn (one :class:`OutOfDomainWarning` naming every problem and what to do) when the
         data lie outside the model card's ``domain``; ``params["out_of_domain"]`` lists them.
 
+    Yields
+    ------
+    Progress
+        Progress of the scan, with a partial map of the disks per pattern.
+
     Returns
     -------
-    BraggPeaks with ``intensity`` = counts of the disk above the local background in the raw
-    pattern (so lattice and strain fits weight peaks by dose, as for the correlation path's
-    ``"fit"``), ``correlation`` = predicted peak height (the network's confidence).
+    BraggPeaks
+        The generator's return value: ragged peaks in raw detector pixels with ``intensity`` =
+        counts of the disk above the local background in the raw pattern (so lattice and strain
+        fits weight peaks by dose, as for the correlation path's ``"fit"``), ``correlation`` =
+        predicted peak height (the network's confidence).
+
+    Raises
+    ------
+    ProbeError
+        When the probe is unusable or not centred (or no stand-in can be made).
+    ValueError
+        When ``scale`` is not ``"auto"``, ``"bin"`` or a number.
+
+    Notes
+    -----
+    A fully convolutional U-Net (FCU-Net) conditioned on the probe maps each pattern, moved
+    into the model frame (scale-normalised so the probe disk has the trained radius), to an
+    image with a Gaussian peak at every Bragg disk (the "structure factor" image of Munshi et
+    al. [1]_); peaks are found, refined and mapped back to detector pixels, then weighed by
+    the disk counts of the raw pattern (:func:`detect_in_stack_nn`). Streams the scan in
+    blocks through :func:`~napari_4dstem.engine.driver.map_scan`.
+
+    References
+    ----------
+    .. [1] J. Munshi et al., "Disentangling multiple scattering with deep learning: application
+       to strain mapping from electron diffraction patterns", arXiv:2202.00204 (2022).
     """
     from ..analysis.bragg.disks import disk_count_partial
     from ..analysis.virtual.images import as_datacube
@@ -813,7 +1104,36 @@ def iter_find_bragg_disks_nn(
 def find_bragg_disks_nn(
     data: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any
 ) -> BraggPeaks:
-    """Bragg disks by the network (runs :func:`iter_find_bragg_disks_nn` to the end)."""
+    """Bragg disks by the network (runs :func:`iter_find_bragg_disks_nn` to the end).
+
+    Parameters
+    ----------
+    data : DataCube or array-like ``(scan_y, scan_x, k_y, k_x)``
+        The 4D-STEM data.
+    progress : callable, optional
+        Called with each :class:`~napari_4dstem.engine.jobs.Progress`.
+    **kwargs
+        The keyword arguments of :func:`iter_find_bragg_disks_nn`.
+
+    Returns
+    -------
+    BraggPeaks
+        As :func:`iter_find_bragg_disks_nn`.
+
+    Raises
+    ------
+    ProbeError, ValueError
+        As :func:`iter_find_bragg_disks_nn`.
+
+    Notes
+    -----
+    See :func:`iter_find_bragg_disks_nn`.
+
+    References
+    ----------
+    .. [1] J. Munshi et al., "Disentangling multiple scattering with deep learning: application
+       to strain mapping from electron diffraction patterns", arXiv:2202.00204 (2022).
+    """
     return run_job(iter_find_bragg_disks_nn(data, **kwargs), progress)
 
 
@@ -871,8 +1191,10 @@ def predict_pattern(
 
 
 def _geometry_for(probe, shape, lm, scale, target_radius_px, max_frame_px):
-    """The model frame for ``scale`` ``"auto"`` / ``"bin"`` / a float (see
-    :func:`iter_find_bragg_disks_nn`)."""
+    """The model frame for ``scale`` ``"auto"`` / ``"bin"`` / a float.
+
+    See :func:`iter_find_bragg_disks_nn`.
+    """
     if isinstance(scale, str):
         if scale == "bin":
             return probe_geometry(probe, shape, lm.config.size)
@@ -895,12 +1217,26 @@ def _geometry_for(probe, shape, lm, scale, target_radius_px, max_frame_px):
 
 
 def normalised_radius(card: dict | None, probe_radius_px: float) -> float:
-    """The disk radius (model px) a model runs a probe of ``probe_radius_px`` at: the card's
-    ``domain["normalised_radius_px"]`` (default :data:`DEFAULT_TARGET_RADIUS_PX`) for smaller
-    disks; disks from ``unscaled_from_px`` (default the same) to ``normalised_radius_max_px``
-    as they are (not resampled at all); larger ones shrunk only to ``normalised_radius_max_px``
-    (which keeps the network's ~0.1-0.15 model-px error from growing by the shrink factor on
-    the detector)."""
+    """The disk radius (model px) a model runs a probe of ``probe_radius_px`` at.
+
+    The card's ``domain["normalised_radius_px"]`` (default :data:`DEFAULT_TARGET_RADIUS_PX`)
+    for smaller disks; disks from ``unscaled_from_px`` (default the same) to
+    ``normalised_radius_max_px`` as they are (not resampled at all); larger ones shrunk only to
+    ``normalised_radius_max_px`` (which keeps the network's ~0.1-0.15 model-px error from
+    growing by the shrink factor on the detector).
+
+    Parameters
+    ----------
+    card : dict or None
+        The model card.
+    probe_radius_px : float
+        The probe disk's radius on the detector, pixels.
+
+    Returns
+    -------
+    float
+        The radius in model pixels.
+    """
     dom = model_domain(card)
     lo = float(dom.get("normalised_radius_px", DEFAULT_TARGET_RADIUS_PX))
     hi = max(lo, float(dom.get("normalised_radius_max_px", lo)))
@@ -927,9 +1263,12 @@ def _domain_check(lm, geo: Geometry, cal, sample: np.ndarray | None) -> list[str
 
 
 def _inference_copy(module):
-    """A copy of the network with channels-last weights: the same outputs (to float rounding,
-    5e-7 of the peak height measured), 1.43x faster on this 2-core CPU at a 272 px frame
-    (interleaved runs); a copy, so a model being trained is left as it is."""
+    """A copy of the network with channels-last weights.
+
+    The same outputs (to float rounding, 5e-7 of the peak height measured), 1.43x faster on
+    this 2-core CPU at a 272 px frame (interleaved runs); a copy, so a model being trained is
+    left as it is.
+    """
     import copy
 
     import torch

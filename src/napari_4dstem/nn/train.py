@@ -47,7 +47,44 @@ class TrainingDiverged(Napari4DSTEMError, RuntimeError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training parameters (saved in every checkpoint and in the model card)."""
+    """Training parameters (saved in every checkpoint and in the model card).
+
+    Attributes
+    ----------
+    model : ModelConfig
+        The network's configuration (input size, depth, widths...).
+    epochs : int
+        Epochs to train (default 4).
+    steps_per_epoch : int or None
+        Optimiser steps per epoch (default: one pass over the training patterns).
+    batch_size : int
+        Patterns per step (default 8).
+    lr : float
+        Peak learning rate of Adam (default 2e-3).
+    warmup_steps : int
+        Steps of linear warm-up (:func:`lr_factor`; default 100).
+    peak_weight : float
+        MSE weight ``1 + peak_weight * label`` (default 10).
+    l1_weight : float
+        Weight of an added L1 term (default 0).
+    val_fraction, val_max : float, int
+        Share of the patterns held out for validation, and at most this many (0.05, 64).
+    strain_scan : (int, int) or None
+        Scan of the held-out strained thick-proxy dataset whose strain RMSE is reported per
+        epoch (default 8 x 8; None skips it).
+    strain_thickness_nm : float
+        Thickness of that dataset (default 40 nm).
+    seed : int
+        Seed of the split, the batches and the weights.
+    device : str or None
+        torch device (default CUDA when present, else the CPU).
+    amp : bool
+        Mixed precision (CUDA only; default True).
+    threads : int or None
+        torch CPU threads (None: torch's setting).
+    init : str or None
+        Start from this model's weights (registry name or file).
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     epochs: int = 4
@@ -68,6 +105,7 @@ class TrainConfig:
     init: str | None = None  # start from this model's weights (registry name or file)
 
     def to_dict(self) -> dict:
+        """The configuration as plain data (JSON-friendly)."""
         d = asdict(self)
         d["model"] = self.model.to_dict()
         return d
@@ -80,6 +118,19 @@ class TrainProgress(Progress):
     After a step: ``loss`` is that step's training loss. At the end of an epoch: ``loss`` is
     None and ``history`` holds every finished epoch's metrics so far (train_loss, F1, RMSE...;
     on a resumed run the earlier epochs too).
+
+    Attributes
+    ----------
+    done, total, message, partial
+        As :class:`~napari_4dstem.engine.jobs.Progress` (steps of the whole run).
+    epoch : int
+        The epoch (1-based).
+    step : int
+        Optimiser steps done, resumed runs included.
+    loss : float or None
+        The step's training loss; None at the end of an epoch.
+    history : tuple of dict
+        Every finished epoch's metrics (end of an epoch only).
     """
 
     epoch: int = 0
@@ -90,6 +141,22 @@ class TrainProgress(Progress):
 
 @dataclass(frozen=True)
 class TrainResult:
+    """What a training run leaves.
+
+    Attributes
+    ----------
+    checkpoint : Path
+        ``out_dir/checkpoint.pt`` with the final weights (:func:`export_model` ships them).
+    epochs_done : int
+        Epochs finished (the configured number).
+    steps_done : int
+        Optimiser steps done.
+    history : list of dict
+        Per-epoch metrics (train_loss, lr, F1 at 0.5 and 1 px, position RMSE, strain RMSE...).
+    wall_s : float
+        Wall time of this run, seconds.
+    """
+
     checkpoint: Path
     epochs_done: int
     steps_done: int
@@ -98,7 +165,20 @@ class TrainResult:
 
 
 def lr_factor(step: int, warmup: int) -> float:
-    """Linear warm-up to 1 over ``warmup`` steps, then ``sqrt(warmup / step)``."""
+    """Linear warm-up to 1 over ``warmup`` steps, then ``sqrt(warmup / step)``.
+
+    Parameters
+    ----------
+    step : int
+        The step (1-based; values below 1 count as 1).
+    warmup : int
+        Warm-up steps; 0 or less gives ``1 / sqrt(step)`` throughout.
+
+    Returns
+    -------
+    float
+        The factor on the peak learning rate.
+    """
     if warmup <= 0:
         return 1.0 / math.sqrt(max(step, 1))
     s = max(step, 1)
@@ -132,8 +212,10 @@ def _batch(shards, idx, aug, rng):
 
 
 def default_augment(shards) -> Augment:
-    """The training augmentation for a shard set: doses per pixel of the central disk for the
-    proxy shards (central disk 1), of the brightest pixel for the engines' (sum 1).
+    """The training augmentation for a shard set.
+
+    Doses are per pixel of the central disk for the proxy shards (central disk 1), of the
+    brightest pixel for the engines' (sum 1).
 
     Proxy shards of size ``S`` other than 128 are the 128 geometry sampled ``f = S / 128``
     times as finely (:func:`~napari_4dstem.nn.synthetic.simulate_training_patterns`), so the
@@ -171,7 +253,8 @@ def _validate(model, shards, val_idx, strain_set, dev, cfg, aug) -> dict:
     """Detection scores on held-out shard patterns (fixed seed) and the strain RMSE.
 
     The held-out patterns get the training augmentation's noise with the geometry fixed, so
-    the shards' Bragg positions stay the truth (any other augmentation: the default's).
+    the shards' Bragg positions stay the truth (any other augmentation: the default's; one
+    with ``validate_as_is = True`` is applied as it is, as fine-tuning on real data does).
     """
     import torch
 
@@ -181,7 +264,10 @@ def _validate(model, shards, val_idx, strain_set, dev, cfg, aug) -> dict:
 
     model.eval()
     rng = np.random.default_rng(12345)
-    aug = (aug if isinstance(aug, Augment) else default_augment(shards)).without_geometry()
+    if getattr(aug, "validate_as_is", False):
+        pass  # real data (fine-tuning): held-out patterns as they are, no synthetic noise
+    else:
+        aug = (aug if isinstance(aug, Augment) else default_augment(shards)).without_geometry()
     preds, trues = [], []
     s = cfg.model.size
     with torch.inference_mode():
@@ -225,6 +311,50 @@ def iter_train(
     :class:`~napari_4dstem.nn.augment.Augment`, probe warped with its pattern); any callable
     ``(pattern, label, rng) -> (pattern, label)`` is accepted too (the probe then stays as in
     the shard). Validation uses the same noise with the geometry fixed.
+
+    Parameters
+    ----------
+    shards : ShardSet or path
+        Training patterns, labels and probes (:class:`~napari_4dstem.simulation.shards.ShardSet`
+        or its folder); patterns of the model's input size, at least 2.
+    out_dir : str or PathLike
+        Folder of ``checkpoint.pt`` and ``history.json`` (created).
+    config : TrainConfig
+        The training parameters.
+    resume : bool
+        Continue from an existing checkpoint in ``out_dir`` (default True).
+    augment : Augment or callable, optional
+        The augmentation (default :func:`default_augment`).
+
+    Yields
+    ------
+    TrainProgress
+        After every step (its loss) and at the end of every epoch (the metrics so far).
+
+    Returns
+    -------
+    TrainResult
+        The generator's return value: checkpoint path, epochs, steps, history, wall time.
+
+    Raises
+    ------
+    Napari4DSTEMError
+        When there are fewer than 2 patterns, they do not have the model's size, the
+        checkpoint is of another model configuration, or ``config.init`` does not match it.
+    TrainingDiverged
+        When the loss becomes NaN or infinite (the last good checkpoint is kept).
+
+    Notes
+    -----
+    Loss ``mean((1 + peak_weight y) (f(x, probe) - y)^2)`` (+ ``l1_weight mean|f - y|``) on the
+    Gaussian-peak label image ``y``; Adam with gradient clipping at norm 1, the learning rate
+    ``lr * lr_factor(step)``; float16 autocast on CUDA. The task (pattern and probe in,
+    "structure factor" image out) follows Munshi et al. [1]_.
+
+    References
+    ----------
+    .. [1] J. Munshi et al., "Disentangling multiple scattering with deep learning: application
+       to strain mapping from electron diffraction patterns", arXiv:2202.00204 (2022).
     """
     import torch
 
@@ -379,8 +509,23 @@ def iter_train(
 def export_model(
     checkpoint: str | os.PathLike, path: str | os.PathLike, *, card: dict | None = None
 ) -> Path:
-    """Write the weights of a training checkpoint as a model file + card (see :mod:`.registry`)."""
+    """Write the weights of a training checkpoint as a model file + card (see :mod:`.registry`).
 
+    Parameters
+    ----------
+    checkpoint : str or PathLike
+        A ``checkpoint.pt`` of :func:`iter_train` (its hash is checked).
+    path : str or PathLike
+        The model file to write.
+    card : dict, optional
+        Entries added to the card (name, domain...); the training configuration, history and
+        steps are always there.
+
+    Returns
+    -------
+    Path
+        The written model file.
+    """
     from ._fcunet import FCUNet
     from .registry import save_model
 

@@ -14,7 +14,7 @@ from .bragg import _cube, _recipe
 from .params import _check, _finite, _Params
 from .recipe import Recipe, _Result
 
-PHASE_METHODS = ("parallax", "ssb", "ptycho", "multislice-ptycho")
+PHASE_METHODS = ("parallax", "ssb", "wdd", "ptycho", "multislice-ptycho")
 
 
 @dataclass(frozen=True)
@@ -24,11 +24,12 @@ class PhaseParams(_Params):
 
     Attributes
     ----------
-    method : {"parallax", "ssb", "ptycho", "multislice-ptycho"}
+    method : {"parallax", "ssb", "wdd", "ptycho", "multislice-ptycho"}
     defocus_A, astig_A, astig_angle_deg, cs_mm : probe aberrations (defocus > 0: underfocus)
     fit_defocus : measure defocus and astigmatism by parallax first and use them
     upsample : parallax output grid factor
     regularization : SSB Wiener term
+    wdd_regularization : WDD Wiener term (relative to the probe's largest |chi|^2)
     iterations, batch_size, modes, position_correction, device, threads : ptychography
     slices, slice_thickness_A : multislice ptychography
     scan_region : ``(y0, y1, x0, x1)`` scan rows/columns analysed (None: the whole scan)
@@ -42,6 +43,7 @@ class PhaseParams(_Params):
     fit_defocus: bool = False
     upsample: int = 2
     regularization: float = 0.05
+    wdd_regularization: float = 1e-3
     iterations: int = 20
     batch_size: int = 64
     modes: int = 1
@@ -59,6 +61,8 @@ class PhaseParams(_Params):
         _check(isinstance(self.upsample, int) and self.upsample >= 1, f"upsample must be >= 1, got {self.upsample}")
         _check(_finite(self.regularization) and self.regularization >= 0,
                f"SSB regularization must be >= 0, got {self.regularization}")
+        _check(_finite(self.wdd_regularization) and self.wdd_regularization > 0,
+               f"WDD regularization must be > 0, got {self.wdd_regularization}")
         for name in ("iterations", "batch_size", "modes", "slices"):
             v = getattr(self, name)
             _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be >= 1, got {v}")
@@ -132,6 +136,11 @@ def iter_phase(
         from ..analysis.phase.ssb import iter_ssb
 
         phase_map = yield from iter_ssb(cube, probe=probe, calibration=cal, regularization=p.regularization)
+        return PhaseResult((phase_map,), par, None, recipe)
+    if p.method == "wdd":
+        from ..analysis.phase.wdd import iter_wdd
+
+        phase_map = yield from iter_wdd(cube, probe=probe, calibration=cal, regularization=p.wdd_regularization)
         return PhaseResult((phase_map,), par, None, recipe)
     from ..analysis.phase.ptycho import iter_ptychography
 

@@ -50,9 +50,11 @@ def _uniform(state):
 
 
 def _ziggurat_tables(n=256, r=3.6541528853610088):
-    """Marsaglia and Tsang's (2000) ziggurat for the half normal ``f(x) = exp(-x^2 / 2)``:
+    """Marsaglia and Tsang's (2000) ziggurat for the half normal ``f(x) = exp(-x^2 / 2)``.
+
     ``n`` regions of equal area ``v``; region 0 is the base strip plus the tail beyond ``r``,
-    region ``i >= 1`` the rectangle ``[0, x_i] x [f(x_i), f(x_{i+1})]``."""
+    region ``i >= 1`` the rectangle ``[0, x_i] x [f(x_i), f(x_{i+1})]``.
+    """
     from scipy.special import erfc
 
     v = r * math.exp(-r * r / 2) + math.sqrt(math.pi / 2) * erfc(r / math.sqrt(2))
@@ -254,8 +256,10 @@ def warp_stack(src, out, ainv, cy, cx, sy, sx):
 
 @numba.njit(cache=True, nogil=True)
 def warp_sample(pat, probe, label, ainv, cy, cx, sy, sx, o_pat, o_probe, o_lab):
-    """One pass warping pattern, probe and label with the same map, so each source position
-    and its weights are computed once."""
+    """One pass warping pattern, probe and label with the same map.
+
+    Each source position and its weights are computed once.
+    """
     H, W = pat.shape
     step_y, step_x = ainv[0, 1], ainv[1, 1]
     for i in range(H):
@@ -306,8 +310,11 @@ def warp_sample(pat, probe, label, ainv, cy, cx, sy, sx, o_pat, o_probe, o_lab):
 # ------------------------------------------------------------------------------------------
 @numba.njit(cache=True, nogil=True)
 def gaussian_blur(img, sigma, truncate, out):
-    """Separable Gaussian blur with zeros outside (``scipy.ndimage.gaussian_filter`` with
-    ``mode="constant"``: the same taps, radius ``int(truncate * sigma + 0.5)``)."""
+    """Separable Gaussian blur with zeros outside.
+
+    As ``scipy.ndimage.gaussian_filter`` with ``mode="constant"``: the same taps, radius
+    ``int(truncate * sigma + 0.5)``.
+    """
     H, W = img.shape
     r = int(truncate * sigma + 0.5)
     taps = np.empty(2 * r + 1, np.float32)
@@ -349,8 +356,11 @@ def bin2(img, h, w):
 
 @numba.njit(cache=True, nogil=True)
 def lorentzian_quadrant(ny, nx, step, width):
-    """``1 / (k^2 + width^2)`` at ``k = step * (i, j)`` for ``i < ny, j < nx``, float32: one
-    quadrant of the even kernel (offsets ``0 .. P/2`` of a periodic grid of ``P = 2 (ny - 1)``)."""
+    """``1 / (k^2 + width^2)`` at ``k = step * (i, j)`` for ``i < ny, j < nx``, float32.
+
+    One quadrant of the even kernel (offsets ``0 .. P/2`` of a periodic grid of
+    ``P = 2 (ny - 1)``).
+    """
     out = np.empty((ny, nx), np.float32)
     w2 = width * width
     for i in range(ny):
@@ -363,9 +373,11 @@ def lorentzian_quadrant(ny, nx, step, width):
 
 @numba.njit(cache=True, nogil=True)
 def upsample2_clipped(img, h, w, out):
-    """Bilinear 2x upsampling of the top-left ``(h, w)`` of a binned image into ``out``
-    (fine pixel ``y`` sits at binned coordinate ``(y - 0.5) / 2``), negative values clipped
-    to 0 first. Returns the sum of ``out``."""
+    """Bilinear 2x upsampling of the top-left ``(h, w)`` of a binned image into ``out``.
+
+    Fine pixel ``y`` sits at binned coordinate ``(y - 0.5) / 2``; negative values are clipped
+    to 0 first. Returns the sum of ``out``.
+    """
     H, W = out.shape
     c = np.empty((h, w), np.float32)
     for i in range(h):

@@ -72,7 +72,13 @@ class AbTEMDeviceWarning(UserWarning):
 
 
 def abtem_version() -> tuple[int, ...] | None:
-    """The installed abTEM version, or None."""
+    """The installed abTEM version, or None.
+
+    Returns
+    -------
+    tuple of int or None
+        Up to three numeric version parts; None when abTEM is not installed.
+    """
     return installed_version("abtem")
 
 
@@ -96,6 +102,11 @@ class AbTEMEngine:
         FFTW planning effort. 'measure' plans each new grid size by timing (about 20 s for
         480 x 480 on one core) for FFTs a few percent faster: worth it only for many patterns
         on one grid.
+
+    Raises
+    ------
+    Napari4DSTEMError
+        When an option is not one of its choices.
     """
 
     name = "abtem"
@@ -109,6 +120,7 @@ class AbTEMEngine:
         scheduler: str = "synchronous",
         fft_planning: str = "estimate",
     ):
+        """Check and store the options (abTEM is imported only when simulating)."""
         if device not in ("cpu", "gpu"):
             raise Napari4DSTEMError(f"abTEM device must be 'cpu' or 'gpu', got {device!r}")
         if parametrization not in ("lobato", "kirkland"):
@@ -130,9 +142,11 @@ class AbTEMEngine:
         self.scheduler = scheduler
 
     def available(self) -> bool:
+        """Whether abTEM is installed."""
         return importlib.util.find_spec("abtem") is not None
 
     def require(self) -> None:
+        """Raise :class:`EngineNotInstalledError` (how to install) when abTEM is missing."""
         try:
             import abtem  # noqa: F401
         except ImportError as e:
@@ -184,6 +198,28 @@ class AbTEMEngine:
         return atoms, np.sqrt(np.maximum(b, 0.0) / (8 * np.pi**2))
 
     def simulate(self, request: SimulationRequest) -> SimulationResult:
+        """CBED patterns of ``request`` by abTEM's multislice, every thickness in one pass.
+
+        Parameters
+        ----------
+        request : SimulationRequest
+            What to simulate.
+
+        Returns
+        -------
+        SimulationResult
+            Patterns per thickness and probe position on the request's grid (the engine's
+            output ``fftshift``-ed, cropped to the alias-free band and binned ``m x m``).
+
+        Raises
+        ------
+        EngineNotInstalledError
+            When the backend is missing.
+        SamplingError
+            When the box or grid cannot sample the pattern.
+        Napari4DSTEMError
+            When frozen phonons are asked for an empty box.
+        """
         self.require()
         import abtem
 

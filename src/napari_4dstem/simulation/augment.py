@@ -51,7 +51,40 @@ __all__ = [
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Ranges of the augmentation parameters (each drawn uniformly unless said otherwise)."""
+    """Ranges of the augmentation parameters (each drawn uniformly unless said otherwise).
+
+    Attributes
+    ----------
+    dose_e : (float, float)
+        Electrons per pattern, drawn log-uniformly (default 1e5-1e10).
+    plasmon_weight : (float, float)
+        Share ``w`` of the plasmon background (default 0.01-0.1).
+    plasmon_width_inv_A : (float, float)
+        Lorentzian width of the plasmon background, 1/A (default 0.01-0.1).
+    shift_px : float
+        Largest length of the shift vector, pixels (default 10).
+    ellipticity : float
+        Largest axis ratio minus 1, in [0, 1) (default 0.15).
+    rotation_deg : float
+        Largest absolute rotation, degrees (default 2).
+    blur_sigma_px : (float, float)
+        Gaussian detector blur, pixels (default 0-1).
+    read_noise : (float, float)
+        Gaussian read noise, counts (default 0-2).
+    hot_dead_fraction : float
+        Largest fraction of hot plus dead pixels (default 1e-3).
+    salt_pepper_fraction : float
+        Largest fraction of salt-and-pepper pixels (default 1e-3).
+    beam_stop_probability : float
+        Probability of a beam stop (default 0).
+    beam_stop_width_px : (float, float)
+        Beam-stop width, pixels (default 4-12).
+
+    Raises
+    ------
+    ValueError
+        When the dose range, the ellipticity or a fraction is out of range.
+    """
 
     dose_e: tuple[float, float] = (1e5, 1e10)  # electrons per pattern, log-uniform
     plasmon_weight: tuple[float, float] = (0.01, 0.1)
@@ -67,6 +100,7 @@ class AugmentConfig:
     beam_stop_width_px: tuple[float, float] = (4.0, 12.0)
 
     def __post_init__(self):
+        """Refuse ranges that cannot be drawn from."""
         lo, hi = self.dose_e
         if not 0 < lo <= hi:
             raise ValueError(f"dose_e must be 0 < low <= high, got {self.dose_e}")
@@ -79,7 +113,31 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class Augmentation:
-    """The drawn values of one sample's augmentation (all that is needed to redo it)."""
+    """The drawn values of one sample's augmentation (all that is needed to redo it).
+
+    Attributes
+    ----------
+    seed : int
+        The sample's seed (the noise streams derive from it).
+    dose_e : float
+        Electrons per pattern.
+    plasmon_weight, plasmon_width_inv_A : float
+        Plasmon background share and Lorentzian width (1/A).
+    shift_px : (float, float)
+        Shift ``(dy, dx)`` in pixels.
+    ellipticity, ellipse_angle_deg, rotation_deg : float
+        The warp (:func:`warp_matrix`).
+    blur_sigma_px : float
+        Detector blur, pixels.
+    read_noise : float
+        Read noise, counts.
+    hot_fraction, dead_fraction, salt_pepper_fraction : float
+        Bad-pixel fractions.
+    beam_stop : bool
+        Whether a beam stop is drawn.
+    beam_stop_angle_deg, beam_stop_width_px : float
+        Its direction (degrees) and width (pixels).
+    """
 
     seed: int
     dose_e: float
@@ -99,11 +157,25 @@ class Augmentation:
     beam_stop_width_px: float
 
     def to_dict(self) -> dict:
+        """The values as a plain dict."""
         return asdict(self)
 
 
 def draw_augmentation(config: AugmentConfig, seed: int) -> Augmentation:
-    """Draw one sample's augmentation parameters from ``config`` with its own seed."""
+    """Draw one sample's augmentation parameters from ``config`` with its own seed.
+
+    Parameters
+    ----------
+    config : AugmentConfig
+        The ranges.
+    seed : int
+        The sample's seed.
+
+    Returns
+    -------
+    Augmentation
+        The drawn values; the same seed and config always give the same ones.
+    """
     rng = np.random.default_rng(seed)
     lo, hi = np.log10(config.dose_e)
     r = config.shift_px * math.sqrt(rng.uniform())
@@ -145,6 +217,20 @@ def warp_matrix(ellipticity: float, ellipse_angle_deg: float, rotation_deg: floa
 
     The ellipse's long axis (stretched by ``sqrt(1 + e)``) points ``ellipse_angle_deg`` from +x
     towards +y; the short axis is squeezed by the same factor (area kept).
+
+    Parameters
+    ----------
+    ellipticity : float
+        Axis ratio minus 1.
+    ellipse_angle_deg : float
+        Direction of the long axis, degrees from +x towards +y.
+    rotation_deg : float
+        Rotation applied after the ellipse, degrees.
+
+    Returns
+    -------
+    ndarray ``(2, 2)``
+        ``A = R(rotation) R(phi) diag(sqrt(1 + e), 1 / sqrt(1 + e)) R(-phi)`` on ``(y, x)``.
     """
     f = math.sqrt(1.0 + ellipticity)
     Rphi = _rot(ellipse_angle_deg)
@@ -153,14 +239,47 @@ def warp_matrix(ellipticity: float, ellipse_angle_deg: float, rotation_deg: floa
 
 
 def warp_points(points_yx: np.ndarray, *, matrix: np.ndarray, shift_px, origin_px) -> np.ndarray:
-    """Where points ``(n, 2)`` (k_y, k_x) go under the warp: ``c + A (p - c) + shift``."""
+    """Where points ``(n, 2)`` (k_y, k_x) go under the warp: ``c + A (p - c) + shift``.
+
+    Parameters
+    ----------
+    points_yx : ndarray ``(n, 2)``
+        Points ``(k_y, k_x)`` in pixels.
+    matrix : ndarray ``(2, 2)``
+        ``A`` (:func:`warp_matrix`).
+    shift_px : (float, float)
+        Shift ``(dy, dx)`` in pixels.
+    origin_px : (float, float)
+        Centre ``c`` of the warp.
+
+    Returns
+    -------
+    ndarray ``(n, 2)``
+        The warped points.
+    """
     c = np.asarray(origin_px, float)
     return c + (np.asarray(points_yx, float) - c) @ np.asarray(matrix).T + np.asarray(shift_px)
 
 
 def warp_images(images: np.ndarray, *, matrix: np.ndarray, shift_px, origin_px) -> np.ndarray:
-    """Warp a stack ``(n, H, W)`` (or one image) so a pixel at ``p`` lands at
-    ``c + A (p - c) + shift`` (bilinear; zero outside). Returns float32."""
+    """Warp a stack ``(n, H, W)`` (or one image) so a pixel at ``p`` lands at ``c + A (p - c) + s``.
+
+    Parameters
+    ----------
+    images : ndarray ``(n, H, W)`` or ``(H, W)``
+        The images.
+    matrix : ndarray ``(2, 2)``
+        ``A`` (:func:`warp_matrix`).
+    shift_px : (float, float)
+        Shift ``s = (dy, dx)`` in pixels.
+    origin_px : (float, float)
+        Centre ``c`` of the warp.
+
+    Returns
+    -------
+    ndarray float32
+        The warped images, same shape; sampled bilinearly at the inverse map, zero outside.
+    """
     a = np.asarray(images, np.float32)
     single = a.ndim == 2
     a = np.ascontiguousarray(a[None] if single else a)
@@ -192,8 +311,9 @@ def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
 def plasmon_background(
     probe: np.ndarray, *, width_inv_A: float, pixel_size_inv_A: float, origin_px
 ) -> np.ndarray:
-    """A 2D Lorentzian ``1 / (k^2 + width^2)`` centred on the beam, convolved with the probe,
-    normalised to sum 1 over the detector.
+    """A 2D Lorentzian ``1 / (k^2 + width^2)`` convolved with the probe, summing to 1.
+
+    The Lorentzian is centred on the beam and the result normalised over the detector.
 
     The convolution is done on a 2x2-binned grid (zero-padded, no wrap-around) and brought back
     by bilinear interpolation: the background is smooth on the scale of a pixel pair and this
@@ -228,8 +348,25 @@ def _plasmon(probe: np.ndarray, width_inv_A: float, pixel_size_inv_A: float):
 
 @dataclass(frozen=True, eq=False)
 class AugmentedSample:
-    """An augmented pattern (counts, float32), its probe and label (warped, noise-free), the
-    warped Bragg positions, the warp and the drawn parameters."""
+    """An augmented pattern, its probe and label, the warped Bragg positions and the warp.
+
+    Attributes
+    ----------
+    pattern : ndarray ``(H, W)`` float32
+        The augmented pattern in counts.
+    probe, label : ndarray ``(H, W)`` float32
+        Warped like the pattern, noise-free.
+    bragg_qy, bragg_qx : ndarray ``(n,)`` or None
+        The warped Bragg positions, pixels (when given).
+    matrix : ndarray ``(2, 2)``
+        The warp ``A``.
+    shift_px : (float, float)
+        The shift ``(dy, dx)``.
+    mask : ndarray ``(H, W)`` bool or None
+        The beam stop (zero counts), if drawn.
+    params : Augmentation
+        The drawn parameters.
+    """
 
     pattern: np.ndarray
     probe: np.ndarray
@@ -257,9 +394,34 @@ def augment(
 ) -> AugmentedSample:
     """Augment one sample (see the module docstring for the steps).
 
-    ``pattern`` is the noise-free simulated pattern (fractions of the beam); ``origin_px``
-    defaults to ``(H // 2, W // 2)``. The same ``seed`` (and config) always gives the same
-    result; pass ``augmentation`` to replay drawn parameters.
+    The same ``seed`` (and config) always gives the same result; pass ``augmentation`` to
+    replay drawn parameters.
+
+    Parameters
+    ----------
+    pattern : ndarray ``(H, W)``
+        The noise-free simulated pattern (fractions of the beam).
+    probe : ndarray ``(H, W)``
+        Its vacuum probe.
+    label : ndarray ``(H, W)``
+        Its label image.
+    seed : int
+        The sample's seed.
+    config : AugmentConfig, optional
+        The ranges (default :class:`AugmentConfig()`).
+    origin_px : (float, float), optional
+        The beam origin (default ``(H // 2, W // 2)``).
+    pixel_size_inv_A : float
+        Detector pixel size in 1/A, for the plasmon width (default 0.01).
+    bragg_qy, bragg_qx : ndarray ``(n,)``, optional
+        Bragg positions to warp with the pattern.
+    augmentation : Augmentation, optional
+        Drawn values to replay instead of drawing from ``seed``.
+
+    Returns
+    -------
+    AugmentedSample
+        The counts, the warped probe and label, the warped positions and the parameters.
     """
     config = config or AugmentConfig()
     aug = augmentation or draw_augmentation(config, seed)
@@ -339,7 +501,33 @@ def augment_batch(
     pixel_size_inv_A: float | Sequence[float] = 0.01,
     workers: int = 1,
 ) -> list[AugmentedSample]:
-    """Augment a batch ``(n, H, W)`` with one seed per sample, on ``workers`` threads."""
+    """Augment a batch ``(n, H, W)`` with one seed per sample, on ``workers`` threads.
+
+    Parameters
+    ----------
+    patterns, probes, labels : ndarray ``(n, H, W)``
+        The samples.
+    seeds : sequence of int
+        One seed per sample.
+    config : AugmentConfig, optional
+        The ranges.
+    origin_px : (float, float), optional
+        The beam origin (default the centre).
+    pixel_size_inv_A : float or sequence of float
+        Detector pixel size(s) in 1/A.
+    workers : int
+        Threads (default 1); results do not depend on it.
+
+    Returns
+    -------
+    list of AugmentedSample
+        In the order of the samples.
+
+    Raises
+    ------
+    ValueError
+        When the number of seeds differs from the number of patterns.
+    """
     n = len(patterns)
     if len(seeds) != n:
         raise ValueError(f"{n} patterns need {n} seeds, got {len(seeds)}")

@@ -63,6 +63,7 @@ class SimulationRequest:
     Parameters
     ----------
     crystal : Crystal
+        The structure.
     orientation : array (3, 3)
         ``U``: crystal Cartesian -> lab (x = k_x, y = k_y, z = beam).
     thicknesses_A : tuple of float
@@ -89,6 +90,13 @@ class SimulationRequest:
         Multislice slice thickness.
     seed : int
         Seed for frozen phonons.
+
+    Raises
+    ------
+    Napari4DSTEMError
+        When the orientation is not a rotation, a thickness, the energy, convergence, pixel
+        size or slice thickness is not positive, the shape is not two sizes >= 8 px, or the
+        strain is not 2 x 2.
     """
 
     crystal: Crystal
@@ -107,6 +115,7 @@ class SimulationRequest:
     seed: int = 0
 
     def __post_init__(self):
+        """Check the request and store normalised values (tuples, float arrays)."""
         set_ = object.__setattr__
         U = np.asarray(self.orientation, float)
         if U.shape != (3, 3) or not np.allclose(U @ U.T, np.eye(3), atol=1e-6):
@@ -134,10 +143,12 @@ class SimulationRequest:
 
     @property
     def wavelength_A(self) -> float:
+        """Relativistic electron wavelength in Angstrom."""
         return electron_wavelength_A(self.energy_kev)
 
     @property
     def origin_px(self) -> tuple[float, float]:
+        """The unscattered beam ``(H // 2, W // 2)`` in pixels."""
         return (float(self.shape[0] // 2), float(self.shape[1] // 2))
 
     @property
@@ -176,8 +187,22 @@ class SimulationRequest:
 class SimulationResult:
     """CBED patterns of a thickness series and the vacuum probe, on the request's grid.
 
-    ``patterns`` float32 (n_thickness, n_positions, H, W), fractions of the incident beam;
-    ``probe`` float32 (H, W) sums to 1; ``origin_px`` (k_y, k_x) of the unscattered beam.
+    Attributes
+    ----------
+    patterns : ndarray ``(n_thickness, n_positions, H, W)`` float32
+        Fractions of the incident beam.
+    probe : ndarray ``(H, W)`` float32
+        The vacuum probe, summing to 1.
+    thicknesses_A : ndarray ``(n_thickness,)``
+        The thicknesses in Angstrom.
+    pixel_size_inv_A : float
+        Detector pixel size in 1/A.
+    origin_px : (float, float)
+        ``(k_y, k_x)`` of the unscattered beam.
+    engine : str
+        The engine's name.
+    params : dict
+        The request's parameters and the engine's own.
     """
 
     patterns: np.ndarray
@@ -190,13 +215,23 @@ class SimulationResult:
 
 
 class Engine(Protocol):
-    """A CBED simulation engine."""
+    """A CBED simulation engine.
+
+    Attributes
+    ----------
+    name : str
+        The engine's name (a key of :data:`ENGINES`).
+    """
 
     name: str
 
-    def available(self) -> bool: ...
+    def available(self) -> bool:
+        """Whether the engine's backend is installed."""
+        ...
 
-    def simulate(self, request: SimulationRequest) -> SimulationResult: ...
+    def simulate(self, request: SimulationRequest) -> SimulationResult:
+        """Run ``request``; patterns on the request's detector grid."""
+        ...
 
 
 # ------------------------------------------------------------------------------------------
@@ -206,8 +241,16 @@ class Engine(Protocol):
 class BoxGeometry:
     """The simulated box and grid of a multislice engine.
 
-    ``box_A`` lateral size (y, x) in Angstrom (square), ``multiple`` m (the engine's reciprocal
-    pixel is ``pixel_size_inv_A / m``), ``grid`` (ny, nx) real-space pixels, ``dx_A`` pixel size.
+    Attributes
+    ----------
+    box_A : float
+        Lateral size of the (square) box in Angstrom.
+    multiple : int
+        ``m``: the engine's reciprocal pixel is ``pixel_size_inv_A / m``.
+    grid : int
+        Real-space pixels per side.
+    dx_A : float
+        Real-space pixel size in Angstrom.
     """
 
     box_A: float
@@ -226,8 +269,30 @@ def box_geometry(
     """Choose the box and real-space grid for a request.
 
     ``usable_fraction`` is the part of the engine's reciprocal grid (per axis) that is free of
-    aliasing (1/2 for Prismatic, 2/3 for abTEM). Raises :class:`SamplingError` with what to
-    change when the pattern cannot be sampled.
+    aliasing (1/2 for Prismatic, 2/3 for abTEM).
+
+    Parameters
+    ----------
+    request : SimulationRequest
+        The request (shape, pixel size, beam).
+    usable_fraction : float
+        Alias-free part of the engine's reciprocal grid per axis.
+    grid_multiple : int
+        The grid side is a multiple of this (default 2).
+    max_grid : int
+        Largest grid side (default 4096).
+
+    Returns
+    -------
+    BoxGeometry
+        Box ``L = m / pixel_size_inv_A`` (``m`` odd, the box holds the probe out to its fifth
+        Airy ring plus the defocus blur) and the real-space grid.
+
+    Raises
+    ------
+    SamplingError
+        With what to change, when the box is even, smaller than the probe, or needs a grid
+        beyond ``max_grid``.
     """
     px = request.pixel_size_inv_A
     lam = request.wavelength_A
@@ -269,8 +334,34 @@ def atoms_in_box(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Atoms of the oriented (and deformed) crystal inside a box ``[0, Lx) x [0, Ly) x [0, t)``.
 
-    A lattice point sits at the lateral centre of the box at the entrance surface. Returns
-    ``(Z, xyz_A (n, 3) lab frame, occupancy, b_iso)``.
+    A lattice point sits at the lateral centre of the box at the entrance surface.
+
+    Parameters
+    ----------
+    crystal : Crystal
+        The structure.
+    orientation : ndarray ``(3, 3)``
+        ``U``: crystal Cartesian -> lab.
+    box_A : (float, float, float)
+        ``(Lx, Ly, t)`` in Angstrom.
+    deformation : ndarray ``(3, 3)``, optional
+        Lab-frame deformation ``F`` applied after the orientation (default none).
+
+    Returns
+    -------
+    Z : ndarray ``(n,)`` int
+        Atomic numbers.
+    xyz_A : ndarray ``(n, 3)`` float
+        Positions in the lab frame, Angstrom.
+    occupancy : ndarray ``(n,)``
+        Site occupancies.
+    b_iso : ndarray ``(n,)``
+        Debye-Waller factors in Angstrom^2.
+
+    Raises
+    ------
+    SamplingError
+        When the box would hold more than about 50 million atoms.
     """
     U = np.asarray(orientation, float)
     F = np.eye(3) if deformation is None else np.asarray(deformation, float)
@@ -326,7 +417,18 @@ def bin_to_grid(
 
 
 def installed_version(dist: str) -> tuple[int, ...] | None:
-    """The installed version of distribution ``dist`` as integers, or None if not installed."""
+    """The installed version of distribution ``dist`` as integers, or None if not installed.
+
+    Parameters
+    ----------
+    dist : str
+        Distribution name (``"abtem"``, ``"pyprismatic"``).
+
+    Returns
+    -------
+    tuple of int or None
+        Up to three numeric version parts.
+    """
     from importlib import metadata
 
     try:
@@ -342,9 +444,22 @@ def slice_plan(
     """Slices through the thickest sample with a boundary at every requested thickness.
 
     Each interval between consecutive thicknesses is cut into ``ceil(dt / slice_thickness)``
-    equal slices (none thicker than asked, no sliver). Returns ``(slice thicknesses,
-    {thickness: index of the last slice above it})`` (abTEM's ``exit_planes``; the slice after
-    which our multislice records the pattern).
+    equal slices (none thicker than asked, no sliver).
+
+    Parameters
+    ----------
+    thicknesses_A : tuple of float
+        Requested thicknesses in Angstrom.
+    slice_thickness_A : float
+        Largest slice thickness in Angstrom.
+
+    Returns
+    -------
+    slices : tuple of float
+        Slice thicknesses, top to bottom.
+    exit_of : dict
+        ``{thickness: index of the last slice above it}`` (abTEM's ``exit_planes``; the slice
+        after which our multislice records the pattern).
     """
     slices: list[float] = []
     exit_of: dict[float, int] = {}
@@ -368,8 +483,29 @@ def box_result(
     multiple: int,
     **extra: Any,
 ) -> SimulationResult:
-    """The :class:`SimulationResult` of a multislice engine: patterns as float32, the request's
-    parameters plus the engine, its box (``box_A``, ``grid``, ``box_multiple``) and ``extra``."""
+    """The :class:`SimulationResult` of a multislice engine.
+
+    Parameters
+    ----------
+    request : SimulationRequest
+        The request.
+    engine : str
+        The engine's name.
+    patterns : ndarray ``(n_thickness, n_positions, H, W)``
+        Patterns on the detector grid.
+    probe : ndarray ``(H, W)``
+        The vacuum probe.
+    box_A, grid, multiple : float, int, int
+        The engine's box (:class:`BoxGeometry`).
+    **extra
+        More parameters to record.
+
+    Returns
+    -------
+    SimulationResult
+        Patterns as float32; params = the request's plus the engine, its box (``box_A``,
+        ``grid``, ``box_multiple``) and ``extra``.
+    """
     return SimulationResult(
         patterns=np.asarray(patterns, np.float32),
         probe=np.asarray(probe, np.float32),
@@ -391,9 +527,25 @@ def box_result(
 def vacuum_probe_image(
     request: SimulationRequest, *, L: float, N: int, multiple: int
 ) -> np.ndarray:
-    """The vacuum probe on the detector grid: the sampled aperture (ones inside
-    ``alpha / lambda``) of an ``N x N`` engine grid of box ``L``, binned like the patterns and
-    normalised to sum 1."""
+    """The vacuum probe on the detector grid.
+
+    Parameters
+    ----------
+    request : SimulationRequest
+        Beam and detector grid.
+    L : float
+        Engine box side in Angstrom.
+    N : int
+        Engine grid side in pixels.
+    multiple : int
+        Binning ``m`` onto the detector grid.
+
+    Returns
+    -------
+    ndarray ``(H, W)`` float32
+        The sampled aperture (ones inside ``alpha / lambda``) of the engine grid, binned like
+        the patterns, normalised to sum 1.
+    """
     k = (np.arange(N) - N // 2) / L
     k_alpha = request.convergence_mrad * 1e-3 / request.wavelength_A
     ap = (np.hypot(k[:, None], k[None, :]) <= k_alpha).astype(float)
@@ -408,11 +560,26 @@ ENGINES = ("kinematic", "multislice", "prismatic", "abtem")
 
 
 def get_engine(name: str, **options) -> Engine:
-    """An engine by name: ``'kinematic'``, ``'multislice'`` (ours, torch), ``'prismatic'`` or
-    ``'abtem'``.
+    """An engine by name: kinematic, multislice (ours, torch), prismatic or abtem.
 
-    Raises :class:`EngineNotInstalledError` (naming what to install) when its backend is
-    missing.
+    Parameters
+    ----------
+    name : str
+        ``'kinematic'``, ``'multislice'``, ``'prismatic'`` (or ``'pyprismatic'``), ``'abtem'``.
+    **options
+        Passed to the engine's constructor.
+
+    Returns
+    -------
+    Engine
+        The engine, its backend checked.
+
+    Raises
+    ------
+    EngineNotInstalledError
+        Naming what to install, when its backend is missing.
+    Napari4DSTEMError
+        When the name is unknown.
     """
     key = name.lower()
     if key == "kinematic":
@@ -442,6 +609,35 @@ def get_engine(name: str, **options) -> Engine:
 def simulate_cbed(
     crystal: Crystal, *, engine: str | Engine = "kinematic", **request_options
 ) -> SimulationResult:
-    """Simulate CBED patterns of ``crystal``: a :class:`SimulationRequest` run by ``engine``."""
+    """Simulate CBED patterns of ``crystal``: a :class:`SimulationRequest` run by ``engine``.
+
+    Parameters
+    ----------
+    crystal : Crystal
+        The structure.
+    engine : str or Engine
+        Engine name (:func:`get_engine`) or instance (default ``"kinematic"``).
+    **request_options
+        The fields of :class:`SimulationRequest` (orientation, thicknesses, beam, grid...).
+
+    Returns
+    -------
+    SimulationResult
+        Patterns for every thickness and probe position, and the vacuum probe.
+
+    Raises
+    ------
+    Napari4DSTEMError
+        On an invalid request or unknown engine.
+    EngineNotInstalledError
+        When the engine's backend is missing.
+    SamplingError
+        When a multislice engine cannot sample the pattern.
+
+    References
+    ----------
+    .. [1] E. J. Kirkland, *Advanced Computing in Electron Microscopy*, 2nd ed., Springer
+       (2010).
+    """
     eng = get_engine(engine) if isinstance(engine, str) else engine
     return eng.simulate(SimulationRequest(crystal, **request_options))

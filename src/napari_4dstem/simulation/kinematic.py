@@ -42,10 +42,21 @@ M0C2_KEV = 510.99895
 class Reflections:
     """Reflections of an oriented crystal on a detector grid.
 
-    ``hkl`` (n, 3) int; ``g_lab`` (n, 3) 1/A; ``structure_factor`` (n,) complex (Angstrom);
-    ``excitation_error`` (n,) 1/A; ``qy``, ``qx`` (n,) detector pixels;
-    ``intensity`` (n_thickness, n) kinematic intensities (fractions of the beam, scaled so
-    that their sum stays under 1; see the module docstring).
+    Attributes
+    ----------
+    hkl : ndarray ``(n, 3)`` int
+        Miller indices.
+    g_lab : ndarray ``(n, 3)``
+        Lab-frame vectors in 1/A.
+    structure_factor : ndarray ``(n,)`` complex
+        ``F_g`` in Angstrom.
+    excitation_error : ndarray ``(n,)``
+        ``s_g`` in 1/A.
+    qy, qx : ndarray ``(n,)``
+        Detector positions in pixels.
+    intensity : ndarray ``(n_thickness, n)``
+        Kinematic intensities (fractions of the beam, scaled so that their sum stays under 1;
+        see the module docstring).
     """
 
     hkl: np.ndarray
@@ -63,6 +74,31 @@ def excited_reflections(
     """Every reflection with ``0 < |g_xy| <= k_max`` (default: the pattern's corner), lab frame.
 
     Positions are detector pixels ``origin + g_xy / pixel_size`` (k_y, k_x).
+
+    Parameters
+    ----------
+    request : SimulationRequest
+        Crystal, orientation, strain, thicknesses, beam and detector grid.
+    k_max_inv_A : float, optional
+        In-plane reach in 1/A (default: the pattern's corner plus ``margin_px``).
+    margin_px : float
+        Extra reach beyond the corner, pixels (default 0).
+
+    Returns
+    -------
+    Reflections
+        The reflections with their kinematic intensities at every thickness.
+
+    Notes
+    -----
+    ``g' = F^-T U g``; ``s = -(g_z + lambda |g|^2 / 2)``;
+    ``I_g = (lambda gamma |F_g| t / V)^2 sinc^2(t s)``, then scaled by ``(1 - exp(-S)) / S``
+    with ``S = sum I_g``.
+
+    References
+    ----------
+    .. [1] E. J. Kirkland, *Advanced Computing in Electron Microscopy*, 2nd ed., Springer
+       (2010).
     """
     px = request.pixel_size_inv_A
     H, W = request.shape
@@ -126,8 +162,26 @@ def render_disks_clipped(
     radius_px: float,
     edge_px: float,
 ) -> np.ndarray:
-    """Soft disks (peak value ``amplitudes[t, d]``) at ``centers`` (n, 2) (k_y, k_x), one image
-    per row of ``amplitudes``; disks partly or wholly off the detector are clipped."""
+    """Soft disks at ``centers``, one image per row of ``amplitudes``, clipped to the detector.
+
+    Parameters
+    ----------
+    centers : ndarray ``(n, 2)``
+        Disk centres ``(k_y, k_x)`` in pixels.
+    amplitudes : ndarray ``(n_t, n)`` or ``(n,)``
+        Peak value of each disk in each image.
+    shape : (int, int)
+        Image shape ``(k_y, k_x)``.
+    radius_px : float
+        Disk radius in pixels.
+    edge_px : float
+        Logistic edge width in pixels.
+
+    Returns
+    -------
+    ndarray ``(n_t, k_y, k_x)`` float64
+        The images; disks partly or wholly off the detector are clipped.
+    """
     amp = np.atleast_2d(np.asarray(amplitudes, float))
     out = np.zeros((amp.shape[0], *shape))
     c = np.asarray(centers, float).reshape(-1, 2)
@@ -149,28 +203,68 @@ def vacuum_probe(
     origin_px: tuple[float, float],
     edge_px: float = 0.5,
 ) -> np.ndarray:
-    """The vacuum probe on the detector: a soft disk summing to 1 (float64)."""
+    """The vacuum probe on the detector: a soft disk summing to 1 (float64).
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Detector shape ``(k_y, k_x)``.
+    radius_px : float
+        Disk radius in pixels.
+    origin_px : (float, float)
+        Centre ``(k_y, k_x)`` in pixels.
+    edge_px : float
+        Logistic edge width in pixels (default 0.5).
+
+    Returns
+    -------
+    ndarray ``shape`` float64
+        The probe, summing to 1.
+    """
     ky, kx = np.mgrid[0 : shape[0], 0 : shape[1]]
     p = soft_disk(np.hypot(ky - origin_px[0], kx - origin_px[1]), radius_px, edge_px)
     return p / p.sum()
 
 
 class KinematicEngine:
-    """Kinematic CBED: kinematic intensities rendered as probe disks (see the module doc)."""
+    """Kinematic CBED: kinematic intensities rendered as probe disks (see the module doc).
+
+    Parameters
+    ----------
+    edge_px : float
+        Logistic edge width of the disks, pixels (default 0.5).
+    min_intensity : float
+        Reflections weaker than this at every thickness are not drawn (default 1e-7).
+    """
 
     name = "kinematic"
 
     def __init__(self, *, edge_px: float = 0.5, min_intensity: float = 1e-7):
+        """Store the rendering settings."""
         self.edge_px = float(edge_px)
         self.min_intensity = float(min_intensity)
 
     def available(self) -> bool:
+        """Always True: the engine needs no backend."""
         return True
 
     def require(self) -> None:
+        """Nothing to check: the engine needs no backend."""
         return None
 
     def simulate(self, request: SimulationRequest) -> SimulationResult:
+        """CBED patterns of ``request`` (the same at every probe position).
+
+        Parameters
+        ----------
+        request : SimulationRequest
+            What to simulate.
+
+        Returns
+        -------
+        SimulationResult
+            ``(1 - sum I_g) P(k) + sum I_g P(k - g)`` per thickness, fractions of the beam.
+        """
         H, W = request.shape
         R = request.probe_radius_px
         origin = request.origin_px

@@ -31,10 +31,18 @@ __all__ = ["LabelResult", "render_peaks", "structure_factor_label"]
 class LabelResult:
     """The label image and its reflections.
 
-    ``image`` float32 (H, W); ``qy``, ``qx`` (n,) peak positions (pixels, origin first);
-    ``weight`` (n,) structure-factor weights (the peak heights, unless drawn uniform);
-    ``intensity`` (n_thickness, n) kinematic intensities of the same reflections (the
-    transmitted beam for ``000``); ``hkl`` (n, 3) int.
+    Attributes
+    ----------
+    image : ndarray ``(H, W)`` float32
+        The label image.
+    qy, qx : ndarray ``(n,)``
+        Peak positions in pixels, the origin first.
+    weight : ndarray ``(n,)``
+        Structure-factor weights (the peak heights, unless drawn uniform).
+    intensity : ndarray ``(n_thickness, n)``
+        Kinematic intensities of the same reflections (the transmitted beam for ``000``).
+    hkl : ndarray ``(n, 3)`` int
+        Miller indices (``000`` first).
     """
 
     image: np.ndarray
@@ -45,7 +53,18 @@ class LabelResult:
     hkl: np.ndarray
 
     def bragg(self, thickness_index: int = 0) -> dict[str, np.ndarray]:
-        """The reflections as a shard Bragg mapping (``qy, qx, intensity, hkl``)."""
+        """The reflections as a shard Bragg mapping (``qy, qx, intensity, hkl``).
+
+        Parameters
+        ----------
+        thickness_index : int
+            Which thickness's intensities (default the first).
+
+        Returns
+        -------
+        dict
+            ``qy``, ``qx`` (pixels), ``intensity``, ``hkl``.
+        """
         return {
             "qy": self.qy,
             "qx": self.qx,
@@ -57,7 +76,24 @@ class LabelResult:
 def render_peaks(
     centers: np.ndarray, heights: np.ndarray, shape: tuple[int, int], *, sigma_px: float
 ) -> np.ndarray:
-    """Gaussian peaks of the given heights at sub-pixel ``centers`` (n, 2) (k_y, k_x)."""
+    """Gaussian peaks of the given heights at sub-pixel ``centers`` (n, 2) (k_y, k_x).
+
+    Parameters
+    ----------
+    centers : ndarray ``(n, 2)``
+        Peak centres ``(k_y, k_x)`` in pixels.
+    heights : ndarray ``(n,)``
+        Peak heights.
+    shape : (int, int)
+        Image shape.
+    sigma_px : float
+        Gaussian standard deviation in pixels.
+
+    Returns
+    -------
+    ndarray ``shape`` float64
+        The sum of the peaks, each drawn within ``ceil(4 sigma) + 1`` pixels of its centre.
+    """
     H, W = shape
     out = np.zeros((H, W))
     if len(centers) == 0:
@@ -89,8 +125,36 @@ def structure_factor_label(
     """The structure-factor label of a request (see the module docstring).
 
     Reflections whose weight is under ``min_weight`` (relative to ``000``) or whose peak
-    centre is off the detector are left out of both the image and the list. ``heights``
-    ``"uniform"`` draws every kept peak at height 1 (a detection target) instead of its weight.
+    centre is off the detector are left out of both the image and the list.
+
+    Parameters
+    ----------
+    request : SimulationRequest
+        Crystal, orientation, strain, beam and detector grid.
+    sigma_qz_inv_A : float
+        Width ``sigma_z`` of the weight along the beam, 1/A (default 0.05).
+    peak_sigma_px : float
+        Width of the drawn peaks in pixels (default 1).
+    min_weight : float
+        Smallest kept weight relative to ``000`` (default 1e-3).
+    heights : {"structure_factor", "uniform"}
+        Draw each peak at its weight, or every kept peak at height 1 (a detection target).
+
+    Returns
+    -------
+    LabelResult
+        The label image and its reflections.
+
+    Notes
+    -----
+    ``w_g = |F_g| exp(-g_z^2 / (2 sigma_z^2)) / |F_000|`` for the reflections of
+    :func:`~.kinematic.excited_reflections`, rendered by :func:`render_peaks`; the target of
+    the FCU-Net of Munshi et al. [1]_.
+
+    References
+    ----------
+    .. [1] J. Munshi et al., "Disentangling multiple scattering with deep learning: application
+       to strain mapping from electron diffraction patterns", arXiv:2202.00204 (2022).
     """
     refl = excited_reflections(request)
     F000 = abs(complex(request.crystal.structure_factors(np.zeros((1, 3)))[0]))

@@ -78,6 +78,16 @@ class MultisliceEngine:
     band_potential : bool
         Compute the potential only inside the propagation band (2.3x faster on a CPU; see
         ``_slices``). Default: the full grid.
+
+    References
+    ----------
+    .. [1] J. M. Cowley and A. F. Moodie, "The scattering of electrons by atoms and crystals.
+       I. A new theoretical approach", Acta Cryst. 10, 609-619 (1957).
+    .. [2] E. J. Kirkland, *Advanced Computing in Electron Microscopy*, 2nd ed., Springer
+       (2010), ch. 6.
+    .. [3] L.-M. Peng, G. Ren, S. L. Dudarev and M. J. Whelan, "Robust parameterization of
+       elastic and absorptive electron atomic scattering factors", Acta Cryst. A52, 257-276
+       (1996).
     """
 
     name = "multislice"
@@ -85,14 +95,17 @@ class MultisliceEngine:
     def __init__(
         self, *, device: str | None = None, max_batch: int = 64, band_potential: bool = False
     ):
+        """Store the settings (torch is imported only when simulating)."""
         self.device = device
         self.max_batch = int(max_batch)
         self.band_potential = bool(band_potential)
 
     def available(self) -> bool:
+        """Whether torch is installed."""
         return importlib.util.find_spec("torch") is not None
 
     def require(self) -> None:
+        """Raise :class:`EngineNotInstalledError` (how to install torch) when it is missing."""
         if not self.available():
             raise EngineNotInstalledError(INSTALL_HINT)
 
@@ -110,6 +123,33 @@ class MultisliceEngine:
         return dev
 
     def simulate(self, request: SimulationRequest) -> SimulationResult:
+        """CBED patterns of ``request`` by multislice.
+
+        Parameters
+        ----------
+        request : SimulationRequest
+            What to simulate (thicknesses, probe positions, frozen phonons...).
+
+        Returns
+        -------
+        SimulationResult
+            Patterns per thickness and probe position on the request's grid (binned ``m x m``
+            from the engine grid), fractions of the beam.
+
+        Raises
+        ------
+        EngineNotInstalledError
+            When torch is missing, or CUDA is asked for but absent.
+        SamplingError
+            When the box or grid cannot sample the pattern.
+
+        Notes
+        -----
+        Per slice: transmission ``exp(i phi)`` with the projected potential summed exactly in
+        Fourier space, then the Fresnel propagator; both band-limited to 2/3 of Nyquist. One
+        pass records every thickness; ``O(n_slices N^2 log N)`` per probe position and phonon
+        configuration.
+        """
         self.require()
         import torch
 

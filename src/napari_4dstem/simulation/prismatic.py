@@ -50,14 +50,38 @@ INSTALL_HINT = (
 
 
 def prismatic_version() -> tuple[int, ...] | None:
-    """The installed pyprismatic version, or None."""
+    """The installed pyprismatic version, or None.
+
+    Returns
+    -------
+    tuple of int or None
+        Up to three numeric version parts; None when pyprismatic is not installed.
+    """
     return installed_version("pyprismatic")
 
 
 def prismatic_units(
     version: tuple[int, ...], *, energy_kev: float, convergence_mrad: float, alpha_max_mrad: float
 ) -> dict[str, float]:
-    """Metadata values for beam energy and angles in the units of pyprismatic ``version``."""
+    """Metadata values for beam energy and angles in the units of pyprismatic ``version``.
+
+    Parameters
+    ----------
+    version : tuple of int
+        The pyprismatic version.
+    energy_kev : float
+        Beam energy in keV.
+    convergence_mrad : float
+        Probe convergence semi-angle in mrad.
+    alpha_max_mrad : float
+        Largest scattering angle kept, mrad.
+
+    Returns
+    -------
+    dict
+        ``E0``, ``probeSemiangle``, ``alphaBeamMax``: volts and radians for 1.x, kV and mrad
+        for 2.x.
+    """
     if version[0] < 2:
         return {
             "E0": energy_kev * 1e3,  # volts
@@ -68,7 +92,23 @@ def prismatic_units(
 
 
 def read_mrc(path: str | os.PathLike) -> np.ndarray:
-    """Read a float32 MRC volume (Prismatic's output): array (nz, ny, nx)."""
+    """Read a float32 MRC volume (Prismatic's output): array (nz, ny, nx).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The ``.mrc`` file (native byte order).
+
+    Returns
+    -------
+    ndarray ``(nz, ny, nx)`` float32
+        The volume, after the 1024-byte header and the extended header.
+
+    Raises
+    ------
+    ValueError
+        When the mode is not 2 (float32).
+    """
     head = np.fromfile(path, np.int32, 256)
     nx, ny, nz, mode = (int(v) for v in head[:4])
     if mode != 2:
@@ -105,24 +145,60 @@ class _quiet_stdout:
 
 
 class PrismaticEngine:
-    """Multislice CBED with pyprismatic (1.x or 2.x, detected)."""
+    """Multislice CBED with pyprismatic (1.x or 2.x, detected).
+
+    Parameters
+    ----------
+    threads : int, optional
+        CPU threads of Prismatic (default all CPUs).
+    pot_bound_A : float
+        Radius of the projected atomic potentials, Angstrom (default 2).
+
+    References
+    ----------
+    .. [1] E. J. Kirkland, *Advanced Computing in Electron Microscopy*, 2nd ed., Springer
+       (2010).
+    """
 
     name = "prismatic"
 
     def __init__(self, *, threads: int | None = None, pot_bound_A: float = 2.0):
+        """Store the settings (pyprismatic is imported only when simulating)."""
         self.threads = threads or os.cpu_count() or 1
         self.pot_bound_A = float(pot_bound_A)
 
     def available(self) -> bool:
+        """Whether pyprismatic is installed."""
         return prismatic_version() is not None
 
     def require(self) -> None:
+        """Raise :class:`EngineNotInstalledError` (how to install) when pyprismatic is missing."""
         try:
             import pyprismatic  # noqa: F401
         except ImportError as e:
             raise EngineNotInstalledError(f"{INSTALL_HINT} ({e})") from None
 
     def simulate(self, request: SimulationRequest) -> SimulationResult:
+        """CBED patterns of ``request`` by Prismatic's multislice, one run per thickness.
+
+        Parameters
+        ----------
+        request : SimulationRequest
+            What to simulate.
+
+        Returns
+        -------
+        SimulationResult
+            Patterns per thickness and probe position on the request's grid (the engine's
+            output ``fftshift``-ed, cropped to the alias-free band and binned ``m x m``).
+
+        Raises
+        ------
+        EngineNotInstalledError
+            When the backend is missing.
+        SamplingError
+            When the box or grid cannot sample the pattern.
+        """
         self.require()
         import pyprismatic
 

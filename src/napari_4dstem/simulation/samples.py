@@ -39,7 +39,19 @@ __all__ = ["SAMPLES", "Sample", "make_polycrystal_au", "make_sample", "make_stra
 
 @dataclass(frozen=True)
 class Sample:
-    """A simulated dataset: the DataCube, the vacuum probe and the ground-truth results."""
+    """A simulated dataset: the DataCube, the vacuum probe and the ground-truth results.
+
+    Attributes
+    ----------
+    datacube : DataCube ``(scan_y, scan_x, k_y, k_x)``
+        The patterns, calibrated.
+    probe : DiffractionImage
+        A vacuum probe (16 frames summed).
+    truth : tuple of RealSpaceMap
+        The ground truth (strain, origins, lattice; or grains and orientations).
+    description : str
+        One line saying what it is.
+    """
 
     datacube: DataCube
     probe: DiffractionImage
@@ -146,7 +158,42 @@ def make_strained_crystal(
     seed: int = 2026,
     noise: bool = True,
 ) -> Sample:
-    """Simulate the strained single-crystal sample (see the module docstring)."""
+    """Simulate the strained single-crystal sample (see the module docstring).
+
+    Parameters
+    ----------
+    scan_shape : (int, int)
+        ``(scan_y, scan_x)`` (default 32 x 32).
+    detector_shape : (int, int)
+        ``(k_y, k_x)`` (default 128 x 128).
+    spacing_px : float
+        Lattice spacing of the Bragg disks in pixels (default 24).
+    lattice_angle_deg : float
+        Angle of g1 from +k_x, degrees (default 7).
+    disk_radius_px, edge_px : float
+        Disk radius and logistic edge in pixels (default 8, 0.5).
+    central_counts : float
+        Counts per pixel of the central disk (default 60).
+    bragg_counts : (float, float)
+        Range of the Bragg disks' counts per pixel (default 4-12, falling with ``|g|``).
+    background_counts : float
+        Flat background, counts per pixel (default 0.5).
+    seed : int
+        Random seed.
+    noise : bool
+        Poisson noise (uint16 counts); False gives the float32 expectation.
+
+    Returns
+    -------
+    Sample
+        The datacube (1 nm scan step, 0.01 1/A pixels, 300 keV), a vacuum probe and the truth:
+        strain ``(e_xx, e_yy, e_xy, theta_rad)``, origins and lattice vectors per pattern.
+
+    Notes
+    -----
+    Per pattern ``g' = F^-T g`` with ``F = R(theta) (I + e)`` from the planted field, disks
+    rendered with a logistic edge around a descanned origin.
+    """
     rng = np.random.default_rng(seed)
     ny, nx = scan_shape
     qy, qx = detector_shape
@@ -278,8 +325,11 @@ def random_rotations(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def zone_axis_rotation(uvw, inplane_deg: float, tilt: np.ndarray | None = None) -> np.ndarray:
-    """Rotation ``U`` that puts crystal direction ``uvw`` along the beam (+z), then rotates it
-    in-plane by ``inplane_deg`` and applies an optional small extra rotation ``tilt``."""
+    """Rotation ``U`` that puts crystal direction ``uvw`` along the beam (+z).
+
+    It then rotates it in-plane by ``inplane_deg`` and applies an optional small extra rotation
+    ``tilt``.
+    """
     z = np.asarray(uvw, float)
     z /= np.linalg.norm(z)
     helper = np.array([1.0, 0, 0]) if abs(z[0]) < 0.9 else np.array([0, 1.0, 0])
@@ -347,7 +397,43 @@ def make_polycrystal_au(
     seed: int = 1979,
     noise: bool = True,
 ) -> Sample:
-    """Simulate the polycrystalline gold sample (see the module docstring)."""
+    """Simulate the polycrystalline gold sample (see the module docstring).
+
+    Parameters
+    ----------
+    scan_shape : (int, int)
+        ``(scan_y, scan_x)`` (default 32 x 32).
+    detector_shape : (int, int)
+        ``(k_y, k_x)`` (default 128 x 128).
+    n_grains : int
+        Voronoi grains (default 6; the first ones near zone axes).
+    k_pixel_size : float
+        Detector pixel size in 1/A (default 0.02).
+    energy_kev : float
+        Beam energy in keV (default 300).
+    convergence_mrad : float
+        Convergence semi-angle in mrad (default 1.2).
+    thickness_nm : float
+        Grain thickness in nm, for the excitation errors (default 10).
+    central_counts, bragg_peak_counts, background_counts : float
+        Counts per pixel of the central disk, of the strongest Bragg disks and of the
+        background (default 80, 30, 0.3).
+    seed : int
+        Random seed.
+    noise : bool
+        Poisson noise (uint16 counts); False gives the float32 expectation.
+
+    Returns
+    -------
+    Sample
+        The datacube (2 nm scan step), a vacuum probe and the truth: grain map and orientation
+        matrices ``U`` per pattern.
+
+    Notes
+    -----
+    Kinematic spot intensities with a screened-Coulomb scattering factor and the Ewald
+    sphere's excitation errors (:func:`kinematic_au_spots`), plus a diffuse background.
+    """
     rng = np.random.default_rng(seed)
     ny, nx = scan_shape
     qy, qx = detector_shape
@@ -425,7 +511,25 @@ SAMPLES = {
 
 
 def make_sample(key: str, **kwargs) -> Sample:
-    """Make a sample by key (``'strained_crystal'`` or ``'polycrystal_au'``)."""
+    """Make a sample by key (``'strained_crystal'`` or ``'polycrystal_au'``).
+
+    Parameters
+    ----------
+    key : str
+        A key of :data:`SAMPLES`.
+    **kwargs
+        Passed to its maker.
+
+    Returns
+    -------
+    Sample
+        The sample.
+
+    Raises
+    ------
+    KeyError
+        When the key is unknown.
+    """
     if key not in SAMPLES:
         raise KeyError(f"unknown sample {key!r}; known: {sorted(SAMPLES)}")
     return SAMPLES[key](**kwargs)

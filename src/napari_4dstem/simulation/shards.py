@@ -64,7 +64,17 @@ SHARD_META_FIELDS: dict[str, tuple[tuple[int, ...], str, str]] = {
 
 @dataclass(frozen=True)
 class TrainingSample:
-    """One pattern of a training set with its probe, label, reflections and parameters."""
+    """One pattern of a training set with its probe, label, reflections and parameters.
+
+    Attributes
+    ----------
+    pattern, probe, label : ndarray ``(H, W)`` float32
+        The noise-free pattern, its vacuum probe and its label image.
+    bragg : dict
+        ``qy``, ``qx`` (pixels), ``intensity``, ``hkl`` of its reflections.
+    meta : dict
+        Its fields of :data:`SHARD_META_FIELDS`.
+    """
 
     pattern: np.ndarray
     probe: np.ndarray
@@ -86,9 +96,34 @@ def write_shard(
 ) -> Path:
     """Write one shard atomically.
 
-    ``bragg`` has one mapping per pattern with ``qy``, ``qx``, ``intensity`` and ``hkl``
-    (``(m_i, 3)``); ``meta`` maps field names of :data:`SHARD_META_FIELDS` to per-pattern values
-    (missing fields are filled with NaN / zeros / empty strings).
+    Parameters
+    ----------
+    path : str or PathLike
+        The shard file (``.h5``).
+    patterns, probes, labels : ndarray ``(n, H, W)``
+        Noise-free patterns, vacuum probes and label images (stored as float32, gzip).
+    bragg : sequence of mapping
+        One mapping per pattern with ``qy``, ``qx``, ``intensity`` and ``hkl`` (``(m_i, 3)``).
+    meta : mapping
+        Field names of :data:`SHARD_META_FIELDS` to per-pattern values (missing fields are
+        filled with NaN / zeros / empty strings).
+    engine : str
+        The simulation engine, recorded in the attributes.
+    overwrite : bool
+        Replace an existing file (default False).
+
+    Returns
+    -------
+    Path
+        The written shard.
+
+    Raises
+    ------
+    DataShapeError
+        When the arrays' shapes disagree, the Bragg lists do not match the patterns, or a meta
+        field is unknown or of the wrong shape.
+    OutputExistsError
+        When the file exists and ``overwrite`` is False.
     """
     patterns = np.asarray(patterns, np.float32)
     probes = np.asarray(probes, np.float32)
@@ -147,9 +182,29 @@ class ShardSet:
     Incomplete or foreign files are skipped (listed in ``skipped``). ``len`` and indexing go
     over all patterns of all shards; files are opened on access, so a ShardSet can be handed to
     worker processes (e.g. a torch DataLoader).
+
+    Parameters
+    ----------
+    source : str, PathLike or sequence of them
+        A training-set folder (its ``shard-*.h5``), a shard file, or several, joined in order.
+
+    Attributes
+    ----------
+    files : list of Path
+        The complete shards.
+    counts : list of int
+        Patterns per shard.
+    skipped : list of (Path, str)
+        Files left out and why.
+
+    Raises
+    ------
+    FileFormatError
+        When a source does not exist or no complete shard is found.
     """
 
     def __init__(self, source: str | os.PathLike | Sequence[str | os.PathLike]):
+        """Find the complete shards of ``source`` and count their patterns."""
         # a folder stands for its shards; several folders and files are joined in order
         files = []
         for item in [source] if isinstance(source, str | os.PathLike) else source:
@@ -177,9 +232,11 @@ class ShardSet:
         self._starts = np.concatenate([[0], np.cumsum(self.counts)])
 
     def __len__(self) -> int:
+        """The number of patterns in all shards."""
         return int(self._starts[-1])
 
     def locate(self, i: int) -> tuple[Path, int]:
+        """The shard file of pattern ``i`` (negative counts from the end) and its index there."""
         if not -len(self) <= i < len(self):
             raise IndexError(f"pattern {i} out of range for {len(self)} patterns")
         i %= len(self)
@@ -187,6 +244,7 @@ class ShardSet:
         return self.files[k], i - int(self._starts[k])
 
     def __getitem__(self, i: int) -> TrainingSample:
+        """Pattern ``i`` with its probe, label, reflections and metadata (read on access)."""
         path, j = self.locate(i)
         with h5py.File(path, "r") as f:
             off = f["bragg/offsets"]
@@ -197,12 +255,26 @@ class ShardSet:
             return TrainingSample(f["patterns"][j], f["probes"][j], f["labels"][j], bragg, meta)
 
     def __iter__(self) -> Iterator[TrainingSample]:
+        """Every pattern in order."""
         for i in range(len(self)):
             yield self[i]
 
 
 def write_manifest(folder: str | os.PathLike, manifest: Mapping[str, Any]) -> Path:
-    """Write ``manifest.json`` (job parameters, shard list) atomically."""
+    """Write ``manifest.json`` (job parameters, shard list) atomically.
+
+    Parameters
+    ----------
+    folder : str or PathLike
+        The training-set folder.
+    manifest : mapping
+        JSON-able values (numpy arrays, scalars and paths are converted).
+
+    Returns
+    -------
+    Path
+        ``folder/manifest.json``.
+    """
     path = Path(folder) / "manifest.json"
     with atomic_output(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2, default=_json_default))
@@ -210,6 +282,23 @@ def write_manifest(folder: str | os.PathLike, manifest: Mapping[str, Any]) -> Pa
 
 
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    """Read ``manifest.json`` of a training-set folder.
+
+    Parameters
+    ----------
+    folder : str or PathLike
+        The training-set folder.
+
+    Returns
+    -------
+    dict
+        The manifest.
+
+    Raises
+    ------
+    FileFormatError
+        When the manifest is missing or not valid JSON.
+    """
     path = Path(folder) / "manifest.json"
     if not path.is_file():
         raise FileFormatError(path, "no manifest.json in the training-set folder")

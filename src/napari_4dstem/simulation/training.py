@@ -62,6 +62,46 @@ class TrainingSetSpec:
     ``label_min_weight``; ``label_heights`` ``"structure_factor"`` gives each peak that weight
     (the crystal4D target), ``"uniform"`` height 1 (a detection target: every listed
     reflection is a disk to find, as the proxy shards and the evaluation truth count them).
+
+    Attributes
+    ----------
+    n_patterns, patterns_per_shard : int
+        Patterns in the set and per shard (default 256, 64).
+    crystals : tuple of str
+        Bundled names or CIF paths.
+    engine : str
+        Simulation engine (:func:`~.engines.get_engine`; default ``"kinematic"``).
+    shape : (int, int)
+        Pattern shape ``(k_y, k_x)`` in pixels.
+    pixel_size_inv_A : (float, float)
+        Range of the detector pixel size, 1/A.
+    zone_axes : tuple of (int, int, int)
+        Zone axes ``[uvw]`` to draw from.
+    random_orientation_fraction : float
+        Share of uniformly random orientations, in [0, 1].
+    zone_axis_tilt_deg : float
+        Largest tilt off the zone axis, degrees.
+    thickness_A : (float, float)
+        Range of the thickness, Angstrom.
+    energies_kev : tuple of float
+        Beam energies to choose from, keV.
+    convergence_mrad, defocus_A : (float, float)
+        Ranges of the convergence semi-angle (mrad) and the defocus (Angstrom).
+    strain_max : float
+        Largest planted strain component (0: none).
+    frozen_phonons : int
+        Frozen-phonon configurations (multislice engines).
+    label_sigma_qz_inv_A, label_peak_sigma_px, label_heights, label_min_weight
+        The label's settings (:func:`~.labels.structure_factor_label`).
+    seed : int
+        The set's seed.
+
+    Raises
+    ------
+    Napari4DSTEMError
+        When a range is reversed, no crystal is given, a count, thickness, pixel size, angle or
+        energy is not positive, ``label_heights`` is unknown, or the orientation settings
+        cannot be drawn from.
     """
 
     n_patterns: int = 256
@@ -86,6 +126,7 @@ class TrainingSetSpec:
     seed: int = 0
 
     def __post_init__(self):
+        """Normalise the fields (tuples of floats) and refuse a space that cannot be sampled."""
         set_ = object.__setattr__
         set_(self, "crystals", tuple(str(c) for c in self.crystals))
         set_(self, "shape", tuple(int(s) for s in self.shape))
@@ -116,21 +157,43 @@ class TrainingSetSpec:
 
     @property
     def n_shards(self) -> int:
+        """Shards the set fills."""
         return math.ceil(self.n_patterns / self.patterns_per_shard)
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON data (tuples as lists, as the manifest stores it)."""
         import json
 
         return json.loads(json.dumps(asdict(self)))  # tuples -> lists, as the manifest stores
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainingSetSpec:
+        """The spec that :meth:`to_dict` wrote."""
         return cls(**{k: (tuple(map(tuple, v)) if k == "zone_axes" else v) for k, v in d.items()})
 
 
 @dataclass(frozen=True, eq=False)
 class PatternParams:
-    """The drawn parameters of one pattern."""
+    """The drawn parameters of one pattern.
+
+    Attributes
+    ----------
+    index : int
+        The pattern's index in the set.
+    seed : int
+        Its own seed (frozen phonons).
+    crystal : str
+        Bundled name or CIF path.
+    orientation : ndarray ``(3, 3)``
+        ``U``: crystal Cartesian -> lab.
+    zone_axis : (int, int, int) or None
+        The zone axis drawn, None for a random orientation.
+    thickness_A, energy_kev, convergence_mrad, defocus_A, pixel_size_inv_A : float
+        Thickness (Angstrom), beam energy (keV), convergence (mrad), defocus (Angstrom) and
+        detector pixel size (1/A).
+    strain : ndarray ``(2, 2)``
+        Planted true strain (x, y components).
+    """
 
     index: int
     seed: int
@@ -146,7 +209,20 @@ class PatternParams:
 
 
 def plan_pattern(spec: TrainingSetSpec, index: int) -> PatternParams:
-    """The parameters of pattern ``index``: a pure function of ``(spec, index)``."""
+    """The parameters of pattern ``index``: a pure function of ``(spec, index)``.
+
+    Parameters
+    ----------
+    spec : TrainingSetSpec
+        The space to sample.
+    index : int
+        The pattern's index.
+
+    Returns
+    -------
+    PatternParams
+        Drawn from ``numpy.random.default_rng([spec.seed, index])``.
+    """
     rng = np.random.default_rng([spec.seed, index])
     seed = int(rng.integers(0, 2**31 - 1))
     crystal = spec.crystals[int(rng.integers(len(spec.crystals)))]
@@ -185,7 +261,26 @@ def _crystal_name(spec_str: str) -> str:
 
 
 def simulate_pattern(spec: TrainingSetSpec, params: PatternParams) -> dict[str, Any]:
-    """Simulate one pattern with its probe, label, Bragg list and shard metadata."""
+    """Simulate one pattern with its probe, label, Bragg list and shard metadata.
+
+    Parameters
+    ----------
+    spec : TrainingSetSpec
+        Engine, shape and label settings.
+    params : PatternParams
+        The pattern's drawn parameters (:func:`plan_pattern`).
+
+    Returns
+    -------
+    dict
+        ``pattern``, ``probe``, ``label`` (``(H, W)`` float32), ``bragg`` (``qy, qx,
+        intensity, hkl``), ``meta`` (:data:`~.shards.SHARD_META_FIELDS`) and ``engine``.
+
+    Raises
+    ------
+    Napari4DSTEMError
+        On an invalid request or unknown engine (or a missing backend).
+    """
     request = SimulationRequest(
         _crystal(params.crystal),
         orientation=params.orientation,
@@ -235,7 +330,21 @@ def _simulate_index(spec: TrainingSetSpec, index: int) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class TrainingSetResult:
-    """What a training-set job did: the folder, shards written now and found complete."""
+    """What a training-set job did: the folder, shards written now and found complete.
+
+    Attributes
+    ----------
+    folder : Path
+        The training-set folder.
+    n_patterns : int
+        Patterns in the set.
+    shards_written : tuple of str
+        Shards written by this run.
+    shards_skipped : tuple of str
+        Complete shards found and kept.
+    seconds : float
+        Wall time of the run.
+    """
 
     folder: Path
     n_patterns: int
@@ -245,6 +354,7 @@ class TrainingSetResult:
 
 
 def shard_name(k: int) -> str:
+    """File name of shard ``k`` (``shard-00000.h5``)."""
     return f"shard-{k:05d}.h5"
 
 
@@ -323,8 +433,41 @@ def simulate_training_set(
     Running it again on the same folder resumes: complete shards are kept, the rest made. A
     folder holding a different spec is refused unless ``overwrite`` (which deletes its shards).
     ``executor`` is ``'serial'``, ``'threads'`` or ``'processes'`` (``workers`` of them);
-    ``client`` a dask.distributed ``Client`` used instead. Yields one :class:`Progress` per
-    pattern; closing the generator cancels the pending work (shards already written stay).
+    ``client`` a dask.distributed ``Client`` used instead. Closing the generator cancels the
+    pending work (shards already written stay).
+
+    Parameters
+    ----------
+    spec : TrainingSetSpec
+        What to simulate.
+    folder : str or PathLike
+        The training-set folder.
+    workers : int
+        Parallel workers (default 1).
+    executor : {"serial", "threads", "processes"}
+        How the workers run (default threads).
+    client : dask.distributed.Client, optional
+        Run on this cluster instead.
+    overwrite : bool
+        Replace a folder holding another spec (default False).
+
+    Yields
+    ------
+    Progress
+        One per pattern.
+
+    Returns
+    -------
+    TrainingSetResult
+        The generator's return value.
+
+    Raises
+    ------
+    FileFormatError
+        When the output is not a folder, holds another spec (without ``overwrite``), or a
+        shard cannot be written (disk full).
+    Napari4DSTEMError
+        On an unknown executor.
     """
     t0 = time.perf_counter()
     root = Path(folder)

@@ -6,6 +6,11 @@ pattern and shows the predicted "structure factor" image and its peaks (Points);
 disks of every pattern in a worker (progress bar, cancel) and puts the disk-count map in the
 real-space viewer. The result (:class:`BraggPeaks`) is ``widget.peaks``, the same type the
 correlation path gives, for the lattice and strain steps.
+
+*Fine-tune on this data* adapts the chosen model to the layer's data (issue #17): correlation
+labels on patterns drawn from the scan, or from the Real space dock's "scan region" (a thin
+area), training in a worker with the loss curve live; the result is a user model, selected in
+the model list when done (:func:`~napari_4dstem.nn.finetune.iter_finetune`).
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ from __future__ import annotations
 import napari
 import numpy as np
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -35,6 +42,8 @@ from ._common import (
     scan_position,
 )
 from ._pipeline import PipelineActions, layer_source, probe_of_layer
+from ._plot import TrainingPlot
+from ._region import REGION_SHAPES
 from ._results import results_viewer, show_map
 from ._state import DockState, register_dock
 from ._warmup import WarmupLabel
@@ -95,6 +104,20 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.preview_btn = QPushButton("Preview on the current pattern")
         self.run_btn = QPushButton("Find disks in all patterns")
         self.cancel_btn = QPushButton("Cancel")
+        # fine-tuning on this data (correlation labels), a user model as the result
+        self.ft_name = QLineEdit("finetuned")
+        self.ft_patterns = QSpinBox()
+        self.ft_patterns.setRange(4, 100_000)
+        self.ft_patterns.setValue(256)
+        self.ft_epochs = QSpinBox()
+        self.ft_epochs.setRange(1, 1000)
+        self.ft_epochs.setValue(4)
+        self.ft_region = QCheckBox("only the scan region (Real space dock)")
+        self.ft_region.setToolTip("label patterns from the 'scan region' shapes only: pick a thin "
+                                  "area where correlation finds the disks reliably")
+        self.finetune_btn = QPushButton("Fine-tune on this data")
+        self.finetuned = None  # FineTuneResult of the last run
+        self._ft_plot = None
         self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -105,9 +128,17 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         form.addRow("min relative height", self.min_rel)
         form.addRow("min disk significance [sd]", self.min_sig)
         form.addRow("MC-dropout samples", self.mc)
+        ft = QFormLayout()
+        ft.addRow("new model name", self.ft_name)
+        ft.addRow("patterns", self.ft_patterns)
+        ft.addRow("epochs", self.ft_epochs)
+        ft.addRow(self.ft_region)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
-        for w in (self.preview_btn, self.run_btn, self.progress, self.cancel_btn):
+        for w in (self.preview_btn, self.run_btn):
+            lay.addWidget(w)
+        lay.addLayout(ft)
+        for w in (self.finetune_btn, self.progress, self.cancel_btn):
             lay.addWidget(w)
         lay.addLayout(self.action_row())
         lay.addWidget(self.status)
@@ -115,8 +146,10 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         lay.addStretch()
         self.preview_btn.clicked.connect(self.preview)
         self.run_btn.clicked.connect(self.run)
+        self.finetune_btn.clicked.connect(self.finetune)
         self.jobs = JobRunner(
-            self.status, self.cancel_btn, buttons=(self.preview_btn, self.run_btn), progress_bar=self.progress
+            self.status, self.cancel_btn, buttons=(self.preview_btn, self.run_btn, self.finetune_btn),
+            progress_bar=self.progress,
         )
         # the disk-count map fills in the real-space viewer while the network runs
         self.partials = PartialMaps(lambda: results_viewer(self.viewer))
@@ -157,7 +190,8 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
                                               "errored": guarded(self, self._error)})
 
     def _set_models(self, names: list[str]) -> None:
-        cur = self.model_combo.currentText()
+        cur = getattr(self, "_select_after_refresh", None) or self.model_combo.currentText()
+        self._select_after_refresh = None
         self.model_combo.clear()
         self.model_combo.addItems(names)
         if cur:
@@ -299,6 +333,78 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
             f"{peaks.n_peaks} disks in {c.size} patterns ({c.min()}-{c.max()} per pattern)"
             + _domain_note(peaks.params)
         )
+
+    # -- fine-tuning ----------------------------------------------------------------------------
+    def _ft_version(self, name: str) -> str:
+        """The next free integer version of ``name`` in the user model folder."""
+        from ..nn.registry import user_model_path, user_models_dir
+
+        user_model_path(name, "1")  # checks the name
+        folder = user_models_dir()
+        k = 1
+        while (folder / f"{name}-{k}.pt").exists():
+            k += 1
+        return str(k)
+
+    def _ft_mask(self, scan_shape) -> np.ndarray | None:
+        if not self.ft_region.isChecked():
+            return None
+        rv = results_viewer(self.viewer)
+        if REGION_SHAPES not in rv.layers or not len(rv.layers[REGION_SHAPES].data):
+            raise Napari4DSTEMError("draw a scan region first (Virtual imaging: Region on real space)")
+        return np.asarray(rv.layers[REGION_SHAPES].to_masks(mask_shape=tuple(scan_shape))).any(axis=0)
+
+    @property
+    def ft_plot(self) -> TrainingPlot:
+        """The fine-tuning loss curve, in this dock (made on first use)."""
+        if self._ft_plot is None:
+            self._ft_plot = TrainingPlot()
+            self.layout().insertWidget(self.layout().indexOf(self.status), self._ft_plot)
+        return self._ft_plot
+
+    def finetune(self) -> bool:
+        """Fine-tune the chosen model on this layer's data in a worker (loss curve live); the
+        result is a user model, added to the model list and selected when done."""
+        from ..nn.finetune import FineTuneConfig, iter_finetune
+
+        try:
+            dc, _cal, probe, model = self._inputs()
+            name = self.ft_name.text().strip()
+            version = self._ft_version(name)
+            region = self._ft_mask(dc.scan_shape)
+            config = FineTuneConfig(base=model, n_patterns=self.ft_patterns.value(), epochs=self.ft_epochs.value())
+        except (Napari4DSTEMError, ValueError) as e:
+            self._error(e)
+            return False
+        self.finetuned = None
+        self.ft_plot.clear()
+        return self.jobs.start(
+            iter_finetune, dc, probe, name=name, version=version, config=config, region=region,
+            desc=f"fine-tuning {model or 'the default model'} as {name}@{version}", eta=True,
+            on_progress=self._on_ft_progress, on_done=self._on_finetuned,
+        )  # fmt: skip
+
+    def _on_ft_progress(self, p) -> None:
+        from ..nn.train import TrainProgress
+
+        if isinstance(p, TrainProgress):
+            if p.loss is not None:
+                self.ft_plot.add_step(p.step, p.loss)
+            if p.history:
+                self.ft_plot.set_history(p.history)
+
+    def _on_finetuned(self, res) -> None:
+        self.finetuned = res
+        self.ft_plot.set_history(res.history)
+        last = res.history[-1] if res.history else {}
+        ft = res.card["fine_tune"]
+        self._say(
+            f"model {res.name}@{res.version} saved ({ft['patterns_kept']} patterns, "
+            f"{ft['disks_per_pattern']:.1f} disks each; held-out recall against correlation "
+            f"{last.get('recall_1px', float('nan')):.2f}): selected for Preview and Find disks"
+        )
+        self._select_after_refresh = f"{res.name}@{res.version}"
+        models_changed().emit()
 
     # -- the result (Save result..., Copy as Python: PipelineActions) ------------------------------
     result_file_name = "nn_disks.h5"

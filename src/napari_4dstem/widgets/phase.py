@@ -33,7 +33,7 @@ from ._results import results_viewer, show_map
 from ._state import DockState, register_dock
 from .results_list import session_results
 
-METHODS = ("parallax", "ssb", "ptycho", "multislice-ptycho")
+METHODS = ("parallax", "ssb", "wdd", "ptycho", "multislice-ptycho")
 _PER_A = {"A": 1.0, "nm": 0.1, "um": 1e-4, "px": 1.0}
 
 
@@ -237,9 +237,9 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
             if params.method == "parallax":
                 self.jobs.start(_phase_job, dc, cal, params, source, 1, desc="parallax",
                                 on_done=self._on_parallax)
-            elif params.method == "ssb":
-                self.jobs.start(_phase_job, dc, cal, params, source, 1, desc="SSB ptychography",
-                                on_done=self._on_ssb)
+            elif params.method in ("ssb", "wdd"):
+                self.jobs.start(_phase_job, dc, cal, params, source, 1, desc=f"{params.method.upper()} ptychography",
+                                on_done=self._on_direct)
             else:
                 self.n_snapshots = 0
                 self.plot.set_errors([])
@@ -277,12 +277,14 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
             f"rotation {res.rotation_residual_deg:.2f} deg, RMS {res.fit_rms_A:.3f} A")
         self.status.setText("parallax done")
 
-    def _on_ssb(self, out) -> None:
-        self._done(out, "phase (SSB)")
+    def _on_direct(self, out) -> None:
+        """SSB or WDD: one phase map on the scan grid."""
+        name = str(out.maps[0].params.get("method", "ssb")).upper()
+        self._done(out, f"phase ({name})")
         phase = out.maps[0]
-        show_map(results_viewer(self.viewer), "phase: SSB", phase.data, phase.calibration,
+        show_map(results_viewer(self.viewer), f"phase: {name}", phase.data, phase.calibration,
                  colormap="gray")
-        self.status.setText("SSB done")
+        self.status.setText(f"{name} done")
 
     def _on_snapshot(self, p) -> None:
         from ..analysis.phase.ptycho import PtychoProgress

@@ -1,5 +1,7 @@
-"""Orientation mapping (ACOM): the orientation plan, matching peaks to it, the result with its maps and
-exports, inverse-pole-figure colours.
+"""Orientation mapping (ACOM): orientation plan, matching, result with maps and exports, IPF.
+
+The orientation plan, matching peaks to it, the result with its maps and exports,
+inverse-pole-figure colours.
 
 Modules: ``plan``, ``matching``, ``result``, ``ipf``. Their public names are re-exported here and imported
 on first use (PEP 562), so ``from napari_4dstem.analysis.acom import X`` loads only the module that defines X.
@@ -7,8 +9,7 @@ on first use (PEP 562), so ``from napari_4dstem.analysis.acom import X`` loads o
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..._lazy import lazy_exports
 
 # name -> the module that defines it (tests/analysis/test_layout.py checks this against each module's __all__)
 _EXPORTS = {
@@ -36,16 +37,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

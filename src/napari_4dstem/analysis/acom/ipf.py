@@ -90,8 +90,22 @@ _CACHE: dict[str, tuple[np.ndarray, np.ndarray, tuple[str, str, str]]] = {}
 
 
 def ipf_key(group: PointGroup) -> tuple[np.ndarray, np.ndarray, tuple[str, str, str]]:
-    """``(ops, corners, labels)`` of the IPF key of ``group``: the key group's matrices, the
-    triangle's unit corner vectors (3, 3) (red, green, blue) and their Miller labels."""
+    """``(ops, corners, labels)`` of the IPF key of ``group``.
+
+    Parameters
+    ----------
+    group : PointGroup
+        The crystal's point group (its crystal system picks the key group).
+
+    Returns
+    -------
+    ops : ndarray ``(g, 3, 3)``
+        The key group's matrices (Laue group, Cartesian crystal frame).
+    corners : ndarray ``(3, 3)``
+        The standard triangle's unit corner vectors (red, green, blue).
+    labels : (str, str, str)
+        Their Miller labels.
+    """
     key = _SYSTEM_KEY[group.crystal_system]
     if key not in _CACHE:
         make, corners, labels = _KEYS[key]
@@ -115,8 +129,28 @@ def _colour(c: np.ndarray, ops: np.ndarray, corners: np.ndarray) -> np.ndarray:
 def ipf_colors(
     orientations: np.ndarray, group: PointGroup, *, direction: str | Sequence[float] = "z"
 ) -> np.ndarray:
-    """RGB (..., 3) in 0..1 of the lab ``direction`` in the crystal frame of ``U (..., 3, 3)``;
-    black for non-finite orientations."""
+    """RGB (..., 3) in 0..1 of the lab ``direction`` in the crystal frame of ``U (..., 3, 3)``.
+
+    Parameters
+    ----------
+    orientations : ndarray ``(..., 3, 3)``
+        Orientations ``U`` (crystal -> lab); non-finite ones are coloured black.
+    group : PointGroup
+        The crystal's point group.
+    direction : {"x", "y", "z"} or (float, float, float)
+        Lab direction (x = k_x, y = k_y, z = beam; default the beam).
+
+    Returns
+    -------
+    ndarray ``(..., 3)``
+        RGB in 0..1.
+
+    Notes
+    -----
+    ``c = U^T d`` is moved by the key group's operation that puts it inside the standard
+    triangle, its barycentric coordinates between the corners are clipped at 0, scaled to a
+    maximum of 1 and square-rooted (the usual IPF colouring).
+    """
     d = np.asarray(_DIRS[direction] if isinstance(direction, str) else direction, float)
     d = d / np.linalg.norm(d)
     U = np.asarray(orientations, float)
@@ -132,8 +166,20 @@ def ipf_colors(
 
 
 def ipf_key_image(group: PointGroup, *, size: int = 256) -> np.ndarray:
-    """The colour key: the standard triangle in stereographic projection as an RGBA image
-    ``(size, size, 4)`` in 0..1 (transparent outside), x to the right, corner 1 at bottom-left."""
+    """The colour key: the standard triangle in stereographic projection as an RGBA image.
+
+    Parameters
+    ----------
+    group : PointGroup
+        The crystal's point group.
+    size : int
+        Image side in pixels (default 256).
+
+    Returns
+    -------
+    ndarray ``(size, size, 4)``
+        RGBA in 0..1, transparent outside the triangle; x to the right, corner 1 at bottom-left.
+    """
     ops, corners, _ = ipf_key(group)
     proj = corners[:, :2] / (1 + corners[:, 2:3])
     lo, hi = proj.min(axis=0), proj.max(axis=0)

@@ -79,9 +79,39 @@ def peaks_to_lab(
     k_max_inv_A: float | None = None,
     min_radius_inv_A: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """CSR arrays ``(offsets, g_x, g_y, amplitude)`` of the peaks in 1/A (lab frame), with the
-    central beam (``|g| < min_radius``), peaks beyond ``k_max`` and non-finite or non-positive
-    intensities removed. Amplitude is ``sqrt(intensity)``."""
+    """CSR arrays ``(offsets, g_x, g_y, amplitude)`` of the peaks in 1/A (lab frame).
+
+    The central beam (``|g| < min_radius``), peaks beyond ``k_max`` and non-finite or
+    non-positive intensities are removed. Amplitude is ``sqrt(intensity)``.
+
+    Parameters
+    ----------
+    peaks : BraggPeaks
+        Peaks in raw detector pixels.
+    calibration : Calibration, optional
+        Detector pixel size and origin (default the peaks' own).
+    origin_px : (float, float), optional
+        Origin ``(k_y, k_x)`` in pixels for every pattern (default the calibration's origin
+        map, else its origin).
+    k_max_inv_A : float, optional
+        Drop peaks beyond this ``|g|`` (1/A).
+    min_radius_inv_A : float
+        Drop peaks nearer the origin than this (1/A; default 0).
+
+    Returns
+    -------
+    offsets : ndarray ``(n_patterns + 1,)`` int64
+        CSR offsets of each pattern's kept peaks (raster order).
+    g_x, g_y : ndarray ``(n_kept,)`` float64
+        Lab-frame vectors in 1/A (``g_x`` along k_x).
+    amplitude : ndarray ``(n_kept,)`` float64
+        ``sqrt(intensity)``.
+
+    Raises
+    ------
+    CalibrationError
+        When the pixel size in 1/A or the origin is unknown.
+    """
     cal = calibration or peaks.calibration
     try:
         px = cal.k_pixel_size_in("1/A")
@@ -408,9 +438,11 @@ _RANK_ROWS = 1024
 
 
 def _distinct_best_job(U, score, ok, group, separation_deg, n_keep, progress: Progress):
-    """:func:`_distinct_best` in pieces of ``_RANK_ROWS`` patterns (each pattern is ranked on
-    its own), yielding ``progress`` between them: a cancel point every ~0.05 s (the whole scan
-    at once held Cancel for 0.4 s at 128x128 patterns)."""
+    """:func:`_distinct_best` in pieces of ``_RANK_ROWS`` patterns, yielding between them.
+
+    Each pattern is ranked on its own; ``progress`` is yielded between pieces: a cancel point
+    every ~0.05 s (the whole scan at once held Cancel for 0.4 s at 128x128 patterns).
+    """
     n = score.shape[0]
     idx = np.zeros((n, n_keep), np.int64)
     taken = np.zeros((n, n_keep), bool)
@@ -422,11 +454,13 @@ def _distinct_best_job(U, score, ok, group, separation_deg, n_keep, progress: Pr
 
 
 def _ranked_candidates_job(plan, out_z, out_phi, out_s, group, separation_deg, n_keep, progress: Progress):
-    """The plan candidates of every pattern as orientations, ranked (:func:`_distinct_best`),
-    in pieces of ``_RANK_ROWS`` patterns with a cancel point between them: the orientations of
+    """The plan candidates of every pattern as orientations, ranked by :func:`_distinct_best`.
+
+    In pieces of ``_RANK_ROWS`` patterns with a cancel point between them: the orientations of
     all candidates at once (``n_pat x n_cand`` 3x3 products) held Cancel for 0.9 s at 128x128
     patterns, and grew with the scan. Returns the kept candidates' orientations, indices and
-    which are real, ``(U0 (n, n_keep, 3, 3), idx (n, n_keep), ok (n, n_keep))``."""
+    which are real, ``(U0 (n, n_keep, 3, 3), idx (n, n_keep), ok (n, n_keep))``.
+    """
     n, n_cand = out_s.shape
     idx = np.zeros((n, n_keep), np.int64)
     taken = np.zeros((n, n_keep), bool)
@@ -444,9 +478,11 @@ def _ranked_candidates_job(plan, out_z, out_phi, out_s, group, separation_deg, n
 
 
 def _reliability_job(U0, score, ok, group, separation_deg, n_keep, progress: Progress):
-    """Per pattern: the best score of a candidate more than ``separation_deg`` from the best,
-    and that candidate (NaN: none); in pieces of ``_RANK_ROWS`` patterns with a cancel point
-    between them (each pattern on its own)."""
+    """Per pattern, the best score of a candidate far from the best one, and that candidate.
+
+    Far: more than ``separation_deg`` (the candidate NaN where there is none). In pieces of
+    ``_RANK_ROWS`` patterns with a cancel point between them (each pattern on its own).
+    """
     n = U0.shape[0]
     second = np.zeros(n)
     alt = np.full((n, 3, 3), np.nan)  # the candidate that sets the reliability
@@ -462,8 +498,10 @@ def _reliability_job(U0, score, ok, group, separation_deg, n_keep, progress: Pro
 
 
 def _distinct_best(U, score, ok, group, separation_deg, n_keep):
-    """Per pattern, indices of up to ``n_keep`` candidates taken best first, skipping any within
-    ``separation_deg`` (symmetry-aware) of one already taken; and which of them are real.
+    """Per pattern, indices of up to ``n_keep`` distinct candidates, and which of them are real.
+
+    Candidates are taken best first, skipping any within ``separation_deg`` (symmetry-aware) of
+    one already taken.
 
     ``U (n, k, 3, 3)``, ``score (n, k)``, ``ok (n, k)``. Returns ``idx (n, n_keep)`` into the
     candidate axis and ``taken (n, n_keep)``.
@@ -499,8 +537,10 @@ def _distinct_best(U, score, ok, group, separation_deg, n_keep):
 # driver
 # ------------------------------------------------------------------------------------------
 class _ScanPartial:
-    """The map of a per-pattern value over the scan while patterns ``0 .. n_done`` (raster
-    order) are matched: a :class:`PartialMap` at most every ``PARTIAL_EVERY_S`` (else None)."""
+    """The map of a per-pattern value over the scan while patterns ``0 .. n_done`` are matched.
+
+    Raster order; a :class:`PartialMap` at most every ``PARTIAL_EVERY_S`` (else None).
+    """
 
     def __init__(self, scan_shape: tuple[int, int]):
         self.shape = tuple(scan_shape)
@@ -690,8 +730,11 @@ def _match_one_plan(
 
 
 def _explained_peaks(plans, U, ok, phase, off, gx, gy, tol_pos, k_max) -> np.ndarray:
-    """Per peak: is it within ``tol_pos`` of a reflection (near the Ewald sphere, as the
-    refinement counts them) of the pattern's orientation ``U (n, 3, 3)`` of ``plans[phase]``?"""
+    """Per peak: True when it lies within ``tol_pos`` of a reflection of its pattern's orientation.
+
+    Reflections near the Ewald sphere, as the refinement counts them, of the orientation
+    ``U (n, 3, 3)`` of ``plans[phase]``.
+    """
     out = np.zeros(len(gx), bool)
     for k, plan in enumerate(plans):
         refl = plan.crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
@@ -716,12 +759,14 @@ def _explained_peaks(plans, U, ok, phase, off, gx, gy, tol_pos, k_max) -> np.nda
 def refine_arguments(
     plan, off, gx, gy, amp, U0, ok, *, intensity_power, k_max, tol_pos, n_iter, profile=None, clean=None
 ) -> tuple[tuple, tuple]:
-    """The argument tuple of :func:`_refine_range` (after its pattern range) for candidates
-    ``U0 (n, k, 3, 3)`` (NaN where ``ok`` is False) against ``plan``, and its outputs
-    ``(U_out, corr, n_match, rms)``, filled in place. ``amp`` are measured intensities already
-    raised to ``intensity_power``; ``off/gx/gy`` as from :func:`peaks_to_lab`. ``clean``:
-    ``U0`` with its NaN as 0, when the caller has it (each whole-scan pass over ``U0`` takes
-    0.25-0.35 s at 256x256 patterns)."""
+    """The argument tuple of :func:`_refine_range` (after its pattern range), and its outputs.
+
+    For candidates ``U0 (n, k, 3, 3)`` (NaN where ``ok`` is False) against ``plan``; the
+    outputs ``(U_out, corr, n_match, rms)`` are filled in place. ``amp`` are measured
+    intensities already raised to ``intensity_power``; ``off/gx/gy`` as from
+    :func:`peaks_to_lab`. ``clean`` is ``U0`` with its NaN as 0 when the caller has it (each
+    whole-scan pass over ``U0`` takes 0.25-0.35 s at 256x256 patterns).
+    """
     n_pat, n_keep = ok.shape
     profile = profile or _plan_profile(plan)
     w_exc = plan.params["excitation_width_inv_A"]
@@ -815,30 +860,84 @@ def iter_match_orientations(
     peaks : BraggPeaks
         Raw detector positions; origin and pixel size from ``calibration`` (default: the
         peaks' own) or ``origin_px``.
-    plans : one OrientationPlan or several (one per phase: the result has a phase map).
-    n_matches : orientations kept per pattern (overlapping grains), best first.
-    min_peaks : patterns with fewer peaks (central beam excluded) are masked (NaN, phase -1).
-    refine : refine each match to a continuous orientation (else plan-grid orientations).
-    n_refine : distinct plan candidates refined per pattern; the best refined ones are kept.
-    position_tolerance_inv_A : expected peak-position error (default 1.5 detector pixels).
-    separation_deg : minimum misorientation between the top-N matches and for the reliability
-        index (default ``max(5, 2.5 * step)``).
-    intensity_power : weights are intensities to this power, on both sides: measured peak
-        intensities and kinematic template intensities ``|F|^2 S(s)``, in the scoring and in the
-        refinement. 0.5 (default): amplitudes, best on kinematic patterns. 0.25 compresses the
-        intensities further, which suits dynamical (multislice, thick-sample) patterns better:
-        on the multislice benchmark it raised the fraction within 2 deg by 2-22 points at a
-        fixed plan width (docs/performance.md, "Multislice patterns"; docs/acom.md says what to
-        set), but it quadruples the median error on kinematic patterns (0.16 vs 0.04 deg).
-    n_threads : threads (default: all cores).
-    device : where the scoring step (plan x pattern correlation) runs: ``None`` (default) a
-        CUDA GPU when torch sees one, else the numba CPU kernels; ``"numba"``; or a torch device
-        (``"cuda"``, ``"cuda:1"``, ``"cpu"``). ``"cuda"`` without CUDA falls back to numba with a
-        RuntimeWarning. Refinement always runs on the CPU.
+    plans : OrientationPlan or sequence of OrientationPlan
+        One plan, or several (one per phase: the result has a phase map).
+    calibration : Calibration, optional
+        Detector pixel size (1/A, or mrad with the energy), origin and energy.
+    origin_px : (float, float), optional
+        Origin ``(k_y, k_x)`` in detector pixels for every pattern.
+    n_matches : int
+        Orientations kept per pattern (overlapping grains), best first.
+    min_peaks : int
+        Patterns with fewer peaks (central beam excluded) are masked (NaN, phase -1).
+    refine : bool
+        Refine each match to a continuous orientation (else plan-grid orientations).
+    n_refine : int
+        Distinct plan candidates refined per pattern; the best refined ones are kept.
+    n_iter : int
+        Gauss-Newton iterations of the refinement (default 8).
+    position_tolerance_inv_A : float, optional
+        Expected peak-position error in 1/A (default 1.5 detector pixels).
+    separation_deg : float, optional
+        Minimum misorientation between the top-N matches and for the reliability index
+        (default ``max(5, 2.5 * step)``).
+    intensity_power : float
+        Weights are intensities to this power, on both sides: measured peak intensities and
+        kinematic template intensities ``|F|^2 S(s)``, in the scoring and in the refinement;
+        within (0, 1]. 0.5: amplitudes, best on kinematic patterns. 0.25 (default) compresses
+        the intensities further, which suits dynamical (multislice, thick-sample) patterns
+        better: on the multislice benchmark it raised the fraction within 2 deg by 2-22 points
+        at a fixed plan width (docs/performance.md, "Multislice patterns"; docs/acom.md says
+        what to set), but it quadruples the median error on kinematic patterns (0.16 vs 0.04
+        deg).
+    n_threads : int, optional
+        Threads (default: all cores).
+    device : str, optional
+        Where the scoring step (plan x pattern correlation) runs: ``None`` (default) a CUDA GPU
+        when torch sees one, else the numba CPU kernels; ``"numba"``; or a torch device
+        (``"cuda"``, ``"cuda:1"``, ``"cpu"``). ``"cuda"`` without CUDA falls back to numba with
+        a RuntimeWarning. Refinement always runs on the CPU.
+    flip_candidates : int
+        Candidates turned by 180 degrees about the beam also refined per pattern (default 4;
+        the two are told apart only by the Ewald sphere's curvature).
+    overlap : {"residual", "candidates"}
+        With ``n_matches > 1``: match k re-matches the peaks that matches 1..k-1 leave
+        unexplained (``"residual"``, distinct grains), or keeps the next-best distinct
+        candidates of one match (``"candidates"``).
+
+    Yields
+    ------
+    Progress
+        Per chunk of patterns and plan, with partial maps of the first pass.
 
     Returns
     -------
     ACOMResult
+        The generator's return value: orientations ``(scan_y, scan_x, n_matches, 3, 3)``,
+        correlation, phase, reliability and fit residuals.
+
+    Raises
+    ------
+    Napari4DSTEMError
+        When no plan is given or the plans differ in beam energy.
+    CalibrationError
+        When the energy differs from the plans', or the pixel size or origin is unknown.
+    ValueError
+        When ``n_matches``, ``intensity_power`` or ``overlap`` is out of range.
+
+    Notes
+    -----
+    Sparse correlation of each pattern's peaks with every zone-axis template shell by shell,
+    votes for the in-plane angle spread by a smooth kernel, the best angle per zone scored by
+    the normalised (cosine) correlation; distinct top candidates; Gauss-Newton refinement of
+    the three rotation angles on peak positions and excitation-error amplitudes (see the
+    module docstring). Work per pattern ~ peaks x spots per shell x zones, on numba threads
+    (or torch for the scoring).
+
+    References
+    ----------
+    .. [1] C. Ophus et al., "Automated crystal orientation mapping in py4DSTEM using sparse
+       correlation matching", Microsc. Microanal. 28, 390-403 (2022).
     """
     plans = [plans] if isinstance(plans, OrientationPlan) else list(plans)
     if not plans:
@@ -1043,7 +1142,38 @@ def iter_match_orientations(
 
 
 def match_orientations(peaks: BraggPeaks, plans, *, progress=None, **kwargs: Any) -> ACOMResult:
-    """Orientation of every pattern (runs :func:`iter_match_orientations` to the end)."""
+    """Orientation of every pattern (runs :func:`iter_match_orientations` to the end).
+
+    Parameters
+    ----------
+    peaks : BraggPeaks
+        Peaks in raw detector pixels, calibrated.
+    plans : OrientationPlan or sequence of OrientationPlan
+        One plan per phase.
+    progress : callable, optional
+        Called with each :class:`~napari_4dstem.engine.jobs.Progress`.
+    **kwargs
+        The keyword arguments of :func:`iter_match_orientations`.
+
+    Returns
+    -------
+    ACOMResult
+        As :func:`iter_match_orientations`.
+
+    Raises
+    ------
+    Napari4DSTEMError, CalibrationError, ValueError
+        As :func:`iter_match_orientations`.
+
+    Notes
+    -----
+    See :func:`iter_match_orientations`.
+
+    References
+    ----------
+    .. [1] C. Ophus et al., "Automated crystal orientation mapping in py4DSTEM using sparse
+       correlation matching", Microsc. Microanal. 28, 390-403 (2022).
+    """
     return run_job(iter_match_orientations(peaks, plans, **kwargs), progress)
 
 
@@ -1069,6 +1199,41 @@ def kinematic_bragg_peaks(
     Spots ``|F|^2 exp(-(s t)^2)`` above ``min_relative_intensity`` of the strongest ``|F|^2``,
     at raw detector positions (``origin_px`` + g / pixel size), with optional Gaussian position
     noise. The calibration (1/A pixels, origin, energy) is attached.
+
+    Parameters
+    ----------
+    crystal : Crystal
+        The structure.
+    orientations : ndarray ``(n, 3, 3)``
+        Orientations (crystal -> lab).
+    scan_shape : (int, int), optional
+        Scan the ``n`` patterns fill in raster order (default ``(1, n)``).
+    energy_kev : float
+        Beam energy in keV (default 300).
+    k_max_inv_A : float
+        In-plane reach in 1/A (default 1.5).
+    thickness_A : float
+        Thickness for the Gaussian shape function, Angstrom (default 100).
+    k_pixel_size : float
+        Detector pixel size in 1/A (default 0.02).
+    origin_px : (float, float)
+        Direct-beam position ``(k_y, k_x)`` in pixels (default (64, 64)).
+    position_noise_px : float
+        Standard deviation of the position noise in pixels (default 0).
+    min_relative_intensity : float
+        Spots below this fraction of the strongest ``|F|^2`` are dropped (default 1e-3).
+    rng : numpy.random.Generator, optional
+        Random generator of the noise (default seeded with 0).
+
+    Returns
+    -------
+    BraggPeaks
+        Ragged peaks with intensities ``|F|^2 S(s)`` in Angstrom^2, calibrated.
+
+    Raises
+    ------
+    DataShapeError
+        When the orientations do not fill ``scan_shape``.
     """
     Us = np.asarray(orientations, float).reshape(-1, 3, 3)
     n = len(Us)

@@ -47,7 +47,18 @@ class PlanTooLargeError(Napari4DSTEMError, MemoryError):
 
 
 def rotation_z(phi_rad) -> np.ndarray:
-    """Rotations about the beam (+z) by ``phi`` (radians), shape ``(..., 3, 3)``."""
+    """Rotations about the beam (+z) by ``phi`` (radians), shape ``(..., 3, 3)``.
+
+    Parameters
+    ----------
+    phi_rad : float or ndarray
+        Angles in radians, counter-clockwise from +x towards +y.
+
+    Returns
+    -------
+    ndarray ``(..., 3, 3)``
+        The rotation matrices.
+    """
     c, s = np.cos(phi_rad), np.sin(phi_rad)
     z, o = np.zeros_like(c), np.ones_like(c)
     return np.stack(
@@ -60,6 +71,16 @@ def zone_axis_orientation(v: np.ndarray) -> np.ndarray:
 
     The lab x axis is the crystal direction perpendicular to ``v`` closest to crystal x (or y
     when ``v`` is nearly along x): a deterministic choice of the in-plane origin.
+
+    Parameters
+    ----------
+    v : ndarray ``(..., 3)``
+        Crystal Cartesian directions (any length).
+
+    Returns
+    -------
+    ndarray ``(..., 3, 3)``
+        Orientations whose rows are the lab axes x, y, z in crystal coordinates.
     """
     v = np.asarray(v, float)
     z = v / np.linalg.norm(v, axis=-1, keepdims=True)
@@ -76,6 +97,17 @@ def euler_bunge_deg(U: np.ndarray) -> np.ndarray:
     Bunge's passive matrix ``g = Rz(phi2) Rx(Phi) Rz(phi1)`` maps sample (lab) coordinates to
     crystal coordinates, so ``g = U^T`` (lab = sample frame ``x = k_x, y = k_y, z = beam``).
     ``phi1, phi2`` in [0, 360), ``Phi`` in [0, 180]; NaN in, NaN out.
+
+    Parameters
+    ----------
+    U : ndarray ``(..., 3, 3)``
+        Orientations (crystal -> lab).
+
+    Returns
+    -------
+    ndarray ``(..., 3)``
+        ``(phi1, Phi, phi2)`` in degrees (``phi2 = 0`` and ``phi1`` the whole in-plane angle
+        when ``Phi`` is 0 or 180).
     """
     g = np.swapaxes(np.asarray(U, float), -1, -2)
     Phi = np.arccos(np.clip(g[..., 2, 2], -1, 1))
@@ -90,7 +122,19 @@ def euler_bunge_deg(U: np.ndarray) -> np.ndarray:
 
 
 def orientation_from_euler_bunge(euler_deg: np.ndarray) -> np.ndarray:
-    """Orientations ``U`` (crystal -> lab) from Bunge Euler angles in degrees ``(..., 3)``."""
+    """Orientations ``U`` (crystal -> lab) from Bunge Euler angles in degrees ``(..., 3)``.
+
+    Parameters
+    ----------
+    euler_deg : ndarray ``(..., 3)``
+        ``(phi1, Phi, phi2)`` in degrees, Bunge ZXZ.
+
+    Returns
+    -------
+    ndarray ``(..., 3, 3)``
+        ``U = g^T`` with ``g = Rz(phi2) Rx(Phi) Rz(phi1)`` (the inverse of
+        :func:`euler_bunge_deg`).
+    """
     p1, P, p2 = np.moveaxis(np.radians(np.asarray(euler_deg, float)), -1, 0)
     c1, s1, c, s, c2, s2 = np.cos(p1), np.sin(p1), np.cos(P), np.sin(P), np.cos(p2), np.sin(p2)
     g = np.stack(
@@ -111,16 +155,25 @@ class OrientationPlan:
     Attributes
     ----------
     crystal : Crystal
-    zone_axes : (n_zones, 3) beam directions in crystal Cartesian coordinates (unit vectors).
-    zone_orientations : (n_zones, 3, 3) ``U0`` of each zone axis (crystal -> lab, beam = +z).
-    n_inplane : number of in-plane angles, ``phi_k = 2 pi k / n_inplane``.
-    shell_radii : (n_shells,) distinct ``|g|`` (1/A) of the reflections, sorted.
-    template_offsets : (n_zones * n_shells + 1,) CSR offsets of the spots of zone ``z``, shell ``f``
-        at ``[z * n_shells + f]``.
-    spot_angle : (n_spots,) in-plane angle ``atan2(g_y, g_x)`` at ``U0`` (radians).
-    spot_weight : (n_spots,) template amplitude.
-    template_norm : (n_zones,) ``sqrt(sum spot_weight^2)`` per zone.
-    params : dict of the parameters (energy_kev, k_max_inv_A, step_deg, ...).
+        The crystal the templates are of.
+    zone_axes : ndarray ``(n_zones, 3)``
+        Beam directions in crystal Cartesian coordinates (unit vectors).
+    zone_orientations : ndarray ``(n_zones, 3, 3)``
+        ``U0`` of each zone axis (crystal -> lab, beam = +z).
+    n_inplane : int
+        Number of in-plane angles, ``phi_k = 2 pi k / n_inplane``.
+    shell_radii : ndarray ``(n_shells,)``
+        Distinct ``|g|`` (1/A) of the reflections, sorted.
+    template_offsets : ndarray ``(n_zones * n_shells + 1,)`` int64
+        CSR offsets of the spots of zone ``z``, shell ``f`` at ``[z * n_shells + f]``.
+    spot_angle : ndarray ``(n_spots,)`` float32
+        In-plane angle ``atan2(g_y, g_x)`` at ``U0`` (radians).
+    spot_weight : ndarray ``(n_spots,)`` float32
+        Template amplitude.
+    template_norm : ndarray ``(n_zones,)``
+        ``sqrt(sum spot_weight^2)`` per zone (inf for an empty template).
+    params : dict
+        The parameters (energy_kev, k_max_inv_A, step_deg, ...).
     """
 
     crystal: Crystal
@@ -136,14 +189,17 @@ class OrientationPlan:
 
     @property
     def n_zones(self) -> int:
+        """Number of zone axes."""
         return len(self.zone_axes)
 
     @property
     def n_orientations(self) -> int:
+        """Zone axes times in-plane angles."""
         return self.n_zones * self.n_inplane
 
     @property
     def nbytes(self) -> int:
+        """Bytes held by the plan's arrays."""
         return sum(
             a.nbytes
             for a in (
@@ -192,7 +248,23 @@ def _json(d: dict) -> str:
 
 
 def load_orientation_plan(path: str | PathLike) -> OrientationPlan:
-    """Read a plan written by :meth:`OrientationPlan.save`."""
+    """Read a plan written by :meth:`OrientationPlan.save`.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The ``.npz`` file.
+
+    Returns
+    -------
+    OrientationPlan
+        The plan with its crystal.
+
+    Raises
+    ------
+    FileFormatError
+        When the file is not readable or not an orientation plan.
+    """
     import json
     import zipfile
 
@@ -234,6 +306,23 @@ def rocking_profile(x: np.ndarray, kind: str) -> np.ndarray:
     ``w^2 / s^2`` does not depend on the thickness, as the film's mean ``1 / (2 pi^2 s^2 t^2)``
     times ``t^2`` does not), so reflections far from the Bragg condition that a thin film still
     shows at a high dose are expected rather than unexplained.
+
+    Parameters
+    ----------
+    x : array-like
+        Excitation error over the width, ``s / w`` (dimensionless).
+    kind : {"lorentzian", "gaussian"}
+        The profile.
+
+    Returns
+    -------
+    ndarray
+        ``S(x)``, 1 at ``x = 0``.
+
+    Raises
+    ------
+    ValueError
+        When ``kind`` is unknown.
     """
     x = np.asarray(x, float)
     if kind == "gaussian":
@@ -280,8 +369,20 @@ def _width(thickness_A, width_inv_A, profile) -> float:
 
 
 def gaussian_width_inv_A(plan: OrientationPlan) -> float:
-    """The excitation width of a Gaussian rocking curve for the same thickness as ``plan``'s
-    (``Crystal.kinematic_pattern(excitation_width_inv_A=...)``, e.g. to draw its templates)."""
+    """The excitation width of a Gaussian rocking curve for the same thickness as ``plan``'s.
+
+    For ``Crystal.kinematic_pattern(excitation_width_inv_A=...)``, e.g. to draw its templates.
+
+    Parameters
+    ----------
+    plan : OrientationPlan
+        The plan.
+
+    Returns
+    -------
+    float
+        Width in 1/A (``w / 0.35`` for a Lorentzian plan, ``w`` for a Gaussian one).
+    """
     w = float(plan.params["excitation_width_inv_A"])
     return w / 0.35 if plan.params.get("rocking_curve", "gaussian") == "lorentzian" else w
 
@@ -297,8 +398,28 @@ def estimate_plan_memory(
     n_threads: int | None = None,
     rocking_curve: str = "lorentzian",
 ) -> dict[str, float]:
-    """Estimated bytes of a plan and of the matcher's per-thread score buffers (from a sample of
-    zone axes), without building it."""
+    """Estimated bytes of a plan and of the matcher's score buffers, without building it.
+
+    Parameters
+    ----------
+    crystal : Crystal
+        The crystal.
+    step_deg, inplane_step_deg, k_max_inv_A, energy_kev, thickness_A, rocking_curve
+        As :func:`build_orientation_plan`.
+    n_threads : int, optional
+        Matcher threads, one score buffer each (default all CPUs).
+
+    Returns
+    -------
+    dict
+        ``n_zones``, ``n_inplane``, ``plan_bytes``, ``match_bytes`` (per-thread buffers of
+        ``n_zones x n_inplane`` float32 scores) and ``total_bytes``.
+
+    Notes
+    -----
+    The spots per zone are counted on every ``n_zones // 16``-th zone axis and extrapolated;
+    a spot costs 12 bytes, a zone about 100.
+    """
     import os
 
     axes = fundamental_zone_axes(step_deg, crystal.point_group)
@@ -350,17 +471,55 @@ def build_orientation_plan(
     Parameters
     ----------
     crystal : Crystal
-    energy_kev : beam energy (keV).
-    k_max_inv_A : largest ``|g|`` (1/A) of the templates; at most the detector's reach.
-    step_deg : angular step of the zone axes over the fundamental zone.
-    inplane_step_deg : in-plane step (default ``step_deg``).
-    thickness_A : sample thickness; sets the excitation width (``1/t`` for the Gaussian,
-        ``0.35/t`` for the Lorentzian profile) unless ``excitation_width_inv_A`` is given.
-    rocking_curve : ``"lorentzian"`` (default since #18: the heavy-tailed envelope of a thin
-        film's sinc^2 rocking curve, robust to its shape and thickness) or ``"gaussian"`` (the
-        model before #18); see :func:`rocking_profile`. The matcher's refinement uses the same.
-    min_relative_amplitude : spots weaker than this fraction of the strongest ``|F|`` are dropped.
-    max_memory_bytes : refuse (:class:`PlanTooLargeError`, naming a step that fits) above this.
+        The crystal (its point group reduces the zone axes).
+    energy_kev : float
+        Beam energy (keV).
+    k_max_inv_A : float
+        Largest ``|g|`` (1/A) of the templates; at most the detector's reach.
+    step_deg : float
+        Angular step of the zone axes over the fundamental zone (0.05..30, default 2).
+    inplane_step_deg : float, optional
+        In-plane step (default ``step_deg``; at most 90).
+    thickness_A : float
+        Sample thickness; sets the excitation width (``1/t`` for the Gaussian, ``0.35/t`` for
+        the Lorentzian profile) unless ``excitation_width_inv_A`` is given.
+    excitation_width_inv_A : float, optional
+        Excitation width ``w`` in 1/A.
+    rocking_curve : {"lorentzian", "gaussian"}
+        ``"lorentzian"`` (default since #18: the heavy-tailed envelope of a thin film's sinc^2
+        rocking curve, robust to its shape and thickness) or ``"gaussian"`` (the model before
+        #18); see :func:`rocking_profile`. The matcher's refinement uses the same.
+    min_relative_amplitude : float
+        Spots weaker than this fraction of the strongest ``|F|`` are dropped.
+    max_memory_bytes : float
+        Refuse (:class:`PlanTooLargeError`, naming a step that fits) above this (default 2 GiB).
+
+    Returns
+    -------
+    OrientationPlan
+        The sparse templates, one per zone axis.
+
+    Raises
+    ------
+    ValueError
+        When a step or the rocking curve is out of range.
+    PlanTooLargeError
+        When the estimate exceeds ``max_memory_bytes``.
+    Napari4DSTEMError
+        When the crystal has no reflection within ``k_max_inv_A``.
+
+    Notes
+    -----
+    Zone axes from :func:`~..crystal.symmetry.fundamental_zone_axes`; for each, the reflections
+    at the zone-axis orientation with excitation error ``s = -(g_z + lambda |g|^2 / 2)`` get the
+    amplitude ``|F| sqrt(S(s / w(g)))``, ``w(g)^2 = w^2 + (|g| step / 2)^2``, and are stored by
+    radial shell as in-plane angle and weight (CSR). In-plane rotations are not stored; the
+    matcher scores them all by FFT over the angle, after Ophus et al. [1]_.
+
+    References
+    ----------
+    .. [1] C. Ophus et al., "Automated crystal orientation mapping in py4DSTEM using sparse
+       correlation matching", Microsc. Microanal. 28, 390-403 (2022).
     """
     if not (0.05 <= step_deg <= 30):
         raise ValueError(f"step_deg must be within 0.05..30 degrees, got {step_deg}")

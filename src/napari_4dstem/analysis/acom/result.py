@@ -38,8 +38,10 @@ _TSL_SYMMETRY = {
 
 
 def _reduced_formula(crystal) -> str:
-    """Cell content divided by its common factor (Au4 -> Au): TSL's Formula field, which orix
-    takes for the phase name."""
+    """Cell content divided by its common factor (Au4 -> Au).
+
+    TSL's Formula field, which orix takes for the phase name.
+    """
     import math
     import re
 
@@ -55,22 +57,36 @@ class ACOMResult:
 
     Attributes
     ----------
-    orientation : (scan_y, scan_x, n_matches, 3, 3) ``U`` (crystal -> lab); NaN where masked.
-    correlation : (scan_y, scan_x, n_matches) match quality 0..1 (after refinement: cosine of
-        measured and fitted amplitudes; without: the plan correlation).
-    phase : (scan_y, scan_x, n_matches) index into ``crystals``; -1 where masked.
-    reliability : (scan_y, scan_x) ``1 - c2 / c1`` (c2: best candidate more than the separation
-        away from the best), 0 where masked.
-    phase_reliability : (scan_y, scan_x) ``1 - c(second phase) / c(best phase)`` (1 with one phase).
-    n_peaks : (scan_y, scan_x) peaks used (central beam and peaks beyond k_max excluded).
-    n_matched : (scan_y, scan_x, n_matches) peaks paired with a reflection.
-    residual_inv_A : (scan_y, scan_x, n_matches) RMS position residual of the paired peaks (1/A).
-    crystals : the crystal of every phase.
-    alternative : (scan_y, scan_x, 3, 3) the best refined orientation more than the separation
-        from the first match, for the same peaks: the one that sets ``reliability`` (NaN if none).
-    alternative_kind : (scan_y, scan_x) what that alternative is: 0 none, 1 the first match turned
-        by 180 deg about the beam (the two differ only through the Ewald sphere's curvature),
-        2 another orientation.
+    orientation : ndarray ``(scan_y, scan_x, n_matches, 3, 3)``
+        ``U`` (crystal -> lab); NaN where masked.
+    correlation : ndarray ``(scan_y, scan_x, n_matches)``
+        Match quality 0..1 (after refinement: cosine of measured and fitted amplitudes;
+        without: the plan correlation).
+    phase : ndarray ``(scan_y, scan_x, n_matches)`` int
+        Index into ``crystals``; -1 where masked.
+    reliability : ndarray ``(scan_y, scan_x)``
+        ``1 - c2 / c1`` (c2: best candidate more than the separation away from the best), 0
+        where masked.
+    phase_reliability : ndarray ``(scan_y, scan_x)``
+        ``1 - c(second phase) / c(best phase)`` (1 with one phase).
+    n_peaks : ndarray ``(scan_y, scan_x)`` int
+        Peaks used (central beam and peaks beyond k_max excluded).
+    n_matched : ndarray ``(scan_y, scan_x, n_matches)`` int
+        Peaks paired with a reflection.
+    residual_inv_A : ndarray ``(scan_y, scan_x, n_matches)``
+        RMS position residual of the paired peaks (1/A).
+    crystals : tuple of Crystal
+        The crystal of every phase.
+    calibration : Calibration
+        The calibration of the peaks.
+    params : dict
+        The matcher's parameters and conventions.
+    alternative : ndarray ``(scan_y, scan_x, 3, 3)`` or None
+        The best refined orientation more than the separation from the first match, for the
+        same peaks: the one that sets ``reliability`` (NaN if none).
+    alternative_kind : ndarray ``(scan_y, scan_x)`` int8 or None
+        What that alternative is: 0 none, 1 the first match turned by 180 deg about the beam
+        (the two differ only through the Ewald sphere's curvature), 2 another orientation.
     """
 
     orientation: np.ndarray
@@ -89,6 +105,7 @@ class ACOMResult:
 
     @property
     def scan_shape(self) -> tuple[int, int]:
+        """``(scan_y, scan_x)``."""
         return self.orientation.shape[:2]
 
     @property
@@ -101,8 +118,11 @@ class ACOMResult:
         return euler_bunge_deg(self.orientation[:, :, match])
 
     def misorientation_to_neighbours(self, match: int = 0) -> np.ndarray:
-        """Symmetry-reduced misorientation (degrees) to the right (``[..., 0]``, scan_x + 1) and
-        lower (``[..., 1]``, scan_y + 1) neighbour; NaN across phases, masks and the border."""
+        """Symmetry-reduced misorientation (degrees) to the right and lower neighbour.
+
+        ``[..., 0]`` to scan_x + 1, ``[..., 1]`` to scan_y + 1; NaN across phases, masks and the
+        border.
+        """
         U, ph = self.orientation[:, :, match], self.phase[:, :, match]
         out = np.full((*self.scan_shape, 2), np.nan)
         for k, c in enumerate(self.crystals):
@@ -116,8 +136,11 @@ class ACOMResult:
         return out
 
     def grain_map(self, *, threshold_deg: float = 5.0, match: int = 0) -> np.ndarray:
-        """Grain labels (0, 1, ...; -1 masked): connected regions of one phase whose neighbours
-        are misoriented by less than ``threshold_deg``."""
+        """Grain labels (0, 1, ...; -1 masked).
+
+        Connected regions of one phase whose neighbours are misoriented by less than
+        ``threshold_deg``.
+        """
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
@@ -136,8 +159,10 @@ class ACOMResult:
         return np.where(valid, lab, -1).reshape(sy, sx)
 
     def ipf_rgb(self, direction: str | Sequence[float] = "z", *, match: int = 0) -> np.ndarray:
-        """Inverse-pole-figure colours (scan_y, scan_x, 3) in 0..1 of a lab direction (black
-        where masked); each phase is coloured with the key of its own Laue group."""
+        """Inverse-pole-figure colours (scan_y, scan_x, 3) in 0..1 of a lab direction.
+
+        Black where masked; each phase is coloured with the key of its own Laue group.
+        """
         from .ipf import ipf_colors
 
         out = np.zeros((*self.scan_shape, 3))
@@ -150,8 +175,11 @@ class ACOMResult:
         return out
 
     def to_maps(self, *, match: int = 0) -> list[RealSpaceMap]:
-        """The results as RealSpaceMaps (for EMD files and napari layers); the maps of match
-        ``k > 0`` are named with a ``_match<k+1>`` suffix (``euler_bunge_match2``...)."""
+        """The results as RealSpaceMaps (for EMD files and napari layers).
+
+        The maps of match ``k > 0`` are named with a ``_match<k+1>`` suffix
+        (``euler_bunge_match2``...).
+        """
         cal, m = self.calibration, match
         params = {**self.params, "match": m, "phases": ",".join(c.name for c in self.crystals)}
         maps = [

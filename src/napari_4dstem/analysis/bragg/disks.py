@@ -86,9 +86,52 @@ def correlate(
 ):
     """Correlate every pattern ``(n, k_y, k_x)`` with ``kernel`` (centred on ``(0, 0)``).
 
-    Returns float32 correlations ``(n, k_y, k_x)`` (and, with ``return_spectra``, the full
-    complex spectra of the correlations, for local DFT upsampling). ``device`` ``"cuda"`` runs
-    the FFTs in torch on the GPU; without CUDA or torch it warns and uses ``scipy.fft``.
+    ``device`` ``"cuda"`` runs the FFTs in torch on the GPU; without CUDA or torch it warns and
+    uses ``scipy.fft``.
+
+    Parameters
+    ----------
+    patterns : ndarray ``(n, k_y, k_x)`` or ``(k_y, k_x)``
+        Diffraction patterns, any real dtype (correlated in float32).
+    kernel : ndarray ``(k_y, k_x)``
+        Template kernel centred on pixel ``(0, 0)`` (``ProbeTemplate.kernel_for``).
+    power : float
+        Correlation power ``p``: 1 cross-correlation, 0 phase correlation, between hybrid
+        (default 1).
+    device : None, "cpu" or "cuda[:n]"
+        Where the FFTs run (default the CPU).
+    workers : int, optional
+        ``scipy.fft`` worker threads (default all CPUs).
+    return_spectra : bool
+        Also return the full complex spectra of the correlations (for DFT upsampling).
+
+    Returns
+    -------
+    corr : ndarray ``(n, k_y, k_x)`` float32
+        The correlations; a disk centred at ``s`` gives a peak at pixel ``s``.
+    spectra : ndarray ``(n, k_y, k_x)`` complex
+        ``fft2(corr)``; only with ``return_spectra``.
+
+    Raises
+    ------
+    DataShapeError
+        When the kernel's shape differs from the patterns'.
+
+    Notes
+    -----
+    ``C = F^-1[ |P T*|^p exp(i arg P T*) ]`` with ``P`` and ``T`` the real FFTs of pattern and
+    kernel; one batched ``rfft2`` / ``irfft2`` pair, ``O(n k_y k_x log(k_y k_x))``. Hybrid
+    correlation (``0 < p < 1``) follows py4DSTEM and Pekin et al. [3]_.
+
+    References
+    ----------
+    .. [1] C. Ophus, "Four-Dimensional Scanning Transmission Electron Microscopy (4D-STEM):
+       From Scanning Nanodiffraction to Ptychography and Beyond", Microsc. Microanal. 25,
+       563-582 (2019).
+    .. [2] B. H. Savitzky et al., "py4DSTEM: A Software Package for Four-Dimensional Scanning
+       Transmission Electron Microscopy Data Analysis", Microsc. Microanal. 27, 712-743 (2021).
+    .. [3] T. C. Pekin et al., "Optimizing disk registration algorithms for nanobeam electron
+       diffraction strain mapping", Ultramicroscopy 176, 170-176 (2017).
     """
     p = np.asarray(patterns)
     if p.ndim == 2:
@@ -149,8 +192,35 @@ def detect_in_stack(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bragg disks in a stack of patterns ``(n, k_y, k_x)``: ``(peaks, count)``.
 
-    ``peaks`` is ``(n, max_peaks, 4)`` with fields qy, qx, intensity, correlation (NaN in
-    unused slots), sorted by correlation. Parameters as :func:`iter_find_bragg_disks`.
+    Parameters
+    ----------
+    patterns : ndarray ``(n, k_y, k_x)``
+        Diffraction patterns, any real dtype.
+    template : ProbeTemplate
+        The probe template.
+    correlation_power, edge_px, min_spacing_px, min_relative, min_absolute, max_peaks : optional
+        As :func:`iter_find_bragg_disks`.
+    subpixel, upsample_factor, poisson, detect_bin, device, min_significance : optional
+        As :func:`iter_find_bragg_disks`.
+    workers : int, optional
+        ``scipy.fft`` worker threads (default all CPUs when ``parallel``, else 1).
+    parallel : bool
+        Run the numba kernels on threads (default True).
+
+    Returns
+    -------
+    peaks : ndarray ``(n, max_peaks, 4)`` float64
+        Fields ``qy, qx`` (raw detector pixels), intensity, correlation; NaN in unused slots,
+        ordered by correlation.
+    count : ndarray ``(n,)`` int64
+        Peaks found per pattern.
+
+    Raises
+    ------
+    DataShapeError
+        When ``patterns`` is not 3D or the template does not fit them.
+    ValueError
+        When ``detect_bin`` is invalid or ``subpixel`` is unknown.
     """
     p = np.asarray(patterns)
     if p.ndim != 3:
@@ -224,8 +294,11 @@ def detect_in_stack(
 
 
 def _significant(p, out, count, radius_px, min_significance, parallel):
-    """Keep the peaks whose raw pattern holds a disk ``min_significance`` noise standard
-    deviations above the ring around it (:func:`~.peaks.disk_counts`; None keeps all)."""
+    """Keep the peaks whose raw pattern holds a significant disk (None keeps all).
+
+    The disk must be ``min_significance`` noise standard deviations above the ring around it
+    (:func:`~.peaks.disk_counts`).
+    """
     if min_significance is None:
         return out, count
     z = disk_counts(p, out[..., 0:2], count, radius_px=radius_px, parallel=parallel)[..., 1]
@@ -290,8 +363,11 @@ def _bin_stack(p: np.ndarray, b: int, parallel: bool = True) -> np.ndarray:
 
 
 def _binned_kernel(template: ProbeTemplate, shape: tuple[int, int], b: int) -> np.ndarray:
-    """The kernel for ``b x b``-binned patterns: shifted by ``(b - 1) / 2`` px, then binned, so a
-    binned peak at ``Y`` means a disk centred at ``b Y + (b - 1) / 2`` on the full detector."""
+    """The kernel for ``b x b``-binned patterns: shifted by ``(b - 1) / 2`` px, then binned.
+
+    A binned peak at ``Y`` then means a disk centred at ``b Y + (b - 1) / 2`` on the full
+    detector.
+    """
     k = template.kernel_for(shape)
     if b == 1:
         return k
@@ -322,8 +398,10 @@ def _as_template(template: Any) -> ProbeTemplate:
 
 
 def disk_count_partial(name: str = "disks per pattern") -> Callable[[np.ndarray, np.ndarray], PartialMap]:
-    """The ``partial`` of :func:`~napari_4dstem.engine.driver.map_scan` for a Bragg-disk
-    kernel (count in ``out[..., 0, 0]``): the disks found per pattern so far."""
+    """The ``partial`` of :func:`~napari_4dstem.engine.driver.map_scan` for a Bragg-disk kernel.
+
+    It maps the count in ``out[..., 0, 0]``: the disks found per pattern so far.
+    """
     return functools.partial(_disk_counts_so_far, name)
 
 
@@ -390,13 +468,51 @@ def iter_find_bragg_disks(
         of the NN path). Scale-free, so it pairs with a low ``min_relative`` on patterns whose
         Bragg disks are orders of magnitude weaker than the central beam (ACOM of thin
         crystals at random orientations: docs/acom.md). Default None: no test.
+    calibration : Calibration, optional
+        Calibration of a plain array (a DataCube carries its own).
     scan_chunk, backend
         As :func:`~napari_4dstem.engine.driver.map_scan`.
 
+    Yields
+    ------
+    Progress
+        Progress of the scan (with a partial map of the disks per pattern so far).
+
     Returns
     -------
-    BraggPeaks with ``intensity`` = integrated disk counts above background (``"fit"``) or the
-    correlation peak value (other methods), ``correlation`` = correlation peak value.
+    BraggPeaks
+        The generator's return value (what :func:`~napari_4dstem.engine.jobs.run_job` hands
+        back): ragged peaks in raw detector pixels ``(k_y, k_x)``, not origin-corrected, with
+        ``intensity`` = integrated disk counts above background (``"fit"``) or the correlation
+        peak value (other methods), ``correlation`` = correlation peak value.
+
+    Raises
+    ------
+    DataShapeError
+        When the data are not 4D or the template does not fit the patterns.
+    ValueError
+        When ``subpixel`` is unknown, ``max_peaks < 1`` or ``detect_bin`` is invalid.
+
+    Notes
+    -----
+    The scan streams in blocks through :func:`~napari_4dstem.engine.driver.map_scan`, so memory
+    holds one float32 block at a time. Per pattern: FFT correlation with the template
+    (:func:`correlate`, optionally on ``detect_bin``-binned patterns), integer peaks
+    (:func:`~.peaks.find_peaks`, local 3 x 3 maxima, greedy spacing), and sub-pixel refinement:
+    for ``"fit"`` a parabolic estimate then a Poisson maximum-likelihood fit of the template's
+    disk model ``b + A T(|k - s|)`` to the raw pattern (:func:`~.peaks.fit_disks`), keeping the
+    parabolic position where the fit fails or moves by more than 1.5 (binned) pixels. Cost per
+    pattern: about one FFT correlation plus the disk fits.
+
+    References
+    ----------
+    .. [1] C. Ophus, "Four-Dimensional Scanning Transmission Electron Microscopy (4D-STEM):
+       From Scanning Nanodiffraction to Ptychography and Beyond", Microsc. Microanal. 25,
+       563-582 (2019).
+    .. [2] B. H. Savitzky et al., "py4DSTEM: A Software Package for Four-Dimensional Scanning
+       Transmission Electron Microscopy Data Analysis", Microsc. Microanal. 27, 712-743 (2021).
+    .. [3] T. C. Pekin et al., "Optimizing disk registration algorithms for nanobeam electron
+       diffraction strain mapping", Ultramicroscopy 176, 170-176 (2017).
     """
     from ..virtual.images import as_datacube
 
@@ -475,7 +591,41 @@ def iter_find_bragg_disks(
 def find_bragg_disks(
     data: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any
 ) -> BraggPeaks:
-    """Bragg disks of every pattern (runs :func:`iter_find_bragg_disks` to the end)."""
+    """Bragg disks of every pattern (runs :func:`iter_find_bragg_disks` to the end).
+
+    Parameters
+    ----------
+    data : DataCube or array-like ``(scan_y, scan_x, k_y, k_x)``
+        The 4D-STEM data.
+    progress : callable, optional
+        Called with each :class:`~napari_4dstem.engine.jobs.Progress`.
+    **kwargs
+        The keyword arguments of :func:`iter_find_bragg_disks` (``template`` is required).
+
+    Returns
+    -------
+    BraggPeaks
+        Ragged peaks in raw detector pixels, as :func:`iter_find_bragg_disks`.
+
+    Raises
+    ------
+    DataShapeError, ValueError
+        As :func:`iter_find_bragg_disks`.
+
+    Notes
+    -----
+    See :func:`iter_find_bragg_disks` for the method.
+
+    References
+    ----------
+    .. [1] C. Ophus, "Four-Dimensional Scanning Transmission Electron Microscopy (4D-STEM):
+       From Scanning Nanodiffraction to Ptychography and Beyond", Microsc. Microanal. 25,
+       563-582 (2019).
+    .. [2] B. H. Savitzky et al., "py4DSTEM: A Software Package for Four-Dimensional Scanning
+       Transmission Electron Microscopy Data Analysis", Microsc. Microanal. 27, 712-743 (2021).
+    .. [3] T. C. Pekin et al., "Optimizing disk registration algorithms for nanobeam electron
+       diffraction strain mapping", Ultramicroscopy 176, 170-176 (2017).
+    """
     return run_job(iter_find_bragg_disks(data, **kwargs), progress)
 
 
@@ -488,8 +638,33 @@ def origin_from_peaks(
 ) -> RealSpaceMap:
     """The origin of every pattern from its peaks: the strongest peak near ``guess_px``.
 
-    ``guess_px`` defaults to the calibration's origin, else the detector centre;
-    ``max_distance_px`` to a quarter of the detector. Patterns with no such peak get NaN.
+    Patterns with no such peak get NaN.
+
+    Parameters
+    ----------
+    peaks : BraggPeaks
+        Peaks in raw detector pixels (e.g. from :func:`find_bragg_disks`).
+    guess_px : (float, float), optional
+        Where the central beam is expected, ``(k_y, k_x)`` pixels (default the calibration's
+        origin, else the detector centre).
+    max_distance_px : float, optional
+        Search radius around the guess in pixels (default a quarter of the smaller detector
+        side, 32 px when the detector shape is not recorded).
+
+    Returns
+    -------
+    RealSpaceMap ``(scan_y, scan_x, 2)``
+        The origin ``(origin_y, origin_x)`` in detector pixels.
+
+    Raises
+    ------
+    DataShapeError
+        When no guess is given and the peaks do not record their detector shape.
+
+    Notes
+    -----
+    Per pattern, the peak of largest intensity (the correlation where the intensity is NaN)
+    within ``max_distance_px`` of the guess; one ``lexsort`` over all peaks.
     """
     shape = peaks.params.get("detector_shape")
     if guess_px is None:
@@ -551,8 +726,11 @@ def _origin_per_peak(peaks: BraggPeaks, origin: Any) -> np.ndarray:
 
 
 def correct_ellipse(qy: np.ndarray, qx: np.ndarray, ellipse) -> tuple[np.ndarray, np.ndarray]:
-    """Undo an elliptic distortion ``(a, b, theta_deg)`` (Calibration.ellipse) of vectors
-    relative to the origin: components along the ``a`` axis are divided by ``a``, across by ``b``."""
+    """Undo an elliptic distortion ``(a, b, theta_deg)`` (Calibration.ellipse) of vectors.
+
+    The vectors are relative to the origin: components along the ``a`` axis are divided by
+    ``a``, across by ``b``.
+    """
     a, b, th = ellipse
     t = math.radians(th)
     c, s = math.cos(t), math.sin(t)
@@ -576,6 +754,7 @@ def bragg_vector_map(
     Parameters
     ----------
     peaks : BraggPeaks
+        Peaks in raw detector pixels.
     origin : None, (2,), (scan_y, scan_x, 2) array or RealSpaceMap
         Origin per pattern in pixels; default the calibration's (map or mean).
     shape : (int, int), optional
@@ -585,11 +764,32 @@ def bragg_vector_map(
     ellipse : (a, b, theta_deg), True or None
         Correct an elliptic distortion first (True: the calibration's ellipse).
     weights : {"intensity", "count"}
+        Add each peak's intensity (default; NaN counts as 0) or 1.
 
     Returns
     -------
-    DiffractionImage: the origin sits at pixel ``(k_y // 2, k_x // 2)`` of the detector grid,
-    i.e. bin ``(k_y // 2 * sampling, k_x // 2 * sampling)``.
+    DiffractionImage ``(k_y * sampling, k_x * sampling)``
+        The origin sits at pixel ``(k_y // 2, k_x // 2)`` of the detector grid, i.e. bin
+        ``(k_y // 2 * sampling, k_x // 2 * sampling)``; units counts (or peaks).
+
+    Raises
+    ------
+    DataShapeError
+        When the detector shape is unknown, or no origin is given or calibrated, or the origin
+        has the wrong shape.
+    ValueError
+        When ``weights`` is unknown.
+
+    Notes
+    -----
+    Every peak vector ``q - origin`` (ellipse-corrected when asked) is spread bilinearly over
+    the four nearest bins with ``np.bincount``: ``O(n_peaks)``. The Bragg vector map of
+    Savitzky et al. [1]_.
+
+    References
+    ----------
+    .. [1] B. H. Savitzky et al., "py4DSTEM: A Software Package for Four-Dimensional Scanning
+       Transmission Electron Microscopy Data Analysis", Microsc. Microanal. 27, 712-743 (2021).
     """
     shape = tuple(shape or peaks.params.get("detector_shape") or ())
     if len(shape) != 2:

@@ -49,13 +49,27 @@ class LatticeError(Napari4DSTEMError, ValueError):
 
 @dataclass(frozen=True)
 class Lattice:
-    """Two reciprocal lattice vectors ``(y, x)`` in detector pixels (the basis of the indexing)."""
+    """Two reciprocal lattice vectors ``(y, x)`` in detector pixels (the basis of the indexing).
+
+    Parameters
+    ----------
+    g1, g2 : (float, float)
+        The vectors ``(y, x)`` in detector pixels; finite and not parallel.
+    params : dict, optional
+        How they were found (not compared).
+
+    Raises
+    ------
+    LatticeError
+        When a vector is not finite or the two are parallel.
+    """
 
     g1: tuple[float, float]
     g2: tuple[float, float]
     params: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
+        """Store the vectors as float pairs; refuse non-finite or parallel ones."""
         g1 = tuple(float(v) for v in np.asarray(self.g1, dtype=float).reshape(2))
         g2 = tuple(float(v) for v in np.asarray(self.g2, dtype=float).reshape(2))
         if not all(math.isfinite(v) for v in g1 + g2):
@@ -136,6 +150,35 @@ def find_lattice(
         Map peaks below this fraction of the strongest non-central peak are ignored.
     min_length_px : float
         Shorter vectors are the central beam.
+    smooth_px : float
+        Gaussian smoothing of the map before its peaks are found, in detector pixels.
+    refine : bool
+        Refine g1, g2 by a weighted least-squares fit to every indexed map peak (default True).
+
+    Returns
+    -------
+    Lattice
+        g1, g2 ``(y, x)`` in detector pixels, ``g1 x g2 > 0`` in (x, y) components.
+
+    Raises
+    ------
+    LatticeError
+        When only one of g1, g2 is given, or the map has fewer than two non-collinear peaks.
+    TypeError
+        When ``source`` is neither a DiffractionImage nor BraggPeaks.
+
+    Notes
+    -----
+    The map is smoothed, its peaks found (:func:`~.peaks.find_peaks`) and centred by a 3 x 3
+    centroid. g1 is the shortest vector longer than ``min_length_px``; g2 the shortest at least
+    20 degrees off g1's line. With ``refine``, three rounds of indexing ``(h, k) =
+    rint(G^-1 v)`` (within a quarter of the shorter vector) and a least-squares fit
+    ``v = h g1 + k g2`` weighted by the map's peak heights.
+
+    References
+    ----------
+    .. [1] B. H. Savitzky et al., "py4DSTEM: A Software Package for Four-Dimensional Scanning
+       Transmission Electron Microscopy Data Analysis", Microsc. Microanal. 27, 712-743 (2021).
     """
     if isinstance(source, BraggPeaks):
         origin = None
@@ -208,6 +251,10 @@ class LatticeFit:
         0 where the fit is valid, else a key of :data:`FIT_REASONS`.
     lattice : Lattice
         The indexing basis.
+    calibration : Calibration or None
+        The calibration of the peaks.
+    params : dict
+        The fit's parameters.
     """
 
     g1: np.ndarray
@@ -222,6 +269,7 @@ class LatticeFit:
 
     @property
     def valid(self) -> np.ndarray:
+        """Bool ``(scan_y, scan_x)``: True where the fit is valid (reason 0)."""
         return self.reason == 0
 
     def summary(self) -> str:
@@ -235,6 +283,13 @@ class LatticeFit:
         return "; ".join(parts)
 
     def to_map(self) -> RealSpaceMap:
+        """The fits as one RealSpaceMap ``(scan_y, scan_x, 8)`` in detector pixels.
+
+        Returns
+        -------
+        RealSpaceMap
+            Channels g1_y, g1_x, g2_y, g2_x, origin_y, origin_x, residual_px, n_peaks.
+        """
         data = np.concatenate(
             [self.g1, self.g2, self.origin, self.residual_px[..., None], self.n_peaks[..., None]],
             axis=-1,
@@ -422,6 +477,7 @@ def fit_lattice(
     Parameters
     ----------
     peaks : BraggPeaks
+        Peaks in raw detector pixels (``intensity`` used as weights).
     lattice : Lattice
         Indexing basis (from :func:`find_lattice` or your own).
     origin : None, (2,), ``(scan_y, scan_x, 2)`` or RealSpaceMap
@@ -440,6 +496,37 @@ def fit_lattice(
         with that weight), then refit; ``inf`` keeps every indexed peak.
     ellipse : (a, b, theta_deg), True or None
         Correct the elliptic distortion of the peak vectors first (True: the calibration's).
+
+    Returns
+    -------
+    LatticeFit
+        Per-pattern g1, g2 and origin ``(scan_y, scan_x, 2)`` in detector pixels, weighted RMS
+        residual (px), peaks used and a reason code; NaN where the fit failed.
+
+    Raises
+    ------
+    TypeError
+        When ``lattice`` is not a :class:`Lattice`.
+    ValueError
+        When ``weights`` is unknown.
+    DataShapeError
+        When ``origin`` has the wrong shape.
+
+    Notes
+    -----
+    Three passes, each a numba kernel over the CSR peak list (no Python loop over patterns):
+    index every peak ``(h, k) = rint(G^-1 (q - o))`` (``G`` the pattern's previous fit after
+    the first pass), accumulate the weighted 3 x 3 normal equations of ``q = o + h g1 + k g2``
+    and solve them by LU; between passes the worst peak of a pattern is dropped when its
+    weighted residual exceeds ``outlier_sigma`` x 1.4826 x the median over all peaks (MAD
+    scale). ``O(n_peaks)`` per pass. The per-pattern lattice fit of py4DSTEM's strain mapping.
+
+    References
+    ----------
+    .. [1] B. H. Savitzky et al., "py4DSTEM: A Software Package for Four-Dimensional Scanning
+       Transmission Electron Microscopy Data Analysis", Microsc. Microanal. 27, 712-743 (2021).
+    .. [2] T. C. Pekin et al., "Optimizing disk registration algorithms for nanobeam electron
+       diffraction strain mapping", Ultramicroscopy 176, 170-176 (2017).
     """
     if not isinstance(lattice, Lattice):
         raise TypeError(f"lattice must be a Lattice, got {type(lattice).__name__}")

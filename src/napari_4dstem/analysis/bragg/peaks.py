@@ -51,8 +51,17 @@ REFINE_METHODS = ("none", "parabolic", "gaussian", "upsample", "fit")
 
 
 class PeakTable:
-    """Fixed-size per-image peak arrays: ``yx (n, max_peaks, 2)``, ``value (n, max_peaks)``,
-    ``count (n,)``; unused slots hold NaN."""
+    """Fixed-size per-image peak arrays; unused slots hold NaN.
+
+    Parameters
+    ----------
+    yx : ndarray ``(n, max_peaks, 2)`` float64
+        Peak positions ``(k_y, k_x)`` in detector pixels, strongest first per image.
+    value : ndarray ``(n, max_peaks)`` float64
+        Image value at each peak.
+    count : ndarray ``(n,)`` int64
+        Number of peaks found in each image (the used slots).
+    """
 
     __slots__ = ("count", "value", "yx")
 
@@ -153,7 +162,39 @@ def find_peaks(
 ) -> PeakTable:
     """Integer peak positions in every image of a stack ``(n, k_y, k_x)`` (or one 2D image).
 
-    Returns a :class:`PeakTable` sorted by height (strongest first) per image.
+    Parameters
+    ----------
+    images : ndarray ``(n, k_y, k_x)`` or ``(k_y, k_x)``
+        Correlation-like images (any dtype; computed in float32 unless float64).
+    edge_px : int
+        Peaks closer than this to the border are ignored, in pixels (default 8).
+    min_spacing_px : float
+        Minimum distance between two peaks of one image, in pixels (default 8).
+    min_relative : float
+        Minimum height above the background level (10th percentile of every third pixel) as a
+        fraction of the strongest maximum's (default 0.02).
+    min_absolute : float
+        Minimum image value of a peak (default 0).
+    max_peaks : int
+        Slots per image (default 100).
+    parallel : bool
+        Run the numba kernel on threads over images (default True).
+
+    Returns
+    -------
+    PeakTable
+        Peaks sorted by height (strongest first) per image, integer positions.
+
+    Raises
+    ------
+    DataShapeError
+        When ``images`` is not 2D or 3D.
+
+    Notes
+    -----
+    Local maxima of the 3 x 3 neighbourhood above the threshold are collected (the 4096
+    strongest per image), sorted by value, and accepted greedily while at least
+    ``min_spacing_px`` from every accepted peak. One pass of ``O(k_y k_x)`` per image.
     """
     c = np.asarray(images)
     if c.ndim == 2:
@@ -420,6 +461,43 @@ def fit_disks(
     radius (the edge carries the position information; the plateau and the background next to
     it fix ``A`` and ``b``). ``poisson=False`` gives unweighted least squares (for data that are
     not counts, e.g. background-subtracted or negative values).
+
+    Parameters
+    ----------
+    patterns : ndarray ``(n, k_y, k_x)``
+        The diffraction patterns (not their correlations).
+    yx : ndarray ``(n, max_peaks, 2)``
+        Start positions ``(k_y, k_x)`` in pixels, e.g. parabolic estimates.
+    count : ndarray ``(n,)`` int
+        Used slots per pattern.
+    profile : ndarray float64
+        Disk profile ``T(r)`` (``ProbeTemplate.profile``), 1 on the plateau.
+    profile_step_px : float
+        Radial step of ``profile`` in pixels.
+    radius_px, edge_px : float
+        Disk radius and edge width of the template, in pixels.
+    n_iter : int
+        Fisher-scoring iterations after the linear start (default 3).
+    poisson : bool
+        Weight the residuals by ``1 / mu`` (Poisson likelihood; default True).
+    parallel : bool
+        Run the numba kernel on threads over patterns (default True).
+
+    Returns
+    -------
+    ndarray ``(n, max_peaks, 5)`` float64
+        Per peak ``(y, x, A, b, ok)``: refined position in pixels, disk height and background
+        in pattern units, ``ok`` 1.0 when the fit ran through with ``A > 0``; with ``ok`` 0.0
+        (too few pixels, a singular system or ``A <= 0``) ignore the other fields. NaN in
+        unused slots.
+
+    Notes
+    -----
+    Model ``mu(k) = b + A T(|k - s|)``. Iteration 0 solves the linear least squares for
+    ``(A, b)`` at the start position; each further iteration is a Fisher-scoring (Gauss-Newton)
+    step on ``(s_y, s_x, A, b)`` with weights ``1 / max(mu, floor)``, the position step limited
+    to one pixel, stopping when it is under 0.001 px. Under Poisson noise this is the maximum
+    likelihood estimate, which reaches the Cramer-Rao bound.
     """
     imgs = np.ascontiguousarray(patterns)
     if imgs.dtype not in (np.float32, np.float64):
@@ -448,9 +526,23 @@ def fit_disks(
 
 
 def compact_rows(keep: np.ndarray, *arrays: np.ndarray, width: int | None = None):
-    """Per image, move the kept slots of ``arrays`` (each ``(n, slots, ...)``) to the front in
-    order, NaN after them, at most ``width`` (default: the slot count) kept per image.
-    Returns the compacted arrays and the counts ``(n,)``."""
+    """Move the kept slots of ``arrays`` to the front of each image's row, NaN after them.
+
+    Parameters
+    ----------
+    keep : ndarray ``(n, slots)`` bool
+        Which slots to keep.
+    *arrays : ndarray ``(n, slots, ...)``
+        Per-slot arrays compacted alike.
+    width : int, optional
+        Slots in the output, at most this many kept per image (default: the slot count).
+
+    Returns
+    -------
+    tuple
+        The compacted arrays (``(n, width, ...)`` float64, kept slots in order) followed by the
+        counts ``(n,)`` int64.
+    """
     rank = np.cumsum(keep, axis=1) - 1
     width = keep.shape[1] if width is None else int(width)
     keep = keep & (rank < width)
@@ -464,8 +556,26 @@ def compact_rows(keep: np.ndarray, *arrays: np.ndarray, width: int | None = None
 
 
 def keep_significant(rows: np.ndarray, count: np.ndarray, z: np.ndarray, min_significance):
-    """Compact peak ``rows (n, slots, ...)`` to those whose disk significance ``z (n, slots)``
-    (from :func:`disk_counts`) is at least ``min_significance``; None keeps them all."""
+    """Compact peak rows to those whose disk significance is at least ``min_significance``.
+
+    Parameters
+    ----------
+    rows : ndarray ``(n, slots, ...)``
+        Per-peak rows (e.g. ``(y, x, value, ...)``).
+    count : ndarray ``(n,)`` int
+        Used slots per image.
+    z : ndarray ``(n, slots)``
+        Disk significance from :func:`disk_counts` (noise units).
+    min_significance : float or None
+        Threshold on ``z``; None keeps every peak.
+
+    Returns
+    -------
+    rows : ndarray ``(n, slots, ...)``
+        The kept rows first in each image, NaN after them.
+    count : ndarray ``(n,)`` int64
+        Kept peaks per image.
+    """
     if min_significance is None:
         return rows, count
     ok = np.arange(rows.shape[1])[None] < np.asarray(count)[:, None]
@@ -523,8 +633,7 @@ def disk_counts(
     ring_px: tuple[float, float] = (1.5, 4.0),
     parallel: bool = True,
 ) -> np.ndarray:
-    """Signal in a disk of ``radius_px`` at every peak above the local background, and its
-    significance: returns ``(n, max_peaks, 2)`` = (S, z), NaN in unused slots.
+    """Background-subtracted signal in a disk at every peak, and its significance.
 
     The background per pixel ``b`` and its variance ``v`` are the mean and sample variance of
     the ring ``radius_px + ring_px[0] < |k - s| <= radius_px + ring_px[1]``; ``S = sum_disk -
@@ -535,6 +644,28 @@ def disk_counts(
     proportional to the inverse variance of a disk position at a given dose, the natural
     weight of a peak in a lattice fit; ``z`` says whether a disk is there at all (a flat,
     noise-free background gives ``z = inf`` for any ``S > 0``).
+
+    Parameters
+    ----------
+    patterns : ndarray ``(n, k_y, k_x)``
+        The diffraction patterns.
+    yx : ndarray ``(n, max_peaks, 2)``
+        Disk centres ``(k_y, k_x)`` in pixels; non-finite rows are skipped.
+    count : ndarray ``(n,)`` int
+        Used slots per pattern.
+    radius_px : float
+        Disk radius in pixels.
+    ring_px : (float, float)
+        Inner and outer offset of the background ring beyond ``radius_px``, in pixels
+        (default ``(1.5, 4.0)``).
+    parallel : bool
+        Run the numba kernel on threads over patterns (default True).
+
+    Returns
+    -------
+    ndarray ``(n, max_peaks, 2)`` float64
+        ``(S, z)`` per peak: signal in pattern units (counts for counting data) and its
+        significance in noise units; NaN in unused slots.
     """
     imgs = np.ascontiguousarray(patterns)
     if imgs.dtype not in (np.float32, np.float64):
@@ -568,6 +699,45 @@ def refine_peaks(
     ``method`` is ``"none"``, ``"parabolic"``, ``"gaussian"`` or ``"upsample"`` (the last needs
     ``spectra``, the full complex spectra of ``images``). For ``"fit"`` on the patterns
     themselves use :func:`fit_disks` after a parabolic refinement.
+
+    Parameters
+    ----------
+    images : ndarray ``(n, k_y, k_x)`` or ``(k_y, k_x)``
+        The images the peaks were found on.
+    table : PeakTable
+        Integer peaks from :func:`find_peaks`.
+    method : {"none", "parabolic", "gaussian", "upsample"}
+        Refinement (default ``"parabolic"``; see the module docstring).
+    spectra : ndarray ``(n, k_y, k_x)`` complex, optional
+        The images' full Fourier spectra; needed by ``"upsample"``.
+    upsample_factor : int
+        Fine-grid factor of ``"upsample"`` (default 16).
+    parallel : bool
+        Run the numba kernel on threads over images (default True).
+
+    Returns
+    -------
+    PeakTable
+        Sub-pixel positions (pixels) and the image value at the integer maximum.
+
+    Raises
+    ------
+    ValueError
+        When ``method`` is unknown, or ``"upsample"`` is asked without ``spectra``.
+
+    Notes
+    -----
+    ``"parabolic"`` fits ``y = a + b t + c t^2`` through the maximum and its two neighbours per
+    axis (offset ``(f(-1) - f(1)) / (2 (f(-1) - 2 f(0) + f(1)))``, clipped to half a pixel);
+    ``"gaussian"`` does the same on ``log f``. ``"upsample"`` evaluates the inverse DFT of the
+    spectrum on a ``1/factor``-pixel grid of about 1.5 px around each parabolic estimate (one
+    matrix product per image, as in Guizar-Sicairos et al. 2008) and refines its maximum by a
+    parabola.
+
+    References
+    ----------
+    .. [1] M. Guizar-Sicairos, S. T. Thurman and J. R. Fienup, "Efficient subpixel image
+       registration algorithms", Opt. Lett. 33, 156-158 (2008).
     """
     if method == "none":
         return table

@@ -82,12 +82,26 @@ class ProbeTemplate:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """Shape ``(k_y, k_x)`` of the kernel."""
         return tuple(self.kernel.shape)
 
     def kernel_for(self, shape: tuple[int, int]) -> np.ndarray:
         """The kernel for patterns of ``shape``: cropped or zero-padded around ``(0, 0)``.
 
-        Raises :class:`DataShapeError` when the kernel does not fit the patterns.
+        Parameters
+        ----------
+        shape : (int, int)
+            Detector shape ``(k_y, k_x)`` of the patterns, in pixels.
+
+        Returns
+        -------
+        ndarray ``shape`` float64
+            The kernel, still centred on pixel ``(0, 0)`` with wrap-around.
+
+        Raises
+        ------
+        DataShapeError
+            When the kernel's support does not fit the patterns.
         """
         shape = (int(shape[0]), int(shape[1]))
         if shape == self.shape:
@@ -110,7 +124,18 @@ class ProbeTemplate:
         return np.fft.ifftshift(out)
 
     def to_image(self, calibration=None) -> DiffractionImage:
-        """The centred kernel as a DiffractionImage (for display)."""
+        """The centred kernel as a DiffractionImage (for display).
+
+        Parameters
+        ----------
+        calibration : Calibration, optional
+            Calibration of the image; none by default.
+
+        Returns
+        -------
+        DiffractionImage
+            The kernel shifted to the image centre (``fftshift``).
+        """
         kw = {} if calibration is None else {"calibration": calibration}
         return DiffractionImage(
             np.fft.fftshift(self.kernel),
@@ -243,6 +268,38 @@ def make_template(
         Width of the subtracted Gaussian of ``kind="gaussian"`` (default 1.5 x radius).
     ring_width_px : float, optional
         Width of the negative ring of ``kind="ring"`` (default radius / 2).
+
+    Returns
+    -------
+    ProbeTemplate
+        Kernel (centred on pixel ``(0, 0)``), radial profile, radius, edge width and support,
+        all in detector pixels.
+
+    Raises
+    ------
+    DataShapeError
+        When the probe is not one finite 2D image, has no bright disk above its background, or
+        its disk does not fit in the image.
+    ValueError
+        When ``kind`` is unknown or ``sigma_px`` / ``ring_width_px`` is not positive.
+
+    Notes
+    -----
+    The disk centre is the bright-field disk's (``find_bf_disk``), refined by a
+    background-subtracted centre of mass. The radial profile is the azimuthal average around that
+    centre (0.1 px bins), fitted by a logistic-edge disk ``b + A / 2 (1 - tanh((r - R) / 2e))``
+    plus the smoothed residual, tabulated every 0.02 px. The kernel is the background-subtracted
+    probe moved to pixel ``(0, 0)`` by a Fourier shift (sub-pixel), cut at the support radius
+    and normalised to sum 1; ``"gaussian"`` and ``"ring"`` subtract a zero-sum counterpart. The
+    patterns are cross-correlated with it by FFT, as in py4DSTEM's disk detection.
+
+    References
+    ----------
+    .. [1] C. Ophus, "Four-Dimensional Scanning Transmission Electron Microscopy (4D-STEM):
+       From Scanning Nanodiffraction to Ptychography and Beyond", Microsc. Microanal. 25,
+       563-582 (2019).
+    .. [2] B. H. Savitzky et al., "py4DSTEM: A Software Package for Four-Dimensional Scanning
+       Transmission Electron Microscopy Data Analysis", Microsc. Microanal. 27, 712-743 (2021).
     """
     p, _ = _as_image(probe)
     if kind not in KERNEL_KINDS:
@@ -319,6 +376,33 @@ def template_from_bf_disk(
     The disk is cut out with a soft circular window ``margin_px`` (default ``max(3, R / 3)``)
     beyond its radius, so Bragg disks further out do not enter the template. The mean pattern
     includes the descan blur (under a pixel in well-aligned data); a vacuum probe is better.
+
+    Parameters
+    ----------
+    mean_pattern : ndarray ``(k_y, k_x)`` or DiffractionImage
+        The mean (or maximum) diffraction pattern of the scan.
+    kind : {"plain", "gaussian", "ring"}
+        Correlation kernel, as in :func:`make_template`.
+    margin_px : float, optional
+        Soft-window radius beyond the disk edge, in detector pixels (default ``max(3, R / 3)``).
+    **kwargs
+        Passed to :func:`make_template` (``sigma_px``, ``ring_width_px``).
+
+    Returns
+    -------
+    ProbeTemplate
+        As :func:`make_template`; ``params["source"]`` names the bright-field disk.
+
+    Raises
+    ------
+    DataShapeError
+        When the pattern is not one finite 2D image or has no bright-field disk.
+
+    Notes
+    -----
+    The bright-field disk is found and its centre refined as in :func:`make_template`; the
+    pattern minus the median of a 3 px ring outside the window is multiplied by a logistic
+    window (edge 0.5 px) of radius ``R + margin_px`` and handed to :func:`make_template`.
     """
     p, _ = _as_image(mean_pattern)
     bf = find_bf_disk(p)

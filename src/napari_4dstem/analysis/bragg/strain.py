@@ -55,6 +55,8 @@ class StrainMap:
         0 valid, else a key of :data:`REASONS` saying why the pattern is masked.
     g1_ref, g2_ref : (float, float)
         Reference lattice vectors ``(y, x)`` px (in the frame the strain was computed in).
+    params : dict
+        Convention, reference, frame and the lattice fit's parameters.
     """
 
     strain: RealSpaceMap
@@ -65,6 +67,7 @@ class StrainMap:
     params: dict = field(default_factory=dict)
 
     def channel(self, name: str) -> np.ndarray:
+        """One channel of :data:`STRAIN_CHANNELS` as ``(scan_y, scan_x)``."""
         return self.strain.channel(name)
 
     def maps(self) -> list[RealSpaceMap]:
@@ -80,8 +83,28 @@ class StrainMap:
 
 
 def reference_mask(reference: Any, scan_shape: tuple[int, int]) -> np.ndarray | None:
-    """A boolean mask over the scan from ``None`` (all), a mask, or a rectangle
-    ``(row0, row1, col0, col1)`` (half-open, like slices)."""
+    """A boolean mask over the scan from ``None`` (all), a mask, or a rectangle.
+
+    Parameters
+    ----------
+    reference : None, bool ndarray ``(scan_y, scan_x)`` or (int, int, int, int)
+        The whole scan, a mask, or a rectangle ``(row0, row1, col0, col1)`` in scan pixels
+        (half-open, like slices).
+    scan_shape : (int, int)
+        ``(scan_y, scan_x)``.
+
+    Returns
+    -------
+    ndarray ``(scan_y, scan_x)`` bool or None
+        The mask; None for the whole scan.
+
+    Raises
+    ------
+    DataShapeError
+        When a mask does not match the scan, or ``reference`` is none of the above.
+    StrainError
+        When the rectangle holds no scan position.
+    """
     if reference is None:
         return None
     r = np.asarray(reference)
@@ -140,10 +163,34 @@ def strain_from_lattice(
     max_residual_px : float, optional
         Mask patterns whose lattice-fit residual is above this.
 
+    Returns
+    -------
+    StrainMap
+        ``e_xx, e_yy, e_xy`` (true strain, dimensionless) and ``theta_rad`` (radians) per
+        pattern ``(scan_y, scan_x, 4)``, NaN where masked, with the confidence and reasons.
+
     Raises
     ------
     StrainError
-        When the reference region has no valid lattice fit.
+        When the reference region has no valid lattice fit, or the reference vectors are
+        parallel.
+    DataShapeError
+        When ``reference`` is not a valid mask or rectangle.
+
+    Notes
+    -----
+    With ``G`` and ``G_ref`` the (x, y) matrices of columns g1, g2 (turned into the scan frame),
+    ``F = (G_ref G^-1)^T`` is the real-space deformation gradient; its right polar
+    decomposition gives ``theta = atan2(F_yx - F_xy, F_xx + F_yy)`` and ``I + e = R(-theta) F``,
+    symmetrised. ``e`` is the stretch minus one (see the module docstring for how this differs
+    from ``e / (1 + e)``). Vectorised over the scan, ``O(scan_y scan_x)``.
+
+    References
+    ----------
+    .. [1] T. C. Pekin et al., "Optimizing disk registration algorithms for nanobeam electron
+       diffraction strain mapping", Ultramicroscopy 176, 170-176 (2017).
+    .. [2] B. H. Savitzky et al., "py4DSTEM: A Software Package for Four-Dimensional Scanning
+       Transmission Electron Microscopy Data Analysis", Microsc. Microanal. 27, 712-743 (2021).
     """
     cal = fit.calibration
     rot = rotation_deg if rotation_deg is not None else (getattr(cal, "rotation_deg", None) or 0.0)

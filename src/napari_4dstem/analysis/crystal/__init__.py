@@ -1,5 +1,4 @@
-"""Crystals: CIF structures and kinematic diffraction, electron scattering factors, point-group symmetry,
-Bloch-wave intensities.
+"""Crystals: CIF structures, kinematic and Bloch-wave diffraction, scattering factors, symmetry.
 
 Modules: ``structure``, ``scattering``, ``symmetry``, ``bloch``. Their public names are re-exported here and imported
 on first use (PEP 562), so ``from napari_4dstem.analysis.crystal import X`` loads only the module that defines X.
@@ -7,8 +6,7 @@ on first use (PEP 562), so ``from napari_4dstem.analysis.crystal import X`` load
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..._lazy import lazy_exports
 
 # name -> the module that defines it (tests/analysis/test_layout.py checks this against each module's __all__)
 _EXPORTS = {
@@ -33,16 +31,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -39,9 +39,18 @@ _ELECTRON_REST_KEV = 510.99895
 class BlochPattern:
     """Beams of one orientation: row 0 is the direct beam ``000``.
 
-    ``hkl (n, 3)``, ``g_lab (n, 3)`` (1/A, lab frame: x = k_x, y = k_y, z = beam),
-    ``excitation_error (n,)`` (1/A), ``intensity (n_t, n)`` (fractions of the incident beam,
-    summing to 1 over all beams), ``thicknesses_A (n_t,)``.
+    Attributes
+    ----------
+    hkl : ndarray ``(n, 3)`` int
+        Miller indices of the beams.
+    g_lab : ndarray ``(n, 3)`` float
+        Reciprocal vectors in 1/A, lab frame: x = k_x, y = k_y, z = beam.
+    excitation_error : ndarray ``(n,)`` float
+        Excitation errors ``s_g`` in 1/A.
+    intensity : ndarray ``(n_t, n)`` float
+        Beam intensities as fractions of the incident beam, summing to 1 over all beams.
+    thicknesses_A : ndarray ``(n_t,)`` float
+        The thicknesses in Angstrom.
     """
 
     hkl: np.ndarray
@@ -85,13 +94,40 @@ def bloch_intensities(
 
     Parameters
     ----------
-    thicknesses_A : thickness or sequence of thicknesses (Angstrom); one eigendecomposition
-        serves them all.
-    k_max_inv_A : beams up to ``1.3 k_max`` in the plane are included (the outer ones feed
-        the inner ones by double diffraction); report only those within ``k_max``.
-    excitation_max_inv_A : beams within this distance of the Ewald sphere.
-    beams_hkl : explicit beams (``000`` is added first), e.g. two-beam conditions; all of
-        them are used, connected or not.
+    crystal : Crystal
+        The structure (:class:`~napari_4dstem.analysis.crystal.structure.Crystal`).
+    orientation : ndarray ``(3, 3)``
+        Rotation matrix from crystal Cartesian to lab coordinates.
+    energy_kev : float
+        Beam energy in keV.
+    thicknesses_A : float or sequence of float
+        Thickness or thicknesses in Angstrom; one eigendecomposition serves them all.
+    k_max_inv_A : float
+        Beams up to ``1.3 k_max`` in the plane are included (the outer ones feed the inner
+        ones by double diffraction); report only those within ``k_max``.
+    excitation_max_inv_A : float
+        Beams within this distance of the Ewald sphere, in 1/A (default 0.05).
+    beams_hkl : ndarray ``(n, 3)`` int, optional
+        Explicit beams (``000`` is added first), e.g. two-beam conditions; all of them are
+        used, connected or not.
+
+    Returns
+    -------
+    BlochPattern
+        The beams (direct beam first) with their intensities at every thickness.
+
+    Notes
+    -----
+    Builds the structure matrix ``A_gg = 2 K s_g``, ``A_gh = U_(g-h)`` with
+    ``U_g = gamma conj(F_g) / (pi V)`` (see the module docstring), keeps the beams connected
+    to ``000``, diagonalises the Hermitian ``A = C diag(w) C^H`` (``numpy.linalg.eigh``,
+    ``O(n^3)``) and evaluates ``psi(t) = C exp(i pi w t / K) C^H e_000`` for all ``t``.
+
+    References
+    ----------
+    .. [1] J. C. H. Spence and J. M. Zuo, *Electron Microdiffraction*, Plenum (1992), ch. 3.
+    .. [2] E. J. Kirkland, *Advanced Computing in Electron Microscopy*, 2nd ed., Springer
+       (2010).
     """
     U = np.asarray(orientation, float)
     t = np.atleast_1d(np.asarray(thicknesses_A, float))

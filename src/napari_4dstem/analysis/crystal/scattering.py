@@ -38,7 +38,24 @@ def _element(key: int | str):
 
 
 def element_number(symbol_or_z: int | str) -> int:
-    """Atomic number of an element symbol (``'Au'``) or number (79)."""
+    """Atomic number of an element symbol (``'Au'``) or number (79).
+
+    Parameters
+    ----------
+    symbol_or_z : int or str
+        An atomic number 1..98, or a symbol; charges and labels are stripped (``'Fe2+'``,
+        ``'Au1'``), case is ignored.
+
+    Returns
+    -------
+    int
+        The atomic number.
+
+    Raises
+    ------
+    Napari4DSTEMError
+        When the number is out of 1..98 or the symbol names no element.
+    """
     if isinstance(symbol_or_z, (int, np.integer)):
         z = int(symbol_or_z)
         if not 1 <= z <= 98:
@@ -56,12 +73,58 @@ def element_number(symbol_or_z: int | str) -> int:
 
 
 def element_symbol(z: int) -> str:
+    """Chemical symbol of an element.
+
+    Parameters
+    ----------
+    z : int
+        Atomic number.
+
+    Returns
+    -------
+    str
+        The symbol (``'Au'`` for 79), from gemmi.
+
+    Raises
+    ------
+    Napari4DSTEMError
+        When ``z`` names no element.
+    """
     return _element(int(z)).name
 
 
 @functools.lru_cache(maxsize=128)
 def peng_coefficients(z: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(a, b)``: the five Peng (1996) coefficients of element ``z`` (Angstrom, Angstrom^2)."""
+    """``(a, b)``: the five Peng (1996) coefficients of element ``z`` (Angstrom, Angstrom^2).
+
+    Parameters
+    ----------
+    z : int
+        Atomic number.
+
+    Returns
+    -------
+    a : ndarray ``(5,)`` float64, read-only
+        Amplitudes in Angstrom.
+    b : ndarray ``(5,)`` float64, read-only
+        Widths in Angstrom^2.
+
+    Raises
+    ------
+    Napari4DSTEMError
+        When ``z`` names no element or has no tabulated factor.
+
+    Notes
+    -----
+    Read from gemmi's copy of International Tables Vol. C, Table 4.3.2.2 (``Element.c4322``);
+    cached.
+
+    References
+    ----------
+    .. [1] L.-M. Peng, G. Ren, S. L. Dudarev and M. J. Whelan, "Robust parameterization of
+       elastic and absorptive electron atomic scattering factors", Acta Cryst. A52, 257-276
+       (1996).
+    """
     c = _element(int(z)).c4322
     a, b = np.array(c.a, float), np.array(c.b, float)
     if a.shape != (5,) or not np.any(a):
@@ -72,7 +135,36 @@ def peng_coefficients(z: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def scattering_factor(z: int, g_inv_A: np.ndarray) -> np.ndarray:
-    """Electron scattering factor ``f_e`` (Angstrom) of element ``z`` at ``|g|`` (1/A)."""
+    """Electron scattering factor ``f_e`` (Angstrom) of element ``z`` at ``|g|`` (1/A).
+
+    Parameters
+    ----------
+    z : int
+        Atomic number.
+    g_inv_A : array-like
+        Scattering vector lengths ``|g|`` in 1/Angstrom (valid up to 4 1/A).
+
+    Returns
+    -------
+    ndarray
+        ``f_e`` in Angstrom, the shape of ``g_inv_A``; non-relativistic, no Debye-Waller
+        factor.
+
+    Raises
+    ------
+    Napari4DSTEMError
+        When ``z`` names no element or has no tabulated factor.
+
+    Notes
+    -----
+    ``f_e(s) = sum_i a_i exp(-b_i s^2)`` with ``s = |g| / 2``, five Gaussians [1]_.
+
+    References
+    ----------
+    .. [1] L.-M. Peng, G. Ren, S. L. Dudarev and M. J. Whelan, "Robust parameterization of
+       elastic and absorptive electron atomic scattering factors", Acta Cryst. A52, 257-276
+       (1996).
+    """
     a, b = peng_coefficients(int(z))
     s2 = (0.5 * np.asarray(g_inv_A, float)) ** 2
     return np.exp(-s2[..., None] * b) @ a

@@ -57,7 +57,26 @@ class CrystalError(Napari4DSTEMError, ValueError):
 
 
 def lattice_from_parameters(a, b, c, alpha_deg, beta_deg, gamma_deg) -> np.ndarray:
-    """Lattice vectors as rows (Angstrom): ``a`` along x, ``b`` in the xy plane."""
+    """Lattice vectors as rows (Angstrom): ``a`` along x, ``b`` in the xy plane.
+
+    Parameters
+    ----------
+    a, b, c : float
+        Cell lengths in Angstrom.
+    alpha_deg, beta_deg, gamma_deg : float
+        Cell angles in degrees (alpha between b and c, beta between a and c, gamma between a
+        and b).
+
+    Returns
+    -------
+    ndarray ``(3, 3)`` float64
+        Rows a, b, c in crystal Cartesian coordinates, Angstrom.
+
+    Raises
+    ------
+    CrystalError
+        When a length is not positive or the angles make no cell.
+    """
     al, be, ga = np.radians([alpha_deg, beta_deg, gamma_deg])
     cx = c * math.cos(be)
     cy = c * (math.cos(al) - math.cos(be) * math.cos(ga)) / math.sin(ga)
@@ -74,7 +93,17 @@ def lattice_from_parameters(a, b, c, alpha_deg, beta_deg, gamma_deg) -> np.ndarr
 
 @dataclass(frozen=True, eq=False)
 class ReciprocalPoints:
-    """Reflections of a crystal: Miller indices, Cartesian ``g`` (1/A, crystal frame) and ``F``."""
+    """Reflections of a crystal: Miller indices, Cartesian ``g`` (1/A, crystal frame) and ``F``.
+
+    Attributes
+    ----------
+    hkl : ndarray ``(n, 3)`` int
+        Miller indices.
+    g : ndarray ``(n, 3)`` float
+        Reciprocal vectors in crystal Cartesian coordinates, 1/A (no 2 pi).
+    structure_factor : ndarray ``(n,)`` complex
+        Kinematic electron structure factors ``F`` in Angstrom.
+    """
 
     hkl: np.ndarray  # (n, 3) int
     g: np.ndarray  # (n, 3) float, crystal Cartesian, 1/A
@@ -82,6 +111,7 @@ class ReciprocalPoints:
 
     @property
     def g_norm(self) -> np.ndarray:
+        """``|g|`` (1/A), shape (n,)."""
         return np.linalg.norm(self.g, axis=1)
 
     @property
@@ -94,9 +124,16 @@ class ReciprocalPoints:
 class KinematicPattern:
     """Excited reflections of one orientation.
 
-    ``g_lab`` (n, 3) lab-frame vectors (1/A; ``g_lab[:, 0]`` along k_x, ``[:, 1]`` along k_y),
-    ``hkl`` (n, 3), ``intensity`` (n,) = ``|F|^2 S(s)`` (Angstrom^2) and
-    ``excitation_error`` (n,) in 1/A.
+    Attributes
+    ----------
+    g_lab : ndarray ``(n, 3)`` float
+        Lab-frame vectors in 1/A (``g_lab[:, 0]`` along k_x, ``[:, 1]`` along k_y).
+    hkl : ndarray ``(n, 3)`` int
+        Miller indices.
+    intensity : ndarray ``(n,)`` float
+        ``|F|^2 S(s)`` in Angstrom^2.
+    excitation_error : ndarray ``(n,)`` float
+        ``s_g`` in 1/A.
     """
 
     g_lab: np.ndarray
@@ -107,7 +144,20 @@ class KinematicPattern:
     def detector_px(
         self, *, origin_px: tuple[float, float], k_pixel_size_inv_A: float
     ) -> np.ndarray:
-        """Spot positions ``(k_y, k_x)`` in detector pixels, shape (n, 2)."""
+        """Spot positions ``(k_y, k_x)`` in detector pixels, shape (n, 2).
+
+        Parameters
+        ----------
+        origin_px : (float, float)
+            The direct beam ``(k_y, k_x)`` in detector pixels.
+        k_pixel_size_inv_A : float
+            Detector pixel size in 1/A.
+
+        Returns
+        -------
+        ndarray ``(n, 2)``
+            ``origin + (g_y, g_x) / k_pixel_size``.
+        """
         return np.asarray(origin_px, float) + self.g_lab[:, 1::-1] / k_pixel_size_inv_A
 
 
@@ -154,9 +204,11 @@ class Crystal:
     positions : array (n, 3)
         Fractional coordinates.
     occupancy : array (n,)
+        Site occupancies (default 1).
     b_iso : array (n,)
-        Isotropic Debye-Waller factors ``B = 8 pi^2 <u^2>`` in Angstrom^2.
+        Isotropic Debye-Waller factors ``B = 8 pi^2 <u^2>`` in Angstrom^2 (default 0).
     name : str
+        A name for messages and files.
     spacegroup : str
         Hermann-Mauguin symbol; found with spglib from the atoms when not given.
     """
@@ -171,6 +223,7 @@ class Crystal:
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
+        """Check the structure and store its arrays as float/int (defaults filled in)."""
         set_ = object.__setattr__
         lat = np.array(self.lattice, float)
         if lat.shape != (3, 3) or not np.all(np.isfinite(lat)) or abs(np.linalg.det(lat)) < 1e-6:
@@ -231,7 +284,30 @@ class Crystal:
         """From lattice parameters and atoms ``(element, (x, y, z)[, occupancy[, B]])``.
 
         With ``spacegroup`` (symbol or number) the atoms are the asymmetric unit and are
-        expanded with its operations; without it they are the whole unit cell.
+        expanded with its operations (gemmi); without it they are the whole unit cell.
+
+        Parameters
+        ----------
+        a, b, c : float
+            Cell lengths in Angstrom.
+        alpha_deg, beta_deg, gamma_deg : float
+            Cell angles in degrees (default 90).
+        atoms : iterable of (str or int, (float, float, float)[, float[, float]])
+            Element, fractional position, occupancy (default 1), ``B`` in Angstrom^2 (default 0).
+        spacegroup : str or int, optional
+            Space group of the asymmetric unit.
+        name : str
+            Name of the crystal.
+
+        Returns
+        -------
+        Crystal
+            The symmetry-expanded structure.
+
+        Raises
+        ------
+        CrystalError
+            On an empty atom list, a bad cell, an unknown element or space group.
         """
         lat = lattice_from_parameters(a, b, c, alpha_deg, beta_deg, gamma_deg)
         rows = [tuple(at) for at in atoms]
@@ -253,7 +329,25 @@ class Crystal:
 
     @classmethod
     def from_cif(cls, path: str | PathLike, *, name: str | None = None) -> Crystal:
-        """Read a small-molecule/inorganic CIF (cell, atom sites, symmetry operations) with gemmi."""
+        """Read a small-molecule/inorganic CIF (cell, atom sites, symmetry operations) with gemmi.
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The CIF file.
+        name : str, optional
+            Name of the crystal (default the CIF's block name).
+
+        Returns
+        -------
+        Crystal
+            The structure with every site of the unit cell.
+
+        Raises
+        ------
+        FileFormatError
+            When the file is not a readable CIF, or has no cell, atom sites or known elements.
+        """
         import gemmi
 
         p = str(path)
@@ -294,6 +388,7 @@ class Crystal:
 
     @property
     def volume_A3(self) -> float:
+        """Unit-cell volume in Angstrom^3."""
         return float(abs(np.linalg.det(self.lattice)))
 
     @property
@@ -318,6 +413,7 @@ class Crystal:
 
     @property
     def formula(self) -> str:
+        """Unit-cell content as a formula (``'Au4'``)."""
         zs, counts = np.unique(self.numbers, return_counts=True)
         return "".join(
             f"{element_symbol(z)}{c if c > 1 else ''}" for z, c in zip(zs, counts, strict=True)
@@ -352,6 +448,7 @@ class Crystal:
 
     @property
     def spacegroup_number(self) -> int:
+        """International space-group number, found by spglib."""
         return self._symmetry()["number"]
 
     @property
@@ -382,7 +479,24 @@ class Crystal:
 
     # -- diffraction ----------------------------------------------------------------------------
     def structure_factors(self, hkl: np.ndarray) -> np.ndarray:
-        """Kinematic electron structure factors ``F(hkl)`` (complex, Angstrom), shape (n,)."""
+        """Kinematic electron structure factors ``F(hkl)`` (complex, Angstrom), shape (n,).
+
+        Parameters
+        ----------
+        hkl : array-like ``(n, 3)``
+            Miller indices (integers or not).
+
+        Returns
+        -------
+        ndarray ``(n,)`` complex
+            ``F(g) = sum_j occ_j f_j(|g|) exp(-B_j |g|^2 / 4) exp(2 pi i hkl . x_j)``, Angstrom.
+
+        References
+        ----------
+        .. [1] L.-M. Peng, G. Ren, S. L. Dudarev and M. J. Whelan, "Robust parameterization of
+           elastic and absorptive electron atomic scattering factors", Acta Cryst. A52,
+           257-276 (1996).
+        """
         hkl = np.atleast_2d(np.asarray(hkl, float))
         gn = np.linalg.norm(hkl @ self.reciprocal, axis=1)
         F = np.zeros(len(hkl), complex)
@@ -397,8 +511,26 @@ class Crystal:
     def reciprocal_points(
         self, k_max_inv_A: float, *, min_relative_intensity: float = 1e-6
     ) -> ReciprocalPoints:
-        """All reflections with ``0 < |g| <= k_max`` (1/A) whose ``|F|^2`` is above
-        ``min_relative_intensity`` times the strongest (systematic absences dropped)."""
+        """All reflections with ``0 < |g| <= k_max`` (1/A) and non-negligible ``|F|^2``.
+
+        Parameters
+        ----------
+        k_max_inv_A : float
+            Largest ``|g|`` in 1/A.
+        min_relative_intensity : float
+            Reflections with ``|F|^2`` below this fraction of the strongest are dropped
+            (systematic absences; default 1e-6).
+
+        Returns
+        -------
+        ReciprocalPoints
+            The reflections (cached per arguments).
+
+        Raises
+        ------
+        ValueError
+            When ``k_max_inv_A`` is not positive.
+        """
         if not k_max_inv_A > 0:
             raise ValueError(f"k_max must be positive, got {k_max_inv_A}")
         key = ("refl", float(k_max_inv_A), float(min_relative_intensity))
@@ -433,6 +565,38 @@ class Crystal:
 
         Reflections within ``k_max_inv_A`` of the beam (in-plane) whose intensity
         ``|F|^2 S(s_g)`` exceeds ``min_relative_intensity`` times the strongest ``|F|^2``.
+
+        Parameters
+        ----------
+        orientation : ndarray ``(3, 3)``
+            Rotation from crystal Cartesian to lab coordinates.
+        energy_kev : float
+            Beam energy in keV (sets the Ewald sphere).
+        k_max_inv_A : float
+            In-plane radius in 1/A.
+        thickness_A : float or None
+            Sample thickness in Angstrom for the shape function (default 100).
+        excitation_width_inv_A : float, optional
+            Width ``w`` of the Gaussian shape function in 1/A (default ``1 / thickness``).
+        shape : {"gaussian", "sinc"}
+            Shape function ``S(s)`` (see the module docstring).
+        min_relative_intensity : float
+            Threshold relative to the strongest ``|F|^2`` (default 1e-4).
+
+        Returns
+        -------
+        KinematicPattern
+            The excited reflections in the lab frame.
+
+        Raises
+        ------
+        ValueError
+            When the shape function's parameters are invalid.
+
+        Notes
+        -----
+        ``s_g = -(g_z + lambda |g|^2 / 2)`` for the rotated ``g``, ``I = |F|^2 S(s_g)``; the
+        kinematic (single-scattering) model.
         """
         U = np.asarray(orientation, float)
         lam = electron_wavelength_A(energy_kev)
@@ -462,6 +626,7 @@ class Crystal:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Crystal:
+        """The Crystal that :meth:`to_dict` wrote."""
         return cls(
             np.asarray(d["crystal_lattice"]),
             np.asarray(d["crystal_numbers"]),
@@ -551,8 +716,24 @@ _ALIASES = {
 
 
 def bundled_crystal(name: str) -> Crystal:
-    """One of the bundled crystals: ``Au``, ``Cu``, ``Al`` (fcc), ``Si`` (diamond), ``Fe``
-    (bcc, alias ``Fe-bcc``), ``Ti`` (hcp, alias ``Ti-hcp``)."""
+    """One of the bundled crystals, built from its cell, sites and space group.
+
+    Parameters
+    ----------
+    name : str
+        ``Au``, ``Cu``, ``Al`` (fcc), ``Si`` (diamond), ``Fe`` (bcc, alias ``Fe-bcc``) or ``Ti``
+        (hcp, alias ``Ti-hcp``); case is ignored.
+
+    Returns
+    -------
+    Crystal
+        The symmetry-expanded structure.
+
+    Raises
+    ------
+    CrystalError
+        When the name is not bundled.
+    """
     key = _ALIASES.get(name.lower(), name[:1].upper() + name[1:].lower())
     if key not in BUNDLED_CRYSTALS:
         raise CrystalError(

@@ -64,6 +64,23 @@ class PointGroup:
     def from_matrices(
         cls, mats: np.ndarray, name: str = "", crystal_system: str = ""
     ) -> PointGroup:
+        """A point group from its Cartesian matrices (proper or improper).
+
+        Parameters
+        ----------
+        mats : ndarray ``(n, 3, 3)``
+            Symmetry operations in crystal Cartesian coordinates; improper ones are turned
+            proper by ``-R``.
+        name : str, optional
+            Hermann-Mauguin symbol (default ``"order-n"``).
+        crystal_system : str, optional
+            Default: guessed from the group's order and rotation angles.
+
+        Returns
+        -------
+        PointGroup
+            With read-only ``rotations`` and ``laue`` matrices.
+        """
         mats = np.asarray(mats, float).reshape(-1, 3, 3)
         dets = np.linalg.det(mats)
         proper = _unique_mats(np.where(dets[:, None, None] < 0, -mats, mats))
@@ -76,6 +93,7 @@ class PointGroup:
 
     @property
     def laue_name(self) -> str:
+        """Hermann-Mauguin symbol of the group's Laue class (``'m-3m'``, ``'6/mmm'``...)."""
         return {
             "cubic": "m-3m" if len(self.rotations) == 24 else "m-3",
             "hexagonal": "6/mmm" if len(self.rotations) == 12 else "6/m",
@@ -102,7 +120,18 @@ def _system_from_order(n: int, proper: np.ndarray) -> str:
 
 
 def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
-    """Rotation angle (degrees, 0..180) of rotation matrices ``(..., 3, 3)``."""
+    """Rotation angle (degrees, 0..180) of rotation matrices ``(..., 3, 3)``.
+
+    Parameters
+    ----------
+    R : ndarray ``(..., 3, 3)``
+        Rotation matrices.
+
+    Returns
+    -------
+    ndarray ``(...)``
+        ``arccos((trace R - 1) / 2)`` in degrees.
+    """
     tr = np.trace(np.asarray(R), axis1=-2, axis2=-1)
     return np.degrees(np.arccos(np.clip((tr - 1) / 2, -1, 1)))
 
@@ -112,8 +141,22 @@ def misorientation_deg(
 ) -> np.ndarray:
     """Symmetry-reduced misorientation angle (degrees) between orientations of one crystal.
 
-    ``U1``, ``U2`` are broadcastable stacks ``(..., 3, 3)`` (crystal -> lab); NaN matrices give
-    NaN. ``group`` is a :class:`PointGroup` or its proper rotations ``(n, 3, 3)``.
+    Parameters
+    ----------
+    U1, U2 : ndarray ``(..., 3, 3)``
+        Broadcastable stacks of orientations (crystal -> lab); NaN matrices give NaN.
+    group : PointGroup or ndarray ``(n, 3, 3)``
+        The point group, or its proper rotations.
+
+    Returns
+    -------
+    ndarray ``(...)``
+        ``min_R angle(U1^T U2 R)`` in degrees.
+
+    Notes
+    -----
+    ``trace(U1^T U2 R)`` for every ``R`` at once (one ``einsum``); the largest trace gives the
+    smallest angle.
     """
     rots = group.rotations if isinstance(group, PointGroup) else np.asarray(group)
     d = np.einsum("...ki,...kj->...ij", np.asarray(U1, float), np.asarray(U2, float))
@@ -123,7 +166,18 @@ def misorientation_deg(
 
 
 def sphere_points(step_deg: float) -> np.ndarray:
-    """Nearly uniform unit vectors on the sphere (Fibonacci lattice), about ``step_deg`` apart."""
+    """Nearly uniform unit vectors on the sphere (Fibonacci lattice), about ``step_deg`` apart.
+
+    Parameters
+    ----------
+    step_deg : float
+        Spacing in degrees.
+
+    Returns
+    -------
+    ndarray ``(n, 3)``
+        Unit vectors, ``n = max(ceil(4 pi / step^2), 12)``.
+    """
     step = np.radians(step_deg)
     n = max(int(np.ceil(4 * np.pi / step**2)), 12)
     i = np.arange(n) + 0.5
@@ -145,6 +199,20 @@ def fundamental_zone_axes(
     Points of a uniform sphere grid are kept when they lie in the Dirichlet cell of a generic
     point under the proper rotations (or the Laue group with ``use_laue``), widened by half a
     step so that directions near the cell boundary are still within a step of a kept point.
+
+    Parameters
+    ----------
+    step_deg : float
+        Sphere-grid spacing in degrees (:func:`sphere_points`).
+    group : PointGroup
+        The crystal's point group.
+    use_laue : bool
+        Reduce by the Laue group instead of the proper rotations (default False).
+
+    Returns
+    -------
+    ndarray ``(m, 3)``
+        Unit zone-axis directions in crystal Cartesian coordinates.
     """
     pts = sphere_points(step_deg)
     ops = group.laue if use_laue else group.rotations
@@ -158,7 +226,10 @@ def fundamental_zone_axes(
 
 
 def reduce_directions(v: np.ndarray, group: PointGroup, *, use_laue: bool = True) -> np.ndarray:
-    """Map directions ``(..., 3)`` into the Dirichlet cell of the generic point (symmetry-equivalent)."""
+    """Map directions ``(..., 3)`` into the Dirichlet cell of the generic point.
+
+    Each direction is replaced by its symmetry-equivalent closest to the generic point.
+    """
     ops = group.laue if use_laue else group.rotations
     eq = np.einsum("gij,...j->...gi", ops, v)
     best = np.argmax(eq @ _GENERIC, axis=-1)

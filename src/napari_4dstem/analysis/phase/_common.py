@@ -1,5 +1,8 @@
-"""Pieces the phase-retrieval methods share: the detector geometry of a DataCube, the
-bright-field pixel stack streamed over scan chunks, and image-registration helpers."""
+"""Pieces the phase-retrieval methods share.
+
+The detector geometry of a DataCube, the bright-field pixel stack streamed over scan chunks,
+and image-registration helpers.
+"""
 
 from __future__ import annotations
 
@@ -150,8 +153,10 @@ def remove_offset_and_ramp(phase: np.ndarray, mask: np.ndarray | None = None) ->
 def phase_correlation_with_truth(
     phase: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None
 ) -> tuple[float, float]:
-    """Pearson correlation and RMS error (rad) of two phase maps after removing offset and
-    ramp from both (the reconstructions' undetermined terms), over ``mask``."""
+    """Pearson correlation and RMS error (rad) of two phase maps, over ``mask``.
+
+    Offset and ramp (the reconstructions' undetermined terms) are removed from both first.
+    """
     p = remove_offset_and_ramp(phase, mask)
     t = remove_offset_and_ramp(truth, mask)
     sel = np.ones(p.shape, bool) if mask is None else np.asarray(mask, bool)
@@ -191,8 +196,10 @@ def fourier_ring_correlation(
 
 
 def frc_resolution_A(freq_inv_A: np.ndarray, frc: np.ndarray, threshold: float = 0.5) -> float:
-    """Resolution (A) where the FRC first drops below ``threshold`` (inf if at the first ring,
-    the Nyquist period if never)."""
+    """Resolution (A) where the FRC first drops below ``threshold``.
+
+    Inf if it does at the first ring, the Nyquist period if never.
+    """
     below = np.nonzero(frc < threshold)[0]
     if len(below) == 0:
         return float(1.0 / freq_inv_A[-1])

@@ -42,6 +42,33 @@ def random_atoms_phase(
 
     Random (not periodic) so that image alignment has one answer; the peak phase of one atom is
     ``phase_per_atom_rad``. Periodic boundaries (the map tiles without seams).
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Map shape in pixels.
+    pixel_A : float
+        Pixel size in Angstrom.
+    density_per_A2 : float
+        Atoms per Angstrom^2 (default 0.08).
+    sigma_A : float
+        Gaussian width of an atom in Angstrom (default 0.45).
+    phase_per_atom_rad : float
+        Peak phase of the map, radians (default 0.25).
+    min_distance_A : float
+        Smallest distance between atoms (periodic), Angstrom (default 1.2).
+    seed : int
+        Random seed.
+
+    Returns
+    -------
+    ndarray ``shape`` float64
+        The phase map in radians, maximum ``phase_per_atom_rad``.
+
+    Notes
+    -----
+    Positions by random sequential addition with the minimum distance; the Gaussians are summed
+    exactly in Fourier space (``exp(-2 pi^2 s^2 |f|^2)`` times one phase ramp per atom).
     """
     rng = np.random.default_rng(seed)
     ny, nx = shape
@@ -81,7 +108,24 @@ def probe_positions_px(
     rotation_deg: float = 0.0,
     flip: bool = False,
 ) -> np.ndarray:
-    """Probe centres ``(n, 2)`` (y, x) in object pixels, detector axes, raster order, from 0."""
+    """Probe centres ``(n, 2)`` (y, x) in object pixels, detector axes, raster order, from 0.
+
+    Parameters
+    ----------
+    scan_shape : (int, int)
+        ``(scan_y, scan_x)``.
+    step_A : (float, float)
+        Scan step ``(y, x)`` in Angstrom.
+    pixel_A : float
+        Object pixel size in Angstrom.
+    rotation_deg, flip : optional
+        Detector axes in scan axes (:func:`~.probe.scan_to_detector`).
+
+    Returns
+    -------
+    ndarray ``(scan_y * scan_x, 2)`` float64
+        Positions in object pixels, shifted so the smallest coordinate is 0.
+    """
     iy, ix = np.meshgrid(np.arange(scan_shape[0]), np.arange(scan_shape[1]), indexing="ij")
     uy, ux = iy.ravel() * step_A[0], ix.ravel() * step_A[1]
     vy, vx = scan_to_detector(uy, ux, rotation_deg=rotation_deg, flip=flip)
@@ -107,6 +151,40 @@ def simulate_patterns(
     ``positions_px`` are probe centres ``(y, x)`` in pixels of ``obj``; every window
     ``[floor(p) - n // 2, + n)`` must lie inside ``obj``. FFTs are orthonormal, so a vacuum
     pattern sums to ``sum |psi|^2``.
+
+    Parameters
+    ----------
+    obj : ndarray ``(H, W)`` or ``(n_slices, H, W)`` complex
+        Transmission function(s).
+    psi : ndarray ``(n_y, n_x)`` complex
+        The probe in real space.
+    positions_px : ndarray ``(n_pos, 2)``
+        Probe centres ``(y, x)`` in object pixels.
+    batch : int
+        Positions per vectorised batch (default 256).
+    propagator : ndarray ``(n_y, n_x)`` complex, optional
+        Fresnel propagator between slices; needed for more than one slice.
+
+    Returns
+    -------
+    ndarray ``(n_pos, n_y, n_x)`` float64
+        Intensities, unscattered beam at ``(n_y // 2, n_x // 2)``.
+
+    Raises
+    ------
+    ValueError
+        When a multislice object has no propagator, or a probe window leaves the object.
+
+    Notes
+    -----
+    The sub-pixel part of each position is a Fourier phase ramp on the probe; the wave is
+    ``psi(r - R) O_1``, then ``F^-1[F[wave] P] O_s`` per further slice, and the pattern
+    ``|F[wave]|^2``. ``O(n_pos n_slices n_y n_x log(n_y n_x))``.
+
+    References
+    ----------
+    .. [1] E. J. Kirkland, *Advanced Computing in Electron Microscopy*, 2nd ed., Springer
+       (2010).
     """
     obj = np.asarray(obj)
     slices = obj if obj.ndim == 3 else obj[None]
@@ -141,7 +219,29 @@ def simulate_patterns(
 def fresnel_propagator(
     shape: tuple[int, int], *, pixel_A: float, wavelength_A: float, dz_A: float
 ) -> np.ndarray:
-    """Fresnel propagator ``exp(-i pi lambda dz |k|^2)`` over ``dz_A`` (numpy FFT order)."""
+    """Fresnel propagator ``exp(-i pi lambda dz |k|^2)`` over ``dz_A`` (numpy FFT order).
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Grid shape in pixels.
+    pixel_A : float
+        Pixel size in Angstrom.
+    wavelength_A : float
+        Electron wavelength in Angstrom.
+    dz_A : float
+        Propagation distance in Angstrom.
+
+    Returns
+    -------
+    ndarray ``shape`` complex128
+        The propagator in numpy FFT order (zero frequency at ``[0, 0]``).
+
+    References
+    ----------
+    .. [1] E. J. Kirkland, *Advanced Computing in Electron Microscopy*, 2nd ed., Springer
+       (2010).
+    """
     ky = np.fft.fftfreq(shape[0], pixel_A)[:, None]
     kx = np.fft.fftfreq(shape[1], pixel_A)[None, :]
     return np.exp(-1j * math.pi * wavelength_A * dz_A * (ky**2 + kx**2))
@@ -151,9 +251,22 @@ def fresnel_propagator(
 class SimulatedPhaseData:
     """A simulated 4D-STEM dataset with its truth.
 
-    ``object`` is the complex transmission function (detector axes, pixel ``pixel_A``);
-    ``positions_px`` the probe centres in its pixels (raster order over the scan);
-    ``phase_at_scan`` the object phase (rad) at the probe centres, ``(scan_y, scan_x)``.
+    Attributes
+    ----------
+    datacube : DataCube ``(scan_y, scan_x, k_y, k_x)``
+        The patterns, float32, fully calibrated.
+    object : ndarray complex
+        The transmission function (detector axes, pixel ``pixel_A``).
+    positions_px : ndarray ``(n, 2)``
+        The true probe centres in object pixels (raster order over the scan).
+    pixel_A : float
+        Object pixel size in Angstrom.
+    probe : ProbeModel
+        The probe used.
+    phase_at_scan : ndarray ``(scan_y, scan_x)``
+        The object phase (rad) at the probe centres.
+    params : dict
+        The simulation's arguments.
     """
 
     datacube: DataCube
@@ -191,6 +304,48 @@ def simulate_phase_dataset(
     the true probe positions randomly (normal, in object pixels) from the nominal raster
     (to test position correction). The calibration is complete (energy, convergence, pixel
     sizes, origin at the centre, rotation).
+
+    Parameters
+    ----------
+    scan_shape : (int, int)
+        ``(scan_y, scan_x)`` (default 32 x 32).
+    detector_px : int
+        Detector side in pixels (default 64).
+    energy_kev, convergence_mrad : float
+        Beam energy (keV) and convergence semi-angle (mrad).
+    bf_radius_px : float
+        Bright-field disk radius in detector pixels (sets the detector pixel size).
+    step_A : float
+        Scan step in Angstrom.
+    defocus_A, astig_A, astig_angle_deg : float
+        Probe aberrations (:class:`~.probe.ProbeModel`).
+    rotation_deg : float
+        Detector rotation relative to the scan, degrees.
+    phase : ndarray, optional
+        The object's phase map (rad), at least the object's shape; default random atoms.
+    phase_per_atom_rad : float
+        Peak phase of the random atoms.
+    dose_e_per_A2 : float, optional
+        Poisson noise at this dose (electrons per Angstrom^2); default noise-free.
+    position_jitter_px : float
+        Standard deviation of the random position errors, object pixels.
+    seed : int
+        Random seed.
+
+    Returns
+    -------
+    SimulatedPhaseData
+        The calibrated datacube and its truth.
+
+    Raises
+    ------
+    ValueError
+        When ``phase`` is smaller than the object.
+
+    Notes
+    -----
+    Single-slice model ``I(R, k) = |F[psi(r - R) O(r)](k)|^2`` with ``O = exp(i phase)``
+    (:func:`simulate_patterns`).
     """
     rng = np.random.default_rng(seed)
     probe = ProbeModel(energy_kev, convergence_mrad, defocus_A=defocus_A, astig_A=astig_A,

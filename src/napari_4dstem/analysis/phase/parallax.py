@@ -53,6 +53,8 @@ class ParallaxResult:
         (add it to the calibration's rotation).
     fit_rms_A : float
         RMS residual of the linear shift model, Angstrom.
+    params : dict
+        The parameters of the run.
     """
 
     image: RealSpaceMap
@@ -99,8 +101,10 @@ def _decompose(m: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def _splat(images: np.ndarray, shifts: np.ndarray, upsample: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sum images ``(n, h, w)`` placed at ``r - shift`` on a grid ``upsample`` times finer
-    (bilinear weights, periodic); returns (weighted sum, weights)."""
+    """Sum images ``(n, h, w)`` placed at ``r - shift`` on a grid ``upsample`` times finer.
+
+    Bilinear weights, periodic; returns (weighted sum, weights).
+    """
     _, h, w = images.shape
     hu, wu = h * upsample, w * upsample
     yy, xx = np.mgrid[0:h, 0:w].astype(float)
@@ -119,8 +123,11 @@ def _splat(images: np.ndarray, shifts: np.ndarray, upsample: int) -> tuple[np.nd
 
 
 def _two_sided_mask(geo: Geometry, probe: ProbeModel, ky: np.ndarray, kx: np.ndarray) -> np.ndarray:
-    """(n_pixels, scan_y, scan_x) bool: scan frequencies Q (fft order) with both ``k - Q`` and
-    ``k + Q`` inside the aperture, for each BF pixel ``k`` (detector axes)."""
+    """Scan frequencies Q with both side bands, ``(n_pixels, scan_y, scan_x)`` bool.
+
+    True where both ``k - Q`` and ``k + Q`` lie inside the aperture, for each BF pixel ``k``
+    (detector axes); Q in fft order.
+    """
     ny, nx = geo.scan_shape
     qy_s = np.fft.fftfreq(ny, geo.step_A[0])[:, None]
     qx_s = np.fft.fftfreq(nx, geo.step_A[1])[None, :]
@@ -136,11 +143,13 @@ def _two_sided_mask(geo: Geometry, probe: ProbeModel, ky: np.ndarray, kx: np.nda
 
 def _refine_aberrations(imgs, geo: Geometry, probe: ProbeModel, k, defocus, astig, angle,
                         rotation_deg: float, max_q: int = 500, max_pixels: int = 200):
-    """Defocus and astigmatism that best explain the BF pixels' spectra by the weak-phase
-    model ``G(k, Q) = i Phi(Q) Gamma(k, Q)`` (:mod:`.ssb`): maximise the energy of ``G``
-    captured by the least-squares ``Phi`` over (up to ``max_q``) frequencies, Nelder-Mead
-    from the shift fit. ``chi`` is quadratic in the fitted terms, so the phase differences
-    are linear combinations of precomputed products (Cs, if any, is kept fixed)."""
+    """Defocus and astigmatism that best explain the BF pixels' spectra.
+
+    The weak-phase model ``G(k, Q) = i Phi(Q) Gamma(k, Q)`` (:mod:`.ssb`): maximise the energy
+    of ``G`` captured by the least-squares ``Phi`` over (up to ``max_q``) frequencies,
+    Nelder-Mead from the shift fit. ``chi`` is quadratic in the fitted terms, so the phase
+    differences are linear combinations of precomputed products (Cs, if any, is kept fixed).
+    """
     from scipy.optimize import minimize
 
     from .probe import aberration_chi, aperture
@@ -236,6 +245,43 @@ def iter_parallax(
         Refine defocus and astigmatism from the shift fit by fitting the weak-phase transfer
         model of :mod:`.ssb` to the BF pixels' spectra (removes the bias of the shift model at
         small defocus; the shift field still gives the rotation and the corrected image).
+    calibration : Calibration, optional
+        Overrides the datacube's calibration.
+    scan_chunk : (int, int), optional
+        Scan block read at a time.
+
+    Yields
+    ------
+    Progress
+        Reading the bright-field pixels, each alignment round, the corrected image.
+
+    Returns
+    -------
+    ParallaxResult
+        The generator's return value: the image (``upsample`` x the scan grid, scan axes), the
+        shifts (scan pixels) and the fitted aberrations (Angstrom, degrees).
+
+    Raises
+    ------
+    DataShapeError
+        When the scan is smaller than 4 x 4.
+    CalibrationError
+        When the scan step, detector pixel size, energy or convergence angle is not calibrated.
+
+    Notes
+    -----
+    Each bright-field pixel's image (streamed over scan chunks, normalised to zero mean) is
+    registered by cross-correlation against a reference re-made from the aligned images
+    (``iterations`` rounds); the shifts, turned into detector axes in Angstrom, are fitted by
+    ``d = lambda M k + c`` (least squares), and ``M = R(theta) S`` gives defocus, astigmatism
+    and the residual rotation. The images are shifted back and summed with bilinear weights on a
+    grid ``upsample`` times finer (the tilt-corrected bright-field image). ``O(n_bf N_R log N_R)``
+    per round.
+
+    References
+    ----------
+    .. [1] E. J. Kirkland, *Advanced Computing in Electron Microscopy*, 2nd ed., Springer
+       (2010), ch. 3 (aberrations).
     """
     cal = calibration or datacube.calibration
     geo = Geometry.of(datacube, cal)
@@ -313,5 +359,29 @@ def iter_parallax(
 
 
 def parallax(datacube, *, progress=None, **kwargs) -> ParallaxResult:
-    """Eager twin of :func:`iter_parallax`."""
+    """Eager twin of :func:`iter_parallax`: tilt-corrected bright-field image and aberrations.
+
+    Parameters
+    ----------
+    datacube : DataCube ``(scan_y, scan_x, k_y, k_x)``
+        Calibrated 4D-STEM data.
+    progress : callable, optional
+        Called with each :class:`~napari_4dstem.engine.jobs.Progress`.
+    **kwargs
+        The keyword arguments of :func:`iter_parallax`.
+
+    Returns
+    -------
+    ParallaxResult
+        As :func:`iter_parallax`.
+
+    Raises
+    ------
+    DataShapeError, CalibrationError
+        As :func:`iter_parallax`.
+
+    Notes
+    -----
+    See :func:`iter_parallax`.
+    """
     return run_job(iter_parallax(datacube, **kwargs), progress)

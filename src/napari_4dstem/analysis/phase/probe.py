@@ -58,6 +58,11 @@ class ProbeModel:
         Angle of the astigmatism axis from ``+k_x`` towards ``+k_y``, in degrees.
     cs_mm : float
         Spherical aberration in mm.
+
+    Raises
+    ------
+    CalibrationError
+        When the energy or the convergence angle is not positive.
     """
 
     energy_kev: float
@@ -68,6 +73,7 @@ class ProbeModel:
     cs_mm: float = 0.0
 
     def __post_init__(self):
+        """Refuse a non-positive energy or convergence angle."""
         if not self.energy_kev > 0:
             raise CalibrationError(f"beam energy must be positive, got {self.energy_kev} keV")
         if not self.convergence_mrad > 0:
@@ -77,6 +83,7 @@ class ProbeModel:
 
     @property
     def wavelength_A(self) -> float:
+        """Relativistic electron wavelength in Angstrom."""
         return electron_wavelength_A(self.energy_kev)
 
     @property
@@ -85,11 +92,30 @@ class ProbeModel:
         return self.convergence_mrad * 1e-3 / self.wavelength_A
 
     def to_dict(self) -> dict:
+        """The settings as a plain dict (for result parameters)."""
         return asdict(self)
 
     @classmethod
     def from_calibration(cls, calibration: Calibration, **aberrations) -> ProbeModel:
-        """The probe of a calibrated dataset (energy and convergence angle) plus aberrations."""
+        """The probe of a calibrated dataset (energy and convergence angle) plus aberrations.
+
+        Parameters
+        ----------
+        calibration : Calibration
+            Needs ``beam_energy_kev`` and ``convergence_semiangle_mrad``.
+        **aberrations
+            ``defocus_A``, ``astig_A``, ``astig_angle_deg``, ``cs_mm``.
+
+        Returns
+        -------
+        ProbeModel
+            The probe.
+
+        Raises
+        ------
+        CalibrationError
+            When the energy or the convergence angle is not calibrated.
+        """
         if calibration.beam_energy_kev is None or calibration.convergence_semiangle_mrad is None:
             raise CalibrationError(
                 "phase retrieval needs the beam energy and the convergence semi-angle in the "
@@ -123,6 +149,20 @@ def scan_to_detector(
     """Vectors in scan axes ``(u_y, u_x)`` expressed in detector axes ``(v_y, v_x)``.
 
     The inverse of :func:`napari_4dstem.analysis.virtual.dpc.rotate_to_scan`.
+
+    Parameters
+    ----------
+    u_y, u_x : ndarray
+        Components along scan_y and scan_x (any units, broadcastable).
+    rotation_deg : float
+        Detector rotation relative to the scan, degrees (the calibration's).
+    flip : bool
+        Whether the detector's x axis is flipped (the calibration's).
+
+    Returns
+    -------
+    v_y, v_x : ndarray
+        Components along k_y and k_x, same units.
     """
     t = math.radians(rotation_deg)
     c, s = math.cos(t), math.sin(t)
@@ -132,7 +172,20 @@ def scan_to_detector(
 
 
 def detector_k_grid(shape: tuple[int, int], k_pixel_inv_A: float) -> tuple[np.ndarray, np.ndarray]:
-    """Frequencies ``(k_y, k_x)`` in 1/A of each detector pixel, unscattered beam at ``n // 2``."""
+    """Frequencies ``(k_y, k_x)`` in 1/A of each detector pixel, unscattered beam at ``n // 2``.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Detector shape ``(k_y, k_x)`` in pixels.
+    k_pixel_inv_A : float
+        Detector pixel size in 1/A.
+
+    Returns
+    -------
+    k_y, k_x : ndarray ``shape`` float64
+        The frequency of every pixel, ``(i - n // 2) * k_pixel_inv_A``.
+    """
     ny, nx = shape
     ky = (np.arange(ny) - ny // 2) * k_pixel_inv_A
     kx = (np.arange(nx) - nx // 2) * k_pixel_inv_A
@@ -140,7 +193,26 @@ def detector_k_grid(shape: tuple[int, int], k_pixel_inv_A: float) -> tuple[np.nd
 
 
 def aberration_chi(k_y, k_x, probe: ProbeModel) -> np.ndarray:
-    """The aberration function ``chi(k)`` in radians (module docstring) at frequencies in 1/A."""
+    """The aberration function ``chi(k)`` in radians (module docstring) at frequencies in 1/A.
+
+    Parameters
+    ----------
+    k_y, k_x : array-like
+        Spatial frequencies in 1/A (broadcastable).
+    probe : ProbeModel
+        Energy and aberrations.
+
+    Returns
+    -------
+    ndarray
+        ``chi = pi lambda |k|^2 (-defocus + astig cos 2(phi - astig_angle))
+        + (pi / 2) Cs lambda^3 |k|^4`` in radians.
+
+    References
+    ----------
+    .. [1] E. J. Kirkland, *Advanced Computing in Electron Microscopy*, 2nd ed., Springer
+       (2010).
+    """
     lam = probe.wavelength_A
     k2 = np.asarray(k_y) ** 2 + np.asarray(k_x) ** 2
     phi = np.arctan2(k_y, k_x)
@@ -163,7 +235,22 @@ def aperture(k_y, k_x, probe: ProbeModel, *, edge_inv_A: float = 0.0) -> np.ndar
 def probe_fourier(
     k_y, k_x, probe: ProbeModel, *, edge_inv_A: float = 0.0
 ) -> np.ndarray:
-    """``P(k) = A(k) exp(-i chi(k))`` at any frequencies (complex128)."""
+    """``P(k) = A(k) exp(-i chi(k))`` at any frequencies (complex128).
+
+    Parameters
+    ----------
+    k_y, k_x : array-like
+        Spatial frequencies in 1/A (broadcastable).
+    probe : ProbeModel
+        Energy, convergence angle and aberrations.
+    edge_inv_A : float
+        Width of the aperture's linear edge in 1/A (0: a hard edge).
+
+    Returns
+    -------
+    ndarray complex128
+        The probe's Fourier amplitude, unnormalised (1 inside the aperture).
+    """
     return aperture(k_y, k_x, probe, edge_inv_A=edge_inv_A) * np.exp(-1j * aberration_chi(k_y, k_x, probe))
 
 
@@ -174,6 +261,22 @@ def probe_real(
 
     The window's pixel is ``1 / (n * k_pixel_inv_A)`` Angstrom (the detector's reciprocal).
     Normalised so that ``sum |psi|^2 = 1``.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Window (detector) shape in pixels.
+    k_pixel_inv_A : float
+        Detector pixel size in 1/A.
+    probe : ProbeModel
+        The probe settings.
+    edge_px : float
+        Soft aperture edge in detector pixels (default 1).
+
+    Returns
+    -------
+    ndarray ``shape`` complex128
+        ``psi = F^-1[P]``, centred at ``(n_y // 2, n_x // 2)``.
     """
     ky, kx = detector_k_grid(shape, k_pixel_inv_A)
     pk = probe_fourier(ky, kx, probe, edge_inv_A=edge_px * k_pixel_inv_A)

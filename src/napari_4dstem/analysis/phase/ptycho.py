@@ -1,5 +1,6 @@
-"""Iterative ptychography in PyTorch: single slice, mixed-state probe, position correction and
-multislice, one code path on the CPU and on CUDA.
+"""Iterative ptychography in PyTorch: single slice, mixed-state probe, position correction.
+
+Also multislice; one code path on the CPU and on CUDA.
 
 The forward model is the one of :mod:`.forward` (conventions in :mod:`.probe`), generalised:
 
@@ -64,6 +65,8 @@ class PtychoParams:
         Mixed-state probe modes (1 = a pure probe).
     position_correction : bool
         Refine the probe positions from iteration ``position_start`` on.
+    position_start : int
+        First iteration that refines the positions.
     position_step_px : float
         Largest position change per update, object pixels.
     slices : int
@@ -80,6 +83,12 @@ class PtychoParams:
         torch CPU threads while the job runs (restored afterwards); None leaves torch's setting.
         On a machine shared with other busy processes 1 thread can be many times faster than
         several (OpenMP threads waiting on each other), see ``docs/phase.md``.
+
+    Raises
+    ------
+    ValueError
+        On negative iterations, an empty batch, no probe mode or slice, or multislice without a
+        positive slice thickness.
     """
 
     iterations: int = 20
@@ -100,6 +109,7 @@ class PtychoParams:
     threads: int | None = None
 
     def __post_init__(self):
+        """Refuse settings that cannot run."""
         if self.iterations < 0 or self.batch_size < 1 or self.probe_modes < 1 or self.slices < 1:
             raise ValueError(f"invalid ptychography settings: {self}")
         if self.slices > 1 and not self.slice_thickness_A > 0:
@@ -108,9 +118,19 @@ class PtychoParams:
 
 @dataclass(frozen=True)
 class PtychoProgress(Progress):
-    """A progress step that may carry a snapshot: the object phase (summed over slices, rad,
-    cropped to the scanned region), the probe intensity (summed over modes) and the error of
-    every finished iteration."""
+    """A progress step that may carry a snapshot of the reconstruction.
+
+    Attributes
+    ----------
+    done, total, message, partial
+        As :class:`~napari_4dstem.engine.jobs.Progress`.
+    object_phase : ndarray ``(H, W)`` or None
+        The object phase in rad, summed over slices, cropped to the scanned region.
+    probe_intensity : ndarray ``(N_y, N_x)`` or None
+        The probe intensity, summed over modes.
+    errors : tuple of float
+        The normalised amplitude misfit of every finished iteration.
+    """
 
     object_phase: np.ndarray | None = None
     probe_intensity: np.ndarray | None = None
@@ -131,8 +151,12 @@ class PtychoResult:
         Probe centres (y, x) in object pixels, raster order over the scan (refined if asked).
     errors : ndarray (iterations,)
         Normalised amplitude misfit ``sum (|Psi| - sqrt(I))^2 / sum I`` of each iteration.
+    pixel_A : (float, float)
+        Object pixel size ``(y, x)`` in Angstrom.
     region : (y0, y1, x0, x1)
         The scanned part of the object (the positions' bounding box).
+    params : dict
+        The settings of the run.
     """
 
     object: np.ndarray
@@ -144,7 +168,18 @@ class PtychoResult:
     params: dict = field(default_factory=dict)
 
     def object_phase(self, *, crop: bool = True) -> np.ndarray:
-        """Phase (rad) of the object, summed over slices, cropped to the scanned region."""
+        """Phase (rad) of the object, summed over slices, cropped to the scanned region.
+
+        Parameters
+        ----------
+        crop : bool
+            Crop to the scanned region (default True).
+
+        Returns
+        -------
+        ndarray float
+            ``angle(prod_s O_s)`` in radians.
+        """
         ph = np.angle(np.prod(self.object, axis=0)) if len(self.object) > 1 else np.angle(self.object[0])
         if crop:
             y0, y1, x0, x1 = self.region
@@ -167,8 +202,11 @@ _RUN_ONLY = ("iterations", "device", "snapshot_every", "threads")
 
 
 def _patch_function():
-    """A torch autograd function: object patches ``flat[index]`` whose backward accumulates
-    with ``index_add_`` (about 10x faster on the CPU than the backward of advanced indexing)."""
+    """A torch autograd function: object patches ``flat[index]``.
+
+    Its backward accumulates with ``index_add_`` (about 10x faster on the CPU than the backward
+    of advanced indexing).
+    """
     import torch
 
     class Patches(torch.autograd.Function):
@@ -265,13 +303,61 @@ def iter_ptychography(
         calibration, in focus.
     initial_probe : ndarray (N_y, N_x) or (modes, N_y, N_x), optional
         A starting probe in real space instead of the model.
+    calibration : Calibration, optional
+        Overrides the datacube's calibration.
+    pad_px : int
+        Object pixels added around the scanned region (default 4).
     checkpoint : path, optional
         An ``.npz`` file written every ``checkpoint_every`` iterations (atomically) and at the
         end; with ``resume`` an existing one is continued if it was made with the same data
         shape and settings.
+    checkpoint_every : int
+        Iterations between checkpoints (default 5).
+    resume : bool
+        Continue from an existing checkpoint (default True).
+    scan_chunk : (int, int), optional
+        Scan block read at a time while the patterns are loaded.
 
-    Yields :class:`PtychoProgress` (a snapshot every ``params.snapshot_every`` iterations);
-    returns a :class:`PtychoResult`.
+    Yields
+    ------
+    PtychoProgress
+        Reading, then every batch; a snapshot every ``params.snapshot_every`` iterations.
+
+    Returns
+    -------
+    PtychoResult
+        The generator's return value: object slices, probe modes, refined positions, errors.
+
+    Raises
+    ------
+    Napari4DSTEMError
+        When torch is missing, CUDA is asked for but absent, the patterns are empty, or a
+        checkpoint was made with other data or settings.
+    CalibrationError
+        When the calibration is incomplete, or ``initial_probe`` has the wrong shape, or the
+        model probe is asked for on a non-square detector.
+
+    Notes
+    -----
+    Amplitude-misfit gradient descent by torch autograd (see the module docstring): per
+    mini-batch, probe modes shifted to the positions by Fourier ramps, multiplied through the
+    slices with Fresnel propagation between them, FFT, loss ``sum (|Psi| - sqrt(I))^2``; ePIE
+    updates normalised as in rPIE, orthogonalised probe modes, optional position gradients.
+    Each iteration costs ``O(N_R modes slices N log N)`` for ``N`` detector pixels.
+
+    References
+    ----------
+    .. [1] A. M. Maiden and J. M. Rodenburg, "An improved ptychographical phase retrieval
+       algorithm for diffractive imaging", Ultramicroscopy 109, 1256-1262 (2009).
+    .. [2] A. Maiden, D. Johnson and P. Li, "Further improvements to the ptychographical
+       iterative engine", Optica 4, 736-745 (2017).
+    .. [3] P. Thibault and M. Guizar-Sicairos, "Maximum-likelihood refinement for coherent
+       diffractive imaging", New J. Phys. 14, 063004 (2012).
+    .. [4] P. Thibault and A. Menzel, "Reconstructing state mixtures from diffraction
+       measurements", Nature 494, 68-71 (2013).
+    .. [5] A. M. Maiden, M. J. Humphry and J. M. Rodenburg, "Ptychographic transmission
+       microscopy in three dimensions using a multi-slice approach", J. Opt. Soc. Am. A 29,
+       1606-1614 (2012).
     """
     try:
         import torch
@@ -470,5 +556,34 @@ def _reconstruct(torch, datacube, params, probe, calibration, initial_probe, pad
 
 
 def ptychography(datacube, *, progress=None, **kwargs) -> PtychoResult:
-    """Eager twin of :func:`iter_ptychography`."""
+    """Eager twin of :func:`iter_ptychography`: an iterative ptychographic reconstruction.
+
+    Parameters
+    ----------
+    datacube : DataCube ``(scan_y, scan_x, k_y, k_x)``
+        Calibrated 4D-STEM data.
+    progress : callable, optional
+        Called with each :class:`PtychoProgress`.
+    **kwargs
+        The keyword arguments of :func:`iter_ptychography`.
+
+    Returns
+    -------
+    PtychoResult
+        As :func:`iter_ptychography`.
+
+    Raises
+    ------
+    Napari4DSTEMError, CalibrationError
+        As :func:`iter_ptychography`.
+
+    Notes
+    -----
+    See :func:`iter_ptychography`.
+
+    References
+    ----------
+    .. [1] A. M. Maiden and J. M. Rodenburg, "An improved ptychographical phase retrieval
+       algorithm for diffractive imaging", Ultramicroscopy 109, 1256-1262 (2009).
+    """
     return run_job(iter_ptychography(datacube, **kwargs), progress)

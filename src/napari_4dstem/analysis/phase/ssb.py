@@ -58,8 +58,45 @@ def iter_ssb(
     regularization : float
         ``eps`` relative to the largest ``sum_k |Gamma|^2`` (damps frequencies with little
         side-band overlap: near ``Q = 0`` and ``|Q|`` near ``2 alpha / lambda``).
+    calibration : Calibration, optional
+        Overrides the datacube's calibration.
     edge_px : float
         Width of the soft aperture edge of the model probe, detector pixels.
+    q_batch : int
+        Scan frequencies per vectorised batch (memory ``q_batch * n_bf`` complex numbers).
+    scan_chunk : (int, int), optional
+        Scan block read at a time.
+
+    Yields
+    ------
+    Progress
+        Reading the bright-field pixels, then the deconvolution batches.
+
+    Returns
+    -------
+    RealSpaceMap ``(scan_y, scan_x)``
+        The generator's return value: the object phase in radians on the scan grid.
+
+    Raises
+    ------
+    CalibrationError
+        When the scan step, detector pixel size, energy or convergence angle is not calibrated.
+
+    Notes
+    -----
+    Reads only the bright-field pixels (streamed over scan chunks), Fourier transforms them over
+    the scan, and for each scan frequency ``Q`` forms ``Gamma(k, Q) = P*(k) P(k - Q) -
+    P(k) P*(k + Q)`` and ``Phi(Q) = sum_k G conj(i Gamma) / (N_R (sum_k |Gamma|^2 + eps))``
+    (see the module docstring); ``phi = F^-1[Phi]``. Cost ``O(N_R n_bf)`` after one FFT of the
+    stack over the scan.
+
+    References
+    ----------
+    .. [1] J. M. Rodenburg, B. C. McCallum and P. D. Nellist, "Experimental tests on
+       double-resolution coherent imaging via STEM", Ultramicroscopy 48, 304-314 (1993).
+    .. [2] T. J. Pennycook et al., "Efficient phase contrast imaging in STEM using a pixelated
+       detector. Part 1: Experimental demonstration at atomic resolution", Ultramicroscopy 151,
+       160-167 (2015).
     """
     cal = calibration or datacube.calibration
     geo = Geometry.of(datacube, cal)
@@ -104,5 +141,35 @@ def iter_ssb(
 
 
 def ssb(datacube, *, progress=None, **kwargs) -> RealSpaceMap:
-    """Eager twin of :func:`iter_ssb`."""
+    """Eager twin of :func:`iter_ssb`: the object phase by single side band ptychography.
+
+    Parameters
+    ----------
+    datacube : DataCube ``(scan_y, scan_x, k_y, k_x)``
+        Calibrated 4D-STEM data.
+    progress : callable, optional
+        Called with each :class:`~napari_4dstem.engine.jobs.Progress`.
+    **kwargs
+        The keyword arguments of :func:`iter_ssb`.
+
+    Returns
+    -------
+    RealSpaceMap ``(scan_y, scan_x)``
+        The object phase in radians.
+
+    Raises
+    ------
+    CalibrationError
+        As :func:`iter_ssb`.
+
+    Notes
+    -----
+    See :func:`iter_ssb`.
+
+    References
+    ----------
+    .. [1] T. J. Pennycook et al., "Efficient phase contrast imaging in STEM using a pixelated
+       detector. Part 1: Experimental demonstration at atomic resolution", Ultramicroscopy 151,
+       160-167 (2015).
+    """
     return run_job(iter_ssb(datacube, **kwargs), progress)

@@ -1,0 +1,128 @@
+"""The public science API carries numpydoc docstrings (issue #22 item 8), so they cannot regress.
+
+Known answer: for every module of the folders below, each public function in its ``__all__`` has a
+``Parameters`` section naming every argument of its signature (``Returns`` alone where it takes
+none) and a ``Returns`` section (``Yields`` for generators); each public class has a ``Parameters``
+or ``Attributes`` section. Exception and warning classes only need their one-line summary.
+``ruff`` (the ``D`` rules with ``convention = "numpy"`` in ``pyproject.toml``) checks the layout.
+"""
+
+import importlib
+import inspect
+import pkgutil
+import re
+
+import pytest
+
+import napari_4dstem
+
+# packages whose every public module is covered, and single modules
+PACKAGES = [
+    "napari_4dstem.analysis.bragg",
+    "napari_4dstem.analysis.crystal",
+    "napari_4dstem.analysis.phase",
+    "napari_4dstem.analysis.acom",
+    "napari_4dstem.simulation",
+]
+MODULES = ["napari_4dstem.nn.infer", "napari_4dstem.nn.train"]
+
+_HEADER = re.compile(r"^(\w[\w ]*)\n-{3,}\s*$", re.MULTILINE)
+
+
+def _modules() -> list[str]:
+    names = list(MODULES)
+    for pkg_name in PACKAGES:
+        pkg = importlib.import_module(pkg_name)
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if not info.name.startswith("_"):
+                names.append(f"{pkg_name}.{info.name}")
+    return sorted(names)
+
+
+def _sections(doc: str) -> dict[str, str]:
+    """Split a cleaned numpydoc docstring into ``{section title: body}``."""
+    heads = list(_HEADER.finditer(doc))
+    out = {}
+    for i, m in enumerate(heads):
+        end = heads[i + 1].start() if i + 1 < len(heads) else len(doc)
+        out[m.group(1)] = doc[m.end() : end]
+    return out
+
+
+def _documented_params(body: str) -> set[str]:
+    """Names in a Parameters section: unindented lines ``name : type`` or ``a, b : type``."""
+    names = set()
+    for line in body.splitlines():
+        if line and not line[0].isspace():
+            head = line.split(" : ")[0]
+            names.update(n.strip().lstrip("*") for n in head.split(","))
+    return names
+
+
+def _public(module_name: str) -> list[tuple[str, object]]:
+    module = importlib.import_module(module_name)
+    out = []
+    for name in getattr(module, "__all__", []):
+        obj = getattr(module, name)
+        if not (inspect.isfunction(obj) or inspect.isclass(obj)):
+            continue  # constants
+        if getattr(obj, "__module__", module_name) != module_name:
+            continue  # a re-export: checked where it is defined
+        out.append((name, obj))
+    return out
+
+
+CASES = [(m, n) for m in _modules() for n, _ in _public(m)]
+
+
+def test_the_folders_have_public_names():
+    assert len(CASES) > 100
+    assert {m for m, _ in CASES} >= {"napari_4dstem.analysis.bragg.disks", "napari_4dstem.nn.infer"}
+
+
+@pytest.mark.parametrize(("module_name", "name"), CASES, ids=[f"{m}.{n}" for m, n in CASES])
+def test_public_name_has_numpydoc_sections(module_name, name):
+    obj = getattr(importlib.import_module(module_name), name)
+    doc = inspect.getdoc(obj)
+    assert doc, f"{module_name}.{name} has no docstring"
+    summary = doc.splitlines()[0]
+    assert summary.strip() and summary.rstrip().endswith("."), f"{name}: one-line summary"
+    if inspect.isclass(obj):
+        if issubclass(obj, BaseException):
+            return
+        sections = _sections(doc)
+        assert {"Parameters", "Attributes"} & set(sections), f"{name}: Parameters or Attributes"
+        return
+    sections = _sections(doc)
+    params = [
+        p.name for p in inspect.signature(obj).parameters.values() if p.name not in ("self", "cls")
+    ]
+    returns = "Yields" if inspect.isgeneratorfunction(obj) else "Returns"
+    assert returns in sections, f"{name}: no {returns} section"
+    if params:
+        assert "Parameters" in sections, f"{name}: no Parameters section"
+        missing = set(params) - _documented_params(sections["Parameters"])
+        assert not missing, f"{name}: parameters not documented: {sorted(missing)}"
+
+
+def test_section_parser_reads_a_known_docstring():
+    doc = inspect.cleandoc(
+        """Do a thing.
+
+        Parameters
+        ----------
+        a, b : int
+            Two numbers.
+        *rest : float
+            More.
+
+        Returns
+        -------
+        int
+            The sum.
+        """
+    )
+    sections = _sections(doc)
+    assert list(sections) == ["Parameters", "Returns"]
+    assert _documented_params(sections["Parameters"]) == {"a", "b", "rest"}
+    assert napari_4dstem.__name__ == "napari_4dstem"
