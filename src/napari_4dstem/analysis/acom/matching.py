@@ -432,8 +432,9 @@ def _run_ranges(fn, n: int, args: tuple, n_threads: int, chunk: int):
         ex.shutdown(wait=True, cancel_futures=True)
 
 
-# patterns per piece of the candidate ranking between two cancel points (~0.05 s here)
-_RANK_ROWS = 4096
+# patterns per piece of the candidate ranking between two cancel points (~0.05-0.2 s here: at
+# 4096 a piece took 0.7-1.1 s on the loaded 2-core machine, 256x256 patterns)
+_RANK_ROWS = 1024
 
 
 def _distinct_best_job(U, score, ok, group, separation_deg, n_keep, progress: Progress):
@@ -450,6 +451,50 @@ def _distinct_best_job(U, score, ok, group, separation_deg, n_keep, progress: Pr
         idx[a:b], taken[a:b] = _distinct_best(U[a:b], score[a:b], ok[a:b], group, separation_deg, n_keep)
         yield progress
     return idx, taken
+
+
+def _ranked_candidates_job(plan, out_z, out_phi, out_s, group, separation_deg, n_keep, progress: Progress):
+    """The plan candidates of every pattern as orientations, ranked by :func:`_distinct_best`.
+
+    In pieces of ``_RANK_ROWS`` patterns with a cancel point between them: the orientations of
+    all candidates at once (``n_pat x n_cand`` 3x3 products) held Cancel for 0.9 s at 128x128
+    patterns, and grew with the scan. Returns the kept candidates' orientations, indices and
+    which are real, ``(U0 (n, n_keep, 3, 3), idx (n, n_keep), ok (n, n_keep))``.
+    """
+    n, n_cand = out_s.shape
+    idx = np.zeros((n, n_keep), np.int64)
+    taken = np.zeros((n, n_keep), bool)
+    U0 = np.full((n, n_keep, 3, 3), np.nan)
+    for a in range(0, n, _RANK_ROWS):
+        b = min(a + _RANK_ROWS, n)
+        z = out_z[a:b]
+        has = z >= 0
+        U = np.full((b - a, n_cand, 3, 3), np.nan)
+        U[has] = rotation_z(out_phi[a:b][has]) @ plan.zone_orientations[z[has]]
+        idx[a:b], taken[a:b] = _distinct_best(U, out_s[a:b], has, group, separation_deg, n_keep)
+        U0[a:b] = U[np.arange(b - a)[:, None], idx[a:b]]
+        yield progress
+    return U0, idx, taken
+
+
+def _reliability_job(U0, score, ok, group, separation_deg, n_keep, progress: Progress):
+    """Per pattern, the best score of a candidate far from the best one, and that candidate.
+
+    Far: more than ``separation_deg`` (the candidate NaN where there is none). In pieces of
+    ``_RANK_ROWS`` patterns with a cancel point between them (each pattern on its own).
+    """
+    n = U0.shape[0]
+    second = np.zeros(n)
+    alt = np.full((n, 3, 3), np.nan)  # the candidate that sets the reliability
+    for a in range(0, n, _RANK_ROWS):
+        b = min(a + _RANK_ROWS, n)
+        for k in range(1, n_keep):
+            far = misorientation_deg(U0[a:b, 0], U0[a:b, k], group) > separation_deg
+            better = ok[a:b, k] & far & (score[a:b, k] > second[a:b])
+            second[a:b] = np.where(better, score[a:b, k], second[a:b])
+            alt[a:b][better] = U0[a:b][better, k]
+        yield progress
+    return second, alt
 
 
 def _distinct_best(U, score, ok, group, separation_deg, n_keep):
@@ -591,17 +636,13 @@ def _match_one_plan(
         ):
             yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}",
                            partial=partial("matching score", i1, coarse))
-    has = out_z >= 0
-    U_c = np.full((n_pat, n_cand, 3, 3), np.nan)
-    U_c[has] = rotation_z(out_phi[has]) @ plan.zone_orientations[out_z[has]]
     group = plan.crystal.point_group
     n_keep = max(n_matches, n_refine) if refine else n_matches
-    idx, ok = yield from _distinct_best_job(
-        U_c, out_s, has, group, separation_deg, n_keep,
+    U0, idx, ok = yield from _ranked_candidates_job(
+        plan, out_z, out_phi, out_s, group, separation_deg, n_keep,
         Progress(done0 + n_pat // 2, progress_total, f"ranking the {plan.crystal.name} candidates"),
     )
     rows = np.arange(n_pat)[:, None]
-    U0 = U_c[rows, idx]
     score = np.where(ok, out_s[rows, idx], 0.0)
     if refine and n_flip > 0:
         # a turn by 180 deg about the beam keeps every excitation error and mirrors the spot
@@ -618,12 +659,22 @@ def _match_one_plan(
     n_match = np.zeros((n_pat, n_keep_all), np.int64)
     rms = np.full((n_pat, n_keep_all), np.nan)
     if refine:
+        # cancel points between the whole-scan steps that prepare the refinement (each a few
+        # array passes over n_pat x n_keep orientations: together 1.35 s before the first
+        # refined chunk at 256x256 patterns on the loaded 2-core machine)
+        preparing = Progress(done0 + n_pat // 2, progress_total, f"preparing the {plan.crystal.name} refinement")
+        yield preparing
+        U0_nan = np.where(ok[..., None, None], U0, np.nan)
+        yield preparing
+        clean = np.where(ok[..., None, None], U0, 0.0)  # finite where ok: nan_to_num of U0_nan
+        yield preparing
         # one set of refinement inputs; the Lorentzian plans refine it twice (below)
         refine_with = functools.partial(
-            refine_arguments, plan, off, gx, gy, amp, np.where(ok[..., None, None], U0, np.nan), ok,
-            intensity_power=intensity_power, k_max=k_max, tol_pos=tol_pos, n_iter=n_iter,
+            refine_arguments, plan, off, gx, gy, amp, U0_nan, ok,
+            intensity_power=intensity_power, k_max=k_max, tol_pos=tol_pos, n_iter=n_iter, clean=clean,
         )
         args, (U_out, corr, n_match, rms) = refine_with()
+        yield preparing
 
         def refined(n):  # best refined correlation of each refined pattern
             return np.max(np.where(ok[:n], np.nan_to_num(corr[:n]), 0.0), axis=1)
@@ -639,12 +690,15 @@ def _match_one_plan(
             # robust to the rocking-curve shape: refine every candidate under the Gaussian
             # fall-off too and keep, per candidate, the model that explains the peaks better
             args_g, outs_g = refine_with(profile="gaussian")
+            yield Progress(done0 + n_pat // 2 + n_pat // 4, progress_total,
+                           f"refining {plan.crystal.name} (Gaussian fall-off)")
             for i1 in _run_ranges(_refine_range, n_pat, args_g, n_threads, chunk):
                 # progress and Cancel between chunks here too (it ran 0.3-0.5 s without either)
                 yield Progress(done0 + n_pat // 2 + n_pat // 4 + i1 // 4, progress_total,
                                f"refining {plan.crystal.name} (Gaussian fall-off)")
             better = outs_g[1] > corr
             U_out = np.where(better[..., None, None], outs_g[0], U_out)
+            yield Progress(done0 + n_pat, progress_total, f"ranking the refined {plan.crystal.name} matches")
             corr = np.where(better, outs_g[1], corr)
             n_match = np.where(better, outs_g[2], n_match)
             rms = np.where(better, outs_g[3], rms)
@@ -657,13 +711,10 @@ def _match_one_plan(
         U0, score, n_match, rms = (a[rows, order] for a in (U0, score, n_match, rms))
         score = np.where(ok, score, 0.0)
     # reliability: best score of a candidate that ended more than the separation from the best
-    second = np.zeros(n_pat)
-    alt = np.full((n_pat, 3, 3), np.nan)  # the candidate that sets the reliability
-    for k in range(1, n_keep):
-        far = misorientation_deg(U0[:, 0], U0[:, k], group) > separation_deg
-        better = ok[:, k] & far & (score[:, k] > second)
-        second = np.where(better, score[:, k], second)
-        alt[better] = U0[better, k]
+    second, alt = yield from _reliability_job(
+        U0, score, ok, group, separation_deg, n_keep,
+        Progress(done0 + n_pat, progress_total, f"reliability of the {plan.crystal.name} matches"),
+    )
     reliability = np.where(score[:, 0] > 0, 1.0 - second / np.maximum(score[:, 0], 1e-300), 0.0)
     sl = slice(0, n_matches)
     return (
@@ -706,14 +757,15 @@ def _explained_peaks(plans, U, ok, phase, off, gx, gy, tol_pos, k_max) -> np.nda
 
 
 def refine_arguments(
-    plan, off, gx, gy, amp, U0, ok, *, intensity_power, k_max, tol_pos, n_iter, profile=None
+    plan, off, gx, gy, amp, U0, ok, *, intensity_power, k_max, tol_pos, n_iter, profile=None, clean=None
 ) -> tuple[tuple, tuple]:
     """The argument tuple of :func:`_refine_range` (after its pattern range), and its outputs.
 
     For candidates ``U0 (n, k, 3, 3)`` (NaN where ``ok`` is False) against ``plan``; the
     outputs ``(U_out, corr, n_match, rms)`` are filled in place. ``amp`` are measured
     intensities already raised to ``intensity_power``; ``off/gx/gy`` as from
-    :func:`peaks_to_lab`.
+    :func:`peaks_to_lab`. ``clean`` is ``U0`` with its NaN as 0 when the caller has it (each
+    whole-scan pass over ``U0`` takes 0.25-0.35 s at 256x256 patterns).
     """
     n_pat, n_keep = ok.shape
     profile = profile or _plan_profile(plan)
@@ -733,7 +785,7 @@ def refine_arguments(
         gx,
         gy,
         amp,
-        np.nan_to_num(U0),
+        np.nan_to_num(U0) if clean is None else clean,
         ok,
         refl.g,
         np.abs(refl.structure_factor) ** (2.0 * intensity_power),
@@ -922,13 +974,15 @@ def iter_match_orientations(
     tol_pos = float(position_tolerance_inv_A or 1.5 * px)
     n_threads = int(n_threads or os.cpu_count() or 1)
     device = _scoring_device(device)
-    # chunks of at most 64 patterns (tens of ms): progress, the map so far and Cancel between them
-    chunk = max(16, min(64, n_pat // (4 * n_threads) + 1))
+    # chunks of at most 32 patterns (tens of ms): progress, the map so far and Cancel between them
+    # (64 took up to 0.44 s a chunk on the loaded 2-core machine at 256x256 patterns)
+    chunk = max(16, min(32, n_pat // (4 * n_threads) + 1))
     residual = overlap == "residual" and n_matches > 1 and refine
     if overlap not in ("residual", "candidates"):
         raise ValueError(f"overlap must be 'residual' or 'candidates', got {overlap!r}")
     n_pass = n_matches if residual else 1
     total = n_pat * len(plans) * n_pass
+    yield Progress(0, total, "peaks in the lab frame")  # a cancel point before the first chunk
     # maps filling in (the first pass only: the others re-match the peaks left unexplained)
     scan_partial = _ScanPartial(peaks.scan_shape)
 
