@@ -229,7 +229,10 @@ def test_orientation_map_fills_in_with_an_eta_and_cancels(viewers, qtbot, stall_
     assert w.result is None and w.run is None and w.status.text() == "cancelled"
     assert seen[-1].done < seen[-1].total
     print(f"ACOM cancel during the matching took {took:.3f} s; {len(w.partials.shown)} partial maps shown, updates {[round(1e3 * c) for c in w.partials.costs]} ms")
-    assert took < 1.0  # the running chunks only; room for a loaded machine
+    # stopped early (above) and within the running chunk: the cancel gap itself is measured in
+    # benchmarks/bench_acom_cancel.py (0.39 s at 256x256); 3 s only catches a Cancel that
+    # waits for a whole step, without failing on a loaded machine (1.09 s seen at load 8)
+    assert took < 3.0
 
 
 def test_bad_input_leaves_clear_messages(viewers, qtbot, tmp_path, stall_detector):
