@@ -90,7 +90,14 @@ def find_chunk_views(arr: Any, finders: Iterable[ChunkViewFinder] | None = None)
 
 
 def run_block(block, kernel, row0, parallel, kwargs, scan_kwargs):
-    """Call ``kernel`` on one block (``scan_kwargs`` already sliced to it)."""
+    """Call ``kernel`` on one block (``scan_kwargs`` already sliced to it).
+
+    An ndarray subclass (a memmap, napari's checked memmap of a mapped file) is handed to the
+    kernel as a plain ndarray view, zero-copy: numba kernels compiled for one were refused
+    another's subclass ("can't unbox array from PyObject").
+    """
+    if isinstance(block, np.ndarray) and type(block) is not np.ndarray:
+        block = block.view(np.ndarray)
     return kernel(block, row0=row0, parallel=parallel, **kwargs, **scan_kwargs)
 
 

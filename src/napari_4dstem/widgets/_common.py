@@ -15,9 +15,15 @@ from ..errors import Napari4DSTEMError
 
 
 def layer_datacube(layer) -> tuple[DataCube, Calibration]:
-    """The DataCube (no copy) and Calibration behind a 4D image layer."""
+    """The DataCube (no copy) and Calibration behind a 4D image layer.
+
+    A dock gets napari's public-only proxies of the viewer's objects; the data is unwrapped so the
+    engine can see a mapped file's memory map (a private attribute behind the proxy).
+    """
     cal = calibration_from_layer_meta({"metadata": layer.metadata, "scale": layer.scale, "units": layer.units})
-    return DataCube(layer.data, cal, name=layer.name), cal
+    data = layer.data
+    data = getattr(data, "__wrapped__", data)
+    return DataCube(data, cal, name=layer.name), cal
 
 
 class CubePicker(QComboBox):
