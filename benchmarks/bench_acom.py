@@ -78,9 +78,7 @@ def _lists_agree(a, b, *, radius_px=0.3, rel_intensity=0.05) -> bool:
     return bool(np.all(np.abs(b["intensity"][ia] - a["intensity"][near_a]) <= tol))
 
 
-def ambiguous_patterns(
-    crystal, U_true, top, *, k_max, thickness, min_mis_deg=5.0, rel_intensity=0.05
-):
+def ambiguous_patterns(crystal, U_true, top, *, k_max, thickness, min_mis_deg=5.0, rel_intensity=0.05):
     """Per pattern: does a returned match ``top (n, k, 3, 3)`` more than ``min_mis_deg`` from the
     truth give the truth's kinematic peak list (see the module docstring)?"""
     from napari_4dstem.analysis.acom.matching import kinematic_bragg_peaks
@@ -95,11 +93,7 @@ def ambiguous_patterns(
     out = np.zeros(n, bool)
     for i in range(n):
         a = truth.at(0, i)
-        out[i] = any(
-            _lists_agree(a, alt.at(0, i * k + j), rel_intensity=rel_intensity)
-            for j in range(k)
-            if far[i, j]
-        )
+        out[i] = any(_lists_agree(a, alt.at(0, i * k + j), rel_intensity=rel_intensity) for j in range(k) if far[i, j])
     return out
 
 
@@ -137,9 +131,7 @@ def main(argv=None) -> int:
         origin_px=(128.0, 128.0),  # a 256 px detector: room for k_max up to 2.5 1/A
     )
     t0 = time.perf_counter()
-    plan = build_orientation_plan(
-        au, energy_kev=300, k_max_inv_A=kmax, step_deg=2.0, thickness_A=thick
-    )
+    plan = build_orientation_plan(au, energy_kev=300, k_max_inv_A=kmax, step_deg=2.0, thickness_A=thick)
     t_plan = time.perf_counter() - t0
     match_orientations(pk, plan, min_peaks=3)  # compile / warm up
     times, times_coarse = [], []
@@ -153,16 +145,12 @@ def main(argv=None) -> int:
     ours = args.n / np.median(times)
     ours_coarse = args.n / np.median(times_coarse)
     mis = np.nan_to_num(misorientation_deg(res.orientation[0, :, 0], U, au.point_group), nan=180.0)
-    mis0 = np.nan_to_num(
-        misorientation_deg(coarse.orientation[0, :, 0], U, au.point_group), nan=180.0
-    )
+    mis0 = np.nan_to_num(misorientation_deg(coarse.orientation[0, :, 0], U, au.point_group), nan=180.0)
     rel = res.reliability[0] >= 0.01
     # alternatives for the same peaks (not further grains): the ambiguity test needs them
     top4 = match_orientations(pk, plan, min_peaks=3, n_matches=4, overlap="candidates")
     amb = ambiguous_patterns(au, U, top4.orientation[0], k_max=kmax, thickness=thick)
-    amb2 = ambiguous_patterns(
-        au, U, top4.orientation[0], k_max=kmax, thickness=thick, rel_intensity=0.02
-    )
+    amb2 = ambiguous_patterns(au, U, top4.orientation[0], k_max=kmax, thickness=thick, rel_intensity=0.02)
     mis4 = misorientation_deg(top4.orientation[0], U[:, None], au.point_group)
 
     row = {
@@ -208,9 +196,7 @@ def main(argv=None) -> int:
             )
             s = Path(td) / "p4.py"
             s.write_text(P4_SCRIPT)
-            out = subprocess.run(
-                [str(py), str(s), str(f)], capture_output=True, text=True, timeout=1800
-            )
+            out = subprocess.run([str(py), str(s), str(f)], capture_output=True, text=True, timeout=1800)
             if out.returncode == 0:
                 p4 = json.loads(out.stdout.strip().splitlines()[-1])
             else:
@@ -257,9 +243,7 @@ def main(argv=None) -> int:
         f"| failures (> 2 deg) that are ambiguous; truth among the top 4 | "
         f"{row['failures_ambiguous']}; {100 * row['truth_in_top4']:.1f} % | | |"
     )
-    print(
-        f"| target 99 % within 2 deg over all patterns | {'met' if row['within2'] >= 0.99 else 'NOT met'} | | |"
-    )
+    print(f"| target 99 % within 2 deg over all patterns | {'met' if row['within2'] >= 0.99 else 'NOT met'} | | |")
     return 0
 
 

@@ -33,19 +33,37 @@ def main() -> int:
     n = args.side * args.side
     rng = np.random.default_rng(0)
     n_unique = min(n, 4096)  # orientations drawn once, tiled over the scan (the matching is per pattern)
-    pk = kinematic_bragg_peaks(au, random_rotations(n_unique, rng), k_max_inv_A=1.5, thickness_A=50.0,
-                               position_noise_px=0.1, rng=rng)
+    pk = kinematic_bragg_peaks(
+        au, random_rotations(n_unique, rng), k_max_inv_A=1.5, thickness_A=50.0, position_noise_px=0.1, rng=rng
+    )
     # tile the CSR arrays: position i gets the peaks of orientation i % n_unique
     src = np.arange(n) % n_unique
     cnt = np.diff(pk.offsets)[src]
     off = np.concatenate([[0], np.cumsum(cnt)]).astype(np.int64)
     rows = np.concatenate([np.arange(pk.offsets[j], pk.offsets[j + 1]) for j in src])
-    peaks = BraggPeaks((args.side, args.side), off, pk.qy[rows], pk.qx[rows], pk.intensity[rows],
-                       pk.correlation[rows], calibration=pk.calibration)
+    peaks = BraggPeaks(
+        (args.side, args.side),
+        off,
+        pk.qy[rows],
+        pk.qx[rows],
+        pk.intensity[rows],
+        pk.correlation[rows],
+        calibration=pk.calibration,
+    )
     # warm: the numba kernels loaded from their cache (the GUI's first job pays that once)
-    for _ in iter_match_orientations(peaks.__class__((4, 4), off[:17], peaks.qy[:off[16]], peaks.qx[:off[16]],
-                                                     peaks.intensity[:off[16]], peaks.correlation[:off[16]],
-                                                     calibration=pk.calibration), [plan], min_peaks=3):
+    for _ in iter_match_orientations(
+        peaks.__class__(
+            (4, 4),
+            off[:17],
+            peaks.qy[: off[16]],
+            peaks.qx[: off[16]],
+            peaks.intensity[: off[16]],
+            peaks.correlation[: off[16]],
+            calibration=pk.calibration,
+        ),
+        [plan],
+        min_peaks=3,
+    ):
         pass
     job = iter_match_orientations(peaks, [plan], min_peaks=3, n_threads=args.threads, n_matches=args.n_matches)
     gaps = []

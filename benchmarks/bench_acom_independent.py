@@ -22,7 +22,8 @@ Data (generated here, independently of the matcher's template model):
 
 Scores: within 2 deg of the truth (symmetry-reduced), median misorientation, the same on
 patterns with >= 6 reflections carrying >= 5e-4 of the beam ("rich"), the reliability flag
-(reliability index >= 0.01: fraction flagged, fraction of flagged within 2 deg, fraction of the failures flagged), the best
+(reliability index >= 0.01: fraction flagged, fraction of flagged within 2 deg, fraction of the
+failures flagged), the best
 of the top 2, and for overlaps both grains within 5 deg among the top 2. Every configuration of
 the matcher runs on the same data in the same run.
 """
@@ -188,8 +189,7 @@ print(json.dumps(out))
 _P4_CELLS = {  # py4DSTEM Crystal(positions, numbers, cell) of the bundled crystals
     "Au": ([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]], 79, 4.0782, "m-3m"),
     "Fe": ([[0, 0, 0], [0.5, 0.5, 0.5]], 26, 2.8665, "m-3m"),
-    "Ti": ([[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]], 22, [2.9506, 2.9506, 4.6835, 90, 90, 120],
-           "6/mmm"),
+    "Ti": ([[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]], 22, [2.9506, 2.9506, 4.6835, 90, 90, 120], "6/mmm"),
 }
 
 
@@ -216,20 +216,24 @@ def run_py4dstem(py, crystal, sets, *, k_max=1.5, calib=None):
     all_sets = dict(sets)
     if calib is not None:
         all_sets["_calib"] = (calib[0], 1)
-    arrays = {"positions": np.array(pos, float), "numbers": np.array(z), "cell": np.array(cell),
-              "k_max": k_max, "point_group": pg, "sets": np.array(list(all_sets))}
+    arrays = {
+        "positions": np.array(pos, float),
+        "numbers": np.array(z),
+        "cell": np.array(cell),
+        "k_max": k_max,
+        "point_group": pg,
+        "sets": np.array(list(all_sets)),
+    }
     for name, (pk, k) in all_sets.items():
         off, gx, gy, amp = peaks_to_lab(pk, k_max_inv_A=k_max, min_radius_inv_A=0.2)
         # py4DSTEM's qx is its first (row) axis: pass k_y as qx, k_x as qy
-        arrays.update({name + "_off": off, name + "_gx": gy, name + "_gy": gx,
-                       name + "_inten": amp**2, name + "_k": k})
+        arrays.update({name + "_off": off, name + "_gx": gy, name + "_gy": gx, name + "_inten": amp**2, name + "_k": k})
     with tempfile.TemporaryDirectory() as td:
         f = Path(td) / "sets.npz"
         np.savez(f, **arrays)
         sc = Path(td) / "p4.py"
         sc.write_text(P4_SCRIPT)
-        out = subprocess.run([str(py), str(sc), str(f)], capture_output=True, text=True,
-                             timeout=3000)
+        out = subprocess.run([str(py), str(sc), str(f)], capture_output=True, text=True, timeout=3000)
     if out.returncode != 0:
         print("py4DSTEM failed:", out.stderr[-3000:], file=sys.stderr)
         return None
@@ -346,8 +350,9 @@ def phase_rows(args):
     cs = [bundled_crystal(n) for n in names]
     out = []
     for cfg in args.configs.split(","):
-        plans = [build_orientation_plan(c, energy_kev=300, k_max_inv_A=1.5, step_deg=2.0,
-                                        **CONFIGS[cfg][0]) for c in cs]
+        plans = [
+            build_orientation_plan(c, energy_kev=300, k_max_inv_A=1.5, step_deg=2.0, **CONFIGS[cfg][0]) for c in cs
+        ]
         for dose in (float(d) for d in args.doses.split(",")):
             recs, truth, ph = [], [], []
             for k, c in enumerate(cs):
@@ -366,9 +371,15 @@ def phase_rows(args):
             for k, c in enumerate(cs):
                 sel = right & (ph == k)
                 ok[sel] = misorientation_deg(res.orientation[0, sel, 0], truth[sel], c.point_group) < 2
-            row = {"crystal": "+".join(names), "dose": dose, "set": "phases", "config": cfg,
-                   "shape": args.shape, "right_phase": float(right.mean()),
-                   "within2_right_phase": float(ok.mean())}
+            row = {
+                "crystal": "+".join(names),
+                "dose": dose,
+                "set": "phases",
+                "config": cfg,
+                "shape": args.shape,
+                "right_phase": float(right.mean()),
+                "within2_right_phase": float(ok.mean()),
+            }
             out.append(row)
             print(json.dumps(row), flush=True)
     return out
@@ -385,9 +396,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=18)
     ap.add_argument("--json", default=None, help="write all rows here")
     ap.add_argument("--p4", type=int, default=0, help="patterns per set for py4DSTEM (0: skip)")
-    ap.add_argument("--phases", type=int, default=0,
-                    help="patterns per dose of a mixed set (each crystal alike), matched with every "
-                         "crystal's plan at once: phase map accuracy (0: skip)")
+    ap.add_argument(
+        "--phases",
+        type=int,
+        default=0,
+        help="patterns per dose of a mixed set (each crystal alike), matched with every "
+        "crystal's plan at once: phase map accuracy (0: skip)",
+    )
     args = ap.parse_args(argv)
 
     from types import SimpleNamespace
@@ -402,9 +417,7 @@ def main(argv=None) -> int:
     for name in args.crystals.split(","):
         c = bundled_crystal(name)
         plans = {
-            cfg: build_orientation_plan(
-                c, energy_kev=300, k_max_inv_A=1.5, step_deg=2.0, **CONFIGS[cfg][0]
-            )
+            cfg: build_orientation_plan(c, energy_kev=300, k_max_inv_A=1.5, step_deg=2.0, **CONFIGS[cfg][0])
             for cfg in args.configs.split(",")
         }
         p4_sets = {}
@@ -440,8 +453,7 @@ def main(argv=None) -> int:
         if p4_sets:
             rng = np.random.default_rng(99)
             Uc = random_rotations(30, rng)
-            cal_pk = kinematic_bragg_peaks(c, Uc, k_max_inv_A=1.5, thickness_A=100.0,
-                                           origin_px=(128.0, 128.0))
+            cal_pk = kinematic_bragg_peaks(c, Uc, k_max_inv_A=1.5, thickness_A=100.0, origin_px=(128.0, 128.0))
             m = args.p4
             sets = {f"s{i}": (_first(v[0], m), v[3]) for i, v in enumerate(p4_sets.values())}
             got = run_py4dstem(p4py, c, sets, calib=(cal_pk, Uc))
@@ -451,22 +463,32 @@ def main(argv=None) -> int:
             for i, ((dose, overlap), v) in enumerate(p4_sets.items()):
                 U4, secs = res4[f"s{i}"]
                 truth, rich = v[1][:m], v[2][:m]
-                fake = SimpleNamespace(orientation=U4[None], reliability=np.zeros((1, m)),
-                                       params={})
-                row = {"crystal": name, "dose": dose, "set": "overlap" if overlap else "single",
-                       "config": "py4DSTEM", "shape": args.shape, "patterns_per_s": m / secs,
-                       "frame_fit_deg": fit_deg,
-                       **score(c, fake, truth, rich, overlap)}
+                fake = SimpleNamespace(orientation=U4[None], reliability=np.zeros((1, m)), params={})
+                row = {
+                    "crystal": name,
+                    "dose": dose,
+                    "set": "overlap" if overlap else "single",
+                    "config": "py4DSTEM",
+                    "shape": args.shape,
+                    "patterns_per_s": m / secs,
+                    "frame_fit_deg": fit_deg,
+                    **score(c, fake, truth, rich, overlap),
+                }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 for cfg, res in v[4:]:  # ours on the same patterns
-                    sub = SimpleNamespace(orientation=res.orientation[:, :m],
-                                          reliability=res.reliability[:, :m], params={})
-                    row = {"crystal": name, "dose": dose,
-                           "set": "overlap" if overlap else "single",
-                           "config": f"{cfg} (py4DSTEM's {m})", "shape": args.shape,
-                           "patterns_per_s": float("nan"),
-                           **score(c, sub, truth, rich, overlap)}
+                    sub = SimpleNamespace(
+                        orientation=res.orientation[:, :m], reliability=res.reliability[:, :m], params={}
+                    )
+                    row = {
+                        "crystal": name,
+                        "dose": dose,
+                        "set": "overlap" if overlap else "single",
+                        "config": f"{cfg} (py4DSTEM's {m})",
+                        "shape": args.shape,
+                        "patterns_per_s": float("nan"),
+                        **score(c, sub, truth, rich, overlap),
+                    }
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     if args.phases:
@@ -475,14 +497,18 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
     print()
-    print("| crystal | dose | set | config | within 2 deg | median deg | rich: within 2 | "
-          "RI >= 0.01: frac, within 2 | failures with RI >= 0.01 | best of top 2 | both grains top 2 |")
+    print(
+        "| crystal | dose | set | config | within 2 deg | median deg | rich: within 2 | "
+        "RI >= 0.01: frac, within 2 | failures with RI >= 0.01 | best of top 2 | both grains top 2 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["set"] == "phases":
-            print(f"| {r['crystal']} | {r['dose']:.0e} | phases | {r['config']} | "
-                  f"right phase {100 * r['right_phase']:.1f} %, and within 2 deg "
-                  f"{100 * r['within2_right_phase']:.1f} % | | | | | | |")
+            print(
+                f"| {r['crystal']} | {r['dose']:.0e} | phases | {r['config']} | "
+                f"right phase {100 * r['right_phase']:.1f} %, and within 2 deg "
+                f"{100 * r['within2_right_phase']:.1f} % | | | | | | |"
+            )
         elif r["set"] == "single":
             print(
                 f"| {r['crystal']} | {r['dose']:.0e} | single | {r['config']} | "

@@ -152,15 +152,11 @@ def run_py4dstem(py: Path, sets: dict, *, sigma: float) -> dict | None:
         arrs = {}
         for name, (off, gx, gy, amp) in sets.items():
             # py4DSTEM's qx is its first (row) axis: k_y as qx, k_x as qy
-            arrs.update(
-                {f"{name}_off": off, f"{name}_qx": gy, f"{name}_qy": gx, f"{name}_inten": amp**2}
-            )
+            arrs.update({f"{name}_off": off, f"{name}_qx": gy, f"{name}_qy": gx, f"{name}_inten": amp**2})
         np.savez(f, names=np.array(list(sets)), k_max=K_MAX, sigma=sigma, **arrs)
         s.write_text(P4_SCRIPT)
         t0 = time.perf_counter()
-        r = subprocess.run(
-            [str(py), str(s), str(f), str(o)], capture_output=True, text=True, timeout=3600
-        )
+        r = subprocess.run([str(py), str(s), str(f), str(o)], capture_output=True, text=True, timeout=3600)
         if r.returncode != 0:
             print("py4DSTEM failed:", r.stderr[-2000:], file=sys.stderr)
             return None
@@ -212,9 +208,7 @@ def truth_scores(peaks, plan, U_true, *, n_iter=8, intensity_power=0.5):
     from napari_4dstem.analysis.acom import matching as acom
 
     k_max = plan.params["k_max_inv_A"]
-    off, gx, gy, amp = acom.peaks_to_lab(
-        peaks, k_max_inv_A=k_max, min_radius_inv_A=0.5 * plan.shell_radii[0]
-    )
+    off, gx, gy, amp = acom.peaks_to_lab(peaks, k_max_inv_A=k_max, min_radius_inv_A=0.5 * plan.shell_radii[0])
     n = len(off) - 1
     args, (_, corr, _, _) = acom.refine_arguments(
         plan,
@@ -259,9 +253,7 @@ def evaluate(peaks, plan, U_true, *, match_kw=None) -> dict:
     fail = mis >= 2
     csl = np.array(csl_relation(U_true, top[:, 0], au.point_group))
     amb = ambiguous_patterns(au, U_true, top, k_max=K_MAX, thickness=50.0)
-    ts = truth_scores(
-        peaks, plan, U_true, intensity_power=(match_kw or {}).get("intensity_power", 0.5)
-    )
+    ts = truth_scores(peaks, plan, U_true, intensity_power=(match_kw or {}).get("intensity_power", 0.5))
     got = res.correlation[0, :, 0]
     n_pk = res.n_peaks[0]
     row.update(
@@ -406,10 +398,7 @@ def main(argv=None) -> int:
     env_py = os.environ.get("NAPARI_4DSTEM_PY4DSTEM_PYTHON")
     py = Path(env_py) if env_py else Path(args.p4venv) / "bin" / "python"
     if not args.no_p4 and py.exists():
-        lab = {
-            f"s{k}": peaks_to_lab(bp, k_max_inv_A=K_MAX, min_radius_inv_A=0.2)
-            for k, bp in enumerate(sets.values())
-        }
+        lab = {f"s{k}": peaks_to_lab(bp, k_max_inv_A=K_MAX, min_radius_inv_A=0.2) for k, bp in enumerate(sets.values())}
         mats = run_py4dstem(py, lab, sigma=0.02)
         if mats is not None:
             p4 = {}
@@ -421,9 +410,7 @@ def main(argv=None) -> int:
         "detection_s": t_det,
         "load_average": os.getloadavg(),
         "min_relative": args.min_relative,
-        "configs": {
-            k: {"excitation_width_inv_A": w, "intensity_power": q} for k, (w, q) in CONFIGS.items()
-        },
+        "configs": {k: {"excitation_width_inv_A": w, "intensity_power": q} for k, (w, q) in CONFIGS.items()},
     }
     out = {"meta": meta, "ours": rows, "py4dstem": p4}
     print(json.dumps(out, indent=1))
@@ -431,10 +418,7 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps(out, indent=1))
 
     def cell(r):
-        return (
-            f"{r['median_deg']:.2f} / {r['mean_deg']:.1f}, {100 * r['within2']:.0f} / "
-            f"{100 * r['within3']:.0f} %"
-        )
+        return f"{r['median_deg']:.2f} / {r['mean_deg']:.1f}, {100 * r['within2']:.0f} / {100 * r['within3']:.0f} %"
 
     print()
     print(

@@ -23,9 +23,7 @@ from napari_4dstem.simulation.engines import SimulationRequest, get_engine
 
 
 def patterns(n: int):
-    r = SimulationRequest(
-        bundled_crystal("Au"), thicknesses_A=(100.0,), convergence_mrad=2.0, shape=(256, 256)
-    )
+    r = SimulationRequest(bundled_crystal("Au"), thicknesses_A=(100.0,), convergence_mrad=2.0, shape=(256, 256))
     res = get_engine("kinematic").simulate(r)
     return np.repeat(res.patterns[0], n, 0), np.repeat(res.probe[None], n, 0)
 
@@ -54,9 +52,7 @@ def main(quick: bool = False, repeats: int = 5) -> dict[str, float]:
 
     runs = {"numpy Poisson reference, 1 thread": reference}
     for w in (1, 2):
-        runs[f"augmentation, {w} thread(s)"] = lambda w=w: augment_batch(
-            pats, probes, pats, seeds=range(n), workers=w
-        )
+        runs[f"augmentation, {w} thread(s)"] = lambda w=w: augment_batch(pats, probes, pats, seeds=range(n), workers=w)
     rates = measure(runs, n, repeats)
     ref = rates["numpy Poisson reference, 1 thread"]
     for k, v in rates.items():

@@ -280,8 +280,9 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--p4venv", type=Path, default=Path("/work/p4venv"))
     ap.add_argument("--n-crlb", type=int, default=1000)
-    ap.add_argument("--bound-only", action="store_true",
-                    help="only our detection + strain against the propagated Cramer-Rao bound")
+    ap.add_argument(
+        "--bound-only", action="store_true", help="only our detection + strain against the propagated Cramer-Rao bound"
+    )
     args = ap.parse_args(argv)
     have_p4 = (args.p4venv / "bin" / "python").exists()
     rng = np.random.default_rng(7)
@@ -306,11 +307,13 @@ def main(argv=None):
             tag = "Poisson" if noise else "noise-free"
             if noise:
                 bound = propagated_strain_bound(bp, args.scan, (0, q, 0, q))
-                rows.append((
-                    "strain RMS error / propagated Cramer-Rao bound, Poisson",
-                    " / ".join(f"{v:.2f}x" for v in our_strain / bound),
-                    "bound " + " / ".join(f"{v:.2e}" for v in bound),
-                ))
+                rows.append(
+                    (
+                        "strain RMS error / propagated Cramer-Rao bound, Poisson",
+                        " / ".join(f"{v:.2f}x" for v in our_strain / bound),
+                        "bound " + " / ".join(f"{v:.2e}" for v in bound),
+                    )
+                )
                 if args.bound_only:
                     break
             rows.append(("detection, " + tag, f"{ours:.0f} patterns/s", ""))
@@ -373,9 +376,7 @@ def main(argv=None):
                         f"ours {p4_st['seconds'] / our_dt:.0f}x faster",
                     )
                 )
-                mc_rate, _ = run_p4(
-                    args.p4venv, tmp / "data.npy", tmp / "probe.npy", "multicorr", 256, 1
-                )
+                mc_rate, _ = run_p4(args.p4venv, tmp / "data.npy", tmp / "probe.npy", "multicorr", 256, 1)
                 rows.append(
                     (
                         f"  py4DSTEM multicorr, {tag} (256 patterns)",
@@ -400,10 +401,7 @@ def main(argv=None):
                 k = data if sub != "upsample" else data[:, :200]
                 bp = find_bragg_disks(k, template=t, subpixel=sub, min_relative=0.3)
                 rms, bias, _miss = per_axis_rms(bp, truth[: k.shape[1]])
-                line.append(
-                    f"{sub} {rms:.4f}"
-                    + (f" ({rms / bound:.3f}x)" if noise else f" (bias {bias:.1e})")
-                )
+                line.append(f"{sub} {rms:.4f}" + (f" ({rms / bound:.3f}x)" if noise else f" (bias {bias:.1e})"))
             p4 = ""
             if have_p4:
                 np.save(tmp / "d.npy", data)
@@ -411,9 +409,7 @@ def main(argv=None):
                     tmp / "p.npy",
                     (960 * soft_disk(np.hypot(*(np.indices(DET) - 32)), 8.0, 0.5) + 8),
                 )
-                _, p4bp = run_p4(
-                    args.p4venv, tmp / "d.npy", tmp / "p.npy", "poly", data.shape[1], 1
-                )
+                _, p4bp = run_p4(args.p4venv, tmp / "d.npy", tmp / "p.npy", "poly", data.shape[1], 1)
                 p4bp = BraggPeaks(
                     p4bp.scan_shape,
                     p4bp.offsets,
@@ -425,11 +421,7 @@ def main(argv=None):
                 )
                 rms, bias, _ = per_axis_rms(p4bp, truth)
                 p4 = f"py4DSTEM poly {rms:.4f}" + (f" ({rms / bound:.3f}x)" if noise else "")
-            label = (
-                f"disk position RMS per axis, {amp:g} counts/px"
-                if noise
-                else "disk position error, noise-free"
-            )
+            label = f"disk position RMS per axis, {amp:g} counts/px" if noise else "disk position error, noise-free"
             rows.append((label, "; ".join(line), (f"CRLB {bound:.4f} px; " if noise else "") + p4))
     print("| measurement | ours | reference / ratio |\n|---|---|---|")
     for r in rows:

@@ -59,8 +59,12 @@ class Phase:
             tilt = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
         U = zone_axis_rotation(uvw, inplane_deg, tilt)
         req = SimulationRequest(
-            bundled_crystal(crystal), orientation=U, thicknesses_A=tuple(THICK),
-            convergence_mrad=CONV, shape=(det, det), pixel_size_inv_A=PX,
+            bundled_crystal(crystal),
+            orientation=U,
+            thicknesses_A=tuple(THICK),
+            convergence_mrad=CONV,
+            shape=(det, det),
+            pixel_size_inv_A=PX,
             strain=np.eye(2) * (scale - 1.0),
         )
         r = excited_reflections(req)
@@ -109,7 +113,9 @@ def draw_case(phases, grain_of, *, scan, det, dose, seed):
                     ky, kx = np.mgrid[:det, :det]
                     r = np.hypot(ky - o[0], kx - o[1]) * PX
                     ring = 0.6 * np.exp(-0.5 * ((r - 0.36) / 0.05) ** 2) + 0.3 * np.exp(-0.5 * ((r - 0.62) / 0.08) ** 2)
-                    bf = render_disks_clipped(o[None], np.array([[1.0]]), (det, det), radius_px=ph.radius, edge_px=0.5)[0]
+                    bf = render_disks_clipped(o[None], np.array([[1.0]]), (det, det), radius_px=ph.radius, edge_px=0.5)[
+                        0
+                    ]
                     p += f * (0.5 * bf / bf.sum() + 0.5 * ring / ring.sum())
                     continue
                 inten = ph.intensity[thick_idx[i, j]]
@@ -136,16 +142,34 @@ def voronoi(scan, n, seed):
 
 def cases(det):
     return {
-        "low_dose_1e3": (lambda: [Phase("Au", (0, 0, 1), det=det), Phase("Au", (0, 1, 1), det=det), Amorphous(det)], 1e3),
-        "lattice_2.5pct": (lambda: [Phase("Au", (0, 0, 1), det=det), Phase("Au", (0, 0, 1), scale=1.025, det=det)], 1e4),
+        "low_dose_1e3": (
+            lambda: [Phase("Au", (0, 0, 1), det=det), Phase("Au", (0, 1, 1), det=det), Amorphous(det)],
+            1e3,
+        ),
+        "lattice_2.5pct": (
+            lambda: [Phase("Au", (0, 0, 1), det=det), Phase("Au", (0, 0, 1), scale=1.025, det=det)],
+            1e4,
+        ),
         "rotated_4deg_and_tilted": (
-            lambda: [Phase("Au", (0, 0, 1), 0, det=det), Phase("Au", (0, 0, 1), 4, det=det),
-                     Phase("Au", (0, 0, 1), 8, det=det), Phase("Au", (0, 0, 1), 0, tilt_deg=1.5, det=det)], 1e4),
+            lambda: [
+                Phase("Au", (0, 0, 1), 0, det=det),
+                Phase("Au", (0, 0, 1), 4, det=det),
+                Phase("Au", (0, 0, 1), 8, det=det),
+                Phase("Au", (0, 0, 1), 0, tilt_deg=1.5, det=det),
+            ],
+            1e4,
+        ),
         # one phase only: the thickness, dynamical-intensity and strain gradients and the
         # descan must not split it (the right answer is one class)
         "one_phase_drift_descan": (lambda: [Phase("Au", (0, 0, 1), det=det)], 1e4),
         "three_phases_boundaries": (
-            lambda: [Phase("Au", (0, 0, 1), 10, det=det), Phase("Cu", (0, 1, 1), 0, det=det), Phase("Si", (0, 1, 1), 30, det=det)], 1e4),
+            lambda: [
+                Phase("Au", (0, 0, 1), 10, det=det),
+                Phase("Cu", (0, 1, 1), 0, det=det),
+                Phase("Si", (0, 1, 1), 30, det=det),
+            ],
+            1e4,
+        ),
     }
 
 
@@ -189,13 +213,20 @@ def run_accuracy(scan, det, which, seed, features="pattern"):
             est[..., tc] += r.mixing[..., c]
         mae = float(np.abs(est - frac)[mixed].sum(-1).mean() / 2) if mixed.any() else float("nan")
         row = {
-            "case": name, "seed": seed + ci, "features": features, "dose": dose, "true_k": k,
-            "ours_k": r.n_classes, "ours_ari": round(float(ari(truth.ravel(), r.labels.ravel())), 4),
+            "case": name,
+            "seed": seed + ci,
+            "features": features,
+            "dose": dose,
+            "true_k": k,
+            "ours_k": r.n_classes,
+            "ours_ari": round(float(ari(truth.ravel(), r.labels.ravel())), 4),
             "ours_s": round(t_ours, 2),
             "ours_given_k_ari": round(float(ari(truth.ravel(), rk.labels.ravel())), 4),
             "ours_given_k_s": round(t_ours_k, 2),
-            "baseline_ari": round(float(ari(truth.ravel(), b.ravel())), 4), "baseline_s": round(t_base, 2),
-            "mixed_pixels": int(mixed.sum()), "mixing_mae": round(mae, 3),
+            "baseline_ari": round(float(ari(truth.ravel(), b.ravel())), 4),
+            "baseline_s": round(t_base, 2),
+            "mixed_pixels": int(mixed.sum()),
+            "mixing_mae": round(mae, 3),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -246,17 +277,20 @@ print(json.dumps({"t_sum": t_sum, "t_cls": t_cls, "rss0": rss0, "rss1": rss1, "k
 """
     import subprocess
 
-    out = subprocess.run([sys.executable, "-c", child, str(path), str(tmp / "tiles.npy")],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", child, str(path), str(tmp / "tiles.npy")], capture_output=True, text=True, check=True
+    )
     res = json.loads(out.stdout.strip().splitlines()[-1])
     row = {
         "speed_file_GiB": round(path.stat().st_size / 2**30, 2),
-        "numpy_pass_s": round(res["t_sum"], 2), "classify_s": round(res["t_cls"], 2),
+        "numpy_pass_s": round(res["t_sum"], 2),
+        "classify_s": round(res["t_cls"], 2),
         "ratio_to_one_pass": round(res["t_cls"] / res["t_sum"], 1),
         "classify_patterns_per_s": round(scan * scan / res["t_cls"]),
         "peak_rss_MiB_before_classify": round(res["rss0"] / 1024),
         "peak_rss_MiB_after_classify": round(res["rss1"] / 1024),
-        "n_classes": res["k"], "ari_vs_tiles": round(res["ari"], 4),
+        "n_classes": res["k"],
+        "ari_vs_tiles": round(res["ari"], 4),
         "seconds": {k: round(v, 2) for k, v in res["seconds"].items()},
     }
     print(json.dumps(row), flush=True)

@@ -38,8 +38,13 @@ def main() -> int:
     t_bare = median_time(lambda: subprocess.run([py, "-c", "pass"], check=True), 7)
     t_imp = median_time(lambda: subprocess.run([py, "-c", "import napari_4dstem"], check=True), 7)
     t_np = median_time(lambda: subprocess.run([py, "-c", "import numpy"], check=True), 7)
-    rows.append(("import napari_4dstem (added to a bare interpreter)", f"{(t_imp - t_bare) * 1e3:.0f} ms",
-                 f"{(t_imp - t_bare) / (t_np - t_bare):.2f} x `import numpy`"))
+    rows.append(
+        (
+            "import napari_4dstem (added to a bare interpreter)",
+            f"{(t_imp - t_bare) * 1e3:.0f} ms",
+            f"{(t_imp - t_bare) / (t_np - t_bare):.2f} x `import numpy`",
+        )
+    )
 
     q = 128
     n = int(np.sqrt(args.gib * 2**30 / (q * q * 2)))
@@ -49,8 +54,13 @@ def main() -> int:
     t_ref = median_time(lambda: a.sum(axis=(0, 1), dtype=np.float64))
     t_ours = median_time(dc.mean_pattern)
     gb = a.nbytes / 1e9
-    rows.append((f"mean pattern, {a.shape} uint16 in RAM ({gb:.2f} GB)", f"{gb / t_ours:.1f} GB/s",
-                 f"{t_ref / t_ours:.2f} x numpy `a.sum(axis=(0, 1))`"))
+    rows.append(
+        (
+            f"mean pattern, {a.shape} uint16 in RAM ({gb:.2f} GB)",
+            f"{gb / t_ours:.1f} GB/s",
+            f"{t_ref / t_ours:.2f} x numpy `a.sum(axis=(0, 1))`",
+        )
+    )
 
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "b.h5"
@@ -66,8 +76,13 @@ def main() -> int:
                     h["datacube_root/datacube/data"][()].sum(axis=(0, 1), dtype=np.float64)
 
             t_fref = median_time(ref, 3)
-        rows.append(("mean pattern streamed from that file (page cache)", f"{gb / t_file:.1f} GB/s",
-                     f"{t_fref / t_file:.2f} x h5py read-all + numpy sum"))
+        rows.append(
+            (
+                "mean pattern streamed from that file (page cache)",
+                f"{gb / t_file:.1f} GB/s",
+                f"{t_fref / t_file:.2f} x h5py read-all + numpy sum",
+            )
+        )
     print("| measurement | figure | ratio |\n|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]} |")

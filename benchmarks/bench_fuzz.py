@@ -37,17 +37,23 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per input")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", help="only seeds whose name contains one of these (comma-separated)")
-    ap.add_argument("--draws", type=int, default=1,
-                    help="mutate every seed this many times, with random draws --seed, --seed+1, ...")
+    ap.add_argument(
+        "--draws",
+        type=int,
+        default=1,
+        help="mutate every seed this many times, with random draws --seed, --seed+1, ...",
+    )
     ap.add_argument("--no-real", action="store_true", help="synthetic seeds only")
     ap.add_argument("--json", type=Path, help="write the full summary here")
     args = ap.parse_args(argv)
 
     seeds = fuzzing.make_seeds(include_real=not args.no_real)
+
     # the mutations come from one random stream over all seeds, so --only keeps the very
     # inputs the full run makes for those seeds (filtered after drawing them)
     def wanted(s) -> bool:
         return not args.only or any(w in s.name for w in args.only.split(","))
+
     runner = fuzzing.Runner(timeout_s=args.timeout)
     t0 = time.perf_counter()
     results = []

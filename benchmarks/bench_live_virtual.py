@@ -37,12 +37,20 @@ class _MouseDrag:
         from qtpy.QtCore import QEvent, QPoint, QPointF, Qt
         from qtpy.QtGui import QMouseEvent
 
-        qt_kind = {"press": QEvent.Type.MouseButtonPress, "move": QEvent.Type.MouseMove,
-                   "release": QEvent.Type.MouseButtonRelease}[kind]
+        qt_kind = {
+            "press": QEvent.Type.MouseButtonPress,
+            "move": QEvent.Type.MouseMove,
+            "release": QEvent.Type.MouseButtonRelease,
+        }[kind]
         left = Qt.MouseButton.LeftButton
-        ev = QMouseEvent(qt_kind, QPointF(*pos), QPointF(self.widget.mapToGlobal(QPoint(*map(int, pos)))),
-                         left if button else Qt.MouseButton.NoButton, left if buttons else Qt.MouseButton.NoButton,
-                         Qt.KeyboardModifier.NoModifier)
+        ev = QMouseEvent(
+            qt_kind,
+            QPointF(*pos),
+            QPointF(self.widget.mapToGlobal(QPoint(*map(int, pos)))),
+            left if button else Qt.MouseButton.NoButton,
+            left if buttons else Qt.MouseButton.NoButton,
+            Qt.KeyboardModifier.NoModifier,
+        )
         self.app.sendEvent(self.widget, ev)
 
     def press(self):
@@ -87,8 +95,13 @@ def main() -> int:
         data[i] = rng.poisson(3.0, (n, 128, 128))
     cal = Calibration(k_pixel_size=0.02, k_units="1/A", beam_energy_kev=300, convergence_semiangle_mrad=2.0)
     viewer = napari.Viewer(show=True)
-    viewer.add_image(data, name="cube", metadata={"napari_4dstem": {"calibration": cal}},
-                     contrast_limits=(0, 10), **cal.napari_kwargs("4d"))
+    viewer.add_image(
+        data,
+        name="cube",
+        metadata={"napari_4dstem": {"calibration": cal}},
+        contrast_limits=(0, 10),
+        **cal.napari_kwargs("4d"),
+    )
     w = VirtualImagingWidget(viewer)
     viewer.window.add_dock_widget(w)
     app = QApplication.instance()
@@ -173,15 +186,27 @@ def main() -> int:
             if how == "mouse drag":
                 drag.release()
                 settle()
-            rows.append((f"{kind} ({how})", frac, statistics.median(first),
-                         statistics.median(drawn), statistics.median(exact), statistics.median(eng)))
-    print(f"| detector ({n}x{n}x128x128 uint16, {data.nbytes / 2**30:.1f} GiB) | pixels | "
-          "edit -> first image in the layer | ... drawn on screen | edit -> exact image | "
-          "engine alone, exact |")
+            rows.append(
+                (
+                    f"{kind} ({how})",
+                    frac,
+                    statistics.median(first),
+                    statistics.median(drawn),
+                    statistics.median(exact),
+                    statistics.median(eng),
+                )
+            )
+    print(
+        f"| detector ({n}x{n}x128x128 uint16, {data.nbytes / 2**30:.1f} GiB) | pixels | "
+        "edit -> first image in the layer | ... drawn on screen | edit -> exact image | "
+        "engine alone, exact |"
+    )
     print("|---|---|---|---|---|---|")
     for kind, frac, first, drawn, exact, eng in rows:
-        print(f"| {kind} | {frac * 100:.1f} % | {first * 1e3:.0f} ms | {drawn * 1e3:.0f} ms | "
-              f"{exact * 1e3:.0f} ms | {eng * 1e3:.0f} ms |")
+        print(
+            f"| {kind} | {frac * 100:.1f} % | {first * 1e3:.0f} ms | {drawn * 1e3:.0f} ms | "
+            f"{exact * 1e3:.0f} ms | {eng * 1e3:.0f} ms |"
+        )
     viewer.close()
     return 0
 

@@ -94,15 +94,19 @@ def main(argv=None) -> int:
         m = Path(d) / "r.mib"
         n = n_scan * n_scan - (n_scan * n_scan) % 64
         hb = 384
-        head = ("MQ1,000001,00384,01,0256,0256,R64,   1x1,01,2021-04-15 14:43:24.703250,0.001000,"
-                "0,0,0," + ",".join(["2.0"] * 8) + ",3RX,MQ1A,2021-04-15T13:43:00.000000000Z,1000000ns,1,")
+        head = (
+            "MQ1,000001,00384,01,0256,0256,R64,   1x1,01,2021-04-15 14:43:24.703250,0.001000,"
+            "0,0,0," + ",".join(["2.0"] * 8) + ",3RX,MQ1A,2021-04-15T13:43:00.000000000Z,1000000ns,1,"
+        )
         rec = head.encode().ljust(hb, b"\0") + b"\x55" * 8192
         with open(m, "wb") as fh:
             for _ in range(n):
                 fh.write(rec)
         mib = statistics.median(_run("mib", m, n) for _ in range(3))
-        print(f"1-bit RAW .mib {m.stat().st_size / 2**20:.0f} MiB ({n} frames): open + one pattern: "
-              f"peak private RSS +{mib / 2**20:.1f} MiB")
+        print(
+            f"1-bit RAW .mib {m.stat().st_size / 2**20:.0f} MiB ({n} frames): open + one pattern: "
+            f"peak private RSS +{mib / 2**20:.1f} MiB"
+        )
     return 0
 
 

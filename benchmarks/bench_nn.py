@@ -87,9 +87,7 @@ def main():
     import torch
 
     torch.set_num_threads(args.threads)
-    print(
-        f"torch {torch.__version__}, {args.threads} threads, model {args.model or 'bundled default'}"
-    )
+    print(f"torch {torch.__version__}, {args.threads} threads, model {args.model or 'bundled default'}")
     accuracy(args.model, args.thickness, args.scan, args.seeds)
     speed(args.model)
 

@@ -8,7 +8,8 @@ F1 at 0.5 px, position RMSE, strain RMSE and its ratio to correlation's.
 
 Run: ``python benchmarks/bench_nn_multislice.py [--scan 12 12] [--seed 13] [--cache DIR]
 [--model NAME_OR_PT ...] [--json out.json]``. The scans take a while on a CPU (tens of minutes
-for 12x12 on 2 cores); ``--cache`` keeps them (pickles) for reruns (``nn.evaluate.save_scans``). Seeds 11 and 13 are never
+for 12x12 on 2 cores); ``--cache`` keeps them (pickles) for reruns (``nn.evaluate.save_scans``).
+Seeds 11 and 13 are never
 used for training (training sets use 2026-2028).
 """
 
@@ -35,9 +36,7 @@ def scans_for(crystal: str, scan: tuple[int, int], seed: int, cache: Path | None
         return tuple(meta["thicknesses_A"]), scans
     th = THICKNESSES[crystal]
     t0 = time.perf_counter()
-    scans = make_multislice_strained_scan(
-        crystal=crystal, thicknesses_A=th, scan_shape=scan, seed=seed
-    )
+    scans = make_multislice_strained_scan(crystal=crystal, thicknesses_A=th, scan_shape=scan, seed=seed)
     print(f"simulated {crystal} {scan} in {time.perf_counter() - t0:.0f} s", flush=True)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,13 +51,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scan", nargs=2, type=int, default=(12, 12))
     ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument(
-        "--cache", type=Path, help="folder for the simulated scans (CRYSTAL-seedS-NxM.npz)"
-    )
+    ap.add_argument("--cache", type=Path, help="folder for the simulated scans (CRYSTAL-seedS-NxM.npz)")
     ap.add_argument("--crystal", action="append", choices=sorted(THICKNESSES))
-    ap.add_argument(
-        "--model", action="append", help="registry name or .pt file (default: bundled default)"
-    )
+    ap.add_argument("--model", action="append", help="registry name or .pt file (default: bundled default)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
     models = {m: load_model(m) for m in (a.model or [DEFAULT_MODEL])}

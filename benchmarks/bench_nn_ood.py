@@ -71,9 +71,7 @@ def multislice_scans(scan: tuple[int, int], cache: Path | None):
         scans, _ = load_scans(path)
         return scans
     t0 = time.perf_counter()
-    scans = make_multislice_strained_scan(
-        crystal=srtio3(), thicknesses_A=STO_THICKNESSES_A, scan_shape=scan, **STO
-    )
+    scans = make_multislice_strained_scan(crystal=srtio3(), thicknesses_A=STO_THICKNESSES_A, scan_shape=scan, **STO)
     print(f"simulated SrTiO3 {scan} in {time.perf_counter() - t0:.0f} s", flush=True)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,9 +124,7 @@ def speed(repeats: int = 3) -> None:
     lm = load_model(None)
     runs = {
         "NN, scale-normalised": lambda: find_bragg_disks_nn(data, probe=sc.probe, model=lm),
-        "NN, fixed 2x binning": lambda: find_bragg_disks_nn(
-            data, probe=sc.probe, model=lm, scale="bin"
-        ),
+        "NN, fixed 2x binning": lambda: find_bragg_disks_nn(data, probe=sc.probe, model=lm, scale="bin"),
         "correlation": lambda: find_bragg_disks(data, template=make_template(sc.probe)),
     }
     times = {k: [] for k in runs}

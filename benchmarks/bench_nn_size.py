@@ -55,15 +55,12 @@ def accuracy(models, thicknesses, seeds, scan, counts):
             print(
                 f"t {t:g} nm seed {seed}: "
                 + "; ".join(
-                    f"{k} F1@0.5 {v['f1_0.5px']:.3f} pos {v['position_rmse_px']:.3f} "
-                    f"strain {v['strain_rmse']:.2e}"
+                    f"{k} F1@0.5 {v['f1_0.5px']:.3f} pos {v['position_rmse_px']:.3f} strain {v['strain_rmse']:.2e}"
                     for k, v in r.items()
                 ),
                 flush=True,
             )
-        rows[t] = {
-            k: {m: float(np.nanmean([d[m] for d in v])) for m in METRICS} for k, v in acc.items()
-        }
+        rows[t] = {k: {m: float(np.nanmean([d[m] for d in v])) for m in METRICS} for k, v in acc.items()}
     return rows
 
 
@@ -73,9 +70,7 @@ def speed(models, n_side=16):
     from napari_4dstem.nn.infer import find_bragg_disks_nn
     from napari_4dstem.nn.synthetic import make_thick_strained_scan
 
-    s = make_thick_strained_scan(
-        scan_shape=(n_side, n_side), size=256, sampling=2.0, thickness_nm=40.0, seed=5
-    )
+    s = make_thick_strained_scan(scan_shape=(n_side, n_side), size=256, sampling=2.0, thickness_nm=40.0, seed=5)
     n = n_side * n_side
     template = make_template(s.probe)
     rates = {}
@@ -135,9 +130,7 @@ def main():
         f"\n256x256 proxy scans {args.scan}x{args.scan}, seeds {args.seeds}, central disk "
         f"{args.counts / 4:g} counts/px (means over seeds)\n"
     )
-    print(
-        "| t (nm) | path | F1@0.5px | F1@1px | position RMSE (px) | strain RMSE | strain / corr |"
-    )
+    print("| t (nm) | path | F1@0.5px | F1@1px | position RMSE (px) | strain RMSE | strain / corr |")
     print("|---|---|---|---|---|---|---|")
     for t, r in rows.items():
         c = r["correlation"]["strain_rmse"]

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 P4_SCRIPT = textwrap.dedent(
-    r'''
+    r"""
     import json, sys, time, warnings
     import numpy as np
     warnings.filterwarnings("ignore")
@@ -103,7 +103,7 @@ P4_SCRIPT = textwrap.dedent(
     except Exception as e:  # report, do not hide
         out["parallax_error"] = f"{type(e).__name__}: {e}"
     json.dump(out, open(folder + "/p4.json", "w"))
-    '''
+    """
 )
 
 
@@ -123,7 +123,7 @@ def register_and_correlate(recon: np.ndarray, truth: np.ndarray, margin: float =
         oy, ox = np.unravel_index(np.argmax(cc), cc.shape)
         t = np.roll(truth, (-oy, -ox), axis=(0, 1))[:ch, :cw]
         my, mx = int(ch * margin), int(cw * margin)
-        c_, t_ = cand[my:ch - my, mx:cw - mx], t[my:ch - my, mx:cw - mx]
+        c_, t_ = cand[my : ch - my, mx : cw - mx], t[my : ch - my, mx : cw - mx]
         r, rms = phase_correlation_with_truth(c_, t_)
         if best is None or r > best[0]:
             best = (r, rms, label, c_, t_)
@@ -137,10 +137,12 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dose", type=float, default=None, help="e/A^2 (Poisson); default noise-free")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--wdd-eps", type=float, default=1e-3,
-                    help="WDD Wiener term, ours and py4DSTEM's relative_wiener_epsilon")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (default 1: see docs/phase.md on shared machines)")
+    ap.add_argument(
+        "--wdd-eps", type=float, default=1e-3, help="WDD Wiener term, ours and py4DSTEM's relative_wiener_epsilon"
+    )
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: see docs/phase.md on shared machines)"
+    )
     args = ap.parse_args()
 
     from napari_4dstem.analysis.phase._common import phase_correlation_with_truth
@@ -151,9 +153,15 @@ def main() -> int:
     from napari_4dstem.analysis.phase.wdd import wdd
 
     step, df = 0.4, 50.0
-    s = simulate_phase_dataset(scan_shape=(args.scan, args.scan), detector_px=64, step_A=step,
-                               defocus_A=df, phase_per_atom_rad=0.1, seed=1,
-                               dose_e_per_A2=args.dose)
+    s = simulate_phase_dataset(
+        scan_shape=(args.scan, args.scan),
+        detector_px=64,
+        step_A=step,
+        defocus_A=df,
+        phase_per_atom_rad=0.1,
+        seed=1,
+        dose_e_per_A2=args.dose,
+    )
     cube = s.datacube
     truth_obj = np.angle(s.object)
     rows = []
@@ -179,9 +187,12 @@ def main() -> int:
             if getattr(p, "object_phase", None) is not None:
                 stamps.append(time.perf_counter())
 
-        res = ptychography(cube, probe=s.probe, progress=stamp,
-                           params=PtychoParams(iterations=args.iterations, device=args.device,
-                                               threads=args.threads))
+        res = ptychography(
+            cube,
+            probe=s.probe,
+            progress=stamp,
+            params=PtychoParams(iterations=args.iterations, device=args.device, threads=args.threads),
+        )
         # per iteration: the iterations after the first (as for py4DSTEM)
         t_pty.append((stamps[-1] - stamps[0]) / (len(stamps) - 1))
     ours_pty = register_and_correlate(res.object_phase(), truth_obj)
@@ -195,9 +206,17 @@ def main() -> int:
     if exe and Path(exe).exists():
         with tempfile.TemporaryDirectory() as tmp:
             np.save(Path(tmp) / "data.npy", np.asarray(cube.data))
-            meta = dict(step=step, dk=cube.calibration.k_pixel_size, E=300.0, alpha=20.0, df=df,
-                        iterations=args.iterations, repeats=args.repeats,
-                        repeats_ptycho=max(1, args.repeats - 1), wdd_eps=args.wdd_eps)
+            meta = dict(
+                step=step,
+                dk=cube.calibration.k_pixel_size,
+                E=300.0,
+                alpha=20.0,
+                df=df,
+                iterations=args.iterations,
+                repeats=args.repeats,
+                repeats_ptycho=max(1, args.repeats - 1),
+                wdd_eps=args.wdd_eps,
+            )
             (Path(tmp) / "meta.json").write_text(json.dumps(meta))
             (Path(tmp) / "p4.py").write_text(P4_SCRIPT)
             r = subprocess.run([exe, str(Path(tmp) / "p4.py"), tmp], capture_output=True, text=True)
@@ -225,25 +244,34 @@ def main() -> int:
         return frc_resolution_A(*fourier_ring_correlation(a, b, pixel_A=pixel_A))
 
     med = statistics.median
-    print(f"\nscan {args.scan}x{args.scan}, detector 64x64, step {step} A, defocus {df} A, "
-          f"dose {args.dose or 'noise-free'}; CPU ({os.cpu_count()} cores, shared machine), "
-          f"torch threads {args.threads}")
+    print(
+        f"\nscan {args.scan}x{args.scan}, detector 64x64, step {step} A, defocus {df} A, "
+        f"dose {args.dose or 'noise-free'}; CPU ({os.cpu_count()} cores, shared machine), "
+        f"torch threads {args.threads}"
+    )
     print(f"{'method':34s} {'corr':>6s} {'RMS rad':>8s} {'time s':>8s} {'p4/ours':>8s}")
     rows.append(("SSB (ours)", *ours_ssb, med(t_ssb), None))
     if p4:
-        best = max(
-            (phase_correlation_with_truth(x, s.phase_at_scan) for x in (p4_ssb, p4_ssb.T)),
-            key=lambda v: v[0],
-        ) if p4_ssb.shape == s.phase_at_scan.shape else (float("nan"), float("nan"))
+        best = (
+            max(
+                (phase_correlation_with_truth(x, s.phase_at_scan) for x in (p4_ssb, p4_ssb.T)),
+                key=lambda v: v[0],
+            )
+            if p4_ssb.shape == s.phase_at_scan.shape
+            else (float("nan"), float("nan"))
+        )
         rows.append(("SSB (py4DSTEM)", *best, med(p4["ssb_s"]), med(p4["ssb_s"]) / med(t_ssb)))
     rows.append((f"WDD eps {args.wdd_eps:g} (ours)", *ours_wdd, med(t_wdd), None))
     if p4 and p4_wdd is not None:
-        best = max(
-            (phase_correlation_with_truth(x, s.phase_at_scan) for x in (p4_wdd, p4_wdd.T)),
-            key=lambda v: v[0],
-        ) if p4_wdd.shape == s.phase_at_scan.shape else (float("nan"), float("nan"))
-        rows.append((f"WDD eps {args.wdd_eps:g} (py4DSTEM)", *best, med(p4["wdd_s"]),
-                     med(p4["wdd_s"]) / med(t_wdd)))
+        best = (
+            max(
+                (phase_correlation_with_truth(x, s.phase_at_scan) for x in (p4_wdd, p4_wdd.T)),
+                key=lambda v: v[0],
+            )
+            if p4_wdd.shape == s.phase_at_scan.shape
+            else (float("nan"), float("nan"))
+        )
+        rows.append((f"WDD eps {args.wdd_eps:g} (py4DSTEM)", *best, med(p4["wdd_s"]), med(p4["wdd_s"]) / med(t_wdd)))
     it = args.iterations
     rows.append((f"ptycho {it} it (ours, s per it)", ours_pty[0], ours_pty[1], med(t_pty), None))
     if p4:
@@ -254,22 +282,28 @@ def main() -> int:
         rt = "" if ratio is None else f"{ratio:8.2f}"
         print(f"{name:34s} {c:6.3f} {e:8.4f} {tt:8.3f} {rt}")
     # resolution: FRC = 0.5 against the truth (SSB on the scan grid, ptycho on its own grid)
-    print(f"FRC 0.5 resolution: SSB (ours) {frc_res(ph.data, s.phase_at_scan, step):.2f} A, "
-          f"ptycho (ours) {frc_res(ours_pty[3], ours_pty[4], s.pixel_A):.2f} A", end="")
+    print(
+        f"FRC 0.5 resolution: SSB (ours) {frc_res(ph.data, s.phase_at_scan, step):.2f} A, "
+        f"ptycho (ours) {frc_res(ours_pty[3], ours_pty[4], s.pixel_A):.2f} A",
+        end="",
+    )
     if p4:
         if p4_ssb.shape == s.phase_at_scan.shape:
             print(f", SSB (py4DSTEM) {frc_res(p4_ssb, s.phase_at_scan, step):.2f} A", end="")
         b = register_and_correlate(p4_pty, truth_obj)
         print(f", ptycho (py4DSTEM) {frc_res(b[3], b[4], s.pixel_A):.2f} A", end="")
-    print(f"  (scan step {step} A, object pixel {s.pixel_A:.3f} A, 2 alpha / lambda = "
-          f"{1 / (2 * s.probe.k_aperture_inv_A):.2f} A)")
+    print(
+        f"  (scan step {step} A, object pixel {s.pixel_A:.3f} A, 2 alpha / lambda = "
+        f"{1 / (2 * s.probe.k_aperture_inv_A):.2f} A)"
+    )
     print(f"parallax (ours): defocus {par.defocus_A:.1f} A (planted {df}), {t_par:.2f} s")
     if p4:
         if "parallax_C1_A" in p4:
             c10 = p4.get("parallax_C10_A")
             more = "" if c10 is None else f", fitted C10 {c10:.1f} A"
-            print(f"parallax (py4DSTEM): C1 {p4['parallax_C1_A']:.1f} A{more} (C1 = -defocus), "
-                  f"{p4['parallax_s']:.2f} s")
+            print(
+                f"parallax (py4DSTEM): C1 {p4['parallax_C1_A']:.1f} A{more} (C1 = -defocus), {p4['parallax_s']:.2f} s"
+            )
         else:
             print(f"parallax (py4DSTEM): {p4.get('parallax_error')}")
         print(f"py4DSTEM ptycho preprocess {med(p4['ptycho_pre_s']):.2f} s (not in the per-iteration time)")

@@ -71,9 +71,7 @@ def write_empad(path_xml: Path, sy: int, sx: int) -> None:
         out[i0 : min(n, i0 + 1024)] = frame
     out.flush()
     del out
-    path_xml.write_text(
-        f'<root><raw_file filename="{raw.name}"/><pix_x>{sx}</pix_x><pix_y>{sy}</pix_y></root>'
-    )
+    path_xml.write_text(f'<root><raw_file filename="{raw.name}"/><pix_x>{sx}</pix_x><pix_y>{sy}</pix_y></root>')
 
 
 def write_arina(master: Path, sy: int, sx: int, frames_per_file: int = 10000) -> None:
@@ -260,9 +258,7 @@ def main() -> None:
                     p = d / "scan_master.h5"
                     write_arina(p, ny, nx)
                 paths[tag] = p
-                print(
-                    f"# wrote {fmt} {tag} {ny}x{nx} in {time.perf_counter() - t0:.1f} s", flush=True
-                )
+                print(f"# wrote {fmt} {tag} {ny}x{nx} in {time.perf_counter() - t0:.1f} s", flush=True)
             res = subprocess.run(
                 [sys.executable, str(HERE), "--runs", str(args.runs), "--child", fmt,
                  str(paths["big"]), str(paths["small"])],

@@ -49,8 +49,9 @@ def main() -> int:
         print(f"| job on a {shape} uint16 memmap ({size:.1f} GiB) | time | peak RSS |")
         print("|---|---|---|")
         for job in ("mean", "virtual"):
-            out = subprocess.run([sys.executable, "-c", CHILD, str(p), job], capture_output=True, text=True,
-                                 check=True).stdout.split()
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, str(p), job], capture_output=True, text=True, check=True
+            ).stdout.split()
             print(f"| {'mean pattern' if job == 'mean' else 'virtual disk image'} | {out[0]} s | {out[1]} GiB |")
     return 0
 

@@ -71,9 +71,7 @@ def main(quick: bool = False, engines_only: bool = False) -> None:
     probes = np.repeat(res.probe[None], n, 0)
     rates = {}
     for w in (1, 2):
-        dt = median_time(
-            lambda w=w: augment_batch(pats, probes, pats, seeds=range(n), workers=w), 3
-        )
+        dt = median_time(lambda w=w: augment_batch(pats, probes, pats, seeds=range(n), workers=w), 3)
         rates[w] = n / dt
         print(f"augmentation 256x256, {w} thread(s): {rates[w]:.0f} patterns/s")
     print(f"  augmentation scaling 2/1 threads: {rates[2] / rates[1]:.2f}")

@@ -172,9 +172,7 @@ def bench_distributed(a, det, shape, repeats):
     from napari_4dstem.analysis.virtual.images import virtual_image
 
     with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
         distributed.Client(cluster) as client,
     ):
         t = interleaved(
@@ -270,9 +268,7 @@ def run_file(args) -> list[tuple[str, str, str]]:
     rows = []
     base = Path(args.file_dir)
     base.mkdir(parents=True, exist_ok=True)
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-    )
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
     client = distributed.Client(cluster)
     try:
         for dtype in args.file_dtypes:
@@ -320,12 +316,8 @@ def run_file(args) -> list[tuple[str, str, str]]:
                         "dist": opened(lambda dc: virtual_image(dc, bf, backend=client)),
                     }
                     if np.dtype(dtype).kind == "f":
-                        cands["tdot_bf"] = numpy_ref(
-                            lambda a: np.tensordot(a, m_bf, axes=((2, 3), (0, 1)))
-                        )
-                        cands["tdot_adf"] = numpy_ref(
-                            lambda a: np.tensordot(a, m_adf, axes=((2, 3), (0, 1)))
-                        )
+                        cands["tdot_bf"] = numpy_ref(lambda a: np.tensordot(a, m_bf, axes=((2, 3), (0, 1))))
+                        cands["tdot_adf"] = numpy_ref(lambda a: np.tensordot(a, m_adf, axes=((2, 3), (0, 1))))
                     t = interleaved(cands, args.repeats)
                     cache = "cold" if args.cold else "warm"
                     what = f"{shape} {name} {fmt} file, {gb:.2f} GB, {cache} cache"

@@ -64,15 +64,11 @@ def main(argv=None) -> int:
     for i in range(min(args.n, len(d["U"]))):
         for it, t_nm in enumerate(thick):
             t = 10.0 * t_nm
-            ref = bloch_intensities(
-                au, d["U"][i], energy_kev=B.ENERGY, thicknesses_A=t, k_max_inv_A=B.K_MAX
-            )
+            ref = bloch_intensities(au, d["U"][i], energy_kev=B.ENERGY, thicknesses_A=t, k_max_inv_A=B.K_MAX)
             idx = {tuple(h): j for j, h in enumerate(ref.hkl)}
             acc = np.zeros(len(ref.hkl))
             for R in _tilts(B.CONV):
-                p = bloch_intensities(
-                    au, R @ d["U"][i], energy_kev=B.ENERGY, thicknesses_A=t, k_max_inv_A=B.K_MAX
-                )
+                p = bloch_intensities(au, R @ d["U"][i], energy_kev=B.ENERGY, thicknesses_A=t, k_max_inv_A=B.K_MAX)
                 for j, h in enumerate(p.hkl):
                     if tuple(h) in idx:
                         acc[idx[tuple(h)]] += p.intensity[0, j]
@@ -82,8 +78,7 @@ def main(argv=None) -> int:
             meas = np.array(
                 [
                     d["patterns"][it, i][
-                        (xx - (W // 2 + x / B.PIXEL)) ** 2 + (yy - (H // 2 + y / B.PIXEL)) ** 2
-                        <= 25.0
+                        (xx - (W // 2 + x / B.PIXEL)) ** 2 + (yy - (H // 2 + y / B.PIXEL)) ** 2 <= 25.0
                     ].sum()
                     for x, y in g[:, :2]
                 ]

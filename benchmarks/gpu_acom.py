@@ -54,9 +54,7 @@ def main(argv=None) -> int:
         return 0
     missing = [m for m in ("numba", "gemmi", "spglib", "yaml") if not _importable(m)]
     if missing:
-        print(
-            f"gpu_acom.py needs {', '.join(missing)} (pip wheels for this Python)", file=sys.stderr
-        )
+        print(f"gpu_acom.py needs {', '.join(missing)} (pip wheels for this Python)", file=sys.stderr)
         return 2
     if SRC.is_dir() and str(SRC) not in sys.path:
         sys.path.insert(0, str(SRC))
@@ -83,15 +81,10 @@ def main(argv=None) -> int:
     au = bundled_crystal("Au")
     rng = np.random.default_rng(2026)
     U = random_rotations(n, rng)
-    pk = kinematic_bragg_peaks(
-        au, U, k_max_inv_A=kmax, thickness_A=thick, position_noise_px=0.1, rng=rng
-    )
+    pk = kinematic_bragg_peaks(au, U, k_max_inv_A=kmax, thickness_A=thick, position_noise_px=0.1, rng=rng)
     n_threads = os.cpu_count() or 1
     name = torch.cuda.get_device_name(0) if dev.startswith("cuda") else "torch on the CPU"
-    print(
-        f"device: {name}; CPU threads: {n_threads}; "
-        f"{n} patterns, median {int(np.median(pk.counts()))} peaks"
-    )
+    print(f"device: {name}; CPU threads: {n_threads}; {n} patterns, median {int(np.median(pk.counts()))} peaks")
     rows = []
 
     def timed(fn, n_pat, repeats):
@@ -137,20 +130,12 @@ def main(argv=None) -> int:
 
         s_cpu, o_cpu = timed(score_numba, n_pat, repeats)
         s_gpu, o_gpu = timed(score_torch, n_pat, repeats)
-        m_cpu, r_cpu = timed(
-            lambda: match_orientations(pk, plan, min_peaks=3, device="numba"), n_pat, repeats
-        )
-        m_gpu, r_gpu = timed(
-            lambda: match_orientations(pk, plan, min_peaks=3, device=dev), n_pat, repeats
-        )
-        mis_pair = misorientation_deg(
-            r_cpu.orientation[0, :, 0], r_gpu.orientation[0, :, 0], au.point_group
-        )
+        m_cpu, r_cpu = timed(lambda: match_orientations(pk, plan, min_peaks=3, device="numba"), n_pat, repeats)
+        m_gpu, r_gpu = timed(lambda: match_orientations(pk, plan, min_peaks=3, device=dev), n_pat, repeats)
+        mis_pair = misorientation_deg(r_cpu.orientation[0, :, 0], r_gpu.orientation[0, :, 0], au.point_group)
         agree = np.nan_to_num(mis_pair, nan=0.0) < 0.1
         ambiguous = r_cpu.reliability[0] < 0.01
-        mis_true = np.nan_to_num(
-            misorientation_deg(r_gpu.orientation[0, :, 0], U, au.point_group), nan=180.0
-        )
+        mis_true = np.nan_to_num(misorientation_deg(r_gpu.orientation[0, :, 0], U, au.point_group), nan=180.0)
         return {
             "plan_step_deg": plan.params["step_deg"],
             "zones_x_inplane": f"{plan.n_zones} x {plan.n_inplane}",
@@ -175,15 +160,11 @@ def main(argv=None) -> int:
         if step < 2.0 and time.perf_counter() - t_start > 40:
             print(f"plan {step} deg: skipped (time)")
             continue
-        plan = build_orientation_plan(
-            au, energy_kev=300, k_max_inv_A=kmax, step_deg=step, thickness_A=thick
-        )
+        plan = build_orientation_plan(au, energy_kev=300, k_max_inv_A=kmax, step_deg=step, thickness_A=thick)
         sub = (
             pk
             if m == n
-            else kinematic_bragg_peaks(
-                au, U[:m], k_max_inv_A=kmax, thickness_A=thick, position_noise_px=0.1, rng=rng
-            )
+            else kinematic_bragg_peaks(au, U[:m], k_max_inv_A=kmax, thickness_A=thick, position_noise_px=0.1, rng=rng)
         )
         row = bench(plan, U[:m], sub, args.repeats if m == n else 1)
         rows.append(row)

@@ -52,9 +52,7 @@ def main() -> int:
     from napari_4dstem.simulation.samples import make_strained_crystal
 
     print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
-    s = make_strained_crystal(
-        scan_shape=(32, 32), detector_shape=(256, 256), disk_radius_px=10, spacing_px=40
-    )
+    s = make_strained_crystal(scan_shape=(32, 32), detector_shape=(256, 256), disk_radius_px=10, spacing_px=40)
     data = np.asarray(s.datacube.data)
     lm = load_model(None)
     rates = {}

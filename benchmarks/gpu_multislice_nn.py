@@ -246,9 +246,7 @@ def stage_d(ckpt, model_path, dev, small, train_info, scans_dir=None):
             )
         log("D: scans of", crystal, f"{time.perf_counter() - t1:.1f} s")
         for t, scan in zip(thick, scans, strict=True):
-            row = compare_on_scan(
-                scan, models={f"nn_{k}": v for k, v in models.items()}, device=dev
-            )
+            row = compare_on_scan(scan, models={f"nn_{k}": v for k, v in models.items()}, device=dev)
             c = row["correlation"]
             for mname in models:
                 n = row[f"nn_{mname}"]
@@ -292,9 +290,7 @@ def stage_e(dev, small):
         t1 = time.perf_counter()
         bp = find_bragg_disks(s.datacube, template=tpl, device=d)
         out[d] = {
-            "patterns_per_s": s.datacube.data.shape[0]
-            * s.datacube.data.shape[1]
-            / (time.perf_counter() - t1),
+            "patterns_per_s": s.datacube.data.shape[0] * s.datacube.data.shape[1] / (time.perf_counter() - t1),
             "n_peaks": int(bp.offsets[-1]),
         }
     log("E", out)
@@ -313,8 +309,7 @@ def main():
     ap.add_argument("--train-s", type=float, help="stage C's time (default: a third of the budget)")
     ap.add_argument(
         "--scans",
-        help="folder of held-out scans for D (CRYSTAL-*.npz, e.g. from bench_nn_multislice.py "
-        "--cache)",
+        help="folder of held-out scans for D (CRYSTAL-*.npz, e.g. from bench_nn_multislice.py --cache)",
     )
     a = ap.parse_args()
     out = Path(a.out)
@@ -340,8 +335,7 @@ def main():
                 out / "fcunet-ms-128.pt",
                 a.device,
                 a.small,
-                {k: v for k, v in res.data.get("B_training_set", {}).items()}
-                or {"folder": str(train_set)},
+                {k: v for k, v in res.data.get("B_training_set", {}).items()} or {"folder": str(train_set)},
                 a.scans,
             ),
         ),

@@ -21,14 +21,18 @@ def main() -> None:
     from napari_4dstem.analysis.phase.forward import simulate_phase_dataset
     from napari_4dstem.widgets._results import results_viewer
 
-    s = simulate_phase_dataset(scan_shape=(24, 24), detector_px=64, step_A=0.4, defocus_A=50.0,
-                               phase_per_atom_rad=0.1, seed=1)
+    s = simulate_phase_dataset(
+        scan_shape=(24, 24), detector_px=64, step_A=0.4, defocus_A=50.0, phase_per_atom_rad=0.1, seed=1
+    )
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1400, 950)
     cube = s.datacube
-    viewer.add_image(np.asarray(cube.data), name="simulated weak phase object",
-                     metadata={"napari_4dstem": {"calibration": cube.calibration}},
-                     **cube.calibration.napari_kwargs("4d"))
+    viewer.add_image(
+        np.asarray(cube.data),
+        name="simulated weak phase object",
+        metadata={"napari_4dstem": {"calibration": cube.calibration}},
+        **cube.calibration.napari_kwargs("4d"),
+    )
     _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Phase retrieval")
     w.method.setCurrentText("ptycho")
     w.defocus.setValue(50.0)

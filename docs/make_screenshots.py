@@ -82,8 +82,11 @@ def virtual_imaging() -> None:
 
     rs = results_viewer(viewer, create=False)
     qt_window = viewer.window._qt_window
-    docks = [viewer.window.dock_widgets[n] for n in ("Virtual imaging (napari-4dstem)", "Real space")
-             if n in viewer.window.dock_widgets]
+    docks = [
+        viewer.window.dock_widgets[n]
+        for n in ("Virtual imaging (napari-4dstem)", "Real space")
+        if n in viewer.window.dock_widgets
+    ]
     if len(docks) == 2:  # room for the pattern on the main canvas
         from qtpy.QtCore import Qt
         from qtpy.QtWidgets import QDockWidget
@@ -214,8 +217,7 @@ def nn_detection() -> None:
     s = next(sc for sc in scans if sc.datacube.name.startswith("multislice_Au_300"))
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1500, 900)
-    viewer.add_image(np.asarray(s.datacube.data), name=s.datacube.name, colormap="gray",
-                     gamma=0.4)
+    viewer.add_image(np.asarray(s.datacube.data), name=s.datacube.name, colormap="gray", gamma=0.4)
     viewer.add_image(np.asarray(s.probe.data), name="probe", visible=False)
     _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "NN disk detection")
     w.layer_combo.setCurrentText(s.datacube.name)

@@ -46,7 +46,8 @@ def pytest_runtest_makereport(item, call):
             _realdata_runs["skipped"] += 1
             # one location for all of them, so `-ra` folds them into a single SKIPPED line
             report.longrepr = (
-                __file__, _REALDATA_LINE,
+                __file__,
+                _REALDATA_LINE,
                 f"Skipped: {REALDATA_MISSING} at {REALDATA}: these tests decode real detector "
                 "files and did NOT run (put ../shared/realdata beside the clone to run them)",
             )
@@ -59,8 +60,8 @@ def pytest_terminal_summary(terminalreporter):
     skipped, ran = _realdata_runs["skipped"], _realdata_runs["ran"]
     if skipped:
         terminalreporter.write_line(
-            f"realdata: {skipped} real-file tests SKIPPED ({REALDATA_MISSING} at {REALDATA}); "
-            f"{ran} ran", yellow=True,
+            f"realdata: {skipped} real-file tests SKIPPED ({REALDATA_MISSING} at {REALDATA}); {ran} ran",
+            yellow=True,
         )
     elif ran:
         terminalreporter.write_line(f"realdata: {ran} tests decoded real detector files in {REALDATA}")
@@ -69,8 +70,13 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture
 def calibrated() -> Calibration:
     return Calibration(
-        scan_step=(1.5, 2.0), scan_units="nm", k_pixel_size=0.02, k_units="1/A",
-        beam_energy_kev=200.0, convergence_semiangle_mrad=2.5, ellipse=(1.0, 1.03, 25.0),
+        scan_step=(1.5, 2.0),
+        scan_units="nm",
+        k_pixel_size=0.02,
+        k_units="1/A",
+        beam_energy_kev=200.0,
+        convergence_semiangle_mrad=2.5,
+        ellipse=(1.0, 1.03, 25.0),
         rotation_deg=-11.0,
     )
 
@@ -115,8 +121,9 @@ def run_copied_script():
         script = Path(cwd) / "copied.py"
         script.write_text(text)
         env = {**os.environ, "PYTHONPATH": str(src) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=cwd, env=env,
-                             timeout=600)
+        res = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+        )
         assert res.returncode == 0, res.stderr[-3000:]
 
     return run

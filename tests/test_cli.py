@@ -91,10 +91,37 @@ def test_simulate_with_our_multislice_and_detection_labels(tmp_path, capsys):
     from napari_4dstem.simulation.shards import ShardSet, read_manifest
 
     out = tmp_path / "set"
-    args = ["-q", "simulate", str(out), "-n", "2", "--shard-size", "2", "--engine", "multislice",
-            "--shape", "48", "48", "--pixel-size", "0.03", "0.03", "--convergence", "3", "3",
-            "--thickness", "10", "20", "--energy", "300", "--crystal", "Si",
-            "--label-heights", "uniform", "--label-min-weight", "0.01"]
+    args = [
+        "-q",
+        "simulate",
+        str(out),
+        "-n",
+        "2",
+        "--shard-size",
+        "2",
+        "--engine",
+        "multislice",
+        "--shape",
+        "48",
+        "48",
+        "--pixel-size",
+        "0.03",
+        "0.03",
+        "--convergence",
+        "3",
+        "3",
+        "--thickness",
+        "10",
+        "20",
+        "--energy",
+        "300",
+        "--crystal",
+        "Si",
+        "--label-heights",
+        "uniform",
+        "--label-min-weight",
+        "0.01",
+    ]
     assert main(args) == 0
     spec = read_manifest(out)["spec"]
     assert spec["engine"] == "multislice" and spec["label_heights"] == "uniform"

@@ -16,8 +16,12 @@ from napari_4dstem.io import emd
 def test_text_bar_one_line_per_stage():
     out = io.StringIO()
     bar = ProgressBar(out, use_tqdm=False)
-    for p in [Progress(0, 3, "virtual images"), Progress(3, 3, "virtual images"),
-              Progress(0, 2, "mean pattern"), Progress(2, 2, "mean pattern")]:
+    for p in [
+        Progress(0, 3, "virtual images"),
+        Progress(3, 3, "virtual images"),
+        Progress(0, 2, "mean pattern"),
+        Progress(2, 2, "mean pattern"),
+    ]:
         bar(p)
     empty, full = "-" * 30, "#" * 30
     assert out.getvalue() == (

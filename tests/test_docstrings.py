@@ -94,9 +94,7 @@ def test_public_name_has_numpydoc_sections(module_name, name):
         assert {"Parameters", "Attributes"} & set(sections), f"{name}: Parameters or Attributes"
         return
     sections = _sections(doc)
-    params = [
-        p.name for p in inspect.signature(obj).parameters.values() if p.name not in ("self", "cls")
-    ]
+    params = [p.name for p in inspect.signature(obj).parameters.values() if p.name not in ("self", "cls")]
     returns = "Yields" if inspect.isgeneratorfunction(obj) else "Returns"
     assert returns in sections, f"{name}: no {returns} section"
     if params:

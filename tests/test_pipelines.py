@@ -99,8 +99,9 @@ def test_strain_pipeline_recovers_planted_strain_and_cli_is_the_same(sample_file
     err = res.strain.strain.data - s.truth[0].data
     assert np.sqrt(np.nanmean(err[..., :3] ** 2)) < 1.5e-3
     out = tmp_path / "cli.h5"
-    assert main(["-q", "strain", str(path), str(out), "--probe", f"{path}:probe",
-                 "--reference", "0", "2", "0", "2"]) == 0
+    assert (
+        main(["-q", "strain", str(path), str(out), "--probe", f"{path}:probe", "--reference", "0", "2", "0", "2"]) == 0
+    )
     cli = emd.read(out)
     np.testing.assert_array_equal(cli["strain"].data, res.strain.strain.data)
     # the saved file says how it was made: input file (path, size, mtime), version, time
@@ -130,8 +131,9 @@ def test_disks_script_reproduces_the_result(sample_file, tmp_path, run_copied_sc
     path, _ = sample_file
     dc = open_datacube(path)
     try:
-        res = run_disks(dc, detection=DiskDetectionParams(correlation_power=0.8, max_peaks=30),
-                        probe=ProbeSource(str(path)))
+        res = run_disks(
+            dc, detection=DiskDetectionParams(correlation_power=0.8, max_peaks=30), probe=ProbeSource(str(path))
+        )
     finally:
         dc.close()
     text = res.to_script("again.h5")
@@ -185,16 +187,29 @@ def test_acom_top_n_round_trip(tmp_path):
     dc = next(v for v in contents.values() if hasattr(v, "close"))
     try:
         cal = dc.calibration.replace(origin_px=tuple(contents["truth_orientation"].params["origin_px_yx"]))
-        run = run_acom(np.asarray(dc.data[:6, :6]), calibration=cal, probe=ProbeSource(str(src)),
-                       acom=ACOMParams(crystals=("Au",), step_deg=3.0, k_max_inv_A=1.2, thickness_nm=10.0,
-                                       n_matches=2, min_peaks=3))
+        run = run_acom(
+            np.asarray(dc.data[:6, :6]),
+            calibration=cal,
+            probe=ProbeSource(str(src)),
+            acom=ACOMParams(
+                crystals=("Au",), step_deg=3.0, k_max_inv_A=1.2, thickness_nm=10.0, n_matches=2, min_peaks=3
+            ),
+        )
     finally:
         dc.close()
     out = run.save(tmp_path / "acom.h5")
     back = read_acom(out)
     res = run.result
-    for f in ("orientation", "correlation", "phase", "reliability", "phase_reliability", "n_peaks",
-              "n_matched", "residual_inv_A"):
+    for f in (
+        "orientation",
+        "correlation",
+        "phase",
+        "reliability",
+        "phase_reliability",
+        "n_peaks",
+        "n_matched",
+        "residual_inv_A",
+    ):
         np.testing.assert_array_equal(getattr(back, f), getattr(res, f), err_msg=f)
     assert back.orientation.shape[2] == 2 and [c.name for c in back.crystals] == ["Au"]
     np.testing.assert_array_equal(back.ipf_rgb("z"), res.ipf_rgb("z"))
@@ -213,16 +228,33 @@ def test_strain_from_network_peaks(sample_file, tmp_path, run_copied_script):
     via = tmp_path / "via.h5"
     assert main(["-q", "strain", str(inferred), str(via), "--reference", "0", "2", "0", "2"]) == 0
     direct = tmp_path / "direct.h5"
-    assert main(["-q", "strain", str(path), str(direct), "--method", "nn", "--probe", f"{path}:probe",
-                 "--reference", "0", "2", "0", "2"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "strain",
+                str(path),
+                str(direct),
+                "--method",
+                "nn",
+                "--probe",
+                f"{path}:probe",
+                "--reference",
+                "0",
+                "2",
+                "0",
+                "2",
+            ]
+        )
+        == 0
+    )
     a, b = emd.read(via)["strain"], emd.read(direct)["strain"]
     np.testing.assert_allclose(a.data, b.data, rtol=0, atol=1e-9, equal_nan=True)
     err = b.data[..., :3] - s.truth[0].data[..., :3]
     assert np.sqrt(np.nanmean(err**2)) < 5e-3  # the network's positions are coarser than the fit
     assert Recipe.from_dict(b.params["recipe"]).params["nn"] == NNDiskParams()
     run_copied_script(script_from_file(direct, tmp_path / "again.h5"), tmp_path)
-    np.testing.assert_allclose(emd.read(tmp_path / "again.h5")["strain"].data, b.data, atol=1e-9,
-                               equal_nan=True)
+    np.testing.assert_allclose(emd.read(tmp_path / "again.h5")["strain"].data, b.data, atol=1e-9, equal_nan=True)
 
 
 # -- sessions ------------------------------------------------------------------------------------
@@ -278,8 +310,28 @@ def test_virtual_and_dpc_scripts_reproduce_the_cli(sample_file, tmp_path, run_co
     mask[10:30, 40:90] = True
     np.save(tmp_path / "mask.npy", mask)
     vi = tmp_path / "vi.h5"
-    assert main(["-q", "virtual", str(path), str(vi), "--disk", "64", "64", "10",
-                 "--annulus", "64", "64", "20", "50", "--mask", str(tmp_path / "mask.npy")]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "virtual",
+                str(path),
+                str(vi),
+                "--disk",
+                "64",
+                "64",
+                "10",
+                "--annulus",
+                "64",
+                "64",
+                "20",
+                "50",
+                "--mask",
+                str(tmp_path / "mask.npy"),
+            ]
+        )
+        == 0
+    )
     saved = emd.read(vi)
     r = Recipe.from_dict(saved["virtual_disk"].params["recipe"])
     assert isinstance(r.params["virtual"], VirtualImageParams) and len(r.params["virtual"].detectors) == 3
@@ -336,8 +388,9 @@ def test_script_keeps_the_scan_shape_analysed(sample_file, tmp_path, run_copied_
     path, _ = sample_file
     dc = open_datacube(path)
     try:
-        res = run_disks(dc.reshape_scan((4, 16)), probe=ProbeSource(str(path)),
-                        source=InputRef.of(path, reshape_to=(4, 16)))
+        res = run_disks(
+            dc.reshape_scan((4, 16)), probe=ProbeSource(str(path)), source=InputRef.of(path, reshape_to=(4, 16))
+        )
     finally:
         dc.close()
     assert res.peaks.scan_shape == (4, 16)
@@ -392,7 +445,9 @@ def test_calibrate_pipeline_recovers_the_descan_and_reproduces(sample_file, tmp_
     assert np.abs(res.calibration.origin_map_px - truth).max() < 0.05
     assert np.abs(res.origin_fit.origin_map_px - truth).max() < 0.05
     mean = res.refit("mean")
-    np.testing.assert_array_equal(mean.origin_fit.origin_map_px, fit_origin_plane(res.origin, method="mean").origin_map_px)
+    np.testing.assert_array_equal(
+        mean.origin_fit.origin_map_px, fit_origin_plane(res.origin, method="mean").origin_map_px
+    )
     assert mean.recipe.params["calibrate"].fit == "mean" and res.recipe.params["calibrate"].fit == "plane"
     out = tmp_path / "cal.json"
     assert main(["-q", "calibrate", str(path), str(out)]) == 0

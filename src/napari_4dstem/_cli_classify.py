@@ -7,25 +7,32 @@ from pathlib import Path
 
 
 def add_classify(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "classify", help="find the phases and domains of a scan (features, PCA/NMF, clustering)"
-    )
+    p = sub.add_parser("classify", help="find the phases and domains of a scan (features, PCA/NMF, clustering)")
     p.add_argument("file", type=Path)
     p.add_argument(
-        "out", type=Path,
+        "out",
+        type=Path,
         help="output .h5 (EMD): class_labels, class_probability, class_mixing, "
         "component_loadings, class_<k>_mean, component_<i>",
     )
-    p.add_argument("--features", choices=["pattern", "radial", "polar", "angular", "pattern+angular", "bragg"],
-                   default="pattern",
-                   help="pattern (binned, keeps orientation; default), pattern+angular (also the disks' angles, "
-                   "blind to their intensities: grains a few degrees apart), angular, radial or polar "
-                   "(rotation-invariant), bragg (histogram of detected disks: needs --peaks)")
+    p.add_argument(
+        "--features",
+        choices=["pattern", "radial", "polar", "angular", "pattern+angular", "bragg"],
+        default="pattern",
+        help="pattern (binned, keeps orientation; default), pattern+angular (also the disks' angles, "
+        "blind to their intensities: grains a few degrees apart), angular, radial or polar "
+        "(rotation-invariant), bragg (histogram of detected disks: needs --peaks)",
+    )
     p.add_argument("--peaks", type=Path, help="EMD file with Bragg peaks (from `disks`) for --features bragg")
     p.add_argument("--bin", type=float, metavar="PX", help="bin size / ring width in detector px")
     p.add_argument("--radius", type=float, metavar="PX", help="outer radius about the origin")
-    p.add_argument("--inner", type=float, default=0.0, metavar="PX",
-                   help="leave out pixels closer to the origin (default: the bright-field disk)")
+    p.add_argument(
+        "--inner",
+        type=float,
+        default=0.0,
+        metavar="PX",
+        help="leave out pixels closer to the origin (default: the bright-field disk)",
+    )
     p.add_argument("--keep-bf", action="store_true", help="keep the bright-field disk in the features")
     p.add_argument("--method", choices=["gmm", "kmeans", "hierarchical"], default="gmm")
     p.add_argument("--decomposition", choices=["pca", "nmf"], default="pca")
@@ -34,8 +41,12 @@ def add_classify(sub) -> argparse.ArgumentParser:
     p.add_argument("--n-components", type=int, help="components kept (default: above the noise floor)")
     p.add_argument("--transform", choices=["sqrt", "log", "none"], default="sqrt")
     p.add_argument("--spatial", type=float, default=1.0, help="weight of agreeing neighbours (0: none)")
-    p.add_argument("--origin", choices=["auto", "calibration", "fixed"], default="auto",
-                   help="auto: calibration's origin map, else measured + descan plane")
+    p.add_argument(
+        "--origin",
+        choices=["auto", "calibration", "fixed"],
+        default="auto",
+        help="auto: calibration's origin map, else measured + descan plane",
+    )
     p.add_argument("--seed", type=int, default=0)
     from ._cli_common import analysis_args
 
@@ -55,16 +66,28 @@ def run_classify(args) -> int:
     if args.features == "bragg" and args.peaks is None:
         raise FileFormatError(args.file, "--features bragg needs --peaks PEAKS.h5 (from `disks`)")
     params = ClassificationParams(
-        features=args.features, radius_px=args.radius, bin_px=args.bin, inner_px=args.inner,
-        keep_bf=args.keep_bf, peaks_path=None if args.peaks is None else str(args.peaks.resolve()),
-        method=args.method, decomposition=args.decomposition, n_classes=args.n_classes,
-        max_classes=args.max_classes, n_components=args.n_components, transform=args.transform,
-        spatial=args.spatial, seed=args.seed, origin=args.origin,
+        features=args.features,
+        radius_px=args.radius,
+        bin_px=args.bin,
+        inner_px=args.inner,
+        keep_bf=args.keep_bf,
+        peaks_path=None if args.peaks is None else str(args.peaks.resolve()),
+        method=args.method,
+        decomposition=args.decomposition,
+        n_classes=args.n_classes,
+        max_classes=args.max_classes,
+        n_components=args.n_components,
+        transform=args.transform,
+        spatial=args.spatial,
+        seed=args.seed,
+        origin=args.origin,
     )
     result = run_on_cube(args, iter_classification, classify=params)
     result.save(args.out, overwrite=args.overwrite)
     res = result.classification
     sizes = ", ".join(f"{c}: {n}" for c, n in enumerate(res.class_sizes()))
-    print(f"{res.n_classes} classes (suggested {res.suggested_n_classes}; patterns per class {sizes}); "
-          f"{res.params['n_components']} components; wrote {args.out}")
+    print(
+        f"{res.n_classes} classes (suggested {res.suggested_n_classes}; patterns per class {sizes}); "
+        f"{res.params['n_components']} components; wrote {args.out}"
+    )
     return EXIT_OK

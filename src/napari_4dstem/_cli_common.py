@@ -92,8 +92,13 @@ class ProgressBar:
             self.close()  # a new stage (the last one ended, or this one counts afresh)
             # counted from its first report: no rate made up from work done before it
             bar = self._bar = tqdm(
-                total=total, initial=done, desc=p.message or None, file=self.stream,
-                mininterval=0.1, dynamic_ncols=True, leave=True,
+                total=total,
+                initial=done,
+                desc=p.message or None,
+                file=self.stream,
+                mininterval=0.1,
+                dynamic_ncols=True,
+                leave=True,
             )
             self._desc = p.message
         elif p.message != self._desc:  # a status within the stage ("epoch 3 loss 0.12")
@@ -126,7 +131,10 @@ def close_bars() -> None:
 
 def scan_shape_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--scan-shape", nargs=2, type=v.positive_int, metavar=("NY", "NX"),
+        "--scan-shape",
+        nargs=2,
+        type=v.positive_int,
+        metavar=("NY", "NX"),
         help="scan shape (scan_y scan_x) for files whose header lacks it",
     )
 
@@ -162,10 +170,18 @@ def open_calibrated(args) -> Any:
 
 
 def analysis_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--calibration", type=Path, metavar="JSON",
-                   help="calibration written by `napari-4dstem calibrate` (replaces the file's)")
-    p.add_argument("--scheduler", metavar="ADDRESS", type=v.scheduler_address,
-                   help="run on this dask.distributed scheduler (tcp://host:8786), not locally")
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="JSON",
+        help="calibration written by `napari-4dstem calibrate` (replaces the file's)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        type=v.scheduler_address,
+        help="run on this dask.distributed scheduler (tcp://host:8786), not locally",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     scan_shape_arg(p)
 
@@ -191,8 +207,7 @@ def workflow_inputs(args) -> dict[str, Any]:
     """Keywords every workflow gets from the command line (input file, calibration, where to run)."""
     from .pipelines import InputRef, ProbeSource
 
-    kw = {"source": InputRef.of(args.file, scan_shape=getattr(args, "scan_shape", None)),
-          "backend": args.scheduler}
+    kw = {"source": InputRef.of(args.file, scan_shape=getattr(args, "scan_shape", None)), "backend": args.scheduler}
     if hasattr(args, "probe"):  # the Bragg workflows
         kw.update(probe=ProbeSource.parse(args.probe) if args.probe else None, device=args.device)
     return kw
@@ -205,8 +220,9 @@ def run_on_cube(args, job_fn, **kwargs):
     dc = open_calibrated(args)
     try:
         calibration = dc.calibration if args.calibration is not None else None
-        return run_job(job_fn(dc, calibration=calibration, **workflow_inputs(args), **kwargs),
-                       ProgressBar(enabled=not args.quiet))
+        return run_job(
+            job_fn(dc, calibration=calibration, **workflow_inputs(args), **kwargs), ProgressBar(enabled=not args.quiet)
+        )
     finally:
         dc.close()
 

@@ -25,23 +25,16 @@ def add_train(sub) -> argparse.ArgumentParser:
         nargs="+",
         help="training-set folder(s) (shard-*.h5, from the simulation jobs); several are joined",
     )
-    p.add_argument(
-        "out", type=Path, help="output folder: checkpoint.pt, history.json (resumed if present)"
-    )
+    p.add_argument("out", type=Path, help="output folder: checkpoint.pt, history.json (resumed if present)")
     p.add_argument(
         "--make-proxy",
         type=v.positive_int,
         metavar="N",
-        help="first simulate N kinematic thick-sample proxy patterns into SHARDS "
-        "(when the folder has no shards)",
+        help="first simulate N kinematic thick-sample proxy patterns into SHARDS (when the folder has no shards)",
     )
     p.add_argument("--proxy-seed", type=int, default=1, help="seed of --make-proxy (default 1)")
-    p.add_argument(
-        "--size", type=int, default=128, choices=[128, 256, 512], help="model input size"
-    )
-    p.add_argument(
-        "--width", type=v.positive_int, default=6, help="complex channels of the first level (default 6)"
-    )
+    p.add_argument("--size", type=int, default=128, choices=[128, 256, 512], help="model input size")
+    p.add_argument("--width", type=v.positive_int, default=6, help="complex channels of the first level (default 6)")
     p.add_argument("--dropout", type=v.fraction, default=0.1)
     p.add_argument(
         "--domain",
@@ -67,9 +60,7 @@ def add_train(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
     p.add_argument("--threads", type=v.positive_int, default=2, help="torch CPU threads (default 2)")
-    p.add_argument(
-        "--no-resume", action="store_true", help="start afresh even if a checkpoint exists"
-    )
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
     p.add_argument(
         "--init",
         metavar="MODEL",
@@ -95,9 +86,7 @@ def train_config_from_args(args):
 
         model = load_model(init).config
     else:
-        model = ModelConfig(
-            size=args.size, width=args.width, dropout=args.dropout, domain=args.domain
-        )
+        model = ModelConfig(size=args.size, width=args.width, dropout=args.dropout, domain=args.domain)
     return TrainConfig(
         model=model,
         init=init,
@@ -125,9 +114,7 @@ def run_train(args) -> int:
     if args.make_proxy and not any(first.glob("shard-*.h5")):
         from .nn.synthetic import write_training_shards
 
-        write_training_shards(
-            first, n_patterns=args.make_proxy, size=args.size, seed=args.proxy_seed
-        )
+        write_training_shards(first, n_patterns=args.make_proxy, size=args.size, seed=args.proxy_seed)
     shards = ShardSet(args.shards)  # several folders: their shards, in the order given
     cfg = train_config_from_args(args)
     augment = None
@@ -151,9 +138,7 @@ def run_train(args) -> int:
     print(
         f"trained {res.steps_done} steps in {res.wall_s:.0f} s; checkpoint {res.checkpoint}; "
         + ", ".join(
-            f"{k} {last[k]:.4g}"
-            for k in ("f1_0.5px", "f1_1px", "position_rmse_px", "strain_rmse")
-            if k in last
+            f"{k} {last[k]:.4g}" for k in ("f1_0.5px", "f1_1px", "position_rmse_px", "strain_rmse") if k in last
         )
     )
     if args.export:
@@ -263,22 +248,35 @@ def add_finetune(sub) -> argparse.ArgumentParser:
         "(saved as a user model: `models` lists it, `infer --model NAME@VERSION` uses it)",
     )
     p.add_argument("file", type=Path)
-    p.add_argument("--probe", required=True, metavar="FILE[:NAME]",
-                   help="vacuum probe, centred: .npy image or an EMD file's DiffractionImage")
+    p.add_argument(
+        "--probe",
+        required=True,
+        metavar="FILE[:NAME]",
+        help="vacuum probe, centred: .npy image or an EMD file's DiffractionImage",
+    )
     p.add_argument("--name", required=True, help="name of the new model (letters, digits, - _ .)")
     p.add_argument("--version", default="1", help="its version (default 1)")
     p.add_argument("--base", help="model to start from: registry name[@version] or .pt (default: bundled)")
-    p.add_argument("--region", type=_scan_rect, metavar="Y0:Y1,X0:X1",
-                   help="draw the patterns from these scan positions only (a thin area, where "
-                   "correlation is reliable); default the whole scan")
+    p.add_argument(
+        "--region",
+        type=_scan_rect,
+        metavar="Y0:Y1,X0:X1",
+        help="draw the patterns from these scan positions only (a thin area, where "
+        "correlation is reliable); default the whole scan",
+    )
     p.add_argument("--patterns", type=v.positive_int, default=256, help="patterns to label and train on")
     p.add_argument("--epochs", type=v.positive_int, default=4)
     p.add_argument("--batch-size", type=v.positive_int, default=8)
     p.add_argument("--lr", type=v.positive_float, default=5e-4)
-    p.add_argument("--min-peaks", type=v.positive_int, default=3,
-                   help="leave out patterns where correlation finds fewer disks")
-    p.add_argument("--min-relative", type=v.fraction, default=0.03,
-                   help="correlation labels: drop disks below this fraction of the strongest")
+    p.add_argument(
+        "--min-peaks", type=v.positive_int, default=3, help="leave out patterns where correlation finds fewer disks"
+    )
+    p.add_argument(
+        "--min-relative",
+        type=v.fraction,
+        default=0.03,
+        help="correlation labels: drop disks below this fraction of the strongest",
+    )
     p.add_argument("--seed", type=v.nonnegative_int, default=0)
     p.add_argument("--threads", type=v.positive_int, help="torch CPU threads")
     p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
@@ -325,7 +323,8 @@ def run_finetune(args) -> int:
         f"wrote {res.path}: {res.name}@{res.version} from {res.card['fine_tuned_from']}, "
         f"{ft['patterns_kept']} of {ft['patterns_labelled']} patterns ({ft['disks_per_pattern']:.1f} disks each), "
         f"train loss {last.get('train_loss', float('nan')):.4g}, held-out recall against the correlation "
-        f"labels {last.get('recall_1px', float('nan')):.3f} (1 px); use it with `infer --model {res.name}@{res.version}`"
+        f"labels {last.get('recall_1px', float('nan')):.3f} (1 px); "
+        f"use it with `infer --model {res.name}@{res.version}`"
     )
     return 0
 
@@ -368,16 +367,12 @@ def run_models(args) -> int:
             )
         else:
             for e, s in rows:
-                print(
-                    f"{e.name}@{e.version}  {e.input_size}px  {s:14s}  {e.licence}  {e.training_set}"
-                )
+                print(f"{e.name}@{e.version}  {e.input_size}px  {s:14s}  {e.licence}  {e.training_set}")
             print(f"cache: {cache_dir()}")
         return 0
     if args.action == "pull":
         if not args.name:
-            raise Napari4DSTEMError(
-                "models pull needs a model name (see `napari-4dstem models list`)"
-            )
+            raise Napari4DSTEMError("models pull needs a model name (see `napari-4dstem models list`)")
         path = pull_model(args.name, index=args.index, force=args.force)
         print(f"{args.name}: verified {path}")
         return 0

@@ -21,8 +21,7 @@ def add_phase(sub) -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="output .h5 (EMD)")
     p.add_argument("--method", choices=METHODS, default="ssb")
     g = p.add_argument_group("calibration (override the file's)")
-    g.add_argument("--calibration", type=Path, metavar="JSON",
-                   help="calibration written by `napari-4dstem calibrate`")
+    g.add_argument("--calibration", type=Path, metavar="JSON", help="calibration written by `napari-4dstem calibrate`")
     g.add_argument("--energy-kev", type=float)
     g.add_argument("--convergence-mrad", type=float)
     g.add_argument("--scan-step-A", type=float, help="scan step in Angstrom (both axes)")
@@ -34,13 +33,18 @@ def add_phase(sub) -> argparse.ArgumentParser:
     a.add_argument("--astig-A", type=float, default=0.0)
     a.add_argument("--astig-angle-deg", type=float, default=0.0)
     a.add_argument("--cs-mm", type=float, default=0.0)
-    a.add_argument("--fit-defocus", action="store_true",
-                   help="measure defocus and astigmatism by parallax first and use them")
+    a.add_argument(
+        "--fit-defocus", action="store_true", help="measure defocus and astigmatism by parallax first and use them"
+    )
     m = p.add_argument_group("method settings")
     m.add_argument("--upsample", type=int, default=2, help="parallax: output grid factor")
     m.add_argument("--regularization", type=float, default=0.05, help="SSB: Wiener term")
-    m.add_argument("--wdd-regularization", type=float, default=1e-3,
-                   help="WDD: Wiener term, relative to the probe's largest |chi|^2")
+    m.add_argument(
+        "--wdd-regularization",
+        type=float,
+        default=1e-3,
+        help="WDD: Wiener term, relative to the probe's largest |chi|^2",
+    )
     m.add_argument("--iterations", type=int, default=20)
     m.add_argument("--batch-size", type=int, default=64)
     m.add_argument("--modes", type=int, default=1, help="probe modes (mixed state)")
@@ -51,8 +55,13 @@ def add_phase(sub) -> argparse.ArgumentParser:
     m.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     m.add_argument("--checkpoint", type=Path, help="ptycho: checkpoint .npz (resumed if present)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--scan-shape", nargs=2, type=int, metavar=("NY", "NX"),
-                   help="scan shape (scan_y scan_x) for files whose header lacks it")
+    p.add_argument(
+        "--scan-shape",
+        nargs=2,
+        type=int,
+        metavar=("NY", "NX"),
+        help="scan shape (scan_y scan_x) for files whose header lacks it",
+    )
     return p
 
 
@@ -88,27 +97,41 @@ def run_phase(args) -> int:
     if args.out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
         raise FileFormatError(args.out, "phase writes an EMD file (.h5)")
     params = PhaseParams(
-        method=args.method, defocus_A=args.defocus_A, astig_A=args.astig_A,
-        astig_angle_deg=args.astig_angle_deg, cs_mm=args.cs_mm, fit_defocus=args.fit_defocus,
-        upsample=args.upsample, regularization=args.regularization,
-        wdd_regularization=args.wdd_regularization, iterations=args.iterations,
-        batch_size=args.batch_size, modes=args.modes, position_correction=args.position_correction,
-        slices=args.slices, slice_thickness_A=args.slice_thickness_A, device=args.device,
+        method=args.method,
+        defocus_A=args.defocus_A,
+        astig_A=args.astig_A,
+        astig_angle_deg=args.astig_angle_deg,
+        cs_mm=args.cs_mm,
+        fit_defocus=args.fit_defocus,
+        upsample=args.upsample,
+        regularization=args.regularization,
+        wdd_regularization=args.wdd_regularization,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        modes=args.modes,
+        position_correction=args.position_correction,
+        slices=args.slices,
+        slice_thickness_A=args.slice_thickness_A,
+        device=args.device,
         threads=args.threads,
     )
     dc = _calibrated(args)
     try:
         # the calibration as given here (file, --calibration and the overrides) goes into the recipe
         source = InputRef.of(args.file, scan_shape=args.scan_shape)
-        res = run_job(iter_phase(dc, phase=params, calibration=dc.calibration, source=source,
-                                 checkpoint=args.checkpoint), ProgressBar(enabled=not args.quiet))
+        res = run_job(
+            iter_phase(dc, phase=params, calibration=dc.calibration, source=source, checkpoint=args.checkpoint),
+            ProgressBar(enabled=not args.quiet),
+        )
     finally:
         dc.close()
     par = res.parallax
     if par is not None:
-        print(f"parallax: defocus {par.defocus_A:.1f} A, astigmatism {par.astig_A:.1f} A at "
-              f"{par.astig_angle_deg:.1f} deg, unaccounted rotation "
-              f"{par.rotation_residual_deg:.2f} deg, fit RMS {par.fit_rms_A:.3f} A")
+        print(
+            f"parallax: defocus {par.defocus_A:.1f} A, astigmatism {par.astig_A:.1f} A at "
+            f"{par.astig_angle_deg:.1f} deg, unaccounted rotation "
+            f"{par.rotation_residual_deg:.2f} deg, fit RMS {par.fit_rms_A:.3f} A"
+        )
     if res.ptycho is not None:
         e = res.ptycho.errors
         print(f"{args.method}: error {e[0]:.3g} -> {e[-1]:.3g} over {len(e)} iterations")

@@ -26,8 +26,9 @@ def add_session(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("session", help="recompute every result of a saved session (JSON) into a folder")
     p.add_argument("file", type=Path, help="session file (Results dock > Save session...)")
     p.add_argument("out", type=Path, help="output folder: one EMD file per result")
-    p.add_argument("--data-folder", type=Path,
-                   help="where the input files are now, when they moved (e.g. on another machine)")
+    p.add_argument(
+        "--data-folder", type=Path, help="where the input files are now, when they moved (e.g. on another machine)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace results of an earlier run")
     return p
 

@@ -101,9 +101,7 @@ def scheduler_address(text: str) -> str:
     if text in ("local", "threads", "prange", "serial"):  # in-process backends
         return text
     if not _ADDRESS.fullmatch(text):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a scheduler address (e.g. tcp://host:8786)"
-        )
+        raise argparse.ArgumentTypeError(f"{text!r} is not a scheduler address (e.g. tcp://host:8786)")
     if importlib.util.find_spec("distributed") is None:
         raise argparse.ArgumentTypeError(
             "needs dask.distributed, which is not installed (pip install 'dask[distributed]')"

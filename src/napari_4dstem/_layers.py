@@ -97,13 +97,20 @@ def result_layers(obj: RealSpaceMap | DiffractionImage, *, source: str | None = 
     if len(obj.channels) > MAX_CHANNEL_LAYERS:  # e.g. orientation matrices of every top-N match
         data, kw, kind = result_layer(obj, source=source, visible=False)
         scan = obj.calibration.napari_kwargs("scan")
-        kw.update(scale=(1.0, *scan["scale"]), units=("", *scan["units"]), axis_labels=("channel", *scan["axis_labels"]))
+        kw.update(
+            scale=(1.0, *scan["scale"]), units=("", *scan["units"]), axis_labels=("channel", *scan["axis_labels"])
+        )
         kw["metadata"]["napari_4dstem"]["channels"] = list(obj.channels)
         return [(np.moveaxis(obj.data, -1, 0), kw, kind)]
     out = []
     for k, c in enumerate(obj.channels):
-        one = RealSpaceMap(obj.data[..., k], name=f"{obj.name} [{c}]", units=obj.units,
-                           calibration=obj.calibration, params={**obj.params, "channel": c, "of": obj.name})
+        one = RealSpaceMap(
+            obj.data[..., k],
+            name=f"{obj.name} [{c}]",
+            units=obj.units,
+            calibration=obj.calibration,
+            params={**obj.params, "channel": c, "of": obj.name},
+        )
         data, kw, kind = result_layer(one, source=source, visible=k == 0)
         if source is not None:
             kw["metadata"]["napari_4dstem"]["node"] = obj.name
@@ -164,8 +171,9 @@ def peaks_from_points(data: Any, meta: dict[str, Any]) -> BraggPeaks:
         if len(pts) and (iy.min() < 0 or ix.min() < 0):
             raise DataShapeError("Bragg peaks at negative scan positions")
         given = ours.get("scan_shape")
-        scan_shape = (tuple(int(v) for v in given) if given else
-                      ((int(iy.max()) + 1, int(ix.max()) + 1) if len(pts) else (1, 1)))
+        scan_shape = (
+            tuple(int(v) for v in given) if given else ((int(iy.max()) + 1, int(ix.max()) + 1) if len(pts) else (1, 1))
+        )
         if len(pts) and (iy.max() >= scan_shape[0] or ix.max() >= scan_shape[1]):
             raise DataShapeError(f"Bragg peaks outside the scan {scan_shape}")
         pos = iy * scan_shape[1] + ix
@@ -174,9 +182,15 @@ def peaks_from_points(data: Any, meta: dict[str, Any]) -> BraggPeaks:
     counts = np.bincount(pos, minlength=scan_shape[0] * scan_shape[1])
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return BraggPeaks(
-        scan_shape, offsets, pts[order, 0], pts[order, 1], cols["intensity"][order], cols["correlation"][order],
+        scan_shape,
+        offsets,
+        pts[order, 0],
+        pts[order, 1],
+        cols["intensity"][order],
+        cols["correlation"][order],
         name=str(meta.get("name") or "braggpeaks").replace("/", "_"),
-        calibration=calibration_from_layer_meta(meta), params=dict(ours.get("params") or {}),
+        calibration=calibration_from_layer_meta(meta),
+        params=dict(ours.get("params") or {}),
     )
 
 

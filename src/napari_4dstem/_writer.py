@@ -40,16 +40,15 @@ def _to_object(data: Any, meta: dict[str, Any], kind: str = "image"):
     channels = tuple(ours.get("channels") or ())
     if ndim == 3 and ours.get("kind") == "real_space" and len(channels) == arr.shape[0]:
         # a stack opened as one layer (channel, scan_y, scan_x): back to (scan_y, scan_x, channel)
-        return RealSpaceMap(np.moveaxis(arr, 0, -1), name=name, units=units, channels=channels,
-                            calibration=cal, params=params)
+        return RealSpaceMap(
+            np.moveaxis(arr, 0, -1), name=name, units=units, channels=channels, calibration=cal, params=params
+        )
     if ndim == 2:
         labels = tuple(meta.get("axis_labels") or ())
         if ours.get("kind") == "diffraction" or labels == ("k_y", "k_x"):
             return DiffractionImage(arr, name=name, units=units or "counts", calibration=cal, params=params)
         return RealSpaceMap(arr, name=name, units=units, calibration=cal, params=params)
-    raise DataShapeError(
-        f"layer {name!r} is {ndim}D; EMD export takes 4D datacubes, 2D images, RGB images and points"
-    )
+    raise DataShapeError(f"layer {name!r} is {ndim}D; EMD export takes 4D datacubes, 2D images, RGB images and points")
 
 
 def _source(objs_meta: list[dict[str, Any]]) -> str | None:

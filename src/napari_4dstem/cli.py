@@ -65,16 +65,19 @@ def run_info(args) -> int:
         dc = open_cube(args)
         try:
             info.update(
-                name=dc.name, shape=list(dc.shape), axes=list(dc.axis_labels), dtype=str(dc.dtype),
-                chunks=list(dc.chunks) if dc.chunks else None, nbytes=dc.nbytes,
+                name=dc.name,
+                shape=list(dc.shape),
+                axes=list(dc.axis_labels),
+                dtype=str(dc.dtype),
+                chunks=list(dc.chunks) if dc.chunks else None,
+                nbytes=dc.nbytes,
                 calibration=dc.calibration.to_dict(),
             )
         finally:
             dc.close()
     if nodes:
         info["nodes"] = [
-            {"path": n.path, "class": n.python_class, "shape": list(n.shape) if n.shape else None}
-            for n in nodes
+            {"path": n.path, "class": n.python_class, "shape": list(n.shape) if n.shape else None} for n in nodes
         ]
     if args.json:
         print(json.dumps(info, indent=2))
@@ -101,8 +104,12 @@ def add_convert(sub) -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, help="input file")
     p.add_argument("out", type=Path, help="output file: .h5/.hdf5/.emd (py4DSTEM), .npy or .zarr")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--compression", choices=["none", "gzip", "lzf"], default="none",
-                   help="compression of an EMD output (default none)")
+    p.add_argument(
+        "--compression",
+        choices=["none", "gzip", "lzf"],
+        default="none",
+        help="compression of an EMD output (default none)",
+    )
     p.add_argument("--bin-k", type=v.positive_int, default=1, help="bin the detector by this factor")
     p.add_argument("--bin-scan", type=v.positive_int, default=1, help="bin the scan by this factor")
     scan_shape_arg(p)
@@ -117,8 +124,10 @@ def run_convert(args) -> int:
         out_dc = dc.bin(k=args.bin_k, scan=args.bin_scan)
         kw: dict[str, Any] = {}
         if args.out.suffix.lower() in (".h5", ".hdf5", ".emd"):
-            kw = {"compression": None if args.compression == "none" else args.compression,
-                  "progress": ProgressBar(enabled=not args.quiet)}
+            kw = {
+                "compression": None if args.compression == "none" else args.compression,
+                "progress": ProgressBar(enabled=not args.quiet),
+            }
         save_datacube(args.out, out_dc, overwrite=args.overwrite, **kw)
     finally:
         dc.close()
@@ -139,7 +148,9 @@ def run_demo(args) -> int:
     from .demo import run_demo as _run
 
     ctx = _run(
-        args.out, sample=args.sample, overwrite=args.overwrite,
+        args.out,
+        sample=args.sample,
+        overwrite=args.overwrite,
         progress=ProgressBar(enabled=not args.quiet),
         log=None if args.quiet else (lambda m: print(m, file=sys.stderr)),
     )
@@ -174,19 +185,26 @@ def add_virtual(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("virtual", help="virtual images: point, disk, annulus, rectangle, mask, presets")
     p.add_argument("file", type=Path)
     p.add_argument("out", type=Path, help="output: .h5 (EMD, one map per detector) or .npy")
-    p.add_argument("--preset", action="append", type=str.upper, default=[],
-                   choices=["BF", "ABF", "ADF", "HAADF"], help="preset from the calibrated angles")
-    p.add_argument("--bf-radius", metavar="PX|auto",
-                   help="bright-field disk radius for presets on an uncalibrated detector "
-                        "('auto': found on the mean pattern)")
+    p.add_argument(
+        "--preset",
+        action="append",
+        type=str.upper,
+        default=[],
+        choices=["BF", "ABF", "ADF", "HAADF"],
+        help="preset from the calibrated angles",
+    )
+    p.add_argument(
+        "--bf-radius",
+        metavar="PX|auto",
+        help="bright-field disk radius for presets on an uncalibrated detector ('auto': found on the mean pattern)",
+    )
     p.add_argument("--point", nargs=2, type=float, action="append", default=[], metavar=("KY", "KX"))
     p.add_argument("--disk", nargs=3, type=float, action="append", default=[], metavar=("KY", "KX", "R"))
-    p.add_argument("--annulus", nargs=4, type=float, action="append", default=[],
-                   metavar=("KY", "KX", "R_IN", "R_OUT"))
-    p.add_argument("--rect", nargs=4, type=int, action="append", default=[],
-                   metavar=("ROW0", "ROW1", "COL0", "COL1"))
-    p.add_argument("--mask", type=Path, action="append", default=[],
-                   help=".npy mask (k_y, k_x): boolean, or float weights")
+    p.add_argument("--annulus", nargs=4, type=float, action="append", default=[], metavar=("KY", "KX", "R_IN", "R_OUT"))
+    p.add_argument("--rect", nargs=4, type=int, action="append", default=[], metavar=("ROW0", "ROW1", "COL0", "COL1"))
+    p.add_argument(
+        "--mask", type=Path, action="append", default=[], help=".npy mask (k_y, k_x): boolean, or float weights"
+    )
     p.add_argument("--descan", action="store_true", help="shift detectors with the fitted origin")
     p.add_argument("--nan-policy", choices=["raise", "propagate", "omit"], default="raise")
     analysis_args(p)
@@ -224,18 +242,24 @@ def run_virtual(args) -> int:
             elif args.bf_radius is not None:
                 kw = {"bf_radius_px": float(args.bf_radius)}
             for name in args.preset:
-                dets.append(D.preset_detector(name, detector_shape=dc.detector_shape,
-                                              calibration=dc.calibration, **kw))
+                dets.append(D.preset_detector(name, detector_shape=dc.detector_shape, calibration=dc.calibration, **kw))
                 names.append(name)
         if not dets:
             raise Napari4DSTEMError("give at least one detector (--preset, --disk, --annulus, ...)")
         names = [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
-        params = VirtualImageParams(detectors=tuple(dets), names=tuple(names), descan=args.descan,
-                                    nan_policy=args.nan_policy)
-        res = run_job(iter_virtual(dc, virtual=params, calibration=dc.calibration if args.calibration else None,
-                                   source=InputRef.of(args.file, scan_shape=args.scan_shape),
-                                   backend=args.scheduler),
-                      ProgressBar(enabled=not args.quiet))
+        params = VirtualImageParams(
+            detectors=tuple(dets), names=tuple(names), descan=args.descan, nan_policy=args.nan_policy
+        )
+        res = run_job(
+            iter_virtual(
+                dc,
+                virtual=params,
+                calibration=dc.calibration if args.calibration else None,
+                source=InputRef.of(args.file, scan_shape=args.scan_shape),
+                backend=args.scheduler,
+            ),
+            ProgressBar(enabled=not args.quiet),
+        )
     finally:
         dc.close()
     maps = res.saved_objects()
@@ -248,15 +272,30 @@ def add_calibrate(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="origin + descan plane, ring ellipse/pixel size, DPC rotation")
     p.add_argument("file", type=Path)
     p.add_argument("out", type=Path, help="output calibration (.json, origin map included)")
-    p.add_argument("--origin", choices=["disk", "com", "none"], default="disk",
-                   help="measure the origin per pattern (default: bright-field disk centre)")
+    p.add_argument(
+        "--origin",
+        choices=["disk", "com", "none"],
+        default="disk",
+        help="measure the origin per pattern (default: bright-field disk centre)",
+    )
     p.add_argument("--fit", choices=["plane", "mean"], default="plane", help="descan model")
-    p.add_argument("--ring", nargs=2, type=float, action=v.OrderedRange, metavar=("R_MIN", "R_MAX"),
-                   help="fit the ellipse of the ring between these radii (px) on the mean pattern")
-    p.add_argument("--d-spacing", type=v.positive_float, metavar="A",
-                   help="d-spacing of that ring in Angstrom: sets the pixel size (1/A)")
-    p.add_argument("--rotation", action="store_true",
-                   help="fit the scan/detector rotation and flip from DPC (curl minimisation)")
+    p.add_argument(
+        "--ring",
+        nargs=2,
+        type=float,
+        action=v.OrderedRange,
+        metavar=("R_MIN", "R_MAX"),
+        help="fit the ellipse of the ring between these radii (px) on the mean pattern",
+    )
+    p.add_argument(
+        "--d-spacing",
+        type=v.positive_float,
+        metavar="A",
+        help="d-spacing of that ring in Angstrom: sets the pixel size (1/A)",
+    )
+    p.add_argument(
+        "--rotation", action="store_true", help="fit the scan/detector rotation and flip from DPC (curl minimisation)"
+    )
     analysis_args(p)
     return p
 
@@ -298,23 +337,34 @@ def run_calibrate(args) -> int:
         from .errors import FileFormatError
 
         raise FileFormatError(args.out, "calibrate writes a calibration .json (or an EMD .h5 of the origin maps)")
-    params = CalibrationParams(origin=args.origin, fit=args.fit, ring_px=tuple(args.ring) if args.ring else None,
-                               d_spacing_A=args.d_spacing, rotation=args.rotation)
+    params = CalibrationParams(
+        origin=args.origin,
+        fit=args.fit,
+        ring_px=tuple(args.ring) if args.ring else None,
+        d_spacing_A=args.d_spacing,
+        rotation=args.rotation,
+    )
     with _rotation_warning_on_stderr():
         res = run_on_cube(args, iter_calibrate, calibrate=params)
     cal = res.calibration
     if res.origin_fit is not None:
         fit = res.origin_fit
-        print(f"origin: {args.fit} fit, mean ({cal.origin_px[0]:.3f}, {cal.origin_px[1]:.3f}) px, "
-              f"residual {fit.residual_rms_px:.3f} px rms, {int((~fit.inliers).sum())} outliers")
+        print(
+            f"origin: {args.fit} fit, mean ({cal.origin_px[0]:.3f}, {cal.origin_px[1]:.3f}) px, "
+            f"residual {fit.residual_rms_px:.3f} px rms, {int((~fit.inliers).sum())} outliers"
+        )
     if res.ring is not None:
         ring = res.ring
-        print(f"ring: radius {ring.radius_px:.3f} px, axes {ring.a_px:.3f}/{ring.b_px:.3f} px "
-              f"at {ring.theta_deg:.2f} deg" + (f", pixel {cal.k_pixel_size:.5g} 1/A" if args.d_spacing else ""))
+        print(
+            f"ring: radius {ring.radius_px:.3f} px, axes {ring.a_px:.3f}/{ring.b_px:.3f} px "
+            f"at {ring.theta_deg:.2f} deg" + (f", pixel {cal.k_pixel_size:.5g} 1/A" if args.d_spacing else "")
+        )
     if res.rotation is not None:
         rot = res.rotation
-        print(f"rotation: {rot.rotation_deg:.2f} deg, flip {rot.flip}, confidence {rot.confidence:.3g} "
-              f"(curl {rot.curl_rms:.3g} vs {rot.curl_rms_other_flip:.3g} with the other flip)")
+        print(
+            f"rotation: {rot.rotation_deg:.2f} deg, flip {rot.flip}, confidence {rot.confidence:.3g} "
+            f"(curl {rot.curl_rms:.3g} vs {rot.curl_rms_other_flip:.3g} with the other flip)"
+        )
     if out_ext == ".json":
         res.save_json(args.out, overwrite=args.overwrite)
     else:
@@ -332,7 +382,9 @@ def add_dpc(sub) -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", default=None, help="detector k_x is mirrored")
     p.add_argument("--descan", choices=["plane", "mean", "calibration", "none"], default="plane")
     p.add_argument("--units", choices=["px", "mrad", "1/A"], default="px", help="units of the shifts")
-    p.add_argument("--bf-mask", type=v.positive_float, metavar="R", help="COM inside this radius (px) around the origin")
+    p.add_argument(
+        "--bf-mask", type=v.positive_float, metavar="R", help="COM inside this radius (px) around the origin"
+    )
     p.add_argument("--regularization", type=v.nonnegative_float, default=0.0, help="iDPC high-pass (cycles/px)^2")
     analysis_args(p)
     return p
@@ -345,9 +397,15 @@ def run_dpc(args) -> int:
         from .errors import FileFormatError
 
         raise FileFormatError(args.out, "dpc writes an EMD file (.h5)")
-    params = DPCParams(rotation_deg=args.rotation, flip=args.flip, auto_rotation=args.auto_rotation,
-                       descan=args.descan, units=args.units, bf_mask_radius_px=args.bf_mask,
-                       regularization=args.regularization)
+    params = DPCParams(
+        rotation_deg=args.rotation,
+        flip=args.flip,
+        auto_rotation=args.auto_rotation,
+        descan=args.descan,
+        units=args.units,
+        bf_mask_radius_px=args.bf_mask,
+        regularization=args.regularization,
+    )
     with _rotation_warning_on_stderr():
         res = run_on_cube(args, iter_dpc, dpc=params)
     if args.auto_rotation:
@@ -359,21 +417,33 @@ def run_dpc(args) -> int:
 
 # -- disks / strain (Bragg disks, lattice and strain; napari_4dstem.analysis.bragg.disks etc.) --------
 def _bragg_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--probe", metavar="FILE[:NAME]",
-                   help="vacuum probe: .npy image, or an EMD file's DiffractionImage (default node "
-                        "'probe'); default: the bright-field disk of the mean pattern")
-    p.add_argument("--kernel", choices=["plain", "gaussian", "ring"],
-                   help="correlation kernel (default plain)")
-    p.add_argument("--power", type=v.fraction,
-                   help="correlation power: 1 cross, 0 phase, between hybrid (default 1)")
-    p.add_argument("--subpixel", choices=["fit", "parabolic", "gaussian", "upsample", "none"],
-                   help="sub-pixel refinement (default fit: Poisson ML disk fit)")
-    p.add_argument("--min-relative", type=v.fraction,
-                   help="drop peaks below this fraction of the strongest (default 0.03; acom: 3e-4)")
-    p.add_argument("--min-significance", type=float, metavar="Z",
-                   help="keep only peaks whose disk stands Z noise SDs above its surroundings "
-                        "(default off; acom: 5)")
-    p.add_argument("--min-spacing", type=v.nonnegative_float, metavar="PX", help="minimum peak spacing (default: disk radius)")
+    p.add_argument(
+        "--probe",
+        metavar="FILE[:NAME]",
+        help="vacuum probe: .npy image, or an EMD file's DiffractionImage (default node "
+        "'probe'); default: the bright-field disk of the mean pattern",
+    )
+    p.add_argument("--kernel", choices=["plain", "gaussian", "ring"], help="correlation kernel (default plain)")
+    p.add_argument("--power", type=v.fraction, help="correlation power: 1 cross, 0 phase, between hybrid (default 1)")
+    p.add_argument(
+        "--subpixel",
+        choices=["fit", "parabolic", "gaussian", "upsample", "none"],
+        help="sub-pixel refinement (default fit: Poisson ML disk fit)",
+    )
+    p.add_argument(
+        "--min-relative",
+        type=v.fraction,
+        help="drop peaks below this fraction of the strongest (default 0.03; acom: 3e-4)",
+    )
+    p.add_argument(
+        "--min-significance",
+        type=float,
+        metavar="Z",
+        help="keep only peaks whose disk stands Z noise SDs above its surroundings (default off; acom: 5)",
+    )
+    p.add_argument(
+        "--min-spacing", type=v.nonnegative_float, metavar="PX", help="minimum peak spacing (default: disk radius)"
+    )
     p.add_argument("--edge", type=v.nonnegative_int, metavar="PX", help="edge margin (default: disk radius)")
     p.add_argument("--max-peaks", type=v.positive_int, help="at most this many peaks per pattern (default 100)")
     p.add_argument("--device", help="'cuda' to correlate on the GPU (falls back to the CPU)")
@@ -386,9 +456,14 @@ def _disk_params(args, base=None):
     from .pipelines import DiskDetectionParams
 
     given = {
-        "kernel": args.kernel, "correlation_power": args.power, "subpixel": args.subpixel,
-        "min_relative": args.min_relative, "min_significance": args.min_significance,
-        "min_spacing_px": args.min_spacing, "edge_px": args.edge, "max_peaks": args.max_peaks,
+        "kernel": args.kernel,
+        "correlation_power": args.power,
+        "subpixel": args.subpixel,
+        "min_relative": args.min_relative,
+        "min_significance": args.min_significance,
+        "min_spacing_px": args.min_spacing,
+        "edge_px": args.edge,
+        "max_peaks": args.max_peaks,
     }
     base = base or DiskDetectionParams()
     return DiskDetectionParams(**{**base.to_dict(), **{k: v for k, v in given.items() if v is not None}})
@@ -397,8 +472,14 @@ def _disk_params(args, base=None):
 def _nn_params(args):
     from .pipelines import NNDiskParams
 
-    kw = {"model": args.model, "mc_samples": args.mc_samples, "min_relative": args.min_relative,
-          "min_spacing_px": args.min_spacing, "edge_px": args.edge, "max_peaks": args.max_peaks}
+    kw = {
+        "model": args.model,
+        "mc_samples": args.mc_samples,
+        "min_relative": args.min_relative,
+        "min_spacing_px": args.min_spacing,
+        "edge_px": args.edge,
+        "max_peaks": args.max_peaks,
+    }
     kw = {k: v for k, v in kw.items() if v is not None}
     if args.min_significance is not None:
         kw["min_significance"] = None if args.min_significance < 0 else args.min_significance
@@ -428,8 +509,19 @@ def _peaks_file(path: Path):
 
 def _ignored_detection_options(args) -> None:
     """Say so when disk-detection options come with a file of peaks (they are not used)."""
-    names = ("probe", "kernel", "power", "subpixel", "min_relative", "min_significance", "min_spacing",
-             "edge", "max_peaks", "model", "mc_samples")
+    names = (
+        "probe",
+        "kernel",
+        "power",
+        "subpixel",
+        "min_relative",
+        "min_significance",
+        "min_spacing",
+        "edge",
+        "max_peaks",
+        "model",
+        "mc_samples",
+    )
     given = [n for n in names if getattr(args, n, None) is not None]
     if given or getattr(args, "method", "cc") == "nn":
         opts = ", ".join("--" + n.replace("_", "-") for n in given) or "--method"
@@ -451,30 +543,41 @@ def run_disks(args) -> int:
     res = run_on_cube(args, iter_disks, detection=_disk_params(args))
     res.save(args.out, overwrite=args.overwrite)
     counts = res.peaks.counts()
-    print(f"wrote {args.out}: {res.peaks.n_peaks} peaks, {counts.mean():.1f} per pattern "
-          f"({int((counts == 0).sum())} patterns without peaks), bragg_vector_map")
+    print(
+        f"wrote {args.out}: {res.peaks.n_peaks} peaks, {counts.mean():.1f} per pattern "
+        f"({int((counts == 0).sum())} patterns without peaks), bragg_vector_map"
+    )
     return EXIT_OK
 
 
 def _nn_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", choices=["cc", "nn"], default="cc",
-                   help="find the disks by template correlation (cc, default) or by the neural network "
-                        "(nn: needs --probe; --min-relative default 0.1, --min-significance 5)")
+    p.add_argument(
+        "--method",
+        choices=["cc", "nn"],
+        default="cc",
+        help="find the disks by template correlation (cc, default) or by the neural network "
+        "(nn: needs --probe; --min-relative default 0.1, --min-significance 5)",
+    )
     p.add_argument("--model", help="with --method nn: registry name[@version] or model file (default bundled)")
     p.add_argument("--mc-samples", type=int, help="with --method nn: Monte-Carlo dropout passes")
 
 
 def add_strain(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("strain", help="Bragg disks, lattice fit per pattern and true strain maps")
-    p.add_argument("file", type=Path,
-                   help="a 4D-STEM file, or an EMD file of Bragg peaks (from `disks` or `infer`)")
+    p.add_argument("file", type=Path, help="a 4D-STEM file, or an EMD file of Bragg peaks (from `disks` or `infer`)")
     p.add_argument("out", type=Path, help="output .h5 (EMD): strain, confidence, reason, lattice, peaks")
-    p.add_argument("--reference", nargs=4, type=int, metavar=("ROW0", "ROW1", "COL0", "COL1"),
-                   help="unstrained reference rectangle of the scan (default: median of all)")
+    p.add_argument(
+        "--reference",
+        nargs=4,
+        type=int,
+        metavar=("ROW0", "ROW1", "COL0", "COL1"),
+        help="unstrained reference rectangle of the scan (default: median of all)",
+    )
     p.add_argument("--g1", nargs=2, type=float, metavar=("Y", "X"), help="lattice vector g1 in px")
     p.add_argument("--g2", nargs=2, type=float, metavar=("Y", "X"), help="lattice vector g2 in px")
-    p.add_argument("--frame-deg", type=float, default=0.0,
-                   help="report the strain in axes turned by this angle from +x towards +y")
+    p.add_argument(
+        "--frame-deg", type=float, default=0.0, help="report the strain in axes turned by this angle from +x towards +y"
+    )
     _bragg_args(p)
     _nn_args(p)
     p.set_defaults(min_relative=None)  # per method: 0.03 (cc), 0.1 (nn)
@@ -494,8 +597,10 @@ def run_strain(args) -> int:
         res = run_on_cube(args, iter_strain, detection=_detection(args), strain=params)
     res.save(args.out, overwrite=args.overwrite)
     lat = res.lattice
-    print(f"lattice: g1 ({lat.g1[0]:.3f}, {lat.g1[1]:.3f}) px, g2 ({lat.g2[0]:.3f}, {lat.g2[1]:.3f}) px; "
-          f"{res.fit.summary()}")
+    print(
+        f"lattice: g1 ({lat.g1[0]:.3f}, {lat.g1[1]:.3f}) px, g2 ({lat.g2[0]:.3f}, {lat.g2[1]:.3f}) px; "
+        f"{res.fit.summary()}"
+    )
     print(f"wrote {args.out}: strain (e_xx, e_yy, e_xy, theta_rad; true strain), confidence, reason")
     return EXIT_OK
 
@@ -505,19 +610,44 @@ def add_acom(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("acom", help="crystal orientation (and phase) map from Bragg disks (ACOM)")
     p.add_argument("file", type=Path, help="a 4D-STEM file, or an EMD file of Bragg peaks (from `disks`)")
     p.add_argument("out", type=Path, help="output .h5 (EMD): euler, orientation, correlation, phase, IPF maps")
-    p.add_argument("--crystal", action="append", required=True, metavar="NAME|CIF",
-                   help="bundled crystal (Au, Cu, Al, Si, Fe-bcc, Ti-hcp) or a CIF; repeat for a phase map")
-    p.add_argument("--step", type=v.positive_float, default=2.0, help="zone-axis step of the plan in degrees (default 2)")
+    p.add_argument(
+        "--crystal",
+        action="append",
+        required=True,
+        metavar="NAME|CIF",
+        help="bundled crystal (Au, Cu, Al, Si, Fe-bcc, Ti-hcp) or a CIF; repeat for a phase map",
+    )
+    p.add_argument(
+        "--step", type=v.positive_float, default=2.0, help="zone-axis step of the plan in degrees (default 2)"
+    )
     p.add_argument("--inplane-step", type=v.positive_float, help="in-plane step in degrees (default: --step)")
-    p.add_argument("--k-max", type=v.positive_float, metavar="1/A", help="largest |g| used (default: the detector's reach)")
-    p.add_argument("--thickness-nm", type=v.positive_float, default=10.0,
-                   help="sample thickness for the excitation errors (default 10, as the API)")
-    p.add_argument("--rocking-curve", choices=("lorentzian", "gaussian"), default="lorentzian",
-                   help="excitation-error profile of the templates (default lorentzian: thin films)")
-    p.add_argument("--intensity-power", type=v.positive_float, default=0.25, help="intensities to this power (default 0.25)")
-    p.add_argument("--overlap", choices=("residual", "candidates"), default="residual",
-                   help="matches 2..N: further grains from the unexplained peaks (residual) or alternatives")
-    p.add_argument("--n-matches", type=v.positive_int, default=1, help="orientations kept per pattern (overlapping grains)")
+    p.add_argument(
+        "--k-max", type=v.positive_float, metavar="1/A", help="largest |g| used (default: the detector's reach)"
+    )
+    p.add_argument(
+        "--thickness-nm",
+        type=v.positive_float,
+        default=10.0,
+        help="sample thickness for the excitation errors (default 10, as the API)",
+    )
+    p.add_argument(
+        "--rocking-curve",
+        choices=("lorentzian", "gaussian"),
+        default="lorentzian",
+        help="excitation-error profile of the templates (default lorentzian: thin films)",
+    )
+    p.add_argument(
+        "--intensity-power", type=v.positive_float, default=0.25, help="intensities to this power (default 0.25)"
+    )
+    p.add_argument(
+        "--overlap",
+        choices=("residual", "candidates"),
+        default="residual",
+        help="matches 2..N: further grains from the unexplained peaks (residual) or alternatives",
+    )
+    p.add_argument(
+        "--n-matches", type=v.positive_int, default=1, help="orientations kept per pattern (overlapping grains)"
+    )
     p.add_argument("--min-peaks", type=v.nonnegative_int, default=5, help="mask patterns with fewer peaks (default 5)")
     p.add_argument("--max-memory-mb", type=v.positive_float, default=2048, help="refuse plans larger than this")
     p.add_argument("--ang", type=Path, help="also write a TSL .ang file (MTEX, orix)")
@@ -533,27 +663,42 @@ def run_acom(args) -> int:
     from .pipelines import ACOMParams, DiskDetectionParams, InputRef, iter_acom, run_acom
 
     need_emd(args, "acom")
-    params = ACOMParams(crystals=tuple(args.crystal), step_deg=args.step, inplane_step_deg=args.inplane_step,
-                        k_max_inv_A=args.k_max, thickness_nm=args.thickness_nm, n_matches=args.n_matches,
-                        min_peaks=args.min_peaks, max_memory_mb=args.max_memory_mb,
-                        rocking_curve=args.rocking_curve, intensity_power=args.intensity_power,
-                        overlap=args.overlap)
+    params = ACOMParams(
+        crystals=tuple(args.crystal),
+        step_deg=args.step,
+        inplane_step_deg=args.inplane_step,
+        k_max_inv_A=args.k_max,
+        thickness_nm=args.thickness_nm,
+        n_matches=args.n_matches,
+        min_peaks=args.min_peaks,
+        max_memory_mb=args.max_memory_mb,
+        rocking_curve=args.rocking_curve,
+        intensity_power=args.intensity_power,
+        overlap=args.overlap,
+    )
     peaks = _peaks_file(args.file)
     if peaks is not None:
         _ignored_detection_options(args)
-        run = run_acom(None, peaks=peaks, acom=params, source=InputRef.of(args.file, kind="peaks"),
-                       device=args.device, progress=ProgressBar(enabled=not args.quiet))
+        run = run_acom(
+            None,
+            peaks=peaks,
+            acom=params,
+            source=InputRef.of(args.file, kind="peaks"),
+            device=args.device,
+            progress=ProgressBar(enabled=not args.quiet),
+        )
     else:
-        run = run_on_cube(args, iter_acom, acom=params,
-                           detection=_disk_params(args, DiskDetectionParams.for_acom()))
+        run = run_on_cube(args, iter_acom, acom=params, detection=_disk_params(args, DiskDetectionParams.for_acom()))
     run.save(args.out, overwrite=args.overwrite)
     res = run.result
     if args.ang:
         res.write_ang(args.ang, overwrite=args.overwrite)
     v = res.valid
     plan = run.plans[0]
-    print(f"{int(v.sum())}/{v.size} patterns indexed (k_max {run.k_max_inv_A:.2f} 1/A, {plan.n_zones} zone axes x "
-          f"{plan.n_inplane} in-plane); median correlation {np.median(res.correlation[..., 0][v]) if v.any() else 0:.3f}")
+    print(
+        f"{int(v.sum())}/{v.size} patterns indexed (k_max {run.k_max_inv_A:.2f} 1/A, {plan.n_zones} zone axes x "
+        f"{plan.n_inplane} in-plane); median correlation {np.median(res.correlation[..., 0][v]) if v.any() else 0:.3f}"
+    )
     print(f"wrote {args.out}" + (f" and {args.ang}" if args.ang else ""))
     return EXIT_OK
 
@@ -564,39 +709,95 @@ def add_simulate(sub) -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="output folder (manifest.json + shard-*.h5)")
     p.add_argument("-n", "--n-patterns", type=v.positive_int, default=256)
     p.add_argument("--shard-size", type=v.positive_int, default=64, help="patterns per shard")
-    p.add_argument("--engine", default="kinematic",
-                   help="kinematic, multislice (ours, torch; GPU when present), prismatic or abtem")
-    p.add_argument("--crystal", action="append", metavar="NAME|CIF",
-                   help="bundled crystal (Au Cu Al Si Fe Ti) or CIF file; repeat for several")
+    p.add_argument(
+        "--engine",
+        default="kinematic",
+        help="kinematic, multislice (ours, torch; GPU when present), prismatic or abtem",
+    )
+    p.add_argument(
+        "--crystal",
+        action="append",
+        metavar="NAME|CIF",
+        help="bundled crystal (Au Cu Al Si Fe Ti) or CIF file; repeat for several",
+    )
     p.add_argument("--shape", nargs=2, type=v.positive_int, default=(256, 256), metavar=("H", "W"))
-    p.add_argument("--pixel-size", nargs=2, type=float, default=(0.008, 0.016),
-                   metavar=("LO", "HI"), help="detector pixel size range, 1/A")
-    p.add_argument("--zone-axis", action="append", nargs=3, type=int, metavar=("U", "V", "W"),
-                   help="zone axis [uvw]; repeat for several (default 001 011 111 112)")
-    p.add_argument("--random-fraction", type=v.fraction, default=0.3,
-                   help="fraction of random orientations (the rest near zone axes)")
-    p.add_argument("--zone-axis-tilt", type=v.nonnegative_float, default=1.0, metavar="DEG",
-                   help="largest tilt off the zone axis of the zone-axis patterns (default 1)")
-    p.add_argument("--thickness", nargs=2, type=float, action=v.OrderedRange, default=(20.0, 400.0), metavar=("LO", "HI"),
-                   help="thickness range, Angstrom")
-    p.add_argument("--energy", nargs="+", type=v.positive_float, default=[80.0, 120.0, 200.0, 300.0],
-                   help="beam energies to choose from, keV")
-    p.add_argument("--convergence", nargs=2, type=float, action=v.OrderedRange, default=(0.5, 5.0), metavar=("LO", "HI"),
-                   help="convergence semi-angle range, mrad")
-    p.add_argument("--defocus", nargs=2, type=float, default=(-200.0, 200.0), metavar=("LO", "HI"),
-                   help="defocus range, Angstrom")
+    p.add_argument(
+        "--pixel-size",
+        nargs=2,
+        type=float,
+        default=(0.008, 0.016),
+        metavar=("LO", "HI"),
+        help="detector pixel size range, 1/A",
+    )
+    p.add_argument(
+        "--zone-axis",
+        action="append",
+        nargs=3,
+        type=int,
+        metavar=("U", "V", "W"),
+        help="zone axis [uvw]; repeat for several (default 001 011 111 112)",
+    )
+    p.add_argument(
+        "--random-fraction",
+        type=v.fraction,
+        default=0.3,
+        help="fraction of random orientations (the rest near zone axes)",
+    )
+    p.add_argument(
+        "--zone-axis-tilt",
+        type=v.nonnegative_float,
+        default=1.0,
+        metavar="DEG",
+        help="largest tilt off the zone axis of the zone-axis patterns (default 1)",
+    )
+    p.add_argument(
+        "--thickness",
+        nargs=2,
+        type=float,
+        action=v.OrderedRange,
+        default=(20.0, 400.0),
+        metavar=("LO", "HI"),
+        help="thickness range, Angstrom",
+    )
+    p.add_argument(
+        "--energy",
+        nargs="+",
+        type=v.positive_float,
+        default=[80.0, 120.0, 200.0, 300.0],
+        help="beam energies to choose from, keV",
+    )
+    p.add_argument(
+        "--convergence",
+        nargs=2,
+        type=float,
+        action=v.OrderedRange,
+        default=(0.5, 5.0),
+        metavar=("LO", "HI"),
+        help="convergence semi-angle range, mrad",
+    )
+    p.add_argument(
+        "--defocus", nargs=2, type=float, default=(-200.0, 200.0), metavar=("LO", "HI"), help="defocus range, Angstrom"
+    )
     p.add_argument("--strain-max", type=v.nonnegative_float, default=0.0, help="largest planted strain component")
-    p.add_argument("--label-heights", choices=("structure_factor", "uniform"),
-                   default="structure_factor",
-                   help="label peak heights: |F_g|/|F_000| (crystal4D) or 1 for every listed reflection")
-    p.add_argument("--label-min-weight", type=v.nonnegative_float, default=1e-3,
-                   help="reflections under this structure-factor weight are left out of the label")
+    p.add_argument(
+        "--label-heights",
+        choices=("structure_factor", "uniform"),
+        default="structure_factor",
+        help="label peak heights: |F_g|/|F_000| (crystal4D) or 1 for every listed reflection",
+    )
+    p.add_argument(
+        "--label-min-weight",
+        type=v.nonnegative_float,
+        default=1e-3,
+        help="reflections under this structure-factor weight are left out of the label",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=v.positive_int, default=1)
     p.add_argument("--executor", choices=("serial", "threads", "processes"), default="threads")
-    p.add_argument("--scheduler", type=v.scheduler_address, help="dask.distributed scheduler address (instead of --executor)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a training set with other parameters in OUT")
+    p.add_argument(
+        "--scheduler", type=v.scheduler_address, help="dask.distributed scheduler address (instead of --executor)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a training set with other parameters in OUT")
     return p
 
 
@@ -610,24 +811,36 @@ def run_simulate(args) -> int:
     if args.zone_axis:
         kw["zone_axes"] = tuple(tuple(z) for z in args.zone_axis)
     spec = TrainingSetSpec(
-        n_patterns=args.n_patterns, patterns_per_shard=args.shard_size, engine=args.engine,
-        shape=tuple(args.shape), pixel_size_inv_A=tuple(args.pixel_size),
-        random_orientation_fraction=args.random_fraction, thickness_A=tuple(args.thickness),
+        n_patterns=args.n_patterns,
+        patterns_per_shard=args.shard_size,
+        engine=args.engine,
+        shape=tuple(args.shape),
+        pixel_size_inv_A=tuple(args.pixel_size),
+        random_orientation_fraction=args.random_fraction,
+        thickness_A=tuple(args.thickness),
         zone_axis_tilt_deg=args.zone_axis_tilt,
-        energies_kev=tuple(args.energy), convergence_mrad=tuple(args.convergence),
-        defocus_A=tuple(args.defocus), strain_max=args.strain_max, seed=args.seed,
-        label_heights=args.label_heights, label_min_weight=args.label_min_weight, **kw,
+        energies_kev=tuple(args.energy),
+        convergence_mrad=tuple(args.convergence),
+        defocus_A=tuple(args.defocus),
+        strain_max=args.strain_max,
+        seed=args.seed,
+        label_heights=args.label_heights,
+        label_min_weight=args.label_min_weight,
+        **kw,
     )
     client = None
     if args.scheduler:
         from distributed import Client
 
         client = Client(args.scheduler)
-    job = simulate_training_set(spec, args.out, workers=args.workers, executor=args.executor,
-                                client=client, overwrite=args.overwrite)
+    job = simulate_training_set(
+        spec, args.out, workers=args.workers, executor=args.executor, client=client, overwrite=args.overwrite
+    )
     res = run_job(job, ProgressBar(enabled=not args.quiet))
-    print(f"wrote {args.out}: {res.n_patterns} patterns, {len(res.shards_written)} shards written, "
-          f"{len(res.shards_skipped)} already complete, {res.seconds:.1f} s")
+    print(
+        f"wrote {args.out}: {res.n_patterns} patterns, {len(res.shards_written)} shards written, "
+        f"{len(res.shards_skipped)} already complete, {res.seconds:.1f} s"
+    )
     return EXIT_OK
 
 

@@ -89,7 +89,10 @@ def step_patterns(ctx: DemoContext) -> None:
         DiffractionImage(mx, name="max_pattern", units="counts", calibration=cal, params={"op": "max"}),
     ]
     total = RealSpaceMap(
-        _scan_sums(dc), name="total_counts", units="counts", calibration=cal,
+        _scan_sums(dc),
+        name="total_counts",
+        units="counts",
+        calibration=cal,
         params={"op": "sum over the detector"},
     )
     ctx.results.append(total)
@@ -122,16 +125,19 @@ def step_strain(ctx: DemoContext) -> None:
     if "truth_strain" not in ctx.sample and "truth_lattice" not in ctx.sample:
         return
     sy, sx = ctx.datacube.scan_shape
-    res = run_strain(ctx.datacube, probe=_probe_source(ctx), progress=ctx.progress,
-                     strain=StrainParams(reference=(0, max(1, sy // 4), 0, max(1, sx // 4))))
+    res = run_strain(
+        ctx.datacube,
+        probe=_probe_source(ctx),
+        progress=ctx.progress,
+        strain=StrainParams(reference=(0, max(1, sy // 4), 0, max(1, sx // 4))),
+    )
     ctx.results += res.saved_objects()
     sm = res.strain
     save_figure(ctx, "bragg_vector_map", [("Bragg vector map", res.bvm.data, "k")], log=True)
     save_figure(
         ctx,
         "strain",
-        [(f"{c} (true strain)" if c.startswith("e_") else c, sm.channel(c), "scan")
-         for c in sm.strain.channels],
+        [(f"{c} (true strain)" if c.startswith("e_") else c, sm.channel(c), "scan") for c in sm.strain.channels],
     )
 
 
@@ -149,8 +155,11 @@ def step_virtual(ctx: DemoContext) -> None:
         preset_detector(n, detector_shape=dc.detector_shape, calibration=dc.calibration, center_px=bf.center_px)
         for n in names
     ]
-    res = run_virtual(dc, virtual=VirtualImageParams(detectors=tuple(dets), names=tuple(f"virtual_{n}" for n in names)),
-                      progress=ctx.progress)
+    res = run_virtual(
+        dc,
+        virtual=VirtualImageParams(detectors=tuple(dets), names=tuple(f"virtual_{n}" for n in names)),
+        progress=ctx.progress,
+    )
     stack = _renamed(res.stack, "virtual_images")
     ctx.results.append(replace(stack, params={**stack.params, "recipe": res.recipe.to_dict()}))
     save_figure(ctx, "virtual_images", [(f"virtual {n}", stack.data[..., i], "scan") for i, n in enumerate(names)])
@@ -169,10 +178,13 @@ def step_calibration_dpc(ctx: DemoContext) -> None:
     com, d, phase = res.saved_objects()
     ctx.results += [*calib.saved_objects(), com, d, _renamed(phase, "idpc_phase")]
     save_figure(
-        ctx, "origin_descan",
-        [("origin k_y (measured)", calib.origin.data[..., 0], "scan"),
-         ("origin k_y (plane fit)", calib.origin_fit.origin_map_px[..., 0], "scan"),
-         ("DPC magnitude", res.dpc.channel("magnitude"), "scan")],
+        ctx,
+        "origin_descan",
+        [
+            ("origin k_y (measured)", calib.origin.data[..., 0], "scan"),
+            ("origin k_y (plane fit)", calib.origin_fit.origin_map_px[..., 0], "scan"),
+            ("DPC magnitude", res.dpc.channel("magnitude"), "scan"),
+        ],
     )
 
 
@@ -192,23 +204,48 @@ def step_acom(ctx: DemoContext) -> None:
     truth = contents["truth_orientation"]
     try:
         cal = dc.calibration.replace(origin_px=tuple(truth.params["origin_px_yx"]))
-        run = run_acom(dc, acom=ACOMParams(crystals=("Au",), k_max_inv_A=1.2, thickness_nm=10.0, min_peaks=3),
-                       probe=ProbeSource(str(path)), calibration=cal, progress=ctx.progress)
+        run = run_acom(
+            dc,
+            acom=ACOMParams(crystals=("Au",), k_max_inv_A=1.2, thickness_nm=10.0, min_peaks=3),
+            probe=ProbeSource(str(path)),
+            calibration=cal,
+            progress=ctx.progress,
+        )
     finally:
         dc.close()
     res = run.result
     au = res.crystals[0]
     mis = misorientation_deg(res.orientation[:, :, 0], truth.data.reshape(*res.scan_shape, 3, 3), au.point_group)
-    maps = [m if m.name.startswith("acom_") else replace(m, name=f"acom_{m.name}")
-            for m in run.saved_objects() if isinstance(m, RealSpaceMap)]
-    maps.append(RealSpaceMap(np.nan_to_num(mis, nan=-1.0), name="acom_error_vs_truth", units="deg",
-                             calibration=res.calibration, params={"note": "-1 where masked (too few peaks)"}))
+    maps = [
+        m if m.name.startswith("acom_") else replace(m, name=f"acom_{m.name}")
+        for m in run.saved_objects()
+        if isinstance(m, RealSpaceMap)
+    ]
+    maps.append(
+        RealSpaceMap(
+            np.nan_to_num(mis, nan=-1.0),
+            name="acom_error_vs_truth",
+            units="deg",
+            calibration=res.calibration,
+            params={"note": "-1 where masked (too few peaks)"},
+        )
+    )
     ctx.results += maps
-    _save_rgb(ctx, "acom_ipf", [(f"IPF {d} (Au, lab {d})", res.ipf_rgb(d)) for d in ("x", "y", "z")]
-              + [("IPF key m-3m: 001 red, 101 green, 111 blue", ipf_key_image(au.point_group))])
-    save_figure(ctx, "acom_quality", [("correlation", res.correlation[:, :, 0], "scan"),
-                                      ("reliability", res.reliability, "scan"),
-                                      ("error vs truth [deg] (cyan: not indexed)", mis, "scan")])
+    _save_rgb(
+        ctx,
+        "acom_ipf",
+        [(f"IPF {d} (Au, lab {d})", res.ipf_rgb(d)) for d in ("x", "y", "z")]
+        + [("IPF key m-3m: 001 red, 101 green, 111 blue", ipf_key_image(au.point_group))],
+    )
+    save_figure(
+        ctx,
+        "acom_quality",
+        [
+            ("correlation", res.correlation[:, :, 0], "scan"),
+            ("reliability", res.reliability, "scan"),
+            ("error vs truth [deg] (cyan: not indexed)", mis, "scan"),
+        ],
+    )
 
 
 def _save_rgb(ctx: DemoContext, name: str, images: list[tuple[str, np.ndarray]]) -> None:
@@ -249,15 +286,18 @@ def step_nn(ctx: DemoContext) -> None:
     if probe is None:
         return
     block = np.asarray(ctx.datacube.data[:8, :8])
-    res = run_disks(block, detection=NNDiskParams(), probe=probe, calibration=ctx.datacube.calibration,
-                    progress=ctx.progress)
+    res = run_disks(
+        block, detection=NNDiskParams(), probe=probe, calibration=ctx.datacube.calibration, progress=ctx.progress
+    )
     img, _ = predict_pattern(block[0, 0], probe=probe.load())
     ctx.results.append(res.saved_objects()[0])
     save_figure(
         ctx,
         "nn_disks",
-        [("NN prediction, pattern (0, 0)", img.data, "k"),
-         ("NN peaks per pattern (8 x 8 corner)", res.peaks.counts().astype(float), "scan")],
+        [
+            ("NN prediction, pattern (0, 0)", img.data, "k"),
+            ("NN peaks per pattern (8 x 8 corner)", res.peaks.counts().astype(float), "scan"),
+        ],
     )
 
 

@@ -36,8 +36,16 @@ from psygnal import Signal
 
 from .data.calibration import Calibration
 
-__all__ = ["DetectorInfo", "PluginEvents", "PluginSettings", "events", "last_virtual_image",
-           "plugin_settings", "publish_virtual_image", "set_layer_calibration"]
+__all__ = [
+    "DetectorInfo",
+    "PluginEvents",
+    "PluginSettings",
+    "events",
+    "last_virtual_image",
+    "plugin_settings",
+    "publish_virtual_image",
+    "set_layer_calibration",
+]
 
 
 @dataclass(frozen=True)
@@ -95,8 +103,14 @@ class PluginEvents:
         v = self._viewer()
         if v is None:
             return None
-        return next((lyr for lyr in v.layers if getattr(lyr, "ndim", 0) == 4
-                     and not getattr(lyr, "rgb", False) and hasattr(lyr, "contrast_limits")), None)
+        return next(
+            (
+                lyr
+                for lyr in v.layers
+                if getattr(lyr, "ndim", 0) == 4 and not getattr(lyr, "rgb", False) and hasattr(lyr, "contrast_limits")
+            ),
+            None,
+        )
 
     def _on_step(self, event=None) -> None:
         v, lyr = self._viewer(), self._cube_layer()

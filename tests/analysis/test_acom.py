@@ -35,9 +35,7 @@ def au_plan():
 def test_plan_refuses_when_too_large():
     au = bundled_crystal("Au")
     with pytest.raises(PlanTooLargeError, match=r"coarser step \(about [0-9.]+ deg\)") as e:
-        build_orientation_plan(
-            au, energy_kev=300, k_max_inv_A=1.5, step_deg=0.5, max_memory_bytes=2**20
-        )
+        build_orientation_plan(au, energy_kev=300, k_max_inv_A=1.5, step_deg=0.5, max_memory_bytes=2**20)
     # the step it suggests does fit
     step = float(re.search(r"about ([0-9.]+) deg", str(e.value)).group(1))
     est = estimate_plan_memory(au, step_deg=step, k_max_inv_A=1.5, energy_kev=300)
@@ -53,9 +51,7 @@ def test_plan_save_load(au_plan, tmp_path):
     assert back.params == au_plan.params
     # the crystal comes back whole: same structure factors, and the reloaded plan matches alike
     hkl = [[1, 1, 1], [2, 0, 0], [3, 1, 1]]
-    assert np.allclose(
-        back.crystal.structure_factors(hkl), au_plan.crystal.structure_factors(hkl), rtol=1e-12
-    )
+    assert np.allclose(back.crystal.structure_factors(hkl), au_plan.crystal.structure_factors(hkl), rtol=1e-12)
     _, pk = _random_peaks(au_plan.crystal, 6, 24)
     a, b = (match_orientations(pk, p, min_peaks=3) for p in (au_plan, back))
     assert np.array_equal(a.orientation, b.orientation, equal_nan=True)
@@ -68,12 +64,8 @@ def test_near_zone_axis_orientations_recovered(au_plan):
     au = au_plan.crystal
     rng = np.random.default_rng(11)
     axes = [(0, 0, 1), (0, 1, 1), (1, 1, 2), (0, 1, 2), (1, 2, 3), (0, 1, 3)]
-    U = np.array(
-        [zone_axis_rotation(a, rng.uniform(0, 360), small_rotation(1.5, rng)) for a in axes * 8]
-    )
-    pk = kinematic_bragg_peaks(
-        au, U, k_max_inv_A=KMAX, thickness_A=THICK, position_noise_px=0.1, rng=rng
-    )
+    U = np.array([zone_axis_rotation(a, rng.uniform(0, 360), small_rotation(1.5, rng)) for a in axes * 8])
+    pk = kinematic_bragg_peaks(au, U, k_max_inv_A=KMAX, thickness_A=THICK, position_noise_px=0.1, rng=rng)
     res = match_orientations(pk, au_plan, min_peaks=3)
     mis = misorientation_deg(res.orientation[0, :, 0], U, au.point_group).reshape(8, 6)
     rel = res.reliability[0].reshape(8, 6)
@@ -90,15 +82,11 @@ def test_random_orientations_accuracy(au_plan):
     au = au_plan.crystal
     rng = np.random.default_rng(5)
     U = random_rotations(200, rng)
-    pk = kinematic_bragg_peaks(
-        au, U, k_max_inv_A=KMAX, thickness_A=THICK, position_noise_px=0.1, rng=rng
-    )
+    pk = kinematic_bragg_peaks(au, U, k_max_inv_A=KMAX, thickness_A=THICK, position_noise_px=0.1, rng=rng)
     coarse = match_orientations(pk, au_plan, min_peaks=3, refine=False)
     res = match_orientations(pk, au_plan, min_peaks=3)
     mis = np.nan_to_num(misorientation_deg(res.orientation[0, :, 0], U, au.point_group), nan=180.0)
-    mis0 = np.nan_to_num(
-        misorientation_deg(coarse.orientation[0, :, 0], U, au.point_group), nan=180.0
-    )
+    mis0 = np.nan_to_num(misorientation_deg(coarse.orientation[0, :, 0], U, au.point_group), nan=180.0)
     assert np.median(mis) < 0.3 < np.median(mis0)  # refinement is what brings it under 0.3 deg
     # kinematic zero-layer patterns can be truly ambiguous (e.g. Sigma-3 twins in <112>); the
     # reliability index flags them, and the reliable ones are right
@@ -128,14 +116,11 @@ def test_too_few_peaks_masked(au_plan):
 def test_phase_map_and_top_n():
     au, cu = bundled_crystal("Au"), bundled_crystal("Cu")
     plans = [
-        build_orientation_plan(c, energy_kev=300, k_max_inv_A=KMAX, step_deg=3.0, thickness_A=THICK)
-        for c in (au, cu)
+        build_orientation_plan(c, energy_kev=300, k_max_inv_A=KMAX, step_deg=3.0, thickness_A=THICK) for c in (au, cu)
     ]
     rng = np.random.default_rng(8)
     axes = [(0, 0, 1), (0, 1, 1), (0, 1, 2), (1, 2, 3)]
-    U = np.array(
-        [zone_axis_rotation(a, rng.uniform(0, 360), small_rotation(1.0, rng)) for a in axes * 2]
-    )
+    U = np.array([zone_axis_rotation(a, rng.uniform(0, 360), small_rotation(1.0, rng)) for a in axes * 2])
     pk_au = kinematic_bragg_peaks(au, U, k_max_inv_A=KMAX, thickness_A=THICK)
     pk_cu = kinematic_bragg_peaks(cu, U, k_max_inv_A=KMAX, thickness_A=THICK)
     rec = [pk_au.at(0, i) for i in range(8)] + [pk_cu.at(0, i) for i in range(8)]
@@ -153,16 +138,12 @@ def test_outputs_ang_maps_grains(au_plan, tmp_path):
     A = zone_axis_rotation((0, 1, 2), 17.0)
     B = zone_axis_rotation((1, 2, 3), 61.0)
     U = np.array([A if x < 3 else B for y in range(3) for x in range(5)])
-    pk = kinematic_bragg_peaks(
-        au, U, scan_shape=(3, 5), k_max_inv_A=KMAX, thickness_A=THICK, rng=rng
-    )
+    pk = kinematic_bragg_peaks(au, U, scan_shape=(3, 5), k_max_inv_A=KMAX, thickness_A=THICK, rng=rng)
     res = match_orientations(pk, au_plan, min_peaks=3)
     grains = res.grain_map(threshold_deg=5)
     assert len(np.unique(grains)) == 2 and np.all(grains[:, :3] == grains[0, 0])
     mis = res.misorientation_to_neighbours()
-    assert (
-        np.nanmax(mis[:, :2, 0]) < 1 and np.all(mis[:, 2, 0] > 5) and np.isnan(mis[:, 4, 0]).all()
-    )
+    assert np.nanmax(mis[:, :2, 0]) < 1 and np.all(mis[:, 2, 0] > 5) and np.isnan(mis[:, 4, 0]).all()
     ipf = res.ipf_rgb("z")
     assert ipf.shape == (3, 5, 3) and np.allclose(ipf[:, :3], ipf[0, 0], atol=0.02)
     path = res.write_ang(tmp_path / "map.ang")
@@ -182,9 +163,7 @@ def test_outputs_ang_maps_grains(au_plan, tmp_path):
 def _random_peaks(crystal, n, seed):
     rng = np.random.default_rng(seed)
     U = random_rotations(n, rng)
-    pk = kinematic_bragg_peaks(
-        crystal, U, k_max_inv_A=KMAX, thickness_A=THICK, position_noise_px=0.1, rng=rng
-    )
+    pk = kinematic_bragg_peaks(crystal, U, k_max_inv_A=KMAX, thickness_A=THICK, position_noise_px=0.1, rng=rng)
     return U, pk
 
 
@@ -192,9 +171,7 @@ def test_top_n_matches_are_distinct_after_refinement(au_plan):
     group = au_plan.crystal.point_group
     _, pk = _random_peaks(au_plan.crystal, 60, 21)
     for overlap in ("candidates", "residual"):
-        res = match_orientations(
-            pk, au_plan, min_peaks=3, n_matches=3, separation_deg=5.0, overlap=overlap
-        )
+        res = match_orientations(pk, au_plan, min_peaks=3, n_matches=3, separation_deg=5.0, overlap=overlap)
         orient, ok = res.orientation[0], res.phase[0] >= 0
         if overlap == "candidates":
             assert ok[:, 1].mean() > 0.5  # there are second matches to compare

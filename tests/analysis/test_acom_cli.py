@@ -12,8 +12,26 @@ from napari_4dstem.cli import main
 def test_acom_cli(tmp_path, capsys):
     src = sample_path("polycrystal_au")
     out, ang = tmp_path / "acom.h5", tmp_path / "acom.ang"
-    rc = main(["-q", "acom", str(src), str(out), "--crystal", "Au", "--probe", str(src), "--step", "3",
-               "--thickness-nm", "10", "--min-peaks", "3", "--ang", str(ang)])
+    rc = main(
+        [
+            "-q",
+            "acom",
+            str(src),
+            str(out),
+            "--crystal",
+            "Au",
+            "--probe",
+            str(src),
+            "--step",
+            "3",
+            "--thickness-nm",
+            "10",
+            "--min-peaks",
+            "3",
+            "--ang",
+            str(ang),
+        ]
+    )
     assert rc == 0
     assert "patterns indexed" in capsys.readouterr().out
     from napari_4dstem.io import emd
@@ -41,9 +59,32 @@ def test_acom_cli_unparsable_cif(tmp_path, capsys):
 def test_acom_cli_writes_every_match_and_a_phase_map(tmp_path, capsys):
     src = sample_path("polycrystal_au")
     out = tmp_path / "acom2.h5"
-    rc = main(["-q", "acom", str(src), str(out), "--crystal", "Au", "--crystal", "Fe-bcc", "--probe", str(src),
-               "--step", "3", "--min-peaks", "3", "--n-matches", "2", "--rocking-curve", "lorentzian",
-               "--intensity-power", "0.25", "--overlap", "residual"])
+    rc = main(
+        [
+            "-q",
+            "acom",
+            str(src),
+            str(out),
+            "--crystal",
+            "Au",
+            "--crystal",
+            "Fe-bcc",
+            "--probe",
+            str(src),
+            "--step",
+            "3",
+            "--min-peaks",
+            "3",
+            "--n-matches",
+            "2",
+            "--rocking-curve",
+            "lorentzian",
+            "--intensity-power",
+            "0.25",
+            "--overlap",
+            "residual",
+        ]
+    )
     assert rc == 0
     from napari_4dstem.io import emd
 

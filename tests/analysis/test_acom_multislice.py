@@ -46,9 +46,7 @@ def thin_au_scan():
         pats.append(r.patterns[0, 0])
         probe = r.probe
     data = rng.poisson(np.stack(pats) * DOSE).astype(np.float32)
-    cal = Calibration(
-        k_pixel_size=PIXEL, k_units="1/A", beam_energy_kev=300.0, origin_px=(128.0, 128.0)
-    )
+    cal = Calibration(k_pixel_size=PIXEL, k_units="1/A", beam_energy_kev=300.0, origin_px=(128.0, 128.0))
     return DataCube(data.reshape(1, N, 256, 256), cal), probe * DOSE, U, au
 
 
@@ -66,9 +64,7 @@ def test_acom_on_multislice_patterns(thin_au_scan):
     cube, probe, U, au = thin_au_scan
     peaks = find_bragg_disks(cube, template=make_template(probe), min_relative=3e-4)
     assert np.median(peaks.counts()) >= 10  # central beam and ~15 Bragg disks per pattern
-    plan = build_orientation_plan(
-        au, energy_kev=300, k_max_inv_A=1.5, step_deg=2.0, excitation_width_inv_A=0.04
-    )
+    plan = build_orientation_plan(au, energy_kev=300, k_max_inv_A=1.5, step_deg=2.0, excitation_width_inv_A=0.04)
     res = match_orientations(peaks, plan, min_peaks=3, intensity_power=0.25)
     mis = misorientation_deg(res.orientation[0, :, 0], U, au.point_group)
     mis = np.nan_to_num(mis, nan=180.0)

@@ -82,9 +82,7 @@ def test_orix_reads_the_ang_export(tmp_path, orix_python):
     path = res.write_ang(tmp_path / "m.ang")
     script = tmp_path / "read.py"
     script.write_text(ORIX_SCRIPT)
-    out = subprocess.run(
-        [orix_python, str(script), str(path)], capture_output=True, text=True, timeout=300
-    )
+    out = subprocess.run([orix_python, str(script), str(path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     d = json.loads(out.stdout.strip().splitlines()[-1])
     assert d["scan_unit"] == "um"

@@ -18,9 +18,7 @@ GAMMA = 1.0 + E / 510.99895
 
 
 def _Ug(crystal, hkl):
-    return (
-        GAMMA * abs(crystal.structure_factors(np.array([hkl]))[0]) / (math.pi * crystal.volume_A3)
-    )
+    return GAMMA * abs(crystal.structure_factors(np.array([hkl]))[0]) / (math.pi * crystal.volume_A3)
 
 
 @pytest.mark.parametrize("zone", [(0, 0, 1), (0, 1, 1), (1, 1, 1), (1, 2, 3)])
@@ -44,9 +42,7 @@ def test_two_beam_pendelloesung():
     for tilt_deg in (0.0, 0.4, -0.3):
         c, s_ = math.cos(math.radians(tilt_deg)), math.sin(math.radians(tilt_deg))
         Ry = np.array([[c, 0, s_], [0, 1, 0], [-s_, 0, c]])
-        p = bloch_intensities(
-            au, Ry, energy_kev=E, thicknesses_A=t, k_max_inv_A=1.5, beams_hkl=[[2, 0, 0]]
-        )
+        p = bloch_intensities(au, Ry, energy_kev=E, thicknesses_A=t, k_max_inv_A=1.5, beams_hkl=[[2, 0, 0]])
         U = _Ug(au, (2, 0, 0))
         W = math.hypot(K * p.excitation_error[1], U)
         expect = (U / W) ** 2 * np.sin(math.pi * t * W / K) ** 2

@@ -29,9 +29,7 @@ def _disk_patterns(rng, n, *, amp, background=0.5, noise=True):
     """n patterns, one disk each at a random sub-pixel position near the centre."""
     c = 32 + rng.uniform(-4, 4, (n, 2))
     yy, xx = np.indices(DET)
-    lam = background + amp * soft_disk(
-        np.hypot(yy - c[:, 0, None, None], xx - c[:, 1, None, None]), 8.0, 0.5
-    )
+    lam = background + amp * soft_disk(np.hypot(yy - c[:, 0, None, None], xx - c[:, 1, None, None]), 8.0, 0.5)
     data = rng.poisson(lam).astype(np.uint16) if noise else lam.astype(np.float32)
     return data.reshape(1, n, *DET), c, lam
 
@@ -52,9 +50,7 @@ def _errors(peaks, truth):
     return np.stack([qy, qx], -1) - truth
 
 
-@pytest.mark.parametrize(
-    ("subpixel", "tol"), [("fit", 1e-4), ("upsample", 0.005), ("parabolic", 0.05)]
-)
+@pytest.mark.parametrize(("subpixel", "tol"), [("fit", 1e-4), ("upsample", 0.005), ("parabolic", 0.05)])
 def test_noise_free_positions(rng, subpixel, tol):
     data, truth, _ = _disk_patterns(rng, 40, amp=10, noise=False)
     bp = find_bragg_disks(data, template=_template(), subpixel=subpixel)
@@ -158,10 +154,7 @@ def test_peak_finding_on_any_correlation_like_image():
     # e.g. a neural network's output: sharp blobs at known positions, no template involved
     yy, xx = np.indices((48, 48))
     pts = np.array([[10.3, 12.6], [30.7, 20.2], [24.0, 38.45]])
-    img = sum(
-        np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.2**2)) * a
-        for (y, x), a in zip(pts, (1, 0.6, 0.3))
-    )
+    img = sum(np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.2**2)) * a for (y, x), a in zip(pts, (1, 0.6, 0.3)))
     t = find_peaks(np.stack([img, img[::-1]]), edge_px=3, min_spacing_px=4, min_relative=0.2)
     assert list(t.count) == [3, 3]
     r = refine_peaks(np.stack([img, img[::-1]]).astype(np.float32), t, method="gaussian")
@@ -211,17 +204,12 @@ def test_bragg_vector_map_and_origin_from_peaks():
     np.testing.assert_allclose(org.data, s.truth[1].data, atol=1e-3)
     bvm = bragg_vector_map(bp, origin=org)
     assert bvm.data.shape == (128, 128)
-    assert bvm.data.sum() == pytest.approx(
-        np.nansum(bp.intensity[np.abs(bp.qy - 64) < 60]), rel=0.05
-    )
+    assert bvm.data.sum() == pytest.approx(np.nansum(bp.intensity[np.abs(bp.qy - 64) < 60]), rel=0.05)
     # the central beam lands on (64, 64) and the (1, 0) spot 24 px away along g1
     assert bvm.data[64, 64] == bvm.data.max()
     g1 = s.truth[0].params["g1_ref_px_yx"]
     y, x = 64 + g1[0], 64 + g1[1]
-    assert (
-        bvm.data[round(y) - 1 : round(y) + 2, round(x) - 1 : round(x) + 2].sum()
-        > 0
-    )
+    assert bvm.data[round(y) - 1 : round(y) + 2, round(x) - 1 : round(x) + 2].sum() > 0
     big = bragg_vector_map(bp, origin=org, sampling=2, weights="count")
     assert big.data.shape == (256, 256) and big.data.sum() == pytest.approx(bp.n_peaks, rel=0.05)
     with pytest.raises(DataShapeError, match="no origin"):

@@ -39,11 +39,6 @@ def test_strain_matches_the_planted_field_and_bad_reference_exits_2(sample_file,
     strain = next(v for v in objs.values() if isinstance(v, RealSpaceMap) and v.name == "strain")
     err = strain.data - s.truth[0].data
     assert np.sqrt(np.mean(err[..., :3] ** 2)) < 1.5e-3
-    assert (
-        main(
-            ["-q", "strain", str(path), str(tmp_path / "x.h5"), "--reference", "50", "60", "0", "2"]
-        )
-        == 2
-    )
+    assert main(["-q", "strain", str(path), str(tmp_path / "x.h5"), "--reference", "50", "60", "0", "2"]) == 2
     assert "holds no scan position" in capsys.readouterr().err
     assert main(["-q", "strain", str(path), str(tmp_path / "y.h5"), "--g1", "1", "2"]) == 2

@@ -196,8 +196,10 @@ def test_methods_with_the_number_given(method):
     truth, lats = three_classes(18, 18)
     data = scene(truth, lats, dose=3e4, descan=0.5, thickness=(1.0, 1.0), drift=0.0)
     r = classify(
-        data, features=FeatureParams("pattern", inner_px=5),
-        params=ClassifyParams(method=method, n_classes=3), class_means=False,
+        data,
+        features=FeatureParams("pattern", inner_px=5),
+        params=ClassifyParams(method=method, n_classes=3),
+        class_means=False,
     )
     assert r.n_classes == 3 and (r.bic == {}) == (method != "gmm")
     assert adjusted_rand_score(truth.ravel(), r.labels.ravel()) >= 0.95
@@ -205,12 +207,20 @@ def test_methods_with_the_number_given(method):
 
 def test_gmm_with_the_number_given_merges_down_to_it(three_class_scan):
     truth, data = three_class_scan
-    r = classify(data, features=FeatureParams("pattern", inner_px=5),
-                 params=ClassifyParams(n_classes=3, max_classes=5), class_means=False)
+    r = classify(
+        data,
+        features=FeatureParams("pattern", inner_px=5),
+        params=ClassifyParams(n_classes=3, max_classes=5),
+        class_means=False,
+    )
     assert r.n_classes == 3
     assert adjusted_rand_score(truth.ravel(), r.labels.ravel()) >= 0.95
-    r2 = classify(data, features=FeatureParams("pattern", inner_px=5),
-                  params=ClassifyParams(n_classes=2, max_classes=5), class_means=False)
+    r2 = classify(
+        data,
+        features=FeatureParams("pattern", inner_px=5),
+        params=ClassifyParams(n_classes=2, max_classes=5),
+        class_means=False,
+    )
     assert r2.n_classes == 2 and r2.suggested_n_classes == 3
 
 
@@ -218,8 +228,10 @@ def test_nmf_decomposition_gives_non_negative_components():
     truth, lats = three_classes(18, 18)
     data = scene(truth, lats, dose=3e4, descan=0.5, thickness=(1.0, 1.0), drift=0.0)
     r = classify(
-        data, features=FeatureParams("pattern", inner_px=5),
-        params=ClassifyParams(decomposition="nmf", n_components=4, n_classes=3), class_means=False,
+        data,
+        features=FeatureParams("pattern", inner_px=5),
+        params=ClassifyParams(decomposition="nmf", n_components=4, n_classes=3),
+        class_means=False,
     )
     assert r.components.shape[0] == 4 and np.all(r.components >= 0) and np.all(r.loadings >= 0)
     assert adjusted_rand_score(truth.ravel(), r.labels.ravel()) >= 0.9
@@ -230,8 +242,9 @@ def test_drift_alone_does_not_split_a_class(kind):
     # one lattice; a strong thickness gradient, intensity drift, strain gradient and descan
     truth = np.zeros((20, 20), int)
     data = scene(truth, [lattice(12, 0)], dose=3e4, descan=3.0, thickness=(0.4, 1.6))
-    r = classify(data, features=FeatureParams(kind, inner_px=6), params=ClassifyParams(max_classes=5),
-                 class_means=False)
+    r = classify(
+        data, features=FeatureParams(kind, inner_px=6), params=ClassifyParams(max_classes=5), class_means=False
+    )
     assert r.suggested_n_classes == 1
     assert min(r.bic, key=r.bic.get) > 1  # BIC alone would have split it
 
@@ -248,8 +261,9 @@ def test_mixing_fractions_at_a_boundary():
         mix[:, j, 1] = f
     lats = [lattice(12, 0), lattice(12 * 1.03, 0)]
     data = scene(truth, lats, dose=1e5, mix=mix, descan=0.0, thickness=(1.0, 1.0))
-    r = classify(data, features=FeatureParams("pattern", inner_px=5), params=ClassifyParams(max_classes=4),
-                 class_means=False)
+    r = classify(
+        data, features=FeatureParams("pattern", inner_px=5), params=ClassifyParams(max_classes=4), class_means=False
+    )
     assert r.n_classes == 2
     assert adjusted_rand_score(truth.ravel(), r.labels.ravel()) >= 0.95
     own = np.take_along_axis(r.mixing, r.labels[..., None], -1)[..., 0]
@@ -261,11 +275,14 @@ def test_mixing_fractions_at_a_boundary():
 
 def test_merge_classes_and_class_means(three_class_scan):
     _truth, data = three_class_scan
-    r = classify(data, features=FeatureParams("pattern", inner_px=5),
-                 params=ClassifyParams(method="kmeans", n_classes=3))
+    r = classify(
+        data, features=FeatureParams("pattern", inner_px=5), params=ClassifyParams(method="kmeans", n_classes=3)
+    )
     m = r.merged([1, 2])
     assert m.n_classes == 2
-    assert np.array_equal(m.labels == 1, r.labels == 1) or np.array_equal(m.labels == 1, (r.labels == 1) | (r.labels == 2))
+    assert np.array_equal(m.labels == 1, r.labels == 1) or np.array_equal(
+        m.labels == 1, (r.labels == 1) | (r.labels == 2)
+    )
     joined = (r.labels == 1) | (r.labels == 2)
     np.testing.assert_array_equal(m.labels == 1, joined)
     np.testing.assert_allclose(m.class_patterns[1], data[joined].mean(0), rtol=1e-4, atol=1e-3)
@@ -278,8 +295,9 @@ def test_emd_export_reopens(tmp_path, three_class_scan):
     from napari_4dstem.io import emd
 
     _, data = three_class_scan
-    r = classify(data, features=FeatureParams("pattern", inner_px=5),
-                 params=ClassifyParams(method="kmeans", n_classes=3))
+    r = classify(
+        data, features=FeatureParams("pattern", inner_px=5), params=ClassifyParams(method="kmeans", n_classes=3)
+    )
     path = emd.write(tmp_path / "cls.h5", *to_emd_objects(r))
     back = emd.read(path)
     np.testing.assert_array_equal(back["class_labels"].data, r.labels)
@@ -305,8 +323,9 @@ def test_split_a_class_recovers_the_two_it_held(three_class_scan):
     from napari_4dstem.pipelines import ClassificationParams, run_classification
 
     truth, data = three_class_scan
-    res = run_classification(data, classify=ClassificationParams(features="pattern", inner_px=5, n_classes=2,
-                                                                 max_classes=5))
+    res = run_classification(
+        data, classify=ClassificationParams(features="pattern", inner_px=5, n_classes=2, max_classes=5)
+    )
     two = res.classification
     assert two.n_classes == 2
     # the class holding two real ones: the one whose second most frequent true class is largest
@@ -374,10 +393,12 @@ def test_grains_turned_3_deg_under_a_thickness_gradient_are_told_apart():
     truth = np.zeros((16, 18), int)
     truth[:, 6:12] = 1
     truth[8:, 12:] = 2
-    data = scene(truth, [lattice(12, 0), lattice(12, 3), lattice(12, 6)], dose=3e4, rng=rng,
-                 thickness=(0.4, 1.8), descan=2.0)
-    r = classify(data, features=FeatureParams("pattern+angular"), params=ClassifyParams(max_classes=5),
-                 class_means=False)
+    data = scene(
+        truth, [lattice(12, 0), lattice(12, 3), lattice(12, 6)], dose=3e4, rng=rng, thickness=(0.4, 1.8), descan=2.0
+    )
+    r = classify(
+        data, features=FeatureParams("pattern+angular"), params=ClassifyParams(max_classes=5), class_means=False
+    )
     assert r.n_classes == 3
     assert adjusted_rand_score(truth.ravel(), r.labels.ravel()) >= 0.95
 

@@ -77,8 +77,9 @@ def test_classify_is_a_pipeline_whose_script_reproduces_it(tmp_path, run_copied_
     text = script_from_file(out, tmp_path / "again.h5")
     assert "run_classification(" in text and "ClassificationParams(" in text and "n_classes=3" in text
     run_copied_script(text, tmp_path)
-    np.testing.assert_array_equal(emd.read(tmp_path / "again.h5")["class_labels"].data,
-                                  emd.read(out)["class_labels"].data)
+    np.testing.assert_array_equal(
+        emd.read(tmp_path / "again.h5")["class_labels"].data, emd.read(out)["class_labels"].data
+    )
     dc = open_datacube(path)
     try:
         res = run_classification(dc, classify=ClassificationParams(n_classes=3, max_classes=4), source=path)
@@ -88,8 +89,7 @@ def test_classify_is_a_pipeline_whose_script_reproduces_it(tmp_path, run_copied_
     merged = res.merged([0, 2])
     assert merged.classification.n_classes == 2 and merged.recipe.params["classify"].merge == ((0, 2),)
     run_copied_script(merged.to_script("merged.h5"), tmp_path)
-    np.testing.assert_array_equal(emd.read(tmp_path / "merged.h5")["class_labels"].data,
-                                  merged.classification.labels)
+    np.testing.assert_array_equal(emd.read(tmp_path / "merged.h5")["class_labels"].data, merged.classification.labels)
     with pytest.raises(ParameterError, match="two or more classes"):
         res.merged([1])
     with pytest.raises(ParameterError, match="peaks file"):

@@ -28,9 +28,7 @@ C0 = np.array([23.3, 24.6])
 
 def _beam_shift_field(scan):
     iy, ix = np.indices(scan, dtype=np.float64)
-    return np.stack(
-        [1.5 * np.sin(2 * np.pi * ix / scan[1]), -1.2 * np.cos(2 * np.pi * iy / scan[0])], -1
-    )
+    return np.stack([1.5 * np.sin(2 * np.pi * ix / scan[1]), -1.2 * np.cos(2 * np.pi * iy / scan[0])], -1)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.uint16])
@@ -52,9 +50,7 @@ def test_com_recovers_planted_beam_shift(dtype, synth):
 def test_com_inside_detector_ignores_bragg_disk(synth):
     scan = (5, 6)
     shift = _beam_shift_field(scan)
-    cube = synth.disk_cube(
-        C0 + shift, det=DET, bragg=[(0.0, 24.0, 30.0)], background=0.0, dtype=np.float32
-    )
+    cube = synth.disk_cube(C0 + shift, det=DET, bragg=[(0.0, 24.0, 30.0)], background=0.0, dtype=np.float32)
     whole = center_of_mass(cube)
     inside = center_of_mass(cube, detector=DiskDetector(tuple(C0), 13.0))
     assert np.abs(whole.channel("com_x") - (C0[1] + shift[..., 1])).max() > 1.0
@@ -280,6 +276,7 @@ def test_rotation_fit_on_zero_com_warns():
 
 
 def test_rotation_fit_confidence_is_backward_compatible():
-    old = RotationFit(rotation_deg=1.0, flip=False, curl_rms=0.1, curl_rms_other_flip=0.2,
-                      div_rms=1.0, resolved_180=True)
+    old = RotationFit(
+        rotation_deg=1.0, flip=False, curl_rms=0.1, curl_rms_other_flip=0.2, div_rms=1.0, resolved_180=True
+    )
     assert np.isnan(old.confidence) and np.isnan(old.curl_contrast) and old.ill_conditioned

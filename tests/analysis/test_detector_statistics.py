@@ -27,8 +27,10 @@ def cube():
     return rng.poisson(20.0, (9, 7, 24, 26)).astype(np.uint16)
 
 
-@pytest.mark.parametrize("det", [DiskDetector((11.3, 12.8), 5.5), AnnulusDetector((12.0, 13.0), 3.0, 9.0),
-                                 RectangleDetector((2, 9), (20, 26))])
+@pytest.mark.parametrize(
+    "det",
+    [DiskDetector((11.3, 12.8), 5.5), AnnulusDetector((12.0, 13.0), 3.0, 9.0), RectangleDetector((2, 9), (20, 26))],
+)
 def test_max_min_std_equal_numpy_over_the_detector_pixels(cube, det):
     mask = det.render(cube.shape[2:]).astype(bool)
     vals = cube[:, :, mask].astype(np.float64)
@@ -66,8 +68,11 @@ def test_divergence_and_curl_of_planted_fields():
     y, x = np.mgrid[0:ny, 0:nx].astype(float)
     # radial u = c (x, y): div = 2c, curl = 0; rotation u = c (-y, x): div = 0, curl = 2c
     for uy, ux, div, curl in ((0.3 * y, 0.3 * x, 0.6, 0.0), (0.7 * x, -0.7 * y, 0.0, 1.4)):
-        d = RealSpaceMap(np.stack([uy, ux, np.hypot(uy, ux), np.zeros_like(ux)], axis=-1), units="mrad",
-                         channels=("dpc_y", "dpc_x", "magnitude", "angle_deg"))
+        d = RealSpaceMap(
+            np.stack([uy, ux, np.hypot(uy, ux), np.zeros_like(ux)], axis=-1),
+            units="mrad",
+            channels=("dpc_y", "dpc_x", "magnitude", "angle_deg"),
+        )
         out = divergence_curl(d)
         assert out.channels == ("divergence", "curl") and out.units == "mrad/scan px"
         np.testing.assert_allclose(out.channel("divergence"), div, atol=1e-12)

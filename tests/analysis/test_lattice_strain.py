@@ -62,9 +62,7 @@ def test_frame_rotation_of_the_strain_tensor(clean):
     np.testing.assert_allclose(b.channel("e_xx"), a.channel("e_yy"), atol=1e-12)
     np.testing.assert_allclose(b.channel("e_xy"), -a.channel("e_xy"), atol=1e-12)
     c = strain_from_lattice(fit, reference=(0, 3, 0, 3), frame_deg=45)
-    np.testing.assert_allclose(
-        c.channel("e_xx") + c.channel("e_yy"), a.channel("e_xx") + a.channel("e_yy"), atol=1e-12
-    )
+    np.testing.assert_allclose(c.channel("e_xx") + c.channel("e_yy"), a.channel("e_xx") + a.channel("e_yy"), atol=1e-12)
     np.testing.assert_allclose(
         c.channel("e_xx"),
         0.5 * (a.channel("e_xx") + a.channel("e_yy")) + a.channel("e_xy"),
@@ -121,9 +119,7 @@ def test_outliers_are_rejected(rng):
     hit[::3] = True
     hit &= np.diff(bp.offsets) > 4
     qy[bp.offsets[:-1][hit] + 2] += 3.0
-    bad = BraggPeaks(
-        bp.scan_shape, bp.offsets, qy, qx, bp.intensity, bp.correlation, params=bp.params
-    )
+    bad = BraggPeaks(bp.scan_shape, bp.offsets, qy, qx, bp.intensity, bp.correlation, params=bp.params)
     lat = Lattice(G0[:, 0], G0[:, 1])
     fit = fit_lattice(bad, lat, origin=np.full(2, 40.0))
     ok = fit.reason.ravel() == 0

@@ -10,8 +10,7 @@ from napari_4dstem.io import emd
 
 @pytest.fixture(scope="module")
 def sim_file(tmp_path_factory):
-    s = simulate_phase_dataset(scan_shape=(16, 16), detector_px=48, step_A=0.25,
-                               phase_per_atom_rad=0.1, seed=1)
+    s = simulate_phase_dataset(scan_shape=(16, 16), detector_px=48, step_A=0.25, phase_per_atom_rad=0.1, seed=1)
     path = tmp_path_factory.mktemp("phase") / "sim.h5"
     emd.write(path, s.datacube)
     return s, path
@@ -33,8 +32,22 @@ def test_cli_ptycho_and_calibration_flags(sim_file, tmp_path, capsys):
     pytest.importorskip("torch")  # iterative ptychography is torch (the `nn` extra); the core venv has none
     _, path = sim_file
     out = tmp_path / "ptycho.h5"
-    rc = main(["-q", "phase", str(path), str(out), "--method", "ptycho", "--iterations", "2",
-               "--batch-size", "32", "--energy-kev", "300"])
+    rc = main(
+        [
+            "-q",
+            "phase",
+            str(path),
+            str(out),
+            "--method",
+            "ptycho",
+            "--iterations",
+            "2",
+            "--batch-size",
+            "32",
+            "--energy-kev",
+            "300",
+        ]
+    )
     assert rc == 0
     assert "error" in capsys.readouterr().out
     names = {k.split("/")[-1] for k in emd.read(out)}
@@ -69,8 +82,9 @@ def test_phase_is_a_pipeline_whose_script_reproduces_it(sim_file, tmp_path, run_
 
     _, path = sim_file
     out = tmp_path / "ssb.h5"
-    assert main(["-q", "phase", str(path), str(out), "--method", "ssb", "--defocus-A", "20",
-                 "--energy-kev", "300"]) == 0
+    assert (
+        main(["-q", "phase", str(path), str(out), "--method", "ssb", "--defocus-A", "20", "--energy-kev", "300"]) == 0
+    )
     text = script_from_file(out, tmp_path / "again.h5")
     assert "run_phase(" in text and "PhaseParams(defocus_A=20.0)" in text and "beam_energy_kev" in text
     run_copied_script(text, tmp_path)

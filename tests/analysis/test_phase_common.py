@@ -13,12 +13,15 @@ from napari_4dstem.analysis.phase._common import (
 
 def test_register_translations_recovers_subpixel_shifts(rng):
     ref = rng.normal(size=(40, 48))
-    ref = np.fft.ifft2(np.fft.fft2(ref) * np.exp(-np.hypot(*np.meshgrid(
-        np.fft.fftfreq(40), np.fft.fftfreq(48), indexing="ij")) ** 2 / 0.02)).real
+    ref = np.fft.ifft2(
+        np.fft.fft2(ref)
+        * np.exp(-(np.hypot(*np.meshgrid(np.fft.fftfreq(40), np.fft.fftfreq(48), indexing="ij")) ** 2) / 0.02)
+    ).real
     shifts = np.array([[1.3, -2.7], [0.05, 0.4], [-3.55, 2.25]])
     fy, fx = np.fft.fftfreq(40)[:, None], np.fft.fftfreq(48)[None, :]
-    imgs = np.stack([np.fft.ifft2(np.fft.fft2(ref) * np.exp(-2j * np.pi * (fy * s[0] + fx * s[1]))).real
-                     for s in shifts])
+    imgs = np.stack(
+        [np.fft.ifft2(np.fft.fft2(ref) * np.exp(-2j * np.pi * (fy * s[0] + fx * s[1]))).real for s in shifts]
+    )
     np.testing.assert_allclose(register_translations(imgs, ref), shifts, atol=0.06)
 
 
@@ -35,8 +38,9 @@ def test_frc_of_identical_and_of_independent_noise(rng):
     np.testing.assert_allclose(frc, 1.0)
     assert f[-1] == pytest.approx(0.5 / 0.5 * (1 - 1 / 64), rel=1e-6)
     # a low-passed image against itself plus white noise: correlated at low, not high frequency
-    low = np.fft.ifft2(np.fft.fft2(a) * (np.hypot(*np.meshgrid(np.fft.fftfreq(64), np.fft.fftfreq(64),
-                                                                indexing="ij")) < 0.15)).real
+    low = np.fft.ifft2(
+        np.fft.fft2(a) * (np.hypot(*np.meshgrid(np.fft.fftfreq(64), np.fft.fftfreq(64), indexing="ij")) < 0.15)
+    ).real
     f, frc = fourier_ring_correlation(low, low + 0.3 * rng.normal(size=a.shape), pixel_A=1.0)
     assert frc[:5].min() > 0.8 and np.abs(frc[-5:]).max() < 0.3
     res = frc_resolution_A(f, frc)

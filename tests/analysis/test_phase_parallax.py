@@ -36,8 +36,9 @@ def test_parallax_recovers_planted_defocus_within_1_nm(defocus_A):
 
 
 def test_parallax_recovers_astigmatism_and_an_unaccounted_rotation():
-    s = simulate_phase_dataset(scan_shape=(32, 32), defocus_A=150.0, astig_A=30.0,
-                               astig_angle_deg=20.0, rotation_deg=10.0, step_A=0.5, seed=4)
+    s = simulate_phase_dataset(
+        scan_shape=(32, 32), defocus_A=150.0, astig_A=30.0, astig_angle_deg=20.0, rotation_deg=10.0, step_A=0.5, seed=4
+    )
     r = parallax(s.datacube, calibration=s.datacube.calibration.replace(rotation_deg=0.0))
     assert r.defocus_A == pytest.approx(150.0, abs=10.0)
     assert r.astig_A == pytest.approx(30.0, abs=5.0)

@@ -27,7 +27,7 @@ def _truth(s, r):
     """The planted phase on the reconstruction's grid over its scanned region."""
     off = np.round(r.positions_px[0] - s.positions_px[0]).astype(int)
     y0, y1, x0, x1 = r.region
-    return np.angle(s.object)[y0 - off[0]:y1 - off[0], x0 - off[1]:x1 - off[1]]
+    return np.angle(s.object)[y0 - off[0] : y1 - off[0], x0 - off[1] : x1 - off[1]]
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +40,10 @@ def test_single_slice_reconstruction_matches_the_planted_phase(sim):
     snaps = []
     from napari_4dstem.analysis.phase.ptycho import iter_ptychography
 
-    r = run_job(iter_ptychography(s.datacube, params=PtychoParams(threads=1, iterations=8, batch_size=32),
-                                  probe=s.probe),
-                lambda p: snaps.append(p) if isinstance(p, PtychoProgress) and p.object_phase is not None else None)
+    r = run_job(
+        iter_ptychography(s.datacube, params=PtychoParams(threads=1, iterations=8, batch_size=32), probe=s.probe),
+        lambda p: snaps.append(p) if isinstance(p, PtychoProgress) and p.object_phase is not None else None,
+    )
     corr, rms = phase_correlation_with_truth(r.object_phase(), _truth(s, r))
     assert corr >= 0.95  # measured 0.99
     assert rms < 0.3 * _truth(s, r).std()
@@ -69,14 +70,16 @@ def test_checkpoint_and_resume(sim, tmp_path):
     p = PtychoParams(threads=1, iterations=3, batch_size=32)
     first = ptychography(s.datacube, params=p, probe=s.probe, checkpoint=ck)
     assert ck.exists()
-    more = ptychography(s.datacube, params=PtychoParams(threads=1, iterations=5, batch_size=32),
-                        probe=s.probe, checkpoint=ck)
+    more = ptychography(
+        s.datacube, params=PtychoParams(threads=1, iterations=5, batch_size=32), probe=s.probe, checkpoint=ck
+    )
     assert len(more.errors) == 5
     np.testing.assert_allclose(more.errors[:3], first.errors)
     assert more.errors[-1] < first.errors[-1]
     with pytest.raises(Napari4DSTEMError, match="other data or settings"):
-        ptychography(s.datacube, params=PtychoParams(threads=1, iterations=6, batch_size=16),
-                     probe=s.probe, checkpoint=ck)
+        ptychography(
+            s.datacube, params=PtychoParams(threads=1, iterations=6, batch_size=16), probe=s.probe, checkpoint=ck
+        )
 
 
 @pytest.mark.slow
@@ -84,12 +87,17 @@ def test_position_correction_improves_jittered_positions():
     s = _sim(scan_shape=(16, 16), detector_px=64, position_jitter_px=0.7)
     out = {}
     for corr in (False, True):
-        r = ptychography(s.datacube, probe=s.probe,
-                         params=PtychoParams(threads=1, iterations=12, position_correction=corr, position_start=3))
+        r = ptychography(
+            s.datacube,
+            probe=s.probe,
+            params=PtychoParams(threads=1, iterations=12, position_correction=corr, position_start=3),
+        )
         dp = r.positions_px - s.positions_px
         dp -= dp.mean(axis=0)
-        out[corr] = (phase_correlation_with_truth(r.object_phase(), _truth(s, r))[0],
-                     np.sqrt(np.mean(np.sum(dp**2, axis=1))))
+        out[corr] = (
+            phase_correlation_with_truth(r.object_phase(), _truth(s, r))[0],
+            np.sqrt(np.mean(np.sum(dp**2, axis=1))),
+        )
     # measured: phase correlation 0.94 -> 0.997, position error 0.91 -> 0.73 px
     assert out[True][0] >= 0.98 and out[True][0] > out[False][0] + 0.03
     assert out[True][1] < 0.9 * out[False][1]
@@ -131,8 +139,7 @@ def test_multislice_reconstruction_of_two_separated_layers():
     n = 48
     dk = s.datacube.calibration.k_pixel_size
     shape = s.object.shape
-    layers = np.stack([random_atoms_phase(shape, pixel_A=s.pixel_A, seed=k, phase_per_atom_rad=0.3)
-                       for k in (11, 12)])
+    layers = np.stack([random_atoms_phase(shape, pixel_A=s.pixel_A, seed=k, phase_per_atom_rad=0.3) for k in (11, 12)])
     obj = np.exp(1j * layers)
     prop = fresnel_propagator((n, n), pixel_A=s.pixel_A, wavelength_A=s.probe.wavelength_A, dz_A=40.0)
     psi = probe_real((n, n), dk, s.probe)
@@ -140,11 +147,10 @@ def test_multislice_reconstruction_of_two_separated_layers():
     cube = DataCube(data.astype(np.float32), s.datacube.calibration)
     base = dict(iterations=10, batch_size=32, threads=1)
     one = ptychography(cube, probe=s.probe, params=PtychoParams(**base))
-    two = ptychography(cube, probe=s.probe,
-                       params=PtychoParams(slices=2, slice_thickness_A=40.0, **base))
+    two = ptychography(cube, probe=s.probe, params=PtychoParams(slices=2, slice_thickness_A=40.0, **base))
     assert two.object.shape[0] == 2 and two.params["method"] == "multislice-ptycho"
     assert two.errors[-1] < 0.5 * one.errors[-1]
     off = np.round(two.positions_px[0] - s.positions_px[0]).astype(int)
     y0, y1, x0, x1 = two.region
-    total = layers.sum(axis=0)[y0 - off[0]:y1 - off[0], x0 - off[1]:x1 - off[1]]
+    total = layers.sum(axis=0)[y0 - off[0] : y1 - off[0], x0 - off[1] : x1 - off[1]]
     assert phase_correlation_with_truth(two.object_phase(), total)[0] >= 0.9

@@ -34,14 +34,12 @@ def test_ssb_recovers_a_weak_phase_object(focused):
 def test_ssb_streams_uneven_chunks_and_lazy_data_to_the_same_result(focused):
     s = focused
     ref = ssb(s.datacube).data
-    lazy = DataCube(da.from_array(np.asarray(s.datacube.data), chunks=(5, 7, 64, 64)),
-                    s.datacube.calibration)
+    lazy = DataCube(da.from_array(np.asarray(s.datacube.data), chunks=(5, 7, 64, 64)), s.datacube.calibration)
     np.testing.assert_allclose(ssb(lazy, scan_chunk=(5, 7)).data, ref, rtol=1e-4, atol=1e-6)
 
 
 def test_ssb_corrects_a_known_defocus():
-    s = simulate_phase_dataset(scan_shape=(32, 32), step_A=0.25, phase_per_atom_rad=0.1,
-                               defocus_A=60.0, seed=2)
+    s = simulate_phase_dataset(scan_shape=(32, 32), step_A=0.25, phase_per_atom_rad=0.1, defocus_A=60.0, seed=2)
     with_probe = phase_correlation_with_truth(ssb(s.datacube, probe=s.probe).data, s.phase_at_scan)[0]
     without = phase_correlation_with_truth(ssb(s.datacube).data, s.phase_at_scan)[0]
     assert with_probe >= 0.93
@@ -49,14 +47,12 @@ def test_ssb_corrects_a_known_defocus():
 
 
 def test_ssb_with_a_rotated_scan():
-    s = simulate_phase_dataset(scan_shape=(32, 32), step_A=0.25, phase_per_atom_rad=0.1,
-                               rotation_deg=25.0, seed=1)
+    s = simulate_phase_dataset(scan_shape=(32, 32), step_A=0.25, phase_per_atom_rad=0.1, rotation_deg=25.0, seed=1)
     corr, _ = phase_correlation_with_truth(ssb(s.datacube).data, s.phase_at_scan)
     assert corr >= 0.95
 
 
 def test_ssb_at_a_dose_of_1e6_per_A2():
-    s = simulate_phase_dataset(scan_shape=(32, 32), step_A=0.25, phase_per_atom_rad=0.1, seed=1,
-                               dose_e_per_A2=1e6)
+    s = simulate_phase_dataset(scan_shape=(32, 32), step_A=0.25, phase_per_atom_rad=0.1, seed=1, dose_e_per_A2=1e6)
     corr, _ = phase_correlation_with_truth(ssb(s.datacube).data, s.phase_at_scan)
     assert corr >= 0.85  # measured 0.93 (Poisson noise, 62500 electrons per pattern)

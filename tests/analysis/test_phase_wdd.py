@@ -39,14 +39,14 @@ def test_wdd_recovers_a_strong_phase_object_without_the_weak_phase_approximation
 
 def test_wdd_streams_uneven_chunks_and_lazy_data_to_the_same_result(weak):
     ref = wdd(weak.datacube).data
-    lazy = DataCube(da.from_array(np.asarray(weak.datacube.data), chunks=(5, 7, 64, 64)),
-                    weak.datacube.calibration)
+    lazy = DataCube(da.from_array(np.asarray(weak.datacube.data), chunks=(5, 7, 64, 64)), weak.datacube.calibration)
     np.testing.assert_allclose(wdd(lazy, scan_chunk=(5, 7), q_batch=37).data, ref, rtol=1e-3, atol=1e-5)
 
 
 def test_wdd_corrects_a_known_defocus_and_a_rotated_scan():
-    s = simulate_phase_dataset(scan_shape=(32, 32), step_A=0.25, phase_per_atom_rad=0.1,
-                               defocus_A=60.0, rotation_deg=25.0, seed=2)
+    s = simulate_phase_dataset(
+        scan_shape=(32, 32), step_A=0.25, phase_per_atom_rad=0.1, defocus_A=60.0, rotation_deg=25.0, seed=2
+    )
     with_probe = phase_correlation_with_truth(wdd(s.datacube, probe=s.probe).data, s.phase_at_scan)[0]
     without = phase_correlation_with_truth(wdd(s.datacube).data, s.phase_at_scan)[0]
     assert with_probe >= 0.93

@@ -26,9 +26,7 @@ def _crystals():
             4.0, 4.0, 6.0, atoms=[("Ti", (0, 0, 0)), ("O", (0.3, 0.3, 0))], spacegroup="P 42/m n m"
         ),
         "orthorhombic": Crystal.from_parameters(4.0, 5.0, 6.0, atoms=at, spacegroup="P m m m"),
-        "monoclinic": Crystal.from_parameters(
-            4.0, 5.0, 6.0, 90, 104, 90, atoms=at, spacegroup="P 1 2/m 1"
-        ),
+        "monoclinic": Crystal.from_parameters(4.0, 5.0, 6.0, 90, 104, 90, atoms=at, spacegroup="P 1 2/m 1"),
         "triclinic": Crystal.from_parameters(4.0, 5.0, 6.0, 80, 95, 103, atoms=at),
     }
 
@@ -47,9 +45,7 @@ def test_point_groups_of_the_systems():
         assert len(c.point_group.rotations) == orders[system]
 
 
-@pytest.mark.parametrize(
-    "system", ["cubic", "hexagonal", "tetragonal", "orthorhombic", "monoclinic", "triclinic"]
-)
+@pytest.mark.parametrize("system", ["cubic", "hexagonal", "tetragonal", "orthorhombic", "monoclinic", "triclinic"])
 def test_fundamental_zone_covers_the_sphere(system):
     g = _crystals()[system].point_group
     step = 3.0
@@ -93,16 +89,12 @@ def test_euler_round_trip_and_convention():
 def test_ipf_colours_of_zone_axes():
     g = bundled_crystal("Au").point_group
     # beam (z) along [001], [101], [111]: red, green, blue
-    cols = ipf_colors(
-        zone_axis_orientation(np.array([[0, 0, 1], [1, 0, 1], [1, 1, 1]])), g, direction="z"
-    )
+    cols = ipf_colors(zone_axis_orientation(np.array([[0, 0, 1], [1, 0, 1], [1, 1, 1]])), g, direction="z")
     assert np.allclose(cols, np.eye(3), atol=1e-6)
     rng = np.random.default_rng(3)
     U = random_rotations(30, rng)
     for R in g.rotations[:5]:
-        assert np.allclose(
-            ipf_colors(U @ R, g, direction="x"), ipf_colors(U, g, direction="x"), atol=1e-6
-        )
+        assert np.allclose(ipf_colors(U @ R, g, direction="x"), ipf_colors(U, g, direction="x"), atol=1e-6)
     key = ipf_key_image(g, size=64)
     assert key.shape == (64, 64, 4) and 0.2 < key[..., 3].mean() < 0.9
     hexkey = ipf_key_image(bundled_crystal("Ti").point_group, size=64)

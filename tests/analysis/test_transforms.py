@@ -29,7 +29,7 @@ def test_ewpc_peaks_at_the_lattice_spacing_in_quefrency():
         c = ewpc(p)
         assert c.shape == (n, n) and c[64, 64] == 0
         ring = c.copy()
-        ring[64 - 3:64 + 4, 64 - 3:64 + 4] = 0  # the smooth disk-shape part near the centre
+        ring[64 - 3 : 64 + 4, 64 - 3 : 64 + 4] = 0  # the smooth disk-shape part near the centre
         top = np.argsort(ring.ravel())[-4:]
         offsets = {(int(y) - 64, int(x) - 64) for y, x in zip(*np.unravel_index(top, c.shape))}
         assert offsets == {(8, 0), (-8, 0), (0, 8), (0, -8)}, (radius, offsets)

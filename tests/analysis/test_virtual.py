@@ -63,9 +63,7 @@ def test_virtual_image_equals_numpy(rng, dtype, chunk):
         if a.dtype.kind in "ui":
             np.testing.assert_array_equal(got.data, ref, err_msg=repr(det))
         else:
-            np.testing.assert_allclose(
-                got.data, ref, rtol=2e-6, err_msg=repr(det)
-            )  # float32 rows summed in float32
+            np.testing.assert_allclose(got.data, ref, rtol=2e-6, err_msg=repr(det))  # float32 rows summed in float32
         assert got.params["detector"]["kind"] == det.kind
 
 
@@ -76,9 +74,7 @@ def test_weighted_mask(rng, dtype):
     w[5:12, 2:15] = rng.normal(size=(7, 13))
     got = virtual_image(a, MaskDetector(w), scan_chunk=(4, 4))
     tol = 2e-6 if dtype == np.float32 else 1e-10  # float32: float32 weights and row sums
-    np.testing.assert_allclose(
-        got.data, _reference(a, w), rtol=tol, atol=tol * np.abs(w).sum() * 10
-    )
+    np.testing.assert_allclose(got.data, _reference(a, w), rtol=tol, atol=tol * np.abs(w).sum() * 10)
 
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.float32])
@@ -154,9 +150,7 @@ def _shifted_reference(a, mask, shy, shx):
     out = np.empty(a.shape[:2])
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
-            m = ndimage.shift(
-                mask.astype(float), (shy[i, j], shx[i, j]), order=1, mode="grid-constant"
-            )
+            m = ndimage.shift(mask.astype(float), (shy[i, j], shx[i, j]), order=1, mode="grid-constant")
             out[i, j] = np.sum(a[i, j].astype(np.float64) * m)
     return out
 
@@ -234,9 +228,7 @@ def test_nan_outside_a_wide_detector_is_harmless(rng):
 
 
 def test_presets_from_calibration():
-    cal = Calibration(
-        k_pixel_size=0.5, k_units="mrad", convergence_semiangle_mrad=4.0, origin_px=(30.0, 31.0)
-    )
+    cal = Calibration(k_pixel_size=0.5, k_units="mrad", convergence_semiangle_mrad=4.0, origin_px=(30.0, 31.0))
     bf = preset_detector("bf", detector_shape=(64, 64), calibration=cal)
     assert isinstance(bf, DiskDetector) and bf.radius_px == 8.0 and bf.center_px == (30.0, 31.0)
     abf = preset_detector("ABF", detector_shape=(64, 64), calibration=cal)
@@ -245,14 +237,10 @@ def test_presets_from_calibration():
     assert (adf.inner_px, adf.outer_px) == (8.0, 24.0)
     haadf = preset_detector("HAADF", detector_shape=(64, 64), calibration=cal)
     assert haadf.inner_px == 24.0 and haadf.outer_px > np.hypot(33, 31)
-    custom = preset_detector(
-        "ADF", detector_shape=(64, 64), calibration=cal, inner_mrad=5, outer_mrad=10
-    )
+    custom = preset_detector("ADF", detector_shape=(64, 64), calibration=cal, inner_mrad=5, outer_mrad=10)
     assert (custom.inner_px, custom.outer_px) == (10.0, 20.0)
     # 1/A calibration converts through the beam energy
-    cal_inv_a = Calibration(
-        k_pixel_size=0.01, k_units="1/A", beam_energy_kev=300.0, convergence_semiangle_mrad=2.0
-    )
+    cal_inv_a = Calibration(k_pixel_size=0.01, k_units="1/A", beam_energy_kev=300.0, convergence_semiangle_mrad=2.0)
     px_mrad = cal_inv_a.k_pixel_size_in("mrad")
     bf2 = preset_detector("BF", detector_shape=(32, 32), calibration=cal_inv_a)
     assert bf2.radius_px == pytest.approx(2.0 / px_mrad)
@@ -288,9 +276,7 @@ def test_job_yields_progress(rng):
 def client():
     distributed = pytest.importorskip("distributed")
     with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
         distributed.Client(cluster) as c,
     ):
         yield c

@@ -26,12 +26,15 @@ def _naive_wedge(shape, cy, cx, r_in, r_out, a0, a1):
     return m
 
 
-@pytest.mark.parametrize("params", [
-    ((15.5, 16.0), 3.0, 12.0, 10.0, 80.0),     # a quarter-ish sector below-right of the centre
-    ((14.2, 17.7), 0.0, 9.5, 350.0, 20.0),     # crossing 0 deg, inner radius 0
-    ((16.0, 16.0), 2.0, 10.0, -135.0, -45.0),  # negative angles: the sector above the centre
-    ((16.0, 15.0), 4.0, 11.0, 30.0, 390.0),    # the whole annulus
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        ((15.5, 16.0), 3.0, 12.0, 10.0, 80.0),  # a quarter-ish sector below-right of the centre
+        ((14.2, 17.7), 0.0, 9.5, 350.0, 20.0),  # crossing 0 deg, inner radius 0
+        ((16.0, 16.0), 2.0, 10.0, -135.0, -45.0),  # negative angles: the sector above the centre
+        ((16.0, 15.0), 4.0, 11.0, 30.0, 390.0),  # the whole annulus
+    ],
+)
 def test_wedge_mask_equals_the_pixel_rule(params):
     center, r_in, r_out, a0, a1 = params
     det = WedgeDetector(center, r_in, r_out, a0, a1)
@@ -50,7 +53,9 @@ def test_wedge_geometry_image_params_and_errors():
     poly = det.polygon()
     r = np.hypot(poly[:, 0] - 16.0, poly[:, 1] - 16.0)
     np.testing.assert_allclose(np.sort(np.unique(np.round(r, 9))), [2.0, 10.0])
-    np.testing.assert_allclose(poly[0], (16.0 + 10 * math.sin(math.radians(-135)), 16 + 10 * math.cos(math.radians(-135))))
+    np.testing.assert_allclose(
+        poly[0], (16.0 + 10 * math.sin(math.radians(-135)), 16 + 10 * math.cos(math.radians(-135)))
+    )
     rng = np.random.default_rng(1)
     cube = rng.poisson(5.0, (3, 4, 32, 32)).astype(np.uint16)
     np.testing.assert_array_equal(virtual_image(cube, det).data, (cube * m).sum(axis=(2, 3)))

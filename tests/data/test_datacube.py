@@ -35,9 +35,7 @@ def test_reductions_match_numpy(rng, dtype, scan_chunk):
     mean = run_job(dc.iter_reduce_patterns("mean", scan_chunk=scan_chunk), progress.append)
     np.testing.assert_allclose(mean, a.mean(axis=(0, 1), dtype=np.float64), rtol=1e-12)
     assert progress[-1] == Progress(progress[-1].total, progress[-1].total, "mean pattern")
-    np.testing.assert_array_equal(
-        run_job(dc.iter_reduce_patterns("max", scan_chunk=scan_chunk)), a.max(axis=(0, 1))
-    )
+    np.testing.assert_array_equal(run_job(dc.iter_reduce_patterns("max", scan_chunk=scan_chunk)), a.max(axis=(0, 1)))
     np.testing.assert_allclose(dc.sum_pattern(), a.sum(axis=(0, 1), dtype=np.float64))
 
 
@@ -59,9 +57,7 @@ def test_pattern_and_region(small_cube):
     np.testing.assert_array_equal(small_cube.pattern(2, 3), a[2, 3])
     with pytest.raises(IndexError, match="outside the scan"):
         small_cube.pattern(7, 0)
-    np.testing.assert_allclose(
-        small_cube.region_pattern(slice(1, 4), slice(2, 5)), a[1:4, 2:5].mean(axis=(0, 1))
-    )
+    np.testing.assert_allclose(small_cube.region_pattern(slice(1, 4), slice(2, 5)), a[1:4, 2:5].mean(axis=(0, 1)))
     np.testing.assert_array_equal(
         small_cube.region_pattern(slice(0, 2), slice(0, 2), reduce="max"), a[:2, :2].max(axis=(0, 1))
     )
@@ -90,9 +86,7 @@ def test_crop_is_lazy_and_moves_origin(small_cube):
     assert c.shape == (4, 9, 10, 10)
     assert isinstance(c.data, da.Array)
     np.testing.assert_array_equal(np.asarray(c.data), np.asarray(small_cube.data)[1:5, :, 2:12, 1:])
-    np.testing.assert_allclose(
-        c.calibration.origin_map_px, small_cube.calibration.origin_map_px[1:5] - [2, 1]
-    )
+    np.testing.assert_allclose(c.calibration.origin_map_px, small_cube.calibration.origin_map_px[1:5] - [2, 1])
     with pytest.raises(DataShapeError, match="empty"):
         small_cube.crop(k_x=slice(5, 5))
 
@@ -162,8 +156,9 @@ def test_masked_pattern_matches_numpy_over_any_region(reduce, tmp_path):
             for m in (ring, one):
                 got = run_job(cube.iter_masked_pattern(m, reduce=reduce, rows_per_block=3))
                 sel = data[m]
-                want = {"mean": sel.mean(0, dtype=np.float64), "sum": sel.sum(0, dtype=np.float64),
-                        "max": sel.max(0)}[reduce]
+                want = {"mean": sel.mean(0, dtype=np.float64), "sum": sel.sum(0, dtype=np.float64), "max": sel.max(0)}[
+                    reduce
+                ]
                 np.testing.assert_array_equal(got, want)
         with pytest.raises(DataShapeError, match="covers no scan position"):
             run_job(lazy.iter_masked_pattern(np.zeros((11, 9), bool)))

@@ -98,31 +98,33 @@ def test_threads_engine_runs_on_the_readers_chunk_views(rng, finder):
     weight = rng.random((7, 8))
     stored = _Stored(a)
     got = run_job(
-        map_scan(stored, _moments, out_tail=(2,), scan_kwargs={"weight": weight},
-                 k_rows=(1, 4), k_rows_exact=False, scan_chunk=(4, 6))
+        map_scan(
+            stored,
+            _moments,
+            out_tail=(2,),
+            scan_kwargs={"weight": weight},
+            k_rows=(1, 4),
+            k_rows_exact=False,
+            scan_chunk=(4, 6),
+        )
     )
     np.testing.assert_allclose(got, _reference(a, weight), rtol=1e-12)
     assert stored.sliced == 0 and stored.views.read_calls == 0  # every pattern from a view
     # blocks (4, 6) over chunks (2, 3) of a (7, 8) scan: each of the 4 x 3 chunks viewed once,
     # then released
     assert stored.views.viewed == 12
-    assert sorted(stored.views.released) == sorted(
-        (gy, gx) for gy in range(0, 7, 2) for gx in range(0, 8, 3)
-    )
+    assert sorted(stored.views.released) == sorted((gy, gx) for gy in range(0, 7, 2) for gx in range(0, 8, 3))
 
 
 def test_block_reads_go_through_the_readers_views(rng, finder):
     a = rng.integers(0, 1000, (5, 4, 6, 5)).astype(np.uint16)
     stored = _Stored(a)
-    np.testing.assert_array_equal(
-        read_rows(stored, slice(1, 4), slice(0, 3), slice(2, 5)), a[1:4, 0:3, 2:5]
-    )
+    np.testing.assert_array_equal(read_rows(stored, slice(1, 4), slice(0, 3), slice(2, 5)), a[1:4, 0:3, 2:5])
     assert stored.views.read_calls == 1 and stored.sliced == 0
     # the copy path of the engine (one numba-parallel call per block) reads the same way
     weight = np.ones((5, 4))
     got = run_job(
-        map_scan(stored, _moments, out_tail=(2,), scan_kwargs={"weight": weight},
-                 scan_chunk=(2, 4), backend="prange")
+        map_scan(stored, _moments, out_tail=(2,), scan_kwargs={"weight": weight}, scan_chunk=(2, 4), backend="prange")
     )
     np.testing.assert_allclose(got, _reference(a, weight), rtol=1e-12)
     assert stored.sliced == 0 and stored.views.read_calls == 1 + 3
@@ -135,8 +137,7 @@ def test_without_a_finder_the_array_is_sliced(rng, monkeypatch):
     assert find_chunk_views(stored) is None
     weight = np.ones((5, 4))
     got = run_job(
-        map_scan(stored, _moments, out_tail=(2,), scan_kwargs={"weight": weight},
-                 k_rows_exact=False, scan_chunk=(2, 4))
+        map_scan(stored, _moments, out_tail=(2,), scan_kwargs={"weight": weight}, k_rows_exact=False, scan_chunk=(2, 4))
     )
     np.testing.assert_allclose(got, _reference(a, weight), rtol=1e-12)
     assert stored.sliced == 3 and stored.views.viewed == 0

@@ -30,9 +30,7 @@ def _reference_com(a, rows=slice(None)):
     yy = np.arange(a.shape[2])[:, None] + r0
     xx = np.arange(a.shape[3])[None, :]
     tot = a.sum(axis=(2, 3))
-    return np.stack(
-        [tot, (a * yy).sum(axis=(2, 3)) / tot, (a * xx).sum(axis=(2, 3)) / tot], axis=-1
-    )
+    return np.stack([tot, (a * yy).sum(axis=(2, 3)) / tot, (a * xx).sum(axis=(2, 3)) / tot], axis=-1)
 
 
 def test_block_slices_cover_scan_once():
@@ -71,9 +69,7 @@ def test_map_scan_lazy_storage(rng, tmp_path, storage):
     elif storage == "zarr":
         import zarr
 
-        data = zarr.open(
-            str(tmp_path / "a.zarr"), mode="w", shape=a.shape, chunks=(3, 2, 8, 7), dtype=a.dtype
-        )
+        data = zarr.open(str(tmp_path / "a.zarr"), mode="w", shape=a.shape, chunks=(3, 2, 8, 7), dtype=a.dtype)
         data[...] = a
     else:
         data = DataCube(a)
@@ -137,8 +133,9 @@ def test_map_scan_partial_map_fills_in_block_by_block(rng, monkeypatch, backend)
     total = a.sum(axis=(2, 3)).astype(np.float32)
     monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 0.0)  # every step
     steps = []
-    out = run_job(map_scan(a, _com_kernel, out_tail=(3,), scan_chunk=(2, 3), backend=backend,
-                           partial=_total_so_far), steps.append)
+    out = run_job(
+        map_scan(a, _com_kernel, out_tail=(3,), scan_chunk=(2, 3), backend=backend, partial=_total_so_far), steps.append
+    )
     blocks = block_slices((6, 6), (2, 3))
     assert [p.done for p in steps] == list(range(1, 7))
     for p in steps:
@@ -155,8 +152,7 @@ def test_map_scan_partial_map_fills_in_block_by_block(rng, monkeypatch, backend)
     # throttled: with a long interval only the first and the last step carry one
     monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 3600.0)
     steps = []
-    run_job(map_scan(a, _com_kernel, out_tail=(3,), scan_chunk=(2, 3), partial=_total_so_far),
-            steps.append)
+    run_job(map_scan(a, _com_kernel, out_tail=(3,), scan_chunk=(2, 3), partial=_total_so_far), steps.append)
     assert [p.partial is not None for p in steps] == [True, False, False, False, False, True]
     # without ``partial`` no step carries one
     steps = []
@@ -228,9 +224,7 @@ def client():
     # processes=False: two in-process workers (threads); spawning processes costs seconds on
     # this 2-core machine and would test pickling of the data, not the engine
     with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
         distributed.Client(cluster) as c,
     ):
         yield c
@@ -247,17 +241,19 @@ def test_distributed_equals_local(rng, client, lazy):
     local = run_job(map_scan(data, _com_kernel, out_tail=(3,), scan_chunk=(4, 3), k_rows=(2, 9)))
     steps = []
     dist = run_job(
-        map_scan(
-            data, _com_kernel, out_tail=(3,), scan_chunk=(4, 3), k_rows=(2, 9), backend=client
-        ),
+        map_scan(data, _com_kernel, out_tail=(3,), scan_chunk=(4, 3), k_rows=(2, 9), backend=client),
         steps.append,
     )
     np.testing.assert_array_equal(dist, local)
     assert len(steps) == 9 and steps[-1].done == 9
     # the map so far on a cluster (blocks finish in any order): complete at the last step
     steps = []
-    run_job(map_scan(data, _com_kernel, out_tail=(3,), scan_chunk=(4, 3), k_rows=(2, 9), backend=client,
-                     partial=_total_so_far), steps.append)
+    run_job(
+        map_scan(
+            data, _com_kernel, out_tail=(3,), scan_chunk=(4, 3), k_rows=(2, 9), backend=client, partial=_total_so_far
+        ),
+        steps.append,
+    )
     np.testing.assert_array_equal(steps[-1].partial.data, local[:, :, 0].astype(np.float32))
 
 
@@ -323,9 +319,7 @@ def test_distributed_worker_processes_read_the_file(rng, tmp_path):
     mm = np.load(tmp_path / "a.npy", mmap_mode="r")
     det = DiskDetector((9.5, 11.0), 5.0)
     with (
-        distributed.LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0"
-        ) as cluster,
+        distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0") as cluster,
         distributed.Client(cluster) as c,
     ):
         got = virtual_image(mm, det, backend=c, scan_chunk=(4, 12)).data

@@ -35,9 +35,7 @@ print("noop-ok")
 
 def test_prefetch_hint_falls_back_to_noop(tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-    res = subprocess.run(
-        [sys.executable, "-c", CODE], capture_output=True, text=True, env=env, timeout=300
-    )
+    res = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() == "noop-ok"
 

@@ -134,8 +134,10 @@ def _blockfile_seed() -> Seed:
     hdr = struct.pack(fmt, b"IMGBLO", 0x0102, off, off, 0, dp, 0, nx, ny, 0, 1.5, 1.5, 200000,
                       100, 10, 0.0)  # fmt: skip
     hdr = hdr.ljust(off, b"\0")
-    recs = b"".join(b"\xaa\x55" + struct.pack("<I", i) + ((np.arange(dp * dp) * (i + 1)) % 251).astype(np.uint8).tobytes()
-                    for i in range(nx * ny))  # fmt: skip
+    recs = b"".join(
+        b"\xaa\x55" + struct.pack("<I", i) + ((np.arange(dp * dp) * (i + 1)) % 251).astype(np.uint8).tobytes()
+        for i in range(nx * ny)
+    )
     return Seed("blockfile", "blockfile", {"c.blo": hdr + recs}, "c.blo", {}, [("c.blo", 0, off)])
 
 
@@ -202,8 +204,10 @@ def _mrc_seeds() -> list[Seed]:
 def _empad_seed() -> Seed:
     n = 4
     raw = (np.arange(n * 130 * 128, dtype="<f4") % 1000).tobytes()
-    xml = (b'<root><raw_file filename="scan_x2_y2.raw"/><pix_x>2</pix_x><pix_y>2</pix_y>'
-           b"<iom_measurements><high_voltage>300000</high_voltage></iom_measurements></root>")
+    xml = (
+        b'<root><raw_file filename="scan_x2_y2.raw"/><pix_x>2</pix_x><pix_y>2</pix_y>'
+        b"<iom_measurements><high_voltage>300000</high_voltage></iom_measurements></root>"
+    )
     return Seed("empad", "empad", {"e.xml": xml, "scan_x2_y2.raw": raw}, "e.xml", {}, [],
                 ["e.xml"], ["scan_x2_y2.raw"])  # fmt: skip
 
@@ -362,8 +366,9 @@ def _real_seeds() -> list[Seed]:
     dmf = REALDATA / "digitalmicrograph" / "test_stackbuilder_imagestack.dm3"
     if dmf.is_file():
         blob = dmf.read_bytes()
-        out.append(Seed("real-dm3", "dm", {"s.dm3": blob}, "s.dm3", {},
-                        [("s.dm3", 0, 23704)]))  # fmt: skip  (the tag tree, before the stack's pixels)
+        out.append(
+            Seed("real-dm3", "dm", {"s.dm3": blob}, "s.dm3", {}, [("s.dm3", 0, 23704)])
+        )  # fmt: skip  (the tag tree, before the stack's pixels)
     # No real TVIPS seed: rosettasciio's recordings have 100-byte frame records, the very size of
     # the mutator's deletions, so deleting 100 bytes of the main header's padding leaves a valid
     # recording one frame shorter (the format has no frame count). The synthetic split seed
@@ -406,7 +411,7 @@ def _replace_num(text: bytes, rng) -> Iterator[tuple[str, bytes]]:
         r = runs[int(m)]
         for new in (b"0", b"-1", b"1", b"2", b"99999999999", b"20000",
                     str(int(r.group()) + 1).encode(), b"")[: 3 + int(rng.integers(0, 6))]:  # fmt: skip
-            yield f"num@{r.start()}={new.decode()}", text[: r.start()] + new + text[r.end():]
+            yield f"num@{r.start()}={new.decode()}", text[: r.start()] + new + text[r.end() :]
 
 
 def mutations(seed: Seed, rng: np.random.Generator) -> Iterator[Case]:
@@ -466,7 +471,7 @@ def mutations(seed: Seed, rng: np.random.Generator) -> Iterator[Case]:
         framed = seed.fmt == "mib" and f == main  # the text header of the first frame
         region = b[: seed.headers[0][2]] if framed else b
         for label, new in _replace_num(region, rng):
-            yield Case(seed, "text", f"{f} {label}", with_(f, new + b[len(region):]))
+            yield Case(seed, "text", f"{f} {label}", with_(f, new + b[len(region) :]))
         if framed:
             continue
         lines = b.splitlines(keepends=True)

@@ -41,16 +41,29 @@ def test_a_measurement_written_by_abtem_opens_calibrated_in_our_axis_order(tmp_p
     assert cal.origin_px == pytest.approx((6.0, 6.0))
 
 
-def _abtem_like(path, array, *, axes_types=("ScanAxis", "ScanAxis", "ReciprocalSpaceAxis", "ReciprocalSpaceAxis"),
-                sampling=(0.5, 0.25, 0.1, 0.1), offset=(0.0, 0.0, -0.8, -0.6)):
+def _abtem_like(
+    path,
+    array,
+    *,
+    axes_types=("ScanAxis", "ScanAxis", "ReciprocalSpaceAxis", "ReciprocalSpaceAxis"),
+    sampling=(0.5, 0.25, 0.1, 0.1),
+    offset=(0.0, 0.0, -0.8, -0.6),
+):
     import zarr
 
     units = ["Å", "Å", "1/Å", "1/Å"]
-    axes = {f"axis_{i}": {"type": t, "sampling": s, "offset": o, "units": u}
-            for i, (t, s, o, u) in enumerate(zip(axes_types, sampling, offset, units))}
+    axes = {
+        f"axis_{i}": {"type": t, "sampling": s, "offset": o, "units": u}
+        for i, (t, s, o, u) in enumerate(zip(axes_types, sampling, offset, units))
+    }
     g = zarr.open_group(str(path), mode="w")
-    g.attrs["metadata0"] = {"type": "DiffractionPatterns", "data_origin": "abTEM_v1.0.11",
-                            "energy": 200e3, "semiangle_cutoff": 3.5, "axes": axes}
+    g.attrs["metadata0"] = {
+        "type": "DiffractionPatterns",
+        "data_origin": "abTEM_v1.0.11",
+        "energy": 200e3,
+        "semiangle_cutoff": 3.5,
+        "axes": axes,
+    }
     g.create_array("array0", shape=array.shape, dtype=array.dtype, chunks=array.shape)[...] = array
 
 
@@ -73,8 +86,11 @@ def test_the_abtem_layout_without_abtem(tmp_path):
     "kwargs, shape, message",
     [
         ({}, (2, 4, 3, 8, 8), "5D"),  # frozen phonons kept as an ensemble axis
-        ({"axes_types": ("ScanAxis", "ReciprocalSpaceAxis", "ScanAxis", "ReciprocalSpaceAxis")}, (4, 3, 8, 8),
-         "two ScanAxis"),
+        (
+            {"axes_types": ("ScanAxis", "ReciprocalSpaceAxis", "ScanAxis", "ReciprocalSpaceAxis")},
+            (4, 3, 8, 8),
+            "two ScanAxis",
+        ),
         ({"sampling": (0.5, 0.25, 0.1, 0.2)}, (4, 3, 8, 8), "not square"),
         ({"sampling": (0.5, 0.0, 0.1, 0.1)}, (4, 3, 8, 8), "positive sampling"),
     ],

@@ -48,9 +48,7 @@ def _write_arina(tmp_path, frames_per_file, *, qy=24, qx=20, dtype=np.uint32, nt
     with h5py.File(tmp_path / "scan_master.h5", "w") as f:
         f.create_group("entry/data")
         for i in range(1, len(frames_per_file) + 1):
-            f[f"entry/data/data_{i:06d}"] = h5py.ExternalLink(
-                f"scan_data_{i:06d}.h5", "/entry/data/data"
-            )
+            f[f"entry/data/data_{i:06d}"] = h5py.ExternalLink(f"scan_data_{i:06d}.h5", "/entry/data/data")
         det = f.create_group("entry/instrument/detector")
         det["description"] = b"Dectris ARINA CZT"
         det["x_pixel_size"] = 1e-4
@@ -73,9 +71,7 @@ def test_arina_synthetic_bitshuffle_lz4(tmp_path):
         assert dc.calibration.beam_energy_kev == 200.0
         np.testing.assert_array_equal(np.asarray(dc.data), frames.reshape(10, 10, 24, 20))
         # a chunk that straddles two data files, a strided slice and a single pattern
-        np.testing.assert_array_equal(
-            np.asarray(dc.data[3:5, 5:9]), frames.reshape(10, 10, 24, 20)[3:5, 5:9]
-        )
+        np.testing.assert_array_equal(np.asarray(dc.data[3:5, 5:9]), frames.reshape(10, 10, 24, 20)[3:5, 5:9])
         np.testing.assert_array_equal(dc.pattern(7, 3), frames[73])
         np.testing.assert_array_equal(dc.sum_pattern(), frames.sum(0, dtype=np.float64))
         with h5py.File(master) as f:

@@ -49,9 +49,7 @@ def test_blockfile_truncated(realdata, tmp_path):
     dc = open_datacube(p, scan_shape=(1, 5))
     np.testing.assert_array_equal(
         np.asarray(dc.data).reshape(5, 144, 144),
-        np.asarray(open_datacube(realdata / "blockfile" / "test1.blo").data).reshape(6, 144, 144)[
-            :5
-        ],
+        np.asarray(open_datacube(realdata / "blockfile" / "test1.blo").data).reshape(6, 144, 144)[:5],
     )
 
 

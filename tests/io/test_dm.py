@@ -55,9 +55,7 @@ class _W:
 def _write_dm(path, data, *, v4, scales=(0.05, 0.05, 1.5, 2.0), units=("1/nm", "1/nm", "nm", "nm")):
     w = _W(v4)
     dims = list(data.shape[::-1])  # fastest first
-    cal = [
-        ("", [("Origin", 0.0), ("Scale", float(s)), ("Units", u)]) for s, u in zip(scales, units)
-    ]
+    cal = [("", [("Origin", 0.0), ("Scale", float(s)), ("Units", u)]) for s, u in zip(scales, units)]
     thumb = np.arange(80 * 80, dtype="u1")
     image = [
         ("ImageData", [
@@ -104,8 +102,6 @@ def test_dm_stack_and_bad_files(tmp_path):
     cut.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(FileFormatError, match=r"cut\.dm4: "):
         open_datacube(cut)
-    img2d = _write_dm(
-        tmp_path / "img.dm3", np.zeros((8, 8), np.float32), v4=False, scales=(1, 1), units=("", "")
-    )
+    img2d = _write_dm(tmp_path / "img.dm3", np.zeros((8, 8), np.float32), v4=False, scales=(1, 1), units=("", ""))
     with pytest.raises(FileFormatError, match="no 3D or 4D image"):
         open_datacube(img2d)

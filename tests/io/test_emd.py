@@ -14,13 +14,30 @@ from napari_4dstem.io import emd, open_datacube
 def _objects(small_cube, rng):
     cal = small_cube.calibration
     a = np.asarray(small_cube.data)
-    vi = RealSpaceMap(a.sum(axis=(2, 3)).astype(float), name="virtual_bf", units="counts",
-                      calibration=cal, params={"detector": "disk", "radius_px": 3.0, "center_px": (6.0, 5.0)})
-    strain = RealSpaceMap(rng.normal(size=(7, 9, 3)), name="strain", channels=("e_xx", "e_yy", "e_xy"),
-                          calibration=cal, params={"reference": "median"})
+    vi = RealSpaceMap(
+        a.sum(axis=(2, 3)).astype(float),
+        name="virtual_bf",
+        units="counts",
+        calibration=cal,
+        params={"detector": "disk", "radius_px": 3.0, "center_px": (6.0, 5.0)},
+    )
+    strain = RealSpaceMap(
+        rng.normal(size=(7, 9, 3)),
+        name="strain",
+        channels=("e_xx", "e_yy", "e_xy"),
+        calibration=cal,
+        params={"reference": "median"},
+    )
     mean = DiffractionImage(a.mean(axis=(0, 1)), name="mean_pattern", calibration=cal)
-    lists = [{"qy": rng.uniform(0, 13, k), "qx": rng.uniform(0, 11, k), "intensity": rng.random(k),
-              "correlation": rng.random(k)} for k in rng.integers(0, 5, 63)]
+    lists = [
+        {
+            "qy": rng.uniform(0, 13, k),
+            "qx": rng.uniform(0, 11, k),
+            "intensity": rng.random(k),
+            "correlation": rng.random(k),
+        }
+        for k in rng.integers(0, 5, 63)
+    ]
     peaks = BraggPeaks.from_lists(lists, (7, 9), calibration=cal, params={"subpixel": "poly", "n": 3})
     return vi, strain, mean, peaks
 

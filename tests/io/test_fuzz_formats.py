@@ -75,7 +75,9 @@ def test_fuzz_sample_no_foreign_errors_hangs_or_wrong_shapes(setup):
     # GBs before it failed, is now refused before the read (io/_h5safe.py), so it is judged
     # like any other over-allocation.
     bad = summary["bad"]
-    assert bad == [], [(r["verdict"], r.get("detected"), r.get("outcome"), r.get("label"), str(r.get("error"))[-60:]) for r in bad[:5]]
+    assert bad == [], [
+        (r["verdict"], r.get("detected"), r.get("outcome"), r.get("label"), str(r.get("error"))[-60:]) for r in bad[:5]
+    ]
     assert summary["verdicts"].get("refused", 0) > len(results) // 5  # garbage is refused
 
 

@@ -40,17 +40,13 @@ def test_emd_chunks_read_directly_equal_h5py(tmp_path, rng, dtype):
 def test_unwritten_chunks_read_as_the_fill_value(tmp_path, rng):
     path = tmp_path / "partial.h5"
     with h5py.File(path, "w") as f:
-        ds = f.create_dataset(
-            "d", shape=(8, 8, 6, 6), chunks=(4, 4, 6, 6), dtype=np.uint16, fillvalue=7
-        )
+        ds = f.create_dataset("d", shape=(8, 8, 6, 6), chunks=(4, 4, 6, 6), dtype=np.uint16, fillvalue=7)
         ds[0:4, 0:4] = rng.integers(0, 100, (4, 4, 6, 6))
     with h5py.File(path, "r") as f:
         ds = f["d"]
         reader = direct_reader(ds)
         assert reader is not None
-        np.testing.assert_array_equal(
-            reader.read(slice(0, 8), slice(0, 8), slice(1, 5)), ds[:, :, 1:5]
-        )
+        np.testing.assert_array_equal(reader.read(slice(0, 8), slice(0, 8), slice(1, 5)), ds[:, :, 1:5])
         assert np.all(reader.read(slice(4, 8), slice(4, 8), slice(0, 6)) == 7)
 
 
@@ -69,9 +65,7 @@ def test_other_layouts_are_read_by_h5py(tmp_path, rng, kwargs):
         f.create_dataset("d", data=a, **kwargs)
     with h5py.File(path, "r") as f:
         assert direct_reader(f["d"]) is None
-        np.testing.assert_array_equal(
-            read_rows(f["d"], slice(1, 3), slice(0, 4), slice(2, 5)), a[1:3, :, 2:5]
-        )
+        np.testing.assert_array_equal(read_rows(f["d"], slice(1, 3), slice(0, 4), slice(2, 5)), a[1:3, :, 2:5])
 
 
 @pytest.mark.parametrize("backend", [None, "prange"])
@@ -96,9 +90,7 @@ def test_kernels_on_chunk_views_equal_in_memory(tmp_path, rng, backend):
             got = virtual_images(lazy, dets, descan=descan, backend=backend).data
             ref = virtual_images(DataCube(a, cal), dets, descan=descan).data
             np.testing.assert_allclose(got, ref, rtol=1e-12)
-        np.testing.assert_allclose(
-            center_of_mass(lazy, backend=backend).data, center_of_mass(DataCube(a, cal)).data
-        )
+        np.testing.assert_allclose(center_of_mass(lazy, backend=backend).data, center_of_mass(DataCube(a, cal)).data)
 
 
 def test_distributed_workers_run_on_chunk_views(tmp_path, rng):
@@ -110,9 +102,7 @@ def test_distributed_workers_run_on_chunk_views(tmp_path, rng):
         f.create_dataset("d", data=a, chunks=(2, 3, 20, 18))
     dets = [DiskDetector((10.0, 9.0), 3.0), AnnulusDetector((10.0, 9.0), 2.0, 8.0)]
     with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
         distributed.Client(cluster) as client,
         h5py.File(path, "r") as f,
     ):

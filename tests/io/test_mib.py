@@ -202,9 +202,7 @@ def test_mib_matches_rosettasciio(realdata, rel):
 
 
 def test_mib_is_a_lazy_memmap_view(realdata):
-    dc = open_datacube(
-        realdata / QD / "Merlin_Single_Quad/Quad_9_Frame_CounterDepth_12_Rows_256.mib"
-    )
+    dc = open_datacube(realdata / QD / "Merlin_Single_Quad/Quad_9_Frame_CounterDepth_12_Rows_256.mib")
     base = dc.data
     while getattr(base, "base", None) is not None and not isinstance(base, np.memmap):
         base = base.base
@@ -289,9 +287,7 @@ def _encode_raw(frames, depth, quad):
         words = np.packbits(px.reshape(n, -1, 64).astype(np.uint8), axis=-1, bitorder="little")
         return np.ascontiguousarray(words.reshape(n, -1, 8)[:, :, ::-1]).reshape(n, -1)
     if depth == 6:
-        return np.ascontiguousarray(px.astype(np.uint8).reshape(n, -1, 8)[:, :, ::-1]).reshape(
-            n, -1
-        )
+        return np.ascontiguousarray(px.astype(np.uint8).reshape(n, -1, 8)[:, :, ::-1]).reshape(n, -1)
     if depth == 12:
         v = px.astype(">u2").reshape(n, -1, 4)[:, :, ::-1]
         return np.ascontiguousarray(v).view(np.uint8).reshape(n, -1)

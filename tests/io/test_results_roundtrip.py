@@ -15,21 +15,40 @@ from napari_4dstem.data.calibration import Calibration
 from napari_4dstem.data.results import BraggPeaks, DiffractionImage, RealSpaceMap
 from napari_4dstem.io import emd
 
-CAL = Calibration(scan_step=(1.5, 1.5), scan_units="nm", k_pixel_size=0.02, k_units="1/A",
-                  origin_px=(10.0, 11.0), beam_energy_kev=300.0)
+CAL = Calibration(
+    scan_step=(1.5, 1.5),
+    scan_units="nm",
+    k_pixel_size=0.02,
+    k_units="1/A",
+    origin_px=(10.0, 11.0),
+    beam_energy_kev=300.0,
+)
 
 
 def _results(rng):
-    strain = RealSpaceMap(rng.normal(0, 1e-3, (5, 6, 4)), name="strain", units="",
-                          channels=("e_xx", "e_yy", "e_xy", "theta_rad"), calibration=CAL,
-                          params={"reference": [0, 2, 0, 2], "nested": {"a": 1.5, "b": "x"}})
-    bf = RealSpaceMap(rng.random((5, 6)), name="virtual_bf", units="counts", calibration=CAL,
-                      params={"detector": {"kind": "disk", "radius_px": 4.0}})
+    strain = RealSpaceMap(
+        rng.normal(0, 1e-3, (5, 6, 4)),
+        name="strain",
+        units="",
+        channels=("e_xx", "e_yy", "e_xy", "theta_rad"),
+        calibration=CAL,
+        params={"reference": [0, 2, 0, 2], "nested": {"a": 1.5, "b": "x"}},
+    )
+    bf = RealSpaceMap(
+        rng.random((5, 6)),
+        name="virtual_bf",
+        units="counts",
+        calibration=CAL,
+        params={"detector": {"kind": "disk", "radius_px": 4.0}},
+    )
     ipf = RealSpaceMap(rng.random((5, 6, 3)), name="ipf_z", channels=("r", "g", "b"), calibration=CAL)
-    pattern = DiffractionImage(rng.random((20, 24)), name="region_pattern", units="counts", calibration=CAL,
-                               params={"region": [0, 2, 0, 3]})
-    rows = [{"qy": rng.random(k) * 20, "qx": rng.random(k) * 24, "intensity": rng.random(k),
-             "correlation": rng.random(k)} for k in rng.integers(0, 5, 30)]
+    pattern = DiffractionImage(
+        rng.random((20, 24)), name="region_pattern", units="counts", calibration=CAL, params={"region": [0, 2, 0, 3]}
+    )
+    rows = [
+        {"qy": rng.random(k) * 20, "qx": rng.random(k) * 24, "intensity": rng.random(k), "correlation": rng.random(k)}
+        for k in rng.integers(0, 5, 30)
+    ]
     peaks = BraggPeaks.from_lists(rows, (5, 6), calibration=CAL, params={"detector_shape": [20, 24]})
     return strain, bf, ipf, pattern, peaks
 
@@ -97,8 +116,7 @@ _P4_READ_RESULTS = textwrap.dedent(
 def test_py4dstem_reads_a_results_only_file(tmp_path, rng, p4python):
     objs = _results(rng)
     path = emd.write(tmp_path / "results.h5", *objs)
-    res = subprocess.run([p4python, "-c", _P4_READ_RESULTS, str(path)], capture_output=True, text=True,
-                         timeout=300)
+    res = subprocess.run([p4python, "-c", _P4_READ_RESULTS, str(path)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     got = json.loads(res.stdout.strip().splitlines()[-1])
     _, bf, _, pattern, peaks = objs

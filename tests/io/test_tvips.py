@@ -46,9 +46,7 @@ def test_tvips_split_recording(realdata):
     whole = np.asarray(open_datacube(realdata / "tvips" / "test_tvips_2345_000.tvips").data)[0]
     last = realdata / "tvips" / "test_tvips_2345_split_002.tvips"
     assert detect_format(last).name == "tvips"  # any part opens the whole recording
-    assert [f.name for f in tvips.stream_files(last)] == [
-        f"test_tvips_2345_split_{i:03d}.tvips" for i in range(3)
-    ]
+    assert [f.name for f in tvips.stream_files(last)] == [f"test_tvips_2345_split_{i:03d}.tvips" for i in range(3)]
     assert [s.shape[0] for s in tvips.read_frames(last)] == [1, 3, 2]
     dc = open_datacube(last, frame_offset=1, scan_shape=(2, 2))  # a scan after one stray frame
     assert dc.shape == (2, 2, 4, 5)

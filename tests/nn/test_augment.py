@@ -47,9 +47,7 @@ CLEAN = Augment(
 )
 
 
-@pytest.mark.parametrize(
-    "shift, e, phi, rot", [((2.7, -3.1), 0.1, 35.0, 1.5), ((-1.2, 0.4), 0.06, 110.0, -2.0)]
-)
+@pytest.mark.parametrize("shift, e, phi, rot", [((2.7, -3.1), 0.1, 35.0, 1.5), ((-1.2, 0.4), 0.06, 110.0, -2.0)])
 def test_label_peak_follows_the_disk_under_a_planted_warp(shift, e, phi, rot):
     pattern, probe, label = _sample()
     planted = dataclasses.replace(

@@ -35,14 +35,8 @@ def test_bundled_models_are_small_hash_checked_and_documented():
     assert "MULTISLICE" in ms3["training_set"] and "MULTISLICE" in ms2["training_set"]
     assert "NOT multislice" in proxy["training_set"]
     assert ms3["training_command"].startswith(ms2["training_command"])
-    assert (
-        "--init fcunet-ms-128@0.2.0" in ms3["training_command"]
-        and "--seed 2028" in ms3["training_command"]
-    )
-    assert (
-        "--init fcunet-proxy-128" in ms2["training_command"]
-        and "--seed 2027" in ms2["training_command"]
-    )
+    assert "--init fcunet-ms-128@0.2.0" in ms3["training_command"] and "--seed 2028" in ms3["training_command"]
+    assert "--init fcunet-proxy-128" in ms2["training_command"] and "--seed 2027" in ms2["training_command"]
     assert "napari-4dstem train" in proxy["training_command"]
     assert ms3["history"][-1]["epoch"] == 10 and ms3["seed"] == 3
     assert ms2["history"][-1]["epoch"] == 4 and ms2["seed"] == 1
@@ -103,12 +97,7 @@ def test_cli_models_and_infer(tmp_path, capsys):
     assert "as the network sees it" in err and "fine-tune" in err
     # nothing half-written on bad input: a probe far off-centre is a clear error, exit code 2
     np.save(tmp_path / "bad.npy", np.roll(np.asarray(s.probe.data), (40, 40), axis=(0, 1)))
-    assert (
-        main(
-            ["-q", "infer", str(src), str(tmp_path / "x.h5"), "--probe", str(tmp_path / "bad.npy")]
-        )
-        == 2
-    )
+    assert main(["-q", "infer", str(src), str(tmp_path / "x.h5"), "--probe", str(tmp_path / "bad.npy")]) == 2
     assert "not centred" in capsys.readouterr().err and not (tmp_path / "x.h5").exists()
 
 
@@ -129,9 +118,7 @@ def test_demo_step(tmp_path):
     # the central beam is found in every pattern, within 0.5 px of the planted origin
     origin = s.truth[1].data.reshape(-1, 2)
     d = [
-        np.hypot(
-            bp.at(i // 8, i % 8)["qy"] - origin[i, 0], bp.at(i // 8, i % 8)["qx"] - origin[i, 1]
-        ).min()
+        np.hypot(bp.at(i // 8, i % 8)["qy"] - origin[i, 0], bp.at(i // 8, i % 8)["qx"] - origin[i, 1]).min()
         for i in range(64)
     ]
     assert max(d) < 0.5

@@ -90,9 +90,7 @@ def test_scan_inference_returns_braggpeaks_on_a_lazy_cube(tiny, tmp_path):
     assert np.all((bp.qy >= 0) & (bp.qy <= shape[0] - 1) & (bp.qx >= 0) & (bp.qx <= shape[1] - 1))
     assert bp.params["model"] == "tiny" and bp.params["detector_shape"] == list(shape)
     # the same patterns one by one give the same peaks (batching does not change results)
-    bp1 = find_bragg_disks_nn(
-        data, probe=_probe(shape, (48, 56)), model=tiny, max_peaks=7, batch_size=1
-    )
+    bp1 = find_bragg_disks_nn(data, probe=_probe(shape, (48, 56)), model=tiny, max_peaks=7, batch_size=1)
     np.testing.assert_allclose(bp1.qy, bp.qy, atol=1e-4)
 
 

@@ -34,9 +34,7 @@ def test_complex_conv_is_complex_multiplication():
     ref = torch.zeros(2, 2, 9, 7, dtype=torch.complex64)
     for dy in range(3):
         for dx in range(3):
-            ref += torch.einsum(
-                "oi,bihw->bohw", w[:, :, dy, dx], zp[:, :, dy : dy + 9, dx : dx + 7]
-            )
+            ref += torch.einsum("oi,bihw->bohw", w[:, :, dy, dx], zp[:, :, dy : dy + 9, dx : dx + 7])
     ref += b[None, :, None, None]
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
@@ -124,7 +122,9 @@ def test_mc_dropout_gives_different_samples_only_when_on():
 
 
 def test_importing_nn_does_not_import_torch():
-    code = "import sys, napari_4dstem.nn, napari_4dstem.nn.model, napari_4dstem.nn.registry; print('torch' in sys.modules)"
+    code = (
+        "import sys, napari_4dstem.nn, napari_4dstem.nn.model, napari_4dstem.nn.registry; print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

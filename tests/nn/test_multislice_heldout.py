@@ -50,9 +50,7 @@ def test_nn_is_not_worse_than_correlation_on_thin_multislice(results):
 def test_fixture_is_what_the_generator_makes(scans):
     from napari_4dstem.nn.evaluate import make_multislice_strained_scan
 
-    (si,) = make_multislice_strained_scan(
-        crystal="Si", thicknesses_A=(300.0,), scan_shape=(8, 8), seed=17
-    )
+    (si,) = make_multislice_strained_scan(crystal="Si", thicknesses_A=(300.0,), scan_shape=(8, 8), seed=17)
     ref = scans["multislice_Si_300A"]
     # the Poisson draws are seeded: the same counts, up to float noise in the simulation that
     # can move a draw by one count in a rare pixel

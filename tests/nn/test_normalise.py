@@ -100,9 +100,7 @@ def test_vacuum_probe_of_the_issue_is_found_within_a_fifth_of_a_pixel(default_mo
     yy, xx = np.indices((n, n))
     probe = 1000 * soft_disk(np.hypot(yy - 128, xx - 128), 8, 0.5)
     shifts = np.array([(0.3, -0.7), (-1.2, 0.45), (2.6, 1.9), (0.0, 0.0)])
-    pats = np.stack(
-        [1000 * soft_disk(np.hypot(yy - 128 - a, xx - 128 - b), 8, 0.5) for a, b in shifts]
-    )
+    pats = np.stack([1000 * soft_disk(np.hypot(yy - 128 - a, xx - 128 - b), 8, 0.5) for a, b in shifts])
     bp = find_bragg_disks_nn(pats[None], probe=probe, model=default_model)
     assert np.all(bp.counts() == 1)
     err = np.hypot(bp.qy - 128 - shifts[:, 0], bp.qx - 128 - shifts[:, 1])

@@ -204,7 +204,5 @@ def test_cli_fine_tunes_a_model_on_several_shard_folders(shards, tmp_path, capsy
     assert ck["config"]["init"] == "fcunet-proxy-128"
     # the weights started from the base model and moved (2 Adam steps)
     a = dict(base.module.named_parameters())
-    d = [
-        float((p.detach() - a[k].detach()).abs().max()) for k, p in tuned.module.named_parameters()
-    ]
+    d = [float((p.detach() - a[k].detach()).abs().max()) for k, p in tuned.module.named_parameters()]
     assert 0 < max(d) < 0.05

@@ -16,9 +16,7 @@ from napari_4dstem.simulation import abtem_engine as ae
 from napari_4dstem.simulation.engines import EngineNotInstalledError, SimulationRequest, get_engine
 from napari_4dstem.simulation.kinematic import excited_reflections
 
-needs_abtem = pytest.mark.skipif(
-    importlib.util.find_spec("abtem") is None, reason="abTEM is not installed"
-)
+needs_abtem = pytest.mark.skipif(importlib.util.find_spec("abtem") is None, reason="abTEM is not installed")
 AU = bundled_crystal("Au")
 A = AU.lattice[0, 0]
 
@@ -231,9 +229,7 @@ def test_gpu_without_cupy_falls_back(monkeypatch):
         assert eng.resolved_device() == "cpu"
     # cupy imports but sees no CUDA device
     runtime = types.SimpleNamespace(getDeviceCount=lambda: 0)
-    monkeypatch.setitem(
-        sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime))
-    )
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime)))
     with pytest.warns(ae.AbTEMDeviceWarning, match="no CUDA device"):
         assert eng.resolved_device() == "cpu"
     assert get_engine("abtem", device="cpu").resolved_device() == "cpu"

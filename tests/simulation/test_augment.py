@@ -40,9 +40,7 @@ def test_warp_matrix_shape():
     assert R @ np.array([0.0, 1.0]) == pytest.approx(np.array([1.0, 0.0]))
 
 
-@pytest.mark.parametrize(
-    "e, phi, rot, shift", [(0.15, 30.0, 2.0, (3.3, -7.1)), (0.08, 120.0, -1.5, (-0.4, 9.2))]
-)
+@pytest.mark.parametrize("e, phi, rot, shift", [(0.15, 30.0, 2.0, (3.3, -7.1)), (0.08, 120.0, -1.5, (-0.4, 9.2))])
 def test_planted_peak_lands_where_the_matrix_says(e, phi, rot, shift):
     p = np.array([[55.3, 101.7]])
     A = warp_matrix(e, phi, rot)
@@ -103,9 +101,7 @@ def test_seeds_reproduce_and_differ():
         origin_px=ORIGIN,
         workers=2,
     )
-    assert np.array_equal(batch[0].pattern, a.pattern) and np.array_equal(
-        batch[1].pattern, c.pattern
-    )
+    assert np.array_equal(batch[0].pattern, a.pattern) and np.array_equal(batch[1].pattern, c.pattern)
 
 
 def test_drawn_ranges():
@@ -115,9 +111,7 @@ def test_drawn_ranges():
     assert 5 <= dose.min() < 5.5 and 9.5 < dose.max() <= 10
     assert max(np.hypot(*d.shift_px) for d in draws) <= 10
     assert max(d.ellipticity for d in draws) <= 0.15
-    assert all(
-        0.01 <= d.plasmon_weight <= 0.1 and 0.01 <= d.plasmon_width_inv_A <= 0.1 for d in draws
-    )
+    assert all(0.01 <= d.plasmon_weight <= 0.1 and 0.01 <= d.plasmon_width_inv_A <= 0.1 for d in draws)
     assert max(d.hot_fraction + d.dead_fraction for d in draws) <= 1e-3
     with pytest.raises(ValueError, match="dose"):
         AugmentConfig(dose_e=(10, 1))

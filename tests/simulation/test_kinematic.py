@@ -55,9 +55,7 @@ def test_kinematic_disks_at_reciprocal_lattice(req):
     assert p[48, 50] < 1e-6 * p[48, 60]
     # the central disk holds what the reflections leave; thicker scatters more
     refl = excited_reflections(req, margin_px=r + 4)
-    central = [
-        res.patterns[i, 0][np.hypot(*np.mgrid[-48:48, -40:40]) < r + 6].sum() for i in range(2)
-    ]
+    central = [res.patterns[i, 0][np.hypot(*np.mgrid[-48:48, -40:40]) < r + 6].sum() for i in range(2)]
     for i in range(2):
         assert central[i] == pytest.approx(1 - refl.intensity[i].sum(), abs=2e-3)
         assert refl.intensity[i].sum() < 1
@@ -94,9 +92,7 @@ def test_label_known_reflections(req):
     g = 2 / A
     i = lab.hkl.tolist().index([2, 0, 0])
     expect = (
-        scattering_factor(79, np.array([g]))[0]
-        * np.exp(-0.6 * g**2 / 4)
-        / scattering_factor(79, np.array([0.0]))[0]
+        scattering_factor(79, np.array([g]))[0] * np.exp(-0.6 * g**2 / 4) / scattering_factor(79, np.array([0.0]))[0]
     )
     assert lab.weight[i] == pytest.approx(expect, rel=1e-6)
     assert (lab.qy[i], lab.qx[i]) == pytest.approx((48.0, 60.0), abs=1e-9)  # h along x (k_x)
@@ -115,9 +111,7 @@ def test_label_qz_weight_on_a_tilted_crystal(req):
     i0 = lab0.hkl.tolist().index([2, 0, 0])
     i = lab.hkl.tolist().index([2, 0, 0])
     gz = np.sin(t) * 2 / A
-    assert lab.weight[i] / lab0.weight[i0] == pytest.approx(
-        np.exp(-(gz**2) / (2 * 0.05**2)), rel=1e-6
-    )
+    assert lab.weight[i] / lab0.weight[i0] == pytest.approx(np.exp(-(gz**2) / (2 * 0.05**2)), rel=1e-6)
 
 
 def test_request_validation():
@@ -143,15 +137,11 @@ def test_box_geometry_and_binning():
     assert out[32, 32] == 1.0 and out[33, 30] == 2.0 and out.sum() == 3.0
     with pytest.raises(SamplingError, match="box_multiple"):
         box_geometry(
-            SimulationRequest(
-                AU, shape=(64, 64), pixel_size_inv_A=0.02, convergence_mrad=0.2, box_multiple=1
-            ),
+            SimulationRequest(AU, shape=(64, 64), pixel_size_inv_A=0.02, convergence_mrad=0.2, box_multiple=1),
             usable_fraction=0.5,
         )
     with pytest.raises(SamplingError, match="grid"):
-        box_geometry(
-            SimulationRequest(AU, shape=(2500, 2500), pixel_size_inv_A=0.001), usable_fraction=0.5
-        )
+        box_geometry(SimulationRequest(AU, shape=(2500, 2500), pixel_size_inv_A=0.001), usable_fraction=0.5)
 
 
 def test_atoms_in_box_density():

@@ -92,9 +92,7 @@ def test_intensity_is_conserved_and_series_is_consistent(thin_si):
     assert abs(float(ms.probe.sum()) - 1) < 1e-5
     yy, xx = np.mgrid[0:96, 0:96]
     assert np.allclose([(ms.probe * yy).sum(), (ms.probe * xx).sum()], 48, atol=1e-4)
-    alone = MultisliceEngine(device="cpu").simulate(
-        SimulationRequest(SI, thicknesses_A=(24.0,), **BASE)
-    )
+    alone = MultisliceEngine(device="cpu").simulate(SimulationRequest(SI, thicknesses_A=(24.0,), **BASE))
     np.testing.assert_allclose(alone.patterns[0], ms.patterns[1], atol=2e-6)
 
 
@@ -103,9 +101,7 @@ def test_probe_positions_batch_equals_single():
     req = SimulationRequest(SI, thicknesses_A=(8.0,), probe_positions_A=pos, **BASE)
     eng = MultisliceEngine(device="cpu", max_batch=2)
     batch = eng.simulate(req).patterns[0]
-    one = eng.simulate(
-        SimulationRequest(SI, thicknesses_A=(8.0,), probe_positions_A=(pos[1],), **BASE)
-    ).patterns[0, 0]
+    one = eng.simulate(SimulationRequest(SI, thicknesses_A=(8.0,), probe_positions_A=(pos[1],), **BASE)).patterns[0, 0]
     np.testing.assert_allclose(batch[1], one, atol=2e-6)
 
 

@@ -64,9 +64,7 @@ def test_fake_module_file_handling(monkeypatch, tmp_path):
     assert seen["E0"] == 300e3 and seen["probeSemiangle"] == pytest.approx(3e-3)
     assert seen["cellDimZ"] == 10.0 and seen["cellDimX"] == pytest.approx(60.0)
     assert res.patterns.shape == (1, 1, 32, 32)
-    assert res.patterns[0, 0, 16, 16] == pytest.approx(0.9) and res.patterns[
-        0, 0, 16, 21
-    ] == pytest.approx(0.1)
+    assert res.patterns[0, 0, 16, 16] == pytest.approx(0.9) and res.patterns[0, 0, 16, 21] == pytest.approx(0.1)
     assert res.probe.sum() == pytest.approx(1.0)
     import os
 
@@ -81,9 +79,7 @@ def test_fake_module_file_handling(monkeypatch, tmp_path):
 
 def test_not_installed_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyprismatic", None)
-    with pytest.raises(
-        EngineNotInstalledError, match="libfftw3-dev libboost-dev.*pyprismatic==1.1.16"
-    ):
+    with pytest.raises(EngineNotInstalledError, match="libfftw3-dev libboost-dev.*pyprismatic==1.1.16"):
         get_engine("prismatic")
 
 

@@ -8,12 +8,30 @@ from napari_4dstem.simulation.shards import ShardSet, read_manifest, write_manif
 
 def _shard(tmp_path, name, n, rng, **kw):
     pats = rng.random((n, 16, 16)).astype(np.float32)
-    bragg = [{"qy": rng.uniform(0, 16, k), "qx": rng.uniform(0, 16, k), "intensity": rng.random(k),
-              "hkl": rng.integers(-3, 4, (k, 3))} for k in rng.integers(0, 6, n)]
-    meta = {"thickness_A": rng.uniform(10, 300, n), "crystal": ["Au"] * n,
-            "orientation": np.broadcast_to(np.eye(3), (n, 3, 3))}
-    write_shard(tmp_path / name, patterns=pats, probes=pats * 0 + 1, labels=pats * 2, bragg=bragg,
-                meta=meta, engine="test", **kw)
+    bragg = [
+        {
+            "qy": rng.uniform(0, 16, k),
+            "qx": rng.uniform(0, 16, k),
+            "intensity": rng.random(k),
+            "hkl": rng.integers(-3, 4, (k, 3)),
+        }
+        for k in rng.integers(0, 6, n)
+    ]
+    meta = {
+        "thickness_A": rng.uniform(10, 300, n),
+        "crystal": ["Au"] * n,
+        "orientation": np.broadcast_to(np.eye(3), (n, 3, 3)),
+    }
+    write_shard(
+        tmp_path / name,
+        patterns=pats,
+        probes=pats * 0 + 1,
+        labels=pats * 2,
+        bragg=bragg,
+        meta=meta,
+        engine="test",
+        **kw,
+    )
     return pats, bragg, meta
 
 
@@ -48,12 +66,26 @@ def test_incomplete_and_foreign_files_are_skipped(tmp_path, rng):
 
 def test_bad_shapes_and_fields(tmp_path, rng):
     with pytest.raises(DataShapeError, match="must match"):
-        write_shard(tmp_path / "x.h5", patterns=np.zeros((2, 4, 4)), probes=np.zeros((2, 4, 5)),
-                    labels=np.zeros((2, 4, 4)), bragg=[{}, {}], meta={}, engine="t")
+        write_shard(
+            tmp_path / "x.h5",
+            patterns=np.zeros((2, 4, 4)),
+            probes=np.zeros((2, 4, 5)),
+            labels=np.zeros((2, 4, 4)),
+            bragg=[{}, {}],
+            meta={},
+            engine="t",
+        )
     empty = {"qy": [], "qx": [], "intensity": [], "hkl": np.zeros((0, 3))}
     with pytest.raises(DataShapeError, match="unknown shard metadata"):
-        write_shard(tmp_path / "y.h5", patterns=np.zeros((1, 4, 4)), probes=np.zeros((1, 4, 4)),
-                    labels=np.zeros((1, 4, 4)), bragg=[empty], meta={"colour": ["red"]}, engine="t")
+        write_shard(
+            tmp_path / "y.h5",
+            patterns=np.zeros((1, 4, 4)),
+            probes=np.zeros((1, 4, 4)),
+            labels=np.zeros((1, 4, 4)),
+            bragg=[empty],
+            meta={"colour": ["red"]},
+            engine="t",
+        )
     assert not (tmp_path / "x.h5").exists() and not (tmp_path / "y.h5").exists()
 
 

@@ -43,9 +43,7 @@ def test_deterministic_and_readable(tmp_path):
     assert m["complete"] and m["spec"]["seed"] == 7 and len(m["shards"]) == 3
     s = ShardSet(tmp_path / "a")[4]
     p = plan_pattern(SPEC, 4)
-    assert s.meta["thickness_A"] == p.thickness_A and np.allclose(
-        s.meta["orientation"], p.orientation
-    )
+    assert s.meta["thickness_A"] == p.thickness_A and np.allclose(s.meta["orientation"], p.orientation)
     assert np.allclose(s.meta["strain"], p.strain) and s.meta["crystal"] == p.crystal
     assert s.label.max() == pytest.approx(1.0, abs=1e-3)  # the 000 peak
     # pattern i does not depend on the size of the set
@@ -96,9 +94,7 @@ def test_disk_full_keeps_written_shards(tmp_path, monkeypatch):
         return real(path, **kw)
 
     monkeypatch.setattr(training, "write_shard", flaky)
-    with pytest.raises(
-        FileFormatError, match="disk is full.*1 shards written before it are complete"
-    ):
+    with pytest.raises(FileFormatError, match="disk is full.*1 shards written before it are complete"):
         run_job(simulate_training_set(SPEC, tmp_path))
     assert sorted(p.name for p in tmp_path.glob("shard-*")) == ["shard-00000.h5"]
     assert len(ShardSet(tmp_path)) == 3
@@ -125,9 +121,7 @@ def test_uniform_label_heights_mark_every_listed_reflection(tmp_path):
     height 1 at its position; the structure-factor label has the same peaks, weighted."""
     kw = {**SPEC.__dict__, "n_patterns": 1, "patterns_per_shard": 1, "label_min_weight": 0.01}
     sf = training.simulate_pattern(TrainingSetSpec(**kw), plan_pattern(SPEC, 0))
-    un = training.simulate_pattern(
-        TrainingSetSpec(**{**kw, "label_heights": "uniform"}), plan_pattern(SPEC, 0)
-    )
+    un = training.simulate_pattern(TrainingSetSpec(**{**kw, "label_heights": "uniform"}), plan_pattern(SPEC, 0))
     np.testing.assert_array_equal(sf["pattern"], un["pattern"])
     qy, qx = un["bragg"]["qy"], un["bragg"]["qx"]
     assert len(qy) >= 3

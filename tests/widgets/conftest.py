@@ -9,7 +9,8 @@ package's share of it is: the watchdog samples where the GUI thread is every 10 
 interval's CPU time times the fraction of samples in our code (our slots, and napari calls made
 from them) must exceed ``THRESHOLD_S`` (or it was not seen at all and took over twice the
 threshold). An interval spent wholly or mostly in napari or Qt (their event processing and
-layout, e.g. a backlog of events after the machine was busy) is napari's floor and only logged. Not counted either, it is
+layout, e.g. a backlog of events after the machine was busy) is napari's floor and only logged. Not counted
+either, it is
 
 - napari's own floor, measured and reported (``paint_ms``) but not ours to remove: OpenGL
   painting (vispy's ``paintGL``/``resizeGL``/``initializeGL``, 50-100 ms a frame in software
@@ -21,7 +22,8 @@ layout, e.g. a backlog of events after the machine was busy) is napari's floor a
   _process_event``) and recomputing a layer's thumbnail after ``layer.data = ...``
   (``_update_thumbnail``), Qt laying out napari's main window (its ``LayoutRequest`` events),
   and pint building its unit registry (the first unit parsed in the process).
-  None of these may run our own slots inside (napari's progress bar does, so it is not here). Widgets add each of their layers once and update it after;
+  None of these may run our own slots inside (napari's progress bar does, so it is not here). Widgets add each of
+  their layers once and update it after;
 - deliberately excluded set-up: pytest's and napari's fixtures before the test's first viewer
   (or its body) starts, creating a viewer (the ``make_napari_viewer`` fixture is wrapped
   here) and adding the first layer (``with stall_detector.excluded("first layer add"): ...``), or
@@ -95,8 +97,14 @@ class StallDetector:
         if cpu > THRESHOLD_S:
             with self._lock:
                 top = [f"{n}x {f}" for f, n in self._samples.most_common(3)]
-            rec = {"test": self.name, "cpu_ms": round(cpu * 1e3, 1), "wall_ms": round(wall * 1e3, 1),
-                   "paint_ms": round(self._paint_in * 1e3, 1), "ended_by": where, "stack": top}
+            rec = {
+                "test": self.name,
+                "cpu_ms": round(cpu * 1e3, 1),
+                "wall_ms": round(wall * 1e3, 1),
+                "paint_ms": round(self._paint_in * 1e3, 1),
+                "ended_by": where,
+                "stack": top,
+            }
             with self._lock:
                 ours = sum(n for f, n in self._samples.items() if _OWN in f.split(" > ")[0])
                 seen = sum(self._samples.values())
@@ -140,11 +148,16 @@ class StallDetector:
             self._excluded.pop()
             cpu = time.thread_time() - cpu0 - (self.paint_s - floor0)
             if budget_s is not None and cpu > budget_s:
-                self.stalls.append({"test": self.name, "cpu_ms": round(cpu * 1e3, 1),
-                                    "wall_ms": round((time.perf_counter() - wall0) * 1e3, 1),
-                                    "paint_ms": round((self.paint_s - floor0) * 1e3, 1),
-                                    "ended_by": f"{reason} over its {budget_s * 1e3:.0f} ms budget",
-                                    "stack": []})
+                self.stalls.append(
+                    {
+                        "test": self.name,
+                        "cpu_ms": round(cpu * 1e3, 1),
+                        "wall_ms": round((time.perf_counter() - wall0) * 1e3, 1),
+                        "paint_ms": round((self.paint_s - floor0) * 1e3, 1),
+                        "ended_by": f"{reason} over its {budget_s * 1e3:.0f} ms budget",
+                        "stack": [],
+                    }
+                )
 
     def begin_setup(self) -> None:
         self._close("fixture set-up")
@@ -204,9 +217,11 @@ class StallDetector:
     def report(self) -> str:
         lines = [f"GUI thread blocked > {THRESHOLD_S * 1e3:.0f} ms (CPU) {len(self.stalls)} time(s):"]
         for s in self.stalls:
-            lines.append(f"  {s['cpu_ms']} ms CPU, ~{s['own_cpu_ms']} ms of it ours "
-                         f"({s['wall_ms']} ms wall, {s['paint_ms']} ms painting) "
-                         f"ended by {s['ended_by']}; GUI thread seen in: {s['stack']}")
+            lines.append(
+                f"  {s['cpu_ms']} ms CPU, ~{s['own_cpu_ms']} ms of it ours "
+                f"({s['wall_ms']} ms wall, {s['paint_ms']} ms painting) "
+                f"ended by {s['ended_by']}; GUI thread seen in: {s['stack']}"
+            )
         return "\n".join(lines)
 
 
@@ -251,15 +266,15 @@ def _patch_napari_floor() -> None:
     targets = [(_qt.CanvasBackendDesktop, n) for n in ("paintGL", "resizeGL", "initializeGL")]
     targets.append((LayerList, "insert"))
     targets.append((LayerList, "__delitem__"))  # removing a layer: napari tears its visual and controls down
-    targets += [(c, "__init__") for c in (layers.Image, layers.Shapes, layers.Points, layers.Vectors,
-                                         layers.Labels)]
+    targets += [(c, "__init__") for c in (layers.Image, layers.Shapes, layers.Points, layers.Vectors, layers.Labels)]
     # building vispy canvases and visuals (napari's per-layer visual; a dock's real-space canvas)
     targets += [(scene.SceneCanvas, "__init__"), (Node, "__init__")]
     # adding a layer from data (napari checks the data, builds the layer, updates the dims)
     from napari.components.viewer_model import ViewerModel
 
-    targets += [(ViewerModel, n) for n in ("add_layer", "add_image", "add_points", "add_shapes",
-                                           "add_vectors", "add_labels")]
+    targets += [
+        (ViewerModel, n) for n in ("add_layer", "add_image", "add_points", "add_shapes", "add_vectors", "add_labels")
+    ]
     targets.append((Window, "add_dock_widget"))  # napari docks a widget (and saves its settings)
     # building a second napari canvas for the Real space dock (widgets/_multiview.py): napari's
     # model and QtViewer (canvas, dims sliders, layer list and controls), as a Window does
@@ -278,8 +293,9 @@ def _patch_napari_floor() -> None:
     targets.append((QtLayerListModel, "_process_event"))
     # napari recomputing a layer's thumbnail after a data change (a Vectors layer rasterises
     # every arrow: 50-70 ms seen), synchronously inside ``layer.data = ...``
-    targets += [(c, "_update_thumbnail") for c in (layers.Image, layers.Shapes, layers.Points,
-                                                   layers.Vectors, layers.Labels)]
+    targets += [
+        (c, "_update_thumbnail") for c in (layers.Image, layers.Shapes, layers.Points, layers.Vectors, layers.Labels)
+    ]
     # Qt laying out napari's main window (a LayoutRequest recomputes every dock's geometry;
     # no slot of ours runs inside it): timed for that event type only
     from napari._qt.qt_main_window import _QtMainWindow
@@ -402,4 +418,3 @@ def pytest_runtest_call(item):
     if det is not None:
         det.end_setup()
     yield
-

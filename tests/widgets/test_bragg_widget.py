@@ -23,7 +23,9 @@ def test_symmetric_limits():
     assert symmetric_limits(np.zeros(3))[1] > 0
 
 
-def test_live_detection_all_patterns_lattice_and_strain(make_napari_viewer, qtbot, tmp_path, run_copied_script, stall_detector):
+def test_live_detection_all_patterns_lattice_and_strain(
+    make_napari_viewer, qtbot, tmp_path, run_copied_script, stall_detector
+):
     main, results = make_napari_viewer(), make_napari_viewer()
     set_results_viewer(main, results)
     with stall_detector.excluded("first layer add"):
@@ -163,6 +165,8 @@ def test_find_all_fills_the_count_map_in_with_an_eta_and_cancels(make_napari_vie
     assert w.peaks is None and w.status.text() == "cancelled"
     assert seen[-1].done < seen[-1].total, "the job ran to its end instead of stopping"
     assert np.isnan(results.layers["disks per pattern"].data).any()  # the map as far as it got
-    print(f"cancel took {took:.3f} s after {seen[-1].done} of {seen[-1].total} blocks; "
-          f"{len(w.partials.shown)} partial maps shown, updates {[round(1e3 * c) for c in w.partials.costs]} ms")
+    print(
+        f"cancel took {took:.3f} s after {seen[-1].done} of {seen[-1].total} blocks; "
+        f"{len(w.partials.shown)} partial maps shown, updates {[round(1e3 * c) for c in w.partials.costs]} ms"
+    )
     assert took < 1.0  # about one block (0.15 s of work); 1 s leaves room for a loaded machine

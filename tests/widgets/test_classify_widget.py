@@ -89,8 +89,9 @@ def test_classify_shows_labels_class_means_and_merges(viewers, qtbot, stall_dete
     assert lab2[0, 0] == lab2[0, 7] != lab2[0, 14]
     assert main.layers[MEAN_LAYER].metadata["class"] == w.current_class()
     with stall_detector.excluded("reference"):
-        np.testing.assert_allclose(main.layers[MEAN_LAYER].data,
-                                   data[w.result.labels == w.current_class()].mean(0), rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(
+            main.layers[MEAN_LAYER].data, data[w.result.labels == w.current_class()].mean(0), rtol=1e-4, atol=1e-3
+        )
     # split the merged class into two again (in a worker: re-clustered, then its means)
     w.split_class.setValue(int(w.result.labels[0, 0]))
     w.split_into.setValue(2)
@@ -102,8 +103,9 @@ def test_classify_shows_labels_class_means_and_merges(viewers, qtbot, stall_dete
     lab3 = results.layers[LABELS_LAYER].data
     with stall_detector.excluded("reference"):
         assert adjusted_rand_score(truth.ravel(), lab3.ravel()) >= 0.95
-        np.testing.assert_allclose(main.layers[MEAN_LAYER].data,
-                                   data[w.result.labels == w.current_class()].mean(0), rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(
+            main.layers[MEAN_LAYER].data, data[w.result.labels == w.current_class()].mean(0), rtol=1e-4, atol=1e-3
+        )
     assert w.pipeline.recipe.params["classify"].merge[-1][1] == -2
     w.merge_edit.setText("0")
     stall_detector.step()

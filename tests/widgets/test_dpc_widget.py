@@ -84,8 +84,15 @@ def test_auto_rotation_finds_the_planted_rotation(viewers, qtbot, stall_detector
     _wait(qtbot, w)
     w.descan.setCurrentText("mean")
     w.auto_btn.click()  # the fit and the maps run in workers
-    qtbot.waitUntil(lambda: w.rotation.value() != 0.0 and "DPC vectors" in results.layers
-                    and not w._dpc_runner.busy and not w._rot_runner.busy, timeout=30000)
+    qtbot.waitUntil(
+        lambda: (
+            w.rotation.value() != 0.0
+            and "DPC vectors" in results.layers
+            and not w._dpc_runner.busy
+            and not w._rot_runner.busy
+        ),
+        timeout=30000,
+    )
     assert w.rotation.value() == pytest.approx(25.0, abs=0.5)
     assert not w.flip.isChecked()
     # a planted signal: the dock shows a high confidence and no ill-conditioned note
@@ -113,10 +120,17 @@ def test_copy_as_python_reproduces_the_dpc_maps(viewers, qtbot, tmp_path, run_co
     qtbot.waitUntil(lambda: w.com is not None, timeout=30000)
     _wait(qtbot, w)
     w.auto_btn.click()  # the fit and the maps run in workers: wait for the maps of the fitted rotation
-    qtbot.waitUntil(lambda: "rotation" in w.dpc_label.text() and not w._rot_runner.busy
-                    and not w._dpc_runner.busy and w.result is not None
-                    and w.result.rotation_deg == w.rotation.value() and w.result.flip == w.flip.isChecked(),
-                    timeout=30000)
+    qtbot.waitUntil(
+        lambda: (
+            "rotation" in w.dpc_label.text()
+            and not w._rot_runner.busy
+            and not w._dpc_runner.busy
+            and w.result is not None
+            and w.result.rotation_deg == w.rotation.value()
+            and w.result.flip == w.flip.isChecked()
+        ),
+        timeout=30000,
+    )
     text = w.copy_as_python()
     assert "run_dpc(" in text and "DPCParams(rotation_deg=" in text
     run_copied_script(text, tmp_path)

@@ -125,8 +125,9 @@ def test_find_all_reports_progress_and_cancels_between_small_blocks(make_napari_
     assert took < 1.0  # about one block of 4 patterns (0.1-0.3 s); room for a loaded machine
 
 
-def test_finetune_on_a_scan_region_makes_and_selects_a_user_model(make_napari_viewer, qtbot, tmp_path,
-                                                                 monkeypatch, stall_detector):
+def test_finetune_on_a_scan_region_makes_and_selects_a_user_model(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch, stall_detector
+):
     """Fine-tune in a worker with the loss curve live; patterns only from the drawn scan region;
     the new user model is listed and selected, and a second run takes the next version."""
     import json

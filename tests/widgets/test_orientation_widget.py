@@ -205,8 +205,7 @@ def test_orientation_map_fills_in_with_an_eta_and_cancels(viewers, qtbot, stall_
         cube.close()
     cal = cube.calibration
     with stall_detector.excluded("first layer add"):
-        main.add_image(big, name="big", metadata={"napari_4dstem": {"calibration": cal}},
-                       **cal.napari_kwargs("4d"))
+        main.add_image(big, name="big", metadata={"napari_4dstem": {"calibration": cal}}, **cal.napari_kwargs("4d"))
         main.add_image(objs["probe"].data, name="probe", **cal.napari_kwargs("k"))
     w = OrientationWidget(main)
     main.window.add_dock_widget(w)
@@ -228,7 +227,10 @@ def test_orientation_map_fills_in_with_an_eta_and_cancels(viewers, qtbot, stall_
     took = time.perf_counter() - t0
     assert w.result is None and w.run is None and w.status.text() == "cancelled"
     assert seen[-1].done < seen[-1].total
-    print(f"ACOM cancel during the matching took {took:.3f} s; {len(w.partials.shown)} partial maps shown, updates {[round(1e3 * c) for c in w.partials.costs]} ms")
+    print(
+        f"ACOM cancel during the matching took {took:.3f} s; {len(w.partials.shown)} partial maps shown, "
+        f"updates {[round(1e3 * c) for c in w.partials.costs]} ms"
+    )
     # stopped early (above) and within the running chunk: the cancel gap itself is measured in
     # benchmarks/bench_acom_cancel.py (0.39 s at 256x256); 3 s only catches a Cancel that
     # waits for a whole step, without failing on a loaded machine (1.09 s seen at load 8)

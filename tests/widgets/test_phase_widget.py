@@ -14,8 +14,7 @@ pytestmark = pytest.mark.gui
 
 @pytest.fixture(scope="module")
 def sim():
-    return simulate_phase_dataset(scan_shape=(16, 16), detector_px=48, step_A=0.25,
-                                  phase_per_atom_rad=0.1, seed=1)
+    return simulate_phase_dataset(scan_shape=(16, 16), detector_px=48, step_A=0.25, phase_per_atom_rad=0.1, seed=1)
 
 
 @pytest.fixture
@@ -24,8 +23,7 @@ def setup(make_napari_viewer, sim, stall_detector):
     set_results_viewer(main, results)
     cube = sim.datacube
     with stall_detector.excluded("first layer add"):
-        main.add_image(np.asarray(cube.data), name="sim",
-                       metadata={"napari_4dstem": {"calibration": cube.calibration}})
+        main.add_image(np.asarray(cube.data), name="sim", metadata={"napari_4dstem": {"calibration": cube.calibration}})
     _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Phase retrieval")
     assert isinstance(w, PhaseRetrievalWidget)
     return main, results, w
@@ -103,13 +101,15 @@ def test_ptychography_cancel_keeps_the_last_snapshot(setup, qtbot):
 
 def test_parallax_preview_fills_the_defocus(make_napari_viewer, qtbot, stall_detector):
     with stall_detector.excluded("reference"):  # the test's data
-        s = simulate_phase_dataset(scan_shape=(24, 24), detector_px=48, step_A=0.5,
-                                   defocus_A=120.0, seed=3)
+        s = simulate_phase_dataset(scan_shape=(24, 24), detector_px=48, step_A=0.5, defocus_A=120.0, seed=3)
     main, results = make_napari_viewer(), make_napari_viewer()
     set_results_viewer(main, results)
     with stall_detector.excluded("first layer add"):
-        main.add_image(np.asarray(s.datacube.data), name="defocused",
-                       metadata={"napari_4dstem": {"calibration": s.datacube.calibration}})
+        main.add_image(
+            np.asarray(s.datacube.data),
+            name="defocused",
+            metadata={"napari_4dstem": {"calibration": s.datacube.calibration}},
+        )
     _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Phase retrieval")
     assert isinstance(w, PhaseRetrievalWidget)
     w.method.setCurrentText("parallax")
@@ -124,8 +124,9 @@ def test_parallax_preview_fills_the_defocus(make_napari_viewer, qtbot, stall_det
     assert "phase: parallax BF" in results.layers
 
 
-def test_copy_as_python_reproduces_the_phase(make_napari_viewer, sim, qtbot, tmp_path, run_copied_script,
-                                             stall_detector):
+def test_copy_as_python_reproduces_the_phase(
+    make_napari_viewer, sim, qtbot, tmp_path, run_copied_script, stall_detector
+):
     """On a file: the dock's run (here SSB on the preview's central sub-scan) is the pipeline's;
     the copied script writes the same phase, and the run is listed in the Results dock."""
     from napari_4dstem.io import emd

@@ -116,8 +116,7 @@ def test_saved_layer_reads_in_py4dstem(p4python, make_napari_viewer, tmp_path, s
         """
     )
     with stall_detector.excluded("reference"):  # py4DSTEM reads the file in another process
-        res = subprocess.run([p4python, "-c", script, str(out), str(ref)], capture_output=True, text=True,
-                             timeout=300)
+        res = subprocess.run([p4python, "-c", script, str(out), str(ref)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().endswith("OK (32, 32, 128, 128)")
 

@@ -28,8 +28,9 @@ def test_result_pane_follows_the_virtual_image_and_the_scan(make_napari_viewer, 
     v.set_detector(AnnulusDetector((64.0, 64.0), 20.0, 50.0))
     qtbot.waitUntil(lambda: v._worker is None and v.last_image.params["detector"]["kind"] == "annulus", timeout=30000)
     with stall_detector.excluded("reference"):
-        qtbot.waitUntil(lambda: not p.runner.busy and np.array_equal(p.shown[1], fft_image(v.last_image.data)),
-                        timeout=10000)
+        qtbot.waitUntil(
+            lambda: not p.runner.busy and np.array_equal(p.shown[1], fft_image(v.last_image.data)), timeout=10000
+        )
     cube = main.layers["strained_crystal"]
     assert p.model.layers[LAYER].scale[0] == pytest.approx(1 / (cube.data.shape[0] * cube.scale[0]))
     # EWPC of the pattern at the scan position, in Angstrom; follows the scan

@@ -13,26 +13,51 @@ from napari_4dstem.io import emd
 
 pytestmark = pytest.mark.gui
 
-CAL = Calibration(scan_step=(1.5, 1.5), scan_units="nm", k_pixel_size=0.02, k_units="1/A",
-                  origin_px=(10.0, 11.0), beam_energy_kev=300.0)
+CAL = Calibration(
+    scan_step=(1.5, 1.5),
+    scan_units="nm",
+    k_pixel_size=0.02,
+    k_units="1/A",
+    origin_px=(10.0, 11.0),
+    beam_energy_kev=300.0,
+)
 
 
 @pytest.fixture
 def results_file(tmp_path, rng):
-    strain = RealSpaceMap(rng.normal(0, 1e-3, (5, 6, 4)), name="strain", units="",
-                          channels=("e_xx", "e_yy", "e_xy", "theta_rad"), calibration=CAL,
-                          params={"reference": [0, 2, 0, 2]})
-    bf = RealSpaceMap(rng.random((5, 6)), name="virtual_bf", units="counts", calibration=CAL,
-                      params={"detector": {"kind": "disk", "radius_px": 4.0}})
-    ipf = RealSpaceMap(rng.random((5, 6, 3)), name="ipf_z", channels=("r", "g", "b"), calibration=CAL,
-                       params={"direction": "z"})
-    pattern = DiffractionImage(rng.random((20, 24)), name="region_pattern", units="counts", calibration=CAL,
-                               params={"region": [0, 2, 0, 3]})
-    rows = [{"qy": rng.random(k) * 20, "qx": rng.random(k) * 24, "intensity": rng.random(k),
-             "correlation": rng.random(k)} for k in rng.integers(1, 5, 30)]
+    strain = RealSpaceMap(
+        rng.normal(0, 1e-3, (5, 6, 4)),
+        name="strain",
+        units="",
+        channels=("e_xx", "e_yy", "e_xy", "theta_rad"),
+        calibration=CAL,
+        params={"reference": [0, 2, 0, 2]},
+    )
+    bf = RealSpaceMap(
+        rng.random((5, 6)),
+        name="virtual_bf",
+        units="counts",
+        calibration=CAL,
+        params={"detector": {"kind": "disk", "radius_px": 4.0}},
+    )
+    ipf = RealSpaceMap(
+        rng.random((5, 6, 3)), name="ipf_z", channels=("r", "g", "b"), calibration=CAL, params={"direction": "z"}
+    )
+    pattern = DiffractionImage(
+        rng.random((20, 24)), name="region_pattern", units="counts", calibration=CAL, params={"region": [0, 2, 0, 3]}
+    )
+    rows = [
+        {"qy": rng.random(k) * 20, "qx": rng.random(k) * 24, "intensity": rng.random(k), "correlation": rng.random(k)}
+        for k in rng.integers(1, 5, 30)
+    ]
     peaks = BraggPeaks.from_lists(rows, (5, 6), calibration=CAL, params={"detector_shape": [20, 24]})
-    many = RealSpaceMap(rng.random((5, 6, 12)), name="acom_matches_orientation", calibration=CAL,
-                        channels=tuple(f"m{m}_U{i}" for m in range(2) for i in range(6)), params={"n_matches": 2})
+    many = RealSpaceMap(
+        rng.random((5, 6, 12)),
+        name="acom_matches_orientation",
+        calibration=CAL,
+        channels=tuple(f"m{m}_U{i}" for m in range(2) for i in range(6)),
+        params={"n_matches": 2},
+    )
     objs = {o.name: o for o in (strain, bf, ipf, pattern, peaks, many)}
     return emd.write(tmp_path / "results.h5", *objs.values()), objs
 
@@ -52,9 +77,19 @@ def test_results_file_opens_and_every_layer_saves_back(make_napari_viewer, resul
     with stall_detector.excluded("first layer add"):
         layers = viewer.open(str(path), plugin="napari-4dstem")
     names = [lyr.name for lyr in layers]
-    assert sorted(names) == sorted(["strain [e_xx]", "strain [e_yy]", "strain [e_xy]", "strain [theta_rad]",
-                                    "virtual_bf", "ipf_z", "region_pattern", "braggpeaks",
-                                    "acom_matches_orientation"])
+    assert sorted(names) == sorted(
+        [
+            "strain [e_xx]",
+            "strain [e_yy]",
+            "strain [e_xy]",
+            "strain [theta_rad]",
+            "virtual_bf",
+            "ipf_z",
+            "region_pattern",
+            "braggpeaks",
+            "acom_matches_orientation",
+        ]
+    )
     by = {lyr.name: lyr for lyr in layers}
     assert tuple(by["virtual_bf"].scale) == (1.5, 1.5) and by["virtual_bf"].axis_labels == ("scan_y", "scan_x")
     assert tuple(by["region_pattern"].scale) == (0.02, 0.02)

@@ -24,14 +24,19 @@ def strain_result(tmp_path):
     path = emd.write(tmp_path / "sample.h5", *s.objects())
     dc = open_datacube(path)
     try:
-        return run_strain(dc, detection=DiskDetectionParams(correlation_power=0.9), probe=ProbeSource(str(path)),
-                          strain=StrainParams(reference=(0, 3, 0, 3)))
+        return run_strain(
+            dc,
+            detection=DiskDetectionParams(correlation_power=0.9),
+            probe=ProbeSource(str(path)),
+            strain=StrainParams(reference=(0, 3, 0, 3)),
+        )
     finally:
         dc.close()
 
 
-def test_results_dock_lists_saves_copies_and_recomputes(make_napari_viewer, qtbot, strain_result, tmp_path,
-                                                        stall_detector):
+def test_results_dock_lists_saves_copies_and_recomputes(
+    make_napari_viewer, qtbot, strain_result, tmp_path, stall_detector
+):
     main, results = make_napari_viewer(), make_napari_viewer()
     set_results_viewer(main, results)
     _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Results")
@@ -175,8 +180,9 @@ def test_session_keeps_the_docks_state(make_napari_viewer, qtbot, tmp_path, stal
         other.window.add_dock_widget(d)
     assert o2.energy.value() == 200.0 and o2.step.value() == 1.5
     assert v2.response_combo.currentText() == "Mean"
-    qtbot.waitUntil(lambda: v2._worker is None and v2.last_image is not None
-                    and v2._last_detector == ring, timeout=30000)
+    qtbot.waitUntil(
+        lambda: v2._worker is None and v2.last_image is not None and v2._last_detector == ring, timeout=30000
+    )
     assert v2.kind_combo.currentText() == "Annulus" and v2.r_out.value() == 30.0
     assert [it.detector for it in v2.extras.items.values()] == [ring]
     assert "detector 1" in other.layers

@@ -149,9 +149,7 @@ def _train_form(w, shards, run, *, epochs=1, steps=2):
     w.model_name.setText("tiny-test")
 
 
-def test_train_resume_stop_and_model_in_registry(
-    make_napari_viewer, qtbot, tmp_path, proxy_shards, user_models
-):
+def test_train_resume_stop_and_model_in_registry(make_napari_viewer, qtbot, tmp_path, proxy_shards, user_models):
     torch = pytest.importorskip("torch")
     torch.set_num_threads(2)
     viewer = make_napari_viewer()
@@ -170,8 +168,9 @@ def test_train_resume_stop_and_model_in_registry(
     assert (run / "checkpoint.pt").is_file() and w.resume_btn.isEnabled()
     rows = {f"{e.name}@{e.version}": s for e, s in list_models()}
     assert rows[w.exported] == "user"
-    qtbot.waitUntil(lambda: w.exported in [nnw.model_combo.itemText(i) for i in range(nnw.model_combo.count())],
-                    timeout=30000)  # the NN dock lists the models in a worker
+    qtbot.waitUntil(
+        lambda: w.exported in [nnw.model_combo.itemText(i) for i in range(nnw.model_combo.count())], timeout=30000
+    )  # the NN dock lists the models in a worker
     assert simw.PLOT_DOCK in viewer.window.dock_widgets
     # Resume for a long second epoch, then Stop: the curves continue (the first epoch from
     # history.json), nothing more is exported, the checkpoint stays at epoch 1
@@ -183,6 +182,4 @@ def test_train_resume_stop_and_model_in_registry(
     w.stop_btn.click()
     qtbot.waitUntil(lambda: not w.train_jobs.busy, timeout=30000)
     assert w.train_result is None and w.exported == first and "Resume" in w.train_status.text()
-    assert (run / "checkpoint.pt").read_bytes() == before and len(
-        list(user_models.glob("*.pt"))
-    ) == 1
+    assert (run / "checkpoint.pt").read_bytes() == before and len(list(user_models.glob("*.pt"))) == 1

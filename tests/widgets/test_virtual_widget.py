@@ -48,14 +48,25 @@ def test_field_edit_and_shape_drag_update_the_image(widget, qtbot):
     w.kind_combo.setCurrentText("Annulus")
     w.r_in.setValue(12.0)
     w.r_out.setValue(40.0)
-    qtbot.waitUntil(lambda: isinstance(w._last_detector, AnnulusDetector) and w._last_detector.inner_px == 12.0
-                    and w._worker is None and w._pending is None, timeout=20000)
+    qtbot.waitUntil(
+        lambda: (
+            isinstance(w._last_detector, AnnulusDetector)
+            and w._last_detector.inner_px == 12.0
+            and w._worker is None
+            and w._pending is None
+        ),
+        timeout=20000,
+    )
     np.testing.assert_array_equal(w.last_image.data, _reference(viewer, w._last_detector))
     # dragging the shapes moves the detector: emulate napari's move (data change + refresh)
     layer = viewer.layers[DETECTOR_LAYER]
     layer.data = [d + np.array([3.0, -2.0]) for d in layer.data]
-    qtbot.waitUntil(lambda: w._worker is None and w._pending is None
-                    and w._last_detector.center_px[0] == pytest.approx(w.cy.value()), timeout=20000)
+    qtbot.waitUntil(
+        lambda: (
+            w._worker is None and w._pending is None and w._last_detector.center_px[0] == pytest.approx(w.cy.value())
+        ),
+        timeout=20000,
+    )
     assert w.cy.value() == pytest.approx(63.7 + 3.0, abs=0.6)
     np.testing.assert_array_equal(w.last_image.data, _reference(viewer, w._last_detector))
 
@@ -96,8 +107,10 @@ def test_a_shape_edit_starts_one_job_and_a_quick_drag_shows_its_image_at_once(wi
 def test_presets_use_calibrated_angles(widget, qtbot):
     _, w = widget
     w.apply_preset("ADF")
-    qtbot.waitUntil(lambda: isinstance(w._last_detector, AnnulusDetector) and w._worker is None
-                    and w._pending is None, timeout=20000)
+    qtbot.waitUntil(
+        lambda: isinstance(w._last_detector, AnnulusDetector) and w._worker is None and w._pending is None,
+        timeout=20000,
+    )
     # sample: convergence 1.575 mrad, pixel 0.01 1/A at 300 kV -> alpha = 8 px; ADF = 1-3 alpha
     assert w._last_detector.inner_px == pytest.approx(8.0, rel=1e-3)
     assert w._last_detector.outer_px == pytest.approx(24.0, rel=1e-3)
@@ -140,12 +153,10 @@ def test_toggling_descan_recomputes_the_same_detector(widget, qtbot, monkeypatch
     monkeypatch.setattr(vmod, "_live_job", counting_job)
     det = w._last_detector
     w.descan.setChecked(True)
-    qtbot.waitUntil(lambda: len(calls) == 1 and w._worker is None and w._pending is None,
-                    timeout=20000)
+    qtbot.waitUntil(lambda: len(calls) == 1 and w._worker is None and w._pending is None, timeout=20000)
     assert calls[0] == (det, True)
     w.descan.setChecked(False)
-    qtbot.waitUntil(lambda: len(calls) == 2 and w._worker is None and w._pending is None,
-                    timeout=20000)
+    qtbot.waitUntil(lambda: len(calls) == 2 and w._worker is None and w._pending is None, timeout=20000)
     assert calls[1] == (det, False)
     np.testing.assert_array_equal(w.last_image.data, _reference(w.viewer, det))
 
@@ -184,20 +195,25 @@ def test_switching_the_detector_kind_keeps_its_size(widget, qtbot):
     viewer, w = widget
     r = w._last_detector.radius_px
     w.kind_combo.setCurrentText("Rectangle")
-    qtbot.waitUntil(lambda: isinstance(w._last_detector, RectangleDetector) and w._worker is None
-                    and w._pending is None, timeout=20000)
+    qtbot.waitUntil(
+        lambda: isinstance(w._last_detector, RectangleDetector) and w._worker is None and w._pending is None,
+        timeout=20000,
+    )
     det = w._last_detector
     assert det.rows[1] - det.rows[0] == pytest.approx(2 * r, abs=1.01)
     assert det.cols[1] - det.cols[0] == pytest.approx(2 * r, abs=1.01)
     assert "must be" not in w.status.text()
     np.testing.assert_array_equal(w.last_image.data, _reference(viewer, det))
     w.kind_combo.setCurrentText("Annulus")
-    qtbot.waitUntil(lambda: isinstance(w._last_detector, AnnulusDetector) and w._worker is None
-                    and w._pending is None, timeout=20000)
+    qtbot.waitUntil(
+        lambda: isinstance(w._last_detector, AnnulusDetector) and w._worker is None and w._pending is None,
+        timeout=20000,
+    )
     assert 0 < w._last_detector.inner_px < w._last_detector.outer_px
     w.kind_combo.setCurrentText("Disk")
-    qtbot.waitUntil(lambda: isinstance(w._last_detector, DiskDetector) and w._worker is None
-                    and w._pending is None, timeout=20000)
+    qtbot.waitUntil(
+        lambda: isinstance(w._last_detector, DiskDetector) and w._worker is None and w._pending is None, timeout=20000
+    )
     assert w._last_detector.radius_px == pytest.approx(w.r_out.value())
 
 
@@ -301,9 +317,17 @@ def test_keyboard_moves_and_resizes_the_detector_and_moves_the_scan(widget, qtbo
     press("]")
     assert w.layer.name == "second" and viewer.layers["second"].visible and not cube.visible
     settled()
-    qtbot.waitUntil(lambda: w._last_detector is not None and w._worker is None and w._pending is None
-                    and w.last_image is not None and w.result is not None
-                    and w.result.recipe is not None, timeout=30000)
+    qtbot.waitUntil(
+        lambda: (
+            w._last_detector is not None
+            and w._worker is None
+            and w._pending is None
+            and w.last_image is not None
+            and w.result is not None
+            and w.result.recipe is not None
+        ),
+        timeout=30000,
+    )
     press("[")
     assert w.layer.name == "strained_crystal" and cube.visible and not viewer.layers["second"].visible
 
@@ -335,9 +359,14 @@ def test_detector_response_mean_com_and_icom(widget, qtbot, stall_detector):
 
     def shown(response):
         w.response_combo.setCurrentText(response)
-        qtbot.waitUntil(lambda: w._worker is None and w._pending is None
-                        and w.last_image.params.get("response", "sum").lower() == response.lower(),
-                        timeout=30000)
+        qtbot.waitUntil(
+            lambda: (
+                w._worker is None
+                and w._pending is None
+                and w.last_image.params.get("response", "sum").lower() == response.lower()
+            ),
+            timeout=30000,
+        )
         return w.last_image.data
 
     mask = det.render(cube.shape[2:])
@@ -394,8 +423,15 @@ def test_point_detector_and_hover_readout(widget, qtbot, stall_detector):
     w.kind_combo.setCurrentText("Point")
     w.cy.setValue(60.0)
     w.cx.setValue(70.0)
-    qtbot.waitUntil(lambda: w._worker is None and w._pending is None
-                    and w._last_detector.rows == (60, 61) and w._last_detector.cols == (70, 71), timeout=20000)
+    qtbot.waitUntil(
+        lambda: (
+            w._worker is None
+            and w._pending is None
+            and w._last_detector.rows == (60, 61)
+            and w._last_detector.cols == (70, 71)
+        ),
+        timeout=20000,
+    )
     assert w.kind_combo.currentText() == "Point"
     cube = viewer.layers["strained_crystal"]
     with stall_detector.excluded("reference"):
@@ -470,8 +506,14 @@ def test_save_keep_and_the_responses_without_a_recipe(widget, qtbot, tmp_path, s
     mask = np.zeros(viewer.layers["strained_crystal"].data.shape[2:], bool)
     mask[60:70, 60:70] = True
     w.set_detector(MaskDetector(mask))
-    qtbot.waitUntil(lambda: w._worker is None and w.result is not None
-                    and w.result.recipe.params["virtual"].detectors[0]["kind"] == "mask", timeout=20000)
+    qtbot.waitUntil(
+        lambda: (
+            w._worker is None
+            and w.result is not None
+            and w.result.recipe.params["virtual"].detectors[0]["kind"] == "mask"
+        ),
+        timeout=20000,
+    )
     assert w.copy_as_python() is None and "mask drawn in napari" in w.status.text()
 
 
@@ -505,9 +547,14 @@ def test_several_detectors_each_with_its_layer_and_image(widget, qtbot, stall_de
     from napari_4dstem.widgets.virtual import _same_detector
 
     item = w.extras.items["detector 1"]  # read back from the layer (float32 vertices)
-    qtbot.waitUntil(lambda: _same_detector(item.detector, moved) and not w.extras.busy
-                    and item.result.recipe.params["virtual"].detectors[0] == item.detector.to_params(),
-                    timeout=30000)
+    qtbot.waitUntil(
+        lambda: (
+            _same_detector(item.detector, moved)
+            and not w.extras.busy
+            and item.result.recipe.params["virtual"].detectors[0] == item.detector.to_params()
+        ),
+        timeout=30000,
+    )
     with stall_detector.excluded("reference"):
         np.testing.assert_array_equal(rs.layers["virtual: detector 1"].data, _reference(viewer, item.detector))
     # RGB composite of extras and a preset; session state lists them
@@ -552,12 +599,12 @@ def test_region_on_real_space_any_shape_sum_mean_max(widget, qtbot, stall_detect
     w.region_reduce.setCurrentText("Mean")
     qtbot.waitUntil(lambda: not w.region.runner.busy and w.status.text().startswith("mean over"), timeout=30000)
     with stall_detector.excluded("reference"):
-        np.testing.assert_allclose(viewer.layers[REGION_LAYER].data, cube[mask].mean(0, dtype=np.float64),
-                                   rtol=1e-12)
+        np.testing.assert_allclose(viewer.layers[REGION_LAYER].data, cube[mask].mean(0, dtype=np.float64), rtol=1e-12)
 
 
 def test_the_live_image_is_on_the_real_space_canvas_and_clicks_pick_the_exact_pixel(
-        make_napari_viewer, qtbot, stall_detector):
+    make_napari_viewer, qtbot, stall_detector
+):
     """UX point 3: the live virtual image is the layer "virtual image" of the Real space canvas
     (the window's second napari canvas), updated in place; clicks anywhere inside a scan pixel
     pick that pixel, a drag moves the scan during the drag (not the camera), the crosshair sits
@@ -579,8 +626,10 @@ def test_the_live_image_is_on_the_real_space_canvas_and_clicks_pick_the_exact_pi
     assert tuple(layer.scale) == tuple(cube.scale[:2])  # in scan units, beside the other maps
     # a new detector: the same layer, new data (set in place, never re-added)
     w.set_detector(AnnulusDetector((63.5, 64.5), 14.0, 40.0))
-    qtbot.waitUntil(lambda: w._worker is None and w._pending is None
-                    and isinstance(w._last_detector, AnnulusDetector), timeout=20000)
+    qtbot.waitUntil(
+        lambda: w._worker is None and w._pending is None and isinstance(w._last_detector, AnnulusDetector),
+        timeout=20000,
+    )
     assert rs.layers["virtual image"] is layer
     assert [lyr.name for lyr in rs.layers].count("virtual image") == 1
     with stall_detector.excluded("reference"):
@@ -605,8 +654,10 @@ def test_the_live_image_is_on_the_real_space_canvas_and_clicks_pick_the_exact_pi
         qtbot.waitUntil(lambda k=k: scan_position(viewer, cube) == (k, 2 * k), timeout=2000)
         stall_detector.step()
     send_mouse(rs, "release", (8.3 * sy, 15.8 * sx))
-    qtbot.waitUntil(lambda: SCAN_POSITION in rs.layers
-                    and np.allclose(rs.layers[SCAN_POSITION].data[0], (8 * sy, 16 * sx)), timeout=5000)
+    qtbot.waitUntil(
+        lambda: SCAN_POSITION in rs.layers and np.allclose(rs.layers[SCAN_POSITION].data[0], (8 * sy, 16 * sx)),
+        timeout=5000,
+    )
     np.testing.assert_array_equal(np.asarray(cube._slice.image.raw), np.asarray(cube.data[8, 16]))
     # hovering reads out the pixel and value without moving the scan
     qtbot.wait(20)  # past napari's mouse-move throttle: a hover, not the drag's last move
@@ -618,8 +669,9 @@ def test_the_live_image_is_on_the_real_space_canvas_and_clicks_pick_the_exact_pi
     viewer.window.remove_dock_widget(viewer.window.dock_widgets[REAL_SPACE_DOCK])
     qtbot.waitUntil(lambda: not is_embedded_alive(rs), timeout=5000)
     w.set_detector(DiskDetector((63.5, 64.5), 6.0))
-    qtbot.waitUntil(lambda: w._worker is None and w._pending is None
-                    and isinstance(w._last_detector, DiskDetector), timeout=20000)
+    qtbot.waitUntil(
+        lambda: w._worker is None and w._pending is None and isinstance(w._last_detector, DiskDetector), timeout=20000
+    )
     rs2 = results_viewer(viewer, create=False)
     assert rs2 is not None and rs2 is not rs and is_embedded_alive(rs2)
     with stall_detector.excluded("reference"):
@@ -661,8 +713,9 @@ def test_each_extra_detector_has_its_own_response(widget, qtbot, stall_detector)
     state = w.extra_state()
     assert state["extra_responses"] == ["Max", "Sum"]
     w.restore_extra(state)
-    qtbot.waitUntil(lambda: len(w.extras.items) == 2 and not w.extras.busy and len(w.extras.cache()) == 2,
-                    timeout=30000)
+    qtbot.waitUntil(
+        lambda: len(w.extras.items) == 2 and not w.extras.busy and len(w.extras.cache()) == 2, timeout=30000
+    )
     assert [it.response for it in w.extras.items.values()] == ["Max", "Sum"]
 
 
@@ -697,7 +750,11 @@ def test_wedge_mask_file_and_centre_in_mrad(widget, qtbot, tmp_path, stall_detec
     settled()
     moved = w._last_detector
     assert isinstance(moved, WedgeDetector) and (moved.inner_px, moved.outer_px, moved.start_deg, moved.end_deg) == (
-        10.0, 30.0, -30.0, 60.0)
+        10.0,
+        30.0,
+        -30.0,
+        60.0,
+    )
     assert moved.center_px == pytest.approx((det.center_px[0] + 3.0, det.center_px[1] - 2.0), abs=1e-3)
     with stall_detector.excluded("reference"):
         np.testing.assert_array_equal(w.last_image.data, _reference(viewer, moved))

@@ -27,16 +27,36 @@ __all__ = [
 AXIS_LABELS = ("scan_y", "scan_x", "k_y", "k_x")
 
 _SCAN_UNITS = {
-    "px": "px", "pixel": "px", "pixels": "px",
-    "a": "A", "å": "A", "angstrom": "A", "angstroms": "A",
-    "nm": "nm", "nanometer": "nm", "nanometers": "nm",
-    "um": "um", "µm": "um", "μm": "um", "micron": "um", "micrometer": "um",
+    "px": "px",
+    "pixel": "px",
+    "pixels": "px",
+    "a": "A",
+    "å": "A",
+    "angstrom": "A",
+    "angstroms": "A",
+    "nm": "nm",
+    "nanometer": "nm",
+    "nanometers": "nm",
+    "um": "um",
+    "µm": "um",
+    "μm": "um",
+    "micron": "um",
+    "micrometer": "um",
 }
 _K_UNITS = {
-    "px": "px", "pixel": "px", "pixels": "px",
-    "1/a": "1/A", "a^-1": "1/A", "1/å": "1/A", "å^-1": "1/A", "1/angstrom": "1/A",
-    "inv_a": "1/A", "a-1": "1/A", "å-1": "1/A",
-    "mrad": "mrad", "milliradian": "mrad",
+    "px": "px",
+    "pixel": "px",
+    "pixels": "px",
+    "1/a": "1/A",
+    "a^-1": "1/A",
+    "1/å": "1/A",
+    "å^-1": "1/A",
+    "1/angstrom": "1/A",
+    "inv_a": "1/A",
+    "a-1": "1/A",
+    "å-1": "1/A",
+    "mrad": "mrad",
+    "milliradian": "mrad",
 }
 # what napari (pint) calls our units. Reciprocal angstroms are ``inverse_angstrom`` (symbol
 # Å⁻¹), a unit this module defines in pint's application registry (the one napari parses layer
@@ -48,12 +68,21 @@ _K_UNITS = {
 # is: the bar then reads "0.2 Å⁻¹", "0.05 Å⁻¹", "2 Å⁻¹". Layer scales stay in Å⁻¹ per pixel
 # (world coordinates unchanged); pint cannot convert it to 1/nm, which nothing here asks.
 _NAPARI_UNITS = {
-    "px": "pixel", "A": "angstrom", "nm": "nanometer", "um": "micrometer",
-    "1/A": "inverse_angstrom", "mrad": "milliradian",
+    "px": "pixel",
+    "A": "angstrom",
+    "nm": "nanometer",
+    "um": "micrometer",
+    "1/A": "inverse_angstrom",
+    "mrad": "milliradian",
 }
 _FROM_NAPARI = {
-    "pixel": "px", "angstrom": "A", "nanometer": "nm", "micrometer": "um",
-    "inverse_angstrom": "1/A", "1 / angstrom": "1/A", "milliradian": "mrad",
+    "pixel": "px",
+    "angstrom": "A",
+    "nanometer": "nm",
+    "micrometer": "um",
+    "inverse_angstrom": "1/A",
+    "1 / angstrom": "1/A",
+    "milliradian": "mrad",
 }
 _UNITS_DEFINED = False
 
@@ -72,6 +101,8 @@ def napari_unit_registry() -> None:
     if "inverse_angstrom" not in reg:
         reg.define("inverse_angstrom = 1 = Å⁻¹")
     _UNITS_DEFINED = True
+
+
 _SCAN_TO_NM = {"A": 0.1, "nm": 1.0, "um": 1000.0}
 
 
@@ -181,9 +212,7 @@ class Calibration:
         if self.origin_map_px is not None:
             m = np.array(self.origin_map_px, dtype=np.float64)
             if m.ndim != 3 or m.shape[-1] != 2:
-                raise CalibrationError(
-                    f"origin_map_px must have shape (scan_y, scan_x, 2), got {m.shape}"
-                )
+                raise CalibrationError(f"origin_map_px must have shape (scan_y, scan_x, 2), got {m.shape}")
             m.setflags(write=False)
             set_(self, "origin_map_px", m)
             if self.origin_px is None:
@@ -237,9 +266,7 @@ class Calibration:
             raise CalibrationError("cannot convert a calibrated pixel size to pixels")
         lam = self.wavelength_A
         if lam is None:
-            raise CalibrationError(
-                f"converting detector units {self.k_units} -> {units} needs the beam energy"
-            )
+            raise CalibrationError(f"converting detector units {self.k_units} -> {units} needs the beam energy")
         # small-angle: theta [mrad] = 1000 * lambda [A] * k [1/A]
         if self.k_units == "1/A":
             return self.k_pixel_size * 1000.0 * lam

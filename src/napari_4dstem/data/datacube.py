@@ -32,9 +32,7 @@ def as_4d_array(data: Any, *, what: str = "data") -> Any:
             raise DataShapeError(f"{what} is not an array (it has no {attr!r}): {type(data).__name__}")
     shape = tuple(int(s) for s in data.shape)
     if len(shape) != 4:
-        raise DataShapeError(
-            f"{what} must be 4D (scan_y, scan_x, k_y, k_x), got {len(shape)}D with shape {shape}"
-        )
+        raise DataShapeError(f"{what} must be 4D (scan_y, scan_x, k_y, k_x), got {len(shape)}D with shape {shape}")
     if min(shape) < 1:
         raise DataShapeError(f"{what} has an empty axis: shape {shape}")
     return data
@@ -92,9 +90,7 @@ class DataCube:
             raise TypeError(f"calibration must be a Calibration, got {type(calibration).__name__}")
         om = self.calibration.origin_map_px
         if om is not None and om.shape[:2] != self.scan_shape:
-            raise DataShapeError(
-                f"origin map shape {om.shape[:2]} does not match the scan shape {self.scan_shape}"
-            )
+            raise DataShapeError(f"origin map shape {om.shape[:2]} does not match the scan shape {self.scan_shape}")
         self.name = str(name)
         self.metadata = dict(metadata or {})
         self.source = source
@@ -197,9 +193,7 @@ class DataCube:
         except Napari4DSTEMError:
             raise
         except (OSError, RuntimeError) as e:
-            raise FileFormatError(
-                self.source or self.name, f"cannot read the data ({type(e).__name__}: {e})"
-            ) from e
+            raise FileFormatError(self.source or self.name, f"cannot read the data ({type(e).__name__}: {e})") from e
 
     def _check_position(self, iy: int, ix: int) -> tuple[int, int]:
         ny, nx = self.scan_shape
@@ -225,8 +219,9 @@ class DataCube:
             return block.max(axis=(0, 1))
         raise ValueError(f"reduce must be 'mean', 'sum' or 'max', got {reduce!r}")
 
-    def iter_masked_pattern(self, mask: np.ndarray, *, reduce: str = "mean", rows_per_block: int | None = None
-                            ) -> Job[np.ndarray]:
+    def iter_masked_pattern(
+        self, mask: np.ndarray, *, reduce: str = "mean", rows_per_block: int | None = None
+    ) -> Job[np.ndarray]:
         """Job: the mean, sum or max pattern over the scan positions where ``mask``
         (``(scan_y, scan_x)`` bool, e.g. an ellipse or polygon drawn on real space) is True.
 
@@ -322,9 +317,7 @@ class DataCube:
         elif cal.origin_px is not None:
             changes["origin_px"] = (cal.origin_px[0] - oy, cal.origin_px[1] - ox)
         data = self.to_dask()[scan_y, scan_x, k_y, k_x]
-        return DataCube(
-            data, cal.replace(**changes), name=self.name, metadata=self.metadata, source=self.source
-        )
+        return DataCube(data, cal.replace(**changes), name=self.name, metadata=self.metadata, source=self.source)
 
     def reshape_scan(self, scan_shape: tuple[int, int]) -> DataCube:
         """A lazy view with the same patterns in raster order on another scan shape.
@@ -380,9 +373,7 @@ class DataCube:
             changes["origin_px"] = None
         if cal.origin_px is not None and cal.origin_map_px is None:
             changes["origin_px"] = tuple((o + 0.5) / k - 0.5 for o in cal.origin_px)
-        return DataCube(
-            d, cal.replace(**changes), name=self.name, metadata=self.metadata, source=self.source
-        )
+        return DataCube(d, cal.replace(**changes), name=self.name, metadata=self.metadata, source=self.source)
 
 
 def _block_sum(block: np.ndarray) -> np.ndarray:

@@ -124,8 +124,8 @@ def read_rows(arr, sy: slice, sx: slice, rows: slice, finders=None) -> np.ndarra
         # a storage library's read failure (a corrupt HDF5 or zarr chunk, a decompression
         # filter that refused its input) is a malformed file, reported as one of our errors
         raise FileFormatError(
-            _source_name(arr), f"cannot read scan block [{sy.start}:{sy.stop}, {sx.start}:{sx.stop}] "
-            f"({type(e).__name__}: {e})",
+            _source_name(arr),
+            f"cannot read scan block [{sy.start}:{sy.stop}, {sx.start}:{sx.stop}] ({type(e).__name__}: {e})",
         ) from e
 
 

@@ -227,9 +227,7 @@ def release_pages(block) -> None:
         return  # a mapping we cannot advise: the pages stay mapped (memory accounting only)
 
 
-def iter_scan_blocks(
-    data, scan_chunk: tuple[int, int] | None = None
-) -> Iterator[tuple[slice, slice, np.ndarray]]:
+def iter_scan_blocks(data, scan_chunk: tuple[int, int] | None = None) -> Iterator[tuple[slice, slice, np.ndarray]]:
     """Yield ``(scan_y_slice, scan_x_slice, block)`` covering the whole scan in raster order."""
     shape = tuple(int(s) for s in data.shape)
     if scan_chunk is None:

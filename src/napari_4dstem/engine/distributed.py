@@ -165,7 +165,15 @@ def _apply_file(src, sy, sx, rows, kernel, kwargs, scan_kwargs, finders):
 
 
 def run_distributed(
-    arr, kernel, out, blocks, rows: slice, kwargs, scan_kwargs, backend: Any, message: str,
+    arr,
+    kernel,
+    out,
+    blocks,
+    rows: slice,
+    kwargs,
+    scan_kwargs,
+    backend: Any,
+    message: str,
     done_mask: np.ndarray | None = None,
 ) -> Job[None]:
     from distributed import Client, as_completed

@@ -52,16 +52,12 @@ from .jobs import PARTIAL_EVERY_S, Job, PartialMap, Progress
 __all__ = ["PerPattern", "block_slices", "is_distributed", "map_scan"]
 
 
-def block_slices(
-    scan_shape: tuple[int, int], scan_chunk: tuple[int, int]
-) -> list[tuple[slice, slice]]:
+def block_slices(scan_shape: tuple[int, int], scan_chunk: tuple[int, int]) -> list[tuple[slice, slice]]:
     """The scan blocks ``(scan_y slice, scan_x slice)`` in raster order."""
     sy, sx = scan_shape
     by, bx = (max(1, int(c)) for c in scan_chunk)
     return [
-        (slice(y0, min(y0 + by, sy)), slice(x0, min(x0 + bx, sx)))
-        for y0 in range(0, sy, by)
-        for x0 in range(0, sx, bx)
+        (slice(y0, min(y0 + by, sy)), slice(x0, min(x0 + bx, sx))) for y0 in range(0, sy, by) for x0 in range(0, sx, bx)
     ]
 
 
@@ -159,16 +155,12 @@ def map_scan(
             # a self-parallel kernel (BLAS) on data in RAM: its thread wake-ups cost
             # milliseconds per call on a busy machine, so two calls for the whole scan (at most
             # 1 GiB each); still cancellable in between
-            scan_chunk = _task_chunk(
-                shape, itemsize * (r1 - r0) / qy, scan_chunk, parts=2, cap=2**30
-            )
+            scan_chunk = _task_chunk(shape, itemsize * (r1 - r0) / qy, scan_chunk, parts=2, cap=2**30)
         elif isinstance(arr, np.ndarray) and r1 - r0 < qy:
             # data in RAM, a kernel that reads only some detector rows: blocks of about the
             # default size in bytes *read*, not in whole patterns (a small detector otherwise
             # pays per-block overhead on blocks that take a fraction of a millisecond)
-            scan_chunk = _task_chunk(
-                shape, itemsize * (r1 - r0) / qy, scan_chunk, parts=1, cap=_TARGET_BLOCK_BYTES
-            )
+            scan_chunk = _task_chunk(shape, itemsize * (r1 - r0) / qy, scan_chunk, parts=1, cap=_TARGET_BLOCK_BYTES)
     blocks = block_slices(shape[:2], scan_chunk)
     out = np.empty(shape[:2] + tuple(out_tail), dtype=out_dtype)
     rows = slice(r0, r1)
@@ -190,10 +182,12 @@ def map_scan(
         from .distributed import run_distributed
 
         yield from _with_partial(
-            run_distributed(
-                arr, kernel, out, blocks, rows, kwargs, scan_kwargs, backend, message, done_mask=done
-            ),
-            out, blocks, partial, done, ordered=False,
+            run_distributed(arr, kernel, out, blocks, rows, kwargs, scan_kwargs, backend, message, done_mask=done),
+            out,
+            blocks,
+            partial,
+            done,
+            ordered=False,
         )
     else:
         mode = "threads" if backend in (None, "local", "threads") else backend
@@ -225,7 +219,7 @@ def _with_partial(job: Job[None], out, blocks, partial, done, *, ordered: bool) 
     try:
         for p in job:
             if ordered:
-                for sy, sx in blocks[marked:p.done]:
+                for sy, sx in blocks[marked : p.done]:
                     done[sy, sx] = True
                 marked = max(marked, p.done)
             now = time.perf_counter()

@@ -249,9 +249,7 @@ def runs_sum_block(block, row0, runs_r, runs_c0, runs_c1, shift_y, shift_x, zero
         v = 0.0
         for t in range(4):
             if w[t] != 0.0:
-                v += w[t] * _runs_one(
-                    pat, row0, qx, runs_r, runs_c0, runs_c1, iy + t // 2, ix + t % 2, zero
-                )
+                v += w[t] * _runs_one(pat, row0, qx, runs_r, runs_c0, runs_c1, iy + t // 2, ix + t % 2, zero)
         out[i, j] = v
 
 

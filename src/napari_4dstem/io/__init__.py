@@ -112,9 +112,7 @@ FORMATS: list[Format] = [
         raw.is_raw,
         raw.read_datacube,
     ),
-    Format(
-        "emd", "EMD 1.0 / py4DSTEM HDF5", (".h5", ".hdf5", ".emd"), emd.is_emd, emd.read_datacube
-    ),
+    Format("emd", "EMD 1.0 / py4DSTEM HDF5", (".h5", ".hdf5", ".emd"), emd.is_emd, emd.read_datacube),
     Format(
         "py4dstem-legacy",
         "py4DSTEM 0.9-0.13 HDF5",
@@ -186,14 +184,10 @@ def open_datacube(path: str | os.PathLike, *, format: str | None = None, **kwarg
     except Exception as e:
         # the readers validate what they read; anything else a malformed file provokes in a
         # library below them (h5py, zarr, numpy) is reported as a file problem, in one line
-        raise FileFormatError(
-            p, f"cannot be read as {fmt.name} ({type(e).__name__}: {e})"
-        ) from e
+        raise FileFormatError(p, f"cannot be read as {fmt.name} ({type(e).__name__}: {e})") from e
 
 
-def save_datacube(
-    path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False, **kwargs
-) -> Path:
+def save_datacube(path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False, **kwargs) -> Path:
     """Save a DataCube; the format follows the extension (.h5/.hdf5/.emd, .npy, .zarr)."""
     suffix = Path(path).suffix.lower()
     if suffix in (".h5", ".hdf5", ".emd"):

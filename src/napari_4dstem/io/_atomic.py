@@ -304,7 +304,7 @@ def clean_stale_partials(target: str | os.PathLike) -> list[Path]:
         return removed
     now = time.time()
     for c in siblings:
-        rest = c.name[len(prefix):]
+        rest = c.name[len(prefix) :]
         kind = rest.rsplit(".", 1)[-1]
         if kind not in ("partial", "old"):
             continue

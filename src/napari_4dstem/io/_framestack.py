@@ -83,9 +83,7 @@ def bitshuffle_checker(ds):
                 continue
             problem = _bad_framing(raw, nbytes, unit)
             if problem:
-                raise FileFormatError(
-                    ds.file.filename, f"compressed frame {j} of {ds.name} is corrupt ({problem})"
-                )
+                raise FileFormatError(ds.file.filename, f"compressed frame {j} of {ds.name} is corrupt ({problem})")
 
     def close() -> None:
         fh = state.pop("fh", None)
@@ -170,8 +168,8 @@ class FrameStack4D:
                         break
                 where = getattr(getattr(st, "file", None), "filename", None) or "ARINA data"
                 raise FileFormatError(
-                    where, f"{bad} of {getattr(st, 'name', 'the stack')} cannot be decoded: corrupt "
-                    f"compressed data ({e})",
+                    where,
+                    f"{bad} of {getattr(st, 'name', 'the stack')} cannot be decoded: corrupt compressed data ({e})",
                 ) from e
             f0 = hi
             i += 1

@@ -191,9 +191,7 @@ def _make(ds) -> DirectChunks | None:
         n_chunks = ds.id.get_num_chunks()
         nbytes = math.prod(ds.chunks) * ds.dtype.itemsize
         if hasattr(ds.id, "chunk_iter"):
-            ds.id.chunk_iter(
-                lambda c: index.__setitem__(tuple(c.chunk_offset[:2]), (c.byte_offset, c.size))
-            )
+            ds.id.chunk_iter(lambda c: index.__setitem__(tuple(c.chunk_offset[:2]), (c.byte_offset, c.size)))
         else:  # older HDF5: one call per chunk
             for i in range(n_chunks):
                 c = ds.id.get_chunk_info(i)

@@ -106,9 +106,7 @@ def read_small(path: str | os.PathLike, limit: int, what: str = "header") -> byt
     fd, st = _open_regular(path)
     try:
         if st.st_size > limit:
-            raise FileFormatError(
-                path, f"too large for a {what}: {st.st_size} bytes (at most {limit})"
-            )
+            raise FileFormatError(path, f"too large for a {what}: {st.st_size} bytes (at most {limit})")
         data = _read_fd(fd, limit + 1)
     except OSError as e:
         raise FileFormatError(path, f"cannot be read ({e.strerror})") from None

@@ -93,9 +93,7 @@ def _scalar(f: h5py.File, key: str, default=None):
     return v.decode(errors="replace") if isinstance(v, bytes) else v.item()
 
 
-def read_detector_arrays(
-    path: str | os.PathLike, frame_shape: tuple[int, int] | None = None
-) -> dict[str, np.ndarray]:
+def read_detector_arrays(path: str | os.PathLike, frame_shape: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
     """The master file's ``pixel_mask`` and ``flatfield`` (each ``(k_y, k_x)``), where present.
 
     ``pixel_mask`` is non-zero for pixels the detector flags (dead, hot, gaps); ``flatfield``
@@ -169,9 +167,7 @@ def _open_stacks_into(p: Path, f: h5py.File, files: list) -> tuple[list[h5py.Dat
     shapes = {tuple(d.shape[1:]) for d in stacks}
     dtypes = {d.dtype for d in stacks}
     if len(shapes) != 1 or len(dtypes) != 1:
-        raise FileFormatError(
-            p, f"ARINA data files disagree on frame shape/dtype: {shapes} {dtypes}"
-        )
+        raise FileFormatError(p, f"ARINA data files disagree on frame shape/dtype: {shapes} {dtypes}")
     return stacks, files
 
 
@@ -211,9 +207,7 @@ def _summary(p: Path, f: h5py.File, stacks: list) -> dict[str, Any]:
         expected = None
     out["expected_frames"] = expected
     if expected is not None and n < expected:
-        raise FileFormatError(
-            p, f"truncated: the master promises {expected} frames, the data files hold {n}"
-        )
+        raise FileFormatError(p, f"truncated: the master promises {expected} frames, the data files hold {n}")
     return out
 
 

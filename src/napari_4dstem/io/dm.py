@@ -265,9 +265,7 @@ def _image(p: Path, index: int, im: dict[str, Any]) -> DMImage | None:
         raise FileFormatError(p, f"image {index} has dimensions {list(dims)}, not all positive")
     n_px = math.prod(dims)
     if arr.count != n_px:
-        raise FileFormatError(
-            p, f"image {index} holds {arr.count} values but its dimensions {list(dims)} need {n_px}"
-        )
+        raise FileFormatError(p, f"image {index} holds {arr.count} values but its dimensions {list(dims)} need {n_px}")
     dtype_code = d.get("DataType")
     if dtype_code in _RGB_TYPES and arr.dtype.itemsize == 4:
         dtype = _rgba_dtype(arr.dtype.str[0] != ">")
@@ -277,8 +275,8 @@ def _image(p: Path, index: int, im: dict[str, Any]) -> DMImage | None:
         want = np.dtype(_PIXEL.get(dtype_code, dtype.str))
         if dtype.itemsize != want.itemsize:
             raise FileFormatError(
-                p, f"image {index}: DataType {dtype_code} ({want}) but its data array holds "
-                f"{arr.dtype} values",
+                p,
+                f"image {index}: DataType {dtype_code} ({want}) but its data array holds {arr.dtype} values",
             )
         if dtype.kind != want.kind:
             dtype = want.newbyteorder(">" if arr.dtype.str[0] == ">" else "<")
@@ -327,14 +325,16 @@ def _pick(p: Path, images: list[DMImage]) -> DMImage:
     if not big:
         shapes = ", ".join(str(im.shape) for im in images if im.data_type not in _RGB_TYPES)
         raise FileFormatError(
-            p, f"holds no 3D or 4D image (only 1D/2D images: {shapes or 'none'}); a single "
+            p,
+            f"holds no 3D or 4D image (only 1D/2D images: {shapes or 'none'}); a single "
             "image is not a 4D-STEM dataset or a stack of patterns",
         )
     im = max(big, key=lambda i: len(i.dims))
     fmt, signal = str(im.meta.get("Format", "")), str(im.meta.get("Signal", ""))
     if fmt.lower() == "spectrum image" or signal.upper() in ("EELS", "EDS", "CL"):
         raise FileFormatError(
-            p, f"holds a {signal or 'spectrum'} spectrum image {im.shape} (a spectrum per scan "
+            p,
+            f"holds a {signal or 'spectrum'} spectrum image {im.shape} (a spectrum per scan "
             "position), not diffraction patterns",
         )
     if len(im.dims) > 4:
@@ -344,7 +344,8 @@ def _pick(p: Path, images: list[DMImage]) -> DMImage:
     if im.data_type in _RGB_TYPES or im.dtype.kind == "c":
         what = "an RGB colour" if im.data_type in _RGB_TYPES else f"a {im.dtype.name}"
         raise FileFormatError(
-            p, f"holds {what} image {im.shape}, not detector intensities (read its pixels with "
+            p,
+            f"holds {what} image {im.shape}, not detector intensities (read its pixels with "
             "napari_4dstem.io.dm.read_image)",
         )
     return im

@@ -260,9 +260,7 @@ def _our_calibration_items(cal: Calibration) -> dict[str, Any]:
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
 
 
-def _calibration_from_items(
-    ours: Mapping[str, Any] | None, p4: Mapping[str, Any] | None, scan_shape
-) -> Calibration:
+def _calibration_from_items(ours: Mapping[str, Any] | None, p4: Mapping[str, Any] | None, scan_shape) -> Calibration:
     origin_map = None
     if p4 is not None and isinstance(p4.get("qx0"), np.ndarray) and isinstance(p4.get("qy0"), np.ndarray):
         if p4["qx0"].shape == tuple(scan_shape) and p4["qy0"].shape == tuple(scan_shape):
@@ -547,8 +545,12 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
             if len(n.shape) == 4:
                 keep_open = True
                 out[name] = DataCube(
-                    grp["data"], _calibration_for(f, n.path, n.shape[:2]), name=name,
-                    metadata={"emd_node": n.path}, source=str(path), on_close=_closer(f),
+                    grp["data"],
+                    _calibration_for(f, n.path, n.shape[:2]),
+                    name=name,
+                    metadata={"emd_node": n.path},
+                    source=str(path),
+                    on_close=_closer(f),
                 )
                 continue
             data = _eager(grp["data"])
@@ -605,9 +607,7 @@ def _new_group(parent: h5py.Group, name: str, group_type: str, cls: str) -> h5py
     return g
 
 
-def _write_datacube(
-    parent: h5py.Group, dc: DataCube, chunks, compression, progress
-) -> h5py.Group:
+def _write_datacube(parent: h5py.Group, dc: DataCube, chunks, compression, progress) -> h5py.Group:
     node = _new_group(parent, dc.name, "array", "DataCube")
     chunks = tuple(chunks) if chunks else _default_write_chunks(dc.shape)
     opts: dict[str, Any] = {}
@@ -672,7 +672,8 @@ def _write_map(parent: h5py.Group, m: RealSpaceMap, prov: Mapping[str, Any]) -> 
         d.attrs["units"] = "none"
     _write_metadata(node, "gen_params", m.params)
     _write_metadata(
-        node, _OUR_META,
+        node,
+        _OUR_META,
         {"result_type": "RealSpaceMap", "units": m.units, "channels": list(m.channels) or None, **prov},
     )
 
@@ -699,9 +700,7 @@ def _write_peaks(parent: h5py.Group, p: BraggPeaks, detector_shape, prov: Mappin
     for i in range(len(values)):
         values[i] = flat[p.offsets[i] : p.offsets[i + 1]]
     dset[...] = values.reshape(p.scan_shape)
-    _write_metadata(
-        node, "_braggvectors_shape", {"Rshape": tuple(p.scan_shape), "Qshape": tuple(detector_shape)}
-    )
+    _write_metadata(node, "_braggvectors_shape", {"Rshape": tuple(p.scan_shape), "Qshape": tuple(detector_shape)})
     _write_metadata(node, "gen_params", p.params)
     _write_metadata(node, _OUR_META, {"result_type": "BraggPeaks", **prov})
 
@@ -751,8 +750,7 @@ def write(
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if source is None and cube is not None:
         source = cube.source
-    prov = {"software": "napari-4dstem", "software_version": __version__, "written_utc": now,
-            **input_record(source)}
+    prov = {"software": "napari-4dstem", "software_version": __version__, "written_utc": now, **input_record(source)}
     with atomic_output(path, overwrite=overwrite) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["emd_group_type"] = "file"
@@ -780,7 +778,7 @@ def write(
                     _write_image(parent, o, prov)
                 else:
                     _write_peaks(parent, o, det_shape, prov)
-                rel = parent.name[len(r.name):] + "/" + o.name
+                rel = parent.name[len(r.name) :] + "/" + o.name
                 targets.append(rel if rel.startswith("/") else "/" + rel)
             _write_metadata(r, "calibration", _calibration_items_p4(cal, targets), cls="Calibration")
             _write_metadata(r, _OUR_CAL, _our_calibration_items(cal))

@@ -87,9 +87,7 @@ def read_xml(path: str | os.PathLike) -> dict[str, Any]:
         try:
             return conv(el.text.strip())
         except ValueError:
-            raise FileFormatError(
-                p, f"EMPAD header field <{tag}> is not a number: {el.text!r}"
-            ) from None
+            raise FileFormatError(p, f"EMPAD header field <{tag}> is not a number: {el.text!r}") from None
 
     info: dict[str, Any] = {
         "raw_filename": raw.get("filename").strip(),
@@ -153,9 +151,7 @@ def validate(path: str | os.PathLike) -> tuple[dict[str, Any], Path, int]:
     info = read_xml(xml)
     raw = xml.parent / info["raw_filename"]
     if not raw.is_file():
-        raise FileFormatError(
-            xml, f"EMPAD raw file {info['raw_filename']} is missing", f"copy it next to {xml.name}"
-        )
+        raise FileFormatError(xml, f"EMPAD raw file {info['raw_filename']} is missing", f"copy it next to {xml.name}")
     size = require_regular(raw).st_size
     n, rest = divmod(size, _RECORD_BYTES)
     if rest:
@@ -171,9 +167,7 @@ def validate(path: str | os.PathLike) -> tuple[dict[str, Any], Path, int]:
     else:
         expected = None
     if expected is not None and n < expected:
-        raise FileFormatError(
-            raw, f"truncated: the header {xml.name} promises {expected} frames, the file holds {n}"
-        )
+        raise FileFormatError(raw, f"truncated: the header {xml.name} promises {expected} frames, the file holds {n}")
     return info, raw, n
 
 

@@ -148,9 +148,7 @@ def _mib_path(path: str | os.PathLike) -> Path:
         for cand in (p.with_suffix(".mib"), p.with_suffix(".MIB")):
             if cand.is_file():
                 return cand
-        raise FileFormatError(
-            p, "Merlin .hdr header without its .mib data file", f"expected {p.with_suffix('.mib')}"
-        )
+        raise FileFormatError(p, "Merlin .hdr header without its .mib data file", f"expected {p.with_suffix('.mib')}")
     return p
 
 
@@ -232,13 +230,9 @@ def _parse_frame_header(p: Path, head: bytes) -> MibHeader:
     if depth is None:
         depth = {"U08": 6, "U16": 12, "U32": 24, "U01": 1}.get(pixel_type)
     if pixel_type not in _DTYPES and pixel_type != "R64":
-        raise FileFormatError(
-            p, f"unknown Merlin pixel type {pixel_type!r}", "expected U08, U16, U32, U64 or R64"
-        )
+        raise FileFormatError(p, f"unknown Merlin pixel type {pixel_type!r}", "expected U08, U16, U32, U64 or R64")
     if depth not in (1, 6, 12, 24):
-        raise FileFormatError(
-            p, f"unknown Merlin counter depth {depth!r} bits", "expected 1, 6, 12 or 24"
-        )
+        raise FileFormatError(p, f"unknown Merlin counter depth {depth!r} bits", "expected 1, 6, 12 or 24")
     if width < 1 or height < 1 or n_chips < 1 or width * height > 2**26:
         raise FileFormatError(p, f"invalid Merlin frame size {width} x {height}, {n_chips} chips")
     hdr = MibHeader(
@@ -310,9 +304,7 @@ def validate(path: str | os.PathLike, *, allow_truncated: bool = False) -> tuple
     size = require_regular(mib).st_size
     n, rest = divmod(size, hdr.frame_bytes)
     if n == 0:
-        raise FileFormatError(
-            mib, f"holds no complete frame ({size} bytes, one frame is {hdr.frame_bytes})"
-        )
+        raise FileFormatError(mib, f"holds no complete frame ({size} bytes, one frame is {hdr.frame_bytes})")
     hint = f"pass allow_truncated=True to open the {n} complete frames"
     if rest and not allow_truncated:
         raise FileFormatError(
@@ -575,9 +567,11 @@ def _cube(stacks: list[np.ndarray], hdr: MibHeader, offset: int, scan: tuple[int
     """``(sy, sx, k_y, k_x)`` from stored frame stacks after the trigger offset (RAW decoded)."""
     one = None
     if hdr.is_raw:
+
         def one(st, sc):
             return lazy_frames(st, sc, decode=lambda b: decode_raw(b, hdr), out_dtype=hdr.dtype,
                                out_frame_shape=hdr.frame_shape)  # fmt: skip
+
     return frames_with_offset(stacks, scan, offset, one)
 
 

@@ -96,9 +96,7 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
             "supported: " + ", ".join(f"{k} {v}" for k, v in _MODES.items()),
         )
     if nx < 1 or ny < 1 or nz < 1 or nsymbt < 0:
-        raise FileFormatError(
-            p, f"invalid MRC header: shape ({nz}, {ny}, {nx}), extended header {nsymbt}"
-        )
+        raise FileFormatError(p, f"invalid MRC header: shape ({nz}, {ny}, {nx}), extended header {nsymbt}")
     return {
         "nx": nx, "ny": ny, "nz": nz, "mode": mode, "dtype": data_dtype_from_header(header).newbyteorder(order),
         "data_offset": 1024 + nsymbt, "byte_order": "little" if order == "<" else "big",
@@ -299,9 +297,7 @@ def read_datacube(
             arr, chunks=(min(sy, c), min(sx, c), h["ny"], h["nx"]), asarray=True, fancy=False,
             name=f"mrc-{p}-{repeat}",
         )  # fmt: skip
-        meta.update(
-            scan_order=info.get("Scan - Type"), repeats=n_rep, visited=int((index >= 0).sum())
-        )
+        meta.update(scan_order=info.get("Scan - Type"), repeats=n_rep, visited=int((index >= 0).sum()))
     if calibration is None:
         kw: dict[str, Any] = {}
         try:

@@ -17,9 +17,7 @@ __all__ = ["is_npy4d", "read_datacube", "read_header", "write"]
 _BLOCK_BYTES = 32 * 2**20
 
 
-def read_header(
-    path: str | os.PathLike, *, check_size: bool = True
-) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+def read_header(path: str | os.PathLike, *, check_size: bool = True) -> tuple[tuple[int, ...], np.dtype, bool, int]:
     """``(shape, dtype, fortran_order, data_offset)`` from an .npy header; reads only the header.
 
     With ``check_size`` a file shorter than its header promises raises FileFormatError.
@@ -30,11 +28,7 @@ def read_header(
     try:
         with open(p, "rb") as fh:
             version = np.lib.format.read_magic(fh)
-            read = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, fortran, dtype = read(fh)
             offset = fh.tell()
     except (ValueError, OSError, SyntaxError) as e:
@@ -88,9 +82,10 @@ def write(path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False, sna
     dtype = np.dtype(dc.dtype)
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
               "shape": tuple(dc.shape)}  # fmt: skip
-    with atomic_output(
-        path, overwrite=overwrite, snapshot=snapshot, expected_bytes=dc.nbytes + 4096
-    ) as tmp, open(tmp, "xb") as fh:
+    with (
+        atomic_output(path, overwrite=overwrite, snapshot=snapshot, expected_bytes=dc.nbytes + 4096) as tmp,
+        open(tmp, "xb") as fh,
+    ):
         if _needs_v2(header):
             np.lib.format.write_array_header_2_0(fh, header)
         else:

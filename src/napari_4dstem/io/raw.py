@@ -102,6 +102,4 @@ def read_datacube(
     )  # fmt: skip
     meta = {"format": "raw binary", "dtype": dt.str, "header_bytes": hb,
             "frame_header_bytes": fh, "frame_footer_bytes": ff}  # fmt: skip
-    return DataCube(
-        lazy_frames(frames, (sy, sx)), calibration, name=p.stem, metadata=meta, source=str(p)
-    )
+    return DataCube(lazy_frames(frames, (sy, sx)), calibration, name=p.stem, metadata=meta, source=str(p))

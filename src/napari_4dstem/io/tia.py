@@ -161,15 +161,11 @@ def _frames(p: Path) -> tuple[Any, dict[str, Any], tuple]:
     dtype, (ny, nx), cal = checked[0]
     for i, (dt, shape, _) in zip(idx, checked, strict=True):
         if (dt, shape) != (dtype, (ny, nx)):
-            raise FileFormatError(
-                p, f"image {int(i)} is {shape[1]} x {shape[0]} {dt}, image 0 is {nx} x {ny} {dtype}"
-            )
+            raise FileFormatError(p, f"image {int(i)} is {shape[1]} x {shape[0]} {dt}, image 0 is {nx} x {ny} {dtype}")
     nbytes = ny * nx * dtype.itemsize
     end = int(offs.max()) + _ELEMENT_HEAD.size + nbytes
     if end > head["file_size"]:
-        raise FileFormatError(
-            p, f"truncated: image data end at byte {end}, the file has {head['file_size']} bytes"
-        )
+        raise FileFormatError(p, f"truncated: image data end at byte {end}, the file has {head['file_size']} bytes")
     raw = np.memmap(p, dtype=np.uint8, mode="r")
     steps = np.diff(offs)
     first = int(offs[0]) + _ELEMENT_HEAD.size

@@ -75,9 +75,7 @@ class CheckedZarr:
         except (IndexError, TypeError):
             raise
         except Exception as e:
-            raise FileFormatError(
-                self._path, f"cannot read zarr data ({type(e).__name__}: {str(e)[:200]})"
-            ) from None
+            raise FileFormatError(self._path, f"cannot read zarr data ({type(e).__name__}: {str(e)[:200]})") from None
 
     def __array__(self, dtype=None, copy=None):
         a = self[...]
@@ -167,7 +165,9 @@ def read_datacube(path: str | os.PathLike) -> DataCube:
         return DataCube(data, cal, name=Path(path).stem, source=str(path), metadata={"abtem": meta})
     arr, attrs = _find_array(node, path)
     if len(arr.shape) != 4:
-        raise FileFormatError(path, f"array is {len(arr.shape)}D {tuple(arr.shape)}; need 4D (scan_y, scan_x, k_y, k_x)")
+        raise FileFormatError(
+            path, f"array is {len(arr.shape)}D {tuple(arr.shape)}; need 4D (scan_y, scan_x, k_y, k_x)"
+        )
     _check_chunk_files(arr, path, ours=_CAL_ATTR in attrs)
     if _SHAPE_ATTR in attrs and list(attrs[_SHAPE_ATTR]) != [int(s) for s in arr.shape]:
         raise FileFormatError(

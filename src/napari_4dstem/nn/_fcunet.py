@@ -85,8 +85,7 @@ class FCUNet(nn.Module):
         self.enc = nn.ModuleList(_Block(chans[i], chans[i + 1]) for i in range(d))
         self.up = nn.ModuleList(ComplexConvTranspose2d(chans[i + 1], chans[i]) for i in range(d))
         self.dec = nn.ModuleList(
-            _Block(2 * chans[i], chans[i], config.dropout, n_conv=1 if i == 0 else 2)
-            for i in range(d)
+            _Block(2 * chans[i], chans[i], config.dropout, n_conv=1 if i == 0 else 2) for i in range(d)
         )
         self.head = ComplexConv2d(chans[0], 2, 1)
 

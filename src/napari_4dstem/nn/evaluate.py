@@ -84,16 +84,10 @@ def make_multislice_strained_scan(
         iy, ix = divmod(p, nx)
         th = st["theta"][iy, ix]
         ax, ay = np.deg2rad(bend[iy, ix])
-        rx = np.array(
-            [[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]]
-        )
-        ry = np.array(
-            [[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]]
-        )
+        rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
+        ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
         U = ry @ rx @ zone_axis_rotation(zone_axis, inplane_deg + math.degrees(th))
-        e = np.array(
-            [[st["e_xx"][iy, ix], st["e_xy"][iy, ix]], [st["e_xy"][iy, ix], st["e_yy"][iy, ix]]]
-        )
+        e = np.array([[st["e_xx"][iy, ix], st["e_xy"][iy, ix]], [st["e_xy"][iy, ix], st["e_yy"][iy, ix]]])
         req = SimulationRequest(
             cr,
             orientation=U,
@@ -129,9 +123,9 @@ def make_multislice_strained_scan(
     for p in range(ny * nx):
         ok = np.isfinite(all_c[p, :, 0])
         cy, cx = all_c[p, ok, 0], all_c[p, ok, 1]
-        inside = (kk[None, :, None] - cy[:, None, None]) ** 2 + (
-            kk[None, None, :] - cx[:, None, None]
-        ) ** 2 <= (0.8 * R) ** 2  # (n_ok, size, size)
+        inside = (kk[None, :, None] - cy[:, None, None]) ** 2 + (kk[None, None, :] - cx[:, None, None]) ** 2 <= (
+            0.8 * R
+        ) ** 2  # (n_ok, size, size)
         sums = np.tensordot(patterns[:, p], inside, axes=([1, 2], [1, 2]))  # (n_t, n_ok)
         disk_mean[:, p, ok] = sums / inside.sum(axis=(1, 2)) * per_pattern
     cal = Calibration(
@@ -142,9 +136,7 @@ def make_multislice_strained_scan(
         beam_energy_kev=energy_kev,
     )
     strain = truth_strain_map(st, cal)
-    probe_img = DiffractionImage(
-        (per_pattern * probe).astype(np.float32), name="probe", calibration=cal
-    )
+    probe_img = DiffractionImage((per_pattern * probe).astype(np.float32), name="probe", calibration=cal)
     ref = (0, max(1, ny // 4), 0, max(1, nx // 4))
     out = []
     for it, t in enumerate(thicknesses_A):

@@ -196,9 +196,7 @@ def probe_geometry(
     if p.ndim != 2:
         raise ProbeError(f"the probe must be one 2D image (k_y, k_x), got shape {p.shape}")
     if tuple(p.shape) != tuple(detector_shape):
-        raise ProbeError(
-            f"the probe {p.shape} and the patterns {tuple(detector_shape)} differ in shape"
-        )
+        raise ProbeError(f"the probe {p.shape} and the patterns {tuple(detector_shape)} differ in shape")
     if not np.all(np.isfinite(p)):
         raise ProbeError("the probe image has NaN or infinite pixels")
     lo, hi = np.percentile(p, 10), p.max()
@@ -294,9 +292,7 @@ def measure_probe(probe: Any, detector_shape: tuple[int, int] | None = None) -> 
     if p.ndim != 2:
         raise ProbeError(f"the probe must be one 2D image (k_y, k_x), got shape {p.shape}")
     if detector_shape is not None and tuple(p.shape) != tuple(detector_shape):
-        raise ProbeError(
-            f"the probe {p.shape} and the patterns {tuple(detector_shape)} differ in shape"
-        )
+        raise ProbeError(f"the probe {p.shape} and the patterns {tuple(detector_shape)} differ in shape")
     if not np.all(np.isfinite(p)):
         raise ProbeError("the probe image has NaN or infinite pixels")
     lo, hi = float(np.percentile(p, 10)), float(p.max())
@@ -459,10 +455,7 @@ def _resample_matrices(geo: Geometry) -> tuple[np.ndarray, np.ndarray]:
     key = (geo.detector_shape, geo.canvas, geo.centre_px, geo.scale)
     m = _MATRICES.get(key)
     if m is None:
-        m = tuple(
-            _axis_matrix(geo.detector_shape[a], geo.canvas[a], geo.centre_px[a], geo.scale)
-            for a in (0, 1)
-        )
+        m = tuple(_axis_matrix(geo.detector_shape[a], geo.canvas[a], geo.centre_px[a], geo.scale) for a in (0, 1))
         if len(_MATRICES) > 16:
             _MATRICES.clear()
         _MATRICES[key] = m
@@ -556,8 +549,7 @@ def domain_problems(
     if dose_per_disk is not None and lo_dose is not None and dose_per_disk < float(lo_dose):
         lo, hi = domain["dose_per_disk"]
         out.append(
-            f"about {dose_per_disk:.3g} counts per pattern, fewer than trained "
-            f"({lo:.3g}-{hi:.3g}): noisier disks"
+            f"about {dose_per_disk:.3g} counts per pattern, fewer than trained ({lo:.3g}-{hi:.3g}): noisier disks"
         )
     return out
 
@@ -843,9 +835,7 @@ def detect_in_stack_nn(
     # frames larger than the trained one: fewer per batch (memory grows with the area)
     h, w = geo.frame
     bs = max(1, int(batch_size * geo.size * geo.size) // (h * w)) if h * w > geo.size**2 else 0
-    img, std = predict_images(
-        model, x, probe_model, batch_size=bs or batch_size, device=device, mc_samples=mc_samples
-    )
+    img, std = predict_images(model, x, probe_model, batch_size=bs or batch_size, device=device, mc_samples=mc_samples)
     table = find_peaks(
         img,
         edge_px=2,
@@ -867,12 +857,7 @@ def detect_in_stack_nn(
     # drop peaks whose disk is not wholly on the real detector (padding, border)
     sh = geo.detector_shape
     e = _edge(edge_px, geo)
-    inside = (
-        (det[..., 0] >= e)
-        & (det[..., 0] <= sh[0] - 1 - e)
-        & (det[..., 1] >= e)
-        & (det[..., 1] <= sh[1] - 1 - e)
-    )
+    inside = (det[..., 0] >= e) & (det[..., 0] <= sh[0] - 1 - e) & (det[..., 1] >= e) & (det[..., 1] <= sh[1] - 1 - e)
     valid = inside & (np.arange(int(max_peaks))[None] < table.count[:, None])
     out, count = compact_rows(valid, out)
     if math.isfinite(geo.probe_radius_px):
@@ -1101,9 +1086,7 @@ def iter_find_bragg_disks_nn(
     )
 
 
-def find_bragg_disks_nn(
-    data: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any
-) -> BraggPeaks:
+def find_bragg_disks_nn(data: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> BraggPeaks:
     """Bragg disks by the network (runs :func:`iter_find_bragg_disks_nn` to the end).
 
     Parameters

@@ -69,9 +69,7 @@ def _block(wr: torch.Tensor, wi: torch.Tensor, dim_in: int) -> torch.Tensor:
 class ComplexConv2d(nn.Module):
     """Complex 2D convolution, ``c_in`` -> ``c_out`` complex channels, on packed tensors."""
 
-    def __init__(
-        self, c_in: int, c_out: int, kernel_size: int = 3, *, stride: int = 1, bias: bool = True
-    ):
+    def __init__(self, c_in: int, c_out: int, kernel_size: int = 3, *, stride: int = 1, bias: bool = True):
         super().__init__()
         k = kernel_size
         self.stride, self.padding = stride, k // 2

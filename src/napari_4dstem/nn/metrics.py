@@ -31,8 +31,7 @@ def score_detection(pred_lists, true_lists, *, tols=(0.5, 1.0)) -> dict[str, flo
     if isinstance(pred_lists, BraggPeaks):
         bp = pred_lists
         pred_lists = [
-            np.stack([bp.qy[a:b], bp.qx[a:b]], 1)
-            for a, b in zip(bp.offsets[:-1], bp.offsets[1:], strict=True)
+            np.stack([bp.qy[a:b], bp.qx[a:b]], 1) for a, b in zip(bp.offsets[:-1], bp.offsets[1:], strict=True)
         ]
     out = {}
     sq, n_sq = 0.0, 0
@@ -56,9 +55,7 @@ def score_detection(pred_lists, true_lists, *, tols=(0.5, 1.0)) -> dict[str, flo
     return out
 
 
-def strain_rmse(
-    peaks: BraggPeaks, truth: np.ndarray, *, reference, exclude_reference=False
-) -> dict:
+def strain_rmse(peaks: BraggPeaks, truth: np.ndarray, *, reference, exclude_reference=False) -> dict:
     """Strain from ``peaks`` (automatic lattice, per-pattern fits, true strain against the
     ``reference`` rectangle) and its RMS error against ``truth (scan_y, scan_x, >=3)``
     (e_xx, e_yy, e_xy). Failed fits count in ``valid_fraction``, not in the RMSE."""

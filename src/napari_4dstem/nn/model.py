@@ -78,9 +78,7 @@ class ModelConfig:
         if self.domain not in ("fourier", "real"):
             raise ModelError(f"domain must be 'fourier' or 'real', got {self.domain!r}")
         if self.architecture != "fcunet-v1":
-            raise ModelError(
-                f"unknown architecture {self.architecture!r} (this version knows fcunet-v1)"
-            )
+            raise ModelError(f"unknown architecture {self.architecture!r} (this version knows fcunet-v1)")
 
     @property
     def depth(self) -> int:

@@ -89,9 +89,7 @@ def check_name(value: str, what: str = "model name") -> str:
     """``value`` if it is a safe model name or version, else :class:`ModelError`."""
     v = str(value)
     if not _NAME_RE.fullmatch(v) or ".." in v:
-        raise ModelError(
-            f"{what} {v!r} is not allowed: use letters, digits and '. _ + -' (at most 64, no '..')"
-        )
+        raise ModelError(f"{what} {v!r} is not allowed: use letters, digits and '. _ + -' (at most 64, no '..')")
     return v
 
 
@@ -387,9 +385,7 @@ def _find(name: str, index: str | None) -> ModelEntry:
     if not hits:
         known = sorted({f"{e.name}@{e.version}" for e in entries})
         raise ModelError(f"no model {name!r} in the index; known: {known}")
-    return max(
-        hits, key=lambda e: tuple(int(v) if v.isdigit() else 0 for v in e.version.split("."))
-    )
+    return max(hits, key=lambda e: tuple(int(v) if v.isdigit() else 0 for v in e.version.split(".")))
 
 
 def pull_model(name: str, *, index: str | None = None, force: bool = False) -> Path:
@@ -434,8 +430,7 @@ def _verified(e: ModelEntry) -> Path:
     p = e.local_path()
     if p is None or not p.is_file():
         raise ModelError(
-            f"model {e.name}@{e.version} is not available offline; run "
-            f"`napari-4dstem models pull {e.name}`"
+            f"model {e.name}@{e.version} is not available offline; run `napari-4dstem models pull {e.name}`"
         )
     read_verified(p, e.sha256)
     return p
@@ -504,9 +499,7 @@ def _load_file(path: Path, *, sha256: str | None = None):
     try:
         blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a file it cannot parse
-        raise FileFormatError(
-            path, f"not a readable model file ({type(e).__name__}: {e})"
-        ) from None
+        raise FileFormatError(path, f"not a readable model file ({type(e).__name__}: {e})") from None
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         raise FileFormatError(path, "not a napari-4dstem model file")
     cfg = ModelConfig.from_dict(dict(blob["config"]))
@@ -528,9 +521,7 @@ def _load_file(path: Path, *, sha256: str | None = None):
     return module, cfg, digest
 
 
-def load_model(
-    model: Any = None, *, index: str | None = None, size: int | None = None
-) -> LoadedModel:
+def load_model(model: Any = None, *, index: str | None = None, size: int | None = None) -> LoadedModel:
     """A :class:`LoadedModel` from None (the bundled default), a registry name (``name`` or
     ``name@version``), a path to a model file, or a LoadedModel (returned as is).
 
@@ -549,9 +540,7 @@ def load_model(
                 card = json.loads(card_p.read_text()) if card_p.is_file() else {}
             except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
                 raise FileFormatError(card_p, f"unreadable model card ({err})") from None
-            lm = LoadedModel(
-                module, cfg, p.stem, str(card.get("version", "local")), digest, card
-            )
+            lm = LoadedModel(module, cfg, p.stem, str(card.get("version", "local")), digest, card)
         elif p.suffix == ".pt":
             raise FileFormatError(p, "no such model file")
         else:
@@ -561,9 +550,7 @@ def load_model(
                 _verified(e)  # raises the "not available offline" error
             module, cfg, _ = _load_file(path, sha256=e.sha256)
             if cfg.size != e.input_size:
-                raise ModelError(
-                    f"{path}: the index says input size {e.input_size}, the file {cfg.size}"
-                )
+                raise ModelError(f"{path}: the index says input size {e.input_size}, the file {cfg.size}")
             lm = LoadedModel(module, cfg, e.name, e.version, e.sha256, e.card)
     if size is not None and lm.config.size != int(size):
         raise ModelError(f"model {lm.name} takes {lm.config.size} px inputs, {size} were asked for")

@@ -83,9 +83,7 @@ def render_proxy(
     return accumulate_disks(centers, shape, math.ceil(radius + 6 * edge) + 1, disk_value)
 
 
-def render_label(
-    centers: np.ndarray, heights: np.ndarray, shape, sigma_px: float = 1.0
-) -> np.ndarray:
+def render_label(centers: np.ndarray, heights: np.ndarray, shape, sigma_px: float = 1.0) -> np.ndarray:
     """Gaussian peaks of height ``heights (n, m)`` at ``centers (n, m, 2)`` (NaN: absent)."""
     n, m, _ = centers.shape
     out = np.zeros((n, *shape), np.float32)
@@ -113,11 +111,7 @@ def _lattice_points(g1, g2, origin, shape, radius):
     n = int(max(shape) / max(min(np.hypot(*g1), np.hypot(*g2)), 1.0)) + 2
     hk = np.array([(h, k) for h in range(-n, n + 1) for k in range(-n, n + 1) if (h, k) != (0, 0)])
     pts = origin + hk[:, :1] * g1 + hk[:, 1:] * g2
-    ok = (
-        np.all(pts > -radius, axis=1)
-        & (pts[:, 0] < shape[0] + radius)
-        & (pts[:, 1] < shape[1] + radius)
-    )
+    ok = np.all(pts > -radius, axis=1) & (pts[:, 0] < shape[0] + radius) & (pts[:, 1] < shape[1] + radius)
     return np.concatenate([origin[None], pts[ok]]), np.concatenate([[[0, 0]], hk[ok]])
 
 
@@ -133,9 +127,7 @@ class _Batch:
 
 def _probe(shape, radius, edge) -> np.ndarray:
     c = np.array([[[shape[0] // 2, shape[1] // 2]]], float)
-    return soft_disk(
-        np.hypot(*(np.mgrid[0 : shape[0], 0 : shape[1]] - c[0, 0][:, None, None])), radius, edge
-    )
+    return soft_disk(np.hypot(*(np.mgrid[0 : shape[0], 0 : shape[1]] - c[0, 0][:, None, None])), radius, edge)
 
 
 def simulate_training_patterns(
@@ -167,9 +159,7 @@ def simulate_training_patterns(
     for i in range(n):
         radius = rng.uniform(3.0, 9.0) * f
         edge = rng.uniform(0.4, 1.0) * f
-        spacing = rng.uniform(
-            max(2.2 * radius + 3 * f, 10.0 * f), max(2.2 * radius + 4 * f, 0.3 * size)
-        )
+        spacing = rng.uniform(max(2.2 * radius + 3 * f, 10.0 * f), max(2.2 * radius + 4 * f, 0.3 * size))
         ratio = rng.uniform(0.8, 1.25)
         ang = math.radians(rng.uniform(60, 120))
         rot = rng.uniform(0, 2 * np.pi)
@@ -351,9 +341,7 @@ def make_thick_strained_scan(
     amp_ref = np.concatenate(
         [
             [1.0],
-            (4 + 8 * np.clip((kmax - gm) / kmax, 0, 1))
-            / counts_rel
-            * rng.uniform(0.85, 1.15, m - 1),
+            (4 + 8 * np.clip((kmax - gm) / kmax, 0, 1)) / counts_rel * rng.uniform(0.85, 1.15, m - 1),
         ]
     )
     npos = ny * nx
@@ -381,9 +369,7 @@ def make_thick_strained_scan(
     )
     ky, kx = np.mgrid[0:size, 0:size]
     kk = np.hypot(ky[None] - origin[:, 0, None, None], kx[None] - origin[:, 1, None, None])
-    lam += background_counts + central_counts * 0.02 * (thickness_nm / 50.0) * np.exp(
-        -kk / (0.3 * size)
-    )
+    lam += background_counts + central_counts * 0.02 * (thickness_nm / 50.0) * np.exp(-kk / (0.3 * size))
     data = rng.poisson(lam).astype(np.uint16) if noise else lam.astype(np.float32)
     cal = Calibration(
         scan_step=(1.0, 1.0),

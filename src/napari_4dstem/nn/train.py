@@ -285,9 +285,7 @@ def _validate(model, shards, val_idx, strain_set, dev, cfg, aug) -> dict:
         from .infer import find_bragg_disks_nn
 
         lm = LoadedModel(model, cfg.model, "training", "0", "", {})
-        bp = find_bragg_disks_nn(
-            strain_set.datacube, probe=strain_set.probe, model=lm, device=str(dev)
-        )
+        bp = find_bragg_disks_nn(strain_set.datacube, probe=strain_set.probe, model=lm, device=str(dev))
         out.update(strain_rmse(bp, strain_set.strain.data, reference=strain_set.reference))
     model.train()
     return out
@@ -432,9 +430,7 @@ def iter_train(
         perm = rng.permutation(train_idx)
         losses = []
         for k in range(spe):
-            idx = np.take(
-                perm, range(k * config.batch_size, (k + 1) * config.batch_size), mode="wrap"
-            )
+            idx = np.take(perm, range(k * config.batch_size, (k + 1) * config.batch_size), mode="wrap")
             x, y, pr = _batch(shards, idx, aug, rng)
             x, y, pr = (torch.as_tensor(a, device=dev) for a in (x, y, pr))
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
@@ -506,9 +502,7 @@ def iter_train(
     return TrainResult(ckpt_path, config.epochs, step, history, time.perf_counter() - t0)
 
 
-def export_model(
-    checkpoint: str | os.PathLike, path: str | os.PathLike, *, card: dict | None = None
-) -> Path:
+def export_model(checkpoint: str | os.PathLike, path: str | os.PathLike, *, card: dict | None = None) -> Path:
     """Write the weights of a training checkpoint as a model file + card (see :mod:`.registry`).
 
     Parameters

@@ -27,7 +27,8 @@ result (``params["recipe"]``), so :func:`script_from_file` gives the script of a
 
 Layer: above ``analysis``/``nn``, below ``cli`` and ``widgets`` (DESIGN.md); imports no Qt.
 Modules: ``params`` (the dataclasses), ``recipe`` (provenance, scripts), ``bragg`` (disks,
-strain), ``acom`` (orientation maps), ``imaging`` (virtual images, COM/DPC/iDPC), ``session`` (a workspace as a JSON file of recipes).
+strain), ``acom`` (orientation maps), ``imaging`` (virtual images, COM/DPC/iDPC), ``session`` (a workspace as a
+JSON file of recipes).
 """
 
 from __future__ import annotations

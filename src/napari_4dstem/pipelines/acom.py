@@ -51,20 +51,41 @@ def acom_match_maps(res: Any) -> list[RealSpaceMap]:
     params = {**res.params, "crystals": [c.name for c in res.crystals], "n_matches": n}
     tag = [f"m{m}" for m in range(n)]
     return [
-        RealSpaceMap(res.orientation.reshape(*res.scan_shape, n * 9), name="acom_matches_orientation",
-                     channels=tuple(f"{t}_U{i}{j}" for t in tag for i in range(1, 4) for j in range(1, 4)),
-                     calibration=cal, params=params),
-        RealSpaceMap(res.correlation, name="acom_matches_correlation", channels=tuple(tag), calibration=cal,
-                     params=params),
-        RealSpaceMap(res.phase.astype(np.int32), name="acom_matches_phase", channels=tuple(tag), calibration=cal,
-                     params=params),
-        RealSpaceMap(res.n_matched.astype(np.int32), name="acom_matches_n_matched", channels=tuple(tag),
-                     calibration=cal, params=params),
-        RealSpaceMap(res.residual_inv_A, name="acom_matches_residual", units="1/A", channels=tuple(tag),
-                     calibration=cal, params=params),
-        RealSpaceMap(np.stack([res.reliability, res.phase_reliability, res.n_peaks], -1),
-                     name="acom_matches_quality", channels=("reliability", "phase_reliability", "n_peaks"),
-                     calibration=cal, params=params),
+        RealSpaceMap(
+            res.orientation.reshape(*res.scan_shape, n * 9),
+            name="acom_matches_orientation",
+            channels=tuple(f"{t}_U{i}{j}" for t in tag for i in range(1, 4) for j in range(1, 4)),
+            calibration=cal,
+            params=params,
+        ),
+        RealSpaceMap(
+            res.correlation, name="acom_matches_correlation", channels=tuple(tag), calibration=cal, params=params
+        ),
+        RealSpaceMap(
+            res.phase.astype(np.int32), name="acom_matches_phase", channels=tuple(tag), calibration=cal, params=params
+        ),
+        RealSpaceMap(
+            res.n_matched.astype(np.int32),
+            name="acom_matches_n_matched",
+            channels=tuple(tag),
+            calibration=cal,
+            params=params,
+        ),
+        RealSpaceMap(
+            res.residual_inv_A,
+            name="acom_matches_residual",
+            units="1/A",
+            channels=tuple(tag),
+            calibration=cal,
+            params=params,
+        ),
+        RealSpaceMap(
+            np.stack([res.reliability, res.phase_reliability, res.n_peaks], -1),
+            name="acom_matches_quality",
+            channels=("reliability", "phase_reliability", "n_peaks"),
+            calibration=cal,
+            params=params,
+        ),
     ]
 
 
@@ -173,15 +194,17 @@ def iter_acom(
     except CalibrationError as e:
         raise CalibrationError(f"orientation mapping needs a calibrated detector: {e}") from None
     if peaks is None:
-        peaks = yield from _find_peaks_job(cube, cal, detection, probe, device=device, backend=backend,
-                                           template=template, scan_chunk=scan_chunk)
+        peaks = yield from _find_peaks_job(
+            cube, cal, detection, probe, device=device, backend=backend, template=template, scan_chunk=scan_chunk
+        )
     mcal = acom_calibration(cal, peaks)
     k_max = acom.k_max_inv_A or detector_reach_inv_A(mcal, det_shape)
     if plans is None:
         plans = yield from iter_plans(acom, mcal.beam_energy_kev, k_max, crystals)
     scoring = "numba" if device == "cpu" else device
-    res = yield from iter_match_orientations(peaks, list(plans), calibration=mcal, device=scoring,
-                                             **acom.match_kwargs())
+    res = yield from iter_match_orientations(
+        peaks, list(plans), calibration=mcal, device=scoring, **acom.match_kwargs()
+    )
     if dc is None:  # from a peaks file: the detection is not part of the recipe
         ref = source if isinstance(source, InputRef) else InputRef.of(source, kind="peaks")
         recipe = Recipe("acom", ref, {"acom": acom}, None if calibration is None else calibration.to_dict())
@@ -235,7 +258,10 @@ def iter_acom_pattern(
     result = None
     if origin is not None:
         result = yield from iter_match_orientations(
-            one, list(plans), calibration=cal.replace(origin_map_px=None), origin_px=origin,
+            one,
+            list(plans),
+            calibration=cal.replace(origin_map_px=None),
+            origin_px=origin,
             **acom.match_kwargs(),
         )
     return PatternCheck(iy, ix, rows[:, :2].copy(), rows[:, 2].copy(), origin, result)

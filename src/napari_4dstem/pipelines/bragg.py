@@ -117,9 +117,18 @@ def _find_peaks_job(cube, cal, detection, probe, *, device, backend, template=No
             raise Napari4DSTEMError("NN disk detection needs a vacuum probe (probe=ProbeSource(file, node))")
         d = detection
         peaks = yield from iter_find_bragg_disks_nn(
-            cube, probe=image, model=d.model, min_relative=d.min_relative, min_absolute=d.min_absolute,
-            min_spacing_px=d.min_spacing_px, min_significance=d.min_significance, edge_px=d.edge_px,
-            max_peaks=d.max_peaks, batch_size=d.batch_size, mc_samples=d.mc_samples, device=device,
+            cube,
+            probe=image,
+            model=d.model,
+            min_relative=d.min_relative,
+            min_absolute=d.min_absolute,
+            min_spacing_px=d.min_spacing_px,
+            min_significance=d.min_significance,
+            edge_px=d.edge_px,
+            max_peaks=d.max_peaks,
+            batch_size=d.batch_size,
+            mc_samples=d.mc_samples,
+            device=device,
             scale=d.scale,
             scan_chunk=scan_chunk,
         )
@@ -129,8 +138,13 @@ def _find_peaks_job(cube, cal, detection, probe, *, device, backend, template=No
     if template is None:
         template = yield from iter_probe_template(cube, probe, kernel=detection.kernel)
     peaks = yield from iter_find_bragg_disks(
-        cube, template=template, calibration=cal, device=device, backend=backend, scan_chunk=scan_chunk,
-        **detection.detect_kwargs()
+        cube,
+        template=template,
+        calibration=cal,
+        device=device,
+        backend=backend,
+        scan_chunk=scan_chunk,
+        **detection.detect_kwargs(),
     )
     return peaks
 
@@ -175,8 +189,9 @@ def iter_disks(
     detection = detection or DiskDetectionParams()
     cube, cal, det_shape = _cube(dc, calibration, peaks)
     if peaks is None:
-        peaks = yield from _find_peaks_job(cube, cal, detection, probe, device=device, backend=backend,
-                                           template=template, scan_chunk=scan_chunk)
+        peaks = yield from _find_peaks_job(
+            cube, cal, detection, probe, device=device, backend=backend, template=template, scan_chunk=scan_chunk
+        )
     origin = origin_or_none(peaks)
     bvm = bragg_vector_map(peaks, origin=origin, shape=det_shape)
     recipe = _recipe("disks", dc, _detection_params(detection, probe), calibration, source)
@@ -252,8 +267,9 @@ def strain_from_peaks(
     strain = strain or StrainParams()
     lat = lattice if lattice is not None else find_lattice_for(peaks, strain, bvm)
     fit = fit_lattice(peaks, lat)
-    sm = strain_from_lattice(fit, reference=strain.reference, frame_deg=strain.frame_deg,
-                             max_residual_px=strain.max_residual_px)
+    sm = strain_from_lattice(
+        fit, reference=strain.reference, frame_deg=strain.frame_deg, max_residual_px=strain.max_residual_px
+    )
     if recipe is None:
         ref = source if isinstance(source, InputRef) else InputRef.of(source, kind="peaks")
         recipe = Recipe("strain", ref, {"strain": strain})
@@ -275,8 +291,16 @@ def iter_strain(
     backend: Any = None,
 ) -> Job[StrainResult]:
     """Job: :func:`iter_disks`, then :func:`strain_from_peaks` (parameters as those)."""
-    disks = yield from iter_disks(dc, detection=detection, probe=probe, calibration=calibration, peaks=peaks,
-                                  source=source, device=device, backend=backend)
+    disks = yield from iter_disks(
+        dc,
+        detection=detection,
+        probe=probe,
+        calibration=calibration,
+        peaks=peaks,
+        source=source,
+        device=device,
+        backend=backend,
+    )
     return strain_from_peaks(disks.peaks, strain, bvm=disks.bvm, recipe=disks.recipe)
 
 

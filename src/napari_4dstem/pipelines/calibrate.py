@@ -49,11 +49,15 @@ class CalibrationParams(_Params):
         _check(self.fit in ("plane", "mean"), f"fit must be plane or mean, got {self.fit!r}")
         if self.ring_px is not None:
             r = tuple(self.ring_px)
-            _check(len(r) == 2 and all(_finite(v) for v in r) and 0 <= r[0] < r[1],
-                   f"ring_px must be (r_min, r_max) with 0 <= r_min < r_max, got {self.ring_px}")
+            _check(
+                len(r) == 2 and all(_finite(v) for v in r) and 0 <= r[0] < r[1],
+                f"ring_px must be (r_min, r_max) with 0 <= r_min < r_max, got {self.ring_px}",
+            )
             object.__setattr__(self, "ring_px", (float(r[0]), float(r[1])))
-        _check(self.d_spacing_A is None or (_finite(self.d_spacing_A) and self.d_spacing_A > 0),
-               f"d_spacing_A must be > 0 Angstrom, got {self.d_spacing_A}")
+        _check(
+            self.d_spacing_A is None or (_finite(self.d_spacing_A) and self.d_spacing_A > 0),
+            f"d_spacing_A must be > 0 Angstrom, got {self.d_spacing_A}",
+        )
         _check(self.d_spacing_A is None or self.ring_px is not None, "a d-spacing needs the ring (ring_px)")
 
 

@@ -58,14 +58,19 @@ class ClassificationParams(_Params):
             self.classify_params()
         except ValueError as e:
             raise ParameterError(str(e)) from None
-        _check(self.origin in ("auto", "calibration", "fixed"),
-               f"origin must be auto, calibration or fixed, got {self.origin!r}")
-        _check(self.features != "bragg" or self.peaks_path is not None,
-               "Bragg-vector features need the Bragg peaks file (peaks_path, from `disks`)")
+        _check(
+            self.origin in ("auto", "calibration", "fixed"),
+            f"origin must be auto, calibration or fixed, got {self.origin!r}",
+        )
+        _check(
+            self.features != "bragg" or self.peaks_path is not None,
+            "Bragg-vector features need the Bragg peaks file (peaks_path, from `disks`)",
+        )
         groups = tuple(tuple(int(c) for c in g) for g in self.merge)
-        _check(all(len(set(g)) >= 2 and (min(g) >= 0 or (len(g) == 2 and g[0] >= 0 and g[1] <= -2))
-                   for g in groups),
-               f"each merge is two or more class numbers >= 0 (a split: class, -parts), got {self.merge}")
+        _check(
+            all(len(set(g)) >= 2 and (min(g) >= 0 or (len(g) == 2 and g[0] >= 0 and g[1] <= -2)) for g in groups),
+            f"each merge is two or more class numbers >= 0 (a split: class, -parts), got {self.merge}",
+        )
         object.__setattr__(self, "merge", groups)
 
     def feature_params(self):
@@ -76,9 +81,16 @@ class ClassificationParams(_Params):
     def classify_params(self):
         from ..analysis.classify import ClassifyParams
 
-        return ClassifyParams(method=self.method, n_classes=self.n_classes, max_classes=self.max_classes,
-                              decomposition=self.decomposition, n_components=self.n_components,
-                              transform=self.transform, spatial=self.spatial, seed=self.seed)
+        return ClassifyParams(
+            method=self.method,
+            n_classes=self.n_classes,
+            max_classes=self.max_classes,
+            decomposition=self.decomposition,
+            n_components=self.n_components,
+            transform=self.transform,
+            spatial=self.spatial,
+            seed=self.seed,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
@@ -114,8 +126,10 @@ class ClassificationResult(_Result):
         """The result with ``classes`` merged (no pass over the data); the recipe records it."""
         classes = tuple(sorted({int(c) for c in classes}))
         n = self.classification.n_classes
-        _check(len(classes) >= 2 and all(0 <= c < n for c in classes),
-               f"give two or more classes between 0 and {n - 1} to merge, got {list(classes)}")
+        _check(
+            len(classes) >= 2 and all(0 <= c < n for c in classes),
+            f"give two or more classes between 0 and {n - 1} to merge, got {list(classes)}",
+        )
         p = self.recipe.params["classify"]
         params = dataclasses.replace(p, merge=(*p.merge, classes))
         recipe = dataclasses.replace(self.recipe, params={**self.recipe.params, "classify": params})
@@ -159,9 +173,16 @@ def iter_classification(
         from .bragg import read_peaks
 
         peaks = read_peaks(classify.peaks_path)
-    res = yield from iter_classify(cube, features=classify.feature_params(), params=classify.classify_params(),
-                                   origin=classify.origin, peaks=peaks, calibration=cal,
-                                   exclude_bf=not classify.keep_bf, backend=backend)
+    res = yield from iter_classify(
+        cube,
+        features=classify.feature_params(),
+        params=classify.classify_params(),
+        origin=classify.origin,
+        peaks=peaks,
+        calibration=cal,
+        exclude_bf=not classify.keep_bf,
+        backend=backend,
+    )
     split = False
     for group in classify.merge:
         if len(group) == 2 and group[1] < 0:  # a split
@@ -172,8 +193,10 @@ def iter_classification(
                 raise ParameterError(str(e)) from None
             split = True
             continue
-        _check(all(0 <= c < res.n_classes for c in group),
-               f"cannot merge classes {list(group)}: the scan has {res.n_classes} classes")
+        _check(
+            all(0 <= c < res.n_classes for c in group),
+            f"cannot merge classes {list(group)}: the scan has {res.n_classes} classes",
+        )
         res = res.merged(group)
     if split:  # the parts' mean patterns: one more pass
         from ..analysis.classify import iter_class_means
@@ -184,7 +207,8 @@ def iter_classification(
     return ClassificationResult(res, cal, recipe)
 
 
-def run_classification(dc: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any
-                       ) -> ClassificationResult:
+def run_classification(
+    dc: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any
+) -> ClassificationResult:
     """:func:`iter_classification` run to the end."""
     return run_job(iter_classification(dc, **kwargs), progress)

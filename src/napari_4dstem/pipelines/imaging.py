@@ -44,8 +44,7 @@ def detector_from_params(d: Mapping[str, Any]) -> Any:
         if kind == "rectangle":
             return D.RectangleDetector(tuple(d["rows"]), tuple(d["cols"]))
         if kind == "wedge":
-            return D.WedgeDetector(tuple(d["center_px"]), d["inner_px"], d["outer_px"], d["start_deg"],
-                                   d["end_deg"])
+            return D.WedgeDetector(tuple(d["center_px"]), d["inner_px"], d["outer_px"], d["start_deg"], d["end_deg"])
         if kind == "mask":
             if d.get("path") in (None, _ARRAY_MASK):
                 raise ParameterError("a mask detector held only in memory cannot be replayed: save it as .npy")
@@ -84,8 +83,10 @@ class VirtualImageParams(_Params):
         object.__setattr__(self, "detectors", dets)
         if self.names is not None:
             names = tuple(str(n) for n in self.names)
-            _check(len(names) == len(dets) and len(set(names)) == len(names),
-                   f"need {len(dets)} distinct channel names, got {names}")
+            _check(
+                len(names) == len(dets) and len(set(names)) == len(names),
+                f"need {len(dets)} distinct channel names, got {names}",
+            )
             object.__setattr__(self, "names", names)
         _check(self.nan_policy in NAN_POLICIES, f"nan_policy must be one of {NAN_POLICIES}, got {self.nan_policy!r}")
 
@@ -115,8 +116,13 @@ class VirtualResult(_Result):
     def objects(self) -> list:
         s = self.stack
         return [
-            RealSpaceMap(s.data[..., k], name=f"virtual_{n}", units=s.units, calibration=s.calibration,
-                         params={**s.params, "detectors": None, "detector": s.params["detectors"][n]})
+            RealSpaceMap(
+                s.data[..., k],
+                name=f"virtual_{n}",
+                units=s.units,
+                calibration=s.calibration,
+                params={**s.params, "detectors": None, "detector": s.params["detectors"][n]},
+            )
             for k, n in enumerate(s.channels)
         ]
 
@@ -130,8 +136,14 @@ class VirtualResult(_Result):
         v = self.recipe.params["virtual"]
         one = dataclasses.replace(v, detectors=(v.detectors[k],), names=(name,))
         params = {**s.params, "detectors": {name: s.params["detectors"][name]}}
-        stack = RealSpaceMap(s.data[..., k:k + 1], name=s.name, units=s.units, channels=(name,),
-                             calibration=s.calibration, params=params)
+        stack = RealSpaceMap(
+            s.data[..., k : k + 1],
+            name=s.name,
+            units=s.units,
+            channels=(name,),
+            calibration=s.calibration,
+            params=params,
+        )
         recipe = dataclasses.replace(self.recipe, params={**self.recipe.params, "virtual": one})
         return VirtualResult(stack, recipe)
 
@@ -163,8 +175,15 @@ def iter_virtual(
         dets = list(detectors)
         if [detector_params(d) for d in dets] != list(virtual.detectors):
             raise ParameterError("the detectors given are not the ones of the parameters")
-    stack = yield from iter_virtual_images(cube, dets, calibration=cal, descan=virtual.descan,
-                                           nan_policy=virtual.nan_policy, names=virtual.names, backend=backend)
+    stack = yield from iter_virtual_images(
+        cube,
+        dets,
+        calibration=cal,
+        descan=virtual.descan,
+        nan_policy=virtual.nan_policy,
+        names=virtual.names,
+        backend=backend,
+    )
     return VirtualResult(stack, _recipe("virtual", dc, {"virtual": virtual}, calibration, source))
 
 
@@ -197,15 +216,23 @@ class DPCParams(_Params):
     regularization: float = 0.0
 
     def __post_init__(self):
-        _check(self.rotation_deg is None or _finite(self.rotation_deg),
-               f"rotation must be finite degrees, got {self.rotation_deg}")
-        _check(self.descan in ("plane", "mean", "calibration", "none"),
-               f"descan must be plane, mean, calibration or none, got {self.descan!r}")
+        _check(
+            self.rotation_deg is None or _finite(self.rotation_deg),
+            f"rotation must be finite degrees, got {self.rotation_deg}",
+        )
+        _check(
+            self.descan in ("plane", "mean", "calibration", "none"),
+            f"descan must be plane, mean, calibration or none, got {self.descan!r}",
+        )
         _check(self.units in ("px", "mrad", "1/A"), f"units must be px, mrad or 1/A, got {self.units!r}")
-        _check(self.bf_mask_radius_px is None or (_finite(self.bf_mask_radius_px) and self.bf_mask_radius_px > 0),
-               f"bright-field mask radius must be > 0 px, got {self.bf_mask_radius_px}")
-        _check(_finite(self.regularization) and self.regularization >= 0,
-               f"iDPC regularization must be >= 0 (cycles/px)^2, got {self.regularization}")
+        _check(
+            self.bf_mask_radius_px is None or (_finite(self.bf_mask_radius_px) and self.bf_mask_radius_px > 0),
+            f"bright-field mask radius must be > 0 px, got {self.bf_mask_radius_px}",
+        )
+        _check(
+            _finite(self.regularization) and self.regularization >= 0,
+            f"iDPC regularization must be >= 0 (cycles/px)^2, got {self.regularization}",
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -287,4 +314,3 @@ def iter_dpc(
 def run_dpc(dc: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> DPCResult:
     """:func:`iter_dpc` run to the end."""
     return run_job(iter_dpc(dc, **kwargs), progress)
-

@@ -121,26 +121,43 @@ class DiskDetectionParams(_Params):
 
     def __post_init__(self):
         _check(self.kernel in KERNELS, f"kernel must be one of {KERNELS}, got {self.kernel!r}")
-        _check(self.subpixel in SUBPIXEL_METHODS,
-               f"subpixel must be one of {SUBPIXEL_METHODS}, got {self.subpixel!r}")
-        _check(_finite(self.correlation_power) and 0.0 <= self.correlation_power <= 1.0,
-               f"correlation power must be in 0..1, got {self.correlation_power}")
-        _check(_finite(self.min_relative) and 0.0 <= self.min_relative <= 1.0,
-               f"min relative intensity must be a fraction in 0..1, got {self.min_relative}")
-        _check(self.min_significance is None or (_finite(self.min_significance) and self.min_significance >= 0),
-               f"min significance must be >= 0 noise SDs (or None: no test), got {self.min_significance}")
-        _check(self.min_spacing_px is None or (_finite(self.min_spacing_px) and self.min_spacing_px > 0),
-               f"min spacing must be > 0 px (or None: the disk radius), got {self.min_spacing_px}")
-        _check(self.edge_px is None or (isinstance(self.edge_px, int) and self.edge_px >= 0),
-               f"edge margin must be a whole number of px >= 0 (or None: the disk radius), got {self.edge_px}")
-        _check(isinstance(self.max_peaks, int) and self.max_peaks >= 1,
-               f"max peaks must be a whole number >= 1, got {self.max_peaks}")
-        _check(_finite(self.min_absolute) and self.min_absolute >= 0,
-               f"min absolute correlation must be >= 0, got {self.min_absolute}")
-        _check(isinstance(self.upsample_factor, int) and self.upsample_factor >= 1,
-               f"upsample factor must be a whole number >= 1, got {self.upsample_factor}")
-        _check(self.detect_bin is None or (isinstance(self.detect_bin, int) and self.detect_bin >= 1),
-               f"detect bin must be a whole number >= 1 (or None), got {self.detect_bin}")
+        _check(self.subpixel in SUBPIXEL_METHODS, f"subpixel must be one of {SUBPIXEL_METHODS}, got {self.subpixel!r}")
+        _check(
+            _finite(self.correlation_power) and 0.0 <= self.correlation_power <= 1.0,
+            f"correlation power must be in 0..1, got {self.correlation_power}",
+        )
+        _check(
+            _finite(self.min_relative) and 0.0 <= self.min_relative <= 1.0,
+            f"min relative intensity must be a fraction in 0..1, got {self.min_relative}",
+        )
+        _check(
+            self.min_significance is None or (_finite(self.min_significance) and self.min_significance >= 0),
+            f"min significance must be >= 0 noise SDs (or None: no test), got {self.min_significance}",
+        )
+        _check(
+            self.min_spacing_px is None or (_finite(self.min_spacing_px) and self.min_spacing_px > 0),
+            f"min spacing must be > 0 px (or None: the disk radius), got {self.min_spacing_px}",
+        )
+        _check(
+            self.edge_px is None or (isinstance(self.edge_px, int) and self.edge_px >= 0),
+            f"edge margin must be a whole number of px >= 0 (or None: the disk radius), got {self.edge_px}",
+        )
+        _check(
+            isinstance(self.max_peaks, int) and self.max_peaks >= 1,
+            f"max peaks must be a whole number >= 1, got {self.max_peaks}",
+        )
+        _check(
+            _finite(self.min_absolute) and self.min_absolute >= 0,
+            f"min absolute correlation must be >= 0, got {self.min_absolute}",
+        )
+        _check(
+            isinstance(self.upsample_factor, int) and self.upsample_factor >= 1,
+            f"upsample factor must be a whole number >= 1, got {self.upsample_factor}",
+        )
+        _check(
+            self.detect_bin is None or (isinstance(self.detect_bin, int) and self.detect_bin >= 1),
+            f"detect bin must be a whole number >= 1 (or None), got {self.detect_bin}",
+        )
 
     @classmethod
     def for_acom(cls, **changes: Any) -> DiskDetectionParams:
@@ -196,21 +213,38 @@ class NNDiskParams(_Params):
 
     def __post_init__(self):
         _check(self.model is None or isinstance(self.model, str), f"model must be a name or path, got {self.model!r}")
-        _check(self.scale in ("auto", "bin") or (not isinstance(self.scale, (str, bool)) and _finite(self.scale)
-                                                  and self.scale > 0),
-               f"scale must be 'auto', 'bin' or model px per detector px > 0, got {self.scale!r}")
-        _check(isinstance(self.mc_samples, int) and self.mc_samples >= 0,
-               f"MC samples must be a whole number >= 0, got {self.mc_samples}")
-        _check(_finite(self.min_relative) and 0.0 <= self.min_relative <= 1.0,
-               f"min relative must be a fraction in 0..1, got {self.min_relative}")
-        _check(_finite(self.min_absolute) and self.min_absolute >= 0, f"min absolute must be >= 0, got {self.min_absolute}")
-        _check(self.min_significance is None or (_finite(self.min_significance) and self.min_significance >= 0),
-               f"min significance must be >= 0 noise SDs (or None: no test), got {self.min_significance}")
-        _check(self.min_spacing_px is None or (_finite(self.min_spacing_px) and self.min_spacing_px > 0),
-               f"min spacing must be > 0 px, got {self.min_spacing_px}")
-        _check(self.edge_px is None or (_finite(self.edge_px) and self.edge_px >= 0), f"edge must be >= 0 px, got {self.edge_px}")
+        _check(
+            self.scale in ("auto", "bin")
+            or (not isinstance(self.scale, (str, bool)) and _finite(self.scale) and self.scale > 0),
+            f"scale must be 'auto', 'bin' or model px per detector px > 0, got {self.scale!r}",
+        )
+        _check(
+            isinstance(self.mc_samples, int) and self.mc_samples >= 0,
+            f"MC samples must be a whole number >= 0, got {self.mc_samples}",
+        )
+        _check(
+            _finite(self.min_relative) and 0.0 <= self.min_relative <= 1.0,
+            f"min relative must be a fraction in 0..1, got {self.min_relative}",
+        )
+        _check(
+            _finite(self.min_absolute) and self.min_absolute >= 0, f"min absolute must be >= 0, got {self.min_absolute}"
+        )
+        _check(
+            self.min_significance is None or (_finite(self.min_significance) and self.min_significance >= 0),
+            f"min significance must be >= 0 noise SDs (or None: no test), got {self.min_significance}",
+        )
+        _check(
+            self.min_spacing_px is None or (_finite(self.min_spacing_px) and self.min_spacing_px > 0),
+            f"min spacing must be > 0 px, got {self.min_spacing_px}",
+        )
+        _check(
+            self.edge_px is None or (_finite(self.edge_px) and self.edge_px >= 0),
+            f"edge must be >= 0 px, got {self.edge_px}",
+        )
         _check(isinstance(self.max_peaks, int) and self.max_peaks >= 1, f"max peaks must be >= 1, got {self.max_peaks}")
-        _check(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
+        _check(
+            isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"
+        )
 
 
 @dataclass(frozen=True)
@@ -253,8 +287,11 @@ class ProbeSource(_Params):
                     v.close()
 
     def script(self) -> str:
-        return "None" if self.path is None else f"ProbeSource({self.path!r}" + (
-            ")" if self.node == "probe" else f", node={self.node!r})")
+        return (
+            "None"
+            if self.path is None
+            else f"ProbeSource({self.path!r}" + (")" if self.node == "probe" else f", node={self.node!r})")
+        )
 
 
 @dataclass(frozen=True)
@@ -285,8 +322,10 @@ class StrainParams(_Params):
     def __post_init__(self):
         if self.reference is not None:
             ref = tuple(int(v) for v in self.reference)
-            _check(len(ref) == 4 and ref[0] < ref[1] and ref[2] < ref[3] and min(ref) >= 0,
-                   f"reference must be (row0, row1, col0, col1) with row0 < row1, col0 < col1, got {self.reference}")
+            _check(
+                len(ref) == 4 and ref[0] < ref[1] and ref[2] < ref[3] and min(ref) >= 0,
+                f"reference must be (row0, row1, col0, col1) with row0 < row1, col0 < col1, got {self.reference}",
+            )
             object.__setattr__(self, "reference", ref)
         _check((self.g1 is None) == (self.g2 is None), "give both g1 and g2, or neither")
         for name in ("g1", "g2"):
@@ -296,8 +335,10 @@ class StrainParams(_Params):
                 _check(len(v) == 2 and all(math.isfinite(x) for x in v), f"{name} must be (y, x) px, got {v}")
                 object.__setattr__(self, name, v)
         _check(_finite(self.frame_deg), f"frame angle must be finite degrees, got {self.frame_deg}")
-        _check(self.max_residual_px is None or (_finite(self.max_residual_px) and self.max_residual_px > 0),
-               f"max residual must be > 0 px, got {self.max_residual_px}")
+        _check(
+            self.max_residual_px is None or (_finite(self.max_residual_px) and self.max_residual_px > 0),
+            f"max residual must be > 0 px, got {self.max_residual_px}",
+        )
 
 
 @dataclass(frozen=True)
@@ -337,28 +378,52 @@ class ACOMParams(_Params):
         crystals = (self.crystals,) if isinstance(self.crystals, str) else tuple(str(c) for c in self.crystals)
         _check(len(crystals) >= 1, "give at least one crystal")
         object.__setattr__(self, "crystals", crystals)
-        _check(_finite(self.step_deg) and 0 < self.step_deg <= 30, f"plan step must be in (0, 30] deg, got {self.step_deg}")
-        _check(self.inplane_step_deg is None or (_finite(self.inplane_step_deg) and 0 < self.inplane_step_deg <= 30),
-               f"in-plane step must be in (0, 30] deg, got {self.inplane_step_deg}")
-        _check(self.k_max_inv_A is None or (_finite(self.k_max_inv_A) and self.k_max_inv_A > 0),
-               f"k_max must be > 0 1/A, got {self.k_max_inv_A}")
-        _check(_finite(self.thickness_nm) and self.thickness_nm > 0, f"thickness must be > 0 nm, got {self.thickness_nm}")
-        _check(self.energy_kev is None or (_finite(self.energy_kev) and self.energy_kev > 0),
-               f"beam energy must be > 0 keV, got {self.energy_kev}")
+        _check(
+            _finite(self.step_deg) and 0 < self.step_deg <= 30, f"plan step must be in (0, 30] deg, got {self.step_deg}"
+        )
+        _check(
+            self.inplane_step_deg is None or (_finite(self.inplane_step_deg) and 0 < self.inplane_step_deg <= 30),
+            f"in-plane step must be in (0, 30] deg, got {self.inplane_step_deg}",
+        )
+        _check(
+            self.k_max_inv_A is None or (_finite(self.k_max_inv_A) and self.k_max_inv_A > 0),
+            f"k_max must be > 0 1/A, got {self.k_max_inv_A}",
+        )
+        _check(
+            _finite(self.thickness_nm) and self.thickness_nm > 0, f"thickness must be > 0 nm, got {self.thickness_nm}"
+        )
+        _check(
+            self.energy_kev is None or (_finite(self.energy_kev) and self.energy_kev > 0),
+            f"beam energy must be > 0 keV, got {self.energy_kev}",
+        )
         _check(isinstance(self.n_matches, int) and self.n_matches >= 1, f"n_matches must be >= 1, got {self.n_matches}")
         _check(isinstance(self.min_peaks, int) and self.min_peaks >= 1, f"min peaks must be >= 1, got {self.min_peaks}")
-        _check(_finite(self.max_memory_mb) and self.max_memory_mb > 0, f"max memory must be > 0 MiB, got {self.max_memory_mb}")
-        _check(self.rocking_curve in ("lorentzian", "gaussian"),
-               f"rocking curve must be 'lorentzian' or 'gaussian', got {self.rocking_curve!r}")
-        _check(_finite(self.intensity_power) and 0 < self.intensity_power <= 2,
-               f"intensity power must be in (0, 2], got {self.intensity_power}")
-        _check(self.overlap in ("residual", "candidates"), f"overlap must be 'residual' or 'candidates', got {self.overlap!r}")
+        _check(
+            _finite(self.max_memory_mb) and self.max_memory_mb > 0,
+            f"max memory must be > 0 MiB, got {self.max_memory_mb}",
+        )
+        _check(
+            self.rocking_curve in ("lorentzian", "gaussian"),
+            f"rocking curve must be 'lorentzian' or 'gaussian', got {self.rocking_curve!r}",
+        )
+        _check(
+            _finite(self.intensity_power) and 0 < self.intensity_power <= 2,
+            f"intensity power must be in (0, 2], got {self.intensity_power}",
+        )
+        _check(
+            self.overlap in ("residual", "candidates"),
+            f"overlap must be 'residual' or 'candidates', got {self.overlap!r}",
+        )
 
     def match_kwargs(self) -> dict[str, Any]:
         """Keywords of :func:`~napari_4dstem.analysis.acom.matching.iter_match_orientations` (besides the
         peaks, plans and calibration)."""
-        return {"n_matches": self.n_matches, "min_peaks": self.min_peaks,
-                "intensity_power": self.intensity_power, "overlap": self.overlap}
+        return {
+            "n_matches": self.n_matches,
+            "min_peaks": self.min_peaks,
+            "intensity_power": self.intensity_power,
+            "overlap": self.overlap,
+        }
 
     def changed(self) -> dict[str, Any]:
         # the crystals are always spelled out: a script that names no crystal would read as "any"

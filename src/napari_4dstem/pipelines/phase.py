@@ -59,29 +59,44 @@ class PhaseParams(_Params):
         for name in ("defocus_A", "astig_A", "astig_angle_deg", "cs_mm"):
             _check(_finite(getattr(self, name)), f"{name} must be a finite number, got {getattr(self, name)}")
         _check(isinstance(self.upsample, int) and self.upsample >= 1, f"upsample must be >= 1, got {self.upsample}")
-        _check(_finite(self.regularization) and self.regularization >= 0,
-               f"SSB regularization must be >= 0, got {self.regularization}")
-        _check(_finite(self.wdd_regularization) and self.wdd_regularization > 0,
-               f"WDD regularization must be > 0, got {self.wdd_regularization}")
+        _check(
+            _finite(self.regularization) and self.regularization >= 0,
+            f"SSB regularization must be >= 0, got {self.regularization}",
+        )
+        _check(
+            _finite(self.wdd_regularization) and self.wdd_regularization > 0,
+            f"WDD regularization must be > 0, got {self.wdd_regularization}",
+        )
         for name in ("iterations", "batch_size", "modes", "slices"):
             v = getattr(self, name)
             _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be >= 1, got {v}")
-        _check(_finite(self.slice_thickness_A) and self.slice_thickness_A > 0,
-               f"slice thickness must be > 0 A, got {self.slice_thickness_A}")
+        _check(
+            _finite(self.slice_thickness_A) and self.slice_thickness_A > 0,
+            f"slice thickness must be > 0 A, got {self.slice_thickness_A}",
+        )
         if self.scan_region is not None:
             r = tuple(int(v) for v in self.scan_region)
-            _check(len(r) == 4 and 0 <= r[0] < r[1] and 0 <= r[2] < r[3],
-                   f"scan_region must be (y0, y1, x0, x1) with y0 < y1, x0 < x1, got {self.scan_region}")
+            _check(
+                len(r) == 4 and 0 <= r[0] < r[1] and 0 <= r[2] < r[3],
+                f"scan_region must be (y0, y1, x0, x1) with y0 < y1, x0 < x1, got {self.scan_region}",
+            )
             object.__setattr__(self, "scan_region", r)
 
     def ptycho_params(self, snapshot_every: int = 1):
         from ..analysis.phase.ptycho import PtychoParams
 
         multi = self.method == "multislice-ptycho"
-        return PtychoParams(iterations=self.iterations, batch_size=self.batch_size, probe_modes=self.modes,
-                            position_correction=self.position_correction, slices=self.slices if multi else 1,
-                            slice_thickness_A=self.slice_thickness_A if multi else 0.0, device=self.device,
-                            threads=self.threads, snapshot_every=snapshot_every)
+        return PtychoParams(
+            iterations=self.iterations,
+            batch_size=self.batch_size,
+            probe_modes=self.modes,
+            position_correction=self.position_correction,
+            slices=self.slices if multi else 1,
+            slice_thickness_A=self.slice_thickness_A if multi else 0.0,
+            device=self.device,
+            threads=self.threads,
+            snapshot_every=snapshot_every,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,15 +138,22 @@ def iter_phase(
         cube = cube.crop(scan_y=slice(y0, y1), scan_x=slice(x0, x1))
         cal = cube.calibration
     recipe = _recipe("phase", dc, {"phase": p}, calibration, source)
-    probe = ProbeModel.from_calibration(cal, defocus_A=p.defocus_A, astig_A=p.astig_A,
-                                        astig_angle_deg=p.astig_angle_deg, cs_mm=p.cs_mm)
+    probe = ProbeModel.from_calibration(
+        cal, defocus_A=p.defocus_A, astig_A=p.astig_A, astig_angle_deg=p.astig_angle_deg, cs_mm=p.cs_mm
+    )
     par = None
     if p.method == "parallax" or p.fit_defocus:
         par = yield from iter_parallax(cube, probe=probe, calibration=cal, upsample=p.upsample)
         if p.method == "parallax":
             return PhaseResult((par.image,), par, None, recipe)
-        probe = ProbeModel(probe.energy_kev, probe.convergence_mrad, defocus_A=par.defocus_A, astig_A=par.astig_A,
-                           astig_angle_deg=par.astig_angle_deg, cs_mm=p.cs_mm)
+        probe = ProbeModel(
+            probe.energy_kev,
+            probe.convergence_mrad,
+            defocus_A=par.defocus_A,
+            astig_A=par.astig_A,
+            astig_angle_deg=par.astig_angle_deg,
+            cs_mm=p.cs_mm,
+        )
     if p.method == "ssb":
         from ..analysis.phase.ssb import iter_ssb
 
@@ -144,8 +166,9 @@ def iter_phase(
         return PhaseResult((phase_map,), par, None, recipe)
     from ..analysis.phase.ptycho import iter_ptychography
 
-    res = yield from iter_ptychography(cube, params=p.ptycho_params(snapshot_every), probe=probe, calibration=cal,
-                                       checkpoint=checkpoint)
+    res = yield from iter_ptychography(
+        cube, params=p.ptycho_params(snapshot_every), probe=probe, calibration=cal, checkpoint=checkpoint
+    )
     return PhaseResult(tuple(res.to_results()), par, res, recipe)
 
 

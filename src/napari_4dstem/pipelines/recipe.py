@@ -34,8 +34,9 @@ class InputRef:
     reshape_to: tuple[int, int] | None = None  # the scan shape analysed (e.g. set in the Scan shape dock)
 
     @classmethod
-    def of(cls, path: str | os.PathLike | None, *, kind: str = "datacube", scan_shape=None,
-           reshape_to=None) -> InputRef:
+    def of(
+        cls, path: str | os.PathLike | None, *, kind: str = "datacube", scan_shape=None, reshape_to=None
+    ) -> InputRef:
         if path is None:
             return cls(None, kind=kind)
         p = Path(path)
@@ -50,15 +51,26 @@ class InputRef:
         return cls(str(p.resolve()), size, mtime, kind, shape, to)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "size_bytes": self.size_bytes, "mtime_utc": self.mtime_utc,
-                "kind": self.kind, "scan_shape": list(self.scan_shape) if self.scan_shape else None,
-                "reshape_to": list(self.reshape_to) if self.reshape_to else None}
+        return {
+            "path": self.path,
+            "size_bytes": self.size_bytes,
+            "mtime_utc": self.mtime_utc,
+            "kind": self.kind,
+            "scan_shape": list(self.scan_shape) if self.scan_shape else None,
+            "reshape_to": list(self.reshape_to) if self.reshape_to else None,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InputRef:
         shape, to = d.get("scan_shape"), d.get("reshape_to")
-        return cls(d.get("path"), d.get("size_bytes"), d.get("mtime_utc"), d.get("kind", "datacube"),
-                   tuple(shape) if shape else None, tuple(to) if to else None)
+        return cls(
+            d.get("path"),
+            d.get("size_bytes"),
+            d.get("mtime_utc"),
+            d.get("kind", "datacube"),
+            tuple(shape) if shape else None,
+            tuple(to) if to else None,
+        )
 
 
 def _param_class(key: str):
@@ -67,16 +79,33 @@ def _param_class(key: str):
     from .imaging import DPCParams, VirtualImageParams
     from .phase import PhaseParams
 
-    return {"disks": DiskDetectionParams, "nn": NNDiskParams, "probe": ProbeSource, "strain": StrainParams,
-            "acom": ACOMParams, "virtual": VirtualImageParams, "dpc": DPCParams,
-            "calibrate": CalibrationParams, "classify": ClassificationParams,
-            "phase": PhaseParams}[key]
+    return {
+        "disks": DiskDetectionParams,
+        "nn": NNDiskParams,
+        "probe": ProbeSource,
+        "strain": StrainParams,
+        "acom": ACOMParams,
+        "virtual": VirtualImageParams,
+        "dpc": DPCParams,
+        "calibrate": CalibrationParams,
+        "classify": ClassificationParams,
+        "phase": PhaseParams,
+    }[key]
+
+
 _KEYWORD = {"disks": "detection", "nn": "detection"}
 _ARRAY_PROBE = "<image in memory>"
 _ARRAY_MASK = "<mask in memory>"  # pipelines.imaging: a mask detector not read from a file
-_WORKFLOW_FN = {"disks": "run_disks", "strain": "run_strain", "acom": "run_acom", "virtual": "run_virtual",
-                "dpc": "run_dpc", "calibrate": "run_calibrate", "classify": "run_classification",
-                "phase": "run_phase"}
+_WORKFLOW_FN = {
+    "disks": "run_disks",
+    "strain": "run_strain",
+    "acom": "run_acom",
+    "virtual": "run_virtual",
+    "dpc": "run_dpc",
+    "calibrate": "run_calibrate",
+    "classify": "run_classification",
+    "phase": "run_phase",
+}
 
 
 @dataclass(frozen=True)
@@ -106,8 +135,14 @@ class Recipe:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
         params = {k: _param_class(k).from_dict(v) for k, v in (d.get("params") or {}).items()}
-        return cls(d["workflow"], InputRef.from_dict(d["input"]), params, d.get("calibration"),
-                   d.get("software_version", "?"), d.get("created_utc", "?"))
+        return cls(
+            d["workflow"],
+            InputRef.from_dict(d["input"]),
+            params,
+            d.get("calibration"),
+            d.get("software_version", "?"),
+            d.get("created_utc", "?"),
+        )
 
     def _check_reproducible(self) -> None:
         if self.input.path is None:
@@ -160,8 +195,9 @@ class Recipe:
         if not p.exists():
             raise FileFormatError(p, "the input file of this result is not there (relocate the recipe)")
         if self.input.size_bytes is not None and p.is_file() and p.stat().st_size != self.input.size_bytes:
-            raise FileFormatError(p, f"the input file changed: {p.stat().st_size} bytes, the result was "
-                                     f"made from {self.input.size_bytes}")
+            raise FileFormatError(
+                p, f"the input file changed: {p.stat().st_size} bytes, the result was made from {self.input.size_bytes}"
+            )
         kw: dict[str, Any] = {}
         for k, v in self.params.items():
             kw[_KEYWORD.get(k, k)] = None if isinstance(v, ProbeSource) and v.path is None else v
@@ -180,10 +216,16 @@ class Recipe:
         if to is not None and tuple(dc.scan_shape) != tuple(to):
             dc = dc.reshape_scan(tuple(to))
         try:
-            fn = {"disks": bragg.iter_disks, "strain": bragg.iter_strain, "acom": acom.iter_acom,
-                  "virtual": imaging.iter_virtual, "dpc": imaging.iter_dpc,
-                  "calibrate": calibrate.iter_calibrate,
-                  "classify": classify.iter_classification, "phase": phase.iter_phase}[self.workflow]
+            fn = {
+                "disks": bragg.iter_disks,
+                "strain": bragg.iter_strain,
+                "acom": acom.iter_acom,
+                "virtual": imaging.iter_virtual,
+                "dpc": imaging.iter_dpc,
+                "calibrate": calibrate.iter_calibrate,
+                "classify": classify.iter_classification,
+                "phase": phase.iter_phase,
+            }[self.workflow]
             return (yield from fn(dc, source=self.input, **kw))
         finally:
             dc.close()
@@ -193,16 +235,24 @@ class Recipe:
         self._check_reproducible()
         cal = self.calibration
         names = {type(v).__name__ for v in self.params.values()}
-        fn = "strain_from_peaks" if (self.input.kind == "peaks" and self.workflow == "strain") else _WORKFLOW_FN[self.workflow]
+        fn = (
+            "strain_from_peaks"
+            if (self.input.kind == "peaks" and self.workflow == "strain")
+            else _WORKFLOW_FN[self.workflow]
+        )
         names |= {fn} | ({"read_peaks"} if self.input.kind == "peaks" else set())
         lines = [
             f"# made by napari-4dstem {self.software_version} ({self.workflow}, {self.created_utc})",
             f"# input: {self.input.path} ({self.input.size_bytes} bytes, modified {self.input.mtime_utc})",
         ]
-        top = [n for n in ("Calibration", "open_datacube")
-               if (n == "Calibration" and cal is not None) or (n == "open_datacube" and self.input.kind == "datacube")]
+        top = [
+            n
+            for n in ("Calibration", "open_datacube")
+            if (n == "Calibration" and cal is not None) or (n == "open_datacube" and self.input.kind == "datacube")
+        ]
         imports = ([f"from napari_4dstem import {', '.join(top)}"] if top else []) + [
-            f"from napari_4dstem.pipelines import {', '.join(sorted(names))}"]
+            f"from napari_4dstem.pipelines import {', '.join(sorted(names))}"
+        ]
         lines += [*imports, ""]
         kw = [f"{_KEYWORD.get(k, k)}={_script_of(v)}" for k, v in self.params.items()]
         if cal is not None:

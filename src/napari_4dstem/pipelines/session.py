@@ -106,8 +106,9 @@ class Session:
 
     def relocated(self, folder: str | os.PathLike) -> Session:
         """The session with every input (and probe) file looked up in ``folder``."""
-        return Session([SessionEntry(e.name, e.recipe.relocated(folder), e.saved_to) for e in self.entries],
-                       dict(self.settings))
+        return Session(
+            [SessionEntry(e.name, e.recipe.relocated(folder), e.saved_to) for e in self.entries], dict(self.settings)
+        )
 
     def rerun(self, progress: Callable | None = None) -> dict[str, Any]:
         """Make every result again from its input file: ``{name: result}``."""

@@ -108,12 +108,7 @@ def _log_factorial(k):
     # Stirling's series for log Gamma(n), n = k + 1 >= 33: error below 1e-13
     n = k + 1.0
     r = 1.0 / n
-    return (
-        (n - 0.5) * math.log(n)
-        - n
-        + 0.9189385332046728
-        + r * (1.0 / 12.0 - r * r * (1.0 / 360.0 - r * r / 1260.0))
-    )
+    return (n - 0.5) * math.log(n) - n + 0.9189385332046728 + r * (1.0 / 12.0 - r * r * (1.0 / 360.0 - r * r / 1260.0))
 
 
 @numba.njit(inline="always")
@@ -282,10 +277,7 @@ def warp_sample(pat, probe, label, ainv, cy, cx, sy, sx, o_pat, o_probe, o_lab):
                 w10 = fy * (1.0 - fx)
                 w11 = fy * fx
                 o_pat[i, j] = (
-                    w00 * pat[y0, x0]
-                    + w01 * pat[y0, x0 + 1]
-                    + w10 * pat[y0 + 1, x0]
-                    + w11 * pat[y0 + 1, x0 + 1]
+                    w00 * pat[y0, x0] + w01 * pat[y0, x0 + 1] + w10 * pat[y0 + 1, x0] + w11 * pat[y0 + 1, x0 + 1]
                 )
                 o_probe[i, j] = (
                     w00 * probe[y0, x0]
@@ -345,12 +337,7 @@ def bin2(img, h, w):
     out = np.empty((h, w), np.float32)
     for i in range(h):
         for j in range(w):
-            out[i, j] = (
-                img[2 * i, 2 * j]
-                + img[2 * i, 2 * j + 1]
-                + img[2 * i + 1, 2 * j]
-                + img[2 * i + 1, 2 * j + 1]
-            )
+            out[i, j] = img[2 * i, 2 * j] + img[2 * i, 2 * j + 1] + img[2 * i + 1, 2 * j] + img[2 * i + 1, 2 * j + 1]
     return out
 
 

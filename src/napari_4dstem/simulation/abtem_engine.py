@@ -124,17 +124,11 @@ class AbTEMEngine:
         if device not in ("cpu", "gpu"):
             raise Napari4DSTEMError(f"abTEM device must be 'cpu' or 'gpu', got {device!r}")
         if parametrization not in ("lobato", "kirkland"):
-            raise Napari4DSTEMError(
-                f"abTEM parametrization must be 'lobato' or 'kirkland', got {parametrization!r}"
-            )
+            raise Napari4DSTEMError(f"abTEM parametrization must be 'lobato' or 'kirkland', got {parametrization!r}")
         if scheduler not in ("synchronous", "threads"):
-            raise Napari4DSTEMError(
-                f"scheduler must be 'synchronous' or 'threads', got {scheduler!r}"
-            )
+            raise Napari4DSTEMError(f"scheduler must be 'synchronous' or 'threads', got {scheduler!r}")
         if fft_planning not in ("estimate", "measure"):
-            raise Napari4DSTEMError(
-                f"fft_planning must be 'estimate' or 'measure', got {fft_planning!r}"
-            )
+            raise Napari4DSTEMError(f"fft_planning must be 'estimate' or 'measure', got {fft_planning!r}")
         self.fft_planning = fft_planning
         self.device = device
         self.threads = max(1, int(threads))
@@ -162,8 +156,7 @@ class AbTEMEngine:
                     raise RuntimeError("no CUDA device")
             except Exception as e:  # ImportError, or a CUDA runtime error
                 warnings.warn(
-                    f"abTEM device 'gpu' needs cupy with a working CUDA device ({e}); "
-                    "running on the CPU",
+                    f"abTEM device 'gpu' needs cupy with a working CUDA device ({e}); running on the CPU",
                     AbTEMDeviceWarning,
                     stacklevel=3,
                 )
@@ -272,9 +265,7 @@ class AbTEMEngine:
             )
             dp = np.asarray(measured.compute(**dask_kw).to_cpu().array, dtype=np.float64)
             vacuum = probe.build(scan=abtem.CustomScan([[L / 2, L / 2]]), lazy=False)
-            vac = np.asarray(
-                vacuum.diffraction_patterns(max_angle="full").to_cpu().array, np.float64
-            )
+            vac = np.asarray(vacuum.diffraction_patterns(max_angle="full").to_cpu().array, np.float64)
         # (exit planes, positions, kx, ky); abTEM drops length-1 axes of the ensemble
         n_pos = len(request.probe_positions_A)
         dp = dp.reshape(len(planes), n_pos, N, N)

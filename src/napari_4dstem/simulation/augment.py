@@ -308,9 +308,7 @@ def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     return _k.gaussian_blur(img, float(sigma), 3.0, np.empty_like(img))
 
 
-def plasmon_background(
-    probe: np.ndarray, *, width_inv_A: float, pixel_size_inv_A: float, origin_px
-) -> np.ndarray:
+def plasmon_background(probe: np.ndarray, *, width_inv_A: float, pixel_size_inv_A: float, origin_px) -> np.ndarray:
     """A 2D Lorentzian ``1 / (k^2 + width^2)`` convolved with the probe, summing to 1.
 
     The Lorentzian is centred on the beam and the result normalised over the detector.
@@ -455,9 +453,7 @@ def augment(
         label_w,
     )
     lam = _gaussian_blur(pat_w, aug.blur_sigma_px)
-    counts = _k.count_noise(
-        lam, aug.dose_e, int(rng.integers(0, 2**63 - 1)), float(aug.read_noise), np.empty_like(lam)
-    )
+    counts = _k.count_noise(lam, aug.dose_e, int(rng.integers(0, 2**63 - 1)), float(aug.read_noise), np.empty_like(lam))
     n = counts.size
     flat = counts.reshape(-1)
     top = float(max(flat.max(), 1.0))
@@ -483,9 +479,7 @@ def augment(
         counts[mask] = 0.0
     qy = qx = None
     if bragg_qy is not None and bragg_qx is not None:
-        pts = warp_points(
-            np.stack([bragg_qy, bragg_qx], -1), matrix=A, shift_px=aug.shift_px, origin_px=c
-        )
+        pts = warp_points(np.stack([bragg_qy, bragg_qx], -1), matrix=A, shift_px=aug.shift_px, origin_px=c)
         qy, qx = pts[:, 0], pts[:, 1]
     return AugmentedSample(counts, probe_w, label_w, qy, qx, A, aug.shift_px, mask, aug)
 

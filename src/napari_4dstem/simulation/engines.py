@@ -303,9 +303,7 @@ def box_geometry(
     if request.box_multiple is None and m % 2 == 0:
         m += 1
     if m % 2 == 0:
-        raise SamplingError(
-            f"box_multiple must be odd (got {m}) so that binned pixels stay centred on the beam"
-        )
+        raise SamplingError(f"box_multiple must be odd (got {m}) so that binned pixels stay centred on the beam")
     L = m / px
     if L < probe_extent:
         raise SamplingError(
@@ -384,21 +382,14 @@ def atoms_in_box(
     frac_all = (cells[:, None, :] + crystal.positions[None]).reshape(-1, 3)
     xyz = frac_all @ crystal.lattice @ M.T + centre
     inside = (
-        (xyz[:, 0] >= 0)
-        & (xyz[:, 0] < Lx)
-        & (xyz[:, 1] >= 0)
-        & (xyz[:, 1] < Ly)
-        & (xyz[:, 2] >= 0)
-        & (xyz[:, 2] < t)
+        (xyz[:, 0] >= 0) & (xyz[:, 0] < Lx) & (xyz[:, 1] >= 0) & (xyz[:, 1] < Ly) & (xyz[:, 2] >= 0) & (xyz[:, 2] < t)
     )
     n_at = len(crystal.numbers)
     idx = np.nonzero(inside)[0] % n_at
     return crystal.numbers[idx], xyz[inside], crystal.occupancy[idx], crystal.b_iso[idx]
 
 
-def bin_to_grid(
-    pattern_centred: np.ndarray, *, multiple: int, shape: tuple[int, int]
-) -> np.ndarray:
+def bin_to_grid(pattern_centred: np.ndarray, *, multiple: int, shape: tuple[int, int]) -> np.ndarray:
     """Crop a centred (fftshifted) engine pattern and bin it ``m x m`` onto the detector grid.
 
     Input origin at ``(N // 2, N // 2)`` with reciprocal pixel ``pixel / m``; output origin at
@@ -524,9 +515,7 @@ def box_result(
     )
 
 
-def vacuum_probe_image(
-    request: SimulationRequest, *, L: float, N: int, multiple: int
-) -> np.ndarray:
+def vacuum_probe_image(request: SimulationRequest, *, L: float, N: int, multiple: int) -> np.ndarray:
     """The vacuum probe on the detector grid.
 
     Parameters
@@ -606,9 +595,7 @@ def get_engine(name: str, **options) -> Engine:
     return eng
 
 
-def simulate_cbed(
-    crystal: Crystal, *, engine: str | Engine = "kinematic", **request_options
-) -> SimulationResult:
+def simulate_cbed(crystal: Crystal, *, engine: str | Engine = "kinematic", **request_options) -> SimulationResult:
     """Simulate CBED patterns of ``crystal``: a :class:`SimulationRequest` run by ``engine``.
 
     Parameters

@@ -10,7 +10,8 @@ with ``F_g`` the electron structure factor in Angstrom (Peng 1996 scattering fac
 :mod:`napari_4dstem.analysis.crystal.structure`), ``V`` the cell volume and ``gamma`` the relativistic
 factor. Where the kinematic total ``S = sum I_g`` nears or passes 1 (thick or heavy crystals)
 the intensities are scaled by ``(1 - exp(-S)) / S`` so the scattered total stays below the
-beam (a bookkeeping fix, not dynamical theory). The pattern is ``(1 - sum I_g) P(k) + sum I_g P(k - g)`` with ``P`` the vacuum probe
+beam (a bookkeeping fix, not dynamical theory). The pattern is ``(1 - sum I_g) P(k) + sum I_g P(k - g)``
+with ``P`` the vacuum probe
 (a disk of radius ``alpha / lambda`` with a 0.5 px logistic edge, summing to 1): disks add
 incoherently, there are no rocking-curve fringes inside a disk and no dynamical coupling, so
 it is a good model for thin crystals only.
@@ -272,9 +273,7 @@ class KinematicEngine:
         # amplitude that makes a rendered soft disk (peak value ~1) sum to 1
         peak = (
             1.0
-            / render_disks_clipped(
-                np.array([origin]), np.ones((1, 1)), (H, W), radius_px=R, edge_px=self.edge_px
-            ).sum()
+            / render_disks_clipped(np.array([origin]), np.ones((1, 1)), (H, W), radius_px=R, edge_px=self.edge_px).sum()
         )
         refl = excited_reflections(request, margin_px=R + 4)
         keep = refl.intensity.max(axis=0) > self.min_intensity

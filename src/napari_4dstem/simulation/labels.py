@@ -73,9 +73,7 @@ class LabelResult:
         }
 
 
-def render_peaks(
-    centers: np.ndarray, heights: np.ndarray, shape: tuple[int, int], *, sigma_px: float
-) -> np.ndarray:
+def render_peaks(centers: np.ndarray, heights: np.ndarray, shape: tuple[int, int], *, sigma_px: float) -> np.ndarray:
     """Gaussian peaks of the given heights at sub-pixel ``centers`` (n, 2) (k_y, k_x).
 
     Parameters

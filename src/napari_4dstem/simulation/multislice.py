@@ -92,9 +92,7 @@ class MultisliceEngine:
 
     name = "multislice"
 
-    def __init__(
-        self, *, device: str | None = None, max_batch: int = 64, band_potential: bool = False
-    ):
+    def __init__(self, *, device: str | None = None, max_batch: int = 64, band_potential: bool = False):
         """Store the settings (torch is imported only when simulating)."""
         self.device = device
         self.max_batch = int(max_batch)
@@ -191,9 +189,7 @@ class MultisliceEngine:
             a, bcoef = peng_coefficients(int(z_))
             bb = bcoef[None, None, :] + (0.0 if thermal else b_)
             f = np.sum(a * np.exp(-bb * q2[..., None] / 4.0), axis=-1)
-            form.append(
-                torch.as_tensor((gamma * lam / (L * L)) * f, dtype=torch.complex64, device=dev)
-            )
+            form.append(torch.as_tensor((gamma * lam / (L * L)) * f, dtype=torch.complex64, device=dev))
         props = {}
         for dz in {round(d, 9) for d in dzs}:
             p = np.exp(-1j * math.pi * lam * dz * q2)
@@ -211,22 +207,13 @@ class MultisliceEngine:
                 r = r + rng.normal(size=r.shape) * u[:, None]
             sl = np.searchsorted(bounds, r[:, 2], side="right")  # slice index of each atom
             sl = np.minimum(sl, len(bounds) - 1)
-            trans = self._transmissions(
-                r, occ, sl, gkey, len(bounds), form, qt, L, N, band, dev, self.band_potential
-            )
+            trans = self._transmissions(r, occ, sl, gkey, len(bounds), form, qt, L, N, band, dev, self.band_potential)
             for a in range(0, n_pos, self.max_batch):
                 pb = pos[a : a + self.max_batch]
                 shift = np.exp(
-                    -2j
-                    * math.pi
-                    * (
-                        q[None, :, None] * pb[:, 0, None, None]
-                        + q[None, None, :] * pb[:, 1, None, None]
-                    )
+                    -2j * math.pi * (q[None, :, None] * pb[:, 0, None, None] + q[None, None, :] * pb[:, 1, None, None])
                 )
-                psi = torch.fft.ifft2(
-                    torch.as_tensor(psi_k0[None] * shift, dtype=torch.complex64, device=dev)
-                )
+                psi = torch.fft.ifft2(torch.as_tensor(psi_k0[None] * shift, dtype=torch.complex64, device=dev))
                 for j, dz in enumerate(dzs):
                     psi = torch.fft.ifft2(torch.fft.fft2(psi * trans[j]) * props[round(dz, 9)])
                     if j in record:
@@ -280,9 +267,7 @@ class MultisliceEngine:
             idx = np.full((n_slices, max(1, int(counts.max()))), -1, np.int64)
             idx[s_sorted, np.arange(len(order)) - starts[s_sorted]] = order
             padded.append(idx)
-        rt = torch.as_tensor(
-            np.concatenate([r[:, :2], [[0.0, 0.0]]]), dtype=torch.float64, device=dev
-        )
+        rt = torch.as_tensor(np.concatenate([r[:, :2], [[0.0, 0.0]]]), dtype=torch.float64, device=dev)
         wt = torch.as_tensor(np.concatenate([occ, [0.0]]), dtype=torch.float32, device=dev)
         n_atoms = len(r)
         # memory of one chunk: the phase matrices (chunk, width, nb) x 2 and (chunk, N, N) x 3
@@ -294,9 +279,7 @@ class MultisliceEngine:
         def phase(coord):
             # exp(-2 pi i n x / L) for the in-band n; argument reduced mod 1 in float64
             frac = torch.remainder(coord[..., None] * q_in / L, 1.0)
-            return torch.polar(
-                torch.ones_like(frac, dtype=torch.float32), (-2 * math.pi * frac).float()
-            )
+            return torch.polar(torch.ones_like(frac, dtype=torch.float32), (-2 * math.pi * frac).float())
 
         for a in range(0, n_slices, chunk):
             b = min(n_slices, a + chunk)

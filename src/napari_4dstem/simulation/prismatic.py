@@ -267,9 +267,7 @@ class PrismaticEngine:
                         meta.go()
                     cbed = self._read(tmp, base.name, version)
                     if cbed.shape != (N, N):
-                        raise RuntimeError(
-                            f"Prismatic wrote a {cbed.shape} pattern, expected {N}x{N}"
-                        )
+                        raise RuntimeError(f"Prismatic wrote a {cbed.shape} pattern, expected {N}x{N}")
                     centred = np.fft.fftshift(cbed)
                     out[it, ip] = bin_to_grid(centred, multiple=m, shape=(H, W))
                     for p in tmp.glob(base.name + "*"):

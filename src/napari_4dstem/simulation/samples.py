@@ -234,9 +234,9 @@ def make_strained_crystal(
         ],
         axis=-1,
     )  # (ny, nx, 2) as (k_y, k_x)
-    centers = np.concatenate(
-        [origin[:, :, None, :], origin[:, :, None, :] + g_def[..., ::-1]], axis=2
-    ).reshape(ny * nx, -1, 2)
+    centers = np.concatenate([origin[:, :, None, :], origin[:, :, None, :] + g_def[..., ::-1]], axis=2).reshape(
+        ny * nx, -1, 2
+    )
     intens = np.concatenate([[central_counts], inten])
     lam = render_disks(centers, intens, detector_shape, disk_radius_px, edge_px) + background_counts
     data = rng.poisson(lam).astype(np.uint16) if noise else lam.astype(np.float32)
@@ -245,17 +245,26 @@ def make_strained_crystal(
     k_pix = 0.01  # 1/A per pixel: the lattice spacing 24 px is 0.24 1/A (d = 4.17 A)
     conv_mrad = disk_radius_px * k_pix * 1000 * electron_wavelength_A(300.0)
     cal = Calibration(
-        scan_step=(1.0, 1.0), scan_units="nm", k_pixel_size=k_pix, k_units="1/A",
-        beam_energy_kev=300.0, convergence_semiangle_mrad=round(conv_mrad, 4),
+        scan_step=(1.0, 1.0),
+        scan_units="nm",
+        k_pixel_size=k_pix,
+        k_units="1/A",
+        beam_energy_kev=300.0,
+        convergence_semiangle_mrad=round(conv_mrad, 4),
     )
     params = {
         "generator": "napari_4dstem.simulation.samples.make_strained_crystal",
-        "seed": seed, "noise": "poisson" if noise else "none",
-        "spacing_px": spacing_px, "lattice_angle_deg": lattice_angle_deg,
-        "disk_radius_px": disk_radius_px, "edge_px": edge_px,
-        "central_counts_per_px": central_counts, "bragg_counts_per_px": tuple(bragg_counts),
+        "seed": seed,
+        "noise": "poisson" if noise else "none",
+        "spacing_px": spacing_px,
+        "lattice_angle_deg": lattice_angle_deg,
+        "disk_radius_px": disk_radius_px,
+        "edge_px": edge_px,
+        "central_counts_per_px": central_counts,
+        "bragg_counts_per_px": tuple(bragg_counts),
         "background_counts_per_px": background_counts,
-        "g1_ref_px_yx": (float(g1[1]), float(g1[0])), "g2_ref_px_yx": (float(g2[1]), float(g2[0])),
+        "g1_ref_px_yx": (float(g1[1]), float(g1[0])),
+        "g2_ref_px_yx": (float(g2[1]), float(g2[0])),
         "reference_region": "scan_y < scan_y_size/4 and scan_x < scan_x_size/4",
         "strain_convention": "true strain, F = R(theta)(I + e), g' = F^-T g, scan frame x=k_x y=k_y",
     }
@@ -266,8 +275,11 @@ def make_strained_crystal(
     probe = rng.poisson(16 * probe_lam).astype(np.uint16) if noise else (16 * probe_lam).astype(np.float32)
     truth_strain = RealSpaceMap(
         np.stack([s["e_xx"], s["e_yy"], s["e_xy"], s["theta"]], axis=-1),
-        name="truth_strain", units="", channels=("e_xx", "e_yy", "e_xy", "theta_rad"),
-        calibration=cal, params=params,
+        name="truth_strain",
+        units="",
+        channels=("e_xx", "e_yy", "e_xy", "theta_rad"),
+        calibration=cal,
+        params=params,
     )
     truth_origin = RealSpaceMap(
         origin, name="truth_origin", units="px", channels=("k_y", "k_x"), calibration=cal, params=params
@@ -280,11 +292,18 @@ def make_strained_crystal(
         axis=-1,
     )
     truth_lattice = RealSpaceMap(
-        g_maps, name="truth_lattice", units="px", channels=("g1_y", "g1_x", "g2_y", "g2_x"),
-        calibration=cal, params=params,
+        g_maps,
+        name="truth_lattice",
+        units="px",
+        channels=("g1_y", "g1_x", "g2_y", "g2_x"),
+        calibration=cal,
+        params=params,
     )
     probe_im = DiffractionImage(
-        probe, name="probe", units="counts", calibration=cal,
+        probe,
+        name="probe",
+        units="counts",
+        calibration=cal,
         params={"description": "vacuum probe, 16 frames summed, centred on the detector"},
     )
     return Sample(dc, probe_im, (truth_strain, truth_origin, truth_lattice), "strained single crystal")
@@ -453,10 +472,7 @@ def make_polycrystal_au(
             Us.append(random_rotations(1, rng)[0])
     Us = np.array(Us)
     kmax = (0.5 * min(qy, qx) - radius_px - 2) * k_pixel_size
-    spots = [
-        kinematic_au_spots(U, energy_kev=energy_kev, kmax_inv_A=kmax, thickness_A=10 * thickness_nm)
-        for U in Us
-    ]
+    spots = [kinematic_au_spots(U, energy_kev=energy_kev, kmax_inv_A=kmax, thickness_A=10 * thickness_nm) for U in Us]
     n_max = max(len(g) for g, _ in spots)
     origin = np.array([qy / 2 - 0.4, qx / 2 + 0.3])
     cen = np.full((n_grains, n_max + 1, 2), np.nan)
@@ -475,16 +491,24 @@ def make_polycrystal_au(
     data = rng.poisson(lam_maps).astype(np.uint16) if noise else lam_maps.astype(np.float32)
     data = data.reshape(ny, nx, qy, qx)
     cal = Calibration(
-        scan_step=(2.0, 2.0), scan_units="nm", k_pixel_size=k_pixel_size, k_units="1/A",
-        beam_energy_kev=energy_kev, convergence_semiangle_mrad=convergence_mrad,
+        scan_step=(2.0, 2.0),
+        scan_units="nm",
+        k_pixel_size=k_pixel_size,
+        k_units="1/A",
+        beam_energy_kev=energy_kev,
+        convergence_semiangle_mrad=convergence_mrad,
     )
     params = {
         "generator": "napari_4dstem.simulation.samples.make_polycrystal_au",
-        "seed": seed, "noise": "poisson" if noise else "none",
+        "seed": seed,
+        "noise": "poisson" if noise else "none",
         "crystal": "fcc Au, a = 4.0782 A, Fm-3m",
         "scattering_factor": "screened Coulomb (Wentzel, Thomas-Fermi radius)",
-        "thickness_nm": thickness_nm, "energy_kev": energy_kev, "convergence_mrad": convergence_mrad,
-        "central_counts_per_px": central_counts, "bragg_peak_counts_per_px": bragg_peak_counts,
+        "thickness_nm": thickness_nm,
+        "energy_kev": energy_kev,
+        "convergence_mrad": convergence_mrad,
+        "central_counts_per_px": central_counts,
+        "bragg_peak_counts_per_px": bragg_peak_counts,
         "origin_px_yx": tuple(float(o) for o in origin),
         "orientation_convention": "U maps crystal Cartesian to lab (x = k_x, y = k_y, z = beam)",
         "orientation_matrices": Us.reshape(n_grains, 9),
@@ -494,11 +518,18 @@ def make_polycrystal_au(
     probe = rng.poisson(16 * probe_lam).astype(np.uint16) if noise else (16 * probe_lam).astype(np.float32)
     truth_grain = RealSpaceMap(grain.astype(np.int32), name="truth_grain", units="", calibration=cal, params=params)
     truth_U = RealSpaceMap(
-        Us[grain].reshape(ny, nx, 9), name="truth_orientation", units="",
-        channels=tuple(f"U{i}{j}" for i in range(1, 4) for j in range(1, 4)), calibration=cal, params=params,
+        Us[grain].reshape(ny, nx, 9),
+        name="truth_orientation",
+        units="",
+        channels=tuple(f"U{i}{j}" for i in range(1, 4) for j in range(1, 4)),
+        calibration=cal,
+        params=params,
     )
     probe_im = DiffractionImage(
-        probe, name="probe", units="counts", calibration=cal,
+        probe,
+        name="probe",
+        units="counts",
+        calibration=cal,
         params={"description": "vacuum probe, 16 frames summed"},
     )
     return Sample(dc, probe_im, (truth_grain, truth_U), "polycrystalline fcc gold")

@@ -132,9 +132,7 @@ def write_shard(
         raise DataShapeError(f"patterns must be (n, H, W), got {patterns.shape}")
     n = patterns.shape[0]
     if probes.shape != patterns.shape or labels.shape != patterns.shape:
-        raise DataShapeError(
-            f"patterns {patterns.shape}, probes {probes.shape} and labels {labels.shape} must match"
-        )
+        raise DataShapeError(f"patterns {patterns.shape}, probes {probes.shape} and labels {labels.shape} must match")
     if len(bragg) != n:
         raise DataShapeError(f"{n} patterns need {n} Bragg lists, got {len(bragg)}")
     unknown = set(meta) - set(SHARD_META_FIELDS)
@@ -148,10 +146,10 @@ def write_shard(
         return np.concatenate(parts) if parts else np.zeros((0, *tail), dtype)
 
     with atomic_output(path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs.update(format=SHARD_FORMAT, version=SHARD_VERSION, engine=engine, n=n,
-                       shape=patterns.shape[1:], complete=False)
-        opts = {"chunks": (1, *patterns.shape[1:]), "compression": "gzip", "compression_opts": 1,
-                "shuffle": True}
+        f.attrs.update(
+            format=SHARD_FORMAT, version=SHARD_VERSION, engine=engine, n=n, shape=patterns.shape[1:], complete=False
+        )
+        opts = {"chunks": (1, *patterns.shape[1:]), "compression": "gzip", "compression_opts": 1, "shuffle": True}
         f.create_dataset("patterns", data=patterns, **opts)
         f.create_dataset("probes", data=probes, **opts)
         f.create_dataset("labels", data=labels, **opts)
@@ -227,8 +225,11 @@ class ShardSet:
             except (OSError, ValueError, KeyError) as e:
                 self.skipped.append((p, str(e)))
         if not self.files:
-            raise FileFormatError(source if not isinstance(source, list) else ", ".join(map(str, source)),
-                                  "no complete training shards", "run `napari-4dstem simulate` first")
+            raise FileFormatError(
+                source if not isinstance(source, list) else ", ".join(map(str, source)),
+                "no complete training shards",
+                "run `napari-4dstem simulate` first",
+            )
         self._starts = np.concatenate([[0], np.cumsum(self.counts)])
 
     def __len__(self) -> int:

@@ -390,9 +390,7 @@ class _Pool:
 
             self.ex = ProcessPoolExecutor(max(1, workers), mp_context=mp.get_context("spawn"))
         elif executor != "serial":
-            raise Napari4DSTEMError(
-                f"executor must be 'serial', 'threads' or 'processes', got {executor!r}"
-            )
+            raise Napari4DSTEMError(f"executor must be 'serial', 'threads' or 'processes', got {executor!r}")
 
     def submit(self, fn, *args):
         if self.client is not None:
@@ -518,9 +516,7 @@ def simulate_training_set(
             todo.append(manifest["shards"].index(entry))
     total = spec.n_patterns
     done = total - sum(manifest["shards"][k]["n"] for k in todo)
-    yield Progress(
-        done, total, f"{len(skipped)} shards already complete" if skipped else "simulating"
-    )
+    yield Progress(done, total, f"{len(skipped)} shards already complete" if skipped else "simulating")
 
     pool = _Pool(workers, executor, client)
     window = max(2, 2 * workers)
@@ -557,9 +553,7 @@ def simulate_training_set(
         pool.close(cancel=cancelled)
     manifest["complete"] = True
     write_manifest(root, manifest)
-    return TrainingSetResult(
-        root, spec.n_patterns, tuple(written), tuple(skipped), time.perf_counter() - t0
-    )
+    return TrainingSetResult(root, spec.n_patterns, tuple(written), tuple(skipped), time.perf_counter() - t0)
 
 
 def _write(root: Path, name: str, items: Sequence[dict[str, Any]]) -> None:

@@ -41,9 +41,9 @@ class CubePicker(QComboBox):
 
     def refresh(self, event=None) -> None:
         names = [
-            lyr.name for lyr in self.viewer.layers
-            if getattr(lyr, "ndim", 0) == 4 and getattr(lyr, "rgb", False) is False
-            and hasattr(lyr, "contrast_limits")
+            lyr.name
+            for lyr in self.viewer.layers
+            if getattr(lyr, "ndim", 0) == 4 and getattr(lyr, "rgb", False) is False and hasattr(lyr, "contrast_limits")
         ]
         if names == [self.itemText(i) for i in range(self.count())]:
             return
@@ -103,8 +103,17 @@ class JobRunner:
         return self.worker is not None
 
     def start(
-        self, job_fn, *args, desc: str, on_done, total: int | None = None, eta: bool = False,
-        on_progress=None, on_finished=None, partials: PartialMaps | None = None, **kwargs,
+        self,
+        job_fn,
+        *args,
+        desc: str,
+        on_done,
+        total: int | None = None,
+        eta: bool = False,
+        on_progress=None,
+        on_finished=None,
+        partials: PartialMaps | None = None,
+        **kwargs,
     ) -> bool:
         """Start the job ``job_fn(*args, **kwargs)`` (a generator function); False (and a
         message) when a job is running.
@@ -142,12 +151,15 @@ class JobRunner:
                 _done(result)
 
         self.worker = create_worker(
-            _drive, self._job,
+            _drive,
+            self._job,
             _progress=progress,
-            _connect={"yielded": [self._on_progress] + ([on_progress] if on_progress else []),
-                      "returned": on_done,
-                      "errored": self.error,
-                      "finished": [self._finished] + ([on_finished] if on_finished else [])},
+            _connect={
+                "yielded": [self._on_progress] + ([on_progress] if on_progress else []),
+                "returned": on_done,
+                "errored": self.error,
+                "finished": [self._finished] + ([on_finished] if on_finished else []),
+            },
         )
         return True
 
@@ -169,7 +181,7 @@ class JobRunner:
             self.progress_bar.setFormat(f"{p.message}: %p%")
 
     def _eta_text(self, p) -> str:
-        """"message: done / total, ETA m:ss", the rate measured from the first report (steps
+        """ "message: done / total, ETA m:ss", the rate measured from the first report (steps
         already done when the job starts, e.g. on resume, are not counted as fast work)."""
         now = time.perf_counter()
         t0, first, phase = self._eta
@@ -290,8 +302,14 @@ class PartialMaps:
         try:
             v = self._viewer()
             update = pm.name in v.layers  # else napari builds the layer (its floor: 0.2-0.4 s)
-            lyr = show_map(v, pm.name, pm.data, self._cal,
-                           colormap=self.colormaps.get(pm.name, "viridis"), contrast_limits=pm.limits)
+            lyr = show_map(
+                v,
+                pm.name,
+                pm.data,
+                self._cal,
+                colormap=self.colormaps.get(pm.name, "viridis"),
+                contrast_limits=pm.limits,
+            )
             lyr.visible = True  # a map of an earlier run may have been hidden
         except Exception as e:  # a viewer closed under a running job: the job goes on unseen
             from .log import log_error
@@ -350,9 +368,10 @@ class FileJobs:
         owner = self.status
         slot = {"returned": guarded(owner, on_done)} if on_done is not None else {}
         worker = create_worker(
-            fn, *args, **kwargs,
-            _connect={**slot, "errored": guarded(owner, self.on_error),
-                      "finished": lambda: self._finished(worker)},
+            fn,
+            *args,
+            **kwargs,
+            _connect={**slot, "errored": guarded(owner, self.on_error), "finished": lambda: self._finished(worker)},
         )
         self.workers.append(worker)
         return worker
@@ -445,6 +464,7 @@ def is_deleted(obj) -> bool:
 def guarded(owner, fn):
     """``fn`` that does nothing once the Qt object ``owner`` is deleted: for worker results
     that arrive after their dock was closed (or its viewer, at the end of a test)."""
+
     def call(*args, **kwargs):
         if is_deleted(owner):
             return None
@@ -494,7 +514,9 @@ class LatestRunner:
         if owner is not None:
             on_result, on_error = guarded(owner, on_result), guarded(owner, on_error)
         self.worker = create_worker(
-            fn, *args, **kwargs,
+            fn,
+            *args,
+            **kwargs,
             _connect={"returned": on_result, "errored": on_error, "finished": self._finished},
         )
 

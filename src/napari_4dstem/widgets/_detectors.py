@@ -6,7 +6,8 @@ in the Real space dock. Its image is the imaging pipeline's result (``iter_virtu
 detector) computed in a worker, newest edit wins, one runner per detector; each detector has
 its own response (Sum, Mean, Max, Std, CoM, iCoM, divergence, curl: the dock's
 ``detector_response``), chosen in a row of the dock, and a new choice recomputes only its
-image. Deleting the Shapes layer removes the detector. The Virtual imaging dock offers the extras in its RGB composite and
+image. Deleting the Shapes layer removes the detector. The Virtual imaging dock offers the extras in its RGB
+composite and
 keeps them in sessions.
 """
 
@@ -41,8 +42,11 @@ def _image_job(dc, det: Detector, cal, source, response: str = "Sum"):
         from .virtual import detector_response
 
         return (yield from detector_response(dc, det, cal, response))
-    return (yield from iter_virtual(dc, virtual=VirtualImageParams(detectors=(det,)), calibration=cal,
-                                    source=source, detectors=(det,)))
+    return (
+        yield from iter_virtual(
+            dc, virtual=VirtualImageParams(detectors=(det,)), calibration=cal, source=source, detectors=(det,)
+        )
+    )
 
 
 def image_of(result) -> np.ndarray:
@@ -91,16 +95,22 @@ class ExtraDetectors:
         from .virtual import RESPONSES, detector_to_shapes
 
         if type(det) not in _KINDS:
-            raise Napari4DSTEMError("only disk, annulus, rectangle, point and wedge detectors can be added "
-                                    "(masks: one at a time, as the live detector)")
+            raise Napari4DSTEMError(
+                "only disk, annulus, rectangle, point and wedge detectors can be added "
+                "(masks: one at a time, as the live detector)"
+            )
         self._count += 1
         name = f"detector {self._count}"
         color = COLORS[(self._count - 1) % len(COLORS)]
         cal = self.dock.datacube()[1]
         data, types = detector_to_shapes(det)
         layer = self.dock.viewer.add_shapes(
-            list(zip(data, types, strict=True)), name=name, edge_color=color, face_color="transparent",
-            edge_width=1, **cal.napari_kwargs("k"),
+            list(zip(data, types, strict=True)),
+            name=name,
+            edge_color=color,
+            face_color="transparent",
+            edge_width=1,
+            **cal.napari_kwargs("k"),
         )
         runner = LatestRunner(lambda res, n=name: self._on_image(n, res), self._on_error)
         combo = QComboBox()
@@ -142,9 +152,13 @@ class ExtraDetectors:
         if item is None or not len(item.layer.data):
             return
         try:
-            det = shapes_to_detector(_KINDS[type(item.detector)], list(item.layer.data),
-                                     list(item.layer.shape_type), self.dock.datacube()[0].detector_shape,
-                                     current=item.detector)
+            det = shapes_to_detector(
+                _KINDS[type(item.detector)],
+                list(item.layer.data),
+                list(item.layer.shape_type),
+                self.dock.datacube()[0].detector_shape,
+                current=item.detector,
+            )
         except (Napari4DSTEMError, ValueError) as e:
             self.dock.status.setText(f"{name}: {e}")
             return

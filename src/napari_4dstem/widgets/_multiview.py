@@ -16,8 +16,12 @@ import weakref
 from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtWidgets import QDockWidget, QSplitter, QVBoxLayout, QWidget
 
-_AREAS = {"left": Qt.DockWidgetArea.LeftDockWidgetArea, "right": Qt.DockWidgetArea.RightDockWidgetArea,
-          "top": Qt.DockWidgetArea.TopDockWidgetArea, "bottom": Qt.DockWidgetArea.BottomDockWidgetArea}
+_AREAS = {
+    "left": Qt.DockWidgetArea.LeftDockWidgetArea,
+    "right": Qt.DockWidgetArea.RightDockWidgetArea,
+    "top": Qt.DockWidgetArea.TopDockWidgetArea,
+    "bottom": Qt.DockWidgetArea.BottomDockWidgetArea,
+}
 
 # model -> weak reference to its EmbeddedViewer: the dock's Qt parent keeps the widget alive, and
 # nothing of ours may (the widget holds the model: a strong value here would never be freed)
@@ -76,8 +80,9 @@ def embed_viewer(main_viewer, title: str, *, area: str = "right"):
     bar on (units from its layers)."""
     model, widget = make_embedded(main_viewer, title)
     qt_window = main_viewer.window._qt_window
-    others = [d for d in qt_window.findChildren(QDockWidget)
-              if d.isVisible() and qt_window.dockWidgetArea(d) == _AREAS[area]]
+    others = [
+        d for d in qt_window.findChildren(QDockWidget) if d.isVisible() and qt_window.dockWidgetArea(d) == _AREAS[area]
+    ]
     dock = main_viewer.window.add_dock_widget(widget, name=title, area=area)
     if others:  # beside the analysis docks of that side, not squeezed under them
         qt_window.splitDockWidget(others[0], dock, Qt.Orientation.Horizontal)

@@ -42,8 +42,14 @@ def probe_of_layer(layer) -> Any:
     return np.asarray(layer.data, dtype=np.float64)
 
 
-def result_metadata(obj: RealSpaceMap | DiffractionImage, *, channel: str | None = None,
-                    units: str | None = None, rgb: bool = False, recipe=None) -> dict[str, Any]:
+def result_metadata(
+    obj: RealSpaceMap | DiffractionImage,
+    *,
+    channel: str | None = None,
+    units: str | None = None,
+    rgb: bool = False,
+    recipe=None,
+) -> dict[str, Any]:
     """Layer metadata for a result (or one channel of a stack): what the writer saves back;
     ``recipe`` (a pipelines.Recipe) goes into its parameters."""
     return {
@@ -51,8 +57,11 @@ def result_metadata(obj: RealSpaceMap | DiffractionImage, *, channel: str | None
             "kind": "diffraction" if isinstance(obj, DiffractionImage) else "real_space",
             "calibration": obj.calibration,
             "units": obj.units if units is None else units,
-            "params": {**obj.params, **({"channel": channel, "of": obj.name} if channel else {}),
-                       **({"recipe": recipe.to_dict()} if recipe is not None else {})},
+            "params": {
+                **obj.params,
+                **({"channel": channel, "of": obj.name} if channel else {}),
+                **({"recipe": recipe.to_dict()} if recipe is not None else {}),
+            },
             **({"rgb_channels": ["r", "g", "b"]} if rgb else {}),
         }
     }
@@ -77,7 +86,7 @@ def write_result(result, path) -> Path:
 
 
 class PipelineActions:
-    """"Save result..." and "Copy as Python" for a dock widget whose analysis is a pipeline
+    """ "Save result..." and "Copy as Python" for a dock widget whose analysis is a pipeline
     result. The widget has ``self.jobs`` (JobRunner) and ``self.status`` (QLabel) and defines
     ``pipeline_result()``: the current result (a pipelines result object) or None. (A mixin of
     QWidget subclasses, so not an ABC: Qt's metaclass and ABCMeta do not combine.)"""
@@ -123,8 +132,7 @@ class PipelineActions:
         if path is None:
             from qtpy.QtWidgets import QFileDialog
 
-            path, _ = QFileDialog.getSaveFileName(self, "Save result", self.result_file_name,
-                                                  "EMD (*.h5 *.emd)")
+            path, _ = QFileDialog.getSaveFileName(self, "Save result", self.result_file_name, "EMD (*.h5 *.emd)")
             if not path:
                 return False
         self.file_jobs.run(write_result, result, path, desc=f"writing {Path(path).name}", on_done=self._saved)

@@ -25,6 +25,7 @@ def show_rgba(label: QLabel, rgba) -> np.ndarray:
     label.setPixmap(QPixmap.fromImage(QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888)))
     return rgba
 
+
 VALIDATION_KEYS = ("f1_0.5px", "f1_1px")
 
 
@@ -93,8 +94,13 @@ class TrainingPlot(QWidget):
     def redraw(self) -> None:
         self._last_draw = time.perf_counter()
         self.summary.setText(self._text())
-        self._runner.request(render_training_plot, list(self.steps), list(self.losses),
-                             [dict(h) for h in self.history], max(self.width(), 360))
+        self._runner.request(
+            render_training_plot,
+            list(self.steps),
+            list(self.losses),
+            [dict(h) for h in self.history],
+            max(self.width(), 360),
+        )
 
     def _show(self, rgba) -> None:
         self._rgba = show_rgba(self.picture, rgba)

@@ -41,8 +41,10 @@ def statistics_text(img: np.ndarray) -> str:
     f = a[np.isfinite(a)]
     if not f.size:
         return "no finite values"
-    return (f"min {f.min():.4g}  max {f.max():.4g}  mean {f.mean():.4g}  "
-            f"sum {f.sum():.4g}  std {f.std():.4g}  ({f.size} px)")
+    return (
+        f"min {f.min():.4g}  max {f.max():.4g}  mean {f.mean():.4g}  "
+        f"sum {f.sum():.4g}  std {f.std():.4g}  ({f.size} px)"
+    )
 
 
 class LiveImage(QWidget):
@@ -104,8 +106,9 @@ class LiveImage(QWidget):
         rv = self.viewer(create=False)
         return rv.layers[self.name] if rv is not None and self.name in rv.layers else None
 
-    def set_image(self, img: np.ndarray, cal, *, clim: tuple[float, float] | None = None,
-                  title: str | None = None) -> None:
+    def set_image(
+        self, img: np.ndarray, cal, *, clim: tuple[float, float] | None = None, title: str | None = None
+    ) -> None:
         """Show ``img`` (``(scan_y, scan_x)``, or RGB) with the scan calibration ``cal``."""
         self._raw = np.asarray(img, dtype=np.float32)
         self._cal = cal

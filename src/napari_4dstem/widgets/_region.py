@@ -49,8 +49,15 @@ class RealSpaceRegion:
         if self.layer is None or self.layer not in rv.layers:
             sy, sx = dc.scan_shape
             rect = np.array([[sy / 4 - 0.5, sx / 4 - 0.5], [3 * sy / 4 - 0.5, 3 * sx / 4 - 0.5]])
-            self.layer = rv.add_shapes([rect], shape_type="rectangle", name=REGION_SHAPES, edge_color="orange",
-                                       face_color=[1, 0.65, 0, 0.15], edge_width=0.3, **cal.napari_kwargs("scan"))
+            self.layer = rv.add_shapes(
+                [rect],
+                shape_type="rectangle",
+                name=REGION_SHAPES,
+                edge_color="orange",
+                face_color=[1, 0.65, 0, 0.15],
+                edge_width=0.3,
+                **cal.napari_kwargs("scan"),
+            )
             self.layer.events.set_data.connect(lambda event=None: self.update())
         self._key = None
         self.update()

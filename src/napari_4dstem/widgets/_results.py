@@ -136,8 +136,15 @@ def _follow_scan(main_viewer, viewer) -> None:
         if not maps:
             return
         step = float(min(maps[0].scale[-2:]))
-        v.add_points(pos, name=SCAN_POSITION, symbol="cross", size=3 * step, face_color="red",
-                     border_color="red", units=maps[0].units)
+        v.add_points(
+            pos,
+            name=SCAN_POSITION,
+            symbol="cross",
+            size=3 * step,
+            face_color="red",
+            border_color="red",
+            units=maps[0].units,
+        )
 
     def on_top(event=None):
         v = view_ref()
@@ -182,8 +189,16 @@ def show_map(viewer, name: str, data: np.ndarray, cal: Calibration, **kwargs):
     return viewer.add_image(data, name=name, **cal.napari_kwargs("scan"), **kwargs)
 
 
-def show_vectors(viewer, name: str, v_y: np.ndarray, v_x: np.ndarray, cal: Calibration,
-                 *, max_arrows: int = 16, length: float | None = None):
+def show_vectors(
+    viewer,
+    name: str,
+    v_y: np.ndarray,
+    v_x: np.ndarray,
+    cal: Calibration,
+    *,
+    max_arrows: int = 16,
+    length: float | None = None,
+):
     """Arrows of a vector field over the scan, subsampled to at most ``max_arrows`` per side
     (16: napari rebuilds the arrows' mesh on the GUI thread at each update: 8.6 ms CPU for 16x16,
     23 ms for 32x32 offscreen here, and up to 60 ms in a shown viewer under load)."""
@@ -200,8 +215,7 @@ def show_vectors(viewer, name: str, v_y: np.ndarray, v_x: np.ndarray, cal: Calib
     if name in viewer.layers:
         viewer.layers[name].data = vec
         return viewer.layers[name]
-    return viewer.add_vectors(vec, name=name, edge_color="yellow", edge_width=0.15 * step,
-                              **cal.napari_kwargs("scan"))
+    return viewer.add_vectors(vec, name=name, edge_color="yellow", edge_width=0.15 * step, **cal.napari_kwargs("scan"))
 
 
 def color_wheel(v_y: np.ndarray, v_x: np.ndarray) -> np.ndarray:

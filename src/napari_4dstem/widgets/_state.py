@@ -68,8 +68,7 @@ class DockState:
 
     def dock_state(self) -> dict[str, Any]:
         """The dock's state as plain JSON values."""
-        form = {n: [_value(x) for x in w] if isinstance(w, list) else _value(w)
-                for n, w in self._form_fields().items()}
+        form = {n: [_value(x) for x in w] if isinstance(w, list) else _value(w) for n, w in self._form_fields().items()}
         return {"form": form, **self.extra_state()}
 
     def restore_state(self, state: dict[str, Any]) -> list[str]:

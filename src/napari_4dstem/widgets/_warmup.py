@@ -58,7 +58,8 @@ def ensure_warm(dtype=np.uint16) -> None:
 
     steps = len(_STEPS)
     st.running[key] = create_worker(
-        warm_kernels, np.dtype(dtype),
+        warm_kernels,
+        np.dtype(dtype),
         _progress={"total": steps, "desc": "preparing kernels"},
         _connect={"finished": finished, "errored": failed},
     )
@@ -137,7 +138,7 @@ def warm_kernels(dtype: np.dtype):
 
 
 class WarmupLabel(QLabel):
-    """"preparing kernels..." while the kernels are warmed; hidden otherwise."""
+    """ "preparing kernels..." while the kernels are warmed; hidden otherwise."""
 
     def __init__(self, parent=None):
         super().__init__(parent)

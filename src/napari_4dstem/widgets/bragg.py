@@ -191,8 +191,9 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             sb.setKeyboardTracking(False)
         self.lattice_btn = QPushButton("Find g1, g2")
         self.strain_btn = QPushButton("Compute strain")
-        self.strain_label = QLabel("reference: the rectangle in the real-space viewer's "
-                                   f"'{REFERENCE_LAYER}' layer, else the median")
+        self.strain_label = QLabel(
+            f"reference: the rectangle in the real-space viewer's '{REFERENCE_LAYER}' layer, else the median"
+        )
         self.strain_label.setWordWrap(True)
         lg = QGroupBox("Lattice and strain")
         lf = QFormLayout(lg)
@@ -221,8 +222,9 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.run_btn, self.template_btn),
-                              progress_bar=self.progress)
+        self.jobs = JobRunner(
+            self.status, self.cancel_btn, buttons=(self.run_btn, self.template_btn), progress_bar=self.progress
+        )
         # the disk-count map fills in the real-space viewer while the job runs
         self.partials = PartialMaps(lambda: results_viewer(self.viewer))
         # the live detection on the current pattern and the lattice fit: workers, newest wins
@@ -247,8 +249,11 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self.strain_btn.clicked.connect(self.compute_strain)
 
     def _refresh_probes(self, event=None) -> None:
-        names = [lyr.name for lyr in self.viewer.layers
-                 if getattr(lyr, "ndim", 0) == 2 and lyr.name not in (BVM_LAYER,) and hasattr(lyr, "contrast_limits")]
+        names = [
+            lyr.name
+            for lyr in self.viewer.layers
+            if getattr(lyr, "ndim", 0) == 2 and lyr.name not in (BVM_LAYER,) and hasattr(lyr, "contrast_limits")
+        ]
         current = self.probe_combo.currentText()
         self.probe_combo.blockSignals(True)
         self.probe_combo.clear()
@@ -286,7 +291,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             kind = self.kernel_combo.currentText()
             probe = None
             if choice.startswith("layer: "):
-                probe = probe_of_layer(self.viewer.layers[choice[len("layer: "):]])
+                probe = probe_of_layer(self.viewer.layers[choice[len("layer: ") :]])
         except Napari4DSTEMError as e:
             self._error(e)
             return
@@ -297,8 +302,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             if then is not None:
                 then()
 
-        self.jobs.start(iter_probe_template, dc, probe, kernel=kind, desc="making the probe template",
-                        on_done=done)
+        self.jobs.start(iter_probe_template, dc, probe, kernel=kind, desc="making the probe template", on_done=done)
 
     def _on_template(self, template) -> None:
         self.template = template
@@ -359,8 +363,15 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             layer.data = p[:, :2]
             layer.size = size
         else:
-            self.viewer.add_points(p[:, :2], name=PEAKS_LAYER, size=size, face_color="transparent",
-                                   border_color="lime", border_width=0.15, **kw)
+            self.viewer.add_points(
+                p[:, :2],
+                name=PEAKS_LAYER,
+                size=size,
+                face_color="transparent",
+                border_color="lime",
+                border_width=0.15,
+                **kw,
+            )
         self.live_label.setText(f"{len(p)} disks at scan position {pos}")
 
     # -- all patterns -------------------------------------------------------------------------
@@ -380,10 +391,21 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         # blocks of about BLOCK_S of work: progress with an ETA, the disk-count map filling in
         # and Cancel between them (the default 32 MiB block was the whole of a 32 x 32 scan)
         chunk = responsive_chunk(dc.scan_shape, dc.detector_shape, self._t_pattern)
-        self.jobs.start(iter_disks, dc, detection=params, probe=self._probe_source, template=self.template,
-                        calibration=cal, source=layer_source(self.layer_combo.layer), scan_chunk=chunk,
-                        desc="finding Bragg disks", total=n_blocks_for(dc.data, chunk), eta=True,
-                        partials=self.partials.for_scan(cal), on_done=self._on_peaks)
+        self.jobs.start(
+            iter_disks,
+            dc,
+            detection=params,
+            probe=self._probe_source,
+            template=self.template,
+            calibration=cal,
+            source=layer_source(self.layer_combo.layer),
+            scan_chunk=chunk,
+            desc="finding Bragg disks",
+            total=n_blocks_for(dc.data, chunk),
+            eta=True,
+            partials=self.partials.for_scan(cal),
+            on_done=self._on_peaks,
+        )
 
     def cancel(self) -> None:
         self.jobs.cancel()
@@ -401,15 +423,21 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         if BVM_LAYER in self.viewer.layers:
             self.viewer.layers[BVM_LAYER].data = img
         else:
-            self.viewer.add_image(img, name=BVM_LAYER, colormap="magma", blending="additive",
-                                  visible=False, **kw)
+            self.viewer.add_image(img, name=BVM_LAYER, colormap="magma", blending="additive", visible=False, **kw)
         tag_layer(self.viewer.layers[BVM_LAYER], self.bvm, units=f"log(1 + {self.bvm.units})", recipe=disks.recipe)
         counts = peaks.counts()
-        show_map(results_viewer(self.viewer), "disks per pattern", counts.astype(np.float32),
-                 peaks.calibration, colormap="viridis",
-                 contrast_limits=(float(counts.min()), float(max(counts.max(), counts.min() + 1))))
-        self._say(f"{peaks.n_peaks} disks in {counts.size} patterns "
-                  f"({counts.min()}-{counts.max()} per pattern); Bragg vector map added (log scale)")
+        show_map(
+            results_viewer(self.viewer),
+            "disks per pattern",
+            counts.astype(np.float32),
+            peaks.calibration,
+            colormap="viridis",
+            contrast_limits=(float(counts.min()), float(max(counts.max(), counts.min() + 1))),
+        )
+        self._say(
+            f"{peaks.n_peaks} disks in {counts.size} patterns "
+            f"({counts.min()}-{counts.max()} per pattern); Bragg vector map added (log scale)"
+        )
         self.find_lattice()
 
     # -- lattice and strain ---------------------------------------------------------------------
@@ -447,10 +475,18 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         if LATTICE_LAYER in self.viewer.layers:
             self.viewer.layers[LATTICE_LAYER].data = vec
         else:
-            self.viewer.add_vectors(vec, name=LATTICE_LAYER, edge_color="cyan", edge_width=1.0,
-                                    vector_style="arrow", **cal.napari_kwargs("k"))
-        self._say(f"g1 = ({self.lattice.g1[0]:.2f}, {self.lattice.g1[1]:.2f}) px, "
-                  f"g2 = ({self.lattice.g2[0]:.2f}, {self.lattice.g2[1]:.2f}) px")
+            self.viewer.add_vectors(
+                vec,
+                name=LATTICE_LAYER,
+                edge_color="cyan",
+                edge_width=1.0,
+                vector_style="arrow",
+                **cal.napari_kwargs("k"),
+            )
+        self._say(
+            f"g1 = ({self.lattice.g1[0]:.2f}, {self.lattice.g1[1]:.2f}) px, "
+            f"g2 = ({self.lattice.g2[0]:.2f}, {self.lattice.g2[1]:.2f}) px"
+        )
 
     def reference_region(self) -> tuple[int, int, int, int] | None:
         """The first rectangle of the real-space viewer's reference layer as ``(r0, r1, c0, c1)``
@@ -481,8 +517,15 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             v.layers[REFERENCE_LAYER].shape_type = ["rectangle"]
         else:
             kw = self.datacube()[1].napari_kwargs("scan") if self.layer_combo.layer is not None else {}
-            v.add_shapes([rect], shape_type="rectangle", name=REFERENCE_LAYER, edge_color="yellow",
-                         face_color="transparent", edge_width=0.3, **kw)
+            v.add_shapes(
+                [rect],
+                shape_type="rectangle",
+                name=REFERENCE_LAYER,
+                edge_color="yellow",
+                face_color="transparent",
+                edge_width=0.3,
+                **kw,
+            )
 
     def compute_strain(self) -> None:
         from ..pipelines import StrainParams
@@ -497,8 +540,16 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         except Napari4DSTEMError as e:
             self._error(e)
             return
-        self.jobs.start(_strain_job, self.peaks, params, self.bvm, self.lattice, self.disks.recipe,
-                        desc="computing strain", on_done=lambda r, ref=ref: self._on_strain(r, ref))
+        self.jobs.start(
+            _strain_job,
+            self.peaks,
+            params,
+            self.bvm,
+            self.lattice,
+            self.disks.recipe,
+            desc="computing strain",
+            on_done=lambda r, ref=ref: self._on_strain(r, ref),
+        )
 
     def _on_strain(self, result, ref) -> None:
         self.result = result
@@ -507,14 +558,26 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         v = results_viewer(self.viewer)
         cal = self.strain.strain.calibration
         if REFERENCE_LAYER not in v.layers:
-            v.add_shapes(name=REFERENCE_LAYER, edge_color="yellow", face_color="transparent", edge_width=0.3,
-                         **cal.napari_kwargs("scan"))
+            v.add_shapes(
+                name=REFERENCE_LAYER,
+                edge_color="yellow",
+                face_color="transparent",
+                edge_width=0.3,
+                **cal.napari_kwargs("scan"),
+            )
         for c in STRAIN_CHANNELS:
             data = self.strain.channel(c)
-            lyr = show_map(v, c, data, cal, colormap="PiYG" if c == "theta_rad" else "RdBu_r",
-                           contrast_limits=symmetric_limits(data))
-            tag_layer(lyr, self.strain.strain, channel=c, units="rad" if c == "theta_rad" else "",
-                      recipe=self.result.recipe)
+            lyr = show_map(
+                v,
+                c,
+                data,
+                cal,
+                colormap="PiYG" if c == "theta_rad" else "RdBu_r",
+                contrast_limits=symmetric_limits(data),
+            )
+            tag_layer(
+                lyr, self.strain.strain, channel=c, units="rad" if c == "theta_rad" else "", recipe=self.result.recipe
+            )
         lyr = show_map(v, "fit residual [px]", self.strain.confidence.channel("residual_px"), cal, colormap="gray")
         tag_layer(lyr, self.strain.confidence, channel="residual_px", units="px", recipe=self.result.recipe)
         v.layers.move(v.layers.index(v.layers[REFERENCE_LAYER]), len(v.layers) - 1)

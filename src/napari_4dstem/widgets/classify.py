@@ -45,8 +45,11 @@ def _display(result) -> dict:
         for mean in result.class_patterns:
             lo, hi = np.percentile(mean, [0.1, 99.9])
             clims.append((float(lo), float(max(hi, lo + 1e-9))))
-    return {"labels": (result.labels + 1).astype(np.int32),
-            "sizes": [int(n) for n in result.class_sizes()], "clims": clims}
+    return {
+        "labels": (result.labels + 1).astype(np.int32),
+        "sizes": [int(n) for n in result.class_sizes()],
+        "clims": clims,
+    }
 
 
 def _classify_job(cube, cal, source, **params):
@@ -55,8 +58,9 @@ def _classify_job(cube, cal, source, **params):
     modules (numba kernels) are imported here, not on the GUI thread."""
     from ..pipelines import ClassificationParams, iter_classification
 
-    result = yield from iter_classification(cube, classify=ClassificationParams(**params), calibration=cal,
-                                            source=source)
+    result = yield from iter_classification(
+        cube, classify=ClassificationParams(**params), calibration=cal, source=source
+    )
     return result, _display(result.classification)
 
 
@@ -129,8 +133,10 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
         self.split_into.setRange(2, 8)
         self.split_btn = QPushButton("Split class")
         self.split_btn.setEnabled(False)
-        self.split_btn.setToolTip("re-cluster the class's patterns into this many classes (its component scores; "
-                                  "one pass over the data for the new class means)")
+        self.split_btn.setToolTip(
+            "re-cluster the class's patterns into this many classes (its component scores; "
+            "one pass over the data for the new class means)"
+        )
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.status = QLabel("")
@@ -178,13 +184,20 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
             return
         self.calibration = cal
         # the parameters are checked in the worker (a bad one ends the job with its message)
-        self.jobs.start(_classify_job, cube, cal, layer_source(self.layer_combo.layer),
-                        features=self.features.currentText(), method=self.method.currentText(),
-                        decomposition=self.decomposition.currentText(),
-                        n_classes=self.n_classes.value() or None,
-                        max_classes=self.max_classes.value(),
-                        spatial=self.spatial.value(),
-                        desc="classification", on_done=self._on_done)
+        self.jobs.start(
+            _classify_job,
+            cube,
+            cal,
+            layer_source(self.layer_combo.layer),
+            features=self.features.currentText(),
+            method=self.method.currentText(),
+            decomposition=self.decomposition.currentText(),
+            n_classes=self.n_classes.value() or None,
+            max_classes=self.max_classes.value(),
+            spatial=self.spatial.value(),
+            desc="classification",
+            on_done=self._on_done,
+        )
 
     def cancel(self) -> None:
         self.jobs.cancel()
@@ -210,8 +223,7 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
         else:
             rv.add_labels(labels, name=LABELS_LAYER, **kw)
         self.summary.setText(
-            "label = class + 1; patterns per class: "
-            + ", ".join(f"{c}: {n}" for c, n in enumerate(d["sizes"]))
+            "label = class + 1; patterns per class: " + ", ".join(f"{c}: {n}" for c, n in enumerate(d["sizes"]))
         )
         self.merge_btn.setEnabled(r.n_classes > 1)
         self.split_btn.setEnabled(True)
@@ -249,10 +261,14 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
         ks = tuple(layer.scale[-2:])
         gap = 0.05 * mean.shape[1]
         self.viewer.add_image(
-            mean, name=MEAN_LAYER, scale=ks,
+            mean,
+            name=MEAN_LAYER,
+            scale=ks,
             translate=(float(layer.translate[-2]), float(layer.translate[-1]) + (mean.shape[1] + gap) * ks[1]),
-            contrast_limits=self._display["clims"][c], metadata={"class": c},
-            colormap=layer.colormap.name, units=tuple(layer.units[-2:]),
+            contrast_limits=self._display["clims"][c],
+            metadata={"class": c},
+            colormap=layer.colormap.name,
+            units=tuple(layer.units[-2:]),
         )
         self._mean_shown = (r, c)
 
@@ -263,9 +279,7 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
             classes = [int(t) for t in self.merge_edit.text().replace(",", " ").split()]
             bad = [c for c in classes if not 0 <= c < self.result.n_classes]
             if len(set(classes)) < 2 or bad:
-                raise Napari4DSTEMError(
-                    f"give two or more classes between 0 and {self.result.n_classes - 1} to merge"
-                )
+                raise Napari4DSTEMError(f"give two or more classes between 0 and {self.result.n_classes - 1} to merge")
         except ValueError:
             self.jobs.error(Napari4DSTEMError("classes to merge: numbers separated by commas"))
             return
@@ -273,8 +287,13 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
             self.jobs.error(e)
             return
         # the merge (labels, probabilities, class means folded) in a worker; no recompute
-        self.jobs.start(_merge_job, self.pipeline, classes, desc="merging classes",
-                        on_done=lambda out: self._on_merged(out, classes))
+        self.jobs.start(
+            _merge_job,
+            self.pipeline,
+            classes,
+            desc="merging classes",
+            on_done=lambda out: self._on_merged(out, classes),
+        )
 
     def _on_merged(self, out, classes) -> None:
         self.pipeline, self._display = out
@@ -293,8 +312,15 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
         except Napari4DSTEMError as e:
             self.jobs.error(e)
             return
-        self.jobs.start(_split_job, self.pipeline, cls, k, cube, desc="splitting a class",
-                        on_done=lambda out: self._on_split(out, cls, k))
+        self.jobs.start(
+            _split_job,
+            self.pipeline,
+            cls,
+            k,
+            cube,
+            desc="splitting a class",
+            on_done=lambda out: self._on_split(out, cls, k),
+        )
 
     def _on_split(self, out, cls, k) -> None:
         self.pipeline, self._display = out

@@ -2,7 +2,8 @@
 
 Translation only: long passes over the data (origin, centre of mass) run in workers through the
 core jobs and pipelines; the rotation fit and DPC/iDPC on the cached centre of mass (the
-pipeline's ``run_dpc``) run in workers too, newest request wins. Maps go to the linked real-space viewer (see ``_results.py``).
+pipeline's ``run_dpc``) run in workers too, newest request wins. Maps go to the linked real-space viewer
+(see ``_results.py``).
 """
 
 from __future__ import annotations
@@ -190,8 +191,16 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return
-        self._run(iter_calibrate, self._on_origin, dc, calibrate=params, calibration=cal,
-                  source=layer_source(self.layer), desc="measuring origin", total=self._blocks(dc))
+        self._run(
+            iter_calibrate,
+            self._on_origin,
+            dc,
+            calibrate=params,
+            calibration=cal,
+            source=layer_source(self.layer),
+            desc="measuring origin",
+            total=self._blocks(dc),
+        )
 
     def _on_origin(self, calib) -> None:
         from .results_list import session_results
@@ -251,8 +260,9 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return
-        self._run(iter_com, self._on_com, dc, DPCParams(), calibration=cal,
-                  desc="centre of mass", total=self._blocks(dc))
+        self._run(
+            iter_com, self._on_com, dc, DPCParams(), calibration=cal, desc="centre of mass", total=self._blocks(dc)
+        )
 
     def _on_com(self, com) -> None:
         self.com = com
@@ -278,8 +288,11 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.dpc_label.setText(
             f"rotation {fit.rotation_deg:.2f} deg, flip {fit.flip}, confidence {fit.confidence:.3g}: "
             f"curl {fit.curl_rms:.3g} (other flip {fit.curl_rms_other_flip:.3g}), divergence {fit.div_rms:.3g}"
-            + (" - ill-conditioned (no DPC signal above noise): the angle is arbitrary, set it by hand"
-               if fit.ill_conditioned else "")
+            + (
+                " - ill-conditioned (no DPC signal above noise): the angle is arbitrary, set it by hand"
+                if fit.ill_conditioned
+                else ""
+            )
         )
         self.update_dpc()
 
@@ -291,8 +304,12 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
 
         try:
             dc, cal = self.datacube()
-            params = DPCParams(rotation_deg=self.rotation.value(), flip=self.flip.isChecked(),
-                               descan=self.descan.currentText(), regularization=self.reg.value())
+            params = DPCParams(
+                rotation_deg=self.rotation.value(),
+                flip=self.flip.isChecked(),
+                descan=self.descan.currentText(),
+                regularization=self.reg.value(),
+            )
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return
@@ -307,8 +324,9 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         uy, ux = self.dpc_map.channel("dpc_y"), self.dpc_map.channel("dpc_x")
         show_map(v, "DPC magnitude", self.dpc_map.channel("magnitude"), cal, colormap="magma")
         show_map(v, "DPC colour wheel", wheel, cal, rgb=True)
-        tag_layer(show_map(v, "iDPC phase", self.phase.data, cal, colormap="gray"), self.phase,
-                  recipe=self.result.recipe)
+        tag_layer(
+            show_map(v, "iDPC phase", self.phase.data, cal, colormap="gray"), self.phase, recipe=self.result.recipe
+        )
         show_vectors(v, "DPC vectors", uy, ux, cal)
 
     def pipeline_result(self):

@@ -67,8 +67,9 @@ def _preview_job(dc, pos, probe, model, mc_samples, min_significance, cal):
     """Worker: the network's prediction and peaks on the pattern at ``pos``."""
     from ..nn.infer import predict_pattern
 
-    img, found = predict_pattern(np.asarray(dc.pattern(*pos)), probe=probe, model=model,
-                                 mc_samples=mc_samples, min_significance=min_significance)
+    img, found = predict_pattern(
+        np.asarray(dc.pattern(*pos)), probe=probe, model=model, mc_samples=mc_samples, min_significance=min_significance
+    )
     return pos, img, found, cal
 
 
@@ -113,8 +114,10 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.ft_epochs.setRange(1, 1000)
         self.ft_epochs.setValue(4)
         self.ft_region = QCheckBox("only the scan region (Real space dock)")
-        self.ft_region.setToolTip("label patterns from the 'scan region' shapes only: pick a thin "
-                                  "area where correlation finds the disks reliably")
+        self.ft_region.setToolTip(
+            "label patterns from the 'scan region' shapes only: pick a thin "
+            "area where correlation finds the disks reliably"
+        )
         self.finetune_btn = QPushButton("Fine-tune on this data")
         self.finetuned = None  # FineTuneResult of the last run
         self._ft_plot = None
@@ -148,7 +151,9 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.run_btn.clicked.connect(self.run)
         self.finetune_btn.clicked.connect(self.finetune)
         self.jobs = JobRunner(
-            self.status, self.cancel_btn, buttons=(self.preview_btn, self.run_btn, self.finetune_btn),
+            self.status,
+            self.cancel_btn,
+            buttons=(self.preview_btn, self.run_btn, self.finetune_btn),
             progress_bar=self.progress,
         )
         # the disk-count map fills in the real-space viewer while the network runs
@@ -169,9 +174,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         names = [
             lyr.name
             for lyr in self.viewer.layers
-            if getattr(lyr, "ndim", 0) == 2
-            and hasattr(lyr, "contrast_limits")
-            and lyr.name != PRED_LAYER
+            if getattr(lyr, "ndim", 0) == 2 and hasattr(lyr, "contrast_limits") and lyr.name != PRED_LAYER
         ]
         cur = self.probe_combo.currentText()
         self.probe_combo.clear()
@@ -186,8 +189,9 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         GUI thread when the dock opened)."""
         from napari.qt.threading import create_worker
 
-        create_worker(_model_names, _connect={"returned": guarded(self, self._set_models),
-                                              "errored": guarded(self, self._error)})
+        create_worker(
+            _model_names, _connect={"returned": guarded(self, self._set_models), "errored": guarded(self, self._error)}
+        )
 
     def _set_models(self, names: list[str]) -> None:
         cur = getattr(self, "_select_after_refresh", None) or self.model_combo.currentText()
@@ -208,9 +212,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         dc, cal = self.layer_combo.datacube()
         name = self.probe_combo.currentText()
         if not name or name not in self.viewer.layers:
-            raise Napari4DSTEMError(
-                "add a vacuum probe as a 2D image layer (the samples have 'probe')"
-            )
+            raise Napari4DSTEMError("add a vacuum probe as a 2D image layer (the samples have 'probe')")
         probe = np.asarray(self.viewer.layers[name].data, dtype=np.float64)
         return dc, cal, probe, self.model_combo.currentText() or None
 
@@ -225,8 +227,13 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         from ..pipelines import NNDiskParams
 
         # batches of NN_BLOCK patterns, as the blocks of the whole-scan job (see ``run``)
-        return NNDiskParams(model=self.model_combo.currentText() or None, min_relative=self.min_rel.value(),
-                            mc_samples=self.mc.value(), min_significance=self._min_sig(), batch_size=NN_BLOCK)
+        return NNDiskParams(
+            model=self.model_combo.currentText() or None,
+            min_relative=self.min_rel.value(),
+            mc_samples=self.mc.value(),
+            min_significance=self._min_sig(),
+            batch_size=NN_BLOCK,
+        )
 
     # -- preview ------------------------------------------------------------------------------
     def preview(self) -> None:
@@ -330,8 +337,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
             contrast_limits=(float(c.min()), float(max(c.max(), c.min() + 1))),
         )
         self._say(
-            f"{peaks.n_peaks} disks in {c.size} patterns ({c.min()}-{c.max()} per pattern)"
-            + _domain_note(peaks.params)
+            f"{peaks.n_peaks} disks in {c.size} patterns ({c.min()}-{c.max()} per pattern)" + _domain_note(peaks.params)
         )
 
     # -- fine-tuning ----------------------------------------------------------------------------

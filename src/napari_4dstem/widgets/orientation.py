@@ -64,8 +64,9 @@ def _check_job(dc, cal, probe, iy, ix, crystals, plans, acom):
     if plans is None:
         plans = yield from _plans_job(crystals, acom)
     template = yield from iter_probe_template(dc, probe)
-    check = yield from iter_acom_pattern(dc.pattern(iy, ix), iy=iy, ix=ix, template=template, plans=plans,
-                                         calibration=cal, acom=acom)
+    check = yield from iter_acom_pattern(
+        dc.pattern(iy, ix), iy=iy, ix=ix, template=template, plans=plans, calibration=cal, acom=acom
+    )
     return plans, check
 
 
@@ -219,8 +220,12 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         self.build_btn.clicked.connect(self.build_plan)
         self.check_btn.clicked.connect(self.check_pattern)
         self.run_btn.clicked.connect(self.run_scan)
-        self.jobs = JobRunner(self.status, self.cancel_btn, progress_bar=self.progress,
-                              buttons=(self.build_btn, self.check_btn, self.run_btn))
+        self.jobs = JobRunner(
+            self.status,
+            self.cancel_btn,
+            progress_bar=self.progress,
+            buttons=(self.build_btn, self.check_btn, self.run_btn),
+        )
         # while the map runs: the disk counts, then the matching score and the correlation fill
         # in the real-space viewer (the final correlation reuses its layer; the others are
         # hidden when the final maps arrive)
@@ -314,9 +319,13 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         name = self.crystal_combo.currentText()
         crystal = self._cif_path if name == CIF_ITEM else name
         return ACOMParams(
-            crystals=(crystal or "",), energy_kev=self.energy.value(), k_max_inv_A=self.k_max.value(),
-            step_deg=self.step.value(), thickness_nm=self.thickness.value(),
-            n_matches=n_matches or self.n_matches.value(), min_peaks=self.min_peaks.value(),
+            crystals=(crystal or "",),
+            energy_kev=self.energy.value(),
+            k_max_inv_A=self.k_max.value(),
+            step_deg=self.step.value(),
+            thickness_nm=self.thickness.value(),
+            n_matches=n_matches or self.n_matches.value(),
+            min_peaks=self.min_peaks.value(),
         )
 
     def _current_plans(self, crystals, acom):
@@ -340,9 +349,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         try:
             cal.k_pixel_size_in("1/A")
         except CalibrationError as e:
-            raise CalibrationError(
-                f"orientation mapping needs a calibrated detector: {e}"
-            ) from None
+            raise CalibrationError(f"orientation mapping needs a calibrated detector: {e}") from None
         return dc, cal, self.crystals(), self.acom_params()
 
     def scan_position(self) -> tuple[int, int]:
@@ -395,15 +402,16 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         """The IPF colour key, drawn in a worker (0.05-0.15 s), shown when done."""
         from napari.qt.threading import create_worker
 
-        create_worker(_key_image, group, _connect={"returned": guarded(self, self._set_key),
-                                                   "errored": guarded(self, self.jobs.error)})
+        create_worker(
+            _key_image,
+            group,
+            _connect={"returned": guarded(self, self._set_key), "errored": guarded(self, self.jobs.error)},
+        )
 
     def _set_key(self, key) -> None:
         group, labels, rgba = key
         self._key_rgba = show_rgba(self.key_image, rgba)
-        self.key_label.setText(
-            f"IPF key ({group.laue_name}): red {labels[0]}, green {labels[1]}, blue {labels[2]}"
-        )
+        self.key_label.setText(f"IPF key ({group.laue_name}): red {labels[0]}, green {labels[1]}, blue {labels[2]}")
 
     # -- one pattern --------------------------------------------------------------------------
     def check_pattern(self) -> None:
@@ -521,8 +529,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             e = res.euler_deg(m)[0, 0]
             other = res.crystals[res.phase[0, 0, m]]
             away = (
-                f", {misorientation_deg(U, res.orientation[0, 0, m], crystal.point_group):.1f} deg "
-                "from the best"
+                f", {misorientation_deg(U, res.orientation[0, 0, m], crystal.point_group):.1f} deg from the best"
                 if other is crystal
                 else ""
             )
@@ -558,10 +565,21 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
 
         # disk detection in blocks of ~0.15 s of work: progress, its map and Cancel between them
         chunk = responsive_chunk(dc.scan_shape, dc.detector_shape)
-        self.jobs.start(iter_acom, dc, acom=kw, probe=self._probe(), calibration=cal, peaks=peaks,
-                        plans=None if plans is None else tuple(plans), source=layer_source(self.layer),
-                        scan_chunk=chunk, desc="orientation map", eta=True, partials=self.partials.for_scan(cal),
-                        on_done=done)
+        self.jobs.start(
+            iter_acom,
+            dc,
+            acom=kw,
+            probe=self._probe(),
+            calibration=cal,
+            peaks=peaks,
+            plans=None if plans is None else tuple(plans),
+            source=layer_source(self.layer),
+            scan_chunk=chunk,
+            desc="orientation map",
+            eta=True,
+            partials=self.partials.for_scan(cal),
+            on_done=done,
+        )
 
     def _on_result(self, res) -> None:
         """The IPF colours and keys are computed in a worker (0.1 s for 32x32 patterns on the
@@ -569,8 +587,12 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         from napari.qt.threading import create_worker
 
         run = self.run if self.run is not None and self.run.result is res else None
-        create_worker(_ipf_images, res, run, _connect={"returned": guarded(self, self._show_result),
-                                                       "errored": guarded(self, self.jobs.error)})
+        create_worker(
+            _ipf_images,
+            res,
+            run,
+            _connect={"returned": guarded(self, self._show_result), "errored": guarded(self, self.jobs.error)},
+        )
 
     def _show_result(self, images) -> None:
         res, rgb, keys, saved = images
@@ -587,9 +609,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             colormap="gray",
             contrast_limits=(0.0, 1.0),
         )
-        show_map(
-            v, "reliability", res.reliability, cal, colormap="magma", contrast_limits=(0.0, 1.0)
-        )
+        show_map(v, "reliability", res.reliability, cal, colormap="magma", contrast_limits=(0.0, 1.0))
         if len(res.crystals) > 1:
             show_map(
                 v,
@@ -648,13 +668,10 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             self.status.setText("run the orientation map first")
             return False
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(
-                self, "Export .ang", "acom.ang", "TSL OIM (*.ang)"
-            )
+            path, _ = QFileDialog.getSaveFileName(self, "Export .ang", "acom.ang", "TSL OIM (*.ang)")
             if not path:
                 return False
-        self.file_jobs.run(_write_ang, self.result, path, desc=f"writing {Path(path).name}",
-                           on_done=self._saved)
+        self.file_jobs.run(_write_ang, self.result, path, desc=f"writing {Path(path).name}", on_done=self._saved)
         return True
 
     def save_maps(self, path: str | Path | None = None) -> bool:
@@ -670,8 +687,9 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
                 return False
         # the whole run (all top-N matches and the recipe) when the maps are its own
         run = self.run if self.run is not None and self.run.result is self.result else None
-        self.file_jobs.run(_write_maps, run, self.result, self.peaks, path,
-                           desc=f"writing {Path(path).name}", on_done=self._saved)
+        self.file_jobs.run(
+            _write_maps, run, self.result, self.peaks, path, desc=f"writing {Path(path).name}", on_done=self._saved
+        )
         return True
 
     def pipeline_result(self):

@@ -166,8 +166,7 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         self.fit_label = QLabel("")
         self.fit_label.setWordWrap(True)
         self.plot = ErrorPlot()
-        self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.run_btn,),
-                              progress_bar=self.progress)
+        self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.run_btn,), progress_bar=self.progress)
         layout = QVBoxLayout(self)
         layout.addWidget(mg)
         layout.addWidget(pg)
@@ -203,9 +202,11 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         microscope fields, the parameters with the preview's central sub-scan as the scan region
         (the pipeline crops in its worker)."""
         dc, cal = self.layer_combo.datacube()
-        cal = cal.replace(beam_energy_kev=self.energy.value(),
-                          convergence_semiangle_mrad=self.convergence.value(),
-                          rotation_deg=self.rotation.value())
+        cal = cal.replace(
+            beam_energy_kev=self.energy.value(),
+            convergence_semiangle_mrad=self.convergence.value(),
+            rotation_deg=self.rotation.value(),
+        )
         dc.calibration = cal
         region = None
         if self.preview.isChecked():
@@ -214,10 +215,17 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
             y0, x0 = max(0, (sy - n) // 2), max(0, (sx - n) // 2)
             region = (y0, min(y0 + n, sy), x0, min(x0 + n, sx))
         params = PhaseParams(
-            method=self.method.currentText(), defocus_A=self.defocus.value(),
-            iterations=self.iterations.value(), batch_size=self.batch.value(), modes=self.modes.value(),
-            position_correction=self.positions.isChecked(), slices=self.slices.value(),
-            slice_thickness_A=self.slice_dz.value(), device=self.device.currentText(), scan_region=region)
+            method=self.method.currentText(),
+            defocus_A=self.defocus.value(),
+            iterations=self.iterations.value(),
+            batch_size=self.batch.value(),
+            modes=self.modes.value(),
+            position_correction=self.positions.isChecked(),
+            slices=self.slices.value(),
+            slice_thickness_A=self.slice_dz.value(),
+            device=self.device.currentText(),
+            scan_region=region,
+        )
         return dc, cal, params
 
     def ptycho_params(self):
@@ -235,18 +243,35 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
             source = layer_source(self.layer_combo.layer)
             self.results = []
             if params.method == "parallax":
-                self.jobs.start(_phase_job, dc, cal, params, source, 1, desc="parallax",
-                                on_done=self._on_parallax)
+                self.jobs.start(_phase_job, dc, cal, params, source, 1, desc="parallax", on_done=self._on_parallax)
             elif params.method in ("ssb", "wdd"):
-                self.jobs.start(_phase_job, dc, cal, params, source, 1, desc=f"{params.method.upper()} ptychography",
-                                on_done=self._on_direct)
+                self.jobs.start(
+                    _phase_job,
+                    dc,
+                    cal,
+                    params,
+                    source,
+                    1,
+                    desc=f"{params.method.upper()} ptychography",
+                    on_done=self._on_direct,
+                )
             else:
                 self.n_snapshots = 0
                 self.plot.set_errors([])
                 self._cal = cal
                 self._pixel_A = 1.0 / (dc.detector_shape[0] * cal.k_pixel_size_in("1/A"))
-                self.jobs.start(_phase_job, dc, cal, params, source, 1, desc="ptychography", eta=True,
-                                on_done=self._on_ptycho, on_progress=self._on_snapshot)
+                self.jobs.start(
+                    _phase_job,
+                    dc,
+                    cal,
+                    params,
+                    source,
+                    1,
+                    desc="ptychography",
+                    eta=True,
+                    on_done=self._on_ptycho,
+                    on_progress=self._on_snapshot,
+                )
         except (Napari4DSTEMError, ValueError) as e:
             self.status.setText(str(e))
 
@@ -267,14 +292,19 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         self._done(out, "phase (parallax)")
         self.parallax_result = res = out.parallax
         m = res.image
-        show_map(results_viewer(self.viewer), "phase: parallax BF", m.data,
-                 self._map_cal(m.calibration.scan_step[0], Calibration(scan_units="A", scan_step=(1, 1))),
-                 colormap="gray")
+        show_map(
+            results_viewer(self.viewer),
+            "phase: parallax BF",
+            m.data,
+            self._map_cal(m.calibration.scan_step[0], Calibration(scan_units="A", scan_step=(1, 1))),
+            colormap="gray",
+        )
         self.defocus.setValue(res.defocus_A)
         self.fit_label.setText(
             f"parallax fit: defocus {res.defocus_A:.1f} A (now in the defocus field), "
             f"astigmatism {res.astig_A:.1f} A at {res.astig_angle_deg:.1f} deg, unaccounted "
-            f"rotation {res.rotation_residual_deg:.2f} deg, RMS {res.fit_rms_A:.3f} A")
+            f"rotation {res.rotation_residual_deg:.2f} deg, RMS {res.fit_rms_A:.3f} A"
+        )
         self.status.setText("parallax done")
 
     def _on_direct(self, out) -> None:
@@ -282,8 +312,7 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         name = str(out.maps[0].params.get("method", "ssb")).upper()
         self._done(out, f"phase ({name})")
         phase = out.maps[0]
-        show_map(results_viewer(self.viewer), f"phase: {name}", phase.data, phase.calibration,
-                 colormap="gray")
+        show_map(results_viewer(self.viewer), f"phase: {name}", phase.data, phase.calibration, colormap="gray")
         self.status.setText(f"{name} done")
 
     def _on_snapshot(self, p) -> None:
@@ -293,18 +322,21 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
             return
         self.n_snapshots += 1
         v = results_viewer(self.viewer)
-        show_map(v, "phase: ptychography", p.object_phase, self._map_cal(self._pixel_A, self._cal),
-                 colormap="gray")
-        show_map(v, "probe intensity", p.probe_intensity, self._map_cal(self._pixel_A, self._cal),
-                 colormap="magma")
+        show_map(v, "phase: ptychography", p.object_phase, self._map_cal(self._pixel_A, self._cal), colormap="gray")
+        show_map(v, "probe intensity", p.probe_intensity, self._map_cal(self._pixel_A, self._cal), colormap="magma")
         self.plot.set_errors(p.errors)
 
     def _on_ptycho(self, out) -> None:
         self._done(out, f"phase ({out.recipe.params['phase'].method})")
         res = out.ptycho
         self.plot.set_errors(res.errors)
-        show_map(results_viewer(self.viewer), "phase: ptychography", self.results[0].data,
-                 self._map_cal(self._pixel_A, self._cal), colormap="gray")
+        show_map(
+            results_viewer(self.viewer),
+            "phase: ptychography",
+            self.results[0].data,
+            self._map_cal(self._pixel_A, self._cal),
+            colormap="gray",
+        )
         self.status.setText(f"ptychography done: error {res.errors[-1]:.3g}")
 
     # -- save / copy --------------------------------------------------------------------------

@@ -123,9 +123,13 @@ class ResultPaneWidget(DockState, QWidget):
         else:
             if LAYER in self.model.layers:
                 self.model.layers.remove(LAYER)
-            self.model.add_image(data, name=LAYER, colormap="magma",
-                                 contrast_limits=(float(np.min(data)), float(np.percentile(data, 99.9)) + 1e-12),
-                                 **kw)
+            self.model.add_image(
+                data,
+                name=LAYER,
+                colormap="magma",
+                contrast_limits=(float(np.min(data)), float(np.percentile(data, 99.9)) + 1e-12),
+                **kw,
+            )
             self.model.reset_view()
         self.shown = (what, data)
         self.status.setText(what + ("" if unit is None else f" ({unit} per axis unit)"))

@@ -222,8 +222,7 @@ class ResultsListWidget(QWidget):
         except Napari4DSTEMError as err:
             self.jobs.error(err)
             return False
-        self.file_jobs.run(_layer_data, e.name, res, desc=f"preparing the layers of {e.name}",
-                           on_done=self._add_layers)
+        self.file_jobs.run(_layer_data, e.name, res, desc=f"preparing the layers of {e.name}", on_done=self._add_layers)
         return True
 
     def _add_layers(self, prepared) -> None:
@@ -305,8 +304,10 @@ class ResultsListWidget(QWidget):
             self.store.replace_session(session)
             opened = self._open_datacubes(session.settings.get("datacubes") or [], data_folder)
             restore_dock_states(self.viewer, session.settings.get("docks") or {})
-            self.status.setText(f"loaded {len(session.entries)} results from {Path(path).name}: recipes only, "
-                                "Recompute makes them" + (f"; opened {', '.join(opened)}" if opened else ""))
+            self.status.setText(
+                f"loaded {len(session.entries)} results from {Path(path).name}: recipes only, "
+                "Recompute makes them" + (f"; opened {', '.join(opened)}" if opened else "")
+            )
             return session
 
         return self._guard(load, path)

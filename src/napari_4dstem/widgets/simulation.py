@@ -282,9 +282,7 @@ class SimulationTrainingWidget(DockState, QWidget):
         from ..simulation.training import TrainingSetSpec
 
         try:
-            energies = tuple(
-                float(e) for e in self.energies.text().replace(";", ",").split(",") if e.strip()
-            )
+            energies = tuple(float(e) for e in self.energies.text().replace(";", ",").split(",") if e.strip())
         except ValueError:
             raise Napari4DSTEMError(
                 f"energies: give numbers in keV separated by commas, got {self.energies.text()!r}"
@@ -409,11 +407,7 @@ class SimulationTrainingWidget(DockState, QWidget):
         }
         self._points(BRAGG_LAYER, b["qy"], b["qx"], 0, w, feats)
         self._points(AUG_BRAGG_LAYER, aug.bragg_qy, aug.bragg_qx, 2, w)
-        za = (
-            "random orientation"
-            if params.zone_axis is None
-            else "[" + " ".join(map(str, params.zone_axis)) + "]"
-        )
+        za = "random orientation" if params.zone_axis is None else "[" + " ".join(map(str, params.zone_axis)) + "]"
         a = aug.params
         self.sim_status.setText(
             f"pattern {params.index}: {Path(params.crystal).stem} {za}, {params.thickness_A:.0f} Å, "
@@ -494,18 +488,14 @@ class SimulationTrainingWidget(DockState, QWidget):
         self.train_out.setPlaceholderText("folder for checkpoint.pt and history.json")
         form.addRow("run folder", folder_row(self.train_out, self, "Training run folder"))
         self.model_name = QLineEdit("fcunet-user")
-        self.model_name.setToolTip(
-            "the trained model appears as name@date-time in the NN disk detection widget"
-        )
+        self.model_name.setToolTip("the trained model appears as name@date-time in the NN disk detection widget")
         form.addRow("model name", self.model_name)
         self.train_btn = QPushButton("Train")
         self.resume_btn = QPushButton("Resume")
         self.stop_btn = QPushButton("Stop")
         self.train_btn.setToolTip("start a new run (replaces a checkpoint in the run folder)")
         self.resume_btn.setToolTip("continue from the checkpoint of the last finished epoch")
-        row, self.train_progress, self.train_status = job_row(
-            self.train_btn, self.resume_btn, self.stop_btn
-        )
+        row, self.train_progress, self.train_status = job_row(self.train_btn, self.resume_btn, self.stop_btn)
         lay = QVBoxLayout(page)
         lay.addLayout(form)
         lay.addLayout(row)
@@ -577,9 +567,7 @@ class SimulationTrainingWidget(DockState, QWidget):
     def show_plot(self) -> None:
         """The training curves as a dock of the viewer (added once)."""
         if self._plot_dock is None:
-            self._plot_dock = self.viewer.window.add_dock_widget(
-                self.plot, name=PLOT_DOCK, area="right"
-            )
+            self._plot_dock = self.viewer.window.add_dock_widget(self.plot, name=PLOT_DOCK, area="right")
         self._plot_dock.show()
 
     def train(self, resume: bool = False) -> bool:
@@ -635,9 +623,7 @@ class SimulationTrainingWidget(DockState, QWidget):
             self.plot.set_history(p.history)
 
     def _on_stop(self) -> None:
-        self.train_status.setText(
-            "stopped: Resume continues from the checkpoint of the last finished epoch"
-        )
+        self.train_status.setText("stopped: Resume continues from the checkpoint of the last finished epoch")
 
     def _on_trained(self, out) -> None:
         result, path, name = out

@@ -90,8 +90,14 @@ KEYMAP: dict[str, tuple[str, str, tuple]] = {
 }
 
 
-def shapes_to_detector(kind: str, data: list[np.ndarray], shape_types: list[str], det_shape,
-                       masks: np.ndarray | None = None, current: Detector | None = None) -> Detector:
+def shapes_to_detector(
+    kind: str,
+    data: list[np.ndarray],
+    shape_types: list[str],
+    det_shape,
+    masks: np.ndarray | None = None,
+    current: Detector | None = None,
+) -> Detector:
     """Turn the shapes of the detector layer (data coordinates = detector pixels) into a Detector.
 
     ``Disk`` uses the first ellipse, ``Annulus`` the largest and smallest ellipses (outer and
@@ -135,6 +141,7 @@ def shapes_to_detector(kind: str, data: list[np.ndarray], shape_types: list[str]
 
 def detector_to_shapes(det: Detector) -> tuple[list[np.ndarray], list[str]]:
     """Shapes (data coordinates) that draw a Disk, Annulus, Rectangle or Wedge detector."""
+
     def ellipse(c, r):
         cy, cx = c
         return np.array([[cy - r, cx - r], [cy - r, cx + r], [cy + r, cx + r], [cy + r, cx - r]])
@@ -214,8 +221,13 @@ def detector_response(dc: DataCube, det: Detector, cal: Calibration, response: s
         if response == "Sum":
             return img
         weight = float(np.sum(det.render(dc.detector_shape)))
-        return RealSpaceMap(img.data / max(weight, 1e-12), name="virtual_mean", units="counts/px",
-                            calibration=img.calibration, params={**img.params, "response": "mean"})
+        return RealSpaceMap(
+            img.data / max(weight, 1e-12),
+            name="virtual_mean",
+            units="counts/px",
+            calibration=img.calibration,
+            params={**img.params, "response": "mean"},
+        )
     com = yield from iter_center_of_mass(dc, detector=det, calibration=cal)
     params = {"detector": det.to_params(), "response": response}
     if response in ("CoM y", "CoM x"):
@@ -223,15 +235,21 @@ def detector_response(dc: DataCube, det: Detector, cal: Calibration, response: s
         return RealSpaceMap(com.channel(ch), name=ch, units="px", calibration=com.calibration, params=params)
     d = dpc(com, descan="mean")
     if response == "|CoM|":
-        return RealSpaceMap(d.channel("magnitude"), name="com_magnitude", units="px",
-                            calibration=com.calibration, params=params)
+        return RealSpaceMap(
+            d.channel("magnitude"), name="com_magnitude", units="px", calibration=com.calibration, params=params
+        )
     if response == "iCoM":
         ph = idpc(d)
         return RealSpaceMap(ph.data, name="icom", units=ph.units, calibration=com.calibration, params=params)
     if response in ("Divergence", "Curl"):
         dc_map = divergence_curl(d)
-        return RealSpaceMap(dc_map.channel(response.lower()), name=f"com_{response.lower()}",
-                            units=dc_map.units, calibration=com.calibration, params=params)
+        return RealSpaceMap(
+            dc_map.channel(response.lower()),
+            name=f"com_{response.lower()}",
+            units=dc_map.units,
+            calibration=com.calibration,
+            params=params,
+        )
     raise ValueError(f"unknown response {response!r}; use one of {RESPONSES}")
 
 
@@ -243,8 +261,17 @@ def _sum_job(dc: DataCube, det: Detector, cal: Calibration, descan: bool, source
     return (yield from iter_virtual(dc, virtual=params, calibration=cal, source=source, detectors=(det,)))
 
 
-def _live_job(dc: DataCube, det: Detector, cal: Calibration, descan: bool, preview: DataCube | None,
-              timings: list, first: _FirstImage | None = None, response: str = "Sum", source: Any = None):
+def _live_job(
+    dc: DataCube,
+    det: Detector,
+    cal: Calibration,
+    descan: bool,
+    preview: DataCube | None,
+    timings: list,
+    first: _FirstImage | None = None,
+    response: str = "Sum",
+    source: Any = None,
+):
     """Worker job: a binned preview first (when given a preview cube), then the exact image
     (the Sum: a :class:`~napari_4dstem.pipelines.VirtualResult` of the pipeline, with the recipe
     of ``source``; the other responses a RealSpaceMap).
@@ -328,8 +355,20 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
     result_file_name = "virtual_image.h5"
     state_key = "virtual"
     # the detector is saved as itself (extra_state), not as the fields that show it
-    state_exclude = ("layer_combo", "kind_combo", "cy", "cx", "r_in", "r_out", "r_in_cal", "r_out_cal",
-                     "cy_cal", "cx_cal", "a_start", "a_end")
+    state_exclude = (
+        "layer_combo",
+        "kind_combo",
+        "cy",
+        "cx",
+        "r_in",
+        "r_out",
+        "r_in_cal",
+        "r_out_cal",
+        "cy_cal",
+        "cx_cal",
+        "a_start",
+        "a_end",
+    )
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -402,8 +441,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             sb.setValue(v)
             sb.setEnabled(False)
         self.mask_btn = QPushButton("Mask from file...")
-        self.mask_btn.setToolTip("a detector mask from a .npy or .tif file of the detector's shape "
-                                 "(boolean, or weights)")
+        self.mask_btn.setToolTip(
+            "a detector mask from a .npy or .tif file of the detector's shape (boolean, or weights)"
+        )
         self._mask_det: MaskDetector | None = None  # the mask file's detector
         self.angles = QLabel("")
         self.angles.setMinimumHeight(self.angles.fontMetrics().lineSpacing() + 4)
@@ -437,8 +477,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.keep_btn = QPushButton("Keep")
         self.keep_btn.setToolTip("list this image in the Results dock (session)")
         self.add_btn = QPushButton("Add detector")
-        self.add_btn.setToolTip("keep this detector as its own coloured layer with its own image in the "
-                                "Real space dock (delete the layer to remove it)")
+        self.add_btn.setToolTip(
+            "keep this detector as its own coloured layer with its own image in the "
+            "Real space dock (delete the layer to remove it)"
+        )
         form = QFormLayout()
         form.addRow("4D layer", self.layer_combo)
         form.addRow("detector", self.kind_combo)
@@ -470,8 +512,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.region_reduce = QComboBox()
         self.region_reduce.addItems(REDUCES)
         self.region_btn = QPushButton("Region on real space")
-        self.region_btn.setToolTip("draw a rectangle, ellipse or polygon on the Real space dock: the pattern "
-                                   "over the positions inside it appears as the 'region pattern' layer")
+        self.region_btn.setToolTip(
+            "draw a rectangle, ellipse or polygon on the Real space dock: the pattern "
+            "over the positions inside it appears as the 'region pattern' layer"
+        )
         region.addWidget(QLabel("region"))
         region.addWidget(self.region_reduce)
         region.addWidget(self.region_btn)
@@ -531,8 +575,14 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         from napari.qt.threading import create_worker
 
         # reading 25 patterns of a lazy file and fitting the disk: a worker, never the GUI thread
-        create_worker(_find_bf, dc, _connect={"returned": guarded(self, lambda bf, dc=dc: self._on_bf(dc, bf)),
-                                              "errored": guarded(self, self._on_error)})
+        create_worker(
+            _find_bf,
+            dc,
+            _connect={
+                "returned": guarded(self, lambda bf, dc=dc: self._on_bf(dc, bf)),
+                "errored": guarded(self, self._on_error),
+            },
+        )
 
     def _on_bf(self, dc: DataCube, bf) -> None:
         """The BF disk of the centre patterns is in: start with a BF detector on it."""
@@ -558,7 +608,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             return self.viewer.layers[DETECTOR_LAYER]
         cal = self.datacube()[1]
         layer = self.viewer.add_shapes(
-            name=DETECTOR_LAYER, edge_color="cyan", face_color=[0, 1, 1, 0.15], edge_width=1,
+            name=DETECTOR_LAYER,
+            edge_color="cyan",
+            face_color=[0, 1, 1, 0.15],
+            edge_width=1,
             **cal.napari_kwargs("k"),
         )
         layer.events.set_data.connect(self._on_shapes_edited)
@@ -671,8 +724,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         det_shape = self.datacube()[0].detector_shape
         kind = self.kind_combo.currentText()
         masks = layer.to_masks(mask_shape=det_shape) if kind == "Drawn shapes" and len(layer.data) else None
-        return shapes_to_detector(kind, list(layer.data), list(layer.shape_type), det_shape, masks,
-                                  current=self._current_detector())
+        return shapes_to_detector(
+            kind, list(layer.data), list(layer.shape_type), det_shape, masks, current=self._current_detector()
+        )
 
     def _on_fields(self, *_) -> None:
         if self._syncing:
@@ -723,8 +777,11 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._on_fields()
 
     def _label_fields(self, kind: str) -> None:
-        names = (("half height [px]", "half width [px]") if kind == "Rectangle"
-                 else ("inner radius [px]", "outer radius [px]"))
+        names = (
+            ("half height [px]", "half width [px]")
+            if kind == "Rectangle"
+            else ("inner radius [px]", "outer radius [px]")
+        )
         for sb, name in zip((self.r_in, self.r_out), names, strict=True):
             label = self._form.labelForField(sb)
             if label is not None:
@@ -790,8 +847,12 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             if label is not None:
                 label.setText(f"centre {axis} [{unit or 'px'} from origin]")
         if px is not None:
-            for sb, v in ((self.r_in_cal, self.r_in.value()), (self.r_out_cal, self.r_out.value()),
-                          (self.cy_cal, self.cy.value() - oy), (self.cx_cal, self.cx.value() - ox)):
+            for sb, v in (
+                (self.r_in_cal, self.r_in.value()),
+                (self.r_out_cal, self.r_out.value()),
+                (self.cy_cal, self.cy.value() - oy),
+                (self.cx_cal, self.cx.value() - ox),
+            ):
                 sb.blockSignals(True)
                 sb.setValue(v * px)
                 sb.blockSignals(False)
@@ -803,8 +864,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         elif isinstance(det, AnnulusDetector):
             self.angles.setText(f"{det.inner_px * px:.3g} - {det.outer_px * px:.3g} {unit}")
         elif isinstance(det, WedgeDetector):
-            self.angles.setText(f"{det.inner_px * px:.3g} - {det.outer_px * px:.3g} {unit}, "
-                                f"{det.start_deg:g} to {det.end_deg:g} deg")
+            self.angles.setText(
+                f"{det.inner_px * px:.3g} - {det.outer_px * px:.3g} {unit}, {det.start_deg:g} to {det.end_deg:g} deg"
+            )
         else:
             self.angles.setText("")
 
@@ -859,20 +921,29 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             lyr.visible = True
         else:
             cal = self.datacube()[1]
-            self.viewer.add_image(m, name=MASK_LAYER, colormap="cyan", blending="additive", opacity=0.35,
-                                  contrast_limits=(0.0, max(float(m.max()), 1e-12)), **cal.napari_kwargs("k"))
+            self.viewer.add_image(
+                m,
+                name=MASK_LAYER,
+                colormap="cyan",
+                blending="additive",
+                opacity=0.35,
+                contrast_limits=(0.0, max(float(m.max()), 1e-12)),
+                **cal.napari_kwargs("k"),
+            )
 
     def _preset(self, name: str, dc: DataCube, cal: Calibration) -> Detector:
         """The preset detector: from calibrated angles, else from the detected BF disk."""
         bf = getattr(self, "_bf", None)
         try:
-            return preset_detector(name, detector_shape=dc.detector_shape, calibration=cal,
-                                   center_px=bf.center_px if bf else None)
+            return preset_detector(
+                name, detector_shape=dc.detector_shape, calibration=cal, center_px=bf.center_px if bf else None
+            )
         except Napari4DSTEMError:
             if bf is None:
                 raise
-            return preset_detector(name, detector_shape=dc.detector_shape, center_px=bf.center_px,
-                                   bf_radius_px=bf.radius_px)
+            return preset_detector(
+                name, detector_shape=dc.detector_shape, center_px=bf.center_px, bf_radius_px=bf.radius_px
+            )
 
     def _precompute_presets(self, dc: DataCube) -> None:
         """Compute every preset's image in a worker, so that a preset switch only shows it."""
@@ -890,8 +961,14 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 self.presets_ready = True
 
         self._preset_worker = create_worker(
-            _preset_job, dc, dets, cal, layer_source(self.layer), _progress={"total": len(dets), "desc": "preset images"},
-            _connect={"returned": guarded(self, done), "errored": guarded(self, self._on_error)})
+            _preset_job,
+            dc,
+            dets,
+            cal,
+            layer_source(self.layer),
+            _progress={"total": len(dets), "desc": "preset images"},
+            _connect={"returned": guarded(self, done), "errored": guarded(self, self._on_error)},
+        )
 
     def show_rgb(self, names: tuple[str, str, str] | None = None) -> np.ndarray | None:
         """Show three precomputed preset images as one RGB image (red, green, blue), each
@@ -909,8 +986,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
     def pipeline_result(self):
         """The shown image as a pipeline result (the Sum response), for Save and Copy as Python."""
         if self.result is None and self.last_image is not None:
-            raise Napari4DSTEMError(f"the {self._response()} response is not a pipeline result yet: Save and "
-                                    "Copy as Python cover Sum (CoM maps: the DPC dock)")
+            raise Napari4DSTEMError(
+                f"the {self._response()} response is not a pipeline result yet: Save and "
+                "Copy as Python cover Sum (CoM maps: the DPC dock)"
+            )
         return self.result
 
     def copy_as_python(self) -> str | None:
@@ -935,15 +1014,15 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         d = None if det is None else detector_params(det)
         if d is not None and d["kind"] == "mask" and not getattr(det, "path", None):
             d = None  # drawn shapes: a mask in memory (the shapes stay in the napari layer)
-        return {"detector": d, "extra_detectors": self.extras.params(),
-                "extra_responses": self.extras.responses()}
+        return {"detector": d, "extra_detectors": self.extras.params(), "extra_responses": self.extras.responses()}
 
     def restore_extra(self, state: dict[str, Any]) -> None:
         from ..pipelines import detector_from_params
 
         responses = list(state.get("extra_responses") or [])
-        extras = [(d, responses[i] if i < len(responses) else "Sum")
-                  for i, d in enumerate(state.get("extra_detectors") or [])]
+        extras = [
+            (d, responses[i] if i < len(responses) else "Sum") for i, d in enumerate(state.get("extra_detectors") or [])
+        ]
         if self.layer is None or self._bf_pending:
             self._restored_extras = extras  # added once the layer is ready
         else:
@@ -1083,16 +1162,27 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         # the preview pays off only when the exact image is slow (the GUI redraw is a floor)
         slow = bool(self._exact_s) and self._exact_s[-1] > PREVIEW_ABOVE_S
         response = self._response()
-        use_preview = (slow and self._preview is not None and not self.descan.isChecked()
-                       and response == "Sum")
+        use_preview = slow and self._preview is not None and not self.descan.isChecked() and response == "Sum"
         self._shown = False
         self._first_soon = use_preview or (bool(self._exact_s) and self._exact_s[-1] < FIRST_SOON_S)
         first = self._first = _FirstImage()
         worker = create_worker(
-            _live_job, dc, det, cal, self.descan.isChecked(), self._preview if use_preview else None,
-            self._exact_s, first, response, layer_source(self.layer),
-            _connect={"returned": self._on_image, "yielded": self._on_yielded,
-                      "errored": self._on_error, "finished": self._on_finished},
+            _live_job,
+            dc,
+            det,
+            cal,
+            self.descan.isChecked(),
+            self._preview if use_preview else None,
+            self._exact_s,
+            first,
+            response,
+            layer_source(self.layer),
+            _connect={
+                "returned": self._on_image,
+                "yielded": self._on_yielded,
+                "errored": self._on_error,
+                "finished": self._on_finished,
+            },
             **kwargs,
         )
         self._worker = worker
@@ -1113,8 +1203,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             del self._first_s[:-8]
         if isinstance(item, tuple):
             self.last_preview = item[1]
-            self.realspace.set_image(item[1].data, self._scan_cal(item[1]),
-                                     title="virtual image (preview: detector binned 4x)")
+            self.realspace.set_image(
+                item[1].data, self._scan_cal(item[1]), title="virtual image (preview: detector binned 4x)"
+            )
             self._shown = True
             if self._pending is not None and self._worker is not None:
                 self._worker.quit()  # superseded while its preview was computed
@@ -1124,8 +1215,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self.last_image = item
             d = item.params.get("detector", {})
             resp = item.params.get("response", "sum")
-            self.realspace.set_image(item.data, self._scan_cal(item),
-                                     title=f"virtual image: {d.get('kind', '')}, {resp}")
+            self.realspace.set_image(
+                item.data, self._scan_cal(item), title=f"virtual image: {d.get('kind', '')}, {resp}"
+            )
             self._shown = True
             self.status.setText("")
             if self._last_detector is not None:
@@ -1157,9 +1249,13 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             if self.layer is not None and self.layer.data is dc.data:
                 self._preview = cube
 
-        create_worker(iter_preview_cube, dc, factor=4,
-                      _progress={"total": 1, "desc": "binned preview"},
-                      _connect={"returned": guarded(self, done), "errored": guarded(self, self._on_error)})
+        create_worker(
+            iter_preview_cube,
+            dc,
+            factor=4,
+            _progress={"total": 1, "desc": "binned preview"},
+            _connect={"returned": guarded(self, done), "errored": guarded(self, self._on_error)},
+        )
 
     def _on_error(self, exc) -> None:
         from .log import log_error
@@ -1200,7 +1296,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         n = (y1 - y0) * (x1 - x0)
         label = f"mean over {n} positions (scan_y {y0}:{y1}, scan_x {x0}:{x1})"
         create_worker(
-            dc.region_pattern, slice(y0, y1), slice(x0, x1),
+            dc.region_pattern,
+            slice(y0, y1),
+            slice(x0, x1),
             _connect={"returned": lambda img: self.show_region_pattern(img, label), "errored": self._on_error},
         )  # create_worker starts it
 
@@ -1215,7 +1313,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self.viewer.layers[name].visible = True
         else:
             self.viewer.add_image(
-                img, name=name, colormap="inferno", blending="translucent",
+                img,
+                name=name,
+                colormap="inferno",
+                blending="translucent",
                 metadata={"napari_4dstem": {"kind": "diffraction", "calibration": cal, "label": label}},
                 **cal.napari_kwargs("k"),
             )
@@ -1224,6 +1325,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
     # -- keyboard -------------------------------------------------------------------------------
     def _bind_keys(self) -> None:
         for key, (_what, method, args) in KEYMAP.items():
+
             def handler(viewer, method=method, args=args):
                 getattr(self, method)(*args)
 

@@ -26,9 +26,7 @@ def auto_device() -> str | None:
     import shutil
     import sys
 
-    if "torch" not in sys.modules and not (
-        os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi")
-    ):
+    if "torch" not in sys.modules and not (os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi")):
         return None
     try:
         import torch

@@ -126,9 +126,7 @@ def _colour(c: np.ndarray, ops: np.ndarray, corners: np.ndarray) -> np.ndarray:
     return np.sqrt(coef)
 
 
-def ipf_colors(
-    orientations: np.ndarray, group: PointGroup, *, direction: str | Sequence[float] = "z"
-) -> np.ndarray:
+def ipf_colors(orientations: np.ndarray, group: PointGroup, *, direction: str | Sequence[float] = "z") -> np.ndarray:
     """RGB (..., 3) in 0..1 of the lab ``direction`` in the crystal frame of ``U (..., 3, 3)``.
 
     Parameters

@@ -130,9 +130,7 @@ def peaks_to_lab(
     elif cal.origin_px is not None:
         oy, ox = np.full(len(pos), cal.origin_px[0]), np.full(len(pos), cal.origin_px[1])
     else:
-        raise CalibrationError(
-            "ACOM needs the origin (unscattered beam position): calibrate it or pass origin_px"
-        )
+        raise CalibrationError("ACOM needs the origin (unscattered beam position): calibrate it or pass origin_px")
     gx = (peaks.qx - ox) * px
     gy = (peaks.qy - oy) * px
     r = np.hypot(gx, gy)
@@ -611,13 +609,18 @@ def _match_one_plan(
         out_phi,
         out_s,
     )
+
     def coarse(n):  # best sparse-correlation score of each matched pattern
         return out_s[:n].max(axis=1)
 
     if device is None:
         for i1 in _run_ranges(_score_range, n_pat, args, n_threads, chunk):
-            yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}",
-                           partial=partial("matching score", i1, coarse))
+            yield Progress(
+                done0 + i1 // 2,
+                progress_total,
+                f"matching {plan.crystal.name}",
+                partial=partial("matching score", i1, coarse),
+            )
     else:
         from ._torch import score_batches_torch
 
@@ -634,12 +637,22 @@ def _match_one_plan(
             tol_pos=tol_pos,
             device=device,
         ):
-            yield Progress(done0 + i1 // 2, progress_total, f"matching {plan.crystal.name}",
-                           partial=partial("matching score", i1, coarse))
+            yield Progress(
+                done0 + i1 // 2,
+                progress_total,
+                f"matching {plan.crystal.name}",
+                partial=partial("matching score", i1, coarse),
+            )
     group = plan.crystal.point_group
     n_keep = max(n_matches, n_refine) if refine else n_matches
     U0, idx, ok = yield from _ranked_candidates_job(
-        plan, out_z, out_phi, out_s, group, separation_deg, n_keep,
+        plan,
+        out_z,
+        out_phi,
+        out_s,
+        group,
+        separation_deg,
+        n_keep,
         Progress(done0 + n_pat // 2, progress_total, f"ranking the {plan.crystal.name} candidates"),
     )
     rows = np.arange(n_pat)[:, None]
@@ -670,8 +683,19 @@ def _match_one_plan(
         yield preparing
         # one set of refinement inputs; the Lorentzian plans refine it twice (below)
         refine_with = functools.partial(
-            refine_arguments, plan, off, gx, gy, amp, U0_nan, ok,
-            intensity_power=intensity_power, k_max=k_max, tol_pos=tol_pos, n_iter=n_iter, clean=clean,
+            refine_arguments,
+            plan,
+            off,
+            gx,
+            gy,
+            amp,
+            U0_nan,
+            ok,
+            intensity_power=intensity_power,
+            k_max=k_max,
+            tol_pos=tol_pos,
+            n_iter=n_iter,
+            clean=clean,
         )
         args, (U_out, corr, n_match, rms) = refine_with()
         yield preparing
@@ -683,19 +707,25 @@ def _match_one_plan(
         share = 4 if twice else 2  # the refinement's half of the progress, in one or two passes
         for i1 in _run_ranges(_refine_range, n_pat, args, n_threads, chunk):
             yield Progress(
-                done0 + n_pat // 2 + i1 // share, progress_total, f"refining {plan.crystal.name}",
+                done0 + n_pat // 2 + i1 // share,
+                progress_total,
+                f"refining {plan.crystal.name}",
                 partial=partial("correlation", i1, refined),
             )
         if twice:
             # robust to the rocking-curve shape: refine every candidate under the Gaussian
             # fall-off too and keep, per candidate, the model that explains the peaks better
             args_g, outs_g = refine_with(profile="gaussian")
-            yield Progress(done0 + n_pat // 2 + n_pat // 4, progress_total,
-                           f"refining {plan.crystal.name} (Gaussian fall-off)")
+            yield Progress(
+                done0 + n_pat // 2 + n_pat // 4, progress_total, f"refining {plan.crystal.name} (Gaussian fall-off)"
+            )
             for i1 in _run_ranges(_refine_range, n_pat, args_g, n_threads, chunk):
                 # progress and Cancel between chunks here too (it ran 0.3-0.5 s without either)
-                yield Progress(done0 + n_pat // 2 + n_pat // 4 + i1 // 4, progress_total,
-                               f"refining {plan.crystal.name} (Gaussian fall-off)")
+                yield Progress(
+                    done0 + n_pat // 2 + n_pat // 4 + i1 // 4,
+                    progress_total,
+                    f"refining {plan.crystal.name} (Gaussian fall-off)",
+                )
             better = outs_g[1] > corr
             U_out = np.where(better[..., None, None], outs_g[0], U_out)
             yield Progress(done0 + n_pat, progress_total, f"ranking the refined {plan.crystal.name} matches")
@@ -705,14 +735,24 @@ def _match_one_plan(
         U0, score = U_out, np.where(ok, corr, 0.0)
         # candidates that refined into the same orientation are one answer: keep the best
         order, ok = yield from _distinct_best_job(
-            U0, score, ok, group, separation_deg, n_keep,
+            U0,
+            score,
+            ok,
+            group,
+            separation_deg,
+            n_keep,
             Progress(done0 + n_pat, progress_total, f"ranking the refined {plan.crystal.name} matches"),
         )
         U0, score, n_match, rms = (a[rows, order] for a in (U0, score, n_match, rms))
         score = np.where(ok, score, 0.0)
     # reliability: best score of a candidate that ended more than the separation from the best
     second, alt = yield from _reliability_job(
-        U0, score, ok, group, separation_deg, n_keep,
+        U0,
+        score,
+        ok,
+        group,
+        separation_deg,
+        n_keep,
         Progress(done0 + n_pat, progress_total, f"reliability of the {plan.crystal.name} matches"),
     )
     reliability = np.where(score[:, 0] > 0, 1.0 - second / np.maximum(score[:, 0], 1e-300), 0.0)
@@ -739,9 +779,7 @@ def _explained_peaks(plans, U, ok, phase, off, gx, gy, tol_pos, k_max) -> np.nda
     for k, plan in enumerate(plans):
         refl = plan.crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
         lam = electron_wavelength_A(plan.params["energy_kev"])
-        cut = (30.0 if _plan_profile(plan) == "lorentzian" else 3.0) * plan.params[
-            "excitation_width_inv_A"
-        ]
+        cut = (30.0 if _plan_profile(plan) == "lorentzian" else 3.0) * plan.params["excitation_width_inv_A"]
         g2 = np.sum(refl.g**2, axis=1)
         for i in np.nonzero(ok & (phase == k))[0]:
             a, b = off[i], off[i + 1]
@@ -949,14 +987,10 @@ def iter_match_orientations(
     if any(abs(p.params["energy_kev"] - e0) > 1e-6 for p in plans):
         raise Napari4DSTEMError("all orientation plans must be made for the same beam energy")
     if cal.beam_energy_kev is not None and abs(cal.beam_energy_kev - e0) > 0.5:
-        raise CalibrationError(
-            f"the plans are for {e0} keV but the data were taken at {cal.beam_energy_kev} keV"
-        )
+        raise CalibrationError(f"the plans are for {e0} keV but the data were taken at {cal.beam_energy_kev} keV")
     px = cal.k_pixel_size_in("1/A") if cal.k_units != "px" else None
     if px is None:
-        raise CalibrationError(
-            "ACOM needs the detector pixel size in 1/A (or mrad with the beam energy)"
-        )
+        raise CalibrationError("ACOM needs the detector pixel size in 1/A (or mrad with the beam energy)")
     k_max = min(p.params["k_max_inv_A"] for p in plans)
     min_r = 0.5 * min(p.shell_radii[0] for p in plans)
     off, gx, gy, amp = peaks_to_lab(
@@ -989,11 +1023,7 @@ def iter_match_orientations(
     def one_pass(off_p, gx_p, gy_p, amp_p, n_m, i_pass):
         per_plan = []
         for k, plan in enumerate(plans):
-            sep = (
-                separation_deg
-                if separation_deg is not None
-                else max(5.0, 2.5 * plan.params["step_deg"])
-            )
+            sep = separation_deg if separation_deg is not None else max(5.0, 2.5 * plan.params["step_deg"])
             n_cand = max(24, 4 * n_m, 2 * n_refine)
             res = yield from _match_one_plan(
                 plan,
@@ -1030,17 +1060,13 @@ def iter_match_orientations(
         corr = np.where(okm, corr, -1.0)
         order = np.argsort(-corr, axis=1, kind="stable")[:, :n_m]
         rows = np.arange(n_pat)[:, None]
-        U, corr, okm, nmatch, rms, phase = (
-            a[rows, order] for a in (U, corr, okm, nmatch, rms, phase)
-        )
+        U, corr, okm, nmatch, rms, phase = (a[rows, order] for a in (U, corr, okm, nmatch, rms, phase))
         rel = np.stack([r[5] for r in per_plan], axis=1)[np.arange(n_pat), phase[:, 0]]
         alt = np.stack([r[7] for r in per_plan], axis=1)[np.arange(n_pat), phase[:, 0]]
         if len(plans) > 1:
             best = np.stack([np.where(r[2][:, 0], r[1][:, 0], 0.0) for r in per_plan], axis=1)
             srt = np.sort(best, axis=1)
-            phase_rel = np.where(
-                srt[:, -1] > 0, 1.0 - srt[:, -2] / np.maximum(srt[:, -1], 1e-300), 0.0
-            )
+            phase_rel = np.where(srt[:, -1] > 0, 1.0 - srt[:, -2] / np.maximum(srt[:, -1], 1e-300), 0.0)
         else:
             phase_rel = np.ones(n_pat)
         return U, corr, okm, nmatch, rms, phase, rel, phase_rel, alt
@@ -1058,8 +1084,15 @@ def iter_match_orientations(
         for i_pass in range(1, n_matches):
             last = parts[-1]
             explained |= _explained_peaks(
-                plans, last[0][:, 0], last[2][:, 0] & valid, last[5][:, 0], off_v, gx, gy,
-                tol_pos, k_max,
+                plans,
+                last[0][:, 0],
+                last[2][:, 0] & valid,
+                last[5][:, 0],
+                off_v,
+                gx,
+                gy,
+                tol_pos,
+                k_max,
             )
             left = ~explained
             pat_of_peak = np.repeat(np.arange(n_pat), np.diff(off_v))
@@ -1072,20 +1105,14 @@ def iter_match_orientations(
             res_k[2] = res_k[2] & use[:, None]
             for prev in parts:  # a residual that only re-finds an earlier grain is no new grain
                 for k, plan in enumerate(plans):
-                    sep = separation_deg if separation_deg is not None else max(
-                        5.0, 2.5 * plan.params["step_deg"]
-                    )
+                    sep = separation_deg if separation_deg is not None else max(5.0, 2.5 * plan.params["step_deg"])
                     same = (res_k[5][:, 0] == k) & (prev[5][:, 0] == k) & res_k[2][:, 0]
                     if same.any():
-                        mis = misorientation_deg(
-                            res_k[0][same, 0], prev[0][same, 0], plan.crystal.point_group
-                        )
+                        mis = misorientation_deg(res_k[0][same, 0], prev[0][same, 0], plan.crystal.point_group)
                         idx = np.nonzero(same)[0][~(mis > sep)]
                         res_k[2][idx, 0] = False
             parts.append(tuple(res_k))
-        U, corr, okm, nmatch, rms, phase = (
-            np.concatenate([p[j] for p in parts], axis=1) for j in range(6)
-        )
+        U, corr, okm, nmatch, rms, phase = (np.concatenate([p[j] for p in parts], axis=1) for j in range(6))
     okm &= valid[:, None]
     if len(plans) == 1:
         phase_rel = np.where(valid, 1.0, 0.0)
@@ -1116,12 +1143,8 @@ def iter_match_orientations(
     for k, plan in enumerate(plans):
         sel = has_alt & (phase[:, 0] == k)
         if sel.any():
-            sep = separation_deg if separation_deg is not None else max(
-                5.0, 2.5 * plan.params["step_deg"]
-            )
-            flip = misorientation_deg(
-                alt[sel], rotation_z(np.pi) @ U[sel, 0], plan.crystal.point_group
-            )
+            sep = separation_deg if separation_deg is not None else max(5.0, 2.5 * plan.params["step_deg"])
+            flip = misorientation_deg(alt[sel], rotation_z(np.pi) @ U[sel, 0], plan.crystal.point_group)
             kind[sel] = np.where(flip <= sep, 1, 2)
     alt = np.where(has_alt[:, None, None], alt, np.nan)
     return ACOMResult(
@@ -1254,9 +1277,7 @@ def kinematic_bragg_peaks(
         if position_noise_px > 0:
             yx = yx + rng.normal(scale=position_noise_px, size=yx.shape)
         recs.append({"qy": yx[:, 0], "qx": yx[:, 1], "intensity": pat.intensity})
-    cal = Calibration(
-        k_pixel_size=k_pixel_size, k_units="1/A", beam_energy_kev=energy_kev, origin_px=origin_px
-    )
+    cal = Calibration(k_pixel_size=k_pixel_size, k_units="1/A", beam_energy_kev=energy_kev, origin_px=origin_px)
     return BraggPeaks.from_lists(
         recs,
         scan_shape,

@@ -61,9 +61,7 @@ def rotation_z(phi_rad) -> np.ndarray:
     """
     c, s = np.cos(phi_rad), np.sin(phi_rad)
     z, o = np.zeros_like(c), np.ones_like(c)
-    return np.stack(
-        [np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2
-    )
+    return np.stack([np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2)
 
 
 def zone_axis_orientation(v: np.ndarray) -> np.ndarray:
@@ -113,9 +111,7 @@ def euler_bunge_deg(U: np.ndarray) -> np.ndarray:
     Phi = np.arccos(np.clip(g[..., 2, 2], -1, 1))
     sP = np.sin(Phi)
     gen = sP > 1e-6
-    phi1 = np.where(
-        gen, np.arctan2(g[..., 2, 0], -g[..., 2, 1]), np.arctan2(g[..., 0, 1], g[..., 0, 0])
-    )
+    phi1 = np.where(gen, np.arctan2(g[..., 2, 0], -g[..., 2, 1]), np.arctan2(g[..., 0, 1], g[..., 0, 0]))
     phi2 = np.where(gen, np.arctan2(g[..., 0, 2], g[..., 1, 2]), 0.0)
     out = np.stack([np.degrees(phi1) % 360, np.degrees(Phi), np.degrees(phi2) % 360], -1)
     return np.where(np.isfinite(g[..., :1, 0]), out, np.nan)
@@ -275,9 +271,7 @@ def load_orientation_plan(path: str | PathLike) -> OrientationPlan:
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise FileFormatError(p, f"not an orientation plan ({e})") from None
     if str(d.get("format", "")) != "napari-4dstem orientation plan 1":
-        raise FileFormatError(
-            p, "not a napari-4dstem orientation plan (.npz written by OrientationPlan.save)"
-        )
+        raise FileFormatError(p, "not a napari-4dstem orientation plan (.npz written by OrientationPlan.save)")
     return OrientationPlan(
         Crystal.from_dict(d),
         d["zone_axes"],

@@ -129,9 +129,7 @@ class ACOMResult:
             g = c.point_group
             same_x = (ph[:, :-1] == k) & (ph[:, 1:] == k)
             same_y = (ph[:-1] == k) & (ph[1:] == k)
-            out[:, :-1, 0] = np.where(
-                same_x, misorientation_deg(U[:, :-1], U[:, 1:], g), out[:, :-1, 0]
-            )
+            out[:, :-1, 0] = np.where(same_x, misorientation_deg(U[:, :-1], U[:, 1:], g), out[:, :-1, 0])
             out[:-1, :, 1] = np.where(same_y, misorientation_deg(U[:-1], U[1:], g), out[:-1, :, 1])
         return out
 
@@ -169,9 +167,7 @@ class ACOMResult:
         for k, c in enumerate(self.crystals):
             sel = self.phase[:, :, match] == k
             if sel.any():
-                out[sel] = ipf_colors(
-                    self.orientation[:, :, match][sel], c.point_group, direction=direction
-                )
+                out[sel] = ipf_colors(self.orientation[:, :, match][sel], c.point_group, direction=direction)
         return out
 
     def to_maps(self, *, match: int = 0) -> list[RealSpaceMap]:
@@ -198,13 +194,9 @@ class ACOMResult:
                 calibration=cal,
                 params=params,
             ),
-            RealSpaceMap(
-                self.correlation[:, :, m], name="correlation", calibration=cal, params=params
-            ),
+            RealSpaceMap(self.correlation[:, :, m], name="correlation", calibration=cal, params=params),
             RealSpaceMap(self.reliability, name="reliability", calibration=cal, params=params),
-            RealSpaceMap(
-                self.phase[:, :, m].astype(np.int32), name="phase", calibration=cal, params=params
-            ),
+            RealSpaceMap(self.phase[:, :, m].astype(np.int32), name="phase", calibration=cal, params=params),
             RealSpaceMap(
                 self.grain_map(match=m).astype(np.int32),
                 name="grains",

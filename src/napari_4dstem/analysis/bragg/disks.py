@@ -140,9 +140,7 @@ def correlate(
     if tuple(kernel.shape) != shape:
         raise DataShapeError(f"kernel shape {kernel.shape} differs from the patterns {shape}")
     if _use_torch(device):
-        return _correlate_torch(
-            p, kernel, power=power, device=device, return_spectra=return_spectra
-        )
+        return _correlate_torch(p, kernel, power=power, device=device, return_spectra=return_spectra)
     import scipy.fft as sfft
 
     w = workers if workers is not None else (os.cpu_count() or 1)
@@ -330,9 +328,7 @@ def _detect_bin(template: ProbeTemplate, subpixel: str, detect_bin: int | None) 
     if b < 1:
         raise ValueError(f"detect_bin must be a positive integer, got {detect_bin}")
     if b > 1 and subpixel != "fit":
-        raise ValueError(
-            "detect_bin > 1 needs subpixel='fit' (other methods refine the binned correlation)"
-        )
+        raise ValueError("detect_bin > 1 needs subpixel='fit' (other methods refine the binned correlation)")
     return b
 
 
@@ -353,11 +349,7 @@ def _bin_stack(p: np.ndarray, b: int, parallel: bool = True) -> np.ndarray:
     """``b x b`` sums of a stack ``(n, k_y, k_x)`` in float32 (trailing rows/columns dropped)."""
     n, ny, nx = p.shape
     out = np.zeros((n, ny // b, nx // b), np.float32)
-    q = (
-        p
-        if p.dtype.kind in "uif" and p.dtype.isnative and p.dtype != np.float16
-        else p.astype(np.float32)
-    )
+    q = p if p.dtype.kind in "uif" and p.dtype.isnative and p.dtype != np.float16 else p.astype(np.float32)
     _bin_batch(np.ascontiguousarray(q), int(b), out, parallel=parallel)
     return out
 
@@ -521,9 +513,7 @@ def iter_find_bragg_disks(
     shape = tuple(cube.shape[2:])
     tmpl.kernel_for(shape)  # fails early, with a clear message, when it does not fit
     if subpixel not in ("fit", "parabolic", "gaussian", "upsample", "none"):
-        raise ValueError(
-            f"subpixel must be fit, parabolic, gaussian, upsample or none, got {subpixel!r}"
-        )
+        raise ValueError(f"subpixel must be fit, parabolic, gaussian, upsample or none, got {subpixel!r}")
     if int(max_peaks) < 1:
         raise ValueError(f"max_peaks must be at least 1, got {max_peaks}")
     if device is not None:
@@ -570,9 +560,7 @@ def iter_find_bragg_disks(
         "min_spacing_px": tmpl.radius_px if min_spacing_px is None else float(min_spacing_px),
         "template": tmpl.params,
         "detector_shape": list(shape),
-        "intensity": "integrated disk counts above background (fit)"
-        if subpixel == "fit"
-        else "correlation peak value",
+        "intensity": "integrated disk counts above background (fit)" if subpixel == "fit" else "correlation peak value",
         "positions": "raw detector pixels (k_y, k_x), not origin-corrected",
     }
     return BraggPeaks(
@@ -588,9 +576,7 @@ def iter_find_bragg_disks(
     )
 
 
-def find_bragg_disks(
-    data: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any
-) -> BraggPeaks:
+def find_bragg_disks(data: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> BraggPeaks:
     """Bragg disks of every pattern (runs :func:`iter_find_bragg_disks` to the end).
 
     Parameters
@@ -712,8 +698,7 @@ def _origin_per_peak(peaks: BraggPeaks, origin: Any) -> np.ndarray:
             origin = cal.origin_px
         else:
             raise DataShapeError(
-                "no origin: calibrate it (napari-4dstem calibrate), pass origin=, or use "
-                "origin_from_peaks"
+                "no origin: calibrate it (napari-4dstem calibrate), pass origin=, or use origin_from_peaks"
             )
     if isinstance(origin, RealSpaceMap):
         origin = origin.data[..., :2]

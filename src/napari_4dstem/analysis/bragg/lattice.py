@@ -86,13 +86,9 @@ class Lattice:
         return np.array([[self.g1[0], self.g2[0]], [self.g1[1], self.g2[1]]])
 
 
-def _bvm_vectors(
-    bvm: DiffractionImage, min_relative: float, smooth_px: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _bvm_vectors(bvm: DiffractionImage, min_relative: float, smooth_px: float) -> tuple[np.ndarray, np.ndarray]:
     s = int(bvm.params.get("sampling", 1))
-    oy, ox = bvm.params.get(
-        "origin_at_px", (bvm.data.shape[0] // (2 * s), bvm.data.shape[1] // (2 * s))
-    )
+    oy, ox = bvm.params.get("origin_at_px", (bvm.data.shape[0] // (2 * s), bvm.data.shape[1] // (2 * s)))
     img = ndimage.gaussian_filter(np.asarray(bvm.data, dtype=np.float64), smooth_px * s)
     t = find_peaks(
         img.astype(np.float32),
@@ -187,9 +183,7 @@ def find_lattice(
             origin = origin_from_peaks(source)
         source = bragg_vector_map(source, origin=origin)
     if not isinstance(source, DiffractionImage):
-        raise TypeError(
-            f"find_lattice needs a DiffractionImage or BraggPeaks, got {type(source).__name__}"
-        )
+        raise TypeError(f"find_lattice needs a DiffractionImage or BraggPeaks, got {type(source).__name__}")
     if (g1 is None) != (g2 is None):
         raise LatticeError("give both g1 and g2, or neither")
     vec, w = _bvm_vectors(source, 0.0, smooth_px)
@@ -213,8 +207,7 @@ def find_lattice(
         cand = [
             v
             for v in vec_s[1:]
-            if abs(a[1] * v[0] - a[0] * v[1])
-            > math.sin(math.radians(20)) * np.hypot(*a) * np.hypot(*v)
+            if abs(a[1] * v[0] - a[0] * v[1]) > math.sin(math.radians(20)) * np.hypot(*a) * np.hypot(*v)
         ]
         if not cand:
             raise LatticeError("all Bragg vector map peaks lie on one line: give g1 and g2")
@@ -315,9 +308,7 @@ class LatticeFit:
 
 
 @numba.njit(cache=True, nogil=True)
-def _fit_pass(
-    offsets, vy, vx, finite, w0, G, cy, cx, have_fit, tol, use_next, use, indexed, res, z, good, ok
-):
+def _fit_pass(offsets, vy, vx, finite, w0, G, cy, cx, have_fit, tol, use_next, use, indexed, res, z, good, ok):
     """One indexing + fitting pass over every pattern (CSR ``offsets``), in place.
 
     Each pattern is indexed with its own basis from the previous pass (``cy``, ``cx``) where

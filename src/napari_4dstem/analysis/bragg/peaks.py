@@ -254,9 +254,7 @@ def _parabolic_batch(c, yx, count, use_log, out_yx, out_v):
             out_yx[i, j, 1] = x + min(max(dx, -0.5), 0.5)
 
 
-def _upsample(
-    spectra: np.ndarray, shape, yx: np.ndarray, count: np.ndarray, factor: int
-) -> np.ndarray:
+def _upsample(spectra: np.ndarray, shape, yx: np.ndarray, count: np.ndarray, factor: int) -> np.ndarray:
     """Local DFT upsampling of the correlation around each peak (a parabola on the fine grid).
 
     ``spectra`` are the full complex correlation spectra ``(n, k_y, k_x)``.
@@ -434,9 +432,7 @@ def _fit_batch(imgs, yx, count, prof, dprof, step, r_in, r_out, n_iter, poisson,
         img = imgs[i]
         res = np.empty(5)
         for j in range(count[i]):
-            _fit_one(
-                img, yx[i, j, 0], yx[i, j, 1], prof, dprof, step, r_in, r_out, n_iter, poisson, res
-            )
+            _fit_one(img, yx[i, j, 0], yx[i, j, 1], prof, dprof, step, r_in, r_out, n_iter, poisson, res)
             for k in range(5):
                 out[i, j, k] = res[k]
 
@@ -746,9 +742,7 @@ def refine_peaks(
     c = np.ascontiguousarray(images if images.ndim == 3 else images[None])
     out_yx = np.full_like(table.yx, np.nan)
     out_v = np.full_like(table.value, np.nan)
-    _parabolic_batch(
-        c, table.yx, table.count, method == "gaussian", out_yx, out_v, parallel=parallel
-    )
+    _parabolic_batch(c, table.yx, table.count, method == "gaussian", out_yx, out_v, parallel=parallel)
     if method == "upsample":
         if spectra is None:
             raise ValueError("method='upsample' needs the correlation spectra")

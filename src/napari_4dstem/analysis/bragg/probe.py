@@ -118,9 +118,7 @@ class ProbeTemplate:
         h = math.ceil(self.support_px) + 1
         out = np.zeros(shape)
         oy, ox = shape[0] // 2, shape[1] // 2
-        out[oy - h : oy + h + 1, ox - h : ox + h + 1] = centred[
-            cy - h : cy + h + 1, cx - h : cx + h + 1
-        ]
+        out[oy - h : oy + h + 1, ox - h : ox + h + 1] = centred[cy - h : cy + h + 1, cx - h : cx + h + 1]
         return np.fft.ifftshift(out)
 
     def to_image(self, calibration=None) -> DiffractionImage:
@@ -192,11 +190,7 @@ def _radial_profile(p: np.ndarray, center, radius: float) -> tuple[np.ndarray, f
     ok = cnt > 0
     prof = np.interp(rc, rc[ok], sums[ok] / cnt[ok])
     prof = ndimage.gaussian_filter1d(prof, 1.5, mode="nearest")  # 0.15 px: tames noise only
-    bg = (
-        float(np.median(prof[rc > radius + max(3.0, radius / 3)]))
-        if np.any(rc > radius + 3)
-        else 0.0
-    )
+    bg = float(np.median(prof[rc > radius + max(3.0, radius / 3)])) if np.any(rc > radius + 3) else 0.0
     top = float(np.mean(prof[rc < max(radius / 2, 1.0)]))
     if top - bg <= 0:
         raise DataShapeError("the probe has no bright disk above its background")
@@ -205,9 +199,7 @@ def _radial_profile(p: np.ndarray, center, radius: float) -> tuple[np.ndarray, f
     if half.size == 0:
         raise DataShapeError("the probe disk does not fall off inside the image")
     i = half[0]
-    r_half = (
-        float(rc[i - 1] + (prof[i - 1] - 0.5) / (prof[i - 1] - prof[i]) * bw) if i > 0 else rc[0]
-    )
+    r_half = float(rc[i - 1] + (prof[i - 1] - 0.5) / (prof[i - 1] - prof[i]) * bw) if i > 0 else rc[0]
     r90 = float(rc[np.nonzero(prof < 0.9)[0][0]])
     r10 = float(rc[np.nonzero(prof < 0.1)[0][0]]) if np.any(prof < 0.1) else r_half + 2
     edge = max((r10 - r90) / 4.39, 0.05)
@@ -220,9 +212,7 @@ def _radial_profile(p: np.ndarray, center, radius: float) -> tuple[np.ndarray, f
         return x[2] + x[3] * _soft(rr, x[0], x[1]) - pp
 
     x0 = np.array([r_half, edge, bg, top - bg])
-    sol = least_squares(
-        resid, x0, x_scale=np.array([1.0, 0.1, abs(top - bg) * 0.1 + 1e-12, abs(top - bg)])
-    )
+    sol = least_squares(resid, x0, x_scale=np.array([1.0, 0.1, abs(top - bg) * 0.1 + 1e-12, abs(top - bg)]))
     R, e, b0, a0 = sol.x
     if not (a0 > 0 and 0 < e < r_half and abs(R - r_half) < 2):
         R, e, b0, a0 = r_half, edge, bg, top - bg
@@ -308,14 +298,10 @@ def make_template(
         bf = find_bf_disk(p)
     except DataShapeError as e:
         raise DataShapeError(f"no probe disk found: {e}") from None
-    center = (
-        tuple(center_px) if center_px is not None else _refine_center(p, bf.center_px, bf.radius_px)
-    )
+    center = tuple(center_px) if center_px is not None else _refine_center(p, bf.center_px, bf.radius_px)
     profile, radius, edge, support = _radial_profile(p, center, bf.radius_px)
     if 2 * support + 3 > min(p.shape):
-        raise DataShapeError(
-            f"the probe disk (radius {radius:.1f} px) does not fit in its image {p.shape}"
-        )
+        raise DataShapeError(f"the probe disk (radius {radius:.1f} px) does not fit in its image {p.shape}")
     yy, xx = np.indices(p.shape, dtype=np.float64)
     # background level, then shift the probe so its centre lands on pixel (0, 0)
     d = np.hypot(yy - center[0], xx - center[1])
@@ -415,6 +401,4 @@ def template_from_bf_disk(
     window = _soft(d, bf.radius_px + m, 0.5)
     cut = (p - bg) * window
     t = make_template(cut, kind=kind, center_px=center, **kwargs)
-    return ProbeTemplate(
-        **{**t.__dict__, "params": {**t.params, "source": "bright-field disk of the mean pattern"}}
-    )
+    return ProbeTemplate(**{**t.__dict__, "params": {**t.params, "source": "bright-field disk of the mean pattern"}})

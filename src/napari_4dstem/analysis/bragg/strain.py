@@ -110,9 +110,7 @@ def reference_mask(reference: Any, scan_shape: tuple[int, int]) -> np.ndarray | 
     r = np.asarray(reference)
     if r.dtype == bool:
         if r.shape != tuple(scan_shape):
-            raise DataShapeError(
-                f"reference mask shape {r.shape} does not match the scan {tuple(scan_shape)}"
-            )
+            raise DataShapeError(f"reference mask shape {r.shape} does not match the scan {tuple(scan_shape)}")
         return r
     if r.shape == (4,):
         y0, y1, x0, x1 = (int(v) for v in r)
@@ -131,9 +129,7 @@ def reference_mask(reference: Any, scan_shape: tuple[int, int]) -> np.ndarray | 
 
 def _to_xy_matrix(g1: np.ndarray, g2: np.ndarray) -> np.ndarray:
     """``(..., 2, 2)`` with columns g1, g2 and rows (x, y) from (y, x) vectors."""
-    return np.stack(
-        [np.stack([g1[..., 1], g2[..., 1]], -1), np.stack([g1[..., 0], g2[..., 0]], -1)], -2
-    )
+    return np.stack([np.stack([g1[..., 1], g2[..., 1]], -1), np.stack([g1[..., 0], g2[..., 0]], -1)], -2)
 
 
 def strain_from_lattice(
@@ -225,16 +221,11 @@ def strain_from_lattice(
                 if c and (reason[mask if mask is not None else slice(None)] == c).any()
             )
             raise StrainError(
-                f"the reference region ({total} scan positions) has no valid lattice fit ({why}); "
-                "choose another region"
+                f"the reference region ({total} scan positions) has no valid lattice fit ({why}); choose another region"
             )
         r1 = np.median(g1[region], axis=0)
         r2 = np.median(g2[region], axis=0)
-        ref_desc = (
-            "median of all valid fits"
-            if mask is None
-            else f"median of {n_ref} valid fits in the mask"
-        )
+        ref_desc = "median of all valid fits" if mask is None else f"median of {n_ref} valid fits in the mask"
     G0 = _to_xy_matrix(np.asarray(r1), np.asarray(r2))
     if abs(np.linalg.det(G0)) < 1e-12:
         raise StrainError("the reference lattice vectors are parallel")
@@ -272,9 +263,7 @@ def strain_from_lattice(
         "lattice_fit": fit.params,
     }
     kw = {} if cal is None else {"calibration": cal}
-    strain = RealSpaceMap(
-        data, name="strain", units="", channels=STRAIN_CHANNELS, params=params, **kw
-    )
+    strain = RealSpaceMap(data, name="strain", units="", channels=STRAIN_CHANNELS, params=params, **kw)
     conf = RealSpaceMap(
         np.stack([fit.residual_px, fit.n_peaks.astype(float)], -1),
         name="strain_confidence",
@@ -283,6 +272,4 @@ def strain_from_lattice(
         params={"meaning": "lattice-fit residual"},
         **kw,
     )
-    return StrainMap(
-        strain, conf, reason, tuple(float(v) for v in r1), tuple(float(v) for v in r2), params
-    )
+    return StrainMap(strain, conf, reason, tuple(float(v) for v in r1), tuple(float(v) for v in r2), params)

@@ -295,19 +295,24 @@ def _features_kernel(block, *, row0, parallel, origin, p: FeatureParams, n_out):
     out = np.zeros((ny, nx, n_out + 1))
     total = np.empty((ny, nx))
     if p.kind in ("pattern", "pattern+angular"):
-        _pattern_block(
-            block, row0, origin, p.radius_px, p.bin_px, p.inner_px, p.n_side(), out, total
-        )
+        _pattern_block(block, row0, origin, p.radius_px, p.bin_px, p.inner_px, p.n_side(), out, total)
         if p.kind == "pattern+angular":
-            _angular_block(block, row0, origin, p.radius_px, p.inner_px, p.n_sectors(),
-                           out[..., p.n_side() ** 2 :])
+            _angular_block(block, row0, origin, p.radius_px, p.inner_px, p.n_sectors(), out[..., p.n_side() ** 2 :])
     elif p.kind == "angular":
         _angular_block(block, row0, origin, p.radius_px, p.inner_px, p.n_sectors(), out)
         total[:] = block.sum(axis=(2, 3), dtype=np.float64)
     else:
         _polar_block(
-            block, row0, origin, p.radius_px, p.bin_px, p.inner_px, p.n_rings(),
-            p.n_angles, out, total,
+            block,
+            row0,
+            origin,
+            p.radius_px,
+            p.bin_px,
+            p.inner_px,
+            p.n_rings(),
+            p.n_angles,
+            out,
+            total,
         )
     out[..., -1] = total
     return out
@@ -319,8 +324,16 @@ def _pixels_per_polar_cell(p: FeatureParams, detector_shape, origin) -> np.ndarr
     out = np.zeros((1, 1, p.n_rings() * p.n_angles + 1))
     tot = np.empty((1, 1))
     _polar_block(
-        one, 0, np.asarray(origin, float).reshape(1, 1, 2), p.radius_px, p.bin_px, p.inner_px,
-        p.n_rings(), p.n_angles, out, tot,
+        one,
+        0,
+        np.asarray(origin, float).reshape(1, 1, 2),
+        p.radius_px,
+        p.bin_px,
+        p.inner_px,
+        p.n_rings(),
+        p.n_angles,
+        out,
+        tot,
     )
     return out[0, 0, :-1].reshape(p.n_rings(), p.n_angles)
 
@@ -496,7 +509,11 @@ def bragg_features(
     dy = peaks.qy - o[:, 0]
     dx = peaks.qx - o[:, 1]
     r = np.hypot(dy, dx)
-    keep = (r <= p.radius_px) & (r >= max(p.inner_px, 1e-9)) & (np.nan_to_num(peaks.intensity, nan=np.inf) >= min_intensity)
+    keep = (
+        (r <= p.radius_px)
+        & (r >= max(p.inner_px, 1e-9))
+        & (np.nan_to_num(peaks.intensity, nan=np.inf) >= min_intensity)
+    )
     fy = (dy[keep] + p.radius_px) / p.bin_px - 0.5
     fx = (dx[keep] + p.radius_px) / p.bin_px - 0.5
     pos = idx[keep]

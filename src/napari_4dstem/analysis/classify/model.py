@@ -219,8 +219,14 @@ class Classification:
         hard = np.full(len(z), g.n_components)
         hard[inside] = g.predict(zin)
         groups = _merge_components(
-            z, hard, self.scan_shape, jump=float(cp.get("jump", 10.0)), valley=float(cp.get("valley", 0.5)),
-            noise_var=self.noise_variance, target=k, exclude=g.n_components,
+            z,
+            hard,
+            self.scan_shape,
+            jump=float(cp.get("jump", 10.0)),
+            valley=float(cp.get("valley", 0.5)),
+            noise_var=self.noise_variance,
+            target=k,
+            exclude=g.n_components,
         )
         parts = groups[: g.n_components]
         _, parts = np.unique(parts, return_inverse=True)
@@ -304,9 +310,7 @@ class Classification:
             silhouette=self.silhouette,
             noise_variance=self.noise_variance,
             params={**self.params, "edited": True},
-            class_patterns=None if self.class_patterns is None else _fold_means(
-                self.class_patterns, old, remap, k
-            ),
+            class_patterns=None if self.class_patterns is None else _fold_means(self.class_patterns, old, remap, k),
         )
 
 
@@ -431,7 +435,10 @@ def _nmf(x: np.ndarray, p: ClassifyParams):
     k = p.n_components or (p.max_classes + 2)
     k = min(k, x.shape[1], x.shape[0])
     nmf = MiniBatchNMF(
-        n_components=k, init="nndsvda", batch_size=min(4096, x.shape[0]), random_state=p.seed,
+        n_components=k,
+        init="nndsvda",
+        batch_size=min(4096, x.shape[0]),
+        random_state=p.seed,
         max_iter=300,
     )
     with warnings.catch_warnings(record=True) as caught:
@@ -445,8 +452,12 @@ def _gmm(z, k, seed):
     from sklearn.mixture import GaussianMixture
 
     g = GaussianMixture(
-        n_components=k, covariance_type="full", reg_covar=1e-6 * float(np.var(z)) + 1e-12,
-        random_state=seed, n_init=1, max_iter=200,
+        n_components=k,
+        covariance_type="full",
+        reg_covar=1e-6 * float(np.var(z)) + 1e-12,
+        random_state=seed,
+        n_init=1,
+        max_iter=200,
     )
     g.fit(z)
     return g
@@ -514,7 +525,14 @@ def _pair_score(z, g_of, gi, gj, pairs, jump, valley, noise_var) -> float:
 
 
 def _merge_components(
-    z, hard, scan_shape, *, jump: float, valley: float, noise_var: float, target: int | None = None,
+    z,
+    hard,
+    scan_shape,
+    *,
+    jump: float,
+    valley: float,
+    noise_var: float,
+    target: int | None = None,
     exclude: int | None = None,
 ) -> np.ndarray:
     """Map of mixture components to classes. Repeatedly merge the pair of groups that is
@@ -602,12 +620,7 @@ def _icm(logp: np.ndarray, scan_shape, beta: float, n_iter: int = 5, inside: np.
         if w is not None:
             onehot *= w
         pad = np.pad(onehot, ((1, 1), (1, 1), (0, 0)))
-        nb = sum(
-            pad[1 + dy : 1 + dy + sy, 1 + dx : 1 + dx + sx]
-            for dy in (-1, 0, 1)
-            for dx in (-1, 0, 1)
-            if dy or dx
-        )
+        nb = sum(pad[1 + dy : 1 + dy + sy, 1 + dx : 1 + dx + sx] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
         new = (lp + beta * nb).argmax(-1)
         if np.array_equal(new, labels):
             break

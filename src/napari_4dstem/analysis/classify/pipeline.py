@@ -104,8 +104,9 @@ def iter_classify(
 
             # started at the bright-field disk found on the pattern's centre of symmetry: in a
             # thick crystal a Bragg disk can be brighter than the unscattered beam
-            measured = yield from iter_measure_origin(cube, calibration=cal, bf_disk=_bf_disk(cube),
-                                                      scan_chunk=scan_chunk, backend=backend)
+            measured = yield from iter_measure_origin(
+                cube, calibration=cal, bf_disk=_bf_disk(cube), scan_chunk=scan_chunk, backend=backend
+            )
             origin_map = fit_origin_plane(measured).origin_map_px
     elif origin == "fixed":
         H, W = cube.detector_shape
@@ -219,8 +220,10 @@ def to_emd_objects(result: Classification, calibration: Calibration | None = Non
     params.update(
         n_classes=result.n_classes,
         suggested_n_classes=result.suggested_n_classes,
-        bic_k=list(result.bic), bic=list(result.bic.values()),
-        silhouette_k=list(result.silhouette), silhouette=list(result.silhouette.values()),
+        bic_k=list(result.bic),
+        bic=list(result.bic.values()),
+        silhouette_k=list(result.silhouette),
+        silhouette=list(result.silhouette.values()),
         explained_variance_ratio=np.asarray(result.explained_variance_ratio, float),
         noise_variance=result.noise_variance,
     )
@@ -230,17 +233,33 @@ def to_emd_objects(result: Classification, calibration: Calibration | None = Non
         RealSpaceMap(result.probability, name="class_probability", channels=ks, calibration=cal, params=params),
         RealSpaceMap(result.mixing, name="class_mixing", channels=ks, calibration=cal, params=params),
         RealSpaceMap(
-            result.loadings, name="component_loadings",
+            result.loadings,
+            name="component_loadings",
             channels=tuple(f"component_{i}" for i in range(result.loadings.shape[-1])),
-            calibration=cal, params=params,
+            calibration=cal,
+            params=params,
         ),
     ]
     if result.class_patterns is not None:
         for c, m in enumerate(result.class_patterns):
-            objs.append(DiffractionImage(m, name=f"class_{c}_mean", units="counts", calibration=cal,
-                                         params={"class": c, "n_patterns": int(result.class_sizes()[c])}))
+            objs.append(
+                DiffractionImage(
+                    m,
+                    name=f"class_{c}_mean",
+                    units="counts",
+                    calibration=cal,
+                    params={"class": c, "n_patterns": int(result.class_sizes()[c])},
+                )
+            )
     if result.components.ndim == 3:
         for i, comp in enumerate(result.components):
-            objs.append(DiffractionImage(comp, name=f"component_{i}", units="", calibration=cal,
-                                         params={"feature_space": "binned, normalised, transformed about the origin"}))
+            objs.append(
+                DiffractionImage(
+                    comp,
+                    name=f"component_{i}",
+                    units="",
+                    calibration=cal,
+                    params={"feature_space": "binned, normalised, transformed about the origin"},
+                )
+            )
     return objs

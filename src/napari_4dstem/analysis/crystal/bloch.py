@@ -142,9 +142,7 @@ def bloch_intensities(
     g_lab = g @ U.T
     s = -(g_lab[:, 2] + 0.5 * lam * np.sum(g**2, axis=1))
     if beams_hkl is None:
-        near = (np.abs(s) <= excitation_max_inv_A) & (
-            np.hypot(g_lab[:, 0], g_lab[:, 1]) <= 1.3 * k_max_inv_A
-        )
+        near = (np.abs(s) <= excitation_max_inv_A) & (np.hypot(g_lab[:, 0], g_lab[:, 1]) <= 1.3 * k_max_inv_A)
         hkl, g_lab, s = hkl[near], g_lab[near], s[near]
     hkl = np.vstack([np.zeros((1, 3), np.int64), hkl])
     g_lab = np.vstack([np.zeros((1, 3)), g_lab])

@@ -86,9 +86,7 @@ def lattice_from_parameters(a, b, c, alpha_deg, beta_deg, gamma_deg) -> np.ndarr
             f"lattice parameters do not make a cell: a={a} b={b} c={c} "
             f"alpha={alpha_deg} beta={beta_deg} gamma={gamma_deg}"
         )
-    return np.array(
-        [[a, 0.0, 0.0], [b * math.cos(ga), b * math.sin(ga), 0.0], [cx, cy, math.sqrt(cz2)]]
-    )
+    return np.array([[a, 0.0, 0.0], [b * math.cos(ga), b * math.sin(ga), 0.0], [cx, cy, math.sqrt(cz2)]])
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,9 +139,7 @@ class KinematicPattern:
     intensity: np.ndarray
     excitation_error: np.ndarray
 
-    def detector_px(
-        self, *, origin_px: tuple[float, float], k_pixel_size_inv_A: float
-    ) -> np.ndarray:
+    def detector_px(self, *, origin_px: tuple[float, float], k_pixel_size_inv_A: float) -> np.ndarray:
         """Spot positions ``(k_y, k_x)`` in detector pixels, shape (n, 2).
 
         Parameters
@@ -175,9 +171,7 @@ def _spglib_dataset(cell, symprec: float):
     return spglib.get_symmetry_dataset(cell, symprec=symprec)
 
 
-def shape_function(
-    s: np.ndarray, *, thickness_A: float | None, width_inv_A: float | None, shape: str
-) -> np.ndarray:
+def shape_function(s: np.ndarray, *, thickness_A: float | None, width_inv_A: float | None, shape: str) -> np.ndarray:
     """Relative intensity of a reflection at excitation error ``s`` (1/A), 1 at ``s = 0``."""
     if shape == "gaussian":
         w = width_inv_A if width_inv_A is not None else (1.0 / thickness_A if thickness_A else None)
@@ -227,9 +221,7 @@ class Crystal:
         set_ = object.__setattr__
         lat = np.array(self.lattice, float)
         if lat.shape != (3, 3) or not np.all(np.isfinite(lat)) or abs(np.linalg.det(lat)) < 1e-6:
-            raise CrystalError(
-                f"{self.name}: lattice must be 3 non-coplanar vectors (3x3), got {lat.shape}"
-            )
+            raise CrystalError(f"{self.name}: lattice must be 3 non-coplanar vectors (3x3), got {lat.shape}")
         if np.linalg.det(lat) < 0:
             raise CrystalError(f"{self.name}: lattice vectors must form a right-handed set")
         nums = np.atleast_1d(np.asarray(self.numbers, dtype=np.int64))
@@ -239,24 +231,12 @@ class Crystal:
         if len(pos) != len(nums):
             raise CrystalError(f"{self.name}: {len(nums)} atoms but {len(pos)} positions")
         n = len(nums)
-        occ = (
-            np.ones(n)
-            if self.occupancy is None
-            else np.broadcast_to(np.asarray(self.occupancy, float), (n,)).copy()
-        )
-        biso = (
-            np.full(n, 0.5)
-            if self.b_iso is None
-            else np.broadcast_to(np.asarray(self.b_iso, float), (n,)).copy()
-        )
+        occ = np.ones(n) if self.occupancy is None else np.broadcast_to(np.asarray(self.occupancy, float), (n,)).copy()
+        biso = np.full(n, 0.5) if self.b_iso is None else np.broadcast_to(np.asarray(self.b_iso, float), (n,)).copy()
         if np.any((nums < 1) | (nums > 98)):
-            raise CrystalError(
-                f"{self.name}: atomic numbers must be 1..98, got {sorted(set(nums.tolist()))}"
-            )
+            raise CrystalError(f"{self.name}: atomic numbers must be 1..98, got {sorted(set(nums.tolist()))}")
         if not (np.all(np.isfinite(pos)) and np.all(occ >= 0) and np.all(biso >= 0)):
-            raise CrystalError(
-                f"{self.name}: positions must be finite, occupancies and B non-negative"
-            )
+            raise CrystalError(f"{self.name}: positions must be finite, occupancies and B non-negative")
         for a in (lat, nums, pos, occ, biso):
             a.setflags(write=False)
         set_(self, "lattice", lat)
@@ -319,9 +299,7 @@ class Crystal:
             occ = np.array([r[2] if len(r) > 2 else 1.0 for r in rows], float)
             biso = np.array([r[3] if len(r) > 3 else 0.5 for r in rows], float)
         except (TypeError, ValueError, IndexError) as e:
-            raise CrystalError(
-                f"{name}: atoms must be (element, (x, y, z), occupancy, B): {e}"
-            ) from None
+            raise CrystalError(f"{name}: atoms must be (element, (x, y, z), occupancy, B): {e}") from None
         sg_name = ""
         if spacegroup is not None:
             z, xyz, occ, biso, sg_name = _expand(spacegroup, z, xyz, occ, biso, name)
@@ -398,9 +376,7 @@ class Crystal:
         la = self.lattice
 
         def ang(u, v):
-            return float(
-                np.degrees(np.arccos(np.dot(u, v) / np.linalg.norm(u) / np.linalg.norm(v)))
-            )
+            return float(np.degrees(np.arccos(np.dot(u, v) / np.linalg.norm(u) / np.linalg.norm(v))))
 
         return (
             float(a),
@@ -415,9 +391,7 @@ class Crystal:
     def formula(self) -> str:
         """Unit-cell content as a formula (``'Au4'``)."""
         zs, counts = np.unique(self.numbers, return_counts=True)
-        return "".join(
-            f"{element_symbol(z)}{c if c > 1 else ''}" for z, c in zip(zs, counts, strict=True)
-        )
+        return "".join(f"{element_symbol(z)}{c if c > 1 else ''}" for z, c in zip(zs, counts, strict=True))
 
     # -- symmetry -------------------------------------------------------------------------------
     def _symmetry(self) -> dict:
@@ -428,13 +402,9 @@ class Crystal:
             try:
                 ds = _spglib_dataset(cell, symprec=1e-3)
             except SpglibError as e:
-                raise CrystalError(
-                    f"{self.name}: spglib could not find the symmetry of the structure: {e}"
-                ) from None
+                raise CrystalError(f"{self.name}: spglib could not find the symmetry of the structure: {e}") from None
             if ds is None:
-                raise CrystalError(
-                    f"{self.name}: spglib could not find the symmetry of the structure"
-                )
+                raise CrystalError(f"{self.name}: spglib could not find the symmetry of the structure")
             L = self.lattice.T  # columns a, b, c: r = L x
             rot_frac = np.asarray(ds.rotations, float)
             cart = np.einsum("ij,njk,kl->nil", L, rot_frac, np.linalg.inv(L))
@@ -472,9 +442,7 @@ class Crystal:
                 if n <= 194
                 else "cubic"
             )
-            self._cache["pg"] = PointGroup.from_matrices(
-                sym["cartesian"], sym["pointgroup"], system
-            )
+            self._cache["pg"] = PointGroup.from_matrices(sym["cartesian"], sym["pointgroup"], system)
         return self._cache["pg"]
 
     # -- diffraction ----------------------------------------------------------------------------
@@ -508,9 +476,7 @@ class Crystal:
             F += f * np.sum(self.occupancy[sel] * dw * ph, axis=1)
         return F
 
-    def reciprocal_points(
-        self, k_max_inv_A: float, *, min_relative_intensity: float = 1e-6
-    ) -> ReciprocalPoints:
+    def reciprocal_points(self, k_max_inv_A: float, *, min_relative_intensity: float = 1e-6) -> ReciprocalPoints:
         """All reflections with ``0 < |g| <= k_max`` (1/A) and non-negligible ``|F|^2``.
 
         Parameters
@@ -736,9 +702,7 @@ def bundled_crystal(name: str) -> Crystal:
     """
     key = _ALIASES.get(name.lower(), name[:1].upper() + name[1:].lower())
     if key not in BUNDLED_CRYSTALS:
-        raise CrystalError(
-            f"unknown bundled crystal {name!r}; choose from {sorted(BUNDLED_CRYSTALS)} or give a CIF"
-        )
+        raise CrystalError(f"unknown bundled crystal {name!r}; choose from {sorted(BUNDLED_CRYSTALS)} or give a CIF")
     d = BUNDLED_CRYSTALS[key]
     # Si: origin choice 1 in gemmi's default setting of Fd-3m puts the atom at 0,0,0 / 1/4,1/4,1/4;
     # we give the origin-2 site 1/8,1/8,1/8 and expand with the origin-choice-2 operations

@@ -61,9 +61,7 @@ class PointGroup:
     crystal_system: str
 
     @classmethod
-    def from_matrices(
-        cls, mats: np.ndarray, name: str = "", crystal_system: str = ""
-    ) -> PointGroup:
+    def from_matrices(cls, mats: np.ndarray, name: str = "", crystal_system: str = "") -> PointGroup:
         """A point group from its Cartesian matrices (proper or improper).
 
         Parameters
@@ -136,9 +134,7 @@ def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip((tr - 1) / 2, -1, 1)))
 
 
-def misorientation_deg(
-    U1: np.ndarray, U2: np.ndarray, group: PointGroup | np.ndarray
-) -> np.ndarray:
+def misorientation_deg(U1: np.ndarray, U2: np.ndarray, group: PointGroup | np.ndarray) -> np.ndarray:
     """Symmetry-reduced misorientation angle (degrees) between orientations of one crystal.
 
     Parameters
@@ -191,9 +187,7 @@ def sphere_points(step_deg: float) -> np.ndarray:
 _GENERIC = np.array([0.31, 0.17, 0.93]) / np.linalg.norm([0.31, 0.17, 0.93])
 
 
-def fundamental_zone_axes(
-    step_deg: float, group: PointGroup, *, use_laue: bool = False
-) -> np.ndarray:
+def fundamental_zone_axes(step_deg: float, group: PointGroup, *, use_laue: bool = False) -> np.ndarray:
     """Beam directions (crystal Cartesian unit vectors) covering the sphere modulo ``group``.
 
     Points of a uniform sphere grid are kept when they lie in the Dirichlet cell of a generic

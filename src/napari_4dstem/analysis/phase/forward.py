@@ -216,9 +216,7 @@ def simulate_patterns(
     return out
 
 
-def fresnel_propagator(
-    shape: tuple[int, int], *, pixel_A: float, wavelength_A: float, dz_A: float
-) -> np.ndarray:
+def fresnel_propagator(shape: tuple[int, int], *, pixel_A: float, wavelength_A: float, dz_A: float) -> np.ndarray:
     """Fresnel propagator ``exp(-i pi lambda dz |k|^2)`` over ``dz_A`` (numpy FFT order).
 
     Parameters
@@ -348,20 +346,19 @@ def simulate_phase_dataset(
     (:func:`simulate_patterns`).
     """
     rng = np.random.default_rng(seed)
-    probe = ProbeModel(energy_kev, convergence_mrad, defocus_A=defocus_A, astig_A=astig_A,
-                       astig_angle_deg=astig_angle_deg)
+    probe = ProbeModel(
+        energy_kev, convergence_mrad, defocus_A=defocus_A, astig_A=astig_A, astig_angle_deg=astig_angle_deg
+    )
     dk = probe.k_aperture_inv_A / bf_radius_px
     n = int(detector_px)
     pixel_A = 1.0 / (n * dk)
-    nominal = probe_positions_px(scan_shape, step_A=(step_A, step_A), pixel_A=pixel_A,
-                                 rotation_deg=rotation_deg)
+    nominal = probe_positions_px(scan_shape, step_A=(step_A, step_A), pixel_A=pixel_A, rotation_deg=rotation_deg)
     pad = n // 2 + 4
     pos = nominal + pad
     true_pos = pos + rng.normal(0.0, 1.0, pos.shape) * position_jitter_px
     shape = tuple(math.ceil(v) + n // 2 + pad + 2 for v in true_pos.max(axis=0))
     if phase is None:
-        phase = random_atoms_phase(shape, pixel_A=pixel_A, phase_per_atom_rad=phase_per_atom_rad,
-                                   seed=seed)
+        phase = random_atoms_phase(shape, pixel_A=pixel_A, phase_per_atom_rad=phase_per_atom_rad, seed=seed)
     phase = np.asarray(phase, float)
     if phase.shape[0] < shape[0] or phase.shape[1] < shape[1]:
         raise ValueError(f"the phase map must be at least {shape} pixels, got {phase.shape}")
@@ -376,15 +373,30 @@ def simulate_phase_dataset(
 
     at_scan = map_coordinates(phase, true_pos.T, order=1, mode="wrap").reshape(scan_shape)
     cal = Calibration(
-        scan_step=(step_A, step_A), scan_units="A", k_pixel_size=dk, k_units="1/A",
-        beam_energy_kev=energy_kev, convergence_semiangle_mrad=convergence_mrad,
-        origin_px=(n // 2, n // 2), rotation_deg=rotation_deg,
+        scan_step=(step_A, step_A),
+        scan_units="A",
+        k_pixel_size=dk,
+        k_units="1/A",
+        beam_energy_kev=energy_kev,
+        convergence_semiangle_mrad=convergence_mrad,
+        origin_px=(n // 2, n // 2),
+        rotation_deg=rotation_deg,
     )
-    params = dict(scan_shape=list(scan_shape), detector_px=n, energy_kev=energy_kev,
-                  convergence_mrad=convergence_mrad, bf_radius_px=bf_radius_px, step_A=step_A,
-                  defocus_A=defocus_A, astig_A=astig_A, astig_angle_deg=astig_angle_deg,
-                  rotation_deg=rotation_deg, dose_e_per_A2=dose_e_per_A2,
-                  position_jitter_px=position_jitter_px, seed=seed)
+    params = dict(
+        scan_shape=list(scan_shape),
+        detector_px=n,
+        energy_kev=energy_kev,
+        convergence_mrad=convergence_mrad,
+        bf_radius_px=bf_radius_px,
+        step_A=step_A,
+        defocus_A=defocus_A,
+        astig_A=astig_A,
+        astig_angle_deg=astig_angle_deg,
+        rotation_deg=rotation_deg,
+        dose_e_per_A2=dose_e_per_A2,
+        position_jitter_px=position_jitter_px,
+        seed=seed,
+    )
     return SimulatedPhaseData(
         datacube=DataCube(cube, cal, name="simulated_phase"),
         object=obj,

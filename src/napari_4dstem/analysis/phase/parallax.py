@@ -114,8 +114,7 @@ def _splat(images: np.ndarray, shifts: np.ndarray, upsample: int) -> tuple[np.nd
     fy, fx = ty - y0, tx - x0
     acc = np.zeros(hu * wu)
     wsum = np.zeros(hu * wu)
-    for dy, dx, wt in ((0, 0, (1 - fy) * (1 - fx)), (1, 0, fy * (1 - fx)),
-                       (0, 1, (1 - fy) * fx), (1, 1, fy * fx)):
+    for dy, dx, wt in ((0, 0, (1 - fy) * (1 - fx)), (1, 0, fy * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 1, fy * fx)):
         idx = ((y0 + dy) % hu) * wu + (x0 + dx) % wu
         acc += np.bincount(idx.ravel(), weights=(wt * images).ravel(), minlength=hu * wu)
         wsum += np.bincount(idx.ravel(), weights=wt.ravel(), minlength=hu * wu)
@@ -131,18 +130,28 @@ def _two_sided_mask(geo: Geometry, probe: ProbeModel, ky: np.ndarray, kx: np.nda
     ny, nx = geo.scan_shape
     qy_s = np.fft.fftfreq(ny, geo.step_A[0])[:, None]
     qx_s = np.fft.fftfreq(nx, geo.step_A[1])[None, :]
-    qy, qx = scan_to_detector(np.broadcast_to(qy_s, (ny, nx)), np.broadcast_to(qx_s, (ny, nx)),
-                              rotation_deg=geo.rotation_deg, flip=geo.flip)
+    qy, qx = scan_to_detector(
+        np.broadcast_to(qy_s, (ny, nx)), np.broadcast_to(qx_s, (ny, nx)), rotation_deg=geo.rotation_deg, flip=geo.flip
+    )
     ka2 = probe.k_aperture_inv_A**2
     out = np.empty((len(ky), ny, nx), bool)
     for i in range(len(ky)):
-        out[i] = (((ky[i] - qy) ** 2 + (kx[i] - qx) ** 2) <= ka2) & (
-            ((ky[i] + qy) ** 2 + (kx[i] + qx) ** 2) <= ka2)
+        out[i] = (((ky[i] - qy) ** 2 + (kx[i] - qx) ** 2) <= ka2) & (((ky[i] + qy) ** 2 + (kx[i] + qx) ** 2) <= ka2)
     return out
 
 
-def _refine_aberrations(imgs, geo: Geometry, probe: ProbeModel, k, defocus, astig, angle,
-                        rotation_deg: float, max_q: int = 500, max_pixels: int = 200):
+def _refine_aberrations(
+    imgs,
+    geo: Geometry,
+    probe: ProbeModel,
+    k,
+    defocus,
+    astig,
+    angle,
+    rotation_deg: float,
+    max_q: int = 500,
+    max_pixels: int = 200,
+):
     """Defocus and astigmatism that best explain the BF pixels' spectra.
 
     The weak-phase model ``G(k, Q) = i Phi(Q) Gamma(k, Q)`` (:mod:`.ssb`): maximise the energy
@@ -182,8 +191,7 @@ def _refine_aberrations(imgs, geo: Geometry, probe: ProbeModel, k, defocus, asti
     pl = math.pi * probe.wavelength_A
     t_yy, t_xx, t_yx = ky * qy, kx * qx, ky * qx + kx * qy
     q_yy, q_xx, q_yx = qy * qy, qx * qx, 2 * qy * qx
-    t_yy, t_xx, t_yx, cs_m, cs_p, am, ap = (
-        v.astype(np.float32) for v in (t_yy, t_xx, t_yx, cs_m, cs_p, am, ap))
+    t_yy, t_xx, t_yx, cs_m, cs_p, am, ap = (v.astype(np.float32) for v in (t_yy, t_xx, t_yx, cs_m, cs_p, am, ap))
 
     def score(x):
         c00, c11, c01 = -x[0] - x[1], -x[0] + x[1], x[2]
@@ -197,8 +205,9 @@ def _refine_aberrations(imgs, geo: Geometry, probe: ProbeModel, k, defocus, asti
     a2 = math.radians(2 * angle)
     x0 = np.array([defocus, astig * math.cos(a2), astig * math.sin(a2)])
     simplex = x0 + np.array([[0, 0, 0], [20.0, 0, 0], [0, 10.0, 0], [0, 0, 10.0]])
-    res = minimize(score, x0, method="Nelder-Mead",
-                   options=dict(initial_simplex=simplex, xatol=1.0, fatol=1e-9, maxfev=200))
+    res = minimize(
+        score, x0, method="Nelder-Mead", options=dict(initial_simplex=simplex, xatol=1.0, fatol=1e-9, maxfev=200)
+    )
     x = res.x
     return float(x[0]), float(np.hypot(x[1], x[2])), 0.5 * math.degrees(math.atan2(x[2], x[1]))
 
@@ -322,8 +331,9 @@ def iter_parallax(
     shift_fit = dict(defocus_A=float(defocus), astig_A=float(astig), astig_angle_deg=float(angle))
     if refine:
         # with the rotation the shift field shows (calibration + residual)
-        defocus, astig, angle = _refine_aberrations(imgs, geo, probe, k, defocus, astig, angle,
-                                                    geo.rotation_deg + theta)
+        defocus, astig, angle = _refine_aberrations(
+            imgs, geo, probe, k, defocus, astig, angle, geo.rotation_deg + theta
+        )
     if use_fitted_shifts:
         fit_det = lam * (k @ m.T) + c
         # back to scan axes (rotate_to_scan inverse of scan_to_detector)
@@ -336,17 +346,29 @@ def iter_parallax(
     acc, wsum = _splat(imgs, use, int(upsample))
     image = acc / np.maximum(wsum, 1e-3 * wsum.max())
     yield Progress(total, total, "tilt-corrected image")
-    params = dict(method="parallax", probe=probe.to_dict(), bf_fraction=bf_fraction,
-                  iterations=iterations, upsample=int(upsample), lowpass_px=lowpass_px,
-                  use_fitted_shifts=use_fitted_shifts, two_sided=two_sided, refine=refine,
-                  n_pixels=len(iy))
-    fit = dict(defocus_A=float(defocus), astig_A=float(astig), astig_angle_deg=float(angle),
-               rotation_residual_deg=float(theta), fit_rms_A=rms, shift_fit=shift_fit)
-    img_cal = Calibration(scan_step=(geo.step_A[0] / upsample, geo.step_A[1] / upsample),
-                          scan_units="A")
+    params = dict(
+        method="parallax",
+        probe=probe.to_dict(),
+        bf_fraction=bf_fraction,
+        iterations=iterations,
+        upsample=int(upsample),
+        lowpass_px=lowpass_px,
+        use_fitted_shifts=use_fitted_shifts,
+        two_sided=two_sided,
+        refine=refine,
+        n_pixels=len(iy),
+    )
+    fit = dict(
+        defocus_A=float(defocus),
+        astig_A=float(astig),
+        astig_angle_deg=float(angle),
+        rotation_residual_deg=float(theta),
+        fit_rms_A=rms,
+        shift_fit=shift_fit,
+    )
+    img_cal = Calibration(scan_step=(geo.step_A[0] / upsample, geo.step_A[1] / upsample), scan_units="A")
     return ParallaxResult(
-        image=RealSpaceMap(image, name="parallax_bf", units="", calibration=img_cal,
-                           params={**params, "fit": fit}),
+        image=RealSpaceMap(image, name="parallax_bf", units="", calibration=img_cal, params={**params, "fit": fit}),
         shifts_px=shifts,
         k_inv_A=k,
         defocus_A=float(defocus),

@@ -77,9 +77,7 @@ class ProbeModel:
         if not self.energy_kev > 0:
             raise CalibrationError(f"beam energy must be positive, got {self.energy_kev} keV")
         if not self.convergence_mrad > 0:
-            raise CalibrationError(
-                f"convergence semi-angle must be positive, got {self.convergence_mrad} mrad"
-            )
+            raise CalibrationError(f"convergence semi-angle must be positive, got {self.convergence_mrad} mrad")
 
     @property
     def wavelength_A(self) -> float:
@@ -137,8 +135,7 @@ def scan_step_A(calibration: Calibration) -> tuple[float, float]:
     nm = calibration.scan_step_nm()
     if nm is None:
         raise CalibrationError(
-            "phase retrieval needs a calibrated scan step (Calibration(scan_step=..., "
-            "scan_units='A' or 'nm'))"
+            "phase retrieval needs a calibrated scan step (Calibration(scan_step=..., scan_units='A' or 'nm'))"
         )
     return (nm[0] * 10.0, nm[1] * 10.0)
 
@@ -232,9 +229,7 @@ def aperture(k_y, k_x, probe: ProbeModel, *, edge_inv_A: float = 0.0) -> np.ndar
     return np.clip((ka - k) / edge_inv_A + 0.5, 0.0, 1.0)
 
 
-def probe_fourier(
-    k_y, k_x, probe: ProbeModel, *, edge_inv_A: float = 0.0
-) -> np.ndarray:
+def probe_fourier(k_y, k_x, probe: ProbeModel, *, edge_inv_A: float = 0.0) -> np.ndarray:
     """``P(k) = A(k) exp(-i chi(k))`` at any frequencies (complex128).
 
     Parameters
@@ -254,9 +249,7 @@ def probe_fourier(
     return aperture(k_y, k_x, probe, edge_inv_A=edge_inv_A) * np.exp(-1j * aberration_chi(k_y, k_x, probe))
 
 
-def probe_real(
-    shape: tuple[int, int], k_pixel_inv_A: float, probe: ProbeModel, *, edge_px: float = 1.0
-) -> np.ndarray:
+def probe_real(shape: tuple[int, int], k_pixel_inv_A: float, probe: ProbeModel, *, edge_px: float = 1.0) -> np.ndarray:
     """The probe in real space on an ``shape`` window, centred at ``(n_y // 2, n_x // 2)``.
 
     The window's pixel is ``1 / (n * k_pixel_inv_A)`` Angstrom (the detector's reciprocal).

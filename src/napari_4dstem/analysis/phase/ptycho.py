@@ -190,10 +190,14 @@ class PtychoResult:
         """The object phase as a map and the probe intensity as a detector image (to save)."""
         cal = Calibration(scan_step=self.pixel_A, scan_units="A")
         return [
-            RealSpaceMap(self.object_phase(), name="ptycho_phase", units="rad", calibration=cal,
-                         params=self.params),
-            DiffractionImage(np.sum(np.abs(self.probe) ** 2, axis=0), name="ptycho_probe",
-                             units="", calibration=cal, params=self.params),
+            RealSpaceMap(self.object_phase(), name="ptycho_phase", units="rad", calibration=cal, params=self.params),
+            DiffractionImage(
+                np.sum(np.abs(self.probe) ** 2, axis=0),
+                name="ptycho_probe",
+                units="",
+                calibration=cal,
+                params=self.params,
+            ),
         ]
 
 
@@ -251,8 +255,9 @@ def _layout(geo: Geometry, pixel_A: tuple[float, float], pad_px: int):
     """Probe centres in object pixels (detector axes) and the object shape."""
     sy, sx = geo.scan_shape
     iy, ix = np.meshgrid(np.arange(sy), np.arange(sx), indexing="ij")
-    vy, vx = scan_to_detector(iy.ravel() * geo.step_A[0], ix.ravel() * geo.step_A[1],
-                              rotation_deg=geo.rotation_deg, flip=geo.flip)
+    vy, vx = scan_to_detector(
+        iy.ravel() * geo.step_A[0], ix.ravel() * geo.step_A[1], rotation_deg=geo.rotation_deg, flip=geo.flip
+    )
     pos = np.stack([vy / pixel_A[0], vx / pixel_A[1]], axis=1)
     n = np.array(geo.detector_shape)
     pos = pos - pos.min(axis=0) + n // 2 + pad_px
@@ -264,8 +269,7 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     from ...io._atomic import atomic_output
 
     with atomic_output(path, overwrite=True) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **{k: v for k, v in state.items() if k != "meta"},
-                 meta=np.array(json.dumps(state["meta"])))
+        np.savez(f, **{k: v for k, v in state.items() if k != "meta"}, meta=np.array(json.dumps(state["meta"])))
 
 
 def _load_checkpoint(path: Path) -> dict:
@@ -362,23 +366,34 @@ def iter_ptychography(
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is the nn extra
-        raise Napari4DSTEMError(
-            "iterative ptychography needs PyTorch: pip install napari-4dstem[nn]"
-        ) from None
+        raise Napari4DSTEMError("iterative ptychography needs PyTorch: pip install napari-4dstem[nn]") from None
     params = params or PtychoParams()
     old_threads = torch.get_num_threads()
     if params.threads:
         torch.set_num_threads(int(params.threads))
     try:
-        return (yield from _reconstruct(
-            torch, datacube, params, probe, calibration, initial_probe, pad_px, checkpoint,
-            checkpoint_every, resume, scan_chunk))
+        return (
+            yield from _reconstruct(
+                torch,
+                datacube,
+                params,
+                probe,
+                calibration,
+                initial_probe,
+                pad_px,
+                checkpoint,
+                checkpoint_every,
+                resume,
+                scan_chunk,
+            )
+        )
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _reconstruct(torch, datacube, params, probe, calibration, initial_probe, pad_px, checkpoint,
-                 checkpoint_every, resume, scan_chunk):
+def _reconstruct(
+    torch, datacube, params, probe, calibration, initial_probe, pad_px, checkpoint, checkpoint_every, resume, scan_chunk
+):
     dev = torch.device(params.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise Napari4DSTEMError(f"device {params.device!r} asked for but torch sees no CUDA GPU")
@@ -420,19 +435,23 @@ def _reconstruct(torch, datacube, params, probe, calibration, initial_probe, pad
     pos_np = pos0.copy()
     errors: list[float] = []
     start = 0
-    meta = dict(params=asdict(params), probe=probe_model.to_dict(), data_shape=list(datacube.shape),
-                pad_px=pad_px, pixel_A=list(pixel_A))
+    meta = dict(
+        params=asdict(params),
+        probe=probe_model.to_dict(),
+        data_shape=list(datacube.shape),
+        pad_px=pad_px,
+        pixel_A=list(pixel_A),
+    )
     ck = Path(checkpoint) if checkpoint is not None else None
     if ck is not None and resume and ck.exists():
         state = _load_checkpoint(ck)
         old = state["meta"]
-        same = (old.get("data_shape") == meta["data_shape"]
-                and {k: v for k, v in old["params"].items() if k not in _RUN_ONLY}
-                == {k: v for k, v in meta["params"].items() if k not in _RUN_ONLY})
+        same = old.get("data_shape") == meta["data_shape"] and {
+            k: v for k, v in old["params"].items() if k not in _RUN_ONLY
+        } == {k: v for k, v in meta["params"].items() if k not in _RUN_ONLY}
         if not same:
             raise Napari4DSTEMError(
-                f"{ck}: the checkpoint was made with other data or settings; remove it or pass "
-                "resume=False"
+                f"{ck}: the checkpoint was made with other data or settings; remove it or pass resume=False"
             )
         obj_np, probe_np, pos_np = state["object"], state["probe"], state["positions_px"]
         errors = [float(e) for e in state["errors"]]
@@ -454,12 +473,15 @@ def _reconstruct(torch, datacube, params, probe, calibration, initial_probe, pad
         lam = probe_model.wavelength_A
         ky = np.fft.fftfreq(n_y, pixel_A[0])[:, None]
         kx = np.fft.fftfreq(n_x, pixel_A[1])[None, :]
-        prop = torch.as_tensor(np.exp(-1j * math.pi * lam * params.slice_thickness_A * (ky**2 + kx**2)),
-                               dtype=cdt, device=dev)
+        prop = torch.as_tensor(
+            np.exp(-1j * math.pi * lam * params.slice_thickness_A * (ky**2 + kx**2)), dtype=cdt, device=dev
+        )
     total_int = float(torch.sum(amps.double() ** 2))
     region = (
-        int(np.floor(pos0[:, 0].min())), int(np.ceil(pos0[:, 0].max())) + 1,
-        int(np.floor(pos0[:, 1].min())), int(np.ceil(pos0[:, 1].max())) + 1,
+        int(np.floor(pos0[:, 0].min())),
+        int(np.ceil(pos0[:, 0].max())) + 1,
+        int(np.floor(pos0[:, 1].min())),
+        int(np.ceil(pos0[:, 1].max())) + 1,
     )
     gen = torch.Generator().manual_seed(params.seed + start)
 
@@ -497,7 +519,7 @@ def _reconstruct(torch, datacube, params, probe, calibration, initial_probe, pad
         order = torch.randperm(n_pos, generator=gen).to(dev)
         err = 0.0
         for bi in range(n_batches):
-            idx = order[bi * bs:(bi + 1) * bs]
+            idx = order[bi * bs : (bi + 1) * bs]
             correct_pos = params.position_correction and it >= params.position_start
             p_b = pos[idx].clone().requires_grad_(correct_pos)
             model, psi, lin = forward(idx, p_b)
@@ -522,8 +544,7 @@ def _reconstruct(torch, datacube, params, probe, calibration, initial_probe, pad
                     if scale > 0:
                         step = -params.position_step_px * g / scale
                         pos[idx] += step - step.mean(dim=0, keepdim=True)
-            yield PtychoProgress(it * n_batches + bi + 1, total_steps,
-                                 f"iteration {it + 1}/{params.iterations}")
+            yield PtychoProgress(it * n_batches + bi + 1, total_steps, f"iteration {it + 1}/{params.iterations}")
         with torch.no_grad():
             if params.probe_modes > 1:
                 # orthogonalise the modes (SVD), strongest first
@@ -533,16 +554,29 @@ def _reconstruct(torch, datacube, params, probe, calibration, initial_probe, pad
         errors.append(err / total_int)
         done = (it + 1) * n_batches
         if ck is not None and ((it + 1) % checkpoint_every == 0 or it + 1 == params.iterations):
-            _save_checkpoint(ck, dict(object=obj.detach().cpu().numpy(), probe=prb.detach().cpu().numpy(),
-                                      positions_px=pos.cpu().numpy(), errors=np.array(errors), meta=meta))
+            _save_checkpoint(
+                ck,
+                dict(
+                    object=obj.detach().cpu().numpy(),
+                    probe=prb.detach().cpu().numpy(),
+                    positions_px=pos.cpu().numpy(),
+                    errors=np.array(errors),
+                    meta=meta,
+                ),
+            )
         if (it + 1) % max(1, params.snapshot_every) == 0 or it + 1 == params.iterations:
             o = obj.detach()
             ph = torch.angle(torch.prod(o, dim=0) if params.slices > 1 else o[0]).cpu().numpy()
             y0, y1, x0, x1 = region
             pr = torch.sum(torch.abs(prb.detach()) ** 2, dim=0).cpu().numpy()
-            yield PtychoProgress(done, total_steps, f"iteration {it + 1}/{params.iterations}",
-                                 object_phase=ph[y0:y1, x0:x1], probe_intensity=pr,
-                                 errors=tuple(errors))
+            yield PtychoProgress(
+                done,
+                total_steps,
+                f"iteration {it + 1}/{params.iterations}",
+                object_phase=ph[y0:y1, x0:x1],
+                probe_intensity=pr,
+                errors=tuple(errors),
+            )
     result_params = dict(method="ptycho" if params.slices == 1 else "multislice-ptycho", **meta)
     return PtychoResult(
         object=obj.detach().cpu().numpy(),

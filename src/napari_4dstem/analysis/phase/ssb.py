@@ -134,10 +134,10 @@ def iter_ssb(
     spec = num / (n_q * (den + eps))
     spec[0] = 0.0
     phase = np.fft.ifft2(spec.reshape(ny, nx)).real * n_q
-    params = dict(method="ssb", probe=probe.to_dict(), regularization=regularization,
-                  edge_px=edge_px, n_pixels=len(iy))
-    return RealSpaceMap(phase, name="ssb_phase", units="rad",
-                        calibration=cal.replace(origin_map_px=None), params=params)
+    params = dict(method="ssb", probe=probe.to_dict(), regularization=regularization, edge_px=edge_px, n_pixels=len(iy))
+    return RealSpaceMap(
+        phase, name="ssb_phase", units="rad", calibration=cal.replace(origin_map_px=None), params=params
+    )
 
 
 def ssb(datacube, *, progress=None, **kwargs) -> RealSpaceMap:

@@ -52,9 +52,7 @@ def _window(geo: Geometry, half: int) -> tuple[np.ndarray, np.ndarray, int]:
     ny, nx = geo.detector_shape
     half = int(min(half, cy, cx, ny - 1 - cy, nx - 1 - cx))
     if half < 2:
-        raise CalibrationError(
-            f"the origin {geo.origin_px} lies at the detector edge: WDD needs pixels around it"
-        )
+        raise CalibrationError(f"the origin {geo.origin_px} lies at the detector edge: WDD needs pixels around it")
     rows = np.arange(cy - half, cy + half + 1)
     cols = np.arange(cx - half, cx + half + 1)
     return rows, cols, half
@@ -184,8 +182,11 @@ def iter_wdd(
         # B(k, Q) = P(k) P*(k + Q): zero where P(k) is, so P(k + Q) only at the aperture's pixels
         nb = len(qy[b])
         bq = np.zeros((nb, m * m), np.complex64)
-        bq[:, ap] = p0_ap[None] * np.conj(probe_fourier(KY.ravel()[ap][None] + qy[b, None],
-                                                        KX.ravel()[ap][None] + qx[b, None], probe, edge_inv_A=edge))
+        bq[:, ap] = p0_ap[None] * np.conj(
+            probe_fourier(
+                KY.ravel()[ap][None] + qy[b, None], KX.ravel()[ap][None] + qx[b, None], probe, edge_inv_A=edge
+            )
+        )
         both = to_r(np.concatenate([bq.reshape(nb, m, m), g[b]]))
         chi_b, h = both[:nb], both[nb:]
         chi_a = h * np.conj(chi_b) / (np.abs(chi_b) ** 2 + eps)

@@ -1,8 +1,9 @@
 """Virtual imaging: detectors and their masks, virtual images and binned previews, centre of mass and DPC,
 calibration of the detector (ring fit) and of the pattern origin (descan), Result-pane transforms.
 
-Modules: ``detectors``, ``images``, ``preview``, ``com``, ``dpc``, ``statistics``, ``calibration``, ``origin``, ``transforms``. Their public names are re-exported here and imported
-on first use (PEP 562), so ``from napari_4dstem.analysis.virtual import X`` loads only the module that defines X.
+Modules: ``detectors``, ``images``, ``preview``, ``com``, ``dpc``, ``statistics``, ``calibration``, ``origin``,
+``transforms``. Their public names are re-exported here and imported on first use (PEP 562), so
+``from napari_4dstem.analysis.virtual import X`` loads only the module that defines X.
 """
 
 from __future__ import annotations

@@ -91,9 +91,7 @@ class RingFit:
         return cal.replace(**changes)
 
 
-def fit_ellipse_points(
-    y: np.ndarray, x: np.ndarray
-) -> tuple[tuple[float, float], float, float, float]:
+def fit_ellipse_points(y: np.ndarray, x: np.ndarray) -> tuple[tuple[float, float], float, float, float]:
     """Algebraic least-squares ellipse through points: ``(center (y, x), a, b, theta_deg)``.
 
     Solves ``A x^2 + B x y + C y^2 + D x + E y + F = 0`` (smallest singular vector, on centred
@@ -166,9 +164,7 @@ def fit_ring(
         raise DataShapeError("the pattern has NaN or inf values")
     r0, r1 = (float(v) for v in radius_range_px)
     if not (0 <= r0 < r1):
-        raise ValueError(
-            f"radius_range_px must be (r_min, r_max) with r_min < r_max, got {radius_range_px}"
-        )
+        raise ValueError(f"radius_range_px must be (r_min, r_max) with r_min < r_max, got {radius_range_px}")
     if center_px is None:
         center_px = ndimage.center_of_mass(np.clip(p - np.median(p), 0, None))
     center = (float(center_px[0]), float(center_px[1]))
@@ -198,8 +194,7 @@ def fit_ring(
         py, px = py[good], px[good]
         if py.size < 6:
             raise CalibrationError(
-                f"found the ring on only {py.size} rays between {r0} and {r1} px; check "
-                "radius_range_px and the centre"
+                f"found the ring on only {py.size} rays between {r0} and {r1} px; check radius_range_px and the centre"
             )
         keep = np.ones(py.size, bool)
         for _ in range(5):

@@ -103,9 +103,7 @@ def iter_center_of_mass(
                 f"({iy}, {ix})); pass nan_policy='propagate' to keep NaN in the maps"
             )
     params["channel_units"] = {"com_y": "px", "com_x": "px", "intensity": "counts"}
-    return RealSpaceMap(
-        out, name="com", units="px", channels=COM_CHANNELS, calibration=cal, params=params
-    )
+    return RealSpaceMap(out, name="com", units="px", channels=COM_CHANNELS, calibration=cal, params=params)
 
 
 def center_of_mass(

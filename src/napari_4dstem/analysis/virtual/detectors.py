@@ -164,8 +164,7 @@ class AnnulusDetector(Detector):
         i, o = float(self.inner_px), float(self.outer_px)
         if not (math.isfinite(i) and math.isfinite(o) and 0 <= i < o):
             raise ValueError(
-                f"annulus radii must satisfy 0 <= inner_px < outer_px, got {self.inner_px!r}, "
-                f"{self.outer_px!r}"
+                f"annulus radii must satisfy 0 <= inner_px < outer_px, got {self.inner_px!r}, {self.outer_px!r}"
             )
         object.__setattr__(self, "inner_px", i)
         object.__setattr__(self, "outer_px", o)
@@ -293,9 +292,7 @@ class MaskDetector(Detector):
 
     def _render(self, shape):
         if self.mask.shape != shape:
-            raise DataShapeError(
-                f"detector mask {self.name!r} has shape {self.mask.shape}, the patterns {shape}"
-            )
+            raise DataShapeError(f"detector mask {self.name!r} has shape {self.mask.shape}, the patterns {shape}")
         return self.mask
 
     def __repr__(self) -> str:
@@ -339,7 +336,9 @@ def mask_from_file(path, detector_shape=None, name: str | None = None) -> MaskDe
     if m.ndim == 3 and m.shape[0] == 1:
         m = m[0]
     if m.ndim != 2:
-        raise DataShapeError(f"mask file {p.name!r} holds an array of shape {m.shape}; a detector mask is 2D (k_y, k_x)")
+        raise DataShapeError(
+            f"mask file {p.name!r} holds an array of shape {m.shape}; a detector mask is 2D (k_y, k_x)"
+        )
     if detector_shape is not None and tuple(m.shape) != tuple(int(v) for v in detector_shape):
         raise DataShapeError(
             f"mask file {p.name!r} has shape {tuple(m.shape)}, the detector is {tuple(int(v) for v in detector_shape)}"
@@ -423,9 +422,7 @@ def preset_detector(
             )
         alpha_px = cal.convergence_semiangle_mrad / px_mrad
     if center_px is None:
-        center_px = (
-            cal.origin_px if cal.origin_px is not None else ((shape[0] - 1) / 2, (shape[1] - 1) / 2)
-        )
+        center_px = cal.origin_px if cal.origin_px is not None else ((shape[0] - 1) / 2, (shape[1] - 1) / 2)
     cy, cx = _point(center_px, "center_px")
     lo, hi = PRESETS[key]
     inner = lo * alpha_px if inner_mrad is None else float(inner_mrad) / px_mrad

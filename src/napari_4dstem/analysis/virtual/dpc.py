@@ -98,9 +98,7 @@ def com_shifts(
     elif descan == "calibration":
         if cal.origin_map_px is not None:
             if cal.origin_map_px.shape[:2] != cy.shape:
-                raise CalibrationError(
-                    f"origin map shape {cal.origin_map_px.shape[:2]} != COM map {cy.shape}"
-                )
+                raise CalibrationError(f"origin map shape {cal.origin_map_px.shape[:2]} != COM map {cy.shape}")
             oy, ox = cal.origin_map_px[..., 0], cal.origin_map_px[..., 1]
         elif cal.origin_px is not None:
             oy, ox = cal.origin_px
@@ -197,15 +195,22 @@ def divergence_curl(d: RealSpaceMap | np.ndarray) -> RealSpaceMap:
     """
     arr = d.data if isinstance(d, RealSpaceMap) else np.asarray(d)
     if arr.ndim != 3 or arr.shape[-1] < 2 or min(arr.shape[:2]) < 2:
-        raise DataShapeError(f"divergence and curl need a (scan_y >= 2, scan_x >= 2, >= 2) DPC map, "
-                             f"got shape {arr.shape}")
+        raise DataShapeError(
+            f"divergence and curl need a (scan_y >= 2, scan_x >= 2, >= 2) DPC map, got shape {arr.shape}"
+        )
     uy, ux = (np.asarray(arr[..., i], dtype=np.float64) for i in (0, 1))
     curl, div = _derivatives(uy, ux)
     units = d.units if isinstance(d, RealSpaceMap) else "px"
     cal = d.calibration if isinstance(d, RealSpaceMap) else Calibration()
     params = dict(d.params) if isinstance(d, RealSpaceMap) else {}
-    return RealSpaceMap(np.stack([div, curl], axis=-1), name="dpc_div_curl", units=f"{units}/scan px",
-                        channels=("divergence", "curl"), calibration=cal, params=params)
+    return RealSpaceMap(
+        np.stack([div, curl], axis=-1),
+        name="dpc_div_curl",
+        units=f"{units}/scan px",
+        channels=("divergence", "curl"),
+        calibration=cal,
+        params=params,
+    )
 
 
 @dataclass(frozen=True)
@@ -239,9 +244,7 @@ class RotationFit:
         return not (self.confidence >= MIN_ROTATION_CONFIDENCE)
 
     def to_calibration(self, calibration: Calibration | None = None) -> Calibration:
-        return (calibration or Calibration()).replace(
-            rotation_deg=self.rotation_deg, flip=self.flip
-        )
+        return (calibration or Calibration()).replace(rotation_deg=self.rotation_deg, flip=self.flip)
 
 
 def _best_angle(vy, vx, flip: bool) -> tuple[float, float, float, int]:

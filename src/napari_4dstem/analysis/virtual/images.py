@@ -67,9 +67,7 @@ def descan_shifts(cal: Calibration, scan_shape: tuple[int, int]) -> tuple[np.nda
         )
     om = cal.origin_map_px
     if om.shape[:2] != tuple(scan_shape):
-        raise CalibrationError(
-            f"origin map shape {om.shape[:2]} does not match the scan {scan_shape}"
-        )
+        raise CalibrationError(f"origin map shape {om.shape[:2]} does not match the scan {scan_shape}")
     if not np.all(np.isfinite(om)):
         raise CalibrationError("the origin map has NaN values; fit it with a plane first")
     ref = np.asarray(cal.origin_px, dtype=float)
@@ -104,9 +102,7 @@ def _multi_kernel(block, *, row0, parallel, specs, shift_y=_NO_SHIFT, shift_x=_N
             _, w, r0, cc0, _ = spec
             zero = row_accumulator(block.dtype, weighted=True)
             w = w.astype(zero.dtype, copy=False)  # float32 weights for float32 data
-            weighted_sum_block(
-                block, row0, w, r0, cc0, shift_y, shift_x, zero, tmp, parallel=parallel
-            )
+            weighted_sum_block(block, row0, w, r0, cc0, shift_y, shift_x, zero, tmp, parallel=parallel)
         out[..., k] = tmp
     return out
 
@@ -228,11 +224,7 @@ def iter_virtual_images(
         k_rows=(r0, r1),
         k_rows_exact=False,
         # float data and only wide detectors: BLAS products on whole blocks
-        split_blocks=not (
-            cube.dtype.kind == "f"
-            and not descan
-            and all(sp[-1] >= _BLAS_MIN_FRACTION for sp in specs)
-        ),
+        split_blocks=not (cube.dtype.kind == "f" and not descan and all(sp[-1] >= _BLAS_MIN_FRACTION for sp in specs)),
         scan_chunk=scan_chunk,
         backend=backend,
         message="virtual image",
@@ -278,9 +270,7 @@ def _handle_nonfinite(cube, img, specs, scan_kwargs, rows, nan_policy) -> np.nda
         if finite_only:
             pat = np.where(np.isfinite(pat), pat, 0.0)
         kw = {k: v[iy : iy + 1, ix : ix + 1] for k, v in scan_kwargs.items()}
-        return _multi_kernel(
-            pat[None, None], row0=rows.start, parallel=False, specs=specs, blas=False, **kw
-        )[0, 0]
+        return _multi_kernel(pat[None, None], row0=rows.start, parallel=False, specs=specs, blas=False, **kw)[0, 0]
 
     for iy, ix in np.argwhere(bad):
         img[iy, ix] = again(iy, ix, False)

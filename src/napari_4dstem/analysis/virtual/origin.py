@@ -78,9 +78,7 @@ def find_bf_disk(pattern: np.ndarray, *, threshold: float = 0.5) -> BFDisk:
 def _disk_kernel(block, *, row0, parallel, guess, radius, background, n_iter):
     block = as_kernel_input(block)
     out = np.empty((*block.shape[:2], 3))
-    disk_center_block(
-        block, row0, guess[0], guess[1], radius, background, n_iter, out, parallel=parallel
-    )
+    disk_center_block(block, row0, guess[0], guess[1], radius, background, n_iter, out, parallel=parallel)
     return out
 
 
@@ -135,9 +133,7 @@ def iter_measure_origin(
     if bf_disk is None:
         mean = yield from cube.iter_reduce_patterns("mean", scan_chunk=scan_chunk)
         bf_disk = find_bf_disk(mean)
-    radius = bf_disk.radius_px + (
-        max(2.0, bf_disk.radius_px / 4) if margin_px is None else float(margin_px)
-    )
+    radius = bf_disk.radius_px + (max(2.0, bf_disk.radius_px / 4) if margin_px is None else float(margin_px))
     if mean is None:
         background = 0.0
     else:
@@ -182,9 +178,7 @@ def iter_measure_origin(
     )
 
 
-def measure_origin(
-    data: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any
-) -> RealSpaceMap:
+def measure_origin(data: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> RealSpaceMap:
     """The origin of every pattern (runs :func:`iter_measure_origin` to the end)."""
     return run_job(iter_measure_origin(data, **kwargs), progress)
 

@@ -35,7 +35,7 @@ STATISTICS = ("max", "min", "std")
 def _statistic_kernel(block, *, row0, parallel, weights, r0, c0, statistic):
     """``(ny, nx)`` float64: the statistic of each pattern's pixels where ``weights != 0``."""
     h, w = weights.shape
-    sub = np.asarray(block)[:, :, r0 - row0:r0 - row0 + h, c0:c0 + w]
+    sub = np.asarray(block)[:, :, r0 - row0 : r0 - row0 + h, c0 : c0 + w]
     sel = weights != 0
     vals = sub[:, :, sel]  # (ny, nx, n) in the native dtype
     if statistic == "max":
@@ -101,6 +101,7 @@ def detector_statistic(
     progress: Callable[[Progress], Any] | None = None,
 ) -> RealSpaceMap:
     """The ``statistic`` map of ``detector`` (runs :func:`iter_detector_statistic` to the end)."""
-    job = iter_detector_statistic(data, detector, statistic, calibration=calibration,
-                                  scan_chunk=scan_chunk, backend=backend)
+    job = iter_detector_statistic(
+        data, detector, statistic, calibration=calibration, scan_chunk=scan_chunk, backend=backend
+    )
     return run_job(job, progress)
