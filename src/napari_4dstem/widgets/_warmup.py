@@ -116,13 +116,35 @@ def _bragg(cube):
     strain_from_lattice(fit)
 
 
+def _napari_shapes(cube):
+    """napari triangulates Shapes with numba, compiled per dtype and memory order on first use
+    (seconds; a fresh install froze the GUI 4 s at the first Wedge polygon). Build a Shapes model
+    of every detector the docks draw, as they draw it, here in the worker."""
+    from napari.layers import Shapes
+
+    from ..analysis.virtual.detectors import AnnulusDetector, DiskDetector, RectangleDetector, WedgeDetector
+    from .virtual import detector_to_shapes
+
+    dets = (
+        DiskDetector((24.0, 24.0), 5.0),
+        AnnulusDetector((24.0, 24.0), 6.0, 20.0),
+        RectangleDetector((10.0, 30.0), (5.0, 40.0)),
+        WedgeDetector((24.0, 24.0), 6.0, 20.0, -30.0, 60.0),  # concave
+    )
+    for det in dets:
+        data, types = detector_to_shapes(det)
+        for arrays in (data, [np.asfortranarray(a) for a in data]):
+            Shapes(list(zip(arrays, types, strict=True)))
+
+
 def _imports(cube):
     """Modules the widgets import at their first result (matplotlib for histograms and plots)."""
     import matplotlib.figure  # noqa: F401
     from matplotlib.backends import backend_agg  # noqa: F401
 
 
-_STEPS = (_imports, _virtual, _com, _bragg)
+# the Shapes first: the docks draw detectors as soon as they open
+_STEPS = (_napari_shapes, _imports, _virtual, _com, _bragg)
 
 
 def warm_kernels(dtype: np.dtype):
