@@ -136,6 +136,12 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=10, help="at least 2")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dose", type=float, default=None, help="e/A^2 (Poisson); default noise-free")
+    # the defaults are the object the methods were checked on; other values draw a held-out one
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--phase-per-atom", type=float, default=0.1, help="rad")
+    ap.add_argument("--step", type=float, default=0.4, help="scan step, A")
+    ap.add_argument("--defocus", type=float, default=50.0, help="A (> 0 underfocus)")
+    ap.add_argument("--detector", type=int, default=64, help="detector side, px")
     ap.add_argument("--device", default="cpu")
     ap.add_argument(
         "--wdd-eps", type=float, default=1e-3, help="WDD Wiener term, ours and py4DSTEM's relative_wiener_epsilon"
@@ -152,14 +158,14 @@ def main() -> int:
     from napari_4dstem.analysis.phase.ssb import ssb
     from napari_4dstem.analysis.phase.wdd import wdd
 
-    step, df = 0.4, 50.0
+    step, df = args.step, args.defocus
     s = simulate_phase_dataset(
         scan_shape=(args.scan, args.scan),
-        detector_px=64,
+        detector_px=args.detector,
         step_A=step,
         defocus_A=df,
-        phase_per_atom_rad=0.1,
-        seed=1,
+        phase_per_atom_rad=args.phase_per_atom,
+        seed=args.seed,
         dose_e_per_A2=args.dose,
     )
     cube = s.datacube
@@ -245,7 +251,8 @@ def main() -> int:
 
     med = statistics.median
     print(
-        f"\nscan {args.scan}x{args.scan}, detector 64x64, step {step} A, defocus {df} A, "
+        f"\nscan {args.scan}x{args.scan}, detector {args.detector}x{args.detector}, seed {args.seed}, "
+        f"{args.phase_per_atom} rad/atom, step {step} A, defocus {df} A, "
         f"dose {args.dose or 'noise-free'}; CPU ({os.cpu_count()} cores, shared machine), "
         f"torch threads {args.threads}"
     )

@@ -264,9 +264,7 @@ def _validate(model, shards, val_idx, strain_set, dev, cfg, aug) -> dict:
 
     model.eval()
     rng = np.random.default_rng(12345)
-    if getattr(aug, "validate_as_is", False):
-        pass  # real data (fine-tuning): held-out patterns as they are, no synthetic noise
-    else:
+    if not getattr(aug, "validate_as_is", False):  # real data (fine-tuning) is scored as it is
         aug = (aug if isinstance(aug, Augment) else default_augment(shards)).without_geometry()
     preds, trues = [], []
     s = cfg.model.size

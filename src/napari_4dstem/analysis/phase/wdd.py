@@ -22,8 +22,9 @@ the inverse transform over the scan, its phase the map returned. For a weak phas
 reduces to SSB (``A(s, Q) = i Phi(Q) (delta(s - Q) - delta(s))``); for a strong one it keeps the
 terms SSB drops. The detector window is the square of half-width ``k_max`` about the origin
 (default twice the aperture: the pixels where ``G`` of a thin object carries most power),
-streamed over scan chunks like SSB; the transforms over ``k`` are matrix products on that
-window (exact for any sub-pixel origin), in batches of ``Q``.
+streamed over scan chunks like SSB; the transforms over ``k`` are FFTs on that window with the
+sub-pixel origin as a phase factor (exact), in batches of ``Q``; ``B`` is evaluated on the
+aperture's pixels only.
 """
 
 from __future__ import annotations
