@@ -9,6 +9,8 @@
   :func:`publish_virtual_image` and the Results session.
 - :func:`plugin_settings`: settings kept under each plugin's own key (a JSON file per plugin in
   the user config folder), so plugins do not overwrite each other's.
+- :func:`register_result_renderer`: a view of the current pattern or of the virtual image that the
+  *Result pane* dock offers next to its FFT and EWPC (computed in a worker, newest request wins).
 
 Example (another plugin's dock)::
 
@@ -20,6 +22,9 @@ Example (another plugin's dock)::
     settings = plugin_settings("my-plugin")
     settings["threshold"] = 0.5
     settings.save()
+
+    # a Result-pane view of the pattern at the scan position (runs in a worker)
+    register_result_renderer("log pattern", lambda p: np.log1p(np.maximum(p, 0)), source="pattern")
 """
 
 from __future__ import annotations
@@ -44,7 +49,10 @@ __all__ = [
     "last_virtual_image",
     "plugin_settings",
     "publish_virtual_image",
+    "register_result_renderer",
+    "result_renderers",
     "set_layer_calibration",
+    "unregister_result_renderer",
 ]
 
 
@@ -197,3 +205,77 @@ def plugin_settings(plugin: str, *, folder: str | os.PathLike | None = None) -> 
     path = Path(folder) / f"{key}.json"
     data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     return PluginSettings(path, data)
+
+
+RENDERER_SOURCES = ("pattern", "virtual image")
+BUILTIN_RESULT_VIEWS = ("FFT of the virtual image", "EWPC of the current pattern")
+
+
+@dataclass(frozen=True)
+class ResultRenderer:
+    """A Result-pane view registered by a plugin (see :func:`register_result_renderer`)."""
+
+    name: str
+    func: Any
+    source: str
+
+
+class _RendererRegistry:
+    changed = Signal()
+
+    def __init__(self):
+        self.items: dict[str, ResultRenderer] = {}
+
+
+_RENDERERS = _RendererRegistry()
+
+
+def register_result_renderer(name: str, func, *, source: str = "pattern") -> ResultRenderer:
+    """Offer ``func`` as a view in the *Result pane* dock (UX points 15 and 24).
+
+    Parameters
+    ----------
+    name : str
+        The name in the pane's list; must not be one of the built-in views. Registering a name
+        again replaces its renderer.
+    func : callable
+        ``func(array)`` gets the input as a float or integer ndarray: the diffraction pattern at
+        the scan position ``(k_y, k_x)`` for ``source="pattern"``, the latest virtual image
+        ``(scan_y, scan_x)`` for ``source="virtual image"``. It returns a 2D real array, or a
+        tuple ``(array, (scale_y, scale_x), unit)`` to give the result's pixel size and unit. It
+        runs in a worker thread (never on napari's GUI thread), so it may take seconds; a newer
+        request replaces the result of an older one. Complex results are shown as ``|z|``.
+    source : {"pattern", "virtual image"}
+        What the view follows: every scan step, or every new virtual image.
+
+    Returns
+    -------
+    ResultRenderer
+        The registered record (its ``name`` is what :func:`unregister_result_renderer` takes).
+
+    Raises
+    ------
+    ValueError
+        On an empty or built-in name, an unknown source, or a ``func`` that is not callable.
+    """
+    name = str(name).strip()
+    if not name or name in BUILTIN_RESULT_VIEWS:
+        raise ValueError(f"a Result-pane renderer needs a name of its own, not {name!r}")
+    if source not in RENDERER_SOURCES:
+        raise ValueError(f"source must be one of {RENDERER_SOURCES}, not {source!r}")
+    if not callable(func):
+        raise ValueError(f"the renderer {name!r} is not callable: {func!r}")
+    r = _RENDERERS.items[name] = ResultRenderer(name, func, source)
+    _RENDERERS.changed.emit()
+    return r
+
+
+def unregister_result_renderer(name: str) -> None:
+    """Withdraw the Result-pane view ``name`` (open panes drop it from their list)."""
+    if _RENDERERS.items.pop(str(name), None) is not None:
+        _RENDERERS.changed.emit()
+
+
+def result_renderers() -> dict[str, ResultRenderer]:
+    """The registered Result-pane views, by name, in registration order."""
+    return dict(_RENDERERS.items)

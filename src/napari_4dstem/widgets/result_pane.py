@@ -5,7 +5,9 @@ latest image (follows every new image, through the plugin API's ``virtual_image_
 in spatial frequency units of the scan. *EWPC of the current pattern*: the exit-wave power
 cepstrum of the pattern at the scan position (follows ``pattern_changed``), in real-space
 length units (its peaks sit at the lattice spacings). Both are computed in a worker, newest
-request wins (:mod:`napari_4dstem.analysis.virtual.transforms`).
+request wins (:mod:`napari_4dstem.analysis.virtual.transforms`). Other plugins add views with
+:func:`napari_4dstem.plugin_api.register_result_renderer`: they follow the pattern or the virtual
+image the same way, run in the same worker, and their errors land in the Log dock.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import numpy as np
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QVBoxLayout, QWidget
 
 from ..errors import Napari4DSTEMError
+from ..plugin_api import BUILTIN_RESULT_VIEWS as MODES
 from ._common import LatestRunner
 from ._multiview import make_embedded
 from ._state import DockState, register_dock
 
-MODES = ("FFT of the virtual image", "EWPC of the current pattern")
 LAYER = "result"
 
 
@@ -40,6 +42,31 @@ def _ewpc_job(layer_data, iy: int, ix: int, dk: float | None, unit: str | None):
     return c, (1.0 / (pattern.shape[0] * dk), 1.0 / (pattern.shape[1] * dk)), unit, f"EWPC ({iy}, {ix})"
 
 
+def _renderer_job(renderer, array, iy=None, ix=None):
+    """Run a registered renderer in the worker and check what it gives back."""
+    inp = np.asarray(array if iy is None else array[iy, ix])  # a lazy layer reads here, in the worker
+    out = renderer.func(inp)
+    scale, unit = (1.0, 1.0), None
+    if isinstance(out, tuple):
+        if len(out) != 3:
+            raise Napari4DSTEMError(
+                f"the Result-pane renderer {renderer.name!r} returned a tuple of {len(out)}; "
+                "give an array or (array, (scale_y, scale_x), unit)"
+            )
+        out, scale, unit = out
+        scale = tuple(float(v) for v in scale)
+    data = np.asarray(out)
+    if np.iscomplexobj(data):
+        data = np.abs(data)
+    if data.ndim != 2 or not np.issubdtype(data.dtype, np.number) or data.size == 0:
+        raise Napari4DSTEMError(
+            f"the Result-pane renderer {renderer.name!r} returned an array of shape {data.shape} and dtype "
+            f"{data.dtype}; it must be a non-empty 2D numeric array"
+        )
+    where = "" if iy is None else f" ({iy}, {ix})"
+    return data.astype(np.float32, copy=False), scale, unit, renderer.name + where
+
+
 class ResultPaneWidget(DockState, QWidget):
     """Dock: FFT of the virtual image or EWPC of the current pattern, on a canvas of its own."""
 
@@ -47,11 +74,14 @@ class ResultPaneWidget(DockState, QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
-        from ..plugin_api import events
+        from ..plugin_api import _RENDERERS, events
 
         self.viewer = viewer
         self.mode = QComboBox()
         self.mode.addItems(MODES)
+        self._fill_modes()
+        _RENDERERS.changed.connect(self._fill_modes)
+        self.destroyed.connect(lambda *_: _disconnect(self._fill_modes))
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.model, self.canvas = make_embedded(viewer, "Result")
@@ -63,6 +93,7 @@ class ResultPaneWidget(DockState, QWidget):
         lay.addWidget(self.status)
         self.runner = LatestRunner(self._on_result, self._on_error)
         self.shown: tuple | None = None  # (what, data) of the picture in the pane
+        self._shown_unit: str | None = None
         ev = events(viewer)
         ev.virtual_image_changed.connect(self._on_virtual)
         ev.pattern_changed.connect(self._on_pattern)
@@ -70,8 +101,34 @@ class ResultPaneWidget(DockState, QWidget):
         register_dock(viewer, self)
         self.refresh()
 
+    def _fill_modes(self) -> None:
+        """The built-in views, then the registered ones; keep the choice while it exists."""
+        from ..plugin_api import result_renderers
+
+        current = self.mode.currentText()
+        names = [*MODES, *result_renderers()]
+        if [self.mode.itemText(i) for i in range(self.mode.count())] == names:
+            return
+        self.mode.blockSignals(True)
+        self.mode.clear()
+        self.mode.addItems(names)
+        self.mode.setCurrentIndex(names.index(current) if current in names else 0)
+        self.mode.blockSignals(False)
+        if current not in names:
+            self.refresh()
+
+    def _source(self) -> str:
+        """What the chosen view follows: "virtual image" or "pattern"."""
+        from ..plugin_api import result_renderers
+
+        name = self.mode.currentText()
+        if name in MODES:
+            return "virtual image" if name == MODES[0] else "pattern"
+        r = result_renderers().get(name)
+        return "pattern" if r is None else r.source
+
     def refresh(self) -> None:
-        if self.mode.currentIndex() == 0:
+        if self._source() == "virtual image":
             self._on_virtual()
         else:
             from ..plugin_api import events
@@ -83,24 +140,32 @@ class ResultPaneWidget(DockState, QWidget):
                 self._on_pattern(*scan_position(self.viewer, lyr))
 
     def _on_virtual(self, name: str = "virtual image", info=None) -> None:
-        from ..plugin_api import last_virtual_image
+        from ..plugin_api import last_virtual_image, result_renderers
 
-        if self.mode.currentIndex() != 0 or name != "virtual image":
+        if self._source() != "virtual image" or name != "virtual image":
             return
         img = last_virtual_image(self.viewer)
         if img is None:
             self.status.setText("no virtual image yet: open the Virtual imaging dock")
             return
+        renderer = result_renderers().get(self.mode.currentText())
+        if renderer is not None:
+            self.runner.request(_renderer_job, renderer, np.asarray(img.data))
+            return
         cal = img.calibration
         self.runner.request(_fft_job, np.asarray(img.data), float(cal.scan_step[0]), cal.scan_units or "px")
 
     def _on_pattern(self, iy: int, ix: int) -> None:
-        from ..plugin_api import events
+        from ..plugin_api import events, result_renderers
 
-        if self.mode.currentIndex() != 1:
+        if self._source() != "pattern":
             return
         lyr = events(self.viewer)._cube_layer()
         if lyr is None:
+            return
+        renderer = result_renderers().get(self.mode.currentText())
+        if renderer is not None:
+            self.runner.request(_renderer_job, renderer, lyr.data, int(iy), int(ix))
             return
         cal = (lyr.metadata or {}).get("napari_4dstem", {}).get("calibration")
         dk = unit = None
@@ -116,7 +181,13 @@ class ResultPaneWidget(DockState, QWidget):
         kw = {"scale": scale}
         if unit is not None:
             kw["units"] = (unit, unit)
-        if LAYER in self.model.layers and self.model.layers[LAYER].scale[-1] == scale[-1]:
+        same_frame = (
+            LAYER in self.model.layers
+            and tuple(self.model.layers[LAYER].scale) == tuple(scale)
+            and self._shown_unit == unit
+        )
+        self._shown_unit = unit
+        if same_frame:
             lyr = self.model.layers[LAYER]
             lyr.data = data
             lyr.contrast_limits = (float(np.min(data)), float(np.percentile(data, 99.9)) + 1e-12)
@@ -139,3 +210,12 @@ class ResultPaneWidget(DockState, QWidget):
 
         log_error("Result pane", exc)
         self.status.setText(str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}")
+
+
+def _disconnect(slot) -> None:
+    from ..plugin_api import _RENDERERS
+
+    try:
+        _RENDERERS.changed.disconnect(slot)
+    except (TypeError, ValueError, RuntimeError):
+        pass
