@@ -26,6 +26,18 @@ def layer_datacube(layer) -> tuple[DataCube, Calibration]:
     return DataCube(data, cal, name=layer.name), cal
 
 
+def holds_data(layer, data) -> bool:
+    """Whether ``layer`` (or napari's proxy of it, as docks get) still holds the array ``data``.
+
+    A dock's layers are napari's public-only proxies: ``layer.data`` is then a proxy too, never
+    the array itself, for a memory-mapped file; compare the unwrapped objects.
+    """
+    if layer is None:
+        return False
+    held = layer.data
+    return getattr(held, "__wrapped__", held) is getattr(data, "__wrapped__", data)
+
+
 class CubePicker(QComboBox):
     """A combo box of the viewer's 4D image layers that follows layers being added and removed.
 

@@ -46,7 +46,7 @@ from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
 from ..pipelines import VirtualResult
 from ..plugin_api import publish_virtual_image
-from ._common import CubePicker, JobRunner, guarded, scan_position
+from ._common import CubePicker, JobRunner, guarded, holds_data, scan_position
 from ._detectors import ExtraDetectors, image_of
 from ._pipeline import PipelineActions, layer_source
 from ._realspace import LiveImage
@@ -586,7 +586,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
     def _on_bf(self, dc: DataCube, bf) -> None:
         """The BF disk of the centre patterns is in: start with a BF detector on it."""
-        if self.layer is None or self.layer.data is not dc.data:
+        if not holds_data(self.layer, dc.data):
             return  # another layer was chosen meanwhile
         self._bf, self._bf_pending = bf, False
         det = (
@@ -956,7 +956,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         from napari.qt.threading import create_worker
 
         def done(images, data=dc.data):
-            if self.layer is not None and self.layer.data is data:
+            if holds_data(self.layer, data):
                 self._preset_cache = images
                 self.presets_ready = True
 
@@ -1246,7 +1246,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         from ..analysis.virtual.preview import iter_preview_cube
 
         def done(cube):
-            if self.layer is not None and self.layer.data is dc.data:
+            if holds_data(self.layer, dc.data):
                 self._preview = cube
 
         create_worker(
