@@ -127,7 +127,8 @@ def main() -> None:
     rows = []
     try:
         for name, path in files.items():
-            size = sum(p.stat().st_size for p in path.parent.glob(path.stem.replace("_master", "") + "*"))
+            parts = path.parent.glob(path.name.replace("_master.h5", "_*.h5")) if "_master" in path.name else [path]
+            size = sum(p.stat().st_size for p in parts)
             ts = []
             for _ in range(args.n):
                 viewer.layers.clear()

@@ -548,7 +548,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             self.status.setText(str(e))
             return
         plans, key = self._current_plans(crystals, kw)
-        pkey = (self.layer.name, id(self.layer.data))
+        pkey = (self.layer.name, id(dc.data))  # the array itself (layer.data may be a new proxy each time)
         peaks = self.peaks if pkey == self._peaks_key else None
 
         def done(run):
