@@ -151,3 +151,34 @@ def test_cli_finetune_on_a_region_then_infer_with_the_new_model(scan, tmp_path, 
            "--region", "0:9,0:2"]  # fmt: skip
     assert main(bad) != 0
     assert "outside the 6x6 scan" in capsys.readouterr().err
+
+
+def test_hand_corrected_labels_replace_correlations_and_are_always_used(tmp_path):
+    """A pattern whose disks the user corrected is labelled with the corrected positions (mapped
+    into the model frame exactly as correlation's), even below min_peaks; the others keep
+    correlation's labels."""
+    from napari_4dstem.nn.infer import _geometry_for
+
+    base = load_model(DEFAULT_MODEL)
+    pats, probe, truths = _planted(n=6)
+    # pattern 2: the user keeps two of the planted disks and adds one where there is none
+    near = truths[2][np.argsort(np.hypot(*(truths[2] - 64.0).T))[:2]]  # inside the model's field of view
+    extra = near[0] + np.array([3.0, -4.0])
+    hand = np.vstack([near, extra])
+    labels = [None] * len(pats)
+    labels[2] = hand
+    summary = correlation_training_set(pats, probe, tmp_path / "s", base=base, labels=labels, min_peaks=4)
+    assert summary["hand_corrected"] == 1 and summary["patterns_kept"] == len(pats)
+    geo, _ = _geometry_for(probe, pats.shape[1:], base, "auto", None, 1024)
+    H, W = geo.frame
+    y0, x0 = H // 2 - 64, W // 2 - 64
+    want_y = (hand[:, 0] - geo.centre_px[0]) * geo.scale + H // 2 - y0
+    want_x = (hand[:, 1] - geo.centre_px[1]) * geo.scale + W // 2 - x0
+    shards = ShardSet(tmp_path / "s")
+    s = shards[2]
+    np.testing.assert_allclose(np.sort(s.bragg["qy"]), np.sort(want_y), atol=1e-9)
+    np.testing.assert_allclose(np.sort(s.bragg["qx"]), np.sort(want_x), atol=1e-9)
+    assert s.label[round(want_y[2]), round(want_x[2])] > 0.9  # the added disk is a label peak
+    assert len(shards[1].bragg["qy"]) > 3  # an uncorrected pattern: correlation's many disks
+    with pytest.raises(Exception, match="2 entries for 6 patterns"):
+        correlation_training_set(pats, probe, tmp_path / "t", base=base, labels=[None, None])

@@ -162,3 +162,51 @@ def test_finetune_on_a_scan_region_makes_and_selects_a_user_model(
     assert w.model_combo.currentText() == "mine@1"
     assert "mine@1 saved" in w.status.text()
     assert w._ft_version("mine") == "2"
+
+
+def test_disks_corrected_by_hand_become_fine_tuning_labels(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch, stall_detector
+):
+    """UX point 17: the preview's disks are edited on the pattern (one deleted, one added), kept as
+    the labels of that scan position, and fine-tuning trains on them (the card counts them)."""
+    import json
+
+    monkeypatch.setenv("NAPARI_4DSTEM_USER_MODELS", str(tmp_path / "models"))
+    main, results = make_napari_viewer(), make_napari_viewer()
+    set_results_viewer(main, results)
+    with stall_detector.excluded("test data"):
+        s = make_strained_crystal(scan_shape=(6, 6))
+    cal = s.datacube.calibration
+    with stall_detector.excluded("first layer add"):
+        main.add_image(np.asarray(s.datacube.data), name="cube", **cal.napari_kwargs("4d"))
+        main.add_image(np.asarray(s.probe.data), name="probe", **cal.napari_kwargs("k"))
+    _, w = main.window.add_plugin_dock_widget("napari-4dstem", "NN disk detection")
+    qtbot.waitUntil(lambda: w.models_listed, timeout=60000)
+    assert not w.keep_labels_btn.isEnabled()  # nothing to keep before a preview
+    cube = main.layers["cube"]
+    main.dims.set_point(0, 2 * cube.scale[0])
+    main.dims.set_point(1, 3 * cube.scale[1])
+    w.preview()
+    qtbot.waitUntil(lambda: w.last_preview is not None, timeout=60000)
+    assert w._preview_pos == (2, 3)
+    w.correct_btn.click()
+    pts = main.layers[PEAKS_LAYER]
+    assert main.layers.selection.active is pts and pts.mode == "add"
+    # the user deletes the first disk and adds one at (30.5, 90.25) px
+    edited = np.vstack([np.asarray(pts.data)[1:], [[30.5, 90.25]]])
+    pts.data = edited
+    main.dims.set_point(0, 4 * cube.scale[0])  # the scan moves on: the labels stay (2, 3)'s
+    w.keep_labels_btn.click()
+    assert list(w.corrections) == [(2, 3)]
+    np.testing.assert_array_equal(w.corrections[(2, 3)], edited)
+    assert "1 hand-corrected pattern" in w.labels_info.text()
+    w.ft_name.setText("hand")
+    w.ft_patterns.setValue(8)
+    w.ft_epochs.setValue(1)
+    assert w.finetune()
+    qtbot.waitUntil(lambda: w.finetuned is not None, timeout=180000)
+    card = json.loads(w.finetuned.path.with_suffix(".json").read_text())
+    assert card["fine_tune"]["hand_corrected"] == 1 and card["fine_tune"]["patterns_labelled"] == 8
+    assert "1 corrected by hand" in w.status.text()
+    w.clear_labels_btn.click()
+    assert not w.corrections and "no hand-corrected" in w.labels_info.text()

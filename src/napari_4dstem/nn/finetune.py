@@ -8,6 +8,8 @@ the user's data without any simulation:
    the user picks: a thin area, where template correlation is reliable), and their disks are
    found with the correlation detector (:func:`~napari_4dstem.analysis.bragg.disks.
    detect_in_stack`, with the user's :class:`~napari_4dstem.pipelines.params.DiskDetectionParams`).
+   Patterns whose disks the user corrected by hand (added, deleted or moved in napari) are always
+   in the set, with the corrected positions as their labels.
 2. **The model's frame.** Each pattern, its probe and its disk positions are resampled exactly as
    inference resamples them (:func:`~napari_4dstem.nn.infer.normalised_geometry` with the base
    model's card: the probe disk at the radius the network was trained on), cropped to the
@@ -31,6 +33,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,8 +135,14 @@ def correlation_training_set(
     detection: Any = None,
     min_peaks: int = 3,
     per_shard: int = 128,
+    labels: Sequence[np.ndarray | None] | None = None,
 ) -> dict[str, Any]:
     """Label ``patterns (n, k_y, k_x)`` by correlation and write them as training shards.
+
+    ``labels`` (one entry per pattern, or None) gives disk positions ``(m, 2)`` in detector pixels
+    ``(k_y, k_x)`` that replace the correlation's for that pattern: labels corrected by hand. A
+    corrected pattern is kept whatever ``min_peaks`` says (the user has looked at it) when at
+    least one of its disks lies in the model's field of view.
 
     ``base`` is the :class:`~napari_4dstem.nn.registry.LoadedModel` whose frame (size, depth,
     normalised disk radius from its card) the shards are resampled to; ``detection`` the
@@ -158,6 +167,8 @@ def correlation_training_set(
     kernel, kw = ("plain", {}) if detection is None else (detection.kernel, detection.detect_kwargs())
     template = make_template(probe, kind=kernel)
     peaks, counts = detect_in_stack(p, template, **kw)
+    if labels is not None and len(labels) != len(p):
+        raise DataShapeError(f"labels: {len(labels)} entries for {len(p)} patterns")
     size = int(base.config.size)
     geo, _ = _geometry_for(probe, p.shape[1:], base, "auto", None, 1024)
     frames = to_model_frame(p, geo)
@@ -169,16 +180,27 @@ def correlation_training_set(
     frames = frames[:, y0 : y0 + size, x0 : x0 + size]
     probe_frame = probe_frame[y0 : y0 + size, x0 : x0 + size]
     keep, centres, bragg = [], [], []
+    n_hand = 0
     for i in range(len(p)):
-        q = peaks[i, : int(counts[i])]
-        q = q[np.isfinite(q[:, 0])]
-        if len(q) < min_peaks:
+        given = None if labels is None or labels[i] is None else np.asarray(labels[i], float).reshape(-1, 2)
+        if given is not None:
+            given = given[np.all(np.isfinite(given), axis=1)]
+            iy = np.clip(np.round(given[:, 0]).astype(int), 0, p.shape[1] - 1)
+            ix = np.clip(np.round(given[:, 1]).astype(int), 0, p.shape[2] - 1)
+            q = np.column_stack([given, p[i, iy, ix]])
+            need = 1
+        else:
+            q = peaks[i, : int(counts[i])]
+            q = q[np.isfinite(q[:, 0])]
+            need = min_peaks
+        if len(q) < need:
             continue
         my = (q[:, 0] - geo.centre_px[0]) * geo.scale + H // 2 - y0
         mx = (q[:, 1] - geo.centre_px[1]) * geo.scale + W // 2 - x0
         inside = (my >= 0) & (my <= size - 1) & (mx >= 0) & (mx <= size - 1)
-        if inside.sum() < min_peaks:
+        if inside.sum() < need:
             continue
+        n_hand += given is not None
         keep.append(i)
         centres.append(np.stack([my[inside], mx[inside]], -1))
         bragg.append({"qy": my[inside], "qx": mx[inside], "intensity": q[inside, 2],
@@ -215,6 +237,7 @@ def correlation_training_set(
         "detector_px": [int(s) for s in p.shape[1:]],
         "detection": {"kernel": kernel, **kw},
         "min_peaks": int(min_peaks),
+        "hand_corrected": int(n_hand),
     }
     write_manifest(folder, {"engine": ENGINE, "n_patterns": len(keep), "size": size, "shards": names,
                             "generator": "napari_4dstem.nn.finetune.correlation_training_set", **summary})  # fmt: skip
@@ -238,13 +261,17 @@ def iter_finetune(
     detection: Any = None,
     region: np.ndarray | None = None,
     work_dir: str | os.PathLike | None = None,
+    corrections: Mapping[tuple[int, int], np.ndarray] | None = None,
 ) -> Job[FineTuneResult]:
     """Job: fine-tune ``config.base`` on ``datacube`` with correlation labels; save it as
     ``name``/``version`` in the user model folder (see the module docstring).
 
     ``probe`` is the vacuum probe ``(k_y, k_x)`` (an array or DiffractionImage); ``region`` an
     optional boolean ``(scan_y, scan_x)`` mask of the positions to draw from (a thin area);
-    ``work_dir`` keeps the shards and checkpoints (default: a temporary folder, removed).
+    ``work_dir`` keeps the shards and checkpoints (default: a temporary folder, removed);
+    ``corrections`` maps scan positions ``(iy, ix)`` to disk positions ``(m, 2)`` in detector
+    pixels corrected by hand: those patterns are always in the training set (inside the region or
+    not, counted in ``n_patterns``) with these labels instead of the correlation's.
     """
     from ..analysis.virtual.images import as_datacube
     from .registry import DEFAULT_MODEL, load_model, user_model_path
@@ -260,7 +287,20 @@ def iter_finetune(
         raise DataShapeError(f"probe {pr.shape} must have the detector's shape {dc.detector_shape}")
     base_name = config.base or DEFAULT_MODEL
     base = load_model(base_name)
-    pos = _pick_positions(dc.scan_shape, region, config.n_patterns, config.seed)
+    hand = {}
+    for (iy, ix), v in (corrections or {}).items():
+        if not (0 <= int(iy) < dc.scan_shape[0] and 0 <= int(ix) < dc.scan_shape[1]):
+            raise DataShapeError(f"a corrected pattern at {(iy, ix)} lies outside the scan {dc.scan_shape}")
+        hand[(int(iy), int(ix))] = np.asarray(v, float).reshape(-1, 2)
+    n_drawn = max(0, config.n_patterns - len(hand))
+    drawn = (
+        _pick_positions(dc.scan_shape, region, n_drawn + len(hand), config.seed)
+        if n_drawn
+        else np.zeros((0, 2), int)
+    )
+    drawn = [tuple(int(v) for v in yx) for yx in drawn if tuple(int(v) for v in yx) not in hand][:n_drawn]
+    pos = np.array([*hand, *drawn], int).reshape(-1, 2)
+    given = [hand.get((int(iy), int(ix))) for iy, ix in pos]
     yield Progress(0, len(pos), f"reading {len(pos)} patterns")
     patterns = np.empty((len(pos), *dc.detector_shape), np.float32)
     for j, (iy, ix) in enumerate(pos):
@@ -276,8 +316,9 @@ def iter_finetune(
         work = Path(work_dir)
     try:
         summary = correlation_training_set(
-            patterns, pr, work / "shards", base=base, detection=detection, min_peaks=config.min_peaks
-        )
+            patterns, pr, work / "shards", base=base, detection=detection, min_peaks=config.min_peaks,
+            labels=given if hand else None,
+        )  # fmt: skip
         n_kept = summary["patterns_kept"]
         tcfg = TrainConfig(
             model=base.config, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
@@ -323,7 +364,8 @@ def _card(base, base_name, name, version, dc, summary, config, result, patterns,
         "version": str(version),
         "description": f"{base_name} fine-tuned on {dc.name} with correlation labels",
         "fine_tuned_from": f"{base.card.get('name', base_name)}@{base_version}".rstrip("@"),
-        "training_set": f"{summary['patterns_kept']} patterns of {dc.source or dc.name}, disks found by correlation",
+        "training_set": f"{summary['patterns_kept']} patterns of {dc.source or dc.name}, disks found by correlation"
+        + (f" ({summary['hand_corrected']} corrected by hand)" if summary.get("hand_corrected") else ""),
         "fine_tune": {
             **summary,
             "config": dataclasses.asdict(config),

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QProgressBar,
@@ -118,6 +119,19 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
             "label patterns from the 'scan region' shapes only: pick a thin "
             "area where correlation finds the disks reliably"
         )
+        # hand-corrected labels: the preview's disks, edited on the pattern, kept per scan position
+        self.correct_btn = QPushButton("Correct these disks")
+        self.correct_btn.setToolTip(
+            "edit the preview's disks on the pattern: click to add one, select and press Delete to "
+            "remove, drag to move; then 'Keep as labels'"
+        )
+        self.keep_labels_btn = QPushButton("Keep as labels")
+        self.clear_labels_btn = QPushButton("Clear labels")
+        for b in (self.correct_btn, self.keep_labels_btn):
+            b.setEnabled(False)
+        self.labels_info = QLabel("no hand-corrected patterns")
+        self.corrections: dict[tuple[int, int], np.ndarray] = {}
+        self._preview_pos: tuple[int, int] | None = None
         self.finetune_btn = QPushButton("Fine-tune on this data")
         self.finetuned = None  # FineTuneResult of the last run
         self._ft_plot = None
@@ -136,6 +150,11 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         ft.addRow("patterns", self.ft_patterns)
         ft.addRow("epochs", self.ft_epochs)
         ft.addRow(self.ft_region)
+        labels_row = QHBoxLayout()
+        for b in (self.correct_btn, self.keep_labels_btn, self.clear_labels_btn):
+            labels_row.addWidget(b)
+        ft.addRow(labels_row)
+        ft.addRow(self.labels_info)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
         for w in (self.preview_btn, self.run_btn):
@@ -150,6 +169,9 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.preview_btn.clicked.connect(self.preview)
         self.run_btn.clicked.connect(self.run)
         self.finetune_btn.clicked.connect(self.finetune)
+        self.correct_btn.clicked.connect(lambda _=False: self.correct_disks())
+        self.keep_labels_btn.clicked.connect(lambda _=False: self.keep_labels())
+        self.clear_labels_btn.clicked.connect(lambda _=False: self.clear_labels())
         self.jobs = JobRunner(
             self.status,
             self.cancel_btn,
@@ -285,6 +307,46 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
             )
         self._say(f"{len(yx)} disks at scan position {pos}" + _domain_note(img.params))
         self.last_preview = yx
+        self._preview_pos = tuple(int(v) for v in pos)
+        self.correct_btn.setEnabled(True)
+        self.keep_labels_btn.setEnabled(True)
+
+    # -- hand-corrected labels (UX point 17) ----------------------------------------------------
+    def correct_disks(self) -> None:
+        """Make the preview's disks the selected layer, in napari's add mode, to edit them."""
+        if PEAKS_LAYER not in self.viewer.layers:
+            self._say("preview a pattern first: its disks are what you correct")
+            return
+        lyr = self.viewer.layers[PEAKS_LAYER]
+        self.viewer.layers.selection.active = lyr
+        lyr.mode = "add"
+        self._say(
+            f"correcting the disks of scan position {self._preview_pos}: click to add, select and "
+            "press Delete to remove, drag to move (select mode: S); then 'Keep as labels'"
+        )
+
+    def keep_labels(self) -> None:
+        """Keep the (edited) disks of the previewed pattern as its labels for fine-tuning."""
+        if PEAKS_LAYER not in self.viewer.layers or self._preview_pos is None:
+            self._say("preview a pattern first: its disks are what you keep as labels")
+            return
+        yx = np.asarray(self.viewer.layers[PEAKS_LAYER].data, float).reshape(-1, 2).copy()  # detector px
+        self.corrections[self._preview_pos] = yx
+        self._show_labels_info()
+        self._say(f"{len(yx)} disks kept as the labels of scan position {self._preview_pos}")
+
+    def clear_labels(self) -> None:
+        self.corrections.clear()
+        self._show_labels_info()
+
+    def _show_labels_info(self) -> None:
+        n = len(self.corrections)
+        self.labels_info.setText(
+            "no hand-corrected patterns"
+            if not n
+            else f"{n} hand-corrected pattern{'s' if n > 1 else ''}: always in the fine-tuning set, "
+            "with these labels"
+        )
 
     # -- whole scan ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -386,7 +448,8 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.ft_plot.clear()
         return self.jobs.start(
             iter_finetune, dc, probe, name=name, version=version, config=config, region=region,
-            desc=f"fine-tuning {model or 'the default model'} as {name}@{version}", eta=True,
+            corrections=dict(self.corrections) or None, eta=True,
+            desc=f"fine-tuning {model or 'the default model'} as {name}@{version}",
             on_progress=self._on_ft_progress, on_done=self._on_finetuned,
         )  # fmt: skip
 
@@ -406,7 +469,8 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         ft = res.card["fine_tune"]
         self._say(
             f"model {res.name}@{res.version} saved ({ft['patterns_kept']} patterns, "
-            f"{ft['disks_per_pattern']:.1f} disks each; held-out recall against correlation "
+            f"{ft['disks_per_pattern']:.1f} disks each, {ft.get('hand_corrected', 0)} corrected by hand; "
+            f"held-out recall against the labels "
             f"{last.get('recall_1px', float('nan')):.2f}): selected for Preview and Find disks"
         )
         self._select_after_refresh = f"{res.name}@{res.version}"
