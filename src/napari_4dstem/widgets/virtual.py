@@ -384,6 +384,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.result = None  # its pipelines.VirtualResult (the Sum response), else None
         self.last_preview = None  # the latest binned preview
         self._preview = None  # 4x-binned in-memory copy for previews (large in-memory data)
+        self._preview_due: DataCube | None = None  # ... to build after the first slow exact image
         self._exact_s: list[float] = []  # durations of the exact computations
         self._first: _FirstImage | None = None  # the running job's first image
         self._first_shown: Any = None  # the image shown last (not shown twice)
@@ -566,7 +567,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return
-        self._build_preview(dc)
+        # the binned preview copy reads the whole dataset: built only once an exact image has
+        # shown that it is slow (queued first, it held the first image back 23 s on a mapped 1 GiB file)
+        self._preview, self._preview_due = None, dc
         self._bf = None
         self._bf_pending = True
         self._preset_cache = {}
@@ -1222,6 +1225,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self.status.setText("")
             if self._last_detector is not None:
                 publish_virtual_image(self.viewer, "virtual image", self._last_detector, item)
+            due, self._preview_due = self._preview_due, None
+            if due is not None and self._exact_s and self._exact_s[-1] > PREVIEW_ABOVE_S:
+                self._build_preview(due)
         self._after_image()
 
     def _scan_cal(self, img) -> Calibration:
