@@ -301,6 +301,18 @@ def weighted_sum_block(block, row0, weights, r0, c0, shift_y, shift_x, zero, out
         out[i, j] = v
 
 
+@numba.njit(nogil=True, cache=True, fastmath=_FM)
+def _store_com(out, i, j, tot, my, mx):
+    """``out[i, j] = (tot, my / tot, mx / tot)``: the sum and the centre of mass, NaN where the sum is zero."""
+    out[i, j, 0] = tot
+    if tot != 0.0:
+        out[i, j, 1] = my / tot
+        out[i, j, 2] = mx / tot
+    else:
+        out[i, j, 1] = np.nan
+        out[i, j, 2] = np.nan
+
+
 @Kernel
 def com_block(block, row0, out):
     """Intensity and centre of mass of every pattern in one pass over the data.
@@ -326,13 +338,7 @@ def com_block(block, row0, out):
             tot += s
             my += s * (r + row0)
             mx += sc
-        out[i, j, 0] = tot
-        if tot != 0.0:
-            out[i, j, 1] = my / tot
-            out[i, j, 2] = mx / tot
-        else:
-            out[i, j, 1] = np.nan
-            out[i, j, 2] = np.nan
+        _store_com(out, i, j, tot, my, mx)
 
 
 @Kernel
@@ -366,13 +372,7 @@ def com_weighted_block(block, row0, weights, r0, c0, out):
             tot += s
             my += s * (r + row0)
             mx += sc
-        out[i, j, 0] = tot
-        if tot != 0.0:
-            out[i, j, 1] = my / tot
-            out[i, j, 2] = mx / tot
-        else:
-            out[i, j, 1] = np.nan
-            out[i, j, 2] = np.nan
+        _store_com(out, i, j, tot, my, mx)
 
 
 @Kernel

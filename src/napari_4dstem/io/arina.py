@@ -51,6 +51,25 @@ __all__ = ["is_arina", "master_path", "read_datacube", "read_detector_arrays", "
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _DET = "entry/instrument/detector"
 _SPECIFIC = _DET + "/detectorSpecific"
+# the scalar datasets copied into the metadata, by their HDF5 group
+_META_KEYS = {
+    _DET: (
+        "description",
+        "detector_number",
+        "count_time",
+        "frame_time",
+        "x_pixel_size",
+        "y_pixel_size",
+        "beam_center_x",
+        "beam_center_y",
+        "sensor_material",
+        "saturation_value",
+        "countrate_correction_applied",
+        "flatfield_correction_applied",
+        "pixel_mask_applied",
+    ),
+    _SPECIFIC: ("photon_energy", "ntrigger", "nimages", "compression", "software_version", "data_collection_date"),
+}
 
 
 def master_path(path: str | os.PathLike) -> Path:
@@ -318,35 +337,11 @@ def read_datacube(
         "frames_in_file": n,
         "scan_shape_from": source,
     }
-    for key in (
-        "description",
-        "detector_number",
-        "count_time",
-        "frame_time",
-        "x_pixel_size",
-        "y_pixel_size",
-        "beam_center_x",
-        "beam_center_y",
-        "sensor_material",
-        "saturation_value",
-        "countrate_correction_applied",
-        "flatfield_correction_applied",
-        "pixel_mask_applied",
-    ):
-        v = _scalar(f, f"{_DET}/{key}")
-        if v is not None:
-            meta[key] = v
-    for key in (
-        "photon_energy",
-        "ntrigger",
-        "nimages",
-        "compression",
-        "software_version",
-        "data_collection_date",
-    ):
-        v = _scalar(f, f"{_SPECIFIC}/{key}")
-        if v is not None:
-            meta[key] = v
+    for group, keys in _META_KEYS.items():
+        for key in keys:
+            v = _scalar(f, f"{group}/{key}")
+            if v is not None:
+                meta[key] = v
     meta.update(read_detector_arrays(p, (qy, qx)))
     if stem:
         meta["stem_metadata"] = stem

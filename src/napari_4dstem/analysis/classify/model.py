@@ -36,7 +36,7 @@ import functools
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -268,19 +268,11 @@ class Classification:
             return out.reshape(*a.shape[:-1], n_new)
 
         cf = np.concatenate([self.class_features, np.repeat(self.class_features[cls : cls + 1], k - 1, axis=0)])
-        return Classification(
+        return self._edited(
             labels=labels.reshape(self.scan_shape).astype(np.int32),
             probability=spread(self.probability, prob_share),
             mixing=spread(self.mixing, own),
-            loadings=self.loadings,
-            components=self.components,
             class_features=cf,
-            explained_variance_ratio=self.explained_variance_ratio,
-            suggested_n_classes=self.suggested_n_classes,
-            bic=self.bic,
-            silhouette=self.silhouette,
-            noise_variance=self.noise_variance,
-            params={**self.params, "edited": True},
             class_patterns=None,
         )
 
@@ -297,21 +289,17 @@ class Classification:
         for c in range(self.n_classes):
             cf[remap[c]] += self.class_features[c] * old[c]
         cf /= np.maximum(sizes, 1).reshape(-1, *([1] * (cf.ndim - 1)))
-        return Classification(
+        return self._edited(
             labels=remap[self.labels].astype(np.int32),
             probability=fold(self.probability),
             mixing=fold(self.mixing),
-            loadings=self.loadings,
-            components=self.components,
             class_features=cf.astype(np.float32),
-            explained_variance_ratio=self.explained_variance_ratio,
-            suggested_n_classes=self.suggested_n_classes,
-            bic=self.bic,
-            silhouette=self.silhouette,
-            noise_variance=self.noise_variance,
-            params={**self.params, "edited": True},
             class_patterns=None if self.class_patterns is None else _fold_means(self.class_patterns, old, remap, k),
         )
+
+    def _edited(self, **changes: Any) -> Classification:
+        """A copy with the per-class fields in ``changes`` replaced (the rest kept), marked edited."""
+        return replace(self, params={**self.params, "edited": True}, **changes)
 
 
 def _fold_means(means: np.ndarray, sizes: np.ndarray, remap: np.ndarray, k: int) -> np.ndarray:

@@ -358,25 +358,21 @@ def iter_parallax(
         refine=refine,
         n_pixels=len(iy),
     )
-    fit = dict(
+    aberrations = dict(
         defocus_A=float(defocus),
         astig_A=float(astig),
         astig_angle_deg=float(angle),
         rotation_residual_deg=float(theta),
         fit_rms_A=rms,
-        shift_fit=shift_fit,
     )
+    fit = {**aberrations, "shift_fit": shift_fit}
     img_cal = Calibration(scan_step=(geo.step_A[0] / upsample, geo.step_A[1] / upsample), scan_units="A")
     return ParallaxResult(
         image=RealSpaceMap(image, name="parallax_bf", units="", calibration=img_cal, params={**params, "fit": fit}),
         shifts_px=shifts,
         k_inv_A=k,
-        defocus_A=float(defocus),
-        astig_A=float(astig),
-        astig_angle_deg=float(angle),
-        rotation_residual_deg=float(theta),
-        fit_rms_A=rms,
         params=params,
+        **aberrations,
     )
 
 

@@ -150,6 +150,18 @@ class DiskDetector(Detector):
         return _dist2(shape, self.center_px) <= self.radius_px**2
 
 
+def _check_ring(det: AnnulusDetector | WedgeDetector) -> None:
+    """Check and store, as floats, the centre and the radii ``0 <= inner_px < outer_px`` of a ring detector."""
+    object.__setattr__(det, "center_px", _point(det.center_px, "center_px"))
+    i, o = float(det.inner_px), float(det.outer_px)
+    if not (math.isfinite(i) and math.isfinite(o) and 0 <= i < o):
+        raise ValueError(
+            f"{det.kind} radii must satisfy 0 <= inner_px < outer_px, got {det.inner_px!r}, {det.outer_px!r}"
+        )
+    object.__setattr__(det, "inner_px", i)
+    object.__setattr__(det, "outer_px", o)
+
+
 @dataclass(frozen=True)
 class AnnulusDetector(Detector):
     """Pixels with ``inner_px < distance <= outer_px`` from ``center_px`` ``(k_y, k_x)``."""
@@ -160,14 +172,7 @@ class AnnulusDetector(Detector):
     kind = "annulus"
 
     def __post_init__(self):
-        object.__setattr__(self, "center_px", _point(self.center_px, "center_px"))
-        i, o = float(self.inner_px), float(self.outer_px)
-        if not (math.isfinite(i) and math.isfinite(o) and 0 <= i < o):
-            raise ValueError(
-                f"annulus radii must satisfy 0 <= inner_px < outer_px, got {self.inner_px!r}, {self.outer_px!r}"
-            )
-        object.__setattr__(self, "inner_px", i)
-        object.__setattr__(self, "outer_px", o)
+        _check_ring(self)
 
     def _render(self, shape):
         d2 = _dist2(shape, self.center_px)
@@ -216,20 +221,15 @@ class WedgeDetector(Detector):
     kind = "wedge"
 
     def __post_init__(self):
-        object.__setattr__(self, "center_px", _point(self.center_px, "center_px"))
-        i, o = float(self.inner_px), float(self.outer_px)
-        if not (math.isfinite(i) and math.isfinite(o) and 0 <= i < o):
-            raise ValueError(
-                f"wedge radii must satisfy 0 <= inner_px < outer_px, got {self.inner_px!r}, {self.outer_px!r}"
-            )
+        _check_ring(self)
         a0, a1 = float(self.start_deg), float(self.end_deg)
         if not (math.isfinite(a0) and math.isfinite(a1)) or a0 == a1 or abs(a1 - a0) > 360:
             raise ValueError(
                 f"wedge angles must be finite, differ, and span at most 360 deg, got {self.start_deg!r}, "
                 f"{self.end_deg!r}"
             )
-        for name, v in (("inner_px", i), ("outer_px", o), ("start_deg", a0), ("end_deg", a1)):
-            object.__setattr__(self, name, v)
+        object.__setattr__(self, "start_deg", a0)
+        object.__setattr__(self, "end_deg", a1)
 
     @property
     def span_deg(self) -> float:
