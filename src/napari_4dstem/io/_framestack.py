@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import FileFormatError
 from ._helpers import lazy_frames, scan_chunks
 
-__all__ = ["FrameStack4D", "bitshuffle_checker", "frames_with_offset"]
+__all__ = ["FrameStack4D", "bitshuffle_checker", "check_frame_offset", "frames_with_offset"]
 
 _BSHUF_FILTER = 32008
 
@@ -215,6 +215,17 @@ class FrameStack4D:
     def __array__(self, dtype=None, copy=None):
         a = self[:, :]
         return a.astype(dtype) if dtype is not None else a
+
+
+def check_frame_offset(path: str | os.PathLike, frame_offset: int, n: int) -> int:
+    """``frame_offset`` as an int that leaves at least one of ``n`` frames; FileFormatError otherwise."""
+    try:
+        k = int(frame_offset)
+    except (TypeError, ValueError):
+        raise FileFormatError(path, f"frame_offset must be an integer, got {frame_offset!r}") from None
+    if k >= n:
+        raise FileFormatError(path, f"frame_offset={k} drops every one of the {n} frames")
+    return k
 
 
 def frames_with_offset(stacks: Sequence, scan_shape: tuple[int, int], offset: int = 0, one=None):

@@ -40,7 +40,7 @@ import numpy as np
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError
-from ._framestack import frames_with_offset
+from ._framestack import check_frame_offset, frames_with_offset
 from ._helpers import (
     check_scan_shape,
     frame_memmap,
@@ -500,7 +500,7 @@ def read_datacube(
     hdr_path = _hdr_path(mib)
     acq = read_hdr(hdr_path) if hdr_path is not None else {}
     stored = _stored(mib, hdr, n)
-    offset = _check_offset(mib, frame_offset, n)
+    offset = check_frame_offset(mib, frame_offset, n)
     guess = None
     source = "frames"
     n_eff = n - offset
@@ -553,16 +553,6 @@ def _stored(mib: Path, hdr: MibHeader, n: int) -> np.ndarray:
                         dtype=_DTYPES[hdr.pixel_type], frame_header=hdr.header_bytes)  # fmt: skip
 
 
-def _check_offset(path: Path, frame_offset: int, n: int) -> int:
-    try:
-        k = int(frame_offset)
-    except (TypeError, ValueError):
-        raise FileFormatError(path, f"frame_offset must be an integer, got {frame_offset!r}") from None
-    if k >= n:
-        raise FileFormatError(path, f"frame_offset={k} drops every one of the {n} frames")
-    return k
-
-
 def _cube(stacks: list[np.ndarray], hdr: MibHeader, offset: int, scan: tuple[int, int]):
     """``(sy, sx, k_y, k_x)`` from stored frame stacks after the trigger offset (RAW decoded)."""
     one = None
@@ -604,7 +594,7 @@ def _read_multi(path, files: list[Path], *, scan_shape, allow_truncated, calibra
             p, f"truncated: it promises {expected} frames, its {len(files)} .mib files hold {n}",
             f"pass allow_truncated=True to open the {n} frames",
         )  # fmt: skip
-    offset = _check_offset(p, frame_offset, n)
+    offset = check_frame_offset(p, frame_offset, n)
     fpt = _hdr_int(acq, "Frames per Trigger")
     n_eff = n - offset
     guess = (n_eff // fpt, fpt) if scan_shape is None and fpt and fpt > 1 and n_eff % fpt == 0 else None

@@ -30,7 +30,7 @@ import numpy as np
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError
-from ._framestack import frames_with_offset
+from ._framestack import check_frame_offset, frames_with_offset
 from ._helpers import (
     check_scan_shape,
     frame_memmap,
@@ -196,12 +196,7 @@ def read_datacube(
     p = Path(path)
     stacks, h = _stacks(p)
     n_all = sum(h["frames_per_file"])
-    try:
-        offset = int(frame_offset)
-    except (TypeError, ValueError):
-        raise FileFormatError(p, f"frame_offset must be an integer, got {frame_offset!r}") from None
-    if offset >= n_all:
-        raise FileFormatError(p, f"frame_offset={offset} drops every one of the {n_all} frames")
+    offset = check_frame_offset(p, frame_offset, n_all)
     sy, sx = check_scan_shape(p, n_all - offset, scan_shape)
     data = frames_with_offset(stacks, (sy, sx), offset)
     if calibration is None:
