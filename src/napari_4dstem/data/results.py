@@ -145,6 +145,19 @@ class BraggPeaks:
         object.__setattr__(self, "params", dict(self.params))
 
     @classmethod
+    def from_padded(cls, table: np.ndarray, **kw) -> BraggPeaks:
+        """Build from a padded peak table ``(scan_y, scan_x, 1 + max_peaks, >= 4)``, as a scan map
+        of a peak finder: per position the peak count at ``[0, 0]``, then one row ``(qy, qx,
+        intensity, correlation, ...)`` per peak; ``kw`` as the class (name, calibration, params)."""
+        sy, sx = table.shape[:2]
+        flat = table.reshape(sy * sx, *table.shape[2:])
+        count = flat[:, 0, 0].astype(np.int64)
+        keep = np.arange(flat.shape[1] - 1)[None, :] < count[:, None]
+        rows = flat[:, 1:][keep]
+        offsets = np.concatenate([[0], np.cumsum(count)]).astype(np.int64)
+        return cls((sy, sx), offsets, rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], **kw)
+
+    @classmethod
     def from_lists(
         cls, peaks: Sequence[Mapping[str, Any]] | np.ndarray, scan_shape: tuple[int, int], **kw
     ) -> BraggPeaks:

@@ -7,13 +7,15 @@ drive it with :func:`run_job`. The result is the generator's return value.
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["Job", "PartialMap", "Progress", "run_job"]
+__all__ = ["Job", "PartialMap", "Progress", "eager", "run_job"]
 
 T = TypeVar("T")
 
@@ -77,3 +79,71 @@ def run_job(job: Job[T], progress: Callable[[Progress], Any] | None = None) -> T
             return stop.value
         if progress is not None:
             progress(p)
+
+
+# a numpydoc section header, and the job's phrasing of its result that the eager twin drops
+_SECTION = re.compile(r"^(\w[\w ]*)\n-{3,}\n", re.MULTILINE)
+_RETURN_VALUE = re.compile(r"The generator's return value(?: \([^)]*\))?: (\w)")
+_PROGRESS_DOC = "progress : callable, optional\n    Called with each :class:`~napari_4dstem.engine.jobs.Progress`.\n"
+
+
+def eager(job_fn: Callable[..., Job[T]], summary: str, *, name: str | None = None) -> Callable[..., T]:
+    """The eager twin of a job function: the job's arguments and ``progress``, the job's result.
+
+    Parameters
+    ----------
+    job_fn : callable
+        A function returning a :data:`Job` (its name ``iter_<name>`` by convention).
+    summary : str
+        The twin's one-line summary.
+    name : str, optional
+        The twin's name (default: ``job_fn``'s without its ``iter_`` prefix).
+
+    Returns
+    -------
+    callable
+        ``twin(*args, progress=None, **kwargs)`` = ``run_job(job_fn(*args, **kwargs), progress)``,
+        defined in ``job_fn``'s module, with ``job_fn``'s signature plus ``progress`` and a
+        docstring made of ``summary`` and ``job_fn``'s own (its Parameters with ``progress`` added,
+        its Returns as the result of the run), so each is written once, on the job.
+    """
+
+    def twin(*args: Any, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> T:
+        return run_job(job_fn(*args, **kwargs), progress)
+
+    twin.__name__ = twin.__qualname__ = name or job_fn.__name__.removeprefix("iter_")
+    twin.__module__ = job_fn.__module__
+    sig = inspect.signature(job_fn)
+    params = list(sig.parameters.values())
+    at = len(params) - (params and params[-1].kind is inspect.Parameter.VAR_KEYWORD)
+    if "progress" not in sig.parameters:
+        annotation = "Callable[[Progress], Any] | None"
+        params.insert(
+            at, inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+        )
+    result = sig.return_annotation
+    if isinstance(result, str) and result.startswith("Job[") and result.endswith("]"):
+        result = result[4:-1]
+    twin.__signature__ = sig.replace(parameters=params, return_annotation=result)  # type: ignore[attr-defined]
+    twin.__doc__ = _eager_doc(summary, job_fn)
+    return twin
+
+
+def _eager_doc(summary: str, job_fn: Callable) -> str:
+    doc = inspect.cleandoc(job_fn.__doc__ or "")
+    heads = list(_SECTION.finditer(doc))
+    body_end = heads[0].start() if heads else len(doc)
+    _, _, body = doc[:body_end].partition("\n\n")
+    out = [f"{summary}\n\nRuns :func:`{job_fn.__name__}` to its end and returns its result.", body.strip()]
+    sections = {
+        m.group(1): doc[m.end() : heads[i + 1].start() if i + 1 < len(heads) else len(doc)] for i, m in enumerate(heads)
+    }
+    if heads:
+        sections["Parameters"] = sections.get("Parameters", "").rstrip() + "\n" + _PROGRESS_DOC
+    for title, text in sections.items():
+        if title == "Yields":
+            continue  # the twin hands each Progress to ``progress``
+        if title == "Returns":
+            text = _RETURN_VALUE.sub(lambda m: m.group(1).upper(), text)
+        out.append(f"{title}\n{'-' * len(title)}\n{text.strip()}")
+    return "\n\n".join(part for part in out if part) + "\n"

@@ -12,14 +12,13 @@ the same machinery as the correlation path, so lattice fits, strain and ACOM run
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..data.results import BraggPeaks, DiffractionImage
-from ..engine.jobs import Job, Progress, run_job
+from ..engine.jobs import Job, eager
 from ..errors import DataShapeError, Napari4DSTEMError
 
 __all__ = [
@@ -1037,12 +1036,6 @@ def iter_find_bragg_disks_nn(
         message="NN Bragg disks",
         partial=disk_count_partial("NN disks per pattern"),
     )
-    sy, sx = cube.scan_shape
-    flat = out.reshape(sy * sx, *out.shape[2:])
-    count = flat[:, 0, 0].astype(np.int64)
-    keep = np.arange(int(max_peaks))[None, :] < count[:, None]
-    rows = flat[:, 1:][keep]
-    offsets = np.concatenate([[0], np.cumsum(count)]).astype(np.int64)
     params = {
         "method": "neural network (FCU-Net)",
         "model": lm.name,
@@ -1063,52 +1056,11 @@ def iter_find_bragg_disks_nn(
         "positions": "raw detector pixels (k_y, k_x), not origin-corrected",
     }
     if mc_samples > 1:
-        params["mc_std_mean"] = flat[:, 0, 1].reshape(sy, sx).tolist()
-    return BraggPeaks(
-        (sy, sx),
-        offsets,
-        rows[:, 0],
-        rows[:, 1],
-        rows[:, 2],
-        rows[:, 3],
-        name="braggpeaks_nn",
-        calibration=cal,
-        params=params,
-    )
+        params["mc_std_mean"] = out[:, :, 0, 1].tolist()
+    return BraggPeaks.from_padded(out, name="braggpeaks_nn", calibration=cal, params=params)
 
 
-def find_bragg_disks_nn(data: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> BraggPeaks:
-    """Bragg disks by the network (runs :func:`iter_find_bragg_disks_nn` to the end).
-
-    Parameters
-    ----------
-    data : DataCube or array-like ``(scan_y, scan_x, k_y, k_x)``
-        The 4D-STEM data.
-    progress : callable, optional
-        Called with each :class:`~napari_4dstem.engine.jobs.Progress`.
-    **kwargs
-        The keyword arguments of :func:`iter_find_bragg_disks_nn`.
-
-    Returns
-    -------
-    BraggPeaks
-        As :func:`iter_find_bragg_disks_nn`.
-
-    Raises
-    ------
-    ProbeError, ValueError
-        As :func:`iter_find_bragg_disks_nn`.
-
-    Notes
-    -----
-    See :func:`iter_find_bragg_disks_nn`.
-
-    References
-    ----------
-    .. [1] J. Munshi et al., "Disentangling multiple scattering with deep learning: application
-       to strain mapping from electron diffraction patterns", arXiv:2202.00204 (2022).
-    """
-    return run_job(iter_find_bragg_disks_nn(data, **kwargs), progress)
+find_bragg_disks_nn = eager(iter_find_bragg_disks_nn, "Bragg disks of every pattern by the network.")
 
 
 def predict_pattern(

@@ -52,7 +52,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import BraggPeaks
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, run_job
+from ...engine.jobs import Job, eager
 from ...engine.kernels import as_kernel_input
 from ...errors import DataShapeError
 
@@ -459,9 +459,7 @@ def iter_features(
     return Features(values, total, p, shape, origin, meta=meta)
 
 
-def compute_features(data: Any, params: FeatureParams | None = None, *, progress=None, **kw) -> Features:
-    """The features of every pattern (runs :func:`iter_features` to the end)."""
-    return run_job(iter_features(data, params, **kw), progress)
+compute_features = eager(iter_features, "The features of every pattern.", name="compute_features")
 
 
 def bragg_features(

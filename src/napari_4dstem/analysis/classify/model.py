@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ...engine.jobs import Job, Progress, run_job
+from ...engine.jobs import Job, Progress, eager
 from .features import Features
 
 __all__ = [
@@ -798,6 +798,4 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
     return result
 
 
-def classify_features(features: Features, params: ClassifyParams | None = None, *, progress=None) -> Classification:
-    """Classify features (runs :func:`iter_classify_features` to the end)."""
-    return run_job(iter_classify_features(features, params), progress)
+classify_features = eager(iter_classify_features, "Classify features.")

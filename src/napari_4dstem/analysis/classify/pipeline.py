@@ -15,7 +15,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import BraggPeaks, DiffractionImage, RealSpaceMap
 from ...engine.chunks import iter_scan_blocks
-from ...engine.jobs import Job, Progress, run_job
+from ...engine.jobs import Job, Progress, eager
 from ...errors import DataShapeError
 from .features import FeatureParams, bragg_features, iter_features
 from .model import Classification, ClassifyParams, iter_classify_features
@@ -193,9 +193,7 @@ def _bf_disk(cube):
     return disk
 
 
-def classify(data: Any, *, progress=None, **kwargs) -> Classification:
-    """Classify every pattern (runs :func:`iter_classify` to the end)."""
-    return run_job(iter_classify(data, **kwargs), progress)
+classify = eager(iter_classify, "Classify every pattern.")
 
 
 def _jsonable(d: dict) -> dict:

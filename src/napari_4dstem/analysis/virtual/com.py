@@ -9,7 +9,6 @@ are DPC signals: see :mod:`napari_4dstem.analysis.virtual.dpc`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import RealSpaceMap
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, Progress, run_job
+from ...engine.jobs import Job, eager
 from ...engine.kernels import as_kernel_input, com_block, com_weighted_block
 from .detectors import Detector
 from .images import NAN_POLICIES, NonFiniteDataError, as_datacube
@@ -106,23 +105,4 @@ def iter_center_of_mass(
     return RealSpaceMap(out, name="com", units="px", channels=COM_CHANNELS, calibration=cal, params=params)
 
 
-def center_of_mass(
-    data: Any,
-    *,
-    detector: Detector | None = None,
-    calibration: Calibration | None = None,
-    nan_policy: str = "raise",
-    scan_chunk: tuple[int, int] | None = None,
-    backend: Any = None,
-    progress: Callable[[Progress], Any] | None = None,
-) -> RealSpaceMap:
-    """Centre of mass of every pattern (runs :func:`iter_center_of_mass` to the end)."""
-    job = iter_center_of_mass(
-        data,
-        detector=detector,
-        calibration=calibration,
-        nan_policy=nan_policy,
-        scan_chunk=scan_chunk,
-        backend=backend,
-    )
-    return run_job(job, progress)
+center_of_mass = eager(iter_center_of_mass, "Centre of mass and total intensity of every pattern.")

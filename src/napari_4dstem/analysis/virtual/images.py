@@ -16,7 +16,7 @@ integer data. See ``docs/virtual-imaging.md``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from ...data.calibration import Calibration
 from ...data.datacube import DataCube
 from ...data.results import RealSpaceMap
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, Progress, run_job
+from ...engine.jobs import Job, eager
 from ...engine.kernels import (
     as_kernel_input,
     row_accumulator,
@@ -325,51 +325,7 @@ def iter_virtual_image(
     )
 
 
-def virtual_image(
-    data: Any,
-    detector: Detector,
-    *,
-    calibration: Calibration | None = None,
-    descan: bool = False,
-    nan_policy: str = "raise",
-    scan_chunk: tuple[int, int] | None = None,
-    backend: Any = None,
-    progress: Callable[[Progress], Any] | None = None,
-) -> RealSpaceMap:
-    """The virtual image of one detector (runs :func:`iter_virtual_image` to the end)."""
-    job = iter_virtual_image(
-        data,
-        detector,
-        calibration=calibration,
-        descan=descan,
-        nan_policy=nan_policy,
-        scan_chunk=scan_chunk,
-        backend=backend,
-    )
-    return run_job(job, progress)
+virtual_image = eager(iter_virtual_image, "The virtual image of one detector.")
 
 
-def virtual_images(
-    data: Any,
-    detectors: Sequence[Detector],
-    *,
-    calibration: Calibration | None = None,
-    descan: bool = False,
-    nan_policy: str = "raise",
-    names: Sequence[str] | None = None,
-    scan_chunk: tuple[int, int] | None = None,
-    backend: Any = None,
-    progress: Callable[[Progress], Any] | None = None,
-) -> RealSpaceMap:
-    """Several virtual images in one pass (runs :func:`iter_virtual_images` to the end)."""
-    job = iter_virtual_images(
-        data,
-        detectors,
-        calibration=calibration,
-        descan=descan,
-        nan_policy=nan_policy,
-        names=names,
-        scan_chunk=scan_chunk,
-        backend=backend,
-    )
-    return run_job(job, progress)
+virtual_images = eager(iter_virtual_images, "Several virtual images in one pass.")

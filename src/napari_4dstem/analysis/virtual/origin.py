@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,7 @@ from scipy import ndimage
 from ...data.calibration import Calibration
 from ...data.results import RealSpaceMap
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, Progress, run_job
+from ...engine.jobs import Job, eager
 from ...engine.kernels import as_kernel_input, disk_center_block
 from ...errors import DataShapeError
 from .com import iter_center_of_mass
@@ -178,9 +177,7 @@ def iter_measure_origin(
     )
 
 
-def measure_origin(data: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> RealSpaceMap:
-    """The origin of every pattern (runs :func:`iter_measure_origin` to the end)."""
-    return run_job(iter_measure_origin(data, **kwargs), progress)
+measure_origin = eager(iter_measure_origin, "The origin of every pattern.")
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,7 +14,6 @@ virtual image's mean give it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import RealSpaceMap
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, Progress, run_job
+from ...engine.jobs import Job, eager
 from ...errors import Napari4DSTEMError
 from .detectors import Detector
 from .images import as_datacube
@@ -90,18 +89,4 @@ def iter_detector_statistic(
     return RealSpaceMap(out, name=f"virtual_{statistic}", units="counts", calibration=cal, params=params)
 
 
-def detector_statistic(
-    data: Any,
-    detector: Detector,
-    statistic: str = "max",
-    *,
-    calibration: Calibration | None = None,
-    scan_chunk: tuple[int, int] | None = None,
-    backend: Any = None,
-    progress: Callable[[Progress], Any] | None = None,
-) -> RealSpaceMap:
-    """The ``statistic`` map of ``detector`` (runs :func:`iter_detector_statistic` to the end)."""
-    job = iter_detector_statistic(
-        data, detector, statistic, calibration=calibration, scan_chunk=scan_chunk, backend=backend
-    )
-    return run_job(job, progress)
+detector_statistic = eager(iter_detector_statistic, "The ``statistic`` map of ``detector``.")
