@@ -190,6 +190,16 @@ def _open_stacks_into(p: Path, f: h5py.File, files: list) -> tuple[list[h5py.Dat
     return stacks, files
 
 
+def _open_master(p: Path):
+    """The master file ``p`` open for reading (a regular file; HDF5 filters registered)."""
+    require_regular(p)
+    _filters()
+    try:
+        return h5py.File(p, "r")
+    except OSError as e:
+        raise FileFormatError(p, f"not a readable HDF5 file ({e})") from None
+
+
 def validate(path: str | os.PathLike) -> dict[str, Any]:
     """Check that the master and all its data files open and agree; return a summary.
 
@@ -197,12 +207,7 @@ def validate(path: str | os.PathLike) -> dict[str, Any]:
     when a data file is missing or holds fewer frames than the master's ``nimages * ntrigger``.
     """
     p = master_path(path)
-    require_regular(p)
-    _filters()
-    try:
-        f = h5py.File(p, "r")
-    except OSError as e:
-        raise FileFormatError(p, f"not a readable HDF5 file ({e})") from None
+    f = _open_master(p)
     with f:
         stacks, files = _open_stacks(p, f)
         try:
@@ -289,12 +294,7 @@ def read_datacube(
     p = master_path(path)
     if not p.is_file():
         raise FileFormatError(p, "no such file")
-    require_regular(p)
-    _filters()
-    try:
-        f = h5py.File(p, "r")
-    except OSError as e:
-        raise FileFormatError(p, f"not a readable HDF5 file ({e})") from None
+    f = _open_master(p)
     try:
         # each data file is opened once, here, and stays open for the DataCube
         stacks, files = _open_stacks(p, f)
