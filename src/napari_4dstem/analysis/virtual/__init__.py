@@ -1,4 +1,6 @@
-"""Virtual imaging: detectors and their masks, virtual images and binned previews, centre of mass and DPC,
+"""Virtual imaging: detectors, virtual images and previews, centre of mass and DPC, calibration.
+
+Detectors and their masks, virtual images and binned previews, centre of mass and DPC,
 calibration of the detector (ring fit) and of the pattern origin (descan), Result-pane transforms.
 
 The ``__all__`` of each module named below is re-exported here and imported on first use (PEP 562), so

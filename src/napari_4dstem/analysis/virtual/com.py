@@ -54,19 +54,41 @@ def iter_center_of_mass(
     Parameters
     ----------
     data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
+        The 4D-STEM data.
     detector : Detector, optional
         Restrict (or weight) the sums to this detector; only its rows are read.
     calibration : Calibration, optional
         Recorded with the result (defaults to the DataCube's).
     nan_policy : {"raise", "propagate"}
         Float data with NaN/inf in a pattern: raise :class:`NonFiniteDataError`, or NaN.
-    scan_chunk, backend
-        See :func:`napari_4dstem.engine.driver.map_scan`.
+    scan_chunk : (int, int), optional
+        Scan block read at a time (see :func:`napari_4dstem.engine.driver.map_scan`).
+    backend : optional
+        Where the blocks run (see :func:`napari_4dstem.engine.driver.map_scan`).
+
+    Yields
+    ------
+    Progress
+        One per block of the scan.
 
     Returns
     -------
-    RealSpaceMap ``(scan_y, scan_x, 3)`` with channels ``com_y``, ``com_x`` (detector pixels)
-    and ``intensity`` (counts).
+    RealSpaceMap ``(scan_y, scan_x, 3)``
+        The generator's return value: channels ``com_y``, ``com_x`` (absolute detector pixels)
+        and ``intensity`` (counts); NaN centre where a pattern sums to zero.
+
+    Raises
+    ------
+    ValueError
+        For a ``nan_policy`` other than ``"raise"`` or ``"propagate"``.
+    NonFiniteDataError
+        With ``nan_policy="raise"`` when a float pattern has NaN or inf.
+
+    Notes
+    -----
+    ``com_y = sum_k k_y I(k) / sum_k I(k)`` (``com_x`` alike) with pixel centres at integer
+    coordinates, ``I`` the pattern times the detector's weights when one is given; one numba
+    pass per block accumulates the three sums in float64.
     """
     cube, cal = as_datacube(data, calibration)
     if nan_policy not in NAN_POLICIES[:2]:

@@ -50,7 +50,27 @@ NAN_POLICIES = ("raise", "propagate", "omit")
 
 
 def as_datacube(data: Any, calibration: Calibration | None = None) -> tuple[DataCube, Calibration]:
-    """``data`` as a DataCube (wrapping a bare 4D array) and the calibration to use."""
+    """``data`` as a DataCube (wrapping a bare 4D array) and the calibration to use.
+
+    Parameters
+    ----------
+    data : DataCube or array-like ``(scan_y, scan_x, k_y, k_x)``
+        The 4D-STEM data.
+    calibration : Calibration, optional
+        Overrides the DataCube's calibration.
+
+    Returns
+    -------
+    cube : DataCube
+        ``data`` itself, or a DataCube wrapping the array (default calibration).
+    calibration : Calibration
+        ``calibration`` when given, else the cube's.
+
+    Raises
+    ------
+    TypeError
+        When ``calibration`` is not a Calibration.
+    """
     cube = data if isinstance(data, DataCube) else DataCube(data)
     cal = calibration if calibration is not None else cube.calibration
     if not isinstance(cal, Calibration):
@@ -59,7 +79,25 @@ def as_datacube(data: Any, calibration: Calibration | None = None) -> tuple[Data
 
 
 def descan_shifts(cal: Calibration, scan_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pattern detector shift ``origin_map_px - origin_px`` as two ``(scan_y, scan_x)`` arrays."""
+    """Per-pattern detector shift ``origin_map_px - origin_px`` as two ``(scan_y, scan_x)`` arrays.
+
+    Parameters
+    ----------
+    cal : Calibration
+        Holds the fitted origin map ``origin_map_px`` and the mean origin ``origin_px``.
+    scan_shape : (int, int)
+        ``(scan_y, scan_x)`` of the data.
+
+    Returns
+    -------
+    shift_y, shift_x : ndarray ``(scan_y, scan_x)`` float64
+        Detector pixels to move the detector by, at each scan position (C-contiguous).
+
+    Raises
+    ------
+    CalibrationError
+        When there is no origin map, its scan shape differs from ``scan_shape``, or it has NaN.
+    """
     if cal.origin_map_px is None:
         raise CalibrationError(
             "descan correction needs an origin map (Calibration.origin_map_px); measure it with "
@@ -174,7 +212,9 @@ def iter_virtual_images(
     Parameters
     ----------
     data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
+        The 4D-STEM data (in memory, memory-mapped or dask).
     detectors : sequence of Detector
+        The virtual detectors, one output channel each.
     calibration : Calibration, optional
         Defaults to the DataCube's; needed for ``descan``.
     descan : bool
@@ -185,12 +225,42 @@ def iter_virtual_images(
         finite pixels only.
     names : sequence of str, optional
         Channel names; by default the detector kinds (``"disk"``, ``"annulus_2"``...).
-    scan_chunk, backend
-        See :func:`napari_4dstem.engine.driver.map_scan`.
+    scan_chunk : (int, int), optional
+        Scan block read at a time (see :func:`napari_4dstem.engine.driver.map_scan`).
+    backend : optional
+        Where the blocks run (see :func:`napari_4dstem.engine.driver.map_scan`).
+
+    Yields
+    ------
+    Progress
+        One per block of the scan.
 
     Returns
     -------
-    RealSpaceMap ``(scan_y, scan_x, n_detectors)``, float64, units ``counts``.
+    RealSpaceMap ``(scan_y, scan_x, n_detectors)``
+        The generator's return value: float64 sums, units ``counts``, one named channel per
+        detector; ``params`` record the detectors, ``descan``, ``nan_policy`` and the dtype.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``nan_policy``, no detector, or channel names that are not distinct and
+        one per detector.
+    TypeError
+        When a detector is not a :class:`~napari_4dstem.analysis.virtual.detectors.Detector`.
+    CalibrationError
+        With ``descan`` and no usable origin map.
+    NonFiniteDataError
+        With ``nan_policy="raise"`` when a pattern has NaN or inf inside a detector.
+
+    Notes
+    -----
+    ``image[iy, ix] = sum_k mask[k - s(iy, ix)] * pattern[iy, ix, k]`` with ``s`` the descan
+    shift (or zero), moved bilinearly for sub-pixel shifts. Binary masks are summed over their
+    runs of pixels, weighted ones over their bounding rows; only the detector rows the
+    detectors (plus their largest shift) touch are read; float data with wide detectors and no
+    shift go through BLAS matrix-vector products. Sums accumulate in float64 (exact for integer
+    data).
     """
     cube, cal = as_datacube(data, calibration)
     if nan_policy not in NAN_POLICIES:
@@ -302,8 +372,34 @@ def iter_virtual_image(
 ) -> Job[RealSpaceMap]:
     """Job: the virtual image of one detector, a ``(scan_y, scan_x)`` RealSpaceMap.
 
-    See :func:`iter_virtual_images` for the parameters; ``params`` of the result record the
-    detector, ``descan`` and ``nan_policy``.
+    Parameters
+    ----------
+    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
+        The 4D-STEM data.
+    detector : Detector
+        The virtual detector.
+    calibration, descan, nan_policy, scan_chunk, backend
+        As :func:`iter_virtual_images`.
+
+    Yields
+    ------
+    Progress
+        One per block of the scan.
+
+    Returns
+    -------
+    RealSpaceMap ``(scan_y, scan_x)``
+        The generator's return value: float64 sums, units ``counts``, named
+        ``virtual_<kind>``; ``params`` record the detector, ``descan`` and ``nan_policy``.
+
+    Raises
+    ------
+    ValueError, TypeError, CalibrationError, NonFiniteDataError
+        As :func:`iter_virtual_images`.
+
+    Notes
+    -----
+    One channel of :func:`iter_virtual_images`.
     """
     stack = yield from iter_virtual_images(
         data,

@@ -58,12 +58,50 @@ def iter_detector_statistic(
     scan_chunk: tuple[int, int] | None = None,
     backend: Any = None,
 ) -> Job[RealSpaceMap]:
-    """Job: ``statistic`` (``"max"``, ``"min"`` or ``"std"``) of every pattern's pixels under
-    ``detector`` (weighted by its mask for ``std``).
+    """Job: ``statistic`` of every pattern's pixels under ``detector``.
+
+    Parameters
+    ----------
+    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
+        The 4D-STEM data.
+    detector : Detector
+        The pixels to reduce (its mask's non-zero pixels; the mask weights ``std``).
+    statistic : {"max", "min", "std"}
+        The reduction (default ``"max"``).
+    calibration : Calibration, optional
+        Recorded with the result (defaults to the DataCube's).
+    scan_chunk : (int, int), optional
+        Scan block read at a time (see :func:`napari_4dstem.engine.driver.map_scan`).
+    backend : optional
+        Where the blocks run (see :func:`napari_4dstem.engine.driver.map_scan`).
+
+    Yields
+    ------
+    Progress
+        One per block of the scan.
 
     Returns
     -------
-    RealSpaceMap ``(scan_y, scan_x)`` named ``virtual_<statistic>``, in counts.
+    RealSpaceMap ``(scan_y, scan_x)``
+        The generator's return value: float64, named ``virtual_<statistic>``, in counts.
+
+    Raises
+    ------
+    Napari4DSTEMError
+        For an unknown ``statistic`` or a detector that covers no pixel.
+
+    Notes
+    -----
+    ``max`` and ``min`` over the pixels with ``w(k) != 0``; ``std = sqrt(sum_k w (I - m)^2 /
+    sum_k w)`` with ``m = sum_k w I / sum_k w``, the population standard deviation (``ddof=0``)
+    for a binary detector. Each block's pixels under the detector are gathered once and reduced
+    in float64; only the detector's rows are read. The normalised variance ``(std / mean)^2`` of
+    an annulus is the fluctuation electron microscopy (FEM) signal [1]_.
+
+    References
+    ----------
+    .. [1] M. M. J. Treacy, J. M. Gibson, L. Fan, D. J. Paterson and I. McNulty, "Fluctuation
+       microscopy: a probe of medium range order", Rep. Prog. Phys. 68, 2899-2944 (2005).
     """
     if statistic not in STATISTICS:
         raise Napari4DSTEMError(f"unknown statistic {statistic!r}; use one of {STATISTICS}")
