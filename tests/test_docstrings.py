@@ -19,6 +19,7 @@ import napari_4dstem
 # packages whose every public module is covered, and single modules
 PACKAGES = [
     "napari_4dstem.analysis.virtual",
+    "napari_4dstem.analysis.classify",
     "napari_4dstem.analysis.bragg",
     "napari_4dstem.analysis.crystal",
     "napari_4dstem.analysis.phase",
