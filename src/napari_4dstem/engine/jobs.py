@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["Job", "PartialMap", "Progress", "eager", "run_job"]
+__all__ = ["JOB_DOCS", "Job", "PartialMap", "Progress", "eager", "job_doc", "run_job"]
 
 T = TypeVar("T")
 
@@ -147,3 +147,37 @@ def _eager_doc(summary: str, job_fn: Callable) -> str:
             text = _RETURN_VALUE.sub(lambda m: m.group(1).upper(), text)
         out.append(f"{title}\n{'-' * len(title)}\n{text.strip()}")
     return "\n\n".join(part for part in out if part) + "\n"
+
+
+#: numpydoc text shared by the streaming jobs, filled into their docstrings by :func:`job_doc`
+JOB_DOCS = {
+    "data": "data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``\n"
+    "    The 4D-STEM data (in memory, memory-mapped or dask), read block by block in its native dtype.",
+    "scan_chunk": "scan_chunk : (int, int), optional\n"
+    "    Scan block read at a time (see :func:`napari_4dstem.engine.driver.map_scan`).\n"
+    "backend : optional\n"
+    "    Where the blocks run (see :func:`napari_4dstem.engine.driver.map_scan`).",
+    "yields": "Progress\n    One per block of the scan.",
+}
+_PLACEHOLDER = re.compile(r"^([ \t]*)%\((\w+)\)s$", re.MULTILINE)
+
+
+def job_doc(fn: Callable) -> Callable:
+    """Fill the ``%(name)s`` lines of ``fn``'s docstring with :data:`JOB_DOCS` text (scipy's docfiller).
+
+    Parameters
+    ----------
+    fn : callable
+        A function whose docstring has lines holding only ``%(data)s``, ``%(scan_chunk)s``
+        (with ``backend``) or ``%(yields)s``, indented as the text they stand for.
+
+    Returns
+    -------
+    callable
+        ``fn``, its docstring filled in (each line of the text at the placeholder's indent).
+    """
+    if fn.__doc__:
+        fn.__doc__ = _PLACEHOLDER.sub(
+            lambda m: "\n".join(m.group(1) + line for line in JOB_DOCS[m.group(2)].splitlines()), fn.__doc__
+        )
+    return fn

@@ -52,7 +52,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import BraggPeaks
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, eager
+from ...engine.jobs import Job, eager, job_doc
 from ...engine.kernels import as_kernel_input
 from ...errors import DataShapeError
 
@@ -392,6 +392,7 @@ def _origin_map(cal: Calibration, scan_shape, detector_shape, origin_px) -> np.n
     return np.broadcast_to(np.asarray(o, float), (*scan_shape, 2)).copy()
 
 
+@job_doc
 def iter_features(
     data: Any,
     params: FeatureParams | None = None,
@@ -405,8 +406,7 @@ def iter_features(
 
     Parameters
     ----------
-    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
-        The 4D-STEM data, read in its native dtype.
+    %(data)s
     params : FeatureParams, optional
         Default ``FeatureParams()``; ``kind`` must not be ``"bragg"`` (see :func:`bragg_features`).
     origin_px : array ``(2,)`` or ``(scan_y, scan_x, 2)``, optional
@@ -414,15 +414,11 @@ def iter_features(
         else its origin, else the detector centre.
     calibration : Calibration, optional
         Gives the origin (defaults to the DataCube's).
-    scan_chunk : (int, int), optional
-        Scan block read at a time (see :func:`napari_4dstem.engine.driver.map_scan`).
-    backend : optional
-        Where the blocks run (see :func:`napari_4dstem.engine.driver.map_scan`).
+    %(scan_chunk)s
 
     Yields
     ------
-    Progress
-        One per block of the scan.
+    %(yields)s
 
     Returns
     -------

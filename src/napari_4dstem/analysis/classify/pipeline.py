@@ -15,7 +15,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import BraggPeaks, DiffractionImage, RealSpaceMap
 from ...engine.chunks import iter_scan_blocks
-from ...engine.jobs import Job, Progress, eager
+from ...engine.jobs import Job, Progress, eager, job_doc
 from ...errors import DataShapeError
 from .features import FeatureParams, bragg_features, iter_features
 from .model import Classification, ClassifyParams, iter_classify_features
@@ -23,6 +23,7 @@ from .model import Classification, ClassifyParams, iter_classify_features
 __all__ = ["classify", "iter_class_means", "iter_classify", "to_emd_objects"]
 
 
+@job_doc
 def iter_class_means(
     data: Any, labels: np.ndarray, *, n_classes: int | None = None, scan_chunk=None
 ) -> Job[np.ndarray]:
@@ -30,8 +31,7 @@ def iter_class_means(
 
     Parameters
     ----------
-    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
-        The 4D-STEM data.
+    %(data)s
     labels : int array ``(scan_y, scan_x)``
         Class of each pattern; negative labels are left out.
     n_classes : int, optional
@@ -41,8 +41,7 @@ def iter_class_means(
 
     Yields
     ------
-    Progress
-        One per block of the scan.
+    %(yields)s
 
     Returns
     -------
@@ -76,6 +75,7 @@ def iter_class_means(
     return (sums / np.maximum(counts, 1)[:, None, None]).astype(np.float32)
 
 
+@job_doc
 def iter_classify(
     data: Any,
     *,
@@ -93,8 +93,7 @@ def iter_classify(
 
     Parameters
     ----------
-    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
-        The 4D-STEM data, streamed at most three times (origin, features, class means).
+    %(data)s
     features : FeatureParams, optional
         Which features (default: binned patterns about the origin).
     params : ClassifyParams, optional
@@ -114,10 +113,7 @@ def iter_classify(
         When ``features.inner_px`` is 0, leave out the bright-field disk (radius found on the
         mean of a sparse grid of patterns, plus a third and 1 px): its intensity mostly
         follows thickness, not structure.
-    scan_chunk : (int, int), optional
-        Scan block read at a time (see :func:`napari_4dstem.engine.driver.map_scan`).
-    backend : optional
-        Where the blocks run (see :func:`napari_4dstem.engine.driver.map_scan`).
+    %(scan_chunk)s
 
     Yields
     ------

@@ -16,7 +16,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import RealSpaceMap
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, eager
+from ...engine.jobs import Job, eager, job_doc
 from ...engine.kernels import as_kernel_input, com_block, com_weighted_block
 from .detectors import Detector
 from .images import NAN_POLICIES, NonFiniteDataError, as_datacube
@@ -40,6 +40,7 @@ def _com_masked_kernel(block, *, row0, parallel, weights, r0, c0):
     return out[..., [1, 2, 0]]
 
 
+@job_doc
 def iter_center_of_mass(
     data: Any,
     *,
@@ -53,23 +54,18 @@ def iter_center_of_mass(
 
     Parameters
     ----------
-    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
-        The 4D-STEM data.
+    %(data)s
     detector : Detector, optional
         Restrict (or weight) the sums to this detector; only its rows are read.
     calibration : Calibration, optional
         Recorded with the result (defaults to the DataCube's).
     nan_policy : {"raise", "propagate"}
         Float data with NaN/inf in a pattern: raise :class:`NonFiniteDataError`, or NaN.
-    scan_chunk : (int, int), optional
-        Scan block read at a time (see :func:`napari_4dstem.engine.driver.map_scan`).
-    backend : optional
-        Where the blocks run (see :func:`napari_4dstem.engine.driver.map_scan`).
+    %(scan_chunk)s
 
     Yields
     ------
-    Progress
-        One per block of the scan.
+    %(yields)s
 
     Returns
     -------

@@ -25,7 +25,7 @@ from ...data.calibration import Calibration
 from ...data.datacube import DataCube
 from ...data.results import RealSpaceMap
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, eager
+from ...engine.jobs import Job, eager, job_doc
 from ...engine.kernels import (
     as_kernel_input,
     row_accumulator,
@@ -196,6 +196,7 @@ def _full_weights(spec, row0: int, h: int, qx: int, dtype) -> np.ndarray:
     return w.ravel()
 
 
+@job_doc
 def iter_virtual_images(
     data: Any,
     detectors: Sequence[Detector],
@@ -211,8 +212,7 @@ def iter_virtual_images(
 
     Parameters
     ----------
-    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
-        The 4D-STEM data (in memory, memory-mapped or dask).
+    %(data)s
     detectors : sequence of Detector
         The virtual detectors, one output channel each.
     calibration : Calibration, optional
@@ -225,15 +225,11 @@ def iter_virtual_images(
         finite pixels only.
     names : sequence of str, optional
         Channel names; by default the detector kinds (``"disk"``, ``"annulus_2"``...).
-    scan_chunk : (int, int), optional
-        Scan block read at a time (see :func:`napari_4dstem.engine.driver.map_scan`).
-    backend : optional
-        Where the blocks run (see :func:`napari_4dstem.engine.driver.map_scan`).
+    %(scan_chunk)s
 
     Yields
     ------
-    Progress
-        One per block of the scan.
+    %(yields)s
 
     Returns
     -------
@@ -360,6 +356,7 @@ def _handle_nonfinite(cube, img, specs, scan_kwargs, rows, nan_policy) -> np.nda
     return img
 
 
+@job_doc
 def iter_virtual_image(
     data: Any,
     detector: Detector,
@@ -374,8 +371,7 @@ def iter_virtual_image(
 
     Parameters
     ----------
-    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
-        The 4D-STEM data.
+    %(data)s
     detector : Detector
         The virtual detector.
     calibration, descan, nan_policy, scan_chunk, backend
@@ -383,8 +379,7 @@ def iter_virtual_image(
 
     Yields
     ------
-    Progress
-        One per block of the scan.
+    %(yields)s
 
     Returns
     -------

@@ -24,7 +24,7 @@ from scipy import ndimage
 from ...data.calibration import Calibration
 from ...data.results import RealSpaceMap
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, eager
+from ...engine.jobs import Job, eager, job_doc
 from ...engine.kernels import as_kernel_input, disk_center_block
 from ...errors import DataShapeError
 from .com import iter_center_of_mass
@@ -110,6 +110,7 @@ def _disk_kernel(block, *, row0, parallel, guess, radius, background, n_iter):
     return out
 
 
+@job_doc
 def iter_measure_origin(
     data: Any,
     *,
@@ -126,8 +127,7 @@ def iter_measure_origin(
 
     Parameters
     ----------
-    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
-        The 4D-STEM data.
+    %(data)s
     method : {"disk", "com"}
         ``"disk"``: centre of the bright-field disk; ``"com"``: centre of mass of the pattern
         (inside ``detector`` when given).
@@ -141,10 +141,7 @@ def iter_measure_origin(
         For ``method="com"``: the sums run over its mask.
     calibration : Calibration, optional
         Recorded with the result (defaults to the DataCube's).
-    scan_chunk : (int, int), optional
-        Scan block read at a time (see :func:`napari_4dstem.engine.driver.map_scan`).
-    backend : optional
-        Where the blocks run (see :func:`napari_4dstem.engine.driver.map_scan`).
+    %(scan_chunk)s
 
     Yields
     ------

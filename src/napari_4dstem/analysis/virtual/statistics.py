@@ -21,7 +21,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import RealSpaceMap
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, eager
+from ...engine.jobs import Job, eager, job_doc
 from ...errors import Napari4DSTEMError
 from .detectors import Detector
 from .images import as_datacube
@@ -49,6 +49,7 @@ def _statistic_kernel(block, *, row0, parallel, weights, r0, c0, statistic):
     return np.sqrt(np.maximum((dev * dev) @ wv / total, 0.0))
 
 
+@job_doc
 def iter_detector_statistic(
     data: Any,
     detector: Detector,
@@ -62,23 +63,18 @@ def iter_detector_statistic(
 
     Parameters
     ----------
-    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
-        The 4D-STEM data.
+    %(data)s
     detector : Detector
         The pixels to reduce (its mask's non-zero pixels; the mask weights ``std``).
     statistic : {"max", "min", "std"}
         The reduction (default ``"max"``).
     calibration : Calibration, optional
         Recorded with the result (defaults to the DataCube's).
-    scan_chunk : (int, int), optional
-        Scan block read at a time (see :func:`napari_4dstem.engine.driver.map_scan`).
-    backend : optional
-        Where the blocks run (see :func:`napari_4dstem.engine.driver.map_scan`).
+    %(scan_chunk)s
 
     Yields
     ------
-    Progress
-        One per block of the scan.
+    %(yields)s
 
     Returns
     -------
