@@ -93,12 +93,8 @@ def iter_center_of_mass(
     if detector is None:
         kernel, kwargs, rows = _com_kernel, {}, None
     else:
-        m = detector.render(cube.detector_shape).astype(np.float64)
-        rr = np.flatnonzero(np.any(m != 0, axis=1))
-        cc = np.flatnonzero(np.any(m != 0, axis=0))
-        r0, r1, c0, c1 = int(rr[0]), int(rr[-1]) + 1, int(cc[0]), int(cc[-1]) + 1
-        w = np.ascontiguousarray(m[r0:r1, c0:c1])
-        kernel, kwargs, rows = _com_masked_kernel, {"weights": w, "r0": r0, "c0": c0}, (r0, r1)
+        w, r0, c0 = detector.weights_box(cube.detector_shape)
+        kernel, kwargs, rows = _com_masked_kernel, {"weights": w, "r0": r0, "c0": c0}, (r0, r0 + w.shape[0])
         params["detector"] = detector.to_params()
     out = yield from map_scan(
         cube.data,

@@ -103,6 +103,27 @@ class Detector(abc.ABC):
         rows = np.flatnonzero(np.any(self.render(shape), axis=1))
         return int(rows[0]), int(rows[-1]) + 1
 
+    def weights_box(self, shape) -> tuple[np.ndarray, int, int]:
+        """The mask's bounding box as float64 weights, with its first row and column.
+
+        Parameters
+        ----------
+        shape : (int, int)
+            ``(k_y, k_x)`` of the patterns.
+
+        Returns
+        -------
+        weights : ndarray ``(h, w)`` float64, C-contiguous
+            The mask (1.0 inside a boolean detector) on its bounding box.
+        r0, c0 : int
+            Detector row and column of ``weights[0, 0]``.
+        """
+        m = self.render(shape).astype(np.float64)
+        rows = np.flatnonzero(np.any(m != 0, axis=1))
+        cols = np.flatnonzero(np.any(m != 0, axis=0))
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        return np.ascontiguousarray(m[r0:r1, c0:c1]), r0, c0
+
     def fraction(self, shape) -> float:
         """Fraction of the detector pixels the mask covers (non-zero weight)."""
         m = self.render(shape)

@@ -84,7 +84,7 @@ def iter_detector_statistic(
     Raises
     ------
     Napari4DSTEMError
-        For an unknown ``statistic`` or a detector that covers no pixel.
+        For an unknown ``statistic``, or a detector that covers no pixel (DataShapeError).
 
     Notes
     -----
@@ -102,13 +102,8 @@ def iter_detector_statistic(
     if statistic not in STATISTICS:
         raise Napari4DSTEMError(f"unknown statistic {statistic!r}; use one of {STATISTICS}")
     cube, cal = as_datacube(data, calibration)
-    m = np.asarray(detector.render(cube.detector_shape), dtype=np.float64)
-    if not np.any(m != 0):
-        raise Napari4DSTEMError("the detector covers no detector pixel")
-    rr = np.flatnonzero(np.any(m != 0, axis=1))
-    cc = np.flatnonzero(np.any(m != 0, axis=0))
-    r0, r1, c0, c1 = int(rr[0]), int(rr[-1]) + 1, int(cc[0]), int(cc[-1]) + 1
-    weights = np.ascontiguousarray(m[r0:r1, c0:c1])
+    weights, r0, c0 = detector.weights_box(cube.detector_shape)
+    r1 = r0 + weights.shape[0]
     out = yield from map_scan(
         cube.data,
         _statistic_kernel,
