@@ -25,6 +25,7 @@ PACKAGES = [
     "napari_4dstem.analysis.phase",
     "napari_4dstem.analysis.acom",
     "napari_4dstem.simulation",
+    "napari_4dstem.engine",
 ]
 MODULES = ["napari_4dstem.nn.infer", "napari_4dstem.nn.train"]
 

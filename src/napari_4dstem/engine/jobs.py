@@ -27,9 +27,19 @@ PARTIAL_EVERY_S = 0.2
 class PartialMap:
     """A map over the scan as far as a running job has computed it (maps filling in).
 
-    ``data`` is ``(scan_y, scan_x)`` float32 with NaN where nothing is computed yet; ``limits``
-    the ``(min, max)`` of the computed part, for a display range that does not need a pass over
-    the map; ``fraction`` the share of the scan computed.
+    Attributes
+    ----------
+    name : str
+        The map's name.
+    data : ndarray ``(scan_y, scan_x)`` float32
+        NaN where nothing is computed yet.
+    units : str
+        The values' units.
+    limits : (float, float)
+        ``(min, max)`` of the computed part, for a display range that does not need a pass
+        over the map.
+    fraction : float
+        The share of the scan computed.
     """
 
     name: str
@@ -40,7 +50,25 @@ class PartialMap:
 
     @classmethod
     def of(cls, name: str, values: np.ndarray, done: np.ndarray, units: str = "") -> PartialMap:
-        """The map of ``values`` where ``done`` (a boolean scan mask), NaN elsewhere."""
+        """The map of ``values`` where ``done`` (a boolean scan mask), NaN elsewhere.
+
+        Parameters
+        ----------
+        name : str
+            The map's name.
+        values : ndarray ``(scan_y, scan_x)``
+            The map being filled in.
+        done : bool ndarray ``(scan_y, scan_x)``
+            Where it is computed.
+        units : str
+            The values' units.
+
+        Returns
+        -------
+        PartialMap
+            Limits from the finite computed values (``(0, 1)`` when there are none; a flat map gets
+            ``(v, v + 1)``).
+        """
         data = np.where(done, values, np.nan).astype(np.float32)
         shown = data[done]
         shown = shown[np.isfinite(shown)]
@@ -50,9 +78,18 @@ class PartialMap:
 
 @dataclass(frozen=True)
 class Progress:
-    """One step of a long job: ``done`` of ``total`` units (patterns, chunks, epochs...), and,
-    for jobs that build a map over the scan, the map so far (``partial``, at most every
-    ``PARTIAL_EVERY_S``)."""
+    """One step of a long job: ``done`` of ``total`` units (patterns, chunks, epochs...).
+
+    Attributes
+    ----------
+    done, total : int
+        Units done and in all.
+    message : str
+        What the job is doing.
+    partial : PartialMap or None
+        For jobs that build a map over the scan, the map so far (at most every
+        ``PARTIAL_EVERY_S``).
+    """
 
     done: int
     total: int
@@ -61,6 +98,7 @@ class Progress:
 
     @property
     def fraction(self) -> float:
+        """``done / total`` clipped to 1 (1 when ``total`` is 0)."""
         return 1.0 if self.total <= 0 else min(1.0, self.done / self.total)
 
 
@@ -70,7 +108,17 @@ Job = Generator[Progress, None, T]
 def run_job(job: Job[T], progress: Callable[[Progress], Any] | None = None) -> T:
     """Drive a job generator to its end and return its result.
 
-    ``progress`` is called with every :class:`Progress` the job yields.
+    Parameters
+    ----------
+    job : Job
+        A generator yielding :class:`Progress` and returning the result.
+    progress : callable, optional
+        Called with every :class:`Progress` the job yields.
+
+    Returns
+    -------
+    object
+        The generator's return value.
     """
     while True:
         try:
