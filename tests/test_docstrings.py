@@ -28,6 +28,7 @@ PACKAGES = [
     "napari_4dstem.simulation",
     "napari_4dstem.engine",
     "napari_4dstem.data",
+    "napari_4dstem.io",
 ]
 MODULES = ["napari_4dstem.nn.infer", "napari_4dstem.nn.train"]
 

@@ -91,8 +91,11 @@ def _read_fd(fd: int, n: int) -> bytes:
 
 
 def read_head(path: str | os.PathLike, n: int) -> bytes:
-    """The first ``n`` bytes of a regular file (fewer if it is shorter). Never blocks on a
-    FIFO and never reads a device: both raise FileFormatError."""
+    """The first ``n`` bytes of a regular file (fewer if it is shorter).
+
+    The first ``n`` bytes of a regular file (fewer if it is shorter). Never blocks on a FIFO and never reads a
+    device: both raise FileFormatError.
+    """
     fd, _ = _open_regular(path)
     try:
         return _read_fd(fd, n)
@@ -101,8 +104,11 @@ def read_head(path: str | os.PathLike, n: int) -> bytes:
 
 
 def read_small(path: str | os.PathLike, limit: int, what: str = "header") -> bytes:
-    """The whole of a small regular file (a sidecar header); FileFormatError when it is larger
-    than ``limit`` bytes, not a regular file, or unreadable."""
+    """The whole of a small regular file (a sidecar header).
+
+    The whole of a small regular file (a sidecar header); FileFormatError when it is larger than ``limit``
+    bytes, not a regular file, or unreadable.
+    """
     fd, st = _open_regular(path)
     try:
         if st.st_size > limit:
@@ -118,8 +124,11 @@ def read_small(path: str | os.PathLike, limit: int, what: str = "header") -> byt
 
 
 def check_eager(path: str | os.PathLike, nbytes: int, what: str) -> None:
-    """Refuse to read ``nbytes`` into memory for ``what`` when that is more than twice the size
-    of the file it comes from (plus 1 MiB): a small file cannot make us allocate gigabytes."""
+    """Refuse to read ``nbytes`` into memory for ``what`` when the file is far smaller.
+
+    Refuse to read ``nbytes`` into memory for ``what`` when that is more than twice the size of the file it
+    comes from (plus 1 MiB): a small file cannot make us allocate gigabytes.
+    """
     try:
         size = os.stat(path).st_size
     except OSError:
@@ -251,8 +260,11 @@ def lazy_frames(
 
 
 def scan_chunks(scan_shape: tuple[int, int], edge: int = DEFAULT_SCAN_CHUNK) -> tuple[int, int]:
-    """Scan chunk ``(cy, cx)`` of about ``edge**2`` patterns: ``(edge, edge)`` for 2D scans,
-    longer along x when the scan has fewer than ``edge`` rows (e.g. a ``(1, n)`` series)."""
+    """Scan chunk ``(cy, cx)`` of about ``edge**2`` patterns.
+
+    Scan chunk ``(cy, cx)`` of about ``edge**2`` patterns: ``(edge, edge)`` for 2D scans, longer along x when
+    the scan has fewer than ``edge`` rows (e.g. a ``(1, n)`` series).
+    """
     sy, sx = scan_shape
     cy = min(sy, edge)
     cx = min(sx, max(edge, edge * edge // cy))

@@ -73,7 +73,18 @@ _META_KEYS = {
 
 
 def master_path(path: str | os.PathLike) -> Path:
-    """The master file for ``path`` (the path itself, or ``<name>_master.h5`` of a data file)."""
+    """The master file for ``path`` (the path itself, or ``<name>_master.h5`` of a data file).
+
+    Parameters
+    ----------
+    path : str or path
+        A master file, or a ``<name>_data_NNNNNN.h5`` data file.
+
+    Returns
+    -------
+    Path
+        The data file's master when it exists beside it, else ``path``.
+    """
     p = Path(path)
     m = re.match(r"(.*)_data_\d+(\.h5|\.hdf5)$", p.name)
     if m:
@@ -88,6 +99,16 @@ def is_arina(path: str | os.PathLike) -> bool:
     """True for a DECTRIS ARINA master file (or a data file whose master is next to it).
 
     Never raises.
+
+    Parameters
+    ----------
+    path : str or path
+        Any file.
+
+    Returns
+    -------
+    bool
+        Whether the reader claims it.
     """
     p = master_path(path)
     if read_head(p, 8) != _HDF5_MAGIC:
@@ -115,9 +136,24 @@ def _scalar(f: h5py.File, key: str, default=None):
 def read_detector_arrays(path: str | os.PathLike, frame_shape: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
     """The master file's ``pixel_mask`` and ``flatfield`` (each ``(k_y, k_x)``), where present.
 
-    ``pixel_mask`` is non-zero for pixels the detector flags (dead, hot, gaps); ``flatfield``
-    holds the per-pixel gain factors (float32). An array whose shape is not ``frame_shape``
-    (when given) is refused, and none is read whose declared size exceeds twice the file's.
+    Parameters
+    ----------
+    path : str or path
+        The master file (or a data file beside it).
+    frame_shape : (int, int), optional
+        When given, an array of another shape is refused.
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``pixel_mask`` (non-zero for pixels the detector flags: dead, hot, gaps) and
+        ``flatfield`` (per-pixel gain factors, float32), each where present.
+
+    Raises
+    ------
+    FileFormatError
+        When the master cannot be read, or an array has another shape than ``frame_shape``; no
+        array is read whose declared size exceeds twice the file's.
     """
     p = master_path(path)
     require_regular(p)
@@ -144,8 +180,11 @@ def _filters() -> None:
 
 
 def _open_stacks(p: Path, f: h5py.File) -> tuple[list[h5py.Dataset], list[h5py.File]]:
-    """The data datasets linked from the master, in order, with the files opened for them
-    (all closed again if one is missing or malformed)."""
+    """The data datasets linked from the master, in order, with their open files.
+
+    The data datasets linked from the master, in order, with the files opened for them (all closed again if
+    one is missing or malformed).
+    """
     files: list[h5py.File] = []
     try:
         return _open_stacks_into(p, f, files)
@@ -203,8 +242,21 @@ def _open_master(p: Path):
 def validate(path: str | os.PathLike) -> dict[str, Any]:
     """Check that the master and all its data files open and agree; return a summary.
 
-    Returns ``{"n_frames", "frame_shape", "dtype", "expected_frames"}``; raises FileFormatError
-    when a data file is missing or holds fewer frames than the master's ``nimages * ntrigger``.
+    Parameters
+    ----------
+    path : str or path
+        The master file (or a data file beside it).
+
+    Returns
+    -------
+    dict
+        ``{"n_frames", "frame_shape", "dtype", "expected_frames"}``.
+
+    Raises
+    ------
+    FileFormatError
+        When the master or a data file is missing or unreadable, or the data hold fewer frames
+        than the master's ``nimages * ntrigger``.
     """
     p = master_path(path)
     f = _open_master(p)
@@ -236,9 +288,12 @@ def _summary(p: Path, f: h5py.File, stacks: list) -> dict[str, Any]:
 
 
 def _close_all(files: list) -> None:
-    """Close the data files (last opened first). Each close costs HDF5 time in proportion to
-    the files still open (1,200 files: about 7 s in all); opening them once, not twice, is
-    what keeps opening a 1,200-file dataset near 3-4 s (was 14 s)."""
+    """Close the data files (last opened first).
+
+    Close the data files (last opened first). Each close costs HDF5 time in proportion to the files still open
+    (1,200 files: about 7 s in all); opening them once, not twice, is what keeps opening a 1,200-file dataset
+    near 3-4 s (was 14 s).
+    """
     for df in reversed(files):
         df.close()
 
@@ -288,6 +343,11 @@ def read_datacube(
     DataCube
         Dask array over the HDF5 datasets, stored dtype. ``metadata["pixel_mask"]`` and
         ``metadata["flatfield"]`` hold the master's ``(k_y, k_x)`` arrays where present.
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`validate`, or when the scan shape does not fit the frames.
     """
     import dask.array as da
 

@@ -68,7 +68,18 @@ def _is_int(v: Any, n: int) -> bool:
 
 
 def is_legacy_py4dstem(path: str | os.PathLike) -> bool:
-    """True for an HDF5 file written by py4DSTEM 0.9 to 0.13. Never raises."""
+    """True for an HDF5 file written by py4DSTEM 0.9 to 0.13. Never raises.
+
+    Parameters
+    ----------
+    path : str or path
+        Any file.
+
+    Returns
+    -------
+    bool
+        Whether the reader claims it.
+    """
     try:
         if read_head(path, 8) != _HDF5:
             return False
@@ -79,7 +90,23 @@ def is_legacy_py4dstem(path: str | os.PathLike) -> bool:
 
 
 def version(path: str | os.PathLike) -> tuple[int, int]:
-    """``(0, minor)`` of the first py4DSTEM tree in the file."""
+    """``(0, minor)`` of the first py4DSTEM tree in the file.
+
+    Parameters
+    ----------
+    path : str or path
+        An HDF5 file.
+
+    Returns
+    -------
+    (int, int)
+        The py4DSTEM version that wrote it.
+
+    Raises
+    ------
+    FileFormatError
+        When the file has no py4DSTEM 0.9-0.13 tree.
+    """
     with h5py.File(path, "r") as f:
         tops = _tops(f)
         if not tops:
@@ -139,7 +166,24 @@ def _calibration(f: h5py.File, top: str, cube: h5py.Group, v: tuple[int, int]) -
 def read_datacube(path: str | os.PathLike, *, node: str | None = None) -> DataCube:
     """Open the (first, or the one named ``node``) datacube of a py4DSTEM 0.9-0.13 file lazily.
 
-    The file stays open until :meth:`DataCube.close` is called.
+    Parameters
+    ----------
+    path : str or path
+        The HDF5 file.
+    node : str, optional
+        The datacube's name (default the first).
+
+    Returns
+    -------
+    DataCube
+        Over the HDF5 dataset, with the calibration of the 0.13 calibration group or the dim
+        vectors; the file stays open until :meth:`DataCube.close` is called.
+
+    Raises
+    ------
+    FileFormatError
+        For a file that is not readable HDF5 or has no legacy py4DSTEM group, no datacube (or
+        none named ``node``), or non-numeric values.
     """
     p = Path(path)
     require_regular(p)

@@ -23,7 +23,18 @@ __all__ = ["is_raw", "read_datacube"]
 
 
 def is_raw(path: str | os.PathLike) -> bool:
-    """Always False: raw binary files cannot be recognised; open them with ``format="raw"``."""
+    """Always False: raw binary files cannot be recognised; open them with ``format="raw"``.
+
+    Parameters
+    ----------
+    path : str or path
+        Any file.
+
+    Returns
+    -------
+    bool
+        False.
+    """
     return False
 
 
@@ -64,6 +75,12 @@ def read_datacube(
     -------
     DataCube
         ``(scan_y, scan_x, k_y, k_x)`` in ``dtype``, a zero-copy memmap view.
+
+    Raises
+    ------
+    FileFormatError
+        For a missing file, a missing or invalid layout, or a file shorter (or, without
+        ``allow_extra_bytes``, longer) than the layout needs.
     """
     p = Path(path)
     if not p.is_file():
