@@ -8,6 +8,7 @@ across formats.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import stat
@@ -35,8 +36,35 @@ __all__ = [
 DEFAULT_SCAN_CHUNK = 16
 
 
+# the numpydoc sections every format sniffer shares, added to its docstring by never_raises
+_SNIFFER_DOC = """
+
+Parameters
+----------
+path : str or path
+    Any file (or folder).
+
+Returns
+-------
+bool
+    Whether this reader claims it; any exception while looking counts as no.
+"""
+
+
 def never_raises(fn: Callable[[str], bool]) -> Callable[[str], bool]:
-    """Decorate a ``detect(path)`` function so that any exception means "not this format"."""
+    """Decorate a ``detect(path)`` function so that any exception means "not this format".
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(path) -> bool``, documented by its one-line summary (the shared Parameters and
+        Returns sections are added here).
+
+    Returns
+    -------
+    callable
+        ``fn`` returning False where it would raise.
+    """
 
     @wraps(fn)
     def wrapper(path) -> bool:
@@ -45,6 +73,7 @@ def never_raises(fn: Callable[[str], bool]) -> Callable[[str], bool]:
         except Exception:
             return False
 
+    wrapper.__doc__ = inspect.cleandoc(fn.__doc__ or "") + _SNIFFER_DOC
     return wrapper
 
 

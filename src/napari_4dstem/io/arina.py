@@ -99,16 +99,6 @@ def is_arina(path: str | os.PathLike) -> bool:
     """True for a DECTRIS ARINA master file (or a data file whose master is next to it).
 
     Never raises.
-
-    Parameters
-    ----------
-    path : str or path
-        Any file.
-
-    Returns
-    -------
-    bool
-        Whether the reader claims it.
     """
     p = master_path(path)
     if read_head(p, 8) != _HDF5_MAGIC:

@@ -81,18 +81,7 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
 
 @never_raises
 def is_blockfile(path: str | os.PathLike) -> bool:
-    """True for a NanoMegas blockfile. Never raises.
-
-    Parameters
-    ----------
-    path : str or path
-        Any file.
-
-    Returns
-    -------
-    bool
-        Whether the header parses.
-    """
+    """True for a NanoMegas blockfile. Never raises."""
     read_header(path)
     return True
 

@@ -233,18 +233,7 @@ def read_tags(path: str | os.PathLike) -> dict[str, Any]:
 
 @never_raises
 def is_dm4d(path: str | os.PathLike) -> bool:
-    """True for a DM3/DM4 file (the tag tree is checked only when opening). Never raises.
-
-    Parameters
-    ----------
-    path : str or path
-        Any file.
-
-    Returns
-    -------
-    bool
-        Whether the header's version word is 3 or 4.
-    """
+    """True for a DM3/DM4 file (the tag tree is checked only when opening). Never raises."""
     p = Path(path)
     if p.suffix.lower() not in (".dm3", ".dm4"):
         return False

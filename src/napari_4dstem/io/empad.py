@@ -146,18 +146,7 @@ def read_xml(path: str | os.PathLike) -> dict[str, Any]:
 
 @never_raises
 def is_empad(path: str | os.PathLike) -> bool:
-    """True for an EMPAD ``.xml`` header (or a ``.raw`` that one names). Never raises.
-
-    Parameters
-    ----------
-    path : str or path
-        Any file.
-
-    Returns
-    -------
-    bool
-        Whether the reader claims it.
-    """
+    """True for an EMPAD ``.xml`` header (or a ``.raw`` that one names). Never raises."""
     p = Path(path)
     if p.suffix.lower() == ".xml":
         head = read_head(p, 4096)

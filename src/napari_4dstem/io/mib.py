@@ -321,16 +321,6 @@ def is_mib(path: str | os.PathLike) -> bool:
     """True for a Merlin ``.mib`` file, or a ``.hdr`` header (the dataset opens from it).
 
     Never raises.
-
-    Parameters
-    ----------
-    path : str or path
-        Any file.
-
-    Returns
-    -------
-    bool
-        Whether the reader claims it.
     """
     p = Path(path)
     if p.suffix.lower() == ".hdr":

@@ -159,18 +159,7 @@ def read_de_info(path: str | os.PathLike) -> dict[str, str]:
 
 @never_raises
 def is_mrc(path: str | os.PathLike) -> bool:
-    """True for an MRC stack of several frames (a single 2D image is not 4D-STEM). Never raises.
-
-    Parameters
-    ----------
-    path : str or path
-        Any file.
-
-    Returns
-    -------
-    bool
-        Whether the reader claims it.
-    """
+    """True for an MRC stack of several frames (a single 2D image is not 4D-STEM). Never raises."""
     p = Path(path)
     if p.suffix.lower() not in (".mrc", ".mrcs"):
         return False

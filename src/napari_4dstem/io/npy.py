@@ -11,6 +11,7 @@ from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError
 from ._atomic import atomic_output
+from ._helpers import never_raises
 
 __all__ = ["is_npy4d", "read_datacube", "read_header", "write"]
 
@@ -66,23 +67,13 @@ def read_header(path: str | os.PathLike, *, check_size: bool = True) -> tuple[tu
     return tuple(int(s) for s in shape), dtype, bool(fortran), offset
 
 
+@never_raises
 def is_npy4d(path: str | os.PathLike) -> bool:
     """True for an .npy file whose header declares a 4D numeric array. Never raises.
 
-    Parameters
-    ----------
-    path : str or path
-        The file.
-
-    Returns
-    -------
-    bool
-        A truncated file is still claimed, so that opening it reports the truncation.
+    A truncated file is still claimed, so that opening it reports the truncation.
     """
-    try:
-        return len(read_header(path, check_size=False)[0]) == 4
-    except Exception:
-        return False
+    return len(read_header(path, check_size=False)[0]) == 4
 
 
 def read_datacube(path: str | os.PathLike, *, calibration: Calibration | None = None) -> DataCube:

@@ -31,7 +31,7 @@ import h5py
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import CalibrationError, FileFormatError
-from ._helpers import check_eager, read_head, require_regular
+from ._helpers import check_eager, never_raises, read_head, require_regular
 from .emd import _attr, _calibration_from_items, _check_allocated, _check_sources, _read_item
 
 __all__ = ["is_legacy_py4dstem", "read_datacube", "version"]
@@ -67,26 +67,13 @@ def _is_int(v: Any, n: int) -> bool:
         return False
 
 
+@never_raises
 def is_legacy_py4dstem(path: str | os.PathLike) -> bool:
-    """True for an HDF5 file written by py4DSTEM 0.9 to 0.13. Never raises.
-
-    Parameters
-    ----------
-    path : str or path
-        Any file.
-
-    Returns
-    -------
-    bool
-        Whether the reader claims it.
-    """
-    try:
-        if read_head(path, 8) != _HDF5:
-            return False
-        with h5py.File(path, "r") as f:
-            return bool(_tops(f))
-    except Exception:
+    """True for an HDF5 file written by py4DSTEM 0.9 to 0.13. Never raises."""
+    if read_head(path, 8) != _HDF5:
         return False
+    with h5py.File(path, "r") as f:
+        return bool(_tops(f))
 
 
 def version(path: str | os.PathLike) -> tuple[int, int]:

@@ -17,24 +17,14 @@ import numpy as np
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError
-from ._helpers import check_scan_shape, frame_memmap, lazy_frames
+from ._helpers import check_scan_shape, frame_memmap, lazy_frames, never_raises
 
 __all__ = ["is_raw", "read_datacube"]
 
 
+@never_raises
 def is_raw(path: str | os.PathLike) -> bool:
-    """Always False: raw binary files cannot be recognised; open them with ``format="raw"``.
-
-    Parameters
-    ----------
-    path : str or path
-        Any file.
-
-    Returns
-    -------
-    bool
-        False.
-    """
+    """Always False: raw binary files cannot be recognised; open them with ``format="raw"``."""
     return False
 
 

@@ -78,18 +78,7 @@ def ser_path(path: str | os.PathLike, series: int = 1) -> Path:
 
 @never_raises
 def is_tia(path: str | os.PathLike) -> bool:
-    """True for a TIA ``.ser`` file, or an ``.emi`` whose first ``.ser`` is one. Never raises.
-
-    Parameters
-    ----------
-    path : str or path
-        Any file.
-
-    Returns
-    -------
-    bool
-        Whether the reader claims it.
-    """
+    """True for a TIA ``.ser`` file, or an ``.emi`` whose first ``.ser`` is one. Never raises."""
     p = Path(path)
     if p.suffix.lower() not in (".emi", ".ser"):
         return False

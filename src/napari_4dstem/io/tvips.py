@@ -111,18 +111,7 @@ def _parse(head: bytes) -> dict[str, Any] | None:
 
 @never_raises
 def is_tvips(path: str | os.PathLike) -> bool:
-    """True for a ``.tvips`` recording (any of its numbered files). Never raises.
-
-    Parameters
-    ----------
-    path : str or path
-        Any file.
-
-    Returns
-    -------
-    bool
-        Whether the reader claims it.
-    """
+    """True for a ``.tvips`` recording (any of its numbered files). Never raises."""
     p = Path(path)
     return p.suffix.lower() == ".tvips" and _parse(read_head(_first(p), _HEADER)) is not None
 

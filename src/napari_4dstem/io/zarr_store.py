@@ -16,6 +16,7 @@ from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import CalibrationError, FileFormatError
 from ._atomic import atomic_output
+from ._helpers import never_raises
 from .abtem_zarr import abtem_calibration, abtem_metadata, transpose_to_ours
 
 __all__ = ["is_zarr4d", "read_datacube", "write"]
@@ -130,34 +131,22 @@ def _check_chunk_files(arr, path, *, ours: bool) -> None:
         )  # fmt: skip
 
 
+@never_raises
 def is_zarr4d(path: str | os.PathLike) -> bool:
     """True for a zarr store whose array (or group's ``datacube``) is 4D, or that abTEM wrote.
 
     Never raises.
-
-    Parameters
-    ----------
-    path : str or path
-        A folder.
-
-    Returns
-    -------
-    bool
-        Whether the reader claims it.
     """
-    try:
-        p = Path(path)
-        if not p.is_dir():
-            return False
-        if not any((p / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")):
-            return False
-        node = _open_node(p)
-        if not hasattr(node, "shape") and abtem_metadata(dict(node.attrs)) is not None:
-            return True  # an abTEM measurement: the reader opens it or says why not
-        arr, _ = _find_array(node, p)
-        return len(arr.shape) == 4
-    except Exception:
+    p = Path(path)
+    if not p.is_dir():
         return False
+    if not any((p / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")):
+        return False
+    node = _open_node(p)
+    if not hasattr(node, "shape") and abtem_metadata(dict(node.attrs)) is not None:
+        return True  # an abTEM measurement: the reader opens it or says why not
+    arr, _ = _find_array(node, p)
+    return len(arr.shape) == 4
 
 
 def read_datacube(path: str | os.PathLike) -> DataCube:
