@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from .._docstrings import docfiller
+
 __all__ = ["JOB_DOCS", "Job", "PartialMap", "Progress", "eager", "job_doc", "run_job"]
 
 T = TypeVar("T")
@@ -207,25 +209,5 @@ JOB_DOCS = {
     "    Where the blocks run (see :func:`napari_4dstem.engine.driver.map_scan`).",
     "yields": "Progress\n    One per block of the scan.",
 }
-_PLACEHOLDER = re.compile(r"^([ \t]*)%\((\w+)\)s$", re.MULTILINE)
-
-
-def job_doc(fn: Callable) -> Callable:
-    """Fill the ``%(name)s`` lines of ``fn``'s docstring with :data:`JOB_DOCS` text (scipy's docfiller).
-
-    Parameters
-    ----------
-    fn : callable
-        A function whose docstring has lines holding only ``%(data)s``, ``%(scan_chunk)s``
-        (with ``backend``) or ``%(yields)s``, indented as the text they stand for.
-
-    Returns
-    -------
-    callable
-        ``fn``, its docstring filled in (each line of the text at the placeholder's indent).
-    """
-    if fn.__doc__:
-        fn.__doc__ = _PLACEHOLDER.sub(
-            lambda m: "\n".join(m.group(1) + line for line in JOB_DOCS[m.group(2)].splitlines()), fn.__doc__
-        )
-    return fn
+job_doc = docfiller(JOB_DOCS)
+job_doc.__doc__ = "Fill a job's ``%(data)s``, ``%(scan_chunk)s`` and ``%(yields)s`` docstring lines from JOB_DOCS."

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._docstrings import docfiller
 from ..errors import FileFormatError, Napari4DSTEMError, OutputExistsError
 
 __all__ = [
@@ -409,3 +410,20 @@ def atomic_output(
     finally:
         if os.path.lexists(tmp):
             _remove(tmp)
+
+
+#: numpydoc text shared by the writers (npy, zarr, EMD), filled in by :func:`write_doc`
+WRITE_DOCS = {
+    "overwrite": "overwrite : bool\n"
+    "    Replace an existing output (default False); only what was there when the write (or\n"
+    "    the command, see ``snapshot``) started is replaced.",
+    "snapshot": "snapshot : OutputSnapshot, optional\n"
+    "    What existed at ``path`` when the command started\n"
+    "    (:func:`~napari_4dstem.io._atomic.snapshot_output`).",
+    "written": "Path\n    ``path``, complete: it is written under a temporary name and moved into place.",
+    "exists": "OutputExistsError\n"
+    "    When ``path`` exists without ``overwrite``, or something new appeared there meanwhile.\n"
+    "DiskFullError\n"
+    "    When the output does not fit or the disk fills up while writing.",
+}
+write_doc = docfiller(WRITE_DOCS)

@@ -39,7 +39,7 @@ from ..data.results import BraggPeaks, DiffractionImage, RealSpaceMap
 from ..engine.chunks import iter_scan_blocks
 from ..engine.jobs import Progress
 from ..errors import CalibrationError, DataShapeError, FileFormatError
-from ._atomic import atomic_output
+from ._atomic import atomic_output, write_doc
 from ._h5safe import check_dataset, read_attr
 from ._helpers import never_raises, read_head, require_regular
 
@@ -809,6 +809,7 @@ def _write_peaks(parent: h5py.Group, p: BraggPeaks, detector_shape, prov: Mappin
     _write_metadata(node, _OUR_META, {"result_type": "BraggPeaks", **prov})
 
 
+@write_doc
 def write(
     path: str | os.PathLike,
     *objects: DataCube | RealSpaceMap | DiffractionImage | BraggPeaks,
@@ -830,8 +831,7 @@ def write(
         The output file.
     *objects : DataCube, RealSpaceMap, DiffractionImage or BraggPeaks
         What to write (at most one DataCube; distinct names).
-    overwrite : bool
-        Replace an existing file (default False).
+    %(overwrite)s
     root : str, optional
         Name of the root group (default ``<datacube name>_root``, or ``napari_4dstem_root``).
     chunks : 4-tuple, optional
@@ -847,8 +847,7 @@ def write(
 
     Returns
     -------
-    Path
-        ``path``.
+    %(written)s
 
     Raises
     ------
@@ -858,10 +857,7 @@ def write(
         For an object of another type.
     DataShapeError
         For two objects of the same name.
-    OutputExistsError
-        When ``path`` exists without ``overwrite``, or appeared meanwhile.
-    DiskFullError
-        When the disk fills up while writing.
+    %(exists)s
     """
     if not objects:
         raise ValueError("nothing to write")

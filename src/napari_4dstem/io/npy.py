@@ -10,7 +10,7 @@ import numpy as np
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError
-from ._atomic import atomic_output
+from ._atomic import atomic_output, write_doc
 from ._helpers import never_raises
 
 __all__ = ["is_npy4d", "read_datacube", "read_header", "write"]
@@ -108,6 +108,7 @@ def read_datacube(path: str | os.PathLike, *, calibration: Calibration | None = 
     return DataCube(mm, calibration, name=name, source=str(path))
 
 
+@write_doc
 def write(path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False, snapshot=None) -> Path:
     """Write a DataCube's array to .npy (streamed in scan blocks, atomically).
 
@@ -117,22 +118,16 @@ def write(path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False, sna
         The output file.
     dc : DataCube
         The data (its calibration is not stored: .npy has no place for it; use EMD to keep it).
-    overwrite : bool
-        Replace an existing file (default False).
-    snapshot : OutputSnapshot, optional
-        What existed at ``path`` when the command started (:func:`~._atomic.snapshot_output`).
+    %(overwrite)s
+    %(snapshot)s
 
     Returns
     -------
-    Path
-        ``path``.
+    %(written)s
 
     Raises
     ------
-    OutputExistsError
-        When ``path`` exists without ``overwrite``, or appeared meanwhile.
-    DiskFullError
-        When the data do not fit (checked before the first byte) or the disk fills up.
+    %(exists)s
 
     Notes
     -----

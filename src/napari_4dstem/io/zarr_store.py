@@ -15,7 +15,7 @@ from pathlib import Path
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import CalibrationError, FileFormatError
-from ._atomic import atomic_output
+from ._atomic import atomic_output, write_doc
 from ._helpers import never_raises
 from .abtem_zarr import abtem_calibration, abtem_metadata, transpose_to_ours
 
@@ -200,6 +200,7 @@ def read_datacube(path: str | os.PathLike) -> DataCube:
     return DataCube(CheckedZarr(arr, path), cal, name=Path(path).stem, source=str(path))
 
 
+@write_doc
 def write(path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False, snapshot=None) -> Path:
     """Write a DataCube to a zarr group (array ``datacube`` + calibration attribute), atomically.
 
@@ -209,20 +210,16 @@ def write(path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False, sna
         The output store (a folder).
     dc : DataCube
         The data, streamed in blocks of scan rows.
-    overwrite : bool
-        Replace an existing store (default False).
-    snapshot : OutputSnapshot, optional
-        What existed at ``path`` when the command started (:func:`~._atomic.snapshot_output`).
+    %(overwrite)s
+    %(snapshot)s
 
     Returns
     -------
-    Path
-        ``path``.
+    %(written)s
 
     Raises
     ------
-    OutputExistsError
-        When ``path`` exists without ``overwrite``, or appeared meanwhile.
+    %(exists)s
 
     Notes
     -----
