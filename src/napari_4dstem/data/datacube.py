@@ -86,6 +86,29 @@ def _sum_dtype(dtype: np.dtype) -> np.dtype:
     return dtype
 
 
+def _reduction(op: str, summary: str, dtype: str) -> Callable[..., np.ndarray]:
+    """A DataCube method running :meth:`DataCube.iter_reduce_patterns` ``(op)`` to its end."""
+
+    def reduce(self: DataCube, progress: Callable[[Progress], Any] | None = None) -> np.ndarray:
+        return run_job(self.iter_reduce_patterns(op), progress)
+
+    reduce.__name__ = f"{op}_pattern"
+    reduce.__qualname__ = f"DataCube.{op}_pattern"
+    reduce.__doc__ = f"""{summary}
+
+    Parameters
+    ----------
+    progress : callable, optional
+        Called with each :class:`~napari_4dstem.engine.jobs.Progress`.
+
+    Returns
+    -------
+    ndarray ``(k_y, k_x)``{dtype}
+        :meth:`iter_reduce_patterns` ``("{op}")`` run to its end.
+    """
+    return reduce
+
+
 class DataCube:
     """A 4D-STEM dataset: diffraction patterns on a 2D scan, kept lazy in its native dtype.
 
@@ -439,50 +462,9 @@ class DataCube:
             acc = acc / self.n_patterns
         return acc
 
-    def mean_pattern(self, progress=None) -> np.ndarray:
-        """Mean diffraction pattern (float64), computed in chunks.
-
-        Parameters
-        ----------
-        progress : callable, optional
-            Called with each :class:`~napari_4dstem.engine.jobs.Progress`.
-
-        Returns
-        -------
-        ndarray ``(k_y, k_x)`` float64
-            :meth:`iter_reduce_patterns` ``("mean")`` run to its end.
-        """
-        return run_job(self.iter_reduce_patterns("mean"), progress)
-
-    def sum_pattern(self, progress=None) -> np.ndarray:
-        """Sum of all diffraction patterns (float64), computed in chunks.
-
-        Parameters
-        ----------
-        progress : callable, optional
-            Called with each :class:`~napari_4dstem.engine.jobs.Progress`.
-
-        Returns
-        -------
-        ndarray ``(k_y, k_x)`` float64
-            :meth:`iter_reduce_patterns` ``("sum")`` run to its end.
-        """
-        return run_job(self.iter_reduce_patterns("sum"), progress)
-
-    def max_pattern(self, progress=None) -> np.ndarray:
-        """Maximum diffraction pattern (native dtype), computed in chunks.
-
-        Parameters
-        ----------
-        progress : callable, optional
-            Called with each :class:`~napari_4dstem.engine.jobs.Progress`.
-
-        Returns
-        -------
-        ndarray ``(k_y, k_x)``
-            :meth:`iter_reduce_patterns` ``("max")`` run to its end.
-        """
-        return run_job(self.iter_reduce_patterns("max"), progress)
+    mean_pattern = _reduction("mean", "Mean diffraction pattern (float64), computed in chunks.", " float64")
+    sum_pattern = _reduction("sum", "Sum of all diffraction patterns (float64), computed in chunks.", " float64")
+    max_pattern = _reduction("max", "Maximum diffraction pattern (native dtype), computed in chunks.", "")
 
     # -- lazy transformations -----------------------------------------------------------------
     def crop(
