@@ -1,9 +1,10 @@
 """The public science API carries numpydoc docstrings (issue #22 item 8), so they cannot regress.
 
-Known answer: for every module of the folders below, each public function in its ``__all__`` has a
-``Parameters`` section naming every argument of its signature (``Returns`` alone where it takes
-none) and a ``Returns`` section (``Yields`` for generators); each public class has a ``Parameters``
-or ``Attributes`` section. Exception and warning classes only need their one-line summary.
+Known answer: for every module of the folders below (and the public methods of DataCube), each
+public function in its ``__all__`` has a ``Parameters`` section naming every argument of its
+signature (``Returns`` alone where it takes none) and a ``Returns`` section (``Yields`` for
+generators); each public class has a ``Parameters`` or ``Attributes`` section. Exception and
+warning classes only need their one-line summary.
 ``ruff`` (the ``D`` rules with ``convention = "numpy"`` in ``pyproject.toml``) checks the layout.
 """
 
@@ -18,11 +19,16 @@ import napari_4dstem
 
 # packages whose every public module is covered, and single modules
 PACKAGES = [
+    "napari_4dstem.analysis.virtual",
+    "napari_4dstem.analysis.classify",
     "napari_4dstem.analysis.bragg",
     "napari_4dstem.analysis.crystal",
     "napari_4dstem.analysis.phase",
     "napari_4dstem.analysis.acom",
     "napari_4dstem.simulation",
+    "napari_4dstem.engine",
+    "napari_4dstem.data",
+    "napari_4dstem.io",
 ]
 MODULES = ["napari_4dstem.nn.infer", "napari_4dstem.nn.train"]
 
@@ -74,6 +80,15 @@ def _public(module_name: str) -> list[tuple[str, object]]:
 
 CASES = [(m, n) for m in _modules() for n, _ in _public(m)]
 
+# classes whose public methods are checked too (the data model users call directly)
+METHOD_CLASSES = [("napari_4dstem.data.datacube", "DataCube")]
+METHOD_CASES = [
+    (m, c, name)
+    for m, c in METHOD_CLASSES
+    for name, member in vars(getattr(importlib.import_module(m), c)).items()
+    if inspect.isfunction(member) and not name.startswith("_")
+]
+
 
 def test_the_folders_have_public_names():
     assert len(CASES) > 100
@@ -93,6 +108,12 @@ def test_public_name_has_numpydoc_sections(module_name, name):
         sections = _sections(doc)
         assert {"Parameters", "Attributes"} & set(sections), f"{name}: Parameters or Attributes"
         return
+    _check_function(name, obj)
+
+
+def _check_function(name, obj):
+    doc = inspect.getdoc(obj)
+    assert doc and doc.splitlines()[0].rstrip().endswith("."), f"{name}: one-line summary"
     sections = _sections(doc)
     params = [p.name for p in inspect.signature(obj).parameters.values() if p.name not in ("self", "cls")]
     returns = "Yields" if inspect.isgeneratorfunction(obj) else "Returns"
@@ -101,6 +122,16 @@ def test_public_name_has_numpydoc_sections(module_name, name):
         assert "Parameters" in sections, f"{name}: no Parameters section"
         missing = set(params) - _documented_params(sections["Parameters"])
         assert not missing, f"{name}: parameters not documented: {sorted(missing)}"
+
+
+def test_the_method_classes_have_public_methods():
+    assert {n for _, _, n in METHOD_CASES} >= {"crop", "bin", "iter_reduce_patterns", "mean_pattern"}
+
+
+@pytest.mark.parametrize(("module_name", "cls", "name"), METHOD_CASES, ids=[f"{c}.{n}" for _, c, n in METHOD_CASES])
+def test_public_method_has_numpydoc_sections(module_name, cls, name):
+    method = getattr(getattr(importlib.import_module(module_name), cls), name)
+    _check_function(f"{cls}.{name}", method)
 
 
 def test_section_parser_reads_a_known_docstring():

@@ -51,44 +51,26 @@ def _number(text: str, conv, what: str):
     return v
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
-    v = _number(text, int, "an integer")
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+def _bounded(name: str, doc: str, conv, what: str, ok, rule: str):
+    """An ``argparse`` type: ``text`` as ``conv`` (``what``), refused unless ``ok(value)`` (``must be <rule>``)."""
+    fmt = "g" if conv is float else ""
+
+    def check(text: str):
+        v = _number(text, conv, what)
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {v:{fmt}}")
+        return v
+
+    check.__name__ = check.__qualname__ = name
+    check.__doc__ = doc
+    return check
 
 
-def nonnegative_int(text: str) -> int:
-    """An integer >= 0."""
-    v = _number(text, int, "an integer")
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
-    v = _number(text, float, "a number")
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {v:g}")
-    return v
-
-
-def nonnegative_float(text: str) -> float:
-    """A finite number >= 0."""
-    v = _number(text, float, "a number")
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v:g}")
-    return v
-
-
-def fraction(text: str) -> float:
-    """A number in [0, 1]."""
-    v = _number(text, float, "a number")
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {v:g}")
-    return v
+positive_int = _bounded("positive_int", "An integer >= 1.", int, "an integer", lambda v: v >= 1, ">= 1")
+nonnegative_int = _bounded("nonnegative_int", "An integer >= 0.", int, "an integer", lambda v: v >= 0, ">= 0")
+positive_float = _bounded("positive_float", "A finite number > 0.", float, "a number", lambda v: v > 0, "> 0")
+nonnegative_float = _bounded("nonnegative_float", "A finite number >= 0.", float, "a number", lambda v: v >= 0, ">= 0")
+fraction = _bounded("fraction", "A number in [0, 1].", float, "a number", lambda v: 0.0 <= v <= 1.0, "between 0 and 1")
 
 
 _ADDRESS = re.compile(r"(tcp|tls|inproc|ucx|ws|wss)://[^\s]+|[A-Za-z0-9.\-]+:\d+")

@@ -77,12 +77,15 @@ def block_source(data):
 
 
 class CheckedMemmap(np.memmap):
-    """A memmap whose every ``[...]`` first checks (``fstat``) that the file still holds the
-    bytes it returns, raising :class:`FileFormatError` if another program truncated it.
+    """A memmap whose every ``[...]`` first checks that the file still holds the bytes.
+
+    Each ``[...]`` checks (``fstat``) that the file still holds the bytes it returns and raises
+    :class:`FileFormatError` if another program truncated it.
 
     Handed to napari as a datacube layer's data: napari slices one pattern per step and would
     otherwise die with SIGBUS on a page past the new end. Still an ndarray (and a memmap), so
-    the engine's zero-copy path is unchanged."""
+    the engine's zero-copy path is unchanged.
+    """
 
     def __getitem__(self, key):
         out = super().__getitem__(key)

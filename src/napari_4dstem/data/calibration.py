@@ -88,8 +88,10 @@ _UNITS_DEFINED = False
 
 
 def napari_unit_registry() -> None:
-    """Define ``inverse_angstrom`` (Å⁻¹) in pint's application registry, where napari looks
-    layer units up (once; a no-op without pint, which napari brings)."""
+    """Define ``inverse_angstrom`` (Å⁻¹) in pint's application registry.
+
+    napari looks layer units up there. Done once; a no-op without pint (which napari brings).
+    """
     global _UNITS_DEFINED
     if _UNITS_DEFINED:
         return
@@ -115,17 +117,66 @@ def _norm(value: str, table: dict[str, str], what: str) -> str:
 
 
 def normalize_scan_units(value: str) -> str:
-    """Return the canonical scan unit (``'px'``, ``'A'``, ``'nm'``, ``'um'``) for ``value``."""
+    """Return the canonical scan unit (``'px'``, ``'A'``, ``'nm'``, ``'um'``) for ``value``.
+
+    Parameters
+    ----------
+    value : str
+        A unit as users write it (case and spaces ignored; e.g. ``"Å"``, ``"nanometer"``).
+
+    Returns
+    -------
+    str
+        The canonical unit.
+
+    Raises
+    ------
+    CalibrationError
+        For an unknown unit (the allowed ones are listed).
+    """
     return _norm(value, _SCAN_UNITS, "scan")
 
 
 def normalize_k_units(value: str) -> str:
-    """Return the canonical detector unit (``'px'``, ``'1/A'``, ``'mrad'``) for ``value``."""
+    """Return the canonical detector unit (``'px'``, ``'1/A'``, ``'mrad'``) for ``value``.
+
+    Parameters
+    ----------
+    value : str
+        A unit as users write it (case and spaces ignored).
+
+    Returns
+    -------
+    str
+        The canonical unit.
+
+    Raises
+    ------
+    CalibrationError
+        For an unknown unit (the allowed ones are listed).
+    """
     return _norm(value, _K_UNITS, "detector")
 
 
 def electron_wavelength_A(energy_kev: float) -> float:
-    """Relativistic electron wavelength in Angstrom for a beam energy in keV."""
+    """Relativistic electron wavelength in Angstrom for a beam energy in keV.
+
+    Parameters
+    ----------
+    energy_kev : float
+        Beam energy, keV (> 0).
+
+    Returns
+    -------
+    float
+        ``lambda = h c / sqrt(E (2 m0 c^2 + E))`` in Angstrom (``h c`` = 12.3984 keV A,
+        ``m0 c^2`` = 510.999 keV; CODATA 2018).
+
+    Raises
+    ------
+    CalibrationError
+        For an energy that is not positive.
+    """
     if not energy_kev > 0:
         raise CalibrationError(f"beam energy must be positive, got {energy_kev} keV")
     m0c2_kev = 510.99895
@@ -187,6 +238,7 @@ class Calibration:
     flip: bool = False
 
     def __post_init__(self):
+        """Normalise the units and store every field in its canonical type; refuse bad values."""
         set_ = object.__setattr__
         set_(self, "scan_units", normalize_scan_units(self.scan_units))
         set_(self, "k_units", normalize_k_units(self.k_units))
@@ -228,6 +280,7 @@ class Calibration:
 
     # -- comparison ---------------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
+        """Equal fields (the origin map compared by value, NaN equal to NaN)."""
         if not isinstance(other, Calibration):
             return NotImplemented
         for f in dataclasses.fields(self):
@@ -287,11 +340,13 @@ class Calibration:
 
     # -- napari mapping -------------------------------------------------------------------------
     def scan_scale(self) -> tuple[tuple[float, float], tuple[str, str]]:
+        """The napari ``scale`` and ``units`` of the scan axes (1 px steps when uncalibrated)."""
         step = self.scan_step or (1.0, 1.0)
         u = _NAPARI_UNITS[self.scan_units]
         return (float(step[0]), float(step[1])), (u, u)
 
     def k_scale(self) -> tuple[tuple[float, float], tuple[str, str]]:
+        """The napari ``scale`` and ``units`` of the detector axes (1 px when uncalibrated)."""
         napari_unit_registry()
         s = self.k_pixel_size or 1.0
         u = _NAPARI_UNITS[self.k_units]
@@ -349,6 +404,7 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Calibration:
+        """The Calibration of a :meth:`to_dict` mapping (unknown keys refused)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names - {"origin_map_shape", "recipe"}  # recipe: how `calibrate` made it
         if unknown:

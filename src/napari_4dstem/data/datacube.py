@@ -26,7 +26,25 @@ __all__ = ["DataCube", "as_4d_array", "scan_factorizations"]
 
 
 def as_4d_array(data: Any, *, what: str = "data") -> Any:
-    """Check that ``data`` is a 4D array-like (numpy, memmap, h5py, zarr, dask) and return it."""
+    """Check that ``data`` is a 4D array-like (numpy, memmap, h5py, zarr, dask) and return it.
+
+    Parameters
+    ----------
+    data : array-like
+        Anything with ``shape``, ``dtype`` and ``__getitem__``.
+    what : str
+        How errors name it (default ``"data"``).
+
+    Returns
+    -------
+    array-like
+        ``data`` itself (never copied).
+
+    Raises
+    ------
+    DataShapeError
+        When ``data`` is not an array, not 4D, or has an empty axis.
+    """
     for attr in ("shape", "dtype", "__getitem__"):
         if not hasattr(data, attr):
             raise DataShapeError(f"{what} is not an array (it has no {attr!r}): {type(data).__name__}")
@@ -39,14 +57,25 @@ def as_4d_array(data: Any, *, what: str = "data") -> Any:
 
 
 def scan_factorizations(n: int) -> list[tuple[int, int]]:
-    """Every scan shape ``(ny, nx)`` with ``ny * nx == n``, squarest first."""
+    """Every scan shape ``(ny, nx)`` with ``ny * nx == n``, squarest first.
+
+    Parameters
+    ----------
+    n : int
+        Number of patterns.
+
+    Returns
+    -------
+    list of (int, int)
+        The factor pairs, by ``|ny - nx|`` and then the wider first.
+    """
     n = int(n)
     pairs = [(a, n // a) for a in range(1, n + 1) if n % a == 0]
     return sorted(pairs, key=lambda p: (abs(p[0] - p[1]), -p[1]))
 
 
 def _sum_dtype(dtype: np.dtype) -> np.dtype:
-    """dtype that holds sums of ``dtype`` values without overflow (for binning)."""
+    """The dtype that holds sums of ``dtype`` values without overflow (for binning)."""
     dtype = np.dtype(dtype)
     if dtype.kind == "b":
         return np.dtype(np.uint32)
@@ -55,6 +84,29 @@ def _sum_dtype(dtype: np.dtype) -> np.dtype:
     if dtype.kind == "i":
         return np.dtype(np.int32) if dtype.itemsize <= 2 else np.dtype(np.int64)
     return dtype
+
+
+def _reduction(op: str, summary: str, dtype: str) -> Callable[..., np.ndarray]:
+    """A DataCube method running :meth:`DataCube.iter_reduce_patterns` ``(op)`` to its end."""
+
+    def reduce(self: DataCube, progress: Callable[[Progress], Any] | None = None) -> np.ndarray:
+        return run_job(self.iter_reduce_patterns(op), progress)
+
+    reduce.__name__ = f"{op}_pattern"
+    reduce.__qualname__ = f"DataCube.{op}_pattern"
+    reduce.__doc__ = f"""{summary}
+
+    Parameters
+    ----------
+    progress : callable, optional
+        Called with each :class:`~napari_4dstem.engine.jobs.Progress`.
+
+    Returns
+    -------
+    ndarray ``(k_y, k_x)``{dtype}
+        :meth:`iter_reduce_patterns` ``("{op}")`` run to its end.
+    """
+    return reduce
 
 
 class DataCube:
@@ -72,6 +124,15 @@ class DataCube:
         Free-form metadata read from the file (detector settings, headers...).
     source : str, optional
         Path of the file the data came from.
+    on_close : callable, optional
+        Called once by :meth:`close` (a reader's way to release its file).
+
+    Raises
+    ------
+    DataShapeError
+        When ``data`` is not a 4D array, or the calibration's origin map has another scan shape.
+    TypeError
+        When ``calibration`` is not a Calibration.
     """
 
     def __init__(
@@ -104,26 +165,32 @@ class DataCube:
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
+        """``(scan_y, scan_x, k_y, k_x)``."""
         return tuple(int(s) for s in self._data.shape)  # type: ignore[return-value]
 
     @property
     def dtype(self) -> np.dtype:
+        """The stored dtype."""
         return np.dtype(self._data.dtype)
 
     @property
     def scan_shape(self) -> tuple[int, int]:
+        """``(scan_y, scan_x)``."""
         return self.shape[:2]  # type: ignore[return-value]
 
     @property
     def detector_shape(self) -> tuple[int, int]:
+        """``(k_y, k_x)``."""
         return self.shape[2:]  # type: ignore[return-value]
 
     @property
     def n_patterns(self) -> int:
+        """``scan_y * scan_x``."""
         return self.shape[0] * self.shape[1]
 
     @property
     def nbytes(self) -> int:
+        """Size of the data in bytes (as stored, uncompressed)."""
         return math.prod(self.shape) * self.dtype.itemsize
 
     @property
@@ -133,9 +200,11 @@ class DataCube:
 
     @property
     def axis_labels(self) -> tuple[str, str, str, str]:
+        """The axis names, ``("scan_y", "scan_x", "k_y", "k_x")``."""
         return AXIS_LABELS
 
     def __repr__(self) -> str:
+        """Name, shape, dtype, storage type and calibration."""
         kind = type(self._data).__module__.split(".")[0] + "." + type(self._data).__name__
         return (
             f"DataCube(name={self.name!r}, shape={self.shape} (scan_y, scan_x, k_y, k_x), "
@@ -144,23 +213,51 @@ class DataCube:
 
     # -- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:
-        """Release the file behind the data (if the reader opened one)."""
+        """Release the file behind the data (if the reader opened one).
+
+        Returns
+        -------
+        None
+            The reader's release runs once; later calls do nothing.
+        """
         if self._on_close is not None:
             self._on_close()
             self._on_close = None
 
     def __enter__(self) -> DataCube:
+        """The DataCube itself (``with`` closes it at the end)."""
         return self
 
     def __exit__(self, *exc) -> None:
+        """Close the DataCube (:meth:`close`)."""
         self.close()
 
     # -- access -------------------------------------------------------------------------------
     def default_scan_chunk(self) -> tuple[int, int]:
+        """Scan block of about 32 MiB, aligned with the storage chunks.
+
+        Returns
+        -------
+        (int, int)
+            ``(ny, nx)`` (:func:`~napari_4dstem.engine.chunks.default_scan_chunk`).
+        """
         return default_scan_chunk(self.shape, self.dtype.itemsize, self.chunks)
 
     def to_dask(self, scan_chunk: tuple[int, int] | None = None):
-        """A dask array over the data with chunks ``(ny, nx, k_y, k_x)`` (whole patterns)."""
+        """A dask array over the data with chunks ``(ny, nx, k_y, k_x)`` (whole patterns).
+
+        Parameters
+        ----------
+        scan_chunk : (int, int), optional
+            Scan chunk shape (default :meth:`default_scan_chunk`; a dask array keeps its own chunks
+            unless one is given).
+
+        Returns
+        -------
+        dask.array.Array
+            Lazy, in the stored dtype; numpy and memmap data are wrapped so that dask reads them
+            block by block (a memmap is never copied whole into RAM).
+        """
         import dask.array as da
 
         by, bx = scan_chunk or self.default_scan_chunk()
@@ -173,7 +270,25 @@ class DataCube:
         return da.from_array(src, chunks=chunks, asarray=True, fancy=False, name=False, meta=meta)
 
     def pattern(self, iy: int, ix: int) -> np.ndarray:
-        """The diffraction pattern at scan position ``(iy, ix)`` (negative indices allowed)."""
+        """The diffraction pattern at scan position ``(iy, ix)`` (negative indices allowed).
+
+        Parameters
+        ----------
+        iy, ix : int
+            Scan position.
+
+        Returns
+        -------
+        ndarray ``(k_y, k_x)``
+            In the stored dtype; a memory-mapped file's pattern is copied out with ``pread``.
+
+        Raises
+        ------
+        IndexError
+            When the position is outside the scan.
+        FileFormatError
+            When the storage library cannot read it.
+        """
         iy, ix = self._check_position(iy, ix)
         with self._reading():
             out = self._data[iy, ix]
@@ -186,8 +301,10 @@ class DataCube:
 
     @contextlib.contextmanager
     def _reading(self):
-        """Report a storage library's read failure (a corrupt HDF5 chunk: OSError) as
-        FileFormatError naming the file, like every other malformed input."""
+        """Report a storage library's read failure as FileFormatError naming the file.
+
+        A corrupt HDF5 chunk raises OSError; it is reported like every other malformed input.
+        """
         try:
             yield
         except Napari4DSTEMError:
@@ -204,7 +321,27 @@ class DataCube:
     def region_pattern(
         self, scan_y: slice = slice(None), scan_x: slice = slice(None), *, reduce: str = "mean"
     ) -> np.ndarray:
-        """Mean, sum or max pattern over a rectangle of scan positions (a real-space ROI)."""
+        """Mean, sum or max pattern over a rectangle of scan positions (a real-space ROI).
+
+        Parameters
+        ----------
+        scan_y, scan_x : slice
+            The rectangle (default the whole scan).
+        reduce : {"mean", "sum", "max"}
+            The reduction.
+
+        Returns
+        -------
+        ndarray ``(k_y, k_x)``
+            float64 for mean and sum, the stored dtype for max.
+
+        Raises
+        ------
+        DataShapeError
+            For an empty region.
+        ValueError
+            For an unknown ``reduce``.
+        """
         ys = range(*scan_y.indices(self.shape[0]))
         xs = range(*scan_x.indices(self.shape[1]))
         if len(ys) == 0 or len(xs) == 0:
@@ -222,10 +359,35 @@ class DataCube:
     def iter_masked_pattern(
         self, mask: np.ndarray, *, reduce: str = "mean", rows_per_block: int | None = None
     ) -> Job[np.ndarray]:
-        """Job: the mean, sum or max pattern over the scan positions where ``mask``
-        (``(scan_y, scan_x)`` bool, e.g. an ellipse or polygon drawn on real space) is True.
+        """Job: the mean, sum or max pattern over the scan positions where ``mask`` is True.
 
-        Reads only the mask's bounding box, a band of rows at a time; sums in float64."""
+        Parameters
+        ----------
+        mask : bool array ``(scan_y, scan_x)``
+            The region, e.g. an ellipse or polygon drawn on real space.
+        reduce : {"mean", "sum", "max"}
+            The reduction.
+        rows_per_block : int, optional
+            Scan rows read at a time (default: those of :meth:`default_scan_chunk`).
+
+        Yields
+        ------
+        Progress
+            One per band of rows with positions in the region.
+
+        Returns
+        -------
+        ndarray ``(k_y, k_x)``
+            The generator's return value: float64 for mean and sum (sums in float64), the stored
+            dtype for max. Only the mask's bounding box is read, a band of rows at a time.
+
+        Raises
+        ------
+        DataShapeError
+            When the mask has another shape than the scan, or covers no position.
+        ValueError
+            For an unknown ``reduce``.
+        """
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != tuple(self.scan_shape):
             raise DataShapeError(f"region mask {mask.shape} does not match the scan {tuple(self.scan_shape)}")
@@ -259,7 +421,29 @@ class DataCube:
     def iter_reduce_patterns(self, op: str = "mean", *, scan_chunk=None) -> Job[np.ndarray]:
         """Job: reduce all patterns to one ``(k_y, k_x)`` image (``mean``, ``sum`` or ``max``).
 
-        Streams the scan in blocks in the native dtype; sums accumulate in float64.
+        Parameters
+        ----------
+        op : {"mean", "sum", "max"}
+            The reduction.
+        scan_chunk : (int, int), optional
+            Scan block read at a time (default :meth:`default_scan_chunk`).
+
+        Yields
+        ------
+        Progress
+            One per block of the scan.
+
+        Returns
+        -------
+        ndarray ``(k_y, k_x)``
+            The generator's return value: float64 for mean and sum, the stored dtype for max.
+            Streams the scan in blocks in the native dtype; sums accumulate exactly (integer counts
+            in uint32/uint64 per block) and in float64 across blocks.
+
+        Raises
+        ------
+        ValueError
+            For an unknown ``op``.
         """
         if op not in ("mean", "sum", "max"):
             raise ValueError(f"op must be 'mean', 'sum' or 'max', got {op!r}")
@@ -278,17 +462,9 @@ class DataCube:
             acc = acc / self.n_patterns
         return acc
 
-    def mean_pattern(self, progress=None) -> np.ndarray:
-        """Mean diffraction pattern (float64), computed in chunks."""
-        return run_job(self.iter_reduce_patterns("mean"), progress)
-
-    def sum_pattern(self, progress=None) -> np.ndarray:
-        """Sum of all diffraction patterns (float64), computed in chunks."""
-        return run_job(self.iter_reduce_patterns("sum"), progress)
-
-    def max_pattern(self, progress=None) -> np.ndarray:
-        """Maximum diffraction pattern (native dtype), computed in chunks."""
-        return run_job(self.iter_reduce_patterns("max"), progress)
+    mean_pattern = _reduction("mean", "Mean diffraction pattern (float64), computed in chunks.", " float64")
+    sum_pattern = _reduction("sum", "Sum of all diffraction patterns (float64), computed in chunks.", " float64")
+    max_pattern = _reduction("max", "Maximum diffraction pattern (native dtype), computed in chunks.", "")
 
     # -- lazy transformations -----------------------------------------------------------------
     def crop(
@@ -299,7 +475,24 @@ class DataCube:
         k_y: slice = slice(None),
         k_x: slice = slice(None),
     ) -> DataCube:
-        """A lazy cropped DataCube; the calibration's origin follows the detector crop."""
+        """A lazy cropped DataCube; the calibration's origin follows the detector crop.
+
+        Parameters
+        ----------
+        scan_y, scan_x, k_y, k_x : slice
+            Contiguous slices (step 1) of each axis (default whole).
+
+        Returns
+        -------
+        DataCube
+            Over a dask view of the data; origin and origin map shifted by the detector crop (the
+            map cropped to the scan crop).
+
+        Raises
+        ------
+        DataShapeError
+            For a strided or empty slice.
+        """
         slices = (scan_y, scan_x, k_y, k_x)
         ranges = [range(*s.indices(n)) for s, n in zip(slices, self.shape, strict=True)]
         for r, label, s in zip(ranges, AXIS_LABELS, slices, strict=True):
@@ -322,8 +515,24 @@ class DataCube:
     def reshape_scan(self, scan_shape: tuple[int, int]) -> DataCube:
         """A lazy view with the same patterns in raster order on another scan shape.
 
-        For files whose header lacks the scan shape (they open as ``(1, n)``). The number of
-        patterns must stay the same; see :func:`scan_factorizations` for the valid shapes.
+        For files whose header lacks the scan shape (they open as ``(1, n)``).
+
+        Parameters
+        ----------
+        scan_shape : (int, int)
+            The new ``(scan_y, scan_x)``; it must hold the same number of patterns (see
+            :func:`scan_factorizations`).
+
+        Returns
+        -------
+        DataCube
+            ``self`` when the shape is unchanged; a numpy reshape or a dask view otherwise (the
+            origin map reshaped too).
+
+        Raises
+        ------
+        DataShapeError
+            When the shape holds another number of patterns (the valid shapes are listed).
         """
         ny, nx = (int(v) for v in scan_shape)
         if ny < 1 or nx < 1 or ny * nx != self.n_patterns:
@@ -345,8 +554,26 @@ class DataCube:
     def bin(self, *, k: int = 1, scan: int = 1) -> DataCube:
         """A lazy binned DataCube: sums of ``scan x scan`` positions and ``k x k`` pixels.
 
-        Axes not divisible by the factor are trimmed at the end. Integer data is summed into a
-        wider integer type so counts never overflow; the calibration is scaled to match.
+        Parameters
+        ----------
+        k : int
+            Detector binning factor (default 1).
+        scan : int
+            Scan binning factor (default 1).
+
+        Returns
+        -------
+        DataCube
+            ``self`` for factors 1; else a dask view with axes not divisible by the factor trimmed
+            at the end, integer data summed into a wider integer type (counts never overflow), and
+            the calibration scaled to match (scan step, pixel size, origin and origin map).
+
+        Raises
+        ------
+        ValueError
+            For a factor below 1.
+        DataShapeError
+            For a factor larger than the axis.
         """
         k, scan = int(k), int(scan)
         if k < 1 or scan < 1:

@@ -52,6 +52,7 @@ class RealSpaceMap:
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
+        """Store the data read-only; check its channels against the names."""
         d = _frozen(self.data)
         if d.ndim not in (2, 3):
             raise DataShapeError(f"a real-space map must be 2D or 3D, got shape {d.shape}")
@@ -66,6 +67,7 @@ class RealSpaceMap:
 
     @property
     def scan_shape(self) -> tuple[int, int]:
+        """``(scan_y, scan_x)``."""
         return self.data.shape[:2]
 
     def channel(self, name: str) -> np.ndarray:
@@ -78,7 +80,26 @@ class RealSpaceMap:
 
 @dataclass(frozen=True, eq=False)
 class DiffractionImage:
-    """An image on the detector ``(k_y, k_x)``: mean pattern, probe, Bragg vector map..."""
+    """An image on the detector ``(k_y, k_x)``: mean pattern, probe, Bragg vector map...
+
+    Parameters
+    ----------
+    data : ndarray ``(k_y, k_x)``
+        The image (stored read-only).
+    name : str
+        Node and layer name (default ``"pattern"``).
+    units : str
+        Units of the values (default ``"counts"``).
+    calibration : Calibration
+        Calibration of the detector.
+    params : mapping
+        Parameters of the computation that made this image.
+
+    Raises
+    ------
+    DataShapeError
+        When ``data`` is not 2D.
+    """
 
     data: np.ndarray
     name: str = "pattern"
@@ -87,6 +108,7 @@ class DiffractionImage:
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
+        """Store the image read-only; refuse one that is not 2D."""
         d = _frozen(self.data)
         if d.ndim != 2:
             raise DataShapeError(f"a diffraction image must be 2D (k_y, k_x), got shape {d.shape}")
@@ -128,6 +150,7 @@ class BraggPeaks:
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
+        """Store the offsets as int64 and the fields as float64, read-only; check their lengths."""
         shape = tuple(int(s) for s in self.scan_shape)
         if len(shape) != 2:
             raise DataShapeError(f"scan_shape must be (scan_y, scan_x), got {self.scan_shape}")
@@ -145,11 +168,30 @@ class BraggPeaks:
         object.__setattr__(self, "params", dict(self.params))
 
     @classmethod
+    def from_padded(cls, table: np.ndarray, **kw) -> BraggPeaks:
+        """Build from a padded peak table ``(scan_y, scan_x, 1 + max_peaks, >= 4)``.
+
+        The table is a peak finder's scan map: per position the peak count at ``[0, 0]``, then
+        one row ``(qy, qx, intensity, correlation, ...)`` per peak; ``kw`` as the class (name,
+        calibration, params).
+        """
+        sy, sx = table.shape[:2]
+        flat = table.reshape(sy * sx, *table.shape[2:])
+        count = flat[:, 0, 0].astype(np.int64)
+        keep = np.arange(flat.shape[1] - 1)[None, :] < count[:, None]
+        rows = flat[:, 1:][keep]
+        offsets = np.concatenate([[0], np.cumsum(count)]).astype(np.int64)
+        return cls((sy, sx), offsets, rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], **kw)
+
+    @classmethod
     def from_lists(
         cls, peaks: Sequence[Mapping[str, Any]] | np.ndarray, scan_shape: tuple[int, int], **kw
     ) -> BraggPeaks:
-        """Build from one record per scan position (raster order), each a mapping or structured
-        array with fields ``qy``, ``qx``, ``intensity`` and optionally ``correlation``."""
+        """Build from one record per scan position (raster order).
+
+        Each record is a mapping or structured array with fields ``qy``, ``qx``, ``intensity``
+        and optionally ``correlation`` (NaN where missing); ``kw`` as the class.
+        """
         n_pos = scan_shape[0] * scan_shape[1]
         if len(peaks) != n_pos:
             raise DataShapeError(f"need {n_pos} peak lists for scan {scan_shape}, got {len(peaks)}")
@@ -166,6 +208,7 @@ class BraggPeaks:
 
     @property
     def n_peaks(self) -> int:
+        """Number of peaks over the whole scan."""
         return int(self.offsets[-1])
 
     def counts(self) -> np.ndarray:

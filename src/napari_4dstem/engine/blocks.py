@@ -39,22 +39,67 @@ __all__ = [
 
 
 class ChunkViews(Protocol):
-    """A 4D array ``(scan_y, scan_x, k_y, k_x)`` stored as chunks of whole patterns."""
+    """A 4D array ``(scan_y, scan_x, k_y, k_x)`` stored as chunks of whole patterns.
+
+    A protocol: readers return an object with these methods from a finder registered with
+    :func:`register_chunk_views`.
+
+    Attributes
+    ----------
+    chunk_views : callable
+        ``chunk_views(sy, sx, *, contiguous=True)``: block ``[sy, sx]`` chunk by chunk.
+    release : callable
+        ``release(tokens)``: done with these chunks.
+    read : callable
+        ``read(sy, sx, rows)``: a copy of ``[sy, sx, rows]``.
+    """
 
     def chunk_views(
         self, sy: slice, sx: slice, *, contiguous: bool = True
     ) -> Iterator[tuple[slice, slice, np.ndarray, Any]]:
-        """Block ``[sy, sx]`` chunk by chunk: ``(dst_y, dst_x, patterns, token)`` with
-        block-relative slices, whole patterns ``(ny, nx, k_y, k_x)`` (views where possible;
-        C-contiguous with ``contiguous``) and a token to hand to :meth:`release`."""
+        """Block ``[sy, sx]`` chunk by chunk.
+
+        Parameters
+        ----------
+        sy, sx : slice
+            The scan block.
+        contiguous : bool
+            Hand C-contiguous patterns (default True).
+
+        Yields
+        ------
+        dst_y, dst_x : slice
+            Where the chunk's patterns go, relative to the block.
+        patterns : ndarray ``(ny, nx, k_y, k_x)``
+            Whole patterns, views where possible.
+        token : object
+            To hand to :meth:`release`.
+        """
         ...
 
     def release(self, tokens: Iterable[Any]) -> None:
-        """Done with these chunks: drop what holding them costs (e.g. mapped pages)."""
+        """Done with these chunks: drop what holding them costs (e.g. mapped pages).
+
+        Parameters
+        ----------
+        tokens : iterable
+            Tokens from :meth:`chunk_views`.
+        """
         ...
 
     def read(self, sy: slice, sx: slice, rows: slice) -> np.ndarray:
-        """A copy of ``[sy, sx, rows]``."""
+        """A copy of ``[sy, sx, rows]``.
+
+        Parameters
+        ----------
+        sy, sx, rows : slice
+            Scan block and detector rows.
+
+        Returns
+        -------
+        ndarray ``(ny, nx, n_rows, k_x)``
+            The data, in its stored dtype.
+        """
         ...
 
 
@@ -65,21 +110,51 @@ _FINDERS: list[ChunkViewFinder] = []
 
 
 def register_chunk_views(finder: ChunkViewFinder) -> ChunkViewFinder:
-    """Let the engine run on chunk views: ``finder(arr)`` returns a :class:`ChunkViews` for the
-    arrays it knows (and that qualify), None otherwise, cheaply and without raising. Must be a
-    module-level function (it travels to dask workers by name). Returns ``finder``."""
+    """Let the engine run on chunk views of the arrays ``finder`` knows.
+
+    Parameters
+    ----------
+    finder : callable
+        ``finder(arr)`` returns a :class:`ChunkViews` for the arrays it knows (and that
+        qualify), None otherwise, cheaply and without raising. Must be a module-level function
+        (it travels to dask workers by name).
+
+    Returns
+    -------
+    callable
+        ``finder`` (so it can decorate); registering it twice has no effect.
+    """
     if finder not in _FINDERS:
         _FINDERS.append(finder)
     return finder
 
 
 def chunk_view_finders() -> tuple[ChunkViewFinder, ...]:
-    """The registered finders, in registration order."""
+    """The registered finders, in registration order.
+
+    Returns
+    -------
+    tuple of callable
+        The finders.
+    """
     return tuple(_FINDERS)
 
 
 def find_chunk_views(arr: Any, finders: Iterable[ChunkViewFinder] | None = None):
-    """The first :class:`ChunkViews` a finder gives for ``arr`` (arrays in RAM: never)."""
+    """The first :class:`ChunkViews` a finder gives for ``arr`` (arrays in RAM: never).
+
+    Parameters
+    ----------
+    arr : array-like
+        A 4D array.
+    finders : iterable of callable, optional
+        The finders to ask (default the registered ones).
+
+    Returns
+    -------
+    ChunkViews or None
+        None for a numpy array or when no finder knows ``arr``.
+    """
     if isinstance(arr, np.ndarray):
         return None
     for finder in _FINDERS if finders is None else finders:
@@ -92,6 +167,26 @@ def find_chunk_views(arr: Any, finders: Iterable[ChunkViewFinder] | None = None)
 def run_block(block, kernel, row0, parallel, kwargs, scan_kwargs):
     """Call ``kernel`` on one block (``scan_kwargs`` already sliced to it).
 
+    Parameters
+    ----------
+    block : array ``(ny, nx, h, k_x)``
+        The block's patterns (detector rows ``row0 : row0 + h``).
+    kernel : callable
+        The :func:`~napari_4dstem.engine.driver.map_scan` kernel.
+    row0 : int
+        First detector row of ``block``.
+    parallel : bool
+        Whether the kernel may use all local cores.
+    kwargs, scan_kwargs : mapping
+        Constant and per-pattern (block-sliced) keyword arguments.
+
+    Returns
+    -------
+    ndarray ``(ny, nx, *out_tail)``
+        The kernel's output.
+
+    Notes
+    -----
     An ndarray subclass (a memmap, napari's checked memmap of a mapped file) is handed to the
     kernel as a plain ndarray view, zero-copy: numba kernels compiled for one were refused
     another's subclass ("can't unbox array from PyObject").
@@ -102,14 +197,49 @@ def run_block(block, kernel, row0, parallel, kwargs, scan_kwargs):
 
 
 def slice_scan_kwargs(scan_kwargs: Mapping[str, np.ndarray], sy: slice, sx: slice) -> dict:
-    """The per-pattern arguments of block ``[sy, sx]``, C-contiguous for the kernels."""
+    """The per-pattern arguments of block ``[sy, sx]``, C-contiguous for the kernels.
+
+    Parameters
+    ----------
+    scan_kwargs : mapping of str to arrays ``(scan_y, scan_x, ...)``
+        Per-pattern arguments.
+    sy, sx : slice
+        The block.
+
+    Returns
+    -------
+    dict
+        The same keys, each array sliced to the block (a C-contiguous copy where needed).
+    """
     return {k: np.ascontiguousarray(v[sy, sx]) for k, v in scan_kwargs.items()}
 
 
 def read_rows(arr, sy: slice, sx: slice, rows: slice, finders=None) -> np.ndarray:
-    """Block ``[sy, sx, rows]`` of any 4D array: a view of numpy data in RAM, a ``pread``
-    copy of a memory-mapped file's bytes (never its mapped pages: SIGBUS if the file shrinks),
-    a copy out of the chunk views where a reader offers them, else the array's own slicing."""
+    """Block ``[sy, sx, rows]`` of any 4D array.
+
+    Parameters
+    ----------
+    arr : array-like ``(scan_y, scan_x, k_y, k_x)``
+        numpy (in RAM or memory-mapped), h5py, zarr, dask or a reader's lazy array.
+    sy, sx : slice
+        The scan block.
+    rows : slice
+        The detector rows.
+    finders : iterable of callable, optional
+        Chunk-view finders to ask (default the registered ones).
+
+    Returns
+    -------
+    ndarray ``(ny, nx, n_rows, k_x)``
+        A view of numpy data in RAM, a ``pread`` copy of a memory-mapped file's bytes (never its
+        mapped pages: SIGBUS if the file shrinks), a copy out of the chunk views where a reader
+        offers them, else the array's own slicing.
+
+    Raises
+    ------
+    FileFormatError
+        When the storage library fails to read the block (a corrupt chunk, a refused filter).
+    """
     if isinstance(arr, np.ndarray):
         return read_mapped(arr[sy, sx, rows])  # in RAM: a view, no copy
     try:
@@ -142,10 +272,30 @@ def _source_name(arr) -> str:
 
 
 def run_chunk_views(direct, sy: slice, sx: slice, kernel, kwargs, scan_kwargs, submit=None):
-    """Run ``kernel`` on the views of the whole chunks of block ``[sy, sx]`` of a
-    :class:`ChunkViews` source; ``scan_kwargs`` are the block's. With ``submit`` (an
-    executor's), the calls are queued and ``(piece, future)`` pairs come back; without,
-    ``(piece, result)``. Each piece is ``(dst_y, dst_x, token)``."""
+    """Run ``kernel`` on the views of the whole chunks of block ``[sy, sx]`` of a ChunkViews source.
+
+    Parameters
+    ----------
+    direct : ChunkViews
+        The source.
+    sy, sx : slice
+        The scan block.
+    kernel : callable
+        The :func:`~napari_4dstem.engine.driver.map_scan` kernel (called with ``row0=0`` and
+        ``parallel=False``).
+    kwargs : mapping
+        Constant keyword arguments.
+    scan_kwargs : mapping
+        Per-pattern arguments already sliced to the block.
+    submit : callable, optional
+        An executor's ``submit``: the calls are queued instead of run.
+
+    Returns
+    -------
+    list of ((slice, slice, object), ndarray or Future)
+        ``(piece, result)`` pairs (``(piece, future)`` with ``submit``); each piece is
+        ``(dst_y, dst_x, token)``.
+    """
     out = []
     for dy, dx, pats, off in direct.chunk_views(sy, sx):
         sub = {k: np.ascontiguousarray(v[dy, dx]) for k, v in scan_kwargs.items()}

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import FileFormatError
 
 __all__ = [
+    "block_slices",
     "default_scan_chunk",
     "iter_scan_blocks",
     "mapped_file",
@@ -33,7 +34,18 @@ _TARGET_BLOCK_BYTES = 32 * 2**20
 
 
 def native_chunks(data) -> tuple[int, ...] | None:
-    """Storage chunk shape of an h5py, zarr or dask array (None for numpy/memmap)."""
+    """Storage chunk shape of an h5py, zarr or dask array (None for numpy/memmap).
+
+    Parameters
+    ----------
+    data : array-like
+        Any array.
+
+    Returns
+    -------
+    tuple of int or None
+        dask's ``chunksize``, or h5py's/zarr's ``chunks`` when regular; None otherwise.
+    """
     chunks = getattr(data, "chunksize", None)  # dask
     if chunks is None:
         chunks = getattr(data, "chunks", None)  # h5py / zarr
@@ -45,7 +57,23 @@ def native_chunks(data) -> tuple[int, ...] | None:
 def default_scan_chunk(
     shape: tuple[int, int, int, int], itemsize: int, native: tuple[int, ...] | None = None
 ) -> tuple[int, int]:
-    """Scan block ``(ny, nx)`` of about 32 MiB, a multiple of the native chunk where there is one."""
+    """Scan block ``(ny, nx)`` of about 32 MiB, a multiple of the native chunk where there is one.
+
+    Parameters
+    ----------
+    shape : (int, int, int, int)
+        ``(scan_y, scan_x, k_y, k_x)`` of the data.
+    itemsize : int
+        Bytes per detector pixel.
+    native : tuple of int, optional
+        The storage chunk shape (:func:`native_chunks`).
+
+    Returns
+    -------
+    (int, int)
+        The block shape, grown along ``scan_x`` first (scan rows are contiguous on disk for most
+        formats), never larger than the scan.
+    """
     sy, sx, qy, qx = shape
     frame = max(1, qy * qx * itemsize)
     n = max(1, _TARGET_BLOCK_BYTES // frame)
@@ -62,9 +90,44 @@ def default_scan_chunk(
     return (by, bx)
 
 
+def block_slices(scan_shape: tuple[int, int], scan_chunk: tuple[int, int]) -> list[tuple[slice, slice]]:
+    """The scan blocks ``(scan_y slice, scan_x slice)`` in raster order.
+
+    Parameters
+    ----------
+    scan_shape : (int, int)
+        ``(scan_y, scan_x)``.
+    scan_chunk : (int, int)
+        Block shape (values below 1 count as 1); edge blocks are smaller.
+
+    Returns
+    -------
+    list of (slice, slice)
+        The blocks, row by row.
+    """
+    sy, sx = scan_shape
+    by, bx = (max(1, int(c)) for c in scan_chunk)
+    return [
+        (slice(y0, min(y0 + by, sy)), slice(x0, min(x0 + bx, sx))) for y0 in range(0, sy, by) for x0 in range(0, sx, bx)
+    ]
+
+
 def read_block(data, sy: slice, sx: slice) -> np.ndarray:
-    """Read ``data[sy, sx]`` as a numpy array in its native dtype (a memory-mapped file's
-    block with ``pread``, see :func:`read_mapped`)."""
+    """Read ``data[sy, sx]`` as a numpy array in its native dtype.
+
+    Parameters
+    ----------
+    data : array-like ``(scan_y, scan_x, k_y, k_x)``
+        numpy, memmap, h5py, zarr or dask.
+    sy, sx : slice
+        The scan block.
+
+    Returns
+    -------
+    ndarray
+        The block; a memory-mapped file's block is checked (or copied with ``pread``) by
+        :func:`read_mapped`.
+    """
     block = data[sy, sx]
     if hasattr(block, "compute"):
         block = block.compute()
@@ -86,7 +149,22 @@ SAFE_READS = os.environ.get("NAPARI_4DSTEM_SAFE_READS", "") not in ("", "0")
 
 
 class MappedFile:
-    """``pread`` access to the file behind a numpy memmap (or a view of one)."""
+    """``pread`` access to the file behind a numpy memmap (or a view of one).
+
+    Parameters
+    ----------
+    mm : mmap.mmap
+        The map.
+    name : str
+        Path of the mapped file.
+    map_start : int
+        File offset of the map's first byte.
+
+    Raises
+    ------
+    OSError
+        When the file at ``name`` cannot be opened or is not the one mapped.
+    """
 
     def __init__(self, mm: mmap.mmap, name: str, map_start: int):
         self.name = name
@@ -103,7 +181,18 @@ class MappedFile:
         weakref.finalize(mm, os.close, self.fd)
 
     def check(self, view: np.ndarray) -> None:
-        """Raise FileFormatError unless the file still holds every byte of ``view``."""
+        """Raise FileFormatError unless the file still holds every byte of ``view``.
+
+        Parameters
+        ----------
+        view : ndarray
+            An array over this map.
+
+        Raises
+        ------
+        FileFormatError
+            When another program truncated the file below the end of ``view``.
+        """
         if view.size == 0:
             return
         _, hi = _byte_bounds(view)
@@ -116,7 +205,25 @@ class MappedFile:
             )  # fmt: skip
 
     def read(self, view: np.ndarray) -> np.ndarray:
-        """A copy of ``view`` (an array over this map), read from the file."""
+        """A copy of ``view`` (an array over this map), read from the file.
+
+        Parameters
+        ----------
+        view : ndarray
+            An array over this map.
+
+        Returns
+        -------
+        ndarray
+            Same shape, dtype and strides, in a new buffer.
+
+        Raises
+        ------
+        ValueError
+            When ``view`` lies outside the map.
+        FileFormatError
+            When the file is shorter than the map (a short read).
+        """
         if view.size == 0:
             return np.empty(view.shape, view.dtype)
         lo, hi = _byte_bounds(view)
@@ -138,8 +245,10 @@ class MappedFile:
 
 
 def _same_file(fd: int, addr: int) -> bool:
-    """Whether ``fd`` is the file mapped at ``addr`` (Linux: /proc/self/maps; elsewhere the
-    path is trusted)."""
+    """Whether ``fd`` is the file mapped at ``addr``.
+
+    Whether ``fd`` is the file mapped at ``addr`` (Linux: /proc/self/maps; elsewhere the path is trusted).
+    """
     try:
         with open("/proc/self/maps", "rb") as fh:
             for line in fh:
@@ -159,8 +268,19 @@ _MAPPED_LOCK = threading.Lock()
 
 
 def mapped_file(arr) -> MappedFile | None:
-    """The :class:`MappedFile` of a memmap-backed array (None for arrays in RAM, or a map
-    whose file cannot be opened again: then its views are used as they are)."""
+    """The :class:`MappedFile` of a memmap-backed array.
+
+    Parameters
+    ----------
+    arr : ndarray
+        Any array; views of a memmap are followed to it.
+
+    Returns
+    -------
+    MappedFile or None
+        None for arrays in RAM, or a map whose file cannot be opened again (then its views are
+        used as they are). One MappedFile per map.
+    """
     top, depth = arr, 0
     while top is not None and not isinstance(top, np.memmap) and depth < 64:  # views of a memmap
         top, depth = getattr(top, "base", None), depth + 1
@@ -181,8 +301,24 @@ def mapped_file(arr) -> MappedFile | None:
 
 
 def read_mapped(block: np.ndarray) -> np.ndarray:
-    """``block`` itself when it is in RAM; when it is a view of a memmap, the view after
-    checking that the file still holds it (:data:`SAFE_READS`: a ``pread`` copy)."""
+    """The block to hand a kernel: checked, or copied, when it is a view of a memmap.
+
+    Parameters
+    ----------
+    block : ndarray
+        A scan block.
+
+    Returns
+    -------
+    ndarray
+        ``block`` itself when it is in RAM; for a view of a memmap, the view after checking that
+        the file still holds it, or with :data:`SAFE_READS` a ``pread`` copy.
+
+    Raises
+    ------
+    FileFormatError
+        When the mapped file was truncated.
+    """
     mf = mapped_file(block)
     if mf is None:
         return block
@@ -205,10 +341,22 @@ def _mmap_of(a: np.ndarray) -> mmap.mmap | None:
 def release_pages(block) -> None:
     """Unmap a memory-mapped block's pages from this process once it has been processed.
 
+    Parameters
+    ----------
+    block : array-like
+        A processed block; anything that is not a view of an ``mmap`` (h5py, zarr, dask
+        copies) is left alone.
+
+    Returns
+    -------
+    None
+        Pages that cannot be advised stay mapped (memory accounting only).
+
+    Notes
+    -----
     Streaming a memmap touches every page of the file, and mapped file pages count in the
     resident memory, so without this the RSS of a full-scan reduction grows to the size of the
     file. ``MADV_DONTNEED`` drops them from this process only; they stay in the page cache.
-    Does nothing for data that is not a view of an ``mmap`` (h5py, zarr, dask copies).
     """
     if not isinstance(block, np.ndarray) or not hasattr(mmap, "MADV_DONTNEED"):
         return
@@ -228,18 +376,32 @@ def release_pages(block) -> None:
 
 
 def iter_scan_blocks(data, scan_chunk: tuple[int, int] | None = None) -> Iterator[tuple[slice, slice, np.ndarray]]:
-    """Yield ``(scan_y_slice, scan_x_slice, block)`` covering the whole scan in raster order."""
+    """Yield ``(scan_y_slice, scan_x_slice, block)`` covering the whole scan in raster order.
+
+    Parameters
+    ----------
+    data : array-like ``(scan_y, scan_x, k_y, k_x)``
+        numpy, memmap, h5py, zarr or dask.
+    scan_chunk : (int, int), optional
+        Block shape (default :func:`default_scan_chunk`).
+
+    Yields
+    ------
+    sy, sx : slice
+        The block's place in the scan.
+    block : ndarray
+        Its patterns in the native dtype (:func:`read_block`); a memory-mapped block's pages
+        are released after the consumer is done with it.
+    """
     shape = tuple(int(s) for s in data.shape)
     if scan_chunk is None:
         scan_chunk = default_scan_chunk(shape, np.dtype(data.dtype).itemsize, native_chunks(data))
-    by, bx = (max(1, int(c)) for c in scan_chunk)
-    for y0 in range(0, shape[0], by):
-        for x0 in range(0, shape[1], bx):
-            sy, sx = slice(y0, min(y0 + by, shape[0])), slice(x0, min(x0 + bx, shape[1]))
-            block = read_block(data, sy, sx)
-            yield sy, sx, block
-            release_pages(block)
+    for sy, sx in block_slices(shape[:2], scan_chunk):
+        block = read_block(data, sy, sx)
+        yield sy, sx, block
+        release_pages(block)
 
 
 def n_blocks(shape: tuple[int, ...], scan_chunk: tuple[int, int]) -> int:
+    """Number of blocks of ``scan_chunk`` that cover the scan of ``shape``."""
     return math.ceil(shape[0] / scan_chunk[0]) * math.ceil(shape[1] / scan_chunk[1])

@@ -16,8 +16,24 @@ __all__ = ["torch_device_usable"]
 def torch_device_usable(device: str, *, instead: str, stacklevel: int = 3) -> bool:
     """True if torch is importable and ``device`` is not a CUDA device without a GPU.
 
-    Otherwise warns (``RuntimeWarning``: "device ... asked for but ...; using <instead>") at
-    the caller's caller (``stacklevel`` counted from that caller) and returns False.
+    Parameters
+    ----------
+    device : str
+        A torch device name (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
+    instead : str
+        What the caller will use instead, named in the warning.
+    stacklevel : int
+        Where the warning points, counted from the caller (default 3: the caller's caller).
+
+    Returns
+    -------
+    bool
+        Whether ``device`` can be used.
+
+    Warns
+    -----
+    RuntimeWarning
+        "device ... asked for but ...; using <instead>" when it cannot.
     """
     try:
         import torch

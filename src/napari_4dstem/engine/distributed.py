@@ -45,9 +45,18 @@ def _apply(block, kernel, row0, kwargs, scan_kwargs):
 def file_source(arr: Any) -> tuple | None:
     """How a worker can open ``arr`` itself, or None when it cannot.
 
-    ``("memmap", path, offset, dtype, shape, stamp)`` for a C-contiguous memory map of a file
-    (raw, .npy), ``("hdf5", path, dataset, chunk_cache_bytes, stamp)`` for an HDF5 dataset; ``stamp`` (file
-    size and modification time) keeps a worker from reusing a handle of a rewritten file.
+    Parameters
+    ----------
+    arr : array-like
+        The data :func:`run_distributed` maps over.
+
+    Returns
+    -------
+    tuple or None
+        ``("memmap", path, offset, dtype, shape, stamp)`` for a C-contiguous 4D memory map of a
+        file (raw, .npy), ``("hdf5", path, dataset, chunk_cache_bytes, stamp)`` for an HDF5
+        dataset; ``stamp`` (file size and modification time) keeps a worker from reusing a
+        handle of a rewritten file. None for anything else.
     """
     if isinstance(arr, np.memmap) and getattr(arr, "filename", None):
         if arr.ndim != 4 or not arr.flags.c_contiguous:
@@ -141,8 +150,11 @@ def _open_source(src: tuple) -> Any:
 
 
 def _apply_file(src, sy, sx, rows, kernel, kwargs, scan_kwargs, finders):
-    """Worker side: read this block from the file and run the kernel on it. ``finders`` are
-    the client's chunk-view finders (a list: sent by reference, they import their reader)."""
+    """Worker side: read this block from the file and run the kernel on it.
+
+    Worker side: read this block from the file and run the kernel on it. ``finders`` are the client's
+    chunk-view finders (a list: sent by reference, they import their reader).
+    """
     arr = _open_source(src)
     if rows.start == 0 and rows.stop == arr.shape[2]:
         direct = find_chunk_views(arr, finders)
@@ -176,6 +188,42 @@ def run_distributed(
     message: str,
     done_mask: np.ndarray | None = None,
 ) -> Job[None]:
+    """Job: one task per scan block on a dask.distributed cluster, written into ``out``.
+
+    Parameters
+    ----------
+    arr : array-like ``(scan_y, scan_x, k_y, k_x)``
+        The data: opened by the workers themselves when :func:`file_source` can say how,
+        scattered when in RAM, else wrapped as a dask array.
+    kernel : callable
+        The :func:`~napari_4dstem.engine.driver.map_scan` kernel (module-level, picklable).
+    out : ndarray ``(scan_y, scan_x, *out_tail)``
+        Where the blocks' results are written.
+    blocks : list of (slice, slice)
+        The scan blocks.
+    rows : slice
+        The detector rows read.
+    kwargs : mapping
+        Constant keyword arguments of the kernel.
+    scan_kwargs : mapping of str to arrays ``(scan_y, scan_x, ...)``
+        Per-pattern arguments (sliced to each block).
+    backend : distributed.Client or str
+        The client, or a scheduler address (then a client is made and closed here).
+    message : str
+        Text of the Progress steps.
+    done_mask : bool ndarray ``(scan_y, scan_x)``, optional
+        Set True where a block has been written (blocks finish in any order).
+
+    Yields
+    ------
+    Progress
+        One per block finished.
+
+    Returns
+    -------
+    None
+        The results are in ``out``; unfinished tasks are cancelled when the job is stopped.
+    """
     from distributed import Client, as_completed
 
     own = isinstance(backend, str)

@@ -42,6 +42,7 @@ from . import chunks
 from .blocks import find_chunk_views, read_rows, run_block, run_chunk_views, slice_scan_kwargs
 from .chunks import (
     _TARGET_BLOCK_BYTES,
+    block_slices,
     default_scan_chunk,
     mapped_file,
     native_chunks,
@@ -52,17 +53,21 @@ from .jobs import PARTIAL_EVERY_S, Job, PartialMap, Progress
 __all__ = ["PerPattern", "block_slices", "is_distributed", "map_scan"]
 
 
-def block_slices(scan_shape: tuple[int, int], scan_chunk: tuple[int, int]) -> list[tuple[slice, slice]]:
-    """The scan blocks ``(scan_y slice, scan_x slice)`` in raster order."""
-    sy, sx = scan_shape
-    by, bx = (max(1, int(c)) for c in scan_chunk)
-    return [
-        (slice(y0, min(y0 + by, sy)), slice(x0, min(x0 + bx, sx))) for y0 in range(0, sy, by) for x0 in range(0, sx, bx)
-    ]
-
-
 def is_distributed(backend: Any) -> bool:
-    """Whether ``backend`` names a dask.distributed cluster (a Client or an address)."""
+    """Whether ``backend`` names a dask.distributed cluster (a Client or an address).
+
+    Parameters
+    ----------
+    backend : None, str or object
+        A :func:`map_scan` backend.
+
+    Returns
+    -------
+    bool
+        False for None and the in-process names (``"local"``, ``"threads"``, ``"prange"``,
+        ``"serial"``); True for any other string (a scheduler address) or an object from the
+        ``distributed`` package.
+    """
     if backend is None or backend in ("local", "threads", "prange", "serial"):
         return False
     if isinstance(backend, str):
@@ -102,6 +107,8 @@ def map_scan(
         ``(ny, nx, *out_tail)``. Must be a module-level function for the distributed backend.
     out_tail : tuple of int
         Trailing shape of the per-pattern result (``()`` for a scalar per pattern).
+    out_dtype : dtype
+        dtype of the assembled result (default float64).
     kwargs : mapping
         Constant keyword arguments of the kernel (masks, parameters).
     scan_kwargs : mapping of str to arrays ``(scan_y, scan_x, ...)``
@@ -128,9 +135,23 @@ def map_scan(
         boolean scan mask of the blocks written; attached to a :class:`Progress` at most every
         ``PARTIAL_EVERY_S`` and at the last block (maps filling in while the job runs).
 
+    Yields
+    ------
+    Progress
+        One per block written (``message``), with the partial map when ``partial`` is given.
+
     Returns
     -------
     ndarray ``(scan_y, scan_x, *out_tail)`` of ``out_dtype``
+        The generator's return value: the kernel's output for every pattern.
+
+    Raises
+    ------
+    DataShapeError
+        When ``data`` is not 4D, ``k_rows`` lies outside the detector, or a scan argument
+        has another scan shape.
+    ValueError
+        For an unknown ``backend``.
     """
     arr = _raw(data)
     shape = tuple(int(s) for s in arr.shape)
@@ -208,9 +229,11 @@ def map_scan(
 
 
 def _with_partial(job: Job[None], out, blocks, partial, done, *, ordered: bool) -> Job[None]:
-    """``job``'s steps, with the map so far attached (``partial``) at most every
-    ``PARTIAL_EVERY_S`` and at the last step. ``ordered``: block ``k`` is written at step
-    ``k + 1`` (else the job marks ``done`` itself)."""
+    """``job``'s steps, with the map so far attached.
+
+    ``job``'s steps, with the map so far attached (``partial``) at most every ``PARTIAL_EVERY_S`` and at the
+    last step. ``ordered``: block ``k`` is written at step ``k + 1`` (else the job marks ``done`` itself).
+    """
     if partial is None:
         yield from job
         return
@@ -245,11 +268,14 @@ def _run_chunks(direct, kernel, out, blocks, kwargs, scan_kwargs, message) -> Jo
 
 
 def _pipelined(queued, total: int, message: str) -> Job[None]:
-    """Collect queued blocks in order: ``queued`` yields ``(dst, [(index into dst, future)],
-    done, ahead)`` per block, ``done()`` running once the block is written. With ``ahead`` the
-    block is collected only after the next one is queued, so the pool never idles at a block
-    boundary; without (work already done in this thread), at once. A job closed early
-    (cancelled) drops the queued pool calls and waits for the running ones."""
+    """Collect queued blocks in order.
+
+    Collect queued blocks in order: ``queued`` yields ``(dst, [(index into dst, future)], done, ahead)`` per
+    block, ``done()`` running once the block is written. With ``ahead`` the block is collected only after the
+    next one is queued, so the pool never idles at a block boundary; without (work already done in this
+    thread), at once. A job closed early (cancelled) drops the queued pool calls and waits for the running
+    ones.
+    """
     pending: list = []
     written = 0
 
@@ -282,11 +308,14 @@ def _pipelined(queued, total: int, message: str) -> Job[None]:
 def _task_chunk(
     shape, bytes_per_px: float, chunk: tuple[int, int], *, parts: int = 8, cap: int = 2**28
 ) -> tuple[int, int]:
-    """A larger scan block: whole scan rows (when a block of ``chunk[0]`` rows fits the cap),
-    then whole multiples of ``chunk`` along scan_y, about ``1/parts`` of the data read (at
-    least the default block, at most ``cap`` bytes), so per-call overhead stays small next to
-    the work. (Storage chunks that split scan_x, e.g. EMD's (8, 8, k, k), had left tasks of one
-    default block: 60 tasks of ~2 ms on a 2 GB file, mostly dask overhead.)"""
+    """A larger scan block, so per-call overhead stays small next to the work.
+
+    A larger scan block: whole scan rows (when a block of ``chunk[0]`` rows fits the cap), then whole
+    multiples of ``chunk`` along scan_y, about ``1/parts`` of the data read (at least the default block, at
+    most ``cap`` bytes), so per-call overhead stays small next to the work. (Storage chunks that split scan_x,
+    e.g. EMD's (8, 8, k, k), had left tasks of one default block: 60 tasks of ~2 ms on a 2 GB file, mostly
+    dask overhead.)
+    """
     px = shape[2] * shape[3] * bytes_per_px
     if chunk[1] < shape[1]:
         if chunk[0] * shape[1] * px > cap:
@@ -377,10 +406,17 @@ class PerPattern:
     """Turn a per-pattern function ``fn(pattern, **kw) -> scalar or array`` into a kernel.
 
     The generic path for analyses that have no numba kernel: it loops over the patterns of a
-    block in Python. Keyword arguments named in ``scan_keys`` are per-pattern (passed to
-    :func:`map_scan` as ``scan_kwargs``) and ``fn`` gets their value at that pattern; the
-    others are passed unchanged. ``pattern`` holds the detector rows the driver read.
-    Picklable when ``fn`` is a module-level function, so it runs on dask.distributed too.
+    block in Python. ``pattern`` holds the detector rows the driver read. Picklable when ``fn``
+    is a module-level function, so it runs on dask.distributed too.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(pattern, **kw)`` returning a scalar or an array of fixed shape.
+    scan_keys : tuple of str
+        Keyword arguments that are per-pattern (passed to :func:`map_scan` as
+        ``scan_kwargs``): ``fn`` gets their value at that pattern; the others are passed
+        unchanged.
     """
 
     def __init__(self, fn: Callable[..., Any], *, scan_keys: tuple[str, ...] = ()):
@@ -388,6 +424,7 @@ class PerPattern:
         self.scan_keys = tuple(scan_keys)
 
     def __call__(self, block, *, row0: int, parallel: bool = True, **kw):
+        """The kernel: ``fn`` of every pattern of ``block``, as float64 ``(ny, nx, *shape)``."""
         ny, nx = block.shape[:2]
         scan = {k: kw.pop(k) for k in self.scan_keys}
         out = None

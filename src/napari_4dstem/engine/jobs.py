@@ -7,13 +7,17 @@ drive it with :func:`run_job`. The result is the generator's return value.
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["Job", "PartialMap", "Progress", "run_job"]
+from .._docstrings import docfiller
+
+__all__ = ["JOB_DOCS", "Job", "PartialMap", "Progress", "eager", "job_doc", "run_job"]
 
 T = TypeVar("T")
 
@@ -25,9 +29,19 @@ PARTIAL_EVERY_S = 0.2
 class PartialMap:
     """A map over the scan as far as a running job has computed it (maps filling in).
 
-    ``data`` is ``(scan_y, scan_x)`` float32 with NaN where nothing is computed yet; ``limits``
-    the ``(min, max)`` of the computed part, for a display range that does not need a pass over
-    the map; ``fraction`` the share of the scan computed.
+    Attributes
+    ----------
+    name : str
+        The map's name.
+    data : ndarray ``(scan_y, scan_x)`` float32
+        NaN where nothing is computed yet.
+    units : str
+        The values' units.
+    limits : (float, float)
+        ``(min, max)`` of the computed part, for a display range that does not need a pass
+        over the map.
+    fraction : float
+        The share of the scan computed.
     """
 
     name: str
@@ -38,7 +52,25 @@ class PartialMap:
 
     @classmethod
     def of(cls, name: str, values: np.ndarray, done: np.ndarray, units: str = "") -> PartialMap:
-        """The map of ``values`` where ``done`` (a boolean scan mask), NaN elsewhere."""
+        """The map of ``values`` where ``done`` (a boolean scan mask), NaN elsewhere.
+
+        Parameters
+        ----------
+        name : str
+            The map's name.
+        values : ndarray ``(scan_y, scan_x)``
+            The map being filled in.
+        done : bool ndarray ``(scan_y, scan_x)``
+            Where it is computed.
+        units : str
+            The values' units.
+
+        Returns
+        -------
+        PartialMap
+            Limits from the finite computed values (``(0, 1)`` when there are none; a flat map gets
+            ``(v, v + 1)``).
+        """
         data = np.where(done, values, np.nan).astype(np.float32)
         shown = data[done]
         shown = shown[np.isfinite(shown)]
@@ -48,9 +80,18 @@ class PartialMap:
 
 @dataclass(frozen=True)
 class Progress:
-    """One step of a long job: ``done`` of ``total`` units (patterns, chunks, epochs...), and,
-    for jobs that build a map over the scan, the map so far (``partial``, at most every
-    ``PARTIAL_EVERY_S``)."""
+    """One step of a long job: ``done`` of ``total`` units (patterns, chunks, epochs...).
+
+    Attributes
+    ----------
+    done, total : int
+        Units done and in all.
+    message : str
+        What the job is doing.
+    partial : PartialMap or None
+        For jobs that build a map over the scan, the map so far (at most every
+        ``PARTIAL_EVERY_S``).
+    """
 
     done: int
     total: int
@@ -59,6 +100,7 @@ class Progress:
 
     @property
     def fraction(self) -> float:
+        """``done / total`` clipped to 1 (1 when ``total`` is 0)."""
         return 1.0 if self.total <= 0 else min(1.0, self.done / self.total)
 
 
@@ -68,7 +110,17 @@ Job = Generator[Progress, None, T]
 def run_job(job: Job[T], progress: Callable[[Progress], Any] | None = None) -> T:
     """Drive a job generator to its end and return its result.
 
-    ``progress`` is called with every :class:`Progress` the job yields.
+    Parameters
+    ----------
+    job : Job
+        A generator yielding :class:`Progress` and returning the result.
+    progress : callable, optional
+        Called with every :class:`Progress` the job yields.
+
+    Returns
+    -------
+    object
+        The generator's return value.
     """
     while True:
         try:
@@ -77,3 +129,85 @@ def run_job(job: Job[T], progress: Callable[[Progress], Any] | None = None) -> T
             return stop.value
         if progress is not None:
             progress(p)
+
+
+# a numpydoc section header, and the job's phrasing of its result that the eager twin drops
+_SECTION = re.compile(r"^(\w[\w ]*)\n-{3,}\n", re.MULTILINE)
+_RETURN_VALUE = re.compile(r"The generator's return value(?: \([^)]*\))?: (\w)")
+_PROGRESS_DOC = "progress : callable, optional\n    Called with each :class:`~napari_4dstem.engine.jobs.Progress`.\n"
+
+
+def eager(job_fn: Callable[..., Job[T]], summary: str, *, name: str | None = None) -> Callable[..., T]:
+    """The eager twin of a job function: the job's arguments and ``progress``, the job's result.
+
+    Parameters
+    ----------
+    job_fn : callable
+        A function returning a :data:`Job` (its name ``iter_<name>`` by convention).
+    summary : str
+        The twin's one-line summary.
+    name : str, optional
+        The twin's name (default: ``job_fn``'s without its ``iter_`` prefix).
+
+    Returns
+    -------
+    callable
+        ``twin(*args, progress=None, **kwargs)`` = ``run_job(job_fn(*args, **kwargs), progress)``,
+        defined in ``job_fn``'s module, with ``job_fn``'s signature plus ``progress`` and a
+        docstring made of ``summary`` and ``job_fn``'s own (its Parameters with ``progress`` added,
+        its Returns as the result of the run), so each is written once, on the job.
+    """
+
+    def twin(*args: Any, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> T:
+        return run_job(job_fn(*args, **kwargs), progress)
+
+    twin.__name__ = twin.__qualname__ = name or job_fn.__name__.removeprefix("iter_")
+    twin.__module__ = job_fn.__module__
+    sig = inspect.signature(job_fn)
+    params = list(sig.parameters.values())
+    at = len(params) - (params and params[-1].kind is inspect.Parameter.VAR_KEYWORD)
+    if "progress" not in sig.parameters:
+        annotation = "Callable[[Progress], Any] | None"
+        params.insert(
+            at, inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+        )
+    result = sig.return_annotation
+    if isinstance(result, str) and result.startswith("Job[") and result.endswith("]"):
+        result = result[4:-1]
+    twin.__signature__ = sig.replace(parameters=params, return_annotation=result)  # type: ignore[attr-defined]
+    twin.__doc__ = _eager_doc(summary, job_fn)
+    return twin
+
+
+def _eager_doc(summary: str, job_fn: Callable) -> str:
+    doc = inspect.cleandoc(job_fn.__doc__ or "")
+    heads = list(_SECTION.finditer(doc))
+    body_end = heads[0].start() if heads else len(doc)
+    _, _, body = doc[:body_end].partition("\n\n")
+    out = [f"{summary}\n\nRuns :func:`{job_fn.__name__}` to its end and returns its result.", body.strip()]
+    sections = {
+        m.group(1): doc[m.end() : heads[i + 1].start() if i + 1 < len(heads) else len(doc)] for i, m in enumerate(heads)
+    }
+    if heads:
+        sections["Parameters"] = sections.get("Parameters", "").rstrip() + "\n" + _PROGRESS_DOC
+    for title, text in sections.items():
+        if title == "Yields":
+            continue  # the twin hands each Progress to ``progress``
+        if title == "Returns":
+            text = _RETURN_VALUE.sub(lambda m: m.group(1).upper(), text)
+        out.append(f"{title}\n{'-' * len(title)}\n{text.strip()}")
+    return "\n\n".join(part for part in out if part) + "\n"
+
+
+#: numpydoc text shared by the streaming jobs, filled into their docstrings by :func:`job_doc`
+JOB_DOCS = {
+    "data": "data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``\n"
+    "    The 4D-STEM data (in memory, memory-mapped or dask), read block by block in its native dtype.",
+    "scan_chunk": "scan_chunk : (int, int), optional\n"
+    "    Scan block read at a time (see :func:`napari_4dstem.engine.driver.map_scan`).\n"
+    "backend : optional\n"
+    "    Where the blocks run (see :func:`napari_4dstem.engine.driver.map_scan`).",
+    "yields": "Progress\n    One per block of the scan.",
+}
+job_doc = docfiller(JOB_DOCS)
+job_doc.__doc__ = "Fill a job's ``%(data)s``, ``%(scan_chunk)s`` and ``%(yields)s`` docstring lines from JOB_DOCS."

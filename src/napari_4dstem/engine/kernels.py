@@ -42,7 +42,14 @@ class Kernel:
     """One kernel compiled twice: ``parallel`` (all local cores) and ``serial`` (one core).
 
     The local engine calls ``parallel``; dask.distributed workers call ``serial`` and get their
-    parallelism from the worker threads (no oversubscription). Both are the same function.
+    parallelism from the worker threads (no oversubscription). Both are the same function, each
+    with its own numba cache file; an instance pickles by name, so workers import the compiled
+    kernel.
+
+    Parameters
+    ----------
+    fn : callable
+        A numba-compilable function (``prange`` loops run in parallel in the ``parallel`` twin).
     """
 
     def __init__(self, fn):
@@ -56,9 +63,11 @@ class Kernel:
         self.serial = numba.njit(parallel=False, nogil=True, cache=True, fastmath=_FM)(twin)
 
     def __call__(self, *args, parallel: bool = True):
+        """Run the parallel or the serial compilation on ``args``."""
         return (self.parallel if parallel else self.serial)(*args)
 
     def __reduce__(self):  # pickled by name, so dask workers import the compiled kernel
+        """Pickle by name, so dask workers import the compiled kernel."""
         return (_kernel_by_name, (self.__name__,))
 
 
@@ -138,8 +147,11 @@ def _ol_prefetch(arr, r, c):
 
 @numba.njit(nogil=True, cache=True, fastmath=_FM)
 def _bilinear(sy, sx):
-    """Integer part ``(iy, ix)`` of a sub-pixel shift and the bilinear weights of the four
-    integer shifts ``(iy, ix), (iy, ix + 1), (iy + 1, ix), (iy + 1, ix + 1)``."""
+    """Integer part and bilinear weights of a sub-pixel shift.
+
+    Integer part ``(iy, ix)`` of a sub-pixel shift and the bilinear weights of the four integer shifts ``(iy,
+    ix), (iy, ix + 1), (iy + 1, ix), (iy + 1, ix + 1)``.
+    """
     ay = math.floor(sy)
     ax = math.floor(sx)
     fy = sy - ay
@@ -301,6 +313,18 @@ def weighted_sum_block(block, row0, weights, r0, c0, shift_y, shift_x, zero, out
         out[i, j] = v
 
 
+@numba.njit(nogil=True, cache=True, fastmath=_FM)
+def _store_com(out, i, j, tot, my, mx):
+    """``out[i, j] = (tot, my / tot, mx / tot)``: the sum and the centre of mass, NaN where the sum is zero."""
+    out[i, j, 0] = tot
+    if tot != 0.0:
+        out[i, j, 1] = my / tot
+        out[i, j, 2] = mx / tot
+    else:
+        out[i, j, 1] = np.nan
+        out[i, j, 2] = np.nan
+
+
 @Kernel
 def com_block(block, row0, out):
     """Intensity and centre of mass of every pattern in one pass over the data.
@@ -326,13 +350,7 @@ def com_block(block, row0, out):
             tot += s
             my += s * (r + row0)
             mx += sc
-        out[i, j, 0] = tot
-        if tot != 0.0:
-            out[i, j, 1] = my / tot
-            out[i, j, 2] = mx / tot
-        else:
-            out[i, j, 1] = np.nan
-            out[i, j, 2] = np.nan
+        _store_com(out, i, j, tot, my, mx)
 
 
 @Kernel
@@ -366,13 +384,7 @@ def com_weighted_block(block, row0, weights, r0, c0, out):
             tot += s
             my += s * (r + row0)
             mx += sc
-        out[i, j, 0] = tot
-        if tot != 0.0:
-            out[i, j, 1] = my / tot
-            out[i, j, 2] = mx / tot
-        else:
-            out[i, j, 1] = np.nan
-            out[i, j, 2] = np.nan
+        _store_com(out, i, j, tot, my, mx)
 
 
 @Kernel
@@ -429,9 +441,20 @@ def disk_center_block(block, row0, guess_y, guess_x, radius, background, n_iter,
 def row_accumulator(dtype, weighted: bool):
     """Zero of the type in which one detector row is summed, chosen for speed and exactness.
 
-    Integers of up to 16 bits sum exactly in uint32 / int64 over a row (at most 65536 pixels);
-    float32 rows are summed in float32 (like BLAS; relative error about 1e-7 * sqrt(k_x)) and
-    everything else in float64. Rows are always added together in float64.
+    Parameters
+    ----------
+    dtype : dtype
+        The data's dtype.
+    weighted : bool
+        Whether the row is multiplied by weights (then float).
+
+    Returns
+    -------
+    numpy scalar
+        ``uint32(0)`` / ``int64(0)`` for unweighted unsigned / signed integers of up to 16 bits
+        (exact over a row of at most 65536 pixels), ``float32(0)`` for float32 rows (like BLAS;
+        relative error about 1e-7 * sqrt(k_x)), else ``float64(0)``. Rows are always added
+        together in float64.
     """
     dt = np.dtype(dtype)
     if dt == np.float32:

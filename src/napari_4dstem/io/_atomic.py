@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._docstrings import docfiller
 from ..errors import FileFormatError, Napari4DSTEMError, OutputExistsError
 
 __all__ = [
@@ -87,8 +88,10 @@ class OutputSnapshot:
 
 
 def snapshot_output(path: str | os.PathLike, *, overwrite: bool = False) -> OutputSnapshot:
-    """Record what is at ``path`` now; raise :class:`OutputExistsError` there is something and
-    ``overwrite`` is False, or FileFormatError when the folder does not exist.
+    """Record what is at ``path`` now.
+
+    Record what is at ``path`` now; raise :class:`OutputExistsError` there is something and ``overwrite`` is
+    False, or FileFormatError when the folder does not exist.
 
     Call it before starting long work so that an existing output is refused before the work,
     and pass the snapshot to :func:`atomic_output` so that only this very file is replaced.
@@ -108,8 +111,10 @@ def snapshot_output(path: str | os.PathLike, *, overwrite: bool = False) -> Outp
 
 
 def check_free_space(path: str | os.PathLike, need_bytes: int) -> None:
-    """Raise :class:`DiskFullError` when the disk holding ``path`` has less than
-    ``need_bytes`` (+16 MiB) free."""
+    """Raise :class:`DiskFullError` when the disk is short of ``need_bytes``.
+
+    Raise :class:`DiskFullError` when the disk holding ``path`` has less than ``need_bytes`` (+16 MiB) free.
+    """
     folder = Path(path).parent
     try:
         free = shutil.disk_usage(folder).free
@@ -195,12 +200,14 @@ def _before_publish(dst: Path) -> None:
 
 
 def _publish_by_placeholder(src: Path, dst: Path) -> None:
-    """Move file ``src`` to ``dst`` without hard links or renameat2: claim the name with an
-    empty placeholder created exclusively (``O_EXCL``: fails if anything is there, so two such
-    writers cannot both get it), then replace the placeholder, after checking that it is
-    still ours and still empty. A writer that creates exclusively (ours, with any of the three
-    methods) is never overwritten; only one that truncates an existing file in place, in the
-    microseconds between the check and the rename, could still lose its bytes."""
+    """Move file ``src`` to ``dst`` without hard links or renameat2.
+
+    Move file ``src`` to ``dst`` without hard links or renameat2: claim the name with an empty placeholder
+    created exclusively (``O_EXCL``: fails if anything is there, so two such writers cannot both get it), then
+    replace the placeholder, after checking that it is still ours and still empty. A writer that creates
+    exclusively (ours, with any of the three methods) is never overwritten; only one that truncates an
+    existing file in place, in the microseconds between the check and the rename, could still lose its bytes.
+    """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(dst, flags, 0o600)  # FileExistsError: something is there, nothing changed
     try:
@@ -340,8 +347,11 @@ def _key(path: str | os.PathLike) -> str:
 
 @contextlib.contextmanager
 def output_claims(snapshots) -> Iterator[list[Path]]:
-    """Within the block, writes to these paths use the given snapshots (taken when a command
-    started) instead of one taken at write time; yields the list of paths that were replaced."""
+    """Writes to these paths use the snapshots taken when a command started.
+
+    Within the block, writes to these paths use the given snapshots (taken when a command started) instead of
+    one taken at write time; yields the list of paths that were replaced.
+    """
     replaced: list[Path] = []
     claims = {_key(s.path): (s, replaced) for s in snapshots}
     token = _CLAIMS.set({**(_CLAIMS.get() or {}), **claims})
@@ -400,3 +410,20 @@ def atomic_output(
     finally:
         if os.path.lexists(tmp):
             _remove(tmp)
+
+
+#: numpydoc text shared by the writers (npy, zarr, EMD), filled in by :func:`write_doc`
+WRITE_DOCS = {
+    "overwrite": "overwrite : bool\n"
+    "    Replace an existing output (default False); only what was there when the write (or\n"
+    "    the command, see ``snapshot``) started is replaced.",
+    "snapshot": "snapshot : OutputSnapshot, optional\n"
+    "    What existed at ``path`` when the command started\n"
+    "    (:func:`~napari_4dstem.io._atomic.snapshot_output`).",
+    "written": "Path\n    ``path``, complete: it is written under a temporary name and moved into place.",
+    "exists": "OutputExistsError\n"
+    "    When ``path`` exists without ``overwrite``, or something new appeared there meanwhile.\n"
+    "DiskFullError\n"
+    "    When the output does not fit or the disk fills up while writing.",
+}
+write_doc = docfiller(WRITE_DOCS)

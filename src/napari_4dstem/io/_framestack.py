@@ -17,14 +17,16 @@ import numpy as np
 from ..errors import FileFormatError
 from ._helpers import lazy_frames, scan_chunks
 
-__all__ = ["FrameStack4D", "bitshuffle_checker", "frames_with_offset"]
+__all__ = ["FrameStack4D", "bitshuffle_checker", "check_frame_offset", "frames_with_offset"]
 
 _BSHUF_FILTER = 32008
 
 
 def bitshuffle_checker(ds):
-    """A function ``check(f0, f1)`` that validates the framing of frames ``f0:f1`` of an HDF5
-    dataset compressed with bitshuffle/LZ4 (one frame per chunk), or None for other datasets.
+    """A framing check for a bitshuffle/LZ4-compressed HDF5 dataset, or None.
+
+    A function ``check(f0, f1)`` that validates the framing of frames ``f0:f1`` of an HDF5 dataset compressed
+    with bitshuffle/LZ4 (one frame per chunk), or None for other datasets.
 
     HDF5's bitshuffle filter trusts the block sizes inside a compressed chunk: a damaged chunk
     whose block size points past the chunk's end crashed the process (SIGSEGV) in the fuzz
@@ -217,10 +219,23 @@ class FrameStack4D:
         return a.astype(dtype) if dtype is not None else a
 
 
+def check_frame_offset(path: str | os.PathLike, frame_offset: int, n: int) -> int:
+    """``frame_offset`` as an int that leaves at least one of ``n`` frames; FileFormatError otherwise."""
+    try:
+        k = int(frame_offset)
+    except (TypeError, ValueError):
+        raise FileFormatError(path, f"frame_offset must be an integer, got {frame_offset!r}") from None
+    if k >= n:
+        raise FileFormatError(path, f"frame_offset={k} drops every one of the {n} frames")
+    return k
+
+
 def frames_with_offset(stacks: Sequence, scan_shape: tuple[int, int], offset: int = 0, one=None):
-    """``(scan_y, scan_x, k_y, k_x)`` over the frames of ``stacks`` (each ``(n_i, ...)``, in
-    order) after a trigger offset: ``offset > 0`` drops the first ``offset`` frames (memmap
-    slices, still views), ``offset < 0`` puts ``-offset`` blank (zero) frames first.
+    """``(scan_y, scan_x, k_y, k_x)`` over the frames of ``stacks`` after a trigger offset.
+
+    ``(scan_y, scan_x, k_y, k_x)`` over the frames of ``stacks`` (each ``(n_i, ...)``, in order) after a
+    trigger offset: ``offset > 0`` drops the first ``offset`` frames (memmap slices, still views), ``offset <
+    0`` puts ``-offset`` blank (zero) frames first.
 
     ``one(stack, scan_shape)`` makes the 4D array of a single stack (default
     :func:`lazy_frames`, a zero-copy view); several stacks become a :class:`FrameStack4D`;

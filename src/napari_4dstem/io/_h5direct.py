@@ -52,8 +52,11 @@ class DirectChunks:
         self._buf = np.frombuffer(self._mm, dtype=np.uint8)
 
     def close(self) -> None:
-        """Unmap the file (frees its pages and, on Windows, the lock). Views still held by a
-        caller keep the map alive until they are dropped; reads after close raise."""
+        """Unmap the file (frees its pages and, on Windows, the lock).
+
+        Unmap the file (frees its pages and, on Windows, the lock). Views still held by a caller keep the map
+        alive until they are dropped; reads after close raise.
+        """
         self._buf = None
         try:
             self._mm.close()
@@ -64,8 +67,11 @@ class DirectChunks:
             self._fd = -1
 
     def _chunk(self, off: int) -> np.ndarray:
-        """The bytes of the chunk at ``off``: a view of the map after checking the file still
-        holds them (engine.chunks.SAFE_READS: a pread copy, never a mapped page)."""
+        """The bytes of the chunk at ``off``, checked against the file's size.
+
+        The bytes of the chunk at ``off``: a view of the map after checking the file still holds them
+        (engine.chunks.SAFE_READS: a pread copy, never a mapped page).
+        """
         end = off + self.chunk_bytes
         if chunks_mod.SAFE_READS:
             b = os.pread(self._fd, self.chunk_bytes, off)
@@ -83,10 +89,13 @@ class DirectChunks:
         return self._buf is None
 
     def chunk_views(self, sy: slice, sx: slice, *, contiguous: bool = True):
-        """The block ``[sy, sx]`` (all detector rows) chunk by chunk, without copying:
-        ``(dst_y, dst_x, patterns, offset)`` with block-relative slices and whole patterns (a
-        view into the file's map; with ``contiguous``, a small copy where a chunk is cut along
-        scan_x at the scan's edge; the fill value where a chunk was never written)."""
+        """The block ``[sy, sx]`` (all detector rows) chunk by chunk, without copying.
+
+        The block ``[sy, sx]`` (all detector rows) chunk by chunk, without copying: ``(dst_y, dst_x, patterns,
+        offset)`` with block-relative slices and whole patterns (a view into the file's map; with
+        ``contiguous``, a small copy where a chunk is cut along scan_x at the scan's edge; the fill value
+        where a chunk was never written).
+        """
         if self._buf is None:
             raise ValueError("direct chunk reader is closed")
         y0, y1, _ = sy.indices(self.shape[0])

@@ -161,8 +161,11 @@ def _attr_in(raw: _Raw, m: bytes, want: bytes, nbytes: int) -> bytes | None:
 
 
 def _attr_data(raw: _Raw, addr: int, name: str, nbytes: int) -> bytes | None:
-    """The raw data of attribute ``name`` of the object whose header is at ``addr``, in the
-    header or in its dense attribute storage (None when it cannot be found)."""
+    """The raw data of attribute ``name`` of the object whose header is at ``addr``.
+
+    The raw data of attribute ``name`` of the object whose header is at ``addr``, in the header or in its
+    dense attribute storage (None when it cannot be found).
+    """
     want = name.encode("utf-8")
     heap = None
     for mtype, mflags, m in _messages(raw, addr):
@@ -245,8 +248,11 @@ def _heap_direct_blocks(raw: _Raw, addr: int) -> list[bytes]:
 
 
 def _check_vlen_type(dt: bytes) -> None:
-    """A variable-length datatype message's class bits must be ones libhdf5 can convert: it
-    crashed (SIGSEGV) on a vlen whose kind field was neither 'sequence' nor 'string'."""
+    """Refuse variable-length datatype class bits libhdf5 cannot convert.
+
+    A variable-length datatype message's class bits must be ones libhdf5 can convert: it crashed (SIGSEGV) on
+    a vlen whose kind field was neither 'sequence' nor 'string'.
+    """
     if len(dt) < 8 or dt[0] & 0x0F != 9:
         return
     kind, pad, cset = dt[1] & 0x0F, dt[1] >> 4, dt[2] & 0x0F
@@ -266,8 +272,11 @@ def _compact_data(raw: _Raw, addr: int, nbytes: int) -> bytes | None:
 
 
 def _chunked_data(raw: _Raw, dset: h5py.Dataset) -> bytes | None:
-    """The raw elements of an unfiltered chunked dataset in C order (unwritten chunks: empty
-    references), or None when they cannot be assembled."""
+    """The raw elements of an unfiltered chunked dataset in C order, or None.
+
+    The raw elements of an unfiltered chunked dataset in C order (unwritten chunks: empty references), or None
+    when they cannot be assembled.
+    """
     ref = 4 + raw.sa + 4
     shape, chunks = dset.shape, dset.chunks
     out = np.zeros((*shape, ref), np.uint8)
@@ -325,8 +334,11 @@ def _heap_objects(raw: _Raw, addr: int) -> dict[int, int]:
 
 
 def _vlen_base_size(tid) -> int | None:
-    """Bytes per element in the heap of a variable-length type (1 for vlen strings), or None
-    for a type without variable-length data. Nested variable-length types are refused."""
+    """Bytes per element in the heap of a variable-length type.
+
+    Bytes per element in the heap of a variable-length type (1 for vlen strings), or None for a type without
+    variable-length data. Nested variable-length types are refused.
+    """
     if isinstance(tid, h5py.h5t.TypeStringID) and tid.is_variable_str():
         return 1
     if isinstance(tid, h5py.h5t.TypeVlenID):
@@ -398,9 +410,12 @@ def _addr(obj) -> int:
 
 
 def read_attr(obj, key: str, default: Any = None, *, decode: bool = True) -> Any:
-    """``obj.attrs[key]`` (bytes decoded as UTF-8), or ``default`` when absent or of a type
-    h5py cannot read; raises :class:`FileFormatError` when its declared size or any of its
-    variable-length references does not fit the file."""
+    """``obj.attrs[key]`` (bytes decoded as UTF-8), or ``default``; checked against the file.
+
+    ``obj.attrs[key]`` (bytes decoded as UTF-8), or ``default`` when absent or of a type h5py cannot read;
+    raises :class:`FileFormatError` when its declared size or any of its variable-length references does not
+    fit the file.
+    """
     try:
         if key not in obj.attrs:
             return default
@@ -421,8 +436,11 @@ def read_attr(obj, key: str, default: Any = None, *, decode: bool = True) -> Any
 
 
 def check_dataset(dset: h5py.Dataset, what: str | None = None) -> None:
-    """Refuse an eager read of ``dset`` whose declared size exceeds twice the file's, or whose
-    variable-length references do not match the file's global heap."""
+    """Refuse an eager read of ``dset`` that the file cannot hold.
+
+    Refuse an eager read of ``dset`` whose declared size exceeds twice the file's, or whose variable-length
+    references do not match the file's global heap.
+    """
     what = what or f"dataset {dset.name}"
     n = int(math.prod(dset.shape or ()))
     check_eager(dset.file.filename, n * dset.dtype.itemsize, what)
@@ -454,8 +472,11 @@ def read_dataset(dset: h5py.Dataset, what: str | None = None) -> Any:
 
 
 def scalar_dataset(f: h5py.Group, key: str, default: Any = None) -> Any:
-    """A scalar dataset's value (bytes decoded), or ``default`` when it is absent or not a
-    scalar; checked like :func:`read_dataset`."""
+    """A scalar dataset's value (bytes decoded), or ``default``.
+
+    A scalar dataset's value (bytes decoded), or ``default`` when it is absent or not a scalar; checked like
+    :func:`read_dataset`.
+    """
     d = f.get(key)
     if not isinstance(d, h5py.Dataset) or d.shape != ():
         return default

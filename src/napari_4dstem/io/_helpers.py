@@ -8,6 +8,7 @@ across formats.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import stat
@@ -35,8 +36,35 @@ __all__ = [
 DEFAULT_SCAN_CHUNK = 16
 
 
+# the numpydoc sections every format sniffer shares, added to its docstring by never_raises
+_SNIFFER_DOC = """
+
+Parameters
+----------
+path : str or path
+    Any file (or folder).
+
+Returns
+-------
+bool
+    Whether this reader claims it; any exception while looking counts as no.
+"""
+
+
 def never_raises(fn: Callable[[str], bool]) -> Callable[[str], bool]:
-    """Decorate a ``detect(path)`` function so that any exception means "not this format"."""
+    """Decorate a ``detect(path)`` function so that any exception means "not this format".
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(path) -> bool``, documented by its one-line summary (the shared Parameters and
+        Returns sections are added here).
+
+    Returns
+    -------
+    callable
+        ``fn`` returning False where it would raise.
+    """
 
     @wraps(fn)
     def wrapper(path) -> bool:
@@ -45,6 +73,7 @@ def never_raises(fn: Callable[[str], bool]) -> Callable[[str], bool]:
         except Exception:
             return False
 
+    wrapper.__doc__ = inspect.cleandoc(fn.__doc__ or "") + _SNIFFER_DOC
     return wrapper
 
 
@@ -91,8 +120,11 @@ def _read_fd(fd: int, n: int) -> bytes:
 
 
 def read_head(path: str | os.PathLike, n: int) -> bytes:
-    """The first ``n`` bytes of a regular file (fewer if it is shorter). Never blocks on a
-    FIFO and never reads a device: both raise FileFormatError."""
+    """The first ``n`` bytes of a regular file (fewer if it is shorter).
+
+    The first ``n`` bytes of a regular file (fewer if it is shorter). Never blocks on a FIFO and never reads a
+    device: both raise FileFormatError.
+    """
     fd, _ = _open_regular(path)
     try:
         return _read_fd(fd, n)
@@ -101,8 +133,11 @@ def read_head(path: str | os.PathLike, n: int) -> bytes:
 
 
 def read_small(path: str | os.PathLike, limit: int, what: str = "header") -> bytes:
-    """The whole of a small regular file (a sidecar header); FileFormatError when it is larger
-    than ``limit`` bytes, not a regular file, or unreadable."""
+    """The whole of a small regular file (a sidecar header).
+
+    The whole of a small regular file (a sidecar header); FileFormatError when it is larger than ``limit``
+    bytes, not a regular file, or unreadable.
+    """
     fd, st = _open_regular(path)
     try:
         if st.st_size > limit:
@@ -118,8 +153,11 @@ def read_small(path: str | os.PathLike, limit: int, what: str = "header") -> byt
 
 
 def check_eager(path: str | os.PathLike, nbytes: int, what: str) -> None:
-    """Refuse to read ``nbytes`` into memory for ``what`` when that is more than twice the size
-    of the file it comes from (plus 1 MiB): a small file cannot make us allocate gigabytes."""
+    """Refuse to read ``nbytes`` into memory for ``what`` when the file is far smaller.
+
+    Refuse to read ``nbytes`` into memory for ``what`` when that is more than twice the size of the file it
+    comes from (plus 1 MiB): a small file cannot make us allocate gigabytes.
+    """
     try:
         size = os.stat(path).st_size
     except OSError:
@@ -251,8 +289,11 @@ def lazy_frames(
 
 
 def scan_chunks(scan_shape: tuple[int, int], edge: int = DEFAULT_SCAN_CHUNK) -> tuple[int, int]:
-    """Scan chunk ``(cy, cx)`` of about ``edge**2`` patterns: ``(edge, edge)`` for 2D scans,
-    longer along x when the scan has fewer than ``edge`` rows (e.g. a ``(1, n)`` series)."""
+    """Scan chunk ``(cy, cx)`` of about ``edge**2`` patterns.
+
+    Scan chunk ``(cy, cx)`` of about ``edge**2`` patterns: ``(edge, edge)`` for 2D scans, longer along x when
+    the scan has fewer than ``edge`` rows (e.g. a ``(1, n)`` series).
+    """
     sy, sx = scan_shape
     cy = min(sy, edge)
     cx = min(sx, max(edge, edge * edge // cy))

@@ -27,7 +27,18 @@ _SCAN, _RECIP = "ScanAxis", "ReciprocalSpaceAxis"
 
 
 def abtem_metadata(attrs: Mapping[str, Any]) -> dict | None:
-    """The ``metadata0`` attribute of an abTEM 4D diffraction measurement, or None if not one."""
+    """The ``metadata0`` attribute of an abTEM 4D diffraction measurement, or None if not one.
+
+    Parameters
+    ----------
+    attrs : mapping
+        A zarr group's attributes.
+
+    Returns
+    -------
+    dict or None
+        abTEM's metadata of the measurement.
+    """
     meta = attrs.get("metadata0")
     if not isinstance(meta, Mapping) or meta.get("type") != "DiffractionPatterns":
         return None
@@ -51,7 +62,28 @@ def _sampling(ax: Mapping[str, Any], i: int, path) -> float:
 
 
 def abtem_calibration(meta: Mapping[str, Any], shape: tuple[int, ...], path: str | os.PathLike) -> Calibration:
-    """Our calibration of an abTEM measurement of array shape ``shape`` (abTEM's axis order)."""
+    """Our calibration of an abTEM measurement of array shape ``shape`` (abTEM's axis order).
+
+    Parameters
+    ----------
+    meta : mapping
+        The measurement's ``metadata0`` (:func:`abtem_metadata`).
+    shape : tuple of int
+        The array's shape, abTEM's ``(x, y, k_x, k_y)``.
+    path : str or path
+        The store, for error messages.
+
+    Returns
+    -------
+    Calibration
+        Scan step in Angstrom and detector pixel size in 1/A, with the beam energy where given.
+
+    Raises
+    ------
+    FileFormatError
+        For an array that is not 4D, axes that are not two scan then two reciprocal axes,
+        units other than Å and 1/Å, non-square detector pixels, or an invalid calibration.
+    """
     if len(shape) != 4:
         raise FileFormatError(
             path, f"abTEM array is {len(shape)}D {tuple(shape)}; need a 4D scan of diffraction patterns "
@@ -90,7 +122,18 @@ def abtem_calibration(meta: Mapping[str, Any], shape: tuple[int, ...], path: str
 
 
 def transpose_to_ours(arr: Any) -> Any:
-    """abTEM's ``(x, y, k_x, k_y)`` array as a lazy dask array ``(scan_y, scan_x, k_y, k_x)``."""
+    """The abTEM ``(x, y, k_x, k_y)`` array as a lazy dask array ``(scan_y, scan_x, k_y, k_x)``.
+
+    Parameters
+    ----------
+    arr : array-like
+        The store's array (zarr or dask).
+
+    Returns
+    -------
+    dask.array.Array
+        A transposed view; nothing is read.
+    """
     import dask.array as da
 
     chunks = getattr(arr, "chunks", None)

@@ -51,10 +51,40 @@ __all__ = ["is_arina", "master_path", "read_datacube", "read_detector_arrays", "
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _DET = "entry/instrument/detector"
 _SPECIFIC = _DET + "/detectorSpecific"
+# the scalar datasets copied into the metadata, by their HDF5 group
+_META_KEYS = {
+    _DET: (
+        "description",
+        "detector_number",
+        "count_time",
+        "frame_time",
+        "x_pixel_size",
+        "y_pixel_size",
+        "beam_center_x",
+        "beam_center_y",
+        "sensor_material",
+        "saturation_value",
+        "countrate_correction_applied",
+        "flatfield_correction_applied",
+        "pixel_mask_applied",
+    ),
+    _SPECIFIC: ("photon_energy", "ntrigger", "nimages", "compression", "software_version", "data_collection_date"),
+}
 
 
 def master_path(path: str | os.PathLike) -> Path:
-    """The master file for ``path`` (the path itself, or ``<name>_master.h5`` of a data file)."""
+    """The master file for ``path`` (the path itself, or ``<name>_master.h5`` of a data file).
+
+    Parameters
+    ----------
+    path : str or path
+        A master file, or a ``<name>_data_NNNNNN.h5`` data file.
+
+    Returns
+    -------
+    Path
+        The data file's master when it exists beside it, else ``path``.
+    """
     p = Path(path)
     m = re.match(r"(.*)_data_\d+(\.h5|\.hdf5)$", p.name)
     if m:
@@ -96,9 +126,24 @@ def _scalar(f: h5py.File, key: str, default=None):
 def read_detector_arrays(path: str | os.PathLike, frame_shape: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
     """The master file's ``pixel_mask`` and ``flatfield`` (each ``(k_y, k_x)``), where present.
 
-    ``pixel_mask`` is non-zero for pixels the detector flags (dead, hot, gaps); ``flatfield``
-    holds the per-pixel gain factors (float32). An array whose shape is not ``frame_shape``
-    (when given) is refused, and none is read whose declared size exceeds twice the file's.
+    Parameters
+    ----------
+    path : str or path
+        The master file (or a data file beside it).
+    frame_shape : (int, int), optional
+        When given, an array of another shape is refused.
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``pixel_mask`` (non-zero for pixels the detector flags: dead, hot, gaps) and
+        ``flatfield`` (per-pixel gain factors, float32), each where present.
+
+    Raises
+    ------
+    FileFormatError
+        When the master cannot be read, or an array has another shape than ``frame_shape``; no
+        array is read whose declared size exceeds twice the file's.
     """
     p = master_path(path)
     require_regular(p)
@@ -125,8 +170,11 @@ def _filters() -> None:
 
 
 def _open_stacks(p: Path, f: h5py.File) -> tuple[list[h5py.Dataset], list[h5py.File]]:
-    """The data datasets linked from the master, in order, with the files opened for them
-    (all closed again if one is missing or malformed)."""
+    """The data datasets linked from the master, in order, with their open files.
+
+    The data datasets linked from the master, in order, with the files opened for them (all closed again if
+    one is missing or malformed).
+    """
     files: list[h5py.File] = []
     try:
         return _open_stacks_into(p, f, files)
@@ -171,19 +219,37 @@ def _open_stacks_into(p: Path, f: h5py.File, files: list) -> tuple[list[h5py.Dat
     return stacks, files
 
 
-def validate(path: str | os.PathLike) -> dict[str, Any]:
-    """Check that the master and all its data files open and agree; return a summary.
-
-    Returns ``{"n_frames", "frame_shape", "dtype", "expected_frames"}``; raises FileFormatError
-    when a data file is missing or holds fewer frames than the master's ``nimages * ntrigger``.
-    """
-    p = master_path(path)
+def _open_master(p: Path):
+    """The master file ``p`` open for reading (a regular file; HDF5 filters registered)."""
     require_regular(p)
     _filters()
     try:
-        f = h5py.File(p, "r")
+        return h5py.File(p, "r")
     except OSError as e:
         raise FileFormatError(p, f"not a readable HDF5 file ({e})") from None
+
+
+def validate(path: str | os.PathLike) -> dict[str, Any]:
+    """Check that the master and all its data files open and agree; return a summary.
+
+    Parameters
+    ----------
+    path : str or path
+        The master file (or a data file beside it).
+
+    Returns
+    -------
+    dict
+        ``{"n_frames", "frame_shape", "dtype", "expected_frames"}``.
+
+    Raises
+    ------
+    FileFormatError
+        When the master or a data file is missing or unreadable, or the data hold fewer frames
+        than the master's ``nimages * ntrigger``.
+    """
+    p = master_path(path)
+    f = _open_master(p)
     with f:
         stacks, files = _open_stacks(p, f)
         try:
@@ -212,9 +278,12 @@ def _summary(p: Path, f: h5py.File, stacks: list) -> dict[str, Any]:
 
 
 def _close_all(files: list) -> None:
-    """Close the data files (last opened first). Each close costs HDF5 time in proportion to
-    the files still open (1,200 files: about 7 s in all); opening them once, not twice, is
-    what keeps opening a 1,200-file dataset near 3-4 s (was 14 s)."""
+    """Close the data files (last opened first).
+
+    Close the data files (last opened first). Each close costs HDF5 time in proportion to the files still open
+    (1,200 files: about 7 s in all); opening them once, not twice, is what keeps opening a 1,200-file dataset
+    near 3-4 s (was 14 s).
+    """
     for df in reversed(files):
         df.close()
 
@@ -264,18 +333,18 @@ def read_datacube(
     DataCube
         Dask array over the HDF5 datasets, stored dtype. ``metadata["pixel_mask"]`` and
         ``metadata["flatfield"]`` hold the master's ``(k_y, k_x)`` arrays where present.
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`validate`, or when the scan shape does not fit the frames.
     """
     import dask.array as da
 
     p = master_path(path)
     if not p.is_file():
         raise FileFormatError(p, "no such file")
-    require_regular(p)
-    _filters()
-    try:
-        f = h5py.File(p, "r")
-    except OSError as e:
-        raise FileFormatError(p, f"not a readable HDF5 file ({e})") from None
+    f = _open_master(p)
     try:
         # each data file is opened once, here, and stays open for the DataCube
         stacks, files = _open_stacks(p, f)
@@ -318,35 +387,11 @@ def read_datacube(
         "frames_in_file": n,
         "scan_shape_from": source,
     }
-    for key in (
-        "description",
-        "detector_number",
-        "count_time",
-        "frame_time",
-        "x_pixel_size",
-        "y_pixel_size",
-        "beam_center_x",
-        "beam_center_y",
-        "sensor_material",
-        "saturation_value",
-        "countrate_correction_applied",
-        "flatfield_correction_applied",
-        "pixel_mask_applied",
-    ):
-        v = _scalar(f, f"{_DET}/{key}")
-        if v is not None:
-            meta[key] = v
-    for key in (
-        "photon_energy",
-        "ntrigger",
-        "nimages",
-        "compression",
-        "software_version",
-        "data_collection_date",
-    ):
-        v = _scalar(f, f"{_SPECIFIC}/{key}")
-        if v is not None:
-            meta[key] = v
+    for group, keys in _META_KEYS.items():
+        for key in keys:
+            v = _scalar(f, f"{group}/{key}")
+            if v is not None:
+                meta[key] = v
     meta.update(read_detector_arrays(p, (qy, qx)))
     if stem:
         meta["stem_metadata"] = stem

@@ -44,7 +44,24 @@ _RECORD_HEADER = 6
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse the blockfile header (64 bytes). Raises FileFormatError if it is not one."""
+    """Parse the blockfile header (64 bytes).
+
+    Parameters
+    ----------
+    path : str or path
+        The file.
+
+    Returns
+    -------
+    dict
+        The header fields (``magic``, ``offset_vbf``, ``offset_data``, ``dp_size``, ``nx``,
+        ``ny``, ``sx_nm``, ``sy_nm``, ``beam_energy_V``...).
+
+    Raises
+    ------
+    FileFormatError
+        When the file does not start with an ``IMGBLO`` header of version 0x0102.
+    """
     p = Path(path)
     head = read_head(p, struct.calcsize(_FMT))
     if len(head) < struct.calcsize(_FMT) or not head.startswith(b"IMGBLO"):
@@ -70,7 +87,24 @@ def is_blockfile(path: str | os.PathLike) -> bool:
 
 
 def validate(path: str | os.PathLike) -> dict[str, Any]:
-    """Check the header against the file size; return the header."""
+    """Check the header against the file size; return the header.
+
+    Parameters
+    ----------
+    path : str or path
+        The blockfile.
+
+    Returns
+    -------
+    dict
+        The header (:func:`read_header`).
+
+    Raises
+    ------
+    FileFormatError
+        For an empty shape, a data offset inside the header, or a file longer or shorter than
+        the header's patterns need (the message says how to open what is there).
+    """
     p = Path(path)
     h = read_header(p)
     if h["dp_size"] < 1 or h["nx"] < 1 or h["ny"] < 1:
@@ -138,6 +172,12 @@ def read_datacube(
     -------
     DataCube
         ``(NY, NX, DP_SZ, DP_SZ)`` uint8, a zero-copy memmap view.
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`validate` (without ``scan_shape``), for an invalid header, a scan shape
+        that does not fit the patterns, or pattern records without their 0x55AA marker.
     """
     p = Path(path)
     try:

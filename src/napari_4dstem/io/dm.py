@@ -60,12 +60,23 @@ _MAX_DEPTH = 64
 
 
 class DMArray:
-    """An array tag not read while parsing: ``dtype``, ``count`` and file ``offset``."""
+    """An array tag not read while parsing: ``dtype``, ``count`` and file ``offset``.
+
+    Parameters
+    ----------
+    dtype : numpy.dtype
+        Type of one element.
+    count : int
+        Number of elements.
+    offset : int
+        Byte offset of the first element in the file.
+    """
 
     def __init__(self, dtype: np.dtype, count: int, offset: int):
         self.dtype, self.count, self.offset = dtype, count, offset
 
     def __repr__(self) -> str:
+        """Type, count and offset."""
         return f"DMArray({self.dtype}, count={self.count}, offset={self.offset})"
 
 
@@ -165,8 +176,11 @@ class _Reader:
         self._fail(f"unknown info type {code}")
 
     def _array(self, dt: np.dtype, count: int, keep_offset: bool):
-        """An array of ``count`` x ``dt`` at the current position: read when short (and not
-        image data), else kept as a :class:`DMArray` offset and skipped."""
+        """An array of ``count`` x ``dt`` at the current position, read or skipped.
+
+        An array of ``count`` x ``dt`` at the current position: read when short (and not image data), else
+        kept as a :class:`DMArray` offset and skipped.
+        """
         nbytes = dt.itemsize * count
         offset = self.fh.tell()
         if offset + nbytes > self.size:
@@ -182,7 +196,24 @@ class _Reader:
 
 
 def read_tags(path: str | os.PathLike) -> dict[str, Any]:
-    """The whole tag tree of a DM3/DM4 file (large arrays as :class:`DMArray` offsets)."""
+    """The whole tag tree of a DM3/DM4 file (large arrays as :class:`DMArray` offsets).
+
+    Parameters
+    ----------
+    path : str or path
+        The file.
+
+    Returns
+    -------
+    dict
+        Tag groups as nested dicts, tag lists as lists.
+
+    Raises
+    ------
+    FileFormatError
+        For a file too short for a DM header, another version word than 3 or 4, or a truncated
+        or malformed tag tree.
+    """
     p = Path(path)
     size = require_regular(p).st_size
     with open(p, "rb") as fh:
@@ -218,7 +249,25 @@ _PACKED_COMPLEX = (5,)
 
 @dataclass(frozen=True)
 class DMImage:
-    """One image of a DM file: where its pixels are and what they are."""
+    """One image of a DM file: where its pixels are and what they are.
+
+    Attributes
+    ----------
+    index : int
+        Position in ``ImageList``.
+    name : str
+        The image's name.
+    dims : tuple of int
+        Sizes, fastest first, as DM lists them.
+    data_type : int
+        DM ``DataType``.
+    dtype : numpy.dtype
+        numpy dtype of one pixel (structured R, G, B, A for RGB images).
+    offset : int
+        Byte offset of the pixels in the file.
+    tags : dict
+        The image's tag group.
+    """
 
     index: int  #: position in ``ImageList``
     name: str
@@ -235,6 +284,7 @@ class DMImage:
 
     @property
     def calibrations(self) -> list:
+        """The ``Calibrations/Dimension`` records (``Origin``, ``Scale``, ``Units``), fastest first."""
         dims = self.tags["ImageData"].get("Calibrations", {}).get("Dimension", {})
         return list(dims.values()) if isinstance(dims, dict) else []
 
@@ -289,7 +339,23 @@ def _image(p: Path, index: int, im: dict[str, Any]) -> DMImage | None:
 
 
 def list_images(path: str | os.PathLike) -> list[DMImage]:
-    """Every image of a DM3/DM4 file that holds pixels (the thumbnail first, when present)."""
+    """Every image of a DM3/DM4 file that holds pixels (the thumbnail first, when present).
+
+    Parameters
+    ----------
+    path : str or path
+        The file.
+
+    Returns
+    -------
+    list of DMImage
+        In ``ImageList`` order.
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`read_tags`, or for an image whose data type or size does not match its data.
+    """
     p = Path(path)
     il = read_tags(p).get("ImageList", {})
     out = []
@@ -300,11 +366,25 @@ def list_images(path: str | os.PathLike) -> list[DMImage]:
 
 
 def read_image(path: str | os.PathLike, index: int = -1) -> np.memmap:
-    """The pixels of one image, exactly as stored, as a read-only memmap of shape
-    ``DMImage.shape`` (``index=-1``: the last image, the data after the thumbnail).
+    """The pixels of one image, exactly as stored, as a read-only memmap of ``DMImage.shape``.
 
-    Every pixel type decodes, RGB as a structured ``(R, G, B, A)`` array; packed complex
-    (``DataType`` 5) raises FileFormatError.
+    Parameters
+    ----------
+    path : str or path
+        The file.
+    index : int
+        Which image of :func:`list_images` (default -1: the last, the data after the thumbnail).
+
+    Returns
+    -------
+    numpy.memmap
+        Every pixel type decodes, RGB as a structured ``(R, G, B, A)`` array.
+
+    Raises
+    ------
+    FileFormatError
+        For a file without image data, a packed complex (FFT, ``DataType`` 5) image, or no
+        image ``index``.
     """
     p = Path(path)
     images = list_images(p)
@@ -359,7 +439,27 @@ def read_datacube(
 ) -> DataCube:
     """Open the 4D image (or 3D stack of patterns) of a DM3/DM4 file lazily, as a memmap.
 
-    A 3D image ``(n, k_y, k_x)`` opens as ``(1, n)`` unless ``scan_shape`` is given.
+    Parameters
+    ----------
+    path : str or path
+        The file.
+    scan_shape : (int, int), optional
+        ``(scan_y, scan_x)`` for a 3D stack ``(n, k_y, k_x)``, which opens as ``(1, n)``
+        otherwise.
+    calibration : Calibration, optional
+        Overrides the calibration from the image's dimension calibrations.
+
+    Returns
+    -------
+    DataCube
+        Zero-copy over the file in the stored dtype (complex as such, bool as bool, RGB as its
+        R G B A view); the image's tags in ``metadata``.
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`list_images`, or for a file with no 4D image or stack of patterns (2D images,
+        spectrum images, packed complex), or a scan shape that does not fit.
     """
     p = Path(path)
     im = _pick(p, list_images(p))

@@ -39,9 +39,9 @@ from ..data.results import BraggPeaks, DiffractionImage, RealSpaceMap
 from ..engine.chunks import iter_scan_blocks
 from ..engine.jobs import Progress
 from ..errors import CalibrationError, DataShapeError, FileFormatError
-from ._atomic import atomic_output
+from ._atomic import atomic_output, write_doc
 from ._h5safe import check_dataset, read_attr
-from ._helpers import read_head, require_regular
+from ._helpers import never_raises, read_head, require_regular
 
 __all__ = [
     "EMDNode",
@@ -123,8 +123,11 @@ def _write_metadata(node: h5py.Group, name: str, items: Mapping[str, Any], cls="
 
 
 def _register_filters() -> None:
-    """Register hdf5plugin's filters (Blosc2, bitshuffle/LZ4, zstd...) with h5py, so that a
-    compressed EMD opens whether or not another reader imported hdf5plugin first."""
+    """Register hdf5plugin's filters (Blosc2, bitshuffle/LZ4, zstd...) with h5py.
+
+    Register hdf5plugin's filters (Blosc2, bitshuffle/LZ4, zstd...) with h5py, so that a compressed EMD opens
+    whether or not another reader imported hdf5plugin first.
+    """
     try:
         import hdf5plugin  # noqa: F401
     except ImportError:  # optional: only compressed files need it, and h5py says which filter
@@ -132,8 +135,11 @@ def _register_filters() -> None:
 
 
 def _eager(dset) -> Any:
-    """``dset[()]`` after checking that its declared size is not more than twice the file's
-    (and its variable-length references against the file's global heap)."""
+    """``dset[()]`` after checking that the file can hold it.
+
+    ``dset[()]`` after checking that its declared size is not more than twice the file's (and its
+    variable-length references against the file's global heap).
+    """
     if isinstance(dset, h5py.Dataset):
         check_dataset(dset)
     return dset[()]
@@ -304,7 +310,19 @@ def _calibration_from_items(ours: Mapping[str, Any] | None, p4: Mapping[str, Any
 # ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EMDNode:
-    """One node of an EMD file: its HDF5 path, py4DSTEM class and data shape."""
+    """One node of an EMD file: its HDF5 path, py4DSTEM class and data shape.
+
+    Attributes
+    ----------
+    path : str
+        HDF5 path of the node's group.
+    python_class : str
+        The py4DSTEM class it was written as (``DataCube``, ``RealSlice``...), or ``""``.
+    group_type : str
+        EMD ``emd_group_type`` (``"array"``, ``"pointlistarray"``...).
+    shape : tuple of int or None
+        Shape of its data (None when it has no array).
+    """
 
     path: str
     python_class: str
@@ -312,15 +330,13 @@ class EMDNode:
     shape: tuple[int, ...] | None
 
 
+@never_raises
 def is_emd(path: str | os.PathLike) -> bool:
     """Cheap sniff: an HDF5 file whose root says ``emd_group_type = 'file'``. Never raises."""
-    try:
-        if read_head(path, 8) != b"\x89HDF\r\n\x1a\n":  # regular files only: no FIFO hang
-            return False
-        with h5py.File(path, "r") as f:
-            return _attr(f, "emd_group_type") == "file"
-    except Exception:
+    if read_head(path, 8) != b"\x89HDF\r\n\x1a\n":  # regular files only: no FIFO hang
         return False
+    with h5py.File(path, "r") as f:
+        return _attr(f, "emd_group_type") == "file"
 
 
 def _open(path: str | os.PathLike) -> h5py.File:
@@ -366,7 +382,24 @@ def _walk(f: h5py.File) -> list[EMDNode]:
 
 
 def list_nodes(path: str | os.PathLike) -> list[EMDNode]:
-    """Every data node in an EMD file (datacubes, maps, peak lists) without reading data."""
+    """Every data node in an EMD file (datacubes, maps, peak lists) without reading data.
+
+    Parameters
+    ----------
+    path : str or path
+        The EMD file.
+
+    Returns
+    -------
+    list of EMDNode
+        In the file's order.
+
+    Raises
+    ------
+    FileFormatError
+        For a missing file, a folder, a file that is not readable HDF5, or HDF5 without EMD 1.x
+        root attributes.
+    """
     with _open(path) as f:
         return _walk(f)
 
@@ -404,7 +437,25 @@ def _find_datacube(f: h5py.File, node: str | None) -> EMDNode:
 def read_datacube(path: str | os.PathLike, *, node: str | None = None) -> DataCube:
     """Open the (first, or named) 4D datacube of an EMD file lazily (h5py behind the array).
 
-    The file stays open until :meth:`DataCube.close` is called.
+    Parameters
+    ----------
+    path : str or path
+        The EMD file.
+    node : str, optional
+        The node's name or HDF5 path (default: the first py4DSTEM DataCube, else the first 4D
+        array).
+
+    Returns
+    -------
+    DataCube
+        Over the HDF5 dataset, with the file's calibration and our metadata; the file stays
+        open until :meth:`DataCube.close` is called.
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`list_nodes`; for no 4D datacube (or none named ``node``), a virtual dataset
+        that maps a missing file, unallocated data, or an invalid calibration.
     """
     f = _open(path)
     try:
@@ -442,9 +493,12 @@ def _closer(f: h5py.File):
 
 
 def _check_allocated(f: h5py.File, dset: h5py.Dataset) -> None:
-    """The datacube's storage must be written: a contiguous dataset whole, a chunked one
-    every chunk. A small file declaring a huge, never written dataset (or one cut short by a
-    killed writer) would otherwise open and read as fill values."""
+    """Refuse a datacube whose storage is not all written.
+
+    The datacube's storage must be written: a contiguous dataset whole, a chunked one every chunk. A small
+    file declaring a huge, never written dataset (or one cut short by a killed writer) would otherwise open
+    and read as fill values.
+    """
     if dset.is_virtual:
         return
     if dset.chunks is None:
@@ -462,8 +516,11 @@ def _check_allocated(f: h5py.File, dset: h5py.Dataset) -> None:
 
 
 def _check_sources(f: h5py.File, dset: h5py.Dataset) -> None:
-    """A virtual dataset must have every source file and dataset it maps: HDF5 returns fill
-    values for a missing one, which would open as silently wrong data."""
+    """Refuse a virtual dataset with a missing source file or dataset.
+
+    A virtual dataset must have every source file and dataset it maps: HDF5 returns fill values for a missing
+    one, which would open as silently wrong data.
+    """
     if not dset.is_virtual:
         return
     here = Path(f.filename).parent
@@ -484,7 +541,23 @@ def _check_sources(f: h5py.File, dset: h5py.Dataset) -> None:
 
 
 def read_calibration(path: str | os.PathLike) -> Calibration:
-    """The calibration stored with the first datacube (or first root) of an EMD file."""
+    """The calibration stored with the first datacube (or first root) of an EMD file.
+
+    Parameters
+    ----------
+    path : str or path
+        The EMD file.
+
+    Returns
+    -------
+    Calibration
+        Ours when the file records it, else converted from py4DSTEM's calibration.
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`list_nodes`, or for an invalid calibration.
+    """
     with _open(path) as f:
         nodes = _walk(f)
         if not nodes:
@@ -510,8 +583,24 @@ def _read_peaks(grp: h5py.Group, cal: Calibration, name: str, params) -> BraggPe
 
 
 def read_provenance(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """What every result node of a file records of how it was made: ``{node_name: {software,
-    software_version, written_utc, input_file, input_size_bytes, input_mtime_utc}}``."""
+    """What every result node of a file records of how it was made.
+
+    Parameters
+    ----------
+    path : str or path
+        The EMD file.
+
+    Returns
+    -------
+    dict of str to dict
+        ``{node_name: {software, software_version, written_utc, input_file, input_size_bytes,
+        input_mtime_utc}}`` for the nodes that record it.
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`list_nodes`.
+    """
     with _open(path) as f:
         out = {}
         for n in _walk(f):
@@ -523,8 +612,23 @@ def read_provenance(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
 
 
 def read(path: str | os.PathLike) -> dict[str, Any]:
-    """Everything in an EMD file: ``{node_name: DataCube | RealSpaceMap | DiffractionImage |
-    BraggPeaks}``. Datacubes stay lazy (close them when done); results are read into memory.
+    """Everything in an EMD file.
+
+    Parameters
+    ----------
+    path : str or path
+        The EMD file.
+
+    Returns
+    -------
+    dict of str to object
+        ``{node_name: DataCube | RealSpaceMap | DiffractionImage | BraggPeaks}``. Datacubes stay
+        lazy (close them when done); results are read into memory.
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`list_nodes` and :func:`read_datacube`.
     """
     f = _open(path)
     out: dict[str, Any] = {}
@@ -705,6 +809,7 @@ def _write_peaks(parent: h5py.Group, p: BraggPeaks, detector_shape, prov: Mappin
     _write_metadata(node, _OUR_META, {"result_type": "BraggPeaks", **prov})
 
 
+@write_doc
 def write(
     path: str | os.PathLike,
     *objects: DataCube | RealSpaceMap | DiffractionImage | BraggPeaks,
@@ -722,13 +827,37 @@ def write(
 
     Parameters
     ----------
+    path : str or path
+        The output file.
+    *objects : DataCube, RealSpaceMap, DiffractionImage or BraggPeaks
+        What to write (at most one DataCube; distinct names).
+    %(overwrite)s
+    root : str, optional
+        Name of the root group (default ``<datacube name>_root``, or ``napari_4dstem_root``).
     chunks : 4-tuple, optional
         HDF5 chunks of the datacube; default ``(8-16, 8-16, k_y, k_x)``.
     compression : {None, "gzip", "lzf"}
         Compression of the datacube (results are small and stored plainly).
+    progress : callable, optional
+        Called with each :class:`~napari_4dstem.engine.jobs.Progress` while the datacube is
+        copied.
     source : path, optional
         The input file the results were computed from (default: the datacube's source). Every
         result node records it (path, size, mtime) with the software version and the time.
+
+    Returns
+    -------
+    %(written)s
+
+    Raises
+    ------
+    ValueError
+        With nothing to write, or more than one DataCube.
+    TypeError
+        For an object of another type.
+    DataShapeError
+        For two objects of the same name.
+    %(exists)s
     """
     if not objects:
         raise ValueError("nothing to write")

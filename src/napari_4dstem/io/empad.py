@@ -66,9 +66,23 @@ def _xml_for(path: Path) -> Path:
 def read_xml(path: str | os.PathLike) -> dict[str, Any]:
     """Parse an EMPAD ``.xml`` header: raw file name, scan shape or series count, calibration.
 
-    Returns a dict with ``raw_filename``, ``scan_shape`` (``(ny, nx)`` or None), ``series_count``
-    (or None), ``scan_step_m`` (or None), ``k_pixel_mrad`` (or None), ``high_voltage_V`` (or
-    None) and ``version``.
+    Parameters
+    ----------
+    path : str or path
+        The ``.xml`` header (a regular file of at most 8 MiB).
+
+    Returns
+    -------
+    dict
+        ``raw_filename``, ``scan_shape`` (``(ny, nx)`` or None), ``series_count`` (or None),
+        ``scan_step_m`` (or None), ``k_pixel_mrad`` (or None), ``high_voltage_V`` (or None)
+        and ``version``.
+
+    Raises
+    ------
+    FileFormatError
+        For XML that does not parse, no ``<raw_file filename=...>``, or a numeric field that is
+        not a number.
     """
     p = Path(path)
     blob = read_small(p, 8 * 2**20, "EMPAD .xml header")  # regular files only: no FIFO hang
@@ -146,7 +160,28 @@ def is_empad(path: str | os.PathLike) -> bool:
 
 
 def validate(path: str | os.PathLike) -> tuple[dict[str, Any], Path, int]:
-    """Check the raw file against the header; return ``(header info, raw path, n_frames)``."""
+    """Check the raw file against the header; return ``(header info, raw path, n_frames)``.
+
+    Parameters
+    ----------
+    path : str or path
+        The ``.xml`` header, or the ``.raw`` file (the header naming it is looked up).
+
+    Returns
+    -------
+    info : dict
+        The header (:func:`read_xml`).
+    raw : Path
+        The raw file.
+    n_frames : int
+        Whole 130 x 128 float32 frame records in it.
+
+    Raises
+    ------
+    FileFormatError
+        When no header names the file, the raw file is missing, its size is not a whole number
+        of frames, or it holds fewer frames than the header promises.
+    """
     xml = _xml_for(Path(path))
     info = read_xml(xml)
     raw = xml.parent / info["raw_filename"]
@@ -192,6 +227,11 @@ def read_datacube(
     -------
     DataCube
         Shape ``(scan_y, scan_x, 128, 128)`` float32, a zero-copy memmap view.
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`validate`, or when the scan shape is unknown or does not fit the frames.
     """
     info, raw, n = validate(path)
     if info["series_count"] is not None:

@@ -40,7 +40,7 @@ import numpy as np
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError
-from ._framestack import frames_with_offset
+from ._framestack import check_frame_offset, frames_with_offset
 from ._helpers import (
     check_scan_shape,
     frame_memmap,
@@ -109,6 +109,7 @@ class MibHeader:
 
     @property
     def is_raw(self) -> bool:
+        """True for RAW (``R64``) frames, decoded on read."""
         return self.pixel_type.startswith("R")
 
     @property
@@ -122,6 +123,7 @@ class MibHeader:
 
     @property
     def frame_bytes(self) -> int:
+        """Bytes per frame record, header included."""
         return self.header_bytes + self.stored_bytes
 
     @property
@@ -136,6 +138,7 @@ class MibHeader:
 
     @property
     def dtype(self) -> np.dtype:
+        """The dtype of the pixels: as stored (big-endian above 8 bits), or RAW's decoded type."""
         if self.is_raw:
             return np.dtype(_RAW_OUT[self.counter_depth])
         return np.dtype(_DTYPES[self.pixel_type])
@@ -155,9 +158,17 @@ def _mib_path(path: str | os.PathLike) -> Path:
 def acquisition_files(path: str | os.PathLike) -> list[Path]:
     """The ``.mib`` files of an acquisition, in order.
 
-    A ``.mib`` opens alone. A ``.hdr`` opens the ``.mib`` of the same name; when there is none,
-    every ``<name><number>.mib`` (or ``<name>_<number>.mib``) beside it, sorted by number: an
-    acquisition the Merlin software saved as several files.
+    Parameters
+    ----------
+    path : str or path
+        A ``.mib`` (opens alone) or a ``.hdr``.
+
+    Returns
+    -------
+    list of Path
+        For a ``.hdr``: the ``.mib`` of the same name; when there is none, every
+        ``<name><number>.mib`` (or ``<name>_<number>.mib``) beside it, sorted by number (an
+        acquisition the Merlin software saved as several files). Empty when there is none.
     """
     p = Path(path)
     if p.suffix.lower() != ".hdr":
@@ -189,7 +200,20 @@ def _hdr_path(mib: Path) -> Path | None:
 def read_frame_header(path: str | os.PathLike) -> MibHeader:
     """Parse the first frame header of a ``.mib`` file (reads at most 2 kB).
 
-    Raises FileFormatError when it is not a Merlin frame header or a field is invalid.
+    Parameters
+    ----------
+    path : str or path
+        The ``.mib`` file.
+
+    Returns
+    -------
+    MibHeader
+        The header's fields.
+
+    Raises
+    ------
+    FileFormatError
+        For a missing file, a header that is not a Merlin frame header, or an invalid field.
     """
     p = _mib_path(path)
     if not p.is_file():
@@ -262,7 +286,18 @@ def _parse_frame_header(p: Path, head: bytes) -> MibHeader:
 
 
 def read_hdr(path: str | os.PathLike) -> dict[str, str]:
-    """The ``key: value`` pairs of a Merlin ``.hdr`` acquisition header (small text file)."""
+    """The ``key: value`` pairs of a Merlin ``.hdr`` acquisition header (small text file).
+
+    Parameters
+    ----------
+    path : str or path
+        The ``.hdr`` file.
+
+    Returns
+    -------
+    dict of str to str
+        Keys and values, stripped.
+    """
     p = Path(path)
     text = read_small(p, _HDR_MAX_BYTES, "Merlin .hdr header").decode("latin-1")
     out: dict[str, str] = {}
@@ -296,8 +331,26 @@ def is_mib(path: str | os.PathLike) -> bool:
 def validate(path: str | os.PathLike, *, allow_truncated: bool = False) -> tuple[MibHeader, int]:
     """Check the file size against the frame header; return ``(header, n_frames)``.
 
-    Raises FileFormatError for a truncated file (a partial last frame, or fewer frames than the
-    ``.hdr`` promises) unless ``allow_truncated``, which keeps the complete frames only.
+    Parameters
+    ----------
+    path : str or path
+        The ``.mib`` file.
+    allow_truncated : bool
+        Keep the complete frames of a truncated file instead of raising.
+
+    Returns
+    -------
+    header : MibHeader
+        The first frame header.
+    n_frames : int
+        Complete frames.
+
+    Raises
+    ------
+    FileFormatError
+        For a file without a complete frame, a truncated file (a partial last frame, or fewer
+        frames than the ``.hdr`` promises) unless ``allow_truncated``, or frame records that do
+        not start where the first header says (:func:`check_frame_headers`).
     """
     mib = _mib_path(path)
     hdr = read_frame_header(mib)
@@ -328,11 +381,29 @@ def validate(path: str | os.PathLike, *, allow_truncated: bool = False) -> tuple
 def check_frame_headers(path: Path, hdr: MibHeader, n: int, max_checks: int = _CHECK_FRAMES) -> None:
     """Check that frame records start where the first header says they do.
 
-    Reads the headers of up to ``max_checks`` frames, evenly spaced, the second and the last
-    included: each must start with ``MQ1,`` and repeat the first header's size, chip count,
-    width, height, pixel type and layout. An edited size field, or bytes lost or inserted
-    anywhere before the last frame, shift the records and fail here instead of opening as
-    misaligned frames.
+    Parameters
+    ----------
+    path : Path
+        The ``.mib`` file.
+    hdr : MibHeader
+        Its first frame header.
+    n : int
+        Number of frames.
+    max_checks : int
+        Headers read at most (evenly spaced, the second and the last included; default 64).
+
+    Returns
+    -------
+    None
+        Each checked record starts with ``MQ1,`` and repeats the first header's size, chip
+        count, width, height, pixel type and layout.
+
+    Raises
+    ------
+    FileFormatError
+        At the first record that does not: an edited size field, or bytes lost or inserted
+        anywhere before the last frame, shift the records and fail here instead of opening as
+        misaligned frames.
     """
     if n < 2:
         return
@@ -380,9 +451,19 @@ def _timestamps_ns(frames_hdr: np.ndarray, n: int) -> np.ndarray | None:
 def detect_flyback(times_ns: np.ndarray, n_frames: int) -> tuple[int, int] | None:
     """Scan shape ``(ny, nx)`` from frame time stamps, or None when no fly-back is seen.
 
-    The first frame of each scan line comes after the fly-back, so the time step before it
-    stands out above the usual step. A line length ``nx`` is accepted when every outstanding
-    step falls at a multiple of ``nx`` and ``nx`` divides the number of frames.
+    Parameters
+    ----------
+    times_ns : ndarray ``(n,)``
+        Frame time stamps in nanoseconds.
+    n_frames : int
+        Number of frames in the scan.
+
+    Returns
+    -------
+    (int, int) or None
+        The first frame of each scan line comes after the fly-back, so the time step before it
+        stands out above the usual step. A line length ``nx`` is accepted when every outstanding
+        step falls at a multiple of ``nx`` and ``nx`` divides the number of frames.
     """
     if times_ns is None or len(times_ns) < 3:
         return None
@@ -490,6 +571,14 @@ def read_datacube(
     DataCube
         Shape ``(scan_y, scan_x, k_y, k_x)``; decoded data as a zero-copy memmap view in the
         file's big-endian dtype, RAW data as a dask array decoded on read.
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`validate` for each file; for an acquisition of several files whose frames
+        differ, that holds fewer frames than its ``.hdr`` promises, or that is RAW; for a
+        ``frame_offset`` that is not an integer or drops every frame; or a scan shape that is
+        unknown or does not fit the frames.
     """
     files = acquisition_files(path)
     if len(files) > 1:
@@ -500,7 +589,7 @@ def read_datacube(
     hdr_path = _hdr_path(mib)
     acq = read_hdr(hdr_path) if hdr_path is not None else {}
     stored = _stored(mib, hdr, n)
-    offset = _check_offset(mib, frame_offset, n)
+    offset = check_frame_offset(mib, frame_offset, n)
     guess = None
     source = "frames"
     n_eff = n - offset
@@ -553,16 +642,6 @@ def _stored(mib: Path, hdr: MibHeader, n: int) -> np.ndarray:
                         dtype=_DTYPES[hdr.pixel_type], frame_header=hdr.header_bytes)  # fmt: skip
 
 
-def _check_offset(path: Path, frame_offset: int, n: int) -> int:
-    try:
-        k = int(frame_offset)
-    except (TypeError, ValueError):
-        raise FileFormatError(path, f"frame_offset must be an integer, got {frame_offset!r}") from None
-    if k >= n:
-        raise FileFormatError(path, f"frame_offset={k} drops every one of the {n} frames")
-    return k
-
-
 def _cube(stacks: list[np.ndarray], hdr: MibHeader, offset: int, scan: tuple[int, int]):
     """``(sy, sx, k_y, k_x)`` from stored frame stacks after the trigger offset (RAW decoded)."""
     one = None
@@ -604,7 +683,7 @@ def _read_multi(path, files: list[Path], *, scan_shape, allow_truncated, calibra
             p, f"truncated: it promises {expected} frames, its {len(files)} .mib files hold {n}",
             f"pass allow_truncated=True to open the {n} frames",
         )  # fmt: skip
-    offset = _check_offset(p, frame_offset, n)
+    offset = check_frame_offset(p, frame_offset, n)
     fpt = _hdr_int(acq, "Frames per Trigger")
     n_eff = n - offset
     guess = (n_eff // fpt, fpt) if scan_shape is None and fpt and fpt > 1 and n_eff % fpt == 0 else None

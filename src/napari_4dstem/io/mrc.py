@@ -53,8 +53,11 @@ _MAX_SCAN_AREA_PER_FRAME = 64
 
 
 def _byte_order(head: bytes) -> str:
-    """``<`` or ``>`` from the machine stamp (bytes 212-215); a blank or odd stamp (older
-    writers) is guessed from which order gives a plausible mode and shape."""
+    """``<`` or ``>`` from the machine stamp (bytes 212-215), or guessed.
+
+    ``<`` or ``>`` from the machine stamp (bytes 212-215); a blank or odd stamp (older writers) is guessed
+    from which order gives a plausible mode and shape.
+    """
     from mrcfile.utils import byte_order_from_machine_stamp
 
     try:
@@ -71,6 +74,24 @@ def _byte_order(head: bytes) -> str:
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
     """Parse the MRC header: ``nx, ny, nz, mode, dtype, data_offset, byte_order``.
 
+    Parameters
+    ----------
+    path : str or path
+        The file.
+
+    Returns
+    -------
+    dict
+        The header fields we use.
+
+    Raises
+    ------
+    FileFormatError
+        For a file shorter than 1024 bytes, no ``MAP`` stamp and no plausible shape, an
+        unsupported mode, or an invalid shape or extended header size.
+
+    Notes
+    -----
     The 1024 bytes are decoded with mrcfile's header definition (``mrcfile.dtypes``) in the byte
     order of the file's machine stamp, and the data type with
     ``mrcfile.utils.data_dtype_from_header``, so big-endian stacks read right; the frames
@@ -114,7 +135,18 @@ def _sidecar(p: Path, suffix: str) -> Path | None:
 
 
 def read_de_info(path: str | os.PathLike) -> dict[str, str]:
-    """The ``key = value`` pairs of a Direct Electron ``_info.txt`` file."""
+    """The ``key = value`` pairs of a Direct Electron ``_info.txt`` file.
+
+    Parameters
+    ----------
+    path : str or path
+        The info file (a small regular file).
+
+    Returns
+    -------
+    dict of str to str
+        Keys and values, stripped.
+    """
     p = Path(path)
     text = read_small(p, 4 * 2**20, "Direct Electron info file").decode("utf-8", errors="replace")
     out = {}
@@ -135,7 +167,23 @@ def is_mrc(path: str | os.PathLike) -> bool:
 
 
 def validate(path: str | os.PathLike) -> dict[str, Any]:
-    """Check the data size against the header; return the header."""
+    """Check the data size against the header; return the header.
+
+    Parameters
+    ----------
+    path : str or path
+        The file.
+
+    Returns
+    -------
+    dict
+        The header (:func:`read_header`).
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`read_header`, or when the file is shorter or longer than its frames need.
+    """
     p = Path(path)
     h = read_header(p)
     need = h["data_offset"] + h["nx"] * h["ny"] * h["nz"] * h["dtype"].itemsize
@@ -238,6 +286,12 @@ def read_datacube(
     -------
     DataCube
         ``(scan_y, scan_x, NY, NX)`` in the stored dtype.
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`validate`, for a ``repeat`` beyond the scan's passes, or a scan shape
+        (given, from the info file or the csv) that does not fit the frames.
     """
     p = Path(path)
     h = validate(p)

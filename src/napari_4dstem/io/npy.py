@@ -10,7 +10,8 @@ import numpy as np
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError
-from ._atomic import atomic_output
+from ._atomic import atomic_output, write_doc
+from ._helpers import never_raises
 
 __all__ = ["is_npy4d", "read_datacube", "read_header", "write"]
 
@@ -20,7 +21,29 @@ _BLOCK_BYTES = 32 * 2**20
 def read_header(path: str | os.PathLike, *, check_size: bool = True) -> tuple[tuple[int, ...], np.dtype, bool, int]:
     """``(shape, dtype, fortran_order, data_offset)`` from an .npy header; reads only the header.
 
-    With ``check_size`` a file shorter than its header promises raises FileFormatError.
+    Parameters
+    ----------
+    path : str or path
+        The file.
+    check_size : bool
+        Refuse a file shorter than its header promises (default True).
+
+    Returns
+    -------
+    shape : tuple of int
+        The array's shape.
+    dtype : numpy.dtype
+        Its dtype.
+    fortran_order : bool
+        Whether it is stored in Fortran order.
+    data_offset : int
+        Byte offset of the data.
+
+    Raises
+    ------
+    FileFormatError
+        For a missing file, an invalid header, an object dtype, or (``check_size``) a truncated
+        file.
     """
     p = Path(path)
     if not p.is_file():
@@ -44,19 +67,35 @@ def read_header(path: str | os.PathLike, *, check_size: bool = True) -> tuple[tu
     return tuple(int(s) for s in shape), dtype, bool(fortran), offset
 
 
+@never_raises
 def is_npy4d(path: str | os.PathLike) -> bool:
     """True for an .npy file whose header declares a 4D numeric array. Never raises.
 
     A truncated file is still claimed, so that opening it reports the truncation.
     """
-    try:
-        return len(read_header(path, check_size=False)[0]) == 4
-    except Exception:
-        return False
+    return len(read_header(path, check_size=False)[0]) == 4
 
 
 def read_datacube(path: str | os.PathLike, *, calibration: Calibration | None = None) -> DataCube:
-    """Open a 4D .npy as a read-only memmap DataCube."""
+    """Open a 4D .npy as a read-only memmap DataCube.
+
+    Parameters
+    ----------
+    path : str or path
+        The file.
+    calibration : Calibration, optional
+        Attached as given (.npy stores none).
+
+    Returns
+    -------
+    DataCube
+        A zero-copy read-only memmap, named after the file's stem.
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`read_header`, or for an array that is not 4D or is in Fortran order.
+    """
     shape, dtype, fortran, offset = read_header(path)
     if len(shape) != 4:
         raise FileFormatError(
@@ -69,13 +108,32 @@ def read_datacube(path: str | os.PathLike, *, calibration: Calibration | None = 
     return DataCube(mm, calibration, name=name, source=str(path))
 
 
+@write_doc
 def write(path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False, snapshot=None) -> Path:
     """Write a DataCube's array to .npy (streamed in scan blocks, atomically).
 
-    Written with ordinary ``write`` calls, never through a writable memmap: a full disk is an
-    error (:class:`~napari_4dstem.io._atomic.DiskFullError`), not a SIGBUS that kills the
-    process. The free space is checked before the first byte. The calibration is not stored
-    (.npy has no place for it); use EMD to keep it.
+    Parameters
+    ----------
+    path : str or path
+        The output file.
+    dc : DataCube
+        The data (its calibration is not stored: .npy has no place for it; use EMD to keep it).
+    %(overwrite)s
+    %(snapshot)s
+
+    Returns
+    -------
+    %(written)s
+
+    Raises
+    ------
+    %(exists)s
+
+    Notes
+    -----
+    Written with ordinary ``write`` calls in blocks of whole scan rows, never through a writable
+    memmap: a full disk is an error, not a SIGBUS that kills the process. The file is written
+    under a temporary name and moved into place.
     """
     from ..engine.chunks import iter_scan_blocks
 

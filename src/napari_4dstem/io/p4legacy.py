@@ -31,7 +31,7 @@ import h5py
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import CalibrationError, FileFormatError
-from ._helpers import check_eager, read_head, require_regular
+from ._helpers import check_eager, never_raises, read_head, require_regular
 from .emd import _attr, _calibration_from_items, _check_allocated, _check_sources, _read_item
 
 __all__ = ["is_legacy_py4dstem", "read_datacube", "version"]
@@ -67,19 +67,33 @@ def _is_int(v: Any, n: int) -> bool:
         return False
 
 
+@never_raises
 def is_legacy_py4dstem(path: str | os.PathLike) -> bool:
     """True for an HDF5 file written by py4DSTEM 0.9 to 0.13. Never raises."""
-    try:
-        if read_head(path, 8) != _HDF5:
-            return False
-        with h5py.File(path, "r") as f:
-            return bool(_tops(f))
-    except Exception:
+    if read_head(path, 8) != _HDF5:
         return False
+    with h5py.File(path, "r") as f:
+        return bool(_tops(f))
 
 
 def version(path: str | os.PathLike) -> tuple[int, int]:
-    """``(0, minor)`` of the first py4DSTEM tree in the file."""
+    """``(0, minor)`` of the first py4DSTEM tree in the file.
+
+    Parameters
+    ----------
+    path : str or path
+        An HDF5 file.
+
+    Returns
+    -------
+    (int, int)
+        The py4DSTEM version that wrote it.
+
+    Raises
+    ------
+    FileFormatError
+        When the file has no py4DSTEM 0.9-0.13 tree.
+    """
     with h5py.File(path, "r") as f:
         tops = _tops(f)
         if not tops:
@@ -139,7 +153,24 @@ def _calibration(f: h5py.File, top: str, cube: h5py.Group, v: tuple[int, int]) -
 def read_datacube(path: str | os.PathLike, *, node: str | None = None) -> DataCube:
     """Open the (first, or the one named ``node``) datacube of a py4DSTEM 0.9-0.13 file lazily.
 
-    The file stays open until :meth:`DataCube.close` is called.
+    Parameters
+    ----------
+    path : str or path
+        The HDF5 file.
+    node : str, optional
+        The datacube's name (default the first).
+
+    Returns
+    -------
+    DataCube
+        Over the HDF5 dataset, with the calibration of the 0.13 calibration group or the dim
+        vectors; the file stays open until :meth:`DataCube.close` is called.
+
+    Raises
+    ------
+    FileFormatError
+        For a file that is not readable HDF5 or has no legacy py4DSTEM group, no datacube (or
+        none named ``node``), or non-numeric values.
     """
     p = Path(path)
     require_regular(p)

@@ -17,11 +17,12 @@ import numpy as np
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError
-from ._helpers import check_scan_shape, frame_memmap, lazy_frames
+from ._helpers import check_scan_shape, frame_memmap, lazy_frames, never_raises
 
 __all__ = ["is_raw", "read_datacube"]
 
 
+@never_raises
 def is_raw(path: str | os.PathLike) -> bool:
     """Always False: raw binary files cannot be recognised; open them with ``format="raw"``."""
     return False
@@ -64,6 +65,12 @@ def read_datacube(
     -------
     DataCube
         ``(scan_y, scan_x, k_y, k_x)`` in ``dtype``, a zero-copy memmap view.
+
+    Raises
+    ------
+    FileFormatError
+        For a missing file, a missing or invalid layout, or a file shorter (or, without
+        ``allow_extra_bytes``, longer) than the layout needs.
     """
     p = Path(path)
     if not p.is_file():

@@ -56,7 +56,20 @@ _CHECK_ELEMENTS = 64
 
 
 def ser_path(path: str | os.PathLike, series: int = 1) -> Path:
-    """The ``.ser`` file of ``path``: itself, or ``<name>_<series>.ser`` beside an ``.emi``."""
+    """The ``.ser`` file of ``path``: itself, or ``<name>_<series>.ser`` beside an ``.emi``.
+
+    Parameters
+    ----------
+    path : str or path
+        A ``.ser`` or ``.emi`` file.
+    series : int
+        Series number of an ``.emi`` (default 1).
+
+    Returns
+    -------
+    Path
+        The series file (not checked to exist).
+    """
     p = Path(path)
     if p.suffix.lower() == ".emi":
         return p.with_name(f"{p.stem}_{series}.ser")
@@ -74,7 +87,24 @@ def is_tia(path: str | os.PathLike) -> bool:
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
-    """The SER file header: ids, element counts, series dimensions and the data offsets."""
+    """The SER file header: ids, element counts, series dimensions and the data offsets.
+
+    Parameters
+    ----------
+    path : str or path
+        The ``.ser`` file.
+
+    Returns
+    -------
+    dict
+        The header fields, the dimension records and the offset table of the data elements.
+
+    Raises
+    ------
+    FileFormatError
+        For a file without the 0x4949 0x0197 header, an unknown version, a corrupt header, or
+        an offset table that runs past the end of the file.
+    """
     p = Path(path)
     size = require_regular(p).st_size
     with open(p, "rb") as fh:
@@ -140,8 +170,27 @@ def _elements(p: Path, head: dict[str, Any], idx) -> list[tuple[np.dtype, tuple[
 
 
 def read_frames(path: str | os.PathLike, *, series: int = 1) -> Any:
-    """All valid 2D images of a series, ``(n, y, x)`` top row first (stored bottom row first): a
-    read-only view of a memmap (constant stride) or a dask array (irregular offsets)."""
+    """All valid 2D images of a series, ``(n, y, x)`` top row first (stored bottom row first).
+
+    Parameters
+    ----------
+    path : str or path
+        A ``.ser`` or ``.emi`` file.
+    series : int
+        Series number of an ``.emi`` (default 1).
+
+    Returns
+    -------
+    ndarray or dask.array.Array
+        A read-only view of a memmap (constant stride), or a dask array over per-image views
+        (irregular offsets).
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`read_header`, for spectra, an unknown data type, no valid element, images of
+        different shapes or types, or a truncated file.
+    """
     return _frames(ser_path(path, series))[0]
 
 
@@ -211,7 +260,31 @@ def read_datacube(
     calibration: Calibration | None = None,
     series: int = 1,
 ) -> DataCube:
-    """Open the image series of a TIA ``.emi`` (its ``_<series>.ser``) or ``.ser`` file lazily."""
+    """Open the image series of a TIA ``.emi`` (its ``_<series>.ser``) or ``.ser`` file lazily.
+
+    Parameters
+    ----------
+    path : str or path
+        The ``.emi`` or ``.ser`` file.
+    scan_shape : (int, int), optional
+        ``(scan_y, scan_x)``; default the series' 2D scan dimensions, else ``(1, n)``.
+    calibration : Calibration, optional
+        Overrides the calibration from the series (scan step, detector pixel size, beam energy
+        from the ``.emi``).
+    series : int
+        Series number of an ``.emi`` (default 1).
+
+    Returns
+    -------
+    DataCube
+        Zero-copy over the file, rows top first as TIA, rosettasciio and ncempy show them.
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`read_frames`, for a missing series file, a single image, complex images, or a
+        scan shape that does not fit the images.
+    """
     p = Path(path)
     ser = ser_path(p, series)
     if not ser.exists():

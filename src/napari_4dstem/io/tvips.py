@@ -30,7 +30,7 @@ import numpy as np
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError
-from ._framestack import frames_with_offset
+from ._framestack import check_frame_offset, frames_with_offset
 from ._helpers import (
     check_scan_shape,
     frame_memmap,
@@ -56,12 +56,26 @@ def _first(path: Path) -> Path:
 
 
 def stream_files(path: str | os.PathLike) -> list[Path]:
-    """The files of a recording in order: ``_000``, ``_001``... Every numbered name beside the
-    first counts, whatever it is (a FIFO or a dangling link is refused when opened), and the
-    numbers must run without a gap.
+    """The files of a recording in order: ``_000``, ``_001``...
 
-    The format records no frame count, so a recording whose *last* files are missing cannot be
-    told from a shorter one: it opens with the frames that are there (``metadata["files"]``).
+    Parameters
+    ----------
+    path : str or path
+        Any file of the recording.
+
+    Returns
+    -------
+    list of Path
+        Every numbered name beside the first counts, whatever it is (a FIFO or a dangling link
+        is refused when opened). The format records no frame count, so a recording whose *last*
+        files are missing cannot be told from a shorter one: it opens with the frames that are
+        there (``metadata["files"]``).
+
+    Raises
+    ------
+    FileFormatError
+        When ``_000`` is missing, the numbers have a gap, there are too many parts, or the
+        folder cannot be listed.
     """
     first = _first(Path(path))
     m = _PART.match(first.stem)
@@ -103,7 +117,25 @@ def is_tvips(path: str | os.PathLike) -> bool:
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
-    """The main header of a recording (read from its first file), validated."""
+    """The main header of a recording (read from its first file), validated.
+
+    Parameters
+    ----------
+    path : str or path
+        Any file of the recording.
+
+    Returns
+    -------
+    dict
+        The header fields (``version``, ``dimx``, ``dimy``, ``bitsperpixel``, ``ht``,
+        ``frame_header_bytes``...).
+
+    Raises
+    ------
+    FileFormatError
+        For no 256-byte version 1/2 header, a pixel depth other than 8 or 16 bits, or an
+        implausible frame or frame-header size.
+    """
     first = _first(Path(path))
     h = _parse(read_head(first, _HEADER))
     if h is None:
@@ -148,10 +180,12 @@ def _stacks(path: Path) -> tuple[list[np.ndarray], dict[str, Any]]:
 
 
 def _check_frame_headers(parts: list[tuple[Path, int, int]], rec: int) -> None:
-    """Frame records must start where the main header says: up to 64 frame headers (evenly
-    spaced, and the first and last of every file) must have ``ms`` below 1000 and time stamps
-    that never go back. Bytes lost or inserted shift the records and fail here instead of
-    opening as misaligned (or extra) frames."""
+    """Frame records must start where the main header says.
+
+    Frame records must start where the main header says: up to 64 frame headers (evenly spaced, and the first
+    and last of every file) must have ``ms`` below 1000 and time stamps that never go back. Bytes lost or
+    inserted shift the records and fail here instead of opening as misaligned (or extra) frames.
+    """
     total = sum(n for _, _, n in parts)
     picks = set(np.linspace(0, total - 1, min(total, _CHECK_FRAMES)).astype(np.int64).tolist())
     base = 0
@@ -177,7 +211,24 @@ def _check_frame_headers(parts: list[tuple[Path, int, int]], rec: int) -> None:
 
 
 def read_frames(path: str | os.PathLike) -> list[np.ndarray]:
-    """The frames of each file of a recording, as stored: memmap views ``(n_i, dimy, dimx)``."""
+    """The frames of each file of a recording, as stored: memmap views ``(n_i, dimy, dimx)``.
+
+    Parameters
+    ----------
+    path : str or path
+        Any file of the recording.
+
+    Returns
+    -------
+    list of ndarray
+        One read-only memmap view per file.
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`stream_files` and :func:`read_header`, or for a file that is not a whole
+        number of frames.
+    """
     return _stacks(Path(path))[0]
 
 
@@ -190,18 +241,33 @@ def read_datacube(
 ) -> DataCube:
     """Open a TVIPS recording lazily: ``(1, n)`` frames, or ``scan_shape``.
 
-    ``frame_offset`` (trigger sync, as for Merlin): a positive value drops that many frames
-    recorded before the scan began, a negative one puts that many blank frames first.
+    Parameters
+    ----------
+    path : str or path
+        Any file of the recording (the whole recording opens).
+    scan_shape : (int, int), optional
+        ``(scan_y, scan_x)`` in raster order (default ``(1, n)``).
+    frame_offset : int
+        Trigger sync, as for Merlin: a positive value drops that many frames recorded before
+        the scan began, a negative one puts that many blank frames first.
+    calibration : Calibration, optional
+        Overrides the beam energy from the header.
+
+    Returns
+    -------
+    DataCube
+        A lazy frame stack across the files, in the stored dtype; the header in ``metadata``.
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`stream_files` and :func:`read_header`, for a ``frame_offset`` that is not an
+        integer or drops every frame, or a scan shape that does not fit the frames.
     """
     p = Path(path)
     stacks, h = _stacks(p)
     n_all = sum(h["frames_per_file"])
-    try:
-        offset = int(frame_offset)
-    except (TypeError, ValueError):
-        raise FileFormatError(p, f"frame_offset must be an integer, got {frame_offset!r}") from None
-    if offset >= n_all:
-        raise FileFormatError(p, f"frame_offset={offset} drops every one of the {n_all} frames")
+    offset = check_frame_offset(p, frame_offset, n_all)
     sy, sx = check_scan_shape(p, n_all - offset, scan_shape)
     data = frames_with_offset(stacks, (sy, sx), offset)
     if calibration is None:

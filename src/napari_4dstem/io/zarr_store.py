@@ -15,7 +15,8 @@ from pathlib import Path
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import CalibrationError, FileFormatError
-from ._atomic import atomic_output
+from ._atomic import atomic_output, write_doc
+from ._helpers import never_raises
 from .abtem_zarr import abtem_calibration, abtem_metadata, transpose_to_ours
 
 __all__ = ["is_zarr4d", "read_datacube", "write"]
@@ -130,28 +131,44 @@ def _check_chunk_files(arr, path, *, ours: bool) -> None:
         )  # fmt: skip
 
 
+@never_raises
 def is_zarr4d(path: str | os.PathLike) -> bool:
-    """True for a zarr store (folder) whose array, or group's ``datacube``, is 4D, or that abTEM wrote. Never raises."""
-    try:
-        p = Path(path)
-        if not p.is_dir():
-            return False
-        if not any((p / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")):
-            return False
-        node = _open_node(p)
-        if not hasattr(node, "shape") and abtem_metadata(dict(node.attrs)) is not None:
-            return True  # an abTEM measurement: the reader opens it or says why not
-        arr, _ = _find_array(node, p)
-        return len(arr.shape) == 4
-    except Exception:
+    """True for a zarr store whose array (or group's ``datacube``) is 4D, or that abTEM wrote.
+
+    Never raises.
+    """
+    p = Path(path)
+    if not p.is_dir():
         return False
+    if not any((p / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")):
+        return False
+    node = _open_node(p)
+    if not hasattr(node, "shape") and abtem_metadata(dict(node.attrs)) is not None:
+        return True  # an abTEM measurement: the reader opens it or says why not
+    arr, _ = _find_array(node, p)
+    return len(arr.shape) == 4
 
 
 def read_datacube(path: str | os.PathLike) -> DataCube:
     """Open a zarr store lazily as a DataCube (the zarr array is the DataCube's data).
 
-    abTEM's ``to_zarr`` stores (``array0`` + ``metadata0``) open with their calibration, in our
-    axis order (:mod:`.abtem_zarr`).
+    Parameters
+    ----------
+    path : str or path
+        The store (folder): a 4D array, a group with a ``datacube`` array (ours, with its
+        calibration attribute), or an abTEM ``to_zarr`` store (``array0`` + ``metadata0``),
+        opened with its calibration in our axis order (:mod:`.abtem_zarr`).
+
+    Returns
+    -------
+    DataCube
+        Lazy over the store; a missing chunk file of one of our stores is refused when read.
+
+    Raises
+    ------
+    FileFormatError
+        For an array that is not 4D, an abTEM store without ``array0``, a shape that differs
+        from the one written, missing chunk files, or an invalid calibration attribute.
     """
     node = _open_node(path)
     meta = None if hasattr(node, "shape") else abtem_metadata(dict(node.attrs))
@@ -183,12 +200,33 @@ def read_datacube(path: str | os.PathLike) -> DataCube:
     return DataCube(CheckedZarr(arr, path), cal, name=Path(path).stem, source=str(path))
 
 
+@write_doc
 def write(path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False, snapshot=None) -> Path:
     """Write a DataCube to a zarr group (array ``datacube`` + calibration attribute), atomically.
 
+    Parameters
+    ----------
+    path : str or path
+        The output store (a folder).
+    dc : DataCube
+        The data, streamed in blocks of scan rows.
+    %(overwrite)s
+    %(snapshot)s
+
+    Returns
+    -------
+    %(written)s
+
+    Raises
+    ------
+    %(exists)s
+
+    Notes
+    -----
     The store is built in a hidden folder and moved into place without replacing anything that
     appeared at ``path`` meanwhile; with ``overwrite`` the old store is swapped out atomically
-    (or moved aside and put back if the move fails), never left only as a hidden copy.
+    (or moved aside and put back if the move fails), never left only as a hidden copy. Every
+    chunk is written, all-zero ones too, so a missing chunk file marks a damaged store.
     """
     import zarr
 

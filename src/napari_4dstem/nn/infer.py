@@ -12,14 +12,13 @@ the same machinery as the correlation path, so lattice fits, strain and ACOM run
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..data.results import BraggPeaks, DiffractionImage
-from ..engine.jobs import Job, Progress, run_job
+from ..engine.jobs import Job, eager
 from ..errors import DataShapeError, Napari4DSTEMError
 
 __all__ = [
@@ -161,6 +160,32 @@ def _bin(p: np.ndarray, b: int) -> np.ndarray:
     return q.reshape(n, h, b, w, b).sum(axis=(2, 4), dtype=np.float32)
 
 
+def _probe_disk(probe: Any, detector_shape: tuple[int, int] | None) -> tuple[np.ndarray, float, float, float, tuple]:
+    """A checked vacuum probe image, its background and maximum, half-maximum radius and centre.
+
+    The centre is the centre of mass of the whole disk including its soft edge (a half-maximum
+    mask alone is off by up to ~0.1 px from pixelation), within 1.5 half-maximum radii of the
+    rough centre.
+    """
+    p = np.asarray(getattr(probe, "data", probe), dtype=np.float64)
+    if p.ndim != 2:
+        raise ProbeError(f"the probe must be one 2D image (k_y, k_x), got shape {p.shape}")
+    if detector_shape is not None and tuple(p.shape) != tuple(detector_shape):
+        raise ProbeError(f"the probe {p.shape} and the patterns {tuple(detector_shape)} differ in shape")
+    if not np.all(np.isfinite(p)):
+        raise ProbeError("the probe image has NaN or infinite pixels")
+    lo, hi = float(np.percentile(p, 10)), float(p.max())
+    if not hi > lo:
+        raise ProbeError("the probe image is flat: no probe disk")
+    half = p > lo + 0.5 * (hi - lo)
+    yy, xx = np.indices(p.shape)
+    r0 = math.sqrt(half.sum() / math.pi)
+    c0 = (yy[half].mean(), xx[half].mean())
+    near = np.hypot(yy - c0[0], xx - c0[1]) <= 1.5 * r0 + 2
+    w = np.where(near, np.clip(p - lo, 0, None), 0.0)
+    return p, lo, hi, r0, (float((w * yy).sum() / w.sum()), float((w * xx).sum() / w.sum()))
+
+
 def probe_geometry(
     probe: Any, detector_shape: tuple[int, int], size: int, *, max_offset_fraction: float = 0.1
 ) -> tuple[Geometry, np.ndarray]:
@@ -192,26 +217,7 @@ def probe_geometry(
     ProbeError
         When the probe is not one finite 2D image, has no disk, or is not centred.
     """
-    p = np.asarray(getattr(probe, "data", probe), dtype=np.float64)
-    if p.ndim != 2:
-        raise ProbeError(f"the probe must be one 2D image (k_y, k_x), got shape {p.shape}")
-    if tuple(p.shape) != tuple(detector_shape):
-        raise ProbeError(f"the probe {p.shape} and the patterns {tuple(detector_shape)} differ in shape")
-    if not np.all(np.isfinite(p)):
-        raise ProbeError("the probe image has NaN or infinite pixels")
-    lo, hi = np.percentile(p, 10), p.max()
-    if not hi > lo:
-        raise ProbeError("the probe image is flat: no probe disk")
-    # centre of mass of the whole disk including its soft edge (a half-maximum mask alone is
-    # off by up to ~0.1 px from pixelation), within 1.5 half-maximum radii of the rough centre
-    half = p > lo + 0.5 * (hi - lo)
-    yy0, xx0 = np.indices(p.shape)
-    r0 = np.sqrt(half.sum() / np.pi)
-    c0 = (yy0[half].mean(), xx0[half].mean())
-    near = np.hypot(yy0 - c0[0], xx0 - c0[1]) <= 1.5 * r0 + 2
-    w = np.where(near, np.clip(p - lo, 0, None), 0.0)
-    yy, xx = np.indices(p.shape)
-    cy, cx = float((w * yy).sum() / w.sum()), float((w * xx).sum() / w.sum())
+    p, _, _, r0, (cy, cx) = _probe_disk(probe, detector_shape)
     centre = ((p.shape[0]) // 2, (p.shape[1]) // 2)
     off = math.hypot(cy - centre[0], cx - centre[1])
     if off > max_offset_fraction * max(p.shape):
@@ -288,24 +294,8 @@ def measure_probe(probe: Any, detector_shape: tuple[int, int] | None = None) -> 
     ProbeError
         For a probe that is not one 2D image of the patterns' shape, has NaNs, or is flat.
     """
-    p = np.asarray(getattr(probe, "data", probe), dtype=np.float64)
-    if p.ndim != 2:
-        raise ProbeError(f"the probe must be one 2D image (k_y, k_x), got shape {p.shape}")
-    if detector_shape is not None and tuple(p.shape) != tuple(detector_shape):
-        raise ProbeError(f"the probe {p.shape} and the patterns {tuple(detector_shape)} differ in shape")
-    if not np.all(np.isfinite(p)):
-        raise ProbeError("the probe image has NaN or infinite pixels")
-    lo, hi = float(np.percentile(p, 10)), float(p.max())
-    if not hi > lo:
-        raise ProbeError("the probe image is flat: no probe disk")
-    half = p > lo + 0.5 * (hi - lo)
+    p, lo, hi, r0, (cy, cx) = _probe_disk(probe, detector_shape)
     yy, xx = np.indices(p.shape)
-    r0 = math.sqrt(half.sum() / math.pi)
-    c0 = (yy[half].mean(), xx[half].mean())
-    d0 = np.hypot(yy - c0[0], xx - c0[1])
-    near = d0 <= 1.5 * r0 + 2
-    w = np.where(near, np.clip(p - lo, 0, None), 0.0)
-    cy, cx = float((w * yy).sum() / w.sum()), float((w * xx).sum() / w.sum())
     d = np.hypot(yy - cy, xx - cx)
     inner = d <= max(0.5 * r0, 0.75)
     plateau = float(np.median(p[inner])) if inner.any() else hi
@@ -1046,12 +1036,6 @@ def iter_find_bragg_disks_nn(
         message="NN Bragg disks",
         partial=disk_count_partial("NN disks per pattern"),
     )
-    sy, sx = cube.scan_shape
-    flat = out.reshape(sy * sx, *out.shape[2:])
-    count = flat[:, 0, 0].astype(np.int64)
-    keep = np.arange(int(max_peaks))[None, :] < count[:, None]
-    rows = flat[:, 1:][keep]
-    offsets = np.concatenate([[0], np.cumsum(count)]).astype(np.int64)
     params = {
         "method": "neural network (FCU-Net)",
         "model": lm.name,
@@ -1072,52 +1056,11 @@ def iter_find_bragg_disks_nn(
         "positions": "raw detector pixels (k_y, k_x), not origin-corrected",
     }
     if mc_samples > 1:
-        params["mc_std_mean"] = flat[:, 0, 1].reshape(sy, sx).tolist()
-    return BraggPeaks(
-        (sy, sx),
-        offsets,
-        rows[:, 0],
-        rows[:, 1],
-        rows[:, 2],
-        rows[:, 3],
-        name="braggpeaks_nn",
-        calibration=cal,
-        params=params,
-    )
+        params["mc_std_mean"] = out[:, :, 0, 1].tolist()
+    return BraggPeaks.from_padded(out, name="braggpeaks_nn", calibration=cal, params=params)
 
 
-def find_bragg_disks_nn(data: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> BraggPeaks:
-    """Bragg disks by the network (runs :func:`iter_find_bragg_disks_nn` to the end).
-
-    Parameters
-    ----------
-    data : DataCube or array-like ``(scan_y, scan_x, k_y, k_x)``
-        The 4D-STEM data.
-    progress : callable, optional
-        Called with each :class:`~napari_4dstem.engine.jobs.Progress`.
-    **kwargs
-        The keyword arguments of :func:`iter_find_bragg_disks_nn`.
-
-    Returns
-    -------
-    BraggPeaks
-        As :func:`iter_find_bragg_disks_nn`.
-
-    Raises
-    ------
-    ProbeError, ValueError
-        As :func:`iter_find_bragg_disks_nn`.
-
-    Notes
-    -----
-    See :func:`iter_find_bragg_disks_nn`.
-
-    References
-    ----------
-    .. [1] J. Munshi et al., "Disentangling multiple scattering with deep learning: application
-       to strain mapping from electron diffraction patterns", arXiv:2202.00204 (2022).
-    """
-    return run_job(iter_find_bragg_disks_nn(data, **kwargs), progress)
+find_bragg_disks_nn = eager(iter_find_bragg_disks_nn, "Bragg disks of every pattern by the network.")
 
 
 def predict_pattern(

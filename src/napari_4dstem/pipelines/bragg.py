@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +12,7 @@ import numpy as np
 
 from ..data.calibration import Calibration
 from ..data.results import BraggPeaks, DiffractionImage, RealSpaceMap
-from ..engine.jobs import Job, Progress, run_job
+from ..engine.jobs import Job, eager, run_job
 from ..errors import FileFormatError, Napari4DSTEMError
 from .params import DiskDetectionParams, NNDiskParams, ProbeSource, StrainParams
 from .recipe import _ARRAY_PROBE, InputRef, Recipe, _Result
@@ -198,9 +197,7 @@ def iter_disks(
     return DisksResult(peaks, bvm, origin, recipe)
 
 
-def run_disks(dc: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> DisksResult:
-    """:func:`iter_disks` run to the end."""
-    return run_job(iter_disks(dc, **kwargs), progress)
+run_disks = eager(iter_disks, "Bragg disks of a dataset.", name="run_disks")
 
 
 def read_peaks(path: str | os.PathLike, name: str | None = None) -> BraggPeaks:
@@ -304,6 +301,4 @@ def iter_strain(
     return strain_from_peaks(disks.peaks, strain, bvm=disks.bvm, recipe=disks.recipe)
 
 
-def run_strain(dc: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> StrainResult:
-    """:func:`iter_strain` run to the end."""
-    return run_job(iter_strain(dc, **kwargs), progress)
+run_strain = eager(iter_strain, "Strain map of a dataset.", name="run_strain")

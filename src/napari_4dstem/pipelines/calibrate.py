@@ -7,14 +7,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..data.calibration import Calibration
 from ..data.results import RealSpaceMap
-from ..engine.jobs import Job, Progress, run_job
+from ..engine.jobs import Job, eager
 from .bragg import _cube, _recipe
 from .params import _check, _finite, _Params
 from .recipe import Recipe, _Result
@@ -148,6 +147,4 @@ def iter_calibrate(
     return CalibrationResult(cal, origin, ofit, ring, rot, base, recipe)
 
 
-def run_calibrate(dc: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> CalibrationResult:
-    """:func:`iter_calibrate` run to the end."""
-    return run_job(iter_calibrate(dc, **kwargs), progress)
+run_calibrate = eager(iter_calibrate, "Calibration of a dataset.", name="run_calibrate")

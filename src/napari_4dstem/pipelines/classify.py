@@ -5,12 +5,11 @@ Classification dock call it)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..data.calibration import Calibration
-from ..engine.jobs import Job, Progress, run_job
+from ..engine.jobs import Job, eager
 from .bragg import _cube, _recipe
 from .params import ParameterError, _check, _Params
 from .recipe import Recipe, _Result
@@ -207,8 +206,4 @@ def iter_classification(
     return ClassificationResult(res, cal, recipe)
 
 
-def run_classification(
-    dc: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any
-) -> ClassificationResult:
-    """:func:`iter_classification` run to the end."""
-    return run_job(iter_classification(dc, **kwargs), progress)
+run_classification = eager(iter_classification, "Classification of a dataset.", name="run_classification")

@@ -4,13 +4,13 @@ DPC -> iDPC, with recipes like the Bragg and ACOM workflows."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..data.calibration import Calibration
 from ..data.results import RealSpaceMap
-from ..engine.jobs import Job, Progress, run_job
+from ..engine.jobs import Job, eager
 from .bragg import _cube, _recipe
 from .params import ParameterError, _check, _finite, _Params
 from .recipe import _ARRAY_MASK, Recipe, _Result
@@ -187,9 +187,7 @@ def iter_virtual(
     return VirtualResult(stack, _recipe("virtual", dc, {"virtual": virtual}, calibration, source))
 
 
-def run_virtual(dc: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> VirtualResult:
-    """:func:`iter_virtual` run to the end."""
-    return run_job(iter_virtual(dc, **kwargs), progress)
+run_virtual = eager(iter_virtual, "Virtual images of a dataset.", name="run_virtual")
 
 
 @dataclass(frozen=True)
@@ -311,6 +309,4 @@ def iter_dpc(
     return dpc_from_com(com, dpc, recipe=_recipe("dpc", dc, {"dpc": dpc}, calibration, source))
 
 
-def run_dpc(dc: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> DPCResult:
-    """:func:`iter_dpc` run to the end."""
-    return run_job(iter_dpc(dc, **kwargs), progress)
+run_dpc = eager(iter_dpc, "Centre of mass and DPC of a dataset.", name="run_dpc")

@@ -4,12 +4,11 @@ iterative (multislice) ptychography, with a recipe like every other workflow (th
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..data.calibration import Calibration
-from ..engine.jobs import Job, Progress, run_job
+from ..engine.jobs import Job, eager
 from .bragg import _cube, _recipe
 from .params import _check, _finite, _Params
 from .recipe import Recipe, _Result
@@ -172,6 +171,4 @@ def iter_phase(
     return PhaseResult(tuple(res.to_results()), par, res, recipe)
 
 
-def run_phase(dc: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> PhaseResult:
-    """:func:`iter_phase` run to the end."""
-    return run_job(iter_phase(dc, **kwargs), progress)
+run_phase = eager(iter_phase, "Phase reconstruction of a dataset.", name="run_phase")

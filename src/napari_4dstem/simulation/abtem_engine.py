@@ -278,12 +278,10 @@ class AbTEMEngine:
         version = abtem_version() or ()
         return box_result(
             request,
+            geo,
             engine=self.name,
             patterns=out,
             probe=p / p.sum(),
-            box_A=L,
-            grid=N,
-            multiple=m,
             abtem_version=".".join(map(str, version)),
             n_slices=len(slices),
             parametrization=self.parametrization,

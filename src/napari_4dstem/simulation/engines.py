@@ -465,13 +465,11 @@ def slice_plan(
 
 def box_result(
     request: SimulationRequest,
+    geo: BoxGeometry,
     *,
     engine: str,
     patterns: np.ndarray,
-    probe: np.ndarray,
-    box_A: float,
-    grid: int,
-    multiple: int,
+    probe: np.ndarray | None = None,
     **extra: Any,
 ) -> SimulationResult:
     """The :class:`SimulationResult` of a multislice engine.
@@ -480,14 +478,14 @@ def box_result(
     ----------
     request : SimulationRequest
         The request.
+    geo : BoxGeometry
+        The engine's box.
     engine : str
         The engine's name.
     patterns : ndarray ``(n_thickness, n_positions, H, W)``
         Patterns on the detector grid.
-    probe : ndarray ``(H, W)``
-        The vacuum probe.
-    box_A, grid, multiple : float, int, int
-        The engine's box (:class:`BoxGeometry`).
+    probe : ndarray ``(H, W)``, optional
+        The vacuum probe (default: :func:`vacuum_probe_image` of the box).
     **extra
         More parameters to record.
 
@@ -497,6 +495,8 @@ def box_result(
         Patterns as float32; params = the request's plus the engine, its box (``box_A``,
         ``grid``, ``box_multiple``) and ``extra``.
     """
+    if probe is None:
+        probe = vacuum_probe_image(request, L=geo.box_A, N=geo.grid, multiple=geo.multiple)
     return SimulationResult(
         patterns=np.asarray(patterns, np.float32),
         probe=np.asarray(probe, np.float32),
@@ -507,9 +507,9 @@ def box_result(
         params={
             **request.params(),
             "engine": engine,
-            "box_A": box_A,
-            "grid": grid,
-            "box_multiple": multiple,
+            "box_A": geo.box_A,
+            "grid": geo.grid,
+            "box_multiple": geo.multiple,
             **extra,
         },
     )

@@ -54,7 +54,6 @@ from .engines import (
     box_geometry,
     box_result,
     slice_plan,
-    vacuum_probe_image,
 )
 
 __all__ = ["MultisliceEngine"]
@@ -222,18 +221,7 @@ class MultisliceEngine:
                         for i in record[j]:
                             out[i, a : a + len(pb)] += binned
         out /= n_fp
-        probe = vacuum_probe_image(request, L=L, N=N, multiple=m)
-        return box_result(
-            request,
-            engine=self.name,
-            patterns=out,
-            probe=probe,
-            box_A=L,
-            grid=N,
-            multiple=m,
-            device=str(dev),
-            n_slices=len(bounds),
-        )
+        return box_result(request, geo, engine=self.name, patterns=out, device=str(dev), n_slices=len(bounds))
 
     @staticmethod
     def _transmissions(r, occ, sl, gkey, n_slices, form, qt, L, N, band, dev, band_potential):

@@ -272,15 +272,11 @@ class PrismaticEngine:
                     out[it, ip] = bin_to_grid(centred, multiple=m, shape=(H, W))
                     for p in tmp.glob(base.name + "*"):
                         p.unlink()
-        probe = self.vacuum_probe(request, L=L, N=N, multiple=m)
         return box_result(
             request,
+            geo,
             engine=self.name,
             patterns=out,
-            probe=probe,
-            box_A=L,
-            grid=N,
-            multiple=m,
             prismatic_version=".".join(map(str, version)),
             pot_bound_A=self.pot_bound_A,
         )

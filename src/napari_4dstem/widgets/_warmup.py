@@ -10,6 +10,8 @@ every widget shows a "preparing kernels" line while it runs (:class:`WarmupLabel
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QLabel
@@ -25,14 +27,10 @@ class _State(QObject):
         self.failed: list[str] = []
 
 
-_STATE: _State | None = None
-
-
+@functools.cache
 def _state() -> _State:
-    global _STATE
-    if _STATE is None:
-        _STATE = _State()
-    return _STATE
+    """The one _State of the process, made on first use."""
+    return _State()
 
 
 def is_warming() -> bool:

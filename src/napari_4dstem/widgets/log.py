@@ -6,6 +6,7 @@ traceback lands here (``log_error``), so a failure can be read and reported with
 
 from __future__ import annotations
 
+import functools
 import time
 import traceback
 
@@ -21,14 +22,10 @@ class _Log(QObject):
         self.entries: list[str] = []
 
 
-_LOG: _Log | None = None
-
-
+@functools.cache
 def _log() -> _Log:
-    global _LOG
-    if _LOG is None:
-        _LOG = _Log()
-    return _LOG
+    """The one _Log of the process, made on first use."""
+    return _Log()
 
 
 def log_error(where: str, exc: BaseException) -> str:

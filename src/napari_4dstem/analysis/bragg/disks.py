@@ -32,7 +32,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import BraggPeaks, DiffractionImage, RealSpaceMap
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, PartialMap, Progress, run_job
+from ...engine.jobs import Job, PartialMap, eager
 from ...engine.kernels import Kernel
 from ...errors import DataShapeError
 from .peaks import (
@@ -548,12 +548,6 @@ def iter_find_bragg_disks(
         message="Bragg disks",
         partial=disk_count_partial(),
     )
-    sy, sx = cube.scan_shape
-    flat = out.reshape(sy * sx, *out.shape[2:])
-    count = flat[:, 0, 0].astype(np.int64)
-    keep = np.arange(int(max_peaks))[None, :] < count[:, None]
-    rows = flat[:, 1:][keep]
-    offsets = np.concatenate([[0], np.cumsum(count)]).astype(np.int64)
     params = {
         **{k: v for k, v in opts.items() if k != "device"},
         "edge_px": math.ceil(tmpl.radius_px) if edge_px is None else int(edge_px),
@@ -563,56 +557,10 @@ def iter_find_bragg_disks(
         "intensity": "integrated disk counts above background (fit)" if subpixel == "fit" else "correlation peak value",
         "positions": "raw detector pixels (k_y, k_x), not origin-corrected",
     }
-    return BraggPeaks(
-        (sy, sx),
-        offsets,
-        rows[:, 0],
-        rows[:, 1],
-        rows[:, 2],
-        rows[:, 3],
-        name="braggpeaks",
-        calibration=cal,
-        params=params,
-    )
+    return BraggPeaks.from_padded(out, name="braggpeaks", calibration=cal, params=params)
 
 
-def find_bragg_disks(data: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> BraggPeaks:
-    """Bragg disks of every pattern (runs :func:`iter_find_bragg_disks` to the end).
-
-    Parameters
-    ----------
-    data : DataCube or array-like ``(scan_y, scan_x, k_y, k_x)``
-        The 4D-STEM data.
-    progress : callable, optional
-        Called with each :class:`~napari_4dstem.engine.jobs.Progress`.
-    **kwargs
-        The keyword arguments of :func:`iter_find_bragg_disks` (``template`` is required).
-
-    Returns
-    -------
-    BraggPeaks
-        Ragged peaks in raw detector pixels, as :func:`iter_find_bragg_disks`.
-
-    Raises
-    ------
-    DataShapeError, ValueError
-        As :func:`iter_find_bragg_disks`.
-
-    Notes
-    -----
-    See :func:`iter_find_bragg_disks` for the method.
-
-    References
-    ----------
-    .. [1] C. Ophus, "Four-Dimensional Scanning Transmission Electron Microscopy (4D-STEM):
-       From Scanning Nanodiffraction to Ptychography and Beyond", Microsc. Microanal. 25,
-       563-582 (2019).
-    .. [2] B. H. Savitzky et al., "py4DSTEM: A Software Package for Four-Dimensional Scanning
-       Transmission Electron Microscopy Data Analysis", Microsc. Microanal. 27, 712-743 (2021).
-    .. [3] T. C. Pekin et al., "Optimizing disk registration algorithms for nanobeam electron
-       diffraction strain mapping", Ultramicroscopy 176, 170-176 (2017).
-    """
-    return run_job(iter_find_bragg_disks(data, **kwargs), progress)
+find_bragg_disks = eager(iter_find_bragg_disks, "Bragg disks of every pattern.")
 
 
 # ---- origin and Bragg vector map -------------------------------------------------------------

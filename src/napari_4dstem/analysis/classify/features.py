@@ -52,7 +52,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import BraggPeaks
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, run_job
+from ...engine.jobs import Job, eager, job_doc
 from ...engine.kernels import as_kernel_input
 from ...errors import DataShapeError
 
@@ -74,7 +74,8 @@ class FeatureParams:
 
     Parameters
     ----------
-    kind : {"pattern", "radial", "polar", "bragg"}
+    kind : {"pattern", "radial", "polar", "angular", "pattern+angular", "bragg"}
+        The feature kind (see the module docstring).
     radius_px : float or None
         Outer radius about the origin; None: the largest circle inside the detector for the
         mean origin, less 1 px.
@@ -92,6 +93,12 @@ class FeatureParams:
     angle_deg, smooth_deg, window_deg : float
         ``"angular"``: sector width, smoothing width and running-maximum window (degrees; the
         window should span a disk and the gap to its neighbour).
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind, non-positive radius or bin, negative ``inner_px``, or polar and
+        angular settings out of range.
     """
 
     kind: str = "pattern"
@@ -105,6 +112,7 @@ class FeatureParams:
     window_deg: float = 15.0
 
     def __post_init__(self):
+        """Refuse an unknown kind and out-of-range sizes, angles and harmonics."""
         if self.kind not in FEATURE_KINDS:
             raise ValueError(f"feature kind must be one of {FEATURE_KINDS}, got {self.kind!r}")
         if self.radius_px is not None and not self.radius_px > 0:
@@ -131,12 +139,15 @@ class FeatureParams:
         return replace(self, radius_px=float(r), bin_px=float(b))
 
     def n_side(self) -> int:
+        """Bins per side of the square ``"pattern"``/``"bragg"`` grid: ``ceil(2 radius / bin)``."""
         return math.ceil(2 * self.radius_px / self.bin_px)
 
     def n_rings(self) -> int:
+        """Rings of the radial and polar grids: ``ceil(radius / bin)``."""
         return math.ceil(self.radius_px / self.bin_px)
 
     def n_sectors(self) -> int:
+        """Sectors of the angular profile: ``round(360 / angle_deg)``, at least 8."""
         return max(8, round(360.0 / self.angle_deg))
 
 
@@ -168,6 +179,7 @@ class Features:
 
     @property
     def scan_shape(self) -> tuple[int, int]:
+        """``(scan_y, scan_x)``."""
         return self.values.shape[:2]
 
     def flat(self) -> np.ndarray:
@@ -347,9 +359,12 @@ def _pixels_per_sector(p: FeatureParams, detector_shape, origin) -> np.ndarray:
 
 
 def angular_profile_normalised(profile: np.ndarray, p: FeatureParams) -> np.ndarray:
-    """Angular profiles ``(..., n_sectors)`` (mean intensity per sector) smoothed over
-    ``smooth_deg`` and divided by their running maximum over ``window_deg`` plus 10 % of
-    their mean: each disk a bump of height about 1 whatever its intensity."""
+    """Angular profiles normalised so that each disk is a bump of height about 1.
+
+    Profiles ``(..., n_sectors)`` (mean intensity per sector) are smoothed over ``smooth_deg``
+    and divided by their running maximum over ``window_deg`` plus 10 % of their mean, whatever
+    each disk's intensity.
+    """
     from scipy import ndimage
 
     a = np.asarray(profile, np.float64)
@@ -377,6 +392,7 @@ def _origin_map(cal: Calibration, scan_shape, detector_shape, origin_px) -> np.n
     return np.broadcast_to(np.asarray(o, float), (*scan_shape, 2)).copy()
 
 
+@job_doc
 def iter_features(
     data: Any,
     params: FeatureParams | None = None,
@@ -390,16 +406,40 @@ def iter_features(
 
     Parameters
     ----------
-    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
-    params : FeatureParams
-        ``kind`` must not be ``"bragg"`` (see :func:`bragg_features`).
+    %(data)s
+    params : FeatureParams, optional
+        Default ``FeatureParams()``; ``kind`` must not be ``"bragg"`` (see :func:`bragg_features`).
     origin_px : array ``(2,)`` or ``(scan_y, scan_x, 2)``, optional
         Origin of each pattern ``(k_y, k_x)`` in pixels. Default: the calibration's origin map,
         else its origin, else the detector centre.
+    calibration : Calibration, optional
+        Gives the origin (defaults to the DataCube's).
+    %(scan_chunk)s
+
+    Yields
+    ------
+    %(yields)s
 
     Returns
     -------
     Features
+        The generator's return value: float32 features ``(scan_y, scan_x, n_features)``, the
+        pattern totals, the resolved parameters, the feature image shape and the origins used.
+
+    Raises
+    ------
+    ValueError
+        For ``kind="bragg"``.
+    DataShapeError
+        For an ``origin_px`` of another shape.
+
+    Notes
+    -----
+    One numba pass per block, about each pattern's own origin (so descan does not move the
+    features): ``"pattern"`` splats each pixel bilinearly onto bins fixed to the origin,
+    ``"radial"``/``"polar"`` split it linearly between the two nearest rings (then divide by the
+    pixels per cell; polar takes ``|FFT|`` over the angle, rotation-invariant harmonics),
+    ``"angular"`` between the two nearest sectors (then :func:`angular_profile_normalised`).
     """
     from ..virtual.images import as_datacube
 
@@ -459,9 +499,7 @@ def iter_features(
     return Features(values, total, p, shape, origin, meta=meta)
 
 
-def compute_features(data: Any, params: FeatureParams | None = None, *, progress=None, **kw) -> Features:
-    """The features of every pattern (runs :func:`iter_features` to the end)."""
-    return run_job(iter_features(data, params, **kw), progress)
+compute_features = eager(iter_features, "The features of every pattern.", name="compute_features")
 
 
 def bragg_features(
@@ -474,21 +512,37 @@ def bragg_features(
 ) -> Features:
     """Bragg-vector histograms per pattern from detected disks (no pass over the data).
 
-    Each disk at ``q - origin`` within ``radius_px`` adds 1 to the grid, spread bilinearly over
-    the four nearest bins, so the histogram depends on where the disks are, not on their
-    intensity (thickness, dynamical scattering). Disks closer than ``inner_px`` (the
-    unscattered beam) are left out.
-
     Parameters
     ----------
     peaks : BraggPeaks
         Raw detector positions of the disks.
+    params : FeatureParams, optional
+        Grid radius, bin and ``inner_px`` (its kind is taken as ``"bragg"``).
     origin_px : array ``(2,)`` or ``(scan_y, scan_x, 2)``, optional
         Default: the peaks' calibration (origin map or origin), else the detector centre.
     detector_shape : (int, int), optional
-        Needed only when neither ``radius_px`` nor an origin is known.
+        Needed only when neither ``radius_px`` nor an origin is known (default: the peaks'
+        recorded detector shape).
     min_intensity : float
         Disks weaker than this are ignored.
+
+    Returns
+    -------
+    Features
+        Float32 histograms ``(scan_y, scan_x, n * n)`` (feature shape ``(n, n)``) with the disk
+        count of each pattern as its total.
+
+    Raises
+    ------
+    ValueError
+        When neither an origin nor a detector shape (or ``radius_px``) is known.
+
+    Notes
+    -----
+    Each disk at ``q - origin`` within ``radius_px`` adds 1 to the grid, spread bilinearly over
+    the four nearest bins, so the histogram depends on where the disks are, not on their
+    intensity (thickness, dynamical scattering). Disks closer than ``inner_px`` (the unscattered
+    beam) are left out.
     """
     params = params or FeatureParams(kind="bragg")
     if params.kind != "bragg":

@@ -36,12 +36,12 @@ import functools
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from ...engine.jobs import Job, Progress, run_job
+from ...engine.jobs import Job, Progress, eager
 from .features import Features
 
 __all__ = [
@@ -70,10 +70,12 @@ class ClassifyParams:
     max_classes : int
         Largest number of classes tried when suggesting.
     decomposition : {"pca", "nmf"}
+        PCA (components above the noise floor) or non-negative matrix factorisation.
     n_components : int or None
         Components kept; None: PCA components above the noise floor (at most
         ``max_components``); for NMF ``max_classes + 2``.
     max_components : int
+        Most PCA components kept.
     transform : {"sqrt", "log", "none"}
         Applied after the per-pattern normalisation.
     normalize : bool
@@ -90,6 +92,7 @@ class ClassifyParams:
         Two mixture components that do not border each other are merged when the density between them is above this
         fraction of the lower of their two peaks.
     seed : int
+        Seed of the random sampling, mixtures and k-means.
     """
 
     method: str = "gmm"
@@ -107,6 +110,7 @@ class ClassifyParams:
     seed: int = 0
 
     def __post_init__(self):
+        """Refuse unknown methods, decompositions and transforms, and counts below 1."""
         if self.method not in CLUSTER_METHODS:
             raise ValueError(f"method must be one of {CLUSTER_METHODS}, got {self.method!r}")
         if self.decomposition not in DECOMPOSITIONS:
@@ -168,13 +172,16 @@ class Classification:
 
     @property
     def n_classes(self) -> int:
+        """Number of classes."""
         return int(self.probability.shape[-1])
 
     @property
     def scan_shape(self) -> tuple[int, int]:
+        """``(scan_y, scan_x)``."""
         return self.labels.shape
 
     def class_sizes(self) -> np.ndarray:
+        """Patterns per class, ``(n_classes,)`` int."""
         return np.bincount(self.labels.ravel(), minlength=self.n_classes)
 
     def merged(self, classes) -> Classification:
@@ -191,14 +198,16 @@ class Classification:
         return self._relabelled(remap, len(keep))
 
     def split(self, cls: int, k: int, *, seed: int | None = None) -> Classification:
-        """A copy with class ``cls`` split into ``k``, re-clustered as the classification itself
-        clusters (on its patterns' leading component scores: the Gaussian mixture of least BIC
-        with ``k`` or more components, the least distinct merged down to ``k``), then the same
-        spatial smoothing inside the class. The largest part keeps the number ``cls``,
-        the others are appended (``n_classes``, ``n_classes + 1``, ...). The parts' probability
-        and mixing fractions are the class's, shared by their responsibilities;
-        ``class_features`` of the parts are the class's (not recomputed) and ``class_patterns``
-        is None (one pass over the data recomputes them: :func:`.pipeline.iter_class_means`)."""
+        """A copy with class ``cls`` split into ``k`` classes.
+
+        A copy with class ``cls`` split into ``k``, re-clustered as the classification itself clusters (on its
+        patterns' leading component scores: the Gaussian mixture of least BIC with ``k`` or more components,
+        the least distinct merged down to ``k``), then the same spatial smoothing inside the class. The
+        largest part keeps the number ``cls``, the others are appended (``n_classes``, ``n_classes + 1``,
+        ...). The parts' probability and mixing fractions are the class's, shared by their responsibilities;
+        ``class_features`` of the parts are the class's (not recomputed) and ``class_patterns`` is None (one
+        pass over the data recomputes them: :func:`.pipeline.iter_class_means`).
+        """
         cls, k = int(cls), int(k)
         if not 0 <= cls < self.n_classes:
             raise ValueError(f"class {cls} does not exist (0..{self.n_classes - 1})")
@@ -268,19 +277,11 @@ class Classification:
             return out.reshape(*a.shape[:-1], n_new)
 
         cf = np.concatenate([self.class_features, np.repeat(self.class_features[cls : cls + 1], k - 1, axis=0)])
-        return Classification(
+        return self._edited(
             labels=labels.reshape(self.scan_shape).astype(np.int32),
             probability=spread(self.probability, prob_share),
             mixing=spread(self.mixing, own),
-            loadings=self.loadings,
-            components=self.components,
             class_features=cf,
-            explained_variance_ratio=self.explained_variance_ratio,
-            suggested_n_classes=self.suggested_n_classes,
-            bic=self.bic,
-            silhouette=self.silhouette,
-            noise_variance=self.noise_variance,
-            params={**self.params, "edited": True},
             class_patterns=None,
         )
 
@@ -297,21 +298,17 @@ class Classification:
         for c in range(self.n_classes):
             cf[remap[c]] += self.class_features[c] * old[c]
         cf /= np.maximum(sizes, 1).reshape(-1, *([1] * (cf.ndim - 1)))
-        return Classification(
+        return self._edited(
             labels=remap[self.labels].astype(np.int32),
             probability=fold(self.probability),
             mixing=fold(self.mixing),
-            loadings=self.loadings,
-            components=self.components,
             class_features=cf.astype(np.float32),
-            explained_variance_ratio=self.explained_variance_ratio,
-            suggested_n_classes=self.suggested_n_classes,
-            bic=self.bic,
-            silhouette=self.silhouette,
-            noise_variance=self.noise_variance,
-            params={**self.params, "edited": True},
             class_patterns=None if self.class_patterns is None else _fold_means(self.class_patterns, old, remap, k),
         )
+
+    def _edited(self, **changes: Any) -> Classification:
+        """A copy with the per-class fields in ``changes`` replaced (the rest kept), marked edited."""
+        return replace(self, params={**self.params, "edited": True}, **changes)
 
 
 def _fold_means(means: np.ndarray, sizes: np.ndarray, remap: np.ndarray, k: int) -> np.ndarray:
@@ -353,10 +350,13 @@ def _normalised(x: np.ndarray, blocks=None) -> np.ndarray:
 
 
 def _transform_blocks(raw: np.ndarray, blocks, p: ClassifyParams, scan_shape) -> np.ndarray:
-    """Features made of several blocks (e.g. pattern + angular profile): each block
-    transformed on its own (counts normalised and transformed as ``p`` says, others kept),
-    then divided by its own noise level (from scan neighbours), so each block's signal is
-    measured against its own noise and the decomposition keeps whichever rises above it."""
+    """Transform features made of several blocks, each against its own noise.
+
+    Features made of several blocks (e.g. pattern + angular profile): each block transformed on its own
+    (counts normalised and transformed as ``p`` says, others kept), then divided by its own noise level (from
+    scan neighbours), so each block's signal is measured against its own noise and the decomposition keeps
+    whichever rises above it.
+    """
     parts = []
     for _name, a, b, counts in blocks:
         xb = _transform(raw[:, a:b], p) if counts else np.array(raw[:, a:b], np.float32)
@@ -368,8 +368,11 @@ def _transform_blocks(raw: np.ndarray, blocks, p: ClassifyParams, scan_shape) ->
 
 
 def neighbour_noise_variance(z: np.ndarray, scan_shape: tuple[int, int]) -> float:
-    """Per-feature noise variance from scan-neighbour differences of ``z`` ``(n, d)``:
-    ``median(|z_i - z_j|^2) / (2 d)`` over horizontal and vertical neighbours."""
+    """Per-feature noise variance from scan-neighbour differences.
+
+    Per-feature noise variance from scan-neighbour differences of ``z`` ``(n, d)``: ``median(|z_i - z_j|^2) /
+    (2 d)`` over horizontal and vertical neighbours.
+    """
     sy, sx = scan_shape
     zz = z.reshape(sy, sx, -1)
     parts = []
@@ -383,9 +386,12 @@ def neighbour_noise_variance(z: np.ndarray, scan_shape: tuple[int, int]) -> floa
 
 
 def _pca(x: np.ndarray, p: ClassifyParams, noise_var: float, n_fit: int = 20000):
-    """PCA: exact, from the covariance accumulated over batches of rows, for up to ``n_fit``
-    patterns; beyond, a randomized PCA fitted on ``n_fit`` patterns drawn at random (the
-    components of a few classes are well defined by that many), then every pattern projected."""
+    """PCA of the transformed features, exact or randomized beyond ``n_fit`` patterns.
+
+    PCA: exact, from the covariance accumulated over batches of rows, for up to ``n_fit`` patterns; beyond, a
+    randomized PCA fitted on ``n_fit`` patterns drawn at random (the components of a few classes are well
+    defined by that many), then every pattern projected.
+    """
     n, d = x.shape
     kmax = min(p.n_components or p.max_components, d, n)
     step = max(256, int(2**25 // max(d, 1)))
@@ -471,11 +477,13 @@ def _fit_sample(z: np.ndarray, seed: int, n_max: int = 20000) -> np.ndarray:
 
 
 def _border_steps(scan_shape):
-    """Neighbour pairs ``(p, q)`` (q right of or below p) with reference steps in the same
-    direction two pixels away on either side: flat indices ``(p, q, p-3, p-2, q+2, q+3)``
-    (pairs whose reference steps would leave the scan are left out). Two pixels away, the
-    reference steps lie outside a boundary's mixed band (the probe's width), but still see
-    the local drift."""
+    """Neighbour pairs across which a step is compared with reference steps beside it.
+
+    Neighbour pairs ``(p, q)`` (q right of or below p) with reference steps in the same direction two pixels
+    away on either side: flat indices ``(p, q, p-3, p-2, q+2, q+3)`` (pairs whose reference steps would leave
+    the scan are left out). Two pixels away, the reference steps lie outside a boundary's mixed band (the
+    probe's width), but still see the local drift.
+    """
     sy, sx = scan_shape
     idx = np.arange(sy * sx).reshape(sy, sx)
     out = []
@@ -490,10 +498,12 @@ def _border_steps(scan_shape):
 
 
 def _jump_ratio(z, groups_of, a, b, steps) -> float:
-    """How much larger the step across the a|b border is than the steps two pixels away in
-    the same direction, along the difference of the two group means (medians of squares): about 1
-    for a class split along a smooth drift, large for a real boundary. NaN when the two
-    groups share fewer than 8 neighbour pairs."""
+    """How much larger the step across the a|b border is than the steps beside it.
+
+    How much larger the step across the a|b border is than the steps two pixels away in the same direction,
+    along the difference of the two group means (medians of squares): about 1 for a class split along a smooth
+    drift, large for a real boundary. NaN when the two groups share fewer than 8 neighbour pairs.
+    """
     p, q, a0, a1, b0, b1 = steps
     gp, gq = groups_of[p], groups_of[q]
     border = ((gp == a) & (gq == b)) | ((gp == b) & (gq == a))
@@ -512,8 +522,11 @@ def _jump_ratio(z, groups_of, a, b, steps) -> float:
 
 
 def _pair_score(z, g_of, gi, gj, pairs, jump, valley, noise_var) -> float:
-    """How distinct two groups are (below 1: merge): the jump ratio over ``jump`` when they
-    border each other, else ``valley`` over their density valley ratio."""
+    """How distinct two groups are (below 1: merge).
+
+    How distinct two groups are (below 1: merge): the jump ratio over ``jump`` when they border each other,
+    else ``valley`` over their density valley ratio.
+    """
     na, nb = int((g_of == gi).sum()), int((g_of == gj).sum())
     if min(na, nb) < 3:
         return 0.0
@@ -535,11 +548,14 @@ def _merge_components(
     target: int | None = None,
     exclude: int | None = None,
 ) -> np.ndarray:
-    """Map of mixture components to classes. Repeatedly merge the pair of groups that is
-    least distinct: by the jump ratio when they share a border in the scan (merged below
-    ``jump``: a class split along a continuous drift has steps across the split no larger
-    than inside), else by the density valley between them (merged above ``valley``). With
-    ``target``, merge the least distinct pair until ``target`` groups are left instead."""
+    """Map of mixture components to classes, merging the least distinct pairs.
+
+    Map of mixture components to classes. Repeatedly merge the pair of groups that is least distinct: by the
+    jump ratio when they share a border in the scan (merged below ``jump``: a class split along a continuous
+    drift has steps across the split no larger than inside), else by the density valley between them (merged
+    above ``valley``). With ``target``, merge the least distinct pair until ``target`` groups are left
+    instead.
+    """
     k = int(hard.max()) + 1
     group = np.arange(k)
     pairs = _border_steps(scan_shape)
@@ -564,10 +580,12 @@ def _merge_components(
 
 
 def _merge_smallest(z, hard, group, target: int) -> np.ndarray:
-    """Merge the smallest group into the group with the nearest mean until ``target`` are left
-    (of groups within 10 % of the smallest size, the one nearest to another goes first).
-    Merging the closest pair of means instead joined two large real classes 2.5 % apart and
-    kept a group of 18 boundary pixels."""
+    """Merge the smallest group into the nearest until ``target`` are left.
+
+    Merge the smallest group into the group with the nearest mean until ``target`` are left (of groups within
+    10 % of the smallest size, the one nearest to another goes first). Merging the closest pair of means
+    instead joined two large real classes 2.5 % apart and kept a group of 18 boundary pixels.
+    """
     group = group.copy()
     while len(np.unique(group[np.unique(hard)])) > target:
         g_of = group[hard]
@@ -583,8 +601,11 @@ def _merge_smallest(z, hard, group, target: int) -> np.ndarray:
 
 
 def _valley_ratio(za: np.ndarray, zb: np.ndarray, noise_var: float) -> float:
-    """Density between two groups relative to the lower of their two peaks, along the
-    difference of their means, smoothed with a Gaussian as wide as the noise along it."""
+    """Density between two groups relative to the lower of their two peaks.
+
+    Density between two groups relative to the lower of their two peaks, along the difference of their means,
+    smoothed with a Gaussian as wide as the noise along it.
+    """
     ma, mb = za.mean(0), zb.mean(0)
     w = mb - ma
     a, b = float(ma @ w), float(mb @ w)
@@ -608,8 +629,11 @@ def _valley_ratio(za: np.ndarray, zb: np.ndarray, noise_var: float) -> float:
 
 
 def _icm(logp: np.ndarray, scan_shape, beta: float, n_iter: int = 5, inside: np.ndarray | None = None) -> np.ndarray:
-    """Iterated conditional modes of a Potts prior (8-neighbourhood) on the scan (``inside``:
-    only these pixels take part, as labels and as neighbours)."""
+    """Iterated conditional modes of a Potts prior on the scan.
+
+    Iterated conditional modes of a Potts prior (8-neighbourhood) on the scan (``inside``: only these pixels
+    take part, as labels and as neighbours).
+    """
     sy, sx = scan_shape
     k = logp.shape[1]
     lp = logp.reshape(sy, sx, k)
@@ -663,8 +687,44 @@ def _mixing(xn: np.ndarray, means: np.ndarray, prob: np.ndarray) -> np.ndarray:
 def iter_classify_features(features: Features, params: ClassifyParams | None = None) -> Job[Classification]:
     """Job: decompose and cluster ``features`` (see the module docstring).
 
-    Yields :class:`Progress` between stages (decomposition, each number of classes tried,
-    clustering, smoothing); the result is a :class:`Classification`.
+    Parameters
+    ----------
+    features : Features
+        Raw features of every pattern (:func:`~.features.iter_features` or
+        :func:`~.features.bragg_features`).
+    params : ClassifyParams, optional
+        Decomposition, clustering and number of classes (default ``ClassifyParams()``).
+
+    Yields
+    ------
+    Progress
+        Between stages: decomposition, each number of classes tried, clustering, smoothing,
+        class means.
+
+    Returns
+    -------
+    Classification
+        The generator's return value: labels (classes ordered by decreasing size), probabilities,
+        mixing fractions, loadings, components, class mean features, BIC and silhouette for every
+        number of classes tried, the suggested number and the noise variance.
+
+    Notes
+    -----
+    Each feature vector is normalised by its sum and square-rooted (Poisson counts get a variance
+    independent of their mean); PCA keeps the components whose variance exceeds the
+    Marchenko-Pastur edge ``sigma^2 (1 + sqrt(d / n))^2`` of the noise (measured from scan
+    neighbours) by 50 % [1]_, or mini-batch NMF is used. The scores are clustered by a Gaussian
+    mixture (number of components of least BIC [2]_, then merged while not distinct), k-means
+    or Ward clustering, smoothed by iterated conditional modes of a Potts prior on the scan [3]_,
+    and each pattern is written as a mix of its two most likely class means.
+
+    References
+    ----------
+    .. [1] V. A. Marchenko and L. A. Pastur, "Distribution of eigenvalues for some sets of random
+       matrices", Math. USSR Sb. 1, 457-483 (1967).
+    .. [2] G. Schwarz, "Estimating the dimension of a model", Ann. Statist. 6, 461-464 (1978).
+    .. [3] J. Besag, "On the statistical analysis of dirty pictures", J. R. Stat. Soc. B 48,
+       259-302 (1986).
     """
     p = params or ClassifyParams()
     t0 = time.perf_counter()
@@ -810,6 +870,4 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
     return result
 
 
-def classify_features(features: Features, params: ClassifyParams | None = None, *, progress=None) -> Classification:
-    """Classify features (runs :func:`iter_classify_features` to the end)."""
-    return run_job(iter_classify_features(features, params), progress)
+classify_features = eager(iter_classify_features, "Classify features.")

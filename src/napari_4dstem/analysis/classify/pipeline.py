@@ -15,7 +15,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import BraggPeaks, DiffractionImage, RealSpaceMap
 from ...engine.chunks import iter_scan_blocks
-from ...engine.jobs import Job, Progress, run_job
+from ...engine.jobs import Job, Progress, eager, job_doc
 from ...errors import DataShapeError
 from .features import FeatureParams, bragg_features, iter_features
 from .model import Classification, ClassifyParams, iter_classify_features
@@ -23,11 +23,37 @@ from .model import Classification, ClassifyParams, iter_classify_features
 __all__ = ["classify", "iter_class_means", "iter_classify", "to_emd_objects"]
 
 
+@job_doc
 def iter_class_means(
     data: Any, labels: np.ndarray, *, n_classes: int | None = None, scan_chunk=None
 ) -> Job[np.ndarray]:
-    """Job: the mean pattern of every class, ``(n_classes, k_y, k_x)`` float32, in one
-    streamed pass (sums in float64, a block at a time)."""
+    """Job: the mean pattern of every class, in one streamed pass.
+
+    Parameters
+    ----------
+    %(data)s
+    labels : int array ``(scan_y, scan_x)``
+        Class of each pattern; negative labels are left out.
+    n_classes : int, optional
+        Number of classes (default ``labels.max() + 1``).
+    scan_chunk : (int, int), optional
+        Scan block read at a time (default: the engine's choice for the data's chunks).
+
+    Yields
+    ------
+    %(yields)s
+
+    Returns
+    -------
+    ndarray ``(n_classes, k_y, k_x)`` float32
+        The generator's return value: the mean pattern of each class (sums in float64, a block at
+        a time; zeros for an empty class).
+
+    Raises
+    ------
+    DataShapeError
+        When ``labels`` do not have the scan's shape.
+    """
     arr = getattr(data, "data", data) if hasattr(data, "calibration") else data
     labels = np.asarray(labels)
     shape = tuple(int(s) for s in arr.shape)
@@ -49,6 +75,7 @@ def iter_class_means(
     return (sums / np.maximum(counts, 1)[:, None, None]).astype(np.float32)
 
 
+@job_doc
 def iter_classify(
     data: Any,
     *,
@@ -66,28 +93,43 @@ def iter_classify(
 
     Parameters
     ----------
-    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
-    features : FeatureParams
+    %(data)s
+    features : FeatureParams, optional
         Which features (default: binned patterns about the origin).
-    params : ClassifyParams
+    params : ClassifyParams, optional
         Decomposition, clustering, number of classes.
     origin : {"auto", "calibration", "fixed"} or array ``(scan_y, scan_x, 2)``
         Origin of each pattern: ``"auto"`` uses the calibration's origin map when it has one,
         else measures the bright-field disk centre of every pattern and fits the descan plane
         (one extra pass); ``"calibration"`` uses the calibration's origin (map) or the detector
         centre; ``"fixed"`` the detector centre; or an explicit map.
-    peaks : BraggPeaks
+    peaks : BraggPeaks, optional
         Needed for ``features.kind == "bragg"`` (no pass over the data for features then).
+    calibration : Calibration, optional
+        Defaults to the DataCube's.
     class_means : bool
         Also compute the full-resolution mean pattern of each class (one pass).
     exclude_bf : bool
         When ``features.inner_px`` is 0, leave out the bright-field disk (radius found on the
         mean of a sparse grid of patterns, plus a third and 1 px): its intensity mostly
         follows thickness, not structure.
+    %(scan_chunk)s
+
+    Yields
+    ------
+    Progress
+        From each pass and each stage of the classification.
 
     Returns
     -------
-    Classification (with ``class_patterns`` when ``class_means``)
+    Classification
+        The generator's return value, with ``class_patterns`` when ``class_means``; its params
+        record the source and the origin used.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``origin``, or Bragg features without ``peaks``.
     """
     from ..virtual.images import as_datacube
 
@@ -148,10 +190,12 @@ def _grid_mean(cube) -> np.ndarray:
 
 
 def symmetry_centre(pattern: np.ndarray) -> tuple[float, float]:
-    """Centre of symmetry ``(k_y, k_x)`` of a pattern (Friedel's law: disk positions come in
-    pairs ``+-g`` about the unscattered beam): the peak of the pattern's self-convolution
-    (square-rooted intensities, so weak disks count too) lies at twice the centre; sub-pixel
-    by a parabola through the peak and its neighbours."""
+    """Centre of symmetry ``(k_y, k_x)`` of a pattern, from Friedel's law.
+
+    Centre of symmetry ``(k_y, k_x)`` of a pattern (Friedel's law: disk positions come in pairs ``+-g`` about
+    the unscattered beam): the peak of the pattern's self-convolution (square-rooted intensities, so weak
+    disks count too) lies at twice the centre; sub-pixel by a parabola through the peak and its neighbours.
+    """
     from scipy.signal import fftconvolve
 
     a = np.sqrt(np.maximum(np.asarray(pattern, np.float64), 0))
@@ -176,10 +220,12 @@ def symmetry_centre(pattern: np.ndarray) -> tuple[float, float]:
 
 
 def _bf_disk(cube):
-    """The bright-field disk on the mean of a grid of patterns: its radius from the brightest
-    disk (every disk has the probe's size), its centre the pattern's centre of symmetry when
-    the brightest disk is not there (a Bragg disk brighter than the unscattered beam). None
-    without a clear disk."""
+    """The bright-field disk on the mean of a grid of patterns, or None.
+
+    The bright-field disk on the mean of a grid of patterns: its radius from the brightest disk (every disk
+    has the probe's size), its centre the pattern's centre of symmetry when the brightest disk is not there (a
+    Bragg disk brighter than the unscattered beam). None without a clear disk.
+    """
     from ..virtual.origin import BFDisk, find_bf_disk
 
     acc = _grid_mean(cube)
@@ -193,9 +239,7 @@ def _bf_disk(cube):
     return disk
 
 
-def classify(data: Any, *, progress=None, **kwargs) -> Classification:
-    """Classify every pattern (runs :func:`iter_classify` to the end)."""
-    return run_job(iter_classify(data, **kwargs), progress)
+classify = eager(iter_classify, "Classify every pattern.")
 
 
 def _jsonable(d: dict) -> dict:
@@ -212,9 +256,22 @@ def _jsonable(d: dict) -> dict:
 
 
 def to_emd_objects(result: Classification, calibration: Calibration | None = None) -> list:
-    """The result as objects :func:`napari_4dstem.io.emd.write` stores (py4DSTEM reads them as
-    RealSlice/DiffractionSlice nodes): label map, probabilities, mixing fractions, loadings,
-    class mean patterns and (for 2D features) component patterns, all with the parameters."""
+    """The result as objects :func:`napari_4dstem.io.emd.write` stores.
+
+    Parameters
+    ----------
+    result : Classification
+        The classification.
+    calibration : Calibration, optional
+        Attached to every object (default an empty one).
+
+    Returns
+    -------
+    list of RealSpaceMap and DiffractionImage
+        Label map, probabilities, mixing fractions, loadings, class mean patterns and (for 2D
+        features) component patterns, all with the parameters (flattened to EMD-storable
+        values); py4DSTEM reads them as RealSlice/DiffractionSlice nodes.
+    """
     cal = calibration or Calibration()
     params = _jsonable(dict(result.params))
     params.update(

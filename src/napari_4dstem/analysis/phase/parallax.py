@@ -26,7 +26,7 @@ import numpy as np
 
 from ...data.calibration import Calibration
 from ...data.results import RealSpaceMap
-from ...engine.jobs import Job, Progress, run_job
+from ...engine.jobs import Job, Progress, eager
 from ...errors import DataShapeError
 from ._common import Geometry, bf_pixels, fourier_shift, iter_pixel_stack, register_translations
 from .probe import ProbeModel, scan_to_detector
@@ -358,52 +358,22 @@ def iter_parallax(
         refine=refine,
         n_pixels=len(iy),
     )
-    fit = dict(
+    aberrations = dict(
         defocus_A=float(defocus),
         astig_A=float(astig),
         astig_angle_deg=float(angle),
         rotation_residual_deg=float(theta),
         fit_rms_A=rms,
-        shift_fit=shift_fit,
     )
+    fit = {**aberrations, "shift_fit": shift_fit}
     img_cal = Calibration(scan_step=(geo.step_A[0] / upsample, geo.step_A[1] / upsample), scan_units="A")
     return ParallaxResult(
         image=RealSpaceMap(image, name="parallax_bf", units="", calibration=img_cal, params={**params, "fit": fit}),
         shifts_px=shifts,
         k_inv_A=k,
-        defocus_A=float(defocus),
-        astig_A=float(astig),
-        astig_angle_deg=float(angle),
-        rotation_residual_deg=float(theta),
-        fit_rms_A=rms,
         params=params,
+        **aberrations,
     )
 
 
-def parallax(datacube, *, progress=None, **kwargs) -> ParallaxResult:
-    """Eager twin of :func:`iter_parallax`: tilt-corrected bright-field image and aberrations.
-
-    Parameters
-    ----------
-    datacube : DataCube ``(scan_y, scan_x, k_y, k_x)``
-        Calibrated 4D-STEM data.
-    progress : callable, optional
-        Called with each :class:`~napari_4dstem.engine.jobs.Progress`.
-    **kwargs
-        The keyword arguments of :func:`iter_parallax`.
-
-    Returns
-    -------
-    ParallaxResult
-        As :func:`iter_parallax`.
-
-    Raises
-    ------
-    DataShapeError, CalibrationError
-        As :func:`iter_parallax`.
-
-    Notes
-    -----
-    See :func:`iter_parallax`.
-    """
-    return run_job(iter_parallax(datacube, **kwargs), progress)
+parallax = eager(iter_parallax, "Tilt-corrected bright-field image and aberrations (parallax).")

@@ -37,7 +37,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import DiffractionImage, RealSpaceMap
 from ...engine.chunks import iter_scan_blocks, n_blocks
-from ...engine.jobs import Job, Progress, run_job
+from ...engine.jobs import Job, Progress, eager
 from ...errors import CalibrationError, Napari4DSTEMError
 from ._common import Geometry
 from .probe import ProbeModel, probe_real, scan_to_detector
@@ -589,35 +589,4 @@ def _reconstruct(
     )
 
 
-def ptychography(datacube, *, progress=None, **kwargs) -> PtychoResult:
-    """Eager twin of :func:`iter_ptychography`: an iterative ptychographic reconstruction.
-
-    Parameters
-    ----------
-    datacube : DataCube ``(scan_y, scan_x, k_y, k_x)``
-        Calibrated 4D-STEM data.
-    progress : callable, optional
-        Called with each :class:`PtychoProgress`.
-    **kwargs
-        The keyword arguments of :func:`iter_ptychography`.
-
-    Returns
-    -------
-    PtychoResult
-        As :func:`iter_ptychography`.
-
-    Raises
-    ------
-    Napari4DSTEMError, CalibrationError
-        As :func:`iter_ptychography`.
-
-    Notes
-    -----
-    See :func:`iter_ptychography`.
-
-    References
-    ----------
-    .. [1] A. M. Maiden and J. M. Rodenburg, "An improved ptychographical phase retrieval
-       algorithm for diffractive imaging", Ultramicroscopy 109, 1256-1262 (2009).
-    """
-    return run_job(iter_ptychography(datacube, **kwargs), progress)
+ptychography = eager(iter_ptychography, "An iterative ptychographic reconstruction.")

@@ -28,7 +28,7 @@ import numpy as np
 
 from ...data.calibration import Calibration
 from ...data.results import RealSpaceMap
-from ...engine.jobs import Job, Progress, run_job
+from ...engine.jobs import Job, Progress, eager
 from ._common import Geometry, bf_pixels, iter_pixel_stack
 from .probe import ProbeModel, probe_fourier, scan_to_detector
 
@@ -140,36 +140,4 @@ def iter_ssb(
     )
 
 
-def ssb(datacube, *, progress=None, **kwargs) -> RealSpaceMap:
-    """Eager twin of :func:`iter_ssb`: the object phase by single side band ptychography.
-
-    Parameters
-    ----------
-    datacube : DataCube ``(scan_y, scan_x, k_y, k_x)``
-        Calibrated 4D-STEM data.
-    progress : callable, optional
-        Called with each :class:`~napari_4dstem.engine.jobs.Progress`.
-    **kwargs
-        The keyword arguments of :func:`iter_ssb`.
-
-    Returns
-    -------
-    RealSpaceMap ``(scan_y, scan_x)``
-        The object phase in radians.
-
-    Raises
-    ------
-    CalibrationError
-        As :func:`iter_ssb`.
-
-    Notes
-    -----
-    See :func:`iter_ssb`.
-
-    References
-    ----------
-    .. [1] T. J. Pennycook et al., "Efficient phase contrast imaging in STEM using a pixelated
-       detector. Part 1: Experimental demonstration at atomic resolution", Ultramicroscopy 151,
-       160-167 (2015).
-    """
-    return run_job(iter_ssb(datacube, **kwargs), progress)
+ssb = eager(iter_ssb, "The object phase by single side band ptychography.")

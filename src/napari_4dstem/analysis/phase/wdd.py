@@ -36,7 +36,7 @@ import scipy.fft as sfft
 
 from ...data.calibration import Calibration
 from ...data.results import RealSpaceMap
-from ...engine.jobs import Job, Progress, run_job
+from ...engine.jobs import Job, Progress, eager
 from ...errors import CalibrationError
 from ._common import Geometry, iter_pixel_stack
 from .probe import ProbeModel, probe_fourier, scan_to_detector
@@ -206,21 +206,4 @@ def iter_wdd(
                         calibration=cal.replace(origin_map_px=None), params=params)  # fmt: skip
 
 
-def wdd(datacube, *, progress=None, **kwargs) -> RealSpaceMap:
-    """Eager twin of :func:`iter_wdd`.
-
-    Parameters
-    ----------
-    datacube : DataCube
-        As :func:`iter_wdd`.
-    progress : callable, optional
-        Called with every :class:`~napari_4dstem.engine.jobs.Progress` of the job.
-    **kwargs
-        The keywords of :func:`iter_wdd`.
-
-    Returns
-    -------
-    RealSpaceMap
-        The phase map of :func:`iter_wdd`.
-    """
-    return run_job(iter_wdd(datacube, **kwargs), progress)
+wdd = eager(iter_wdd, "The object phase by Wigner distribution deconvolution.")

@@ -94,8 +94,36 @@ class RingFit:
 def fit_ellipse_points(y: np.ndarray, x: np.ndarray) -> tuple[tuple[float, float], float, float, float]:
     """Algebraic least-squares ellipse through points: ``(center (y, x), a, b, theta_deg)``.
 
-    Solves ``A x^2 + B x y + C y^2 + D x + E y + F = 0`` (smallest singular vector, on centred
-    and scaled coordinates) and converts the conic to centre, semi-axes and angle.
+    Parameters
+    ----------
+    y, x : array-like ``(n,)``
+        Point coordinates (detector pixels), at least 6 points.
+
+    Returns
+    -------
+    center : (float, float)
+        Centre ``(y, x)``.
+    a, b : float
+        Semi-axes, ``a >= b``.
+    theta_deg : float
+        Angle of ``a`` from the ``x`` axis towards ``y``, in ``(-90, 90]``.
+
+    Raises
+    ------
+    CalibrationError
+        For fewer than 6 points, or points whose conic is not an ellipse.
+
+    Notes
+    -----
+    Solves ``A x^2 + B x y + C y^2 + D x + E y + F = 0`` for the smallest singular vector of the
+    design matrix on centred and scaled coordinates (a direct algebraic fit, as in [1]_), then
+    converts the conic to centre, semi-axes and angle from the eigen-decomposition of its
+    quadratic part.
+
+    References
+    ----------
+    .. [1] A. Fitzgibbon, M. Pilu and R. B. Fisher, "Direct least square fitting of ellipses",
+       IEEE Trans. Pattern Anal. Mach. Intell. 21, 476-480 (1999).
     """
     y = np.asarray(y, dtype=np.float64)
     x = np.asarray(x, dtype=np.float64)
@@ -148,14 +176,43 @@ def fit_ring(
 
     Parameters
     ----------
-    pattern : 2D array ``(k_y, k_x)``
+    pattern : ndarray ``(k_y, k_x)``
+        One finite 2D pattern.
     radius_range_px : (float, float)
-        Radii between which the ring lies (it must be the brightest feature there).
+        Radii between which the ring lies (it must be the brightest feature there), at least
+        1.25 px apart.
     center_px : (float, float), optional
-        Starting centre; by default the centre of mass of the pattern (a first ellipse fit
-        then re-centres the rays, ``iterations`` times).
+        Starting centre; by default the centre of mass of the pattern above its median (a first
+        ellipse fit then re-centres the rays, ``iterations`` times).
     n_angles : int
-        Number of rays.
+        Number of rays (default 180).
+    outlier_sigma : float
+        Ring points further than this many robust standard deviations (1.4826 x the median
+        absolute residual) from the ellipse are dropped and the fit repeated (default 3).
+    iterations : int
+        Times the rays are re-centred on the fitted ellipse (default 2).
+
+    Returns
+    -------
+    RingFit
+        Centre, semi-axes, angle, points used and the RMS residual (pixels).
+
+    Raises
+    ------
+    DataShapeError
+        When the pattern is not 2D or has NaN or inf.
+    ValueError
+        When ``radius_range_px`` is not ``(r_min, r_max)`` with ``0 <= r_min < r_max`` or is too
+        narrow.
+    CalibrationError
+        When the ring is found on fewer than 6 rays, or its points are not an ellipse.
+
+    Notes
+    -----
+    The pattern is sampled along rays from the centre (bilinear, smoothed 0.5 px along each
+    ray); a linear background is removed along each ray and the ring's radius is the sub-pixel
+    maximum (a parabola through the three samples around it). An algebraic ellipse fit
+    (:func:`fit_ellipse_points`) with outlier rejection gives the ring.
     """
     p = np.asarray(pattern, dtype=np.float64)
     if p.ndim != 2:

@@ -9,7 +9,6 @@ are DPC signals: see :mod:`napari_4dstem.analysis.virtual.dpc`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import RealSpaceMap
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, Progress, run_job
+from ...engine.jobs import Job, eager, job_doc
 from ...engine.kernels import as_kernel_input, com_block, com_weighted_block
 from .detectors import Detector
 from .images import NAN_POLICIES, NonFiniteDataError, as_datacube
@@ -41,6 +40,7 @@ def _com_masked_kernel(block, *, row0, parallel, weights, r0, c0):
     return out[..., [1, 2, 0]]
 
 
+@job_doc
 def iter_center_of_mass(
     data: Any,
     *,
@@ -54,20 +54,37 @@ def iter_center_of_mass(
 
     Parameters
     ----------
-    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
+    %(data)s
     detector : Detector, optional
         Restrict (or weight) the sums to this detector; only its rows are read.
     calibration : Calibration, optional
         Recorded with the result (defaults to the DataCube's).
     nan_policy : {"raise", "propagate"}
         Float data with NaN/inf in a pattern: raise :class:`NonFiniteDataError`, or NaN.
-    scan_chunk, backend
-        See :func:`napari_4dstem.engine.driver.map_scan`.
+    %(scan_chunk)s
+
+    Yields
+    ------
+    %(yields)s
 
     Returns
     -------
-    RealSpaceMap ``(scan_y, scan_x, 3)`` with channels ``com_y``, ``com_x`` (detector pixels)
-    and ``intensity`` (counts).
+    RealSpaceMap ``(scan_y, scan_x, 3)``
+        The generator's return value: channels ``com_y``, ``com_x`` (absolute detector pixels)
+        and ``intensity`` (counts); NaN centre where a pattern sums to zero.
+
+    Raises
+    ------
+    ValueError
+        For a ``nan_policy`` other than ``"raise"`` or ``"propagate"``.
+    NonFiniteDataError
+        With ``nan_policy="raise"`` when a float pattern has NaN or inf.
+
+    Notes
+    -----
+    ``com_y = sum_k k_y I(k) / sum_k I(k)`` (``com_x`` alike) with pixel centres at integer
+    coordinates, ``I`` the pattern times the detector's weights when one is given; one numba
+    pass per block accumulates the three sums in float64.
     """
     cube, cal = as_datacube(data, calibration)
     if nan_policy not in NAN_POLICIES[:2]:
@@ -76,12 +93,8 @@ def iter_center_of_mass(
     if detector is None:
         kernel, kwargs, rows = _com_kernel, {}, None
     else:
-        m = detector.render(cube.detector_shape).astype(np.float64)
-        rr = np.flatnonzero(np.any(m != 0, axis=1))
-        cc = np.flatnonzero(np.any(m != 0, axis=0))
-        r0, r1, c0, c1 = int(rr[0]), int(rr[-1]) + 1, int(cc[0]), int(cc[-1]) + 1
-        w = np.ascontiguousarray(m[r0:r1, c0:c1])
-        kernel, kwargs, rows = _com_masked_kernel, {"weights": w, "r0": r0, "c0": c0}, (r0, r1)
+        w, r0, c0 = detector.weights_box(cube.detector_shape)
+        kernel, kwargs, rows = _com_masked_kernel, {"weights": w, "r0": r0, "c0": c0}, (r0, r0 + w.shape[0])
         params["detector"] = detector.to_params()
     out = yield from map_scan(
         cube.data,
@@ -106,23 +119,4 @@ def iter_center_of_mass(
     return RealSpaceMap(out, name="com", units="px", channels=COM_CHANNELS, calibration=cal, params=params)
 
 
-def center_of_mass(
-    data: Any,
-    *,
-    detector: Detector | None = None,
-    calibration: Calibration | None = None,
-    nan_policy: str = "raise",
-    scan_chunk: tuple[int, int] | None = None,
-    backend: Any = None,
-    progress: Callable[[Progress], Any] | None = None,
-) -> RealSpaceMap:
-    """Centre of mass of every pattern (runs :func:`iter_center_of_mass` to the end)."""
-    job = iter_center_of_mass(
-        data,
-        detector=detector,
-        calibration=calibration,
-        nan_policy=nan_policy,
-        scan_chunk=scan_chunk,
-        backend=backend,
-    )
-    return run_job(job, progress)
+center_of_mass = eager(iter_center_of_mass, "Centre of mass and total intensity of every pattern.")

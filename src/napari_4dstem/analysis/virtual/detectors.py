@@ -66,7 +66,15 @@ def _point(p, what: str) -> tuple[float, float]:
 
 
 class Detector(abc.ABC):
-    """Base of the virtual detectors (see the module docstring for the pixel rule)."""
+    """Base of the virtual detectors (see the module docstring for the pixel rule).
+
+    Attributes
+    ----------
+    kind : str
+        The detector's kind (``"disk"``, ``"annulus"``...), its default channel name.
+    weighted : bool
+        True for a float (weighted) mask, False for a boolean one.
+    """
 
     kind = "detector"
 
@@ -95,6 +103,27 @@ class Detector(abc.ABC):
         rows = np.flatnonzero(np.any(self.render(shape), axis=1))
         return int(rows[0]), int(rows[-1]) + 1
 
+    def weights_box(self, shape) -> tuple[np.ndarray, int, int]:
+        """The mask's bounding box as float64 weights, with its first row and column.
+
+        Parameters
+        ----------
+        shape : (int, int)
+            ``(k_y, k_x)`` of the patterns.
+
+        Returns
+        -------
+        weights : ndarray ``(h, w)`` float64, C-contiguous
+            The mask (1.0 inside a boolean detector) on its bounding box.
+        r0, c0 : int
+            Detector row and column of ``weights[0, 0]``.
+        """
+        m = self.render(shape).astype(np.float64)
+        rows = np.flatnonzero(np.any(m != 0, axis=1))
+        cols = np.flatnonzero(np.any(m != 0, axis=0))
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        return np.ascontiguousarray(m[r0:r1, c0:c1]), r0, c0
+
     def fraction(self, shape) -> float:
         """Fraction of the detector pixels the mask covers (non-zero weight)."""
         m = self.render(shape)
@@ -109,12 +138,24 @@ class Detector(abc.ABC):
 
 @dataclass(frozen=True)
 class PointDetector(Detector):
-    """The single pixel nearest ``center_px`` ``(k_y, k_x)``."""
+    """The single pixel nearest ``center_px`` ``(k_y, k_x)``.
+
+    Parameters
+    ----------
+    center_px : (float, float)
+        Position ``(k_y, k_x)`` in detector pixels; the pixel whose centre is nearest is used.
+
+    Raises
+    ------
+    ValueError
+        When ``center_px`` is not two finite numbers.
+    """
 
     center_px: tuple[float, float]
     kind = "point"
 
     def __post_init__(self):
+        """Store the centre as a float pair; refuse a non-finite one."""
         object.__setattr__(self, "center_px", _point(self.center_px, "center_px"))
 
     def _render(self, shape):
@@ -133,13 +174,27 @@ def _dist2(shape, center) -> np.ndarray:
 
 @dataclass(frozen=True)
 class DiskDetector(Detector):
-    """Pixels within ``radius_px`` of ``center_px`` ``(k_y, k_x)``."""
+    """Pixels within ``radius_px`` of ``center_px`` ``(k_y, k_x)``.
+
+    Parameters
+    ----------
+    center_px : (float, float)
+        Disk centre ``(k_y, k_x)`` in detector pixels.
+    radius_px : float
+        Radius in pixels, ``>= 0``; a pixel belongs when its centre is at distance ``<= radius_px``.
+
+    Raises
+    ------
+    ValueError
+        When the centre is not two finite numbers or the radius is negative or not finite.
+    """
 
     center_px: tuple[float, float]
     radius_px: float
     kind = "disk"
 
     def __post_init__(self):
+        """Store the centre and radius as floats; refuse non-finite or negative values."""
         object.__setattr__(self, "center_px", _point(self.center_px, "center_px"))
         r = float(self.radius_px)
         if not (math.isfinite(r) and r >= 0):
@@ -150,9 +205,35 @@ class DiskDetector(Detector):
         return _dist2(shape, self.center_px) <= self.radius_px**2
 
 
+def _check_ring(det: AnnulusDetector | WedgeDetector) -> None:
+    """Check and store, as floats, the centre and the radii ``0 <= inner_px < outer_px`` of a ring detector."""
+    object.__setattr__(det, "center_px", _point(det.center_px, "center_px"))
+    i, o = float(det.inner_px), float(det.outer_px)
+    if not (math.isfinite(i) and math.isfinite(o) and 0 <= i < o):
+        raise ValueError(
+            f"{det.kind} radii must satisfy 0 <= inner_px < outer_px, got {det.inner_px!r}, {det.outer_px!r}"
+        )
+    object.__setattr__(det, "inner_px", i)
+    object.__setattr__(det, "outer_px", o)
+
+
 @dataclass(frozen=True)
 class AnnulusDetector(Detector):
-    """Pixels with ``inner_px < distance <= outer_px`` from ``center_px`` ``(k_y, k_x)``."""
+    """Pixels with ``inner_px < distance <= outer_px`` from ``center_px`` ``(k_y, k_x)``.
+
+    Parameters
+    ----------
+    center_px : (float, float)
+        Ring centre ``(k_y, k_x)`` in detector pixels.
+    inner_px, outer_px : float
+        Radii in pixels, ``0 <= inner_px < outer_px`` (a disk of radius ``R`` and an annulus
+        with ``inner_px = R`` count no pixel twice).
+
+    Raises
+    ------
+    ValueError
+        When the centre is not two finite numbers or the radii are not ordered and finite.
+    """
 
     center_px: tuple[float, float]
     inner_px: float
@@ -160,14 +241,8 @@ class AnnulusDetector(Detector):
     kind = "annulus"
 
     def __post_init__(self):
-        object.__setattr__(self, "center_px", _point(self.center_px, "center_px"))
-        i, o = float(self.inner_px), float(self.outer_px)
-        if not (math.isfinite(i) and math.isfinite(o) and 0 <= i < o):
-            raise ValueError(
-                f"annulus radii must satisfy 0 <= inner_px < outer_px, got {self.inner_px!r}, {self.outer_px!r}"
-            )
-        object.__setattr__(self, "inner_px", i)
-        object.__setattr__(self, "outer_px", o)
+        """Store the centre and radii as floats; refuse radii not ``0 <= inner < outer``."""
+        _check_ring(self)
 
     def _render(self, shape):
         d2 = _dist2(shape, self.center_px)
@@ -176,13 +251,26 @@ class AnnulusDetector(Detector):
 
 @dataclass(frozen=True)
 class RectangleDetector(Detector):
-    """Rows ``rows[0]:rows[1]`` and columns ``cols[0]:cols[1]`` (half-open pixel ranges)."""
+    """Rows ``rows[0]:rows[1]`` and columns ``cols[0]:cols[1]`` (half-open pixel ranges).
+
+    Parameters
+    ----------
+    rows, cols : (int, int)
+        ``(start, stop)`` pixel ranges like slices (rounded to integers), ``stop > start``;
+        the parts outside the detector are clipped.
+
+    Raises
+    ------
+    ValueError
+        When a range is not two numbers with ``stop > start``.
+    """
 
     rows: tuple[int, int]
     cols: tuple[int, int]
     kind = "rectangle"
 
     def __post_init__(self):
+        """Round the ranges to integers; refuse empty or reversed ones."""
         for name in ("rows", "cols"):
             v = tuple(round(float(x)) for x in getattr(self, name))
             if len(v) != 2 or v[1] <= v[0]:
@@ -200,12 +288,27 @@ class RectangleDetector(Detector):
 
 @dataclass(frozen=True)
 class WedgeDetector(Detector):
-    """An annular sector around ``center_px`` ``(k_y, k_x)``: ``inner_px < distance <= outer_px``
-    and the pixel's angle ``atan2(k_y - c_y, k_x - c_x)`` between ``start_deg`` and ``end_deg``,
-    counted from ``+k_x`` towards ``+k_y`` (clockwise on screen, where row 0 is at the top).
+    """An annular sector around ``center_px`` ``(k_y, k_x)``.
 
-    ``end_deg`` may be below ``start_deg`` (the sector then crosses 0 deg: 350 -> 10 is 20 deg
-    wide); ``end_deg = start_deg + 360`` is the whole annulus. Both edges are included.
+    A pixel belongs when ``inner_px < distance <= outer_px`` and its angle ``atan2(k_y - c_y,
+    k_x - c_x)`` lies between ``start_deg`` and ``end_deg``, counted from ``+k_x`` towards ``+k_y``
+    (clockwise on screen, where row 0 is at the top). ``end_deg`` may be below ``start_deg`` (the
+    sector then crosses 0 deg: 350 -> 10 is 20 deg wide); ``end_deg = start_deg + 360`` is the
+    whole annulus. Both edges are included.
+
+    Parameters
+    ----------
+    center_px : (float, float)
+        Sector centre ``(k_y, k_x)`` in detector pixels.
+    inner_px, outer_px : float
+        Radii in pixels, ``0 <= inner_px < outer_px``.
+    start_deg, end_deg : float
+        Angular edges in degrees; they differ and span at most 360 deg.
+
+    Raises
+    ------
+    ValueError
+        When the centre, radii or angles break the rules above.
     """
 
     center_px: tuple[float, float]
@@ -216,20 +319,16 @@ class WedgeDetector(Detector):
     kind = "wedge"
 
     def __post_init__(self):
-        object.__setattr__(self, "center_px", _point(self.center_px, "center_px"))
-        i, o = float(self.inner_px), float(self.outer_px)
-        if not (math.isfinite(i) and math.isfinite(o) and 0 <= i < o):
-            raise ValueError(
-                f"wedge radii must satisfy 0 <= inner_px < outer_px, got {self.inner_px!r}, {self.outer_px!r}"
-            )
+        """Store the centre, radii and angles as floats; refuse invalid ones."""
+        _check_ring(self)
         a0, a1 = float(self.start_deg), float(self.end_deg)
         if not (math.isfinite(a0) and math.isfinite(a1)) or a0 == a1 or abs(a1 - a0) > 360:
             raise ValueError(
                 f"wedge angles must be finite, differ, and span at most 360 deg, got {self.start_deg!r}, "
                 f"{self.end_deg!r}"
             )
-        for name, v in (("inner_px", i), ("outer_px", o), ("start_deg", a0), ("end_deg", a1)):
-            object.__setattr__(self, name, v)
+        object.__setattr__(self, "start_deg", a0)
+        object.__setattr__(self, "end_deg", a1)
 
     @property
     def span_deg(self) -> float:
@@ -247,8 +346,11 @@ class WedgeDetector(Detector):
         return (d2 > self.inner_px**2) & (d2 <= self.outer_px**2) & inside
 
     def polygon(self, n_arc: int = 48) -> np.ndarray:
-        """Vertices ``(k_y, k_x)`` of the sector's outline (outer arc, then inner arc back; the
-        centre for ``inner_px = 0``), for drawing."""
+        """Vertices ``(k_y, k_x)`` of the sector's outline, for drawing.
+
+        The outer arc, then the inner arc back (the centre for ``inner_px = 0``), with about
+        ``n_arc`` points per full turn.
+        """
         n = max(2, int(np.ceil(n_arc * self.span_deg / 360.0)) + 1)
         a = np.radians(self.start_deg + np.linspace(0.0, self.span_deg, n))
         cy, cx = self.center_px
@@ -264,7 +366,22 @@ class WedgeDetector(Detector):
 class MaskDetector(Detector):
     """An arbitrary mask ``(k_y, k_x)``: boolean, or float weights (a weighted detector).
 
-    The mask must have exactly the detector's shape; NaN or inf weights are refused.
+    Parameters
+    ----------
+    mask : ndarray ``(k_y, k_x)``
+        Boolean mask, or numeric weights (stored as float64); kept read-only. It must have
+        exactly the patterns' detector shape.
+    name : str
+        Name recorded with results (default ``"mask"``).
+
+    Raises
+    ------
+    DataShapeError
+        When the mask is not 2D (or, at render, not the detector's shape).
+    ValueError
+        When a weight is NaN or inf.
+    TypeError
+        For a mask that is neither boolean nor numeric.
     """
 
     mask: np.ndarray = field(repr=False)
@@ -272,6 +389,7 @@ class MaskDetector(Detector):
     kind = "mask"
 
     def __post_init__(self):
+        """Store the mask read-only (numeric as float64); refuse non-2D, non-numeric or non-finite masks."""
         m = np.asarray(self.mask)
         if m.ndim != 2:
             raise DataShapeError(f"a detector mask must be 2D (k_y, k_x), got shape {m.shape}")
@@ -288,6 +406,7 @@ class MaskDetector(Detector):
 
     @property
     def weighted(self) -> bool:
+        """True for a float (weighted) mask, False for a boolean one."""
         return self.mask.dtype.kind != "b"
 
     def _render(self, shape):
@@ -296,10 +415,12 @@ class MaskDetector(Detector):
         return self.mask
 
     def __repr__(self) -> str:
+        """Kind, shape and name (not the mask's values)."""
         kind = "weighted" if self.weighted else "boolean"
         return f"MaskDetector({kind} {self.mask.shape[0]}x{self.mask.shape[1]}, name={self.name!r})"
 
     def to_params(self) -> dict[str, Any]:
+        """Kind, name, weighted, shape, pixel count and the mask's SHA-1 (not the mask itself)."""
         digest = hashlib.sha1(np.ascontiguousarray(self.mask).tobytes()).hexdigest()
         return {
             "kind": self.kind,
@@ -312,10 +433,29 @@ class MaskDetector(Detector):
 
 
 def mask_from_file(path, detector_shape=None, name: str | None = None) -> MaskDetector:
-    """A :class:`MaskDetector` from a ``.npy`` or ``.tif``/``.tiff`` file (boolean, or numeric
-    weights; a 2D image, or a stack of one image). With ``detector_shape`` a mask of another
-    shape is refused with a :class:`DataShapeError` naming both. The detector remembers the
-    file (``path``), so a recipe that uses it can be replayed."""
+    """A :class:`MaskDetector` from a ``.npy`` or ``.tif``/``.tiff`` file.
+
+    Parameters
+    ----------
+    path : str or path
+        The file: a 2D boolean or numeric image, or a stack of one image.
+    detector_shape : (int, int), optional
+        When given, a mask of another shape is refused.
+    name : str, optional
+        The detector's name (default: the file's stem).
+
+    Returns
+    -------
+    MaskDetector
+        The mask, with the resolved file path as its ``path`` attribute (so a recipe that uses
+        it can be replayed).
+
+    Raises
+    ------
+    DataShapeError
+        For a missing file, another suffix, a mask that is not 2D, a shape other than
+        ``detector_shape`` (naming both), or a ``.tif`` without the tifffile package.
+    """
     from pathlib import Path
 
     p = Path(path)
@@ -349,7 +489,18 @@ def mask_from_file(path, detector_shape=None, name: str | None = None) -> MaskDe
 
 
 def mask_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A boolean mask as horizontal runs: rows ``r`` and column ranges ``c0 : c1`` (int64)."""
+    """A boolean mask as horizontal runs: rows ``r`` and column ranges ``c0 : c1`` (int64).
+
+    Parameters
+    ----------
+    mask : array-like ``(k_y, k_x)``
+        The mask (non-zero counts as inside).
+
+    Returns
+    -------
+    r, c0, c1 : ndarray ``(n_runs,)`` int64
+        Row, first column and one past the last column of each run, in raster order.
+    """
     m = np.asarray(mask, dtype=bool)
     pad = np.zeros((m.shape[0], 1), dtype=bool)
     edges = np.diff(np.hstack([pad, m, pad]).astype(np.int8), axis=1)
@@ -383,18 +534,41 @@ def preset_detector(
 ) -> DiskDetector | AnnulusDetector:
     """A BF, ABF, ADF or HAADF detector sized from the convergence semi-angle.
 
-    With ``alpha`` the convergence semi-angle: BF is the disk ``d <= alpha``, ABF the annulus
-    ``alpha/2 < d <= alpha``, LAADF ``alpha < d <= 2 alpha``, ADF ``alpha < d <= 3 alpha``,
-    HAADF ``3 alpha < d`` out to the farthest detector corner and Full the whole detector (see
-    :data:`PRESETS`). ``alpha`` in pixels is
-    ``calibration.convergence_semiangle_mrad / calibration.k_pixel_size_in('mrad')``, or
-    ``bf_radius_px`` when given (e.g. the radius of the detected bright-field disk, for an
-    uncalibrated detector). ``inner_mrad`` / ``outer_mrad`` override the preset's angles
-    (they need the mrad calibration).
+    Parameters
+    ----------
+    name : {"BF", "ABF", "LAADF", "ADF", "HAADF", "FULL"}
+        The preset (case-insensitive; see :data:`PRESETS`).
+    detector_shape : (int, int)
+        ``(k_y, k_x)`` of the patterns.
+    calibration : Calibration, optional
+        Gives the convergence semi-angle, the detector pixel size in mrad and the mean origin.
+    center_px : (float, float), optional
+        Detector centre (default: the calibration's mean origin, else the detector's centre).
+    bf_radius_px : float, optional
+        The convergence semi-angle in pixels (e.g. the radius of the detected bright-field
+        disk), for an uncalibrated detector.
+    inner_mrad, outer_mrad : float, optional
+        Override the preset's angles (they need the mrad calibration).
 
-    The centre is ``center_px``, else the calibration's mean origin, else the detector centre.
-    Raises :class:`CalibrationError` when the angles are not calibrated and no
-    ``bf_radius_px`` is given.
+    Returns
+    -------
+    DiskDetector or AnnulusDetector
+        A disk when the inner radius is 0, else an annulus.
+
+    Raises
+    ------
+    ValueError
+        For an unknown preset or a ``bf_radius_px`` that is not positive.
+    CalibrationError
+        When the angles are not calibrated and no ``bf_radius_px`` is given.
+
+    Notes
+    -----
+    With ``alpha`` the convergence semi-angle: BF is the disk ``d <= alpha``, ABF the annulus
+    ``alpha/2 < d <= alpha``, LAADF ``alpha < d <= 2 alpha``, ADF ``alpha < d <= 3 alpha``, HAADF
+    ``3 alpha < d`` out to the farthest detector corner and FULL the whole detector. ``alpha`` in
+    pixels is ``calibration.convergence_semiangle_mrad / calibration.k_pixel_size_in('mrad')``,
+    or ``bf_radius_px`` when given.
     """
     key = str(name).upper()
     if key not in PRESETS:

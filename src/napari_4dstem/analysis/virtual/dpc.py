@@ -58,7 +58,23 @@ class IllConditionedRotationWarning(UserWarning):
 def rotate_to_scan(
     v_y: np.ndarray, v_x: np.ndarray, *, rotation_deg: float, flip: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Detector-axis vectors ``(v_y, v_x)`` in scan axes ``(u_y, u_x)`` (module docstring)."""
+    """Detector-axis vectors ``(v_y, v_x)`` in scan axes ``(u_y, u_x)``.
+
+    Parameters
+    ----------
+    v_y, v_x : ndarray or float
+        Components along the detector axes ``k_y``, ``k_x``.
+    rotation_deg : float
+        Angle of the detector axes in scan axes, from ``+x`` towards ``+y``.
+    flip : bool
+        Mirror the detector ``k_x`` axis first (default False).
+
+    Returns
+    -------
+    u_y, u_x : ndarray or float
+        ``u_y = sin(t) v_x' + cos(t) v_y`` and ``u_x = cos(t) v_x' - sin(t) v_y`` with
+        ``v_x' = -v_x`` when flipped.
+    """
     t = math.radians(rotation_deg)
     vx = -v_x if flip else v_x
     c, s = math.cos(t), math.sin(t)
@@ -85,10 +101,31 @@ def com_shifts(
 ) -> tuple[np.ndarray, np.ndarray]:
     """COM minus origin ``(v_y, v_x)`` in detector pixels, with the descan removed.
 
-    ``descan``: ``"plane"`` fits a robust plane to the COM map itself and subtracts it (the
-    usual choice when the sample is thin everywhere); ``"mean"`` subtracts the mean COM;
-    ``"calibration"`` subtracts the calibration's origin map (or mean origin); ``"none"``
-    returns the raw COM.
+    Parameters
+    ----------
+    com : RealSpaceMap or ndarray ``(scan_y, scan_x, >=2)``
+        COM ``(com_y, com_x)`` per pattern in detector pixels (:func:`~.com.center_of_mass`).
+    descan : {"plane", "mean", "calibration", "none"}
+        ``"plane"`` fits a robust plane to the COM map itself and subtracts it (the usual choice
+        when the sample is thin everywhere); ``"mean"`` subtracts the mean COM;
+        ``"calibration"`` subtracts the calibration's origin map (or mean origin); ``"none"``
+        returns the raw COM.
+    calibration : Calibration, optional
+        For ``"calibration"``; default the COM map's.
+
+    Returns
+    -------
+    v_y, v_x : ndarray ``(scan_y, scan_x)``
+        The shifts along the detector axes.
+
+    Raises
+    ------
+    DataShapeError
+        When the COM array is not ``(scan_y, scan_x, >=2)``.
+    CalibrationError
+        For ``"calibration"`` without an origin, or an origin map of another scan shape.
+    ValueError
+        For an unknown ``descan``.
     """
     cy, cx, cal0 = _com_yx(com)
     cal = calibration or cal0 or Calibration()
@@ -135,6 +172,8 @@ def dpc(
     ----------
     com : RealSpaceMap or ndarray ``(scan_y, scan_x, >=2)``
         COM ``(com_y, com_x)`` per pattern in detector pixels.
+    calibration : Calibration, optional
+        Gives the rotation, flip, origin and detector pixel size; default the COM map's.
     rotation_deg, flip : optional
         Scan/detector rotation and flip; default the calibration's (0 and False if unset).
     descan : {"plane", "mean", "calibration", "none"}
@@ -144,8 +183,25 @@ def dpc(
 
     Returns
     -------
-    RealSpaceMap ``(scan_y, scan_x, 4)``: channels ``dpc_y``, ``dpc_x`` (scan axes),
-    ``magnitude`` and ``angle_deg`` (``atan2(dpc_y, dpc_x)``, from ``+x`` towards ``+y``).
+    RealSpaceMap ``(scan_y, scan_x, 4)``
+        Channels ``dpc_y``, ``dpc_x`` (scan axes), ``magnitude`` and ``angle_deg``
+        (``atan2(dpc_y, dpc_x)``, from ``+x`` towards ``+y``).
+
+    Raises
+    ------
+    CalibrationError
+        For ``units`` other than px on an uncalibrated detector, or as :func:`com_shifts`.
+
+    Notes
+    -----
+    The COM shift ``v = com - origin`` is rotated into scan axes (:func:`rotate_to_scan`) and
+    scaled to ``units``. For a thin sample it is the phase gradient, ``<k> = grad(phi) / (2 pi)``
+    [1]_.
+
+    References
+    ----------
+    .. [1] I. Lazić, E. G. T. Bosch and S. Lazar, "Phase contrast STEM for thin samples:
+       Integrated differential phase contrast", Ultramicroscopy 160, 265-280 (2016).
     """
     vy, vx = com_shifts(com, descan=descan, calibration=calibration)
     cal = calibration or (com.calibration if isinstance(com, RealSpaceMap) else Calibration())
@@ -217,16 +273,29 @@ def divergence_curl(d: RealSpaceMap | np.ndarray) -> RealSpaceMap:
 class RotationFit:
     """Scan/detector rotation from DPC by minimising the curl of the rotated COM shifts.
 
-    ``rotation_deg`` is in ``(-180, 180]``; ``curl_rms`` is the RMS curl at the optimum,
-    ``curl_rms_other_flip`` the best RMS curl with the other ``flip`` (the larger it is, the
-    clearer the flip), and ``div_rms`` the RMS divergence at the optimum (the signal).
-
-    ``curl_contrast`` is how much lower the best mean-square curl is than its median over all
-    angles, relative to that median (0: flat curve, no information; 1: curl-free at the
-    optimum). ``confidence`` is that contrast in units of what pure noise gives on a scan of
-    this size (about ``1.7 / sqrt(n_scan_pixels)``): about 1 for data without DPC signal; below
-    ``MIN_ROTATION_CONFIDENCE`` (3) the fit warns (:class:`IllConditionedRotationWarning`).
-    Both default to NaN (fits made before they existed).
+    Attributes
+    ----------
+    rotation_deg : float
+        The rotation, in ``(-180, 180]``.
+    flip : bool
+        Whether the detector ``k_x`` axis is mirrored.
+    curl_rms : float
+        RMS curl at the optimum.
+    curl_rms_other_flip : float
+        The best RMS curl with the other ``flip`` (the larger, the clearer the flip; NaN when
+        the flip was given).
+    div_rms : float
+        RMS divergence at the optimum (the signal).
+    resolved_180 : bool
+        Whether the half-turn was chosen by the divergence's skew.
+    curl_contrast : float
+        How much lower the best mean-square curl is than its median over all angles, relative
+        to that median (0: flat curve, no information; 1: curl-free at the optimum).
+    confidence : float
+        ``curl_contrast`` in units of what pure noise gives on a scan of this size (about
+        ``1.7 / sqrt(n_scan_pixels)``): about 1 for data without DPC signal; below
+        ``MIN_ROTATION_CONFIDENCE`` (3) the fit warns. Both default to NaN (fits made before
+        they existed).
     """
 
     rotation_deg: float
@@ -244,6 +313,7 @@ class RotationFit:
         return not (self.confidence >= MIN_ROTATION_CONFIDENCE)
 
     def to_calibration(self, calibration: Calibration | None = None) -> Calibration:
+        """``calibration`` (default an empty one) with this rotation and flip."""
         return (calibration or Calibration()).replace(rotation_deg=self.rotation_deg, flip=self.flip)
 
 
@@ -284,15 +354,42 @@ def fit_dpc_rotation(
 ) -> RotationFit:
     """Rotation (and flip) between scan and detector axes that minimises the DPC curl.
 
-    The curl fixes the angle modulo 180 degrees. With ``resolve_180`` the half-turn is chosen
-    so that the divergence of the shifts is negatively skewed, i.e. the phase has sharp
-    positive peaks (atoms, particles); this heuristic fails on samples without such peaks, in
-    which case check the sign of the iDPC phase and add 180 degrees if needed. ``flip=None``
-    tries both and keeps the lower curl.
+    Parameters
+    ----------
+    com : RealSpaceMap or ndarray ``(scan_y, scan_x, >=2)``
+        COM ``(com_y, com_x)`` per pattern in detector pixels, scan at least 3 x 3.
+    calibration : Calibration, optional
+        For ``descan="calibration"`` (:func:`com_shifts`).
+    descan : {"plane", "mean", "calibration", "none"}
+        How the origin is removed (:func:`com_shifts`).
+    flip : bool, optional
+        The flip, when known; ``None`` tries both and keeps the lower curl.
+    resolve_180 : bool
+        Choose the half-turn so that the divergence of the shifts is negatively skewed, i.e. the
+        phase has sharp positive peaks (atoms, particles); this heuristic fails on samples without
+        such peaks: then check the sign of the iDPC phase and add 180 degrees if needed.
 
-    The result carries a ``confidence`` (:class:`RotationFit`); when it is below
-    ``MIN_ROTATION_CONFIDENCE`` (data without DPC signal: a flat curl curve) one
-    :class:`IllConditionedRotationWarning` is issued, since the angle is then arbitrary.
+    Returns
+    -------
+    RotationFit
+        The angle, flip, curls, divergence and the fit's confidence.
+
+    Raises
+    ------
+    DataShapeError
+        For a scan smaller than 3 x 3.
+
+    Warns
+    -----
+    IllConditionedRotationWarning
+        When the confidence is below ``MIN_ROTATION_CONFIDENCE`` (no DPC signal above noise:
+        the angle is arbitrary).
+
+    Notes
+    -----
+    ``curl(R(t) v') = cos(t) curl(v') + sin(t) div(v')`` pointwise, so the mean square curl is a
+    quadratic form in ``(cos t, sin t)``: its eigenvector of the smallest eigenvalue is the
+    optimum angle (modulo 180 degrees), found in closed form for each flip.
     """
     vy, vx = com_shifts(com, descan=descan, calibration=calibration)
     if vy.shape[0] < 3 or vy.shape[1] < 3:
@@ -353,12 +450,32 @@ def idpc(
         Mirror the field to twice its size first, so the non-periodic edges of a real scan
         do not wrap around. In all cases the mean gradient is integrated exactly as a plane
         and only the rest goes through the Fourier integration.
+    calibration : Calibration, optional
+        Gives the scan step and beam energy for a phase in rad; default the map's.
 
     Returns
     -------
-    RealSpaceMap ``(scan_y, scan_x)`` of zero mean: in ``rad`` when the shifts are in 1/A or
-    mrad (with the beam energy) and the scan step is calibrated, else ``a.u.`` (shifts in px
-    times scan pixels).
+    RealSpaceMap ``(scan_y, scan_x)``
+        Zero-mean phase: in ``rad`` when the shifts are in 1/A or mrad (with the beam energy)
+        and the scan step is calibrated and square, else ``a.u.`` (shifts in px times scan
+        pixels).
+
+    Raises
+    ------
+    DataShapeError
+        When ``dpc_map`` is not a :func:`dpc` map or has NaN.
+    ValueError
+        For a negative or non-finite ``regularization``.
+
+    Notes
+    -----
+    ``phi = F^-1[-i (f_x G_x + f_y G_y) / (2 pi (|f|^2 + lambda))]`` with ``G = F[grad phi]``
+    [1]_.
+
+    References
+    ----------
+    .. [1] I. Lazić, E. G. T. Bosch and S. Lazar, "Phase contrast STEM for thin samples:
+       Integrated differential phase contrast", Ultramicroscopy 160, 265-280 (2016).
     """
     if not isinstance(dpc_map, RealSpaceMap) or "dpc_x" not in dpc_map.channels:
         raise DataShapeError("idpc needs the RealSpaceMap returned by dpc()")

@@ -16,7 +16,7 @@ integer data. See ``docs/virtual-imaging.md``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from ...data.calibration import Calibration
 from ...data.datacube import DataCube
 from ...data.results import RealSpaceMap
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, Progress, run_job
+from ...engine.jobs import Job, eager, job_doc
 from ...engine.kernels import (
     as_kernel_input,
     row_accumulator,
@@ -50,7 +50,27 @@ NAN_POLICIES = ("raise", "propagate", "omit")
 
 
 def as_datacube(data: Any, calibration: Calibration | None = None) -> tuple[DataCube, Calibration]:
-    """``data`` as a DataCube (wrapping a bare 4D array) and the calibration to use."""
+    """``data`` as a DataCube (wrapping a bare 4D array) and the calibration to use.
+
+    Parameters
+    ----------
+    data : DataCube or array-like ``(scan_y, scan_x, k_y, k_x)``
+        The 4D-STEM data.
+    calibration : Calibration, optional
+        Overrides the DataCube's calibration.
+
+    Returns
+    -------
+    cube : DataCube
+        ``data`` itself, or a DataCube wrapping the array (default calibration).
+    calibration : Calibration
+        ``calibration`` when given, else the cube's.
+
+    Raises
+    ------
+    TypeError
+        When ``calibration`` is not a Calibration.
+    """
     cube = data if isinstance(data, DataCube) else DataCube(data)
     cal = calibration if calibration is not None else cube.calibration
     if not isinstance(cal, Calibration):
@@ -59,7 +79,25 @@ def as_datacube(data: Any, calibration: Calibration | None = None) -> tuple[Data
 
 
 def descan_shifts(cal: Calibration, scan_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pattern detector shift ``origin_map_px - origin_px`` as two ``(scan_y, scan_x)`` arrays."""
+    """Per-pattern detector shift ``origin_map_px - origin_px`` as two ``(scan_y, scan_x)`` arrays.
+
+    Parameters
+    ----------
+    cal : Calibration
+        Holds the fitted origin map ``origin_map_px`` and the mean origin ``origin_px``.
+    scan_shape : (int, int)
+        ``(scan_y, scan_x)`` of the data.
+
+    Returns
+    -------
+    shift_y, shift_x : ndarray ``(scan_y, scan_x)`` float64
+        Detector pixels to move the detector by, at each scan position (C-contiguous).
+
+    Raises
+    ------
+    CalibrationError
+        When there is no origin map, its scan shape differs from ``scan_shape``, or it has NaN.
+    """
     if cal.origin_map_px is None:
         raise CalibrationError(
             "descan correction needs an origin map (Calibration.origin_map_px); measure it with "
@@ -158,6 +196,7 @@ def _full_weights(spec, row0: int, h: int, qx: int, dtype) -> np.ndarray:
     return w.ravel()
 
 
+@job_doc
 def iter_virtual_images(
     data: Any,
     detectors: Sequence[Detector],
@@ -173,8 +212,9 @@ def iter_virtual_images(
 
     Parameters
     ----------
-    data : DataCube or 4D array ``(scan_y, scan_x, k_y, k_x)``
+    %(data)s
     detectors : sequence of Detector
+        The virtual detectors, one output channel each.
     calibration : Calibration, optional
         Defaults to the DataCube's; needed for ``descan``.
     descan : bool
@@ -185,12 +225,38 @@ def iter_virtual_images(
         finite pixels only.
     names : sequence of str, optional
         Channel names; by default the detector kinds (``"disk"``, ``"annulus_2"``...).
-    scan_chunk, backend
-        See :func:`napari_4dstem.engine.driver.map_scan`.
+    %(scan_chunk)s
+
+    Yields
+    ------
+    %(yields)s
 
     Returns
     -------
-    RealSpaceMap ``(scan_y, scan_x, n_detectors)``, float64, units ``counts``.
+    RealSpaceMap ``(scan_y, scan_x, n_detectors)``
+        The generator's return value: float64 sums, units ``counts``, one named channel per
+        detector; ``params`` record the detectors, ``descan``, ``nan_policy`` and the dtype.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``nan_policy``, no detector, or channel names that are not distinct and
+        one per detector.
+    TypeError
+        When a detector is not a :class:`~napari_4dstem.analysis.virtual.detectors.Detector`.
+    CalibrationError
+        With ``descan`` and no usable origin map.
+    NonFiniteDataError
+        With ``nan_policy="raise"`` when a pattern has NaN or inf inside a detector.
+
+    Notes
+    -----
+    ``image[iy, ix] = sum_k mask[k - s(iy, ix)] * pattern[iy, ix, k]`` with ``s`` the descan
+    shift (or zero), moved bilinearly for sub-pixel shifts. Binary masks are summed over their
+    runs of pixels, weighted ones over their bounding rows; only the detector rows the
+    detectors (plus their largest shift) touch are read; float data with wide detectors and no
+    shift go through BLAS matrix-vector products. Sums accumulate in float64 (exact for integer
+    data).
     """
     cube, cal = as_datacube(data, calibration)
     if nan_policy not in NAN_POLICIES:
@@ -290,6 +356,7 @@ def _handle_nonfinite(cube, img, specs, scan_kwargs, rows, nan_policy) -> np.nda
     return img
 
 
+@job_doc
 def iter_virtual_image(
     data: Any,
     detector: Detector,
@@ -302,8 +369,32 @@ def iter_virtual_image(
 ) -> Job[RealSpaceMap]:
     """Job: the virtual image of one detector, a ``(scan_y, scan_x)`` RealSpaceMap.
 
-    See :func:`iter_virtual_images` for the parameters; ``params`` of the result record the
-    detector, ``descan`` and ``nan_policy``.
+    Parameters
+    ----------
+    %(data)s
+    detector : Detector
+        The virtual detector.
+    calibration, descan, nan_policy, scan_chunk, backend
+        As :func:`iter_virtual_images`.
+
+    Yields
+    ------
+    %(yields)s
+
+    Returns
+    -------
+    RealSpaceMap ``(scan_y, scan_x)``
+        The generator's return value: float64 sums, units ``counts``, named
+        ``virtual_<kind>``; ``params`` record the detector, ``descan`` and ``nan_policy``.
+
+    Raises
+    ------
+    ValueError, TypeError, CalibrationError, NonFiniteDataError
+        As :func:`iter_virtual_images`.
+
+    Notes
+    -----
+    One channel of :func:`iter_virtual_images`.
     """
     stack = yield from iter_virtual_images(
         data,
@@ -325,51 +416,7 @@ def iter_virtual_image(
     )
 
 
-def virtual_image(
-    data: Any,
-    detector: Detector,
-    *,
-    calibration: Calibration | None = None,
-    descan: bool = False,
-    nan_policy: str = "raise",
-    scan_chunk: tuple[int, int] | None = None,
-    backend: Any = None,
-    progress: Callable[[Progress], Any] | None = None,
-) -> RealSpaceMap:
-    """The virtual image of one detector (runs :func:`iter_virtual_image` to the end)."""
-    job = iter_virtual_image(
-        data,
-        detector,
-        calibration=calibration,
-        descan=descan,
-        nan_policy=nan_policy,
-        scan_chunk=scan_chunk,
-        backend=backend,
-    )
-    return run_job(job, progress)
+virtual_image = eager(iter_virtual_image, "The virtual image of one detector.")
 
 
-def virtual_images(
-    data: Any,
-    detectors: Sequence[Detector],
-    *,
-    calibration: Calibration | None = None,
-    descan: bool = False,
-    nan_policy: str = "raise",
-    names: Sequence[str] | None = None,
-    scan_chunk: tuple[int, int] | None = None,
-    backend: Any = None,
-    progress: Callable[[Progress], Any] | None = None,
-) -> RealSpaceMap:
-    """Several virtual images in one pass (runs :func:`iter_virtual_images` to the end)."""
-    job = iter_virtual_images(
-        data,
-        detectors,
-        calibration=calibration,
-        descan=descan,
-        nan_policy=nan_policy,
-        names=names,
-        scan_chunk=scan_chunk,
-        backend=backend,
-    )
-    return run_job(job, progress)
+virtual_images = eager(iter_virtual_images, "Several virtual images in one pass.")

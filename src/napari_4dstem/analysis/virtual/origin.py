@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,7 @@ from scipy import ndimage
 from ...data.calibration import Calibration
 from ...data.results import RealSpaceMap
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, Progress, run_job
+from ...engine.jobs import Job, eager, job_doc
 from ...engine.kernels import as_kernel_input, disk_center_block
 from ...errors import DataShapeError
 from .com import iter_center_of_mass
@@ -44,7 +43,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class BFDisk:
-    """The bright-field disk of a pattern: centre ``(k_y, k_x)`` and radius, in pixels."""
+    """The bright-field disk of a pattern: centre ``(k_y, k_x)`` and radius, in pixels.
+
+    Attributes
+    ----------
+    center_px : (float, float)
+        Disk centre ``(k_y, k_x)``.
+    radius_px : float
+        Disk radius.
+    """
 
     center_px: tuple[float, float]
     radius_px: float
@@ -53,9 +60,30 @@ class BFDisk:
 def find_bf_disk(pattern: np.ndarray, *, threshold: float = 0.5) -> BFDisk:
     """Centre and radius of the bright-field disk of one pattern (e.g. the mean pattern).
 
-    The disk is the connected region above ``threshold`` times the (lightly smoothed) maximum
-    that holds the brightest pixel; the radius is ``sqrt(area / pi)`` and the centre the centre
-    of mass of the pattern over that region.
+    Parameters
+    ----------
+    pattern : ndarray ``(k_y, k_x)``
+        One finite 2D pattern.
+    threshold : float
+        Fraction of the way from the median to the maximum of the smoothed pattern that bounds
+        the disk (default 0.5).
+
+    Returns
+    -------
+    BFDisk
+        Centre and radius in detector pixels.
+
+    Raises
+    ------
+    DataShapeError
+        When the pattern is not 2D, has NaN or inf, or is flat.
+
+    Notes
+    -----
+    The pattern is smoothed by a Gaussian of 1 px; the disk is the connected region above
+    ``median + threshold * (max - median)`` that holds the brightest pixel. The radius is
+    ``sqrt(area / pi)`` and the centre the centre of mass of the median-subtracted pattern over
+    that region.
     """
     p = np.asarray(pattern, dtype=np.float64)
     if p.ndim != 2:
@@ -82,6 +110,7 @@ def _disk_kernel(block, *, row0, parallel, guess, radius, background, n_iter):
     return out
 
 
+@job_doc
 def iter_measure_origin(
     data: Any,
     *,
@@ -98,20 +127,45 @@ def iter_measure_origin(
 
     Parameters
     ----------
-    data : DataCube or 4D array
+    %(data)s
     method : {"disk", "com"}
-        ``"disk"``: centre of the bright-field disk (see the module docstring); ``"com"``:
-        centre of mass of the pattern (inside ``detector`` when given).
+        ``"disk"``: centre of the bright-field disk; ``"com"``: centre of mass of the pattern
+        (inside ``detector`` when given).
     bf_disk : BFDisk, optional
-        Starting centre and disk radius; by default found on the mean pattern.
+        Starting centre and disk radius; by default found on the mean pattern (one more pass).
     margin_px : float, optional
         The circle is ``radius + margin_px`` (default ``max(2, radius / 4)``).
     max_shift_px : float, optional
         Largest descan expected (default the disk radius); bounds the detector rows read.
+    detector : Detector, optional
+        For ``method="com"``: the sums run over its mask.
+    calibration : Calibration, optional
+        Recorded with the result (defaults to the DataCube's).
+    %(scan_chunk)s
+
+    Yields
+    ------
+    Progress
+        For the mean pattern when it is needed, then one per block of the scan.
 
     Returns
     -------
-    RealSpaceMap ``(scan_y, scan_x, 2)``, channels ``origin_y``, ``origin_x``, units ``px``.
+    RealSpaceMap ``(scan_y, scan_x, 2)``
+        The generator's return value: channels ``origin_y``, ``origin_x``, units ``px``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``method``.
+    DataShapeError
+        When no bright-field disk is found on the mean pattern.
+
+    Notes
+    -----
+    ``"disk"``: the background-subtracted centre of mass inside a circle slightly larger than the
+    bright-field disk, re-centred until it moves less than 1e-4 px (at most 30 times), so Bragg
+    disks outside the circle do not bias it; the background is the median of the mean pattern in
+    a 3 px ring just outside the circle (0 when ``bf_disk`` is given).
     """
     cube, cal = as_datacube(data, calibration)
     if method == "com":
@@ -178,9 +232,7 @@ def iter_measure_origin(
     )
 
 
-def measure_origin(data: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> RealSpaceMap:
-    """The origin of every pattern (runs :func:`iter_measure_origin` to the end)."""
-    return run_job(iter_measure_origin(data, **kwargs), progress)
+measure_origin = eager(iter_measure_origin, "The origin of every pattern.")
 
 
 @dataclass(frozen=True, eq=False)
@@ -220,6 +272,7 @@ class OriginFit:
         return cal.replace(origin_map_px=self.origin_map_px, origin_px=self.origin_px)
 
     def to_map(self, calibration: Calibration | None = None) -> RealSpaceMap:
+        """The fitted origin map as a RealSpaceMap (channels ``origin_y``, ``origin_x``, px)."""
         return RealSpaceMap(
             self.origin_map_px,
             name="origin_fit",
@@ -262,11 +315,27 @@ def fit_origin_plane(
     measured : RealSpaceMap or ndarray ``(scan_y, scan_x, 2)``
         Origin per pattern (from :func:`measure_origin` or a COM map); NaN entries are ignored.
     method : {"plane", "mean"}
+        Fit ``c + a * iy + b * ix`` per detector axis, or a constant.
     outlier_sigma : float
         Reject positions whose residual distance exceeds this many robust standard
         deviations (1.4826 x median absolute residual); ``inf`` for a plain least-squares fit.
+    max_iter : int
+        Largest number of reject-and-refit rounds (default 20); the loop also stops when the
+        inliers stop changing.
     mask : bool ndarray ``(scan_y, scan_x)``, optional
         Positions allowed in the fit (e.g. vacuum or a thin region).
+
+    Returns
+    -------
+    OriginFit
+        The fitted origin map, plane coefficients, inliers and RMS residual.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``method``.
+    DataShapeError
+        When ``measured`` or ``mask`` has the wrong shape, or too few finite measurements remain.
     """
     m = _measured_array(measured)
     sy, sx = m.shape[:2]

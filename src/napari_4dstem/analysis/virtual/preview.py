@@ -20,7 +20,27 @@ __all__ = ["binned_detector", "iter_preview_cube"]
 def binned_detector(detector: Detector, detector_shape: tuple[int, int], factor: int) -> MaskDetector:
     """The weighted detector on a ``factor``-binned detector (block means of the full mask).
 
-    Rows and columns beyond a multiple of ``factor`` are dropped, as :meth:`DataCube.bin` does.
+    Parameters
+    ----------
+    detector : Detector
+        The full-resolution detector.
+    detector_shape : (int, int)
+        ``(k_y, k_x)`` of the full-resolution patterns.
+    factor : int
+        Binning factor on both detector axes.
+
+    Returns
+    -------
+    MaskDetector
+        Weights ``(k_y // factor, k_x // factor)``, named ``<kind>_binned<factor>``. Rows and
+        columns beyond a multiple of ``factor`` are dropped, as :meth:`DataCube.bin` does; a mask
+        lying only in that trimmed edge becomes its nearest block.
+
+    Notes
+    -----
+    By linearity the virtual image of the binned data through these weights equals, up to the
+    constant ``factor**2``, the exact image wherever the mask is constant within each block; it
+    differs only along the mask's edges.
     """
     f = int(factor)
     m = detector.render(detector_shape).astype(np.float64)
@@ -35,7 +55,27 @@ def binned_detector(detector: Detector, detector_shape: tuple[int, int], factor:
 def iter_preview_cube(dc: DataCube, *, factor: int = 4) -> Job[DataCube]:
     """Job: an in-memory copy of ``dc`` binned ``factor x factor`` on the detector (counts summed).
 
-    Made row block by row block, so no float copy of the whole dataset ever exists.
+    Parameters
+    ----------
+    dc : DataCube
+        The data (lazy or in memory).
+    factor : int
+        Binning factor on both detector axes (default 4).
+
+    Yields
+    ------
+    Progress
+        One per block of scan rows.
+
+    Returns
+    -------
+    DataCube
+        The generator's return value: the binned copy in memory, named ``<name>_preview<factor>``.
+
+    Notes
+    -----
+    Made row block by row block (the binned dask array computed one scan-row chunk at a time),
+    so no float copy of the whole dataset ever exists.
     """
     binned = dc.bin(k=factor)
     out = np.empty(binned.shape, binned.dtype)

@@ -14,7 +14,6 @@ virtual image's mean give it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import RealSpaceMap
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, Progress, run_job
+from ...engine.jobs import Job, eager, job_doc
 from ...errors import Napari4DSTEMError
 from .detectors import Detector
 from .images import as_datacube
@@ -50,6 +49,7 @@ def _statistic_kernel(block, *, row0, parallel, weights, r0, c0, statistic):
     return np.sqrt(np.maximum((dev * dev) @ wv / total, 0.0))
 
 
+@job_doc
 def iter_detector_statistic(
     data: Any,
     detector: Detector,
@@ -59,23 +59,51 @@ def iter_detector_statistic(
     scan_chunk: tuple[int, int] | None = None,
     backend: Any = None,
 ) -> Job[RealSpaceMap]:
-    """Job: ``statistic`` (``"max"``, ``"min"`` or ``"std"``) of every pattern's pixels under
-    ``detector`` (weighted by its mask for ``std``).
+    """Job: ``statistic`` of every pattern's pixels under ``detector``.
+
+    Parameters
+    ----------
+    %(data)s
+    detector : Detector
+        The pixels to reduce (its mask's non-zero pixels; the mask weights ``std``).
+    statistic : {"max", "min", "std"}
+        The reduction (default ``"max"``).
+    calibration : Calibration, optional
+        Recorded with the result (defaults to the DataCube's).
+    %(scan_chunk)s
+
+    Yields
+    ------
+    %(yields)s
 
     Returns
     -------
-    RealSpaceMap ``(scan_y, scan_x)`` named ``virtual_<statistic>``, in counts.
+    RealSpaceMap ``(scan_y, scan_x)``
+        The generator's return value: float64, named ``virtual_<statistic>``, in counts.
+
+    Raises
+    ------
+    Napari4DSTEMError
+        For an unknown ``statistic``, or a detector that covers no pixel (DataShapeError).
+
+    Notes
+    -----
+    ``max`` and ``min`` over the pixels with ``w(k) != 0``; ``std = sqrt(sum_k w (I - m)^2 /
+    sum_k w)`` with ``m = sum_k w I / sum_k w``, the population standard deviation (``ddof=0``)
+    for a binary detector. Each block's pixels under the detector are gathered once and reduced
+    in float64; only the detector's rows are read. The normalised variance ``(std / mean)^2`` of
+    an annulus is the fluctuation electron microscopy (FEM) signal [1]_.
+
+    References
+    ----------
+    .. [1] M. M. J. Treacy, J. M. Gibson, L. Fan, D. J. Paterson and I. McNulty, "Fluctuation
+       microscopy: a probe of medium range order", Rep. Prog. Phys. 68, 2899-2944 (2005).
     """
     if statistic not in STATISTICS:
         raise Napari4DSTEMError(f"unknown statistic {statistic!r}; use one of {STATISTICS}")
     cube, cal = as_datacube(data, calibration)
-    m = np.asarray(detector.render(cube.detector_shape), dtype=np.float64)
-    if not np.any(m != 0):
-        raise Napari4DSTEMError("the detector covers no detector pixel")
-    rr = np.flatnonzero(np.any(m != 0, axis=1))
-    cc = np.flatnonzero(np.any(m != 0, axis=0))
-    r0, r1, c0, c1 = int(rr[0]), int(rr[-1]) + 1, int(cc[0]), int(cc[-1]) + 1
-    weights = np.ascontiguousarray(m[r0:r1, c0:c1])
+    weights, r0, c0 = detector.weights_box(cube.detector_shape)
+    r1 = r0 + weights.shape[0]
     out = yield from map_scan(
         cube.data,
         _statistic_kernel,
@@ -90,18 +118,4 @@ def iter_detector_statistic(
     return RealSpaceMap(out, name=f"virtual_{statistic}", units="counts", calibration=cal, params=params)
 
 
-def detector_statistic(
-    data: Any,
-    detector: Detector,
-    statistic: str = "max",
-    *,
-    calibration: Calibration | None = None,
-    scan_chunk: tuple[int, int] | None = None,
-    backend: Any = None,
-    progress: Callable[[Progress], Any] | None = None,
-) -> RealSpaceMap:
-    """The ``statistic`` map of ``detector`` (runs :func:`iter_detector_statistic` to the end)."""
-    job = iter_detector_statistic(
-        data, detector, statistic, calibration=calibration, scan_chunk=scan_chunk, backend=backend
-    )
-    return run_job(job, progress)
+detector_statistic = eager(iter_detector_statistic, "The ``statistic`` map of ``detector``.")
