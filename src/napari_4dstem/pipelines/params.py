@@ -359,6 +359,8 @@ class ACOMParams(_Params):
     intensity_power : measured and template intensities to this power before matching
     overlap : "residual" (matches 2..N are further grains, from the peaks the earlier matches
         leave unexplained) or "candidates" (matches 2..N are alternatives for the same peaks)
+    excitation_width_inv_A : excitation-error width of the plan, 1/A (None: from the thickness;
+        0.04 for thick, dynamical patterns: docs/acom.md)
     """
 
     crystals: tuple[str, ...] = ("Au",)
@@ -373,6 +375,7 @@ class ACOMParams(_Params):
     rocking_curve: str = "lorentzian"
     intensity_power: float = 0.25
     overlap: str = "residual"
+    excitation_width_inv_A: float | None = None
 
     def __post_init__(self):
         crystals = (self.crystals,) if isinstance(self.crystals, str) else tuple(str(c) for c in self.crystals)
@@ -414,6 +417,11 @@ class ACOMParams(_Params):
             self.overlap in ("residual", "candidates"),
             f"overlap must be 'residual' or 'candidates', got {self.overlap!r}",
         )
+        _check(
+            self.excitation_width_inv_A is None
+            or (_finite(self.excitation_width_inv_A) and self.excitation_width_inv_A > 0),
+            f"excitation width must be > 0 1/A, got {self.excitation_width_inv_A}",
+        )
 
     def match_kwargs(self) -> dict[str, Any]:
         """Keywords of :func:`~napari_4dstem.analysis.acom.matching.iter_match_orientations` (besides the
@@ -437,6 +445,7 @@ class ACOMParams(_Params):
             "step_deg": self.step_deg,
             "inplane_step_deg": self.inplane_step_deg,
             "thickness_A": 10.0 * self.thickness_nm,
+            "excitation_width_inv_A": self.excitation_width_inv_A,
             "max_memory_bytes": self.max_memory_mb * 2**20,
             "rocking_curve": self.rocking_curve,
         }
