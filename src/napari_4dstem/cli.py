@@ -638,7 +638,7 @@ def add_acom(sub) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rocking-curve",
-        choices=("lorentzian", "gaussian"),
+        choices=("lorentzian", "gaussian", "sinc2"),
         default="lorentzian",
         help="excitation-error profile of the templates (default lorentzian: thin films)",
     )

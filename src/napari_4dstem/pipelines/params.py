@@ -355,7 +355,7 @@ class ACOMParams(_Params):
     n_matches : orientations kept per pattern (overlapping grains)
     min_peaks : patterns with fewer peaks are masked
     max_memory_mb : refuse plans larger than this, MiB
-    rocking_curve : "lorentzian" (thin films, default) or "gaussian" excitation-error profile
+    rocking_curve : "lorentzian" (thin films, default), "gaussian" or "sinc2" excitation-error profile
     intensity_power : measured and template intensities to this power before matching
     overlap : "residual" (matches 2..N are further grains, from the peaks the earlier matches
         leave unexplained) or "candidates" (matches 2..N are alternatives for the same peaks)
@@ -406,8 +406,8 @@ class ACOMParams(_Params):
             f"max memory must be > 0 MiB, got {self.max_memory_mb}",
         )
         _check(
-            self.rocking_curve in ("lorentzian", "gaussian"),
-            f"rocking curve must be 'lorentzian' or 'gaussian', got {self.rocking_curve!r}",
+            self.rocking_curve in ("lorentzian", "gaussian", "sinc2"),
+            f"rocking curve must be 'lorentzian', 'gaussian' or 'sinc2', got {self.rocking_curve!r}",
         )
         _check(
             _finite(self.intensity_power) and 0 < self.intensity_power <= 2,

@@ -46,7 +46,7 @@ from ...data.results import BraggPeaks
 from ...engine.jobs import PARTIAL_EVERY_S, Job, PartialMap, Progress, run_job
 from ...errors import CalibrationError, DataShapeError, Napari4DSTEMError
 from ..crystal.symmetry import misorientation_deg
-from .plan import OrientationPlan, rotation_z
+from .plan import _WIDTH_T, OrientationPlan, rotation_z
 
 __all__ = [
     "ACOM_DISK_DEFAULTS",
@@ -703,7 +703,7 @@ def _match_one_plan(
         def refined(n):  # best refined correlation of each refined pattern
             return np.max(np.where(ok[:n], np.nan_to_num(corr[:n]), 0.0), axis=1)
 
-        twice = _plan_profile(plan) == "lorentzian"
+        twice = _plan_profile(plan) in ("lorentzian", "sinc2")
         share = 4 if twice else 2  # the refinement's half of the progress, in one or two passes
         for i1 in _run_ranges(_refine_range, n_pat, args, n_threads, chunk):
             yield Progress(
@@ -784,7 +784,10 @@ def _explained_peaks(plans, U, ok, phase, off, gx, gy, tol_pos, k_max) -> np.nda
     for k, plan in enumerate(plans):
         refl = plan.crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
         lam = electron_wavelength_A(plan.params["energy_kev"])
-        cut = (30.0 if _plan_profile(plan) == "lorentzian" else 3.0) * plan.params["excitation_width_inv_A"]
+        prof = _plan_profile(plan)
+        cut = (3.0 if prof == "gaussian" else 30.0 * _WIDTH_T["lorentzian"] / _WIDTH_T[prof]) * plan.params[
+            "excitation_width_inv_A"
+        ]
         g2 = np.sum(refl.g**2, axis=1)
         for i in np.nonzero(ok & (phase == k))[0]:
             a, b = off[i], off[i + 1]
@@ -812,9 +815,10 @@ def refine_arguments(
     """
     n_pat, n_keep = ok.shape
     profile = profile or _plan_profile(plan)
-    w_exc = plan.params["excitation_width_inv_A"]
-    if profile != _plan_profile(plan):  # the same thickness under the other profile
-        w_exc *= 1.0 / 0.35 if profile == "gaussian" else 0.35
+    if profile == "sinc2":  # refined under its envelope, the Lorentzian of the same thickness
+        profile = "lorentzian"
+    # the same thickness under the refinement's profile
+    w_exc = plan.params["excitation_width_inv_A"] * _WIDTH_T[profile] / _WIDTH_T[_plan_profile(plan)]
     refl = plan.crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
     U_out = np.array(U0, dtype=float)
     outs = (
