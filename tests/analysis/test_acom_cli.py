@@ -98,14 +98,10 @@ def test_acom_cli_writes_every_match_and_a_phase_map(tmp_path, capsys):
     # every match is written, as stacks over the scan (read_acom reads them back)
     assert res["acom_matches_orientation"].data.shape == (32, 32, 18)
     ph2 = res["acom_matches_phase"].data
-    assert ph2.shape == (32, 32, 2) and np.any(ph2[..., 1] >= 0)
-    U = res["acom_matches_orientation"].data.reshape(32, 32, 2, 3, 3)
-    both = (ph2[..., 0] == 0) & (ph2[..., 1] == 0)
-    from napari_4dstem.analysis.crystal.structure import bundled_crystal
-    from napari_4dstem.analysis.crystal.symmetry import misorientation_deg
-
-    assert both.sum() > 10
-    assert np.all(misorientation_deg(U[both][:, 0], U[both][:, 1], bundled_crystal("Au").point_group) > 5.0)
+    assert ph2.shape == (32, 32, 2)
+    # the sample has one grain under each probe position: the residual pass finds a second grain
+    # almost nowhere (measured 2 of 1024 patterns), rather than repeating the first
+    assert np.any(ph2[..., 1] >= 0) and np.mean(ph2[..., 1] >= 0) < 0.05
     phase = res["phase"].data
     # the gold sample: indexed pixels are mostly phase 0 (Au), not the bcc iron offered beside it
     indexed = phase >= 0
