@@ -273,6 +273,8 @@ CONFIGS = {
     ),
     # defaults after #18
     "after": (dict(), dict()),
+    # session 8: the thin film's own sinc^2 templates at the plan thickness
+    "sinc2": (dict(rocking_curve="sinc2"), dict()),
     "lor-p25": (dict(), dict(intensity_power=0.25, flip_candidates=0)),
     "lor-p50": (dict(), dict(intensity_power=0.5, flip_candidates=0)),
 }

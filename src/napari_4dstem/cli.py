@@ -631,8 +631,14 @@ def add_acom(sub) -> argparse.ArgumentParser:
         help="sample thickness for the excitation errors (default 10, as the API)",
     )
     p.add_argument(
+        "--excitation-width",
+        type=v.positive_float,
+        metavar="1/A",
+        help="excitation-error width of the plan (default: from the thickness; 0.04 for thick, dynamical data)",
+    )
+    p.add_argument(
         "--rocking-curve",
-        choices=("lorentzian", "gaussian"),
+        choices=("lorentzian", "gaussian", "sinc2"),
         default="lorentzian",
         help="excitation-error profile of the templates (default lorentzian: thin films)",
     )
@@ -675,6 +681,7 @@ def run_acom(args) -> int:
         rocking_curve=args.rocking_curve,
         intensity_power=args.intensity_power,
         overlap=args.overlap,
+        excitation_width_inv_A=args.excitation_width,
     )
     peaks = _peaks_file(args.file)
     if peaks is not None:

@@ -39,23 +39,37 @@ def _two_grains(crystal, n, seed):
     return U1, U2, BraggPeaks.from_lists(recs, (1, n), calibration=a.calibration)
 
 
+def _both_found(res, U1, U2, g, tol_deg):
+    U = res.orientation[0]
+    m = lambda k, t: np.nan_to_num(misorientation_deg(U[:, k], t, g), nan=180.0)  # noqa: E731
+    return ((m(0, U1) < tol_deg) & (m(1, U2) < tol_deg)) | ((m(0, U2) < tol_deg) & (m(1, U1) < tol_deg))
+
+
 def test_both_overlapping_grains_among_the_top_two():
     au = bundled_crystal("Au")
     plan = build_orientation_plan(au, energy_kev=300, k_max_inv_A=KMAX, step_deg=3.0, thickness_A=THICK)
     U1, U2, pk = _two_grains(au, 60, 31)
     g = au.point_group
-
-    def both_found(res):
-        U = res.orientation[0]
-        m = lambda k, t: np.nan_to_num(misorientation_deg(U[:, k], t, g), nan=180.0)  # noqa: E731
-        return ((m(0, U1) < 5) & (m(1, U2) < 5)) | ((m(0, U2) < 5) & (m(1, U1) < 5))
-
     res = match_orientations(pk, plan, min_peaks=3, n_matches=2)
     alt = match_orientations(pk, plan, min_peaks=3, n_matches=2, overlap="candidates")
-    assert res.params["overlap"] == "residual"
-    # measured 0.85 (residual) against 0.32 (alternatives for the same peaks) with seed 31
-    assert both_found(res).mean() >= 0.8
-    assert both_found(alt).mean() < both_found(res).mean() - 0.4
+    assert res.params["overlap"] == "residual" and res.params["pair_candidates"] == 3
+    # measured with seed 31: both within 2 deg 0.85 (residual; 0.83 with pair_candidates=1)
+    # against 0.32 within 5 deg for the alternatives of one grain
+    assert _both_found(res, U1, U2, g, 2.0).mean() >= 0.8
+    assert _both_found(alt, U1, U2, g, 5.0).mean() < _both_found(res, U1, U2, g, 5.0).mean() - 0.4
+
+
+def test_both_overlapping_hcp_grains_within_two_degrees():
+    ti = bundled_crystal("Ti-hcp")
+    plan = build_orientation_plan(ti, energy_kev=300, k_max_inv_A=KMAX, step_deg=3.0, thickness_A=THICK)
+    U1, U2, pk = _two_grains(ti, 60, 31)
+    res = match_orientations(pk, plan, min_peaks=3, n_matches=3)
+    # measured 0.88 (seed 31); a third match, where asked, is never one of the first two grains
+    assert _both_found(res, U1, U2, ti.point_group, 2.0).mean() >= 0.8
+    U, ok = res.orientation[0], res.phase[0] >= 0
+    for k in (0, 1):
+        both = ok[:, 2] & ok[:, k]
+        assert np.all(misorientation_deg(U[both, 2], U[both, k], ti.point_group) > 5.0)
 
 
 def test_alternative_names_the_180_degree_turn_about_the_beam():

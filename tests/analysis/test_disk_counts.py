@@ -71,3 +71,40 @@ def test_scale_free_and_noise_free():
     flat = ((yy - 32) ** 2 + (xx - 32) ** 2 <= 16).astype(float)[None] + 0.5
     c = disk_counts(flat, yx, np.array([1]), radius_px=4.0)
     assert c[0, 0, 0] > 0 and np.isinf(c[0, 0, 1])  # no noise: any signal is certain
+
+
+def test_poisson_floor_on_sparse_counts():
+    """1e4 electrons a pattern leave most rings without a count: the sample variance is 0 and
+    three stray counts in a disk were an infinitely significant disk (#18: ~10 noise peaks a
+    pattern at the ACOM defaults). With the Poisson floor they are z = 3 / sqrt((1 / n_ring)
+    (n + n^2 / n_ring)); a disk of 45 counts stays above 5."""
+    yy, xx = np.indices((64, 64))
+    img = np.zeros((1, 64, 64))
+    r = 3.0
+    disk = (yy - 20) ** 2 + (xx - 20) ** 2 <= r * r
+    img[0, 20, 19:22] = 1.0  # three stray counts
+    img[0, 43:46, 42:47] = 3.0  # a disk: 15 px x 3 counts = 45 counts
+    yx = np.array([[[20.0, 20.0], [44.0, 44.0]]])
+    plain = disk_counts(img, yx, np.array([2]), radius_px=r)
+    floor = disk_counts(img, yx, np.array([2]), radius_px=r, poisson_floor=True)
+    assert np.isinf(plain[0, 0, 1]) and np.isinf(plain[0, 1, 1])
+    ring = ((yy - 20) ** 2 + (xx - 20) ** 2 > 4.5**2) & ((yy - 20) ** 2 + (xx - 20) ** 2 <= 7.0**2)
+    n, n_ring = disk.sum(), ring.sum()
+    np.testing.assert_allclose(floor[0, 0, 1], 3.0 / np.sqrt((n + n * n / n_ring) / n_ring), rtol=1e-9)
+    assert floor[0, 0, 1] < 5 < floor[0, 1, 1]
+    # counts times a gain: the same z; not counting data (non-integer ratios, negatives): no floor
+    np.testing.assert_allclose(
+        disk_counts(img * 7.5, yx, np.array([2]), radius_px=r, poisson_floor=True), floor * [7.5, 1]
+    )
+    cont = img + 0.123 * (img > 0) * np.sqrt(np.arange(img.size).reshape(img.shape) % 7)
+    assert np.isinf(disk_counts(cont, yx, np.array([2]), radius_px=r, poisson_floor=True)[0, 0, 1])
+
+
+def test_poisson_floor_leaves_dense_counts_alone():
+    # Poisson background 1.5/px: the sample variance is about Poisson's already, z moves little
+    rng = np.random.default_rng(8)
+    imgs = rng.poisson(1.5, (50, 48, 48)).astype(np.float32)
+    yx = np.full((50, 1, 2), 24.0)
+    a = disk_counts(imgs, yx, np.full(50, 1), radius_px=4.0)[:, 0, 1]
+    b = disk_counts(imgs, yx, np.full(50, 1), radius_px=4.0, poisson_floor=True)[:, 0, 1]
+    assert np.all(np.abs(b) <= np.abs(a) + 1e-12) and np.median(np.abs(b - a) / np.abs(a)) < 0.1

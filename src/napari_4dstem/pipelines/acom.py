@@ -157,6 +157,16 @@ def iter_plans(params: ACOMParams, energy_kev: float, k_max_inv_A: float, crysta
     return tuple(plans)
 
 
+def acom_calibration_missing(cal: Calibration) -> list[str]:
+    """The calibration keys ACOM needs that ``cal`` lacks (empty: complete), for one error naming all."""
+    missing = []
+    if cal.k_pixel_size is None or cal.k_units == "px":
+        missing.append("the detector pixel size (k_pixel_size with k_units '1/A' or 'mrad')")
+    if cal.beam_energy_kev is None:
+        missing.append("the beam energy (beam_energy_kev)")
+    return missing
+
+
 def iter_acom(
     dc: Any,
     *,
@@ -187,12 +197,12 @@ def iter_acom(
     cube, cal, det_shape = _cube(dc, calibration, peaks)
     if acom.energy_kev is not None:
         cal = cal.replace(beam_energy_kev=acom.energy_kev)
-    if cal.beam_energy_kev is None:
-        raise CalibrationError("ACOM needs the beam energy (in the calibration, or ACOMParams(energy_kev=...))")
-    try:
-        cal.k_pixel_size_in("1/A")
-    except CalibrationError as e:
-        raise CalibrationError(f"orientation mapping needs a calibrated detector: {e}") from None
+    missing = acom_calibration_missing(cal)
+    if missing:
+        raise CalibrationError(
+            f"ACOM needs {' and '.join(missing)} in the calibration (CLI: --calibration FILE.json, e.g. "
+            '{"k_pixel_size": 0.02, "k_units": "1/A", "beam_energy_kev": 300}; docs/acom.md, "Calibration JSON")'
+        )
     if peaks is None:
         peaks = yield from _find_peaks_job(
             cube, cal, detection, probe, device=device, backend=backend, template=template, scan_chunk=scan_chunk

@@ -355,10 +355,12 @@ class ACOMParams(_Params):
     n_matches : orientations kept per pattern (overlapping grains)
     min_peaks : patterns with fewer peaks are masked
     max_memory_mb : refuse plans larger than this, MiB
-    rocking_curve : "lorentzian" (thin films, default) or "gaussian" excitation-error profile
+    rocking_curve : "lorentzian" (thin films, default), "gaussian" or "sinc2" excitation-error profile
     intensity_power : measured and template intensities to this power before matching
     overlap : "residual" (matches 2..N are further grains, from the peaks the earlier matches
         leave unexplained) or "candidates" (matches 2..N are alternatives for the same peaks)
+    excitation_width_inv_A : excitation-error width of the plan, 1/A (None: from the thickness;
+        0.04 for thick, dynamical patterns: docs/acom.md)
     """
 
     crystals: tuple[str, ...] = ("Au",)
@@ -373,6 +375,7 @@ class ACOMParams(_Params):
     rocking_curve: str = "lorentzian"
     intensity_power: float = 0.25
     overlap: str = "residual"
+    excitation_width_inv_A: float | None = None
 
     def __post_init__(self):
         crystals = (self.crystals,) if isinstance(self.crystals, str) else tuple(str(c) for c in self.crystals)
@@ -403,8 +406,8 @@ class ACOMParams(_Params):
             f"max memory must be > 0 MiB, got {self.max_memory_mb}",
         )
         _check(
-            self.rocking_curve in ("lorentzian", "gaussian"),
-            f"rocking curve must be 'lorentzian' or 'gaussian', got {self.rocking_curve!r}",
+            self.rocking_curve in ("lorentzian", "gaussian", "sinc2"),
+            f"rocking curve must be 'lorentzian', 'gaussian' or 'sinc2', got {self.rocking_curve!r}",
         )
         _check(
             _finite(self.intensity_power) and 0 < self.intensity_power <= 2,
@@ -413,6 +416,11 @@ class ACOMParams(_Params):
         _check(
             self.overlap in ("residual", "candidates"),
             f"overlap must be 'residual' or 'candidates', got {self.overlap!r}",
+        )
+        _check(
+            self.excitation_width_inv_A is None
+            or (_finite(self.excitation_width_inv_A) and self.excitation_width_inv_A > 0),
+            f"excitation width must be > 0 1/A, got {self.excitation_width_inv_A}",
         )
 
     def match_kwargs(self) -> dict[str, Any]:
@@ -437,6 +445,7 @@ class ACOMParams(_Params):
             "step_deg": self.step_deg,
             "inplane_step_deg": self.inplane_step_deg,
             "thickness_A": 10.0 * self.thickness_nm,
+            "excitation_width_inv_A": self.excitation_width_inv_A,
             "max_memory_bytes": self.max_memory_mb * 2**20,
             "rocking_curve": self.rocking_curve,
         }

@@ -46,7 +46,7 @@ from ...data.results import BraggPeaks
 from ...engine.jobs import PARTIAL_EVERY_S, Job, PartialMap, Progress, run_job
 from ...errors import CalibrationError, DataShapeError, Napari4DSTEMError
 from ..crystal.symmetry import misorientation_deg
-from .plan import OrientationPlan, rotation_z
+from .plan import _WIDTH_T, OrientationPlan, rotation_z
 
 __all__ = [
     "ACOM_DISK_DEFAULTS",
@@ -703,7 +703,7 @@ def _match_one_plan(
         def refined(n):  # best refined correlation of each refined pattern
             return np.max(np.where(ok[:n], np.nan_to_num(corr[:n]), 0.0), axis=1)
 
-        twice = _plan_profile(plan) == "lorentzian"
+        twice = _plan_profile(plan) in ("lorentzian", "sinc2")
         share = 4 if twice else 2  # the refinement's half of the progress, in one or two passes
         for i1 in _run_ranges(_refine_range, n_pat, args, n_threads, chunk):
             yield Progress(
@@ -769,6 +769,11 @@ def _match_one_plan(
     )
 
 
+def _bcast(mask: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """``mask (n,)`` shaped to broadcast against ``like (n, ...)``."""
+    return mask.reshape(mask.shape + (1,) * (like.ndim - 1))
+
+
 def _explained_peaks(plans, U, ok, phase, off, gx, gy, tol_pos, k_max) -> np.ndarray:
     """Per peak: True when it lies within ``tol_pos`` of a reflection of its pattern's orientation.
 
@@ -779,7 +784,10 @@ def _explained_peaks(plans, U, ok, phase, off, gx, gy, tol_pos, k_max) -> np.nda
     for k, plan in enumerate(plans):
         refl = plan.crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
         lam = electron_wavelength_A(plan.params["energy_kev"])
-        cut = (30.0 if _plan_profile(plan) == "lorentzian" else 3.0) * plan.params["excitation_width_inv_A"]
+        prof = _plan_profile(plan)
+        cut = (3.0 if prof == "gaussian" else 30.0 * _WIDTH_T["lorentzian"] / _WIDTH_T[prof]) * plan.params[
+            "excitation_width_inv_A"
+        ]
         g2 = np.sum(refl.g**2, axis=1)
         for i in np.nonzero(ok & (phase == k))[0]:
             a, b = off[i], off[i + 1]
@@ -807,9 +815,10 @@ def refine_arguments(
     """
     n_pat, n_keep = ok.shape
     profile = profile or _plan_profile(plan)
-    w_exc = plan.params["excitation_width_inv_A"]
-    if profile != _plan_profile(plan):  # the same thickness under the other profile
-        w_exc *= 1.0 / 0.35 if profile == "gaussian" else 0.35
+    if profile == "sinc2":  # refined under its envelope, the Lorentzian of the same thickness
+        profile = "lorentzian"
+    # the same thickness under the refinement's profile
+    w_exc = plan.params["excitation_width_inv_A"] * _WIDTH_T[profile] / _WIDTH_T[_plan_profile(plan)]
     refl = plan.crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
     U_out = np.array(U0, dtype=float)
     outs = (
@@ -890,6 +899,7 @@ def iter_match_orientations(
     device: str | None = None,
     flip_candidates: int = 4,
     overlap: str = "residual",
+    pair_candidates: int = 3,
 ) -> Job[ACOMResult]:
     """Job: orientation (and phase) of every pattern from its Bragg peaks.
 
@@ -942,6 +952,11 @@ def iter_match_orientations(
         With ``n_matches > 1``: match k re-matches the peaks that matches 1..k-1 leave
         unexplained (``"residual"``, distinct grains), or keeps the next-best distinct
         candidates of one match (``"candidates"``).
+    pair_candidates : int
+        With ``overlap="residual"``: the first grain is chosen among this many distinct
+        candidates, each with the best grain of the peaks it leaves unexplained; the pair that
+        explains the larger share of the pattern's intensity wins (default 3; 1: the best
+        candidate and its residual, the behaviour before session 8).
 
     Yields
     ------
@@ -1014,7 +1029,8 @@ def iter_match_orientations(
     residual = overlap == "residual" and n_matches > 1 and refine
     if overlap not in ("residual", "candidates"):
         raise ValueError(f"overlap must be 'residual' or 'candidates', got {overlap!r}")
-    n_pass = n_matches if residual else 1
+    pair_candidates = max(1, int(pair_candidates))
+    n_pass = 1 + pair_candidates + max(0, n_matches - 2) if residual else 1
     total = n_pat * len(plans) * n_pass
     yield Progress(0, total, "peaks in the lab frame")  # a cancel point before the first chunk
     # maps filling in (the first pass only: the others re-match the peaks left unexplained)
@@ -1071,31 +1087,26 @@ def iter_match_orientations(
             phase_rel = np.ones(n_pat)
         return U, corr, okm, nmatch, rms, phase, rel, phase_rel, alt
 
+    n_first = pair_candidates if residual else 1
     U, corr, okm, nmatch, rms, phase, rel, phase_rel, alt = yield from one_pass(
-        off_v, gx, gy, amp, 1 if residual else n_matches, 0
+        off_v, gx, gy, amp, n_first if residual else n_matches, 0
     )
     if residual:
         # overlapping grains: match k is the best orientation of the peaks that matches
         # 1..k-1 leave unexplained (peaks within the position tolerance of one of their
         # reflections near the Ewald sphere are taken out), so the top-N are distinct grains
         # rather than alternatives for the first one
-        explained = np.zeros(len(gx), bool)
-        parts = [(U, corr, okm, nmatch, rms, phase)]
-        for i_pass in range(1, n_matches):
-            last = parts[-1]
-            explained |= _explained_peaks(
-                plans,
-                last[0][:, 0],
-                last[2][:, 0] & valid,
-                last[5][:, 0],
-                off_v,
-                gx,
-                gy,
-                tol_pos,
-                k_max,
+        pat_of_peak = np.repeat(np.arange(n_pat), np.diff(off_v))
+        w2 = amp**2  # each peak's share of the pattern (intensities to 2 x the power, as the scores)
+        total_w = np.bincount(pat_of_peak, w2, minlength=n_pat)
+
+        def explained_by(part):
+            return _explained_peaks(
+                plans, part[0][:, 0], part[2][:, 0] & valid, part[5][:, 0], off_v, gx, gy, tol_pos, k_max
             )
+
+        def residual_pass(explained, earlier, i_pass):
             left = ~explained
-            pat_of_peak = np.repeat(np.arange(n_pat), np.diff(off_v))
             cnt = np.bincount(pat_of_peak[left], minlength=n_pat)
             use = cnt >= 3
             keep_r = left & np.repeat(use, np.diff(off_v))
@@ -1103,7 +1114,7 @@ def iter_match_orientations(
             res_k = yield from one_pass(off_r, gx[keep_r], gy[keep_r], amp[keep_r], 1, i_pass)
             res_k = list(res_k[:6])
             res_k[2] = res_k[2] & use[:, None]
-            for prev in parts:  # a residual that only re-finds an earlier grain is no new grain
+            for prev in earlier:  # a residual that only re-finds an earlier grain is no new grain
                 for k, plan in enumerate(plans):
                     sep = separation_deg if separation_deg is not None else max(5.0, 2.5 * plan.params["step_deg"])
                     same = (res_k[5][:, 0] == k) & (prev[5][:, 0] == k) & res_k[2][:, 0]
@@ -1111,7 +1122,47 @@ def iter_match_orientations(
                         mis = misorientation_deg(res_k[0][same, 0], prev[0][same, 0], plan.crystal.point_group)
                         idx = np.nonzero(same)[0][~(mis > sep)]
                         res_k[2][idx, 0] = False
-            parts.append(tuple(res_k))
+            return tuple(res_k)
+
+        def share(explained):
+            return np.bincount(pat_of_peak[explained], w2[explained], minlength=n_pat) / np.maximum(total_w, 1e-300)
+
+        # the pair of grains: each of the first pass's n_first distinct candidates with the best
+        # grain of the peaks it leaves; the pair that explains most of the pattern wins (a wrong
+        # first grain that borrows peaks of both leaves a residual no grain explains), and the
+        # grain that explains more of the pattern on its own comes first
+        first = [tuple(a[:, c : c + 1] for a in (U, corr, okm, nmatch, rms, phase)) for c in range(n_first)]
+        best_share = np.full(n_pat, -1.0)
+        pair_a, pair_b = first[0], None
+        chosen = np.zeros(n_pat, np.int64)
+        exp_pair = np.zeros(len(gx), bool)
+        for c, cand in enumerate(first):
+            exp_c = explained_by(cand)
+            res_c = yield from residual_pass(exp_c, [cand], 1 + c)
+            exp_r = explained_by(res_c)
+            sh = share(exp_c | exp_r)
+            # the first candidate keeps ties: another must explain 2 % more of the pattern
+            better = (sh > best_share + (0.02 if c > 0 else 0.0)) & okm[:, c]
+            if c == 0:
+                better = np.ones(n_pat, bool)
+            chosen[better] = c
+            best_share[better] = sh[better]
+            swap = better & res_c[2][:, 0] & (share(exp_r) > share(exp_c))
+            a_new = tuple(np.where(_bcast(swap, x), y, x) for x, y in zip(cand, res_c, strict=True))
+            b_new = tuple(np.where(_bcast(swap, x), x, y) for x, y in zip(cand, res_c, strict=True))
+            if pair_b is None:
+                pair_a, pair_b = a_new, b_new
+            else:
+                pair_a = tuple(np.where(_bcast(better, x), y, x) for x, y in zip(pair_a, a_new, strict=True))
+                pair_b = tuple(np.where(_bcast(better, x), y, x) for x, y in zip(pair_b, b_new, strict=True))
+            pb = np.repeat(better, np.diff(off_v))
+            exp_pair = np.where(pb, exp_c | exp_r, exp_pair)
+        parts = [pair_a, pair_b]
+        explained = exp_pair
+        for i_pass in range(2, n_matches):
+            res_k = yield from residual_pass(explained, parts, n_first + i_pass - 1)
+            parts.append(res_k)
+            explained = explained | explained_by(res_k)
         U, corr, okm, nmatch, rms, phase = (np.concatenate([p[j] for p in parts], axis=1) for j in range(6))
     okm &= valid[:, None]
     if len(plans) == 1:
@@ -1127,6 +1178,7 @@ def iter_match_orientations(
         "position_tolerance_inv_A": tol_pos,
         "intensity_power": intensity_power,
         "overlap": overlap if n_matches > 1 else "",
+        "pair_candidates": pair_candidates if residual else 0,
         "flip_candidates": flip_candidates,
         "rocking_curve": ",".join(_plan_profile(p) for p in plans),
         "k_max_inv_A": k_max,

@@ -288,14 +288,18 @@ def load_orientation_plan(path: str | PathLike) -> OrientationPlan:
 
 #: rocking-curve (excitation-error) profiles of the templates and the refinement, as relative
 #: intensities ``S(s / w)`` with ``S(0) = 1``, and the largest ``|s| / w`` a template keeps
-ROCKING_CURVES = ("lorentzian", "gaussian")
-_PROFILE_CUT = {"lorentzian": 6.0, "gaussian": 3.7}
+ROCKING_CURVES = ("lorentzian", "gaussian", "sinc2")
+_PROFILE_CUT = {"lorentzian": 6.0, "gaussian": 3.7, "sinc2": 3.0}
+#: each profile's width for a thickness t is ``_WIDTH_T[profile] / t`` (1/A); "sinc2" is sinc^2(s t)
+_WIDTH_T = {"lorentzian": 0.35, "gaussian": 1.0, "sinc2": 1.0}
 
 
 def rocking_profile(x: np.ndarray, kind: str) -> np.ndarray:
     """Relative intensity ``S(x)`` at ``x = s / w`` of a rocking-curve profile.
 
-    ``"gaussian"``: ``exp(-x^2)``. ``"lorentzian"``: ``1 / (1 + x^2)``, the envelope of a thin
+    ``"gaussian"``: ``exp(-x^2)``. ``"sinc2"``: ``sinc^2(x) = (sin(pi x) / (pi x))^2``, the thin
+    film's own rocking curve with ``w = 1 / t`` (zeros at ``s = k / t``; the plan averages it over
+    its sampling, see :func:`build_orientation_plan`). ``"lorentzian"``: ``1 / (1 + x^2)``, the envelope of a thin
     film's ``sinc^2(s t)`` (with ``w ~ 0.35 / t`` it has sinc^2's half width; its tail
     ``w^2 / s^2`` does not depend on the thickness, as the film's mean ``1 / (2 pi^2 s^2 t^2)``
     times ``t^2`` does not), so reflections far from the Bragg condition that a thin film still
@@ -305,7 +309,7 @@ def rocking_profile(x: np.ndarray, kind: str) -> np.ndarray:
     ----------
     x : array-like
         Excitation error over the width, ``s / w`` (dimensionless).
-    kind : {"lorentzian", "gaussian"}
+    kind : {"lorentzian", "gaussian", "sinc2"}
         The profile.
 
     Returns
@@ -323,6 +327,8 @@ def rocking_profile(x: np.ndarray, kind: str) -> np.ndarray:
         return np.exp(-(x**2))
     if kind == "lorentzian":
         return 1.0 / (1.0 + x**2)
+    if kind == "sinc2":
+        return np.sinc(x) ** 2
     raise ValueError(f"rocking_curve must be one of {ROCKING_CURVES}, got {kind!r}")
 
 
@@ -343,14 +349,20 @@ def _spots_per_zone(
     gl = np.einsum("zij,gj->zgi", U0, refl_g)  # (n, n_g, 3)
     s = -(gl[..., 2] + 0.5 * lam * g2)
     gn = np.sqrt(g2)
-    w2 = w_base**2 + (0.5 * step_rad * gn) ** 2
-    x2 = s**2 / w2
-    weight = amp * np.sqrt(rocking_profile(np.sqrt(x2), profile))
-    keep = (
-        (np.hypot(gl[..., 0], gl[..., 1]) <= k_max)
-        & (weight > min_rel * amp.max())
-        & (x2 <= _PROFILE_CUT[profile] ** 2)
-    )
+    if profile == "sinc2":
+        # the film's sinc^2(s t) averaged over the excitation errors of orientations up to half a
+        # step from the node (s moves by up to |g| step / 2): its zeros fill in where the sampling
+        # cannot place them
+        half = 0.5 * step_rad * gn
+        prof = np.mean([np.sinc((s + u * half) / w_base) ** 2 for u in np.linspace(-1.0, 1.0, 9)], axis=0)
+        weight = amp * np.sqrt(prof)
+        inside = np.abs(s) <= _PROFILE_CUT[profile] * w_base + half
+    else:
+        w2 = w_base**2 + (0.5 * step_rad * gn) ** 2
+        x2 = s**2 / w2
+        weight = amp * np.sqrt(rocking_profile(np.sqrt(x2), profile))
+        inside = x2 <= _PROFILE_CUT[profile] ** 2
+    keep = (np.hypot(gl[..., 0], gl[..., 1]) <= k_max) & (weight > min_rel * amp.max()) & inside
     return U0, gl, weight, keep
 
 
@@ -359,7 +371,7 @@ def _width(thickness_A, width_inv_A, profile) -> float:
         raise ValueError(f"rocking_curve must be one of {ROCKING_CURVES}, got {profile!r}")
     if width_inv_A is not None:
         return float(width_inv_A)
-    return (0.35 if profile == "lorentzian" else 1.0) / thickness_A
+    return _WIDTH_T[profile] / thickness_A
 
 
 def gaussian_width_inv_A(plan: OrientationPlan) -> float:
@@ -378,7 +390,7 @@ def gaussian_width_inv_A(plan: OrientationPlan) -> float:
         Width in 1/A (``w / 0.35`` for a Lorentzian plan, ``w`` for a Gaussian one).
     """
     w = float(plan.params["excitation_width_inv_A"])
-    return w / 0.35 if plan.params.get("rocking_curve", "gaussian") == "lorentzian" else w
+    return w / _WIDTH_T[plan.params.get("rocking_curve", "gaussian")]
 
 
 def estimate_plan_memory(
@@ -479,10 +491,12 @@ def build_orientation_plan(
         the Lorentzian profile) unless ``excitation_width_inv_A`` is given.
     excitation_width_inv_A : float, optional
         Excitation width ``w`` in 1/A.
-    rocking_curve : {"lorentzian", "gaussian"}
+    rocking_curve : {"lorentzian", "gaussian", "sinc2"}
         ``"lorentzian"`` (default since #18: the heavy-tailed envelope of a thin film's sinc^2
-        rocking curve, robust to its shape and thickness) or ``"gaussian"`` (the model before
-        #18); see :func:`rocking_profile`. The matcher's refinement uses the same.
+        rocking curve, robust to its shape and thickness), ``"gaussian"`` (the model before
+        #18) or ``"sinc2"`` (the film's own ``sinc^2(s t)`` at ``thickness_A``, averaged over the
+        plan's sampling; session 8); see :func:`rocking_profile`. The matcher's refinement uses
+        the same profile (the Lorentzian envelope for ``"sinc2"``).
     min_relative_amplitude : float
         Spots weaker than this fraction of the strongest ``|F|`` are dropped.
     max_memory_bytes : float

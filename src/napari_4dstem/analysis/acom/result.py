@@ -66,7 +66,8 @@ class ACOMResult:
         Index into ``crystals``; -1 where masked.
     reliability : ndarray ``(scan_y, scan_x)``
         ``1 - c2 / c1`` (c2: best candidate more than the separation away from the best), 0
-        where masked.
+        where masked. Held out (docs/acom.md): ``>= 0.05`` is 99 % within 2 deg on data that
+        follow the matcher's model; on thin-film (sinc^2) data no line certifies.
     phase_reliability : ndarray ``(scan_y, scan_x)``
         ``1 - c(second phase) / c(best phase)`` (1 with one phase).
     n_peaks : ndarray ``(scan_y, scan_x)`` int

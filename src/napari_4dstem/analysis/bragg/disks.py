@@ -264,7 +264,7 @@ def detect_in_stack(
         out[..., 0:2] = ref.yx
         out[..., 2] = ref.value
         out[..., 3] = ref.value
-        return _significant(p, out, ref.count, template.radius_px, min_significance, parallel)
+        return _significant(p, out, ref.count, template.radius_px, min_significance, parallel, poisson)
     par = refine_peaks(corr, table, method="parabolic", parallel=parallel)
     if b > 1:  # binned -> full-detector pixels
         par.yx[:] = par.yx * b + (b - 1) / 2
@@ -288,18 +288,20 @@ def detect_in_stack(
     out[..., 1] = np.where(good, fit[..., 1], par.yx[..., 1])
     out[..., 2] = np.where(good, fit[..., 2] * _profile_area(template), np.nan)
     out[..., 3] = par.value
-    return _significant(p, out, table.count, template.radius_px, min_significance, parallel)
+    return _significant(p, out, table.count, template.radius_px, min_significance, parallel, poisson)
 
 
-def _significant(p, out, count, radius_px, min_significance, parallel):
+def _significant(p, out, count, radius_px, min_significance, parallel, poisson=True):
     """Keep the peaks whose raw pattern holds a significant disk (None keeps all).
 
     The disk must be ``min_significance`` noise standard deviations above the ring around it
-    (:func:`~.peaks.disk_counts`).
+    (:func:`~.peaks.disk_counts`; with ``poisson``, counting data get at least Poisson's
+    variance: at 1e4 electrons a pattern the sample variance of empty rings kept ~10 noise
+    peaks per pattern, docs/acom.md).
     """
     if min_significance is None:
         return out, count
-    z = disk_counts(p, out[..., 0:2], count, radius_px=radius_px, parallel=parallel)[..., 1]
+    z = disk_counts(p, out[..., 0:2], count, radius_px=radius_px, parallel=parallel, poisson_floor=poisson)[..., 1]
     return keep_significant(out, count, z, min_significance)
 
 

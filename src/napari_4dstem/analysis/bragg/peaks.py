@@ -579,7 +579,7 @@ def keep_significant(rows: np.ndarray, count: np.ndarray, z: np.ndarray, min_sig
 
 
 @Kernel
-def _disk_counts_batch(imgs, yx, count, r, r_in, r_out, out):
+def _disk_counts_batch(imgs, yx, count, r, r_in, r_out, quanta, out):
     ny, nx = imgs.shape[1], imgs.shape[2]
     r2, rin2, rout2 = r * r, r_in * r_in, r_out * r_out
     for i in numba.prange(imgs.shape[0]):
@@ -613,11 +613,46 @@ def _disk_counts_batch(imgs, yx, count, r, r_in, r_out, out):
                 continue
             b = s_ring / n_ring
             var = max((s2_ring - n_ring * b * b) / (n_ring - 1), 0.0)
+            q = quanta[i]
+            if q > 0:
+                # counting data: the variance is at least Poisson's, with one count of background
+                # in the ring at least (an empty ring of a sparse pattern is no proof of no noise)
+                var = max(var, q * (max(b, 0.0) + q / n_ring))
             s = s_in - n_in * b
             out[i, j, 0] = s
             # noise of the disk sum and of the background estimate scaled to the disk
             sd = math.sqrt(var * (n_in + n_in * n_in / n_ring))
             out[i, j, 1] = s / sd if sd > 0 else (math.inf if s > 0 else 0.0)
+
+
+def _counting_quanta(patterns: np.ndarray) -> np.ndarray:
+    """Per pattern, its counting unit ``q`` when it looks like counts, else 0.
+
+    Counts: every positive pixel is an integer multiple of the smallest positive one (to 1e-3),
+    as for raw counts (``q = 1``) or counts times a gain; negative pixels (dark-subtracted or
+    filtered data) or non-integer ratios (noise-free simulations) give 0.
+
+    Parameters
+    ----------
+    patterns : ndarray ``(n, k_y, k_x)``
+        The patterns.
+
+    Returns
+    -------
+    ndarray ``(n,)`` float64
+        The unit per pattern (0: not counting data).
+    """
+    flat = np.asarray(patterns).reshape(len(patterns), -1)
+    out = np.zeros(len(flat))
+    for i, img in enumerate(flat):
+        pos = img[img > 0]
+        if pos.size == 0 or np.any(img < 0):
+            continue
+        q = float(pos.min())
+        ratio = pos / q
+        if np.all(np.abs(ratio - np.round(ratio)) < 1e-3):
+            out[i] = q
+    return out
 
 
 def disk_counts(
@@ -628,6 +663,7 @@ def disk_counts(
     radius_px: float,
     ring_px: tuple[float, float] = (1.5, 4.0),
     parallel: bool = True,
+    poisson_floor: bool = False,
 ) -> np.ndarray:
     """Background-subtracted signal in a disk at every peak, and its significance.
 
@@ -640,6 +676,12 @@ def disk_counts(
     proportional to the inverse variance of a disk position at a given dose, the natural
     weight of a peak in a lattice fit; ``z`` says whether a disk is there at all (a flat,
     noise-free background gives ``z = inf`` for any ``S > 0``).
+
+    With ``poisson_floor``, patterns of counting data (every positive pixel an integer multiple
+    of the smallest one, ``q``: counts times a gain) get at least the Poisson variance with one
+    count of background in the ring, ``v >= q (b + q / n_ring)``: at low dose (1e4 electrons a
+    pattern) most rings hold no count at all, their sample variance is 0 and any two or three
+    stray counts would be "certain" disks.
 
     Parameters
     ----------
@@ -656,6 +698,9 @@ def disk_counts(
         (default ``(1.5, 4.0)``).
     parallel : bool
         Run the numba kernel on threads over patterns (default True).
+    poisson_floor : bool
+        Floor the variance of counting data at Poisson's (above; default False: the sample
+        variance alone, so noise-free data give ``z = inf``).
 
     Returns
     -------
@@ -675,6 +720,7 @@ def disk_counts(
         r,
         r + float(ring_px[0]),
         r + float(ring_px[1]),
+        _counting_quanta(imgs) if poisson_floor else np.zeros(len(imgs)),
         out,
         parallel=parallel,
     )
