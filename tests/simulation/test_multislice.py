@@ -165,3 +165,28 @@ def test_cuda_matches_cpu():
     cpu = MultisliceEngine(device="cpu").simulate(req).patterns
     gpu = MultisliceEngine(device="cuda").simulate(req).patterns
     np.testing.assert_allclose(gpu, cpu, atol=1e-5)
+
+
+def test_slice_phases_add_up_to_the_projected_potential_and_sit_on_the_columns():
+    """The truth for phase retrieval: slices add up to the whole sample's projected phase, its
+    mean is the q = 0 term (gamma lambda / A) sum occ f_e(0) (Peng: f_e(0) = sum a_i), and its
+    maximum sits on an atom column."""
+    from napari_4dstem.analysis.crystal.scattering import peng_coefficients
+    from napari_4dstem.simulation.engines import atoms_in_box, box_geometry
+    from napari_4dstem.simulation.multislice import M0C2_KEV
+
+    req = SimulationRequest(SI, thicknesses_A=(2 * SI.lattice[2, 2],), **BASE)
+    eng = MultisliceEngine(device="cpu")
+    four, pixel = eng.slice_phases(req, slices=4)
+    one, pixel1 = eng.slice_phases(req, slices=1)
+    assert four.shape[0] == 4 and one.shape[0] == 1 and pixel == pixel1
+    np.testing.assert_allclose(four.sum(0), one[0], atol=2e-5 * np.abs(one).max())
+    geo = box_geometry(req, usable_fraction=2 / 3, grid_multiple=2)
+    Z, xyz, occ, _ = atoms_in_box(SI, orientation=req.orientation, box_A=(geo.box_A,) * 2 + (req.thicknesses_A[0],))
+    gamma = 1.0 + req.energy_kev / M0C2_KEV
+    f0 = np.array([peng_coefficients(int(z))[0].sum() for z in Z])
+    want_mean = gamma * req.wavelength_A / geo.box_A**2 * np.sum(occ * f0)
+    assert one[0].mean() == pytest.approx(want_mean, rel=1e-4)
+    iy, ix = np.unravel_index(np.argmax(one[0]), one[0].shape)
+    d = np.hypot(xyz[:, 1] / pixel - iy, xyz[:, 0] / pixel - ix)
+    assert d.min() * pixel < 0.1  # within 0.1 A of a column

@@ -154,7 +154,6 @@ class MultisliceEngine:
         geo = box_geometry(request, usable_fraction=2 / 3, grid_multiple=2)
         L, N, m = geo.box_A, geo.grid, geo.multiple
         lam = request.wavelength_A
-        gamma = 1.0 + request.energy_kev / M0C2_KEV
         dzs, exit_of = slice_plan(request.thicknesses_A, request.slice_thickness_A)
         bounds = np.cumsum(dzs)  # exit depth of each slice
         t_max = max(request.thicknesses_A)
@@ -168,27 +167,14 @@ class MultisliceEngine:
             box_A=(L, L, t_max),
             deformation=request.deformation,
         )
-        # integer frequency indices (fft order): q = n / L
-        n_idx = np.fft.fftfreq(N, 1.0 / N)
-        q = n_idx / L
-        q2 = q[:, None] ** 2 + q[None, :] ** 2
-        band = torch.as_tensor(q2 <= (N / (3.0 * L)) ** 2, device=dev)
+        thermal = request.frozen_phonons > 1
+        n_idx, q, q2, band, gkey, form = self._potential_setup(request, Z, b_iso, L, N, thermal, dev)
         k_alpha = request.convergence_mrad * 1e-3 / lam
         chi = -math.pi * lam * request.defocus_A * q2
         aperture = (q2 <= k_alpha**2).astype(float)
         psi_k0 = aperture * np.exp(-1j * chi)
         psi_k0 /= math.sqrt(float(np.sum(np.abs(psi_k0) ** 2)))
         pos = np.asarray(request.probe_positions_A, float) + L / 2  # (y, x) from the corner
-        thermal = request.frozen_phonons > 1
-        # atoms grouped by (element, B); each group's form factor (gamma lambda / A) f_e(q) [DW]
-        keys, gkey = np.unique(np.stack([Z, b_iso], 1), axis=0, return_inverse=True)
-        gkey = gkey.ravel()
-        form = []
-        for z_, b_ in keys:
-            a, bcoef = peng_coefficients(int(z_))
-            bb = bcoef[None, None, :] + (0.0 if thermal else b_)
-            f = np.sum(a * np.exp(-bb * q2[..., None] / 4.0), axis=-1)
-            form.append(torch.as_tensor((gamma * lam / (L * L)) * f, dtype=torch.complex64, device=dev))
         props = {}
         for dz in {round(d, 9) for d in dzs}:
             p = np.exp(-1j * math.pi * lam * dz * q2)
@@ -224,7 +210,85 @@ class MultisliceEngine:
         return box_result(request, geo, engine=self.name, patterns=out, device=str(dev), n_slices=len(bounds))
 
     @staticmethod
-    def _transmissions(r, occ, sl, gkey, n_slices, form, qt, L, N, band, dev, band_potential):
+    def _potential_setup(request, Z, b_iso, L, N, thermal, dev):
+        """Box frequencies, the propagation band and the atoms' groups with their form factors.
+
+        The ``N x N`` grid spans ``L`` A; atoms are grouped by (element, B), each group's form
+        factor is ``(gamma lambda / A) f_e(q)`` (with the Debye-Waller factor unless ``thermal``).
+        """
+        import torch
+
+        lam = request.wavelength_A
+        gamma = 1.0 + request.energy_kev / M0C2_KEV
+        # integer frequency indices (fft order): q = n / L
+        n_idx = np.fft.fftfreq(N, 1.0 / N)
+        q = n_idx / L
+        q2 = q[:, None] ** 2 + q[None, :] ** 2
+        band = torch.as_tensor(q2 <= (N / (3.0 * L)) ** 2, device=dev)
+        keys, gkey = np.unique(np.stack([Z, b_iso], 1), axis=0, return_inverse=True)
+        form = []
+        for z_, b_ in keys:
+            a, bcoef = peng_coefficients(int(z_))
+            bb = bcoef[None, None, :] + (0.0 if thermal else b_)
+            f = np.sum(a * np.exp(-bb * q2[..., None] / 4.0), axis=-1)
+            form.append(torch.as_tensor((gamma * lam / (L * L)) * f, dtype=torch.complex64, device=dev))
+        return n_idx, q, q2, band, gkey.ravel(), form
+
+    def slice_phases(self, request: SimulationRequest, *, slices: int | None = None) -> tuple[np.ndarray, float]:
+        """The phase ``sigma v_z`` each object slice gives the wave, on the engine's box grid.
+
+        What the simulation's transmissions carry (``t = exp(i phi)``, band-limited), for the
+        truth of phase retrieval: the object a ptychographic reconstruction should find.
+
+        Parameters
+        ----------
+        request : SimulationRequest
+            The simulation (crystal, orientation, largest thickness, beam, detector: they set the
+            box). Thermal displacements are not drawn (Debye-Waller factors, as with one frozen
+            phonon configuration).
+        slices : int, optional
+            Split the largest thickness into this many equal slices (1: the projected potential
+            of the whole sample). Default: the request's slice plan.
+
+        Returns
+        -------
+        phases : ndarray ``(n_slices, N, N)`` float
+            Phase (rad) per slice, not wrapped (before the band limit the transmissions get);
+            axes ``(y, x)`` of the box from its corner, pixel ``L / N``.
+        pixel_A : float
+            The box grid's pixel size in Angstrom. Probe position ``(y, x)`` of the request (from
+            the box centre) is at pixel ``(y + L / 2, x + L / 2) / pixel_A``.
+
+        Raises
+        ------
+        EngineNotInstalledError
+            When torch is missing.
+        """
+        self.require()
+        import torch
+
+        dev = self._device()
+        geo = box_geometry(request, usable_fraction=2 / 3, grid_multiple=2)
+        L, N = geo.box_A, geo.grid
+        t_max = max(request.thicknesses_A)
+        if slices is None:
+            dzs, _ = slice_plan(request.thicknesses_A, request.slice_thickness_A)
+            bounds = np.cumsum(dzs)
+        else:
+            bounds = t_max * np.arange(1, int(slices) + 1) / int(slices)
+        Z, xyz, occ, b_iso = atoms_in_box(
+            request.crystal, orientation=request.orientation, box_A=(L, L, t_max), deformation=request.deformation
+        )
+        n_idx, _, _, band, gkey, form = self._potential_setup(request, Z, b_iso, L, N, False, dev)
+        sl = np.minimum(np.searchsorted(bounds, xyz[:, 2], side="right"), len(bounds) - 1)
+        qt = torch.as_tensor(n_idx, dtype=torch.float64, device=dev)
+        phi = self._transmissions(
+            xyz, occ, sl, gkey, len(bounds), form, qt, L, N, band, dev, self.band_potential, phase_only=True
+        )
+        return phi.cpu().numpy().astype(np.float64), L / N
+
+    @staticmethod
+    def _transmissions(r, occ, sl, gkey, n_slices, form, qt, L, N, band, dev, band_potential, phase_only=False):
         """The band-limited transmissions of all slices, (n_slices, N, N) complex64.
 
         Built a chunk of slices at a time in batched tensor operations (one matrix product per
@@ -282,6 +346,9 @@ class MultisliceEngine:
             del sub
             phi = torch.fft.ifft2(phi_q).real * (N * N)
             del phi_q
+            if phase_only:  # the slice's phase itself (not wrapped, not band-limited)
+                out.append(phi)
+                continue
             t = torch.polar(torch.ones_like(phi), phi)
             out.append(torch.fft.ifft2(torch.fft.fft2(t) * band))
         return torch.cat(out) if len(out) > 1 else out[0]
