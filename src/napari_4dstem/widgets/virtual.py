@@ -46,7 +46,7 @@ from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
 from ..pipelines import VirtualResult
 from ..plugin_api import publish_virtual_image
-from ._common import CubePicker, JobRunner, guarded, scan_position
+from ._common import CubePicker, JobRunner, guarded, layer_array, scan_position
 from ._detectors import ExtraDetectors, image_of
 from ._pipeline import PipelineActions, layer_source
 from ._realspace import LiveImage
@@ -567,6 +567,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self.status.setText(str(e))
             return
         self._build_preview(dc)
+        self._follow_data()  # a frame of a series replaces the layer's data (widgets/series.py)
         self._bf = None
         self._bf_pending = True
         self._preset_cache = {}
@@ -584,9 +585,51 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             },
         )
 
+    def _follow_data(self) -> None:
+        """Recompute when the chosen layer's data is replaced (``data_replaced``), once per layer."""
+        lyr = self.layer
+        base = getattr(lyr, "__wrapped__", lyr)
+        if not hasattr(self, "_data_followed"):
+            import weakref
+
+            self._data_followed = weakref.WeakSet()
+        if base is None or base in self._data_followed:
+            return
+        self._data_followed.add(base)
+        lyr.events.data.connect(guarded(self, lambda e=None, n=lyr.name: self.data_replaced(n)))
+
+    def data_replaced(self, name: str | None = None) -> None:
+        """The layer's data was replaced by data of the same kind (the next frame of a series, a
+        reshaped scan): the same detector on the new data, the presets and extra detectors too."""
+        if self.layer is None or (name is not None and self.layer.name != name):
+            return
+        if self._bf_pending:  # the first detector is still being found: find it on the new data
+            self._init_for_layer()
+            return
+        try:
+            dc = self.datacube()[0]
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return
+        self._build_preview(dc)
+        if getattr(self, "_preset_worker", None) is not None:
+            self._preset_worker.quit()
+        self.presets_ready = False
+        self._precompute_presets(dc)
+        for item in list(self.extras.items.values()):
+            self.extras._compute(item)
+        det = self._current_detector()
+        if det is not None:
+            self._pending = det
+            self._timer.start()
+
+    def current_detector(self) -> Detector | None:
+        """The detector whose image the dock shows (or is computing)."""
+        return self._current_detector()
+
     def _on_bf(self, dc: DataCube, bf) -> None:
         """The BF disk of the centre patterns is in: start with a BF detector on it."""
-        if self.layer is None or self.layer.data is not dc.data:
+        if self.layer is None or layer_array(self.layer) is not dc.data:
             return  # another layer was chosen meanwhile
         self._bf, self._bf_pending = bf, False
         det = (
@@ -956,7 +999,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         from napari.qt.threading import create_worker
 
         def done(images, data=dc.data):
-            if self.layer is not None and self.layer.data is data:
+            if self.layer is not None and layer_array(self.layer) is data:
                 self._preset_cache = images
                 self.presets_ready = True
 
@@ -1246,7 +1289,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         from ..analysis.virtual.preview import iter_preview_cube
 
         def done(cube):
-            if self.layer is not None and self.layer.data is dc.data:
+            if self.layer is not None and layer_array(self.layer) is dc.data:
                 self._preview = cube
 
         create_worker(
@@ -1330,8 +1373,14 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 getattr(self, method)(*args)
 
             self.viewer.bind_key(key, handler, overwrite=True)
+        from ._keys import bind_workspace_keys
+
+        self.raster = bind_workspace_keys(self)  # Space: raster play, Ctrl+Shift+S: save (_keys.py)
 
     def _unbind_keys(self) -> None:
+        from ._keys import unbind_workspace_keys
+
+        unbind_workspace_keys(self)
         for key in KEYMAP:
             try:
                 self.viewer.bind_key(key, None)
