@@ -88,3 +88,46 @@ def test_ctrl_shift_s_saves_the_virtual_image_and_the_keymap_dock(widget, qtbot,
     keys = [k.table.item(i, 0).text() for i in range(k.table.rowCount())]
     assert keys == [key for key, _ in keymap_rows()]
     assert {"Space", "Ctrl+Shift+S", "Shift+W", "[", "Ctrl+O", "Ctrl+S"} <= set(keys)
+
+
+def test_export_raw_tiff_npy_fallback_and_png_as_shown(widget, qtbot, tmp_path, monkeypatch, stall_detector):
+    import sys
+
+    _, w = widget
+    ex = w.export
+    img = w.last_image.data
+    # raw: float32 TIFF, the values exactly
+    tifffile = pytest.importorskip("tifffile")
+    assert ex.export_raw(tmp_path / "vi.tif")
+    qtbot.waitUntil(lambda: ex.last_written is not None and not ex.files.busy, timeout=20000)
+    with stall_detector.excluded("reference"):
+        back = tifffile.imread(tmp_path / "vi.tif")
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back, img.astype(np.float32))
+    assert "vi.tif" in w.status.text()
+    # without tifffile: .npy beside the asked name, and the status line says why
+    monkeypatch.setitem(sys.modules, "tifffile", None)
+    ex.last_written = None
+    assert ex.export_raw(tmp_path / "vi2.tif")
+    qtbot.waitUntil(lambda: ex.last_written is not None and not ex.files.busy, timeout=20000)
+    assert ex.last_written == tmp_path / "vi2.npy"
+    np.testing.assert_array_equal(np.load(tmp_path / "vi2.npy"), img.astype(np.float32))
+    assert "tifffile is not installed" in w.status.text()
+    # PNG as shown: Sqrt scale and the 1-99 % range, gray colormap -> each pixel's grey level
+    w.realspace.scale_combo.setCurrentText("Sqrt")
+    w.realspace.range_combo.setCurrentText("1-99 %")
+    lo, hi = w.realspace.displayed_clim
+    ex.last_written = None
+    assert ex.export_png(tmp_path / "vi.png")
+    qtbot.waitUntil(lambda: ex.last_written is not None and not ex.files.busy, timeout=20000)
+    from matplotlib.image import imread
+
+    with stall_detector.excluded("reference"):
+        png = imread(tmp_path / "vi.png")  # float 0..1, RGBA
+        shown = np.sqrt(img.astype(np.float32) - np.nanmin(img.astype(np.float32)))
+        expect = np.round(np.clip((shown.astype(np.float64) - lo) / (hi - lo), 0, 1) * 255)
+    assert png.shape == (*img.shape, 4)
+    got = np.round(png[..., 0] * 255)
+    assert np.abs(got - expect).max() <= 1  # float32 display values: at most one grey level off
+    np.testing.assert_array_equal(png[..., 0], png[..., 2])  # grey
+    assert (got == 255).sum() >= 1 and (got == 0).sum() >= 1  # the range clips both ends

@@ -525,6 +525,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         actions.addWidget(self.keep_btn)
         actions.addWidget(self.add_btn)
         layout.addLayout(actions)
+        from .export import ExportRow
+
+        self.export = ExportRow(self.realspace, self.status)  # raw TIFF / PNG as shown (export.py)
+        layout.addWidget(self.export)
         layout.addWidget(self.status)
         layout.addWidget(WarmupLabel())
         self.layer_combo.currentTextChanged.connect(self._init_for_layer)
