@@ -59,6 +59,15 @@ def test_frame_slider_shows_exactly_each_frame(make_napari_viewer, qtbot, tmp_pa
         qtbot.waitUntil(lambda: _settled(v), timeout=30000)
         assert v.current_detector() == det
         np.testing.assert_array_equal(v.last_image.data, _virtual(data[k], det))
+    # ] and [ of the Virtual imaging dock step the frames while it shows the series
+    (nxt,) = [f for k, f in viewer.keymap.items() if str(k) == "]"]
+    (prev,) = [f for k, f in viewer.keymap.items() if str(k) == "["]
+    nxt(viewer)
+    assert s.frame == 2 and s.slider.value() == 2
+    stall_detector.step()
+    prev(viewer)
+    assert s.frame == 1
+    np.testing.assert_array_equal(np.asarray(layer._slice.image.raw), data[1, 4, 5])
     # the presets were computed again for the new frame: a preset shows frame 1's image
     qtbot.waitUntil(lambda: v.presets_ready, timeout=30000)
     v.apply_preset("ADF")

@@ -48,6 +48,7 @@ from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError, Napari4DSTEMError
 from ._common import FileJobs, guarded, layer_array, layer_datacube
+from ._state import DockState, register_dock
 
 SERIES_LAYER = "series"
 COMPARE_DOCK = "Compare"
@@ -193,8 +194,11 @@ def compare_job(datasets: list[tuple[str, DataCube, Calibration]], detector):
 
 
 # -- the dock ---------------------------------------------------------------------------------------
-class SeriesWidget(QWidget):
+class SeriesWidget(DockState, QWidget):
     """Dock widget: frame slider of a series, compare grid, watched folder."""
+
+    state_key = "series"
+    state_exclude = ("frame_box", "folder")  # the frames and the watch are not restored
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -217,6 +221,7 @@ class SeriesWidget(QWidget):
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self.poll)
+        register_dock(viewer, self)  # the Virtual imaging dock's [ ] step its frames
 
     def _build_ui(self) -> None:
         self.open_btn = QPushButton("Open series...")

@@ -85,8 +85,8 @@ KEYMAP: dict[str, tuple[str, str, tuple]] = {
     "Shift-=": ("detector 5 px larger", "resize_detector", (5.0,)),
     "Shift--": ("detector 5 px smaller", "resize_detector", (-5.0,)),
     "R": ("reset: BF detector on the detected disk, views reset", "reset", ()),
-    "[": ("previous 4D dataset (layer)", "step_dataset", (-1,)),
-    "]": ("next 4D dataset (layer)", "step_dataset", (1,)),
+    "[": ("previous frame of the series, else previous 4D dataset (layer)", "step_dataset", (-1,)),
+    "]": ("next frame of the series, else next 4D dataset (layer)", "step_dataset", (1,)),
 }
 
 
@@ -1433,7 +1433,15 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
     def step_dataset(self, step: int) -> None:
         """Show the previous (``-1``) or next 4D layer in the dock (wrapping around): the frames
-        of a series opened as one layer each."""
+        of a series opened as one layer each; the previous or next frame when the dock shows the
+        Series dock's layer)."""
+        from ._state import find_dock
+
+        series = find_dock(self.viewer, "series")
+        if series is not None and series.layer is not None and self.layer is not None:
+            if self.layer.name == series.layer.name and len(series.frames) > 1:
+                series.step_frame(step)
+                return
         n = self.layer_combo.count()
         if n < 2:
             return
