@@ -203,6 +203,33 @@ def test_a_corrupt_file_in_the_watched_folder_gives_the_error_badge(make_napari_
     poll()
     poll()
     assert len(s.frames) == 2 and s.badge_state == "Watching"
+    # a file of another shape is an error, and stays one (not taken, not waiting) until it changes
+    np.save(folder / "other.npy", _series(n_frames=1, scan=(3, 7))[0])
+    poll()
+    poll()
+    assert s.badge_state == "Error" and "differs from the series'" in s.badge.text()
+    poll()
+    assert s.badge_state == "Error" and len(s.frames) == 2
     # a folder that is not there: an error badge, not a traceback
     s.watch(tmp_path / "nowhere")
     assert s.badge_state == "Error" and "is not a folder" in s.badge.text()
+
+
+def test_the_virtual_image_follows_a_reshaped_scan(make_napari_viewer, qtbot, tmp_path, stall_detector):
+    """The Virtual imaging dock follows any replacement of its layer's data: the Scan shape dock's
+    reshape too (the image had stayed the one-line scan's). Also: a file opened with the reader
+    gets its first image (the dock compared the proxied layer data with the array: it never did)."""
+    data = _series(n_frames=1, scan=(1, 12), seed=7)[0]
+    np.save(tmp_path / "line.npy", data)
+    viewer = make_napari_viewer()
+    with stall_detector.excluded("first layer add"):
+        viewer.open(str(tmp_path / "line.npy"), plugin="napari-4dstem")
+    _, v = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    qtbot.waitUntil(lambda: _settled(v), timeout=30000)
+    assert v.last_image.data.shape == (1, 12)
+    _, shape_dock = viewer.window.add_plugin_dock_widget("napari-4dstem", "Scan shape")
+    shape_dock.apply((3, 4))
+    qtbot.waitUntil(lambda: _settled(v) and v.last_image.data.shape == (3, 4), timeout=30000)
+    np.testing.assert_array_equal(
+        v.last_image.data, _virtual(data.reshape(3, 4, *data.shape[2:]), v.current_detector())
+    )

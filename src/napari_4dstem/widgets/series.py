@@ -126,10 +126,10 @@ def poll_folder(
 
     ``seen`` maps each file not yet taken to ``{"size", "since", "error"}`` of the last poll;
     ``done`` holds the files already appended. A file is finished when its size is the same as
-    at the last poll and it opens: event ``("frame", path, DataCube, layer tuple)``. Else
+    at the last poll and it opens: event ``("frame", path, DataCube, layer tuple, size)``. Else
     ``("waiting", path, why)``: new, still growing, or not readable yet; a file that stays the
     same size and unreadable for ``give_up_s`` gives ``("error", path, message)`` (tried again
-    when its size changes).
+    when its size changes). A frame event also carries the file's size.
     """
     from .._layers import datacube_layer
     from ..io import open_datacube
@@ -169,7 +169,7 @@ def poll_folder(
                 events.append(("waiting", key, f"not readable yet ({e})"))
             continue
         seen.pop(key)
-        events.append(("frame", key, dc, layer))
+        events.append(("frame", key, dc, layer, size))
     return events, seen
 
 
@@ -592,8 +592,8 @@ class SeriesWidget(DockState, QWidget):
             if kind == "frame":
                 try:
                     self.append_frame(ev[2], ev[3])
-                except Napari4DSTEMError as e:
-                    self._seen[path] = {"size": -1, "since": 0.0, "error": str(e)}
+                except Napari4DSTEMError as e:  # another shape: an error until the file changes
+                    self._seen[path] = {"size": ev[4], "since": 0.0, "error": str(e)}
                     errors.append(f"{name}: {e}")
                     continue
                 self._done.add(path)
