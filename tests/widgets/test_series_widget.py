@@ -105,7 +105,8 @@ def test_series_of_4d_files_and_the_compare_grid(make_napari_viewer, qtbot, tmp_
     np.testing.assert_array_equal(s.compare_images["scan_0"], _virtual(data[0], det))
     np.testing.assert_array_equal(s.compare_images["scan_2"], _virtual(data[2], det))
     model = s._compare_model
-    assert [lyr.name for lyr in model.layers] == ["scan_0", "scan_2"]
+    assert [lyr.name for lyr in model.layers] == ["scan_0", "scan_2", "tile names"]
+    assert list(model.layers["tile names"].features["name"]) == ["scan_0", "scan_2"]
     np.testing.assert_array_equal(model.layers["scan_2"].data, _virtual(data[2], det))
     # side by side: the second tile one cell (7 columns and a gap) to the right
     assert model.layers["scan_0"].translate[1] == 0.0

@@ -510,10 +510,26 @@ class SeriesWidget(DockState, QWidget):
         )
         self.status.setText(f"compare grid: {len(self.compare_images)} of {len(self._compare_names)} images")
 
+    def _label_tiles(self) -> None:
+        """The dataset's name at the top left of each tile (a Points layer with text)."""
+        model = self._compare_model
+        names = [lyr.name for lyr in model.layers if lyr.name in self.compare_images]
+        pos = np.array([model.layers[n].translate[-2:] for n in names], dtype=float)
+        model.add_points(
+            pos,
+            name="tile names",
+            size=0.0,
+            features={"name": names},
+            text={"string": "{name}", "anchor": "upper_left", "color": "yellow", "size": 10},
+            units=model.layers[names[0]].units,
+        )
+
     def _compare_finished(self) -> None:
         self._compare_worker = None
         self.compare_cancel.setEnabled(False)
         self.compare_btn.setEnabled(True)
+        if self._compare_model is not None and self.compare_images:
+            self._label_tiles()
         if self._compare_model is not None and len(self.compare_images) == len(getattr(self, "_compare_names", [])):
             self._compare_model.reset_view()
             self.status.setText(f"compare grid: {len(self.compare_images)} images, one detector")
