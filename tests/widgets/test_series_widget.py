@@ -112,6 +112,18 @@ def test_series_of_4d_files_and_the_compare_grid(make_napari_viewer, qtbot, tmp_
     assert model.layers["scan_0"].translate[1] == 0.0
     assert model.layers["scan_2"].translate[1] > 7 * model.layers["scan_2"].scale[1]
     assert "2 images" in s.status.text()
+    # the grid follows the detector: a new detector in the Virtual imaging dock, a new grid
+    from napari_4dstem.analysis.virtual.detectors import AnnulusDetector
+
+    s.follow_detector.setChecked(True)
+    ring = AnnulusDetector(det.center_px, 5.0, 10.0)
+    v.set_detector(ring)
+    qtbot.waitUntil(lambda: _settled(v) and s._compare_worker is None and s._grid_detector == ring, timeout=30000)
+    np.testing.assert_array_equal(s.compare_images["scan_0"], _virtual(data[0], ring))
+    np.testing.assert_array_equal(s.compare_images["scan_2"], _virtual(data[2], ring))
+    s.follow_detector.setChecked(False)
+    v.set_detector(det)
+    qtbot.waitUntil(lambda: _settled(v), timeout=30000)
     # a series of the three files, then the grid over its frames
     with stall_detector.excluded("first layer add"):
         s.open_files(paths)

@@ -210,6 +210,9 @@ class SeriesWidget(DockState, QWidget):
         self._compare_worker = None
         self._compare_model = None
         self._compare_cells: tuple[int, int, int, int] = (1, 1, 1, 1)
+        self._grid_source: str | None = None  # the datasets of the last grid, and its detector
+        self._grid_detector = None
+        self._grid_pending = None  # a newer detector, computed when the running grid ends
         self.watch_dir: Path | None = None
         self.give_up_s = GIVE_UP_S
         self._seen: dict[str, dict] = {}
@@ -222,6 +225,9 @@ class SeriesWidget(DockState, QWidget):
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self.poll)
         register_dock(viewer, self)  # the Virtual imaging dock's [ ] step its frames
+        from ..plugin_api import events
+
+        events(viewer).virtual_image_changed.connect(self._on_virtual_image)
 
     def _build_ui(self) -> None:
         self.open_btn = QPushButton("Open series...")
@@ -242,6 +248,8 @@ class SeriesWidget(DockState, QWidget):
         )
         self.compare_cancel = QPushButton("Cancel")
         self.compare_cancel.setEnabled(False)
+        self.follow_detector = QCheckBox("grid follows the detector")
+        self.follow_detector.setToolTip("compute the grid again whenever the Virtual imaging dock's detector changes")
         self.folder = QLineEdit()
         self.folder.setPlaceholderText("folder to watch")
         self.patterns = QLineEdit(WATCH_PATTERNS)
@@ -273,6 +281,7 @@ class SeriesWidget(DockState, QWidget):
         row.addWidget(self.compare_btn)
         row.addWidget(self.compare_cancel)
         layout.addLayout(row)
+        layout.addWidget(self.follow_detector)
         form = QFormLayout()
         form.addRow("watch", self.folder)
         form.addRow("files", self.patterns)
@@ -440,9 +449,10 @@ class SeriesWidget(DockState, QWidget):
         if self._compare_worker is not None:
             self.status.setText("a compare grid is being computed: wait or cancel it")
             return False
+        source = source or self.compare_source.currentText()
         try:
             det = detector if detector is not None else self.current_detector()
-            datasets = self._compare_datasets(source or self.compare_source.currentText())
+            datasets = self._compare_datasets(source)
             shape = datasets[0][1].detector_shape
             for name, dc, _ in datasets:
                 if tuple(dc.detector_shape) != tuple(shape):
@@ -453,6 +463,7 @@ class SeriesWidget(DockState, QWidget):
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return False
+        self._grid_source, self._grid_detector = source, det
         rows, cols = grid_cells(len(datasets))
         ny = max(dc.scan_shape[0] for _, dc, _ in datasets)
         nx = max(dc.scan_shape[1] for _, dc, _ in datasets)
@@ -524,6 +535,28 @@ class SeriesWidget(DockState, QWidget):
             units=model.layers[names[0]].units,
         )
 
+    def _on_virtual_image(self, name: str, info) -> None:
+        """The Virtual imaging dock showed a new image: with *grid follows the detector*, a new
+        detector computes the grid again (newest wins: a running grid stops first)."""
+        if name != "virtual image" or not self.follow_detector.isChecked() or self._grid_source is None:
+            return
+        try:
+            det = self.current_detector()
+        except Napari4DSTEMError:
+            return
+        if det.to_params() == self._grid_detector.to_params():
+            return  # the same detector (a new frame, another response): the grid stands
+        self._grid_pending = det
+        if self._compare_worker is not None:
+            self._compare_worker.quit()
+        else:
+            self._start_pending_grid()
+
+    def _start_pending_grid(self) -> None:
+        det, self._grid_pending = self._grid_pending, None
+        if det is not None and self._grid_source is not None:
+            self.compare(self._grid_source, detector=det)
+
     def _compare_finished(self) -> None:
         self._compare_worker = None
         self.compare_cancel.setEnabled(False)
@@ -533,6 +566,8 @@ class SeriesWidget(DockState, QWidget):
         if self._compare_model is not None and len(self.compare_images) == len(getattr(self, "_compare_names", [])):
             self._compare_model.reset_view()
             self.status.setText(f"compare grid: {len(self.compare_images)} images, one detector")
+        if self._grid_pending is not None:
+            self._start_pending_grid()
 
     def cancel_compare(self) -> None:
         if self._compare_worker is not None:
@@ -638,6 +673,9 @@ class SeriesWidget(DockState, QWidget):
         self.status.setText(str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}")
 
     def closeEvent(self, event) -> None:
+        from ..plugin_api import events
+
+        events(self.viewer).virtual_image_changed.disconnect(self._on_virtual_image)
         self._timer.stop()
         for w in (self._poll_worker, self._compare_worker):
             if w is not None:
