@@ -43,6 +43,7 @@ def test_frame_slider_shows_exactly_each_frame(make_napari_viewer, qtbot, tmp_pa
         qtbot.waitUntil(lambda: SERIES_LAYER in viewer.layers, timeout=20000)
     layer = viewer.layers[SERIES_LAYER]
     assert len(s.frames) == 3 and s.slider.maximum() == 2 and s.slider.isEnabled()
+    assert s.status.text() == "series of 3 frames: scan 6 x 7, detector 24 x 24"
     assert layer.data.shape == data.shape[1:]
     _, v = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
     qtbot.waitUntil(lambda: _settled(v) and v.presets_ready, timeout=30000)

@@ -6,7 +6,7 @@
   (napari's own Space, hold to pan and zoom, is bound only while a Virtual imaging dock is open.)
 - **Ctrl+Shift+S** saves what exists: the session (Results dock open with results in it), else
   the Virtual imaging dock's image as a result with its recipe. napari's own Ctrl+S (Save
-  Selected Layers, through this plugin's EMD writer) and Ctrl+O (Open, through its reader) stay.
+  Selected Layers; .h5/.emd through this plugin's EMD writer) and Ctrl+O (Open, through its reader) stay.
 - The *Keyboard shortcuts* dock lists every key (napari does not let plugins add to its Help
   menu; the dock is under Layers > Measure > napari-4dstem and Plugins > napari-4dstem).
 """
@@ -25,7 +25,7 @@ WORKSPACE_KEYS: dict[str, str] = {
 # napari's own keys the plugin relies on (listed in the keymap dock, not bound here)
 NAPARI_KEYS: dict[str, str] = {
     "Control-O": "napari: open a file (this plugin's reader takes 4D-STEM files)",
-    "Control-S": "napari: save the selected layers (EMD through this plugin's writer)",
+    "Control-S": "napari: save the selected layers (.h5/.emd through this plugin's EMD writer)",
 }
 RASTER_MS = 100  # a raster step every 100 ms (10 positions a second)
 

@@ -352,6 +352,8 @@ class SeriesWidget(DockState, QWidget):
         self.frame = -1
         self._update_range()
         self.set_frame(0)
+        (sy, sx), (ky, kx) = frames[0].scan_shape, frames[0].detector_shape
+        self.status.setText(f"series of {len(frames)} frames: scan {sy} x {sx}, detector {ky} x {kx}")
 
     def append_frame(self, dc: DataCube, layer: tuple) -> None:
         """Add a frame at the end (a new acquisition of a watched folder)."""
