@@ -1,6 +1,8 @@
 """The raw-layout form: a raw file with a file header and a header and footer per frame, written
 here byte by byte, decodes exactly; a layout that does not fit shows red and cannot be opened."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -100,3 +102,36 @@ def test_axis_order_scan_columns_and_transposed_frames(make_napari_viewer, qtbot
         assert w.open()
         qtbot.waitUntil(lambda: "cols" in viewer.layers, timeout=20000)
     np.testing.assert_array_equal(np.asarray(viewer.layers["cols"].data), data)
+
+
+REALDATA = Path(__file__).parents[2].parent / "shared" / "realdata" / "rosettasciio" / "quantumdetector"
+
+
+def test_a_real_merlin_file_through_the_raw_form(make_napari_viewer, qtbot, stall_detector):
+    """A real Merlin .mib is a raw file to the form: 384 header bytes before each 256 x 256 uint8
+    frame. Decoded through the form it equals our MIB reader and rsciio's total (3,623,664)."""
+    path = REALDATA / "Merlin_navigation4x2_ROI" / "001_4x2_6bit.mib"
+    if not path.is_file():
+        pytest.skip("real detector files not present (../shared/realdata)")
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", DOCK)
+    _form(w, path, header=0, fh=384, ff=0, dtype="uint8", endian="little", det=(256, 256))
+    assert w.fits
+    assert sorted(w.scan_shape.itemText(i) for i in range(w.scan_shape.count())) == sorted(
+        ["2 x 4", "4 x 2", "1 x 8", "8 x 1"]
+    )
+    w.scan_shape.setCurrentText("2 x 4")
+    with stall_detector.excluded("first layer add"):
+        assert w.open()
+        qtbot.waitUntil(lambda: "001_4x2_6bit" in viewer.layers, timeout=20000)
+    got = np.asarray(viewer.layers["001_4x2_6bit"].data)
+    with stall_detector.excluded("reference"):
+        from napari_4dstem.io import open_datacube
+
+        ref = np.asarray(open_datacube(path).data)
+    assert got.shape == (2, 4, 256, 256)
+    assert int(got.sum(dtype=np.int64)) == 3_623_664
+    np.testing.assert_array_equal(got, ref)
+    # one byte less of header a frame: red, and no scan shape offered
+    w.frame_header.setValue(383)
+    assert not w.fits and w.scan_shape.count() == 0
