@@ -540,7 +540,11 @@ class SeriesWidget(DockState, QWidget):
     def _on_virtual_image(self, name: str, info) -> None:
         """The Virtual imaging dock showed a new image: with *grid follows the detector*, a new
         detector computes the grid again (newest wins: a running grid stops first)."""
-        if name != "virtual image" or not self.follow_detector.isChecked() or self._grid_source is None:
+        from ._common import is_deleted
+
+        if is_deleted(self) or name != "virtual image" or self._grid_source is None:
+            return  # (a dock napari deleted without closing it: psygnal still holds the method)
+        if not self.follow_detector.isChecked():
             return
         try:
             det = self.current_detector()
@@ -677,7 +681,10 @@ class SeriesWidget(DockState, QWidget):
     def closeEvent(self, event) -> None:
         from ..plugin_api import events
 
-        events(self.viewer).virtual_image_changed.disconnect(self._on_virtual_image)
+        try:
+            events(self.viewer).virtual_image_changed.disconnect(self._on_virtual_image)
+        except (ValueError, RuntimeError):  # closed twice
+            pass
         self._timer.stop()
         for w in (self._poll_worker, self._compare_worker):
             if w is not None:
