@@ -131,3 +131,25 @@ def test_export_raw_tiff_npy_fallback_and_png_as_shown(widget, qtbot, tmp_path, 
     assert np.abs(got - expect).max() <= 1  # float32 display values: at most one grey level off
     np.testing.assert_array_equal(png[..., 0], png[..., 2])  # grey
     assert (got == 255).sum() >= 1 and (got == 0).sum() >= 1  # the range clips both ends
+
+
+def test_export_the_datacube_after_a_warning_with_its_size(widget, qtbot, tmp_path, stall_detector):
+    viewer, w = widget
+    ex = w.export
+    cube = viewer.layers["strained_crystal"]
+    asked = []
+    ex.confirm = lambda text: asked.append(text) or False  # the user says no
+    assert not ex.export_datacube(tmp_path / "cube.h5")
+    assert "GiB" in asked[0] and "every raw count" in asked[0] and "(32, 32, 128, 128)" in asked[0]
+    assert not (tmp_path / "cube.h5").exists() and w.status.text() == "datacube not exported"
+    ex.confirm = lambda text: True
+    assert ex.export_datacube(tmp_path / "cube.h5")
+    qtbot.waitUntil(lambda: ex.last_written is not None and not ex.files.busy, timeout=30000)
+    from napari_4dstem.io import open_datacube
+
+    with stall_detector.excluded("reference"):
+        back = open_datacube(tmp_path / "cube.h5")
+        np.testing.assert_array_equal(np.asarray(back.data), np.asarray(cube.data))
+    # the calibration goes with it (EMD): the k pixel size of the sample
+    assert back.calibration.k_pixel_size == pytest.approx(w.datacube()[1].k_pixel_size)
+    assert "wrote the datacube" in w.status.text()

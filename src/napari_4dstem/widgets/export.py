@@ -1,5 +1,6 @@
 """Export of a live image (UX point 21): the raw values as a float32 TIFF, and the image as shown
-(display scale, colormap and contrast limits of its layer on the Real space canvas) as a PNG.
+(display scale, colormap and contrast limits of its layer on the Real space canvas) as a PNG; and
+the dock's whole 4D dataset (.h5 with its calibration, .npy, .zarr) after a warning with its size.
 
 The raw export keeps the numbers for analysis elsewhere (ImageJ, Python); the PNG is for slides.
 ``tifffile`` is optional (napari brings it): without it the raw export writes ``.npy`` beside the
@@ -61,15 +62,36 @@ def export_png(rgba: np.ndarray, path) -> tuple[Path, str]:
     return p, f"wrote the image as shown to {p.name}"
 
 
-class ExportRow(QWidget):
-    """ "Export raw..." and "Export PNG..." for a dock's live image (``_realspace.LiveImage``)."""
+def export_datacube(dc, path) -> tuple[Path, str]:
+    """Worker: write the whole datacube (.h5/.emd with its calibration, .npy, .zarr), streamed in
+    scan blocks, atomically (``io.save_datacube``)."""
+    from ..io import save_datacube
 
-    def __init__(self, live, status, parent: QWidget | None = None):
+    out = save_datacube(path, dc, overwrite=True)
+    return Path(out), f"wrote the datacube {tuple(dc.shape)} {dc.dtype} to {Path(out).name}"
+
+
+def datacube_warning(dc) -> str:
+    """What exporting the raw datacube means: its size, and that it is every count."""
+    gib = dc.nbytes / 2**30
+    return (
+        f"This writes the whole datacube, every raw count: {tuple(dc.shape)} {dc.dtype}, "
+        f"{gib:.2f} GiB, and needs that much free space. Maps and images are smaller: Export raw "
+        "or Save result. Write the datacube?"
+    )
+
+
+class ExportRow(QWidget):
+    """The "Export raw...", "Export PNG..." and "Export datacube..." buttons for a dock's live
+    image (``_realspace.LiveImage``) and its 4D dataset (``datacube()``: DataCube, Calibration)."""
+
+    def __init__(self, live, status, datacube=None, parent: QWidget | None = None):
         from ._common import FileJobs
 
         super().__init__(parent)
         self.live = live
         self.status = status
+        self.datacube = datacube
         self.files = FileJobs(status, self._on_error)
         self.last_written: Path | None = None
         self.raw_btn = QPushButton("Export raw...")
@@ -80,8 +102,13 @@ class ExportRow(QWidget):
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.raw_btn)
         row.addWidget(self.png_btn)
+        self.cube_btn = QPushButton("Export datacube...")
+        self.cube_btn.setToolTip("the whole 4D dataset as .h5 (with its calibration), .npy or .zarr")
+        self.cube_btn.setVisible(datacube is not None)
+        row.addWidget(self.cube_btn)
         self.raw_btn.clicked.connect(lambda _=False: self.export_raw())
         self.png_btn.clicked.connect(lambda _=False: self.export_png())
+        self.cube_btn.clicked.connect(lambda _=False: self.export_datacube())
 
     def _ask(self, title: str, name: str, filt: str):
         path, _ = QFileDialog.getSaveFileName(self, title, name, filt)
@@ -116,6 +143,34 @@ class ExportRow(QWidget):
             clim, cmap, gamma = tuple(layer.contrast_limits), layer.colormap, float(layer.gamma)
             job = (lambda: export_png(display_rgba(data, clim, cmap, gamma), path),)
         self.files.run(*job, desc="writing the PNG", on_done=self._done)
+        return True
+
+    def confirm(self, text: str) -> bool:
+        """Ask before writing the raw datacube (tests replace this)."""
+        from qtpy.QtWidgets import QMessageBox
+
+        answer = QMessageBox.question(self, "Export the raw datacube", text)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def export_datacube(self, path=None) -> bool:
+        """The whole 4D dataset, after a warning with its size (a worker writes it)."""
+        try:
+            if self.datacube is None:
+                raise Napari4DSTEMError("no 4D dataset here")
+            dc, cal = self.datacube()
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return False
+        if not self.confirm(datacube_warning(dc)):
+            self.status.setText("datacube not exported")
+            return False
+        path = path or self._ask("Export datacube", f"{dc.name}.h5", "EMD (*.h5 *.emd);;NumPy (*.npy);;Zarr (*.zarr)")
+        if not path:
+            return False
+        from ..data.datacube import DataCube
+
+        cube = DataCube(dc.data, cal, name=dc.name)  # with the layer's calibration (EMD keeps it)
+        self.files.run(export_datacube, cube, path, desc="writing the datacube", on_done=self._done)
         return True
 
     def _done(self, result) -> None:

@@ -527,7 +527,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         layout.addLayout(actions)
         from .export import ExportRow
 
-        self.export = ExportRow(self.realspace, self.status)  # raw TIFF / PNG as shown (export.py)
+        self.export = ExportRow(self.realspace, self.status, self.datacube)  # TIFF, PNG, 4D (export.py)
         layout.addWidget(self.export)
         layout.addWidget(self.status)
         layout.addWidget(WarmupLabel())
