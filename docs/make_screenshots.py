@@ -106,6 +106,89 @@ def virtual_imaging() -> None:
     viewer.close()
 
 
+def series_and_raw() -> None:
+    """The Series dock (a drifting time series of the gold sample, frame 2 shown), its compare grid
+    of both samples under one ADF detector, a watched folder; and the raw-layout form."""
+    import tempfile
+    import time
+
+    import napari
+    import numpy as np
+    from qtpy.QtWidgets import QApplication
+
+    def settle(cond, n=1200):
+        for _ in range(n):
+            QApplication.processEvents()
+            if cond():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"screenshot: gave up waiting ({s.status.text()!r})")
+
+    tmp = Path(tempfile.mkdtemp())
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(2000, 1000)
+    gold = next(lyr for lyr in viewer.open_sample("napari-4dstem", "polycrystal_au") if lyr.ndim == 4)
+    viewer.open_sample("napari-4dstem", "strained_crystal")
+    from napari_4dstem.widgets._common import layer_datacube
+    from napari_4dstem.widgets.series import series_from_array
+
+    # a time series with drift: the gold scan rolled 3 columns a frame, with the sample's calibration
+    data = np.asarray(gold.data)
+    drift = np.stack([np.roll(data, 3 * k, axis=1) for k in range(4)])
+    _, s = viewer.window.add_plugin_dock_widget("napari-4dstem", "Series, compare and watch")
+    s.set_series(series_from_array(drift, layer_datacube(gold)[1], name="drift"))
+    settle(lambda: len(s.frames) == 4)
+    vdock, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    w.layer_combo.setCurrentText("series")
+    settle(lambda: not w._bf_pending and w._worker is None and w.last_image is not None)
+    w.kind_combo.setCurrentText("Annulus")  # dark field over the Bragg disks: the grains show
+    w.r_in.setValue(15.0)
+    w.r_out.setValue(50.0)
+    settle(lambda: w._worker is None and w._pending is None)
+    s.slider.setValue(2)
+    settle(lambda: w._worker is None and w._pending is None and not w._timer.isActive())
+    s.compare("open 4D layers")
+    settle(lambda: s._compare_worker is None)
+    (tmp / "acq").mkdir()
+    s.watch(tmp / "acq")
+    (tmp / "acq" / "scan_007.npy").write_bytes(b"\x93NUMPY" + b"x" * 50)
+    s.poll()
+    settle(lambda: s._poll_worker is None)
+    viewer.layers.selection.active = viewer.layers["series"]
+    vdock.hide()  # room for the Compare and Real space canvases (the dock's keys stay bound)
+    for _ in range(20):
+        QApplication.processEvents()
+    s._compare_model.reset_view()
+    from napari_4dstem.widgets._results import results_viewer
+
+    results_viewer(viewer).reset_view()
+    for lyr in viewer.layers:
+        if lyr.ndim == 4 and lyr.name != "series":
+            lyr.visible = False
+    viewer.reset_view()
+    _grab(viewer, "series_compare_watch.png")
+    viewer.close()
+    # the raw-layout form with a raw file of header and footers that fits (green)
+    frames = (np.arange(12 * 64 * 64) % 4096).astype(">u2").reshape(12, 64, 64)
+    with open(tmp / "scan.bin", "wb") as f:
+        f.write(b"H" * 512)
+        for fr in frames:
+            f.write(b"\0" * 16 + fr.tobytes() + b"\0" * 8)
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1000, 700)
+    _, r = viewer.window.add_plugin_dock_widget("napari-4dstem", "Open raw binary file")
+    r.set_path(tmp / "scan.bin")
+    r.header.setValue(512)
+    r.frame_header.setValue(16)
+    r.frame_footer.setValue(8)
+    r.endian.setCurrentText("big")
+    r.k_rows.setValue(64)
+    r.k_cols.setValue(64)
+    r.scan_shape.setCurrentText("3 x 4")
+    _grab(viewer, "raw_layout_form.png")
+    viewer.close()
+
+
 def _wait(w, attr):
     import time
 
@@ -329,6 +412,7 @@ def main() -> int:
     nn_detection()
     simulation_training()
     classification()
+    series_and_raw()
     demo_figures()
     return 0
 

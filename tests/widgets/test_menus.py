@@ -21,8 +21,11 @@ def test_layers_measure_submenu_lists_and_opens_every_widget(make_napari_viewer)
     assert sorted(i.command.id for i in items) == sorted(widgets)
     # in the order of a session, in five groups (separators in the menu)
     groups = [[i.command.id.split(".")[1] for i in g] for g in app.menus.iter_menu_groups("napari-4dstem.widgets")]
-    assert groups[:2] == [["scan_shape", "calibration_dpc"], ["virtual_imaging", "phase_retrieval", "result_pane"]]
-    assert len(groups) == 5 and groups[-1] == ["results_list", "log"]
+    assert groups[:2] == [
+        ["raw_layout", "scan_shape", "calibration_dpc", "series"],
+        ["virtual_imaging", "phase_retrieval", "result_pane"],
+    ]
+    assert len(groups) == 5 and groups[-1] == ["results_list", "log", "keymap"]
     # the item opens its dock widget (the log: the one that computes nothing)
     app.commands.execute_command("napari-4dstem.log")
     from napari_4dstem.widgets.log import LogWidget

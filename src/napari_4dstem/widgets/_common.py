@@ -14,6 +14,13 @@ from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
 
 
+def layer_array(layer):
+    """The array behind a layer's data: a dock's viewer proxy wraps our own array types (a
+    ``CheckedMemmap`` of a file) in a new proxy at every access, so compare this, not ``data``."""
+    data = layer.data
+    return getattr(data, "__wrapped__", data)
+
+
 def layer_datacube(layer) -> tuple[DataCube, Calibration]:
     """The DataCube (no copy) and Calibration behind a 4D image layer.
 
@@ -21,9 +28,7 @@ def layer_datacube(layer) -> tuple[DataCube, Calibration]:
     engine can see a mapped file's memory map (a private attribute behind the proxy).
     """
     cal = calibration_from_layer_meta({"metadata": layer.metadata, "scale": layer.scale, "units": layer.units})
-    data = layer.data
-    data = getattr(data, "__wrapped__", data)
-    return DataCube(data, cal, name=layer.name), cal
+    return DataCube(layer_array(layer), cal, name=layer.name), cal
 
 
 def holds_data(layer, data) -> bool:
@@ -34,8 +39,7 @@ def holds_data(layer, data) -> bool:
     """
     if layer is None:
         return False
-    held = layer.data
-    return getattr(held, "__wrapped__", held) is getattr(data, "__wrapped__", data)
+    return layer_array(layer) is getattr(data, "__wrapped__", data)
 
 
 class CubePicker(QComboBox):

@@ -137,3 +137,9 @@ def restore_dock_states(viewer, states: dict[str, dict[str, Any]]) -> dict[str, 
         else:
             done[key] = dock.restore_state(state)
     return done
+
+
+def find_dock(viewer, key: str):
+    """The open dock registered under ``key`` for ``viewer`` (e.g. ``"virtual"``), else None."""
+    ref = _DOCKS.get(_base(viewer), {}).get(key)
+    return ref() if ref is not None else None

@@ -85,8 +85,8 @@ KEYMAP: dict[str, tuple[str, str, tuple]] = {
     "Shift-=": ("detector 5 px larger", "resize_detector", (5.0,)),
     "Shift--": ("detector 5 px smaller", "resize_detector", (-5.0,)),
     "R": ("reset: BF detector on the detected disk, views reset", "reset", ()),
-    "[": ("previous 4D dataset (layer)", "step_dataset", (-1,)),
-    "]": ("next 4D dataset (layer)", "step_dataset", (1,)),
+    "[": ("previous frame of the series, else previous 4D dataset (layer)", "step_dataset", (-1,)),
+    "]": ("next frame of the series, else next 4D dataset (layer)", "step_dataset", (1,)),
 }
 
 
@@ -526,6 +526,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         actions.addWidget(self.keep_btn)
         actions.addWidget(self.add_btn)
         layout.addLayout(actions)
+        from .export import ExportRow
+
+        self.export = ExportRow(self.realspace, self.status, self.datacube)  # TIFF, PNG, 4D (export.py)
+        layout.addWidget(self.export)
         layout.addWidget(self.status)
         layout.addWidget(WarmupLabel())
         self.layer_combo.currentTextChanged.connect(self._init_for_layer)
@@ -570,6 +574,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         # the binned preview copy reads the whole dataset: built only once an exact image has
         # shown that it is slow (queued first, it held the first image back 23 s on a mapped 1 GiB file)
         self._preview, self._preview_due = None, dc
+        self._follow_data()  # a frame of a series replaces the layer's data (widgets/series.py)
         self._bf = None
         self._bf_pending = True
         self._preset_cache = {}
@@ -586,6 +591,48 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 "errored": guarded(self, self._on_error),
             },
         )
+
+    def _follow_data(self) -> None:
+        """Recompute when the chosen layer's data is replaced (``data_replaced``), once per layer."""
+        lyr = self.layer
+        base = getattr(lyr, "__wrapped__", lyr)
+        if not hasattr(self, "_data_followed"):
+            import weakref
+
+            self._data_followed = weakref.WeakSet()
+        if base is None or base in self._data_followed:
+            return
+        self._data_followed.add(base)
+        lyr.events.data.connect(guarded(self, lambda e=None, n=lyr.name: self.data_replaced(n)))
+
+    def data_replaced(self, name: str | None = None) -> None:
+        """The layer's data was replaced by data of the same kind (the next frame of a series, a
+        reshaped scan): the same detector on the new data, the presets and extra detectors too."""
+        if self.layer is None or (name is not None and self.layer.name != name):
+            return
+        if self._bf_pending:  # the first detector is still being found: find it on the new data
+            self._init_for_layer()
+            return
+        try:
+            dc = self.datacube()[0]
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return
+        self._preview, self._preview_due = None, dc  # built after the next exact image, if slow
+        if getattr(self, "_preset_worker", None) is not None:
+            self._preset_worker.quit()
+        self.presets_ready = False
+        self._precompute_presets(dc)
+        for item in list(self.extras.items.values()):
+            self.extras._compute(item)
+        det = self._current_detector()
+        if det is not None:
+            self._pending = det
+            self._timer.start()
+
+    def current_detector(self) -> Detector | None:
+        """The detector whose image the dock shows (or is computing)."""
+        return self._current_detector()
 
     def _on_bf(self, dc: DataCube, bf) -> None:
         """The BF disk of the centre patterns is in: start with a BF detector on it."""
@@ -1336,8 +1383,14 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 getattr(self, method)(*args)
 
             self.viewer.bind_key(key, handler, overwrite=True)
+        from ._keys import bind_workspace_keys
+
+        self.raster = bind_workspace_keys(self)  # Space: raster play, Ctrl+Shift+S: save (_keys.py)
 
     def _unbind_keys(self) -> None:
+        from ._keys import unbind_workspace_keys
+
+        unbind_workspace_keys(self)
         for key in KEYMAP:
             try:
                 self.viewer.bind_key(key, None)
@@ -1386,7 +1439,15 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
     def step_dataset(self, step: int) -> None:
         """Show the previous (``-1``) or next 4D layer in the dock (wrapping around): the frames
-        of a series opened as one layer each."""
+        of a series opened as one layer each; the previous or next frame when the dock shows the
+        Series dock's layer)."""
+        from ._state import find_dock
+
+        series = find_dock(self.viewer, "series")
+        if series is not None and series.layer is not None and self.layer is not None:
+            if self.layer.name == series.layer.name and len(series.frames) > 1:
+                series.step_frame(step)
+                return
         n = self.layer_combo.count()
         if n < 2:
             return
