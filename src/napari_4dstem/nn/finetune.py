@@ -294,9 +294,7 @@ def iter_finetune(
         hand[(int(iy), int(ix))] = np.asarray(v, float).reshape(-1, 2)
     n_drawn = max(0, config.n_patterns - len(hand))
     drawn = (
-        _pick_positions(dc.scan_shape, region, n_drawn + len(hand), config.seed)
-        if n_drawn
-        else np.zeros((0, 2), int)
+        _pick_positions(dc.scan_shape, region, n_drawn + len(hand), config.seed) if n_drawn else np.zeros((0, 2), int)
     )
     drawn = [tuple(int(v) for v in yx) for yx in drawn if tuple(int(v) for v in yx) not in hand][:n_drawn]
     pos = np.array([*hand, *drawn], int).reshape(-1, 2)

@@ -344,8 +344,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.labels_info.setText(
             "no hand-corrected patterns"
             if not n
-            else f"{n} hand-corrected pattern{'s' if n > 1 else ''}: always in the fine-tuning set, "
-            "with these labels"
+            else f"{n} hand-corrected pattern{'s' if n > 1 else ''}: always in the fine-tuning set, with these labels"
         )
 
     # -- whole scan ---------------------------------------------------------------------------
