@@ -147,6 +147,22 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, run
     assert np.median(twin_mis[g]) < 1.0
     assert np.median(r.reliability[g]) < 0.05
 
+    # the run's matches follow the scan (UX point 19): a pattern deep in the [011] grain shows its
+    # peaks, best template and score as the run found them, without matching again
+    dist = distance_transform_edt(grain == ZONE_GRAINS["[011]"])
+    jy, jx = (int(v) for v in np.unravel_index(np.argmax(dist), dist.shape))
+    main.dims.set_point(0, jy * cube.scale[0])
+    main.dims.set_point(1, jx * cube.scale[1])
+    qtbot.waitUntil(lambda: w.check is not None and (w.check.iy, w.check.ix) == (jy, jx), timeout=30000)
+    np.testing.assert_array_equal(w.check.result.orientation[0, 0], r.orientation[jy, jx])
+    assert w.check.result.reliability[0, 0] == r.reliability[jy, jx]
+    assert f"pattern ({jy}, {jx})" in w.status.text() and "best Au" in w.status.text()
+    assert len(main.layers[TEMPLATE_LAYER].data) >= 8
+    with stall_detector.excluded("reference"):
+        p = w.peaks.at(jy, jx)
+        want = np.stack([p["qy"], p["qx"]], axis=1)
+    np.testing.assert_allclose(main.layers[MEASURED_LAYER].data, want)
+
     # exports (the buttons call these with a file dialog's path)
     # the exports write in workers: the GUI thread only starts them
     assert w.export_ang(tmp_path / "map.ang")

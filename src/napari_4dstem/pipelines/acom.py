@@ -277,6 +277,34 @@ def iter_acom_pattern(
     return PatternCheck(iy, ix, rows[:, :2].copy(), rows[:, 2].copy(), origin, result)
 
 
+def check_from_run(run: ACOMRun, iy: int, ix: int) -> PatternCheck:
+    """The :class:`PatternCheck` of scan position ``(iy, ix)`` as the run found it: its peaks,
+    origin and top-N matches, read from the run (no matching again; what the napari dock shows
+    when the scan moves over a finished map)."""
+    import dataclasses
+
+    res = run.result
+    sy, sx = res.scan_shape
+    if not (0 <= iy < sy and 0 <= ix < sx):
+        raise IndexError(f"scan position {(iy, ix)} is outside the map {(sy, sx)}")
+    one = {}
+    for f in dataclasses.fields(res):
+        v = getattr(res, f.name)
+        if isinstance(v, np.ndarray) and v.ndim >= 2 and v.shape[:2] == (sy, sx):
+            one[f.name] = v[iy : iy + 1, ix : ix + 1]
+    cal = res.calibration
+    if cal.origin_map_px is not None:
+        o = np.asarray(cal.origin_map_px[iy, ix], float)
+        origin = (float(o[0]), float(o[1])) if np.isfinite(o).all() else None
+        one["calibration"] = cal.replace(origin_map_px=None, origin_px=origin)
+    else:
+        origin = None if cal.origin_px is None else tuple(float(v) for v in cal.origin_px)
+    sub = dataclasses.replace(res, **one)
+    p = run.peaks.at(iy, ix)
+    yx = np.stack([p["qy"], p["qx"]], axis=1).astype(float) if len(p["qy"]) else np.zeros((0, 2))
+    return PatternCheck(iy, ix, yx, np.asarray(p["intensity"], float).copy(), origin, sub)
+
+
 def run_acom(dc: Any, *, progress: Callable[[Progress], Any] | None = None, **kwargs: Any) -> ACOMRun:
     """:func:`iter_acom` run to the end."""
     return run_job(iter_acom(dc, **kwargs), progress)

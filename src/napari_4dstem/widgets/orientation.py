@@ -17,6 +17,7 @@ import napari
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -35,7 +36,15 @@ from ..analysis.crystal.structure import BUNDLED_CRYSTALS
 from ..data.calibration import Calibration
 from ..errors import CalibrationError, Napari4DSTEMError
 from ..pipelines import PatternCheck
-from ._common import CubePicker, JobRunner, PartialMaps, guarded, responsive_chunk, scan_position
+from ._common import (
+    CubePicker,
+    JobRunner,
+    LatestRunner,
+    PartialMaps,
+    guarded,
+    responsive_chunk,
+    scan_position,
+)
 from ._pipeline import PipelineActions, layer_source, probe_of_layer, tag_layer
 from ._plot import show_rgba
 from ._results import results_viewer, show_map
@@ -182,6 +191,13 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         self.run_btn = QPushButton("Run on all")
         mf.addRow(self.check_btn)
         mf.addRow(self.run_btn)
+        self.follow = QCheckBox("after a run: show its matches at the scan position")
+        self.follow.setChecked(True)
+        self.follow.setToolTip(
+            "click or drag on the orientation map (Real space): the pattern's peaks, the best "
+            "template over it, its score and the top-N alternatives, as the run found them"
+        )
+        mf.addRow(self.follow)
 
         self.ang_btn = QPushButton("Export .ang...")
         self.emd_btn = QPushButton("Save maps (EMD)...")
@@ -230,6 +246,12 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         # in the real-space viewer (the final correlation reuses its layer; the others are
         # hidden when the final maps arrive)
         self.partials = PartialMaps(self.results, colormaps={"correlation": "gray"})
+        # the run's matches follow the scan position (UX point 19), read in a worker, newest wins
+        from ..plugin_api import events
+
+        self._follower = LatestRunner(self._on_followed, self._on_error)
+        events(self.viewer).pattern_changed.connect(guarded(self, self._on_scan_moved))
+        self.follow.toggled.connect(lambda on: on and self._on_scan_moved(*self.scan_position()))
         self.ang_btn.clicked.connect(lambda: self.export_ang())
         self.emd_btn.clicked.connect(lambda: self.save_maps())
         self.copy_btn.clicked.connect(lambda: self.copy_as_python())
@@ -444,6 +466,22 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             mk,
             desc=f"matching pattern ({iy}, {ix})",
         )
+
+    def _on_scan_moved(self, iy: int, ix: int) -> None:
+        """The scan moved: show the finished run's matches there (no matching again)."""
+        run = self.run
+        if run is None or not self.follow.isChecked() or self.layer is None:
+            return
+        if tuple(run.result.scan_shape) != tuple(self.layer.data.shape[:2]):
+            return  # the run is of another dataset
+        from ..pipelines import check_from_run
+
+        self._follower.request(check_from_run, run, int(iy), int(ix))
+
+    def _on_followed(self, check: PatternCheck) -> None:
+        if self.run is None or check.result is None:
+            return
+        self._on_check(check, check.result.calibration)
 
     def _points(self, name: str, data: np.ndarray, cal: Calibration, **kwargs):
         if name in self.viewer.layers:
