@@ -154,3 +154,10 @@ def test_multislice_reconstruction_of_two_separated_layers():
     y0, y1, x0, x1 = two.region
     total = layers.sum(axis=0)[y0 - off[0] : y1 - off[0], x0 - off[1] : x1 - off[1]]
     assert phase_correlation_with_truth(two.object_phase(), total)[0] >= 0.9
+    assert np.abs(two.object).max() <= 1.0 + 1e-6  # no slice amplifies the wave
+
+
+def test_a_diverging_reconstruction_says_so(sim):
+    """A misfit that is no longer finite stops the run with what to change, not NaN maps."""
+    with pytest.raises(Napari4DSTEMError, match="diverged in iteration 1"):
+        ptychography(sim.datacube, probe=sim.probe, params=PtychoParams(iterations=3, object_step=1e38, threads=1))

@@ -534,9 +534,16 @@ def _reconstruct(
                 d = params.regularization
                 norm = ((1 - d) * illum + d * illum.max()).reshape(obj_shape)
                 obj -= (0.5 * params.object_step) * grads[0] / norm[None]
+                if params.slices > 1:
+                    # no slice gives the wave amplitude (|O| <= 1): without it a strong object's
+                    # slices trade amplitude back and forth and the product overflows (10 nm of
+                    # SrTiO3 in 5 slices went to NaN in the second iteration)
+                    mag = obj.abs()
+                    obj.mul_(torch.where(mag > 1, 1 / mag.clamp_min(1e-30), torch.ones_like(mag)))
                 if it >= params.probe_update_start:
-                    # max over probe pixels of sum_j |O_j|^2, bounded by B max |O|^2 (cheap)
-                    o2max = len(idx) * torch.view_as_real(obj[0]).square().sum(-1).max()
+                    # max over probe pixels of sum_j |prod_s O_s|^2, bounded by B prod_s max |O_s|^2 (cheap)
+                    o2 = torch.view_as_real(obj).square().sum(-1).reshape(params.slices, -1).amax(dim=1)
+                    o2max = len(idx) * torch.prod(o2)
                     prb -= (0.5 * params.probe_step) * grads[1] / o2max
                 if correct_pos:
                     g = grads[2]
@@ -552,6 +559,11 @@ def _reconstruct(
                 _, s_, vh = torch.linalg.svd(flat, full_matrices=False)
                 prb.copy_((s_[:, None] * vh).reshape(prb.shape))
         errors.append(err / total_int)
+        if not math.isfinite(errors[-1]):
+            raise Napari4DSTEMError(
+                f"the reconstruction diverged in iteration {it + 1} (the misfit is {errors[-1]}): lower "
+                "object_step / probe_step, start the probe later (probe_update_start), or use fewer slices"
+            )
         done = (it + 1) * n_batches
         if ck is not None and ((it + 1) % checkpoint_every == 0 or it + 1 == params.iterations):
             _save_checkpoint(
