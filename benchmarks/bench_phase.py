@@ -26,6 +26,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -107,6 +108,79 @@ P4_SCRIPT = textwrap.dedent(
 )
 
 
+def crystal_dataset(
+    *, thickness_A: float, scan: int, step: float, defocus: float, detector: int, dose, seed: int
+) -> SimpleNamespace:
+    """SrTiO3 [001] by our multislice engine (300 kV, 20 mrad): the patterns and the truth.
+
+    The engine's box is made a whole number of unit cells (the bright-field disk radius is set so,
+    about 12 px), so the crystal is periodic in it; the scan is centred on the box. Truth: the
+    projected phase of the whole thickness (``MultisliceEngine.slice_phases(slices=1)``), on the
+    object grid of the reconstructions (pixel ``1 / (detector dk)``), periodic over the box.
+    """
+    from scipy.ndimage import map_coordinates
+
+    from napari_4dstem.analysis.crystal.structure import Crystal
+    from napari_4dstem.analysis.phase.probe import ProbeModel
+    from napari_4dstem.data.calibration import Calibration
+    from napari_4dstem.data.datacube import DataCube
+    from napari_4dstem.simulation.engines import SimulationRequest
+    from napari_4dstem.simulation.multislice import MultisliceEngine
+
+    a = 3.905
+    sto = Crystal.from_parameters(
+        a, a, a,
+        atoms=[("Sr", (0, 0, 0), 1, 0.5), ("Ti", (0.5, 0.5, 0.5), 1, 0.4), ("O", (0.5, 0.5, 0), 1, 0.6),
+               ("O", (0.5, 0, 0.5), 1, 0.6), ("O", (0, 0.5, 0.5), 1, 0.6)],
+        name="SrTiO3",
+    )  # fmt: skip
+    probe = ProbeModel(300.0, 20.0, defocus_A=defocus)
+    m = 3  # box = m / dk (odd: binned pixels stay centred): holds the probe and its defocus spread
+    n_cells = round(m * 12.0 / (probe.k_aperture_inv_A * a))  # bright-field radius about 12 px
+    dk = m / (n_cells * a)
+    c = (scan - 1) / 2
+    positions = [((iy - c) * step, (ix - c) * step) for iy in range(scan) for ix in range(scan)]
+    req = SimulationRequest(
+        sto, thicknesses_A=(thickness_A,), energy_kev=300.0, convergence_mrad=20.0, defocus_A=defocus,
+        shape=(detector, detector), pixel_size_inv_A=dk, probe_positions_A=tuple(positions), box_multiple=m,
+        slice_thickness_A=a / 2,
+    )  # fmt: skip
+    eng = MultisliceEngine(device="cpu", max_batch=32)
+    t = time.perf_counter()
+    res = eng.simulate(req)
+    t_sim = time.perf_counter() - t
+    patterns = np.asarray(res.patterns[0], np.float64).reshape(scan, scan, detector, detector)
+    rng = np.random.default_rng(seed)
+    if dose is not None:
+        patterns = rng.poisson(patterns * dose * step * step)
+    phases, box_pixel = eng.slice_phases(req, slices=1)
+    L = box_pixel * phases.shape[-1]
+    pixel_A = 1.0 / (detector * dk)
+    n_obj = round(L / pixel_A)
+    yy, xx = np.mgrid[0:n_obj, 0:n_obj] * (pixel_A / box_pixel)
+    truth = map_coordinates(phases[0], [yy, xx], order=3, mode="grid-wrap")
+    # probe positions in object pixels (from the box corner)
+    pos = (np.asarray(positions) + L / 2) / pixel_A
+    at_scan = map_coordinates(truth, pos.T, order=3, mode="grid-wrap").reshape(scan, scan)
+    cal = Calibration(
+        scan_step=(step, step), scan_units="A", k_pixel_size=dk, k_units="1/A", beam_energy_kev=300.0,
+        convergence_semiangle_mrad=20.0, origin_px=(detector // 2, detector // 2),
+    )  # fmt: skip
+    print(
+        f"SrTiO3 [001], {thickness_A:.1f} A ({thickness_A / a:.1f} cells), box {n_cells} cells = {L:.2f} A, "
+        f"dk {dk:.4f} 1/A (bright-field radius {probe.k_aperture_inv_A / dk:.1f} px), projected phase "
+        f"{truth.min():.2f}..{truth.max():.2f} rad; multislice {t_sim:.0f} s"
+    )
+    return SimpleNamespace(
+        datacube=DataCube(patterns.astype(np.float32), cal, name="SrTiO3"),
+        object=np.exp(1j * truth),
+        truth_phase=truth,
+        pixel_A=pixel_A,
+        probe=probe,
+        phase_at_scan=at_scan,
+    )
+
+
 def register_and_correlate(recon: np.ndarray, truth: np.ndarray, margin: float = 0.1):
     """Place ``recon`` on ``truth`` (same pixel size) by cross-correlation, then correlation and
     RMS after offset/ramp removal over the central part (``margin`` of each edge dropped)."""
@@ -142,6 +216,13 @@ def main() -> int:
     ap.add_argument("--step", type=float, default=0.4, help="scan step, A")
     ap.add_argument("--defocus", type=float, default=50.0, help="A (> 0 underfocus)")
     ap.add_argument("--detector", type=int, default=64, help="detector side, px")
+    ap.add_argument(
+        "--object",
+        default="amorphous",
+        help="amorphous (thin-object forward model), or 'srtio3:THICKNESS_A' (our multislice engine, "
+        "e.g. srtio3:3.905 for one cell, srtio3:100 for 10 nm)",
+    )
+    ap.add_argument("--slices", type=int, default=1, help="object slices of our ptychography (multislice when > 1)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument(
         "--wdd-eps", type=float, default=1e-3, help="WDD Wiener term, ours and py4DSTEM's relative_wiener_epsilon"
@@ -159,17 +240,26 @@ def main() -> int:
     from napari_4dstem.analysis.phase.wdd import wdd
 
     step, df = args.step, args.defocus
-    s = simulate_phase_dataset(
-        scan_shape=(args.scan, args.scan),
-        detector_px=args.detector,
-        step_A=step,
-        defocus_A=df,
-        phase_per_atom_rad=args.phase_per_atom,
-        seed=args.seed,
-        dose_e_per_A2=args.dose,
-    )
+    if args.object == "amorphous":
+        s = simulate_phase_dataset(
+            scan_shape=(args.scan, args.scan),
+            detector_px=args.detector,
+            step_A=step,
+            defocus_A=df,
+            phase_per_atom_rad=args.phase_per_atom,
+            seed=args.seed,
+            dose_e_per_A2=args.dose,
+        )
+        truth_obj = np.angle(s.object)
+    elif args.object.startswith("srtio3:"):
+        s = crystal_dataset(
+            thickness_A=float(args.object.split(":")[1]), scan=args.scan, step=step, defocus=df,
+            detector=args.detector, dose=args.dose, seed=args.seed,
+        )  # fmt: skip
+        truth_obj = s.truth_phase  # not wrapped
+    else:
+        ap.error(f"--object: amorphous or srtio3:THICKNESS_A, not {args.object!r}")
     cube = s.datacube
-    truth_obj = np.angle(s.object)
     rows = []
 
     # -- ours ----------------------------------------------------------------------------------
@@ -197,11 +287,16 @@ def main() -> int:
             cube,
             probe=s.probe,
             progress=stamp,
-            params=PtychoParams(iterations=args.iterations, device=args.device, threads=args.threads),
-        )
+            params=PtychoParams(
+                iterations=args.iterations, device=args.device, threads=args.threads, slices=args.slices,
+                slice_thickness_A=(float(args.object.split(":")[1]) / args.slices if ":" in args.object else 0.0),
+            ),
+        )  # fmt: skip
         # per iteration: the iterations after the first (as for py4DSTEM)
         t_pty.append((stamps[-1] - stamps[0]) / (len(stamps) - 1))
-    ours_pty = register_and_correlate(res.object_phase(), truth_obj)
+    # the sum of the slices' phases (each small, so not wrapped as the phase of their product is)
+    y0, y1, x0, x1 = res.region
+    ours_pty = register_and_correlate(np.sum(np.angle(res.object), axis=0)[y0:y1, x0:x1], truth_obj)
     t = time.perf_counter()
     par = parallax(cube)
     t_par = time.perf_counter() - t
@@ -252,7 +347,9 @@ def main() -> int:
     med = statistics.median
     print(
         f"\nscan {args.scan}x{args.scan}, detector {args.detector}x{args.detector}, seed {args.seed}, "
-        f"{args.phase_per_atom} rad/atom, step {step} A, defocus {df} A, "
+        f"{args.phase_per_atom if args.object == 'amorphous' else args.object} "
+        f"{'rad/atom' if args.object == 'amorphous' else f'(our ptycho: {args.slices} slices)'}, "
+        f"step {step} A, defocus {df} A, "
         f"dose {args.dose or 'noise-free'}; CPU ({os.cpu_count()} cores, shared machine), "
         f"torch threads {args.threads}"
     )
