@@ -610,8 +610,8 @@ def test_the_live_image_is_on_the_real_space_canvas_and_clicks_pick_the_exact_pi
     pick that pixel, a drag moves the scan during the drag (not the camera), the crosshair sits
     on the pixel centre, and a closed Real space dock comes back with the next image."""
     from napari_4dstem.widgets._common import scan_position
-    from napari_4dstem.widgets._multiview import is_embedded_alive, send_mouse
-    from napari_4dstem.widgets._results import REAL_SPACE_DOCK, SCAN_POSITION, results_viewer
+    from napari_4dstem.widgets._multiview import crosshair_position, is_embedded_alive, send_mouse
+    from napari_4dstem.widgets._results import REAL_SPACE_DOCK, results_viewer
 
     viewer = make_napari_viewer(show=True)
     with stall_detector.excluded("first layer add"):
@@ -654,10 +654,7 @@ def test_the_live_image_is_on_the_real_space_canvas_and_clicks_pick_the_exact_pi
         qtbot.waitUntil(lambda k=k: scan_position(viewer, cube) == (k, 2 * k), timeout=2000)
         stall_detector.step()
     send_mouse(rs, "release", (8.3 * sy, 15.8 * sx))
-    qtbot.waitUntil(
-        lambda: SCAN_POSITION in rs.layers and np.allclose(rs.layers[SCAN_POSITION].data[0], (8 * sy, 16 * sx)),
-        timeout=5000,
-    )
+    assert crosshair_position(rs) == pytest.approx((8 * sy, 16 * sx))
     np.testing.assert_array_equal(np.asarray(cube._slice.image.raw), np.asarray(cube.data[8, 16]))
     # hovering reads out the pixel and value without moving the scan
     qtbot.wait(20)  # past napari's mouse-move throttle: a hover, not the drag's last move
@@ -788,3 +785,47 @@ def test_wedge_mask_file_and_centre_in_mrad(widget, qtbot, tmp_path, stall_detec
     settled()
     qtbot.waitUntil(lambda: not viewer.layers[MASK_LAYER].visible, timeout=5000)
     assert isinstance(w._last_detector, DiskDetector)
+
+
+def test_a_scan_step_repaints_real_space_once_and_refreshes_no_layer_there(make_napari_viewer, qtbot, stall_detector):
+    """UX point 4: a scan step with the Virtual imaging dock open costs napari's own step (the
+    pattern sliced and painted) plus one repaint of the Real space canvas for the crosshair: no
+    layer of that canvas is refreshed (a Points crosshair's ``data`` setter refreshed the layer,
+    its thumbnail and the layer list: 16 ms of GUI CPU a step, most of the step's wall time) and
+    no layer of the main viewer but the 4D one gets new data."""
+    from napari_4dstem.widgets._multiview import crosshair_position, draw_events
+    from napari_4dstem.widgets._results import results_viewer
+
+    viewer = make_napari_viewer(show=True)
+    with stall_detector.excluded("first layer add"):
+        viewer.open_sample("napari-4dstem", "strained_crystal")
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    qtbot.waitUntil(lambda: w.presets_ready and w._worker is None, timeout=30000)
+    qtbot.wait(100)
+    cube = viewer.layers["strained_crystal"]
+    rs = results_viewer(viewer, create=False)
+    counts: dict[str, int] = {}
+
+    def counter(key):
+        def count(event=None):
+            counts[key] = counts.get(key, 0) + 1
+
+        return count
+
+    for v, where in ((rs, "real space"), (viewer, "main")):
+        for lyr in v.layers:
+            for ev in ("set_data", "thumbnail", "data"):
+                if hasattr(lyr.events, ev):
+                    getattr(lyr.events, ev).connect(counter(f"{where}: {lyr.name}.{ev}"))
+    draw_events(rs).connect(counter("real space draws"))
+    n = 12
+    ny, nx = cube.data.shape[:2]
+    for i in range(n):
+        iy, ix = (7 * i + 3) % ny, (5 * i + 1) % nx
+        w.set_scan_position(iy, ix)
+        assert crosshair_position(rs) == pytest.approx((iy * cube.scale[0], ix * cube.scale[1]))
+        qtbot.wait(30)
+        stall_detector.step()
+    assert 1 <= counts.pop("real space draws") <= n
+    # the pattern sliced once a step (both scan axes set in one event), nothing else touched
+    assert counts == {f"main: {cube.name}.set_data": n, f"main: {cube.name}.thumbnail": n}

@@ -1281,8 +1281,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         lyr = self.layer
         if lyr is None:
             return
-        self.viewer.dims.set_point(0, iy * lyr.scale[0])
-        self.viewer.dims.set_point(1, ix * lyr.scale[1])
+        # both axes in one event: one slice of the pattern and one repaint (two calls sliced twice)
+        self.viewer.dims.set_point((0, 1), (iy * lyr.scale[0], ix * lyr.scale[1]))
 
     def integrate_region(self, y0: int, y1: int, x0: int, x1: int) -> None:
         """Mean pattern over scan rows ``y0:y1`` and columns ``x0:x1`` as a 2D layer."""
