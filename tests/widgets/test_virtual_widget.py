@@ -829,3 +829,52 @@ def test_a_scan_step_repaints_real_space_once_and_refreshes_no_layer_there(make_
     assert 1 <= counts.pop("real space draws") <= n
     # the pattern sliced once a step (both scan axes set in one event), nothing else touched
     assert counts == {f"main: {cube.name}.set_data": n, f"main: {cube.name}.thumbnail": n}
+
+
+def test_grid_of_apertures_one_image_each_and_a_combined_image(widget, qtbot, stall_detector):
+    """UX points 6 and 9: a Grid detector (rows x cols apertures, pitch, rotation) from the
+    fields, drawn as one circle per aperture, its image the sum over all apertures; "Apertures
+    as detectors" gives one image per aperture; "Combined image" the image of the weighted sum
+    of the masks (live minus half of detector 1 here), each against numpy."""
+    from napari_4dstem.analysis.virtual.detectors import GridDetector
+    from napari_4dstem.widgets._results import results_viewer
+    from napari_4dstem.widgets.virtual import COMBINED_MAP, DETECTOR_LAYER
+
+    viewer, w = widget
+    cube = viewer.layers["strained_crystal"]
+    w.kind_combo.setCurrentText("Grid")  # sized from the BF disk: radius r / 2, pitch 2 r
+    qtbot.waitUntil(lambda: isinstance(w._last_detector, GridDetector) and w._worker is None, timeout=20000)
+    assert w.g_pitch.isEnabled() and not w.r_in.isEnabled()
+    for sb, v in ((w.g_rows, 2), (w.g_cols, 3), (w.g_pitch, 21.0), (w.r_out, 6.0), (w.g_rot, 15.0)):
+        sb.setValue(v)
+        stall_detector.step()
+    grid = GridDetector((w.cy.value(), w.cx.value()), 21.0, 6.0, (2, 3), 15.0)
+    qtbot.waitUntil(lambda: w._last_detector == grid and w._worker is None and w._pending is None, timeout=20000)
+    with stall_detector.excluded("reference"):
+        np.testing.assert_array_equal(w.last_image.data, _reference(viewer, grid))
+    shapes = viewer.layers[DETECTOR_LAYER]
+    qtbot.waitUntil(lambda: len(shapes.data) == 6, timeout=5000)
+    centres = np.array([np.asarray(d).mean(axis=0) for d in shapes.data])
+    np.testing.assert_allclose(centres, grid.centers(), atol=1e-3)
+    # one image per aperture, row by row
+    names = w.apertures_as_detectors()
+    assert names == [f"detector {k}" for k in range(1, 7)]
+    qtbot.waitUntil(lambda: not w.extras.busy and len(w.extras.cache()) == 6, timeout=60000)
+    rs = results_viewer(viewer, create=False)
+    with stall_detector.excluded("reference"):
+        for name, ap in zip(names, grid.apertures(), strict=True):
+            np.testing.assert_array_equal(rs.layers[f"virtual: {name}"].data, _reference(viewer, ap))
+    # the weighted combination from the field: live grid - 0.5 x detector 1 (the first aperture)
+    w.combine_edit.setText("1, -0.5")
+    w.combine_btn.click()
+    qtbot.waitUntil(lambda: w.combined_result is not None, timeout=30000)
+    with stall_detector.excluded("reference"):
+        shape = cube.data.shape[2:]
+        weights = grid.render(shape).astype(float) - 0.5 * grid.apertures()[0].render(shape)
+        want = np.tensordot(np.asarray(cube.data, dtype=np.float64), weights, axes=((2, 3), (0, 1)))
+    np.testing.assert_allclose(rs.layers[COMBINED_MAP].data, want, rtol=1e-9, atol=1e-6)
+    assert w.combined.weights == (1.0, -0.5)
+    assert COMBINED_MAP in w.status.text()
+    w.combine_edit.setText("1, x")
+    w.combine_btn.click()
+    assert "numbers separated by commas" in w.status.text()

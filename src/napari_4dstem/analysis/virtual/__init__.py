@@ -14,8 +14,10 @@ from ..._lazy import lazy_exports
 _EXPORTS = {
     "PRESETS": "detectors",
     "AnnulusDetector": "detectors",
+    "CombinedDetector": "detectors",
     "Detector": "detectors",
     "DiskDetector": "detectors",
+    "GridDetector": "detectors",
     "MaskDetector": "detectors",
     "PointDetector": "detectors",
     "RectangleDetector": "detectors",
