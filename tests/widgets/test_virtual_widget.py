@@ -878,3 +878,72 @@ def test_grid_of_apertures_one_image_each_and_a_combined_image(widget, qtbot, st
     w.combine_edit.setText("1, x")
     w.combine_btn.click()
     assert "numbers separated by commas" in w.status.text()
+
+
+def _mouse(widget, kind: str, x: float) -> None:
+    """A left-button mouse event at ``x`` (mid-height) delivered to ``widget``."""
+    from qtpy.QtCore import QEvent, QPointF, Qt
+    from qtpy.QtGui import QMouseEvent
+    from qtpy.QtWidgets import QApplication
+
+    types = {
+        "press": QEvent.Type.MouseButtonPress,
+        "move": QEvent.Type.MouseMove,
+        "release": QEvent.Type.MouseButtonRelease,
+    }
+    pos = QPointF(x, widget.height() / 2)
+    held = Qt.MouseButton.NoButton if kind == "release" else Qt.MouseButton.LeftButton
+    ev = QMouseEvent(
+        types[kind], pos, widget.mapToGlobal(pos), Qt.MouseButton.LeftButton, held, Qt.KeyboardModifier.NoModifier
+    )
+    QApplication.sendEvent(widget, ev)
+
+
+def test_histogram_handles_and_power_are_display_only(widget, qtbot, stall_detector):
+    """UX point 12: a histogram of the displayed values with the contrast limits as handles;
+    dragging the high handle sets the layer's upper limit; Power is napari's gamma of the layer
+    (no data sent again, nothing recomputed); a limit set in napari's controls moves the handle."""
+    from napari_4dstem.widgets._realspace import HIST_BINS
+    from napari_4dstem.widgets._results import results_viewer
+
+    viewer, w = widget
+    rs = results_viewer(viewer, create=False)
+    layer = rs.layers["virtual image"]
+    li, hist = w.realspace, w.realspace.histogram
+    img = w.last_image.data.astype(np.float32)
+    counts, edges = np.histogram(img, bins=HIST_BINS, range=(float(img.min()), float(img.max())))
+    np.testing.assert_array_equal(hist.counts, counts)
+    np.testing.assert_allclose(hist.edges, edges)
+    assert hist.clim == pytest.approx(tuple(layer.contrast_limits))
+    sent = []
+    layer.events.data.connect(lambda e=None: sent.append("data"))
+    # drag the high handle to a quarter of the widget
+    hist.resize(400, 60)
+    lo, hi = layer.contrast_limits
+    x_hi, x_to = hist.value_to_x(hi), 0.75 * hist.value_to_x(hi) + 0.25 * hist.value_to_x(lo)
+    _mouse(hist, "press", x_hi)
+    _mouse(hist, "move", (x_hi + x_to) / 2)
+    _mouse(hist, "move", x_to)
+    _mouse(hist, "release", x_to)
+    want = hist.x_to_value(x_to)
+    assert layer.contrast_limits[1] == pytest.approx(want, rel=1e-5)
+    assert layer.contrast_limits[0] == pytest.approx(lo) and li.displayed_clim == pytest.approx((lo, want))
+    stall_detector.step()
+    # Power: the exponent on the shader, the same data
+    li.scale_combo.setCurrentText("Power")
+    assert li.gamma.isEnabled() and layer.gamma == pytest.approx(0.5)
+    li.gamma.setValue(0.3)
+    assert layer.gamma == pytest.approx(0.3)
+    np.testing.assert_array_equal(layer.data, img)
+    assert sent == [] and w._worker is None
+    li.scale_combo.setCurrentText("Lin")
+    assert layer.gamma == 1.0 and not li.gamma.isEnabled()
+    stall_detector.step()
+    # napari's own contrast control: the handles follow
+    layer.contrast_limits = (float(img.min()) + 1.0, float(img.max()) - 1.0)
+    assert hist.clim == pytest.approx((float(img.min()) + 1.0, float(img.max()) - 1.0))
+    # Log: the histogram of the displayed (log) values
+    li.scale_combo.setCurrentText("Log")
+    log = np.log10(img - img.min() + 1.0)
+    np.testing.assert_array_equal(hist.counts, np.histogram(log, bins=HIST_BINS, range=(0.0, float(log.max())))[0])
+    assert layer.gamma == 1.0
