@@ -947,3 +947,8 @@ def test_histogram_handles_and_power_are_display_only(widget, qtbot, stall_detec
     log = np.log10(img - img.min() + 1.0)
     np.testing.assert_array_equal(hist.counts, np.histogram(log, bins=HIST_BINS, range=(0.0, float(log.max())))[0])
     assert layer.gamma == 1.0
+    # the canvas got the new values (the layer's ``data`` event is held back: same grid)
+    from napari_4dstem.widgets._multiview import _QT
+
+    node = _QT[rs]().qt_viewer.canvas.layer_to_visual[layer].node
+    np.testing.assert_allclose(np.asarray(node._data, dtype=np.float64), log, rtol=1e-5)

@@ -266,7 +266,20 @@ class LiveImage(QWidget):
         self.displayed_clim = clim
         if self.rgb_name in rv.layers:
             rv.layers[self.rgb_name].visible = False  # a new live image: it is the one shown
-        layer = show_map(rv, self.name, img, self._cal, colormap="gray", contrast_limits=clim)
+        layer = rv.layers[self.name] if self.name in rv.layers else None
+        if (
+            layer is not None
+            and self._cal is not None
+            and layer.data.shape == img.shape
+            and layer.scale[-1] == self._cal.napari_kwargs("scan")["scale"][-1]
+        ):
+            # the same grid: napari's viewer recomputes the dims of every layer on a ``data``
+            # event, for nothing here (the slice, thumbnail and canvas still update: refresh)
+            with layer.events.data.blocker():
+                layer.data = img
+            layer.contrast_limits = clim
+        else:
+            layer = show_map(rv, self.name, img, self._cal, colormap="gray", contrast_limits=clim)
         self._hook_layer(layer)
         layer.gamma = self.gamma.value() if scale == "Power" else 1.0
         self.histogram.set_data(*histogram(img), clim)
