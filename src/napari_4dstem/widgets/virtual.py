@@ -1200,7 +1200,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.combined, self.combined_result = det, None
         self._combined_runner.request(_image_job, dc, det, cal, layer_source(self.layer), "Sum")
         names = ["live", *self.extras.items]
-        terms = " ".join(f"{w:+g} {n}" for (d, w), n in zip(pairs, [n for n, w in zip(names, weights) if w != 0]))
+        terms = " ".join(f"{float(w):+g} {n}" for n, w in zip(names, weights) if w != 0)
         self.status.setText(f"combined image: {terms}...")
         return det
 
