@@ -281,7 +281,9 @@ class LiveImage(QWidget):
         else:
             layer = show_map(rv, self.name, img, self._cal, colormap="gray", contrast_limits=clim)
         self._hook_layer(layer)
-        layer.gamma = self.gamma.value() if scale == "Power" else 1.0
+        gamma = self.gamma.value() if scale == "Power" else 1.0
+        if layer.gamma != gamma:  # napari's setter redraws the thumbnail even for the same value
+            layer.gamma = gamma
         self.histogram.set_data(*histogram(img), clim)
 
     # -- display only: Power (napari's gamma) and the histogram's handles ----------------------
