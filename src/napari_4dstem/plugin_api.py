@@ -58,9 +58,10 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DetectorInfo:
-    """A virtual detector: ``kind`` in point, disk, annulus, rectangle, wedge, mask; geometry in
-    detector pixels ``(k_y, k_x)`` (a wedge's angles in degrees from ``+k_x`` towards ``+k_y``);
-    ``mask_sha1`` identifies a mask detector's pixels."""
+    """A virtual detector: ``kind`` in point, disk, annulus, rectangle, wedge, grid, combined,
+    mask; geometry in detector pixels ``(k_y, k_x)`` (a wedge's angles and a grid's rotation in
+    degrees from ``+k_x`` towards ``+k_y``); ``mask_sha1`` identifies a mask detector's pixels;
+    a combined detector has its ``weights`` and its ``parts`` (DetectorInfo each)."""
 
     kind: str
     center_px: tuple[float, float] | None = None
@@ -72,6 +73,11 @@ class DetectorInfo:
     mask_sha1: str | None = None
     start_deg: float | None = None
     end_deg: float | None = None
+    pitch_px: float | None = None
+    shape: tuple[int, int] | None = None
+    rotation_deg: float | None = None
+    weights: tuple[float, ...] | None = None
+    parts: tuple[DetectorInfo, ...] | None = None
 
     @classmethod
     def from_detector(cls, det: Any) -> DetectorInfo:
@@ -79,6 +85,9 @@ class DetectorInfo:
         kind = d.pop("kind")
         if kind == "mask":
             return cls("mask", mask_sha1=d.get("sha1"))
+        if kind == "combined":
+            parts = tuple(cls.from_detector(c) for c in det.detectors)
+            return cls("combined", weights=tuple(d["weights"]), parts=parts)
         tup = {k: tuple(v) for k, v in d.items() if isinstance(v, list)}
         return cls(kind, **{**d, **tup})
 
@@ -86,6 +95,10 @@ class DetectorInfo:
         """The analysis detector (not for masks: their pixels are not in the record)."""
         from .pipelines import detector_from_params
 
+        if self.kind == "combined":
+            from .analysis.virtual.detectors import CombinedDetector
+
+            return CombinedDetector(tuple(p.to_detector() for p in self.parts or ()), tuple(self.weights or ()))
         fields = {k: v for k, v in self.__dict__.items() if v is not None and k != "mask_sha1"}
         return detector_from_params(fields)
 

@@ -51,6 +51,21 @@ def test_live_detection_all_patterns_lattice_and_strain(
         ref, count = detect_in_stack(np.asarray(cube.data[3, 5])[None], w.template, parallel=False)
     np.testing.assert_allclose(pts, ref[0, : count[0], :2])
     assert len(pts) >= 20  # the sample's lattice shows 20+ disks per pattern
+    # a new result refreshes the layer once (positions and sizes together; setting ``data``
+    # then ``size`` refreshed it twice and made napari recompute the dims twice),
+    # sized by intensity
+    layer = main.layers[PEAKS_LAYER]
+    seen = []
+    layer.events.set_data.connect(lambda e=None: seen.append("set_data"))
+    main.dims.set_point((0, 1), (4.0, 6.0))
+    stall_detector.step()
+    qtbot.waitUntil(lambda: not w._live.busy and "(4, 6)" in w.live_label.text(), timeout=60000)
+    assert seen == ["set_data"]
+    with stall_detector.excluded("reference"):
+        ref, count = detect_in_stack(np.asarray(cube.data[4, 6])[None], w.template, parallel=False)
+    found = ref[0, : count[0]]
+    np.testing.assert_allclose(layer.data, found[:, :2])
+    np.testing.assert_allclose(layer.size, 4 + 10 * np.sqrt(found[:, 2] / found[:, 2].max()), rtol=1e-6)
     # all patterns, lattice, strain against the unstrained reference corner
     w.run_btn.click()
     qtbot.waitUntil(lambda: w.peaks is not None and w._worker is None and w.lattice is not None, timeout=60000)

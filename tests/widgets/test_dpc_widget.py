@@ -139,3 +139,74 @@ def test_copy_as_python_reproduces_the_dpc_maps(viewers, qtbot, tmp_path, run_co
     np.testing.assert_array_equal(again["dpc"].data, w.dpc_map.data)
     np.testing.assert_array_equal(again["idpc"].data, w.phase.data)
     np.testing.assert_array_equal(results.layers["iDPC phase"].data, again["idpc"].data)
+
+
+def _ring_cube(center=(47.3, 49.1), a=33.0, b=30.0, theta_deg=25.0):
+    """A 4 x 5 scan of one elliptical ring (a polycrystal's), brightness varying per position."""
+    yy, xx = np.mgrid[0:96, 0:100].astype(np.float64)
+    dy, dx = yy - center[0], xx - center[1]
+    th = np.radians(theta_deg)
+    u, v = dx * np.cos(th) + dy * np.sin(th), -dx * np.sin(th) + dy * np.cos(th)
+    rho = np.hypot(u / a, v / b)
+    ring = 100.0 * np.exp(-(((rho - 1.0) * np.sqrt(a * b)) ** 2) / (2 * 1.2**2)) + 5.0
+    scale = 1.0 + 0.01 * np.arange(20).reshape(4, 5)
+    return (ring[None, None] * scale[..., None, None]).astype(np.float32)
+
+
+def test_ring_calibration_fits_the_planted_ellipse_and_sets_the_scale(make_napari_viewer, qtbot, stall_detector):
+    """UX point 14: a ring of a polycrystal fitted in a worker (the core's fit_ring on the mean
+    pattern), from typed radii or a circle drawn on it; the fitted ellipse drawn on the pattern;
+    Apply stores the ellipse, the pixel size 1 / (d r) in 1/A and the origin, and sets the k
+    scale of the 4D layer and of the 2D layers on the pattern (the scale bar follows)."""
+    from napari_4dstem.analysis.virtual.calibration import fit_ring
+    from napari_4dstem.widgets.dpc import FITTED_RING_LAYER, RING_LAYER
+
+    main = make_napari_viewer()
+    cube = _ring_cube()
+    cal = Calibration()
+    with stall_detector.excluded("first layer add"):
+        lyr = main.add_image(
+            cube, name="rings", metadata={"napari_4dstem": {"calibration": cal}}, **cal.napari_kwargs("4d")
+        )
+    other = main.add_shapes([np.array([[40.0, 40.0], [50.0, 50.0]])], shape_type="rectangle", name="on the pattern")
+    _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Calibration and DPC")
+    w.ring_rmin.setValue(22.0)
+    w.ring_rmax.setValue(42.0)
+    w.ring_d.setValue(2.0)
+    w.ring_origin.setChecked(True)
+    w.fit_ring_btn.click()
+    qtbot.waitUntil(lambda: w.ring_fit is not None and w._worker is None, timeout=60000)
+    fit = w.ring_fit
+    with stall_detector.excluded("reference"):
+        ref = fit_ring(cube.astype(np.float64).mean(axis=(0, 1)), radius_range_px=(22.0, 42.0))
+    assert fit.center_px == pytest.approx(ref.center_px, abs=1e-6) and fit.a_px == pytest.approx(ref.a_px, abs=1e-6)
+    # the planted ring
+    assert fit.center_px == pytest.approx((47.3, 49.1), abs=0.1)
+    assert (fit.a_px, fit.b_px) == pytest.approx((33.0, 30.0), abs=0.2)
+    assert fit.theta_deg == pytest.approx(25.0, abs=1.0)
+    outline = main.layers[FITTED_RING_LAYER].data[0]
+    th = np.radians(25.0)
+    dy, dx = outline[:, 0] - 47.3, outline[:, 1] - 49.1
+    rho = np.hypot((dx * np.cos(th) + dy * np.sin(th)) / 33.0, (-dx * np.sin(th) + dy * np.cos(th)) / 30.0)
+    np.testing.assert_allclose(rho, 1.0, atol=0.01)
+    assert "1/A per pixel" in w.ring_label.text()
+    stall_detector.step()
+    w.apply_ring_btn.click()
+    k = 1.0 / (2.0 * fit.radius_px)
+    stored = lyr.metadata["napari_4dstem"]["calibration"]
+    assert stored.k_pixel_size == pytest.approx(k) and stored.k_units == "1/A"
+    assert stored.ellipse == pytest.approx(fit.ellipse) and stored.origin_px == pytest.approx(fit.center_px)
+    assert tuple(lyr.scale[2:]) == pytest.approx((k, k)) and tuple(lyr.scale[:2]) == (1.0, 1.0)
+    assert tuple(other.scale) == pytest.approx((k, k))  # drawn on the pattern: follows
+    assert main.layers[FITTED_RING_LAYER].scale[0] == pytest.approx(k)
+    stall_detector.step()
+    # a circle drawn on the ring instead of typed radii: its centre and radius +/- 20 %
+    w.draw_ring_btn.click()
+    ring_layer = main.layers[RING_LAYER]
+    assert ring_layer.mode == "add_ellipse"
+    corners = np.array([[16.3, 18.1], [16.3, 80.1], [78.3, 80.1], [78.3, 18.1]])  # centre (47.3, 49.1), r 31
+    ring_layer.add([corners], shape_type="ellipse")
+    w.fit_ring_btn.click()
+    qtbot.waitUntil(lambda: w.ring_fit is not fit and w._worker is None, timeout=60000)
+    assert (w.ring_rmin.value(), w.ring_rmax.value()) == pytest.approx((24.8, 37.2), abs=0.05)
+    assert (w.ring_fit.a_px, w.ring_fit.b_px) == pytest.approx((33.0, 30.0), abs=0.2)

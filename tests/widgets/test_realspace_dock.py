@@ -7,10 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_4dstem.widgets._multiview import canvas_image, is_embedded, is_embedded_alive
+from napari_4dstem.widgets._multiview import (
+    canvas_image,
+    crosshair_position,
+    is_embedded,
+    is_embedded_alive,
+    world_to_canvas,
+)
 from napari_4dstem.widgets._results import (
     REAL_SPACE_DOCK,
-    SCAN_POSITION,
     move_scan_to_world,
     results_viewer,
 )
@@ -37,22 +42,34 @@ def test_maps_land_in_a_real_space_dock_of_the_same_window(make_napari_viewer, q
     assert REAL_SPACE_DOCK in main.window.dock_widgets  # the same window, not a second one
     names = [lyr.name for lyr in rs.layers]
     assert "origin k_y (measured)" in names and "origin k_x (fitted)" in names
-    # the crosshair is added after the first map (next event-loop turn), on top, at the scan position
-    qtbot.waitUntil(lambda: SCAN_POSITION in rs.layers, timeout=5000)
-    assert rs.layers[-1].name == SCAN_POSITION
-    np.testing.assert_allclose(rs.layers[SCAN_POSITION].data[0], main.dims.point[:2])
+    # the crosshair is shown with the first map, at the scan position (a visual of the canvas,
+    # over the maps, not a layer)
+    qtbot.waitUntil(lambda: crosshair_position(rs) is not None, timeout=5000)
+    np.testing.assert_allclose(crosshair_position(rs), main.dims.point[:2])
     # its own scale bar, in the scan's units (the main canvas shows the detector in 1/A)
     assert rs.canvas.overlays["scale_bar"].visible
     assert str(rs.layers["origin k_y (measured)"].units[0]) == str(cube.units[0])
     # a click on the real-space canvas moves the scan position; the crosshair follows
     world = (7 * cube.scale[0], 19 * cube.scale[1])
     move_scan_to_world(main, world)
-    qtbot.waitUntil(lambda: np.allclose(rs.layers[SCAN_POSITION].data[0], world), timeout=5000)
+    assert crosshair_position(rs) == pytest.approx(world)  # moved in the same event-loop turn
     np.testing.assert_array_equal(np.asarray(cube._slice.image.raw), np.asarray(cube.data[7, 19]))
-    # the canvas draws the map (not a black frame)
+    # the canvas draws the map (not a black frame) and the red cross centred on the scan pixel
+    # (one in the view: the camera's centre)
+    for name in names:
+        rs.layers[name].colormap = "gray"  # no red in the maps
+    cy, cx = rs.scene.camera.center[-2:]
+    world = (round(cy / cube.scale[0]) * cube.scale[0], round(cx / cube.scale[1]) * cube.scale[1])
+    move_scan_to_world(main, world)
+    qtbot.wait(50)
     with stall_detector.excluded("screenshot"):
         img = canvas_image(rs)
     assert img.ndim == 3 and img[..., :3].std() > 1.0
+    red = (img[..., 0] > 200) & (img[..., 1] < 80) & (img[..., 2] < 80)
+    ys, xs = np.nonzero(red)
+    cx, cy = world_to_canvas(rs, world)
+    assert red.sum() > 8
+    assert abs(xs.mean() - cx) < 1.5 and abs(ys.mean() - cy) < 1.5, (xs.mean(), ys.mean(), cx, cy)
     # a closed dock is made again on the next map
     main.window.remove_dock_widget(main.window.dock_widgets[REAL_SPACE_DOCK])
     qtbot.waitUntil(lambda: not is_embedded_alive(rs), timeout=5000)

@@ -610,8 +610,8 @@ def test_the_live_image_is_on_the_real_space_canvas_and_clicks_pick_the_exact_pi
     pick that pixel, a drag moves the scan during the drag (not the camera), the crosshair sits
     on the pixel centre, and a closed Real space dock comes back with the next image."""
     from napari_4dstem.widgets._common import scan_position
-    from napari_4dstem.widgets._multiview import is_embedded_alive, send_mouse
-    from napari_4dstem.widgets._results import REAL_SPACE_DOCK, SCAN_POSITION, results_viewer
+    from napari_4dstem.widgets._multiview import crosshair_position, is_embedded_alive, send_mouse
+    from napari_4dstem.widgets._results import REAL_SPACE_DOCK, results_viewer
 
     viewer = make_napari_viewer(show=True)
     with stall_detector.excluded("first layer add"):
@@ -654,10 +654,7 @@ def test_the_live_image_is_on_the_real_space_canvas_and_clicks_pick_the_exact_pi
         qtbot.waitUntil(lambda k=k: scan_position(viewer, cube) == (k, 2 * k), timeout=2000)
         stall_detector.step()
     send_mouse(rs, "release", (8.3 * sy, 15.8 * sx))
-    qtbot.waitUntil(
-        lambda: SCAN_POSITION in rs.layers and np.allclose(rs.layers[SCAN_POSITION].data[0], (8 * sy, 16 * sx)),
-        timeout=5000,
-    )
+    assert crosshair_position(rs) == pytest.approx((8 * sy, 16 * sx))
     np.testing.assert_array_equal(np.asarray(cube._slice.image.raw), np.asarray(cube.data[8, 16]))
     # hovering reads out the pixel and value without moving the scan
     qtbot.wait(20)  # past napari's mouse-move throttle: a hover, not the drag's last move
@@ -788,3 +785,170 @@ def test_wedge_mask_file_and_centre_in_mrad(widget, qtbot, tmp_path, stall_detec
     settled()
     qtbot.waitUntil(lambda: not viewer.layers[MASK_LAYER].visible, timeout=5000)
     assert isinstance(w._last_detector, DiskDetector)
+
+
+def test_a_scan_step_repaints_real_space_once_and_refreshes_no_layer_there(make_napari_viewer, qtbot, stall_detector):
+    """UX point 4: a scan step with the Virtual imaging dock open costs napari's own step (the
+    pattern sliced and painted) plus one repaint of the Real space canvas for the crosshair: no
+    layer of that canvas is refreshed (a Points crosshair's ``data`` setter refreshed the layer,
+    its thumbnail and the layer list: 16 ms of GUI CPU a step, most of the step's wall time) and
+    no layer of the main viewer but the 4D one gets new data."""
+    from napari_4dstem.widgets._multiview import crosshair_position, draw_events
+    from napari_4dstem.widgets._results import results_viewer
+
+    viewer = make_napari_viewer(show=True)
+    with stall_detector.excluded("first layer add"):
+        viewer.open_sample("napari-4dstem", "strained_crystal")
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    qtbot.waitUntil(lambda: w.presets_ready and w._worker is None, timeout=30000)
+    qtbot.wait(100)
+    cube = viewer.layers["strained_crystal"]
+    rs = results_viewer(viewer, create=False)
+    counts: dict[str, int] = {}
+
+    def counter(key):
+        def count(event=None):
+            counts[key] = counts.get(key, 0) + 1
+
+        return count
+
+    for v, where in ((rs, "real space"), (viewer, "main")):
+        for lyr in v.layers:
+            for ev in ("set_data", "thumbnail", "data"):
+                if hasattr(lyr.events, ev):
+                    getattr(lyr.events, ev).connect(counter(f"{where}: {lyr.name}.{ev}"))
+    draw_events(rs).connect(counter("real space draws"))
+    n = 12
+    ny, nx = cube.data.shape[:2]
+    for i in range(n):
+        iy, ix = (7 * i + 3) % ny, (5 * i + 1) % nx
+        w.set_scan_position(iy, ix)
+        assert crosshair_position(rs) == pytest.approx((iy * cube.scale[0], ix * cube.scale[1]))
+        qtbot.wait(30)
+        stall_detector.step()
+    assert 1 <= counts.pop("real space draws") <= n
+    # the pattern sliced once a step (both scan axes set in one event), nothing else touched
+    assert counts == {f"main: {cube.name}.set_data": n, f"main: {cube.name}.thumbnail": n}
+
+
+def test_grid_of_apertures_one_image_each_and_a_combined_image(widget, qtbot, stall_detector):
+    """UX points 6 and 9: a Grid detector (rows x cols apertures, pitch, rotation) from the
+    fields, drawn as one circle per aperture, its image the sum over all apertures; "Apertures
+    as detectors" gives one image per aperture; "Combined image" the image of the weighted sum
+    of the masks (live minus half of detector 1 here), each against numpy."""
+    from napari_4dstem.analysis.virtual.detectors import GridDetector
+    from napari_4dstem.widgets._results import results_viewer
+    from napari_4dstem.widgets.virtual import COMBINED_MAP, DETECTOR_LAYER
+
+    viewer, w = widget
+    cube = viewer.layers["strained_crystal"]
+    w.kind_combo.setCurrentText("Grid")  # sized from the BF disk: radius r / 2, pitch 2 r
+    qtbot.waitUntil(lambda: isinstance(w._last_detector, GridDetector) and w._worker is None, timeout=20000)
+    assert w.g_pitch.isEnabled() and not w.r_in.isEnabled()
+    for sb, v in ((w.g_rows, 2), (w.g_cols, 3), (w.g_pitch, 21.0), (w.r_out, 6.0), (w.g_rot, 15.0)):
+        sb.setValue(v)
+        stall_detector.step()
+    grid = GridDetector((w.cy.value(), w.cx.value()), 21.0, 6.0, (2, 3), 15.0)
+    qtbot.waitUntil(lambda: w._last_detector == grid and w._worker is None and w._pending is None, timeout=20000)
+    with stall_detector.excluded("reference"):
+        np.testing.assert_array_equal(w.last_image.data, _reference(viewer, grid))
+    shapes = viewer.layers[DETECTOR_LAYER]
+    qtbot.waitUntil(lambda: len(shapes.data) == 6, timeout=5000)
+    centres = np.array([np.asarray(d).mean(axis=0) for d in shapes.data])
+    np.testing.assert_allclose(centres, grid.centers(), atol=1e-3)
+    # one image per aperture, row by row
+    names = w.apertures_as_detectors()
+    assert names == [f"detector {k}" for k in range(1, 7)]
+    qtbot.waitUntil(lambda: not w.extras.busy and len(w.extras.cache()) == 6, timeout=60000)
+    rs = results_viewer(viewer, create=False)
+    with stall_detector.excluded("reference"):
+        for name, ap in zip(names, grid.apertures(), strict=True):
+            np.testing.assert_array_equal(rs.layers[f"virtual: {name}"].data, _reference(viewer, ap))
+    # the weighted combination from the field: live grid - 0.5 x detector 1 (the first aperture)
+    w.combine_edit.setText("1, -0.5")
+    w.combine_btn.click()
+    qtbot.waitUntil(lambda: w.combined_result is not None, timeout=30000)
+    with stall_detector.excluded("reference"):
+        shape = cube.data.shape[2:]
+        weights = grid.render(shape).astype(float) - 0.5 * grid.apertures()[0].render(shape)
+        want = np.tensordot(np.asarray(cube.data, dtype=np.float64), weights, axes=((2, 3), (0, 1)))
+    np.testing.assert_allclose(rs.layers[COMBINED_MAP].data, want, rtol=1e-9, atol=1e-6)
+    assert w.combined.weights == (1.0, -0.5)
+    assert COMBINED_MAP in w.status.text()
+    w.combine_edit.setText("1, x")
+    w.combine_btn.click()
+    assert "numbers separated by commas" in w.status.text()
+
+
+def _mouse(widget, kind: str, x: float) -> None:
+    """A left-button mouse event at ``x`` (mid-height) delivered to ``widget``."""
+    from qtpy.QtCore import QEvent, QPointF, Qt
+    from qtpy.QtGui import QMouseEvent
+    from qtpy.QtWidgets import QApplication
+
+    types = {
+        "press": QEvent.Type.MouseButtonPress,
+        "move": QEvent.Type.MouseMove,
+        "release": QEvent.Type.MouseButtonRelease,
+    }
+    pos = QPointF(x, widget.height() / 2)
+    held = Qt.MouseButton.NoButton if kind == "release" else Qt.MouseButton.LeftButton
+    ev = QMouseEvent(
+        types[kind], pos, widget.mapToGlobal(pos), Qt.MouseButton.LeftButton, held, Qt.KeyboardModifier.NoModifier
+    )
+    QApplication.sendEvent(widget, ev)
+
+
+def test_histogram_handles_and_power_are_display_only(widget, qtbot, stall_detector):
+    """UX point 12: a histogram of the displayed values with the contrast limits as handles;
+    dragging the high handle sets the layer's upper limit; Power is napari's gamma of the layer
+    (no data sent again, nothing recomputed); a limit set in napari's controls moves the handle."""
+    from napari_4dstem.widgets._realspace import HIST_BINS
+    from napari_4dstem.widgets._results import results_viewer
+
+    viewer, w = widget
+    rs = results_viewer(viewer, create=False)
+    layer = rs.layers["virtual image"]
+    li, hist = w.realspace, w.realspace.histogram
+    img = w.last_image.data.astype(np.float32)
+    counts, edges = np.histogram(img, bins=HIST_BINS, range=(float(img.min()), float(img.max())))
+    np.testing.assert_array_equal(hist.counts, counts)
+    np.testing.assert_allclose(hist.edges, edges)
+    assert hist.clim == pytest.approx(tuple(layer.contrast_limits))
+    sent = []
+    layer.events.data.connect(lambda e=None: sent.append("data"))
+    # drag the high handle to a quarter of the widget
+    hist.resize(400, 60)
+    lo, hi = layer.contrast_limits
+    x_hi, x_to = hist.value_to_x(hi), 0.75 * hist.value_to_x(hi) + 0.25 * hist.value_to_x(lo)
+    _mouse(hist, "press", x_hi)
+    _mouse(hist, "move", (x_hi + x_to) / 2)
+    _mouse(hist, "move", x_to)
+    _mouse(hist, "release", x_to)
+    want = hist.x_to_value(x_to)
+    assert layer.contrast_limits[1] == pytest.approx(want, rel=1e-5)
+    assert layer.contrast_limits[0] == pytest.approx(lo) and li.displayed_clim == pytest.approx((lo, want))
+    stall_detector.step()
+    # Power: the exponent on the shader, the same data
+    li.scale_combo.setCurrentText("Power")
+    assert li.gamma.isEnabled() and layer.gamma == pytest.approx(0.5)
+    li.gamma.setValue(0.3)
+    assert layer.gamma == pytest.approx(0.3)
+    np.testing.assert_array_equal(layer.data, img)
+    assert sent == [] and w._worker is None
+    li.scale_combo.setCurrentText("Lin")
+    assert layer.gamma == 1.0 and not li.gamma.isEnabled()
+    stall_detector.step()
+    # napari's own contrast control: the handles follow
+    layer.contrast_limits = (float(img.min()) + 1.0, float(img.max()) - 1.0)
+    assert hist.clim == pytest.approx((float(img.min()) + 1.0, float(img.max()) - 1.0))
+    # Log: the histogram of the displayed (log) values
+    li.scale_combo.setCurrentText("Log")
+    log = np.log10(img - img.min() + 1.0)
+    np.testing.assert_array_equal(hist.counts, np.histogram(log, bins=HIST_BINS, range=(0.0, float(log.max())))[0])
+    assert layer.gamma == 1.0
+    # the canvas got the new values (the layer's ``data`` event is held back: same grid)
+    from napari_4dstem.widgets._multiview import _QT
+
+    node = _QT[rs]().qt_viewer.canvas.layer_to_visual[layer].node
+    np.testing.assert_allclose(np.asarray(node._data, dtype=np.float64), log, rtol=1e-5)

@@ -24,6 +24,8 @@ def detector_params(det: Any) -> dict[str, Any]:
     if isinstance(det, Mapping):
         return dict(det)
     d = det.to_params()
+    if d["kind"] == "combined":  # its parts as a recipe stores them (a mask: its file)
+        return {**d, "detectors": [detector_params(c) for c in det.detectors]}
     if d["kind"] == "mask":
         return {"kind": "mask", "path": getattr(det, "path", None) or _ARRAY_MASK, "name": d["name"]}
     return d
@@ -45,6 +47,12 @@ def detector_from_params(d: Mapping[str, Any]) -> Any:
             return D.RectangleDetector(tuple(d["rows"]), tuple(d["cols"]))
         if kind == "wedge":
             return D.WedgeDetector(tuple(d["center_px"]), d["inner_px"], d["outer_px"], d["start_deg"], d["end_deg"])
+        if kind == "grid":
+            return D.GridDetector(
+                tuple(d["center_px"]), d["pitch_px"], d["radius_px"], tuple(d["shape"]), d.get("rotation_deg", 0.0)
+            )
+        if kind == "combined":
+            return D.CombinedDetector(tuple(detector_from_params(c) for c in d["detectors"]), tuple(d["weights"]))
         if kind == "mask":
             if d.get("path") in (None, _ARRAY_MASK):
                 raise ParameterError("a mask detector held only in memory cannot be replayed: save it as .npy")

@@ -21,6 +21,7 @@ from ..analysis.virtual.detectors import (
     AnnulusDetector,
     Detector,
     DiskDetector,
+    GridDetector,
     RectangleDetector,
     WedgeDetector,
 )
@@ -30,7 +31,13 @@ from ._results import results_viewer, show_map
 
 # edge colours of the extra detectors, in turn (the live detector is cyan)
 COLORS = ("magenta", "yellow", "lime", "orange", "red", "dodgerblue")
-_KINDS = {DiskDetector: "Disk", AnnulusDetector: "Annulus", RectangleDetector: "Rectangle", WedgeDetector: "Wedge"}
+_KINDS = {
+    DiskDetector: "Disk",
+    AnnulusDetector: "Annulus",
+    RectangleDetector: "Rectangle",
+    WedgeDetector: "Wedge",
+    GridDetector: "Grid",
+}
 
 
 def _image_job(dc, det: Detector, cal, source, response: str = "Sum"):
@@ -96,7 +103,7 @@ class ExtraDetectors:
 
         if type(det) not in _KINDS:
             raise Napari4DSTEMError(
-                "only disk, annulus, rectangle, point and wedge detectors can be added "
+                "only disk, annulus, rectangle, point, wedge and grid detectors can be added "
                 "(masks: one at a time, as the live detector)"
             )
         self._count += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import weakref
 
+import numpy as np
 from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtWidgets import QDockWidget, QSplitter, QVBoxLayout, QWidget
 
@@ -70,6 +71,7 @@ class EmbeddedViewer(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(split)
+        self.crosshair = None  # the scan-position cross (a vispy visual), made on first use
 
     def main_window(self):
         return None if self._main_window is None else self._main_window()
@@ -135,6 +137,59 @@ def show_embedded(model) -> None:
         w = w.parent()
     if w is not None and not w.isVisible():
         w.show()
+
+
+def _crosshair_visual(widget):
+    """The scan-position cross of an embedded canvas: two line segments centred on the origin
+    of their own translation (moving it changes a transform, no buffer), drawn over the layers."""
+    from vispy.scene.visuals import Line
+    from vispy.visuals.transforms import STTransform
+
+    if widget.crosshair is None:
+        pos = np.array([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]], np.float32)
+        line = Line(pos=pos, color="red", connect="segments", width=2, parent=widget.qt_viewer.canvas.view.scene)
+        line.order = 10**6  # after napari's layers (their order is their index)
+        line.set_gl_state("translucent", depth_test=False)
+        line.transform = STTransform()
+        line.visible = False
+        widget.crosshair = line
+    return widget.crosshair
+
+
+def set_crosshair(model, yx_world, size: float | None = None) -> bool:
+    """Show the scan-position cross at world point ``(y, x)`` of an embedded canvas, ``size``
+    world units from arm end to arm end (kept when None). A vispy visual of the canvas, not a
+    napari layer: moving it changes one transform and repaints that canvas once, where a Points
+    layer's ``data`` setter refreshes the layer, its thumbnail and the layer list (16 ms of GUI
+    CPU a scan step here, and most of the step's wall time in software OpenGL). Returns False
+    (nothing done) for a model that is not a live embedded viewer."""
+    if not is_embedded_alive(model) or _QT[model]().qt_viewer is None:
+        return False
+    line = _crosshair_visual(_QT[model]())
+    tr = line.transform
+    if size is not None and float(tr.scale[0]) != size / 2:
+        tr.scale = (size / 2, size / 2)
+    tr.translate = (float(yx_world[1]), float(yx_world[0]))
+    if not line.visible:
+        line.visible = True
+    return True
+
+
+def hide_crosshair(model) -> None:
+    """Hide the scan-position cross of an embedded canvas (no map to point at)."""
+    if is_embedded_alive(model) and _QT[model]().crosshair is not None:
+        _QT[model]().crosshair.visible = False
+
+
+def crosshair_position(model) -> tuple[float, float] | None:
+    """World ``(y, x)`` of the scan-position cross of an embedded canvas, None when hidden."""
+    ref = _QT.get(model)
+    widget = None if ref is None else ref()
+    line = None if widget is None else widget.crosshair
+    if line is None or not line.visible:
+        return None
+    x, y = line.transform.translate[:2]
+    return float(y), float(x)
 
 
 def canvas_image(model):

@@ -4,9 +4,13 @@ napari has one canvas per viewer and the main one shows the diffraction pattern,
 real-space image (the virtual image) is a layer of the second napari canvas, the "Real space"
 dock (``_results.results_viewer``), beside the other maps: updated in place (its data set, never
 re-added), made again when that dock was closed. A click or drag there moves the scan position
-(``_results``); this widget keeps what napari's layer controls lack: a Lin / Log / Sqrt scale and
-percentile ranges as visible controls (display only), the statistics of the values, and a
+(``_results``); this widget keeps what napari's layer controls lack: a Lin / Log / Sqrt / Power
+scale and percentile ranges as visible controls (display only), a histogram of the displayed
+values with the contrast limits as two handles to drag, the statistics of the values, and a
 readout of the pixel under the mouse and its value (hovering does not move the scan).
+
+Power is napari's own ``gamma`` of the layer (applied by the shader after the contrast limits:
+nothing recomputed, no data sent again); dragging a handle sets the layer's ``contrast_limits``.
 """
 
 from __future__ import annotations
@@ -14,18 +18,22 @@ from __future__ import annotations
 import weakref
 
 import numpy as np
-from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from qtpy.QtCore import QPointF, Qt, Signal
+from qtpy.QtGui import QColor, QPainter, QPen
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-SCALES = ("Lin", "Log", "Sqrt")
+SCALES = ("Lin", "Log", "Sqrt", "Power")
+HIST_BINS = 64
 # percentile autorange presets: (low, high) percent of the finite values
 RANGES = {"0.1-99.9 %": (0.1, 99.9), "1-99 %": (1.0, 99.0), "2-98 %": (2.0, 98.0), "min-max": (0.0, 100.0)}
 
 
 def display_transform(img: np.ndarray, scale: str) -> np.ndarray:
-    """The image as displayed: ``Lin`` as is, ``Log`` log10 of (value - min + 1), ``Sqrt`` the
-    square root of (value - min); float32, NaN kept."""
+    """The image as displayed: ``Lin`` (and ``Power``, whose exponent is the layer's gamma) as
+    is, ``Log`` log10 of (value - min + 1), ``Sqrt`` the square root of (value - min); float32,
+    NaN kept."""
     a = np.asarray(img, dtype=np.float32)
-    if scale == "Lin":
+    if scale in ("Lin", "Power"):
         return a
     lo = np.nanmin(a) if np.isfinite(a).any() else 0.0
     if scale == "Log":
@@ -47,6 +55,103 @@ def statistics_text(img: np.ndarray) -> str:
     )
 
 
+def histogram(img: np.ndarray, bins: int = HIST_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """``(counts, edges)`` of the finite values of ``img`` in ``bins`` equal bins (numpy's)."""
+    f = np.asarray(img)[np.isfinite(img)]
+    if not f.size:
+        return np.zeros(bins, np.int64), np.linspace(0.0, 1.0, bins + 1)
+    lo, hi = float(f.min()), float(f.max())
+    return np.histogram(f, bins=bins, range=(lo, hi if hi > lo else lo + 1.0))
+
+
+class ClimHistogram(QWidget):
+    """A histogram of the displayed values (log counts) with the contrast limits as two vertical
+    handles: drag one (or click near it) to move that limit; ``clim_changed(lo, hi)`` follows.
+    Painted with QPainter (no plot library): a redraw is well under a millisecond."""
+
+    clim_changed = Signal(float, float)
+    GRAB_PX = 8  # a press this close to a handle takes it
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setMinimumHeight(56)
+        self.setToolTip("histogram of the displayed values; drag the two lines to set the contrast limits")
+        self.counts = np.zeros(HIST_BINS, np.int64)
+        self.edges = np.linspace(0.0, 1.0, HIST_BINS + 1)
+        self.clim = (0.0, 1.0)
+        self._drag: int | None = None  # 0: low handle, 1: high handle
+
+    def set_data(self, counts: np.ndarray, edges: np.ndarray, clim: tuple[float, float]) -> None:
+        self.counts, self.edges = np.asarray(counts), np.asarray(edges, dtype=float)
+        self.clim = (float(clim[0]), float(clim[1]))
+        self.update()
+
+    def set_clim(self, clim: tuple[float, float]) -> None:
+        self.clim = (float(clim[0]), float(clim[1]))
+        self.update()
+
+    # value <-> widget x: the span of the histogram and the limits together
+    def _span(self) -> tuple[float, float]:
+        lo = min(float(self.edges[0]), self.clim[0])
+        hi = max(float(self.edges[-1]), self.clim[1])
+        return lo, hi if hi > lo else lo + 1.0
+
+    def value_to_x(self, v: float) -> float:
+        lo, hi = self._span()
+        return (float(v) - lo) / (hi - lo) * max(self.width() - 1, 1)
+
+    def x_to_value(self, x: float) -> float:
+        lo, hi = self._span()
+        return lo + float(x) / max(self.width() - 1, 1) * (hi - lo)
+
+    def paintEvent(self, event) -> None:
+        p = QPainter(self)
+        w, h = self.width(), self.height()
+        p.fillRect(0, 0, w, h, QColor(38, 41, 48))
+        c = np.log1p(self.counts.astype(float))
+        top = c.max() if c.size and c.max() > 0 else 1.0
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(QColor(170, 170, 170))
+        for k, v in enumerate(c):
+            x0, x1 = self.value_to_x(self.edges[k]), self.value_to_x(self.edges[k + 1])
+            bh = (h - 2) * v / top
+            p.drawRect(int(x0), int(h - bh), max(int(x1) - int(x0), 1), int(bh))
+        for v, color in zip(self.clim, ("dodgerblue", "orange"), strict=True):
+            p.setPen(QPen(QColor(color), 2))
+            x = self.value_to_x(v)
+            p.drawLine(QPointF(x, 0), QPointF(x, h))
+        p.end()
+
+    def _pos_x(self, event) -> float:
+        pos = event.position() if hasattr(event, "position") else event.pos()
+        return float(pos.x())
+
+    def mousePressEvent(self, event) -> None:
+        x = self._pos_x(event)
+        d = [abs(x - self.value_to_x(v)) for v in self.clim]
+        k = int(np.argmin(d))
+        self._drag = k if d[k] <= self.GRAB_PX else (0 if x < self.value_to_x(sum(self.clim) / 2) else 1)
+        self._move(x)
+
+    def mouseMoveEvent(self, event) -> None:
+        if self._drag is not None:
+            self._move(self._pos_x(event))
+
+    def mouseReleaseEvent(self, event) -> None:
+        self._drag = None
+
+    def _move(self, x: float) -> None:
+        v = self.x_to_value(min(max(x, 0.0), self.width() - 1.0))
+        lo, hi = self.clim
+        tiny = 1e-6 * max(abs(hi - lo), 1e-12)
+        if self._drag == 0:
+            lo = min(v, hi - tiny)
+        else:
+            hi = max(v, lo + tiny)
+        self.set_clim((lo, hi))
+        self.clim_changed.emit(lo, hi)
+
+
 class LiveImage(QWidget):
     """A dock's live image as the layer ``name`` of the Real space canvas of ``main_viewer``,
     with its title, display controls, statistics and hover readout (this widget, in the dock).
@@ -65,6 +170,8 @@ class LiveImage(QWidget):
         self._cal = None
         self._clim: tuple[float, float] | None = None
         self._hooked: weakref.WeakSet = weakref.WeakSet()  # real-space viewers with our hover hook
+        self._hooked_layer = None  # weak reference to the layer whose contrast the histogram follows
+        self._shown_scale = "Lin"
         self.displayed_clim: tuple[float, float] | None = None
         self.label = QLabel(f"{name}: on the Real space canvas")
         self.label.setWordWrap(True)
@@ -74,6 +181,16 @@ class LiveImage(QWidget):
         self.range_combo = QComboBox()
         self.range_combo.addItems(list(RANGES))
         self.range_combo.setToolTip("contrast limits from these percentiles of the image")
+        self.gamma = QDoubleSpinBox()
+        self.gamma.setRange(0.05, 10.0)
+        self.gamma.setDecimals(2)
+        self.gamma.setSingleStep(0.1)
+        self.gamma.setValue(0.5)
+        self.gamma.setKeyboardTracking(False)
+        self.gamma.setEnabled(False)
+        self.gamma.setToolTip("exponent of the Power scale (napari's gamma: display only)")
+        self.histogram = ClimHistogram()
+        self.histogram.clim_changed.connect(self._on_handles)
         self.stats = QLabel("")
         self.stats.setToolTip("statistics of the image values (before the display scale)")
         self.readout = QLabel("")
@@ -83,15 +200,19 @@ class LiveImage(QWidget):
         controls.addWidget(self.scale_combo)
         controls.addWidget(QLabel("range"))
         controls.addWidget(self.range_combo)
+        controls.addWidget(QLabel("power"))
+        controls.addWidget(self.gamma)
         controls.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.label)
         layout.addLayout(controls)
+        layout.addWidget(self.histogram)
         layout.addWidget(self.stats)
         layout.addWidget(self.readout)
-        self.scale_combo.currentTextChanged.connect(lambda _: self.render())
+        self.scale_combo.currentTextChanged.connect(self._on_scale)
         self.range_combo.currentTextChanged.connect(lambda _: self.render())
+        self.gamma.valueChanged.connect(self._on_gamma)
 
     # -- the layer ------------------------------------------------------------------------------
     def viewer(self, create: bool = True):
@@ -131,8 +252,9 @@ class LiveImage(QWidget):
             layer = show_map(rv, self.rgb_name, self._raw, self._cal, rgb=True)
             layer.visible = True
             return
-        img = display_transform(self._raw, self.scale_combo.currentText())
-        clim = self._clim if self.scale_combo.currentText() == "Lin" else None
+        scale = self.scale_combo.currentText()
+        img = display_transform(self._raw, scale)
+        clim = self._clim if scale in ("Lin", "Power") else None
         if clim is None:
             finite = img[np.isfinite(img)]
             if finite.size:
@@ -144,7 +266,71 @@ class LiveImage(QWidget):
         self.displayed_clim = clim
         if self.rgb_name in rv.layers:
             rv.layers[self.rgb_name].visible = False  # a new live image: it is the one shown
-        show_map(rv, self.name, img, self._cal, colormap="gray", contrast_limits=clim)
+        layer = rv.layers[self.name] if self.name in rv.layers else None
+        if (
+            layer is not None
+            and self._cal is not None
+            and layer.data.shape == img.shape
+            and layer.scale[-1] == self._cal.napari_kwargs("scan")["scale"][-1]
+        ):
+            # the same grid: napari's viewer recomputes the dims of every layer on a ``data``
+            # event, for nothing here (the slice, thumbnail and canvas still update: refresh)
+            with layer.events.data.blocker():
+                layer.data = img
+            layer.contrast_limits = clim
+        else:
+            layer = show_map(rv, self.name, img, self._cal, colormap="gray", contrast_limits=clim)
+        self._hook_layer(layer)
+        gamma = self.gamma.value() if scale == "Power" else 1.0
+        if layer.gamma != gamma:  # napari's setter redraws the thumbnail even for the same value
+            layer.gamma = gamma
+        self.histogram.set_data(*histogram(img), clim)
+
+    # -- display only: Power (napari's gamma) and the histogram's handles ----------------------
+    def _on_scale(self, scale: str) -> None:
+        self.gamma.setEnabled(scale == "Power")
+        layer = self.layer
+        was_power_or_lin = layer is not None and self._shown_scale in ("Lin", "Power")
+        if was_power_or_lin and scale in ("Lin", "Power") and self._raw is not None and self._raw.ndim == 2:
+            # the same values on screen: only the exponent changes (no data sent again)
+            layer.gamma = self.gamma.value() if scale == "Power" else 1.0
+            self._shown_scale = scale
+            return
+        self.render()
+
+    def _on_gamma(self, value: float) -> None:
+        layer = self.layer
+        if layer is not None and self.scale_combo.currentText() == "Power":
+            layer.gamma = float(value)
+
+    def _on_handles(self, lo: float, hi: float) -> None:
+        layer = self.layer
+        if layer is None or getattr(layer, "rgb", False):
+            return
+        self.displayed_clim = (lo, hi)
+        layer.contrast_limits = (lo, hi)
+
+    def _hook_layer(self, layer) -> None:
+        """The histogram's handles follow a contrast change made in napari's layer controls."""
+        self._shown_scale = self.scale_combo.currentText()
+        if getattr(self, "_hooked_layer", None) is not None and self._hooked_layer() is layer:
+            return
+        me = weakref.ref(self)
+
+        def on_clim(event=None):
+            w = me()
+            if w is None:
+                return
+            try:
+                lyr = w.layer
+                if lyr is not None and tuple(w.histogram.clim) != tuple(lyr.contrast_limits):
+                    w.displayed_clim = tuple(lyr.contrast_limits)
+                    w.histogram.set_clim(lyr.contrast_limits)
+            except RuntimeError:  # the dock was deleted
+                pass
+
+        layer.events.contrast_limits.connect(on_clim)
+        self._hooked_layer = weakref.ref(layer)
 
     # -- hover readout --------------------------------------------------------------------------
     def _hook(self, rv) -> None:

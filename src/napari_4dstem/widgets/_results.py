@@ -109,11 +109,34 @@ def _pan(cam, event):
 
 
 def _follow_scan(main_viewer, viewer) -> None:
-    """A crosshair (Points layer ``SCAN_POSITION``) on the real-space viewer at the main viewer's
-    scan position, kept on top of the maps; added with the first map."""
+    """A crosshair on the real-space viewer at the main viewer's scan position, shown with the
+    first map: on the embedded canvas a vispy cross moved in the same event-loop turn as the
+    scan step (``_multiview.set_crosshair``: one transform, no layer refresh, so both canvases
+    repaint in one frame); on a separate napari window a Points layer ``SCAN_POSITION`` kept on
+    top of the maps, updated once per event-loop turn."""
+    from ._multiview import hide_crosshair, is_embedded, set_crosshair
+
     main_ref, view_ref = weakref.ref(main_viewer), weakref.ref(viewer)
+    embedded = is_embedded(viewer)
 
     pending = [False]
+
+    def maps(v):
+        return [lyr for lyr in v.layers if lyr.ndim == 2]
+
+    def follow(event=None):
+        main, v = main_ref(), view_ref()
+        if main is None or v is None or main.dims.ndim < 4:
+            return
+        if not embedded:
+            request()
+            return
+        shown = maps(v)
+        if not shown:
+            hide_crosshair(v)
+            return
+        pos = (float(main.dims.point[0]), float(main.dims.point[1]))
+        set_crosshair(v, pos, 3 * float(min(shown[0].scale[-2:])))
 
     def request(event=None):
         # one update per event-loop turn: a drag moves the scan many times between two redraws
@@ -132,10 +155,10 @@ def _follow_scan(main_viewer, viewer) -> None:
         if SCAN_POSITION in v.layers:
             v.layers[SCAN_POSITION].data = pos
             return
-        maps = [lyr for lyr in v.layers if lyr.ndim == 2]
-        if not maps:
+        shown = maps(v)
+        if not shown:
             return
-        step = float(min(maps[0].scale[-2:]))
+        step = float(min(shown[0].scale[-2:]))
         v.add_points(
             pos,
             name=SCAN_POSITION,
@@ -143,12 +166,15 @@ def _follow_scan(main_viewer, viewer) -> None:
             size=3 * step,
             face_color="red",
             border_color="red",
-            units=maps[0].units,
+            units=shown[0].units,
         )
 
     def on_top(event=None):
         v = view_ref()
         if v is None:
+            return
+        if embedded:
+            follow()  # shown with the first map, hidden with the last
             return
         if SCAN_POSITION not in v.layers:
             request()  # next turn: not inside the layer list's own insert event
@@ -157,8 +183,9 @@ def _follow_scan(main_viewer, viewer) -> None:
         if i != len(v.layers) - 1:
             v.layers.move(i, len(v.layers) - 1)
 
-    main_viewer.dims.events.current_step.connect(request)
+    main_viewer.dims.events.current_step.connect(follow)
     viewer.layers.events.inserted.connect(on_top)
+    viewer.layers.events.removed.connect(on_top)
 
 
 def move_scan_to_world(main_viewer, yx_world) -> None:

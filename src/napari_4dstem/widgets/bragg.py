@@ -66,6 +66,23 @@ def symmetric_limits(a: np.ndarray, percentile: float = 99.0) -> tuple[float, fl
     return (-m, m)
 
 
+def update_points(layer, yx: np.ndarray, size) -> None:
+    """New positions and sizes for a Points layer of disks on the pattern, refreshed once.
+
+    Setting ``data`` then ``size`` refreshes the layer twice (slice, thumbnail, highlight and a
+    vispy upload each) and emits ``data`` twice, on which napari's viewer recomputes the dims of
+    every layer (22 ms of GUI CPU for such an update with its repaint here, 15 ms with one
+    refresh; ``benchmarks/bench_gui.py`` has the whole scan step). The disks lie
+    inside the pattern, so the viewer's ranges cannot change and skipping its ``data``
+    handler is safe; ``refresh`` emits ``set_data`` (the canvas), the thumbnail, the highlight
+    and the extent (the layer list's cache)."""
+    with layer.events.blocker_all():
+        layer.data = yx
+        if len(yx):
+            layer.size = size
+    layer.refresh()
+
+
 def _render_histograms(channels: dict[str, np.ndarray], width_px: int) -> np.ndarray:
     """Worker: the strain histograms as an RGBA picture (matplotlib's Agg, no Qt)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -359,9 +376,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         size = 4 + 10 * np.sqrt(np.clip(inten / max(np.nanmax(inten), 1e-12), 0, 1)) if len(p) else []
         kw = cal.napari_kwargs("k")
         if PEAKS_LAYER in self.viewer.layers:
-            layer = self.viewer.layers[PEAKS_LAYER]
-            layer.data = p[:, :2]
-            layer.size = size
+            update_points(self.viewer.layers[PEAKS_LAYER], p[:, :2], size)
         else:
             self.viewer.add_points(
                 p[:, :2],

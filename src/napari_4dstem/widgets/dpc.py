@@ -1,4 +1,12 @@
-"""The "Calibration and DPC" dock widget: origin/descan, centre of mass, DPC and iDPC.
+"""The "Calibration and DPC" dock widget: ring calibration, origin/descan, centre of mass,
+DPC and iDPC.
+
+Ring calibration (UX point 14): the core's :func:`~napari_4dstem.analysis.virtual.calibration.
+fit_ring` on the mean (or current) pattern in a worker, between two radii typed in the dock or
+around a circle drawn on the pattern (the "calibration ring" Shapes layer); the fitted ellipse
+is drawn on the pattern, and *Apply* stores the ellipse, the pixel size ``1 / (d * radius)``
+in 1/A for a known ring spacing ``d`` and optionally the ring centre as the origin, and sets the
+k scale of the 4D layer and of the 2D layers on the pattern, so the scale bar follows at once.
 
 Translation only: long passes over the data (origin, centre of mass) run in workers through the
 core jobs and pipelines; the rotation fit and DPC/iDPC on the cached centre of mass (the
@@ -35,6 +43,29 @@ from ._pipeline import PipelineActions, layer_source, tag_layer
 from ._results import color_wheel, results_viewer, show_map, show_vectors
 from ._state import DockState, register_dock
 from ._warmup import WarmupLabel
+
+RING_LAYER = "calibration ring"  # a circle the user draws on the pattern (centre and radius guess)
+FITTED_RING_LAYER = "fitted ring"
+
+
+def _ring_job(dc: DataCube, source: str, pos, radius_range, center):
+    """Worker: the pattern (mean of all, or the one at ``pos``) and the core's ring fit on it."""
+    from ..analysis.virtual.calibration import fit_ring
+
+    if source == "current pattern":
+        pattern = np.asarray(dc.pattern(*pos), dtype=np.float64)
+    else:
+        pattern = yield from dc.iter_reduce_patterns("mean")
+    return pattern, fit_ring(pattern, radius_range_px=radius_range, center_px=center)
+
+
+def ellipse_outline(fit, n: int = 120) -> np.ndarray:
+    """``(n, 2)`` points ``(k_y, k_x)`` of a RingFit's ellipse (for a polygon on the pattern)."""
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    th = np.radians(fit.theta_deg)
+    x, y = fit.a_px * np.cos(t), fit.b_px * np.sin(t)  # the major axis along k_x, then turned
+    cy, cx = fit.center_px
+    return np.column_stack([cy + x * np.sin(th) + y * np.cos(th), cx + x * np.cos(th) - y * np.sin(th)])
 
 
 def _dpc_job(dc, params, com, calibration, source):
@@ -98,6 +129,49 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         of.addRow(self.apply_btn)
         of.addRow(self.origin_label)
 
+        # ring calibration: fit a ring of a polycrystal or amorphous pattern, known d -> pixel size
+        self.ring_source = QComboBox()
+        self.ring_source.addItems(["mean pattern", "current pattern"])
+        self.ring_rmin, self.ring_rmax, self.ring_d = QDoubleSpinBox(), QDoubleSpinBox(), QDoubleSpinBox()
+        for sb, v in ((self.ring_rmin, 10.0), (self.ring_rmax, 40.0)):
+            sb.setRange(0.0, 1e5)
+            sb.setDecimals(1)
+            sb.setSuffix(" px")
+            sb.setValue(v)
+        self.ring_d.setRange(0.0, 1e3)
+        self.ring_d.setDecimals(4)
+        self.ring_d.setSuffix(" A")
+        self.ring_d.setSpecialValueText("unknown (ellipse only)")
+        self.ring_d.setToolTip("the ring's lattice spacing d: the pixel size is 1 / (d * radius) in 1/A")
+        self.ring_origin = QCheckBox("ring centre as the origin")
+        self.draw_ring_btn = QPushButton("Draw a circle on the ring")
+        self.draw_ring_btn.setToolTip(
+            f"draw an ellipse in the '{RING_LAYER}' layer on the pattern: its centre and radius "
+            "(+/- 20 %) replace the radii above"
+        )
+        self.fit_ring_btn = QPushButton("Fit ring")
+        self.apply_ring_btn = QPushButton("Apply to the layer")
+        self.apply_ring_btn.setEnabled(False)
+        self.ring_label = QLabel("")
+        self.ring_label.setWordWrap(True)
+        self.ring_fit = None  # the last RingFit
+        self.ring_pattern = None  # and the pattern it was fitted on
+        rg = QGroupBox("Ring calibration (polycrystal / amorphous)")
+        rf = QFormLayout(rg)
+        rf.addRow("pattern", self.ring_source)
+        radii = QHBoxLayout()
+        radii.addWidget(self.ring_rmin)
+        radii.addWidget(self.ring_rmax)
+        rf.addRow("ring between", radii)
+        rf.addRow(self.draw_ring_btn)
+        rf.addRow("ring spacing d", self.ring_d)
+        rf.addRow(self.ring_origin)
+        ring_btns = QHBoxLayout()
+        ring_btns.addWidget(self.fit_ring_btn)
+        ring_btns.addWidget(self.apply_ring_btn)
+        rf.addRow(ring_btns)
+        rf.addRow(self.ring_label)
+
         self.com_btn = QPushButton("Compute centre of mass")
         self.rotation = QDoubleSpinBox()
         self.rotation.setRange(-180.0, 180.0)
@@ -133,8 +207,9 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.cancel_btn = QPushButton("Cancel")
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.measure_btn, self.com_btn))
+        self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.measure_btn, self.com_btn, self.fit_ring_btn))
         layout = QVBoxLayout(self)
+        layout.addWidget(rg)
         layout.addWidget(og)
         layout.addWidget(dg)
         layout.addWidget(self.cancel_btn)
@@ -142,6 +217,9 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         layout.addWidget(WarmupLabel())
         layout.addStretch(1)
 
+        self.draw_ring_btn.clicked.connect(lambda _=False: self.draw_ring())
+        self.fit_ring_btn.clicked.connect(lambda _=False: self.fit_ring())
+        self.apply_ring_btn.clicked.connect(lambda _=False: self.apply_ring())
         self.measure_btn.clicked.connect(self.measure_origin)
         self.fit_method.currentIndexChanged.connect(lambda _: self._fit_origin())
         self.apply_btn.clicked.connect(self.apply_origin)
@@ -181,6 +259,127 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         from ..engine.driver import n_blocks_for
 
         return n_blocks_for(dc.data)
+
+    # -- ring calibration ---------------------------------------------------------------------
+    def draw_ring(self) -> None:
+        """A Shapes layer on the pattern in ellipse mode: the user draws a circle on a ring."""
+        try:
+            _, cal = self.datacube()
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return
+        if RING_LAYER not in self.viewer.layers:
+            self.viewer.add_shapes(
+                name=RING_LAYER, edge_color="yellow", face_color="transparent", edge_width=1, **cal.napari_kwargs("k")
+            )
+        layer = self.viewer.layers[RING_LAYER]
+        self.viewer.layers.selection.active = layer
+        layer.mode = "add_ellipse"
+        self.ring_label.setText("draw a circle on the ring, then Fit ring")
+
+    def _drawn_ring(self):
+        """``(centre, radius)`` in detector pixels of the last ellipse drawn in RING_LAYER."""
+        if RING_LAYER not in self.viewer.layers:
+            return None
+        layer = self.viewer.layers[RING_LAYER]
+        ellipses = [np.asarray(d)[:, -2:] for d, t in zip(layer.data, layer.shape_type, strict=True) if t == "ellipse"]
+        if not ellipses:
+            return None
+        e = ellipses[-1]  # data coordinates of the shapes layer: detector pixels
+        return tuple(float(v) for v in e.mean(axis=0)), 0.25 * float(np.ptp(e[:, 0]) + np.ptp(e[:, 1]))
+
+    def fit_ring(self) -> None:
+        """Fit the ring in a worker (the mean pattern is a pass over the data, with progress)."""
+        from ._common import scan_position
+
+        try:
+            dc, _ = self.datacube()
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return
+        center, r_range = None, (self.ring_rmin.value(), self.ring_rmax.value())
+        drawn = self._drawn_ring()
+        if drawn is not None:
+            center, r = drawn
+            r_range = (0.8 * r, 1.2 * r)
+            self.ring_rmin.setValue(r_range[0])
+            self.ring_rmax.setValue(r_range[1])
+        if not r_range[0] < r_range[1]:
+            self.status.setText(f"the ring lies between two radii: got {r_range[0]} and {r_range[1]} px")
+            return
+        source = self.ring_source.currentText()
+        pos = scan_position(self.viewer, self.layer) if self.viewer.dims.ndim >= 4 else (0, 0)
+        self.apply_ring_btn.setEnabled(False)
+        self._run(
+            _ring_job,
+            self._on_ring,
+            dc,
+            source,
+            pos,
+            r_range,
+            center,
+            desc=f"ring fit on the {source}",
+            total=self._blocks(dc) if source == "mean pattern" else 1,
+        )
+
+    def _on_ring(self, out) -> None:
+        self.ring_pattern, fit = out
+        self.ring_fit = fit
+        cal = self.datacube()[1]
+        outline = ellipse_outline(fit)
+        if FITTED_RING_LAYER in self.viewer.layers:
+            self.viewer.layers[FITTED_RING_LAYER].data = [(outline, "polygon")]
+        else:
+            self.viewer.add_shapes(
+                [outline],
+                shape_type="polygon",
+                name=FITTED_RING_LAYER,
+                edge_color="orange",
+                face_color="transparent",
+                edge_width=1,
+                **cal.napari_kwargs("k"),
+            )
+        text = (
+            f"ring: centre ({fit.center_px[0]:.2f}, {fit.center_px[1]:.2f}) px, radius {fit.radius_px:.3f} px, "
+            f"a/b {fit.a_px / fit.b_px:.4f} at {fit.theta_deg:.1f} deg, {fit.n_points} points, "
+            f"{fit.residual_rms_px:.3f} px RMS"
+        )
+        d = self.ring_d.value()
+        if d > 0:
+            text += f"; d = {d:g} A gives {1.0 / (d * fit.radius_px):.6g} 1/A per pixel"
+        self.ring_label.setText(text)
+        self.apply_ring_btn.setEnabled(True)
+
+    def ring_calibration(self) -> Calibration | None:
+        """The layer's calibration with the fitted ring (ellipse; pixel size for a known d;
+        origin when asked); None before a fit."""
+        if self.ring_fit is None:
+            return None
+        d = self.ring_d.value()
+        return self.ring_fit.to_calibration(
+            self.datacube()[1], d_spacing_A=d if d > 0 else None, set_origin=self.ring_origin.isChecked()
+        )
+
+    def apply_ring(self) -> None:
+        """Store the ring calibration in the 4D layer and set the k scale of it and of the 2D
+        layers on the pattern (the scale bar follows at once)."""
+        from ..plugin_api import set_layer_calibration
+
+        new = self.ring_calibration()
+        lyr = self.layer
+        if new is None or lyr is None:
+            return
+        old = self.datacube()[1]
+        old_k = old.napari_kwargs("k")
+        new_k = new.napari_kwargs("k")
+        lyr.scale = new.napari_kwargs("4d")["scale"]
+        lyr.units = new.napari_kwargs("4d")["units"]
+        for other in self.viewer.layers:  # the detectors, disks, rings... drawn on the pattern
+            if other is not lyr and other.ndim == 2 and np.allclose(other.scale, old_k["scale"]):
+                other.scale = new_k["scale"]
+                other.units = new_k["units"]
+        set_layer_calibration(self.viewer, lyr, new)
+        self.status.setText(f"ring calibration stored in {lyr.name}: {new_k['scale'][0]:.6g} {new_k['units'][0]}/px")
 
     # -- origin -------------------------------------------------------------------------------
     def measure_origin(self) -> None:

@@ -26,15 +26,19 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from ..analysis.virtual.detectors import (
     AnnulusDetector,
+    CombinedDetector,
     Detector,
     DiskDetector,
+    GridDetector,
     MaskDetector,
     RectangleDetector,
     WedgeDetector,
@@ -46,17 +50,20 @@ from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
 from ..pipelines import VirtualResult
 from ..plugin_api import publish_virtual_image
-from ._common import CubePicker, JobRunner, guarded, holds_data, scan_position
+from ._common import CubePicker, JobRunner, LatestRunner, guarded, holds_data, scan_position
 from ._detectors import ExtraDetectors, image_of
 from ._pipeline import PipelineActions, layer_source
 from ._realspace import LiveImage
 from ._region import REDUCES, RealSpaceRegion
+from ._results import results_viewer, show_map
 from ._state import DockState, register_dock
 from ._warmup import WarmupLabel
 
 DETECTOR_LAYER = "virtual detector"
 REGION_LAYER = "region pattern"
-KINDS = ("Disk", "Annulus", "Rectangle", "Point", "Wedge", "Mask file", "Drawn shapes")
+KINDS = ("Disk", "Annulus", "Rectangle", "Point", "Wedge", "Grid", "Mask file", "Drawn shapes")
+COMBINED_MAP = "virtual: combined"
+MAX_APERTURES = 25  # "Apertures as detectors" adds one layer and one image per aperture
 MASK_LAYER = "detector mask"
 PRESET_NAMES = ("BF", "ABF", "LAADF", "ADF", "HAADF", "Full")
 # what the detector's image shows (core: virtual_image, center_of_mass, dpc, idpc)
@@ -103,10 +110,21 @@ def shapes_to_detector(
     ``Disk`` uses the first ellipse, ``Annulus`` the largest and smallest ellipses (outer and
     inner edge), ``Rectangle`` the bounding box of the first shape, ``Drawn shapes`` the union
     of all shapes' masks (``masks`` from ``Shapes.to_masks``). ``Wedge`` moves the ``current``
-    wedge by the shift of its outline's mean vertex (radii and angles are edited in the fields).
+    wedge by the shift of its outline's mean vertex (radii and angles are edited in the fields),
+    ``Grid`` the ``current`` grid by the shift of its apertures' mean centre.
     """
     if not data:
         raise Napari4DSTEMError("the detector layer has no shapes: draw one on the pattern")
+    if kind == "Grid":
+        if not isinstance(current, GridDetector):
+            raise Napari4DSTEMError("a grid is set in the fields (centre, radius, pitch, rows x cols, rotation)")
+        from dataclasses import replace
+
+        # dragged: the mean aperture centre moved (sizes and spacing are edited in the fields)
+        centres = np.array([np.asarray(d)[:, -2:].mean(axis=0) for d in data])
+        shift = centres.mean(axis=0) - current.centers().mean(axis=0)
+        cy, cx = current.center_px
+        return replace(current, center_px=(cy + float(shift[0]), cx + float(shift[1])))
     if kind == "Wedge":
         if not isinstance(current, WedgeDetector):
             raise Napari4DSTEMError("a wedge is set in the fields (centre, radii, angles), then dragged")
@@ -140,7 +158,7 @@ def shapes_to_detector(
 
 
 def detector_to_shapes(det: Detector) -> tuple[list[np.ndarray], list[str]]:
-    """Shapes (data coordinates) that draw a Disk, Annulus, Rectangle or Wedge detector."""
+    """Shapes (data coordinates) that draw a Disk, Annulus, Rectangle, Wedge or Grid detector."""
 
     def ellipse(c, r):
         cy, cx = c
@@ -158,6 +176,8 @@ def detector_to_shapes(det: Detector) -> tuple[list[np.ndarray], list[str]]:
         return [np.array([[r0 - 0.5, c0 - 0.5], [r1 - 0.5, c1 - 0.5]])], ["rectangle"]
     if isinstance(det, WedgeDetector):
         return [det.polygon()], ["polygon"]
+    if isinstance(det, GridDetector):
+        return [ellipse(c, det.radius_px) for c in det.centers()], ["ellipse"] * (det.shape[0] * det.shape[1])
     raise TypeError(f"cannot draw a {type(det).__name__}")
 
 
@@ -395,6 +415,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._timer.setInterval(0)
         self._timer.timeout.connect(self._request)
         self.extras = ExtraDetectors(self)  # detectors kept beside the live one (UX point 9)
+        self.combined: CombinedDetector | None = None  # the last "Combined image" detector
+        self.combined_result = None  # and its pipeline result
+        self._combined_runner = LatestRunner(self._on_combined, self._on_combined_error)
         self._build_ui()
         self._bind_keys()
         self._restored: Detector | None = None  # a session's detector, set once the layer is ready
@@ -441,6 +464,43 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             sb.setKeyboardTracking(False)
             sb.setValue(v)
             sb.setEnabled(False)
+        # a grid of apertures: pitch, rows x cols, rotation (the radius is the outer radius field)
+        self.g_pitch, self.g_rot = QDoubleSpinBox(), QDoubleSpinBox()
+        self.g_pitch.setRange(0.5, 1e5)
+        self.g_pitch.setDecimals(2)
+        self.g_pitch.setValue(20.0)
+        self.g_rot.setRange(-360.0, 360.0)
+        self.g_rot.setDecimals(1)
+        self.g_rot.setSingleStep(5.0)
+        self.g_rows, self.g_cols = QSpinBox(), QSpinBox()
+        for sb in (self.g_rows, self.g_cols):
+            sb.setRange(1, 50)
+            sb.setValue(3)
+        for sb in (self.g_pitch, self.g_rot, self.g_rows, self.g_cols):
+            sb.setKeyboardTracking(False)
+            sb.setEnabled(False)
+        self.grid_row = QWidget()
+        grid_lay = QHBoxLayout(self.grid_row)
+        grid_lay.setContentsMargins(0, 0, 0, 0)
+        for label, sb in (("pitch [px]", self.g_pitch), ("rows", self.g_rows), ("cols", self.g_cols)):
+            grid_lay.addWidget(QLabel(label))
+            grid_lay.addWidget(sb)
+        grid_lay.addWidget(QLabel("rotation [deg]"))
+        grid_lay.addWidget(self.g_rot)
+        self.apertures_btn = QPushButton("Apertures as detectors")
+        self.apertures_btn.setToolTip(
+            "one image per aperture of the grid: each aperture becomes an extra detector "
+            f"(its own layer, image and response; at most {MAX_APERTURES})"
+        )
+        self.apertures_btn.setEnabled(False)
+        # a weighted combination of the live detector and the extra detectors (A - B, ...)
+        self.combine_edit = QLineEdit("1, -1")
+        self.combine_edit.setToolTip(
+            "weights of the live detector, then detector 1, 2, ... (missing ones count 0): the "
+            "image of the summed, weighted masks, e.g. '1, -1' is live minus detector 1"
+        )
+        self.combine_btn = QPushButton("Combined image")
+        self.combine_btn.setToolTip("the image of the weighted sum of the detectors' masks, in the Real space dock")
         self.mask_btn = QPushButton("Mask from file...")
         self.mask_btn.setToolTip(
             "a detector mask from a .npy or .tif file of the detector's shape (boolean, or weights)"
@@ -496,6 +556,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         form.addRow("outer radius [mrad]", self.r_out_cal)
         form.addRow("wedge start [deg]", self.a_start)
         form.addRow("wedge end [deg]", self.a_end)
+        form.addRow("grid", self.grid_row)
+        form.addRow("", self.apertures_btn)
         form.addRow("", self.mask_btn)
         layout = QVBoxLayout(self)
         layout.addWidget(self.realspace)
@@ -522,6 +584,11 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         region.addWidget(self.region_btn)
         layout.addLayout(region)
         layout.addWidget(self.extras.panel)  # each extra detector's response
+        combine = QHBoxLayout()
+        combine.addWidget(QLabel("weights"))
+        combine.addWidget(self.combine_edit)
+        combine.addWidget(self.combine_btn)
+        layout.addLayout(combine)
         actions.insertWidget(0, self.cancel_btn)
         actions.addWidget(self.keep_btn)
         actions.addWidget(self.add_btn)
@@ -541,8 +608,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.r_out_cal.valueChanged.connect(lambda v: self._on_cal_radius(self.r_out, v))
         self.cy_cal.valueChanged.connect(lambda v: self._on_cal_centre(0, v))
         self.cx_cal.valueChanged.connect(lambda v: self._on_cal_centre(1, v))
-        for sb in (self.a_start, self.a_end):
+        for sb in (self.a_start, self.a_end, self.g_pitch, self.g_rot, self.g_rows, self.g_cols):
             sb.valueChanged.connect(self._on_fields)
+        self.apertures_btn.clicked.connect(lambda _=False: self.apertures_as_detectors())
+        self.combine_btn.clicked.connect(lambda _=False: self.combine())
         self.mask_btn.clicked.connect(lambda _=False: self.choose_mask_file())
         self.descan.toggled.connect(self._on_descan)
         self.response_combo.currentIndexChanged.connect(self._on_descan)  # same detector, again
@@ -698,6 +767,13 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 vals = (*det.center_px, det.inner_px, det.outer_px)
                 self.a_start.setValue(det.start_deg)
                 self.a_end.setValue(det.end_deg)
+            elif isinstance(det, GridDetector):
+                self.kind_combo.setCurrentText("Grid")
+                vals = (*det.center_px, 0.0, det.radius_px)
+                self.g_pitch.setValue(det.pitch_px)
+                self.g_rows.setValue(det.shape[0])
+                self.g_cols.setValue(det.shape[1])
+                self.g_rot.setValue(det.rotation_deg)
             elif isinstance(det, MaskDetector) and getattr(det, "path", None):
                 self._mask_det = det
                 self.kind_combo.setCurrentText("Mask file")
@@ -763,6 +839,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             return RectangleDetector((r0, r0 + round(2 * hy)), (c0, c0 + round(2 * hx)))
         if kind == "Wedge":
             return WedgeDetector(c, self.r_in.value(), self.r_out.value(), self.a_start.value(), self.a_end.value())
+        if kind == "Grid":
+            shape = (self.g_rows.value(), self.g_cols.value())
+            return GridDetector(c, self.g_pitch.value(), self.r_out.value(), shape, self.g_rot.value())
         if kind == "Mask file":
             if self._mask_det is None:
                 raise Napari4DSTEMError("no mask file yet: use 'Mask from file...'")
@@ -806,6 +885,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             size = 0.5 * max(old.rows[1] - old.rows[0], old.cols[1] - old.cols[0])
         elif isinstance(old, (DiskDetector, AnnulusDetector, WedgeDetector)):
             size = old.radius_px if isinstance(old, DiskDetector) else old.outer_px
+        elif isinstance(old, GridDetector):
+            size = 2 * old.radius_px
         else:
             size = max(r_out, 1.0)
         size = max(size, 1.0)
@@ -822,6 +903,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 self.r_out.setValue(size)
             elif kind == "Disk":
                 self.r_out.setValue(size)
+            elif kind == "Grid":  # apertures half the size, spaced by twice it
+                self.r_out.setValue(max(size / 2, 0.5))
+                self.g_pitch.setValue(2 * size)
         finally:
             self._syncing = False
         self._on_fields()
@@ -830,6 +914,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         names = (
             ("half height [px]", "half width [px]")
             if kind == "Rectangle"
+            else ("inner radius [px]", "aperture radius [px]")
+            if kind == "Grid"
             else ("inner radius [px]", "outer radius [px]")
         )
         for sb, name in zip((self.r_in, self.r_out), names, strict=True):
@@ -840,6 +926,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.r_out.setEnabled(kind not in ("Point", "Mask file"))
         self.a_start.setEnabled(kind == "Wedge")
         self.a_end.setEnabled(kind == "Wedge")
+        for sb in (self.g_pitch, self.g_rot, self.g_rows, self.g_cols):
+            sb.setEnabled(kind == "Grid")
+        self.apertures_btn.setEnabled(kind == "Grid")
 
     def _on_shapes_edited(self, event=None) -> None:
         """A drag or edit of the detector shapes: read them back (fires on every move)."""
@@ -1116,6 +1205,71 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.status.setText(f"added {name}: drag it on the pattern; its image is in the Real space dock")
         return name
 
+    def apertures_as_detectors(self) -> list[str]:
+        """One image per aperture of the grid detector: each aperture becomes an extra detector
+        (a disk: its own layer, image and response); returns their names."""
+        det = self._current_detector()
+        if not isinstance(det, GridDetector):
+            self.status.setText("choose the Grid detector first")
+            return []
+        apertures = det.apertures()
+        if len(apertures) > MAX_APERTURES:
+            self.status.setText(f"{len(apertures)} apertures: at most {MAX_APERTURES} become detectors")
+            return []
+        names = [self.extras.add(a) for a in apertures]
+        self.status.setText(f"{len(names)} apertures added ({names[0]} .. {names[-1]}), row by row")
+        return names
+
+    def combine(self, weights=None) -> CombinedDetector | None:
+        """The image of the weighted sum of the masks of the live detector and the extra
+        detectors (``weights`` in that order, missing ones 0; default: the weights field), in
+        the Real space dock as ``COMBINED_MAP``; computed in a worker."""
+        from ._detectors import _image_job
+
+        if weights is None:
+            text = self.combine_edit.text().replace(";", ",")
+            try:
+                weights = [float(v) for v in text.split(",") if v.strip()]
+            except ValueError:
+                self.status.setText(f"weights are numbers separated by commas, got {text!r}")
+                return None
+        dets = [self._current_detector(), *(it.detector for it in self.extras.items.values())]
+        if not weights or len(weights) > len(dets) or dets[0] is None:
+            self.status.setText(f"{len(weights)} weights for {len(dets)} detectors (the live one, then the extras)")
+            return None
+        pairs = [(d, float(w)) for d, w in zip(dets, weights) if w != 0]
+        if not pairs:
+            self.status.setText("all weights are 0")
+            return None
+        try:
+            dc, cal = self.datacube()
+            det = CombinedDetector(tuple(d for d, _ in pairs), tuple(w for _, w in pairs))
+        except (Napari4DSTEMError, ValueError, TypeError) as e:
+            self.status.setText(str(e))
+            return None
+        self.combined, self.combined_result = det, None
+        self._combined_runner.request(_image_job, dc, det, cal, layer_source(self.layer), "Sum")
+        names = ["live", *self.extras.items]
+        terms = " ".join(f"{float(w):+g} {n}" for n, w in zip(names, weights) if w != 0)
+        self.status.setText(f"combined image: {terms}...")
+        return det
+
+    def _on_combined(self, result) -> None:
+        self.combined_result = result
+        img = result.image
+        layer = show_map(results_viewer(self.viewer), COMBINED_MAP, img.data, img.calibration, colormap="gray")
+        finite = img.data[np.isfinite(img.data)]
+        if finite.size:
+            lo, hi = float(finite.min()), float(finite.max())
+            layer.contrast_limits = (lo, hi if hi > lo else lo + 1.0)
+        self.status.setText(self.status.text().removesuffix("...") + f": '{COMBINED_MAP}' in the Real space dock")
+
+    def _on_combined_error(self, exc) -> None:
+        from .log import log_error
+
+        log_error("Virtual imaging (combined image)", exc)
+        self.status.setText(str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}")
+
     def extras_changed(self) -> None:
         """The extra detectors changed: offer them in the RGB composite."""
         names = [*PRESET_NAMES, *self.extras.items]
@@ -1334,8 +1488,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         lyr = self.layer
         if lyr is None:
             return
-        self.viewer.dims.set_point(0, iy * lyr.scale[0])
-        self.viewer.dims.set_point(1, ix * lyr.scale[1])
+        # both axes in one event: one slice of the pattern and one repaint (two calls sliced twice)
+        self.viewer.dims.set_point((0, 1), (iy * lyr.scale[0], ix * lyr.scale[1]))
 
     def integrate_region(self, y0: int, y1: int, x0: int, x1: int) -> None:
         """Mean pattern over scan rows ``y0:y1`` and columns ``x0:x1`` as a 2D layer."""
@@ -1405,7 +1559,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         from dataclasses import replace
 
         det = self._current_detector()
-        if isinstance(det, DiskDetector | AnnulusDetector | WedgeDetector):
+        if isinstance(det, DiskDetector | AnnulusDetector | WedgeDetector | GridDetector):
             cy, cx = det.center_px
             self.set_detector(replace(det, center_px=(cy + dy, cx + dx)))
         elif isinstance(det, RectangleDetector):
@@ -1418,6 +1572,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         det = self._current_detector()
         if isinstance(det, DiskDetector):
             self.set_detector(DiskDetector(det.center_px, max(det.radius_px + d, 0.5)))
+        elif isinstance(det, GridDetector):
+            from dataclasses import replace
+
+            self.set_detector(replace(det, radius_px=max(det.radius_px + d, 0.5)))
         elif isinstance(det, AnnulusDetector | WedgeDetector):
             from dataclasses import replace
 

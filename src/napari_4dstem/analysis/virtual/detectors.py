@@ -15,7 +15,13 @@ when its centre does:
   ``phi = atan2(k_y - c_y, k_x - c_x)`` (degrees, from ``+k_x`` towards ``+k_y``) within
   ``start_deg .. end_deg`` going that way (ends included);
 - :class:`MaskDetector` -- any boolean mask, or a weighted (float) mask
-  (:func:`mask_from_file` reads one from ``.npy`` or ``.tif``).
+  (:func:`mask_from_file` reads one from ``.npy`` or ``.tif``);
+- :class:`GridDetector` -- ``rows x cols`` circular apertures of ``radius_px`` on a square
+  lattice of ``pitch_px`` centred on ``center_px`` and turned by ``rotation_deg`` (a pixel is
+  in it when it is in any aperture; :meth:`GridDetector.apertures` gives one
+  :class:`DiskDetector` per aperture, for one image each);
+- :class:`CombinedDetector` -- the weighted sum of several detectors' masks (``A - B`` is
+  weights ``(1, -1)``): a weighted detector.
 
 Every detector knows its bounding box of rows (:meth:`~Detector.row_bounds`), so a small
 detector reads only the rows it needs, and gives its parameters as a plain dict
@@ -39,8 +45,10 @@ from ...errors import CalibrationError, DataShapeError
 __all__ = [
     "PRESETS",
     "AnnulusDetector",
+    "CombinedDetector",
     "Detector",
     "DiskDetector",
+    "GridDetector",
     "MaskDetector",
     "PointDetector",
     "RectangleDetector",
@@ -430,6 +438,108 @@ class MaskDetector(Detector):
             "n_pixels": int(np.count_nonzero(self.mask)),
             "sha1": digest,
         }
+
+
+@dataclass(frozen=True)
+class GridDetector(Detector):
+    """``rows x cols`` circular apertures of radius ``radius_px`` on a square lattice.
+
+    Aperture ``(i, j)`` (``i < rows``, ``j < cols``) is centred at ``center_px + pitch_px *
+    (u * e_col + v * e_row)`` with ``u = j - (cols - 1) / 2``, ``v = i - (rows - 1) / 2`` and,
+    for ``t = rotation_deg`` (from ``+k_x`` towards ``+k_y``, as for :class:`WedgeDetector`),
+    ``e_col = (sin t, cos t)`` and ``e_row = (cos t, -sin t)`` in ``(k_y, k_x)``: at 0 degrees
+    columns run along ``+k_x`` and rows along ``+k_y``. A pixel belongs to the grid when its
+    centre is within ``radius_px`` of any aperture centre (each pixel counted once).
+    """
+
+    center_px: tuple[float, float]
+    pitch_px: float
+    radius_px: float
+    shape: tuple[int, int] = (3, 3)
+    rotation_deg: float = 0.0
+    kind = "grid"
+
+    def __post_init__(self):
+        """Normalise the centre, shape and sizes; refuse an empty grid or non-positive sizes."""
+        object.__setattr__(self, "center_px", _point(self.center_px, "center_px"))
+        n = tuple(int(v) for v in np.atleast_1d(self.shape))
+        if len(n) != 2 or min(n) < 1:
+            raise ValueError(f"grid shape must be two positive ints (rows, cols), got {self.shape!r}")
+        object.__setattr__(self, "shape", n)
+        for name in ("pitch_px", "radius_px", "rotation_deg"):
+            v = float(getattr(self, name))
+            if not math.isfinite(v):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, v)
+        if self.pitch_px <= 0 or self.radius_px <= 0:
+            raise ValueError(f"pitch_px and radius_px must be positive, got {self.pitch_px}, {self.radius_px}")
+
+    def centers(self) -> np.ndarray:
+        """The aperture centres ``(rows * cols, 2)`` ``(k_y, k_x)``, row by row."""
+        t = math.radians(self.rotation_deg)
+        e_col = np.array([math.sin(t), math.cos(t)])
+        e_row = np.array([math.cos(t), -math.sin(t)])
+        rows, cols = self.shape
+        v, u = np.meshgrid(np.arange(rows) - (rows - 1) / 2, np.arange(cols) - (cols - 1) / 2, indexing="ij")
+        off = self.pitch_px * (u.reshape(-1, 1) * e_col + v.reshape(-1, 1) * e_row)
+        return np.asarray(self.center_px) + off
+
+    def apertures(self) -> list[DiskDetector]:
+        """One :class:`DiskDetector` per aperture, row by row (one image each)."""
+        return [DiskDetector((float(c[0]), float(c[1])), self.radius_px) for c in self.centers()]
+
+    def _render(self, shape):
+        m = np.zeros(shape, dtype=bool)
+        r2 = self.radius_px * self.radius_px
+        for c in self.centers():
+            m |= _dist2(shape, c) <= r2
+        return m
+
+
+@dataclass(frozen=True, eq=False)
+class CombinedDetector(Detector):
+    """The weighted sum ``sum_i weights[i] * mask_i`` of several detectors.
+
+    A boolean mask counts 1 on its pixels: ``A - B`` is ``CombinedDetector((A, B), (1, -1))``.
+    Always a weighted detector; a component may lie partly off the pattern, the sum may not be zero.
+    """
+
+    detectors: tuple
+    weights: tuple
+    kind = "combined"
+
+    def __post_init__(self):
+        """Store the parts and weights; refuse a weight count that differs or non-finite weights."""
+        dets = tuple(self.detectors)
+        w = tuple(float(v) for v in self.weights)
+        if not dets or len(dets) != len(w):
+            raise ValueError(f"a combined detector needs one weight per detector, got {len(dets)} and {len(w)}")
+        if not all(isinstance(d, Detector) for d in dets):
+            raise TypeError("a combined detector combines Detector objects")
+        if not all(math.isfinite(v) for v in w):
+            raise ValueError(f"weights must be finite, got {w}")
+        object.__setattr__(self, "detectors", dets)
+        object.__setattr__(self, "weights", w)
+
+    @property
+    def weighted(self) -> bool:
+        """Always True: the weights make a weighted mask."""
+        return True
+
+    def _render(self, shape):
+        m = np.zeros(shape, dtype=np.float64)
+        for d, w in zip(self.detectors, self.weights, strict=True):
+            m += w * d._render(shape)
+        return m
+
+    def __repr__(self) -> str:
+        """The weighted terms, e.g. ``CombinedDetector(+1*disk -1*annulus)``."""
+        terms = " ".join(f"{w:+g}*{d.kind}" for d, w in zip(self.detectors, self.weights, strict=True))
+        return f"CombinedDetector({terms})"
+
+    def to_params(self) -> dict[str, Any]:
+        """Kind, weights and the parameters of each part (what recipes store)."""
+        return {"kind": self.kind, "weights": list(self.weights), "detectors": [d.to_params() for d in self.detectors]}
 
 
 def mask_from_file(path, detector_shape=None, name: str | None = None) -> MaskDetector:
