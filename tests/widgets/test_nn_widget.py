@@ -15,7 +15,8 @@ from napari_4dstem.widgets.nn import PEAKS_LAYER, PRED_LAYER, NNDiskWidget
 pytestmark = pytest.mark.gui
 
 
-def test_preview_and_scan(make_napari_viewer, qtbot, stall_detector):
+def _calibrated_sample_in_the_dock(make_napari_viewer, qtbot, stall_detector):
+    """The 6 x 6 strained crystal and its probe as calibrated layers, the NN dock open, models listed."""
     main, results = make_napari_viewer(), make_napari_viewer()
     set_results_viewer(main, results)
     with stall_detector.excluded("test data"):
@@ -27,6 +28,11 @@ def test_preview_and_scan(make_napari_viewer, qtbot, stall_detector):
     _, w = main.window.add_plugin_dock_widget("napari-4dstem", "NN disk detection")
     assert isinstance(w, NNDiskWidget)
     qtbot.waitUntil(lambda: w.models_listed, timeout=60000)  # listed in a worker
+    return main, results, s, w
+
+
+def test_preview_and_scan(make_napari_viewer, qtbot, stall_detector):
+    main, results, s, w = _calibrated_sample_in_the_dock(make_napari_viewer, qtbot, stall_detector)
     assert w.probe_combo.currentText() == "probe" and w.model_combo.count() >= 1
     w.preview()  # in a worker; with calibrated layers it must not warn "Inconsistent units"
     qtbot.waitUntil(lambda: w.last_preview is not None, timeout=60000)
@@ -172,16 +178,7 @@ def test_disks_corrected_by_hand_become_fine_tuning_labels(
     import json
 
     monkeypatch.setenv("NAPARI_4DSTEM_USER_MODELS", str(tmp_path / "models"))
-    main, results = make_napari_viewer(), make_napari_viewer()
-    set_results_viewer(main, results)
-    with stall_detector.excluded("test data"):
-        s = make_strained_crystal(scan_shape=(6, 6))
-    cal = s.datacube.calibration
-    with stall_detector.excluded("first layer add"):
-        main.add_image(np.asarray(s.datacube.data), name="cube", **cal.napari_kwargs("4d"))
-        main.add_image(np.asarray(s.probe.data), name="probe", **cal.napari_kwargs("k"))
-    _, w = main.window.add_plugin_dock_widget("napari-4dstem", "NN disk detection")
-    qtbot.waitUntil(lambda: w.models_listed, timeout=60000)
+    main, _, _, w = _calibrated_sample_in_the_dock(make_napari_viewer, qtbot, stall_detector)
     assert not w.keep_labels_btn.isEnabled()  # nothing to keep before a preview
     cube = main.layers["cube"]
     main.dims.set_point(0, 2 * cube.scale[0])
