@@ -264,6 +264,13 @@ def add_finetune(sub) -> argparse.ArgumentParser:
         help="draw the patterns from these scan positions only (a thin area, where "
         "correlation is reliable); default the whole scan",
     )
+    p.add_argument(
+        "--labels",
+        type=Path,
+        metavar="JSON",
+        help="disks corrected by hand (the napari NN dock's 'Save labels...'): those patterns are "
+        "always trained on, with these positions instead of correlation's",
+    )
     p.add_argument("--patterns", type=v.positive_int, default=256, help="patterns to label and train on")
     p.add_argument("--epochs", type=v.positive_int, default=4)
     p.add_argument("--batch-size", type=v.positive_int, default=8)
@@ -302,6 +309,11 @@ def run_finetune(args) -> int:
         lr=args.lr, min_peaks=args.min_peaks, seed=args.seed, threads=args.threads, device=args.device,
     )  # fmt: skip
     probe = ProbeSource.parse(args.probe).load()
+    corrections = None
+    if args.labels is not None:
+        from .nn.finetune import read_corrections
+
+        corrections = read_corrections(args.labels)  # checked before the data is opened
     dc = open_cube(args)
     try:
         region = None
@@ -313,7 +325,8 @@ def run_finetune(args) -> int:
             region = np.zeros(dc.scan_shape, bool)
             region[y0:y1, x0:x1] = True
         job = iter_finetune(dc, probe, name=args.name, version=args.version, config=config,
-                            detection=DiskDetectionParams(min_relative=args.min_relative), region=region)  # fmt: skip
+                            detection=DiskDetectionParams(min_relative=args.min_relative), region=region,
+                            corrections=corrections)  # fmt: skip
         res = run_job(job, _bar(args))
     finally:
         dc.close()
@@ -321,7 +334,8 @@ def run_finetune(args) -> int:
     ft = res.card["fine_tune"]
     print(
         f"wrote {res.path}: {res.name}@{res.version} from {res.card['fine_tuned_from']}, "
-        f"{ft['patterns_kept']} of {ft['patterns_labelled']} patterns ({ft['disks_per_pattern']:.1f} disks each), "
+        f"{ft['patterns_kept']} of {ft['patterns_labelled']} patterns ({ft['disks_per_pattern']:.1f} disks each, "
+        f"{ft.get('hand_corrected', 0)} corrected by hand), "
         f"train loss {last.get('train_loss', float('nan')):.4g}, held-out recall against the correlation "
         f"labels {last.get('recall_1px', float('nan')):.3f} (1 px); "
         f"use it with `infer --model {res.name}@{res.version}`"

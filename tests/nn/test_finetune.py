@@ -136,13 +136,26 @@ def test_cli_finetune_on_a_region_then_infer_with_the_new_model(scan, tmp_path, 
     data = tmp_path / "scan.npy"
     save_datacube(data, scan.datacube)
     np.save(tmp_path / "probe.npy", np.asarray(scan.probe.data))
+    # disks corrected by hand at one position outside the region: always trained on
+    from napari_4dstem.nn.finetune import read_corrections, write_corrections
+
+    disks = np.array([[64.0, 64.0], [64.0, 80.5], [48.25, 64.0]])
+    write_corrections(tmp_path / "labels.json", {(5, 5): disks})
+    np.testing.assert_array_equal(read_corrections(tmp_path / "labels.json")[(5, 5)], disks)
     args = ["-q", "finetune", str(data), "--probe", str(tmp_path / "probe.npy"), "--name", "mine",
-            "--region", "0:4,0:6", "--patterns", "20", "--epochs", "1", "--batch-size", "4"]  # fmt: skip
+            "--region", "0:4,0:6", "--patterns", "20", "--epochs", "1", "--batch-size", "4",
+            "--labels", str(tmp_path / "labels.json")]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "mine@1" in out and "held-out recall" in out
+    assert "mine@1" in out and "held-out recall" in out and "1 corrected by hand" in out
     card = json.loads((tmp_path / "models" / "mine-1.json").read_text())
-    assert card["fine_tune"]["patterns_labelled"] == 20  # 24 positions in the region, 20 drawn
+    # 24 positions in the region; 19 drawn from it and the corrected one
+    assert card["fine_tune"]["patterns_labelled"] == 20 and card["fine_tune"]["hand_corrected"] == 1
+    (tmp_path / "bad.json").write_text('{"format": "something else"}')
+    bad_labels = [*args[:-1], str(tmp_path / "bad.json")]
+    bad_labels[bad_labels.index("mine")] = "mine3"
+    assert main(bad_labels) != 0
+    assert "disk labels" in capsys.readouterr().err
     assert main(["-q", "infer", str(data), str(tmp_path / "p.h5"), "--probe", str(tmp_path / "probe.npy"),
                  "--model", "mine@1"]) == 0  # fmt: skip
     assert "model mine@1" in capsys.readouterr().out

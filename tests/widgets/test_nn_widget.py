@@ -197,6 +197,11 @@ def test_disks_corrected_by_hand_become_fine_tuning_labels(
     assert list(w.corrections) == [(2, 3)]
     np.testing.assert_array_equal(w.corrections[(2, 3)], edited)
     assert "1 hand-corrected pattern" in w.labels_info.text()
+    with stall_detector.excluded("reference"):
+        from napari_4dstem.nn.finetune import read_corrections
+
+        saved = read_corrections(w.save_labels(tmp_path / "labels.json"))
+    np.testing.assert_array_equal(saved[(2, 3)], edited)
     w.ft_name.setText("hand")
     w.ft_patterns.setValue(8)
     w.ft_epochs.setValue(1)

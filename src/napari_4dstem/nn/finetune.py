@@ -29,6 +29,7 @@ training step with the loss) so the napari widget and the command line show it l
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import tempfile
@@ -43,7 +44,16 @@ import numpy as np
 from ..engine.jobs import Job, Progress
 from ..errors import DataShapeError, Napari4DSTEMError
 
-__all__ = ["FineTuneConfig", "FineTuneResult", "correlation_training_set", "iter_finetune"]
+__all__ = [
+    "FineTuneConfig",
+    "FineTuneResult",
+    "correlation_training_set",
+    "iter_finetune",
+    "read_corrections",
+    "write_corrections",
+]
+
+CORRECTIONS_FORMAT = "napari-4dstem disk labels"
 
 ENGINE = "user-correlation"
 
@@ -242,6 +252,80 @@ def correlation_training_set(
     write_manifest(folder, {"engine": ENGINE, "n_patterns": len(keep), "size": size, "shards": names,
                             "generator": "napari_4dstem.nn.finetune.correlation_training_set", **summary})  # fmt: skip
     return summary
+
+
+def write_corrections(path: str | os.PathLike, corrections: Mapping[tuple[int, int], np.ndarray]) -> Path:
+    """Save disk positions corrected by hand as JSON (what ``finetune --labels`` reads).
+
+    Parameters
+    ----------
+    path : str or path
+        The ``.json`` file to write (replaced atomically).
+    corrections : mapping
+        ``(iy, ix) -> (m, 2)`` disk positions ``(k_y, k_x)`` in detector pixels.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    from ..io._atomic import atomic_output
+
+    path = Path(path)
+    doc = {
+        "format": CORRECTIONS_FORMAT,
+        "version": 1,
+        "units": "detector pixels, (k_y, k_x)",
+        "patterns": [
+            {"scan": [int(iy), int(ix)], "disks": np.asarray(v, float).reshape(-1, 2).tolist()}
+            for (iy, ix), v in sorted(corrections.items())
+        ],
+    }
+    with atomic_output(path, overwrite=True) as tmp:
+        Path(tmp).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def read_corrections(path: str | os.PathLike) -> dict[tuple[int, int], np.ndarray]:
+    """Read hand-corrected disk positions written by :func:`write_corrections`.
+
+    Parameters
+    ----------
+    path : str or path
+        The JSON file.
+
+    Returns
+    -------
+    dict
+        ``(iy, ix) -> (m, 2)`` disk positions in detector pixels.
+
+    Raises
+    ------
+    FileFormatError
+        When the file is not such a JSON document (the message names what is wrong).
+    """
+    from ..errors import FileFormatError
+
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FileFormatError(path, f"not a JSON file of disk labels: {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != CORRECTIONS_FORMAT:
+        raise FileFormatError(path, f"not a {CORRECTIONS_FORMAT!r} file (its 'format' key)")
+    out: dict[tuple[int, int], np.ndarray] = {}
+    for k, entry in enumerate(doc.get("patterns", [])):
+        try:
+            iy, ix = (int(v) for v in entry["scan"])
+            disks = np.asarray(entry["disks"], float).reshape(-1, 2)
+        except (KeyError, TypeError, ValueError) as e:
+            raise FileFormatError(
+                path, f"pattern entry {k}: needs 'scan': [iy, ix] and 'disks': [[ky, kx], ...] ({e})"
+            ) from None
+        if not np.all(np.isfinite(disks)):
+            raise FileFormatError(path, f"pattern entry {k} at {(iy, ix)}: disk positions must be finite")
+        out[(iy, ix)] = disks
+    return out
 
 
 def _widened(domain: dict, key: str, value: float | None) -> None:

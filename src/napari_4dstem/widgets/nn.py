@@ -127,6 +127,8 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         )
         self.keep_labels_btn = QPushButton("Keep as labels")
         self.clear_labels_btn = QPushButton("Clear labels")
+        self.save_labels_btn = QPushButton("Save labels...")
+        self.save_labels_btn.setToolTip("the kept labels as JSON, for `napari-4dstem finetune --labels`")
         for b in (self.correct_btn, self.keep_labels_btn):
             b.setEnabled(False)
         self.labels_info = QLabel("no hand-corrected patterns")
@@ -151,7 +153,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         ft.addRow("epochs", self.ft_epochs)
         ft.addRow(self.ft_region)
         labels_row = QHBoxLayout()
-        for b in (self.correct_btn, self.keep_labels_btn, self.clear_labels_btn):
+        for b in (self.correct_btn, self.keep_labels_btn, self.clear_labels_btn, self.save_labels_btn):
             labels_row.addWidget(b)
         ft.addRow(labels_row)
         ft.addRow(self.labels_info)
@@ -172,6 +174,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.correct_btn.clicked.connect(lambda _=False: self.correct_disks())
         self.keep_labels_btn.clicked.connect(lambda _=False: self.keep_labels())
         self.clear_labels_btn.clicked.connect(lambda _=False: self.clear_labels())
+        self.save_labels_btn.clicked.connect(lambda _=False: self.save_labels())
         self.jobs = JobRunner(
             self.status,
             self.cancel_btn,
@@ -334,6 +337,23 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.corrections[self._preview_pos] = yx
         self._show_labels_info()
         self._say(f"{len(yx)} disks kept as the labels of scan position {self._preview_pos}")
+
+    def save_labels(self, path=None):
+        """Write the kept labels as JSON (a file dialog without ``path``); the written path or None."""
+        if not self.corrections:
+            self._say("no labels kept yet: Preview, Correct these disks, Keep as labels")
+            return None
+        if path is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            path, _ = QFileDialog.getSaveFileName(self, "Save disk labels", "disk_labels.json", "JSON (*.json)")
+            if not path:
+                return None
+        from ..nn.finetune import write_corrections
+
+        out = write_corrections(path, self.corrections)  # a few hundred numbers: instant
+        self._say(f"{len(self.corrections)} labelled patterns written to {out} (finetune --labels)")
+        return out
 
     def clear_labels(self) -> None:
         self.corrections.clear()
