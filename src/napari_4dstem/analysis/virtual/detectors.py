@@ -450,6 +450,24 @@ class GridDetector(Detector):
     ``e_col = (sin t, cos t)`` and ``e_row = (cos t, -sin t)`` in ``(k_y, k_x)``: at 0 degrees
     columns run along ``+k_x`` and rows along ``+k_y``. A pixel belongs to the grid when its
     centre is within ``radius_px`` of any aperture centre (each pixel counted once).
+
+    Parameters
+    ----------
+    center_px : (float, float)
+        Centre of the grid ``(k_y, k_x)``, detector pixels.
+    pitch_px : float
+        Distance between neighbouring apertures, pixels (> 0).
+    radius_px : float
+        Radius of each aperture, pixels (> 0).
+    shape : (int, int)
+        ``(rows, cols)`` (default 3 x 3).
+    rotation_deg : float
+        Rotation of the grid, degrees from ``+k_x`` towards ``+k_y`` (default 0).
+
+    Raises
+    ------
+    ValueError
+        On an empty shape, or a pitch or radius that is not positive and finite.
     """
 
     center_px: tuple[float, float]
@@ -502,6 +520,20 @@ class CombinedDetector(Detector):
 
     A boolean mask counts 1 on its pixels: ``A - B`` is ``CombinedDetector((A, B), (1, -1))``.
     Always a weighted detector; a component may lie partly off the pattern, the sum may not be zero.
+
+    Parameters
+    ----------
+    detectors : tuple of Detector
+        The parts.
+    weights : tuple of float
+        One finite weight per part.
+
+    Raises
+    ------
+    ValueError
+        When the counts differ or a weight is not finite.
+    TypeError
+        When a part is not a :class:`Detector`.
     """
 
     detectors: tuple
