@@ -952,3 +952,43 @@ def test_histogram_handles_and_power_are_display_only(widget, qtbot, stall_detec
 
     node = _QT[rs]().qt_viewer.canvas.layer_to_visual[layer].node
     np.testing.assert_allclose(np.asarray(node._data, dtype=np.float64), log, rtol=1e-5)
+
+
+def test_pattern_statistics_follow_the_scan_and_complex_maps_read_modulus_and_phase(widget, qtbot, stall_detector):
+    """UX point 13: the Statistics line of the diffraction view gives min / max / mean / sum / std
+    of the pattern at the scan position (computed in a worker once the scan settles); a complex
+    map on the Real space canvas is shown by one part and the hover readout gives |z| and phi."""
+    from napari_4dstem.widgets._realspace import COMPLEX_KEY, show_complex_map, statistics_text
+    from napari_4dstem.widgets._results import results_viewer
+
+    viewer, w = widget
+    cube = viewer.layers["strained_crystal"]
+    ps = w.pattern_stats
+    qtbot.waitUntil(lambda: ps.shown_for is not None and not ps.busy, timeout=20000)
+    for iy, ix in ((5, 7), (30, 2)):
+        viewer.dims.set_point((0, 1), (float(iy), float(ix)))
+        stall_detector.step()
+        qtbot.waitUntil(lambda p=(iy, ix): ps.shown_for == p and not ps.busy, timeout=20000)
+        with stall_detector.excluded("reference"):
+            p = np.asarray(cube.data[iy, ix]).astype(np.float64)
+        text = ps.text()
+        assert text.startswith(f"pattern ({iy}, {ix}): ")
+        for part in (f"min {p.min():.4g}", f"max {p.max():.4g}", f"mean {p.mean():.4g}", f"sum {p.sum():.4g}"):
+            assert part in text, (part, text)
+        assert f"std {p.std():.4g}" in text and f"({p.size} px)" in text
+    assert w.realspace.stats.text().startswith("real space: min ")
+    # a complex map: amplitude 2.5, phase 0.75 rad at (4, 9); elsewhere amplitude 1, phase 0
+    rs = results_viewer(viewer, create=False)
+    z = np.ones((32, 32), np.complex64)
+    z[4, 9] = 2.5 * np.exp(0.75j)
+    layer = show_complex_map(rs, "object", z, w.datacube()[1], part="phase", colormap="twilight")
+    np.testing.assert_allclose(layer.data, np.angle(z))
+    assert layer.metadata[COMPLEX_KEY] is not None and layer.dtype == np.float32
+    sy, sx = layer.scale
+    w.realspace._hover(rs, (4.3 * sy, 8.6 * sx))  # what the canvas's mouse-move callback calls
+    assert w.realspace.readout.text() == "object: scan_y 4, scan_x 9: |z| 2.5, phi 0.7500 rad (43.0 deg)"
+    layer.visible = False  # the virtual image under it is read again
+    w.realspace._hover(rs, (4.3 * sy, 8.6 * sx))
+    assert w.realspace.readout.text() == f"scan_y 4, scan_x 9: {float(w.last_image.data[4, 9]):.6g}"
+    assert statistics_text(z).startswith("|z|: min 1  max 2.5")
+    assert "phase of the sum" in statistics_text(z)

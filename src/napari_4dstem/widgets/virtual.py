@@ -53,7 +53,7 @@ from ..plugin_api import publish_virtual_image
 from ._common import CubePicker, JobRunner, LatestRunner, guarded, holds_data, scan_position
 from ._detectors import ExtraDetectors, image_of
 from ._pipeline import PipelineActions, layer_source
-from ._realspace import LiveImage
+from ._realspace import LiveImage, PatternStats
 from ._region import REDUCES, RealSpaceRegion
 from ._results import results_viewer, show_map
 from ._state import DockState, register_dock
@@ -426,6 +426,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.region = RealSpaceRegion(self)  # a region drawn on the Real space dock (UX point 5)
         if self.layer is not None:
             self._init_for_layer()
+            self.pattern_stats.request()
         register_dock(viewer, self)
 
     # -- UI -----------------------------------------------------------------------------------
@@ -561,6 +562,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         form.addRow("", self.mask_btn)
         layout = QVBoxLayout(self)
         layout.addWidget(self.realspace)
+        # the Statistics line of the diffraction view: the pattern at the scan position, in a worker
+        self.pattern_stats = PatternStats(self.viewer, lambda: self.layer)
+        layout.addWidget(self.pattern_stats)
         layout.addLayout(form)
         layout.addWidget(self.angles)
         layout.addLayout(presets)
@@ -1623,6 +1627,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
     def closeEvent(self, event) -> None:
         self._unbind_keys()
+        self.pattern_stats.close_runner()
         if getattr(self, "_preset_worker", None) is not None:
             self._preset_worker.quit()  # a generator: stops between presets
         self.cancel()
