@@ -992,3 +992,83 @@ def test_pattern_statistics_follow_the_scan_and_complex_maps_read_modulus_and_ph
     assert w.realspace.readout.text() == f"scan_y 4, scan_x 9: {float(w.last_image.data[4, 9]):.6g}"
     assert statistics_text(z).startswith("|z|: min 1  max 2.5")
     assert "phase of the sum" in statistics_text(z)
+
+
+def test_lazy_data_exact_image_fills_in_row_blocks_with_progress_and_cancel(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """UX point 7 for lazy data: the exact image of a memory-mapped file fills in row block by
+    row block (exact where computed, empty below), with the dock's progress bar, and Cancel stops
+    it with the image as far as it got. The disk is made slow (40 ms a block) and the blocks
+    small (2 rows), so the job runs long enough to be watched."""
+    import time
+
+    from napari_4dstem import Calibration
+    from napari_4dstem.analysis.virtual import images
+    from napari_4dstem.engine import chunks, driver
+
+    monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 0.0)  # an image at every block (else 2-5 a second)
+    monkeypatch.setattr(driver, "_TARGET_BLOCK_BYTES", 2 * 2**20)
+    monkeypatch.setattr(chunks, "_TARGET_BLOCK_BYTES", 2 * 2**20)
+    real = images._multi_kernel
+
+    def slow_disk(*args, **kwargs):
+        time.sleep(0.04)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(images, "_multi_kernel", slow_disk)
+    with stall_detector.excluded("test data"):
+        yy, xx = np.mgrid[0:64, 0:64]
+        disk = (((yy - 32) ** 2 + (xx - 32) ** 2) < 100).astype(np.float32)
+        amp = 100 + 20 * np.sin(yy / 5.0) + 10 * np.cos(xx / 7.0)
+        mm = np.lib.format.open_memmap(tmp_path / "cube.npy", mode="w+", dtype=np.float32, shape=(64, 64, 64, 64))
+        mm[:] = amp[:, :, None, None] * disk + 1.0
+        mm.flush()
+        mm = np.load(tmp_path / "cube.npy", mmap_mode="r")
+    main = make_napari_viewer()
+    with stall_detector.excluded("first layer add"):
+        main.add_image(mm, name="lazy", metadata={"napari_4dstem": {"calibration": Calibration()}})
+    w = VirtualImagingWidget(main)
+    shown = []
+    set_image = w.realspace.set_image
+
+    def spy(img, cal, **kw):
+        if "filling in" in (kw.get("title") or ""):
+            shown.append((np.array(img), w.progress.format(), w.progress.isVisibleTo(w)))
+        return set_image(img, cal, **kw)
+
+    w.realspace.set_image = spy
+    main.window.add_dock_widget(w)
+    qtbot.waitUntil(lambda: w.last_image is not None and w._worker is None, timeout=60000)
+    assert not w.progress.isVisibleTo(w)
+    with stall_detector.excluded("reference"):
+        want = virtual_image(np.asarray(mm), w._last_detector).data
+    np.testing.assert_allclose(w.last_image.data, want, rtol=1e-5)
+    assert len(shown) >= 3 and w.filled_in == sorted(w.filled_in) and max(w.filled_in) < 1.0
+    per_block = set()
+    for img, fmt, visible in shown:
+        done = ~np.isnan(img).all(axis=1)
+        rows = int(done.sum())
+        assert done[:rows].all() and 0 < rows < 64  # a prefix of whole rows, the rest empty
+        np.testing.assert_allclose(img[:rows], want[:rows], rtol=1e-5)
+        # the dock's progress bar: "virtual image: k / n blocks", k row blocks shown
+        assert visible and fmt.startswith("virtual image: ") and fmt.endswith(" blocks")
+        k, n = (int(v) for v in fmt[len("virtual image: ") : -len(" blocks")].split(" / "))
+        assert n >= 3 and rows % k == 0
+        per_block.add((rows // k, n))
+    assert len(per_block) == 1  # the same row blocks throughout
+    # Cancel: a new detector, then Cancel once its image has begun to fill in
+    before = len(w.filled_in)
+    stall_detector.step()
+    w.r_out.setValue(w.r_out.value() + 3.0)
+    qtbot.waitUntil(lambda: len(w.filled_in) > before, timeout=60000)
+    t0 = time.perf_counter()
+    w.cancel_btn.click()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=30000)
+    took = time.perf_counter() - t0
+    assert w.status.text() == "cancelled" and not w.progress.isVisibleTo(w)
+    layer = w.realspace.layer
+    assert np.isnan(layer.data).any() and np.isfinite(layer.data).any()  # as far as it got
+    assert w.filled_in[-1] < 1.0
+    print(f"lazy fill-in: {len(shown)} partial images in the first job; cancel took {took:.3f} s")
+    assert took < 1.0  # one block (40 ms) plus the event loop on a loaded machine
