@@ -443,7 +443,8 @@ def test_point_detector_and_hover_readout(widget, qtbot, stall_detector):
     rs = results_viewer(viewer, create=False)
     sy, sx = cube.scale[:2]
     w.realspace._hover(rs, (4.3 * sy, 8.6 * sx))  # what the canvas's mouse-move callback calls
-    assert w.realspace.readout.text() == f"scan_y 4, scan_x 9: {float(np.float32(expected[4, 9])):.6g}"
+    # the pixel, its centre in the scan's units (the sample's 1 nm steps) and the value
+    assert w.realspace.readout.text() == f"scan_y 4, scan_x 9 (4, 9 nm): {float(np.float32(expected[4, 9])):.6g}"
     assert tuple(viewer.dims.point[:2]) == before
 
 
@@ -986,10 +987,11 @@ def test_pattern_statistics_follow_the_scan_and_complex_maps_read_modulus_and_ph
     assert layer.metadata[COMPLEX_KEY] is not None and layer.dtype == np.float32
     sy, sx = layer.scale
     w.realspace._hover(rs, (4.3 * sy, 8.6 * sx))  # what the canvas's mouse-move callback calls
-    assert w.realspace.readout.text() == "object: scan_y 4, scan_x 9: |z| 2.5, phi 0.7500 rad (43.0 deg)"
+    want = "object: scan_y 4, scan_x 9 (4, 9 nm): |z| 2.5, phi 0.7500 rad (43.0 deg)"
+    assert w.realspace.readout.text() == want
     layer.visible = False  # the virtual image under it is read again
     w.realspace._hover(rs, (4.3 * sy, 8.6 * sx))
-    assert w.realspace.readout.text() == f"scan_y 4, scan_x 9: {float(w.last_image.data[4, 9]):.6g}"
+    assert w.realspace.readout.text() == f"scan_y 4, scan_x 9 (4, 9 nm): {float(w.last_image.data[4, 9]):.6g}"
     assert statistics_text(z).startswith("|z|: min 1  max 2.5")
     assert "phase of the sum" in statistics_text(z)
 

@@ -111,6 +111,17 @@ def layer_value(layer, position) -> tuple[tuple[int, int], object] | None:
     return (iy, ix), np.asarray(data[iy, ix])[()]
 
 
+def calibrated_text(layer, iy: int, ix: int) -> str:
+    """``" (y, x unit)"``: the centre of scan pixel ``(iy, ix)`` of ``layer`` in its calibrated
+    units ("" for a layer in pixels)."""
+    unit = f"{layer.units[-1]:~P}" if getattr(layer, "units", None) else "pixel"
+    if unit in ("pixel", "px", ""):
+        return ""
+    sy, sx = (float(v) for v in layer.scale[-2:])
+    ty, tx = (float(v) for v in layer.translate[-2:])
+    return f" ({ty + iy * sy:.4g}, {tx + ix * sx:.4g} {unit})"
+
+
 def _pattern_stats_job(data, pos: tuple[int, int]) -> tuple[tuple[int, int], str]:
     """Worker: the statistics of the pattern at ``pos`` (a lazy layer reads it here)."""
     return pos, statistics_text(np.asarray(data[pos[0], pos[1]]))
@@ -474,8 +485,9 @@ class LiveImage(QWidget):
         rv.mouse_move_callbacks.append(on_move)
 
     def _hover(self, rv, position) -> None:
-        """Show the scan pixel under the mouse and the value of the topmost visible image there
-        (``|z|`` and ``phi`` for a complex map; the scan position does not move)."""
+        """Show the scan pixel under the mouse, its calibrated position and the value of the
+        topmost visible image there (``|z|`` and ``phi`` for a complex map; the scan position
+        does not move)."""
         for layer in reversed(list(rv.layers)):
             if not layer.visible or not hasattr(layer, "contrast_limits") or layer.name == self.rgb_name:
                 continue
@@ -485,12 +497,14 @@ class LiveImage(QWidget):
                 hit = layer_value(layer, position)
                 if hit is not None:
                     (iy, ix), _ = hit
-                    self.readout.setText(f"scan_y {iy}, scan_x {ix}: {value_text(self._raw[iy, ix])}")
+                    where = f"scan_y {iy}, scan_x {ix}{calibrated_text(layer, iy, ix)}"
+                    self.readout.setText(f"{where}: {value_text(self._raw[iy, ix])}")
                     return
                 continue
             hit = layer_value(layer, position)
             if hit is not None:
                 (iy, ix), v = hit
-                self.readout.setText(f"{layer.name}: scan_y {iy}, scan_x {ix}: {value_text(v)}")
+                where = f"scan_y {iy}, scan_x {ix}{calibrated_text(layer, iy, ix)}"
+                self.readout.setText(f"{layer.name}: {where}: {value_text(v)}")
                 return
         self.readout.setText("")
