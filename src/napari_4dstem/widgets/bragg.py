@@ -640,7 +640,12 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         size = max(dc.detector_shape) / 30
         if FIT_LAYER in self.viewer.layers and FIT_VECTORS_LAYER in self.viewer.layers:
             update_points(self.viewer.layers[FIT_LAYER], sites, size)
-            self.viewer.layers[FIT_VECTORS_LAYER].data = vec
+            vectors = self.viewer.layers[FIT_VECTORS_LAYER]
+            # as update_points: the arrows lie on the pattern, the viewer's ranges cannot change,
+            # so its dims recomputation on the ``data`` event is skipped; one refresh draws them
+            with vectors.events.blocker_all():
+                vectors.data = vec
+            vectors.refresh()
         else:
             kw = cal.napari_kwargs("k")
             for name in (FIT_LAYER, FIT_VECTORS_LAYER):
