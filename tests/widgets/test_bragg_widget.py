@@ -95,8 +95,12 @@ def test_dragged_lattice_tip_recomputes_the_strain_and_the_scan_shows_the_fitted
         rms = np.sqrt(np.nanmean((got - planted.channel(ch)) ** 2))
         assert rms < 1.5e-3, (ch, rms)
     # a click on a strain map moves the scan: that pattern's fitted lattice lies on the planted one
+    from napari_4dstem.widgets._results import move_scan_to_world
+
     pos = (20, 25)
-    main.dims.set_point((0, 1), (float(pos[0]), float(pos[1])))
+    exx = results.layers["e_xx"]
+    # what a click on the e_xx map does (the Real space canvas's mouse callback), inside the pixel
+    move_scan_to_world(main, tuple(exx.data_to_world((pos[0] + 0.3, pos[1] - 0.4))))
     stall_detector.step()
     fit = w.result.fit
     sites = main.layers[FIT_LAYER].data
