@@ -96,6 +96,13 @@ def show_complex_map(viewer, name: str, z: np.ndarray, cal, *, part: str = "phas
     return layer
 
 
+def drop_complex(layer) -> None:
+    """Forget the complex values of a layer whose data was replaced by a real map (a snapshot
+    of a running reconstruction): the readout gives the shown value again."""
+    if COMPLEX_KEY in layer.metadata:
+        layer.metadata = {k: v for k, v in layer.metadata.items() if k not in (COMPLEX_KEY, "complex_part")}
+
+
 def layer_value(layer, position) -> tuple[tuple[int, int], object] | None:
     """``((iy, ix), value)`` of a 2D image layer at world ``position`` (the complex value of a
     complex map), None outside it."""
