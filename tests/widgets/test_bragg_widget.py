@@ -90,6 +90,12 @@ def test_dragged_lattice_tip_recomputes_the_strain_and_the_scan_shows_the_fitted
     # the strain again, in a worker, with the dragged vectors
     qtbot.waitUntil(lambda: w.result is not before and not w._strain_runner.busy, timeout=60000)
     assert w.result.lattice == w.lattice
+    # the drag's strain replaced the button's one in the session (an adjustment, not a new analysis)
+    from napari_4dstem.widgets.results_list import session_results
+
+    store = session_results(main)
+    assert [e.recipe.workflow for e in store.session.entries] == ["disks", "strain"]
+    assert store.results[w._strain_entry] is w.result
     for ch in ("e_xx", "e_yy", "e_xy"):
         got = results.layers[ch].data
         rms = np.sqrt(np.nanmean((got - planted.channel(ch)) ** 2))

@@ -280,6 +280,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         # the strain again after a drag of a g1/g2 tip (or a typed vector): newest wins
         self._strain_runner = LatestRunner(self._on_strain_again, self._error)
         self._setting_tips = False
+        self._strain_entry = None  # the session entry of the strain shown
         layout = QVBoxLayout(self)
         for w in (pg, dg, lg, self.hist_canvas, self.progress, self.cancel_btn, self.status, WarmupLabel()):
             layout.addWidget(w)
@@ -621,6 +622,11 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self._strain_runner.request(_strain_now, self.peaks, params, self.bvm, self.lattice, self.disks.recipe, ref)
 
     def _on_strain_again(self, result_ref) -> None:
+        """The strain after a drag or a typed vector: it replaces the dock's last strain entry in
+        the session (a drag is an adjustment, not a new analysis)."""
+        store = session_results(self.viewer)
+        if self._strain_entry is not None and self._strain_entry in store.results:
+            store.remove(self._strain_entry)
         self._on_strain(*result_ref)
 
     def _show_fit(self) -> None:
@@ -736,7 +742,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
     def _on_strain(self, result, ref) -> None:
         self.result = result
         self.strain = result.strain
-        session_results(self.viewer).add(result, "strain")
+        self._strain_entry = session_results(self.viewer).add(result, "strain")
         v = results_viewer(self.viewer)
         cal = self.strain.strain.calibration
         if REFERENCE_LAYER not in v.layers:
