@@ -206,10 +206,8 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.reg.setSingleStep(1e-3)
         self.reg.setValue(1e-4)
         self.reg.setKeyboardTracking(False)
-        self.dpc_label = QLabel(
-            "set the rotation (Auto, or type it) before trusting the maps; the pattern shows the scan "
-            "axes (x red, y green) against the detector axes (grey)"
-        )
+        self.dpc_label = QLabel("set the rotation (Auto, or by hand); on the pattern: scan x red, y green")
+        self.dpc_label.setToolTip("the scan axes against the detector axes (grey) for this rotation and flip")
         self.dpc_label.setWordWrap(True)
         self.dpc_label.setStyleSheet("color: orange")
         self.rotation_set = False  # by Auto rotation (well conditioned) or by the user
@@ -526,7 +524,7 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
                 vec,
                 name=SCAN_AXES_LAYER,
                 edge_color=colors,
-                edge_width=1.0,
+                edge_width=max(0.5, min(ny, nx) / 50),  # thin on any detector size
                 vector_style="arrow",
                 **cal.napari_kwargs("k"),
             )
