@@ -71,6 +71,8 @@ def test_dragged_lattice_tip_recomputes_the_strain_and_the_scan_shows_the_fitted
     planted = truth["truth_strain"]
     # the tips sit at the ends of the g1/g2 arrows, from the detector centre (64, 64)
     tips = main.layers[TIPS_LAYER]
+    # the fitted-lattice overlay (added with the strain) left the tips the layer to drag
+    assert FIT_LAYER in main.layers and main.layers.selection.active is tips
     c = np.array([64.0, 64.0])
     g1, g2 = np.array(w.lattice.g1), np.array(w.lattice.g2)
     np.testing.assert_allclose(tips.data, [c + g1, c + g2])

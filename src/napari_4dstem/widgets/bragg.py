@@ -654,6 +654,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             vectors.refresh()
         else:
             kw = cal.napari_kwargs("k")
+            active = self.viewer.layers.selection.active  # the g1/g2 tips stay the layer to drag
             for name in (FIT_LAYER, FIT_VECTORS_LAYER):
                 if name in self.viewer.layers:
                     self.viewer.layers.remove(name)
@@ -669,6 +670,8 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             self.viewer.add_vectors(
                 vec, name=FIT_VECTORS_LAYER, edge_color="yellow", edge_width=0.8, vector_style="arrow", **kw
             )
+            if active is not None and active in self.viewer.layers:
+                self.viewer.layers.selection.active = active
         self.fit_label.setText(
             f"pattern {pos}: fitted g1 = ({a[0]:.2f}, {a[1]:.2f}), g2 = ({b[0]:.2f}, {b[1]:.2f}) px, "
             f"residual {fit.residual_px[pos]:.2f} px"
