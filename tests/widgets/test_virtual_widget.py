@@ -660,7 +660,7 @@ def test_the_live_image_is_on_the_real_space_canvas_and_clicks_pick_the_exact_pi
     # hovering reads out the pixel and value without moving the scan
     qtbot.wait(20)  # past napari's mouse-move throttle: a hover, not the drag's last move
     send_mouse(rs, "move", (4.2 * sy, 9.4 * sx))
-    text = f"scan_y 4, scan_x 9: {float(np.float32(layer.data[4, 9])):.6g}"
+    text = f"scan_y 4, scan_x 9 (4, 9 nm): {float(np.float32(layer.data[4, 9])):.6g}"
     qtbot.waitUntil(lambda: w.realspace.readout.text() == text, timeout=2000)
     assert scan_position(viewer, cube) == (8, 16)
     # closed: the next image opens the dock again, with the live image
