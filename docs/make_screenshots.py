@@ -213,6 +213,15 @@ def calibration_dpc() -> None:
     _wait(w, "origin_fit")
     w.compute_com()
     _wait(w, "com")
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(1200):  # the DPC maps follow the COM in a worker: hide them once they are in
+        QApplication.processEvents()
+        if w.result is not None and not w._dpc_runner.busy:
+            break
+        time.sleep(0.05)
     results = w.results()
     for lyr in results.layers:
         lyr.visible = lyr.name == "origin k_x (measured)"

@@ -272,6 +272,35 @@ def test_job_yields_progress(rng):
     assert result.name == "virtual_disk"
 
 
+def test_partial_image_fills_in_row_block_by_row_block(rng, tmp_path, monkeypatch):
+    """``partial=True``: every step carries the image so far, exact in the rows computed and NaN
+    below (a memory-mapped file, read block by block)."""
+    from napari_4dstem.engine import driver
+
+    monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 0.0)  # a map at every step (else at most 5 a second)
+    a = _data(rng, np.float32)
+    mm = np.lib.format.open_memmap(tmp_path / "cube.npy", mode="w+", dtype=a.dtype, shape=a.shape)
+    mm[:] = a
+    det = AnnulusDetector((11, 9), 2, 8)
+    want = virtual_image(a, det).data
+    job = iter_virtual_image(mm, det, scan_chunk=(3, a.shape[1]), partial=True)
+    steps = []
+    try:
+        while True:
+            steps.append(next(job))
+    except StopIteration as stop:
+        result = stop.value
+    np.testing.assert_allclose(result.data, want, rtol=1e-6)  # float32 data: blocks sum in another order
+    assert len(steps) == -(-a.shape[0] // 3) >= 3
+    for s in steps:
+        rows = min(3 * s.done, a.shape[0])
+        np.testing.assert_allclose(s.partial.data[:rows], want[:rows].astype(np.float32), rtol=1e-6)
+        assert np.isnan(s.partial.data[rows:]).all()
+        assert s.partial.fraction == pytest.approx(rows / a.shape[0]) and s.partial.units == "counts"
+    # without it, no map rides on the steps
+    assert all(s.partial is None for s in iter_virtual_image(mm, det, scan_chunk=(3, a.shape[1])))
+
+
 @pytest.fixture(scope="module")
 def client():
     distributed = pytest.importorskip("distributed")

@@ -9,9 +9,14 @@ from napari_4dstem.data.results import DiffractionImage
 from napari_4dstem.io import emd
 from napari_4dstem.widgets._results import set_results_viewer
 from napari_4dstem.widgets.bragg import (
+    FIT_LAYER,
+    FIT_VECTORS_LAYER,
+    LATTICE_LAYER,
     PEAKS_LAYER,
     REFERENCE_LAYER,
+    TIPS_LAYER,
     BraggStrainWidget,
+    lattice_sites,
     symmetric_limits,
 )
 
@@ -21,6 +26,101 @@ pytestmark = pytest.mark.gui
 def test_symmetric_limits():
     assert symmetric_limits(np.array([-0.5, 0.1, np.nan, 2.0]), 100) == (-2.0, 2.0)
     assert symmetric_limits(np.zeros(3))[1] > 0
+
+
+def test_lattice_sites_on_the_detector():
+    sites = lattice_sites((10.0, 10.0), (0.0, 4.0), (4.0, 0.0), (20, 20))
+    # the grid 10 + 4 * n on 20 x 20 pixels: rows and columns 2, 6, 10, 14, 18
+    want = np.array([(y, x) for y in (2, 6, 10, 14, 18) for x in (2, 6, 10, 14, 18)], float)
+    assert sorted(map(tuple, sites)) == sorted(map(tuple, want))
+    assert lattice_sites((np.nan, 1.0), (0.0, 4.0), (4.0, 0.0), (20, 20)).shape == (0, 2)
+
+
+def _drag(layer, start, stop, n_moves=3):
+    from napari.utils._test_utils import read_only_mouse_event
+    from napari.utils.interactions import mouse_move_callbacks, mouse_press_callbacks, mouse_release_callbacks
+
+    mouse_press_callbacks(layer, read_only_mouse_event(type="mouse_press", is_dragging=True, position=start))
+    for t in np.linspace(0, 1, n_moves + 1):
+        pos = tuple(np.asarray(start) + t * (np.asarray(stop) - np.asarray(start)))
+        mouse_move_callbacks(layer, read_only_mouse_event(type="mouse_move", is_dragging=True, position=pos))
+    mouse_release_callbacks(layer, read_only_mouse_event(type="mouse_release", is_dragging=True, position=stop))
+
+
+def test_dragged_lattice_tip_recomputes_the_strain_and_the_scan_shows_the_fitted_lattice(
+    make_napari_viewer, qtbot, stall_detector
+):
+    """UX point 18: g1/g2 are draggable on the pattern (their tips are Points); a drag of the g1 tip
+    by a known amount changes g1 by exactly that and the strain is computed again in a worker
+    (still the planted strain: the vectors index the disks, the reference sets the strain); moving
+    the scan (a click on a strain map) shows that pattern's fitted lattice, on the planted one."""
+    main, results = make_napari_viewer(), make_napari_viewer()
+    set_results_viewer(main, results)
+    with stall_detector.excluded("first layer add"):
+        main.open_sample("napari-4dstem", "strained_crystal")
+    _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Bragg disks and strain")
+    w.template_btn.click()
+    qtbot.waitUntil(lambda: w.template is not None and w._worker is None, timeout=120000)
+    w.run_btn.click()
+    qtbot.waitUntil(lambda: w.peaks is not None and w._worker is None and w.lattice is not None, timeout=120000)
+    results.add_shapes([np.array([[-0.5, -0.5], [7.5, 7.5]])], shape_type="rectangle", name=REFERENCE_LAYER)
+    w.strain_btn.click()
+    qtbot.waitUntil(lambda: w.strain is not None and w._worker is None, timeout=60000)
+    with stall_detector.excluded("reference"):
+        truth = emd.read(sample_path("strained_crystal"))
+    planted = truth["truth_strain"]
+    # the tips sit at the ends of the g1/g2 arrows, from the detector centre (64, 64)
+    tips = main.layers[TIPS_LAYER]
+    # the fitted-lattice overlay (added with the strain) left the tips the layer to drag
+    assert FIT_LAYER in main.layers and main.layers.selection.active is tips
+    c = np.array([64.0, 64.0])
+    g1, g2 = np.array(w.lattice.g1), np.array(w.lattice.g2)
+    np.testing.assert_allclose(tips.data, [c + g1, c + g2])
+    # drag the g1 tip by (1.5, -2.0) detector pixels, through napari's own select-mode drag
+    tips.mode = "select"
+    main.layers.selection.active = tips
+    start = tips.data_to_world(c + g1)
+    stop = tips.data_to_world(c + g1 + np.array([1.5, -2.0]))
+    before = w.result
+    _drag(tips, tuple(start), tuple(stop))
+    stall_detector.step()
+    moved = g1 + np.array([1.5, -2.0])
+    np.testing.assert_allclose(w.lattice.g1, moved, atol=1e-9)
+    np.testing.assert_allclose(w.lattice.g2, g2, atol=1e-12)
+    np.testing.assert_allclose([sb.value() for sb in w.g], [*moved, *g2], atol=1e-3)
+    np.testing.assert_allclose(main.layers[LATTICE_LAYER].data[0, 1], moved, atol=1e-9)
+    # the strain again, in a worker, with the dragged vectors
+    qtbot.waitUntil(lambda: w.result is not before and not w._strain_runner.busy, timeout=60000)
+    assert w.result.lattice == w.lattice
+    # the drag's strain replaced the button's one in the session (an adjustment, not a new analysis)
+    from napari_4dstem.widgets.results_list import session_results
+
+    store = session_results(main)
+    assert [e.recipe.workflow for e in store.session.entries] == ["disks", "strain"]
+    assert store.results[w._strain_entry] is w.result
+    for ch in ("e_xx", "e_yy", "e_xy"):
+        got = results.layers[ch].data
+        rms = np.sqrt(np.nanmean((got - planted.channel(ch)) ** 2))
+        assert rms < 1.5e-3, (ch, rms)
+    # a click on a strain map moves the scan: that pattern's fitted lattice lies on the planted one
+    from napari_4dstem.widgets._results import move_scan_to_world
+
+    pos = (20, 25)
+    exx = results.layers["e_xx"]
+    # what a click on the e_xx map does (the Real space canvas's mouse callback), inside the pixel
+    move_scan_to_world(main, tuple(exx.data_to_world((pos[0] + 0.3, pos[1] - 0.4))))
+    stall_detector.step()
+    fit = w.result.fit
+    sites = main.layers[FIT_LAYER].data
+    np.testing.assert_allclose(main.layers[FIT_VECTORS_LAYER].data[:, 0], [fit.origin[pos]] * 2)
+    np.testing.assert_allclose(main.layers[FIT_VECTORS_LAYER].data[:, 1], [fit.g1[pos], fit.g2[pos]])
+    tl = truth["truth_lattice"].data[pos]
+    want = lattice_sites(truth["truth_origin"].data[pos], tl[:2], tl[2:], (128, 128))
+    dist = np.linalg.norm(sites[:, None] - want[None], axis=-1)
+    inner = np.linalg.norm(want - 64, axis=1) < 50  # sites well inside the detector (none cut by the edge)
+    assert (dist.min(axis=0)[inner] < 0.5).all(), dist.min(axis=0)[inner].max()
+    assert len(sites) >= 20
+    assert f"pattern {pos}" in w.fit_label.text()
 
 
 def test_live_detection_all_patterns_lattice_and_strain(

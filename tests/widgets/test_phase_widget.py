@@ -82,6 +82,24 @@ def test_ptychography_runs_to_the_end_with_live_snapshots(setup, qtbot):
     assert [m.name for m in w.results] == ["ptycho_phase", "ptycho_probe"]
     assert w.pipeline.recipe.params["phase"].iterations == 3
     assert w.ptycho_params().iterations == 3
+    # the layer shows the phase and keeps the complex transmission function (UX 13: |z| and phi)
+    from napari_4dstem.widgets._realspace import layer_value
+
+    layer = results.layers["phase: ptychography"]
+    np.testing.assert_allclose(layer.data, w.results[0].data, atol=1e-6)
+    (iy, ix), z = layer_value(layer, tuple(layer.data_to_world((5.0, 7.0))))
+    assert (iy, ix) == (5, 7) and np.iscomplexobj(z)
+    assert np.angle(z) == pytest.approx(w.results[0].data[5, 7], abs=1e-6)
+    res = w.pipeline.ptycho
+    y0, _, x0, _ = res.region
+    assert abs(z) == pytest.approx(abs(np.prod(res.object[:, y0 + 5, x0 + 7])), rel=1e-6)
+    # a new run's snapshot replaces the phase: the old complex values are gone from the layer
+    from napari_4dstem.analysis.phase.ptycho import PtychoProgress
+    from napari_4dstem.widgets._realspace import COMPLEX_KEY
+
+    snap = np.zeros_like(w.results[0].data)
+    w._on_snapshot(PtychoProgress(1, 3, "iteration", object_phase=snap, probe_intensity=np.ones((4, 4)), errors=(0.5,)))
+    assert COMPLEX_KEY not in layer.metadata and layer_value(layer, tuple(layer.data_to_world((5.0, 7.0))))[1] == 0
 
 
 def test_ptychography_cancel_keeps_the_last_snapshot(setup, qtbot):

@@ -443,7 +443,8 @@ def test_point_detector_and_hover_readout(widget, qtbot, stall_detector):
     rs = results_viewer(viewer, create=False)
     sy, sx = cube.scale[:2]
     w.realspace._hover(rs, (4.3 * sy, 8.6 * sx))  # what the canvas's mouse-move callback calls
-    assert w.realspace.readout.text() == f"scan_y 4, scan_x 9: {float(np.float32(expected[4, 9])):.6g}"
+    # the pixel, its centre in the scan's units (the sample's 1 nm steps) and the value
+    assert w.realspace.readout.text() == f"scan_y 4, scan_x 9 (4, 9 nm): {float(np.float32(expected[4, 9])):.6g}"
     assert tuple(viewer.dims.point[:2]) == before
 
 
@@ -659,7 +660,7 @@ def test_the_live_image_is_on_the_real_space_canvas_and_clicks_pick_the_exact_pi
     # hovering reads out the pixel and value without moving the scan
     qtbot.wait(20)  # past napari's mouse-move throttle: a hover, not the drag's last move
     send_mouse(rs, "move", (4.2 * sy, 9.4 * sx))
-    text = f"scan_y 4, scan_x 9: {float(np.float32(layer.data[4, 9])):.6g}"
+    text = f"scan_y 4, scan_x 9 (4, 9 nm): {float(np.float32(layer.data[4, 9])):.6g}"
     qtbot.waitUntil(lambda: w.realspace.readout.text() == text, timeout=2000)
     assert scan_position(viewer, cube) == (8, 16)
     # closed: the next image opens the dock again, with the live image
@@ -952,3 +953,124 @@ def test_histogram_handles_and_power_are_display_only(widget, qtbot, stall_detec
 
     node = _QT[rs]().qt_viewer.canvas.layer_to_visual[layer].node
     np.testing.assert_allclose(np.asarray(node._data, dtype=np.float64), log, rtol=1e-5)
+
+
+def test_pattern_statistics_follow_the_scan_and_complex_maps_read_modulus_and_phase(widget, qtbot, stall_detector):
+    """UX point 13: the Statistics line of the diffraction view gives min / max / mean / sum / std
+    of the pattern at the scan position (computed in a worker once the scan settles); a complex
+    map on the Real space canvas is shown by one part and the hover readout gives |z| and phi."""
+    from napari_4dstem.widgets._realspace import COMPLEX_KEY, show_complex_map, statistics_text
+    from napari_4dstem.widgets._results import results_viewer
+
+    viewer, w = widget
+    cube = viewer.layers["strained_crystal"]
+    ps = w.pattern_stats
+    qtbot.waitUntil(lambda: ps.shown_for is not None and not ps.busy, timeout=20000)
+    for iy, ix in ((5, 7), (30, 2)):
+        viewer.dims.set_point((0, 1), (float(iy), float(ix)))
+        stall_detector.step()
+        qtbot.waitUntil(lambda p=(iy, ix): ps.shown_for == p and not ps.busy, timeout=20000)
+        with stall_detector.excluded("reference"):
+            p = np.asarray(cube.data[iy, ix]).astype(np.float64)
+        text = ps.text()
+        assert text.startswith(f"pattern ({iy}, {ix}): ")
+        for part in (f"min {p.min():.4g}", f"max {p.max():.4g}", f"mean {p.mean():.4g}", f"sum {p.sum():.4g}"):
+            assert part in text, (part, text)
+        assert f"std {p.std():.4g}" in text and f"({p.size} px)" in text
+    assert w.realspace.stats.text().startswith("real space: min ")
+    # a complex map: amplitude 2.5, phase 0.75 rad at (4, 9); elsewhere amplitude 1, phase 0
+    rs = results_viewer(viewer, create=False)
+    z = np.ones((32, 32), np.complex64)
+    z[4, 9] = 2.5 * np.exp(0.75j)
+    layer = show_complex_map(rs, "object", z, w.datacube()[1], part="phase", colormap="twilight")
+    np.testing.assert_allclose(layer.data, np.angle(z))
+    assert layer.metadata[COMPLEX_KEY] is not None and layer.dtype == np.float32
+    sy, sx = layer.scale
+    w.realspace._hover(rs, (4.3 * sy, 8.6 * sx))  # what the canvas's mouse-move callback calls
+    want = "object: scan_y 4, scan_x 9 (4, 9 nm): |z| 2.5, phi 0.7500 rad (43.0 deg)"
+    assert w.realspace.readout.text() == want
+    layer.visible = False  # the virtual image under it is read again
+    w.realspace._hover(rs, (4.3 * sy, 8.6 * sx))
+    assert w.realspace.readout.text() == f"scan_y 4, scan_x 9 (4, 9 nm): {float(w.last_image.data[4, 9]):.6g}"
+    assert statistics_text(z).startswith("|z|: min 1  max 2.5")
+    assert "phase of the sum" in statistics_text(z)
+
+
+def test_lazy_data_exact_image_fills_in_row_blocks_with_progress_and_cancel(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """UX point 7 for lazy data: the exact image of a memory-mapped file fills in row block by
+    row block (exact where computed, empty below), with the dock's progress bar, and Cancel stops
+    it with the image as far as it got. The disk is made slow (40 ms a block) and the blocks
+    small (2 rows), so the job runs long enough to be watched."""
+    import time
+
+    from napari_4dstem import Calibration
+    from napari_4dstem.analysis.virtual import images
+    from napari_4dstem.engine import chunks, driver
+
+    monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 0.0)  # an image at every block (else 2-5 a second)
+    monkeypatch.setattr(driver, "_TARGET_BLOCK_BYTES", 2 * 2**20)
+    monkeypatch.setattr(chunks, "_TARGET_BLOCK_BYTES", 2 * 2**20)
+    real = images._multi_kernel
+
+    def slow_disk(*args, **kwargs):
+        time.sleep(0.04)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(images, "_multi_kernel", slow_disk)
+    with stall_detector.excluded("test data"):
+        yy, xx = np.mgrid[0:64, 0:64]
+        disk = (((yy - 32) ** 2 + (xx - 32) ** 2) < 100).astype(np.float32)
+        amp = 100 + 20 * np.sin(yy / 5.0) + 10 * np.cos(xx / 7.0)
+        mm = np.lib.format.open_memmap(tmp_path / "cube.npy", mode="w+", dtype=np.float32, shape=(64, 64, 64, 64))
+        mm[:] = amp[:, :, None, None] * disk + 1.0
+        mm.flush()
+        mm = np.load(tmp_path / "cube.npy", mmap_mode="r")
+    main = make_napari_viewer()
+    with stall_detector.excluded("first layer add"):
+        main.add_image(mm, name="lazy", metadata={"napari_4dstem": {"calibration": Calibration()}})
+    w = VirtualImagingWidget(main)
+    shown = []
+    set_image = w.realspace.set_image
+
+    def spy(img, cal, **kw):
+        if "filling in" in (kw.get("title") or ""):
+            shown.append((np.array(img), w.progress.format(), w.progress.isVisibleTo(w)))
+        return set_image(img, cal, **kw)
+
+    w.realspace.set_image = spy
+    main.window.add_dock_widget(w)
+    qtbot.waitUntil(lambda: w.last_image is not None and w._worker is None, timeout=60000)
+    assert not w.progress.isVisibleTo(w)
+    with stall_detector.excluded("reference"):
+        want = virtual_image(np.asarray(mm), w._last_detector).data
+    np.testing.assert_allclose(w.last_image.data, want, rtol=1e-5)
+    assert len(shown) >= 3 and w.filled_in == sorted(w.filled_in) and max(w.filled_in) < 1.0
+    per_block = set()
+    for img, fmt, visible in shown:
+        done = ~np.isnan(img).all(axis=1)
+        rows = int(done.sum())
+        assert done[:rows].all() and 0 < rows < 64  # a prefix of whole rows, the rest empty
+        np.testing.assert_allclose(img[:rows], want[:rows], rtol=1e-5)
+        # the dock's progress bar: "virtual image: k / n blocks", k row blocks shown
+        assert visible and fmt.startswith("virtual image: ") and fmt.endswith(" blocks")
+        k, n = (int(v) for v in fmt[len("virtual image: ") : -len(" blocks")].split(" / "))
+        assert n >= 3 and rows % k == 0
+        per_block.add((rows // k, n))
+    assert len(per_block) == 1  # the same row blocks throughout
+    # Cancel: a new detector, then Cancel once its image has begun to fill in
+    before = len(w.filled_in)
+    stall_detector.step()
+    w.r_out.setValue(w.r_out.value() + 3.0)
+    qtbot.waitUntil(lambda: len(w.filled_in) > before, timeout=60000)
+    t0 = time.perf_counter()
+    w.cancel_btn.click()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=30000)
+    took = time.perf_counter() - t0
+    assert w.status.text() == "cancelled" and not w.progress.isVisibleTo(w)
+    layer = w.realspace.layer
+    assert np.isnan(layer.data).any() and np.isfinite(layer.data).any()  # as far as it got
+    assert w.filled_in[-1] < 1.0
+    print(f"lazy fill-in: {len(shown)} partial images in the first job; cancel took {took:.3f} s")
+    assert took < 1.0  # one block (40 ms) plus the event loop on a loaded machine

@@ -169,11 +169,13 @@ def iter_virtual(
     source: Any = None,
     backend: Any = None,
     detectors: Any = None,
+    partial: bool = False,
 ) -> Job[VirtualResult]:
     """Job: the virtual images of every detector of ``virtual`` in one pass over the data.
 
     ``detectors``: the Detector objects of ``virtual.detectors`` themselves, for mask detectors
-    held only in memory (e.g. drawn in napari); the result's recipe then cannot be replayed."""
+    held only in memory (e.g. drawn in napari); the result's recipe then cannot be replayed.
+    ``partial``: the first image so far rides on the Progress steps (it fills in while the job runs)."""
     from ..analysis.virtual.images import iter_virtual_images
 
     cube, cal, _ = _cube(dc, calibration)
@@ -191,6 +193,7 @@ def iter_virtual(
         nan_policy=virtual.nan_policy,
         names=virtual.names,
         backend=backend,
+        partial=partial,
     )
     return VirtualResult(stack, _recipe("virtual", dc, {"virtual": virtual}, calibration, source))
 

@@ -9,6 +9,13 @@ scale and percentile ranges as visible controls (display only), a histogram of t
 values with the contrast limits as two handles to drag, the statistics of the values, and a
 readout of the pixel under the mouse and its value (hovering does not move the scan).
 
+Complex maps (an object's transmission function, a complex FFT): napari shows no complex layer,
+so :func:`show_complex_map` shows one part (phase, amplitude, real or imaginary) and keeps the
+complex values in the layer's metadata (``COMPLEX_KEY``); the hover readout reads the topmost
+visible image under the mouse and gives ``|z|`` and ``phi`` for such a layer. :class:`PatternStats`
+is the Statistics line of the diffraction view (the pattern at the scan position), computed in a
+worker after the scan settles.
+
 Power is napari's own ``gamma`` of the layer (applied by the shader after the contrast limits:
 nothing recomputed, no data sent again); dragging a handle sets the layer's ``contrast_limits``.
 """
@@ -23,6 +30,9 @@ from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 SCALES = ("Lin", "Log", "Sqrt", "Power")
+COMPLEX_KEY = "napari_4dstem_complex"  # layer.metadata key of a complex map's values
+COMPLEX_PARTS = {"phase": np.angle, "amplitude": np.abs, "real": np.real, "imaginary": np.imag}
+PATTERN_STATS_DELAY_MS = 80  # the pattern statistics wait for the scan to settle this long
 HIST_BINS = 64
 # percentile autorange presets: (low, high) percent of the finite values
 RANGES = {"0.1-99.9 %": (0.1, 99.9), "1-99 %": (1.0, 99.0), "2-98 %": (2.0, 98.0), "min-max": (0.0, 100.0)}
@@ -44,7 +54,14 @@ def display_transform(img: np.ndarray, scale: str) -> np.ndarray:
 
 
 def statistics_text(img: np.ndarray) -> str:
-    """min / max / mean / sum / std of the finite values (what the Statistics readout shows)."""
+    """min / max / mean / sum / std of the finite values (what the Statistics readout shows); for
+    complex values, of ``|z|`` (and the mean phase of the sum)."""
+    img = np.asarray(img)
+    if np.iscomplexobj(img):
+        z = img.astype(np.complex128)[np.isfinite(img)]
+        if not z.size:
+            return "no finite values"
+        return f"|z|: {statistics_text(np.abs(z))}, phase of the sum {np.angle(z.sum()):.4f} rad"
     a = np.asarray(img, dtype=np.float64)
     f = a[np.isfinite(a)]
     if not f.size:
@@ -53,6 +70,131 @@ def statistics_text(img: np.ndarray) -> str:
         f"min {f.min():.4g}  max {f.max():.4g}  mean {f.mean():.4g}  "
         f"sum {f.sum():.4g}  std {f.std():.4g}  ({f.size} px)"
     )
+
+
+def value_text(v) -> str:
+    """A pixel value for the readout: ``|z|`` and ``phi`` (rad and degrees) for a complex one."""
+    if np.iscomplexobj(v):
+        z = complex(v)
+        phi = float(np.angle(z))
+        return f"|z| {abs(z):.6g}, phi {phi:.4f} rad ({np.degrees(phi):.1f} deg)"
+    return f"{float(v):.6g}"
+
+
+def show_complex_map(viewer, name: str, z: np.ndarray, cal, *, part: str = "phase", **kwargs):
+    """Show a complex scan map ``z`` on ``viewer`` as its ``part`` (phase in rad, amplitude, real
+    or imaginary: napari shows no complex layer) and keep ``z`` in the layer's metadata, where
+    the hover readout finds it (``|z|`` and ``phi``)."""
+    from ._results import show_map
+
+    if part not in COMPLEX_PARTS:
+        raise ValueError(f"unknown part {part!r}; use one of {tuple(COMPLEX_PARTS)}")
+    z = np.asarray(z)
+    shown = COMPLEX_PARTS[part](z).astype(np.float32)
+    layer = show_map(viewer, name, shown, cal, **kwargs)
+    layer.metadata = {**dict(layer.metadata), COMPLEX_KEY: z, "complex_part": part}
+    return layer
+
+
+def drop_complex(layer) -> None:
+    """Forget the complex values of a layer whose data was replaced by a real map (a snapshot
+    of a running reconstruction): the readout gives the shown value again."""
+    if COMPLEX_KEY in layer.metadata:
+        layer.metadata = {k: v for k, v in layer.metadata.items() if k not in (COMPLEX_KEY, "complex_part")}
+
+
+def layer_value(layer, position) -> tuple[tuple[int, int], object] | None:
+    """``((iy, ix), value)`` of a 2D image layer at world ``position`` (the complex value of a
+    complex map), None outside it."""
+    data = layer.metadata.get(COMPLEX_KEY) if hasattr(layer, "metadata") else None
+    data = layer.data if data is None else data
+    if getattr(layer, "rgb", False) or np.ndim(data) != 2:
+        return None
+    y, x = np.asarray(layer.world_to_data(position))[-2:]
+    iy, ix = int(np.floor(y + 0.5)), int(np.floor(x + 0.5))
+    ny, nx = np.shape(data)
+    if not (0 <= iy < ny and 0 <= ix < nx):
+        return None
+    return (iy, ix), np.asarray(data[iy, ix])[()]
+
+
+def calibrated_text(layer, iy: int, ix: int) -> str:
+    """``" (y, x unit)"``: the centre of scan pixel ``(iy, ix)`` of ``layer`` in its calibrated
+    units ("" for a layer in pixels)."""
+    unit = f"{layer.units[-1]:~P}" if getattr(layer, "units", None) else "pixel"
+    if unit in ("pixel", "px", ""):
+        return ""
+    sy, sx = (float(v) for v in layer.scale[-2:])
+    ty, tx = (float(v) for v in layer.translate[-2:])
+    return f" ({ty + iy * sy:.4g}, {tx + ix * sx:.4g} {unit})"
+
+
+def _pattern_stats_job(data, pos: tuple[int, int]) -> tuple[tuple[int, int], str]:
+    """Worker: the statistics of the pattern at ``pos`` (a lazy layer reads it here)."""
+    return pos, statistics_text(np.asarray(data[pos[0], pos[1]]))
+
+
+class PatternStats(QLabel):
+    """The Statistics line of the diffraction view: min / max / mean / sum / std of the pattern at
+    the scan position, computed in a worker (newest wins) once the scan has settled for
+    ``PATTERN_STATS_DELAY_MS`` (a pattern of a lazy file is read there, not on the GUI thread)."""
+
+    def __init__(self, viewer, layer_of, parent: QWidget | None = None):
+        from qtpy.QtCore import QTimer
+
+        from ._common import LatestRunner
+
+        super().__init__("", parent)
+        self.viewer = viewer
+        self.layer_of = layer_of  # () -> the 4D layer shown, or None
+        self.setWordWrap(True)
+        self.setToolTip("statistics of the diffraction pattern at the scan position")
+        self.shown_for: tuple[int, int] | None = None
+        self._runner = LatestRunner(self._show, self._error)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(PATTERN_STATS_DELAY_MS)
+        self._timer.timeout.connect(self.request)
+        me = weakref.ref(self)
+
+        def on_step(event=None):
+            w = me()
+            if w is not None:
+                try:
+                    w._timer.start()
+                except RuntimeError:  # the dock was deleted
+                    viewer.dims.events.current_step.disconnect(on_step)
+
+        self._on_step = on_step
+        viewer.dims.events.current_step.connect(on_step)
+
+    @property
+    def busy(self) -> bool:
+        return self._runner.busy or self._timer.isActive()
+
+    def request(self) -> None:
+        from ._common import scan_position
+
+        layer = self.layer_of()
+        if layer is None or layer.ndim != 4 or self.viewer.dims.ndim < 4:
+            return
+        self._runner.request(_pattern_stats_job, layer.data, scan_position(self.viewer, layer))
+
+    def _show(self, out) -> None:
+        pos, text = out
+        self.shown_for = pos
+        self.setText(f"pattern {pos}: {text}")
+
+    def _error(self, exc) -> None:
+        self.setText(f"pattern statistics: {type(exc).__name__}: {exc}")
+
+    def close_runner(self) -> None:
+        self._timer.stop()
+        try:
+            self.viewer.dims.events.current_step.disconnect(self._on_step)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+        self._runner.close()
 
 
 def histogram(img: np.ndarray, bins: int = HIST_BINS) -> tuple[np.ndarray, np.ndarray]:
@@ -234,7 +376,7 @@ class LiveImage(QWidget):
         self._raw = np.asarray(img, dtype=np.float32)
         self._cal = cal
         self._clim = clim
-        self.stats.setText(statistics_text(self._raw))
+        self.stats.setText(f"real space: {statistics_text(self._raw)}")
         if title is not None:
             self.label.setText(title)
         self.render()
@@ -350,14 +492,26 @@ class LiveImage(QWidget):
         rv.mouse_move_callbacks.append(on_move)
 
     def _hover(self, rv, position) -> None:
-        """Show the scan pixel under the mouse and its value (the scan position does not move)."""
-        layer = rv.layers[self.name] if self.name in rv.layers else None
-        if self._raw is None or layer is None or self._raw.ndim != 2:
-            return
-        y, x = np.asarray(layer.world_to_data(position))[-2:]
-        iy, ix = int(np.floor(y + 0.5)), int(np.floor(x + 0.5))
-        ny, nx = self._raw.shape
-        if not (0 <= iy < ny and 0 <= ix < nx):
-            self.readout.setText("")
-            return
-        self.readout.setText(f"scan_y {iy}, scan_x {ix}: {float(self._raw[iy, ix]):.6g}")
+        """Show the scan pixel under the mouse, its calibrated position and the value of the
+        topmost visible image there (``|z|`` and ``phi`` for a complex map; the scan position
+        does not move)."""
+        for layer in reversed(list(rv.layers)):
+            if not layer.visible or not hasattr(layer, "contrast_limits") or layer.name == self.rgb_name:
+                continue
+            if layer.name == self.name:
+                if self._raw is None or self._raw.ndim != 2:
+                    continue
+                hit = layer_value(layer, position)
+                if hit is not None:
+                    (iy, ix), _ = hit
+                    where = f"scan_y {iy}, scan_x {ix}{calibrated_text(layer, iy, ix)}"
+                    self.readout.setText(f"{where}: {value_text(self._raw[iy, ix])}")
+                    return
+                continue
+            hit = layer_value(layer, position)
+            if hit is not None:
+                (iy, ix), v = hit
+                where = f"scan_y {iy}, scan_x {ix}{calibrated_text(layer, iy, ix)}"
+                self.readout.setText(f"{layer.name}: {where}: {value_text(v)}")
+                return
+        self.readout.setText("")

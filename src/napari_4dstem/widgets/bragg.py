@@ -5,8 +5,11 @@ from the bright-field disk of the mean pattern. 2) Detection tuned live on the c
 the disks found there appear as a Points layer while the scan position or a parameter changes.
 3) All patterns in a worker (progress, cancel); the Bragg vector map as a layer on the pattern;
 the disk-count map in the real-space viewer. 4) g1/g2 found automatically (editable, shown as
-Vectors). 5) Strain against a reference rectangle drawn in the real-space viewer (or the median),
-as maps with a diverging colormap and fixed symmetric limits, and histograms in the dock.
+Vectors, their tips draggable Points: a drag sets the lattice and recomputes the strain in a worker).
+5) Strain against a reference rectangle drawn in the real-space viewer (or the median),
+as maps with a diverging colormap and fixed symmetric limits, and histograms in the dock. After
+the strain, moving the scan (a click on a strain map) shows that pattern's fitted lattice (its g1,
+g2 from its fitted origin and the lattice sites) on the pattern.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ from .results_list import session_results
 PEAKS_LAYER = "Bragg disks (current pattern)"
 BVM_LAYER = "Bragg vector map"
 LATTICE_LAYER = "g1, g2"
+TIPS_LAYER = "g1, g2 tips (drag)"
+FIT_LAYER = "fitted lattice (this pattern)"
+FIT_VECTORS_LAYER = "fitted g1, g2 (this pattern)"
 REFERENCE_LAYER = "strain reference"
 STRAIN_CHANNELS = ("e_xx", "e_yy", "e_xy", "theta_rad")
 BF_DISK = "bright-field disk of the mean pattern"
@@ -81,6 +87,20 @@ def update_points(layer, yx: np.ndarray, size) -> None:
         if len(yx):
             layer.size = size
     layer.refresh()
+
+
+def lattice_sites(origin, g1, g2, shape: tuple[int, int]) -> np.ndarray:
+    """The sites ``origin + h g1 + k g2`` (y, x) that lie on a detector of ``shape``, as ``(n, 2)``
+    (empty when any vector is not finite)."""
+    o, a, b = (np.asarray(v, float).reshape(2) for v in (origin, g1, g2))
+    if not (np.isfinite(o).all() and np.isfinite(a).all() and np.isfinite(b).all()):
+        return np.zeros((0, 2))
+    shortest = max(min(np.hypot(*a), np.hypot(*b)), 1e-6)
+    n = int(np.ceil(np.hypot(*shape) / shortest)) + 1
+    h, k = np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1), indexing="ij")
+    sites = o + h.reshape(-1, 1) * a + k.reshape(-1, 1) * b
+    inside = (sites >= -0.5).all(axis=1) & (sites[:, 0] < shape[0] - 0.5) & (sites[:, 1] < shape[1] - 0.5)
+    return sites[inside]
 
 
 def _render_histograms(channels: dict[str, np.ndarray], width_px: int) -> np.ndarray:
@@ -127,6 +147,13 @@ def _strain_job(peaks, params, bvm, lattice, recipe):
 
     yield Progress(0, 1, "fitting the lattice and the strain")
     return strain_from_peaks(peaks, params, bvm=bvm, lattice=lattice, recipe=recipe)
+
+
+def _strain_now(peaks, params, bvm, lattice, recipe, ref):
+    """Worker: the strain again after the lattice was dragged or typed, with its reference."""
+    from ..pipelines import strain_from_peaks
+
+    return strain_from_peaks(peaks, params, bvm=bvm, lattice=lattice, recipe=recipe), ref
 
 
 class BraggStrainWidget(PipelineActions, DockState, QWidget):
@@ -224,6 +251,9 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         lf.addRow("g2 (y, x) [px]", row2)
         lf.addRow(self.strain_btn)
         lf.addRow(self.strain_label)
+        self.fit_label = QLabel("")  # the fitted lattice of the pattern at the scan position
+        self.fit_label.setWordWrap(True)
+        lf.addRow(self.fit_label)
         lf.addRow(self.action_row())
 
         # the strain histograms: drawn by matplotlib (Agg) in a worker, shown as a picture; no
@@ -247,6 +277,10 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         # the live detection on the current pattern and the lattice fit: workers, newest wins
         self._live = LatestRunner(self._show_peaks, self._error)
         self._lattice_runner = LatestRunner(self._on_lattice, self._error)
+        # the strain again after a drag of a g1/g2 tip (or a typed vector): newest wins
+        self._strain_runner = LatestRunner(self._on_strain_again, self._error)
+        self._setting_tips = False
+        self._strain_entry = None  # the session entry of the strain shown
         layout = QVBoxLayout(self)
         for w in (pg, dg, lg, self.hist_canvas, self.progress, self.cancel_btn, self.status, WarmupLabel()):
             layout.addWidget(w)
@@ -262,7 +296,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self.run_btn.clicked.connect(self.find_all)
         self.lattice_btn.clicked.connect(self.find_lattice)
         for sb in self.g:
-            sb.valueChanged.connect(lambda _: self._lattice_from_fields())
+            sb.valueChanged.connect(lambda _: self._lattice_from_fields(recompute=True))
         self.strain_btn.clicked.connect(self.compute_strain)
 
     def _refresh_probes(self, event=None) -> None:
@@ -348,6 +382,8 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         return scan_position(self.viewer, lyr)
 
     def _on_dims(self, event=None) -> None:
+        if self.result is not None:
+            self._show_fit()
         if self.template is not None:
             self.detect_current()
 
@@ -472,7 +508,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             sb.blockSignals(False)
         self._show_lattice()
 
-    def _lattice_from_fields(self) -> None:
+    def _lattice_from_fields(self, recompute: bool = False) -> None:
         from ..analysis.bragg.lattice import Lattice
 
         try:
@@ -481,11 +517,19 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             self._error(e)
             return
         self._show_lattice()
+        if recompute:
+            self._recompute_strain()
+
+    def _lattice_centre(self) -> np.ndarray:
+        """Where g1 and g2 start on the pattern: the detector centre (the Bragg vector map's origin)."""
+        dc, _ = self.datacube()
+        return np.array([dc.detector_shape[0] // 2, dc.detector_shape[1] // 2], float)
 
     def _show_lattice(self) -> None:
-        """g1, g2 as vectors from the Bragg vector map's centre (where the origin sits)."""
+        """g1, g2 as vectors from the Bragg vector map's centre (where the origin sits), their tips
+        as two Points the user drags (``TIPS_LAYER``)."""
         dc, cal = self.datacube()
-        c = np.array([dc.detector_shape[0] // 2, dc.detector_shape[1] // 2], float)
+        c = self._lattice_centre()
         vec = np.array([[c, self.lattice.g1], [c, self.lattice.g2]])
         if LATTICE_LAYER in self.viewer.layers:
             self.viewer.layers[LATTICE_LAYER].data = vec
@@ -498,9 +542,141 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
                 vector_style="arrow",
                 **cal.napari_kwargs("k"),
             )
+        tips = c + np.array([self.lattice.g1, self.lattice.g2])
+        self._setting_tips = True
+        try:
+            if TIPS_LAYER in self.viewer.layers:
+                layer = self.viewer.layers[TIPS_LAYER]
+                if not np.allclose(layer.data, tips):
+                    update_points(layer, tips, layer.size)
+            else:
+                layer = self.viewer.add_points(
+                    tips,
+                    name=TIPS_LAYER,
+                    size=max(dc.detector_shape) / 25,
+                    face_color="cyan",
+                    border_color="white",
+                    text={"string": ["g1", "g2"], "color": "cyan", "anchor": "upper_left"},
+                    **cal.napari_kwargs("k"),
+                )
+                layer.mode = "select"
+                layer.events.data.connect(self._on_tips)
+                layer.mouse_drag_callbacks.append(self._tips_drag)
+        finally:
+            self._setting_tips = False
         self._say(
             f"g1 = ({self.lattice.g1[0]:.2f}, {self.lattice.g1[1]:.2f}) px, "
             f"g2 = ({self.lattice.g2[0]:.2f}, {self.lattice.g2[1]:.2f}) px"
+        )
+
+    def _tips_drag(self, layer, event):
+        """While a tip is dragged, the g1/g2 arrows follow it (the strain waits for the release)."""
+        yield
+        while event.type == "mouse_move":
+            if len(layer.data) == 2 and LATTICE_LAYER in self.viewer.layers:
+                c = self._lattice_centre()
+                vec = np.array([[c, layer.data[0] - c], [c, layer.data[1] - c]])
+                self.viewer.layers[LATTICE_LAYER].data = vec
+            yield
+
+    def _on_tips(self, event) -> None:
+        """A tip moved (napari emits ``changed`` once, when the drag ends): the lattice follows,
+        the fields show it and the strain is computed again in a worker."""
+        from ..analysis.bragg.lattice import Lattice
+
+        if self._setting_tips or getattr(event, "action", None) != "changed":
+            return
+        tips = np.asarray(self.viewer.layers[TIPS_LAYER].data, float)
+        if tips.shape != (2, 2):
+            self._say("g1, g2 tips: keep exactly two points (g1 first)")
+            self._show_lattice()
+            return
+        c = self._lattice_centre()
+        try:
+            lattice = Lattice(tuple(tips[0] - c), tuple(tips[1] - c), params={"method": "dragged"})
+        except Napari4DSTEMError as e:
+            self._error(e)
+            self._show_lattice()  # back to the last valid lattice
+            return
+        self.lattice = lattice
+        for sb, v in zip(self.g, (*lattice.g1, *lattice.g2), strict=True):
+            sb.blockSignals(True)
+            sb.setValue(v)
+            sb.blockSignals(False)
+        self._show_lattice()
+        self._recompute_strain()
+
+    def _recompute_strain(self) -> None:
+        """After the user changed g1/g2 with a strain shown: the strain again, in a worker."""
+        from ..pipelines import StrainParams
+
+        if self.strain is None or self.peaks is None or self.lattice is None:
+            return
+        ref = self.reference_region()
+        try:
+            params = StrainParams(reference=ref, g1=self.lattice.g1, g2=self.lattice.g2, refine_lattice=False)
+        except Napari4DSTEMError as e:
+            self._error(e)
+            return
+        self.strain_label.setText("computing the strain with the new g1, g2...")
+        self._strain_runner.request(_strain_now, self.peaks, params, self.bvm, self.lattice, self.disks.recipe, ref)
+
+    def _on_strain_again(self, result_ref) -> None:
+        """The strain after a drag or a typed vector: it replaces the dock's last strain entry in
+        the session (a drag is an adjustment, not a new analysis)."""
+        store = session_results(self.viewer)
+        if self._strain_entry is not None and self._strain_entry in store.results:
+            store.remove(self._strain_entry)
+        self._on_strain(*result_ref)
+
+    def _show_fit(self) -> None:
+        """The fitted lattice of the pattern at the scan position on the pattern: its g1, g2 as
+        vectors from its fitted origin and the lattice sites (nothing where the fit failed)."""
+        pos = self._current_position()
+        fit = self.result.fit if self.result is not None else None
+        if pos is None or fit is None or self.layer_combo.layer is None:
+            return
+        dc, cal = self.datacube()
+        if pos[0] >= fit.g1.shape[0] or pos[1] >= fit.g1.shape[1]:
+            return
+        o, a, b = fit.origin[pos], fit.g1[pos], fit.g2[pos]
+        sites = lattice_sites(o, a, b, dc.detector_shape)
+        ok = len(sites) > 0
+        vec = np.array([[o, a], [o, b]]) if ok else np.zeros((0, 2, 2))
+        size = max(dc.detector_shape) / 30
+        if FIT_LAYER in self.viewer.layers and FIT_VECTORS_LAYER in self.viewer.layers:
+            update_points(self.viewer.layers[FIT_LAYER], sites, size)
+            vectors = self.viewer.layers[FIT_VECTORS_LAYER]
+            # as update_points: the arrows lie on the pattern, the viewer's ranges cannot change,
+            # so its dims recomputation on the ``data`` event is skipped; one refresh draws them
+            with vectors.events.blocker_all():
+                vectors.data = vec
+            vectors.refresh()
+        else:
+            kw = cal.napari_kwargs("k")
+            active = self.viewer.layers.selection.active  # the g1/g2 tips stay the layer to drag
+            for name in (FIT_LAYER, FIT_VECTORS_LAYER):
+                if name in self.viewer.layers:
+                    self.viewer.layers.remove(name)
+            self.viewer.add_points(
+                sites,
+                name=FIT_LAYER,
+                size=size,
+                symbol="cross",
+                face_color="yellow",
+                border_width=0,
+                **kw,
+            )
+            self.viewer.add_vectors(
+                vec, name=FIT_VECTORS_LAYER, edge_color="yellow", edge_width=0.8, vector_style="arrow", **kw
+            )
+            if active is not None and active in self.viewer.layers:
+                self.viewer.layers.selection.active = active
+        self.fit_label.setText(
+            f"pattern {pos}: fitted g1 = ({a[0]:.2f}, {a[1]:.2f}), g2 = ({b[0]:.2f}, {b[1]:.2f}) px, "
+            f"residual {fit.residual_px[pos]:.2f} px"
+            if ok
+            else f"pattern {pos}: no lattice fit ({fit.summary()})"
         )
 
     def reference_region(self) -> tuple[int, int, int, int] | None:
@@ -569,7 +745,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
     def _on_strain(self, result, ref) -> None:
         self.result = result
         self.strain = result.strain
-        session_results(self.viewer).add(result, "strain")
+        self._strain_entry = session_results(self.viewer).add(result, "strain")
         v = results_viewer(self.viewer)
         cal = self.strain.strain.calibration
         if REFERENCE_LAYER not in v.layers:
@@ -601,6 +777,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         n_valid = int(np.isfinite(self.strain.channel("e_xx")).sum())
         self.strain_label.setText(f"true strain (F = I + e) against the {where}; {n_valid} valid patterns")
         self._say("")
+        self._show_fit()
 
     def _plot_histograms(self) -> None:
         """Render the four strain histograms in a worker (matplotlib Agg, 0.2-0.4 s) and show

@@ -44,6 +44,9 @@ from ._results import color_wheel, results_viewer, show_map, show_vectors
 from ._state import DockState, register_dock
 from ._warmup import WarmupLabel
 
+SCAN_AXES_LAYER = "scan axes (DPC)"  # scan x/y against the detector axes, after rotation and flip
+#: the DPC group's frame until the rotation is set (by Auto rotation or by hand)
+UNSET_STYLE = "QGroupBox#dpc_group { border: 2px solid orange; }"
 RING_LAYER = "calibration ring"  # a circle the user draws on the pattern (centre and radius guess)
 FITTED_RING_LAYER = "fitted ring"
 
@@ -66,6 +69,21 @@ def ellipse_outline(fit, n: int = 120) -> np.ndarray:
     x, y = fit.a_px * np.cos(t), fit.b_px * np.sin(t)  # the major axis along k_x, then turned
     cy, cx = fit.center_px
     return np.column_stack([cy + x * np.sin(th) + y * np.cos(th), cx + x * np.cos(th) - y * np.sin(th)])
+
+
+def scan_axes_on_detector(rotation_deg: float, flip: bool) -> np.ndarray:
+    """The scan's unit vectors on the detector: ``[[y_ky, y_kx], [x_ky, x_kx]]`` for scan +y and
+    scan +x, in detector axes ``(k_y, k_x)`` (the inverse of the core's ``rotate_to_scan``)."""
+    from ..analysis.virtual.dpc import rotate_to_scan
+
+    # columns: the scan components of the detector unit vectors k_y and k_x
+    m = np.array(
+        [
+            rotate_to_scan(1.0, 0.0, rotation_deg=rotation_deg, flip=flip),
+            rotate_to_scan(0.0, 1.0, rotation_deg=rotation_deg, flip=flip),
+        ]
+    ).T
+    return np.linalg.inv(m).T
 
 
 def _dpc_job(dc, params, com, calibration, source):
@@ -188,10 +206,14 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.reg.setSingleStep(1e-3)
         self.reg.setValue(1e-4)
         self.reg.setKeyboardTracking(False)
-        self.dpc_label = QLabel("set the rotation (Auto) before trusting the maps")
+        self.dpc_label = QLabel("set the rotation (Auto, or by hand); on the pattern: scan x red, y green")
+        self.dpc_label.setToolTip("the scan axes against the detector axes (grey) for this rotation and flip")
         self.dpc_label.setWordWrap(True)
         self.dpc_label.setStyleSheet("color: orange")
-        dg = QGroupBox("Centre of mass and DPC")
+        self.rotation_set = False  # by Auto rotation (well conditioned) or by the user
+        dg = self.dpc_group = QGroupBox("Centre of mass and DPC")
+        dg.setObjectName("dpc_group")
+        dg.setStyleSheet(UNSET_STYLE)
         df = QFormLayout(dg)
         df.addRow(self.com_btn)
         rot = QHBoxLayout()
@@ -225,8 +247,8 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.apply_btn.clicked.connect(self.apply_origin)
         self.com_btn.clicked.connect(self.compute_com)
         self.auto_btn.clicked.connect(self.auto_rotation)
-        self.rotation.valueChanged.connect(lambda _: self.update_dpc())
-        self.flip.toggled.connect(lambda _: self.update_dpc())
+        self.rotation.valueChanged.connect(lambda _: self._rotation_by_hand())
+        self.flip.toggled.connect(lambda _: self._rotation_by_hand())
         self.descan.currentIndexChanged.connect(lambda _: self.update_dpc())
         self.reg.valueChanged.connect(lambda _: self.update_dpc())
 
@@ -466,7 +488,46 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
     def _on_com(self, com) -> None:
         self.com = com
         self.status.setText("")
+        self.show_scan_axes()
         self.update_dpc()
+
+    def _rotation_by_hand(self) -> None:
+        """The user set the rotation or the flip: the panel is no longer highlighted, the axes
+        follow at once and the maps follow from the cached centre of mass (no pass over the data)."""
+        self._mark_rotation_set(True)
+        self.show_scan_axes()
+        self.update_dpc()
+
+    def _mark_rotation_set(self, done: bool) -> None:
+        self.rotation_set = done
+        self.dpc_group.setStyleSheet("" if done else UNSET_STYLE)
+
+    def show_scan_axes(self) -> None:
+        """The scan axes (x red, y green) against the detector axes (k_x, k_y grey) as arrows from
+        the pattern's origin, for the rotation and flip in the dock."""
+        try:
+            dc, cal = self.datacube()
+        except Napari4DSTEMError:
+            return
+        ny, nx = dc.detector_shape
+        c = np.asarray(cal.origin_px if cal.origin_px is not None else ((ny - 1) / 2, (nx - 1) / 2), float)
+        length = 0.3 * min(ny, nx)
+        sy, sx = scan_axes_on_detector(self.rotation.value(), self.flip.isChecked()) * length
+        vec = np.array([[c, (0.0, length)], [c, (length, 0.0)], [c, sx], [c, sy]])
+        colors = ["gray", "gray", "red", "lime"]
+        if SCAN_AXES_LAYER in self.viewer.layers:
+            layer = self.viewer.layers[SCAN_AXES_LAYER]
+            layer.data = vec
+            layer.edge_color = colors
+        else:
+            self.viewer.add_vectors(
+                vec,
+                name=SCAN_AXES_LAYER,
+                edge_color=colors,
+                edge_width=max(0.5, min(ny, nx) / 50),  # thin on any detector size
+                vector_style="arrow",
+                **cal.napari_kwargs("k"),
+            )
 
     def auto_rotation(self) -> None:
         if self.com is None:
@@ -484,6 +545,8 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.rotation.blockSignals(False)
         self.flip.blockSignals(False)
         self.dpc_label.setStyleSheet("color: orange" if fit.ill_conditioned else "")
+        self._mark_rotation_set(not fit.ill_conditioned)  # an arbitrary angle is not set
+        self.show_scan_axes()
         self.dpc_label.setText(
             f"rotation {fit.rotation_deg:.2f} deg, flip {fit.flip}, confidence {fit.confidence:.3g}: "
             f"curl {fit.curl_rms:.3g} (other flip {fit.curl_rms_other_flip:.3g}), divergence {fit.div_rms:.3g}"

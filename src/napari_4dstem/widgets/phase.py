@@ -321,8 +321,11 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         if not isinstance(p, PtychoProgress) or p.object_phase is None:
             return
         self.n_snapshots += 1
+        from ._realspace import drop_complex
+
         v = results_viewer(self.viewer)
-        show_map(v, "phase: ptychography", p.object_phase, self._map_cal(self._pixel_A, self._cal), colormap="gray")
+        cal = self._map_cal(self._pixel_A, self._cal)
+        drop_complex(show_map(v, "phase: ptychography", p.object_phase, cal, colormap="gray"))  # a new run's phase
         show_map(v, "probe intensity", p.probe_intensity, self._map_cal(self._pixel_A, self._cal), colormap="magma")
         self.plot.set_errors(p.errors)
 
@@ -330,11 +333,18 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         self._done(out, f"phase ({out.recipe.params['phase'].method})")
         res = out.ptycho
         self.plot.set_errors(res.errors)
-        show_map(
+        from ._realspace import show_complex_map
+
+        # the transmission function (slices multiplied, cropped to the scan) shown by its phase;
+        # its complex values stay on the layer: the Real space readout gives |O| and phi
+        y0, y1, x0, x1 = res.region
+        obj = np.prod(res.object, axis=0) if len(res.object) > 1 else res.object[0]
+        show_complex_map(
             results_viewer(self.viewer),
             "phase: ptychography",
-            self.results[0].data,
+            obj[y0:y1, x0:x1],
             self._map_cal(self._pixel_A, self._cal),
+            part="phase",
             colormap="gray",
         )
         self.status.setText(f"ptychography done: error {res.errors[-1]:.3g}")

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -53,7 +54,7 @@ from ..plugin_api import publish_virtual_image
 from ._common import CubePicker, JobRunner, LatestRunner, guarded, holds_data, scan_position
 from ._detectors import ExtraDetectors, image_of
 from ._pipeline import PipelineActions, layer_source
-from ._realspace import LiveImage
+from ._realspace import LiveImage, PatternStats
 from ._region import REDUCES, RealSpaceRegion
 from ._results import results_viewer, show_map
 from ._state import DockState, register_dock
@@ -273,12 +274,21 @@ def detector_response(dc: DataCube, det: Detector, cal: Calibration, response: s
     raise ValueError(f"unknown response {response!r}; use one of {RESPONSES}")
 
 
-def _sum_job(dc: DataCube, det: Detector, cal: Calibration, descan: bool, source: Any):
-    """Job: the Sum image of ``det`` as a one-detector pipeline result (with its recipe)."""
+def _sum_job(dc: DataCube, det: Detector, cal: Calibration, descan: bool, source: Any, partial: bool = False):
+    """Job: the Sum image of ``det`` as a one-detector pipeline result (with its recipe);
+    ``partial``: the image so far rides on the Progress steps (it fills in)."""
     from ..pipelines import VirtualImageParams, iter_virtual
 
     params = VirtualImageParams(detectors=(det,), descan=descan)
-    return (yield from iter_virtual(dc, virtual=params, calibration=cal, source=source, detectors=(det,)))
+    return (
+        yield from iter_virtual(dc, virtual=params, calibration=cal, source=source, detectors=(det,), partial=partial)
+    )
+
+
+def fills_in(data) -> bool:
+    """Whether the exact image of ``data`` fills in block by block: data read from a file as it
+    is computed (a memory map, HDF5, zarr, dask), not an array in memory."""
+    return isinstance(data, np.memmap) or not isinstance(data, np.ndarray)
 
 
 def _live_job(
@@ -291,10 +301,12 @@ def _live_job(
     first: _FirstImage | None = None,
     response: str = "Sum",
     source: Any = None,
+    fill_in: bool = False,
 ):
     """Worker job: a binned preview first (when given a preview cube), then the exact image
     (the Sum: a :class:`~napari_4dstem.pipelines.VirtualResult` of the pipeline, with the recipe
-    of ``source``; the other responses a RealSpaceMap).
+    of ``source``; the other responses a RealSpaceMap). With ``fill_in`` (lazy data) the Sum's
+    Progress steps carry the image so far and are yielded: it fills in row block by row block.
 
     Appends the exact computation's duration (s) to ``timings``; hands its first image to
     ``first`` as soon as it is computed.
@@ -314,7 +326,7 @@ def _live_job(
         yield item
     t0 = time.perf_counter()
     if response == "Sum":
-        img = yield from _sum_job(dc, det, cal, descan, source)
+        img = yield from _sum_job(dc, det, cal, descan, source, partial=fill_in)
     else:
         img = yield from detector_response(dc, det, cal, response)
     timings.append(time.perf_counter() - t0)
@@ -426,6 +438,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.region = RealSpaceRegion(self)  # a region drawn on the Real space dock (UX point 5)
         if self.layer is not None:
             self._init_for_layer()
+            self.pattern_stats.request()
         register_dock(viewer, self)
 
     # -- UI -----------------------------------------------------------------------------------
@@ -533,6 +546,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing() + 4)
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
+        # lazy data: the exact image's progress (it fills in block by block, UX point 7)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.filled_in: list[float] = []  # the fractions of the images shown while filling in
         actions = self.action_row()  # "Save result..." and "Copy as Python" of the pipeline result
         self.copy_btn.setToolTip("copy the script that makes this image again from the file")
         self.keep_btn = QPushButton("Keep")
@@ -561,6 +578,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         form.addRow("", self.mask_btn)
         layout = QVBoxLayout(self)
         layout.addWidget(self.realspace)
+        # the Statistics line of the diffraction view: the pattern at the scan position, in a worker
+        self.pattern_stats = PatternStats(self.viewer, lambda: self.layer)
+        layout.addWidget(self.pattern_stats)
         layout.addLayout(form)
         layout.addWidget(self.angles)
         layout.addLayout(presets)
@@ -597,6 +617,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
         self.export = ExportRow(self.realspace, self.status, self.datacube)  # TIFF, PNG, 4D (export.py)
         layout.addWidget(self.export)
+        layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(WarmupLabel())
         self.layer_combo.currentTextChanged.connect(self._init_for_layer)
@@ -1353,8 +1374,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return
-        # a progress bar only for lazy data: in memory the image is back before a bar would draw
-        lazy = not isinstance(dc.data, np.ndarray)
+        # lazy data (UX point 7): the exact image fills in row block by row block with a
+        # progress bar in the dock and Cancel; in memory it is back before a bar would draw
+        lazy = fills_in(dc.data)
         kwargs: dict[str, Any] = {}
         if lazy and dc.nbytes > 256 * 2**20:
             from ..engine.driver import n_blocks_for
@@ -1381,6 +1403,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             first,
             response,
             layer_source(self.layer),
+            lazy and response == "Sum",
             _connect={
                 "returned": self._on_image,
                 "yielded": self._on_yielded,
@@ -1437,8 +1460,36 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         return cal if isinstance(cal, Calibration) else self.datacube()[1]
 
     def _on_yielded(self, item) -> None:
+        from ..engine.jobs import Progress
+
         if isinstance(item, tuple) and item[0] == "preview":
             self._show(item)
+        elif isinstance(item, Progress):
+            self._on_progress(item)
+
+    def _on_progress(self, p) -> None:
+        """Lazy data: the progress bar, and the exact image so far (over the preview where it
+        was shown), NaN rows still to come; the last step's map is the exact image itself."""
+        if self._worker is None:
+            return
+        top = max(int(p.total), 1)
+        self.progress.setVisible(True)
+        self.progress.setRange(0, top)
+        self.progress.setValue(min(int(p.done), top))
+        self.progress.setFormat(f"virtual image: {p.done} / {p.total} blocks")
+        pm = p.partial
+        if pm is None or pm.fraction >= 1.0:
+            return
+        data = pm.data
+        below = "not yet computed"
+        prev = self.last_preview
+        if self._shown and prev is not None and prev.data.shape == data.shape:
+            data = np.where(np.isnan(data), prev.data, data).astype(np.float32)
+            below = "the preview below"
+        self.filled_in.append(pm.fraction)
+        self.realspace.set_image(
+            data, self.datacube()[1], title=f"virtual image: filling in, {pm.fraction:.0%} exact ({below})"
+        )
 
     def _on_image(self, result) -> None:
         self._show(result)
@@ -1473,6 +1524,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
     def _on_finished(self) -> None:
         self._worker = None
         self.cancel_btn.setEnabled(False)
+        self.progress.setVisible(False)
         self._after_image()  # a job that failed or was stopped leaves its shapes undrawn
         if self._pending is not None:
             self._request()
@@ -1623,6 +1675,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
     def closeEvent(self, event) -> None:
         self._unbind_keys()
+        self.pattern_stats.close_runner()
         if getattr(self, "_preset_worker", None) is not None:
             self._preset_worker.quit()  # a generator: stops between presets
         self.cancel()

@@ -25,7 +25,7 @@ from ...data.calibration import Calibration
 from ...data.datacube import DataCube
 from ...data.results import RealSpaceMap
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, eager, job_doc
+from ...engine.jobs import Job, PartialMap, eager, job_doc
 from ...engine.kernels import (
     as_kernel_input,
     row_accumulator,
@@ -207,6 +207,7 @@ def iter_virtual_images(
     names: Sequence[str] | None = None,
     scan_chunk: tuple[int, int] | None = None,
     backend: Any = None,
+    partial: bool = False,
 ) -> Job[RealSpaceMap]:
     """Job: several virtual images in one pass over the data (one channel per detector).
 
@@ -226,6 +227,9 @@ def iter_virtual_images(
     names : sequence of str, optional
         Channel names; by default the detector kinds (``"disk"``, ``"annulus_2"``...).
     %(scan_chunk)s
+    partial : bool
+        Attach the first channel's image so far to the Progress steps (``Progress.partial``, NaN
+        where not computed yet): the image fills in block by block while the job runs.
 
     Yields
     ------
@@ -294,6 +298,7 @@ def iter_virtual_images(
         scan_chunk=scan_chunk,
         backend=backend,
         message="virtual image",
+        partial=_first_channel(names[0]) if partial else None,
     )
     if cube.dtype.kind == "f":
         img = _handle_nonfinite(cube, img, specs, scan_kwargs, (r0, r1), nan_policy)
@@ -312,6 +317,15 @@ def iter_virtual_images(
         calibration=cal,
         params=params,
     )
+
+
+def _first_channel(name: str):
+    """``partial(out, done)`` for :func:`~napari_4dstem.engine.driver.map_scan`: channel 0 so far."""
+
+    def partial(out: np.ndarray, done: np.ndarray) -> PartialMap:
+        return PartialMap.of(name, out[..., 0], done, "counts")
+
+    return partial
 
 
 def _default_names(detectors: Sequence[Detector]) -> list[str]:
@@ -366,6 +380,7 @@ def iter_virtual_image(
     nan_policy: str = "raise",
     scan_chunk: tuple[int, int] | None = None,
     backend: Any = None,
+    partial: bool = False,
 ) -> Job[RealSpaceMap]:
     """Job: the virtual image of one detector, a ``(scan_y, scan_x)`` RealSpaceMap.
 
@@ -374,7 +389,7 @@ def iter_virtual_image(
     %(data)s
     detector : Detector
         The virtual detector.
-    calibration, descan, nan_policy, scan_chunk, backend
+    calibration, descan, nan_policy, scan_chunk, backend, partial
         As :func:`iter_virtual_images`.
 
     Yields
@@ -404,6 +419,7 @@ def iter_virtual_image(
         nan_policy=nan_policy,
         scan_chunk=scan_chunk,
         backend=backend,
+        partial=partial,
     )
     params = dict(stack.params)
     params["detector"] = next(iter(params.pop("detectors").values()))
