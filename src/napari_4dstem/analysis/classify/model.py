@@ -15,12 +15,16 @@ The pipeline (:func:`iter_classify_features`):
 3. **Cluster** the component scores: Gaussian mixture (default), k-means, or hierarchical
    (Ward linkage on a sample of at most 4000 patterns, the rest to the nearest class centroid).
 4. **Number of classes** (unless given): a Gaussian mixture with the number of components of
-   least BIC, then mixture components are merged while they are not distinct. BIC alone
+   least BIC; the components that are the mixed band of a boundary (thin, their mean a mix of two
+   others') are shared between those two by each pattern's mixing fraction, and components narrower
+   than ``min_width`` join the nearest one they border (a thickness terrace); then mixture
+   components are merged while they are not distinct. BIC alone
    splits a class whose patterns drift continuously (a thickness or strain gradient, descan),
    so: two components that border each other in the scan are distinct when the step across
    their border, along the difference of their means, is more than ``jump`` (10) times the steps
    next to it in the same direction (medians of squares; about 1-4 for a split along a smooth
-   drift, hundreds for a real boundary); two that do not border each other, when a density
+   drift, hundreds for a real boundary) and a density valley separates them; two that do not
+   border each other, when a density
    valley (below ``valley`` of the lower peak, smoothed at the noise width) separates them
    along that difference. BIC and the k-means silhouette for every k are kept.
 5. **Spatial regularisation** (``spatial > 0``): a few iterated-conditional-modes sweeps of a
