@@ -8,6 +8,8 @@ and Poisson noise, then recover the map.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -411,3 +413,66 @@ def test_three_classes_at_1e3_electrons_per_pattern():
     r = classify(data, params=ClassifyParams(max_classes=5), class_means=False)
     assert r.n_classes == 3
     assert adjusted_rand_score(truth.ravel(), r.labels.ravel()) >= 0.95
+
+
+def test_boundary_band_component_joins_a_side():
+    # components on a 12 x 12 scan: 0 left, 1 right, 2 a 2-px band between them whose mean is
+    # 0.6 m0 + 0.4 m1 (a probe on the boundary), 3 a 2-px strip inside 1 whose mean is nobody's mix
+    from napari_4dstem.analysis.classify.model import _boundary_bands
+
+    lab = np.zeros((12, 12), int)
+    lab[:, 5:7] = 2
+    lab[:, 7:] = 1
+    lab[:, 9:11] = 3
+    rng = np.random.default_rng(0)
+    m0, m1, m3 = rng.random((3, 50))
+    means = np.stack([m0, m1, 0.6 * m0 + 0.4 * m1 + 0.001 * rng.random(50), m3])
+    assert _boundary_bands(means, lab.ravel(), lab.shape) == [(2, 0, (0, 1))]
+    # the same band made wide (6 px): no longer thin, so no band
+    wide = np.zeros((12, 12), int)
+    wide[:, 3:9] = 2
+    wide[:, 9:] = 1
+    assert _boundary_bands(means[:3], wide.ravel(), wide.shape) == []
+
+
+def test_narrow_component_joins_the_nearest_neighbour_it_borders():
+    # a 2-px terrace (component 2) between components 0 and 1, nearer 1 in feature space; a
+    # 3-px one (3) inside 0; component 4 is 8 px wide: no join
+    from napari_4dstem.analysis.classify.model import _thin_components
+
+    lab = np.zeros((16, 24), int)
+    lab[:, 3:6] = 3
+    lab[:, 10:12] = 2
+    lab[:, 12:16] = 1
+    lab[:, 16:] = 4
+    centres = np.array([[0.0, 0], [1.0, 0], [0.8, 0.1], [0.1, 0.0], [5.0, 5.0]])
+    z = centres[lab.ravel()]
+    assert dict(_thin_components(lab.ravel(), z, lab.shape, 5, width=4)) == {2: 1, 3: 0}
+    assert _thin_components(lab.ravel(), z, lab.shape, 5, width=1) == []
+
+
+def test_boundary_band_and_thickness_terrace_do_not_make_classes():
+    # two lattices 2.5 % apart; a 2-px boundary band (60/40 mix) and, inside class 0, a 2-px
+    # column where the Bragg disks are 3x brighter (a thickness terrace)
+    sy, sx = 18, 24
+    truth = np.zeros((sy, sx), int)
+    truth[:, 14:] = 1
+    mix = np.zeros((sy, sx, 2))
+    mix[:, 13, 0], mix[:, 13, 1] = 1, 0.4
+    mix[:, 14, 0], mix[:, 14, 1] = 0, 0.4
+    lats = [lattice(12, 0), lattice(12 * 1.025, 0)]
+    rng = np.random.default_rng(3)
+    data = scene(truth, lats, dose=3e4, mix=mix, rng=rng, descan=1.0, thickness=(1.0, 1.0), drift=0.2)
+    terrace = scene(truth[:, 5:7], lats, dose=3e4, rng=rng, descan=0.0, thickness=(3.0, 3.0), drift=0.2)
+    data[:, 5:7] = terrace
+    p = ClassifyParams(max_classes=6)
+    r = classify(data, features=FeatureParams("pattern", inner_px=5), params=p, class_means=False)
+    assert r.n_classes == 2
+    pure = np.ones(sx, bool)
+    pure[13:15] = False  # the mixed columns may go either way
+    assert adjusted_rand_score(truth[:, pure].ravel(), r.labels[:, pure].ravel()) == 1.0
+    # without the narrow-component rule the terrace is a class of its own
+    r0 = classify(
+        data, features=FeatureParams("pattern", inner_px=5), params=replace(p, min_width=0), class_means=False
+    )
+    assert r0.n_classes == 3

@@ -15,12 +15,16 @@ The pipeline (:func:`iter_classify_features`):
 3. **Cluster** the component scores: Gaussian mixture (default), k-means, or hierarchical
    (Ward linkage on a sample of at most 4000 patterns, the rest to the nearest class centroid).
 4. **Number of classes** (unless given): a Gaussian mixture with the number of components of
-   least BIC, then mixture components are merged while they are not distinct. BIC alone
+   least BIC; the components that are the mixed band of a boundary (thin, their mean a mix of two
+   others') are shared between those two by each pattern's mixing fraction, and components narrower
+   than ``min_width`` join the nearest one they border (a thickness terrace); then mixture
+   components are merged while they are not distinct. BIC alone
    splits a class whose patterns drift continuously (a thickness or strain gradient, descan),
    so: two components that border each other in the scan are distinct when the step across
    their border, along the difference of their means, is more than ``jump`` (10) times the steps
    next to it in the same direction (medians of squares; about 1-4 for a split along a smooth
-   drift, hundreds for a real boundary); two that do not border each other, when a density
+   drift, hundreds for a real boundary) and a density valley separates them; two that do not
+   border each other, when a density
    valley (below ``valley`` of the lower peak, smoothed at the noise width) separates them
    along that difference. BIC and the k-means silhouette for every k are kept.
 5. **Spatial regularisation** (``spatial > 0``): a few iterated-conditional-modes sweeps of a
@@ -91,6 +95,12 @@ class ClassifyParams:
     valley : float
         Two mixture components that do not border each other are merged when the density between them is above this
         fraction of the lower of their two peaks.
+    bands : bool
+        Join mixture components that are the mixed band of a boundary (thin, and their mean a mix of two
+        other components' means) to the nearer side before the merging.
+    min_width : int
+        Mixture components narrower than this (scan pixels) everywhere join the component they share the
+        longest border with (0 or 1: none).
     seed : int
         Seed of the random sampling, mixtures and k-means.
     """
@@ -107,6 +117,8 @@ class ClassifyParams:
     cluster_dims: int = 12
     valley: float = 0.5
     jump: float = 10.0
+    bands: bool = True
+    min_width: int = 4
     seed: int = 0
 
     def __post_init__(self):
@@ -525,15 +537,17 @@ def _pair_score(z, g_of, gi, gj, pairs, jump, valley, noise_var) -> float:
     """How distinct two groups are (below 1: merge).
 
     How distinct two groups are (below 1: merge): the jump ratio over ``jump`` when they border each other,
-    else ``valley`` over their density valley ratio.
+    else ``valley`` over their density valley ratio. A bordering pair is also merged when no density valley
+    separates them (a step without a valley: a thickness terrace inside a drifting class). Patterns of group
+    -1 take no part.
     """
     na, nb = int((g_of == gi).sum()), int((g_of == gj).sum())
     if min(na, nb) < 3:
         return 0.0
     r = _jump_ratio(z, g_of, gi, gj, pairs)
-    if np.isfinite(r):
-        return r / jump
     v = _valley_ratio(z[g_of == gi], z[g_of == gj], noise_var)
+    if np.isfinite(r):
+        return min(r / jump, valley / max(v, 1e-9))
     return valley / max(v, 1e-9)
 
 
@@ -547,6 +561,8 @@ def _merge_components(
     noise_var: float,
     target: int | None = None,
     exclude: int | None = None,
+    premerge: list[tuple[int, int]] | None = None,
+    aside: tuple[int, ...] = (),
 ) -> np.ndarray:
     """Map of mixture components to classes, merging the least distinct pairs.
 
@@ -554,10 +570,17 @@ def _merge_components(
     jump ratio when they share a border in the scan (merged below ``jump``: a class split along a continuous
     drift has steps across the split no larger than inside), else by the density valley between them (merged
     above ``valley``). With ``target``, merge the least distinct pair until ``target`` groups are left
-    instead.
+    instead. ``premerge``: pairs ``(c, into)`` of components joined first (boundary bands,
+    :func:`_boundary_bands`; narrow components, :func:`_thin_components`); the patterns of the components in
+    ``aside`` take no part in the tests.
     """
     k = int(hard.max()) + 1
     group = np.arange(k)
+    for c, into in premerge or ():
+        group[group == group[c]] = group[into]
+    # the joined components' patterns take no part in the tests: a band joined to one side would hide the
+    # step to the other (steps across the band beside the border) and fill the valley
+    aside = np.isin(hard, list(aside))
     pairs = _border_steps(scan_shape)
     while True:
         ids = np.unique(group[np.unique(hard)])
@@ -565,7 +588,7 @@ def _merge_components(
             ids = ids[ids != group[exclude]]
         if len(ids) < 2 or (target is not None and len(ids) <= target):
             break
-        g_of = group[hard]
+        g_of = np.where(aside, -1, group[hard])
         best, pair = (np.inf if target is not None else 1.0), None  # score below 1: merge; lower merges first
         for i, gi in enumerate(ids):
             for gj in ids[i + 1 :]:
@@ -577,6 +600,155 @@ def _merge_components(
         group[group == pair[1]] = pair[0]
     _, group = np.unique(group, return_inverse=True)
     return group
+
+
+def _component_means(raw: np.ndarray, blocks, hard: np.ndarray, k: int) -> np.ndarray:
+    """Mean normalised (linear) features of each mixture component, ``(k, d)`` float64, in row batches."""
+    sums = np.zeros((k, raw.shape[1]))
+    step = max(256, int(2**24 // max(raw.shape[1], 1)))
+    for i in range(0, len(raw), step):
+        xn = _normalised(raw[i : i + step], blocks)
+        h = hard[i : i + step]
+        for c in np.unique(h):
+            sums[c] += xn[h == c].sum(0, dtype=np.float64)
+    counts = np.bincount(hard, minlength=k)[:k]
+    return sums / np.maximum(counts, 1)[:, None]
+
+
+def _boundary_bands(
+    means: np.ndarray, hard: np.ndarray, scan_shape, *, edge_min: float = 0.9, residual_max: float = 0.1
+) -> list[tuple[int, int, tuple[int, int]]]:
+    """Mixture components that are the mixed band of a boundary, the component each joins, and the two sides.
+
+    Mixture components that are the mixed band of a boundary between two others, and the one each joins. A
+    probe on a boundary sees ``f P_a + (1 - f) P_b``: the mixture gives those pixels a component of their own,
+    which a step test keeps (a real step on both sides). A component is such a band when (1) it is thin: at
+    least ``edge_min`` of its pixels have one of their 8 neighbours in another component, and (2) its mean
+    (normalised, linear features) is a mix ``f m_a + (1 - f) m_b`` of two other components' means, ``0.1 <= f
+    <= 0.9``, with a squared residual below ``residual_max`` of its squared distance to the nearer of the two.
+    Bands go (best fit first) to the component with the larger share ``f``; a band is not used to explain
+    another. Returns ``(band, joins, (side_a, side_b))`` triples.
+    """
+    from scipy import ndimage
+
+    k = len(means)
+    lab = hard.reshape(scan_shape)
+    counts = np.bincount(hard, minlength=k)
+    cand = []
+    for c in range(k):
+        m = lab == c
+        if counts[c] < 3:
+            continue
+        inner = ndimage.binary_erosion(m, np.ones((3, 3), bool), border_value=1)
+        if 1.0 - inner.sum() / counts[c] < edge_min:
+            continue
+        best = (np.inf, -1)
+        for a in range(k):
+            for b in range(a + 1, k):
+                if c in (a, b) or counts[a] < 3 or counts[b] < 3:
+                    continue
+                d = means[a] - means[b]
+                dd = float(d @ d)
+                if dd <= 0:
+                    continue
+                f = float((means[c] - means[b]) @ d / dd)
+                if not 0.1 <= f <= 0.9:
+                    continue
+                res = means[c] - (f * means[a] + (1 - f) * means[b])
+                near = min(float(((means[c] - means[o]) ** 2).sum()) for o in (a, b))
+                r = float(res @ res) / max(near, 1e-30)
+                if r < best[0]:
+                    best = (r, a if f >= 0.5 else b, (a, b))
+        if best[0] < residual_max:
+            cand.append((best[0], c, best[1], best[2]))
+    out: list[tuple[int, int, tuple[int, int]]] = []
+    bands: set[int] = set()
+    used: set[int] = set()  # components that explain a band: not bands themselves
+    for _r, c, into, ab in sorted(cand):
+        if c in used or bands.intersection(ab):
+            continue
+        bands.add(c)
+        used.update(ab)
+        out.append((c, into, ab))
+    return out
+
+
+def _share_bands(prob, resp, groups, bands, raw, blocks, means) -> None:
+    """Give each boundary band's responsibility to its two sides, by each pattern's mixing fraction.
+
+    Give each boundary band's responsibility (``resp[:, band]``, summed into ``prob`` as its group's) to the
+    groups of its two sides instead, in the proportions ``f : 1 - f`` of the pattern's own mix of the two
+    side means (normalised features, ``f`` clipped to [0, 1]): a band pixel goes to the side it holds more
+    of. In place.
+    """
+    for c, _into, (a, b) in bands:
+        ga, gb, gc = int(groups[a]), int(groups[b]), int(groups[c])
+        if ga == gb:
+            continue
+        rows = np.flatnonzero(resp[:, c] > 1e-3)
+        if rows.size == 0:
+            continue
+        xn = _normalised(raw[rows], blocks).astype(np.float64)
+        d = means[a] - means[b]
+        f = np.clip((xn - means[b]) @ d / max(float(d @ d), 1e-30), 0.0, 1.0)
+        r = resp[rows, c]
+        prob[rows, gc] -= r
+        prob[rows, ga] += r * f
+        prob[rows, gb] += r * (1 - f)
+    np.clip(prob, 0.0, None, out=prob)
+
+
+def _mode3(lab: np.ndarray, k: int) -> np.ndarray:
+    """Each label replaced by the most frequent one of its 3 x 3 neighbourhood (itself on ties)."""
+    sy, sx = lab.shape
+    onehot = np.eye(k, dtype=np.int16)[lab]
+    pad = np.pad(onehot, ((1, 1), (1, 1), (0, 0)))
+    cnt = sum(pad[1 + dy : 1 + dy + sy, 1 + dx : 1 + dx + sx] for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    cnt = cnt * 2 + onehot  # ties go to the pixel's own label
+    return cnt.argmax(-1)
+
+
+def _thin_components(hard: np.ndarray, z: np.ndarray, scan_shape, k: int, width: int, skip=()) -> list[tuple[int, int]]:
+    """Mixture components narrower than ``width`` scan pixels everywhere, and the component each joins.
+
+    Mixture components narrower than ``width`` scan pixels everywhere (after a 3 x 3 mode filter of the labels,
+    a ``width`` x ``width`` opening keeps less than a tenth of them), each with the component of nearest mean
+    ``z`` among those it borders (8-neighbours): the mixed band of a boundary (a few probe widths) or a narrow
+    terrace of thickness where a reflection is extinguished are no class of their own. ``skip``: components
+    already joined elsewhere.
+    """
+    from scipy import ndimage
+
+    if width < 2:
+        return []
+    smooth = _mode3(hard.reshape(scan_shape), k)
+    counts = np.bincount(hard, minlength=k)
+    thin = []
+    for c in range(k):
+        if c in skip or counts[c] == 0:
+            continue
+        m = smooth == c
+        kept = ndimage.binary_opening(m, np.ones((width, width), bool)).sum() if m.any() else 0
+        if kept < 0.1 * max(int(m.sum()), 1):
+            thin.append(c)
+    # border pairs (8-neighbourhood, each unordered pair once) between components
+    sy, sx = scan_shape
+    lab = hard.reshape(scan_shape)
+    border = np.zeros((k, k), np.int64)
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a = lab[: sy - dy, max(0, -dx) : sx - max(0, dx)]
+        b = lab[dy:, max(0, dx) : sx - max(0, -dx) if dx < 0 else sx]
+        b = b[:, : a.shape[1]]
+        np.add.at(border, (a.ravel(), b.ravel()), 1)
+    border = border + border.T
+    np.fill_diagonal(border, 0)
+    means = np.stack([z[hard == c].mean(0) if counts[c] else np.full(z.shape[1], np.inf) for c in range(k)])
+    out = []
+    for c in thin:  # joins chain: a thin component between two others may join one that joins further
+        near = [o for o in range(k) if o != c and border[c, o] >= max(2, 0.1 * border[c].sum())]
+        if near:
+            out.append((c, min(near, key=lambda o: float(((means[c] - means[o]) ** 2).sum()))))
+    return out
 
 
 def _merge_smallest(z, hard, group, target: int) -> np.ndarray:
@@ -764,6 +936,7 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
     kmax = max(1, min(p.max_classes, len(fit) - 1))
     sweep = p.n_classes is None or p.method == "gmm"
     groups = None
+    bands: list = []
     if sweep:
         from sklearn.cluster import KMeans
 
@@ -778,8 +951,19 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
         kbest = min(bic, key=bic.get)
         g = models[kbest]
         hard = g.predict(zc)
+        cmeans = _component_means(raw, blocks, hard, kbest)
+        bands = _boundary_bands(cmeans, hard, scan_shape) if p.bands else []
+        thin = _thin_components(hard, zc, scan_shape, kbest, p.min_width, skip={c for c, _, _ in bands})
         merge = functools.partial(
-            _merge_components, zc, hard, scan_shape, jump=p.jump, valley=p.valley, noise_var=noise_var
+            _merge_components,
+            zc,
+            hard,
+            scan_shape,
+            jump=p.jump,
+            valley=p.valley,
+            noise_var=noise_var,
+            premerge=[(c, into) for c, into, _ in bands] + thin,
+            aside=tuple(c for c, _, _ in bands),
         )
         groups = merge()
         suggested = int(groups.max() + 1)
@@ -805,6 +989,8 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
         prob = np.zeros((n, int(groups.max()) + 1))
         for c in range(resp_c.shape[1]):
             prob[:, groups[c]] += resp_c[:, c]
+        if bands and len(resp_c[0]) == len(groups) == kbest:
+            _share_bands(prob, resp_c, groups, bands, raw, blocks, cmeans)
         labels = prob.argmax(1)
     elif p.method == "kmeans":
         from sklearn.cluster import KMeans
