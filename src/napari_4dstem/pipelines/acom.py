@@ -145,15 +145,23 @@ def detector_reach_inv_A(cal: Calibration, detector_shape: tuple[int, int]) -> f
 
 def iter_plans(params: ACOMParams, energy_kev: float, k_max_inv_A: float, crystals: Any = None) -> Job[tuple]:
     """Job: the orientation plan of every crystal of ``params`` (or of the Crystal objects given)."""
-    from ..analysis.acom.plan import build_orientation_plan
+    from ..analysis.acom.plan import iter_build_orientation_plan
     from ..analysis.crystal.structure import load_crystal
 
     crystals = [load_crystal(c) for c in (crystals or params.crystals)]
     plans = []
     for k, crystal in enumerate(crystals):
-        yield Progress(k, len(crystals), f"building the orientation plan of {crystal.name}")
-        plans.append(build_orientation_plan(crystal, **params.plan_kwargs(energy_kev, k_max_inv_A)))
-    yield Progress(len(crystals), len(crystals), "plan built")
+        job = iter_build_orientation_plan(crystal, **params.plan_kwargs(energy_kev, k_max_inv_A))
+        # progress over all crystals: crystal k's share of the zone axes done
+        while True:
+            try:
+                p = next(job)
+            except StopIteration as stop:
+                plans.append(stop.value)
+                break
+            frac = p.done / p.total if p.total else 0.0
+            yield Progress(round(1000 * (k + frac)), 1000 * len(crystals), p.message)
+    yield Progress(1000 * len(crystals), 1000 * len(crystals), "plan built")
     return tuple(plans)
 
 

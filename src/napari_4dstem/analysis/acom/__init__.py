@@ -20,6 +20,7 @@ _EXPORTS = {
     "estimate_plan_memory": "plan",
     "euler_bunge_deg": "plan",
     "gaussian_width_inv_A": "plan",
+    "iter_build_orientation_plan": "plan",
     "load_orientation_plan": "plan",
     "orientation_from_euler_bunge": "plan",
     "rocking_profile": "plan",

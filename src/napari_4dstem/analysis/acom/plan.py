@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ...data.calibration import electron_wavelength_A
+from ...engine.jobs import Job, Progress, eager
 from ...errors import FileFormatError, Napari4DSTEMError
 from ..crystal.structure import Crystal
 from ..crystal.symmetry import fundamental_zone_axes
@@ -34,6 +35,7 @@ __all__ = [
     "estimate_plan_memory",
     "euler_bunge_deg",
     "gaussian_width_inv_A",
+    "iter_build_orientation_plan",
     "load_orientation_plan",
     "orientation_from_euler_bunge",
     "rocking_profile",
@@ -459,7 +461,7 @@ def estimate_plan_memory(
     }
 
 
-def build_orientation_plan(
+def iter_build_orientation_plan(
     crystal: Crystal,
     *,
     energy_kev: float,
@@ -471,8 +473,8 @@ def build_orientation_plan(
     min_relative_amplitude: float = 1e-3,
     max_memory_bytes: float = 2 * 2**30,
     rocking_curve: str = "lorentzian",
-) -> OrientationPlan:
-    """Build the sparse template plan of ``crystal``.
+) -> Job[OrientationPlan]:
+    """Job: build the sparse template plan of ``crystal`` (progress per block of zone axes).
 
     Parameters
     ----------
@@ -501,6 +503,11 @@ def build_orientation_plan(
         Spots weaker than this fraction of the strongest ``|F|`` are dropped.
     max_memory_bytes : float
         Refuse (:class:`PlanTooLargeError`, naming a step that fits) above this (default 2 GiB).
+
+    Yields
+    ------
+    Progress
+        Per block of zone axes (about 16 steps).
 
     Returns
     -------
@@ -566,8 +573,10 @@ def build_orientation_plan(
     n_z, n_sh = len(axes), len(radii)
     U0s, ang_parts, w_parts = [], [], []
     counts = np.zeros((n_z, n_sh), np.int64)
-    chunk = max(1, int(2e6 // max(len(gn), 1)))
+    # blocks bound the memory (2e6 spots) and give about 16 progress steps
+    chunk = max(1, min(int(2e6 // max(len(gn), 1)), math.ceil(n_z / 16)))
     for a in range(0, n_z, chunk):
+        yield Progress(a, n_z, f"orientation plan of {crystal.name}: zone axes")
         U0, gl, weight, keep = _spots_per_zone(
             crystal,
             axes[a : a + chunk],
@@ -609,6 +618,7 @@ def build_orientation_plan(
         "zone_axes": "sphere modulo the proper rotations of the point group",
         "orientation_convention": "U maps crystal Cartesian to lab (x = k_x, y = k_y, z = beam)",
     }
+    yield Progress(n_z, n_z, f"orientation plan of {crystal.name}: {n_z} zone axes")
     return OrientationPlan(
         crystal,
         axes,
@@ -621,3 +631,6 @@ def build_orientation_plan(
         norm,
         params,
     )
+
+
+build_orientation_plan = eager(iter_build_orientation_plan, "Build the sparse template plan of ``crystal``.")
