@@ -17,7 +17,7 @@ import numpy as np
 
 from .._docstrings import docfiller
 
-__all__ = ["JOB_DOCS", "Job", "PartialMap", "Progress", "eager", "job_doc", "run_job"]
+__all__ = ["JOB_DOCS", "Job", "PartialMap", "Progress", "as_part", "eager", "job_doc", "run_job"]
 
 T = TypeVar("T")
 
@@ -129,6 +129,37 @@ def run_job(job: Job[T], progress: Callable[[Progress], Any] | None = None) -> T
             return stop.value
         if progress is not None:
             progress(p)
+
+
+def as_part(job: Job[T], index: int, count: int, *, resolution: int = 1000) -> Job[T]:
+    """Run ``job`` as part ``index`` of ``count`` equal parts of a larger job.
+
+    Parameters
+    ----------
+    job : Job
+        The sub-job.
+    index, count : int
+        Which part it is (0-based) and how many parts the larger job has.
+    resolution : int
+        Progress units per part.
+
+    Yields
+    ------
+    Progress
+        The sub-job's progress re-expressed over all parts (its message kept).
+
+    Returns
+    -------
+    object
+        The sub-job's result (``result = yield from as_part(job, k, n)``).
+    """
+    while True:
+        try:
+            p = next(job)
+        except StopIteration as stop:
+            return stop.value
+        frac = p.done / p.total if p.total else 0.0
+        yield Progress(round(resolution * (index + frac)), resolution * count, p.message)
 
 
 # a numpydoc section header, and the job's phrasing of its result that the eager twin drops

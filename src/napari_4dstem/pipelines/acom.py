@@ -12,7 +12,7 @@ import numpy as np
 
 from ..data.calibration import Calibration
 from ..data.results import BraggPeaks, RealSpaceMap
-from ..engine.jobs import Job, Progress, run_job
+from ..engine.jobs import Job, Progress, as_part, run_job
 from ..errors import CalibrationError, FileFormatError
 from .bragg import (
     _cube,
@@ -152,16 +152,8 @@ def iter_plans(params: ACOMParams, energy_kev: float, k_max_inv_A: float, crysta
     plans = []
     for k, crystal in enumerate(crystals):
         job = iter_build_orientation_plan(crystal, **params.plan_kwargs(energy_kev, k_max_inv_A))
-        # progress over all crystals: crystal k's share of the zone axes done
-        while True:
-            try:
-                p = next(job)
-            except StopIteration as stop:
-                plans.append(stop.value)
-                break
-            frac = p.done / p.total if p.total else 0.0
-            yield Progress(round(1000 * (k + frac)), 1000 * len(crystals), p.message)
-    yield Progress(1000 * len(crystals), 1000 * len(crystals), "plan built")
+        plans.append((yield from as_part(job, k, len(crystals))))  # progress over all crystals
+    yield Progress(len(crystals), len(crystals), "plan built")
     return tuple(plans)
 
 
