@@ -67,6 +67,14 @@ def _renderer_job(renderer, array, iy=None, ix=None):
     return data.astype(np.float32, copy=False), scale, unit, renderer.name + where
 
 
+def _with_limits(job, *args):
+    """Worker: ``job``'s picture and its contrast limits (min, 99.9th percentile), so the GUI
+    thread only sets them (a plugin's picture may be large)."""
+    data, scale, unit, what = job(*args)
+    limits = (float(np.min(data)), float(np.percentile(data, 99.9)) + 1e-12)
+    return data, scale, unit, what, limits
+
+
 class ResultPaneWidget(DockState, QWidget):
     """Dock: FFT of the virtual image or EWPC of the current pattern, on a canvas of its own."""
 
@@ -150,10 +158,11 @@ class ResultPaneWidget(DockState, QWidget):
             return
         renderer = result_renderers().get(self.mode.currentText())
         if renderer is not None:
-            self.runner.request(_renderer_job, renderer, np.asarray(img.data))
+            self.runner.request(_with_limits, _renderer_job, renderer, np.asarray(img.data))
             return
         cal = img.calibration
-        self.runner.request(_fft_job, np.asarray(img.data), float(cal.scan_step[0]), cal.scan_units or "px")
+        step, unit = float(cal.scan_step[0]), cal.scan_units or "px"
+        self.runner.request(_with_limits, _fft_job, np.asarray(img.data), step, unit)
 
     def _on_pattern(self, iy: int, ix: int) -> None:
         from ..plugin_api import events, result_renderers
@@ -165,7 +174,7 @@ class ResultPaneWidget(DockState, QWidget):
             return
         renderer = result_renderers().get(self.mode.currentText())
         if renderer is not None:
-            self.runner.request(_renderer_job, renderer, lyr.data, int(iy), int(ix))
+            self.runner.request(_with_limits, _renderer_job, renderer, lyr.data, int(iy), int(ix))
             return
         cal = (lyr.metadata or {}).get("napari_4dstem", {}).get("calibration")
         dk = unit = None
@@ -174,10 +183,10 @@ class ResultPaneWidget(DockState, QWidget):
                 dk, unit = cal.k_pixel_size_in("1/A"), "angstrom"
             except Napari4DSTEMError:
                 dk, unit = None, None
-        self.runner.request(_ewpc_job, lyr.data, int(iy), int(ix), dk, unit)
+        self.runner.request(_with_limits, _ewpc_job, lyr.data, int(iy), int(ix), dk, unit)
 
     def _on_result(self, out) -> None:
-        data, scale, unit, what = out
+        data, scale, unit, what, limits = out
         kw = {"scale": scale}
         if unit is not None:
             kw["units"] = (unit, unit)
@@ -190,7 +199,7 @@ class ResultPaneWidget(DockState, QWidget):
         if same_frame:
             lyr = self.model.layers[LAYER]
             lyr.data = data
-            lyr.contrast_limits = (float(np.min(data)), float(np.percentile(data, 99.9)) + 1e-12)
+            lyr.contrast_limits = limits
         else:
             if LAYER in self.model.layers:
                 self.model.layers.remove(LAYER)
@@ -198,7 +207,7 @@ class ResultPaneWidget(DockState, QWidget):
                 data,
                 name=LAYER,
                 colormap="magma",
-                contrast_limits=(float(np.min(data)), float(np.percentile(data, 99.9)) + 1e-12),
+                contrast_limits=limits,
                 **kw,
             )
             self.model.reset_view()
