@@ -233,7 +233,8 @@ def test_disk_calibration_and_field_of_view_set_the_scales(make_napari_viewer, q
     pixel size gives the convergence angle; a typed field of view (or scan step) sets the scan
     step exactly, on the 4D layer and on the maps of the Real space canvas."""
     from napari_4dstem.analysis.virtual.origin import find_bf_disk
-    from napari_4dstem.widgets._results import results_viewer, show_map
+    from napari_4dstem.widgets._common import scan_position
+    from napari_4dstem.widgets._results import move_scan_to_world, results_viewer, show_map
     from napari_4dstem.widgets.dpc import DISK_LAYER
 
     main = make_napari_viewer()
@@ -311,6 +312,10 @@ def test_disk_calibration_and_field_of_view_set_the_scales(make_napari_viewer, q
     assert tuple(lyr.scale[:2]) == (2.5, 2.5) and tuple(scan_map.scale) == (2.5, 2.5)
     assert str(lyr.units[0]) == "angstrom" and str(scan_map.units[1]) == "angstrom"
     assert lyr.metadata["napari_4dstem"]["calibration"].scan_step == (2.5, 2.5)
+    # the scan still follows a click on the Real space canvas, in the new units
+    move_scan_to_world(main, (4 * 2.5, 6 * 2.5))
+    assert scan_position(main, lyr) == (4, 6)
+    np.testing.assert_array_equal(np.asarray(lyr._slice.image.raw), cube[4, 6])
     # a field of view of 0: a one-line error, nothing changed
     w.fov_y.setValue(0.0)
     w.apply_fov_btn.click()

@@ -131,7 +131,7 @@ def test_fft_parts_of_a_planted_sinusoid_in_the_virtual_image(make_napari_viewer
     assert isinstance(p, ResultPaneWidget)
     qtbot.waitUntil(lambda: v.last_image is not None and v._worker is None, timeout=30000)
     img = np.asarray(v.last_image.data, dtype=np.float64)
-    assert img.shape == (32, 40) and p.part.isEnabled() and p.window.isChecked()
+    assert img.shape == (32, 40) and p.part.isEnabled() and p.fft_window.isChecked()
     with stall_detector.excluded("reference"):
         qtbot.waitUntil(lambda: not p.runner.busy and np.array_equal(p.shown[1], fft_image(img)), timeout=10000)
     up, down = (16 + 4, 20 + 5), (16 - 4, 20 - 5)
@@ -139,7 +139,7 @@ def test_fft_parts_of_a_planted_sinusoid_in_the_virtual_image(make_napari_viewer
     assert layer.colormap.name == "magma" and layer.scale[0] == pytest.approx(1 / (32 * 0.5))
 
     def show(part, window=True):
-        p.window.setChecked(window)
+        p.fft_window.setChecked(window)
         p.part.setCurrentText(part)
         qtbot.waitUntil(lambda: not p.runner.busy and p.shown is not None and part in p.shown[0], timeout=10000)
         with stall_detector.excluded("reference"):
@@ -165,5 +165,5 @@ def test_fft_parts_of_a_planted_sinusoid_in_the_virtual_image(make_napari_viewer
     assert p.shown[0] == "FFT |F|, no window"
     # EWPC of the pattern: the FFT's part does not apply there
     p.mode.setCurrentIndex(1)
-    assert p.mode.currentText() == MODES[1] and not p.part.isEnabled() and not p.window.isEnabled()
+    assert p.mode.currentText() == MODES[1] and not p.part.isEnabled() and not p.fft_window.isEnabled()
     qtbot.waitUntil(lambda: not p.runner.busy and p.shown[0].startswith("EWPC"), timeout=10000)

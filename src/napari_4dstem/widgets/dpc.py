@@ -510,7 +510,7 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
                 other.scale = new_k["scale"]
                 other.units = new_k["units"]
         set_layer_calibration(self.viewer, lyr, new)
-        self._fill_from_calibration()
+        self._show_disk_text()  # the angle a calibrated pixel size gives
         return True
 
     # -- disk calibration: convergence angle <-> pixel size --------------------------------------

@@ -113,9 +113,9 @@ class ResultPaneWidget(DockState, QWidget):
         self.part = QComboBox()
         self.part.addItems(FFT_PARTS)
         self.part.setToolTip("what of the complex FFT to show (the phase is relative to the image's first pixel)")
-        self.window = QCheckBox("Hann window")
-        self.window.setChecked(True)
-        self.window.setToolTip("multiply the image by a 2D Hann window before the FFT (no edge streaks)")
+        self.fft_window = QCheckBox("Hann window")
+        self.fft_window.setChecked(True)
+        self.fft_window.setToolTip("multiply the image by a 2D Hann window before the FFT (no edge streaks)")
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.model, self.canvas = make_embedded(viewer, "Result")
@@ -123,7 +123,7 @@ class ResultPaneWidget(DockState, QWidget):
         form.addRow("show", self.mode)
         fft_row = QHBoxLayout()
         fft_row.addWidget(self.part)
-        fft_row.addWidget(self.window)
+        fft_row.addWidget(self.fft_window)
         fft_row.addStretch(1)
         form.addRow("FFT", fft_row)
         lay = QVBoxLayout(self)
@@ -139,7 +139,7 @@ class ResultPaneWidget(DockState, QWidget):
         ev.pattern_changed.connect(self._on_pattern)
         self.mode.currentIndexChanged.connect(lambda _=0: self.refresh())
         self.part.currentIndexChanged.connect(lambda _=0: self.refresh())
-        self.window.toggled.connect(lambda _=False: self.refresh())
+        self.fft_window.toggled.connect(lambda _=False: self.refresh())
         register_dock(viewer, self)
         self.refresh()
 
@@ -172,7 +172,7 @@ class ResultPaneWidget(DockState, QWidget):
     def refresh(self) -> None:
         fft = self.mode.currentText() == MODES[0]
         self.part.setEnabled(fft)
-        self.window.setEnabled(fft)
+        self.fft_window.setEnabled(fft)
         if self._source() == "virtual image":
             self._on_virtual()
         else:
@@ -203,7 +203,7 @@ class ResultPaneWidget(DockState, QWidget):
         part = self.part.currentText()
         kind = {"real": "signed", "imaginary": "signed", "phase": "phase"}.get(part, "magnitude")
         self._colormap = PART_COLORMAPS.get(part, "magma")
-        args = (np.asarray(img.data), step, unit, part, self.window.isChecked())
+        args = (np.asarray(img.data), step, unit, part, self.fft_window.isChecked())
         self.runner.request(_with_limits, _fft_job, *args, kind=kind)
 
     def _on_pattern(self, iy: int, ix: int) -> None:
