@@ -557,6 +557,7 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
 
     def _on_disk(self, out) -> None:
         self.disk_pattern, self.disk = out
+        self.status.setText("")
         cal = self.datacube()[1]
         outline = circle_outline(self.disk.center_px, self.disk.radius_px)
         if DISK_LAYER in self.viewer.layers:
