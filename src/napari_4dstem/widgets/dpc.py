@@ -168,7 +168,6 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.origin_label = QLabel("")
         og = QGroupBox("Origin and descan")
         of = QFormLayout(og)
-        of.addRow("4D layer", self.layer_combo)
         of.addRow("method", self.origin_method)
         of.addRow("descan fit", self.fit_method)
         of.addRow(self.measure_btn)
@@ -239,7 +238,7 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.disk_label.setWordWrap(True)
         self.disk = None  # the last BFDisk measured
         self.disk_pattern = None  # and the pattern it was measured on
-        self.disk_angle_mrad = None  # the convergence angle a known pixel size gives (no angle typed)
+        self.disk_angle_mrad = None  # the convergence angle the layer's pixel size gives (when calibrated)
         kg = QGroupBox("Disk calibration (convergence angle)")
         kf = QFormLayout(kg)
         kf.addRow("pattern", self.disk_source)
@@ -322,6 +321,9 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
             buttons=(self.measure_btn, self.com_btn, self.fit_ring_btn, self.measure_disk_btn),
         )
         layout = QVBoxLayout(self)
+        which = QFormLayout()  # every box below calibrates or measures this layer
+        which.addRow("4D layer", self.layer_combo)
+        layout.addLayout(which)
         layout.addWidget(fg)
         layout.addWidget(kg)
         layout.addWidget(rg)
