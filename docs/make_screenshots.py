@@ -213,6 +213,8 @@ def calibration_dpc() -> None:
     _wait(w, "origin_fit")
     w.compute_com()
     _wait(w, "com")
+    w.measure_disk()  # the bright-field disk: the sample's 1.575 mrad <-> its pixel size
+    _wait(w, "disk")
     import time
 
     from qtpy.QtWidgets import QApplication

@@ -212,6 +212,116 @@ def test_ring_calibration_fits_the_planted_ellipse_and_sets_the_scale(make_napar
     assert (w.ring_fit.a_px, w.ring_fit.b_px) == pytest.approx((33.0, 30.0), abs=0.2)
 
 
+LAMBDA_200_A = 0.025079  # electron wavelength at 200 kV from the tables (2.5079 pm)
+
+
+def _disk_cube(center=(31.6, 32.4), radius=12.0, seed=3):
+    """A 6 x 8 scan of one hard-edged bright-field disk (each pixel the covered fraction of its
+    area, 8 x 8 subsamples), Poisson noise."""
+    s = 8
+    y = (np.arange(64 * s) + 0.5) / s - 0.5
+    inside = np.hypot(y[:, None] - center[0], y[None, :] - center[1]) <= radius
+    disk = inside.reshape(64, s, 64, s).mean(axis=(1, 3)) * 800.0 + 4.0
+    rng = np.random.default_rng(seed)
+    return rng.poisson(np.broadcast_to(disk, (6, 8, 64, 64))).astype(np.float32)
+
+
+def test_disk_calibration_and_field_of_view_set_the_scales(make_napari_viewer, qtbot, stall_detector):
+    """UX point 14: the bright-field disk measured in a worker (the core's find_bf_disk on the
+    mean pattern) and a typed convergence angle give the planted pixel size within 0.2 px / R;
+    Apply sets the k scale of the 4D layer and of the layers on the pattern; the other way, the
+    pixel size gives the convergence angle; a typed field of view (or scan step) sets the scan
+    step exactly, on the 4D layer and on the maps of the Real space canvas."""
+    from napari_4dstem.analysis.virtual.origin import find_bf_disk
+    from napari_4dstem.widgets._common import scan_position
+    from napari_4dstem.widgets._results import move_scan_to_world, results_viewer, show_map
+    from napari_4dstem.widgets.dpc import DISK_LAYER
+
+    main = make_napari_viewer()
+    cube = _disk_cube()
+    cal = Calibration(beam_energy_kev=200.0)
+    with stall_detector.excluded("first layer add"):
+        lyr = main.add_image(
+            cube, name="disks", metadata={"napari_4dstem": {"calibration": cal}}, **cal.napari_kwargs("4d")
+        )
+    other = main.add_shapes([np.array([[20.0, 20.0], [30.0, 30.0]])], shape_type="rectangle", name="on the pattern")
+    _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Calibration and DPC")
+    assert w.beam_kev.value() == 200.0 and w.disk_alpha.value() == 0.0  # from the layer's calibration
+    w.disk_alpha.setValue(18.0)
+    w.measure_disk_btn.click()
+    qtbot.waitUntil(lambda: w.disk is not None and w._worker is None, timeout=60000)
+    with stall_detector.excluded("reference"):
+        ref = find_bf_disk(cube.astype(np.float64).mean(axis=(0, 1)))
+    assert w.disk.radius_px == pytest.approx(ref.radius_px, rel=1e-12)
+    r = w.disk.radius_px
+    assert r == pytest.approx(12.0, abs=0.2)
+    outline = main.layers[DISK_LAYER].data[0]
+    np.testing.assert_allclose(
+        np.hypot(outline[:, 0] - ref.center_px[0], outline[:, 1] - ref.center_px[1]), r, atol=1e-4
+    )
+    want_mrad, want_inv_a = 18.0 / 12.0, 18.0 / 12.0 / (1000 * LAMBDA_200_A)  # the planted disk
+    assert "1/A per pixel" in w.disk_label.text() and w.apply_disk_btn.isEnabled()
+    stall_detector.step()
+    w.apply_disk_btn.click()
+    stored = lyr.metadata["napari_4dstem"]["calibration"]
+    assert stored.k_units == "1/A" and stored.k_pixel_size == pytest.approx(want_inv_a, rel=0.2 / 12.0)
+    assert stored.k_pixel_size_in("mrad") == pytest.approx(18.0 / r, rel=1e-9)  # exact for the measured radius
+    assert stored.k_pixel_size_in("mrad") == pytest.approx(want_mrad, rel=0.2 / 12.0)
+    assert stored.convergence_semiangle_mrad == 18.0 and stored.beam_energy_kev == 200.0
+    k = stored.k_pixel_size
+    assert tuple(lyr.scale[2:]) == pytest.approx((k, k)) and tuple(lyr.scale[:2]) == (1.0, 1.0)
+    assert str(lyr.units[2]) == "inverse_angstrom"
+    assert tuple(other.scale) == pytest.approx((k, k)) and main.layers[DISK_LAYER].scale[0] == pytest.approx(k)
+    stall_detector.step()
+    # the other way: no angle typed, the (now calibrated) pixel size gives the convergence angle
+    w.disk_alpha.setValue(0.0)
+    assert w.disk_angle_mrad == pytest.approx(18.0, rel=1e-9) and "semi-angle of 18 mrad" in w.disk_label.text()
+    main.dims.set_point(0, 2 * lyr.scale[0])
+    main.dims.set_point(1, 3 * lyr.scale[1])
+    w.disk_source.setCurrentText("current pattern")
+    w.measure_disk_btn.click()
+    qtbot.waitUntil(lambda: w.disk.radius_px != r and w._worker is None, timeout=60000)
+    with stall_detector.excluded("reference"):
+        one = find_bf_disk(np.asarray(cube[2, 3], dtype=np.float64))
+    assert w.disk.radius_px == pytest.approx(one.radius_px, rel=1e-12)
+    assert w.disk_angle_mrad == pytest.approx(one.radius_px * k * 1000 * LAMBDA_200_A, rel=5e-5)
+    assert w.disk_angle_mrad == pytest.approx(18.0, rel=0.2 / 12.0)
+    stall_detector.step()
+    # field of view: a map on the Real space canvas follows the scan step
+    rs = results_viewer(main)
+    scan_map = show_map(rs, "a map", np.zeros((6, 8), np.float32), stored)
+    assert w.fov_mode.currentText() == "field of view"
+    w.fov_units.setCurrentText("nm")
+    w.fov_y.setValue(3.0)
+    w.fov_x.setValue(4.0)
+    w.apply_fov_btn.click()
+    stored = lyr.metadata["napari_4dstem"]["calibration"]
+    assert stored.scan_step == (0.5, 0.5) and stored.scan_units == "nm"
+    assert stored.k_pixel_size == k  # the detector untouched
+    assert tuple(lyr.scale[:2]) == (0.5, 0.5) and tuple(lyr.scale[2:]) == pytest.approx((k, k))
+    assert str(lyr.units[0]) == "nanometer" and tuple(scan_map.scale) == (0.5, 0.5)
+    assert str(scan_map.units[0]) == "nanometer" and "field of view 3 x 4 nm" in w.fov_label.text()
+    stall_detector.step()
+    # a scan step instead, in Angstrom (the fields follow the switch: N steps are the field of view)
+    w.fov_mode.setCurrentText("scan step")
+    assert (w.fov_y.value(), w.fov_x.value()) == (0.5, 0.5)
+    w.fov_units.setCurrentText("A")
+    w.fov_y.setValue(2.5)
+    w.fov_x.setValue(2.5)
+    w.apply_fov_btn.click()
+    assert tuple(lyr.scale[:2]) == (2.5, 2.5) and tuple(scan_map.scale) == (2.5, 2.5)
+    assert str(lyr.units[0]) == "angstrom" and str(scan_map.units[1]) == "angstrom"
+    assert lyr.metadata["napari_4dstem"]["calibration"].scan_step == (2.5, 2.5)
+    # the scan still follows a click on the Real space canvas, in the new units
+    move_scan_to_world(main, (4 * 2.5, 6 * 2.5))
+    assert scan_position(main, lyr) == (4, 6)
+    np.testing.assert_array_equal(np.asarray(lyr._slice.image.raw), cube[4, 6])
+    # a field of view of 0: a one-line error, nothing changed
+    w.fov_y.setValue(0.0)
+    w.apply_fov_btn.click()
+    assert "positive" in w.fov_label.text() and tuple(lyr.scale[:2]) == (2.5, 2.5)
+
+
 def test_scan_axes_on_detector_invert_the_rotation():
     from napari_4dstem.analysis.virtual.dpc import rotate_to_scan
     from napari_4dstem.widgets.dpc import scan_axes_on_detector

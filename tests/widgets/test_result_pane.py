@@ -101,3 +101,69 @@ def test_plugins_register_result_views_that_follow_the_scan(make_napari_viewer, 
     finally:
         for name in list(result_renderers()):
             unregister_result_renderer(name)
+
+
+def test_fft_parts_of_a_planted_sinusoid_in_the_virtual_image(make_napari_viewer, qtbot, stall_detector):
+    """UX point 15: the FFT shows log|F|, |F|, real, imaginary or phase, Hann-windowed or not,
+    computed in the worker. Each pattern is a disk times 5 + 3 cos(2 pi (4 y / 32 + 5 x / 40) + phi),
+    so any virtual image is S (5 + 3 cos(...)): at (+4, +5) from the centre its transform is
+    (3/5) mean W / 2 e^{i phi} (W = n_y n_x, or the sum of the Hann window), at (-4, -5) the
+    conjugate."""
+    main = make_napari_viewer()
+    with stall_detector.excluded("reference"):
+        from napari_4dstem import Calibration
+        from napari_4dstem.analysis.virtual.transforms import FFT_PARTS, fft_image
+        from napari_4dstem.widgets.result_pane import FFT_PARTS as PANE_PARTS
+        from napari_4dstem.widgets.result_pane import LAYER, MODES, ResultPaneWidget
+
+        assert PANE_PARTS == FFT_PARTS
+        phi = 0.9
+        yy, xx = np.mgrid[:32, :40]
+        wave = 5 + 3 * np.cos(2 * np.pi * (4 * yy / 32 + 5 * xx / 40) + phi)
+        ky, kx = np.mgrid[:48, :48]
+        disk = (np.hypot(ky - 23.5, kx - 23.5) <= 4.0).astype(np.float64)
+        cube = (wave[..., None, None] * disk).astype(np.float32)
+        cal = Calibration(scan_step=(0.5, 0.5), scan_units="nm", k_pixel_size=0.5, k_units="mrad")
+    with stall_detector.excluded("first layer add"):
+        main.add_image(cube, name="waves", metadata={"napari_4dstem": {"calibration": cal}}, **cal.napari_kwargs("4d"))
+    _, v = main.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    _, p = main.window.add_plugin_dock_widget("napari-4dstem", "Result pane")
+    assert isinstance(p, ResultPaneWidget)
+    qtbot.waitUntil(lambda: v.last_image is not None and v._worker is None, timeout=30000)
+    img = np.asarray(v.last_image.data, dtype=np.float64)
+    assert img.shape == (32, 40) and p.part.isEnabled() and p.fft_window.isChecked()
+    with stall_detector.excluded("reference"):
+        qtbot.waitUntil(lambda: not p.runner.busy and np.array_equal(p.shown[1], fft_image(img)), timeout=10000)
+    up, down = (16 + 4, 20 + 5), (16 - 4, 20 - 5)
+    layer = p.model.layers[LAYER]
+    assert layer.colormap.name == "magma" and layer.scale[0] == pytest.approx(1 / (32 * 0.5))
+
+    def show(part, window=True):
+        p.fft_window.setChecked(window)
+        p.part.setCurrentText(part)
+        qtbot.waitUntil(lambda: not p.runner.busy and p.shown is not None and part in p.shown[0], timeout=10000)
+        with stall_detector.excluded("reference"):
+            want = fft_image(img, window=window, part=part)
+        np.testing.assert_array_equal(p.shown[1], want)  # what the pane shows is the core's
+        stall_detector.step()
+        return p.shown[1]
+
+    for window in (True, False):
+        w = np.outer(np.hanning(32), np.hanning(40)).sum() if window else 32 * 40
+        half = 0.6 * img.mean() * w / 2  # the planted amplitude: 3 of a mean of 5, times S
+        ph = show("phase", window)
+        assert ph[up] == pytest.approx(phi, abs=1e-4) and ph[down] == pytest.approx(-phi, abs=1e-4)
+        assert layer.colormap.name == "twilight" and tuple(layer.contrast_limits) == pytest.approx((-np.pi, np.pi))
+        re = show("real", window)
+        assert re[up] == pytest.approx(half * np.cos(phi), rel=1e-4) and re[down] == pytest.approx(re[up], rel=1e-6)
+        lo, hi = layer.contrast_limits
+        assert layer.colormap.name == "PiYG" and lo == pytest.approx(-hi)
+        im = show("imaginary", window)
+        assert im[up] == pytest.approx(half * np.sin(phi), rel=1e-4) and im[down] == pytest.approx(-im[up], rel=1e-6)
+        mag = show("|F|", window)
+        assert mag[up] == pytest.approx(half, rel=1e-4) and layer.colormap.name == "magma"
+    assert p.shown[0] == "FFT |F|, no window"
+    # EWPC of the pattern: the FFT's part does not apply there
+    p.mode.setCurrentIndex(1)
+    assert p.mode.currentText() == MODES[1] and not p.part.isEnabled() and not p.fft_window.isEnabled()
+    qtbot.waitUntil(lambda: not p.runner.busy and p.shown[0].startswith("EWPC"), timeout=10000)

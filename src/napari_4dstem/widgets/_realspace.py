@@ -9,6 +9,14 @@ scale and percentile ranges as visible controls (display only), a histogram of t
 values with the contrast limits as two handles to drag, the statistics of the values, and a
 readout of the pixel under the mouse and its value (hovering does not move the scan).
 
+Latch (UX point 12): unticked, every new image (a detector moved, a preset, a lazy image filling
+in) is autoranged with the chosen percentile preset; ticked, the contrast limits shown when it
+was ticked (a preset's, or dragged with the handles or set in napari's controls since) stay for
+every new image, so images can be compared at the same limits while the detector moves. A
+preset chosen while latched is taken from the current image and latched; unticking autoranges
+the current image at once. Limits are latched per scale (Lin and Power share theirs: the same
+values on screen), since Log or Sqrt values live on another axis.
+
 Complex maps (an object's transmission function, a complex FFT): napari shows no complex layer,
 so :func:`show_complex_map` shows one part (phase, amplitude, real or imaginary) and keeps the
 complex values in the layer's metadata (``COMPLEX_KEY``); the hover readout reads the topmost
@@ -27,7 +35,7 @@ import weakref
 import numpy as np
 from qtpy.QtCore import QPointF, Qt, Signal
 from qtpy.QtGui import QColor, QPainter, QPen
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 SCALES = ("Lin", "Log", "Sqrt", "Power")
 COMPLEX_KEY = "napari_4dstem_complex"  # layer.metadata key of a complex map's values
@@ -36,6 +44,12 @@ PATTERN_STATS_DELAY_MS = 80  # the pattern statistics wait for the scan to settl
 HIST_BINS = 64
 # percentile autorange presets: (low, high) percent of the finite values
 RANGES = {"0.1-99.9 %": (0.1, 99.9), "1-99 %": (1.0, 99.0), "2-98 %": (2.0, 98.0), "min-max": (0.0, 100.0)}
+
+
+def scale_group(scale: str) -> str:
+    """The scales whose displayed values are the same (``Lin`` and ``Power``: the exponent is the
+    shader's), so contrast limits latched for one hold for the other."""
+    return "Lin" if scale in ("Lin", "Power") else scale
 
 
 def display_transform(img: np.ndarray, scale: str) -> np.ndarray:
@@ -311,6 +325,7 @@ class LiveImage(QWidget):
         self._raw: np.ndarray | None = None
         self._cal = None
         self._clim: tuple[float, float] | None = None
+        self._latched: dict[str, tuple[float, float]] = {}  # scale group -> latched contrast limits
         self._hooked: weakref.WeakSet = weakref.WeakSet()  # real-space viewers with our hover hook
         self._hooked_layer = None  # weak reference to the layer whose contrast the histogram follows
         self._shown_scale = "Lin"
@@ -323,6 +338,11 @@ class LiveImage(QWidget):
         self.range_combo = QComboBox()
         self.range_combo.addItems(list(RANGES))
         self.range_combo.setToolTip("contrast limits from these percentiles of the image")
+        self.latch = QCheckBox("latch")
+        self.latch.setToolTip(
+            "keep the contrast limits shown now for the next images (detector moves, presets); "
+            "unticked, each new image is autoranged with the percentile preset"
+        )
         self.gamma = QDoubleSpinBox()
         self.gamma.setRange(0.05, 10.0)
         self.gamma.setDecimals(2)
@@ -342,6 +362,7 @@ class LiveImage(QWidget):
         controls.addWidget(self.scale_combo)
         controls.addWidget(QLabel("range"))
         controls.addWidget(self.range_combo)
+        controls.addWidget(self.latch)
         controls.addWidget(QLabel("power"))
         controls.addWidget(self.gamma)
         controls.addStretch(1)
@@ -353,7 +374,8 @@ class LiveImage(QWidget):
         layout.addWidget(self.stats)
         layout.addWidget(self.readout)
         self.scale_combo.currentTextChanged.connect(self._on_scale)
-        self.range_combo.currentTextChanged.connect(lambda _: self.render())
+        self.range_combo.currentTextChanged.connect(lambda _: self._on_range())
+        self.latch.toggled.connect(self._on_latch)
         self.gamma.valueChanged.connect(self._on_gamma)
 
     # -- the layer ------------------------------------------------------------------------------
@@ -396,7 +418,10 @@ class LiveImage(QWidget):
             return
         scale = self.scale_combo.currentText()
         img = display_transform(self._raw, scale)
-        clim = self._clim if scale in ("Lin", "Power") else None
+        latched = self.latch.isChecked()
+        clim = self._latched.get(scale_group(scale)) if latched else None
+        if clim is None and scale in ("Lin", "Power"):
+            clim = self._clim
         if clim is None:
             finite = img[np.isfinite(img)]
             if finite.size:
@@ -406,6 +431,8 @@ class LiveImage(QWidget):
             else:
                 clim = (0.0, 1.0)
         self.displayed_clim = clim
+        if latched:
+            self._latched[scale_group(scale)] = clim
         if self.rgb_name in rv.layers:
             rv.layers[self.rgb_name].visible = False  # a new live image: it is the one shown
         layer = rv.layers[self.name] if self.name in rv.layers else None
@@ -427,6 +454,33 @@ class LiveImage(QWidget):
         if layer.gamma != gamma:  # napari's setter redraws the thumbnail even for the same value
             layer.gamma = gamma
         self.histogram.set_data(*histogram(img), clim)
+
+    # -- latch: the same contrast limits for every new image ---------------------------------
+    @property
+    def latched_clim(self) -> tuple[float, float] | None:
+        """The latched contrast limits of the current scale (None when not latched)."""
+        if not self.latch.isChecked():
+            return None
+        return self._latched.get(scale_group(self.scale_combo.currentText()))
+
+    def _on_latch(self, on: bool) -> None:
+        """Ticked: latch the limits shown now; unticked: autorange the current image now."""
+        self._latched = {}
+        if on:
+            if self.displayed_clim is not None and self._raw is not None and self._raw.ndim == 2:
+                self._latched[scale_group(self.scale_combo.currentText())] = tuple(self.displayed_clim)
+            return
+        self.render()
+
+    def _on_range(self) -> None:
+        """A percentile preset: taken from the current image (and latched when latched)."""
+        self._latched.pop(scale_group(self.scale_combo.currentText()), None)
+        self.render()
+
+    def _keep_latched(self, clim) -> None:
+        """Limits set by hand (handles, napari's controls) become the latched ones."""
+        if self.latch.isChecked() and self._raw is not None and self._raw.ndim == 2:
+            self._latched[scale_group(self.scale_combo.currentText())] = (float(clim[0]), float(clim[1]))
 
     # -- display only: Power (napari's gamma) and the histogram's handles ----------------------
     def _on_scale(self, scale: str) -> None:
@@ -450,6 +504,7 @@ class LiveImage(QWidget):
         if layer is None or getattr(layer, "rgb", False):
             return
         self.displayed_clim = (lo, hi)
+        self._keep_latched((lo, hi))
         layer.contrast_limits = (lo, hi)
 
     def _hook_layer(self, layer) -> None:
@@ -467,6 +522,7 @@ class LiveImage(QWidget):
                 lyr = w.layer
                 if lyr is not None and tuple(w.histogram.clim) != tuple(lyr.contrast_limits):
                     w.displayed_clim = tuple(lyr.contrast_limits)
+                    w._keep_latched(lyr.contrast_limits)
                     w.histogram.set_clim(lyr.contrast_limits)
             except RuntimeError:  # the dock was deleted
                 pass

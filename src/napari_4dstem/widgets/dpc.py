@@ -8,6 +8,15 @@ is drawn on the pattern, and *Apply* stores the ellipse, the pixel size ``1 / (d
 in 1/A for a known ring spacing ``d`` and optionally the ring centre as the origin, and sets the
 k scale of the 4D layer and of the 2D layers on the pattern, so the scale bar follows at once.
 
+Disk calibration (UX point 14): the core's bright-field disk measurement (``find_bf_disk``) on
+the mean or current pattern in a worker; a typed convergence semi-angle and the beam energy give
+the pixel size (``calibrate_from_disk``: mrad per pixel, and 1/A per pixel with the energy),
+*Apply* stores it like the ring calibration does; with no angle typed, a calibrated pixel size
+gives the convergence angle instead (``convergence_angle_from_disk``), shown and stored.
+Field of view: a typed field of view (or scan step) in nm, A or um sets the scan step
+(``with_field_of_view``: ``F / N``) and the real-space scale of the 4D layer and of the maps on
+the Real space canvas.
+
 Translation only: long passes over the data (origin, centre of mass) run in workers through the
 core jobs and pipelines; the rotation fit and DPC/iDPC on the cached centre of mass (the
 pipeline's ``run_dpc``) run in workers too, newest request wins. Maps go to the linked real-space viewer
@@ -49,6 +58,8 @@ SCAN_AXES_LAYER = "scan axes (DPC)"  # scan x/y against the detector axes, after
 UNSET_STYLE = "QGroupBox#dpc_group { border: 2px solid orange; }"
 RING_LAYER = "calibration ring"  # a circle the user draws on the pattern (centre and radius guess)
 FITTED_RING_LAYER = "fitted ring"
+DISK_LAYER = "measured disk"  # the bright-field disk measured for the convergence-angle calibration
+FOV_UNITS = ("nm", "A", "um")
 
 
 def _ring_job(dc: DataCube, source: str, pos, radius_range, center):
@@ -60,6 +71,23 @@ def _ring_job(dc: DataCube, source: str, pos, radius_range, center):
     else:
         pattern = yield from dc.iter_reduce_patterns("mean")
     return pattern, fit_ring(pattern, radius_range_px=radius_range, center_px=center)
+
+
+def _disk_job(dc: DataCube, source: str, pos):
+    """Worker: the pattern (mean of all, or the one at ``pos``) and the core's bright-field disk."""
+    from ..analysis.virtual.origin import find_bf_disk
+
+    if source == "current pattern":
+        pattern = np.asarray(dc.pattern(*pos), dtype=np.float64)
+    else:
+        pattern = yield from dc.iter_reduce_patterns("mean")
+    return pattern, find_bf_disk(pattern)
+
+
+def circle_outline(center, radius: float, n: int = 90) -> np.ndarray:
+    """``(n, 2)`` points ``(k_y, k_x)`` of a circle (for a polygon on the pattern)."""
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.column_stack([center[0] + radius * np.sin(t), center[1] + radius * np.cos(t)])
 
 
 def ellipse_outline(fit, n: int = 120) -> np.ndarray:
@@ -140,7 +168,6 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.origin_label = QLabel("")
         og = QGroupBox("Origin and descan")
         of = QFormLayout(og)
-        of.addRow("4D layer", self.layer_combo)
         of.addRow("method", self.origin_method)
         of.addRow("descan fit", self.fit_method)
         of.addRow(self.measure_btn)
@@ -190,6 +217,65 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         rf.addRow(ring_btns)
         rf.addRow(self.ring_label)
 
+        # disk calibration: the bright-field disk's radius is the convergence semi-angle
+        self.disk_source = QComboBox()
+        self.disk_source.addItems(["mean pattern", "current pattern"])
+        self.disk_alpha, self.beam_kev = QDoubleSpinBox(), QDoubleSpinBox()
+        self.disk_alpha.setRange(0.0, 1000.0)
+        self.disk_alpha.setDecimals(3)
+        self.disk_alpha.setSuffix(" mrad")
+        self.disk_alpha.setSpecialValueText("unknown (from the pixel size)")
+        self.disk_alpha.setToolTip("the probe's convergence semi-angle: the disk's radius in angle")
+        self.beam_kev.setRange(0.0, 5000.0)
+        self.beam_kev.setDecimals(1)
+        self.beam_kev.setSuffix(" keV")
+        self.beam_kev.setSpecialValueText("unknown (mrad only)")
+        self.beam_kev.setToolTip("beam energy: with it the pixel size in 1/A as well as in mrad")
+        self.measure_disk_btn = QPushButton("Measure disk")
+        self.apply_disk_btn = QPushButton("Apply to the layer")
+        self.apply_disk_btn.setEnabled(False)
+        self.disk_label = QLabel("")
+        self.disk_label.setWordWrap(True)
+        self.disk = None  # the last BFDisk measured
+        self.disk_pattern = None  # and the pattern it was measured on
+        self.disk_angle_mrad = None  # the convergence angle the layer's pixel size gives (when calibrated)
+        kg = QGroupBox("Disk calibration (convergence angle)")
+        kf = QFormLayout(kg)
+        kf.addRow("pattern", self.disk_source)
+        kf.addRow("convergence semi-angle", self.disk_alpha)
+        kf.addRow("beam energy", self.beam_kev)
+        disk_btns = QHBoxLayout()
+        disk_btns.addWidget(self.measure_disk_btn)
+        disk_btns.addWidget(self.apply_disk_btn)
+        kf.addRow(disk_btns)
+        kf.addRow(self.disk_label)
+
+        # real space: field of view (or scan step) -> the scan step and the real-space scale
+        self.fov_mode = QComboBox()
+        self.fov_mode.addItems(["field of view", "scan step"])
+        self.fov_y, self.fov_x = QDoubleSpinBox(), QDoubleSpinBox()
+        for sb in (self.fov_y, self.fov_x):
+            sb.setRange(0.0, 1e7)
+            sb.setDecimals(4)
+        self.fov_y.setToolTip("along scan y")
+        self.fov_x.setToolTip("along scan x")
+        self.fov_units = QComboBox()
+        self.fov_units.addItems(FOV_UNITS)
+        self.apply_fov_btn = QPushButton("Set the real-space scale")
+        self.fov_label = QLabel("")
+        self.fov_label.setWordWrap(True)
+        fg = QGroupBox("Real space: field of view")
+        ff = QFormLayout(fg)
+        ff.addRow("enter", self.fov_mode)
+        fov = QHBoxLayout()
+        fov.addWidget(self.fov_y)
+        fov.addWidget(QLabel("x"))
+        fov.addWidget(self.fov_x)
+        fov.addWidget(self.fov_units)
+        ff.addRow("y x", fov)
+        ff.addRow(self.apply_fov_btn)
+        ff.addRow(self.fov_label)
+
         self.com_btn = QPushButton("Compute centre of mass")
         self.rotation = QDoubleSpinBox()
         self.rotation.setRange(-180.0, 180.0)
@@ -229,8 +315,17 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.cancel_btn = QPushButton("Cancel")
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.measure_btn, self.com_btn, self.fit_ring_btn))
+        self.jobs = JobRunner(
+            self.status,
+            self.cancel_btn,
+            buttons=(self.measure_btn, self.com_btn, self.fit_ring_btn, self.measure_disk_btn),
+        )
         layout = QVBoxLayout(self)
+        which = QFormLayout()  # every box below calibrates or measures this layer
+        which.addRow("4D layer", self.layer_combo)
+        layout.addLayout(which)
+        layout.addWidget(fg)
+        layout.addWidget(kg)
         layout.addWidget(rg)
         layout.addWidget(og)
         layout.addWidget(dg)
@@ -242,6 +337,14 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.draw_ring_btn.clicked.connect(lambda _=False: self.draw_ring())
         self.fit_ring_btn.clicked.connect(lambda _=False: self.fit_ring())
         self.apply_ring_btn.clicked.connect(lambda _=False: self.apply_ring())
+        self.measure_disk_btn.clicked.connect(lambda _=False: self.measure_disk())
+        self.apply_disk_btn.clicked.connect(lambda _=False: self.apply_disk())
+        self.disk_alpha.valueChanged.connect(lambda _: self._show_disk_text())
+        self.beam_kev.valueChanged.connect(lambda _: self._show_disk_text())
+        self.fov_mode.currentTextChanged.connect(self._on_fov_mode)
+        self.apply_fov_btn.clicked.connect(lambda _=False: self.apply_fov())
+        self.layer_combo.currentTextChanged.connect(lambda _: self._fill_from_calibration())
+        self._fill_from_calibration()
         self.measure_btn.clicked.connect(self.measure_origin)
         self.fit_method.currentIndexChanged.connect(lambda _: self._fit_origin())
         self.apply_btn.clicked.connect(self.apply_origin)
@@ -385,23 +488,211 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
     def apply_ring(self) -> None:
         """Store the ring calibration in the 4D layer and set the k scale of it and of the 2D
         layers on the pattern (the scale bar follows at once)."""
+        new = self.ring_calibration()
+        if new is not None and self._set_k_calibration(new):
+            new_k = new.napari_kwargs("k")
+            self.status.setText(
+                f"ring calibration stored in {self.layer.name}: {new_k['scale'][0]:.6g} {new_k['units'][0]}/px"
+            )
+
+    def _set_k_calibration(self, new: Calibration) -> bool:
+        """Store ``new`` in the 4D layer and set the k scale of it and of the 2D layers on the
+        pattern (the detectors, disks, rings drawn there): the scale bar follows at once."""
         from ..plugin_api import set_layer_calibration
 
-        new = self.ring_calibration()
         lyr = self.layer
-        if new is None or lyr is None:
-            return
-        old = self.datacube()[1]
-        old_k = old.napari_kwargs("k")
+        if lyr is None:
+            return False
+        old_k = self.datacube()[1].napari_kwargs("k")
         new_k = new.napari_kwargs("k")
         lyr.scale = new.napari_kwargs("4d")["scale"]
         lyr.units = new.napari_kwargs("4d")["units"]
-        for other in self.viewer.layers:  # the detectors, disks, rings... drawn on the pattern
+        for other in self.viewer.layers:
             if other is not lyr and other.ndim == 2 and np.allclose(other.scale, old_k["scale"]):
                 other.scale = new_k["scale"]
                 other.units = new_k["units"]
         set_layer_calibration(self.viewer, lyr, new)
-        self.status.setText(f"ring calibration stored in {lyr.name}: {new_k['scale'][0]:.6g} {new_k['units'][0]}/px")
+        self._show_disk_text()  # the angle a calibrated pixel size gives
+        return True
+
+    # -- disk calibration: convergence angle <-> pixel size --------------------------------------
+    def _fill_from_calibration(self) -> None:
+        """The angle, energy and field of view fields from the chosen layer's calibration."""
+        try:
+            dc, cal = self.datacube()
+        except Napari4DSTEMError:
+            return
+        for sb, v in ((self.disk_alpha, cal.convergence_semiangle_mrad), (self.beam_kev, cal.beam_energy_kev)):
+            sb.blockSignals(True)
+            sb.setValue(v or 0.0)
+            sb.blockSignals(False)
+        if cal.scan_step is not None and cal.scan_units != "px":
+            vals = cal.scan_step
+            if self.fov_mode.currentText() == "field of view":
+                vals = (vals[0] * dc.scan_shape[0], vals[1] * dc.scan_shape[1])
+            self.fov_units.setCurrentText(cal.scan_units)
+            self.fov_y.setValue(vals[0])
+            self.fov_x.setValue(vals[1])
+        self._show_disk_text()
+
+    def measure_disk(self) -> None:
+        """Measure the bright-field disk in a worker (the mean pattern is a pass over the data)."""
+        from ._common import scan_position
+
+        try:
+            dc, _ = self.datacube()
+        except Napari4DSTEMError as e:
+            self.status.setText(str(e))
+            return
+        source = self.disk_source.currentText()
+        pos = scan_position(self.viewer, self.layer) if self.viewer.dims.ndim >= 4 else (0, 0)
+        self.apply_disk_btn.setEnabled(False)
+        self._run(
+            _disk_job,
+            self._on_disk,
+            dc,
+            source,
+            pos,
+            desc=f"bright-field disk of the {source}",
+            total=self._blocks(dc) if source == "mean pattern" else 1,
+        )
+
+    def _on_disk(self, out) -> None:
+        self.disk_pattern, self.disk = out
+        self.status.setText("")
+        cal = self.datacube()[1]
+        outline = circle_outline(self.disk.center_px, self.disk.radius_px)
+        if DISK_LAYER in self.viewer.layers:
+            self.viewer.layers[DISK_LAYER].data = [(outline, "polygon")]
+        else:
+            self.viewer.add_shapes(
+                [outline],
+                shape_type="polygon",
+                name=DISK_LAYER,
+                edge_color="cyan",
+                face_color="transparent",
+                edge_width=1,
+                **cal.napari_kwargs("k"),
+            )
+        self._show_disk_text()
+
+    def _energy_calibration(self) -> Calibration:
+        """The layer's calibration with the typed beam energy (when one is typed)."""
+        cal = self.datacube()[1]
+        e = self.beam_kev.value()
+        return cal.replace(beam_energy_kev=e) if e > 0 else cal
+
+    def disk_calibration(self) -> Calibration | None:
+        """The layer's calibration with the disk's pixel size for the typed convergence angle
+        (or, with no angle typed, the convergence angle of the layer's pixel size); None before
+        a measurement or when neither is known."""
+        from ..analysis.virtual.calibration import calibrate_from_disk, convergence_angle_from_disk
+        from ..errors import CalibrationError
+
+        if self.disk is None:
+            return None
+        cal = self._energy_calibration()
+        alpha = self.disk_alpha.value()
+        try:
+            if alpha > 0:
+                d = calibrate_from_disk(self.disk.radius_px, alpha, beam_energy_kev=cal.beam_energy_kev)
+                return d.to_calibration(cal)
+            return cal.replace(convergence_semiangle_mrad=convergence_angle_from_disk(self.disk.radius_px, cal))
+        except CalibrationError:
+            return None
+
+    def _show_disk_text(self) -> None:
+        """What the measured disk gives with the angle and energy typed (no worker: arithmetic)."""
+        from ..analysis.virtual.calibration import calibrate_from_disk, convergence_angle_from_disk
+        from ..errors import CalibrationError
+
+        self.disk_angle_mrad = None
+        if self.disk is None:
+            return
+        r, (cy, cx) = self.disk.radius_px, self.disk.center_px
+        text = f"bright-field disk: radius {r:.3f} px at ({cy:.2f}, {cx:.2f}) px"
+        try:
+            cal = self._energy_calibration()
+        except Napari4DSTEMError:
+            return
+        alpha = self.disk_alpha.value()
+        try:  # the other way: the layer's pixel size (if calibrated) gives the convergence angle
+            self.disk_angle_mrad = convergence_angle_from_disk(r, cal)
+        except CalibrationError as e:
+            known = f"; the layer's pixel size gives no angle ({e})"
+        else:
+            known = f"; the layer's pixel size gives a convergence semi-angle of {self.disk_angle_mrad:.4g} mrad"
+        ok = True
+        if alpha > 0:
+            d = calibrate_from_disk(r, alpha, beam_energy_kev=cal.beam_energy_kev)
+            text += f"; {alpha:g} mrad gives {d.mrad_per_px:.6g} mrad per pixel"
+            if d.inv_A_per_px is not None:
+                text += f", {d.inv_A_per_px:.6g} 1/A per pixel"
+            text += known if self.disk_angle_mrad is not None else ""
+        else:
+            text += known
+            ok = self.disk_angle_mrad is not None
+            if not ok:
+                text += ": type the convergence semi-angle"
+        self.disk_label.setText(text)
+        self.apply_disk_btn.setEnabled(ok)
+
+    def apply_disk(self) -> None:
+        """Store the disk calibration (pixel size, convergence angle, energy) in the 4D layer and
+        set the k scale of it and of the layers on the pattern."""
+        new = self.disk_calibration()
+        if new is not None and self._set_k_calibration(new):
+            self.status.setText(
+                f"disk calibration stored in {self.layer.name}: {new.k_pixel_size:.6g} {new.k_units} per pixel, "
+                f"convergence semi-angle {new.convergence_semiangle_mrad:.4g} mrad"
+            )
+
+    # -- real space: field of view ----------------------------------------------------------------
+    def _on_fov_mode(self, mode: str) -> None:
+        """The values typed follow the switch: a field of view is N steps."""
+        lyr = self.layer
+        if lyr is None or lyr.ndim != 4:
+            return
+        ny, nx = lyr.data.shape[:2]
+        f = (ny, nx) if mode == "field of view" else (1.0 / ny, 1.0 / nx)
+        self.fov_y.setValue(self.fov_y.value() * f[0])
+        self.fov_x.setValue(self.fov_x.value() * f[1])
+
+    def fov_calibration(self) -> Calibration:
+        """The layer's calibration with the scan step of the field of view (or step) typed."""
+        from ..analysis.virtual.calibration import with_field_of_view
+
+        dc, cal = self.datacube()
+        vals = (self.fov_y.value(), self.fov_x.value())
+        key = "field_of_view" if self.fov_mode.currentText() == "field of view" else "scan_step"
+        return with_field_of_view(cal, dc.scan_shape, units=self.fov_units.currentText(), **{key: vals})
+
+    def apply_fov(self) -> None:
+        """Set the scan step: the real-space scale of the 4D layer and of the maps on the Real
+        space canvas (their scale bar follows at once)."""
+        from ..plugin_api import set_layer_calibration
+
+        try:
+            dc, old = self.datacube()
+            new = self.fov_calibration()
+        except Napari4DSTEMError as e:
+            self.fov_label.setText(str(e))
+            return
+        lyr = self.layer
+        old_s, new_s = old.napari_kwargs("scan"), new.napari_kwargs("scan")
+        lyr.scale = new.napari_kwargs("4d")["scale"]
+        lyr.units = new.napari_kwargs("4d")["units"]
+        rv = results_viewer(self.viewer, create=False)
+        for other in [] if rv is None else rv.layers:  # the maps over the scan
+            if other.ndim >= 2 and np.allclose(other.scale[-2:], old_s["scale"]):
+                other.scale = (*other.scale[:-2], *new_s["scale"])
+                other.units = (*other.units[:-2], *new_s["units"])
+        set_layer_calibration(self.viewer, lyr, new)
+        (sy, sx), u = new.scan_step, new.scan_units
+        ny, nx = dc.scan_shape
+        self.fov_label.setText(
+            f"scan step {sy:.6g} x {sx:.6g} {u} (field of view {sy * ny:.6g} x {sx * nx:.6g} {u}) stored in {lyr.name}"
+        )
 
     # -- origin -------------------------------------------------------------------------------
     def measure_origin(self) -> None:

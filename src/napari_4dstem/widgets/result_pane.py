@@ -5,7 +5,10 @@ latest image (follows every new image, through the plugin API's ``virtual_image_
 in spatial frequency units of the scan. *EWPC of the current pattern*: the exit-wave power
 cepstrum of the pattern at the scan position (follows ``pattern_changed``), in real-space
 length units (its peaks sit at the lattice spacings). Both are computed in a worker, newest
-request wins (:mod:`napari_4dstem.analysis.virtual.transforms`). Other plugins add views with
+request wins (:mod:`napari_4dstem.analysis.virtual.transforms`). The FFT shows a chosen part of
+the complex transform (log|F|, |F|, real, imaginary or phase: ``FFT_PARTS``), Hann-windowed or
+not, computed in the worker with its contrast limits (symmetric about 0 for the real and
+imaginary parts, -pi..pi for the phase) and a colormap to match (magma, PiYG, twilight). Other plugins add views with
 :func:`napari_4dstem.plugin_api.register_result_renderer`: they follow the pattern or the virtual
 image the same way, run in the same worker, and their errors land in the Log dock.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import napari
 import numpy as np
-from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from ..errors import Napari4DSTEMError
 from ..plugin_api import BUILTIN_RESULT_VIEWS as MODES
@@ -23,13 +26,19 @@ from ._multiview import make_embedded
 from ._state import DockState, register_dock
 
 LAYER = "result"
+#: the parts of the FFT the pane shows: the core's ``transforms.FFT_PARTS`` (not imported here:
+#: scipy.fft takes 0.6 s to import cold, which the dock's opening must not pay)
+FFT_PARTS = ("log|F|", "|F|", "real", "imaginary", "phase")
+#: colormap of each part: sequential for magnitudes, diverging about 0, cyclic for the phase
+PART_COLORMAPS = {"real": "PiYG", "imaginary": "PiYG", "phase": "twilight"}
 
 
-def _fft_job(data: np.ndarray, step: float, unit: str):
+def _fft_job(data: np.ndarray, step: float, unit: str, part: str = "log|F|", window: bool = True):
     from ..analysis.virtual.transforms import fft_image
 
-    img = fft_image(data)
-    return img, (1.0 / (data.shape[0] * step), 1.0 / (data.shape[1] * step)), f"1/{unit}", "FFT"
+    img = fft_image(data, window=window, part=part)
+    what = "FFT" if part == "log|F|" and window else f"FFT {part}" + ("" if window else ", no window")
+    return img, (1.0 / (data.shape[0] * step), 1.0 / (data.shape[1] * step)), f"1/{unit}", what
 
 
 def _ewpc_job(layer_data, iy: int, ix: int, dk: float | None, unit: str | None):
@@ -67,12 +76,23 @@ def _renderer_job(renderer, array, iy=None, ix=None):
     return data.astype(np.float32, copy=False), scale, unit, renderer.name + where
 
 
-def _with_limits(job, *args):
-    """Worker: ``job``'s picture and its contrast limits (min, 99.9th percentile), so the GUI
+def picture_limits(data: np.ndarray, kind: str = "magnitude") -> tuple[float, float]:
+    """Contrast limits of a picture: ``"magnitude"`` (min, 99.9th percentile), ``"signed"``
+    (symmetric about 0: -m, m with m the 99.9th percentile of ``|data|``) or ``"phase"``
+    (-pi, pi)."""
+    if kind == "phase":
+        return (-float(np.pi), float(np.pi))
+    if kind == "signed":
+        m = float(np.percentile(np.abs(data), 99.9)) + 1e-12
+        return (-m, m)
+    return (float(np.min(data)), float(np.percentile(data, 99.9)) + 1e-12)
+
+
+def _with_limits(job, *args, kind: str = "magnitude"):
+    """Worker: ``job``'s picture and its contrast limits (:func:`picture_limits`), so the GUI
     thread only sets them (a plugin's picture may be large)."""
     data, scale, unit, what = job(*args)
-    limits = (float(np.min(data)), float(np.percentile(data, 99.9)) + 1e-12)
-    return data, scale, unit, what, limits
+    return data, scale, unit, what, picture_limits(data, kind)
 
 
 class ResultPaneWidget(DockState, QWidget):
@@ -90,22 +110,36 @@ class ResultPaneWidget(DockState, QWidget):
         self._fill_modes()
         _RENDERERS.changed.connect(self._fill_modes)
         self.destroyed.connect(lambda *_: _disconnect(self._fill_modes))
+        self.part = QComboBox()
+        self.part.addItems(FFT_PARTS)
+        self.part.setToolTip("what of the complex FFT to show (the phase is relative to the image's first pixel)")
+        self.fft_window = QCheckBox("Hann window")
+        self.fft_window.setChecked(True)
+        self.fft_window.setToolTip("multiply the image by a 2D Hann window before the FFT (no edge streaks)")
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.model, self.canvas = make_embedded(viewer, "Result")
         form = QFormLayout()
         form.addRow("show", self.mode)
+        fft_row = QHBoxLayout()
+        fft_row.addWidget(self.part)
+        fft_row.addWidget(self.fft_window)
+        fft_row.addStretch(1)
+        form.addRow("FFT", fft_row)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
         lay.addWidget(self.canvas, 1)
         lay.addWidget(self.status)
         self.runner = LatestRunner(self._on_result, self._on_error)
         self.shown: tuple | None = None  # (what, data) of the picture in the pane
+        self._colormap = "magma"  # of the picture requested last
         self._shown_unit: str | None = None
         ev = events(viewer)
         ev.virtual_image_changed.connect(self._on_virtual)
         ev.pattern_changed.connect(self._on_pattern)
         self.mode.currentIndexChanged.connect(lambda _=0: self.refresh())
+        self.part.currentIndexChanged.connect(lambda _=0: self.refresh())
+        self.fft_window.toggled.connect(lambda _=False: self.refresh())
         register_dock(viewer, self)
         self.refresh()
 
@@ -136,6 +170,9 @@ class ResultPaneWidget(DockState, QWidget):
         return "pattern" if r is None else r.source
 
     def refresh(self) -> None:
+        fft = self.mode.currentText() == MODES[0]
+        self.part.setEnabled(fft)
+        self.fft_window.setEnabled(fft)
         if self._source() == "virtual image":
             self._on_virtual()
         else:
@@ -157,12 +194,17 @@ class ResultPaneWidget(DockState, QWidget):
             self.status.setText("no virtual image yet: open the Virtual imaging dock")
             return
         renderer = result_renderers().get(self.mode.currentText())
+        self._colormap = "magma"
         if renderer is not None:
             self.runner.request(_with_limits, _renderer_job, renderer, np.asarray(img.data))
             return
         cal = img.calibration
         step, unit = float(cal.scan_step[0]), cal.scan_units or "px"
-        self.runner.request(_with_limits, _fft_job, np.asarray(img.data), step, unit)
+        part = self.part.currentText()
+        kind = {"real": "signed", "imaginary": "signed", "phase": "phase"}.get(part, "magnitude")
+        self._colormap = PART_COLORMAPS.get(part, "magma")
+        args = (np.asarray(img.data), step, unit, part, self.fft_window.isChecked())
+        self.runner.request(_with_limits, _fft_job, *args, kind=kind)
 
     def _on_pattern(self, iy: int, ix: int) -> None:
         from ..plugin_api import events, result_renderers
@@ -173,6 +215,7 @@ class ResultPaneWidget(DockState, QWidget):
         if lyr is None:
             return
         renderer = result_renderers().get(self.mode.currentText())
+        self._colormap = "magma"
         if renderer is not None:
             self.runner.request(_with_limits, _renderer_job, renderer, lyr.data, int(iy), int(ix))
             return
@@ -200,13 +243,15 @@ class ResultPaneWidget(DockState, QWidget):
             lyr = self.model.layers[LAYER]
             lyr.data = data
             lyr.contrast_limits = limits
+            if lyr.colormap.name != self._colormap:
+                lyr.colormap = self._colormap
         else:
             if LAYER in self.model.layers:
                 self.model.layers.remove(LAYER)
             self.model.add_image(
                 data,
                 name=LAYER,
-                colormap="magma",
+                colormap=self._colormap,
                 contrast_limits=limits,
                 **kw,
             )

@@ -14,6 +14,15 @@ axis towards ``k_y``, as :class:`~napari_4dstem.data.calibration.Calibration.ell
 Knowing the ring's spacing ``d`` (Angstrom) gives the pixel size: ``k_pixel_size = 1 / (d *
 radius_px)`` in 1/A.
 
+The bright-field disk gives the pixel size too: its radius is the probe's convergence
+semi-angle ``alpha``, so a measured radius ``R`` px (:func:`~napari_4dstem.analysis.virtual.
+origin.find_bf_disk`) and a known ``alpha`` give ``alpha / R`` mrad per pixel, and with the beam
+energy ``alpha / (1000 lambda R)`` 1/A per pixel (:func:`calibrate_from_disk`); the other way, a
+known pixel size gives the convergence angle (:func:`convergence_angle_from_disk`).
+
+Real space: a field of view ``F`` over ``N`` scan positions is a scan step ``F / N`` (the image
+spans ``N`` steps, as napari's scale bar measures it; :func:`with_field_of_view`).
+
 Rotation between scan and detector axes comes from DPC: see
 :func:`napari_4dstem.analysis.virtual.dpc.fit_dpc_rotation`.
 """
@@ -26,10 +35,19 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ...data.calibration import Calibration
+from ...data.calibration import Calibration, electron_wavelength_A, normalize_scan_units
 from ...errors import CalibrationError, DataShapeError
 
-__all__ = ["RingFit", "fit_ellipse_points", "fit_ring"]
+__all__ = [
+    "DiskCalibration",
+    "RingFit",
+    "calibrate_from_disk",
+    "convergence_angle_from_disk",
+    "fit_ellipse_points",
+    "fit_ring",
+    "scan_step_from_field_of_view",
+    "with_field_of_view",
+]
 
 
 @dataclass(frozen=True)
@@ -267,3 +285,227 @@ def fit_ring(
         fit = RingFit(c, a, b, th, int(keep.sum()), float(np.sqrt(np.mean(res**2))))
         center = c
     return fit
+
+
+def _positive(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise CalibrationError(f"{name} must be a positive number, got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise CalibrationError(f"{name} must be a positive number, got {value!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class DiskCalibration:
+    """The detector pixel size from the bright-field disk and the convergence semi-angle.
+
+    Attributes
+    ----------
+    radius_px : float
+        Radius of the bright-field disk, detector pixels.
+    convergence_semiangle_mrad : float
+        Probe convergence semi-angle, mrad (the disk's radius in angle).
+    mrad_per_px : float
+        Detector pixel size in mrad.
+    inv_A_per_px : float or None
+        Detector pixel size in 1/A (None without a beam energy).
+    beam_energy_kev : float or None
+        Beam energy, keV.
+    center_px : (float, float) or None
+        Disk centre ``(k_y, k_x)``, pixels, when measured.
+    """
+
+    radius_px: float
+    convergence_semiangle_mrad: float
+    mrad_per_px: float
+    inv_A_per_px: float | None
+    beam_energy_kev: float | None = None
+    center_px: tuple[float, float] | None = None
+
+    def to_calibration(
+        self, calibration: Calibration | None = None, *, k_units: str | None = None, set_origin: bool = False
+    ) -> Calibration:
+        """``calibration`` with this pixel size, the convergence angle and the beam energy.
+
+        Parameters
+        ----------
+        calibration : Calibration, optional
+            The calibration to change (a new one by default).
+        k_units : {"1/A", "mrad"}, optional
+            Unit of the stored pixel size; by default 1/A when the beam energy is known, else mrad.
+        set_origin : bool
+            Also store the disk centre as the mean origin ``origin_px``.
+
+        Raises
+        ------
+        CalibrationError
+            For ``k_units="1/A"`` without a beam energy, or an unknown unit.
+        """
+        cal = calibration or Calibration()
+        units = k_units or ("1/A" if self.inv_A_per_px is not None else "mrad")
+        if units not in ("1/A", "mrad"):
+            raise CalibrationError(f"k_units must be '1/A' or 'mrad', got {k_units!r}")
+        if units == "1/A" and self.inv_A_per_px is None:
+            raise CalibrationError("a pixel size in 1/A needs the beam energy")
+        size = self.inv_A_per_px if units == "1/A" else self.mrad_per_px
+        changes: dict = {
+            "k_pixel_size": size,
+            "k_units": units,
+            "convergence_semiangle_mrad": self.convergence_semiangle_mrad,
+        }
+        if self.beam_energy_kev is not None:
+            changes["beam_energy_kev"] = self.beam_energy_kev
+        if set_origin and self.center_px is not None:
+            changes["origin_px"] = self.center_px
+        return cal.replace(**changes)
+
+
+def calibrate_from_disk(
+    radius_px: float,
+    convergence_semiangle_mrad: float,
+    *,
+    beam_energy_kev: float | None = None,
+    center_px: tuple[float, float] | None = None,
+) -> DiskCalibration:
+    """The detector pixel size from the bright-field disk's radius and the convergence angle.
+
+    Parameters
+    ----------
+    radius_px : float
+        Radius of the bright-field disk in detector pixels (e.g.
+        :func:`~napari_4dstem.analysis.virtual.origin.find_bf_disk` on the mean pattern).
+    convergence_semiangle_mrad : float
+        Probe convergence semi-angle, mrad.
+    beam_energy_kev : float, optional
+        Beam energy, keV: with it the pixel size in 1/A too.
+    center_px : (float, float), optional
+        The disk's centre, kept for ``to_calibration(set_origin=True)``.
+
+    Returns
+    -------
+    DiskCalibration
+        ``mrad_per_px = alpha / R``; ``inv_A_per_px = alpha / (1000 lambda R)`` with ``lambda``
+        the relativistic electron wavelength in A (small angles).
+
+    Raises
+    ------
+    CalibrationError
+        When the radius, the angle or the energy is not a positive number.
+    """
+    r = _positive("the disk radius (px)", radius_px)
+    alpha = _positive("the convergence semi-angle (mrad)", convergence_semiangle_mrad)
+    energy = None if beam_energy_kev is None else _positive("the beam energy (keV)", beam_energy_kev)
+    mrad = alpha / r
+    inv_a = None if energy is None else mrad / (1000.0 * electron_wavelength_A(energy))
+    c = None if center_px is None else (float(center_px[0]), float(center_px[1]))
+    return DiskCalibration(r, alpha, mrad, inv_a, energy, c)
+
+
+def convergence_angle_from_disk(radius_px: float, calibration: Calibration) -> float:
+    """The convergence semi-angle (mrad) of a disk of ``radius_px`` for a known pixel size.
+
+    Parameters
+    ----------
+    radius_px : float
+        Radius of the bright-field disk, detector pixels.
+    calibration : Calibration
+        With the detector pixel size (in mrad, or in 1/A with the beam energy).
+
+    Returns
+    -------
+    float
+        ``radius_px * pixel size in mrad``.
+
+    Raises
+    ------
+    CalibrationError
+        When the detector is not calibrated, a 1/A pixel size comes without the beam energy, or
+        the radius is not positive.
+    """
+    r = _positive("the disk radius (px)", radius_px)
+    return r * calibration.k_pixel_size_in("mrad")
+
+
+def scan_step_from_field_of_view(
+    scan_shape: tuple[int, int], field_of_view: float | tuple[float, float]
+) -> tuple[float, float]:
+    """The scan step ``(y, x)`` of a field of view over ``scan_shape`` positions.
+
+    Parameters
+    ----------
+    scan_shape : (int, int)
+        Scan positions ``(scan_y, scan_x)``.
+    field_of_view : float or (float, float)
+        Extent of the scanned area ``(y, x)`` in any length unit; one number is the width along
+        ``scan_x`` with square scan steps (``F / N_x`` on both axes), as microscopes report it.
+
+    Returns
+    -------
+    (float, float)
+        ``(F_y / N_y, F_x / N_x)`` in the unit of ``field_of_view``: the image spans ``N`` steps.
+
+    Raises
+    ------
+    CalibrationError
+        When a field of view is not positive or the scan shape is not two positive integers.
+    """
+    shape = tuple(int(n) for n in scan_shape)
+    if len(shape) != 2 or min(shape) < 1:
+        raise CalibrationError(f"the scan shape must be two positive integers, got {scan_shape!r}")
+    fov = np.atleast_1d(np.asarray(field_of_view, dtype=float))
+    if fov.shape == (1,):
+        step = _positive("the field of view", fov[0]) / shape[1]
+        return (step, step)
+    if fov.shape != (2,):
+        raise CalibrationError(f"the field of view is one number or (y, x), got {field_of_view!r}")
+    fy, fx = (_positive("the field of view", v) for v in fov)
+    return (fy / shape[0], fx / shape[1])
+
+
+def with_field_of_view(
+    calibration: Calibration | None,
+    scan_shape: tuple[int, int],
+    *,
+    field_of_view: float | tuple[float, float] | None = None,
+    scan_step: float | tuple[float, float] | None = None,
+    units: str = "nm",
+) -> Calibration:
+    """``calibration`` with the real-space scale from a field of view or a scan step.
+
+    Parameters
+    ----------
+    calibration : Calibration or None
+        The calibration to change (a new one for None).
+    scan_shape : (int, int)
+        Scan positions ``(scan_y, scan_x)``.
+    field_of_view : float or (float, float), optional
+        Width of the scanned area ``(y, x)`` in ``units`` (see :func:`scan_step_from_field_of_view`).
+    scan_step : float or (float, float), optional
+        The step ``(y, x)`` in ``units`` instead; give exactly one of the two.
+    units : {"A", "nm", "um"}
+        Length unit (default nm).
+
+    Returns
+    -------
+    Calibration
+        With ``scan_step`` and ``scan_units``.
+
+    Raises
+    ------
+    CalibrationError
+        For both or neither of ``field_of_view`` and ``scan_step``, a value that is not positive,
+        or a unit that is not a length.
+    """
+    if (field_of_view is None) == (scan_step is None):
+        raise CalibrationError("give either the field of view or the scan step")
+    u = normalize_scan_units(units)
+    if u == "px":
+        raise CalibrationError("the field of view needs a length unit (A, nm or um), not pixels")
+    if field_of_view is not None:
+        step = scan_step_from_field_of_view(scan_shape, field_of_view)
+    else:
+        st = np.broadcast_to(np.asarray(scan_step, dtype=float), (2,))
+        step = tuple(_positive("the scan step", v) for v in st)
+    return (calibration or Calibration()).replace(scan_step=step, scan_units=u)

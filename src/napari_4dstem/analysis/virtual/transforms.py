@@ -4,7 +4,10 @@ The windowed FFT of a real-space map and the exit-wave power cepstrum (EWPC) of 
 pattern:
 
 - :func:`fft_image`: ``log10(1 + |FFT(w * (img - mean))|)`` with a 2D Hann window ``w``,
-  zero frequency at the centre (``N // 2``); frequency step ``1 / (N * scan_step)``.
+  zero frequency at the centre (``N // 2``); frequency step ``1 / (N * scan_step)``. Or one
+  part of the complex transform ``F`` (``part``, :data:`FFT_PARTS`): ``|F|``, its real or
+  imaginary part, or its phase (rad, relative to pixel ``(0, 0)`` of the image, numpy's
+  convention: ``cos(2 pi (u y / N_y + v x / N_x) + phi)`` has phase ``phi`` at ``(u, v)``).
 - :func:`ewpc`: ``|FFT(log(p - min + eps))|`` of a pattern, zero at the centre. A lattice of
   Bragg disks spaced ``g`` px on an ``N`` px detector gives peaks ``N / g`` px from the centre:
   the real-space lattice spacing, ``1 / |g|``, in steps of ``1 / (N * k_pixel)`` (Padgett et al.,
@@ -17,7 +20,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
-__all__ = ["ewpc", "fft_image"]
+__all__ = ["FFT_PARTS", "ewpc", "fft_image", "fft_part"]
+
+#: what :func:`fft_image` shows of the complex transform ``F``
+FFT_PARTS = ("log|F|", "|F|", "real", "imaginary", "phase")
 
 
 def _finite(a: np.ndarray) -> np.ndarray:
@@ -28,8 +34,36 @@ def _finite(a: np.ndarray) -> np.ndarray:
     return np.where(f, a, np.mean(a[f]) if f.any() else 0.0)
 
 
-def fft_image(img: np.ndarray, *, window: bool = True) -> np.ndarray:
-    """Log magnitude of the 2D FFT of ``img`` (mean removed, Hann-windowed), fftshifted, float32.
+def fft_part(f: np.ndarray, part: str = "log|F|") -> np.ndarray:
+    """One part of a complex transform ``f``, float32.
+
+    ``"log|F|"`` (``log10(1 + |f|)``), ``"|F|"``, ``"real"``, ``"imaginary"`` or ``"phase"``
+    (rad, in ``(-pi, pi]``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown part (the known ones are listed).
+    """
+    if part == "log|F|":
+        out = np.log10(1.0 + np.abs(f))
+    elif part == "|F|":
+        out = np.abs(f)
+    elif part == "real":
+        out = np.real(f)
+    elif part == "imaginary":
+        out = np.imag(f)
+    elif part == "phase":
+        out = np.angle(f)
+    else:
+        raise ValueError(f"unknown FFT part {part!r}; use one of {FFT_PARTS}")
+    return np.asarray(out, dtype=np.float32)
+
+
+def fft_image(img: np.ndarray, *, window: bool = True, part: str = "log|F|") -> np.ndarray:
+    """One part of the 2D FFT of ``img`` (mean removed, Hann-windowed), fftshifted, float32.
+
+    By default its log magnitude, as the Result pane shows it.
 
     Parameters
     ----------
@@ -37,23 +71,30 @@ def fft_image(img: np.ndarray, *, window: bool = True) -> np.ndarray:
         A real-space map; NaN and inf are replaced by the mean of the finite pixels.
     window : bool
         Multiply by a 2D Hann window before the transform (default True).
+    part : {"log|F|", "|F|", "real", "imaginary", "phase"}
+        What to return of ``F = FFT(w * (img - mean))`` (see :func:`fft_part`); default the log
+        magnitude ``log10(1 + |F|)``.
 
     Returns
     -------
     ndarray ``(n_y, n_x)`` float32
-        ``log10(1 + |FFT(w * (img - mean))|)``, zero frequency at ``(n_y // 2, n_x // 2)``; the
-        frequency step is ``1 / (N * scan_step)``.
+        That part of ``F`` with zero frequency at ``(n_y // 2, n_x // 2)``; the frequency step
+        is ``1 / (N * scan_step)``. The phase is relative to pixel ``(0, 0)`` of ``img`` (numpy's
+        convention): ``A cos(2 pi (u y / n_y + v x / n_x) + phi)`` with integer ``u, v`` gives,
+        without the window, ``F = A n_y n_x / 2 e^{i phi}`` at ``(u, v)`` from the centre.
 
     Raises
     ------
     ValueError
-        When ``img`` is not 2D.
+        When ``img`` is not 2D, or for an unknown ``part``.
     """
+    if part not in FFT_PARTS:
+        raise ValueError(f"unknown FFT part {part!r}; use one of {FFT_PARTS}")
     a = _finite(img)
     a = a - a.mean()
     if window:
         a = a * np.outer(np.hanning(a.shape[0]), np.hanning(a.shape[1]))
-    return np.log10(1.0 + np.abs(scipy.fft.fftshift(scipy.fft.fft2(a)))).astype(np.float32)
+    return fft_part(scipy.fft.fftshift(scipy.fft.fft2(a)), part)
 
 
 def ewpc(pattern: np.ndarray, *, eps: float | None = None) -> np.ndarray:
