@@ -156,6 +156,7 @@ class StallDetector:
                         "paint_ms": round((self.paint_s - floor0) * 1e3, 1),
                         "ended_by": f"{reason} over its {budget_s * 1e3:.0f} ms budget",
                         "stack": [],
+                        "own_cpu_ms": round(cpu * 1e3, 1),  # the whole block is ours: budgeted
                     }
                 )
 
