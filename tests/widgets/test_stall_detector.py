@@ -51,3 +51,14 @@ def test_a_short_slot_of_ours_inside_a_long_turn_is_not(make_napari_viewer, qtbo
     qtbot.waitUntil(lambda: bool(done), timeout=20000)
     qtbot.wait(50)
     assert not stall_detector.stalls, stall_detector.report()
+
+
+def test_a_budgeted_block_over_its_budget_is_reported(make_napari_viewer, stall_detector):
+    make_napari_viewer()
+    with stall_detector.excluded("opening a dock", budget_s=0.05):
+        _burn_in_our_code(0.15)
+    caught = list(stall_detector.stalls)
+    report = stall_detector.report()  # the failure message itself must build (it raised KeyError)
+    stall_detector.stalls.clear()  # expected here: do not fail the teardown
+    assert len(caught) == 1 and caught[0]["own_cpu_ms"] > 100
+    assert "opening a dock over its 50 ms budget" in report
