@@ -72,6 +72,34 @@ def detect_pattern(pattern: np.ndarray, template: Any, detection: DiskDetectionP
     return found[0, : int(count[0])]
 
 
+def detect_pattern_nn(pattern: np.ndarray, probe: Any, detection: NNDiskParams) -> tuple[DiffractionImage, np.ndarray]:
+    """Bragg disks of one pattern ``(k_y, k_x)`` found by the network with the keywords of a
+    whole-scan run (:func:`iter_disks` with ``detection``), for the widgets' live overlay:
+    ``(predicted image, rows)``, rows ``(qy, qx, intensity, correlation)`` as the run's peaks,
+    shape ``(n, 4)``. ``probe``: as for :func:`iter_disks` (an image, a ProbeSource, a path)."""
+    from ..nn.infer import predict_pattern
+
+    _, image = _as_probe(probe)
+    if image is None:
+        raise Napari4DSTEMError("NN disk detection needs a vacuum probe image (the samples have 'probe')")
+    d = detection
+    img, found = predict_pattern(
+        np.asarray(pattern),
+        probe=image,
+        model=d.model,
+        mc_samples=d.mc_samples,
+        min_significance=d.min_significance,
+        scale=d.scale,
+        min_relative=d.min_relative,
+        min_absolute=d.min_absolute,
+        min_spacing_px=d.min_spacing_px,
+        edge_px=d.edge_px,
+        max_peaks=d.max_peaks,
+    )
+    rows = np.stack([found[k] for k in ("qy", "qx", "intensity", "correlation")], axis=1).reshape(-1, 4)
+    return img, rows
+
+
 def origin_or_none(peaks: BraggPeaks, calibration: Calibration | None = None) -> RealSpaceMap | None:
     """The origin measured from the central beam of every pattern when ``calibration`` (default
     the peaks') has none; None when it has one (then it is used)."""

@@ -38,10 +38,10 @@ from ._common import (
     JobRunner,
     LatestRunner,
     PartialMaps,
-    guarded,
     models_changed,
     scan_position,
 )
+from ._nn_common import NN_BLOCK, ModelPicker, nn_pattern_job, nn_scan_chunk
 from ._pipeline import PipelineActions, layer_source, probe_of_layer
 from ._plot import TrainingPlot
 from ._region import REGION_SHAPES
@@ -52,26 +52,13 @@ from .results_list import session_results
 
 PEAKS_LAYER = "NN disks (current pattern)"
 PRED_LAYER = "NN prediction"
-# patterns per block of "Find disks in all patterns": about 0.1-0.3 s of network time on two
-# CPU cores, so Cancel stops the job within that and progress arrives several times a second
-NN_BLOCK = 4
 
 
-def _model_names() -> list[str]:
-    """Worker: ``name@version`` of every model that is bundled or cached."""
-    from ..nn.registry import list_models
-
-    return [f"{e.name}@{e.version}" for e, status in list_models() if status != "not downloaded"]
-
-
-def _preview_job(dc, pos, probe, model, mc_samples, min_significance, cal):
-    """Worker: the network's prediction and peaks on the pattern at ``pos``."""
-    from ..nn.infer import predict_pattern
-
-    img, found = predict_pattern(
-        np.asarray(dc.pattern(*pos)), probe=probe, model=model, mc_samples=mc_samples, min_significance=min_significance
-    )
-    return pos, img, found, cal
+def _preview_job(dc, pos, probe, params, cal):
+    """Worker: the network's prediction and peaks on the pattern at ``pos`` (with the run's
+    keywords: the disks the whole-scan run finds there), and the calibration to show them in."""
+    pos, img, rows, _seconds = nn_pattern_job(dc, pos, probe, params)
+    return pos, img, rows, cal
 
 
 class NNDiskWidget(PipelineActions, DockState, QWidget):
@@ -86,7 +73,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.disks = None  # pipelines.DisksResult of the last whole-scan run
         self.layer_combo = CubePicker(viewer)
         self.probe_combo = QComboBox()
-        self.model_combo = QComboBox()
+        self.model_combo = ModelPicker(self._error)  # listed in a worker, again after a training
         self.min_rel = QDoubleSpinBox()
         self.min_rel.setRange(0.0, 1.0)
         self.min_rel.setDecimals(3)
@@ -186,13 +173,19 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         # the preview runs the network in a worker (1-2 s on a CPU): newest click wins
         self._previewer = LatestRunner(self._show_preview, self._error)
         self.last_preview = None  # (n, 2) disk positions of the last preview
-        self.models_listed = False
         viewer.layers.events.inserted.connect(self._refresh_probes)
         viewer.layers.events.removed.connect(self._refresh_probes)
         self._refresh_probes()
-        self._refresh_models()
-        models_changed().connect(self._refresh_models)  # e.g. a model trained in the GUI
         register_dock(viewer, self)
+
+    @property
+    def models_listed(self) -> bool:
+        """Whether the model list has arrived from its worker (set False to wait for the next)."""
+        return self.model_combo.listed
+
+    @models_listed.setter
+    def models_listed(self, value: bool) -> None:
+        self.model_combo.listed = bool(value)
 
     # -- choices ------------------------------------------------------------------------------
     def _refresh_probes(self, event=None) -> None:
@@ -208,24 +201,6 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
             self.probe_combo.setCurrentText(cur)
         elif "probe" in names:
             self.probe_combo.setCurrentText("probe")
-
-    def _refresh_models(self) -> None:
-        """List the registry's models in a worker (the registry imports torch: 1.3 s of the
-        GUI thread when the dock opened)."""
-        from napari.qt.threading import create_worker
-
-        create_worker(
-            _model_names, _connect={"returned": guarded(self, self._set_models), "errored": guarded(self, self._error)}
-        )
-
-    def _set_models(self, names: list[str]) -> None:
-        cur = getattr(self, "_select_after_refresh", None) or self.model_combo.currentText()
-        self._select_after_refresh = None
-        self.model_combo.clear()
-        self.model_combo.addItems(names)
-        if cur:
-            self.model_combo.setCurrentText(cur)
-        self.models_listed = True
 
     def _say(self, msg: str) -> None:
         self.status.setText(msg)
@@ -265,16 +240,17 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         """Run the network on the displayed pattern in a worker; the prediction and its disks
         appear when done (``last_preview``)."""
         try:
-            dc, cal, probe, model = self._inputs()
+            dc, cal, probe, _model = self._inputs()
             pos = self._current_position()
+            params = self.nn_params()
         except Napari4DSTEMError as e:
             self._error(e)
             return
         self._say(f"preview at scan position {pos}...")
-        self._previewer.request(_preview_job, dc, pos, probe, model, self.mc.value(), self._min_sig(), cal)
+        self._previewer.request(_preview_job, dc, pos, probe, params, cal)
 
     def _show_preview(self, result) -> None:
-        pos, img, found, cal = result
+        pos, img, rows, cal = result
         kw = cal.napari_kwargs("k")
         b = img.params["frame_step_px"]  # detector px per model-frame px (scale-normalised)
         scale = np.asarray(kw.get("scale", (1.0, 1.0)), float)
@@ -295,7 +271,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
                 units=kw.get("units"),
                 axis_labels=kw.get("axis_labels"),
             )
-        yx = np.stack([found["qy"], found["qx"]], 1) if len(found["qy"]) else np.zeros((0, 2))
+        yx = np.array(rows[:, :2])
         if PEAKS_LAYER in self.viewer.layers:
             self.viewer.layers[PEAKS_LAYER].data = yx
         else:
@@ -378,10 +354,8 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         except Napari4DSTEMError as e:
             self._error(e)
             return
-        # blocks of NN_BLOCK patterns: the job reports progress and can stop after each (one
-        # block of the whole scan gave no progress for 87 s and a Cancel that did nothing)
-        sx = dc.scan_shape[1]
-        chunk = (max(1, NN_BLOCK // sx), min(sx, NN_BLOCK))
+        # blocks of NN_BLOCK patterns: the job reports progress and can stop after each
+        chunk = nn_scan_chunk(dc.scan_shape)
         self.jobs.start(
             iter_disks,
             dc,
@@ -492,7 +466,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
             f"held-out recall against the labels "
             f"{last.get('recall_1px', float('nan')):.2f}): selected for Preview and Find disks"
         )
-        self._select_after_refresh = f"{res.name}@{res.version}"
+        self.model_combo.select_after_refresh(f"{res.name}@{res.version}")
         models_changed().emit()
 
     # -- the result (Save result..., Copy as Python: PipelineActions) ------------------------------
