@@ -5,7 +5,11 @@ colours and the exports are core functions (``analysis.crystal.structure``, ``.o
 ``.acom``, ``.ipf``; the same steps as ``napari-4dstem acom``). Long steps run as core jobs in
 a worker with progress and Cancel. Scan maps go to the linked real-space viewer
 (``_results.py``); the check of one pattern draws the measured peaks and the best template's
-spots (with their hkl) as Points layers over the pattern in the main viewer.
+spots (with their hkl) as Points layers over the pattern in the main viewer. After a run, a
+click or drag on its maps moves the scan and shows that pattern's peaks, best template and
+top-N alternatives as the run found them; hovering over the maps (the scan stays) shows the
+hovered pattern's best match, score and alternatives in the dock's hover line, read from the
+run in a worker (newest pixel wins).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from ._common import (
     LatestRunner,
     PartialMaps,
     guarded,
+    is_deleted,
     responsive_chunk,
     scan_position,
 )
@@ -56,6 +61,7 @@ BUNDLED = tuple({"Fe": "Fe-bcc", "Ti": "Ti-hcp"}.get(k, k) for k in BUNDLED_CRYS
 CIF_ITEM = "CIF file..."
 MEASURED_LAYER = "ACOM measured peaks"
 TEMPLATE_LAYER = "ACOM best template"
+HOVER_IDLE = "hover over the orientation map: that pattern's best matches, as the run found them"
 
 
 # ------------------------------------------------------------------------------------------
@@ -77,6 +83,50 @@ def _check_job(dc, cal, probe, iy, ix, crystals, plans, acom):
         dc.pattern(iy, ix), iy=iy, ix=ix, template=template, plans=plans, calibration=cal, acom=acom
     )
     return plans, check
+
+
+def match_lines(check: PatternCheck, min_peaks: int) -> list[str]:
+    """The text of a pattern's matches: a head line with its peaks and the best match (Euler
+    angles, correlation, reliability, peaks matched), then the top-N alternatives, each with
+    its misorientation from the best (or why the pattern was not indexed)."""
+    from ..analysis.crystal.symmetry import misorientation_deg
+
+    head = f"pattern ({check.iy}, {check.ix}): {len(check.peaks_yx)} peaks"
+    res = check.result
+    if res is None or not res.valid[0, 0]:
+        why = "no central beam found (origin unknown)" if res is None else f"fewer than {min_peaks} usable peaks"
+        return [f"{head}; not indexed: {why}"]
+    U = res.orientation[0, 0, 0]
+    crystal = res.crystals[res.phase[0, 0, 0]]
+    eul = res.euler_deg(0)[0, 0]
+    lines = [
+        f"{head}; best {crystal.name}: Euler (Bunge) {eul[0]:.1f} {eul[1]:.1f} {eul[2]:.1f} deg, "
+        f"correlation {res.correlation[0, 0, 0]:.3f}, reliability {res.reliability[0, 0]:.2f}, "
+        f"{res.n_matched[0, 0, 0]} peaks matched"
+    ]
+    for m in range(1, res.orientation.shape[2]):
+        if res.phase[0, 0, m] < 0:
+            continue
+        e = res.euler_deg(m)[0, 0]
+        other = res.crystals[res.phase[0, 0, m]]
+        away = (
+            f", {misorientation_deg(U, res.orientation[0, 0, m], crystal.point_group):.1f} deg from the best"
+            if other is crystal
+            else ""
+        )
+        lines.append(
+            f"#{m + 1} {other.name}: Euler {e[0]:.1f} {e[1]:.1f} {e[2]:.1f} deg, "
+            f"correlation {res.correlation[0, 0, m]:.3f}{away}"
+        )
+    return lines
+
+
+def _hover_job(run, iy: int, ix: int, min_peaks: int):
+    """Worker: the run's matches of the hovered pattern, ``(check, text)`` (no matching again)."""
+    from ..pipelines import check_from_run
+
+    check = check_from_run(run, iy, ix)
+    return check, "\n".join(match_lines(check, min_peaks))
 
 
 def _hkl_label(hkl) -> str:
@@ -198,6 +248,11 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             "template over it, its score and the top-N alternatives, as the run found them"
         )
         mf.addRow(self.follow)
+        # hovering over the run's maps: that pattern's matches here, the scan stays (UX point 19)
+        self.hover_label = QLabel(HOVER_IDLE)
+        self.hover_label.setWordWrap(True)
+        self.hover_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        mf.addRow(self.hover_label)
 
         self.ang_btn = QPushButton("Export .ang...")
         self.emd_btn = QPushButton("Save maps (EMD)...")
@@ -250,6 +305,10 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         from ..plugin_api import events
 
         self._follower = LatestRunner(self._on_followed, self._on_error)
+        self._hoverer = LatestRunner(self._on_hovered, self._on_error)
+        self.hover_check = None  # PatternCheck of the pattern under the mouse
+        self._hover_pixel = None  # the scan pixel last asked for (a move within it asks nothing)
+        self._hooked = None  # the real-space viewer with our hover callback (a weak reference)
         events(self.viewer).pattern_changed.connect(guarded(self, self._on_scan_moved))
         self.follow.toggled.connect(lambda on: on and self._on_scan_moved(*self.scan_position()))
         self.ang_btn.clicked.connect(lambda: self.export_ang())
@@ -483,6 +542,51 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             return
         self._on_check(check, check.result.calibration)
 
+    # -- hover over the run's maps (UX point 19) ---------------------------------------------------
+    def _hook_hover(self, rv) -> None:
+        """Listen to mouse moves on the real-space viewer ``rv`` (once per viewer)."""
+        import weakref
+
+        if self._hooked is not None and self._hooked() is rv:
+            return
+        self._hooked = weakref.ref(rv)
+        me = weakref.ref(self)
+
+        def on_move(viewer, event):
+            w = me()
+            if w is not None and not is_deleted(w):
+                w._hover(viewer, event)
+
+        rv.mouse_move_callbacks.append(on_move)
+
+    def _hover(self, rv, event) -> None:
+        """A mouse move over the real-space viewer: the scan pixel under it on the run's maps,
+        asked of a worker only when it is a new pixel (the newest wins; a drag moves the scan,
+        which shows the same and more)."""
+        run = self.run
+        if run is None or getattr(event, "is_dragging", False):
+            return
+        name = "IPF z"
+        if name not in rv.layers:
+            return
+        y, x = np.asarray(rv.layers[name].world_to_data(event.position), float)[-2:]
+        iy, ix = int(np.floor(y + 0.5)), int(np.floor(x + 0.5))
+        sy, sx = run.result.scan_shape
+        if not (0 <= iy < sy and 0 <= ix < sx):
+            self._hover_pixel = None
+            return
+        if (iy, ix) == self._hover_pixel:
+            return
+        self._hover_pixel = (iy, ix)
+        self._hoverer.request(_hover_job, run, iy, ix, self.min_peaks.value())
+
+    def _on_hovered(self, out) -> None:
+        check, text = out
+        if self.run is None:
+            return
+        self.hover_check = check
+        self.hover_label.setText("under the mouse: " + text)
+
     def _points(self, name: str, data: np.ndarray, cal: Calibration, **kwargs):
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
@@ -508,20 +612,13 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             face_color="cyan",
             border_width=0,
         )
-        head = f"pattern ({check.iy}, {check.ix}): {len(check.peaks_yx)} peaks"
         res = check.result
         if res is None or not res.valid[0, 0]:
-            why = (
-                "no central beam found (origin unknown)"
-                if res is None
-                else f"fewer than {self.min_peaks.value()} usable peaks"
-            )
             if TEMPLATE_LAYER in self.viewer.layers:
                 self.viewer.layers.remove(TEMPLATE_LAYER)
-            self.status.setText(f"{head}; not indexed: {why}")
+            self.status.setText("\n".join(match_lines(check, self.min_peaks.value())))
             return
         from ..analysis.acom.plan import gaussian_width_inv_A
-        from ..analysis.crystal.symmetry import misorientation_deg
 
         U = res.orientation[0, 0, 0]
         crystal = res.crystals[res.phase[0, 0, 0]]
@@ -555,27 +652,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         )
         if lyr is not None:
             self.viewer.layers.selection.active = lyr
-        eul = res.euler_deg(0)[0, 0]
-        lines = [
-            f"{head}; best {crystal.name}: Euler (Bunge) {eul[0]:.1f} {eul[1]:.1f} {eul[2]:.1f} deg, "
-            f"correlation {res.correlation[0, 0, 0]:.3f}, reliability {res.reliability[0, 0]:.2f}, "
-            f"{res.n_matched[0, 0, 0]} peaks matched"
-        ]
-        for m in range(1, res.orientation.shape[2]):
-            if res.phase[0, 0, m] < 0:
-                continue
-            e = res.euler_deg(m)[0, 0]
-            other = res.crystals[res.phase[0, 0, m]]
-            away = (
-                f", {misorientation_deg(U, res.orientation[0, 0, m], crystal.point_group):.1f} deg from the best"
-                if other is crystal
-                else ""
-            )
-            lines.append(
-                f"#{m + 1} {other.name}: Euler {e[0]:.1f} {e[1]:.1f} {e[2]:.1f} deg, "
-                f"correlation {res.correlation[0, 0, m]:.3f}{away}"
-            )
-        self.status.setText("\n".join(lines))
+        self.status.setText("\n".join(match_lines(check, self.min_peaks.value())))
 
     # -- the scan -----------------------------------------------------------------------------
     def run_scan(self) -> None:
@@ -637,6 +714,8 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         self.result = res
         cal = res.calibration
         v = self.results()
+        self._hook_hover(v)
+        self._hover_pixel = None
         for d in ("x", "y", "z"):
             show_map(v, f"IPF {d}", rgb[d], cal, rgb=True)
         show_map(
