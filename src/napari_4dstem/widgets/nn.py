@@ -9,8 +9,10 @@ correlation path gives, for the lattice and strain steps.
 
 *Fine-tune on this data* adapts the chosen model to the layer's data (issue #17): correlation
 labels on patterns drawn from the scan, or from the Real space dock's "scan region" (a thin
-area), training in a worker with the loss curve live; the result is a user model, selected in
-the model list when done (:func:`~napari_4dstem.nn.finetune.iter_finetune`).
+area), training in a worker with the loss curve live and, at the end of every epoch, that
+epoch's network previewed on the current pattern (from its checkpoint, in another worker); the
+result is a user model, selected in the model list when done
+(:func:`~napari_4dstem.nn.finetune.iter_finetune`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,21 @@ from .results_list import session_results
 
 PEAKS_LAYER = "NN disks (current pattern)"
 PRED_LAYER = "NN prediction"
+
+
+def _epoch_preview_job(checkpoint, model_file, dc, pos, probe, params, cal, epoch):
+    """Worker: the network of a training checkpoint (an epoch's end) on the pattern at ``pos``,
+    as :func:`_preview_job` with that epoch: ``(pos, img, rows, cal, epoch)``. The checkpoint
+    runs with the domain of the model it is fine-tuned from (``params.model``): the disk radius
+    the patterns are resampled to, as for the saved model."""
+    import dataclasses
+
+    from ..nn.registry import load_model
+    from ..nn.train import export_model
+
+    base = load_model(params.model).card or {}
+    export_model(checkpoint, model_file, card={"domain": dict(base.get("domain", {}))})
+    return (*_preview_job(dc, pos, probe, dataclasses.replace(params, model=str(model_file)), cal), epoch)
 
 
 def _preview_job(dc, pos, probe, params, cal):
@@ -124,6 +141,9 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.finetune_btn = QPushButton("Fine-tune on this data")
         self.finetuned = None  # FineTuneResult of the last run
         self._ft_plot = None
+        self._ft_dir = None  # the work folder of the last fine-tuning (shards, checkpoints)
+        self._ft_preview = None  # (dc, pos, probe, params, cal) the epochs are previewed on
+        self.epoch_previews: list[tuple[int, tuple[int, int], np.ndarray]] = []  # (epoch, pos, (n, 4) rows)
         self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -172,6 +192,8 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.partials = PartialMaps(lambda: results_viewer(self.viewer))
         # the preview runs the network in a worker (1-2 s on a CPU): newest click wins
         self._previewer = LatestRunner(self._show_preview, self._error)
+        # each epoch's network of a fine-tuning on the current pattern: newest epoch wins
+        self._epoch_previewer = LatestRunner(self._show_epoch_preview, self._error)
         self.last_preview = None  # (n, 2) disk positions of the last preview
         viewer.layers.events.inserted.connect(self._refresh_probes)
         viewer.layers.events.removed.connect(self._refresh_probes)
@@ -249,7 +271,9 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self._say(f"preview at scan position {pos}...")
         self._previewer.request(_preview_job, dc, pos, probe, params, cal)
 
-    def _show_preview(self, result) -> None:
+    def _show_preview(self, result, note: str | None = None) -> None:
+        """Show a preview's prediction and disks; ``note`` (an epoch's preview) goes in the
+        loss curve's summary instead of the status line (the job's)."""
         pos, img, rows, cal = result
         kw = cal.napari_kwargs("k")
         b = img.params["frame_step_px"]  # detector px per model-frame px (scale-normalised)
@@ -284,7 +308,10 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
                 border_width=0.15,
                 **kw,
             )
-        self._say(f"{len(yx)} disks at scan position {pos}" + _domain_note(img.params))
+        if note is None:
+            self._say(f"{len(yx)} disks at scan position {pos}" + _domain_note(img.params))
+        else:
+            self.ft_plot.summary.setText(f"{self.ft_plot.summary.text()}; {note}: {len(yx)} disks at {tuple(pos)}")
         self.last_preview = yx
         self._preview_pos = tuple(int(v) for v in pos)
         self.correct_btn.setEnabled(True)
@@ -429,7 +456,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         from ..nn.finetune import FineTuneConfig, iter_finetune
 
         try:
-            dc, _cal, probe, model = self._inputs()
+            dc, cal, probe, model = self._inputs()
             name = self.ft_name.text().strip()
             version = self._ft_version(name)
             region = self._ft_mask(dc.scan_shape)
@@ -437,11 +464,21 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         except (Napari4DSTEMError, ValueError) as e:
             self._error(e)
             return False
+        import tempfile
+
         self.finetuned = None
         self.ft_plot.clear()
+        self.epoch_previews = []
+        # our own work folder: the epochs' checkpoints are previewed from it while it trains; it
+        # lives until the next fine-tuning (or the end of the session) so a preview never loses it
+        self._ft_dir = tempfile.TemporaryDirectory(prefix="n4d-finetune-")
+        try:
+            self._ft_preview = (dc, self._current_position(), probe, self.nn_params(), cal)
+        except Napari4DSTEMError:
+            self._ft_preview = None  # no pattern shown: no epoch previews
         return self.jobs.start(
             iter_finetune, dc, probe, name=name, version=version, config=config, region=region,
-            corrections=dict(self.corrections) or None, eta=True,
+            corrections=dict(self.corrections) or None, work_dir=self._ft_dir.name, eta=True,
             desc=f"fine-tuning {model or 'the default model'} as {name}@{version}",
             on_progress=self._on_ft_progress, on_done=self._on_finetuned,
         )  # fmt: skip
@@ -454,6 +491,26 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
                 self.ft_plot.add_step(p.step, p.loss)
             if p.history:
                 self.ft_plot.set_history(p.history)
+                self._preview_epoch(p.epoch)
+
+    def _preview_epoch(self, epoch: int) -> None:
+        """An epoch ended (its checkpoint is written): its network on the current pattern."""
+        from pathlib import Path
+
+        if self._ft_preview is None or self._ft_dir is None:
+            return
+        work = Path(self._ft_dir.name)
+        dc, pos, probe, params, cal = self._ft_preview
+        self._epoch_previewer.request(
+            _epoch_preview_job, work / "train" / "checkpoint.pt", work / "epoch_preview.pt",
+            dc, pos, probe, params, cal, epoch,
+        )  # fmt: skip
+
+    def _show_epoch_preview(self, out) -> None:
+        *shown, epoch = out
+        self._show_preview(tuple(shown), note=f"epoch {epoch} on the pattern")
+        pos, rows = shown[0], shown[2]
+        self.epoch_previews.append((int(epoch), tuple(int(v) for v in pos), np.array(rows)))
 
     def _on_finetuned(self, res) -> None:
         self.finetuned = res
