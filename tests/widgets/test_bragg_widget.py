@@ -368,3 +368,50 @@ def test_without_torch_the_network_choice_is_disabled_and_says_how_to_install(
     assert not w.method.model().item(1).isEnabled() and w.method.currentText() == bragg.CORRELATION
     hint = w.method.itemData(1, Qt.ItemDataRole.ToolTipRole)
     assert "pip install 'napari-4dstem[nn]'" in hint and hint == w.method.toolTip()
+
+
+def test_probe_template_from_a_vacuum_region_on_real_space_with_its_kernel_preview(
+    make_napari_viewer, qtbot, stall_detector
+):
+    """UX point 16: the probe can be the mean pattern of a vacuum area drawn on real space (the
+    Real space dock's "scan region"); the template is the one made from that mean, and the dock
+    previews the probe and its kernel."""
+    from napari_4dstem.analysis.bragg.probe import make_template
+    from napari_4dstem.simulation.samples import make_strained_crystal
+    from napari_4dstem.widgets._region import REGION_SHAPES
+    from napari_4dstem.widgets.bragg import VACUUM_REGION
+
+    main, results = make_napari_viewer(), make_napari_viewer()
+    set_results_viewer(main, results)
+    with stall_detector.excluded("test data"):
+        s = make_strained_crystal(scan_shape=(4, 4))
+        data = np.array(s.datacube.data)
+        probe = np.asarray(s.probe.data)
+        data[:2] = probe.astype(data.dtype)  # the first two scan rows: vacuum (the probe alone)
+        data[0, 0] = data[0, 0] * 1.1  # not all the same pattern
+    with stall_detector.excluded("first layer add"):
+        main.add_image(data, name="cube")
+    w = BraggStrainWidget(main)
+    w.probe_combo.setCurrentText(VACUUM_REGION)
+    w.kernel_combo.setCurrentText("gaussian")
+    w.make_template()  # no region drawn yet: a clear message
+    assert "draw the vacuum area first" in w.status.text() and w.template is None
+    with stall_detector.excluded("first layer add"):
+        # scan rows 0-1, columns 0-3 (pixel edges)
+        results.add_shapes([np.array([[-0.5, -0.5], [1.5, 3.5]])], shape_type="rectangle", name=REGION_SHAPES)
+    w.template_btn.click()
+    qtbot.waitUntil(lambda: w.template is not None and w._worker is None, timeout=120000)
+    with stall_detector.excluded("reference"):
+        mean = data[:2].reshape(8, *data.shape[2:]).astype(np.float64).mean(axis=0)
+        want = make_template(mean, kind="gaussian")
+    np.testing.assert_allclose(w.template.kernel, want.kernel, rtol=1e-9, atol=1e-12)
+    assert w.template.radius_px == pytest.approx(want.radius_px)
+    np.testing.assert_allclose(w._probe_source, mean)  # the probe the run's recipe gets
+    # the preview: the probe (left) bright at its centre, dark around; the Gaussian-subtracted
+    # kernel (right) has negative parts, so its zero (the corners) is mid-grey, its centre bright
+    pic = w._kernel_rgba
+    assert pic.shape == (112, 228, 4) and not w.kernel_preview.pixmap().isNull()
+    left, right = pic[:, :112, 0].astype(int), pic[:, 116:, 0].astype(int)
+    print("preview centre / corner: probe", left[56, 56], left[0, 0], "kernel", right[56, 56], right[0, 0])
+    assert left.max() == 255 and left[56, 56] > 150 and left[0, 0] < 32
+    assert right[56, 56] > 180 and 120 <= right[0, 0] <= 136

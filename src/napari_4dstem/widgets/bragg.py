@@ -1,7 +1,9 @@
 """The "Bragg disks and strain" dock widget.
 
-Translation only. 1) A probe template from a 2D layer (the samples ship one named "probe") or
-from the bright-field disk of the mean pattern. 2) Detection tuned live on the current pattern:
+Translation only. 1) A probe template from a 2D layer (the samples ship one named "probe"), from
+the mean pattern of a vacuum region drawn on real space (the Real space dock's "scan region"),
+or from the bright-field disk of the mean pattern; the probe and its kernel are previewed in the
+dock. 2) Detection tuned live on the current pattern:
 the disks found there appear as a Points layer while the scan position or a parameter changes,
 by template correlation or by the neural network (the *method* switch, UX point 17: a model
 picker and the network's thresholds; the network needs the probe as an image layer and torch,
@@ -67,6 +69,7 @@ FIT_VECTORS_LAYER = "fitted g1, g2 (this pattern)"
 REFERENCE_LAYER = "strain reference"
 STRAIN_CHANNELS = ("e_xx", "e_yy", "e_xy", "theta_rad")
 BF_DISK = "bright-field disk of the mean pattern"
+VACUUM_REGION = "mean of the scan region (a vacuum area on Real space)"
 CORRELATION = "correlation template"
 NETWORK = "neural network"
 
@@ -126,6 +129,38 @@ def _render_histograms(channels: dict[str, np.ndarray], width_px: int) -> np.nda
         ax.tick_params(labelsize=7)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def _kernel_picture(template, size: int = 112) -> np.ndarray:
+    """The probe (left) and its correlation kernel (right, centred) around the disk, as an RGBA
+    ``(size, 2 size + 4, 4)`` uint8 picture: grey, the kernel's zero mid-grey when it has
+    negative parts."""
+    k = np.fft.fftshift(template.kernel)
+    cy, cx = (n // 2 for n in k.shape)
+    h = int(np.clip(np.ceil(1.6 * max(template.support_px, template.radius_px)), 4, max(cy, cx)))
+    pics = []
+    for a, signed in ((template.probe, False), (k, True)):
+        a = np.asarray(a, float)[max(cy - h, 0) : cy + h + 1, max(cx - h, 0) : cx + h + 1]
+        m = float(np.nanmax(np.abs(a))) or 1.0
+        g = 0.5 + 0.5 * a / m if signed and np.nanmin(a) < 0 else np.clip(a / m, 0, 1)
+        iy = np.arange(size) * g.shape[0] // size  # nearest pixel: the pixels stay visible
+        ix = np.arange(size) * g.shape[1] // size
+        g = g[np.ix_(iy, ix)]
+        pics.append((255 * np.clip(g, 0, 1)).astype(np.uint8))
+    grey = np.concatenate([pics[0], np.full((size, 4), 255, np.uint8), pics[1]], axis=1)
+    return np.dstack([grey, grey, grey, np.full_like(grey, 255)])
+
+
+def _template_job(dc: DataCube, probe, kernel: str, region):
+    """Worker job: the probe template (from ``probe``: an image, a ProbeSource or None for the
+    bright-field disk; or, with ``region``, the mean pattern over those scan positions), the
+    probe it was made from and the kernel preview picture."""
+    from ..pipelines import iter_probe_template
+
+    if region is not None:
+        probe = yield from dc.iter_masked_pattern(region, reduce="mean")
+    template = yield from iter_probe_template(dc, probe, kernel=kernel)
+    return template, probe, _kernel_picture(template)
 
 
 def _detect_job(dc: DataCube, pos: tuple[int, int], template, params):
@@ -202,6 +237,8 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self.kernel_combo.addItems(["plain", "gaussian", "ring"])
         self.template_btn = QPushButton("Make template")
         self.template_label = QLabel("")
+        self.kernel_preview = QLabel()  # the probe and its kernel, drawn in the worker
+        self.kernel_preview.setToolTip("the probe (left) and the correlation kernel made from it (right)")
         pg = QGroupBox("Probe template")
         pf = QFormLayout(pg)
         pf.addRow("4D layer", self.layer_combo)
@@ -209,6 +246,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         pf.addRow("kernel", self.kernel_combo)
         pf.addRow(self.template_btn)
         pf.addRow(self.template_label)
+        pf.addRow(self.kernel_preview)
 
         self.power = QDoubleSpinBox()
         self.power.setRange(0.0, 1.0)
@@ -363,7 +401,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         current = self.probe_combo.currentText()
         self.probe_combo.blockSignals(True)
         self.probe_combo.clear()
-        self.probe_combo.addItems([*(f"layer: {n}" for n in names), BF_DISK])
+        self.probe_combo.addItems([*(f"layer: {n}" for n in names), VACUUM_REGION, BF_DISK])
         if current and self.probe_combo.findText(current) >= 0:
             self.probe_combo.setCurrentText(current)
         elif "probe" in names:
@@ -386,32 +424,51 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         return self.jobs.worker
 
     # -- template -----------------------------------------------------------------------------
+    def _vacuum_region(self, scan_shape) -> np.ndarray:
+        """The union of the Real space dock's "scan region" shapes as a scan mask."""
+        from ._region import REGION_SHAPES
+
+        rv = results_viewer(self.viewer, create=False)
+        if rv is None or REGION_SHAPES not in rv.layers or not len(rv.layers[REGION_SHAPES].data):
+            raise Napari4DSTEMError(
+                "draw the vacuum area first: Virtual imaging, Region on real space (the 'scan region' shapes)"
+            )
+        mask = np.asarray(rv.layers[REGION_SHAPES].to_masks(mask_shape=tuple(scan_shape))).any(axis=0)
+        if not mask.any():
+            raise Napari4DSTEMError("the scan region holds no scan position: draw it over the vacuum area")
+        return mask
+
     def make_template(self, then=None) -> None:
         """Make the probe template in a worker (the pipeline's ``iter_probe_template``; the
-        BF-disk choice reads every pattern for the mean); ``then`` runs after it is in."""
-        from ..pipelines import iter_probe_template
-
+        BF-disk choice reads every pattern for the mean, the vacuum-region choice the region's
+        patterns); the probe and kernel preview are drawn there too; ``then`` runs after."""
         try:
             dc, _ = self.datacube()
             choice = self.probe_combo.currentText()
             kind = self.kernel_combo.currentText()
-            probe = None
+            probe, region = None, None
             if choice.startswith("layer: "):
                 probe = probe_of_layer(self.viewer.layers[choice[len("layer: ") :]])
+            elif choice == VACUUM_REGION:
+                region = self._vacuum_region(dc.scan_shape)
         except Napari4DSTEMError as e:
             self._error(e)
             return
 
-        def done(template, probe=probe):
-            self._probe_source = probe
-            self._on_template(template)
+        def done(out):
+            template, used, picture = out
+            # an image made here (the region's mean) is the probe of the recipe: no file holds it
+            self._probe_source = used
+            self._on_template(template, picture)
             if then is not None:
                 then()
 
-        self.jobs.start(iter_probe_template, dc, probe, kernel=kind, desc="making the probe template", on_done=done)
+        self.jobs.start(_template_job, dc, probe, kind, region, desc="making the probe template", on_done=done)
 
-    def _on_template(self, template) -> None:
+    def _on_template(self, template, picture=None) -> None:
         self.template = template
+        if picture is not None:
+            self._kernel_rgba = show_rgba(self.kernel_preview, picture)
         t = self.template
         self.template_label.setText(f"{t.kind} kernel, disk radius {t.radius_px:.2f} px, edge {t.edge_px:.2f} px")
         self.detect_current()
