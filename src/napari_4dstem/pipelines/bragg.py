@@ -286,12 +286,26 @@ def strain_from_peaks(
 
     ``lattice`` (an :class:`~napari_4dstem.analysis.bragg.lattice.Lattice`) skips the lattice search;
     ``source`` is the peaks file for the recipe."""
-    from ..analysis.bragg.lattice import fit_lattice
+    return run_job(iter_strain_from_peaks(peaks, strain, bvm=bvm, lattice=lattice, recipe=recipe, source=source))
+
+
+def iter_strain_from_peaks(
+    peaks: BraggPeaks,
+    strain: StrainParams | None = None,
+    *,
+    bvm: DiffractionImage | None = None,
+    lattice: Any = None,
+    recipe: Recipe | None = None,
+    source: Any = None,
+) -> Job[StrainResult]:
+    """Job: :func:`strain_from_peaks`, with progress (and Cancel) after each pass of the lattice
+    fit (:func:`~napari_4dstem.analysis.bragg.lattice.iter_fit_lattice`); the same result."""
+    from ..analysis.bragg.lattice import iter_fit_lattice
     from ..analysis.bragg.strain import strain_from_lattice
 
     strain = strain or StrainParams()
     lat = lattice if lattice is not None else find_lattice_for(peaks, strain, bvm)
-    fit = fit_lattice(peaks, lat)
+    fit = yield from iter_fit_lattice(peaks, lat)
     sm = strain_from_lattice(
         fit, reference=strain.reference, frame_deg=strain.frame_deg, max_residual_px=strain.max_residual_px
     )

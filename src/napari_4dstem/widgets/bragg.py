@@ -190,12 +190,13 @@ def _nn_detect_job(dc: DataCube, pos: tuple[int, int], probe, params):
 
 
 def _strain_job(peaks, params, bvm, lattice, recipe):
-    """Worker: the pipeline's strain (lattice fit to every pattern, then strain)."""
+    """Worker: the pipeline's strain (lattice fit to every pattern, then strain), with progress
+    and Cancel after each pass of the fit (no partial map: a fit is final after the last pass)."""
     from ..engine.jobs import Progress
-    from ..pipelines import strain_from_peaks
+    from ..pipelines import iter_strain_from_peaks
 
-    yield Progress(0, 1, "fitting the lattice and the strain")
-    return strain_from_peaks(peaks, params, bvm=bvm, lattice=lattice, recipe=recipe)
+    yield Progress(0, 3, "fitting the lattice to every pattern")
+    return (yield from iter_strain_from_peaks(peaks, params, bvm=bvm, lattice=lattice, recipe=recipe))
 
 
 def _strain_now(peaks, params, bvm, lattice, recipe, ref):
@@ -932,6 +933,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             self.lattice,
             self.disks.recipe,
             desc="computing strain",
+            eta=True,
             on_done=lambda r, ref=ref: self._on_strain(r, ref),
         )
 
