@@ -64,8 +64,13 @@ def test_dragged_lattice_tip_recomputes_the_strain_and_the_scan_shows_the_fitted
     w.run_btn.click()
     qtbot.waitUntil(lambda: w.peaks is not None and w._worker is None and w.lattice is not None, timeout=120000)
     results.add_shapes([np.array([[-0.5, -0.5], [7.5, 7.5]])], shape_type="rectangle", name=REFERENCE_LAYER)
+    from napari_4dstem.engine.jobs import Progress
+
+    passes = []
     w.strain_btn.click()
+    w.jobs.worker.yielded.connect(lambda p: passes.append((p.done, p.total)) if isinstance(p, Progress) else None)
     qtbot.waitUntil(lambda: w.strain is not None and w._worker is None, timeout=60000)
+    assert passes[-3:] == [(1, 3), (2, 3), (3, 3)]  # the lattice fit's passes: progress and Cancel points
     with stall_detector.excluded("reference"):
         truth = emd.read(sample_path("strained_crystal"))
     planted = truth["truth_strain"]
@@ -368,6 +373,10 @@ def test_without_torch_the_network_choice_is_disabled_and_says_how_to_install(
     assert not w.method.model().item(1).isEnabled() and w.method.currentText() == bragg.CORRELATION
     hint = w.method.itemData(1, Qt.ItemDataRole.ToolTipRole)
     assert "pip install 'napari-4dstem[nn]'" in hint and hint == w.method.toolTip()
+    # a session saved where torch was sets the item anyway: the dock goes back to correlation
+    w.method.setCurrentText(bragg.NETWORK)
+    assert w.method.currentText() == bragg.CORRELATION and w.status.text() == hint
+    assert not w.nn_box.isVisibleTo(w)
 
 
 def test_probe_template_from_a_vacuum_region_on_real_space_with_its_kernel_preview(

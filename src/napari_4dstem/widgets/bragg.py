@@ -493,6 +493,10 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         return self.method.currentText() == NETWORK
 
     def _on_method(self) -> None:
+        if self.uses_network() and not self.has_torch:  # e.g. a session saved where torch was
+            self.method.setCurrentText(CORRELATION)
+            self._say(TORCH_HINT)
+            return
         nn = self.uses_network()
         self.cc_box.setVisible(not nn)
         self.nn_box.setVisible(nn)
