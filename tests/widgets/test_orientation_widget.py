@@ -12,6 +12,7 @@ from napari_4dstem.io import emd
 from napari_4dstem.pipelines import read_acom
 from napari_4dstem.widgets._results import set_results_viewer
 from napari_4dstem.widgets.orientation import (
+    HOVER_IDLE,
     MEASURED_LAYER,
     TEMPLATE_LAYER,
     OrientationWidget,
@@ -196,6 +197,8 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, run
     move(hy - 0.2, hx + 0.3)
     move(2, 2, dragging=True)
     assert w._hoverer.generation == asked
+    move(-3, -3)  # off the map: nothing under the mouse
+    assert w.hover_label.text() == HOVER_IDLE and w._hoverer.generation == asked
 
     # exports (the buttons call these with a file dialog's path)
     # the exports write in workers: the GUI thread only starts them

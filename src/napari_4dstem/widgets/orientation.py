@@ -73,7 +73,7 @@ def _plans_job(crystals, acom):
     return (yield from iter_plans(acom, acom.energy_kev, acom.k_max_inv_A, crystals))
 
 
-def _check_job(dc, cal, probe, iy, ix, crystals, plans, acom):
+def _check_job(dc, cal, probe, iy, ix, crystals, plans, acom, min_peaks):
     from ..pipelines import iter_acom_pattern, iter_probe_template
 
     if plans is None:
@@ -82,7 +82,40 @@ def _check_job(dc, cal, probe, iy, ix, crystals, plans, acom):
     check = yield from iter_acom_pattern(
         dc.pattern(iy, ix), iy=iy, ix=ix, template=template, plans=plans, calibration=cal, acom=acom
     )
-    return plans, check
+    return plans, check, check_overlay(check, plans, cal, min_peaks)
+
+
+def _follow_job(run, iy: int, ix: int, min_peaks: int):
+    """Worker: the run's matches at ``(iy, ix)`` (no matching again) and their overlay."""
+    from ..pipelines import check_from_run
+
+    check = check_from_run(run, iy, ix)
+    return check, check_overlay(check, list(run.plans), check.result.calibration, min_peaks)
+
+
+def check_overlay(check: PatternCheck, plans, cal: Calibration, min_peaks: int):
+    """Worker: what the dock draws for a pattern's matches: ``(spots, text)``, ``spots`` the best
+    template's reflections over the pattern as ``(yx detector px (n, 2), hkl labels, intensity
+    relative to the strongest)`` (None when the pattern is not indexed), ``text`` its
+    :func:`match_lines`. The kinematic pattern is computed here, off the GUI thread (its first
+    call loads the scattering tables)."""
+    text = "\n".join(match_lines(check, min_peaks))
+    res = check.result
+    if res is None or not res.valid[0, 0]:
+        return None, text
+    from ..analysis.acom.plan import gaussian_width_inv_A
+
+    crystal = res.crystals[res.phase[0, 0, 0]]
+    plan = plans[res.phase[0, 0, 0]]
+    pat = crystal.kinematic_pattern(
+        res.orientation[0, 0, 0],
+        energy_kev=plan.params["energy_kev"],
+        k_max_inv_A=plan.params["k_max_inv_A"],
+        excitation_width_inv_A=gaussian_width_inv_A(plan),
+    )
+    yx = pat.detector_px(origin_px=check.origin_px, k_pixel_size_inv_A=cal.k_pixel_size_in("1/A"))
+    rel = pat.intensity / max(float(pat.intensity.max()), 1e-300)
+    return (yx, [_hkl_label(h) for h in pat.hkl], rel), text
 
 
 def match_lines(check: PatternCheck, min_peaks: int) -> list[str]:
@@ -508,9 +541,9 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         mk = dataclasses.replace(self.acom_params(n_matches=max(3, self.n_matches.value())), overlap="candidates")
 
         def done(out):
-            plans_, check = out
+            plans_, check, overlay = out
             self._set_plans(plans_, key)
-            self._on_check(check, cal)
+            self._on_check(check, cal, overlay)
 
         self._run(
             _check_job,
@@ -523,6 +556,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             crystals,
             plans,
             mk,
+            self.min_peaks.value(),
             desc=f"matching pattern ({iy}, {ix})",
         )
 
@@ -533,14 +567,13 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             return
         if tuple(run.result.scan_shape) != tuple(self.layer.data.shape[:2]):
             return  # the run is of another dataset
-        from ..pipelines import check_from_run
+        self._follower.request(_follow_job, run, int(iy), int(ix), self.min_peaks.value())
 
-        self._follower.request(check_from_run, run, int(iy), int(ix))
-
-    def _on_followed(self, check: PatternCheck) -> None:
+    def _on_followed(self, out) -> None:
+        check, overlay = out
         if self.run is None or check.result is None:
             return
-        self._on_check(check, check.result.calibration)
+        self._on_check(check, check.result.calibration, overlay)
 
     # -- hover over the run's maps (UX point 19) ---------------------------------------------------
     def _hook_hover(self, rv) -> None:
@@ -573,7 +606,9 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         iy, ix = int(np.floor(y + 0.5)), int(np.floor(x + 0.5))
         sy, sx = run.result.scan_shape
         if not (0 <= iy < sy and 0 <= ix < sx):
-            self._hover_pixel = None
+            if self._hover_pixel is not None:  # left the map: nothing under the mouse
+                self._hover_pixel = None
+                self.hover_label.setText(HOVER_IDLE)
             return
         if (iy, ix) == self._hover_pixel:
             return
@@ -582,8 +617,8 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
 
     def _on_hovered(self, out) -> None:
         check, text = out
-        if self.run is None:
-            return
+        if self.run is None or self._hover_pixel != (check.iy, check.ix):
+            return  # an older pixel's read, or the mouse left the map meanwhile
         self.hover_check = check
         self.hover_label.setText("under the mouse: " + text)
 
@@ -600,7 +635,10 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             **kwargs,
         )
 
-    def _on_check(self, check: PatternCheck, cal: Calibration) -> None:
+    def _on_check(self, check: PatternCheck, cal: Calibration, overlay) -> None:
+        """Draw a pattern's measured peaks and its best template's spots (``overlay``, made in
+        the worker by :func:`check_overlay`) on the pattern, and its matches in the status."""
+        spots, text = overlay
         self.check = check
         lyr = self.layer
         self._points(
@@ -612,31 +650,17 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             face_color="cyan",
             border_width=0,
         )
-        res = check.result
-        if res is None or not res.valid[0, 0]:
+        if spots is None:
             if TEMPLATE_LAYER in self.viewer.layers:
                 self.viewer.layers.remove(TEMPLATE_LAYER)
-            self.status.setText("\n".join(match_lines(check, self.min_peaks.value())))
+            self.status.setText(text)
             return
-        from ..analysis.acom.plan import gaussian_width_inv_A
-
-        U = res.orientation[0, 0, 0]
-        crystal = res.crystals[res.phase[0, 0, 0]]
-        plan = self.plans[res.phase[0, 0, 0]]
-        pat = crystal.kinematic_pattern(
-            U,
-            energy_kev=plan.params["energy_kev"],
-            k_max_inv_A=plan.params["k_max_inv_A"],
-            excitation_width_inv_A=gaussian_width_inv_A(plan),
-        )
-        px = cal.k_pixel_size_in("1/A")
-        yx = pat.detector_px(origin_px=check.origin_px, k_pixel_size_inv_A=px)
-        rel = pat.intensity / max(float(pat.intensity.max()), 1e-300)
+        yx, labels, rel = spots
         self._points(
             TEMPLATE_LAYER,
             yx,
             cal,
-            features={"hkl": [_hkl_label(h) for h in pat.hkl], "intensity": rel},
+            features={"hkl": labels, "intensity": rel},
             text={
                 "string": "{hkl}",
                 "size": 8,
@@ -652,7 +676,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         )
         if lyr is not None:
             self.viewer.layers.selection.active = lyr
-        self.status.setText("\n".join(match_lines(check, self.min_peaks.value())))
+        self.status.setText(text)
 
     # -- the scan -----------------------------------------------------------------------------
     def run_scan(self) -> None:
