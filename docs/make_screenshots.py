@@ -300,6 +300,37 @@ def bragg_strain() -> None:
     viewer.close()
 
 
+def bragg_network() -> None:
+    """The Bragg dock with the *neural network* method: its live disks on the pattern."""
+    import time
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1900, 1050)
+    viewer.open_sample("napari-4dstem", "strained_crystal")
+    viewer.dims.set_point(0, 20.0)
+    viewer.dims.set_point(1, 26.0)
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Bragg disks and strain")
+    for _ in range(1200):  # the model list arrives from a worker
+        QApplication.processEvents()
+        if w.model_combo.listed:
+            break
+        time.sleep(0.05)
+    w.method.setCurrentText("neural network")
+    for _ in range(2400):
+        QApplication.processEvents()
+        if "(network)" in w.live_label.text() and not w._live.busy:
+            break
+        time.sleep(0.05)
+    print(w.live_label.text())
+    viewer.layers.selection.active = viewer.layers["strained_crystal"]
+    viewer.reset_view()
+    _grab(viewer, "bragg_network_method.png")
+    viewer.close()
+
+
 def nn_detection() -> None:
     """The NN widget previewing a held-out multislice pattern (Au [001], 30 nm, strained)."""
     import napari
@@ -420,6 +451,7 @@ def main() -> int:
     calibration_dpc()
     orientation_mapping()
     bragg_strain()
+    bragg_network()
     nn_detection()
     simulation_training()
     classification()

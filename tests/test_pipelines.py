@@ -9,6 +9,7 @@ import pytest
 from napari_4dstem import open_datacube
 from napari_4dstem.cli import main
 from napari_4dstem.data.results import BraggPeaks
+from napari_4dstem.errors import Napari4DSTEMError
 from napari_4dstem.io import emd
 from napari_4dstem.pipelines import (
     ACOMParams,
@@ -465,3 +466,29 @@ def test_calibrate_pipeline_recovers_the_descan_and_reproduces(sample_file, tmp_
     assert "calibrate writes a calibration .json" in capsys.readouterr().err
     with pytest.raises(ParameterError, match="d-spacing needs the ring"):
         CalibrationParams(d_spacing_A=2.0)
+
+
+def test_one_pattern_network_detection_is_the_runs_at_that_pattern():
+    """The live overlay's one-pattern network detection (the widgets) finds, with the run's
+    keywords, the disks the whole-scan run finds there; a thresholds change reaches it; the
+    correlation's BF-disk choice (no probe image) is refused in one line."""
+    pytest.importorskip("torch")
+    from napari_4dstem.nn.infer import OutOfDomainWarning
+    from napari_4dstem.pipelines import detect_pattern_nn
+
+    s = make_strained_crystal(scan_shape=(2, 3))
+    probe = np.asarray(s.probe.data, float)
+    params = NNDiskParams(min_relative=0.2, max_peaks=12, batch_size=3)
+    with pytest.warns(OutOfDomainWarning, match="convergence semi-angle"):  # the run warns once; a preview never
+        run = run_disks(s.datacube, detection=params, probe=probe)
+    for iy, ix in ((0, 0), (1, 2)):
+        img, rows = detect_pattern_nn(np.asarray(s.datacube.data[iy, ix]), probe, params)
+        p = run.peaks.at(iy, ix)
+        want = np.stack([p["qy"], p["qx"], p["intensity"], p["correlation"]], axis=1)
+        assert rows.shape == want.shape and 5 <= len(rows) <= 12
+        np.testing.assert_allclose(rows, want, rtol=1e-5, atol=1e-4)
+        assert img.data.ndim == 2
+    _, fewer = detect_pattern_nn(np.asarray(s.datacube.data[0, 0]), probe, NNDiskParams(max_peaks=3))
+    assert len(fewer) == 3
+    with pytest.raises(Napari4DSTEMError, match="vacuum probe image"):
+        detect_pattern_nn(np.asarray(s.datacube.data[0, 0]), None, params)

@@ -163,3 +163,32 @@ def test_noisy_sample_strain_error(clean):
     rms = np.sqrt(np.mean((sm.strain.data - s.truth[0].data) ** 2, axis=(0, 1)))
     # py4DSTEM reaches 7.3e-4 (e_xx against the planted strain) on this data
     assert rms[0] < 7.5e-4 and rms[1] < 7.5e-4, rms
+
+
+def test_the_fit_as_a_job_reports_its_three_passes_and_stops_between_them(rng, monkeypatch):
+    """iter_fit_lattice (the strain job of the Bragg dock): a progress step after each pass, the
+    planted lattices at the end; a job closed after the first pass (Cancel) computes no more."""
+    from napari_4dstem.analysis.bragg import lattice as lattice_module
+    from napari_4dstem.analysis.bragg.lattice import iter_fit_lattice
+
+    bp, G0, Gs, o = _synthetic_peaks(rng)
+    lat = Lattice(G0[:, 0], G0[:, 1])
+    job = iter_fit_lattice(bp, lat, origin=np.full(2, 40.0), min_peaks=3)
+    steps = []
+    try:
+        while True:
+            steps.append(next(job))
+    except StopIteration as stop:
+        fit = stop.value
+    assert [(p.done, p.total) for p in steps] == [(1, 3), (2, 3), (3, 3)]
+    ok = fit.reason.ravel() == 0
+    assert ok.sum() == 32  # every pattern but the three bad ones
+    np.testing.assert_allclose(fit.g1.reshape(-1, 2)[ok], Gs[ok, :, 0], atol=1e-9)
+    np.testing.assert_allclose(fit.origin.reshape(-1, 2)[ok], o[ok], atol=1e-9)
+    passes = []
+    real = lattice_module._fit_pass
+    monkeypatch.setattr(lattice_module, "_fit_pass", lambda *a: (passes.append(1), real(*a))[1])
+    job = iter_fit_lattice(bp, lat, origin=np.full(2, 40.0), min_peaks=3)
+    next(job)
+    job.close()  # what Cancel does between two progress steps
+    assert passes == [1]

@@ -64,8 +64,13 @@ def test_dragged_lattice_tip_recomputes_the_strain_and_the_scan_shows_the_fitted
     w.run_btn.click()
     qtbot.waitUntil(lambda: w.peaks is not None and w._worker is None and w.lattice is not None, timeout=120000)
     results.add_shapes([np.array([[-0.5, -0.5], [7.5, 7.5]])], shape_type="rectangle", name=REFERENCE_LAYER)
+    from napari_4dstem.engine.jobs import Progress
+
+    passes = []
     w.strain_btn.click()
+    w.jobs.worker.yielded.connect(lambda p: passes.append((p.done, p.total)) if isinstance(p, Progress) else None)
     qtbot.waitUntil(lambda: w.strain is not None and w._worker is None, timeout=60000)
+    assert passes[-3:] == [(1, 3), (2, 3), (3, 3)]  # the lattice fit's passes: progress and Cancel points
     with stall_detector.excluded("reference"):
         truth = emd.read(sample_path("strained_crystal"))
     planted = truth["truth_strain"]
@@ -285,3 +290,137 @@ def test_find_all_fills_the_count_map_in_with_an_eta_and_cancels(make_napari_vie
         f"{len(w.partials.shown)} partial maps shown, updates {[round(1e3 * c) for c in w.partials.costs]} ms"
     )
     assert took < 1.0  # about one block (0.15 s of work); 1 s leaves room for a loaded machine
+
+
+def test_method_switch_runs_the_network_live_and_on_all_patterns(make_napari_viewer, qtbot, stall_detector):
+    """UX point 17: one dock, a "correlation template | neural network" switch. The live overlay
+    on the pattern and "Find disks in all patterns" (count map filling in, ETA) use the chosen
+    method: switched to the network, the overlay holds exactly the network's disks of the
+    displayed pattern (the run's keywords: the run finds the same disks there), and the run's
+    peaks feed the lattice as the correlation's do."""
+    pytest.importorskip("torch")
+    from napari_4dstem.engine.jobs import Progress
+    from napari_4dstem.pipelines import NNDiskParams, detect_pattern_nn
+    from napari_4dstem.simulation.samples import make_strained_crystal
+    from napari_4dstem.widgets.bragg import NETWORK
+
+    main, results = make_napari_viewer(), make_napari_viewer()
+    set_results_viewer(main, results)
+    with stall_detector.excluded("test data"):
+        s = make_strained_crystal(scan_shape=(4, 4))
+    cal = s.datacube.calibration
+    with stall_detector.excluded("first layer add"):
+        main.add_image(np.asarray(s.datacube.data), name="cube", **cal.napari_kwargs("4d"))
+        main.add_image(np.asarray(s.probe.data), name="probe", **cal.napari_kwargs("k"))
+    _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Bragg disks and strain")
+    assert w.method.model().item(1).isEnabled()  # torch is here
+    main.dims.set_point((0, 1), (1.0, 2.0))
+    w.template_btn.click()
+    qtbot.waitUntil(lambda: w.template is not None and w._worker is None, timeout=120000)
+    qtbot.waitUntil(lambda: w.last_live is not None and w.last_live[0] == (1, 2) and not w._live.busy, timeout=120000)
+    pattern = np.asarray(s.datacube.data[1, 2])
+    with stall_detector.excluded("reference"):
+        ref, count = detect_in_stack(pattern[None], w.template, parallel=False, **w.disk_params().detect_kwargs())
+    cc = w.last_live[1]
+    np.testing.assert_allclose(cc, ref[0, : count[0]])
+    # the switch: the network's choices replace the correlation's, the overlay the network's disks
+    qtbot.waitUntil(lambda: w.model_combo.listed, timeout=60000)
+    w.method.setCurrentText(NETWORK)
+    assert w.nn_box.isVisibleTo(w) and not w.cc_box.isVisibleTo(w)
+    qtbot.waitUntil(lambda: "(network)" in w.live_label.text() and not w._live.busy, timeout=120000)
+    nn = w.last_live[1]
+    with stall_detector.excluded("reference"):
+        _, want = detect_pattern_nn(pattern, np.asarray(s.probe.data, float), w.nn_params())
+    np.testing.assert_allclose(nn, want, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(main.layers[PEAKS_LAYER].data, want[:, :2], rtol=1e-5, atol=1e-4)
+    assert nn.shape != cc.shape or not np.allclose(nn, cc)  # the detections changed with the method
+    # both find the central beam of the planted lattice
+    origin = s.truth[1].data[1, 2]
+    for rows in (cc, nn):
+        assert np.hypot(*(rows[:, :2] - origin).T).min() < 1.0
+    # a threshold of the network's goes to the live overlay too
+    w.nn_min_rel.setValue(0.9)
+    qtbot.waitUntil(lambda: not w._live.busy and len(w.last_live[1]) < len(nn), timeout=60000)
+    w.nn_min_rel.setValue(0.1)
+    qtbot.waitUntil(lambda: not w._live.busy and len(w.last_live[1]) == len(nn), timeout=60000)
+    # all patterns with the network: its count map fills in block by block, with an ETA
+    seen = []
+    w.run_btn.click()
+    w.jobs.worker.yielded.connect(lambda p: seen.append(p) if isinstance(p, Progress) else None)
+    qtbot.waitUntil(lambda: w.peaks is not None and w._worker is None and w.lattice is not None, timeout=180000)
+    assert seen and seen[-1].total == 4  # 4 x 4 patterns in blocks of 4
+    assert w.partials.shown and w.partials.shown[0][0] == "NN disks per pattern"
+    np.testing.assert_array_equal(results.layers["NN disks per pattern"].data, w.peaks.counts())
+    assert w.peaks.params["method"] == "neural network (FCU-Net)"
+    p = w.peaks.at(1, 2)
+    run_rows = np.stack([p["qy"], p["qx"]], axis=1)
+    np.testing.assert_allclose(run_rows, want[:, :2], atol=1e-3)  # the run finds the overlay's disks
+    assert NNDiskParams().min_relative == w.nn_params().min_relative
+
+
+def test_without_torch_the_network_choice_is_disabled_and_says_how_to_install(
+    make_napari_viewer, monkeypatch, stall_detector
+):
+    """Torch is an optional extra: without it the method switch offers correlation only, and the
+    network's item says how to install it."""
+    from qtpy.QtCore import Qt
+
+    from napari_4dstem.widgets import bragg
+
+    monkeypatch.setattr(bragg, "torch_available", lambda: False)
+    main = make_napari_viewer()
+    w = BraggStrainWidget(main)
+    assert not w.method.model().item(1).isEnabled() and w.method.currentText() == bragg.CORRELATION
+    hint = w.method.itemData(1, Qt.ItemDataRole.ToolTipRole)
+    assert "pip install 'napari-4dstem[nn]'" in hint and hint == w.method.toolTip()
+    # a session saved where torch was sets the item anyway: the dock goes back to correlation
+    w.method.setCurrentText(bragg.NETWORK)
+    assert w.method.currentText() == bragg.CORRELATION and w.status.text() == hint
+    assert not w.nn_box.isVisibleTo(w)
+
+
+def test_probe_template_from_a_vacuum_region_on_real_space_with_its_kernel_preview(
+    make_napari_viewer, qtbot, stall_detector
+):
+    """UX point 16: the probe can be the mean pattern of a vacuum area drawn on real space (the
+    Real space dock's "scan region"); the template is the one made from that mean, and the dock
+    previews the probe and its kernel."""
+    from napari_4dstem.analysis.bragg.probe import make_template
+    from napari_4dstem.simulation.samples import make_strained_crystal
+    from napari_4dstem.widgets._region import REGION_SHAPES
+    from napari_4dstem.widgets.bragg import VACUUM_REGION
+
+    main, results = make_napari_viewer(), make_napari_viewer()
+    set_results_viewer(main, results)
+    with stall_detector.excluded("test data"):
+        s = make_strained_crystal(scan_shape=(4, 4))
+        data = np.array(s.datacube.data)
+        probe = np.asarray(s.probe.data)
+        data[:2] = probe.astype(data.dtype)  # the first two scan rows: vacuum (the probe alone)
+        data[0, 0] = data[0, 0] * 1.1  # not all the same pattern
+    with stall_detector.excluded("first layer add"):
+        main.add_image(data, name="cube")
+    w = BraggStrainWidget(main)
+    w.probe_combo.setCurrentText(VACUUM_REGION)
+    w.kernel_combo.setCurrentText("gaussian")
+    w.make_template()  # no region drawn yet: a clear message
+    assert "draw the vacuum area first" in w.status.text() and w.template is None
+    with stall_detector.excluded("first layer add"):
+        # scan rows 0-1, columns 0-3 (pixel edges)
+        results.add_shapes([np.array([[-0.5, -0.5], [1.5, 3.5]])], shape_type="rectangle", name=REGION_SHAPES)
+    w.template_btn.click()
+    qtbot.waitUntil(lambda: w.template is not None and w._worker is None, timeout=120000)
+    with stall_detector.excluded("reference"):
+        mean = data[:2].reshape(8, *data.shape[2:]).astype(np.float64).mean(axis=0)
+        want = make_template(mean, kind="gaussian")
+    np.testing.assert_allclose(w.template.kernel, want.kernel, rtol=1e-9, atol=1e-12)
+    assert w.template.radius_px == pytest.approx(want.radius_px)
+    np.testing.assert_allclose(w._probe_source, mean)  # the probe the run's recipe gets
+    # the preview: the probe (left) bright at its centre, dark around; the Gaussian-subtracted
+    # kernel (right) has negative parts, so its zero (the corners) is mid-grey, its centre bright
+    pic = w._kernel_rgba
+    assert pic.shape == (112, 228, 4) and not w.kernel_preview.pixmap().isNull()
+    left, right = pic[:, :112, 0].astype(int), pic[:, 116:, 0].astype(int)
+    print("preview centre / corner: probe", left[56, 56], left[0, 0], "kernel", right[56, 56], right[0, 0])
+    assert left.max() == 255 and left[56, 56] > 150 and left[0, 0] < 32
+    assert right[56, 56] > 180 and 120 <= right[0, 0] <= 136

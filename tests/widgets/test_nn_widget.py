@@ -156,6 +156,7 @@ def test_finetune_on_a_scan_region_makes_and_selects_a_user_model(
     w.ft_patterns.setValue(32)  # more than the region holds: all 12 are used
     w.ft_epochs.setValue(1)
     w.ft_region.setChecked(True)
+    main.dims.set_point((0, 1), (1.0, 2.0))  # the pattern each epoch's network is previewed on
     w.models_listed = False
     assert w.finetune()
     qtbot.waitUntil(lambda: w.finetuned is not None, timeout=180000)
@@ -168,6 +169,20 @@ def test_finetune_on_a_scan_region_makes_and_selects_a_user_model(
     assert w.model_combo.currentText() == "mine@1"
     assert "mine@1 saved" in w.status.text()
     assert w._ft_version("mine") == "2"
+    # UX point 17: at the end of the (one) epoch its network was previewed on the current pattern,
+    # from the checkpoint, in a worker: the final weights, so exactly what the new model finds there
+    qtbot.waitUntil(lambda: bool(w.epoch_previews) and not w._epoch_previewer.busy, timeout=60000)
+    epoch, pos, rows = w.epoch_previews[-1]
+    assert (epoch, pos) == (1, (1, 2)) and len(w.epoch_previews) == 1
+    with stall_detector.excluded("reference"):
+        import dataclasses
+
+        from napari_4dstem.pipelines import detect_pattern_nn
+
+        params = dataclasses.replace(w.nn_params(), model=str(res.path))
+        _, want = detect_pattern_nn(np.asarray(s.datacube.data[1, 2]), np.asarray(s.probe.data, float), params)
+    np.testing.assert_allclose(rows, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(main.layers[PEAKS_LAYER].data, want[:, :2], rtol=1e-5, atol=1e-5)
 
 
 def test_disks_corrected_by_hand_become_fine_tuning_labels(

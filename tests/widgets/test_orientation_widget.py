@@ -12,6 +12,7 @@ from napari_4dstem.io import emd
 from napari_4dstem.pipelines import read_acom
 from napari_4dstem.widgets._results import set_results_viewer
 from napari_4dstem.widgets.orientation import (
+    HOVER_IDLE,
     MEASURED_LAYER,
     TEMPLATE_LAYER,
     OrientationWidget,
@@ -162,6 +163,42 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, run
         p = w.peaks.at(jy, jx)
         want = np.stack([p["qy"], p["qx"]], axis=1)
     np.testing.assert_allclose(main.layers[MEASURED_LAYER].data, want)
+
+    # hovering over the map (UX point 19; the scan stays): the hovered pattern's best match,
+    # its score and alternatives as the run found them, read in a worker through napari's own
+    # mouse-move callbacks of the real-space viewer; a burst of moves ends on the last pixel
+    from napari.utils._test_utils import read_only_mouse_event
+    from napari.utils.interactions import mouse_move_callbacks
+
+    def move(iy, ix, dragging=False):
+        sy, sx = results.layers["IPF z"].scale
+        ev = read_only_mouse_event(type="mouse_move", is_dragging=dragging, position=(iy * sy, ix * sx))
+        mouse_move_callbacks(results, ev)
+
+    dist = distance_transform_edt(grain == ZONE_GRAINS["[001]"])
+    hy, hx = (int(v) for v in np.unravel_index(np.argmax(dist), dist.shape))
+    before = tuple(main.dims.point[:2])
+    for iy, ix in ((0, 0), (5, 7), (hy + 0.3, hx - 0.2)):
+        move(iy, ix)
+    stall_detector.step()
+    qtbot.waitUntil(
+        lambda: w.hover_check is not None and (w.hover_check.iy, w.hover_check.ix) == (hy, hx) and not w._hoverer.busy,
+        timeout=30000,
+    )
+    np.testing.assert_array_equal(w.hover_check.result.orientation[0, 0], r.orientation[hy, hx])
+    text = w.hover_label.text()
+    e = r.euler_deg(0)[hy, hx]
+    assert text.startswith(f"under the mouse: pattern ({hy}, {hx}): {len(w.peaks.at(hy, hx)['qy'])} peaks; best Au")
+    assert f"Euler (Bunge) {e[0]:.1f} {e[1]:.1f} {e[2]:.1f} deg" in text
+    assert f"correlation {r.correlation[hy, hx, 0]:.3f}, reliability {r.reliability[hy, hx]:.2f}" in text
+    assert tuple(main.dims.point[:2]) == before and (w.check.iy, w.check.ix) == (jy, jx)  # the scan stayed
+    # a move within the same pixel, or a drag (it moves the scan instead), asks the worker nothing
+    asked = w._hoverer.generation
+    move(hy - 0.2, hx + 0.3)
+    move(2, 2, dragging=True)
+    assert w._hoverer.generation == asked
+    move(-3, -3)  # off the map: nothing under the mouse
+    assert w.hover_label.text() == HOVER_IDLE and w._hoverer.generation == asked
 
     # exports (the buttons call these with a file dialog's path)
     # the exports write in workers: the GUI thread only starts them

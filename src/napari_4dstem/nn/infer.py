@@ -1073,13 +1073,16 @@ def predict_pattern(
     scale: str | float = "auto",
     target_radius_px: float | None = None,
     max_frame_px: int = 2048,
+    **detect: Any,
 ) -> tuple[DiffractionImage, dict[str, np.ndarray]]:
     """One pattern: the predicted image (in the model frame) and its peaks (detector px).
 
-    For previews (the napari widget): returns the image and ``{"qy", "qx", "intensity"}``
-    (peaks as :func:`iter_find_bragg_disks_nn` keeps them). No domain warning here (the
-    preview is called on every pattern shown); ``params["out_of_domain"]`` of the image lists
-    the problems.
+    For previews (the napari widgets): returns the image and ``{"qy", "qx", "intensity",
+    "correlation"}`` (peaks as :func:`iter_find_bragg_disks_nn` keeps them; ``detect``: its
+    peak keywords ``min_relative``, ``min_absolute``, ``min_spacing_px``, ``edge_px``,
+    ``max_peaks``, so a preview with the run's keywords finds the run's disks). No domain
+    warning here (the preview is called on every pattern shown); ``params["out_of_domain"]``
+    of the image lists the problems.
     """
     from .registry import load_model
 
@@ -1092,7 +1095,7 @@ def predict_pattern(
     geo, pm = _geometry_for(probe, p.shape, lm, scale, target_radius_px, max_frame_px)
     problems = _domain_check(lm, geo, None, p[None])
     peaks, count, img, std = detect_in_stack_nn(
-        p[None], lm.module, geo, pm, mc_samples=mc_samples, min_significance=min_significance
+        p[None], lm.module, geo, pm, mc_samples=mc_samples, min_significance=min_significance, **detect
     )
     k = int(count[0])
     im = DiffractionImage(
@@ -1110,7 +1113,7 @@ def predict_pattern(
             "frame_step_px": 1.0 / geo.model_px_per_detector_px,
         },
     )
-    res = {"qy": peaks[0, :k, 0], "qx": peaks[0, :k, 1], "intensity": peaks[0, :k, 2]}
+    res = {"qy": peaks[0, :k, 0], "qx": peaks[0, :k, 1], "intensity": peaks[0, :k, 2], "correlation": peaks[0, :k, 3]}
     if std is not None:
         res["std"] = std[0]
     return im, res

@@ -72,6 +72,34 @@ def detect_pattern(pattern: np.ndarray, template: Any, detection: DiskDetectionP
     return found[0, : int(count[0])]
 
 
+def detect_pattern_nn(pattern: np.ndarray, probe: Any, detection: NNDiskParams) -> tuple[DiffractionImage, np.ndarray]:
+    """Bragg disks of one pattern ``(k_y, k_x)`` found by the network with the keywords of a
+    whole-scan run (:func:`iter_disks` with ``detection``), for the widgets' live overlay:
+    ``(predicted image, rows)``, rows ``(qy, qx, intensity, correlation)`` as the run's peaks,
+    shape ``(n, 4)``. ``probe``: as for :func:`iter_disks` (an image, a ProbeSource, a path)."""
+    from ..nn.infer import predict_pattern
+
+    _, image = _as_probe(probe)
+    if image is None:
+        raise Napari4DSTEMError("NN disk detection needs a vacuum probe image (the samples have 'probe')")
+    d = detection
+    img, found = predict_pattern(
+        np.asarray(pattern),
+        probe=image,
+        model=d.model,
+        mc_samples=d.mc_samples,
+        min_significance=d.min_significance,
+        scale=d.scale,
+        min_relative=d.min_relative,
+        min_absolute=d.min_absolute,
+        min_spacing_px=d.min_spacing_px,
+        edge_px=d.edge_px,
+        max_peaks=d.max_peaks,
+    )
+    rows = np.stack([found[k] for k in ("qy", "qx", "intensity", "correlation")], axis=1).reshape(-1, 4)
+    return img, rows
+
+
 def origin_or_none(peaks: BraggPeaks, calibration: Calibration | None = None) -> RealSpaceMap | None:
     """The origin measured from the central beam of every pattern when ``calibration`` (default
     the peaks') has none; None when it has one (then it is used)."""
@@ -258,12 +286,26 @@ def strain_from_peaks(
 
     ``lattice`` (an :class:`~napari_4dstem.analysis.bragg.lattice.Lattice`) skips the lattice search;
     ``source`` is the peaks file for the recipe."""
-    from ..analysis.bragg.lattice import fit_lattice
+    return run_job(iter_strain_from_peaks(peaks, strain, bvm=bvm, lattice=lattice, recipe=recipe, source=source))
+
+
+def iter_strain_from_peaks(
+    peaks: BraggPeaks,
+    strain: StrainParams | None = None,
+    *,
+    bvm: DiffractionImage | None = None,
+    lattice: Any = None,
+    recipe: Recipe | None = None,
+    source: Any = None,
+) -> Job[StrainResult]:
+    """Job: :func:`strain_from_peaks`, with progress (and Cancel) after each pass of the lattice
+    fit (:func:`~napari_4dstem.analysis.bragg.lattice.iter_fit_lattice`); the same result."""
+    from ..analysis.bragg.lattice import iter_fit_lattice
     from ..analysis.bragg.strain import strain_from_lattice
 
     strain = strain or StrainParams()
     lat = lattice if lattice is not None else find_lattice_for(peaks, strain, bvm)
-    fit = fit_lattice(peaks, lat)
+    fit = yield from iter_fit_lattice(peaks, lat)
     sm = strain_from_lattice(
         fit, reference=strain.reference, frame_deg=strain.frame_deg, max_residual_px=strain.max_residual_px
     )

@@ -1,10 +1,15 @@
 """The "Bragg disks and strain" dock widget.
 
-Translation only. 1) A probe template from a 2D layer (the samples ship one named "probe") or
-from the bright-field disk of the mean pattern. 2) Detection tuned live on the current pattern:
-the disks found there appear as a Points layer while the scan position or a parameter changes.
-3) All patterns in a worker (progress, cancel); the Bragg vector map as a layer on the pattern;
-the disk-count map in the real-space viewer. 4) g1/g2 found automatically (editable, shown as
+Translation only. 1) A probe template from a 2D layer (the samples ship one named "probe"), from
+the mean pattern of a vacuum region drawn on real space (the Real space dock's "scan region"),
+or from the bright-field disk of the mean pattern; the probe and its kernel are previewed in the
+dock. 2) Detection tuned live on the current pattern:
+the disks found there appear as a Points layer while the scan position or a parameter changes,
+by template correlation or by the neural network (the *method* switch, UX point 17: a model
+picker and the network's thresholds; the network needs the probe as an image layer and torch,
+an optional extra). 3) All patterns in a worker with the chosen method (progress, ETA, cancel);
+the Bragg vector map as a layer on the pattern; the disk-count map filling in the real-space
+viewer. 4) g1/g2 found automatically (editable, shown as
 Vectors, their tips draggable Points: a drag sets the lattice and recomputes the strain in a worker).
 5) Strain against a reference rectangle drawn in the real-space viewer (or the median),
 as maps with a diverging colormap and fixed symmetric limits, and histograms in the dock. After
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import napari
 import numpy as np
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -41,6 +47,7 @@ from ._common import (
     responsive_chunk,
     scan_position,
 )
+from ._nn_common import NN_BLOCK, TORCH_HINT, ModelPicker, nn_pattern_job, nn_scan_chunk, torch_available
 from ._pipeline import (
     PipelineActions,
     layer_source,
@@ -62,6 +69,9 @@ FIT_VECTORS_LAYER = "fitted g1, g2 (this pattern)"
 REFERENCE_LAYER = "strain reference"
 STRAIN_CHANNELS = ("e_xx", "e_yy", "e_xy", "theta_rad")
 BF_DISK = "bright-field disk of the mean pattern"
+VACUUM_REGION = "mean of the scan region (a vacuum area on Real space)"
+CORRELATION = "correlation template"
+NETWORK = "neural network"
 
 
 def symmetric_limits(a: np.ndarray, percentile: float = 99.0) -> tuple[float, float]:
@@ -121,6 +131,38 @@ def _render_histograms(channels: dict[str, np.ndarray], width_px: int) -> np.nda
     return np.asarray(canvas.buffer_rgba()).copy()
 
 
+def _kernel_picture(template, size: int = 112) -> np.ndarray:
+    """The probe (left) and its correlation kernel (right, centred) around the disk, as an RGBA
+    ``(size, 2 size + 4, 4)`` uint8 picture: grey, the kernel's zero mid-grey when it has
+    negative parts."""
+    k = np.fft.fftshift(template.kernel)
+    cy, cx = (n // 2 for n in k.shape)
+    h = int(np.clip(np.ceil(1.6 * max(template.support_px, template.radius_px)), 4, max(cy, cx)))
+    pics = []
+    for a, signed in ((template.probe, False), (k, True)):
+        a = np.asarray(a, float)[max(cy - h, 0) : cy + h + 1, max(cx - h, 0) : cx + h + 1]
+        m = float(np.nanmax(np.abs(a))) or 1.0
+        g = 0.5 + 0.5 * a / m if signed and np.nanmin(a) < 0 else np.clip(a / m, 0, 1)
+        iy = np.arange(size) * g.shape[0] // size  # nearest pixel: the pixels stay visible
+        ix = np.arange(size) * g.shape[1] // size
+        g = g[np.ix_(iy, ix)]
+        pics.append((255 * np.clip(g, 0, 1)).astype(np.uint8))
+    grey = np.concatenate([pics[0], np.full((size, 4), 255, np.uint8), pics[1]], axis=1)
+    return np.dstack([grey, grey, grey, np.full_like(grey, 255)])
+
+
+def _template_job(dc: DataCube, probe, kernel: str, region):
+    """Worker job: the probe template (from ``probe``: an image, a ProbeSource or None for the
+    bright-field disk; or, with ``region``, the mean pattern over those scan positions), the
+    probe it was made from and the kernel preview picture."""
+    from ..pipelines import iter_probe_template
+
+    if region is not None:
+        probe = yield from dc.iter_masked_pattern(region, reduce="mean")
+    template = yield from iter_probe_template(dc, probe, kernel=kernel)
+    return template, probe, _kernel_picture(template)
+
+
 def _detect_job(dc: DataCube, pos: tuple[int, int], template, params):
     """Worker: the disks of the pattern at ``pos`` as ``(pos, (n, 4) qy qx intensity corr,
     seconds)`` (the pipeline's :func:`~napari_4dstem.pipelines.detect_pattern`; the time sizes
@@ -140,13 +182,21 @@ def _detect_job(dc: DataCube, pos: tuple[int, int], template, params):
     return pos, found, seconds
 
 
-def _strain_job(peaks, params, bvm, lattice, recipe):
-    """Worker: the pipeline's strain (lattice fit to every pattern, then strain)."""
-    from ..engine.jobs import Progress
-    from ..pipelines import strain_from_peaks
+def _nn_detect_job(dc: DataCube, pos: tuple[int, int], probe, params):
+    """Worker: the network's disks of the pattern at ``pos`` as ``(pos, (n, 4) rows, None)``
+    (the NN dock's one-pattern job; no time: the network's run has blocks of its own size)."""
+    pos, _img, rows, _seconds = nn_pattern_job(dc, pos, probe, params)
+    return pos, rows, None
 
-    yield Progress(0, 1, "fitting the lattice and the strain")
-    return strain_from_peaks(peaks, params, bvm=bvm, lattice=lattice, recipe=recipe)
+
+def _strain_job(peaks, params, bvm, lattice, recipe):
+    """Worker: the pipeline's strain (lattice fit to every pattern, then strain), with progress
+    and Cancel after each pass of the fit (no partial map: a fit is final after the last pass)."""
+    from ..engine.jobs import Progress
+    from ..pipelines import iter_strain_from_peaks
+
+    yield Progress(0, 3, "fitting the lattice to every pattern")
+    return (yield from iter_strain_from_peaks(peaks, params, bvm=bvm, lattice=lattice, recipe=recipe))
 
 
 def _strain_now(peaks, params, bvm, lattice, recipe, ref):
@@ -174,6 +224,8 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self._probe_source = None  # what made the template (ProbeSource, or an image)
         self._restored_reference = None  # a session's reference (r0, r1, c0, c1), until one is drawn
         self._t_pattern = None  # seconds of live detection per pattern (sizes the job's blocks)
+        self._count_map = "disks per pattern"  # the count map's layer (the network's job names its own)
+        self.last_live = None  # (scan position, (n, 4) rows) of the last live detection shown
         self._build_ui()
         viewer.dims.events.current_step.connect(self._on_dims)
         register_dock(viewer, self)
@@ -186,6 +238,8 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self.kernel_combo.addItems(["plain", "gaussian", "ring"])
         self.template_btn = QPushButton("Make template")
         self.template_label = QLabel("")
+        self.kernel_preview = QLabel()  # the probe and its kernel, drawn in the worker
+        self.kernel_preview.setToolTip("the probe (left) and the correlation kernel made from it (right)")
         pg = QGroupBox("Probe template")
         pf = QFormLayout(pg)
         pf.addRow("4D layer", self.layer_combo)
@@ -193,6 +247,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         pf.addRow("kernel", self.kernel_combo)
         pf.addRow(self.template_btn)
         pf.addRow(self.template_label)
+        pf.addRow(self.kernel_preview)
 
         self.power = QDoubleSpinBox()
         self.power.setRange(0.0, 1.0)
@@ -217,16 +272,50 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self.subpixel.addItems(["fit", "upsample", "parabolic", "gaussian", "none"])
         self.live_label = QLabel("")
         self.run_btn = QPushButton("Find disks in all patterns")
-        dg = QGroupBox("Disk detection (live on the current pattern)")
-        df = QFormLayout(dg)
+        # Classical | NN (UX point 17): the live overlay and "Find disks in all patterns" use the
+        # chosen method; without torch the network's item is disabled and says how to install it
+        self.method = QComboBox()
+        self.method.addItems([CORRELATION, NETWORK])
+        self.has_torch = torch_available()
+        if not self.has_torch:
+            self.method.model().item(1).setEnabled(False)
+            self.method.setItemData(1, TORCH_HINT, Qt.ItemDataRole.ToolTipRole)
+            self.method.setToolTip(TORCH_HINT)
+        self.cc_box = QWidget()
+        df = QFormLayout(self.cc_box)
+        df.setContentsMargins(0, 0, 0, 0)
         df.addRow("correlation power", self.power)
         df.addRow("min relative intensity", self.min_rel)
         df.addRow("min spacing [px]", self.min_spacing)
         df.addRow("edge margin [px]", self.edge)
         df.addRow("max peaks", self.max_peaks)
         df.addRow("sub-pixel", self.subpixel)
-        df.addRow(self.live_label)
-        df.addRow(self.run_btn)
+        # the network's choices (the NN dock's names and defaults); the model list is read in a
+        # worker, and only with torch there (the registry imports it)
+        self.model_combo = ModelPicker(self._error) if self.has_torch else QComboBox()
+        self.nn_min_rel = QDoubleSpinBox()
+        self.nn_min_rel.setRange(0.0, 1.0)
+        self.nn_min_rel.setDecimals(3)
+        self.nn_min_rel.setValue(0.1)
+        self.nn_min_sig = QDoubleSpinBox()
+        self.nn_min_sig.setRange(0.0, 100.0)
+        self.nn_min_sig.setDecimals(1)
+        self.nn_min_sig.setValue(5.0)
+        self.nn_min_sig.setSpecialValueText("off")
+        self.nn_box = QWidget()
+        nf = QFormLayout(self.nn_box)
+        nf.setContentsMargins(0, 0, 0, 0)
+        nf.addRow("model", self.model_combo)
+        nf.addRow("min relative height", self.nn_min_rel)
+        nf.addRow("min disk significance [sd]", self.nn_min_sig)
+        self.nn_box.setVisible(False)
+        dg = QGroupBox("Disk detection (live on the current pattern)")
+        dlay = QFormLayout(dg)
+        dlay.addRow("method", self.method)
+        dlay.addRow(self.cc_box)
+        dlay.addRow(self.nn_box)
+        dlay.addRow(self.live_label)
+        dlay.addRow(self.run_btn)
 
         self.g = [QDoubleSpinBox() for _ in range(4)]
         for sb in self.g:
@@ -293,6 +382,11 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         for w in (self.power, self.min_rel, self.min_spacing, self.edge, self.max_peaks):
             w.valueChanged.connect(lambda _: self.detect_current())
         self.subpixel.currentIndexChanged.connect(lambda _: self.detect_current())
+        self.method.currentIndexChanged.connect(lambda _: self._on_method())
+        for w in (self.nn_min_rel, self.nn_min_sig):
+            w.valueChanged.connect(lambda _: self.detect_current())
+        self.model_combo.currentIndexChanged.connect(lambda _: self.detect_current())
+        self.probe_combo.currentIndexChanged.connect(lambda _: self.uses_network() and self.detect_current())
         self.run_btn.clicked.connect(self.find_all)
         self.lattice_btn.clicked.connect(self.find_lattice)
         for sb in self.g:
@@ -308,7 +402,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         current = self.probe_combo.currentText()
         self.probe_combo.blockSignals(True)
         self.probe_combo.clear()
-        self.probe_combo.addItems([*(f"layer: {n}" for n in names), BF_DISK])
+        self.probe_combo.addItems([*(f"layer: {n}" for n in names), VACUUM_REGION, BF_DISK])
         if current and self.probe_combo.findText(current) >= 0:
             self.probe_combo.setCurrentText(current)
         elif "probe" in names:
@@ -331,32 +425,51 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         return self.jobs.worker
 
     # -- template -----------------------------------------------------------------------------
+    def _vacuum_region(self, scan_shape) -> np.ndarray:
+        """The union of the Real space dock's "scan region" shapes as a scan mask."""
+        from ._region import REGION_SHAPES
+
+        rv = results_viewer(self.viewer, create=False)
+        if rv is None or REGION_SHAPES not in rv.layers or not len(rv.layers[REGION_SHAPES].data):
+            raise Napari4DSTEMError(
+                "draw the vacuum area first: Virtual imaging, Region on real space (the 'scan region' shapes)"
+            )
+        mask = np.asarray(rv.layers[REGION_SHAPES].to_masks(mask_shape=tuple(scan_shape))).any(axis=0)
+        if not mask.any():
+            raise Napari4DSTEMError("the scan region holds no scan position: draw it over the vacuum area")
+        return mask
+
     def make_template(self, then=None) -> None:
         """Make the probe template in a worker (the pipeline's ``iter_probe_template``; the
-        BF-disk choice reads every pattern for the mean); ``then`` runs after it is in."""
-        from ..pipelines import iter_probe_template
-
+        BF-disk choice reads every pattern for the mean, the vacuum-region choice the region's
+        patterns); the probe and kernel preview are drawn there too; ``then`` runs after."""
         try:
             dc, _ = self.datacube()
             choice = self.probe_combo.currentText()
             kind = self.kernel_combo.currentText()
-            probe = None
+            probe, region = None, None
             if choice.startswith("layer: "):
                 probe = probe_of_layer(self.viewer.layers[choice[len("layer: ") :]])
+            elif choice == VACUUM_REGION:
+                region = self._vacuum_region(dc.scan_shape)
         except Napari4DSTEMError as e:
             self._error(e)
             return
 
-        def done(template, probe=probe):
-            self._probe_source = probe
-            self._on_template(template)
+        def done(out):
+            template, used, picture = out
+            # an image made here (the region's mean) is the probe of the recipe: no file holds it
+            self._probe_source = used
+            self._on_template(template, picture)
             if then is not None:
                 then()
 
-        self.jobs.start(iter_probe_template, dc, probe, kernel=kind, desc="making the probe template", on_done=done)
+        self.jobs.start(_template_job, dc, probe, kind, region, desc="making the probe template", on_done=done)
 
-    def _on_template(self, template) -> None:
+    def _on_template(self, template, picture=None) -> None:
         self.template = template
+        if picture is not None:
+            self._kernel_rgba = show_rgba(self.kernel_preview, picture)
         t = self.template
         self.template_label.setText(f"{t.kind} kernel, disk radius {t.radius_px:.2f} px, edge {t.edge_px:.2f} px")
         self.detect_current()
@@ -375,6 +488,38 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             subpixel=self.subpixel.currentText(),
         )
 
+    def uses_network(self) -> bool:
+        """Whether the method switch is on the neural network."""
+        return self.method.currentText() == NETWORK
+
+    def _on_method(self) -> None:
+        if self.uses_network() and not self.has_torch:  # e.g. a session saved where torch was
+            self.method.setCurrentText(CORRELATION)
+            self._say(TORCH_HINT)
+            return
+        nn = self.uses_network()
+        self.cc_box.setVisible(not nn)
+        self.nn_box.setVisible(nn)
+        self.detect_current()
+
+    def nn_params(self):
+        """The network's NNDiskParams (the NN dock's names and defaults; batches of its blocks)."""
+        from ..pipelines import NNDiskParams
+
+        return NNDiskParams(
+            model=self.model_combo.currentText() or None,
+            min_relative=self.nn_min_rel.value(),
+            min_significance=self.nn_min_sig.value() or None,
+            batch_size=NN_BLOCK,
+        )
+
+    def _nn_probe_layer(self):
+        """The probe layer the network needs (the bright-field disk is the correlation's)."""
+        choice = self.probe_combo.currentText()
+        if not choice.startswith("layer: ") or choice[len("layer: ") :] not in self.viewer.layers:
+            raise Napari4DSTEMError("the neural network needs the vacuum probe as an image layer: pick it as 'probe'")
+        return self.viewer.layers[choice[len("layer: ") :]]
+
     def _current_position(self) -> tuple[int, int] | None:
         lyr = self.layer_combo.layer
         if lyr is None or self.viewer.dims.ndim < 4:
@@ -384,14 +529,29 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
     def _on_dims(self, event=None) -> None:
         if self.result is not None:
             self._show_fit()
-        if self.template is not None:
+        if self.template is not None or self.uses_network():
             self.detect_current()
 
     def detect_current(self) -> None:
-        """Detect the disks of the displayed pattern in a worker (newest request wins); they
-        appear as Points when found (a scan step costs the GUI thread nothing)."""
+        """Detect the disks of the displayed pattern in a worker with the chosen method (newest
+        request wins); they appear as Points when found (a scan step costs the GUI thread
+        nothing). The network needs no template, only its probe layer and a model."""
         pos = self._current_position()
-        if self.template is None or pos is None:
+        if pos is None:
+            return
+        if self.uses_network():
+            if not self.model_combo.currentText():
+                return  # the model list is still being read (it asks again when it arrives)
+            try:
+                probe = np.asarray(self._nn_probe_layer().data, dtype=np.float64)
+                params = self.nn_params()
+            except Napari4DSTEMError as e:
+                self.live_label.setText(str(e))
+                return
+            dc, _cal = self.datacube()
+            self._live.request(_nn_detect_job, dc, pos, probe, params)
+            return
+        if self.template is None:
             return
         dc, _cal = self.datacube()
         try:
@@ -403,8 +563,10 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
 
     def _show_peaks(self, result) -> None:
         pos, p, seconds = result
-        # one pattern on one thread (the fastest seen: the first may include a compile)
-        self._t_pattern = seconds if self._t_pattern is None else min(self._t_pattern, seconds)
+        # one pattern on one thread (the fastest seen: the first may include a compile); the
+        # network's results carry no time (its blocks have a size of their own)
+        if seconds is not None:
+            self._t_pattern = seconds if self._t_pattern is None else min(self._t_pattern, seconds)
         if self.layer_combo.layer is None:
             return
         _dc, cal = self.datacube()
@@ -423,10 +585,16 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
                 border_width=0.15,
                 **kw,
             )
-        self.live_label.setText(f"{len(p)} disks at scan position {pos}")
+        self.live_label.setText(f"{len(p)} disks at scan position {pos}" + (" (network)" if seconds is None else ""))
+        self.last_live = (pos, np.array(p))
 
     # -- all patterns -------------------------------------------------------------------------
     def find_all(self) -> None:
+        """The disks of every pattern with the chosen method, in a worker: progress with an
+        ETA, the disk-count map filling in the real-space viewer, Cancel between blocks."""
+        if self.uses_network():
+            self._find_all_nn()
+            return
         if self.template is None:
             self.make_template(then=self.find_all)
             return
@@ -442,6 +610,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         # blocks of about BLOCK_S of work: progress with an ETA, the disk-count map filling in
         # and Cancel between them (the default 32 MiB block was the whole of a 32 x 32 scan)
         chunk = responsive_chunk(dc.scan_shape, dc.detector_shape, self._t_pattern)
+        self._count_map = "disks per pattern"
         self.jobs.start(
             iter_disks,
             dc,
@@ -452,6 +621,35 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             source=layer_source(self.layer_combo.layer),
             scan_chunk=chunk,
             desc="finding Bragg disks",
+            total=n_blocks_for(dc.data, chunk),
+            eta=True,
+            partials=self.partials.for_scan(cal),
+            on_done=self._on_peaks,
+        )
+
+    def _find_all_nn(self) -> None:
+        """As the NN dock's *Find disks in all patterns* (same job, blocks and map)."""
+        from ..engine.driver import n_blocks_for
+        from ..pipelines import iter_disks
+
+        try:
+            dc, cal = self.datacube()
+            params = self.nn_params()
+            probe = probe_of_layer(self._nn_probe_layer())
+        except Napari4DSTEMError as e:
+            self._error(e)
+            return
+        chunk = nn_scan_chunk(dc.scan_shape)
+        self._count_map = "NN disks per pattern"  # the name of the job's partial map
+        self.jobs.start(
+            iter_disks,
+            dc,
+            detection=params,
+            probe=probe,
+            calibration=cal,
+            source=layer_source(self.layer_combo.layer),
+            scan_chunk=chunk,
+            desc="running the network on every pattern",
             total=n_blocks_for(dc.data, chunk),
             eta=True,
             partials=self.partials.for_scan(cal),
@@ -479,7 +677,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         counts = peaks.counts()
         show_map(
             results_viewer(self.viewer),
-            "disks per pattern",
+            self._count_map,
             counts.astype(np.float32),
             peaks.calibration,
             colormap="viridis",
@@ -739,6 +937,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             self.lattice,
             self.disks.recipe,
             desc="computing strain",
+            eta=True,
             on_done=lambda r, ref=ref: self._on_strain(r, ref),
         )
 

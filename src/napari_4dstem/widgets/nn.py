@@ -9,8 +9,10 @@ correlation path gives, for the lattice and strain steps.
 
 *Fine-tune on this data* adapts the chosen model to the layer's data (issue #17): correlation
 labels on patterns drawn from the scan, or from the Real space dock's "scan region" (a thin
-area), training in a worker with the loss curve live; the result is a user model, selected in
-the model list when done (:func:`~napari_4dstem.nn.finetune.iter_finetune`).
+area), training in a worker with the loss curve live and, at the end of every epoch, that
+epoch's network previewed on the current pattern (from its checkpoint, in another worker); the
+result is a user model, selected in the model list when done
+(:func:`~napari_4dstem.nn.finetune.iter_finetune`).
 """
 
 from __future__ import annotations
@@ -38,10 +40,10 @@ from ._common import (
     JobRunner,
     LatestRunner,
     PartialMaps,
-    guarded,
     models_changed,
     scan_position,
 )
+from ._nn_common import NN_BLOCK, ModelPicker, nn_pattern_job, nn_scan_chunk
 from ._pipeline import PipelineActions, layer_source, probe_of_layer
 from ._plot import TrainingPlot
 from ._region import REGION_SHAPES
@@ -52,26 +54,28 @@ from .results_list import session_results
 
 PEAKS_LAYER = "NN disks (current pattern)"
 PRED_LAYER = "NN prediction"
-# patterns per block of "Find disks in all patterns": about 0.1-0.3 s of network time on two
-# CPU cores, so Cancel stops the job within that and progress arrives several times a second
-NN_BLOCK = 4
 
 
-def _model_names() -> list[str]:
-    """Worker: ``name@version`` of every model that is bundled or cached."""
-    from ..nn.registry import list_models
+def _epoch_preview_job(checkpoint, model_file, dc, pos, probe, params, cal, epoch):
+    """Worker: the network of a training checkpoint (an epoch's end) on the pattern at ``pos``,
+    as :func:`_preview_job` with that epoch: ``(pos, img, rows, cal, epoch)``. The checkpoint
+    runs with the domain of the model it is fine-tuned from (``params.model``): the disk radius
+    the patterns are resampled to, as for the saved model."""
+    import dataclasses
 
-    return [f"{e.name}@{e.version}" for e, status in list_models() if status != "not downloaded"]
+    from ..nn.registry import load_model
+    from ..nn.train import export_model
+
+    base = load_model(params.model).card or {}
+    export_model(checkpoint, model_file, card={"domain": dict(base.get("domain", {}))})
+    return (*_preview_job(dc, pos, probe, dataclasses.replace(params, model=str(model_file)), cal), epoch)
 
 
-def _preview_job(dc, pos, probe, model, mc_samples, min_significance, cal):
-    """Worker: the network's prediction and peaks on the pattern at ``pos``."""
-    from ..nn.infer import predict_pattern
-
-    img, found = predict_pattern(
-        np.asarray(dc.pattern(*pos)), probe=probe, model=model, mc_samples=mc_samples, min_significance=min_significance
-    )
-    return pos, img, found, cal
+def _preview_job(dc, pos, probe, params, cal):
+    """Worker: the network's prediction and peaks on the pattern at ``pos`` (with the run's
+    keywords: the disks the whole-scan run finds there), and the calibration to show them in."""
+    pos, img, rows, _seconds = nn_pattern_job(dc, pos, probe, params)
+    return pos, img, rows, cal
 
 
 class NNDiskWidget(PipelineActions, DockState, QWidget):
@@ -86,7 +90,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.disks = None  # pipelines.DisksResult of the last whole-scan run
         self.layer_combo = CubePicker(viewer)
         self.probe_combo = QComboBox()
-        self.model_combo = QComboBox()
+        self.model_combo = ModelPicker(self._error)  # listed in a worker, again after a training
         self.min_rel = QDoubleSpinBox()
         self.min_rel.setRange(0.0, 1.0)
         self.min_rel.setDecimals(3)
@@ -137,6 +141,9 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.finetune_btn = QPushButton("Fine-tune on this data")
         self.finetuned = None  # FineTuneResult of the last run
         self._ft_plot = None
+        self._ft_dir = None  # the work folder of the last fine-tuning (shards, checkpoints)
+        self._ft_preview = None  # (dc, pos, probe, params, cal) the epochs are previewed on
+        self.epoch_previews: list[tuple[int, tuple[int, int], np.ndarray]] = []  # (epoch, pos, (n, 4) rows)
         self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -185,14 +192,22 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.partials = PartialMaps(lambda: results_viewer(self.viewer))
         # the preview runs the network in a worker (1-2 s on a CPU): newest click wins
         self._previewer = LatestRunner(self._show_preview, self._error)
+        # each epoch's network of a fine-tuning on the current pattern: newest epoch wins
+        self._epoch_previewer = LatestRunner(self._show_epoch_preview, self._error)
         self.last_preview = None  # (n, 2) disk positions of the last preview
-        self.models_listed = False
         viewer.layers.events.inserted.connect(self._refresh_probes)
         viewer.layers.events.removed.connect(self._refresh_probes)
         self._refresh_probes()
-        self._refresh_models()
-        models_changed().connect(self._refresh_models)  # e.g. a model trained in the GUI
         register_dock(viewer, self)
+
+    @property
+    def models_listed(self) -> bool:
+        """Whether the model list has arrived from its worker (set False to wait for the next)."""
+        return self.model_combo.listed
+
+    @models_listed.setter
+    def models_listed(self, value: bool) -> None:
+        self.model_combo.listed = bool(value)
 
     # -- choices ------------------------------------------------------------------------------
     def _refresh_probes(self, event=None) -> None:
@@ -208,24 +223,6 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
             self.probe_combo.setCurrentText(cur)
         elif "probe" in names:
             self.probe_combo.setCurrentText("probe")
-
-    def _refresh_models(self) -> None:
-        """List the registry's models in a worker (the registry imports torch: 1.3 s of the
-        GUI thread when the dock opened)."""
-        from napari.qt.threading import create_worker
-
-        create_worker(
-            _model_names, _connect={"returned": guarded(self, self._set_models), "errored": guarded(self, self._error)}
-        )
-
-    def _set_models(self, names: list[str]) -> None:
-        cur = getattr(self, "_select_after_refresh", None) or self.model_combo.currentText()
-        self._select_after_refresh = None
-        self.model_combo.clear()
-        self.model_combo.addItems(names)
-        if cur:
-            self.model_combo.setCurrentText(cur)
-        self.models_listed = True
 
     def _say(self, msg: str) -> None:
         self.status.setText(msg)
@@ -265,16 +262,19 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         """Run the network on the displayed pattern in a worker; the prediction and its disks
         appear when done (``last_preview``)."""
         try:
-            dc, cal, probe, model = self._inputs()
+            dc, cal, probe, _model = self._inputs()
             pos = self._current_position()
+            params = self.nn_params()
         except Napari4DSTEMError as e:
             self._error(e)
             return
         self._say(f"preview at scan position {pos}...")
-        self._previewer.request(_preview_job, dc, pos, probe, model, self.mc.value(), self._min_sig(), cal)
+        self._previewer.request(_preview_job, dc, pos, probe, params, cal)
 
-    def _show_preview(self, result) -> None:
-        pos, img, found, cal = result
+    def _show_preview(self, result, note: str | None = None) -> None:
+        """Show a preview's prediction and disks; ``note`` (an epoch's preview) goes in the
+        loss curve's summary instead of the status line (the job's)."""
+        pos, img, rows, cal = result
         kw = cal.napari_kwargs("k")
         b = img.params["frame_step_px"]  # detector px per model-frame px (scale-normalised)
         scale = np.asarray(kw.get("scale", (1.0, 1.0)), float)
@@ -295,7 +295,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
                 units=kw.get("units"),
                 axis_labels=kw.get("axis_labels"),
             )
-        yx = np.stack([found["qy"], found["qx"]], 1) if len(found["qy"]) else np.zeros((0, 2))
+        yx = np.array(rows[:, :2])
         if PEAKS_LAYER in self.viewer.layers:
             self.viewer.layers[PEAKS_LAYER].data = yx
         else:
@@ -308,7 +308,10 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
                 border_width=0.15,
                 **kw,
             )
-        self._say(f"{len(yx)} disks at scan position {pos}" + _domain_note(img.params))
+        if note is None:
+            self._say(f"{len(yx)} disks at scan position {pos}" + _domain_note(img.params))
+        else:
+            self.ft_plot.summary.setText(f"{self.ft_plot.summary.text()}; {note}: {len(yx)} disks at {tuple(pos)}")
         self.last_preview = yx
         self._preview_pos = tuple(int(v) for v in pos)
         self.correct_btn.setEnabled(True)
@@ -378,10 +381,8 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         except Napari4DSTEMError as e:
             self._error(e)
             return
-        # blocks of NN_BLOCK patterns: the job reports progress and can stop after each (one
-        # block of the whole scan gave no progress for 87 s and a Cancel that did nothing)
-        sx = dc.scan_shape[1]
-        chunk = (max(1, NN_BLOCK // sx), min(sx, NN_BLOCK))
+        # blocks of NN_BLOCK patterns: the job reports progress and can stop after each
+        chunk = nn_scan_chunk(dc.scan_shape)
         self.jobs.start(
             iter_disks,
             dc,
@@ -455,7 +456,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         from ..nn.finetune import FineTuneConfig, iter_finetune
 
         try:
-            dc, _cal, probe, model = self._inputs()
+            dc, cal, probe, model = self._inputs()
             name = self.ft_name.text().strip()
             version = self._ft_version(name)
             region = self._ft_mask(dc.scan_shape)
@@ -463,11 +464,21 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         except (Napari4DSTEMError, ValueError) as e:
             self._error(e)
             return False
+        import tempfile
+
         self.finetuned = None
         self.ft_plot.clear()
+        self.epoch_previews = []
+        # our own work folder: the epochs' checkpoints are previewed from it while it trains; it
+        # lives until the next fine-tuning (or the end of the session) so a preview never loses it
+        self._ft_dir = tempfile.TemporaryDirectory(prefix="n4d-finetune-")
+        try:
+            self._ft_preview = (dc, self._current_position(), probe, self.nn_params(), cal)
+        except Napari4DSTEMError:
+            self._ft_preview = None  # no pattern shown: no epoch previews
         return self.jobs.start(
             iter_finetune, dc, probe, name=name, version=version, config=config, region=region,
-            corrections=dict(self.corrections) or None, eta=True,
+            corrections=dict(self.corrections) or None, work_dir=self._ft_dir.name, eta=True,
             desc=f"fine-tuning {model or 'the default model'} as {name}@{version}",
             on_progress=self._on_ft_progress, on_done=self._on_finetuned,
         )  # fmt: skip
@@ -480,6 +491,26 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
                 self.ft_plot.add_step(p.step, p.loss)
             if p.history:
                 self.ft_plot.set_history(p.history)
+                self._preview_epoch(p.epoch)
+
+    def _preview_epoch(self, epoch: int) -> None:
+        """An epoch ended (its checkpoint is written): its network on the current pattern."""
+        from pathlib import Path
+
+        if self._ft_preview is None or self._ft_dir is None:
+            return
+        work = Path(self._ft_dir.name)
+        dc, pos, probe, params, cal = self._ft_preview
+        self._epoch_previewer.request(
+            _epoch_preview_job, work / "train" / "checkpoint.pt", work / "epoch_preview.pt",
+            dc, pos, probe, params, cal, epoch,
+        )  # fmt: skip
+
+    def _show_epoch_preview(self, out) -> None:
+        *shown, epoch = out
+        self._show_preview(tuple(shown), note=f"epoch {epoch} on the pattern")
+        pos, rows = shown[0], shown[2]
+        self.epoch_previews.append((int(epoch), tuple(int(v) for v in pos), np.array(rows)))
 
     def _on_finetuned(self, res) -> None:
         self.finetuned = res
@@ -492,7 +523,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
             f"held-out recall against the labels "
             f"{last.get('recall_1px', float('nan')):.2f}): selected for Preview and Find disks"
         )
-        self._select_after_refresh = f"{res.name}@{res.version}"
+        self.model_combo.select_after_refresh(f"{res.name}@{res.version}")
         models_changed().emit()
 
     # -- the result (Save result..., Copy as Python: PipelineActions) ------------------------------

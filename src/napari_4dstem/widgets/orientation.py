@@ -5,7 +5,11 @@ colours and the exports are core functions (``analysis.crystal.structure``, ``.o
 ``.acom``, ``.ipf``; the same steps as ``napari-4dstem acom``). Long steps run as core jobs in
 a worker with progress and Cancel. Scan maps go to the linked real-space viewer
 (``_results.py``); the check of one pattern draws the measured peaks and the best template's
-spots (with their hkl) as Points layers over the pattern in the main viewer.
+spots (with their hkl) as Points layers over the pattern in the main viewer. After a run, a
+click or drag on its maps moves the scan and shows that pattern's peaks, best template and
+top-N alternatives as the run found them; hovering over the maps (the scan stays) shows the
+hovered pattern's best match, score and alternatives in the dock's hover line, read from the
+run in a worker (newest pixel wins).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from ._common import (
     LatestRunner,
     PartialMaps,
     guarded,
+    is_deleted,
     responsive_chunk,
     scan_position,
 )
@@ -56,6 +61,7 @@ BUNDLED = tuple({"Fe": "Fe-bcc", "Ti": "Ti-hcp"}.get(k, k) for k in BUNDLED_CRYS
 CIF_ITEM = "CIF file..."
 MEASURED_LAYER = "ACOM measured peaks"
 TEMPLATE_LAYER = "ACOM best template"
+HOVER_IDLE = "hover over the orientation map: that pattern's best matches, as the run found them"
 
 
 # ------------------------------------------------------------------------------------------
@@ -67,7 +73,7 @@ def _plans_job(crystals, acom):
     return (yield from iter_plans(acom, acom.energy_kev, acom.k_max_inv_A, crystals))
 
 
-def _check_job(dc, cal, probe, iy, ix, crystals, plans, acom):
+def _check_job(dc, cal, probe, iy, ix, crystals, plans, acom, min_peaks):
     from ..pipelines import iter_acom_pattern, iter_probe_template
 
     if plans is None:
@@ -76,7 +82,84 @@ def _check_job(dc, cal, probe, iy, ix, crystals, plans, acom):
     check = yield from iter_acom_pattern(
         dc.pattern(iy, ix), iy=iy, ix=ix, template=template, plans=plans, calibration=cal, acom=acom
     )
-    return plans, check
+    return plans, check, check_overlay(check, plans, cal, min_peaks)
+
+
+def _follow_job(run, iy: int, ix: int, min_peaks: int):
+    """Worker: the run's matches at ``(iy, ix)`` (no matching again) and their overlay."""
+    from ..pipelines import check_from_run
+
+    check = check_from_run(run, iy, ix)
+    return check, check_overlay(check, list(run.plans), check.result.calibration, min_peaks)
+
+
+def check_overlay(check: PatternCheck, plans, cal: Calibration, min_peaks: int):
+    """Worker: what the dock draws for a pattern's matches: ``(spots, text)``, ``spots`` the best
+    template's reflections over the pattern as ``(yx detector px (n, 2), hkl labels, intensity
+    relative to the strongest)`` (None when the pattern is not indexed), ``text`` its
+    :func:`match_lines`. The kinematic pattern is computed here, off the GUI thread (its first
+    call loads the scattering tables)."""
+    text = "\n".join(match_lines(check, min_peaks))
+    res = check.result
+    if res is None or not res.valid[0, 0]:
+        return None, text
+    from ..analysis.acom.plan import gaussian_width_inv_A
+
+    crystal = res.crystals[res.phase[0, 0, 0]]
+    plan = plans[res.phase[0, 0, 0]]
+    pat = crystal.kinematic_pattern(
+        res.orientation[0, 0, 0],
+        energy_kev=plan.params["energy_kev"],
+        k_max_inv_A=plan.params["k_max_inv_A"],
+        excitation_width_inv_A=gaussian_width_inv_A(plan),
+    )
+    yx = pat.detector_px(origin_px=check.origin_px, k_pixel_size_inv_A=cal.k_pixel_size_in("1/A"))
+    rel = pat.intensity / max(float(pat.intensity.max()), 1e-300)
+    return (yx, [_hkl_label(h) for h in pat.hkl], rel), text
+
+
+def match_lines(check: PatternCheck, min_peaks: int) -> list[str]:
+    """The text of a pattern's matches: a head line with its peaks and the best match (Euler
+    angles, correlation, reliability, peaks matched), then the top-N alternatives, each with
+    its misorientation from the best (or why the pattern was not indexed)."""
+    from ..analysis.crystal.symmetry import misorientation_deg
+
+    head = f"pattern ({check.iy}, {check.ix}): {len(check.peaks_yx)} peaks"
+    res = check.result
+    if res is None or not res.valid[0, 0]:
+        why = "no central beam found (origin unknown)" if res is None else f"fewer than {min_peaks} usable peaks"
+        return [f"{head}; not indexed: {why}"]
+    U = res.orientation[0, 0, 0]
+    crystal = res.crystals[res.phase[0, 0, 0]]
+    eul = res.euler_deg(0)[0, 0]
+    lines = [
+        f"{head}; best {crystal.name}: Euler (Bunge) {eul[0]:.1f} {eul[1]:.1f} {eul[2]:.1f} deg, "
+        f"correlation {res.correlation[0, 0, 0]:.3f}, reliability {res.reliability[0, 0]:.2f}, "
+        f"{res.n_matched[0, 0, 0]} peaks matched"
+    ]
+    for m in range(1, res.orientation.shape[2]):
+        if res.phase[0, 0, m] < 0:
+            continue
+        e = res.euler_deg(m)[0, 0]
+        other = res.crystals[res.phase[0, 0, m]]
+        away = (
+            f", {misorientation_deg(U, res.orientation[0, 0, m], crystal.point_group):.1f} deg from the best"
+            if other is crystal
+            else ""
+        )
+        lines.append(
+            f"#{m + 1} {other.name}: Euler {e[0]:.1f} {e[1]:.1f} {e[2]:.1f} deg, "
+            f"correlation {res.correlation[0, 0, m]:.3f}{away}"
+        )
+    return lines
+
+
+def _hover_job(run, iy: int, ix: int, min_peaks: int):
+    """Worker: the run's matches of the hovered pattern, ``(check, text)`` (no matching again)."""
+    from ..pipelines import check_from_run
+
+    check = check_from_run(run, iy, ix)
+    return check, "\n".join(match_lines(check, min_peaks))
 
 
 def _hkl_label(hkl) -> str:
@@ -198,6 +281,11 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             "template over it, its score and the top-N alternatives, as the run found them"
         )
         mf.addRow(self.follow)
+        # hovering over the run's maps: that pattern's matches here, the scan stays (UX point 19)
+        self.hover_label = QLabel(HOVER_IDLE)
+        self.hover_label.setWordWrap(True)
+        self.hover_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        mf.addRow(self.hover_label)
 
         self.ang_btn = QPushButton("Export .ang...")
         self.emd_btn = QPushButton("Save maps (EMD)...")
@@ -250,6 +338,10 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         from ..plugin_api import events
 
         self._follower = LatestRunner(self._on_followed, self._on_error)
+        self._hoverer = LatestRunner(self._on_hovered, self._on_error)
+        self.hover_check = None  # PatternCheck of the pattern under the mouse
+        self._hover_pixel = None  # the scan pixel last asked for (a move within it asks nothing)
+        self._hooked = None  # the real-space viewer with our hover callback (a weak reference)
         events(self.viewer).pattern_changed.connect(guarded(self, self._on_scan_moved))
         self.follow.toggled.connect(lambda on: on and self._on_scan_moved(*self.scan_position()))
         self.ang_btn.clicked.connect(lambda: self.export_ang())
@@ -449,9 +541,9 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         mk = dataclasses.replace(self.acom_params(n_matches=max(3, self.n_matches.value())), overlap="candidates")
 
         def done(out):
-            plans_, check = out
+            plans_, check, overlay = out
             self._set_plans(plans_, key)
-            self._on_check(check, cal)
+            self._on_check(check, cal, overlay)
 
         self._run(
             _check_job,
@@ -464,6 +556,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             crystals,
             plans,
             mk,
+            self.min_peaks.value(),
             desc=f"matching pattern ({iy}, {ix})",
         )
 
@@ -474,14 +567,60 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             return
         if tuple(run.result.scan_shape) != tuple(self.layer.data.shape[:2]):
             return  # the run is of another dataset
-        from ..pipelines import check_from_run
+        self._follower.request(_follow_job, run, int(iy), int(ix), self.min_peaks.value())
 
-        self._follower.request(check_from_run, run, int(iy), int(ix))
-
-    def _on_followed(self, check: PatternCheck) -> None:
+    def _on_followed(self, out) -> None:
+        check, overlay = out
         if self.run is None or check.result is None:
             return
-        self._on_check(check, check.result.calibration)
+        self._on_check(check, check.result.calibration, overlay)
+
+    # -- hover over the run's maps (UX point 19) ---------------------------------------------------
+    def _hook_hover(self, rv) -> None:
+        """Listen to mouse moves on the real-space viewer ``rv`` (once per viewer)."""
+        import weakref
+
+        if self._hooked is not None and self._hooked() is rv:
+            return
+        self._hooked = weakref.ref(rv)
+        me = weakref.ref(self)
+
+        def on_move(viewer, event):
+            w = me()
+            if w is not None and not is_deleted(w):
+                w._hover(viewer, event)
+
+        rv.mouse_move_callbacks.append(on_move)
+
+    def _hover(self, rv, event) -> None:
+        """A mouse move over the real-space viewer: the scan pixel under it on the run's maps,
+        asked of a worker only when it is a new pixel (the newest wins; a drag moves the scan,
+        which shows the same and more)."""
+        run = self.run
+        if run is None or getattr(event, "is_dragging", False):
+            return
+        name = "IPF z"
+        if name not in rv.layers:
+            return
+        y, x = np.asarray(rv.layers[name].world_to_data(event.position), float)[-2:]
+        iy, ix = int(np.floor(y + 0.5)), int(np.floor(x + 0.5))
+        sy, sx = run.result.scan_shape
+        if not (0 <= iy < sy and 0 <= ix < sx):
+            if self._hover_pixel is not None:  # left the map: nothing under the mouse
+                self._hover_pixel = None
+                self.hover_label.setText(HOVER_IDLE)
+            return
+        if (iy, ix) == self._hover_pixel:
+            return
+        self._hover_pixel = (iy, ix)
+        self._hoverer.request(_hover_job, run, iy, ix, self.min_peaks.value())
+
+    def _on_hovered(self, out) -> None:
+        check, text = out
+        if self.run is None or self._hover_pixel != (check.iy, check.ix):
+            return  # an older pixel's read, or the mouse left the map meanwhile
+        self.hover_check = check
+        self.hover_label.setText("under the mouse: " + text)
 
     def _points(self, name: str, data: np.ndarray, cal: Calibration, **kwargs):
         if name in self.viewer.layers:
@@ -496,7 +635,10 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             **kwargs,
         )
 
-    def _on_check(self, check: PatternCheck, cal: Calibration) -> None:
+    def _on_check(self, check: PatternCheck, cal: Calibration, overlay) -> None:
+        """Draw a pattern's measured peaks and its best template's spots (``overlay``, made in
+        the worker by :func:`check_overlay`) on the pattern, and its matches in the status."""
+        spots, text = overlay
         self.check = check
         lyr = self.layer
         self._points(
@@ -508,38 +650,17 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             face_color="cyan",
             border_width=0,
         )
-        head = f"pattern ({check.iy}, {check.ix}): {len(check.peaks_yx)} peaks"
-        res = check.result
-        if res is None or not res.valid[0, 0]:
-            why = (
-                "no central beam found (origin unknown)"
-                if res is None
-                else f"fewer than {self.min_peaks.value()} usable peaks"
-            )
+        if spots is None:
             if TEMPLATE_LAYER in self.viewer.layers:
                 self.viewer.layers.remove(TEMPLATE_LAYER)
-            self.status.setText(f"{head}; not indexed: {why}")
+            self.status.setText(text)
             return
-        from ..analysis.acom.plan import gaussian_width_inv_A
-        from ..analysis.crystal.symmetry import misorientation_deg
-
-        U = res.orientation[0, 0, 0]
-        crystal = res.crystals[res.phase[0, 0, 0]]
-        plan = self.plans[res.phase[0, 0, 0]]
-        pat = crystal.kinematic_pattern(
-            U,
-            energy_kev=plan.params["energy_kev"],
-            k_max_inv_A=plan.params["k_max_inv_A"],
-            excitation_width_inv_A=gaussian_width_inv_A(plan),
-        )
-        px = cal.k_pixel_size_in("1/A")
-        yx = pat.detector_px(origin_px=check.origin_px, k_pixel_size_inv_A=px)
-        rel = pat.intensity / max(float(pat.intensity.max()), 1e-300)
+        yx, labels, rel = spots
         self._points(
             TEMPLATE_LAYER,
             yx,
             cal,
-            features={"hkl": [_hkl_label(h) for h in pat.hkl], "intensity": rel},
+            features={"hkl": labels, "intensity": rel},
             text={
                 "string": "{hkl}",
                 "size": 8,
@@ -555,27 +676,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         )
         if lyr is not None:
             self.viewer.layers.selection.active = lyr
-        eul = res.euler_deg(0)[0, 0]
-        lines = [
-            f"{head}; best {crystal.name}: Euler (Bunge) {eul[0]:.1f} {eul[1]:.1f} {eul[2]:.1f} deg, "
-            f"correlation {res.correlation[0, 0, 0]:.3f}, reliability {res.reliability[0, 0]:.2f}, "
-            f"{res.n_matched[0, 0, 0]} peaks matched"
-        ]
-        for m in range(1, res.orientation.shape[2]):
-            if res.phase[0, 0, m] < 0:
-                continue
-            e = res.euler_deg(m)[0, 0]
-            other = res.crystals[res.phase[0, 0, m]]
-            away = (
-                f", {misorientation_deg(U, res.orientation[0, 0, m], crystal.point_group):.1f} deg from the best"
-                if other is crystal
-                else ""
-            )
-            lines.append(
-                f"#{m + 1} {other.name}: Euler {e[0]:.1f} {e[1]:.1f} {e[2]:.1f} deg, "
-                f"correlation {res.correlation[0, 0, m]:.3f}{away}"
-            )
-        self.status.setText("\n".join(lines))
+        self.status.setText(text)
 
     # -- the scan -----------------------------------------------------------------------------
     def run_scan(self) -> None:
@@ -637,6 +738,8 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         self.result = res
         cal = res.calibration
         v = self.results()
+        self._hook_hover(v)
+        self._hover_pixel = None
         for d in ("x", "y", "z"):
             show_map(v, f"IPF {d}", rgb[d], cal, rgb=True)
         show_map(

@@ -29,11 +29,12 @@ import numpy as np
 from scipy import ndimage
 
 from ...data.results import BraggPeaks, DiffractionImage, RealSpaceMap
+from ...engine.jobs import Job, Progress, run_job
 from ...errors import DataShapeError, Napari4DSTEMError
 from .disks import _origin_per_peak, bragg_vector_map, correct_ellipse, origin_from_peaks
 from .peaks import find_peaks
 
-__all__ = ["FIT_REASONS", "Lattice", "LatticeError", "LatticeFit", "find_lattice", "fit_lattice"]
+__all__ = ["FIT_REASONS", "Lattice", "LatticeError", "LatticeFit", "find_lattice", "fit_lattice", "iter_fit_lattice"]
 
 FIT_REASONS = {
     0: "ok",
@@ -519,6 +520,55 @@ def fit_lattice(
     .. [2] T. C. Pekin et al., "Optimizing disk registration algorithms for nanobeam electron
        diffraction strain mapping", Ultramicroscopy 176, 170-176 (2017).
     """
+    return run_job(
+        iter_fit_lattice(
+            peaks,
+            lattice,
+            origin=origin,
+            max_index_error=max_index_error,
+            min_peaks=min_peaks,
+            weights=weights,
+            outlier_sigma=outlier_sigma,
+            ellipse=ellipse,
+        )
+    )
+
+
+def iter_fit_lattice(
+    peaks: BraggPeaks,
+    lattice: Lattice,
+    *,
+    origin: Any = None,
+    max_index_error: float = 0.25,
+    min_peaks: int = 4,
+    weights: str = "intensity",
+    outlier_sigma: float = 4.0,
+    ellipse: tuple[float, float, float] | bool | None = None,
+) -> Job[LatticeFit]:
+    """Job: :func:`fit_lattice`, with a progress step after each of its three passes.
+
+    Parameters
+    ----------
+    peaks, lattice, origin, max_index_error, min_peaks, weights, outlier_sigma, ellipse
+        As :func:`fit_lattice`.
+
+    Yields
+    ------
+    Progress
+        ``done`` passes of 3: where a job shows its progress and stops on Cancel. No partial
+        map: between passes the outliers are dropped against one robust scale over all peaks of
+        all patterns, so no pattern's fit is final before the last pass.
+
+    Returns
+    -------
+    LatticeFit
+        The generator's return value: the same fit as :func:`fit_lattice`.
+
+    Raises
+    ------
+    TypeError, ValueError, DataShapeError
+        As :func:`fit_lattice`.
+    """
     if not isinstance(lattice, Lattice):
         raise TypeError(f"lattice must be a Lattice, got {type(lattice).__name__}")
     min_peaks = max(3, int(min_peaks))
@@ -572,6 +622,7 @@ def fit_lattice(
         use_next = use.copy() if it else indexed.copy()
         if np.isfinite(outlier_sigma) and np.isfinite(sig) and sig > 0:
             _drop_worst(offsets, z, good, float(outlier_sigma * sig), use_next)
+        yield Progress(it + 1, 3, f"lattice fit of every pattern: pass {it + 1} of 3")
     n_used = np.zeros(n_pos, np.int64)
     wsum, rss = np.zeros(n_pos), np.zeros(n_pos)
     _fit_totals(offsets, use, w0, res, n_used, wsum, rss)
