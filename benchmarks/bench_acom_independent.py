@@ -277,8 +277,9 @@ CONFIGS = {
     "sinc2": (dict(rocking_curve="sinc2"), dict()),
     "lor-p25": (dict(), dict(intensity_power=0.25, flip_candidates=0)),
     "lor-p50": (dict(), dict(intensity_power=0.5, flip_candidates=0)),
-    # session 8's choice of the pair of overlapping grains (explained share; session 9: joint fit)
-    "pair-share": (dict(), dict(pair_score="share")),
+    # session 8's matcher: the pair of overlapping grains by the explained share, candidates
+    # ranked by the refinement's cosine (session 9: joint two-grain fit, wider ranking)
+    "session8": (dict(), dict(pair_score="share", rank_width=0)),
 }
 
 
