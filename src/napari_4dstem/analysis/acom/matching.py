@@ -410,6 +410,158 @@ def _refine_range(
             U_out[i, c] = U
 
 
+@numba.njit(nogil=True, cache=True)
+def _pair_score_range(
+    i0,
+    i1,
+    p_off,
+    p_x,
+    p_y,
+    p_a,
+    U,
+    ok,
+    cplan,
+    distinct,
+    G,
+    Famp,
+    g2,
+    r_off,
+    lam,
+    w_exc,
+    profile,
+    s_cut,
+    power,
+    k_max,
+    tol_pos,
+    out_a,
+    out_b,
+    out_s,
+    out_ca,
+    out_cb,
+):  # pragma: no cover - numba
+    # joint two-grain score of every distinct pair of candidates (docs/acom.md, "Overlapping
+    # grains"): each peak is paired with the nearest predicted reflection of either grain (within
+    # the position tolerance); each grain's amplitudes get their own fitted scale, so the cosine
+    # of the measured and the fitted amplitudes is sqrt(c_a^2 + c_b^2), c_x the share of grain x.
+    # Every reflection within s_cut widths counts, observed or not (as in the refinement)
+    n_p = U.shape[1]
+    n_gmax = 0
+    for k in range(r_off.shape[0] - 1):
+        n_gmax = max(n_gmax, r_off[k + 1] - r_off[k])
+    vx = np.empty((n_p, n_gmax))
+    vy = np.empty((n_p, n_gmax))
+    mm = np.empty((n_p, n_gmax))
+    nr = np.zeros(n_p, np.int64)
+    obs = np.zeros((2, n_gmax))
+    for i in range(i0, i1):
+        a, b = p_off[i], p_off[i + 1]
+        out_a[i], out_b[i], out_s[i] = -1, -1, 0.0
+        if b <= a:
+            continue
+        oo = 0.0
+        for p in range(a, b):
+            oo += p_a[p] * p_a[p]
+        for c in range(n_p):
+            nr[c] = 0
+            if not ok[i, c]:
+                continue
+            k = cplan[i, c]
+            for g in range(r_off[k], r_off[k + 1]):
+                x = U[i, c, 0, 0] * G[g, 0] + U[i, c, 0, 1] * G[g, 1] + U[i, c, 0, 2] * G[g, 2]
+                y = U[i, c, 1, 0] * G[g, 0] + U[i, c, 1, 1] * G[g, 1] + U[i, c, 1, 2] * G[g, 2]
+                z = U[i, c, 2, 0] * G[g, 0] + U[i, c, 2, 1] * G[g, 1] + U[i, c, 2, 2] * G[g, 2]
+                s = -(z + 0.5 * lam * g2[g])
+                if abs(s) < s_cut[k] * w_exc[k] and x * x + y * y <= k_max * k_max:
+                    x2 = (s / w_exc[k]) ** 2
+                    j = nr[c]
+                    vx[c, j], vy[c, j] = x, y
+                    if profile[k] == 1:
+                        mm[c, j] = Famp[g] * (1.0 + x2) ** (-power)
+                    else:
+                        mm[c, j] = Famp[g] * math.exp(-power * x2)
+                    nr[c] = j + 1
+        for ca in range(n_p):
+            if nr[ca] == 0:
+                continue
+            for cb in range(ca + 1, n_p):
+                if nr[cb] == 0 or not distinct[i, ca, cb]:
+                    continue
+                for p in range(a, b):
+                    best, bk, bestd = -1, 0, 1.0
+                    for t in range(2):
+                        c = ca if t == 0 else cb
+                        for j in range(nr[c]):
+                            d = ((p_x[p] - vx[c, j]) ** 2 + (p_y[p] - vy[c, j]) ** 2) / (tol_pos * tol_pos)
+                            if d < bestd:
+                                best, bk, bestd = j, t, d
+                    if best >= 0:
+                        obs[bk, best] += p_a[p] * p_a[p]
+                cs = np.zeros(2)
+                for t in range(2):
+                    c = ca if t == 0 else cb
+                    num, den = 0.0, 0.0
+                    for j in range(nr[c]):
+                        num += math.sqrt(obs[t, j]) * mm[c, j]
+                        den += mm[c, j] * mm[c, j]
+                        obs[t, j] = 0.0
+                    cs[t] = num / math.sqrt(den * oo) if den > 0 and oo > 0 else 0.0
+                sc = math.sqrt(cs[0] ** 2 + cs[1] ** 2)
+                if sc > out_s[i]:
+                    out_s[i], out_a[i], out_b[i], out_ca[i], out_cb[i] = sc, ca, cb, cs[0], cs[1]
+
+
+@numba.njit(nogil=True, cache=True)
+def _wide_score_range(
+    i0, i1, p_off, p_x, p_y, p_a, U, ok, G, Famp, g2, lam, w_exc, profile, s_cut, power, k_max, tol_pos, out
+):  # pragma: no cover - numba
+    # each refined candidate's cosine of measured and predicted amplitudes under a wider rocking
+    # curve (the peaks paired with the nearest reflection within the position tolerance; every
+    # reflection within s_cut widths counts, observed or not); docs/acom.md, "Wider ranking"
+    n_g = G.shape[0]
+    n_c = U.shape[1]
+    vx = np.empty(n_g)
+    vy = np.empty(n_g)
+    mm = np.empty(n_g)
+    obs = np.zeros(n_g)
+    for i in range(i0, i1):
+        a, b = p_off[i], p_off[i + 1]
+        oo = 0.0
+        for p in range(a, b):
+            oo += p_a[p] * p_a[p]
+        for c in range(n_c):
+            out[i, c] = 0.0
+            if not ok[i, c] or b <= a:
+                continue
+            nr = 0
+            for g in range(n_g):
+                x = U[i, c, 0, 0] * G[g, 0] + U[i, c, 0, 1] * G[g, 1] + U[i, c, 0, 2] * G[g, 2]
+                y = U[i, c, 1, 0] * G[g, 0] + U[i, c, 1, 1] * G[g, 1] + U[i, c, 1, 2] * G[g, 2]
+                z = U[i, c, 2, 0] * G[g, 0] + U[i, c, 2, 1] * G[g, 1] + U[i, c, 2, 2] * G[g, 2]
+                s = -(z + 0.5 * lam * g2[g])
+                if abs(s) < s_cut * w_exc and x * x + y * y <= k_max * k_max:
+                    x2 = (s / w_exc) ** 2
+                    vx[nr], vy[nr] = x, y
+                    if profile == 1:
+                        mm[nr] = Famp[g] * (1.0 + x2) ** (-power)
+                    else:
+                        mm[nr] = Famp[g] * math.exp(-power * x2)
+                    nr += 1
+            for p in range(a, b):
+                best, bestd = -1, 1.0
+                for j in range(nr):
+                    d = ((p_x[p] - vx[j]) ** 2 + (p_y[p] - vy[j]) ** 2) / (tol_pos * tol_pos)
+                    if d < bestd:
+                        best, bestd = j, d
+                if best >= 0:
+                    obs[best] += p_a[p] * p_a[p]
+            num, den = 0.0, 0.0
+            for j in range(nr):
+                num += math.sqrt(obs[j]) * mm[j]
+                den += mm[j] * mm[j]
+                obs[j] = 0.0
+            out[i, c] = num / math.sqrt(den * oo) if den > 0 and oo > 0 else 0.0
+
+
 def _run_ranges(fn, n: int, args: tuple, n_threads: int, chunk: int):
     """Run ``fn(i0, i1, *args)`` over ``range(n)`` in chunks on a thread pool; yields chunk ends."""
     bounds = [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
@@ -584,6 +736,7 @@ def _match_one_plan(
     device=None,
     n_flip=0,
     partial=_no_partial,
+    rank_width=0.0,
 ):
     n_pat = len(off) - 1
     template = _powered(plan, intensity_power)
@@ -745,6 +898,29 @@ def _match_one_plan(
         )
         U0, score, n_match, rms = (a[rows, order] for a in (U0, score, n_match, rms))
         score = np.where(ok, score, 0.0)
+        if rank_width > 0:
+            # rank the refined candidates by the mean of their cosine and the cosine under a wider
+            # rocking curve (docs/acom.md, "Wider ranking"): it is their correlation from here on
+            wide = yield from _wide_scores_job(
+                plan,
+                off,
+                gx,
+                gy,
+                amp,
+                U0,
+                ok,
+                width=rank_width,
+                intensity_power=intensity_power,
+                k_max=k_max,
+                tol_pos=tol_pos,
+                n_threads=n_threads,
+                chunk=chunk,
+                progress=Progress(done0 + n_pat, progress_total, f"ranking the refined {plan.crystal.name} matches"),
+            )
+            wide = (1.0 - _RANK_MIX) * wide + _RANK_MIX * score
+            order = np.argsort(-np.where(ok, wide, -np.inf), axis=1, kind="stable")
+            U0, n_match, rms, ok, wide = (a[rows, order] for a in (U0, n_match, rms, ok, wide))
+            score = np.where(ok, wide, 0.0)
     # reliability: best score of a candidate that ended more than the separation from the best
     second, alt = yield from _reliability_job(
         U0,
@@ -799,6 +975,118 @@ def _explained_peaks(plans, U, ok, phase, off, gx, gy, tol_pos, k_max) -> np.nda
             d2 = (gx[a:b, None] - v[near, 0]) ** 2 + (gy[a:b, None] - v[near, 1]) ** 2
             if d2.shape[1]:
                 out[a:b] = d2.min(axis=1) <= tol_pos**2
+    return out
+
+
+#: the joint two-grain score's rocking-curve width, in units of the plan's (its cut at 30 of
+#: them): tuned on draw 18 of the thin-film overlaps (1, 3, 6, 12, 30; a cut kept at the plan's
+#: 30 widths lost what the wider width gained), checked on draw 307172 (docs/acom.md)
+_PAIR_WIDTH = 12.0
+#: the refined candidates' rank: this share of the refinement's cosine, the rest the cosine under
+#: the ``rank_width`` times wider rocking curve (0.5 chosen on draw 18 over 0 and 0.75: 0, the wide
+#: cosine alone, gained more on the thin films and cost 4-10 points on own-model patterns)
+_RANK_MIX = 0.5
+#: distinct grains each residual pass adds to the pool of the joint pair choice (its best and
+#: the runner-up, often the first turned by 180 deg about the beam)
+_PAIR_RESIDUALS = 2
+
+
+def _joint_pairs_job(
+    plans, U, ok, phase, off, gx, gy, amp, *, tol_pos, k_max, intensity_power, separation, n_threads, chunk, progress
+):
+    """Job: the best pair of distinct candidates per pattern by the joint two-grain score.
+
+    Yields ``progress`` between chunks of patterns (cancel points).
+
+    ``U (n, P, 3, 3)`` candidates of ``plans[phase (n, P)]`` (``ok (n, P)``); ``amp`` measured
+    intensities raised to ``intensity_power``. Returns ``(a, b, score, c_a, c_b)`` per pattern
+    (``a = b = -1`` where no pair is possible); ``c_a``, ``c_b`` are the two grains' shares of
+    the cosine (``score^2 = c_a^2 + c_b^2``).
+    """
+    n, n_p = ok.shape
+    G, F, g2, r_off, w_exc, prof, s_cut = [], [], [], [0], [], [], []
+    for plan in plans:
+        refl = plan.crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
+        G.append(refl.g)
+        F.append(np.abs(refl.structure_factor) ** (2.0 * intensity_power))
+        g2.append(np.sum(refl.g**2, axis=1))
+        r_off.append(r_off[-1] + len(refl.g))
+        p = _plan_profile(plan)
+        p = "lorentzian" if p == "sinc2" else p
+        w0 = plan.params["excitation_width_inv_A"] * _WIDTH_T[p] / _WIDTH_T[_plan_profile(plan)]
+        w_exc.append(_PAIR_WIDTH * w0)
+        prof.append(1 if p == "lorentzian" else 0)
+        s_cut.append(30.0 if p == "lorentzian" else 3.0)
+    distinct = np.zeros((n, n_p, n_p), bool)
+    for a in range(n_p):
+        for b in range(a + 1, n_p):
+            both = ok[:, a] & ok[:, b]
+            d = both & (phase[:, a] != phase[:, b])
+            for k, plan in enumerate(plans):
+                same = both & (phase[:, a] == k) & (phase[:, b] == k)
+                if same.any():
+                    mis = misorientation_deg(U[same, a], U[same, b], plan.crystal.point_group)
+                    d[np.nonzero(same)[0]] = mis > separation[k]
+            distinct[:, a, b] = d
+        yield progress  # a cancel point per row of pairs (each a few whole-scan misorientations)
+    outs = (np.full(n, -1, np.int64), np.full(n, -1, np.int64), np.zeros(n), np.zeros(n), np.zeros(n))
+    args = (
+        off,
+        gx,
+        gy,
+        amp,
+        np.where(ok[..., None, None], U, 0.0),
+        ok,
+        np.where(ok, phase, 0).astype(np.int64),
+        distinct,
+        np.concatenate(G),
+        np.concatenate(F),
+        np.concatenate(g2),
+        np.array(r_off, np.int64),
+        electron_wavelength_A(plans[0].params["energy_kev"]),
+        np.array(w_exc, float),
+        np.array(prof, np.int64),
+        np.array(s_cut, float),
+        float(intensity_power),
+        float(k_max),
+        float(tol_pos),
+        *outs,
+    )
+    for _ in _run_ranges(_pair_score_range, n, args, n_threads, chunk):
+        yield progress
+    return outs
+
+
+def _wide_scores_job(
+    plan, off, gx, gy, amp, U, ok, *, width, intensity_power, k_max, tol_pos, n_threads, chunk, progress
+):
+    """Job: :func:`_wide_score_range` of candidates ``U (n, k, 3, 3)`` under ``width`` x the plan's width."""
+    refl = plan.crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
+    p = _plan_profile(plan)
+    p = "lorentzian" if p == "sinc2" else p
+    w0 = plan.params["excitation_width_inv_A"] * _WIDTH_T[p] / _WIDTH_T[_plan_profile(plan)]
+    out = np.zeros(ok.shape)
+    args = (
+        off,
+        gx,
+        gy,
+        amp,
+        np.where(ok[..., None, None], U, 0.0),
+        ok,
+        refl.g,
+        np.abs(refl.structure_factor) ** (2.0 * intensity_power),
+        np.sum(refl.g**2, axis=1),
+        electron_wavelength_A(plan.params["energy_kev"]),
+        float(width * w0),
+        1 if p == "lorentzian" else 0,
+        30.0 if p == "lorentzian" else 3.0,
+        float(intensity_power),
+        float(k_max),
+        float(tol_pos),
+        out,
+    )
+    for _ in _run_ranges(_wide_score_range, len(ok), args, n_threads, chunk):
+        yield progress
     return out
 
 
@@ -900,6 +1188,9 @@ def iter_match_orientations(
     flip_candidates: int = 4,
     overlap: str = "residual",
     pair_candidates: int = 3,
+    pair_score: str = "joint",
+    pair_pool: int = 8,
+    rank_width: float = 0.0,
 ) -> Job[ACOMResult]:
     """Job: orientation (and phase) of every pattern from its Bragg peaks.
 
@@ -953,10 +1244,26 @@ def iter_match_orientations(
         unexplained (``"residual"``, distinct grains), or keeps the next-best distinct
         candidates of one match (``"candidates"``).
     pair_candidates : int
-        With ``overlap="residual"``: the first grain is chosen among this many distinct
-        candidates, each with the best grain of the peaks it leaves unexplained; the pair that
-        explains the larger share of the pattern's intensity wins (default 3; 1: the best
-        candidate and its residual, the behaviour before session 8).
+        With ``overlap="residual"``: this many of the first pass's distinct candidates are each
+        re-matched with the peaks they leave unexplained (default 3; 1: the best candidate and
+        its residual, the behaviour before session 8).
+    pair_score : {"joint", "share"}
+        How the pair of overlapping grains (matches 1 and 2) is chosen. ``"joint"`` (default,
+        session 9): among ``pair_pool`` candidates of the first pass and the two best grains of
+        each residual, the pair whose predicted reflections, each grain with its own fitted
+        scale, explain the measured amplitudes best (the cosine, under a rocking curve 12 times
+        the plan's width); the grain with the larger share comes first. ``"share"`` (session 8):
+        each of the ``pair_candidates`` with its residual's best grain, the pair whose
+        reflections hold the larger share of the pattern's intensity.
+    pair_pool : int
+        With ``pair_score="joint"``: distinct candidates of the first pass in the pool (default 8).
+    rank_width : float
+        When > 0, the refined candidates are ranked (and the reliability index computed) by the
+        mean of the refinement's cosine and the cosine of measured and predicted amplitudes
+        under a rocking curve this many times the plan's width, which is then the reported
+        ``correlation``. 12 gained 4-7 points within 2 deg on held-out thin films (Au, Fe at
+        1e5 e) and cost 3 on the shipped sample (docs/acom.md); default 0: the refinement's
+        cosine alone.
 
     Yields
     ------
@@ -1064,6 +1371,7 @@ def iter_match_orientations(
                 device=device,
                 n_flip=flip_candidates,
                 partial=scan_partial if i_pass == 0 else _no_partial,
+                rank_width=rank_width,
             )
             per_plan.append(res)
         # merge phases: the best n_m over all plans
@@ -1087,7 +1395,10 @@ def iter_match_orientations(
             phase_rel = np.ones(n_pat)
         return U, corr, okm, nmatch, rms, phase, rel, phase_rel, alt
 
-    n_first = pair_candidates if residual else 1
+    if pair_score not in ("joint", "share"):
+        raise ValueError(f"pair_score must be 'joint' or 'share', got {pair_score!r}")
+    joint = residual and pair_score == "joint"
+    n_first = (max(pair_candidates, int(pair_pool)) if joint else pair_candidates) if residual else 1
     U, corr, okm, nmatch, rms, phase, rel, phase_rel, alt = yield from one_pass(
         off_v, gx, gy, amp, n_first if residual else n_matches, 0
     )
@@ -1105,13 +1416,13 @@ def iter_match_orientations(
                 plans, part[0][:, 0], part[2][:, 0] & valid, part[5][:, 0], off_v, gx, gy, tol_pos, k_max
             )
 
-        def residual_pass(explained, earlier, i_pass):
+        def residual_pass(explained, earlier, i_pass, n_res=1):
             left = ~explained
             cnt = np.bincount(pat_of_peak[left], minlength=n_pat)
             use = cnt >= 3
             keep_r = left & np.repeat(use, np.diff(off_v))
             off_r = np.concatenate([[0], np.cumsum(np.where(use, cnt, 0))]).astype(np.int64)
-            res_k = yield from one_pass(off_r, gx[keep_r], gy[keep_r], amp[keep_r], 1, i_pass)
+            res_k = yield from one_pass(off_r, gx[keep_r], gy[keep_r], amp[keep_r], n_res, i_pass)
             res_k = list(res_k[:6])
             res_k[2] = res_k[2] & use[:, None]
             for prev in earlier:  # a residual that only re-finds an earlier grain is no new grain
@@ -1136,9 +1447,16 @@ def iter_match_orientations(
         pair_a, pair_b = first[0], None
         chosen = np.zeros(n_pat, np.int64)
         exp_pair = np.zeros(len(gx), bool)
-        for c, cand in enumerate(first):
+        residuals = []
+        for c, cand in enumerate(first[:pair_candidates]):
             exp_c = explained_by(cand)
-            res_c = yield from residual_pass(exp_c, [cand], 1 + c)
+            if joint:  # the residual's runner-up joins the pool too
+                res_all = yield from residual_pass(exp_c, [cand], 1 + c, _PAIR_RESIDUALS)
+                residuals += [tuple(x[:, j : j + 1] for x in res_all) for j in range(_PAIR_RESIDUALS)]
+                res_c = residuals[-_PAIR_RESIDUALS]
+            else:
+                res_c = yield from residual_pass(exp_c, [cand], 1 + c)
+                residuals.append(res_c)
             exp_r = explained_by(res_c)
             sh = share(exp_c | exp_r)
             # the first candidate keeps ties: another must explain 2 % more of the pattern
@@ -1157,6 +1475,49 @@ def iter_match_orientations(
                 pair_b = tuple(np.where(_bcast(better, x), y, x) for x, y in zip(pair_b, b_new, strict=True))
             pb = np.repeat(better, np.diff(off_v))
             exp_pair = np.where(pb, exp_c | exp_r, exp_pair)
+        if joint:
+            # the pair that explains the peaks best together: every distinct pair of the first
+            # pass's candidates and the residual grains, each grain with its own fitted scale
+            pool = first + residuals
+            Up, okp, php = (np.concatenate([q[j] for q in pool], axis=1) for j in (0, 2, 5))
+            okp = okp & valid[:, None]
+            seps = [
+                separation_deg if separation_deg is not None else max(5.0, 2.5 * p.params["step_deg"]) for p in plans
+            ]
+            ja, jb, _js, jca, jcb = yield from _joint_pairs_job(
+                plans,
+                Up,
+                okp,
+                php,
+                off_v,
+                gx,
+                gy,
+                amp,
+                tol_pos=tol_pos,
+                k_max=k_max,
+                intensity_power=intensity_power,
+                separation=seps,
+                n_threads=n_threads,
+                chunk=chunk,
+                progress=Progress(total - 1, total, "choosing the pair of overlapping grains"),
+            )
+            has = ja >= 0
+            lead = np.where(jca >= jcb, ja, jb)
+            follow = np.where(jca >= jcb, jb, ja)
+            lead, follow = np.where(has, lead, 0), np.where(has, follow, 0)
+            rows_ = np.arange(n_pat)
+            stacked = [np.concatenate([q[j] for q in pool], axis=1) for j in range(6)]
+            ja_t = tuple(x[rows_, lead][:, None] for x in stacked)
+            jb_t = tuple(x[rows_, follow][:, None] for x in stacked)
+            pair_a = tuple(np.where(_bcast(has, x), y, x) for x, y in zip(pair_a, ja_t, strict=True))
+            pair_b = tuple(np.where(_bcast(has, x), y, x) for x, y in zip(pair_b, jb_t, strict=True))
+            # a second grain needs 3 peaks the first leaves unexplained, as a residual pass does
+            exp_a, exp_b = explained_by(pair_a), explained_by(pair_b)
+            left = np.bincount(pat_of_peak[~exp_a], minlength=n_pat) >= 3
+            pair_b = list(pair_b)
+            pair_b[2] = pair_b[2] & left[:, None]
+            pair_b = tuple(pair_b)
+            exp_pair = exp_a | (exp_b & np.repeat(left, np.diff(off_v)))
         parts = [pair_a, pair_b]
         explained = exp_pair
         for i_pass in range(2, n_matches):
@@ -1179,6 +1540,8 @@ def iter_match_orientations(
         "intensity_power": intensity_power,
         "overlap": overlap if n_matches > 1 else "",
         "pair_candidates": pair_candidates if residual else 0,
+        "pair_score": pair_score if residual else "",
+        "rank_width": float(rank_width) if refine else 0.0,
         "flip_candidates": flip_candidates,
         "rocking_curve": ",".join(_plan_profile(p) for p in plans),
         "k_max_inv_A": k_max,

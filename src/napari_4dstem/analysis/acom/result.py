@@ -60,8 +60,8 @@ class ACOMResult:
     orientation : ndarray ``(scan_y, scan_x, n_matches, 3, 3)``
         ``U`` (crystal -> lab); NaN where masked.
     correlation : ndarray ``(scan_y, scan_x, n_matches)``
-        Match quality 0..1 (after refinement: cosine of measured and fitted amplitudes;
-        without: the plan correlation).
+        Match quality 0..1 (after refinement: cosine of measured and fitted amplitudes, or
+        with ``rank_width > 0`` the rank score, docs/acom.md; without: the plan correlation).
     phase : ndarray ``(scan_y, scan_x, n_matches)`` int
         Index into ``crystals``; -1 where masked.
     reliability : ndarray ``(scan_y, scan_x)``
