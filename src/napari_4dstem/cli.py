@@ -652,6 +652,22 @@ def add_acom(sub) -> argparse.ArgumentParser:
         help="matches 2..N: further grains from the unexplained peaks (residual) or alternatives",
     )
     p.add_argument(
+        "--pair-score",
+        choices=("joint", "share"),
+        default="joint",
+        help="overlaps: the two grains from a joint fit of a candidate pool (joint) or session 8's choice (share)",
+    )
+    p.add_argument(
+        "--pair-pool", type=v.positive_int, default=8, help="first-pass candidates in the joint fit's pool (default 8)"
+    )
+    p.add_argument(
+        "--rank-width",
+        type=v.nonnegative_float,
+        default=0.0,
+        metavar="X",
+        help="also rank candidates under an X times wider rocking curve (default 0: off; docs/acom.md)",
+    )
+    p.add_argument(
         "--n-matches", type=v.positive_int, default=1, help="orientations kept per pattern (overlapping grains)"
     )
     p.add_argument("--min-peaks", type=v.nonnegative_int, default=5, help="mask patterns with fewer peaks (default 5)")
@@ -682,6 +698,9 @@ def run_acom(args) -> int:
         intensity_power=args.intensity_power,
         overlap=args.overlap,
         excitation_width_inv_A=args.excitation_width,
+        pair_score=args.pair_score,
+        pair_pool=args.pair_pool,
+        rank_width=args.rank_width,
     )
     peaks = _peaks_file(args.file)
     if peaks is not None:

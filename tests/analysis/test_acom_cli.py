@@ -128,3 +128,39 @@ def test_acom_cli_bare_npy_names_every_missing_calibration_key(tmp_path, capsys)
     rc = main(["-q", "acom", str(cube), str(tmp_path / "x.h5"), "--crystal", "Au", "--calibration", str(bad)])
     assert rc != 0 and "pixel_size" in capsys.readouterr().err
     assert not (tmp_path / "x.h5").exists()
+
+
+class _Captured(Exception):
+    """Raised by the stand-in run: the parameters got that far."""
+
+
+def test_acom_cli_overlap_flags_reach_the_matcher(tmp_path, monkeypatch):
+    """--pair-score / --pair-pool / --rank-width land in ACOMParams and in the matcher's keywords."""
+    import inspect
+
+    from napari_4dstem import cli
+    from napari_4dstem.analysis.acom.matching import iter_match_orientations
+
+    seen = {}
+
+    def stand_in(args, job, **kwargs):
+        seen.update(kwargs)
+        raise _Captured
+
+    monkeypatch.setattr(cli, "run_on_cube", stand_in)
+    src = str(sample_path("polycrystal_au"))
+    argv = ["-q", "acom", src, str(tmp_path / "x.h5"), "--crystal", "Au", "--probe", src]
+    with pytest.raises(_Captured):
+        main([*argv, "--pair-score", "share", "--pair-pool", "4", "--rank-width", "12"])
+    kw = seen["acom"].match_kwargs()
+    assert (kw["pair_score"], kw["pair_pool"], kw["rank_width"]) == ("share", 4, 12.0)
+    assert set(kw) <= set(inspect.signature(iter_match_orientations).parameters)
+    seen.clear()
+    with pytest.raises(_Captured):
+        main(argv)  # the API's defaults
+    kw = seen["acom"].match_kwargs()
+    assert (kw["pair_score"], kw["pair_pool"], kw["rank_width"]) == ("joint", 8, 0.0)
+    assert seen["acom"].changed() == {"crystals": ["Au"]}  # defaults are not spelled out in scripts
+    with pytest.raises(SystemExit) as e:  # argparse refuses an unknown choice
+        main([*argv, "--pair-score", "best"])
+    assert e.value.code == 2

@@ -361,6 +361,12 @@ class ACOMParams(_Params):
         leave unexplained) or "candidates" (matches 2..N are alternatives for the same peaks)
     excitation_width_inv_A : excitation-error width of the plan, 1/A (None: from the thickness;
         0.04 for thick, dynamical patterns: docs/acom.md)
+    pair_score : "joint" (default: the two grains of an overlap chosen by a joint fit of a pool of
+        first-pass candidates and residual grains) or "share" (session 8's choice: the pair whose
+        residual grain explains most); used with ``overlap="residual"`` and ``n_matches >= 2``
+    pair_pool : first-pass candidates in the joint fit's pool (default 8)
+    rank_width : rank refined candidates also under a rocking curve this many times wider (0: off,
+        the default; 12 helps held-out thin films, costs the shipped polycrystal: docs/acom.md)
     """
 
     crystals: tuple[str, ...] = ("Au",)
@@ -376,6 +382,9 @@ class ACOMParams(_Params):
     intensity_power: float = 0.25
     overlap: str = "residual"
     excitation_width_inv_A: float | None = None
+    pair_score: str = "joint"
+    pair_pool: int = 8
+    rank_width: float = 0.0
 
     def __post_init__(self):
         crystals = (self.crystals,) if isinstance(self.crystals, str) else tuple(str(c) for c in self.crystals)
@@ -422,6 +431,12 @@ class ACOMParams(_Params):
             or (_finite(self.excitation_width_inv_A) and self.excitation_width_inv_A > 0),
             f"excitation width must be > 0 1/A, got {self.excitation_width_inv_A}",
         )
+        _check(
+            self.pair_score in ("joint", "share"),
+            f"pair score must be 'joint' or 'share', got {self.pair_score!r}",
+        )
+        _check(isinstance(self.pair_pool, int) and self.pair_pool >= 1, f"pair pool must be >= 1, got {self.pair_pool}")
+        _check(_finite(self.rank_width) and self.rank_width >= 0, f"rank width must be >= 0, got {self.rank_width}")
 
     def match_kwargs(self) -> dict[str, Any]:
         """Keywords of :func:`~napari_4dstem.analysis.acom.matching.iter_match_orientations` (besides the
@@ -431,6 +446,9 @@ class ACOMParams(_Params):
             "min_peaks": self.min_peaks,
             "intensity_power": self.intensity_power,
             "overlap": self.overlap,
+            "pair_score": self.pair_score,
+            "pair_pool": self.pair_pool,
+            "rank_width": self.rank_width,
         }
 
     def changed(self) -> dict[str, Any]:
