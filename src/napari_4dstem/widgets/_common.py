@@ -242,7 +242,8 @@ class JobRunner:
         if self.cancelling:
             self.cancel_s.append(time.perf_counter() - self._cancel_t0)
             self.cancelling = False
-            self.status.setText("cancelled")
+            if self.status.text() == "cancelling...":  # else the dock said what the stop means
+                self.status.setText("cancelled")
         self._stop = None
         self.cancel_btn.setEnabled(False)
         for b in self.buttons:
