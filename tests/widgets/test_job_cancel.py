@@ -54,7 +54,7 @@ def click_cost(button) -> tuple[float, float]:
 
 def test_cancel_returns_at_once_and_the_worker_cleans_up(make_napari_viewer, qtbot, stall_detector):
     viewer = make_napari_viewer()
-    _, jobs, run = _dock(qtbot)
+    _keep, jobs, run = _dock(qtbot)  # the dock kept: its labels and buttons live with it
     maps = PartialMaps(lambda: viewer).for_scan(Calibration())
     log, results = {}, []
     with stall_detector.excluded("first layer add"):
@@ -96,10 +96,39 @@ def _failing_job():
 def test_a_failing_job_lands_in_the_log_with_its_traceback(qtbot, stall_detector):
     from napari_4dstem.widgets.log import log_entries
 
-    _, jobs, run = _dock(qtbot)
+    _keep, jobs, run = _dock(qtbot)  # the dock kept: its labels and buttons live with it
     assert jobs.start(_failing_job, desc="fails", on_done=lambda r: None)
     qtbot.waitUntil(lambda: not jobs.busy, timeout=10000)
     last = log_entries()[-1]
     assert "ZeroDivisionError: planted failure" in last and "Traceback" in last
     assert "_failing_job" in last  # the traceback reaches into the job
     assert jobs.status.text() == "ZeroDivisionError: planted failure" and run.isEnabled()
+
+
+def _fast_job(n: int, step_s: float):
+    """A map of n rows filled one row every ``step_s`` (far more often than a screen update)."""
+    done = np.zeros((n, 8), bool)
+    for k in range(n):
+        time.sleep(step_s)
+        done[k] = True
+        yield Progress(k + 1, n, "rows", partial=PartialMap.of("fast rows", np.full((n, 8), k + 1.0), done))
+    return k + 1
+
+
+def test_fast_steps_are_shown_at_2_to_5_hz(make_napari_viewer, qtbot, stall_detector):
+    viewer = make_napari_viewer()
+    _keep, jobs, _ = _dock(qtbot)
+    maps = PartialMaps(lambda: viewer).for_scan(Calibration())
+    with stall_detector.excluded("first layer add"):
+        lyr = viewer.add_image(np.zeros((100, 8), np.float32), name="fast rows")
+    results = []
+    assert jobs.start(_fast_job, 100, 0.02, desc="rows", on_done=results.append, partials=maps)
+    qtbot.waitUntil(lambda: not jobs.busy, timeout=30000)
+    t = np.array([s[2] for s in maps.shown])
+    gaps = np.diff(t)
+    rate = (len(t) - 1) / (t[-1] - t[0])
+    print(f"{len(t)} updates for 100 steps: {rate:.1f} Hz, gaps {np.round(gaps, 3).tolist()} s")
+    assert results == [100] and len(t) < 100 / 4
+    assert np.all(gaps >= PartialMaps.MIN_S - 0.01)  # never more than 5 a second
+    assert np.median(gaps) <= PartialMaps.MAX_S + 0.1  # about 2 a second at least (a loaded machine)
+    assert np.isfinite(lyr.data).sum() >= 8 * 60  # the last one shown: at most ~0.5 s (25 rows) before the end

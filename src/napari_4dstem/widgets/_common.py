@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -157,10 +158,8 @@ class JobRunner:
             self.progress_bar.setRange(0, 0)  # busy until the first step reports
             self.progress_bar.setVisible(True)
         progress = {"desc": desc} if total is None else {"desc": desc, "total": total}
-        # the worker only stops iterating on quit(): keep the job to close it afterwards, so its
-        # clean-up (pending pool tasks, open files) runs at once rather than at garbage collection
-        import threading
-
+        # Cancel sets ``stop``: the worker (``_drive``) closes the job at its next step, so its
+        # clean-up (pending pool tasks, open files) runs there, at once and off the GUI thread
         self._job = job_fn(*args, **kwargs)
         self._stop = stop = threading.Event()
         self.cancelling = False
@@ -349,6 +348,8 @@ class PartialMaps:
         self._pending[pm.name] = pm
         wait = self._last + self.interval - time.perf_counter()
         if wait <= 0:
+            if self._timer is not None:
+                self._timer.stop()  # its event may be late behind this one: no second update now
             self._apply()
         elif self._timer is None:
             self._timer = QTimer()
