@@ -1,9 +1,9 @@
 """The "Phase retrieval" dock widget: parallax, SSB and iterative ptychography.
 
 Translation only: the settings become a core call (:mod:`napari_4dstem.analysis.phase`) run in
-a worker; results go to the linked real-space viewer. Ptychography shows the object phase, the
-probe and the error curve after every iteration while it runs, and can be cancelled (the last
-snapshot stays). "Preview" runs on a central sub-scan first; "Copy as Python" puts the same
+a worker; results go to the linked real-space viewer. Ptychography shows the object phase and
+the probe while it runs (the jobs' shared partial maps, 2-5 Hz) and the error curve after every
+iteration, and can be cancelled (the last snapshot shown stays). "Preview" runs on a central sub-scan first; "Copy as Python" puts the same
 call on the clipboard.
 """
 
