@@ -3,8 +3,8 @@
 Translation only: the settings become a core call (:mod:`napari_4dstem.analysis.phase`) run in
 a worker; results go to the linked real-space viewer. Ptychography shows the object phase and
 the probe while it runs (the jobs' shared partial maps, 2-5 Hz) and the error curve after every
-iteration, and can be cancelled (the last snapshot shown stays). "Preview" runs on a central sub-scan first; "Copy as Python" puts the same
-call on the clipboard.
+iteration, and can be cancelled (the last snapshot shown stays). "Preview" runs on a central
+sub-scan first; "Copy as Python" puts the same call on the clipboard.
 """
 
 from __future__ import annotations
