@@ -131,3 +131,37 @@ def test_uniform_label_heights_mark_every_listed_reflection(tmp_path):
     assert np.sum(sf["label"][iy, ix] < 0.5) >= 1  # weak reflections are weak there
     with pytest.raises(Napari4DSTEMError, match="label_heights"):
         TrainingSetSpec(label_heights="big")
+
+
+def test_a_slow_pattern_leaves_cancel_points_and_the_newest_pattern_is_the_partial(tmp_path, monkeypatch):
+    """While a pattern is simulated (seconds with a multislice engine) the job yields every
+    ~0.1 s, so closing it (Cancel) does not wait for the pattern; the first finished pattern
+    rides on its step as log10 of its intensity."""
+    import time
+
+    real = training._simulate_index
+
+    def slow(spec, index):
+        if index == 1:
+            time.sleep(1.5)
+        return real(spec, index)
+
+    monkeypatch.setattr(training, "_simulate_index", slow)
+    job = simulate_training_set(SPEC, tmp_path, workers=1, executor="threads")
+    steps = []
+    for p in job:
+        steps.append((p, time.perf_counter()))
+        if sum(q.done == 1 for q, _ in steps) >= 4:  # waiting on pattern 1
+            break
+    t0 = time.perf_counter()
+    job.close()
+    close_s = time.perf_counter() - t0
+    waits = [t for q, t in steps if q.done == 1]
+    assert close_s < 0.5 and max(np.diff(waits)) < 0.5, (close_s, np.diff(waits))
+    first = next(q for q, _ in steps if q.done == 1)
+    assert first.partial is not None and first.partial.name == training.NEWEST_PATTERN
+    pat = training.simulate_pattern(SPEC, plan_pattern(SPEC, 0))["pattern"]
+    expected = np.log10(np.maximum(pat, pat.max() * 1e-6))
+    np.testing.assert_allclose(first.partial.data, expected, rtol=1e-6, atol=1e-6)
+    assert first.partial.fraction == pytest.approx(1 / 7) and "A" in first.partial.units
+    assert all(q.partial is None for q, _ in steps if q.done == 1 and q is not first)  # the waiting steps carry none

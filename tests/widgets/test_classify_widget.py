@@ -9,6 +9,8 @@ import pytest
 from napari_4dstem.simulation.samples import render_disks
 from napari_4dstem.widgets._results import set_results_viewer
 
+from .test_job_cancel import click_cost
+
 pytest.importorskip("sklearn")
 pytestmark = pytest.mark.gui
 
@@ -57,8 +59,14 @@ def test_classify_shows_labels_class_means_and_merges(viewers, qtbot, stall_dete
     w.max_classes.setValue(4)
     w.run_btn.click()
     assert w._worker is not None and w.cancel_btn.isEnabled()
+    qtbot.waitUntil(lambda: "pattern total" in results.layers, timeout=120000)  # the features pass so far
     qtbot.waitUntil(lambda: w._worker is None, timeout=120000)
     assert w.result is not None, w.status.text()
+    # the features pass's map (the pass's last step is always shown): each pattern's total counts
+    total = results.layers["pattern total"].data
+    with stall_detector.excluded("reference"):
+        np.testing.assert_allclose(total, data.sum((2, 3)), rtol=1e-6)
+    assert [f for n, f, _ in w.partials.shown if n == "pattern total"][-1] == 1.0
     assert w.result.n_classes == 3
     lab = results.layers[LABELS_LAYER].data
     with stall_detector.excluded("reference"):
@@ -152,8 +160,11 @@ def test_classify_cancel(viewers, qtbot, stall_detector):
     _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Classification")
     w.run_btn.click()
     assert not w.run_btn.isEnabled()
-    w.cancel_btn.click()  # long before the job's end (seconds of work)
+    stall_detector.step()
+    cpu, _wall = click_cost(w.cancel_btn)  # long before the job's end (seconds of work)
+    assert cpu < 0.010 and w.status.text() == "cancelling..." and not w.cancel_btn.isEnabled()
     qtbot.waitUntil(lambda: w._worker is None, timeout=60000)
+    print(f"Cancel click {cpu * 1e3:.2f} ms GUI CPU, stopped {w.jobs.cancel_s[-1]:.3f} s after")
     assert w.status.text() == "cancelled" and w.result is None
     assert LABELS_LAYER not in results.layers
     assert w.run_btn.isEnabled()

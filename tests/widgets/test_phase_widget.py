@@ -7,7 +7,7 @@ import pytest
 from napari_4dstem.analysis.phase._common import phase_correlation_with_truth
 from napari_4dstem.analysis.phase.forward import simulate_phase_dataset
 from napari_4dstem.widgets._results import set_results_viewer
-from napari_4dstem.widgets.phase import PhaseRetrievalWidget
+from napari_4dstem.widgets.phase import PhaseRetrievalWidget, _snapshot_map
 
 pytestmark = pytest.mark.gui
 
@@ -80,6 +80,7 @@ def test_ptychography_runs_to_the_end_with_live_snapshots(setup, qtbot):
     assert "phase: ptychography" in results.layers and "probe intensity" in results.layers
     assert results.layers["phase: ptychography"].scale[0] == pytest.approx(w._pixel_A)
     assert [m.name for m in w.results] == ["ptycho_phase", "ptycho_probe"]
+    np.testing.assert_array_equal(results.layers["probe intensity"].data, w.results[1].data)  # the final probe
     assert w.pipeline.recipe.params["phase"].iterations == 3
     assert w.ptycho_params().iterations == 3
     # the layer shows the phase and keeps the complex transmission function (UX 13: |z| and phi)
@@ -98,21 +99,51 @@ def test_ptychography_runs_to_the_end_with_live_snapshots(setup, qtbot):
     from napari_4dstem.widgets._realspace import COMPLEX_KEY
 
     snap = np.zeros_like(w.results[0].data)
-    w._on_snapshot(PtychoProgress(1, 3, "iteration", object_phase=snap, probe_intensity=np.ones((4, 4)), errors=(0.5,)))
+    p = PtychoProgress(1, 3, "iteration", object_phase=snap, probe_intensity=np.ones((4, 4)), errors=(0.5,))
+    w.partials.begin()
+    w.partials.show(_snapshot_map("phase: ptychography", snap, "rad", p))  # the first map of a run: at once
     assert COMPLEX_KEY not in layer.metadata and layer_value(layer, tuple(layer.data_to_world((5.0, 7.0))))[1] == 0
 
 
-def test_ptychography_cancel_keeps_the_last_snapshot(setup, qtbot):
+def test_ptychography_cancel_keeps_the_last_snapshot(setup, qtbot, stall_detector):
+    """UX 20: object and probe at an adaptive 2-5 Hz while it runs, "done / total, ETA", and a
+    Cancel that returns at once, stops within 0.5 s and leaves the last snapshot shown."""
+    from napari_4dstem.analysis.phase.ptycho import PtychoProgress
+    from napari_4dstem.widgets._common import PartialMaps
+    from napari_4dstem.widgets.phase import PHASE_LAYER, PROBE_LAYER
+
+    from .test_job_cancel import click_cost
+
     _, results, w = setup
     w.method.setCurrentText("ptycho")
     w.iterations.setValue(500)
     w.run_btn.click()
-    qtbot.waitUntil(lambda: w.n_snapshots >= 1, timeout=120000)
-    w.cancel_btn.click()
+    seen = []
+    w.jobs.worker.yielded.connect(seen.append)
+    qtbot.waitUntil(lambda: sum(n == PHASE_LAYER for n, _, _ in w.partials.shown) >= 4, timeout=120000)
+    assert " / 2000, ETA " in w.progress.format()  # 4 batches an iteration
+    stall_detector.step()
+    cpu, wall = click_cost(w.cancel_btn)
+    snaps = [p for p in seen if isinstance(p, PtychoProgress) and p.object_phase is not None]  # before the click
+    assert cpu < 0.010 and w.status.text() == "cancelling..." and not w.cancel_btn.isEnabled()
     _wait(qtbot, w, timeout=30000)
+    stop_s = w.jobs.cancel_s[-1]
+    phase_t = [t for n, _, t in w.partials.shown if n == PHASE_LAYER]
+    rate = (len(phase_t) - 1) / (phase_t[-1] - phase_t[0])
+    print(
+        f"Cancel click {cpu * 1e3:.2f} ms GUI CPU ({wall * 1e3:.2f} ms wall), stopped {stop_s:.3f} s after; "
+        f"{len(snaps)} snapshots, {len(phase_t)} shown, {rate:.1f} Hz"
+    )
+    assert stop_s < 0.5
+    # throttled: never two updates within the shortest interval, at most 5 a second
+    assert np.all(np.diff(phase_t) >= PartialMaps.MIN_S - 0.01) and len(phase_t) <= len(snaps)
+    assert {n for n, _, _ in w.partials.shown} == {PHASE_LAYER, PROBE_LAYER}
     assert w.status.text() == "cancelled"
     assert 1 <= len(w.plot.errors) < 500
-    assert "phase: ptychography" in results.layers
+    # the layers hold the last snapshot before the click, exactly (later ones were dropped)
+    np.testing.assert_array_equal(results.layers[PHASE_LAYER].data, snaps[-1].object_phase.astype(np.float32))
+    np.testing.assert_array_equal(results.layers[PROBE_LAYER].data, snaps[-1].probe_intensity.astype(np.float32))
+    assert results.layers[PHASE_LAYER].scale[0] == pytest.approx(w._pixel_A)
     assert w.results == []  # no final result from a cancelled run
     assert w.run_btn.isEnabled()
 

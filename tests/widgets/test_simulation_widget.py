@@ -12,7 +12,10 @@ from napari_4dstem.errors import Napari4DSTEMError
 from napari_4dstem.nn.registry import list_models
 from napari_4dstem.simulation.engines import ENGINES, get_engine
 from napari_4dstem.widgets import simulation as simw
-from napari_4dstem.widgets.simulation import SimulationTrainingWidget
+from napari_4dstem.widgets._common import PartialMaps
+from napari_4dstem.widgets.simulation import NEWEST_LAYER, SimulationTrainingWidget
+
+from .test_job_cancel import click_cost
 
 pytestmark = pytest.mark.gui
 
@@ -93,7 +96,7 @@ def test_engines_and_preview_layers(make_napari_viewer, qtbot, tmp_path):
     assert lyr.data.max() == pytest.approx(np.log10(sim["pattern"].max()), rel=1e-5)
 
 
-def test_run_cancel_and_resume(make_napari_viewer, qtbot, tmp_path):
+def test_run_cancel_and_resume(make_napari_viewer, qtbot, tmp_path, stall_detector):
     viewer = make_napari_viewer()
     w = _widget(viewer)
     folder = tmp_path / "set"
@@ -103,9 +106,14 @@ def test_run_cancel_and_resume(make_napari_viewer, qtbot, tmp_path):
     assert w.run_simulation()
     w.sim_jobs.worker.yielded.connect(seen.append)
     qtbot.waitUntil(lambda: (folder / "shard-00000.h5").exists(), timeout=30000)
-    w.sim_cancel_btn.click()
+    stall_detector.step()
+    cpu, _wall = click_cost(w.sim_cancel_btn)
+    assert cpu < 0.010 and w.sim_status.text() == "cancelling..." and not w.sim_cancel_btn.isEnabled()
     qtbot.waitUntil(lambda: not w.sim_jobs.busy, timeout=30000)
+    print(f"Cancel click {cpu * 1e3:.2f} ms GUI CPU, stopped {w.sim_jobs.cancel_s[-1]:.3f} s after")
+    assert w.sim_jobs.cancel_s[-1] < 0.5
     assert w.sim_result is None and w.sim_status.text() == "cancelled"
+    assert NEWEST_LAYER in viewer.layers  # the newest pattern, shown while it ran
     written = sorted(p.name for p in folder.glob("shard-*.h5"))
     assert 1 <= len(written) < 20
     for name in written:
@@ -126,6 +134,14 @@ def test_run_cancel_and_resume(make_napari_viewer, qtbot, tmp_path):
     man = json.loads((folder / "manifest.json").read_text())
     assert man["complete"] and len(man["shards"]) == 20
     assert w.shard_dir.text() == str(folder)  # offered to the Train tab
+    # the live view held a simulated pattern of the set (log10 intensity), at most 5 updates a second
+    shown = viewer.layers[NEWEST_LAYER].data
+    with stall_detector.excluded("reference"):
+        pats = np.concatenate([h5py.File(p)["patterns"][()] for p in sorted(folder.glob("shard-*.h5"))])
+        logs = np.log10(np.maximum(pats, np.maximum(pats.max((1, 2), keepdims=True) * 1e-6, 1e-12)))
+        assert min(np.abs(lg - shown).max() for lg in logs) < 1e-4
+    times = [t for n, _, t in w.sim_partials.shown]
+    assert len(times) >= 1 and np.all(np.diff(times) >= PartialMaps.MIN_S - 0.01)
 
 
 @pytest.fixture(scope="module")

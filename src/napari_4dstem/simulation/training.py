@@ -21,6 +21,8 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis.crystal.structure import Crystal, load_crystal
-from ..engine.jobs import Job, Progress
+from ..engine.jobs import PARTIAL_EVERY_S, Job, PartialMap, Progress
 from ..errors import FileFormatError, Napari4DSTEMError
 from .engines import SimulationRequest, get_engine
 from .labels import structure_factor_label
@@ -521,6 +523,7 @@ def simulate_training_set(
     pool = _Pool(workers, executor, client)
     window = max(2, 2 * workers)
     written: list[str] = []
+    shown = -1e9  # when a pattern was last attached to a Progress
     cancelled = True
     try:
         queue = [
@@ -540,9 +543,19 @@ def simulate_training_set(
                 while pos < len(queue) and len(futures) < window + entry["n"]:
                     futures[queue[pos]] = pool.submit(_simulate_index, spec, queue[pos])
                     pos += 1
-                items.append(futures.pop(i).result())
+                fut = futures.pop(i)
+                while isinstance(fut, Future) and not fut.done():
+                    # a slow engine (seconds a pattern): a step every WAIT_STEP_S, so a cancel
+                    # does not wait for the pattern (its thread ends it unseen)
+                    futures_wait([fut], timeout=WAIT_STEP_S)
+                    if not fut.done():
+                        yield Progress(done, total, f"simulating {entry['file']}")
+                items.append(fut.result())
                 done += 1
-                yield Progress(done, total, f"simulating {entry['file']}")
+                now, partial = time.perf_counter(), None
+                if now - shown >= PARTIAL_EVERY_S:  # the newest pattern, for a live view
+                    shown, partial = now, newest_pattern_map(items[-1], done / total)
+                yield Progress(done, total, f"simulating {entry['file']}", partial=partial)
             _write(root, entry["file"], items)
             written.append(entry["file"])
         cancelled = False
@@ -554,6 +567,34 @@ def simulate_training_set(
     manifest["complete"] = True
     write_manifest(root, manifest)
     return TrainingSetResult(root, spec.n_patterns, tuple(written), tuple(skipped), time.perf_counter() - t0)
+
+
+NEWEST_PATTERN = "newest simulated pattern"
+WAIT_STEP_S = 0.1  # the job yields at least this often while a pattern is simulated (Cancel)
+
+
+def newest_pattern_map(item: dict[str, Any], fraction: float) -> PartialMap:
+    """A simulated pattern as the training-set job's partial result (a live view of the run).
+
+    Parameters
+    ----------
+    item : dict
+        One simulated pattern (:func:`simulate_pattern`'s output).
+    fraction : float
+        The share of the set simulated.
+
+    Returns
+    -------
+    PartialMap
+        ``log10`` of the pattern's intensity (floored at 1e-6 of its maximum), float32; its
+        ``units`` name the crystal and thickness (e.g. ``"log10 intensity: Au, 120 A"``).
+    """
+    pat = np.asarray(item["pattern"], np.float64)
+    logp = np.log10(np.maximum(pat, max(float(pat.max()) * 1e-6, 1e-12))).astype(np.float32)
+    m = item["meta"]
+    what = f"log10 intensity: {Path(str(m['crystal'])).stem}, {float(m['thickness_A']):.0f} A"
+    lo, hi = float(logp.min()), float(logp.max())
+    return PartialMap(NEWEST_PATTERN, logp, what, (lo, hi if hi > lo else lo + 1.0), fraction)
 
 
 def _write(root: Path, name: str, items: Sequence[dict[str, Any]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -109,6 +110,10 @@ class JobRunner:
         self._job = None
         self._eta = None
         self._partials = None
+        self._stop = None  # the running job's stop flag (a threading.Event the worker checks)
+        self.cancelling = False  # Cancel was clicked: what the job still sends is dropped
+        self.cancel_s: list[float] = []  # seconds from each Cancel click to its job's end (wall)
+        self._cancel_t0 = None
         cancel_btn.setEnabled(False)
         cancel_btn.clicked.connect(self.cancel)
         if progress_bar is not None:
@@ -153,25 +158,34 @@ class JobRunner:
             self.progress_bar.setRange(0, 0)  # busy until the first step reports
             self.progress_bar.setVisible(True)
         progress = {"desc": desc} if total is None else {"desc": desc, "total": total}
-        # the worker only stops iterating on quit(): keep the job to close it afterwards, so its
-        # clean-up (pending pool tasks, open files) runs at once rather than at garbage collection
+        # Cancel sets ``stop``: the worker (``_drive``) closes the job at its next step, so its
+        # clean-up (pending pool tasks, open files) runs there, at once and off the GUI thread
         self._job = job_fn(*args, **kwargs)
+        self._stop = stop = threading.Event()
+        self.cancelling = False
         self._eta = (time.perf_counter(), None, None) if eta else None
         self._partials = partials
         if partials is not None:
             partials.begin()
-            done_slot = on_done
+        done_slot = on_done
 
-            def on_done(result, _done=done_slot):
+        def on_done(result, _done=done_slot):
+            if stop.is_set():  # cancelled while its last step ran: a late result is dropped
+                return
+            if partials is not None:
                 partials.stop()
-                _done(result)
+            _done(result)
 
+        yielded = [self._on_progress]
+        if on_progress is not None:
+            yielded.append(lambda p, _f=on_progress: None if stop.is_set() else _f(p))
         self.worker = create_worker(
             _drive,
             self._job,
+            stop,
             _progress=progress,
             _connect={
-                "yielded": [self._on_progress] + ([on_progress] if on_progress else []),
+                "yielded": yielded,
                 "returned": on_done,
                 "errored": self.error,
                 "finished": [self._finished] + ([on_finished] if on_finished else []),
@@ -182,8 +196,8 @@ class JobRunner:
     def _on_progress(self, p) -> None:
         from ..engine.jobs import Progress
 
-        if not isinstance(p, Progress):
-            return
+        if not isinstance(p, Progress) or self.cancelling:
+            return  # a step that ended after Cancel: not shown
         if p.partial is not None and self._partials is not None:
             self._partials.show(p.partial)
         if self.progress_bar is None:
@@ -219,8 +233,17 @@ class JobRunner:
             self._partials.stop(show_pending=True)
             self._partials = None
         if self._job is not None:
-            self._job.close()  # no-op when it ran to its end; clean-up after a cancel
+            try:
+                self._job.close()  # no-op: the worker ran it to its end or closed it (_drive)
+            except ValueError:  # a job still running in a worker the event loop lost: left to GC
+                pass
             self._job = None
+        if self.cancelling:
+            self.cancel_s.append(time.perf_counter() - self._cancel_t0)
+            self.cancelling = False
+            if self.status.text() == "cancelling...":  # else the dock said what the stop means
+                self.status.setText("cancelled")
+        self._stop = None
         self.cancel_btn.setEnabled(False)
         for b in self.buttons:
             b.setEnabled(True)
@@ -239,13 +262,31 @@ class JobRunner:
         napari.utils.notifications.show_error(msg)
 
     def cancel(self) -> None:
-        if self.worker is not None:
-            self.worker.quit()
-            self.status.setText("cancelled")
+        """Stop the job; returns at once. The worker stops at the job's next step and runs the
+        job's clean-up (pending pool tasks, open files) itself; the dock says "cancelling..."
+        until then, and what the job still yields or returns is dropped. The map of partial
+        results keeps the last one shown, and the one held for the interval is shown at once."""
+        if self.worker is None or self.cancelling:
+            return
+        self._cancel_t0 = time.perf_counter()
+        self.cancelling = True
+        if self._stop is not None:
+            self._stop.set()
+        self.cancel_btn.setEnabled(False)
+        self.status.setText("cancelling...")
+        if self.progress_bar is not None:
+            self.progress_bar.setFormat("cancelling...")
+        if self._partials is not None:
+            from qtpy.QtCore import QTimer
+
+            partials = self._partials
+            QTimer.singleShot(0, lambda: partials.stop(show_pending=True))  # the held map, next turn
 
     def close(self) -> None:
         """Stop the running job and wait for it (call from the widget's closeEvent)."""
         if self.worker is not None:
+            if self._stop is not None:
+                self._stop.set()
             self.worker.quit()
             self.worker.await_workers(msecs=5000)
         if self._job is not None:
@@ -259,8 +300,9 @@ class PartialMaps:
     """The maps a job yields while it runs (``Progress.partial``), shown in the real-space
     viewer at an adaptive 2-5 Hz.
 
-    Only the newest map waits: one arriving sooner than the interval after the last update is
-    held and shown when the interval is over (a later one replaces it). The interval is four
+    Only the newest map of each name waits: one arriving sooner than the interval after the last
+    update is held and shown when the interval is over (a later one of that name replaces it; a
+    job yielding several maps, e.g. ptychography's object and probe, gets each shown). The interval is four
     times what the last update cost the GUI thread, between 0.2 s and 0.5 s, so a slow canvas
     gets fewer updates. ``stop(show_pending=True)`` shows the held map (a cancelled job leaves
     the map as far as it got); ``hide(keep)`` hides the layers of partial maps that the final
@@ -273,22 +315,29 @@ class PartialMaps:
     def __init__(self, viewer, *, colormaps: dict | None = None):
         self._viewer = viewer  # callable: the real-space viewer
         self._cal = None  # the scan's Calibration, given per job (``for_scan``)
+        self._part = "scan"  # or "k": patterns (``for_pattern``)
         self.colormaps = dict(colormaps or {})
         self.interval = self.MIN_S
         self.shown: list[tuple[str, float, float]] = []  # (name, fraction, time) of each update
         self.costs: list[float] = []  # seconds each update of a layer took on the GUI thread (wall)
-        self._pending = None
+        self._pending: dict = {}  # name -> the newest map of that name not shown yet
         self._last = -1e9
         self._timer = None
 
     def for_scan(self, calibration) -> PartialMaps:
         """These maps, for a job over a scan with ``calibration`` (``JobRunner.start(...,
         partials=maps.for_scan(cal))``)."""
-        self._cal = calibration
+        self._cal, self._part = calibration, "scan"
+        return self
+
+    def for_pattern(self, calibration) -> PartialMaps:
+        """These maps, for a job whose partial results are diffraction patterns in
+        ``calibration``'s k units (the simulation's newest pattern)."""
+        self._cal, self._part = calibration, "k"
         return self
 
     def begin(self) -> None:
-        self._pending = None
+        self._pending = {}
         self._last = -1e9
         self.shown = []
         self.costs = []
@@ -296,9 +345,11 @@ class PartialMaps:
     def show(self, pm) -> None:
         from qtpy.QtCore import QTimer
 
-        self._pending = pm
+        self._pending[pm.name] = pm
         wait = self._last + self.interval - time.perf_counter()
         if wait <= 0:
+            if self._timer is not None:
+                self._timer.stop()  # its event may be late behind this one: no second update now
             self._apply()
         elif self._timer is None:
             self._timer = QTimer()
@@ -309,42 +360,47 @@ class PartialMaps:
             self._timer.start(int(wait * 1000) + 1)
 
     def _apply(self) -> None:
+        from ._realspace import drop_complex
         from ._results import show_map
 
-        pm, self._pending = self._pending, None
-        if pm is None:
+        pending, self._pending = self._pending, {}
+        if not pending:
             return
-        t0 = time.perf_counter()
-        try:
-            v = self._viewer()
-            update = pm.name in v.layers  # else napari builds the layer (its floor: 0.2-0.4 s)
-            lyr = show_map(
-                v,
-                pm.name,
-                pm.data,
-                self._cal,
-                colormap=self.colormaps.get(pm.name, "viridis"),
-                contrast_limits=pm.limits,
-            )
-            lyr.visible = True  # a map of an earlier run may have been hidden
-        except Exception as e:  # a viewer closed under a running job: the job goes on unseen
-            from .log import log_error
+        t_all = time.perf_counter()
+        for pm in pending.values():
+            t0 = time.perf_counter()
+            try:
+                v = self._viewer()
+                update = pm.name in v.layers  # else napari builds the layer (its floor: 0.2-0.4 s)
+                lyr = show_map(
+                    v,
+                    pm.name,
+                    pm.data,
+                    self._cal,
+                    part=self._part,
+                    colormap=self.colormaps.get(pm.name, "viridis"),
+                    contrast_limits=pm.limits,
+                )
+                lyr.visible = True  # a map of an earlier run may have been hidden
+                drop_complex(lyr)  # a final complex map of an earlier run: the readout gives this one
+            except Exception as e:  # a viewer closed under a running job: the job goes on unseen
+                from .log import log_error
 
-            log_error("partial map", e)
-            return
-        now = time.perf_counter()
-        self.interval = min(self.MAX_S, max(self.MIN_S, 4 * (now - t0)))
+                log_error("partial map", e)
+                return
+            now = time.perf_counter()
+            self.shown.append((pm.name, pm.fraction, now))
+            if update:
+                self.costs.append(now - t0)
+        self.interval = min(self.MAX_S, max(self.MIN_S, 4 * (now - t_all)))
         self._last = now
-        self.shown.append((pm.name, pm.fraction, now))
-        if update:
-            self.costs.append(now - t0)
 
     def stop(self, *, show_pending: bool = False) -> None:
         if self._timer is not None:
             self._timer.stop()
         if show_pending:
             self._apply()
-        self._pending = None
+        self._pending = {}
 
     def hide(self, keep=()) -> None:
         """Hide the layers of partial maps that the final result does not reuse (all but
@@ -430,9 +486,26 @@ def responsive_chunk(scan_shape, detector_shape, seconds_per_pattern: float | No
     return (1, n)
 
 
-def _drive(job):
-    """The worker's generator: run ``job`` to its end and return its result."""
-    return (yield from job)
+CANCELLED = object()  # what a cancelled job's worker returns (dropped by JobRunner)
+
+
+def _drive(job, stop=None):
+    """The worker's generator: run ``job`` to its end and return its result; once ``stop`` (a
+    ``threading.Event``) is set, close the job here, in the worker, at its next step (its
+    clean-up, e.g. waiting for a running block, never on the GUI thread) and return
+    ``CANCELLED``."""
+    while True:
+        if stop is not None and stop.is_set():
+            job.close()
+            return CANCELLED
+        try:
+            p = next(job)
+        except StopIteration as end:
+            return end.value
+        if stop is not None and stop.is_set():
+            job.close()
+            return CANCELLED
+        yield p
 
 
 def scan_position(viewer, layer) -> tuple[int, int]:

@@ -205,15 +205,16 @@ def move_scan_to_world(main_viewer, yx_world) -> None:
         dims.set_current_step((0, 1), steps)
 
 
-def show_map(viewer, name: str, data: np.ndarray, cal: Calibration, **kwargs):
-    """Add a 2D (or RGB) scan map to ``viewer``, or replace the data of the layer of that name."""
+def show_map(viewer, name: str, data: np.ndarray, cal: Calibration, *, part: str = "scan", **kwargs):
+    """Add a 2D (or RGB) scan map to ``viewer``, or replace the data of the layer of that name
+    (``part="k"``: a diffraction image, in ``cal``'s k units)."""
     if name in viewer.layers:
         layer = viewer.layers[name]
         layer.data = data
         if "contrast_limits" in kwargs and not getattr(layer, "rgb", False):
             layer.contrast_limits = kwargs["contrast_limits"]
         return layer
-    return viewer.add_image(data, name=name, **cal.napari_kwargs("scan"), **kwargs)
+    return viewer.add_image(data, name=name, **cal.napari_kwargs(part), **kwargs)
 
 
 def show_vectors(

@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker, JobRunner, scan_position
+from ._common import CubePicker, JobRunner, PartialMaps, scan_position
 from ._pipeline import PipelineActions, layer_source
 from ._results import results_viewer
 from ._state import DockState, register_dock
@@ -142,6 +142,8 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.run_btn,), progress_bar=self.progress)
+        # the features pass's map so far (each pattern's total counts) at an adaptive 2-5 Hz
+        self.partials = PartialMaps(lambda: results_viewer(self.viewer), colormaps={"pattern total": "gray"})
 
         form = QFormLayout()
         form.addRow("4D layer", self.layer_combo)
@@ -196,6 +198,8 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
             max_classes=self.max_classes.value(),
             spatial=self.spatial.value(),
             desc="classification",
+            eta=True,
+            partials=self.partials.for_scan(cal),
             on_done=self._on_done,
         )
 
@@ -292,6 +296,7 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
             self.pipeline,
             classes,
             desc="merging classes",
+            eta=True,
             on_done=lambda out: self._on_merged(out, classes),
         )
 
@@ -319,6 +324,7 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
             k,
             cube,
             desc="splitting a class",
+            eta=True,
             on_done=lambda out: self._on_split(out, cls, k),
         )
 

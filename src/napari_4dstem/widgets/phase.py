@@ -1,13 +1,15 @@
 """The "Phase retrieval" dock widget: parallax, SSB and iterative ptychography.
 
 Translation only: the settings become a core call (:mod:`napari_4dstem.analysis.phase`) run in
-a worker; results go to the linked real-space viewer. Ptychography shows the object phase, the
-probe and the error curve after every iteration while it runs, and can be cancelled (the last
-snapshot stays). "Preview" runs on a central sub-scan first; "Copy as Python" puts the same
-call on the clipboard.
+a worker; results go to the linked real-space viewer. Ptychography shows the object phase and
+the probe while it runs (the jobs' shared partial maps, 2-5 Hz) and the error curve after every
+iteration, and can be cancelled (the last snapshot shown stays). "Preview" runs on a central
+sub-scan first; "Copy as Python" puts the same call on the clipboard.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import napari
 import numpy as np
@@ -23,9 +25,10 @@ from qtpy.QtWidgets import (
 )
 
 from ..data.calibration import Calibration
+from ..engine.jobs import PartialMap, Progress
 from ..errors import Napari4DSTEMError
 from ..pipelines import PhaseParams  # at import: the dock's opening, not a click
-from ._common import CubePicker, JobRunner
+from ._common import CubePicker, JobRunner, PartialMaps
 from ._forms import job_row, spin
 from ._pipeline import PipelineActions, layer_source
 from ._plot import show_rgba
@@ -96,12 +99,39 @@ def render_error_plot(errors, width_px: int):
     return np.asarray(canvas.buffer_rgba()).copy()
 
 
+PHASE_LAYER, PROBE_LAYER = "phase: ptychography", "probe intensity"
+
+
 def _phase_job(dc, cal, params, source, snapshot_every):
     """Worker job: the phase-retrieval pipeline (its maps, e.g. ptychography's phase and probe
-    intensity, made here, not on the GUI thread)."""
+    intensity, made here, not on the GUI thread). A ptychography snapshot carries the object
+    phase as its partial map and is followed by a step carrying the probe intensity, so the
+    dock's :class:`~._common.PartialMaps` shows both at its adaptive 2-5 Hz."""
     from ..pipelines import iter_phase
 
-    return (yield from iter_phase(dc, phase=params, calibration=cal, source=source, snapshot_every=snapshot_every))
+    job = iter_phase(dc, phase=params, calibration=cal, source=source, snapshot_every=snapshot_every)
+    try:
+        while True:
+            try:
+                p = next(job)
+            except StopIteration as end:
+                return end.value
+            if getattr(p, "object_phase", None) is None:
+                yield p
+                continue
+            yield dataclasses.replace(p, partial=_snapshot_map(PHASE_LAYER, p.object_phase, "rad", p))
+            if p.probe_intensity is not None:
+                yield Progress(p.done, p.total, p.message, partial=_snapshot_map(PROBE_LAYER, p.probe_intensity, "", p))
+    finally:
+        job.close()  # a cancelled run: the pipeline's clean-up here, in the worker
+
+
+def _snapshot_map(name: str, values, units: str, p) -> PartialMap:
+    """A whole 2D snapshot as a partial map (its fraction: the iterations done)."""
+    data = np.asarray(values, dtype=np.float32)
+    finite = data[np.isfinite(data)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    return PartialMap(name, data, units, (lo, hi if hi > lo else lo + 1.0), p.fraction)
 
 
 class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
@@ -167,6 +197,10 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         self.fit_label.setWordWrap(True)
         self.plot = ErrorPlot()
         self.jobs = JobRunner(self.status, self.cancel_btn, buttons=(self.run_btn,), progress_bar=self.progress)
+        # ptychography's object phase and probe while it runs, at an adaptive 2-5 Hz
+        self.partials = PartialMaps(
+            lambda: results_viewer(self.viewer), colormaps={PHASE_LAYER: "gray", PROBE_LAYER: "magma"}
+        )
         layout = QVBoxLayout(self)
         layout.addWidget(mg)
         layout.addWidget(pg)
@@ -243,7 +277,9 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
             source = layer_source(self.layer_combo.layer)
             self.results = []
             if params.method == "parallax":
-                self.jobs.start(_phase_job, dc, cal, params, source, 1, desc="parallax", on_done=self._on_parallax)
+                self.jobs.start(
+                    _phase_job, dc, cal, params, source, 1, desc="parallax", eta=True, on_done=self._on_parallax
+                )
             elif params.method in ("ssb", "wdd"):
                 self.jobs.start(
                     _phase_job,
@@ -253,6 +289,7 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
                     source,
                     1,
                     desc=f"{params.method.upper()} ptychography",
+                    eta=True,
                     on_done=self._on_direct,
                 )
             else:
@@ -271,6 +308,7 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
                     eta=True,
                     on_done=self._on_ptycho,
                     on_progress=self._on_snapshot,
+                    partials=self.partials.for_scan(self._map_cal(self._pixel_A, cal)),
                 )
         except (Napari4DSTEMError, ValueError) as e:
             self.status.setText(str(e))
@@ -316,17 +354,13 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         self.status.setText(f"{name} done")
 
     def _on_snapshot(self, p) -> None:
+        """A snapshot's error curve (drawn in a worker, newest wins); its object phase and probe
+        go to the Real space canvas through ``self.partials`` (2-5 Hz)."""
         from ..analysis.phase.ptycho import PtychoProgress
 
         if not isinstance(p, PtychoProgress) or p.object_phase is None:
             return
         self.n_snapshots += 1
-        from ._realspace import drop_complex
-
-        v = results_viewer(self.viewer)
-        cal = self._map_cal(self._pixel_A, self._cal)
-        drop_complex(show_map(v, "phase: ptychography", p.object_phase, cal, colormap="gray"))  # a new run's phase
-        show_map(v, "probe intensity", p.probe_intensity, self._map_cal(self._pixel_A, self._cal), colormap="magma")
         self.plot.set_errors(p.errors)
 
     def _on_ptycho(self, out) -> None:
@@ -347,6 +381,11 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
             part="phase",
             colormap="gray",
         )
+        # the final probe (a snapshot's may have been held back for the interval)
+        probe = next((m for m in out.maps if m.name == "ptycho_probe"), None)
+        if probe is not None:
+            v = results_viewer(self.viewer)
+            show_map(v, PROBE_LAYER, probe.data, self._map_cal(self._pixel_A, self._cal), colormap="magma")
         self.status.setText(f"ptychography done: error {res.errors[-1]:.3g}")
 
     # -- save / copy --------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from qtpy.QtWidgets import (
 from ..analysis.crystal.structure import BUNDLED_CRYSTALS
 from ..engine.jobs import Progress
 from ..errors import Napari4DSTEMError
-from ._common import JobRunner, guarded, models_changed
+from ._common import JobRunner, PartialMaps, guarded, models_changed
 from ._forms import folder_row, job_row, spin, spin_range
 from ._plot import TrainingPlot
 from ._state import DockState, register_dock
@@ -53,6 +53,7 @@ AUG_LAYER = "sim: augmented (log10 counts)"
 PROBE_LAYER = "sim: probe"
 BRAGG_LAYER = "sim: Bragg positions"
 AUG_BRAGG_LAYER = "sim: augmented Bragg positions"
+NEWEST_LAYER = "newest simulated pattern"  # the simulation job's partial result (core: NEWEST_PATTERN)
 PANELS = (PATTERN_LAYER, LABEL_LAYER, AUG_LAYER, PROBE_LAYER)  # left to right
 PLOT_DOCK = "Training curves"
 
@@ -211,6 +212,8 @@ class SimulationTrainingWidget(DockState, QWidget):
             buttons=(self.preview_btn, self.sim_run_btn),
             progress_bar=self.sim_progress,
         )
+        # the newest simulated pattern while the set is simulated, at an adaptive 2-5 Hz
+        self.sim_partials = PartialMaps(lambda: self.viewer, colormaps={NEWEST_LAYER: "gray"})
         self.preview_btn.clicked.connect(self.preview)
         self.sim_run_btn.clicked.connect(self.run_simulation)
         return page
@@ -429,7 +432,11 @@ class SimulationTrainingWidget(DockState, QWidget):
         except Napari4DSTEMError as e:
             self.sim_status.setText(str(e))
             return False
+        from ..data.calibration import Calibration
+
         self.sim_result = None
+        # the patterns' mean pixel size (each pattern draws its own from the range)
+        cal = Calibration(k_pixel_size=float(np.mean(spec.pixel_size_inv_A)), k_units="1/A")
         return self.sim_jobs.start(
             simulate_training_set,
             spec,
@@ -440,6 +447,7 @@ class SimulationTrainingWidget(DockState, QWidget):
             desc="simulating the training set",
             total=spec.n_patterns,
             eta=True,
+            partials=self.sim_partials.for_pattern(cal),
             on_done=self._on_simulated,
         )
 

@@ -52,7 +52,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import BraggPeaks
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, eager, job_doc
+from ...engine.jobs import Job, PartialMap, eager, job_doc
 from ...engine.kernels import as_kernel_input
 from ...errors import DataShapeError
 
@@ -392,6 +392,9 @@ def _origin_map(cal: Calibration, scan_shape, detector_shape, origin_px) -> np.n
     return np.broadcast_to(np.asarray(o, float), (*scan_shape, 2)).copy()
 
 
+PATTERN_TOTAL = "pattern total"  # the partial map of the features pass: each pattern's total counts
+
+
 @job_doc
 def iter_features(
     data: Any,
@@ -474,6 +477,7 @@ def iter_features(
         scan_chunk=scan_chunk,
         backend=backend,
         message=f"features ({p.kind})",
+        partial=lambda out, done: PartialMap.of(PATTERN_TOTAL, out[..., -1], done, "counts"),  # the pass so far
     )
     total = raw[..., -1].copy()
     vals = raw[..., :-1]
