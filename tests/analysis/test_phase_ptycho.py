@@ -82,6 +82,35 @@ def test_checkpoint_and_resume(sim, tmp_path):
         )
 
 
+def test_a_checkpoint_from_before_the_low_dose_settings_resumes(sim, tmp_path):
+    """A checkpoint written without ``loss`` / ``step_decay`` (session 8) resumes with them at
+    their defaults, and is refused with other values."""
+    import json
+
+    ck = tmp_path / "run.npz"
+    ptychography(
+        sim.datacube, params=PtychoParams(threads=1, iterations=2, batch_size=32), probe=sim.probe, checkpoint=ck
+    )
+    with np.load(ck) as z:
+        state = {k: z[k] for k in z.files}
+    meta = json.loads(str(state["meta"]))
+    for key in ("loss", "step_decay"):
+        del meta["params"][key]
+    state["meta"] = np.array(json.dumps(meta))
+    np.savez(ck, **state)
+    more = ptychography(
+        sim.datacube, params=PtychoParams(threads=1, iterations=3, batch_size=32), probe=sim.probe, checkpoint=ck
+    )
+    assert len(more.errors) == 3
+    with pytest.raises(Napari4DSTEMError, match="other data or settings"):
+        ptychography(
+            sim.datacube,
+            params=PtychoParams(threads=1, iterations=4, batch_size=32, loss="poisson"),
+            probe=sim.probe,
+            checkpoint=ck,
+        )
+
+
 @pytest.mark.slow
 def test_position_correction_improves_jittered_positions():
     s = _sim(scan_shape=(16, 16), detector_px=64, position_jitter_px=0.7)
