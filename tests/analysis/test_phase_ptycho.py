@@ -248,6 +248,19 @@ def test_poisson_loss_with_step_decay_at_low_dose(dose, floor):
     assert r_robust > r_ssb + 0.1
 
 
+def test_full_batch_steps_in_mini_batches_equal_one_batch_of_all_positions(sim):
+    """``full_batch`` sums the gradients of the mini-batches and steps once per iteration: the
+    same reconstruction as one batch holding every position (memory of 32 positions, not 144)."""
+    base = dict(iterations=4, threads=1, probe_update_start=1)
+    whole = ptychography(sim.datacube, probe=sim.probe, params=PtychoParams(batch_size=144, **base))
+    parts = ptychography(sim.datacube, probe=sim.probe, params=PtychoParams(batch_size=32, full_batch=True, **base))
+    np.testing.assert_allclose(parts.errors, whole.errors, rtol=1e-4)
+    np.testing.assert_allclose(parts.object, whole.object, atol=1e-4)
+    np.testing.assert_allclose(parts.probe, whole.probe, atol=1e-4 * np.abs(whole.probe).max())
+    per_batch = ptychography(sim.datacube, probe=sim.probe, params=PtychoParams(batch_size=32, **base))
+    assert np.abs(per_batch.object - whole.object).max() > 0.01  # a step per mini-batch is another path
+
+
 def test_loss_and_step_decay_are_checked():
     with pytest.raises(ValueError, match="loss"):
         PtychoParams(loss="gaussian")

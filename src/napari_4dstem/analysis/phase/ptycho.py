@@ -96,6 +96,10 @@ class PtychoParams:
     step_decay : float
         Object and probe steps of iteration ``i`` (from 0) are divided by ``1 + step_decay i``
         (0 = constant steps).
+    full_batch : bool
+        One object and probe step per iteration from the gradient of all positions (computed
+        in mini-batches of ``batch_size``, so memory stays that of a batch); default False: a
+        step per mini-batch. Fewer, averaged steps: a low-dose setting (``docs/phase.md``).
 
     Raises
     ------
@@ -122,6 +126,7 @@ class PtychoParams:
     threads: int | None = None
     loss: str = "amplitude"
     step_decay: float = 0.0
+    full_batch: bool = False
 
     def __post_init__(self):
         """Refuse settings that cannot run."""
@@ -543,6 +548,23 @@ def _reconstruct(
             return 0.5 * torch.sum(m2 - amp.square() * torch.log(m2 + 1e-6 * m2.detach().mean()))
         return torch.sum((model - amp) ** 2)
 
+    def step(it, g_obj, g_prb, illums, n_b, a_it):
+        """Object and probe steps from the gradients of ``n_b`` positions (no_grad)."""
+        d = params.regularization
+        for s_, illum in enumerate(illums):
+            norm = ((1 - d) * illum + d * illum.max()).reshape(obj_shape)
+            obj[s_] -= (0.5 * slice_step * a_it) * g_obj[s_] / norm
+        if params.slices > 1:
+            # no slice gives the wave amplitude (|O| <= 1): without it a strong object's
+            # slices trade amplitude back and forth and the product overflows (10 nm of
+            # SrTiO3 in 5 slices went to NaN in the second iteration)
+            mag = obj.abs()
+            obj.mul_(torch.where(mag > 1, 1 / mag.clamp_min(1e-30), torch.ones_like(mag)))
+        if it >= params.probe_update_start:
+            # max over probe pixels of sum_j |prod_s O_s|^2, bounded by B prod_s max |O_s|^2 (cheap)
+            o2 = torch.view_as_real(obj).square().sum(-1).reshape(params.slices, -1).amax(dim=1)
+            prb.sub_((0.5 * params.probe_step * a_it) * g_prb / (n_b * torch.prod(o2)))
+
     # -- iterations ------------------------------------------------------------------------------
     bs = int(params.batch_size)
     n_batches = math.ceil(n_pos / bs)
@@ -551,6 +573,7 @@ def _reconstruct(
         order = torch.randperm(n_pos, generator=gen).to(dev)
         a_it = 1 / (1 + params.step_decay * it)  # Robbins-Monro: later steps average the noise
         err = 0.0
+        acc = None
         for bi in range(n_batches):
             idx = order[bi * bs : (bi + 1) * bs]
             correct_pos = params.position_correction and it >= params.position_start
@@ -560,33 +583,36 @@ def _reconstruct(
             grads = torch.autograd.grad(loss, [obj, prb] + ([p_b] if correct_pos else []))
             with torch.no_grad():
                 err += float(torch.sum((model - amps[idx]) ** 2))
-                d = params.regularization
-                for s_, wave_in in enumerate(incident):
+                illums = []
+                for wave_in in incident:
                     inten = torch.view_as_real(wave_in).square().sum(-1)  # (M, B, Ny, Nx)
                     inten = inten[0] if len(inten) == 1 else inten.sum(dim=0)
                     illum = torch.zeros(obj_shape[0] * obj_shape[1], dtype=torch.float32, device=dev)
                     illum.index_add_(0, lin.reshape(-1), inten.reshape(-1))
-                    norm = ((1 - d) * illum + d * illum.max()).reshape(obj_shape)
-                    obj[s_] -= (0.5 * slice_step * a_it) * grads[0][s_] / norm
-                if params.slices > 1:
-                    # no slice gives the wave amplitude (|O| <= 1): without it a strong object's
-                    # slices trade amplitude back and forth and the product overflows (10 nm of
-                    # SrTiO3 in 5 slices went to NaN in the second iteration)
-                    mag = obj.abs()
-                    obj.mul_(torch.where(mag > 1, 1 / mag.clamp_min(1e-30), torch.ones_like(mag)))
-                if it >= params.probe_update_start:
-                    # max over probe pixels of sum_j |prod_s O_s|^2, bounded by B prod_s max |O_s|^2 (cheap)
-                    o2 = torch.view_as_real(obj).square().sum(-1).reshape(params.slices, -1).amax(dim=1)
-                    o2max = len(idx) * torch.prod(o2)
-                    prb -= (0.5 * params.probe_step * a_it) * grads[1] / o2max
+                    illums.append(illum)
+                if params.full_batch:  # sum over the iteration, one step at its end
+                    acc = (
+                        [grads[0], grads[1], illums, len(idx)]
+                        if acc is None
+                        else [
+                            acc[0] + grads[0],
+                            acc[1] + grads[1],
+                            [a + b for a, b in zip(acc[2], illums)],
+                            acc[3] + len(idx),
+                        ]
+                    )
+                else:
+                    step(it, grads[0], grads[1], illums, len(idx), a_it)
                 if correct_pos:
                     g = grads[2]
                     scale = g.abs().max()
                     if scale > 0:
-                        step = -params.position_step_px * g / scale
-                        pos[idx] += step - step.mean(dim=0, keepdim=True)
+                        dp = -params.position_step_px * g / scale
+                        pos[idx] += dp - dp.mean(dim=0, keepdim=True)
             yield PtychoProgress(it * n_batches + bi + 1, total_steps, f"iteration {it + 1}/{params.iterations}")
         with torch.no_grad():
+            if acc is not None:
+                step(it, *acc, a_it)
             if params.probe_modes > 1:
                 # orthogonalise the modes (SVD), strongest first
                 flat = prb.reshape(params.probe_modes, -1)
