@@ -16,8 +16,15 @@ doi:10.1016/j.ultramic.2009.05.012) made over mini-batches of positions and norm
 batch's illumination (object) or the object's intensity (probe), regularised as in rPIE
 (Maiden, Johnson & Li, Optica 4, 736 (2017), doi:10.1364/OPTICA.4.000736):
 
-    O <- O - a/2 grad_O / ((1 - d) illum + d max illum)
+    O_s <- O_s - a/2 grad_O_s / ((1 - d) illum_s + d max illum_s) / sqrt(S)
     psi <- psi - b/2 grad_psi / (B max |O|^2)           (B positions in the batch)
+
+where ``illum_s`` is the batch's intensity of the wave arriving at slice ``s`` (the probe for
+the first) and ``S`` the number of slices (all slices step at once from one gradient). With
+``loss="poisson"`` the misfit is the Poisson negative log-likelihood ``|Psi|^2 - I log |Psi|^2``
+(Thibault & Guizar-Sicairos 2012), and ``step_decay`` divides both steps of iteration ``i`` by
+``1 + step_decay i`` (a Robbins-Monro schedule: the last iterations average the noise of many
+batches instead of following the last one); together they are the low-dose settings.
 
 Positions are corrected by gradient steps on their sub-pixel ramps (mean translation removed);
 mixed-state probe modes are kept orthogonal (Thibault & Menzel, Nature 494, 68 (2013),
@@ -83,6 +90,16 @@ class PtychoParams:
         torch CPU threads while the job runs (restored afterwards); None leaves torch's setting.
         On a machine shared with other busy processes 1 thread can be many times faster than
         several (OpenMP threads waiting on each other), see ``docs/phase.md``.
+    loss : {"amplitude", "poisson"}
+        Noise model: the amplitude misfit ``(|Psi| - sqrt(I))^2`` (default), or the Poisson
+        negative log-likelihood ``|Psi|^2 - I log |Psi|^2`` (intensities in electrons).
+    step_decay : float
+        Object and probe steps of iteration ``i`` (from 0) are divided by ``1 + step_decay i``
+        (0 = constant steps).
+    full_batch : bool
+        One object and probe step per iteration from the gradient of all positions (computed
+        in mini-batches of ``batch_size``, so memory stays that of a batch); default False: a
+        step per mini-batch. Fewer, averaged steps: a low-dose setting (``docs/phase.md``).
 
     Raises
     ------
@@ -107,11 +124,16 @@ class PtychoParams:
     seed: int = 0
     snapshot_every: int = 1
     threads: int | None = None
+    loss: str = "amplitude"
+    step_decay: float = 0.0
+    full_batch: bool = False
 
     def __post_init__(self):
         """Refuse settings that cannot run."""
         if self.iterations < 0 or self.batch_size < 1 or self.probe_modes < 1 or self.slices < 1:
             raise ValueError(f"invalid ptychography settings: {self}")
+        if self.loss not in ("amplitude", "poisson") or not self.step_decay >= 0:
+            raise ValueError(f"loss must be 'amplitude' or 'poisson' and step_decay >= 0: {self}")
         if self.slices > 1 and not self.slice_thickness_A > 0:
             raise ValueError("multislice ptychography needs slice_thickness_A > 0")
 
@@ -446,8 +468,10 @@ def _reconstruct(
     if ck is not None and resume and ck.exists():
         state = _load_checkpoint(ck)
         old = state["meta"]
+        # settings added since the checkpoint was written count with their defaults
+        old_params = {**asdict(PtychoParams()), **old["params"]}
         same = old.get("data_shape") == meta["data_shape"] and {
-            k: v for k, v in old["params"].items() if k not in _RUN_ONLY
+            k: v for k, v in old_params.items() if k not in _RUN_ONLY
         } == {k: v for k, v in meta["params"].items() if k not in _RUN_ONLY}
         if not same:
             raise Napari4DSTEMError(
@@ -484,6 +508,9 @@ def _reconstruct(
         int(np.ceil(pos0[:, 1].max())) + 1,
     )
     gen = torch.Generator().manual_seed(params.seed + start)
+    # every slice steps at once (from one gradient): a full step each would move the exit wave
+    # about `slices` times too far; 1 / sqrt(slices) kept the misfit falling (10 nm SrTiO3, 5 slices)
+    slice_step = params.object_step / math.sqrt(params.slices)
 
     patches = _patch_function()
 
@@ -502,14 +529,41 @@ def _reconstruct(
         ix_ = (x0[:, None] + ax[None]).clamp(0, obj_shape[1] - 1)[:, None, :]
         lin = iy_ * obj_shape[1] + ix_  # (B, Ny, Nx) flat object index
         flat = obj.reshape(params.slices, -1)
+        incident = [psi]  # the wave arriving at each slice (its illumination normalises its update)
         wave = psi * patches(flat[0], lin)[None]
         for s in range(1, params.slices):
-            wave = torch.fft.ifft2(torch.fft.fft2(wave) * prop) * patches(flat[s], lin)[None]
+            wave = torch.fft.ifft2(torch.fft.fft2(wave) * prop)
+            incident.append(wave)
+            wave = wave * patches(flat[s], lin)[None]
         far = torch.fft.fft2(wave, norm="ortho")
         if far.shape[0] == 1:  # a pure probe: |F| directly (a sum over one mode is a copy)
-            return far[0].abs(), psi, lin
+            return far[0].abs(), incident, lin
         model = torch.sqrt(torch.sum(torch.view_as_real(far).square().sum(-1), dim=0) + 1e-12)
-        return model, psi, lin
+        return model, incident, lin
+
+    def data_loss(model, amp):
+        if params.loss == "poisson":
+            m2 = model.square()
+            # half the negative log-likelihood: its gradient 2 (m^2 - I) / 2m ~ the amplitude loss's near a fit
+            return 0.5 * torch.sum(m2 - amp.square() * torch.log(m2 + 1e-6 * m2.detach().mean()))
+        return torch.sum((model - amp) ** 2)
+
+    def step(it, g_obj, g_prb, illums, n_b, a_it):
+        """Object and probe steps from the gradients of ``n_b`` positions (no_grad)."""
+        d = params.regularization
+        for s_, illum in enumerate(illums):
+            norm = ((1 - d) * illum + d * illum.max()).reshape(obj_shape)
+            obj[s_] -= (0.5 * slice_step * a_it) * g_obj[s_] / norm
+        if params.slices > 1:
+            # no slice gives the wave amplitude (|O| <= 1): without it a strong object's
+            # slices trade amplitude back and forth and the product overflows (10 nm of
+            # SrTiO3 in 5 slices went to NaN in the second iteration)
+            mag = obj.abs()
+            obj.mul_(torch.where(mag > 1, 1 / mag.clamp_min(1e-30), torch.ones_like(mag)))
+        if it >= params.probe_update_start:
+            # max over probe pixels of sum_j |prod_s O_s|^2, bounded by B prod_s max |O_s|^2 (cheap)
+            o2 = torch.view_as_real(obj).square().sum(-1).reshape(params.slices, -1).amax(dim=1)
+            prb.sub_((0.5 * params.probe_step * a_it) * g_prb / (n_b * torch.prod(o2)))
 
     # -- iterations ------------------------------------------------------------------------------
     bs = int(params.batch_size)
@@ -517,42 +571,48 @@ def _reconstruct(
     total_steps = max(1, params.iterations * n_batches)
     for it in range(start, params.iterations):
         order = torch.randperm(n_pos, generator=gen).to(dev)
+        a_it = 1 / (1 + params.step_decay * it)  # Robbins-Monro: later steps average the noise
         err = 0.0
+        acc = None
         for bi in range(n_batches):
             idx = order[bi * bs : (bi + 1) * bs]
             correct_pos = params.position_correction and it >= params.position_start
             p_b = pos[idx].clone().requires_grad_(correct_pos)
-            model, psi, lin = forward(idx, p_b)
-            loss = torch.sum((model - amps[idx]) ** 2)
+            model, incident, lin = forward(idx, p_b)
+            loss = data_loss(model, amps[idx])
             grads = torch.autograd.grad(loss, [obj, prb] + ([p_b] if correct_pos else []))
-            err += float(loss.detach())
             with torch.no_grad():
-                inten = torch.view_as_real(psi).square().sum(-1)  # (M, B, Ny, Nx)
-                inten = inten[0] if len(inten) == 1 else inten.sum(dim=0)
-                illum = torch.zeros(obj_shape[0] * obj_shape[1], dtype=torch.float32, device=dev)
-                illum.index_add_(0, lin.reshape(-1), inten.reshape(-1))
-                d = params.regularization
-                norm = ((1 - d) * illum + d * illum.max()).reshape(obj_shape)
-                obj -= (0.5 * params.object_step) * grads[0] / norm[None]
-                if params.slices > 1:
-                    # no slice gives the wave amplitude (|O| <= 1): without it a strong object's
-                    # slices trade amplitude back and forth and the product overflows (10 nm of
-                    # SrTiO3 in 5 slices went to NaN in the second iteration)
-                    mag = obj.abs()
-                    obj.mul_(torch.where(mag > 1, 1 / mag.clamp_min(1e-30), torch.ones_like(mag)))
-                if it >= params.probe_update_start:
-                    # max over probe pixels of sum_j |prod_s O_s|^2, bounded by B prod_s max |O_s|^2 (cheap)
-                    o2 = torch.view_as_real(obj).square().sum(-1).reshape(params.slices, -1).amax(dim=1)
-                    o2max = len(idx) * torch.prod(o2)
-                    prb -= (0.5 * params.probe_step) * grads[1] / o2max
+                err += float(torch.sum((model - amps[idx]) ** 2))
+                illums = []
+                for wave_in in incident:
+                    inten = torch.view_as_real(wave_in).square().sum(-1)  # (M, B, Ny, Nx)
+                    inten = inten[0] if len(inten) == 1 else inten.sum(dim=0)
+                    illum = torch.zeros(obj_shape[0] * obj_shape[1], dtype=torch.float32, device=dev)
+                    illum.index_add_(0, lin.reshape(-1), inten.reshape(-1))
+                    illums.append(illum)
+                if params.full_batch:  # sum over the iteration, one step at its end
+                    acc = (
+                        [grads[0], grads[1], illums, len(idx)]
+                        if acc is None
+                        else [
+                            acc[0] + grads[0],
+                            acc[1] + grads[1],
+                            [a + b for a, b in zip(acc[2], illums)],
+                            acc[3] + len(idx),
+                        ]
+                    )
+                else:
+                    step(it, grads[0], grads[1], illums, len(idx), a_it)
                 if correct_pos:
                     g = grads[2]
                     scale = g.abs().max()
                     if scale > 0:
-                        step = -params.position_step_px * g / scale
-                        pos[idx] += step - step.mean(dim=0, keepdim=True)
+                        dp = -params.position_step_px * g / scale
+                        pos[idx] += dp - dp.mean(dim=0, keepdim=True)
             yield PtychoProgress(it * n_batches + bi + 1, total_steps, f"iteration {it + 1}/{params.iterations}")
         with torch.no_grad():
+            if acc is not None:
+                step(it, *acc, a_it)
             if params.probe_modes > 1:
                 # orthogonalise the modes (SVD), strongest first
                 flat = prb.reshape(params.probe_modes, -1)
