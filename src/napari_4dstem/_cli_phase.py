@@ -51,6 +51,14 @@ def add_phase(sub) -> argparse.ArgumentParser:
     m.add_argument("--position-correction", action="store_true")
     m.add_argument("--slices", type=int, default=4, help="multislice-ptycho: object slices")
     m.add_argument("--slice-thickness-A", type=float, default=10.0, help="multislice-ptycho")
+    m.add_argument(
+        "--loss",
+        choices=("amplitude", "poisson"),
+        default="amplitude",
+        help="ptycho: noise model (poisson with --full-batch for counted, low-dose data)",
+    )
+    m.add_argument("--step-decay", type=float, default=0.0, help="ptycho: steps of iteration i divided by 1 + X i")
+    m.add_argument("--full-batch", action="store_true", help="ptycho: one step per iteration from all positions")
     m.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     m.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     m.add_argument("--checkpoint", type=Path, help="ptycho: checkpoint .npz (resumed if present)")
@@ -114,6 +122,9 @@ def run_phase(args) -> int:
         slice_thickness_A=args.slice_thickness_A,
         device=args.device,
         threads=args.threads,
+        loss=args.loss,
+        step_decay=args.step_decay,
+        full_batch=args.full_batch,
     )
     dc = _calibrated(args)
     try:

@@ -54,6 +54,20 @@ def test_cli_ptycho_and_calibration_flags(sim_file, tmp_path, capsys):
     assert {"ptycho_phase", "ptycho_probe"} <= names
 
 
+def test_cli_low_dose_ptycho_flags_are_used_and_recorded(sim_file, tmp_path):
+    """--loss poisson --full-batch --step-decay reach PtychoParams: in the result's params and recipe."""
+    pytest.importorskip("torch")
+    _, path = sim_file
+    out = tmp_path / "lowdose.h5"
+    argv = ["-q", "phase", str(path), str(out), "--method", "ptycho", "--iterations", "2", "--batch-size", "32"]
+    assert main([*argv, "--loss", "poisson", "--full-batch", "--step-decay", "0.5"]) == 0
+    params = emd.read(out)["ptycho_phase"].params
+    used = params["params"]  # what the reconstruction ran with
+    assert (used["loss"], used["full_batch"], used["step_decay"]) == ("poisson", True, 0.5)
+    recipe = str(params["recipe"])  # what a re-run would use
+    assert all(t in recipe for t in ("'loss': 'poisson'", "'full_batch': True", "'step_decay': 0.5"))
+
+
 def test_cli_parallax_and_bad_output(sim_file, tmp_path, capsys):
     _, path = sim_file
     assert main(["-q", "phase", str(path), str(tmp_path / "p.h5"), "--method", "parallax"]) == 0

@@ -67,6 +67,16 @@ def test_wdd_run_shows_its_phase(setup, sim, qtbot, stall_detector):
         assert phase_correlation_with_truth(results.layers["phase: WDD"].data, sim.phase_at_scan)[0] >= 0.9
 
 
+def test_low_dose_setting_reaches_the_reconstruction(setup):
+    _, _, w = setup
+    w.method.setCurrentText("ptycho")
+    p = w.ptycho_params()
+    assert (p.loss, p.full_batch) == ("amplitude", False)  # the default
+    w.counted.setChecked(True)
+    p = w.ptycho_params()
+    assert (p.loss, p.full_batch) == ("poisson", True)
+
+
 def test_ptychography_runs_to_the_end_with_live_snapshots(setup, qtbot):
     _, results, w = setup
     w.method.setCurrentText("ptycho")

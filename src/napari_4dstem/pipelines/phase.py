@@ -31,6 +31,8 @@ class PhaseParams(_Params):
     wdd_regularization : WDD Wiener term (relative to the probe's largest |chi|^2)
     iterations, batch_size, modes, position_correction, device, threads : ptychography
     slices, slice_thickness_A : multislice ptychography
+    loss, step_decay, full_batch : ptychography's noise model and steps (``"poisson"`` and
+        ``full_batch=True`` for counted, low-dose data; see ``PtychoParams`` and docs/phase.md)
     scan_region : ``(y0, y1, x0, x1)`` scan rows/columns analysed (None: the whole scan)
     """
 
@@ -52,6 +54,9 @@ class PhaseParams(_Params):
     device: str = "cpu"
     threads: int | None = None
     scan_region: tuple[int, int, int, int] | None = None
+    loss: str = "amplitude"
+    step_decay: float = 0.0
+    full_batch: bool = False
 
     def __post_init__(self):
         _check(self.method in PHASE_METHODS, f"method must be one of {PHASE_METHODS}, got {self.method!r}")
@@ -73,6 +78,8 @@ class PhaseParams(_Params):
             _finite(self.slice_thickness_A) and self.slice_thickness_A > 0,
             f"slice thickness must be > 0 A, got {self.slice_thickness_A}",
         )
+        _check(self.loss in ("amplitude", "poisson"), f"loss must be 'amplitude' or 'poisson', got {self.loss!r}")
+        _check(_finite(self.step_decay) and self.step_decay >= 0, f"step decay must be >= 0, got {self.step_decay}")
         if self.scan_region is not None:
             r = tuple(int(v) for v in self.scan_region)
             _check(
@@ -95,6 +102,9 @@ class PhaseParams(_Params):
             device=self.device,
             threads=self.threads,
             snapshot_every=snapshot_every,
+            loss=self.loss,
+            step_decay=self.step_decay,
+            full_batch=bool(self.full_batch),
         )
 
 

@@ -175,6 +175,11 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         self.slices = spin(2, 64, 4)
         self.slice_dz = spin(0.1, 1000.0, 10.0, decimals=1, suffix=" A")
         self.positions = QCheckBox("correct positions")
+        self.counted = QCheckBox("low dose: Poisson noise, one step per iteration")
+        self.counted.setToolTip(
+            "for counted data at 1e3-1e4 e/A^2: the Poisson likelihood and full-batch steps "
+            "(loss='poisson', full_batch=True; docs/phase.md)"
+        )
         self.device = QComboBox()
         self.device.addItems(["cpu", "cuda"])
         pg = QGroupBox("Iterative ptychography")
@@ -185,6 +190,7 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         pf.addRow("slices (multislice)", self.slices)
         pf.addRow("slice thickness", self.slice_dz)
         pf.addRow(self.positions)
+        pf.addRow(self.counted)
         pf.addRow("device", self.device)
 
         self.preview = QCheckBox("preview on a central sub-scan of")
@@ -259,6 +265,8 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
             slice_thickness_A=self.slice_dz.value(),
             device=self.device.currentText(),
             scan_region=region,
+            loss="poisson" if self.counted.isChecked() else "amplitude",
+            full_batch=self.counted.isChecked(),
         )
         return dc, cal, params
 
