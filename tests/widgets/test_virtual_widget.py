@@ -1074,3 +1074,97 @@ def test_lazy_data_exact_image_fills_in_row_blocks_with_progress_and_cancel(
     assert w.filled_in[-1] < 1.0
     print(f"lazy fill-in: {len(shown)} partial images in the first job; cancel took {took:.3f} s")
     assert took < 1.0  # one block (40 ms) plus the event loop on a loaded machine
+
+
+def test_lazy_data_every_response_fills_in_but_icom(make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch):
+    """UX point 7 beyond the Sum: on a memory-mapped file, Mean, Max, Std, CoM x, |CoM|, Divergence
+    and Curl fill in row block by row block with the dock's progress bar (exact rows for the
+    per-pattern ones, the rows whose neighbours are in for the derivatives, |CoM| from the mean CoM
+    so far); iCoM shows only the progress and its image once the whole field is in. Each final
+    image equals the core's on the array in memory (the core against numpy: test_responses)."""
+    import time
+
+    from napari_4dstem import Calibration
+    from napari_4dstem.analysis.virtual import com as com_mod
+    from napari_4dstem.analysis.virtual import images, statistics
+    from napari_4dstem.engine import chunks, driver
+
+    monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 0.0)
+    monkeypatch.setattr(driver, "_TARGET_BLOCK_BYTES", 2 * 2**20)
+    monkeypatch.setattr(chunks, "_TARGET_BLOCK_BYTES", 2 * 2**20)
+    for mod, name in ((images, "_multi_kernel"), (com_mod, "_com_masked_kernel"), (statistics, "_statistic_kernel")):
+        real = getattr(mod, name)
+
+        def slow(*args, _real=real, **kwargs):
+            time.sleep(0.02)  # long enough a job to be watched
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(mod, name, slow)
+    with stall_detector.excluded("test data"):
+        from napari_4dstem.analysis.virtual.responses import detector_response
+
+        yy, xx = np.mgrid[0:64, 0:64]
+        ky, kx = np.mgrid[0:64, 0:64]
+        cy, cx = 32 + 2 * np.sin(yy / 6.0), 32 + 2 * np.cos(xx / 5.0)  # a disk moving over the scan
+        mm = np.lib.format.open_memmap(tmp_path / "cube.npy", mode="w+", dtype=np.float32, shape=(64, 64, 64, 64))
+        for i in range(64):
+            r2 = (ky[None] - cy[i, :, None, None]) ** 2 + (kx[None] - cx[i, :, None, None]) ** 2
+            mm[i] = np.where(r2 < 100, 100 + 10 * np.sin(xx[i, :, None, None] / 7.0), 1.0)
+        mm.flush()
+        mm = np.load(tmp_path / "cube.npy", mmap_mode="r")
+        arr = np.asarray(mm)
+    main = make_napari_viewer()
+    with stall_detector.excluded("first layer add"):
+        main.add_image(mm, name="lazy", metadata={"napari_4dstem": {"calibration": Calibration()}})
+    w = VirtualImagingWidget(main)
+    shown = []
+    set_image = w.realspace.set_image
+
+    def spy(img, cal, **kw):
+        if "filling in" in (kw.get("title") or ""):
+            shown.append((np.array(img), kw["title"], w.progress.format()))
+        return set_image(img, cal, **kw)
+
+    w.realspace.set_image = spy
+    main.window.add_dock_widget(w)
+    qtbot.waitUntil(lambda: w.last_image is not None and w._worker is None, timeout=60000)
+    det = w._last_detector
+    set_text = w.status.setText
+    statuses = []
+
+    def status_spy(text):
+        statuses.append(text)
+        return set_text(text)
+
+    w.status.setText = status_spy
+    keys = {"Mean": "mean", "Max": "max", "Std": "std", "CoM x": "com_x", "|CoM|": "com_magnitude"}
+    keys.update({"Divergence": "divergence", "Curl": "curl", "iCoM": "icom"})
+    for response, key in keys.items():
+        shown.clear()
+        statuses.clear()
+        w.response_combo.setCurrentText(response)
+        want_resp = "mean" if response == "Mean" else response
+        qtbot.waitUntil(
+            lambda r=want_resp: w._worker is None and w._pending is None and w.last_image.params.get("response") == r,
+            timeout=60000,
+        )
+        with stall_detector.excluded("reference"):
+            want = detector_response(arr, det, key).data
+        np.testing.assert_allclose(w.last_image.data, want, rtol=1e-5, atol=1e-6 * np.nanmax(np.abs(want)))
+        if key == "icom":
+            assert not shown  # no image until the whole field is in, only the progress
+            assert any("integrates the whole CoM field" in s for s in statuses)
+            continue
+        assert len(shown) >= 3, response
+        for img, title, fmt in shown:
+            rows = int((~np.isnan(img).all(axis=1)).sum())
+            assert 0 < rows < 64 and np.isnan(img[rows:]).all(), response
+            assert fmt.startswith("virtual image: ") and fmt.endswith(" blocks")
+            assert title.startswith(f"virtual image ({response}): filling in, ")
+            if key == "com_magnitude":
+                assert "from the mean CoM" in title
+                continue  # provisional: the mean CoM changes with every block
+            tol = {"rtol": 1e-5, "atol": 1e-5 * float(np.nanmax(np.abs(want)))}
+            np.testing.assert_allclose(img[:rows], want[:rows], **tol)  # exact where shown
+            if key in ("divergence", "curl"):
+                assert "waits for the next one" in title

@@ -218,60 +218,32 @@ class _FirstImage:
             self.ready.set()
 
 
-def detector_response(dc: DataCube, det: Detector, cal: Calibration, response: str):
-    """Job: the ``response`` of ``det`` over the scan as a RealSpaceMap (one core call each).
+# the dock's responses and the core's names (analysis.virtual.responses)
+RESPONSE_KEYS = dict(
+    zip(RESPONSES, ("sum", "mean", "max", "std", "com_y", "com_x", "com_magnitude", "icom", "divergence", "curl"))
+)
+
+
+def detector_response(dc: DataCube, det: Detector, cal: Calibration, response: str, partial: bool = False):
+    """Job: the ``response`` of ``det`` over the scan as a RealSpaceMap (one core call each:
+    :func:`~napari_4dstem.analysis.virtual.responses.iter_detector_response`).
 
     ``Mean`` is the sum over the detector's weight sum; ``Max`` and ``Std`` the largest value
     and the standard deviation of the pixels under the detector (``statistics``); ``CoM y``/``CoM
     x`` the centre of mass of those pixels (detector px), ``|CoM|`` the length of its shift from
     the mean CoM, ``iCoM`` the integrated CoM (iDPC with the calibration's rotation and flip),
-    ``Divergence`` and ``Curl`` those of the CoM shifts in scan axes (px per scan pixel).
+    ``Divergence`` and ``Curl`` those of the CoM shifts in scan axes (px per scan pixel). With
+    ``partial`` the Progress steps carry the image so far (``responses.PARTIAL`` says how exact).
     """
-    from ..analysis.virtual.com import iter_center_of_mass
-    from ..analysis.virtual.dpc import divergence_curl, dpc, idpc
-    from ..analysis.virtual.images import iter_virtual_image
-    from ..analysis.virtual.statistics import iter_detector_statistic
-    from ..data.results import RealSpaceMap
+    from ..analysis.virtual.responses import iter_detector_response
 
-    if response in ("Max", "Std"):
-        img = yield from iter_detector_statistic(dc, det, response.lower(), calibration=cal)
-        img.params["response"] = response
-        return img
-    if response in ("Sum", "Mean"):
-        img = yield from iter_virtual_image(dc, det, calibration=cal)
-        if response == "Sum":
-            return img
-        weight = float(np.sum(det.render(dc.detector_shape)))
-        return RealSpaceMap(
-            img.data / max(weight, 1e-12),
-            name="virtual_mean",
-            units="counts/px",
-            calibration=img.calibration,
-            params={**img.params, "response": "mean"},
-        )
-    com = yield from iter_center_of_mass(dc, detector=det, calibration=cal)
-    params = {"detector": det.to_params(), "response": response}
-    if response in ("CoM y", "CoM x"):
-        ch = "com_y" if response == "CoM y" else "com_x"
-        return RealSpaceMap(com.channel(ch), name=ch, units="px", calibration=com.calibration, params=params)
-    d = dpc(com, descan="mean")
-    if response == "|CoM|":
-        return RealSpaceMap(
-            d.channel("magnitude"), name="com_magnitude", units="px", calibration=com.calibration, params=params
-        )
-    if response == "iCoM":
-        ph = idpc(d)
-        return RealSpaceMap(ph.data, name="icom", units=ph.units, calibration=com.calibration, params=params)
-    if response in ("Divergence", "Curl"):
-        dc_map = divergence_curl(d)
-        return RealSpaceMap(
-            dc_map.channel(response.lower()),
-            name=f"com_{response.lower()}",
-            units=dc_map.units,
-            calibration=com.calibration,
-            params=params,
-        )
-    raise ValueError(f"unknown response {response!r}; use one of {RESPONSES}")
+    if response not in RESPONSE_KEYS:
+        raise ValueError(f"unknown response {response!r}; use one of {RESPONSES}")
+    img = yield from iter_detector_response(dc, det, RESPONSE_KEYS[response], calibration=cal, partial=partial)
+    img.params["response"] = "mean" if response == "Mean" else response
+    if response == "Sum":
+        del img.params["response"]
+    return img
 
 
 def _sum_job(dc: DataCube, det: Detector, cal: Calibration, descan: bool, source: Any, partial: bool = False):
@@ -305,8 +277,9 @@ def _live_job(
 ):
     """Worker job: a binned preview first (when given a preview cube), then the exact image
     (the Sum: a :class:`~napari_4dstem.pipelines.VirtualResult` of the pipeline, with the recipe
-    of ``source``; the other responses a RealSpaceMap). With ``fill_in`` (lazy data) the Sum's
-    Progress steps carry the image so far and are yielded: it fills in row block by row block.
+    of ``source``; the other responses a RealSpaceMap). With ``fill_in`` (lazy data) the
+    Progress steps carry the image so far and are yielded: it fills in row block by row block
+    (every response but iCoM, which needs the whole field: ``responses.PARTIAL``).
 
     Appends the exact computation's duration (s) to ``timings``; hands its first image to
     ``first`` as soon as it is computed.
@@ -328,7 +301,7 @@ def _live_job(
     if response == "Sum":
         img = yield from _sum_job(dc, det, cal, descan, source, partial=fill_in)
     else:
-        img = yield from detector_response(dc, det, cal, response)
+        img = yield from detector_response(dc, det, cal, response, partial=fill_in)
     timings.append(time.perf_counter() - t0)
     first.put(img, t_start)
     return img
@@ -1389,6 +1362,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         slow = bool(self._exact_s) and self._exact_s[-1] > PREVIEW_ABOVE_S
         response = self._response()
         use_preview = slow and self._preview is not None and not self.descan.isChecked() and response == "Sum"
+        self._job_response = response  # how its image fills in (_on_progress)
         self._shown = False
         self._first_soon = use_preview or (bool(self._exact_s) and self._exact_s[-1] < FIRST_SOON_S)
         first = self._first = _FirstImage()
@@ -1403,7 +1377,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             first,
             response,
             layer_source(self.layer),
-            lazy and response == "Sum",
+            lazy,
             _connect={
                 "returned": self._on_image,
                 "yielded": self._on_yielded,
@@ -1477,7 +1451,14 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.progress.setRange(0, top)
         self.progress.setValue(min(int(p.done), top))
         self.progress.setFormat(f"virtual image: {p.done} / {p.total} blocks")
+        from ..analysis.virtual.responses import PARTIAL
+
+        response = getattr(self, "_job_response", "Sum")
+        kind = PARTIAL[RESPONSE_KEYS[response]]
         pm = p.partial
+        if kind is None:  # iCoM: the Fourier integration needs the whole field
+            self.status.setText(f"{response}: integrates the whole CoM field, shown once every block is read")
+            return
         if pm is None or pm.fraction >= 1.0:
             return
         data = pm.data
@@ -1486,9 +1467,13 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         if self._shown and prev is not None and prev.data.shape == data.shape:
             data = np.where(np.isnan(data), prev.data, data).astype(np.float32)
             below = "the preview below"
+        if kind == "neighbours":
+            below += "; a row waits for the next one, its derivatives need both neighbours"
+        head = "virtual image" if response == "Sum" else f"virtual image ({response})"
+        what = "exact" if kind != "provisional" else "read, from the mean CoM of those so far"
         self.filled_in.append(pm.fraction)
         self.realspace.set_image(
-            data, self.datacube()[1], title=f"virtual image: filling in, {pm.fraction:.0%} exact ({below})"
+            data, self.datacube()[1], title=f"{head}: filling in, {pm.fraction:.0%} {what} ({below})"
         )
 
     def _on_image(self, result) -> None:
