@@ -1168,3 +1168,4 @@ def test_lazy_data_every_response_fills_in_but_icom(make_napari_viewer, qtbot, s
             np.testing.assert_allclose(img[:rows], want[:rows], **tol)  # exact where shown
             if key in ("divergence", "curl"):
                 assert "waits for the next one" in title
+

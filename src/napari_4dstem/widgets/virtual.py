@@ -342,16 +342,39 @@ def rgb_composite(images, percentiles=(0.1, 99.9)) -> np.ndarray:
     return np.nan_to_num(np.stack(out, axis=-1)).astype(np.float32)
 
 
-def _preset_job(dc: DataCube, detectors: dict[str, Detector], cal: Calibration, source: Any = None):
-    """Worker: ``{name: (detector, pipeline result)}`` for the preset detectors (a generator: a
-    closing widget stops it between presets)."""
-    from ..engine.jobs import run_job
+def _preset_job(
+    dc: DataCube, detectors: dict[str, Detector], cal: Calibration, source: Any = None, follow: list | None = None
+):
+    """Worker: ``{name: (detector, pipeline result)}`` for the preset detectors, all in one pass over
+    the data (a generator: a closing widget stops it between blocks). Each result is the one that
+    detector alone gives (``VirtualResult.select(..., own_name=True)``).
 
-    out = {}
-    for i, (name, det) in enumerate(detectors.items()):
-        out[name] = (det, run_job(_sum_job(dc, det, cal, False, source)))
-        yield i + 1
-    return out
+    ``follow``: a one-item list holding the name of the preset whose image so far rides on the
+    Progress steps (None: no map), read at each step: the dock sets it when that preset is
+    clicked while the pass runs, and its image fills in with the pass.
+    """
+    from ..engine.jobs import PartialMap
+    from ..pipelines import VirtualImageParams, iter_virtual
+
+    names = tuple(detectors)
+    dets = tuple(detectors.values())
+
+    def fill(sums, done):
+        name = follow[0] if follow else None
+        if name not in names:
+            return None
+        return PartialMap.of(f"virtual_{name}", sums[..., names.index(name)], done, "counts")
+
+    params = VirtualImageParams(detectors=dets, names=names)
+    res = yield from iter_virtual(
+        dc,
+        virtual=params,
+        calibration=cal,
+        source=source,
+        detectors=dets,
+        partial=fill if follow is not None else False,
+    )
+    return {n: (d, res.select(n, own_name=True)) for n, d in zip(names, dets, strict=True)}
 
 
 class VirtualImagingWidget(PipelineActions, DockState, QWidget):
@@ -391,6 +414,12 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._preview = None  # 4x-binned in-memory copy for previews (large in-memory data)
         self._preview_due: DataCube | None = None  # ... to build after the first slow exact image
         self._exact_s: list[float] = []  # durations of the exact computations
+        # the presets' one pass (_precompute_presets): its worker, the data it waits to start on
+        # (lazy data), its detectors, and the preset whose image fills in with it ([name] or [None])
+        self._preset_worker = None
+        self._presets_due: DataCube | None = None
+        self._preset_dets: dict[str, Detector] = {}
+        self._preset_follow: list = [None]
         self._first: _FirstImage | None = None  # the running job's first image
         self._first_shown: Any = None  # the image shown last (not shown twice)
         self._first_s: list[float] = []  # how long the jobs took to their first image
@@ -682,7 +711,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self.status.setText(str(e))
             return
         self._preview, self._preview_due = None, dc  # built after the next exact image, if slow
-        if getattr(self, "_preset_worker", None) is not None:
+        if self._preset_worker is not None:
             self._preset_worker.quit()
         self.presets_ready = False
         self._precompute_presets(dc)
@@ -731,15 +760,22 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         return layer
 
     # -- detector <-> fields <-> shapes ---------------------------------------------------------
-    def set_detector(self, det: Detector, image=None) -> None:
+    def set_detector(self, det: Detector, image=None, follow: bool = False) -> None:
         """Compute ``det``'s image and show the detector in the fields and as shapes.
 
         The worker starts first. The Shapes update (a rebuild of the layer plus a redraw of
         the main canvas, 50-100 ms in software OpenGL) waits for the first image of the job,
         so that it cannot hold up the image on the GUI thread. With ``image`` (a precomputed
-        preset) nothing is computed: a running job is stopped and the image shown at once.
+        preset) nothing is computed: a running job is stopped and the image shown at once. With
+        ``follow`` neither: the image fills in with the presets' pass (lazy data).
         """
-        if image is None:
+        self._preset_follow[0] = None  # a preset image filling in is no longer followed
+        if follow:  # its image comes from the presets' pass (apply_preset)
+            self._pending = None
+            if self._worker is not None:
+                self._worker.quit()
+            self._last_detector = det
+        elif image is None:
             self._pending = det
             self._request()
         else:
@@ -1078,29 +1114,83 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 name, detector_shape=dc.detector_shape, center_px=bf.center_px, bf_radius_px=bf.radius_px
             )
 
-    def _precompute_presets(self, dc: DataCube) -> None:
-        """Compute every preset's image in a worker, so that a preset switch only shows it."""
+    def _precompute_presets(self, dc: DataCube, now: bool = False) -> None:
+        """Compute every preset's image in a worker, in one pass over the data, so that a preset
+        switch only shows it. On lazy data (a file read as it is computed) the pass waits for the
+        live job to end unless ``now``: two passes at once over a file would each go at half speed,
+        and the first image is what the user waits for on open (UX point 1)."""
         self._preset_cache = {}
+        self._presets_due = None
+        if self._preset_worker is not None:
+            self._preset_worker.quit()  # a pass over other data, or the same again
+            self._preset_worker = None
         cal = self.datacube()[1]
         try:
             dets = {n: self._preset(n, dc, cal) for n in PRESET_NAMES}
         except Napari4DSTEMError:
             return
+        lazy = fills_in(dc.data)
+        if lazy and not now and self._worker is not None:
+            self._presets_due = dc  # started by _on_finished
+            return
         from napari.qt.threading import create_worker
+
+        from ..engine.driver import n_blocks_for
+
+        self._preset_follow = [None]  # the preset whose image fills in with the pass (apply_preset)
+        self._preset_dets = dets
 
         def done(images, data=dc.data):
             if holds_data(self.layer, data):
                 self._preset_cache = images
                 self.presets_ready = True
+                name = self._preset_follow[0]
+                if name is not None and self._last_detector is images[name][0]:
+                    self._show(images[name][1])  # the followed preset's exact image
 
-        self._preset_worker = create_worker(
+        def finished(worker=None):
+            if self._preset_worker is worker:
+                self._preset_worker = None
+                if self._worker is None:
+                    self.progress.setVisible(False)
+                    self.cancel_btn.setEnabled(False)
+
+        worker = create_worker(
             _preset_job,
             dc,
             dets,
             cal,
             layer_source(self.layer),
-            _progress={"total": len(dets), "desc": "preset images"},
-            _connect={"returned": guarded(self, done), "errored": guarded(self, self._on_error)},
+            self._preset_follow if lazy else None,
+            _progress={"total": n_blocks_for(dc.data), "desc": "preset images"},
+            _connect={
+                "returned": guarded(self, done),
+                "yielded": guarded(self, self._on_preset_progress),
+                "errored": guarded(self, self._on_error),
+            },
+        )
+        worker.finished.connect(guarded(self, lambda w=worker: finished(w)))
+        self._preset_worker = worker
+
+    def _on_preset_progress(self, p) -> None:
+        """The one pass of the presets on lazy data: when a preset was clicked while it runs, its
+        image so far (exact rows, the rest empty) and the dock's progress bar."""
+        name = self._preset_follow[0]
+        if name is None or self._worker is not None or self._last_detector is not self._preset_dets.get(name):
+            return
+        top = max(int(p.total), 1)
+        self.progress.setVisible(True)
+        self.progress.setRange(0, top)
+        self.progress.setValue(min(int(p.done), top))
+        self.progress.setFormat(f"preset images: {p.done} / {p.total} blocks")
+        pm = p.partial
+        if pm is None or pm.fraction >= 1.0:
+            return
+        self.filled_in.append(pm.fraction)
+        self.realspace.set_image(
+            pm.data,
+            self.datacube()[1],
+            title=f"virtual image: {name} filling in, {pm.fraction:.0%} exact (one pass for all presets)",
         )
 
     def show_rgb(self, names: tuple[str, str, str] | None = None) -> np.ndarray | None:
@@ -1302,10 +1392,27 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         """BF / ABF / LAADF / ADF / HAADF / Full: the precomputed image when it is in (no
         recompute), else computed now."""
         cached = getattr(self, "_preset_cache", {}).get(name)
-        if cached is not None and not self.descan.isChecked() and self._response() == "Sum":
+        plain = not self.descan.isChecked() and self._response() == "Sum"
+        if cached is not None and plain:
             det, res = cached
             self.set_detector(det, image=res)
             return
+        try:
+            lazy = self.layer is not None and fills_in(self.datacube()[0].data)
+        except Napari4DSTEMError:
+            lazy = False
+        if plain and lazy:
+            # lazy data, the presets' one pass still to come or running: this preset's image fills
+            # in with that pass (one read of the file for all presets, not one more)
+            if self._presets_due is not None:
+                self._precompute_presets(self._presets_due, now=True)
+            if self._preset_worker is not None and name in self._preset_dets:
+                det = self._preset_dets[name]
+                self.set_detector(det, follow=True)
+                self._preset_follow[0] = name
+                self.cancel_btn.setEnabled(True)
+                self.status.setText(f"{name}: filling in with the presets' pass...")
+                return
         try:
             dc, cal = self.datacube()
             det = self._preset(name, dc, cal)
@@ -1340,6 +1447,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 self._worker.quit()
             return
         det, self._pending = self._pending, None
+        self._preset_follow[0] = None  # a new detector: the presets' pass is no longer shown
         from napari.qt.threading import create_worker
 
         try:
@@ -1513,11 +1621,18 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._after_image()  # a job that failed or was stopped leaves its shapes undrawn
         if self._pending is not None:
             self._request()
+        due = self._presets_due
+        if due is not None and self._worker is None and holds_data(self.layer, due.data):
+            self._precompute_presets(due)  # lazy data: after the live job (_precompute_presets)
 
     def cancel(self) -> None:
         self._pending = None
         if self._worker is not None:
             self._worker.quit()
+            self.status.setText("cancelled")
+        if self._preset_follow[0] is not None and self._preset_worker is not None:
+            # a preset filling in with the presets' pass: that pass stops (presets then on demand)
+            self._preset_worker.quit()
             self.status.setText("cancelled")
 
     # -- scan position and region ---------------------------------------------------------------
@@ -1662,7 +1777,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._unbind_keys()
         self.pattern_stats.close_runner()
         if getattr(self, "_preset_worker", None) is not None:
-            self._preset_worker.quit()  # a generator: stops between presets
+            self._preset_worker.quit()  # a generator: stops between blocks
         self.cancel()
         if self._worker is not None:
             self._worker.await_workers() if hasattr(self._worker, "await_workers") else None
