@@ -1169,3 +1169,60 @@ def test_lazy_data_every_response_fills_in_but_icom(make_napari_viewer, qtbot, s
             if key in ("divergence", "curl"):
                 assert "waits for the next one" in title
 
+
+def test_detector_toolbar_on_the_canvas_sets_the_kind_and_follows_the_dock(widget, qtbot, stall_detector):
+    """UX point 6: a row of detector buttons right above the diffraction canvas (in napari's main
+    window, not in the dock). Each click changes the detector (keeping its size) and its image,
+    exact against numpy; the dock's kind list and the toolbar follow each other; Reset puts the
+    BF detector back on the detected disk; closing the dock takes the row off the canvas."""
+    from napari_4dstem.analysis.virtual.detectors import GridDetector, RectangleDetector, WedgeDetector
+    from napari_4dstem.widgets._detectors import TOOLBAR_KINDS
+
+    viewer, w = widget
+    tb = w.toolbar
+    assert tb.on_canvas and TOOLBAR_KINDS == ("Disk", "Annulus", "Rectangle", "Point", "Wedge", "Grid")
+    canvas = viewer.window._qt_viewer.canvas.native  # test only: where napari's canvas is
+    holder = canvas.parentWidget()
+    assert tb.widget.parentWidget() is holder and tb.widget.isVisibleTo(holder)  # the window is not shown in tests
+    assert holder.layout().indexOf(tb.widget) == holder.layout().indexOf(canvas) - 1  # right above it
+    assert not w.isAncestorOf(tb.widget)
+    assert tb.buttons["Disk"].isChecked() and sum(b.isChecked() for b in tb.buttons.values()) == 1
+    expect = {
+        "Annulus": lambda d: isinstance(d, AnnulusDetector),
+        "Rectangle": lambda d: isinstance(d, RectangleDetector) and d.rows[1] - d.rows[0] > 1,
+        "Point": lambda d: isinstance(d, RectangleDetector) and d.rows[1] - d.rows[0] == 1 == d.cols[1] - d.cols[0],
+        "Wedge": lambda d: isinstance(d, WedgeDetector),
+        "Grid": lambda d: isinstance(d, GridDetector),
+        "Disk": lambda d: isinstance(d, DiskDetector),
+    }
+    for kind, is_it in expect.items():
+        stall_detector.step()
+        tb.buttons[kind].click()
+        assert w.kind_combo.currentText() == kind
+        qtbot.waitUntil(
+            lambda f=is_it: (
+                w._worker is None
+                and w._pending is None
+                and f(w._last_detector)
+                and w.last_image.params["detector"] == w._last_detector.to_params()
+            ),
+            timeout=30000,
+        )
+        with stall_detector.excluded("reference"):
+            np.testing.assert_array_equal(w.last_image.data, _reference(viewer, w._last_detector))
+        assert [k for k, b in tb.buttons.items() if b.isChecked()] == [kind]
+    # the other way: the dock's list checks the button; a kind the toolbar lacks checks none
+    w.kind_combo.setCurrentText("Annulus")
+    assert [k for k, b in tb.buttons.items() if b.isChecked()] == ["Annulus"]
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=30000)
+    tb.sync("Mask file")
+    assert not any(b.isChecked() for b in tb.buttons.values())
+    # Reset: the BF detector on the sample's bright-field disk (radius 8 px)
+    tb.reset_btn.click()
+    qtbot.waitUntil(
+        lambda: w._worker is None and w._pending is None and isinstance(w._last_detector, DiskDetector), timeout=30000
+    )
+    assert w._last_detector.radius_px == pytest.approx(8.0, abs=0.7)
+    assert [k for k, b in tb.buttons.items() if b.isChecked()] == ["Disk"]
+    w.close()
+    assert holder.layout().indexOf(tb.widget) < 0 and not tb.on_canvas

@@ -52,7 +52,7 @@ from ..errors import Napari4DSTEMError
 from ..pipelines import VirtualResult
 from ..plugin_api import publish_virtual_image
 from ._common import CubePicker, JobRunner, LatestRunner, guarded, holds_data, scan_position
-from ._detectors import ExtraDetectors, image_of
+from ._detectors import DetectorToolbar, ExtraDetectors, image_of
 from ._pipeline import PipelineActions, layer_source
 from ._realspace import LiveImage, PatternStats
 from ._region import REDUCES, RealSpaceRegion
@@ -433,6 +433,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.combined_result = None  # and its pipeline result
         self._combined_runner = LatestRunner(self._on_combined, self._on_combined_error)
         self._build_ui()
+        self.toolbar = DetectorToolbar(self)  # the detector kinds on the diffraction canvas (UX point 6)
         self._bind_keys()
         self._restored: Detector | None = None  # a session's detector, set once the layer is ready
         self._restored_extras: list | None = None  # ... and its extra detectors
@@ -1775,6 +1776,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
     def closeEvent(self, event) -> None:
         self._unbind_keys()
+        self.toolbar.close()
         self.pattern_stats.close_runner()
         if getattr(self, "_preset_worker", None) is not None:
             self._preset_worker.quit()  # a generator: stops between blocks
