@@ -1170,17 +1170,20 @@ def test_lazy_data_every_response_fills_in_but_icom(make_napari_viewer, qtbot, s
                 assert "waits for the next one" in title
 
 
-def test_detector_toolbar_on_the_canvas_sets_the_kind_and_follows_the_dock(widget, qtbot, stall_detector):
+def test_detector_toolbar_on_the_canvas_sets_the_kind_and_follows_the_dock(
+    widget, qtbot, stall_detector, tmp_path, monkeypatch
+):
     """UX point 6: a row of detector buttons right above the diffraction canvas (in napari's main
     window, not in the dock). Each click changes the detector (keeping its size) and its image,
     exact against numpy; the dock's kind list and the toolbar follow each other; Reset puts the
     BF detector back on the detected disk; closing the dock takes the row off the canvas."""
-    from napari_4dstem.analysis.virtual.detectors import GridDetector, RectangleDetector, WedgeDetector
+    from napari_4dstem.analysis.virtual.detectors import GridDetector, MaskDetector, RectangleDetector, WedgeDetector
     from napari_4dstem.widgets._detectors import TOOLBAR_KINDS
 
     viewer, w = widget
     tb = w.toolbar
-    assert tb.on_canvas and TOOLBAR_KINDS == ("Disk", "Annulus", "Rectangle", "Point", "Wedge", "Grid")
+    assert tb.on_canvas and list(TOOLBAR_KINDS)[:6] == ["Disk", "Annulus", "Rectangle", "Point", "Wedge", "Grid"]
+    assert list(TOOLBAR_KINDS)[6:] == ["Polygon", "Mask file..."]
     canvas = viewer.window._qt_viewer.canvas.native  # test only: where napari's canvas is
     holder = canvas.parentWidget()
     assert tb.widget.parentWidget() is holder and tb.widget.isVisibleTo(holder)  # the window is not shown in tests
@@ -1215,8 +1218,44 @@ def test_detector_toolbar_on_the_canvas_sets_the_kind_and_follows_the_dock(widge
     w.kind_combo.setCurrentText("Annulus")
     assert [k for k, b in tb.buttons.items() if b.isChecked()] == ["Annulus"]
     qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=30000)
-    tb.sync("Mask file")
+    tb.sync("no such kind")
     assert not any(b.isChecked() for b in tb.buttons.values())
+    # Polygon: drawn shapes, napari's polygon tool chosen on the detector layer; a drawn square
+    # is the detector (its image against numpy)
+    tb.buttons["Drawn shapes"].click()
+    layer = viewer.layers[DETECTOR_LAYER]
+    assert w.kind_combo.currentText() == "Drawn shapes" and layer.mode == "add_polygon"
+    assert viewer.layers.selection.active is layer
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=30000)
+    layer.mode = "pan_zoom"
+    layer.data = [(np.array([[50.0, 50.0], [50.0, 70.0], [70.0, 60.0]]), "polygon")]  # a triangle
+    with stall_detector.excluded("reference"):
+        want = np.any(layer.to_masks(mask_shape=(128, 128)), axis=0)  # napari's rasterisation
+    assert 150 < want.sum() < 250
+    qtbot.waitUntil(
+        lambda: (
+            w._worker is None
+            and w._pending is None
+            and isinstance(w._last_detector, MaskDetector)
+            and np.array_equal(w._last_detector.mask, want)
+        ),
+        timeout=30000,
+    )
+    with stall_detector.excluded("reference"):
+        np.testing.assert_array_equal(w.last_image.data, _reference(viewer, w._last_detector))
+    # Mask file...: the file dialog, then that mask is the detector and its button is checked
+    with stall_detector.excluded("test file"):
+        path = tmp_path / "mask.npy"
+        np.save(path, want[::-1].copy())
+    monkeypatch.setattr("qtpy.QtWidgets.QFileDialog.getOpenFileName", lambda *a, **k: (str(path), ""))
+    tb.buttons["Mask file"].click()
+    qtbot.waitUntil(
+        lambda: w._worker is None and w._pending is None and np.array_equal(w._last_detector.mask, want[::-1]),
+        timeout=30000,
+    )
+    assert [k for k, b in tb.buttons.items() if b.isChecked()] == ["Mask file"]
+    with stall_detector.excluded("reference"):
+        np.testing.assert_array_equal(w.last_image.data, _reference(viewer, w._last_detector))
     # Reset: the BF detector on the sample's bright-field disk (radius 8 px)
     tb.reset_btn.click()
     qtbot.waitUntil(

@@ -229,13 +229,25 @@ class ExtraDetectors:
         return {n: image_of(r) for n, (_, r) in self.cache().items()}
 
 
-# the kinds on the toolbar over the diffraction canvas (the dock's list also has Mask file and
-# Drawn shapes, which need a file or a drawing first)
-TOOLBAR_KINDS = ("Disk", "Annulus", "Rectangle", "Point", "Wedge", "Grid")
+# the buttons of the toolbar over the diffraction canvas -> the dock's kinds ("Polygon": shapes
+# drawn on the pattern, the polygon tool chosen; "Mask file...": a file dialog first)
+TOOLBAR_KINDS = {
+    "Disk": "Disk",
+    "Annulus": "Annulus",
+    "Rectangle": "Rectangle",
+    "Point": "Point",
+    "Wedge": "Wedge",
+    "Grid": "Grid",
+    "Polygon": "Drawn shapes",
+    "Mask file...": "Mask file",
+}
 
 
 class DetectorToolbar:
     """The detector toolbar on the diffraction pattern (UX point 6): one button per kind and Reset.
+
+    Disk, Annulus, Rectangle, Point, Wedge, Grid, Polygon (the dock's "Drawn shapes", with napari's
+    polygon tool chosen on the detector layer) and Mask file... (the file dialog).
 
     A row of checkable buttons placed right above napari's main canvas (``_multiview.attach_canvas_toolbar``,
     the one adapter over napari's internals), synced both ways with the Virtual imaging dock's kind
@@ -255,14 +267,19 @@ class DetectorToolbar:
         lay.addWidget(QLabel("detector:"))
         self.group = QButtonGroup(self.widget)
         self.buttons: dict[str, QToolButton] = {}
-        for kind in TOOLBAR_KINDS:
+        self._dock = dock
+        tips = {
+            "Polygon": "draw polygons (or any shapes) on the pattern: their union is the detector",
+            "Mask file...": "a detector mask from a .npy or .tif file of the detector's shape",
+        }
+        for label, kind in TOOLBAR_KINDS.items():
             b = QToolButton()
-            b.setText(kind)
+            b.setText(label)
             b.setCheckable(True)
-            b.setToolTip(f"{kind} detector on the pattern (keeps the current detector's size)")
+            b.setToolTip(tips.get(label, f"{kind} detector on the pattern (keeps the current detector's size)"))
             self.group.addButton(b)
             lay.addWidget(b)
-            b.clicked.connect(lambda _=False, k=kind: dock.kind_combo.setCurrentText(k))
+            b.clicked.connect(lambda _=False, k=kind: self._choose(k))
             self.buttons[kind] = b
         self.reset_btn = QToolButton()
         self.reset_btn.setText("Reset")
@@ -277,6 +294,19 @@ class DetectorToolbar:
         self.on_canvas = attach_canvas_toolbar(dock.viewer, self.widget, "detector")
         if not self.on_canvas:
             dock.layout().insertWidget(0, self.widget)
+
+    def _choose(self, kind: str) -> None:
+        dock = self._dock
+        if kind == "Mask file":
+            dock.choose_mask_file()  # the kind becomes "Mask file" once a mask is loaded
+            self.sync(dock.kind_combo.currentText())
+            return
+        dock.kind_combo.setCurrentText(kind)
+        if kind == "Drawn shapes":
+            # the detector layer selected with napari's polygon tool: the user draws at once
+            layer = dock._detector_layer()
+            dock.viewer.layers.selection.active = layer
+            layer.mode = "add_polygon"
 
     def sync(self, kind: str) -> None:
         """Check the button of ``kind`` (none for a kind the toolbar does not offer)."""
