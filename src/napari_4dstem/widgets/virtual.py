@@ -420,6 +420,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._presets_due: DataCube | None = None
         self._preset_dets: dict[str, Detector] = {}
         self._preset_follow: list = [None]
+        self._preview_after_presets: DataCube | None = None  # the preview copy, built after that pass
         self._first: _FirstImage | None = None  # the running job's first image
         self._first_shown: Any = None  # the image shown last (not shown twice)
         self._first_s: list[float] = []  # how long the jobs took to their first image
@@ -1155,6 +1156,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 if self._worker is None:
                     self.progress.setVisible(False)
                     self.cancel_btn.setEnabled(False)
+                due, self._preview_after_presets = self._preview_after_presets, None
+                if due is not None and holds_data(self.layer, due.data):
+                    self._build_preview(due)  # waited for the presets' pass (_show)
 
         worker = create_worker(
             _preset_job,
@@ -1534,7 +1538,12 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 publish_virtual_image(self.viewer, "virtual image", self._last_detector, item)
             due, self._preview_due = self._preview_due, None
             if due is not None and self._exact_s and self._exact_s[-1] > PREVIEW_ABOVE_S:
-                self._build_preview(due)
+                if self._presets_due is not None or self._preset_worker is not None:
+                    # the presets' pass first (a preset click waits for it), then the preview copy:
+                    # two passes at once over a lazy file each went at half speed
+                    self._preview_after_presets = due
+                else:
+                    self._build_preview(due)
         self._after_image()
 
     def _scan_cal(self, img) -> Calibration:
