@@ -141,7 +141,7 @@ def main() -> None:
         viewer.close()
     for name, xs in rows.items():
         if xs:
-            print(f"{name:24s} {_stats(xs)}")
+            print(f"{name:24s} {_stats(xs)}  [{', '.join(f'{x:.2f}' for x in xs)}]")
     print(f"load after {os.getloadavg()[0]:.1f}")
 
 

@@ -414,10 +414,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._preview = None  # 4x-binned in-memory copy for previews (large in-memory data)
         self._preview_due: DataCube | None = None  # ... to build after the first slow exact image
         self._exact_s: list[float] = []  # durations of the exact computations
-        # the presets' one pass (_precompute_presets): its worker, the data it waits to start on
-        # (lazy data), its detectors, and the preset whose image fills in with it ([name] or [None])
+        # the presets' one pass (_precompute_presets): its worker, its detectors, and the preset
+        # whose image fills in with it ([name] or [None])
         self._preset_worker = None
-        self._presets_due: DataCube | None = None
         self._preset_dets: dict[str, Detector] = {}
         self._preset_follow: list = [None]
         self._preview_after_presets: DataCube | None = None  # the preview copy, built after that pass
@@ -1116,13 +1115,12 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 name, detector_shape=dc.detector_shape, center_px=bf.center_px, bf_radius_px=bf.radius_px
             )
 
-    def _precompute_presets(self, dc: DataCube, now: bool = False) -> None:
-        """Compute every preset's image in a worker, in one pass over the data, so that a preset
-        switch only shows it. On lazy data (a file read as it is computed) the pass waits for the
-        live job to end unless ``now``: two passes at once over a file would each go at half speed,
-        and the first image is what the user waits for on open (UX point 1)."""
+    def _precompute_presets(self, dc: DataCube) -> None:
+        """Compute every preset's image in a worker, in one pass over the data (one read of a file
+        for all six), so that a preset switch only shows it. It starts at once, beside the first
+        image's job: waiting for that job made the presets later on a 1.13 GiB memory map and the
+        first image no earlier (``benchmarks/bench_open_lazy.py``, docs/performance.md)."""
         self._preset_cache = {}
-        self._presets_due = None
         if self._preset_worker is not None:
             self._preset_worker.quit()  # a pass over other data, or the same again
             self._preset_worker = None
@@ -1132,9 +1130,6 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         except Napari4DSTEMError:
             return
         lazy = fills_in(dc.data)
-        if lazy and not now and self._worker is not None:
-            self._presets_due = dc  # started by _on_finished
-            return
         from napari.qt.threading import create_worker
 
         from ..engine.driver import n_blocks_for
@@ -1407,10 +1402,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         except Napari4DSTEMError:
             lazy = False
         if plain and lazy:
-            # lazy data, the presets' one pass still to come or running: this preset's image fills
-            # in with that pass (one read of the file for all presets, not one more)
-            if self._presets_due is not None:
-                self._precompute_presets(self._presets_due, now=True)
+            # lazy data, the presets' one pass running: this preset's image fills in with that
+            # pass (one read of the file for all presets, not one more)
             if self._preset_worker is not None and name in self._preset_dets:
                 det = self._preset_dets[name]
                 self.set_detector(det, follow=True)
@@ -1538,7 +1531,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 publish_virtual_image(self.viewer, "virtual image", self._last_detector, item)
             due, self._preview_due = self._preview_due, None
             if due is not None and self._exact_s and self._exact_s[-1] > PREVIEW_ABOVE_S:
-                if self._presets_due is not None or self._preset_worker is not None:
+                if self._preset_worker is not None:
                     # the presets' pass first (a preset click waits for it), then the preview copy:
                     # two passes at once over a lazy file each went at half speed
                     self._preview_after_presets = due
@@ -1631,9 +1624,6 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._after_image()  # a job that failed or was stopped leaves its shapes undrawn
         if self._pending is not None:
             self._request()
-        due = self._presets_due
-        if due is not None and self._worker is None and holds_data(self.layer, due.data):
-            self._precompute_presets(due)  # lazy data: after the live job (_precompute_presets)
 
     def cancel(self) -> None:
         self._pending = None
