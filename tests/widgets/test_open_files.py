@@ -78,3 +78,82 @@ def test_the_binned_preview_is_built_after_the_first_exact_image(
     with stall_detector.excluded("reference"):
         want = virtual_image(data, det).data
     np.testing.assert_array_equal(w.last_image.data, want)
+
+
+def test_on_an_opened_memmap_the_sum_image_fills_in_with_the_presets_one_pass(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """UX point 1 on a memory-mapped .npy opened from disk: beside the first image (the BF
+    detector's), the presets' images are made in one pass over the file (not one pass each); the
+    sum image (the Full preset, the navigator) clicked while that pass runs fills in row block by
+    row block from it, exact where shown, with the dock's progress bar, and ends as the total
+    intensity of each pattern; no other pass is started for it."""
+    import threading
+    import time
+
+    with stall_detector.excluded("reference"):
+        from napari_4dstem.analysis.virtual import images
+        from napari_4dstem.engine import chunks, driver
+        from napari_4dstem.widgets.virtual import VirtualImagingWidget
+
+        yy, xx = np.mgrid[0:64, 0:64]
+        disk = (((yy - 32) ** 2 + (xx - 32) ** 2) < 100).astype(np.float32)
+        amp = 100 + 20 * np.sin(yy / 5.0) + 10 * np.cos(xx / 7.0)
+        path = tmp_path / "scan.npy"
+        mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(64, 64, 64, 64))
+        mm[:] = amp[:, :, None, None] * disk + 1.0 + (yy[:, :, None, None] % 3)
+        mm.flush()
+        total = np.asarray(mm).sum(axis=(2, 3), dtype=np.float64)
+        del mm
+    monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 0.0)
+    monkeypatch.setattr(driver, "_TARGET_BLOCK_BYTES", 2 * 2**20)
+    monkeypatch.setattr(chunks, "_TARGET_BLOCK_BYTES", 2 * 2**20)
+    passes, lock = [], threading.Lock()
+    real_pass, real_kernel = images.iter_virtual_images, images._multi_kernel
+
+    def spy_pass(data, detectors, **kwargs):
+        if tuple(getattr(data, "shape", ())) == (64, 64, 64, 64):  # not the warm-up worker's small cube
+            with lock:
+                passes.append(len(detectors))
+        return real_pass(data, detectors, **kwargs)
+
+    def slow_presets(*args, **kwargs):
+        if len(kwargs["specs"]) == 6:
+            time.sleep(0.03)  # the presets' pass long enough to click a preset while it runs
+        return real_kernel(*args, **kwargs)
+
+    monkeypatch.setattr(images, "iter_virtual_images", spy_pass)
+    monkeypatch.setattr(images, "_multi_kernel", slow_presets)
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    assert isinstance(w, VirtualImagingWidget)
+    with stall_detector.excluded("first layer add"):
+        viewer.open(str(path), plugin="napari-4dstem")
+    shown = []
+    set_image = w.realspace.set_image
+
+    def spy(img, cal, **kw):
+        if "Full filling in" in (kw.get("title") or ""):
+            shown.append((np.array(img), w.progress.format(), w.progress.isVisibleTo(w)))
+        return set_image(img, cal, **kw)
+
+    w.realspace.set_image = spy
+    qtbot.waitUntil(
+        lambda: w._preset_worker is not None and w.last_image is not None and w._worker is None, timeout=60000
+    )
+    assert sorted(passes) == [1, 6]  # the BF image and the presets' one pass
+    w.presets["Full"].click()
+    assert w._worker is None and w._preset_follow == ["Full"]
+    qtbot.waitUntil(lambda: w.presets_ready and w._preset_worker is None, timeout=60000)
+    assert sorted(passes) == [1, 6]  # no pass of its own for the Full preset
+    np.testing.assert_allclose(w.last_image.data, total, rtol=1e-6)  # the total intensity
+    assert w.result is w._preset_cache["Full"][1] and not w.progress.isVisibleTo(w)
+    assert len(shown) >= 2
+    for img, fmt, visible in shown:
+        rows = int((~np.isnan(img).all(axis=1)).sum())
+        assert 0 < rows < 64 and np.isnan(img[rows:]).all()
+        np.testing.assert_allclose(img[:rows], total[:rows], rtol=1e-6)
+        assert visible and fmt.startswith("preset images: ") and fmt.endswith(" blocks")
+    # the other presets came from the same pass: a click shows them with no job
+    w.presets["HAADF"].click()
+    assert w._worker is None and w.result is w._preset_cache["HAADF"][1]

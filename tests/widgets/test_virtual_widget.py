@@ -1074,3 +1074,194 @@ def test_lazy_data_exact_image_fills_in_row_blocks_with_progress_and_cancel(
     assert w.filled_in[-1] < 1.0
     print(f"lazy fill-in: {len(shown)} partial images in the first job; cancel took {took:.3f} s")
     assert took < 1.0  # one block (40 ms) plus the event loop on a loaded machine
+
+
+def test_lazy_data_every_response_fills_in_but_icom(make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch):
+    """UX point 7 beyond the Sum: on a memory-mapped file, Mean, Max, Std, CoM x, |CoM|, Divergence
+    and Curl fill in row block by row block with the dock's progress bar (exact rows for the
+    per-pattern ones, the rows whose neighbours are in for the derivatives, |CoM| from the mean CoM
+    so far); iCoM shows only the progress and its image once the whole field is in. Each final
+    image equals the core's on the array in memory (the core against numpy: test_responses)."""
+    import time
+
+    from napari_4dstem import Calibration
+    from napari_4dstem.analysis.virtual import com as com_mod
+    from napari_4dstem.analysis.virtual import images, statistics
+    from napari_4dstem.engine import chunks, driver
+
+    monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 0.0)
+    monkeypatch.setattr(driver, "_TARGET_BLOCK_BYTES", 2 * 2**20)
+    monkeypatch.setattr(chunks, "_TARGET_BLOCK_BYTES", 2 * 2**20)
+    for mod, name in ((images, "_multi_kernel"), (com_mod, "_com_masked_kernel"), (statistics, "_statistic_kernel")):
+        real = getattr(mod, name)
+
+        def slow(*args, _real=real, **kwargs):
+            time.sleep(0.02)  # long enough a job to be watched
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(mod, name, slow)
+    with stall_detector.excluded("test data"):
+        from napari_4dstem.analysis.virtual.responses import detector_response
+
+        yy, xx = np.mgrid[0:64, 0:64]
+        ky, kx = np.mgrid[0:64, 0:64]
+        cy, cx = 32 + 2 * np.sin(yy / 6.0), 32 + 2 * np.cos(xx / 5.0)  # a disk moving over the scan
+        mm = np.lib.format.open_memmap(tmp_path / "cube.npy", mode="w+", dtype=np.float32, shape=(64, 64, 64, 64))
+        for i in range(64):
+            r2 = (ky[None] - cy[i, :, None, None]) ** 2 + (kx[None] - cx[i, :, None, None]) ** 2
+            mm[i] = np.where(r2 < 100, 100 + 10 * np.sin(xx[i, :, None, None] / 7.0), 1.0)
+        mm.flush()
+        mm = np.load(tmp_path / "cube.npy", mmap_mode="r")
+        arr = np.asarray(mm)
+    main = make_napari_viewer()
+    with stall_detector.excluded("first layer add"):
+        main.add_image(mm, name="lazy", metadata={"napari_4dstem": {"calibration": Calibration()}})
+    w = VirtualImagingWidget(main)
+    shown = []
+    set_image = w.realspace.set_image
+
+    def spy(img, cal, **kw):
+        if "filling in" in (kw.get("title") or ""):
+            shown.append((np.array(img), kw["title"], w.progress.format()))
+        return set_image(img, cal, **kw)
+
+    w.realspace.set_image = spy
+    main.window.add_dock_widget(w)
+    qtbot.waitUntil(lambda: w.last_image is not None and w._worker is None, timeout=60000)
+    det = w._last_detector
+    set_text = w.status.setText
+    statuses = []
+
+    def status_spy(text):
+        statuses.append(text)
+        return set_text(text)
+
+    w.status.setText = status_spy
+    keys = {"Mean": "mean", "Max": "max", "Std": "std", "CoM x": "com_x", "|CoM|": "com_magnitude"}
+    keys.update({"Divergence": "divergence", "Curl": "curl", "iCoM": "icom"})
+    for response, key in keys.items():
+        shown.clear()
+        statuses.clear()
+        w.response_combo.setCurrentText(response)
+        want_resp = "mean" if response == "Mean" else response
+        qtbot.waitUntil(
+            lambda r=want_resp: w._worker is None and w._pending is None and w.last_image.params.get("response") == r,
+            timeout=60000,
+        )
+        with stall_detector.excluded("reference"):
+            want = detector_response(arr, det, key).data
+        np.testing.assert_allclose(w.last_image.data, want, rtol=1e-5, atol=1e-6 * np.nanmax(np.abs(want)))
+        if key == "icom":
+            assert not shown  # no image until the whole field is in, only the progress
+            assert any("integrates the whole CoM field" in s for s in statuses)
+            continue
+        assert len(shown) >= 3, response
+        for img, title, fmt in shown:
+            rows = int((~np.isnan(img).all(axis=1)).sum())
+            assert 0 < rows < 64 and np.isnan(img[rows:]).all(), response
+            assert fmt.startswith("virtual image: ") and fmt.endswith(" blocks")
+            assert title.startswith(f"virtual image ({response}): filling in, ")
+            if key == "com_magnitude":
+                assert "from the mean CoM" in title
+                continue  # provisional: the mean CoM changes with every block
+            tol = {"rtol": 1e-5, "atol": 1e-5 * float(np.nanmax(np.abs(want)))}
+            np.testing.assert_allclose(img[:rows], want[:rows], **tol)  # exact where shown
+            if key in ("divergence", "curl"):
+                assert "waits for the next one" in title
+
+
+def test_detector_toolbar_on_the_canvas_sets_the_kind_and_follows_the_dock(
+    widget, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """UX point 6: a row of detector buttons right above the diffraction canvas (in napari's main
+    window, not in the dock). Each click changes the detector (keeping its size) and its image,
+    exact against numpy; the dock's kind list and the toolbar follow each other; Reset puts the
+    BF detector back on the detected disk; closing the dock takes the row off the canvas."""
+    from napari_4dstem.analysis.virtual.detectors import GridDetector, MaskDetector, RectangleDetector, WedgeDetector
+    from napari_4dstem.widgets._detectors import TOOLBAR_KINDS
+
+    viewer, w = widget
+    tb = w.toolbar
+    assert tb.on_canvas and list(TOOLBAR_KINDS)[:6] == ["Disk", "Annulus", "Rectangle", "Point", "Wedge", "Grid"]
+    assert list(TOOLBAR_KINDS)[6:] == ["Polygon", "Mask file..."]
+    canvas = viewer.window._qt_viewer.canvas.native  # test only: where napari's canvas is
+    holder = canvas.parentWidget()
+    assert tb.widget.parentWidget() is holder and tb.widget.isVisibleTo(holder)  # the window is not shown in tests
+    assert holder.layout().indexOf(tb.widget) == holder.layout().indexOf(canvas) - 1  # right above it
+    assert not w.isAncestorOf(tb.widget)
+    assert tb.buttons["Disk"].isChecked() and sum(b.isChecked() for b in tb.buttons.values()) == 1
+    expect = {
+        "Annulus": lambda d: isinstance(d, AnnulusDetector),
+        "Rectangle": lambda d: isinstance(d, RectangleDetector) and d.rows[1] - d.rows[0] > 1,
+        "Point": lambda d: isinstance(d, RectangleDetector) and d.rows[1] - d.rows[0] == 1 == d.cols[1] - d.cols[0],
+        "Wedge": lambda d: isinstance(d, WedgeDetector),
+        "Grid": lambda d: isinstance(d, GridDetector),
+        "Disk": lambda d: isinstance(d, DiskDetector),
+    }
+    for kind, is_it in expect.items():
+        stall_detector.step()
+        tb.buttons[kind].click()
+        assert w.kind_combo.currentText() == kind
+        qtbot.waitUntil(
+            lambda f=is_it: (
+                w._worker is None
+                and w._pending is None
+                and f(w._last_detector)
+                and w.last_image.params["detector"] == w._last_detector.to_params()
+            ),
+            timeout=30000,
+        )
+        with stall_detector.excluded("reference"):
+            np.testing.assert_array_equal(w.last_image.data, _reference(viewer, w._last_detector))
+        assert [k for k, b in tb.buttons.items() if b.isChecked()] == [kind]
+    # the other way: the dock's list checks the button; a kind the toolbar lacks checks none
+    w.kind_combo.setCurrentText("Annulus")
+    assert [k for k, b in tb.buttons.items() if b.isChecked()] == ["Annulus"]
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=30000)
+    tb.sync("no such kind")
+    assert not any(b.isChecked() for b in tb.buttons.values())
+    # Polygon: drawn shapes, napari's polygon tool chosen on the detector layer; a drawn square
+    # is the detector (its image against numpy)
+    tb.buttons["Drawn shapes"].click()
+    layer = viewer.layers[DETECTOR_LAYER]
+    assert w.kind_combo.currentText() == "Drawn shapes" and layer.mode == "add_polygon"
+    assert viewer.layers.selection.active is layer
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=30000)
+    layer.mode = "pan_zoom"
+    layer.data = [(np.array([[50.0, 50.0], [50.0, 70.0], [70.0, 60.0]]), "polygon")]  # a triangle
+    with stall_detector.excluded("reference"):
+        want = np.any(layer.to_masks(mask_shape=(128, 128)), axis=0)  # napari's rasterisation
+    assert 150 < want.sum() < 250
+    qtbot.waitUntil(
+        lambda: (
+            w._worker is None
+            and w._pending is None
+            and isinstance(w._last_detector, MaskDetector)
+            and np.array_equal(w._last_detector.mask, want)
+        ),
+        timeout=30000,
+    )
+    with stall_detector.excluded("reference"):
+        np.testing.assert_array_equal(w.last_image.data, _reference(viewer, w._last_detector))
+    # Mask file...: the file dialog, then that mask is the detector and its button is checked
+    with stall_detector.excluded("test file"):
+        path = tmp_path / "mask.npy"
+        np.save(path, want[::-1].copy())
+    monkeypatch.setattr("qtpy.QtWidgets.QFileDialog.getOpenFileName", lambda *a, **k: (str(path), ""))
+    tb.buttons["Mask file"].click()
+    qtbot.waitUntil(
+        lambda: w._worker is None and w._pending is None and np.array_equal(w._last_detector.mask, want[::-1]),
+        timeout=30000,
+    )
+    assert [k for k, b in tb.buttons.items() if b.isChecked()] == ["Mask file"]
+    with stall_detector.excluded("reference"):
+        np.testing.assert_array_equal(w.last_image.data, _reference(viewer, w._last_detector))
+    # Reset: the BF detector on the sample's bright-field disk (radius 8 px)
+    tb.reset_btn.click()
+    qtbot.waitUntil(
+        lambda: w._worker is None and w._pending is None and isinstance(w._last_detector, DiskDetector), timeout=30000
+    )
+    assert w._last_detector.radius_px == pytest.approx(8.0, abs=0.7)
+    assert [k for k, b in tb.buttons.items() if b.isChecked()] == ["Disk"]
+    w.close()
+    assert holder.layout().indexOf(tb.widget) < 0 and not tb.on_canvas

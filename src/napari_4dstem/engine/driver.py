@@ -172,10 +172,11 @@ def map_scan(
         if is_distributed(backend):
             # fewer, larger tasks: per-task overhead on a cluster
             scan_chunk = _task_chunk(shape, itemsize * (r1 - r0) / qy, scan_chunk)
-        elif not split_blocks and isinstance(arr, np.ndarray):
+        elif not split_blocks and isinstance(arr, np.ndarray) and not (partial is not None and mapped_file(arr)):
             # a self-parallel kernel (BLAS) on data in RAM: its thread wake-ups cost
             # milliseconds per call on a busy machine, so two calls for the whole scan (at most
-            # 1 GiB each); still cancellable in between
+            # 1 GiB each); still cancellable in between. Not on a mapped file whose map fills in
+            # (partial): there the default blocks, read from the file as they are computed
             scan_chunk = _task_chunk(shape, itemsize * (r1 - r0) / qy, scan_chunk, parts=2, cap=2**30)
         elif isinstance(arr, np.ndarray) and r1 - r0 < qy:
             # data in RAM, a kernel that reads only some detector rows: blocks of about the

@@ -134,21 +134,26 @@ class VirtualResult(_Result):
             for k, n in enumerate(s.channels)
         ]
 
-    def select(self, name: str) -> VirtualResult:
-        """The result of one detector (channel ``name``), with a recipe that makes only it."""
+    def select(self, name: str, *, own_name: bool = False) -> VirtualResult:
+        """The result of one detector (channel ``name``), with a recipe that makes only it.
+
+        ``own_name``: the channel named as that detector alone names it (its kind) and a recipe
+        without channel names, as :func:`run_virtual` of that one detector returns it.
+        """
         s = self.stack
         try:
             k = list(s.channels).index(name)
         except ValueError:
             raise ParameterError(f"no detector named {name!r}; the result has {list(s.channels)}") from None
         v = self.recipe.params["virtual"]
-        one = dataclasses.replace(v, detectors=(v.detectors[k],), names=(name,))
-        params = {**s.params, "detectors": {name: s.params["detectors"][name]}}
+        one = dataclasses.replace(v, detectors=(v.detectors[k],), names=None if own_name else (name,))
+        channel = str(v.detectors[k]["kind"]) if own_name else name
+        params = {**s.params, "detectors": {channel: s.params["detectors"][name]}}
         stack = RealSpaceMap(
             s.data[..., k : k + 1],
             name=s.name,
             units=s.units,
-            channels=(name,),
+            channels=(channel,),
             calibration=s.calibration,
             params=params,
         )
@@ -175,7 +180,8 @@ def iter_virtual(
 
     ``detectors``: the Detector objects of ``virtual.detectors`` themselves, for mask detectors
     held only in memory (e.g. drawn in napari); the result's recipe then cannot be replayed.
-    ``partial``: the first image so far rides on the Progress steps (it fills in while the job runs)."""
+    ``partial``: the first image so far rides on the Progress steps (it fills in while the job runs);
+    a callable ``partial(sums, done)`` makes that map (``iter_virtual_images``)."""
     from ..analysis.virtual.images import iter_virtual_images
 
     cube, cal, _ = _cube(dc, calibration)

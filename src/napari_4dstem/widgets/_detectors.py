@@ -227,3 +227,101 @@ class ExtraDetectors:
 
     def images(self) -> dict[str, np.ndarray]:
         return {n: image_of(r) for n, (_, r) in self.cache().items()}
+
+
+# the buttons of the toolbar over the diffraction canvas -> the dock's kinds ("Polygon": shapes
+# drawn on the pattern, the polygon tool chosen; "Mask file...": a file dialog first)
+TOOLBAR_KINDS = {
+    "Disk": "Disk",
+    "Annulus": "Annulus",
+    "Rectangle": "Rectangle",
+    "Point": "Point",
+    "Wedge": "Wedge",
+    "Grid": "Grid",
+    "Polygon": "Drawn shapes",
+    "Mask file...": "Mask file",
+}
+
+
+class DetectorToolbar:
+    """The detector toolbar on the diffraction pattern (UX point 6): one button per kind and Reset.
+
+    Disk, Annulus, Rectangle, Point, Wedge, Grid, Polygon (the dock's "Drawn shapes", with napari's
+    polygon tool chosen on the detector layer) and Mask file... (the file dialog).
+
+    A row of checkable buttons placed right above napari's main canvas (``_multiview.attach_canvas_toolbar``,
+    the one adapter over napari's internals), synced both ways with the Virtual imaging dock's kind
+    list: a button sets the list (the dock then changes the detector, keeping its size, and computes
+    its image), a kind chosen in the list or set by a preset, a key or a session checks its button.
+    Reset is the dock's ``reset`` (key R: the BF detector on the detected disk, views reset). Where
+    napari's layout is not the expected one, the row goes to the top of the dock instead.
+    """
+
+    def __init__(self, dock):
+        from qtpy.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QToolButton, QWidget
+
+        self.widget = QWidget()
+        lay = QHBoxLayout(self.widget)
+        lay.setContentsMargins(4, 2, 4, 2)
+        lay.setSpacing(2)
+        lay.addWidget(QLabel("detector:"))
+        self.group = QButtonGroup(self.widget)
+        self.buttons: dict[str, QToolButton] = {}
+        self._dock = dock
+        tips = {
+            "Polygon": "draw polygons (or any shapes) on the pattern: their union is the detector",
+            "Mask file...": "a detector mask from a .npy or .tif file of the detector's shape",
+        }
+        for label, kind in TOOLBAR_KINDS.items():
+            b = QToolButton()
+            b.setText(label)
+            b.setCheckable(True)
+            b.setToolTip(tips.get(label, f"{kind} detector on the pattern (keeps the current detector's size)"))
+            self.group.addButton(b)
+            lay.addWidget(b)
+            b.clicked.connect(lambda _=False, k=kind: self._choose(k))
+            self.buttons[kind] = b
+        self.reset_btn = QToolButton()
+        self.reset_btn.setText("Reset")
+        self.reset_btn.setToolTip("the BF detector on the detected bright-field disk, views reset (key R)")
+        self.reset_btn.clicked.connect(lambda _=False: dock.reset())
+        lay.addWidget(self.reset_btn)
+        lay.addStretch(1)
+        dock.kind_combo.currentTextChanged.connect(self.sync)
+        self.sync(dock.kind_combo.currentText())
+        from ._multiview import attach_canvas_toolbar
+
+        self.on_canvas = attach_canvas_toolbar(dock.viewer, self.widget, "detector")
+        if not self.on_canvas:
+            dock.layout().insertWidget(0, self.widget)
+
+    def _choose(self, kind: str) -> None:
+        dock = self._dock
+        if kind == "Mask file":
+            dock.choose_mask_file()  # the kind becomes "Mask file" once a mask is loaded
+            self.sync(dock.kind_combo.currentText())
+            return
+        dock.kind_combo.setCurrentText(kind)
+        if kind == "Drawn shapes":
+            # the detector layer selected with napari's polygon tool: the user draws at once
+            layer = dock._detector_layer()
+            dock.viewer.layers.selection.active = layer
+            layer.mode = "add_polygon"
+
+    def sync(self, kind: str) -> None:
+        """Check the button of ``kind`` (none for a kind the toolbar does not offer)."""
+        try:
+            self.group.setExclusive(False)
+            for k, b in self.buttons.items():
+                b.setChecked(k == kind)
+            self.group.setExclusive(True)
+        except RuntimeError:  # the toolbar was deleted with its window
+            pass
+
+    def close(self) -> None:
+        """Take the toolbar off the canvas (the dock closes)."""
+        if self.on_canvas:
+            from ._multiview import detach_canvas_toolbar
+
+            detach_canvas_toolbar(self.widget)
+            self.on_canvas = False

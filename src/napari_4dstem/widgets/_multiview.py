@@ -228,3 +228,46 @@ def send_mouse(model, kind: str, yx_world, *, modifiers=()):
 def draw_events(model):
     """The vispy ``draw`` event emitter of an embedded canvas (benchmarks time redraws on it)."""
     return _QT[model]().qt_viewer.canvas._scene_canvas.events.draw
+
+
+# the object name of a toolbar placed on napari's main canvas (one per window and name)
+_TOOLBAR_PREFIX = "napari_4dstem_toolbar_"
+
+
+def attach_canvas_toolbar(main_viewer, toolbar: QWidget, name: str) -> bool:
+    """Place ``toolbar`` right above the main viewer's canvas (the diffraction pattern), under
+    napari's own layer controls, replacing a toolbar of the same ``name`` already there.
+
+    napari has no public place for a plugin's widgets on its canvas; its ``QtViewer`` lays out the
+    canvas and the dims sliders in one vertical layout (napari 0.9.x), and the toolbar goes first
+    in it. Returns False, placing nothing, when the window or that layout is not what this
+    expects (a napari change, or a viewer without a window): the dock keeps its own controls.
+    """
+    from qtpy.QtWidgets import QBoxLayout
+
+    main_viewer = getattr(main_viewer, "__wrapped__", main_viewer)  # a plugin dock's proxy
+    window = getattr(main_viewer, "window", None)
+    qt_viewer = getattr(window, "_qt_viewer", None)
+    canvas = getattr(getattr(qt_viewer, "canvas", None), "native", None)
+    holder = None if canvas is None else canvas.parentWidget()
+    layout = None if holder is None else holder.layout()
+    if not isinstance(layout, QBoxLayout) or layout.indexOf(canvas) < 0:
+        return False
+    old = holder.findChild(QWidget, _TOOLBAR_PREFIX + name)
+    if old is not None and old is not toolbar:
+        detach_canvas_toolbar(old)
+    toolbar.setObjectName(_TOOLBAR_PREFIX + name)
+    layout.insertWidget(layout.indexOf(canvas), toolbar)
+    return True
+
+
+def detach_canvas_toolbar(toolbar: QWidget) -> None:
+    """Take a toolbar placed by :func:`attach_canvas_toolbar` off the canvas and delete it."""
+    try:
+        parent = toolbar.parentWidget()
+        if parent is not None and parent.layout() is not None:
+            parent.layout().removeWidget(toolbar)
+        toolbar.setParent(None)
+        toolbar.deleteLater()
+    except RuntimeError:  # already deleted with its window
+        pass

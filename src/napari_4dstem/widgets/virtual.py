@@ -52,7 +52,7 @@ from ..errors import Napari4DSTEMError
 from ..pipelines import VirtualResult
 from ..plugin_api import publish_virtual_image
 from ._common import CubePicker, JobRunner, LatestRunner, guarded, holds_data, scan_position
-from ._detectors import ExtraDetectors, image_of
+from ._detectors import DetectorToolbar, ExtraDetectors, image_of
 from ._pipeline import PipelineActions, layer_source
 from ._realspace import LiveImage, PatternStats
 from ._region import REDUCES, RealSpaceRegion
@@ -218,60 +218,32 @@ class _FirstImage:
             self.ready.set()
 
 
-def detector_response(dc: DataCube, det: Detector, cal: Calibration, response: str):
-    """Job: the ``response`` of ``det`` over the scan as a RealSpaceMap (one core call each).
+# the dock's responses and the core's names (analysis.virtual.responses)
+RESPONSE_KEYS = dict(
+    zip(RESPONSES, ("sum", "mean", "max", "std", "com_y", "com_x", "com_magnitude", "icom", "divergence", "curl"))
+)
+
+
+def detector_response(dc: DataCube, det: Detector, cal: Calibration, response: str, partial: bool = False):
+    """Job: the ``response`` of ``det`` over the scan as a RealSpaceMap (one core call each:
+    :func:`~napari_4dstem.analysis.virtual.responses.iter_detector_response`).
 
     ``Mean`` is the sum over the detector's weight sum; ``Max`` and ``Std`` the largest value
     and the standard deviation of the pixels under the detector (``statistics``); ``CoM y``/``CoM
     x`` the centre of mass of those pixels (detector px), ``|CoM|`` the length of its shift from
     the mean CoM, ``iCoM`` the integrated CoM (iDPC with the calibration's rotation and flip),
-    ``Divergence`` and ``Curl`` those of the CoM shifts in scan axes (px per scan pixel).
+    ``Divergence`` and ``Curl`` those of the CoM shifts in scan axes (px per scan pixel). With
+    ``partial`` the Progress steps carry the image so far (``responses.PARTIAL`` says how exact).
     """
-    from ..analysis.virtual.com import iter_center_of_mass
-    from ..analysis.virtual.dpc import divergence_curl, dpc, idpc
-    from ..analysis.virtual.images import iter_virtual_image
-    from ..analysis.virtual.statistics import iter_detector_statistic
-    from ..data.results import RealSpaceMap
+    from ..analysis.virtual.responses import iter_detector_response
 
-    if response in ("Max", "Std"):
-        img = yield from iter_detector_statistic(dc, det, response.lower(), calibration=cal)
-        img.params["response"] = response
-        return img
-    if response in ("Sum", "Mean"):
-        img = yield from iter_virtual_image(dc, det, calibration=cal)
-        if response == "Sum":
-            return img
-        weight = float(np.sum(det.render(dc.detector_shape)))
-        return RealSpaceMap(
-            img.data / max(weight, 1e-12),
-            name="virtual_mean",
-            units="counts/px",
-            calibration=img.calibration,
-            params={**img.params, "response": "mean"},
-        )
-    com = yield from iter_center_of_mass(dc, detector=det, calibration=cal)
-    params = {"detector": det.to_params(), "response": response}
-    if response in ("CoM y", "CoM x"):
-        ch = "com_y" if response == "CoM y" else "com_x"
-        return RealSpaceMap(com.channel(ch), name=ch, units="px", calibration=com.calibration, params=params)
-    d = dpc(com, descan="mean")
-    if response == "|CoM|":
-        return RealSpaceMap(
-            d.channel("magnitude"), name="com_magnitude", units="px", calibration=com.calibration, params=params
-        )
-    if response == "iCoM":
-        ph = idpc(d)
-        return RealSpaceMap(ph.data, name="icom", units=ph.units, calibration=com.calibration, params=params)
-    if response in ("Divergence", "Curl"):
-        dc_map = divergence_curl(d)
-        return RealSpaceMap(
-            dc_map.channel(response.lower()),
-            name=f"com_{response.lower()}",
-            units=dc_map.units,
-            calibration=com.calibration,
-            params=params,
-        )
-    raise ValueError(f"unknown response {response!r}; use one of {RESPONSES}")
+    if response not in RESPONSE_KEYS:
+        raise ValueError(f"unknown response {response!r}; use one of {RESPONSES}")
+    img = yield from iter_detector_response(dc, det, RESPONSE_KEYS[response], calibration=cal, partial=partial)
+    img.params["response"] = "mean" if response == "Mean" else response
+    if response == "Sum":
+        del img.params["response"]
+    return img
 
 
 def _sum_job(dc: DataCube, det: Detector, cal: Calibration, descan: bool, source: Any, partial: bool = False):
@@ -305,8 +277,9 @@ def _live_job(
 ):
     """Worker job: a binned preview first (when given a preview cube), then the exact image
     (the Sum: a :class:`~napari_4dstem.pipelines.VirtualResult` of the pipeline, with the recipe
-    of ``source``; the other responses a RealSpaceMap). With ``fill_in`` (lazy data) the Sum's
-    Progress steps carry the image so far and are yielded: it fills in row block by row block.
+    of ``source``; the other responses a RealSpaceMap). With ``fill_in`` (lazy data) the
+    Progress steps carry the image so far and are yielded: it fills in row block by row block
+    (every response but iCoM, which needs the whole field: ``responses.PARTIAL``).
 
     Appends the exact computation's duration (s) to ``timings``; hands its first image to
     ``first`` as soon as it is computed.
@@ -328,7 +301,7 @@ def _live_job(
     if response == "Sum":
         img = yield from _sum_job(dc, det, cal, descan, source, partial=fill_in)
     else:
-        img = yield from detector_response(dc, det, cal, response)
+        img = yield from detector_response(dc, det, cal, response, partial=fill_in)
     timings.append(time.perf_counter() - t0)
     first.put(img, t_start)
     return img
@@ -369,16 +342,39 @@ def rgb_composite(images, percentiles=(0.1, 99.9)) -> np.ndarray:
     return np.nan_to_num(np.stack(out, axis=-1)).astype(np.float32)
 
 
-def _preset_job(dc: DataCube, detectors: dict[str, Detector], cal: Calibration, source: Any = None):
-    """Worker: ``{name: (detector, pipeline result)}`` for the preset detectors (a generator: a
-    closing widget stops it between presets)."""
-    from ..engine.jobs import run_job
+def _preset_job(
+    dc: DataCube, detectors: dict[str, Detector], cal: Calibration, source: Any = None, follow: list | None = None
+):
+    """Worker: ``{name: (detector, pipeline result)}`` for the preset detectors, all in one pass over
+    the data (a generator: a closing widget stops it between blocks). Each result is the one that
+    detector alone gives (``VirtualResult.select(..., own_name=True)``).
 
-    out = {}
-    for i, (name, det) in enumerate(detectors.items()):
-        out[name] = (det, run_job(_sum_job(dc, det, cal, False, source)))
-        yield i + 1
-    return out
+    ``follow``: a one-item list holding the name of the preset whose image so far rides on the
+    Progress steps (None: no map), read at each step: the dock sets it when that preset is
+    clicked while the pass runs, and its image fills in with the pass.
+    """
+    from ..engine.jobs import PartialMap
+    from ..pipelines import VirtualImageParams, iter_virtual
+
+    names = tuple(detectors)
+    dets = tuple(detectors.values())
+
+    def fill(sums, done):
+        name = follow[0] if follow else None
+        if name not in names:
+            return None
+        return PartialMap.of(f"virtual_{name}", sums[..., names.index(name)], done, "counts")
+
+    params = VirtualImageParams(detectors=dets, names=names)
+    res = yield from iter_virtual(
+        dc,
+        virtual=params,
+        calibration=cal,
+        source=source,
+        detectors=dets,
+        partial=fill if follow is not None else False,
+    )
+    return {n: (d, res.select(n, own_name=True)) for n, d in zip(names, dets, strict=True)}
 
 
 class VirtualImagingWidget(PipelineActions, DockState, QWidget):
@@ -418,6 +414,12 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._preview = None  # 4x-binned in-memory copy for previews (large in-memory data)
         self._preview_due: DataCube | None = None  # ... to build after the first slow exact image
         self._exact_s: list[float] = []  # durations of the exact computations
+        # the presets' one pass (_precompute_presets): its worker, its detectors, and the preset
+        # whose image fills in with it ([name] or [None])
+        self._preset_worker = None
+        self._preset_dets: dict[str, Detector] = {}
+        self._preset_follow: list = [None]
+        self._preview_after_presets: DataCube | None = None  # the preview copy, built after that pass
         self._first: _FirstImage | None = None  # the running job's first image
         self._first_shown: Any = None  # the image shown last (not shown twice)
         self._first_s: list[float] = []  # how long the jobs took to their first image
@@ -431,6 +433,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.combined_result = None  # and its pipeline result
         self._combined_runner = LatestRunner(self._on_combined, self._on_combined_error)
         self._build_ui()
+        self.toolbar = DetectorToolbar(self)  # the detector kinds on the diffraction canvas (UX point 6)
         self._bind_keys()
         self._restored: Detector | None = None  # a session's detector, set once the layer is ready
         self._restored_extras: list | None = None  # ... and its extra detectors
@@ -709,7 +712,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self.status.setText(str(e))
             return
         self._preview, self._preview_due = None, dc  # built after the next exact image, if slow
-        if getattr(self, "_preset_worker", None) is not None:
+        if self._preset_worker is not None:
             self._preset_worker.quit()
         self.presets_ready = False
         self._precompute_presets(dc)
@@ -758,15 +761,22 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         return layer
 
     # -- detector <-> fields <-> shapes ---------------------------------------------------------
-    def set_detector(self, det: Detector, image=None) -> None:
+    def set_detector(self, det: Detector, image=None, follow: bool = False) -> None:
         """Compute ``det``'s image and show the detector in the fields and as shapes.
 
         The worker starts first. The Shapes update (a rebuild of the layer plus a redraw of
         the main canvas, 50-100 ms in software OpenGL) waits for the first image of the job,
         so that it cannot hold up the image on the GUI thread. With ``image`` (a precomputed
-        preset) nothing is computed: a running job is stopped and the image shown at once.
+        preset) nothing is computed: a running job is stopped and the image shown at once. With
+        ``follow`` neither: the image fills in with the presets' pass (lazy data).
         """
-        if image is None:
+        self._preset_follow[0] = None  # a preset image filling in is no longer followed
+        if follow:  # its image comes from the presets' pass (apply_preset)
+            self._pending = None
+            if self._worker is not None:
+                self._worker.quit()
+            self._last_detector = det
+        elif image is None:
             self._pending = det
             self._request()
         else:
@@ -1106,28 +1116,81 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             )
 
     def _precompute_presets(self, dc: DataCube) -> None:
-        """Compute every preset's image in a worker, so that a preset switch only shows it."""
+        """Compute every preset's image in a worker, in one pass over the data (one read of a file
+        for all six), so that a preset switch only shows it. It starts at once, beside the first
+        image's job: waiting for that job made the presets later on a 1.13 GiB memory map and the
+        first image no earlier (``benchmarks/bench_open_lazy.py``, docs/performance.md)."""
         self._preset_cache = {}
+        if self._preset_worker is not None:
+            self._preset_worker.quit()  # a pass over other data, or the same again
+            self._preset_worker = None
         cal = self.datacube()[1]
         try:
             dets = {n: self._preset(n, dc, cal) for n in PRESET_NAMES}
         except Napari4DSTEMError:
             return
+        lazy = fills_in(dc.data)
         from napari.qt.threading import create_worker
+
+        from ..engine.driver import n_blocks_for
+
+        self._preset_follow = [None]  # the preset whose image fills in with the pass (apply_preset)
+        self._preset_dets = dets
 
         def done(images, data=dc.data):
             if holds_data(self.layer, data):
                 self._preset_cache = images
                 self.presets_ready = True
+                name = self._preset_follow[0]
+                if name is not None and self._last_detector is images[name][0]:
+                    self._show(images[name][1])  # the followed preset's exact image
 
-        self._preset_worker = create_worker(
+        def finished(worker=None):
+            if self._preset_worker is worker:
+                self._preset_worker = None
+                if self._worker is None:
+                    self.progress.setVisible(False)
+                    self.cancel_btn.setEnabled(False)
+                due, self._preview_after_presets = self._preview_after_presets, None
+                if due is not None and holds_data(self.layer, due.data):
+                    self._build_preview(due)  # waited for the presets' pass (_show)
+
+        worker = create_worker(
             _preset_job,
             dc,
             dets,
             cal,
             layer_source(self.layer),
-            _progress={"total": len(dets), "desc": "preset images"},
-            _connect={"returned": guarded(self, done), "errored": guarded(self, self._on_error)},
+            self._preset_follow if lazy else None,
+            _progress={"total": n_blocks_for(dc.data), "desc": "preset images"},
+            _connect={
+                "returned": guarded(self, done),
+                "yielded": guarded(self, self._on_preset_progress),
+                "errored": guarded(self, self._on_error),
+            },
+        )
+        worker.finished.connect(guarded(self, lambda w=worker: finished(w)))
+        self._preset_worker = worker
+
+    def _on_preset_progress(self, p) -> None:
+        """The one pass of the presets on lazy data: when a preset was clicked while it runs, its
+        image so far (exact rows, the rest empty) and the dock's progress bar."""
+        name = self._preset_follow[0]
+        if name is None or self._worker is not None or self._last_detector is not self._preset_dets.get(name):
+            return
+        top = max(int(p.total), 1)
+        self.progress.setVisible(True)
+        self.progress.setRange(0, top)
+        self.progress.setValue(min(int(p.done), top))
+        self.progress.setFormat(f"preset images: {p.done} / {p.total} blocks")
+        pm = p.partial
+        if pm is None or pm.fraction >= 1.0:
+            return
+        self.filled_in.append(pm.fraction)
+        self.realspace.set_image(
+            pm.data,
+            self.datacube()[1],
+            title=f"virtual image: {name} filling in, {pm.fraction:.0%} exact (one pass for all presets)",
         )
 
     def show_rgb(self, names: tuple[str, str, str] | None = None) -> np.ndarray | None:
@@ -1329,10 +1392,25 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         """BF / ABF / LAADF / ADF / HAADF / Full: the precomputed image when it is in (no
         recompute), else computed now."""
         cached = getattr(self, "_preset_cache", {}).get(name)
-        if cached is not None and not self.descan.isChecked() and self._response() == "Sum":
+        plain = not self.descan.isChecked() and self._response() == "Sum"
+        if cached is not None and plain:
             det, res = cached
             self.set_detector(det, image=res)
             return
+        try:
+            lazy = self.layer is not None and fills_in(self.datacube()[0].data)
+        except Napari4DSTEMError:
+            lazy = False
+        if plain and lazy:
+            # lazy data, the presets' one pass running: this preset's image fills in with that
+            # pass (one read of the file for all presets, not one more)
+            if self._preset_worker is not None and name in self._preset_dets:
+                det = self._preset_dets[name]
+                self.set_detector(det, follow=True)
+                self._preset_follow[0] = name
+                self.cancel_btn.setEnabled(True)
+                self.status.setText(f"{name}: filling in with the presets' pass...")
+                return
         try:
             dc, cal = self.datacube()
             det = self._preset(name, dc, cal)
@@ -1367,6 +1445,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 self._worker.quit()
             return
         det, self._pending = self._pending, None
+        self._preset_follow[0] = None  # a new detector: the presets' pass is no longer shown
         from napari.qt.threading import create_worker
 
         try:
@@ -1389,6 +1468,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         slow = bool(self._exact_s) and self._exact_s[-1] > PREVIEW_ABOVE_S
         response = self._response()
         use_preview = slow and self._preview is not None and not self.descan.isChecked() and response == "Sum"
+        self._job_response = response  # how its image fills in (_on_progress)
         self._shown = False
         self._first_soon = use_preview or (bool(self._exact_s) and self._exact_s[-1] < FIRST_SOON_S)
         first = self._first = _FirstImage()
@@ -1403,7 +1483,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             first,
             response,
             layer_source(self.layer),
-            lazy and response == "Sum",
+            lazy,
             _connect={
                 "returned": self._on_image,
                 "yielded": self._on_yielded,
@@ -1451,7 +1531,12 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 publish_virtual_image(self.viewer, "virtual image", self._last_detector, item)
             due, self._preview_due = self._preview_due, None
             if due is not None and self._exact_s and self._exact_s[-1] > PREVIEW_ABOVE_S:
-                self._build_preview(due)
+                if self._preset_worker is not None:
+                    # the presets' pass first (a preset click waits for it), then the preview copy:
+                    # two passes at once over a lazy file each went at half speed
+                    self._preview_after_presets = due
+                else:
+                    self._build_preview(due)
         self._after_image()
 
     def _scan_cal(self, img) -> Calibration:
@@ -1477,7 +1562,14 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.progress.setRange(0, top)
         self.progress.setValue(min(int(p.done), top))
         self.progress.setFormat(f"virtual image: {p.done} / {p.total} blocks")
+        from ..analysis.virtual.responses import PARTIAL
+
+        response = getattr(self, "_job_response", "Sum")
+        kind = PARTIAL[RESPONSE_KEYS[response]]
         pm = p.partial
+        if kind is None:  # iCoM: the Fourier integration needs the whole field
+            self.status.setText(f"{response}: integrates the whole CoM field, shown once every block is read")
+            return
         if pm is None or pm.fraction >= 1.0:
             return
         data = pm.data
@@ -1486,9 +1578,13 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         if self._shown and prev is not None and prev.data.shape == data.shape:
             data = np.where(np.isnan(data), prev.data, data).astype(np.float32)
             below = "the preview below"
+        if kind == "neighbours":
+            below += "; a row waits for the next one, its derivatives need both neighbours"
+        head = "virtual image" if response == "Sum" else f"virtual image ({response})"
+        what = "exact" if kind != "provisional" else "read, from the mean CoM of those so far"
         self.filled_in.append(pm.fraction)
         self.realspace.set_image(
-            data, self.datacube()[1], title=f"virtual image: filling in, {pm.fraction:.0%} exact ({below})"
+            data, self.datacube()[1], title=f"{head}: filling in, {pm.fraction:.0%} {what} ({below})"
         )
 
     def _on_image(self, result) -> None:
@@ -1533,6 +1629,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._pending = None
         if self._worker is not None:
             self._worker.quit()
+            self.status.setText("cancelled")
+        if self._preset_follow[0] is not None and self._preset_worker is not None:
+            # a preset filling in with the presets' pass: that pass stops (presets then on demand)
+            self._preset_worker.quit()
             self.status.setText("cancelled")
 
     # -- scan position and region ---------------------------------------------------------------
@@ -1675,9 +1775,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
     def closeEvent(self, event) -> None:
         self._unbind_keys()
+        self.toolbar.close()
         self.pattern_stats.close_runner()
         if getattr(self, "_preset_worker", None) is not None:
-            self._preset_worker.quit()  # a generator: stops between presets
+            self._preset_worker.quit()  # a generator: stops between blocks
         self.cancel()
         if self._worker is not None:
             self._worker.await_workers() if hasattr(self._worker, "await_workers") else None

@@ -12,5 +12,6 @@ from __future__ import annotations
 from ..._lazy import lazy_modules
 
 __getattr__, __dir__ = lazy_modules(
-    __name__, ("detectors", "images", "preview", "com", "dpc", "calibration", "origin", "statistics", "transforms")
+    __name__,
+    ("detectors", "images", "preview", "com", "dpc", "calibration", "origin", "statistics", "transforms", "responses"),
 )

@@ -9,6 +9,7 @@ are DPC signals: see :mod:`napari_4dstem.analysis.virtual.dpc`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import RealSpaceMap
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, eager, job_doc
+from ...engine.jobs import Job, PartialMap, eager, job_doc
 from ...engine.kernels import as_kernel_input, com_block, com_weighted_block
 from .detectors import Detector
 from .images import NAN_POLICIES, NonFiniteDataError, as_datacube
@@ -49,6 +50,7 @@ def iter_center_of_mass(
     nan_policy: str = "raise",
     scan_chunk: tuple[int, int] | None = None,
     backend: Any = None,
+    partial: Callable[[np.ndarray, np.ndarray], PartialMap] | None = None,
 ) -> Job[RealSpaceMap]:
     """Job: centre of mass and total intensity of every pattern.
 
@@ -62,6 +64,10 @@ def iter_center_of_mass(
     nan_policy : {"raise", "propagate"}
         Float data with NaN/inf in a pattern: raise :class:`NonFiniteDataError`, or NaN.
     %(scan_chunk)s
+    partial : callable, optional
+        ``partial(com, done) -> PartialMap``: a map so far from the COM array so far
+        ``(scan_y, scan_x, 3)`` (com_y, com_x, intensity) and the boolean scan mask of the
+        patterns computed, attached to the Progress steps (maps filling in).
 
     Yields
     ------
@@ -106,6 +112,7 @@ def iter_center_of_mass(
         scan_chunk=scan_chunk,
         backend=backend,
         message="centre of mass",
+        partial=partial,
     )
     if cube.dtype.kind == "f" and nan_policy == "raise":
         bad = ~np.isfinite(out[..., 2])

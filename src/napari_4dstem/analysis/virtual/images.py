@@ -16,7 +16,7 @@ integer data. See ``docs/virtual-imaging.md``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -207,7 +207,7 @@ def iter_virtual_images(
     names: Sequence[str] | None = None,
     scan_chunk: tuple[int, int] | None = None,
     backend: Any = None,
-    partial: bool = False,
+    partial: bool | Callable[[np.ndarray, np.ndarray], PartialMap] = False,
 ) -> Job[RealSpaceMap]:
     """Job: several virtual images in one pass over the data (one channel per detector).
 
@@ -227,9 +227,11 @@ def iter_virtual_images(
     names : sequence of str, optional
         Channel names; by default the detector kinds (``"disk"``, ``"annulus_2"``...).
     %(scan_chunk)s
-    partial : bool
+    partial : bool or callable
         Attach the first channel's image so far to the Progress steps (``Progress.partial``, NaN
-        where not computed yet): the image fills in block by block while the job runs.
+        where not computed yet): the image fills in block by block while the job runs. A
+        callable ``partial(sums, done) -> PartialMap`` makes the map from the sums so far
+        ``(scan_y, scan_x, n_detectors)`` and the boolean scan mask of the patterns computed.
 
     Yields
     ------
@@ -298,7 +300,7 @@ def iter_virtual_images(
         scan_chunk=scan_chunk,
         backend=backend,
         message="virtual image",
-        partial=_first_channel(names[0]) if partial else None,
+        partial=(partial if callable(partial) else _first_channel(names[0])) if partial else None,
     )
     if cube.dtype.kind == "f":
         img = _handle_nonfinite(cube, img, specs, scan_kwargs, (r0, r1), nan_policy)

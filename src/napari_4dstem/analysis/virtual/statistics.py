@@ -21,7 +21,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import RealSpaceMap
 from ...engine.driver import map_scan
-from ...engine.jobs import Job, eager, job_doc
+from ...engine.jobs import Job, PartialMap, eager, job_doc
 from ...errors import Napari4DSTEMError
 from .detectors import Detector
 from .images import as_datacube
@@ -58,6 +58,7 @@ def iter_detector_statistic(
     calibration: Calibration | None = None,
     scan_chunk: tuple[int, int] | None = None,
     backend: Any = None,
+    partial: bool = False,
 ) -> Job[RealSpaceMap]:
     """Job: ``statistic`` of every pattern's pixels under ``detector``.
 
@@ -71,6 +72,9 @@ def iter_detector_statistic(
     calibration : Calibration, optional
         Recorded with the result (defaults to the DataCube's).
     %(scan_chunk)s
+    partial : bool
+        Attach the map so far to the Progress steps (``Progress.partial``, NaN where not
+        computed yet): it fills in block by block, each pattern's value final once read.
 
     Yields
     ------
@@ -113,6 +117,7 @@ def iter_detector_statistic(
         scan_chunk=scan_chunk,
         backend=backend,
         message=f"detector {statistic}",
+        partial=(lambda out, done: PartialMap.of(f"virtual_{statistic}", out, done, "counts")) if partial else None,
     )
     params = {"detector": detector.to_params(), "response": statistic, "dtype": str(cube.dtype)}
     return RealSpaceMap(out, name=f"virtual_{statistic}", units="counts", calibration=cal, params=params)
