@@ -82,24 +82,28 @@ def _progress(label: str):
     return report
 
 
-def multislice_scans(scan: tuple[int, int], cache: Path | None, thicknesses_A=STO_THICKNESSES_A):
+def multislice_scans(scan: tuple[int, int], cache: Path | None, thicknesses_A=STO_THICKNESSES_A, seed: int = 31):
     """The SrTiO3 scans (one pass for all ``thicknesses_A``; the thin one alone is the same
     scan: the same draws, the same first slices, five times faster)."""
     from napari_4dstem.nn.evaluate import load_scans, make_multislice_strained_scan, save_scans
 
     tag = "" if tuple(thicknesses_A) == STO_THICKNESSES_A else "-" + "-".join(f"{t:g}A" for t in thicknesses_A)
-    path = None if cache is None else cache / f"SrTiO3-160-seed31-{scan[0]}x{scan[1]}{tag}.npz"
+    path = None if cache is None else cache / f"SrTiO3-160-seed{seed}-{scan[0]}x{scan[1]}{tag}.npz"
     if path is not None and path.is_file():
         scans, _ = load_scans(path)
         return scans
     t0 = time.perf_counter()
     scans = make_multislice_strained_scan(
-        crystal=srtio3(), thicknesses_A=thicknesses_A, scan_shape=scan, progress=_progress("SrTiO3"), **STO
+        crystal=srtio3(),
+        thicknesses_A=thicknesses_A,
+        scan_shape=scan,
+        progress=_progress("SrTiO3"),
+        **{**STO, "seed": seed},
     )
     print(f"simulated SrTiO3 {scan} in {time.perf_counter() - t0:.0f} s", flush=True)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_scans(path, scans, crystal="SrTiO3", thicknesses_A=thicknesses_A, **STO)
+        save_scans(path, scans, crystal="SrTiO3", thicknesses_A=thicknesses_A, **{**STO, "seed": seed})
     return scans
 
 
@@ -321,13 +325,13 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__" and "--simulate-only" in sys.argv:
-    # --simulate-only {sto,tio2-held-out,tio2-tune} NY NX DIR: fill the cache, score nothing
+    # --simulate-only {sto,sto-thin[:SEED],tio2-held-out,tio2-tune} NY NX DIR: fill the cache, score nothing
     i = sys.argv.index("--simulate-only")
     what, shape, where = sys.argv[i + 1], (int(sys.argv[i + 2]), int(sys.argv[i + 3])), Path(sys.argv[i + 4])
     if what == "sto":
         multislice_scans(shape, where)
-    elif what == "sto-thin":
-        multislice_scans(shape, where, STO_THICKNESSES_A[:1])
+    elif what.startswith("sto-thin"):  # sto-thin or sto-thin:SEED
+        multislice_scans(shape, where, STO_THICKNESSES_A[:1], seed=int(what.partition(":")[2] or 31))
     else:
         tio2_scans(what.removeprefix("tio2-"), shape, where)
     raise SystemExit(0)
