@@ -172,7 +172,6 @@ def finetune_models(tune_scan, *, epochs: int, n_patterns: int, work: Path) -> d
     cfg = FineTuneConfig(n_patterns=n_patterns, epochs=epochs, threads=2)
     version = f"e{epochs}-n{n_patterns}"
     target = work / "models" / f"ood-tio2-{version}.pt"
-    t0 = time.perf_counter()
     if not target.is_file():
         res = run_job(iter_finetune(tune_scan.datacube, tune_scan.probe, name="ood-tio2", version=version, config=cfg))
         print(
@@ -181,7 +180,7 @@ def finetune_models(tune_scan, *, epochs: int, n_patterns: int, work: Path) -> d
             flush=True,
         )
     else:
-        print(f"reusing {target} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(f"reusing {target}", flush=True)
     return {"default": load_model(DEFAULT_MODEL), "fine-tuned": load_model(f"ood-tio2@{version}")}
 
 
