@@ -66,7 +66,7 @@ def make_multislice_strained_scan(
     from ..simulation.labels import structure_factor_label
     from ..simulation.multislice import MultisliceEngine
     from ..simulation.samples import planted_strain, zone_axis_rotation
-    from .synthetic import ThickScan, truth_strain_map
+    from .synthetic import ThickScan, planted_reference, truth_strain_map
 
     rng = np.random.default_rng(seed)
     cr = load_crystal(crystal)
@@ -137,7 +137,7 @@ def make_multislice_strained_scan(
     )
     strain = truth_strain_map(st, cal)
     probe_img = DiffractionImage((per_pattern * probe).astype(np.float32), name="probe", calibration=cal)
-    ref = (0, max(1, ny // 4), 0, max(1, nx // 4))
+    ref = planted_reference(scan_shape)
     out = []
     for it, t in enumerate(thicknesses_A):
         visible = disk_mean[it] >= min_disk_counts
@@ -254,7 +254,7 @@ def compare_on_scan(
         r = score_detection(bp, list(scan.centers))
         if name != "correlation":
             r["out_of_domain"] = list(bp.params.get("out_of_domain", []))
-        r.update(strain_rmse(bp, scan.strain.data, reference=scan.reference))
+        r.update(strain_rmse(bp, scan.strain.data, reference=scan.reference, centres=scan.centers))
         shape = scan.datacube.data.shape
         r["patterns_per_s"] = shape[0] * shape[1] / dt
         out[name] = r

@@ -7,7 +7,7 @@ from scipy.optimize import linear_sum_assignment
 
 from ..data.results import BraggPeaks
 
-__all__ = ["match_disks", "score_detection", "strain_rmse"]
+__all__ = ["lattice_error", "match_disks", "score_detection", "strain_rmse"]
 
 
 def match_disks(pred: np.ndarray, true: np.ndarray, tol_px: float) -> np.ndarray:
@@ -55,10 +55,51 @@ def score_detection(pred_lists, true_lists, *, tols=(0.5, 1.0)) -> dict[str, flo
     return out
 
 
-def strain_rmse(peaks: BraggPeaks, truth: np.ndarray, *, reference, exclude_reference=False) -> dict:
+def _peaks_from_centres(centres, like: BraggPeaks) -> BraggPeaks:
+    """True disk centres ``(n_pos, m, 2)`` (NaN rows: none) as BraggPeaks like ``like``; the
+    disk nearest the detector centre is the "strongest" (the origin of the indexing)."""
+    shape = like.params.get("detector_shape")
+    mid = np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2]) if shape is not None else np.zeros(2)
+    rows = [c[np.all(np.isfinite(c), axis=1)] for c in centres]
+    off = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    yx = np.concatenate(rows) if off[-1] else np.zeros((0, 2))
+    w = 1.0 / (1.0 + np.hypot(yx[:, 0] - mid[0], yx[:, 1] - mid[1]))
+    return BraggPeaks(
+        like.scan_shape, off, yx[:, 0], yx[:, 1], w, np.full(len(yx), np.nan),
+        calibration=like.calibration, params=dict(like.params),
+    )  # fmt: skip
+
+
+def lattice_error(fit, true_peaks: BraggPeaks) -> dict:
+    """The error of per-pattern lattice vectors ``fit`` (a LatticeFit) against the exact ones
+    (``true_peaks``, the true disk centres of the same patterns, fitted with the same basis,
+    equal weights, every disk), split into the part **common** to all patterns (a bias of the
+    detector path that a strain reference from the same scan subtracts) and the
+    **pattern-to-pattern scatter** around it (what the strain map shows). Pixels:
+    ``g_rmse_px`` (all), ``g_common_px`` (the rms of the mean error of g1 and g2),
+    ``g_scatter_px`` (the rms deviation from it, per vector)."""
+    from ..analysis.bragg.lattice import fit_lattice
+
+    tf = fit_lattice(true_peaks, fit.lattice, weights="uniform", outlier_sigma=np.inf)
+    g = np.concatenate([fit.g1, fit.g2], -1).reshape(-1, 2, 2)
+    gt = np.concatenate([tf.g1, tf.g2], -1).reshape(-1, 2, 2)
+    e = g - gt
+    e = e[np.all(np.isfinite(e), axis=(1, 2))]
+    if not len(e):
+        return {"g_rmse_px": float("nan"), "g_common_px": float("nan"), "g_scatter_px": float("nan")}
+    common = e.mean(0)
+    return {
+        "g_rmse_px": float(np.sqrt(np.mean(np.sum(e**2, -1)))),
+        "g_common_px": float(np.sqrt(np.mean(np.sum(common**2, -1)))),
+        "g_scatter_px": float(np.sqrt(np.mean(np.sum((e - common) ** 2, -1)))),
+    }
+
+
+def strain_rmse(peaks: BraggPeaks, truth: np.ndarray, *, reference, exclude_reference=False, centres=None) -> dict:
     """Strain from ``peaks`` (automatic lattice, per-pattern fits, true strain against the
     ``reference`` rectangle) and its RMS error against ``truth (scan_y, scan_x, >=3)``
-    (e_xx, e_yy, e_xy). Failed fits count in ``valid_fraction``, not in the RMSE."""
+    (e_xx, e_yy, e_xy). Failed fits count in ``valid_fraction``, not in the RMSE. With the true
+    disk ``centres`` ``(n_pos, m, 2)`` also the lattice-vector error (:func:`lattice_error`)."""
     from ..analysis.bragg.disks import bragg_vector_map, origin_from_peaks
     from ..analysis.bragg.lattice import LatticeError, find_lattice, fit_lattice
     from ..analysis.bragg.strain import StrainError, strain_from_lattice
@@ -78,7 +119,11 @@ def strain_rmse(peaks: BraggPeaks, truth: np.ndarray, *, reference, exclude_refe
     err = est - truth[..., :3]
     ok = np.all(np.isfinite(err), axis=-1)
     e = err[ok]
+    extra = {}
+    if centres is not None:
+        extra = lattice_error(fit, _peaks_from_centres(centres, peaks))
     return {
+        **extra,
         "strain_rmse": float(np.sqrt(np.mean(e**2))) if len(e) else float("nan"),
         "e_xx_rmse": float(np.sqrt(np.mean(e[:, 0] ** 2))) if len(e) else float("nan"),
         "e_yy_rmse": float(np.sqrt(np.mean(e[:, 1] ** 2))) if len(e) else float("nan"),

@@ -33,6 +33,7 @@ from ..simulation.samples import accumulate_disks, planted_strain, soft_disk
 __all__ = [
     "ThickScan",
     "make_thick_strained_scan",
+    "planted_reference",
     "render_label",
     "render_proxy",
     "simulate_training_patterns",
@@ -260,6 +261,18 @@ def write_training_shards(
         },
     )
     return paths
+
+
+def planted_reference(scan_shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The rectangle ``(row0, row1, col0, col1)`` where :func:`planted_strain` is exactly zero:
+    every such pattern and only those (rows and columns up to a quarter of the scan, inclusive).
+
+    The strain reference of the held-out scans: the median lattice of all of them, so the error
+    of one reference pattern is not added to every strain value (a 5x5 scan has 4 such patterns;
+    ``ny // 4`` rows would keep 1).
+    """
+    ny, nx = (int(v) for v in scan_shape)
+    return (0, min(ny, ny // 4 + 1), 0, min(nx, nx // 4 + 1))
 
 
 def truth_strain_map(st: dict, calibration: Calibration) -> RealSpaceMap:
