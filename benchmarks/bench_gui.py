@@ -13,7 +13,8 @@ slot and painted every canvas), so the figure is what the user waits for:
 - scan step with the Bragg dock live (detection in a worker) | napari alone: the same step;
   also the GUI thread's own CPU time per step (the stall detector's measure; steadier than
   wall time on a loaded machine) for both docks and napari alone
-- preset switch (precomputed) | the same preset computed on demand (the cache cleared)
+- preset switch (precomputed) | the same preset computed on demand (the cache cleared), and
+  napari alone setting a Shapes layer's data to a detector outline; the GUI CPU of a switch
 - busy indicator after starting a job: Bragg "Find disks in all patterns" click -> Cancel
   enabled and a progress bar shown
 
