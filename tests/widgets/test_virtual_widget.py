@@ -239,6 +239,54 @@ def test_presets_are_precomputed_and_switch_without_a_job(widget, qtbot, stall_d
     np.testing.assert_allclose(w.last_image.data, total, rtol=1e-6)
 
 
+def test_a_preset_switch_refreshes_the_outline_once_and_builds_no_shader(widget, qtbot, monkeypatch, stall_detector):
+    """UX point 8 (switch <= 50 ms): a precomputed preset redraws the detector outline with one
+    refresh of its layer and one dims update of the viewer (napari's ``Shapes.data`` setter did
+    three and two: 18 ms of GUI CPU a switch), and its meshes keep their shader programs (vispy
+    built a new colour function at every update: two programs compiled and linked again at the
+    next draw, 15-17 ms in software OpenGL). The outline drawn is still the preset's."""
+    from napari.components.viewer_model import ViewerModel
+    from vispy.visuals.shaders.program import ModularProgram
+
+    from napari_4dstem.widgets.virtual import PRESET_NAMES
+
+    viewer, w = widget
+    qtbot.waitUntil(lambda: w.presets_ready and w._worker is None, timeout=60000)
+    layer = viewer.layers[DETECTOR_LAYER]
+    for name in PRESET_NAMES:  # every kind of outline drawn once (its first programs built)
+        w.apply_preset(name)
+        qtbot.wait(20)
+        stall_detector.step()
+    counts = {"set_data": 0, "dims": 0, "builds": 0}
+    layer.events.set_data.connect(lambda e=None: counts.__setitem__("set_data", counts["set_data"] + 1))
+    on_change, build = ViewerModel._on_layers_change, ModularProgram._build
+
+    def counted_on_change(self, *a, **k):
+        if self is getattr(viewer, "__wrapped__", viewer):
+            counts["dims"] += 1
+        return on_change(self, *a, **k)
+
+    def counted_build(self, *a, **k):
+        counts["builds"] += 1
+        return build(self, *a, **k)
+
+    monkeypatch.setattr(ViewerModel, "_on_layers_change", counted_on_change)
+    monkeypatch.setattr(ModularProgram, "_build", counted_build)
+    names = ("HAADF", "BF", "ADF", "ABF", "LAADF", "Full", "BF", "HAADF")
+    for name in names:
+        w.apply_preset(name)
+        assert w._worker is None and w._pending is None  # stored, nothing computed
+        qtbot.wait(20)  # both canvases draw
+        stall_detector.step()
+        shapes, types = detector_to_shapes(w._last_detector)
+        assert layer.shape_type == types
+        for got, want in zip(layer.data, shapes, strict=True):
+            np.testing.assert_allclose(got, want, atol=1e-4)
+        drawn = _outline_vertices(viewer, layer)
+        assert np.ptp(drawn[:, 0]) == pytest.approx(max(np.ptp(v[:, 0]) for v in shapes), abs=1.0)
+    assert counts == {"set_data": len(names), "dims": len(names), "builds": 0}
+
+
 def test_display_controls_scale_range_and_statistics(widget, qtbot, stall_detector):
     """Lin/Log/Sqrt and percentile ranges are visible controls in the dock applied to the stored
     image on the Real space canvas (no recompute); the statistics line gives min/max/mean/sum/std

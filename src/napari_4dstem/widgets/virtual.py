@@ -757,6 +757,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             edge_width=1,
             **cal.napari_kwargs("k"),
         )
+        from ._multiview import steady_mesh_shaders
+
+        steady_mesh_shaders(self.viewer, layer)  # no shader rebuild at each preset switch
         layer.events.set_data.connect(self._on_shapes_edited)
         return layer
 
@@ -838,13 +841,16 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         layer = self._detector_layer()
         self._show_mask(det if isinstance(det, MaskDetector) else None)
         data, types = ([], []) if isinstance(det, MaskDetector) else detector_to_shapes(det)
+        from ._multiview import replace_shapes
+
         self._syncing = True
         try:
             # one rebuild: (vertices, type) pairs set both; setting ``shape_type`` after
-            # ``data`` or calling ``refresh`` would triangulate everything again. The layer's
-            # ``set_data`` event must fire: napari's canvas redraws the outline on it (blocking
-            # it left the detector undrawn); ``_syncing`` keeps our own handler out
-            layer.data = list(zip(data, types, strict=True))
+            # ``data`` would triangulate everything again. The layer's ``set_data`` event must
+            # fire: napari's canvas redraws the outline on it (blocking it left the detector
+            # undrawn); ``_syncing`` keeps our own handler out. One refresh of the layer and
+            # one dims update of the viewer, where napari's setter does three and two
+            replace_shapes(self.viewer, layer, list(zip(data, types, strict=True)))
         finally:
             self._syncing = False
 
