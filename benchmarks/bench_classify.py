@@ -1,6 +1,6 @@
 """Structure classification: accuracy on the hard cases and speed, against PCA + k-means.
 
-    python benchmarks/bench_classify.py [--scan 40] [--det 96] [--cases all] [--speed]
+    python benchmarks/bench_classify.py [--scan 40] [--det 96] [--cases all] [--seeds 9001,9002] [--speed]
 
 Accuracy. Every case is drawn by a generator of its own (this file: the kinematic engine
 ``napari_4dstem.simulation.kinematic.excited_reflections`` on bundled crystals, 300 kV,
@@ -303,13 +303,17 @@ def main(argv=None):
     ap.add_argument("--det", type=int, default=96)
     ap.add_argument("--cases", default="all")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds, each drawn as --seed draws (e.g. 9001,9002)")
     ap.add_argument("--features", default="pattern", help="feature kind of our classification")
     ap.add_argument("--speed", action="store_true", help="also the 2 GiB speed/RSS run")
     ap.add_argument("--no-accuracy", action="store_true")
     args = ap.parse_args(argv)
     out = {}
     if not args.no_accuracy:
-        out["accuracy"] = run_accuracy(args.scan, args.det, args.cases, args.seed, args.features)
+        seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else [args.seed]
+        out["accuracy"] = [
+            row for seed in seeds for row in run_accuracy(args.scan, args.det, args.cases, seed, args.features)
+        ]
     if args.speed:
         with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
             out["speed"] = run_speed(Path(tmp))
