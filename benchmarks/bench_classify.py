@@ -1,6 +1,6 @@
 """Structure classification: accuracy on the hard cases and speed, against PCA + k-means.
 
-    python benchmarks/bench_classify.py [--scan 40] [--det 96] [--cases all] [--speed]
+    python benchmarks/bench_classify.py [--scan 40] [--det 96] [--cases all] [--seeds 9001,9002] [--speed]
 
 Accuracy. Every case is drawn by a generator of its own (this file: the kinematic engine
 ``napari_4dstem.simulation.kinematic.excited_reflections`` on bundled crystals, 300 kV,
@@ -183,7 +183,7 @@ def baseline(data, k, seed=0):
     return KMeans(k, n_init=10, random_state=seed).fit_predict(z).reshape(data.shape[:2])
 
 
-def run_accuracy(scan, det, which, seed, features="pattern"):
+def run_accuracy(scan, det, which, seed, features="pattern", maf=0):
     from sklearn.metrics import adjusted_rand_score as ari
 
     rows = []
@@ -197,10 +197,10 @@ def run_accuracy(scan, det, which, seed, features="pattern"):
         k = len(phases)
         t = time.perf_counter()
         fp = FeatureParams(features)
-        r = classify(data, features=fp, params=ClassifyParams(), class_means=False)
+        r = classify(data, features=fp, params=ClassifyParams(maf=maf), class_means=False)
         t_ours = time.perf_counter() - t
         t = time.perf_counter()
-        rk = classify(data, features=fp, params=ClassifyParams(n_classes=k), class_means=False)
+        rk = classify(data, features=fp, params=ClassifyParams(n_classes=k, maf=maf), class_means=False)
         t_ours_k = time.perf_counter() - t
         t = time.perf_counter()
         b = baseline(data, k)
@@ -216,6 +216,7 @@ def run_accuracy(scan, det, which, seed, features="pattern"):
             "case": name,
             "seed": seed + ci,
             "features": features,
+            "maf": maf,
             "dose": dose,
             "true_k": k,
             "ours_k": r.n_classes,
@@ -303,13 +304,20 @@ def main(argv=None):
     ap.add_argument("--det", type=int, default=96)
     ap.add_argument("--cases", default="all")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds, each drawn as --seed draws (e.g. 9001,9002)")
     ap.add_argument("--features", default="pattern", help="feature kind of our classification")
+    ap.add_argument("--maf", type=int, default=0, help="ClassifyParams.maf of our classification (0: off)")
     ap.add_argument("--speed", action="store_true", help="also the 2 GiB speed/RSS run")
     ap.add_argument("--no-accuracy", action="store_true")
     args = ap.parse_args(argv)
     out = {}
     if not args.no_accuracy:
-        out["accuracy"] = run_accuracy(args.scan, args.det, args.cases, args.seed, args.features)
+        seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else [args.seed]
+        out["accuracy"] = [
+            row
+            for seed in seeds
+            for row in run_accuracy(args.scan, args.det, args.cases, seed, args.features, args.maf)
+        ]
     if args.speed:
         with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
             out["speed"] = run_speed(Path(tmp))

@@ -476,3 +476,22 @@ def test_boundary_band_and_thickness_terrace_do_not_make_classes():
         data, features=FeatureParams("pattern", inner_px=5), params=replace(p, min_width=0), class_means=False
     )
     assert r0.n_classes == 3
+
+
+def test_maf_factors_put_large_regions_before_narrow_terraces_of_larger_variance():
+    # three feature directions on a 24 x 24 scan: a two-region class map (left/right halves, step 1),
+    # terraces 2 px wide alternating between two levels 2 apart (four times the class's variance), noise
+    from napari_4dstem.analysis.classify.model import maf_factors
+
+    sy = sx = 24
+    rng = np.random.default_rng(1)
+    jj = np.tile(np.arange(sx), (sy, 1))
+    cls = (jj >= sx // 2).astype(float)
+    stair = 2.0 * (jj // 2 % 2)
+    z = np.stack([stair, cls, np.zeros_like(cls)], -1).reshape(-1, 3) + 0.05 * rng.standard_normal((sy * sx, 3))
+    assert z[:, 0].var() > 3 * z[:, 1].var()  # the terraces have the larger variance: PCA puts it first
+    f = maf_factors(z, (sy, sx), 2)
+    assert f.shape == (sy * sx, 2)
+    # the first factor is the class map (up to sign and scale), the second the terraces
+    assert abs(np.corrcoef(f[:, 0], cls.ravel())[0, 1]) > 0.99
+    assert abs(np.corrcoef(f[:, 1], stair.ravel())[0, 1]) > 0.99
