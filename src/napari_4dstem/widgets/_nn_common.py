@@ -13,7 +13,7 @@ import importlib.util
 import time
 
 import numpy as np
-from qtpy.QtWidgets import QComboBox, QWidget
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QWidget
 
 from ._common import guarded, models_changed
 
@@ -22,6 +22,25 @@ from ._common import guarded, models_changed
 # several times a second (one block of the whole scan gave no progress for 87 s)
 NN_BLOCK = 4
 TORCH_HINT = "the neural network needs PyTorch: pip install 'napari-4dstem[nn]'"
+
+
+def threshold_boxes() -> tuple[QDoubleSpinBox, QDoubleSpinBox]:
+    """The network's two peak thresholds as spin boxes, with the library's defaults: minimum
+    relative height (0.1) and minimum disk significance in noise standard deviations (5, 0 = off)."""
+    min_rel = QDoubleSpinBox()
+    min_rel.setRange(0.0, 1.0)
+    min_rel.setDecimals(3)
+    min_rel.setValue(0.1)
+    min_sig = QDoubleSpinBox()
+    min_sig.setRange(0.0, 100.0)
+    min_sig.setDecimals(1)
+    min_sig.setValue(5.0)
+    min_sig.setSpecialValueText("off")
+    min_sig.setToolTip(
+        "keep a peak only where the pattern holds a disk this many noise standard "
+        "deviations above the local background (0: keep every peak the network marks)"
+    )
+    return min_rel, min_sig
 
 
 def torch_available() -> bool:

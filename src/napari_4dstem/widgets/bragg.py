@@ -47,7 +47,15 @@ from ._common import (
     responsive_chunk,
     scan_position,
 )
-from ._nn_common import NN_BLOCK, TORCH_HINT, ModelPicker, nn_pattern_job, nn_scan_chunk, torch_available
+from ._nn_common import (
+    NN_BLOCK,
+    TORCH_HINT,
+    ModelPicker,
+    nn_pattern_job,
+    nn_scan_chunk,
+    threshold_boxes,
+    torch_available,
+)
 from ._pipeline import (
     PipelineActions,
     layer_source,
@@ -293,15 +301,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         # the network's choices (the NN dock's names and defaults); the model list is read in a
         # worker, and only with torch there (the registry imports it)
         self.model_combo = ModelPicker(self._error) if self.has_torch else QComboBox()
-        self.nn_min_rel = QDoubleSpinBox()
-        self.nn_min_rel.setRange(0.0, 1.0)
-        self.nn_min_rel.setDecimals(3)
-        self.nn_min_rel.setValue(0.1)
-        self.nn_min_sig = QDoubleSpinBox()
-        self.nn_min_sig.setRange(0.0, 100.0)
-        self.nn_min_sig.setDecimals(1)
-        self.nn_min_sig.setValue(5.0)
-        self.nn_min_sig.setSpecialValueText("off")
+        self.nn_min_rel, self.nn_min_sig = threshold_boxes()
         self.nn_box = QWidget()
         nf = QFormLayout(self.nn_box)
         nf.setContentsMargins(0, 0, 0, 0)

@@ -22,7 +22,6 @@ import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -43,7 +42,7 @@ from ._common import (
     models_changed,
     scan_position,
 )
-from ._nn_common import NN_BLOCK, ModelPicker, nn_pattern_job, nn_scan_chunk
+from ._nn_common import NN_BLOCK, ModelPicker, nn_pattern_job, nn_scan_chunk, threshold_boxes
 from ._pipeline import PipelineActions, layer_source, probe_of_layer
 from ._plot import TrainingPlot
 from ._region import REGION_SHAPES
@@ -91,19 +90,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.layer_combo = CubePicker(viewer)
         self.probe_combo = QComboBox()
         self.model_combo = ModelPicker(self._error)  # listed in a worker, again after a training
-        self.min_rel = QDoubleSpinBox()
-        self.min_rel.setRange(0.0, 1.0)
-        self.min_rel.setDecimals(3)
-        self.min_rel.setValue(0.1)
-        self.min_sig = QDoubleSpinBox()
-        self.min_sig.setRange(0.0, 100.0)
-        self.min_sig.setDecimals(1)
-        self.min_sig.setValue(5.0)
-        self.min_sig.setSpecialValueText("off")
-        self.min_sig.setToolTip(
-            "keep a peak only where the pattern holds a disk this many noise standard "
-            "deviations above the local background (0: keep every peak the network marks)"
-        )
+        self.min_rel, self.min_sig = threshold_boxes()
         self.mc = QSpinBox()
         self.mc.setRange(0, 64)
         self.mc.setSpecialValueText("off")
