@@ -8,6 +8,7 @@ metadata that lets napari's File > Save write a result with its units and parame
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,13 @@ from ..data.results import DiffractionImage, RealSpaceMap
 from ..errors import Napari4DSTEMError
 
 META = "napari_4dstem"
+
+# InputRef of each (file, scan shape) with the time it was made: a live job is requested at every
+# drag move and scan step, and InputRef.of stats and resolves the file, system calls the GUI
+# thread then made 15-30 times a second (one of them was caught in a 58 ms stall on a loaded
+# machine); the file's size and time are read again after SOURCE_TTL_S
+SOURCE_TTL_S = 1.0
+_sources: dict[tuple[str, tuple[int, ...]], tuple[float, Any]] = {}
 
 
 def layer_source(layer):
@@ -28,7 +36,12 @@ def layer_source(layer):
     src = (getattr(layer, "metadata", None) or {}).get(META, {}).get("source")
     if not src:
         return None
-    return InputRef.of(src, reshape_to=tuple(layer.data.shape[:2]))
+    key = (str(src), tuple(int(n) for n in layer.data.shape[:2]))
+    now = time.monotonic()
+    made = _sources.get(key)
+    if made is None or now - made[0] >= SOURCE_TTL_S:
+        made = _sources[key] = (now, InputRef.of(src, reshape_to=key[1]))
+    return made[1]
 
 
 def probe_of_layer(layer) -> Any:

@@ -37,8 +37,18 @@ def _finite(a: np.ndarray) -> np.ndarray:
 def fft_part(f: np.ndarray, part: str = "log|F|") -> np.ndarray:
     """One part of a complex transform ``f``, float32.
 
-    ``"log|F|"`` (``log10(1 + |f|)``), ``"|F|"``, ``"real"``, ``"imaginary"`` or ``"phase"``
-    (rad, in ``(-pi, pi]``).
+    Parameters
+    ----------
+    f : ndarray
+        A complex transform (any shape), e.g. :func:`fft_image`'s.
+    part : str
+        ``"log|F|"`` (``log10(1 + |f|)``), ``"|F|"``, ``"real"``, ``"imaginary"`` or ``"phase"``
+        (rad, in ``(-pi, pi]``).
+
+    Returns
+    -------
+    ndarray
+        That part, float32, of ``f``'s shape.
 
     Raises
     ------
