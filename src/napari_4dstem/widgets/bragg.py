@@ -598,9 +598,6 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         if self.template is None:
             self.make_template(then=self.find_all)
             return
-        from ..engine.driver import n_blocks_for
-        from ..pipelines import iter_disks
-
         dc, cal = self.datacube()
         try:
             params = self.disk_params()
@@ -610,28 +607,19 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         # blocks of about BLOCK_S of work: progress with an ETA, the disk-count map filling in
         # and Cancel between them (the default 32 MiB block was the whole of a 32 x 32 scan)
         chunk = responsive_chunk(dc.scan_shape, dc.detector_shape, self._t_pattern)
-        self._count_map = "disks per pattern"
-        self.jobs.start(
-            iter_disks,
+        self._start_find_all(
             dc,
-            detection=params,
+            cal,
+            params,
+            chunk,
+            "disks per pattern",
+            "finding Bragg disks",
             probe=self._probe_source,
             template=self.template,
-            calibration=cal,
-            source=layer_source(self.layer_combo.layer),
-            scan_chunk=chunk,
-            desc="finding Bragg disks",
-            total=n_blocks_for(dc.data, chunk),
-            eta=True,
-            partials=self.partials.for_scan(cal),
-            on_done=self._on_peaks,
         )
 
     def _find_all_nn(self) -> None:
         """As the NN dock's *Find disks in all patterns* (same job, blocks and map)."""
-        from ..engine.driver import n_blocks_for
-        from ..pipelines import iter_disks
-
         try:
             dc, cal = self.datacube()
             params = self.nn_params()
@@ -640,20 +628,30 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             self._error(e)
             return
         chunk = nn_scan_chunk(dc.scan_shape)
-        self._count_map = "NN disks per pattern"  # the name of the job's partial map
+        self._start_find_all(
+            dc, cal, params, chunk, "NN disks per pattern", "running the network on every pattern", probe=probe
+        )
+
+    def _start_find_all(self, dc, cal, params, chunk, count_map: str, desc: str, **inputs) -> None:
+        """The whole-scan job of either method: ``count_map`` names its partial map; ``inputs``
+        are the probe (and the correlation template)."""
+        from ..engine.driver import n_blocks_for
+        from ..pipelines import iter_disks
+
+        self._count_map = count_map
         self.jobs.start(
             iter_disks,
             dc,
             detection=params,
-            probe=probe,
             calibration=cal,
             source=layer_source(self.layer_combo.layer),
             scan_chunk=chunk,
-            desc="running the network on every pattern",
+            desc=desc,
             total=n_blocks_for(dc.data, chunk),
             eta=True,
             partials=self.partials.for_scan(cal),
             on_done=self._on_peaks,
+            **inputs,
         )
 
     def cancel(self) -> None:

@@ -36,6 +36,7 @@ PART_COLORMAPS = {"real": "PiYG", "imaginary": "PiYG", "phase": "twilight"}
 def _fft_job(data: np.ndarray, step: float, unit: str, part: str = "log|F|", window: bool = True):
     from ..analysis.virtual.transforms import fft_image
 
+    data = np.asarray(data)  # in the worker: the map is handed over as it is
     img = fft_image(data, window=window, part=part)
     what = "FFT" if part == "log|F|" and window else f"FFT {part}" + ("" if window else ", no window")
     return img, (1.0 / (data.shape[0] * step), 1.0 / (data.shape[1] * step)), f"1/{unit}", what
@@ -196,14 +197,14 @@ class ResultPaneWidget(DockState, QWidget):
         renderer = result_renderers().get(self.mode.currentText())
         self._colormap = "magma"
         if renderer is not None:
-            self.runner.request(_with_limits, _renderer_job, renderer, np.asarray(img.data))
+            self.runner.request(_with_limits, _renderer_job, renderer, img.data)
             return
         cal = img.calibration
         step, unit = float(cal.scan_step[0]), cal.scan_units or "px"
         part = self.part.currentText()
         kind = {"real": "signed", "imaginary": "signed", "phase": "phase"}.get(part, "magnitude")
         self._colormap = PART_COLORMAPS.get(part, "magma")
-        args = (np.asarray(img.data), step, unit, part, self.fft_window.isChecked())
+        args = (img.data, step, unit, part, self.fft_window.isChecked())
         self.runner.request(_with_limits, _fft_job, *args, kind=kind)
 
     def _on_pattern(self, iy: int, ix: int) -> None:
