@@ -88,7 +88,7 @@ def test_a_checkpoint_from_before_the_low_dose_settings_resumes(sim, tmp_path):
     import json
 
     ck = tmp_path / "run.npz"
-    ptychography(
+    first = ptychography(
         sim.datacube, params=PtychoParams(threads=1, iterations=2, batch_size=32), probe=sim.probe, checkpoint=ck
     )
     with np.load(ck) as z:
@@ -102,6 +102,7 @@ def test_a_checkpoint_from_before_the_low_dose_settings_resumes(sim, tmp_path):
         sim.datacube, params=PtychoParams(threads=1, iterations=3, batch_size=32), probe=sim.probe, checkpoint=ck
     )
     assert len(more.errors) == 3
+    np.testing.assert_allclose(more.errors[:2], first.errors)  # resumed, not started again
     with pytest.raises(Napari4DSTEMError, match="other data or settings"):
         ptychography(
             sim.datacube,
