@@ -25,21 +25,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-def _wait(app, cond, timeout_s: float) -> bool:
-    end = time.perf_counter() + timeout_s
-    while not cond():
-        if time.perf_counter() > end:
-            return False
-        app.processEvents()
-        time.sleep(0.002)
-    return True
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_open import _wait  # the same event-loop poll as the eager-file benchmark
 
 
 def _stats(xs) -> str:

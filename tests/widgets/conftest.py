@@ -397,6 +397,18 @@ def _stall_guard(request):
 
 
 @pytest.fixture
+def virtual_dock(make_napari_viewer, qtbot, stall_detector):
+    """``(viewer, dock)``: the strained-crystal sample with the Virtual imaging dock, its first
+    image shown and no job running."""
+    viewer = make_napari_viewer()
+    with stall_detector.excluded("first layer add"):
+        viewer.open_sample("napari-4dstem", "strained_crystal")
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    qtbot.waitUntil(lambda: w.last_image is not None and w._worker is None, timeout=20000)
+    return viewer, w
+
+
+@pytest.fixture
 def make_napari_viewer(make_napari_viewer, request):
     """napari's fixture, with viewer creation excluded from the stall detector."""
     det = getattr(request.node, "_stall_detector", None)

@@ -11,13 +11,8 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def widget(make_napari_viewer, qtbot, stall_detector):
-    viewer = make_napari_viewer()
-    with stall_detector.excluded("first layer add"):
-        viewer.open_sample("napari-4dstem", "strained_crystal")
-    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
-    qtbot.waitUntil(lambda: w.last_image is not None and w._worker is None, timeout=20000)
-    return viewer, w
+def widget(virtual_dock):
+    return virtual_dock
 
 
 def _percentiles(img, lo=0.1, hi=99.9):
