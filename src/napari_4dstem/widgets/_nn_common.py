@@ -62,10 +62,12 @@ def model_names() -> list[str]:
 
 
 def nn_pattern_job(dc, pos: tuple[int, int], probe, params):
-    """Worker: the network on the pattern at ``pos`` with ``params`` (NNDiskParams), as
+    """Worker: the network on the pattern at ``pos`` with ``params`` (NNDiskParams) and the
+    probe (a 2D layer's data, as it is), as
     ``(pos, predicted image, (n, 4) rows qy qx intensity correlation, seconds)``."""
     from ..pipelines import detect_pattern_nn
 
+    probe = np.asarray(probe, dtype=np.float64)  # the probe layer's data, read here in the worker
     pattern = np.asarray(dc.pattern(*pos))
     t0 = time.perf_counter()
     img, rows = detect_pattern_nn(pattern, probe, params)

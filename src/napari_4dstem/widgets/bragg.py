@@ -543,7 +543,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             if not self.model_combo.currentText():
                 return  # the model list is still being read (it asks again when it arrives)
             try:
-                probe = np.asarray(self._nn_probe_layer().data, dtype=np.float64)
+                probe = self._nn_probe_layer().data  # converted in the worker, not at every scan step
                 params = self.nn_params()
             except Napari4DSTEMError as e:
                 self.live_label.setText(str(e))
