@@ -272,23 +272,6 @@ def find_lattice_for(peaks: BraggPeaks, params: StrainParams, bvm: DiffractionIm
     return find_lattice(bvm, g1=params.g1, g2=params.g2, refine=params.refine_lattice)
 
 
-def strain_from_peaks(
-    peaks: BraggPeaks,
-    strain: StrainParams | None = None,
-    *,
-    bvm: DiffractionImage | None = None,
-    lattice: Any = None,
-    recipe: Recipe | None = None,
-    source: Any = None,
-) -> StrainResult:
-    """Lattice -> per-pattern lattice fit -> true strain, on Bragg peaks (from any detector:
-    template correlation, or the network via ``napari-4dstem infer``).
-
-    ``lattice`` (an :class:`~napari_4dstem.analysis.bragg.lattice.Lattice`) skips the lattice search;
-    ``source`` is the peaks file for the recipe."""
-    return run_job(iter_strain_from_peaks(peaks, strain, bvm=bvm, lattice=lattice, recipe=recipe, source=source))
-
-
 def iter_strain_from_peaks(
     peaks: BraggPeaks,
     strain: StrainParams | None = None,
@@ -298,8 +281,12 @@ def iter_strain_from_peaks(
     recipe: Recipe | None = None,
     source: Any = None,
 ) -> Job[StrainResult]:
-    """Job: :func:`strain_from_peaks`, with progress (and Cancel) after each pass of the lattice
-    fit (:func:`~napari_4dstem.analysis.bragg.lattice.iter_fit_lattice`); the same result."""
+    """Job: lattice -> per-pattern lattice fit -> true strain, on Bragg peaks (from any detector:
+    template correlation, or the network via ``napari-4dstem infer``).
+
+    ``lattice`` (an :class:`~napari_4dstem.analysis.bragg.lattice.Lattice`) skips the lattice search;
+    ``source`` is the peaks file for the recipe. Progress (and Cancel) after each pass of the
+    lattice fit (:func:`~napari_4dstem.analysis.bragg.lattice.iter_fit_lattice`)."""
     from ..analysis.bragg.lattice import iter_fit_lattice
     from ..analysis.bragg.strain import strain_from_lattice
 
@@ -315,6 +302,9 @@ def iter_strain_from_peaks(
     else:
         recipe = dataclasses.replace(recipe, workflow="strain", params={**recipe.params, "strain": strain})
     return StrainResult(peaks, lat, fit, sm, recipe, bvm)
+
+
+strain_from_peaks = eager(iter_strain_from_peaks, "Strain from Bragg peaks: lattice, per-pattern fit, true strain.")
 
 
 def iter_strain(

@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from ...data.results import BraggPeaks, DiffractionImage, RealSpaceMap
-from ...engine.jobs import Job, Progress, run_job
+from ...engine.jobs import Job, Progress, eager
 from ...errors import DataShapeError, Napari4DSTEMError
 from .disks import _origin_per_peak, bragg_vector_map, correct_ellipse, origin_from_peaks
 from .peaks import find_peaks
@@ -453,7 +453,7 @@ def _fit_totals(offsets, use, w0, res, n_used, wsum, rss):
         rss[p] = sr
 
 
-def fit_lattice(
+def iter_fit_lattice(
     peaks: BraggPeaks,
     lattice: Lattice,
     *,
@@ -463,8 +463,10 @@ def fit_lattice(
     weights: str = "intensity",
     outlier_sigma: float = 4.0,
     ellipse: tuple[float, float, float] | bool | None = None,
-) -> LatticeFit:
-    """Fit ``q = o + h g1 + k g2`` to the peaks of every pattern (see the module docstring).
+) -> Job[LatticeFit]:
+    """Job: fit ``q = o + h g1 + k g2`` to the peaks of every pattern, a step a pass.
+
+    See the module docstring; progress after each of the three passes.
 
     Parameters
     ----------
@@ -489,11 +491,19 @@ def fit_lattice(
     ellipse : (a, b, theta_deg), True or None
         Correct the elliptic distortion of the peak vectors first (True: the calibration's).
 
+    Yields
+    ------
+    Progress
+        ``done`` passes of 3: where a job shows its progress and stops on Cancel. No partial
+        map: between passes the outliers are dropped against one robust scale over all peaks of
+        all patterns, so no pattern's fit is final before the last pass.
+
     Returns
     -------
     LatticeFit
-        Per-pattern g1, g2 and origin ``(scan_y, scan_x, 2)`` in detector pixels, weighted RMS
-        residual (px), peaks used and a reason code; NaN where the fit failed.
+        The generator's return value: per-pattern g1, g2 and origin ``(scan_y, scan_x, 2)`` in
+        detector pixels, weighted RMS residual (px), peaks used and a reason code; NaN where the
+        fit failed.
 
     Raises
     ------
@@ -519,55 +529,6 @@ def fit_lattice(
        Transmission Electron Microscopy Data Analysis", Microsc. Microanal. 27, 712-743 (2021).
     .. [2] T. C. Pekin et al., "Optimizing disk registration algorithms for nanobeam electron
        diffraction strain mapping", Ultramicroscopy 176, 170-176 (2017).
-    """
-    return run_job(
-        iter_fit_lattice(
-            peaks,
-            lattice,
-            origin=origin,
-            max_index_error=max_index_error,
-            min_peaks=min_peaks,
-            weights=weights,
-            outlier_sigma=outlier_sigma,
-            ellipse=ellipse,
-        )
-    )
-
-
-def iter_fit_lattice(
-    peaks: BraggPeaks,
-    lattice: Lattice,
-    *,
-    origin: Any = None,
-    max_index_error: float = 0.25,
-    min_peaks: int = 4,
-    weights: str = "intensity",
-    outlier_sigma: float = 4.0,
-    ellipse: tuple[float, float, float] | bool | None = None,
-) -> Job[LatticeFit]:
-    """Job: :func:`fit_lattice`, with a progress step after each of its three passes.
-
-    Parameters
-    ----------
-    peaks, lattice, origin, max_index_error, min_peaks, weights, outlier_sigma, ellipse
-        As :func:`fit_lattice`.
-
-    Yields
-    ------
-    Progress
-        ``done`` passes of 3: where a job shows its progress and stops on Cancel. No partial
-        map: between passes the outliers are dropped against one robust scale over all peaks of
-        all patterns, so no pattern's fit is final before the last pass.
-
-    Returns
-    -------
-    LatticeFit
-        The generator's return value: the same fit as :func:`fit_lattice`.
-
-    Raises
-    ------
-    TypeError, ValueError, DataShapeError
-        As :func:`fit_lattice`.
     """
     if not isinstance(lattice, Lattice):
         raise TypeError(f"lattice must be a Lattice, got {type(lattice).__name__}")
@@ -664,3 +625,8 @@ def iter_fit_lattice(
             "vectors": "(y, x) detector pixels" + (", ellipse-corrected" if ellipse else ""),
         },
     )
+
+
+fit_lattice = eager(
+    iter_fit_lattice, "Fit ``q = o + h g1 + k g2`` to the peaks of every pattern (see the module docstring)."
+)

@@ -169,9 +169,7 @@ def iter_detector_response(
     cube, cal = as_datacube(data, calibration)
     run = {"calibration": cal, "scan_chunk": scan_chunk, "backend": backend}
     if response in ("max", "std"):
-        img = yield from iter_detector_statistic(cube, detector, response, partial=partial, **run)
-        img.params["response"] = response
-        return img
+        return (yield from iter_detector_statistic(cube, detector, response, partial=partial, **run))
     if response in ("sum", "mean"):
         weight = 1.0 if response == "sum" else max(float(np.sum(detector.render(cube.detector_shape))), 1e-12)
         units = "counts" if response == "sum" else "counts/px"
