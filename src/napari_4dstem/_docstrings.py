@@ -36,7 +36,8 @@ def docfiller(table: Mapping[str, str]) -> Callable[[F], F]:
     def decorate(fn: F) -> F:
         if fn.__doc__:
             fn.__doc__ = _PLACEHOLDER.sub(
-                lambda m: "\n".join(m.group(1) + line for line in table[m.group(2)].splitlines()), fn.__doc__
+                lambda m: "\n".join(m.group(1) + line if line else "" for line in table[m.group(2)].splitlines()),
+                fn.__doc__,
             )
         return fn
 

@@ -54,6 +54,7 @@ from .engines import (
     bin_to_grid,
     box_geometry,
     box_result,
+    engine_doc,
     installed_version,
     slice_plan,
 )
@@ -190,26 +191,11 @@ class AbTEMEngine:
         atoms = Atoms(numbers=Z, positions=xyz, cell=[L, L, t], pbc=True)
         return atoms, np.sqrt(np.maximum(b, 0.0) / (8 * np.pi**2))
 
+    @engine_doc
     def simulate(self, request: SimulationRequest) -> SimulationResult:
         """CBED patterns of ``request`` by abTEM's multislice, every thickness in one pass.
 
-        Parameters
-        ----------
-        request : SimulationRequest
-            What to simulate.
-
-        Returns
-        -------
-        SimulationResult
-            Patterns per thickness and probe position on the request's grid (the engine's
-            output ``fftshift``-ed, cropped to the alias-free band and binned ``m x m``).
-
-        Raises
-        ------
-        EngineNotInstalledError
-            When the backend is missing.
-        SamplingError
-            When the box or grid cannot sample the pattern.
+        %(simulate)s
         Napari4DSTEMError
             When frozen phonons are asked for an empty box.
         """

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .._docstrings import docfiller
 from ..analysis.crystal.structure import Crystal
 from ..data.calibration import electron_wavelength_A
 from ..errors import Napari4DSTEMError
@@ -232,6 +233,31 @@ class Engine(Protocol):
     def simulate(self, request: SimulationRequest) -> SimulationResult:
         """Run ``request``; patterns on the request's detector grid."""
         ...
+
+
+_REQUEST_DOC = "request : SimulationRequest\n    What to simulate."
+#: numpydoc text shared by the engines' ``simulate`` methods, filled in by :func:`engine_doc`:
+#: the parameter, and the whole sections of the external multislice engines (Prismatic, abTEM)
+ENGINE_DOCS = {
+    "request": _REQUEST_DOC,
+    "simulate": f"""Parameters
+----------
+{_REQUEST_DOC}
+
+Returns
+-------
+SimulationResult
+    Patterns per thickness and probe position on the request's grid (the engine's
+    output ``fftshift``-ed, cropped to the alias-free band and binned ``m x m``).
+
+Raises
+------
+EngineNotInstalledError
+    When the backend is missing.
+SamplingError
+    When the box or grid cannot sample the pattern.""",
+}
+engine_doc = docfiller(ENGINE_DOCS)
 
 
 # ------------------------------------------------------------------------------------------

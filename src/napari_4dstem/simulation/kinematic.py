@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from .engines import SimulationRequest, SimulationResult
+from .engines import SimulationRequest, SimulationResult, engine_doc
 from .samples import soft_disk
 
 __all__ = [
@@ -253,13 +253,13 @@ class KinematicEngine:
         """Nothing to check: the engine needs no backend."""
         return None
 
+    @engine_doc
     def simulate(self, request: SimulationRequest) -> SimulationResult:
         """CBED patterns of ``request`` (the same at every probe position).
 
         Parameters
         ----------
-        request : SimulationRequest
-            What to simulate.
+        %(request)s
 
         Returns
         -------

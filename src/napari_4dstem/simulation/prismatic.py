@@ -36,6 +36,7 @@ from .engines import (
     bin_to_grid,
     box_geometry,
     box_result,
+    engine_doc,
     installed_version,
     vacuum_probe_image,
 )
@@ -178,26 +179,11 @@ class PrismaticEngine:
         except ImportError as e:
             raise EngineNotInstalledError(f"{INSTALL_HINT} ({e})") from None
 
+    @engine_doc
     def simulate(self, request: SimulationRequest) -> SimulationResult:
         """CBED patterns of ``request`` by Prismatic's multislice, one run per thickness.
 
-        Parameters
-        ----------
-        request : SimulationRequest
-            What to simulate.
-
-        Returns
-        -------
-        SimulationResult
-            Patterns per thickness and probe position on the request's grid (the engine's
-            output ``fftshift``-ed, cropped to the alias-free band and binned ``m x m``).
-
-        Raises
-        ------
-        EngineNotInstalledError
-            When the backend is missing.
-        SamplingError
-            When the box or grid cannot sample the pattern.
+        %(simulate)s
         """
         self.require()
         import pyprismatic
