@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._docstrings import docfiller
 from ..data.calibration import Calibration, electron_wavelength_A
 from ..data.datacube import DataCube
 from ..data.results import DiffractionImage, RealSpaceMap
@@ -61,6 +62,25 @@ class Sample:
     def objects(self):
         """Everything to write to one EMD file (datacube first)."""
         return (self.datacube, self.probe, *self.truth)
+
+
+#: numpydoc parameters shared by the sample makers, filled in by :data:`_sample_doc`
+SAMPLE_DOCS = {
+    "shapes": "scan_shape : (int, int)\n    ``(scan_y, scan_x)`` (default 32 x 32).\n"
+    "detector_shape : (int, int)\n    ``(k_y, k_x)`` (default 128 x 128).",
+    "seed_noise": "seed : int\n    Random seed.\n"
+    "noise : bool\n    Poisson noise (uint16 counts); False gives the float32 expectation.",
+}
+_sample_doc = docfiller(SAMPLE_DOCS)
+
+
+def _vacuum_probe(
+    origin_yx, counts: float, shape, radius_px: float, edge_px: float, rng, noise: bool, cal, description: str
+) -> DiffractionImage:
+    """The central disk alone at ``origin_yx``, summed over 16 frames (Poisson unless ``noise`` is False)."""
+    lam = render_disks(np.asarray(origin_yx, float)[None, None], np.array([counts]), shape, radius_px, edge_px)[0]
+    probe = rng.poisson(16 * lam).astype(np.uint16) if noise else (16 * lam).astype(np.float32)
+    return DiffractionImage(probe, name="probe", units="counts", calibration=cal, params={"description": description})
 
 
 # ------------------------------------------------------------------------------------------
@@ -144,6 +164,7 @@ def planted_strain(scan_shape: tuple[int, int]) -> dict[str, np.ndarray]:
     }
 
 
+@_sample_doc
 def make_strained_crystal(
     *,
     scan_shape: tuple[int, int] = (32, 32),
@@ -162,10 +183,7 @@ def make_strained_crystal(
 
     Parameters
     ----------
-    scan_shape : (int, int)
-        ``(scan_y, scan_x)`` (default 32 x 32).
-    detector_shape : (int, int)
-        ``(k_y, k_x)`` (default 128 x 128).
+    %(shapes)s
     spacing_px : float
         Lattice spacing of the Bragg disks in pixels (default 24).
     lattice_angle_deg : float
@@ -178,10 +196,7 @@ def make_strained_crystal(
         Range of the Bragg disks' counts per pixel (default 4-12, falling with ``|g|``).
     background_counts : float
         Flat background, counts per pixel (default 0.5).
-    seed : int
-        Random seed.
-    noise : bool
-        Poisson noise (uint16 counts); False gives the float32 expectation.
+    %(seed_noise)s
 
     Returns
     -------
@@ -269,10 +284,17 @@ def make_strained_crystal(
         "strain_convention": "true strain, F = R(theta)(I + e), g' = F^-T g, scan frame x=k_x y=k_y",
     }
     dc = DataCube(data, cal, name="strained_crystal", metadata={"description": "simulated, see params"})
-    # vacuum probe: the central disk alone, summed over 16 frames
-    pc = np.array([[[qy / 2, qx / 2]]])
-    probe_lam = render_disks(pc, np.array([central_counts]), detector_shape, disk_radius_px, edge_px)[0]
-    probe = rng.poisson(16 * probe_lam).astype(np.uint16) if noise else (16 * probe_lam).astype(np.float32)
+    probe_im = _vacuum_probe(
+        (qy / 2, qx / 2),
+        central_counts,
+        detector_shape,
+        disk_radius_px,
+        edge_px,
+        rng,
+        noise,
+        cal,
+        "vacuum probe, 16 frames summed, centred on the detector",
+    )
     truth_strain = RealSpaceMap(
         np.stack([s["e_xx"], s["e_yy"], s["e_xy"], s["theta"]], axis=-1),
         name="truth_strain",
@@ -298,13 +320,6 @@ def make_strained_crystal(
         channels=("g1_y", "g1_x", "g2_y", "g2_x"),
         calibration=cal,
         params=params,
-    )
-    probe_im = DiffractionImage(
-        probe,
-        name="probe",
-        units="counts",
-        calibration=cal,
-        params={"description": "vacuum probe, 16 frames summed, centred on the detector"},
     )
     return Sample(dc, probe_im, (truth_strain, truth_origin, truth_lattice), "strained single crystal")
 
@@ -401,6 +416,7 @@ def kinematic_au_spots(
     return g_lab[sel, :2], inten[sel]
 
 
+@_sample_doc
 def make_polycrystal_au(
     *,
     scan_shape: tuple[int, int] = (32, 32),
@@ -420,10 +436,7 @@ def make_polycrystal_au(
 
     Parameters
     ----------
-    scan_shape : (int, int)
-        ``(scan_y, scan_x)`` (default 32 x 32).
-    detector_shape : (int, int)
-        ``(k_y, k_x)`` (default 128 x 128).
+    %(shapes)s
     n_grains : int
         Voronoi grains (default 6; the first ones near zone axes).
     k_pixel_size : float
@@ -437,10 +450,7 @@ def make_polycrystal_au(
     central_counts, bragg_peak_counts, background_counts : float
         Counts per pixel of the central disk, of the strongest Bragg disks and of the
         background (default 80, 30, 0.3).
-    seed : int
-        Random seed.
-    noise : bool
-        Poisson noise (uint16 counts); False gives the float32 expectation.
+    %(seed_noise)s
 
     Returns
     -------
@@ -514,8 +524,9 @@ def make_polycrystal_au(
         "orientation_matrices": Us.reshape(n_grains, 9),
     }
     dc = DataCube(data, cal, name="polycrystal_au", metadata={"description": "simulated, see params"})
-    probe_lam = render_disks(origin[None, None], np.array([central_counts]), detector_shape, radius_px, 0.5)[0]
-    probe = rng.poisson(16 * probe_lam).astype(np.uint16) if noise else (16 * probe_lam).astype(np.float32)
+    probe_im = _vacuum_probe(
+        origin, central_counts, detector_shape, radius_px, 0.5, rng, noise, cal, "vacuum probe, 16 frames summed"
+    )
     truth_grain = RealSpaceMap(grain.astype(np.int32), name="truth_grain", units="", calibration=cal, params=params)
     truth_U = RealSpaceMap(
         Us[grain].reshape(ny, nx, 9),
@@ -524,13 +535,6 @@ def make_polycrystal_au(
         channels=tuple(f"U{i}{j}" for i in range(1, 4) for j in range(1, 4)),
         calibration=cal,
         params=params,
-    )
-    probe_im = DiffractionImage(
-        probe,
-        name="probe",
-        units="counts",
-        calibration=cal,
-        params={"description": "vacuum probe, 16 frames summed"},
     )
     return Sample(dc, probe_im, (truth_grain, truth_U), "polycrystalline fcc gold")
 
