@@ -14,14 +14,17 @@ from typing import Any
 
 import numpy as np
 
+from .._docstrings import docfiller
 from ..errors import CalibrationError
 
 __all__ = [
     "AXIS_LABELS",
     "Calibration",
     "electron_wavelength_A",
+    "mrad_per_inv_A",
     "normalize_k_units",
     "normalize_scan_units",
+    "positive_number",
 ]
 
 AXIS_LABELS = ("scan_y", "scan_x", "k_y", "k_x")
@@ -116,6 +119,14 @@ def _norm(value: str, table: dict[str, str], what: str) -> str:
     return table[key]
 
 
+#: the Returns and Raises sections of the two unit normalisers, filled in by ``docfiller``
+_UNIT_DOCS = {
+    "unit_returns": "Returns\n-------\nstr\n    The canonical unit.\n\n"
+    "Raises\n------\nCalibrationError\n    For an unknown unit (the allowed ones are listed).",
+}
+
+
+@docfiller(_UNIT_DOCS)
 def normalize_scan_units(value: str) -> str:
     """Return the canonical scan unit (``'px'``, ``'A'``, ``'nm'``, ``'um'``) for ``value``.
 
@@ -123,20 +134,12 @@ def normalize_scan_units(value: str) -> str:
     ----------
     value : str
         A unit as users write it (case and spaces ignored; e.g. ``"Å"``, ``"nanometer"``).
-
-    Returns
-    -------
-    str
-        The canonical unit.
-
-    Raises
-    ------
-    CalibrationError
-        For an unknown unit (the allowed ones are listed).
+    %(unit_returns)s
     """
     return _norm(value, _SCAN_UNITS, "scan")
 
 
+@docfiller(_UNIT_DOCS)
 def normalize_k_units(value: str) -> str:
     """Return the canonical detector unit (``'px'``, ``'1/A'``, ``'mrad'``) for ``value``.
 
@@ -144,16 +147,7 @@ def normalize_k_units(value: str) -> str:
     ----------
     value : str
         A unit as users write it (case and spaces ignored).
-
-    Returns
-    -------
-    str
-        The canonical unit.
-
-    Raises
-    ------
-    CalibrationError
-        For an unknown unit (the allowed ones are listed).
+    %(unit_returns)s
     """
     return _norm(value, _K_UNITS, "detector")
 
@@ -185,10 +179,51 @@ def electron_wavelength_A(energy_kev: float) -> float:
     return hc_kev_A / math.sqrt(e * (2.0 * m0c2_kev + e))
 
 
-def _positive(name: str, value: float | None) -> float | None:
-    if value is None:
+def mrad_per_inv_A(energy_kev: float) -> float:
+    """Detector angle in mrad per 1/A of scattering vector, at a beam energy in keV.
+
+    Parameters
+    ----------
+    energy_kev : float
+        As for :func:`electron_wavelength_A`, which raises for a bad one.
+
+    Returns
+    -------
+    float
+        ``1000 lambda`` with ``lambda`` in Angstrom (small angle: ``theta = lambda k``).
+    """
+    return 1000.0 * electron_wavelength_A(energy_kev)
+
+
+def positive_number(name: str, value: Any, *, optional: bool = False) -> float | None:
+    """``value`` as a positive finite float, or a one-line error naming it.
+
+    Parameters
+    ----------
+    name : str
+        What the value is, for the message (e.g. ``"k_pixel_size"``).
+    value : float, None or anything ``float()`` takes
+        The value to check.
+    optional : bool
+        Whether None is allowed (it is then returned as is); default False.
+
+    Returns
+    -------
+    float or None
+        ``float(value)``; None for None when ``optional``.
+
+    Raises
+    ------
+    CalibrationError
+        When ``value`` is not a number (None included, unless ``optional``), not finite, zero
+        or negative.
+    """
+    if value is None and optional:
         return None
-    v = float(value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise CalibrationError(f"{name} must be a positive finite number, got {value!r}") from None
     if not (math.isfinite(v) and v > 0):
         raise CalibrationError(f"{name} must be a positive finite number, got {value!r}")
     return v
@@ -244,17 +279,17 @@ class Calibration:
         set_(self, "k_units", normalize_k_units(self.k_units))
         if self.scan_step is not None:
             step = np.broadcast_to(np.asarray(self.scan_step, dtype=float), (2,))
-            set_(self, "scan_step", tuple(_positive("scan_step", s) for s in step))
+            set_(self, "scan_step", tuple(positive_number("scan_step", s) for s in step))
         elif self.scan_units != "px":
             raise CalibrationError(f"scan_units {self.scan_units!r} given without scan_step")
-        set_(self, "k_pixel_size", _positive("k_pixel_size", self.k_pixel_size))
+        set_(self, "k_pixel_size", positive_number("k_pixel_size", self.k_pixel_size, optional=True))
         if self.k_pixel_size is None and self.k_units != "px":
             raise CalibrationError(f"k_units {self.k_units!r} given without k_pixel_size")
-        set_(self, "beam_energy_kev", _positive("beam_energy_kev", self.beam_energy_kev))
+        set_(self, "beam_energy_kev", positive_number("beam_energy_kev", self.beam_energy_kev, optional=True))
         set_(
             self,
             "convergence_semiangle_mrad",
-            _positive("convergence_semiangle_mrad", self.convergence_semiangle_mrad),
+            positive_number("convergence_semiangle_mrad", self.convergence_semiangle_mrad, optional=True),
         )
         if self.origin_px is not None:
             o = np.asarray(self.origin_px, dtype=float)
@@ -317,13 +352,10 @@ class Calibration:
             return self.k_pixel_size
         if units == "px":
             raise CalibrationError("cannot convert a calibrated pixel size to pixels")
-        lam = self.wavelength_A
-        if lam is None:
+        if self.beam_energy_kev is None:
             raise CalibrationError(f"converting detector units {self.k_units} -> {units} needs the beam energy")
-        # small-angle: theta [mrad] = 1000 * lambda [A] * k [1/A]
-        if self.k_units == "1/A":
-            return self.k_pixel_size * 1000.0 * lam
-        return self.k_pixel_size / (1000.0 * lam)
+        per = mrad_per_inv_A(self.beam_energy_kev)
+        return self.k_pixel_size * per if self.k_units == "1/A" else self.k_pixel_size / per
 
     def scan_step_nm(self) -> tuple[float, float] | None:
         """Scan step ``(y, x)`` in nm, or None when the scan is uncalibrated."""

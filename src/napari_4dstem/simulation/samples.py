@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._docstrings import docfiller
-from ..data.calibration import Calibration, electron_wavelength_A
+from ..data.calibration import Calibration, electron_wavelength_A, mrad_per_inv_A
 from ..data.datacube import DataCube
 from ..data.results import DiffractionImage, RealSpaceMap
 
@@ -466,8 +466,7 @@ def make_polycrystal_au(
     rng = np.random.default_rng(seed)
     ny, nx = scan_shape
     qy, qx = detector_shape
-    lam = electron_wavelength_A(energy_kev)
-    radius_px = convergence_mrad / (1000 * lam) / k_pixel_size
+    radius_px = convergence_mrad / mrad_per_inv_A(energy_kev) / k_pixel_size
     # grains: Voronoi cells of random seeds; the first three grains sit near zone axes
     seeds = rng.uniform(0, 1, (n_grains, 2)) * np.array([ny, nx])
     yy, xx = np.mgrid[0:ny, 0:nx]

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ...data.calibration import Calibration, electron_wavelength_A, normalize_scan_units
+from ...data.calibration import Calibration, mrad_per_inv_A, normalize_scan_units, positive_number
 from ...errors import CalibrationError, DataShapeError
 
 __all__ = [
@@ -287,16 +287,6 @@ def fit_ring(
     return fit
 
 
-def _positive(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise CalibrationError(f"{name} must be a positive number, got {value!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise CalibrationError(f"{name} must be a positive number, got {value!r}")
-    return v
-
-
 @dataclass(frozen=True)
 class DiskCalibration:
     """The detector pixel size from the bright-field disk and the convergence semi-angle.
@@ -394,11 +384,11 @@ def calibrate_from_disk(
     CalibrationError
         When the radius, the angle or the energy is not a positive number.
     """
-    r = _positive("the disk radius (px)", radius_px)
-    alpha = _positive("the convergence semi-angle (mrad)", convergence_semiangle_mrad)
-    energy = None if beam_energy_kev is None else _positive("the beam energy (keV)", beam_energy_kev)
+    r = positive_number("the disk radius (px)", radius_px)
+    alpha = positive_number("the convergence semi-angle (mrad)", convergence_semiangle_mrad)
+    energy = positive_number("the beam energy (keV)", beam_energy_kev, optional=True)
     mrad = alpha / r
-    inv_a = None if energy is None else mrad / (1000.0 * electron_wavelength_A(energy))
+    inv_a = None if energy is None else mrad / mrad_per_inv_A(energy)
     c = None if center_px is None else (float(center_px[0]), float(center_px[1]))
     return DiskCalibration(r, alpha, mrad, inv_a, energy, c)
 
@@ -424,7 +414,7 @@ def convergence_angle_from_disk(radius_px: float, calibration: Calibration) -> f
         When the detector is not calibrated, a 1/A pixel size comes without the beam energy, or
         the radius is not positive.
     """
-    r = _positive("the disk radius (px)", radius_px)
+    r = positive_number("the disk radius (px)", radius_px)
     return r * calibration.k_pixel_size_in("mrad")
 
 
@@ -456,11 +446,11 @@ def scan_step_from_field_of_view(
         raise CalibrationError(f"the scan shape must be two positive integers, got {scan_shape!r}")
     fov = np.atleast_1d(np.asarray(field_of_view, dtype=float))
     if fov.shape == (1,):
-        step = _positive("the field of view", fov[0]) / shape[1]
+        step = positive_number("the field of view", fov[0]) / shape[1]
         return (step, step)
     if fov.shape != (2,):
         raise CalibrationError(f"the field of view is one number or (y, x), got {field_of_view!r}")
-    fy, fx = (_positive("the field of view", v) for v in fov)
+    fy, fx = (positive_number("the field of view", v) for v in fov)
     return (fy / shape[0], fx / shape[1])
 
 
@@ -507,5 +497,5 @@ def with_field_of_view(
         step = scan_step_from_field_of_view(scan_shape, field_of_view)
     else:
         st = np.broadcast_to(np.asarray(scan_step, dtype=float), (2,))
-        step = tuple(_positive("the scan step", v) for v in st)
+        step = tuple(positive_number("the scan step", v) for v in st)
     return (calibration or Calibration()).replace(scan_step=step, scan_units=u)

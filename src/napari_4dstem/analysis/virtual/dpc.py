@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...data.calibration import Calibration
+from ...data.calibration import Calibration, mrad_per_inv_A
 from ...data.results import RealSpaceMap
 from ...errors import CalibrationError, DataShapeError
 from .origin import fit_origin_plane
@@ -491,11 +491,8 @@ def idpc(
     step = cal.scan_step_nm()
     if k_units in ("1/A", "mrad") and step is not None:
         k_per_unit = 1.0 if k_units == "1/A" else None
-        if k_units == "mrad":
-            if cal.wavelength_A is None:
-                k_per_unit = None
-            else:
-                k_per_unit = 1.0 / (1000.0 * cal.wavelength_A)
+        if k_units == "mrad" and cal.beam_energy_kev is not None:
+            k_per_unit = 1.0 / mrad_per_inv_A(cal.beam_energy_kev)
         if k_per_unit is not None and math.isclose(step[0], step[1], rel_tol=1e-6):
             units, scale = "rad", 2 * np.pi * k_per_unit * step[0] * 10.0  # nm -> A
     ny, nx = gy.shape
