@@ -382,7 +382,7 @@ def iter_virtual_image(
     nan_policy: str = "raise",
     scan_chunk: tuple[int, int] | None = None,
     backend: Any = None,
-    partial: bool = False,
+    partial: bool | Callable[[np.ndarray, np.ndarray], PartialMap] = False,
 ) -> Job[RealSpaceMap]:
     """Job: the virtual image of one detector, a ``(scan_y, scan_x)`` RealSpaceMap.
 

@@ -161,7 +161,7 @@ def iter_detector_response(
     """
     from .com import iter_center_of_mass
     from .dpc import divergence_curl, idpc
-    from .images import iter_virtual_images
+    from .images import iter_virtual_image
     from .statistics import iter_detector_statistic
 
     if response not in RESPONSES:
@@ -178,11 +178,9 @@ def iter_detector_response(
         def fill(out, done):
             return PartialMap.of(name, out[..., 0] / weight, done, units)
 
-        stack = yield from iter_virtual_images(cube, [detector], partial=fill if partial else False, **run)
-        params = dict(stack.params)
-        params["detector"] = next(iter(params.pop("detectors").values()))
-        params["response"] = response
-        return RealSpaceMap(stack.data[..., 0] / weight, name=name, units=units, calibration=cal, params=params)
+        image = yield from iter_virtual_image(cube, detector, partial=fill if partial else False, **run)
+        params = {**image.params, "response": response}
+        return RealSpaceMap(image.data / weight, name=name, units=units, calibration=cal, params=params)
     com = yield from iter_center_of_mass(
         cube, detector=detector, partial=_com_partial(response, cal) if partial and PARTIAL[response] else None, **run
     )
