@@ -29,6 +29,7 @@ __all__ = [
     "nonnegative_int",
     "positive_float",
     "positive_int",
+    "range_arg",
     "scheduler_address",
 ]
 
@@ -103,6 +104,13 @@ class OrderedRange(argparse.Action):
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or lo > hi:
             parser.error(f"argument {option_string}: expects 0 <= LO <= HI, got {lo:g} {hi:g}")
         setattr(namespace, self.dest, type(values)(values))
+
+
+def range_arg(
+    p: argparse.ArgumentParser, flag: str, *, help: str, default=None, metavar: tuple[str, str] = ("LO", "HI")
+) -> None:
+    """Add the option ``flag LO HI``: two numbers with ``0 <= LO <= HI`` (:class:`OrderedRange`)."""
+    p.add_argument(flag, nargs=2, type=float, action=OrderedRange, default=default, metavar=metavar, help=help)
 
 
 #: outputs that are files (or a zarr store) written atomically; folders of results (demo,

@@ -279,11 +279,9 @@ def add_calibrate(sub) -> argparse.ArgumentParser:
         help="measure the origin per pattern (default: bright-field disk centre)",
     )
     p.add_argument("--fit", choices=["plane", "mean"], default="plane", help="descan model")
-    p.add_argument(
+    v.range_arg(
+        p,
         "--ring",
-        nargs=2,
-        type=float,
-        action=v.OrderedRange,
         metavar=("R_MIN", "R_MAX"),
         help="fit the ellipse of the ring between these radii (px) on the mean pattern",
     )
@@ -776,15 +774,7 @@ def add_simulate(sub) -> argparse.ArgumentParser:
         metavar="DEG",
         help="largest tilt off the zone axis of the zone-axis patterns (default 1)",
     )
-    p.add_argument(
-        "--thickness",
-        nargs=2,
-        type=float,
-        action=v.OrderedRange,
-        default=(20.0, 400.0),
-        metavar=("LO", "HI"),
-        help="thickness range, Angstrom",
-    )
+    v.range_arg(p, "--thickness", default=(20.0, 400.0), help="thickness range, Angstrom")
     p.add_argument(
         "--energy",
         nargs="+",
@@ -792,15 +782,7 @@ def add_simulate(sub) -> argparse.ArgumentParser:
         default=[80.0, 120.0, 200.0, 300.0],
         help="beam energies to choose from, keV",
     )
-    p.add_argument(
-        "--convergence",
-        nargs=2,
-        type=float,
-        action=v.OrderedRange,
-        default=(0.5, 5.0),
-        metavar=("LO", "HI"),
-        help="convergence semi-angle range, mrad",
-    )
+    v.range_arg(p, "--convergence", default=(0.5, 5.0), help="convergence semi-angle range, mrad")
     p.add_argument(
         "--defocus", nargs=2, type=float, default=(-200.0, 200.0), metavar=("LO", "HI"), help="defocus range, Angstrom"
     )
