@@ -214,6 +214,29 @@ def _row_start(i, ainv, cy, cx, sy, sx):
     return cy + ainv[0, 0] * dy + ainv[0, 1] * dx, cx + ainv[1, 0] * dy + ainv[1, 1] * dx
 
 
+@numba.njit(inline="always")
+def _source_cell(y, x, H, W):
+    # the 2x2 source cell of position (y, x): whether it touches the image (inside
+    # (-1, H) x (-1, W)), its corner, the fractions and whether the whole cell lies inside
+    if not (-1.0 < y < H and -1.0 < x < W):
+        return False, 0, 0, 0.0, 0.0, False
+    y0 = int(y + 1.0) - 1  # floor, as y > -1
+    x0 = int(x + 1.0) - 1
+    return True, y0, x0, y - y0, x - x0, 0 <= y0 and y0 + 1 < H and 0 <= x0 and x0 + 1 < W
+
+
+@numba.njit(inline="always")
+def _cell_weights(fy, fx):
+    # bilinear weights of the cell's corners (y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)
+    return (1.0 - fy) * (1.0 - fx), (1.0 - fy) * fx, fy * (1.0 - fx), fy * fx
+
+
+@numba.njit(inline="always")
+def _cell_bilinear(src, y0, x0, w00, w01, w10, w11):
+    # bilinear of a 2D image inside its border
+    return w00 * src[y0, x0] + w01 * src[y0, x0 + 1] + w10 * src[y0 + 1, x0] + w11 * src[y0 + 1, x0 + 1]
+
+
 @numba.njit(cache=True, nogil=True)
 def warp_stack(src, out, ainv, cy, cx, sy, sx):
     """Bilinear inverse-map warp of a stack ``(n, H, W)``, zero outside (see ``warp_images``)."""
@@ -222,21 +245,13 @@ def warp_stack(src, out, ainv, cy, cx, sy, sx):
     for i in range(H):
         y_row, x_row = _row_start(i, ainv, cy, cx, sy, sx)
         for j in range(W):
-            y = y_row + step_y * j
-            x = x_row + step_x * j
-            if not (-1.0 < y < H and -1.0 < x < W):
+            near, y0, x0, fy, fx, whole = _source_cell(y_row + step_y * j, x_row + step_x * j, H, W)
+            if not near:
                 for k in range(n):
                     out[k, i, j] = 0.0
                 continue
-            y0 = int(y + 1.0) - 1  # floor, as y > -1
-            x0 = int(x + 1.0) - 1
-            fy = y - y0
-            fx = x - x0
-            if 0 <= y0 and y0 + 1 < H and 0 <= x0 and x0 + 1 < W:
-                w00 = (1.0 - fy) * (1.0 - fx)
-                w01 = (1.0 - fy) * fx
-                w10 = fy * (1.0 - fx)
-                w11 = fy * fx
+            if whole:
+                w00, w01, w10, w11 = _cell_weights(fy, fx)
                 for k in range(n):
                     out[k, i, j] = (
                         w00 * src[k, y0, x0]
@@ -260,37 +275,17 @@ def warp_sample(pat, probe, label, ainv, cy, cx, sy, sx, o_pat, o_probe, o_lab):
     for i in range(H):
         y_row, x_row = _row_start(i, ainv, cy, cx, sy, sx)
         for j in range(W):
-            y = y_row + step_y * j
-            x = x_row + step_x * j
-            if not (-1.0 < y < H and -1.0 < x < W):
+            near, y0, x0, fy, fx, whole = _source_cell(y_row + step_y * j, x_row + step_x * j, H, W)
+            if not near:
                 o_pat[i, j] = 0.0
                 o_probe[i, j] = 0.0
                 o_lab[i, j] = 0.0
                 continue
-            y0 = int(y + 1.0) - 1  # floor, as y > -1
-            x0 = int(x + 1.0) - 1
-            fy = y - y0
-            fx = x - x0
-            if 0 <= y0 and y0 + 1 < H and 0 <= x0 and x0 + 1 < W:
-                w00 = (1.0 - fy) * (1.0 - fx)
-                w01 = (1.0 - fy) * fx
-                w10 = fy * (1.0 - fx)
-                w11 = fy * fx
-                o_pat[i, j] = (
-                    w00 * pat[y0, x0] + w01 * pat[y0, x0 + 1] + w10 * pat[y0 + 1, x0] + w11 * pat[y0 + 1, x0 + 1]
-                )
-                o_probe[i, j] = (
-                    w00 * probe[y0, x0]
-                    + w01 * probe[y0, x0 + 1]
-                    + w10 * probe[y0 + 1, x0]
-                    + w11 * probe[y0 + 1, x0 + 1]
-                )
-                o_lab[i, j] = (
-                    w00 * label[y0, x0]
-                    + w01 * label[y0, x0 + 1]
-                    + w10 * label[y0 + 1, x0]
-                    + w11 * label[y0 + 1, x0 + 1]
-                )
+            if whole:
+                w00, w01, w10, w11 = _cell_weights(fy, fx)
+                o_pat[i, j] = _cell_bilinear(pat, y0, x0, w00, w01, w10, w11)
+                o_probe[i, j] = _cell_bilinear(probe, y0, x0, w00, w01, w10, w11)
+                o_lab[i, j] = _cell_bilinear(label, y0, x0, w00, w01, w10, w11)
             else:
                 o_pat[i, j] = _edge_bilinear(pat, y0, x0, fy, fx)
                 o_probe[i, j] = _edge_bilinear(probe, y0, x0, fy, fx)
