@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .._docstrings import docfiller
+from .._docstrings import cite, docfiller
 from ..analysis.crystal.structure import Crystal
 from ..data.calibration import electron_wavelength_A
 from ..errors import Napari4DSTEMError
@@ -621,6 +621,7 @@ def get_engine(name: str, **options) -> Engine:
     return eng
 
 
+@cite
 def simulate_cbed(crystal: Crystal, *, engine: str | Engine = "kinematic", **request_options) -> SimulationResult:
     """Simulate CBED patterns of ``crystal``: a :class:`SimulationRequest` run by ``engine``.
 
@@ -649,8 +650,7 @@ def simulate_cbed(crystal: Crystal, *, engine: str | Engine = "kinematic", **req
 
     References
     ----------
-    .. [1] E. J. Kirkland, *Advanced Computing in Electron Microscopy*, 2nd ed., Springer
-       (2010).
+    %(kirkland2010_1)s
     """
     eng = get_engine(engine) if isinstance(engine, str) else engine
     return eng.simulate(SimulationRequest(crystal, **request_options))

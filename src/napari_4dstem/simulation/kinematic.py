@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .._docstrings import cite
 from .engines import SimulationRequest, SimulationResult, engine_doc
 from .samples import soft_disk
 
@@ -69,6 +70,7 @@ class Reflections:
     intensity: np.ndarray
 
 
+@cite
 def excited_reflections(
     request: SimulationRequest, *, k_max_inv_A: float | None = None, margin_px: float = 0.0
 ) -> Reflections:
@@ -98,8 +100,7 @@ def excited_reflections(
 
     References
     ----------
-    .. [1] E. J. Kirkland, *Advanced Computing in Electron Microscopy*, 2nd ed., Springer
-       (2010).
+    %(kirkland2010_1)s
     """
     px = request.pixel_size_inv_A
     H, W = request.shape

@@ -44,6 +44,7 @@ import math
 
 import numpy as np
 
+from .._docstrings import cite
 from ..analysis.crystal.scattering import peng_coefficients
 from .engines import (
     EngineNotInstalledError,
@@ -65,6 +66,7 @@ INSTALL_HINT = (
 )
 
 
+@cite
 class MultisliceEngine:
     """Multislice CBED in PyTorch (see the module docstring).
 
@@ -84,9 +86,7 @@ class MultisliceEngine:
        I. A new theoretical approach", Acta Cryst. 10, 609-619 (1957).
     .. [2] E. J. Kirkland, *Advanced Computing in Electron Microscopy*, 2nd ed., Springer
        (2010), ch. 6.
-    .. [3] L.-M. Peng, G. Ren, S. L. Dudarev and M. J. Whelan, "Robust parameterization of
-       elastic and absorptive electron atomic scattering factors", Acta Cryst. A52, 257-276
-       (1996).
+    %(peng1996_3)s
     """
 
     name = "multislice"

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._docstrings import cite
 from .engines import (
     EngineNotInstalledError,
     SimulationRequest,
@@ -145,6 +146,7 @@ class _quiet_stdout:
         os.close(self.null)
 
 
+@cite
 class PrismaticEngine:
     """Multislice CBED with pyprismatic (1.x or 2.x, detected).
 
@@ -157,8 +159,7 @@ class PrismaticEngine:
 
     References
     ----------
-    .. [1] E. J. Kirkland, *Advanced Computing in Electron Microscopy*, 2nd ed., Springer
-       (2010).
+    %(kirkland2010_1)s
     """
 
     name = "prismatic"

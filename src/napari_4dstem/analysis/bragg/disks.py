@@ -29,6 +29,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from ..._docstrings import cite
 from ...data.calibration import Calibration
 from ...data.results import BraggPeaks, DiffractionImage, RealSpaceMap
 from ...engine.driver import map_scan
@@ -75,6 +76,7 @@ def _power(m, power: float, xp):
     return m * xp.where(mag > 0, mag, 1) ** (power - 1.0)
 
 
+@cite
 def correlate(
     patterns: np.ndarray,
     kernel: np.ndarray,
@@ -125,13 +127,9 @@ def correlate(
 
     References
     ----------
-    .. [1] C. Ophus, "Four-Dimensional Scanning Transmission Electron Microscopy (4D-STEM):
-       From Scanning Nanodiffraction to Ptychography and Beyond", Microsc. Microanal. 25,
-       563-582 (2019).
-    .. [2] B. H. Savitzky et al., "py4DSTEM: A Software Package for Four-Dimensional Scanning
-       Transmission Electron Microscopy Data Analysis", Microsc. Microanal. 27, 712-743 (2021).
-    .. [3] T. C. Pekin et al., "Optimizing disk registration algorithms for nanobeam electron
-       diffraction strain mapping", Ultramicroscopy 176, 170-176 (2017).
+    %(ophus2019_1)s
+    %(savitzky2021_2)s
+    %(pekin2017_3)s
     """
     p = np.asarray(patterns)
     if p.ndim == 2:
@@ -403,6 +401,7 @@ def _disk_counts_so_far(name: str, out: np.ndarray, done: np.ndarray) -> Partial
     return PartialMap.of(name, out[:, :, 0, 0], done, units="disks")
 
 
+@cite
 def iter_find_bragg_disks(
     data: Any,
     *,
@@ -500,13 +499,9 @@ def iter_find_bragg_disks(
 
     References
     ----------
-    .. [1] C. Ophus, "Four-Dimensional Scanning Transmission Electron Microscopy (4D-STEM):
-       From Scanning Nanodiffraction to Ptychography and Beyond", Microsc. Microanal. 25,
-       563-582 (2019).
-    .. [2] B. H. Savitzky et al., "py4DSTEM: A Software Package for Four-Dimensional Scanning
-       Transmission Electron Microscopy Data Analysis", Microsc. Microanal. 27, 712-743 (2021).
-    .. [3] T. C. Pekin et al., "Optimizing disk registration algorithms for nanobeam electron
-       diffraction strain mapping", Ultramicroscopy 176, 170-176 (2017).
+    %(ophus2019_1)s
+    %(savitzky2021_2)s
+    %(pekin2017_3)s
     """
     from ..virtual.images import as_datacube
 
@@ -675,6 +670,7 @@ def correct_ellipse(qy: np.ndarray, qx: np.ndarray, ellipse) -> tuple[np.ndarray
     return u * s + v * c, u * c - v * s
 
 
+@cite
 def bragg_vector_map(
     peaks: BraggPeaks,
     *,
@@ -723,8 +719,7 @@ def bragg_vector_map(
 
     References
     ----------
-    .. [1] B. H. Savitzky et al., "py4DSTEM: A Software Package for Four-Dimensional Scanning
-       Transmission Electron Microscopy Data Analysis", Microsc. Microanal. 27, 712-743 (2021).
+    %(savitzky2021_1)s
     """
     shape = tuple(shape or peaks.params.get("detector_shape") or ())
     if len(shape) != 2:

@@ -28,6 +28,7 @@ import numba
 import numpy as np
 from scipy import ndimage
 
+from ..._docstrings import cite
 from ...data.results import BraggPeaks, DiffractionImage, RealSpaceMap
 from ...engine.jobs import Job, Progress, eager
 from ...errors import DataShapeError, Napari4DSTEMError
@@ -123,6 +124,7 @@ def _weighted_basis_fit(vec: np.ndarray, w: np.ndarray, G: np.ndarray, tol: floa
     return sol.T
 
 
+@cite
 def find_lattice(
     source: DiffractionImage | BraggPeaks,
     *,
@@ -174,8 +176,7 @@ def find_lattice(
 
     References
     ----------
-    .. [1] B. H. Savitzky et al., "py4DSTEM: A Software Package for Four-Dimensional Scanning
-       Transmission Electron Microscopy Data Analysis", Microsc. Microanal. 27, 712-743 (2021).
+    %(savitzky2021_1)s
     """
     if isinstance(source, BraggPeaks):
         origin = None
@@ -453,6 +454,7 @@ def _fit_totals(offsets, use, w0, res, n_used, wsum, rss):
         rss[p] = sr
 
 
+@cite
 def iter_fit_lattice(
     peaks: BraggPeaks,
     lattice: Lattice,
@@ -525,10 +527,8 @@ def iter_fit_lattice(
 
     References
     ----------
-    .. [1] B. H. Savitzky et al., "py4DSTEM: A Software Package for Four-Dimensional Scanning
-       Transmission Electron Microscopy Data Analysis", Microsc. Microanal. 27, 712-743 (2021).
-    .. [2] T. C. Pekin et al., "Optimizing disk registration algorithms for nanobeam electron
-       diffraction strain mapping", Ultramicroscopy 176, 170-176 (2017).
+    %(savitzky2021_1)s
+    %(pekin2017_2)s
     """
     if not isinstance(lattice, Lattice):
         raise TypeError(f"lattice must be a Lattice, got {type(lattice).__name__}")

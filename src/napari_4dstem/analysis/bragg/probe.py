@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import least_squares
 
+from ..._docstrings import cite
 from ...data.results import DiffractionImage
 from ...errors import DataShapeError
 from ..virtual.origin import find_bf_disk
@@ -235,6 +236,7 @@ def _soft(r, radius, edge):
     return 0.5 * (1.0 - np.tanh((r - radius) / (2.0 * edge)))
 
 
+@cite
 def make_template(
     probe: Any,
     *,
@@ -285,11 +287,8 @@ def make_template(
 
     References
     ----------
-    .. [1] C. Ophus, "Four-Dimensional Scanning Transmission Electron Microscopy (4D-STEM):
-       From Scanning Nanodiffraction to Ptychography and Beyond", Microsc. Microanal. 25,
-       563-582 (2019).
-    .. [2] B. H. Savitzky et al., "py4DSTEM: A Software Package for Four-Dimensional Scanning
-       Transmission Electron Microscopy Data Analysis", Microsc. Microanal. 27, 712-743 (2021).
+    %(ophus2019_1)s
+    %(savitzky2021_2)s
     """
     p, _ = _as_image(probe)
     if kind not in KERNEL_KINDS:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._docstrings import cite
 from ...data.results import RealSpaceMap
 from ...errors import DataShapeError, Napari4DSTEMError
 from ..virtual.dpc import rotate_to_scan
@@ -132,6 +133,7 @@ def _to_xy_matrix(g1: np.ndarray, g2: np.ndarray) -> np.ndarray:
     return np.stack([np.stack([g1[..., 1], g2[..., 1]], -1), np.stack([g1[..., 0], g2[..., 0]], -1)], -2)
 
 
+@cite
 def strain_from_lattice(
     fit: LatticeFit,
     *,
@@ -183,10 +185,8 @@ def strain_from_lattice(
 
     References
     ----------
-    .. [1] T. C. Pekin et al., "Optimizing disk registration algorithms for nanobeam electron
-       diffraction strain mapping", Ultramicroscopy 176, 170-176 (2017).
-    .. [2] B. H. Savitzky et al., "py4DSTEM: A Software Package for Four-Dimensional Scanning
-       Transmission Electron Microscopy Data Analysis", Microsc. Microanal. 27, 712-743 (2021).
+    %(pekin2017_1)s
+    %(savitzky2021_2)s
     """
     cal = fit.calibration
     rot = rotation_deg if rotation_deg is not None else (getattr(cal, "rotation_deg", None) or 0.0)

@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from ..._docstrings import cite
 from ...data.calibration import electron_wavelength_A
 
 __all__ = ["BlochPattern", "bloch_intensities"]
@@ -80,6 +81,7 @@ def _connected_to_first(coupled: np.ndarray) -> np.ndarray:
     return seen
 
 
+@cite
 def bloch_intensities(
     crystal,
     orientation: np.ndarray,
@@ -126,8 +128,7 @@ def bloch_intensities(
     References
     ----------
     .. [1] J. C. H. Spence and J. M. Zuo, *Electron Microdiffraction*, Plenum (1992), ch. 3.
-    .. [2] E. J. Kirkland, *Advanced Computing in Electron Microscopy*, 2nd ed., Springer
-       (2010).
+    %(kirkland2010_2)s
     """
     U = np.asarray(orientation, float)
     t = np.atleast_1d(np.asarray(thicknesses_A, float))

@@ -20,6 +20,7 @@ import functools
 
 import numpy as np
 
+from ..._docstrings import cite
 from ...errors import Napari4DSTEMError
 
 __all__ = ["element_number", "element_symbol", "peng_coefficients", "scattering_factor"]
@@ -94,6 +95,7 @@ def element_symbol(z: int) -> str:
 
 
 @functools.lru_cache(maxsize=128)
+@cite
 def peng_coefficients(z: int) -> tuple[np.ndarray, np.ndarray]:
     """``(a, b)``: the five Peng (1996) coefficients of element ``z`` (Angstrom, Angstrom^2).
 
@@ -121,9 +123,7 @@ def peng_coefficients(z: int) -> tuple[np.ndarray, np.ndarray]:
 
     References
     ----------
-    .. [1] L.-M. Peng, G. Ren, S. L. Dudarev and M. J. Whelan, "Robust parameterization of
-       elastic and absorptive electron atomic scattering factors", Acta Cryst. A52, 257-276
-       (1996).
+    %(peng1996_1)s
     """
     c = _element(int(z)).c4322
     a, b = np.array(c.a, float), np.array(c.b, float)
@@ -134,6 +134,7 @@ def peng_coefficients(z: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+@cite
 def scattering_factor(z: int, g_inv_A: np.ndarray) -> np.ndarray:
     """Electron scattering factor ``f_e`` (Angstrom) of element ``z`` at ``|g|`` (1/A).
 
@@ -161,9 +162,7 @@ def scattering_factor(z: int, g_inv_A: np.ndarray) -> np.ndarray:
 
     References
     ----------
-    .. [1] L.-M. Peng, G. Ren, S. L. Dudarev and M. J. Whelan, "Robust parameterization of
-       elastic and absorptive electron atomic scattering factors", Acta Cryst. A52, 257-276
-       (1996).
+    %(peng1996_1)s
     """
     a, b = peng_coefficients(int(z))
     s2 = (0.5 * np.asarray(g_inv_A, float)) ** 2

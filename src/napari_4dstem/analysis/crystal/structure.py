@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._docstrings import cite
 from ...data.calibration import electron_wavelength_A
 from ...errors import FileFormatError, Napari4DSTEMError
 from .scattering import element_number, element_symbol, scattering_factor
@@ -446,6 +447,7 @@ class Crystal:
         return self._cache["pg"]
 
     # -- diffraction ----------------------------------------------------------------------------
+    @cite
     def structure_factors(self, hkl: np.ndarray) -> np.ndarray:
         """Kinematic electron structure factors ``F(hkl)`` (complex, Angstrom), shape (n,).
 
@@ -461,9 +463,7 @@ class Crystal:
 
         References
         ----------
-        .. [1] L.-M. Peng, G. Ren, S. L. Dudarev and M. J. Whelan, "Robust parameterization of
-           elastic and absorptive electron atomic scattering factors", Acta Cryst. A52,
-           257-276 (1996).
+        %(peng1996_1)s
         """
         hkl = np.atleast_2d(np.asarray(hkl, float))
         gn = np.linalg.norm(hkl @ self.reciprocal, axis=1)
