@@ -474,6 +474,14 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self.template_label.setText(f"{t.kind} kernel, disk radius {t.radius_px:.2f} px, edge {t.edge_px:.2f} px")
         self.detect_current()
 
+    def _disk_params_or_say(self):
+        """:meth:`disk_params`, or None after the dock shows why they are refused."""
+        try:
+            return self.disk_params()
+        except Napari4DSTEMError as e:
+            self._error(e)
+            return None
+
     def disk_params(self):
         """The dock's DiskDetectionParams (the same dataclass as the CLI and the demo)."""
         from ..pipelines import DiskDetectionParams
@@ -554,10 +562,8 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         if self.template is None:
             return
         dc, _cal = self.datacube()
-        try:
-            params = self.disk_params()
-        except Napari4DSTEMError as e:
-            self._error(e)
+        params = self._disk_params_or_say()
+        if params is None:
             return
         self._live.request(_detect_job, dc, pos, self.template, params)
 
@@ -599,10 +605,8 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             self.make_template(then=self.find_all)
             return
         dc, cal = self.datacube()
-        try:
-            params = self.disk_params()
-        except Napari4DSTEMError as e:
-            self._error(e)
+        params = self._disk_params_or_say()
+        if params is None:
             return
         # blocks of about BLOCK_S of work: progress with an ETA, the disk-count map filling in
         # and Cancel between them (the default 32 MiB block was the whole of a 32 x 32 scan)
@@ -802,18 +806,26 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self._show_lattice()
         self._recompute_strain()
 
-    def _recompute_strain(self) -> None:
-        """After the user changed g1/g2 with a strain shown: the strain again, in a worker."""
+    def _strain_params_or_say(self):
+        """``(StrainParams, reference)`` for the lattice in use, as given vectors (a script
+        reproduces exactly this fit), or None after the dock shows why they are refused."""
         from ..pipelines import StrainParams
 
-        if self.strain is None or self.peaks is None or self.lattice is None:
-            return
         ref = self.reference_region()
         try:
-            params = StrainParams(reference=ref, g1=self.lattice.g1, g2=self.lattice.g2, refine_lattice=False)
+            return StrainParams(reference=ref, g1=self.lattice.g1, g2=self.lattice.g2, refine_lattice=False), ref
         except Napari4DSTEMError as e:
             self._error(e)
+            return None
+
+    def _recompute_strain(self) -> None:
+        """After the user changed g1/g2 with a strain shown: the strain again, in a worker."""
+        if self.strain is None or self.peaks is None or self.lattice is None:
             return
+        given = self._strain_params_or_say()
+        if given is None:
+            return
+        params, ref = given
         self.strain_label.setText("computing the strain with the new g1, g2...")
         self._strain_runner.request(_strain_now, self.peaks, params, self.bvm, self.lattice, self.disks.recipe, ref)
 
@@ -915,18 +927,13 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             )
 
     def compute_strain(self) -> None:
-        from ..pipelines import StrainParams
-
         if self.peaks is None or self.lattice is None:
             self._say("find the disks and the lattice first")
             return
-        ref = self.reference_region()
-        try:
-            # the lattice in use, as given vectors: the script reproduces exactly this fit
-            params = StrainParams(reference=ref, g1=self.lattice.g1, g2=self.lattice.g2, refine_lattice=False)
-        except Napari4DSTEMError as e:
-            self._error(e)
+        given = self._strain_params_or_say()
+        if given is None:
             return
+        params, ref = given
         self.jobs.start(
             _strain_job,
             self.peaks,
