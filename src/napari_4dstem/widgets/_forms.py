@@ -5,6 +5,8 @@ from __future__ import annotations
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
+    QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -32,11 +34,36 @@ def spin(lo, hi, value, *, decimals=None, step=None, suffix=""):
 def spin_range(lo, hi, values, **kw):
     """Two spin boxes "low to high" in a row: ``(row, (low, high))``."""
     a, b = spin(lo, hi, values[0], **kw), spin(lo, hi, values[1], **kw)
-    row = QHBoxLayout()
-    row.addWidget(a)
-    row.addWidget(QLabel("to"))
-    row.addWidget(b)
-    return row, (a, b)
+    return row(a, QLabel("to"), b), (a, b)
+
+
+def row(*widgets) -> QHBoxLayout:
+    """``widgets`` side by side."""
+    lay = QHBoxLayout()
+    for w in widgets:
+        lay.addWidget(w)
+    return lay
+
+
+def form(*rows, on: QWidget | None = None, flush: bool = False) -> QFormLayout:
+    """A form (on the widget ``on`` when given) of ``rows``: ``(label, widget or layout)``
+    pairs, or a widget or layout alone on its row; ``flush``: without margins."""
+    lay = QFormLayout() if on is None else QFormLayout(on)
+    if flush:
+        lay.setContentsMargins(0, 0, 0, 0)
+    for r in rows:
+        if isinstance(r, tuple):
+            lay.addRow(*r)
+        else:
+            lay.addRow(r)
+    return lay
+
+
+def group(title: str, *rows) -> QGroupBox:
+    """A group box titled ``title`` holding the :func:`form` of ``rows``."""
+    box = QGroupBox(title)
+    form(*rows, on=box)
+    return box
 
 
 def folder_row(edit: QLineEdit, parent: QWidget, title: str):
@@ -49,10 +76,10 @@ def folder_row(edit: QLineEdit, parent: QWidget, title: str):
             edit.setText(d)
 
     btn.clicked.connect(pick)
-    row = QHBoxLayout()
-    row.addWidget(edit, 1)
-    row.addWidget(btn)
-    return row
+    lay = QHBoxLayout()
+    lay.addWidget(edit, 1)
+    lay.addWidget(btn)
+    return lay
 
 
 def job_row(*buttons):
@@ -61,7 +88,4 @@ def job_row(*buttons):
     progress.setTextVisible(True)
     status = QLabel("")
     status.setWordWrap(True)
-    row = QHBoxLayout()
-    for b in buttons:
-        row.addWidget(b)
-    return row, progress, status
+    return row(*buttons), progress, status

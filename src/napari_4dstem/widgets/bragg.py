@@ -25,9 +25,6 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
@@ -47,6 +44,7 @@ from ._common import (
     responsive_chunk,
     scan_position,
 )
+from ._forms import form, group, row
 from ._nn_common import (
     NN_BLOCK,
     TORCH_HINT,
@@ -248,14 +246,15 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self.template_label = QLabel("")
         self.kernel_preview = QLabel()  # the probe and its kernel, drawn in the worker
         self.kernel_preview.setToolTip("the probe (left) and the correlation kernel made from it (right)")
-        pg = QGroupBox("Probe template")
-        pf = QFormLayout(pg)
-        pf.addRow("4D layer", self.layer_combo)
-        pf.addRow("probe", self.probe_combo)
-        pf.addRow("kernel", self.kernel_combo)
-        pf.addRow(self.template_btn)
-        pf.addRow(self.template_label)
-        pf.addRow(self.kernel_preview)
+        pg = group(
+            "Probe template",
+            ("4D layer", self.layer_combo),
+            ("probe", self.probe_combo),
+            ("kernel", self.kernel_combo),
+            self.template_btn,
+            self.template_label,
+            self.kernel_preview,
+        )
 
         self.power = QDoubleSpinBox()
         self.power.setRange(0.0, 1.0)
@@ -290,32 +289,37 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             self.method.setItemData(1, TORCH_HINT, Qt.ItemDataRole.ToolTipRole)
             self.method.setToolTip(TORCH_HINT)
         self.cc_box = QWidget()
-        df = QFormLayout(self.cc_box)
-        df.setContentsMargins(0, 0, 0, 0)
-        df.addRow("correlation power", self.power)
-        df.addRow("min relative intensity", self.min_rel)
-        df.addRow("min spacing [px]", self.min_spacing)
-        df.addRow("edge margin [px]", self.edge)
-        df.addRow("max peaks", self.max_peaks)
-        df.addRow("sub-pixel", self.subpixel)
+        form(
+            ("correlation power", self.power),
+            ("min relative intensity", self.min_rel),
+            ("min spacing [px]", self.min_spacing),
+            ("edge margin [px]", self.edge),
+            ("max peaks", self.max_peaks),
+            ("sub-pixel", self.subpixel),
+            on=self.cc_box,
+            flush=True,
+        )
         # the network's choices (the NN dock's names and defaults); the model list is read in a
         # worker, and only with torch there (the registry imports it)
         self.model_combo = ModelPicker(self._error) if self.has_torch else QComboBox()
         self.nn_min_rel, self.nn_min_sig = threshold_boxes()
         self.nn_box = QWidget()
-        nf = QFormLayout(self.nn_box)
-        nf.setContentsMargins(0, 0, 0, 0)
-        nf.addRow("model", self.model_combo)
-        nf.addRow("min relative height", self.nn_min_rel)
-        nf.addRow("min disk significance [sd]", self.nn_min_sig)
+        form(
+            ("model", self.model_combo),
+            ("min relative height", self.nn_min_rel),
+            ("min disk significance [sd]", self.nn_min_sig),
+            on=self.nn_box,
+            flush=True,
+        )
         self.nn_box.setVisible(False)
-        dg = QGroupBox("Disk detection (live on the current pattern)")
-        dlay = QFormLayout(dg)
-        dlay.addRow("method", self.method)
-        dlay.addRow(self.cc_box)
-        dlay.addRow(self.nn_box)
-        dlay.addRow(self.live_label)
-        dlay.addRow(self.run_btn)
+        dg = group(
+            "Disk detection (live on the current pattern)",
+            ("method", self.method),
+            self.cc_box,
+            self.nn_box,
+            self.live_label,
+            self.run_btn,
+        )
 
         self.g = [QDoubleSpinBox() for _ in range(4)]
         for sb in self.g:
@@ -328,22 +332,18 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             f"reference: the rectangle in the real-space viewer's '{REFERENCE_LAYER}' layer, else the median"
         )
         self.strain_label.setWordWrap(True)
-        lg = QGroupBox("Lattice and strain")
-        lf = QFormLayout(lg)
-        lf.addRow(self.lattice_btn)
-        row1, row2 = QHBoxLayout(), QHBoxLayout()
-        for sb in self.g[:2]:
-            row1.addWidget(sb)
-        for sb in self.g[2:]:
-            row2.addWidget(sb)
-        lf.addRow("g1 (y, x) [px]", row1)
-        lf.addRow("g2 (y, x) [px]", row2)
-        lf.addRow(self.strain_btn)
-        lf.addRow(self.strain_label)
         self.fit_label = QLabel("")  # the fitted lattice of the pattern at the scan position
         self.fit_label.setWordWrap(True)
-        lf.addRow(self.fit_label)
-        lf.addRow(self.action_row())
+        lg = group(
+            "Lattice and strain",
+            self.lattice_btn,
+            ("g1 (y, x) [px]", row(*self.g[:2])),
+            ("g2 (y, x) [px]", row(*self.g[2:])),
+            self.strain_btn,
+            self.strain_label,
+            self.fit_label,
+            self.action_row(),
+        )
 
         # the strain histograms: drawn by matplotlib (Agg) in a worker, shown as a picture; no
         # matplotlib canvas is built when the dock opens (that took 0.45 s of the GUI thread)

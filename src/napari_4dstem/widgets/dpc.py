@@ -31,9 +31,6 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
     QLabel,
     QPushButton,
     QVBoxLayout,
@@ -48,6 +45,7 @@ from ..pipelines import (  # at import: the dock's opening, not a click
     iter_calibrate,
 )
 from ._common import CubePicker, JobRunner, LatestRunner
+from ._forms import form, group, row
 from ._pipeline import PipelineActions, layer_source, tag_layer
 from ._results import color_wheel, results_viewer, show_map, show_vectors
 from ._state import DockState, register_dock
@@ -166,13 +164,14 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.apply_btn = QPushButton("Apply fitted origin to the layer")
         self.apply_btn.setEnabled(False)
         self.origin_label = QLabel("")
-        og = QGroupBox("Origin and descan")
-        of = QFormLayout(og)
-        of.addRow("method", self.origin_method)
-        of.addRow("descan fit", self.fit_method)
-        of.addRow(self.measure_btn)
-        of.addRow(self.apply_btn)
-        of.addRow(self.origin_label)
+        og = group(
+            "Origin and descan",
+            ("method", self.origin_method),
+            ("descan fit", self.fit_method),
+            self.measure_btn,
+            self.apply_btn,
+            self.origin_label,
+        )
 
         # ring calibration: fit a ring of a polycrystal or amorphous pattern, known d -> pixel size
         self.ring_source = QComboBox()
@@ -201,21 +200,16 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.ring_label.setWordWrap(True)
         self.ring_fit = None  # the last RingFit
         self.ring_pattern = None  # and the pattern it was fitted on
-        rg = QGroupBox("Ring calibration (polycrystal / amorphous)")
-        rf = QFormLayout(rg)
-        rf.addRow("pattern", self.ring_source)
-        radii = QHBoxLayout()
-        radii.addWidget(self.ring_rmin)
-        radii.addWidget(self.ring_rmax)
-        rf.addRow("ring between", radii)
-        rf.addRow(self.draw_ring_btn)
-        rf.addRow("ring spacing d", self.ring_d)
-        rf.addRow(self.ring_origin)
-        ring_btns = QHBoxLayout()
-        ring_btns.addWidget(self.fit_ring_btn)
-        ring_btns.addWidget(self.apply_ring_btn)
-        rf.addRow(ring_btns)
-        rf.addRow(self.ring_label)
+        rg = group(
+            "Ring calibration (polycrystal / amorphous)",
+            ("pattern", self.ring_source),
+            ("ring between", row(self.ring_rmin, self.ring_rmax)),
+            self.draw_ring_btn,
+            ("ring spacing d", self.ring_d),
+            self.ring_origin,
+            row(self.fit_ring_btn, self.apply_ring_btn),
+            self.ring_label,
+        )
 
         # disk calibration: the bright-field disk's radius is the convergence semi-angle
         self.disk_source = QComboBox()
@@ -239,16 +233,14 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.disk = None  # the last BFDisk measured
         self.disk_pattern = None  # and the pattern it was measured on
         self.disk_angle_mrad = None  # the convergence angle the layer's pixel size gives (when calibrated)
-        kg = QGroupBox("Disk calibration (convergence angle)")
-        kf = QFormLayout(kg)
-        kf.addRow("pattern", self.disk_source)
-        kf.addRow("convergence semi-angle", self.disk_alpha)
-        kf.addRow("beam energy", self.beam_kev)
-        disk_btns = QHBoxLayout()
-        disk_btns.addWidget(self.measure_disk_btn)
-        disk_btns.addWidget(self.apply_disk_btn)
-        kf.addRow(disk_btns)
-        kf.addRow(self.disk_label)
+        kg = group(
+            "Disk calibration (convergence angle)",
+            ("pattern", self.disk_source),
+            ("convergence semi-angle", self.disk_alpha),
+            ("beam energy", self.beam_kev),
+            row(self.measure_disk_btn, self.apply_disk_btn),
+            self.disk_label,
+        )
 
         # real space: field of view (or scan step) -> the scan step and the real-space scale
         self.fov_mode = QComboBox()
@@ -264,17 +256,13 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.apply_fov_btn = QPushButton("Set the real-space scale")
         self.fov_label = QLabel("")
         self.fov_label.setWordWrap(True)
-        fg = QGroupBox("Real space: field of view")
-        ff = QFormLayout(fg)
-        ff.addRow("enter", self.fov_mode)
-        fov = QHBoxLayout()
-        fov.addWidget(self.fov_y)
-        fov.addWidget(QLabel("x"))
-        fov.addWidget(self.fov_x)
-        fov.addWidget(self.fov_units)
-        ff.addRow("y x", fov)
-        ff.addRow(self.apply_fov_btn)
-        ff.addRow(self.fov_label)
+        fg = group(
+            "Real space: field of view",
+            ("enter", self.fov_mode),
+            ("y x", row(self.fov_y, QLabel("x"), self.fov_x, self.fov_units)),
+            self.apply_fov_btn,
+            self.fov_label,
+        )
 
         self.com_btn = QPushButton("Compute centre of mass")
         self.rotation = QDoubleSpinBox()
@@ -297,20 +285,18 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.dpc_label.setWordWrap(True)
         self.dpc_label.setStyleSheet("color: orange")
         self.rotation_set = False  # by Auto rotation (well conditioned) or by the user
-        dg = self.dpc_group = QGroupBox("Centre of mass and DPC")
+        dg = self.dpc_group = group(
+            "Centre of mass and DPC",
+            self.com_btn,
+            ("rotation", row(self.rotation, self.flip)),
+            self.auto_btn,
+            ("descan removal", self.descan),
+            ("iDPC regularisation", self.reg),
+            self.dpc_label,
+            self.action_row(),
+        )
         dg.setObjectName("dpc_group")
         dg.setStyleSheet(UNSET_STYLE)
-        df = QFormLayout(dg)
-        df.addRow(self.com_btn)
-        rot = QHBoxLayout()
-        rot.addWidget(self.rotation)
-        rot.addWidget(self.flip)
-        df.addRow("rotation", rot)
-        df.addRow(self.auto_btn)
-        df.addRow("descan removal", self.descan)
-        df.addRow("iDPC regularisation", self.reg)
-        df.addRow(self.dpc_label)
-        df.addRow(self.action_row())
 
         self.cancel_btn = QPushButton("Cancel")
         self.status = QLabel("")
@@ -321,8 +307,7 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
             buttons=(self.measure_btn, self.com_btn, self.fit_ring_btn, self.measure_disk_btn),
         )
         layout = QVBoxLayout(self)
-        which = QFormLayout()  # every box below calibrates or measures this layer
-        which.addRow("4D layer", self.layer_combo)
+        which = form(("4D layer", self.layer_combo))  # every box below calibrates or measures this layer
         layout.addLayout(which)
         layout.addWidget(fg)
         layout.addWidget(kg)

@@ -23,15 +23,10 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -50,6 +45,7 @@ from ._common import (
     responsive_chunk,
     scan_position,
 )
+from ._forms import group, row, spin
 from ._pipeline import PipelineActions, layer_source, probe_of_layer, tag_layer
 from ._plot import show_rgba
 from ._results import results_viewer, show_map
@@ -232,70 +228,53 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         self.crystal_combo.addItems([*BUNDLED, CIF_ITEM])
         self.crystal_label = QLabel("")
         self.crystal_label.setWordWrap(True)
-
-        def spin(lo, hi, val, dec, suffix, step=None):
-            s = QDoubleSpinBox()
-            s.setRange(lo, hi)
-            s.setDecimals(dec)
-            s.setValue(val)
-            s.setSuffix(suffix)
-            if step:
-                s.setSingleStep(step)
-            return s
-
-        self.energy = spin(1.0, 3000.0, 300.0, 1, " keV", 10.0)
-        self.k_max = spin(0.1, 10.0, 1.2, 2, " 1/A", 0.05)
-        self.step = spin(0.1, 30.0, 2.0, 2, " deg", 0.5)
-        self.thickness = spin(0.5, 1000.0, 10.0, 1, " nm", 1.0)
-        self.n_matches = QSpinBox()
-        self.n_matches.setRange(1, 10)
-        self.n_matches.setValue(1)
-        self.min_peaks = QSpinBox()
-        self.min_peaks.setRange(1, 100)
-        self.min_peaks.setValue(5)
-
-        pg = QGroupBox("Crystal and plan")
-        pf = QFormLayout(pg)
-        pf.addRow("4D layer", self.layer_combo)
-        pf.addRow("crystal", self.crystal_combo)
-        pf.addRow(self.crystal_label)
-        pf.addRow("beam energy", self.energy)
-        pf.addRow("k_max", self.k_max)
-        pf.addRow("plan step", self.step)
-        pf.addRow("thickness", self.thickness)
+        self.energy = spin(1.0, 3000.0, 300.0, decimals=1, suffix=" keV", step=10.0)
+        self.k_max = spin(0.1, 10.0, 1.2, decimals=2, suffix=" 1/A", step=0.05)
+        self.step = spin(0.1, 30.0, 2.0, decimals=2, suffix=" deg", step=0.5)
+        self.thickness = spin(0.5, 1000.0, 10.0, decimals=1, suffix=" nm", step=1.0)
+        self.n_matches = spin(1, 10, 1)
+        self.min_peaks = spin(1, 100, 5)
         self.build_btn = QPushButton("Build plan")
-        pf.addRow(self.build_btn)
+        pg = group(
+            "Crystal and plan",
+            ("4D layer", self.layer_combo),
+            ("crystal", self.crystal_combo),
+            self.crystal_label,
+            ("beam energy", self.energy),
+            ("k_max", self.k_max),
+            ("plan step", self.step),
+            ("thickness", self.thickness),
+            self.build_btn,
+        )
 
-        mg = QGroupBox("Matching")
-        mf = QFormLayout(mg)
-        mf.addRow("n matches", self.n_matches)
-        mf.addRow("min peaks", self.min_peaks)
         self.check_btn = QPushButton("Check current pattern")
         self.run_btn = QPushButton("Run on all")
-        mf.addRow(self.check_btn)
-        mf.addRow(self.run_btn)
         self.follow = QCheckBox("after a run: show its matches at the scan position")
         self.follow.setChecked(True)
         self.follow.setToolTip(
             "click or drag on the orientation map (Real space): the pattern's peaks, the best "
             "template over it, its score and the top-N alternatives, as the run found them"
         )
-        mf.addRow(self.follow)
         # hovering over the run's maps: that pattern's matches here, the scan stays (UX point 19)
         self.hover_label = QLabel(HOVER_IDLE)
         self.hover_label.setWordWrap(True)
         self.hover_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        mf.addRow(self.hover_label)
+        mg = group(
+            "Matching",
+            ("n matches", self.n_matches),
+            ("min peaks", self.min_peaks),
+            self.check_btn,
+            self.run_btn,
+            self.follow,
+            self.hover_label,
+        )
 
         self.ang_btn = QPushButton("Export .ang...")
         self.emd_btn = QPushButton("Save maps (EMD)...")
         self.copy_btn = QPushButton("Copy as Python")
         for b in (self.ang_btn, self.emd_btn, self.copy_btn):
             b.setEnabled(False)
-        exp = QHBoxLayout()
-        exp.addWidget(self.ang_btn)
-        exp.addWidget(self.emd_btn)
-        exp.addWidget(self.copy_btn)
+        exp = row(self.ang_btn, self.emd_btn, self.copy_btn)
 
         self.key_image = QLabel()
         self.key_image.setAlignment(Qt.AlignmentFlag.AlignCenter)
