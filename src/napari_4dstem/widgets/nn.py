@@ -22,8 +22,6 @@ import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QProgressBar,
@@ -42,6 +40,7 @@ from ._common import (
     models_changed,
     scan_position,
 )
+from ._forms import form, row
 from ._nn_common import NN_BLOCK, ModelPicker, nn_pattern_job, nn_scan_chunk, threshold_boxes
 from ._pipeline import PipelineActions, layer_source, probe_of_layer
 from ._plot import TrainingPlot
@@ -134,25 +133,24 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        form = QFormLayout()
-        form.addRow("4D layer", self.layer_combo)
-        form.addRow("probe layer", self.probe_combo)
-        form.addRow("model", self.model_combo)
-        form.addRow("min relative height", self.min_rel)
-        form.addRow("min disk significance [sd]", self.min_sig)
-        form.addRow("MC-dropout samples", self.mc)
-        ft = QFormLayout()
-        ft.addRow("new model name", self.ft_name)
-        ft.addRow("patterns", self.ft_patterns)
-        ft.addRow("epochs", self.ft_epochs)
-        ft.addRow(self.ft_region)
-        labels_row = QHBoxLayout()
-        for b in (self.correct_btn, self.keep_labels_btn, self.clear_labels_btn, self.save_labels_btn):
-            labels_row.addWidget(b)
-        ft.addRow(labels_row)
-        ft.addRow(self.labels_info)
+        detect = form(
+            ("4D layer", self.layer_combo),
+            ("probe layer", self.probe_combo),
+            ("model", self.model_combo),
+            ("min relative height", self.min_rel),
+            ("min disk significance [sd]", self.min_sig),
+            ("MC-dropout samples", self.mc),
+        )
+        ft = form(
+            ("new model name", self.ft_name),
+            ("patterns", self.ft_patterns),
+            ("epochs", self.ft_epochs),
+            self.ft_region,
+            row(self.correct_btn, self.keep_labels_btn, self.clear_labels_btn, self.save_labels_btn),
+            self.labels_info,
+        )
         lay = QVBoxLayout(self)
-        lay.addLayout(form)
+        lay.addLayout(detect)
         for w in (self.preview_btn, self.run_btn):
             lay.addWidget(w)
         lay.addLayout(ft)

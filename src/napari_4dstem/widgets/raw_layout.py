@@ -20,7 +20,6 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -32,6 +31,7 @@ from qtpy.QtWidgets import (
 from ..data.datacube import DataCube, scan_factorizations
 from ..errors import Napari4DSTEMError
 from ._common import FileJobs
+from ._forms import form
 
 DTYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64")
 ENDIAN = {"little": "<", "big": ">"}
@@ -138,24 +138,26 @@ class RawLayoutWidget(QWidget):
         self.open_btn.setEnabled(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        row = QHBoxLayout()
-        row.addWidget(self.path, 1)
-        row.addWidget(self.browse_btn)
-        form = QFormLayout(self)
-        form.addRow("file", row)
-        form.addRow("file header (offset)", self.header)
-        form.addRow("header per frame", self.frame_header)
-        form.addRow("footer per frame", self.frame_footer)
-        form.addRow("pixel type", self.dtype)
-        form.addRow("byte order", self.endian)
-        form.addRow("frame rows (k_y)", self.k_rows)
-        form.addRow("frame columns (k_x)", self.k_cols)
-        form.addRow("", self.transpose)
-        form.addRow("frames stored", self.scan_order)
-        form.addRow("scan_y x scan_x", self.scan_shape)
-        form.addRow(self.size_label)
-        form.addRow(self.open_btn)
-        form.addRow(self.status)
+        file_row = QHBoxLayout()
+        file_row.addWidget(self.path, 1)
+        file_row.addWidget(self.browse_btn)
+        form(
+            ("file", file_row),
+            ("file header (offset)", self.header),
+            ("header per frame", self.frame_header),
+            ("footer per frame", self.frame_footer),
+            ("pixel type", self.dtype),
+            ("byte order", self.endian),
+            ("frame rows (k_y)", self.k_rows),
+            ("frame columns (k_x)", self.k_cols),
+            ("", self.transpose),
+            ("frames stored", self.scan_order),
+            ("scan_y x scan_x", self.scan_shape),
+            self.size_label,
+            self.open_btn,
+            self.status,
+            on=self,
+        )
         self.files = FileJobs(self.status, self._on_error)
         self.browse_btn.clicked.connect(lambda _=False: self.choose_file())
         self.path.editingFinished.connect(self.check)

@@ -8,11 +8,12 @@ first) and reshapes the layer lazily (:meth:`DataCube.reshape_scan`); it can be 
 from __future__ import annotations
 
 import napari
-from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPushButton, QWidget
+from qtpy.QtWidgets import QComboBox, QLabel, QPushButton, QWidget
 
 from ..data.datacube import scan_factorizations
 from ..errors import Napari4DSTEMError
 from ._common import CubePicker, layer_datacube
+from ._forms import form
 
 
 class ScanShapeWidget(QWidget):
@@ -27,12 +28,14 @@ class ScanShapeWidget(QWidget):
         self.apply_btn = QPushButton("Apply scan shape")
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        form = QFormLayout(self)
-        form.addRow("4D layer", self.layer_combo)
-        form.addRow("patterns", self.count)
-        form.addRow("scan_y x scan_x", self.shapes)
-        form.addRow(self.apply_btn)
-        form.addRow(self.status)
+        form(
+            ("4D layer", self.layer_combo),
+            ("patterns", self.count),
+            ("scan_y x scan_x", self.shapes),
+            self.apply_btn,
+            self.status,
+            on=self,
+        )
         self.layer_combo.currentTextChanged.connect(self._on_layer)
         self.apply_btn.clicked.connect(self.apply)
         self._on_layer()

@@ -33,7 +33,6 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -48,6 +47,7 @@ from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError, Napari4DSTEMError
 from ._common import FileJobs, guarded, layer_array, layer_datacube
+from ._forms import form, row
 from ._state import DockState, register_dock
 
 SERIES_LAYER = "series"
@@ -266,31 +266,17 @@ class SeriesWidget(DockState, QWidget):
         self.status.setWordWrap(True)
         self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing() + 4)
         layout = QVBoxLayout(self)
-        row = QHBoxLayout()
-        row.addWidget(self.open_btn)
-        row.addWidget(self.layers_btn)
-        layout.addLayout(row)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("frame"))
-        row.addWidget(self.slider, 1)
-        row.addWidget(self.frame_box)
-        layout.addLayout(row)
+        layout.addLayout(row(self.open_btn, self.layers_btn))
+        frame_row = QHBoxLayout()
+        frame_row.addWidget(QLabel("frame"))
+        frame_row.addWidget(self.slider, 1)
+        frame_row.addWidget(self.frame_box)
+        layout.addLayout(frame_row)
         layout.addWidget(self.frame_label)
-        row = QHBoxLayout()
-        row.addWidget(self.compare_source)
-        row.addWidget(self.compare_btn)
-        row.addWidget(self.compare_cancel)
-        layout.addLayout(row)
+        layout.addLayout(row(self.compare_source, self.compare_btn, self.compare_cancel))
         layout.addWidget(self.follow_detector)
-        form = QFormLayout()
-        form.addRow("watch", self.folder)
-        form.addRow("files", self.patterns)
-        layout.addLayout(form)
-        row = QHBoxLayout()
-        row.addWidget(self.watch_btn)
-        row.addWidget(self.stop_btn)
-        row.addWidget(self.follow)
-        layout.addLayout(row)
+        layout.addLayout(form(("watch", self.folder), ("files", self.patterns)))
+        layout.addLayout(row(self.watch_btn, self.stop_btn, self.follow))
         layout.addWidget(self.badge)
         layout.addWidget(self.status)
         layout.addStretch(1)
