@@ -38,7 +38,13 @@ def add_phase(sub) -> argparse.ArgumentParser:
     )
     m = p.add_argument_group("method settings")
     m.add_argument("--upsample", type=int, default=2, help="parallax: output grid factor")
-    m.add_argument("--regularization", type=float, default=0.05, help="SSB: Wiener term")
+    m.add_argument(
+        "--regularization",
+        type=float,
+        default=None,
+        help="SSB: a fixed Wiener term, relative to the largest side-band overlap (default: measured from the "
+        "data's noise, adapts to the dose; 0.05 was the default before)",
+    )
     m.add_argument(
         "--wdd-regularization",
         type=float,

@@ -77,6 +77,17 @@ def test_low_dose_setting_reaches_the_reconstruction(setup):
     assert (p.loss, p.full_batch) == ("poisson", True)
 
 
+def test_ssb_wiener_term_and_fit_defocus_reach_the_parameters(setup):
+    _, _, w = setup
+    p = w.settings()[2]
+    assert (p.regularization, p.fit_defocus) == (None, False)  # measured Wiener term; the typed defocus
+    assert w.ssb_reg.text() == "measured"
+    w.ssb_reg.setValue(0.05)
+    w.fit_defocus.setChecked(True)
+    p = w.settings()[2]
+    assert (p.regularization, p.fit_defocus) == (0.05, True)
+
+
 def test_ptychography_runs_to_the_end_with_live_snapshots(setup, qtbot):
     _, results, w = setup
     w.method.setCurrentText("ptycho")

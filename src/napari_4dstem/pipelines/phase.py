@@ -27,7 +27,8 @@ class PhaseParams(_Params):
     defocus_A, astig_A, astig_angle_deg, cs_mm : probe aberrations (defocus > 0: underfocus)
     fit_defocus : measure defocus and astigmatism by parallax first and use them
     upsample : parallax output grid factor
-    regularization : SSB Wiener term
+    regularization : SSB Wiener term: None (default) measures it from the data's noise and signal
+        power (adapts to the dose); a number fixes it, relative to the largest side-band overlap
     wdd_regularization : WDD Wiener term (relative to the probe's largest |chi|^2)
     iterations, batch_size, modes, position_correction, device, threads : ptychography
     slices, slice_thickness_A : multislice ptychography
@@ -43,7 +44,7 @@ class PhaseParams(_Params):
     cs_mm: float = 0.0
     fit_defocus: bool = False
     upsample: int = 2
-    regularization: float = 0.05
+    regularization: float | None = None
     wdd_regularization: float = 1e-3
     iterations: int = 20
     batch_size: int = 64
@@ -64,8 +65,8 @@ class PhaseParams(_Params):
             _check(_finite(getattr(self, name)), f"{name} must be a finite number, got {getattr(self, name)}")
         _check(isinstance(self.upsample, int) and self.upsample >= 1, f"upsample must be >= 1, got {self.upsample}")
         _check(
-            _finite(self.regularization) and self.regularization >= 0,
-            f"SSB regularization must be >= 0, got {self.regularization}",
+            self.regularization is None or (_finite(self.regularization) and self.regularization >= 0),
+            f"SSB regularization must be None (measured) or >= 0, got {self.regularization}",
         )
         _check(
             _finite(self.wdd_regularization) and self.wdd_regularization > 0,

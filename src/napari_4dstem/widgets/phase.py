@@ -160,6 +160,17 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         self.convergence = spin(0.1, 200.0, 20.0, decimals=2, suffix=" mrad")
         self.defocus = spin(-1e5, 1e5, 0.0, decimals=1, suffix=" A")
         self.rotation = spin(-360.0, 360.0, 0.0, decimals=2, suffix=" deg")
+        self.fit_defocus = QCheckBox("fit defocus by parallax first")
+        self.fit_defocus.setToolTip(
+            "measure defocus and astigmatism from the bright-field parallax and start from them "
+            "(fit_defocus=True; the defocus field is then only the parallax fit's starting probe)"
+        )
+        self.ssb_reg = spin(0.0, 10.0, 0.0, decimals=3)
+        self.ssb_reg.setSpecialValueText("measured")
+        self.ssb_reg.setToolTip(
+            "SSB Wiener term: 'measured' (0) takes it from the data's noise and signal power and "
+            "adapts to the dose; a number fixes it, relative to the largest side-band overlap"
+        )
         mg = QGroupBox("Microscope (from the calibration)")
         mf = QFormLayout(mg)
         mf.addRow("4D layer", self.layer_combo)
@@ -168,6 +179,8 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         mf.addRow("convergence", self.convergence)
         mf.addRow("defocus (> 0 under)", self.defocus)
         mf.addRow("scan rotation", self.rotation)
+        mf.addRow(self.fit_defocus)
+        mf.addRow("SSB Wiener term", self.ssb_reg)
 
         self.iterations = spin(1, 10000, 10)
         self.batch = spin(1, 4096, 64)
@@ -257,6 +270,8 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         params = PhaseParams(
             method=self.method.currentText(),
             defocus_A=self.defocus.value(),
+            fit_defocus=self.fit_defocus.isChecked(),
+            regularization=self.ssb_reg.value() or None,
             iterations=self.iterations.value(),
             batch_size=self.batch.value(),
             modes=self.modes.value(),
