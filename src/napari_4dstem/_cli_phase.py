@@ -34,7 +34,11 @@ def add_phase(sub) -> argparse.ArgumentParser:
     a.add_argument("--astig-angle-deg", type=float, default=0.0)
     a.add_argument("--cs-mm", type=float, default=0.0)
     a.add_argument(
-        "--fit-defocus", action="store_true", help="measure defocus and astigmatism by parallax first and use them"
+        "--fit-defocus",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure defocus and astigmatism by parallax first and use them (default: for ptycho and "
+        "multislice-ptycho when no --defocus-A / --astig-A is given)",
     )
     m = p.add_argument_group("method settings")
     m.add_argument("--upsample", type=int, default=2, help="parallax: output grid factor")

@@ -64,6 +64,26 @@ def test_probe_is_refined_from_a_focused_start(sim):
     assert corr >= 0.9
 
 
+def test_a_wrong_defocus_is_found_by_the_parallax_fit_by_default():
+    """Planted: 8 nm overfocus, no defocus given. The probe update alone does not find it (the object
+    absorbs it); the pipeline's default fits it by parallax first for ptychography."""
+    from napari_4dstem.pipelines import PhaseParams, run_phase
+
+    s = _sim(scan_shape=(16, 16), defocus_A=-80.0, seed=4)
+    runs = {}
+    for fit in (None, False):
+        res = run_phase(s.datacube, phase=PhaseParams(method="ptycho", iterations=10, batch_size=32, threads=1,
+                                                      fit_defocus=fit))  # fmt: skip
+        r = res.ptycho
+        runs[fit] = phase_correlation_with_truth(r.object_phase(), _truth(s, r))[0], res.parallax
+    (auto, par), (typed, none) = runs[None], runs[False]
+    assert none is None and par.defocus_A == pytest.approx(-80.0, abs=10.0)  # measured -78.9
+    assert auto >= 0.95 and typed < auto - 0.3  # measured 1.000 and 0.358 (focused start)
+    # a typed defocus is used as given, no fit
+    assert not PhaseParams(method="ptycho", defocus_A=-80.0).fits_defocus
+    assert not PhaseParams(method="ssb").fits_defocus and PhaseParams(method="ssb", fit_defocus=True).fits_defocus
+
+
 def test_checkpoint_and_resume(sim, tmp_path):
     s = sim
     ck = tmp_path / "run.npz"

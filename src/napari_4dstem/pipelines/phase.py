@@ -25,7 +25,9 @@ class PhaseParams(_Params):
     ----------
     method : {"parallax", "ssb", "wdd", "ptycho", "multislice-ptycho"}
     defocus_A, astig_A, astig_angle_deg, cs_mm : probe aberrations (defocus > 0: underfocus)
-    fit_defocus : measure defocus and astigmatism by parallax first and use them
+    fit_defocus : measure defocus and astigmatism by parallax first and use them; None (default):
+        for the iterative methods when no defocus and no astigmatism is given (the probe update
+        does not find a wrong defocus: docs/phase.md), else not
     upsample : parallax output grid factor
     regularization : SSB Wiener term: None (default) measures it from the data's noise and signal
         power (adapts to the dose); a number fixes it, relative to the largest side-band overlap
@@ -42,7 +44,7 @@ class PhaseParams(_Params):
     astig_A: float = 0.0
     astig_angle_deg: float = 0.0
     cs_mm: float = 0.0
-    fit_defocus: bool = False
+    fit_defocus: bool | None = None
     upsample: int = 2
     regularization: float | None = None
     wdd_regularization: float = 1e-3
@@ -88,6 +90,14 @@ class PhaseParams(_Params):
                 f"scan_region must be (y0, y1, x0, x1) with y0 < y1, x0 < x1, got {self.scan_region}",
             )
             object.__setattr__(self, "scan_region", r)
+
+    @property
+    def fits_defocus(self) -> bool:
+        """Whether the run measures defocus and astigmatism by parallax first (``fit_defocus``,
+        or its default: the iterative methods when no defocus and no astigmatism is given)."""
+        if self.fit_defocus is not None:
+            return bool(self.fit_defocus)
+        return self.method in ("ptycho", "multislice-ptycho") and self.defocus_A == 0 and self.astig_A == 0
 
     def ptycho_params(self, snapshot_every: int = 1):
         from ..analysis.phase.ptycho import PtychoParams
@@ -152,7 +162,7 @@ def iter_phase(
         cal, defocus_A=p.defocus_A, astig_A=p.astig_A, astig_angle_deg=p.astig_angle_deg, cs_mm=p.cs_mm
     )
     par = None
-    if p.method == "parallax" or p.fit_defocus:
+    if p.method == "parallax" or p.fits_defocus:
         par = yield from iter_parallax(cube, probe=probe, calibration=cal, upsample=p.upsample)
         if p.method == "parallax":
             return PhaseResult((par.image,), par, None, recipe)

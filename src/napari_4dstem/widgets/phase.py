@@ -37,6 +37,8 @@ from ._state import DockState, register_dock
 from .results_list import session_results
 
 METHODS = ("parallax", "ssb", "wdd", "ptycho", "multislice-ptycho")
+# PhaseParams.fit_defocus of each choice of the dock
+_FIT_DEFOCUS = {"auto": None, "typed": False, "fit by parallax": True}
 _PER_A = {"A": 1.0, "nm": 0.1, "um": 1e-4, "px": 1.0}
 
 
@@ -160,10 +162,11 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         self.convergence = spin(0.1, 200.0, 20.0, decimals=2, suffix=" mrad")
         self.defocus = spin(-1e5, 1e5, 0.0, decimals=1, suffix=" A")
         self.rotation = spin(-360.0, 360.0, 0.0, decimals=2, suffix=" deg")
-        self.fit_defocus = QCheckBox("fit defocus by parallax first")
+        self.fit_defocus = QComboBox()
+        self.fit_defocus.addItems(list(_FIT_DEFOCUS))
         self.fit_defocus.setToolTip(
-            "measure defocus and astigmatism from the bright-field parallax and start from them "
-            "(fit_defocus=True; the defocus field is then only the parallax fit's starting probe)"
+            "fit by parallax: measure defocus and astigmatism from the bright-field parallax and start "
+            "from them; typed: the defocus above; auto: the fit for ptychography when the defocus is 0"
         )
         self.ssb_reg = spin(0.0, 10.0, 0.0, decimals=3)
         self.ssb_reg.setSpecialValueText("measured")
@@ -179,7 +182,7 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         mf.addRow("convergence", self.convergence)
         mf.addRow("defocus (> 0 under)", self.defocus)
         mf.addRow("scan rotation", self.rotation)
-        mf.addRow(self.fit_defocus)
+        mf.addRow("defocus from", self.fit_defocus)
         mf.addRow("SSB Wiener term", self.ssb_reg)
 
         self.iterations = spin(1, 10000, 10)
@@ -270,7 +273,7 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         params = PhaseParams(
             method=self.method.currentText(),
             defocus_A=self.defocus.value(),
-            fit_defocus=self.fit_defocus.isChecked(),
+            fit_defocus=_FIT_DEFOCUS[self.fit_defocus.currentText()],
             regularization=self.ssb_reg.value() or None,
             iterations=self.iterations.value(),
             batch_size=self.batch.value(),
