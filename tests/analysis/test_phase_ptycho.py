@@ -84,6 +84,23 @@ def test_a_wrong_defocus_is_found_by_the_parallax_fit_by_default():
     assert not PhaseParams(method="ssb").fits_defocus and PhaseParams(method="ssb", fit_defocus=True).fits_defocus
 
 
+@pytest.mark.parametrize("loss", ["amplitude", "poisson"])
+def test_single_slice_gradients_equal_autograd(sim, monkeypatch, loss):
+    """The single-slice gradients written out (the fast path) give what autograd gives."""
+    import napari_4dstem.analysis.phase.ptycho as pt
+
+    runs = []
+    for by_hand in (True, False):
+        monkeypatch.setattr(pt, "_SINGLE_SLICE_BY_HAND", by_hand)
+        runs.append(ptychography(sim.datacube, probe=sim.probe, params=PtychoParams(iterations=3, batch_size=32,
+                                                                                    threads=1, loss=loss)))  # fmt: skip
+    a, b = runs
+    assert np.abs(a.object - b.object).max() < 1e-5  # measured 4e-7 to 6e-7 (float32)
+    assert np.abs(a.probe - b.probe).max() < 1e-5 * np.abs(b.probe).max()
+    np.testing.assert_allclose(a.errors, b.errors, rtol=1e-5)
+    assert a.errors[-1] < 0.2 * a.errors[0]
+
+
 def test_checkpoint_and_resume(sim, tmp_path):
     s = sim
     ck = tmp_path / "run.npz"
@@ -257,7 +274,8 @@ def test_poisson_loss_with_step_decay_at_low_dose(dose, floor):
     from napari_4dstem.analysis.phase.ssb import ssb
 
     s = _sim(scan_shape=(16, 16), step_A=0.3, dose_e_per_A2=dose)
-    r_ssb = phase_correlation_with_truth(ssb(s.datacube, probe=s.probe).data, s.phase_at_scan)[0]
+    r_ssb = phase_correlation_with_truth(ssb(s.datacube, probe=s.probe, regularization=0.05).data, s.phase_at_scan)[0]
+    r_ssb_now = phase_correlation_with_truth(ssb(s.datacube, probe=s.probe).data, s.phase_at_scan)[0]
     base = dict(iterations=10, threads=1)
     plain = ptychography(s.datacube, probe=s.probe, params=PtychoParams(**base))
     robust = ptychography(s.datacube, probe=s.probe, params=PtychoParams(loss="poisson", step_decay=1.0, **base))
@@ -265,12 +283,15 @@ def test_poisson_loss_with_step_decay_at_low_dose(dose, floor):
     r_plain = phase_correlation_with_truth(plain.object_phase(), _truth(s, plain))[0]
     r_robust = phase_correlation_with_truth(robust.object_phase(), _truth(s, robust))[0]
     r_full = phase_correlation_with_truth(full.object_phase(), _truth(s, full))[0]
-    # measured (SSB / amplitude, constant steps / Poisson, decay 1 / Poisson, full batch):
+    # measured (SSB, fixed Wiener term 0.05 / amplitude, constant steps / Poisson, decay 1 / Poisson, full batch):
     # 1e4 0.642 / 0.821 / 0.881 / 0.877, 1e3 0.343 / 0.417 / 0.497 / 0.489
     for r in (r_robust, r_full):
         assert r >= floor
         assert r > r_plain + 0.04
         assert r > r_ssb + 0.1
+    # SSB with the Wiener term measured from the noise (the default since session 10) catches up with
+    # ptychography on this thin object and passes it at 1e3: measured 0.881 at 1e4, 0.768 at 1e3
+    assert r_ssb_now > r_ssb + 0.1 and r_ssb_now > r_plain
 
 
 def test_full_batch_steps_in_mini_batches_equal_one_batch_of_all_positions(sim):
