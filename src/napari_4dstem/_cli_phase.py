@@ -69,6 +69,9 @@ def add_phase(sub) -> argparse.ArgumentParser:
     )
     m.add_argument("--step-decay", type=float, default=0.0, help="ptycho: steps of iteration i divided by 1 + X i")
     m.add_argument("--full-batch", action="store_true", help="ptycho: one step per iteration from all positions")
+    m.add_argument(
+        "--pure-phase", action="store_true", help="ptycho: a pure phase object, |O| = 1 (thin specimens, low dose)"
+    )
     m.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     m.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     m.add_argument("--checkpoint", type=Path, help="ptycho: checkpoint .npz (resumed if present)")
@@ -135,6 +138,7 @@ def run_phase(args) -> int:
         loss=args.loss,
         step_decay=args.step_decay,
         full_batch=args.full_batch,
+        pure_phase=args.pure_phase,
     )
     dc = _calibrated(args)
     try:

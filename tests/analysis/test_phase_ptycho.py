@@ -294,6 +294,19 @@ def test_poisson_loss_with_step_decay_at_low_dose(dose, floor):
     assert r_ssb_now > r_ssb + 0.1 and r_ssb_now > r_plain
 
 
+def test_pure_phase_object_at_low_dose():
+    """1e3 e/A^2 (the low-dose test's patterns): holding |O| = 1 keeps the amplitude from taking up
+    the noise; the planted object is a pure phase object."""
+    s = _sim(scan_shape=(16, 16), step_A=0.3, dose_e_per_A2=1e3)
+    base = dict(iterations=10, threads=1, loss="poisson", full_batch=True)
+    free = ptychography(s.datacube, probe=s.probe, params=PtychoParams(**base))
+    pure = ptychography(s.datacube, probe=s.probe, params=PtychoParams(pure_phase=True, **base))
+    np.testing.assert_allclose(np.abs(pure.object), 1.0, rtol=1e-5)
+    r_free = phase_correlation_with_truth(free.object_phase(), _truth(s, free))[0]
+    r_pure = phase_correlation_with_truth(pure.object_phase(), _truth(s, pure))[0]
+    assert r_pure > r_free + 0.03  # measured 0.568 vs 0.489 (1e4: 0.901 vs 0.877; noise-free 0.983 vs 0.984)
+
+
 def test_full_batch_steps_in_mini_batches_equal_one_batch_of_all_positions(sim):
     """``full_batch`` sums the gradients of the mini-batches and steps once per iteration: the
     same reconstruction as one batch holding every position (memory of 32 positions, not 144)."""

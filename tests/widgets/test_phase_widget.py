@@ -74,7 +74,9 @@ def test_low_dose_setting_reaches_the_reconstruction(setup):
     assert (p.loss, p.full_batch) == ("amplitude", False)  # the default
     w.counted.setChecked(True)
     p = w.ptycho_params()
-    assert (p.loss, p.full_batch) == ("poisson", True)
+    assert (p.loss, p.full_batch, p.pure_phase) == ("poisson", True, False)
+    w.pure_phase.setChecked(True)
+    assert w.ptycho_params().pure_phase is True
 
 
 def test_ssb_wiener_term_and_fit_defocus_reach_the_parameters(setup):

@@ -36,6 +36,7 @@ class PhaseParams(_Params):
     slices, slice_thickness_A : multislice ptychography
     loss, step_decay, full_batch : ptychography's noise model and steps (``"poisson"`` and
         ``full_batch=True`` for counted, low-dose data; see ``PtychoParams`` and docs/phase.md)
+    pure_phase : ptychography: a pure phase object (``|O| = 1``; thin, weakly absorbing specimens)
     scan_region : ``(y0, y1, x0, x1)`` scan rows/columns analysed (None: the whole scan)
     """
 
@@ -60,6 +61,7 @@ class PhaseParams(_Params):
     loss: str = "amplitude"
     step_decay: float = 0.0
     full_batch: bool = False
+    pure_phase: bool = False
 
     def __post_init__(self):
         _check(self.method in PHASE_METHODS, f"method must be one of {PHASE_METHODS}, got {self.method!r}")
@@ -116,6 +118,7 @@ class PhaseParams(_Params):
             loss=self.loss,
             step_decay=self.step_decay,
             full_batch=bool(self.full_batch),
+            pure_phase=bool(self.pure_phase),
         )
 
 

@@ -196,6 +196,11 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
             "for counted data at 1e3-1e4 e/A^2: the Poisson likelihood and full-batch steps "
             "(loss='poisson', full_batch=True; docs/phase.md)"
         )
+        self.pure_phase = QCheckBox("pure phase object (|O| = 1)")
+        self.pure_phase.setToolTip(
+            "thin, weakly absorbing specimens: the object's amplitude is held at 1, so it cannot take up "
+            "noise (pure_phase=True; helps at 1e3-1e4 e/A^2, docs/phase.md)"
+        )
         self.device = QComboBox()
         self.device.addItems(["cpu", "cuda"])
         pg = QGroupBox("Iterative ptychography")
@@ -207,6 +212,7 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         pf.addRow("slice thickness", self.slice_dz)
         pf.addRow(self.positions)
         pf.addRow(self.counted)
+        pf.addRow(self.pure_phase)
         pf.addRow("device", self.device)
 
         self.preview = QCheckBox("preview on a central sub-scan of")
@@ -285,6 +291,7 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
             scan_region=region,
             loss="poisson" if self.counted.isChecked() else "amplitude",
             full_batch=self.counted.isChecked(),
+            pure_phase=self.pure_phase.isChecked(),
         )
         return dc, cal, params
 

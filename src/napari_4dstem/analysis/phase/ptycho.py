@@ -100,6 +100,10 @@ class PtychoParams:
         One object and probe step per iteration from the gradient of all positions (computed
         in mini-batches of ``batch_size``, so memory stays that of a batch); default False: a
         step per mini-batch. Fewer, averaged steps: a low-dose setting (``docs/phase.md``).
+    pure_phase : bool
+        A pure phase object: ``|O| = 1`` after every step (each slice), for thin, weakly
+        absorbing specimens; the amplitude cannot take up noise (a low-dose setting, 1e3 e/A^2:
+        ``docs/phase.md``). Default False: ``|O|`` free (single slice) or ``<= 1`` (multislice).
 
     Raises
     ------
@@ -127,6 +131,7 @@ class PtychoParams:
     loss: str = "amplitude"
     step_decay: float = 0.0
     full_batch: bool = False
+    pure_phase: bool = False
 
     def __post_init__(self):
         """Refuse settings that cannot run."""
@@ -597,7 +602,9 @@ def _reconstruct(
         for s_, illum in enumerate(illums):
             norm = ((1 - d) * illum + d * illum.max()).reshape(obj_shape)
             obj[s_] -= (0.5 * slice_step * a_it) * g_obj[s_] / norm
-        if params.slices > 1:
+        if params.pure_phase:
+            obj.div_(obj.abs().clamp_min_(1e-30))
+        elif params.slices > 1:
             # no slice gives the wave amplitude (|O| <= 1): without it a strong object's
             # slices trade amplitude back and forth and the product overflows (10 nm of
             # SrTiO3 in 5 slices went to NaN in the second iteration)
