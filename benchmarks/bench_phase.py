@@ -247,6 +247,7 @@ def main() -> int:
     ap.add_argument("--loss", default="amplitude", help="our PtychoParams.loss: amplitude or poisson")
     ap.add_argument("--batch-size", type=int, default=64, help="our PtychoParams.batch_size (positions per step)")
     ap.add_argument("--full-batch", action="store_true", help="our PtychoParams.full_batch (one step per iteration)")
+    ap.add_argument("--pure-phase", action="store_true", help="our PtychoParams.pure_phase (|O| = 1)")
     ap.add_argument(
         "--wdd-eps", type=float, default=1e-3, help="WDD Wiener term, ours and py4DSTEM's relative_wiener_epsilon"
     )
@@ -314,7 +315,7 @@ def main() -> int:
                 iterations=args.iterations, device=args.device, threads=args.threads, slices=args.slices,
                 slice_thickness_A=(float(args.object.split(":")[1]) / args.slices if ":" in args.object else 0.0),
                 step_decay=args.step_decay, loss=args.loss, batch_size=args.batch_size,
-                full_batch=args.full_batch,
+                full_batch=args.full_batch, pure_phase=args.pure_phase,
             ),
         )  # fmt: skip
         # per iteration: the iterations after the first (as for py4DSTEM)
@@ -385,7 +386,7 @@ def main() -> int:
         f"step {step} A, defocus {df} A, "
         f"dose {args.dose or 'noise-free'}; CPU ({os.cpu_count()} cores, shared machine, load "
         f"{os.getloadavg()[0]:.1f}), torch threads {args.threads}; our ptycho step_decay {args.step_decay}, "
-        f"loss {args.loss}, batch {args.batch_size}, full batch {args.full_batch}"
+        f"loss {args.loss}, batch {args.batch_size}, full batch {args.full_batch}, pure phase {args.pure_phase}"
     )
     print(f"{'method':34s} {'corr':>6s} {'RMS rad':>8s} {'time s':>8s} {'p4/ours':>8s}")
     rows.append(("SSB (ours)", *ours_ssb, med(t_ssb), None))

@@ -45,16 +45,15 @@ def main() -> None:
     for _ in range(30):
         QApplication.processEvents()
     viewer.screenshot(str(OUT / "phase_retrieval_widget.png"), canvas_only=False, flash=False)
+    # the results are on the window's Real space canvas (a viewer model without a window of its own)
     rv = results_viewer(viewer)
-    rv.window.resize(900, 700)
     rv.layers["probe intensity"].visible = False
     rv.reset_view()
     for _ in range(30):
         QApplication.processEvents()
-    rv.screenshot(str(OUT / "phase_retrieval_realspace.png"), canvas_only=False, flash=False)
+    viewer.screenshot(str(OUT / "phase_retrieval_realspace.png"), canvas_only=False, flash=False)
     print("wrote", OUT / "phase_retrieval_widget.png", OUT / "phase_retrieval_realspace.png")
     viewer.close()
-    rv.close()
 
 
 if __name__ == "__main__":

@@ -34,11 +34,21 @@ def add_phase(sub) -> argparse.ArgumentParser:
     a.add_argument("--astig-angle-deg", type=float, default=0.0)
     a.add_argument("--cs-mm", type=float, default=0.0)
     a.add_argument(
-        "--fit-defocus", action="store_true", help="measure defocus and astigmatism by parallax first and use them"
+        "--fit-defocus",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure defocus and astigmatism by parallax first and use them (default: for ptycho and "
+        "multislice-ptycho when no --defocus-A / --astig-A is given)",
     )
     m = p.add_argument_group("method settings")
     m.add_argument("--upsample", type=int, default=2, help="parallax: output grid factor")
-    m.add_argument("--regularization", type=float, default=0.05, help="SSB: Wiener term")
+    m.add_argument(
+        "--regularization",
+        type=float,
+        default=None,
+        help="SSB: a fixed Wiener term, relative to the largest side-band overlap (default: measured from the "
+        "data's noise, adapts to the dose; 0.05 was the default before)",
+    )
     m.add_argument(
         "--wdd-regularization",
         type=float,
@@ -59,6 +69,9 @@ def add_phase(sub) -> argparse.ArgumentParser:
     )
     m.add_argument("--step-decay", type=float, default=0.0, help="ptycho: steps of iteration i divided by 1 + X i")
     m.add_argument("--full-batch", action="store_true", help="ptycho: one step per iteration from all positions")
+    m.add_argument(
+        "--pure-phase", action="store_true", help="ptycho: a pure phase object, |O| = 1 (thin specimens, low dose)"
+    )
     m.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     m.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     m.add_argument("--checkpoint", type=Path, help="ptycho: checkpoint .npz (resumed if present)")
@@ -125,6 +138,7 @@ def run_phase(args) -> int:
         loss=args.loss,
         step_decay=args.step_decay,
         full_batch=args.full_batch,
+        pure_phase=args.pure_phase,
     )
     dc = _calibrated(args)
     try:

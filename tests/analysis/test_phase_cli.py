@@ -28,6 +28,19 @@ def test_cli_direct_ptychography_writes_the_phase(sim_file, tmp_path, method):
     assert phase.params["method"] == method
 
 
+def test_cli_ssb_wiener_term_measured_by_default_or_fixed(sim_file, tmp_path):
+    """No --regularization: the Wiener term is measured (the noise variance is in the result);
+    --regularization X: fixed, as before; both in the recipe."""
+    _, path = sim_file
+    for flags, reg in (([], None), (["--regularization", "0.05"], 0.05)):
+        out = tmp_path / f"ssb{len(flags)}.h5"
+        assert main(["-q", "phase", str(path), str(out), "--method", "ssb", *flags]) == 0
+        params = next(v for k, v in emd.read(out).items() if k.endswith("ssb_phase")).params
+        assert params["regularization"] == reg
+        assert ("noise_variance" in params) == (reg is None)
+        assert params["recipe"]["params"]["phase"]["regularization"] == reg
+
+
 def test_cli_ptycho_and_calibration_flags(sim_file, tmp_path, capsys):
     pytest.importorskip("torch")  # iterative ptychography is torch (the `nn` extra); the core venv has none
     _, path = sim_file
@@ -60,12 +73,14 @@ def test_cli_low_dose_ptycho_flags_are_used_and_recorded(sim_file, tmp_path):
     _, path = sim_file
     out = tmp_path / "lowdose.h5"
     argv = ["-q", "phase", str(path), str(out), "--method", "ptycho", "--iterations", "2", "--batch-size", "32"]
-    assert main([*argv, "--loss", "poisson", "--full-batch", "--step-decay", "0.5"]) == 0
+    assert main([*argv, "--loss", "poisson", "--full-batch", "--step-decay", "0.5", "--pure-phase"]) == 0
     params = emd.read(out)["ptycho_phase"].params
     used = params["params"]  # what the reconstruction ran with
-    assert (used["loss"], used["full_batch"], used["step_decay"]) == ("poisson", True, 0.5)
+    assert (used["loss"], used["full_batch"], used["step_decay"], used["pure_phase"]) == ("poisson", True, 0.5, True)
     recipe = str(params["recipe"])  # what a re-run would use
-    assert all(t in recipe for t in ("'loss': 'poisson'", "'full_batch': True", "'step_decay': 0.5"))
+    assert all(
+        t in recipe for t in ("'loss': 'poisson'", "'full_batch': True", "'step_decay': 0.5", "'pure_phase': True")
+    )
 
 
 def test_cli_parallax_and_bad_output(sim_file, tmp_path, capsys):

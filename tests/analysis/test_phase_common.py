@@ -36,7 +36,7 @@ def test_frc_of_identical_and_of_independent_noise(rng):
     a = rng.normal(size=(64, 64))
     f, frc = fourier_ring_correlation(a, a, pixel_A=0.5)
     np.testing.assert_allclose(frc, 1.0)
-    assert f[-1] == pytest.approx(0.5 / 0.5 * (1 - 1 / 64), rel=1e-6)
+    assert f[0] == pytest.approx(1 / 64 / 0.5) and f[-1] == pytest.approx(0.5 / 0.5)  # first ring .. Nyquist
     # a low-passed image against itself plus white noise: correlated at low, not high frequency
     low = np.fft.ifft2(
         np.fft.fft2(a) * (np.hypot(*np.meshgrid(np.fft.fftfreq(64), np.fft.fftfreq(64), indexing="ij")) < 0.15)
@@ -45,3 +45,21 @@ def test_frc_of_identical_and_of_independent_noise(rng):
     assert frc[:5].min() > 0.8 and np.abs(frc[-5:]).max() < 0.3
     res = frc_resolution_A(f, frc)
     assert 1 / 0.2 < res < 1 / 0.1  # the cut-off at 0.15 cycles/px, within a ring or two
+
+
+def test_frc_of_a_lattice_skips_the_empty_rings_and_is_finite(rng):
+    """A crystal: power only at its reflections. The zero frequency is in no ring (before, the
+    lowest ring held only it and its FRC decided "inf"); rings where the reference has no power
+    are NaN and skipped."""
+    yy, xx = np.mgrid[0:48, 0:48]
+    coarse = np.cos(2 * np.pi * 6 * yy / 48) + np.cos(2 * np.pi * 6 * xx / 48)  # rings 6: period 8 px = 2 A
+    fine = 0.3 * np.cos(2 * np.pi * 12 * xx / 48)  # ring 12: period 4 px = 1 A
+    truth = coarse + fine
+    f, frc = fourier_ring_correlation(truth + 0.05 * rng.normal(size=truth.shape), truth, pixel_A=0.25)
+    assert np.isnan(frc[0]) and np.isnan(frc[-1]) and frc[5] > 0.99  # frc[i]: ring i + 1
+    # never below 0.5: the finest ring with power, the fine reflection (1 A) within the window's 2 rings
+    assert 1 / (14 / 48 / 0.25) <= frc_resolution_A(f, frc) <= 1.0
+    # noise that drowns the fine reflection, not the coarse one: the crossing is at the fine one
+    f, frc = fourier_ring_correlation(truth + 1.5 * rng.normal(size=truth.shape), truth, pixel_A=0.25)
+    assert frc[5] > 0.5
+    assert 1.0 <= frc_resolution_A(f, frc) <= 1 / (10 / 48 / 0.25)

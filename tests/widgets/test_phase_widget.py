@@ -74,7 +74,22 @@ def test_low_dose_setting_reaches_the_reconstruction(setup):
     assert (p.loss, p.full_batch) == ("amplitude", False)  # the default
     w.counted.setChecked(True)
     p = w.ptycho_params()
-    assert (p.loss, p.full_batch) == ("poisson", True)
+    assert (p.loss, p.full_batch, p.pure_phase) == ("poisson", True, False)
+    w.pure_phase.setChecked(True)
+    assert w.ptycho_params().pure_phase is True
+
+
+def test_ssb_wiener_term_and_fit_defocus_reach_the_parameters(setup):
+    _, _, w = setup
+    p = w.settings()[2]
+    assert (p.regularization, p.fit_defocus) == (None, None)  # measured Wiener term; parallax fit when needed
+    assert w.ssb_reg.text() == "measured"
+    w.ssb_reg.setValue(0.05)
+    w.fit_defocus.setCurrentText("fit by parallax")
+    p = w.settings()[2]
+    assert (p.regularization, p.fit_defocus) == (0.05, True)
+    w.fit_defocus.setCurrentText("typed")
+    assert w.settings()[2].fit_defocus is False
 
 
 def test_ptychography_runs_to_the_end_with_live_snapshots(setup, qtbot):

@@ -25,14 +25,18 @@ class PhaseParams(_Params):
     ----------
     method : {"parallax", "ssb", "wdd", "ptycho", "multislice-ptycho"}
     defocus_A, astig_A, astig_angle_deg, cs_mm : probe aberrations (defocus > 0: underfocus)
-    fit_defocus : measure defocus and astigmatism by parallax first and use them
+    fit_defocus : measure defocus and astigmatism by parallax first and use them; None (default):
+        for the iterative methods when no defocus and no astigmatism is given (the probe update
+        does not find a wrong defocus: docs/phase.md), else not
     upsample : parallax output grid factor
-    regularization : SSB Wiener term
+    regularization : SSB Wiener term: None (default) measures it from the data's noise and signal
+        power (adapts to the dose); a number fixes it, relative to the largest side-band overlap
     wdd_regularization : WDD Wiener term (relative to the probe's largest |chi|^2)
     iterations, batch_size, modes, position_correction, device, threads : ptychography
     slices, slice_thickness_A : multislice ptychography
     loss, step_decay, full_batch : ptychography's noise model and steps (``"poisson"`` and
         ``full_batch=True`` for counted, low-dose data; see ``PtychoParams`` and docs/phase.md)
+    pure_phase : ptychography: a pure phase object (``|O| = 1``; thin, weakly absorbing specimens)
     scan_region : ``(y0, y1, x0, x1)`` scan rows/columns analysed (None: the whole scan)
     """
 
@@ -41,9 +45,9 @@ class PhaseParams(_Params):
     astig_A: float = 0.0
     astig_angle_deg: float = 0.0
     cs_mm: float = 0.0
-    fit_defocus: bool = False
+    fit_defocus: bool | None = None
     upsample: int = 2
-    regularization: float = 0.05
+    regularization: float | None = None
     wdd_regularization: float = 1e-3
     iterations: int = 20
     batch_size: int = 64
@@ -57,6 +61,7 @@ class PhaseParams(_Params):
     loss: str = "amplitude"
     step_decay: float = 0.0
     full_batch: bool = False
+    pure_phase: bool = False
 
     def __post_init__(self):
         _check(self.method in PHASE_METHODS, f"method must be one of {PHASE_METHODS}, got {self.method!r}")
@@ -64,8 +69,8 @@ class PhaseParams(_Params):
             _check(_finite(getattr(self, name)), f"{name} must be a finite number, got {getattr(self, name)}")
         _check(isinstance(self.upsample, int) and self.upsample >= 1, f"upsample must be >= 1, got {self.upsample}")
         _check(
-            _finite(self.regularization) and self.regularization >= 0,
-            f"SSB regularization must be >= 0, got {self.regularization}",
+            self.regularization is None or (_finite(self.regularization) and self.regularization >= 0),
+            f"SSB regularization must be None (measured) or >= 0, got {self.regularization}",
         )
         _check(
             _finite(self.wdd_regularization) and self.wdd_regularization > 0,
@@ -88,6 +93,14 @@ class PhaseParams(_Params):
             )
             object.__setattr__(self, "scan_region", r)
 
+    @property
+    def fits_defocus(self) -> bool:
+        """Whether the run measures defocus and astigmatism by parallax first (``fit_defocus``,
+        or its default: the iterative methods when no defocus and no astigmatism is given)."""
+        if self.fit_defocus is not None:
+            return bool(self.fit_defocus)
+        return self.method in ("ptycho", "multislice-ptycho") and self.defocus_A == 0 and self.astig_A == 0
+
     def ptycho_params(self, snapshot_every: int = 1):
         from ..analysis.phase.ptycho import PtychoParams
 
@@ -105,6 +118,7 @@ class PhaseParams(_Params):
             loss=self.loss,
             step_decay=self.step_decay,
             full_batch=bool(self.full_batch),
+            pure_phase=bool(self.pure_phase),
         )
 
 
@@ -151,7 +165,7 @@ def iter_phase(
         cal, defocus_A=p.defocus_A, astig_A=p.astig_A, astig_angle_deg=p.astig_angle_deg, cs_mm=p.cs_mm
     )
     par = None
-    if p.method == "parallax" or p.fit_defocus:
+    if p.method == "parallax" or p.fits_defocus:
         par = yield from iter_parallax(cube, probe=probe, calibration=cal, upsample=p.upsample)
         if p.method == "parallax":
             return PhaseResult((par.image,), par, None, recipe)

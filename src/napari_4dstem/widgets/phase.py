@@ -37,6 +37,8 @@ from ._state import DockState, register_dock
 from .results_list import session_results
 
 METHODS = ("parallax", "ssb", "wdd", "ptycho", "multislice-ptycho")
+# PhaseParams.fit_defocus of each choice of the dock
+_FIT_DEFOCUS = {"auto": None, "typed": False, "fit by parallax": True}
 _PER_A = {"A": 1.0, "nm": 0.1, "um": 1e-4, "px": 1.0}
 
 
@@ -160,6 +162,18 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         self.convergence = spin(0.1, 200.0, 20.0, decimals=2, suffix=" mrad")
         self.defocus = spin(-1e5, 1e5, 0.0, decimals=1, suffix=" A")
         self.rotation = spin(-360.0, 360.0, 0.0, decimals=2, suffix=" deg")
+        self.fit_defocus = QComboBox()
+        self.fit_defocus.addItems(list(_FIT_DEFOCUS))
+        self.fit_defocus.setToolTip(
+            "fit by parallax: measure defocus and astigmatism from the bright-field parallax and start "
+            "from them; typed: the defocus above; auto: the fit for ptychography when the defocus is 0"
+        )
+        self.ssb_reg = spin(0.0, 10.0, 0.0, decimals=3)
+        self.ssb_reg.setSpecialValueText("measured")
+        self.ssb_reg.setToolTip(
+            "SSB Wiener term: 'measured' (0) takes it from the data's noise and signal power and "
+            "adapts to the dose; a number fixes it, relative to the largest side-band overlap"
+        )
         mg = QGroupBox("Microscope (from the calibration)")
         mf = QFormLayout(mg)
         mf.addRow("4D layer", self.layer_combo)
@@ -168,6 +182,8 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         mf.addRow("convergence", self.convergence)
         mf.addRow("defocus (> 0 under)", self.defocus)
         mf.addRow("scan rotation", self.rotation)
+        mf.addRow("defocus from", self.fit_defocus)
+        mf.addRow("SSB Wiener term", self.ssb_reg)
 
         self.iterations = spin(1, 10000, 10)
         self.batch = spin(1, 4096, 64)
@@ -180,6 +196,11 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
             "for counted data at 1e3-1e4 e/A^2: the Poisson likelihood and full-batch steps "
             "(loss='poisson', full_batch=True; docs/phase.md)"
         )
+        self.pure_phase = QCheckBox("pure phase object (|O| = 1)")
+        self.pure_phase.setToolTip(
+            "thin, weakly absorbing specimens: the object's amplitude is held at 1, so it cannot take up "
+            "noise (pure_phase=True; helps at 1e3-1e4 e/A^2, docs/phase.md)"
+        )
         self.device = QComboBox()
         self.device.addItems(["cpu", "cuda"])
         pg = QGroupBox("Iterative ptychography")
@@ -191,6 +212,7 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         pf.addRow("slice thickness", self.slice_dz)
         pf.addRow(self.positions)
         pf.addRow(self.counted)
+        pf.addRow(self.pure_phase)
         pf.addRow("device", self.device)
 
         self.preview = QCheckBox("preview on a central sub-scan of")
@@ -257,6 +279,8 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         params = PhaseParams(
             method=self.method.currentText(),
             defocus_A=self.defocus.value(),
+            fit_defocus=_FIT_DEFOCUS[self.fit_defocus.currentText()],
+            regularization=self.ssb_reg.value() or None,
             iterations=self.iterations.value(),
             batch_size=self.batch.value(),
             modes=self.modes.value(),
@@ -267,6 +291,7 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
             scan_region=region,
             loss="poisson" if self.counted.isChecked() else "amplitude",
             full_batch=self.counted.isChecked(),
+            pure_phase=self.pure_phase.isChecked(),
         )
         return dc, cal, params
 

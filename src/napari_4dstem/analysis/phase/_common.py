@@ -172,7 +172,12 @@ def fourier_ring_correlation(
 
     Returns ``(frequency_inv_A, frc)``: ring centres (1/A for a pixel of ``pixel_A``) and
     ``Re sum A B* / sqrt(sum |A|^2 sum |B|^2)`` per ring, up to the Nyquist frequency. Both
-    images lose their mean and a Hann window is applied (no edge artefacts).
+    images lose their mean and a Hann window is applied (no edge artefacts). Ring ``i``
+    (``i = 1 .. n_rings``, default ``min(h, w) // 2``) holds the frequencies within half a ring
+    width of ``i`` ring widths (``0.5 / n_rings`` cycles per pixel): the zero frequency is in
+    none (it holds only the windowed mean). ``b`` is the reference (e.g. the truth): a ring where
+    it has no power (per pixel below ``1e-3`` of its strongest ring's: between a crystal's
+    reflections, beyond its finest one) is NaN, it says nothing about ``a``.
     """
     a = np.asarray(a, float)
     b = np.asarray(b, float)
@@ -184,25 +189,30 @@ def fourier_ring_correlation(
     fx = np.fft.fftfreq(w)[None, :]
     r = np.hypot(fy, fx)
     n = n_rings or max(2, min(h, w) // 2)
-    edges = np.linspace(0.0, 0.5, n + 1)
-    idx = np.digitize(r.ravel(), edges) - 1
+    width = 0.5 / n
+    idx = (np.floor(r.ravel() / width + 0.5) - 1).astype(int)  # ring i + 1 at index i; the zero frequency at -1
     ok = (idx >= 0) & (idx < n)
     num = np.bincount(idx[ok], (fa * np.conj(fb)).real.ravel()[ok], minlength=n)
     pa = np.bincount(idx[ok], (np.abs(fa) ** 2).ravel()[ok], minlength=n)
     pb = np.bincount(idx[ok], (np.abs(fb) ** 2).ravel()[ok], minlength=n)
-    frc = num / np.sqrt(np.maximum(pa * pb, 1e-300))
-    centres = 0.5 * (edges[:-1] + edges[1:]) / pixel_A
+    per_px = pb / np.maximum(np.bincount(idx[ok], minlength=n), 1)
+    empty = per_px <= 1e-3 * per_px.max()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frc = np.where(empty, np.nan, num / np.sqrt(np.maximum(pa * pb, 1e-300)))
+    centres = width * np.arange(1, n + 1) / pixel_A
     return centres, frc
 
 
 def frc_resolution_A(freq_inv_A: np.ndarray, frc: np.ndarray, threshold: float = 0.5) -> float:
-    """Resolution (A) where the FRC first drops below ``threshold``.
+    """Resolution (A) where the FRC first drops below ``threshold``, NaN (empty) rings skipped.
 
-    Inf if it does at the first ring, the Nyquist period if never.
+    Inf if it does at the first ring with power; if never, the period of the finest ring with
+    power (the Nyquist period when the reference has power up to it).
     """
-    below = np.nonzero(frc < threshold)[0]
-    if len(below) == 0:
-        return float(1.0 / freq_inv_A[-1])
-    if below[0] == 0:
+    measured = np.nonzero(np.isfinite(frc))[0]
+    below = measured[frc[measured] < threshold]
+    if len(measured) == 0 or (len(below) and below[0] == measured[0]):
         return float("inf")
+    if len(below) == 0:
+        return float(1.0 / freq_inv_A[measured[-1]])
     return float(1.0 / freq_inv_A[below[0]])

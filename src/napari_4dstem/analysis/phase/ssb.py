@@ -16,6 +16,15 @@ which for an aberration-free probe is the classical SSB sum over both side bands
 overlap cancels), and for a known aberrated probe corrects the aberrations. The phase map
 ``phi = F^-1[Phi]`` lies on the scan grid.
 
+``eps`` is a Wiener term. By default it is measured from the data at every ``Q``: the noise
+variance ``sigma^2`` of ``G`` is the residual of that least-squares fit over the bright-field
+pixels (median over ``Q``; white in ``Q`` for shot noise), the signal power ``S(|Q|)`` is the
+power of the fitted ``Phi`` less its noise, averaged over rings 2 scan-frequency pixels wide,
+and ``eps(Q) = sigma^2 / S(|Q|)``. At high dose this is the least-squares deconvolution; at low
+dose it approaches the plain side-band sum (no division by the overlap area), which is what
+py4DSTEM's SSB does at every dose. A fixed ``regularization`` (relative to the largest
+``sum_k |Gamma|^2``) reproduces the earlier behaviour.
+
 Only the bright-field pixels are read, streamed over scan chunks (memory ``scan_y * scan_x *
 n_bf * 12`` bytes, never the whole dataset).
 """
@@ -40,7 +49,7 @@ def iter_ssb(
     *,
     probe: ProbeModel | None = None,
     calibration: Calibration | None = None,
-    regularization: float = 0.05,
+    regularization: float | None = None,
     edge_px: float = 1.0,
     q_batch: int = 256,
     scan_chunk: tuple[int, int] | None = None,
@@ -55,9 +64,11 @@ def iter_ssb(
     probe : ProbeModel, optional
         Probe with its aberrations (defocus, astigmatism, Cs), e.g. from :func:`.parallax`;
         default: from the calibration with no aberrations.
-    regularization : float
-        ``eps`` relative to the largest ``sum_k |Gamma|^2`` (damps frequencies with little
-        side-band overlap: near ``Q = 0`` and ``|Q|`` near ``2 alpha / lambda``).
+    regularization : float, optional
+        None (default): the Wiener term is measured from the data's noise and signal power (see
+        the module docstring; adapts to the dose). A number: a fixed ``eps`` relative to the
+        largest ``sum_k |Gamma|^2`` (damps frequencies with little side-band overlap: near
+        ``Q = 0`` and ``|Q|`` near ``2 alpha / lambda``; 0.05 was the default before).
     calibration : Calibration, optional
         Overrides the datacube's calibration.
     edge_px : float
@@ -75,7 +86,9 @@ def iter_ssb(
     Returns
     -------
     RealSpaceMap ``(scan_y, scan_x)``
-        The generator's return value: the object phase in radians on the scan grid.
+        The generator's return value: the object phase in radians on the scan grid; with the
+        measured Wiener term its params hold ``noise_variance`` (``sigma^2`` of ``G``, in units
+        of the vacuum intensity).
 
     Raises
     ------
@@ -121,6 +134,7 @@ def iter_ssb(
     n_q = ny * nx
     num = np.zeros(n_q, complex)
     den = np.zeros(n_q)
+    power = np.zeros(n_q)  # sum_k |G|^2: with num and den, the residual of the fit at each Q
     total = math.ceil(n_q / q_batch)
     for i, a in enumerate(range(0, n_q, q_batch)):
         b = slice(a, a + q_batch)
@@ -129,15 +143,61 @@ def iter_ssb(
         gamma = np.conj(p0)[None] * pm - p0[None] * np.conj(pp)
         num[b] = np.sum(g[b] * np.conj(1j * gamma), axis=1)
         den[b] = np.sum(np.abs(gamma) ** 2, axis=1)
+        power[b] = np.sum(g[b].real ** 2 + g[b].imag ** 2, axis=1)
         yield Progress(i + 1, total, "SSB deconvolution")
-    eps = regularization * den.max()
-    spec = num / (n_q * (den + eps))
+    extra = {}
+    if regularization is None:
+        q_abs = np.hypot(qqy, qqx).ravel()
+        ring = 2.0 * min(abs(qy_s[1]) if ny > 1 else np.inf, abs(qx_s[1]) if nx > 1 else np.inf)
+        # pixels that carry shot noise: the read pixels weighed by their mean count (those just
+        # outside the disk carry none)
+        n_noisy = float(np.sum(mean_pattern) / scale)
+        eps, extra["noise_variance"] = _wiener_term(num, den, power, n_noisy, q_abs, ring)
+        spec = np.zeros(n_q, complex)
+        ok = np.isfinite(eps)
+        spec[ok] = num[ok] / (n_q * (den[ok] + eps[ok]))
+    else:
+        eps = regularization * den.max()
+        spec = num / (n_q * (den + eps))
     spec[0] = 0.0
     phase = np.fft.ifft2(spec.reshape(ny, nx)).real * n_q
-    params = dict(method="ssb", probe=probe.to_dict(), regularization=regularization, edge_px=edge_px, n_pixels=len(iy))
+    params = dict(
+        method="ssb", probe=probe.to_dict(), regularization=regularization, edge_px=edge_px, n_pixels=len(iy), **extra
+    )
     return RealSpaceMap(
         phase, name="ssb_phase", units="rad", calibration=cal.replace(origin_map_px=None), params=params
     )
+
+
+def _wiener_term(
+    num: np.ndarray, den: np.ndarray, power: np.ndarray, n_noisy: float, q_abs: np.ndarray, ring: float
+) -> tuple[np.ndarray, float]:
+    """The Wiener term ``eps(Q) = sigma^2 / S(|Q|)`` from the data (module docstring).
+
+    ``num = sum_k G conj(a)``, ``den = sum_k |a|^2``, ``power = sum_k |G|^2`` per ``Q`` (``a``
+    the side-band kernel). The least-squares fit ``c = num / den`` leaves the residual
+    ``power - |num|^2 / den`` over ``n_noisy - 1`` degrees of freedom (``n_noisy``: the pixels
+    that carry shot noise, in units of a pixel inside the disk): ``sigma^2``, the variance of a
+    pixel inside the disk, is its median over the measured ``Q``; ``c``'s own noise is
+    ``sigma^2 / den``. ``S`` per ring of width
+    ``ring``: the ``den``-weighted mean of ``|c|^2 - sigma^2 / den``, at least 0. Returns
+    ``(eps, sigma^2)``; ``eps`` is inf where nothing is measured or no signal is left.
+    """
+    measured = den > 1e-3 * den.max()
+    measured[0] = False
+    eps = np.full(num.shape, np.inf)
+    if not measured.any():
+        return eps, float("nan")
+    d = den[measured]
+    resid = np.maximum(power[measured] - np.abs(num[measured]) ** 2 / d, 0.0) / max(n_noisy - 1.0, 1.0)
+    sigma2 = float(np.median(resid))
+    signal = np.abs(num[measured]) ** 2 / d**2 - sigma2 / d
+    rings = np.floor(q_abs[measured] / ring).astype(int)
+    s_ring = np.bincount(rings, d * signal) / np.maximum(np.bincount(rings, d), 1e-300)
+    s_q = np.maximum(s_ring[rings], 0.0)
+    with np.errstate(divide="ignore"):
+        eps[measured] = np.where(s_q > 0, sigma2 / np.where(s_q > 0, s_q, 1.0), np.inf)
+    return eps, sigma2
 
 
 ssb = eager(iter_ssb, "The object phase by single side band ptychography.")
