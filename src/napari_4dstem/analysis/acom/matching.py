@@ -411,6 +411,52 @@ def _refine_range(
 
 
 @numba.njit(nogil=True, cache=True)
+def _predict(U, G, Famp, g2, g0, g1, lam, w_exc, profile, s_cut, power, k_max, vx, vy, mm):  # pragma: no cover
+    # the reflections G[g0:g1] of orientation U within s_cut widths of the Ewald sphere and k_max
+    # in-plane: their lab positions (vx, vy) and model amplitudes mm (Famp under the rocking
+    # curve, to the intensity power); returns how many
+    nr = 0
+    for g in range(g0, g1):
+        x = U[0, 0] * G[g, 0] + U[0, 1] * G[g, 1] + U[0, 2] * G[g, 2]
+        y = U[1, 0] * G[g, 0] + U[1, 1] * G[g, 1] + U[1, 2] * G[g, 2]
+        z = U[2, 0] * G[g, 0] + U[2, 1] * G[g, 1] + U[2, 2] * G[g, 2]
+        s = -(z + 0.5 * lam * g2[g])
+        if abs(s) < s_cut * w_exc and x * x + y * y <= k_max * k_max:
+            x2 = (s / w_exc) ** 2
+            vx[nr], vy[nr] = x, y
+            if profile == 1:
+                mm[nr] = Famp[g] * (1.0 + x2) ** (-power)
+            else:
+                mm[nr] = Famp[g] * math.exp(-power * x2)
+            nr += 1
+    return nr
+
+
+@numba.njit(nogil=True, cache=True)
+def _nearest(px, py, vx, vy, nr, tol_pos):  # pragma: no cover - numba
+    # the predicted reflection nearest to the peak (px, py) within the position tolerance:
+    # (index, squared distance over tol^2), (-1, 1.0) if none
+    best, bestd = -1, 1.0
+    for j in range(nr):
+        d = ((px - vx[j]) ** 2 + (py - vy[j]) ** 2) / (tol_pos * tol_pos)
+        if d < bestd:
+            best, bestd = j, d
+    return best, bestd
+
+
+@numba.njit(nogil=True, cache=True)
+def _paired_cosine(obs, mm, nr, oo):  # pragma: no cover - numba
+    # cosine of the measured amplitudes (sqrt of the paired peaks' summed squares, obs; zeroed
+    # here for the next use) and the model amplitudes mm, with every peak in the norm oo
+    num, den = 0.0, 0.0
+    for j in range(nr):
+        num += math.sqrt(obs[j]) * mm[j]
+        den += mm[j] * mm[j]
+        obs[j] = 0.0
+    return num / math.sqrt(den * oo) if den > 0 and oo > 0 else 0.0
+
+
+@numba.njit(nogil=True, cache=True)
 def _pair_score_range(
     i0,
     i1,
@@ -443,15 +489,21 @@ def _pair_score_range(
     # grains"): each peak is paired with the nearest predicted reflection of either grain (within
     # the position tolerance); each grain's amplitudes get their own fitted scale, so the cosine
     # of the measured and the fitted amplitudes is sqrt(c_a^2 + c_b^2), c_x the share of grain x.
-    # Every reflection within s_cut widths counts, observed or not (as in the refinement)
+    # Every reflection within s_cut widths counts, observed or not (as in the refinement). Each
+    # peak's nearest reflection is found once per candidate; a pair compares the two
     n_p = U.shape[1]
     n_gmax = 0
     for k in range(r_off.shape[0] - 1):
         n_gmax = max(n_gmax, r_off[k + 1] - r_off[k])
+    n_pk = 0
+    for i in range(i0, i1):
+        n_pk = max(n_pk, p_off[i + 1] - p_off[i])
     vx = np.empty((n_p, n_gmax))
     vy = np.empty((n_p, n_gmax))
     mm = np.empty((n_p, n_gmax))
     nr = np.zeros(n_p, np.int64)
+    near = np.empty((n_p, n_pk), np.int64)
+    neard = np.empty((n_p, n_pk))
     obs = np.zeros((2, n_gmax))
     for i in range(i0, i1):
         a, b = p_off[i], p_off[i + 1]
@@ -466,48 +518,42 @@ def _pair_score_range(
             if not ok[i, c]:
                 continue
             k = cplan[i, c]
-            for g in range(r_off[k], r_off[k + 1]):
-                x = U[i, c, 0, 0] * G[g, 0] + U[i, c, 0, 1] * G[g, 1] + U[i, c, 0, 2] * G[g, 2]
-                y = U[i, c, 1, 0] * G[g, 0] + U[i, c, 1, 1] * G[g, 1] + U[i, c, 1, 2] * G[g, 2]
-                z = U[i, c, 2, 0] * G[g, 0] + U[i, c, 2, 1] * G[g, 1] + U[i, c, 2, 2] * G[g, 2]
-                s = -(z + 0.5 * lam * g2[g])
-                if abs(s) < s_cut[k] * w_exc[k] and x * x + y * y <= k_max * k_max:
-                    x2 = (s / w_exc[k]) ** 2
-                    j = nr[c]
-                    vx[c, j], vy[c, j] = x, y
-                    if profile[k] == 1:
-                        mm[c, j] = Famp[g] * (1.0 + x2) ** (-power)
-                    else:
-                        mm[c, j] = Famp[g] * math.exp(-power * x2)
-                    nr[c] = j + 1
+            nr[c] = _predict(
+                U[i, c],
+                G,
+                Famp,
+                g2,
+                r_off[k],
+                r_off[k + 1],
+                lam,
+                w_exc[k],
+                profile[k],
+                s_cut[k],
+                power,
+                k_max,
+                vx[c],
+                vy[c],
+                mm[c],
+            )
+            for p in range(a, b):
+                near[c, p - a], neard[c, p - a] = _nearest(p_x[p], p_y[p], vx[c], vy[c], nr[c], tol_pos)
         for ca in range(n_p):
             if nr[ca] == 0:
                 continue
             for cb in range(ca + 1, n_p):
                 if nr[cb] == 0 or not distinct[i, ca, cb]:
                     continue
-                for p in range(a, b):
-                    best, bk, bestd = -1, 0, 1.0
-                    for t in range(2):
-                        c = ca if t == 0 else cb
-                        for j in range(nr[c]):
-                            d = ((p_x[p] - vx[c, j]) ** 2 + (p_y[p] - vy[c, j]) ** 2) / (tol_pos * tol_pos)
-                            if d < bestd:
-                                best, bk, bestd = j, t, d
-                    if best >= 0:
-                        obs[bk, best] += p_a[p] * p_a[p]
-                cs = np.zeros(2)
-                for t in range(2):
-                    c = ca if t == 0 else cb
-                    num, den = 0.0, 0.0
-                    for j in range(nr[c]):
-                        num += math.sqrt(obs[t, j]) * mm[c, j]
-                        den += mm[c, j] * mm[c, j]
-                        obs[t, j] = 0.0
-                    cs[t] = num / math.sqrt(den * oo) if den > 0 and oo > 0 else 0.0
-                sc = math.sqrt(cs[0] ** 2 + cs[1] ** 2)
+                for p in range(b - a):
+                    # grain a keeps ties, as when the two grains' reflections are searched in turn
+                    if neard[cb, p] < neard[ca, p]:
+                        obs[1, near[cb, p]] += p_a[a + p] * p_a[a + p]
+                    elif near[ca, p] >= 0:
+                        obs[0, near[ca, p]] += p_a[a + p] * p_a[a + p]
+                cs0 = _paired_cosine(obs[0], mm[ca], nr[ca], oo)
+                cs1 = _paired_cosine(obs[1], mm[cb], nr[cb], oo)
+                sc = math.sqrt(cs0**2 + cs1**2)
                 if sc > out_s[i]:
-                    out_s[i], out_a[i], out_b[i], out_ca[i], out_cb[i] = sc, ca, cb, cs[0], cs[1]
+                    out_s[i], out_a[i], out_b[i], out_ca[i], out_cb[i] = sc, ca, cb, cs0, cs1
 
 
 @numba.njit(nogil=True, cache=True)
@@ -532,34 +578,12 @@ def _wide_score_range(
             out[i, c] = 0.0
             if not ok[i, c] or b <= a:
                 continue
-            nr = 0
-            for g in range(n_g):
-                x = U[i, c, 0, 0] * G[g, 0] + U[i, c, 0, 1] * G[g, 1] + U[i, c, 0, 2] * G[g, 2]
-                y = U[i, c, 1, 0] * G[g, 0] + U[i, c, 1, 1] * G[g, 1] + U[i, c, 1, 2] * G[g, 2]
-                z = U[i, c, 2, 0] * G[g, 0] + U[i, c, 2, 1] * G[g, 1] + U[i, c, 2, 2] * G[g, 2]
-                s = -(z + 0.5 * lam * g2[g])
-                if abs(s) < s_cut * w_exc and x * x + y * y <= k_max * k_max:
-                    x2 = (s / w_exc) ** 2
-                    vx[nr], vy[nr] = x, y
-                    if profile == 1:
-                        mm[nr] = Famp[g] * (1.0 + x2) ** (-power)
-                    else:
-                        mm[nr] = Famp[g] * math.exp(-power * x2)
-                    nr += 1
+            nr = _predict(U[i, c], G, Famp, g2, 0, n_g, lam, w_exc, profile, s_cut, power, k_max, vx, vy, mm)
             for p in range(a, b):
-                best, bestd = -1, 1.0
-                for j in range(nr):
-                    d = ((p_x[p] - vx[j]) ** 2 + (p_y[p] - vy[j]) ** 2) / (tol_pos * tol_pos)
-                    if d < bestd:
-                        best, bestd = j, d
+                best, _d = _nearest(p_x[p], p_y[p], vx, vy, nr, tol_pos)
                 if best >= 0:
                     obs[best] += p_a[p] * p_a[p]
-            num, den = 0.0, 0.0
-            for j in range(nr):
-                num += math.sqrt(obs[j]) * mm[j]
-                den += mm[j] * mm[j]
-                obs[j] = 0.0
-            out[i, c] = num / math.sqrt(den * oo) if den > 0 and oo > 0 else 0.0
+            out[i, c] = _paired_cosine(obs, mm, nr, oo)
 
 
 def _run_ranges(fn, n: int, args: tuple, n_threads: int, chunk: int):
