@@ -1013,6 +1013,60 @@ _RANK_MIX = 0.5
 #: distinct grains each residual pass adds to the pool of the joint pair choice (its best and
 #: the runner-up, often the first turned by 180 deg about the beam)
 _PAIR_RESIDUALS = 2
+# intensity_power="auto": the power of the ranking, the power of the second refinement of the
+# first match, and the median best correlation (of the ranking) at which that refinement runs:
+# own-model sets 0.97-0.99, thin films and Gaussian films of other thicknesses 0.68-0.89 on
+# draw 18 (docs/acom.md, "Intensity power")
+_AUTO_POWERS = (0.25, 0.5)
+_AUTO_LINE = 0.95
+
+
+def _polish_job(
+    plans, U, ok, phase, off, gx, gy, amp_raw, *, intensity_power, k_max, tol_pos, n_iter, n_threads, chunk, progress
+):
+    """Job: the matches ``U (n, 3, 3)`` of ``plans[phase]`` refined again at ``intensity_power``.
+
+    ``amp_raw`` are the measured intensities. Under the plan's rocking curve and the Gaussian,
+    each keeping the better; returns ``(U, n_matched, rms)`` (unchanged where ``ok`` is False).
+    """
+    amp = amp_raw ** (2.0 * intensity_power)
+    U_new = np.array(U, dtype=float)
+    n_m = np.zeros(len(U), np.int64)
+    rms = np.full(len(U), np.nan)
+    for k, plan in enumerate(plans):
+        sel = ok & (phase == k)
+        if not sel.any():
+            continue
+        U0 = np.where(sel[:, None, None], U, np.nan)[:, None]
+        profiles = [None, "gaussian"] if _plan_profile(plan) in ("lorentzian", "sinc2") else [None]
+        best = None
+        for prof in profiles:
+            args, outs = refine_arguments(
+                plan,
+                off,
+                gx,
+                gy,
+                amp,
+                U0,
+                sel[:, None],
+                intensity_power=intensity_power,
+                k_max=k_max,
+                tol_pos=tol_pos,
+                n_iter=n_iter,
+                profile=prof,
+            )
+            for _ in _run_ranges(_refine_range, len(U), args, n_threads, chunk):
+                yield progress
+            if best is None:
+                best = outs
+            else:
+                better = outs[1] > best[1]
+                rest = (np.where(better, o, b) for o, b in zip(outs[1:], best[1:], strict=True))
+                best = (np.where(better[..., None, None], outs[0], best[0]), *rest)
+        U_new[sel] = best[0][sel, 0]
+        n_m[sel] = best[2][sel, 0]
+        rms[sel] = best[3][sel, 0]
+    return U_new, n_m, rms
 
 
 def _joint_pairs_job(
@@ -1206,7 +1260,7 @@ def iter_match_orientations(
     n_iter: int = 8,
     position_tolerance_inv_A: float | None = None,
     separation_deg: float | None = None,
-    intensity_power: float = 0.25,
+    intensity_power: float | str = "auto",
     n_threads: int | None = None,
     device: str | None = None,
     flip_candidates: int = 4,
@@ -1244,15 +1298,17 @@ def iter_match_orientations(
     separation_deg : float, optional
         Minimum misorientation between the top-N matches and for the reliability index
         (default ``max(5, 2.5 * step)``).
-    intensity_power : float
+    intensity_power : float or "auto"
         Weights are intensities to this power, on both sides: measured peak intensities and
         kinematic template intensities ``|F|^2 S(s)``, in the scoring and in the refinement;
-        within (0, 1]. 0.5: amplitudes, best on kinematic patterns. 0.25 (default) compresses
-        the intensities further, which suits dynamical (multislice, thick-sample) patterns
-        better: on the multislice benchmark it raised the fraction within 2 deg by 2-22 points
-        at a fixed plan width (docs/performance.md, "Multislice patterns"; docs/acom.md says
-        what to set), but it quadruples the median error on kinematic patterns (0.16 vs 0.04
-        deg).
+        within (0, 1]. 0.5: amplitudes, most precise on patterns that follow the plan's rocking
+        curve. 0.25 compresses the intensities further, which suits thin films (sinc^2 rocking
+        curves, other thicknesses) and dynamical patterns better, but quadruples the median error
+        on patterns that follow the plan's model (0.14 vs 0.04 deg). ``"auto"`` (default): 0.25,
+        and when the median best correlation of the patterns is >= 0.95 (the peaks follow the
+        plan's model) the first match is refined again at 0.5 (its correlation and the
+        reliability stay those of 0.25); ``params["auto_median_correlation"]`` is the median,
+        ``params["polish_power"]`` 0.5 when it ran (else 0).
     n_threads : int, optional
         Threads (default: all cores).
     device : str, optional
@@ -1348,9 +1404,15 @@ def iter_match_orientations(
     # patterns with too few peaks are matched with no peaks at all (masked below)
     keep = np.repeat(valid, counts)
     off_v = np.concatenate([[0], np.cumsum(np.where(valid, counts, 0))]).astype(np.int64)
-    if not (0.0 < intensity_power <= 1.0):
-        raise ValueError(f"intensity_power must be within (0, 1], got {intensity_power}")
-    gx, gy, amp = gx[keep], gy[keep], amp[keep] ** (2.0 * intensity_power)
+    auto_power = isinstance(intensity_power, str)
+    if auto_power and intensity_power != "auto":
+        raise ValueError(f"intensity_power must be 'auto' or within (0, 1], got {intensity_power!r}")
+    if not auto_power and not (0.0 < intensity_power <= 1.0):
+        raise ValueError(f"intensity_power must be 'auto' or within (0, 1], got {intensity_power}")
+    if auto_power:
+        intensity_power = _AUTO_POWERS[0]
+    gx, gy, amp_raw = gx[keep], gy[keep], amp[keep]
+    amp = amp_raw ** (2.0 * intensity_power)
     tol_pos = float(position_tolerance_inv_A or 1.5 * px)
     n_threads = int(n_threads or os.cpu_count() or 1)
     device = _scoring_device(device)
@@ -1550,6 +1612,32 @@ def iter_match_orientations(
             explained = explained | explained_by(res_k)
         U, corr, okm, nmatch, rms, phase = (np.concatenate([p[j] for p in parts], axis=1) for j in range(6))
     okm &= valid[:, None]
+    auto_median, polished = float("nan"), 0.0
+    if auto_power and refine:
+        # intensity_power="auto" (docs/acom.md, "Intensity power"): when the median best
+        # correlation reaches the line, the peaks follow the plan's own rocking curve, and the
+        # first match is refined again on amplitudes (0.5: four times more precise on such data);
+        # the ranking, correlation and reliability stay those of the robust 0.25
+        auto_median = float(np.median(np.where(okm[:, 0], corr[:, 0], 0.0)[valid])) if valid.any() else 0.0
+        if auto_median >= _AUTO_LINE:
+            U[:, 0], nmatch[:, 0], rms[:, 0] = yield from _polish_job(
+                plans,
+                U[:, 0],
+                okm[:, 0],
+                phase[:, 0],
+                off_v,
+                gx,
+                gy,
+                amp_raw,
+                intensity_power=_AUTO_POWERS[1],
+                k_max=k_max,
+                tol_pos=tol_pos,
+                n_iter=n_iter,
+                n_threads=n_threads,
+                chunk=chunk,
+                progress=Progress(total - 1, total, "refining the first matches on amplitudes"),
+            )
+            polished = _AUTO_POWERS[1]
     if len(plans) == 1:
         phase_rel = np.where(valid, 1.0, 0.0)
     sy, sx = peaks.scan_shape
@@ -1561,7 +1649,9 @@ def iter_match_orientations(
         "refine": refine,
         "n_iter": n_iter,
         "position_tolerance_inv_A": tol_pos,
-        "intensity_power": intensity_power,
+        "intensity_power": "auto" if auto_power else intensity_power,
+        "auto_median_correlation": auto_median,
+        "polish_power": polished,
         "overlap": overlap if n_matches > 1 else "",
         "pair_candidates": pair_candidates if residual else 0,
         "pair_score": pair_score if residual else "",
