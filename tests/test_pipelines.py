@@ -73,6 +73,11 @@ def test_params_round_trip_and_acom_preset():
     with pytest.raises(ParameterError, match="thickness"):
         ACOMParams(thickness_nm=0)
     assert ACOMParams(crystals="Au").crystals == ("Au",)
+    assert ACOMParams().intensity_power == "auto"  # chosen from the data (docs/acom.md)
+    assert ACOMParams.from_dict(ACOMParams(intensity_power=0.5).to_dict()).intensity_power == 0.5
+    for bad in (0.0, 1.5, "amplitudes", True):
+        with pytest.raises(ParameterError, match="intensity power"):
+            ACOMParams(intensity_power=bad)
     with pytest.raises(ParameterError, match="MC samples"):
         NNDiskParams(mc_samples=-1)
 

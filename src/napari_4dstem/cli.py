@@ -604,6 +604,16 @@ def run_strain(args) -> int:
 
 
 # -- acom ---------------------------------------------------------------------------------------
+def _intensity_power(text: str) -> float | str:
+    """``auto`` or a number in (0, 1]."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    q = v.positive_float(text)
+    if q > 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or in (0, 1], got {q:g}")
+    return q
+
+
 def add_acom(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("acom", help="crystal orientation (and phase) map from Bragg disks (ACOM)")
     p.add_argument("file", type=Path, help="a 4D-STEM file, or an EMD file of Bragg peaks (from `disks`)")
@@ -641,7 +651,12 @@ def add_acom(sub) -> argparse.ArgumentParser:
         help="excitation-error profile of the templates (default lorentzian: thin films)",
     )
     p.add_argument(
-        "--intensity-power", type=v.positive_float, default=0.25, help="intensities to this power (default 0.25)"
+        "--intensity-power",
+        type=_intensity_power,
+        default="auto",
+        metavar="auto|Q",
+        help="intensities to this power, in (0, 1]; auto (default): 0.25, the first match refined again at 0.5 "
+        "when the patterns follow the plan's rocking curve",
     )
     p.add_argument(
         "--overlap",

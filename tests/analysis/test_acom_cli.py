@@ -164,3 +164,28 @@ def test_acom_cli_overlap_flags_reach_the_matcher(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as e:  # argparse refuses an unknown choice
         main([*argv, "--pair-score", "best"])
     assert e.value.code == 2
+
+
+def test_acom_cli_intensity_power_auto_or_a_number(tmp_path, monkeypatch, capsys):
+    """--intensity-power: auto (the default, as the API) or a number in (0, 1]; else a one-line error."""
+    from napari_4dstem import cli
+
+    seen = {}
+
+    def stand_in(args, job, **kwargs):
+        seen.update(kwargs)
+        raise _Captured
+
+    monkeypatch.setattr(cli, "run_on_cube", stand_in)
+    src = str(sample_path("polycrystal_au"))
+    argv = ["-q", "acom", src, str(tmp_path / "x.h5"), "--crystal", "Au", "--probe", src]
+    for flag, want in (([], "auto"), (["--intensity-power", "AUTO"], "auto"), (["--intensity-power", "0.5"], 0.5)):
+        with pytest.raises(_Captured):
+            main([*argv, *flag])
+        assert seen["acom"].match_kwargs()["intensity_power"] == want
+    for bad in ("1.5", "0", "amplitudes"):
+        with pytest.raises(SystemExit) as e:
+            main([*argv, "--intensity-power", bad])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "--intensity-power" in err and len(err.strip().splitlines()) == 1

@@ -201,3 +201,78 @@ def test_wide_ranking_score_is_one_for_peaks_of_its_own_model():
     assert res.params["rank_width"] == 12.0
     mis = misorientation_deg(res.orientation[0, :, 0], Ut, au.point_group)
     assert np.mean(mis < 2.0) >= 0.8  # measured 26 of 30 (27 of 30 with rank_width=0)
+
+
+def test_joint_pair_score_matches_a_pair_by_pair_reference():
+    """The joint score (which finds each peak's nearest reflection once per candidate) against a
+    plain pair-by-pair evaluation: every peak to the nearest predicted reflection of either grain
+    within the tolerance (the first grain on a tie), each grain's cosine with every peak in the
+    norm; peaks near reflections of several candidates and stray peaks included."""
+    from napari_4dstem.analysis.acom import matching
+    from napari_4dstem.data.calibration import electron_wavelength_A
+    from napari_4dstem.engine.jobs import run_job
+
+    au = bundled_crystal("Au")
+    plan = build_orientation_plan(au, energy_kev=300, k_max_inv_A=KMAX, step_deg=3.0, thickness_A=THICK)
+    q, tol = 0.25, 0.03
+    w = matching._PAIR_WIDTH * plan.params["excitation_width_inv_A"]  # a Lorentzian plan
+    refl = au.reciprocal_points(KMAX * 1.05)
+    F = np.abs(refl.structure_factor) ** (2 * q)
+    lam = electron_wavelength_A(300.0)
+    rng = np.random.default_rng(21)
+    n, n_p = 6, 5
+    pool = random_rotations(n * n_p, rng).reshape(n, n_p, 3, 3)
+
+    def predicted(U):
+        v = refl.g @ U.T
+        s = -(v[:, 2] + 0.5 * lam * np.sum(refl.g**2, axis=1))
+        near = (np.abs(s) < 30.0 * w) & (np.hypot(v[:, 0], v[:, 1]) <= KMAX)
+        return v[near, :2], F[near] * (1.0 + (s[near] / w) ** 2) ** (-q)
+
+    xs, ys, amps, off = [], [], [], [0]
+    for i in range(n):  # peaks near the strongest reflections of the first three candidates, and strays
+        pts = []
+        for k in range(3):
+            v, m = predicted(pool[i, k])
+            pts.append(v[np.argsort(-m)[:8]] + rng.normal(0, 0.01, (min(8, len(m)), 2)))
+        pts.append(rng.uniform(-KMAX, KMAX, (4, 2)))
+        pts = np.concatenate(pts)
+        xs.append(pts[:, 0])
+        ys.append(pts[:, 1])
+        amps.append(rng.uniform(0.2, 1.0, len(pts)))
+        off.append(off[-1] + len(pts))
+    args = (np.array(off), np.concatenate(xs), np.concatenate(ys), np.concatenate(amps))
+    kw = dict(tol_pos=tol, k_max=KMAX, intensity_power=q, separation=[7.5], n_threads=1, chunk=4, progress=None)
+    ok = np.ones((n, n_p), bool)
+    a, b, score, ca, cb = run_job(
+        matching._joint_pairs_job([plan], pool, ok, np.zeros((n, n_p), np.int64), *args, **kw)
+    )
+    for i in range(n):
+        px, py, pa = xs[i], ys[i], amps[i]
+        pred = [predicted(pool[i, c]) for c in range(n_p)]
+        best = (-1.0, -1, -1, 0.0, 0.0)
+        for c1 in range(n_p):
+            for c2 in range(c1 + 1, n_p):
+                if misorientation_deg(pool[i, c1], pool[i, c2], au.point_group) <= 7.5:
+                    continue
+                d = [
+                    ((px[:, None] - v[None, :, 0]) ** 2 + (py[:, None] - v[None, :, 1]) ** 2) / tol**2
+                    for v, _ in (pred[c1], pred[c2])
+                ]
+                obs = [np.zeros(len(pred[c1][1])), np.zeros(len(pred[c2][1]))]
+                for p in range(len(px)):
+                    j1, j2 = np.argmin(d[0][p]), np.argmin(d[1][p])
+                    d1, d2 = d[0][p, j1], d[1][p, j2]
+                    if d2 < min(d1, 1.0):
+                        obs[1][j2] += pa[p] ** 2
+                    elif d1 < 1.0:
+                        obs[0][j1] += pa[p] ** 2
+                cs = [
+                    np.sum(np.sqrt(o) * m) / np.sqrt(np.sum(m**2) * np.sum(pa**2))
+                    for o, (_, m) in zip(obs, (pred[c1], pred[c2]))
+                ]
+                sc = np.hypot(*cs)
+                if sc > best[0]:
+                    best = (sc, c1, c2, cs[0], cs[1])
+        assert (a[i], b[i]) == best[1:3]
+        np.testing.assert_allclose([score[i], ca[i], cb[i]], [best[0], best[3], best[4]], rtol=1e-9)

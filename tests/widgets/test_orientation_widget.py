@@ -319,3 +319,15 @@ def test_bad_input_leaves_clear_messages(viewers, qtbot, tmp_path, stall_detecto
     _wait(qtbot, w)
     assert "use a coarser step" in w.status.text()
     assert w.plans is None
+
+
+def test_intensity_power_choice_reaches_the_params(viewers, qtbot, stall_detector):
+    """The dock's intensity power (auto by default) is the ACOMParams field the CLI and scripts use."""
+    main, _ = viewers
+    w = OrientationWidget(main)
+    main.window.add_dock_widget(w)
+    assert w.acom_params().intensity_power == "auto"
+    assert "intensity_power" not in w.acom_params().changed()  # the default: scripts leave it out
+    w.intensity_power.setCurrentIndex(w.intensity_power.findData(0.5))
+    assert w.acom_params().intensity_power == 0.5
+    assert "intensity_power=0.5" in w.acom_params().script()

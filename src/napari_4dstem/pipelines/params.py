@@ -356,7 +356,9 @@ class ACOMParams(_Params):
     min_peaks : patterns with fewer peaks are masked
     max_memory_mb : refuse plans larger than this, MiB
     rocking_curve : "lorentzian" (thin films, default), "gaussian" or "sinc2" excitation-error profile
-    intensity_power : measured and template intensities to this power before matching
+    intensity_power : measured and template intensities to this power before matching; "auto"
+        (default): 0.25, and the first match refined again at 0.5 when the patterns follow the
+        plan's rocking curve (median best correlation >= 0.95; docs/acom.md, "Intensity power")
     overlap : "residual" (matches 2..N are further grains, from the peaks the earlier matches
         leave unexplained) or "candidates" (matches 2..N are alternatives for the same peaks)
     excitation_width_inv_A : excitation-error width of the plan, 1/A (None: from the thickness;
@@ -379,7 +381,7 @@ class ACOMParams(_Params):
     min_peaks: int = 5
     max_memory_mb: float = 2048.0
     rocking_curve: str = "lorentzian"
-    intensity_power: float = 0.25
+    intensity_power: float | str = "auto"
     overlap: str = "residual"
     excitation_width_inv_A: float | None = None
     pair_score: str = "joint"
@@ -419,8 +421,13 @@ class ACOMParams(_Params):
             f"rocking curve must be 'lorentzian', 'gaussian' or 'sinc2', got {self.rocking_curve!r}",
         )
         _check(
-            _finite(self.intensity_power) and 0 < self.intensity_power <= 2,
-            f"intensity power must be in (0, 2], got {self.intensity_power}",
+            self.intensity_power == "auto"
+            or (
+                not isinstance(self.intensity_power, str)
+                and _finite(self.intensity_power)
+                and 0 < self.intensity_power <= 1
+            ),
+            f"intensity power must be 'auto' or in (0, 1], got {self.intensity_power!r}",
         )
         _check(
             self.overlap in ("residual", "candidates"),

@@ -55,6 +55,8 @@ from .results_list import session_results
 # the bundled crystals, Fe and Ti shown by their structure aliases (load_crystal takes both)
 BUNDLED = tuple({"Fe": "Fe-bcc", "Ti": "Ti-hcp"}.get(k, k) for k in BUNDLED_CRYSTALS)
 CIF_ITEM = "CIF file..."
+# the intensity-power choices (label, ACOMParams.intensity_power)
+INTENSITY_POWERS = (("auto", "auto"), ("0.25 (thin films, dynamical)", 0.25), ("0.5 (amplitudes)", 0.5))
 MEASURED_LAYER = "ACOM measured peaks"
 TEMPLATE_LAYER = "ACOM best template"
 HOVER_IDLE = "hover over the orientation map: that pattern's best matches, as the run found them"
@@ -234,6 +236,16 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         self.thickness = spin(0.5, 1000.0, 10.0, decimals=1, suffix=" nm", step=1.0)
         self.n_matches = spin(1, 10, 1)
         self.min_peaks = spin(1, 100, 5)
+        # ACOMParams.intensity_power: auto (0.25, refined again at 0.5 when the peaks follow the
+        # plan's rocking curve), or one fixed power
+        self.intensity_power = QComboBox()
+        for text, value in INTENSITY_POWERS:
+            self.intensity_power.addItem(text, value)
+        self.intensity_power.setToolTip(
+            "peak and template intensities to this power: auto uses 0.25 (robust to thin films and "
+            "dynamical patterns) and refines the first match again at 0.5 when the patterns follow "
+            "the plan's rocking curve (median best correlation >= 0.95)"
+        )
         self.build_btn = QPushButton("Build plan")
         pg = group(
             "Crystal and plan",
@@ -263,6 +275,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             "Matching",
             ("n matches", self.n_matches),
             ("min peaks", self.min_peaks),
+            ("intensity power", self.intensity_power),
             self.check_btn,
             self.run_btn,
             self.follow,
@@ -419,6 +432,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             thickness_nm=self.thickness.value(),
             n_matches=n_matches or self.n_matches.value(),
             min_peaks=self.min_peaks.value(),
+            intensity_power=self.intensity_power.currentData(),
         )
 
     def _current_plans(self, crystals, acom):

@@ -411,6 +411,52 @@ def _refine_range(
 
 
 @numba.njit(nogil=True, cache=True)
+def _predict(U, G, Famp, g2, g0, g1, lam, w_exc, profile, s_cut, power, k_max, vx, vy, mm):  # pragma: no cover
+    # the reflections G[g0:g1] of orientation U within s_cut widths of the Ewald sphere and k_max
+    # in-plane: their lab positions (vx, vy) and model amplitudes mm (Famp under the rocking
+    # curve, to the intensity power); returns how many
+    nr = 0
+    for g in range(g0, g1):
+        x = U[0, 0] * G[g, 0] + U[0, 1] * G[g, 1] + U[0, 2] * G[g, 2]
+        y = U[1, 0] * G[g, 0] + U[1, 1] * G[g, 1] + U[1, 2] * G[g, 2]
+        z = U[2, 0] * G[g, 0] + U[2, 1] * G[g, 1] + U[2, 2] * G[g, 2]
+        s = -(z + 0.5 * lam * g2[g])
+        if abs(s) < s_cut * w_exc and x * x + y * y <= k_max * k_max:
+            x2 = (s / w_exc) ** 2
+            vx[nr], vy[nr] = x, y
+            if profile == 1:
+                mm[nr] = Famp[g] * (1.0 + x2) ** (-power)
+            else:
+                mm[nr] = Famp[g] * math.exp(-power * x2)
+            nr += 1
+    return nr
+
+
+@numba.njit(nogil=True, cache=True)
+def _nearest(px, py, vx, vy, nr, tol_pos):  # pragma: no cover - numba
+    # the predicted reflection nearest to the peak (px, py) within the position tolerance:
+    # (index, squared distance over tol^2), (-1, 1.0) if none
+    best, bestd = -1, 1.0
+    for j in range(nr):
+        d = ((px - vx[j]) ** 2 + (py - vy[j]) ** 2) / (tol_pos * tol_pos)
+        if d < bestd:
+            best, bestd = j, d
+    return best, bestd
+
+
+@numba.njit(nogil=True, cache=True)
+def _paired_cosine(obs, mm, nr, oo):  # pragma: no cover - numba
+    # cosine of the measured amplitudes (sqrt of the paired peaks' summed squares, obs; zeroed
+    # here for the next use) and the model amplitudes mm, with every peak in the norm oo
+    num, den = 0.0, 0.0
+    for j in range(nr):
+        num += math.sqrt(obs[j]) * mm[j]
+        den += mm[j] * mm[j]
+        obs[j] = 0.0
+    return num / math.sqrt(den * oo) if den > 0 and oo > 0 else 0.0
+
+
+@numba.njit(nogil=True, cache=True)
 def _pair_score_range(
     i0,
     i1,
@@ -443,15 +489,21 @@ def _pair_score_range(
     # grains"): each peak is paired with the nearest predicted reflection of either grain (within
     # the position tolerance); each grain's amplitudes get their own fitted scale, so the cosine
     # of the measured and the fitted amplitudes is sqrt(c_a^2 + c_b^2), c_x the share of grain x.
-    # Every reflection within s_cut widths counts, observed or not (as in the refinement)
+    # Every reflection within s_cut widths counts, observed or not (as in the refinement). Each
+    # peak's nearest reflection is found once per candidate; a pair compares the two
     n_p = U.shape[1]
     n_gmax = 0
     for k in range(r_off.shape[0] - 1):
         n_gmax = max(n_gmax, r_off[k + 1] - r_off[k])
+    n_pk = 0
+    for i in range(i0, i1):
+        n_pk = max(n_pk, p_off[i + 1] - p_off[i])
     vx = np.empty((n_p, n_gmax))
     vy = np.empty((n_p, n_gmax))
     mm = np.empty((n_p, n_gmax))
     nr = np.zeros(n_p, np.int64)
+    near = np.empty((n_p, n_pk), np.int64)
+    neard = np.empty((n_p, n_pk))
     obs = np.zeros((2, n_gmax))
     for i in range(i0, i1):
         a, b = p_off[i], p_off[i + 1]
@@ -466,48 +518,42 @@ def _pair_score_range(
             if not ok[i, c]:
                 continue
             k = cplan[i, c]
-            for g in range(r_off[k], r_off[k + 1]):
-                x = U[i, c, 0, 0] * G[g, 0] + U[i, c, 0, 1] * G[g, 1] + U[i, c, 0, 2] * G[g, 2]
-                y = U[i, c, 1, 0] * G[g, 0] + U[i, c, 1, 1] * G[g, 1] + U[i, c, 1, 2] * G[g, 2]
-                z = U[i, c, 2, 0] * G[g, 0] + U[i, c, 2, 1] * G[g, 1] + U[i, c, 2, 2] * G[g, 2]
-                s = -(z + 0.5 * lam * g2[g])
-                if abs(s) < s_cut[k] * w_exc[k] and x * x + y * y <= k_max * k_max:
-                    x2 = (s / w_exc[k]) ** 2
-                    j = nr[c]
-                    vx[c, j], vy[c, j] = x, y
-                    if profile[k] == 1:
-                        mm[c, j] = Famp[g] * (1.0 + x2) ** (-power)
-                    else:
-                        mm[c, j] = Famp[g] * math.exp(-power * x2)
-                    nr[c] = j + 1
+            nr[c] = _predict(
+                U[i, c],
+                G,
+                Famp,
+                g2,
+                r_off[k],
+                r_off[k + 1],
+                lam,
+                w_exc[k],
+                profile[k],
+                s_cut[k],
+                power,
+                k_max,
+                vx[c],
+                vy[c],
+                mm[c],
+            )
+            for p in range(a, b):
+                near[c, p - a], neard[c, p - a] = _nearest(p_x[p], p_y[p], vx[c], vy[c], nr[c], tol_pos)
         for ca in range(n_p):
             if nr[ca] == 0:
                 continue
             for cb in range(ca + 1, n_p):
                 if nr[cb] == 0 or not distinct[i, ca, cb]:
                     continue
-                for p in range(a, b):
-                    best, bk, bestd = -1, 0, 1.0
-                    for t in range(2):
-                        c = ca if t == 0 else cb
-                        for j in range(nr[c]):
-                            d = ((p_x[p] - vx[c, j]) ** 2 + (p_y[p] - vy[c, j]) ** 2) / (tol_pos * tol_pos)
-                            if d < bestd:
-                                best, bk, bestd = j, t, d
-                    if best >= 0:
-                        obs[bk, best] += p_a[p] * p_a[p]
-                cs = np.zeros(2)
-                for t in range(2):
-                    c = ca if t == 0 else cb
-                    num, den = 0.0, 0.0
-                    for j in range(nr[c]):
-                        num += math.sqrt(obs[t, j]) * mm[c, j]
-                        den += mm[c, j] * mm[c, j]
-                        obs[t, j] = 0.0
-                    cs[t] = num / math.sqrt(den * oo) if den > 0 and oo > 0 else 0.0
-                sc = math.sqrt(cs[0] ** 2 + cs[1] ** 2)
+                for p in range(b - a):
+                    # grain a keeps ties, as when the two grains' reflections are searched in turn
+                    if neard[cb, p] < neard[ca, p]:
+                        obs[1, near[cb, p]] += p_a[a + p] * p_a[a + p]
+                    elif near[ca, p] >= 0:
+                        obs[0, near[ca, p]] += p_a[a + p] * p_a[a + p]
+                cs0 = _paired_cosine(obs[0], mm[ca], nr[ca], oo)
+                cs1 = _paired_cosine(obs[1], mm[cb], nr[cb], oo)
+                sc = math.sqrt(cs0**2 + cs1**2)
                 if sc > out_s[i]:
-                    out_s[i], out_a[i], out_b[i], out_ca[i], out_cb[i] = sc, ca, cb, cs[0], cs[1]
+                    out_s[i], out_a[i], out_b[i], out_ca[i], out_cb[i] = sc, ca, cb, cs0, cs1
 
 
 @numba.njit(nogil=True, cache=True)
@@ -532,34 +578,12 @@ def _wide_score_range(
             out[i, c] = 0.0
             if not ok[i, c] or b <= a:
                 continue
-            nr = 0
-            for g in range(n_g):
-                x = U[i, c, 0, 0] * G[g, 0] + U[i, c, 0, 1] * G[g, 1] + U[i, c, 0, 2] * G[g, 2]
-                y = U[i, c, 1, 0] * G[g, 0] + U[i, c, 1, 1] * G[g, 1] + U[i, c, 1, 2] * G[g, 2]
-                z = U[i, c, 2, 0] * G[g, 0] + U[i, c, 2, 1] * G[g, 1] + U[i, c, 2, 2] * G[g, 2]
-                s = -(z + 0.5 * lam * g2[g])
-                if abs(s) < s_cut * w_exc and x * x + y * y <= k_max * k_max:
-                    x2 = (s / w_exc) ** 2
-                    vx[nr], vy[nr] = x, y
-                    if profile == 1:
-                        mm[nr] = Famp[g] * (1.0 + x2) ** (-power)
-                    else:
-                        mm[nr] = Famp[g] * math.exp(-power * x2)
-                    nr += 1
+            nr = _predict(U[i, c], G, Famp, g2, 0, n_g, lam, w_exc, profile, s_cut, power, k_max, vx, vy, mm)
             for p in range(a, b):
-                best, bestd = -1, 1.0
-                for j in range(nr):
-                    d = ((p_x[p] - vx[j]) ** 2 + (p_y[p] - vy[j]) ** 2) / (tol_pos * tol_pos)
-                    if d < bestd:
-                        best, bestd = j, d
+                best, _d = _nearest(p_x[p], p_y[p], vx, vy, nr, tol_pos)
                 if best >= 0:
                     obs[best] += p_a[p] * p_a[p]
-            num, den = 0.0, 0.0
-            for j in range(nr):
-                num += math.sqrt(obs[j]) * mm[j]
-                den += mm[j] * mm[j]
-                obs[j] = 0.0
-            out[i, c] = num / math.sqrt(den * oo) if den > 0 and oo > 0 else 0.0
+            out[i, c] = _paired_cosine(obs, mm, nr, oo)
 
 
 def _run_ranges(fn, n: int, args: tuple, n_threads: int, chunk: int):
@@ -989,6 +1013,60 @@ _RANK_MIX = 0.5
 #: distinct grains each residual pass adds to the pool of the joint pair choice (its best and
 #: the runner-up, often the first turned by 180 deg about the beam)
 _PAIR_RESIDUALS = 2
+# intensity_power="auto": the power of the ranking, the power of the second refinement of the
+# first match, and the median best correlation (of the ranking) at which that refinement runs:
+# own-model sets 0.97-0.99, thin films and Gaussian films of other thicknesses 0.68-0.89 on
+# draw 18 (docs/acom.md, "Intensity power")
+_AUTO_POWERS = (0.25, 0.5)
+_AUTO_LINE = 0.95
+
+
+def _polish_job(
+    plans, U, ok, phase, off, gx, gy, amp_raw, *, intensity_power, k_max, tol_pos, n_iter, n_threads, chunk, progress
+):
+    """Job: the matches ``U (n, 3, 3)`` of ``plans[phase]`` refined again at ``intensity_power``.
+
+    ``amp_raw`` are the measured intensities. Under the plan's rocking curve and the Gaussian,
+    each keeping the better; returns ``(U, n_matched, rms)`` (unchanged where ``ok`` is False).
+    """
+    amp = amp_raw ** (2.0 * intensity_power)
+    U_new = np.array(U, dtype=float)
+    n_m = np.zeros(len(U), np.int64)
+    rms = np.full(len(U), np.nan)
+    for k, plan in enumerate(plans):
+        sel = ok & (phase == k)
+        if not sel.any():
+            continue
+        U0 = np.where(sel[:, None, None], U, np.nan)[:, None]
+        profiles = [None, "gaussian"] if _plan_profile(plan) in ("lorentzian", "sinc2") else [None]
+        best = None
+        for prof in profiles:
+            args, outs = refine_arguments(
+                plan,
+                off,
+                gx,
+                gy,
+                amp,
+                U0,
+                sel[:, None],
+                intensity_power=intensity_power,
+                k_max=k_max,
+                tol_pos=tol_pos,
+                n_iter=n_iter,
+                profile=prof,
+            )
+            for _ in _run_ranges(_refine_range, len(U), args, n_threads, chunk):
+                yield progress
+            if best is None:
+                best = outs
+            else:
+                better = outs[1] > best[1]
+                rest = (np.where(better, o, b) for o, b in zip(outs[1:], best[1:], strict=True))
+                best = (np.where(better[..., None, None], outs[0], best[0]), *rest)
+        U_new[sel] = best[0][sel, 0]
+        n_m[sel] = best[2][sel, 0]
+        rms[sel] = best[3][sel, 0]
+    return U_new, n_m, rms
 
 
 def _joint_pairs_job(
@@ -1182,7 +1260,7 @@ def iter_match_orientations(
     n_iter: int = 8,
     position_tolerance_inv_A: float | None = None,
     separation_deg: float | None = None,
-    intensity_power: float = 0.25,
+    intensity_power: float | str = "auto",
     n_threads: int | None = None,
     device: str | None = None,
     flip_candidates: int = 4,
@@ -1220,15 +1298,17 @@ def iter_match_orientations(
     separation_deg : float, optional
         Minimum misorientation between the top-N matches and for the reliability index
         (default ``max(5, 2.5 * step)``).
-    intensity_power : float
+    intensity_power : float or "auto"
         Weights are intensities to this power, on both sides: measured peak intensities and
         kinematic template intensities ``|F|^2 S(s)``, in the scoring and in the refinement;
-        within (0, 1]. 0.5: amplitudes, best on kinematic patterns. 0.25 (default) compresses
-        the intensities further, which suits dynamical (multislice, thick-sample) patterns
-        better: on the multislice benchmark it raised the fraction within 2 deg by 2-22 points
-        at a fixed plan width (docs/performance.md, "Multislice patterns"; docs/acom.md says
-        what to set), but it quadruples the median error on kinematic patterns (0.16 vs 0.04
-        deg).
+        within (0, 1]. 0.5: amplitudes, most precise on patterns that follow the plan's rocking
+        curve. 0.25 compresses the intensities further, which suits thin films (sinc^2 rocking
+        curves, other thicknesses) and dynamical patterns better, but quadruples the median error
+        on patterns that follow the plan's model (0.14 vs 0.04 deg). ``"auto"`` (default): 0.25,
+        and when the median best correlation of the patterns is >= 0.95 (the peaks follow the
+        plan's model) the first match is refined again at 0.5 (its correlation and the
+        reliability stay those of 0.25); ``params["auto_median_correlation"]`` is the median,
+        ``params["polish_power"]`` 0.5 when it ran (else 0).
     n_threads : int, optional
         Threads (default: all cores).
     device : str, optional
@@ -1324,9 +1404,15 @@ def iter_match_orientations(
     # patterns with too few peaks are matched with no peaks at all (masked below)
     keep = np.repeat(valid, counts)
     off_v = np.concatenate([[0], np.cumsum(np.where(valid, counts, 0))]).astype(np.int64)
-    if not (0.0 < intensity_power <= 1.0):
-        raise ValueError(f"intensity_power must be within (0, 1], got {intensity_power}")
-    gx, gy, amp = gx[keep], gy[keep], amp[keep] ** (2.0 * intensity_power)
+    auto_power = isinstance(intensity_power, str)
+    if auto_power and intensity_power != "auto":
+        raise ValueError(f"intensity_power must be 'auto' or within (0, 1], got {intensity_power!r}")
+    if not auto_power and not (0.0 < intensity_power <= 1.0):
+        raise ValueError(f"intensity_power must be 'auto' or within (0, 1], got {intensity_power}")
+    if auto_power:
+        intensity_power = _AUTO_POWERS[0]
+    gx, gy, amp_raw = gx[keep], gy[keep], amp[keep]
+    amp = amp_raw ** (2.0 * intensity_power)
     tol_pos = float(position_tolerance_inv_A or 1.5 * px)
     n_threads = int(n_threads or os.cpu_count() or 1)
     device = _scoring_device(device)
@@ -1526,6 +1612,32 @@ def iter_match_orientations(
             explained = explained | explained_by(res_k)
         U, corr, okm, nmatch, rms, phase = (np.concatenate([p[j] for p in parts], axis=1) for j in range(6))
     okm &= valid[:, None]
+    auto_median, polished = float("nan"), 0.0
+    if auto_power and refine:
+        # intensity_power="auto" (docs/acom.md, "Intensity power"): when the median best
+        # correlation reaches the line, the peaks follow the plan's own rocking curve, and the
+        # first match is refined again on amplitudes (0.5: four times more precise on such data);
+        # the ranking, correlation and reliability stay those of the robust 0.25
+        auto_median = float(np.median(np.where(okm[:, 0], corr[:, 0], 0.0)[valid])) if valid.any() else 0.0
+        if auto_median >= _AUTO_LINE:
+            U[:, 0], nmatch[:, 0], rms[:, 0] = yield from _polish_job(
+                plans,
+                U[:, 0],
+                okm[:, 0],
+                phase[:, 0],
+                off_v,
+                gx,
+                gy,
+                amp_raw,
+                intensity_power=_AUTO_POWERS[1],
+                k_max=k_max,
+                tol_pos=tol_pos,
+                n_iter=n_iter,
+                n_threads=n_threads,
+                chunk=chunk,
+                progress=Progress(total - 1, total, "refining the first matches on amplitudes"),
+            )
+            polished = _AUTO_POWERS[1]
     if len(plans) == 1:
         phase_rel = np.where(valid, 1.0, 0.0)
     sy, sx = peaks.scan_shape
@@ -1537,7 +1649,9 @@ def iter_match_orientations(
         "refine": refine,
         "n_iter": n_iter,
         "position_tolerance_inv_A": tol_pos,
-        "intensity_power": intensity_power,
+        "intensity_power": "auto" if auto_power else intensity_power,
+        "auto_median_correlation": auto_median,
+        "polish_power": polished,
         "overlap": overlap if n_matches > 1 else "",
         "pair_candidates": pair_candidates if residual else 0,
         "pair_score": pair_score if residual else "",
