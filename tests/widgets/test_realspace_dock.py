@@ -224,3 +224,33 @@ def test_replace_shapes_updates_the_dims_only_when_the_ranges_change(make_napari
         assert tuple(ours.dims.range) == tuple(theirs.dims.range)
         assert len(calls) - n == (tuple(ours.dims.range) != before)
     assert len(calls) >= 2  # outlines beyond the pattern (and back) did change the ranges
+
+
+def test_the_vispy_cross_fallback_marks_the_scan_pixel(make_napari_viewer, qtbot, monkeypatch):
+    """Where napari's canvas is not laid out as the Qt cross expects, the cross is a vispy visual
+    of the canvas (``CROSSHAIR = "gl"`` takes that path): it follows the scan, drawn red on the
+    scan pixel's centre, the canvas drawn again for it."""
+    from napari_4dstem.widgets import _multiview
+    from napari_4dstem.widgets._multiview import draw_events, make_embedded
+    from napari_4dstem.widgets._results import set_results_viewer
+
+    monkeypatch.setattr(_multiview, "CROSSHAIR", "gl")
+    main = make_napari_viewer(show=True)
+    main.add_image(np.zeros((40, 40, 8, 8), np.float32))
+    model, widget = make_embedded(main, "real space test")
+    main.window.add_dock_widget(widget, name="real space test")
+    model.add_image(np.tile(np.linspace(0, 1, 40, dtype=np.float32), (40, 1)), colormap="gray")
+    set_results_viewer(main, model)
+    main.dims.set_point((0, 1), (20, 20))
+    qtbot.wait(300)
+    assert not isinstance(widget.crosshair, _multiview._CrossOverlay)
+    draws = []
+    draw_events(model).connect(lambda e: draws.append(1))
+    main.dims.set_point((0, 1), (19, 22))
+    qtbot.waitUntil(lambda: len(draws) >= 1, timeout=2000)
+    assert crosshair_position(model) == pytest.approx((19, 22))
+    img = canvas_image(model)
+    red = (img[..., 0] > 200) & (img[..., 1] < 80) & (img[..., 2] < 80)
+    ys, xs = np.nonzero(red)
+    cx, cy = world_to_canvas(model, (19, 22))
+    assert red.sum() > 8 and abs(xs.mean() - cx) < 1.5 and abs(ys.mean() - cy) < 1.5

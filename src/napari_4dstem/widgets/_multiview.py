@@ -259,11 +259,14 @@ def _crosshair_overlay(widget, model):
     not laid out as expected (the vispy cross is used then)."""
     if widget.crosshair is None:
         canvas = widget.qt_viewer.canvas
-        try:
-            ok = canvas.native.parentWidget() is not None and canvas._scene_canvas is not None
-        except (AttributeError, RuntimeError):
-            ok = False
-        widget.crosshair = _CrossOverlay(model, canvas) if ok and CROSSHAIR == "qt" else _crosshair_visual(widget)
+        cross = None
+        if CROSSHAIR == "qt":
+            try:
+                if canvas.native.parentWidget() is not None:
+                    cross = _CrossOverlay(model, canvas)
+            except (AttributeError, RuntimeError, TypeError):  # napari's canvas is laid out otherwise
+                cross = None
+        widget.crosshair = cross if cross is not None else _crosshair_visual(widget)
     return widget.crosshair if isinstance(widget.crosshair, _CrossOverlay) else None
 
 
