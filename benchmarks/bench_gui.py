@@ -1,7 +1,8 @@
 """The UX latency rows of ../shared/UX.md, measured through the real widgets in a shown napari
 window, next to napari alone doing the same thing in the same run.
 
-Run under a virtual screen:  xvfb-run -a python benchmarks/bench_gui.py [--scan 64] [--n 15] [--lazy]
+Run under a virtual screen:  xvfb-run -a -s "-screen 0 1920x1080x24" python benchmarks/bench_gui.py
+[--scan 64] [--n 15] [--lazy] [--window 1600x900] [--crosshair-ab]
 Dataset: (scan, scan, 128, 128) uint16 in RAM (or, with ``--lazy``, a memory-mapped .npy file)
 with a lattice of disks (the strained-crystal sample's generator; scans above 64 x 64 tile a
 64 x 64 simulation). Each row is the median (and the 25-75 % range) of ``--n`` repetitions of
@@ -46,10 +47,12 @@ def _stats(xs) -> str:
     return f"{1e3 * statistics.median(xs):8.1f} ms  ({1e3 * q[0]:.1f}-{1e3 * q[2]:.1f})"
 
 
-def _time(app, action, n, until=None, timeout_s=30.0):
+def _time(app, action, n, until=None, timeout_s=30.0, proc=None):
+    """Wall and GUI-thread CPU times of ``n`` actions (and, into the list ``proc``, the whole
+    process's CPU time: the GUI thread plus the software rasteriser's threads)."""
     out, cpu = [], []
     for i in range(n):
-        t0, c0 = time.perf_counter(), time.thread_time()
+        t0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
         action(i)
         if until is not None:
             end = t0 + timeout_s
@@ -59,6 +62,8 @@ def _time(app, action, n, until=None, timeout_s=30.0):
         _idle(app)
         out.append(time.perf_counter() - t0)
         cpu.append(time.thread_time() - c0)
+        if proc is not None:
+            proc.append(time.process_time() - p0)
     return out, cpu
 
 
@@ -71,7 +76,13 @@ def main() -> None:
         action="store_true",
         help="hold the scan as a memory-mapped .npy file (as napari-4dstem opens one), not in RAM",
     )
+    ap.add_argument("--window", default="1600x900", help="the main window's size for every row, WxH pixels")
     ap.add_argument("--no-bragg", action="store_true", help="skip the Bragg dock rows (and the busy indicator)")
+    ap.add_argument(
+        "--crosshair-ab",
+        action="store_true",
+        help="also time scan steps with the Qt cross and the vispy cross in alternating blocks",
+    )
     args = ap.parse_args()
 
     import napari
@@ -103,19 +114,33 @@ def main() -> None:
     rows = []
 
     viewer = napari.Viewer(show=True)
+    win_w, win_h = (int(v) for v in args.window.lower().split("x"))
+
+    def fit_window(w=None, h=None):
+        # Qt composes the whole window (its GL canvases and the widgets) at each repaint, so a
+        # step's cost grows with the window's area; opening the docks grows the window to their
+        # minimum sizes (1089 x 630 -> 2393 x 1028 on a 640 x 480 screen), so napari alone is
+        # measured again at the end in the window size the docks had
+        viewer.window._qt_window.resize(w or win_w, h or win_h)
+        _idle(app, 0.3)
+        size = viewer.window._qt_window.size()
+        return f"{size.width()} x {size.height()}"
+
     app = QApplication.instance()
     meta = {"napari_4dstem": {"calibration": cal}}
     cube = viewer.add_image(data, name="cube", metadata=meta, **cal.napari_kwargs("4d"))
     viewer.add_image(probe, name="probe", visible=False, **cal.napari_kwargs("k"))
     viewer.layers.selection.active = cube
     _idle(app, 1.0)
+    print(f"window {fit_window()} (napari alone)")
     ny, nx = data.shape[:2]
 
     def step(i):  # both scan axes in one event, as a drag on the Real space canvas moves them
         viewer.dims.set_point((0, 1), (((7 * i) % ny) * cube.scale[0], ((3 * i + 1) % nx) * cube.scale[1]))
 
     # napari alone: dims steps, colormap changes
-    alone_step, alone_cpu = _time(app, step, args.n)
+    alone_proc: list = []
+    alone_step, alone_cpu = _time(app, step, args.n, proc=alone_proc)
     cmaps = ["gray", "magma"]
     alone_disp, _ = _time(app, lambda i: setattr(cube, "colormap", cmaps[i % 2]), args.n)
     alone_gamma, _ = _time(app, lambda i: setattr(cube, "gamma", (0.3, 0.6)[i % 2]), args.n)
@@ -155,6 +180,8 @@ def main() -> None:
         app.processEvents()
         time.sleep(0.01)
     _idle(app, 0.5)
+    print(f"window {fit_window()} (Virtual imaging and Real space docks open)")
+    docked = viewer.window._qt_window.size()
     scales = ["Log", "Lin"]
     ours_disp, _ = _time(app, lambda i: w.realspace.scale_combo.setCurrentText(scales[i % 2]), args.n)
     rows.append(("display-only change (<= 16 ms)", ours_disp, "napari colormap", alone_disp))
@@ -176,9 +203,15 @@ def main() -> None:
         ours_handle, _ = _time(app, drag, args.n)
         hist._drag = None
         rows.append(("contrast handle drag move (<= 16 ms)", ours_handle, "napari contrast", alone_clim))
-    ours_step, ours_cpu = _time(app, step, args.n)
+    ours_proc: list = []
+    ours_step, ours_cpu = _time(app, step, args.n, proc=ours_proc)
     rows.append(("scan step -> pattern, RAM (>= 30 fps)", ours_step, "napari dims step", alone_step))
-    cpu_rows = [("  GUI-thread CPU per step, Virtual dock open", ours_cpu, alone_cpu)]
+    cpu_rows = [
+        ("  GUI-thread CPU per step, Virtual dock open", ours_cpu, alone_cpu),
+        ("  process CPU per step (GUI + GL threads)", ours_proc, alone_proc),
+    ]
+    if args.crosshair_ab:
+        _crosshair_ab(app, viewer, step, args.n)
     names = ["HAADF", "BF", "ADF", "ABF", "LAADF", "Full"]
     cached, cached_cpu = _time(app, lambda i: w.apply_preset(names[i % len(names)]), args.n)
     keep = w._preset_cache
@@ -192,9 +225,29 @@ def main() -> None:
     rows.append(("preset switch, precomputed (<= 50 ms)", cached, "computed on demand", computed))
     rows.append(("", cached, "napari alone: a Shapes layer's data set", alone_outline))
     cpu_rows.append(("  GUI-thread CPU per preset switch", cached_cpu, alone_outline_cpu, "napari Shapes data set"))
+    # napari alone doing what a switch shows, in this window: a Shapes layer's data on the
+    # pattern's canvas and an Image layer's data (and contrast limits) on the Real space canvas,
+    # our detector and live image hidden meanwhile
+    both, both_cpu, both_proc = _napari_two_updates(app, viewer, w, outline, set_outline, names, args.n)
+    rows.append(("", cached, "napari alone: Shapes + Image data, 2 canvases", both))
+    cpu_rows.append(("", cached_cpu, both_cpu, "napari Shapes + Image data set"))
+    ours_sw_proc: list = []
+    _time(app, lambda i: w.apply_preset(names[i % len(names)]), args.n, proc=ours_sw_proc)
+    cpu_rows.append(("  process CPU per preset switch", ours_sw_proc, both_proc, "napari Shapes + Image data set"))
     w.close()
     viewer.window.remove_dock_widget(w.parent() if w.parent() is not None else w)
     if args.no_bragg:
+        from napari_4dstem.widgets._results import REAL_SPACE_DOCK
+
+        # napari alone again, the docks closed: the load may have moved during the run
+        viewer.window.remove_dock_widget(viewer.window.dock_widgets[REAL_SPACE_DOCK])
+        _idle(app, 0.5)
+        print(f"window {fit_window(docked.width(), docked.height())} (docks closed, the size they had)")
+        end_proc: list = []
+        end_step, end_cpu = _time(app, lambda i: step(i + 5), args.n, proc=end_proc)
+        rows.append(("  napari dims step, the docks' window size", end_step, "at the start", alone_step))
+        cpu_rows.append(("  GUI-thread CPU, napari step again", end_cpu, alone_cpu))
+        cpu_rows.append(("  process CPU, napari step again", end_proc, alone_proc))
         _report(rows, cpu_rows, None)
         viewer.close()
         return
@@ -207,6 +260,7 @@ def main() -> None:
         app.processEvents()
         time.sleep(0.01)
     _idle(app, 1.0)
+    print(f"window {fit_window()} (Bragg dock open)")
     bragg_step, bragg_cpu = _time(app, step, args.n)
     rows.append(("scan step, Bragg dock live (GUI thread)", bragg_step, "napari dims step", alone_step))
     cpu_rows.append(("  GUI-thread CPU per step, Bragg dock live", bragg_cpu, alone_cpu))
@@ -224,6 +278,82 @@ def main() -> None:
 
     _report(rows, cpu_rows, busy)
     viewer.close()
+
+
+def _napari_two_updates(app, viewer, w, outline, set_outline, names, n):
+    """napari alone setting a Shapes layer's data on the main canvas and an Image layer's data
+    and contrast limits on the Real space canvas (the preset images), our layers hidden: the
+    two updates of a preset switch without our code, in the same window."""
+    from napari_4dstem.widgets._results import results_viewer
+    from napari_4dstem.widgets.virtual import DETECTOR_LAYER
+
+    rs = results_viewer(viewer, create=False)
+    live = rs.layers[w.realspace.name]
+    ours = [viewer.layers[DETECTOR_LAYER], live]
+    results = [w._preset_cache[name][1] for name in names]  # (detector, result) pairs
+    images = [np.asarray(getattr(r, "image", r).data, np.float32) for r in results]
+    img = rs.add_image(images[0], name="napari alone", scale=live.scale, units=live.units, colormap="gray")
+    for lyr in ours:
+        lyr.visible = False
+    outline.visible = True
+    viewer.layers.selection.active = viewer.layers[0]
+    _idle(app, 0.3)
+
+    def both(i):
+        set_outline(i)
+        im = images[i % len(images)]
+        img.data = im
+        img.contrast_limits = (float(np.percentile(im, 0.1)), float(np.percentile(im, 99.9)))
+
+    proc: list = []
+    wall, cpu = _time(app, both, n, proc=proc)
+    outline.visible = False
+    img.visible = False
+    for lyr in ours:
+        lyr.visible = True
+    _idle(app, 0.3)
+    return wall, cpu, proc
+
+
+def _crosshair_ab(app, viewer, step, n, blocks: int = 3) -> None:
+    """Scan steps with the cross drawn by Qt over the Real space canvas ("qt"), as a vispy visual
+    in it ("gl") and with no cross shown ("off": the Qt cross hidden, what the step costs without
+    one), in alternating blocks of ``n`` in this process (the load moves between runs); counts the
+    Real space canvas's draws per step."""
+    from napari_4dstem.widgets import _multiview as mv
+    from napari_4dstem.widgets._results import results_viewer
+
+    rs = results_viewer(viewer, create=False)
+    widget = mv._QT[rs]()
+    draws = [0]
+    mv.draw_events(rs).connect(lambda e: draws.__setitem__(0, draws[0] + 1))
+    res: dict = {}
+    for b in range(blocks):
+        for kind in ("gl", "qt", "off"):
+            old = widget.crosshair
+            if isinstance(old, mv._CrossOverlay):
+                old.remove()
+            elif old is not None:
+                old.parent = None
+            widget.crosshair, mv.CROSSHAIR = None, ("gl" if kind == "gl" else "qt")
+            _time(app, lambda i, b=b: step(i + 100 + 50 * b), 2)  # the cross made and shown
+            if kind == "off":
+                widget.crosshair.hide()
+            _idle(app, 0.2)
+            d0, proc = draws[0], []
+            wall, cpu = _time(app, lambda i, b=b: step(i + 200 + 50 * b), n, proc=proc)
+            r = res.setdefault(kind, [[], [], [], []])
+            r[0] += wall
+            r[1] += cpu
+            r[2] += proc
+            r[3].append((draws[0] - d0) / n)
+    mv.CROSSHAIR = "qt"
+    print(f"\nscan step, Virtual dock open, {blocks} alternating blocks of {n} steps a cross:")
+    for kind, (wall, cpu, proc, d) in res.items():
+        print(
+            f"  cross {kind}: wall {_stats(wall)}, GUI CPU {_stats(cpu)}, process CPU {_stats(proc)}, "
+            f"Real space draws a step {', '.join(f'{x:.2f}' for x in d)}"
+        )
 
 
 def _report(rows, cpu_rows, busy) -> None:

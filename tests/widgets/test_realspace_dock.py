@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from qtpy.QtCore import QPoint, Qt
 
 from napari_4dstem.widgets._multiview import (
     canvas_image,
@@ -123,3 +124,133 @@ def test_a_drag_on_real_space_moves_the_scan_not_the_camera(make_napari_viewer, 
     assert tuple(main.dims.current_step[:2]) == (16, 7)
     cy, cx = model.scene.camera.center[-2:]
     assert cy < center[-2] - 1 and cx < center[-1] - 1  # dragged down-right: the view follows the mouse
+
+
+def test_the_scan_cross_is_drawn_by_qt_over_the_canvas_and_follows_pan_and_zoom(make_napari_viewer, qtbot):
+    """UX point 4: the scan-position cross is a Qt overlay over the Real space canvas, so a scan
+    step does not draw that canvas again; it lets every mouse event through to the canvas, and
+    after a zoom, a pan and a resize of the dock it is still centred on the scan pixel (red
+    pixels of the canvas as shown, within a pixel of the world point's canvas position)."""
+    from napari_4dstem.widgets._multiview import _QT, draw_events, make_embedded
+    from napari_4dstem.widgets._results import set_results_viewer
+
+    main = make_napari_viewer(show=True)
+    main.add_image(np.zeros((40, 40, 8, 8), np.float32))
+    model, widget = make_embedded(main, "real space test")
+    main.window.add_dock_widget(widget, name="real space test")
+    model.add_image(np.tile(np.linspace(0, 1, 40, dtype=np.float32), (40, 1)), colormap="gray")  # no red
+    set_results_viewer(main, model)
+    qtbot.wait(100)
+    native = widget.qt_viewer.canvas.native
+
+    def red_centre_offset(world):
+        img = canvas_image(model)
+        red = (img[..., 0] > 200) & (img[..., 1] < 80) & (img[..., 2] < 80)
+        ys, xs = np.nonzero(red)
+        cx, cy = world_to_canvas(model, world)
+        assert red.sum() > 8, red.sum()
+        return abs(xs.mean() - cx), abs(ys.mean() - cy)
+
+    main.dims.set_point((0, 1), (20, 20))  # the cross made and shown, the canvas settled
+    qtbot.wait(300)
+    draws = []
+    draw_events(model).connect(lambda e: draws.append(1))
+    for iy, ix in ((18, 23), (22, 19), (21, 17)):
+        main.dims.set_point((0, 1), (iy, ix))
+        qtbot.wait(30)
+        assert crosshair_position(model) == pytest.approx((iy, ix))
+    assert draws == []  # three scan steps, the canvas not drawn once
+    cross = _QT[model]().crosshair
+    assert cross.geometry() == native.geometry()  # exactly over the canvas
+    # the mouse goes through it: Qt finds the canvas under the cross's centre
+    cx, cy = world_to_canvas(model, (21, 17))
+    at = native.parentWidget().childAt(native.geometry().topLeft() + QPoint(round(cx), round(cy)))
+    assert at is native
+    assert max(red_centre_offset((21, 17))) < 1.0
+    # zoom and pan: the cross stays on the scan pixel
+    model.scene.camera.zoom *= 2
+    model.scene.camera.center = (0, 22, 18)
+    qtbot.wait(50)
+    assert max(red_centre_offset((21, 17))) < 1.0
+    # the canvas resized (the dock's splitter moved): the overlay follows the canvas, the cross
+    # its pixel
+    from qtpy.QtWidgets import QSplitter
+
+    split = next(sp for sp in widget.findChildren(QSplitter) if sp.orientation() == Qt.Orientation.Vertical)
+    top, bottom = split.sizes()
+    height = native.height()
+    split.setSizes([top - 60, bottom + 60])
+    qtbot.waitUntil(lambda: native.height() < height and cross.geometry() == native.geometry(), timeout=2000)
+    qtbot.wait(50)
+    assert max(red_centre_offset((21, 17))) < 1.0
+
+
+def test_replace_shapes_updates_the_dims_only_when_the_ranges_change(make_napari_viewer, monkeypatch):
+    """The adapter's ``replace_shapes`` (a preset switch's outline) recomputes the viewer's dims
+    only when the layers' ranges changed, and then to exactly what napari's own ``Shapes.data``
+    setter gives."""
+    from napari.components.viewer_model import ViewerModel
+
+    from napari_4dstem.widgets._multiview import replace_shapes
+
+    def disk(r, c=(64.0, 64.0)):
+        return [
+            (
+                np.array([[c[0] - r, c[1] - r], [c[0] - r, c[1] + r], [c[0] + r, c[1] + r], [c[0] + r, c[1] - r]]),
+                "ellipse",
+            )
+        ]
+
+    viewers = [make_napari_viewer() for _ in range(2)]
+    layers = []
+    for v in viewers:
+        v.add_image(np.zeros((4, 5, 128, 128), np.uint16), scale=(2.0, 2.0, 0.1, 0.1))
+        layers.append(v.add_shapes(disk(10.0), scale=(0.1, 0.1)))
+    ours, theirs = viewers
+    calls = []
+    on_change = ViewerModel._on_layers_change
+
+    def counted(self):
+        if self is ours:
+            calls.append(1)
+        return on_change(self)
+
+    monkeypatch.setattr(ViewerModel, "_on_layers_change", counted)
+    for data in (disk(20.0), disk(50.0), disk(90.0), disk(30.0, (150.0, -20.0)), disk(5.0)):
+        before = tuple(ours.dims.range)
+        n = len(calls)
+        replace_shapes(ours, layers[0], data)
+        layers[1].data = data  # napari's own setter
+        assert tuple(ours.dims.range) == tuple(theirs.dims.range)
+        assert len(calls) - n == (tuple(ours.dims.range) != before)
+    assert len(calls) >= 2  # outlines beyond the pattern (and back) did change the ranges
+
+
+def test_the_vispy_cross_fallback_marks_the_scan_pixel(make_napari_viewer, qtbot, monkeypatch):
+    """Where napari's canvas is not laid out as the Qt cross expects, the cross is a vispy visual
+    of the canvas (``CROSSHAIR = "gl"`` takes that path): it follows the scan, drawn red on the
+    scan pixel's centre, the canvas drawn again for it."""
+    from napari_4dstem.widgets import _multiview
+    from napari_4dstem.widgets._multiview import draw_events, make_embedded
+    from napari_4dstem.widgets._results import set_results_viewer
+
+    monkeypatch.setattr(_multiview, "CROSSHAIR", "gl")
+    main = make_napari_viewer(show=True)
+    main.add_image(np.zeros((40, 40, 8, 8), np.float32))
+    model, widget = make_embedded(main, "real space test")
+    main.window.add_dock_widget(widget, name="real space test")
+    model.add_image(np.tile(np.linspace(0, 1, 40, dtype=np.float32), (40, 1)), colormap="gray")
+    set_results_viewer(main, model)
+    main.dims.set_point((0, 1), (20, 20))
+    qtbot.wait(300)
+    assert not isinstance(widget.crosshair, _multiview._CrossOverlay)
+    draws = []
+    draw_events(model).connect(lambda e: draws.append(1))
+    main.dims.set_point((0, 1), (19, 22))
+    qtbot.waitUntil(lambda: len(draws) >= 1, timeout=2000)
+    assert crosshair_position(model) == pytest.approx((19, 22))
+    img = canvas_image(model)
+    red = (img[..., 0] > 200) & (img[..., 1] < 80) & (img[..., 2] < 80)
+    ys, xs = np.nonzero(red)
+    cx, cy = world_to_canvas(model, (19, 22))
+    assert red.sum() > 8 and abs(xs.mean() - cx) < 1.5 and abs(ys.mean() - cy) < 1.5

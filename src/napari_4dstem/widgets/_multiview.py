@@ -139,33 +139,175 @@ def show_embedded(model) -> None:
         w.show()
 
 
+def _camera(model):
+    """A viewer model's camera (``scene.camera`` since napari 0.9, ``camera`` before)."""
+    scene = getattr(model, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else model.camera
+
+
+class _CrossOverlay(QWidget):
+    """The scan-position cross drawn by Qt over an embedded canvas, not by OpenGL in it.
+
+    A transparent widget laid exactly over the vispy canvas (a sibling above it, not a child:
+    a child of the ``QOpenGLWidget`` made Qt repaint the canvas when it moved), passing every
+    mouse event through to the canvas. A scan step repaints two small rectangles of the window
+    (where the cross was and where it is), and the canvas is not drawn again: its last frame is
+    composed with the cross by Qt. The cross's ends are mapped from world to canvas pixels by the
+    canvas's own vispy transforms, again whenever the camera moves or the canvas is resized or
+    redrawn, so it stays on the point it marks through pan, zoom and resize."""
+
+    PEN_PX = 2
+
+    def __init__(self, model, canvas):
+        super().__init__(canvas.native.parentWidget())
+        self._model = weakref.ref(model)
+        self._canvas = canvas  # napari's VispyCanvas: .native (the QOpenGLWidget), .view
+        for attr in (
+            Qt.WidgetAttribute.WA_TransparentForMouseEvents,
+            Qt.WidgetAttribute.WA_TranslucentBackground,
+            Qt.WidgetAttribute.WA_NoSystemBackground,
+        ):
+            self.setAttribute(attr)
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.world: tuple[float, float] | None = None  # (y, x) of the point marked, None: hidden
+        self.size_world = 1.0  # arm end to arm end, world units
+        self._ends = None  # the two arms in overlay pixels: ((x0, y0, x1, y1), (x0, y0, x1, y1))
+        self._dirty = None  # the overlay pixels the cross covers now (QRect)
+        canvas.native.installEventFilter(self)
+        self.setGeometry(canvas.native.geometry())
+        self.raise_()
+        self.show()
+        _camera(model).events.connect(self._place)  # after napari's own camera link: vispy is updated
+        canvas._scene_canvas.events.draw.connect(self._place)  # resizes and anything else that redraws
+
+    def eventFilter(self, obj, event):
+        if event.type() in (QEvent.Type.Resize, QEvent.Type.Move, QEvent.Type.Show):
+            self.setGeometry(obj.geometry())
+            self.raise_()
+        return False
+
+    def set(self, yx_world, size_world: float | None) -> None:
+        self.world = None if yx_world is None else (float(yx_world[0]), float(yx_world[1]))
+        if size_world is not None:
+            self.size_world = float(size_world)
+        self._place()
+
+    def remove(self) -> None:
+        """Take the cross off its canvas for good (its links to the camera and the canvas too)."""
+        model = self._model()
+        if model is not None:
+            _camera(model).events.disconnect(self._place)
+        self._canvas._scene_canvas.events.draw.disconnect(self._place)
+        self.world = None
+        try:
+            self._canvas.native.removeEventFilter(self)
+            self.hide()
+            self.deleteLater()
+        except RuntimeError:  # deleted with its canvas
+            pass
+
+    def _place(self, event=None) -> None:
+        try:
+            self._move()
+        except RuntimeError:  # the canvas and this overlay were deleted (the dock closed)
+            self.world = None
+
+    def _move(self) -> None:
+        from qtpy.QtCore import QRect
+
+        ends = None
+        if self.world is not None:
+            tr = self._canvas.view.transform * self._canvas.view.scene.transform
+            y, x = self.world
+            h = self.size_world / 2
+            pts = tr.map(np.array([[x - h, y], [x + h, y], [x, y - h], [x, y + h]], float))[:, :2]
+            ends = tuple(tuple(float(v) for v in arm.ravel()) for arm in (pts[:2], pts[2:]))
+        if ends == self._ends:
+            return
+        old = self._dirty
+        self._ends = ends
+        if ends is None:
+            self._dirty = None
+        else:
+            xs = [ends[0][0], ends[0][2], ends[1][0], ends[1][2]]
+            ys = [ends[0][1], ends[0][3], ends[1][1], ends[1][3]]
+            pad = self.PEN_PX + 1
+            x0, y0 = int(np.floor(min(xs))) - pad, int(np.floor(min(ys))) - pad
+            x1, y1 = int(np.ceil(max(xs))) + pad, int(np.ceil(max(ys))) + pad
+            self._dirty = QRect(x0, y0, x1 - x0 + 1, y1 - y0 + 1)
+        for rect in (old, self._dirty):
+            if rect is not None:
+                self.update(rect)
+
+    def paintEvent(self, event):
+        from qtpy.QtCore import QPointF
+        from qtpy.QtGui import QColor, QPainter, QPen
+
+        if self._ends is None:
+            return
+        p = QPainter(self)
+        pen = QPen(QColor(255, 0, 0), self.PEN_PX)
+        pen.setCapStyle(Qt.PenCapStyle.FlatCap)
+        p.setPen(pen)
+        for x0, y0, x1, y1 in self._ends:
+            p.drawLine(QPointF(x0, y0), QPointF(x1, y1))
+        p.end()
+
+
+def _crosshair_overlay(widget, model):
+    """The Qt cross of an embedded canvas (made on first use), None where napari's widgets are
+    not laid out as expected (the vispy cross is used then)."""
+    if widget.crosshair is None:
+        canvas = widget.qt_viewer.canvas
+        cross = None
+        if CROSSHAIR == "qt":
+            try:
+                if canvas.native.parentWidget() is not None:
+                    cross = _CrossOverlay(model, canvas)
+            except (AttributeError, RuntimeError, TypeError):  # napari's canvas is laid out otherwise
+                cross = None
+        widget.crosshair = cross if cross is not None else _crosshair_visual(widget)
+    return widget.crosshair if isinstance(widget.crosshair, _CrossOverlay) else None
+
+
+# how the scan-position cross is drawn: "qt" (a Qt overlay over the canvas: a scan step does
+# not repaint the canvas) or "gl" (a vispy visual of the canvas); read when the cross is made
+CROSSHAIR = "qt"
+
+
 def _crosshair_visual(widget):
-    """The scan-position cross of an embedded canvas: two line segments centred on the origin
-    of their own translation (moving it changes a transform, no buffer), drawn over the layers."""
+    """The scan-position cross as a vispy visual of an embedded canvas: two line segments centred
+    on the origin of their own translation (moving it changes a transform, no buffer), drawn
+    over the layers. A scan step repaints the canvas (the fallback of the Qt overlay)."""
     from vispy.scene.visuals import Line
     from vispy.visuals.transforms import STTransform
 
-    if widget.crosshair is None:
-        pos = np.array([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]], np.float32)
-        line = Line(pos=pos, color="red", connect="segments", width=2, parent=widget.qt_viewer.canvas.view.scene)
-        line.order = 10**6  # after napari's layers (their order is their index)
-        line.set_gl_state("translucent", depth_test=False)
-        line.transform = STTransform()
-        line.visible = False
-        widget.crosshair = line
-    return widget.crosshair
+    pos = np.array([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]], np.float32)
+    line = Line(pos=pos, color="red", connect="segments", width=2, parent=widget.qt_viewer.canvas.view.scene)
+    line.order = 10**6  # after napari's layers (their order is their index)
+    line.set_gl_state("translucent", depth_test=False)
+    line.transform = STTransform()
+    line.visible = False
+    return line
 
 
 def set_crosshair(model, yx_world, size: float | None = None) -> bool:
     """Show the scan-position cross at world point ``(y, x)`` of an embedded canvas, ``size``
-    world units from arm end to arm end (kept when None). A vispy visual of the canvas, not a
-    napari layer: moving it changes one transform and repaints that canvas once, where a Points
-    layer's ``data`` setter refreshes the layer, its thumbnail and the layer list (16 ms of GUI
-    CPU a scan step here, and most of the step's wall time in software OpenGL). Returns False
-    (nothing done) for a model that is not a live embedded viewer."""
+    world units from arm end to arm end (kept when None). Drawn by Qt over the canvas
+    (:class:`_CrossOverlay`): a scan step repaints the two small rectangles of the window the
+    cross leaves and enters, not the canvas (in software OpenGL the canvas's repaint was most of
+    what a step cost above napari's own). Where napari's widgets are laid out otherwise, a vispy
+    visual of the canvas, moved by one transform (a napari Points layer's ``data`` setter
+    refreshed the layer, its thumbnail and the layer list: 16 ms of GUI CPU a step). Returns
+    False (nothing done) for a model that is not a live embedded viewer."""
     if not is_embedded_alive(model) or _QT[model]().qt_viewer is None:
         return False
-    line = _crosshair_visual(_QT[model]())
+    widget = _QT[model]()
+    overlay = _crosshair_overlay(widget, model)
+    if overlay is not None:
+        overlay.set(yx_world, size)
+        return True
+    line = widget.crosshair
     tr = line.transform
     if size is not None and float(tr.scale[0]) != size / 2:
         tr.scale = (size / 2, size / 2)
@@ -177,24 +319,49 @@ def set_crosshair(model, yx_world, size: float | None = None) -> bool:
 
 def hide_crosshair(model) -> None:
     """Hide the scan-position cross of an embedded canvas (no map to point at)."""
-    if is_embedded_alive(model) and _QT[model]().crosshair is not None:
-        _QT[model]().crosshair.visible = False
+    if not is_embedded_alive(model) or _QT[model]().crosshair is None:
+        return
+    cross = _QT[model]().crosshair
+    if isinstance(cross, _CrossOverlay):
+        cross.set(None, None)
+    else:
+        cross.visible = False
 
 
 def crosshair_position(model) -> tuple[float, float] | None:
     """World ``(y, x)`` of the scan-position cross of an embedded canvas, None when hidden."""
     ref = _QT.get(model)
     widget = None if ref is None else ref()
-    line = None if widget is None else widget.crosshair
-    if line is None or not line.visible:
+    cross = None if widget is None else widget.crosshair
+    if isinstance(cross, _CrossOverlay):
+        return cross.world
+    if cross is None or not cross.visible:
         return None
-    x, y = line.transform.translate[:2]
+    x, y = cross.transform.translate[:2]
     return float(y), float(x)
 
 
 def canvas_image(model):
-    """The embedded canvas rendered as an RGBA array (screenshots and tests)."""
-    return _QT[model]().qt_viewer.screenshot(flash=False)
+    """The embedded canvas as shown, an RGBA array (screenshots and tests): napari's rendering of
+    the canvas with the Qt cross painted over it where it is shown."""
+    widget = _QT[model]()
+    img = np.ascontiguousarray(widget.qt_viewer.screenshot(flash=False))
+    cross = widget.crosshair
+    if isinstance(cross, _CrossOverlay) and cross.world is not None and img.ndim == 3 and img.shape[2] == 4:
+        from qtpy.QtCore import QPoint
+        from qtpy.QtGui import QImage, QPainter, QRegion
+
+        h, w = img.shape[:2]
+        qimg = QImage(img.tobytes(), w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+        p = QPainter(qimg)
+        ratio = w / max(cross.width(), 1)  # the screenshot is in device pixels
+        p.scale(ratio, ratio)
+        cross.render(p, QPoint(0, 0), QRegion(), QWidget.RenderFlag.DrawChildren)
+        p.end()
+        bits = qimg.constBits()
+        bits.setsize(qimg.sizeInBytes())
+        img = np.frombuffer(bits, np.uint8).reshape(h, qimg.bytesPerLine())[:, : 4 * w].reshape(h, w, 4).copy()
+    return img
 
 
 def world_to_canvas(model, yx_world) -> tuple[float, float]:
@@ -275,11 +442,13 @@ def detach_canvas_toolbar(toolbar: QWidget) -> None:
 
 def replace_shapes(viewer, layer, data) -> None:
     """``layer.data = data`` for a Shapes layer of ``viewer``, with one refresh of the layer and
-    one dims update of the viewer. napari's ``Shapes.data`` setter refreshes the layer three
-    times (each one its thumbnail, extent, highlight and the layer list's row) and emits ``data``
-    before and after the change, on both of which the viewer recomputes its dims: 18 ms of GUI
-    CPU a preset switch here, 7 ms this way. The layer's ``set_data`` event still fires (the
-    canvas redraws the shapes on it)."""
+    at most one dims update of the viewer. napari's ``Shapes.data`` setter refreshes the layer
+    three times (each one its thumbnail, extent, highlight and the layer list's row) and emits
+    ``data`` before and after the change, on both of which the viewer recomputes its dims: 18 ms
+    of GUI CPU a preset switch here, 7 ms this way. The dims are recomputed only when the layers'
+    world ranges changed (an outline inside the pattern leaves them as they were: 3 ms of GUI
+    CPU a switch saved; the units and axis labels do not depend on the shapes). The layer's
+    ``set_data`` event still fires (the canvas redraws the shapes on it)."""
     from contextlib import nullcontext
 
     viewer = getattr(viewer, "__wrapped__", viewer)  # a plugin dock's proxies
@@ -290,8 +459,21 @@ def replace_shapes(viewer, layer, data) -> None:
     with refresh_blocked, blocked:
         layer.data = data
     layer.refresh()
-    if on_change is not None:
+    if on_change is not None and not _same_ranges(viewer):
         on_change()
+
+
+def _same_ranges(viewer) -> bool:
+    """Whether the viewer's dims already have the ranges of its layers (False when napari's
+    layer list does not say: the dims are then recomputed)."""
+    try:
+        ranges = tuple(viewer.layers._ranges)
+        current = tuple(viewer.dims.range)
+    except (AttributeError, TypeError):
+        return False
+    return len(ranges) == len(current) and all(
+        tuple(map(float, a)) == tuple(map(float, b)) for a, b in zip(ranges, current, strict=True)
+    )
 
 
 def steady_mesh_shaders(viewer, layer) -> bool:
