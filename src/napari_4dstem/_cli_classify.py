@@ -43,8 +43,8 @@ def add_classify(sub) -> argparse.ArgumentParser:
     p.add_argument("--spatial", type=float, default=1.0, help="weight of agreeing neighbours (0: none)")
     p.add_argument(
         "--space",
-        choices=["components", "maf", "auto"],
-        default="components",
+        choices=["auto", "components", "maf"],
+        default="auto",
         help="what the clustering sees: the leading PCA components, their maximum-autocorrelation factors "
         "(large regions before narrow nuisances: lattices a few %% apart), or auto (both, one chosen per scan)",
     )

@@ -49,7 +49,7 @@ class ClassificationParams(_Params):
     n_components: int | None = None
     transform: str = "sqrt"
     spatial: float = 1.0
-    space: str = "components"
+    space: str = "auto"
     maf: int = 8
     seed: int = 0
     origin: str = "auto"

@@ -34,7 +34,7 @@ from .results_list import session_results
 
 LABELS_LAYER = "classes"
 MEAN_LAYER = "class mean pattern"
-SPACE_ITEMS = ("components", "auto", "maf")  # the default (ClassificationParams.space) first
+SPACE_ITEMS = ("auto", "components", "maf")  # the default (ClassificationParams.space) first
 
 
 def _display(result) -> dict:

@@ -14,6 +14,10 @@ The pipeline (:func:`iter_classify_features`):
    its variance exceeds the Marchenko-Pastur edge ``sigma^2 (1 + sqrt(d / n))^2`` by 50 %.
 3. **Cluster** the component scores: Gaussian mixture (default), k-means, or hierarchical
    (Ward linkage on a sample of at most 4000 patterns, the rest to the nearest class centroid).
+   With ``space="auto"`` (default) steps 3-5 run twice, on the leading components and on their
+   maximum-autocorrelation factors (large regions before nuisances that change every few scan
+   pixels), and the factors' classes are kept only when they explain at least twice the share of
+   the factors' variance that the components' classes explain (:func:`choose_space`).
 4. **Number of classes** (unless given): a Gaussian mixture with the number of components of
    least BIC; the components that are the mixed band of a boundary (thin, their mean a mix of two
    others') are shared between those two by each pattern's mixing fraction, and components narrower
@@ -107,15 +111,15 @@ class ClassifyParams:
     min_width : int
         Mixture components narrower than this (scan pixels) everywhere join the component they share the
         longest border with (0 or 1: none).
-    space : {"components", "maf", "auto"}
+    space : {"auto", "components", "maf"}
         What the clustering sees (PCA only; NMF always clusters its weights). ``"components"``: the leading
         ``cluster_dims`` components. ``"maf"``: ``maf`` maximum-autocorrelation factors of the components
         (:func:`maf_factors`): the directions whose variance over the scan is largest against their variance
         between scan neighbours, so large regions (classes) come before nuisances that change within a few
         scan pixels (a thickness staircase); it finds two lattices 2.5 % apart where the components do not,
-        but merges rotated grains and distinct phases (docs/classification.md, session 9). ``"auto"``: both
-        clusterings, then the one whose classes leave less region-like structure unexplained
-        (:func:`space_score`, docs/classification.md, session 10).
+        but merges rotated grains and distinct phases (docs/classification.md, session 9). ``"auto"``
+        (default): both clusterings, the factors' classes kept only when the components' classes miss
+        structure that fills large regions (:func:`choose_space`; docs/classification.md, session 10).
     maf : int
         Number of maximum-autocorrelation factors (``space`` ``"maf"`` or ``"auto"``).
     seed : int
@@ -136,7 +140,7 @@ class ClassifyParams:
     jump: float = 10.0
     bands: bool = True
     min_width: int = 4
-    space: str = "components"
+    space: str = "auto"
     maf: int = 8
     seed: int = 0
 
@@ -944,19 +948,23 @@ def choose_space(factors: np.ndarray, labels: dict) -> tuple[str, dict]:
     the coherent variance (:func:`space_score`) as the components' classes and ``SPACE_GAIN`` more: the
     components missed structure filling large regions. Otherwise the components' classes, which were better
     on rotated grains and distinct phases (docs/classification.md, session 10).
+    ``labels``: each space's Gaussian-mixture classes with the number of classes suggested (the classification
+    made with ``space="auto"``; with a number of classes or another method given, that clustering is then
+    made on the chosen space).
     """
     scores = {s: space_score(factors, lab) for s, lab in labels.items()}
     c, m = scores["components"], scores["maf"]
     return ("maf" if m >= SPACE_RATIO * c and m - c >= SPACE_GAIN else "components"), scores
 
 
-def _iter_cluster(zc, noise_var, raw, blocks, scan_shape, p: ClassifyParams, step, same, tag: str = ""):
+def _iter_cluster(zc, noise_var, raw, blocks, scan_shape, p: ClassifyParams, step, same, space: str = ""):
     """Cluster the scores ``zc``: the class count (unless given), clustering, spatial smoothing.
 
     Yields ``step(...)`` between trials and ``same(...)`` inside them; returns ``(labels, prob, suggested,
     bic, silhouette)``: labels ``(n,)`` ordered by decreasing class size, ``prob`` ``(n, k)`` normalised.
     """
     n = len(zc)
+    tag = f"{space}: " if space else ""
     fit = _fit_sample(zc, p.seed)
     bic: dict[int, float] = {}
     sil: dict[int, float] = {}
@@ -1104,7 +1112,8 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
     p = params or ClassifyParams()
     t0 = time.perf_counter()
     spaces = _spaces(p)
-    steps = 3 + len(spaces) * (2 + max(p.max_classes, p.n_classes or 0)) + (len(spaces) > 1)
+    runs_made = 1 if len(spaces) == 1 else (2 if p.n_classes is None and p.method == "gmm" else 3)
+    steps = 3 + runs_made * (2 + max(p.max_classes, p.n_classes or 0)) + (len(spaces) > 1)
     done = 0
 
     def step(msg):
@@ -1130,26 +1139,36 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
         extra["nmf_converged"] = converged
     del x
     t_dec = time.perf_counter() - t0
-    runs = {}
-    for space in spaces:
+
+    def cluster_input(space):
         if space == "maf":
             zc = maf_factors(z, scan_shape, p.maf)
-            nv = neighbour_noise_variance(zc, scan_shape)
-        else:
-            # cluster on the leading components (the class signal; the rest is mostly noise)
-            zc = np.ascontiguousarray(z[:, : min(z.shape[1], p.cluster_dims)], dtype=np.float64)
-            nv = noise_var
-            if p.decomposition == "nmf":
-                s = zc.sum(1, keepdims=True)
-                zc = zc / np.where(s > 0, s, 1)
-        tag = f"{space}: " if len(spaces) > 1 else ""
-        runs[space] = yield from _iter_cluster(zc, nv, raw, blocks, scan_shape, p, step, same, tag)
+            return zc, neighbour_noise_variance(zc, scan_shape)
+        # cluster on the leading components (the class signal; the rest is mostly noise)
+        zc = np.ascontiguousarray(z[:, : min(z.shape[1], p.cluster_dims)], dtype=np.float64)
+        if p.decomposition == "nmf":
+            s = zc.sum(1, keepdims=True)
+            zc = zc / np.where(s > 0, s, 1)
+        return zc, noise_var
+
     if len(spaces) > 1:
+        # the space is chosen on each space's own classes (mixture, number of classes suggested: what
+        # choose_space was set on), then the classification asked for is made on the chosen space (the same
+        # clustering when nothing else was asked for)
+        free = replace(p, n_classes=None, method="gmm")
+        runs = {}
+        for space in spaces:
+            runs[space] = yield from _iter_cluster(
+                *cluster_input(space), raw, blocks, scan_shape, free, step, same, space
+            )
         yield step("choosing the clustering space")
         chosen, scores = choose_space(maf_factors(z, scan_shape, p.maf), {s: runs[s][0] for s in spaces})
         extra["space_scores"] = scores
+        if free != p:
+            runs[chosen] = yield from _iter_cluster(*cluster_input(chosen), raw, blocks, scan_shape, p, step, same)
     else:
         chosen = spaces[0]
+        runs = {chosen: (yield from _iter_cluster(*cluster_input(chosen), raw, blocks, scan_shape, p, step, same))}
     extra["space_chosen"] = chosen
     labels, prob, suggested, bic, sil = runs[chosen]
     xn = _normalised(raw, blocks)
