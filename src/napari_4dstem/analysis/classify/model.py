@@ -473,7 +473,7 @@ def _iter_pca(x: np.ndarray, p: ClassifyParams, noise_var: float, tick=None, n_f
             cov += (xc.T @ xc).astype(np.float64)
             yield tick()
         cov /= max(n - 1, 1)
-        ev, vec = np.linalg.eigh(cov)
+        ev, vec = yield from _in_thread(np.linalg.eigh, tick, cov)
         order = np.argsort(ev)[::-1]
         ev, vec = np.clip(ev[order], 0, None), vec[:, order]
         total = float(ev.sum()) or 1.0
@@ -483,7 +483,9 @@ def _iter_pca(x: np.ndarray, p: ClassifyParams, noise_var: float, tick=None, n_f
 
         rows = np.sort(np.random.default_rng(p.seed).choice(n, n_fit, replace=False))
         sample = x[rows]
-        pca = PCA(n_components=kmax, svd_solver="randomized", random_state=p.seed).fit(sample)
+        pca = yield from _in_thread(
+            PCA(n_components=kmax, svd_solver="randomized", random_state=p.seed).fit, tick, sample
+        )
         ev = pca.explained_variance_
         total = float(sample.var(axis=0, ddof=1, dtype=np.float64).sum()) or 1.0
         vec = pca.components_.T
@@ -536,6 +538,27 @@ def _gmm(z, k, seed):
     )
     g.fit(z)
     return g
+
+
+def _in_thread(fn, tick, *args, poll_s: float = 0.1):
+    """Run ``fn(*args)`` in a thread of its own, yielding ``tick()`` every ``poll_s`` until it returns.
+
+    A job can then be cancelled within ``poll_s`` while a single library call (a mixture fit, a k-means, a
+    randomized PCA) runs: closing the generator leaves the call to finish in its thread, its result unused.
+    The result is the call's own (the same as calling it here).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    ex = ThreadPoolExecutor(1, thread_name_prefix="classify")
+    try:
+        fut = ex.submit(fn, *args)
+        while True:
+            try:
+                return fut.result(timeout=poll_s)
+            except TimeoutError:
+                yield tick()
+    finally:
+        ex.shutdown(wait=False)
 
 
 def _fit_sample(z: np.ndarray, seed: int, n_max: int = 20000) -> np.ndarray:
@@ -977,14 +1000,16 @@ def _iter_cluster(zc, noise_var, raw, blocks, scan_shape, p: ClassifyParams, ste
         from sklearn.cluster import KMeans
 
         for k in range(1, max(kmax, p.n_classes or 0) + 1):
-            g = _gmm(fit, k, p.seed)
+            msg = f"{tag}trying {k} classes"
+            g = yield from _in_thread(functools.partial(_gmm, fit, k, p.seed), functools.partial(same, msg))
             models[k] = g
             bic[k] = float(g.bic(fit))
-            yield same(f"{tag}trying {k} classes")
             if k > 1:
-                km = KMeans(n_clusters=k, n_init=1, random_state=p.seed).fit(fit)
+                km = yield from _in_thread(
+                    KMeans(n_clusters=k, n_init=1, random_state=p.seed).fit, functools.partial(same, msg), fit
+                )
                 sil[k] = _silhouette(fit, km.labels_, p.seed)
-            yield step(f"{tag}trying {k} classes")
+            yield step(msg)
         kbest = min(bic, key=bic.get)
         g = models[kbest]
         hard = g.predict(zc)
