@@ -536,3 +536,36 @@ def test_auto_space_returns_one_of_the_two_clusterings_and_says_which(three_clas
     assert adjusted_rand_score(truth.ravel(), auto.labels.ravel()) >= 0.95
     with pytest.raises(ValueError, match="space"):
         ClassifyParams(space="factors")
+
+
+def test_a_long_library_call_runs_in_a_thread_the_job_can_leave():
+    # _in_thread yields a tick every poll while the call runs, returns the call's own result, and a job
+    # closed at a tick returns at once (the call finishes in its thread)
+    import threading
+    import time
+
+    from napari_4dstem.analysis.classify.model import _in_thread
+
+    done = threading.Event()
+
+    def slow(x):
+        time.sleep(0.5)
+        done.set()
+        return x * 2
+
+    gen = _in_thread(slow, lambda: "tick", 21, poll_s=0.05)
+    ticks = 0
+    try:
+        while True:
+            assert next(gen) == "tick"
+            ticks += 1
+    except StopIteration as e:
+        assert e.value == 42
+    assert ticks >= 5 and done.is_set()
+    done.clear()
+    gen = _in_thread(slow, lambda: "tick", 1, poll_s=0.05)
+    assert next(gen) == "tick"
+    t = time.perf_counter()
+    gen.close()
+    assert time.perf_counter() - t < 0.2 and not done.is_set()  # left before the call ended
+    assert done.wait(2.0)  # which still ends in its thread
