@@ -1,6 +1,7 @@
 """Structure classification: accuracy on the hard cases and speed, against PCA + k-means.
 
     python benchmarks/bench_classify.py [--scan 40] [--det 96] [--cases all] [--seeds 9001,9002] [--speed]
+        [--space components|maf|auto]
 
 Accuracy. Every case is drawn by a generator of its own (this file: the kinematic engine
 ``napari_4dstem.simulation.kinematic.excited_reflections`` on bundled crystals, 300 kV,
@@ -23,7 +24,9 @@ same run; and the mean absolute error of our mixing fractions on the boundary pi
 Speed (``--speed``): the full classification (origin, features, decomposition, class count,
 class means) of a 256 x 256 x 128 x 128 uint16 .npy (2 GiB, memory-mapped), next to one
 numpy pass over the same file (``sum`` of every pattern, blocks of 32 MiB) as the
-bandwidth reference, and the peak RSS of the process.
+bandwidth reference, and the peak RSS of the process; with ``--space`` other than
+``components`` the same file is classified again with ``space="components"`` (a fresh process
+each), so the two times come from the same run.
 """
 
 from __future__ import annotations
@@ -183,7 +186,7 @@ def baseline(data, k, seed=0):
     return KMeans(k, n_init=10, random_state=seed).fit_predict(z).reshape(data.shape[:2])
 
 
-def run_accuracy(scan, det, which, seed, features="pattern", maf=0):
+def run_accuracy(scan, det, which, seed, features="pattern", space="components", maf=8):
     from sklearn.metrics import adjusted_rand_score as ari
 
     rows = []
@@ -197,10 +200,10 @@ def run_accuracy(scan, det, which, seed, features="pattern", maf=0):
         k = len(phases)
         t = time.perf_counter()
         fp = FeatureParams(features)
-        r = classify(data, features=fp, params=ClassifyParams(maf=maf), class_means=False)
+        r = classify(data, features=fp, params=ClassifyParams(space=space, maf=maf), class_means=False)
         t_ours = time.perf_counter() - t
         t = time.perf_counter()
-        rk = classify(data, features=fp, params=ClassifyParams(n_classes=k, maf=maf), class_means=False)
+        rk = classify(data, features=fp, params=ClassifyParams(n_classes=k, space=space, maf=maf), class_means=False)
         t_ours_k = time.perf_counter() - t
         t = time.perf_counter()
         b = baseline(data, k)
@@ -216,6 +219,8 @@ def run_accuracy(scan, det, which, seed, features="pattern", maf=0):
             "case": name,
             "seed": seed + ci,
             "features": features,
+            "space": space,
+            "space_chosen": r.params["space_chosen"],
             "maf": maf,
             "dose": dose,
             "true_k": k,
@@ -234,7 +239,7 @@ def run_accuracy(scan, det, which, seed, features="pattern", maf=0):
     return rows
 
 
-def run_speed(tmp: Path, seed=0):
+def run_speed(tmp: Path, seed=0, spaces=("components",)):
     scan, det = 256, 128
     path = tmp / "big.npy"
     phases = [Phase("Au", (0, 0, 1), det=det), Phase("Au", (0, 0, 1), 5, det=det), Phase("Cu", (0, 1, 1), det=det)]
@@ -260,11 +265,11 @@ def hwm():  # peak RSS of this process image in KiB (ru_maxrss would include the
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
 from napari_4dstem.analysis.classify import ClassifyParams, FeatureParams, classify
-path, truth = sys.argv[1], np.load(sys.argv[2])
+path, truth, space = sys.argv[1], np.load(sys.argv[2]), sys.argv[3]
 data = np.load(path, mmap_mode="r")
 rss0 = hwm()
 t = time.perf_counter()
-r = classify(data, params=ClassifyParams())
+r = classify(data, params=ClassifyParams(space=space))
 t_cls = time.perf_counter() - t
 rss1 = hwm()
 t = time.perf_counter()  # after: its mapped pages would count in the peak RSS
@@ -273,29 +278,38 @@ for y0 in range(0, data.shape[0], 4):
 t_sum = time.perf_counter() - t
 from sklearn.metrics import adjusted_rand_score as ari
 print(json.dumps({"t_sum": t_sum, "t_cls": t_cls, "rss0": rss0, "rss1": rss1, "k": r.n_classes,
+                  "chosen": r.params["space_chosen"],
                   "ari": float(ari(truth.ravel(), r.labels.ravel())),
                   "seconds": {k: v for k, v in r.params.items() if k.startswith("seconds")}}))
 """
     import subprocess
 
-    out = subprocess.run(
-        [sys.executable, "-c", child, str(path), str(tmp / "tiles.npy")], capture_output=True, text=True, check=True
-    )
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    row = {
-        "speed_file_GiB": round(path.stat().st_size / 2**30, 2),
-        "numpy_pass_s": round(res["t_sum"], 2),
-        "classify_s": round(res["t_cls"], 2),
-        "ratio_to_one_pass": round(res["t_cls"] / res["t_sum"], 1),
-        "classify_patterns_per_s": round(scan * scan / res["t_cls"]),
-        "peak_rss_MiB_before_classify": round(res["rss0"] / 1024),
-        "peak_rss_MiB_after_classify": round(res["rss1"] / 1024),
-        "n_classes": res["k"],
-        "ari_vs_tiles": round(res["ari"], 4),
-        "seconds": {k: round(v, 2) for k, v in res["seconds"].items()},
-    }
-    print(json.dumps(row), flush=True)
-    return row
+    rows = []
+    for space in spaces:
+        out = subprocess.run(
+            [sys.executable, "-c", child, str(path), str(tmp / "tiles.npy"), space],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        row = {
+            "space": space,
+            "space_chosen": res["chosen"],
+            "speed_file_GiB": round(path.stat().st_size / 2**30, 2),
+            "numpy_pass_s": round(res["t_sum"], 2),
+            "classify_s": round(res["t_cls"], 2),
+            "ratio_to_one_pass": round(res["t_cls"] / res["t_sum"], 1),
+            "classify_patterns_per_s": round(scan * scan / res["t_cls"]),
+            "peak_rss_MiB_before_classify": round(res["rss0"] / 1024),
+            "peak_rss_MiB_after_classify": round(res["rss1"] / 1024),
+            "n_classes": res["k"],
+            "ari_vs_tiles": round(res["ari"], 4),
+            "seconds": {k: round(v, 2) for k, v in res["seconds"].items()},
+        }
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
 
 
 def main(argv=None):
@@ -306,7 +320,13 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--seeds", default=None, help="comma-separated seeds, each drawn as --seed draws (e.g. 9001,9002)")
     ap.add_argument("--features", default="pattern", help="feature kind of our classification")
-    ap.add_argument("--maf", type=int, default=0, help="ClassifyParams.maf of our classification (0: off)")
+    ap.add_argument(
+        "--space",
+        default=ClassifyParams().space,
+        choices=["components", "maf", "auto"],
+        help="ClassifyParams.space of our classification (default: the library's default)",
+    )
+    ap.add_argument("--maf", type=int, default=8, help="ClassifyParams.maf: factors for --space maf/auto")
     ap.add_argument("--speed", action="store_true", help="also the 2 GiB speed/RSS run")
     ap.add_argument("--no-accuracy", action="store_true")
     args = ap.parse_args(argv)
@@ -316,11 +336,12 @@ def main(argv=None):
         out["accuracy"] = [
             row
             for seed in seeds
-            for row in run_accuracy(args.scan, args.det, args.cases, seed, args.features, args.maf)
+            for row in run_accuracy(args.scan, args.det, args.cases, seed, args.features, args.space, args.maf)
         ]
     if args.speed:
         with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-            out["speed"] = run_speed(Path(tmp))
+            spaces = ("components",) if args.space == "components" else ("components", args.space)
+            out["speed"] = run_speed(Path(tmp), spaces=spaces)
     return out
 
 

@@ -42,6 +42,14 @@ def add_classify(sub) -> argparse.ArgumentParser:
     p.add_argument("--transform", choices=["sqrt", "log", "none"], default="sqrt")
     p.add_argument("--spatial", type=float, default=1.0, help="weight of agreeing neighbours (0: none)")
     p.add_argument(
+        "--space",
+        choices=["auto", "components", "maf"],
+        default="auto",
+        help="what the clustering sees: the leading PCA components, their maximum-autocorrelation factors "
+        "(large regions before narrow nuisances: lattices a few %% apart), or auto (both, one chosen per scan)",
+    )
+    p.add_argument("--maf", type=int, default=8, metavar="N", help="maximum-autocorrelation factors (--space maf/auto)")
+    p.add_argument(
         "--origin",
         choices=["auto", "calibration", "fixed"],
         default="auto",
@@ -79,6 +87,8 @@ def run_classify(args) -> int:
         n_components=args.n_components,
         transform=args.transform,
         spatial=args.spatial,
+        space=args.space,
+        maf=args.maf,
         seed=args.seed,
         origin=args.origin,
     )
@@ -88,6 +98,7 @@ def run_classify(args) -> int:
     sizes = ", ".join(f"{c}: {n}" for c, n in enumerate(res.class_sizes()))
     print(
         f"{res.n_classes} classes (suggested {res.suggested_n_classes}; patterns per class {sizes}); "
-        f"{res.params['n_components']} components; wrote {args.out}"
+        f"{res.params['n_components']} components, clustered on {res.params.get('space_chosen', 'components')}; "
+        f"wrote {args.out}"
     )
     return EXIT_OK

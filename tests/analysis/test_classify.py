@@ -495,3 +495,77 @@ def test_maf_factors_put_large_regions_before_narrow_terraces_of_larger_variance
     # the first factor is the class map (up to sign and scale), the second the terraces
     assert abs(np.corrcoef(f[:, 0], cls.ravel())[0, 1]) > 0.99
     assert abs(np.corrcoef(f[:, 1], stair.ravel())[0, 1]) > 0.99
+
+
+def test_choose_space_keeps_the_factors_only_when_the_components_missed_large_regions():
+    # the factors of the maf test's scan: a two-region class map and 2-px terraces of larger variance
+    from napari_4dstem.analysis.classify.model import choose_space, maf_factors, space_score
+
+    sy = sx = 24
+    rng = np.random.default_rng(1)
+    jj = np.tile(np.arange(sx), (sy, 1))
+    ii = jj.T
+    halves = (jj >= sx // 2).astype(int)
+    stair = 2.0 * (jj // 2 % 2)
+    z = np.stack([stair, halves, np.zeros(halves.shape)], -1).reshape(-1, 3)
+    f = maf_factors(z + 0.05 * rng.standard_normal(z.shape), (sy, sx), 2)
+    one = np.zeros(sy * sx, int)
+    quarters = (halves + 2 * (ii >= sy // 2)).ravel()
+    # one class explains nothing; a class per pixel everything; the halves the coherent factor (most of it)
+    assert space_score(f, one) == pytest.approx(0.0, abs=1e-12)
+    assert space_score(f, np.arange(sy * sx)) == pytest.approx(1.0)
+    assert space_score(f, halves.ravel()) > 0.5
+    # the components found one class, the factors the halves: the factors' classes are kept
+    assert choose_space(f, {"components": one, "maf": halves.ravel()})[0] == "maf"
+    # both found the halves, or the factors split them further (top/bottom: no structure): the components'
+    assert choose_space(f, {"components": halves.ravel(), "maf": halves.ravel()})[0] == "components"
+    chosen, scores = choose_space(f, {"components": halves.ravel(), "maf": quarters})
+    assert chosen == "components" and scores["maf"] - scores["components"] < 0.1
+
+
+def test_auto_space_returns_one_of_the_two_clusterings_and_says_which(three_class_scan):
+    truth, data = three_class_scan
+    fp = FeatureParams("pattern", inner_px=5)
+    auto = classify(data, features=fp, params=ClassifyParams(space="auto", max_classes=5), class_means=False)
+    chosen = auto.params["space_chosen"]
+    assert set(auto.params["space_scores"]) == {"components", "maf"}
+    alone = classify(data, features=fp, params=ClassifyParams(space=chosen, max_classes=5), class_means=False)
+    np.testing.assert_array_equal(auto.labels, alone.labels)
+    # three distinct classes in large regions: both spaces find them, so the components' classes are kept
+    assert chosen == "components" and auto.n_classes == 3
+    assert adjusted_rand_score(truth.ravel(), auto.labels.ravel()) >= 0.95
+    with pytest.raises(ValueError, match="space"):
+        ClassifyParams(space="factors")
+
+
+def test_a_long_library_call_runs_in_a_thread_the_job_can_leave():
+    # _in_thread yields a tick every poll while the call runs, returns the call's own result, and a job
+    # closed at a tick returns at once (the call finishes in its thread)
+    import threading
+    import time
+
+    from napari_4dstem.analysis.classify.model import _in_thread
+
+    done = threading.Event()
+
+    def slow(x):
+        time.sleep(0.5)
+        done.set()
+        return x * 2
+
+    gen = _in_thread(slow, lambda: "tick", 21, poll_s=0.05)
+    ticks = 0
+    try:
+        while True:
+            assert next(gen) == "tick"
+            ticks += 1
+    except StopIteration as e:
+        assert e.value == 42
+    assert ticks >= 5 and done.is_set()
+    done.clear()
+    gen = _in_thread(slow, lambda: "tick", 1, poll_s=0.05)
+    assert next(gen) == "tick"
+    t = time.perf_counter()
+    gen.close()
+    assert time.perf_counter() - t < 0.2 and not done.is_set()  # left before the call ended
+    assert done.wait(2.0)  # which still ends in its thread

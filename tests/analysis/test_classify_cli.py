@@ -94,3 +94,23 @@ def test_classify_is_a_pipeline_whose_script_reproduces_it(tmp_path, run_copied_
         res.merged([1])
     with pytest.raises(ParameterError, match="peaks file"):
         ClassificationParams(features="bragg")
+
+
+def test_classify_cli_space_auto_reaches_the_result_and_the_recipe(tmp_path, capsys):
+    from napari_4dstem.pipelines import script_from_file
+
+    path, truth = two_phase(tmp_path)
+    out = tmp_path / "auto.h5"
+    assert main(["-q", "classify", str(path), str(out), "--max-classes", "4", "--space", "auto", "--maf", "6"]) == 0
+    # two phases 5 deg apart in two halves: the components find them, so their classes are kept
+    assert "2 classes (suggested 2" in capsys.readouterr().out
+    res = emd.read(out)
+    params = res["class_labels"].params
+    assert params["classify.space"] == "auto" and params["classify.maf"] == 6
+    assert params["space_chosen"] == "components"
+    assert params["space_scores.components"] >= params["space_scores.maf"] / 2
+    lab = res["class_labels"].data
+    assert max(np.mean(lab == truth), np.mean(lab == 1 - truth)) >= 0.97
+    text = script_from_file(out, tmp_path / "again.h5")
+    assert "maf=6" in text  # space="auto" is the default: the recipe leaves it out
+    assert main(["-q", "classify", str(path), str(tmp_path / "x.h5"), "--space", "auto", "--maf", "0"]) == 2

@@ -185,9 +185,12 @@ def test_classify_copy_as_python_and_results_list(viewers, qtbot, tmp_path, run_
     _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Classification")
     assert w.copy_as_python() is None and "run the analysis first" in w.status.text()
     w.max_classes.setValue(4)
+    w.space.setCurrentText("components")  # the default (auto) made both clusterings and kept this one
     w.run_btn.click()
     qtbot.waitUntil(lambda: w._worker is None, timeout=120000)
     assert w.pipeline is not None and w.result.n_classes == 3, w.status.text()
+    assert w.result.params["space_chosen"] == "components" and "clustered on components" in w.status.text()
+    assert "space_scores" not in w.result.params  # one clustering only
     assert "classify" in session_results(main).results
     a, b = int(w.result.labels[0, 0]), int(w.result.labels[0, 7])
     w.merge_edit.setText(f"{a}, {b}")
@@ -195,7 +198,7 @@ def test_classify_copy_as_python_and_results_list(viewers, qtbot, tmp_path, run_
     w.merge_btn.click()
     qtbot.waitUntil(lambda: w._worker is None and w.result.n_classes == 2, timeout=30000)
     text = w.copy_as_python()
-    assert "run_classification(" in text and "merge=" in text
+    assert "run_classification(" in text and "merge=" in text and "space='components'" in text.replace('"', "'")
     run_copied_script(text, tmp_path)
     with stall_detector.excluded("reference"):
         again = emd.read(tmp_path / "result.h5")

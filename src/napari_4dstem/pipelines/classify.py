@@ -26,8 +26,10 @@ class ClassificationParams(_Params):
         ``peaks_path``, an EMD file of Bragg peaks (from ``disks``).
     radius_px, bin_px, inner_px : feature geometry (None: the defaults of FeatureParams)
     keep_bf : keep the bright-field disk in the features
-    method, decomposition, n_classes, max_classes, n_components, transform, spatial, seed :
-        :class:`~napari_4dstem.analysis.classify.ClassifyParams`
+    method, decomposition, n_classes, max_classes, n_components, transform, spatial, space, maf, seed :
+        :class:`~napari_4dstem.analysis.classify.ClassifyParams` (``space``: what the clustering sees,
+        the leading components, ``maf`` maximum-autocorrelation factors of them, or ``auto``: both, the
+        one chosen per scan)
     origin : {"auto", "calibration", "fixed"}
     merge : the edits made after the clustering, in order: a group of two or more class numbers
         is a merge (``(1, 3)``), a class and a negative count a split (``(2, -3)``: class 2
@@ -47,6 +49,8 @@ class ClassificationParams(_Params):
     n_components: int | None = None
     transform: str = "sqrt"
     spatial: float = 1.0
+    space: str = "auto"
+    maf: int = 8
     seed: int = 0
     origin: str = "auto"
     merge: tuple = ()
@@ -88,6 +92,8 @@ class ClassificationParams(_Params):
             n_components=self.n_components,
             transform=self.transform,
             spatial=self.spatial,
+            space=self.space,
+            maf=self.maf,
             seed=self.seed,
         )
 

@@ -34,6 +34,7 @@ from .results_list import session_results
 
 LABELS_LAYER = "classes"
 MEAN_LAYER = "class mean pattern"
+SPACE_ITEMS = ("auto", "components", "maf")  # the default (ClassificationParams.space) first
 
 
 def _display(result) -> dict:
@@ -108,6 +109,13 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
         self.method.addItems(["gmm", "kmeans", "hierarchical"])
         self.decomposition = QComboBox()
         self.decomposition.addItems(["pca", "nmf"])
+        self.space = QComboBox()
+        self.space.addItems(list(SPACE_ITEMS))
+        self.space.setToolTip(
+            "what the clustering sees: components (the leading PCA components), maf (their maximum-"
+            "autocorrelation factors: large regions before narrow nuisances, finds lattices a few % apart), "
+            "auto (both, the one whose classes leave less region-like structure unexplained)"
+        )
         self.n_classes = QSpinBox()
         self.n_classes.setRange(0, 32)
         self.n_classes.setSpecialValueText("auto")
@@ -150,6 +158,7 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
         form.addRow("features", self.features)
         form.addRow("decomposition", self.decomposition)
         form.addRow("clustering", self.method)
+        form.addRow("cluster on", self.space)
         form.addRow("classes", self.n_classes)
         form.addRow("at most", self.max_classes)
         form.addRow("spatial", self.spatial)
@@ -197,6 +206,7 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
             n_classes=self.n_classes.value() or None,
             max_classes=self.max_classes.value(),
             spatial=self.spatial.value(),
+            space=self.space.currentText(),
             desc="classification",
             eta=True,
             partials=self.partials.for_scan(cal),
@@ -213,7 +223,8 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
         self._show()
         self.status.setText(
             f"{result.n_classes} classes (suggested {result.suggested_n_classes}), "
-            f"{result.params['n_components']} components, {result.params['seconds_total']:.1f} s"
+            f"{result.params['n_components']} components, clustered on "
+            f"{result.params.get('space_chosen', 'components')}, {result.params['seconds_total']:.1f} s"
         )
 
     # -- display --------------------------------------------------------------------------------

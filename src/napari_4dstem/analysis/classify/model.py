@@ -14,6 +14,10 @@ The pipeline (:func:`iter_classify_features`):
    its variance exceeds the Marchenko-Pastur edge ``sigma^2 (1 + sqrt(d / n))^2`` by 50 %.
 3. **Cluster** the component scores: Gaussian mixture (default), k-means, or hierarchical
    (Ward linkage on a sample of at most 4000 patterns, the rest to the nearest class centroid).
+   With ``space="auto"`` (default) steps 3-5 run twice, on the leading components and on their
+   maximum-autocorrelation factors (large regions before nuisances that change every few scan
+   pixels), and the factors' classes are kept only when they explain at least twice the share of
+   the factors' variance that the components' classes explain (:func:`choose_space`).
 4. **Number of classes** (unless given): a Gaussian mixture with the number of components of
    least BIC; the components that are the mixed band of a boundary (thin, their mean a mix of two
    others') are shared between those two by each pattern's mixing fraction, and components narrower
@@ -59,6 +63,12 @@ __all__ = [
 CLUSTER_METHODS = ("gmm", "kmeans", "hierarchical")
 DECOMPOSITIONS = ("pca", "nmf")
 TRANSFORMS = ("sqrt", "log", "none")
+SPACES = ("components", "maf", "auto")
+# space="auto" keeps the maximum-autocorrelation factors' classes when they explain at least SPACE_RATIO times
+# the share of the factors' variance that the components' classes explain, and SPACE_GAIN more (choose_space);
+# set on 30 tuning draws (seeds 101-9002) and frozen before the held-out draws (docs/classification.md)
+SPACE_RATIO = 2.0
+SPACE_GAIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -101,13 +111,17 @@ class ClassifyParams:
     min_width : int
         Mixture components narrower than this (scan pixels) everywhere join the component they share the
         longest border with (0 or 1: none).
+    space : {"auto", "components", "maf"}
+        What the clustering sees (PCA only; NMF always clusters its weights). ``"components"``: the leading
+        ``cluster_dims`` components. ``"maf"``: ``maf`` maximum-autocorrelation factors of the components
+        (:func:`maf_factors`): the directions whose variance over the scan is largest against their variance
+        between scan neighbours, so large regions (classes) come before nuisances that change within a few
+        scan pixels (a thickness staircase); it finds two lattices 2.5 % apart where the components do not,
+        but merges rotated grains and distinct phases (docs/classification.md, session 9). ``"auto"``
+        (default): both clusterings, the factors' classes kept only when the components' classes miss
+        structure that fills large regions (:func:`choose_space`; docs/classification.md, session 10).
     maf : int
-        When above 0, cluster on this many maximum-autocorrelation factors of the components instead of the
-        leading components (:func:`maf_factors`): the directions whose variance over the scan is largest
-        against their variance between scan neighbours, so large regions (classes) come before nuisances that
-        change within a few scan pixels (a thickness staircase). Off (0) by default: it finds two lattices
-        2.5 % apart where the leading components do not, but does worse on rotated grains and distinct
-        phases (docs/classification.md, session 9).
+        Number of maximum-autocorrelation factors (``space`` ``"maf"`` or ``"auto"``).
     seed : int
         Seed of the random sampling, mixtures and k-means.
     """
@@ -126,7 +140,8 @@ class ClassifyParams:
     jump: float = 10.0
     bands: bool = True
     min_width: int = 4
-    maf: int = 0
+    space: str = "auto"
+    maf: int = 8
     seed: int = 0
 
     def __post_init__(self):
@@ -143,8 +158,10 @@ class ClassifyParams:
             raise ValueError(f"max_classes must be >= 1, got {self.max_classes}")
         if self.n_components is not None and self.n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {self.n_components}")
-        if self.maf < 0:
-            raise ValueError(f"maf must be >= 0, got {self.maf}")
+        if self.space not in SPACES:
+            raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
+        if self.maf < 1:
+            raise ValueError(f"maf must be >= 1, got {self.maf}")
         if self.spatial < 0:
             raise ValueError(f"spatial must be >= 0, got {self.spatial}")
 
@@ -432,13 +449,15 @@ def maf_factors(z: np.ndarray, scan_shape: tuple[int, int], m: int) -> np.ndarra
     return np.ascontiguousarray(zc @ vec)
 
 
-def _pca(x: np.ndarray, p: ClassifyParams, noise_var: float, n_fit: int = 20000):
+def _iter_pca(x: np.ndarray, p: ClassifyParams, noise_var: float, tick=None, n_fit: int = 20000):
     """PCA of the transformed features, exact or randomized beyond ``n_fit`` patterns.
 
     PCA: exact, from the covariance accumulated over batches of rows, for up to ``n_fit`` patterns; beyond, a
     randomized PCA fitted on ``n_fit`` patterns drawn at random (the components of a few classes are well
-    defined by that many), then every pattern projected.
+    defined by that many), then every pattern projected. A generator: yields ``tick()`` between batches (where
+    a job can be cancelled), returns ``(scores, components, explained variance ratio)``.
     """
+    tick = tick or (lambda: None)
     n, d = x.shape
     kmax = min(p.n_components or p.max_components, d, n)
     step = max(256, int(2**25 // max(d, 1)))
@@ -452,8 +471,9 @@ def _pca(x: np.ndarray, p: ClassifyParams, noise_var: float, n_fit: int = 20000)
         for i in range(0, n, step):
             xc = x[i : i + step] - mean32
             cov += (xc.T @ xc).astype(np.float64)
+            yield tick()
         cov /= max(n - 1, 1)
-        ev, vec = np.linalg.eigh(cov)
+        ev, vec = yield from _in_thread(np.linalg.eigh, tick, cov)
         order = np.argsort(ev)[::-1]
         ev, vec = np.clip(ev[order], 0, None), vec[:, order]
         total = float(ev.sum()) or 1.0
@@ -463,12 +483,15 @@ def _pca(x: np.ndarray, p: ClassifyParams, noise_var: float, n_fit: int = 20000)
 
         rows = np.sort(np.random.default_rng(p.seed).choice(n, n_fit, replace=False))
         sample = x[rows]
-        pca = PCA(n_components=kmax, svd_solver="randomized", random_state=p.seed).fit(sample)
+        pca = yield from _in_thread(
+            PCA(n_components=kmax, svd_solver="randomized", random_state=p.seed).fit, tick, sample
+        )
         ev = pca.explained_variance_
         total = float(sample.var(axis=0, ddof=1, dtype=np.float64).sum()) or 1.0
         vec = pca.components_.T
         mean32 = pca.mean_.astype(np.float32)
         del sample
+        yield tick()
     if p.n_components is None:
         edge = noise_var * (1 + math.sqrt(d / min(n, n_fit))) ** 2
         k = int(np.sum(ev[:kmax] > 1.5 * edge)) if np.isfinite(edge) else kmax
@@ -479,6 +502,7 @@ def _pca(x: np.ndarray, p: ClassifyParams, noise_var: float, n_fit: int = 20000)
     scores = np.empty((n, k), np.float32)
     for i in range(0, n, step):
         scores[i : i + step] = (x[i : i + step] - mean32) @ comps.T
+        yield tick()
     return scores, comps, ev[:k] / total
 
 
@@ -514,6 +538,27 @@ def _gmm(z, k, seed):
     )
     g.fit(z)
     return g
+
+
+def _in_thread(fn, tick, *args, poll_s: float = 0.1):
+    """Run ``fn(*args)`` in a thread of its own, yielding ``tick()`` every ``poll_s`` until it returns.
+
+    A job can then be cancelled within ``poll_s`` while a single library call (a mixture fit, a k-means, a
+    randomized PCA) runs: closing the generator leaves the call to finish in its thread, its result unused.
+    The result is the call's own (the same as calling it here).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    ex = ThreadPoolExecutor(1, thread_name_prefix="classify")
+    try:
+        fut = ex.submit(fn, *args)
+        while True:
+            try:
+                return fut.result(timeout=poll_s)
+            except TimeoutError:
+                yield tick()
+    finally:
+        ex.shutdown(wait=False)
 
 
 def _fit_sample(z: np.ndarray, seed: int, n_max: int = 20000) -> np.ndarray:
@@ -890,6 +935,162 @@ def _mixing(xn: np.ndarray, means: np.ndarray, prob: np.ndarray) -> np.ndarray:
     return out
 
 
+def _spaces(p: ClassifyParams) -> tuple[str, ...]:
+    """The clustering spaces tried: maximum-autocorrelation factors need PCA components."""
+    if p.decomposition != "pca" or p.space == "components":
+        return ("components",)
+    return ("components", "maf") if p.space == "auto" else ("maf",)
+
+
+def space_score(factors: np.ndarray, labels: np.ndarray) -> float:
+    """Share of the scan's coherent variance a label map explains.
+
+    The between-class share (0..1) of the total variance of maximum-autocorrelation factors ``factors`` ``(n,
+    m)`` (:func:`maf_factors`, in their own scale: each factor's variance is its ratio of variance over the
+    scan to variance between neighbours, so the most coherent directions weigh most) for the classes
+    ``labels`` ``(n,)``. A label map that misses structure filling large regions (one class where two
+    lattices 2.5 % apart fill the scan) scores near 0.
+    """
+    f = np.asarray(factors, np.float64)
+    f = f - f.mean(0)
+    labels = np.asarray(labels).ravel()
+    total = float((f**2).sum())
+    if total <= 0:
+        return 0.0
+    counts = np.bincount(labels)
+    keep = counts > 0
+    sums = np.stack([np.bincount(labels, weights=f[:, i], minlength=len(counts)) for i in range(f.shape[1])], 1)
+    between = float((sums[keep] ** 2 / counts[keep, None]).sum())
+    return min(max(between / total, 0.0), 1.0)
+
+
+def choose_space(factors: np.ndarray, labels: dict) -> tuple[str, dict]:
+    """Which clustering ``space="auto"`` keeps: ``("components" or "maf", {space: score})``.
+
+    The factors' classes (``labels["maf"]``) only when they explain at least ``SPACE_RATIO`` times as much of
+    the coherent variance (:func:`space_score`) as the components' classes and ``SPACE_GAIN`` more: the
+    components missed structure filling large regions. Otherwise the components' classes, which were better
+    on rotated grains and distinct phases (docs/classification.md, session 10).
+    ``labels``: each space's Gaussian-mixture classes with the number of classes suggested (the classification
+    made with ``space="auto"``; with a number of classes or another method given, that clustering is then
+    made on the chosen space).
+    """
+    scores = {s: space_score(factors, lab) for s, lab in labels.items()}
+    c, m = scores["components"], scores["maf"]
+    return ("maf" if m >= SPACE_RATIO * c and m - c >= SPACE_GAIN else "components"), scores
+
+
+def _iter_cluster(zc, noise_var, raw, blocks, scan_shape, p: ClassifyParams, step, same, space: str = ""):
+    """Cluster the scores ``zc``: the class count (unless given), clustering, spatial smoothing.
+
+    Yields ``step(...)`` between trials and ``same(...)`` inside them; returns ``(labels, prob, suggested,
+    bic, silhouette)``: labels ``(n,)`` ordered by decreasing class size, ``prob`` ``(n, k)`` normalised.
+    """
+    n = len(zc)
+    tag = f"{space}: " if space else ""
+    fit = _fit_sample(zc, p.seed)
+    bic: dict[int, float] = {}
+    sil: dict[int, float] = {}
+    models: dict[int, Any] = {}
+    kmax = max(1, min(p.max_classes, len(fit) - 1))
+    sweep = p.n_classes is None or p.method == "gmm"
+    groups = None
+    bands: list = []
+    if sweep:
+        from sklearn.cluster import KMeans
+
+        for k in range(1, max(kmax, p.n_classes or 0) + 1):
+            msg = f"{tag}trying {k} classes"
+            g = yield from _in_thread(functools.partial(_gmm, fit, k, p.seed), functools.partial(same, msg))
+            models[k] = g
+            bic[k] = float(g.bic(fit))
+            if k > 1:
+                km = yield from _in_thread(
+                    KMeans(n_clusters=k, n_init=1, random_state=p.seed).fit, functools.partial(same, msg), fit
+                )
+                sil[k] = _silhouette(fit, km.labels_, p.seed)
+            yield step(msg)
+        kbest = min(bic, key=bic.get)
+        g = models[kbest]
+        hard = g.predict(zc)
+        cmeans = _component_means(raw, blocks, hard, kbest)
+        yield same(f"{tag}merging components")
+        bands = _boundary_bands(cmeans, hard, scan_shape) if p.bands else []
+        thin = _thin_components(hard, zc, scan_shape, kbest, p.min_width, skip={c for c, _, _ in bands})
+        merge = functools.partial(
+            _merge_components,
+            zc,
+            hard,
+            scan_shape,
+            jump=p.jump,
+            valley=p.valley,
+            noise_var=noise_var,
+            premerge=[(c, into) for c, into, _ in bands] + thin,
+            aside=tuple(c for c, _, _ in bands),
+        )
+        yield same(f"{tag}merging components")
+        groups = merge()
+        suggested = int(groups.max() + 1)
+        if p.n_classes is not None:
+            # the number given: merge the BIC mixture down to it (or, with fewer components
+            # than asked for, the mixture of that many components)
+            if suggested > p.n_classes:
+                # the distinct groups, then the smallest into its nearest, down to the number
+                # asked for
+                groups = _merge_smallest(zc, hard, groups, p.n_classes)
+            elif len(np.unique(hard)) >= p.n_classes:
+                groups = merge(target=p.n_classes)
+            else:
+                g = models[p.n_classes]
+                groups = np.arange(p.n_classes)
+    else:
+        suggested = int(p.n_classes)
+    k_use = int(p.n_classes or suggested)
+    yield step(f"{tag}clustering ({p.method}, {k_use} classes)")
+    if p.method == "gmm":
+        # the merged mixture: responsibilities summed within each group
+        resp_c = g.predict_proba(zc)
+        prob = np.zeros((n, int(groups.max()) + 1))
+        for c in range(resp_c.shape[1]):
+            prob[:, groups[c]] += resp_c[:, c]
+        if bands and len(resp_c[0]) == len(groups) == kbest:
+            _share_bands(prob, resp_c, groups, bands, raw, blocks, cmeans)
+        labels = prob.argmax(1)
+    elif p.method == "kmeans":
+        from sklearn.cluster import KMeans
+
+        km = KMeans(n_clusters=k_use, n_init=4, random_state=p.seed).fit(fit)
+        labels = km.predict(zc)
+        d2 = ((zc[:, None, :] - km.cluster_centers_[None]) ** 2).sum(-1)
+        s2 = max(noise_var * zc.shape[1], 1e-12) if p.decomposition == "pca" else float(np.median(d2.min(1)) + 1e-12)
+        logits = -0.5 * (d2 - d2.min(1, keepdims=True)) / (s2 / zc.shape[1])
+        prob = np.exp(logits)
+        prob /= prob.sum(1, keepdims=True)
+    else:
+        from sklearn.cluster import AgglomerativeClustering
+
+        # Ward linkage on a sample (memory grows with its square), then every pattern to the
+        # nearest class centroid
+        sample = _fit_sample(zc, p.seed, n_max=4000)
+        lab_s = AgglomerativeClustering(n_clusters=k_use, linkage="ward").fit_predict(sample)
+        cen = np.stack([sample[lab_s == c].mean(0) for c in range(k_use)])
+        labels = np.argmin(((zc[:, None, :] - cen[None]) ** 2).sum(-1), axis=1)
+        prob = np.eye(k_use)[labels]
+    yield step(f"{tag}spatial regularisation")
+    prob = np.clip(prob, 1e-300, None)
+    if p.spatial > 0 and p.method != "hierarchical":
+        labels = _icm(np.log(prob), scan_shape, p.spatial)
+    # classes ordered by size (largest first); empty classes dropped
+    sizes = np.bincount(labels, minlength=prob.shape[1])
+    order = [c for c in np.argsort(-sizes, kind="stable") if sizes[c] > 0]
+    remap = np.full(prob.shape[1], -1)
+    remap[order] = np.arange(len(order))
+    labels = remap[labels]
+    prob = prob[:, order]
+    prob /= prob.sum(1, keepdims=True)
+    return labels, prob, suggested, bic, sil
+
+
 # -- the job --------------------------------------------------------------------------------------
 def iter_classify_features(features: Features, params: ClassifyParams | None = None) -> Job[Classification]:
     """Job: decompose and cluster ``features`` (see the module docstring).
@@ -935,7 +1136,9 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
     """
     p = params or ClassifyParams()
     t0 = time.perf_counter()
-    steps = 5 + max(p.max_classes, p.n_classes or 0)
+    spaces = _spaces(p)
+    runs_made = 1 if len(spaces) == 1 else (2 if p.n_classes is None and p.method == "gmm" else 3)
+    steps = 3 + runs_made * (2 + max(p.max_classes, p.n_classes or 0)) + (len(spaces) > 1)
     done = 0
 
     def step(msg):
@@ -943,127 +1146,58 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
         done += 1
         return Progress(min(done, steps), steps, msg)
 
+    def same(msg):  # a point inside a step where the job can be cancelled
+        return Progress(min(done, steps), steps, msg)
+
     scan_shape = features.scan_shape
     raw = features.flat()
-    n = raw.shape[0]
     blocks = features.meta.get("blocks")
     x = _transform_blocks(raw, blocks, p, scan_shape) if blocks else _transform(raw, p)
     noise_var = neighbour_noise_variance(x, scan_shape)
     yield step("decomposition")
     extra: dict[str, Any] = {}
     if p.decomposition == "pca":
-        z, comps, evr = _pca(x, p, noise_var)
+        z, comps, evr = yield from _iter_pca(x, p, noise_var, lambda: same("decomposition"))
     else:
         z, comps, converged = _nmf(x, p)
         evr = np.full(len(comps), np.nan)
         extra["nmf_converged"] = converged
     del x
     t_dec = time.perf_counter() - t0
-    # cluster on the leading components (the class signal; the rest is mostly noise)
-    zc = np.ascontiguousarray(z[:, : min(z.shape[1], p.cluster_dims)], dtype=np.float64)
-    if p.maf > 0 and p.decomposition == "pca":
-        zc = maf_factors(z, scan_shape, p.maf)
-        noise_var = neighbour_noise_variance(zc, scan_shape)
-    if p.decomposition == "nmf":
-        s = zc.sum(1, keepdims=True)
-        zc = zc / np.where(s > 0, s, 1)
-    fit = _fit_sample(zc, p.seed)
-    bic: dict[int, float] = {}
-    sil: dict[int, float] = {}
-    models: dict[int, Any] = {}
-    kmax = max(1, min(p.max_classes, len(fit) - 1))
-    sweep = p.n_classes is None or p.method == "gmm"
-    groups = None
-    bands: list = []
-    if sweep:
-        from sklearn.cluster import KMeans
 
-        for k in range(1, max(kmax, p.n_classes or 0) + 1):
-            g = _gmm(fit, k, p.seed)
-            models[k] = g
-            bic[k] = float(g.bic(fit))
-            if k > 1:
-                km = KMeans(n_clusters=k, n_init=1, random_state=p.seed).fit(fit)
-                sil[k] = _silhouette(fit, km.labels_, p.seed)
-            yield step(f"trying {k} classes")
-        kbest = min(bic, key=bic.get)
-        g = models[kbest]
-        hard = g.predict(zc)
-        cmeans = _component_means(raw, blocks, hard, kbest)
-        bands = _boundary_bands(cmeans, hard, scan_shape) if p.bands else []
-        thin = _thin_components(hard, zc, scan_shape, kbest, p.min_width, skip={c for c, _, _ in bands})
-        merge = functools.partial(
-            _merge_components,
-            zc,
-            hard,
-            scan_shape,
-            jump=p.jump,
-            valley=p.valley,
-            noise_var=noise_var,
-            premerge=[(c, into) for c, into, _ in bands] + thin,
-            aside=tuple(c for c, _, _ in bands),
-        )
-        groups = merge()
-        suggested = int(groups.max() + 1)
-        if p.n_classes is not None:
-            # the number given: merge the BIC mixture down to it (or, with fewer components
-            # than asked for, the mixture of that many components)
-            if suggested > p.n_classes:
-                # the distinct groups, then the smallest into its nearest, down to the number
-                # asked for
-                groups = _merge_smallest(zc, hard, groups, p.n_classes)
-            elif len(np.unique(hard)) >= p.n_classes:
-                groups = merge(target=p.n_classes)
-            else:
-                g = models[p.n_classes]
-                groups = np.arange(p.n_classes)
+    def cluster_input(space):
+        if space == "maf":
+            zc = maf_factors(z, scan_shape, p.maf)
+            return zc, neighbour_noise_variance(zc, scan_shape)
+        # cluster on the leading components (the class signal; the rest is mostly noise)
+        zc = np.ascontiguousarray(z[:, : min(z.shape[1], p.cluster_dims)], dtype=np.float64)
+        if p.decomposition == "nmf":
+            s = zc.sum(1, keepdims=True)
+            zc = zc / np.where(s > 0, s, 1)
+        return zc, noise_var
+
+    if len(spaces) > 1:
+        # the space is chosen on each space's own classes (mixture, number of classes suggested: what
+        # choose_space was set on), then the classification asked for is made on the chosen space (the same
+        # clustering when nothing else was asked for)
+        free = replace(p, n_classes=None, method="gmm")
+        runs = {}
+        for space in spaces:
+            runs[space] = yield from _iter_cluster(
+                *cluster_input(space), raw, blocks, scan_shape, free, step, same, space
+            )
+        yield step("choosing the clustering space")
+        chosen, scores = choose_space(maf_factors(z, scan_shape, p.maf), {s: runs[s][0] for s in spaces})
+        extra["space_scores"] = scores
+        if free != p:
+            runs[chosen] = yield from _iter_cluster(*cluster_input(chosen), raw, blocks, scan_shape, p, step, same)
     else:
-        suggested = int(p.n_classes)
-    k_use = int(p.n_classes or suggested)
-    yield step(f"clustering ({p.method}, {k_use} classes)")
-    if p.method == "gmm":
-        # the merged mixture: responsibilities summed within each group
-        resp_c = g.predict_proba(zc)
-        prob = np.zeros((n, int(groups.max()) + 1))
-        for c in range(resp_c.shape[1]):
-            prob[:, groups[c]] += resp_c[:, c]
-        if bands and len(resp_c[0]) == len(groups) == kbest:
-            _share_bands(prob, resp_c, groups, bands, raw, blocks, cmeans)
-        labels = prob.argmax(1)
-    elif p.method == "kmeans":
-        from sklearn.cluster import KMeans
-
-        km = KMeans(n_clusters=k_use, n_init=4, random_state=p.seed).fit(fit)
-        labels = km.predict(zc)
-        d2 = ((zc[:, None, :] - km.cluster_centers_[None]) ** 2).sum(-1)
-        s2 = max(noise_var * zc.shape[1], 1e-12) if p.decomposition == "pca" else float(np.median(d2.min(1)) + 1e-12)
-        logits = -0.5 * (d2 - d2.min(1, keepdims=True)) / (s2 / zc.shape[1])
-        prob = np.exp(logits)
-        prob /= prob.sum(1, keepdims=True)
-    else:
-        from sklearn.cluster import AgglomerativeClustering
-
-        # Ward linkage on a sample (memory grows with its square), then every pattern to the
-        # nearest class centroid
-        sample = _fit_sample(zc, p.seed, n_max=4000)
-        lab_s = AgglomerativeClustering(n_clusters=k_use, linkage="ward").fit_predict(sample)
-        cen = np.stack([sample[lab_s == c].mean(0) for c in range(k_use)])
-        labels = np.argmin(((zc[:, None, :] - cen[None]) ** 2).sum(-1), axis=1)
-        prob = np.eye(k_use)[labels]
-    yield step("spatial regularisation")
-    prob = np.clip(prob, 1e-300, None)
-    if p.spatial > 0 and p.method != "hierarchical":
-        labels = _icm(np.log(prob), scan_shape, p.spatial)
-    # classes ordered by size (largest first); empty classes dropped
-    sizes = np.bincount(labels, minlength=prob.shape[1])
-    order = [c for c in np.argsort(-sizes, kind="stable") if sizes[c] > 0]
-    remap = np.full(prob.shape[1], -1)
-    remap[order] = np.arange(len(order))
-    labels = remap[labels]
-    prob = prob[:, order]
-    prob /= prob.sum(1, keepdims=True)
+        chosen = spaces[0]
+        runs = {chosen: (yield from _iter_cluster(*cluster_input(chosen), raw, blocks, scan_shape, p, step, same))}
+    extra["space_chosen"] = chosen
+    labels, prob, suggested, bic, sil = runs[chosen]
     xn = _normalised(raw, blocks)
-    k_final = len(order)
+    k_final = prob.shape[1]
     means = np.stack([xn[labels == c].mean(0) for c in range(k_final)])
     mixing = _mixing(xn, means, prob)
     yield step("class means and mixing fractions")
