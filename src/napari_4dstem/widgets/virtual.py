@@ -274,8 +274,10 @@ def _live_job(
     response: str = "Sum",
     source: Any = None,
     fill_in: bool = False,
+    strided: bool = False,
 ):
-    """Worker job: a binned preview first (when given a preview cube), then the exact image
+    """Worker job: a binned preview first (when given a preview cube), or with ``strided`` the
+    image at every k-th scan position (a large lazy file: ``iter_strided_image``), then the exact image
     (the Sum: a :class:`~napari_4dstem.pipelines.VirtualResult` of the pipeline, with the recipe
     of ``source``; the other responses a RealSpaceMap). With ``fill_in`` (lazy data) the
     Progress steps carry the image so far and are yielded: it fills in row block by row block
@@ -287,13 +289,20 @@ def _live_job(
     import time
 
     from ..analysis.virtual.images import iter_virtual_image
-    from ..analysis.virtual.preview import binned_detector
+    from ..analysis.virtual.preview import binned_detector, iter_strided_image
+    from ..engine.jobs import run_job
 
     first = first or _FirstImage()
     t_start = time.perf_counter()
+    img = None
     if preview is not None and not descan:
         pdet = binned_detector(det, dc.detector_shape, dc.detector_shape[0] // preview.detector_shape[0])
         img = yield from iter_virtual_image(preview, pdet)
+    elif strided and not descan:
+        # a few % of the file, the exact values at the sampled positions (#15, UX point 1); its
+        # own steps are not handed on: the first thing the GUI gets is the preview itself
+        img = run_job(iter_strided_image(dc, det, calibration=cal))
+    if img is not None:
         item = ("preview", img)  # one object: the GUI shows it once, whichever way it comes
         first.put(item, t_start)
         yield item
@@ -329,6 +338,30 @@ def _find_bf(dc: DataCube):
         return find_bf_disk(dc.region_pattern(slice(max(cy - 2, 0), cy + 3), slice(max(cx - 2, 0), cx + 3)))
     except Napari4DSTEMError:
         return None
+
+
+def _first_detector(dc: DataCube, bf) -> DiskDetector:
+    """The dock's first detector: the BF disk found, else a disk of 1/8 of the pattern at its centre."""
+    if bf is not None:
+        return DiskDetector(bf.center_px, bf.radius_px)
+    return DiskDetector(((dc.shape[2] - 1) / 2, (dc.shape[3] - 1) / 2), min(dc.shape[2:]) / 8)
+
+
+# lazy data larger than this gets a strided first view and a progress bar (UX points 1 and 7)
+LAZY_PROGRESS_BYTES = 256 * 2**20
+
+
+def _find_bf_and_first_view(dc: DataCube):
+    """Worker: the BF disk and, on a large lazy file, the first detector's image at every k-th
+    scan position (``iter_strided_image``: a few % of the file), made while napari paints the
+    opened pattern, so the first view needs no second trip through a busy GUI thread (#15)."""
+    from ..analysis.virtual.preview import strided_image
+
+    bf = _find_bf(dc)
+    if not (fills_in(dc.data) and dc.nbytes > LAZY_PROGRESS_BYTES):
+        return bf, None
+    det = _first_detector(dc, bf)
+    return bf, (det, strided_image(dc, det))
 
 
 def rgb_composite(images, percentiles=(0.1, 99.9)) -> np.ndarray:
@@ -438,6 +471,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._restored: Detector | None = None  # a session's detector, set once the layer is ready
         self._restored_extras: list | None = None  # ... and its extra detectors
         self._bf_pending = False
+        self._strided_done = False  # the first view is shown: the first job makes no strided preview
         self.region = RealSpaceRegion(self)  # a region drawn on the Real space dock (UX point 5)
         if self.layer is not None:
             self._init_for_layer()
@@ -551,6 +585,11 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.cancel_btn.setEnabled(False)
         # lazy data: the exact image's progress (it fills in block by block, UX point 7)
         self.progress = QProgressBar()
+        # its row stays when hidden: showing it re-laid the docks out and repainted the GL
+        # canvases at once, 0.2 s of the GUI thread at the first step of a lazy image (#15)
+        policy = self.progress.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.progress.setSizePolicy(policy)
         self.progress.setVisible(False)
         self.filled_in: list[float] = []  # the fractions of the images shown while filling in
         actions = self.action_row()  # "Save result..." and "Copy as Python" of the pipeline result
@@ -677,10 +716,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
         # reading 25 patterns of a lazy file and fitting the disk: a worker, never the GUI thread
         create_worker(
-            _find_bf,
+            _find_bf_and_first_view,
             dc,
             _connect={
-                "returned": guarded(self, lambda bf, dc=dc: self._on_bf(dc, bf)),
+                "returned": guarded(self, lambda got, dc=dc: self._on_bf(dc, *got)),
                 "errored": guarded(self, self._on_error),
             },
         )
@@ -727,20 +766,22 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         """The detector whose image the dock shows (or is computing)."""
         return self._current_detector()
 
-    def _on_bf(self, dc: DataCube, bf) -> None:
-        """The BF disk of the centre patterns is in: start with a BF detector on it."""
+    def _on_bf(self, dc: DataCube, bf, first_view=None) -> None:
+        """The BF disk of the centre patterns is in: start with a BF detector on it.
+
+        ``first_view``: ``(detector, strided preview)`` on a large lazy file, shown at once while
+        the exact image fills in over it."""
         if not holds_data(self.layer, dc.data):
             return  # another layer was chosen meanwhile
         self._bf, self._bf_pending = bf, False
-        det = (
-            DiskDetector(bf.center_px, bf.radius_px)
-            if bf is not None
-            else DiskDetector(((dc.shape[2] - 1) / 2, (dc.shape[3] - 1) / 2), min(dc.shape[2:]) / 8)
-        )
+        det = _first_detector(dc, bf)
         if self._restored is not None:  # a session's detector wins over the detected BF disk
-            det, self._restored = self._restored, None
+            det, self._restored, first_view = self._restored, None, None
         self.status.setText("")
+        self._strided_done = first_view is not None  # the job need not make it again (_request)
         self.set_detector(det)
+        if first_view is not None and self._worker is not None:
+            self._show(("preview", first_view[1]))
         if self._restored_extras is not None:
             extras, self._restored_extras = self._restored_extras, None
             self._add_extras(extras)
@@ -1463,7 +1504,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         # progress bar in the dock and Cancel; in memory it is back before a bar would draw
         lazy = fills_in(dc.data)
         kwargs: dict[str, Any] = {}
-        if lazy and dc.nbytes > 256 * 2**20:
+        if lazy and dc.nbytes > LAZY_PROGRESS_BYTES:
             from ..engine.driver import n_blocks_for
 
             kwargs["_progress"] = {"total": n_blocks_for(dc.data), "desc": "virtual image"}
@@ -1474,9 +1515,12 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         slow = bool(self._exact_s) and self._exact_s[-1] > PREVIEW_ABOVE_S
         response = self._response()
         use_preview = slow and self._preview is not None and not self.descan.isChecked() and response == "Sum"
+        # a large lazy file and no binned copy (yet): every k-th scan position first (UX point 1)
+        strided = "_progress" in kwargs and not use_preview and not self.descan.isChecked() and response == "Sum"
+        strided, self._strided_done = strided and not self._strided_done, False
         self._job_response = response  # how its image fills in (_on_progress)
         self._shown = False
-        self._first_soon = use_preview or (bool(self._exact_s) and self._exact_s[-1] < FIRST_SOON_S)
+        self._first_soon = use_preview or strided or (bool(self._exact_s) and self._exact_s[-1] < FIRST_SOON_S)
         first = self._first = _FirstImage()
         worker = create_worker(
             _live_job,
@@ -1490,6 +1534,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             response,
             layer_source(self.layer),
             lazy,
+            strided,
             _connect={
                 "returned": self._on_image,
                 "yielded": self._on_yielded,
@@ -1516,9 +1561,11 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             del self._first_s[:-8]
         if isinstance(item, tuple):
             self.last_preview = item[1]
-            self.realspace.set_image(
-                item[1].data, self._scan_cal(item[1]), title="virtual image (preview: detector binned 4x)"
-            )
+            step = item[1].params.get("preview", {}).get("step")
+            what = f"every {step}th scan position, the exact image fills in" if step else "detector binned 4x"
+            self.realspace.set_image(item[1].data, self._scan_cal(item[1]), title=f"virtual image (preview: {what})")
+            if step:
+                self.status.setText(f"preview: every {step}th scan position; the exact image fills in")
             self._shown = True
             if self._pending is not None and self._worker is not None:
                 self._worker.quit()  # superseded while its preview was computed
