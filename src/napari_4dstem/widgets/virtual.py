@@ -352,16 +352,18 @@ LAZY_PROGRESS_BYTES = 256 * 2**20
 
 
 def _find_bf_and_first_view(dc: DataCube):
-    """Worker: the BF disk and, on a large lazy file, the first detector's image at every k-th
-    scan position (``iter_strided_image``: a few % of the file), made while napari paints the
-    opened pattern, so the first view needs no second trip through a busy GUI thread (#15)."""
+    """Worker: yields the BF disk, then returns, on a large lazy file, the first detector's image
+    at every k-th scan position (``iter_strided_image``: a few % of the file), made while napari
+    paints the opened pattern, so the first view needs no second trip through a busy GUI thread
+    (#15); the exact image's job starts on the BF disk without waiting for it."""
     from ..analysis.virtual.preview import strided_image
 
     bf = _find_bf(dc)
+    yield bf
     if not (fills_in(dc.data) and dc.nbytes > LAZY_PROGRESS_BYTES):
-        return bf, None
+        return None
     det = _first_detector(dc, bf)
-    return bf, (det, strided_image(dc, det))
+    return det, strided_image(dc, det)
 
 
 def rgb_composite(images, percentiles=(0.1, 99.9)) -> np.ndarray:
@@ -471,7 +473,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._restored: Detector | None = None  # a session's detector, set once the layer is ready
         self._restored_extras: list | None = None  # ... and its extra detectors
         self._bf_pending = False
-        self._strided_done = False  # the first view is shown: the first job makes no strided preview
+        self._strided_done = False  # the BF worker makes the first job's strided preview
+        self._first_view_job: tuple = (None, 0)  # that job and the fill-in steps shown before it
         self.region = RealSpaceRegion(self)  # a region drawn on the Real space dock (UX point 5)
         if self.layer is not None:
             self._init_for_layer()
@@ -719,7 +722,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             _find_bf_and_first_view,
             dc,
             _connect={
-                "returned": guarded(self, lambda got, dc=dc: self._on_bf(dc, *got)),
+                "yielded": guarded(self, lambda bf, dc=dc: self._on_bf(dc, bf)),
+                "returned": guarded(self, lambda got, dc=dc: self._on_first_view(dc, got)),
                 "errored": guarded(self, self._on_error),
             },
         )
@@ -766,26 +770,37 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         """The detector whose image the dock shows (or is computing)."""
         return self._current_detector()
 
-    def _on_bf(self, dc: DataCube, bf, first_view=None) -> None:
-        """The BF disk of the centre patterns is in: start with a BF detector on it.
-
-        ``first_view``: ``(detector, strided preview)`` on a large lazy file, shown at once while
-        the exact image fills in over it."""
+    def _on_bf(self, dc: DataCube, bf) -> None:
+        """The BF disk of the centre patterns is in: start with a BF detector on it."""
         if not holds_data(self.layer, dc.data):
             return  # another layer was chosen meanwhile
         self._bf, self._bf_pending = bf, False
-        det = _first_detector(dc, bf)
-        if self._restored is not None:  # a session's detector wins over the detected BF disk
-            det, self._restored, first_view = self._restored, None, None
+        det, restored = _first_detector(dc, bf), self._restored is not None
+        if restored:  # a session's detector wins over the detected BF disk
+            det, self._restored = self._restored, None
         self.status.setText("")
-        self._strided_done = first_view is not None  # the job need not make it again (_request)
+        # on a large lazy file the BF worker makes the BF disk's strided first view (_on_first_view)
+        self._strided_done = not restored and fills_in(dc.data) and dc.nbytes > LAZY_PROGRESS_BYTES
         self.set_detector(det)
-        if first_view is not None and self._worker is not None:
-            self._show(("preview", first_view[1]))
+        self._first_view_job = (self._worker, len(self.filled_in))
         if self._restored_extras is not None:
             extras, self._restored_extras = self._restored_extras, None
             self._add_extras(extras)
         self._precompute_presets(dc)
+
+    def _on_first_view(self, dc: DataCube, got) -> None:
+        """The strided first view ``(detector, preview)`` of a large lazy file: shown while the
+        exact image of that detector has not begun to fill in (its job still the one started on
+        the BF disk); the exact rows then fill in over it."""
+        job, n_filled = self._first_view_job
+        if got is None or not holds_data(self.layer, dc.data):
+            return
+        det, img = got
+        if job is None or self._worker is not job or len(self.filled_in) != n_filled or self._shown:
+            return
+        if not _same_detector(self._last_detector, det):
+            return  # a session's detector, or one set since
+        self._show(("preview", img))
 
     def _detector_layer(self):
         if DETECTOR_LAYER in self.viewer.layers:
@@ -1569,6 +1584,11 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self._shown = True
             if self._pending is not None and self._worker is not None:
                 self._worker.quit()  # superseded while its preview was computed
+            if step:
+                # the outline's redraw (0.4-0.7 s of the GUI thread in software GL under load)
+                # waits for the exact image, as without the preview: drawn here, it held the
+                # filling-in steps back and the exact image came 0.9 s later (bench_open_lazy)
+                return
         else:
             self.result = item if isinstance(item, VirtualResult) else None
             item = item.image if isinstance(item, VirtualResult) else item
