@@ -223,8 +223,8 @@ def test_a_large_memmap_shows_a_strided_preview_first_and_the_exact_image_fills_
     np.testing.assert_array_equal(w.last_image.data, want)  # the exact image replaced the preview
     # the first image shown: the strided preview, while the exact job ran
     first, title, running = shown[0]
-    assert "preview: every 4th scan position" in title and running
-    assert any(s.startswith("preview: every 4th scan position") for s in statuses)
+    assert "preview: 1 scan position in 4 x 4" in title and running
+    assert any(s.startswith("preview: 1 scan position in 4 x 4") for s in statuses)
     step = w.last_preview.params["preview"]["step"]
     assert step == 4  # 1/16 of the 64 x 64 patterns
     sy, sx = strided_positions(64, step), strided_positions(64, step)
@@ -251,7 +251,7 @@ def test_a_large_memmap_shows_a_strided_preview_first_and_the_exact_image_fills_
     with stall_detector.excluded("reference"):
         want_new = virtual_image(data, newest).data
     np.testing.assert_array_equal(w.last_image.data, want_new)
-    previews = [img for img, t, _ in shown if "preview: every" in t]
+    previews = [img for img, t, _ in shown if "preview: 1 scan position in" in t]
     assert previews and any(np.array_equal(p[sy, sx], want_new[sy, sx]) for p in previews)
     # Cancel during the fill-in keeps the image as far as it got
     before = len(w.filled_in)

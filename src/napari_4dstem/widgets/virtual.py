@@ -363,7 +363,10 @@ def _find_bf_and_first_view(dc: DataCube):
     if not (fills_in(dc.data) and dc.nbytes > LAZY_PROGRESS_BYTES):
         return None
     det = _first_detector(dc, bf)
-    return det, strided_image(dc, det)
+    try:
+        return det, strided_image(dc, det)
+    except Napari4DSTEMError:
+        return None  # bad data (NaN in the disk...): the exact image's job says so
 
 
 def rgb_composite(images, percentiles=(0.1, 99.9)) -> np.ndarray:
@@ -1577,10 +1580,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         if isinstance(item, tuple):
             self.last_preview = item[1]
             step = item[1].params.get("preview", {}).get("step")
-            what = f"every {step}th scan position, the exact image fills in" if step else "detector binned 4x"
+            what = f"1 scan position in {step} x {step}, the exact image fills in" if step else "detector binned 4x"
             self.realspace.set_image(item[1].data, self._scan_cal(item[1]), title=f"virtual image (preview: {what})")
             if step:
-                self.status.setText(f"preview: every {step}th scan position; the exact image fills in")
+                self.status.setText(f"preview: 1 scan position in {step} x {step}; the exact image fills in")
             self._shown = True
             if self._pending is not None and self._worker is not None:
                 self._worker.quit()  # superseded while its preview was computed
