@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from napari_4dstem import DataCube
 from napari_4dstem.analysis.virtual.detectors import (
@@ -48,7 +49,7 @@ def test_strided_positions_one_sample_inside_each_block():
 
 
 def test_scan_stride_meets_the_budget_with_the_smallest_step():
-    from napari_4dstem.analysis.virtual.preview import scan_stride
+    from napari_4dstem.analysis.virtual.preview import scan_stride, strided_image
 
     # 192 x 192 whole 128 x 128 uint16 patterns (32 KiB): 32 MiB allows 32 x 32 samples -> step 6
     assert scan_stride((192, 192), 32768) == 6
@@ -56,6 +57,10 @@ def test_scan_stride_meets_the_budget_with_the_smallest_step():
     assert scan_stride((192, 192), 16 * 256) == 4
     assert scan_stride((4, 4), 100) == 4 and scan_stride((1, 1), 100) == 1
     assert scan_stride((100, 30), 10, fraction=1.0) == 1
+    with pytest.raises(ValueError, match="fraction"):
+        scan_stride((10, 10), 10, fraction=0.0)
+    with pytest.raises(ValueError, match="step"):
+        strided_image(np.zeros((4, 4, 8, 8)), DiskDetector((3.5, 3.5), 2.0), step=0)
 
 
 def test_strided_image_is_exact_at_the_samples_and_spreads_them_over_their_blocks(rng, tmp_path):

@@ -128,6 +128,11 @@ def scan_stride(
         ``step >= 1``: ``ceil(scan_y / step) * ceil(scan_x / step)`` patterns of ``pattern_bytes``
         are at most ``fraction`` of the scan and at most ``max_bytes``; 1 for a scan too small to
         subsample (every position is read).
+
+    Raises
+    ------
+    ValueError
+        When ``fraction`` is not in (0, 1].
     """
     ny, nx = (int(v) for v in scan_shape)
     if not 0 < fraction <= 1:
@@ -193,6 +198,12 @@ def iter_strided_image(
         :func:`~napari_4dstem.analysis.virtual.images.iter_virtual_image`; every other position
         holds the value of the sample of its ``step x step`` block. ``params``: the detector and
         ``preview = {"step": step, "offset": (oy, ox)}``.
+
+    Raises
+    ------
+    ValueError
+        When ``step < 1``; otherwise as
+        :func:`~napari_4dstem.analysis.virtual.images.iter_virtual_image` on the sampled patterns.
 
     Notes
     -----
