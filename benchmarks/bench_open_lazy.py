@@ -7,6 +7,9 @@ over the scan (1.12 GiB for side 192), written once (``--file`` keeps it for ano
 with another checkout on ``PYTHONPATH``, so two versions are compared on the same bytes), then
 read from the page cache. Each of ``--n`` opens into the viewer, timed from the call:
 
+- first view: the dock's first image on the Real space canvas (since session 10 the BF detector's
+  image at every k-th scan position, ``iter_strided_image``, the exact image filling in over it;
+  before, the exact image itself);
 - BF exact: the BF detector's exact image shown (the file is in the page cache);
 - presets ready: all six preset images stored (so that a preset click shows its image at once);
 - preview ready: the 4x-binned copy for previews while dragging (data over 256 MiB) is built;
@@ -16,8 +19,11 @@ read from the page cache. Each of ``--n`` opens into the viewer, timed from the 
 
 Times are taken where the dock shows the image or stores the presets, not by the polling loop.
 
-Medians and ranges; the machine is shared (2 cores, other jobs running): compare runs made one
-after the other, and say the load.
+The same-run reference, interleaved with our opens (one before each): napari alone opening the
+same file in a second window without our plugin (``np.load(mmap_mode="r")`` + ``add_image``),
+timed until Qt's event loop is idle (the pattern at the scan centre painted). Each of our rows is
+also given as its median ratio to the napari-alone open next to it, which cancels most of the
+machine's load (2 shared cores); the load is printed before and after.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_open import _wait  # the same event-loop poll as the eager-file benchmark
+from bench_open import _idle, _wait  # the same event-loop poll as the eager-file benchmark
 
 
 def _stats(xs) -> str:
@@ -67,6 +73,8 @@ def main() -> None:
         f"package {os.path.dirname(napari_4dstem.__file__)}; {path.stat().st_size / 2**30:.2f} GiB, "
         f"load {os.getloadavg()[0]:.1f}"
     )
+    # the reference, made first so that ours is napari's current viewer: no plugin dock in it
+    ref = napari.Viewer(show=True, title="napari alone")
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()
     _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
@@ -77,11 +85,12 @@ def main() -> None:
     show = w._show
 
     def timed_show(item):
+        marks.setdefault("first", time.perf_counter())
         if not isinstance(item, tuple):
             marks.setdefault("exact", time.perf_counter())
             d = getattr(getattr(item, "image", item), "params", {}).get("detector")
-            if d is not None and "full" in marks and d == marks["full_det"]:
-                marks.setdefault("full_shown", time.perf_counter())
+            if d is not None and "full" in marks and d == marks.get("full_det", d):
+                marks.setdefault("full_shown", time.perf_counter())  # in the click when stored
         return show(item)
 
     w._show = timed_show
@@ -96,13 +105,23 @@ def main() -> None:
 
     type(w).presets_ready = property(ready_get, ready_set)  # benchmark only: when the presets are stored
     rows: dict[str, list[float]] = {
+        "napari alone (pattern)": [],
+        "first view": [],
         "BF exact": [],
         "presets ready": [],
         "preview ready": [],
         "Full clicked -> exact": [],
     }
+    ratios: dict[str, list[float]] = {}
     try:
         for i in range(args.n + 1):  # the first open warms the page cache and the kernels
+            ref.layers.clear()
+            _wait(app, lambda: False, 0.2)
+            t = time.perf_counter()
+            ref.add_image(np.load(path, mmap_mode="r"), name="napari alone")
+            _idle(app)
+            t_ref = time.perf_counter() - t
+            ref.layers.clear()
             viewer.layers.clear()  # the last open ended with its presets stored: nothing runs
             w.last_image = w.last_preview = None
             w.filled_in.clear()
@@ -112,9 +131,10 @@ def main() -> None:
             viewer.open(str(path), plugin="napari-4dstem")
             _wait(app, lambda: w.last_image is not None and w._worker is None, 600)
             t_bf = marks["exact"] - t
+            t_first = marks["first"] - t
             if i % 2 == 1:  # every other open: click Full once the BF image is in
-                w.presets["Full"].click()
                 marks["full"] = time.perf_counter()
+                w.presets["Full"].click()
                 marks["full_det"] = w._last_detector.to_params()
                 _wait(app, lambda: "full_shown" in marks, 600)
                 t_full = marks["full_shown"] - marks["full"]
@@ -126,16 +146,26 @@ def main() -> None:
             t_preview = time.perf_counter() - t
             if i == 0:
                 continue
+            kind = "preview" if w.last_preview is not None else "exact"
+            rows["napari alone (pattern)"].append(t_ref)
+            rows["first view"].append(t_first)
             rows["BF exact"].append(t_bf)
             rows["presets ready"].append(t_presets)
             rows["preview ready"].append(t_preview)
             if i % 2 == 1:
                 rows["Full clicked -> exact"].append(t_full)
+            ratios.setdefault("first view", []).append(t_first / t_ref)
+            ratios.setdefault("BF exact", []).append(t_bf / t_ref)
+            print(f"open {i}: napari alone {t_ref:.2f} s, first view {t_first:.2f} s ({kind}), BF exact {t_bf:.2f} s")
     finally:
         viewer.close()
+        ref.close()
     for name, xs in rows.items():
         if xs:
             print(f"{name:24s} {_stats(xs)}  [{', '.join(f'{x:.2f}' for x in xs)}]")
+    for name, xs in ratios.items():
+        xs = sorted(xs)
+        print(f"{name + ' / napari alone':38s} x{statistics.median(xs):.1f} ({xs[0]:.1f}-{xs[-1]:.1f})")
     print(f"load after {os.getloadavg()[0]:.1f}")
 
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from napari_4dstem import DataCube
 from napari_4dstem.analysis.virtual.detectors import (
@@ -29,3 +30,84 @@ def test_preview_is_exact_for_block_aligned_detectors_and_close_otherwise(rng):
     assert abs(p.mean() / e.mean() - 1) < 0.05  # same expected counts (area preserved in mean)
     ann = AnnulusDetector((16.0, 18.0), 3.0, 12.0)
     assert virtual_image(prev, binned_detector(ann, (32, 36), 4)).data.shape == (6, 7)
+
+
+def _naive(a: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return (a.astype(np.float64) * mask).sum(axis=(2, 3))
+
+
+def test_strided_positions_one_sample_inside_each_block():
+    from napari_4dstem.analysis.virtual.preview import strided_positions
+
+    assert strided_positions(192, 4) == slice(2, 192, 4)
+    assert strided_positions(37, 2) == slice(0, 37, 2)  # the last block is one position long
+    for n in range(1, 40):
+        for step in range(1, 12):
+            pos = np.arange(n)[strided_positions(n, step)]
+            assert len(pos) == -(-n // step)
+            np.testing.assert_array_equal(pos // step, np.arange(len(pos)))  # one per block, in it
+
+
+def test_scan_stride_meets_the_budget_with_the_smallest_step():
+    from napari_4dstem.analysis.virtual.preview import scan_stride, strided_image
+
+    # 192 x 192 whole 128 x 128 uint16 patterns (32 KiB): 32 MiB allows 32 x 32 samples -> step 6
+    assert scan_stride((192, 192), 32768) == 6
+    # only the 16 detector rows of a BF disk (4 KiB): 1/16 of the patterns -> step 4
+    assert scan_stride((192, 192), 16 * 256) == 4
+    assert scan_stride((4, 4), 100) == 4 and scan_stride((1, 1), 100) == 1
+    assert scan_stride((100, 30), 10, fraction=1.0) == 1
+    with pytest.raises(ValueError, match="fraction"):
+        scan_stride((10, 10), 10, fraction=0.0)
+    with pytest.raises(ValueError, match="step"):
+        strided_image(np.zeros((4, 4, 8, 8)), DiskDetector((3.5, 3.5), 2.0), step=0)
+
+
+def test_strided_image_is_exact_at_the_samples_and_spreads_them_over_their_blocks(rng, tmp_path):
+    from napari_4dstem.analysis.virtual.preview import strided_image, strided_positions
+
+    a = rng.integers(0, 60000, (37, 45, 24, 28)).astype(np.uint16)
+    path = tmp_path / "cube.npy"
+    np.save(path, a)
+    mm = np.load(path, mmap_mode="r")
+    for det in (
+        DiskDetector((11.3, 14.0), 5.2),
+        AnnulusDetector((12.0, 13.0), 3.0, 9.0),
+        RectangleDetector((2, 9), (20, 27)),
+    ):
+        want = _naive(a, det.render((24, 28)))
+        for step in (1, 2, 3, 4, 7):
+            got = strided_image(mm, det, step=step)
+            sy, sx = strided_positions(37, step), strided_positions(45, step)
+            assert got.data.shape == (37, 45) and got.params["preview"]["step"] == step
+            np.testing.assert_array_equal(got.data[sy, sx], want[sy, sx])  # exact at the samples
+            ys = np.arange(37)[sy][np.arange(37) // step]  # the sample of each position's block
+            xs = np.arange(45)[sx][np.arange(45) // step]
+            np.testing.assert_array_equal(got.data, want[ys[:, None], xs[None, :]])
+    # default step: at most 1/16 of the 37 x 45 patterns (104): step 4 samples 10 x 12 = 120, step 5 8 x 9
+    assert strided_image(mm, DiskDetector((11.3, 14.0), 5.2)).params["preview"]["step"] == 5
+
+
+def test_strided_image_reads_only_the_sampled_patterns_and_takes_dask(rng):
+    import dask.array as da
+
+    from napari_4dstem.analysis.virtual.preview import strided_image, strided_positions
+    from napari_4dstem.errors import NonFiniteDataError
+
+    a = rng.random((20, 18, 16, 16)).astype(np.float32)
+    det = DiskDetector((7.5, 7.5), 4.0)
+    sy, sx = strided_positions(20, 3), strided_positions(18, 3)
+    bad = a.copy()
+    keep = np.zeros((20, 18), bool)
+    keep[sy, sx] = True
+    bad[~keep] = np.nan  # every pattern that is not sampled
+    try:
+        virtual_image(bad, det)
+        raise AssertionError("the exact image reads every pattern")
+    except NonFiniteDataError:
+        pass
+    got = strided_image(bad, det, step=3).data  # never reads a NaN pattern
+    # float32 sums: as exact as the exact image (integer data: equal, test above)
+    np.testing.assert_allclose(got[sy, sx], _naive(a, det.render((16, 16)))[sy, sx], rtol=1e-6)
+    lazy = strided_image(da.from_array(a, chunks=(5, 6, 16, 16)), det, step=3).data
+    np.testing.assert_allclose(lazy, got, rtol=1e-6)

@@ -157,3 +157,106 @@ def test_on_an_opened_memmap_the_sum_image_fills_in_with_the_presets_one_pass(
     # the other presets came from the same pass: a click shows them with no job
     w.presets["HAADF"].click()
     assert w._worker is None and w.result is w._preset_cache["HAADF"][1]
+
+
+def test_a_large_memmap_shows_a_strided_preview_first_and_the_exact_image_fills_in_over_it(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """UX point 1 (#15): on a large lazy file the dock's first image is the BF detector's image at
+    every k-th scan position (read with the BF disk, before the exact job starts), exact at those
+    positions and spread over their k x k blocks, said as a preview in the dock's status; the exact
+    image then fills in over it row block by row block (the preview below the rows not read yet)
+    and replaces it. A later detector on the same file gets its own strided preview first; the
+    newest detector wins and Cancel still stops the fill-in."""
+    import time
+
+    with stall_detector.excluded("reference"):
+        from napari_4dstem.analysis.virtual import images
+        from napari_4dstem.analysis.virtual.detectors import DiskDetector
+        from napari_4dstem.analysis.virtual.images import virtual_image
+        from napari_4dstem.analysis.virtual.preview import strided_positions
+        from napari_4dstem.engine import chunks, driver
+        from napari_4dstem.widgets import virtual
+
+        yy, xx = np.mgrid[0:64, 0:64]
+        disk = (((yy - 32) ** 2 + (xx - 32) ** 2) < 100).astype(np.uint16)
+        amp = (100 + 20 * np.sin(yy / 5.0) + 10 * np.cos(xx / 7.0)).astype(np.uint16)
+        path = tmp_path / "scan.npy"
+        mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16, shape=(64, 64, 64, 64))
+        mm[:] = amp[:, :, None, None] * disk + 1 + (yy[:, :, None, None] % 3).astype(np.uint16)
+        mm.flush()
+        data = np.array(mm)
+        del mm
+    monkeypatch.setattr(virtual, "LAZY_PROGRESS_BYTES", 2**20)  # 32 MiB counts as large here
+    monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 0.0)  # an image at every block
+    monkeypatch.setattr(driver, "_TARGET_BLOCK_BYTES", 2**20)
+    monkeypatch.setattr(chunks, "_TARGET_BLOCK_BYTES", 2**20)
+    real = images._multi_kernel
+
+    def slow_disk(block, **kwargs):
+        if len(kwargs["specs"]) == 1 and block.strides[1] == 64 * 64 * 2:
+            time.sleep(0.03)  # the exact image's blocks (not the preview's strided ones) slow enough to watch
+        return real(block, **kwargs)
+
+    monkeypatch.setattr(images, "_multi_kernel", slow_disk)
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    shown, statuses = [], []
+    set_image, set_text = w.realspace.set_image, w.status.setText
+
+    def spy(img, cal, **kw):
+        shown.append((np.array(img), kw.get("title") or "", w._worker is not None))
+        return set_image(img, cal, **kw)
+
+    def spy_text(text):
+        statuses.append(text)
+        return set_text(text)
+
+    w.realspace.set_image, w.status.setText = spy, spy_text
+    with stall_detector.excluded("first layer add"):
+        viewer.open(str(path), plugin="napari-4dstem")
+    qtbot.waitUntil(lambda: w.last_image is not None and w._worker is None, timeout=60000)
+    det = w._last_detector
+    assert isinstance(det, DiskDetector) and det.radius_px == pytest.approx(10.0, abs=0.7)
+    with stall_detector.excluded("reference"):
+        want = virtual_image(data, det).data
+    np.testing.assert_array_equal(w.last_image.data, want)  # the exact image replaced the preview
+    # the first image shown: the strided preview, while the exact job ran
+    first, title, running = shown[0]
+    assert "preview: 1 scan position in 4 x 4" in title and running
+    assert any(s.startswith("preview: 1 scan position in 4 x 4") for s in statuses)
+    step = w.last_preview.params["preview"]["step"]
+    assert step == 4  # 1/16 of the 64 x 64 patterns
+    sy, sx = strided_positions(64, step), strided_positions(64, step)
+    np.testing.assert_array_equal(first[sy, sx], want[sy, sx])  # exact at the sampled positions
+    ys, xs = np.arange(64)[sy][np.arange(64) // step], np.arange(64)[sx][np.arange(64) // step]
+    np.testing.assert_array_equal(first, want[ys[:, None], xs[None, :]])  # spread over its blocks
+    # then the exact rows fill in over it, the preview below the rows not read yet
+    filling = [(img, t) for img, t, _ in shown if "filling in" in t]
+    assert len(filling) >= 2 and all("the preview below" in t for _, t in filling)
+    for img, _ in filling:
+        rows = next(r for r in range(64) if not np.array_equal(img[r], want[r]))
+        assert 0 < rows < 64
+        np.testing.assert_array_equal(img[rows:], first[rows:])
+    np.testing.assert_array_equal(shown[-1][0], want)
+    assert shown[-1][1].startswith("virtual image: disk")
+    # a new detector on the same file: its own strided preview first; the newest one wins
+    shown.clear()
+    stall_detector.step()
+    w.set_detector(DiskDetector((32.0, 32.0), 4.0))
+    newest = DiskDetector((31.0, 33.0), 6.0)
+    w.set_detector(newest)
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None and w.last_image is not None, timeout=60000)
+    qtbot.waitUntil(lambda: w.last_image.params["detector"] == newest.to_params(), timeout=60000)
+    with stall_detector.excluded("reference"):
+        want_new = virtual_image(data, newest).data
+    np.testing.assert_array_equal(w.last_image.data, want_new)
+    previews = [img for img, t, _ in shown if "preview: 1 scan position in" in t]
+    assert previews and any(np.array_equal(p[sy, sx], want_new[sy, sx]) for p in previews)
+    # Cancel during the fill-in keeps the image as far as it got
+    before = len(w.filled_in)
+    w.set_detector(DiskDetector((32.0, 32.0), 12.0))
+    qtbot.waitUntil(lambda: len(w.filled_in) > before, timeout=60000)
+    w.cancel_btn.click()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=30000)
+    assert w.status.text() == "cancelled" and w.filled_in[-1] < 1.0, statuses[-6:]

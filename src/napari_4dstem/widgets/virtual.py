@@ -274,8 +274,10 @@ def _live_job(
     response: str = "Sum",
     source: Any = None,
     fill_in: bool = False,
+    strided: bool = False,
 ):
-    """Worker job: a binned preview first (when given a preview cube), then the exact image
+    """Worker job: a binned preview first (when given a preview cube), or with ``strided`` the
+    image at every k-th scan position (a large lazy file: ``iter_strided_image``), then the exact image
     (the Sum: a :class:`~napari_4dstem.pipelines.VirtualResult` of the pipeline, with the recipe
     of ``source``; the other responses a RealSpaceMap). With ``fill_in`` (lazy data) the
     Progress steps carry the image so far and are yielded: it fills in row block by row block
@@ -287,13 +289,20 @@ def _live_job(
     import time
 
     from ..analysis.virtual.images import iter_virtual_image
-    from ..analysis.virtual.preview import binned_detector
+    from ..analysis.virtual.preview import binned_detector, iter_strided_image
+    from ..engine.jobs import run_job
 
     first = first or _FirstImage()
     t_start = time.perf_counter()
+    img = None
     if preview is not None and not descan:
         pdet = binned_detector(det, dc.detector_shape, dc.detector_shape[0] // preview.detector_shape[0])
         img = yield from iter_virtual_image(preview, pdet)
+    elif strided and not descan:
+        # a few % of the file, the exact values at the sampled positions (#15, UX point 1); its
+        # own steps are not handed on: the first thing the GUI gets is the preview itself
+        img = run_job(iter_strided_image(dc, det, calibration=cal))
+    if img is not None:
         item = ("preview", img)  # one object: the GUI shows it once, whichever way it comes
         first.put(item, t_start)
         yield item
@@ -329,6 +338,35 @@ def _find_bf(dc: DataCube):
         return find_bf_disk(dc.region_pattern(slice(max(cy - 2, 0), cy + 3), slice(max(cx - 2, 0), cx + 3)))
     except Napari4DSTEMError:
         return None
+
+
+def _first_detector(dc: DataCube, bf) -> DiskDetector:
+    """The dock's first detector: the BF disk found, else a disk of 1/8 of the pattern at its centre."""
+    if bf is not None:
+        return DiskDetector(bf.center_px, bf.radius_px)
+    return DiskDetector(((dc.shape[2] - 1) / 2, (dc.shape[3] - 1) / 2), min(dc.shape[2:]) / 8)
+
+
+# lazy data larger than this gets a strided first view and a progress bar (UX points 1 and 7)
+LAZY_PROGRESS_BYTES = 256 * 2**20
+
+
+def _find_bf_and_first_view(dc: DataCube):
+    """Worker: yields the BF disk, then returns, on a large lazy file, the first detector's image
+    at every k-th scan position (``iter_strided_image``: a few % of the file), made while napari
+    paints the opened pattern, so the first view needs no second trip through a busy GUI thread
+    (#15); the exact image's job starts on the BF disk without waiting for it."""
+    from ..analysis.virtual.preview import strided_image
+
+    bf = _find_bf(dc)
+    yield bf
+    if not (fills_in(dc.data) and dc.nbytes > LAZY_PROGRESS_BYTES):
+        return None
+    det = _first_detector(dc, bf)
+    try:
+        return det, strided_image(dc, det)
+    except Napari4DSTEMError:
+        return None  # bad data (NaN in the disk...): the exact image's job says so
 
 
 def rgb_composite(images, percentiles=(0.1, 99.9)) -> np.ndarray:
@@ -438,6 +476,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._restored: Detector | None = None  # a session's detector, set once the layer is ready
         self._restored_extras: list | None = None  # ... and its extra detectors
         self._bf_pending = False
+        self._strided_done = False  # the BF worker makes the first job's strided preview
+        self._first_view_job: tuple = (None, 0)  # that job and the fill-in steps shown before it
         self.region = RealSpaceRegion(self)  # a region drawn on the Real space dock (UX point 5)
         if self.layer is not None:
             self._init_for_layer()
@@ -551,6 +591,11 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.cancel_btn.setEnabled(False)
         # lazy data: the exact image's progress (it fills in block by block, UX point 7)
         self.progress = QProgressBar()
+        # its row stays when hidden: showing it re-laid the docks out and repainted the GL
+        # canvases at once, 0.2 s of the GUI thread at the first step of a lazy image (#15)
+        policy = self.progress.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.progress.setSizePolicy(policy)
         self.progress.setVisible(False)
         self.filled_in: list[float] = []  # the fractions of the images shown while filling in
         actions = self.action_row()  # "Save result..." and "Copy as Python" of the pipeline result
@@ -677,10 +722,11 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
         # reading 25 patterns of a lazy file and fitting the disk: a worker, never the GUI thread
         create_worker(
-            _find_bf,
+            _find_bf_and_first_view,
             dc,
             _connect={
-                "returned": guarded(self, lambda bf, dc=dc: self._on_bf(dc, bf)),
+                "yielded": guarded(self, lambda bf, dc=dc: self._on_bf(dc, bf)),
+                "returned": guarded(self, lambda got, dc=dc: self._on_first_view(dc, got)),
                 "errored": guarded(self, self._on_error),
             },
         )
@@ -732,19 +778,32 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         if not holds_data(self.layer, dc.data):
             return  # another layer was chosen meanwhile
         self._bf, self._bf_pending = bf, False
-        det = (
-            DiskDetector(bf.center_px, bf.radius_px)
-            if bf is not None
-            else DiskDetector(((dc.shape[2] - 1) / 2, (dc.shape[3] - 1) / 2), min(dc.shape[2:]) / 8)
-        )
-        if self._restored is not None:  # a session's detector wins over the detected BF disk
+        det, restored = _first_detector(dc, bf), self._restored is not None
+        if restored:  # a session's detector wins over the detected BF disk
             det, self._restored = self._restored, None
         self.status.setText("")
+        # on a large lazy file the BF worker makes the BF disk's strided first view (_on_first_view)
+        self._strided_done = not restored and fills_in(dc.data) and dc.nbytes > LAZY_PROGRESS_BYTES
         self.set_detector(det)
+        self._first_view_job = (self._worker, len(self.filled_in))
         if self._restored_extras is not None:
             extras, self._restored_extras = self._restored_extras, None
             self._add_extras(extras)
         self._precompute_presets(dc)
+
+    def _on_first_view(self, dc: DataCube, got) -> None:
+        """The strided first view ``(detector, preview)`` of a large lazy file: shown while the
+        exact image of that detector has not begun to fill in (its job still the one started on
+        the BF disk); the exact rows then fill in over it."""
+        job, n_filled = self._first_view_job
+        if got is None or not holds_data(self.layer, dc.data):
+            return
+        det, img = got
+        if job is None or self._worker is not job or len(self.filled_in) != n_filled or self._shown:
+            return
+        if not _same_detector(self._last_detector, det):
+            return  # a session's detector, or one set since
+        self._show(("preview", img))
 
     def _detector_layer(self):
         if DETECTOR_LAYER in self.viewer.layers:
@@ -1463,7 +1522,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         # progress bar in the dock and Cancel; in memory it is back before a bar would draw
         lazy = fills_in(dc.data)
         kwargs: dict[str, Any] = {}
-        if lazy and dc.nbytes > 256 * 2**20:
+        if lazy and dc.nbytes > LAZY_PROGRESS_BYTES:
             from ..engine.driver import n_blocks_for
 
             kwargs["_progress"] = {"total": n_blocks_for(dc.data), "desc": "virtual image"}
@@ -1474,9 +1533,12 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         slow = bool(self._exact_s) and self._exact_s[-1] > PREVIEW_ABOVE_S
         response = self._response()
         use_preview = slow and self._preview is not None and not self.descan.isChecked() and response == "Sum"
+        # a large lazy file and no binned copy (yet): every k-th scan position first (UX point 1)
+        strided = "_progress" in kwargs and not use_preview and not self.descan.isChecked() and response == "Sum"
+        strided, self._strided_done = strided and not self._strided_done, False
         self._job_response = response  # how its image fills in (_on_progress)
         self._shown = False
-        self._first_soon = use_preview or (bool(self._exact_s) and self._exact_s[-1] < FIRST_SOON_S)
+        self._first_soon = use_preview or strided or (bool(self._exact_s) and self._exact_s[-1] < FIRST_SOON_S)
         first = self._first = _FirstImage()
         worker = create_worker(
             _live_job,
@@ -1490,6 +1552,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             response,
             layer_source(self.layer),
             lazy,
+            strided,
             _connect={
                 "returned": self._on_image,
                 "yielded": self._on_yielded,
@@ -1516,12 +1579,19 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             del self._first_s[:-8]
         if isinstance(item, tuple):
             self.last_preview = item[1]
-            self.realspace.set_image(
-                item[1].data, self._scan_cal(item[1]), title="virtual image (preview: detector binned 4x)"
-            )
+            step = item[1].params.get("preview", {}).get("step")
+            what = f"1 scan position in {step} x {step}, the exact image fills in" if step else "detector binned 4x"
+            self.realspace.set_image(item[1].data, self._scan_cal(item[1]), title=f"virtual image (preview: {what})")
+            if step:
+                self.status.setText(f"preview: 1 scan position in {step} x {step}; the exact image fills in")
             self._shown = True
             if self._pending is not None and self._worker is not None:
                 self._worker.quit()  # superseded while its preview was computed
+            if step:
+                # the outline's redraw (0.4-0.7 s of the GUI thread in software GL under load)
+                # waits for the exact image, as without the preview: drawn here, it held the
+                # filling-in steps back and the exact image came 0.9 s later (bench_open_lazy)
+                return
         else:
             self.result = item if isinstance(item, VirtualResult) else None
             item = item.image if isinstance(item, VirtualResult) else item

@@ -1,20 +1,38 @@
-"""Binned previews for interactive virtual imaging.
+"""Previews for interactive virtual imaging: binned on the detector, or strided over the scan.
 
 While a detector is dragged, the image is first computed on a copy of the data binned
 ``factor x factor`` on the detector (``factor**2`` times fewer bytes), then exactly. The preview
 detector is the block mean of the full-resolution mask, so by linearity the preview equals the
 exact image wherever the mask is constant within each block, and differs only along its edges.
+
+On a large lazy file nothing is binned yet when it opens: the first view is the exact detector
+image at every ``step``-th scan position in y and x (:func:`iter_strided_image`), each value
+spread over its ``step x step`` block of the scan, read in ``step**2`` times fewer patterns
+(and, as every virtual image, only the detector rows the detector touches).
 """
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
+from ...data.calibration import Calibration
 from ...data.datacube import DataCube
-from ...engine.jobs import Job, Progress
+from ...data.results import RealSpaceMap
+from ...engine.jobs import Job, Progress, eager, job_doc
 from .detectors import Detector, MaskDetector
+from .images import as_datacube, iter_virtual_image
 
-__all__ = ["binned_detector", "iter_preview_cube"]
+__all__ = [
+    "binned_detector",
+    "iter_preview_cube",
+    "iter_strided_image",
+    "scan_stride",
+    "strided_image",
+    "strided_positions",
+]
 
 
 def binned_detector(detector: Detector, detector_shape: tuple[int, int], factor: int) -> MaskDetector:
@@ -86,3 +104,132 @@ def iter_preview_cube(dc: DataCube, *, factor: int = 4) -> Job[DataCube]:
         out[y0 : y0 + step] = d[y0 : y0 + step].compute(scheduler="threads")
         yield Progress(i + 1, total, "binned preview")
     return DataCube(out, binned.calibration, name=f"{dc.name}_preview{factor}")
+
+
+def scan_stride(
+    scan_shape: tuple[int, int], pattern_bytes: int, *, fraction: float = 1 / 16, max_bytes: int = 2**25
+) -> int:
+    """The scan stride of a strided preview: the smallest ``step`` whose sampled patterns fit the budget.
+
+    Parameters
+    ----------
+    scan_shape : (int, int)
+        ``(scan_y, scan_x)``.
+    pattern_bytes : int
+        Bytes read per pattern (the detector rows a detector touches, or the whole pattern).
+    fraction : float
+        At most this fraction of the scan's patterns is read (default 1/16: ``step >= 4``).
+    max_bytes : int
+        And at most this many bytes (default 32 MiB), whatever the scan's size.
+
+    Returns
+    -------
+    int
+        ``step >= 1``: ``ceil(scan_y / step) * ceil(scan_x / step)`` patterns of ``pattern_bytes``
+        are at most ``fraction`` of the scan and at most ``max_bytes``; 1 for a scan too small to
+        subsample (every position is read).
+
+    Raises
+    ------
+    ValueError
+        When ``fraction`` is not in (0, 1].
+    """
+    ny, nx = (int(v) for v in scan_shape)
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    budget = min(fraction * ny * nx, max_bytes / max(int(pattern_bytes), 1))
+    step = 1
+    while math.ceil(ny / step) * math.ceil(nx / step) > budget and (step < ny or step < nx):
+        step += 1
+    return step
+
+
+def strided_positions(n: int, step: int) -> slice:
+    """The sampled positions of one scan axis: one per block ``[i * step, (i + 1) * step)``.
+
+    Parameters
+    ----------
+    n : int
+        Length of the axis.
+    step : int
+        Block size.
+
+    Returns
+    -------
+    slice
+        ``slice(offset, n, step)`` with ``offset = min(step // 2, (n - 1) % step)``: the middle of
+        each block where the last (possibly shorter) block still holds its sample, so the
+        ``ceil(n / step)`` samples are one per block.
+    """
+    step = max(int(step), 1)
+    return slice(min(step // 2, (int(n) - 1) % step), int(n), step)
+
+
+@job_doc
+def iter_strided_image(
+    data: Any,
+    detector: Detector,
+    *,
+    step: int | None = None,
+    calibration: Calibration | None = None,
+) -> Job[RealSpaceMap]:
+    """Job: a preview of the virtual image from every ``step``-th scan position, at full scan size.
+
+    Parameters
+    ----------
+    %(data)s
+    detector : Detector
+        The virtual detector.
+    step : int, optional
+        Scan stride on both axes; by default :func:`scan_stride` for the detector rows the
+        detector touches (at most 1/16 of the patterns and 32 MiB).
+    calibration : Calibration, optional
+        Defaults to the DataCube's.
+
+    Yields
+    ------
+    %(yields)s
+
+    Returns
+    -------
+    RealSpaceMap ``(scan_y, scan_x)``
+        The generator's return value: float64, units ``counts``, named ``virtual_<kind>_strided``.
+        At each sampled position (:func:`strided_positions` on both axes) the exact value of
+        :func:`~napari_4dstem.analysis.virtual.images.iter_virtual_image`; every other position
+        holds the value of the sample of its ``step x step`` block. ``params``: the detector and
+        ``preview = {"step": step, "offset": (oy, ox)}``.
+
+    Raises
+    ------
+    ValueError
+        When ``step < 1``; otherwise as
+        :func:`~napari_4dstem.analysis.virtual.images.iter_virtual_image` on the sampled patterns.
+
+    Notes
+    -----
+    The sampled patterns are a strided view of the data (numpy and memory maps: no copy, only
+    the sampled patterns' pages are read; dask: a lazy slice). HDF5 and zarr data go through a
+    dask view, which reads whole storage chunks: with chunks of many patterns the preview reads
+    more than it keeps. With ``NAPARI_4DSTEM_SAFE_READS`` a memory map is copied out with
+    ``pread`` block by block, each block's whole byte span.
+    """
+    cube, cal = as_datacube(data, calibration)
+    ny, nx = cube.scan_shape
+    if step is None:
+        r0, r1 = detector.row_bounds(cube.detector_shape)
+        step = scan_stride((ny, nx), (r1 - r0) * cube.detector_shape[1] * cube.dtype.itemsize)
+    step = int(step)
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    sy, sx = strided_positions(ny, step), strided_positions(nx, step)
+    arr = cube.data
+    sub = arr[sy, sx] if isinstance(arr, np.ndarray) or hasattr(arr, "compute") else cube.to_dask()[sy, sx]
+    small = yield from iter_virtual_image(sub, detector, calibration=Calibration())
+    by, bx = np.arange(ny) // step, np.arange(nx) // step
+    out = np.asarray(small.data)[by[:, None], bx[None, :]]
+    params = dict(small.params)
+    params["preview"] = {"step": step, "offset": (sy.start, sx.start)}
+    return RealSpaceMap(out, name=f"virtual_{detector.kind}_strided", units="counts", calibration=cal, params=params)
+
+
+strided_image = eager(iter_strided_image, "A preview of the virtual image from every step-th scan position.")
