@@ -35,7 +35,7 @@ import weakref
 import numpy as np
 from qtpy.QtCore import QPointF, Qt, Signal
 from qtpy.QtGui import QColor, QPainter, QPen
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 SCALES = ("Lin", "Log", "Sqrt", "Power")
 COMPLEX_KEY = "napari_4dstem_complex"  # layer.metadata key of a complex map's values
@@ -354,18 +354,21 @@ class LiveImage(QWidget):
         self.histogram = ClimHistogram()
         self.histogram.clim_changed.connect(self._on_handles)
         self.stats = QLabel("")
+        self.stats.setWordWrap(True)  # one line of five numbers widened the docks past the screen
         self.stats.setToolTip("statistics of the image values (before the display scale)")
         self.readout = QLabel("")
         self.readout.setToolTip("the scan pixel under the mouse on the Real space canvas and its value")
-        controls = QHBoxLayout()
-        controls.addWidget(QLabel("scale"))
-        controls.addWidget(self.scale_combo)
-        controls.addWidget(QLabel("range"))
-        controls.addWidget(self.range_combo)
-        controls.addWidget(self.latch)
-        controls.addWidget(QLabel("power"))
-        controls.addWidget(self.gamma)
-        controls.addStretch(1)
+        # two short lines (scale, power / range, latch): one line made the docks wider than a
+        # 1920 px screen beside the Real space dock
+        controls = QGridLayout()
+        controls.addWidget(QLabel("scale"), 0, 0)
+        controls.addWidget(self.scale_combo, 0, 1)
+        controls.addWidget(QLabel("power"), 0, 2)
+        controls.addWidget(self.gamma, 0, 3)
+        controls.addWidget(QLabel("range"), 1, 0)
+        controls.addWidget(self.range_combo, 1, 1)
+        controls.addWidget(self.latch, 1, 2, 1, 2)
+        controls.setColumnStretch(4, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.label)

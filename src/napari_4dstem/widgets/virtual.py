@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -536,13 +537,19 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             sb.setKeyboardTracking(False)
             sb.setEnabled(False)
         self.grid_row = QWidget()
-        grid_lay = QHBoxLayout(self.grid_row)
+        # two lines of two fields: one line of four made the dock 652 px wide at least, and with
+        # the Real space dock the window wider than a 1920 px screen
+        grid_lay = QGridLayout(self.grid_row)
         grid_lay.setContentsMargins(0, 0, 0, 0)
-        for label, sb in (("pitch [px]", self.g_pitch), ("rows", self.g_rows), ("cols", self.g_cols)):
-            grid_lay.addWidget(QLabel(label))
-            grid_lay.addWidget(sb)
-        grid_lay.addWidget(QLabel("rotation [deg]"))
-        grid_lay.addWidget(self.g_rot)
+        fields = (
+            ("pitch [px]", self.g_pitch),
+            ("rotation [deg]", self.g_rot),
+            ("rows", self.g_rows),
+            ("cols", self.g_cols),
+        )
+        for i, (label, sb) in enumerate(fields):
+            grid_lay.addWidget(QLabel(label), i // 2, 2 * (i % 2))
+            grid_lay.addWidget(sb, i // 2, 2 * (i % 2) + 1)
         self.apertures_btn = QPushButton("Apertures as detectors")
         self.apertures_btn.setToolTip(
             "one image per aperture of the grid: each aperture becomes an extra detector "
