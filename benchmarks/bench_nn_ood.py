@@ -263,24 +263,40 @@ def radii_scans(scan: tuple[int, int]):
             )
 
 
-def speed(repeats: int = 3) -> None:
-    """Patterns/s on 256x256 patterns with 8 px disks (the issue's case): the
-    normalised default, the old fixed 2x binning and correlation (8x8 scan), interleaved, median of
-    ``repeats``."""
+def speed(repeats: int = 3, scan: tuple[int, int] = (8, 8)) -> None:
+    """Patterns/s on 256x256 patterns with 8 px disks (the issue's case), interleaved, median of
+    ``repeats``: the default NN path, the session-9 NN path (the module itself with
+    channels-last weights, 8 patterns per pass at this frame), the old fixed 2x binning and
+    correlation."""
+    import copy
     import statistics
     import warnings
+    from unittest import mock
+
+    import torch
 
     from napari_4dstem.analysis.bragg.disks import find_bragg_disks
     from napari_4dstem.analysis.bragg.probe import make_template
+    from napari_4dstem.nn import infer
     from napari_4dstem.nn.infer import OutOfDomainWarning, find_bragg_disks_nn
     from napari_4dstem.nn.registry import load_model
     from napari_4dstem.nn.synthetic import make_thick_strained_scan
 
-    sc = make_thick_strained_scan(scan_shape=(8, 8), size=256, radius_px=8.0, spacing_px=26.0)
+    sc = make_thick_strained_scan(scan_shape=scan, size=256, radius_px=8.0, spacing_px=26.0)
     data = sc.datacube.data
+    n = scan[0] * scan[1]
     lm = load_model(None)
+
+    def session9():
+        def copy9(module, *, mc_dropout=False):
+            return copy.deepcopy(module).to(memory_format=torch.channels_last)
+
+        with mock.patch.object(infer, "_inference_copy", copy9):
+            return find_bragg_disks_nn(data, probe=sc.probe, model=lm, batch_size=8)
+
     runs = {
-        "NN, scale-normalised": lambda: find_bragg_disks_nn(data, probe=sc.probe, model=lm),
+        "NN, default (session 10)": lambda: find_bragg_disks_nn(data, probe=sc.probe, model=lm),
+        "NN, session-9 path": session9,
         "NN, fixed 2x binning": lambda: find_bragg_disks_nn(data, probe=sc.probe, model=lm, scale="bin"),
         "correlation": lambda: find_bragg_disks(data, template=make_template(sc.probe)),
     }
@@ -295,7 +311,8 @@ def speed(repeats: int = 3) -> None:
                 f()
                 times[k].append(time.perf_counter() - t0)
     for k, v in times.items():
-        print(f"| {k} | {64 / statistics.median(v):.1f} patterns/s (median of {repeats}) |")
+        rates = ", ".join(f"{n / t:.1f}" for t in v)
+        print(f"| {k} | {n / statistics.median(v):.1f} patterns/s (median of {repeats}: {rates}) |", flush=True)
 
 
 def main(argv=None) -> int:

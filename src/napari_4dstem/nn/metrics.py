@@ -60,9 +60,10 @@ def _peaks_from_centres(centres, like: BraggPeaks) -> BraggPeaks:
     disk nearest the detector centre is the "strongest" (the origin of the indexing)."""
     shape = like.params.get("detector_shape")
     mid = np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2]) if shape is not None else np.zeros(2)
-    rows = [c[np.all(np.isfinite(c), axis=1)] for c in centres]
-    off = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
-    yx = np.concatenate(rows) if off[-1] else np.zeros((0, 2))
+    c = np.asarray(centres, dtype=np.float64).reshape(len(centres), -1, 2)
+    ok = np.all(np.isfinite(c), axis=2)  # (n_pos, m); row-major: the rows of each position in order
+    off = np.concatenate([[0], np.cumsum(ok.sum(axis=1))]).astype(np.int64)
+    yx = c[ok]
     w = 1.0 / (1.0 + np.hypot(yx[:, 0] - mid[0], yx[:, 1] - mid[1]))
     return BraggPeaks(
         like.scan_shape, off, yx[:, 0], yx[:, 1], w, np.full(len(yx), np.nan),
