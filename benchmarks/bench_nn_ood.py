@@ -323,7 +323,7 @@ def main(argv=None) -> int:
     from napari_4dstem.nn.synthetic import planted_reference
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", action="append", choices=("multislice", "radii", "speed", "finetune"))
+    ap.add_argument("--part", action="append", choices=("multislice", "radii", "speed", "finetune", "session10"))
     ap.add_argument("--tune-scan", nargs=2, type=int, default=(6, 6), help="thin TiO2 scan to fine-tune on")
     ap.add_argument("--held-out-scan", nargs=2, type=int, default=(4, 4), help="held-out TiO2 scans")
     ap.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs")
@@ -353,6 +353,12 @@ def main(argv=None) -> int:
             held = tio2_scans("held-out", tuple(a.held_out_scan), a.cache)
             for t, sc in zip(TIO2_THICKNESSES_A, held):
                 scans.append((f"TiO2 {t / 10:g} nm", sc, ft, {}))
+        elif part == "session10":
+            for kind in ("tio2", "gaas"):
+                for t, sc in zip((80.0, 400.0), session10_scans(kind, tuple(a.held_out_scan), a.cache)):
+                    scans.append(
+                        (f"{'TiO2 seed 71' if kind == 'tio2' else 'GaAs [110]'} {t / 10:g} nm", sc, models, {})
+                    )
         elif part == "speed":
             speed()
         elif part == "multislice":
@@ -375,6 +381,10 @@ def main(argv=None) -> int:
         for name, v in r.items():
             ratio = v["strain_rmse"] / c["strain_rmse"]
             sp = v["patterns_per_s"] / c["patterns_per_s"]
+            if "strain_rmse_counts_weights" in v:
+                print(
+                    f"|   | {name}, counts weights: strain {v['strain_rmse_counts_weights'] / c['strain_rmse']:.2f}x |"
+                )
             rows.append(
                 f"| {key} | {name} | {v['recall_1px']:.3f} | {v['f1_0.5px']:.2f} | "
                 f"{v['position_rmse_px']:.3f} | {v.get('g_common_px', float('nan')):.3f} / "

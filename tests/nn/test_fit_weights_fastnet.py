@@ -99,3 +99,35 @@ def test_nn_params_keywords_are_the_fields():
     kw = p.nn_kwargs()
     assert kw == {f.name: getattr(p, f.name) for f in dataclasses.fields(p)}
     assert kw["min_relative"] == 0.2 and kw["scale"] == "bin" and kw["batch_size"] == 8
+
+
+def test_nn_peaks_carry_the_confidence_of_their_predicted_peaks_and_the_fit_weights():
+    from napari_4dstem.nn.infer import predict_pattern
+    from napari_4dstem.nn.synthetic import make_thick_strained_scan
+
+    s = make_thick_strained_scan(scan_shape=(1, 2), thickness_nm=5.0, seed=21)
+    pat = np.asarray(s.datacube.data[0, 1])
+    img, found = predict_pattern(pat, probe=s.probe)
+    assert img.params["frame_step_px"] == 1.0 and len(found["qy"]) >= 4  # 128 px, disks unscaled
+    # the confidence from the image returned: height x sharpness at the peak's own pixel
+    o = img.params["frame_origin_px"]
+    yx = np.stack([found["qy"] - o[0], found["qx"] - o[1]], -1)[None]
+    table = PeakTable(np.rint(yx), np.zeros(yx.shape[:2]), np.array([yx.shape[1]]))
+    want = peak_confidence(np.clip(img.data, 1e-6, None)[None], table)
+    np.testing.assert_allclose(found["correlation"], want[0], rtol=1e-6)
+    assert 0.2 < np.median(found["correlation"]) < 2.0  # near the label peak's 1
+    from napari_4dstem.nn.infer import find_bragg_disks_nn
+
+    bp = find_bragg_disks_nn(s.datacube, probe=s.probe)
+    assert bp.params["fit_weights"] == "intensity*correlation"
+
+
+def test_frames_up_to_twice_the_trained_side_keep_the_batch_size():
+    from napari_4dstem.nn.infer import Geometry, _frame_batch
+
+    def geo(hw):
+        return Geometry(128, 1, (0, 0), (0.0, 0.0), hw, 8.0, scale=1.0, centre_px=(0.0, 0.0), canvas=hw)
+
+    assert _frame_batch(32, geo((256, 256))) == 32
+    assert _frame_batch(32, geo((512, 512))) == 8
+    assert _frame_batch(2, geo((1024, 1024))) == 1

@@ -96,8 +96,11 @@ def lattice_error(fit, true_peaks: BraggPeaks) -> dict:
     }
 
 
-def strain_rmse(peaks: BraggPeaks, truth: np.ndarray, *, reference, exclude_reference=False, centres=None) -> dict:
-    """Strain from ``peaks`` (automatic lattice, per-pattern fits, true strain against the
+def strain_rmse(
+    peaks: BraggPeaks, truth: np.ndarray, *, reference, exclude_reference=False, centres=None, weights="auto"
+) -> dict:
+    """Strain from ``peaks`` (automatic lattice, per-pattern fits with ``weights`` as
+    :func:`~napari_4dstem.analysis.bragg.lattice.fit_lattice`, true strain against the
     ``reference`` rectangle) and its RMS error against ``truth (scan_y, scan_x, >=3)``
     (e_xx, e_yy, e_xy). Failed fits count in ``valid_fraction``, not in the RMSE. With the true
     disk ``centres`` ``(n_pos, m, 2)`` also the lattice-vector error (:func:`lattice_error`)."""
@@ -107,7 +110,7 @@ def strain_rmse(peaks: BraggPeaks, truth: np.ndarray, *, reference, exclude_refe
 
     try:
         bvm = bragg_vector_map(peaks, origin=origin_from_peaks(peaks))
-        fit = fit_lattice(peaks, find_lattice(bvm))
+        fit = fit_lattice(peaks, find_lattice(bvm), weights=weights)
         sm = strain_from_lattice(fit, reference=reference)
     except (LatticeError, StrainError, ValueError) as e:
         return {
