@@ -184,8 +184,8 @@ def finetune_models(tune_scan, *, epochs: int, n_patterns: int, work: Path) -> d
     return {"default": load_model(DEFAULT_MODEL), "fine-tuned": load_model(f"ood-tio2@{version}")}
 
 
-# Session 10 (drawn after the NN lattice-fit weights were chosen on the seed-17 fixture and the
-# seed-53 TiO2 scans): another seed of the TiO2 conditions, and zinc-blende GaAs [110] (no training
+# Session 10 (seeds and conditions fixed before the NN lattice-fit weights were chosen on the
+# seed-17 fixture and the seed-53 TiO2 scans, scored only after): another seed of the TiO2 conditions, and zinc-blende GaAs [110] (no training
 # crystal is a zinc-blende; [110] of a two-atom basis) at 80 kV (training: 300), 2 mrad, 128 px at
 # 0.012 1/A per px: disk radius 4.0 px (every earlier held-out scan: 6.1-8.5 px).
 TIO2_SESSION10_SEED = 71
