@@ -185,9 +185,10 @@ def finetune_models(tune_scan, *, epochs: int, n_patterns: int, work: Path) -> d
 
 
 # Session 10 (seeds and conditions fixed before the NN lattice-fit weights were chosen on the
-# seed-17 fixture and the seed-53 TiO2 scans, scored only after): another seed of the TiO2 conditions, and zinc-blende GaAs [110] (no training
-# crystal is a zinc-blende; [110] of a two-atom basis) at 80 kV (training: 300), 2 mrad, 128 px at
-# 0.012 1/A per px: disk radius 4.0 px (every earlier held-out scan: 6.1-8.5 px).
+# seed-17 fixture and the seed-53 TiO2 scans, scored only after): another seed of the TiO2
+# conditions, and zinc-blende GaAs [110] (no training crystal is a zinc-blende; [110] of a
+# two-atom basis) at 80 kV (training: 300), 2 mrad, 128 px at 0.012 1/A per px: disk radius
+# 4.0 px (every earlier held-out scan: 6.1-8.5 px).
 TIO2_SESSION10_SEED = 71
 GAAS = dict(
     zone_axis=(1, 1, 0),
