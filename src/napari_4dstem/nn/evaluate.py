@@ -226,7 +226,9 @@ def compare_on_scan(
     (keys of the result: ``"correlation"`` and each name); otherwise ``model`` as ``"nn"``.
     ``nn_options`` ``{name: {keyword: value}}``: extra options of
     :func:`~napari_4dstem.nn.infer.find_bragg_disks_nn` per network (e.g. ``scale="bin"``).
-    Out-of-domain warnings are caught and listed in each result's ``"out_of_domain"``."""
+    Out-of-domain warnings are caught and listed in each result's ``"out_of_domain"``; paths
+    whose peaks record other lattice-fit weights than their counts (the network's) also get
+    ``"strain_rmse_counts_weights"``, the strain error with the counts alone."""
     import warnings
 
     from ..analysis.bragg.disks import find_bragg_disks
@@ -255,6 +257,10 @@ def compare_on_scan(
         if name != "correlation":
             r["out_of_domain"] = list(bp.params.get("out_of_domain", []))
         r.update(strain_rmse(bp, scan.strain.data, reference=scan.reference, centres=scan.centers))
+        if bp.params.get("fit_weights", "intensity") != "intensity":
+            # the same peaks fitted with their counts alone (the NN path before session 10)
+            alt = strain_rmse(bp, scan.strain.data, reference=scan.reference, weights="intensity")
+            r["strain_rmse_counts_weights"] = alt["strain_rmse"]
         shape = scan.datacube.data.shape
         r["patterns_per_s"] = shape[0] * shape[1] / dt
         out[name] = r

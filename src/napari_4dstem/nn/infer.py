@@ -36,6 +36,7 @@ __all__ = [
     "model_domain",
     "normalised_geometry",
     "normalised_radius",
+    "peak_confidence",
     "pick_device",
     "predict_images",
     "probe_from_patterns",
@@ -773,11 +774,12 @@ def detect_in_stack_nn(
 
     ``peaks`` fields: qy, qx (raw detector px), intensity (counts of the disk at that position
     in the raw pattern above the local background, :func:`~napari_4dstem.analysis.bragg.peaks.
-    disk_counts`; 0 at least), correlation (the predicted peak height: the network's
-    confidence); NaN in unused slots. ``min_spacing_px`` (default 1.5 probe radii) is in model
-    pixels. ``edge_px`` (detector pixels; default the probe radius, as for correlation): peaks
-    closer to the detector border are dropped, so every disk kept lies wholly on the detector
-    (a cut disk's centre is biased, and the outermost disks weigh most in a lattice fit).
+    disk_counts`; 0 at least), correlation (the network's confidence: height x sharpness of
+    its predicted peak, :func:`peak_confidence`); NaN in unused slots. ``min_spacing_px``
+    (default 1.5 probe radii) is in model pixels. ``edge_px`` (detector pixels; default the
+    probe radius, as for correlation): peaks closer to the detector border are dropped, so
+    every disk kept lies wholly on the detector (a cut disk's centre is biased, and the
+    outermost disks weigh most in a lattice fit).
     ``min_significance``: peaks whose disk is not this many noise standard deviations above
     the local background in the raw pattern are dropped (None keeps them all).
 
@@ -822,10 +824,9 @@ def detect_in_stack_nn(
     )
 
     x = to_model_frame(patterns, geo)
-    # frames larger than the trained one: fewer per batch (memory grows with the area)
-    h, w = geo.frame
-    bs = max(1, int(batch_size * geo.size * geo.size) // (h * w)) if h * w > geo.size**2 else 0
-    img, std = predict_images(model, x, probe_model, batch_size=bs or batch_size, device=device, mc_samples=mc_samples)
+    img, std = predict_images(
+        model, x, probe_model, batch_size=_frame_batch(batch_size, geo), device=device, mc_samples=mc_samples
+    )
     table = find_peaks(
         img,
         edge_px=2,
@@ -843,7 +844,7 @@ def detect_in_stack_nn(
     out = np.full((x.shape[0], int(max_peaks), _N_FIELDS), np.nan)
     det = geo.to_detector(yx)
     out[..., 0:2] = det
-    out[..., 3] = table.value
+    out[..., 3] = peak_confidence(pos, table, getattr(getattr(model, "config", None), "label_sigma_px", 1.0))
     # drop peaks whose disk is not wholly on the real detector (padding, border)
     sh = geo.detector_shape
     e = _edge(edge_px, geo)
@@ -857,6 +858,60 @@ def detect_in_stack_nn(
     else:  # no probe radius (a hand-made Geometry): the network's height stands in
         out[..., 2] = out[..., 3]
     return out, count, img, std
+
+
+def peak_confidence(images: np.ndarray, table, label_sigma_px: float = 1.0) -> np.ndarray:
+    """The network's confidence in each peak of its predicted images: height x sharpness.
+
+    ``h * label_sigma_px**2 / s**2``, with ``h`` the predicted image at the peak and ``s**2``
+    the variance of the Gaussian through the peak and its four neighbours (the mean of the two
+    axes' ``log`` curvatures): the curvature of the predicted map at the peak, 1 for the label
+    peak the network is trained to emit (height 1, width ``label_sigma_px``), lower for a low
+    or broad peak, i.e. one the network places less surely. As lattice-fit weights, times the
+    disk counts (``weights="intensity*correlation"`` of
+    :func:`~napari_4dstem.analysis.bragg.lattice.fit_lattice`), it beat the counts alone on
+    every tuning scan (docs/nn.md, "Lattice-fit weights").
+
+    Parameters
+    ----------
+    images : ndarray ``(n, H, W)``
+        The predicted images (positive: clip them first).
+    table : PeakTable
+        Their integer peaks (:func:`~napari_4dstem.analysis.bragg.peaks.find_peaks`).
+    label_sigma_px : float
+        The width of the trained label peaks, model pixels.
+
+    Returns
+    -------
+    ndarray ``(n, max_peaks)`` float64
+        The confidence per peak (at least 1e-3 times the height); NaN in unused slots.
+    """
+    n, m = table.value.shape
+    ok = np.isfinite(table.yx[..., 0]) & np.isfinite(table.yx[..., 1])
+    h_, w_ = images.shape[1:]
+    iy = np.clip(np.where(ok, table.yx[..., 0], 1), 1, h_ - 2).astype(np.intp)
+    ix = np.clip(np.where(ok, table.yx[..., 1], 1), 1, w_ - 2).astype(np.intp)
+    b = np.broadcast_to(np.arange(n)[:, None], (n, m))
+    lg = np.log(np.clip(images, 1e-6, None))
+    f0 = lg[b, iy, ix]
+    cy = 2 * f0 - lg[b, iy - 1, ix] - lg[b, iy + 1, ix]  # 1 / s_y^2
+    cx = 2 * f0 - lg[b, iy, ix - 1] - lg[b, iy, ix + 1]
+    inv_s2 = np.clip(0.5 * (cy + cx), 1e-3, None)
+    return np.where(ok, np.exp(f0) * inv_s2 * float(label_sigma_px) ** 2, np.nan)
+
+
+def _frame_batch(batch_size: int, geo: Geometry) -> int:
+    """Patterns per forward pass.
+
+    ``batch_size`` for frames up to twice the trained side (a 256 px frame of the 128 px model:
+    8 per pass ran 1.4-1.7x slower than 32 on the 2-core CPU, docs/performance.md), fewer for
+    larger frames (memory grows with the area).
+    """
+    h, w = geo.frame
+    cap = 4 * geo.size * geo.size
+    if h * w <= cap:
+        return int(batch_size)
+    return max(1, int(batch_size) * cap // (h * w))
 
 
 def _spacing(min_spacing_px: float | None, geo: Geometry) -> float:
@@ -973,9 +1028,12 @@ def iter_find_bragg_disks_nn(
     -------
     BraggPeaks
         The generator's return value: ragged peaks in raw detector pixels with ``intensity`` =
-        counts of the disk above the local background in the raw pattern (so lattice and strain
-        fits weight peaks by dose, as for the correlation path's ``"fit"``), ``correlation`` =
-        predicted peak height (the network's confidence).
+        counts of the disk above the local background in the raw pattern, ``correlation`` = the
+        network's confidence (height x sharpness of its predicted peak, 1 for the trained label
+        peak: :func:`peak_confidence`); ``params["fit_weights"]`` =
+        ``"intensity*correlation"``, so lattice and strain fits weight each peak by its dose
+        times the network's confidence (:func:`~napari_4dstem.analysis.bragg.lattice.fit_lattice`
+        with ``weights="auto"``).
 
     Raises
     ------
@@ -1030,7 +1088,12 @@ def iter_find_bragg_disks_nn(
         cube.data,
         _nn_kernel,
         out_tail=(int(max_peaks) + 1, _N_FIELDS),
-        kwargs={"model": _inference_copy(lm.module), "geo": geo, "probe_model": pm, "opts": opts},
+        kwargs={
+            "model": _inference_copy(lm.module, mc_dropout=int(mc_samples) > 1),
+            "geo": geo,
+            "probe_model": pm,
+            "opts": opts,
+        },
         split_blocks=False,
         scan_chunk=scan_chunk,
         message="NN Bragg disks",
@@ -1052,7 +1115,9 @@ def iter_find_bragg_disks_nn(
         **{k: v for k, v in opts.items() if k != "device"},
         "detector_shape": list(shape),
         "intensity": "disk counts above the local background in the raw pattern",
-        "correlation": "predicted peak height (the network's confidence)",
+        "correlation": "the network's confidence: height x sharpness of its predicted peak (1: the label peak)",
+        # the lattice fit's default weights for these peaks (fit_lattice(weights="auto"))
+        "fit_weights": "intensity*correlation",
         "positions": "raw detector pixels (k_y, k_x), not origin-corrected",
     }
     if mc_samples > 1:
@@ -1191,15 +1256,25 @@ def _domain_check(lm, geo: Geometry, cal, sample: np.ndarray | None) -> list[str
     return domain_problems(dom, geo, calibration=cal, dose_per_disk=dose)
 
 
-def _inference_copy(module):
-    """A copy of the network with channels-last weights.
+def _inference_copy(module, *, mc_dropout: bool = False):
+    """A copy of the network for inference.
 
-    The same outputs (to float rounding, 5e-7 of the peak height measured), 1.43x faster on
-    this 2-core CPU at a 272 px frame (interleaved runs); a copy, so a model being trained is
-    left as it is.
+    Its :class:`~napari_4dstem.nn._fastnet.FastFCUNet` twin (real-domain FCU-Nets without
+    Monte-Carlo dropout), else a copy with channels-last weights.
+
+    Both give the same outputs as the module (to float rounding: 1e-6 of the peak height
+    measured); a copy, so a model being trained is left as it is. Channels-last was 1.43x
+    faster than the plain module on this 2-core CPU at a 272 px frame (session 9); the twin
+    1.2x faster again at 256 px frames, batch for batch (docs/performance.md).
     """
     import copy
 
     import torch
 
+    if not mc_dropout:
+        from ._fastnet import fast_inference_net
+
+        fast = fast_inference_net(module)
+        if fast is not None:
+            return fast
     return copy.deepcopy(module).to(memory_format=torch.channels_last)

@@ -60,9 +60,10 @@ def _peaks_from_centres(centres, like: BraggPeaks) -> BraggPeaks:
     disk nearest the detector centre is the "strongest" (the origin of the indexing)."""
     shape = like.params.get("detector_shape")
     mid = np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2]) if shape is not None else np.zeros(2)
-    rows = [c[np.all(np.isfinite(c), axis=1)] for c in centres]
-    off = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
-    yx = np.concatenate(rows) if off[-1] else np.zeros((0, 2))
+    c = np.asarray(centres, dtype=np.float64).reshape(len(centres), -1, 2)
+    ok = np.all(np.isfinite(c), axis=2)  # (n_pos, m); row-major: the rows of each position in order
+    off = np.concatenate([[0], np.cumsum(ok.sum(axis=1))]).astype(np.int64)
+    yx = c[ok]
     w = 1.0 / (1.0 + np.hypot(yx[:, 0] - mid[0], yx[:, 1] - mid[1]))
     return BraggPeaks(
         like.scan_shape, off, yx[:, 0], yx[:, 1], w, np.full(len(yx), np.nan),
@@ -95,8 +96,11 @@ def lattice_error(fit, true_peaks: BraggPeaks) -> dict:
     }
 
 
-def strain_rmse(peaks: BraggPeaks, truth: np.ndarray, *, reference, exclude_reference=False, centres=None) -> dict:
-    """Strain from ``peaks`` (automatic lattice, per-pattern fits, true strain against the
+def strain_rmse(
+    peaks: BraggPeaks, truth: np.ndarray, *, reference, exclude_reference=False, centres=None, weights="auto"
+) -> dict:
+    """Strain from ``peaks`` (automatic lattice, per-pattern fits with ``weights`` as
+    :func:`~napari_4dstem.analysis.bragg.lattice.fit_lattice`, true strain against the
     ``reference`` rectangle) and its RMS error against ``truth (scan_y, scan_x, >=3)``
     (e_xx, e_yy, e_xy). Failed fits count in ``valid_fraction``, not in the RMSE. With the true
     disk ``centres`` ``(n_pos, m, 2)`` also the lattice-vector error (:func:`lattice_error`)."""
@@ -106,7 +110,7 @@ def strain_rmse(peaks: BraggPeaks, truth: np.ndarray, *, reference, exclude_refe
 
     try:
         bvm = bragg_vector_map(peaks, origin=origin_from_peaks(peaks))
-        fit = fit_lattice(peaks, find_lattice(bvm))
+        fit = fit_lattice(peaks, find_lattice(bvm), weights=weights)
         sm = strain_from_lattice(fit, reference=reference)
     except (LatticeError, StrainError, ValueError) as e:
         return {

@@ -82,20 +82,7 @@ def detect_pattern_nn(pattern: np.ndarray, probe: Any, detection: NNDiskParams) 
     _, image = _as_probe(probe)
     if image is None:
         raise Napari4DSTEMError("NN disk detection needs a vacuum probe image (the samples have 'probe')")
-    d = detection
-    img, found = predict_pattern(
-        np.asarray(pattern),
-        probe=image,
-        model=d.model,
-        mc_samples=d.mc_samples,
-        min_significance=d.min_significance,
-        scale=d.scale,
-        min_relative=d.min_relative,
-        min_absolute=d.min_absolute,
-        min_spacing_px=d.min_spacing_px,
-        edge_px=d.edge_px,
-        max_peaks=d.max_peaks,
-    )
+    img, found = predict_pattern(np.asarray(pattern), probe=image, **detection.nn_kwargs())
     rows = np.stack([found[k] for k in ("qy", "qx", "intensity", "correlation")], axis=1).reshape(-1, 4)
     return img, rows
 
@@ -142,22 +129,8 @@ def _find_peaks_job(cube, cal, detection, probe, *, device, backend, template=No
         _, image = _as_probe(probe)
         if image is None:
             raise Napari4DSTEMError("NN disk detection needs a vacuum probe (probe=ProbeSource(file, node))")
-        d = detection
         peaks = yield from iter_find_bragg_disks_nn(
-            cube,
-            probe=image,
-            model=d.model,
-            min_relative=d.min_relative,
-            min_absolute=d.min_absolute,
-            min_spacing_px=d.min_spacing_px,
-            min_significance=d.min_significance,
-            edge_px=d.edge_px,
-            max_peaks=d.max_peaks,
-            batch_size=d.batch_size,
-            mc_samples=d.mc_samples,
-            device=device,
-            scale=d.scale,
-            scan_chunk=scan_chunk,
+            cube, probe=image, device=device, scan_chunk=scan_chunk, **detection.nn_kwargs()
         )
         return dataclasses.replace(peaks, calibration=cal)
     from ..analysis.bragg.disks import iter_find_bragg_disks

@@ -246,6 +246,11 @@ class NNDiskParams(_Params):
             isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"
         )
 
+    def nn_kwargs(self) -> dict[str, Any]:
+        """Keywords of :func:`~napari_4dstem.nn.infer.iter_find_bragg_disks_nn` and
+        :func:`~napari_4dstem.nn.infer.predict_pattern` (every field, by its own name)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
 
 @dataclass(frozen=True)
 class ProbeSource(_Params):

@@ -35,7 +35,16 @@ from ...errors import DataShapeError, Napari4DSTEMError
 from .disks import _origin_per_peak, bragg_vector_map, correct_ellipse, origin_from_peaks
 from .peaks import find_peaks
 
-__all__ = ["FIT_REASONS", "Lattice", "LatticeError", "LatticeFit", "find_lattice", "fit_lattice", "iter_fit_lattice"]
+__all__ = [
+    "FIT_REASONS",
+    "FIT_WEIGHTS",
+    "Lattice",
+    "LatticeError",
+    "LatticeFit",
+    "find_lattice",
+    "fit_lattice",
+    "iter_fit_lattice",
+]
 
 FIT_REASONS = {
     0: "ok",
@@ -454,6 +463,22 @@ def _fit_totals(offsets, use, w0, res, n_used, wsum, rss):
         rss[p] = sr
 
 
+FIT_WEIGHTS = ("auto", "intensity", "intensity*correlation", "uniform")
+
+
+def _peak_weights(peaks: BraggPeaks, weights: str) -> np.ndarray:
+    """Lattice-fit weight per peak (0 for a non-finite or negative one)."""
+    if weights == "intensity":
+        w = peaks.intensity
+    elif weights == "intensity*correlation":
+        w = peaks.intensity * peaks.correlation
+    elif weights == "uniform":
+        return np.ones(peaks.n_peaks)
+    else:
+        raise ValueError(f"weights must be one of {', '.join(FIT_WEIGHTS)}, got {weights!r}")
+    return np.where(np.isfinite(w) & (w > 0), w, 0.0)
+
+
 @cite
 def iter_fit_lattice(
     peaks: BraggPeaks,
@@ -462,7 +487,7 @@ def iter_fit_lattice(
     origin: Any = None,
     max_index_error: float = 0.25,
     min_peaks: int = 4,
-    weights: str = "intensity",
+    weights: str = "auto",
     outlier_sigma: float = 4.0,
     ellipse: tuple[float, float, float] | bool | None = None,
 ) -> Job[LatticeFit]:
@@ -484,9 +509,13 @@ def iter_fit_lattice(
         not indexed (left out of the fit).
     min_peaks : int
         Fewer indexed peaks than this (at least 3) and the pattern gets NaN (reason 2).
-    weights : {"intensity", "uniform"}
+    weights : {"auto", "intensity", "intensity*correlation", "uniform"}
         Peak weights: the integrated disk intensity (about proportional to the inverse
-        variance of a disk position at realistic dose) or equal weights.
+        variance of a disk position at realistic dose), that times the detection score
+        (``correlation``; for the network's peaks its confidence: height x sharpness of its
+        predicted peak), or equal weights. ``"auto"`` (default): what the peak finder recorded
+        in ``peaks.params["fit_weights"]`` (the network's peaks: ``"intensity*correlation"``),
+        else ``"intensity"``.
     outlier_sigma : float
         Drop peaks whose residual exceeds this many robust standard deviations (of all peaks
         with that weight), then refit; ``inf`` keeps every indexed peak.
@@ -545,12 +574,9 @@ def iter_fit_lattice(
         ellipse = peaks.calibration.ellipse
     if ellipse:
         vy, vx = correct_ellipse(vy, vx, ellipse)
-    if weights == "intensity":
-        w0 = np.where(np.isfinite(peaks.intensity) & (peaks.intensity > 0), peaks.intensity, 0.0)
-    elif weights == "uniform":
-        w0 = np.ones(peaks.n_peaks)
-    else:
-        raise ValueError(f"weights must be 'intensity' or 'uniform', got {weights!r}")
+    if weights == "auto":
+        weights = str(peaks.params.get("fit_weights", "intensity"))
+    w0 = _peak_weights(peaks, weights)
     finite = np.isfinite(vy) & np.isfinite(vx)
     G = lattice.matrix
     tol = float(max_index_error) * min(np.hypot(*G[:, 0]), np.hypot(*G[:, 1]))

@@ -1,0 +1,145 @@
+"""An inference-only twin of the real-domain FCU-Net: the same outputs, fewer operations.
+
+:class:`FastFCUNet` is built from a trained :class:`~napari_4dstem.nn._fcunet.FCUNet` and
+computes the same image (to float rounding) for inference on the CPU:
+
+- the complex block weights ``[[Wr, -Wi], [Wi, Wr]]`` are assembled once, not at every call;
+- the input spectrum uses real FFTs (``rfft2`` / ``irfft2``: the patterns and the probe are
+  real, so the hybrid-correlation spectrum is Hermitian and half of it is enough), and the
+  RMS normalisation reuses ``|X|`` instead of recomputing ``|X / sqrt|X||^2``;
+- the first convolution reads only the two input channels that are not zero in the real
+  domain (correlation and pattern: the third complex channel and every imaginary part are
+  zero);
+- ReLUs run in place, the output ``Re(H z + R)`` is formed from real tensors.
+
+No dropout (Monte-Carlo dropout needs the module itself); the Fourier-domain arrangement is not
+covered (:func:`fast_inference_net` returns None for it).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ._fcunet import FCUNet
+from .layers import ComplexConv2d, ComplexConvTranspose2d, _block
+
+__all__ = ["FastFCUNet", "fast_inference_net"]
+
+
+def _conv(m: ComplexConv2d) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
+    w = _block(m.wr, m.wi, dim_in=1).detach().clone()
+    b = torch.cat([m.br, m.bi]).detach().clone() if m.br is not None else None
+    return w, b, m.stride, m.padding
+
+
+def _convt(m: ComplexConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
+    top = torch.cat([m.wr, m.wi], dim=1)
+    bottom = torch.cat([-m.wi, m.wr], dim=1)
+    return torch.cat([top, bottom], dim=0).detach().clone(), torch.cat([m.br, m.bi]).detach().clone()
+
+
+class _Conv(nn.Module):
+    def __init__(self, spec, relu: bool):
+        super().__init__()
+        w, b, self.stride, self.padding = spec
+        self.weight = nn.Parameter(w.contiguous(memory_format=torch.channels_last), requires_grad=False)
+        self.bias = None if b is None else nn.Parameter(b, requires_grad=False)
+        self.relu = relu
+
+    def forward(self, x):
+        y = F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
+        return F.relu(y, inplace=True) if self.relu else y
+
+
+class _ConvT(nn.Module):
+    def __init__(self, m: ComplexConvTranspose2d):
+        super().__init__()
+        w, b = _convt(m)
+        self.weight = nn.Parameter(w, requires_grad=False)
+        self.bias = nn.Parameter(b, requires_grad=False)
+
+    def forward(self, x):
+        return F.conv_transpose2d(x, self.weight, self.bias, stride=2)
+
+
+def _block_convs(block) -> nn.Sequential:
+    convs = [_Conv(_conv(block.a), True)]
+    if block.b is not None:
+        convs.append(_Conv(_conv(block.b), True))
+    return nn.Sequential(*convs)
+
+
+def _complex_cat2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    ca, cb = a.shape[1] // 2, b.shape[1] // 2
+    return torch.cat([a[:, :ca], b[:, :cb], a[:, ca:], b[:, cb:]], dim=1)
+
+
+class FastFCUNet(nn.Module):
+    """Inference twin of a real-domain :class:`FCUNet` (see the module docstring).
+
+    ``forward(patterns (B, H, W), probes (1|B, H, W)) -> image (B, H, W)``; frames whose sides
+    divide by ``2**depth``.
+    """
+
+    def __init__(self, net: FCUNet):
+        super().__init__()
+        if net.config.domain != "real":
+            raise ValueError("FastFCUNet covers real-domain models only")
+        self.config = net.config
+        w, b, s, p = _conv(net.inc.a)
+        # input channels [re: corr, pattern, 0 | im: 0, 0, 0]: only the first two are read
+        self.inc = _Conv((w[:, :2].contiguous(), b, s, p), True)
+        self.down = nn.ModuleList(_Conv(_conv(d), True) for d in net.down)
+        self.enc = nn.ModuleList(_block_convs(e) for e in net.enc)
+        self.up = nn.ModuleList(_ConvT(u) for u in net.up)
+        self.dec = nn.ModuleList(_block_convs(d) for d in net.dec)
+        self.head = _Conv(_conv(net.head), False)
+
+    def inputs(self, patterns: torch.Tensor, probes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The normalised hybrid correlation and the square-rooted pattern, ``(B, H, W)`` each."""
+        p = patterns.float()
+        h, w = p.shape[-2:]
+        X = torch.fft.rfft2(p) * torch.conj(torch.fft.rfft2(torch.fft.ifftshift(probes.float(), dim=(-2, -1))))
+        a = X.abs()
+        X = X / torch.sqrt(a.clamp_min(1e-12))
+        # |X / sqrt(max(|X|, eps))|^2 = |X|^2 / max(|X|, eps); the half spectrum counts its
+        # columns that stand for two (Hermitian pairs) twice
+        a2 = a * a / a.clamp_min(1e-12)
+        cw = torch.full((a.shape[-1],), 2.0, dtype=a.dtype, device=a.device)
+        cw[0] = 1.0
+        if w % 2 == 0:
+            cw[-1] = 1.0
+        ms = (a2 * cw).sum(dim=(-2, -1), keepdim=True) / (h * w)
+        X = X / torch.sqrt(ms).clamp_min(1e-12)
+        corr = torch.fft.irfft2(X, s=(h, w))
+        corr = corr / corr.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+        pn = torch.sqrt(p.clamp_min(0))
+        pn = pn / pn.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+        return corr, pn
+
+    def forward(self, patterns: torch.Tensor, probes: torch.Tensor) -> torch.Tensor:
+        m = 2**self.config.depth
+        h, w = patterns.shape[-2:]
+        if h % m or w % m:
+            raise ValueError(f"this model takes frames whose sides are multiples of {m}, got {(h, w)}")
+        corr, pn = self.inputs(patterns, probes)
+        z = torch.stack([corr, pn], dim=1).contiguous(memory_format=torch.channels_last)
+        x = self.inc(z)
+        skips = []
+        for down, enc in zip(self.down, self.enc, strict=True):
+            skips.append(x)
+            x = enc(down(x))
+        for i in reversed(range(len(self.up))):
+            x = self.dec[i](_complex_cat2(self.up[i](x), skips[i]))
+        out = self.head(x).float()
+        # Re(H z + R), H = out0 + i out2, R = out1 + i out3, z = corr + i pn
+        return out[:, 0] * corr - out[:, 2] * pn + out[:, 1]
+
+
+def fast_inference_net(net) -> FastFCUNet | None:
+    """A :class:`FastFCUNet` of ``net`` (an FCUNet, real domain), else None."""
+    if not isinstance(net, FCUNet) or net.config.domain != "real":
+        return None
+    return FastFCUNet(net).eval()
