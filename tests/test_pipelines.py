@@ -132,6 +132,22 @@ def test_strain_from_peaks_file_of_disks(sample_file, tmp_path, capsys):
     assert r.input.kind == "peaks" and r.input.path == str(disks.resolve())
 
 
+def test_strain_fit_weights_reach_the_fit_the_cli_and_the_recipe(sample_file, tmp_path):
+    """`--fit-weights` is StrainParams.fit_weights: the fit uses it (uniform weights give another
+    strain than the counts that auto picks for correlation peaks) and the recipe keeps it."""
+    path, _ = sample_file
+    disks = tmp_path / "disks.h5"
+    assert main(["-q", "disks", str(path), str(disks), "--probe", f"{path}:probe"]) == 0
+    auto, uniform = tmp_path / "auto.h5", tmp_path / "uniform.h5"
+    assert main(["-q", "strain", str(disks), str(auto)]) == 0
+    assert main(["-q", "strain", str(disks), str(uniform), "--fit-weights", "uniform"]) == 0
+    a, u = emd.read(auto)["strain"], emd.read(uniform)["strain"]
+    assert not np.allclose(a.data, u.data, equal_nan=True)
+    assert Recipe.from_dict(u.params["recipe"]).params["strain"].fit_weights == "uniform"
+    with pytest.raises(Napari4DSTEMError, match="fit weights must be one of"):
+        StrainParams(fit_weights="counts")
+
+
 # -- copy as Python ----------------------------------------------------------------------------
 def test_disks_script_reproduces_the_result(sample_file, tmp_path, run_copied_script):
     path, _ = sample_file

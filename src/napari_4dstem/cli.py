@@ -576,6 +576,13 @@ def add_strain(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--frame-deg", type=float, default=0.0, help="report the strain in axes turned by this angle from +x towards +y"
     )
+    p.add_argument(
+        "--fit-weights",
+        choices=("auto", "intensity", "intensity*correlation", "uniform"),
+        default="auto",
+        help="lattice-fit weight per peak (auto: what the disk finder recorded; the network's peaks: "
+        "counts times its confidence; correlation's: counts)",
+    )
     _bragg_args(p)
     _nn_args(p)
     p.set_defaults(min_relative=None)  # per method: 0.03 (cc), 0.1 (nn)
@@ -586,7 +593,9 @@ def run_strain(args) -> int:
     from .pipelines import InputRef, StrainParams, iter_strain, strain_from_peaks
 
     need_emd(args, "strain")
-    params = StrainParams(reference=args.reference, g1=args.g1, g2=args.g2, frame_deg=args.frame_deg)
+    params = StrainParams(
+        reference=args.reference, g1=args.g1, g2=args.g2, frame_deg=args.frame_deg, fit_weights=args.fit_weights
+    )
     peaks = _peaks_file(args.file)
     if peaks is not None:
         _ignored_detection_options(args)

@@ -48,7 +48,7 @@ def _drag(layer, start, stop, n_moves=3):
 
 
 def test_dragged_lattice_tip_recomputes_the_strain_and_the_scan_shows_the_fitted_lattice(
-    make_napari_viewer, qtbot, stall_detector
+    make_napari_viewer, qtbot, stall_detector, monkeypatch
 ):
     """UX point 18: g1/g2 are draggable on the pattern (their tips are Points); a drag of the g1 tip
     by a known amount changes g1 by exactly that and the strain is computed again in a worker
@@ -67,8 +67,15 @@ def test_dragged_lattice_tip_recomputes_the_strain_and_the_scan_shows_the_fitted
     from napari_4dstem.engine.jobs import Progress
 
     passes = []
+    shown = w.jobs._on_progress  # recorded where the dock takes each step: connected before the worker starts
+
+    def record(p):
+        if isinstance(p, Progress):
+            passes.append((p.done, p.total))
+        shown(p)
+
+    monkeypatch.setattr(w.jobs, "_on_progress", record)
     w.strain_btn.click()
-    w.jobs.worker.yielded.connect(lambda p: passes.append((p.done, p.total)) if isinstance(p, Progress) else None)
     qtbot.waitUntil(lambda: w.strain is not None and w._worker is None, timeout=60000)
     assert passes[-3:] == [(1, 3), (2, 3), (3, 3)]  # the lattice fit's passes: progress and Cancel points
     with stall_detector.excluded("reference"):

@@ -265,7 +265,7 @@ def iter_strain_from_peaks(
 
     strain = strain or StrainParams()
     lat = lattice if lattice is not None else find_lattice_for(peaks, strain, bvm)
-    fit = yield from iter_fit_lattice(peaks, lat)
+    fit = yield from iter_fit_lattice(peaks, lat, weights=strain.fit_weights)
     sm = strain_from_lattice(
         fit, reference=strain.reference, frame_deg=strain.frame_deg, max_residual_px=strain.max_residual_px
     )

@@ -315,6 +315,9 @@ class StrainParams(_Params):
         Report the strain in axes turned by this angle from +x towards +y.
     max_residual_px : detector pixels or None
         Mask patterns whose lattice-fit residual is larger.
+    fit_weights : {"auto", "intensity", "intensity*correlation", "uniform"}
+        Lattice-fit weight per peak; "auto" follows what the disk finder recorded (the network's
+        peaks: counts times its confidence; correlation's: counts).
     """
 
     reference: tuple[int, int, int, int] | None = None
@@ -323,8 +326,15 @@ class StrainParams(_Params):
     refine_lattice: bool = True
     frame_deg: float = 0.0
     max_residual_px: float | None = None
+    fit_weights: str = "auto"
 
     def __post_init__(self):
+        from ..analysis.bragg.lattice import FIT_WEIGHTS
+
+        _check(
+            self.fit_weights in FIT_WEIGHTS,
+            f"fit weights must be one of {', '.join(FIT_WEIGHTS)}, got {self.fit_weights!r}",
+        )
         if self.reference is not None:
             ref = tuple(int(v) for v in self.reference)
             _check(

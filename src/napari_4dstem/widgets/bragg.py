@@ -333,12 +333,20 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         )
         self.strain_label.setWordWrap(True)
         self.fit_label = QLabel("")  # the fitted lattice of the pattern at the scan position
+        # StrainParams.fit_weights: auto follows the disk finder (network: counts x confidence)
+        self.fit_weights = QComboBox()
+        self.fit_weights.addItems(["auto", "intensity", "intensity*correlation", "uniform"])
+        self.fit_weights.setToolTip(
+            "lattice-fit weight per peak: auto uses what the disk finder recorded (the network's "
+            "peaks: counts times its confidence; correlation's: counts)"
+        )
         self.fit_label.setWordWrap(True)
         lg = group(
             "Lattice and strain",
             self.lattice_btn,
             ("g1 (y, x) [px]", row(*self.g[:2])),
             ("g2 (y, x) [px]", row(*self.g[2:])),
+            ("fit weights", self.fit_weights),
             self.strain_btn,
             self.strain_label,
             self.fit_label,
@@ -813,7 +821,14 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
 
         ref = self.reference_region()
         try:
-            return StrainParams(reference=ref, g1=self.lattice.g1, g2=self.lattice.g2, refine_lattice=False), ref
+            params = StrainParams(
+                reference=ref,
+                g1=self.lattice.g1,
+                g2=self.lattice.g2,
+                refine_lattice=False,
+                fit_weights=self.fit_weights.currentText(),
+            )
+            return params, ref
         except Napari4DSTEMError as e:
             self._error(e)
             return None
