@@ -36,9 +36,9 @@ def add_phase(sub) -> argparse.ArgumentParser:
     a.add_argument(
         "--fit-defocus",
         action=argparse.BooleanOptionalAction,
-        default=None,
-        help="measure defocus and astigmatism by parallax first and use them (default: for ptycho and "
-        "multislice-ptycho when no --defocus-A / --astig-A is given)",
+        default=False,
+        help="measure defocus and astigmatism by parallax first and use them (default: no, the typed "
+        "--defocus-A / --astig-A; at low dose on an in-focus scan parallax measures noise)",
     )
     m = p.add_argument_group("method settings")
     m.add_argument("--upsample", type=int, default=2, help="parallax: output grid factor")

@@ -64,9 +64,10 @@ def test_probe_is_refined_from_a_focused_start(sim):
     assert corr >= 0.9
 
 
-def test_a_wrong_defocus_is_found_by_the_parallax_fit_by_default():
+def test_a_wrong_defocus_is_found_by_the_parallax_fit():
     """Planted: 8 nm overfocus, no defocus given. The probe update alone does not find it (the object
-    absorbs it); the pipeline's default fits it by parallax first for ptychography."""
+    absorbs it); fit_defocus None ("auto") fits it by parallax first for ptychography. Not the
+    default (False): in focus at low dose parallax measures noise (review: 1e4, 0.78 -> 0.29)."""
     from napari_4dstem.pipelines import PhaseParams, run_phase
 
     s = _sim(scan_shape=(16, 16), defocus_A=-80.0, seed=4)
@@ -81,6 +82,7 @@ def test_a_wrong_defocus_is_found_by_the_parallax_fit_by_default():
     assert auto >= 0.95 and typed < auto - 0.3  # measured 1.000 and 0.358 (focused start)
     # a typed defocus is used as given, no fit
     assert not PhaseParams(method="ptycho", defocus_A=-80.0).fits_defocus
+    assert not PhaseParams(method="ptycho").fits_defocus  # the default: the typed defocus
     assert not PhaseParams(method="ssb").fits_defocus and PhaseParams(method="ssb", fit_defocus=True).fits_defocus
 
 

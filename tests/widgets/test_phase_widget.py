@@ -82,7 +82,7 @@ def test_low_dose_setting_reaches_the_reconstruction(setup):
 def test_ssb_wiener_term_and_fit_defocus_reach_the_parameters(setup):
     _, _, w = setup
     p = w.settings()[2]
-    assert (p.regularization, p.fit_defocus) == (None, None)  # measured Wiener term; parallax fit when needed
+    assert (p.regularization, p.fit_defocus) == (None, False)  # measured Wiener term; the typed defocus
     assert w.ssb_reg.text() == "measured"
     w.ssb_reg.setValue(0.05)
     w.fit_defocus.setCurrentText("fit by parallax")
@@ -90,6 +90,8 @@ def test_ssb_wiener_term_and_fit_defocus_reach_the_parameters(setup):
     assert (p.regularization, p.fit_defocus) == (0.05, True)
     w.fit_defocus.setCurrentText("typed")
     assert w.settings()[2].fit_defocus is False
+    w.fit_defocus.setCurrentText("auto")
+    assert w.settings()[2].fit_defocus is None
 
 
 def test_ptychography_runs_to_the_end_with_live_snapshots(setup, qtbot):

@@ -38,7 +38,7 @@ from .results_list import session_results
 
 METHODS = ("parallax", "ssb", "wdd", "ptycho", "multislice-ptycho")
 # PhaseParams.fit_defocus of each choice of the dock
-_FIT_DEFOCUS = {"auto": None, "typed": False, "fit by parallax": True}
+_FIT_DEFOCUS = {"typed": False, "fit by parallax": True, "auto": None}
 _PER_A = {"A": 1.0, "nm": 0.1, "um": 1e-4, "px": 1.0}
 
 
@@ -166,7 +166,8 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         self.fit_defocus.addItems(list(_FIT_DEFOCUS))
         self.fit_defocus.setToolTip(
             "fit by parallax: measure defocus and astigmatism from the bright-field parallax and start "
-            "from them; typed: the defocus above; auto: the fit for ptychography when the defocus is 0"
+            "from them (not at low dose on an in-focus scan: parallax then measures noise); typed: the "
+            "defocus above; auto: the fit for ptychography when the defocus is 0"
         )
         self.ssb_reg = spin(0.0, 10.0, 0.0, decimals=3)
         self.ssb_reg.setSpecialValueText("measured")
