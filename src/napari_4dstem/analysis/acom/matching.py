@@ -1022,17 +1022,35 @@ _AUTO_LINE = 0.95
 
 
 def _polish_job(
-    plans, U, ok, phase, off, gx, gy, amp_raw, *, intensity_power, k_max, tol_pos, n_iter, n_threads, chunk, progress
+    plans,
+    U,
+    n_matched,
+    rms,
+    ok,
+    phase,
+    off,
+    gx,
+    gy,
+    amp_raw,
+    *,
+    intensity_power,
+    k_max,
+    tol_pos,
+    n_iter,
+    n_threads,
+    chunk,
+    progress,
 ):
     """Job: the matches ``U (n, 3, 3)`` of ``plans[phase]`` refined again at ``intensity_power``.
 
     ``amp_raw`` are the measured intensities. Under the plan's rocking curve and the Gaussian,
-    each keeping the better; returns ``(U, n_matched, rms)`` (unchanged where ``ok`` is False).
+    each keeping the better; returns ``(U, n_matched, rms)`` (those given, unchanged, where ``ok``
+    is False).
     """
     amp = amp_raw ** (2.0 * intensity_power)
     U_new = np.array(U, dtype=float)
-    n_m = np.zeros(len(U), np.int64)
-    rms = np.full(len(U), np.nan)
+    n_m = np.array(n_matched, copy=True)
+    rms = np.array(rms, dtype=float, copy=True)
     for k, plan in enumerate(plans):
         sel = ok & (phase == k)
         if not sel.any():
@@ -1623,6 +1641,8 @@ def iter_match_orientations(
             U[:, 0], nmatch[:, 0], rms[:, 0] = yield from _polish_job(
                 plans,
                 U[:, 0],
+                nmatch[:, 0],
+                rms[:, 0],
                 okm[:, 0],
                 phase[:, 0],
                 off_v,
