@@ -424,7 +424,7 @@ def _abs2(torch, z):
 
 
 # single slice, one probe mode, fixed positions: gradients written out instead of autograd (the
-# same values; about 2x faster per iteration on the CPU, docs/phase.md). False: autograd for every case
+# same values; 1.1-2.3x, median 1.7x, less time per iteration on the CPU, docs/phase.md). False: autograd for every case
 _SINGLE_SLICE_BY_HAND = True
 
 
