@@ -186,6 +186,7 @@ def test_classify_copy_as_python_and_results_list(viewers, qtbot, tmp_path, run_
     assert w.copy_as_python() is None and "run the analysis first" in w.status.text()
     w.max_classes.setValue(4)
     w.space.setCurrentText("components")  # the default (auto) made both clusterings and kept this one
+    w.maf.setValue(6)  # recorded (used by the maf and auto spaces)
     w.run_btn.click()
     qtbot.waitUntil(lambda: w._worker is None, timeout=120000)
     assert w.pipeline is not None and w.result.n_classes == 3, w.status.text()
@@ -199,6 +200,7 @@ def test_classify_copy_as_python_and_results_list(viewers, qtbot, tmp_path, run_
     qtbot.waitUntil(lambda: w._worker is None and w.result.n_classes == 2, timeout=30000)
     text = w.copy_as_python()
     assert "run_classification(" in text and "merge=" in text and "space='components'" in text.replace('"', "'")
+    assert "maf=6" in text
     run_copied_script(text, tmp_path)
     with stall_detector.excluded("reference"):
         again = emd.read(tmp_path / "result.h5")

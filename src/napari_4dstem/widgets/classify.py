@@ -116,6 +116,10 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
             "autocorrelation factors: large regions before narrow nuisances, finds lattices a few % apart), "
             "auto (both, the one whose classes leave less region-like structure unexplained)"
         )
+        self.maf = QSpinBox()  # ClassificationParams.maf
+        self.maf.setRange(1, 64)
+        self.maf.setValue(8)
+        self.maf.setToolTip("number of maximum-autocorrelation factors (cluster on maf or auto)")
         self.n_classes = QSpinBox()
         self.n_classes.setRange(0, 32)
         self.n_classes.setSpecialValueText("auto")
@@ -159,6 +163,7 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
         form.addRow("decomposition", self.decomposition)
         form.addRow("clustering", self.method)
         form.addRow("cluster on", self.space)
+        form.addRow("factors (maf)", self.maf)
         form.addRow("classes", self.n_classes)
         form.addRow("at most", self.max_classes)
         form.addRow("spatial", self.spatial)
@@ -207,6 +212,7 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
             max_classes=self.max_classes.value(),
             spatial=self.spatial.value(),
             space=self.space.currentText(),
+            maf=self.maf.value(),
             desc="classification",
             eta=True,
             partials=self.partials.for_scan(cal),
