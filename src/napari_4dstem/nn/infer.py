@@ -869,8 +869,8 @@ def peak_confidence(images: np.ndarray, table, label_sigma_px: float = 1.0) -> n
     peak the network is trained to emit (height 1, width ``label_sigma_px``), lower for a low
     or broad peak, i.e. one the network places less surely. As lattice-fit weights, times the
     disk counts (``weights="intensity*correlation"`` of
-    :func:`~napari_4dstem.analysis.bragg.lattice.fit_lattice`), it beat the counts alone on
-    every tuning scan (docs/nn.md, "Lattice-fit weights").
+    :func:`~napari_4dstem.analysis.bragg.lattice.fit_lattice`), it was at least as good as the
+    counts alone on every tuning scan (a tie on Si; docs/nn.md, "Lattice-fit weights").
 
     Parameters
     ----------
