@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from napari_4dstem.analysis.bragg.lattice import Lattice, fit_lattice
+from napari_4dstem.analysis.bragg.lattice import Lattice, LatticeError, fit_lattice
 from napari_4dstem.analysis.bragg.peaks import PeakTable
 from napari_4dstem.data.results import BraggPeaks
 from napari_4dstem.nn._fastnet import FastFCUNet, fast_inference_net
 from napari_4dstem.nn.infer import peak_confidence
-from napari_4dstem.nn.model import ModelConfig, build_model
+from napari_4dstem.nn.model import ModelConfig, ModelError, build_model
 from napari_4dstem.nn.registry import load_model
 from napari_4dstem.pipelines import NNDiskParams
 
@@ -68,8 +68,12 @@ def test_fit_weights_auto_follows_the_peak_finder_and_the_confidence_downweights
     # explicit weights win over the recorded ones
     f_int = fit_lattice(nn, lat, weights="intensity", **kw)
     np.testing.assert_allclose(f_int.g1, f_plain.g1)
-    with pytest.raises(ValueError, match="weights must be one of"):
+    with pytest.raises(LatticeError, match=r"weights must be one of .*got 'counts'$"):
         fit_lattice(nn, lat, weights="counts", **kw)
+    # a bad recorded value under "auto": the message says where it came from
+    odd = dataclasses.replace(nn, params={"fit_weights": "counts"})
+    with pytest.raises(LatticeError, match=r"got 'counts' in peaks.params\["):
+        fit_lattice(odd, lat, **kw)
 
 
 @pytest.mark.parametrize("frame", [(128, 128), (96, 136), (256, 256)])
@@ -90,8 +94,20 @@ def test_fast_twin_gives_the_modules_output(frame):
 def test_fast_twin_only_for_real_domain_models():
     four = build_model(ModelConfig(size=128, width=2, domain="fourier"))
     assert fast_inference_net(four) is None
-    with pytest.raises(ValueError, match="real-domain"):
+    with pytest.raises(ModelError, match="real-domain"):
         FastFCUNet(four)
+
+
+def test_fast_twin_checks_the_frame_and_the_probe_as_the_module_does():
+    lm = load_model(None)
+    fast = fast_inference_net(lm.module)
+    x = torch.zeros((1, 128, 128))
+    with pytest.raises(ModelError, match=r"multiples of 8 \(trained on 128x128\), got \(124, 128\)"):
+        fast(torch.zeros((1, 124, 128)), torch.zeros((1, 124, 128)))
+    with pytest.raises(ModelError, match=r"probe \(96, 96\) and patterns \(128, 128\) differ"):
+        fast(x, torch.zeros((1, 96, 96)))
+    with pytest.raises(ValueError, match=r"probe \(96, 96\) and patterns \(128, 128\) differ"):
+        lm.module(x, torch.zeros((1, 96, 96)))
 
 
 def test_nn_params_keywords_are_the_fields():
