@@ -39,6 +39,18 @@ def test_confidence_is_height_times_sharpness_relative_to_the_label_peak():
     np.testing.assert_allclose(conf2[0, 2], 0.8, rtol=1e-3)
 
 
+@pytest.mark.parametrize("label_sigma", [1.0, 2.0])
+def test_a_one_pixel_spike_gets_at_most_four_times_the_label_peaks_sharpness(label_sigma):
+    # the label peak (height 1, width label_sigma) and a one-pixel spike of height 1 (its
+    # neighbours at the 1e-6 floor: log curvature ~28, uncapped 28 x label_sigma^2)
+    img = _gauss((48, 64), (12, 14), 1.0, label_sigma)
+    img[34, 44] = 1.0
+    yx = np.array([[[12.0, 14.0], [34.0, 44.0]]])
+    table = PeakTable(yx, np.ones((1, 2)), np.array([2]))
+    conf = peak_confidence(np.clip(img, 1e-6, None)[None], table, label_sigma_px=label_sigma)
+    np.testing.assert_allclose(conf[0], [1.0, 4.0], rtol=1e-3)
+
+
 def _lattice_peaks(intensity, correlation, params):
     # one pattern: a square lattice of 12 px, g known; one bad peak moved by 2 px
     hk = [(h, k) for h in (-1, 0, 1) for k in (-1, 0, 1)]
