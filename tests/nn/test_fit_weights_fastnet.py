@@ -159,3 +159,40 @@ def test_frames_up_to_twice_the_trained_side_keep_the_batch_size():
     assert _frame_batch(32, geo((256, 256))) == 32
     assert _frame_batch(32, geo((512, 512))) == 8
     assert _frame_batch(2, geo((1024, 1024))) == 1
+
+
+def test_without_a_probe_radius_the_intensity_is_the_networks_height_and_the_fit_weights_it(monkeypatch):
+    # a hand-made Geometry without a probe radius: no disk counts; the intensity falls back to
+    # the predicted image's height at the peak (as before session 10), not the confidence, and
+    # the recorded fit weights are that height alone (not height x confidence)
+    import napari_4dstem.nn.infer as infer
+    from napari_4dstem.nn.synthetic import make_thick_strained_scan
+
+    s = make_thick_strained_scan(scan_shape=(1, 2), thickness_nm=5.0, seed=21)
+    pats = np.asarray(s.datacube.data, np.float32).reshape(2, *s.datacube.shape[2:])
+    lm = load_model(None)
+    geo, pm = infer.probe_geometry(s.probe, pats.shape[1:], lm.module.config.size)
+    nan_geo = dataclasses.replace(geo, probe_radius_px=math.nan)
+    kw = {"edge_px": 8.0, "min_spacing_px": 6.0, "min_significance": None}
+    a, na, _, _ = infer.detect_in_stack_nn(pats, lm.module, geo, pm, **kw)
+    b, nb, img, _ = infer.detect_in_stack_nn(pats, lm.module, nan_geo, pm, **kw)
+    np.testing.assert_array_equal(na, nb)
+    assert nb.min() >= 4
+    for i in range(2):
+        pa, pb = a[i, : na[i]], b[i, : nb[i]]
+        np.testing.assert_array_equal(pa[:, [0, 1, 3]], pb[:, [0, 1, 3]])  # positions, confidence
+        assert np.median(pa[:, 2]) > 100.0  # disk counts (0 for the faint ones kept here)
+        assert np.isin(pb[:, 2], img[i].astype(np.float64)).all()  # pixels of the predicted image
+        assert 0.05 <= pb[:, 2].min() and pb[:, 2].max() < 1.5  # heights: min_absolute 0.05; label peak 1
+        assert not np.allclose(pb[:, 2], pb[:, 3])
+    real = infer._geometry_for
+
+    def no_radius(*args, **kwargs):
+        g, p = real(*args, **kwargs)
+        return dataclasses.replace(g, probe_radius_px=math.nan), p
+
+    monkeypatch.setattr(infer, "_geometry_for", no_radius)
+    bp = infer.find_bragg_disks_nn(s.datacube, probe=s.probe, check_domain=False)
+    assert bp.params["fit_weights"] == "intensity"
+    assert "height" in bp.params["intensity"]
+    assert bp.n_peaks >= 8 and np.nanmax(bp.intensity) < 1.5
