@@ -19,8 +19,10 @@ from the same vacuum probe) on the same patterns in the same run:
    nothing else) on a thin (8 nm) scan of another held-out crystal, rutile TiO2 [001]
    (tetragonal) at 120 kV, 2.5 mrad, 128 px detector at 0.0115 1/A per px (disk radius 6.5 px),
    40 e/px vacuum disk; tune scan seed 59 (``--tune-scan``, 6x6 by default: a CPU budget),
-   scored with the default model and correlation on held-out thin and thick TiO2 scans (seed
-   53, ``--held-out-scan`` 4x4). Needs ``--cache`` (the tuned model is written there).
+   scored with the default model and correlation on thin and thick TiO2 scans (seed 53,
+   ``--held-out-scan`` 4x4; held out from the fine-tuning, but the tuning set of the session-10
+   fit weights; held-out: TiO2 seed 71, GaAs seed 73, proxy seed 43). Needs ``--cache`` (the
+   tuned model is written there).
 
 Every scan is scored against the planted zero-strain block as strain reference
 (``nn.synthetic.planted_reference``). Nothing here was used to choose a parameter of the
@@ -109,8 +111,10 @@ def multislice_scans(scan: tuple[int, int], cache: Path | None, thicknesses_A=ST
 
 # Part ``finetune``: another held-out crystal (rutile TiO2, tetragonal: no training crystal is
 # one; nor is it SrTiO3) at another voltage, convergence, detector and disk size, drawn after the
-# SrTiO3 analysis. Held-out thin/thick scans (seed 53) and, separately, a thin scan to fine-tune
-# on (seed 59, its own bend and noise): correlation labels from it, nothing else.
+# SrTiO3 analysis. Thin/thick scans to score (seed 53: held out from the fine-tuning, but the
+# tuning set of the session-10 fit weights; held-out: TiO2 seed 71, GaAs seed 73, proxy seed 43)
+# and, separately, a thin scan to fine-tune on (seed 59, its own bend and noise): correlation
+# labels from it, nothing else.
 TIO2_THICKNESSES_A = (80.0, 400.0)
 TIO2 = dict(
     zone_axis=(0, 0, 1),
@@ -121,7 +125,7 @@ TIO2 = dict(
     central_counts=40.0,
     background_counts=0.3,
 )
-TIO2_HELD_OUT_SEED = 53
+TIO2_HELD_OUT_SEED = 53  # held out from the fine-tuning only: it tuned the session-10 fit weights
 TIO2_TUNE_SEED = 59
 
 
@@ -139,7 +143,11 @@ def rutile():
 
 
 def tio2_scans(kind: str, scan: tuple[int, int], cache: Path | None):
-    """``kind`` "held-out" (thin and thick, seed 53) or "tune" (thin only, seed 59)."""
+    """``kind`` "held-out" (thin and thick, seed 53) or "tune" (thin only, seed 59).
+
+    "held-out" means held out from the fine-tuning: seed 53 is the tuning set of the session-10
+    fit weights (held-out: TiO2 seed 71, GaAs seed 73, proxy seed 43).
+    """
     from napari_4dstem.nn.evaluate import load_scans, make_multislice_strained_scan, save_scans
 
     th = TIO2_THICKNESSES_A if kind == "held-out" else TIO2_THICKNESSES_A[:1]

@@ -33,6 +33,8 @@ PACKAGES = [
 MODULES = ["napari_4dstem.nn.infer", "napari_4dstem.nn.train"]
 
 _HEADER = re.compile(r"^(\w[\w ]*)\n-{3,}\s*$", re.MULTILINE)
+# a numpydoc section header (title over dashes) and the line before it
+_HEADER_AFTER = re.compile(r"^(.*)\n(\w[\w ]*)\n-{3,}[ \t]*$", re.MULTILINE)
 
 
 def _modules() -> list[str]:
@@ -53,6 +55,11 @@ def _sections(doc: str) -> dict[str, str]:
         end = heads[i + 1].start() if i + 1 < len(heads) else len(doc)
         out[m.group(1)] = doc[m.end() : end]
     return out
+
+
+def _headers_glued(doc: str) -> list[str]:
+    """Section titles not preceded by a blank line (numpydoc would read them as a parameter)."""
+    return [m.group(2) for m in _HEADER_AFTER.finditer(doc) if m.group(1).strip()]
 
 
 def _documented_params(body: str) -> set[str]:
@@ -114,6 +121,8 @@ def test_public_name_has_numpydoc_sections(module_name, name):
 def _check_function(name, obj):
     doc = inspect.getdoc(obj)
     assert doc and doc.splitlines()[0].rstrip().endswith("."), f"{name}: one-line summary"
+    glued = _headers_glued(doc)
+    assert not glued, f"{name}: no blank line before section(s) {glued}"
     sections = _sections(doc)
     params = [p.name for p in inspect.signature(obj).parameters.values() if p.name not in ("self", "cls")]
     returns = "Yields" if inspect.isgeneratorfunction(obj) else "Returns"
@@ -155,3 +164,33 @@ def test_section_parser_reads_a_known_docstring():
     assert list(sections) == ["Parameters", "Returns"]
     assert _documented_params(sections["Parameters"]) == {"a", "b", "rest"}
     assert napari_4dstem.__name__ == "napari_4dstem"
+
+
+def test_glued_header_check_reads_a_known_docstring():
+    good = "Do a thing.\n\nParameters\n----------\na : int\n    A number.\n\nReturns\n-------\nint\n    It."
+    bad = "Do a thing.\n\nParameters\n----------\na : int\n    A number.\nReturns\n-------\nint\n    It."
+    assert _headers_glued(good) == []
+    assert _headers_glued(bad) == ["Returns"]
+
+
+def test_docfiller_renders_the_unit_sections_after_a_blank_line():
+    from napari_4dstem.data.calibration import normalize_k_units, normalize_scan_units
+
+    for fn in (normalize_scan_units, normalize_k_units):
+        doc = inspect.getdoc(fn)
+        assert "%(" not in doc
+        assert "A unit as users write it" in doc
+        assert ").\n\nReturns\n-------\nstr\n    The canonical unit." in doc
+        assert list(_sections(doc)) == ["Parameters", "Returns", "Raises"]
+        assert _documented_params(_sections(doc)["Parameters"]) == {"value"}
+
+
+def test_cite_renders_the_reference_text():
+    from napari_4dstem.analysis.bragg.disks import bragg_vector_map
+
+    doc = inspect.getdoc(bragg_vector_map)
+    assert "%(" not in doc
+    refs = _sections(doc)["References"]
+    assert refs.strip().startswith('.. [1] B. H. Savitzky et al., "py4DSTEM: A Software Package for Four-Dimensional')
+    assert "Microsc. Microanal. 27, 712-743 (2021)." in refs
+    assert not _headers_glued(doc)

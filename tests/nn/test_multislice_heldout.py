@@ -1,7 +1,8 @@
-"""The result that matters (#8) on held-out multislice data, in the default test run.
+"""The result that matters (#8) on multislice data never used in training, in the default test run.
 
 The fixture holds strained, bent Si and Au [001] scans simulated by our multislice engine
-(seed 17, never used in training or in choosing the post-processing; 8x8 patterns of 128x128,
+(seed 17, never used in training; the tuning set of the session-10 fit weights; held-out:
+TiO2 seed 71, GaAs seed 73, proxy seed 43, docs/nn.md; 8x8 patterns of 128x128,
 300 kV, 2.5 mrad, a vacuum disk of 60 e/px, background 0.5/px, Poisson): Si 30 nm, Au 5 and
 30 nm. Made by ``nn.evaluate.make_multislice_strained_scan(crystal=..., thicknesses_A=...,
 scan_shape=(8, 8), seed=17)``; ``test_fixture_is_what_the_generator_makes`` (slow) checks it.

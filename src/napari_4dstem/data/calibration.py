@@ -134,6 +134,7 @@ def normalize_scan_units(value: str) -> str:
     ----------
     value : str
         A unit as users write it (case and spaces ignored; e.g. ``"Å"``, ``"nanometer"``).
+
     %(unit_returns)s
     """
     return _norm(value, _SCAN_UNITS, "scan")
@@ -147,6 +148,7 @@ def normalize_k_units(value: str) -> str:
     ----------
     value : str
         A unit as users write it (case and spaces ignored).
+
     %(unit_returns)s
     """
     return _norm(value, _K_UNITS, "detector")

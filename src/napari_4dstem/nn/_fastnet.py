@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from ._fcunet import FCUNet
 from .layers import ComplexConv2d, ComplexConvTranspose2d, _block
+from .model import ModelError
 
 __all__ = ["FastFCUNet", "fast_inference_net"]
 
@@ -86,7 +87,7 @@ class FastFCUNet(nn.Module):
     def __init__(self, net: FCUNet):
         super().__init__()
         if net.config.domain != "real":
-            raise ValueError("FastFCUNet covers real-domain models only")
+            raise ModelError("FastFCUNet covers real-domain models only")
         self.config = net.config
         w, b, s, p = _conv(net.inc.a)
         # input channels [re: corr, pattern, 0 | im: 0, 0, 0]: only the first two are read
@@ -123,7 +124,12 @@ class FastFCUNet(nn.Module):
         m = 2**self.config.depth
         h, w = patterns.shape[-2:]
         if h % m or w % m:
-            raise ValueError(f"this model takes frames whose sides are multiples of {m}, got {(h, w)}")
+            raise ModelError(
+                f"this model takes frames whose sides are multiples of {m} (trained on "
+                f"{self.config.size}x{self.config.size}), got {(h, w)}"
+            )
+        if tuple(probes.shape[-2:]) != (h, w):
+            raise ModelError(f"probe {tuple(probes.shape[-2:])} and patterns {(h, w)} differ")
         corr, pn = self.inputs(patterns, probes)
         z = torch.stack([corr, pn], dim=1).contiguous(memory_format=torch.channels_last)
         x = self.inc(z)

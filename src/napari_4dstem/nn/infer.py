@@ -774,7 +774,8 @@ def detect_in_stack_nn(
 
     ``peaks`` fields: qy, qx (raw detector px), intensity (counts of the disk at that position
     in the raw pattern above the local background, :func:`~napari_4dstem.analysis.bragg.peaks.
-    disk_counts`; 0 at least), correlation (the network's confidence: height x sharpness of
+    disk_counts`; 0 at least; without a probe radius in ``geo``, the network's height at the
+    peak), correlation (the network's confidence: height x sharpness of
     its predicted peak, :func:`peak_confidence`); NaN in unused slots. ``min_spacing_px``
     (default 1.5 probe radii) is in model pixels. ``edge_px`` (detector pixels; default the
     probe radius, as for correlation): peaks closer to the detector border are dropped, so
@@ -845,6 +846,10 @@ def detect_in_stack_nn(
     det = geo.to_detector(yx)
     out[..., 0:2] = det
     out[..., 3] = peak_confidence(pos, table, getattr(getattr(model, "config", None), "label_sigma_px", 1.0))
+    # the network's height at the peak: replaced by the disk counts below where the probe radius
+    # is known; without one it stands in (not the confidence: weights "intensity*correlation"
+    # would square it)
+    out[..., 2] = table.value
     # drop peaks whose disk is not wholly on the real detector (padding, border)
     sh = geo.detector_shape
     e = _edge(edge_px, geo)
@@ -855,8 +860,6 @@ def detect_in_stack_nn(
         sz = disk_counts(patterns, out[..., 0:2], count, radius_px=geo.probe_radius_px)
         out[..., 2] = np.clip(sz[..., 0], 0.0, None)
         out, count = keep_significant(out, count, sz[..., 1], min_significance)
-    else:  # no probe radius (a hand-made Geometry): the network's height stands in
-        out[..., 2] = out[..., 3]
     return out, count, img, std
 
 
@@ -869,8 +872,8 @@ def peak_confidence(images: np.ndarray, table, label_sigma_px: float = 1.0) -> n
     peak the network is trained to emit (height 1, width ``label_sigma_px``), lower for a low
     or broad peak, i.e. one the network places less surely. As lattice-fit weights, times the
     disk counts (``weights="intensity*correlation"`` of
-    :func:`~napari_4dstem.analysis.bragg.lattice.fit_lattice`), it beat the counts alone on
-    every tuning scan (docs/nn.md, "Lattice-fit weights").
+    :func:`~napari_4dstem.analysis.bragg.lattice.fit_lattice`), it was at least as good as the
+    counts alone on every tuning scan (a tie on Si; docs/nn.md, "Lattice-fit weights").
 
     Parameters
     ----------
@@ -884,7 +887,8 @@ def peak_confidence(images: np.ndarray, table, label_sigma_px: float = 1.0) -> n
     Returns
     -------
     ndarray ``(n, max_peaks)`` float64
-        The confidence per peak (at least 1e-3 times the height); NaN in unused slots.
+        The confidence per peak (between 1e-3 and 4 times the height: the sharpness is capped
+        at 4x the label peak's); NaN in unused slots.
     """
     n, m = table.value.shape
     ok = np.isfinite(table.yx[..., 0]) & np.isfinite(table.yx[..., 1])
@@ -896,8 +900,11 @@ def peak_confidence(images: np.ndarray, table, label_sigma_px: float = 1.0) -> n
     f0 = lg[b, iy, ix]
     cy = 2 * f0 - lg[b, iy - 1, ix] - lg[b, iy + 1, ix]  # 1 / s_y^2
     cx = 2 * f0 - lg[b, iy, ix - 1] - lg[b, iy, ix + 1]
-    inv_s2 = np.clip(0.5 * (cy + cx), 1e-3, None)
-    return np.where(ok, np.exp(f0) * inv_s2 * float(label_sigma_px) ** 2, np.nan)
+    # capped at 4x the label peak's sharpness: a one-pixel spike (s -> 0) cannot outweigh a real
+    # peak without bound (no peak of the tuning or held-out multislice scans exceeds 1.8x)
+    ls2 = float(label_sigma_px) ** 2
+    inv_s2 = np.clip(0.5 * (cy + cx), 1e-3, 4.0 / ls2)
+    return np.where(ok, np.exp(f0) * inv_s2 * ls2, np.nan)
 
 
 def _frame_batch(batch_size: int, geo: Geometry) -> int:
@@ -1099,6 +1106,7 @@ def iter_find_bragg_disks_nn(
         message="NN Bragg disks",
         partial=disk_count_partial("NN disks per pattern"),
     )
+    has_radius = math.isfinite(geo.probe_radius_px)
     params = {
         "method": "neural network (FCU-Net)",
         "model": lm.name,
@@ -1114,10 +1122,13 @@ def iter_find_bragg_disks_nn(
         "probe": probe_note,
         **{k: v for k, v in opts.items() if k != "device"},
         "detector_shape": list(shape),
-        "intensity": "disk counts above the local background in the raw pattern",
+        "intensity": "disk counts above the local background in the raw pattern"
+        if has_radius
+        else "the network's height at the peak (no probe radius)",
         "correlation": "the network's confidence: height x sharpness of its predicted peak (1: the label peak)",
-        # the lattice fit's default weights for these peaks (fit_lattice(weights="auto"))
-        "fit_weights": "intensity*correlation",
+        # the lattice fit's default weights for these peaks (fit_lattice(weights="auto")); the
+        # height alone without a probe radius (height x confidence was never measured)
+        "fit_weights": "intensity*correlation" if has_radius else "intensity",
         "positions": "raw detector pixels (k_y, k_x), not origin-corrected",
     }
     if mc_samples > 1:

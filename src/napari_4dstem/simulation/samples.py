@@ -258,7 +258,7 @@ def make_strained_crystal(
     data = data.reshape(ny, nx, qy, qx)
 
     k_pix = 0.01  # 1/A per pixel: the lattice spacing 24 px is 0.24 1/A (d = 4.17 A)
-    conv_mrad = disk_radius_px * k_pix * 1000 * electron_wavelength_A(300.0)
+    conv_mrad = disk_radius_px * k_pix * mrad_per_inv_A(300.0)
     cal = Calibration(
         scan_step=(1.0, 1.0),
         scan_units="nm",

@@ -466,8 +466,11 @@ def _fit_totals(offsets, use, w0, res, n_used, wsum, rss):
 FIT_WEIGHTS = ("auto", "intensity", "intensity*correlation", "uniform")
 
 
-def _peak_weights(peaks: BraggPeaks, weights: str) -> np.ndarray:
-    """Lattice-fit weight per peak (0 for a non-finite or negative one)."""
+def _peak_weights(peaks: BraggPeaks, weights: str, recorded: bool = False) -> np.ndarray:
+    """Lattice-fit weight per peak (0 for a non-finite or negative one).
+
+    ``recorded``: ``weights`` came from ``peaks.params["fit_weights"]`` (``weights="auto"``).
+    """
     if weights == "intensity":
         w = peaks.intensity
     elif weights == "intensity*correlation":
@@ -475,7 +478,8 @@ def _peak_weights(peaks: BraggPeaks, weights: str) -> np.ndarray:
     elif weights == "uniform":
         return np.ones(peaks.n_peaks)
     else:
-        raise ValueError(f"weights must be one of {', '.join(FIT_WEIGHTS)}, got {weights!r}")
+        where = ' in peaks.params["fit_weights"] (weights="auto" follows it)' if recorded else ""
+        raise LatticeError(f"weights must be one of {', '.join(FIT_WEIGHTS)}, got {weights!r}{where}")
     return np.where(np.isfinite(w) & (w > 0), w, 0.0)
 
 
@@ -540,8 +544,8 @@ def iter_fit_lattice(
     ------
     TypeError
         When ``lattice`` is not a :class:`Lattice`.
-    ValueError
-        When ``weights`` is unknown.
+    LatticeError
+        When ``weights`` is unknown (or, under ``"auto"``, the recorded ``fit_weights`` is).
     DataShapeError
         When ``origin`` has the wrong shape.
 
@@ -574,9 +578,10 @@ def iter_fit_lattice(
         ellipse = peaks.calibration.ellipse
     if ellipse:
         vy, vx = correct_ellipse(vy, vx, ellipse)
+    recorded = weights == "auto" and "fit_weights" in peaks.params
     if weights == "auto":
         weights = str(peaks.params.get("fit_weights", "intensity"))
-    w0 = _peak_weights(peaks, weights)
+    w0 = _peak_weights(peaks, weights, recorded)
     finite = np.isfinite(vy) & np.isfinite(vx)
     G = lattice.matrix
     tol = float(max_index_error) * min(np.hypot(*G[:, 0]), np.hypot(*G[:, 1]))
