@@ -260,3 +260,69 @@ def test_a_large_memmap_shows_a_strided_preview_first_and_the_exact_image_fills_
     w.cancel_btn.click()
     qtbot.waitUntil(lambda: w._worker is None, timeout=30000)
     assert w.status.text() == "cancelled" and w.filled_in[-1] < 1.0, statuses[-6:]
+
+
+def _large_memmap(tmp_path):
+    """A 64 x 64 scan of 64 x 64 uint16 patterns (32 MiB) in a .npy, and its values in memory."""
+    yy, xx = np.mgrid[0:64, 0:64]
+    disk = (((yy - 32) ** 2 + (xx - 32) ** 2) < 100).astype(np.uint16)
+    amp = (100 + 20 * np.sin(yy / 5.0) + 10 * np.cos(xx / 7.0)).astype(np.uint16)
+    path = tmp_path / "scan.npy"
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16, shape=(64, 64, 64, 64))
+    mm[:] = amp[:, :, None, None] * disk + 1 + (yy[:, :, None, None] % 3).astype(np.uint16)
+    mm[:, :, 32, 33] += (xx % 5).astype(np.uint16) * 7  # a Max differing from the Sum's pattern
+    mm.flush()
+    data = np.array(mm)
+    del mm
+    return path, data
+
+
+def test_a_response_chosen_before_the_bf_disk_is_found_gets_no_sum_strided_first_view(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """The BF worker's strided first view is a plain Sum: when Max is chosen while the BF disk is
+    being found, the first job computes Max and no Sum preview is shown or filled in under its rows
+    (mixed quantities); the image is that job's exact Max."""
+    import threading
+
+    with stall_detector.excluded("reference"):
+        from napari_4dstem.analysis.virtual.responses import detector_response
+        from napari_4dstem.engine import chunks, driver
+        from napari_4dstem.widgets import virtual
+
+        path, data = _large_memmap(tmp_path)
+    monkeypatch.setattr(virtual, "LAZY_PROGRESS_BYTES", 2**20)  # 32 MiB counts as large here
+    monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 0.0)
+    monkeypatch.setattr(driver, "_TARGET_BLOCK_BYTES", 2**20)
+    monkeypatch.setattr(chunks, "_TARGET_BLOCK_BYTES", 2**20)
+    release, real_find = threading.Event(), virtual._find_bf
+
+    def held_find(dc):  # the BF worker holds on until the setting is changed
+        release.wait(30)
+        return real_find(dc)
+
+    monkeypatch.setattr(virtual, "_find_bf", held_find)
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    titles = []
+    set_image = w.realspace.set_image
+
+    def spy(img, cal, **kw):
+        titles.append(kw.get("title") or "")
+        return set_image(img, cal, **kw)
+
+    w.realspace.set_image = spy
+    with stall_detector.excluded("first layer add"):
+        viewer.open(str(path), plugin="napari-4dstem")
+    assert w._bf_pending  # the worker started with the Sum and no descan
+    w.response_combo.setCurrentText("Max")
+    release.set()
+    qtbot.waitUntil(
+        lambda: w._worker is None and w._pending is None and w.last_image is not None and w._bf is not None,
+        timeout=60000,
+    )
+    det = w._last_detector
+    with stall_detector.excluded("reference"):
+        want = detector_response(data, det, "max").data
+    np.testing.assert_array_equal(w.last_image.data, want)
+    assert titles and not any("preview:" in t or "preview below" in t for t in titles), titles
