@@ -326,3 +326,43 @@ def test_a_response_chosen_before_the_bf_disk_is_found_gets_no_sum_strided_first
         want = detector_response(data, det, "max").data
     np.testing.assert_array_equal(w.last_image.data, want)
     assert titles and not any("preview:" in t or "preview below" in t for t in titles), titles
+
+
+def test_no_strided_first_view_on_chunks_of_several_scan_positions_and_its_job_yields_between_blocks(
+    tmp_path, monkeypatch, stall_detector
+):
+    """The strided first view is taken on a large lazy file only where a storage chunk holds one
+    scan position (else it reads about the whole file beside the exact image); the job making it
+    yields between the preview's blocks, so quit() (a newer detector, Cancel) stops it there."""
+    with stall_detector.excluded("reference"):  # no GUI: the job driven here, on this thread
+        import dask.array as da
+
+        from napari_4dstem import DataCube
+        from napari_4dstem.analysis.virtual.detectors import DiskDetector
+        from napari_4dstem.analysis.virtual.preview import iter_strided_image, strided_image
+        from napari_4dstem.engine import chunks, driver
+        from napari_4dstem.engine.jobs import Progress
+        from napari_4dstem.widgets import virtual
+
+        path, data = _large_memmap(tmp_path)
+        monkeypatch.setattr(virtual, "LAZY_PROGRESS_BYTES", 2**20)
+        monkeypatch.setattr(driver, "_TARGET_BLOCK_BYTES", 2**16)  # the preview's 16 x 16 patterns in several blocks
+        monkeypatch.setattr(chunks, "_TARGET_BLOCK_BYTES", 2**16)
+        mm = DataCube(np.load(path, mmap_mode="r"))
+        assert virtual._takes_first_view(mm)
+        assert not virtual._takes_first_view(DataCube(da.from_array(data, chunks=(8, 8, 64, 64))))
+        assert virtual._takes_first_view(DataCube(da.from_array(data, chunks=(1, 1, 64, 64))))
+        assert not virtual._takes_first_view(DataCube(data))  # in memory: the exact image is quick
+        det = DiskDetector((32.0, 32.0), 10.0)
+        steps = sum(isinstance(p, Progress) for p in iter_strided_image(mm, det))
+        assert steps >= 2
+        job = virtual._live_job(mm, det, mm.calibration, False, None, [], None, "Sum", None, True, True)
+        out = []
+        for item in job:
+            out.append(item)
+            if isinstance(item, tuple):
+                break  # the preview: the exact image's steps follow
+        assert out[:-1] == [None] * steps  # a quit() takes effect after each of the preview's blocks
+        assert out[-1][0] == "preview"
+        np.testing.assert_array_equal(out[-1][1].data, strided_image(mm, det).data)
+        job.close()

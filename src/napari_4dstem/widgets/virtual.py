@@ -264,6 +264,17 @@ def fills_in(data) -> bool:
     return isinstance(data, np.memmap) or not isinstance(data, np.ndarray)
 
 
+def _between_blocks(job):
+    """Run ``job`` yielding None in place of each of its steps (the dock ignores None): a
+    worker's ``quit()`` takes effect between them. Returns the job's value."""
+    while True:
+        try:
+            next(job)
+        except StopIteration as stop:
+            return stop.value
+        yield None
+
+
 def _live_job(
     dc: DataCube,
     det: Detector,
@@ -291,7 +302,6 @@ def _live_job(
 
     from ..analysis.virtual.images import iter_virtual_image
     from ..analysis.virtual.preview import binned_detector, iter_strided_image
-    from ..engine.jobs import run_job
 
     first = first or _FirstImage()
     t_start = time.perf_counter()
@@ -301,8 +311,9 @@ def _live_job(
         img = yield from iter_virtual_image(preview, pdet)
     elif strided and not descan:
         # a few % of the file, the exact values at the sampled positions (#15, UX point 1); its
-        # own steps are not handed on: the first thing the GUI gets is the preview itself
-        img = run_job(iter_strided_image(dc, det, calibration=cal))
+        # own steps are not handed on (the first thing the GUI gets is the preview itself), but
+        # the job yields between them, so a newer detector or Cancel (quit()) stops it there
+        img = yield from _between_blocks(iter_strided_image(dc, det, calibration=cal))
     if img is not None:
         item = ("preview", img)  # one object: the GUI shows it once, whichever way it comes
         first.put(item, t_start)
@@ -353,8 +364,11 @@ LAZY_PROGRESS_BYTES = 256 * 2**20
 
 
 def _takes_first_view(dc: DataCube) -> bool:
-    """Whether the BF worker makes a strided first view of ``dc``: a large lazy file."""
-    return fills_in(dc.data) and dc.nbytes > LAZY_PROGRESS_BYTES
+    """Whether ``dc`` gets a strided first view: a large lazy file whose storage chunks hold one
+    scan position each (``strided_pays``: else the preview would read about the whole file)."""
+    from ..analysis.virtual.preview import strided_pays
+
+    return fills_in(dc.data) and dc.nbytes > LAZY_PROGRESS_BYTES and strided_pays(dc.chunks)
 
 
 def _find_bf_and_first_view(dc: DataCube, want: bool = True):
@@ -1556,7 +1570,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         response = self._response()
         use_preview = slow and self._preview is not None and not self.descan.isChecked() and response == "Sum"
         # a large lazy file and no binned copy (yet): every k-th scan position first (UX point 1)
-        strided = "_progress" in kwargs and not use_preview and not self.descan.isChecked() and response == "Sum"
+        strided = not use_preview and not self.descan.isChecked() and response == "Sum" and _takes_first_view(dc)
         strided, self._strided_done = strided and not self._strided_done, False
         self._job_response = response  # how its image fills in (_on_progress)
         self._shown = False
