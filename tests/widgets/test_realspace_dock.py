@@ -254,3 +254,56 @@ def test_the_vispy_cross_fallback_marks_the_scan_pixel(make_napari_viewer, qtbot
     ys, xs = np.nonzero(red)
     cx, cy = world_to_canvas(model, (19, 22))
     assert red.sum() > 8 and abs(xs.mean() - cx) < 1.5 and abs(ys.mean() - cy) < 1.5
+
+
+def test_a_canvas_laid_out_otherwise_leaves_no_half_built_qt_cross(make_napari_viewer, qtbot, monkeypatch):
+    """Where napari's private canvas attributes are missing (AttributeError), the Qt cross is not
+    made at all (nothing shown over the canvas, nothing connected) and the vispy cross marks the
+    scan pixel instead."""
+    from napari_4dstem.widgets import _multiview
+    from napari_4dstem.widgets._multiview import make_embedded
+    from napari_4dstem.widgets._results import set_results_viewer
+
+    def missing(canvas):
+        raise AttributeError("'VispyCanvas' object has no attribute '_scene_canvas'")
+
+    monkeypatch.setattr(_multiview, "_draw_event", missing)
+    main = make_napari_viewer(show=True)
+    main.add_image(np.zeros((40, 40, 8, 8), np.float32))
+    model, widget = make_embedded(main, "real space test")
+    main.window.add_dock_widget(widget, name="real space test")
+    model.add_image(np.tile(np.linspace(0, 1, 40, dtype=np.float32), (40, 1)), colormap="gray")
+    set_results_viewer(main, model)
+    main.dims.set_point((0, 1), (19, 22))
+    qtbot.wait(300)
+    assert widget.crosshair is not None and not isinstance(widget.crosshair, _multiview._CrossOverlay)
+    native = widget.qt_viewer.canvas.native
+    assert not [c for c in native.parentWidget().findChildren(_multiview._CrossOverlay)]
+    assert crosshair_position(model) == pytest.approx((19, 22))
+    img = canvas_image(model)
+    red = (img[..., 0] > 200) & (img[..., 1] < 80) & (img[..., 2] < 80)
+    ys, xs = np.nonzero(red)
+    cx, cy = world_to_canvas(model, (19, 22))
+    assert red.sum() > 8 and abs(xs.mean() - cx) < 1.5 and abs(ys.mean() - cy) < 1.5
+
+
+def test_the_qt_cross_hides_with_its_canvas(make_napari_viewer, qtbot):
+    """The Qt cross is a sibling of the canvas: hidden when the canvas is, shown again with it."""
+    from napari_4dstem.widgets._multiview import _QT, _CrossOverlay, make_embedded
+    from napari_4dstem.widgets._results import set_results_viewer
+
+    main = make_napari_viewer(show=True)
+    main.add_image(np.zeros((40, 40, 8, 8), np.float32))
+    model, widget = make_embedded(main, "real space test")
+    main.window.add_dock_widget(widget, name="real space test")
+    model.add_image(np.zeros((40, 40), np.float32))
+    set_results_viewer(main, model)
+    main.dims.set_point((0, 1), (19, 22))
+    qtbot.wait(100)
+    cross = _QT[model]().crosshair
+    assert isinstance(cross, _CrossOverlay) and cross.isVisible()
+    native = widget.qt_viewer.canvas.native
+    native.hide()
+    assert not cross.isVisible()
+    native.show()
+    assert cross.isVisible() and cross.geometry() == native.geometry()
