@@ -57,6 +57,8 @@ def test_scan_stride_meets_the_budget_with_the_smallest_step():
     assert scan_stride((192, 192), 16 * 256) == 4
     assert scan_stride((4, 4), 100) == 4 and scan_stride((1, 1), 100) == 1
     assert scan_stride((100, 30), 10, fraction=1.0) == 1
+    # no step within the budget (9/16 of a pattern; a pattern over 32 MiB): one pattern for the whole scan
+    assert scan_stride((3, 3), 100) == 3 and scan_stride((64, 48), 2**26) == 64
     with pytest.raises(ValueError, match="fraction"):
         scan_stride((10, 10), 10, fraction=0.0)
     with pytest.raises(ValueError, match="step"):

@@ -126,9 +126,12 @@ def scan_stride(
     Returns
     -------
     int
-        ``step >= 1``: ``ceil(scan_y / step) * ceil(scan_x / step)`` patterns of ``pattern_bytes``
-        are at most ``fraction`` of the scan and at most ``max_bytes``; 1 for a scan too small to
-        subsample (every position is read).
+        The smallest ``step >= 1`` for which ``ceil(scan_y / step) * ceil(scan_x / step)``
+        patterns of ``pattern_bytes`` are at most ``fraction`` of the scan and at most
+        ``max_bytes`` (1 when the whole scan is within both: every position is read). Where no
+        step meets the budget (even one pattern is over it: a small scan, or a pattern over
+        ``max_bytes``), ``max(scan_y, scan_x)``: one pattern is read, its value spread over
+        the whole scan.
 
     Raises
     ------
