@@ -366,3 +366,77 @@ def test_no_strided_first_view_on_chunks_of_several_scan_positions_and_its_job_y
         assert out[-1][0] == "preview"
         np.testing.assert_array_equal(out[-1][1].data, strided_image(mm, det).data)
         job.close()
+
+
+@pytest.mark.parametrize("late", ["after the first fill-in", "after a newer detector"])
+def test_a_late_strided_first_view_is_dropped(make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch, late):
+    """The BF worker's strided first view arriving once the exact image has begun to fill in, or
+    after a newer detector was set, is not shown: it would cover the rows read (or show the old
+    detector's image under the new one's outline)."""
+    import threading
+    import time
+
+    with stall_detector.excluded("reference"):
+        from napari_4dstem.analysis.virtual import images, preview
+        from napari_4dstem.analysis.virtual.detectors import DiskDetector
+        from napari_4dstem.analysis.virtual.images import virtual_image
+        from napari_4dstem.engine import chunks, driver
+        from napari_4dstem.widgets import virtual
+
+        path, data = _large_memmap(tmp_path)
+    monkeypatch.setattr(virtual, "LAZY_PROGRESS_BYTES", 2**20)
+    monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 0.0)
+    monkeypatch.setattr(driver, "_TARGET_BLOCK_BYTES", 2**20)
+    monkeypatch.setattr(chunks, "_TARGET_BLOCK_BYTES", 2**20)
+    release, real_strided, real_kernel = threading.Event(), preview.strided_image, images._multi_kernel
+
+    def late_strided(*args, **kwargs):  # the BF worker's first view, held back
+        release.wait(30)
+        return real_strided(*args, **kwargs)
+
+    def slow_disk(block, **kwargs):
+        if len(kwargs["specs"]) == 1 and block.strides[1] == 64 * 64 * 2:
+            time.sleep(0.03)  # the exact image's blocks slow enough to fill in over several steps
+        return real_kernel(block, **kwargs)
+
+    monkeypatch.setattr(preview, "strided_image", late_strided)
+    monkeypatch.setattr(images, "_multi_kernel", slow_disk)
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    titles, views = [], []
+    set_image, on_first_view = w.realspace.set_image, w._on_first_view
+
+    def spy(img, cal, **kw):
+        titles.append((kw.get("title") or "", np.array(img)))
+        if late == "after the first fill-in" and "filling in" in titles[-1][0]:
+            release.set()
+        return set_image(img, cal, **kw)
+
+    def spy_view(dc, got):
+        views.append(got)
+        return on_first_view(dc, got)
+
+    w.realspace.set_image, w._on_first_view = spy, spy_view
+    with stall_detector.excluded("first layer add"):
+        viewer.open(str(path), plugin="napari-4dstem")
+    want_det = None
+    if late == "after a newer detector":
+        qtbot.waitUntil(lambda: w._bf is not None and w._worker is not None, timeout=30000)
+        want_det = DiskDetector((31.0, 33.0), 6.0)
+        w.set_detector(want_det)
+        release.set()
+    qtbot.waitUntil(
+        lambda: bool(views) and w._worker is None and w._pending is None and w.last_image is not None, timeout=60000
+    )
+    assert views[0] is not None  # the late first view did come
+    det = want_det or w._last_detector
+    with stall_detector.excluded("reference"):
+        want = virtual_image(data, det).data
+        strided_new = real_strided(data, det).data
+    np.testing.assert_array_equal(w.last_image.data, want)
+    if late == "after the first fill-in":
+        first_fill = next(i for i, (t, _) in enumerate(titles) if "filling in" in t)
+        assert not any("preview:" in t for t, _ in titles[first_fill:]), [t for t, _ in titles]
+    else:  # the only preview shown: the newer detector's own (its job's), not the BF disk's
+        previews = [img for t, img in titles if "preview:" in t]
+        assert all(np.array_equal(img, strided_new) for img in previews), len(previews)

@@ -835,8 +835,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         if job is None or got is None or not holds_data(self.layer, dc.data):
             return  # no job takes it (another response, descan, a session's detector...)
         det, img = got
-        if self._worker is not job or len(self.filled_in) != n_filled or self._shown:
-            return
+        if self._worker is not job or len(self.filled_in) != n_filled or self._shown or self._pending is not None:
+            return  # that job stopped or began to fill in, or a newer detector waits to start
         if not _same_detector(self._last_detector, det):
             return  # a session's detector, or one set since
         self._show(("preview", img))
