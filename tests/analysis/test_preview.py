@@ -57,6 +57,8 @@ def test_scan_stride_meets_the_budget_with_the_smallest_step():
     assert scan_stride((192, 192), 16 * 256) == 4
     assert scan_stride((4, 4), 100) == 4 and scan_stride((1, 1), 100) == 1
     assert scan_stride((100, 30), 10, fraction=1.0) == 1
+    # no step within the budget (9/16 of a pattern; a pattern over 32 MiB): one pattern for the whole scan
+    assert scan_stride((3, 3), 100) == 3 and scan_stride((64, 48), 2**26) == 64
     with pytest.raises(ValueError, match="fraction"):
         scan_stride((10, 10), 10, fraction=0.0)
     with pytest.raises(ValueError, match="step"):
@@ -111,3 +113,21 @@ def test_strided_image_reads_only_the_sampled_patterns_and_takes_dask(rng):
     np.testing.assert_allclose(got[sy, sx], _naive(a, det.render((16, 16)))[sy, sx], rtol=1e-6)
     lazy = strided_image(da.from_array(a, chunks=(5, 6, 16, 16)), det, step=3).data
     np.testing.assert_allclose(lazy, got, rtol=1e-6)
+
+
+def test_strided_pays_only_where_a_storage_chunk_holds_one_scan_position(tmp_path):
+    """A strided preview (one position in 4 x 4 or more) of data stored in chunks of several scan
+    positions along y or x reads whole chunks, i.e. about the whole file: it does not pay there."""
+    import dask.array as da
+    import h5py
+
+    from napari_4dstem.analysis.virtual.preview import strided_pays
+
+    a = np.zeros((16, 16, 8, 8), np.uint16)
+    assert strided_pays(DataCube(a).chunks)  # in memory / memory map: contiguous
+    assert not strided_pays(DataCube(da.from_array(a, chunks=(8, 8, 8, 8))).chunks)  # our EMD writer's
+    assert not strided_pays(DataCube(da.from_array(a, chunks=(1, 16, 8, 8))).chunks)  # whole scan rows
+    assert strided_pays(DataCube(da.from_array(a, chunks=(1, 1, 8, 8))).chunks)
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        assert not strided_pays(DataCube(f.create_dataset("a", data=a, chunks=(8, 8, 8, 8))).chunks)
+        assert strided_pays(DataCube(f.create_dataset("b", data=a, chunks=(1, 1, 8, 8))).chunks)

@@ -260,3 +260,183 @@ def test_a_large_memmap_shows_a_strided_preview_first_and_the_exact_image_fills_
     w.cancel_btn.click()
     qtbot.waitUntil(lambda: w._worker is None, timeout=30000)
     assert w.status.text() == "cancelled" and w.filled_in[-1] < 1.0, statuses[-6:]
+
+
+def _large_memmap(tmp_path):
+    """A 64 x 64 scan of 64 x 64 uint16 patterns (32 MiB) in a .npy, and its values in memory."""
+    yy, xx = np.mgrid[0:64, 0:64]
+    disk = (((yy - 32) ** 2 + (xx - 32) ** 2) < 100).astype(np.uint16)
+    amp = (100 + 20 * np.sin(yy / 5.0) + 10 * np.cos(xx / 7.0)).astype(np.uint16)
+    path = tmp_path / "scan.npy"
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16, shape=(64, 64, 64, 64))
+    mm[:] = amp[:, :, None, None] * disk + 1 + (yy[:, :, None, None] % 3).astype(np.uint16)
+    mm[:, :, 32, 33] += (xx % 5).astype(np.uint16) * 7  # a Max differing from the Sum's pattern
+    mm.flush()
+    data = np.array(mm)
+    del mm
+    return path, data
+
+
+def test_a_response_chosen_before_the_bf_disk_is_found_gets_no_sum_strided_first_view(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """The BF worker's strided first view is a plain Sum: when Max is chosen while the BF disk is
+    being found, the first job computes Max and no Sum preview is shown or filled in under its rows
+    (mixed quantities); the image is that job's exact Max."""
+    import threading
+
+    with stall_detector.excluded("reference"):
+        from napari_4dstem.analysis.virtual.responses import detector_response
+        from napari_4dstem.engine import chunks, driver
+        from napari_4dstem.widgets import virtual
+
+        path, data = _large_memmap(tmp_path)
+    monkeypatch.setattr(virtual, "LAZY_PROGRESS_BYTES", 2**20)  # 32 MiB counts as large here
+    monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 0.0)
+    monkeypatch.setattr(driver, "_TARGET_BLOCK_BYTES", 2**20)
+    monkeypatch.setattr(chunks, "_TARGET_BLOCK_BYTES", 2**20)
+    release, real_find = threading.Event(), virtual._find_bf
+
+    def held_find(dc):  # the BF worker holds on until the setting is changed
+        release.wait(30)
+        return real_find(dc)
+
+    monkeypatch.setattr(virtual, "_find_bf", held_find)
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    titles = []
+    set_image = w.realspace.set_image
+
+    def spy(img, cal, **kw):
+        titles.append(kw.get("title") or "")
+        return set_image(img, cal, **kw)
+
+    w.realspace.set_image = spy
+    with stall_detector.excluded("first layer add"):
+        viewer.open(str(path), plugin="napari-4dstem")
+    assert w._bf_pending  # the worker started with the Sum and no descan
+    w.response_combo.setCurrentText("Max")
+    release.set()
+    qtbot.waitUntil(
+        lambda: w._worker is None and w._pending is None and w.last_image is not None and w._bf is not None,
+        timeout=60000,
+    )
+    det = w._last_detector
+    with stall_detector.excluded("reference"):
+        want = detector_response(data, det, "max").data
+    np.testing.assert_array_equal(w.last_image.data, want)
+    assert titles and not any("preview:" in t or "preview below" in t for t in titles), titles
+
+
+def test_no_strided_first_view_on_chunks_of_several_scan_positions_and_its_job_yields_between_blocks(
+    tmp_path, monkeypatch, stall_detector
+):
+    """The strided first view is taken on a large lazy file only where a storage chunk holds one
+    scan position (else it reads about the whole file beside the exact image); the job making it
+    yields between the preview's blocks, so quit() (a newer detector, Cancel) stops it there."""
+    with stall_detector.excluded("reference"):  # no GUI: the job driven here, on this thread
+        import dask.array as da
+
+        from napari_4dstem import DataCube
+        from napari_4dstem.analysis.virtual.detectors import DiskDetector
+        from napari_4dstem.analysis.virtual.preview import iter_strided_image, strided_image
+        from napari_4dstem.engine import chunks, driver
+        from napari_4dstem.engine.jobs import Progress
+        from napari_4dstem.widgets import virtual
+
+        path, data = _large_memmap(tmp_path)
+        monkeypatch.setattr(virtual, "LAZY_PROGRESS_BYTES", 2**20)
+        monkeypatch.setattr(driver, "_TARGET_BLOCK_BYTES", 2**16)  # the preview's 16 x 16 patterns in several blocks
+        monkeypatch.setattr(chunks, "_TARGET_BLOCK_BYTES", 2**16)
+        mm = DataCube(np.load(path, mmap_mode="r"))
+        assert virtual._takes_first_view(mm)
+        assert not virtual._takes_first_view(DataCube(da.from_array(data, chunks=(8, 8, 64, 64))))
+        assert virtual._takes_first_view(DataCube(da.from_array(data, chunks=(1, 1, 64, 64))))
+        assert not virtual._takes_first_view(DataCube(data))  # in memory: the exact image is quick
+        det = DiskDetector((32.0, 32.0), 10.0)
+        steps = sum(isinstance(p, Progress) for p in iter_strided_image(mm, det))
+        assert steps >= 2
+        job = virtual._live_job(mm, det, mm.calibration, False, None, [], None, "Sum", None, True, True)
+        out = []
+        for item in job:
+            out.append(item)
+            if isinstance(item, tuple):
+                break  # the preview: the exact image's steps follow
+        assert out[:-1] == [None] * steps  # a quit() takes effect after each of the preview's blocks
+        assert out[-1][0] == "preview"
+        np.testing.assert_array_equal(out[-1][1].data, strided_image(mm, det).data)
+        job.close()
+
+
+@pytest.mark.parametrize("late", ["after the first fill-in", "after a newer detector"])
+def test_a_late_strided_first_view_is_dropped(make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch, late):
+    """The BF worker's strided first view arriving once the exact image has begun to fill in, or
+    after a newer detector was set, is not shown: it would cover the rows read (or show the old
+    detector's image under the new one's outline)."""
+    import threading
+    import time
+
+    with stall_detector.excluded("reference"):
+        from napari_4dstem.analysis.virtual import images, preview
+        from napari_4dstem.analysis.virtual.detectors import DiskDetector
+        from napari_4dstem.analysis.virtual.images import virtual_image
+        from napari_4dstem.engine import chunks, driver
+        from napari_4dstem.widgets import virtual
+
+        path, data = _large_memmap(tmp_path)
+    monkeypatch.setattr(virtual, "LAZY_PROGRESS_BYTES", 2**20)
+    monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 0.0)
+    monkeypatch.setattr(driver, "_TARGET_BLOCK_BYTES", 2**20)
+    monkeypatch.setattr(chunks, "_TARGET_BLOCK_BYTES", 2**20)
+    release, real_strided, real_kernel = threading.Event(), preview.strided_image, images._multi_kernel
+
+    def late_strided(*args, **kwargs):  # the BF worker's first view, held back
+        release.wait(30)
+        return real_strided(*args, **kwargs)
+
+    def slow_disk(block, **kwargs):
+        if len(kwargs["specs"]) == 1 and block.strides[1] == 64 * 64 * 2:
+            time.sleep(0.03)  # the exact image's blocks slow enough to fill in over several steps
+        return real_kernel(block, **kwargs)
+
+    monkeypatch.setattr(preview, "strided_image", late_strided)
+    monkeypatch.setattr(images, "_multi_kernel", slow_disk)
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    titles, views = [], []
+    set_image, on_first_view = w.realspace.set_image, w._on_first_view
+
+    def spy(img, cal, **kw):
+        titles.append((kw.get("title") or "", np.array(img)))
+        if late == "after the first fill-in" and "filling in" in titles[-1][0]:
+            release.set()
+        return set_image(img, cal, **kw)
+
+    def spy_view(dc, got):
+        views.append(got)
+        return on_first_view(dc, got)
+
+    w.realspace.set_image, w._on_first_view = spy, spy_view
+    with stall_detector.excluded("first layer add"):
+        viewer.open(str(path), plugin="napari-4dstem")
+    want_det = None
+    if late == "after a newer detector":
+        qtbot.waitUntil(lambda: w._bf is not None and w._worker is not None, timeout=30000)
+        want_det = DiskDetector((31.0, 33.0), 6.0)
+        w.set_detector(want_det)
+        release.set()
+    qtbot.waitUntil(
+        lambda: bool(views) and w._worker is None and w._pending is None and w.last_image is not None, timeout=60000
+    )
+    assert views[0] is not None  # the late first view did come
+    det = want_det or w._last_detector
+    with stall_detector.excluded("reference"):
+        want = virtual_image(data, det).data
+        strided_new = real_strided(data, det).data
+    np.testing.assert_array_equal(w.last_image.data, want)
+    if late == "after the first fill-in":
+        first_fill = next(i for i, (t, _) in enumerate(titles) if "filling in" in t)
+        assert not any("preview:" in t for t, _ in titles[first_fill:]), [t for t, _ in titles]
+    else:  # the only preview shown: the newer detector's own (its job's), not the BF disk's
+        previews = [img for t, img in titles if "preview:" in t]
+        assert all(np.array_equal(img, strided_new) for img in previews), len(previews)

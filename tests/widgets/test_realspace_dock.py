@@ -129,8 +129,9 @@ def test_a_drag_on_real_space_moves_the_scan_not_the_camera(make_napari_viewer, 
 def test_the_scan_cross_is_drawn_by_qt_over_the_canvas_and_follows_pan_and_zoom(make_napari_viewer, qtbot):
     """UX point 4: the scan-position cross is a Qt overlay over the Real space canvas, so a scan
     step does not draw that canvas again; it lets every mouse event through to the canvas, and
-    after a zoom, a pan and a resize of the dock it is still centred on the scan pixel (red
-    pixels of the canvas as shown, within a pixel of the world point's canvas position)."""
+    after a zoom (at once), a pan and a resize of the dock it is still centred on the scan pixel:
+    the red pixels of the canvas as shown are centred, within a pixel, on the one bright pixel
+    of the image (the scan pixel as napari draws it, not as the cross's own transform maps it)."""
     from napari_4dstem.widgets._multiview import _QT, draw_events, make_embedded
     from napari_4dstem.widgets._results import set_results_viewer
 
@@ -138,18 +139,33 @@ def test_the_scan_cross_is_drawn_by_qt_over_the_canvas_and_follows_pan_and_zoom(
     main.add_image(np.zeros((40, 40, 8, 8), np.float32))
     model, widget = make_embedded(main, "real space test")
     main.window.add_dock_widget(widget, name="real space test")
-    model.add_image(np.tile(np.linspace(0, 1, 40, dtype=np.float32), (40, 1)), colormap="gray")  # no red
+    bright = np.zeros((40, 40), np.float32)
+    bright[21, 17] = 1.0  # the scan pixel the cross ends on: white, the rest black (no red)
+    model.add_image(bright, colormap="gray", contrast_limits=(0.0, 1.0))
     set_results_viewer(main, model)
     qtbot.wait(100)
     native = widget.qt_viewer.canvas.native
 
-    def red_centre_offset(world):
+    def red_centre_offset(world, painted=None):
+        """How far the cross's red pixels are centred from the bright pixel's (the cross lies on
+        it symmetrically: the white left uncovered keeps its centre). ``painted``: the cross's
+        centre as it was painted before this grab (which draws the canvas again) instead."""
+        assert tuple(world) == (21, 17)
         img = canvas_image(model)
         red = (img[..., 0] > 200) & (img[..., 1] < 80) & (img[..., 2] < 80)
+        white = (img[..., :3] > 200).all(axis=-1)
         ys, xs = np.nonzero(red)
-        cx, cy = world_to_canvas(model, world)
-        assert red.sum() > 8, red.sum()
-        return abs(xs.mean() - cx), abs(ys.mean() - cy)
+        box = np.zeros_like(white)
+        box[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = True
+        white &= box  # within the cross's reach (the scale bar is white too)
+        assert red.sum() > 8 and white.sum() > 4, (red.sum(), white.sum())
+        wy, wx = np.nonzero(white)
+        cx, cy = (xs.mean(), ys.mean()) if painted is None else painted
+        return abs(cx - wx.mean()), abs(cy - wy.mean())
+
+    def painted_centre():
+        (x0, _, x1, _), (_, y0, _, y1) = cross._ends
+        return (x0 + x1) / 2, (y0 + y1) / 2
 
     main.dims.set_point((0, 1), (20, 20))  # the cross made and shown, the canvas settled
     qtbot.wait(300)
@@ -167,8 +183,9 @@ def test_the_scan_cross_is_drawn_by_qt_over_the_canvas_and_follows_pan_and_zoom(
     at = native.parentWidget().childAt(native.geometry().topLeft() + QPoint(round(cx), round(cy)))
     assert at is native
     assert max(red_centre_offset((21, 17))) < 1.0
-    # zoom and pan: the cross stays on the scan pixel
+    # zoom and pan: the cross stays on the scan pixel (moved with the camera, no event-loop turn)
     model.scene.camera.zoom *= 2
+    assert max(red_centre_offset((21, 17), painted_centre())) < 1.0
     model.scene.camera.center = (0, 22, 18)
     qtbot.wait(50)
     assert max(red_centre_offset((21, 17))) < 1.0
@@ -254,3 +271,56 @@ def test_the_vispy_cross_fallback_marks_the_scan_pixel(make_napari_viewer, qtbot
     ys, xs = np.nonzero(red)
     cx, cy = world_to_canvas(model, (19, 22))
     assert red.sum() > 8 and abs(xs.mean() - cx) < 1.5 and abs(ys.mean() - cy) < 1.5
+
+
+def test_a_canvas_laid_out_otherwise_leaves_no_half_built_qt_cross(make_napari_viewer, qtbot, monkeypatch):
+    """Where napari's private canvas attributes are missing (AttributeError), the Qt cross is not
+    made at all (nothing shown over the canvas, nothing connected) and the vispy cross marks the
+    scan pixel instead."""
+    from napari_4dstem.widgets import _multiview
+    from napari_4dstem.widgets._multiview import make_embedded
+    from napari_4dstem.widgets._results import set_results_viewer
+
+    def missing(canvas):
+        raise AttributeError("'VispyCanvas' object has no attribute '_scene_canvas'")
+
+    monkeypatch.setattr(_multiview, "_draw_event", missing)
+    main = make_napari_viewer(show=True)
+    main.add_image(np.zeros((40, 40, 8, 8), np.float32))
+    model, widget = make_embedded(main, "real space test")
+    main.window.add_dock_widget(widget, name="real space test")
+    model.add_image(np.tile(np.linspace(0, 1, 40, dtype=np.float32), (40, 1)), colormap="gray")
+    set_results_viewer(main, model)
+    main.dims.set_point((0, 1), (19, 22))
+    qtbot.wait(300)
+    assert widget.crosshair is not None and not isinstance(widget.crosshair, _multiview._CrossOverlay)
+    native = widget.qt_viewer.canvas.native
+    assert not [c for c in native.parentWidget().findChildren(_multiview._CrossOverlay)]
+    assert crosshair_position(model) == pytest.approx((19, 22))
+    img = canvas_image(model)
+    red = (img[..., 0] > 200) & (img[..., 1] < 80) & (img[..., 2] < 80)
+    ys, xs = np.nonzero(red)
+    cx, cy = world_to_canvas(model, (19, 22))
+    assert red.sum() > 8 and abs(xs.mean() - cx) < 1.5 and abs(ys.mean() - cy) < 1.5
+
+
+def test_the_qt_cross_hides_with_its_canvas(make_napari_viewer, qtbot):
+    """The Qt cross is a sibling of the canvas: hidden when the canvas is, shown again with it."""
+    from napari_4dstem.widgets._multiview import _QT, _CrossOverlay, make_embedded
+    from napari_4dstem.widgets._results import set_results_viewer
+
+    main = make_napari_viewer(show=True)
+    main.add_image(np.zeros((40, 40, 8, 8), np.float32))
+    model, widget = make_embedded(main, "real space test")
+    main.window.add_dock_widget(widget, name="real space test")
+    model.add_image(np.zeros((40, 40), np.float32))
+    set_results_viewer(main, model)
+    main.dims.set_point((0, 1), (19, 22))
+    qtbot.wait(100)
+    cross = _QT[model]().crosshair
+    assert isinstance(cross, _CrossOverlay) and cross.isVisible()
+    native = widget.qt_viewer.canvas.native
+    native.hide()
+    assert not cross.isVisible()
+    native.show()
+    assert cross.isVisible() and cross.geometry() == native.geometry()

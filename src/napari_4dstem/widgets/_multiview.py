@@ -71,7 +71,9 @@ class EmbeddedViewer(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(split)
-        self.crosshair = None  # the scan-position cross (a vispy visual), made on first use
+        # the scan-position cross, made on first use: a Qt overlay over the canvas
+        # (_CrossOverlay), else a vispy visual of the canvas (_crosshair_visual)
+        self.crosshair = None
 
     def main_window(self):
         return None if self._main_window is None else self._main_window()
@@ -145,6 +147,12 @@ def _camera(model):
     return scene.camera if scene is not None and hasattr(scene, "camera") else model.camera
 
 
+def _draw_event(canvas):
+    """The draw event of napari's canvas (its private vispy ``SceneCanvas``): AttributeError
+    where napari lays it out otherwise."""
+    return canvas._scene_canvas.events.draw
+
+
 class _CrossOverlay(QWidget):
     """The scan-position cross drawn by Qt over an embedded canvas, not by OpenGL in it.
 
@@ -159,9 +167,14 @@ class _CrossOverlay(QWidget):
     PEN_PX = 2
 
     def __init__(self, model, canvas):
-        super().__init__(canvas.native.parentWidget())
+        # napari's private attributes first: where they are missing (AttributeError) nothing is
+        # made, shown or connected, and the caller falls back to the vispy cross
+        native, view, draw = canvas.native, canvas.view, _draw_event(canvas)
+        camera_events = _camera(model).events
+        super().__init__(native.parentWidget())
         self._model = weakref.ref(model)
         self._canvas = canvas  # napari's VispyCanvas: .native (the QOpenGLWidget), .view
+        self._view, self._draw = view, draw
         for attr in (
             Qt.WidgetAttribute.WA_TransparentForMouseEvents,
             Qt.WidgetAttribute.WA_TranslucentBackground,
@@ -173,17 +186,22 @@ class _CrossOverlay(QWidget):
         self.size_world = 1.0  # arm end to arm end, world units
         self._ends = None  # the two arms in overlay pixels: ((x0, y0, x1, y1), (x0, y0, x1, y1))
         self._dirty = None  # the overlay pixels the cross covers now (QRect)
-        canvas.native.installEventFilter(self)
-        self.setGeometry(canvas.native.geometry())
+        native.installEventFilter(self)
+        self.setGeometry(native.geometry())
         self.raise_()
         self.show()
-        _camera(model).events.connect(self._place)  # after napari's own camera link: vispy is updated
-        canvas._scene_canvas.events.draw.connect(self._place)  # resizes and anything else that redraws
+        camera_events.connect(self._place)  # after napari's own camera link: vispy is updated
+        draw.connect(self._place)  # resizes and anything else that redraws
 
     def eventFilter(self, obj, event):
-        if event.type() in (QEvent.Type.Resize, QEvent.Type.Move, QEvent.Type.Show):
+        kind = event.type()
+        if kind == QEvent.Type.Hide:  # the canvas hidden: the cross over it too
+            self.hide()
+        elif kind in (QEvent.Type.Resize, QEvent.Type.Move, QEvent.Type.Show):
             self.setGeometry(obj.geometry())
             self.raise_()
+            if kind == QEvent.Type.Show:
+                self.show()
         return False
 
     def set(self, yx_world, size_world: float | None) -> None:
@@ -197,7 +215,7 @@ class _CrossOverlay(QWidget):
         model = self._model()
         if model is not None:
             _camera(model).events.disconnect(self._place)
-        self._canvas._scene_canvas.events.draw.disconnect(self._place)
+        self._draw.disconnect(self._place)
         self.world = None
         try:
             self._canvas.native.removeEventFilter(self)
@@ -217,7 +235,7 @@ class _CrossOverlay(QWidget):
 
         ends = None
         if self.world is not None:
-            tr = self._canvas.view.transform * self._canvas.view.scene.transform
+            tr = self._view.transform * self._view.scene.transform
             y, x = self.world
             h = self.size_world / 2
             pts = tr.map(np.array([[x - h, y], [x + h, y], [x, y - h], [x, y + h]], float))[:, :2]

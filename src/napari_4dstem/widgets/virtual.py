@@ -264,6 +264,17 @@ def fills_in(data) -> bool:
     return isinstance(data, np.memmap) or not isinstance(data, np.ndarray)
 
 
+def _between_blocks(job):
+    """Run ``job`` yielding None in place of each of its steps (the dock ignores None): a
+    worker's ``quit()`` takes effect between them. Returns the job's value."""
+    while True:
+        try:
+            next(job)
+        except StopIteration as stop:
+            return stop.value
+        yield None
+
+
 def _live_job(
     dc: DataCube,
     det: Detector,
@@ -291,7 +302,6 @@ def _live_job(
 
     from ..analysis.virtual.images import iter_virtual_image
     from ..analysis.virtual.preview import binned_detector, iter_strided_image
-    from ..engine.jobs import run_job
 
     first = first or _FirstImage()
     t_start = time.perf_counter()
@@ -301,8 +311,9 @@ def _live_job(
         img = yield from iter_virtual_image(preview, pdet)
     elif strided and not descan:
         # a few % of the file, the exact values at the sampled positions (#15, UX point 1); its
-        # own steps are not handed on: the first thing the GUI gets is the preview itself
-        img = run_job(iter_strided_image(dc, det, calibration=cal))
+        # own steps are not handed on (the first thing the GUI gets is the preview itself), but
+        # the job yields between them, so a newer detector or Cancel (quit()) stops it there
+        img = yield from _between_blocks(iter_strided_image(dc, det, calibration=cal))
     if img is not None:
         item = ("preview", img)  # one object: the GUI shows it once, whichever way it comes
         first.put(item, t_start)
@@ -352,8 +363,17 @@ def _first_detector(dc: DataCube, bf) -> DiskDetector:
 LAZY_PROGRESS_BYTES = 256 * 2**20
 
 
-def _find_bf_and_first_view(dc: DataCube):
-    """Worker: yields the BF disk, then returns, on a large lazy file, the first detector's image
+def _takes_first_view(dc: DataCube) -> bool:
+    """Whether ``dc`` gets a strided first view: a large lazy file whose storage chunks hold one
+    scan position each (``strided_pays``: else the preview would read about the whole file)."""
+    from ..analysis.virtual.preview import strided_pays
+
+    return fills_in(dc.data) and dc.nbytes > LAZY_PROGRESS_BYTES and strided_pays(dc.chunks)
+
+
+def _find_bf_and_first_view(dc: DataCube, want: bool = True):
+    """Worker: yields the BF disk, then returns, on a large lazy file (and with ``want``: the dock
+    shows the Sum, no descan, when the worker starts), the first detector's Sum image
     at every k-th scan position (``iter_strided_image``: a few % of the file), made while napari
     paints the opened pattern, so the first view needs no second trip through a busy GUI thread
     (#15); the exact image's job starts on the BF disk without waiting for it."""
@@ -361,7 +381,7 @@ def _find_bf_and_first_view(dc: DataCube):
 
     bf = _find_bf(dc)
     yield bf
-    if not (fills_in(dc.data) and dc.nbytes > LAZY_PROGRESS_BYTES):
+    if not (want and _takes_first_view(dc)):
         return None
     det = _first_detector(dc, bf)
     try:
@@ -728,9 +748,11 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         from napari.qt.threading import create_worker
 
         # reading 25 patterns of a lazy file and fitting the disk: a worker, never the GUI thread
+        want = self._restored is None and self._response() == "Sum" and not self.descan.isChecked()
         create_worker(
             _find_bf_and_first_view,
             dc,
+            want,
             _connect={
                 "yielded": guarded(self, lambda bf, dc=dc: self._on_bf(dc, bf)),
                 "returned": guarded(self, lambda got, dc=dc: self._on_first_view(dc, got)),
@@ -789,10 +811,17 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         if restored:  # a session's detector wins over the detected BF disk
             det, self._restored = self._restored, None
         self.status.setText("")
-        # on a large lazy file the BF worker makes the BF disk's strided first view (_on_first_view)
-        self._strided_done = not restored and fills_in(dc.data) and dc.nbytes > LAZY_PROGRESS_BYTES
+        # on a large lazy file the BF worker makes the BF disk's strided first view (_on_first_view):
+        # the job started here may take it only if it computes that same quantity (the Sum, no
+        # descan) for that detector (not a session's); else it computes what it shows from the start
+        ok = not restored and self._response() == "Sum" and not self.descan.isChecked() and _takes_first_view(dc)
+        self._strided_done = ok
+        before = self._worker
         self.set_detector(det)
-        self._first_view_job = (self._worker, len(self.filled_in))
+        started = self._worker is not None and self._worker is not before
+        if ok and not started:  # a running job holds the pending detector: its job makes its own preview
+            self._strided_done = ok = False
+        self._first_view_job = (self._worker if ok else None, len(self.filled_in))
         if self._restored_extras is not None:
             extras, self._restored_extras = self._restored_extras, None
             self._add_extras(extras)
@@ -803,11 +832,11 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         exact image of that detector has not begun to fill in (its job still the one started on
         the BF disk); the exact rows then fill in over it."""
         job, n_filled = self._first_view_job
-        if got is None or not holds_data(self.layer, dc.data):
-            return
+        if job is None or got is None or not holds_data(self.layer, dc.data):
+            return  # no job takes it (another response, descan, a session's detector...)
         det, img = got
-        if job is None or self._worker is not job or len(self.filled_in) != n_filled or self._shown:
-            return
+        if self._worker is not job or len(self.filled_in) != n_filled or self._shown or self._pending is not None:
+            return  # that job stopped or began to fill in, or a newer detector waits to start
         if not _same_detector(self._last_detector, det):
             return  # a session's detector, or one set since
         self._show(("preview", img))
@@ -1541,7 +1570,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         response = self._response()
         use_preview = slow and self._preview is not None and not self.descan.isChecked() and response == "Sum"
         # a large lazy file and no binned copy (yet): every k-th scan position first (UX point 1)
-        strided = "_progress" in kwargs and not use_preview and not self.descan.isChecked() and response == "Sum"
+        strided = not use_preview and not self.descan.isChecked() and response == "Sum" and _takes_first_view(dc)
         strided, self._strided_done = strided and not self._strided_done, False
         self._job_response = response  # how its image fills in (_on_progress)
         self._shown = False

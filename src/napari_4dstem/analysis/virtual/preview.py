@@ -31,6 +31,7 @@ __all__ = [
     "iter_strided_image",
     "scan_stride",
     "strided_image",
+    "strided_pays",
     "strided_positions",
 ]
 
@@ -125,9 +126,12 @@ def scan_stride(
     Returns
     -------
     int
-        ``step >= 1``: ``ceil(scan_y / step) * ceil(scan_x / step)`` patterns of ``pattern_bytes``
-        are at most ``fraction`` of the scan and at most ``max_bytes``; 1 for a scan too small to
-        subsample (every position is read).
+        The smallest ``step >= 1`` for which ``ceil(scan_y / step) * ceil(scan_x / step)``
+        patterns of ``pattern_bytes`` are at most ``fraction`` of the scan and at most
+        ``max_bytes`` (1 when the whole scan is within both: every position is read). Where no
+        step meets the budget (even one pattern is over it: a small scan, or a pattern over
+        ``max_bytes``), ``max(scan_y, scan_x)``: one pattern is read, its value spread over
+        the whole scan.
 
     Raises
     ------
@@ -142,6 +146,28 @@ def scan_stride(
     while math.ceil(ny / step) * math.ceil(nx / step) > budget and (step < ny or step < nx):
         step += 1
     return step
+
+
+def strided_pays(chunks: tuple[int, ...] | None) -> bool:
+    """Whether a strided preview reads a few % of data stored in ``chunks``.
+
+    Parameters
+    ----------
+    chunks : tuple of int or None
+        The storage chunk shape (:attr:`DataCube.chunks`: h5py's or zarr's chunks, dask's
+        chunksize), None for contiguous data (numpy, memory maps).
+
+    Returns
+    -------
+    bool
+        True for contiguous data and for chunks of one scan position in ``scan_y`` and
+        ``scan_x``; False when a chunk holds several positions along either: HDF5 and zarr
+        read whole chunks, so a preview at every ``step``-th position (``step`` of 4 or more,
+        one sample per ``step x step`` block) would touch nearly every chunk of an ``(8, 8, k, k)``
+        chunking (our EMD writer's), i.e. read about the whole file beside the exact image. A
+        dask array's chunks are taken as its storage's (its source is not known).
+    """
+    return chunks is None or (int(chunks[0]) == 1 and int(chunks[1]) == 1)
 
 
 def strided_positions(n: int, step: int) -> slice:
@@ -210,8 +236,9 @@ def iter_strided_image(
     The sampled patterns are a strided view of the data (numpy and memory maps: no copy, only
     the sampled patterns' pages are read; dask: a lazy slice). HDF5 and zarr data go through a
     dask view, which reads whole storage chunks: with chunks of many patterns the preview reads
-    more than it keeps. With ``NAPARI_4DSTEM_SAFE_READS`` a memory map is copied out with
-    ``pread`` block by block, each block's whole byte span.
+    more than it keeps (:func:`strided_pays` says when it reads a few %). With
+    ``NAPARI_4DSTEM_SAFE_READS`` a memory map is copied out with ``pread`` block by block, each
+    block's whole byte span.
     """
     cube, cal = as_datacube(data, calibration)
     ny, nx = cube.scan_shape
