@@ -1165,16 +1165,22 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
     del x
     t_dec = time.perf_counter() - t0
 
+    inputs = {}  # each space's clustering input, made once (auto uses the factors up to three times)
+
     def cluster_input(space):
+        if space in inputs:
+            return inputs[space]
         if space == "maf":
             zc = maf_factors(z, scan_shape, p.maf)
-            return zc, neighbour_noise_variance(zc, scan_shape)
+            inputs[space] = zc, neighbour_noise_variance(zc, scan_shape)
+            return inputs[space]
         # cluster on the leading components (the class signal; the rest is mostly noise)
         zc = np.ascontiguousarray(z[:, : min(z.shape[1], p.cluster_dims)], dtype=np.float64)
         if p.decomposition == "nmf":
             s = zc.sum(1, keepdims=True)
             zc = zc / np.where(s > 0, s, 1)
-        return zc, noise_var
+        inputs[space] = zc, noise_var
+        return inputs[space]
 
     if len(spaces) > 1:
         # the space is chosen on each space's own classes (mixture, number of classes suggested: what
@@ -1187,7 +1193,7 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
                 *cluster_input(space), raw, blocks, scan_shape, free, step, same, space
             )
         yield step("choosing the clustering space")
-        chosen, scores = choose_space(maf_factors(z, scan_shape, p.maf), {s: runs[s][0] for s in spaces})
+        chosen, scores = choose_space(cluster_input("maf")[0], {s: runs[s][0] for s in spaces})
         extra["space_scores"] = scores
         if free != p:
             runs[chosen] = yield from _iter_cluster(*cluster_input(chosen), raw, blocks, scan_shape, p, step, same)
