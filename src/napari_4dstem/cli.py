@@ -561,6 +561,8 @@ def _nn_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_strain(sub) -> argparse.ArgumentParser:
+    from .analysis.bragg.fit_weights import FIT_WEIGHTS
+
     p = sub.add_parser("strain", help="Bragg disks, lattice fit per pattern and true strain maps")
     p.add_argument("file", type=Path, help="a 4D-STEM file, or an EMD file of Bragg peaks (from `disks` or `infer`)")
     p.add_argument("out", type=Path, help="output .h5 (EMD): strain, confidence, reason, lattice, peaks")
@@ -578,7 +580,7 @@ def add_strain(sub) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--fit-weights",
-        choices=("auto", "intensity", "intensity*correlation", "uniform"),
+        choices=FIT_WEIGHTS,
         default="auto",
         help="lattice-fit weight per peak (auto: what the disk finder recorded; the network's peaks: "
         "counts times its confidence; correlation's: counts)",

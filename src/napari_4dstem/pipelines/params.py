@@ -329,7 +329,7 @@ class StrainParams(_Params):
     fit_weights: str = "auto"
 
     def __post_init__(self):
-        from ..analysis.bragg.lattice import FIT_WEIGHTS
+        from ..analysis.bragg.fit_weights import FIT_WEIGHTS
 
         _check(
             self.fit_weights in FIT_WEIGHTS,

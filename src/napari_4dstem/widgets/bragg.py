@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..analysis.bragg.fit_weights import FIT_WEIGHTS
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
@@ -335,7 +336,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self.fit_label = QLabel("")  # the fitted lattice of the pattern at the scan position
         # StrainParams.fit_weights: auto follows the disk finder (network: counts x confidence)
         self.fit_weights = QComboBox()
-        self.fit_weights.addItems(["auto", "intensity", "intensity*correlation", "uniform"])
+        self.fit_weights.addItems(list(FIT_WEIGHTS))
         self.fit_weights.setToolTip(
             "lattice-fit weight per peak: auto uses what the disk finder recorded (the network's "
             "peaks: counts times its confidence; correlation's: counts)"

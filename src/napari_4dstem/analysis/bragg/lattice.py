@@ -33,6 +33,7 @@ from ...data.results import BraggPeaks, DiffractionImage, RealSpaceMap
 from ...engine.jobs import Job, Progress, eager
 from ...errors import DataShapeError, Napari4DSTEMError
 from .disks import _origin_per_peak, bragg_vector_map, correct_ellipse, origin_from_peaks
+from .fit_weights import FIT_WEIGHTS
 from .peaks import find_peaks
 
 __all__ = [
@@ -461,9 +462,6 @@ def _fit_totals(offsets, use, w0, res, n_used, wsum, rss):
         n_used[p] = n
         wsum[p] = sw
         rss[p] = sr
-
-
-FIT_WEIGHTS = ("auto", "intensity", "intensity*correlation", "uniform")
 
 
 def _peak_weights(peaks: BraggPeaks, weights: str, recorded: bool = False) -> np.ndarray:
