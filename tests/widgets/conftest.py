@@ -20,7 +20,8 @@ either, it is
   canvas), docking a widget (``Window.add_dock_widget``, which also saves napari's settings),
   the layer list's Qt model repainting a row after a layer event (``QtLayerListModel.
   _process_event``) and recomputing a layer's thumbnail after ``layer.data = ...``
-  (``_update_thumbnail``), Qt laying out napari's main window (its ``LayoutRequest`` events),
+  (``_update_thumbnail``), filling a Shapes layer's mesh arrays after its data is set
+  (``_shape_list._fill_arrays``), Qt laying out napari's main window (its ``LayoutRequest`` events),
   and pint building its unit registry (the first unit parsed in the process).
   None of these may run our own slots inside (napari's progress bar does, so it is not here). Widgets add each of
   their layers once and update it after;
@@ -292,6 +293,13 @@ def _patch_napari_floor() -> None:
     from napari._qt.containers.qt_layer_model import QtLayerListModel
 
     targets.append((QtLayerListModel, "_process_event"))
+    # napari filling a Shapes layer's mesh arrays (vertices and triangles of every shape) after
+    # ``layer.data = ...``: a plain function, no event and no slot of ours inside; a detector's
+    # outline set on the GUI thread (where napari layers must be set) pays it: 50 ms of a 103 ms
+    # interval in a fresh-clone CI run at full load
+    from napari.layers.shapes import _shape_list
+
+    targets.append((_shape_list, "_fill_arrays"))
     # napari recomputing a layer's thumbnail after a data change (a Vectors layer rasterises
     # every arrow: 50-70 ms seen), synchronously inside ``layer.data = ...``
     targets += [
