@@ -63,3 +63,23 @@ def test_frc_of_a_lattice_skips_the_empty_rings_and_is_finite(rng):
     f, frc = fourier_ring_correlation(truth + 1.5 * rng.normal(size=truth.shape), truth, pixel_A=0.25)
     assert frc[5] > 0.5
     assert 1.0 <= frc_resolution_A(f, frc) <= 1 / (10 / 48 / 0.25)
+
+
+def test_frc_first_ring_holds_every_frequency_below_it(rng):
+    """Frequencies under half a ring width belong to the first ring; only the zero frequency is in
+    none. They exist on the longer axis of a non-square image (it samples finer than a ring) and
+    whenever ``n_rings`` is smaller than the image: with 4 rings on 64 x 64 a cosine at 2/64
+    cycles/px (its window leakage within 1..3/64) is below ring 1's centre minus half a width.
+    Before, those frequencies were in no ring and ring 1 read only the independent noise (~0)."""
+    xx = np.mgrid[0:64, 0:64][1]
+    signal = 5.0 * np.cos(2 * np.pi * 2 * xx / 64)
+    a = signal + rng.normal(size=xx.shape)
+    b = signal + rng.normal(size=xx.shape)
+    f, frc = fourier_ring_correlation(a, b, n_rings=4)
+    assert len(f) == 4 and frc[0] > 0.9 and np.abs(frc[1:]).max() < 0.3
+    # the non-square case: 32 x 96, rings 1/32 wide; the x axis's 1/96 is in ring 1
+    xx = np.mgrid[0:32, 0:96][1]
+    f, frc = fourier_ring_correlation(
+        5.0 * np.cos(2 * np.pi * xx / 96) + rng.normal(size=xx.shape), xx * 0.0 + 5.0 * np.cos(2 * np.pi * xx / 96)
+    )
+    assert len(f) == 16 and frc[0] > 0.9

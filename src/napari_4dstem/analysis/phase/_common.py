@@ -174,8 +174,9 @@ def fourier_ring_correlation(
     ``Re sum A B* / sqrt(sum |A|^2 sum |B|^2)`` per ring, up to the Nyquist frequency. Both
     images lose their mean and a Hann window is applied (no edge artefacts). Ring ``i``
     (``i = 1 .. n_rings``, default ``min(h, w) // 2``) holds the frequencies within half a ring
-    width of ``i`` ring widths (``0.5 / n_rings`` cycles per pixel): the zero frequency is in
-    none (it holds only the windowed mean). ``b`` is the reference (e.g. the truth): a ring where
+    width of ``i`` ring widths (``0.5 / n_rings`` cycles per pixel), ring 1 also any lower
+    non-zero frequency (the longer axis of a non-square image samples finer than a ring): the zero
+    frequency is in none (it holds only the windowed mean). ``b`` is the reference (e.g. the truth): a ring where
     it has no power (per pixel below ``1e-3`` of its strongest ring's: between a crystal's
     reflections, beyond its finest one) is NaN, it says nothing about ``a``.
     """
@@ -191,6 +192,9 @@ def fourier_ring_correlation(
     n = n_rings or max(2, min(h, w) // 2)
     width = 0.5 / n
     idx = (np.floor(r.ravel() / width + 0.5) - 1).astype(int)  # ring i + 1 at index i; the zero frequency at -1
+    # on a non-square image the longer axis samples finer than a ring: its lowest frequencies (below
+    # half a ring width) go to the first ring; only the zero frequency stays out
+    idx[(idx < 0) & (r.ravel() > 0)] = 0
     ok = (idx >= 0) & (idx < n)
     num = np.bincount(idx[ok], (fa * np.conj(fb)).real.ravel()[ok], minlength=n)
     pa = np.bincount(idx[ok], (np.abs(fa) ** 2).ravel()[ok], minlength=n)
