@@ -280,6 +280,9 @@ CONFIGS = {
     # session 8's matcher: the pair of overlapping grains by the explained share, candidates
     # ranked by the refinement's cosine (session 9: joint two-grain fit, wider ranking)
     "session8": (dict(), dict(pair_score="share", rank_width=0)),
+    # session 10's matcher: the joint pair replaces the single-grain answer everywhere (session 11:
+    # only where the second grain adds pair_gain of the pattern)
+    "session10": (dict(), dict(pair_gain=-np.inf)),
 }
 
 

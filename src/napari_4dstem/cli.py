@@ -685,6 +685,13 @@ def add_acom(sub) -> argparse.ArgumentParser:
         "--pair-pool", type=v.positive_int, default=8, help="first-pass candidates in the joint fit's pool (default 8)"
     )
     p.add_argument(
+        "--pair-gain",
+        type=float,
+        default=0.02,
+        metavar="G",
+        help="overlaps: a second grain only where it adds G to the pair's squared cosine (default 0.02)",
+    )
+    p.add_argument(
         "--rank-width",
         type=v.nonnegative_float,
         default=0.0,
@@ -724,6 +731,7 @@ def run_acom(args) -> int:
         excitation_width_inv_A=args.excitation_width,
         pair_score=args.pair_score,
         pair_pool=args.pair_pool,
+        pair_gain=args.pair_gain,
         rank_width=args.rank_width,
     )
     peaks = _peaks_file(args.file)

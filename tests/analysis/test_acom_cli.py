@@ -135,7 +135,7 @@ class _Captured(Exception):
 
 
 def test_acom_cli_overlap_flags_reach_the_matcher(tmp_path, monkeypatch):
-    """--pair-score / --pair-pool / --rank-width land in ACOMParams and in the matcher's keywords."""
+    """--pair-score / --pair-pool / --pair-gain / --rank-width land in ACOMParams and in the matcher's keywords."""
     import inspect
 
     from napari_4dstem import cli
@@ -151,15 +151,15 @@ def test_acom_cli_overlap_flags_reach_the_matcher(tmp_path, monkeypatch):
     src = str(sample_path("polycrystal_au"))
     argv = ["-q", "acom", src, str(tmp_path / "x.h5"), "--crystal", "Au", "--probe", src]
     with pytest.raises(_Captured):
-        main([*argv, "--pair-score", "share", "--pair-pool", "4", "--rank-width", "12"])
+        main([*argv, "--pair-score", "share", "--pair-pool", "4", "--rank-width", "12", "--pair-gain", "0.05"])
     kw = seen["acom"].match_kwargs()
-    assert (kw["pair_score"], kw["pair_pool"], kw["rank_width"]) == ("share", 4, 12.0)
+    assert (kw["pair_score"], kw["pair_pool"], kw["rank_width"], kw["pair_gain"]) == ("share", 4, 12.0, 0.05)
     assert set(kw) <= set(inspect.signature(iter_match_orientations).parameters)
     seen.clear()
     with pytest.raises(_Captured):
         main(argv)  # the API's defaults
     kw = seen["acom"].match_kwargs()
-    assert (kw["pair_score"], kw["pair_pool"], kw["rank_width"]) == ("joint", 8, 0.0)
+    assert (kw["pair_score"], kw["pair_pool"], kw["rank_width"], kw["pair_gain"]) == ("joint", 8, 0.0, 0.02)
     assert seen["acom"].changed() == {"crystals": ["Au"]}  # defaults are not spelled out in scripts
     with pytest.raises(SystemExit) as e:  # argparse refuses an unknown choice
         main([*argv, "--pair-score", "best"])

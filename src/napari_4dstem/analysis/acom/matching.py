@@ -1013,6 +1013,12 @@ _RANK_MIX = 0.5
 #: distinct grains each residual pass adds to the pool of the joint pair choice (its best and
 #: the runner-up, often the first turned by 180 deg about the beam)
 _PAIR_RESIDUALS = 2
+#: the joint pair replaces the single-grain answer only where it explains the pattern better than
+#: the first pass's best candidate alone: ``score^2 - alone^2`` (the share of the measured
+#: amplitudes' norm the second grain adds) at least this (draw 18 of the thin-film sets: single
+#: grains median 0, 90th percentile 0.006-0.015; overlaps median 0.017-0.049; 0.02 moved the
+#: first match of 2-9 % of single grains and cost the overlaps 0-2 points, docs/acom.md)
+_PAIR_GAIN = 0.02
 # intensity_power="auto": the power of the ranking, the power of the second refinement of the
 # first match, and the median best correlation (of the ranking) at which that refinement runs:
 # own-model sets 0.97-0.99, thin films and Gaussian films of other thicknesses 0.68-0.89 on
@@ -1286,6 +1292,7 @@ def iter_match_orientations(
     pair_candidates: int = 3,
     pair_score: str = "joint",
     pair_pool: int = 8,
+    pair_gain: float | None = None,
     rank_width: float = 0.0,
 ) -> Job[ACOMResult]:
     """Job: orientation (and phase) of every pattern from its Bragg peaks.
@@ -1355,6 +1362,12 @@ def iter_match_orientations(
         reflections hold the larger share of the pattern's intensity.
     pair_pool : int
         With ``pair_score="joint"``: distinct candidates of the first pass in the pool (default 8).
+    pair_gain : float, optional
+        With ``pair_score="joint"``: the joint pair replaces the single-grain answer (the first
+        pass's best candidate, as with ``n_matches=1``, and the best grain of the peaks it leaves)
+        only where ``score^2 - alone^2 >= pair_gain``, ``alone`` the cosine of the best candidate
+        by itself under the same rocking curve (default 0.02; ``-inf``: always, as before
+        session 11).
     rank_width : float
         When > 0, the refined candidates are ranked (and the reliability index computed) by the
         mean of the refinement's cosine and the cosine of measured and predicted amplitudes
@@ -1447,11 +1460,11 @@ def iter_match_orientations(
     # maps filling in (the first pass only: the others re-match the peaks left unexplained)
     scan_partial = _ScanPartial(peaks.scan_shape)
 
-    def one_pass(off_p, gx_p, gy_p, amp_p, n_m, i_pass):
+    def one_pass(off_p, gx_p, gy_p, amp_p, n_m, i_pass, n_m_cand=None):
         per_plan = []
         for k, plan in enumerate(plans):
             sep = separation_deg if separation_deg is not None else max(5.0, 2.5 * plan.params["step_deg"])
-            n_cand = max(24, 4 * n_m, 2 * n_refine)
+            n_cand = max(24, 4 * (n_m if n_m_cand is None else n_m_cand), 2 * n_refine)
             res = yield from _match_one_plan(
                 plan,
                 off_p,
@@ -1503,9 +1516,12 @@ def iter_match_orientations(
         raise ValueError(f"pair_score must be 'joint' or 'share', got {pair_score!r}")
     joint = residual and pair_score == "joint"
     n_first = (max(pair_candidates, int(pair_pool)) if joint else pair_candidates) if residual else 1
+    # the first pass of the overlap path scores as many plan candidates as one match would, so that
+    # its best candidate is the single-grain answer (kept where no second grain is found)
     U, corr, okm, nmatch, rms, phase, rel, phase_rel, alt = yield from one_pass(
-        off_v, gx, gy, amp, n_first if residual else n_matches, 0
+        off_v, gx, gy, amp, n_first if residual else n_matches, 0, 1 if residual else None
     )
+    corr_first, ok_first = corr[:, 0].copy(), okm[:, 0].copy()
     if residual:
         # overlapping grains: match k is the best orientation of the peaks that matches
         # 1..k-1 leave unexplained (peaks within the position tolerance of one of their
@@ -1588,7 +1604,7 @@ def iter_match_orientations(
             seps = [
                 separation_deg if separation_deg is not None else max(5.0, 2.5 * p.params["step_deg"]) for p in plans
             ]
-            ja, jb, _js, jca, jcb = yield from _joint_pairs_job(
+            ja, jb, js, jca, jcb = yield from _joint_pairs_job(
                 plans,
                 Up,
                 okp,
@@ -1605,7 +1621,36 @@ def iter_match_orientations(
                 chunk=chunk,
                 progress=Progress(total - 1, total, "choosing the pair of overlapping grains"),
             )
-            has = ja >= 0
+            # a second grain only where the pair explains the pattern clearly better than the first
+            # pass's best candidate alone (under the same wide rocking curve): elsewhere the first
+            # match stays the single-grain answer and the second is its residual's best grain
+            alone = np.zeros(n_pat)
+            for k, plan in enumerate(plans):
+                sel_k = okm[:, 0] & valid & (phase[:, 0] == k)
+                if sel_k.any():
+                    alone_k = yield from _wide_scores_job(
+                        plan,
+                        off_v,
+                        gx,
+                        gy,
+                        amp,
+                        U[:, :1],
+                        sel_k[:, None],
+                        width=_PAIR_WIDTH,
+                        intensity_power=intensity_power,
+                        k_max=k_max,
+                        tol_pos=tol_pos,
+                        n_threads=n_threads,
+                        chunk=chunk,
+                        progress=Progress(total - 1, total, "choosing the pair of overlapping grains"),
+                    )
+                    alone = np.where(sel_k, alone_k[:, 0], alone)
+            gain_line = _PAIR_GAIN if pair_gain is None else float(pair_gain)
+            two = (ja >= 0) & (js**2 - alone**2 >= gain_line)
+            one = ~two
+            pair_a = tuple(np.where(_bcast(one, x), y, x) for x, y in zip(pair_a, first[0], strict=True))
+            pair_b = tuple(np.where(_bcast(one, x), y, x) for x, y in zip(pair_b, residuals[0], strict=True))
+            has = two
             lead = np.where(jca >= jcb, ja, jb)
             follow = np.where(jca >= jcb, jb, ja)
             lead, follow = np.where(has, lead, 0), np.where(has, follow, 0)
@@ -1636,7 +1681,8 @@ def iter_match_orientations(
         # correlation reaches the line, the peaks follow the plan's own rocking curve, and the
         # first match is refined again on amplitudes (0.5: four times more precise on such data);
         # the ranking, correlation and reliability stay those of the robust 0.25
-        auto_median = float(np.median(np.where(okm[:, 0], corr[:, 0], 0.0)[valid])) if valid.any() else 0.0
+        # the first pass's best correlation (as with one match), whatever the pair choice did
+        auto_median = float(np.median(np.where(ok_first, corr_first, 0.0)[valid])) if valid.any() else 0.0
         if auto_median >= _AUTO_LINE:
             U[:, 0], nmatch[:, 0], rms[:, 0] = yield from _polish_job(
                 plans,
@@ -1675,6 +1721,7 @@ def iter_match_orientations(
         "overlap": overlap if n_matches > 1 else "",
         "pair_candidates": pair_candidates if residual else 0,
         "pair_score": pair_score if residual else "",
+        "pair_gain": (_PAIR_GAIN if pair_gain is None else float(pair_gain)) if joint else float("nan"),
         "rank_width": float(rank_width) if refine else 0.0,
         "flip_candidates": flip_candidates,
         "rocking_curve": ",".join(_plan_profile(p) for p in plans),
