@@ -144,6 +144,30 @@ def test_mrc_and_blockfile_sizes_must_match(tmp_path):
         open_datacube(b)
 
 
+def test_header_calibration_that_is_not_valid_opens_uncalibrated(tmp_path):
+    # a blockfile header's scan step and beam energy become the calibration; a step that
+    # Calibration refuses opens the data uncalibrated instead of failing
+    import struct
+
+    from napari_4dstem.data.calibration import Calibration
+    from napari_4dstem.io import blockfile
+
+    recs = b"".join(b"\xaa\x55" + struct.pack("<I", i) + bytes(range(i, i + 16)) for i in range(6))
+
+    def blo(name, step_nm):
+        hdr = struct.pack(blockfile._FMT, b"IMGBLO", 0x0102, 64, 64, 0, 4, 0, 3, 2, 0, step_nm, 1.5,
+                          200000, 100, 10, 0.0)  # fmt: skip
+        path = tmp_path / name
+        path.write_bytes(hdr + recs)
+        return blockfile.read_datacube(path).calibration
+
+    good = blo("good.blo", 2.5)
+    assert good.scan_step == (1.5, 2.5) and good.scan_units == "nm" and good.beam_energy_kev == 200.0
+    # a negative step is not read (the energy stays); an infinite one is, and Calibration refuses it
+    assert blo("negative.blo", -2.5) == Calibration(beam_energy_kev=200.0)
+    assert blo("infinite.blo", float("inf")) == Calibration()
+
+
 def _de_movie(tmp_path, n=12):
     head = bytearray(1024)
     head[0:16] = np.array([4, 3, n, 6], "<i4").tobytes()

@@ -171,10 +171,27 @@ def _seg_sum(pat, r, c0, c1, zero):
     return s
 
 
+@numba.njit(nogil=True, cache=True, fastmath=_FM, inline="always")
+def _shifted(one, pat, row0, qx, mask, sy, sx, zero):
+    """Sum of ``pat`` over ``mask`` moved by the sub-pixel shift ``(sy, sx)``.
+
+    Bilinear in the mask: the weighted sum over the four whole-pixel shifts around it of
+    ``one(pat, row0, qx, mask, ty, tx, zero)``, the sum over the mask moved by ``(ty, tx)``
+    pixels (:func:`_runs_one` for binary masks, :func:`_weighted_one` for weights).
+    """
+    iy, ix, w = _bilinear(sy, sx)
+    v = 0.0
+    for t in range(4):
+        if w[t] != 0.0:
+            v += w[t] * one(pat, row0, qx, mask, iy + t // 2, ix + t % 2, zero)
+    return v
+
+
 @numba.njit(nogil=True, cache=True, fastmath=_FM)
-def _runs_one(pat, row0, qx, runs_r, runs_c0, runs_c1, ty, tx, zero):
-    # sum of the pattern over the runs (row r, columns c0:c1) shifted by (ty, tx) pixels;
-    # pixels outside the detector count as zero
+def _runs_one(pat, row0, qx, runs, ty, tx, zero):
+    # sum of the pattern over the runs (runs_r, runs_c0, runs_c1: row r, columns c0:c1)
+    # shifted by (ty, tx) pixels; pixels outside the detector count as zero
+    runs_r, runs_c0, runs_c1 = runs
     h = pat.shape[0]
     acc = 0.0
     for k in range(runs_r.shape[0]):
@@ -207,6 +224,7 @@ def runs_sum_block(block, row0, runs_r, runs_c0, runs_c1, shift_y, shift_x, zero
     qx = block.shape[3]
     h = block.shape[2]
     n = ny * nx
+    runs = (runs_r, runs_c0, runs_c1)
     if shift_y.size == 0:
         # four patterns at a time, their rows interleaved: a small detector reads short runs
         # at a 64 KiB stride, bound by memory latency; four independent streams keep more
@@ -218,9 +236,7 @@ def runs_sum_block(block, row0, runs_r, runs_c0, runs_c1, shift_y, shift_x, zero
             p0 = 4 * g
             if p0 + 4 > n:
                 for p in range(p0, n):
-                    out[p // nx, p % nx] = _runs_one(
-                        block[p // nx, p % nx], row0, qx, runs_r, runs_c0, runs_c1, 0, 0, zero
-                    )
+                    out[p // nx, p % nx] = _runs_one(block[p // nx, p % nx], row0, qx, runs, 0, 0, zero)
                 continue
             pa = block[p0 // nx, p0 % nx]
             pb = block[(p0 + 1) // nx, (p0 + 1) % nx]
@@ -256,17 +272,14 @@ def runs_sum_block(block, row0, runs_r, runs_c0, runs_c1, shift_y, shift_x, zero
     for p in numba.prange(n):
         i = p // nx
         j = p - i * nx
-        pat = block[i, j]
-        iy, ix, w = _bilinear(shift_y[i, j], shift_x[i, j])
-        v = 0.0
-        for t in range(4):
-            if w[t] != 0.0:
-                v += w[t] * _runs_one(pat, row0, qx, runs_r, runs_c0, runs_c1, iy + t // 2, ix + t % 2, zero)
-        out[i, j] = v
+        out[i, j] = _shifted(_runs_one, block[i, j], row0, qx, runs, shift_y[i, j], shift_x[i, j], zero)
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FM)
-def _weighted_one(pat, row0, qx, w, r0, c0, ty, tx, zero):
+def _weighted_one(pat, row0, qx, mask, ty, tx, zero):
+    # sum of weights * pattern over the bounding box (w at absolute row r0, column c0)
+    # shifted by (ty, tx) pixels; pixels outside the detector count as zero
+    w, r0, c0 = mask
     h = pat.shape[0]
     hw, ww = w.shape
     acc = 0.0
@@ -298,19 +311,62 @@ def weighted_sum_block(block, row0, weights, r0, c0, shift_y, shift_x, zero, out
     ny, nx = block.shape[0], block.shape[1]
     qx = block.shape[3]
     shifted = shift_y.size > 0
+    mask = (weights, r0, c0)
     for p in numba.prange(ny * nx):
         i = p // nx
         j = p - i * nx
-        pat = block[i, j]
-        if not shifted:
-            out[i, j] = _weighted_one(pat, row0, qx, weights, r0, c0, 0, 0, zero)
-            continue
-        iy, ix, w = _bilinear(shift_y[i, j], shift_x[i, j])
-        v = 0.0
-        for t in range(4):
-            if w[t] != 0.0:
-                v += w[t] * _weighted_one(pat, row0, qx, weights, r0, c0, iy + t // 2, ix + t % 2, zero)
-        out[i, j] = v
+        if shifted:
+            out[i, j] = _shifted(_weighted_one, block[i, j], row0, qx, mask, shift_y[i, j], shift_x[i, j], zero)
+        else:
+            out[i, j] = _weighted_one(block[i, j], row0, qx, mask, 0, 0, zero)
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FM, inline="always")
+def _com_rows(row_moments, pat, row0, r_lo, r_hi, mask):
+    """Sum and first moments ``(tot, my, mx)`` of a pattern over its local rows ``r_lo:r_hi``.
+
+    ``row_moments(pat, r, row0, mask)`` gives row ``r``'s sum and its first moment along
+    x in absolute detector columns (:func:`_row_moments` for the whole row,
+    :func:`_weighted_row_moments` inside a weighted detector); rows are added in float64.
+    """
+    tot = 0.0
+    my = 0.0
+    mx = 0.0
+    for r in range(r_lo, r_hi):
+        s, sc = row_moments(pat, r, row0, mask)
+        tot += s
+        my += s * (r + row0)
+        mx += sc
+    return tot, my, mx
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FM, inline="always")
+def _row_moments(pat, r, row0, mask):
+    # the whole row r
+    s = 0.0
+    sc = 0.0
+    for c in range(pat.shape[1]):
+        v = np.float64(pat[r, c])
+        s += v
+        sc += v * c
+    return s, sc
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FM, inline="always")
+def _weighted_row_moments(pat, r, row0, mask):
+    # row r times its row of the weights (bounding box at absolute row r0, column c0)
+    weights, r0, c0 = mask
+    nb = min(weights.shape[1], pat.shape[1] - c0)
+    seg = pat[r, c0 : c0 + nb]
+    wr = weights[r + row0 - r0, :nb]
+    s = 0.0
+    sc = 0.0
+    for b in range(nb):
+        v = wr[b] * seg[b]
+        s += v
+        sc += v * b
+    sc += s * c0
+    return s, sc
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FM)
@@ -332,58 +388,26 @@ def com_block(block, row0, out):
     ``out[i, j] = (sum, com_y, com_x)`` with ``com`` in absolute detector pixels (pixel
     centres at integer coordinates); NaN where the sum is zero.
     """
-    ny, nx, h, qx = block.shape
+    ny, nx, h = block.shape[0], block.shape[1], block.shape[2]
     for p in numba.prange(ny * nx):
         i = p // nx
         j = p - i * nx
-        pat = block[i, j]
-        tot = 0.0
-        my = 0.0
-        mx = 0.0
-        for r in range(h):
-            s = 0.0
-            sc = 0.0
-            for c in range(qx):
-                v = np.float64(pat[r, c])
-                s += v
-                sc += v * c
-            tot += s
-            my += s * (r + row0)
-            mx += sc
+        tot, my, mx = _com_rows(_row_moments, block[i, j], row0, 0, h, ())
         _store_com(out, i, j, tot, my, mx)
 
 
 @Kernel
 def com_weighted_block(block, row0, weights, r0, c0, out):
     """Centre of mass inside a weighted detector (bounding box ``weights`` at ``(r0, c0)``)."""
-    ny, nx = block.shape[0], block.shape[1]
-    qx = block.shape[3]
-    h = block.shape[2]
-    hw, ww = weights.shape
+    ny, nx, h = block.shape[0], block.shape[1], block.shape[2]
+    # the detector rows the weights cover, as local rows of the block
+    r_lo = max(0, r0 - row0)
+    r_hi = min(h, r0 + weights.shape[0] - row0)
+    mask = (weights, r0, c0)
     for p in numba.prange(ny * nx):
         i = p // nx
         j = p - i * nx
-        pat = block[i, j]
-        tot = 0.0
-        my = 0.0
-        mx = 0.0
-        for a in range(hw):
-            r = r0 + a - row0
-            if r < 0 or r >= h:
-                continue
-            s = 0.0
-            sc = 0.0
-            nb = min(ww, qx - c0)
-            seg = pat[r, c0 : c0 + nb]
-            wr = weights[a, :nb]
-            for b in range(nb):
-                v = wr[b] * seg[b]
-                s += v
-                sc += v * b
-            sc += s * c0
-            tot += s
-            my += s * (r + row0)
-            mx += sc
+        tot, my, mx = _com_rows(_weighted_row_moments, block[i, j], row0, r_lo, r_hi, mask)
         _store_com(out, i, j, tot, my, mx)
 
 

@@ -18,13 +18,15 @@ from functools import wraps
 import numpy as np
 
 from ..data._blockread import block_source
-from ..errors import FileFormatError
+from ..data.calibration import Calibration
+from ..errors import CalibrationError, FileFormatError
 
 __all__ = [
     "DEFAULT_SCAN_CHUNK",
     "check_eager",
     "check_scan_shape",
     "frame_memmap",
+    "header_calibration",
     "lazy_frames",
     "never_raises",
     "read_head",
@@ -167,6 +169,29 @@ def check_eager(path: str | os.PathLike, nbytes: int, what: str) -> None:
             path, f"declares {int(nbytes)} bytes for {what}, more than twice the file's "
             f"{size} bytes: corrupt or crafted",
         )  # fmt: skip
+
+
+def header_calibration(**kw) -> Calibration:
+    """The calibration a file's header gives, or the default one where that is not valid.
+
+    A header's steps and energies are advice: a value :class:`Calibration` refuses (zero,
+    negative, not finite) must not keep the data from opening, so the file opens
+    uncalibrated instead, for the user to calibrate.
+
+    Parameters
+    ----------
+    **kw
+        Keyword arguments of :class:`Calibration` read from the header.
+
+    Returns
+    -------
+    Calibration
+        ``Calibration(**kw)``, or ``Calibration()`` where that raises CalibrationError.
+    """
+    try:
+        return Calibration(**kw)
+    except CalibrationError:
+        return Calibration()
 
 
 def check_scan_shape(

@@ -26,10 +26,11 @@ from typing import Any
 
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
-from ..errors import CalibrationError, FileFormatError
+from ..errors import FileFormatError
 from ._helpers import (
     check_scan_shape,
     frame_memmap,
+    header_calibration,
     lazy_frames,
     never_raises,
     read_head,
@@ -204,10 +205,7 @@ def read_datacube(
             kw.update(scan_step=(h["sy_nm"], h["sx_nm"]), scan_units="nm")
         if h["beam_energy_V"] > 0:
             kw["beam_energy_kev"] = h["beam_energy_V"] / 1000.0
-        try:
-            calibration = Calibration(**kw)
-        except CalibrationError:
-            calibration = Calibration()
+        calibration = header_calibration(**kw)
     meta = {"format": "NanoMegas blockfile", "header": h}
     if h["sdp"]:
         meta["detector_pixel_cm"] = 100.0 / h["sdp"]

@@ -48,8 +48,8 @@ import numpy as np
 
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
-from ..errors import CalibrationError, FileFormatError
-from ._helpers import check_scan_shape, never_raises, read_head, require_regular
+from ..errors import FileFormatError
+from ._helpers import check_scan_shape, header_calibration, never_raises, read_head, require_regular
 
 __all__ = ["DMArray", "DMImage", "is_dm4d", "list_images", "read_datacube", "read_image", "read_tags"]
 
@@ -499,7 +499,4 @@ def _calibration(cal_dims: list, ndim: int) -> Calibration:
         (sxs, su), (sys_, _) = get(2), get(3)
         if su in ("nm", "A", "Å", "µm", "um") and sxs > 0 and sys_ > 0:
             kw.update(scan_step=(sys_, sxs), scan_units=su)
-    try:
-        return Calibration(**kw)
-    except CalibrationError:
-        return Calibration()
+    return header_calibration(**kw)

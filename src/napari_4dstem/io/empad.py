@@ -28,10 +28,11 @@ from typing import Any
 
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
-from ..errors import CalibrationError, FileFormatError
+from ..errors import FileFormatError
 from ._helpers import (
     check_scan_shape,
     frame_memmap,
+    header_calibration,
     lazy_frames,
     never_raises,
     read_head,
@@ -262,9 +263,6 @@ def read_datacube(
             kw.update(k_pixel_size=info["k_pixel_mrad"], k_units="mrad")
         if info["high_voltage_V"]:
             kw["beam_energy_kev"] = info["high_voltage_V"] / 1000.0
-        try:
-            calibration = Calibration(**kw)
-        except CalibrationError:
-            calibration = Calibration()
+        calibration = header_calibration(**kw)
     meta = {"format": "EMPAD", "frames_in_file": n, "header": info, "raw_file": str(raw)}
     return DataCube(data, calibration, name=raw.stem, metadata=meta, source=str(raw))

@@ -22,6 +22,7 @@ is given. Calibration: ``Specimen Pixel Size`` (nm) for the scan when the info f
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 from pathlib import Path
@@ -31,11 +32,12 @@ import numpy as np
 
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
-from ..errors import CalibrationError, FileFormatError
+from ..errors import FileFormatError
 from ._helpers import (
     DEFAULT_SCAN_CHUNK,
     check_scan_shape,
     frame_memmap,
+    header_calibration,
     lazy_frames,
     never_raises,
     read_head,
@@ -357,9 +359,9 @@ def read_datacube(
         try:
             py = float(info.get("Specimen Pixel Size Y (nanometers)", "nan"))
             px = float(info.get("Specimen Pixel Size X (nanometers)", "nan"))
-            if py > 0 and px > 0:
-                kw.update(scan_step=(py, px), scan_units="nm")
-            calibration = Calibration(**kw)
-        except (ValueError, CalibrationError):
-            calibration = Calibration()
+        except ValueError:
+            py = px = math.nan
+        if py > 0 and px > 0:
+            kw.update(scan_step=(py, px), scan_units="nm")
+        calibration = header_calibration(**kw)
     return DataCube(data, calibration, name=_prefix(p), metadata=meta, source=str(p))

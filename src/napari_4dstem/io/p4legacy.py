@@ -31,7 +31,7 @@ import h5py
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import CalibrationError, FileFormatError
-from ._helpers import check_eager, never_raises, read_head, require_regular
+from ._helpers import check_eager, header_calibration, never_raises, read_head, require_regular
 from .emd import _attr, _calibration_from_items, _check_allocated, _check_sources, _read_item
 
 __all__ = ["is_legacy_py4dstem", "read_datacube", "version"]
@@ -144,10 +144,7 @@ def _calibration(f: h5py.File, top: str, cube: h5py.Group, v: tuple[int, int]) -
         kw.update(scan_step=(abs(steps[0]), abs(steps[1])), scan_units=r_units[units[0]])
     if steps[2] and units[2] in ("A^-1", "1/A") and units[2] == units[3] and steps[2] == steps[3]:
         kw.update(k_pixel_size=abs(steps[2]), k_units="1/A")
-    try:
-        return Calibration(**kw)
-    except CalibrationError:
-        return Calibration()
+    return header_calibration(**kw)
 
 
 def read_datacube(path: str | os.PathLike, *, node: str | None = None) -> DataCube:

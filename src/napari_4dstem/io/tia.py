@@ -40,8 +40,8 @@ import numpy as np
 
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
-from ..errors import CalibrationError, FileFormatError
-from ._helpers import check_scan_shape, never_raises, read_head, read_small, require_regular
+from ..errors import FileFormatError
+from ._helpers import check_scan_shape, header_calibration, never_raises, read_head, read_small, require_regular
 
 __all__ = ["is_tia", "read_datacube", "read_frames", "read_header", "ser_path"]
 
@@ -323,7 +323,4 @@ def _calibration(cdx: float, cdy: float, dims: list, info: dict[str, Any]) -> Ca
             kw.update(scan_step=(sy_nm, sx_nm), scan_units="nm")
     if info.get("accelerating_voltage_V", 0) > 0:
         kw["beam_energy_kev"] = info["accelerating_voltage_V"] / 1000.0
-    try:
-        return Calibration(**kw)
-    except CalibrationError:
-        return Calibration()
+    return header_calibration(**kw)

@@ -28,7 +28,7 @@ import numpy as np
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..data.results import DiffractionImage, RealSpaceMap
-from ..simulation.samples import accumulate_disks, planted_strain, soft_disk
+from ..simulation.samples import accumulate_disks, deformation_gradient, planted_strain, soft_disk
 
 __all__ = [
     "ThickScan",
@@ -337,12 +337,7 @@ def make_thick_strained_scan(
     b = a + math.radians(lattice_angle_deg)
     g2 = spacing_px * np.array([math.cos(b), math.sin(b)])
     st = planted_strain(scan_shape)
-    eps = np.zeros((ny, nx, 2, 2))
-    eps[..., 0, 0], eps[..., 1, 1] = st["e_xx"], st["e_yy"]
-    eps[..., 0, 1] = eps[..., 1, 0] = st["e_xy"]
-    c_, s_ = np.cos(st["theta"]), np.sin(st["theta"])
-    R = np.stack([np.stack([c_, -s_], -1), np.stack([s_, c_], -1)], -2)
-    finvT = np.linalg.inv(R @ (np.eye(2) + eps)).swapaxes(-1, -2).reshape(-1, 2, 2)
+    finvT = np.linalg.inv(deformation_gradient(st)).swapaxes(-1, -2).reshape(-1, 2, 2)
     kmax = 0.5 * size + radius_px
     n = int(kmax // spacing_px) + 2
     hk = np.array([(h, k) for h in range(-n, n + 1) for k in range(-n, n + 1) if (h, k) != (0, 0)])

@@ -239,7 +239,11 @@ def _cell_bilinear(src, y0, x0, w00, w01, w10, w11):
 
 @numba.njit(cache=True, nogil=True)
 def warp_stack(src, out, ainv, cy, cx, sy, sx):
-    """Bilinear inverse-map warp of a stack ``(n, H, W)``, zero outside (see ``warp_images``)."""
+    """Bilinear inverse-map warp of a stack ``(n, H, W)``, zero outside (see ``warp_images``).
+
+    Each source position and its weights are computed once for the whole stack (the
+    augmentation warps pattern, probe and label as one stack of three).
+    """
     n, H, W = src.shape
     step_y, step_x = ainv[0, 1], ainv[1, 1]
     for i in range(H):
@@ -253,43 +257,10 @@ def warp_stack(src, out, ainv, cy, cx, sy, sx):
             if whole:
                 w00, w01, w10, w11 = _cell_weights(fy, fx)
                 for k in range(n):
-                    out[k, i, j] = (
-                        w00 * src[k, y0, x0]
-                        + w01 * src[k, y0, x0 + 1]
-                        + w10 * src[k, y0 + 1, x0]
-                        + w11 * src[k, y0 + 1, x0 + 1]
-                    )
+                    out[k, i, j] = _cell_bilinear(src[k], y0, x0, w00, w01, w10, w11)
             else:
                 for k in range(n):
                     out[k, i, j] = _edge_bilinear(src[k], y0, x0, fy, fx)
-
-
-@numba.njit(cache=True, nogil=True)
-def warp_sample(pat, probe, label, ainv, cy, cx, sy, sx, o_pat, o_probe, o_lab):
-    """One pass warping pattern, probe and label with the same map.
-
-    Each source position and its weights are computed once.
-    """
-    H, W = pat.shape
-    step_y, step_x = ainv[0, 1], ainv[1, 1]
-    for i in range(H):
-        y_row, x_row = _row_start(i, ainv, cy, cx, sy, sx)
-        for j in range(W):
-            near, y0, x0, fy, fx, whole = _source_cell(y_row + step_y * j, x_row + step_x * j, H, W)
-            if not near:
-                o_pat[i, j] = 0.0
-                o_probe[i, j] = 0.0
-                o_lab[i, j] = 0.0
-                continue
-            if whole:
-                w00, w01, w10, w11 = _cell_weights(fy, fx)
-                o_pat[i, j] = _cell_bilinear(pat, y0, x0, w00, w01, w10, w11)
-                o_probe[i, j] = _cell_bilinear(probe, y0, x0, w00, w01, w10, w11)
-                o_lab[i, j] = _cell_bilinear(label, y0, x0, w00, w01, w10, w11)
-            else:
-                o_pat[i, j] = _edge_bilinear(pat, y0, x0, fy, fx)
-                o_probe[i, j] = _edge_bilinear(probe, y0, x0, fy, fx)
-                o_lab[i, j] = _edge_bilinear(label, y0, x0, fy, fx)
 
 
 # ------------------------------------------------------------------------------------------

@@ -50,7 +50,6 @@ from .engines import (
     EngineNotInstalledError,
     SimulationRequest,
     SimulationResult,
-    atoms_in_box,
     bin_to_grid,
     box_geometry,
     box_result,
@@ -179,12 +178,7 @@ class AbTEMEngine:
     def _atoms(self, request: SimulationRequest, L: float, t: float):
         from ase import Atoms
 
-        Z, xyz, occ, b = atoms_in_box(
-            request.crystal,
-            orientation=request.orientation,
-            box_A=(L, L, t),
-            deformation=request.deformation,
-        )
+        Z, xyz, occ, b = request.atoms((L, L, t))
         if np.any(occ < 1):
             keep = np.random.default_rng(request.seed).random(len(occ)) < occ
             Z, xyz, b = Z[keep], xyz[keep], b[keep]

@@ -438,20 +438,8 @@ def augment(
             bg += (1.0 - aug.plasmon_weight) * pat
             pat = bg
     A = warp_matrix(aug.ellipticity, aug.ellipse_angle_deg, aug.rotation_deg)
-    pat_w, probe_w, label_w = (np.empty((H, W), np.float32) for _ in range(3))
-    _k.warp_sample(
-        pat,
-        probe,
-        label,
-        np.linalg.inv(A),
-        float(c[0]),
-        float(c[1]),
-        float(aug.shift_px[0]),
-        float(aug.shift_px[1]),
-        pat_w,
-        probe_w,
-        label_w,
-    )
+    # one warp of the three images: each source position and its weights are computed once
+    pat_w, probe_w, label_w = warp_images(np.stack([pat, probe, label]), matrix=A, shift_px=aug.shift_px, origin_px=c)
     lam = _gaussian_blur(pat_w, aug.blur_sigma_px)
     counts = _k.count_noise(lam, aug.dose_e, int(rng.integers(0, 2**63 - 1)), float(aug.read_noise), np.empty_like(lam))
     n = counts.size

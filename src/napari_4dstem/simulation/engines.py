@@ -164,6 +164,21 @@ class SimulationRequest:
         F[:2, :2] += self.strain
         return F
 
+    def atoms(self, box_A: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The request's crystal, oriented and deformed, inside a box (:func:`atoms_in_box`).
+
+        Parameters
+        ----------
+        box_A : (float, float, float)
+            ``(Lx, Ly, t)`` in Angstrom.
+
+        Returns
+        -------
+        tuple of ndarray
+            ``(Z, xyz_A, occupancy, b_iso)`` as :func:`atoms_in_box` returns them.
+        """
+        return atoms_in_box(self.crystal, orientation=self.orientation, box_A=box_A, deformation=self.deformation)
+
     def params(self) -> dict[str, Any]:
         """Every parameter as plain JSON-able values (for manifests and result attributes)."""
         return {

@@ -50,7 +50,6 @@ from .engines import (
     EngineNotInstalledError,
     SimulationRequest,
     SimulationResult,
-    atoms_in_box,
     bin_to_grid,
     box_geometry,
     box_result,
@@ -161,12 +160,7 @@ class MultisliceEngine:
         record: dict[int, list[int]] = {}
         for i, t in enumerate(request.thicknesses_A):
             record.setdefault(exit_of[t], []).append(i)
-        Z, xyz, occ, b_iso = atoms_in_box(
-            request.crystal,
-            orientation=request.orientation,
-            box_A=(L, L, t_max),
-            deformation=request.deformation,
-        )
+        Z, xyz, occ, b_iso = request.atoms((L, L, t_max))
         thermal = request.frozen_phonons > 1
         n_idx, q, q2, band, gkey, form = self._potential_setup(request, Z, b_iso, L, N, thermal, dev)
         k_alpha = request.convergence_mrad * 1e-3 / lam
@@ -276,9 +270,7 @@ class MultisliceEngine:
             bounds = np.cumsum(dzs)
         else:
             bounds = t_max * np.arange(1, int(slices) + 1) / int(slices)
-        Z, xyz, occ, b_iso = atoms_in_box(
-            request.crystal, orientation=request.orientation, box_A=(L, L, t_max), deformation=request.deformation
-        )
+        Z, xyz, occ, b_iso = request.atoms((L, L, t_max))
         n_idx, _, _, band, gkey, form = self._potential_setup(request, Z, b_iso, L, N, False, dev)
         sl = np.minimum(np.searchsorted(bounds, xyz[:, 2], side="right"), len(bounds) - 1)
         qt = torch.as_tensor(n_idx, dtype=torch.float64, device=dev)

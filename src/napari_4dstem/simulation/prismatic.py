@@ -33,7 +33,6 @@ from .engines import (
     EngineNotInstalledError,
     SimulationRequest,
     SimulationResult,
-    atoms_in_box,
     bin_to_grid,
     box_geometry,
     box_result,
@@ -205,12 +204,7 @@ class PrismaticEngine:
         with tempfile.TemporaryDirectory(prefix="n4d-prismatic-") as tmp:
             tmp = Path(tmp)
             for it, t in enumerate(request.thicknesses_A):
-                Z, xyz, occ, b = atoms_in_box(
-                    request.crystal,
-                    orientation=request.orientation,
-                    box_A=(L, L, t),
-                    deformation=request.deformation,
-                )
+                Z, xyz, occ, b = request.atoms((L, L, t))
                 atoms = tmp / f"atoms_{it}.xyz"
                 _write_xyz(atoms, Z, xyz, occ, b, (L, L, t))
                 for ip, (py, px) in enumerate(request.probe_positions_A):

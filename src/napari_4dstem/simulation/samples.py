@@ -164,6 +164,29 @@ def planted_strain(scan_shape: tuple[int, int]) -> dict[str, np.ndarray]:
     }
 
 
+def deformation_gradient(strain: dict[str, np.ndarray]) -> np.ndarray:
+    """The deformation gradient ``F = R (I + e)`` of a strain field such as :func:`planted_strain`'s.
+
+    Parameters
+    ----------
+    strain : dict of str to ndarray ``(scan_y, scan_x)``
+        ``e_xx``, ``e_yy``, ``e_xy`` (the symmetric strain ``e``) and ``theta`` (the rotation
+        ``R``, radians).
+
+    Returns
+    -------
+    ndarray ``(scan_y, scan_x, 2, 2)``
+        ``F`` in ``(x, y)`` components; a reciprocal vector ``g`` of the reference lattice
+        moves to ``F^-T g``.
+    """
+    eps = np.zeros((*np.shape(strain["e_xx"]), 2, 2))
+    eps[..., 0, 0], eps[..., 1, 1] = strain["e_xx"], strain["e_yy"]
+    eps[..., 0, 1] = eps[..., 1, 0] = strain["e_xy"]
+    c, sn = np.cos(strain["theta"]), np.sin(strain["theta"])
+    rot = np.stack([np.stack([c, -sn], -1), np.stack([sn, c], -1)], -2)
+    return rot @ (np.eye(2) + eps)
+
+
 @_sample_doc
 def make_strained_crystal(
     *,
@@ -231,13 +254,7 @@ def make_strained_crystal(
 
     # per-pattern deformation: F = R (I + e); g' = F^-T g
     s = planted_strain(scan_shape)
-    eps = np.zeros((ny, nx, 2, 2))
-    eps[..., 0, 0], eps[..., 1, 1] = s["e_xx"], s["e_yy"]
-    eps[..., 0, 1] = eps[..., 1, 0] = s["e_xy"]
-    c, sn = np.cos(s["theta"]), np.sin(s["theta"])
-    rot = np.stack([np.stack([c, -sn], -1), np.stack([sn, c], -1)], -2)
-    F = rot @ (np.eye(2) + eps)
-    finvT = np.linalg.inv(F).swapaxes(-1, -2)  # (ny, nx, 2, 2)
+    finvT = np.linalg.inv(deformation_gradient(s)).swapaxes(-1, -2)  # (ny, nx, 2, 2)
     g_def = np.einsum("yxij,nj->yxni", finvT, g_ref)  # (ny, nx, n_refl, 2) in (x, y)
 
     # descan: origin moves linearly over the scan, under 1 px in total
