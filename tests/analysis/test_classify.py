@@ -569,3 +569,67 @@ def test_a_long_library_call_runs_in_a_thread_the_job_can_leave():
     gen.close()
     assert time.perf_counter() - t < 0.2 and not done.is_set()  # left before the call ended
     assert done.wait(2.0)  # which still ends in its thread
+
+
+def test_split_of_classes_made_on_the_factors_re_clusters_the_components():
+    # three bands (a lattice, the same turned 4 deg, the same 2.5 % larger); two classes made on the
+    # maximum-autocorrelation factors join the turned and the larger lattice. Splitting that class
+    # re-clusters its patterns' leading component scores, not the factors (session 11: on the factors
+    # the split gave ARI 0.59, on the components 1.000): the factors are the scan's most coherent
+    # directions and the two classes were joined there because they differ little along them
+    _, lats = three_classes()
+    truth = np.zeros((24, 24), int)
+    truth[:, 8:16] = 1
+    truth[:, 16:] = 2
+    data = scene(truth, lats, dose=3e4, rng=np.random.default_rng(5))
+    two = classify(
+        data,
+        features=FeatureParams("pattern", inner_px=5),
+        params=ClassifyParams(space="maf", n_classes=2, max_classes=5),
+        class_means=False,
+    )
+    assert two.params["space_chosen"] == "maf" and two.n_classes == 2
+    joined = max(range(2), key=lambda c: np.sort(np.bincount(truth[two.labels == c], minlength=3))[-2])
+    held = np.bincount(truth[two.labels == joined], minlength=3)
+    assert np.sort(held)[-2] >= 150  # the class holds two real ones
+    r = two.split(joined, 2)
+    assert r.n_classes == 3
+    assert adjusted_rand_score(truth.ravel(), r.labels.ravel()) >= 0.95
+
+
+def test_fine_radial_block_moves_with_the_lattice_spacing_and_ignores_disk_intensities():
+    # three patterns about the same sub-pixel origin: a lattice, the same with other disk intensities, and the
+    # lattice 3 % larger; the fine radial block (0.5 px rings, running-maximum normalised) puts every ring of
+    # disks at its radius as a bump of height about 1 whatever the intensities
+    o = np.array([31.6, 32.3])
+    rng = np.random.default_rng(8)
+    g = lattice(11, 5)
+    a = soft_pattern(g, o, np.full(len(g), 0.8))
+    b = soft_pattern(g, o, rng.uniform(0.3, 1.5, len(g)))
+    c = soft_pattern(g * 1.03, o, np.full(len(g), 0.8))
+    data = np.stack([a, b, c]).reshape(1, 3, *DET).astype(np.float32)
+    fp = FeatureParams("pattern+radial", radius_px=28, inner_px=5)
+    f = compute_features(data, fp, origin_px=o)
+    (_, p0, p1, pc), (_, r0, r1, rc) = f.meta["blocks"]
+    assert (p0, p1, pc) == (0, f.params.n_side() ** 2, True) and (r0, r1, rc) == (p1, p1 + 56, False)
+    prof = f.values[0, :, r0:r1].astype(float)
+    r = (np.arange(r1 - r0) + 0.5) * 0.5
+    # the pattern block is the pattern features alone
+    alone = compute_features(data, FeatureParams("pattern", radius_px=28, inner_px=5), origin_px=o)
+    np.testing.assert_allclose(f.values[..., :p1], alone.values, rtol=1e-6)
+
+    def centroid(q, lo, hi):  # of the bump above half height between lo and hi px
+        w = (r >= lo) & (r <= hi)
+        y = np.clip(q[w] - 0.5, 0, None)
+        return float((y * r[w]).sum() / y.sum())
+
+    for lo, hi, radius in ((8.0, 13.5, 11.0), (13.5, 18.5, 11 * np.sqrt(2))):  # the first two rings of disks
+        ca, cb, cc = (centroid(q, lo, hi) for q in prof)
+        # (a disk's ring means lean outwards by a few tenths of a pixel: more of its area at larger radii)
+        assert abs(ca - radius) < 0.5 and abs(cb - ca) < 0.1, (ca, cb)
+        assert abs((cc - ca) - 0.03 * radius) < 0.15, (cc - ca, 0.03 * radius)
+    # bumps of height about 1 whatever the intensities (0.3..1.5): the two profiles of one lattice agree
+    assert 0.8 < prof[0].max() <= 1.0 and 0.8 < prof[1].max() <= 1.0
+    assert np.corrcoef(prof[0], prof[1])[0, 1] > 0.95
+    with pytest.raises(ValueError, match="radial"):
+        FeatureParams("pattern+radial", radial_window_px=0.1)

@@ -29,6 +29,14 @@ Kinds
     Both, from one pass; :mod:`.model` weighs each block by its own noise level (from scan
     neighbours) so the decomposition keeps whichever block's variance rises above its noise:
     lattice spacing and phase from the pattern, small rotations from the angular profile.
+``"pattern+radial"``
+    The pattern block and a fine radial profile blind to disk intensities, from one pass: the
+    mean intensity in rings of ``radial_bin_px`` (0.5 px) about each pattern's own origin (each
+    pixel split linearly between the two nearest ring centres, so sub-pixel origins and radii
+    move it continuously), smoothed over ``radial_smooth_px`` and divided by its running maximum
+    over ``radial_window_px`` (plus 10 % of its mean): each ring of disks becomes a bump of height
+    about 1 at its radius, so a lattice 2-3 % larger moves every bump outwards by a fraction of a
+    pixel while thickness and dynamical intensities change them little. Rotation-invariant.
 ``"bragg"``
     A histogram of detected Bragg vectors (disk positions minus origin) on a grid of
     ``bin_px`` bins within ``radius_px``, each disk counted once (not weighted by its
@@ -65,7 +73,7 @@ __all__ = [
     "iter_features",
 ]
 
-FEATURE_KINDS = ("pattern", "radial", "polar", "angular", "pattern+angular", "bragg")
+FEATURE_KINDS = ("pattern", "radial", "polar", "angular", "pattern+angular", "pattern+radial", "bragg")
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,7 @@ class FeatureParams:
 
     Parameters
     ----------
-    kind : {"pattern", "radial", "polar", "angular", "pattern+angular", "bragg"}
+    kind : {"pattern", "radial", "polar", "angular", "pattern+angular", "pattern+radial", "bragg"}
         The feature kind (see the module docstring).
     radius_px : float or None
         Outer radius about the origin; None: the largest circle inside the detector for the
@@ -93,6 +101,9 @@ class FeatureParams:
     angle_deg, smooth_deg, window_deg : float
         ``"angular"``: sector width, smoothing width and running-maximum window (degrees; the
         window should span a disk and the gap to its neighbour).
+    radial_bin_px, radial_smooth_px, radial_window_px : float
+        ``"pattern+radial"``: ring width, smoothing width and running-maximum window of the fine
+        radial profile (pixels; the window should span a disk).
 
     Raises
     ------
@@ -110,6 +121,9 @@ class FeatureParams:
     angle_deg: float = 1.0
     smooth_deg: float = 5.0
     window_deg: float = 15.0
+    radial_bin_px: float = 0.5
+    radial_smooth_px: float = 1.0
+    radial_window_px: float = 6.0
 
     def __post_init__(self):
         """Refuse an unknown kind and out-of-range sizes, angles and harmonics."""
@@ -125,6 +139,11 @@ class FeatureParams:
             raise ValueError("polar features need n_angles >= 2 and 0 <= n_harmonics <= n_angles/2")
         if not (0 < self.angle_deg <= 30 and self.smooth_deg >= 0 and self.window_deg >= self.angle_deg):
             raise ValueError("angular features need 0 < angle_deg <= 30, smooth_deg >= 0 and window_deg >= angle_deg")
+        if not (self.radial_bin_px > 0 and self.radial_smooth_px >= 0 and self.radial_window_px >= self.radial_bin_px):
+            raise ValueError(
+                "fine radial features need radial_bin_px > 0, radial_smooth_px >= 0 and "
+                "radial_window_px >= radial_bin_px"
+            )
 
     def resolved(self, detector_shape: tuple[int, int], origin_px: tuple[float, float]) -> FeatureParams:
         """These parameters with ``radius_px`` and ``bin_px`` filled in for a detector."""
@@ -135,7 +154,8 @@ class FeatureParams:
             r = max(2.0, min(oy, ox, H - 1 - oy, W - 1 - ox) - 1.0)
         b = self.bin_px
         if b is None:
-            b = max(1.0, math.ceil(2 * r / 40)) if self.kind in ("pattern", "bragg", "pattern+angular") else 1.0
+            grid = ("pattern", "bragg", "pattern+angular", "pattern+radial")
+            b = max(1.0, math.ceil(2 * r / 40)) if self.kind in grid else 1.0
         return replace(self, radius_px=float(r), bin_px=float(b))
 
     def n_side(self) -> int:
@@ -149,6 +169,10 @@ class FeatureParams:
     def n_sectors(self) -> int:
         """Sectors of the angular profile: ``round(360 / angle_deg)``, at least 8."""
         return max(8, round(360.0 / self.angle_deg))
+
+    def n_fine_rings(self) -> int:
+        """Rings of the fine radial profile (``"pattern+radial"``): ``ceil(radius / radial_bin_px)``."""
+        return math.ceil(self.radius_px / self.radial_bin_px)
 
 
 @dataclass(frozen=True, eq=False)
@@ -301,13 +325,79 @@ def _angular_block(block, row0, origin, radius, inner, nsec, out):
                     out[a, b, (t0 + 1) % nsec] += v * wt
 
 
+@numba.njit(cache=True, nogil=True)
+def _fine_radial_block(block, row0, origin, radius, inner, binpx, nrings, out):
+    # out (ny, nx, nrings): mean intensity per ring about each pattern's own origin, each pixel
+    # split linearly between the two nearest ring centres; the pixel weights are summed about the
+    # same origin, so the mean is exact for any sub-pixel origin
+    ny, nx, h, w = block.shape
+    r2 = radius * radius
+    i2 = inner * inner
+    wsum = np.zeros(nrings)
+    for a in range(ny):
+        for b in range(nx):
+            oy = origin[a, b, 0]
+            ox = origin[a, b, 1]
+            wsum[:] = 0.0
+            for i in range(h):
+                dy = row0 + i - oy
+                for j in range(w):
+                    dx = j - ox
+                    d2 = dy * dy + dx * dx
+                    if d2 >= r2 or d2 < i2:
+                        continue
+                    v = float(block[a, b, i, j])
+                    fr = math.sqrt(d2) / binpx - 0.5
+                    r0 = math.floor(fr)
+                    wr = fr - r0
+                    if 0 <= r0 < nrings:
+                        out[a, b, r0] += v * (1.0 - wr)
+                        wsum[r0] += 1.0 - wr
+                    if 0 <= r0 + 1 < nrings:
+                        out[a, b, r0 + 1] += v * wr
+                        wsum[r0 + 1] += wr
+            for k in range(nrings):
+                if wsum[k] > 0:
+                    out[a, b, k] /= wsum[k]
+
+
+def radial_profile_normalised(profile: np.ndarray, p: FeatureParams) -> np.ndarray:
+    """Fine radial profiles normalised so that each ring of disks is a bump of height about 1.
+
+    Parameters
+    ----------
+    profile : array ``(..., n_rings)``
+        Mean intensity per ring of width ``p.radial_bin_px``.
+    p : FeatureParams
+        Gives ``radial_bin_px``, ``radial_smooth_px`` and ``radial_window_px``.
+
+    Returns
+    -------
+    ndarray
+        float64, the same shape: smoothed over ``radial_smooth_px``, divided by the running
+        maximum over ``radial_window_px`` plus 10 % of that maximum's mean along the radius.
+    """
+    from scipy import ndimage
+
+    a = np.asarray(profile, np.float64)
+    s = max(1, round(p.radial_smooth_px / p.radial_bin_px))
+    if s > 1:
+        a = ndimage.uniform_filter1d(a, s, axis=-1, mode="nearest")
+    w = max(1, round(p.radial_window_px / p.radial_bin_px))
+    mx = ndimage.maximum_filter1d(a, w, axis=-1, mode="nearest")
+    return a / (mx + 0.1 * mx.mean(axis=-1, keepdims=True) + 1e-12)
+
+
 def _features_kernel(block, *, row0, parallel, origin, p: FeatureParams, n_out):
     block = as_kernel_input(block)
     ny, nx = block.shape[:2]
     out = np.zeros((ny, nx, n_out + 1))
     total = np.empty((ny, nx))
-    if p.kind in ("pattern", "pattern+angular"):
+    if p.kind in ("pattern", "pattern+angular", "pattern+radial"):
         _pattern_block(block, row0, origin, p.radius_px, p.bin_px, p.inner_px, p.n_side(), out, total)
+        if p.kind == "pattern+radial":
+            fine = out[..., p.n_side() ** 2 :]
+            _fine_radial_block(block, row0, origin, p.radius_px, p.inner_px, p.radial_bin_px, p.n_fine_rings(), fine)
         if p.kind == "pattern+angular":
             _angular_block(block, row0, origin, p.radius_px, p.inner_px, p.n_sectors(), out[..., p.n_side() ** 2 :])
     elif p.kind == "angular":
@@ -464,6 +554,10 @@ def iter_features(
         # (name, start, stop, counts?): counts are normalised and transformed, the
         # angular profile is already normalised
         blocks = (("pattern", 0, p.n_side() ** 2, True), ("angular", p.n_side() ** 2, n_out, False))
+    elif p.kind == "pattern+radial":
+        n_out = p.n_side() ** 2 + p.n_fine_rings()
+        shape = (n_out,)
+        blocks = (("pattern", 0, p.n_side() ** 2, True), ("radial", p.n_side() ** 2, n_out, False))
     else:
         n_out = p.n_rings() * p.n_angles
         shape = (p.n_rings(),) if p.kind == "radial" else (p.n_rings(), p.n_harmonics + 1)
@@ -486,6 +580,10 @@ def iter_features(
         dens = vals[..., n0:] / np.maximum(_pixels_per_sector(p, cube.detector_shape, mean_o), 1.0)
         vals = np.array(vals, copy=True) if n0 else vals
         vals[..., n0:] = angular_profile_normalised(dens, p)
+    elif p.kind == "pattern+radial":
+        n0 = p.n_side() ** 2
+        vals = np.array(vals, copy=True)
+        vals[..., n0:] = radial_profile_normalised(vals[..., n0:], p)
     elif p.kind != "pattern":
         cells = _pixels_per_polar_cell(p, cube.detector_shape, mean_o)
         polar = vals.reshape(*cube.scan_shape, p.n_rings(), p.n_angles)
