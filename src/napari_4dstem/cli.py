@@ -689,7 +689,8 @@ def add_acom(sub) -> argparse.ArgumentParser:
         type=float,
         default=0.02,
         metavar="G",
-        help="overlaps: a second grain only where it adds G to the pair's squared cosine (default 0.02)",
+        help="overlaps: the joint two-grain pair replaces the single-grain first match only where the second grain "
+        "adds G to the squared cosine (default 0.02; -1: always); matches 2.. are reported either way",
     )
     p.add_argument(
         "--rank-width",

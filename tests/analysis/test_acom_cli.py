@@ -160,6 +160,9 @@ def test_acom_cli_overlap_flags_reach_the_matcher(tmp_path, monkeypatch):
         main(argv)  # the API's defaults
     kw = seen["acom"].match_kwargs()
     assert (kw["pair_score"], kw["pair_pool"], kw["rank_width"], kw["pair_gain"]) == ("joint", 8, 0.0, 0.02)
+    from napari_4dstem.analysis.acom.matching import _PAIR_GAIN
+
+    assert kw["pair_gain"] == _PAIR_GAIN  # the CLI's default is the matcher's
     assert seen["acom"].changed() == {"crystals": ["Au"]}  # defaults are not spelled out in scripts
     with pytest.raises(SystemExit) as e:  # argparse refuses an unknown choice
         main([*argv, "--pair-score", "best"])
@@ -189,3 +192,18 @@ def test_acom_cli_intensity_power_auto_or_a_number(tmp_path, monkeypatch, capsys
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert "--intensity-power" in err and len(err.strip().splitlines()) == 1
+
+
+def test_pair_gain_default_is_the_matchers_and_always_is_accepted():
+    """ACOMParams and the CLI spell the matcher's default pair gain (one number in three places:
+    retuning the matcher's constant must reach them); -1 and -inf (always) are accepted, NaN not."""
+    import math
+
+    from napari_4dstem.analysis.acom import matching
+    from napari_4dstem.pipelines.params import ACOMParams, ParameterError
+
+    assert ACOMParams().pair_gain == matching._PAIR_GAIN
+    ACOMParams(pair_gain=-1.0)
+    ACOMParams(pair_gain=-math.inf)
+    with pytest.raises(ParameterError):
+        ACOMParams(pair_gain=math.nan)

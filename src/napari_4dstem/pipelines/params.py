@@ -383,7 +383,8 @@ class ACOMParams(_Params):
         residual grain explains most); used with ``overlap="residual"`` and ``n_matches >= 2``
     pair_pool : first-pass candidates in the joint fit's pool (default 8)
     pair_gain : the joint pair replaces the single-grain answer only where the second grain adds at
-        least this to the squared cosine (default 0.02; lower: more second grains; docs/acom.md)
+        least this to the squared cosine (default 0.02; -1: always, about session 10; lower: the first
+        match changed more often; matches 2.. are reported either way; docs/acom.md)
     rank_width : rank refined candidates also under a rocking curve this many times wider (0: off,
         the default; 12 helps held-out thin films, costs the shipped polycrystal: docs/acom.md)
     """
@@ -462,7 +463,10 @@ class ACOMParams(_Params):
         )
         _check(isinstance(self.pair_pool, int) and self.pair_pool >= 1, f"pair pool must be >= 1, got {self.pair_pool}")
         _check(_finite(self.rank_width) and self.rank_width >= 0, f"rank width must be >= 0, got {self.rank_width}")
-        _check(_finite(self.pair_gain) and self.pair_gain < 1, f"pair gain must be below 1, got {self.pair_gain}")
+        _check(
+            (_finite(self.pair_gain) or self.pair_gain == -math.inf) and self.pair_gain < 1,
+            f"pair gain must be below 1 (-1 or -inf: always), got {self.pair_gain}",
+        )
 
     def match_kwargs(self) -> dict[str, Any]:
         """Keywords of :func:`~napari_4dstem.analysis.acom.matching.iter_match_orientations` (besides the

@@ -1366,8 +1366,9 @@ def iter_match_orientations(
         With ``pair_score="joint"``: the joint pair replaces the single-grain answer (the first
         pass's best candidate, as with ``n_matches=1``, and the best grain of the peaks it leaves)
         only where ``score^2 - alone^2 >= pair_gain``, ``alone`` the cosine of the best candidate
-        by itself under the same rocking curve (default 0.02; ``-inf``: always, as before
-        session 11).
+        by itself under the same rocking curve (default 0.02; ``-1`` or ``-inf``: always, about
+        as before session 11, whose first pass ranked more candidates). It decides only whether
+        the first match is replaced: matches 2.. are reported either way.
     rank_width : float
         When > 0, the refined candidates are ranked (and the reliability index computed) by the
         mean of the refinement's cosine and the cosine of measured and predicted amplitudes
@@ -1646,6 +1647,8 @@ def iter_match_orientations(
                     )
                     alone = np.where(sel_k, alone_k[:, 0], alone)
             gain_line = _PAIR_GAIN if pair_gain is None else float(pair_gain)
+            if np.isnan(gain_line):
+                raise ValueError("pair_gain must be a number (-1 or -inf: always), got nan")
             two = (ja >= 0) & (js**2 - alone**2 >= gain_line)
             one = ~two
             pair_a = tuple(np.where(_bcast(one, x), y, x) for x, y in zip(pair_a, first[0], strict=True))
