@@ -36,9 +36,11 @@ def add_phase(sub) -> argparse.ArgumentParser:
     a.add_argument(
         "--fit-defocus",
         action=argparse.BooleanOptionalAction,
-        default=False,
-        help="measure defocus and astigmatism by parallax first and use them (default: no, the typed "
-        "--defocus-A / --astig-A; at low dose on an in-focus scan parallax measures noise)",
+        default=None,
+        help="measure defocus and astigmatism by parallax first and use them; --no-fit-defocus: the typed "
+        "--defocus-A / --astig-A. Default (auto): ptychography without a typed defocus or astigmatism "
+        "fits them and uses the fit only when the defocus is distinguishable from 0 (in focus at low "
+        "dose parallax measures noise: then the typed 0 is kept)",
     )
     m = p.add_argument_group("method settings")
     m.add_argument("--upsample", type=int, default=2, help="parallax: output grid factor")

@@ -82,7 +82,7 @@ def test_low_dose_setting_reaches_the_reconstruction(setup):
 def test_ssb_wiener_term_and_fit_defocus_reach_the_parameters(setup):
     _, _, w = setup
     p = w.settings()[2]
-    assert (p.regularization, p.fit_defocus) == (None, False)  # measured Wiener term; the typed defocus
+    assert (p.regularization, p.fit_defocus) == (None, None)  # measured Wiener term; auto (the gated fit)
     assert w.ssb_reg.text() == "measured"
     w.ssb_reg.setValue(0.05)
     w.fit_defocus.setCurrentText("fit by parallax")
