@@ -74,6 +74,12 @@ def add_phase(sub) -> argparse.ArgumentParser:
     m.add_argument(
         "--pure-phase", action="store_true", help="ptycho: a pure phase object, |O| = 1 (thin specimens, low dose)"
     )
+    m.add_argument(
+        "--coarse-to-fine",
+        action="store_true",
+        help="ptycho: low-pass the object steps of the first half of the iterations at the aperture "
+        "frequency (low dose)",
+    )
     m.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     m.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     m.add_argument("--checkpoint", type=Path, help="ptycho: checkpoint .npz (resumed if present)")
@@ -141,6 +147,7 @@ def run_phase(args) -> int:
         step_decay=args.step_decay,
         full_batch=args.full_batch,
         pure_phase=args.pure_phase,
+        coarse_to_fine=args.coarse_to_fine,
     )
     dc = _calibrated(args)
     try:
@@ -155,10 +162,13 @@ def run_phase(args) -> int:
     par = res.parallax
     if par is not None:
         print(
-            f"parallax: defocus {par.defocus_A:.1f} A, astigmatism {par.astig_A:.1f} A at "
+            f"parallax: defocus {par.defocus_A:.1f} +- {par.defocus_se_A:.1f} A, astigmatism {par.astig_A:.1f} A at "
             f"{par.astig_angle_deg:.1f} deg, unaccounted rotation "
             f"{par.rotation_residual_deg:.2f} deg, fit RMS {par.fit_rms_A:.3f} A"
         )
+        used = res.maps[0].params.get("defocus_from", {}) if args.method != "parallax" else {}
+        if used.get("from") == "typed":
+            print(f"parallax defocus not distinguishable from 0: kept the typed defocus {used['defocus_A']:g} A")
     if res.ptycho is not None:
         e = res.ptycho.errors
         print(f"{args.method}: error {e[0]:.3g} -> {e[-1]:.3g} over {len(e)} iterations")

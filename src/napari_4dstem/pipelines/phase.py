@@ -44,6 +44,8 @@ class PhaseParams(_Params):
     loss, step_decay, full_batch : ptychography's noise model and steps (``"poisson"`` and
         ``full_batch=True`` for counted, low-dose data; see ``PtychoParams`` and docs/phase.md)
     pure_phase : ptychography: a pure phase object (``|O| = 1``; thin, weakly absorbing specimens)
+    coarse_to_fine : ptychography: low-pass the object steps of the first half of the iterations at
+        the aperture frequency (a low-dose setting; ``PtychoParams``)
     scan_region : ``(y0, y1, x0, x1)`` scan rows/columns analysed (None: the whole scan)
     """
 
@@ -69,6 +71,7 @@ class PhaseParams(_Params):
     step_decay: float = 0.0
     full_batch: bool = False
     pure_phase: bool = False
+    coarse_to_fine: bool = False
 
     def __post_init__(self):
         _check(self.method in PHASE_METHODS, f"method must be one of {PHASE_METHODS}, got {self.method!r}")
@@ -126,6 +129,7 @@ class PhaseParams(_Params):
             step_decay=self.step_decay,
             full_batch=bool(self.full_batch),
             pure_phase=bool(self.pure_phase),
+            coarse_to_fine=bool(self.coarse_to_fine),
         )
 
 
