@@ -179,7 +179,8 @@ def _refine_aberrations(
     of precomputed products (Cs, if any, is kept fixed). The same fit leaving out each of
     ``groups`` random groups of the BF pixels gives the defocus's jackknife standard error, and
     ``surrogates`` data sets simulated without aberrations the null of a bootstrap test
-    (:func:`_fit_confidence`). Returns ``(defocus, astig, angle, stats)``.
+    (:func:`_fit_confidence`). A generator: yields a message between its stages, returns
+    ``(defocus, astig, angle, stats)``.
     """
     from scipy.optimize import minimize, minimize_scalar
 
@@ -263,6 +264,7 @@ def _refine_aberrations(
         opts = dict(initial_simplex=simplex, xatol=1.0, fatol=1e-9, maxfev=200)
         runs.append(minimize(score, x0, method="Nelder-Mead", options=opts))
     x = min(runs, key=lambda r: r.fun).x
+    yield "testing the defocus against noise"  # a point where a cancel can stop the job
     # parametric bootstrap of the gain under "no aberrations": the least-squares object at
     # defocus 0 plus noise drawn as shot noise is, in real space (independent between positions
     # and pixels, variance proportional to the intensity), scaled to the variance the fit leaves
@@ -287,6 +289,7 @@ def _refine_aberrations(
         return (signal0 + noise).astype(np.complex64)
 
     null = on_grid(0.0, 0.0, [(surrogate(), None) for _ in range(surrogates)])
+    yield "the defocus's standard error"
     gain = float(energy.max() - energy[n_grid // 2])  # best over the grid vs defocus 0
     null_gains = null.max(axis=1) - null[:, n_grid // 2]
     # jackknife: the defocus leaving out each group of pixels, the astigmatism held at the fit
@@ -468,9 +471,14 @@ def iter_parallax(
     conf: dict = {}
     if refine:
         # with the rotation the shift field shows (calibration + residual)
-        defocus, astig, angle, conf = _refine_aberrations(
-            imgs, geo, probe, k, defocus, astig, angle, geo.rotation_deg + theta
-        )
+        refining = _refine_aberrations(imgs, geo, probe, k, defocus, astig, angle, geo.rotation_deg + theta)
+        while True:
+            try:
+                stage = next(refining)
+            except StopIteration as done:
+                defocus, astig, angle, conf = done.value
+                break
+            yield Progress(iterations, total, f"refining the aberrations: {stage}")
     if use_fitted_shifts:
         fit_det = lam * (k @ m.T) + c
         # back to scan axes (rotate_to_scan inverse of scan_to_detector)
