@@ -407,7 +407,9 @@ def iter_parallax(
     -------
     ParallaxResult
         The generator's return value: the image (``upsample`` x the scan grid, scan axes), the
-        shifts (scan pixels) and the fitted aberrations (Angstrom, degrees).
+        shifts (scan pixels) and the fitted aberrations (Angstrom, degrees), with the defocus's
+        standard error and whether it is distinguishable from 0 (``refine``; the ``run_phase``
+        pipeline's "auto" uses the fit only then).
 
     Raises
     ------
