@@ -71,10 +71,10 @@ def test_low_dose_setting_reaches_the_reconstruction(setup):
     _, _, w = setup
     w.method.setCurrentText("ptycho")
     p = w.ptycho_params()
-    assert (p.loss, p.full_batch) == ("amplitude", False)  # the default
+    assert (p.loss, p.full_batch, p.coarse_to_fine) == ("amplitude", False, False)  # the default
     w.counted.setChecked(True)
     p = w.ptycho_params()
-    assert (p.loss, p.full_batch, p.pure_phase) == ("poisson", True, False)
+    assert (p.loss, p.full_batch, p.coarse_to_fine, p.pure_phase) == ("poisson", True, True, False)
     w.pure_phase.setChecked(True)
     assert w.ptycho_params().pure_phase is True
 

@@ -194,8 +194,9 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         self.positions = QCheckBox("correct positions")
         self.counted = QCheckBox("low dose: Poisson noise, one step per iteration")
         self.counted.setToolTip(
-            "for counted data at 1e3-1e4 e/A^2: the Poisson likelihood and full-batch steps "
-            "(loss='poisson', full_batch=True; docs/phase.md)"
+            "for counted data at 1e3-1e4 e/A^2: the Poisson likelihood, full-batch steps and the object "
+            "steps of the first half low-passed at the aperture frequency (loss='poisson', full_batch=True, "
+            "coarse_to_fine=True; docs/phase.md)"
         )
         self.pure_phase = QCheckBox("pure phase object (|O| = 1)")
         self.pure_phase.setToolTip(
@@ -292,6 +293,7 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
             scan_region=region,
             loss="poisson" if self.counted.isChecked() else "amplitude",
             full_batch=self.counted.isChecked(),
+            coarse_to_fine=self.counted.isChecked(),
             pure_phase=self.pure_phase.isChecked(),
         )
         return dc, cal, params
