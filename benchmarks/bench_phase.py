@@ -248,6 +248,7 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=64, help="our PtychoParams.batch_size (positions per step)")
     ap.add_argument("--full-batch", action="store_true", help="our PtychoParams.full_batch (one step per iteration)")
     ap.add_argument("--pure-phase", action="store_true", help="our PtychoParams.pure_phase (|O| = 1)")
+    ap.add_argument("--coarse-to-fine", action="store_true", help="our PtychoParams.coarse_to_fine")
     ap.add_argument(
         "--wdd-eps", type=float, default=1e-3, help="WDD Wiener term, ours and py4DSTEM's relative_wiener_epsilon"
     )
@@ -315,7 +316,7 @@ def main() -> int:
                 iterations=args.iterations, device=args.device, threads=args.threads, slices=args.slices,
                 slice_thickness_A=(float(args.object.split(":")[1]) / args.slices if ":" in args.object else 0.0),
                 step_decay=args.step_decay, loss=args.loss, batch_size=args.batch_size,
-                full_batch=args.full_batch, pure_phase=args.pure_phase,
+                full_batch=args.full_batch, pure_phase=args.pure_phase, coarse_to_fine=args.coarse_to_fine,
             ),
         )  # fmt: skip
         # per iteration: the iterations after the first (as for py4DSTEM)
@@ -386,7 +387,8 @@ def main() -> int:
         f"step {step} A, defocus {df} A, "
         f"dose {args.dose or 'noise-free'}; CPU ({os.cpu_count()} cores, shared machine, load "
         f"{os.getloadavg()[0]:.1f}), torch threads {args.threads}; our ptycho step_decay {args.step_decay}, "
-        f"loss {args.loss}, batch {args.batch_size}, full batch {args.full_batch}, pure phase {args.pure_phase}"
+        f"loss {args.loss}, batch {args.batch_size}, full batch {args.full_batch}, pure phase {args.pure_phase}, "
+        f"coarse to fine {args.coarse_to_fine}"
     )
     print(f"{'method':34s} {'corr':>6s} {'RMS rad':>8s} {'time s':>8s} {'p4/ours':>8s}")
     rows.append(("SSB (ours)", *ours_ssb, med(t_ssb), None))
@@ -439,7 +441,11 @@ def main() -> int:
         f"  (scan step {step} A, object pixel {s.pixel_A:.3f} A, 2 alpha / lambda = "
         f"{1 / (2 * s.probe.k_aperture_inv_A):.2f} A)"
     )
-    print(f"parallax (ours): defocus {par.defocus_A:.1f} A (planted {df}), {t_par:.2f} s")
+    gate = "passes" if par.defocus_confident else "fails"
+    print(
+        f"parallax (ours): defocus {par.defocus_A:.1f} +- {par.defocus_se_A:.1f} A (planted {df}; {gate} the gate "
+        f"that auto uses), {t_par:.2f} s"
+    )
     if p4:
         if "parallax_C1_A" in p4:
             c10 = p4.get("parallax_C10_A")

@@ -36,9 +36,11 @@ def add_phase(sub) -> argparse.ArgumentParser:
     a.add_argument(
         "--fit-defocus",
         action=argparse.BooleanOptionalAction,
-        default=False,
-        help="measure defocus and astigmatism by parallax first and use them (default: no, the typed "
-        "--defocus-A / --astig-A; at low dose on an in-focus scan parallax measures noise)",
+        default=None,
+        help="measure defocus and astigmatism by parallax first and use them; --no-fit-defocus: the typed "
+        "--defocus-A / --astig-A. Default (auto): ptychography without a typed defocus or astigmatism "
+        "fits them and uses the fit only when the defocus is distinguishable from 0 (in focus at low "
+        "dose parallax measures noise: then the typed 0 is kept)",
     )
     m = p.add_argument_group("method settings")
     m.add_argument("--upsample", type=int, default=2, help="parallax: output grid factor")
@@ -71,6 +73,12 @@ def add_phase(sub) -> argparse.ArgumentParser:
     m.add_argument("--full-batch", action="store_true", help="ptycho: one step per iteration from all positions")
     m.add_argument(
         "--pure-phase", action="store_true", help="ptycho: a pure phase object, |O| = 1 (thin specimens, low dose)"
+    )
+    m.add_argument(
+        "--coarse-to-fine",
+        action="store_true",
+        help="ptycho: low-pass the object steps of the first half of the iterations at the aperture "
+        "frequency (low dose)",
     )
     m.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     m.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
@@ -139,6 +147,7 @@ def run_phase(args) -> int:
         step_decay=args.step_decay,
         full_batch=args.full_batch,
         pure_phase=args.pure_phase,
+        coarse_to_fine=args.coarse_to_fine,
     )
     dc = _calibrated(args)
     try:
@@ -153,10 +162,13 @@ def run_phase(args) -> int:
     par = res.parallax
     if par is not None:
         print(
-            f"parallax: defocus {par.defocus_A:.1f} A, astigmatism {par.astig_A:.1f} A at "
+            f"parallax: defocus {par.defocus_A:.1f} +- {par.defocus_se_A:.1f} A, astigmatism {par.astig_A:.1f} A at "
             f"{par.astig_angle_deg:.1f} deg, unaccounted rotation "
             f"{par.rotation_residual_deg:.2f} deg, fit RMS {par.fit_rms_A:.3f} A"
         )
+        used = res.maps[0].params.get("defocus_from", {}) if args.method != "parallax" else {}
+        if used.get("from") == "typed":
+            print(f"parallax defocus not distinguishable from 0: kept the typed defocus {used['defocus_A']:g} A")
     if res.ptycho is not None:
         e = res.ptycho.errors
         print(f"{args.method}: error {e[0]:.3g} -> {e[-1]:.3g} over {len(e)} iterations")

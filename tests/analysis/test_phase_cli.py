@@ -73,13 +73,22 @@ def test_cli_low_dose_ptycho_flags_are_used_and_recorded(sim_file, tmp_path):
     _, path = sim_file
     out = tmp_path / "lowdose.h5"
     argv = ["-q", "phase", str(path), str(out), "--method", "ptycho", "--iterations", "2", "--batch-size", "32"]
-    assert main([*argv, "--loss", "poisson", "--full-batch", "--step-decay", "0.5", "--pure-phase"]) == 0
+    flags = ["--loss", "poisson", "--full-batch", "--step-decay", "0.5", "--pure-phase", "--coarse-to-fine"]
+    assert main([*argv, *flags]) == 0
     params = emd.read(out)["ptycho_phase"].params
     used = params["params"]  # what the reconstruction ran with
     assert (used["loss"], used["full_batch"], used["step_decay"], used["pure_phase"]) == ("poisson", True, 0.5, True)
+    assert used["coarse_to_fine"] is True
     recipe = str(params["recipe"])  # what a re-run would use
     assert all(
-        t in recipe for t in ("'loss': 'poisson'", "'full_batch': True", "'step_decay': 0.5", "'pure_phase': True")
+        t in recipe
+        for t in (
+            "'loss': 'poisson'",
+            "'full_batch': True",
+            "'step_decay': 0.5",
+            "'pure_phase': True",
+            "'coarse_to_fine': True",
+        )
     )
 
 

@@ -71,10 +71,10 @@ def test_low_dose_setting_reaches_the_reconstruction(setup):
     _, _, w = setup
     w.method.setCurrentText("ptycho")
     p = w.ptycho_params()
-    assert (p.loss, p.full_batch) == ("amplitude", False)  # the default
+    assert (p.loss, p.full_batch, p.coarse_to_fine) == ("amplitude", False, False)  # the default
     w.counted.setChecked(True)
     p = w.ptycho_params()
-    assert (p.loss, p.full_batch, p.pure_phase) == ("poisson", True, False)
+    assert (p.loss, p.full_batch, p.coarse_to_fine, p.pure_phase) == ("poisson", True, True, False)
     w.pure_phase.setChecked(True)
     assert w.ptycho_params().pure_phase is True
 
@@ -82,7 +82,7 @@ def test_low_dose_setting_reaches_the_reconstruction(setup):
 def test_ssb_wiener_term_and_fit_defocus_reach_the_parameters(setup):
     _, _, w = setup
     p = w.settings()[2]
-    assert (p.regularization, p.fit_defocus) == (None, False)  # measured Wiener term; the typed defocus
+    assert (p.regularization, p.fit_defocus) == (None, None)  # measured Wiener term; auto (the gated fit)
     assert w.ssb_reg.text() == "measured"
     w.ssb_reg.setValue(0.05)
     w.fit_defocus.setCurrentText("fit by parallax")

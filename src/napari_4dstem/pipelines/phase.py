@@ -4,14 +4,17 @@ iterative (multislice) ptychography, with a recipe like every other workflow (th
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from ..data.calibration import Calibration
-from ..engine.jobs import Job, eager
+from ..engine.jobs import Job, Progress, eager
 from .bragg import _cube, _recipe
 from .params import _check, _finite, _Params
 from .recipe import Recipe, _Result
+
+logger = logging.getLogger(__name__)
 
 PHASE_METHODS = ("parallax", "ssb", "wdd", "ptycho", "multislice-ptycho")
 
@@ -25,11 +28,13 @@ class PhaseParams(_Params):
     ----------
     method : {"parallax", "ssb", "wdd", "ptycho", "multislice-ptycho"}
     defocus_A, astig_A, astig_angle_deg, cs_mm : probe aberrations (defocus > 0: underfocus)
-    fit_defocus : measure defocus and astigmatism by parallax first and use them (the probe update
-        does not find a wrong defocus: docs/phase.md); False (default): the typed values; None
-        ("auto"): for the iterative methods when no defocus and no astigmatism is given. Not the
-        default: on an in-focus scan at 1e3-1e4 e/A^2 parallax measures noise (-53 A at 1e4 in a
-        review) and the fit start lowered the phase correlation 0.78 -> 0.29
+    fit_defocus : measure defocus and astigmatism by parallax first (the probe update does not find
+        a wrong defocus: docs/phase.md). None ("auto", the default): for the iterative methods when
+        no defocus and no astigmatism is given, and the fit is used only when its defocus is
+        distinguishable from 0 (``ParallaxResult.defocus_confident``: 3 standard errors and a
+        bootstrap test of no aberrations), else the typed values are kept
+        (in focus at 1e3-1e4 e/A^2 parallax measures noise); True: always the fit; False: the
+        typed values. The maps' ``params["defocus_from"]`` say which was used
     upsample : parallax output grid factor
     regularization : SSB Wiener term: None (default) measures it from the data's noise and signal
         power (adapts to the dose); a number fixes it, relative to the largest side-band overlap
@@ -39,6 +44,8 @@ class PhaseParams(_Params):
     loss, step_decay, full_batch : ptychography's noise model and steps (``"poisson"`` and
         ``full_batch=True`` for counted, low-dose data; see ``PtychoParams`` and docs/phase.md)
     pure_phase : ptychography: a pure phase object (``|O| = 1``; thin, weakly absorbing specimens)
+    coarse_to_fine : ptychography: low-pass the object steps of the first half of the iterations at
+        the aperture frequency (a low-dose setting; ``PtychoParams``)
     scan_region : ``(y0, y1, x0, x1)`` scan rows/columns analysed (None: the whole scan)
     """
 
@@ -47,7 +54,7 @@ class PhaseParams(_Params):
     astig_A: float = 0.0
     astig_angle_deg: float = 0.0
     cs_mm: float = 0.0
-    fit_defocus: bool | None = False
+    fit_defocus: bool | None = None
     upsample: int = 2
     regularization: float | None = None
     wdd_regularization: float = 1e-3
@@ -64,6 +71,7 @@ class PhaseParams(_Params):
     step_decay: float = 0.0
     full_batch: bool = False
     pure_phase: bool = False
+    coarse_to_fine: bool = False
 
     def __post_init__(self):
         _check(self.method in PHASE_METHODS, f"method must be one of {PHASE_METHODS}, got {self.method!r}")
@@ -121,6 +129,7 @@ class PhaseParams(_Params):
             step_decay=self.step_decay,
             full_batch=bool(self.full_batch),
             pure_phase=bool(self.pure_phase),
+            coarse_to_fine=bool(self.coarse_to_fine),
         )
 
 
@@ -167,34 +176,57 @@ def iter_phase(
         cal, defocus_A=p.defocus_A, astig_A=p.astig_A, astig_angle_deg=p.astig_angle_deg, cs_mm=p.cs_mm
     )
     par = None
+    defocus_from: dict = {"from": "typed"}
     if p.method == "parallax" or p.fits_defocus:
         par = yield from iter_parallax(cube, probe=probe, calibration=cal, upsample=p.upsample)
         if p.method == "parallax":
             return PhaseResult((par.image,), par, None, recipe)
-        probe = ProbeModel(
-            probe.energy_kev,
-            probe.convergence_mrad,
-            defocus_A=par.defocus_A,
-            astig_A=par.astig_A,
-            astig_angle_deg=par.astig_angle_deg,
-            cs_mm=p.cs_mm,
-        )
+        fitted = dict(defocus_A=par.defocus_A, defocus_se_A=par.defocus_se_A, confident=par.defocus_confident)
+        if p.fit_defocus is None and not par.defocus_confident:
+            # auto: a fit not distinguishable from 0 is noise (in focus at low dose): keep the typed 0
+            reason = "parallax defocus not distinguishable from 0 (jackknife z < 3 or bootstrap p > 0.05)"
+            defocus_from = {"from": "typed", "parallax": fitted, "reason": reason}
+            msg = (
+                f"parallax defocus {par.defocus_A:.1f} +- {par.defocus_se_A:.1f} A is not distinguishable "
+                f"from 0: kept the typed defocus {p.defocus_A:g} A"
+            )
+            logger.info(msg)
+            yield Progress(1, 1, msg)
+        else:
+            defocus_from = {"from": "parallax", "parallax": fitted}
+            probe = ProbeModel(
+                probe.energy_kev,
+                probe.convergence_mrad,
+                defocus_A=par.defocus_A,
+                astig_A=par.astig_A,
+                astig_angle_deg=par.astig_angle_deg,
+                cs_mm=p.cs_mm,
+            )
+    defocus_from.update(defocus_A=probe.defocus_A, astig_A=probe.astig_A, astig_angle_deg=probe.astig_angle_deg)
     if p.method == "ssb":
         from ..analysis.phase.ssb import iter_ssb
 
         phase_map = yield from iter_ssb(cube, probe=probe, calibration=cal, regularization=p.regularization)
-        return PhaseResult((phase_map,), par, None, recipe)
+        return PhaseResult(_with_defocus((phase_map,), defocus_from), par, None, recipe)
     if p.method == "wdd":
         from ..analysis.phase.wdd import iter_wdd
 
         phase_map = yield from iter_wdd(cube, probe=probe, calibration=cal, regularization=p.wdd_regularization)
-        return PhaseResult((phase_map,), par, None, recipe)
+        return PhaseResult(_with_defocus((phase_map,), defocus_from), par, None, recipe)
     from ..analysis.phase.ptycho import iter_ptychography
 
     res = yield from iter_ptychography(
         cube, params=p.ptycho_params(snapshot_every), probe=probe, calibration=cal, checkpoint=checkpoint
     )
-    return PhaseResult(tuple(res.to_results()), par, res, recipe)
+    return PhaseResult(_with_defocus(res.to_results(), defocus_from), par, res, recipe)
+
+
+def _with_defocus(maps, defocus_from: dict) -> tuple:
+    """The maps with ``params["defocus_from"]``: the aberrations used and where they came from
+    (typed, or the parallax fit with its standard error and whether it passed the gate)."""
+    import dataclasses
+
+    return tuple(dataclasses.replace(m, params={**m.params, "defocus_from": dict(defocus_from)}) for m in maps)
 
 
 run_phase = eager(iter_phase, "Phase reconstruction of a dataset.", name="run_phase")

@@ -38,7 +38,7 @@ from .results_list import session_results
 
 METHODS = ("parallax", "ssb", "wdd", "ptycho", "multislice-ptycho")
 # PhaseParams.fit_defocus of each choice of the dock
-_FIT_DEFOCUS = {"typed": False, "fit by parallax": True, "auto": None}
+_FIT_DEFOCUS = {"auto": None, "typed": False, "fit by parallax": True}
 _PER_A = {"A": 1.0, "nm": 0.1, "um": 1e-4, "px": 1.0}
 
 
@@ -165,9 +165,9 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         self.fit_defocus = QComboBox()
         self.fit_defocus.addItems(list(_FIT_DEFOCUS))
         self.fit_defocus.setToolTip(
-            "fit by parallax: measure defocus and astigmatism from the bright-field parallax and start "
-            "from them (not at low dose on an in-focus scan: parallax then measures noise); typed: the "
-            "defocus above; auto: the fit for ptychography when the defocus is 0"
+            "auto (default): ptychography with defocus and astigmatism 0 fits them by parallax and uses "
+            "the fit only when the defocus is distinguishable from 0 (in focus at low dose parallax "
+            "measures noise; the 0 is then kept); typed: the defocus above; fit by parallax: always the fit"
         )
         self.ssb_reg = spin(0.0, 10.0, 0.0, decimals=3)
         self.ssb_reg.setSpecialValueText("measured")
@@ -194,8 +194,9 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         self.positions = QCheckBox("correct positions")
         self.counted = QCheckBox("low dose: Poisson noise, one step per iteration")
         self.counted.setToolTip(
-            "for counted data at 1e3-1e4 e/A^2: the Poisson likelihood and full-batch steps "
-            "(loss='poisson', full_batch=True; docs/phase.md)"
+            "for counted data at 1e3-1e4 e/A^2: the Poisson likelihood, full-batch steps and the object "
+            "steps of the first half low-passed at the aperture frequency (loss='poisson', full_batch=True, "
+            "coarse_to_fine=True; docs/phase.md)"
         )
         self.pure_phase = QCheckBox("pure phase object (|O| = 1)")
         self.pure_phase.setToolTip(
@@ -292,6 +293,7 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
             scan_region=region,
             loss="poisson" if self.counted.isChecked() else "amplitude",
             full_batch=self.counted.isChecked(),
+            coarse_to_fine=self.counted.isChecked(),
             pure_phase=self.pure_phase.isChecked(),
         )
         return dc, cal, params
@@ -371,9 +373,13 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
             self._map_cal(m.calibration.scan_step[0], Calibration(scan_units="A", scan_step=(1, 1))),
             colormap="gray",
         )
-        self.defocus.setValue(res.defocus_A)
+        if res.defocus_confident:
+            self.defocus.setValue(res.defocus_A)
+            where = "now in the defocus field"
+        else:  # not distinguishable from 0: noise (in focus at low dose); the field is left alone
+            where = "not distinguishable from 0: the defocus field is left as it was"
         self.fit_label.setText(
-            f"parallax fit: defocus {res.defocus_A:.1f} A (now in the defocus field), "
+            f"parallax fit: defocus {res.defocus_A:.1f} +- {res.defocus_se_A:.1f} A ({where}), "
             f"astigmatism {res.astig_A:.1f} A at {res.astig_angle_deg:.1f} deg, unaccounted "
             f"rotation {res.rotation_residual_deg:.2f} deg, RMS {res.fit_rms_A:.3f} A"
         )
@@ -421,6 +427,14 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
             v = results_viewer(self.viewer)
             show_map(v, PROBE_LAYER, probe.data, self._map_cal(self._pixel_A, self._cal), colormap="magma")
         self.status.setText(f"ptychography done: error {res.errors[-1]:.3g}")
+        used = out.maps[0].params.get("defocus_from", {})
+        if out.parallax is not None and used:
+            par = out.parallax
+            self.fit_label.setText(
+                f"started from defocus {used['defocus_A']:.1f} A ({used['from']}); parallax fit "
+                f"{par.defocus_A:.1f} +- {par.defocus_se_A:.1f} A"
+                + ("" if used["from"] == "parallax" else ", not distinguishable from 0")
+            )
 
     # -- save / copy --------------------------------------------------------------------------
     def pipeline_result(self):

@@ -55,6 +55,15 @@ class ParallaxResult:
         RMS residual of the linear shift model, Angstrom.
     params : dict
         The parameters of the run.
+    defocus_se_A : float
+        Standard error of ``defocus_A`` (jackknife over groups of BF pixels; NaN without
+        ``refine``).
+    defocus_confident : bool
+        Whether ``defocus_A`` is distinguishable from 0: ``|defocus_A| >= 3 defocus_se_A`` and a
+        parametric bootstrap test of "no aberrations" at p <= 0.05 (always True without ``refine``; the
+        statistics are in ``image.params["fit"]["confidence"]``). At low dose on an in-focus scan
+        the fit follows the noise and this is False; the ``run_phase`` pipeline then keeps the
+        typed defocus under ``fit_defocus=None`` ("auto").
     """
 
     image: RealSpaceMap
@@ -66,6 +75,8 @@ class ParallaxResult:
     rotation_residual_deg: float
     fit_rms_A: float
     params: dict = field(default_factory=dict)
+    defocus_se_A: float = math.nan
+    defocus_confident: bool = True
 
 
 def _fit_aberrations(d_A: np.ndarray, k: np.ndarray, lam: float):
@@ -76,8 +87,11 @@ def _fit_aberrations(d_A: np.ndarray, k: np.ndarray, lam: float):
     a[1::2, 2], a[1::2, 3], a[1::2, 5] = lam * k[:, 0], lam * k[:, 1], 1.0
     coef, *_ = np.linalg.lstsq(a, d_A.ravel(), rcond=None)
     m = coef[:4].reshape(2, 2)
-    rms = float(np.sqrt(np.mean((a @ coef - d_A.ravel()) ** 2)))
-    return m, coef[4:], rms
+    resid = a @ coef - d_A.ravel()
+    rms = float(np.sqrt(np.mean(resid**2)))
+    spread = float(np.sum((d_A - d_A.mean(axis=0)) ** 2))
+    r2 = 1.0 - float(np.sum(resid**2)) / spread if spread > 0 else 0.0
+    return m, coef[4:], rms, r2
 
 
 def _decompose(m: np.ndarray) -> tuple[float, float, float, float]:
@@ -151,15 +165,24 @@ def _refine_aberrations(
     rotation_deg: float,
     max_q: int = 500,
     max_pixels: int = 200,
+    groups: int = 4,
+    surrogates: int = 19,
 ):
-    """Defocus and astigmatism that best explain the BF pixels' spectra.
+    """Defocus and astigmatism that best explain the BF pixels' spectra, and their spread.
 
     The weak-phase model ``G(k, Q) = i Phi(Q) Gamma(k, Q)`` (:mod:`.ssb`): maximise the energy
     of ``G`` captured by the least-squares ``Phi`` over (up to ``max_q``) frequencies,
-    Nelder-Mead from the shift fit. ``chi`` is quadratic in the fitted terms, so the phase
-    differences are linear combinations of precomputed products (Cs, if any, is kept fixed).
+    Nelder-Mead from the shift fit and from the best defocus of a grid search (astigmatism 0),
+    the better end kept (at low dose the shift fit is noise and Nelder-Mead from it alone stops in
+    a local optimum).
+    ``chi`` is quadratic in the fitted terms, so the phase differences are linear combinations
+    of precomputed products (Cs, if any, is kept fixed). The same fit leaving out each of
+    ``groups`` random groups of the BF pixels gives the defocus's jackknife standard error, and
+    ``surrogates`` data sets simulated without aberrations the null of a bootstrap test
+    (:func:`_fit_confidence`). A generator: yields a message between its stages, returns
+    ``(defocus, astig, angle, stats)``.
     """
-    from scipy.optimize import minimize
+    from scipy.optimize import minimize, minimize_scalar
 
     from .probe import aberration_chi, aperture
 
@@ -171,7 +194,9 @@ def _refine_aberrations(
     qy, qx = scan_to_detector(qqy.ravel(), qqx.ravel(), rotation_deg=rotation_deg, flip=geo.flip)
     qr = np.hypot(qy, qx)
     ka = probe.k_aperture_inv_A
-    sel = np.nonzero((qr > 0) & (qr < 2 * ka))[0]
+    # one of each pair Q, -Q: for real images G(-Q) = conj G(Q) carries nothing new
+    half = (qqy.ravel() > 0) | ((qqy.ravel() == 0) & (qqx.ravel() > 0))
+    sel = np.nonzero(half & (qr > 0) & (qr < 2 * ka))[0]
     if len(sel) > max_q:
         sel = np.random.default_rng(0).choice(sel, max_q, replace=False)
     g, qy, qx = g[sel], qy[sel, None], qx[sel, None]
@@ -191,25 +216,139 @@ def _refine_aberrations(
     pl = math.pi * probe.wavelength_A
     t_yy, t_xx, t_yx = ky * qy, kx * qx, ky * qx + kx * qy
     q_yy, q_xx, q_yx = qy * qy, qx * qx, 2 * qy * qx
-    t_yy, t_xx, t_yx, cs_m, cs_p, am, ap = (v.astype(np.float32) for v in (t_yy, t_xx, t_yx, cs_m, cs_p, am, ap))
+    t_yy, t_xx, t_yx, q_yy, q_xx, q_yx, cs_m, cs_p, am, ap = (
+        v.astype(np.float32) for v in (t_yy, t_xx, t_yx, q_yy, q_xx, q_yx, cs_m, cs_p, am, ap)
+    )
 
-    def score(x):
-        c00, c11, c01 = -x[0] - x[1], -x[0] + x[1], x[2]
-        kcq = np.float32(c00) * t_yy + np.float32(c11) * t_xx + np.float32(c01) * t_yx
-        qcq = (c00 * q_yy + c11 * q_xx + c01 * q_yx).astype(np.float32)
-        gam = am * np.exp(1j * (pl * (2 * kcq - qcq) + cs_m)) - ap * np.exp(1j * (pl * (2 * kcq + qcq) + cs_p))
-        num = np.abs(np.sum(g * np.conj(gam), axis=1)) ** 2
-        d = np.sum(np.abs(gam) ** 2, axis=1) + 1e-9
-        return -float(np.sum(num / d))
+    # Gamma = exp(2i pl kCq) (am exp(i (cs_m - pl qCq)) - ap exp(i (cs_p + pl qCq))): qCq depends
+    # on Q only and Cs is fixed, so one exponential of a (n_Q, n_k) array per evaluation
+    ecs_m = (am * np.exp(1j * cs_m)).astype(np.complex64)
+    ecs_p = (ap * np.exp(1j * cs_p)).astype(np.complex64)
+    t_sum, t_dif, q_sum, q_dif = t_yy + t_xx, t_xx - t_yy, q_yy + q_xx, q_xx - q_yy
+
+    def gamma(dfs, xa, xs):
+        """``Gamma(k, Q)`` for defoci ``dfs`` (astigmatism ``xa, xs``): ``(len(dfs), n_Q, n_k)``."""
+        d = np.asarray(dfs, np.float32)[:, None, None]
+        kcq = -d * t_sum + np.float32(xa) * t_dif + np.float32(xs) * t_yx
+        qcq = _cis(np.float32(pl) * (-d * q_sum + np.float32(xa) * q_dif + np.float32(xs) * q_yx))
+        return _cis(np.float32(2 * pl) * kcq) * (ecs_m * np.conj(qcq) - ecs_p * qcq)
+
+    def captured(gam, gsets):
+        """Captured energy ``sum_Q C_Q`` for each (G, pixel weights) of ``gsets``: ``(len(gsets), n)``."""
+        p2 = (gam.real**2 + gam.imag**2).astype(np.float32)
+        out = np.empty((len(gsets), len(gam)))
+        for i, (gg, w) in enumerate(gsets):
+            num = np.einsum("dqk,qk->dq", np.conj(gam), gg if w is None else gg * w)
+            den = (p2.sum(axis=2) if w is None else p2 @ w) + 1e-9
+            out[i] = np.sum((num.real**2 + num.imag**2) / den, axis=1)
+        return out
+
+    def on_grid(xa, xs, gsets, chunk=8):
+        return np.concatenate([captured(gamma(grid[i : i + chunk], xa, xs), gsets) for i in range(0, n_grid, chunk)], 1)
+
+    def score(x, w=None):
+        return -float(captured(gamma([x[0]], x[1], x[2]), [(g, w)])[0, 0])
 
     a2 = math.radians(2 * angle)
-    x0 = np.array([defocus, astig * math.cos(a2), astig * math.sin(a2)])
-    simplex = x0 + np.array([[0, 0, 0], [20.0, 0, 0], [0, 10.0, 0], [0, 0, 10.0]])
-    res = minimize(
-        score, x0, method="Nelder-Mead", options=dict(initial_simplex=simplex, xatol=1.0, fatol=1e-9, maxfev=200)
+    x_shift = np.array([defocus, astig * math.cos(a2), astig * math.sin(a2)])
+    # defocus grid (astigmatism 0) out to 1.5 x the shift fit's defocus, at least 300 A; odd: holds 0
+    reach = max(300.0, 1.5 * abs(defocus))
+    n_grid = int(min(61, 2 * reach / 10.0 + 1)) // 2 * 2 + 1
+    grid = np.linspace(-reach, reach, n_grid)
+    n_k = len(pix)
+    rng = np.random.default_rng(2)
+    energy = on_grid(0.0, 0.0, [(g, None)])[0]
+    runs = []
+    for x0 in (x_shift, np.array([grid[int(np.argmax(energy))], 0.0, 0.0])):
+        simplex = x0 + np.array([[0, 0, 0], [20.0, 0, 0], [0, 10.0, 0], [0, 0, 10.0]])
+        opts = dict(initial_simplex=simplex, xatol=1.0, fatol=1e-9, maxfev=200)
+        runs.append(minimize(score, x0, method="Nelder-Mead", options=opts))
+    x = min(runs, key=lambda r: r.fun).x
+    yield "testing the defocus against noise"  # a point where a cancel can stop the job
+    # parametric bootstrap of the gain under "no aberrations": the least-squares object at
+    # defocus 0 plus noise drawn as shot noise is, in real space (independent between positions
+    # and pixels, variance proportional to the intensity), scaled to the variance the fit leaves
+    n_q = g.shape[0]
+    sigma2 = max((float(np.sum(np.abs(g.astype(np.complex128)) ** 2)) + min(r.fun for r in runs))
+                 / (n_q * max(n_k - 1, 1)), 1e-30)  # fmt: skip
+    gam0 = gamma([0.0], 0.0, 0.0)[0]
+    norm0 = np.sum(np.abs(gam0) ** 2, axis=1) + 1e-9
+    proj0 = np.sum(g * np.conj(gam0), axis=1)
+    # the least-squares object holds the noise's projection too (sigma^2 of captured energy at
+    # each Q the model reaches): shrunk (one factor, James-Stein) so that its energy is the
+    # captured energy less that
+    c0 = float(np.sum(np.abs(proj0) ** 2 / norm0))
+    reached = int(np.sum(norm0 > 1e-6 * norm0.max()))
+    shrink = math.sqrt(max(c0 - reached * sigma2, 0.0) / max(c0, 1e-30))
+    signal0 = ((shrink * proj0 / norm0)[:, None] * gam0).astype(np.complex64)
+    level = np.clip(imgs[pix] + 1.0, 0.0, None)  # intensity / its mean (n_k, ny, nx)
+    sd = np.sqrt(level / np.maximum(level.mean(axis=(1, 2), keepdims=True), 1e-12) * sigma2 / (ny * nx))
+
+    def surrogate():
+        noise = np.fft.fft2(sd * rng.standard_normal(sd.shape)).reshape(n_k, -1).T[sel]
+        return (signal0 + noise).astype(np.complex64)
+
+    null = on_grid(0.0, 0.0, [(surrogate(), None) for _ in range(surrogates)])
+    yield "the defocus's standard error"
+    gain = float(energy.max() - energy[n_grid // 2])  # best over the grid vs defocus 0
+    null_gains = null.max(axis=1) - null[:, n_grid // 2]
+    # jackknife: the defocus leaving out each group of pixels, the astigmatism held at the fit
+    label = rng.permutation(n_k) % groups
+    weights = [(label != i).astype(np.float32) for i in range(groups)]
+    per_group = on_grid(x[1], x[2], [(g, w) for w in weights])
+    left_out = []
+    for w, e in zip(weights, per_group, strict=True):
+        i = int(np.argmax(e))
+        lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, n_grid - 1)]
+        res = minimize_scalar(lambda d, w=w: score(np.array([d, x[1], x[2]]), w), bounds=(lo, hi), method="bounded",
+                              options=dict(xatol=0.5))  # fmt: skip
+        left_out.append(float(res.x))
+    stats = _fit_confidence(float(x[0]), np.array(left_out), gain, null_gains)
+    stats["noise_variance"] = sigma2
+    return float(x[0]), float(np.hypot(x[1], x[2])), 0.5 * math.degrees(math.atan2(x[2], x[1])), stats
+
+
+def _cis(a: np.ndarray) -> np.ndarray:
+    """``exp(i a)`` for real float32 ``a``, complex64 (cos and sin: ~8x faster than numpy's complex exp)."""
+    return np.cos(a) + 1j * np.sin(a)
+
+
+def _fit_confidence(
+    defocus_A: float, left_out_A: np.ndarray, gain: float, null_gains: np.ndarray, z: float = 3.0, alpha: float = 0.05
+) -> dict:
+    """Whether a fitted defocus is distinguishable from 0.
+
+    Two tests, both required:
+
+    - the jackknife standard error over ``g`` groups of BF pixels (``left_out_A``: the defocus
+      fitted leaving out each group; their shot noise is independent),
+      ``se = sqrt((g - 1) / g * sum (d_i - mean d)^2)``, and ``|defocus| >= z se``;
+    - a parametric bootstrap test of "no aberrations": ``gain``, the largest gain in captured
+      energy over the defocus grid relative to defocus 0, against ``null_gains``, the same
+      statistic on data simulated with defocus 0 (the least-squares object at 0, shrunk by the
+      noise it holds, plus shot-like noise of the measured variance);
+      ``p = (1 + #{null >= gain}) / (1 + n_null) <= alpha``.
+
+    The jackknife alone is not enough: at 1e3 e/A^2 in focus the best defocus is a noise peak
+    that three quarters of the pixels still share (measured: -215 +- 3.5 A on a 16 x 16 scan),
+    a non-smooth statistic the jackknife does not see; the bootstrap does (its gain is within
+    the null's: the captured energy over the grid is noise there).
+    """
+    g = len(left_out_A)
+    se = float(np.sqrt((g - 1) / g * np.sum((left_out_A - left_out_A.mean()) ** 2)))
+    p = float((1 + np.sum(null_gains >= gain)) / (1 + len(null_gains)))
+    zscore = float(abs(defocus_A) / se) if se > 0 else math.inf
+    return dict(
+        defocus_se_A=se,
+        z=zscore,
+        left_out_defocus_A=[float(v) for v in left_out_A],
+        gain=float(gain),
+        null_gain_max=float(np.max(null_gains)),
+        p_value=p,
+        confident=bool(zscore >= z and p <= alpha),
+        z_threshold=z,
+        alpha=alpha,
     )
-    x = res.x
-    return float(x[0]), float(np.hypot(x[1], x[2])), 0.5 * math.degrees(math.atan2(x[2], x[1]))
 
 
 def iter_parallax(
@@ -268,7 +407,9 @@ def iter_parallax(
     -------
     ParallaxResult
         The generator's return value: the image (``upsample`` x the scan grid, scan axes), the
-        shifts (scan pixels) and the fitted aberrations (Angstrom, degrees).
+        shifts (scan pixels) and the fitted aberrations (Angstrom, degrees), with the defocus's
+        standard error and whether it is distinguishable from 0 (``refine``; the ``run_phase``
+        pipeline's "auto" uses the fit only then).
 
     Raises
     ------
@@ -326,14 +467,20 @@ def iter_parallax(
     d_det = np.stack([vy, vx], axis=1)
     k = np.stack([ky, kx], axis=1)
     lam = probe.wavelength_A
-    m, c, rms = _fit_aberrations(d_det, k, lam)
+    m, c, rms, r2 = _fit_aberrations(d_det, k, lam)
     defocus, astig, angle, theta = _decompose(m)
-    shift_fit = dict(defocus_A=float(defocus), astig_A=float(astig), astig_angle_deg=float(angle))
+    shift_fit = dict(defocus_A=float(defocus), astig_A=float(astig), astig_angle_deg=float(angle), r2=r2)
+    conf: dict = {}
     if refine:
         # with the rotation the shift field shows (calibration + residual)
-        defocus, astig, angle = _refine_aberrations(
-            imgs, geo, probe, k, defocus, astig, angle, geo.rotation_deg + theta
-        )
+        refining = _refine_aberrations(imgs, geo, probe, k, defocus, astig, angle, geo.rotation_deg + theta)
+        while True:
+            try:
+                stage = next(refining)
+            except StopIteration as done:
+                defocus, astig, angle, conf = done.value
+                break
+            yield Progress(iterations, total, f"refining the aberrations: {stage}")
     if use_fitted_shifts:
         fit_det = lam * (k @ m.T) + c
         # back to scan axes (rotate_to_scan inverse of scan_to_detector)
@@ -365,13 +512,23 @@ def iter_parallax(
         rotation_residual_deg=float(theta),
         fit_rms_A=rms,
     )
-    fit = {**aberrations, "shift_fit": shift_fit}
+    fit = {**aberrations, "shift_fit": shift_fit, "confidence": conf}
+    se, confident = conf.get("defocus_se_A", math.nan), conf.get("confident", True)
+    if not confident:
+        yield Progress(
+            total,
+            total,
+            f"parallax: defocus {defocus:.1f} +- {se:.1f} A is not distinguishable from 0 "
+            f"(z {conf['z']:.1f}, bootstrap p {conf['p_value']:.2f})",
+        )
     img_cal = Calibration(scan_step=(geo.step_A[0] / upsample, geo.step_A[1] / upsample), scan_units="A")
     return ParallaxResult(
         image=RealSpaceMap(image, name="parallax_bf", units="", calibration=img_cal, params={**params, "fit": fit}),
         shifts_px=shifts,
         k_inv_A=k,
         params=params,
+        defocus_se_A=float(se),
+        defocus_confident=bool(confident),
         **aberrations,
     )
 

@@ -104,6 +104,12 @@ class PtychoParams:
         A pure phase object: ``|O| = 1`` after every step (each slice), for thin, weakly
         absorbing specimens; the amplitude cannot take up noise (a low-dose setting, 1e3 e/A^2:
         ``docs/phase.md``). Default False: ``|O|`` free (single slice) or ``<= 1`` (multislice).
+    coarse_to_fine : bool
+        Low-pass the object steps of the first half of the iterations at the aperture frequency
+        ``alpha / lambda`` (Butterworth, order 4): the low frequencies, which every bright-field
+        pixel informs, settle first, and the early steps do not write shot noise into the high
+        ones. A low-dose setting: one SrTiO3 cell at 1e3 e/A^2, +0.015 to +0.036 in correlation
+        on four noise draws, within 0.004 at 1e4 and above (``docs/phase.md``). Default False.
 
     Raises
     ------
@@ -132,6 +138,7 @@ class PtychoParams:
     step_decay: float = 0.0
     full_batch: bool = False
     pure_phase: bool = False
+    coarse_to_fine: bool = False
 
     def __post_init__(self):
         """Refuse settings that cannot run."""
@@ -596,12 +603,21 @@ def _reconstruct(
             return 0.5 * torch.sum(m2 - amp.square() * torch.log(m2 + 1e-6 * m2.detach().mean()))
         return torch.sum((model - amp) ** 2)
 
+    lowpass, lowpass_until = None, params.iterations // 2
+    if params.coarse_to_fine:
+        f_r = np.hypot(np.fft.fftfreq(obj_shape[0], pixel_A[0])[:, None], np.fft.fftfreq(obj_shape[1], pixel_A[1]))
+        bw = 1 / (1 + (f_r / probe_model.k_aperture_inv_A) ** 8)
+        lowpass = torch.as_tensor(bw, dtype=torch.float32, device=dev)
+
     def step(it, g_obj, g_prb, illums, n_b, a_it):
         """Object and probe steps from the gradients of ``n_b`` positions (no_grad)."""
         d = params.regularization
         for s_, illum in enumerate(illums):
             norm = ((1 - d) * illum + d * illum.max()).reshape(obj_shape)
-            obj[s_] -= (0.5 * slice_step * a_it) * g_obj[s_] / norm
+            upd = (0.5 * slice_step * a_it) * g_obj[s_] / norm
+            if lowpass is not None and it < lowpass_until:
+                upd = torch.fft.ifft2(torch.fft.fft2(upd) * lowpass)
+            obj[s_] -= upd
         if params.pure_phase:
             obj.div_(obj.abs().clamp_min_(1e-30))
         elif params.slices > 1:
