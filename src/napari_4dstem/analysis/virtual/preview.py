@@ -24,8 +24,8 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.datacube import DataCube
 from ...data.results import RealSpaceMap
+from ...engine import chunks as _chunks
 from ...engine.chunks import dask_source, read_block
-from ...engine.driver import n_blocks_for
 from ...engine.jobs import Job, Progress, eager, job_doc
 from .detectors import Detector, MaskDetector
 from .images import as_datacube, iter_virtual_image
@@ -266,7 +266,10 @@ def iter_strided_image(
     if step < 1:
         raise ValueError(f"step must be >= 1, got {step}")
     sy, sx = strided_positions(ny, step), strided_positions(nx, step)
-    small = yield from iter_virtual_image(_sampled(cube, sy, sx), detector, calibration=Calibration())
+    sub = _sampled(cube, sy, sx)
+    small = yield from iter_virtual_image(
+        sub, detector, calibration=Calibration(), scan_chunk=_sample_blocks(sub.shape, detector, cube.dtype.itemsize)
+    )
     by, bx = np.arange(ny) // step, np.arange(nx) // step
     out = np.asarray(small.data)[by[:, None], bx[None, :]]
     params = dict(small.params)
@@ -390,7 +393,20 @@ def strided_steps(data: Any, detector: Detector) -> int:
     ny, nx = cube.scan_shape
     r0, r1 = detector.row_bounds(cube.detector_shape)
     step = scan_stride((ny, nx), (r1 - r0) * cube.detector_shape[1] * cube.dtype.itemsize)
-    return n_blocks_for(_sampled(cube, strided_positions(ny, step), strided_positions(nx, step)))
+    shape = (-(-ny // step), -(-nx // step), *cube.detector_shape)
+    by, bx = _sample_blocks(shape, detector, cube.dtype.itemsize)
+    return -(-shape[0] // by) * -(-shape[1] // bx)
+
+
+def _sample_blocks(shape: tuple[int, ...], detector: Detector, itemsize: int) -> tuple[int, int]:
+    """The sampled patterns' blocks: about the engine's block size in bytes *read* (detector rows).
+
+    Fixed here (not by the driver) so that :func:`strided_steps` knows their number.
+    """
+    r0, r1 = detector.row_bounds(tuple(shape[2:4]))
+    n = max(1, _chunks._TARGET_BLOCK_BYTES // max(1, (r1 - r0) * int(shape[3]) * itemsize))
+    bx = min(int(shape[1]), n)
+    return min(int(shape[0]), max(1, n // bx)), bx
 
 
 strided_image = eager(iter_strided_image, "A preview of the virtual image from every step-th scan position.")
