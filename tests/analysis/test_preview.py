@@ -179,6 +179,12 @@ def test_storage_chunks_tell_per_frame_readers_and_files_from_dask_chunks(rng, t
         view = DataCube(ds).to_dask()  # what a napari layer holds
         assert DataCube(view).storage_chunks == (8, 8, 8, 8) and not strided_pays((8, 8, 8, 8))
         assert DataCube(f.create_dataset("b", data=a)).storage_chunks is None  # contiguous
+    with h5py.File(tmp_path / "c.h5", "r") as f:  # read-only: the engine reads its chunks from the file's map
+        from napari_4dstem.engine.blocks import find_chunk_views, read_rows
+
+        view = DataCube(f["a"]).to_dask()
+        assert find_chunk_views(view) is not None and find_chunk_views(view.rechunk((4, 4, 8, 8))) is None
+        np.testing.assert_array_equal(read_rows(view, slice(3, 13), slice(5, 9), slice(2, 5)), a[3:13, 5:9, 2:5])
     z = zarr.open(str(tmp_path / "c.zarr"), mode="w", shape=a.shape, chunks=(4, 4, 8, 8), dtype=a.dtype)
     assert DataCube(DataCube(z).to_dask()).storage_chunks == (4, 4, 8, 8)
     # a dask array that is more than a view of its source: dask's chunks (whole chunks computed)

@@ -25,7 +25,8 @@ from ...data.calibration import Calibration
 from ...data.datacube import DataCube
 from ...data.results import RealSpaceMap
 from ...engine import chunks as _chunks
-from ...engine.chunks import dask_source, read_block
+from ...engine.blocks import read_rows
+from ...engine.chunks import dask_source
 from ...engine.jobs import Job, Progress, eager, job_doc
 from .detectors import Detector, MaskDetector
 from .images import as_datacube, iter_virtual_image
@@ -339,6 +340,10 @@ def _iter_chunk_sampled(cube: DataCube, detector: Detector, cal: Calibration, ch
     ny, nx = cube.scan_shape
     cy, cx, m, rows, cols = _chunk_plan(cube, chunks)
     total = len(rows) * len(cols)
+    r0, r1 = detector.row_bounds(cube.detector_shape)
+    src = cube.data
+    if hasattr(src, "__dask_graph__"):
+        src = dask_source(src) or src  # a layer's dask view of a file: read the file's dataset
     means = np.empty((len(rows), len(cols)))
     exact: list[tuple[slice, slice, np.ndarray]] = []
     params: dict = {}
@@ -346,7 +351,10 @@ def _iter_chunk_sampled(cube: DataCube, detector: Detector, cal: Calibration, ch
     for a, ci in enumerate(rows):
         for b, cj in enumerate(cols):
             sy, sx = slice(ci * cy, min((ci + 1) * cy, ny)), slice(cj * cx, min((cj + 1) * cx, nx))
-            block = read_block(cube.data, sy, sx)  # one storage chunk, read and decoded whole
+            # one storage chunk: only the detector's rows are copied (an uncompressed HDF5 chunk's
+            # rows straight from the file's map, engine.blocks.read_rows), the rest left zero
+            block = np.zeros((sy.stop - sy.start, sx.stop - sx.start, *cube.detector_shape), cube.dtype)
+            block[:, :, r0:r1] = read_rows(src, sy, sx, slice(r0, r1))
             job = iter_virtual_image(block, detector, calibration=Calibration())
             while True:  # its own steps are not handed on: one step per chunk
                 try:
