@@ -1,6 +1,18 @@
 """UX point 1 on a lazy file: open a memory-mapped .npy with the Virtual imaging dock open.
 
 Run under a virtual screen:  xvfb-run -a python benchmarks/bench_open_lazy.py [--side 192] [--n 3] [--file F]
+[--format npy|emd] [--cold]
+
+``--cold``: every open (ours and napari alone's) reads its own fresh copy of the file, dropped
+from the page cache just before the open (pages that an earlier open still maps cannot be
+dropped: reopening one file stayed 100 % resident).
+
+``--format emd``: the same patterns written by our EMD writer (HDF5, chunks of 16 x 16 scan
+positions); napari alone then opens its 4D dataset through h5py and ``dask.array.from_array``
+with the file's chunks. ``--cold``: before each open (ours and napari alone's) the file is
+dropped from the page cache (``os.posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)``); the script
+checks that it worked (``fincore``'s resident bytes after the drop, and 64 random 4 KiB reads
+timed just after a drop against the same reads again).
 
 The file: ``(side, side, 128, 128)`` uint16, the strained-crystal sample's 32 x 32 patterns tiled
 over the scan (1.12 GiB for side 192), written once (``--file`` keeps it for another run, e.g.
@@ -14,8 +26,8 @@ read from the page cache. Each of ``--n`` opens into the viewer, timed from the 
 - presets ready: all six preset images stored (so that a preset click shows its image at once);
 - preview ready: the 4x-binned copy for previews while dragging (data over 256 MiB) is built;
   the next open waits for it;
-- Full clicked once the BF image is in (the presets not ready yet): the time until its exact image
-  is shown (it fills in with the presets' one pass; before session 9 it was a pass of its own).
+- sum image exact: the sum image (total intensity of each pattern), filling in by itself from the
+  presets' one pass since session 11, complete on the Real space canvas.
 
 Times are taken where the dock shows the image or stores the presets, not by the polling loop.
 
@@ -47,14 +59,85 @@ def _stats(xs) -> str:
     return f"{statistics.median(xs):6.2f} s ({xs[0]:.2f}-{xs[-1]:.2f}, n={len(xs)})"
 
 
+def _evict(path: Path) -> None:
+    """Drop ``path`` from the page cache.
+
+    Pages mapped into this process cannot be dropped: the last opens' memory maps (numpy's, our
+    HDF5 chunk reader's) are released first.
+    """
+    import gc
+
+    from napari_4dstem.io._h5direct import drop_readers
+
+    gc.collect()
+    drop_readers(str(path))
+    gc.collect()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # dirty pages cannot be dropped
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _resident(path: Path) -> float:
+    """The share of ``path`` in the page cache (``fincore``), NaN when it cannot be told."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                             capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+        return int(out[0]) / path.stat().st_size
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return float("nan")
+
+
+def _check_eviction(path: Path) -> str:
+    """64 random 4 KiB reads just after a drop from the page cache, and the same again (cached)."""
+    rng = np.random.default_rng(0)
+    offs = (rng.integers(0, path.stat().st_size // 4096 - 1, 64) * 4096).tolist()
+    _evict(path)
+    res = _resident(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        times = []
+        for _ in range(2):
+            t = time.perf_counter()
+            for o in offs:
+                os.pread(fd, 4096, o)
+            times.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+    return (f"eviction check: {100 * res:.1f} % resident after the drop; 64 random 4 KiB reads "
+            f"{1e3 * times[0]:.1f} ms after it, {1e3 * times[1]:.2f} ms again (cached)")  # fmt: skip
+
+
+def _napari_alone(path: Path, fmt: str):
+    """What napari alone opens: the memmap, or the EMD file's 4D dataset through dask."""
+    if fmt == "npy":
+        return np.load(path, mmap_mode="r")
+    import dask.array as da
+    import h5py
+
+    f = h5py.File(path, "r")
+    found = []
+    f.visititems(lambda n, o: found.append(o) if isinstance(o, h5py.Dataset) and o.ndim == 4 else None)
+    return da.from_array(found[0], chunks=found[0].chunks or "auto")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--side", type=int, default=192)
     ap.add_argument("--n", type=int, default=4)
-    ap.add_argument("--file", help="write (or reuse) the .npy here")
+    ap.add_argument("--file", help="write (or reuse) the file here")
+    ap.add_argument("--format", choices=("npy", "emd"), default="npy")
+    ap.add_argument("--cold", action="store_true", help="drop the file from the page cache before each open")
     args = ap.parse_args()
-    path = Path(args.file) if args.file else Path(tempfile.mkdtemp()) / "cube.npy"
-    if not path.exists():
+    path = Path(args.file) if args.file else Path(tempfile.mkdtemp()) / f"cube.{args.format}"
+    final = path
+    if args.format == "emd":
+        path = path.with_suffix(".tmp.npy")
+    if not final.exists():
         from napari_4dstem.simulation.samples import make_strained_crystal
 
         base = np.asarray(make_strained_crystal(scan_shape=(32, 32)).datacube.data).astype(np.uint16)
@@ -64,6 +147,14 @@ def main() -> None:
             mm[i : i + 32] = np.tile(base, (1, reps, 1, 1))[: min(32, args.side - i), : args.side]
         mm.flush()
         del mm
+    if args.format == "emd" and not final.exists():
+        from napari_4dstem import DataCube
+        from napari_4dstem.io import emd
+
+        emd.write(final, DataCube(np.load(path, mmap_mode="r")), chunks=(16, 16, 128, 128))
+    if final != path and path.exists():
+        path.unlink()
+    path = final
     import napari
     from qtpy.QtWidgets import QApplication
 
@@ -71,8 +162,11 @@ def main() -> None:
 
     print(
         f"package {os.path.dirname(napari_4dstem.__file__)}; {path.stat().st_size / 2**30:.2f} GiB, "
-        f"load {os.getloadavg()[0]:.1f}"
+        f"load {os.getloadavg()[0]:.1f}; {args.format}, "
+        f"{'cold (dropped before each open)' if args.cold else 'page cache'}"
     )
+    if args.cold:
+        print(_check_eviction(path))
     # the reference, made first so that ours is napari's current viewer: no plugin dock in it
     ref = napari.Viewer(show=True, title="napari alone")
     viewer = napari.Viewer(show=True)
@@ -84,13 +178,19 @@ def main() -> None:
     marks: dict[str, float] = {}
     show = w._show
 
+    show_sum = w._show_sum
+
+    def timed_sum(img, limits, text):
+        if text.startswith("sum image: exact"):
+            marks.setdefault("sum", time.perf_counter())
+        return show_sum(img, limits, text)
+
+    w._show_sum = timed_sum
+
     def timed_show(item):
         marks.setdefault("first", time.perf_counter())
         if not isinstance(item, tuple):
             marks.setdefault("exact", time.perf_counter())
-            d = getattr(getattr(item, "image", item), "params", {}).get("detector")
-            if d is not None and "full" in marks and d == marks.get("full_det", d):
-                marks.setdefault("full_shown", time.perf_counter())  # in the click when stored
         return show(item)
 
     w._show = timed_show
@@ -108,17 +208,38 @@ def main() -> None:
         "napari alone (pattern)": [],
         "first view": [],
         "BF exact": [],
+        "sum image exact": [],
         "presets ready": [],
         "preview ready": [],
-        "Full clicked -> exact": [],
     }
+    resident, resident_ref = [], []
+    copies: list[Path] = []
+
+    def fresh(tag: str) -> Path:
+        """The file to open: with ``--cold`` a new copy, out of the page cache."""
+        if not args.cold:
+            return path
+        import shutil
+
+        dst = path.with_name(f"{path.stem}.{tag}{path.suffix}")
+        shutil.copyfile(path, dst)
+        _evict(dst)
+        copies.append(dst)
+        return dst
+
     ratios: dict[str, list[float]] = {}
     try:
         for i in range(args.n + 1):  # the first open warms the page cache and the kernels
+            for old in copies:
+                old.unlink(missing_ok=True)
+            copies.clear()
             ref.layers.clear()
             _wait(app, lambda: False, 0.2)
+            src = fresh(f"ref{i}")
+            if args.cold:
+                resident_ref.append(_resident(src))
             t = time.perf_counter()
-            ref.add_image(np.load(path, mmap_mode="r"), name="napari alone")
+            ref.add_image(_napari_alone(src, args.format), name="napari alone")
             _idle(app)
             t_ref = time.perf_counter() - t
             ref.layers.clear()
@@ -127,22 +248,20 @@ def main() -> None:
             w.filled_in.clear()
             w.presets_ready = False
             marks.clear()
+            src = fresh(f"ours{i}")
+            if args.cold:
+                resident.append(_resident(src))
             t = time.perf_counter()
-            viewer.open(str(path), plugin="napari-4dstem")
+            viewer.open(str(src), plugin="napari-4dstem")
             _wait(app, lambda: w.last_image is not None and w._worker is None, 600)
             t_bf = marks["exact"] - t
             t_first = marks["first"] - t
-            if i % 2 == 1:  # every other open: click Full once the BF image is in
-                marks["full"] = time.perf_counter()
-                w.presets["Full"].click()
-                marks["full_det"] = w._last_detector.to_params()
-                _wait(app, lambda: "full_shown" in marks, 600)
-                t_full = marks["full_shown"] - marks["full"]
-            _wait(app, lambda: w.presets_ready, 600)
+            _wait(app, lambda: w.presets_ready and "sum" in marks, 600)
             t_presets = marks["presets"] - t
+            t_sum = marks["sum"] - t
             # the binned preview copy for drags (data over 256 MiB), built after the first image:
             # the next open must not share the cores with it
-            _wait(app, lambda: w._preview_due is None and w._preview is not None, 600)
+            _wait(app, lambda: w._preview_due is None and (w._preview is not None or args.format != "npy"), 600)
             t_preview = time.perf_counter() - t
             if i == 0:
                 continue
@@ -150,22 +269,27 @@ def main() -> None:
             rows["napari alone (pattern)"].append(t_ref)
             rows["first view"].append(t_first)
             rows["BF exact"].append(t_bf)
+            rows["sum image exact"].append(t_sum)
             rows["presets ready"].append(t_presets)
             rows["preview ready"].append(t_preview)
-            if i % 2 == 1:
-                rows["Full clicked -> exact"].append(t_full)
             ratios.setdefault("first view", []).append(t_first / t_ref)
             ratios.setdefault("BF exact", []).append(t_bf / t_ref)
+            ratios.setdefault("sum image exact", []).append(t_sum / t_ref)
             print(f"open {i}: napari alone {t_ref:.2f} s, first view {t_first:.2f} s ({kind}), BF exact {t_bf:.2f} s")
     finally:
         viewer.close()
         ref.close()
+        for old in copies:
+            old.unlink(missing_ok=True)
     for name, xs in rows.items():
         if xs:
             print(f"{name:24s} {_stats(xs)}  [{', '.join(f'{x:.2f}' for x in xs)}]")
     for name, xs in ratios.items():
         xs = sorted(xs)
         print(f"{name + ' / napari alone':38s} x{statistics.median(xs):.1f} ({xs[0]:.1f}-{xs[-1]:.1f})")
+    if resident:
+        print(f"resident before each of our opens: {', '.join(f'{100 * r:.1f} %' for r in resident)}")
+        print(f"resident before each napari-alone open: {', '.join(f'{100 * r:.1f} %' for r in resident_ref)}")
     print(f"load after {os.getloadavg()[0]:.1f}")
 
 

@@ -131,3 +131,140 @@ def test_strided_pays_only_where_a_storage_chunk_holds_one_scan_position(tmp_pat
     with h5py.File(tmp_path / "c.h5", "w") as f:
         assert not strided_pays(DataCube(f.create_dataset("a", data=a, chunks=(8, 8, 8, 8))).chunks)
         assert strided_pays(DataCube(f.create_dataset("b", data=a, chunks=(1, 1, 8, 8))).chunks)
+
+
+def _planted(rng, scan=(48, 40), k=16):
+    """Patterns whose BF-disk sum is a planted image: each pattern a random count ``v[y, x]``
+    times one fixed pattern, so every virtual image is ``v`` times that pattern's detector sum."""
+    v = rng.integers(1, 200, scan).astype(np.uint16)
+    base = rng.integers(0, 5, (k, k)).astype(np.uint16)
+    return v[:, :, None, None] * base, v, base
+
+
+class _CountingStack:
+    """A ``(n, k_y, k_x)`` frame stack that records which frames are read."""
+
+    def __init__(self, frames):
+        self.frames, self.read = frames, set()
+        self.shape, self.dtype = frames.shape, frames.dtype
+
+    def __getitem__(self, key):
+        f = key[0] if isinstance(key, tuple) else key
+        self.read.update(range(*f.indices(self.shape[0])) if isinstance(f, slice) else np.ravel(f).tolist())
+        return self.frames[key]
+
+
+def test_storage_chunks_tell_per_frame_readers_and_files_from_dask_chunks(rng, tmp_path):
+    """The storage a read touches, not dask's chunks: a layer's dask view of an HDF5 file has the
+    file's chunks; ARINA and Direct Electron MRC read frame by frame under dask chunks of 16 x 16."""
+    import dask.array as da
+    import h5py
+    import zarr
+
+    from napari_4dstem.analysis.virtual.preview import strided_pays
+    from napari_4dstem.io._framestack import FrameStack4D
+    from napari_4dstem.io.mrc import _IndexedFrames
+
+    a, _, _ = _planted(rng, (16, 16), 8)
+    assert DataCube(a).storage_chunks is None and DataCube(DataCube(a).to_dask()).storage_chunks is None
+    arina = da.from_array(FrameStack4D([a.reshape(256, 8, 8)], (16, 16)), chunks=(16, 16, 8, 8), asarray=True,
+                          fancy=False, name="arina-test")  # fmt: skip
+    mrc = da.from_array(_IndexedFrames(a.reshape(256, 8, 8), np.arange(256).reshape(16, 16)),
+                        chunks=(16, 16, 8, 8), asarray=True, fancy=False, name="mrc-test")  # fmt: skip
+    for d in (arina, mrc):
+        assert DataCube(d).chunks == (16, 16, 8, 8) and DataCube(d).storage_chunks == (1, 1, 8, 8)
+        assert strided_pays(DataCube(d).storage_chunks)
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        ds = f.create_dataset("a", data=a, chunks=(8, 8, 8, 8))
+        view = DataCube(ds).to_dask()  # what a napari layer holds
+        assert DataCube(view).storage_chunks == (8, 8, 8, 8) and not strided_pays((8, 8, 8, 8))
+        assert DataCube(f.create_dataset("b", data=a)).storage_chunks is None  # contiguous
+    with h5py.File(tmp_path / "c.h5", "r") as f:  # read-only: the engine reads its chunks from the file's map
+        from napari_4dstem.engine.blocks import find_chunk_views, read_rows
+
+        view = DataCube(f["a"]).to_dask()
+        assert find_chunk_views(view) is not None and find_chunk_views(view.rechunk((4, 4, 8, 8))) is None
+        np.testing.assert_array_equal(read_rows(view, slice(3, 13), slice(5, 9), slice(2, 5)), a[3:13, 5:9, 2:5])
+    z = zarr.open(str(tmp_path / "c.zarr"), mode="w", shape=a.shape, chunks=(4, 4, 8, 8), dtype=a.dtype)
+    assert DataCube(DataCube(z).to_dask()).storage_chunks == (4, 4, 8, 8)
+    # a dask array that is more than a view of its source: dask's chunks (whole chunks computed)
+    assert DataCube(arina.rechunk((8, 8, 8, 8))).storage_chunks == (8, 8, 8, 8)
+
+
+def test_per_frame_readers_get_the_strided_preview_reading_only_the_sampled_frames(rng):
+    import dask.array as da
+
+    from napari_4dstem.analysis.virtual.preview import iter_strided_image, strided_positions, strided_steps
+    from napari_4dstem.engine.jobs import Progress
+    from napari_4dstem.io._framestack import FrameStack4D
+    from napari_4dstem.io.mrc import _IndexedFrames
+
+    a, v, base = _planted(rng, (48, 40), 16)
+    det = DiskDetector((7.5, 7.5), 4.0)
+    want = v * float((base * det.render((16, 16))).sum())
+    for make in (
+        lambda s: FrameStack4D([s], (48, 40)),
+        lambda s: _IndexedFrames(s, np.arange(48 * 40).reshape(48, 40)),
+    ):
+        stack = _CountingStack(a.reshape(-1, 16, 16))
+        d = da.from_array(make(stack), chunks=(16, 16, 16, 16), asarray=True, fancy=False, name=f"t-{id(stack)}")
+        job = iter_strided_image(d, det)
+        steps = 0
+        while True:
+            try:
+                assert isinstance(next(job), Progress)
+                steps += 1
+            except StopIteration as stop:
+                got = stop.value
+                break
+        step = got.params["preview"]["step"]
+        assert step == 4 and steps == strided_steps(d, det)
+        sy, sx = strided_positions(48, step), strided_positions(40, step)
+        np.testing.assert_array_equal(got.data[sy, sx], want[sy, sx])  # exact where sampled
+        sampled = {y * 40 + x for y in range(48)[sy] for x in range(40)[sx]}
+        assert stack.read == sampled  # only those frames: 1 in 16
+
+
+def test_chunked_files_get_a_preview_of_whole_storage_chunks_exact_where_read(rng, tmp_path):
+    """HDF5 and zarr with storage chunks of several scan positions: whole chunks at a chunk-aligned
+    stride (a bounded fraction of the file), exact in every chunk read, each other position the
+    mean of its block's chunk."""
+    import h5py
+    import zarr
+
+    from napari_4dstem.analysis.virtual.images import virtual_image
+    from napari_4dstem.analysis.virtual.preview import strided_image, strided_steps
+
+    a, v, base = _planted(rng, (96, 80), 64)  # 64 x 64 uint16 patterns: 8 KiB
+    det = DiskDetector((31.5, 31.5), 9.0)
+    want = virtual_image(a, det).data
+    np.testing.assert_allclose(want, v * float((base * det.render((64, 64))).sum()))
+    f = h5py.File(tmp_path / "c.h5", "w")
+    z = zarr.open(str(tmp_path / "c.zarr"), mode="w", shape=a.shape, chunks=(4, 4, 64, 64), dtype=a.dtype)
+    z[:] = a
+    try:
+        for data, (cy, cx) in (
+            (DataCube(f.create_dataset("a", data=a, chunks=(8, 8, 64, 64))).to_dask(), (8, 8)),  # a layer's view
+            (f.create_dataset("b", data=a, chunks=(1, 80, 64, 64)), (1, 80)),  # whole scan rows
+            (z, (4, 4)),
+        ):
+            got = strided_image(data, det)
+            pv = got.params["preview"]
+            assert pv["chunks"] == (cy, cx) and got.name == "virtual_disk_chunks"
+            assert pv["read"] * 16 <= pv["of"] and pv["read"] == strided_steps(data, det)  # <= 1/16 of the chunks
+            m = pv["chunk_step"]
+            gy, gx = -(-96 // cy), -(-80 // cx)
+            rows = range(min(m // 2, (gy - 1) % m), gy, m)
+            read = [(i, j) for i in rows for j in range(min(m // 2, (gx - 1) % m), gx, m)]
+            assert len(read) == pv["read"]
+            exact = np.zeros((96, 80), bool)
+            for i, j in read:
+                sl = np.s_[i * cy : (i + 1) * cy, j * cx : (j + 1) * cx]
+                np.testing.assert_array_equal(got.data[sl], want[sl])  # exact in each chunk read
+                exact[sl] = True
+                block = np.s_[(i // m) * m * cy : (i // m + 1) * m * cy, (j // m) * m * cx : (j // m + 1) * m * cx]
+                rest = ~exact[block]
+                np.testing.assert_allclose(got.data[block][rest], want[sl].mean())  # its block: the chunk's mean
+            assert exact.mean() <= 1 / 16
+    finally:
+        f.close()

@@ -328,18 +328,20 @@ def test_a_response_chosen_before_the_bf_disk_is_found_gets_no_sum_strided_first
     assert titles and not any("preview:" in t or "preview below" in t for t in titles), titles
 
 
-def test_no_strided_first_view_on_chunks_of_several_scan_positions_and_its_job_yields_between_blocks(
+def test_chunks_of_several_scan_positions_get_a_first_view_of_whole_chunks_and_its_job_yields_between_blocks(
     tmp_path, monkeypatch, stall_detector
 ):
-    """The strided first view is taken on a large lazy file only where a storage chunk holds one
-    scan position (else it reads about the whole file beside the exact image); the job making it
-    yields between the preview's blocks, so quit() (a newer detector, Cancel) stops it there."""
+    """Every large lazy file gets a first view reading a bounded fraction of it: every k-th pattern
+    where a position is read alone, whole storage chunks at a chunk-aligned stride where a chunk
+    holds several (a strided read would touch nearly every chunk); the job making it yields
+    between the preview's blocks, so quit() (a newer detector, Cancel) stops it there, and
+    napari's activity bar counts those steps (its total)."""
     with stall_detector.excluded("reference"):  # no GUI: the job driven here, on this thread
         import dask.array as da
 
         from napari_4dstem import DataCube
         from napari_4dstem.analysis.virtual.detectors import DiskDetector
-        from napari_4dstem.analysis.virtual.preview import iter_strided_image, strided_image
+        from napari_4dstem.analysis.virtual.preview import iter_strided_image, strided_image, strided_steps
         from napari_4dstem.engine import chunks, driver
         from napari_4dstem.engine.jobs import Progress
         from napari_4dstem.widgets import virtual
@@ -350,12 +352,15 @@ def test_no_strided_first_view_on_chunks_of_several_scan_positions_and_its_job_y
         monkeypatch.setattr(chunks, "_TARGET_BLOCK_BYTES", 2**16)
         mm = DataCube(np.load(path, mmap_mode="r"))
         assert virtual._takes_first_view(mm)
-        assert not virtual._takes_first_view(DataCube(da.from_array(data, chunks=(8, 8, 64, 64))))
+        det = DiskDetector((32.0, 32.0), 10.0)
+        chunked = DataCube(da.from_array(data, chunks=(8, 8, 64, 64)))
+        assert virtual._takes_first_view(chunked)
+        pv = strided_image(chunked, det).params["preview"]
+        assert pv["chunks"] == (8, 8) and pv["read"] * 16 <= pv["of"]  # whole chunks, <= 1/16 of them
         assert virtual._takes_first_view(DataCube(da.from_array(data, chunks=(1, 1, 64, 64))))
         assert not virtual._takes_first_view(DataCube(data))  # in memory: the exact image is quick
-        det = DiskDetector((32.0, 32.0), 10.0)
         steps = sum(isinstance(p, Progress) for p in iter_strided_image(mm, det))
-        assert steps >= 2
+        assert steps >= 2 and steps == strided_steps(mm, det)
         job = virtual._live_job(mm, det, mm.calibration, False, None, [], None, "Sum", None, True, True)
         out = []
         for item in job:
@@ -440,3 +445,105 @@ def test_a_late_strided_first_view_is_dropped(make_napari_viewer, qtbot, stall_d
     else:  # the only preview shown: the newer detector's own (its job's), not the BF disk's
         previews = [img for t, img in titles if "preview:" in t]
         assert all(np.array_equal(img, strided_new) for img in previews), len(previews)
+
+
+def _open_large_memmap_watching_the_sum(make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch):
+    """Open the 32 MiB memmap as a large lazy file, the presets' pass slow enough to watch; returns
+    the dock, the data, the passes started (their detector counts) and the sum images shown."""
+    import threading
+    import time
+
+    with stall_detector.excluded("reference"):
+        from napari_4dstem.analysis.virtual import images
+        from napari_4dstem.engine import chunks, driver
+        from napari_4dstem.widgets import virtual
+
+        path, data = _large_memmap(tmp_path)
+    monkeypatch.setattr(virtual, "LAZY_PROGRESS_BYTES", 2**20)  # 32 MiB counts as large here
+    monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 0.0)  # an image at every block
+    monkeypatch.setattr(driver, "_TARGET_BLOCK_BYTES", 2**20)
+    monkeypatch.setattr(chunks, "_TARGET_BLOCK_BYTES", 2**20)
+    passes, lock = [], threading.Lock()
+    real_pass, real_kernel = images.iter_virtual_images, images._multi_kernel
+
+    def spy_pass(data, detectors, **kwargs):
+        if tuple(getattr(data, "shape", ())) == (64, 64, 64, 64):  # the whole file (not the preview)
+            with lock:
+                passes.append(len(detectors))
+        return real_pass(data, detectors, **kwargs)
+
+    def slow_presets(*args, **kwargs):
+        if len(kwargs["specs"]) == 6:
+            time.sleep(0.05)  # the presets' pass slow enough to watch it fill in
+        return real_kernel(*args, **kwargs)
+
+    monkeypatch.setattr(images, "iter_virtual_images", spy_pass)
+    monkeypatch.setattr(images, "_multi_kernel", slow_presets)
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    sums = []
+    show_sum = w._show_sum
+
+    def spy(img, limits, text):
+        sums.append((np.array(img), text, w.progress.format(), w.progress.isVisibleTo(w), w.last_image is not None))
+        return show_sum(img, limits, text)
+
+    w._show_sum = spy
+    with stall_detector.excluded("first layer add"):
+        viewer.open(str(path), plugin="napari-4dstem")
+    return w, data, passes, sums
+
+
+def test_on_a_large_lazy_file_the_sum_image_fills_in_by_itself_from_the_presets_one_pass(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """UX point 1 (#15): after a large lazy file opens, with no click, the sum image (total
+    intensity of each pattern) fills in on the Real space canvas from the presets' one pass (no
+    pass of its own): once the BF image is in, as the layer "sum image" directly over it, exact
+    rows and the rest empty, with the dock's progress bar; it ends exact. The BF first view comes
+    first, as before; a detector the user sets hides the sum image (its layer stays in the list)."""
+    from napari_4dstem.analysis.virtual.detectors import DiskDetector
+    from napari_4dstem.widgets.virtual import SUM_LAYER
+
+    w, data, passes, sums = _open_large_memmap_watching_the_sum(
+        make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+    )
+    qtbot.waitUntil(lambda: w.presets_ready and w._preset_worker is None, timeout=90000)
+    with stall_detector.excluded("reference"):
+        total = data.sum(axis=(2, 3), dtype=np.float64)
+    assert w.last_preview is not None and w.last_preview.params["preview"]["step"] == 4  # BF first view kept
+    assert sorted(passes) == [1, 6]  # the BF image and the presets' one pass: none for the sum image
+    assert len(sums) >= 3
+    for img, text, fmt, visible, bf_in in sums[:-1]:
+        assert bf_in  # never before the BF image
+        rows = int((~np.isnan(img).all(axis=1)).sum())
+        assert 0 < rows < 64 and np.isnan(img[rows:]).all(), text
+        np.testing.assert_allclose(img[:rows], total[:rows], rtol=1e-6)  # exact rows
+        assert "sum image: filling in" in text and visible and fmt.startswith("sum image: ")
+    np.testing.assert_allclose(sums[-1][0], total, rtol=1e-6)
+    rv = w.realspace.viewer(create=False)
+    names = [lyr.name for lyr in rv.layers]
+    assert names.index(SUM_LAYER) == names.index(w.realspace.name) + 1 and rv.layers[SUM_LAYER].visible
+    np.testing.assert_allclose(rv.layers[SUM_LAYER].data, total, rtol=1e-6)
+    assert not w.progress.isVisibleTo(w)
+    w.set_detector(DiskDetector((32.0, 32.0), 6.0))  # the user's detector: its image is the one shown
+    assert not rv.layers[SUM_LAYER].visible
+    qtbot.waitUntil(lambda: w._worker is None, timeout=60000)
+
+
+def test_cancel_stops_the_sum_image_filling_in_by_itself(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """Cancel while the sum image fills in by itself stops the presets' pass at its next block;
+    the rows so far stay, nothing more is drawn, and a preset click later computes on demand."""
+    w, _, _, sums = _open_large_memmap_watching_the_sum(
+        make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+    )
+    qtbot.waitUntil(lambda: len(sums) >= 1, timeout=90000)
+    assert w.cancel_btn.isEnabled()
+    w.cancel_btn.click()
+    qtbot.waitUntil(lambda: w._preset_worker is None, timeout=60000)
+    n = len(sums)
+    qtbot.wait(300)
+    assert len(sums) == n and not w.presets_ready and w.status.text() == "sum image: cancelled"
+    assert np.isnan(sums[-1][0]).any()  # stopped before its end

@@ -40,6 +40,8 @@ def mapped_extent(arr) -> tuple[str, int] | None:
 class BlockReader:
     """Read-only array-like over a numpy array; ``r[key]`` returns a copy of that block only."""
 
+    storage_chunks = None  # any position is read alone (engine.chunks.storage_chunks)
+
     def __init__(self, arr: np.ndarray):
         self._arr = arr
         self.shape = tuple(int(s) for s in arr.shape)

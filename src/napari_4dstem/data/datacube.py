@@ -16,6 +16,7 @@ from ..engine.chunks import (
     n_blocks,
     native_chunks,
     read_mapped,
+    storage_chunks,
 )
 from ..engine.jobs import Job, Progress, run_job
 from ..errors import DataShapeError, FileFormatError, Napari4DSTEMError
@@ -197,6 +198,15 @@ class DataCube:
     def chunks(self) -> tuple[int, ...] | None:
         """Storage chunk shape, or None for contiguous data (numpy, memmap)."""
         return native_chunks(self._data)
+
+    @property
+    def storage_chunks(self) -> tuple[int, ...] | None:
+        """The unit a read touches (:func:`~napari_4dstem.engine.chunks.storage_chunks`).
+
+        None for data read at any position alone, ``(1, 1, k_y, k_x)`` for per-frame storage, an
+        HDF5 or zarr file's chunks (also behind a dask view of it), else dask's chunks.
+        """
+        return storage_chunks(self._data)
 
     @property
     def axis_labels(self) -> tuple[str, str, str, str]:

@@ -153,10 +153,19 @@ def find_chunk_views(arr: Any, finders: Iterable[ChunkViewFinder] | None = None)
     Returns
     -------
     ChunkViews or None
-        None for a numpy array or when no finder knows ``arr``.
+        None for a numpy array or when no finder knows ``arr``; a dask array that is a plain
+        ``from_array`` view of one array is asked about as that array.
     """
     if isinstance(arr, np.ndarray):
         return None
+    if hasattr(arr, "__dask_graph__"):
+        from .chunks import dask_source
+
+        # a plain dask view of a file (what a napari layer holds): the file's own chunk views
+        src = dask_source(arr)
+        if src is None:
+            return None
+        arr = src
     for finder in _FINDERS if finders is None else finders:
         views = finder(arr)
         if views is not None:

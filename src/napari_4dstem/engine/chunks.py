@@ -20,6 +20,7 @@ from ..errors import FileFormatError
 
 __all__ = [
     "block_slices",
+    "dask_source",
     "default_scan_chunk",
     "iter_scan_blocks",
     "mapped_file",
@@ -27,6 +28,7 @@ __all__ = [
     "read_block",
     "read_mapped",
     "release_pages",
+    "storage_chunks",
 ]
 
 # target bytes per block: large enough to amortise per-call overhead, small enough for caches
@@ -52,6 +54,73 @@ def native_chunks(data) -> tuple[int, ...] | None:
         if chunks is not None and not all(isinstance(c, int) for c in chunks):
             chunks = None
     return tuple(int(c) for c in chunks) if chunks is not None else None
+
+
+def dask_source(d) -> object | None:
+    """The one array a dask array reads, when it is a plain ``da.from_array`` of it (else None).
+
+    Parameters
+    ----------
+    d : dask.array.Array
+        The dask array.
+
+    Returns
+    -------
+    array-like or None
+        The source (an h5py dataset, a zarr array, a reader's array-like), or None.
+
+    Notes
+    -----
+    ``from_array`` keeps its input in the graph under a layer named ``original-<name>`` (unless
+    inlined); a graph of exactly that layer and the getter layer is a view of that array, and
+    a slice of it is handed to the array's own ``__getitem__`` (only what the slice asks for is
+    read). Anything more (a rechunk, a ``map_blocks`` decode) may read whole dask chunks.
+    """
+    try:
+        layers = d.__dask_graph__().layers
+    except AttributeError:
+        return None
+    if len(layers) != 2:
+        return None
+    found = [v for name, lay in layers.items() if str(name).startswith("original-") for v in lay.values()]
+    if len(found) != 1:
+        return None
+    src = getattr(found[0], "value", found[0])  # a newer dask's DataNode wraps the array
+    if not hasattr(src, "shape") or tuple(int(s) for s in src.shape) != tuple(int(s) for s in d.shape):
+        return None
+    return src
+
+
+def storage_chunks(data) -> tuple[int, ...] | None:
+    """The unit a read of ``data`` touches: its storage chunks, not dask's.
+
+    Parameters
+    ----------
+    data : array-like
+        numpy, memmap, h5py, zarr, dask, or a reader's array-like.
+
+    Returns
+    -------
+    tuple of int or None
+        None for data read at any position alone (numpy, memory maps, contiguous HDF5 datasets);
+        ``(1, 1, k_y, k_x)`` for per-frame storage (a reader's array-like says so with a
+        ``storage_chunks`` attribute: ARINA's frame stacks, Direct Electron MRC frames); h5py's or
+        zarr's chunks; for a dask array, its source's storage chunks when it is a plain
+        ``from_array`` view of one (the readers' dask arrays, a layer's dask view of an HDF5 file),
+        else dask's ``chunksize`` (whole dask chunks may be computed for one position).
+    """
+    declared = getattr(data, "storage_chunks", _NOT_DECLARED)
+    if declared is not _NOT_DECLARED:
+        return None if declared is None else tuple(int(c) for c in declared)
+    if isinstance(data, np.ndarray):
+        return None
+    if hasattr(data, "chunksize") and hasattr(data, "__dask_graph__"):
+        src = dask_source(data)
+        return storage_chunks(src) if src is not None else native_chunks(data)
+    return native_chunks(data)
+
+
+_NOT_DECLARED = object()
 
 
 def default_scan_chunk(

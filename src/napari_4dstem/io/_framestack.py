@@ -177,6 +177,14 @@ class FrameStack4D:
             i += 1
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+    @property
+    def storage_chunks(self) -> tuple[int, int, int, int]:
+        """One frame per read (``engine.chunks.storage_chunks``).
+
+        ARINA's HDF5 chunks are single frames, and a strided slice reads only its frames.
+        """
+        return (1, 1, *self.shape[2:])
+
     def close(self) -> None:
         """Close the files the chunk checks opened (the datasets' files are the caller's)."""
         for c in self._checks:

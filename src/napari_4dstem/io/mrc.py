@@ -250,6 +250,11 @@ class _IndexedFrames:
         self.shape = (*index.shape, *frames.shape[1:])
         self.ndim = 4
 
+    @property
+    def storage_chunks(self) -> tuple[int, int, int, int]:
+        """One frame per read (``engine.chunks.storage_chunks``): only the frames asked for are read."""
+        return (1, 1, *self.shape[2:])
+
     def __getitem__(self, key):
         key = key if isinstance(key, tuple) else (key,)
         key = key + (slice(None),) * (4 - len(key))

@@ -359,16 +359,19 @@ def _first_detector(dc: DataCube, bf) -> DiskDetector:
     return DiskDetector(((dc.shape[2] - 1) / 2, (dc.shape[3] - 1) / 2), min(dc.shape[2:]) / 8)
 
 
+# the sum image's layer on the Real space canvas (UX point 1)
+SUM_LAYER = "sum image"
+
 # lazy data larger than this gets a strided first view and a progress bar (UX points 1 and 7)
 LAZY_PROGRESS_BYTES = 256 * 2**20
 
 
 def _takes_first_view(dc: DataCube) -> bool:
-    """Whether ``dc`` gets a strided first view: a large lazy file whose storage chunks hold one
-    scan position each (``strided_pays``: else the preview would read about the whole file)."""
-    from ..analysis.virtual.preview import strided_pays
-
-    return fills_in(dc.data) and dc.nbytes > LAZY_PROGRESS_BYTES and strided_pays(dc.chunks)
+    """Whether ``dc`` gets a strided first view: a large lazy file. ``iter_strided_image`` reads a
+    bounded fraction of it whatever its storage: every k-th pattern where a position is read alone
+    (memory maps, per-frame readers), whole storage chunks at a chunk-aligned stride where a chunk
+    holds several positions (HDF5, zarr: ``DataCube.storage_chunks``, not dask's chunks)."""
+    return fills_in(dc.data) and dc.nbytes > LAZY_PROGRESS_BYTES
 
 
 def _find_bf_and_first_view(dc: DataCube, want: bool = True):
@@ -409,7 +412,7 @@ def _preset_job(
     detector alone gives (``VirtualResult.select(..., own_name=True)``).
 
     ``follow``: a one-item list holding the name of the preset whose image so far rides on the
-    Progress steps (None: no map), read at each step: the dock sets it when that preset is
+    Progress steps (None: the Full preset's, the sum image), read at each step: the dock sets it when that preset is
     clicked while the pass runs, and its image fills in with the pass.
     """
     from ..engine.jobs import PartialMap
@@ -420,7 +423,9 @@ def _preset_job(
 
     def fill(sums, done):
         name = follow[0] if follow else None
-        if name not in names:
+        if name not in names:  # no preset clicked: the sum image (UX point 1, fills in by itself)
+            name = "Full" if "Full" in names else None
+        if name is None:
             return None
         return PartialMap.of(f"virtual_{name}", sums[..., names.index(name)], done, "counts")
 
@@ -499,6 +504,11 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._bf_pending = False
         self._strided_done = False  # the BF worker makes the first job's strided preview
         self._first_view_job: tuple = (None, 0)  # that job and the fill-in steps shown before it
+        # UX point 1: on a large lazy file the sum image fills in by itself from the presets' pass,
+        # as its own layer over the live image, until the user sets a detector
+        self._sum_follow = False
+        self._sum_pending: tuple | None = None  # the finished sum image, waiting for the BF image
+        self._opening = False  # _on_bf sets the first detector (not a user's)
         self.region = RealSpaceRegion(self)  # a region drawn on the Real space dock (UX point 5)
         if self.layer is not None:
             self._init_for_layer()
@@ -744,6 +754,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._bf_pending = True
         self._preset_cache = {}
         self.presets_ready = False
+        self._stop_sum_follow()
+        self._sum_follow = _takes_first_view(dc)
         self.status.setText("finding the bright-field disk...")
         from napari.qt.threading import create_worker
 
@@ -817,7 +829,11 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         ok = not restored and self._response() == "Sum" and not self.descan.isChecked() and _takes_first_view(dc)
         self._strided_done = ok
         before = self._worker
-        self.set_detector(det)
+        self._opening = True
+        try:
+            self.set_detector(det)
+        finally:
+            self._opening = False
         started = self._worker is not None and self._worker is not before
         if ok and not started:  # a running job holds the pending detector: its job makes its own preview
             self._strided_done = ok = False
@@ -869,6 +885,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         ``follow`` neither: the image fills in with the presets' pass (lazy data).
         """
         self._preset_follow[0] = None  # a preset image filling in is no longer followed
+        if not self._opening:
+            self._stop_sum_follow()  # the user's detector: its image is the one shown
         if follow:  # its image comes from the presets' pass (apply_preset)
             self._pending = None
             if self._worker is not None:
@@ -1242,6 +1260,12 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             if holds_data(self.layer, data):
                 self._preset_cache = images
                 self.presets_ready = True
+                if self._sum_follow:
+                    full = images["Full"][1]
+                    img = np.asarray(getattr(full, "image", full).data, dtype=np.float32)
+                    self._sum_pending = (img, None, "sum image: exact (total intensity of each pattern)")
+                    if self.last_image is not None:
+                        self._show_sum(*self._sum_pending)
                 name = self._preset_follow[0]
                 if name is not None and self._last_detector is images[name][0]:
                     self._show(images[name][1])  # the followed preset's exact image
@@ -1277,14 +1301,19 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         """The one pass of the presets on lazy data: when a preset was clicked while it runs, its
         image so far (exact rows, the rest empty) and the dock's progress bar."""
         name = self._preset_follow[0]
+        pm = p.partial
+        if name is None and self._sum_follow and self._worker is None:
+            self._on_sum_progress(p)
+            return
         if name is None or self._worker is not None or self._last_detector is not self._preset_dets.get(name):
             return
+        if pm is not None and pm.name != f"virtual_{name}":
+            return  # a step made before the click: the sum image's map
         top = max(int(p.total), 1)
         self.progress.setVisible(True)
         self.progress.setRange(0, top)
         self.progress.setValue(min(int(p.done), top))
         self.progress.setFormat(f"preset images: {p.done} / {p.total} blocks")
-        pm = p.partial
         if pm is None or pm.fraction >= 1.0:
             return
         self.filled_in.append(pm.fraction)
@@ -1293,6 +1322,62 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self.datacube()[1],
             title=f"virtual image: {name} filling in, {pm.fraction:.0%} exact (one pass for all presets)",
         )
+
+    # -- the sum image (UX point 1) ----------------------------------------------------------------
+    def _sum_layer(self):
+        """The sum image's layer on the Real space canvas (None when there is none)."""
+        rv = self.realspace.viewer(create=False)
+        return rv.layers[SUM_LAYER] if rv is not None and SUM_LAYER in rv.layers else None
+
+    def _stop_sum_follow(self) -> None:
+        """The user set a detector (or another file opened): its image is the one shown; the sum
+        image stops filling in on top (its layer is hidden, kept in the layer list)."""
+        self._sum_follow, self._sum_pending = False, None
+        layer = self._sum_layer()
+        if layer is not None and layer.visible:
+            layer.visible = False
+
+    def _on_sum_progress(self, p) -> None:
+        """A step of the presets' pass while the sum image fills in by itself: the progress bar
+        (Cancel stops the pass), and, once the BF image is in, the sum image so far (exact rows,
+        the rest empty) over it."""
+        top = max(int(p.total), 1)
+        self.progress.setVisible(True)
+        self.progress.setRange(0, top)
+        self.progress.setValue(min(int(p.done), top))
+        self.progress.setFormat(f"sum image: {p.done} / {p.total} blocks")
+        self.cancel_btn.setEnabled(True)
+        pm = p.partial
+        if pm is None or pm.name != "virtual_Full" or pm.fraction >= 1.0 or self.last_image is None:
+            return
+        self.filled_in.append(pm.fraction)
+        self._show_sum(pm.data, pm.limits, f"sum image: filling in, {pm.fraction:.0%} exact (one pass for all presets)")
+
+    def _show_sum(self, img: np.ndarray, limits, text: str) -> None:
+        """The sum image on the Real space canvas, directly over the live image."""
+        from ._results import show_map
+
+        rv = self.realspace.viewer()
+        if limits is None:
+            f = img[np.isfinite(img)]
+            lo, hi = (float(np.percentile(f, 0.1)), float(np.percentile(f, 99.9))) if f.size else (0.0, 1.0)
+            limits = (lo, hi if hi > lo else lo + 1.0)
+        layer = rv.layers[SUM_LAYER] if SUM_LAYER in rv.layers else None
+        if layer is not None and layer.data.shape == img.shape:
+            with layer.events.data.blocker():  # the same grid: no dims update of the viewer
+                layer.data = img
+            layer.refresh()
+            layer.contrast_limits = limits
+        else:
+            if layer is not None:
+                rv.layers.remove(layer)
+            layer = show_map(rv, SUM_LAYER, img, self.datacube()[1], colormap="gray", contrast_limits=limits)
+        names = [lyr.name for lyr in rv.layers]
+        if self.realspace.name in names and names.index(SUM_LAYER) < names.index(self.realspace.name):
+            rv.layers.move(names.index(SUM_LAYER), names.index(self.realspace.name) + 1)
+        if not layer.visible:
+            layer.visible = True
+        self.status.setText(text)
 
     def show_rgb(self, names: tuple[str, str, str] | None = None) -> np.ndarray | None:
         """Show three precomputed preset images as one RGB image (red, green, blue), each
@@ -1547,6 +1632,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             return
         det, self._pending = self._pending, None
         self._preset_follow[0] = None  # a new detector: the presets' pass is no longer shown
+        if not self._opening:
+            self._stop_sum_follow()
         from napari.qt.threading import create_worker
 
         try:
@@ -1557,11 +1644,6 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         # lazy data (UX point 7): the exact image fills in row block by row block with a
         # progress bar in the dock and Cancel; in memory it is back before a bar would draw
         lazy = fills_in(dc.data)
-        kwargs: dict[str, Any] = {}
-        if lazy and dc.nbytes > LAZY_PROGRESS_BYTES:
-            from ..engine.driver import n_blocks_for
-
-            kwargs["_progress"] = {"total": n_blocks_for(dc.data), "desc": "virtual image"}
         self._last_detector = det
         self.status.setText("computing...")
         self.cancel_btn.setEnabled(True)
@@ -1572,6 +1654,18 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         # a large lazy file and no binned copy (yet): every k-th scan position first (UX point 1)
         strided = not use_preview and not self.descan.isChecked() and response == "Sum" and _takes_first_view(dc)
         strided, self._strided_done = strided and not self._strided_done, False
+        kwargs: dict[str, Any] = {}
+        if lazy and dc.nbytes > LAZY_PROGRESS_BYTES:
+            from ..engine.driver import n_blocks_for
+
+            # napari's activity bar counts every yield: the strided preview's steps and its image
+            # too (past its total the bar went indeterminate)
+            total = n_blocks_for(dc.data)
+            if strided:
+                from ..analysis.virtual.preview import strided_steps
+
+                total += strided_steps(dc, det) + 1
+            kwargs["_progress"] = {"total": total, "desc": "virtual image"}
         self._job_response = response  # how its image fills in (_on_progress)
         self._shown = False
         self._first_soon = use_preview or strided or (bool(self._exact_s) and self._exact_s[-1] < FIRST_SOON_S)
@@ -1615,11 +1709,17 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             del self._first_s[:-8]
         if isinstance(item, tuple):
             self.last_preview = item[1]
-            step = item[1].params.get("preview", {}).get("step")
-            what = f"1 scan position in {step} x {step}, the exact image fills in" if step else "detector binned 4x"
+            pv = item[1].params.get("preview", {})
+            step = pv.get("step") or pv.get("chunk_step")
+            if "chunks" in pv:  # an HDF5/zarr file with chunks of several positions: whole chunks
+                cy, cx = pv["chunks"]
+                where = f"whole storage chunks ({cy} x {cx} positions), 1 in {step} x {step}"
+            else:
+                where = f"1 scan position in {step} x {step}"
+            what = f"{where}, the exact image fills in" if step else "detector binned 4x"
             self.realspace.set_image(item[1].data, self._scan_cal(item[1]), title=f"virtual image (preview: {what})")
             if step:
-                self.status.setText(f"preview: 1 scan position in {step} x {step}; the exact image fills in")
+                self.status.setText(f"preview: {where}; the exact image fills in")
             self._shown = True
             if self._pending is not None and self._worker is not None:
                 self._worker.quit()  # superseded while its preview was computed
@@ -1641,6 +1741,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self.status.setText("")
             if self._last_detector is not None:
                 publish_virtual_image(self.viewer, "virtual image", self._last_detector, item)
+            if self._sum_follow and self._sum_pending is not None:
+                self._show_sum(*self._sum_pending)  # the presets' pass ended before this image
             due, self._preview_due = self._preview_due, None
             if due is not None and self._exact_s and self._exact_s[-1] > PREVIEW_ABOVE_S:
                 if self._preset_worker is not None:
@@ -1742,6 +1844,11 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         if self._worker is not None:
             self._worker.quit()
             self.status.setText("cancelled")
+        elif self._sum_follow and self._preset_worker is not None:
+            # the sum image filling in by itself: its pass stops (the rows so far stay; presets on demand)
+            self._sum_follow = False
+            self._preset_worker.quit()
+            self.status.setText("sum image: cancelled")
         if self._preset_follow[0] is not None and self._preset_worker is not None:
             # a preset filling in with the presets' pass: that pass stops (presets then on demand)
             self._preset_worker.quit()

@@ -8,7 +8,10 @@ exact image wherever the mask is constant within each block, and differs only al
 On a large lazy file nothing is binned yet when it opens: the first view is the exact detector
 image at every ``step``-th scan position in y and x (:func:`iter_strided_image`), each value
 spread over its ``step x step`` block of the scan, read in ``step**2`` times fewer patterns
-(and, as every virtual image, only the detector rows the detector touches).
+(and, as every virtual image, only the detector rows the detector touches). That pays where
+a position is read alone (memory maps, per-frame storage: :func:`strided_pays`); an HDF5 or
+zarr file whose storage chunks hold several positions is sampled in whole storage chunks
+instead, one chunk in ``m x m`` of the chunk grid, exact in the chunks read.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.datacube import DataCube
 from ...data.results import RealSpaceMap
+from ...engine import chunks as _chunks
+from ...engine.blocks import read_rows
+from ...engine.chunks import dask_source
 from ...engine.jobs import Job, Progress, eager, job_doc
 from .detectors import Detector, MaskDetector
 from .images import as_datacube, iter_virtual_image
@@ -33,6 +39,7 @@ __all__ = [
     "strided_image",
     "strided_pays",
     "strided_positions",
+    "strided_steps",
 ]
 
 
@@ -154,8 +161,9 @@ def strided_pays(chunks: tuple[int, ...] | None) -> bool:
     Parameters
     ----------
     chunks : tuple of int or None
-        The storage chunk shape (:attr:`DataCube.chunks`: h5py's or zarr's chunks, dask's
-        chunksize), None for contiguous data (numpy, memory maps).
+        The storage chunk shape (:attr:`DataCube.storage_chunks`: h5py's or zarr's chunks, also
+        behind a dask view of the file; ``(1, 1, k_y, k_x)`` for per-frame readers), None for
+        data read at any position alone (numpy, memory maps).
 
     Returns
     -------
@@ -164,8 +172,8 @@ def strided_pays(chunks: tuple[int, ...] | None) -> bool:
         ``scan_x``; False when a chunk holds several positions along either: HDF5 and zarr
         read whole chunks, so a preview at every ``step``-th position (``step`` of 4 or more,
         one sample per ``step x step`` block) would touch nearly every chunk of an ``(8, 8, k, k)``
-        chunking (our EMD writer's), i.e. read about the whole file beside the exact image. A
-        dask array's chunks are taken as its storage's (its source is not known).
+        chunking (our EMD writer's), i.e. read about the whole file beside the exact image
+        (:func:`iter_strided_image` then samples whole storage chunks).
     """
     return chunks is None or (int(chunks[0]) == 1 and int(chunks[1]) == 1)
 
@@ -208,7 +216,8 @@ def iter_strided_image(
         The virtual detector.
     step : int, optional
         Scan stride on both axes; by default :func:`scan_stride` for the detector rows the
-        detector touches (at most 1/16 of the patterns and 32 MiB).
+        detector touches (at most 1/16 of the patterns and 32 MiB), or, for storage chunks of
+        several scan positions (:func:`strided_pays` False), whole storage chunks (below).
     calibration : Calibration, optional
         Defaults to the DataCube's.
 
@@ -223,7 +232,13 @@ def iter_strided_image(
         At each sampled position (:func:`strided_positions` on both axes) the exact value of
         :func:`~napari_4dstem.analysis.virtual.images.iter_virtual_image`; every other position
         holds the value of the sample of its ``step x step`` block. ``params``: the detector and
-        ``preview = {"step": step, "offset": (oy, ox)}``.
+        ``preview = {"step": step, "offset": (oy, ox)}``. Sampled in storage chunks (``step``
+        None, chunks of ``cy x cx`` positions): one chunk in each ``m x m`` block of the chunk grid
+        (:func:`strided_positions` on the grid, ``m`` from :func:`scan_stride` for whole chunks of
+        whole patterns: at most 1/16 of the chunks and 32 MiB) is read whole, exact at each of its
+        positions; every other position holds the mean of its block's chunk; named
+        ``virtual_<kind>_chunks``, ``preview = {"chunks": (cy, cx), "chunk_step": m, "read": n,
+        "of": n_chunks}``.
 
     Raises
     ------
@@ -242,6 +257,9 @@ def iter_strided_image(
     """
     cube, cal = as_datacube(data, calibration)
     ny, nx = cube.scan_shape
+    chunks = cube.storage_chunks
+    if step is None and not strided_pays(chunks):
+        return (yield from _iter_chunk_sampled(cube, detector, cal, chunks))
     if step is None:
         r0, r1 = detector.row_bounds(cube.detector_shape)
         step = scan_stride((ny, nx), (r1 - r0) * cube.detector_shape[1] * cube.dtype.itemsize)
@@ -249,14 +267,154 @@ def iter_strided_image(
     if step < 1:
         raise ValueError(f"step must be >= 1, got {step}")
     sy, sx = strided_positions(ny, step), strided_positions(nx, step)
-    arr = cube.data
-    sub = arr[sy, sx] if isinstance(arr, np.ndarray) or hasattr(arr, "compute") else cube.to_dask()[sy, sx]
-    small = yield from iter_virtual_image(sub, detector, calibration=Calibration())
+    sub = _sampled(cube, sy, sx)
+    small = yield from iter_virtual_image(
+        sub, detector, calibration=Calibration(), scan_chunk=_sample_blocks(sub.shape, detector, cube.dtype.itemsize)
+    )
     by, bx = np.arange(ny) // step, np.arange(nx) // step
     out = np.asarray(small.data)[by[:, None], bx[None, :]]
     params = dict(small.params)
     params["preview"] = {"step": step, "offset": (sy.start, sx.start)}
     return RealSpaceMap(out, name=f"virtual_{detector.kind}_strided", units="counts", calibration=cal, params=params)
+
+
+class _StridedView:
+    """``src[sy, sx]`` (strided scan slices) as a lazy array.
+
+    A block ``[by, bx, ...]`` of it is read as ``src[sy o by, sx o bx, ...]``, one call on the
+    source, so a per-frame reader (or an HDF5/zarr dataset) reads only the sampled frames. (A
+    dask slice of the readers' dask arrays read whole dask chunks: this dask computes the getter
+    before the strided slice, ``tests/analysis/test_preview.py``.)
+    """
+
+    storage_chunks = None
+
+    def __init__(self, src, sy: slice, sx: slice):
+        self._src = src
+        self._ys = range(*sy.indices(int(src.shape[0])))
+        self._xs = range(*sx.indices(int(src.shape[1])))
+        self.shape = (len(self._ys), len(self._xs), *(int(v) for v in src.shape[2:]))
+        self.dtype = np.dtype(src.dtype)
+        self.ndim = 4
+
+    @staticmethod
+    def _compose(r: range, k) -> slice:
+        sub = r[k] if isinstance(k, slice) else r[int(k) : int(k) + 1]
+        # a range's stop may lie past the axis (range(2, 50, 4)[12:] stops at 50 + 2): clip it
+        return slice(sub.start, sub.start + len(sub) * sub.step if len(sub) else sub.start, sub.step)
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (4 - len(key))
+        out = self._src[(self._compose(self._ys, key[0]), self._compose(self._xs, key[1]), *key[2:])]
+        out = np.asarray(out.compute() if hasattr(out, "compute") else out)
+        return out[tuple(0 if isinstance(k, int | np.integer) else slice(None) for k in key[:2])]
+
+
+def _sampled(cube: DataCube, sy: slice, sx: slice):
+    """The sampled patterns ``[sy, sx]``: a numpy view, else a lazy strided view of the source.
+
+    A dask array's own source where it is a plain view of one.
+    """
+    arr = cube.data
+    if isinstance(arr, np.ndarray):
+        return arr[sy, sx]
+    if hasattr(arr, "__dask_graph__"):
+        src = dask_source(arr)
+        return _StridedView(src, sy, sx) if src is not None else arr[sy, sx]
+    return _StridedView(arr, sy, sx)
+
+
+def _chunk_plan(cube: DataCube, chunks: tuple[int, ...]):
+    """``(cy, cx, m, rows, cols)``: chunk shape, chunk stride, the grid's sampled rows and columns."""
+    ny, nx = cube.scan_shape
+    cy, cx = min(int(chunks[0]), ny), min(int(chunks[1]), nx)
+    gy, gx = -(-ny // cy), -(-nx // cx)
+    chunk_bytes = cy * cx * math.prod(cube.detector_shape) * cube.dtype.itemsize  # read whole
+    m = scan_stride((gy, gx), chunk_bytes)
+    return cy, cx, m, range(*strided_positions(gy, m).indices(gy)), range(*strided_positions(gx, m).indices(gx))
+
+
+def _iter_chunk_sampled(cube: DataCube, detector: Detector, cal: Calibration, chunks: tuple[int, ...]):
+    """The strided preview of data stored in chunks of several scan positions: whole chunks."""
+    ny, nx = cube.scan_shape
+    cy, cx, m, rows, cols = _chunk_plan(cube, chunks)
+    total = len(rows) * len(cols)
+    r0, r1 = detector.row_bounds(cube.detector_shape)
+    src = cube.data
+    if hasattr(src, "__dask_graph__"):
+        src = dask_source(src) or src  # a layer's dask view of a file: read the file's dataset
+    means = np.empty((len(rows), len(cols)))
+    exact: list[tuple[slice, slice, np.ndarray]] = []
+    params: dict = {}
+    n = 0
+    for a, ci in enumerate(rows):
+        for b, cj in enumerate(cols):
+            sy, sx = slice(ci * cy, min((ci + 1) * cy, ny)), slice(cj * cx, min((cj + 1) * cx, nx))
+            # one storage chunk: only the detector's rows are copied (an uncompressed HDF5 chunk's
+            # rows straight from the file's map, engine.blocks.read_rows), the rest left zero
+            block = np.zeros((sy.stop - sy.start, sx.stop - sx.start, *cube.detector_shape), cube.dtype)
+            block[:, :, r0:r1] = read_rows(src, sy, sx, slice(r0, r1))
+            job = iter_virtual_image(block, detector, calibration=Calibration())
+            while True:  # its own steps are not handed on: one step per chunk
+                try:
+                    next(job)
+                except StopIteration as stop:
+                    img = stop.value
+                    break
+            vals = np.asarray(img.data, dtype=np.float64)
+            means[a, b] = vals.mean()
+            exact.append((sy, sx, vals))
+            params = dict(img.params)
+            n += 1
+            yield Progress(n, total, "preview: storage chunks")
+    # each position's block of m x m chunks, and that block's sampled chunk
+    by = np.minimum((np.arange(ny) // cy) // m, len(rows) - 1)
+    bx = np.minimum((np.arange(nx) // cx) // m, len(cols) - 1)
+    out = means[by[:, None], bx[None, :]]
+    for sy, sx, vals in exact:
+        out[sy, sx] = vals
+    params["preview"] = {"chunks": (cy, cx), "chunk_step": m, "read": total, "of": -(-ny // cy) * -(-nx // cx)}
+    return RealSpaceMap(out, name=f"virtual_{detector.kind}_chunks", units="counts", calibration=cal, params=params)
+
+
+def strided_steps(data: Any, detector: Detector) -> int:
+    """How many Progress steps :func:`iter_strided_image` (default ``step``) yields on ``data``.
+
+    Parameters
+    ----------
+    data : DataCube or 4D array-like
+        The data.
+    detector : Detector
+        The virtual detector.
+
+    Returns
+    -------
+    int
+        The number of steps (a progress bar's total: the preview's blocks, or its storage chunks).
+    """
+    cube, _ = as_datacube(data, None)
+    chunks = cube.storage_chunks
+    if not strided_pays(chunks):
+        _, _, _, rows, cols = _chunk_plan(cube, chunks)
+        return len(rows) * len(cols)
+    ny, nx = cube.scan_shape
+    r0, r1 = detector.row_bounds(cube.detector_shape)
+    step = scan_stride((ny, nx), (r1 - r0) * cube.detector_shape[1] * cube.dtype.itemsize)
+    shape = (-(-ny // step), -(-nx // step), *cube.detector_shape)
+    by, bx = _sample_blocks(shape, detector, cube.dtype.itemsize)
+    return -(-shape[0] // by) * -(-shape[1] // bx)
+
+
+def _sample_blocks(shape: tuple[int, ...], detector: Detector, itemsize: int) -> tuple[int, int]:
+    """The sampled patterns' blocks: about the engine's block size in bytes *read* (detector rows).
+
+    Fixed here (not by the driver) so that :func:`strided_steps` knows their number.
+    """
+    r0, r1 = detector.row_bounds(tuple(shape[2:4]))
+    n = max(1, _chunks._TARGET_BLOCK_BYTES // max(1, (r1 - r0) * int(shape[3]) * itemsize))
+    bx = min(int(shape[1]), n)
+    return min(int(shape[0]), max(1, n // bx)), bx
 
 
 strided_image = eager(iter_strided_image, "A preview of the virtual image from every step-th scan position.")
