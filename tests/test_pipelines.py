@@ -513,3 +513,16 @@ def test_one_pattern_network_detection_is_the_runs_at_that_pattern():
     assert len(fewer) == 3
     with pytest.raises(Napari4DSTEMError, match="vacuum probe image"):
         detect_pattern_nn(np.asarray(s.datacube.data[0, 0]), None, params)
+
+
+def test_a_phase_recipe_saved_before_fit_defocus_replays_without_the_fit():
+    """Recipes saved before ``fit_defocus`` existed ran ptychography with the typed defocus; the
+    later auto default (parallax first) must not change what they replay. Saved now, every field
+    is written, so the value round-trips."""
+    from napari_4dstem.pipelines.phase import PhaseParams
+
+    old = PhaseParams.from_dict({"method": "ptycho"})
+    assert old.fit_defocus is False and not old.fits_defocus
+    assert PhaseParams().fits_defocus is False and PhaseParams(method="ptycho").fits_defocus  # auto
+    new = PhaseParams(method="ptycho")
+    assert PhaseParams.from_dict(new.to_dict()) == new

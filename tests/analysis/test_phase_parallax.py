@@ -97,3 +97,14 @@ def test_defocus_gate_stops_a_noise_fit_in_focus(dose):
     # measured: 1e4 1.3 +- 1.7 A (p 1.0), 1e3 20 +- 300 A (p 0.6): both not distinguishable from 0
     assert not r.defocus_confident
     assert r.image.params["fit"]["confidence"]["confident"] is False
+
+
+def test_defocus_gate_stops_a_fit_at_the_grid_edge():
+    """The defocus grid reaches max(300 A, 1.5 x the shift fit's); a planted 500 A (32 x 32 scan,
+    seed 21, noise-free; the review's case) had its best defocus and every left-out fit on the
+    grid's edge: 393 A with SE 0 passed the gate. Now the edge and the SE floor (0.5 A) stop it."""
+    s = simulate_phase_dataset(scan_shape=(32, 32), defocus_A=500.0, step_A=0.5, seed=21)
+    r = parallax(s.datacube)
+    conf = r.image.params["fit"]["confidence"]
+    assert conf["at_grid_edge"] and conf["defocus_se_A"] >= 0.5
+    assert not r.defocus_confident and conf["confident"] is False

@@ -333,7 +333,9 @@ def test_coarse_to_fine_steps_at_low_dose():
         ptychography(s.datacube, probe=s.probe, params=PtychoParams(coarse_to_fine=c, **base)) for c in (False, True)
     ]
     plain, c2f = (phase_correlation_with_truth(r.object_phase(), _truth(s, r))[0] for r in runs)
-    assert c2f > plain + 0.02  # measured 0.565 -> 0.617 (seeds 2 / 3: 0.566 -> 0.574, 0.546 -> 0.551)
+    # measured 0.565 -> 0.617 on this draw (seeds 2 / 3: 0.566 -> 0.574, 0.546 -> 0.551): a margin
+    # every measured draw meets, not this draw's own (review)
+    assert c2f > plain + 0.003
 
 
 def test_pure_phase_object_at_low_dose():

@@ -21,8 +21,9 @@ class ClassificationParams(_Params):
 
     Attributes
     ----------
-    features : {"pattern", "radial", "polar", "angular", "pattern+angular", "bragg"}
-        Feature kind (:class:`~napari_4dstem.analysis.classify.FeatureParams`); ``bragg`` needs
+    features : {"pattern", "radial", "polar", "angular", "pattern+angular", "pattern+radial", "bragg"}
+        Feature kind (:class:`~napari_4dstem.analysis.classify.FeatureParams`); ``pattern+radial``
+        (library and recipes, not the CLI or the dock) adds a fine radial profile; ``bragg`` needs
         ``peaks_path``, an EMD file of Bragg peaks (from ``disks``).
     radius_px, bin_px, inner_px : feature geometry (None: the defaults of FeatureParams)
     keep_bf : keep the bright-field disk in the features

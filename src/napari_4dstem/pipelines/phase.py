@@ -103,6 +103,15 @@ class PhaseParams(_Params):
             )
             object.__setattr__(self, "scan_region", r)
 
+    @classmethod
+    def from_dict(cls, d):
+        """From a saved dict (a recipe); a dict without ``fit_defocus`` (recipes saved before the
+        field existed, 6-7 Dec 2026) ran without the parallax fit: it replays so (False), not
+        with the auto default that came later."""
+        d = dict(d)
+        d.setdefault("fit_defocus", False)
+        return super().from_dict(d)
+
     @property
     def fits_defocus(self) -> bool:
         """Whether the run measures defocus and astigmatism by parallax first (``fit_defocus``;

@@ -303,7 +303,12 @@ def _refine_aberrations(
         res = minimize_scalar(lambda d, w=w: score(np.array([d, x[1], x[2]]), w), bounds=(lo, hi), method="bounded",
                               options=dict(xatol=0.5))  # fmt: skip
         left_out.append(float(res.x))
-    stats = _fit_confidence(float(x[0]), np.array(left_out), gain, null_gains)
+    # the grid's edge holds the best defocus of the data or of a left-out group: the fit is outside
+    # the range searched (a planted 500 A read 393 A with every left-out fit at the edge, SE 0)
+    at_edge = bool(
+        int(np.argmax(energy)) in (0, n_grid - 1) or any(int(np.argmax(e)) in (0, n_grid - 1) for e in per_group)
+    )
+    stats = _fit_confidence(float(x[0]), np.array(left_out), gain, null_gains, at_edge=at_edge, reach_A=reach)
     stats["noise_variance"] = sigma2
     return float(x[0]), float(np.hypot(x[1], x[2])), 0.5 * math.degrees(math.atan2(x[2], x[1])), stats
 
@@ -314,7 +319,16 @@ def _cis(a: np.ndarray) -> np.ndarray:
 
 
 def _fit_confidence(
-    defocus_A: float, left_out_A: np.ndarray, gain: float, null_gains: np.ndarray, z: float = 3.0, alpha: float = 0.05
+    defocus_A: float,
+    left_out_A: np.ndarray,
+    gain: float,
+    null_gains: np.ndarray,
+    z: float = 3.0,
+    alpha: float = 0.05,
+    *,
+    at_edge: bool = False,
+    reach_A: float = math.inf,
+    se_floor_A: float = 0.5,
 ) -> dict:
     """Whether a fitted defocus is distinguishable from 0.
 
@@ -329,15 +343,22 @@ def _fit_confidence(
       noise it holds, plus shot-like noise of the measured variance);
       ``p = (1 + #{null >= gain}) / (1 + n_null) <= alpha``.
 
+    Not confident either when the best defocus of the data or of a left-out group lies on the
+    searched grid's edge (``at_edge``: the true defocus may be beyond ``reach_A``), or when the
+    fit is more than ``z`` standard errors from the left-out fits' mean (they disagree with it).
+    The standard error is floored at ``se_floor_A``, the left-out fits' tolerance (left-out fits
+    that agree within it gave SE 0 and z infinite).
+
     The jackknife alone is not enough: at 1e3 e/A^2 in focus the best defocus is a noise peak
     that three quarters of the pixels still share (measured: -215 +- 3.5 A on a 16 x 16 scan),
     a non-smooth statistic the jackknife does not see; the bootstrap does (its gain is within
     the null's: the captured energy over the grid is noise there).
     """
     g = len(left_out_A)
-    se = float(np.sqrt((g - 1) / g * np.sum((left_out_A - left_out_A.mean()) ** 2)))
+    se = max(float(np.sqrt((g - 1) / g * np.sum((left_out_A - left_out_A.mean()) ** 2))), se_floor_A)
     p = float((1 + np.sum(null_gains >= gain)) / (1 + len(null_gains)))
-    zscore = float(abs(defocus_A) / se) if se > 0 else math.inf
+    zscore = float(abs(defocus_A) / se)
+    consistent = abs(defocus_A - float(left_out_A.mean())) <= z * se
     return dict(
         defocus_se_A=se,
         z=zscore,
@@ -345,7 +366,10 @@ def _fit_confidence(
         gain=float(gain),
         null_gain_max=float(np.max(null_gains)),
         p_value=p,
-        confident=bool(zscore >= z and p <= alpha),
+        at_grid_edge=at_edge,
+        grid_reach_A=float(reach_A),
+        consistent_with_left_out=bool(consistent),
+        confident=bool(zscore >= z and p <= alpha and consistent and not at_edge),
         z_threshold=z,
         alpha=alpha,
     )
