@@ -96,7 +96,7 @@ def job_row(*buttons):
 
 # the most a scrolled dock asks of the window's width: a wider form scrolls sideways (with the
 # Real space dock, napari's layer docks and its canvas, a window of 1920 px has room for it)
-DOCK_MIN_WIDTH_CAP_PX = 420
+DOCK_MIN_WIDTH_CAP_PX = 460
 
 
 class _DockScroll(QScrollArea):
@@ -105,6 +105,18 @@ class _DockScroll(QScrollArea):
     form scrolls up and down)."""
 
     is_scroll_area = True  # not a dock: the Log names the dock above it (_common._dock_name)
+
+    def eventFilter(self, obj, event):
+        from qtpy.QtCore import QEvent
+
+        # the form's minimum width changed (a longer text, a row shown): the dock's too, up to
+        # the cap (Qt does not ask a scroll area again on its own)
+        if obj is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            width = self.minimumSizeHint().width()
+            if width != getattr(self, "_min_width", None):  # else no relayout of the window
+                self._min_width = width
+                self.updateGeometry()
+        return super().eventFilter(obj, event)
 
     def minimumSizeHint(self):
         from qtpy.QtCore import QSize

@@ -76,6 +76,7 @@ class EmbeddedViewer(QWidget):
         controls.setWidget(self.qt_viewer.controls)
         self.qt_viewer.layers.setStyleSheet(f"min-width: {LAYER_LIST_MIN_PX}px;")  # over napari's theme
         below = QSplitter(Qt.Orientation.Horizontal)
+        below.setChildrenCollapsible(False)  # the list never dragged or squeezed below its minimum
         below.addWidget(controls)
         below.addWidget(self.qt_viewer.layers)
         controls.setMinimumHeight(CONTROLS_MIN_HEIGHT_PX)  # never squeezed to a sliver by the canvas

@@ -164,6 +164,7 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.apply_btn = QPushButton("Apply fitted origin to the layer")
         self.apply_btn.setEnabled(False)
         self.origin_label = QLabel("")
+        self.origin_label.setWordWrap(True)  # a long fit summary wraps, it does not widen the dock
         og = group(
             "Origin and descan",
             ("method", self.origin_method),
