@@ -20,6 +20,8 @@ from napari_4dstem.widgets.bragg import (
     symmetric_limits,
 )
 
+from .test_job_cancel import record_yields
+
 pytestmark = pytest.mark.gui
 
 
@@ -245,7 +247,9 @@ def test_live_detection_all_patterns_lattice_and_strain(
     assert [e.recipe.workflow for e in session_results(main).session.entries] == ["disks", "strain"]
 
 
-def test_find_all_fills_the_count_map_in_with_an_eta_and_cancels(make_napari_viewer, qtbot, stall_detector):
+def test_find_all_fills_the_count_map_in_with_an_eta_and_cancels(
+    make_napari_viewer, qtbot, stall_detector, monkeypatch
+):
     """UX point 20: while "Find disks in all patterns" runs, the disk-count map fills in the
     real-space viewer (exact where computed, empty where not), the progress bar shows an ETA,
     and Cancel stops the job within about one block (~0.15 s of work)."""
@@ -268,9 +272,8 @@ def test_find_all_fills_the_count_map_in_with_an_eta_and_cancels(make_napari_vie
     qtbot.waitUntil(lambda: w.template is not None and w._worker is None, timeout=120000)
     # the live detection on the current pattern times one pattern: it sizes the job's blocks
     qtbot.waitUntil(lambda: w._t_pattern is not None, timeout=120000)
-    seen = []
+    seen = record_yields(monkeypatch, w.jobs, [], Progress)  # before the click: no first step missed
     w.run_btn.click()
-    w.jobs.worker.yielded.connect(lambda p: seen.append(p) if isinstance(p, Progress) else None)
     qtbot.waitUntil(lambda: any(f < 0.5 for _, f, _ in w.partials.shown) and len(seen) >= 3, timeout=120000)
     assert w._worker is not None and w.peaks is None  # still running
     assert seen[-1].total >= 8  # several blocks
@@ -299,7 +302,9 @@ def test_find_all_fills_the_count_map_in_with_an_eta_and_cancels(make_napari_vie
     assert took < 1.0  # about one block (0.15 s of work); 1 s leaves room for a loaded machine
 
 
-def test_method_switch_runs_the_network_live_and_on_all_patterns(make_napari_viewer, qtbot, stall_detector):
+def test_method_switch_runs_the_network_live_and_on_all_patterns(
+    make_napari_viewer, qtbot, stall_detector, monkeypatch
+):
     """UX point 17: one dock, a "correlation template | neural network" switch. The live overlay
     on the pattern and "Find disks in all patterns" (count map filling in, ETA) use the chosen
     method: switched to the network, the overlay holds exactly the network's disks of the
@@ -351,9 +356,8 @@ def test_method_switch_runs_the_network_live_and_on_all_patterns(make_napari_vie
     w.nn_min_rel.setValue(0.1)
     qtbot.waitUntil(lambda: not w._live.busy and len(w.last_live[1]) == len(nn), timeout=60000)
     # all patterns with the network: its count map fills in block by block, with an ETA
-    seen = []
+    seen = record_yields(monkeypatch, w.jobs, [], Progress)  # before the click: no first step missed
     w.run_btn.click()
-    w.jobs.worker.yielded.connect(lambda p: seen.append(p) if isinstance(p, Progress) else None)
     qtbot.waitUntil(lambda: w.peaks is not None and w._worker is None and w.lattice is not None, timeout=180000)
     assert seen and seen[-1].total == 4  # 4 x 4 patterns in blocks of 4
     assert w.partials.shown and w.partials.shown[0][0] == "NN disks per pattern"

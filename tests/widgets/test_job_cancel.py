@@ -52,6 +52,45 @@ def click_cost(button) -> tuple[float, float]:
     return time.thread_time() - cpu, time.perf_counter() - wall
 
 
+def record_yields(monkeypatch, jobs: JobRunner, into: list, kind: type | None = None) -> list:
+    """Record into ``into`` every value the next jobs of ``jobs`` yield (only instances of
+    ``kind`` when given), from their first step on: the runner's own progress slot is wrapped, and
+    ``JobRunner.start`` connects it when it creates the worker. A slot connected to
+    ``jobs.worker.yielded`` after the click that starts the job can miss the first steps (the
+    worker runs at once; a fresh-clone CI run missed the first progress step that way). Call it
+    before the click; it stays for the test's later jobs of ``jobs``. Returns ``into``."""
+    shown = jobs._on_progress
+
+    def record(p):
+        if kind is None or isinstance(p, kind):
+            into.append(p)
+        shown(p)
+
+    monkeypatch.setattr(jobs, "_on_progress", record)
+    return into
+
+
+def test_yields_are_recorded_from_the_first_step(make_napari_viewer, qtbot, monkeypatch, stall_detector):
+    """``record_yields`` sees a job's first step even when the worker yields it at once."""
+    make_napari_viewer()
+    _keep, jobs, _run = _dock(qtbot)
+
+    def quick():
+        yield Progress(1, 3, "first")  # before the click's slot has returned
+        yield "not progress"
+        yield Progress(2, 3, "second")
+        yield Progress(3, 3, "third")
+        return "done"
+
+    everything = record_yields(monkeypatch, jobs, [])
+    steps = record_yields(monkeypatch, jobs, [], Progress)
+    results = []
+    assert jobs.start(quick, desc="quick", on_done=results.append)
+    qtbot.waitUntil(lambda: not jobs.busy, timeout=10000)
+    assert results == ["done"]
+    assert [p.done for p in steps] == [1, 2, 3] and everything[1] == "not progress" and len(everything) == 4
+
+
 def test_cancel_returns_at_once_and_the_worker_cleans_up(make_napari_viewer, qtbot, stall_detector):
     viewer = make_napari_viewer()
     _keep, jobs, run = _dock(qtbot)  # the dock kept: its labels and buttons live with it

@@ -12,6 +12,8 @@ from napari_4dstem.simulation.samples import make_strained_crystal
 from napari_4dstem.widgets._results import set_results_viewer
 from napari_4dstem.widgets.nn import PEAKS_LAYER, PRED_LAYER, NNDiskWidget
 
+from .test_job_cancel import record_yields
+
 pytestmark = pytest.mark.gui
 
 
@@ -95,7 +97,9 @@ def test_save_and_copy_as_python(make_napari_viewer, qtbot, tmp_path, stall_dete
     assert w.copy_as_python() is None and "not computed from a file" in w.status.text()
 
 
-def test_find_all_reports_progress_and_cancels_between_small_blocks(make_napari_viewer, qtbot, stall_detector):
+def test_find_all_reports_progress_and_cancels_between_small_blocks(
+    make_napari_viewer, qtbot, stall_detector, monkeypatch
+):
     """The whole scan used to be one block: no progress for 87 s and a Cancel that did nothing."""
     import time
 
@@ -110,9 +114,8 @@ def test_find_all_reports_progress_and_cancels_between_small_blocks(make_napari_
         main.add_image(np.asarray(s.probe.data), name="probe")
     _, w = main.window.add_plugin_dock_widget("napari-4dstem", "NN disk detection")
     qtbot.waitUntil(lambda: w.models_listed, timeout=60000)
-    seen = []
+    seen = record_yields(monkeypatch, w.jobs, [], Progress)  # before the start: no first step missed
     w.run()
-    w.jobs.worker.yielded.connect(lambda p: seen.append(p) if isinstance(p, Progress) else None)
     qtbot.waitUntil(lambda: len(seen) >= 2, timeout=60000)  # progress while it runs
     assert seen[-1].total == 16  # 8 x 8 patterns in blocks of 4
     # the disk-count map fills in while the network runs, with an ETA on the progress bar

@@ -18,6 +18,8 @@ from napari_4dstem.widgets.orientation import (
     OrientationWidget,
 )
 
+from .test_job_cancel import record_yields
+
 pytestmark = pytest.mark.gui
 
 # The sample's first grains sit near these zone axes (simulation/samples.py make_polycrystal_au).
@@ -242,7 +244,7 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, run
     np.testing.assert_array_equal(results.layers["IPF z"].data, again_z)
 
 
-def test_orientation_map_fills_in_with_an_eta_and_cancels(viewers, qtbot, stall_detector):
+def test_orientation_map_fills_in_with_an_eta_and_cancels(viewers, qtbot, stall_detector, monkeypatch):
     """UX point 20 for the orientation map: the disk counts fill in, the progress bar has an
     ETA, and Cancel during the matching stops the job at once (the matching used to wait for
     every queued chunk of the plan)."""
@@ -266,9 +268,8 @@ def test_orientation_map_fills_in_with_an_eta_and_cancels(viewers, qtbot, stall_
     w.build_btn.click()
     _wait(qtbot, w)
     assert w.plans is not None
-    seen = []
+    seen = record_yields(monkeypatch, w.jobs, [], Progress)  # before the click: no first step missed
     w.run_btn.click()
-    w.jobs.worker.yielded.connect(lambda p: seen.append(p) if isinstance(p, Progress) else None)
     qtbot.waitUntil(lambda: len(w.partials.shown) >= 1 and len(seen) >= 2, timeout=120000)
     assert "ETA" in w.progress.format()
     part = np.array(results.layers["disks per pattern"].data)

@@ -132,21 +132,20 @@ def test_ptychography_runs_to_the_end_with_live_snapshots(setup, qtbot):
     assert COMPLEX_KEY not in layer.metadata and layer_value(layer, tuple(layer.data_to_world((5.0, 7.0))))[1] == 0
 
 
-def test_ptychography_cancel_keeps_the_last_snapshot(setup, qtbot, stall_detector):
+def test_ptychography_cancel_keeps_the_last_snapshot(setup, qtbot, stall_detector, monkeypatch):
     """UX 20: object and probe at an adaptive 2-5 Hz while it runs, "done / total, ETA", and a
     Cancel that returns at once, stops within 0.5 s and leaves the last snapshot shown."""
     from napari_4dstem.analysis.phase.ptycho import PtychoProgress
     from napari_4dstem.widgets._common import PartialMaps
     from napari_4dstem.widgets.phase import PHASE_LAYER, PROBE_LAYER
 
-    from .test_job_cancel import click_cost
+    from .test_job_cancel import click_cost, record_yields
 
     _, results, w = setup
     w.method.setCurrentText("ptycho")
     w.iterations.setValue(500)
+    seen = record_yields(monkeypatch, w.jobs, [])  # before the click: no first step missed
     w.run_btn.click()
-    seen = []
-    w.jobs.worker.yielded.connect(seen.append)
     qtbot.waitUntil(lambda: sum(n == PHASE_LAYER for n, _, _ in w.partials.shown) >= 4, timeout=120000)
     assert " / 2000, ETA " in w.progress.format()  # 4 batches an iteration
     stall_detector.step()

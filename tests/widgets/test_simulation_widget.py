@@ -15,7 +15,7 @@ from napari_4dstem.widgets import simulation as simw
 from napari_4dstem.widgets._common import PartialMaps
 from napari_4dstem.widgets.simulation import NEWEST_LAYER, SimulationTrainingWidget
 
-from .test_job_cancel import click_cost
+from .test_job_cancel import click_cost, record_yields
 
 pytestmark = pytest.mark.gui
 
@@ -96,15 +96,14 @@ def test_engines_and_preview_layers(make_napari_viewer, qtbot, tmp_path):
     assert lyr.data.max() == pytest.approx(np.log10(sim["pattern"].max()), rel=1e-5)
 
 
-def test_run_cancel_and_resume(make_napari_viewer, qtbot, tmp_path, stall_detector):
+def test_run_cancel_and_resume(make_napari_viewer, qtbot, tmp_path, stall_detector, monkeypatch):
     viewer = make_napari_viewer()
     w = _widget(viewer)
     folder = tmp_path / "set"
     # cancel once the first shard is complete: only complete shards are on disk
     _tiny(w, folder, n=40, per_shard=2)
-    seen = []
+    seen = record_yields(monkeypatch, w.sim_jobs, [])  # before the start: no first step missed
     assert w.run_simulation()
-    w.sim_jobs.worker.yielded.connect(seen.append)
     qtbot.waitUntil(lambda: (folder / "shard-00000.h5").exists(), timeout=30000)
     stall_detector.step()
     cpu, _wall = click_cost(w.sim_cancel_btn)
@@ -121,9 +120,8 @@ def test_run_cancel_and_resume(make_napari_viewer, qtbot, tmp_path, stall_detect
             assert f.attrs["complete"] and int(f.attrs["n"]) == 2
     assert not list(folder.glob("*.tmp*")) and not list(folder.glob(".*"))
     # the same run resumes: complete shards are skipped, the progress bar counts to the total
-    seen.clear()
+    seen.clear()  # still recorded: record_yields stays for the runner's next job
     assert w.run_simulation()
-    w.sim_jobs.worker.yielded.connect(seen.append)
     qtbot.waitUntil(lambda: w.sim_result is not None, timeout=60000)
     qtbot.waitUntil(lambda: not w.sim_jobs.busy, timeout=10000)
     r = w.sim_result

@@ -91,6 +91,17 @@ class CubePicker(QComboBox):
         return layer_datacube(self.layer)
 
 
+def _dock_name(widget) -> str:
+    """The class name of the dock of ours holding ``widget`` (its status label sits in the dock's
+    scroll area or a group box, not in the dock itself), "job" when there is none."""
+    w = widget.parent()
+    while w is not None:
+        if type(w).__module__.startswith(__package__) and not getattr(w, "is_scroll_area", False):
+            return type(w).__name__
+        w = w.parent()
+    return "job"
+
+
 class JobRunner:
     """One background job at a time for a dock widget.
 
@@ -257,8 +268,7 @@ class JobRunner:
 
         msg = str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}"
         self.status.setText(msg)
-        owner = self.status.parent()
-        log_error(type(owner).__name__ if owner is not None else "job", exc)  # traceback: Log dock
+        log_error(_dock_name(self.status), exc)  # traceback: Log dock
         napari.utils.notifications.show_error(msg)
 
     def cancel(self) -> None:

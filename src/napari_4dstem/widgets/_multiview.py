@@ -15,7 +15,7 @@ import weakref
 
 import numpy as np
 from qtpy.QtCore import QEvent, QObject, Qt
-from qtpy.QtWidgets import QDockWidget, QSplitter, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QDockWidget, QFrame, QScrollArea, QSplitter, QVBoxLayout, QWidget
 
 _AREAS = {
     "left": Qt.DockWidgetArea.LeftDockWidgetArea,
@@ -23,6 +23,14 @@ _AREAS = {
     "top": Qt.DockWidgetArea.TopDockWidgetArea,
     "bottom": Qt.DockWidgetArea.BottomDockWidgetArea,
 }
+
+# the narrowest layer list of an embedded canvas (napari's theme says 242 px: its main window's),
+# and the narrowest embedded viewer (canvas, controls and list: the controls scroll below it)
+LAYER_LIST_MIN_PX = 120
+EMBEDDED_MIN_WIDTH_PX = 420
+CONTROLS_MIN_HEIGHT_PX = 150
+CANVAS_MIN_HEIGHT_PX = 200  # with its dims sliders
+LAYER_LIST_PX = 140  # its width at first
 
 # model -> weak reference to its EmbeddedViewer: the dock's Qt parent keeps the widget alive, and
 # nothing of ours may (the widget holds the model: a strong value here would never be freed)
@@ -58,16 +66,33 @@ class EmbeddedViewer(QWidget):
         # weakly: a widget napari keeps (a plugin dock) must not keep the closed window alive
         self._main_window = None if main_window is None else weakref.ref(main_window)
         self.qt_viewer = QtViewer(model, show_welcome_screen=False)
-        # the canvas on top (a dock is narrow), the layer controls and list side by side under it
+        # the canvas on top (a dock is narrow), the layer controls and list side by side under it;
+        # the controls scroll and the list may be narrower than napari's 242 px: the dock was
+        # 568 px wide at least (napari's controls 320 + its list), which with the Virtual
+        # imaging dock beside it made the window wider than a 1920 px screen
+        controls = QScrollArea()
+        controls.setWidgetResizable(True)
+        controls.setFrameShape(QFrame.Shape.NoFrame)
+        controls.setWidget(self.qt_viewer.controls)
+        self.qt_viewer.layers.setStyleSheet(f"min-width: {LAYER_LIST_MIN_PX}px;")  # over napari's theme
         below = QSplitter(Qt.Orientation.Horizontal)
-        below.addWidget(self.qt_viewer.controls)
+        below.setChildrenCollapsible(False)  # the list never dragged or squeezed below its minimum
+        below.addWidget(controls)
         below.addWidget(self.qt_viewer.layers)
+        controls.setMinimumHeight(CONTROLS_MIN_HEIGHT_PX)  # never squeezed to a sliver by the canvas
+        below.setStretchFactor(0, 1)  # the controls take the dock's extra width, not the list
+        below.setStretchFactor(1, 0)
+        below.setSizes([EMBEDDED_MIN_WIDTH_PX - LAYER_LIST_PX, LAYER_LIST_PX])
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.qt_viewer)
         split.addWidget(below)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
         split.setCollapsible(0, False)
+        # the canvas is what the dock is for: a dock stacked under it (napari puts the next one
+        # there) must not squeeze it to nothing now that the controls scroll
+        self.qt_viewer.setMinimumHeight(CANVAS_MIN_HEIGHT_PX)
+        self.setMinimumWidth(EMBEDDED_MIN_WIDTH_PX)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(split)

@@ -26,6 +26,15 @@ def show_rgba(label: QLabel, rgba) -> np.ndarray:
     return rgba
 
 
+def wide_picture(label: QLabel) -> None:
+    """A label showing a picture drawn at the width of its dock (a plot): the picture does not
+    set the dock's minimum width (it did, so the dock could only grow: the Phase dock's error
+    plot held it at 664 px), the next picture is drawn at the new width."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, label.sizePolicy().verticalPolicy())
+
+
 VALIDATION_KEYS = ("f1_0.5px", "f1_1px")
 
 
@@ -51,6 +60,7 @@ class TrainingPlot(QWidget):
         self.summary.setWordWrap(True)
         self.picture = QLabel()
         self.picture.setMinimumHeight(180)
+        wide_picture(self.picture)
         lay.addWidget(self.picture)
         lay.addWidget(self.summary)
         self.frames = 0  # pictures shown (tests)

@@ -164,6 +164,7 @@ class WarmupLabel(QLabel):
         super().__init__(parent)
         self.setText("preparing kernels (compiled once, in the background)...")
         self.setStyleSheet("color: #e0b040")
+        self.setWordWrap(True)  # never what sets a dock's width
         _state().changed.connect(self._update)
         self._update()
 

@@ -45,7 +45,7 @@ from ._common import (
     responsive_chunk,
     scan_position,
 )
-from ._forms import form, group, row
+from ._forms import form, group, row, scroll_contents
 from ._nn_common import (
     NN_BLOCK,
     TORCH_HINT,
@@ -61,7 +61,7 @@ from ._pipeline import (
     probe_of_layer,
     tag_layer,
 )
-from ._plot import show_rgba
+from ._plot import show_rgba, wide_picture
 from ._results import results_viewer, show_map
 from ._state import DockState, register_dock
 from ._warmup import WarmupLabel
@@ -241,6 +241,9 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
     def _build_ui(self) -> None:
         self.layer_combo = CubePicker(self.viewer)
         self.probe_combo = QComboBox()
+        # long probe sources do not widen the dock (409 px): the list shows them in full
+        self.probe_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.probe_combo.setMinimumContentsLength(18)
         self.kernel_combo = QComboBox()
         self.kernel_combo.addItems(["plain", "gaussian", "ring"])
         self.template_btn = QPushButton("Make template")
@@ -360,6 +363,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         QVBoxLayout(self.hist_canvas).setContentsMargins(0, 0, 0, 0)
         self.hist_label = QLabel()
         self.hist_label.setMinimumHeight(180)
+        wide_picture(self.hist_label)
         self.hist_canvas.layout().addWidget(self.hist_label)
         self._hist_runner = LatestRunner(self._show_histograms, self._error)
 
@@ -383,6 +387,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         for w in (pg, dg, lg, self.hist_canvas, self.progress, self.cancel_btn, self.status, WarmupLabel()):
             layout.addWidget(w)
         layout.addStretch(1)
+        scroll_contents(self)  # narrower and shorter than its form: the window fits the screen
 
         self._refresh_probes()
         self.viewer.layers.events.inserted.connect(self._refresh_probes)

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import Napari4DSTEMError
 from ._common import CubePicker, JobRunner, PartialMaps, scan_position
+from ._forms import scroll_contents
 from ._pipeline import PipelineActions, layer_source
 from ._results import results_viewer
 from ._state import DockState, register_dock
@@ -183,6 +184,7 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
         layout.addLayout(self.action_row())
         layout.addWidget(self.status)
         layout.addStretch(1)
+        scroll_contents(self)  # narrower and shorter than its form: the window fits the screen
         self.run_btn.clicked.connect(self.run)
         self.merge_btn.clicked.connect(self.merge)
         self.split_btn.clicked.connect(self.split)

@@ -45,7 +45,7 @@ from ..pipelines import (  # at import: the dock's opening, not a click
     iter_calibrate,
 )
 from ._common import CubePicker, JobRunner, LatestRunner
-from ._forms import form, group, row
+from ._forms import form, group, row, scroll_contents
 from ._pipeline import PipelineActions, layer_source, tag_layer
 from ._results import color_wheel, results_viewer, show_map, show_vectors
 from ._state import DockState, register_dock
@@ -164,6 +164,7 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.apply_btn = QPushButton("Apply fitted origin to the layer")
         self.apply_btn.setEnabled(False)
         self.origin_label = QLabel("")
+        self.origin_label.setWordWrap(True)  # a long fit summary wraps, it does not widen the dock
         og = group(
             "Origin and descan",
             ("method", self.origin_method),
@@ -318,6 +319,7 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         layout.addWidget(self.status)
         layout.addWidget(WarmupLabel())
         layout.addStretch(1)
+        scroll_contents(self)  # narrower and shorter than its form: the window fits the screen
 
         self.draw_ring_btn.clicked.connect(lambda _=False: self.draw_ring())
         self.fit_ring_btn.clicked.connect(lambda _=False: self.fit_ring())

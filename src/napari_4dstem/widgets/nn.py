@@ -40,7 +40,7 @@ from ._common import (
     models_changed,
     scan_position,
 )
-from ._forms import form, row
+from ._forms import form, row, scroll_contents
 from ._nn_common import NN_BLOCK, ModelPicker, nn_pattern_job, nn_scan_chunk, threshold_boxes
 from ._pipeline import PipelineActions, layer_source, probe_of_layer
 from ._plot import TrainingPlot
@@ -146,7 +146,8 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
             ("patterns", self.ft_patterns),
             ("epochs", self.ft_epochs),
             self.ft_region,
-            row(self.correct_btn, self.keep_labels_btn, self.clear_labels_btn, self.save_labels_btn),
+            row(self.correct_btn, self.keep_labels_btn),  # two rows: one of four was 437 px wide
+            row(self.clear_labels_btn, self.save_labels_btn),
             self.labels_info,
         )
         lay = QVBoxLayout(self)
@@ -160,6 +161,8 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         lay.addWidget(self.status)
         lay.addWidget(WarmupLabel())
         lay.addStretch()
+        self._body = lay  # the form's layout, in the scroll area
+        scroll_contents(self)  # narrower and shorter than its form: the window fits the screen
         self.preview_btn.clicked.connect(self.preview)
         self.run_btn.clicked.connect(self.run)
         self.finetune_btn.clicked.connect(self.finetune)
@@ -432,7 +435,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
         """The fine-tuning loss curve, in this dock (made on first use)."""
         if self._ft_plot is None:
             self._ft_plot = TrainingPlot()
-            self.layout().insertWidget(self.layout().indexOf(self.status), self._ft_plot)
+            self._body.insertWidget(self._body.indexOf(self.status), self._ft_plot)
         return self._ft_plot
 
     def finetune(self) -> bool:

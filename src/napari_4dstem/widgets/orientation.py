@@ -45,7 +45,7 @@ from ._common import (
     responsive_chunk,
     scan_position,
 )
-from ._forms import group, row, spin
+from ._forms import group, row, scroll_contents, spin
 from ._pipeline import PipelineActions, layer_source, probe_of_layer, tag_layer
 from ._plot import show_rgba
 from ._results import results_viewer, show_map
@@ -311,6 +311,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         layout.addWidget(self.cancel_btn)
         layout.addWidget(self.status)
         layout.addStretch(1)
+        scroll_contents(self)  # narrower and shorter than its form: the window fits the screen
 
         self.crystal_combo.activated.connect(self._on_crystal_activated)
         self.build_btn.clicked.connect(self.build_plan)

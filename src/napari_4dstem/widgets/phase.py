@@ -29,9 +29,9 @@ from ..engine.jobs import PartialMap, Progress
 from ..errors import Napari4DSTEMError
 from ..pipelines import PhaseParams  # at import: the dock's opening, not a click
 from ._common import CubePicker, JobRunner, PartialMaps
-from ._forms import job_row, spin
+from ._forms import job_row, scroll_contents, spin
 from ._pipeline import PipelineActions, layer_source
-from ._plot import show_rgba
+from ._plot import show_rgba, wide_picture
 from ._results import results_viewer, show_map
 from ._state import DockState, register_dock
 from .results_list import session_results
@@ -60,6 +60,7 @@ class ErrorPlot(QWidget):
         lay.setContentsMargins(2, 2, 2, 2)
         self.picture = QLabel()
         self.picture.setMinimumHeight(120)
+        wide_picture(self.picture)
         lay.addWidget(self.picture)
         self._runner = LatestRunner(self._show, self._error)
         self.set_errors([])
@@ -244,6 +245,7 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         layout.addWidget(self.plot)
         layout.addLayout(actions)
         layout.addStretch(1)
+        scroll_contents(self)  # narrower and shorter than its form: the window fits the screen
 
         self.layer_combo.currentTextChanged.connect(lambda _: self.prefill())
         self.run_btn.clicked.connect(self.run)

@@ -42,7 +42,7 @@ from ..analysis.crystal.structure import BUNDLED_CRYSTALS
 from ..engine.jobs import Progress
 from ..errors import Napari4DSTEMError
 from ._common import JobRunner, PartialMaps, guarded, models_changed
-from ._forms import folder_row, job_row, spin, spin_range
+from ._forms import folder_row, job_row, scroll_contents, spin, spin_range
 from ._plot import TrainingPlot
 from ._state import DockState, register_dock
 
@@ -139,6 +139,7 @@ class SimulationTrainingWidget(DockState, QWidget):
         lay = QVBoxLayout(self)
         lay.addWidget(tabs)
         lay.addStretch(1)
+        scroll_contents(self)  # narrower and shorter than its form: the window fits the screen
         register_dock(viewer, self)
 
     # -- Simulate tab ---------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from ..pipelines import VirtualResult
 from ..plugin_api import publish_virtual_image
 from ._common import CubePicker, JobRunner, LatestRunner, guarded, holds_data, scan_position
 from ._detectors import DetectorToolbar, ExtraDetectors, image_of
+from ._forms import scroll_contents
 from ._pipeline import PipelineActions, layer_source
 from ._realspace import LiveImage, PatternStats
 from ._region import REDUCES, RealSpaceRegion
@@ -669,11 +670,11 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         layout.addLayout(form)
         layout.addWidget(self.angles)
         layout.addLayout(presets)
-        rgb = QHBoxLayout()
-        for cb, name in zip(self.rgb_combos, "RGB", strict=True):
-            rgb.addWidget(QLabel(name))
-            rgb.addWidget(cb)
-        rgb.addWidget(self.rgb_btn)
+        rgb = QGridLayout()  # the button under the three choices: one row was 474 px wide
+        for i, (cb, name) in enumerate(zip(self.rgb_combos, "RGB", strict=True)):
+            rgb.addWidget(QLabel(name), 0, 2 * i)
+            rgb.addWidget(cb, 0, 2 * i + 1)
+        rgb.addWidget(self.rgb_btn, 1, 0, 1, 6)
         layout.addLayout(rgb)
         layout.addWidget(self.descan)
         region = QHBoxLayout()
@@ -695,9 +696,11 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         combine.addWidget(self.combine_btn)
         layout.addLayout(combine)
         actions.insertWidget(0, self.cancel_btn)
-        actions.addWidget(self.keep_btn)
-        actions.addWidget(self.add_btn)
         layout.addLayout(actions)
+        keep = QHBoxLayout()  # a row of their own: five buttons in one were 416 px wide
+        keep.addWidget(self.keep_btn)
+        keep.addWidget(self.add_btn)
+        layout.addLayout(keep)
         from .export import ExportRow
 
         self.export = ExportRow(self.realspace, self.status, self.datacube)  # TIFF, PNG, 4D (export.py)
@@ -708,6 +711,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.layer_combo.currentTextChanged.connect(self._init_for_layer)
         self.kind_combo.currentIndexChanged.connect(self._on_kind)
         self._form = form
+        # the dock scrolls and its long form rows wrap: with the Real space dock beside it the
+        # window fits a 1920 x 1080 screen (it was 2112 x 1092 px)
+        scroll_contents(self)
         for sb in (self.cy, self.cx, self.r_in, self.r_out):
             sb.valueChanged.connect(self._on_fields)
         self.r_in_cal.valueChanged.connect(lambda v: self._on_cal_radius(self.r_in, v))
