@@ -588,6 +588,9 @@ def _disk_counts_batch(imgs, yx, count, r, r_in, r_out, quanta, floor, n_sectors
         sn = np.zeros(ns)
         ss = np.zeros(ns)
         ss2 = np.zeros(ns)
+        dn = np.zeros(ns)
+        ds = np.zeros(ns)
+        ds2 = np.zeros(ns)
         for j in range(count[i]):
             cy, cx = yx[i, j, 0], yx[i, j, 1]
             if not (math.isfinite(cy) and math.isfinite(cx)):
@@ -597,6 +600,9 @@ def _disk_counts_batch(imgs, yx, count, r, r_in, r_out, quanta, floor, n_sectors
             sn[:] = 0.0
             ss[:] = 0.0
             ss2[:] = 0.0
+            dn[:] = 0.0
+            ds[:] = 0.0
+            ds2[:] = 0.0
             y0 = max(math.floor(cy - r_out), 0)
             y1 = min(math.ceil(cy + r_out) + 1, ny)
             x0 = max(math.floor(cx - r_out), 0)
@@ -606,20 +612,23 @@ def _disk_counts_batch(imgs, yx, count, r, r_in, r_out, quanta, floor, n_sectors
                 for x in range(x0, x1):
                     d2 = dy2 + (x - cx) * (x - cx)
                     v = img[y, x]
+                    k = 0
+                    if n_sectors > 0 and d2 <= rout2:
+                        a = math.atan2(y - cy, x - cx)  # -pi .. pi
+                        k = min(int((a + math.pi) * ns / (2.0 * math.pi)), ns - 1)
                     if d2 <= r2:
                         s_in += v
                         n_in += 1
+                        dn[k] += 1.0
+                        ds[k] += v
+                        ds2[k] += v * v
                     elif d2 > rin2 and d2 <= rout2:
-                        k = 0
-                        if n_sectors > 0:
-                            a = math.atan2(y - cy, x - cx)  # -pi .. pi
-                            k = min(int((a + math.pi) * ns / (2.0 * math.pi)), ns - 1)
                         sn[k] += 1.0
                         ss[k] += v
                         ss2[k] += v * v
             q = quanta[i]
             if n_sectors > 0:
-                _drop_bright_sectors(sn, ss, ss2, q)
+                _drop_bright_sectors(sn, ss, ss2, dn, ds, ds2, q)
             n_ring = sn.sum()
             if n_in == 0 or n_ring < 2:
                 continue
@@ -637,7 +646,7 @@ def _disk_counts_batch(imgs, yx, count, r, r_in, r_out, quanta, floor, n_sectors
 
 
 @numba.njit(cache=True, nogil=True)
-def _drop_bright_sectors(sn, ss, ss2, q):
+def _drop_bright_sectors(sn, ss, ss2, dn, ds, ds2, q):
     """Zero the ring sectors much brighter than the median sector (a neighbouring disk's edge).
 
     A sector is dropped when its sum exceeds ``n_k`` times the median sector mean by more than
@@ -645,7 +654,9 @@ def _drop_bright_sectors(sn, ss, ss2, q):
     below the median, plus 3 counting quanta ``q`` when the data are counts (so one or two
     stray counts in a sparse ring drop nothing: Poisson counts of a few electrons are not
     Gaussian), and only when the dropped sectors are one run of at most 3 adjacent ones (one
-    neighbour's edge); otherwise nothing is dropped.
+    neighbour's edge) and the disk's own pixels facing them are not brighter than the rest of
+    the disk (light spilling into the disk is a neighbour, not a background edge); otherwise
+    nothing is dropped.
     """
     ns = sn.shape[0]
     m = np.full(ns, np.nan)
@@ -682,6 +693,31 @@ def _drop_bright_sectors(sn, ss, ss2, q):
             starts += 1
     if n_drop == 0 or n_drop > 3 or starts != 1:
         return
+    # the neighbour's light must stop in the ring: when the disk's own pixels facing the lit
+    # sectors are brighter than the rest of the disk (by the same 3 sd + 3 quanta), the "disk"
+    # is that neighbour's light spilling over (a candidate next to a bright disk), and the
+    # whole ring stays
+    n_a = 0.0
+    s_a = 0.0
+    n_b = 0.0
+    s_b = 0.0
+    s2_b = 0.0
+    for k in range(ns):
+        if drop[k]:
+            n_a += dn[k]
+            s_a += ds[k]
+        else:
+            n_b += dn[k]
+            s_b += ds[k]
+            s2_b += ds2[k]
+    if n_a > 0 and n_b > 1:
+        # the noise of the disk's own pixels (the rest of the disk's: a disk is brighter and
+        # noisier than the ring)
+        m_b = s_b / n_b
+        v_b = max((s2_b - n_b * m_b * m_b) / (n_b - 1), v_lo)
+        excess = s_a - n_a * m_b
+        if excess > 3.0 * math.sqrt(v_b * (n_a + n_a * n_a / n_b)) + 3.0 * q:
+            return
     for k in range(ns):
         if drop[k]:
             sn[k] = 0.0
