@@ -274,12 +274,17 @@ def radii_scans(scan: tuple[int, int]):
             )
 
 
-def speed(repeats: int = 3, scan: tuple[int, int] = (8, 8)) -> None:
+def speed(repeats: int = 3, scan: tuple[int, int] = (8, 8), threads: tuple[int, ...] = (2, 1)) -> None:
     """Patterns/s on 256x256 patterns with 8 px disks (the issue's case), interleaved, median of
-    ``repeats``: the default NN path, the session-9 NN path (the module itself with
+    ``repeats``, at each torch thread count of ``threads``: the default NN path (float32), the
+    same in bfloat16 (``precision="bfloat16"``), the session-9 NN path (the module itself with
     channels-last weights, 8 patterns per pass at this frame), the old fixed 2x binning and
-    correlation."""
+    correlation. Set ``NN_SESSION10_TWIN=path/to/_fastnet.py`` (a copy of the session-10
+    ``nn/_fastnet.py``, e.g. ``git show 0bd5822:src/napari_4dstem/nn/_fastnet.py``) to time the
+    session-10 twin (32 a pass) in the same run."""
     import copy
+    import importlib.util
+    import os
     import statistics
     import warnings
     from unittest import mock
@@ -288,7 +293,7 @@ def speed(repeats: int = 3, scan: tuple[int, int] = (8, 8)) -> None:
 
     from napari_4dstem.analysis.bragg.disks import find_bragg_disks
     from napari_4dstem.analysis.bragg.probe import make_template
-    from napari_4dstem.nn import infer
+    from napari_4dstem.nn import _fastnet, infer
     from napari_4dstem.nn.infer import OutOfDomainWarning, find_bragg_disks_nn
     from napari_4dstem.nn.registry import load_model
     from napari_4dstem.nn.synthetic import make_thick_strained_scan
@@ -299,31 +304,51 @@ def speed(repeats: int = 3, scan: tuple[int, int] = (8, 8)) -> None:
     lm = load_model(None)
 
     def session9():
-        def copy9(module, *, mc_dropout=False):
+        def copy9(module, *, mc_dropout=False, precision="float32"):
             return copy.deepcopy(module).to(memory_format=torch.channels_last)
 
         with mock.patch.object(infer, "_inference_copy", copy9):
             return find_bragg_disks_nn(data, probe=sc.probe, model=lm, batch_size=8)
 
     runs = {
-        "NN, default (session 10)": lambda: find_bragg_disks_nn(data, probe=sc.probe, model=lm),
+        "NN, default (float32)": lambda: find_bragg_disks_nn(data, probe=sc.probe, model=lm),
+        "NN, bfloat16": lambda: find_bragg_disks_nn(data, probe=sc.probe, model=lm, precision="bfloat16"),
         "NN, session-9 path": session9,
-        "NN, fixed 2x binning": lambda: find_bragg_disks_nn(data, probe=sc.probe, model=lm, scale="bin"),
-        "correlation": lambda: find_bragg_disks(data, template=make_template(sc.probe)),
     }
-    times = {k: [] for k in runs}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", OutOfDomainWarning)
-        for f in runs.values():
-            f()  # warm-up
-        for _ in range(repeats):
-            for k, f in runs.items():
-                t0 = time.perf_counter()
-                f()
-                times[k].append(time.perf_counter() - t0)
-    for k, v in times.items():
-        rates = ", ".join(f"{n / t:.1f}" for t in v)
-        print(f"| {k} | {n / statistics.median(v):.1f} patterns/s (median of {repeats}: {rates}) |", flush=True)
+    old = os.environ.get("NN_SESSION10_TWIN")
+    if old:
+        # the session-10 twin, as a module of this package (its relative imports resolve here)
+        spec = importlib.util.spec_from_file_location("napari_4dstem.nn._fastnet_s10", old)
+        s10 = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(s10)
+
+        def session10():
+            with mock.patch.object(_fastnet, "fast_inference_net", lambda net, dtype=None: s10.fast_inference_net(net)):
+                return find_bragg_disks_nn(data, probe=sc.probe, model=lm, batch_size=32)
+
+        runs["NN, session-10 twin (32 a pass)"] = session10
+    runs["NN, fixed 2x binning"] = lambda: find_bragg_disks_nn(data, probe=sc.probe, model=lm, scale="bin")
+    runs["correlation"] = lambda: find_bragg_disks(data, template=make_template(sc.probe))
+    before = torch.get_num_threads()
+    try:
+        for nt in threads:
+            torch.set_num_threads(nt)
+            times = {k: [] for k in runs}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", OutOfDomainWarning)
+                for f in runs.values():
+                    f()  # warm-up
+                for _ in range(repeats):
+                    for k, f in runs.items():
+                        t0 = time.perf_counter()
+                        f()
+                        times[k].append(time.perf_counter() - t0)
+            print(f"torch threads {nt}, load average {os.getloadavg()[0]:.1f} after the runs", flush=True)
+            for k, v in times.items():
+                rates = ", ".join(f"{n / t:.1f}" for t in v)
+                print(f"| {k} | {n / statistics.median(v):.1f} patterns/s (median of {repeats}: {rates}) |", flush=True)
+    finally:
+        torch.set_num_threads(before)
 
 
 def main(argv=None) -> int:

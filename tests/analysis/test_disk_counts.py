@@ -108,3 +108,62 @@ def test_poisson_floor_leaves_dense_counts_alone():
     a = disk_counts(imgs, yx, np.full(50, 1), radius_px=4.0)[:, 0, 1]
     b = disk_counts(imgs, yx, np.full(50, 1), radius_px=4.0, poisson_floor=True)[:, 0, 1]
     assert np.all(np.abs(b) <= np.abs(a) + 1e-12) and np.median(np.abs(b - a) / np.abs(a)) < 0.1
+
+
+def _hard_disk(n, cy, cx, r):
+    yy, xx = np.indices((n, n))
+    return ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(float)
+
+
+def test_robust_background_ignores_a_bright_neighbours_edge():
+    # a 3 px disk of 5 e/px whose background ring (4.5-7 px) reaches a central disk of 150 e/px
+    # 8.3 px away (the issue-#17 case: small disks next to the central beam), Poisson, 0.3/px
+    n, r, b = 64, 3.0, 0.3
+    centre, disk = (32.0, 32.0), (32.0, 40.3)
+    mu = b + 150.0 * _hard_disk(n, *centre, r) + 5.0 * _hard_disk(n, *disk, r)
+    planted = 5.0 * _hard_disk(n, *disk, r).sum()
+    rng = np.random.default_rng(5)
+    imgs = rng.poisson(mu, (60, n, n)).astype(np.float32)
+    yx = np.tile(np.array(disk), (60, 1, 1))
+    count = np.ones(60, np.int64)
+    mean = disk_counts(imgs, yx, count, radius_px=r)
+    robust = disk_counts(imgs, yx, count, radius_px=r, background="robust")
+    # the whole ring's mean and variance take in the central disk's edge: the disk is lost
+    assert np.mean(mean[:, 0, 1] >= 5) < 0.5
+    # the robust ring leaves the lit sectors out: the disk is significant and its counts right
+    assert np.mean(robust[:, 0, 1] >= 5) >= 0.95
+    sd = np.sqrt(planted)  # Poisson noise of the disk sum
+    assert abs(np.median(robust[:, 0, 0]) - planted) < sd
+    assert np.median(mean[:, 0, 0]) < planted - 3 * sd
+
+
+def test_robust_background_is_the_mean_on_a_clean_ring():
+    # no neighbour: (almost) no sector is dropped, so noise candidates stay out as with the mean
+    rng = np.random.default_rng(6)
+    n = 400
+    imgs = rng.poisson(2.0, (n, 40, 40)).astype(np.float32)
+    yx = rng.uniform(15, 25, (n, 1, 2))
+    count = np.ones(n, np.int64)
+    mean = disk_counts(imgs, yx, count, radius_px=4.0)
+    robust = disk_counts(imgs, yx, count, radius_px=4.0, background="robust")
+    same = np.all(mean == robust, axis=(1, 2))
+    assert same.mean() >= 0.95
+    assert np.sum(robust[:, 0, 1] >= 5) == 0 and np.sum(mean[:, 0, 1] >= 5) == 0
+    assert np.max(robust[:, 0, 1]) < 4.5
+
+
+def test_robust_background_keeps_sparse_rings_whole():
+    # a few stray counts in a sparse ring are not a neighbour's edge: nothing dropped, and a
+    # disk of two or three counts is no more significant than with the mean
+    rng = np.random.default_rng(7)
+    imgs = rng.poisson(0.03, (300, 40, 40)).astype(np.float32)
+    yx = np.full((300, 1, 2), 20.0)
+    count = np.ones(300, np.int64)
+    mean = disk_counts(imgs, yx, count, radius_px=3.0)
+    robust = disk_counts(imgs, yx, count, radius_px=3.0, background="robust")
+    np.testing.assert_array_equal(robust, mean)
+
+
+def test_background_must_be_known():
+    with pytest.raises(ValueError, match="background"):
+        disk_counts(np.zeros((1, 8, 8)), np.zeros((1, 1, 2)), np.ones(1, np.int64), radius_px=2.0, background="median")

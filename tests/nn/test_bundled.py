@@ -147,6 +147,7 @@ def test_peaks_are_disks_in_the_raw_pattern_weighted_by_their_counts():
             yx,
             np.array([b - a]),
             radius_px=radius,
+            background="robust",  # the NN path's ring background (session 11)
         )[0]
         assert np.all(sz[:, 1] >= 5.0)
         np.testing.assert_allclose(bp.intensity[a:b], sz[:, 0], rtol=1e-6)

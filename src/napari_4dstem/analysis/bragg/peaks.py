@@ -579,20 +579,30 @@ def keep_significant(rows: np.ndarray, count: np.ndarray, z: np.ndarray, min_sig
 
 
 @Kernel
-def _disk_counts_batch(imgs, yx, count, r, r_in, r_out, quanta, out):
+def _disk_counts_batch(imgs, yx, count, r, r_in, r_out, quanta, floor, n_sectors, out):
     ny, nx = imgs.shape[1], imgs.shape[2]
     r2, rin2, rout2 = r * r, r_in * r_in, r_out * r_out
+    ns = max(n_sectors, 1)
     for i in numba.prange(imgs.shape[0]):
         img = imgs[i]
+        sn = np.zeros(ns)
+        ss = np.zeros(ns)
+        ss2 = np.zeros(ns)
+        dn = np.zeros(ns)
+        ds = np.zeros(ns)
+        ds2 = np.zeros(ns)
         for j in range(count[i]):
             cy, cx = yx[i, j, 0], yx[i, j, 1]
             if not (math.isfinite(cy) and math.isfinite(cx)):
                 continue
             s_in = 0.0
             n_in = 0
-            s_ring = 0.0
-            s2_ring = 0.0
-            n_ring = 0
+            sn[:] = 0.0
+            ss[:] = 0.0
+            ss2[:] = 0.0
+            dn[:] = 0.0
+            ds[:] = 0.0
+            ds2[:] = 0.0
             y0 = max(math.floor(cy - r_out), 0)
             y1 = min(math.ceil(cy + r_out) + 1, ny)
             x0 = max(math.floor(cx - r_out), 0)
@@ -602,19 +612,29 @@ def _disk_counts_batch(imgs, yx, count, r, r_in, r_out, quanta, out):
                 for x in range(x0, x1):
                     d2 = dy2 + (x - cx) * (x - cx)
                     v = img[y, x]
+                    k = 0
+                    if n_sectors > 0 and d2 <= rout2:
+                        a = math.atan2(y - cy, x - cx)  # -pi .. pi
+                        k = min(int((a + math.pi) * ns / (2.0 * math.pi)), ns - 1)
                     if d2 <= r2:
                         s_in += v
                         n_in += 1
+                        dn[k] += 1.0
+                        ds[k] += v
+                        ds2[k] += v * v
                     elif d2 > rin2 and d2 <= rout2:
-                        s_ring += v
-                        s2_ring += v * v
-                        n_ring += 1
+                        sn[k] += 1.0
+                        ss[k] += v
+                        ss2[k] += v * v
+            q = quanta[i]
+            if n_sectors > 0:
+                _drop_bright_sectors(sn, ss, ss2, dn, ds, ds2, q)
+            n_ring = sn.sum()
             if n_in == 0 or n_ring < 2:
                 continue
-            b = s_ring / n_ring
-            var = max((s2_ring - n_ring * b * b) / (n_ring - 1), 0.0)
-            q = quanta[i]
-            if q > 0:
+            b = ss.sum() / n_ring
+            var = max((ss2.sum() - n_ring * b * b) / (n_ring - 1), 0.0)
+            if floor and q > 0:
                 # counting data: the variance is at least Poisson's, with one count of background
                 # in the ring at least (an empty ring of a sparse pattern is no proof of no noise)
                 var = max(var, q * (max(b, 0.0) + q / n_ring))
@@ -623,6 +643,86 @@ def _disk_counts_batch(imgs, yx, count, r, r_in, r_out, quanta, out):
             # noise of the disk sum and of the background estimate scaled to the disk
             sd = math.sqrt(var * (n_in + n_in * n_in / n_ring))
             out[i, j, 1] = s / sd if sd > 0 else (math.inf if s > 0 else 0.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _drop_bright_sectors(sn, ss, ss2, dn, ds, ds2, q):
+    """Zero the ring sectors much brighter than the median sector (a neighbouring disk's edge).
+
+    A sector is dropped when its sum exceeds ``n_k`` times the median sector mean by more than
+    3 standard deviations of that sum, the variance per pixel pooled over the sectors at or
+    below the median, plus 3 counting quanta ``q`` when the data are counts (so one or two
+    stray counts in a sparse ring drop nothing: Poisson counts of a few electrons are not
+    Gaussian), and only when the dropped sectors are one run of at most 3 adjacent ones (one
+    neighbour's edge) and the disk's own pixels facing them are not brighter than the rest of
+    the disk (light spilling into the disk is a neighbour, not a background edge); otherwise
+    nothing is dropped.
+    """
+    ns = sn.shape[0]
+    m = np.full(ns, np.nan)
+    for k in range(ns):
+        if sn[k] > 0:
+            m[k] = ss[k] / sn[k]
+    ok = np.isfinite(m)
+    if ok.sum() < 3:
+        return
+    med = np.median(m[ok])
+    n_lo = 0.0
+    s_lo = 0.0
+    s2_lo = 0.0
+    for k in range(ns):
+        if ok[k] and m[k] <= med:
+            n_lo += sn[k]
+            s_lo += ss[k]
+            s2_lo += ss2[k]
+    v_lo = 0.0
+    if n_lo > 1:
+        b_lo = s_lo / n_lo
+        v_lo = max((s2_lo - n_lo * b_lo * b_lo) / (n_lo - 1), 0.0)
+    drop = np.zeros(ns, np.bool_)
+    for k in range(ns):
+        if ok[k] and m[k] > med:
+            drop[k] = ss[k] - sn[k] * med > 3.0 * math.sqrt(sn[k] * v_lo) + 3.0 * q
+    # one neighbour's edge: one run of at most 3 adjacent sectors (135 deg). Light on several
+    # sides is not an edge reaching in: a candidate between disks (the network marks some on
+    # thick samples) whose disk area catches their edges would pass against the dark rest
+    n_drop = drop.sum()
+    starts = 0
+    for k in range(ns):
+        if drop[k] and not drop[k - 1]:
+            starts += 1
+    if n_drop == 0 or n_drop > 3 or starts != 1:
+        return
+    # the neighbour's light must stop in the ring: when the disk's own pixels facing the lit
+    # sectors are brighter than the rest of the disk (by the same 3 sd + 3 quanta), the "disk"
+    # is that neighbour's light spilling over (a candidate next to a bright disk), and the
+    # whole ring stays
+    n_a = 0.0
+    s_a = 0.0
+    n_b = 0.0
+    s_b = 0.0
+    s2_b = 0.0
+    for k in range(ns):
+        if drop[k]:
+            n_a += dn[k]
+            s_a += ds[k]
+        else:
+            n_b += dn[k]
+            s_b += ds[k]
+            s2_b += ds2[k]
+    if n_a > 0 and n_b > 1:
+        # the noise of the disk's own pixels (the rest of the disk's: a disk is brighter and
+        # noisier than the ring)
+        m_b = s_b / n_b
+        v_b = max((s2_b - n_b * m_b * m_b) / (n_b - 1), v_lo)
+        excess = s_a - n_a * m_b
+        if excess > 3.0 * math.sqrt(v_b * (n_a + n_a * n_a / n_b)) + 3.0 * q:
+            return
+    for k in range(ns):
+        if drop[k]:
+            sn[k] = 0.0
+            ss[k] = 0.0
+            ss2[k] = 0.0
 
 
 def _counting_quanta(patterns: np.ndarray) -> np.ndarray:
@@ -664,6 +764,7 @@ def disk_counts(
     ring_px: tuple[float, float] = (1.5, 4.0),
     parallel: bool = True,
     poisson_floor: bool = False,
+    background: str = "mean",
 ) -> np.ndarray:
     """Background-subtracted signal in a disk at every peak, and its significance.
 
@@ -701,18 +802,36 @@ def disk_counts(
     poisson_floor : bool
         Floor the variance of counting data at Poisson's (above; default False: the sample
         variance alone, so noise-free data give ``z = inf``).
+    background : "mean" or "robust"
+        ``"mean"`` (default): ``b`` and ``v`` over the whole ring. ``"robust"``: the ring is cut
+        into 8 sectors and those far brighter than the median sector are left out (a sector's
+        sum more than 3 standard deviations, plus 3 counting quanta for counts, above the
+        median sector mean; the variance pooled over the sectors at or below the median; only
+        when they are one run of at most 3 adjacent sectors, one neighbour's edge), so
+        the edge of a brighter neighbouring disk reaching into the ring (small disks next to
+        the central beam) does not raise ``b`` and ``v``; on a ring without such an edge it is
+        the mean.
 
     Returns
     -------
     ndarray ``(n, max_peaks, 2)`` float64
         ``(S, z)`` per peak: signal in pattern units (counts for counting data) and its
         significance in noise units; NaN in unused slots.
+
+    Raises
+    ------
+    ValueError
+        When ``background`` is neither ``"mean"`` nor ``"robust"``.
     """
+    if background not in ("mean", "robust"):
+        raise ValueError(f"background must be 'mean' or 'robust', got {background!r}")
     imgs = np.ascontiguousarray(patterns)
     if imgs.dtype not in (np.float32, np.float64):
         imgs = imgs.astype(np.float32)
     r = float(radius_px)
     out = np.full((*yx.shape[:2], 2), np.nan)
+    robust = background == "robust"
+    quanta = _counting_quanta(imgs) if (poisson_floor or robust) else np.zeros(len(imgs))
     _disk_counts_batch(
         imgs,
         np.ascontiguousarray(yx, dtype=np.float64),
@@ -720,7 +839,9 @@ def disk_counts(
         r,
         r + float(ring_px[0]),
         r + float(ring_px[1]),
-        _counting_quanta(imgs) if poisson_floor else np.zeros(len(imgs)),
+        quanta,
+        poisson_floor,
+        8 if robust else 0,
         out,
         parallel=parallel,
     )
