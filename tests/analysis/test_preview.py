@@ -268,3 +268,24 @@ def test_chunked_files_get_a_preview_of_whole_storage_chunks_exact_where_read(rn
             assert exact.mean() <= 1 / 16
     finally:
         f.close()
+
+
+@pytest.mark.parametrize("chunks", [(64, 64, 16, 16), (32, 32, 16, 16), (8, 8, 16, 16), None])
+def test_the_planned_read_of_a_strided_preview_counts_whole_chunks(tmp_path, chunks):
+    """``strided_read_bytes``: a dataset of one chunk (or 2 x 2) plans the whole file (its one
+    sampled chunk is all of it: over any preview budget), 8 x 8 chunks of an 8 x 8 grid plan
+    4 of 64 chunks (1/16), contiguous data 1/16 of its patterns."""
+    import h5py
+
+    from napari_4dstem.analysis.virtual.preview import strided_read_bytes
+
+    a = np.arange(64 * 64 * 16 * 16, dtype=np.uint16).reshape(64, 64, 16, 16)
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        ds = f.create_dataset("a", data=a, chunks=chunks) if chunks else f.create_dataset("a", data=a)
+        got = strided_read_bytes(DataCube(ds))
+    if chunks is None:  # contiguous: every 4th position on both axes, whole patterns
+        assert got == 16 * 16 * a[0, 0].nbytes == a.nbytes // 16
+    elif chunks[0] == 8:
+        assert got == 4 * (8 * 8 * a[0, 0].nbytes) == a.nbytes // 16
+    else:  # 1 of 1 chunks, or 1 of 4 (the 2 x 2 grid's fallback: one chunk, 1/4 of the file)
+        assert got == (a.nbytes if chunks[0] == 64 else a.nbytes // 4)

@@ -447,9 +447,10 @@ def test_a_late_strided_first_view_is_dropped(make_napari_viewer, qtbot, stall_d
         assert all(np.array_equal(img, strided_new) for img in previews), len(previews)
 
 
-def _open_large_memmap_watching_the_sum(make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch):
+def _open_large_memmap_watching_the_sum(make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch, before=None):
     """Open the 32 MiB memmap as a large lazy file, the presets' pass slow enough to watch; returns
-    the dock, the data, the passes started (their detector counts) and the sum images shown."""
+    the dock, the data, the passes started (their detector counts) and the sum images shown
+    (``before(dock)`` runs before the file opens)."""
     import threading
     import time
 
@@ -489,6 +490,8 @@ def _open_large_memmap_watching_the_sum(make_napari_viewer, qtbot, stall_detecto
         return show_sum(img, limits, text)
 
     w._show_sum = spy
+    if before is not None:
+        before(w)
     with stall_detector.excluded("first layer add"):
         viewer.open(str(path), plugin="napari-4dstem")
     return w, data, passes, sums
@@ -547,3 +550,100 @@ def test_cancel_stops_the_sum_image_filling_in_by_itself(
     qtbot.wait(300)
     assert len(sums) == n and not w.presets_ready and w.status.text() == "sum image: cancelled"
     assert np.isnan(sums[-1][0]).any()  # stopped before its end
+
+
+def test_closing_the_dataset_while_the_sum_image_fills_in_stops_it(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """The dataset's layer removed while the sum image fills in from the presets' pass: the pass
+    stops, nothing more is drawn, the sum layer (the closed file's) goes, the progress bar too."""
+    w, _, _, sums = _open_large_memmap_watching_the_sum(
+        make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+    )
+    from napari_4dstem.widgets.virtual import SUM_LAYER  # imported by the dock
+
+    qtbot.waitUntil(lambda: len(sums) >= 1, timeout=90000)
+    assert w._preset_worker is not None  # still running: the pass has 32 blocks
+    with stall_detector.excluded("layer removal"):
+        w.viewer.layers.remove(w.layer)
+    n = len(sums)
+    assert w._preset_worker is None and not w._sum_follow
+    qtbot.wait(600)  # > 10 of the pass's slowed blocks
+    assert len(sums) == n
+    rv = w.realspace.viewer(create=False)
+    assert SUM_LAYER not in rv.layers and not w.progress.isVisibleTo(w)
+
+
+def test_a_second_file_opened_while_the_sum_image_fills_in_gets_its_own_sum_image(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """A second file (same scan shape, other values, another scan scale) chosen while the first
+    one's sum image fills in: no step of the first file's pass is drawn after the switch, the
+    "BF image is in" gate waits for the new file's, and the sum layer is a new one with the new
+    file's scale, ending at the new file's exact sum."""
+    w, data, _, sums = _open_large_memmap_watching_the_sum(
+        make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+    )
+    from napari_4dstem.widgets.virtual import SUM_LAYER  # imported by the dock
+
+    qtbot.waitUntil(lambda: len(sums) >= 1, timeout=90000)
+    rv = w.realspace.viewer(create=False)
+    old = rv.layers[SUM_LAYER]
+    with stall_detector.excluded("second file"):
+        path2 = tmp_path / "other.npy"
+        mm = np.lib.format.open_memmap(path2, mode="w+", dtype=np.uint16, shape=data.shape)
+        mm[:] = data[::-1]  # the scan's rows reversed: other sums per row
+        mm.flush()
+        del mm
+        total2 = data[::-1].sum(axis=(2, 3), dtype=np.float64)
+        w.viewer.open(str(path2), plugin="napari-4dstem")
+        new = w.viewer.layers[-1]
+        new.metadata.get("napari_4dstem", {}).pop("calibration", None)  # the layer's scale is its calibration
+        new.scale = (2.0, 2.0, *new.scale[2:])
+        w.layer_combo.setCurrentText(new.name)
+    assert w.layer.name == new.name and w.last_image is None
+    n = len(sums)
+    assert old not in rv.layers
+    qtbot.waitUntil(lambda: w.presets_ready and w._preset_worker is None and w._worker is None, timeout=90000)
+    assert len(sums) > n
+    for img, text, _, _, bf_in in sums[n:]:
+        assert bf_in
+        rows = ~np.isnan(img).all(axis=1)
+        np.testing.assert_allclose(img[rows], total2[rows], rtol=1e-6, err_msg=text)  # the new file's rows
+    np.testing.assert_allclose(rv.layers[SUM_LAYER].data, total2, rtol=1e-6)
+    assert tuple(rv.layers[SUM_LAYER].scale) == (2.0, 2.0) and rv.layers[SUM_LAYER] is not old
+
+
+def test_the_sum_image_fills_in_by_itself_only_under_the_sum_response(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """The canvas shows what the user asked for last: with Max chosen before the file opens, the
+    presets' pass draws no sum image over the Max image (nor at its end)."""
+    w, _, _, sums = _open_large_memmap_watching_the_sum(
+        make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch,
+        before=lambda w: w.response_combo.setCurrentText("Max"),
+    )  # fmt: skip
+    from napari_4dstem.widgets.virtual import SUM_LAYER  # imported by the dock
+
+    assert not w._sum_follow
+    qtbot.waitUntil(lambda: w.presets_ready and w._preset_worker is None and w._worker is None, timeout=90000)
+    assert w.last_image is not None and sums == []
+    assert SUM_LAYER not in w.realspace.viewer(create=False).layers
+
+
+@pytest.mark.parametrize(
+    ("chunks", "takes"), [((64, 64, 16, 16), False), ((32, 32, 16, 16), False), ((8, 8, 16, 16), True)]
+)
+def test_a_first_view_only_where_its_read_is_a_small_part_of_the_file(tmp_path, monkeypatch, chunks, takes):
+    """A single-chunk HDF5 (or 2 x 2 chunks) gets no strided first view: it would read the whole
+    file (a quarter of it) before the exact pass; 8 x 8 chunks read 4 of 64 (1/16)."""
+    import h5py
+
+    from napari_4dstem import DataCube
+    from napari_4dstem.widgets import virtual
+
+    monkeypatch.setattr(virtual, "LAZY_PROGRESS_BYTES", 2**20)
+    a = np.ones((64, 64, 16, 16), dtype=np.uint16)  # 2 MiB
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        dc = DataCube(f.create_dataset("a", data=a, chunks=chunks))
+        assert virtual._takes_first_view(dc) is takes

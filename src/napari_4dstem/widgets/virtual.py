@@ -47,6 +47,7 @@ from ..analysis.virtual.detectors import (
     mask_from_file,
     preset_detector,
 )
+from ..analysis.virtual.preview import strided_read_bytes
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
@@ -367,12 +368,18 @@ SUM_LAYER = "sum image"
 LAZY_PROGRESS_BYTES = 256 * 2**20
 
 
-def _takes_first_view(dc: DataCube) -> bool:
-    """Whether ``dc`` gets a strided first view: a large lazy file. ``iter_strided_image`` reads a
-    bounded fraction of it whatever its storage: every k-th pattern where a position is read alone
-    (memory maps, per-frame readers), whole storage chunks at a chunk-aligned stride where a chunk
-    holds several positions (HDF5, zarr: ``DataCube.storage_chunks``, not dask's chunks)."""
+def _large_lazy(dc: DataCube) -> bool:
+    """A large lazy file: its images fill in with a progress bar, its sum image by itself."""
     return fills_in(dc.data) and dc.nbytes > LAZY_PROGRESS_BYTES
+
+
+def _takes_first_view(dc: DataCube) -> bool:
+    """Whether ``dc`` gets a strided first view: a large lazy file whose preview's planned read
+    (``strided_read_bytes``: every k-th pattern where a position is read alone, whole storage
+    chunks at a chunk-aligned stride where a chunk holds several positions) is at most 1/16 of
+    the file and 32 MiB. A file of one chunk (or a few large ones) gets none: its "preview"
+    would read the whole file before the exact pass reads it again."""
+    return _large_lazy(dc) and strided_read_bytes(dc) <= min(dc.nbytes / 16, 2**25)
 
 
 def _find_bf_and_first_view(dc: DataCube, want: bool = True):
@@ -745,6 +752,16 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
     def _init_for_layer(self, *_) -> None:
         """Start with a BF disk detector sized to the bright-field disk of the centre pattern."""
+        # another file (or none): the last one's sum image and presets' pass end here, so none of
+        # their steps is drawn over (or under the name of) the new data
+        self._stop_sum_follow(remove=True)
+        self.last_image = None  # the "once the BF image is in" gates wait for this file's
+        if self._preset_worker is not None:
+            self._preset_worker.quit()
+            self._preset_worker = None
+            if self._worker is None:
+                self.progress.setVisible(False)
+                self.cancel_btn.setEnabled(False)
         if self.layer is None:
             return
         try:
@@ -760,13 +777,14 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._bf_pending = True
         self._preset_cache = {}
         self.presets_ready = False
-        self._stop_sum_follow()
-        self._sum_follow = _takes_first_view(dc)
+        # the canvas shows what the user asked for last: the sum image fills in by itself only
+        # where the dock shows the Sum, no descan, and no session's detector
+        want = self._restored is None and self._response() == "Sum" and not self.descan.isChecked()
+        self._sum_follow = want and _large_lazy(dc)
         self.status.setText("finding the bright-field disk...")
         from napari.qt.threading import create_worker
 
         # reading 25 patterns of a lazy file and fitting the disk: a worker, never the GUI thread
-        want = self._restored is None and self._response() == "Sum" and not self.descan.isChecked()
         create_worker(
             _find_bf_and_first_view,
             dc,
@@ -1262,8 +1280,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._preset_follow = [None]  # the preset whose image fills in with the pass (apply_preset)
         self._preset_dets = dets
 
+        tag: list = []  # this pass's worker: steps and results of an older pass are skipped
+
         def done(images, data=dc.data):
-            if holds_data(self.layer, data):
+            if holds_data(self.layer, data) and tag and self._preset_worker is tag[0]:
                 self._preset_cache = images
                 self.presets_ready = True
                 if self._sum_follow:
@@ -1296,16 +1316,22 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             _progress={"total": n_blocks_for(dc.data), "desc": "preset images"},
             _connect={
                 "returned": guarded(self, done),
-                "yielded": guarded(self, self._on_preset_progress),
+                "yielded": guarded(self, lambda p, d=dc.data: self._on_preset_progress(p, d, tag)),
                 "errored": guarded(self, self._on_error),
             },
         )
+        tag.append(worker)  # before any step arrives (queued to this thread)
         worker.finished.connect(guarded(self, lambda w=worker: finished(w)))
         self._preset_worker = worker
 
-    def _on_preset_progress(self, p) -> None:
+    def _on_preset_progress(self, p, data=None, tag=None) -> None:
         """The one pass of the presets on lazy data: when a preset was clicked while it runs, its
-        image so far (exact rows, the rest empty) and the dock's progress bar."""
+        image so far (exact rows, the rest empty) and the dock's progress bar. A step of an older
+        pass (``tag``: its worker, no longer the dock's) or of other data (``data``) is skipped."""
+        if tag is not None and (not tag or self._preset_worker is not tag[0]):
+            return
+        if data is not None and not holds_data(self.layer, data):
+            return
         name = self._preset_follow[0]
         pm = p.partial
         if name is None and self._sum_follow and self._worker is None:
@@ -1335,12 +1361,15 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         rv = self.realspace.viewer(create=False)
         return rv.layers[SUM_LAYER] if rv is not None and SUM_LAYER in rv.layers else None
 
-    def _stop_sum_follow(self) -> None:
-        """The user set a detector (or another file opened): its image is the one shown; the sum
-        image stops filling in on top (its layer is hidden, kept in the layer list)."""
+    def _stop_sum_follow(self, remove: bool = False) -> None:
+        """The user set a detector: its image is the one shown; the sum image stops filling in on
+        top (its layer is hidden, kept in the layer list). With ``remove`` (another file opened,
+        or the dataset closed) its layer is removed: it shows the last file's data."""
         self._sum_follow, self._sum_pending = False, None
         layer = self._sum_layer()
-        if layer is not None and layer.visible:
+        if layer is not None and remove:
+            self.realspace.viewer(create=False).layers.remove(layer)
+        elif layer is not None and layer.visible:
             layer.visible = False
 
     def _on_sum_progress(self, p) -> None:
@@ -1369,15 +1398,24 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             lo, hi = (float(np.percentile(f, 0.1)), float(np.percentile(f, 99.9))) if f.size else (0.0, 1.0)
             limits = (lo, hi if hi > lo else lo + 1.0)
         layer = rv.layers[SUM_LAYER] if SUM_LAYER in rv.layers else None
-        if layer is not None and layer.data.shape == img.shape:
+        cal = self.datacube()[1]
+        kw = cal.napari_kwargs("scan")
+        grid = (img.shape, tuple(float(v) for v in kw["scale"]), tuple(str(u) for u in kw["units"]))
+        same = (
+            layer is not None
+            and layer.metadata.get("napari_4dstem_grid") == (*grid, tuple(float(v) for v in layer.translate))
+            and tuple(float(v) for v in layer.scale) == grid[1]
+        )
+        if same:
             with layer.events.data.blocker():  # the same grid: no dims update of the viewer
                 layer.data = img
             layer.refresh()
             layer.contrast_limits = limits
-        else:
+        else:  # another shape, scale, origin or units (another file): a new layer, not stale ones
             if layer is not None:
                 rv.layers.remove(layer)
-            layer = show_map(rv, SUM_LAYER, img, self.datacube()[1], colormap="gray", contrast_limits=limits)
+            layer = show_map(rv, SUM_LAYER, img, cal, colormap="gray", contrast_limits=limits)
+            layer.metadata["napari_4dstem_grid"] = (*grid, tuple(float(v) for v in layer.translate))
         names = [lyr.name for lyr in rv.layers]
         if self.realspace.name in names and names.index(SUM_LAYER) < names.index(self.realspace.name):
             rv.layers.move(names.index(SUM_LAYER), names.index(self.realspace.name) + 1)

@@ -178,6 +178,34 @@ def strided_pays(chunks: tuple[int, ...] | None) -> bool:
     return chunks is None or (int(chunks[0]) == 1 and int(chunks[1]) == 1)
 
 
+def strided_read_bytes(data: Any) -> int:
+    """The bytes the default :func:`iter_strided_image` plans to read from ``data``, whole patterns.
+
+    Parameters
+    ----------
+    data : DataCube or 4D array-like
+        The data.
+
+    Returns
+    -------
+    int
+        For storage chunks of several scan positions (:func:`strided_pays` False): the chunks
+        read times a chunk's bytes (whole chunks are read, so a single-chunk dataset plans its
+        whole size); otherwise the sampled patterns times a whole pattern's bytes (an upper bound
+        on the detector rows read). A caller that wants a cheap preview compares it with its
+        budget: :func:`scan_stride` falls back to one chunk (or one pattern) when nothing fits.
+    """
+    cube, _ = as_datacube(data, None)
+    ny, nx = cube.scan_shape
+    pattern = math.prod(cube.detector_shape) * cube.dtype.itemsize
+    chunks = cube.storage_chunks
+    if not strided_pays(chunks):
+        cy, cx, _, rows, cols = _chunk_plan(cube, chunks)
+        return len(rows) * len(cols) * cy * cx * pattern
+    step = scan_stride((ny, nx), pattern)
+    return -(-ny // step) * -(-nx // step) * pattern
+
+
 def strided_positions(n: int, step: int) -> slice:
     """The sampled positions of one scan axis: one per block ``[i * step, (i + 1) * step)``.
 
