@@ -647,3 +647,34 @@ def test_a_first_view_only_where_its_read_is_a_small_part_of_the_file(tmp_path, 
     with h5py.File(tmp_path / "c.h5", "w") as f:
         dc = DataCube(f.create_dataset("a", data=a, chunks=chunks))
         assert virtual._takes_first_view(dc) is takes
+
+
+def test_the_final_sum_image_comes_with_its_limits_and_a_display_control_uncovers_the_virtual_image(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """The exact sum image reaches the GUI thread with its 0.1-99.9 percentile limits (computed in
+    the presets' worker); a display control of the "virtual image" used while the opaque sum image
+    covers it hides the sum image (the control's effect is then what the canvas shows)."""
+    w, data, _, _ = _open_large_memmap_watching_the_sum(
+        make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+    )
+    from napari_4dstem.widgets.virtual import SUM_LAYER  # imported by the dock
+
+    limits, inner = [], w._show_sum
+
+    def spy(img, lim, text):
+        limits.append(lim)
+        return inner(img, lim, text)
+
+    w._show_sum = spy
+    qtbot.waitUntil(lambda: w.presets_ready and w._preset_worker is None and w._worker is None, timeout=90000)
+    with stall_detector.excluded("reference"):
+        total = data.sum(axis=(2, 3), dtype=np.float64).astype(np.float32)
+        want = np.percentile(total, (0.1, 99.9))
+    assert limits and limits[-1] is not None
+    np.testing.assert_allclose(limits[-1], want, rtol=1e-6)
+    rv = w.realspace.viewer(create=False)
+    assert rv.layers[SUM_LAYER].visible
+    rs = w.realspace.range_combo
+    rs.setCurrentIndex((rs.currentIndex() + 1) % rs.count())
+    assert not rv.layers[SUM_LAYER].visible and not w._sum_follow

@@ -449,6 +449,24 @@ def _preset_job(
     return {n: (d, res.select(n, own_name=True)) for n, d in zip(names, dets, strict=True)}
 
 
+def _sum_limits(img: np.ndarray) -> tuple[float, float]:
+    """The sum image's contrast limits: its 0.1-99.9 percentiles of finite values (one call)."""
+    f = img[np.isfinite(img)]
+    lo, hi = (float(v) for v in np.percentile(f, (0.1, 99.9))) if f.size else (0.0, 1.0)
+    return lo, hi if hi > lo else lo + 1.0
+
+
+def _presets_and_sum(*args):
+    """Worker: :func:`_preset_job`, and the Full preset's image (the sum image) as float32 with its
+    contrast limits, so that the GUI thread only shows it (no percentiles there)."""
+    images = yield from _preset_job(*args)
+    full = images.get("Full")
+    if full is None:
+        return images, None
+    img = np.asarray(getattr(full[1], "image", full[1]).data, dtype=np.float32)
+    return images, (img, _sum_limits(img))
+
+
 class VirtualImagingWidget(PipelineActions, DockState, QWidget):
     """Dock widget: live virtual image of a detector drawn on the diffraction pattern."""
 
@@ -526,6 +544,17 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
     # -- UI -----------------------------------------------------------------------------------
     def _build_ui(self) -> None:
         self.realspace = LiveImage(self.viewer, "virtual image")
+        rs = self.realspace
+        # the display controls act on the "virtual image" layer: one used while the opaque sum
+        # image covers it hides the sum image, so the control's effect is what the canvas shows
+        for sig in (
+            rs.scale_combo.currentTextChanged,
+            rs.range_combo.currentTextChanged,
+            rs.latch.toggled,
+            rs.gamma.valueChanged,
+            rs.histogram.clim_changed,
+        ):
+            sig.connect(guarded(self, lambda *_: self._stop_sum_follow()))
         self.layer_combo = CubePicker(self.viewer)
         self.kind_combo = QComboBox()
         self.kind_combo.addItems(KINDS)
@@ -1282,14 +1311,13 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
         tag: list = []  # this pass's worker: steps and results of an older pass are skipped
 
-        def done(images, data=dc.data):
+        def done(got, data=dc.data):
+            images, summed = got
             if holds_data(self.layer, data) and tag and self._preset_worker is tag[0]:
                 self._preset_cache = images
                 self.presets_ready = True
-                if self._sum_follow:
-                    full = images["Full"][1]
-                    img = np.asarray(getattr(full, "image", full).data, dtype=np.float32)
-                    self._sum_pending = (img, None, "sum image: exact (total intensity of each pattern)")
+                if self._sum_follow and summed is not None:
+                    self._sum_pending = (*summed, "sum image: exact (total intensity of each pattern)")
                     if self.last_image is not None:
                         self._show_sum(*self._sum_pending)
                 name = self._preset_follow[0]
@@ -1307,7 +1335,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                     self._build_preview(due)  # waited for the presets' pass (_show)
 
         worker = create_worker(
-            _preset_job,
+            _presets_and_sum,
             dc,
             dets,
             cal,
@@ -1394,9 +1422,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
         rv = self.realspace.viewer()
         if limits is None:
-            f = img[np.isfinite(img)]
-            lo, hi = (float(np.percentile(f, 0.1)), float(np.percentile(f, 99.9))) if f.size else (0.0, 1.0)
-            limits = (lo, hi if hi > lo else lo + 1.0)
+            limits = _sum_limits(img)
         layer = rv.layers[SUM_LAYER] if SUM_LAYER in rv.layers else None
         cal = self.datacube()[1]
         kw = cal.napari_kwargs("scan")
@@ -1453,6 +1479,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             return None
 
     def save_result(self, path=None):
+        self._stop_sum_follow()  # the saved image (the detector's) is the one the canvas shows
         try:
             return super().save_result(path)
         except Napari4DSTEMError as e:
