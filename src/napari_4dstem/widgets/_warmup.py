@@ -25,6 +25,11 @@ class _State(QObject):
         self.done: set[str] = set()
         self.running: dict[str, object] = {}
         self.failed: list[str] = []
+        # napari's Shapes numba functions compiled (or loaded) by the warm-up's first step: until
+        # then a Shapes layer made on the GUI thread waits on numba's process-wide compiler lock
+        # for the worker's compile (a fresh install froze the GUI 36 s at load 10, #15)
+        self.shapes_ready = False
+        self.waiting: dict[tuple, object] = {}  # after_shapes_warm's callbacks, by (owner, name)
 
 
 @functools.cache
@@ -35,6 +40,39 @@ def _state() -> _State:
 
 def is_warming() -> bool:
     return bool(_state().running)
+
+
+def shapes_pending() -> bool:
+    """Whether a warm-up runs whose step compiling napari's Shapes (numba) has not finished: a
+    Shapes layer made or changed on the GUI thread now would wait for that compile."""
+    st = _state()
+    return bool(st.running) and not st.shapes_ready
+
+
+def after_shapes_warm(owner, fn) -> None:
+    """Call ``fn()`` on the GUI thread once napari's Shapes functions are warm (at once when no
+    warm-up is compiling them), unless the Qt object ``owner`` is deleted by then. One call per
+    ``(owner, fn)`` however often it is asked for while the warm-up runs."""
+    if not shapes_pending():
+        fn()
+        return
+    st = _state()
+    key = (id(owner), getattr(fn, "__name__", id(fn)))
+    waiting = st.waiting
+    if key in waiting:
+        return
+
+    def check(key=key):
+        if shapes_pending():
+            return
+        st.changed.disconnect(waiting.pop(key))
+        from ._common import is_deleted
+
+        if not is_deleted(owner):
+            fn()
+
+    waiting[key] = check
+    st.changed.connect(check)
 
 
 def ensure_warm(dtype=np.uint16) -> None:
@@ -49,17 +87,23 @@ def ensure_warm(dtype=np.uint16) -> None:
     def finished(key=key):
         st.running.pop(key, None)
         st.done.add(key)
+        st.shapes_ready = True  # a warm-up that stopped early: the GUI thread compiles them itself
         st.changed.emit()
 
     def failed(exc):
         st.failed.append(f"{type(exc).__name__}: {exc}")
+
+    def stepped(i):
+        if i >= _STEPS.index(_napari_shapes) + 1 and not st.shapes_ready:
+            st.shapes_ready = True
+            st.changed.emit()
 
     steps = len(_STEPS)
     st.running[key] = create_worker(
         warm_kernels,
         np.dtype(dtype),
         _progress={"total": steps, "desc": "preparing kernels"},
-        _connect={"finished": finished, "errored": failed},
+        _connect={"finished": finished, "errored": failed, "yielded": stepped},
     )
     st.changed.emit()
 

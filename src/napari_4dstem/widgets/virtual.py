@@ -1000,7 +1000,14 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._show_angles(det)
 
     def _draw_shapes(self) -> None:
-        """Draw the detector waiting in ``_shapes_due`` as shapes on the pattern."""
+        """Draw the detector waiting in ``_shapes_due`` as shapes on the pattern (once napari's
+        Shapes functions are compiled: while the warm-up worker compiles them, a Shapes layer made
+        here would hold the GUI thread on numba's compiler lock; the fields show the detector)."""
+        from ._warmup import after_shapes_warm, shapes_pending
+
+        if shapes_pending():
+            after_shapes_warm(self, self._draw_shapes)
+            return
         det, self._shapes_due = self._shapes_due, None
         if det is None or self.layer is None:
             return

@@ -1,0 +1,109 @@
+"""The detector outline waits for the warm-up's napari Shapes step (#15, UX point 1).
+
+napari triangulates Shapes with numba, and numba compiles (or loads from its cache) only under its
+process-wide compiler lock. On a fresh install the kernels' warm-up worker compiles napari's Shapes
+functions first; a Shapes layer made on the GUI thread meanwhile waited on that lock: the UX audit
+of session 12 measured a 36 s freeze when the Virtual imaging dock opened with a cold numba cache
+(the tests' stall detector counts GUI CPU time, not waits on a lock, so it never saw it). The dock
+now draws its detector outline only once that step is done; the fields show the detector at once.
+Here the step is held on an event, as a long compile would hold it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from napari_4dstem.widgets.virtual import DETECTOR_LAYER
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def held_shapes_step(monkeypatch):
+    """A fresh warm-up state whose napari Shapes step waits for the returned event."""
+    from napari_4dstem.widgets import _warmup
+
+    fresh = _warmup._State()
+    monkeypatch.setattr(_warmup, "_state", lambda: fresh)
+    release = threading.Event()
+    entered = threading.Event()
+    real = _warmup._napari_shapes
+
+    def held(cube):
+        entered.set()
+        release.wait(30)
+        real(cube)
+
+    held.__name__ = real.__name__
+    steps = tuple(held if s is real else s for s in _warmup._STEPS)
+    monkeypatch.setattr(_warmup, "_STEPS", steps)
+    monkeypatch.setattr(_warmup, "_napari_shapes", held)
+    yield fresh, entered, release
+    release.set()
+
+
+def test_the_detector_outline_waits_for_the_warm_up_of_napari_shapes(
+    make_napari_viewer, qtbot, stall_detector, held_shapes_step
+):
+    state, entered, release = held_shapes_step
+    viewer = make_napari_viewer()
+    with stall_detector.excluded("first layer add"):
+        viewer.open_sample("napari-4dstem", "strained_crystal")
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    assert entered.wait(20), "the warm-up did not start when the dock opened"
+    # the first virtual image comes (it needs no Shapes), the detector is in the fields ...
+    qtbot.waitUntil(lambda: w.last_image is not None and w._worker is None, timeout=20000)
+    assert w.r_out.value() > 0
+    qtbot.wait(200)
+    # ... and no Shapes layer was made on the GUI thread while napari's Shapes compile held the lock
+    assert DETECTOR_LAYER not in viewer.layers
+    assert not state.shapes_ready
+    release.set()
+    qtbot.waitUntil(lambda: DETECTOR_LAYER in viewer.layers, timeout=20000)
+    layer = viewer.layers[DETECTOR_LAYER]
+    qtbot.waitUntil(lambda: len(layer.data) > 0, timeout=5000)
+    assert state.shapes_ready
+    assert not state.waiting  # the one-shot callback is gone
+
+
+def test_after_shapes_warm_runs_at_once_without_a_warm_up_and_once_per_owner(qtbot, monkeypatch):
+    from qtpy.QtWidgets import QWidget
+
+    from napari_4dstem.widgets import _warmup
+
+    fresh = _warmup._State()
+    monkeypatch.setattr(_warmup, "_state", lambda: fresh)
+    calls = []
+    owner = QWidget()
+    _warmup.after_shapes_warm(owner, lambda: calls.append("now"))
+    assert calls == ["now"]  # nothing warming: at once
+
+    fresh.running["<u2"] = object()  # a warm-up running, its Shapes step not done
+
+    def draw():
+        calls.append("later")
+
+    _warmup.after_shapes_warm(owner, draw)
+    _warmup.after_shapes_warm(owner, draw)  # asked twice: called once
+    fresh.changed.emit()  # another step: still pending
+    assert calls == ["now"]
+    fresh.shapes_ready = True
+    fresh.changed.emit()
+    fresh.changed.emit()
+    assert calls == ["now", "later"]
+    gone = QWidget()
+    fresh.shapes_ready = False
+    _warmup.after_shapes_warm(gone, draw)
+    gone.deleteLater()
+    qtbot.waitUntil(lambda: _warmup_is_deleted(gone), timeout=2000)
+    fresh.shapes_ready = True
+    fresh.changed.emit()
+    assert calls == ["now", "later"]  # a deleted owner's callback is dropped
+
+
+def _warmup_is_deleted(obj) -> bool:
+    from napari_4dstem.widgets._common import is_deleted
+
+    return is_deleted(obj)
