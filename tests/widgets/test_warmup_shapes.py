@@ -107,3 +107,26 @@ def _warmup_is_deleted(obj) -> bool:
     from napari_4dstem.widgets._common import is_deleted
 
     return is_deleted(obj)
+
+
+def test_a_radius_typed_and_entered_stays(virtual_dock, qtbot):
+    """Typing a radius and pressing Return (real key events) sets that radius. The spin box passes
+    Return on to its parents; napari's main window handed it to the canvas, whose active Shapes
+    layer (the detector) ran "finish drawing", and the dock's shapes handler wrote the old radius
+    back (UX audit, session 12)."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    viewer, w = virtual_dock
+    assert viewer.layers.selection.active is viewer.layers[DETECTOR_LAYER]  # as the dock leaves it
+    old = w.r_out.value()
+    new = 12.0 if abs(old - 12.0) > 1 else 9.0
+    edit = w.r_out.lineEdit()
+    w.r_out.setFocus()
+    edit.selectAll()
+    QTest.keyClicks(edit, f"{new:g}")
+    QTest.keyClick(edit, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
+    qtbot.wait(300)
+    assert w.r_out.value() == new
+    assert w._last_detector.radius_px == pytest.approx(new)

@@ -55,6 +55,18 @@ class DockState:
     state_key: str = ""
     state_exclude: tuple[str, ...] = ("layer_combo",)
 
+    def keyPressEvent(self, event) -> None:
+        """Return/Enter passed on by a field of the dock stop here. A spin box commits the typed
+        value and ignores the key (as Qt's dialogs want); napari's main window then handed it to
+        the canvas, where the active Shapes layer's "finish drawing" binding fired and the detector
+        layer's edit handler wrote the old radius back over the typed one (UX audit, session 12)."""
+        from qtpy.QtCore import Qt
+
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
     def _form_fields(self) -> dict[str, Any]:
         out = {}
         for name, w in vars(self).items():
