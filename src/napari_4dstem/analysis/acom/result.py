@@ -88,6 +88,16 @@ class ACOMResult:
     alternative_kind : ndarray ``(scan_y, scan_x)`` int8 or None
         What that alternative is: 0 none, 1 the first match turned by 180 deg about the beam
         (the two differ only through the Ewald sphere's curvature), 2 another orientation.
+    turn_partner : ndarray ``(scan_y, scan_x, n_matches, 3, 3)`` or None
+        Each match's zone partner: the match turned by 180 deg about the low-index zone axis it
+        is near (the orientation the refinement reaches from the match turned about the beam;
+        docs/acom.md, "The turn about the beam"); NaN where there is none.
+    turn_difference : ndarray ``(scan_y, scan_x, n_matches)`` or None
+        How much the partner's predicted pattern differs from the match's, 0..1 (``inf``: no
+        partner).
+    turn_ambiguous : ndarray ``(scan_y, scan_x, n_matches)`` bool or None
+        True where that difference is below the matcher's ``turn_line``: the peaks cannot decide
+        between the match and its partner; report both.
     """
 
     orientation: np.ndarray
@@ -103,6 +113,9 @@ class ACOMResult:
     params: dict = field(default_factory=dict)
     alternative: np.ndarray | None = None
     alternative_kind: np.ndarray | None = None
+    turn_partner: np.ndarray | None = None
+    turn_difference: np.ndarray | None = None
+    turn_ambiguous: np.ndarray | None = None
 
     @property
     def scan_shape(self) -> tuple[int, int]:
