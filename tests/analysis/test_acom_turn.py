@@ -73,6 +73,8 @@ def test_near_zone_partner_draws_the_same_pattern_and_is_flagged(au):
     partner = res.turn_partner[0, 0, 0]
     either = min(misorientation_deg(got, U, c.point_group), misorientation_deg(partner, U, c.point_group))
     assert either < 1.0
+    maps = {m.name: m for m in res.to_maps()}
+    assert maps["turn_ambiguous"].data.tolist() == [[1]]
 
 
 def test_off_zone_pattern_and_its_turn_are_decided(au):

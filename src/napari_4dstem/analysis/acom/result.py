@@ -188,7 +188,8 @@ class ACOMResult:
         """The results as RealSpaceMaps (for EMD files and napari layers).
 
         The maps of match ``k > 0`` are named with a ``_match<k+1>`` suffix
-        (``euler_bunge_match2``...).
+        (``euler_bunge_match2``...). ``turn_ambiguous`` (1 where the match's 180-deg turn is
+        undecided, docs/acom.md) comes with results that carry it.
         """
         cal, m = self.calibration, match
         params = {**self.params, "match": m, "phases": ",".join(c.name for c in self.crystals)}
@@ -228,6 +229,12 @@ class ACOMResult:
                 for d in ("x", "y", "z")
             ],
         ]
+        if self.turn_ambiguous is not None:  # 1 where the peaks cannot decide the match's turn
+            maps.append(
+                RealSpaceMap(
+                    self.turn_ambiguous[:, :, m].astype(np.int32), name="turn_ambiguous", calibration=cal, params=params
+                )
+            )
         if m == 0:
             return maps
         import dataclasses
