@@ -10,6 +10,7 @@ from napari_4dstem.analysis.acom.plan import build_orientation_plan, rotation_z
 from napari_4dstem.analysis.acom.turn import TURN_LINE, turn_partners, zone_axes
 from napari_4dstem.analysis.crystal.structure import bundled_crystal
 from napari_4dstem.analysis.crystal.symmetry import misorientation_deg
+from napari_4dstem.data.results import BraggPeaks
 from napari_4dstem.simulation.samples import random_rotations
 
 
@@ -102,3 +103,28 @@ def test_turn_line_zero_skips_the_partners(au):
     np.testing.assert_array_equal(a.orientation, b.orientation)
     assert not b.turn_ambiguous.any() and np.isnan(b.turn_partner).all()
     assert a.params["turn_line"] == TURN_LINE and b.params["turn_line"] == 0
+
+
+def test_each_grain_of_a_pair_gets_its_own_turn(au):
+    c, plan = au
+    near = _beam_along(_axis_rotation([1, -1, 0], np.radians(2.0)) @ np.array([1.0, 1.0, 1.0]), phi=1.1)
+    Us = random_rotations(40, np.random.default_rng(5))
+    _, D, _ = turn_partners(plan, Us[:, None])
+    far = Us[int(np.argmax(np.where(np.isfinite(D[:, 0]), D[:, 0], -1.0)))]
+    assert misorientation_deg(near, far, c.point_group) > 15
+    kw = dict(k_max_inv_A=1.5, thickness_A=100.0, origin_px=(128.0, 128.0))
+    a, b = kinematic_bragg_peaks(c, near[None], **kw).at(0, 0), kinematic_bragg_peaks(c, far[None], **kw).at(0, 0)
+    rec = {k: np.concatenate([a[k], b[k]]) for k in ("qy", "qx")}
+    rec["intensity"] = np.concatenate([0.6 * a["intensity"], 0.4 * b["intensity"]])
+    pk = BraggPeaks.from_lists([rec], (1, 1), calibration=kinematic_bragg_peaks(c, far[None], **kw).calibration)
+    res = match_orientations(pk, plan, min_peaks=3, n_matches=2)
+    U, P, amb = res.orientation[0, 0], res.turn_partner[0, 0], res.turn_ambiguous[0, 0]
+    g = c.point_group
+    # which match is which grain: the near-zone grain is the match or its partner
+    k_near = int(
+        np.argmin([min(misorientation_deg(U[k], near, g), misorientation_deg(P[k], near, g)) for k in range(2)])
+    )
+    k_far = 1 - k_near
+    assert min(misorientation_deg(U[k_near], near, g), misorientation_deg(P[k_near], near, g)) < 1.0
+    assert misorientation_deg(U[k_far], far, g) < 1.0
+    assert amb[k_near] and not amb[k_far]
