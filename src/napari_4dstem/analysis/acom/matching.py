@@ -20,6 +20,8 @@ Method (docs/acom.md has the derivation and the accuracy figures):
    closed form). The excitation errors carry the out-of-plane tilt, which the positions cannot
    (they move only to second order in the tilt). The width ``w`` starts four times wider and
    shrinks to the plan's value over the first iterations.
+4. *The turn.* Each match's zone partner (the match turned by 180 deg about the low-index zone
+   axis it is near) and whether the peaks can tell the two apart (``turn.py``; ``turn_ambiguous``).
 
 Orientation convention: ``U`` maps crystal Cartesian coordinates to the lab frame
 ``(x = k_x, y = k_y, z = beam direction)``; measured ``g = ((qx - origin_x), (qy - origin_y)) *
