@@ -1615,22 +1615,17 @@ def iter_match_orientations(
             seps = [
                 separation_deg if separation_deg is not None else max(5.0, 2.5 * p.params["step_deg"]) for p in plans
             ]
-            ja, jb, js, jca, jcb = yield from _joint_pairs_job(
-                plans,
-                Up,
-                okp,
-                php,
-                off_v,
-                gx,
-                gy,
-                amp,
-                tol_pos=tol_pos,
-                k_max=k_max,
+            # the scoring settings of the pair choice, the same for the pair and for the first match alone
+            pair_kw = dict(
                 intensity_power=intensity_power,
-                separation=seps,
+                k_max=k_max,
+                tol_pos=tol_pos,
                 n_threads=n_threads,
                 chunk=chunk,
                 progress=Progress(total - 1, total, "choosing the pair of overlapping grains"),
+            )
+            ja, jb, js, jca, jcb = yield from _joint_pairs_job(
+                plans, Up, okp, php, off_v, gx, gy, amp, separation=seps, **pair_kw
             )
             # a second grain only where the pair explains the pattern clearly better than the first
             # pass's best candidate alone (under the same wide rocking curve): elsewhere the first
@@ -1640,20 +1635,7 @@ def iter_match_orientations(
                 sel_k = okm[:, 0] & valid & (phase[:, 0] == k)
                 if sel_k.any():
                     alone_k = yield from _wide_scores_job(
-                        plan,
-                        off_v,
-                        gx,
-                        gy,
-                        amp,
-                        U[:, :1],
-                        sel_k[:, None],
-                        width=_PAIR_WIDTH,
-                        intensity_power=intensity_power,
-                        k_max=k_max,
-                        tol_pos=tol_pos,
-                        n_threads=n_threads,
-                        chunk=chunk,
-                        progress=Progress(total - 1, total, "choosing the pair of overlapping grains"),
+                        plan, off_v, gx, gy, amp, U[:, :1], sel_k[:, None], width=_PAIR_WIDTH, **pair_kw
                     )
                     alone = np.where(sel_k, alone_k[:, 0], alone)
             gain_line = _PAIR_GAIN if pair_gain is None else float(pair_gain)
