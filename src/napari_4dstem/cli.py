@@ -700,6 +700,14 @@ def add_acom(sub) -> argparse.ArgumentParser:
         help="also rank candidates under an X times wider rocking curve (default 0: off; docs/acom.md)",
     )
     p.add_argument(
+        "--turn-line",
+        type=v.nonnegative_float,
+        default=0.1,
+        metavar="D",
+        help="flag a match turn_ambiguous where its zone partner's pattern differs by less than D "
+        "(default 0.1; 0: off; docs/acom.md, 'The turn about the beam')",
+    )
+    p.add_argument(
         "--n-matches", type=v.positive_int, default=1, help="orientations kept per pattern (overlapping grains)"
     )
     p.add_argument("--min-peaks", type=v.nonnegative_int, default=5, help="mask patterns with fewer peaks (default 5)")
@@ -734,6 +742,7 @@ def run_acom(args) -> int:
         pair_pool=args.pair_pool,
         pair_gain=args.pair_gain,
         rank_width=args.rank_width,
+        turn_line=args.turn_line,
     )
     peaks = _peaks_file(args.file)
     if peaks is not None:

@@ -207,3 +207,61 @@ def test_pair_gain_default_is_the_matchers_and_always_is_accepted():
     ACOMParams(pair_gain=-math.inf)
     with pytest.raises(ParameterError):
         ACOMParams(pair_gain=math.nan)
+
+
+def test_acom_cli_turn_line_flag_and_turn_ambiguous_map(tmp_path, monkeypatch):
+    """``--turn-line`` reaches the matcher (default the matcher's 0.1), and the output file
+    carries the ``turn_ambiguous`` map: 1 on a pattern 2 deg from Au [111] (its zone partner
+    draws the same peaks), 0 on an off-zone pattern; all 0 with ``--turn-line 0``."""
+    from napari_4dstem import cli
+    from napari_4dstem.analysis.acom.matching import kinematic_bragg_peaks
+    from napari_4dstem.analysis.acom.plan import build_orientation_plan, rotation_z
+    from napari_4dstem.analysis.acom.turn import TURN_LINE, turn_partners
+    from napari_4dstem.analysis.crystal.structure import bundled_crystal
+    from napari_4dstem.data.results import BraggPeaks
+    from napari_4dstem.io import emd
+    from napari_4dstem.simulation.samples import random_rotations
+
+    au = bundled_crystal("Au")
+    # 2 deg from [111] (tilted about [1-10]); an orientation whose rows are lab x, y, z in the crystal frame
+    a = np.array([1.0, -1.0, 0.0]) / np.sqrt(2.0)
+    K = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    t = np.radians(2.0)
+    d = (np.eye(3) + np.sin(t) * K + (1 - np.cos(t)) * K @ K) @ np.array([1.0, 1.0, 1.0])
+    d /= np.linalg.norm(d)
+    e1 = np.cross(d, [0.3, 0.5, 0.8])
+    e1 /= np.linalg.norm(e1)
+    near = rotation_z(0.3) @ np.stack([e1, np.cross(d, e1), d])
+    plan = build_orientation_plan(au, energy_kev=300, k_max_inv_A=1.5, step_deg=3.0)
+    Us = random_rotations(40, np.random.default_rng(5))
+    _, D, _ = turn_partners(plan, Us[:, None])
+    far = Us[int(np.argmax(np.where(np.isfinite(D[:, 0]), D[:, 0], -1.0)))]
+    kw = dict(k_max_inv_A=1.5, thickness_A=100.0, origin_px=(128.0, 128.0))
+    pk = kinematic_bragg_peaks(au, np.stack([near, far]), **kw)
+    pk = BraggPeaks.from_lists(
+        [pk.at(0, i) for i in range(2)], (1, 2), calibration=pk.calibration, params={"detector_shape": [256, 256]}
+    )
+    src = emd.write(tmp_path / "peaks.h5", pk)
+    argv = ["-q", "acom", str(src), "--crystal", "Au", "--step", "3", "--min-peaks", "3", "--k-max", "1.5"]
+    assert main([*argv[:3], str(tmp_path / "a.h5"), *argv[3:]]) == 0
+    out = emd.read(tmp_path / "a.h5")
+    assert out["turn_ambiguous"].data.tolist() == [[1, 0]]
+    assert out["euler_bunge"].params["turn_line"] == TURN_LINE
+    assert main([*argv[:3], str(tmp_path / "b.h5"), *argv[3:], "--turn-line", "0"]) == 0
+    out = emd.read(tmp_path / "b.h5")
+    assert out["turn_ambiguous"].data.tolist() == [[0, 0]] and out["euler_bunge"].params["turn_line"] == 0.0
+
+    seen = {}
+
+    def stand_in(args, job, **kwargs):
+        seen.update(kwargs)
+        raise _Captured
+
+    monkeypatch.setattr(cli, "run_on_cube", stand_in)
+    s = str(sample_path("polycrystal_au"))
+    with pytest.raises(_Captured):
+        main(["-q", "acom", s, str(tmp_path / "x.h5"), "--crystal", "Au", "--probe", s, "--turn-line", "0.25"])
+    assert seen["acom"].match_kwargs()["turn_line"] == 0.25
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "acom", s, str(tmp_path / "x.h5"), "--crystal", "Au", "--probe", s, "--turn-line", "-1"])
+    assert e.value.code == 2

@@ -201,6 +201,22 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, run
     assert w._hoverer.generation == asked
     move(-3, -3)  # off the map: nothing under the mouse
     assert w.hover_label.text() == HOVER_IDLE and w._hoverer.generation == asked
+    # the turn about the beam said out loud (#18): [001] is a 4-fold axis, no zone partner, no
+    # flag; 1 deg from [111] the zone partner (180 deg about that <111>) draws the same peaks
+    assert "ambiguous" not in text and not r.turn_ambiguous[hy, hx, 0]
+    dist = distance_transform_edt(grain == ZONE_GRAINS["[111]"])
+    ty, tx = (int(v) for v in np.unravel_index(np.argmax(dist), dist.shape))
+    assert r.turn_ambiguous[ty, tx, 0]
+    move(ty, tx)
+    stall_detector.step()
+    qtbot.waitUntil(
+        lambda: w.hover_check is not None and (w.hover_check.iy, w.hover_check.ix) == (ty, tx) and not w._hoverer.busy,
+        timeout=30000,
+    )
+    import re
+
+    head = w.hover_label.text().splitlines()[0]
+    assert re.search(r"; ambiguous: 180 deg about \[1 -?1 -?1\] gives the same pattern$", head), head
 
     # exports (the buttons call these with a file dialog's path)
     # the exports write in workers: the GUI thread only starts them

@@ -133,7 +133,7 @@ def match_lines(check: PatternCheck, min_peaks: int) -> list[str]:
     lines = [
         f"{head}; best {crystal.name}: Euler (Bunge) {eul[0]:.1f} {eul[1]:.1f} {eul[2]:.1f} deg, "
         f"correlation {res.correlation[0, 0, 0]:.3f}, reliability {res.reliability[0, 0]:.2f}, "
-        f"{res.n_matched[0, 0, 0]} peaks matched"
+        f"{res.n_matched[0, 0, 0]} peaks matched{_turn_note(res, 0)}"
     ]
     for m in range(1, res.orientation.shape[2]):
         if res.phase[0, 0, m] < 0:
@@ -147,9 +147,40 @@ def match_lines(check: PatternCheck, min_peaks: int) -> list[str]:
         )
         lines.append(
             f"#{m + 1} {other.name}: Euler {e[0]:.1f} {e[1]:.1f} {e[2]:.1f} deg, "
-            f"correlation {res.correlation[0, 0, m]:.3f}{away}"
+            f"correlation {res.correlation[0, 0, m]:.3f}{away}{_turn_note(res, m)}"
         )
     return lines
+
+
+def _zone_uvw(crystal, U: np.ndarray, P: np.ndarray) -> str:
+    """``[uvw]`` of the zone axis ``z`` with ``P = U R(z, 180 deg)`` (``R = U^T P = 2 z z^T - 1``)."""
+    zz = 0.5 * (U.T @ P + np.eye(3))  # z z^T
+    z = zz[:, int(np.argmax(np.diag(zz)))]
+    z = z / np.linalg.norm(z)
+    uvw = z @ np.linalg.inv(np.asarray(crystal.lattice, float))  # d = uvw @ lattice (rows a, b, c)
+    uvw = uvw / np.max(np.abs(uvw))
+    for k in range(1, 13):  # the smallest integers along it (zones of low index)
+        if np.allclose(k * uvw, np.round(k * uvw), atol=0.02 * k):
+            uvw = np.round(k * uvw).astype(int)
+            break
+    else:
+        return "[" + " ".join(f"{v:.2f}" for v in uvw) + "]"
+    if uvw[np.flatnonzero(uvw)[0]] < 0:  # [uvw] and [-u-v-w] are one zone
+        uvw = -uvw
+    return "[" + " ".join(str(int(v)) for v in uvw) + "]"
+
+
+def _turn_note(res, m: int) -> str:
+    """``"; ambiguous: 180 deg about [uvw] gives the same pattern"`` where match ``m``'s turn is
+    undecided (its zone partner draws the same peaks, docs/acom.md), else ``""``."""
+    amb = getattr(res, "turn_ambiguous", None)
+    if amb is None or not amb[0, 0, m] or res.turn_partner is None:
+        return ""
+    P = res.turn_partner[0, 0, m]
+    if not np.isfinite(P).all():
+        return ""
+    crystal = res.crystals[res.phase[0, 0, m]]
+    return f"; ambiguous: 180 deg about {_zone_uvw(crystal, res.orientation[0, 0, m], P)} gives the same pattern"
 
 
 def _hover_job(run, iy: int, ix: int, min_peaks: int):

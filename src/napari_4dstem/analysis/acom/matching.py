@@ -20,6 +20,8 @@ Method (docs/acom.md has the derivation and the accuracy figures):
    closed form). The excitation errors carry the out-of-plane tilt, which the positions cannot
    (they move only to second order in the tilt). The width ``w`` starts four times wider and
    shrinks to the plan's value over the first iterations.
+4. *The turn.* Each match's zone partner (the match turned by 180 deg about the low-index zone
+   axis it is near) and whether the peaks can tell the two apart (``turn.py``; ``turn_ambiguous``).
 
 Orientation convention: ``U`` maps crystal Cartesian coordinates to the lab frame
 ``(x = k_x, y = k_y, z = beam direction)``; measured ``g = ((qx - origin_x), (qy - origin_y)) *
@@ -47,6 +49,7 @@ from ...engine.jobs import PARTIAL_EVERY_S, Job, PartialMap, Progress, run_job
 from ...errors import CalibrationError, DataShapeError, Napari4DSTEMError
 from ..crystal.symmetry import misorientation_deg
 from .plan import _WIDTH_T, OrientationPlan, rotation_z
+from .turn import TURN_LINE, _turn_range, turn_arguments
 
 __all__ = [
     "ACOM_DISK_DEFAULTS",
@@ -1294,6 +1297,7 @@ def iter_match_orientations(
     pair_pool: int = 8,
     pair_gain: float | None = None,
     rank_width: float = 0.0,
+    turn_line: float = TURN_LINE,
 ) -> Job[ACOMResult]:
     """Job: orientation (and phase) of every pattern from its Bragg peaks.
 
@@ -1376,6 +1380,12 @@ def iter_match_orientations(
         ``correlation``. 12 gained 4-7 points within 2 deg on held-out thin films (Au, Fe at
         1e5 e) and cost 3 on the shipped sample (docs/acom.md); default 0: the refinement's
         cosine alone.
+    turn_line : float
+        Each match's *zone partner* (the match turned by 180 deg about the low-index zone axis
+        it is near, which the refinement reaches from the match turned about the beam) is
+        found, with the difference of the two predicted patterns (0..1; docs/acom.md, "The turn
+        about the beam"); a match whose partner's pattern differs by less than this is flagged
+        ``turn_ambiguous`` (default 0.1; 0: the partners are not computed).
 
     Yields
     ------
@@ -1605,22 +1615,17 @@ def iter_match_orientations(
             seps = [
                 separation_deg if separation_deg is not None else max(5.0, 2.5 * p.params["step_deg"]) for p in plans
             ]
-            ja, jb, js, jca, jcb = yield from _joint_pairs_job(
-                plans,
-                Up,
-                okp,
-                php,
-                off_v,
-                gx,
-                gy,
-                amp,
-                tol_pos=tol_pos,
-                k_max=k_max,
+            # the scoring settings of the pair choice, the same for the pair and for the first match alone
+            pair_kw = dict(
                 intensity_power=intensity_power,
-                separation=seps,
+                k_max=k_max,
+                tol_pos=tol_pos,
                 n_threads=n_threads,
                 chunk=chunk,
                 progress=Progress(total - 1, total, "choosing the pair of overlapping grains"),
+            )
+            ja, jb, js, jca, jcb = yield from _joint_pairs_job(
+                plans, Up, okp, php, off_v, gx, gy, amp, separation=seps, **pair_kw
             )
             # a second grain only where the pair explains the pattern clearly better than the first
             # pass's best candidate alone (under the same wide rocking curve): elsewhere the first
@@ -1630,20 +1635,7 @@ def iter_match_orientations(
                 sel_k = okm[:, 0] & valid & (phase[:, 0] == k)
                 if sel_k.any():
                     alone_k = yield from _wide_scores_job(
-                        plan,
-                        off_v,
-                        gx,
-                        gy,
-                        amp,
-                        U[:, :1],
-                        sel_k[:, None],
-                        width=_PAIR_WIDTH,
-                        intensity_power=intensity_power,
-                        k_max=k_max,
-                        tol_pos=tol_pos,
-                        n_threads=n_threads,
-                        chunk=chunk,
-                        progress=Progress(total - 1, total, "choosing the pair of overlapping grains"),
+                        plan, off_v, gx, gy, amp, U[:, :1], sel_k[:, None], width=_PAIR_WIDTH, **pair_kw
                     )
                     alone = np.where(sel_k, alone_k[:, 0], alone)
             gain_line = _PAIR_GAIN if pair_gain is None else float(pair_gain)
@@ -1709,6 +1701,22 @@ def iter_match_orientations(
             polished = _AUTO_POWERS[1]
     if len(plans) == 1:
         phase_rel = np.where(valid, 1.0, 0.0)
+    # the 180-deg turn of every match (docs/acom.md, "The turn about the beam"): its zone partner
+    # and how much the partner's predicted pattern differs; below turn_line the peaks cannot
+    # decide between the two (the zero-order Laue zone is the same reflection for reflection)
+    turn_P = np.full(U.shape, np.nan)
+    turn_D = np.full(okm.shape, np.inf)
+    if turn_line > 0:
+        for k, plan in enumerate(plans):
+            sel = okm & (phase == k)
+            if not sel.any():
+                continue
+            t_args, (P_k, D_k, _a) = turn_arguments(plan, U, sel, k_max_inv_A=k_max, tol_inv_A=tol_pos)
+            for _ in _run_ranges(_turn_range, n_pat, t_args, n_threads, chunk):
+                yield Progress(total - 1, total, "the turn of each match about its zone")
+            turn_P = np.where(sel[..., None, None], P_k, turn_P)
+            turn_D = np.where(sel, D_k, turn_D)
+    turn_amb = okm & (turn_D < turn_line)
     sy, sx = peaks.scan_shape
     U = np.where(okm[..., None, None], U, np.nan)
     params = {
@@ -1727,6 +1735,7 @@ def iter_match_orientations(
         "pair_gain": (_PAIR_GAIN if pair_gain is None else float(pair_gain)) if joint else float("nan"),
         "rank_width": float(rank_width) if refine else 0.0,
         "flip_candidates": flip_candidates,
+        "turn_line": float(turn_line),
         "rocking_curve": ",".join(_plan_profile(p) for p in plans),
         "k_max_inv_A": k_max,
         "scoring_device": device or "numba",
@@ -1760,6 +1769,9 @@ def iter_match_orientations(
         params=params,
         alternative=alt.reshape(sy, sx, 3, 3),
         alternative_kind=kind.reshape(sy, sx),
+        turn_partner=np.where(okm[..., None, None], turn_P, np.nan).reshape(sy, sx, n_matches, 3, 3),
+        turn_difference=np.where(okm, turn_D, np.inf).reshape(sy, sx, n_matches),
+        turn_ambiguous=turn_amb.reshape(sy, sx, n_matches),
     )
 
 

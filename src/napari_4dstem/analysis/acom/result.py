@@ -88,6 +88,16 @@ class ACOMResult:
     alternative_kind : ndarray ``(scan_y, scan_x)`` int8 or None
         What that alternative is: 0 none, 1 the first match turned by 180 deg about the beam
         (the two differ only through the Ewald sphere's curvature), 2 another orientation.
+    turn_partner : ndarray ``(scan_y, scan_x, n_matches, 3, 3)`` or None
+        Each match's zone partner: the match turned by 180 deg about the low-index zone axis it
+        is near (the orientation the refinement reaches from the match turned about the beam;
+        docs/acom.md, "The turn about the beam"); NaN where there is none.
+    turn_difference : ndarray ``(scan_y, scan_x, n_matches)`` or None
+        How much the partner's predicted pattern differs from the match's, 0..1 (``inf``: no
+        partner).
+    turn_ambiguous : ndarray ``(scan_y, scan_x, n_matches)`` bool or None
+        True where that difference is below the matcher's ``turn_line``: the peaks cannot decide
+        between the match and its partner; report both.
     """
 
     orientation: np.ndarray
@@ -103,6 +113,9 @@ class ACOMResult:
     params: dict = field(default_factory=dict)
     alternative: np.ndarray | None = None
     alternative_kind: np.ndarray | None = None
+    turn_partner: np.ndarray | None = None
+    turn_difference: np.ndarray | None = None
+    turn_ambiguous: np.ndarray | None = None
 
     @property
     def scan_shape(self) -> tuple[int, int]:
@@ -175,7 +188,8 @@ class ACOMResult:
         """The results as RealSpaceMaps (for EMD files and napari layers).
 
         The maps of match ``k > 0`` are named with a ``_match<k+1>`` suffix
-        (``euler_bunge_match2``...).
+        (``euler_bunge_match2``...). ``turn_ambiguous`` (1 where the match's 180-deg turn is
+        undecided, docs/acom.md) comes with results that carry it.
         """
         cal, m = self.calibration, match
         params = {**self.params, "match": m, "phases": ",".join(c.name for c in self.crystals)}
@@ -215,6 +229,12 @@ class ACOMResult:
                 for d in ("x", "y", "z")
             ],
         ]
+        if self.turn_ambiguous is not None:  # 1 where the peaks cannot decide the match's turn
+            maps.append(
+                RealSpaceMap(
+                    self.turn_ambiguous[:, :, m].astype(np.int32), name="turn_ambiguous", calibration=cal, params=params
+                )
+            )
         if m == 0:
             return maps
         import dataclasses
