@@ -233,8 +233,9 @@ class _Transfer:
 def _spectra(imgs: np.ndarray, pix: np.ndarray, geo: Geometry, probe: ProbeModel, max_q: int, seed: int = 0):
     """The chosen pixels' scan spectra at up to ``max_q`` scan frequencies (one of each pair Q, -Q).
 
-    Returns ``(g (n_Q, n_k) complex64, qqy, qqx (scan axes), sel (flat fft indices))``. The FFTs
-    run over pixel chunks: memory of the chosen frequencies, not of the whole stack's spectra.
+    A generator (yields between pixel chunks, where a cancel can stop it); returns ``(g (n_Q, n_k)
+    complex64, qqy, qqx (scan axes), sel (flat fft indices))``. The FFTs run over pixel chunks
+    (32 MiB): memory of the chosen frequencies, not of the whole stack's spectra.
     """
     _, ny, nx = imgs.shape
     qy_s = np.fft.fftfreq(ny, geo.step_A[0])
@@ -250,6 +251,7 @@ def _spectra(imgs: np.ndarray, pix: np.ndarray, geo: Geometry, probe: ProbeModel
     step = max(1, (32 * 2**20) // (16 * ny * nx))
     for a in range(0, len(pix), step):
         g[:, a : a + step] = np.fft.fft2(imgs[pix[a : a + step]]).reshape(-1, ny * nx)[:, sel].T
+        yield "the pixels' spectra"
     return g, qqy[sel], qqx[sel], sel
 
 
@@ -323,7 +325,7 @@ def _refine_aberrations(
         pix = np.random.default_rng(1).choice(n, max_pixels, replace=False)
     n_k = len(pix)
     kp = k[pix]
-    g, qqy, qqx, sel = _spectra(imgs, pix, geo, probe, max_q)
+    g, qqy, qqx, sel = yield from _spectra(imgs, pix, geo, probe, max_q)
 
     a2 = math.radians(2 * angle)
     x_shift = np.array([defocus, astig * math.cos(a2), astig * math.sin(a2)])
@@ -336,6 +338,7 @@ def _refine_aberrations(
     candidates = []
     for rot in rotations_deg:
         model = _Transfer(qqy, qqx, kp, probe, geo, rot)
+        yield "searching the defocus"
         parts = []
         for part in model.iter_grid(grid, 0.0, 0.0, [(g, None)]):
             parts.append(part)
@@ -364,7 +367,7 @@ def _refine_aberrations(
         sub = imgs[:, y0 : y0 + by, x0_ : x0_ + bx]
         sub_geo = Geometry((by, bx), geo.detector_shape, geo.step_A, geo.k_pixel_inv_A, geo.origin_px,
                            geo.rotation_deg, geo.flip)  # fmt: skip
-        g_b, qby, qbx, sel_b = _spectra(sub, pix, sub_geo, probe, max_q)
+        g_b, qby, qbx, sel_b = yield from _spectra(sub, pix, sub_geo, probe, max_q)
         model_b = _Transfer(qby, qbx, kp, probe, geo, rotation_used)
         parts = []
         for part in model_b.iter_grid(grid, 0.0, 0.0, [(g_b, None)]):
