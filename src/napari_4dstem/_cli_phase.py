@@ -168,7 +168,8 @@ def run_phase(args) -> int:
         )
         used = res.maps[0].params.get("defocus_from", {}) if args.method != "parallax" else {}
         if used.get("from") == "typed":
-            print(f"parallax defocus not distinguishable from 0: kept the typed defocus {used['defocus_A']:g} A")
+            why = used.get("reason", "parallax defocus not trusted")
+            print(f"{why}: kept the typed defocus {used['defocus_A']:g} A")
     if res.ptycho is not None:
         e = res.ptycho.errors
         print(f"{args.method}: error {e[0]:.3g} -> {e[-1]:.3g} over {len(e)} iterations")

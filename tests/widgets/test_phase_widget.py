@@ -228,3 +228,35 @@ def test_copy_as_python_reproduces_the_phase(
     with stall_detector.excluded("reference"):
         again = emd.read(tmp_path / "result.h5")
     np.testing.assert_array_equal(again["ssb_phase"].data, w.results[0].data)
+
+
+def test_parallax_cancel_during_the_bootstrap(make_napari_viewer, qtbot, stall_detector, monkeypatch):
+    """Cancel while parallax tests its defocus against noise (19 surrogates): the job yields after
+    each surrogate, so it stops within 0.5 s and leaves no result (before, the bootstrap was one
+    step: about 20 s at a 256 x 256 scan with no way to stop it)."""
+    from .test_job_cancel import click_cost, record_yields
+
+    with stall_detector.excluded("reference"):  # the test's data
+        s = simulate_phase_dataset(scan_shape=(32, 32), detector_px=64, step_A=0.5, defocus_A=100.0, seed=3)
+    main, results = make_napari_viewer(), make_napari_viewer()
+    set_results_viewer(main, results)
+    with stall_detector.excluded("first layer add"):
+        main.add_image(
+            np.asarray(s.datacube.data),
+            name="defocused",
+            metadata={"napari_4dstem": {"calibration": s.datacube.calibration}},
+        )
+    _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Phase retrieval")
+    w.method.setCurrentText("parallax")
+    seen = record_yields(monkeypatch, w.jobs, [])  # before the click: no first step missed
+    w.run_btn.click()
+    qtbot.waitUntil(lambda: any("against noise" in getattr(p, "message", "") for p in seen), timeout=120000)
+    stall_detector.step()
+    cpu, _ = click_cost(w.cancel_btn)
+    assert cpu < 0.010 and w.status.text() == "cancelling..."
+    _wait(qtbot, w, timeout=30000)
+    assert w.jobs.cancel_s[-1] < 0.5
+    assert w.status.text() == "cancelled"
+    assert w.parallax_result is None and w.results == []
+    assert "phase: parallax BF" not in results.layers
+    assert w.run_btn.isEnabled()

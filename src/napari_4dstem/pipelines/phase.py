@@ -192,12 +192,14 @@ def iter_phase(
             return PhaseResult((par.image,), par, None, recipe)
         fitted = dict(defocus_A=par.defocus_A, defocus_se_A=par.defocus_se_A, confident=par.defocus_confident)
         if p.fit_defocus is None and not par.defocus_confident:
-            # auto: a fit not distinguishable from 0 is noise (in focus at low dose): keep the typed 0
-            reason = "parallax defocus not distinguishable from 0 (jackknife z < 3 or bootstrap p > 0.05)"
+            # auto: a fit not distinguishable from 0 is noise (in focus at low dose), one beyond the
+            # trusted range (a probe wider than the field) a wrong optimum: keep the typed defocus
+            why = par.image.params.get("fit", {}).get("confidence", {}).get("reason", "")
+            reason = "parallax defocus not trusted" + (f" ({why})" if why else "")
             defocus_from = {"from": "typed", "parallax": fitted, "reason": reason}
             msg = (
-                f"parallax defocus {par.defocus_A:.1f} +- {par.defocus_se_A:.1f} A is not distinguishable "
-                f"from 0: kept the typed defocus {p.defocus_A:g} A"
+                f"parallax defocus {par.defocus_A:.1f} +- {par.defocus_se_A:.1f} A is not trusted"
+                f"{f' ({why})' if why else ''}: kept the typed defocus {p.defocus_A:g} A"
             )
             logger.info(msg)
             yield Progress(1, 1, msg)

@@ -378,8 +378,9 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         if res.defocus_confident:
             self.defocus.setValue(res.defocus_A)
             where = "now in the defocus field"
-        else:  # not distinguishable from 0: noise (in focus at low dose); the field is left alone
-            where = "not distinguishable from 0: the defocus field is left as it was"
+        else:  # noise (in focus at low dose) or out of range: the field is left alone
+            why = res.image.params.get("fit", {}).get("confidence", {}).get("reason", "")
+            where = f"not trusted{f' ({why})' if why else ''}: the defocus field is left as it was"
         self.fit_label.setText(
             f"parallax fit: defocus {res.defocus_A:.1f} +- {res.defocus_se_A:.1f} A ({where}), "
             f"astigmatism {res.astig_A:.1f} A at {res.astig_angle_deg:.1f} deg, unaccounted "
@@ -435,7 +436,7 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
             self.fit_label.setText(
                 f"started from defocus {used['defocus_A']:.1f} A ({used['from']}); parallax fit "
                 f"{par.defocus_A:.1f} +- {par.defocus_se_A:.1f} A"
-                + ("" if used["from"] == "parallax" else ", not distinguishable from 0")
+                + ("" if used["from"] == "parallax" else ", not trusted")
             )
 
     # -- save / copy --------------------------------------------------------------------------

@@ -33,6 +33,11 @@ from .probe import ProbeModel, scan_to_detector
 
 __all__ = ["ParallaxResult", "iter_parallax", "parallax"]
 
+#: the defocus grid reaches this many times the trusted defocus (:func:`_trusted_defocus_A`): a
+#: fit beyond the trusted range is found there and gated off (at 1.5 x, a planted 1200 A on a 16 A
+#: field read -603 A inside the range and passed the gate; at 2.5 x 1154 A, gated off)
+REACH_OF_TRUSTED = 2.5
+
 
 @dataclass(frozen=True, eq=False)
 class ParallaxResult:
@@ -50,7 +55,10 @@ class ParallaxResult:
         Fitted aberrations (conventions of :mod:`.probe`: defocus > 0 is underfocus).
     rotation_residual_deg : float
         Rotation of the shift field not explained by the calibration's ``rotation_deg``
-        (add it to the calibration's rotation).
+        (add it to the calibration's rotation). With ``refine``, the rotation the transfer fit
+        kept: the shift field's, or 0 when the calibration's captured more (at low dose the shift
+        field's rotation is noise); the shift field's own is in
+        ``image.params["fit"]["shift_fit"]["rotation_residual_deg"]``.
     fit_rms_A : float
         RMS residual of the linear shift model, Angstrom.
     params : dict
@@ -154,87 +162,53 @@ def _two_sided_mask(geo: Geometry, probe: ProbeModel, ky: np.ndarray, kx: np.nda
     return out
 
 
-def _refine_aberrations(
-    imgs,
-    geo: Geometry,
-    probe: ProbeModel,
-    k,
-    defocus,
-    astig,
-    angle,
-    rotation_deg: float,
-    max_q: int = 500,
-    max_pixels: int = 200,
-    groups: int = 4,
-    surrogates: int = 19,
-):
-    """Defocus and astigmatism that best explain the BF pixels' spectra, and their spread.
+class _Transfer:
+    """The weak-phase transfer ``Gamma(k, Q)`` of :mod:`.ssb` on chosen (Q, k), at one scan rotation.
 
-    The weak-phase model ``G(k, Q) = i Phi(Q) Gamma(k, Q)`` (:mod:`.ssb`): maximise the energy
-    of ``G`` captured by the least-squares ``Phi`` over (up to ``max_q``) frequencies,
-    Nelder-Mead from the shift fit and from the best defocus of a grid search (astigmatism 0),
-    the better end kept (at low dose the shift fit is noise and Nelder-Mead from it alone stops in
-    a local optimum).
-    ``chi`` is quadratic in the fitted terms, so the phase differences are linear combinations
-    of precomputed products (Cs, if any, is kept fixed). The same fit leaving out each of
-    ``groups`` random groups of the BF pixels gives the defocus's jackknife standard error, and
-    ``surrogates`` data sets simulated without aberrations the null of a bootstrap test
-    (:func:`_fit_confidence`). A generator: yields a message between its stages, returns
-    ``(defocus, astig, angle, stats)``.
+    ``qqy, qqx`` are the chosen scan frequencies (scan axes, 1/A), ``k`` the chosen BF pixels'
+    frequencies ``(n_k, 2)`` (detector axes); ``rotation_deg`` turns Q into detector axes.
+    ``chi`` is quadratic in the fitted terms (defocus, astigmatism), so the phase differences are
+    linear combinations of precomputed products (Cs, if any, is kept fixed):
+    ``Gamma = exp(2i pl kCq) (am exp(i (cs_m - pl qCq)) - ap exp(i (cs_p + pl qCq)))``.
     """
-    from scipy.optimize import minimize, minimize_scalar
 
-    from .probe import aberration_chi, aperture
+    def __init__(self, qqy, qqx, k, probe: ProbeModel, geo: Geometry, rotation_deg: float):
+        from .probe import aberration_chi, aperture
 
-    n, ny, nx = imgs.shape
-    g = np.fft.fft2(imgs).reshape(n, -1).T  # (n_Q, n_bf)
-    qy_s = np.fft.fftfreq(ny, geo.step_A[0])
-    qx_s = np.fft.fftfreq(nx, geo.step_A[1])
-    qqy, qqx = np.meshgrid(qy_s, qx_s, indexing="ij")
-    qy, qx = scan_to_detector(qqy.ravel(), qqx.ravel(), rotation_deg=rotation_deg, flip=geo.flip)
-    qr = np.hypot(qy, qx)
-    ka = probe.k_aperture_inv_A
-    # one of each pair Q, -Q: for real images G(-Q) = conj G(Q) carries nothing new
-    half = (qqy.ravel() > 0) | ((qqy.ravel() == 0) & (qqx.ravel() > 0))
-    sel = np.nonzero(half & (qr > 0) & (qr < 2 * ka))[0]
-    if len(sel) > max_q:
-        sel = np.random.default_rng(0).choice(sel, max_q, replace=False)
-    g, qy, qx = g[sel], qy[sel, None], qx[sel, None]
-    pix = np.arange(n)
-    if n > max_pixels:
-        pix = np.random.default_rng(1).choice(n, max_pixels, replace=False)
-    g = g[:, pix].astype(np.complex64)
-    ky, kx = k[None, pix, 0], k[None, pix, 1]
-    edge = geo.k_pixel_inv_A
-    a0 = aperture(ky, kx, probe, edge_inv_A=edge)
-    am = a0 * aperture(ky - qy, kx - qx, probe, edge_inv_A=edge)
-    ap = a0 * aperture(ky + qy, kx + qx, probe, edge_inv_A=edge)
-    cs_only = ProbeModel(probe.energy_kev, probe.convergence_mrad, cs_mm=probe.cs_mm)
-    c0 = aberration_chi(ky, kx, cs_only)
-    cs_m = c0 - aberration_chi(ky - qy, kx - qx, cs_only)
-    cs_p = aberration_chi(ky + qy, kx + qx, cs_only) - c0
-    pl = math.pi * probe.wavelength_A
-    t_yy, t_xx, t_yx = ky * qy, kx * qx, ky * qx + kx * qy
-    q_yy, q_xx, q_yx = qy * qy, qx * qx, 2 * qy * qx
-    t_yy, t_xx, t_yx, q_yy, q_xx, q_yx, cs_m, cs_p, am, ap = (
-        v.astype(np.float32) for v in (t_yy, t_xx, t_yx, q_yy, q_xx, q_yx, cs_m, cs_p, am, ap)
-    )
+        qy, qx = scan_to_detector(qqy, qqx, rotation_deg=rotation_deg, flip=geo.flip)
+        qy, qx = qy[:, None], qx[:, None]
+        ky, kx = k[None, :, 0], k[None, :, 1]
+        edge = geo.k_pixel_inv_A
+        a0 = aperture(ky, kx, probe, edge_inv_A=edge)
+        am = a0 * aperture(ky - qy, kx - qx, probe, edge_inv_A=edge)
+        ap = a0 * aperture(ky + qy, kx + qx, probe, edge_inv_A=edge)
+        cs_only = ProbeModel(probe.energy_kev, probe.convergence_mrad, cs_mm=probe.cs_mm)
+        c0 = aberration_chi(ky, kx, cs_only)
+        cs_m = c0 - aberration_chi(ky - qy, kx - qx, cs_only)
+        cs_p = aberration_chi(ky + qy, kx + qx, cs_only) - c0
+        f32 = np.float32
+        self.rotation_deg = float(rotation_deg)
+        self.pl = f32(math.pi * probe.wavelength_A)
+        self.ecs_m = (am * np.exp(1j * cs_m)).astype(np.complex64)
+        self.ecs_p = (ap * np.exp(1j * cs_p)).astype(np.complex64)
+        self.t_sum = (ky * qy + kx * qx).astype(f32)
+        self.t_dif = (kx * qx - ky * qy).astype(f32)
+        self.t_yx = (ky * qx + kx * qy).astype(f32)
+        self.q_sum = (qy * qy + qx * qx).astype(f32)
+        self.q_dif = (qx * qx - qy * qy).astype(f32)
+        self.q_yx = (2 * qy * qx).astype(f32)
 
-    # Gamma = exp(2i pl kCq) (am exp(i (cs_m - pl qCq)) - ap exp(i (cs_p + pl qCq))): qCq depends
-    # on Q only and Cs is fixed, so one exponential of a (n_Q, n_k) array per evaluation
-    ecs_m = (am * np.exp(1j * cs_m)).astype(np.complex64)
-    ecs_p = (ap * np.exp(1j * cs_p)).astype(np.complex64)
-    t_sum, t_dif, q_sum, q_dif = t_yy + t_xx, t_xx - t_yy, q_yy + q_xx, q_xx - q_yy
-
-    def gamma(dfs, xa, xs):
+    def gamma(self, dfs, xa: float, xs: float) -> np.ndarray:
         """``Gamma(k, Q)`` for defoci ``dfs`` (astigmatism ``xa, xs``): ``(len(dfs), n_Q, n_k)``."""
         d = np.asarray(dfs, np.float32)[:, None, None]
-        kcq = -d * t_sum + np.float32(xa) * t_dif + np.float32(xs) * t_yx
-        qcq = _cis(np.float32(pl) * (-d * q_sum + np.float32(xa) * q_dif + np.float32(xs) * q_yx))
-        return _cis(np.float32(2 * pl) * kcq) * (ecs_m * np.conj(qcq) - ecs_p * qcq)
+        xa, xs = np.float32(xa), np.float32(xs)
+        kcq = -d * self.t_sum + xa * self.t_dif + xs * self.t_yx
+        qcq = _cis(self.pl * (-d * self.q_sum + xa * self.q_dif + xs * self.q_yx))
+        return _cis(np.float32(2) * self.pl * kcq) * (self.ecs_m * np.conj(qcq) - self.ecs_p * qcq)
 
-    def captured(gam, gsets):
-        """Captured energy ``sum_Q C_Q`` for each (G, pixel weights) of ``gsets``: ``(len(gsets), n)``."""
+    @staticmethod
+    def captured(gam: np.ndarray, gsets) -> np.ndarray:
+        """Captured energy ``sum_Q C_Q`` for each (G, pixel weights) of ``gsets``: ``(len(gsets), len(gam))``."""
         p2 = (gam.real**2 + gam.imag**2).astype(np.float32)
         out = np.empty((len(gsets), len(gam)))
         for i, (gg, w) in enumerate(gsets):
@@ -243,37 +217,170 @@ def _refine_aberrations(
             out[i] = np.sum((num.real**2 + num.imag**2) / den, axis=1)
         return out
 
-    def on_grid(xa, xs, gsets, chunk=8):
-        return np.concatenate([captured(gamma(grid[i : i + chunk], xa, xs), gsets) for i in range(0, n_grid, chunk)], 1)
+    def iter_grid(self, grid, xa: float, xs: float, gsets, chunk: int = 8):
+        """``captured`` over the defocus ``grid`` (astigmatism fixed), ``chunk`` defoci at a time.
 
-    def score(x, w=None):
-        return -float(captured(gamma([x[0]], x[1], x[2]), [(g, w)])[0, 0])
+        Yields ``(len(gsets), <= chunk)`` arrays (one ``Gamma`` serves every set).
+        """
+        for i in range(0, len(grid), chunk):
+            yield self.captured(self.gamma(grid[i : i + chunk], xa, xs), gsets)
+
+    def score(self, x, g, w=None) -> float:
+        """Minus the captured energy at ``x = (defocus, astig cos 2a, astig sin 2a)``."""
+        return -float(self.captured(self.gamma([x[0]], x[1], x[2]), [(g, w)])[0, 0])
+
+
+def _spectra(imgs: np.ndarray, pix: np.ndarray, geo: Geometry, probe: ProbeModel, max_q: int, seed: int = 0):
+    """The chosen pixels' scan spectra at up to ``max_q`` scan frequencies (one of each pair Q, -Q).
+
+    A generator (yields between pixel chunks, where a cancel can stop it); returns ``(g (n_Q, n_k)
+    complex64, qqy, qqx (scan axes), sel (flat fft indices))``. The FFTs run over pixel chunks
+    (32 MiB): memory of the chosen frequencies, not of the whole stack's spectra.
+    """
+    _, ny, nx = imgs.shape
+    qy_s = np.fft.fftfreq(ny, geo.step_A[0])
+    qx_s = np.fft.fftfreq(nx, geo.step_A[1])
+    qqy, qqx = (v.ravel() for v in np.meshgrid(qy_s, qx_s, indexing="ij"))
+    qr = np.hypot(qqy, qqx)  # a rotation does not change |Q|
+    # one of each pair Q, -Q: for real images G(-Q) = conj G(Q) carries nothing new
+    half = (qqy > 0) | ((qqy == 0) & (qqx > 0))
+    sel = np.nonzero(half & (qr > 0) & (qr < 2 * probe.k_aperture_inv_A))[0]
+    if len(sel) > max_q:
+        sel = np.sort(np.random.default_rng(seed).choice(sel, max_q, replace=False))
+    g = np.empty((len(sel), len(pix)), np.complex64)
+    step = max(1, (32 * 2**20) // (16 * ny * nx))
+    for a in range(0, len(pix), step):
+        g[:, a : a + step] = np.fft.fft2(imgs[pix[a : a + step]]).reshape(-1, ny * nx)[:, sel].T
+        yield "the pixels' spectra"
+    return g, qqy[sel], qqx[sel], sel
+
+
+def _defocus_grid(reach: float, inner: float = 300.0, step: float = 10.0, outer_points: int = 30) -> np.ndarray:
+    """Symmetric defocus grid holding 0: ``step`` apart out to ``inner``, then geometric to ``reach``.
+
+    The geometric part has at most ``outer_points`` points a side, a ratio of at least 1.08.
+    """
+    lin = np.arange(0.0, inner + 0.5 * step, step)
+    out: list[float] = []
+    if reach > inner:
+        ratio = max(1.08, (reach / inner) ** (1.0 / outer_points))
+        v = inner
+        while v < reach:
+            v = min(v * ratio, reach)
+            out.append(v)
+    pos = np.concatenate([lin[1:], np.asarray(out)])
+    return np.concatenate([-pos[::-1], [0.0], pos])
+
+
+def _trusted_defocus_A(geo: Geometry, probe: ProbeModel, k: np.ndarray) -> float:
+    """The largest defocus at which half of the BF pixels' images are shifted by at most half the field.
+
+    Beyond it most pixels see object regions the axial image does not hold (the probe is wider
+    than the scanned field) and the transfer fit can lock onto a wrong optimum (planted 800 A on a
+    16 A field read -213 A).
+    """
+    field_A = min(geo.scan_shape[0] * geo.step_A[0], geo.scan_shape[1] * geo.step_A[1])
+    k_med = float(np.median(np.hypot(k[:, 0], k[:, 1])))
+    return field_A / (2 * probe.wavelength_A * max(k_med, 1e-12))
+
+
+def _refine_aberrations(
+    imgs,
+    geo: Geometry,
+    probe: ProbeModel,
+    k,
+    defocus,
+    astig,
+    angle,
+    rotations_deg,
+    max_q: int = 500,
+    max_pixels: int = 200,
+    groups: int = 4,
+    surrogates: int = 19,
+    bootstrap_scan: int = 64,
+):
+    """Defocus and astigmatism that best explain the BF pixels' spectra, and their spread.
+
+    The weak-phase model ``G(k, Q) = i Phi(Q) Gamma(k, Q)`` (:mod:`.ssb`): maximise the energy
+    of ``G`` captured by the least-squares ``Phi`` over (up to ``max_q``) frequencies,
+    Nelder-Mead from the shift fit and from the best defocus of a grid search (astigmatism 0),
+    the better end kept (at low dose the shift fit is noise and Nelder-Mead from it alone stops in
+    a local optimum). The grid is searched at each scan rotation of ``rotations_deg`` (the
+    calibration's, and the calibration's plus the shift field's residual) and the fit made at the
+    rotation whose grid captures more energy: at low dose the shift field's rotation is noise (22-35 deg
+    at 1e4 e/A^2 on 16 x 16 scans), and a model turned by it reads the defocus 30 % short.
+    The grid reaches max(300 A, 1.5 x the shift fit's defocus, ``REACH_OF_TRUSTED`` x the trusted
+    defocus of :func:`_trusted_defocus_A`). The same fit leaving out each of ``groups`` random groups of the
+    BF pixels gives the defocus's jackknife standard error, and ``surrogates`` data sets simulated
+    without aberrations the null of a bootstrap test (:func:`_fit_confidence`), drawn on the
+    central ``bootstrap_scan`` x ``bootstrap_scan`` positions at most (the test's cost does not
+    grow with the scan). A generator: yields a message between its steps (each surrogate, each
+    left-out group: a cancel stops it within one), returns ``(defocus, astig, angle, stats)``.
+    """
+    from scipy.optimize import minimize, minimize_scalar
+
+    n, ny, nx = imgs.shape
+    pix = np.arange(n)
+    if n > max_pixels:
+        pix = np.random.default_rng(1).choice(n, max_pixels, replace=False)
+    n_k = len(pix)
+    kp = k[pix]
+    g, qqy, qqx, sel = yield from _spectra(imgs, pix, geo, probe, max_q)
 
     a2 = math.radians(2 * angle)
     x_shift = np.array([defocus, astig * math.cos(a2), astig * math.sin(a2)])
-    # defocus grid (astigmatism 0) out to 1.5 x the shift fit's defocus, at least 300 A; odd: holds 0
-    reach = max(300.0, 1.5 * abs(defocus))
-    n_grid = int(min(61, 2 * reach / 10.0 + 1)) // 2 * 2 + 1
-    grid = np.linspace(-reach, reach, n_grid)
-    n_k = len(pix)
+    trusted = _trusted_defocus_A(geo, probe, k)
+    reach = max(300.0, 1.5 * abs(defocus), REACH_OF_TRUSTED * trusted)
+    grid = _defocus_grid(reach)
+    n_grid, i0 = len(grid), len(grid) // 2
     rng = np.random.default_rng(2)
-    energy = on_grid(0.0, 0.0, [(g, None)])[0]
+    # the rotation whose best defocus on the grid (astigmatism 0) captures more energy
+    candidates = []
+    for rot in rotations_deg:
+        model = _Transfer(qqy, qqx, kp, probe, geo, rot)
+        yield "searching the defocus"
+        parts = []
+        for part in model.iter_grid(grid, 0.0, 0.0, [(g, None)]):
+            parts.append(part)
+            yield "searching the defocus"  # a point where a cancel can stop the job
+        candidates.append((model, np.concatenate(parts, 1)[0]))
+    model, energy = max(candidates, key=lambda c: float(c[1].max()))
+    rotation_used = model.rotation_deg
     runs = []
     for x0 in (x_shift, np.array([grid[int(np.argmax(energy))], 0.0, 0.0])):
         simplex = x0 + np.array([[0, 0, 0], [20.0, 0, 0], [0, 10.0, 0], [0, 0, 10.0]])
         opts = dict(initial_simplex=simplex, xatol=1.0, fatol=1e-9, maxfev=200)
-        runs.append(minimize(score, x0, method="Nelder-Mead", options=opts))
-    x = min(runs, key=lambda r: r.fun).x
-    yield "testing the defocus against noise"  # a point where a cancel can stop the job
+        runs.append(minimize(lambda x: model.score(x, g), x0, method="Nelder-Mead", options=opts))
+        yield "fitting the transfer model"
+    best = min(runs, key=lambda r: r.fun)
+    fun, x = best.fun, best.x
+
     # parametric bootstrap of the gain under "no aberrations": the least-squares object at
     # defocus 0 plus noise drawn as shot noise is, in real space (independent between positions
-    # and pixels, variance proportional to the intensity), scaled to the variance the fit leaves
-    n_q = g.shape[0]
-    sigma2 = max((float(np.sum(np.abs(g.astype(np.complex128)) ** 2)) + min(r.fun for r in runs))
-                 / (n_q * max(n_k - 1, 1)), 1e-30)  # fmt: skip
-    gam0 = gamma([0.0], 0.0, 0.0)[0]
+    # and pixels, variance proportional to the intensity), scaled to the variance the fit leaves;
+    # on a central sub-scan of at most bootstrap_scan^2 positions (the whole scan when smaller)
+    by, bx = min(ny, bootstrap_scan), min(nx, bootstrap_scan)
+    if (by, bx) == (ny, nx):
+        sub, g_b, sel_b, model_b, energy_b, fun_b = imgs, g, sel, model, energy, fun
+    else:
+        y0, x0_ = (ny - by) // 2, (nx - bx) // 2
+        sub = imgs[:, y0 : y0 + by, x0_ : x0_ + bx]
+        sub_geo = Geometry((by, bx), geo.detector_shape, geo.step_A, geo.k_pixel_inv_A, geo.origin_px,
+                           geo.rotation_deg, geo.flip)  # fmt: skip
+        g_b, qby, qbx, sel_b = yield from _spectra(sub, pix, sub_geo, probe, max_q)
+        model_b = _Transfer(qby, qbx, kp, probe, geo, rotation_used)
+        parts = []
+        for part in model_b.iter_grid(grid, 0.0, 0.0, [(g_b, None)]):
+            parts.append(part)
+            yield "testing the defocus against noise"
+        energy_b = np.concatenate(parts, 1)[0]
+        fun_b = model_b.score(x, g_b)
+    yield "testing the defocus against noise"
+    n_q = g_b.shape[0]
+    sigma2 = max((float(np.sum(np.abs(g_b.astype(np.complex128)) ** 2)) + fun_b) / (n_q * max(n_k - 1, 1)), 1e-30)
+    gam0 = model_b.gamma([0.0], 0.0, 0.0)[0]
     norm0 = np.sum(np.abs(gam0) ** 2, axis=1) + 1e-9
-    proj0 = np.sum(g * np.conj(gam0), axis=1)
+    proj0 = np.sum(g_b * np.conj(gam0), axis=1)
     # the least-squares object holds the noise's projection too (sigma^2 of captured energy at
     # each Q the model reaches): shrunk (one factor, James-Stein) so that its energy is the
     # captured energy less that
@@ -281,35 +388,49 @@ def _refine_aberrations(
     reached = int(np.sum(norm0 > 1e-6 * norm0.max()))
     shrink = math.sqrt(max(c0 - reached * sigma2, 0.0) / max(c0, 1e-30))
     signal0 = ((shrink * proj0 / norm0)[:, None] * gam0).astype(np.complex64)
-    level = np.clip(imgs[pix] + 1.0, 0.0, None)  # intensity / its mean (n_k, ny, nx)
-    sd = np.sqrt(level / np.maximum(level.mean(axis=(1, 2), keepdims=True), 1e-12) * sigma2 / (ny * nx))
-
-    def surrogate():
-        noise = np.fft.fft2(sd * rng.standard_normal(sd.shape)).reshape(n_k, -1).T[sel]
-        return (signal0 + noise).astype(np.complex64)
-
-    null = on_grid(0.0, 0.0, [(surrogate(), None) for _ in range(surrogates)])
-    yield "the defocus's standard error"
-    gain = float(energy.max() - energy[n_grid // 2])  # best over the grid vs defocus 0
-    null_gains = null.max(axis=1) - null[:, n_grid // 2]
+    _, sy, sx = sub.shape
+    level = np.clip(sub[pix] + 1.0, 0.0, None)  # intensity / its mean (n_k, sy, sx)
+    sd = np.sqrt(level / np.maximum(level.mean(axis=(1, 2), keepdims=True), 1e-12) * sigma2 / (sy * sx))
+    sets = []
+    for _ in range(surrogates):
+        noise = np.fft.fft2(sd * rng.standard_normal(sd.shape)).reshape(n_k, -1).T[sel_b]
+        sets.append(((signal0 + noise).astype(np.complex64), None))
+        yield "testing the defocus against noise"
+    parts = []
+    for part in model_b.iter_grid(grid, 0.0, 0.0, sets):  # one Gamma per chunk serves every surrogate
+        parts.append(part)
+        yield "testing the defocus against noise"
+    null = np.concatenate(parts, 1)
+    gain = float(energy_b.max() - energy_b[i0])  # best over the grid vs defocus 0
+    null_gains = null.max(axis=1) - null[:, i0]
     # jackknife: the defocus leaving out each group of pixels, the astigmatism held at the fit
     label = rng.permutation(n_k) % groups
     weights = [(label != i).astype(np.float32) for i in range(groups)]
-    per_group = on_grid(x[1], x[2], [(g, w) for w in weights])
-    left_out = []
+    parts = []
+    for part in model.iter_grid(grid, x[1], x[2], [(g, w) for w in weights]):
+        parts.append(part)
+        yield "the defocus's standard error"
+    per_group = np.concatenate(parts, 1)
+    left_out, at_edge = [], int(np.argmax(energy)) in (0, n_grid - 1)
     for w, e in zip(weights, per_group, strict=True):
         i = int(np.argmax(e))
+        at_edge = at_edge or i in (0, n_grid - 1)
         lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, n_grid - 1)]
-        res = minimize_scalar(lambda d, w=w: score(np.array([d, x[1], x[2]]), w), bounds=(lo, hi), method="bounded",
-                              options=dict(xatol=0.5))  # fmt: skip
+        res = minimize_scalar(lambda d, w=w: model.score(np.array([d, x[1], x[2]]), g, w), bounds=(lo, hi),
+                              method="bounded", options=dict(xatol=0.5))  # fmt: skip
         left_out.append(float(res.x))
+        yield "the defocus's standard error"
     # the grid's edge holds the best defocus of the data or of a left-out group: the fit is outside
     # the range searched (a planted 500 A read 393 A with every left-out fit at the edge, SE 0)
-    at_edge = bool(
-        int(np.argmax(energy)) in (0, n_grid - 1) or any(int(np.argmax(e)) in (0, n_grid - 1) for e in per_group)
+    stats = _fit_confidence(
+        float(x[0]), np.array(left_out), gain, null_gains, at_edge=at_edge, reach_A=reach, trusted_A=trusted
     )
-    stats = _fit_confidence(float(x[0]), np.array(left_out), gain, null_gains, at_edge=at_edge, reach_A=reach)
-    stats["noise_variance"] = sigma2
+    stats.update(
+        noise_variance=sigma2,
+        rotation_deg=rotation_used,
+        rotations_tried_deg=[float(r) for r in rotations_deg],
+        bootstrap_scan=[int(by), int(bx)],
+    )
     return float(x[0]), float(np.hypot(x[1], x[2])), 0.5 * math.degrees(math.atan2(x[2], x[1])), stats
 
 
@@ -329,6 +450,7 @@ def _fit_confidence(
     at_edge: bool = False,
     reach_A: float = math.inf,
     se_floor_A: float = 0.5,
+    trusted_A: float = math.inf,
 ) -> dict:
     """Whether a fitted defocus is distinguishable from 0.
 
@@ -344,8 +466,10 @@ def _fit_confidence(
       ``p = (1 + #{null >= gain}) / (1 + n_null) <= alpha``.
 
     Not confident either when the best defocus of the data or of a left-out group lies on the
-    searched grid's edge (``at_edge``: the true defocus may be beyond ``reach_A``), or when the
-    fit is more than ``z`` standard errors from the left-out fits' mean (they disagree with it).
+    searched grid's edge (``at_edge``: the true defocus may be beyond ``reach_A``), when the
+    fit is more than ``z`` standard errors from the left-out fits' mean (they disagree with it),
+    or when ``|defocus|`` exceeds ``trusted_A`` (:func:`_trusted_defocus_A`: the probe is so wide
+    that most BF pixels' images are shifted by more than half the scanned field).
     The standard error is floored at ``se_floor_A``, the left-out fits' tolerance (left-out fits
     that agree within it gave SE 0 and z infinite).
 
@@ -359,6 +483,20 @@ def _fit_confidence(
     p = float((1 + np.sum(null_gains >= gain)) / (1 + len(null_gains)))
     zscore = float(abs(defocus_A) / se)
     consistent = abs(defocus_A - float(left_out_A.mean())) <= z * se
+    within = abs(defocus_A) <= trusted_A
+    reasons = []
+    if zscore < z:
+        reasons.append(f"|defocus| < {z:g} standard errors (z {zscore:.1f})")
+    if p > alpha:
+        reasons.append(f"bootstrap p {p:.2f} > {alpha:g}")
+    if not consistent:
+        reasons.append("the fit disagrees with its left-out fits")
+    if at_edge:
+        reasons.append(f"the best defocus is at the searched grid's edge ({reach_A:.0f} A)")
+    if not within:
+        reasons.append(
+            f"|defocus| beyond {trusted_A:.0f} A, where the probe is wider than the scanned field can measure"
+        )
     return dict(
         defocus_se_A=se,
         z=zscore,
@@ -369,7 +507,10 @@ def _fit_confidence(
         at_grid_edge=at_edge,
         grid_reach_A=float(reach_A),
         consistent_with_left_out=bool(consistent),
-        confident=bool(zscore >= z and p <= alpha and consistent and not at_edge),
+        trusted_defocus_A=float(trusted_A),
+        within_trusted_range=bool(within),
+        confident=bool(zscore >= z and p <= alpha and consistent and not at_edge and within),
+        reason="; ".join(reasons),
         z_threshold=z,
         alpha=alpha,
     )
@@ -493,16 +634,23 @@ def iter_parallax(
     lam = probe.wavelength_A
     m, c, rms, r2 = _fit_aberrations(d_det, k, lam)
     defocus, astig, angle, theta = _decompose(m)
-    shift_fit = dict(defocus_A=float(defocus), astig_A=float(astig), astig_angle_deg=float(angle), r2=r2)
+    shift_fit = dict(
+        defocus_A=float(defocus), astig_A=float(astig), astig_angle_deg=float(angle), r2=r2,
+        rotation_residual_deg=float(theta),
+    )  # fmt: skip
     conf: dict = {}
     if refine:
-        # with the rotation the shift field shows (calibration + residual)
-        refining = _refine_aberrations(imgs, geo, probe, k, defocus, astig, angle, geo.rotation_deg + theta)
+        # at the calibration's rotation and at the one the shift field shows (calibration +
+        # residual): at low dose the latter is noise, the transfer fit keeps the better
+        rotations = [geo.rotation_deg] + ([geo.rotation_deg + theta] if abs(theta) > 0.5 else [])
+        refining = _refine_aberrations(imgs, geo, probe, k, defocus, astig, angle, rotations)
         while True:
             try:
                 stage = next(refining)
             except StopIteration as done:
                 defocus, astig, angle, conf = done.value
+                # the rotation the transfer fit kept (0 residual when the calibration's won)
+                theta = conf["rotation_deg"] - geo.rotation_deg
                 break
             yield Progress(iterations, total, f"refining the aberrations: {stage}")
     if use_fitted_shifts:
@@ -542,8 +690,7 @@ def iter_parallax(
         yield Progress(
             total,
             total,
-            f"parallax: defocus {defocus:.1f} +- {se:.1f} A is not distinguishable from 0 "
-            f"(z {conf['z']:.1f}, bootstrap p {conf['p_value']:.2f})",
+            f"parallax: defocus {defocus:.1f} +- {se:.1f} A is not trusted ({conf['reason']})",
         )
     img_cal = Calibration(scan_step=(geo.step_A[0] / upsample, geo.step_A[1] / upsample), scan_units="A")
     return ParallaxResult(

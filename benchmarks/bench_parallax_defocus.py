@@ -1,0 +1,149 @@
+"""Parallax defocus: this code next to another revision (default ``main``) on the same patterns.
+
+Data: the thin-object forward model (``analysis.phase.forward``) on the 16 x 16 scan of the
+ptychography tests (300 kV, 20 mrad, 0.5 A step: an 8 A field, 48 px detector, 0.25 rad per atom),
+planted defocus 0 / 50 / 100 / 200 A at noise-free, 1e4 and 1e3 e/A^2, noise and atoms drawn by
+``--seeds``. ``--wide`` adds the probe-wider-than-the-field cases (32 x 32 at 0.5 A, a 16 A field;
+planted +-800 and 1200 A, and 500 A). Each case's patterns are written once and both revisions
+fit them (the other revision's ``src`` exported by ``git archive`` and run in a subprocess), so
+the two columns are the same data. Reported: the fitted defocus, its standard error, the gate
+(``defocus_confident``), and the counts within 1 nm (10 A) of the planted defocus.
+
+    PYTHONPATH=src python benchmarks/bench_parallax_defocus.py --seeds 11,12,13 [--rev main] [--wide]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+FIT = r"""
+import json, sys, time
+import numpy as np
+from napari_4dstem import DataCube
+from napari_4dstem.analysis.phase.parallax import parallax
+from napari_4dstem.data.calibration import Calibration
+
+folder = sys.argv[1]
+cases = json.load(open(folder + "/cases.json"))
+out = []
+for c in cases:
+    z = np.load(folder + "/" + c["file"])
+    cal = Calibration(**json.loads(str(z["cal"])))
+    t = time.perf_counter()
+    r = parallax(DataCube(z["data"], cal))
+    conf = r.image.params["fit"].get("confidence", {})
+    out.append(dict(defocus_A=r.defocus_A, se_A=r.defocus_se_A, on=bool(r.defocus_confident),
+                    astig_A=r.astig_A, rotation_deg=r.rotation_residual_deg, reason=conf.get("reason", ""),
+                    s=time.perf_counter() - t))
+json.dump(out, open(sys.argv[2], "w"))
+"""
+
+
+def make_cases(seeds, wide: bool, folder: Path) -> list[dict]:
+    from napari_4dstem.analysis.phase.forward import simulate_phase_dataset
+
+    cases = []
+    grid = [(16, 48, d, dose) for d in (0.0, 50.0, 100.0, 200.0) for dose in (None, 1e4, 1e3)]
+    if wide:
+        grid += [(32, 64, d, None) for d in (500.0, 800.0, -800.0, 1200.0)]
+    for scan, det, d, dose in grid:
+        for seed in seeds:
+            s = simulate_phase_dataset(
+                scan_shape=(scan, scan), detector_px=det, step_A=0.5, defocus_A=d, seed=seed, dose_e_per_A2=dose
+            )
+            cal = s.datacube.calibration
+            calj = dict(
+                scan_step=list(cal.scan_step), scan_units=cal.scan_units, k_pixel_size=cal.k_pixel_size,
+                k_units=cal.k_units, beam_energy_kev=cal.beam_energy_kev,
+                convergence_semiangle_mrad=cal.convergence_semiangle_mrad, origin_px=list(cal.origin_px),
+                rotation_deg=cal.rotation_deg,
+            )  # fmt: skip
+            name = f"case{len(cases)}.npz"
+            np.savez(folder / name, data=np.asarray(s.datacube.data), cal=json.dumps(calj))
+            cases.append(dict(file=name, scan=scan, defocus=d, dose=dose, seed=seed))
+    (folder / "cases.json").write_text(json.dumps(cases))
+    return cases
+
+
+def fit(src: str, folder: Path, tag: str) -> list[dict]:
+    env = dict(os.environ, PYTHONPATH=src)
+    (folder / "fit.py").write_text(FIT)
+    r = subprocess.run([sys.executable, str(folder / "fit.py"), str(folder), str(folder / f"{tag}.json")], env=env,
+                       capture_output=True, text=True)  # fmt: skip
+    if r.returncode:
+        raise RuntimeError(r.stderr[-3000:])
+    return json.loads((folder / f"{tag}.json").read_text())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="11,12,13")
+    ap.add_argument("--rev", default="main", help="the revision to compare with (git archive of its src)")
+    ap.add_argument("--wide", action="store_true", help="add the probe-wider-than-the-field cases")
+    args = ap.parse_args()
+    seeds = [int(v) for v in args.seeds.split(",")]
+    here = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        cases = make_cases(seeds, args.wide, folder)
+        old = folder / "old"
+        old.mkdir()
+        arch = subprocess.run(["git", "-C", str(here), "archive", args.rev, "src"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(old)], input=arch.stdout, check=True)
+        t = time.perf_counter()
+        before = fit(str(old / "src"), folder, "before")
+        t_before = time.perf_counter() - t
+        t = time.perf_counter()
+        after = fit(str(here / "src"), folder, "after")
+        t_after = time.perf_counter() - t
+    print(f"parallax defocus, {args.rev} (before) vs this tree (after); seeds {seeds}; load {os.getloadavg()[0]:.1f}")
+    print(f"{'scan':>4s} {'planted':>7s} {'dose':>8s} {'seed':>4s} | {'before':>22s} | {'after':>22s}")
+
+    def cell(r):
+        return f"{r['defocus_A']:7.1f} +- {r['se_A']:5.1f} {'on ' if r['on'] else 'off'}"
+
+    for c, b, a in zip(cases, before, after, strict=True):
+        dose = "free" if c["dose"] is None else f"{c['dose']:.0e}"
+        print(f"{c['scan']:4d} {c['defocus']:7.0f} {dose:>8s} {c['seed']:4d} | {cell(b)} | {cell(a)}  {a['reason']}")
+    print("\ncounts (before -> after): within 1 nm of the planted defocus (all; gated on); in focus gated off")
+    for dose in (None, 1e4, 1e3):
+        sel = [i for i, c in enumerate(cases) if c["dose"] == dose and c["scan"] == 16]
+        if not sel:
+            continue
+        defo = [i for i in sel if cases[i]["defocus"] != 0]
+        focus = [i for i in sel if cases[i]["defocus"] == 0]
+
+        def counts(res, defo=defo, focus=focus):
+            near = [i for i in defo if abs(res[i]["defocus_A"] - cases[i]["defocus"]) <= 10.0]
+            on = [i for i in defo if res[i]["on"]]
+            off = [i for i in focus if not res[i]["on"]]
+            return len(near), len([i for i in near if res[i]["on"]]), len(on), len(off)
+
+        nb, ob, gb, fb = counts(before)
+        na, oa, ga, fa = counts(after)
+        label = "noise-free" if dose is None else f"{dose:.0e}"
+        print(
+            f"  {label:>10s}: within 1 nm {nb} -> {na} of {len(defo)}; gated on {gb} -> {ga}, of them within 1 nm "
+            f"{ob} -> {oa}; in focus off {fb} -> {fa} of {len(focus)}"
+        )
+    if args.wide:
+        wide = [i for i, c in enumerate(cases) if c["scan"] == 32]
+        wrong_b = sum(before[i]["on"] and abs(before[i]["defocus_A"] - cases[i]["defocus"]) > 10 for i in wide)
+        wrong_a = sum(after[i]["on"] and abs(after[i]["defocus_A"] - cases[i]["defocus"]) > 10 for i in wide)
+        print(f"  16 A field, 500 / +-800 / 1200 A: gated on, > 1 nm off {wrong_b} -> {wrong_a} of {len(wide)}")
+    n = len(cases)
+    print(f"time per fit (the whole parallax): before {t_before / n:.2f} s, after {t_after / n:.2f} s (incl. import)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
