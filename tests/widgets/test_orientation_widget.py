@@ -348,3 +348,31 @@ def test_intensity_power_choice_reaches_the_params(viewers, qtbot, stall_detecto
     w.intensity_power.setCurrentIndex(w.intensity_power.findData(0.5))
     assert w.acom_params().intensity_power == 0.5
     assert "intensity_power=0.5" in w.acom_params().script()
+
+
+def test_check_overlay_of_a_match_with_no_reflection_in_range(monkeypatch):
+    """A valid match whose kinematic pattern has no reflection within k_max: the dock says so
+    (the UX audit saw ``ValueError: zero-size array to reduction operation maximum``)."""
+    from types import SimpleNamespace
+
+    from napari_4dstem.analysis.acom import plan as plan_mod
+    from napari_4dstem.analysis.crystal.structure import KinematicPattern
+    from napari_4dstem.data.calibration import Calibration
+    from napari_4dstem.widgets import orientation
+
+    empty = KinematicPattern(np.zeros((0, 3)), np.zeros((0, 3), int), np.zeros(0), np.zeros(0))
+    crystal = SimpleNamespace(kinematic_pattern=lambda *a, **k: empty)
+    res = SimpleNamespace(
+        valid=np.ones((1, 1), bool),
+        crystals=[crystal],
+        phase=np.zeros((1, 1, 1), int),
+        orientation=np.eye(3)[None, None, None],
+    )
+    check = SimpleNamespace(result=res, origin_px=(32.0, 32.0))
+    monkeypatch.setattr(orientation, "match_lines", lambda check, min_peaks: ["pattern (0, 0): 7 peaks"])
+    monkeypatch.setattr(plan_mod, "gaussian_width_inv_A", lambda plan: 0.01)
+    plans = [SimpleNamespace(params={"energy_kev": 300.0, "k_max_inv_A": 0.1})]
+    spots, text = orientation.check_overlay(check, plans, Calibration(), 5)
+    assert spots is None
+    assert text.startswith("pattern (0, 0): 7 peaks")
+    assert "no reflection within k_max" in text

@@ -111,6 +111,8 @@ def check_overlay(check: PatternCheck, plans, cal: Calibration, min_peaks: int):
         k_max_inv_A=plan.params["k_max_inv_A"],
         excitation_width_inv_A=gaussian_width_inv_A(plan),
     )
+    if pat.intensity.size == 0:  # e.g. far off any zone at a small k_max (UX audit: a raw numpy error)
+        return None, f"{text}\n(the best match has no reflection within k_max: no template spots to draw)"
     yx = pat.detector_px(origin_px=check.origin_px, k_pixel_size_inv_A=cal.k_pixel_size_in("1/A"))
     rel = pat.intensity / max(float(pat.intensity.max()), 1e-300)
     return (yx, [_hkl_label(h) for h in pat.hkl], rel), text
