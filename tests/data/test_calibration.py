@@ -72,3 +72,20 @@ def test_scan_step_nm():
     assert Calibration(scan_step=(5, 5), scan_units="A").scan_step_nm() == (0.5, 0.5)
     assert Calibration().scan_step_nm() is None
     assert math.isclose(Calibration(scan_step=(1, 2), scan_units="um").scan_step_nm()[1], 2000)
+
+
+def test_napari_unit_keeps_inverse_lengths_plain():
+    """pint writes "1/nm" with compact prefixes ("750 1/µm" on the Result pane's FFT scale bar);
+    the plain inverse units read as given."""
+    pint = pytest.importorskip("pint")
+    from napari_4dstem.data.calibration import napari_unit
+
+    reg = pint.get_application_registry()
+    assert f"{(0.75 * reg('1/nm')).to_compact():g~#P}" != "0.75 nm⁻¹"  # the defect
+    assert napari_unit("1/nm") == "inverse_nanometer"
+    assert f"{(0.75 * reg(napari_unit('1/nm'))).to_compact():g~#P}" == "0.75 nm⁻¹"
+    assert f"{(0.2 * reg(napari_unit('1/um'))).to_compact():g~#P}" == "0.2 µm⁻¹"
+    assert napari_unit("1/A") == "inverse_angstrom"
+    assert napari_unit("nm") == "nanometer"
+    assert napari_unit("px") == "pixel"
+    assert napari_unit(None) is None

@@ -33,6 +33,8 @@ def test_result_pane_follows_the_virtual_image_and_the_scan(make_napari_viewer, 
         )
     cube = main.layers["strained_crystal"]
     assert p.model.layers[LAYER].scale[0] == pytest.approx(1 / (cube.data.shape[0] * cube.scale[0]))
+    # the FFT's axes in nm⁻¹ as a plain unit: its scale bar read "750 1/µm" (UX audit, session 12)
+    assert str(p.model.layers[LAYER].units[0]) == "inverse_nanometer"
     # EWPC of the pattern at the scan position, in Angstrom; follows the scan
     p.mode.setCurrentIndex(1)
     main.dims.set_point(0, 5 * cube.scale[0])

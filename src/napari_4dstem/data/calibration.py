@@ -78,12 +78,17 @@ _NAPARI_UNITS = {
     "1/A": "inverse_angstrom",
     "mrad": "milliradian",
 }
+# spatial frequencies of a real-space map (the Result pane's FFT), plain numbers for the same
+# reason as Å⁻¹: "1/nm" read "750 1/µm" on the FFT's scale bar (UX audit, session 12)
+_INVERSE_LENGTHS = {"1/A": "inverse_angstrom", "1/nm": "inverse_nanometer", "1/um": "inverse_micrometer"}
 _FROM_NAPARI = {
     "pixel": "px",
     "angstrom": "A",
     "nanometer": "nm",
     "micrometer": "um",
     "inverse_angstrom": "1/A",
+    "inverse_nanometer": "1/nm",
+    "inverse_micrometer": "1/um",
     "1 / angstrom": "1/A",
     "milliradian": "mrad",
 }
@@ -103,9 +108,35 @@ def napari_unit_registry() -> None:
     except ImportError:  # no napari: nobody parses the names
         return
     reg = pint.get_application_registry()
-    if "inverse_angstrom" not in reg:
-        reg.define("inverse_angstrom = 1 = Å⁻¹")
+    for name, symbol in (("inverse_angstrom", "Å⁻¹"), ("inverse_nanometer", "nm⁻¹"), ("inverse_micrometer", "µm⁻¹")):
+        if name not in reg:
+            reg.define(f"{name} = 1 = {symbol}")
     _UNITS_DEFINED = True
+
+
+def napari_unit(unit: str | None) -> str | None:
+    """The name napari (pint) is given for one of our unit names.
+
+    ``"1/nm"`` -> ``inverse_nanometer`` (a plain number, so the scale bar reads "0.5 nm⁻¹", not
+    pint's compact "500 1/µm"), lengths and angles by their pint names; other strings unchanged,
+    None as None.
+
+    Parameters
+    ----------
+    unit : str or None
+        Our unit name (``px``, ``A``, ``nm``, ``um``, ``1/A``, ``1/nm``, ``1/um``, ``mrad``).
+
+    Returns
+    -------
+    str or None
+        The name napari parses.
+    """
+    if unit is None:
+        return None
+    if unit in _INVERSE_LENGTHS:
+        napari_unit_registry()
+        return _INVERSE_LENGTHS[unit]
+    return _NAPARI_UNITS.get(unit, unit)
 
 
 _SCAN_TO_NM = {"A": 0.1, "nm": 1.0, "um": 1000.0}

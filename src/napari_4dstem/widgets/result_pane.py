@@ -233,7 +233,9 @@ class ResultPaneWidget(DockState, QWidget):
         data, scale, unit, what, limits = out
         kw = {"scale": scale}
         if unit is not None:
-            kw["units"] = (unit, unit)
+            from ..data.calibration import napari_unit
+
+            kw["units"] = (napari_unit(unit),) * 2
         same_frame = (
             LAYER in self.model.layers
             and tuple(self.model.layers[LAYER].scale) == tuple(scale)
