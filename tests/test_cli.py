@@ -45,10 +45,10 @@ def test_convert_with_binning(tmp_path, small_cube, capsys):
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
-    np.save(tmp_path / "three.npy", np.zeros((2, 3, 4)))
-    assert main(["info", str(tmp_path / "three.npy")]) == 2
+    np.save(tmp_path / "two.npy", np.zeros((3, 4)))
+    assert main(["info", str(tmp_path / "two.npy")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "three.npy: not a 4D-STEM file" in err
+    assert err.count("\n") == 1 and "two.npy: not a 4D-STEM file" in err
     assert main(["info", str(tmp_path / "none.h5")]) == 2
     assert "none.h5: no such file" in capsys.readouterr().err
     src = emd.write(tmp_path / "a.h5", DataCube(np.zeros((2, 2, 4, 4), np.uint8)))

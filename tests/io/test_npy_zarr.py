@@ -17,11 +17,17 @@ def test_npy_memmap_round_trip(tmp_path, small_cube):
 
 
 def test_npy_bad_input(tmp_path):
-    three = tmp_path / "three.npy"
-    np.save(three, np.zeros((2, 3, 4)))
-    assert not npy.is_npy4d(three)
-    with pytest.raises(FileFormatError, match=r"three.npy: holds a 3D array \(2, 3, 4\)"):
-        npy.read_datacube(three)
+    two = tmp_path / "two.npy"
+    np.save(two, np.zeros((3, 4)))
+    assert not npy.is_npy4d(two)
+    with pytest.raises(FileFormatError, match=r"two.npy: holds a 2D array \(3, 4\)"):
+        npy.read_datacube(two)
+    # a header that cannot be read behind the .npy magic is claimed, so the user learns why
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"\x93NUMPY\x01\x00" + b"\x10\x00{'descr': <<<}   \n")
+    assert npy.is_npy4d(bad)
+    with pytest.raises(FileFormatError, match="bad.npy: not a valid .npy file"):
+        open_datacube(bad)
     full = tmp_path / "full.npy"
     np.save(full, np.zeros((2, 3, 4, 5), np.float32))
     trunc = tmp_path / "trunc.npy"
@@ -37,6 +43,20 @@ def test_npy_bad_input(tmp_path):
     np.save(fort, np.asfortranarray(np.zeros((2, 3, 4, 5))))
     with pytest.raises(FileFormatError, match="Fortran order"):
         npy.read_datacube(fort)
+
+
+def test_a_3d_npy_stack_of_patterns_opens_as_one_scan_line(tmp_path, rng):
+    """(n, k_y, k_x) opens as (1, n, k_y, k_x), zero-copy, for the Scan shape dock to factorise
+    (UX 2; the audit found it refused with napari's generic "refused the file")."""
+    a = rng.integers(0, 1000, (12, 5, 6), dtype=np.uint16)
+    p = tmp_path / "stack.npy"
+    np.save(p, a)
+    assert npy.is_npy4d(p) and detect_format(p).name == "npy"
+    dc = open_datacube(p)
+    assert dc.shape == (1, 12, 5, 6) and isinstance(dc.data, np.memmap)
+    np.testing.assert_array_equal(np.asarray(dc.data[0]), a)
+    r = dc.reshape_scan((3, 4))
+    np.testing.assert_array_equal(np.asarray(r.data[2, 1]), a[2 * 4 + 1])
 
 
 def test_zarr_round_trip_keeps_calibration(tmp_path, small_cube):

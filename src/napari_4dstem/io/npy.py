@@ -69,15 +69,22 @@ def read_header(path: str | os.PathLike, *, check_size: bool = True) -> tuple[tu
 
 @never_raises
 def is_npy4d(path: str | os.PathLike) -> bool:
-    """True for an .npy file whose header declares a 4D numeric array. Never raises.
+    """True for an .npy file of a 4D array or a 3D stack of patterns. Never raises.
 
-    A truncated file is still claimed, so that opening it reports the truncation.
+    A 3D ``(n, k_y, k_x)`` stack opens as one scan line ``(1, n)``, for the Scan shape dock.
+
+    A truncated file, or one that starts with the .npy magic but whose header cannot be read, is
+    still claimed, so that opening it says why (napari's own message names no reason).
     """
-    return len(read_header(path, check_size=False)[0]) == 4
+    try:
+        return len(read_header(path, check_size=False)[0]) in (3, 4)
+    except FileFormatError:
+        with open(path, "rb") as fh:
+            return fh.read(6) == b"\x93NUMPY"
 
 
 def read_datacube(path: str | os.PathLike, *, calibration: Calibration | None = None) -> DataCube:
-    """Open a 4D .npy as a read-only memmap DataCube.
+    """Open a 4D .npy as a read-only memmap DataCube (a 3D stack as ``(1, n, k_y, k_x)``).
 
     Parameters
     ----------
@@ -97,9 +104,13 @@ def read_datacube(path: str | os.PathLike, *, calibration: Calibration | None = 
         As :func:`read_header`, or for an array that is not 4D or is in Fortran order.
     """
     shape, dtype, fortran, offset = read_header(path)
+    if len(shape) == 3:  # a stack of patterns: one scan line, reshaped later (Scan shape dock)
+        shape = (1, *shape)
     if len(shape) != 4:
         raise FileFormatError(
-            path, f"holds a {len(shape)}D array {shape}; a 4D-STEM dataset is 4D (scan_y, scan_x, k_y, k_x)"
+            path,
+            f"holds a {len(shape)}D array {shape}; a 4D-STEM dataset is 4D (scan_y, scan_x, k_y, k_x) "
+            "or a 3D stack of patterns (n, k_y, k_x)",
         )
     if fortran:
         raise FileFormatError(path, "is stored in Fortran order; save it C-ordered (np.ascontiguousarray)")
