@@ -925,7 +925,20 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
         steady_mesh_shaders(self.viewer, layer)  # no shader rebuild at each preset switch
         layer.events.set_data.connect(self._on_shapes_edited)
+        self._bind_layer_keys(layer)
         return layer
+
+    def _bind_layer_keys(self, layer) -> None:
+        """The dock's keys on the detector layer too. napari leaves a new layer active, and the
+        active layer's keys win over the viewer's: on the detector Shapes layer D switched to
+        napari's direct-select mode and R to rectangle drawing instead of moving the detector and
+        resetting (UX audit; also S, I, L). Bound on this layer only: other Shapes keep napari's."""
+        for key, (_what, method, args) in KEYMAP.items():
+
+            def handler(_layer, method=method, args=args):
+                getattr(self, method)(*args)
+
+            layer.bind_key(key, handler, overwrite=True)
 
     # -- detector <-> fields <-> shapes ---------------------------------------------------------
     def set_detector(self, det: Detector, image=None, follow: bool = False) -> None:

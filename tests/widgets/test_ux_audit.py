@@ -130,3 +130,39 @@ def test_a_radius_typed_and_entered_stays(virtual_dock, qtbot):
     qtbot.wait(300)
     assert w.r_out.value() == new
     assert w._last_detector.radius_px == pytest.approx(new)
+
+
+def test_the_dock_keys_work_on_the_detector_layer_napari_leaves_active(virtual_dock, qtbot, stall_detector):
+    """Keys as napari dispatches a key press on the canvas (its keymap handler, not the dock's
+    functions): with the detector Shapes layer active, D moved napari to its direct-select mode and
+    R to rectangle drawing; now they move the detector and reset (UX audit, session 12)."""
+    viewer, w = virtual_dock
+    layer = viewer.layers[DETECTOR_LAYER]
+    assert viewer.layers.selection.active is layer
+    handler = viewer.window._qt_viewer.canvas._key_map_handler
+
+    def press(key):
+        handler.press_key(key)
+        handler.release_key(key)
+        stall_detector.step()
+
+    def settled():
+        qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
+
+    mode = layer.mode
+    det0 = w._last_detector
+    press("D")
+    press("S")
+    settled()
+    assert w._last_detector.center_px == pytest.approx((det0.center_px[0] + 1, det0.center_px[1] + 1))
+    assert layer.mode == mode  # napari's Shapes modes untouched
+    press("R")
+    settled()
+    assert layer.mode == mode
+    assert w._last_detector.center_px == pytest.approx(det0.center_px, abs=0.6)
+    # another Shapes layer keeps napari's own keys
+    with stall_detector.excluded("first layer add"):
+        other = viewer.add_shapes(name="mine")
+    assert viewer.layers.selection.active is other
+    press("R")
+    assert other.mode == "add_rectangle"
