@@ -1166,6 +1166,7 @@ def predict_pattern(
     scale: str | float = "auto",
     target_radius_px: float | None = None,
     max_frame_px: int = 2048,
+    precision: str = "float32",
     **detect: Any,
 ) -> tuple[DiffractionImage, dict[str, np.ndarray]]:
     """One pattern: the predicted image (in the model frame) and its peaks (detector px).
@@ -1173,9 +1174,10 @@ def predict_pattern(
     For previews (the napari widgets): returns the image and ``{"qy", "qx", "intensity",
     "correlation"}`` (peaks as :func:`iter_find_bragg_disks_nn` keeps them; ``detect``: its
     peak keywords ``min_relative``, ``min_absolute``, ``min_spacing_px``, ``edge_px``,
-    ``max_peaks``, so a preview with the run's keywords finds the run's disks). No domain
-    warning here (the preview is called on every pattern shown); ``params["out_of_domain"]``
-    of the image lists the problems.
+    ``max_peaks``, so a preview with the run's keywords finds the run's disks; ``precision``
+    as there, so a bfloat16 run's preview is bfloat16 too). No domain warning here (the
+    preview is called on every pattern shown); ``params["out_of_domain"]`` of the image lists
+    the problems.
     """
     from .registry import load_model
 
@@ -1187,8 +1189,12 @@ def predict_pattern(
         probe = probe_from_patterns(p[None])
     geo, pm = _geometry_for(probe, p.shape, lm, scale, target_radius_px, max_frame_px)
     problems = _domain_check(lm, geo, None, p[None])
+    prec = _precision(precision, pick_device(detect.get("device")))
+    net = lm.module
+    if prec == "bfloat16" and int(mc_samples) <= 1:
+        net = _inference_copy(lm.module, precision=prec)
     peaks, count, img, std = detect_in_stack_nn(
-        p[None], lm.module, geo, pm, mc_samples=mc_samples, min_significance=min_significance, **detect
+        p[None], net, geo, pm, mc_samples=mc_samples, min_significance=min_significance, **detect
     )
     k = int(count[0])
     im = DiffractionImage(
@@ -1204,6 +1210,7 @@ def predict_pattern(
             # frame pixel (i, j) lies at detector px origin + (i, j) * step
             "frame_origin_px": [float(v) for v in geo.to_detector(np.zeros(2))],
             "frame_step_px": 1.0 / geo.model_px_per_detector_px,
+            "precision": prec if int(mc_samples) <= 1 else "float32",
         },
     )
     res = {"qy": peaks[0, :k, 0], "qx": peaks[0, :k, 1], "intensity": peaks[0, :k, 2], "correlation": peaks[0, :k, 3]}
