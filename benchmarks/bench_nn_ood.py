@@ -357,17 +357,55 @@ def session12_proxy_scans(scan: tuple[int, int]):
             )
 
 
+def _planted(sc):
+    """The scan with the planted zero-strain block as its strain reference."""
+    import dataclasses
+
+    from napari_4dstem.nn.synthetic import planted_reference
+
+    return dataclasses.replace(sc, reference=planted_reference(sc.strain.data.shape[:2]))
+
+
+def refine_compare(scans, label: str) -> dict:
+    """Session 12 step 3: the NN peaks' sub-pixel refinement on the predicted image, the 3-point
+    Gaussian per axis (default) vs the 2D Gaussian with its cross term
+    (``nn.infer.refine_gaussian_2d``), with correlation, on the same patterns."""
+    from unittest import mock
+
+    from napari_4dstem.nn import infer
+    from napari_4dstem.nn.evaluate import compare_on_scan
+    from napari_4dstem.nn.registry import DEFAULT_MODEL, load_model
+
+    lm = load_model(DEFAULT_MODEL)
+    out = {}
+    for key, sc in scans:
+        r = compare_on_scan(sc, models={"NN 3-point": lm}, nn_options={"NN 3-point": {"precision": "float32"}})
+        with mock.patch.object(infer, "PEAK_REFINE", "gaussian2d"):
+            r2 = compare_on_scan(sc, models={"NN 2D": lm}, nn_options={"NN 2D": {"precision": "float32"}})
+        r["NN 2D"] = r2["NN 2D"]
+        c = r["correlation"]["strain_rmse"]
+        for name in ("correlation", "NN 3-point", "NN 2D"):
+            v = r[name]
+            print(
+                f"| {label} | {key} | {name} | {v['recall_1px']:.3f} | {v['position_rmse_px']:.3f} | "
+                f"{v['strain_rmse']:.2e} | {v['strain_rmse'] / c:.3f}x |",
+                flush=True,
+            )
+        out[key] = r
+    return out
+
+
 RADII = ((3.0, 96), (5.0, 144), (9.0, 256), (14.0, 384), (20.0, 512))
 DOSE_PER_DISK = 1.2e4  # e in the central disk (the proxy test's 60 e/px at 8 px)
 
 
-def radii_scans(scan: tuple[int, int]):
+def radii_scans(scan: tuple[int, int], radii=RADII, thicknesses=(5.0, 40.0)):
     import math
 
     from napari_4dstem.nn.synthetic import make_thick_strained_scan
 
-    for r, n in RADII:
-        for t in (5.0, 40.0):
+    for r, n in radii:
+        for t in thicknesses:
             yield (
                 f"hex r={r:g} px, {n} px, {t:g} nm",
                 make_thick_strained_scan(
@@ -386,9 +424,10 @@ def radii_scans(scan: tuple[int, int]):
 
 def speed(repeats: int = 3, scan: tuple[int, int] = (8, 8), threads: tuple[int, ...] = (2, 1)) -> None:
     """Patterns/s on 256x256 patterns with 8 px disks (the issue's case), interleaved, median of
-    ``repeats``, at each torch thread count of ``threads``: the default NN path (float32), the
-    same in bfloat16 (``precision="bfloat16"``), the session-9 NN path (the module itself with
-    channels-last weights, 8 patterns per pass at this frame), the old fixed 2x binning and
+    ``repeats``, at each torch thread count of ``threads``: the default NN path (bfloat16 since
+    session 12, where the CPU has it), the same in float32 (``precision="float32"``), the
+    session-9 NN path (the module itself with channels-last weights, 8 patterns per pass at
+    this frame), the old fixed 2x binning and
     correlation. Set ``NN_SESSION10_TWIN=path/to/_fastnet.py`` (a copy of the session-10
     ``nn/_fastnet.py``, e.g. ``git show 0bd5822:src/napari_4dstem/nn/_fastnet.py``) to time the
     session-10 twin (32 a pass) in the same run."""
@@ -414,15 +453,16 @@ def speed(repeats: int = 3, scan: tuple[int, int] = (8, 8), threads: tuple[int, 
     lm = load_model(None)
 
     def session9():
-        def copy9(module, *, mc_dropout=False, precision="float32"):
+        def copy9(module, *, mc_dropout=False, precision="float32"):  # float32 whatever is asked
             return copy.deepcopy(module).to(memory_format=torch.channels_last)
 
         with mock.patch.object(infer, "_inference_copy", copy9):
             return find_bragg_disks_nn(data, probe=sc.probe, model=lm, batch_size=8)
 
+    prec = find_bragg_disks_nn(data[:1, :1], probe=sc.probe, model=lm).params["precision"]
     runs = {
-        "NN, default (float32)": lambda: find_bragg_disks_nn(data, probe=sc.probe, model=lm),
-        "NN, bfloat16": lambda: find_bragg_disks_nn(data, probe=sc.probe, model=lm, precision="bfloat16"),
+        f"NN, default ({prec}; bfloat16 since session 12)": lambda: find_bragg_disks_nn(data, probe=sc.probe, model=lm),
+        "NN, float32": lambda: find_bragg_disks_nn(data, probe=sc.probe, model=lm, precision="float32"),
         "NN, session-9 path": session9,
     }
     old = os.environ.get("NN_SESSION10_TWIN")
@@ -469,7 +509,27 @@ def main(argv=None) -> int:
     from napari_4dstem.nn.synthetic import planted_reference
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", action="append", choices=("multislice", "radii", "speed", "finetune", "session10"))
+    ap.add_argument(
+        "--part",
+        action="append",
+        choices=(
+            "multislice",
+            "radii",
+            "speed",
+            "finetune",
+            "session10",
+            "session12",
+            "refine-tune",
+            "refine-held-out",
+        ),
+    )
+    ap.add_argument(
+        "--gan-scan",
+        nargs=2,
+        type=int,
+        action="append",
+        help="session12: GaN scan shapes (default 4 4; each simulated or read from --cache)",
+    )
     ap.add_argument("--tune-scan", nargs=2, type=int, default=(6, 6), help="thin TiO2 scan to fine-tune on")
     ap.add_argument("--held-out-scan", nargs=2, type=int, default=(4, 4), help="held-out TiO2 scans")
     ap.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs")
@@ -488,7 +548,7 @@ def main(argv=None) -> int:
         if not a.no_bin:
             models[f"{m} (bin)"] = lm
             opts[f"{m} (bin)"] = {"scale": "bin"}
-    scans = []
+    scans, refined = [], {}
     for part in a.part or ("radii", "multislice"):
         if part == "finetune":
             if a.cache is None:
@@ -505,6 +565,33 @@ def main(argv=None) -> int:
                     scans.append(
                         (f"{'TiO2 seed 71' if kind == 'tio2' else 'GaAs [110]'} {t / 10:g} nm", sc, models, {})
                     )
+        elif part == "session12":
+            # float32 and bfloat16 named explicitly (whatever the default), correlation in the run
+            lm = load_model(DEFAULT_MODEL)
+            m12 = {"NN float32": lm, "NN bfloat16": lm}
+            o12 = {"NN float32": {"precision": "float32"}, "NN bfloat16": {"precision": "bfloat16"}}
+            for shape in a.gan_scan or [(4, 4)]:
+                for t, sc in zip((80.0, 400.0), session12_scans(tuple(shape), a.cache)):
+                    scans.append((f"GaN [0001] {shape[0]}x{shape[1]} {t / 10:g} nm", sc, m12, o12))
+            scans += [(k, sc, m12, o12) for k, sc in session12_proxy_scans(tuple(a.radii_scan))]
+        elif part == "refine-tune":
+            # tuning thick scans for step 3: the seed-17 multislice fixture's 30 nm Si and Au
+            # (training-like) and the radii part's seed-41 proxy at 40 nm, r 5 and 9 px
+            from napari_4dstem.nn.evaluate import load_scans
+
+            fx, _ = load_scans(Path(__file__).resolve().parents[1] / "tests/nn/fixtures/multislice_seed17.npz")
+            tune = [("fixture Si 30 nm", fx[0]), ("fixture Au 30 nm", fx[2])]
+            tune += list(radii_scans(tuple(a.radii_scan), radii=((5.0, 144), (9.0, 256)), thicknesses=(40.0,)))
+            tune = [(k, _planted(sc)) for k, sc in tune]
+            refined["tuning"] = refine_compare(tune, "tuning")
+        elif part == "refine-held-out":
+            held = []
+            for shape in a.gan_scan or [(4, 4)]:
+                sc = session12_scans(tuple(shape), a.cache)[1]
+                held.append((f"GaN [0001] {shape[0]}x{shape[1]} 40 nm", sc))
+            held += [(k, sc) for k, sc in session12_proxy_scans(tuple(a.radii_scan)) if "40 nm" in k]
+            held = [(k, _planted(sc)) for k, sc in held]
+            refined["held out"] = refine_compare(held, "held out")
         elif part == "speed":
             speed()
         elif part == "multislice":
@@ -542,9 +629,15 @@ def main(argv=None) -> int:
                 print(f"|   | out of domain: {w} |", flush=True)
     print()
     print("\n".join(rows))
+    verdicts = {k: bf16_within_noise(r) for k, r in out.items() if "NN bfloat16" in r and "NN float32" in r}
+    if verdicts:
+        print("\nbfloat16 within noise of float32 (the rule above bf16_within_noise):")
+        for k, bad in verdicts.items():
+            print(f"  {k}: {'yes' if not bad else 'NO: ' + '; '.join(bad)}")
+        print(f"  all scans: {'yes' if not any(verdicts.values()) else 'NO'}")
     if a.json:
         meta = {"models": names, "scan": list(a.scan), "radii_scan": list(a.radii_scan)}
-        a.json.write_text(json.dumps({"meta": meta, "results": out}, indent=1, default=str))
+        a.json.write_text(json.dumps({"meta": meta, "results": out, "refine": refined}, indent=1, default=str))
     return 0
 
 

@@ -108,3 +108,21 @@ def test_preview_runs_in_the_asked_precision():
     assert not np.array_equal(img32.data, img16.data)  # bfloat16 did run
     assert np.abs(img32.data - img16.data).max() <= 0.05 * np.abs(img32.data).max()
     assert len(rows32) == len(rows16)
+
+
+def test_bfloat16_is_the_default_where_the_cpu_has_it_else_float32(monkeypatch):
+    """Session 12 made bfloat16 the default (held-out strain and recall within the rule fixed
+    beforehand, docs/nn.md); a CPU without native bfloat16 runs float32 and says so."""
+    pytest.importorskip("torch")
+    from napari_4dstem.nn import infer
+    from napari_4dstem.simulation.samples import make_strained_crystal
+
+    assert DEFAULT_PRECISION == "bfloat16" and NNDiskParams().precision == "bfloat16"
+    s = make_strained_crystal(scan_shape=(1, 2))
+
+    def ran(**kw):
+        return infer.find_bragg_disks_nn(s.datacube, probe=s.probe, check_domain=False, **kw).params["precision"]
+
+    assert ran() == ("bfloat16" if infer.native_bfloat16() else "float32")
+    monkeypatch.setattr(infer, "native_bfloat16", lambda: False)
+    assert ran(precision="bfloat16") == ran(precision="auto") == ran() == "float32"
