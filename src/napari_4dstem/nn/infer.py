@@ -872,7 +872,9 @@ def detect_in_stack_nn(
     return out, count, img, std
 
 
-PEAK_REFINE = "gaussian"  # "gaussian": the 3-point fit per axis; "gaussian2d": refine_gaussian_2d
+# "gaussian": the 3-point fit per axis (default); "gaussian2d": refine_gaussian_2d, tried in
+# session 12 for the thick target and measured no better (worse on Si 30 nm, GaN 40 nm; docs/nn.md)
+PEAK_REFINE = "gaussian"
 
 # least-squares quadratic in (dy, dx) through the 3x3 neighbourhood: coefficients of
 # (1, dy, dx, dy^2, dx^2, dy dx) from the 9 log values (row-major), one pseudo-inverse for all
