@@ -181,8 +181,23 @@ def add_infer(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=v.positive_int, default=32)
     p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
+    precision_arg(p)
     analysis_args(p)
     return p
+
+
+def precision_arg(p: argparse.ArgumentParser) -> None:
+    """``--precision float32|bfloat16``: the network's CPU arithmetic (NNDiskParams.precision);
+    left out, None (the NNDiskParams default)."""
+    from .nn.precision import DEFAULT_PRECISION, PRECISIONS
+
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="the network's arithmetic on the CPU: bfloat16 runs about 1.6-2.3x faster on CPUs "
+        "with native bfloat16 and moves disks by hundredths of a pixel; float32 is exact "
+        f"(default {DEFAULT_PRECISION}; CUDA and MC dropout always run float32)",
+    )
 
 
 def run_infer(args) -> int:
@@ -206,6 +221,7 @@ def run_infer(args) -> int:
         min_significance=None if args.min_significance < 0 else args.min_significance,
         batch_size=args.batch_size,
         scale=scale,
+        **({} if args.precision is None else {"precision": args.precision}),
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", OutOfDomainWarning)

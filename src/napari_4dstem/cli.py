@@ -35,6 +35,7 @@ from ._cli_nn import (
     add_infer,
     add_models,
     add_train,
+    precision_arg,
     run_finetune,
     run_infer,
     run_models,
@@ -477,6 +478,7 @@ def _nn_params(args):
         "min_spacing_px": args.min_spacing,
         "edge_px": args.edge,
         "max_peaks": args.max_peaks,
+        "precision": getattr(args, "precision", None),
     }
     kw = {k: v for k, v in kw.items() if v is not None}
     if args.min_significance is not None:
@@ -558,6 +560,7 @@ def _nn_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--model", help="with --method nn: registry name[@version] or model file (default bundled)")
     p.add_argument("--mc-samples", type=int, help="with --method nn: Monte-Carlo dropout passes")
+    precision_arg(p)  # with --method nn
 
 
 def add_strain(sub) -> argparse.ArgumentParser:

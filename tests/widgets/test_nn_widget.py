@@ -230,3 +230,33 @@ def test_disks_corrected_by_hand_become_fine_tuning_labels(
     assert "1 corrected by hand" in w.status.text()
     w.clear_labels_btn.click()
     assert not w.corrections and "no hand-corrected" in w.labels_info.text()
+
+
+def test_precision_combo_sets_the_runs_precision(make_napari_viewer, qtbot, stall_detector, monkeypatch):
+    """Session 12: the dock's precision choice reaches NNDiskParams, the preview and the saved
+    dock state; its tooltip says what it trades."""
+    from napari_4dstem.nn.precision import DEFAULT_PRECISION, PRECISIONS
+    from napari_4dstem.widgets import nn as nn_dock
+
+    _main, _results, _s, w = _calibrated_sample_in_the_dock(make_napari_viewer, qtbot, stall_detector)
+    assert [w.precision.itemText(i) for i in range(w.precision.count())] == list(PRECISIONS)
+    assert w.precision.currentText() == DEFAULT_PRECISION == w.nn_params().precision
+    tip = w.precision.toolTip()
+    assert "bfloat16" in tip and "faster" in tip and "pixel" in tip
+    w.precision.setCurrentText("bfloat16")
+    assert w.nn_params().precision == "bfloat16"
+    seen = []
+    real = nn_dock._preview_job
+
+    def spy(dc, pos, probe, params, cal):
+        seen.append(params.precision)
+        return real(dc, pos, probe, params, cal)
+
+    monkeypatch.setattr(nn_dock, "_preview_job", spy)
+    w.preview()
+    qtbot.waitUntil(lambda: w.last_preview is not None, timeout=60000)
+    assert seen == ["bfloat16"] and len(w.last_preview) >= 5
+    state = w.dock_state()
+    assert state["form"]["precision"] == "bfloat16"
+    w.precision.setCurrentText("float32")
+    assert w.restore_state(state) == [] and w.nn_params().precision == "bfloat16"

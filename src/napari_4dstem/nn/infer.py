@@ -20,6 +20,7 @@ import numpy as np
 from ..data.results import BraggPeaks, DiffractionImage
 from ..engine.jobs import Job, eager
 from ..errors import DataShapeError, Napari4DSTEMError
+from .precision import DEFAULT_PRECISION
 
 __all__ = [
     "DEFAULT_TARGET_RADIUS_PX",
@@ -848,6 +849,8 @@ def detect_in_stack_nn(
     # a Gaussian fit can only move within the 3x3 neighbourhood
     bad = ~(np.abs(yx - table.yx) <= 1.0)
     yx = np.where(bad, table.yx, yx)
+    if PEAK_REFINE == "gaussian2d":
+        yx = refine_gaussian_2d(pos, table, yx)
     out = np.full((x.shape[0], int(max_peaks), _N_FIELDS), np.nan)
     det = geo.to_detector(yx)
     out[..., 0:2] = det
@@ -867,6 +870,64 @@ def detect_in_stack_nn(
         out[..., 2] = np.clip(sz[..., 0], 0.0, None)
         out, count = keep_significant(out, count, sz[..., 1], min_significance)
     return out, count, img, std
+
+
+# "gaussian": the 3-point fit per axis (default); "gaussian2d": refine_gaussian_2d, tried in
+# session 12 for the thick target and measured no better (worse on Si 30 nm, GaN 40 nm; docs/nn.md)
+PEAK_REFINE = "gaussian"
+
+# least-squares quadratic in (dy, dx) through the 3x3 neighbourhood: coefficients of
+# (1, dy, dx, dy^2, dx^2, dy dx) from the 9 log values (row-major), one pseudo-inverse for all
+_D = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)], float)
+_QUAD_PINV = np.linalg.pinv(
+    np.stack([np.ones(9), _D[:, 0], _D[:, 1], _D[:, 0] ** 2, _D[:, 1] ** 2, _D[:, 0] * _D[:, 1]], 1)
+)
+
+
+def refine_gaussian_2d(images: np.ndarray, table, fallback: np.ndarray) -> np.ndarray:
+    """Sub-pixel peak centres from a 2D Gaussian through the 3x3 neighbourhood, cross term included.
+
+    A quadratic in ``log`` of the image, fitted by least squares to the nine pixels.
+
+    The 3-point Gaussian per axis takes each axis' maximum along the row and column through the
+    peak pixel: for a peak elongated off the axes (an ellipse turned by an angle) that is not
+    the centre, by ``a_xy / (2 a_yy)`` times the column offset of the pixel. The full quadratic
+    uses the nine pixels and its cross term.
+
+    Parameters
+    ----------
+    images : ndarray ``(n, H, W)``
+        The predicted images (positive).
+    table : PeakTable
+        Their integer peaks.
+    fallback : ndarray ``(n, m, 2)``
+        Where the fit fails (not a maximum, or a shift beyond one pixel): these positions.
+
+    Returns
+    -------
+    ndarray ``(n, m, 2)``
+        The refined positions (model pixels).
+    """
+    n, m = table.value.shape
+    ok = np.isfinite(table.yx[..., 0]) & np.isfinite(table.yx[..., 1])
+    h_, w_ = images.shape[1:]
+    iy = np.clip(np.where(ok, table.yx[..., 0], 1), 1, h_ - 2).astype(np.intp)
+    ix = np.clip(np.where(ok, table.yx[..., 1], 1), 1, w_ - 2).astype(np.intp)
+    b = np.broadcast_to(np.arange(n)[:, None], (n, m))
+    lg = np.log(np.clip(images, 1e-6, None))
+    vals = np.stack([lg[b, iy + int(dy), ix + int(dx)] for dy, dx in _D], -1)  # (n, m, 9)
+    c = vals @ _QUAD_PINV.T  # (n, m, 6)
+    by, bx, ayy, axx, axy = c[..., 1], c[..., 2], c[..., 3], c[..., 4], c[..., 5]
+    # gradient 0: [[2 ayy, axy], [axy, 2 axx]] d = -[by, bx]
+    det = 4 * ayy * axx - axy**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dy = (-2 * axx * by + axy * bx) / det
+        dx = (-2 * ayy * bx + axy * by) / det
+    good = ok & (ayy < 0) & (axx < 0) & (det > 0) & (np.abs(dy) <= 1.0) & (np.abs(dx) <= 1.0)
+    out = np.array(fallback, float, copy=True)
+    out[..., 0] = np.where(good, iy + dy, out[..., 0])
+    out[..., 1] = np.where(good, ix + dx, out[..., 1])
+    return out
 
 
 def peak_confidence(images: np.ndarray, table, label_sigma_px: float = 1.0) -> np.ndarray:
@@ -977,7 +1038,7 @@ def iter_find_bragg_disks_nn(
     target_radius_px: float | None = None,
     max_frame_px: int = 2048,
     check_domain: bool = True,
-    precision: str = "float32",
+    precision: str = DEFAULT_PRECISION,
 ) -> Job[BraggPeaks]:
     """Job: Bragg disks of every pattern found by the network, as :class:`BraggPeaks`.
 
@@ -1032,12 +1093,14 @@ def iter_find_bragg_disks_nn(
     check_domain : bool
         Warn (one :class:`OutOfDomainWarning` naming every problem and what to do) when the
         data lie outside the model card's ``domain``; ``params["out_of_domain"]`` lists them.
-    precision : "float32", "bfloat16" or "auto"
-        The network's convolutions in float32 (default) or bfloat16 (about 2x faster on CPUs
-        with native bfloat16 dot products, e.g. AVX512-BF16; peaks within a few hundredths of
-        a pixel of float32's, docs/nn.md); ``"auto"``: bfloat16 where the CPU has it, else
-        float32. Only the CPU's real-domain inference twin runs in bfloat16 (with
-        ``mc_samples`` or on CUDA the network runs in float32).
+    precision : "bfloat16", "float32" or "auto"
+        The network's convolutions in bfloat16 (default since session 12: 1.6-2.3x faster on
+        CPUs with native bfloat16 dot products, e.g. AVX512-BF16; peaks within a few hundredths
+        of a pixel of float32's, strain and recall within noise on held-out scans, docs/nn.md)
+        or float32 (the model's own arithmetic). On a CPU without native bfloat16, "bfloat16"
+        and "auto" run float32. Only the CPU's real-domain inference twin runs in bfloat16
+        (with ``mc_samples`` or on CUDA the network runs in float32); ``params["precision"]``
+        says which ran.
 
     Yields
     ------
@@ -1166,6 +1229,7 @@ def predict_pattern(
     scale: str | float = "auto",
     target_radius_px: float | None = None,
     max_frame_px: int = 2048,
+    precision: str = DEFAULT_PRECISION,
     **detect: Any,
 ) -> tuple[DiffractionImage, dict[str, np.ndarray]]:
     """One pattern: the predicted image (in the model frame) and its peaks (detector px).
@@ -1173,9 +1237,10 @@ def predict_pattern(
     For previews (the napari widgets): returns the image and ``{"qy", "qx", "intensity",
     "correlation"}`` (peaks as :func:`iter_find_bragg_disks_nn` keeps them; ``detect``: its
     peak keywords ``min_relative``, ``min_absolute``, ``min_spacing_px``, ``edge_px``,
-    ``max_peaks``, so a preview with the run's keywords finds the run's disks). No domain
-    warning here (the preview is called on every pattern shown); ``params["out_of_domain"]``
-    of the image lists the problems.
+    ``max_peaks``, so a preview with the run's keywords finds the run's disks; ``precision``
+    as there, so a bfloat16 run's preview is bfloat16 too). No domain warning here (the
+    preview is called on every pattern shown); ``params["out_of_domain"]`` of the image lists
+    the problems.
     """
     from .registry import load_model
 
@@ -1187,8 +1252,12 @@ def predict_pattern(
         probe = probe_from_patterns(p[None])
     geo, pm = _geometry_for(probe, p.shape, lm, scale, target_radius_px, max_frame_px)
     problems = _domain_check(lm, geo, None, p[None])
+    prec = _precision(precision, pick_device(detect.get("device")))
+    net = lm.module
+    if prec == "bfloat16" and int(mc_samples) <= 1:
+        net = _inference_copy(lm.module, precision=prec)
     peaks, count, img, std = detect_in_stack_nn(
-        p[None], lm.module, geo, pm, mc_samples=mc_samples, min_significance=min_significance, **detect
+        p[None], net, geo, pm, mc_samples=mc_samples, min_significance=min_significance, **detect
     )
     k = int(count[0])
     im = DiffractionImage(
@@ -1204,6 +1273,7 @@ def predict_pattern(
             # frame pixel (i, j) lies at detector px origin + (i, j) * step
             "frame_origin_px": [float(v) for v in geo.to_detector(np.zeros(2))],
             "frame_step_px": 1.0 / geo.model_px_per_detector_px,
+            "precision": prec if int(mc_samples) <= 1 else "float32",
         },
     )
     res = {"qy": peaks[0, :k, 0], "qx": peaks[0, :k, 1], "intensity": peaks[0, :k, 2], "correlation": peaks[0, :k, 3]}
@@ -1286,16 +1356,29 @@ def _domain_check(lm, geo: Geometry, cal, sample: np.ndarray | None) -> list[str
 
 def _precision(precision: str, device) -> str:
     """``"float32"`` or ``"bfloat16"`` for the ``precision`` keyword on ``device``."""
-    import torch
-
     if precision not in ("float32", "bfloat16", "auto"):
         raise ValueError(f"precision must be 'float32', 'bfloat16' or 'auto', got {precision!r}")
-    if getattr(device, "type", str(device)) != "cpu":
+    if getattr(device, "type", str(device)) != "cpu" or precision == "float32":
         return "float32"
-    if precision == "auto":
-        ok = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        return "bfloat16" if ok else "float32"
-    return precision
+    # bfloat16 (the default) only where oneDNN runs it natively: emulated it is slower than
+    # float32, and float32 is the model's own arithmetic
+    return "bfloat16" if native_bfloat16() else "float32"
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU runs bfloat16 convolutions natively (oneDNN: AVX512-BF16 or AMX).
+
+    Returns
+    -------
+    bool
+        True where ``precision="bfloat16"`` runs in bfloat16 (else float32 runs).
+    """
+    import torch
+
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without the query
+        return False
 
 
 def _inference_copy(module, *, mc_dropout: bool = False, precision: str = "float32"):

@@ -283,7 +283,9 @@ def _validate(model, shards, val_idx, strain_set, dev, cfg, aug) -> dict:
         from .infer import find_bragg_disks_nn
 
         lm = LoadedModel(model, cfg.model, "training", "0", "", {})
-        bp = find_bragg_disks_nn(strain_set.datacube, probe=strain_set.probe, model=lm, device=str(dev))
+        bp = find_bragg_disks_nn(
+            strain_set.datacube, probe=strain_set.probe, model=lm, device=str(dev), precision="float32"
+        )  # the model's own arithmetic: comparable across the history
         out.update(strain_rmse(bp, strain_set.strain.data, reference=strain_set.reference))
     model.train()
     return out

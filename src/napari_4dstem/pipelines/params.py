@@ -12,6 +12,7 @@ import numpy as np
 
 from ..data.results import DiffractionImage, RealSpaceMap
 from ..errors import FileFormatError, Napari4DSTEMError
+from ..nn.precision import DEFAULT_PRECISION, PRECISIONS
 
 SUBPIXEL_METHODS = ("fit", "parabolic", "gaussian", "upsample", "none")
 KERNELS = ("plain", "gaussian", "ring")
@@ -198,6 +199,12 @@ class NNDiskParams(_Params):
         "auto" resamples each pattern so the probe disk has the radius the model was trained on
         (the model card's domain); "bin" the old fixed integer binning; a number: model px per
         detector px.
+    precision : "bfloat16" (default) or "float32"
+        The network's arithmetic on the CPU: "bfloat16" runs its convolutions about 1.6-2.3x
+        faster on CPUs with native bfloat16 (AVX512-BF16, AMX) and moves peaks by hundredths of
+        a pixel, strain and recall within noise of float32 on held-out scans (docs/nn.md); on a
+        CPU without native bfloat16, on CUDA and with MC dropout float32 runs. Recipes saved
+        before this field replay with "float32", as they ran.
     """
 
     model: str | None = None
@@ -210,8 +217,13 @@ class NNDiskParams(_Params):
     max_peaks: int = 100
     batch_size: int = 32
     scale: str | float = "auto"
+    precision: str = DEFAULT_PRECISION
 
     def __post_init__(self):
+        _check(
+            isinstance(self.precision, str) and self.precision in PRECISIONS,
+            f"precision must be one of {', '.join(repr(p) for p in PRECISIONS)}, got {self.precision!r}",
+        )
         _check(self.model is None or isinstance(self.model, str), f"model must be a name or path, got {self.model!r}")
         _check(
             self.scale in ("auto", "bin")
@@ -245,6 +257,12 @@ class NNDiskParams(_Params):
         _check(
             isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"
         )
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        # a recipe saved before ``precision`` existed ran in float32: replay it so, whatever
+        # the default is now
+        return super().from_dict({"precision": "float32", **d})
 
     def nn_kwargs(self) -> dict[str, Any]:
         """Keywords of :func:`~napari_4dstem.nn.infer.iter_find_bragg_disks_nn` and
