@@ -835,3 +835,45 @@ def test_cancel_draws_the_sum_step_held_back_and_copy_as_python_says_it_is_not_e
     assert ex.export_raw(tmp_path / "partial.npy")
     qtbot.waitUntil(lambda: ex.last_written is not None and not ex.files.busy, timeout=20000)
     np.testing.assert_array_equal(np.load(tmp_path / "partial.npy"), held.data)
+
+
+def test_our_workers_start_back_to_back_without_naparis_activity_bar_and_its_nested_event_loops(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """#15 crash watch: opening a large lazy file starts the BF worker, the presets' pass and the
+    BF image's job back to back. napari's activity-dock bar (``create_worker(_progress=...)``)
+    ran ``QApplication.processEvents()`` inside the dispatch of our signals, when a worker started
+    (``add_progress_bar``) and at every step (the bar's ``setValue``): the re-entry where a
+    software-GL segfault was traced once. Our workers go through ``_common.create_worker``: no
+    such bar of ours (none added, no step of it), while the dock's own progress bar shows the
+    steps."""
+    from napari._qt.dialogs.qt_activity_dialog import QtActivityDialog
+    from napari._qt.widgets.qt_progress_bar import QtLabeledProgressBar
+
+    added, set_values = [], []
+    real_add, real_set = QtActivityDialog.add_progress_bar, QtLabeledProgressBar.setValue
+
+    def desc(pbar):
+        return getattr(getattr(pbar, "progress", None), "desc", None)
+
+    def spy_add(self, pbar, nest_under=None):
+        added.append(desc(pbar))
+        return real_add(self, pbar, nest_under)
+
+    def spy_set(self, value):
+        set_values.append(desc(self))
+        return real_set(self, value)
+
+    monkeypatch.setattr(QtActivityDialog, "add_progress_bar", spy_add)
+    monkeypatch.setattr(QtLabeledProgressBar, "setValue", spy_set)
+    w, data, passes, sums = _open_large_memmap_watching_the_sum(
+        make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+    )
+    qtbot.waitUntil(lambda: w.presets_ready and w._preset_worker is None and w._worker is None, timeout=90000)
+    assert sorted(passes) == [1, 6]  # the BF image's job and the presets' pass ran side by side
+    assert sums and all(visible and fmt.startswith("sum image: ") for _, _, fmt, visible, _ in sums[:-1])
+    # napari's own bar of viewer.open ("Opening Files") is napari's; none is ours
+    assert [d for d in added if d != "Opening Files"] == [] and [d for d in set_values if d != "Opening Files"] == []
+    with stall_detector.excluded("reference"):
+        total = data.sum(axis=(2, 3), dtype=np.float64)
+    np.testing.assert_allclose(sums[-1][0], total, rtol=1e-6)

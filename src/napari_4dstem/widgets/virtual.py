@@ -815,7 +815,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         want = self._restored is None and self._response() == "Sum" and not self.descan.isChecked()
         self._sum_follow = want and _large_lazy(dc)
         self.status.setText("finding the bright-field disk...")
-        from napari.qt.threading import create_worker
+        from ._common import create_worker
 
         # reading 25 patterns of a lazy file and fitting the disk: a worker, never the GUI thread
         create_worker(
@@ -1306,9 +1306,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         except Napari4DSTEMError:
             return
         lazy = fills_in(dc.data)
-        from napari.qt.threading import create_worker
-
         from ..engine.driver import n_blocks_for
+        from ._common import create_worker
 
         self._preset_follow = [None]  # the preset whose image fills in with the pass (apply_preset)
         self._preset_dets = dets
@@ -1387,6 +1386,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.realspace.set_image(
             pm.data,
             self.datacube()[1],
+            clim=pm.limits,  # the worker's min/max of the rows so far: no percentiles on the GUI thread
             title=f"virtual image: {name} filling in, {pm.fraction:.0%} exact (one pass for all presets)",
         )
 
@@ -1717,7 +1717,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._preset_follow[0] = None  # a new detector: the presets' pass is no longer shown
         if not self._opening:
             self._stop_sum_follow()
-        from napari.qt.threading import create_worker
+        from ._common import create_worker
 
         try:
             dc, cal = self.datacube()
@@ -1892,9 +1892,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._preview = None
         if not isinstance(dc.data, np.ndarray) or dc.nbytes < 256 * 2**20 or min(dc.detector_shape) < 32:
             return
-        from napari.qt.threading import create_worker
-
         from ..analysis.virtual.preview import iter_preview_cube
+        from ._common import create_worker
 
         def done(cube):
             if holds_data(self.layer, dc.data):
@@ -1950,7 +1949,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
     def integrate_region(self, y0: int, y1: int, x0: int, x1: int) -> None:
         """Mean pattern over scan rows ``y0:y1`` and columns ``x0:x1`` as a 2D layer."""
-        from napari.qt.threading import create_worker
+        from ._common import create_worker
 
         try:
             dc, _ = self.datacube()
