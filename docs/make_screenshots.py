@@ -202,6 +202,20 @@ def _wait(w, attr):
     raise TimeoutError(f"{attr}: {w.status.text()}")
 
 
+def _wait_for(cond, why=lambda: "", timeout_s: float = 300.0) -> None:
+    """Process Qt events until ``cond()`` (a worker's result shown), else TimeoutError."""
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    t0 = time.perf_counter()
+    while not cond():
+        if time.perf_counter() - t0 > timeout_s:
+            raise TimeoutError(why())
+        QApplication.processEvents()
+        time.sleep(0.05)
+
+
 def calibration_dpc() -> None:
     import napari
 
@@ -349,7 +363,13 @@ def nn_detection() -> None:
     w.probe_combo.setCurrentText("probe")
     viewer.dims.set_point(0, 3.0)
     viewer.dims.set_point(1, 4.0)
+    _wait_for(lambda: w.model_combo.listed, lambda: "the model list never came")  # listed in a worker
+    # the preview runs in a worker (newest request wins): the "NN prediction" layer comes when it
+    # is done (taken at once, the layer was not there yet: KeyError)
     w.preview()
+    _wait_for(lambda: not w._previewer.busy, lambda: w.status.text())
+    if w.last_preview is None:
+        raise RuntimeError(f"NN preview failed: {w.status.text()}")
     viewer.layers["NN prediction"].opacity = 0.6
     viewer.reset_view()
     _grab(viewer, "nn_widget.png")

@@ -225,6 +225,112 @@ def test_per_frame_readers_get_the_strided_preview_reading_only_the_sampled_fram
         assert stack.read == sampled  # only those frames: 1 in 16
 
 
+class _ChunkedStack(_CountingStack):
+    """A frame stack stored in chunks of ``per`` frames (``chunks`` as h5py says it)."""
+
+    def __init__(self, frames, per: int):
+        super().__init__(frames)
+        self.chunks = (per, *frames.shape[1:])
+
+
+def test_frame_stacks_report_the_scan_block_their_chunks_make_them_read(tmp_path):
+    """#15: a frame stack (ARINA-like) whose HDF5 chunks hold several frames is read a chunk at a
+    time: ``storage_chunks`` is the smallest scan block holding every chunk whole (it said one
+    frame per read whatever the chunks were). Known answers: 8-frame chunks on a 40-wide scan
+    are (1, 8) blocks; 6-frame chunks on a 16-wide scan need 3 rows (48 frames, the first
+    multiple of both); 32 frames on an 8-wide scan 4 rows; two files of 100 and 60 frames in
+    8-frame chunks (the second's chunks start at frame 100) only 8-row blocks (80 frames)."""
+    import h5py
+
+    from napari_4dstem.io._framestack import FrameStack4D
+
+    a = np.arange(160 * 4 * 4, dtype=np.uint16).reshape(160, 4, 4)
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+
+        def ds(name, n, per):
+            kw = {"chunks": (per, 4, 4), "compression": "gzip"} if per else {}
+            return f.create_dataset(name, data=a[:n], **kw)
+
+        cases = [
+            ([ds("one", 160, 1)], (4, 40), (1, 1)),  # ARINA's usual chunks: one frame
+            ([ds("contiguous", 160, None)], (4, 40), (1, 1)),  # any frame alone
+            ([a[:160]], (4, 40), (1, 1)),  # in memory
+            ([ds("eight", 160, 8)], (4, 40), (1, 8)),
+            ([ds("six", 96, 6)], (6, 16), (3, 16)),
+            ([ds("thirty_two", 64, 32)], (8, 8), (4, 8)),
+            ([ds("first", 100, 8), ds("second", 60, 8)], (16, 10), (8, 10)),
+        ]
+        for stacks, scan, unit in cases:
+            fs = FrameStack4D(stacks, scan)
+            assert fs.storage_chunks == (*unit, 4, 4), (stacks, scan)
+            cy, cx = unit
+            np.testing.assert_array_equal(fs[:cy, :cx], a[: scan[0] * scan[1]].reshape(*scan, 4, 4)[:cy, :cx])
+
+
+def test_a_frame_stack_in_chunks_of_several_frames_gets_a_preview_of_whole_chunks(rng):
+    """#15: the strided first view of an ARINA-like stack in chunks of 8 frames samples whole
+    chunks (at most 1/16 of them), exact where read; as one frame per read it touched a
+    quarter of the chunks (every chunk of every sampled row, two frames of each), each
+    decompressed whole for its sampled frames."""
+    import dask.array as da
+
+    from napari_4dstem.analysis.virtual.preview import strided_image, strided_read_bytes, strided_steps
+    from napari_4dstem.io._framestack import FrameStack4D
+
+    a, v, base = _planted(rng, (48, 40), 16)
+    det = DiskDetector((7.5, 7.5), 4.0)
+    want = v * float((base * det.render((16, 16))).sum())
+    stack = _ChunkedStack(a.reshape(-1, 16, 16), 8)
+    fs = FrameStack4D([stack], (48, 40))
+    d = da.from_array(fs, chunks=(16, 16, 16, 16), asarray=True, fancy=False, name="arina-chunks-of-8")
+    assert DataCube(d).storage_chunks == (1, 8, 16, 16)
+    got = strided_image(d, det)
+    touched = {f // 8 for f in stack.read}
+    n_chunks = 48 * 40 // 8
+    assert got.params["preview"]["chunks"] == (1, 8) and got.params["preview"]["read"] == strided_steps(d, det)
+    assert len(touched) * 16 <= n_chunks, (len(touched), n_chunks)
+    assert stack.read == {f for c in touched for f in range(8 * c, 8 * c + 8)}  # whole chunks, nothing else
+    assert strided_read_bytes(d) == len(touched) * 8 * a[0, 0].nbytes
+    for c in touched:  # exact in every chunk read
+        y, x = divmod(8 * c, 40)
+        np.testing.assert_array_equal(got.data[y, x : x + 8], want[y, x : x + 8])
+
+
+def test_the_strided_view_takes_numpy_keys_negative_ones_included(rng):
+    """#15: ``_StridedView`` (the sampled patterns of a per-frame reader) indexed as numpy indexes
+    the strided slice: negative integers and slice bounds count from the end, negative steps
+    reverse (the source still read with ascending slices), an integer outside the axis raises
+    IndexError. It took ``-1`` as an empty slice and a reversed slice as an empty one."""
+    from napari_4dstem.analysis.virtual.preview import _StridedView
+    from napari_4dstem.io._framestack import FrameStack4D
+
+    a = rng.integers(0, 1000, (13, 11, 3, 4)).astype(np.uint16)
+    sy, sx = slice(1, 13, 3), slice(2, None, 2)
+    want = a[sy, sx]  # 4 x 5 positions
+    stack = _CountingStack(a.reshape(-1, 3, 4))
+    for src in (a, FrameStack4D([stack], (13, 11))):
+        view = _StridedView(src, sy, sx)
+        assert view.shape == want.shape
+        for key in (
+            -1,
+            (-1, -1),
+            (0, -5),
+            (-4, 2),
+            np.int64(-2),
+            (slice(-3, None), slice(None, -2)),
+            (slice(None, None, -1), slice(None)),
+            (slice(None), slice(None, None, -2)),
+            (slice(-1, -5, -2), slice(3, 0, -1)),
+            (slice(2, 2), slice(None)),  # empty
+            (slice(5, 1), 0),  # empty: a start past the stop
+            (slice(None), slice(None), slice(1, 3), slice(None, None, 2)),  # detector axes as given
+        ):
+            np.testing.assert_array_equal(view[key], want[key], err_msg=repr(key))
+        for bad in (4, -5, (0, 5), (0, -6)):
+            with pytest.raises(IndexError):
+                view[bad]
+
+
 def test_chunked_files_get_a_preview_of_whole_storage_chunks_exact_where_read(rng, tmp_path):
     """HDF5 and zarr with storage chunks of several scan positions: whole chunks at a chunk-aligned
     stride (a bounded fraction of the file), exact in every chunk read, each other position the

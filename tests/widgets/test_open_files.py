@@ -649,15 +649,19 @@ def test_a_first_view_only_where_its_read_is_a_small_part_of_the_file(tmp_path, 
         assert virtual._takes_first_view(dc) is takes
 
 
-def test_the_final_sum_image_comes_with_its_limits_and_a_display_control_uncovers_the_virtual_image(
+def test_the_display_controls_exports_and_copy_as_python_act_on_the_sum_image_while_it_is_shown(
     make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
 ):
-    """The exact sum image reaches the GUI thread with its 0.1-99.9 percentile limits (computed in
-    the presets' worker); a display control of the "virtual image" used while the opaque sum image
-    covers it hides the sum image (the control's effect is then what the canvas shows)."""
+    """#15: the exact sum image reaches the GUI thread with its 0.1-99.9 percentile limits
+    (computed in the presets' worker). While it covers the live image, the display controls,
+    Export raw/PNG, Save result and Copy as Python act on it, the image the canvas shows (they
+    hid it, or acted on the BF image under it); once the user sets a detector they act on that
+    detector's image."""
     w, data, _, _ = _open_large_memmap_watching_the_sum(
         make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
     )
+    from napari_4dstem.analysis.virtual.detectors import DiskDetector
+    from napari_4dstem.widgets._realspace import display_transform
     from napari_4dstem.widgets.virtual import SUM_LAYER  # imported by the dock
 
     limits, inner = [], w._show_sum
@@ -671,10 +675,205 @@ def test_the_final_sum_image_comes_with_its_limits_and_a_display_control_uncover
     with stall_detector.excluded("reference"):
         total = data.sum(axis=(2, 3), dtype=np.float64).astype(np.float32)
         want = np.percentile(total, (0.1, 99.9))
+        want_1_99 = np.percentile(display_transform(total, "Log"), (1.0, 99.0))
     assert limits and limits[-1] is not None
     np.testing.assert_allclose(limits[-1], want, rtol=1e-6)
     rv = w.realspace.viewer(create=False)
+    sum_layer, live = rv.layers[SUM_LAYER], rv.layers[w.realspace.name]
+    assert sum_layer.visible and w.realspace.shown_name == SUM_LAYER
+    bf = np.array(live.data)
+    # display controls: on the sum image, which stays shown; Log and the 1-99 % preset are its own
+    w.realspace.scale_combo.setCurrentText("Log")
+    w.realspace.range_combo.setCurrentText("1-99 %")
+    stall_detector.step()
+    assert sum_layer.visible and w._sum_follow and w.realspace.shown_name == SUM_LAYER
+    np.testing.assert_allclose(sum_layer.data, display_transform(total, "Log"), rtol=1e-6)
+    np.testing.assert_allclose(sum_layer.contrast_limits, want_1_99, rtol=1e-5)
+    np.testing.assert_allclose(w.realspace.displayed_clim, want_1_99, rtol=1e-5)
+    np.testing.assert_allclose(w.realspace.histogram.clim, want_1_99, rtol=1e-5)
+    np.testing.assert_allclose(live.data, display_transform(w.last_image.data, "Log"), rtol=1e-6)  # same scale
+    assert w.realspace.stats.text().startswith("real space: ") and f"sum {total.sum():.4g}" in w.realspace.stats.text()
+    w.realspace.histogram.clim_changed.emit(1.0, 2.0)  # a handle dragged: the sum image's limits
+    assert tuple(sum_layer.contrast_limits) == (1.0, 2.0) and tuple(live.contrast_limits) != (1.0, 2.0)
+    w.realspace.scale_combo.setCurrentText("Power")
+    w.realspace.gamma.setValue(0.7)
+    assert sum_layer.gamma == pytest.approx(0.7) and live.gamma == pytest.approx(0.7)
+    w.realspace.scale_combo.setCurrentText("Lin")
+    stall_detector.step()
+    np.testing.assert_array_equal(live.data, bf)  # the live layer in Lin again
+    # Export raw: the sum image's values; Copy as Python and Save result: the Full preset's result
+    ex = w.export
+    assert ex.export_raw(tmp_path / "shown.npy")
+    qtbot.waitUntil(lambda: ex.last_written is not None and not ex.files.busy, timeout=20000)
+    np.testing.assert_allclose(np.load(tmp_path / "shown.npy"), total, rtol=1e-6)
+    full = w._preset_cache["Full"][1]
+    script = w.copy_as_python()
+    assert script is not None and script == full.to_script() and script != w.result.to_script()
+    assert w.save_result(tmp_path / "sum.h5")
+    qtbot.waitUntil(lambda: (tmp_path / "sum.h5").exists() and not w.jobs.busy, timeout=20000)
+    with stall_detector.excluded("reference"):
+        from napari_4dstem.io import emd
+
+        (img,) = emd.read(tmp_path / "sum.h5").values()
+    np.testing.assert_allclose(img.data, total, rtol=1e-6)
+    assert sum_layer.visible  # none of them hid it
+    # the user's detector: its image is the one shown, the controls and exports act on it
+    det = DiskDetector((32.0, 32.0), 6.0)
+    w.set_detector(det)
+    qtbot.waitUntil(lambda: w._worker is None and w._last_detector is det and w.last_image is not None, timeout=60000)
+    assert not sum_layer.visible and w.realspace.shown_name == w.realspace.name
+    w.realspace.range_combo.setCurrentText("min-max")
+    np.testing.assert_allclose(live.contrast_limits, (np.nanmin(w.last_image.data), np.nanmax(w.last_image.data)))
+    np.testing.assert_allclose(w.realspace.histogram.clim, live.contrast_limits)
+    assert not sum_layer.visible  # redrawn with the dock's settings, still hidden
+    np.testing.assert_allclose(sum_layer.contrast_limits, (total.min(), total.max()), rtol=1e-6)
+    ex.last_written = None
+    assert ex.export_raw(tmp_path / "det.npy")
+    qtbot.waitUntil(lambda: ex.last_written is not None and not ex.files.busy, timeout=20000)
+    np.testing.assert_array_equal(np.load(tmp_path / "det.npy"), w.last_image.data.astype(np.float32))
+    assert w.copy_as_python() == w.result.to_script()
+
+
+def test_the_sum_image_is_drawn_with_the_limits_its_worker_sent_never_percentiles_on_the_gui_thread(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """#15: every sum image drawn (its steps: the worker's min/max of the rows so far; the exact
+    one: the worker's 0.1-99.9 percentiles) comes with its limits; the GUI thread computes no
+    percentiles for it, and a sum image without limits is refused (the old fallback computed
+    them on the GUI thread)."""
+    import threading
+
+    from napari_4dstem.widgets import virtual
+
+    calls, real = [], virtual._sum_limits
+
+    def spy_limits(img):
+        calls.append(threading.current_thread() is threading.main_thread())
+        return real(img)
+
+    monkeypatch.setattr(virtual, "_sum_limits", spy_limits)
+    w, _, _, sums = _open_large_memmap_watching_the_sum(
+        make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+    )
+    given, inner = [], w._show_sum
+
+    def spy(img, lim, text):
+        given.append(lim)
+        return inner(img, lim, text)
+
+    w._show_sum = spy
+    qtbot.waitUntil(lambda: w.presets_ready and w._preset_worker is None and w._worker is None, timeout=90000)
+    assert len(given) >= 2 and all(lim is not None for lim in given)
+    assert calls == [False]  # once, in the presets' worker
+    img = np.array(sums[-1][0])
+    with pytest.raises(ValueError, match="contrast limits"):
+        w._show_sum(img, None, "sum image")
+    assert calls == [False]
+
+
+def test_the_sum_image_fills_in_at_2_to_5_hz_and_its_last_image_is_always_drawn(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """#15: the presets' pass yields a step every ~50 ms here (a map at every block); the sum
+    image is redrawn at most every 0.2 s (the newest step held back; it was redrawn at every
+    step), and the exact image at the end is always drawn. Cancel draws the step held back:
+    the canvas shows the rows as far as the pass got."""
+    import time
+
+    from napari_4dstem.widgets import virtual
+
+    w, data, _, sums = _open_large_memmap_watching_the_sum(
+        make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+    )
+    steps, drawn, on_step, show = [], [], w._on_sum_progress, w._show_sum
+
+    def spy_step(p):
+        if p.partial is not None and p.partial.fraction < 1.0:
+            steps.append(time.perf_counter())
+        return on_step(p)
+
+    def spy_show(img, lim, text):
+        drawn.append((time.perf_counter(), text))
+        return show(img, lim, text)
+
+    w._on_sum_progress, w._show_sum = spy_step, spy_show
+    qtbot.waitUntil(lambda: w.presets_ready and w._preset_worker is None and w._worker is None, timeout=90000)
+    with stall_detector.excluded("reference"):
+        total = data.sum(axis=(2, 3), dtype=np.float64)
+    filling = [t for t, text in drawn if "filling in" in text]
+    assert len(steps) >= 10 and 1 <= len(filling) < len(steps), (len(steps), len(filling))
+    gaps = np.diff(filling)
+    assert (gaps >= virtual.SUM_DRAW_MIN_S - 0.02).all(), gaps  # at most 5 Hz
+    assert "exact" in drawn[-1][1]  # the last image: the exact one
+    np.testing.assert_allclose(sums[-1][0], total, rtol=1e-6)
+
+
+def test_cancel_draws_the_sum_step_held_back_and_copy_as_python_says_it_is_not_exact(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """#15: Cancel while a step of the sum image is held back (2-5 Hz) draws it: the canvas shows
+    the rows as far as the pass got. The partial sum image stays the one shown: Copy as Python
+    and Save result say it is not exact (they hid it, and acted on the BF image under it);
+    Export raw writes what is shown (the rows so far, NaN elsewhere)."""
+    from napari_4dstem.widgets.virtual import SUM_LAYER
+
+    w, _, _, sums = _open_large_memmap_watching_the_sum(
+        make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+    )
+    qtbot.waitUntil(lambda: len(sums) >= 1 and w._sum_step is not None, timeout=90000)
+    held = w._sum_step
+    n = len(sums)
+    w.cancel_btn.click()
+    assert len(sums) == n + 1 and np.array_equal(sums[-1][0], held.data, equal_nan=True)
+    qtbot.waitUntil(lambda: w._preset_worker is None, timeout=60000)
+    rv = w.realspace.viewer(create=False)
+    assert rv.layers[SUM_LAYER].visible and w.realspace.shown_name == SUM_LAYER
+    assert w.copy_as_python() is None and "still filling in" in w.status.text()
+    assert w.save_result(tmp_path / "x.h5") is None and not (tmp_path / "x.h5").exists()
     assert rv.layers[SUM_LAYER].visible
-    rs = w.realspace.range_combo
-    rs.setCurrentIndex((rs.currentIndex() + 1) % rs.count())
-    assert not rv.layers[SUM_LAYER].visible and not w._sum_follow
+    ex = w.export
+    assert ex.export_raw(tmp_path / "partial.npy")
+    qtbot.waitUntil(lambda: ex.last_written is not None and not ex.files.busy, timeout=20000)
+    np.testing.assert_array_equal(np.load(tmp_path / "partial.npy"), held.data)
+
+
+def test_our_workers_start_back_to_back_without_naparis_activity_bar_and_its_nested_event_loops(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """#15 crash watch: opening a large lazy file starts the BF worker, the presets' pass and the
+    BF image's job back to back. napari's activity-dock bar (``create_worker(_progress=...)``)
+    ran ``QApplication.processEvents()`` inside the dispatch of our signals, when a worker started
+    (``add_progress_bar``) and at every step (the bar's ``setValue``): the re-entry where a
+    software-GL segfault was traced once. Our workers go through ``_common.create_worker``: no
+    such bar of ours (none added, no step of it), while the dock's own progress bar shows the
+    steps."""
+    from napari._qt.dialogs.qt_activity_dialog import QtActivityDialog
+    from napari._qt.widgets.qt_progress_bar import QtLabeledProgressBar
+
+    added, set_values = [], []
+    real_add, real_set = QtActivityDialog.add_progress_bar, QtLabeledProgressBar.setValue
+
+    def desc(pbar):
+        return getattr(getattr(pbar, "progress", None), "desc", None)
+
+    def spy_add(self, pbar, nest_under=None):
+        added.append(desc(pbar))
+        return real_add(self, pbar, nest_under)
+
+    def spy_set(self, value):
+        set_values.append(desc(self))
+        return real_set(self, value)
+
+    monkeypatch.setattr(QtActivityDialog, "add_progress_bar", spy_add)
+    monkeypatch.setattr(QtLabeledProgressBar, "setValue", spy_set)
+    w, data, passes, sums = _open_large_memmap_watching_the_sum(
+        make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+    )
+    qtbot.waitUntil(lambda: w.presets_ready and w._preset_worker is None and w._worker is None, timeout=90000)
+    assert sorted(passes) == [1, 6]  # the BF image's job and the presets' pass ran side by side
+    assert sums and all(visible and fmt.startswith("sum image: ") for _, _, fmt, visible, _ in sums[:-1])
+    # napari's own bar of viewer.open ("Opening Files") is napari's; none is ours
+    assert [d for d in added if d != "Opening Files"] == [] and [d for d in set_values if d != "Opening Files"] == []
+    with stall_detector.excluded("reference"):
+        total = data.sum(axis=(2, 3), dtype=np.float64)
+    np.testing.assert_allclose(sums[-1][0], total, rtol=1e-6)

@@ -324,3 +324,42 @@ def test_the_qt_cross_hides_with_its_canvas(make_napari_viewer, qtbot):
     assert not cross.isVisible()
     native.show()
     assert cross.isVisible() and cross.geometry() == native.geometry()
+
+
+def test_the_layer_names_are_readable_at_the_real_space_docks_minimum_width(make_napari_viewer, qtbot, stall_detector):
+    """#15: at the Real space dock's narrowest (420 px) its layer list shows whole rows and the
+    dock's layer names whole: napari's rows are 200 px wide at least, and the 140 px list cut
+    them ("virtual ima", behind a sideways scroll bar)."""
+    from qtpy.QtWidgets import QStyle, QStyleOptionViewItem
+
+    from napari_4dstem.data.calibration import Calibration
+    from napari_4dstem.widgets._multiview import _QT, EMBEDDED_MIN_WIDTH_PX
+    from napari_4dstem.widgets._results import show_map
+
+    main = make_napari_viewer(show=True)
+    rs = results_viewer(main)
+    names = ("virtual image", "sum image", "virtual: detector 1")
+    with stall_detector.excluded("first layer add"):
+        for name in names:
+            show_map(rs, name, np.zeros((8, 8), np.float32), Calibration())
+    widget = _QT[rs]()
+    dock = main.window.dock_widgets[REAL_SPACE_DOCK].parentWidget()
+    qw = main.window._qt_window
+    qw.resizeDocks([dock], [EMBEDDED_MIN_WIDTH_PX], Qt.Orientation.Horizontal)
+    qtbot.waitUntil(lambda: widget.width() == EMBEDDED_MIN_WIDTH_PX, timeout=5000)
+    qtbot.wait(50)
+    view = widget.qt_viewer.layers
+    assert view.horizontalScrollBar().maximum() == 0  # whole rows: nothing behind a scroll bar
+    fm, model, delegate = view.fontMetrics(), view.model(), view.itemDelegate()
+    shown = {}
+    for r in range(model.rowCount()):
+        idx = model.index(r, 0)
+        opt = QStyleOptionViewItem()
+        opt.rect = view.visualRect(idx)
+        delegate.initStyleOption(opt, idx)
+        delegate.get_layer_icon(opt, idx)  # the type icon on the right, as napari paints the row
+        text = view.style().subElementRect(QStyle.SubElement.SE_ItemViewItemText, opt, view)
+        seen = text.intersected(view.viewport().rect()).width()  # the name's room in view
+        name = idx.data(Qt.ItemDataRole.DisplayRole)
+        shown[name] = fm.elidedText(name, Qt.TextElideMode.ElideMiddle, seen)
+    assert shown == {name: name for name in names}, shown

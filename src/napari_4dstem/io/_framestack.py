@@ -145,6 +145,7 @@ class FrameStack4D:
         self.dtype = np.dtype(first.dtype)
         self.shape = (int(scan_shape[0]), int(scan_shape[1]), *(int(v) for v in first.shape[1:]))
         self.ndim = 4
+        self._unit: tuple[int, int] | None = None  # storage_chunks' scan block, found on first use
 
     def _frames(self, f0: int, f1: int, ky: slice, kx: slice) -> np.ndarray:
         """Frames ``f0:f1`` (global indices) cropped to ``ky, kx``."""
@@ -179,11 +180,18 @@ class FrameStack4D:
 
     @property
     def storage_chunks(self) -> tuple[int, int, int, int]:
-        """One frame per read (``engine.chunks.storage_chunks``).
+        """The scan block a read decompresses whole (``engine.chunks.storage_chunks``).
 
-        ARINA's HDF5 chunks are single frames, and a strided slice reads only its frames.
+        ``(1, 1, k_y, k_x)`` where every frame is read alone (ARINA's usual HDF5 chunks of one
+        frame, contiguous or in-memory stacks). Where a stack's HDF5 (or zarr) chunks hold several
+        frames, a read of one frame decompresses its whole chunk, so the unit is the smallest
+        scan block of the grid ``(1, c)`` (``c`` a multiple of the chunk's frames, or the scan
+        row) or ``(r, scan_x)`` that holds every chunk whole (:func:`_scan_unit`): e.g. chunks of
+        8 frames on a 40-wide scan give ``(1, 8)``, of 6 frames on a 16-wide scan ``(3, 16)``.
         """
-        return (1, 1, *self.shape[2:])
+        if self._unit is None:  # once: the stacks do not change
+            self._unit = _scan_unit(self._stacks, self._starts, self.shape[:2])
+        return (*self._unit, *self.shape[2:])
 
     def close(self) -> None:
         """Close the files the chunk checks opened (the datasets' files are the caller's)."""
@@ -225,6 +233,58 @@ class FrameStack4D:
     def __array__(self, dtype=None, copy=None):
         a = self[:, :]
         return a.astype(dtype) if dtype is not None else a
+
+
+def _frames_per_chunk(stack) -> int:
+    """Frames one storage chunk of a ``(n, k_y, k_x)`` stack holds (1: any frame is read alone)."""
+    chunks = getattr(stack, "chunks", None)  # h5py / zarr; None: contiguous or in memory
+    if chunks is None or isinstance(stack, np.ndarray):
+        return 1
+    first = chunks[0]
+    if isinstance(first, tuple):  # a dask array: its chunks along the frames
+        first = max(first) if first else 1
+    return max(int(first), 1)
+
+
+def _scan_unit(stacks: Sequence, starts: np.ndarray, scan_shape: tuple[int, int]) -> tuple[int, int]:
+    """The smallest scan block ``(cy, cx)`` that holds every storage chunk of ``stacks`` whole.
+
+    Blocks on the grid from ``(0, 0)``; ``stacks`` concatenated, stack ``i`` starting at frame
+    ``starts[i]``; each chunk's frames must lie in one block. Candidates by increasing size:
+    ``(1, m k)`` for multiples of the largest chunk ``k`` below the row length, then
+    ``(r, scan_x)``; ``(scan_y, scan_x)`` always holds.
+    """
+    ny, nx = int(scan_shape[0]), int(scan_shape[1])
+    n = ny * nx
+    lo_parts, hi_parts = [], []
+    for i, st in enumerate(stacks):
+        c = _frames_per_chunk(st)
+        s0, s1 = int(starts[i]), min(int(starts[i + 1]), n)
+        if c <= 1 or s1 <= s0:
+            continue
+        lo = np.arange(s0, s1, c, dtype=np.int64)
+        lo_parts.append(lo)
+        hi_parts.append(np.minimum(lo + c, s1) - 1)  # the last frame of each chunk (cut at the scan's end)
+    if not lo_parts:
+        return 1, 1
+    lo, hi = np.concatenate(lo_parts), np.concatenate(hi_parts)
+    k = int((hi - lo).max()) + 1
+    if k <= 1:
+        return 1, 1
+    ly, lx, hy, hx = lo // nx, lo % nx, hi // nx, hi % nx
+
+    def holds(cy: int, cx: int) -> bool:
+        if cx >= nx:  # whole rows: the chunk's first and last rows in one block of rows
+            return bool(np.all(ly // cy == hy // cy))
+        return bool(np.all((ly == hy) & (lx // cx == hx // cx)))  # one row, one block of columns
+
+    for cx in range(k, nx, k):
+        if holds(1, cx):
+            return 1, cx
+    for cy in range(1, ny + 1):
+        if holds(cy, nx):
+            return cy, nx
+    return ny, nx
 
 
 def check_frame_offset(path: str | os.PathLike, frame_offset: int, n: int) -> int:

@@ -15,6 +15,38 @@ from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
 
 
+def create_worker(func, *args, _progress=None, **kwargs):
+    """napari's ``create_worker`` for every worker of ours, without napari's activity-dock bar.
+
+    ``_progress`` is accepted and dropped: napari's bar for it runs ``QApplication.processEvents()``
+    on the GUI thread when the worker starts (``QtActivityDialog.add_progress_bar``) and at every
+    step (``QtLabeledProgressBar.setValue``, connected to ``yielded``), i.e. a nested event loop
+    inside the dispatch of our own signals: a second worker starting while the first one's bar
+    is added re-entered it, and the software-GL segfault seen in the widget tests under load was
+    traced there once. Our docks show their own progress bar, status line and Cancel; napari's
+    task status (its window's ``_register_task_status``, no event processing) stays.
+
+    Parameters
+    ----------
+    func : callable
+        A function or generator function, run in the worker thread.
+    *args
+        Its positional arguments.
+    _progress : bool or dict, optional
+        napari's activity-bar description; ignored (see above).
+    **kwargs
+        Its keyword arguments and napari's ``_connect``, ``_start_thread``, ``_worker_class``...
+
+    Returns
+    -------
+    napari worker
+        Started when ``_connect`` is given (napari's rule).
+    """
+    from napari.qt.threading import create_worker as napari_create_worker
+
+    return napari_create_worker(func, *args, **kwargs)
+
+
 def layer_array(layer):
     """The array behind a layer's data: a dock's viewer proxy wraps our own array types (a
     ``CheckedMemmap`` of a file) in a new proxy at every access, so compare this, not ``data``."""
@@ -106,10 +138,11 @@ class JobRunner:
     """One background job at a time for a dock widget.
 
     Runs a core job (a generator yielding :class:`~napari_4dstem.engine.jobs.Progress` and
-    returning its result) in a napari worker with a progress bar in napari's activity dock,
-    enables the Cancel button while it runs, disables the widget's action buttons, optionally
-    mirrors progress in a ``QProgressBar`` of the dock, and shows errors in the status label and
-    as a napari notification (our own errors as their one-line message).
+    returning its result) in a napari worker (:func:`create_worker`: no bar in napari's
+    activity dock, whose bar runs nested event loops), enables the Cancel button while it runs,
+    disables the widget's action buttons, optionally mirrors progress in a ``QProgressBar`` of
+    the dock, and shows errors in the status label and as a napari notification (our own errors
+    as their one-line message).
     """
 
     def __init__(self, status, cancel_btn, *, buttons=(), progress_bar=None):
@@ -159,8 +192,6 @@ class JobRunner:
         if self.worker is not None:
             self.status.setText("a job is running: wait or cancel it")
             return False
-        from napari.qt.threading import create_worker
-
         self.status.setText(f"{desc}...")
         self.cancel_btn.setEnabled(True)
         for b in self.buttons:
@@ -444,8 +475,6 @@ class FileJobs:
 
     def run(self, fn, *args, desc: str, on_done=None, **kwargs):
         """Start ``fn(*args, **kwargs)`` in a worker; returns the worker."""
-        from napari.qt.threading import create_worker
-
         self.status.setText(f"{desc}...")
         owner = self.status
         slot = {"returned": guarded(owner, on_done)} if on_done is not None else {}
@@ -602,8 +631,6 @@ class LatestRunner:
             self._start()
 
     def _start(self) -> None:
-        from napari.qt.threading import create_worker
-
         fn, args, kwargs = self._next
         self._next = None
         if self.on_busy is not None:

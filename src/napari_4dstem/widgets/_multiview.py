@@ -24,13 +24,17 @@ _AREAS = {
     "bottom": Qt.DockWidgetArea.BottomDockWidgetArea,
 }
 
-# the narrowest layer list of an embedded canvas (napari's theme says 242 px: its main window's),
-# and the narrowest embedded viewer (canvas, controls and list: the controls scroll below it)
-LAYER_LIST_MIN_PX = 120
+# the narrowest layer list of an embedded canvas (napari's theme says 242 px: its main window's):
+# napari's layer rows are 200 px wide at least (their size hint), eye and thumbnail first, so a
+# narrower list cut the names behind a scroll bar ("virtual ima" at 140 px); 204 px shows a whole
+# row and a name of about 14 characters ("virtual image", "sum image") beside the type icon.
+# The narrowest embedded viewer (canvas, controls and list: the controls scroll below it) stays
+# 420 px: napari's controls get the rest, 210 px at first, and scroll sideways
+LAYER_LIST_MIN_PX = 204
 EMBEDDED_MIN_WIDTH_PX = 420
 CONTROLS_MIN_HEIGHT_PX = 150
 CANVAS_MIN_HEIGHT_PX = 200  # with its dims sliders
-LAYER_LIST_PX = 140  # its width at first
+LAYER_LIST_PX = 210  # its width at first
 
 # model -> weak reference to its EmbeddedViewer: the dock's Qt parent keeps the widget alive, and
 # nothing of ours may (the widget holds the model: a strong value here would never be freed)

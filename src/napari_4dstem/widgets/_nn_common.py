@@ -87,7 +87,7 @@ class ModelPicker(QComboBox):
         models_changed().connect(self.refresh)
 
     def refresh(self) -> None:
-        from napari.qt.threading import create_worker
+        from ._common import create_worker
 
         create_worker(
             model_names,

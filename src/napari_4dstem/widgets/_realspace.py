@@ -315,6 +315,14 @@ class LiveImage(QWidget):
     ``set_image`` stores the values and shows them; the controls redraw the stored values (no
     recompute). An RGB image (``(ny, nx, 3)`` in 0..1) goes to the layer ``name + " RGB"``, shown
     over the live one until the next live image.
+
+    A *cover* (``set_cover``: the Virtual imaging dock's sum image, filling in over its live
+    image) is a second image the dock draws directly over the live one, with the same display
+    controls. The controls, the histogram, the statistics, the exports (``shown_raw``,
+    ``shown_layer``) act on the image the canvas shows: the topmost visible of the dock's layers
+    (``shown_name``, as the hover readout reads the topmost visible image), so a control used
+    while the cover is shown changes the cover, not a live image hidden under it. Scale, power
+    and percentile range are display settings of the dock and redraw both.
     """
 
     def __init__(self, main_viewer, name: str = "virtual image", parent: QWidget | None = None):
@@ -325,9 +333,13 @@ class LiveImage(QWidget):
         self._raw: np.ndarray | None = None
         self._cal = None
         self._clim: tuple[float, float] | None = None
+        # the cover: {"name", "raw", "cal", "clim"} (None: none), and each image's display as
+        # last drawn, name -> (displayed values, contrast limits), for the histogram of the shown one
+        self._cover: dict | None = None
+        self._displayed: dict[str, tuple[np.ndarray, tuple[float, float]]] = {}
         self._latched: dict[str, tuple[float, float]] = {}  # scale group -> latched contrast limits
         self._hooked: weakref.WeakSet = weakref.WeakSet()  # real-space viewers with our hover hook
-        self._hooked_layer = None  # weak reference to the layer whose contrast the histogram follows
+        self._hooked_layers: weakref.WeakSet = weakref.WeakSet()  # layers whose contrast the histogram follows
         self._shown_scale = "Lin"
         self.displayed_clim: tuple[float, float] | None = None
         self.label = QLabel(f"{name}: on the Real space canvas")
@@ -394,6 +406,40 @@ class LiveImage(QWidget):
         rv = self.viewer(create=False)
         return rv.layers[self.name] if rv is not None and self.name in rv.layers else None
 
+    # -- the image shown: the topmost visible of the dock's layers --------------------------------
+    @property
+    def shown_name(self) -> str | None:
+        """The name of the dock's image the canvas shows: the topmost visible layer of the live
+        image, its RGB composite and the cover (None when none of them is shown)."""
+        rv = self.viewer(create=False)
+        if rv is None:
+            return None
+        ours = {self.name, self.rgb_name} | ({self._cover["name"]} if self._cover is not None else set())
+        for layer in reversed(list(rv.layers)):
+            if layer.name in ours and layer.visible:
+                return layer.name
+        return None
+
+    @property
+    def shown_layer(self):
+        """The layer of the image the canvas shows (``shown_name``), else the live one."""
+        rv = self.viewer(create=False)
+        name = self.shown_name or self.name
+        return rv.layers[name] if rv is not None and name in rv.layers else None
+
+    @property
+    def shown_raw(self) -> np.ndarray | None:
+        """The values of the image the canvas shows (the cover's, else the live image's; an RGB
+        composite's 0..1 channels)."""
+        if self._cover is not None and self.shown_name == self._cover["name"]:
+            return self._cover["raw"]
+        return self._raw
+
+    @property
+    def cover_shown(self) -> bool:
+        """Whether the canvas shows the cover (``set_cover``) over the live image."""
+        return self._cover is not None and self.shown_name == self._cover["name"]
+
     def set_image(
         self, img: np.ndarray, cal, *, clim: tuple[float, float] | None = None, title: str | None = None
     ) -> None:
@@ -401,13 +447,107 @@ class LiveImage(QWidget):
         self._raw = np.asarray(img, dtype=np.float32)
         self._cal = cal
         self._clim = clim
-        self.stats.setText(f"real space: {statistics_text(self._raw)}")
+        if not self.cover_shown:
+            self.stats.setText(f"real space: {statistics_text(self._raw)}")
         if title is not None:
             self.label.setText(title)
-        self.render()
+        self._draw_live()
+
+    def set_cover(self, name: str, img: np.ndarray, cal, *, clim: tuple[float, float]) -> object:
+        """Show ``img`` as the layer ``name`` directly over the live image, drawn with the dock's
+        display controls (its values kept, ``clim`` its contrast limits in Lin); returns the layer.
+        The layer is updated in place on the same grid (shape, scale, origin, units), else made
+        again (another file's grid)."""
+        self._cover = {"name": name, "raw": np.asarray(img, dtype=np.float32), "cal": cal, "clim": clim}
+        layer = self._draw_cover(show=True)
+        if self.cover_shown:
+            self.stats.setText(f"real space: {statistics_text(self._cover['raw'])}")
+        return layer
+
+    def drop_cover(self, remove: bool = False) -> None:
+        """The cover is no longer shown: its layer hidden (kept in the layer list, and shown again
+        by its eye it is the shown image again), or with ``remove`` removed and forgotten."""
+        if self._cover is None:
+            return
+        rv = self.viewer(create=False)
+        name = self._cover["name"]
+        layer = rv.layers[name] if rv is not None and name in rv.layers else None
+        if remove:
+            self._cover = None
+            self._displayed.pop(name, None)
+            if layer is not None:
+                rv.layers.remove(layer)
+        elif layer is not None and layer.visible:
+            layer.visible = False
+        self._sync_shown()
 
     def render(self) -> None:
-        """Draw the stored image with the chosen scale and percentile range (no recompute)."""
+        """Draw the stored images (the live one and the cover) with the chosen scale and
+        percentile range (no recompute). The shown one first: latched, its limits are the ones
+        latched."""
+        if self.cover_shown:
+            self._draw_cover()
+            self._draw_live()
+        else:
+            self._draw_live()
+            self._draw_cover()
+
+    def _clim_for(self, img: np.ndarray, scale: str, given) -> tuple[float, float]:
+        """Contrast limits of displayed values ``img``: the latched ones, else ``given`` (limits
+        sent with the image, e.g. the sum image's from its worker: used in Lin and Power under
+        the default percentile preset), else the percentile preset's."""
+        latched = self.latch.isChecked()
+        clim = self._latched.get(scale_group(scale)) if latched else None
+        if clim is None and scale in ("Lin", "Power") and self.range_combo.currentIndex() == 0:
+            clim = given
+        if clim is None:
+            finite = img[np.isfinite(img)]
+            if finite.size:
+                p_lo, p_hi = RANGES[self.range_combo.currentText()]
+                lo, hi = np.percentile(finite, [p_lo, p_hi])
+                clim = (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+            else:
+                clim = (0.0, 1.0)
+        if latched:
+            self._latched[scale_group(scale)] = clim
+        return clim
+
+    def _put_cover(self, rv, name: str, img: np.ndarray, cal, clim):
+        """The cover's layer ``name`` showing ``img``: updated in place on the same grid, else (re)made."""
+        from ._results import show_map
+
+        layer = rv.layers[name] if name in rv.layers else None
+        kw = cal.napari_kwargs("scan")
+        grid = (img.shape, tuple(float(v) for v in kw["scale"]), tuple(str(u) for u in kw["units"]))
+        same = (
+            layer is not None
+            and layer.metadata.get("napari_4dstem_grid") == (*grid, tuple(float(v) for v in layer.translate))
+            and tuple(float(v) for v in layer.scale) == grid[1]
+        )
+        if same:
+            # the same grid: napari's viewer recomputes the dims of every layer on a ``data``
+            # event, for nothing here (the slice, thumbnail and canvas still update: refresh)
+            with layer.events.data.blocker():
+                layer.data = img
+            layer.refresh()
+            layer.contrast_limits = clim
+        else:  # another shape, scale, origin or units (another file): a new layer, not a stale one
+            if layer is not None:
+                rv.layers.remove(layer)
+            layer = show_map(rv, name, img, cal, colormap="gray", contrast_limits=clim)
+            layer.metadata["napari_4dstem_grid"] = (*grid, tuple(float(v) for v in layer.translate))
+        self._hook_layer(layer)
+        self._set_gamma(layer)
+        self._displayed[name] = (img, clim)
+        return layer
+
+    def _set_gamma(self, layer) -> None:
+        gamma = self.gamma.value() if self.scale_combo.currentText() == "Power" else 1.0
+        if layer.gamma != gamma:  # napari's setter redraws the thumbnail even for the same value
+            layer.gamma = gamma
+
+    def _draw_live(self) -> None:
+        """Draw the stored live image."""
         from ._results import show_map
 
         if self._raw is None:
@@ -421,21 +561,7 @@ class LiveImage(QWidget):
             return
         scale = self.scale_combo.currentText()
         img = display_transform(self._raw, scale)
-        latched = self.latch.isChecked()
-        clim = self._latched.get(scale_group(scale)) if latched else None
-        if clim is None and scale in ("Lin", "Power"):
-            clim = self._clim
-        if clim is None:
-            finite = img[np.isfinite(img)]
-            if finite.size:
-                p_lo, p_hi = RANGES[self.range_combo.currentText()]
-                lo, hi = np.percentile(finite, [p_lo, p_hi])
-                clim = (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
-            else:
-                clim = (0.0, 1.0)
-        self.displayed_clim = clim
-        if latched:
-            self._latched[scale_group(scale)] = clim
+        clim = self._clim_for(img, scale, self._clim)
         if self.rgb_name in rv.layers:
             rv.layers[self.rgb_name].visible = False  # a new live image: it is the one shown
         layer = rv.layers[self.name] if self.name in rv.layers else None
@@ -453,10 +579,50 @@ class LiveImage(QWidget):
         else:
             layer = show_map(rv, self.name, img, self._cal, colormap="gray", contrast_limits=clim)
         self._hook_layer(layer)
-        gamma = self.gamma.value() if scale == "Power" else 1.0
-        if layer.gamma != gamma:  # napari's setter redraws the thumbnail even for the same value
-            layer.gamma = gamma
+        self._set_gamma(layer)
+        self._displayed[self.name] = (img, clim)
+        self._shown_scale = scale
+        if not self.cover_shown:
+            self.displayed_clim = clim
+            self.histogram.set_data(*histogram(img), clim)
+
+    def _draw_cover(self, show: bool = False):
+        """Draw the stored cover directly over the live image (``show``: made visible, else as
+        visible as it was); returns its layer."""
+        c = self._cover
+        if c is None:
+            return None
+        rv = self.viewer()
+        self._hook(rv)
+        scale = self.scale_combo.currentText()
+        img = display_transform(c["raw"], scale)
+        clim = self._clim_for(img, scale, c["clim"])
+        layer = self._put_cover(rv, c["name"], img, c["cal"], clim)
+        names = [lyr.name for lyr in rv.layers]
+        if self.name in names and names.index(c["name"]) < names.index(self.name):
+            rv.layers.move(names.index(c["name"]), names.index(self.name) + 1)
+        if show and not layer.visible:
+            layer.visible = True
+        self._shown_scale = scale
+        if self.cover_shown:
+            self.displayed_clim = clim
+            self.histogram.set_data(*histogram(img), clim)
+        return layer
+
+    def _sync_shown(self, event=None) -> None:
+        """The histogram, limits and statistics of the image now shown (a layer hidden or shown)."""
+        name = self.shown_name
+        if name is None or name == self.rgb_name or name not in self._displayed:
+            return
+        img, clim = self._displayed[name]
+        layer = self.shown_layer
+        if layer is not None and not getattr(layer, "rgb", False):
+            clim = tuple(float(v) for v in layer.contrast_limits)
+        self.displayed_clim = clim
         self.histogram.set_data(*histogram(img), clim)
+        raw = self.shown_raw
+        if raw is not None and raw.ndim == 2:
+            self.stats.setText(f"real space: {statistics_text(raw)}")
 
     # -- latch: the same contrast limits for every new image ---------------------------------
     @property
@@ -467,43 +633,52 @@ class LiveImage(QWidget):
         return self._latched.get(scale_group(self.scale_combo.currentText()))
 
     def _on_latch(self, on: bool) -> None:
-        """Ticked: latch the limits shown now; unticked: autorange the current image now."""
+        """Ticked: latch the limits shown now; unticked: autorange the current images now."""
         self._latched = {}
         if on:
-            if self.displayed_clim is not None and self._raw is not None and self._raw.ndim == 2:
+            raw = self.shown_raw
+            if self.displayed_clim is not None and raw is not None and raw.ndim == 2:
                 self._latched[scale_group(self.scale_combo.currentText())] = tuple(self.displayed_clim)
             return
         self.render()
 
     def _on_range(self) -> None:
-        """A percentile preset: taken from the current image (and latched when latched)."""
+        """A percentile preset: taken from the current images (and latched when latched)."""
         self._latched.pop(scale_group(self.scale_combo.currentText()), None)
         self.render()
 
     def _keep_latched(self, clim) -> None:
         """Limits set by hand (handles, napari's controls) become the latched ones."""
-        if self.latch.isChecked() and self._raw is not None and self._raw.ndim == 2:
+        raw = self.shown_raw
+        if self.latch.isChecked() and raw is not None and raw.ndim == 2:
             self._latched[scale_group(self.scale_combo.currentText())] = (float(clim[0]), float(clim[1]))
 
     # -- display only: Power (napari's gamma) and the histogram's handles ----------------------
+    def _our_layers(self) -> list:
+        """The layers of the live image and the cover (those there)."""
+        rv = self.viewer(create=False)
+        names = [self.name] + ([self._cover["name"]] if self._cover is not None else [])
+        return [rv.layers[n] for n in names if rv is not None and n in rv.layers]
+
     def _on_scale(self, scale: str) -> None:
         self.gamma.setEnabled(scale == "Power")
-        layer = self.layer
-        was_power_or_lin = layer is not None and self._shown_scale in ("Lin", "Power")
-        if was_power_or_lin and scale in ("Lin", "Power") and self._raw is not None and self._raw.ndim == 2:
+        raw = self.shown_raw
+        was_power_or_lin = self.layer is not None and self._shown_scale in ("Lin", "Power")
+        if was_power_or_lin and scale in ("Lin", "Power") and raw is not None and raw.ndim == 2:
             # the same values on screen: only the exponent changes (no data sent again)
-            layer.gamma = self.gamma.value() if scale == "Power" else 1.0
+            for layer in self._our_layers():
+                layer.gamma = self.gamma.value() if scale == "Power" else 1.0
             self._shown_scale = scale
             return
         self.render()
 
     def _on_gamma(self, value: float) -> None:
-        layer = self.layer
-        if layer is not None and self.scale_combo.currentText() == "Power":
-            layer.gamma = float(value)
+        if self.scale_combo.currentText() == "Power":
+            for layer in self._our_layers():
+                layer.gamma = float(value)
 
     def _on_handles(self, lo: float, hi: float) -> None:
-        layer = self.layer
+        layer = self.shown_layer
         if layer is None or getattr(layer, "rgb", False):
             return
         self.displayed_clim = (lo, hi)
@@ -511,27 +686,35 @@ class LiveImage(QWidget):
         layer.contrast_limits = (lo, hi)
 
     def _hook_layer(self, layer) -> None:
-        """The histogram's handles follow a contrast change made in napari's layer controls."""
-        self._shown_scale = self.scale_combo.currentText()
-        if getattr(self, "_hooked_layer", None) is not None and self._hooked_layer() is layer:
+        """The histogram's handles follow a contrast change made in napari's layer controls on the
+        shown image; hiding or showing one of the dock's layers changes the image shown."""
+        if layer in self._hooked_layers:
             return
-        me = weakref.ref(self)
+        me, lyr = weakref.ref(self), weakref.ref(layer)
 
         def on_clim(event=None):
-            w = me()
-            if w is None:
+            w, layer_ = me(), lyr()
+            if w is None or layer_ is None:
                 return
             try:
-                lyr = w.layer
-                if lyr is not None and tuple(w.histogram.clim) != tuple(lyr.contrast_limits):
-                    w.displayed_clim = tuple(lyr.contrast_limits)
-                    w._keep_latched(lyr.contrast_limits)
-                    w.histogram.set_clim(lyr.contrast_limits)
+                if w.shown_layer is layer_ and tuple(w.histogram.clim) != tuple(layer_.contrast_limits):
+                    w.displayed_clim = tuple(layer_.contrast_limits)
+                    w._keep_latched(layer_.contrast_limits)
+                    w.histogram.set_clim(layer_.contrast_limits)
             except RuntimeError:  # the dock was deleted
                 pass
 
+        def on_visible(event=None):
+            w = me()
+            if w is not None:
+                try:
+                    w._sync_shown()
+                except RuntimeError:  # the dock was deleted
+                    pass
+
         layer.events.contrast_limits.connect(on_clim)
-        self._hooked_layer = weakref.ref(layer)
+        layer.events.visible.connect(on_visible)
+        self._hooked_layers.add(layer)
 
     # -- hover readout --------------------------------------------------------------------------
     def _hook(self, rv) -> None:
@@ -557,14 +740,17 @@ class LiveImage(QWidget):
         for layer in reversed(list(rv.layers)):
             if not layer.visible or not hasattr(layer, "contrast_limits") or layer.name == self.rgb_name:
                 continue
-            if layer.name == self.name:
-                if self._raw is None or self._raw.ndim != 2:
+            cover = self._cover is not None and layer.name == self._cover["name"]
+            if layer.name == self.name or cover:  # the values, not the displayed (Log, Sqrt) ones
+                raw = self._cover["raw"] if cover else self._raw
+                if raw is None or raw.ndim != 2:
                     continue
                 hit = layer_value(layer, position)
                 if hit is not None:
                     (iy, ix), _ = hit
                     where = f"scan_y {iy}, scan_x {ix}{calibrated_text(layer, iy, ix)}"
-                    self.readout.setText(f"{where}: {value_text(self._raw[iy, ix])}")
+                    head = f"{layer.name}: " if cover else ""
+                    self.readout.setText(f"{head}{where}: {value_text(raw[iy, ix])}")
                     return
                 continue
             hit = layer_value(layer, position)

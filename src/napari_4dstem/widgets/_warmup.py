@@ -77,7 +77,7 @@ def after_shapes_warm(owner, fn) -> None:
 
 def ensure_warm(dtype=np.uint16) -> None:
     """Start warming the kernels for patterns of ``dtype`` (once per dtype and process)."""
-    from napari.qt.threading import create_worker
+    from ._common import create_worker
 
     st = _state()
     key = np.dtype(dtype).str

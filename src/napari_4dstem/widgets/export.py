@@ -114,25 +114,33 @@ class ExportRow(QWidget):
         path, _ = QFileDialog.getSaveFileName(self, title, name, filt)
         return path or None
 
+    def _shown_file_name(self, ext: str) -> str:
+        """``<shown image's layer name>.<ext>``, e.g. ``sum_image.tif`` while the sum image shows."""
+        name = getattr(self.live, "shown_name", None) or getattr(self.live, "name", "virtual image")
+        return f"{name.replace(' ', '_')}.{ext}"
+
     def export_raw(self, path=None) -> bool:
-        """The raw values of the live image (a worker writes them)."""
-        raw = self.live._raw
+        """The raw values of the image the Real space canvas shows (``LiveImage.shown_raw``: the
+        sum image while it covers the live one); a worker writes them."""
+        raw = self.live.shown_raw
         if raw is None or raw.ndim != 2:
             self.status.setText("no image to export yet (an RGB composite has no raw values)")
             return False
-        path = path or self._ask("Export raw image", "virtual_image.tif", "TIFF (*.tif *.tiff);;NumPy (*.npy)")
+        name = self._shown_file_name("tif")
+        path = path or self._ask("Export raw image", name, "TIFF (*.tif *.tiff);;NumPy (*.npy)")
         if not path:
             return False
         self.files.run(export_raw, raw.copy(), path, desc="writing the raw image", on_done=self._done)
         return True
 
     def export_png(self, path=None) -> bool:
-        """The live image as its layer shows it (the colour mapping is done in the worker)."""
-        layer = self.live.layer
-        if self.live._raw is None or layer is None:
+        """The image the Real space canvas shows, as its layer shows it (``LiveImage.shown_layer``;
+        the colour mapping is done in the worker)."""
+        layer = self.live.shown_layer
+        if self.live.shown_raw is None or layer is None:
             self.status.setText("no image to export yet")
             return False
-        path = path or self._ask("Export image as shown", "virtual_image.png", "PNG (*.png)")
+        path = path or self._ask("Export image as shown", self._shown_file_name("png"), "PNG (*.png)")
         if not path:
             return False
         data = np.array(layer.data)

@@ -541,7 +541,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
 
     def _show_key(self, group) -> None:
         """The IPF colour key, drawn in a worker (0.05-0.15 s), shown when done."""
-        from napari.qt.threading import create_worker
+        from ._common import create_worker
 
         create_worker(
             _key_image,
@@ -750,7 +750,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
     def _on_result(self, res) -> None:
         """The IPF colours and keys are computed in a worker (0.1 s for 32x32 patterns on the
         GUI thread, more for bigger scans), then shown."""
-        from napari.qt.threading import create_worker
+        from ._common import create_worker
 
         run = self.run if self.run is not None and self.run.result is res else None
         create_worker(

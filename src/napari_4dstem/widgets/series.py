@@ -432,7 +432,7 @@ class SeriesWidget(DockState, QWidget):
     def compare(self, source: str | None = None, detector=None) -> bool:
         """One virtual image of ``detector`` (default: the Virtual imaging dock's) per dataset,
         computed in a worker and laid out as a grid in the Compare dock as each comes in."""
-        from napari.qt.threading import create_worker
+        from ._common import create_worker
 
         if self._compare_worker is not None:
             self.status.setText("a compare grid is being computed: wait or cancel it")
@@ -596,7 +596,7 @@ class SeriesWidget(DockState, QWidget):
 
     def poll(self) -> None:
         """One look at the watched folder, in a worker (skipped while the last one runs)."""
-        from napari.qt.threading import create_worker
+        from ._common import create_worker
 
         if self.watch_dir is None or self._poll_worker is not None:
             return

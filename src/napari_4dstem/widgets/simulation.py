@@ -247,9 +247,8 @@ class SimulationTrainingWidget(DockState, QWidget):
     def _fill_engines(self) -> None:
         """Every engine of the registry; those that cannot run are disabled, with the reason
         (what to install) as tooltip."""
-        from napari.qt.threading import create_worker
-
         from ..simulation.engines import ENGINES
+        from ._common import create_worker
 
         # whether an engine can run is known by importing its backend (torch, pyprismatic,
         # abTEM: 2.6 s on the GUI thread when the dock opened): a worker checks, the items

@@ -14,6 +14,7 @@ patterns under shapes drawn there into a "region pattern" layer.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import napari
@@ -363,6 +364,9 @@ def _first_detector(dc: DataCube, bf) -> DiskDetector:
 
 # the sum image's layer on the Real space canvas (UX point 1)
 SUM_LAYER = "sum image"
+# its steps while it fills in are drawn at most every SUM_DRAW_MIN_S..SUM_DRAW_MAX_S (2-5 Hz):
+# four times what the last draw cost the GUI thread, as PartialMaps does for the jobs' maps
+SUM_DRAW_MIN_S, SUM_DRAW_MAX_S = 0.2, 0.5
 
 # lazy data larger than this gets a strided first view and a progress bar (UX points 1 and 7)
 LAZY_PROGRESS_BYTES = 256 * 2**20
@@ -534,6 +538,15 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         # as its own layer over the live image, until the user sets a detector
         self._sum_follow = False
         self._sum_pending: tuple | None = None  # the finished sum image, waiting for the BF image
+        self._sum_result = None  # its pipeline result (the Full preset's), for Save / Copy as Python
+        # its steps drawn at an adaptive 2-5 Hz (as PartialMaps): the newest step not drawn yet,
+        # when the last one was drawn, and the interval (4x what a draw cost, 0.2-0.5 s)
+        self._sum_step = None
+        self._sum_drawn_at = -1e9
+        self._sum_interval = SUM_DRAW_MIN_S
+        self._sum_timer = QTimer(self)
+        self._sum_timer.setSingleShot(True)
+        self._sum_timer.timeout.connect(guarded(self, self._draw_sum_step))
         self._opening = False  # _on_bf sets the first detector (not a user's)
         self.region = RealSpaceRegion(self)  # a region drawn on the Real space dock (UX point 5)
         if self.layer is not None:
@@ -543,18 +556,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
     # -- UI -----------------------------------------------------------------------------------
     def _build_ui(self) -> None:
+        # the display controls, the exports and Save/Copy as Python act on the image the Real
+        # space canvas shows: the sum image while it covers the live one (LiveImage.set_cover)
         self.realspace = LiveImage(self.viewer, "virtual image")
-        rs = self.realspace
-        # the display controls act on the "virtual image" layer: one used while the opaque sum
-        # image covers it hides the sum image, so the control's effect is what the canvas shows
-        for sig in (
-            rs.scale_combo.currentTextChanged,
-            rs.range_combo.currentTextChanged,
-            rs.latch.toggled,
-            rs.gamma.valueChanged,
-            rs.histogram.clim_changed,
-        ):
-            sig.connect(guarded(self, lambda *_: self._stop_sum_follow()))
         self.layer_combo = CubePicker(self.viewer)
         self.kind_combo = QComboBox()
         self.kind_combo.addItems(KINDS)
@@ -811,7 +815,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         want = self._restored is None and self._response() == "Sum" and not self.descan.isChecked()
         self._sum_follow = want and _large_lazy(dc)
         self.status.setText("finding the bright-field disk...")
-        from napari.qt.threading import create_worker
+        from ._common import create_worker
 
         # reading 25 patterns of a lazy file and fitting the disk: a worker, never the GUI thread
         create_worker(
@@ -1322,9 +1326,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         except Napari4DSTEMError:
             return
         lazy = fills_in(dc.data)
-        from napari.qt.threading import create_worker
-
         from ..engine.driver import n_blocks_for
+        from ._common import create_worker
 
         self._preset_follow = [None]  # the preset whose image fills in with the pass (apply_preset)
         self._preset_dets = dets
@@ -1337,6 +1340,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 self._preset_cache = images
                 self.presets_ready = True
                 if self._sum_follow and summed is not None:
+                    self._sum_step = None  # the exact image supersedes a step held back
+                    self._sum_timer.stop()
+                    self._sum_result = images["Full"][1]
                     self._sum_pending = (*summed, "sum image: exact (total intensity of each pattern)")
                     if self.last_image is not None:
                         self._show_sum(*self._sum_pending)
@@ -1400,6 +1406,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.realspace.set_image(
             pm.data,
             self.datacube()[1],
+            clim=pm.limits,  # the worker's min/max of the rows so far: no percentiles on the GUI thread
             title=f"virtual image: {name} filling in, {pm.fraction:.0%} exact (one pass for all presets)",
         )
 
@@ -1414,7 +1421,12 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         top (its layer is hidden, kept in the layer list). With ``remove`` (another file opened,
         or the dataset closed) its layer is removed: it shows the last file's data."""
         self._sum_follow, self._sum_pending = False, None
-        layer = self._sum_layer()
+        self._sum_step = None
+        self._sum_timer.stop()
+        if remove:
+            self._sum_result = None
+        self.realspace.drop_cover(remove=remove)
+        layer = self._sum_layer()  # a sum layer the LiveImage does not hold (none so far)
         if layer is not None and remove:
             self.realspace.viewer(create=False).layers.remove(layer)
         elif layer is not None and layer.visible:
@@ -1433,40 +1445,33 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         pm = p.partial
         if pm is None or pm.name != "virtual_Full" or pm.fraction >= 1.0 or self.last_image is None:
             return
+        # the newest step waits for the interval (2-5 Hz); the exact image (done) ends the wait
+        self._sum_step = pm
+        wait = self._sum_drawn_at + self._sum_interval - time.perf_counter()
+        if wait <= 0:
+            self._sum_timer.stop()
+            self._draw_sum_step()
+        elif not self._sum_timer.isActive():
+            self._sum_timer.start(int(wait * 1000) + 1)
+
+    def _draw_sum_step(self) -> None:
+        """Draw the newest step of the sum image held back (none: nothing), if it still fills in."""
+        pm, self._sum_step = self._sum_step, None
+        if pm is None or not self._sum_follow:
+            return
+        t0 = time.perf_counter()
         self.filled_in.append(pm.fraction)
         self._show_sum(pm.data, pm.limits, f"sum image: filling in, {pm.fraction:.0%} exact (one pass for all presets)")
+        self._sum_drawn_at = time.perf_counter()
+        self._sum_interval = min(max(4.0 * (self._sum_drawn_at - t0), SUM_DRAW_MIN_S), SUM_DRAW_MAX_S)
 
     def _show_sum(self, img: np.ndarray, limits, text: str) -> None:
-        """The sum image on the Real space canvas, directly over the live image."""
-        from ._results import show_map
-
-        rv = self.realspace.viewer()
+        """The sum image on the Real space canvas, directly over the live image, with the dock's
+        display controls (``LiveImage.set_cover``). ``limits`` come from the worker (the steps'
+        min/max, the exact image's 0.1-99.9 percentiles): the GUI thread computes none."""
         if limits is None:
-            limits = _sum_limits(img)
-        layer = rv.layers[SUM_LAYER] if SUM_LAYER in rv.layers else None
-        cal = self.datacube()[1]
-        kw = cal.napari_kwargs("scan")
-        grid = (img.shape, tuple(float(v) for v in kw["scale"]), tuple(str(u) for u in kw["units"]))
-        same = (
-            layer is not None
-            and layer.metadata.get("napari_4dstem_grid") == (*grid, tuple(float(v) for v in layer.translate))
-            and tuple(float(v) for v in layer.scale) == grid[1]
-        )
-        if same:
-            with layer.events.data.blocker():  # the same grid: no dims update of the viewer
-                layer.data = img
-            layer.refresh()
-            layer.contrast_limits = limits
-        else:  # another shape, scale, origin or units (another file): a new layer, not stale ones
-            if layer is not None:
-                rv.layers.remove(layer)
-            layer = show_map(rv, SUM_LAYER, img, cal, colormap="gray", contrast_limits=limits)
-            layer.metadata["napari_4dstem_grid"] = (*grid, tuple(float(v) for v in layer.translate))
-        names = [lyr.name for lyr in rv.layers]
-        if self.realspace.name in names and names.index(SUM_LAYER) < names.index(self.realspace.name):
-            rv.layers.move(names.index(SUM_LAYER), names.index(self.realspace.name) + 1)
-        if not layer.visible:
-            layer.visible = True
+            raise ValueError("the sum image comes with its contrast limits (computed in the presets' worker)")
+        self.realspace.set_cover(SUM_LAYER, img, self.datacube()[1], clim=tuple(float(v) for v in limits))
         self.status.setText(text)
 
     def show_rgb(self, names: tuple[str, str, str] | None = None) -> np.ndarray | None:
@@ -1483,7 +1488,15 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         return rgb
 
     def pipeline_result(self):
-        """The shown image as a pipeline result (the Sum response), for Save and Copy as Python."""
+        """The shown image as a pipeline result (the Sum response), for Save and Copy as Python:
+        the sum image's (the Full preset's) while it covers the live image on the canvas."""
+        if self.realspace.cover_shown:
+            if self._sum_result is None:
+                raise Napari4DSTEMError(
+                    "the sum image shown is still filling in (or was cancelled): Save result and "
+                    "Copy as Python once it is exact, or set a detector"
+                )
+            return self._sum_result
         if self.result is None and self.last_image is not None:
             raise Napari4DSTEMError(
                 f"the {self._response()} response is not a pipeline result yet: Save and "
@@ -1499,7 +1512,6 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             return None
 
     def save_result(self, path=None):
-        self._stop_sum_follow()  # the saved image (the detector's) is the one the canvas shows
         try:
             return super().save_result(path)
         except Napari4DSTEMError as e:
@@ -1725,7 +1737,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._preset_follow[0] = None  # a new detector: the presets' pass is no longer shown
         if not self._opening:
             self._stop_sum_follow()
-        from napari.qt.threading import create_worker
+        from ._common import create_worker
 
         try:
             dc, cal = self.datacube()
@@ -1900,9 +1912,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._preview = None
         if not isinstance(dc.data, np.ndarray) or dc.nbytes < 256 * 2**20 or min(dc.detector_shape) < 32:
             return
-        from napari.qt.threading import create_worker
-
         from ..analysis.virtual.preview import iter_preview_cube
+        from ._common import create_worker
 
         def done(cube):
             if holds_data(self.layer, dc.data):
@@ -1936,7 +1947,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self._worker.quit()
             self.status.setText("cancelled")
         elif self._sum_follow and self._preset_worker is not None:
-            # the sum image filling in by itself: its pass stops (the rows so far stay; presets on demand)
+            # the sum image filling in by itself: its pass stops (the rows so far stay, the newest
+            # step held back drawn now; presets on demand)
+            self._sum_timer.stop()
+            self._draw_sum_step()
             self._sum_follow = False
             self._preset_worker.quit()
             self.status.setText("sum image: cancelled")
@@ -1955,7 +1969,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
     def integrate_region(self, y0: int, y1: int, x0: int, x1: int) -> None:
         """Mean pattern over scan rows ``y0:y1`` and columns ``x0:x1`` as a 2D layer."""
-        from napari.qt.threading import create_worker
+        from ._common import create_worker
 
         try:
             dc, _ = self.datacube()

@@ -17,6 +17,7 @@ instead, one chunk in ``m x m`` of the chunk grid, exact in the chunks read.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import numpy as np
@@ -326,16 +327,36 @@ class _StridedView:
         self.ndim = 4
 
     @staticmethod
-    def _compose(r: range, k) -> slice:
-        sub = r[k] if isinstance(k, slice) else r[int(k) : int(k) + 1]
-        # a range's stop may lie past the axis (range(2, 50, 4)[12:] stops at 50 + 2): clip it
-        return slice(sub.start, sub.start + len(sub) * sub.step if len(sub) else sub.start, sub.step)
+    def _compose(r: range, k) -> tuple[slice, bool]:
+        """``(source slice, reversed)`` of the positions ``r[k]``.
+
+        The positions as an ascending slice of the source (h5py and the readers take no negative
+        steps) and whether to reverse what it reads. Negative integers and slice bounds count
+        from the end, as numpy's; an integer outside the axis raises IndexError.
+        """
+        if isinstance(k, slice):
+            sub = r[k]
+        else:
+            i = operator.index(k)
+            if not -len(r) <= i < len(r):
+                raise IndexError(f"index {i} is out of bounds for an axis of size {len(r)}")
+            sub = r[i % len(r) : i % len(r) + 1]
+        if not len(sub):
+            return slice(0, 0), False
+        flip = sub.step < 0
+        if flip:
+            sub = sub[::-1]
+        # the last position + 1, not the range's stop (range(2, 50, 4)[12:] stops past the axis)
+        return slice(sub[0], sub[-1] + 1, sub.step), flip
 
     def __getitem__(self, key):
         key = key if isinstance(key, tuple) else (key,)
         key = key + (slice(None),) * (4 - len(key))
-        out = self._src[(self._compose(self._ys, key[0]), self._compose(self._xs, key[1]), *key[2:])]
+        (sy, fy), (sx, fx) = self._compose(self._ys, key[0]), self._compose(self._xs, key[1])
+        out = self._src[(sy, sx, *key[2:])]
         out = np.asarray(out.compute() if hasattr(out, "compute") else out)
+        if fy or fx:
+            out = out[:: -1 if fy else 1, :: -1 if fx else 1]
         return out[tuple(0 if isinstance(k, int | np.integer) else slice(None) for k in key[:2])]
 
 
