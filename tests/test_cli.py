@@ -129,3 +129,18 @@ def test_simulate_with_our_multislice_and_detection_labels(tmp_path, capsys):
     assert abs(float(s.pattern.sum()) - 1) < 0.02  # fractions of the beam, thin crystal
     iy, ix = np.round(s.bragg["qy"]).astype(int), np.round(s.bragg["qx"]).astype(int)
     assert np.all(s.label[iy, ix] > 0.6)  # every listed reflection is a peak of height ~1
+
+
+def test_warmup_compiles_each_group_once_per_dtype(capsys):
+    """`napari-4dstem warmup`: every group of kernels once per dtype, the orientation matcher (peak
+    lists, no dtype) once; a bad dtype is one line and exit 2."""
+    from napari_4dstem.analysis.warm import CORE_STEPS, iter_warm
+
+    ran = [(d, s) for d, s, _ in iter_warm(["uint8", "float32"])]
+    names = [f.__name__ for f in CORE_STEPS]
+    assert ran == [("uint8", n) for n in names] + [("float32", n) for n in names if n != "warm_acom"]
+    assert main(["warmup", "--dtype", "uint8"]) == 0
+    out = capsys.readouterr().out
+    assert "warm_bragg" in out and "kernels ready" in out
+    assert main(["warmup", "--dtype", "nonsense"]) == 2
+    assert "--dtype" in capsys.readouterr().err

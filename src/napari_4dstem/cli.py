@@ -181,6 +181,43 @@ def run_samples(args) -> int:
     return EXIT_OK
 
 
+# -- warmup -------------------------------------------------------------------------------------
+def add_warmup(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "warmup",
+        help="compile the numba kernels once after installing (first use in napari is then quick)",
+        description="Compile the numba kernels (virtual images, centre of mass, Bragg disks and strain, "
+        "orientation matching) into numba's cache, so that no later process, napari's included, "
+        "compiles them at first use (a minute or more on 2 cores). Later runs load them in seconds.",
+    )
+    p.add_argument(
+        "--dtype",
+        action="append",
+        default=None,
+        help="pattern dtype to compile for (repeat for several; default uint16 and float32)",
+    )
+    return p
+
+
+def run_warmup(args) -> int:
+    import numpy as np
+
+    from .analysis.warm import iter_warm
+
+    dtypes = args.dtype or ["uint16", "float32"]
+    try:
+        dtypes = [np.dtype(d).name for d in dtypes]
+    except TypeError as e:
+        raise Napari4DSTEMError(f"--dtype: {e}") from None
+    total = 0.0
+    for dtype, step, seconds in iter_warm(dtypes):
+        total += seconds
+        if not args.quiet:
+            print(f"{dtype:>8}  {step:<14} {seconds:6.1f} s")
+    print(f"kernels ready ({total:.1f} s)")
+    return EXIT_OK
+
+
 # -- virtual / calibrate / dpc (analysis; the functions live in napari_4dstem.analysis) --------
 def add_virtual(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("virtual", help="virtual images: point, disk, annulus, rectangle, mask, presets")
@@ -907,6 +944,7 @@ SUBCOMMANDS: dict[str, tuple[Callable, Callable]] = {
     "convert": (add_convert, run_convert),
     "demo": (add_demo, run_demo),
     "samples": (add_samples, run_samples),
+    "warmup": (add_warmup, run_warmup),
     "virtual": (add_virtual, run_virtual),
     "calibrate": (add_calibrate, run_calibrate),
     "dpc": (add_dpc, run_dpc),

@@ -16,6 +16,8 @@ import numpy as np
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QLabel
 
+from ..analysis.warm import CORE_STEPS, tiny_cube
+
 
 class _State(QObject):
     changed = Signal()
@@ -108,56 +110,6 @@ def ensure_warm(dtype=np.uint16) -> None:
     st.changed.emit()
 
 
-def _tiny_cube(dtype: np.dtype) -> np.ndarray:
-    """A 4x4 scan of 48x48 patterns: a bright disk and a square lattice of weaker disks."""
-    yy, xx = np.mgrid[:48, :48].astype(np.float64)
-    pat = np.zeros((48, 48))
-    for gy in (-12, 0, 12):
-        for gx in (-12, 0, 12):
-            pat += (200.0 if gy == gx == 0 else 40.0) * (np.hypot(yy - 24 - gy, xx - 24 - gx) < 4)
-    cube = np.broadcast_to(pat + 2.0, (4, 4, 48, 48))
-    return np.ascontiguousarray(cube).astype(dtype)
-
-
-def _virtual(cube):
-    from ..analysis.virtual.detectors import AnnulusDetector, DiskDetector, RectangleDetector
-    from ..analysis.virtual.images import virtual_image, virtual_images
-
-    for det in (DiskDetector((24, 24), 5), AnnulusDetector((24, 24), 6, 20), RectangleDetector((10, 30), (5, 40))):
-        virtual_image(cube, det)
-    virtual_images(cube, [DiskDetector((24, 24), 5), AnnulusDetector((24, 24), 6, 20)])
-
-
-def _com(cube):
-    from ..analysis.virtual.com import center_of_mass
-
-    center_of_mass(cube)
-
-
-def _bragg(cube):
-    from ..analysis.bragg.disks import (
-        bragg_vector_map,
-        detect_in_stack,
-        find_bragg_disks,
-        origin_from_peaks,
-    )
-    from ..analysis.bragg.lattice import Lattice, fit_lattice
-    from ..analysis.bragg.probe import make_template
-    from ..analysis.bragg.strain import strain_from_lattice
-
-    yy, xx = np.mgrid[:48, :48]
-    probe = 100.0 * (np.hypot(yy - 24, xx - 24) < 4)
-    template = make_template(probe)
-    pats = np.asarray(cube[0, :2])
-    for subpixel in ("fit", "parabolic", "upsample"):
-        detect_in_stack(pats, template, parallel=False, subpixel=subpixel)
-    detect_in_stack(pats, template, parallel=True)
-    peaks = find_bragg_disks(cube, template=template)
-    bragg_vector_map(peaks, origin=origin_from_peaks(peaks), shape=(48, 48))
-    fit = fit_lattice(peaks, Lattice((12.0, 0.0), (0.0, 12.0)))
-    strain_from_lattice(fit)
-
-
 def _napari_shapes(cube):
     """napari triangulates Shapes with numba, compiled per dtype and memory order on first use
     (seconds; a fresh install froze the GUI 4 s at the first Wedge polygon). Build a Shapes model
@@ -185,14 +137,15 @@ def _imports(cube):
     from matplotlib.backends import backend_agg  # noqa: F401
 
 
-# the Shapes first: the docks draw detectors as soon as they open
-_STEPS = (_napari_shapes, _imports, _virtual, _com, _bragg)
+# the Shapes first: the docks draw detectors as soon as they open; then the core's kernels in the
+# order a user meets them (the same groups as `napari-4dstem warmup`, analysis/warm.py)
+_STEPS = (_napari_shapes, _imports, *CORE_STEPS)
 
 
 def warm_kernels(dtype: np.dtype):
     """Worker job: run each group of kernels once on a tiny cube of ``dtype`` (a generator:
     one yield per group, so a closing viewer can stop it between groups)."""
-    cube = _tiny_cube(dtype)
+    cube = tiny_cube(dtype)
     for i, step in enumerate(_STEPS):
         try:
             step(cube)
