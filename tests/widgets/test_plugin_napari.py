@@ -125,11 +125,16 @@ def test_reader_ignores_files_that_are_not_ours(tmp_path):
     plain = tmp_path / "other.h5"
     with h5py.File(plain, "w") as f:
         f["image"] = np.zeros((4, 4))
-    np.save(tmp_path / "img3d.npy", np.zeros((3, 4, 5)))
+    np.save(tmp_path / "img2d.npy", np.zeros((4, 5)))
     (tmp_path / "notes.xml").write_text("<a/>")
     (tmp_path / "x.h5").write_bytes(b"garbage")
-    for p in ["other.h5", "img3d.npy", "notes.xml", "x.h5", "missing.h5"]:
+    for p in ["other.h5", "img2d.npy", "notes.xml", "x.h5", "missing.h5"]:
         assert get_reader(str(tmp_path / p)) is None, p
+    # a 3D .npy is a stack of patterns to us (one scan line, reshaped in the Scan shape dock):
+    # claimed beside napari's own reader, which opens it as an image stack (napari lets the user
+    # choose between the two)
+    np.save(tmp_path / "stack3d.npy", np.zeros((3, 4, 5)))
+    assert callable(get_reader(str(tmp_path / "stack3d.npy")))
     ok = emd.write(tmp_path / "ok.h5", DataCube(np.zeros((2, 2, 4, 4), np.uint8)))
     assert callable(get_reader(str(ok)))
     assert get_reader([str(ok), str(ok)]) is None
