@@ -661,3 +661,21 @@ def test_remerge_joins_a_cut_through_a_staircase_and_keeps_a_real_step():
         np.stack([big, np.zeros((sy, sx))], -1).reshape(-1, 2) + noise, labels, prob, (sy, sx), 30.0
     )
     assert np.all(lab == 0)
+
+
+def test_remerge_keeps_two_planted_lattices_and_never_splits_one_under_a_thickness_gradient():
+    # end to end with the re-merge on: one lattice under a strong thickness gradient, intensity drift, strain
+    # and descan stays one class; two lattices (the second turned 4 deg) in two halves under the same
+    # nuisances stay two, the map exact off the boundary
+    p = ClassifyParams(max_classes=5, remerge_jump=20.0)
+    one = scene(np.zeros((20, 20), int), [lattice(12, 0)], dose=3e4, descan=3.0, thickness=(0.4, 1.6))
+    r = classify(one, features=FeatureParams("pattern", inner_px=6), params=p, class_means=False)
+    assert r.n_classes == 1
+    truth = np.zeros((20, 24), int)
+    truth[:, 12:] = 1
+    two = scene(truth, [lattice(12, 0), lattice(12, 4)], dose=3e4, descan=2.0, thickness=(0.4, 1.6))
+    r = classify(two, features=FeatureParams("pattern", inner_px=6), params=p, class_means=False)
+    assert r.n_classes == 2 and r.suggested_n_classes == 2
+    pure = np.ones(24, bool)
+    pure[11:13] = False
+    assert adjusted_rand_score(truth[:, pure].ravel(), r.labels[:, pure].ravel()) == 1.0
