@@ -34,6 +34,9 @@ The pipeline (:func:`iter_classify_features`):
 5. **Spatial regularisation** (``spatial > 0``): a few iterated-conditional-modes sweeps of a
    Potts model on the scan, ``label = argmax_c log p(c | x) + spatial * (# of the 8
    neighbours in c)``: isolated noise-driven labels flip, boundaries stay sharp.
+   With the number of classes suggested, the step test once more on the smoothed label map
+   (``remerge_jump``, :func:`_remerge_smoothed`): bordering classes whose common border is no step
+   (a cut along a thickness staircase) are merged.
 6. **Mixing fractions**: each pattern's normalised (untransformed) features written as
    ``f m_a + (1 - f) m_b`` of its two most likely class means, ``f`` clipped to [0, 1].
 """
@@ -126,7 +129,8 @@ class ClassifyParams:
         With the number of classes suggested: after the spatial smoothing, two classes that border each other
         are merged while the step across their border is less than this many times the steps beside it
         (:func:`_remerge_smoothed`: the step test once more on the smoothed, spatially coherent label map; a cut
-        along a thickness staircase is no step). 0: off (session 12, docs/classification.md).
+        along a thickness staircase is no step). 0: off. Default 20, set on the tuning draws 9001-9102 and
+        kept after the held-out draws 9401/9402 (session 12, docs/classification.md).
     seed : int
         Seed of the random sampling, mixtures and k-means.
     """
@@ -147,7 +151,7 @@ class ClassifyParams:
     min_width: int = 4
     space: str = "auto"
     maf: int = 8
-    remerge_jump: float = 0.0
+    remerge_jump: float = 20.0
     seed: int = 0
 
     def __post_init__(self):
