@@ -870,7 +870,7 @@ def _remerge_smoothed(zc, labels, prob, scan_shape, jump: float):
     other with the smallest jump ratio (:func:`_jump_ratio`, along the difference of their means, the step
     across the border against the steps two pixels away) are merged while it is below ``jump``. A class split
     along a thickness staircase keeps terrace steps on both sides of its cut (ratio about 10-25 on the tuning
-    draws); a boundary between two structures is a step far above the steps beside it (50-7000).
+    draws); a boundary between two structures is mostly a step far above the steps beside it (50-7000).
     Returns ``(labels, prob)`` with the merged classes' probabilities summed (classes renumbered 0..k-1).
     """
     steps = _border_steps(scan_shape)
