@@ -1,7 +1,7 @@
 """Structure classification: accuracy on the hard cases and speed, against PCA + k-means.
 
     python benchmarks/bench_classify.py [--scan 40] [--det 96] [--cases all] [--seeds 9001,9002] [--speed]
-        [--space components|maf|auto]
+        [--space components|maf|auto] [--remerge-jump 20]
 
 Accuracy. Every case is drawn by a generator of its own (this file: the kinematic engine
 ``napari_4dstem.simulation.kinematic.excited_reflections`` on bundled crystals, 300 kV,
@@ -186,7 +186,7 @@ def baseline(data, k, seed=0):
     return KMeans(k, n_init=10, random_state=seed).fit_predict(z).reshape(data.shape[:2])
 
 
-def run_accuracy(scan, det, which, seed, features="pattern", space="components", maf=8):
+def run_accuracy(scan, det, which, seed, features="pattern", space="components", maf=8, remerge=None):
     from sklearn.metrics import adjusted_rand_score as ari
 
     rows = []
@@ -205,6 +205,11 @@ def run_accuracy(scan, det, which, seed, features="pattern", space="components",
         t = time.perf_counter()
         rk = classify(data, features=fp, params=ClassifyParams(n_classes=k, space=space, maf=maf), class_means=False)
         t_ours_k = time.perf_counter() - t
+        new = None
+        if remerge is not None:  # the same classification with ClassifyParams.remerge_jump set, same data
+            new = classify(
+                data, features=fp, params=ClassifyParams(space=space, maf=maf, remerge_jump=remerge), class_means=False
+            )
         t = time.perf_counter()
         b = baseline(data, k)
         t_base = time.perf_counter() - t
@@ -229,6 +234,15 @@ def run_accuracy(scan, det, which, seed, features="pattern", space="components",
             "ours_s": round(t_ours, 2),
             "ours_given_k_ari": round(float(ari(truth.ravel(), rk.labels.ravel())), 4),
             "ours_given_k_s": round(t_ours_k, 2),
+            **(
+                {}
+                if new is None
+                else {
+                    "remerge_jump": remerge,
+                    "remerge_k": new.n_classes,
+                    "remerge_ari": round(float(ari(truth.ravel(), new.labels.ravel())), 4),
+                }
+            ),
             "baseline_ari": round(float(ari(truth.ravel(), b.ravel())), 4),
             "baseline_s": round(t_base, 2),
             "mixed_pixels": int(mixed.sum()),
@@ -327,6 +341,12 @@ def main(argv=None):
         help="ClassifyParams.space of our classification (default: the library's default)",
     )
     ap.add_argument("--maf", type=int, default=8, help="ClassifyParams.maf: factors for --space maf/auto")
+    ap.add_argument(
+        "--remerge-jump",
+        type=float,
+        default=None,
+        help="also classify with ClassifyParams(remerge_jump=...) on the same data (suggested count)",
+    )
     ap.add_argument("--speed", action="store_true", help="also the 2 GiB speed/RSS run")
     ap.add_argument("--no-accuracy", action="store_true")
     args = ap.parse_args(argv)
@@ -336,7 +356,9 @@ def main(argv=None):
         out["accuracy"] = [
             row
             for seed in seeds
-            for row in run_accuracy(args.scan, args.det, args.cases, seed, args.features, args.space, args.maf)
+            for row in run_accuracy(
+                args.scan, args.det, args.cases, seed, args.features, args.space, args.maf, args.remerge_jump
+            )
         ]
     if args.speed:
         with tempfile.TemporaryDirectory(dir="/tmp") as tmp:

@@ -633,3 +633,49 @@ def test_fine_radial_block_moves_with_the_lattice_spacing_and_ignores_disk_inten
     assert np.corrcoef(prof[0], prof[1])[0, 1] > 0.95
     with pytest.raises(ValueError, match="radial"):
         FeatureParams("pattern+radial", radial_window_px=0.1)
+
+
+def test_remerge_joins_a_cut_through_a_staircase_and_keeps_a_real_step():
+    # session 12: the step test once more on the smoothed label map. Scores on a 24 x 24 scan: (a) one class
+    # whose score climbs a thickness staircase (terraces 3 px wide, each 1.0 higher), cut in two at a terrace
+    # step: the step across the cut is no larger than the steps beside it, so the two join; (b) two
+    # structures, flat inside, 6.0 apart across the same border: kept apart
+    from napari_4dstem.analysis.classify.model import _remerge_smoothed
+
+    sy = sx = 24
+    rng = np.random.default_rng(4)
+    jj = np.tile(np.arange(sx), (sy, 1))
+    labels = (jj >= 12).astype(int).ravel()
+    prob = np.eye(2)[labels] * 0.9 + 0.05
+    noise = 0.05 * rng.standard_normal((sy * sx, 2))
+    stair = np.stack([(jj // 3).astype(float), np.zeros((sy, sx))], -1).reshape(-1, 2) + noise
+    lab, pr = _remerge_smoothed(stair, labels, prob, (sy, sx), jump=30.0)
+    assert np.all(lab == 0) and pr.shape == (sy * sx, 1)
+    np.testing.assert_allclose(pr[:, 0], prob.sum(1))
+    step = np.stack([6.0 * (jj >= 12), np.zeros((sy, sx))], -1).reshape(-1, 2) + noise
+    lab, pr = _remerge_smoothed(step, labels, prob, (sy, sx), jump=30.0)
+    assert np.array_equal(lab, labels) and pr is prob
+    # a staircase whose cut falls on a step 2.5 x the others (a reflection extinguished there): still joined
+    big = (jj // 3).astype(float) + 1.5 * (jj >= 12)
+    lab, _ = _remerge_smoothed(
+        np.stack([big, np.zeros((sy, sx))], -1).reshape(-1, 2) + noise, labels, prob, (sy, sx), 30.0
+    )
+    assert np.all(lab == 0)
+
+
+def test_remerge_keeps_two_planted_lattices_and_never_splits_one_under_a_thickness_gradient():
+    # end to end with the re-merge on: one lattice under a strong thickness gradient, intensity drift, strain
+    # and descan stays one class; two lattices (the second turned 4 deg) in two halves under the same
+    # nuisances stay two, the map exact off the boundary
+    p = ClassifyParams(max_classes=5, remerge_jump=20.0)
+    one = scene(np.zeros((20, 20), int), [lattice(12, 0)], dose=3e4, descan=3.0, thickness=(0.4, 1.6))
+    r = classify(one, features=FeatureParams("pattern", inner_px=6), params=p, class_means=False)
+    assert r.n_classes == 1
+    truth = np.zeros((20, 24), int)
+    truth[:, 12:] = 1
+    two = scene(truth, [lattice(12, 0), lattice(12, 4)], dose=3e4, descan=2.0, thickness=(0.4, 1.6))
+    r = classify(two, features=FeatureParams("pattern", inner_px=6), params=p, class_means=False)
+    assert r.n_classes == 2 and r.suggested_n_classes == 2
+    pure = np.ones(24, bool)
+    pure[11:13] = False
+    assert adjusted_rand_score(truth[:, pure].ravel(), r.labels[:, pure].ravel()) == 1.0

@@ -34,6 +34,9 @@ The pipeline (:func:`iter_classify_features`):
 5. **Spatial regularisation** (``spatial > 0``): a few iterated-conditional-modes sweeps of a
    Potts model on the scan, ``label = argmax_c log p(c | x) + spatial * (# of the 8
    neighbours in c)``: isolated noise-driven labels flip, boundaries stay sharp.
+   With the number of classes suggested, the step test once more on the smoothed label map
+   (``remerge_jump``, :func:`_remerge_smoothed`): bordering classes whose common border is no step
+   (a cut along a thickness staircase) are merged.
 6. **Mixing fractions**: each pattern's normalised (untransformed) features written as
    ``f m_a + (1 - f) m_b`` of its two most likely class means, ``f`` clipped to [0, 1].
 """
@@ -122,6 +125,12 @@ class ClassifyParams:
         structure that fills large regions (:func:`choose_space`; docs/classification.md, session 10).
     maf : int
         Number of maximum-autocorrelation factors (``space`` ``"maf"`` or ``"auto"``).
+    remerge_jump : float
+        With the number of classes suggested: after the spatial smoothing, two classes that border each other
+        are merged while the step across their border is less than this many times the steps beside it
+        (:func:`_remerge_smoothed`: the step test once more on the smoothed, spatially coherent label map; a cut
+        along a thickness staircase is no step). 0: off. Default 20, set on the tuning draws 9001-9102 and
+        kept after the held-out draws 9401/9402 (session 12, docs/classification.md).
     seed : int
         Seed of the random sampling, mixtures and k-means.
     """
@@ -142,6 +151,7 @@ class ClassifyParams:
     min_width: int = 4
     space: str = "auto"
     maf: int = 8
+    remerge_jump: float = 20.0
     seed: int = 0
 
     def __post_init__(self):
@@ -852,6 +862,42 @@ def _merge_smallest(z, hard, group, target: int) -> np.ndarray:
     return group
 
 
+def _remerge_smoothed(zc, labels, prob, scan_shape, jump: float):
+    """Merge classes of the smoothed label map whose common border is no step.
+
+    The step test of :func:`_merge_components` once more, on the classes of the smoothed label map (spatially
+    coherent regions, their borders no longer frayed by single noisy pixels): the two classes that border each
+    other with the smallest jump ratio (:func:`_jump_ratio`, along the difference of their means, the step
+    across the border against the steps two pixels away) are merged while it is below ``jump``. A class split
+    along a thickness staircase keeps terrace steps on both sides of its cut (ratio about 10-25 on the tuning
+    draws); a boundary between two structures is mostly a step far above the steps beside it (50-7000).
+    Returns ``(labels, prob)`` with the merged classes' probabilities summed (classes renumbered 0..k-1).
+    """
+    steps = _border_steps(scan_shape)
+    prob = np.asarray(prob)
+    group = np.arange(prob.shape[1])  # original class -> class it was merged into
+    lab = np.asarray(labels).copy()
+    while True:
+        ids = np.unique(lab)
+        best, pair = jump, None
+        for i, a in enumerate(ids):
+            for b in ids[i + 1 :]:
+                r = _jump_ratio(zc, lab, a, b, steps)
+                if np.isfinite(r) and r < best:
+                    best, pair = r, (a, b)
+        if pair is None:
+            break
+        lab[lab == pair[1]] = pair[0]
+        group[group == pair[1]] = pair[0]
+    if len(np.unique(group)) == len(group):
+        return labels, prob
+    _, group = np.unique(group, return_inverse=True)
+    merged = np.zeros((len(prob), int(group.max()) + 1))
+    for c in range(prob.shape[1]):
+        merged[:, group[c]] += prob[:, c]
+    return group[labels], merged
+
+
 def _valley_ratio(za: np.ndarray, zb: np.ndarray, noise_var: float) -> float:
     """Density between two groups relative to the lower of their two peaks.
 
@@ -1080,6 +1126,9 @@ def _iter_cluster(zc, noise_var, raw, blocks, scan_shape, p: ClassifyParams, ste
     prob = np.clip(prob, 1e-300, None)
     if p.spatial > 0 and p.method != "hierarchical":
         labels = _icm(np.log(prob), scan_shape, p.spatial)
+    if p.n_classes is None and p.remerge_jump > 0:
+        labels, prob = _remerge_smoothed(zc, labels, prob, scan_shape, p.remerge_jump)
+        suggested = len(np.unique(labels))
     # classes ordered by size (largest first); empty classes dropped
     sizes = np.bincount(labels, minlength=prob.shape[1])
     order = [c for c in np.argsort(-sizes, kind="stable") if sizes[c] > 0]
