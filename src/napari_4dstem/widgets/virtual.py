@@ -492,6 +492,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         super().__init__(parent)
         self.viewer = viewer
         self._worker = None
+        self._dropped_job = None  # a live job for a closed (or replaced) dataset: its steps are dropped
         self._pending: Detector | None = None
         self._shown = False  # the running job has shown its first image
         self._first_soon = False  # ... and its first image is due soon (see _request)
@@ -791,6 +792,14 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             if self._worker is None:
                 self.progress.setVisible(False)
                 self.cancel_btn.setEnabled(False)
+        if self._worker is not None and self._worker is not self._dropped_job:
+            # the live image's job too: it stops at its next block and its steps still queued
+            # are dropped (they read the closed dataset's layer: a traceback per step, #15)
+            self._worker.quit()
+            self._dropped_job, self._pending = self._worker, None
+            self.progress.setVisible(False)
+            self.progress.reset()
+            self.cancel_btn.setEnabled(False)
         if self.layer is None:
             return
         try:
@@ -1836,8 +1845,15 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         cal = getattr(img, "calibration", None)
         return cal if isinstance(cal, Calibration) else self.datacube()[1]
 
+    def _stale(self) -> bool:
+        """The running live job is one for a closed (or replaced) dataset: its steps are dropped."""
+        return self._worker is not None and self._worker is self._dropped_job
+
     def _on_yielded(self, item) -> None:
         from ..engine.jobs import Progress
+
+        if self._stale():
+            return
 
         if isinstance(item, tuple) and item[0] == "preview":
             self._show(item)
@@ -1847,7 +1863,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
     def _on_progress(self, p) -> None:
         """Lazy data: the progress bar, and the exact image so far (over the preview where it
         was shown), NaN rows still to come; the last step's map is the exact image itself."""
-        if self._worker is None:
+        if self._worker is None or self._stale() or self.layer is None:
             return
         top = max(int(p.total), 1)
         self.progress.setVisible(True)
@@ -1880,7 +1896,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         )
 
     def _on_image(self, result) -> None:
-        self._show(result)
+        if not self._stale():
+            self._show(result)
 
     def _build_preview(self, dc: DataCube) -> None:
         """In-memory data over 256 MiB: make a 4x-binned copy for previews while dragging."""
@@ -1910,7 +1927,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.status.setText(str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}")
 
     def _on_finished(self) -> None:
-        self._worker = None
+        self._worker = self._dropped_job = None
         self.cancel_btn.setEnabled(False)
         self.progress.setVisible(False)
         self._after_image()  # a job that failed or was stopped leaves its shapes undrawn
