@@ -102,6 +102,62 @@ def _dock_name(widget) -> str:
     return "job"
 
 
+class ThrottledBar:
+    """Sets a dock's progress bar (range, value and text) at most ``MAX_HZ`` times a second; the
+    last step (``done >= total``) is always shown at once, a step held back is shown when its
+    interval ends.
+
+    Each change of a ``QProgressBar`` repaints the main window: ``setValue`` repaints at once and
+    ``setFormat`` queues an update, two ``UpdateRequest`` events of the main window a step, each
+    composing the window with its OpenGL canvases (0.9-2.5 s wall gaps per block under load in the
+    UX audit, #15; no ``LayoutRequest``: the bar's size hint does not depend on its text). Here
+    the bar's updates are off while it changes, so a step is one queued update, merged with the
+    canvas's own redraw of the same event-loop turn."""
+
+    MAX_HZ = 5.0
+
+    def __init__(self, bar):
+        from qtpy.QtCore import QTimer
+
+        self.bar = bar
+        self._t = -1e9  # when the bar was last set
+        self._due: tuple | None = None  # the step held back
+        self._timer = QTimer(bar)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._flush)
+
+    def set(self, done, total, text: str | None, now: bool = False) -> None:
+        """Show ``done`` of ``total`` with ``text`` as the bar's format (None: keep it); with
+        ``now`` at once (a step whose map is drawn in the same turn: one repaint for both)."""
+        self._due = (done, total, text)
+        wait = self._t + 1.0 / self.MAX_HZ - time.perf_counter()
+        if now or done >= total or wait <= 0:
+            self._flush()
+        elif not self._timer.isActive():
+            self._timer.start(int(wait * 1000) + 1)
+
+    def drop(self) -> None:
+        """Forget a step held back (the job ended, or the bar shows something else now)."""
+        self._due = None
+        self._timer.stop()
+
+    def _flush(self) -> None:
+        self._timer.stop()
+        if self._due is None or is_deleted(self.bar):
+            return
+        (done, total, text), self._due = self._due, None
+        self._t = time.perf_counter()
+        bar, top = self.bar, max(int(total), 1)
+        bar.setUpdatesEnabled(False)  # setValue repaints at once: one queued update instead
+        try:
+            bar.setRange(0, top)
+            bar.setValue(min(int(done), top))
+            if text is not None:
+                bar.setFormat(text)
+        finally:
+            bar.setUpdatesEnabled(True)  # queues one update
+
+
 class JobRunner:
     """One background job at a time for a dock widget.
 
@@ -117,6 +173,7 @@ class JobRunner:
         self.cancel_btn = cancel_btn
         self.buttons = tuple(buttons)
         self.progress_bar = progress_bar
+        self._bar = None if progress_bar is None else ThrottledBar(progress_bar)
         self.worker = None
         self._job = None
         self._eta = None
@@ -166,6 +223,7 @@ class JobRunner:
         for b in self.buttons:
             b.setEnabled(False)
         if self.progress_bar is not None:
+            self._bar.drop()
             self.progress_bar.setRange(0, 0)  # busy until the first step reports
             self.progress_bar.setVisible(True)
         progress = {"desc": desc} if total is None else {"desc": desc, "total": total}
@@ -213,13 +271,12 @@ class JobRunner:
             self._partials.show(p.partial)
         if self.progress_bar is None:
             return
-        top = max(int(p.total), 1)
-        self.progress_bar.setRange(0, top)
-        self.progress_bar.setValue(min(int(p.done), top))
+        text = None
         if self._eta is not None:
-            self.progress_bar.setFormat(self._eta_text(p))
+            text = self._eta_text(p)
         elif p.message:
-            self.progress_bar.setFormat(f"{p.message}: %p%")
+            text = f"{p.message}: %p%"
+        self._bar.set(p.done, p.total, text)  # at most 5 a second: each repaints the window
 
     def _eta_text(self, p) -> str:
         """ "message: done / total, ETA m:ss", the rate measured from the first report (steps
@@ -259,6 +316,7 @@ class JobRunner:
         for b in self.buttons:
             b.setEnabled(True)
         if self.progress_bar is not None:
+            self._bar.drop()
             self.progress_bar.setVisible(False)
 
     def error(self, exc) -> None:
@@ -285,6 +343,7 @@ class JobRunner:
         self.cancel_btn.setEnabled(False)
         self.status.setText("cancelling...")
         if self.progress_bar is not None:
+            self._bar.drop()
             self.progress_bar.setFormat("cancelling...")
         if self._partials is not None:
             from qtpy.QtCore import QTimer
