@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 
 import numpy as np
 from qtpy.QtCore import QObject, Signal
@@ -43,6 +44,25 @@ def holds_data(layer, data) -> bool:
     return layer_array(layer) is getattr(data, "__wrapped__", data)
 
 
+_SCALE_BAR_SHOWN = weakref.WeakSet()  # main viewers whose scale bar we turned on (once each)
+
+
+def show_scale_bar_once(viewer) -> None:
+    """Turn the scale bar of ``viewer``'s canvas on (the pattern's k units, Å⁻¹ for the samples)
+    the first time a 4D-STEM dataset is there, as the Real space canvas has its own (UX point 3);
+    once per viewer, so a user who turns it off later keeps it off."""
+    base = getattr(viewer, "__wrapped__", viewer)
+    try:
+        if base in _SCALE_BAR_SHOWN:
+            return
+        _SCALE_BAR_SHOWN.add(base)
+    except TypeError:  # not weakly referable: a stand-in viewer of a test
+        return
+    bar = getattr(getattr(getattr(base, "canvas", None), "overlays", None), "scale_bar", None)
+    if bar is not None:
+        bar.visible = True
+
+
 class CubePicker(QComboBox):
     """A combo box of the viewer's 4D image layers that follows layers being added and removed.
 
@@ -71,6 +91,8 @@ class CubePicker(QComboBox):
         if current in names:
             self.setCurrentText(current)
         self.blockSignals(False)
+        if names:
+            show_scale_bar_once(self.viewer)  # the pattern's scale, as the Real space canvas has
         if self.layer is not None:
             from ._warmup import ensure_warm
 
