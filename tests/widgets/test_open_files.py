@@ -574,6 +574,64 @@ def test_closing_the_dataset_while_the_sum_image_fills_in_stops_it(
     assert SUM_LAYER not in rv.layers and not w.progress.isVisibleTo(w)
 
 
+def test_closing_the_dataset_while_the_live_image_fills_in_stops_its_job(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """UX audit (#15): the dataset's layer removed while a detector's exact image fills in on a
+    large lazy file: the live job quits, its steps still queued are dropped (they read the closed
+    layer: ``open a 4D-STEM dataset first`` from ``_on_progress``, once per step), nothing more is
+    drawn and the progress bar goes."""
+    import time
+
+    with stall_detector.excluded("reference"):
+        from napari_4dstem.analysis.virtual import images
+        from napari_4dstem.analysis.virtual.detectors import DiskDetector
+        from napari_4dstem.engine import chunks, driver
+        from napari_4dstem.widgets import virtual
+
+        path, _ = _large_memmap(tmp_path)
+    monkeypatch.setattr(virtual, "LAZY_PROGRESS_BYTES", 2**20)  # 32 MiB counts as large here
+    monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 0.0)  # an image at every block
+    monkeypatch.setattr(driver, "_TARGET_BLOCK_BYTES", 2**20)
+    monkeypatch.setattr(chunks, "_TARGET_BLOCK_BYTES", 2**20)
+    real = images._multi_kernel
+
+    def slow_disk(block, **kwargs):
+        if len(kwargs["specs"]) == 1 and block.strides[1] == 64 * 64 * 2:
+            time.sleep(0.1)  # the exact image's 32 blocks: 3 s, time to close the dataset mid-way
+        return real(block, **kwargs)
+
+    monkeypatch.setattr(images, "_multi_kernel", slow_disk)
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    with stall_detector.excluded("first layer add"):
+        viewer.open(str(path), plugin="napari-4dstem")
+    qtbot.waitUntil(lambda: w.last_image is not None and w._worker is None and w._pending is None, timeout=90000)
+    shown = []
+    set_image = w.realspace.set_image
+
+    def spy(img, cal, **kw):
+        shown.append(kw.get("title") or "")
+        return set_image(img, cal, **kw)
+
+    w.realspace.set_image = spy
+    stall_detector.step()
+    before = len(w.filled_in)
+    w.set_detector(DiskDetector((32.0, 32.0), 12.0))  # the user's new radius: a lazy exact job
+    qtbot.waitUntil(lambda: len(w.filled_in) > before and w.progress.isVisibleTo(w), timeout=60000)
+    job = w._worker
+    assert job is not None
+    with stall_detector.excluded("layer removal"):
+        viewer.layers.remove(w.layer)
+    assert job.abort_requested  # the job quits at its next block
+    assert not w.progress.isVisibleTo(w) and not w.cancel_btn.isEnabled()
+    n = len(shown)
+    qtbot.waitUntil(lambda: w._worker is None, timeout=30000)
+    qtbot.wait(300)  # any step still queued has been delivered (and dropped)
+    assert len(shown) == n, shown[n:]
+    assert not w.progress.isVisibleTo(w)  # (pytest-qt fails the test on a traceback in a slot)
+
+
 def test_a_second_file_opened_while_the_sum_image_fills_in_gets_its_own_sum_image(
     make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
 ):

@@ -26,7 +26,9 @@ def _scale_bar_text(viewer) -> str:
 
 def test_diffraction_scale_bar_reads_inverse_angstroms(make_napari_viewer, qtbot, stall_detector):
     """The scale bar on the pattern read "200 1/kÅ" (pint's compact prefix on 1 / angstrom):
-    it reads Å⁻¹ with a value below 1, and world coordinates stay Å⁻¹ per pixel."""
+    it reads Å⁻¹ with a value below 1, and world coordinates stay Å⁻¹ per pixel. The workspace
+    turns it on with the dataset (the UX audit found it off: only this test turned it on), once:
+    a user who turns it off keeps it off."""
     import pint
 
     viewer = make_napari_viewer(show=True)
@@ -35,7 +37,8 @@ def test_diffraction_scale_bar_reads_inverse_angstroms(make_napari_viewer, qtbot
     cube = next(lyr for lyr in layers if lyr.ndim == 4)
     cal = cube.metadata["napari_4dstem"]["calibration"]
     assert tuple(cube.scale[2:]) == (cal.k_pixel_size, cal.k_pixel_size) == (0.01, 0.01)
-    viewer.canvas.overlays.scale_bar.visible = True
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    assert viewer.canvas.overlays.scale_bar.visible  # on with the dataset in the workspace
     viewer.reset_view()
     qtbot.waitUntil(lambda: "Å⁻¹" in _scale_bar_text(viewer), timeout=10000)
     text = _scale_bar_text(viewer)
@@ -50,6 +53,11 @@ def test_diffraction_scale_bar_reads_inverse_angstroms(make_napari_viewer, qtbot
 
     back = calibration_from_layer_meta({"metadata": {}, "scale": cube.scale, "units": cube.units})
     assert back.k_units == "1/A" and back.k_pixel_size == 0.01
+    # the user turns it off: another dock (another pick of the dataset) leaves it off
+    qtbot.waitUntil(lambda: w.last_image is not None and w._worker is None, timeout=60000)
+    viewer.canvas.overlays.scale_bar.visible = False
+    viewer.window.add_plugin_dock_widget("napari-4dstem", "Calibration and DPC")
+    assert not viewer.canvas.overlays.scale_bar.visible
 
 
 def test_sample_opens_with_units_and_steps_the_scan(make_napari_viewer, stall_detector):

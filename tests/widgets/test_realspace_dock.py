@@ -363,3 +363,61 @@ def test_the_layer_names_are_readable_at_the_real_space_docks_minimum_width(make
         name = idx.data(Qt.ItemDataRole.DisplayRole)
         shown[name] = fm.elidedText(name, Qt.TextElideMode.ElideMiddle, seen)
     assert shown == {name: name for name in names}, shown
+
+
+def _shown_extent(rs):
+    """The world rectangle ``((y0, y1), (x0, x1))`` the Real space canvas shows."""
+    h, w = rs.canvas.size
+    cam = rs.scene.camera
+    zoom, (cy, cx) = cam.zoom, cam.center[-2:]
+    return (cy - h / 2 / zoom, cy + h / 2 / zoom), (cx - w / 2 / zoom, cx + w / 2 / zoom)
+
+
+def _scan_extent(layer):
+    """The world rectangle an image layer's pixels cover (pixel edges, not centres)."""
+    n = layer.data.shape[-2:]
+    s, t = np.asarray(layer.scale[-2:]), np.asarray(layer.translate[-2:])
+    return [((-0.5) * s[i] + t[i], (n[i] - 0.5) * s[i] + t[i]) for i in range(2)]
+
+
+def test_the_real_space_canvas_shows_the_whole_scan_once_the_dock_has_its_width(
+    make_napari_viewer, qtbot, stall_detector
+):
+    """UX audit (#15): the Real space camera was fitted when its first layer came, before the dock
+    got its final width (about 420 px), so a square 32 x 32 scan showed about 23.5 of its 32
+    columns. The camera is fitted again while the canvas settles, until the user moves it; a
+    user's zoom is never overridden."""
+    main = make_napari_viewer(show=True)
+    main.window._qt_window.resize(1920, 1080)
+    with stall_detector.excluded("first layer add"):
+        main.open_sample("napari-4dstem", "strained_crystal")
+    _, v = main.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    qtbot.waitUntil(lambda: v.last_image is not None and v._worker is None, timeout=60000)
+    rs = results_viewer(main, create=False)
+    layer = rs.layers["virtual image"]
+    assert layer.data.shape[-2:] == (32, 32)
+
+    def whole_scan_shown():
+        (y0, y1), (x0, x1) = _shown_extent(rs)
+        (sy0, sy1), (sx0, sx1) = _scan_extent(layer)
+        return y0 <= sy0 and y1 >= sy1 and x0 <= sx0 and x1 >= sx1
+
+    qtbot.wait(300)  # the docks' layout settles
+    assert whole_scan_shown(), (_shown_extent(rs), _scan_extent(layer), rs.canvas.size)
+    # a user's zoom stays through a resize of the canvas
+    stall_detector.step()
+    rs.scene.camera.zoom *= 3
+    zoom, center = rs.scene.camera.zoom, tuple(rs.scene.camera.center)
+    qw, dock = main.window._qt_window, main.window.dock_widgets[REAL_SPACE_DOCK].parentWidget()
+    size = rs.canvas.size
+    qw.resizeDocks([dock], [dock.width() + 150], Qt.Orientation.Horizontal)
+    qtbot.waitUntil(lambda: rs.canvas.size != size, timeout=5000)
+    qtbot.wait(100)
+    assert rs.scene.camera.zoom == zoom and tuple(rs.scene.camera.center) == center
+    # napari's home (reset view) fits it again, and later resizes keep it fitted
+    rs.reset_view()
+    size = rs.canvas.size
+    qw.resizeDocks([dock], [dock.width() - 150], Qt.Orientation.Horizontal)
+    qtbot.waitUntil(lambda: rs.canvas.size != size, timeout=5000)
+    qtbot.wait(100)
+    assert whole_scan_shown(), (_shown_extent(rs), rs.canvas.size)

@@ -108,6 +108,41 @@ class EmbeddedViewer(QWidget):
         return None if self._main_window is None else self._main_window()
 
 
+class _KeepFitted:
+    """Fits an embedded camera to its layers again when its canvas is resized, as long as the
+    camera is where the last fit left it (napari fits the first layer, and its home button).
+
+    napari fits the camera when the first layer comes, at the canvas's size then: the Real space
+    dock got its final width (about 420 px) after that, and a square 32 x 32 scan showed about
+    23.5 of its columns (UX audit, #15). A camera the user has zoomed or panned is left alone,
+    until napari's reset view fits it again."""
+
+    def __init__(self, model):
+        self._model = weakref.ref(model)
+        self._fit: tuple | None = None  # the camera's (center, zoom) after the last fit
+        # napari holds bound methods weakly: the widget keeps this object alive
+        model.events.reset_view.connect(self._on_fit)
+        model.canvas.events.size.connect(self._on_size)
+
+    @staticmethod
+    def _state(model) -> tuple:
+        cam = _camera(model)
+        return tuple(float(c) for c in cam.center), float(cam.zoom)
+
+    def _on_fit(self, event=None) -> None:
+        model = self._model()
+        if model is not None:
+            self._fit = self._state(model)
+
+    def _on_size(self, event=None) -> None:
+        model = self._model()
+        if model is None or self._fit is None or not len(model.layers) or min(model.canvas.size) < 2:
+            return
+        center, zoom = self._state(model)
+        if np.allclose(center, self._fit[0]) and np.isclose(zoom, self._fit[1]):
+            model.reset_view()
+
+
 def embed_viewer(main_viewer, title: str, *, area: str = "right"):
     """A new ``ViewerModel`` shown in a dock ``title`` of ``main_viewer``'s window, with the scale
     bar on (units from its layers)."""
@@ -134,6 +169,7 @@ def make_embedded(main_viewer, title: str):
     model.canvas.overlays["scale_bar"].visible = True  # napari 0.9 (viewer.scale_bar is deprecated)
     qt_window = main_viewer.window._qt_window
     widget = EmbeddedViewer(model, qt_window)
+    widget.keep_fitted = _KeepFitted(model)  # the whole scan in view once the dock has its size
     _QT[model] = weakref.ref(widget)
     if not any(isinstance(c, _CloseWatcher) for c in qt_window.children()):
         qt_window.installEventFilter(_CloseWatcher(qt_window))

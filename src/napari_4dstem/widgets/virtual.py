@@ -54,7 +54,7 @@ from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
 from ..pipelines import VirtualResult
 from ..plugin_api import publish_virtual_image
-from ._common import CubePicker, JobRunner, LatestRunner, guarded, holds_data, scan_position
+from ._common import CubePicker, JobRunner, LatestRunner, ThrottledBar, guarded, holds_data, scan_position
 from ._detectors import DetectorToolbar, ExtraDetectors, image_of
 from ._forms import scroll_contents
 from ._pipeline import PipelineActions, layer_source
@@ -496,6 +496,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         super().__init__(parent)
         self.viewer = viewer
         self._worker = None
+        self._dropped_job = None  # a live job for a closed (or replaced) dataset: its steps are dropped
         self._pending: Detector | None = None
         self._shown = False  # the running job has shown its first image
         self._first_soon = False  # ... and its first image is due soon (see _request)
@@ -675,6 +676,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         policy.setRetainSizeWhenHidden(True)
         self.progress.setSizePolicy(policy)
         self.progress.setVisible(False)
+        self._bar = ThrottledBar(self.progress)  # the live image's steps: at most 5 a second
         self.filled_in: list[float] = []  # the fractions of the images shown while filling in
         actions = self.action_row()  # "Save result..." and "Copy as Python" of the pipeline result
         self.copy_btn.setToolTip("copy the script that makes this image again from the file")
@@ -795,6 +797,15 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             if self._worker is None:
                 self.progress.setVisible(False)
                 self.cancel_btn.setEnabled(False)
+        if self._worker is not None and self._worker is not self._dropped_job:
+            # the live image's job too: it stops at its next block and its steps still queued
+            # are dropped (they read the closed dataset's layer: a traceback per step, #15)
+            self._worker.quit()
+            self._dropped_job, self._pending = self._worker, None
+            self._bar.drop()
+            self.progress.setVisible(False)
+            self.progress.reset()
+            self.cancel_btn.setEnabled(False)
         if self.layer is None:
             return
         try:
@@ -1861,8 +1872,15 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         cal = getattr(img, "calibration", None)
         return cal if isinstance(cal, Calibration) else self.datacube()[1]
 
+    def _stale(self) -> bool:
+        """The running live job is one for a closed (or replaced) dataset: its steps are dropped."""
+        return self._worker is not None and self._worker is self._dropped_job
+
     def _on_yielded(self, item) -> None:
         from ..engine.jobs import Progress
+
+        if self._stale():
+            return
 
         if isinstance(item, tuple) and item[0] == "preview":
             self._show(item)
@@ -1872,18 +1890,18 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
     def _on_progress(self, p) -> None:
         """Lazy data: the progress bar, and the exact image so far (over the preview where it
         was shown), NaN rows still to come; the last step's map is the exact image itself."""
-        if self._worker is None:
+        if self._worker is None or self._stale() or self.layer is None:
             return
-        top = max(int(p.total), 1)
-        self.progress.setVisible(True)
-        self.progress.setRange(0, top)
-        self.progress.setValue(min(int(p.done), top))
-        self.progress.setFormat(f"virtual image: {p.done} / {p.total} blocks")
         from ..analysis.virtual.responses import PARTIAL
 
         response = getattr(self, "_job_response", "Sum")
         kind = PARTIAL[RESPONSE_KEYS[response]]
         pm = p.partial
+        self.progress.setVisible(True)
+        # at most 5 a second: each bar change repainted the window (#15); a step with an image
+        # at once, in the canvas's repaint (the text says which blocks the image holds)
+        drawn = kind is not None and pm is not None and pm.fraction < 1.0
+        self._bar.set(p.done, p.total, f"virtual image: {p.done} / {p.total} blocks", now=drawn)
         if kind is None:  # iCoM: the Fourier integration needs the whole field
             self.status.setText(f"{response}: integrates the whole CoM field, shown once every block is read")
             return
@@ -1905,7 +1923,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         )
 
     def _on_image(self, result) -> None:
-        self._show(result)
+        if not self._stale():
+            self._show(result)
 
     def _build_preview(self, dc: DataCube) -> None:
         """In-memory data over 256 MiB: make a 4x-binned copy for previews while dragging."""
@@ -1934,8 +1953,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.status.setText(str(exc) if isinstance(exc, Napari4DSTEMError) else f"{type(exc).__name__}: {exc}")
 
     def _on_finished(self) -> None:
-        self._worker = None
+        self._worker = self._dropped_job = None
         self.cancel_btn.setEnabled(False)
+        self._bar.drop()
         self.progress.setVisible(False)
         self._after_image()  # a job that failed or was stopped leaves its shapes undrawn
         if self._pending is not None:
