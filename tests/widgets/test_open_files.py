@@ -221,9 +221,9 @@ def test_a_large_memmap_shows_a_strided_preview_first_and_the_exact_image_fills_
     with stall_detector.excluded("reference"):
         want = virtual_image(data, det).data
     np.testing.assert_array_equal(w.last_image.data, want)  # the exact image replaced the preview
-    # the first image shown: the strided preview, while the exact job ran
+    # the first image shown: the strided preview, before the exact job started (it waits for it, #15)
     first, title, running = shown[0]
-    assert "preview: 1 scan position in 4 x 4" in title and running
+    assert "preview: 1 scan position in 4 x 4" in title and not running
     assert any(s.startswith("preview: 1 scan position in 4 x 4") for s in statuses)
     step = w.last_preview.params["preview"]["step"]
     assert step == 4  # 1/16 of the 64 x 64 patterns
@@ -260,6 +260,70 @@ def test_a_large_memmap_shows_a_strided_preview_first_and_the_exact_image_fills_
     w.cancel_btn.click()
     qtbot.waitUntil(lambda: w._worker is None, timeout=30000)
     assert w.status.text() == "cancelled" and w.filled_in[-1] < 1.0, statuses[-6:]
+
+
+@pytest.mark.parametrize("fmt", ["npy", "emd"])
+def test_the_exact_job_and_the_presets_pass_start_only_after_the_first_view_is_shown(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch, fmt
+):
+    """UX point 1 (#15): on a large lazy file the BF disk's strided first view reads a few % of the
+    file; the exact BF job and the presets' pass (which fills the sum image), which read all of
+    it, start only once that first view is on the canvas, so its reads have the disk to
+    themselves (started beside it they made it 2-3x later on a file outside the page cache). The
+    exact image and the sum image still come, exact; the sum image fills in by itself."""
+    with stall_detector.excluded("reference"):
+        import napari.qt.threading as nqt
+
+        from napari_4dstem import DataCube
+        from napari_4dstem.analysis.virtual.images import virtual_image
+        from napari_4dstem.engine import chunks, driver
+        from napari_4dstem.widgets import virtual
+
+        path, data = _large_memmap(tmp_path)
+        if fmt == "emd":
+            from napari_4dstem.io import emd
+
+            path = tmp_path / "scan.emd"  # HDF5 chunks of 4 x 4 positions: the first view reads whole chunks
+            emd.write(path, DataCube(data), chunks=(4, 4, 64, 64))
+    monkeypatch.setattr(virtual, "LAZY_PROGRESS_BYTES", 2**20)  # 32 MiB counts as large here
+    monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 0.0)
+    monkeypatch.setattr(driver, "_TARGET_BLOCK_BYTES", 2**20)
+    monkeypatch.setattr(chunks, "_TARGET_BLOCK_BYTES", 2**20)
+    events: list[str] = []
+    real_create = nqt.create_worker
+
+    def spy_create(func, *args, **kwargs):
+        events.append(getattr(func, "__name__", repr(func)))
+        return real_create(func, *args, **kwargs)
+
+    monkeypatch.setattr(nqt, "create_worker", spy_create)
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    set_image = w.realspace.set_image
+
+    def spy(img, cal, **kw):
+        if "preview:" in (kw.get("title") or ""):
+            events.append("first view shown")
+        return set_image(img, cal, **kw)
+
+    w.realspace.set_image = spy
+    with stall_detector.excluded("first layer add"):
+        viewer.open(str(path), plugin="napari-4dstem")
+    qtbot.waitUntil(
+        lambda: w.last_image is not None and w._worker is None and w.presets_ready and w._preset_worker is None,
+        timeout=90000,
+    )
+    assert "first view shown" in events, events
+    shown = events.index("first view shown")
+    assert events.index("_find_bf_and_first_view") < shown
+    assert "_live_job" in events[shown:] and "_live_job" not in events[:shown], events
+    assert "_presets_and_sum" in events[shown:] and "_presets_and_sum" not in events[:shown], events
+    with stall_detector.excluded("reference"):
+        want = virtual_image(data, w._last_detector).data
+        total = data.sum(axis=(2, 3), dtype=np.float64)
+    np.testing.assert_array_equal(w.last_image.data, want)  # the exact image, after the first view
+    qtbot.waitUntil(lambda: w._sum_layer() is not None, timeout=30000)
+    np.testing.assert_allclose(w._sum_layer().data, total, rtol=1e-6)  # the sum image filled in by itself
 
 
 def _large_memmap(tmp_path):
@@ -426,7 +490,8 @@ def test_a_late_strided_first_view_is_dropped(make_napari_viewer, qtbot, stall_d
         viewer.open(str(path), plugin="napari-4dstem")
     want_det = None
     if late == "after a newer detector":
-        qtbot.waitUntil(lambda: w._bf is not None and w._worker is not None, timeout=30000)
+        # the BF disk found, its first view held back: the exact job waits for it (#15)
+        qtbot.waitUntil(lambda: w._bf is not None and w._held is not None, timeout=30000)
         want_det = DiskDetector((31.0, 33.0), 6.0)
         w.set_detector(want_det)
         release.set()
