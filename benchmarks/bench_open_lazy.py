@@ -31,6 +31,11 @@ read from the page cache. Each of ``--n`` opens into the viewer, timed from the 
 
 Times are taken where the dock shows the image or stores the presets, not by the polling loop.
 
+``--separate`` (session 12): each open in a process of its own, alternating napari alone and ours,
+each on its own fresh copy dropped from the page cache with ``--cold`` (the two-window run
+aborted in software GL on EMD files); a first, uncounted pair warms the disk's copies of the
+libraries and the kernels' caches. The child processes run this script with ``--child``.
+
 The same-run reference, interleaved with our opens (one before each): napari alone opening the
 same file in a second window without our plugin (``np.load(mmap_mode="r")`` + ``add_image``),
 timed until Qt's event loop is idle (the pattern at the scan centre painted). Each of our rows is
@@ -125,6 +130,121 @@ def _napari_alone(path: Path, fmt: str):
     return da.from_array(found[0], chunks=found[0].chunks or "auto")
 
 
+def _instrument(w, marks: dict) -> None:
+    """Record, in ``marks``, when the dock shows its first image, the exact image, the exact sum
+    image, and when the presets are stored (where it happens, not by a polling loop)."""
+    show, show_sum = w._show, w._show_sum
+
+    def timed_sum(img, limits, text):
+        if text.startswith("sum image: exact"):
+            marks.setdefault("sum", time.perf_counter())
+        return show_sum(img, limits, text)
+
+    def timed_show(item):
+        marks.setdefault("first", time.perf_counter())
+        if not isinstance(item, tuple):
+            marks.setdefault("exact", time.perf_counter())
+        return show(item)
+
+    w._show_sum, w._show = timed_sum, timed_show
+
+    def ready_get(self):
+        return self.__dict__.get("_bench_ready", False)
+
+    def ready_set(self, value):
+        self.__dict__["_bench_ready"] = value
+        if value:
+            marks.setdefault("presets", time.perf_counter())
+
+    type(w).presets_ready = property(ready_get, ready_set)  # benchmark only: when the presets are stored
+
+
+def _child(args) -> None:
+    """One open in this process (``--separate``): prints one JSON line of its times."""
+    import json
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    src = Path(args.child_file)
+    res = _resident(src)
+    viewer = napari.Viewer(show=True)
+    app = QApplication.instance()
+    out: dict = {"resident": res, "load": os.getloadavg()[0]}
+    if args.child == "napari":
+        _wait(app, lambda: False, 0.5)
+        t = time.perf_counter()
+        viewer.add_image(_napari_alone(src, args.format), name="napari alone")
+        _idle(app)
+        out["napari"] = time.perf_counter() - t
+    else:
+        _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+        marks: dict[str, float] = {}
+        _instrument(w, marks)
+        _wait(app, lambda: False, 0.5)
+        t = time.perf_counter()
+        viewer.open(str(src), plugin="napari-4dstem")
+        _wait(app, lambda: w.last_image is not None and w._worker is None, 600)
+        _wait(app, lambda: w.presets_ready and "sum" in marks, 600)
+        for k in ("first", "exact", "presets", "sum"):
+            out[k] = marks[k] - t
+        out["kind"] = "preview" if w.last_preview is not None else "exact"
+    print("RESULT " + json.dumps(out), flush=True)
+    viewer.close()
+
+
+def _separate(args, path: Path) -> None:
+    """``--separate``: alternate napari alone and ours, each open in its own process."""
+    import json
+    import shutil
+    import subprocess
+
+    rows: dict[str, list[float]] = {}
+    ratios: dict[str, list[float]] = {}
+    resident = []
+    for i in range(args.n + 1):
+        got = {}
+        for who in ("napari", "ours"):
+            dst = path.with_name(f"{path.stem}.{who}{i}{path.suffix}")
+            if args.cold:
+                shutil.copyfile(path, dst)
+                _evict(dst)
+            else:
+                dst = path
+            cmd = [sys.executable, __file__, "--child", who, "--child-file", str(dst), "--format", args.format]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+            if dst != path:
+                dst.unlink(missing_ok=True)
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if not line:
+                print(f"open {i} {who}: no result (rc {proc.returncode}): {proc.stderr[-800:]}")
+                break
+            got[who] = json.loads(line[0][7:])
+            resident.append(got[who]["resident"])
+        if i == 0 or len(got) < 2:
+            continue
+        ref, ours = got["napari"]["napari"], got["ours"]
+        rows.setdefault("napari alone (pattern)", []).append(ref)
+        names = {"first": "first view", "exact": "BF exact", "sum": "sum image exact", "presets": "presets ready"}
+        for k, name in names.items():
+            rows.setdefault(name, []).append(ours[k])
+            if k != "presets":
+                ratios.setdefault(name, []).append(ours[k] / ref)
+        print(
+            f"open {i}: napari alone {ref:.2f} s, first view {ours['first']:.2f} s ({ours['kind']}), BF exact "
+            f"{ours['exact']:.2f} s, sum {ours['sum']:.2f} s; load {got['napari']['load']:.1f}/{ours['load']:.1f}",
+            flush=True,
+        )
+    for name, xs in rows.items():
+        print(f"{name:24s} {_stats(xs)}  [{', '.join(f'{x:.2f}' for x in xs)}]")
+    for name, xs in ratios.items():
+        xs = sorted(xs)
+        print(f"{name + ' / napari alone':38s} x{statistics.median(xs):.1f} ({xs[0]:.1f}-{xs[-1]:.1f})")
+    if args.cold:
+        print(f"resident before each open: {', '.join(f'{100 * r:.1f} %' for r in resident)}")
+    print(f"load after {os.getloadavg()[0]:.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--side", type=int, default=192)
@@ -132,7 +252,13 @@ def main() -> None:
     ap.add_argument("--file", help="write (or reuse) the file here")
     ap.add_argument("--format", choices=("npy", "emd"), default="npy")
     ap.add_argument("--cold", action="store_true", help="drop the file from the page cache before each open")
+    ap.add_argument("--separate", action="store_true", help="each open in its own process")
+    ap.add_argument("--child", choices=("napari", "ours"), help=argparse.SUPPRESS)
+    ap.add_argument("--child-file", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        _child(args)
+        return
     path = Path(args.file) if args.file else Path(tempfile.mkdtemp()) / f"cube.{args.format}"
     final = path
     if args.format == "emd":
@@ -167,6 +293,9 @@ def main() -> None:
     )
     if args.cold:
         print(_check_eviction(path))
+    if args.separate:
+        _separate(args, path)
+        return
     # the reference, made first so that ours is napari's current viewer: no plugin dock in it
     ref = napari.Viewer(show=True, title="napari alone")
     viewer = napari.Viewer(show=True)
@@ -176,34 +305,7 @@ def main() -> None:
     # only once the GUI thread is free: the detector outline's redraw, 0.4-1 s at this load, and
     # napari's progress bars come in between)
     marks: dict[str, float] = {}
-    show = w._show
-
-    show_sum = w._show_sum
-
-    def timed_sum(img, limits, text):
-        if text.startswith("sum image: exact"):
-            marks.setdefault("sum", time.perf_counter())
-        return show_sum(img, limits, text)
-
-    w._show_sum = timed_sum
-
-    def timed_show(item):
-        marks.setdefault("first", time.perf_counter())
-        if not isinstance(item, tuple):
-            marks.setdefault("exact", time.perf_counter())
-        return show(item)
-
-    w._show = timed_show
-
-    def ready_get(self):
-        return self.__dict__.get("_bench_ready", False)
-
-    def ready_set(self, value):
-        self.__dict__["_bench_ready"] = value
-        if value:
-            marks.setdefault("presets", time.perf_counter())
-
-    type(w).presets_ready = property(ready_get, ready_set)  # benchmark only: when the presets are stored
+    _instrument(w, marks)
     rows: dict[str, list[float]] = {
         "napari alone (pattern)": [],
         "first view": [],

@@ -395,3 +395,53 @@ def test_the_planned_read_of_a_strided_preview_counts_whole_chunks(tmp_path, chu
         assert got == 4 * (8 * 8 * a[0, 0].nbytes) == a.nbytes // 16
     else:  # 1 of 1 chunks, or 1 of 4 (the 2 x 2 grid's fallback: one chunk, 1/4 of the file)
         assert got == (a.nbytes if chunks[0] == 64 else a.nbytes // 4)
+
+
+def test_a_strided_preview_of_a_cold_memory_mapped_file_reads_only_the_sampled_pages(tmp_path):
+    """#15: the strided first view of a memory-mapped file outside the page cache reads a few % of
+    it. Its page faults went through the file's shared map, whose read-around (8 MiB a fault on
+    this machine's disk) read the whole file for every 4th pattern; the sampled view now lies on a
+    map of its own advised MADV_RANDOM (``engine.chunks.random_access_view``), same values."""
+    import mmap
+    import os
+
+    from napari_4dstem.analysis.virtual.preview import strided_image
+    from napari_4dstem.engine.chunks import mapped_file, random_access_view
+
+    if not (hasattr(os, "posix_fadvise") and hasattr(mmap, "MADV_RANDOM") and os.path.exists("/proc/self/io")):
+        pytest.skip("needs Linux: posix_fadvise, MADV_RANDOM and /proc/self/io")
+    path = tmp_path / "cold.npy"
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16, shape=(128, 128, 32, 64))  # 32 MiB
+    rng = np.random.default_rng(7)
+    vals = rng.integers(0, 1000, (128, 128, 32, 64), dtype=np.uint16)
+    mm[:] = vals
+    mm.flush()
+    del mm
+    det = DiskDetector((16.0, 32.0), 5.0)
+    want = strided_image(DataCube(vals), det, step=4).data
+    # the view: same values and strides over another map of the same file
+    data = np.load(path, mmap_mode="r")
+    view = random_access_view(data[1::4, 2::4, 3:20])
+    np.testing.assert_array_equal(view, vals[1::4, 2::4, 3:20])
+    assert mapped_file(view) is not None and mapped_file(view) is not mapped_file(data)
+    in_ram = vals[::4]
+    assert random_access_view(in_ram) is in_ram  # data in RAM: unchanged
+
+    def read_bytes():
+        with open("/proc/self/io") as f:
+            return int(next(line for line in f if line.startswith("read_bytes")).split()[1])
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # out of the page cache
+    finally:
+        os.close(fd)
+    data = np.load(path, mmap_mode="r")
+    before = read_bytes()
+    got = strided_image(DataCube(data), det, step=4).data
+    read = read_bytes() - before
+    np.testing.assert_array_equal(got, want)
+    # 1/16 of the patterns, 11 of 32 detector rows (4 KiB pages: 1 page of each 4 KiB pattern
+    # row block): about 1/16 of the file plus page rounding, far from the whole 32 MiB
+    assert read < path.stat().st_size / 4, read

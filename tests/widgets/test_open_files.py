@@ -221,9 +221,9 @@ def test_a_large_memmap_shows_a_strided_preview_first_and_the_exact_image_fills_
     with stall_detector.excluded("reference"):
         want = virtual_image(data, det).data
     np.testing.assert_array_equal(w.last_image.data, want)  # the exact image replaced the preview
-    # the first image shown: the strided preview, while the exact job ran
+    # the first image shown: the strided preview, before the exact job started (it waits for it, #15)
     first, title, running = shown[0]
-    assert "preview: 1 scan position in 4 x 4" in title and running
+    assert "preview: 1 scan position in 4 x 4" in title and not running
     assert any(s.startswith("preview: 1 scan position in 4 x 4") for s in statuses)
     step = w.last_preview.params["preview"]["step"]
     assert step == 4  # 1/16 of the 64 x 64 patterns
@@ -260,6 +260,72 @@ def test_a_large_memmap_shows_a_strided_preview_first_and_the_exact_image_fills_
     w.cancel_btn.click()
     qtbot.waitUntil(lambda: w._worker is None, timeout=30000)
     assert w.status.text() == "cancelled" and w.filled_in[-1] < 1.0, statuses[-6:]
+
+
+@pytest.mark.parametrize("fmt", ["npy", "emd"])
+def test_the_exact_job_and_the_presets_pass_start_only_after_the_first_view_is_shown(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch, fmt
+):
+    """UX point 1 (#15): on a large lazy file the BF disk's strided first view reads a few % of the
+    file; the exact BF job and the presets' pass (which fills the sum image), which read all of
+    it, start only once that first view is on the canvas, so its reads have the disk to
+    themselves (started beside it they made it 2-3x later on a file outside the page cache); the
+    presets' pass only once the exact BF image is in (the two share the engine's threads: the BF
+    image advanced at the pace of the pass's six detectors). The exact image and the sum image
+    still come, exact; the sum image fills in by itself."""
+    with stall_detector.excluded("reference"):
+        import napari.qt.threading as nqt
+
+        from napari_4dstem import DataCube
+        from napari_4dstem.analysis.virtual.images import virtual_image
+        from napari_4dstem.widgets import virtual
+
+        path, data = _large_memmap(tmp_path)
+        if fmt == "emd":
+            from napari_4dstem.io import emd
+
+            path = tmp_path / "scan.emd"  # HDF5 chunks of 4 x 4 positions: the first view reads whole chunks
+            emd.write(path, DataCube(data), chunks=(4, 4, 64, 64))
+    monkeypatch.setattr(virtual, "LAZY_PROGRESS_BYTES", 2**20)  # 32 MiB counts as large here
+    events: list[str] = []
+    real_create = nqt.create_worker
+
+    def spy_create(func, *args, **kwargs):
+        events.append(getattr(func, "__name__", repr(func)))
+        return real_create(func, *args, **kwargs)
+
+    monkeypatch.setattr(nqt, "create_worker", spy_create)
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    set_image = w.realspace.set_image
+
+    def spy(img, cal, **kw):
+        if "preview:" in (kw.get("title") or ""):
+            events.append("first view shown")
+        elif (kw.get("title") or "").startswith("virtual image: disk"):
+            events.append("exact image shown")
+        return set_image(img, cal, **kw)
+
+    w.realspace.set_image = spy
+    with stall_detector.excluded("first layer add"):
+        viewer.open(str(path), plugin="napari-4dstem")
+    qtbot.waitUntil(
+        lambda: w.last_image is not None and w._worker is None and w.presets_ready and w._preset_worker is None,
+        timeout=90000,
+    )
+    assert "first view shown" in events, events
+    shown = events.index("first view shown")
+    assert events.index("_find_bf_and_first_view") < shown
+    assert "_live_job" in events[shown:] and "_live_job" not in events[:shown], events
+    assert "_presets_and_sum" in events[shown:] and "_presets_and_sum" not in events[:shown], events
+    exact = events.index("exact image shown")
+    assert "_presets_and_sum" in events[exact:] and "_presets_and_sum" not in events[:exact], events
+    with stall_detector.excluded("reference"):
+        want = virtual_image(data, w._last_detector).data
+        total = data.sum(axis=(2, 3), dtype=np.float64)
+    np.testing.assert_array_equal(w.last_image.data, want)  # the exact image, after the first view
+    qtbot.waitUntil(lambda: w._sum_layer() is not None, timeout=30000)
+    np.testing.assert_allclose(w._sum_layer().data, total, rtol=1e-6)  # the sum image filled in by itself
 
 
 def _large_memmap(tmp_path):
@@ -426,7 +492,8 @@ def test_a_late_strided_first_view_is_dropped(make_napari_viewer, qtbot, stall_d
         viewer.open(str(path), plugin="napari-4dstem")
     want_det = None
     if late == "after a newer detector":
-        qtbot.waitUntil(lambda: w._bf is not None and w._worker is not None, timeout=30000)
+        # the BF disk found, its first view held back: the exact job waits for it (#15)
+        qtbot.waitUntil(lambda: w._bf is not None and w._held is not None, timeout=30000)
         want_det = DiskDetector((31.0, 33.0), 6.0)
         w.set_detector(want_det)
         release.set()
@@ -445,6 +512,41 @@ def test_a_late_strided_first_view_is_dropped(make_napari_viewer, qtbot, stall_d
     else:  # the only preview shown: the newer detector's own (its job's), not the BF disk's
         previews = [img for t, img in titles if "preview:" in t]
         assert all(np.array_equal(img, strided_new) for img in previews), len(previews)
+
+
+def test_a_preset_clicked_before_the_presets_pass_began_starts_it_and_fills_in_with_it(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """On a large lazy file the presets' pass waits for the exact BF image (#15); a preset clicked
+    before it began starts it at once, and that preset's image fills in with it (no pass of its
+    own), ending exact."""
+    import time
+
+    def slow_bf(w):
+        from napari_4dstem.analysis.virtual import images
+
+        real = images._multi_kernel
+
+        def slow(block, **kwargs):
+            if len(kwargs["specs"]) == 1 and block.strides[1] == 64 * 64 * 2:
+                time.sleep(0.05)  # the exact BF image's blocks slow enough to click during them
+            return real(block, **kwargs)
+
+        monkeypatch.setattr(images, "_multi_kernel", slow)
+
+    w, data, passes, _ = _open_large_memmap_watching_the_sum(
+        make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch, before=slow_bf
+    )
+    qtbot.waitUntil(lambda: w.last_preview is not None and w._worker is not None, timeout=60000)
+    assert w._preset_worker is None and w._presets_after is not None  # the pass waits for the BF image
+    w.presets["Full"].click()
+    assert w._preset_worker is not None and w._preset_follow == ["Full"] and w._presets_after is None
+    qtbot.waitUntil(lambda: w.presets_ready and w._preset_worker is None and w._worker is None, timeout=90000)
+    with stall_detector.excluded("reference"):
+        total = data.sum(axis=(2, 3), dtype=np.float64)
+    assert sorted(passes) == [1, 6]  # the BF job (stopped by the click) and the presets' one pass
+    np.testing.assert_allclose(w.last_image.data, total, rtol=1e-6)
+    assert w.result is w._preset_cache["Full"][1]
 
 
 def _open_large_memmap_watching_the_sum(make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch, before=None):

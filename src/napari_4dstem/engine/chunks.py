@@ -369,6 +369,49 @@ def mapped_file(arr) -> MappedFile | None:
         return got
 
 
+def random_access_view(arr: np.ndarray) -> np.ndarray:
+    """``arr`` (a view of a memory-mapped file) over a map of its own advised ``MADV_RANDOM``.
+
+    Parameters
+    ----------
+    arr : ndarray
+        Any array; only a view of a ``np.memmap`` is remapped.
+
+    Returns
+    -------
+    ndarray
+        The same values, shape and strides over a new read-only map of the same file whose page
+        faults read only the pages touched; ``arr`` itself where it is not a view of a mapped file
+        or the file cannot be mapped again (then nothing changes).
+
+    Notes
+    -----
+    A page fault in a mapping with the default advice reads the kernel's read-around window
+    (the device's ``read_ahead_kb``, 8 MiB on this machine's disk) around the page: a strided
+    read of every k-th pattern (a few % of the file) read the whole 1.13 GiB file from the disk
+    when it was not in the page cache (``benchmarks/bench_open_lazy.py --cold``, #15). The
+    advice is set on this map alone: napari's map of the file and the engine's sequential passes
+    keep their read-around. The new map is a ``np.memmap``, so :func:`read_mapped` checks it
+    against the file's size as any other.
+    """
+    mf = mapped_file(arr)
+    if mf is None or arr.size == 0 or not hasattr(mmap, "MADV_RANDOM"):
+        return arr
+    try:
+        lo, hi = _byte_bounds(arr)
+        start = mf.map_start + (lo - mf.base)  # file offset of the view's lowest byte
+        first = start - start % mmap.ALLOCATIONGRANULARITY
+        own = np.memmap(mf.name, dtype=np.uint8, mode="r", offset=first, shape=(start - first + hi - lo,))
+        st, got = os.fstat(mf.fd), os.stat(mf.name)
+        if (st.st_ino, st.st_dev) != (got.st_ino, got.st_dev):
+            return arr  # the path now names another file: keep the view of the one opened
+        own._mmap.madvise(mmap.MADV_RANDOM)
+        data = arr.__array_interface__["data"][0]
+        return np.ndarray(arr.shape, arr.dtype, buffer=own, offset=start - first + (data - lo), strides=arr.strides)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return arr
+
+
 def read_mapped(block: np.ndarray) -> np.ndarray:
     """The block to hand a kernel: checked, or copied, when it is a view of a memmap.
 

@@ -367,7 +367,9 @@ def _sampled(cube: DataCube, sy: slice, sx: slice):
     """
     arr = cube.data
     if isinstance(arr, np.ndarray):
-        return arr[sy, sx]
+        # a mapped file: a map of its own with random-access advice, so a cold file gives only the
+        # sampled pages, not 8 MiB of read-around each (the whole file, #15)
+        return _chunks.random_access_view(arr[sy, sx])
     if hasattr(arr, "__dask_graph__"):
         src = dask_source(arr)
         return _StridedView(src, sy, sx) if src is not None else arr[sy, sx]
