@@ -42,6 +42,13 @@ def add_classify(sub) -> argparse.ArgumentParser:
     p.add_argument("--transform", choices=["sqrt", "log", "none"], default="sqrt")
     p.add_argument("--spatial", type=float, default=1.0, help="weight of agreeing neighbours (0: none)")
     p.add_argument(
+        "--remerge-jump",
+        type=float,
+        default=20.0,
+        help="with the count suggested: merge bordering classes whose border is less of a step than this "
+        "many times the steps beside it, on the smoothed map (0: off)",
+    )
+    p.add_argument(
         "--space",
         choices=["auto", "components", "maf"],
         default="auto",
@@ -89,6 +96,7 @@ def run_classify(args) -> int:
         spatial=args.spatial,
         space=args.space,
         maf=args.maf,
+        remerge_jump=args.remerge_jump,
         seed=args.seed,
         origin=args.origin,
     )

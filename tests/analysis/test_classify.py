@@ -679,3 +679,18 @@ def test_remerge_keeps_two_planted_lattices_and_never_splits_one_under_a_thickne
     pure = np.ones(24, bool)
     pure[11:13] = False
     assert adjusted_rand_score(truth[:, pure].ravel(), r.labels[:, pure].ravel()) == 1.0
+
+
+def test_recipes_carry_remerge_jump_and_old_ones_replay_without_it():
+    """The pipeline's params record the step test on the smoothed map (default 20 since session
+    12); a recipe saved before the field existed ran without it and replays so."""
+    from napari_4dstem.pipelines.classify import ClassificationParams
+
+    new = ClassificationParams()
+    assert new.remerge_jump == 20.0 and new.classify_params().remerge_jump == 20.0
+    d = new.to_dict()
+    assert ClassificationParams.from_dict(d).remerge_jump == 20.0
+    old = {k: v for k, v in d.items() if k != "remerge_jump"}
+    back = ClassificationParams.from_dict(old)
+    assert back.remerge_jump == 0.0 and back.classify_params().remerge_jump == 0.0
+    assert ClassificationParams.from_dict({**d, "remerge_jump": 5.0}).classify_params().remerge_jump == 5.0
