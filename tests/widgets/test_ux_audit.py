@@ -166,3 +166,100 @@ def test_the_dock_keys_work_on_the_detector_layer_napari_leaves_active(virtual_d
     assert viewer.layers.selection.active is other
     press("R")
     assert other.mode == "add_rectangle"
+
+
+# -- review of the session's merged change ---------------------------------------------------
+
+
+def test_a_closed_dock_leaves_the_detector_layer_napari_keys_and_a_new_dock_gets_its_own(
+    virtual_dock, qtbot, stall_detector
+):
+    """Closing the dock gave the layer no keys back (napari keeps the closed widget: its handlers
+    still moved its detector) and a new dock found the layer and never bound its own."""
+    viewer, w = virtual_dock
+    layer = viewer.layers[DETECTOR_LAYER]
+    handler = viewer.window._qt_viewer.canvas._key_map_handler
+
+    def press(key):
+        handler.press_key(key)
+        handler.release_key(key)
+        stall_detector.step()
+
+    assert {str(k) for k in layer.keymap} >= {"D", "R"}
+    viewer.window.remove_dock_widget(w.parentWidget() if w.parentWidget() is not None else w)
+    qtbot.waitUntil(lambda: w._closed, timeout=5000)
+    assert not {str(k) for k in layer.keymap} & {"D", "R", "W"}  # napari's own Shapes keys again
+    old = w._current_detector()
+    viewer.layers.selection.active = layer
+    press("D")
+    qtbot.wait(100)
+    assert w._current_detector() is old
+    _, w2 = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    qtbot.waitUntil(lambda: w2.last_image is not None and w2._worker is None, timeout=20000)
+    qtbot.waitUntil(lambda: w2._shapes_due is None, timeout=5000)  # its outline drawn: the layer's keys its own
+    assert {str(k) for k in layer.keymap} >= {"D", "R"}
+    from napari_4dstem.widgets.virtual import _LAYER_KEYS, _unwrapped
+
+    assert _LAYER_KEYS[_unwrapped(layer)] is w2  # the new dock's keys, not the closed one's
+    assert w._current_detector() is old  # the closed dock moved nothing
+
+
+def test_a_dock_closed_before_the_warm_up_draws_no_outline(make_napari_viewer, qtbot, stall_detector, held_shapes_step):
+    state, entered, release = held_shapes_step
+    viewer = make_napari_viewer()
+    with stall_detector.excluded("first layer add"):
+        viewer.open_sample("napari-4dstem", "strained_crystal")
+    dw, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    assert entered.wait(20)
+    qtbot.waitUntil(lambda: w.last_image is not None and w._worker is None, timeout=20000)
+    viewer.window.remove_dock_widget(dw)
+    release.set()
+    qtbot.waitUntil(lambda: state.shapes_ready, timeout=20000)
+    qtbot.wait(200)
+    assert DETECTOR_LAYER not in viewer.layers
+
+
+def test_cancel_of_the_opening_exact_job_does_not_start_the_presets_pass(
+    make_napari_viewer, qtbot, stall_detector, tmp_path, monkeypatch
+):
+    """On a large lazy file the presets' whole-file pass waits for the exact BF image; Cancel of
+    that job started the pass (a whole-file read right after the user said stop)."""
+    import time
+
+    import numpy as np
+
+    from napari_4dstem.analysis.virtual import images
+    from napari_4dstem.engine import chunks, driver
+    from napari_4dstem.widgets import virtual
+
+    yy, xx = np.mgrid[0:64, 0:64]
+    disk = (((yy - 32) ** 2 + (xx - 32) ** 2) < 100).astype(np.uint16)
+    path = tmp_path / "scan.npy"
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16, shape=(64, 64, 64, 64))
+    mm[:] = (100 + (yy % 7)).astype(np.uint16)[:, :, None, None] * disk + 1
+    mm.flush()
+    del mm
+    monkeypatch.setattr(virtual, "LAZY_PROGRESS_BYTES", 2**20)
+    monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 0.0)
+    monkeypatch.setattr(driver, "_TARGET_BLOCK_BYTES", 2**20)
+    monkeypatch.setattr(chunks, "_TARGET_BLOCK_BYTES", 2**20)
+    real = images._multi_kernel
+
+    def slow(block, **kwargs):
+        if len(kwargs["specs"]) == 1 and block.strides[1] == 64 * 64 * 2:
+            time.sleep(0.1)  # the BF job's blocks, slowed so Cancel lands mid-job
+        return real(block, **kwargs)
+
+    monkeypatch.setattr(images, "_multi_kernel", slow)
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    with stall_detector.excluded("first layer add"):
+        viewer.open(str(path), plugin="napari-4dstem")
+    qtbot.waitUntil(
+        lambda: w._worker is not None and w._presets_after is not None and len(w.filled_in) > 0, timeout=60000
+    )
+    assert w._preset_worker is None
+    w.cancel()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=30000)
+    qtbot.wait(200)
+    assert w._preset_worker is None and w._presets_after is None

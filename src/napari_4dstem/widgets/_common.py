@@ -237,6 +237,8 @@ class JobRunner:
         self.cancelling = False  # Cancel was clicked: what the job still sends is dropped
         self.cancel_s: list[float] = []  # seconds from each Cancel click to its job's end (wall)
         self._cancel_t0 = None
+        self._desc = ""
+        self._status_t = -1e9  # when the status line last showed a step (docks without a bar)
         cancel_btn.setEnabled(False)
         cancel_btn.clicked.connect(self.cancel)
         if progress_bar is not None:
@@ -272,6 +274,7 @@ class JobRunner:
             self.status.setText("a job is running: wait or cancel it")
             return False
         self.status.setText(f"{desc}...")
+        self._desc, self._status_t = desc, -1e9
         self.cancel_btn.setEnabled(True)
         for b in self.buttons:
             b.setEnabled(False)
@@ -323,6 +326,12 @@ class JobRunner:
         if p.partial is not None and self._partials is not None:
             self._partials.show(p.partial)
         if self.progress_bar is None:
+            # a dock without a bar: the steps in its status line, at most 5 a second (napari's
+            # activity bar showed them before our workers left it, session 12)
+            now = time.perf_counter()
+            if p.total and (now - self._status_t >= 1.0 / ThrottledBar.MAX_HZ or p.done >= p.total):
+                self._status_t = now
+                self.status.setText(f"{p.message or self._desc}: {p.done} / {p.total}...")
             return
         text = None
         if self._eta is not None:

@@ -15,6 +15,7 @@ patterns under shapes drawn there into a "region pattern" layer.
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any
 
 import napari
@@ -100,6 +101,15 @@ KEYMAP: dict[str, tuple[str, str, tuple]] = {
     "[": ("previous frame of the series, else previous 4D dataset (layer)", "step_dataset", (-1,)),
     "]": ("next frame of the series, else next 4D dataset (layer)", "step_dataset", (1,)),
 }
+
+
+# the dock whose keys a detector layer carries (napari's plugin proxies hide private attributes)
+_LAYER_KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _unwrapped(layer):
+    """The layer behind napari's plugin proxy (the same object at every access)."""
+    return getattr(layer, "__wrapped__", layer)
 
 
 def shapes_to_detector(
@@ -497,6 +507,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.viewer = viewer
         self._worker = None
         self._dropped_job = None  # a live job for a closed (or replaced) dataset: its steps are dropped
+        self._closed = False  # closeEvent ran (napari keeps the widget: is_deleted stays False)
+        self._dock_watched = False
+        QTimer.singleShot(0, guarded(self, self._watch_dock))  # napari docks it in this turn
         self._pending: Detector | None = None
         self._shown = False  # the running job has shown its first image
         self._first_soon = False  # ... and its first image is due soon (see _request)
@@ -813,6 +826,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             # are dropped (they read the closed dataset's layer: a traceback per step, #15)
             self._worker.quit()
             self._dropped_job, self._pending = self._worker, None
+            self._shapes_due = None  # its detector's outline is not drawn on the next file (review)
             self._bar.drop()
             self.progress.setVisible(False)
             self.progress.reset()
@@ -1001,7 +1015,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
     def _detector_layer(self):
         if DETECTOR_LAYER in self.viewer.layers:
-            return self.viewer.layers[DETECTOR_LAYER]
+            layer = self.viewer.layers[DETECTOR_LAYER]
+            if not self._closed and _LAYER_KEYS.get(_unwrapped(layer)) is not self:  # a closed dock's (review)
+                self._bind_layer_keys(layer)
+            return layer
         cal = self.datacube()[1]
         layer = self.viewer.add_shapes(
             name=DETECTOR_LAYER,
@@ -1027,7 +1044,20 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             def handler(_layer, method=method, args=args):
                 getattr(self, method)(*args)
 
-            layer.bind_key(key, handler, overwrite=True)
+            layer.bind_key(key, guarded(self, handler), overwrite=True)
+        _LAYER_KEYS[_unwrapped(layer)] = self
+
+    def _unbind_layer_keys(self) -> None:
+        """Give the detector layer napari's own keys back when this dock closes."""
+        layer = self.viewer.layers[DETECTOR_LAYER] if DETECTOR_LAYER in self.viewer.layers else None
+        if layer is None or _LAYER_KEYS.get(_unwrapped(layer)) is not self:
+            return
+        for key in KEYMAP:
+            try:
+                layer.bind_key(key, None)
+            except (KeyError, ValueError, TypeError):  # already unbound
+                pass
+        _LAYER_KEYS.pop(_unwrapped(layer), None)
 
     # -- detector <-> fields <-> shapes ---------------------------------------------------------
     def set_detector(self, det: Detector, image=None, follow: bool = False) -> None:
@@ -1107,6 +1137,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         here would hold the GUI thread on numba's compiler lock; the fields show the detector)."""
         from ._warmup import after_shapes_warm, shapes_pending
 
+        if self._closed:
+            self._shapes_due = None  # a closed dock's outline waited for the warm-up (review)
+            return
         if shapes_pending():
             after_shapes_warm(self, self._draw_shapes)
             return
@@ -1244,7 +1277,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
     def _on_shapes_edited(self, event=None) -> None:
         """A drag or edit of the detector shapes: read them back (fires on every move)."""
-        if self._syncing:
+        if self._syncing or self._closed:  # a closed dock's handler stays connected to the layer
             return
         try:
             det = self._shapes_detector()
@@ -1480,11 +1513,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             return
         if pm is not None and pm.name != f"virtual_{name}":
             return  # a step made before the click: the sum image's map
-        top = max(int(p.total), 1)
         self.progress.setVisible(True)
-        self.progress.setRange(0, top)
-        self.progress.setValue(min(int(p.done), top))
-        self.progress.setFormat(f"preset images: {p.done} / {p.total} blocks")
+        # one throttled repaint of the bar (it repainted the window at every block: UX audit defect 7)
+        self._bar.set(p.done, p.total, f"preset images: {p.done} / {p.total} blocks", now=pm is not None)
         if pm is None or pm.fraction >= 1.0:
             return
         self.filled_in.append(pm.fraction)
@@ -1521,11 +1552,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         """A step of the presets' pass while the sum image fills in by itself: the progress bar
         (Cancel stops the pass), and, once the BF image is in, the sum image so far (exact rows,
         the rest empty) over it."""
-        top = max(int(p.total), 1)
         self.progress.setVisible(True)
-        self.progress.setRange(0, top)
-        self.progress.setValue(min(int(p.done), top))
-        self.progress.setFormat(f"sum image: {p.done} / {p.total} blocks")
+        self._bar.set(p.done, p.total, f"sum image: {p.done} / {p.total} blocks")  # throttled (defect 7)
         self.cancel_btn.setEnabled(True)
         pm = p.partial
         if pm is None or pm.name != "virtual_Full" or pm.fraction >= 1.0 or self.last_image is None:
@@ -2052,6 +2080,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
     def cancel(self) -> None:
         self._pending = None
         self._held = None  # a first view still coming: nothing starts after it
+        self._presets_after = None  # nor the presets' whole-file pass that waited for this job (review)
         if self._worker is not None:
             self._worker.quit()
             self.status.setText("cancelled")
@@ -2130,6 +2159,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         from ._keys import unbind_workspace_keys
 
         unbind_workspace_keys(self)
+        self._unbind_layer_keys()
         for key in KEYMAP:
             try:
                 self.viewer.bind_key(key, None)
@@ -2206,7 +2236,30 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.apply_preset("BF")
         self.viewer.reset_view()
 
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self._watch_dock()
+
+    def _watch_dock(self) -> None:
+        if not self._dock_watched:
+            # napari removes a dock (its close button, remove_dock_widget) without closing the
+            # widget in it: the dock's end runs the clean-up (keys, jobs, deferred outline; review)
+            from qtpy.QtWidgets import QDockWidget
+
+            w = self.parentWidget()
+            while w is not None and not isinstance(w, QDockWidget):
+                w = w.parentWidget()
+            if w is not None:
+                self._dock_watched = True
+                w.destroyed.connect(guarded(self, self._on_dock_removed))
+
+    def _on_dock_removed(self, *_) -> None:
+        if not self._closed:
+            self.close()
+
     def closeEvent(self, event) -> None:
+        self._closed = True
+        self._shapes_due = None
         self._unbind_keys()
         self.toolbar.close()
         self.pattern_stats.close_runner()
