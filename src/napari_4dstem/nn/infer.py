@@ -1112,12 +1112,14 @@ def iter_find_bragg_disks_nn(
         "device": dev,
         "mc_samples": int(mc_samples),
     }
+    net = _inference_copy(lm.module, mc_dropout=int(mc_samples) > 1, precision=prec)
+    yield Progress(1, 1, "preparing the network")  # a Cancel point before the first block
     out = yield from map_scan(
         cube.data,
         _nn_kernel,
         out_tail=(int(max_peaks) + 1, _N_FIELDS),
         kwargs={
-            "model": _inference_copy(lm.module, mc_dropout=int(mc_samples) > 1, precision=prec),
+            "model": net,
             "geo": geo,
             "probe_model": pm,
             "opts": opts,
