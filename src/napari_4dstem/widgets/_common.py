@@ -296,7 +296,8 @@ class JobRunner:
 
     def _take_queued(self) -> bool:
         """A job still queued in Qt's thread pool (2 threads on a 2-core machine: behind the
-        docks' warm-ups or another dock's job) is taken out and ends here at once; True then.
+        docks' warm-ups or another dock's job) is taken out and ends at the next event-loop
+        turn; True then.
         Else it stopped nothing: the worker stops at the job's next step."""
         from qtpy.QtCore import QThreadPool
 
@@ -307,8 +308,13 @@ class JobRunner:
             return False
         if not taken:
             return False
-        worker.finished.emit()  # what the worker sends at its end: this runner's and napari's clean-up
-        worker._finished.emit(worker)  # superqt drops it from its set of live workers
+        from qtpy.QtCore import QTimer
+
+        def end():
+            worker.finished.emit()  # what the worker sends at its end: this runner's and napari's clean-up
+            worker._finished.emit(worker)  # superqt drops it from its set of live workers
+
+        QTimer.singleShot(0, end)  # the next event-loop turn: the click itself stays cheap
         return True
 
     def close(self) -> None:
