@@ -17,7 +17,18 @@ import numpy as np
 
 from .._docstrings import docfiller
 
-__all__ = ["JOB_DOCS", "Job", "PartialMap", "Progress", "as_part", "eager", "job_doc", "run_job"]
+__all__ = [
+    "JOB_DOCS",
+    "Job",
+    "PartialMap",
+    "Progress",
+    "as_part",
+    "eager",
+    "iter_imports",
+    "iter_in_thread",
+    "job_doc",
+    "run_job",
+]
 
 T = TypeVar("T")
 
@@ -160,6 +171,104 @@ def as_part(job: Job[T], index: int, count: int, *, resolution: int = 1000) -> J
             return stop.value
         frac = p.done / p.total if p.total else 0.0
         yield Progress(round(resolution * (index + frac)), resolution * count, p.message)
+
+
+#: seconds between the steps :func:`iter_in_thread` yields while it waits (a Cancel point each)
+WAIT_STEP_S = 0.1
+
+
+def iter_in_thread(fn: Callable[..., T], *args: Any, message: str, **kwargs: Any) -> Job[T]:
+    """Run ``fn(*args, **kwargs)`` in a thread of its own and wait for it in steps.
+
+    For a blocking call that cannot be split (a first ``import torch``: seconds, up to 15 s on a
+    loaded machine): the job yields a step every :data:`WAIT_STEP_S` while it waits, so a
+    Cancel stops the job within that time. A call left behind by a cancelled job runs on to its
+    end in its (daemon) thread, so use it for work that is harmless to finish, such as imports.
+
+    Parameters
+    ----------
+    fn : callable
+        The call.
+    *args, **kwargs
+        Its arguments.
+    message : str
+        The message of the steps (e.g. ``"loading torch..."``).
+
+    Yields
+    ------
+    Progress
+        ``Progress(0, 1, message)`` before the call and every :data:`WAIT_STEP_S` while it runs.
+
+    Returns
+    -------
+    object
+        ``fn``'s return value (``result = yield from iter_in_thread(fn, message=...)``); its
+        exception is raised here.
+    """
+    import threading
+
+    out: dict[str, Any] = {}
+
+    def call():
+        try:
+            out["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # raised again in the job
+            out["error"] = e
+
+    yield Progress(0, 1, message)
+    t = threading.Thread(target=call, name=f"n4d-{getattr(fn, '__name__', 'call')}", daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(WAIT_STEP_S)
+        if t.is_alive():
+            yield Progress(0, 1, message)
+    if "error" in out:
+        raise out["error"]
+    yield Progress(1, 1, message)
+    return out["value"]
+
+
+def iter_imports(modules: tuple[str, ...] | list[str], message: str) -> Job[None]:
+    """Import ``modules`` (dotted names) in a thread, with Cancel points while they load.
+
+    A step every :data:`WAIT_STEP_S` (:func:`iter_in_thread`): a job's first use of a heavy
+    library (torch, scikit-learn, scipy.signal) no longer delays its Cancel by seconds.
+
+    Parameters
+    ----------
+    modules : sequence of str
+        Modules to import; those already imported cost nothing (no step is yielded then).
+    message : str
+        The message of the steps.
+
+    Yields
+    ------
+    Progress
+        While the imports run.
+
+    Returns
+    -------
+    None
+    """
+    import importlib
+    import sys
+
+    def loaded(name: str) -> bool:
+        # a module still being imported (by a cancelled job's thread) is in sys.modules already:
+        # waiting for it here keeps the Cancel points
+        mod = sys.modules.get(name)
+        return mod is not None and not getattr(getattr(mod, "__spec__", None), "_initializing", False)
+
+    todo = [m for m in modules if not loaded(m)]
+    if not todo:
+        return None
+
+    def load():
+        for m in todo:
+            importlib.import_module(m)
+
+    yield from iter_in_thread(load, message=message)
+    return None
 
 
 # a numpydoc section header, and the job's phrasing of its result that the eager twin drops

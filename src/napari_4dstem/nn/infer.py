@@ -12,13 +12,14 @@ the same machinery as the correlation path, so lattice fits, strain and ACOM run
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..data.results import BraggPeaks, DiffractionImage
-from ..engine.jobs import Job, eager
+from ..engine.jobs import Job, Progress, eager, iter_in_thread
 from ..errors import DataShapeError, Napari4DSTEMError
 from .precision import DEFAULT_PRECISION
 
@@ -1145,20 +1146,24 @@ def iter_find_bragg_disks_nn(
     from ..engine.driver import map_scan
     from .registry import load_model
 
-    dev = pick_device(device)
+    # the first import of torch takes seconds (15 s at load 9): in a thread, a Cancel point
+    # every 0.1 s while it runs (the set-up below stays within a few tenths of a second)
+    dev = yield from iter_in_thread(pick_device, device, message="loading torch...")
     prec = _precision(precision, dev)
     cube, cal = as_datacube(data, None)
     lm = load_model(model)
+    yield Progress(1, 1, "loading the model")
     shape = tuple(cube.shape[2:])
     probe_note = "given"
     if probe is None:
-        probe = probe_from_patterns(_sample_patterns(cube, 64))
+        probe = probe_from_patterns((yield from _iter_sample_patterns(cube, 64)))
         probe_note = "stand-in from the central beam of the mean of up to 64 patterns"
     geo, pm = _geometry_for(probe, shape, lm, scale, target_radius_px, max_frame_px)
     problems = []
     if check_domain:
-        problems = _domain_check(lm, geo, cal, _sample_patterns(cube))
+        problems = _domain_check(lm, geo, cal, (yield from _iter_sample_patterns(cube)))
         warn_out_of_domain(problems, f"{lm.name}@{lm.version}", stacklevel=3)
+    yield Progress(1, 1, "preparing the network")
     opts = {
         "min_relative": float(min_relative),
         "min_absolute": float(min_absolute),
@@ -1170,12 +1175,14 @@ def iter_find_bragg_disks_nn(
         "device": dev,
         "mc_samples": int(mc_samples),
     }
+    net = _inference_copy(lm.module, mc_dropout=int(mc_samples) > 1, precision=prec)
+    yield Progress(1, 1, "preparing the network")  # a Cancel point before the first block
     out = yield from map_scan(
         cube.data,
         _nn_kernel,
         out_tail=(int(max_peaks) + 1, _N_FIELDS),
         kwargs={
-            "model": _inference_copy(lm.module, mc_dropout=int(mc_samples) > 1, precision=prec),
+            "model": net,
             "geo": geo,
             "probe_model": pm,
             "opts": opts,
@@ -1344,6 +1351,22 @@ def _sample_patterns(cube, n: int = 16) -> np.ndarray:
     sy, sx = cube.scan_shape
     idx = np.unique(np.linspace(0, sy * sx - 1, min(n, sy * sx)).astype(int))
     return np.stack([np.asarray(cube.data[i // sx, i % sx]) for i in idx])
+
+
+def _iter_sample_patterns(cube, n: int = 16) -> Job[np.ndarray]:
+    """:func:`_sample_patterns` as a job.
+
+    A step (a Cancel point) every ~0.1 s of reading: a lazy file can take a while per pattern.
+    """
+    sy, sx = cube.scan_shape
+    idx = np.unique(np.linspace(0, sy * sx - 1, min(n, sy * sx)).astype(int))
+    out, t = [], time.perf_counter()
+    for k, i in enumerate(idx):
+        out.append(np.asarray(cube.data[i // sx, i % sx]))
+        if time.perf_counter() - t > 0.1:
+            yield Progress(k + 1, len(idx), "sampling patterns")
+            t = time.perf_counter()
+    return np.stack(out)
 
 
 def _domain_check(lm, geo: Geometry, cal, sample: np.ndarray | None) -> list[str]:

@@ -46,12 +46,31 @@ def _as_probe(probe: Any) -> tuple[ProbeSource | None, Any]:
     return None, probe  # an array: reproducible only by the caller
 
 
+#: what the disk detection imports on first use (seconds under load)
+_DISK_MODULES = ("napari_4dstem.analysis.bragg.probe", "napari_4dstem.analysis.bragg.disks")
+
+
+def _iter_probe(probe: Any) -> Job[tuple[ProbeSource | None, Any]]:
+    """:func:`_as_probe` as a job: a probe file is read in a thread (Cancel points while it
+    reads)."""
+    if isinstance(probe, ProbeSource | str | os.PathLike):
+        from ..engine.jobs import iter_in_thread
+
+        return (yield from iter_in_thread(_as_probe, probe, message="reading the probe"))
+    return _as_probe(probe)
+
+
 def iter_probe_template(dc: Any, probe: Any = None, *, kernel: str = "plain") -> Job:
     """Job: the correlation template from a probe image (array, DiffractionImage, ProbeSource)
     or, with ``probe=None``, from the bright-field disk of the mean pattern."""
+    from ..engine.jobs import iter_imports
+
+    # first use: scipy.optimize and the kernels' modules take seconds under load; reading a
+    # probe file too (the whole file's metadata): in a thread, with Cancel points (UX 20)
+    yield from iter_imports(_DISK_MODULES, "loading the disk detection...")
     from ..analysis.bragg.probe import make_template, template_from_bf_disk
 
-    _, image = _as_probe(probe)
+    _, image = yield from _iter_probe(probe)
     if image is not None:
         return make_template(image, kind=kernel)
     mean = yield from dc.iter_reduce_patterns("mean")
@@ -124,9 +143,13 @@ def _recipe(workflow, dc, params, calibration, source) -> Recipe:
 
 def _find_peaks_job(cube, cal, detection, probe, *, device, backend, template=None, scan_chunk=None):
     if isinstance(detection, NNDiskParams):
+        from ..engine.jobs import iter_imports
+
+        # torch's first import: 5-15 s, in a thread with Cancel points (UX 20)
+        yield from iter_imports(("napari_4dstem.nn.infer", "torch"), "loading torch...")
         from ..nn.infer import iter_find_bragg_disks_nn
 
-        _, image = _as_probe(probe)
+        _, image = yield from _iter_probe(probe)
         if image is None:
             raise Napari4DSTEMError("NN disk detection needs a vacuum probe (probe=ProbeSource(file, node))")
         peaks = yield from iter_find_bragg_disks_nn(

@@ -172,8 +172,11 @@ def iter_classification(
     calibration: Calibration | None = None,
     source: Any = None,
     backend: Any = None,
+    scan_chunk: tuple[int, int] | None = None,
 ) -> Job[ClassificationResult]:
-    """Job: classify every pattern of ``dc`` (then the merges of ``classify.merge``)."""
+    """Job: classify every pattern of ``dc`` (then the merges of ``classify.merge``); the passes
+    over the data read ``scan_chunk`` positions a block (progress and Cancel between blocks;
+    not part of the recipe)."""
     from ..analysis.classify import iter_classify
 
     classify = classify or ClassificationParams()  # (not a default argument: its check imports the core)
@@ -192,6 +195,7 @@ def iter_classification(
         calibration=cal,
         exclude_bf=not classify.keep_bf,
         backend=backend,
+        scan_chunk=scan_chunk,
     )
     split = False
     for group in classify.merge:
@@ -211,7 +215,7 @@ def iter_classification(
     if split:  # the parts' mean patterns: one more pass
         from ..analysis.classify import iter_class_means
 
-        means = yield from iter_class_means(cube, res.labels, n_classes=res.n_classes)
+        means = yield from iter_class_means(cube, res.labels, n_classes=res.n_classes, scan_chunk=scan_chunk)
         res = dataclasses.replace(res, class_patterns=means)
     recipe = _recipe("classify", dc, {"classify": classify}, calibration, source)
     return ClassificationResult(res, cal, recipe)

@@ -407,11 +407,36 @@ class JobRunner:
         if self.progress_bar is not None:
             self._bar.drop()
             self.progress_bar.setFormat("cancelling...")
+        if self._take_queued():
+            return
         if self._partials is not None:
             from qtpy.QtCore import QTimer
 
             partials = self._partials
             QTimer.singleShot(0, lambda: partials.stop(show_pending=True))  # the held map, next turn
+
+    def _take_queued(self) -> bool:
+        """A job still queued in Qt's thread pool (2 threads on a 2-core machine: behind the
+        docks' warm-ups or another dock's job) is taken out and ends at the next event-loop
+        turn; True then.
+        Else it stopped nothing: the worker stops at the job's next step."""
+        from qtpy.QtCore import QThreadPool
+
+        worker = self.worker
+        try:
+            taken = QThreadPool.globalInstance().tryTake(worker)
+        except (RuntimeError, TypeError):  # deleted, or not a runnable this binding can take
+            return False
+        if not taken:
+            return False
+        from qtpy.QtCore import QTimer
+
+        def end():
+            worker.finished.emit()  # what the worker sends at its end: this runner's and napari's clean-up
+            worker._finished.emit(worker)  # superqt drops it from its set of live workers
+
+        QTimer.singleShot(0, end)  # the next event-loop turn: the click itself stays cheap
+        return True
 
     def close(self) -> None:
         """Stop the running job and wait for it (call from the widget's closeEvent)."""

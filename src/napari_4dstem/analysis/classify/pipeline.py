@@ -15,7 +15,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import BraggPeaks, DiffractionImage, RealSpaceMap
 from ...engine.chunks import iter_scan_blocks
-from ...engine.jobs import Job, Progress, eager, job_doc
+from ...engine.jobs import Job, Progress, eager, job_doc, run_job
 from ...errors import DataShapeError
 from .features import FeatureParams, bragg_features, iter_features
 from .model import Classification, ClassifyParams, iter_classify_features
@@ -135,6 +135,7 @@ def iter_classify(
 
     fp = features or FeatureParams()
     cube, cal = as_datacube(data, calibration)
+    bf = _NOT_YET  # the bright-field disk, found once (a Cancel point every grid row)
     origin_map = None
     if isinstance(origin, np.ndarray):
         origin_map = origin
@@ -146,8 +147,9 @@ def iter_classify(
 
             # started at the bright-field disk found on the pattern's centre of symmetry: in a
             # thick crystal a Bragg disk can be brighter than the unscattered beam
+            bf = yield from _iter_bf_disk(cube)
             measured = yield from iter_measure_origin(
-                cube, calibration=cal, bf_disk=_bf_disk(cube), scan_chunk=scan_chunk, backend=backend
+                cube, calibration=cal, bf_disk=bf, scan_chunk=scan_chunk, backend=backend
             )
             origin_map = fit_origin_plane(measured).origin_map_px
     elif origin == "fixed":
@@ -156,7 +158,7 @@ def iter_classify(
     elif origin != "calibration":
         raise ValueError(f"origin must be 'auto', 'calibration', 'fixed' or an array, got {origin!r}")
     if exclude_bf and fp.inner_px == 0 and fp.kind != "bragg":
-        bf = _bf_disk(cube)
+        bf = (yield from _iter_bf_disk(cube)) if bf is _NOT_YET else bf
         if bf is not None:
             fp = dataclasses.replace(fp, inner_px=1.33 * bf.radius_px + 1.0)
     if fp.kind == "bragg":
@@ -176,16 +178,27 @@ def iter_classify(
     return result
 
 
+_NOT_YET = object()
+_BF_MESSAGE = "finding the bright-field disk"
+
+
 def _grid_mean(cube) -> np.ndarray:
     """Sum of at most 16 x 16 patterns on a grid over the scan."""
+    return run_job(_iter_grid_mean(cube))
+
+
+def _iter_grid_mean(cube) -> Job[np.ndarray]:
+    """:func:`_grid_mean` as a job: a step (a Cancel point) after each grid row read."""
     sy, sx = cube.scan_shape
     iy = np.unique(np.linspace(0, sy - 1, min(sy, 16)).astype(int))
     ix = np.unique(np.linspace(0, sx - 1, min(sx, 16)).astype(int))
     acc = np.zeros(cube.detector_shape)
-    for i in iy:
+    yield Progress(0, len(iy), _BF_MESSAGE)
+    for k, i in enumerate(iy):
         row = cube.data[int(i)]
         row = np.asarray(row.compute() if hasattr(row, "compute") else row)
         acc += row[ix].sum(axis=0, dtype=np.float64)
+        yield Progress(k + 1, len(iy), _BF_MESSAGE)
     return acc
 
 
@@ -226,9 +239,20 @@ def _bf_disk(cube):
     has the probe's size), its centre the pattern's centre of symmetry when the brightest disk is not there (a
     Bragg disk brighter than the unscattered beam). None without a clear disk.
     """
+    return run_job(_iter_bf_disk(cube))
+
+
+def _iter_bf_disk(cube) -> Job[Any]:
+    """:func:`_bf_disk` as a job.
+
+    Cancel points while the grid is read, and while scipy.signal (:func:`symmetry_centre`;
+    seconds on first use under load) is imported.
+    """
+    from ...engine.jobs import iter_imports
     from ..virtual.origin import BFDisk, find_bf_disk
 
-    acc = _grid_mean(cube)
+    acc = yield from _iter_grid_mean(cube)
+    yield from iter_imports(("scipy.signal",), _BF_MESSAGE)
     try:
         disk = find_bf_disk(acc)
     except DataShapeError:  # no clear disk (e.g. no direct beam): keep it
