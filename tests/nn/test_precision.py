@@ -31,6 +31,10 @@ def test_bfloat16_twin_is_within_a_few_percent_of_the_peak():
 
 
 def test_bfloat16_peaks_are_the_float32_peaks_to_hundredths_of_a_pixel():
+    from napari_4dstem.nn.infer import native_bfloat16
+
+    if not native_bfloat16():
+        pytest.skip("this CPU has no native bfloat16: both precisions run float32 here")
     scans, _ = load_scans(FIXTURE)
     sc = scans[2]  # the thick Au scan: the most peaks near the threshold
     model = load_model(None)
@@ -95,3 +99,23 @@ def test_thin_proxy_disks_are_found_at_every_radius(radius, n):
     # 0.929), r 6 0.977 / 1.0, r 12 0.998 / 1.0, r 20 1.0 / 1.0 (mean: the same)
     assert r["recall_1px"] >= 0.95
     assert r["precision_1px"] >= 0.85
+
+
+def test_native_bfloat16_asks_the_cpu_flags_not_only_onednn(monkeypatch):
+    """oneDNN says bfloat16 on any AVX512-core CPU, where it is only emulated (slower than
+    float32): the CPU's own flags decide where they can be read (review, session 12)."""
+    import platform
+
+    from napari_4dstem.nn import infer
+
+    if infer._cpu_flags() is None or platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("needs /proc/cpuinfo on x86-64")
+    import torch
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(infer, "_cpu_flags", lambda: {"avx512f", "avx512bw", "avx512vl"})
+    assert not infer.native_bfloat16()
+    monkeypatch.setattr(infer, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert infer.native_bfloat16()
+    monkeypatch.setattr(infer, "_cpu_flags", lambda: {"avx2", "amx_bf16"})
+    assert infer.native_bfloat16()

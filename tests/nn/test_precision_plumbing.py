@@ -70,6 +70,10 @@ def test_cli_rejects_an_unknown_precision(capsys):
 def test_cli_infer_runs_and_records_the_precision(tmp_path):
     """`infer --precision bfloat16`: the peaks say bfloat16 ran, and their recipe replays it."""
     pytest.importorskip("torch")
+    from napari_4dstem.nn.infer import native_bfloat16
+
+    if not native_bfloat16():
+        pytest.skip("this CPU has no native bfloat16: both precisions run float32 here")
     from napari_4dstem.io import emd
     from napari_4dstem.simulation.samples import make_strained_crystal
 
@@ -97,6 +101,10 @@ def test_cli_infer_runs_and_records_the_precision(tmp_path):
 def test_preview_runs_in_the_asked_precision():
     """``predict_pattern`` (the docks' preview) follows ``precision`` as the whole-scan run does."""
     pytest.importorskip("torch")
+    from napari_4dstem.nn.infer import native_bfloat16
+
+    if not native_bfloat16():
+        pytest.skip("this CPU has no native bfloat16: both precisions run float32 here")
     from napari_4dstem.pipelines import detect_pattern_nn
     from napari_4dstem.simulation.samples import make_strained_crystal
 

@@ -1399,9 +1399,34 @@ def native_bfloat16() -> bool:
     import torch
 
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        onednn = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a torch without the query
         return False
+    # oneDNN's query is True on any AVX512-core CPU, which only emulates bfloat16 (1.3x SLOWER than
+    # float32 there, review of session 12): where the CPU's flags can be read, ask for the real thing
+    flags = _cpu_flags()
+    if flags is not None and onednn:
+        import platform
+
+        machine = platform.machine().lower()
+        if machine in ("x86_64", "amd64"):
+            return bool({"avx512_bf16", "amx_bf16"} & flags)
+        if machine in ("aarch64", "arm64"):
+            return "bf16" in flags
+    return onednn
+
+
+def _cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (Linux), or None where they cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        return None
+    return None
 
 
 def _inference_copy(module, *, mc_dropout: bool = False, precision: str = "float32"):
