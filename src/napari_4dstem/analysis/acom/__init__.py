@@ -3,7 +3,7 @@
 The orientation plan, matching peaks to it, the result with its maps and exports,
 inverse-pole-figure colours.
 
-Modules: ``plan``, ``matching``, ``result``, ``ipf``. Their public names are re-exported here and imported
+Modules: ``plan``, ``matching``, ``result``, ``turn``, ``ipf``. Their public names are re-exported here and imported
 on first use (PEP 562), so ``from napari_4dstem.analysis.acom import X`` loads only the module that defines X.
 """
 
@@ -32,6 +32,10 @@ _EXPORTS = {
     "kinematic_bragg_peaks": "matching",
     "match_orientations": "matching",
     "peaks_to_lab": "matching",
+    "TURN_LINE": "turn",
+    "turn_arguments": "turn",
+    "turn_partners": "turn",
+    "zone_axes": "turn",
     "ipf_colors": "ipf",
     "ipf_key": "ipf",
     "ipf_key_image": "ipf",
