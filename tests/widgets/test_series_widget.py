@@ -69,7 +69,12 @@ def test_frame_slider_shows_exactly_each_frame(make_napari_viewer, qtbot, tmp_pa
     prev(viewer)
     assert s.frame == 1
     np.testing.assert_array_equal(np.asarray(layer._slice.image.raw), data[1, 4, 5])
-    # the presets were computed again for the new frame: a preset shows frame 1's image
+    # the presets were computed again for the new frame: a preset shows frame 1's image. The dock
+    # takes the new frame in its own event-loop turn; until then presets_ready is still frame 2's
+    # (a race seen once in session 12): wait for frame 1's live image first
+    with stall_detector.excluded("reference"):
+        want = _virtual(data[1], det)
+    qtbot.waitUntil(lambda: _settled(v) and np.array_equal(v.last_image.data, want), timeout=30000)
     qtbot.waitUntil(lambda: v.presets_ready, timeout=30000)
     v.apply_preset("ADF")
     qtbot.waitUntil(lambda: _settled(v), timeout=30000)
