@@ -9,6 +9,8 @@ from napari_4dstem.simulation.samples import render_disks
 from napari_4dstem.widgets._results import set_results_viewer
 from napari_4dstem.widgets.dpc import CalibrationDPCWidget
 
+from .conftest import DOCK_OPEN_BUDGET_S
+
 pytestmark = pytest.mark.gui
 
 
@@ -77,8 +79,9 @@ def test_auto_rotation_finds_the_planted_rotation(viewers, qtbot, stall_detector
     with stall_detector.excluded("first layer add"):
         data = _dpc_cube(25.0)
         main.add_image(data, name="dpc_cube", metadata={"napari_4dstem": {"calibration": Calibration()}})
-    w = CalibrationDPCWidget(main)
-    main.window.add_dock_widget(w)
+    with stall_detector.excluded("dock opening", budget_s=DOCK_OPEN_BUDGET_S):  # as add_plugin_dock_widget
+        w = CalibrationDPCWidget(main)
+        main.window.add_dock_widget(w)
     w.compute_com()
     qtbot.waitUntil(lambda: w.com is not None, timeout=30000)
     _wait(qtbot, w)
@@ -113,8 +116,9 @@ def test_copy_as_python_reproduces_the_dpc_maps(viewers, qtbot, tmp_path, run_co
     main, results = viewers
     with stall_detector.excluded("first layer add"):
         main.open_sample("napari-4dstem", "strained_crystal")
-    w = CalibrationDPCWidget(main)
-    main.window.add_dock_widget(w)
+    with stall_detector.excluded("dock opening", budget_s=DOCK_OPEN_BUDGET_S):  # as add_plugin_dock_widget
+        w = CalibrationDPCWidget(main)
+        main.window.add_dock_widget(w)
     assert w.copy_as_python() is None and "run the analysis first" in w.status.text()
     w.com_btn.click()
     qtbot.waitUntil(lambda: w.com is not None, timeout=30000)
@@ -358,8 +362,9 @@ def test_dpc_panel_axes_overlay_highlight_and_cached_com(viewers, qtbot, stall_d
     with stall_detector.excluded("first layer add"):
         data = _dpc_cube(25.0)
         main.add_image(data, name="dpc_cube", metadata={"napari_4dstem": {"calibration": Calibration()}})
-    w = CalibrationDPCWidget(main)
-    main.window.add_dock_widget(w)
+    with stall_detector.excluded("dock opening", budget_s=DOCK_OPEN_BUDGET_S):  # as add_plugin_dock_widget
+        w = CalibrationDPCWidget(main)
+        main.window.add_dock_widget(w)
     assert not w.rotation_set and w.dpc_group.styleSheet() == UNSET_STYLE
     w.compute_com()
     qtbot.waitUntil(lambda: w.com is not None and w.result is not None and not w._dpc_runner.busy, timeout=30000)
