@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from typing import Any
 
 import numba
 import numpy as np
@@ -173,6 +174,35 @@ def _turn_range(
 
 
 def turn_partners(
+    plan: OrientationPlan, U: np.ndarray, ok: np.ndarray | None = None, **options: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The zone partner of each orientation and how much its pattern differs (module docstring).
+
+    Parameters
+    ----------
+    plan, U, ok
+        As :func:`turn_arguments`.
+    **options
+        ``n_max``, ``max_angle_deg``, ``n_near``, ``k_max_inv_A``, ``intensity_power``,
+        ``tol_inv_A``: as :func:`turn_arguments` (the one signature of both).
+
+    Returns
+    -------
+    partner : ndarray ``(n, k, 3, 3)``
+        ``U R(z, 180 deg)`` for the chosen zone ``z``; NaN where there is none (no zone within
+        the angle that is not an even-fold axis).
+    difference : ndarray ``(n, k)``
+        0..1, the weighted share of the two predicted patterns that differs; ``inf`` where
+        there is no partner.
+    zone_angle_deg : ndarray ``(n, k)``
+        Angle of the beam from the chosen zone axis (NaN where none).
+    """
+    args, (P, D, ang) = turn_arguments(plan, U, ok, **options)
+    _turn_range(0, len(P), *args)
+    return P, D, ang
+
+
+def turn_arguments(
     plan: OrientationPlan,
     U: np.ndarray,
     ok: np.ndarray | None = None,
@@ -183,8 +213,10 @@ def turn_partners(
     k_max_inv_A: float | None = None,
     intensity_power: float = 0.25,
     tol_inv_A: float = 0.03,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The zone partner of each orientation and how much its pattern differs (module docstring).
+) -> tuple[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The argument tuple of ``_turn_range`` (after its pattern range) and its outputs.
+
+    :func:`turn_partners` runs the kernel on them in one range; the matcher runs it in chunks.
 
     Parameters
     ----------
@@ -208,51 +240,6 @@ def turn_partners(
         Gaussian; default ``q`` 0.25, the matcher's).
     tol_inv_A : float
         Two reflections closer than this are at the same position (default 0.03 1/A).
-
-    Returns
-    -------
-    partner : ndarray ``(n, k, 3, 3)``
-        ``U R(z, 180 deg)`` for the chosen zone ``z``; NaN where there is none (no zone within
-        the angle that is not an even-fold axis).
-    difference : ndarray ``(n, k)``
-        0..1, the weighted share of the two predicted patterns that differs; ``inf`` where
-        there is no partner.
-    zone_angle_deg : ndarray ``(n, k)``
-        Angle of the beam from the chosen zone axis (NaN where none).
-    """
-    args, (P, D, ang) = turn_arguments(
-        plan,
-        U,
-        ok,
-        n_max=n_max,
-        max_angle_deg=max_angle_deg,
-        n_near=n_near,
-        k_max_inv_A=k_max_inv_A,
-        intensity_power=intensity_power,
-        tol_inv_A=tol_inv_A,
-    )
-    _turn_range(0, len(P), *args)
-    return P, D, ang
-
-
-def turn_arguments(
-    plan: OrientationPlan,
-    U: np.ndarray,
-    ok: np.ndarray | None = None,
-    *,
-    n_max: int = 3,
-    max_angle_deg: float = 15.0,
-    n_near: int = 3,
-    k_max_inv_A: float | None = None,
-    intensity_power: float = 0.25,
-    tol_inv_A: float = 0.03,
-) -> tuple[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The argument tuple of ``_turn_range`` (after its pattern range) and its outputs.
-
-    Parameters
-    ----------
-    plan, U, ok, n_max, max_angle_deg, n_near, k_max_inv_A, intensity_power, tol_inv_A
-        As :func:`turn_partners`.
 
     Returns
     -------
