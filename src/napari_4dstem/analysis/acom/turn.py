@@ -31,8 +31,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from ...data.calibration import electron_wavelength_A
-from .plan import _WIDTH_T, OrientationPlan
+from .plan import OrientationPlan, _reflections, _width_as
 
 __all__ = ["TURN_LINE", "turn_arguments", "turn_partners", "zone_axes"]
 
@@ -256,9 +255,6 @@ def turn_arguments(
     crystal = plan.crystal
     Z, even = zone_axes(crystal, n_max)
     k_max = float(k_max_inv_A if k_max_inv_A is not None else plan.params["k_max_inv_A"])
-    refl = crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
-    prof = str(plan.params.get("rocking_curve", "gaussian"))
-    w = float(plan.params["excitation_width_inv_A"]) * _WIDTH_T["gaussian"] / _WIDTH_T[prof]
     outs = (np.full((n, k, 3, 3), np.nan), np.full((n, k), np.inf), np.full((n, k), np.nan))
     args = (
         np.where(ok[..., None, None], U, 0.0),
@@ -267,11 +263,8 @@ def turn_arguments(
         even,
         math.cos(math.radians(max_angle_deg)),
         int(n_near),
-        refl.g,
-        np.abs(refl.structure_factor) ** (2.0 * intensity_power),
-        np.sum(refl.g**2, axis=1),
-        electron_wavelength_A(plan.params["energy_kev"]),
-        w,
+        *_reflections(plan, intensity_power),
+        _width_as(plan, "gaussian"),
         k_max,
         float(tol_inv_A),
         *outs,
