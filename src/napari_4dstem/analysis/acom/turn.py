@@ -101,10 +101,8 @@ def _visible(H, G, Famp, g2, lam, w, k_max, xs, ys, fs):  # pragma: no cover - n
 
 
 @numba.njit(nogil=True, cache=True)
-def _pattern_difference(xa, ya, fa, na, xb, yb, fb, nb, tol):  # pragma: no cover - numba
-    # sum over both lists of |f - f_other at the same position (0 if none within tol)|, over the
-    # total weight: 0 the same pattern, 1 nothing in common
-    num, den = 0.0, 0.0
+def _one_way(xa, ya, fa, na, xb, yb, fb, nb, tol, num, den):  # pragma: no cover - numba
+    # to (num, den): each of list a's |f - f of its nearest in list b within tol (0 if none)|, and f
     for i in range(na):
         best, bd = -1, tol * tol
         for j in range(nb):
@@ -113,14 +111,15 @@ def _pattern_difference(xa, ya, fa, na, xb, yb, fb, nb, tol):  # pragma: no cove
                 best, bd = j, d
         num += abs(fa[i] - (fb[best] if best >= 0 else 0.0))
         den += fa[i]
-    for j in range(nb):
-        best, bd = -1, tol * tol
-        for i in range(na):
-            d = (xa[i] - xb[j]) ** 2 + (ya[i] - yb[j]) ** 2
-            if d <= bd:
-                best, bd = i, d
-        num += abs(fb[j] - (fa[best] if best >= 0 else 0.0))
-        den += fb[j]
+    return num, den
+
+
+@numba.njit(nogil=True, cache=True)
+def _pattern_difference(xa, ya, fa, na, xb, yb, fb, nb, tol):  # pragma: no cover - numba
+    # sum over both lists of |f - f_other at the same position (0 if none within tol)|, over the
+    # total weight: 0 the same pattern, 1 nothing in common
+    num, den = _one_way(xa, ya, fa, na, xb, yb, fb, nb, tol, 0.0, 0.0)
+    num, den = _one_way(xb, yb, fb, nb, xa, ya, fa, na, tol, num, den)
     return num / den if den > 0 else 1.0
 
 
