@@ -150,6 +150,16 @@ def run_train(args) -> int:
     return 0
 
 
+def _required_probe_arg(p: argparse.ArgumentParser) -> None:
+    """The required ``--probe FILE[:NAME]`` of the network commands (infer, finetune)."""
+    p.add_argument(
+        "--probe",
+        required=True,
+        metavar="FILE[:NAME]",
+        help="vacuum probe, centred: .npy image or an EMD file's DiffractionImage",
+    )
+
+
 # -- infer ----------------------------------------------------------------------------------------
 def add_infer(sub) -> argparse.ArgumentParser:
     from ._cli_common import analysis_args
@@ -157,12 +167,7 @@ def add_infer(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("infer", help="Bragg disks by the neural network (BraggPeaks, like `disks`)")
     p.add_argument("file", type=Path)
     p.add_argument("out", type=Path, help="output .h5 (EMD): braggpeaks_nn and bragg_vector_map")
-    p.add_argument(
-        "--probe",
-        required=True,
-        metavar="FILE[:NAME]",
-        help="vacuum probe, centred: .npy image or an EMD file's DiffractionImage",
-    )
+    _required_probe_arg(p)
     p.add_argument("--model", help="registry name[@version] or a model .pt file (default: bundled)")
     p.add_argument("--mc-samples", type=v.nonnegative_int, default=0, help="Monte-Carlo dropout passes (0: off)")
     p.add_argument("--min-relative", type=v.fraction, default=0.1)
@@ -264,12 +269,7 @@ def add_finetune(sub) -> argparse.ArgumentParser:
         "(saved as a user model: `models` lists it, `infer --model NAME@VERSION` uses it)",
     )
     p.add_argument("file", type=Path)
-    p.add_argument(
-        "--probe",
-        required=True,
-        metavar="FILE[:NAME]",
-        help="vacuum probe, centred: .npy image or an EMD file's DiffractionImage",
-    )
+    _required_probe_arg(p)
     p.add_argument("--name", required=True, help="name of the new model (letters, digits, - _ .)")
     p.add_argument("--version", default="1", help="its version (default 1)")
     p.add_argument("--base", help="model to start from: registry name[@version] or .pt (default: bundled)")

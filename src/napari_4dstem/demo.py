@@ -36,15 +36,35 @@ class DemoContext:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def save_figure(ctx: DemoContext, name: str, images: list[tuple[str, np.ndarray, str]], *, log=False) -> Path:
-    """Save a row of images ``(title, array, kind)`` (kind ``'scan'`` or ``'k'``) as a PNG."""
+def _figure_row(n: int):
+    """A figure of ``n`` panels in a row, ``(fig, axes (1, n))``, on the file-only Agg backend
+    (unless a backend is already chosen)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    return plt.subplots(1, n, figsize=(4.2 * n, 4), squeeze=False)
+
+
+def _keep_figure(ctx: DemoContext, fig, name: str) -> Path:
+    """Lay out ``fig``, save it as ``<name>.png`` in the demo's folder, close it; the path is listed."""
+    fig.tight_layout()
+    path = ctx.out_dir / f"{name}.png"
+    fig.savefig(path, dpi=90)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    ctx.figures.append(path)
+    return path
+
+
+def save_figure(ctx: DemoContext, name: str, images: list[tuple[str, np.ndarray, str]], *, log=False) -> Path:
+    """Save a row of images ``(title, array, kind)`` (kind ``'scan'`` or ``'k'``) as a PNG."""
     cal = ctx.datacube.calibration
-    fig, axes = plt.subplots(1, len(images), figsize=(4.2 * len(images), 4), squeeze=False)
+    fig, axes = _figure_row(len(images))
+    import matplotlib.pyplot as plt
+
     for ax, (title, img, kind) in zip(axes[0], images, strict=True):
         img = np.asarray(img, dtype=float)
         shown = np.log1p(np.clip(img, 0, None)) if log and kind == "k" else img
@@ -70,12 +90,7 @@ def save_figure(ctx: DemoContext, name: str, images: list[tuple[str, np.ndarray,
         ax.set_xlabel(("k_x" if kind == "k" else "scan_x") + f" [{unit}]")
         ax.set_ylabel(("k_y" if kind == "k" else "scan_y") + f" [{unit}]")
         fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.tight_layout()
-    path = ctx.out_dir / f"{name}.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    ctx.figures.append(path)
-    return path
+    return _keep_figure(ctx, fig, name)
 
 
 def step_patterns(ctx: DemoContext) -> None:
@@ -249,21 +264,12 @@ def step_acom(ctx: DemoContext) -> None:
 
 
 def _save_rgb(ctx: DemoContext, name: str, images: list[tuple[str, np.ndarray]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(images), figsize=(4.2 * len(images), 4), squeeze=False)
+    fig, axes = _figure_row(len(images))
     for ax, (title, img) in zip(axes[0], images, strict=True):
         ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
-    fig.tight_layout()
-    path = ctx.out_dir / f"{name}.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    ctx.figures.append(path)
+    _keep_figure(ctx, fig, name)
 
 
 def _renamed(m: RealSpaceMap, name: str) -> RealSpaceMap:

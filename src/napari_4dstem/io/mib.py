@@ -617,11 +617,7 @@ def read_datacube(
     data = _cube([stored], hdr, offset, (sy, sx))
     meta: dict[str, Any] = {
         "format": "Merlin MIB (RAW)" if hdr.is_raw else "Merlin MIB",
-        "counter_depth_bits": hdr.counter_depth,
-        "n_chips": hdr.n_chips,
-        "chip_layout": hdr.layout,
-        "exposure_s": hdr.exposure_s,
-        "first_timestamp": hdr.timestamp,
+        **_detector_meta(hdr),
         "thresholds_keV": list(hdr.thresholds_kev),
         "frames_in_file": n,
         "frame_offset": offset,
@@ -631,6 +627,17 @@ def read_datacube(
     if acq:
         meta["hdr"] = acq
     return DataCube(data, calibration, name=mib.stem, metadata=meta, source=str(mib))
+
+
+def _detector_meta(hdr: MibHeader) -> dict[str, Any]:
+    """The detector settings of the first frame header, as both readers' metadata list them."""
+    return {
+        "counter_depth_bits": hdr.counter_depth,
+        "n_chips": hdr.n_chips,
+        "chip_layout": hdr.layout,
+        "exposure_s": hdr.exposure_s,
+        "first_timestamp": hdr.timestamp,
+    }
 
 
 def _stored(mib: Path, hdr: MibHeader, n: int) -> np.ndarray:
@@ -694,11 +701,7 @@ def _read_multi(path, files: list[Path], *, scan_shape, allow_truncated, calibra
         "files": [f.name for f in files],
         "frames_per_file": counts,
         "frame_offset": offset,
-        "counter_depth_bits": hdr.counter_depth,
-        "n_chips": hdr.n_chips,
-        "chip_layout": hdr.layout,
-        "exposure_s": hdr.exposure_s,
-        "first_timestamp": hdr.timestamp,
+        **_detector_meta(hdr),
         "scan_shape_from": "user" if scan_shape is not None else
                            ("hdr Frames per Trigger" if guess else "frames"),
         "hdr": acq,

@@ -885,6 +885,22 @@ _QUAD_PINV = np.linalg.pinv(
 )
 
 
+def _log_around_peaks(images: np.ndarray, table) -> tuple[np.ndarray, ...]:
+    """What the fits through a peak's 3x3 neighbourhood index: ``(ok, b, iy, ix, log_images)``.
+
+    ``ok (n, m)``: the used slots of ``table``; ``b, iy, ix (n, m)``: each peak's image and pixel
+    (unused slots at pixel (1, 1); kept one pixel off the border, so all eight neighbours exist);
+    ``log_images``: ``log`` of ``images`` clipped to 1e-6.
+    """
+    n, m = table.value.shape
+    ok = np.isfinite(table.yx[..., 0]) & np.isfinite(table.yx[..., 1])
+    h_, w_ = images.shape[1:]
+    iy = np.clip(np.where(ok, table.yx[..., 0], 1), 1, h_ - 2).astype(np.intp)
+    ix = np.clip(np.where(ok, table.yx[..., 1], 1), 1, w_ - 2).astype(np.intp)
+    b = np.broadcast_to(np.arange(n)[:, None], (n, m))
+    return ok, b, iy, ix, np.log(np.clip(images, 1e-6, None))
+
+
 def refine_gaussian_2d(images: np.ndarray, table, fallback: np.ndarray) -> np.ndarray:
     """Sub-pixel peak centres from a 2D Gaussian through the 3x3 neighbourhood, cross term included.
 
@@ -909,13 +925,7 @@ def refine_gaussian_2d(images: np.ndarray, table, fallback: np.ndarray) -> np.nd
     ndarray ``(n, m, 2)``
         The refined positions (model pixels).
     """
-    n, m = table.value.shape
-    ok = np.isfinite(table.yx[..., 0]) & np.isfinite(table.yx[..., 1])
-    h_, w_ = images.shape[1:]
-    iy = np.clip(np.where(ok, table.yx[..., 0], 1), 1, h_ - 2).astype(np.intp)
-    ix = np.clip(np.where(ok, table.yx[..., 1], 1), 1, w_ - 2).astype(np.intp)
-    b = np.broadcast_to(np.arange(n)[:, None], (n, m))
-    lg = np.log(np.clip(images, 1e-6, None))
+    ok, b, iy, ix, lg = _log_around_peaks(images, table)
     vals = np.stack([lg[b, iy + int(dy), ix + int(dx)] for dy, dx in _D], -1)  # (n, m, 9)
     c = vals @ _QUAD_PINV.T  # (n, m, 6)
     by, bx, ayy, axx, axy = c[..., 1], c[..., 2], c[..., 3], c[..., 4], c[..., 5]
@@ -958,13 +968,7 @@ def peak_confidence(images: np.ndarray, table, label_sigma_px: float = 1.0) -> n
         The confidence per peak (between 1e-3 and 4 times the height: the sharpness is capped
         at 4x the label peak's); NaN in unused slots.
     """
-    n, m = table.value.shape
-    ok = np.isfinite(table.yx[..., 0]) & np.isfinite(table.yx[..., 1])
-    h_, w_ = images.shape[1:]
-    iy = np.clip(np.where(ok, table.yx[..., 0], 1), 1, h_ - 2).astype(np.intp)
-    ix = np.clip(np.where(ok, table.yx[..., 1], 1), 1, w_ - 2).astype(np.intp)
-    b = np.broadcast_to(np.arange(n)[:, None], (n, m))
-    lg = np.log(np.clip(images, 1e-6, None))
+    ok, b, iy, ix, lg = _log_around_peaks(images, table)
     f0 = lg[b, iy, ix]
     cy = 2 * f0 - lg[b, iy - 1, ix] - lg[b, iy + 1, ix]  # 1 / s_y^2
     cx = 2 * f0 - lg[b, iy, ix - 1] - lg[b, iy, ix + 1]

@@ -31,6 +31,11 @@ def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _check_significance(v: Any) -> None:
+    """The disk significance test's line of both detections: >= 0 noise SDs, or None (no test)."""
+    _check(v is None or (_finite(v) and v >= 0), f"min significance must be >= 0 noise SDs (or None: no test), got {v}")
+
+
 class _Params:
     """Shared by the parameter dataclasses: dicts of the fields, and their script form."""
 
@@ -131,10 +136,7 @@ class DiskDetectionParams(_Params):
             _finite(self.min_relative) and 0.0 <= self.min_relative <= 1.0,
             f"min relative intensity must be a fraction in 0..1, got {self.min_relative}",
         )
-        _check(
-            self.min_significance is None or (_finite(self.min_significance) and self.min_significance >= 0),
-            f"min significance must be >= 0 noise SDs (or None: no test), got {self.min_significance}",
-        )
+        _check_significance(self.min_significance)
         _check(
             self.min_spacing_px is None or (_finite(self.min_spacing_px) and self.min_spacing_px > 0),
             f"min spacing must be > 0 px (or None: the disk radius), got {self.min_spacing_px}",
@@ -241,10 +243,7 @@ class NNDiskParams(_Params):
         _check(
             _finite(self.min_absolute) and self.min_absolute >= 0, f"min absolute must be >= 0, got {self.min_absolute}"
         )
-        _check(
-            self.min_significance is None or (_finite(self.min_significance) and self.min_significance >= 0),
-            f"min significance must be >= 0 noise SDs (or None: no test), got {self.min_significance}",
-        )
+        _check_significance(self.min_significance)
         _check(
             self.min_spacing_px is None or (_finite(self.min_spacing_px) and self.min_spacing_px > 0),
             f"min spacing must be > 0 px, got {self.min_spacing_px}",

@@ -47,7 +47,6 @@ import numpy as np
 
 from ..errors import Napari4DSTEMError
 from .engines import (
-    EngineNotInstalledError,
     SimulationRequest,
     SimulationResult,
     bin_to_grid,
@@ -55,6 +54,7 @@ from .engines import (
     box_result,
     engine_doc,
     installed_version,
+    require_module,
     slice_plan,
 )
 
@@ -141,10 +141,7 @@ class AbTEMEngine:
 
     def require(self) -> None:
         """Raise :class:`EngineNotInstalledError` (how to install) when abTEM is missing."""
-        try:
-            import abtem  # noqa: F401
-        except ImportError as e:
-            raise EngineNotInstalledError(f"{INSTALL_HINT} ({e})") from None
+        require_module("abtem", INSTALL_HINT)
 
     def resolved_device(self) -> str:
         """The device abTEM will use: 'gpu' only when asked for and cupy imports."""

@@ -43,6 +43,7 @@ __all__ = [
     "box_result",
     "get_engine",
     "installed_version",
+    "require_module",
     "simulate_cbed",
     "slice_plan",
     "vacuum_probe_image",
@@ -468,6 +469,34 @@ def installed_version(dist: str) -> tuple[int, ...] | None:
     except metadata.PackageNotFoundError:
         return None
     return tuple(int(p) for p in v.split(".")[:3] if p.isdigit())
+
+
+def require_module(module: str, install_hint: str) -> Any:
+    """Import an engine's backend, or say how to install it.
+
+    Parameters
+    ----------
+    module : str
+        The module to import (``"abtem"``, ``"pyprismatic"``).
+    install_hint : str
+        How to install it: the message of the error, with the import error after it.
+
+    Returns
+    -------
+    module
+        The imported module.
+
+    Raises
+    ------
+    EngineNotInstalledError
+        When the import fails.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise EngineNotInstalledError(f"{install_hint} ({e})") from None
 
 
 def slice_plan(

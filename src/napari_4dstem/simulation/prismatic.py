@@ -30,7 +30,6 @@ import numpy as np
 
 from .._docstrings import cite
 from .engines import (
-    EngineNotInstalledError,
     SimulationRequest,
     SimulationResult,
     bin_to_grid,
@@ -38,6 +37,7 @@ from .engines import (
     box_result,
     engine_doc,
     installed_version,
+    require_module,
     vacuum_probe_image,
 )
 
@@ -174,10 +174,7 @@ class PrismaticEngine:
 
     def require(self) -> None:
         """Raise :class:`EngineNotInstalledError` (how to install) when pyprismatic is missing."""
-        try:
-            import pyprismatic  # noqa: F401
-        except ImportError as e:
-            raise EngineNotInstalledError(f"{INSTALL_HINT} ({e})") from None
+        require_module("pyprismatic", INSTALL_HINT)
 
     @engine_doc
     def simulate(self, request: SimulationRequest) -> SimulationResult:

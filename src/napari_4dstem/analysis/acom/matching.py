@@ -48,7 +48,7 @@ from ...data.results import BraggPeaks
 from ...engine.jobs import PARTIAL_EVERY_S, Job, PartialMap, Progress, run_job
 from ...errors import CalibrationError, DataShapeError, Napari4DSTEMError
 from ..crystal.symmetry import misorientation_deg
-from .plan import _WIDTH_T, OrientationPlan, rotation_z
+from .plan import _WIDTH_T, OrientationPlan, _plan_profile, _reflections, _width_as, rotation_z
 from .turn import TURN_LINE, _turn_range, turn_arguments
 
 __all__ = [
@@ -794,35 +794,20 @@ def _match_one_plan(
         return out_s[:n].max(axis=1)
 
     if device is None:
-        for i1 in _run_ranges(_score_range, n_pat, args, n_threads, chunk):
-            yield Progress(
-                done0 + i1 // 2,
-                progress_total,
-                f"matching {plan.crystal.name}",
-                partial=partial("matching score", i1, coarse),
-            )
+        chunk_ends = _run_ranges(_score_range, n_pat, args, n_threads, chunk)
     else:
         from ._torch import score_batches_torch
 
-        for i1 in score_batches_torch(
-            off,
-            r,
-            th,
-            amp,
-            template,
-            out_z,
-            out_phi,
-            out_s,
-            tol_r=tol_r,
-            tol_pos=tol_pos,
-            device=device,
-        ):
-            yield Progress(
-                done0 + i1 // 2,
-                progress_total,
-                f"matching {plan.crystal.name}",
-                partial=partial("matching score", i1, coarse),
-            )
+        chunk_ends = score_batches_torch(
+            off, r, th, amp, template, out_z, out_phi, out_s, tol_r=tol_r, tol_pos=tol_pos, device=device
+        )
+    for i1 in chunk_ends:
+        yield Progress(
+            done0 + i1 // 2,
+            progress_total,
+            f"matching {plan.crystal.name}",
+            partial=partial("matching score", i1, coarse),
+        )
     group = plan.crystal.point_group
     n_keep = max(n_matches, n_refine) if refine else n_matches
     U0, idx, ok = yield from _ranked_candidates_job(
@@ -884,6 +869,7 @@ def _match_one_plan(
             return np.max(np.where(ok[:n], np.nan_to_num(corr[:n]), 0.0), axis=1)
 
         twice = _plan_profile(plan) in ("lorentzian", "sinc2")
+        ranking = Progress(done0 + n_pat, progress_total, f"ranking the refined {plan.crystal.name} matches")
         share = 4 if twice else 2  # the refinement's half of the progress, in one or two passes
         for i1 in _run_ranges(_refine_range, n_pat, args, n_threads, chunk):
             yield Progress(
@@ -908,7 +894,7 @@ def _match_one_plan(
                 )
             better = outs_g[1] > corr
             U_out = np.where(better[..., None, None], outs_g[0], U_out)
-            yield Progress(done0 + n_pat, progress_total, f"ranking the refined {plan.crystal.name} matches")
+            yield ranking
             corr = np.where(better, outs_g[1], corr)
             n_match = np.where(better, outs_g[2], n_match)
             rms = np.where(better, outs_g[3], rms)
@@ -921,7 +907,7 @@ def _match_one_plan(
             group,
             separation_deg,
             n_keep,
-            Progress(done0 + n_pat, progress_total, f"ranking the refined {plan.crystal.name} matches"),
+            ranking,
         )
         U0, score, n_match, rms = (a[rows, order] for a in (U0, score, n_match, rms))
         score = np.where(ok, score, 0.0)
@@ -942,7 +928,7 @@ def _match_one_plan(
                 tol_pos=tol_pos,
                 n_threads=n_threads,
                 chunk=chunk,
-                progress=Progress(done0 + n_pat, progress_total, f"ranking the refined {plan.crystal.name} matches"),
+                progress=ranking,
             )
             wide = (1.0 - _RANK_MIX) * wide + _RANK_MIX * score
             order = np.argsort(-np.where(ok, wide, -np.inf), axis=1, kind="stable")
@@ -1111,17 +1097,15 @@ def _joint_pairs_job(
     n, n_p = ok.shape
     G, F, g2, r_off, w_exc, prof, s_cut = [], [], [], [0], [], [], []
     for plan in plans:
-        refl = plan.crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
-        G.append(refl.g)
-        F.append(np.abs(refl.structure_factor) ** (2.0 * intensity_power))
-        g2.append(np.sum(refl.g**2, axis=1))
-        r_off.append(r_off[-1] + len(refl.g))
-        p = _plan_profile(plan)
-        p = "lorentzian" if p == "sinc2" else p
-        w0 = plan.params["excitation_width_inv_A"] * _WIDTH_T[p] / _WIDTH_T[_plan_profile(plan)]
+        g_k, f_k, g2_k, _lam = _reflections(plan, intensity_power)
+        G.append(g_k)
+        F.append(f_k)
+        g2.append(g2_k)
+        r_off.append(r_off[-1] + len(g_k))
+        w0, prof_k, cut_k = _kernel_profile(plan)
         w_exc.append(_PAIR_WIDTH * w0)
-        prof.append(1 if p == "lorentzian" else 0)
-        s_cut.append(30.0 if p == "lorentzian" else 3.0)
+        prof.append(prof_k)
+        s_cut.append(cut_k)
     distinct = np.zeros((n, n_p, n_p), bool)
     for a in range(n_p):
         for b in range(a + 1, n_p):
@@ -1166,10 +1150,7 @@ def _wide_scores_job(
     plan, off, gx, gy, amp, U, ok, *, width, intensity_power, k_max, tol_pos, n_threads, chunk, progress
 ):
     """Job: :func:`_wide_score_range` of candidates ``U (n, k, 3, 3)`` under ``width`` x the plan's width."""
-    refl = plan.crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
-    p = _plan_profile(plan)
-    p = "lorentzian" if p == "sinc2" else p
-    w0 = plan.params["excitation_width_inv_A"] * _WIDTH_T[p] / _WIDTH_T[_plan_profile(plan)]
+    w0, prof, s_cut = _kernel_profile(plan)
     out = np.zeros(ok.shape)
     args = (
         off,
@@ -1178,13 +1159,10 @@ def _wide_scores_job(
         amp,
         np.where(ok[..., None, None], U, 0.0),
         ok,
-        refl.g,
-        np.abs(refl.structure_factor) ** (2.0 * intensity_power),
-        np.sum(refl.g**2, axis=1),
-        electron_wavelength_A(plan.params["energy_kev"]),
+        *_reflections(plan, intensity_power),
         float(width * w0),
-        1 if p == "lorentzian" else 0,
-        30.0 if p == "lorentzian" else 3.0,
+        prof,
+        s_cut,
         float(intensity_power),
         float(k_max),
         float(tol_pos),
@@ -1193,6 +1171,24 @@ def _wide_scores_job(
     for _ in _run_ranges(_wide_score_range, len(ok), args, n_threads, chunk):
         yield progress
     return out
+
+
+def _separation(plan: OrientationPlan, separation_deg: float | None) -> float:
+    """Candidates closer than this (degrees) are one answer: ``separation_deg``, or 2.5 plan steps (5 at least)."""
+    return separation_deg if separation_deg is not None else max(5.0, 2.5 * plan.params["step_deg"])
+
+
+def _kernel_profile(plan: OrientationPlan, profile: str | None = None) -> tuple[float, int, float]:
+    """The rocking curve the refining kernels use for ``plan``: ``(width 1/A, code, cut in widths)``.
+
+    ``profile`` defaults to the plan's; "sinc2" is refined under its envelope, the Lorentzian of
+    the same thickness (code 1, cut at 30 widths); the Gaussian is code 0, cut at 3 widths.
+    """
+    p = profile or _plan_profile(plan)
+    if p == "sinc2":
+        p = "lorentzian"
+    lorentzian = p == "lorentzian"
+    return _width_as(plan, p), 1 if lorentzian else 0, 30.0 if lorentzian else 3.0
 
 
 def refine_arguments(
@@ -1207,12 +1203,7 @@ def refine_arguments(
     whole-scan pass over ``U0`` takes 0.25-0.35 s at 256x256 patterns).
     """
     n_pat, n_keep = ok.shape
-    profile = profile or _plan_profile(plan)
-    if profile == "sinc2":  # refined under its envelope, the Lorentzian of the same thickness
-        profile = "lorentzian"
-    # the same thickness under the refinement's profile
-    w_exc = plan.params["excitation_width_inv_A"] * _WIDTH_T[profile] / _WIDTH_T[_plan_profile(plan)]
-    refl = plan.crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
+    w_exc, prof, s_cut = _kernel_profile(plan, profile)
     U_out = np.array(U0, dtype=float)
     outs = (
         U_out,
@@ -1227,26 +1218,18 @@ def refine_arguments(
         amp,
         np.nan_to_num(U0) if clean is None else clean,
         ok,
-        refl.g,
-        np.abs(refl.structure_factor) ** (2.0 * intensity_power),
-        np.sum(refl.g**2, axis=1),
-        electron_wavelength_A(plan.params["energy_kev"]),
+        *_reflections(plan, intensity_power),
         w_exc,
         intensity_power,
         k_max,
         tol_pos,
         math.radians(plan.params["step_deg"]),
         n_iter,
-        1 if profile == "lorentzian" else 0,
-        30.0 if profile == "lorentzian" else 3.0,
+        prof,
+        s_cut,
         *outs,
     )
     return args, outs
-
-
-def _plan_profile(plan: OrientationPlan) -> str:
-    """The rocking curve a plan was built with (plans saved before #18: Gaussian)."""
-    return str(plan.params.get("rocking_curve", "gaussian"))
 
 
 def _powered(plan: OrientationPlan, intensity_power: float) -> OrientationPlan:
@@ -1474,7 +1457,7 @@ def iter_match_orientations(
     def one_pass(off_p, gx_p, gy_p, amp_p, n_m, i_pass, n_m_cand=None):
         per_plan = []
         for k, plan in enumerate(plans):
-            sep = separation_deg if separation_deg is not None else max(5.0, 2.5 * plan.params["step_deg"])
+            sep = _separation(plan, separation_deg)
             n_cand = max(24, 4 * (n_m if n_m_cand is None else n_m_cand), 2 * n_refine)
             res = yield from _match_one_plan(
                 plan,
@@ -1558,7 +1541,7 @@ def iter_match_orientations(
             res_k[2] = res_k[2] & use[:, None]
             for prev in earlier:  # a residual that only re-finds an earlier grain is no new grain
                 for k, plan in enumerate(plans):
-                    sep = separation_deg if separation_deg is not None else max(5.0, 2.5 * plan.params["step_deg"])
+                    sep = _separation(plan, separation_deg)
                     same = (res_k[5][:, 0] == k) & (prev[5][:, 0] == k) & res_k[2][:, 0]
                     if same.any():
                         mis = misorientation_deg(res_k[0][same, 0], prev[0][same, 0], plan.crystal.point_group)
@@ -1612,9 +1595,7 @@ def iter_match_orientations(
             pool = first + residuals
             Up, okp, php = (np.concatenate([q[j] for q in pool], axis=1) for j in (0, 2, 5))
             okp = okp & valid[:, None]
-            seps = [
-                separation_deg if separation_deg is not None else max(5.0, 2.5 * p.params["step_deg"]) for p in plans
-            ]
+            seps = [_separation(p, separation_deg) for p in plans]
             # the scoring settings of the pair choice, the same for the pair and for the first match alone
             pair_kw = dict(
                 intensity_power=intensity_power,
@@ -1751,7 +1732,7 @@ def iter_match_orientations(
     for k, plan in enumerate(plans):
         sel = has_alt & (phase[:, 0] == k)
         if sel.any():
-            sep = separation_deg if separation_deg is not None else max(5.0, 2.5 * plan.params["step_deg"])
+            sep = _separation(plan, separation_deg)
             flip = misorientation_deg(alt[sel], rotation_z(np.pi) @ U[sel, 0], plan.crystal.point_group)
             kind[sel] = np.where(flip <= sep, 1, 2)
     alt = np.where(has_alt[:, None, None], alt, np.nan)

@@ -391,8 +391,31 @@ def gaussian_width_inv_A(plan: OrientationPlan) -> float:
     float
         Width in 1/A (``w / 0.35`` for a Lorentzian plan, ``w`` for a Gaussian one).
     """
-    w = float(plan.params["excitation_width_inv_A"])
-    return w / _WIDTH_T[plan.params.get("rocking_curve", "gaussian")]
+    return _width_as(plan, "gaussian")
+
+
+def _plan_profile(plan: OrientationPlan) -> str:
+    """The rocking curve a plan was built with (plans saved before #18: Gaussian)."""
+    return str(plan.params.get("rocking_curve", "gaussian"))
+
+
+def _width_as(plan: OrientationPlan, profile: str) -> float:
+    """The plan's excitation width (1/A) under rocking curve ``profile``, for the same thickness."""
+    return float(plan.params["excitation_width_inv_A"]) * _WIDTH_T[profile] / _WIDTH_T[_plan_profile(plan)]
+
+
+def _reflections(plan: OrientationPlan, intensity_power: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The reflections the predicting kernels (refinement, scores, turn) read, out to 1.05 ``k_max``.
+
+    ``(G (m, 3) 1/A in the crystal frame, |F|^(2 intensity_power), |G|^2, wavelength in A)``.
+    """
+    refl = plan.crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
+    return (
+        refl.g,
+        np.abs(refl.structure_factor) ** (2.0 * intensity_power),
+        np.sum(refl.g**2, axis=1),
+        electron_wavelength_A(plan.params["energy_kev"]),
+    )
 
 
 def estimate_plan_memory(

@@ -26,12 +26,12 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from typing import Any
 
 import numba
 import numpy as np
 
-from ...data.calibration import electron_wavelength_A
-from .plan import _WIDTH_T, OrientationPlan
+from .plan import OrientationPlan, _reflections, _width_as
 
 __all__ = ["TURN_LINE", "turn_arguments", "turn_partners", "zone_axes"]
 
@@ -101,10 +101,8 @@ def _visible(H, G, Famp, g2, lam, w, k_max, xs, ys, fs):  # pragma: no cover - n
 
 
 @numba.njit(nogil=True, cache=True)
-def _pattern_difference(xa, ya, fa, na, xb, yb, fb, nb, tol):  # pragma: no cover - numba
-    # sum over both lists of |f - f_other at the same position (0 if none within tol)|, over the
-    # total weight: 0 the same pattern, 1 nothing in common
-    num, den = 0.0, 0.0
+def _one_way(xa, ya, fa, na, xb, yb, fb, nb, tol, num, den):  # pragma: no cover - numba
+    # to (num, den): each of list a's |f - f of its nearest in list b within tol (0 if none)|, and f
     for i in range(na):
         best, bd = -1, tol * tol
         for j in range(nb):
@@ -113,14 +111,15 @@ def _pattern_difference(xa, ya, fa, na, xb, yb, fb, nb, tol):  # pragma: no cove
                 best, bd = j, d
         num += abs(fa[i] - (fb[best] if best >= 0 else 0.0))
         den += fa[i]
-    for j in range(nb):
-        best, bd = -1, tol * tol
-        for i in range(na):
-            d = (xa[i] - xb[j]) ** 2 + (ya[i] - yb[j]) ** 2
-            if d <= bd:
-                best, bd = i, d
-        num += abs(fb[j] - (fa[best] if best >= 0 else 0.0))
-        den += fb[j]
+    return num, den
+
+
+@numba.njit(nogil=True, cache=True)
+def _pattern_difference(xa, ya, fa, na, xb, yb, fb, nb, tol):  # pragma: no cover - numba
+    # sum over both lists of |f - f_other at the same position (0 if none within tol)|, over the
+    # total weight: 0 the same pattern, 1 nothing in common
+    num, den = _one_way(xa, ya, fa, na, xb, yb, fb, nb, tol, 0.0, 0.0)
+    num, den = _one_way(xb, yb, fb, nb, xa, ya, fa, na, tol, num, den)
     return num / den if den > 0 else 1.0
 
 
@@ -173,6 +172,35 @@ def _turn_range(
 
 
 def turn_partners(
+    plan: OrientationPlan, U: np.ndarray, ok: np.ndarray | None = None, **options: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The zone partner of each orientation and how much its pattern differs (module docstring).
+
+    Parameters
+    ----------
+    plan, U, ok
+        As :func:`turn_arguments`.
+    **options
+        ``n_max``, ``max_angle_deg``, ``n_near``, ``k_max_inv_A``, ``intensity_power``,
+        ``tol_inv_A``: as :func:`turn_arguments` (the one signature of both).
+
+    Returns
+    -------
+    partner : ndarray ``(n, k, 3, 3)``
+        ``U R(z, 180 deg)`` for the chosen zone ``z``; NaN where there is none (no zone within
+        the angle that is not an even-fold axis).
+    difference : ndarray ``(n, k)``
+        0..1, the weighted share of the two predicted patterns that differs; ``inf`` where
+        there is no partner.
+    zone_angle_deg : ndarray ``(n, k)``
+        Angle of the beam from the chosen zone axis (NaN where none).
+    """
+    args, (P, D, ang) = turn_arguments(plan, U, ok, **options)
+    _turn_range(0, len(P), *args)
+    return P, D, ang
+
+
+def turn_arguments(
     plan: OrientationPlan,
     U: np.ndarray,
     ok: np.ndarray | None = None,
@@ -183,8 +211,10 @@ def turn_partners(
     k_max_inv_A: float | None = None,
     intensity_power: float = 0.25,
     tol_inv_A: float = 0.03,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The zone partner of each orientation and how much its pattern differs (module docstring).
+) -> tuple[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The argument tuple of ``_turn_range`` (after its pattern range) and its outputs.
+
+    :func:`turn_partners` runs the kernel on them in one range; the matcher runs it in chunks.
 
     Parameters
     ----------
@@ -211,51 +241,6 @@ def turn_partners(
 
     Returns
     -------
-    partner : ndarray ``(n, k, 3, 3)``
-        ``U R(z, 180 deg)`` for the chosen zone ``z``; NaN where there is none (no zone within
-        the angle that is not an even-fold axis).
-    difference : ndarray ``(n, k)``
-        0..1, the weighted share of the two predicted patterns that differs; ``inf`` where
-        there is no partner.
-    zone_angle_deg : ndarray ``(n, k)``
-        Angle of the beam from the chosen zone axis (NaN where none).
-    """
-    args, (P, D, ang) = turn_arguments(
-        plan,
-        U,
-        ok,
-        n_max=n_max,
-        max_angle_deg=max_angle_deg,
-        n_near=n_near,
-        k_max_inv_A=k_max_inv_A,
-        intensity_power=intensity_power,
-        tol_inv_A=tol_inv_A,
-    )
-    _turn_range(0, len(P), *args)
-    return P, D, ang
-
-
-def turn_arguments(
-    plan: OrientationPlan,
-    U: np.ndarray,
-    ok: np.ndarray | None = None,
-    *,
-    n_max: int = 3,
-    max_angle_deg: float = 15.0,
-    n_near: int = 3,
-    k_max_inv_A: float | None = None,
-    intensity_power: float = 0.25,
-    tol_inv_A: float = 0.03,
-) -> tuple[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The argument tuple of ``_turn_range`` (after its pattern range) and its outputs.
-
-    Parameters
-    ----------
-    plan, U, ok, n_max, max_angle_deg, n_near, k_max_inv_A, intensity_power, tol_inv_A
-        As :func:`turn_partners`.
-
-    Returns
-    -------
     args : tuple
         The kernel's arguments after ``(i0, i1)``.
     outputs : tuple
@@ -269,9 +254,6 @@ def turn_arguments(
     crystal = plan.crystal
     Z, even = zone_axes(crystal, n_max)
     k_max = float(k_max_inv_A if k_max_inv_A is not None else plan.params["k_max_inv_A"])
-    refl = crystal.reciprocal_points(plan.params["k_max_inv_A"] * 1.05)
-    prof = str(plan.params.get("rocking_curve", "gaussian"))
-    w = float(plan.params["excitation_width_inv_A"]) * _WIDTH_T["gaussian"] / _WIDTH_T[prof]
     outs = (np.full((n, k, 3, 3), np.nan), np.full((n, k), np.inf), np.full((n, k), np.nan))
     args = (
         np.where(ok[..., None, None], U, 0.0),
@@ -280,11 +262,8 @@ def turn_arguments(
         even,
         math.cos(math.radians(max_angle_deg)),
         int(n_near),
-        refl.g,
-        np.abs(refl.structure_factor) ** (2.0 * intensity_power),
-        np.sum(refl.g**2, axis=1),
-        electron_wavelength_A(plan.params["energy_kev"]),
-        w,
+        *_reflections(plan, intensity_power),
+        _width_as(plan, "gaussian"),
         k_max,
         float(tol_inv_A),
         *outs,

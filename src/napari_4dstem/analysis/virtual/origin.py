@@ -172,15 +172,7 @@ def iter_measure_origin(
         com = yield from iter_center_of_mass(
             cube, detector=detector, calibration=cal, scan_chunk=scan_chunk, backend=backend
         )
-        params = {"method": "com", "detector": com.params["detector"]}
-        return RealSpaceMap(
-            com.data[..., :2],
-            name="origin",
-            units="px",
-            channels=("origin_y", "origin_x"),
-            calibration=cal,
-            params=params,
-        )
+        return _origin_map(com.data[..., :2], cal, {"method": "com", "detector": com.params["detector"]})
     if method != "disk":
         raise ValueError(f"method must be 'disk' or 'com', got {method!r}")
     mean = None
@@ -222,13 +214,13 @@ def iter_measure_origin(
         "circle_radius_px": radius,
         "background": background,
     }
+    return _origin_map(out[..., :2], cal, params)
+
+
+def _origin_map(yx: np.ndarray, cal: Calibration, params: dict) -> RealSpaceMap:
+    """The origins ``yx (scan_y, scan_x, 2)`` (detector px) as the ``origin`` map of either method."""
     return RealSpaceMap(
-        out[..., :2],
-        name="origin",
-        units="px",
-        channels=("origin_y", "origin_x"),
-        calibration=cal,
-        params=params,
+        yx, name="origin", units="px", channels=("origin_y", "origin_x"), calibration=cal, params=params
     )
 
 
