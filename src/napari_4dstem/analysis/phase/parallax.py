@@ -63,9 +63,9 @@ class ParallaxResult:
     rotation_residual_deg : float
         Rotation of the shift field not explained by the calibration's ``rotation_deg``
         (add it to the calibration's rotation). With ``refine``, the rotation the transfer fit
-        kept: the shift field's, or 0 when the calibration's captured more (at low dose the shift
-        field's rotation is noise); the shift field's own is in
-        ``image.params["fit"]["shift_fit"]["rotation_residual_deg"]``.
+        kept: version 2 scans it over a half turn and refines it (at low dose the shift field's
+        rotation is noise); version 1 kept the shift field's, or 0 when the calibration's captured
+        more. The shift field's own is in ``image.params["fit"]["shift_fit"]["rotation_residual_deg"]``.
     fit_rms_A : float
         RMS residual of the linear shift model, Angstrom.
     params : dict
@@ -707,6 +707,8 @@ def iter_parallax(
     cal = calibration or datacube.calibration
     geo = Geometry.of(datacube, cal)
     probe = probe or ProbeModel.from_calibration(cal)
+    if version not in (1, PARALLAX_VERSION):
+        raise ValueError(f"parallax version must be 1 or {PARALLAX_VERSION}, got {version!r}")
     if min(geo.scan_shape) < 4:
         raise DataShapeError(f"parallax needs a scan of at least 4 x 4 positions, got {geo.scan_shape}")
     iy, ix = bf_pixels(geo, probe, fraction=bf_fraction)
