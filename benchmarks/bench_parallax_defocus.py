@@ -10,6 +10,12 @@ the two columns are the same data. Reported: the fitted defocus, its standard er
 (``defocus_confident``), and the counts within 1 nm (10 A) of the planted defocus.
 
     PYTHONPATH=src python benchmarks/bench_parallax_defocus.py --seeds 11,12,13 [--rev main] [--wide]
+
+``--rotation 20`` plants a scan rotation the calibration does not hold (the data simulated at 20 deg,
+the calibration saying 0: the fit must find it; reported: the rotation recovered within 3 deg).
+``--phase-per-atom 0.12`` draws a second, weaker sample. ``--vacuum`` runs only the vacuum-centre
+cases (128 x 128 scan at 0.5 A, 32 px detector, the central 80 x 80 positions vacuum, 1e5 e/A^2,
+planted 300 A).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ for c in cases:
     z = np.load(folder + "/" + c["file"])
     cal = Calibration(**json.loads(str(z["cal"])))
     t = time.perf_counter()
-    r = parallax(DataCube(z["data"], cal))
+    r = parallax(DataCube(z["data"], cal.replace(rotation_deg=0.0)))
     conf = r.image.params["fit"].get("confidence", {})
     out.append(dict(defocus_A=r.defocus_A, se_A=r.defocus_se_A, on=bool(r.defocus_confident),
                     astig_A=r.astig_A, rotation_deg=r.rotation_residual_deg, reason=conf.get("reason", ""),
@@ -48,18 +54,41 @@ json.dump(out, open(sys.argv[2], "w"))
 """
 
 
-def make_cases(seeds, wide: bool, folder: Path) -> list[dict]:
+def _vacuum_phase(scan: int, det: int, bf: float, hole: int, seed: int) -> np.ndarray:
+    """Random atoms with vacuum where the central ``hole`` x ``hole`` scan positions are (0.5 A step)."""
+    import math
+
+    from napari_4dstem.analysis.phase.forward import probe_positions_px, random_atoms_phase
+    from napari_4dstem.analysis.phase.probe import ProbeModel
+
+    pixel_A = 1.0 / (det * ProbeModel(300.0, 20.0).k_aperture_inv_A / bf)
+    pad = det // 2 + 4
+    pos = probe_positions_px((scan, scan), step_A=(0.5, 0.5), pixel_A=pixel_A) + pad
+    shape = tuple(math.ceil(v) + det // 2 + pad + 2 for v in pos.max(axis=0))
+    ph = random_atoms_phase(shape, pixel_A=pixel_A, seed=seed)
+    lo, hi = (scan - hole) / 2 * 0.5 / pixel_A + pad, (scan + hole) / 2 * 0.5 / pixel_A + pad
+    a, b = math.ceil(lo), math.ceil(hi)
+    ph[a:b, a:b] = 0.0
+    return ph
+
+
+def make_cases(seeds, wide: bool, folder: Path, rotation: float = 0.0, per_atom: float = 0.25,
+               vacuum: bool = False) -> list[dict]:  # fmt: skip
     from napari_4dstem.analysis.phase.forward import simulate_phase_dataset
 
     cases = []
     grid = [(16, 48, d, dose) for d in (0.0, 50.0, 100.0, 200.0) for dose in (None, 1e4, 1e3)]
     if wide:
         grid += [(32, 64, d, None) for d in (500.0, 800.0, -800.0, 1200.0)]
+    if vacuum:
+        grid = [(128, 32, 300.0, 1e5)]
     for scan, det, d, dose in grid:
         for seed in seeds:
+            extra = dict(phase=_vacuum_phase(scan, det, 8.0, 80, seed), bf_radius_px=8.0) if vacuum else {}
             s = simulate_phase_dataset(
-                scan_shape=(scan, scan), detector_px=det, step_A=0.5, defocus_A=d, seed=seed, dose_e_per_A2=dose
-            )
+                scan_shape=(scan, scan), detector_px=det, step_A=0.5, defocus_A=d, seed=seed, dose_e_per_A2=dose,
+                rotation_deg=rotation, phase_per_atom_rad=per_atom, **extra,
+            )  # fmt: skip
             cal = s.datacube.calibration
             calj = dict(
                 scan_step=list(cal.scan_step), scan_units=cal.scan_units, k_pixel_size=cal.k_pixel_size,
@@ -89,12 +118,15 @@ def main() -> int:
     ap.add_argument("--seeds", default="11,12,13")
     ap.add_argument("--rev", default="main", help="the revision to compare with (git archive of its src)")
     ap.add_argument("--wide", action="store_true", help="add the probe-wider-than-the-field cases")
+    ap.add_argument("--rotation", type=float, default=0.0, help="planted scan rotation (the calibration says 0)")
+    ap.add_argument("--phase-per-atom", type=float, default=0.25, help="the sample's peak phase per atom, rad")
+    ap.add_argument("--vacuum", action="store_true", help="only the vacuum-centre cases")
     args = ap.parse_args()
     seeds = [int(v) for v in args.seeds.split(",")]
     here = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        cases = make_cases(seeds, args.wide, folder)
+        cases = make_cases(seeds, args.wide, folder, args.rotation, args.phase_per_atom, args.vacuum)
         old = folder / "old"
         old.mkdir()
         arch = subprocess.run(["git", "-C", str(here), "archive", args.rev, "src"], capture_output=True, check=True)
@@ -105,16 +137,23 @@ def main() -> int:
         t = time.perf_counter()
         after = fit(str(here / "src"), folder, "after")
         t_after = time.perf_counter() - t
-    print(f"parallax defocus, {args.rev} (before) vs this tree (after); seeds {seeds}; load {os.getloadavg()[0]:.1f}")
+    print(
+        f"parallax defocus, {args.rev} (before) vs this tree (after); seeds {seeds}; planted rotation "
+        f"{args.rotation:g} deg (calibration 0); {args.phase_per_atom:g} rad per atom; load {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'scan':>4s} {'planted':>7s} {'dose':>8s} {'seed':>4s} | {'before':>22s} | {'after':>22s}")
 
     def cell(r):
-        return f"{r['defocus_A']:7.1f} +- {r['se_A']:5.1f} {'on ' if r['on'] else 'off'}"
+        return f"{r['defocus_A']:7.1f} +- {r['se_A']:5.1f} {'on ' if r['on'] else 'off'} {r['rotation_deg']:5.1f}"
 
     for c, b, a in zip(cases, before, after, strict=True):
         dose = "free" if c["dose"] is None else f"{c['dose']:.0e}"
         print(f"{c['scan']:4d} {c['defocus']:7.0f} {dose:>8s} {c['seed']:4d} | {cell(b)} | {cell(a)}  {a['reason']}")
     print("\ncounts (before -> after): within 1 nm of the planted defocus (all; gated on); in focus gated off")
+    if args.vacuum:
+        for tag, res in (("before", before), ("after", after)):
+            near = sum(abs(r["defocus_A"] - c["defocus"]) <= 10 for c, r in zip(cases, res, strict=True))
+            print(f"  vacuum centre, {tag}: within 1 nm {near}, gated on {sum(r['on'] for r in res)} of {len(cases)}")
     for dose in (None, 1e4, 1e3):
         sel = [i for i, c in enumerate(cases) if c["dose"] == dose and c["scan"] == 16]
         if not sel:
@@ -135,6 +174,10 @@ def main() -> int:
             f"  {label:>10s}: within 1 nm {nb} -> {na} of {len(defo)}; gated on {gb} -> {ga}, of them within 1 nm "
             f"{ob} -> {oa}; in focus off {fb} -> {fa} of {len(focus)}"
         )
+        rb, ra = (sum(abs(res[i]["rotation_deg"] - args.rotation) <= 3 for i in defo) for res in (before, after))
+        wb, wa = (sum(res[i]["on"] and abs(res[i]["defocus_A"] - cases[i]["defocus"]) > 10 for i in defo)
+                  for res in (before, after))  # fmt: skip
+        print(f"  {'':>10s}  rotation within 3 deg {rb} -> {ra} of {len(defo)}; gated on but > 1 nm off {wb} -> {wa}")
     if args.wide:
         wide = [i for i, c in enumerate(cases) if c["scan"] == 32]
         wrong_b = sum(before[i]["on"] and abs(before[i]["defocus_A"] - cases[i]["defocus"]) > 10 for i in wide)

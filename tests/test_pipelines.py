@@ -526,3 +526,29 @@ def test_a_phase_recipe_saved_before_fit_defocus_replays_without_the_fit():
     assert PhaseParams().fits_defocus is False and PhaseParams(method="ptycho").fits_defocus  # auto
     new = PhaseParams(method="ptycho")
     assert PhaseParams.from_dict(new.to_dict()) == new
+
+
+def test_a_phase_recipe_saved_before_parallax_version_replays_the_old_refinement():
+    """The parallax refinement changed in session 13 (version 2: the rotation scanned, the bootstrap
+    where the BF images vary); a recipe saved before ``parallax_version`` existed replays with
+    version 1, the algorithm that made it, so its auto-defocus decision cannot change. The pipeline
+    hands the version to the parallax job (its params say which ran)."""
+    from napari_4dstem.analysis.phase.forward import simulate_phase_dataset
+    from napari_4dstem.analysis.phase.parallax import PARALLAX_VERSION
+    from napari_4dstem.pipelines import ParameterError, run_phase
+    from napari_4dstem.pipelines.phase import PhaseParams
+
+    assert PARALLAX_VERSION == 2 and PhaseParams().parallax_version == PARALLAX_VERSION
+    old = PhaseParams.from_dict({"method": "parallax", "fit_defocus": None})
+    assert old.parallax_version == 1 and "parallax_version=1" in old.script()
+    new = PhaseParams(method="parallax")
+    assert PhaseParams.from_dict(new.to_dict()) == new
+    with pytest.raises(ParameterError, match="parallax_version"):
+        PhaseParams(parallax_version=3)
+    s = simulate_phase_dataset(scan_shape=(8, 8), detector_px=32, step_A=0.5, defocus_A=50.0, seed=2)
+    for p in (old, new):
+        res = run_phase(s.datacube, phase=p)
+        assert res.parallax.params["version"] == p.parallax_version
+        assert res.maps[0].params["version"] == p.parallax_version
+        rotations = res.parallax.image.params["fit"]["confidence"]["rotations_scanned_deg"]
+        assert len(rotations) == (18 if p.parallax_version == 2 else 0)

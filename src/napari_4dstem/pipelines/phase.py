@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from ..analysis.phase.parallax import PARALLAX_VERSION
 from ..data.calibration import Calibration
 from ..engine.jobs import Job, Progress, eager
 from .bragg import _cube, _recipe
@@ -47,6 +48,10 @@ class PhaseParams(_Params):
     coarse_to_fine : ptychography: low-pass the object steps of the first half of the iterations at
         the aperture frequency (a low-dose setting; ``PtychoParams``)
     scan_region : ``(y0, y1, x0, x1)`` scan rows/columns analysed (None: the whole scan)
+    parallax_version : the parallax refinement's algorithm (``iter_parallax``'s ``version``; default
+        the newest, 2: the rotation scanned over a half turn, the bootstrap drawn where the BF images
+        vary most). A recipe saved before the field existed replays with version 1, the algorithm it
+        was made with, so its auto-defocus decision does not change
     """
 
     method: str = "ssb"
@@ -72,6 +77,7 @@ class PhaseParams(_Params):
     full_batch: bool = False
     pure_phase: bool = False
     coarse_to_fine: bool = False
+    parallax_version: int = PARALLAX_VERSION
 
     def __post_init__(self):
         _check(self.method in PHASE_METHODS, f"method must be one of {PHASE_METHODS}, got {self.method!r}")
@@ -93,6 +99,10 @@ class PhaseParams(_Params):
             _finite(self.slice_thickness_A) and self.slice_thickness_A > 0,
             f"slice thickness must be > 0 A, got {self.slice_thickness_A}",
         )
+        _check(
+            self.parallax_version in (1, PARALLAX_VERSION) and not isinstance(self.parallax_version, bool),
+            f"parallax_version must be 1 or {PARALLAX_VERSION}, got {self.parallax_version!r}",
+        )
         _check(self.loss in ("amplitude", "poisson"), f"loss must be 'amplitude' or 'poisson', got {self.loss!r}")
         _check(_finite(self.step_decay) and self.step_decay >= 0, f"step decay must be >= 0, got {self.step_decay}")
         if self.scan_region is not None:
@@ -107,9 +117,11 @@ class PhaseParams(_Params):
     def from_dict(cls, d):
         """From a saved dict (a recipe); a dict without ``fit_defocus`` (recipes saved before the
         field existed, 6-7 Dec 2026) ran without the parallax fit: it replays so (False), not
-        with the auto default that came later."""
+        with the auto default that came later. A dict without ``parallax_version`` (saved before
+        session 13) replays with version 1, the parallax refinement it was made with."""
         d = dict(d)
         d.setdefault("fit_defocus", False)
+        d.setdefault("parallax_version", 1)
         return super().from_dict(d)
 
     @property
@@ -187,7 +199,9 @@ def iter_phase(
     par = None
     defocus_from: dict = {"from": "typed"}
     if p.method == "parallax" or p.fits_defocus:
-        par = yield from iter_parallax(cube, probe=probe, calibration=cal, upsample=p.upsample)
+        par = yield from iter_parallax(
+            cube, probe=probe, calibration=cal, upsample=p.upsample, version=p.parallax_version
+        )
         if p.method == "parallax":
             return PhaseResult((par.image,), par, None, recipe)
         fitted = dict(defocus_A=par.defocus_A, defocus_se_A=par.defocus_se_A, confident=par.defocus_confident)

@@ -37,6 +37,13 @@ __all__ = ["ParallaxResult", "iter_parallax", "parallax"]
 #: fit beyond the trusted range is found there and gated off (at 1.5 x, a planted 1200 A on a 16 A
 #: field read -603 A inside the range and passed the gate; at 2.5 x 1154 A, gated off)
 REACH_OF_TRUSTED = 2.5
+#: the refinement's algorithm version (:func:`iter_parallax`'s ``version``; recipes keep theirs)
+PARALLAX_VERSION = 2
+#: the coarse rotation scan's step (degrees, over a half turn); the rotation is then refined
+ROTATION_STEP_DEG = 10.0
+#: a fit whose left-out groups' rotations spread more than this (jackknife SE, degrees) is not
+#: trusted: the rotation is not determined, and the defocus read at a wrong one is short
+ROTATION_SE_MAX_DEG = 3.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,9 +63,9 @@ class ParallaxResult:
     rotation_residual_deg : float
         Rotation of the shift field not explained by the calibration's ``rotation_deg``
         (add it to the calibration's rotation). With ``refine``, the rotation the transfer fit
-        kept: the shift field's, or 0 when the calibration's captured more (at low dose the shift
-        field's rotation is noise); the shift field's own is in
-        ``image.params["fit"]["shift_fit"]["rotation_residual_deg"]``.
+        kept: version 2 scans it over a half turn and refines it (at low dose the shift field's
+        rotation is noise); version 1 kept the shift field's, or 0 when the calibration's captured
+        more. The shift field's own is in ``image.params["fit"]["shift_fit"]["rotation_residual_deg"]``.
     fit_rms_A : float
         RMS residual of the linear shift model, Angstrom.
     params : dict
@@ -272,6 +279,25 @@ def _defocus_grid(reach: float, inner: float = 300.0, step: float = 10.0, outer_
     return np.concatenate([-pos[::-1], [0.0], pos])
 
 
+def _signal_window(imgs: np.ndarray, pix: np.ndarray, by: int, bx: int) -> tuple[int, int]:
+    """Origin ``(y0, x0)`` of the ``by`` x ``bx`` block of scan positions where the BF images vary most.
+
+    The images of the pixels ``pix`` (zero mean, normalised) squared and summed, position by
+    position (a pixel at a time: one scan-sized array more), then the block sum of every origin by
+    an integral image: vacuum (flat images, only noise) scores low, the specimen high.
+    ``O(len(pix) N_R)``.
+    """
+    _, ny, nx = imgs.shape
+    power = np.zeros((ny, nx))
+    for i in pix:
+        power += imgs[i] ** 2
+    cum = np.zeros((ny + 1, nx + 1))
+    cum[1:, 1:] = power.cumsum(axis=0).cumsum(axis=1)
+    block = cum[by:, bx:] - cum[:-by, bx:] - cum[by:, :-bx] + cum[:-by, :-bx]
+    y0, x0 = np.unravel_index(int(np.argmax(block)), block.shape)
+    return int(y0), int(x0)
+
+
 def _trusted_defocus_A(geo: Geometry, probe: ProbeModel, k: np.ndarray) -> float:
     """The largest defocus at which half of the BF pixels' images are shifted by at most half the field.
 
@@ -298,6 +324,7 @@ def _refine_aberrations(
     groups: int = 4,
     surrogates: int = 19,
     bootstrap_scan: int = 64,
+    version: int = 2,
 ):
     """Defocus and astigmatism that best explain the BF pixels' spectra, and their spread.
 
@@ -334,7 +361,22 @@ def _refine_aberrations(
     grid = _defocus_grid(reach)
     n_grid, i0 = len(grid), len(grid) // 2
     rng = np.random.default_rng(2)
-    # the rotation whose best defocus on the grid (astigmatism 0) captures more energy
+    rotations_deg = [float(r) for r in rotations_deg]
+    scanned: list[float] = []
+    if version >= 2:
+        # a coarse scan of the rotation over a half turn about the calibration's (a half turn more
+        # is the defocus's sign, which the grid holds), on every third frequency; the best one
+        # joins the candidates searched on all of them
+        scanned = [rotations_deg[0] + o for o in np.arange(-90.0, 90.0, ROTATION_STEP_DEG)]
+        coarse = []
+        for rot in scanned:
+            m_c = _Transfer(qqy[::3], qqx[::3], kp, probe, geo, rot)
+            coarse.append(max(float(part.max()) for part in m_c.iter_grid(grid, 0.0, 0.0, [(g[::3], None)])))
+            yield "searching the rotation"
+        top = scanned[int(np.argmax(coarse))]
+        if all(abs(top - r) > 0.5 for r in rotations_deg):
+            rotations_deg.append(top)
+    # the rotation whose best defocus on the grid (astigmatism 0) captures the most energy
     candidates = []
     for rot in rotations_deg:
         model = _Transfer(qqy, qqx, kp, probe, geo, rot)
@@ -354,16 +396,35 @@ def _refine_aberrations(
         yield "fitting the transfer model"
     best = min(runs, key=lambda r: r.fun)
     fun, x = best.fun, best.x
+    if version >= 2:
+        # refine the rotation (the defocus and astigmatism held), then the aberrations at it
+        res = minimize_scalar(lambda r: _Transfer(qqy, qqx, kp, probe, geo, r).score(x, g),
+                              bounds=(rotation_used - ROTATION_STEP_DEG, rotation_used + ROTATION_STEP_DEG),
+                              method="bounded", options=dict(xatol=0.2))  # fmt: skip
+        yield "fitting the rotation"
+        if res.fun < fun:
+            model = _Transfer(qqy, qqx, kp, probe, geo, float(res.x))
+            rotation_used = model.rotation_deg
+            simplex = x + np.array([[0, 0, 0], [10.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0]])
+            opts = dict(initial_simplex=simplex, xatol=0.5, fatol=1e-9, maxfev=200)
+            best = minimize(lambda v: model.score(v, g), x, method="Nelder-Mead", options=opts)
+            fun, x = best.fun, best.x
+            parts = []
+            for part in model.iter_grid(grid, 0.0, 0.0, [(g, None)]):
+                parts.append(part)
+                yield "fitting the rotation"
+            energy = np.concatenate(parts, 1)[0]
 
     # parametric bootstrap of the gain under "no aberrations": the least-squares object at
     # defocus 0 plus noise drawn as shot noise is, in real space (independent between positions
     # and pixels, variance proportional to the intensity), scaled to the variance the fit leaves;
     # on a central sub-scan of at most bootstrap_scan^2 positions (the whole scan when smaller)
     by, bx = min(ny, bootstrap_scan), min(nx, bootstrap_scan)
+    y0, x0_ = 0, 0
     if (by, bx) == (ny, nx):
         sub, g_b, sel_b, model_b, energy_b, fun_b = imgs, g, sel, model, energy, fun
     else:
-        y0, x0_ = (ny - by) // 2, (nx - bx) // 2
+        y0, x0_ = _signal_window(imgs, pix, by, bx) if version >= 2 else ((ny - by) // 2, (nx - bx) // 2)
         sub = imgs[:, y0 : y0 + by, x0_ : x0_ + bx]
         sub_geo = Geometry((by, bx), geo.detector_shape, geo.step_A, geo.k_pixel_inv_A, geo.origin_px,
                            geo.rotation_deg, geo.flip)  # fmt: skip
@@ -411,25 +472,49 @@ def _refine_aberrations(
         parts.append(part)
         yield "the defocus's standard error"
     per_group = np.concatenate(parts, 1)
+    left_rot = np.full(groups, rotation_used)
+    if version >= 2:
+        # each left-out group's own rotation: the best defocus near the fit at rotations around
+        # the kept one, a parabola through its energies (one Gamma serves every group)
+        offsets = ROTATION_STEP_DEG / 2 * np.arange(-2.0, 3.0)
+        local = x[0] + np.arange(-40.0, 41.0, 5.0)
+        e_rot = np.empty((groups + 1, len(offsets)))
+        sets_r = [(g, w) for w in weights] + [(g, None)]
+        for j, off in enumerate(offsets):
+            m_r = _Transfer(qqy, qqx, kp, probe, geo, rotation_used + off)
+            e_rot[:, j] = np.concatenate(list(m_r.iter_grid(local, x[1], x[2], sets_r)), 1).max(1)
+            yield "the rotation's standard error"
+        tops = []
+        for e in e_rot:
+            a, b, _ = np.polyfit(offsets, e / max(float(np.abs(e).max()), 1e-30), 2)
+            # no peak inside the scanned offsets: the rotation is at least that far off
+            top = -b / (2 * a) if a < 0 else offsets[int(np.argmax(e))] * 1.5
+            tops.append(float(np.clip(top, 1.5 * offsets[0], 1.5 * offsets[-1])))
+        # the same estimator on all the pixels is the reference (the parabola's own bias cancels)
+        left_rot = rotation_used + np.array(tops[:groups]) - tops[groups]
     left_out, at_edge = [], int(np.argmax(energy)) in (0, n_grid - 1)
-    for w, e in zip(weights, per_group, strict=True):
+    for w, e, rot_i in zip(weights, per_group, left_rot, strict=True):
         i = int(np.argmax(e))
         at_edge = at_edge or i in (0, n_grid - 1)
         lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, n_grid - 1)]
-        res = minimize_scalar(lambda d, w=w: model.score(np.array([d, x[1], x[2]]), g, w), bounds=(lo, hi),
+        m_i = model if rot_i == rotation_used else _Transfer(qqy, qqx, kp, probe, geo, float(rot_i))
+        res = minimize_scalar(lambda d, w=w, m_i=m_i: m_i.score(np.array([d, x[1], x[2]]), g, w), bounds=(lo, hi),
                               method="bounded", options=dict(xatol=0.5))  # fmt: skip
         left_out.append(float(res.x))
         yield "the defocus's standard error"
     # the grid's edge holds the best defocus of the data or of a left-out group: the fit is outside
     # the range searched (a planted 500 A read 393 A with every left-out fit at the edge, SE 0)
     stats = _fit_confidence(
-        float(x[0]), np.array(left_out), gain, null_gains, at_edge=at_edge, reach_A=reach, trusted_A=trusted
-    )
+        float(x[0]), np.array(left_out), gain, null_gains, at_edge=at_edge, reach_A=reach, trusted_A=trusted,
+        rotation_deg=rotation_used if version >= 2 else None, left_out_rotation_deg=left_rot,
+    )  # fmt: skip
     stats.update(
         noise_variance=sigma2,
         rotation_deg=rotation_used,
         rotations_tried_deg=[float(r) for r in rotations_deg],
+        rotations_scanned_deg=[float(r) for r in scanned],
         bootstrap_scan=[int(by), int(bx)],
+        bootstrap_origin=[int(y0), int(x0_)],
     )
     return float(x[0]), float(np.hypot(x[1], x[2])), 0.5 * math.degrees(math.atan2(x[2], x[1])), stats
 
@@ -451,6 +536,10 @@ def _fit_confidence(
     reach_A: float = math.inf,
     se_floor_A: float = 0.5,
     trusted_A: float = math.inf,
+    rotation_deg: float | None = None,
+    left_out_rotation_deg: np.ndarray | None = None,
+    rotation_se_max_deg: float = ROTATION_SE_MAX_DEG,
+    rotation_se_floor_deg: float = 0.2,
 ) -> dict:
     """Whether a fitted defocus is distinguishable from 0.
 
@@ -484,7 +573,14 @@ def _fit_confidence(
     zscore = float(abs(defocus_A) / se)
     consistent = abs(defocus_A - float(left_out_A.mean())) <= z * se
     within = abs(defocus_A) <= trusted_A
+    rot_se, rot_ok = math.nan, True
+    if rotation_deg is not None and left_out_rotation_deg is not None:
+        lr = np.asarray(left_out_rotation_deg, float)
+        rot_se = max(float(np.sqrt((g - 1) / g * np.sum((lr - lr.mean()) ** 2))), rotation_se_floor_deg)
+        rot_ok = rot_se <= rotation_se_max_deg and abs(rotation_deg - float(lr.mean())) <= z * rot_se
     reasons = []
+    if not rot_ok:
+        reasons.append(f"the rotation is not determined (left-out fits spread {rot_se:.1f} deg)")
     if zscore < z:
         reasons.append(f"|defocus| < {z:g} standard errors (z {zscore:.1f})")
     if p > alpha:
@@ -509,7 +605,10 @@ def _fit_confidence(
         consistent_with_left_out=bool(consistent),
         trusted_defocus_A=float(trusted_A),
         within_trusted_range=bool(within),
-        confident=bool(zscore >= z and p <= alpha and consistent and not at_edge and within),
+        rotation_se_deg=rot_se,
+        left_out_rotation_deg=None if left_out_rotation_deg is None else [float(v) for v in left_out_rotation_deg],
+        rotation_determined=bool(rot_ok),
+        confident=bool(zscore >= z and p <= alpha and consistent and not at_edge and within and rot_ok),
         reason="; ".join(reasons),
         z_threshold=z,
         alpha=alpha,
@@ -529,6 +628,7 @@ def iter_parallax(
     two_sided: bool = False,
     refine: bool = True,
     scan_chunk: tuple[int, int] | None = None,
+    version: int = PARALLAX_VERSION,
 ) -> Job[ParallaxResult]:
     """Job: tilt-corrected bright-field image and the aberrations fitted to its shifts.
 
@@ -562,6 +662,12 @@ def iter_parallax(
         Overrides the datacube's calibration.
     scan_chunk : (int, int), optional
         Scan block read at a time.
+    version : int
+        The refinement's algorithm (``PARALLAX_VERSION``, the default, the newest): 1 (before
+        session 13) searched the rotation at the calibration's and the shift field's only and drew
+        the bootstrap on the central 64 x 64 positions; 2 scans the rotation over a half turn, draws
+        the bootstrap where the BF images vary most and requires the rotation to be determined. A
+        recipe replays with the version it was made with.
 
     Yields
     ------
@@ -601,6 +707,8 @@ def iter_parallax(
     cal = calibration or datacube.calibration
     geo = Geometry.of(datacube, cal)
     probe = probe or ProbeModel.from_calibration(cal)
+    if version not in (1, PARALLAX_VERSION):
+        raise ValueError(f"parallax version must be 1 or {PARALLAX_VERSION}, got {version!r}")
     if min(geo.scan_shape) < 4:
         raise DataShapeError(f"parallax needs a scan of at least 4 x 4 positions, got {geo.scan_shape}")
     iy, ix = bf_pixels(geo, probe, fraction=bf_fraction)
@@ -643,7 +751,7 @@ def iter_parallax(
         # at the calibration's rotation and at the one the shift field shows (calibration +
         # residual): at low dose the latter is noise, the transfer fit keeps the better
         rotations = [geo.rotation_deg] + ([geo.rotation_deg + theta] if abs(theta) > 0.5 else [])
-        refining = _refine_aberrations(imgs, geo, probe, k, defocus, astig, angle, rotations)
+        refining = _refine_aberrations(imgs, geo, probe, k, defocus, astig, angle, rotations, version=version)
         while True:
             try:
                 stage = next(refining)
@@ -675,6 +783,7 @@ def iter_parallax(
         use_fitted_shifts=use_fitted_shifts,
         two_sided=two_sided,
         refine=refine,
+        version=int(version),
         n_pixels=len(iy),
     )
     aberrations = dict(
