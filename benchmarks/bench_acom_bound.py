@@ -4,8 +4,8 @@
     PYTHONPATH=src python benchmarks/bench_acom_bound.py --failures --seeds 51207,90317 --n 100
     PYTHONPATH=src python benchmarks/bench_acom_bound.py --match-wide 2.5 --seeds 51207,90317 --n 100
 
-For every pattern of the held-out thin-film sets (``bench_acom_independent.make_set``, the draws of
-``bench_acom_reliable.py``: rng ``[seed, dose, 0, ord(crystal[0])]``, ``--n`` single grains per
+For every pattern of the held-out thin-film sets (``bench_acom_independent.make_set``, the rng keys
+of ``bench_acom_reliable.py``: ``[seed, dose, 0, ord(crystal[0])]``, ``--n`` single grains per
 crystal and dose), the expected kinematic pattern of the true orientation ``U`` - the generator's
 own model: sinc^2 film of the pattern's own thickness, Debye-Waller 1.5x, 300 kV, every reflection
 within the data's reach 1.5 1/A, as beam fractions (``separation.thin_film_pattern``; checked here
