@@ -15,8 +15,11 @@ bounds the error of the best possible test between the two orientations, with eq
     (1 - sqrt(1 - BC^2)) / 2  <=  P_error  <=  BC / 2,   BC = exp(-B)
 
 so ``1 - P_error_low`` is the most often *any* method - knowing the thickness, the intensity
-model and that the answer is one of the two - can be right on such a pair. The measure ignores
-the detection threshold and noise peaks (both only lose information), so it is an upper bound.
+model and that the answer is one of the two - can be right on such a pair. With
+``detection_counts`` the counts below the detection line are censored (a peak list holds only
+detected peaks; :func:`detection_line`); without it every count is seen. Noise peaks are ignored
+(they only lose information), so either way it is an upper bound. The position term is counted for
+every pair, detected or not (again only more information).
 
 :func:`zone_partner` is the orientation turned by 180 deg about a crystal direction ``z``
 (``U R(z, 180 deg)``, :mod:`.turn`): for every reflection ``g`` normal to ``z`` (the zero-order
