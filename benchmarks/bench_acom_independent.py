@@ -95,8 +95,12 @@ def make_set(
     thickness_nm=(10.0, 40.0),
     dw_factor=1.5,
     noise_peaks=2.0,
+    thickness_out=None,
 ):
-    """Peaks (BraggPeaks), truth U (n, 3, 3) or (n, 2, 3, 3), weights, "rich" flags."""
+    """Peaks (BraggPeaks), truth U (n, 3, 3) or (n, 2, 3, 3), weights, "rich" flags.
+
+    ``thickness_out``: a list that gets each pattern's film thickness (A) appended (the draws
+    are the same with or without it)."""
     from napari_4dstem.analysis.crystal.symmetry import misorientation_deg
     from napari_4dstem.data.calibration import Calibration
     from napari_4dstem.data.results import BraggPeaks
@@ -117,6 +121,8 @@ def make_set(
     bg = 1e-4 * dose
     for i in range(n):
         t = 10.0 * rng.uniform(*thickness_nm)
+        if thickness_out is not None:
+            thickness_out.append(t)
         kw = dict(thickness_A=t, energy_kev=energy_kev, k_max=k_max, shape=shape)
         xy, f = _beam_fraction(gen, U1[i], **kw)
         if overlap:

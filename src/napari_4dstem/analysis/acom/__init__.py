@@ -3,8 +3,9 @@
 The orientation plan, matching peaks to it, the result with its maps and exports,
 inverse-pole-figure colours.
 
-Modules: ``plan``, ``matching``, ``result``, ``turn``, ``ipf``. Their public names are re-exported here and imported
-on first use (PEP 562), so ``from napari_4dstem.analysis.acom import X`` loads only the module that defines X.
+Modules: ``plan``, ``matching``, ``result``, ``turn``, ``separation``, ``ipf``. Their public names are re-exported
+here and imported on first use (PEP 562), so ``from napari_4dstem.analysis.acom import X`` loads only the module
+that defines X.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ _EXPORTS = {
     "turn_arguments": "turn",
     "turn_partners": "turn",
     "zone_axes": "turn",
+    "PatternSeparation": "separation",
+    "ThinFilmPattern": "separation",
+    "detection_line": "separation",
+    "pattern_separation": "separation",
+    "thin_film_pattern": "separation",
+    "zone_partner": "separation",
     "ipf_colors": "ipf",
     "ipf_key": "ipf",
     "ipf_key_image": "ipf",
