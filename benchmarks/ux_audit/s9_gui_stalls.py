@@ -4,7 +4,7 @@ vs made ready in a worker (the same code, same run; napari alone setting the lay
 floor), and (b) the Simulation dock's Preview shown (first: six layers added; later: updated).
 Run from the checkout (either code: PYTHONPATH picks it):
     PYTHONPATH=src nice -n 10 xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python benchmarks/ux_audit/s9_gui_stalls.py
-PART=live or PART=sim runs one part; N (default 5) repeats."""
+PART=live, sim or drag runs one part; N (default 5) repeats."""
 import os
 import sys
 import threading
@@ -16,7 +16,7 @@ from harness import Audit
 
 A = Audit("s9")
 v = A.viewer
-PART = os.environ.get("PART", "live,sim")
+PART = os.environ.get("PART", "live,sim,drag")
 N = int(os.environ.get("N", "5"))
 A.measure("loadavg start", os.getloadavg())
 
@@ -86,6 +86,43 @@ if "sim" in PART:
         worst = max(gaps, key=lambda g: g["wall_ms"]) if gaps else {"wall_ms": 0, "cpu_ms": 0}
         A.measure(f"sim preview {k}: click->shown s, longest GUI gap (wall, cpu) ms, GUI CPU in gaps > 50 ms",
                   (round(t_shown, 2), (worst["wall_ms"], worst["cpu_ms"]), round(sum(g["cpu_ms"] for g in gaps), 1)))
+if "drag" in PART:
+    # the scan step on the bundled sample (HDF5, gzip, 8 x 8-pattern chunks): the layer as this code
+    # opens it, the same file through one 32 MiB dask chunk (the old layer's array), and napari
+    # alone on the same values in RAM; one visible at a time, the scan stepped as a drag does
+    from napari_4dstem.data.datacube import DataCube
+
+    v.open_sample("napari-4dstem", "strained_crystal")
+    cube = v.layers["strained_crystal"]
+    old = DataCube(cube.data).to_dask((32, 32))  # the old chunking: one chunk of the 32 x 32 scan
+    kw = {"scale": cube.scale, "contrast_limits": cube.contrast_limits, "colormap": "inferno"}
+    v.add_image(old, name="one 32 MiB chunk", visible=False, **kw)
+    v.add_image(np.asarray(cube.data), name="in RAM", visible=False, **kw)
+    A.process(1.0)
+    canvas = v.window._qt_viewer.canvas._scene_canvas
+    draws = []
+    canvas.events.draw.connect(lambda e: draws.append(time.perf_counter()))
+    names = [cube.name, "one 32 MiB chunk", "in RAM"]
+    res = {n: [] for n in names}
+    for rnd in range(N):
+        for n in names:
+            for m in names:
+                v.layers[m].visible = m == n
+            A.process(0.3)
+            for k in range(12):
+                iy, ix = (rnd * 5 + k * 7) % 32, (rnd * 3 + k * 13) % 32
+                n0 = len(draws)
+                c0, t0 = time.thread_time(), time.perf_counter()
+                v.dims.current_step = (iy, ix) + tuple(v.dims.current_step[2:])
+                cpu = time.thread_time() - c0
+                A.wait(lambda: len(draws) > n0, 3)
+                res[n].append(((time.perf_counter() - t0) * 1e3, cpu * 1e3))
+                A.process(0.012)
+    for n in names:
+        a = np.array(res[n])
+        A.measure(f"scan step -> canvas drawn, {n}: wall median / p90 / max ms, GUI CPU of the step median ms",
+                  (med(a[:, 0]), round(float(np.percentile(a[:, 0], 90)), 1), round(float(a[:, 0].max()), 1), med(a[:, 1])),
+                  chunks=str(getattr(v.layers[n].data, "chunksize", None)))
 A.measure("loadavg end", os.getloadavg())
 A.dump()
 os._exit(0)

@@ -132,3 +132,39 @@ def test_the_simulation_preview_adds_its_layers_one_per_turn_then_updates_them_i
             assert all(a is b for a, b in zip(now, layers, strict=True))  # the same layers, updated in place
         layers = now
     assert added_in_one_call == [1, 0, 0], added_in_one_call  # first preview: one layer a turn
+
+
+def test_the_samples_layer_is_chunked_like_its_file_so_a_scan_step_reads_one_chunk(
+    make_napari_viewer, qtbot, stall_detector
+):
+    """#15 (audit row 15, the scan drag on the bundled sample): the dataset layer's dask array was
+    one 32 MiB chunk over the file's sixteen 8 x 8-pattern HDF5 chunks, so every scan step napari
+    sliced copied the whole cube out of HDF5's cache (benchmarks/ux_audit/s9_gui_stalls.py: step to
+    canvas 490 ms median against napari alone's 385 ms in RAM at load 12-14). The layer of an HDF5
+    file chunked over several positions now has the file's chunks (373 ms). Known answer: the
+    pattern napari slices at a scan step is the file's."""
+    import h5py
+
+    from napari_4dstem._sample_data import sample_path
+
+    viewer = make_napari_viewer()
+    with stall_detector.excluded("first layer add"):
+        viewer.open_sample("napari-4dstem", "strained_crystal")
+    cube = viewer.layers["strained_crystal"]
+    with stall_detector.excluded("reference"), h5py.File(sample_path("strained_crystal"), "r") as f:
+        ds = f["strained_crystal_root/strained_crystal/data"]
+        storage = ds.chunks
+        want = ds[21, 9]
+    assert tuple(cube.data.chunksize) == storage  # (8, 8, 128, 128); the old code: (32, 32, 128, 128)
+    viewer.dims.current_step = (21, 9, *viewer.dims.current_step[2:])
+    qtbot.wait(50)
+    np.testing.assert_array_equal(np.asarray(cube.data[21, 9]), want)
+    # the docks still compute on it: the Virtual imaging dock's first image is the BF image
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    qtbot.waitUntil(lambda: w.last_image is not None and w._worker is None, timeout=60000)
+    with stall_detector.excluded("reference"):
+        from napari_4dstem.analysis.virtual.images import virtual_image
+
+        data = np.asarray(cube.data)
+        ref = virtual_image(data, w._last_detector).data
+    np.testing.assert_allclose(w.last_image.data, ref, rtol=1e-5)
