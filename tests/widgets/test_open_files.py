@@ -587,9 +587,9 @@ def _open_large_memmap_watching_the_sum(make_napari_viewer, qtbot, stall_detecto
     sums = []
     show_sum = w._show_sum
 
-    def spy(img, limits, text):
+    def spy(img, limits, text, **kw):
         sums.append((np.array(img), text, w.progress.format(), w.progress.isVisibleTo(w), w.last_image is not None))
-        return show_sum(img, limits, text)
+        return show_sum(img, limits, text, **kw)
 
     w._show_sum = spy
     if before is not None:
@@ -826,9 +826,9 @@ def test_the_display_controls_exports_and_copy_as_python_act_on_the_sum_image_wh
 
     limits, inner = [], w._show_sum
 
-    def spy(img, lim, text):
+    def spy(img, lim, text, **kw):
         limits.append(lim)
-        return inner(img, lim, text)
+        return inner(img, lim, text, **kw)
 
     w._show_sum = spy
     qtbot.waitUntil(lambda: w.presets_ready and w._preset_worker is None and w._worker is None, timeout=90000)
@@ -917,9 +917,9 @@ def test_the_sum_image_is_drawn_with_the_limits_its_worker_sent_never_percentile
     )
     given, inner = [], w._show_sum
 
-    def spy(img, lim, text):
+    def spy(img, lim, text, **kw):
         given.append(lim)
-        return inner(img, lim, text)
+        return inner(img, lim, text, **kw)
 
     w._show_sum = spy
     qtbot.waitUntil(lambda: w.presets_ready and w._preset_worker is None and w._worker is None, timeout=90000)
@@ -952,9 +952,9 @@ def test_the_sum_image_fills_in_at_2_to_5_hz_and_its_last_image_is_always_drawn(
             steps.append(time.perf_counter())
         return on_step(p)
 
-    def spy_show(img, lim, text):
+    def spy_show(img, lim, text, **kw):
         drawn.append((time.perf_counter(), text))
-        return show(img, lim, text)
+        return show(img, lim, text, **kw)
 
     w._on_sum_progress, w._show_sum = spy_step, spy_show
     qtbot.waitUntil(lambda: w.presets_ready and w._preset_worker is None and w._worker is None, timeout=90000)

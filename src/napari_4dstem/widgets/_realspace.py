@@ -31,6 +31,7 @@ nothing recomputed, no data sent again); dragging a handle sets the layer's ``co
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 
 import numpy as np
 from qtpy.QtCore import QPointF, Qt, Signal
@@ -42,6 +43,10 @@ COMPLEX_KEY = "napari_4dstem_complex"  # layer.metadata key of a complex map's v
 COMPLEX_PARTS = {"phase": np.angle, "amplitude": np.abs, "real": np.real, "imaginary": np.imag}
 PATTERN_STATS_DELAY_MS = 80  # the pattern statistics wait for the scan to settle this long
 HIST_BINS = 64
+# a live image this large (pixels) without a DisplayPrep made in its worker is prepared in a worker
+# of the dock (display transform, percentiles, histogram, statistics: 60-200 ms of GUI CPU for a
+# 1024 x 1024 scan under load, #15) and drawn when ready; smaller ones are drawn at once
+PREPARE_ASYNC_PX = 2**18
 # percentile autorange presets: (low, high) percent of the finite values
 RANGES = {"0.1-99.9 %": (0.1, 99.9), "1-99 %": (1.0, 99.0), "2-98 %": (2.0, 98.0), "min-max": (0.0, 100.0)}
 
@@ -65,6 +70,62 @@ def display_transform(img: np.ndarray, scale: str) -> np.ndarray:
     if scale == "Sqrt":
         return np.sqrt(a - lo)
     raise ValueError(f"unknown scale {scale!r}; use one of {SCALES}")
+
+
+def percentile_clim(img: np.ndarray, range_text: str) -> tuple[float, float]:
+    """Contrast limits of displayed values ``img`` from the percentile preset ``range_text``
+    (a key of ``RANGES``) of its finite values; ``(0, 1)`` when none is finite."""
+    finite = img[np.isfinite(img)]
+    if not finite.size:
+        return (0.0, 1.0)
+    p_lo, p_hi = RANGES[range_text]
+    lo, hi = np.percentile(finite, [p_lo, p_hi])
+    return (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+
+
+@dataclass(frozen=True, eq=False)
+class DisplayPrep:
+    """An image made ready to show with a dock's display settings ``key``
+    (:meth:`LiveImage.display_key`), off the GUI thread (:func:`prepare_display`): the displayed
+    values, their contrast limits, histogram and the statistics line of the values."""
+
+    key: tuple
+    shown: np.ndarray
+    clim: tuple[float, float]
+    hist: tuple[np.ndarray, np.ndarray]
+    stats: str
+
+
+def prepare_display(raw: np.ndarray, key: tuple, given: tuple[float, float] | None = None) -> DisplayPrep:
+    """What :class:`LiveImage` computes to show ``raw`` with the display settings ``key`` (scale,
+    range preset, latch ticked, latched limits), for a worker: the display transform, the
+    contrast limits (latched, else ``given`` in Lin/Power under the default preset, else the
+    preset's percentiles), the histogram and the statistics. On a 1024 x 1024 scan this is tens of
+    milliseconds of numpy (a percentile in Log): the GUI thread then only sets the layer's data."""
+    scale, range_text, latched, latched_clim = key
+    raw = np.asarray(raw, dtype=np.float32)
+    shown = display_transform(raw, scale)
+    clim = latched_clim if latched else None
+    if clim is None and scale in ("Lin", "Power") and range_text == next(iter(RANGES)):
+        clim = given
+    if clim is None:
+        clim = percentile_clim(shown, range_text)
+    clim = (float(clim[0]), float(clim[1]))
+    return DisplayPrep(key, shown, clim, histogram(shown), statistics_text(raw))
+
+
+def _filled(raw: np.ndarray, under: np.ndarray) -> np.ndarray:
+    """``raw`` with ``under`` where it is NaN (float32; ``raw`` when the shapes differ)."""
+    if under.shape != raw.shape:
+        return raw
+    return np.where(np.isnan(raw), under, raw).astype(np.float32)
+
+
+def _prepare_for(raw: np.ndarray, key: tuple, given, under=None) -> tuple[np.ndarray, np.ndarray, DisplayPrep]:
+    """Worker: ``(raw, filled, prepare_display(filled, key, given))``: the image it was asked for
+    (to match), that image filled in from ``under`` where NaN (else itself), and its display."""
+    filled = raw if under is None else _filled(raw, under)
+    return raw, filled, prepare_display(filled, key, given)
 
 
 def statistics_text(img: np.ndarray) -> str:
@@ -336,6 +397,8 @@ class LiveImage(QWidget):
         # the cover: {"name", "raw", "cal", "clim"} (None: none), and each image's display as
         # last drawn, name -> (displayed values, contrast limits), for the histogram of the shown one
         self._cover: dict | None = None
+        self._live_prep: DisplayPrep | None = None  # the live image made ready in a worker
+        self._prep_runner = None  # LatestRunner preparing large live images (made on first use)
         self._displayed: dict[str, tuple[np.ndarray, tuple[float, float]]] = {}
         self._latched: dict[str, tuple[float, float]] = {}  # scale group -> latched contrast limits
         self._hooked: weakref.WeakSet = weakref.WeakSet()  # real-space viewers with our hover hook
@@ -392,6 +455,8 @@ class LiveImage(QWidget):
         self.range_combo.currentTextChanged.connect(lambda _: self._on_range())
         self.latch.toggled.connect(self._on_latch)
         self.gamma.valueChanged.connect(self._on_gamma)
+        # the display settings as last set, a plain tuple a worker may read (display_key)
+        self.display_snapshot: tuple = self.display_key()
 
     # -- the layer ------------------------------------------------------------------------------
     def viewer(self, create: bool = True):
@@ -441,27 +506,99 @@ class LiveImage(QWidget):
         return self._cover is not None and self.shown_name == self._cover["name"]
 
     def set_image(
-        self, img: np.ndarray, cal, *, clim: tuple[float, float] | None = None, title: str | None = None
+        self,
+        img: np.ndarray,
+        cal,
+        *,
+        clim: tuple[float, float] | None = None,
+        title: str | None = None,
+        prepared: DisplayPrep | None = None,
+        under: np.ndarray | None = None,
     ) -> None:
-        """Show ``img`` (``(scan_y, scan_x)``, or RGB) with the scan calibration ``cal``."""
-        self._raw = np.asarray(img, dtype=np.float32)
+        """Show ``img`` (``(scan_y, scan_x)``, or RGB) with the scan calibration ``cal``;
+        ``under``: an image of the same shape shown where ``img`` is NaN (a preview under the
+        rows still to come).
+
+        ``prepared``: ``img`` made ready in a worker with the current display settings (used
+        while they hold). A 2D image of ``PREPARE_ASYNC_PX`` pixels or more without one is made
+        ready in a worker of this widget and drawn when it is (the newest image wins): its
+        display transform, limits, histogram and statistics no longer hold the GUI thread."""
+        raw = np.asarray(img, dtype=np.float32)
+        large = raw.ndim == 2 and raw.size >= PREPARE_ASYNC_PX
+        if under is not None and not large:
+            raw = _filled(raw, under)
+            under = None
+        self._raw = raw
         self._cal = cal
         self._clim = clim
-        if not self.cover_shown:
-            self.stats.setText(f"real space: {statistics_text(self._raw)}")
         if title is not None:
             self.label.setText(title)
+        fresh = prepared is not None and prepared.key == self.display_key() and under is None
+        self._live_prep = prepared if fresh and raw.ndim == 2 else None
+        if self._live_prep is None and large:
+            self._prepare_live(raw, under)
+            return
+        if not self.cover_shown:
+            text = self._live_prep.stats if self._live_prep is not None else statistics_text(raw)
+            self.stats.setText(f"real space: {text}")
         self._draw_live()
 
-    def set_cover(self, name: str, img: np.ndarray, cal, *, clim: tuple[float, float]) -> object:
+    def _prepare_live(self, raw: np.ndarray, under: np.ndarray | None = None) -> None:
+        """Prepare the large live image ``raw`` (filled in from ``under`` where NaN) in a worker;
+        drawn by ``_on_live_prepared``."""
+        from ._common import LatestRunner
+
+        if self._prep_runner is None:
+            self._prep_runner = LatestRunner(self._on_live_prepared, self._on_prepare_error)
+        self._prep_runner.request(_prepare_for, raw, self.display_key(), self._clim, under)
+
+    def _on_live_prepared(self, got) -> None:
+        raw, filled, prep = got
+        if raw is not self._raw:
+            return  # a newer image came meanwhile (its own preparation follows)
+        self._raw = filled
+        if prep.key != self.display_key():  # the settings changed meanwhile: again with these
+            self._prepare_live(filled)
+            return
+        self._live_prep = prep
+        if not self.cover_shown:
+            self.stats.setText(f"real space: {prep.stats}")
+        self._draw_live()
+
+    def _on_prepare_error(self, exc) -> None:
+        self.stats.setText(f"real space: {exc}")
+
+    @property
+    def preparing(self) -> bool:
+        """Whether a large live image is being made ready in a worker (not drawn yet)."""
+        return self._prep_runner is not None and self._prep_runner.busy
+
+    def display_key(self) -> tuple:
+        """The display settings an image is drawn with: ``(scale, range preset, latch ticked,
+        latched limits of the scale or None)`` (what :func:`prepare_display` takes)."""
+        scale = self.scale_combo.currentText()
+        latched = self.latch.isChecked()
+        clim = self._latched.get(scale_group(scale)) if latched else None
+        return (scale, self.range_combo.currentText(), latched, clim)
+
+    def _snap(self) -> None:
+        self.display_snapshot = self.display_key()
+
+    def set_cover(
+        self, name: str, img: np.ndarray, cal, *, clim: tuple[float, float], prepared: DisplayPrep | None = None
+    ) -> object:
         """Show ``img`` as the layer ``name`` directly over the live image, drawn with the dock's
         display controls (its values kept, ``clim`` its contrast limits in Lin); returns the layer.
         The layer is updated in place on the same grid (shape, scale, origin, units), else made
-        again (another file's grid)."""
-        self._cover = {"name": name, "raw": np.asarray(img, dtype=np.float32), "cal": cal, "clim": clim}
+        again (another file's grid). ``prepared``: ``img`` made ready by a worker
+        (:func:`prepare_display` with ``display_snapshot``); used when the settings are still
+        those (the GUI thread then computes nothing), else the image is prepared here."""
+        raw = np.asarray(img, dtype=np.float32)
+        self._cover = {"name": name, "raw": raw, "cal": cal, "clim": clim, "prep": prepared}
         layer = self._draw_cover(show=True)
         if self.cover_shown:
-            self.stats.setText(f"real space: {statistics_text(self._cover['raw'])}")
+            fresh = prepared is not None and prepared.key == self.display_key()
+            self.stats.setText(f"real space: {prepared.stats if fresh else statistics_text(raw)}")
         return layer
 
     def drop_cover(self, remove: bool = False) -> None:
@@ -501,15 +638,10 @@ class LiveImage(QWidget):
         if clim is None and scale in ("Lin", "Power") and self.range_combo.currentIndex() == 0:
             clim = given
         if clim is None:
-            finite = img[np.isfinite(img)]
-            if finite.size:
-                p_lo, p_hi = RANGES[self.range_combo.currentText()]
-                lo, hi = np.percentile(finite, [p_lo, p_hi])
-                clim = (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
-            else:
-                clim = (0.0, 1.0)
+            clim = percentile_clim(img, self.range_combo.currentText())
         if latched:
             self._latched[scale_group(scale)] = clim
+            self._snap()
         return clim
 
     def _put_cover(self, rv, name: str, img: np.ndarray, cal, clim):
@@ -560,8 +692,16 @@ class LiveImage(QWidget):
             layer.visible = True
             return
         scale = self.scale_combo.currentText()
-        img = display_transform(self._raw, scale)
-        clim = self._clim_for(img, scale, self._clim)
+        prep = self._live_prep
+        if prep is not None and prep.key == self.display_key():  # made ready in a worker
+            img, clim, hist = prep.shown, prep.clim, prep.hist
+            if self.latch.isChecked():
+                self._latched[scale_group(scale)] = clim
+                self._snap()
+        else:
+            img = display_transform(self._raw, scale)
+            clim = self._clim_for(img, scale, self._clim)
+            hist = None
         if self.rgb_name in rv.layers:
             rv.layers[self.rgb_name].visible = False  # a new live image: it is the one shown
         layer = rv.layers[self.name] if self.name in rv.layers else None
@@ -584,7 +724,7 @@ class LiveImage(QWidget):
         self._shown_scale = scale
         if not self.cover_shown:
             self.displayed_clim = clim
-            self.histogram.set_data(*histogram(img), clim)
+            self.histogram.set_data(*(hist if hist is not None else histogram(img)), clim)
 
     def _draw_cover(self, show: bool = False):
         """Draw the stored cover directly over the live image (``show``: made visible, else as
@@ -595,8 +735,16 @@ class LiveImage(QWidget):
         rv = self.viewer()
         self._hook(rv)
         scale = self.scale_combo.currentText()
-        img = display_transform(c["raw"], scale)
-        clim = self._clim_for(img, scale, c["clim"])
+        prep = c.get("prep")
+        if prep is not None and prep.key == self.display_key():  # made ready in a worker
+            img, clim, hist = prep.shown, prep.clim, prep.hist
+            if self.latch.isChecked():
+                self._latched[scale_group(scale)] = clim
+                self._snap()
+        else:
+            img = display_transform(c["raw"], scale)
+            clim = self._clim_for(img, scale, c["clim"])
+            hist = None
         layer = self._put_cover(rv, c["name"], img, c["cal"], clim)
         names = [lyr.name for lyr in rv.layers]
         if self.name in names and names.index(c["name"]) < names.index(self.name):
@@ -606,7 +754,7 @@ class LiveImage(QWidget):
         self._shown_scale = scale
         if self.cover_shown:
             self.displayed_clim = clim
-            self.histogram.set_data(*histogram(img), clim)
+            self.histogram.set_data(*(hist if hist is not None else histogram(img)), clim)
         return layer
 
     def _sync_shown(self, event=None) -> None:
@@ -639,12 +787,15 @@ class LiveImage(QWidget):
             raw = self.shown_raw
             if self.displayed_clim is not None and raw is not None and raw.ndim == 2:
                 self._latched[scale_group(self.scale_combo.currentText())] = tuple(self.displayed_clim)
+            self._snap()
             return
+        self._snap()
         self.render()
 
     def _on_range(self) -> None:
         """A percentile preset: taken from the current images (and latched when latched)."""
         self._latched.pop(scale_group(self.scale_combo.currentText()), None)
+        self._snap()
         self.render()
 
     def _keep_latched(self, clim) -> None:
@@ -652,6 +803,7 @@ class LiveImage(QWidget):
         raw = self.shown_raw
         if self.latch.isChecked() and raw is not None and raw.ndim == 2:
             self._latched[scale_group(self.scale_combo.currentText())] = (float(clim[0]), float(clim[1]))
+            self._snap()
 
     # -- display only: Power (napari's gamma) and the histogram's handles ----------------------
     def _our_layers(self) -> list:
@@ -661,6 +813,7 @@ class LiveImage(QWidget):
         return [rv.layers[n] for n in names if rv is not None and n in rv.layers]
 
     def _on_scale(self, scale: str) -> None:
+        self._snap()
         self.gamma.setEnabled(scale == "Power")
         raw = self.shown_raw
         was_power_or_lin = self.layer is not None and self._shown_scale in ("Lin", "Power")

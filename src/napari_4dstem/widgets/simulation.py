@@ -81,7 +81,51 @@ def _preview_job(spec, index: int):
         bragg_qx=np.asarray(b["qx"]),
     )
     yield Progress(2, 2, "done")
-    return params, sim, aug
+    return params, sim, aug, _preview_panels(sim, aug)
+
+
+def _points_yx(qy, qx) -> np.ndarray:
+    return np.stack([np.asarray(qy, float), np.asarray(qx, float)], 1).reshape(-1, 2)
+
+
+def _preview_panels(sim, aug) -> dict:
+    """Worker: what the preview's layers show, ready to set (the GUI thread computes nothing):
+    ``{layer name: (data, layer kwargs)}`` for the four panels (patterns in log10) and the two
+    Points layers (``(y, x)`` rows, their features), and the panels' width."""
+    pat, counts = np.asarray(sim["pattern"], np.float32), np.asarray(aug.pattern, np.float32)
+    floor = max(float(pat.max()) * 1e-6, 1e-12)
+    logp = np.log10(np.maximum(pat, floor))
+    logc = np.log10(1.0 + np.maximum(counts, 0.0))
+    b = sim["bragg"]
+    hkl = np.asarray(b["hkl"]).reshape(-1, 3)
+    feats = {"h": hkl[:, 0], "k": hkl[:, 1], "l": hkl[:, 2], "intensity": np.asarray(b["intensity"])}
+    return {
+        "width": pat.shape[1],
+        PATTERN_LAYER: (
+            logp,
+            {
+                "colormap": "gray",
+                "metadata": {"linear": pat},
+                "contrast_limits": (float(logp.min()), float(logp.max())),
+            },
+        ),
+        # most reflections are weak next to the 000 peak (1): a gamma brings them out
+        LABEL_LAYER: (
+            np.asarray(sim["label"], np.float32),
+            {"colormap": "magma", "gamma": 0.35, "contrast_limits": (0.0, 1.0)},
+        ),
+        AUG_LAYER: (
+            logc,
+            {
+                "colormap": "gray",
+                "metadata": {"linear": counts},
+                "contrast_limits": (0.0, max(float(logc.max()), 1e-3)),
+            },
+        ),
+        PROBE_LAYER: (np.asarray(sim["probe"], np.float32), {"colormap": "gray"}),
+        BRAGG_LAYER: (_points_yx(b["qy"], b["qx"]), {"features": feats}),
+        AUG_BRAGG_LAYER: (_points_yx(aug.bragg_qy, aug.bragg_qx), {"features": None}),
+    }
 
 
 def _train_job(shards, out_dir, config, resume: bool, name: str):
@@ -118,6 +162,13 @@ def _check_engines(names) -> dict[str, str | None]:
     return out
 
 
+def _set_if_changed(layer, attr: str, value) -> None:
+    """Set ``layer.attr = value`` unless it already holds that value (napari re-slices and
+    recomputes the viewer's dims at every scale or translate set, even to the same value)."""
+    if not np.allclose(np.asarray(getattr(layer, attr), float), np.asarray(value, float)):
+        setattr(layer, attr, value)
+
+
 class SimulationTrainingWidget(DockState, QWidget):
     """Dock widget with two tabs: *Simulate* (a training set) and *Train* (a network)."""
 
@@ -127,6 +178,8 @@ class SimulationTrainingWidget(DockState, QWidget):
         super().__init__(parent)
         self.viewer = viewer
         self.preview_result = None
+        self._preview_steps: list | None = None  # the preview's layer steps still to run
+        self._preview_done = None  # (params, sim, aug) of the preview being shown
         self.sim_result = None
         self.train_result = None
         self.exported = None  # "name@version" of the last exported model
@@ -313,6 +366,7 @@ class SimulationTrainingWidget(DockState, QWidget):
         except Napari4DSTEMError as e:
             self.sim_status.setText(str(e))
             return False
+        self.preview_result = None  # set once this preview is shown
         return self.sim_jobs.start(
             _preview_job,
             spec,
@@ -322,31 +376,40 @@ class SimulationTrainingWidget(DockState, QWidget):
         )
 
     def _show(self, name: str, data, col: int, **kw):
+        """The panel ``name`` showing ``data`` in column ``col``: added once, then updated in
+        place, setting only what changed (napari recomputed the dims of every layer for each
+        scale or translate set again to the same value: 0.5 s of GUI CPU a preview under load)."""
         gap = 4
         k = self._k_kwargs
         translate = (0.0, col * (data.shape[1] + gap) * k["scale"][1])
         if name in self.viewer.layers:
             lyr = self.viewer.layers[name]
-            lyr.data = data
-            lyr.scale = k["scale"]
-            lyr.translate = translate
+            _set_if_changed(lyr, "scale", k["scale"])
+            _set_if_changed(lyr, "translate", translate)
+            if np.shape(lyr.data) == data.shape and np.asarray(lyr.data).dtype == data.dtype:
+                # the same grid: the viewer recomputes the dims of every layer on a ``data``
+                # event, for nothing here (the slice and thumbnail still update: refresh)
+                with lyr.events.data.blocker():
+                    lyr.data = data
+                lyr.refresh()
+            else:
+                lyr.data = data
             lyr.metadata.update(kw.get("metadata", {}))
             if "contrast_limits" in kw:
-                lyr.contrast_limits = kw["contrast_limits"]
-            if "gamma" in kw:
+                _set_if_changed(lyr, "contrast_limits", kw["contrast_limits"])
+            if "gamma" in kw and lyr.gamma != kw["gamma"]:
                 lyr.gamma = kw["gamma"]
             return lyr
         return self.viewer.add_image(data, name=name, translate=translate, **k, **kw)
 
-    def _points(self, name: str, qy, qx, col: int, width: int, features=None):
-        yx = np.stack([np.asarray(qy, float), np.asarray(qx, float)], 1).reshape(-1, 2)
+    def _points(self, name: str, yx, col: int, width: int, features=None):
         k = self._k_kwargs
         translate = (0.0, col * (width + 4) * k["scale"][1])
         if name in self.viewer.layers:
             lyr = self.viewer.layers[name]
+            _set_if_changed(lyr, "scale", k["scale"])
+            _set_if_changed(lyr, "translate", translate)
             lyr.data = yx
-            lyr.scale = k["scale"]
-            lyr.translate = translate
             if features is not None:
                 lyr.features = features
             return lyr
@@ -363,53 +426,47 @@ class SimulationTrainingWidget(DockState, QWidget):
         )
 
     def _on_preview(self, out) -> None:
+        """Show the preview's panels (made in the worker, ``_preview_panels``), one layer per
+        event-loop turn (``_next_preview_step``): the first preview adds six layers (napari builds
+        each one's visual and controls on the GUI thread, 0.3-1.3 s each under load: six in one
+        turn froze the window 5-7 s), a later one updates them in place, setting only what changed.
+        The window stays live in between; ``preview_result`` is set once all are shown."""
         from ..data.calibration import Calibration
 
-        params, sim, aug = out
-        self.preview_result = out
+        params, sim, aug, panels = out
         # in 1/A like the datasets' patterns: pixel layers beside calibrated ones made napari
         # warn "Inconsistent units" and drop the scale bar's units
         self._k_kwargs = Calibration(k_pixel_size=params.pixel_size_inv_A, k_units="1/A").napari_kwargs("k")
-        pat, counts = np.asarray(sim["pattern"], np.float32), np.asarray(aug.pattern, np.float32)
-        floor = max(float(pat.max()) * 1e-6, 1e-12)
-        logp = np.log10(np.maximum(pat, floor))
-        logc = np.log10(1.0 + np.maximum(counts, 0.0))
-        self._show(
-            PATTERN_LAYER,
-            logp,
-            0,
-            colormap="gray",
-            metadata={"linear": pat},
-            contrast_limits=(float(logp.min()), float(logp.max())),
-        )
-        # most reflections are weak next to the 000 peak (1): a gamma brings them out
-        self._show(
-            LABEL_LAYER,
-            np.asarray(sim["label"], np.float32),
-            1,
-            colormap="magma",
-            gamma=0.35,
-            contrast_limits=(0.0, 1.0),
-        )
-        self._show(
-            AUG_LAYER,
-            logc,
-            2,
-            colormap="gray",
-            metadata={"linear": counts},
-            contrast_limits=(0.0, max(float(logc.max()), 1e-3)),
-        )
-        self._show(PROBE_LAYER, np.asarray(sim["probe"], np.float32), 3, colormap="gray")
+        w = panels["width"]
+        steps = [
+            (lambda n=name, c=col: self._show(n, panels[n][0], c, **panels[n][1])) for col, name in enumerate(PANELS)
+        ]
+        steps += [
+            (lambda n=name, c=col: self._points(n, panels[n][0], c, w, panels[n][1]["features"]))
+            for name, col in ((BRAGG_LAYER, 0), (AUG_BRAGG_LAYER, 2))
+        ]
+        self._preview_steps = steps
+        self._preview_done = (params, sim, aug)
+        self.sim_status.setText(f"pattern {params.index}: showing the preview...")
+        self._next_preview_step()
+
+    def _next_preview_step(self) -> None:
+        """Run the preview's next layer step, the rest in the next event-loop turns: adding a
+        layer, or setting one's scale and translate (a new pattern's pixel size), makes napari
+        recompute the dims of every layer and relist it (60-200 ms of GUI CPU under load each)."""
+        from qtpy.QtCore import QTimer
+
+        steps = self._preview_steps
+        if steps:
+            steps.pop(0)()
+            if steps:
+                QTimer.singleShot(0, guarded(self, self._next_preview_step))
+                return
+        if steps is None or self._preview_done is None:
+            return
+        params, sim, aug = self.preview_result = self._preview_done
+        self._preview_done = None
         b = sim["bragg"]
-        w = pat.shape[1]
-        feats = {
-            "h": np.asarray(b["hkl"])[:, 0],
-            "k": np.asarray(b["hkl"])[:, 1],
-            "l": np.asarray(b["hkl"])[:, 2],
-            "intensity": np.asarray(b["intensity"]),
-        }
-        self._points(BRAGG_LAYER, b["qy"], b["qx"], 0, w, feats)
-        self._points(AUG_BRAGG_LAYER, aug.bragg_qy, aug.bragg_qx, 2, w)
         za = "random orientation" if params.zone_axis is None else "[" + " ".join(map(str, params.zone_axis)) + "]"
         a = aug.params
         self.sim_status.setText(

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import time
 import weakref
+from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
+from dataclasses import replace as dataclass_replace
 from typing import Any
 
 import napari
@@ -52,6 +55,7 @@ from ..analysis.virtual.detectors import (
 from ..analysis.virtual.preview import strided_read_bytes
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
+from ..engine.jobs import PartialMap
 from ..errors import Napari4DSTEMError
 from ..pipelines import VirtualResult
 from ..plugin_api import publish_virtual_image
@@ -59,7 +63,7 @@ from ._common import CubePicker, JobRunner, LatestRunner, ThrottledBar, guarded,
 from ._detectors import DetectorToolbar, ExtraDetectors, image_of
 from ._forms import scroll_contents
 from ._pipeline import PipelineActions, layer_source
-from ._realspace import LiveImage, PatternStats
+from ._realspace import LiveImage, PatternStats, prepare_display
 from ._region import REDUCES, RealSpaceRegion
 from ._results import results_viewer, show_map
 from ._state import DockState, register_dock
@@ -470,15 +474,45 @@ def _sum_limits(img: np.ndarray) -> tuple[float, float]:
     return lo, hi if hi > lo else lo + 1.0
 
 
-def _presets_and_sum(*args):
+@dataclass(frozen=True, eq=False)
+class _PreparedMap(PartialMap):
+    """A step of the sum image with what showing it takes (``display``: a
+    :class:`~._realspace.DisplayPrep`), made in the worker that yields the step."""
+
+    display: Any = None
+
+
+def _prepared_step(p, display):
+    """``p`` with its sum-image step made ready to show with the display settings ``display()``
+    (the dock's ``LiveImage.display_snapshot``): the display transform, limits, histogram and
+    statistics of a 1024 x 1024 step cost the GUI thread tens of ms at each draw (#15)."""
+    pm = p.partial
+    if display is None or pm is None or pm.name != "virtual_Full" or pm.fraction >= 1.0:
+        return p
+    prep = prepare_display(pm.data, display(), given=pm.limits)
+    fields = {f.name: getattr(pm, f.name) for f in dataclass_fields(PartialMap)}
+    return dataclass_replace(p, partial=_PreparedMap(**fields, display=prep))
+
+
+def _presets_and_sum(*args, display=None):
     """Worker: :func:`_preset_job`, and the Full preset's image (the sum image) as float32 with its
-    contrast limits, so that the GUI thread only shows it (no percentiles there)."""
-    images = yield from _preset_job(*args)
+    contrast limits, so that the GUI thread only shows it (no percentiles there). ``display``:
+    a callable giving the dock's display settings; the sum image's steps and its exact image
+    are then made ready to show with them (:func:`_prepared_step`; the third item of the sum)."""
+    gen = _preset_job(*args)
+    while True:  # the steps, each sum-image step prepared (a plain ``yield from`` otherwise)
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            images = stop.value
+            break
+        yield _prepared_step(p, display)
     full = images.get("Full")
     if full is None:
         return images, None
     img = np.asarray(getattr(full[1], "image", full[1]).data, dtype=np.float32)
-    return images, (img, _sum_limits(img))
+    limits = _sum_limits(img)
+    return images, (img, limits, prepare_display(img, display(), given=limits) if display is not None else None)
 
 
 class VirtualImagingWidget(PipelineActions, DockState, QWidget):
@@ -560,6 +594,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         # as its own layer over the live image, until the user sets a detector
         self._sum_follow = False
         self._sum_pending: tuple | None = None  # the finished sum image, waiting for the BF image
+        self._sum_prep = None  # ... made ready to show in the presets' worker (DisplayPrep)
         self._sum_result = None  # its pipeline result (the Full preset's), for Save / Copy as Python
         # its steps drawn at an adaptive 2-5 Hz (as PartialMaps): the newest step not drawn yet,
         # when the last one was drawn, and the interval (4x what a draw cost, 0.2-0.5 s)
@@ -1461,9 +1496,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                     self._sum_step = None  # the exact image supersedes a step held back
                     self._sum_timer.stop()
                     self._sum_result = images["Full"][1]
-                    self._sum_pending = (*summed, "sum image: exact (total intensity of each pattern)")
+                    self._sum_pending = (*summed[:2], "sum image: exact (total intensity of each pattern)")
+                    self._sum_prep = summed[2]
                     if self.last_image is not None:
-                        self._show_sum(*self._sum_pending)
+                        self._show_sum(*self._sum_pending, prepared=self._sum_prep)
                 name = self._preset_follow[0]
                 if name is not None and self._last_detector is images[name][0]:
                     self._show(images[name][1])  # the followed preset's exact image
@@ -1485,6 +1521,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             cal,
             layer_source(self.layer),
             self._preset_follow if lazy else None,
+            display=lambda li=self.realspace: li.display_snapshot,  # read by the worker at each step
             _progress={"total": n_blocks_for(dc.data), "desc": "preset images"},
             _connect={
                 "returned": guarded(self, done),
@@ -1574,17 +1611,25 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             return
         t0 = time.perf_counter()
         self.filled_in.append(pm.fraction)
-        self._show_sum(pm.data, pm.limits, f"sum image: filling in, {pm.fraction:.0%} exact (one pass for all presets)")
+        self._show_sum(
+            pm.data,
+            pm.limits,
+            f"sum image: filling in, {pm.fraction:.0%} exact (one pass for all presets)",
+            prepared=getattr(pm, "display", None),
+        )
         self._sum_drawn_at = time.perf_counter()
         self._sum_interval = min(max(4.0 * (self._sum_drawn_at - t0), SUM_DRAW_MIN_S), SUM_DRAW_MAX_S)
 
-    def _show_sum(self, img: np.ndarray, limits, text: str) -> None:
+    def _show_sum(self, img: np.ndarray, limits, text: str, prepared=None) -> None:
         """The sum image on the Real space canvas, directly over the live image, with the dock's
         display controls (``LiveImage.set_cover``). ``limits`` come from the worker (the steps'
-        min/max, the exact image's 0.1-99.9 percentiles): the GUI thread computes none."""
+        min/max, the exact image's 0.1-99.9 percentiles): the GUI thread computes none;
+        ``prepared``: the image made ready to show in the worker (display transform, limits,
+        histogram, statistics), used while the display settings are the ones it was made with."""
         if limits is None:
             raise ValueError("the sum image comes with its contrast limits (computed in the presets' worker)")
-        self.realspace.set_cover(SUM_LAYER, img, self.datacube()[1], clim=tuple(float(v) for v in limits))
+        cal = self.datacube()[1]
+        self.realspace.set_cover(SUM_LAYER, img, cal, clim=tuple(float(v) for v in limits), prepared=prepared)
         self.status.setText(text)
 
     def show_rgb(self, names: tuple[str, str, str] | None = None) -> np.ndarray | None:
@@ -1968,7 +2013,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             if self._last_detector is not None:
                 publish_virtual_image(self.viewer, "virtual image", self._last_detector, item)
             if self._sum_follow and self._sum_pending is not None:
-                self._show_sum(*self._sum_pending)  # the presets' pass ended before this image
+                self._show_sum(*self._sum_pending, prepared=self._sum_prep)  # the pass ended before this image
             if self._presets_after is not None:
                 self._start_presets_after()  # it waited for this image (one queue of engine threads)
             due, self._preview_due = self._preview_due, None
@@ -2024,8 +2069,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         data = pm.data
         below = "not yet computed"
         prev = self.last_preview
+        under = None
         if self._shown and prev is not None and prev.data.shape == data.shape:
-            data = np.where(np.isnan(data), prev.data, data).astype(np.float32)
+            under = prev.data  # under the rows still to come (merged in a worker for a large scan)
             below = "the preview below"
         if kind == "neighbours":
             below += "; a row waits for the next one, its derivatives need both neighbours"
@@ -2033,7 +2079,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         what = "exact" if kind != "provisional" else "read, from the mean CoM of those so far"
         self.filled_in.append(pm.fraction)
         self.realspace.set_image(
-            data, self.datacube()[1], title=f"{head}: filling in, {pm.fraction:.0%} {what} ({below})"
+            data, self.datacube()[1], title=f"{head}: filling in, {pm.fraction:.0%} {what} ({below})", under=under
         )
 
     def _on_image(self, result) -> None:
