@@ -694,3 +694,41 @@ def test_recipes_carry_remerge_jump_and_old_ones_replay_without_it():
     back = ClassificationParams.from_dict(old)
     assert back.remerge_jump == 0.0 and back.classify_params().remerge_jump == 0.0
     assert ClassificationParams.from_dict({**d, "remerge_jump": 5.0}).classify_params().remerge_jump == 5.0
+    # session 13: the re-merge's guard, likewise; a recipe saved before it existed replays without it
+    g = ClassificationParams(remerge_separation=12.5)
+    assert ClassificationParams.from_dict(g.to_dict()).classify_params().remerge_separation == 12.5
+    old = {k: v for k, v in g.to_dict().items() if k != "remerge_separation"}
+    assert ClassificationParams.from_dict(old).classify_params().remerge_separation == 0.0
+    with pytest.raises(ValueError, match="remerge_separation"):
+        ClassifyParams(remerge_separation=-1.0)
+
+
+def test_remerge_guard_keeps_two_flat_structures_joined_by_a_wide_mixing_band():
+    # session 13 (#21): two flat structures (two lattices a few % apart: scores 0 and 4 along one component)
+    # joined by a linear mixing band 8 px wide, the smoothed map's border in the middle of the band. The step
+    # across the border is no larger than the steps beside it (a ramp), so the step test alone merges them;
+    # their interiors (away from the band) differ by far more than their own spread, so the guard keeps them.
+    # One structure under a thickness gradient (the score climbs across the whole scan, linearly or in terraces,
+    # and a second score bends with it) cut in two: its interiors differ by a few times their own spread, so the
+    # guard lets the merge happen.
+    from napari_4dstem.analysis.classify.model import REMERGE_SEPARATION as T
+    from napari_4dstem.analysis.classify.model import _interior_separation, _remerge_smoothed
+
+    sy, sx = 20, 32
+    rng = np.random.default_rng(5)
+    jj = np.tile(np.arange(sx), (sy, 1))
+    labels = (jj >= 16).astype(int).ravel()
+    prob = np.eye(2)[labels] * 0.9 + 0.05
+    noise = 0.05 * rng.standard_normal((sy * sx, 3))
+    band = np.clip((jj - 12 + 0.5) / 8, 0, 1)  # 0 left of column 12, 1 right of column 19
+    flat = np.stack([4.0 * band, 0.5 * band, np.zeros((sy, sx))], -1).reshape(-1, 3) + noise
+    lab, pr = _remerge_smoothed(flat, labels, prob, (sy, sx), 20.0)
+    assert np.all(lab == 0)  # the step test alone: no step, merged (session 12's blind spot)
+    assert _interior_separation(flat, labels, 0, 1, (sy, sx)) > 3 * T
+    lab, pr = _remerge_smoothed(flat, labels, prob, (sy, sx), 20.0, separation=T)
+    assert np.array_equal(lab, labels) and pr is prob
+    for grad in (jj / 4.0, (jj // 3).astype(float)):  # a linear thickness gradient, then terraces 3 px wide
+        one = np.stack([grad, 0.3 * np.sin(jj / 5.0), np.zeros((sy, sx))], -1).reshape(-1, 3) + noise
+        assert _interior_separation(one, labels, 0, 1, (sy, sx)) < T
+        lab, pr = _remerge_smoothed(one, labels, prob, (sy, sx), 20.0, separation=T)
+        assert np.all(lab == 0) and pr.shape == (sy * sx, 1)
