@@ -732,3 +732,61 @@ def test_remerge_guard_keeps_two_flat_structures_joined_by_a_wide_mixing_band():
         assert _interior_separation(one, labels, 0, 1, (sy, sx)) < T
         lab, pr = _remerge_smoothed(one, labels, prob, (sy, sx), 20.0, separation=T)
         assert np.all(lab == 0) and pr.shape == (sy * sx, 1)
+
+
+def _band_and_gradient_scans():
+    """(a) two lattices 2.5 % apart, flat, joined by a linear mixing band 8 px wide; (b) one lattice under a
+    strong thickness gradient, intensity drift, strain and descan; 14 x 30 scans, and (a)'s truth."""
+    sy, sx, w = 14, 30, 8
+    truth = np.zeros((sy, sx), int)
+    truth[:, sx // 2 :] = 1
+    f1 = np.clip((np.arange(sx) - (sx // 2 - w // 2) + 0.5) / w, 0, 1)  # fraction of lattice 1 per column
+    mix = np.zeros((sy, sx, 2))
+    mix[..., 0] = 1 - truth
+    mix[..., 1] = np.where(truth == 0, f1, 1 - f1)
+    lats = [lattice(12, 0), lattice(12 * 1.025, 0)]
+    rng = np.random.default_rng(6)
+    band = scene(truth, lats, dose=3e4, mix=mix, rng=rng, descan=1.0, thickness=(1.0, 1.0), drift=0.2)
+    grad = scene(np.zeros((sy, sx), int), lats[:1], dose=3e4, rng=rng, descan=2.0, thickness=(0.4, 1.6))
+    return band, grad, truth, (f1 == 0) | (f1 == 1)
+
+
+def _cut_in_two_then_remerge(data, separation):
+    """Classified with the count given (2), then the re-merge on the scores, as the classification's last step
+    runs it with the count suggested: the labels cut in two and the re-merged labels."""
+    from napari_4dstem.analysis.classify.model import _remerge_smoothed
+
+    p = ClassifyParams(n_classes=2, space="components")
+    r = classify(data, features=FeatureParams("pattern", inner_px=5), params=p, class_means=False)
+    assert r.n_classes == 2
+    n = r.labels.size
+    z = r.loadings.reshape(n, -1)[:, : p.cluster_dims].astype(np.float64)
+    out, _ = _remerge_smoothed(z, r.labels.ravel(), r.probability.reshape(n, -1), r.labels.shape, 20.0, separation)
+    return r.labels, out.reshape(r.labels.shape)
+
+
+def test_remerge_guard_still_joins_one_lattice_cut_along_its_thickness_gradient():
+    # session 13 (#21), on patterns: one lattice under a thickness gradient, forced into two classes, is joined
+    # by the guarded re-merge (its interiors differ by 8.7 times their spread here, below the threshold)
+    from napari_4dstem.analysis.classify.model import REMERGE_SEPARATION
+
+    _, grad, _, _ = _band_and_gradient_scans()
+    _, out = _cut_in_two_then_remerge(grad, REMERGE_SEPARATION)
+    assert np.all(out == out.flat[0])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (#21, session 13): on patterns the two lattices' interiors differ by 6.5 times their spread "
+    "(Poisson noise at 3e4 e-), less than the gradient cut's 8.7, so no threshold keeps the band pair and still "
+    "joins the gradient; the guard works on planted scores only",
+)
+def test_remerge_guard_keeps_two_lattices_joined_by_a_wide_band_on_patterns():
+    from napari_4dstem.analysis.classify.model import REMERGE_SEPARATION
+
+    band, _, truth, pure = _band_and_gradient_scans()
+    cut, _ = _cut_in_two_then_remerge(band, 0.0)
+    # the count given finds the two lattices, split inside the band
+    assert adjusted_rand_score(truth[:, pure].ravel(), cut[:, pure].ravel()) == 1.0
+    _, out = _cut_in_two_then_remerge(band, REMERGE_SEPARATION)
+    assert len(np.unique(out)) == 2

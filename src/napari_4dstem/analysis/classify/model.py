@@ -36,7 +36,8 @@ The pipeline (:func:`iter_classify_features`):
    neighbours in c)``: isolated noise-driven labels flip, boundaries stay sharp.
    With the number of classes suggested, the step test once more on the smoothed label map
    (``remerge_jump``, :func:`_remerge_smoothed`): bordering classes whose common border is no step
-   (a cut along a thickness staircase) are merged.
+   (a cut along a thickness staircase) are merged, unless (``remerge_separation``, off by default) their
+   interiors differ by more than that many times their own spread.
 6. **Mixing fractions**: each pattern's normalised (untransformed) features written as
    ``f m_a + (1 - f) m_b`` of its two most likely class means, ``f`` clipped to [0, 1].
 """
@@ -141,8 +142,10 @@ class ClassifyParams:
         Guard of that re-merge: two bordering classes are not merged, whatever their border, when their
         interiors (farther than ``REMERGE_MARGIN`` scan pixels from the other class) differ by more than this
         many times their own spread (:func:`_interior_separation`): two structures joined by a wide linear
-        mixing band read as no step. 0: no guard (session 12's behaviour). ``REMERGE_SEPARATION`` is the
-        threshold set on the tuning draws (session 13, docs/classification.md).
+        mixing band read as no step. 0 (default): no guard, session 12's behaviour. ``REMERGE_SEPARATION``
+        (14.5) is the threshold set on the tuning draws; on the held-out draws it changed no case, so it is not
+        the default, and on planted patterns two lattices 2.5 % apart read no farther apart than a thickness
+        cut (session 13, docs/classification.md).
     seed : int
         Seed of the random sampling, mixtures and k-means.
     """
