@@ -1,7 +1,7 @@
 """Structure classification: accuracy on the hard cases and speed, against PCA + k-means.
 
     python benchmarks/bench_classify.py [--scan 40] [--det 96] [--cases all] [--seeds 9001,9002] [--speed]
-        [--space components|maf|auto] [--remerge-jump 20]
+        [--space components|maf|auto] [--remerge-jump 20 [--remerge-separation T]]
 
 Accuracy. Every case is drawn by a generator of its own (this file: the kinematic engine
 ``napari_4dstem.simulation.kinematic.excited_reflections`` on bundled crystals, 300 kV,
@@ -186,7 +186,9 @@ def baseline(data, k, seed=0):
     return KMeans(k, n_init=10, random_state=seed).fit_predict(z).reshape(data.shape[:2])
 
 
-def run_accuracy(scan, det, which, seed, features="pattern", space="components", maf=8, remerge=None):
+def run_accuracy(
+    scan, det, which, seed, features="pattern", space="components", maf=8, remerge=None, remerge_separation=0.0
+):
     from sklearn.metrics import adjusted_rand_score as ari
 
     rows = []
@@ -207,9 +209,8 @@ def run_accuracy(scan, det, which, seed, features="pattern", space="components",
         t_ours_k = time.perf_counter() - t
         new = None
         if remerge is not None:  # the same classification with ClassifyParams.remerge_jump set, same data
-            new = classify(
-                data, features=fp, params=ClassifyParams(space=space, maf=maf, remerge_jump=remerge), class_means=False
-            )
+            rp = ClassifyParams(space=space, maf=maf, remerge_jump=remerge, remerge_separation=remerge_separation)
+            new = classify(data, features=fp, params=rp, class_means=False)
         t = time.perf_counter()
         b = baseline(data, k)
         t_base = time.perf_counter() - t
@@ -239,6 +240,7 @@ def run_accuracy(scan, det, which, seed, features="pattern", space="components",
                 if new is None
                 else {
                     "remerge_jump": remerge,
+                    "remerge_separation": remerge_separation,
                     "remerge_k": new.n_classes,
                     "remerge_ari": round(float(ari(truth.ravel(), new.labels.ravel())), 4),
                 }
@@ -347,6 +349,12 @@ def main(argv=None):
         default=None,
         help="also classify with ClassifyParams(remerge_jump=...) on the same data (suggested count)",
     )
+    ap.add_argument(
+        "--remerge-separation",
+        type=float,
+        default=0.0,
+        help="with --remerge-jump: ClassifyParams.remerge_separation of that classification (0: no guard)",
+    )
     ap.add_argument("--speed", action="store_true", help="also the 2 GiB speed/RSS run")
     ap.add_argument("--no-accuracy", action="store_true")
     args = ap.parse_args(argv)
@@ -357,7 +365,15 @@ def main(argv=None):
             row
             for seed in seeds
             for row in run_accuracy(
-                args.scan, args.det, args.cases, seed, args.features, args.space, args.maf, args.remerge_jump
+                args.scan,
+                args.det,
+                args.cases,
+                seed,
+                args.features,
+                args.space,
+                args.maf,
+                args.remerge_jump,
+                args.remerge_separation,
             )
         ]
     if args.speed:

@@ -49,6 +49,13 @@ def add_classify(sub) -> argparse.ArgumentParser:
         "many times the steps beside it, on the smoothed map (0: off)",
     )
     p.add_argument(
+        "--remerge-separation",
+        type=float,
+        default=0.0,
+        help="guard of --remerge-jump: never merge two classes whose interiors (away from their border) differ "
+        "by more than this many times their own spread (two structures joined by a wide mixing band; 0: off)",
+    )
+    p.add_argument(
         "--space",
         choices=["auto", "components", "maf"],
         default="auto",
@@ -97,6 +104,7 @@ def run_classify(args) -> int:
         space=args.space,
         maf=args.maf,
         remerge_jump=args.remerge_jump,
+        remerge_separation=args.remerge_separation,
         seed=args.seed,
         origin=args.origin,
     )

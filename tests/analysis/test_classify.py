@@ -694,3 +694,99 @@ def test_recipes_carry_remerge_jump_and_old_ones_replay_without_it():
     back = ClassificationParams.from_dict(old)
     assert back.remerge_jump == 0.0 and back.classify_params().remerge_jump == 0.0
     assert ClassificationParams.from_dict({**d, "remerge_jump": 5.0}).classify_params().remerge_jump == 5.0
+    # session 13: the re-merge's guard, likewise; a recipe saved before it existed replays without it
+    g = ClassificationParams(remerge_separation=12.5)
+    assert ClassificationParams.from_dict(g.to_dict()).classify_params().remerge_separation == 12.5
+    old = {k: v for k, v in g.to_dict().items() if k != "remerge_separation"}
+    assert ClassificationParams.from_dict(old).classify_params().remerge_separation == 0.0
+    with pytest.raises(ValueError, match="remerge_separation"):
+        ClassifyParams(remerge_separation=-1.0)
+
+
+def test_remerge_guard_keeps_two_flat_structures_joined_by_a_wide_mixing_band():
+    # session 13 (#21): two flat structures (two lattices a few % apart: scores 0 and 4 along one component)
+    # joined by a linear mixing band 8 px wide, the smoothed map's border in the middle of the band. The step
+    # across the border is no larger than the steps beside it (a ramp), so the step test alone merges them;
+    # their interiors (away from the band) differ by far more than their own spread, so the guard keeps them.
+    # One structure under a thickness gradient (the score climbs across the whole scan, linearly or in terraces,
+    # and a second score bends with it) cut in two: its interiors differ by a few times their own spread, so the
+    # guard lets the merge happen.
+    from napari_4dstem.analysis.classify.model import REMERGE_SEPARATION as T
+    from napari_4dstem.analysis.classify.model import _interior_separation, _remerge_smoothed
+
+    sy, sx = 20, 32
+    rng = np.random.default_rng(5)
+    jj = np.tile(np.arange(sx), (sy, 1))
+    labels = (jj >= 16).astype(int).ravel()
+    prob = np.eye(2)[labels] * 0.9 + 0.05
+    noise = 0.05 * rng.standard_normal((sy * sx, 3))
+    band = np.clip((jj - 12 + 0.5) / 8, 0, 1)  # 0 left of column 12, 1 right of column 19
+    flat = np.stack([4.0 * band, 0.5 * band, np.zeros((sy, sx))], -1).reshape(-1, 3) + noise
+    lab, pr = _remerge_smoothed(flat, labels, prob, (sy, sx), 20.0)
+    assert np.all(lab == 0)  # the step test alone: no step, merged (session 12's blind spot)
+    assert _interior_separation(flat, labels, 0, 1, (sy, sx)) > 3 * T
+    lab, pr = _remerge_smoothed(flat, labels, prob, (sy, sx), 20.0, separation=T)
+    assert np.array_equal(lab, labels) and pr is prob
+    for grad in (jj / 4.0, (jj // 3).astype(float)):  # a linear thickness gradient, then terraces 3 px wide
+        one = np.stack([grad, 0.3 * np.sin(jj / 5.0), np.zeros((sy, sx))], -1).reshape(-1, 3) + noise
+        assert _interior_separation(one, labels, 0, 1, (sy, sx)) < T
+        lab, pr = _remerge_smoothed(one, labels, prob, (sy, sx), 20.0, separation=T)
+        assert np.all(lab == 0) and pr.shape == (sy * sx, 1)
+
+
+def _band_and_gradient_scans():
+    """(a) two lattices 2.5 % apart, flat, joined by a linear mixing band 8 px wide; (b) one lattice under a
+    strong thickness gradient, intensity drift, strain and descan; 14 x 30 scans, and (a)'s truth."""
+    sy, sx, w = 14, 30, 8
+    truth = np.zeros((sy, sx), int)
+    truth[:, sx // 2 :] = 1
+    f1 = np.clip((np.arange(sx) - (sx // 2 - w // 2) + 0.5) / w, 0, 1)  # fraction of lattice 1 per column
+    mix = np.zeros((sy, sx, 2))
+    mix[..., 0] = 1 - truth
+    mix[..., 1] = np.where(truth == 0, f1, 1 - f1)
+    lats = [lattice(12, 0), lattice(12 * 1.025, 0)]
+    rng = np.random.default_rng(6)
+    band = scene(truth, lats, dose=3e4, mix=mix, rng=rng, descan=1.0, thickness=(1.0, 1.0), drift=0.2)
+    grad = scene(np.zeros((sy, sx), int), lats[:1], dose=3e4, rng=rng, descan=2.0, thickness=(0.4, 1.6))
+    return band, grad, truth, (f1 == 0) | (f1 == 1)
+
+
+def _cut_in_two_then_remerge(data, separation):
+    """Classified with the count given (2), then the re-merge on the scores, as the classification's last step
+    runs it with the count suggested: the labels cut in two and the re-merged labels."""
+    from napari_4dstem.analysis.classify.model import _remerge_smoothed
+
+    p = ClassifyParams(n_classes=2, space="components")
+    r = classify(data, features=FeatureParams("pattern", inner_px=5), params=p, class_means=False)
+    assert r.n_classes == 2
+    n = r.labels.size
+    z = r.loadings.reshape(n, -1)[:, : p.cluster_dims].astype(np.float64)
+    out, _ = _remerge_smoothed(z, r.labels.ravel(), r.probability.reshape(n, -1), r.labels.shape, 20.0, separation)
+    return r.labels, out.reshape(r.labels.shape)
+
+
+def test_remerge_guard_still_joins_one_lattice_cut_along_its_thickness_gradient():
+    # session 13 (#21), on patterns: one lattice under a thickness gradient, forced into two classes, is joined
+    # by the guarded re-merge (its interiors differ by 8.7 times their spread here, below the threshold)
+    from napari_4dstem.analysis.classify.model import REMERGE_SEPARATION
+
+    _, grad, _, _ = _band_and_gradient_scans()
+    _, out = _cut_in_two_then_remerge(grad, REMERGE_SEPARATION)
+    assert np.all(out == out.flat[0])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (#21, session 13): on patterns the two lattices' interiors differ by 6.5 times their spread "
+    "(Poisson noise at 3e4 e-), less than the gradient cut's 8.7, so no threshold keeps the band pair and still "
+    "joins the gradient; the guard works on planted scores only",
+)
+def test_remerge_guard_keeps_two_lattices_joined_by_a_wide_band_on_patterns():
+    from napari_4dstem.analysis.classify.model import REMERGE_SEPARATION
+
+    band, _, truth, pure = _band_and_gradient_scans()
+    cut, _ = _cut_in_two_then_remerge(band, 0.0)
+    # the count given finds the two lattices, split inside the band
+    assert adjusted_rand_score(truth[:, pure].ravel(), cut[:, pure].ravel()) == 1.0
+    _, out = _cut_in_two_then_remerge(band, REMERGE_SEPARATION)
+    assert len(np.unique(out)) == 2

@@ -102,13 +102,13 @@ def test_classify_cli_space_auto_reaches_the_result_and_the_recipe(tmp_path, cap
     path, truth = two_phase(tmp_path)
     out = tmp_path / "auto.h5"
     args = ["-q", "classify", str(path), str(out), "--max-classes", "4", "--space", "auto", "--maf", "6"]
-    assert main([*args, "--remerge-jump", "7"]) == 0
+    assert main([*args, "--remerge-jump", "7", "--remerge-separation", "9"]) == 0
     # two phases 5 deg apart in two halves: the components find them, so their classes are kept
     assert "2 classes (suggested 2" in capsys.readouterr().out
     res = emd.read(out)
     params = res["class_labels"].params
     assert params["classify.space"] == "auto" and params["classify.maf"] == 6
-    assert params["classify.remerge_jump"] == 7.0
+    assert params["classify.remerge_jump"] == 7.0 and params["classify.remerge_separation"] == 9.0
     assert params["space_chosen"] == "components"
     assert params["space_scores.components"] >= params["space_scores.maf"] / 2
     lab = res["class_labels"].data

@@ -27,11 +27,13 @@ class ClassificationParams(_Params):
         ``peaks_path``, an EMD file of Bragg peaks (from ``disks``).
     radius_px, bin_px, inner_px : feature geometry (None: the defaults of FeatureParams)
     keep_bf : keep the bright-field disk in the features
-    method, decomposition, n_classes, max_classes, n_components, transform, spatial, space, maf, remerge_jump, seed :
+    method, decomposition, n_classes, max_classes, n_components, transform, spatial, space, maf, remerge_jump,
+    remerge_separation, seed :
         :class:`~napari_4dstem.analysis.classify.ClassifyParams` (``space``: what the clustering sees,
         the leading components, ``maf`` maximum-autocorrelation factors of them, or ``auto``: both, the
-        one chosen per scan; ``remerge_jump``: the step test on the smoothed label map, 0 off; a recipe
-        saved before it existed replays with 0, as it ran)
+        one chosen per scan; ``remerge_jump``: the step test on the smoothed label map, 0 off;
+        ``remerge_separation``: its guard, 0 off; a recipe saved before either existed replays with 0, as
+        it ran)
     origin : {"auto", "calibration", "fixed"}
     merge : the edits made after the clustering, in order: a group of two or more class numbers
         is a merge (``(1, 3)``), a class and a negative count a split (``(2, -3)``: class 2
@@ -54,6 +56,7 @@ class ClassificationParams(_Params):
     space: str = "auto"
     maf: int = 8
     remerge_jump: float = 20.0
+    remerge_separation: float = 0.0
     seed: int = 0
     origin: str = "auto"
     merge: tuple = ()
@@ -98,6 +101,7 @@ class ClassificationParams(_Params):
             space=self.space,
             maf=self.maf,
             remerge_jump=self.remerge_jump,
+            remerge_separation=self.remerge_separation,
             seed=self.seed,
         )
 
@@ -109,8 +113,9 @@ class ClassificationParams(_Params):
 
     @classmethod
     def from_dict(cls, d):
-        # a recipe saved before ``remerge_jump`` existed ran without that step: replay it so
-        d = {"remerge_jump": 0.0, **d}
+        # a recipe saved before ``remerge_jump`` (``remerge_separation``) existed ran without that step (guard):
+        # replay it so
+        d = {"remerge_jump": 0.0, "remerge_separation": 0.0, **d}
         m = d.get("merge") or ()
         if isinstance(m, str):
             m = tuple(tuple(int(c) for c in g.split(",")) for g in m.split(";") if g)

@@ -36,7 +36,8 @@ The pipeline (:func:`iter_classify_features`):
    neighbours in c)``: isolated noise-driven labels flip, boundaries stay sharp.
    With the number of classes suggested, the step test once more on the smoothed label map
    (``remerge_jump``, :func:`_remerge_smoothed`): bordering classes whose common border is no step
-   (a cut along a thickness staircase) are merged.
+   (a cut along a thickness staircase) are merged, unless (``remerge_separation``, off by default) their
+   interiors differ by more than that many times their own spread.
 6. **Mixing fractions**: each pattern's normalised (untransformed) features written as
    ``f m_a + (1 - f) m_b`` of its two most likely class means, ``f`` clipped to [0, 1].
 """
@@ -72,6 +73,12 @@ SPACES = ("components", "maf", "auto")
 # set on 30 tuning draws (seeds 101-9002) and frozen before the held-out draws (docs/classification.md)
 SPACE_RATIO = 2.0
 SPACE_GAIN = 0.1
+# the re-merge's guard (_interior_separation) leaves out this many scan pixels on each side of a border
+REMERGE_MARGIN = 3.0
+# its threshold (ClassifyParams.remerge_separation): the middle of the range 14-15.3 that scored best on the
+# tuning draws 9001, 9002, 9101, 9102 and 5001 (session 13, docs/classification.md), committed before any
+# held-out draw was scored
+REMERGE_SEPARATION = 14.5
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,14 @@ class ClassifyParams:
         (:func:`_remerge_smoothed`: the step test once more on the smoothed, spatially coherent label map; a cut
         along a thickness staircase is no step). 0: off. Default 20, set on the tuning draws 9001-9102 and
         kept after the held-out draws 9401/9402 (session 12, docs/classification.md).
+    remerge_separation : float
+        Guard of that re-merge: two bordering classes are not merged, whatever their border, when their
+        interiors (farther than ``REMERGE_MARGIN`` scan pixels from the other class) differ by more than this
+        many times their own spread (:func:`_interior_separation`): two structures joined by a wide linear
+        mixing band read as no step. 0 (default): no guard, session 12's behaviour. ``REMERGE_SEPARATION``
+        (14.5) is the threshold set on the tuning draws; on the held-out draws it changed no case, so it is not
+        the default, and on planted patterns two lattices 2.5 % apart read no farther apart than a thickness
+        cut (session 13, docs/classification.md).
     seed : int
         Seed of the random sampling, mixtures and k-means.
     """
@@ -152,6 +167,7 @@ class ClassifyParams:
     space: str = "auto"
     maf: int = 8
     remerge_jump: float = 20.0
+    remerge_separation: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -174,6 +190,8 @@ class ClassifyParams:
             raise ValueError(f"maf must be >= 1, got {self.maf}")
         if self.spatial < 0:
             raise ValueError(f"spatial must be >= 0, got {self.spatial}")
+        if self.remerge_separation < 0:
+            raise ValueError(f"remerge_separation must be >= 0, got {self.remerge_separation}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -862,7 +880,43 @@ def _merge_smallest(z, hard, group, target: int) -> np.ndarray:
     return group
 
 
-def _remerge_smoothed(zc, labels, prob, scan_shape, jump: float):
+def _interior_separation(z, lab, a, b, scan_shape, margin: float = REMERGE_MARGIN) -> float:
+    """How far apart the interiors of two bordering classes are, in units of their own spread.
+
+    The interior of class ``a`` is its pixels farther than ``margin`` scan pixels from every pixel of ``b``
+    (and the other way round): the mixed band along their border is left out, however wide. Along the
+    difference ``w`` of the two interiors' mean scores: the distance of the two interior means over the pooled
+    robust spread of each interior (1.4826 x the median absolute deviation of ``z @ w`` about its median, so a
+    few band pixels left in an interior do not count). A linear mixing band between two flat structures reads
+    as no step (:func:`_jump_ratio`), but the structures on either side differ by many times their spread
+    (noise only); a class cut along a thickness gradient has interiors that differ by a few times their own
+    spread (a linear drift cut in two, interiors 3 px off the cut: about 4-6). A Mahalanobis distance under
+    the interiors' pooled covariance did no better on the tuning draws and needs a covariance from as few as 8
+    pixels in up to 12 dimensions (docs/classification.md, session 13). NaN when either interior holds fewer
+    than 8 pixels.
+    """
+    from scipy import ndimage
+
+    lab = np.asarray(lab).reshape(scan_shape)
+    ma, mb = lab == a, lab == b
+    # distance of every pixel to the nearest pixel of the other class (Euclidean, scan pixels)
+    ia = ma & (ndimage.distance_transform_edt(~mb) > margin)
+    ib = mb & (ndimage.distance_transform_edt(~ma) > margin)
+    if ia.sum() < 8 or ib.sum() < 8:
+        return float("nan")
+    za, zb = z[ia.ravel()], z[ib.ravel()]
+    w = zb.mean(0) - za.mean(0)
+    ta, tb = za @ w, zb @ w
+
+    def spread(t):
+        return 1.4826 * float(np.median(np.abs(t - np.median(t))))
+
+    s = math.sqrt(0.5 * (spread(ta) ** 2 + spread(tb) ** 2))
+    gap = float(tb.mean() - ta.mean())
+    return gap / s if s > 0 else float("inf")
+
+
+def _remerge_smoothed(zc, labels, prob, scan_shape, jump: float, separation: float = 0.0):
     """Merge classes of the smoothed label map whose common border is no step.
 
     The step test of :func:`_merge_components` once more, on the classes of the smoothed label map (spatially
@@ -871,24 +925,38 @@ def _remerge_smoothed(zc, labels, prob, scan_shape, jump: float):
     across the border against the steps two pixels away) are merged while it is below ``jump``. A class split
     along a thickness staircase keeps terrace steps on both sides of its cut (ratio about 10-25 on the tuning
     draws); a boundary between two structures is mostly a step far above the steps beside it (50-7000).
+    With ``separation > 0`` a pair is not merged when its interiors (away from their border) differ by more
+    than ``separation`` times their own spread (:func:`_interior_separation`: two structures joined by a wide
+    linear mixing band, which reads as no step); the pair of next-smallest ratio is tried instead.
     Returns ``(labels, prob)`` with the merged classes' probabilities summed (classes renumbered 0..k-1).
     """
     steps = _border_steps(scan_shape)
     prob = np.asarray(prob)
     group = np.arange(prob.shape[1])  # original class -> class it was merged into
     lab = np.asarray(labels).copy()
+    kept: set[tuple[int, int]] = set()  # pairs the guard kept apart (their classes unchanged since)
     while True:
         ids = np.unique(lab)
-        best, pair = jump, None
+        cand = []
         for i, a in enumerate(ids):
             for b in ids[i + 1 :]:
+                if (a, b) in kept:
+                    continue
                 r = _jump_ratio(zc, lab, a, b, steps)
-                if np.isfinite(r) and r < best:
-                    best, pair = r, (a, b)
+                if np.isfinite(r) and r < jump:
+                    cand.append((r, a, b))
+        pair = None
+        for _r, a, b in sorted(cand):
+            if separation > 0 and _interior_separation(zc, lab, a, b, scan_shape) > separation:
+                kept.add((a, b))
+                continue
+            pair = (a, b)
+            break
         if pair is None:
             break
         lab[lab == pair[1]] = pair[0]
         group[group == pair[1]] = pair[0]
+        kept = {k for k in kept if pair[0] not in k}  # a grown class is judged afresh
     if len(np.unique(group)) == len(group):
         return labels, prob
     _, group = np.unique(group, return_inverse=True)
@@ -1127,7 +1195,7 @@ def _iter_cluster(zc, noise_var, raw, blocks, scan_shape, p: ClassifyParams, ste
     if p.spatial > 0 and p.method != "hierarchical":
         labels = _icm(np.log(prob), scan_shape, p.spatial)
     if p.n_classes is None and p.remerge_jump > 0:
-        labels, prob = _remerge_smoothed(zc, labels, prob, scan_shape, p.remerge_jump)
+        labels, prob = _remerge_smoothed(zc, labels, prob, scan_shape, p.remerge_jump, p.remerge_separation)
         suggested = len(np.unique(labels))
     # classes ordered by size (largest first); empty classes dropped
     sizes = np.bincount(labels, minlength=prob.shape[1])
