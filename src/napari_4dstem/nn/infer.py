@@ -1024,6 +1024,93 @@ def _nn_kernel(block, *, row0, parallel, model, geo, probe_model, opts):
     return out.reshape(ny, nx, *out.shape[1:])
 
 
+class _Stopped(Exception):
+    """A block of the network abandoned by a cancelled job (raised in its thread, dropped there)."""
+
+
+_NN_POOL: Any = None
+
+
+def _nn_pool():
+    """The thread that runs the network's blocks of the whole-scan jobs.
+
+    One, kept: torch keeps its intra-op threads per calling thread, so a new thread per block
+    would make a new team.
+    """
+    global _NN_POOL
+    if _NN_POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _NN_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="4dstem-nn")
+    return _NN_POOL
+
+
+def _stop_hooks(net, stop) -> list:
+    """Forward hooks on every module of ``net`` that raise :class:`_Stopped` once ``stop`` is set.
+
+    ``stop`` is a ``threading.Event``: a forward pass abandoned by a cancelled job ends at its
+    next layer instead of running on (the first pass in a process took 4.3 s at load 8, one block).
+    """
+
+    def check(*_):
+        if stop.is_set():
+            raise _Stopped
+
+    return [m.register_forward_pre_hook(check) for m in net.modules()]
+
+
+def _iter_nn_blocks(data, net, kwargs, *, out_tail, scan_chunk, message, partial) -> Job[np.ndarray]:
+    """Job: :func:`_nn_kernel` on every scan block, assembled over the scan.
+
+    As :func:`~napari_4dstem.engine.driver.map_scan` with a self-parallel kernel (the network).
+
+    Each block runs in the network's own thread (:func:`_nn_pool`) while this job waits for it in
+    steps of :data:`~napari_4dstem.engine.jobs.WAIT_STEP_S` (``Progress(blocks done, ...)``, a
+    Cancel point each): a block's time depends on the load and on one-time costs (the process's
+    first forward pass, numba loading its caches), so no block size keeps a step short. A
+    cancelled job returns at its next step; the block in flight stops at its network's next layer
+    (:func:`_stop_hooks`) and its result is dropped. Steps: one per block written (with the map so
+    far from ``partial`` at most every ``PARTIAL_EVERY_S`` and at the last block), and the waiting
+    steps between.
+    """
+    import threading
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    from ..engine.chunks import block_slices, default_scan_chunk, iter_scan_blocks, native_chunks
+    from ..engine.jobs import PARTIAL_EVERY_S, WAIT_STEP_S
+
+    shape = tuple(int(v) for v in data.shape)
+    if scan_chunk is None:
+        scan_chunk = default_scan_chunk(shape, np.dtype(data.dtype).itemsize, native_chunks(data))
+    total = len(block_slices(shape[:2], scan_chunk))
+    out = np.empty(shape[:2] + tuple(out_tail), dtype=np.float64)
+    done = np.zeros(shape[:2], bool)
+    stop = threading.Event()
+    hooks = _stop_hooks(net, stop)
+    last = -math.inf
+    try:
+        for k, (sy, sx, block) in enumerate(iter_scan_blocks(data, scan_chunk)):
+            fut = _nn_pool().submit(_nn_kernel, np.asarray(block), row0=0, parallel=True, model=net, **kwargs)
+            while True:
+                try:
+                    res = fut.result(timeout=WAIT_STEP_S)
+                    break
+                except FutureTimeout:
+                    yield Progress(k, total, message)
+            out[sy, sx] = res
+            done[sy, sx] = True
+            p = Progress(k + 1, total, message)
+            if partial is not None and (time.perf_counter() - last >= PARTIAL_EVERY_S or k + 1 == total):
+                p = Progress(k + 1, total, message, partial=partial(out, done))
+                last = time.perf_counter()
+            yield p
+    finally:
+        stop.set()  # a cancelled job: the block in flight ends at its next layer, in its thread
+    for h in hooks:
+        h.remove()
+    return out
+
+
 def iter_find_bragg_disks_nn(
     data: Any,
     *,
@@ -1147,7 +1234,6 @@ def iter_find_bragg_disks_nn(
     """
     from ..analysis.bragg.disks import disk_count_partial
     from ..analysis.virtual.images import as_datacube
-    from ..engine.driver import map_scan
     from .registry import load_model
 
     # the first import of torch takes seconds (15 s at load 9): in a thread, a Cancel point
@@ -1181,17 +1267,11 @@ def iter_find_bragg_disks_nn(
     }
     net = _inference_copy(lm.module, mc_dropout=int(mc_samples) > 1, precision=prec)
     yield Progress(1, 1, "preparing the network")  # a Cancel point before the first block
-    out = yield from map_scan(
+    out = yield from _iter_nn_blocks(
         cube.data,
-        _nn_kernel,
+        net,
+        {"geo": geo, "probe_model": pm, "opts": opts},
         out_tail=(int(max_peaks) + 1, _N_FIELDS),
-        kwargs={
-            "model": net,
-            "geo": geo,
-            "probe_model": pm,
-            "opts": opts,
-        },
-        split_blocks=False,
         scan_chunk=scan_chunk,
         message="NN Bragg disks",
         partial=disk_count_partial("NN disks per pattern"),
