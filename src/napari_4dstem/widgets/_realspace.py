@@ -692,16 +692,7 @@ class LiveImage(QWidget):
             layer.visible = True
             return
         scale = self.scale_combo.currentText()
-        prep = self._live_prep
-        if prep is not None and prep.key == self.display_key():  # made ready in a worker
-            img, clim, hist = prep.shown, prep.clim, prep.hist
-            if self.latch.isChecked():
-                self._latched[scale_group(scale)] = clim
-                self._snap()
-        else:
-            img = display_transform(self._raw, scale)
-            clim = self._clim_for(img, scale, self._clim)
-            hist = None
+        img, clim, hist = self._shown_image(self._raw, self._clim, self._live_prep, scale)
         if self.rgb_name in rv.layers:
             rv.layers[self.rgb_name].visible = False  # a new live image: it is the one shown
         layer = rv.layers[self.name] if self.name in rv.layers else None
@@ -726,6 +717,18 @@ class LiveImage(QWidget):
             self.displayed_clim = clim
             self.histogram.set_data(*(hist if hist is not None else histogram(img)), clim)
 
+    def _shown_image(self, raw, clim, prep, scale):
+        """The image to show, its contrast limits and its histogram (None: compute it): made
+        ready in a worker (``prep``) when that was made for the current display settings, else
+        transformed here."""
+        if prep is not None and prep.key == self.display_key():  # made ready in a worker
+            if self.latch.isChecked():
+                self._latched[scale_group(scale)] = prep.clim
+                self._snap()
+            return prep.shown, prep.clim, prep.hist
+        img = display_transform(raw, scale)
+        return img, self._clim_for(img, scale, clim), None
+
     def _draw_cover(self, show: bool = False):
         """Draw the stored cover directly over the live image (``show``: made visible, else as
         visible as it was); returns its layer."""
@@ -735,16 +738,7 @@ class LiveImage(QWidget):
         rv = self.viewer()
         self._hook(rv)
         scale = self.scale_combo.currentText()
-        prep = c.get("prep")
-        if prep is not None and prep.key == self.display_key():  # made ready in a worker
-            img, clim, hist = prep.shown, prep.clim, prep.hist
-            if self.latch.isChecked():
-                self._latched[scale_group(scale)] = clim
-                self._snap()
-        else:
-            img = display_transform(c["raw"], scale)
-            clim = self._clim_for(img, scale, c["clim"])
-            hist = None
+        img, clim, hist = self._shown_image(c["raw"], c["clim"], c.get("prep"), scale)
         layer = self._put_cover(rv, c["name"], img, c["cal"], clim)
         names = [lyr.name for lyr in rv.layers]
         if self.name in names and names.index(c["name"]) < names.index(self.name):
