@@ -5,7 +5,8 @@
 - :func:`events`: per-viewer signals (psygnal) ``pattern_changed(iy, ix)``,
   ``datacube_changed(layer_name)``, ``calibration_changed(layer_name, Calibration)``,
   ``virtual_image_changed(name, DetectorInfo)`` and ``result_added(name)``. The first two follow
-  napari's own events; the docks emit the others through :func:`set_layer_calibration`,
+  napari's own events (``datacube_changed`` when a 4D layer comes or goes, and when its data is
+  replaced, e.g. the Series dock stepping frames); the docks emit the others through :func:`set_layer_calibration`,
   :func:`publish_virtual_image` and the Results session.
 - :func:`plugin_settings`: settings kept under each plugin's own key (a JSON file per plugin in
   the user config folder), so plugins do not overwrite each other's.
@@ -116,9 +117,14 @@ class PluginEvents:
         self._viewer = weakref.ref(viewer)
         self._last_pos: tuple[int, int] | None = None
         self._images: dict[str, Any] = {}  # the last published virtual image of each name
+        # id of each 4D layer's data when last announced: napari's data event comes again when the
+        # same array is set (the Series dock's first frame), which is no change
+        self._data_ids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         viewer.dims.events.current_step.connect(self._on_step)
         viewer.layers.events.inserted.connect(self._on_layers)
         viewer.layers.events.removed.connect(self._on_layers)
+        for lyr in viewer.layers:
+            self._watch(lyr, True)
 
     def _cube_layer(self):
         v = self._viewer()
@@ -151,8 +157,31 @@ class PluginEvents:
     def _on_layers(self, event=None) -> None:
         value = getattr(event, "value", None)
         if value is not None and getattr(value, "ndim", 0) == 4:
+            self._watch(value, getattr(event, "type", "inserted") == "inserted")
             self._last_pos = None
             self.datacube_changed.emit(str(value.name))
+
+    def _watch(self, layer, on: bool) -> None:
+        """Follow (or stop following) the data of a 4D layer: the Series dock swaps a frame's
+        data into its layer, which napari's layer-list events do not tell (UX audit s13, defect 7)."""
+        if getattr(layer, "ndim", 0) != 4 or not hasattr(layer, "events") or not hasattr(layer.events, "data"):
+            return
+        if on:
+            self._data_ids[layer] = id(layer.data)
+            layer.events.data.connect(self._on_data)
+        else:
+            self._data_ids.pop(layer, None)
+            layer.events.data.disconnect(self._on_data)
+
+    def _on_data(self, event=None) -> None:
+        layer = getattr(event, "source", None)
+        if layer is None or getattr(layer, "ndim", 0) != 4:
+            return
+        key = id(layer.data)  # the new array was made while the layer held the old one: another id
+        if self._data_ids.get(layer) == key:
+            return
+        self._data_ids[layer] = key
+        self.datacube_changed.emit(str(layer.name))
 
 
 _EVENTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -65,7 +65,8 @@ def test_dragged_lattice_tip_recomputes_the_strain_and_the_scan_shows_the_fitted
     qtbot.waitUntil(lambda: w.template is not None and w._worker is None, timeout=120000)
     w.run_btn.click()
     qtbot.waitUntil(lambda: w.peaks is not None and w._worker is None and w.lattice is not None, timeout=120000)
-    results.add_shapes([np.array([[-0.5, -0.5], [7.5, 7.5]])], shape_type="rectangle", name=REFERENCE_LAYER)
+    # the strain reference layer is there once the disks are (made by Find disks, not by hand)
+    results.layers[REFERENCE_LAYER].add_rectangles([np.array([[-0.5, -0.5], [7.5, 7.5]])])
     from napari_4dstem.engine.jobs import Progress
 
     passes = []
@@ -194,10 +195,24 @@ def test_live_detection_all_patterns_lattice_and_strain(
     found = np.array([w.lattice.g1, w.lattice.g2])
     # g1/g2 may come out as any basis of the same lattice: compare the cell area and lengths
     assert abs(np.linalg.det(found)) == pytest.approx(abs(np.linalg.det(np.array([g1, g2]))), rel=0.01)
-    results.add_shapes([np.array([[-0.5, -0.5], [7.5, 7.5]])], shape_type="rectangle", name=REFERENCE_LAYER)
+    # UX audit session 13, defect 6: the user draws the reference before the first strain (the
+    # layer came only with the first Compute strain): Draw reference, then a rectangle drawn with
+    # napari's own add-rectangle mouse handling over the scan's top-left 8 x 8 (unstrained) corner
+    assert w.strain_btn.toolTip() and w.reference_btn.toolTip()
+    assert w.strain is None and w.reference_region() is None
+    w.reference_btn.click()
+    ref_layer = results.layers[REFERENCE_LAYER]
+    assert results.layers.selection.active is ref_layer and str(ref_layer.mode) == "add_rectangle"
+    assert len(ref_layer.data) == 0
+    _drag(ref_layer, tuple(ref_layer.data_to_world([-0.5, -0.5])), tuple(ref_layer.data_to_world([7.5, 7.5])))
+    assert len(ref_layer.data) == 1
     assert w.reference_region() == (0, 8, 0, 8)
     w.strain_btn.click()
     qtbot.waitUntil(lambda: w.strain is not None and w._worker is None, timeout=60000)
+    # the first strain is against that corner: its median strain is ~0 there, not over the scan
+    assert "rows 0:8, columns 0:8" in w.strain_label.text()
+    inside = results.layers["e_xx"].data[0:8, 0:8]
+    assert abs(np.nanmedian(inside)) < 1e-3 < abs(np.nanmedian(results.layers["e_xx"].data))
     planted = truth["truth_strain"]
     for c in ("e_xx", "e_yy", "e_xy"):
         got = results.layers[c].data

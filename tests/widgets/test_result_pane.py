@@ -169,3 +169,48 @@ def test_fft_parts_of_a_planted_sinusoid_in_the_virtual_image(make_napari_viewer
     p.mode.setCurrentIndex(1)
     assert p.mode.currentText() == MODES[1] and not p.part.isEnabled() and not p.fft_window.isEnabled()
     qtbot.waitUntil(lambda: not p.runner.busy and p.shown[0].startswith("EWPC"), timeout=10000)
+
+
+def _planted_cube(shape=(12, 14, 24, 24), seed=3):
+    """A cube whose virtual image is not flat: a bright disk whose brightness follows the scan row."""
+    rng = np.random.default_rng(seed)
+    ky, kx = np.mgrid[: shape[2], : shape[3]]
+    disk = (np.hypot(ky - shape[2] / 2, kx - shape[3] / 2) < 5).astype(np.float64)
+    rows = 100.0 + 40.0 * np.sin(np.arange(shape[0]) / 2.0)[:, None, None, None]
+    return rng.poisson(rows * disk + 2.0, size=shape).astype(np.uint16)
+
+
+@pytest.mark.parametrize("series", [False, True], ids=["npy", "5d-series"])
+def test_result_pane_opens_on_an_uncalibrated_npy(make_napari_viewer, qtbot, tmp_path, stall_detector, series):
+    """UX audit session 13, defect 1: on a raw .npy (no scan step) the Result pane did not open
+    (TypeError on ``cal.scan_step[0]``). It opens and shows the FFT of the virtual image in 1/px."""
+    main = make_napari_viewer()
+    with stall_detector.excluded("reference"):
+        from napari_4dstem.analysis.virtual.transforms import fft_image
+        from napari_4dstem.widgets.result_pane import LAYER, ResultPaneWidget
+        from napari_4dstem.widgets.series import SERIES_LAYER
+
+    if series:
+        data = np.stack([_planted_cube(seed=k) for k in range(2)])
+        np.save(tmp_path / "series5d.npy", data)
+        _, s = main.window.add_plugin_dock_widget("napari-4dstem", "Series, compare and watch")
+        with stall_detector.excluded("first layer add"):
+            s.open_files([str(tmp_path / "series5d.npy")])
+            qtbot.waitUntil(lambda: SERIES_LAYER in main.layers, timeout=30000)
+        cube = main.layers[SERIES_LAYER]
+    else:
+        np.save(tmp_path / "raw.npy", _planted_cube())
+        with stall_detector.excluded("first layer add"):
+            (cube,) = main.open(str(tmp_path / "raw.npy"), plugin="napari-4dstem")
+    cal = cube.metadata["napari_4dstem"]["calibration"]
+    assert cal.scan_step is None  # the case of the defect: nothing in the file says the step
+    _, v = main.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    qtbot.waitUntil(lambda: v.last_image is not None and v._worker is None, timeout=30000)
+    _, p = main.window.add_plugin_dock_widget("napari-4dstem", "Result pane")
+    assert isinstance(p, ResultPaneWidget)
+    qtbot.waitUntil(lambda: p.shown is not None and not p.runner.busy, timeout=30000)
+    with stall_detector.excluded("reference"):
+        want = fft_image(v.last_image.data)
+    np.testing.assert_array_equal(p.shown[1], want)
+    shape = v.last_image.data.shape
+    np.testing.assert_allclose(p.model.layers[LAYER].scale, (1 / shape[0], 1 / shape[1]))

@@ -252,3 +252,28 @@ def test_the_virtual_image_follows_a_reshaped_scan(make_napari_viewer, qtbot, tm
     np.testing.assert_array_equal(
         v.last_image.data, _virtual(data.reshape(3, 4, *data.shape[2:]), v.current_detector())
     )
+
+
+def test_stepping_frames_tells_other_plugins_the_datacube_changed(make_napari_viewer, qtbot, tmp_path, stall_detector):
+    """UX audit session 13, defect 7: the plugin API's ``datacube_changed`` fired when the series
+    layer came, not when the Series dock swapped another frame's data into it. Once per real
+    change of data: a step to each other frame, none for the frame already shown."""
+    from napari_4dstem.plugin_api import events
+
+    data = _series(n_frames=3)
+    np.save(tmp_path / "tilt.npy", data)
+    viewer = make_napari_viewer()
+    heard = []
+    events(viewer).datacube_changed.connect(heard.append)
+    _, s = viewer.window.add_plugin_dock_widget("napari-4dstem", DOCK)
+    with stall_detector.excluded("first layer add"):
+        s.open_files([str(tmp_path / "tilt.npy")])
+        qtbot.waitUntil(lambda: SERIES_LAYER in viewer.layers, timeout=20000)
+    assert heard == [SERIES_LAYER]  # the layer came (its first frame set again is no change)
+    layer = viewer.layers[SERIES_LAYER]
+    for n, k in enumerate((1, 2, 2, 0), start=1):
+        s.slider.setValue(k)
+        np.testing.assert_array_equal(np.asarray(layer.data[4, 5]), data[k, 4, 5])
+        assert heard == [SERIES_LAYER] * (1 + min(n, 2) + (n == 4))
+    s.step_frame(1)  # the ] key's step
+    assert s.frame == 1 and heard == [SERIES_LAYER] * 5

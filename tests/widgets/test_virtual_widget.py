@@ -1320,3 +1320,55 @@ def test_detector_toolbar_on_the_canvas_sets_the_kind_and_follows_the_dock(
     assert [k for k, b in tb.buttons.items() if b.isChecked()] == ["Disk"]
     w.close()
     assert holder.layout().indexOf(tb.widget) < 0 and not tb.on_canvas
+
+
+def test_the_real_space_mode_buttons_act_on_their_own_layer_without_errors(widget, qtbot):
+    """UX audit session 13, defect 4: each click of the select / ellipse / polygon / rectangle
+    buttons under the Real space canvas raised a ValueError (napari's action ran on the main
+    viewer's active layer). Real clicks: no exception, the region layer's mode changes, the main
+    viewer's layers keep theirs."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    from napari_4dstem.widgets._multiview import _QT
+    from napari_4dstem.widgets._region import REGION_SHAPES
+    from napari_4dstem.widgets._results import results_viewer
+
+    viewer, w = widget
+    w.region_btn.click()
+    qtbot.waitUntil(lambda: REGION_LAYER in viewer.layers and not w.region.runner.busy, timeout=30000)
+    rs = results_viewer(viewer, create=False)
+    lay = rs.layers[REGION_SHAPES]
+    ctrl = _QT[rs]().qt_viewer.controls.widgets[lay]
+    detector = viewer.layers[DETECTOR_LAYER]
+    for active in (viewer.layers["strained_crystal"], detector):  # an image, then a Shapes layer
+        viewer.layers.selection.active = active
+        before = active.mode
+        for btn, mode in (
+            (ctrl.ellipse_button, "add_ellipse"),
+            (ctrl.polygon_button, "add_polygon"),
+            (ctrl.rectangle_button, "add_rectangle"),
+            (ctrl.select_button, "select"),
+        ):
+            with qtbot.capture_exceptions() as errors:
+                QTest.mouseClick(btn, Qt.MouseButton.LeftButton)
+            assert [repr(e[1]) for e in errors] == []
+            assert str(lay.mode) == mode
+            assert active.mode == before  # the main viewer's layer is not the one the button is for
+
+
+def test_the_region_pattern_label_stays_in_the_dock(widget, qtbot):
+    """UX audit session 13, defect 10: "Σ over N positions" was only the status line's, replaced
+    by the next message. It stays in the dock's region row while the pattern is shown."""
+    viewer, w = widget
+    w.region_btn.click()
+    qtbot.waitUntil(lambda: REGION_LAYER in viewer.layers and not w.region.runner.busy, timeout=30000)
+    n = int(w.region.mask().sum())
+    assert w.region_label.isVisibleTo(w) and f"Σ over {n} positions" in w.region_label.text()
+    w.set_detector(AnnulusDetector((64.0, 64.0), 20.0, 40.0))  # another action: the status line moves on
+    qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=30000)
+    w.status.setText("something else")
+    assert f"Σ over {n} positions" in w.region_label.text()
+    w.region_reduce.setCurrentText("Max")
+    qtbot.waitUntil(lambda: not w.region.runner.busy and "max over" in w.region_label.text(), timeout=30000)
+    assert f"max over {n} positions" in w.region_label.text()

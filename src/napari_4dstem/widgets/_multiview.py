@@ -70,6 +70,9 @@ class EmbeddedViewer(QWidget):
         # weakly: a widget napari keeps (a plugin dock) must not keep the closed window alive
         self._main_window = None if main_window is None else weakref.ref(main_window)
         self.qt_viewer = QtViewer(model, show_welcome_screen=False)
+        from ._embedded_controls import own_layer_buttons
+
+        own_layer_buttons(self.qt_viewer)  # its mode buttons act on its layers, not the main viewer's
         # the canvas on top (a dock is narrow), the layer controls and list side by side under it;
         # the controls scroll and the list may be narrower than napari's 242 px: the dock was
         # 568 px wide at least (napari's controls 320 + its list), which with the Virtual

@@ -332,6 +332,17 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             sb.setKeyboardTracking(False)
         self.lattice_btn = QPushButton("Find g1, g2")
         self.strain_btn = QPushButton("Compute strain")
+        self.strain_btn.setToolTip(
+            "the strain of every pattern from its fitted lattice (in a worker), against the lattice "
+            f"inside the rectangle of the Real space dock's '{REFERENCE_LAYER}' layer, else the median"
+        )
+        # the reference can be drawn before the first strain: the layer was made only by it, so a
+        # user computed against the median, drew, and computed again (UX audit session 13, defect 6)
+        self.reference_btn = QPushButton("Draw reference")
+        self.reference_btn.setToolTip(
+            f"draw a rectangle over an unstrained region on the Real space dock ('{REFERENCE_LAYER}' "
+            "layer); Compute strain measures against its median lattice"
+        )
         self.strain_label = QLabel(
             f"reference: the rectangle in the real-space viewer's '{REFERENCE_LAYER}' layer, else the median"
         )
@@ -351,7 +362,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             ("g1 (y, x) [px]", row(*self.g[:2])),
             ("g2 (y, x) [px]", row(*self.g[2:])),
             ("fit weights", self.fit_weights),
-            self.strain_btn,
+            row(self.reference_btn, self.strain_btn),
             self.strain_label,
             self.fit_label,
             self.action_row(),
@@ -406,6 +417,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         for sb in self.g:
             sb.valueChanged.connect(lambda _: self._lattice_from_fields(recompute=True))
         self.strain_btn.clicked.connect(self.compute_strain)
+        self.reference_btn.clicked.connect(lambda _=False: self.draw_reference())
 
     def _refresh_probes(self, event=None) -> None:
         names = [
@@ -691,14 +703,16 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             self.viewer.add_image(img, name=BVM_LAYER, colormap="magma", blending="additive", visible=False, **kw)
         tag_layer(self.viewer.layers[BVM_LAYER], self.bvm, units=f"log(1 + {self.bvm.units})", recipe=disks.recipe)
         counts = peaks.counts()
+        rv = results_viewer(self.viewer)
         show_map(
-            results_viewer(self.viewer),
+            rv,
             self._count_map,
             counts.astype(np.float32),
             peaks.calibration,
             colormap="viridis",
             contrast_limits=(float(counts.min()), float(max(counts.max(), counts.min() + 1))),
         )
+        self._reference_layer(rv, peaks.calibration)  # ready for a reference before the strain
         self._say(
             f"{peaks.n_peaks} disks in {counts.size} patterns "
             f"({counts.min()}-{counts.max()} per pattern); Bragg vector map added (log scale)"
@@ -908,13 +922,48 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             else f"pattern {pos}: no lattice fit ({fit.summary()})"
         )
 
+    def _reference_layer(self, v, cal: Calibration | None = None):
+        """The real-space viewer's strain reference layer (empty, made when there is none)."""
+        if REFERENCE_LAYER in v.layers:
+            return v.layers[REFERENCE_LAYER]
+        if cal is None:
+            cal = self.datacube()[1] if self.layer_combo.layer is not None else None
+        return v.add_shapes(
+            name=REFERENCE_LAYER,
+            edge_color="yellow",
+            face_color="transparent",
+            edge_width=0.3,
+            **({} if cal is None else cal.napari_kwargs("scan")),
+        )
+
+    def draw_reference(self) -> None:
+        """Draw the strain reference: the Real space dock's reference layer, in rectangle mode,
+        its earlier rectangle gone (the next one drawn is the reference)."""
+        from ._multiview import is_embedded, show_embedded
+
+        v = results_viewer(self.viewer)
+        try:
+            layer = self._reference_layer(v)
+        except Napari4DSTEMError as e:
+            self._say(str(e))
+            return
+        self._restored_reference = None
+        if len(layer.data):
+            layer.data = []
+        v.layers.move(v.layers.index(layer), len(v.layers) - 1)  # over the maps
+        v.layers.selection.active = layer
+        layer.mode = "add_rectangle"
+        if is_embedded(v):
+            show_embedded(v)
+        self._say("draw the reference rectangle on the Real space dock, then Compute strain")
+
     def reference_region(self) -> tuple[int, int, int, int] | None:
-        """The first rectangle of the real-space viewer's reference layer as ``(r0, r1, c0, c1)``
+        """The latest rectangle of the real-space viewer's reference layer as ``(r0, r1, c0, c1)``
         (none drawn: a session's reference, else None)."""
         v = results_viewer(self.viewer, create=False)
         if v is None or REFERENCE_LAYER not in v.layers or len(v.layers[REFERENCE_LAYER].data) == 0:
             return self._restored_reference
-        box = np.asarray(v.layers[REFERENCE_LAYER].data[0])[:, -2:]
+        box = np.asarray(v.layers[REFERENCE_LAYER].data[-1])[:, -2:]  # the latest drawn
         r0, c0 = np.floor(box.min(axis=0) + 0.5).astype(int)
         r1, c1 = np.floor(box.max(axis=0) + 0.5).astype(int)
         return int(max(r0, 0)), int(r1), int(max(c0, 0)), int(c1)
@@ -932,20 +981,9 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             return
         r0, r1, c0, c1 = self._restored_reference
         rect = np.array([[r0 - 0.5, c0 - 0.5], [r1 - 0.5, c1 - 0.5]])  # pixel edges
-        if REFERENCE_LAYER in v.layers:
-            v.layers[REFERENCE_LAYER].data = [rect]
-            v.layers[REFERENCE_LAYER].shape_type = ["rectangle"]
-        else:
-            kw = self.datacube()[1].napari_kwargs("scan") if self.layer_combo.layer is not None else {}
-            v.add_shapes(
-                [rect],
-                shape_type="rectangle",
-                name=REFERENCE_LAYER,
-                edge_color="yellow",
-                face_color="transparent",
-                edge_width=0.3,
-                **kw,
-            )
+        layer = self._reference_layer(v)
+        layer.data = [rect]
+        layer.shape_type = ["rectangle"]
 
     def compute_strain(self) -> None:
         if self.peaks is None or self.lattice is None:
@@ -973,14 +1011,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self._strain_entry = session_results(self.viewer).add(result, "strain")
         v = results_viewer(self.viewer)
         cal = self.strain.strain.calibration
-        if REFERENCE_LAYER not in v.layers:
-            v.add_shapes(
-                name=REFERENCE_LAYER,
-                edge_color="yellow",
-                face_color="transparent",
-                edge_width=0.3,
-                **cal.napari_kwargs("scan"),
-            )
+        self._reference_layer(v, cal)
         for c in STRAIN_CHANNELS:
             data = self.strain.channel(c)
             lyr = show_map(

@@ -33,13 +33,18 @@ FFT_PARTS = ("log|F|", "|F|", "real", "imaginary", "phase")
 PART_COLORMAPS = {"real": "PiYG", "imaginary": "PiYG", "phase": "twilight"}
 
 
-def _fft_job(data: np.ndarray, step: float, unit: str, part: str = "log|F|", window: bool = True):
+def _fft_job(data: np.ndarray, step: tuple[float, float], unit: str | None, part: str = "log|F|", window: bool = True):
     from ..analysis.virtual.transforms import fft_image
 
     data = np.asarray(data)  # in the worker: the map is handed over as it is
     img = fft_image(data, window=window, part=part)
     what = "FFT" if part == "log|F|" and window else f"FFT {part}" + ("" if window else ", no window")
-    return img, (1.0 / (data.shape[0] * step), 1.0 / (data.shape[1] * step)), f"1/{unit}", what
+    return (
+        img,
+        (1.0 / (data.shape[0] * step[0]), 1.0 / (data.shape[1] * step[1])),
+        None if unit is None else f"1/{unit}",
+        what,
+    )
 
 
 def _ewpc_job(layer_data, iy: int, ix: int, dk: float | None, unit: str | None):
@@ -200,7 +205,9 @@ class ResultPaneWidget(DockState, QWidget):
             self.runner.request(_with_limits, _renderer_job, renderer, img.data)
             return
         cal = img.calibration
-        step, unit = float(cal.scan_step[0]), cal.scan_units or "px"
+        # an uncalibrated scan (a raw .npy) has no scan step: the FFT in 1/px (the dock did not open)
+        step = (1.0, 1.0) if cal.scan_step is None else tuple(float(s) for s in cal.scan_step)
+        unit = cal.scan_units if cal.scan_step is not None and cal.scan_units not in (None, "px") else None
         part = self.part.currentText()
         kind = {"real": "signed", "imaginary": "signed", "phase": "phase"}.get(part, "magnitude")
         self._colormap = PART_COLORMAPS.get(part, "magma")

@@ -787,6 +787,12 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         region.addWidget(self.region_reduce)
         region.addWidget(self.region_btn)
         layout.addLayout(region)
+        # how the region pattern was made ("Σ over N positions"), kept while it is shown: it was
+        # only the status line's, which the next message replaced (UX audit session 13, defect 10)
+        self.region_label = QLabel("")
+        self.region_label.setWordWrap(True)
+        self.region_label.setVisible(False)
+        layout.addWidget(self.region_label)
         layout.addWidget(self.extras.panel)  # each extra detector's response
         combine = QHBoxLayout()
         combine.addWidget(QLabel("weights"))
@@ -2187,6 +2193,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 metadata={"napari_4dstem": {"kind": "diffraction", "calibration": cal, "label": label}},
                 **cal.napari_kwargs("k"),
             )
+        self.region_label.setText(f"'{name}' layer: {label}")
+        self.region_label.setVisible(True)
         self.status.setText(label)
 
     # -- keyboard -------------------------------------------------------------------------------
