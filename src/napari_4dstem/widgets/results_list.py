@@ -107,16 +107,17 @@ def _layer_data(name: str, res) -> tuple[str, list]:
 
 
 def _read_datacube_files(sources: list[tuple[str, dict]]) -> list[tuple[dict, list]]:
-    """Worker: the layer tuples of each session datacube file, read by the plugin's reader (the
-    datacube lazily), as ``(session entry, [(data, kwargs, kind), ...])``."""
-    from .._reader import get_reader
+    """Worker: the layer tuples of each session datacube file, read by this plugin's reader through
+    napari's plugin manager (the datacube lazily), as ``(session entry, [(data, kwargs, kind), ...])``."""
+    import npe2
 
     out = []
     for src, entry in sources:
-        read = get_reader(src)
-        if read is None:
-            raise Napari4DSTEMError(f"napari-4dstem cannot read the session's data file {src}")
-        out.append((entry, list(read(src))))
+        try:
+            tuples = npe2.read([src], stack=False, plugin_name="napari-4dstem")
+        except ValueError as e:  # npe2: no reader of this plugin takes the file
+            raise Napari4DSTEMError(f"napari-4dstem cannot read the session's data file {src}: {e}") from None
+        out.append((entry, [tuple(t) + ("image",) * (3 - len(t)) for t in tuples]))
     return out
 
 
