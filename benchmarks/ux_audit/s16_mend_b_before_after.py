@@ -11,6 +11,7 @@ GUI-thread gap (wall and CPU, harness.GapRecorder) per repeat; medians printed.
 
     python benchmarks/ux_audit/s16_mend_b_before_after.py polygon
     xvfb-run -a -s "-screen 0 1920x1080x24" python benchmarks/ux_audit/s16_mend_b_before_after.py gui
+    xvfb-run -a -s "-screen 0 1920x1080x24" python benchmarks/ux_audit/s16_mend_b_before_after.py compare
 """
 
 import os
@@ -182,8 +183,60 @@ def gui() -> None:
     os._exit(0)
 
 
+def compare_side(side: str) -> None:
+    """The first *Compare grid* click of a process on two open 4D datasets: seconds from the click
+    to busy (Cancel enabled, ``compare`` returned), and the grid's longest GUI gap. ``before``
+    runs the old order (the Compare canvas made and cleared in the click, then the job)."""
+    import numpy as np
+
+    sys.path.insert(0, HERE)
+    from harness import Audit
+
+    from napari_4dstem.analysis.virtual.detectors import DiskDetector
+
+    A = Audit(f"s16-compare-{side}")
+    v = A.viewer
+    tmp = tempfile.mkdtemp()
+    rng = np.random.default_rng(11)
+    for k in range(4):
+        p = os.path.join(tmp, f"scan_{k}.npy")
+        np.save(p, rng.poisson(5.0 + k, (32, 32, 64, 64)).astype(np.uint16))
+        v.open(p, plugin="napari-4dstem")
+    _, s = v.window.add_plugin_dock_widget("napari-4dstem", "Series, compare and watch")
+    A.process(2.0)
+    A.act("compare")
+    n0, t0 = len(A.gaps.gaps), time.perf_counter()
+    if side == "before":
+        model = s._compare_viewer()
+        for lyr in list(model.layers):
+            model.layers.remove(lyr)
+    s.compare("open 4D layers", detector=DiskDetector((32.0, 32.0), 8.0))
+    busy = time.perf_counter() - t0
+    A.wait(lambda: s._compare_worker is None, 120)
+    done = time.perf_counter() - t0
+    gs = A.gaps.gaps[n0:]
+    g = max(gs, key=lambda g: g["wall_ms"]) if gs else {"wall_ms": 0.0, "cpu_ms": 0.0}
+    print(
+        f"RESULT compare {side}: busy {busy:.2f} s; grid {done:.1f} s; longest gap {g['wall_ms']:.0f} ms wall / "
+        f"{g['cpu_ms']:.0f} ms CPU; tiles {len(s.compare_images)}; load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    os._exit(0)
+
+
+def compare() -> None:
+    for _ in range(3):
+        for side in ("before", "after"):
+            out = subprocess.run([sys.executable, __file__, "compare-side", side], capture_output=True, text=True)
+            print("\n".join(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")) or out.stderr[-800:])
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "polygon-side":
+    if sys.argv[1] == "compare-side":
+        compare_side(sys.argv[2])
+    elif sys.argv[1] == "compare":
+        compare()
+    elif sys.argv[1] == "polygon-side":
         polygon_side(sys.argv[2])
     elif sys.argv[1] == "polygon":
         polygon()
