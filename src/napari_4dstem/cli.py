@@ -214,8 +214,31 @@ def run_warmup(args) -> int:
         total += seconds
         if not args.quiet:
             print(f"{dtype:>8}  {step:<14} {seconds:6.1f} s")
+    total += _warm_napari_shapes(args.quiet)
     print(f"kernels ready ({total:.1f} s)")
     return EXIT_OK
+
+
+def _warm_napari_shapes(quiet: bool) -> float:
+    """When napari is installed, draw every kind of shape a user can (napari's Shapes kernels are
+    numba too: a user's first polygon froze the GUI 21-45 s with a cold cache, #15). In its own
+    process: the command line never imports napari. Returns the seconds it took (0 without napari)."""
+    import importlib.util
+    import subprocess
+    import time
+
+    if importlib.util.find_spec("napari") is None:
+        return 0.0
+    t0 = time.perf_counter()
+    run = subprocess.run(
+        [sys.executable, "-m", "napari_4dstem.widgets._shapes_warm"], capture_output=True, text=True, check=False
+    )
+    seconds = time.perf_counter() - t0
+    if run.returncode != 0:
+        print(f"napari shapes not warmed: {run.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+    elif not quiet:
+        print(f"{'napari':>8}  {'shapes':<14} {seconds:6.1f} s")
+    return seconds
 
 
 # -- virtual / calibrate / dpc (analysis; the functions live in napari_4dstem.analysis) --------

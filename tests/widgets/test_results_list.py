@@ -13,7 +13,10 @@ from napari_4dstem.io import emd
 from napari_4dstem.pipelines import DiskDetectionParams, ProbeSource, StrainParams, run_strain
 from napari_4dstem.simulation.samples import make_strained_crystal
 from napari_4dstem.widgets._results import set_results_viewer
+from napari_4dstem.widgets.bragg import BraggStrainWidget  # imported at collection, not in a test's GUI time
+from napari_4dstem.widgets.orientation import OrientationWidget
 from napari_4dstem.widgets.results_list import ResultsListWidget, session_results
+from napari_4dstem.widgets.virtual import VirtualImagingWidget
 
 pytestmark = pytest.mark.gui
 
@@ -49,7 +52,7 @@ def test_results_dock_lists_saves_copies_and_recomputes(
     # show: strain channels to the real-space viewer, the Bragg vector map and peaks to the main one
     # Show makes the layers' data in a worker; napari adds the layers on the GUI thread
     assert w.show_result()
-    qtbot.waitUntil(lambda: len(w.shown) > 0, timeout=60000)
+    qtbot.waitUntil(lambda: w.show_done, timeout=60000)
     assert "strain: strain [e_xx]" in results.layers and "strain: bragg_vector_map" in main.layers
     assert main.layers["strain: braggpeaks"].ndim == 4
     # save, copy as Python
@@ -96,7 +99,7 @@ def test_results_dock_without_a_selection_says_so(make_napari_viewer):
     assert w.recompute() is False
 
 
-def test_session_reopens_the_datacube_with_its_calibration(make_napari_viewer, tmp_path, stall_detector):
+def test_session_reopens_the_datacube_with_its_calibration(make_napari_viewer, qtbot, tmp_path, stall_detector):
     import shutil
 
     from napari_4dstem._sample_data import sample_path
@@ -117,9 +120,10 @@ def test_session_reopens_the_datacube_with_its_calibration(make_napari_viewer, t
     shutil.copytree(src.parent, moved)
     other = make_napari_viewer()
     w2 = ResultsListWidget(other)
-    # the session's datacubes open through napari's reader on the GUI thread, as File > Open does
+    # the session's datacubes are read by the plugin's reader in a worker, their layers added after
     with stall_detector.excluded("first layer add"):
         w2.load_session(out, data_folder=moved)
+        qtbot.waitUntil(lambda: w2.loaded is not None, timeout=60000)
     (cube2,) = [lyr for lyr in other.layers if lyr.ndim == 4]
     assert cube2.metadata["napari_4dstem"]["calibration"] == cal
     assert cube2.metadata["napari_4dstem"]["source"] == str(moved / "strained_crystal.h5")
@@ -133,9 +137,6 @@ def test_session_keeps_the_docks_state(make_napari_viewer, qtbot, tmp_path, stal
 
     from napari_4dstem._sample_data import sample_path
     from napari_4dstem.analysis.virtual.detectors import AnnulusDetector
-    from napari_4dstem.widgets.bragg import BraggStrainWidget
-    from napari_4dstem.widgets.orientation import OrientationWidget
-    from napari_4dstem.widgets.virtual import VirtualImagingWidget
 
     main = make_napari_viewer()
     src = tmp_path / "strained_crystal.h5"
@@ -173,6 +174,7 @@ def test_session_keeps_the_docks_state(make_napari_viewer, qtbot, tmp_path, stal
     w2 = ResultsListWidget(other)
     with stall_detector.excluded("first layer add"):
         w2.load_session(out)
+        qtbot.waitUntil(lambda: w2.loaded is not None, timeout=60000)
     assert b2.min_rel.value() == pytest.approx(0.123) and b2.max_peaks.value() == 17
     assert b2.reference_region() == (2, 9, 3, 11)
     v2, o2 = VirtualImagingWidget(other), OrientationWidget(other)  # opened after: restored on opening

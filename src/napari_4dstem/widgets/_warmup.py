@@ -113,10 +113,13 @@ def ensure_warm(dtype=np.uint16) -> None:
 def _napari_shapes(cube):
     """napari triangulates Shapes with numba, compiled per dtype and memory order on first use
     (seconds; a fresh install froze the GUI 4 s at the first Wedge polygon). Build a Shapes model
-    of every detector the docks draw, as they draw it, here in the worker."""
+    of every detector the docks draw, as they draw it, and draw every kind of shape a user can
+    (polygon, ellipse, rectangle, path, line: a user's first polygon froze the GUI 21-45 s, #15),
+    here in the worker."""
     from napari.layers import Shapes
 
     from ..analysis.virtual.detectors import AnnulusDetector, DiskDetector, RectangleDetector, WedgeDetector
+    from ._shapes_warm import warm_drawn_shapes
     from .virtual import detector_to_shapes
 
     dets = (
@@ -129,6 +132,7 @@ def _napari_shapes(cube):
         data, types = detector_to_shapes(det)
         for arrays in (data, [np.asfortranarray(a) for a in data]):
             Shapes(list(zip(arrays, types, strict=True)))
+    warm_drawn_shapes()
 
 
 def _imports(cube):

@@ -16,7 +16,7 @@ from typing import Any
 
 import napari
 import numpy as np
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import Napari4DSTEMError
-from ._common import FileJobs, JobRunner
+from ._common import FileJobs, JobRunner, is_deleted
 from ._pipeline import copy_to_clipboard, write_result
 from ._state import dock_states, restore_dock_states
 
@@ -106,6 +106,45 @@ def _layer_data(name: str, res) -> tuple[str, list]:
     return name, items
 
 
+def _read_datacube_files(sources: list[tuple[str, dict]]) -> list[tuple[dict, list]]:
+    """Worker: the layer tuples of each session datacube file, read by this plugin's reader through
+    napari's plugin manager (the datacube lazily), as ``(session entry, [(data, kwargs, kind), ...])``."""
+    import npe2
+
+    out = []
+    for src, entry in sources:
+        try:
+            tuples = npe2.read([src], stack=False, plugin_name="napari-4dstem")
+        except ValueError as e:  # npe2: no reader of this plugin takes the file
+            raise Napari4DSTEMError(f"napari-4dstem cannot read the session's data file {src}: {e}") from None
+        out.append((entry, [tuple(t) + ("image",) * (3 - len(t)) for t in tuples]))
+    return out
+
+
+def _session_layers(entry: dict, tuples: list) -> list[tuple[str, str, Any, dict]]:
+    """Which of a file's layers a loaded session shows, and where: ``("main" | "real", kind, data,
+    kwargs)``. The datacube always; the others only when the saved session had them open (its
+    ``layers``; a session saved without that list: the datacube's diffraction-space layers),
+    diffraction images on the main canvas, scan-space maps on the Real space one as the docks
+    put them (a file's 10 maps landed on the diffraction canvas with napari unit warnings, #15)."""
+    shown = entry.get("layers")
+    out = []
+    for data, kw, kind in tuples:
+        kw = dict(kw)
+        ours = (kw.get("metadata") or {}).get("napari_4dstem", {})
+        is_cube = kind == "image" and np.ndim(data) == 4
+        real = ours.get("kind") == "real_space"
+        if not is_cube:
+            if shown is None and (real or kind != "image"):
+                continue
+            if shown is not None and kw.get("name") not in shown:
+                continue
+        if is_cube and entry.get("name"):
+            kw["name"] = entry["name"]
+        out.append(("real" if real else "main", kind, data, kw))
+    return out
+
+
 class ResultsListWidget(QWidget):
     """Dock: the session's results; show, save, delete, copy as Python; save/load the session."""
 
@@ -145,7 +184,10 @@ class ResultsListWidget(QWidget):
         # Save... and Show read and write files in workers, apart from the Recompute job
         self.file_jobs = FileJobs(self.status, self.jobs.error)
         self.last_saved = None  # the file the last Save... wrote
-        self.shown = []  # the layers the last Show added
+        self.shown = []  # the layers the last Show added (one per event-loop turn)
+        self.show_done = False  # all of them are in
+        self.loaded = None  # the session of the last Load session..., once its layers and docks are back
+        self._adding: dict[str, int] = {}  # the newest batch of layers being added, by purpose
         self.show_btn.clicked.connect(lambda: self.show_result())
         self.save_btn.clicked.connect(lambda: self.save_result())
         self.delete_btn.clicked.connect(lambda: self.delete_result())
@@ -226,16 +268,43 @@ class ResultsListWidget(QWidget):
         return True
 
     def _add_layers(self, prepared) -> None:
+        name, items = prepared
+        self.shown = []
+        self.show_done = False
+
+        def each(layer):
+            self.shown.append(layer)
+            self.status.setText(f"{name}: {len(self.shown)} of {len(items)} layers")
+
+        def then(added):
+            self.status.setText(f"{name}: {len(added)} layers")
+            self.show_done = True
+
+        self._add_in_turns("show", items, each, then)
+
+    def _add_in_turns(self, purpose: str, items: list, each, then) -> None:
+        """Add ``(where, kind, data, kwargs)`` layers one per event-loop turn (napari makes each
+        layer's controls and visual on the GUI thread: 13 strain layers at once held it 8.2 s at
+        load 18, #15), calling ``each(layer)`` after each and ``then(layers)`` after the last. A
+        newer batch of the same purpose stops the older one."""
         from ._results import results_viewer
 
-        name, items = prepared
-        added = []
-        for where, kind, data, kw in items:
+        gen = self._adding[purpose] = self._adding.get(purpose, 0) + 1
+        items, added = list(items), []
+
+        def step():
+            if is_deleted(self) or self._adding.get(purpose) != gen:
+                return
+            if not items:
+                then(added)
+                return
+            where, kind, data, kw = items.pop(0)
             target = self.viewer if where == "main" else results_viewer(self.viewer)
-            add = target.add_points if kind == "points" else target.add_image
-            added.append(add(data, **kw))
-        self.shown = added
-        self.status.setText(f"{name}: {len(added)} layers")
+            added.append(getattr(target, f"add_{kind}")(data, **kw))
+            each(added[-1])
+            QTimer.singleShot(0, step)
+
+        QTimer.singleShot(0, step)
 
     def save_result(self, path: str | Path | None = None) -> bool:
         """Write the selected result to EMD in a worker (asks for the path when none is
@@ -289,7 +358,9 @@ class ResultsListWidget(QWidget):
 
     def load_session(self, path: str | Path | None = None, *, data_folder: str | Path | None = None):
         """Load a session file: its results are listed as recipes (Recompute makes them);
-        ``data_folder``: where the input files sit now, when they moved."""
+        ``data_folder``: where the input files sit now, when they moved. The session's datacube
+        files are read in a worker and their layers added one per event-loop turn; the docks'
+        states are restored after (``loaded`` is the session then). Returns the session."""
 
         def load(path):
             from ..pipelines import Session
@@ -302,11 +373,25 @@ class ResultsListWidget(QWidget):
             if data_folder is not None:
                 session = session.relocated(data_folder)
             self.store.replace_session(session)
-            opened = self._open_datacubes(session.settings.get("datacubes") or [], data_folder)
-            restore_dock_states(self.viewer, session.settings.get("docks") or {})
-            self.status.setText(
-                f"loaded {len(session.entries)} results from {Path(path).name}: recipes only, "
-                "Recompute makes them" + (f"; opened {', '.join(opened)}" if opened else "")
+            self.loaded = None
+            todo = self._datacubes_to_open(session.settings.get("datacubes") or [], data_folder)
+
+            def finish(opened=(), session=session, path=path):
+                restore_dock_states(self.viewer, session.settings.get("docks") or {})
+                self.status.setText(
+                    f"loaded {len(session.entries)} results from {Path(path).name}: recipes only, "
+                    "Recompute makes them" + (f"; opened {', '.join(opened)}" if opened else "")
+                )
+                self.loaded = session
+
+            if not todo:
+                finish()
+                return session
+            self.file_jobs.run(
+                _read_datacube_files,
+                todo,
+                desc=f"opening {', '.join(Path(src).name for src, _ in todo)}",
+                on_done=lambda read: self._add_datacubes(read, finish),
             )
             return session
 
@@ -315,23 +400,29 @@ class ResultsListWidget(QWidget):
     # -- the workspace: the open datacubes with their calibration ---------------------------------
     def _datacube_settings(self) -> list[dict[str, Any]]:
         from .._layers import calibration_from_layer_meta
+        from ._results import results_viewer
 
         out = []
         for lyr in self.viewer.layers:
             ours = (lyr.metadata or {}).get("napari_4dstem", {})
             if getattr(lyr, "ndim", 0) == 4 and ours.get("source"):
                 cal = calibration_from_layer_meta({"metadata": lyr.metadata, "scale": lyr.scale, "units": lyr.units})
-                out.append({"name": lyr.name, "source": str(ours["source"]), "calibration": cal.to_dict()})
+                src = str(ours["source"])
+                # the file's other layers open now (its maps, probe): a loaded session shows those only
+                shown = [
+                    other.name
+                    for v in (self.viewer, results_viewer(self.viewer, create=False))
+                    if v is not None
+                    for other in v.layers
+                    if other is not lyr and str((other.metadata or {}).get("napari_4dstem", {}).get("source")) == src
+                ]
+                out.append({"name": lyr.name, "source": src, "calibration": cal.to_dict(), "layers": shown})
         return out
 
-    def _open_datacubes(self, entries, data_folder) -> list[str]:
-        """Open the session's datacubes that are not open yet, with the session's calibration
-        (a per-pattern origin map is not in the session: calibrate again or load its JSON)."""
-        from ..data.calibration import Calibration
-        from ..plugin_api import set_layer_calibration
-
+    def _datacubes_to_open(self, entries, data_folder) -> list[tuple[str, dict]]:
+        """The session's datacube files that are not open yet, as ``(path, entry)``."""
         open_sources = {str((lyr.metadata or {}).get("napari_4dstem", {}).get("source")) for lyr in self.viewer.layers}
-        opened = []
+        todo = []
         for d in entries:
             src = Path(d["source"])
             if data_folder is not None:
@@ -340,12 +431,35 @@ class ResultsListWidget(QWidget):
                 continue
             if not src.exists():
                 raise Napari4DSTEMError(f"the session's data file {src} is not there (give the data folder)")
-            layers = self.viewer.open(str(src), plugin="napari-4dstem")
-            cube = next((lyr for lyr in layers if lyr.ndim == 4), None)
-            if cube is not None and d.get("calibration"):
-                set_layer_calibration(self.viewer, cube, Calibration.from_dict(d["calibration"]))
-            opened.append(src.name)
-        return opened
+            todo.append((str(src), d))
+        return todo
+
+    def _add_datacubes(self, read, finish) -> None:
+        """GUI thread: add the layers read in the worker, one per turn, with the session's
+        calibration on each datacube (a per-pattern origin map is not in the session: calibrate
+        again or load its JSON); then ``finish(opened names)``."""
+        from ..data.calibration import Calibration
+        from ..plugin_api import set_layer_calibration
+
+        items, cals = [], []  # cals: the session's calibration of each datacube item, else None
+        for entry, tuples in read:
+            for item in _session_layers(entry, tuples):
+                items.append(item)
+                is_cube = item[1] == "image" and np.ndim(item[2]) == 4
+                cals.append(entry.get("calibration") if is_cube else None)
+        opened = [Path(entry["source"]).name for entry, _ in read]
+        cals.reverse()
+
+        def each(layer):
+            cal = cals.pop()
+            if cal:
+                set_layer_calibration(self.viewer, layer, Calibration.from_dict(cal))
+
+        def then(added):
+            self.status.setText(f"opened {len(added)} layers")
+            finish(opened)
+
+        self._add_in_turns("load", items, each, then)
 
     def recompute(self) -> bool:
         """Make the selected result again from its input file, in a worker."""

@@ -459,12 +459,13 @@ class SeriesWidget(DockState, QWidget):
         self._compare_cal = datasets[0][2]
         self.compare_images = {}
         self._compare_names = [name for name, _, _ in datasets]
-        model = self._compare_viewer()
-        for lyr in list(model.layers):  # a new grid: the old tiles go
-            model.layers.remove(lyr)
+        # busy at once, the job started; the Compare canvas (a second napari canvas, 1.5-1.9 s of
+        # GUI at load 17 when first made, #15) is made or cleared on the next event-loop turn
         self.status.setText(f"compare grid: 0 of {len(datasets)} images")
         self.compare_cancel.setEnabled(True)
         self.compare_btn.setEnabled(False)
+        self._compare_canvas_ready = False
+        QTimer.singleShot(0, guarded(self, self._prepare_compare_canvas))
         self._compare_worker = create_worker(
             compare_job,
             datasets,
@@ -487,8 +488,18 @@ class SeriesWidget(DockState, QWidget):
             show_embedded(self._compare_model)
         return self._compare_model
 
+    def _prepare_compare_canvas(self) -> None:
+        """The Compare canvas shown and emptied for a new grid (once per grid)."""
+        if getattr(self, "_compare_canvas_ready", True):
+            return
+        self._compare_canvas_ready = True
+        model = self._compare_viewer()
+        for lyr in list(model.layers):  # a new grid: the old tiles go
+            model.layers.remove(lyr)
+
     def _on_tile(self, item) -> None:
         """One image of the grid is in: its own layer, placed at its cell, its own contrast."""
+        self._prepare_compare_canvas()
         i, name, img = item
         _, cols, ny, nx = self._compare_cells
         r, c = divmod(i, cols)
