@@ -17,6 +17,8 @@ import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from ._common import watch_dock
+
 # key -> what it does (bound by ``bind_workspace_keys``)
 WORKSPACE_KEYS: dict[str, str] = {
     "Space": "play / stop a raster path over the scan (from the current position)",
@@ -141,6 +143,7 @@ class KeymapWidget(QWidget):
 
     def __init__(self, viewer=None, parent: QWidget | None = None):
         super().__init__(parent)
+        watch_dock(self)  # placed in napari's window with our other docks; cleaned up when napari closes it
         rows = keymap_rows()
         self.table = QTableWidget(len(rows), 2)
         self.table.setHorizontalHeaderLabels(["key", "what it does"])

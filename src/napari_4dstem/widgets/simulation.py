@@ -41,7 +41,7 @@ from qtpy.QtWidgets import (
 from ..analysis.crystal.structure import BUNDLED_CRYSTALS
 from ..engine.jobs import Progress
 from ..errors import Napari4DSTEMError
-from ._common import JobRunner, PartialMaps, guarded, models_changed
+from ._common import JobRunner, PartialMaps, guarded, models_changed, watch_dock
 from ._forms import folder_row, job_row, scroll_contents, spin, spin_range
 from ._plot import TrainingPlot
 from ._state import DockState, register_dock
@@ -125,6 +125,7 @@ class SimulationTrainingWidget(DockState, QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        watch_dock(self)  # placed in napari's window with our other docks; cleaned up when napari closes it
         self.viewer = viewer
         self.preview_result = None
         self.sim_result = None

@@ -55,7 +55,7 @@ from ..data.datacube import DataCube
 from ..errors import Napari4DSTEMError
 from ..pipelines import VirtualResult
 from ..plugin_api import publish_virtual_image
-from ._common import CubePicker, JobRunner, LatestRunner, ThrottledBar, guarded, holds_data, scan_position
+from ._common import CubePicker, JobRunner, LatestRunner, ThrottledBar, guarded, holds_data, scan_position, watch_dock
 from ._detectors import DetectorToolbar, ExtraDetectors, image_of
 from ._forms import scroll_contents
 from ._pipeline import PipelineActions, layer_source
@@ -504,12 +504,11 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        watch_dock(self)  # placed in napari's window with our other docks; cleaned up when napari closes it
         self.viewer = viewer
         self._worker = None
         self._dropped_job = None  # a live job for a closed (or replaced) dataset: its steps are dropped
         self._closed = False  # closeEvent ran (napari keeps the widget: is_deleted stays False)
-        self._dock_watched = False
-        QTimer.singleShot(0, guarded(self, self._watch_dock))  # napari docks it in this turn
         self._pending: Detector | None = None
         self._shown = False  # the running job has shown its first image
         self._first_soon = False  # ... and its first image is due soon (see _request)
@@ -2235,27 +2234,6 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         """The BF detector on the detected disk, and the views reset."""
         self.apply_preset("BF")
         self.viewer.reset_view()
-
-    def showEvent(self, event) -> None:
-        super().showEvent(event)
-        self._watch_dock()
-
-    def _watch_dock(self) -> None:
-        if not self._dock_watched:
-            # napari removes a dock (its close button, remove_dock_widget) without closing the
-            # widget in it: the dock's end runs the clean-up (keys, jobs, deferred outline; review)
-            from qtpy.QtWidgets import QDockWidget
-
-            w = self.parentWidget()
-            while w is not None and not isinstance(w, QDockWidget):
-                w = w.parentWidget()
-            if w is not None:
-                self._dock_watched = True
-                w.destroyed.connect(guarded(self, self._on_dock_removed))
-
-    def _on_dock_removed(self, *_) -> None:
-        if not self._closed:
-            self.close()
 
     def closeEvent(self, event) -> None:
         self._closed = True
