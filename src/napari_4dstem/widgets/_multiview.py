@@ -286,6 +286,17 @@ def _camera(model):
     return scene.camera if scene is not None and hasattr(scene, "camera") else model.camera
 
 
+def canvas_key_events(main_viewer):
+    """The key-press events of ``main_viewer``'s canvas (vispy's, which napari's key handler
+    reads, also for keys a dock passes on), or None without a Qt window. A key napari cannot bind
+    (a typed "+") is read here; handlers set ``event.handled``."""
+    base = getattr(main_viewer, "__wrapped__", main_viewer)
+    try:
+        return base.window._qt_viewer.canvas._scene_canvas.events.key_press
+    except AttributeError:
+        return None
+
+
 def _draw_event(canvas):
     """The draw event of napari's canvas (its private vispy ``SceneCanvas``): AttributeError
     where napari lays it out otherwise."""

@@ -597,6 +597,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             sb.setKeyboardTracking(False)
             sb.setEnabled(False)
         self._cal_px: float | None = None  # calibrated units per detector pixel
+        self._cal_unit: str | None = None  # the unit the calibrated rows are labelled in
         # the centre in calibrated units too, from the pattern origin (calibrated, else the BF disk)
         self.cy_cal, self.cx_cal = QDoubleSpinBox(), QDoubleSpinBox()
         for sb in (self.cy_cal, self.cx_cal):
@@ -831,6 +832,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self.progress.reset()
             self.cancel_btn.setEnabled(False)
         if self.layer is None:
+            self._drop_dataset_layers()
             return
         try:
             dc = self.datacube()[0]
@@ -1318,17 +1320,24 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         except Napari4DSTEMError:
             px, unit = (cal.k_pixel_size, cal.k_units) if cal.k_pixel_size else (None, "")
         self._cal_px = px
-        for sb in (self.r_in_cal, self.r_out_cal):
+        # uncalibrated data: the calibrated rows are hidden, not shown a second time in px (the
+        # form read "inner radius [px]" twice, "centre k_y [px]" and "centre k_y [px from
+        # origin]": UX audit, #15); a row's visibility is set only when it changes (a relayout)
+        for sb in (self.r_in_cal, self.r_out_cal, self.cy_cal, self.cx_cal):
             sb.setEnabled(px is not None)
-            label = self._form.labelForField(sb)
-            if label is not None:
-                label.setText(f"{'inner' if sb is self.r_in_cal else 'outer'} radius [{unit or 'px'}]")
+            if self._form.isRowVisible(sb) != (px is not None):
+                self._form.setRowVisible(sb, px is not None)
+        if px is not None and unit != self._cal_unit:
+            self._cal_unit = unit
+            for sb in (self.r_in_cal, self.r_out_cal):
+                label = self._form.labelForField(sb)
+                if label is not None:
+                    label.setText(f"{'inner' if sb is self.r_in_cal else 'outer'} radius [{unit}]")
+            for sb, axis in ((self.cy_cal, "k_y"), (self.cx_cal, "k_x")):
+                label = self._form.labelForField(sb)
+                if label is not None:
+                    label.setText(f"centre {axis} [{unit} from origin]")
         oy, ox = self._origin()
-        for sb, axis in ((self.cy_cal, "k_y"), (self.cx_cal, "k_x")):
-            sb.setEnabled(px is not None)
-            label = self._form.labelForField(sb)
-            if label is not None:
-                label.setText(f"centre {axis} [{unit or 'px'} from origin]")
         if px is not None:
             for sb, v in (
                 (self.r_in_cal, self.r_in.value()),
@@ -1530,6 +1539,26 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         """The sum image's layer on the Real space canvas (None when there is none)."""
         rv = self.realspace.viewer(create=False)
         return rv.layers[SUM_LAYER] if rv is not None and SUM_LAYER in rv.layers else None
+
+    def _drop_dataset_layers(self) -> None:
+        """No 4D dataset is open any more (the one shown was closed): the layers that only make
+        sense with it go, the detector's outline and the extra detectors' on the pattern canvas,
+        their images and the live image on the Real space canvas (they stayed, showing a closed
+        file: UX audit, #15). Analysis maps and kept results stay: they are results."""
+        self.extras.clear()  # their outlines, and with them their images (ExtraDetectors._on_removed)
+        self._shapes_due = None
+        gone = []
+        if DETECTOR_LAYER in self.viewer.layers:
+            self._unbind_layer_keys()
+            self.viewer.layers.remove(DETECTOR_LAYER)
+            gone.append(DETECTOR_LAYER)
+        rv = self.realspace.viewer(create=False)
+        for name in (self.realspace.name, self.realspace.rgb_name):
+            if rv is not None and name in rv.layers:
+                rv.layers.remove(name)
+                gone.append(name)
+        if gone:
+            self.status.setText("the dataset was closed: its detector and images were removed")
 
     def _stop_sum_follow(self, remove: bool = False) -> None:
         """The user set a detector: its image is the one shown; the sum image stops filling in on
