@@ -651,7 +651,7 @@ class SimulationTrainingWidget(DockState, QWidget):
         if self._plot_dock is not None:
             try:
                 self.viewer.window.remove_dock_widget(self._plot_dock)
-            except (RuntimeError, KeyError, ValueError):
+            except (RuntimeError, KeyError, ValueError, AttributeError):  # AttributeError: napari closing its window
                 pass
             self._plot_dock = None
         super().closeEvent(event)
