@@ -263,3 +263,56 @@ def test_cancel_of_the_opening_exact_job_does_not_start_the_presets_pass(
     qtbot.waitUntil(lambda: w._worker is None, timeout=30000)
     qtbot.wait(200)
     assert w._preset_worker is None and w._presets_after is None
+
+
+# -- UX audit defect 15: smaller items -------------------------------------------------------
+
+
+def test_closing_the_dataset_removes_the_layers_that_only_made_sense_with_it(virtual_dock, qtbot, stall_detector):
+    """The detector outline, an extra detector and their images stayed on both canvases after
+    the dataset was closed (UX audit, session 12, defect 15); a new dataset gets its own again."""
+    from napari_4dstem.widgets._results import results_viewer
+
+    viewer, w = virtual_dock
+    name = w.extras.add(w._last_detector)
+    rv = results_viewer(viewer, create=False)
+    qtbot.waitUntil(lambda: f"virtual: {name}" in rv.layers, timeout=20000)
+    assert {DETECTOR_LAYER, name} <= {lyr.name for lyr in viewer.layers}
+    assert "virtual image" in rv.layers
+    viewer.layers.remove("strained_crystal")
+    stall_detector.step()
+    qtbot.waitUntil(lambda: DETECTOR_LAYER not in viewer.layers, timeout=5000)
+    qtbot.wait(100)
+    assert not {DETECTOR_LAYER, name} & {lyr.name for lyr in viewer.layers}
+    assert not {"virtual image", f"virtual: {name}"} & {lyr.name for lyr in rv.layers}
+    assert "probe" in viewer.layers  # the sample's own probe image is the user's, not derived
+    with stall_detector.excluded("first layer add"):
+        viewer.open_sample("napari-4dstem", "strained_crystal")
+    qtbot.waitUntil(lambda: w.last_image is not None and w._worker is None, timeout=20000)
+    qtbot.waitUntil(lambda: DETECTOR_LAYER in viewer.layers and "virtual image" in rv.layers, timeout=20000)
+
+
+def test_uncalibrated_data_shows_each_pixel_field_once(make_napari_viewer, qtbot, stall_detector):
+    """On data without a detector calibration the form showed the calibrated rows labelled in
+    px too: "inner radius [px]" twice, "outer radius [px]" twice (UX audit, defect 15)."""
+    import numpy as np
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(5)
+    with stall_detector.excluded("first layer add"):
+        viewer.add_image(rng.random((8, 8, 32, 32), dtype=np.float32), name="plain")
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    qtbot.waitUntil(lambda: w.last_image is not None and w._worker is None, timeout=20000)
+    form = w._form
+    labels = []
+    for i in range(form.rowCount()):
+        item = form.itemAt(i, form.ItemRole.LabelRole)
+        field = form.itemAt(i, form.ItemRole.FieldRole)
+        if item is None or item.widget() is None or field is None or field.widget() is None:
+            continue
+        if form.isRowVisible(i):
+            labels.append(item.widget().text())
+    px = [t for t in labels if "[px" in t]
+    assert px, labels
+    assert len(px) == len(set(px)), f"pixel fields labelled twice: {labels}"
+    assert not any(sb.isVisibleTo(w) for sb in (w.r_in_cal, w.r_out_cal, w.cy_cal, w.cx_cal))

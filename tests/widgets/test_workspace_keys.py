@@ -148,3 +148,41 @@ def test_export_the_datacube_after_a_warning_with_its_size(widget, qtbot, tmp_pa
     # the calibration goes with it (EMD): the k pixel size of the sample
     assert back.calibration.k_pixel_size == pytest.approx(w.datacube()[1].k_pixel_size)
     assert "wrote the datacube" in w.status.text()
+
+
+def test_a_typed_plus_grows_the_detector_and_the_keymap_lists_it(widget, qtbot, stall_detector):
+    """UX audit, session 12: "=" and "Shift-=" were bound, but a typed + (Qt's Key_Plus: the
+    keypad's, a layout's + key, Shift and = on a US keyboard) reached napari as a key app_model
+    cannot name and grew nothing. Real Qt key events on napari's canvas here."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    viewer, w = widget
+    canvas = viewer.window._qt_viewer.canvas.native
+
+    def settled():
+        qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
+
+    def key(k, mods=Qt.KeyboardModifier.NoModifier):
+        QTest.keyClick(canvas, k, mods)
+        stall_detector.step()
+
+    r0 = w._last_detector.radius_px
+    key(Qt.Key.Key_Plus)  # the keypad's or a layout's + key
+    settled()
+    assert w._last_detector.radius_px == pytest.approx(r0 + 1)
+    key(Qt.Key.Key_Plus, Qt.KeyboardModifier.ShiftModifier)  # Shift and = on a US keyboard: as Shift-=
+    settled()
+    assert w._last_detector.radius_px == pytest.approx(r0 + 6)
+    key(Qt.Key.Key_Underscore, Qt.KeyboardModifier.ShiftModifier)  # Shift and -: as Shift--
+    settled()
+    assert w._last_detector.radius_px == pytest.approx(r0 + 1)
+    key(Qt.Key.Key_Equal)  # napari's own binding still works beside it
+    settled()
+    assert w._last_detector.radius_px == pytest.approx(r0 + 2)
+    assert "+" in dict(keymap_rows())
+    # the closed dock's handler goes with it
+    w.close()
+    key(Qt.Key.Key_Plus)
+    qtbot.wait(100)
+    assert w._last_detector.radius_px == pytest.approx(r0 + 2)

@@ -143,7 +143,11 @@ def _check_fits(qw, qtbot, docks) -> None:
     qw.resize(*SCREEN)
     qtbot.wait(50)
     assert (qw.width(), qw.height()) == SCREEN
-    bad = [b for d in docks for b in _unreachable(d, qtbot)]
+    bad = []
+    for d in docks:
+        d.raise_()  # our form docks share one tab group: each is checked as its tab shows it
+        qtbot.wait(10)
+        bad += _unreachable(d, qtbot)
     assert not bad, "\n".join(bad)
 
 
@@ -168,3 +172,63 @@ def test_the_workspace_fits_a_1920_by_1080_screen_with_every_dock(make_napari_vi
         print(f"+ {name}: window {qw.width()}x{qw.height()}, at least {qw.minimumSizeHint()}")
         _check_fits(qw, qtbot, [vdock, rdock, dock])
         main.window.remove_dock_widget(dock)
+
+
+# the Real space canvas and the Result pane's: napari's canvas widget inside each dock
+def _canvas_heights(main) -> dict[str, int]:
+    from napari_4dstem.widgets._multiview import EmbeddedViewer
+
+    qw = main.window._qt_window
+    out = {}
+    for ev in qw.findChildren(EmbeddedViewer):
+        if ev.isVisible() and ev.qt_viewer is not None:
+            out[ev.model.title] = ev.qt_viewer.canvas.native.height()
+    return out
+
+
+ALL_DOCKS = (
+    *OTHERS,
+    "Series, compare and watch",
+    "Keyboard shortcuts",
+    "Results",
+    "Scan shape",
+    "Open raw binary file",
+)
+
+
+def test_every_dock_open_at_once_keeps_the_window_on_a_1920_by_1080_screen(make_napari_viewer, qtbot, stall_detector):
+    """UX audit defect 10: with many of our docks open at once, napari stacked each under the
+    others: the window grew to 1827 x 2450 px here (2630 px in the audit), each dock a strip.
+    Now our form docks of an area share one tab group (the newest raised) and the Result pane
+    sits under the Real space canvas: both canvases keep 200 px of height at least."""
+    main = make_napari_viewer(show=True)
+    qw = main.window._qt_window
+    with stall_detector.excluded("first layer add"):
+        main.open_sample("napari-4dstem", "polycrystal_au")
+    vdock, v = main.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    qtbot.waitUntil(lambda: v.last_image is not None and v._worker is None, timeout=60000)
+    qtbot.waitUntil(lambda: REAL_SPACE_DOCK in main.window.dock_widgets, timeout=10000)
+    docks = [vdock]
+    for name in ALL_DOCKS:
+        dock, _ = main.window.add_plugin_dock_widget("napari-4dstem", name)
+        docks.append(dock)
+        qtbot.wait(20)
+        # the dock just opened is in front (a user opening it wants to see it)
+        assert dock.isVisible() and not dock.visibleRegion().isEmpty(), name
+    qtbot.wait(100)
+    hint = qw.minimumSizeHint()
+    print(f"{len(docks)} docks: window {qw.width()}x{qw.height()}, at least {hint.width()}x{hint.height()}")
+    assert qw.width() <= SCREEN[0] and qw.height() <= SCREEN[1], f"window {qw.width()}x{qw.height()}"
+    assert hint.width() <= SCREEN[0] and hint.height() <= SCREEN[1]
+    heights = _canvas_heights(main)
+    print("canvas heights", heights)
+    assert set(heights) >= {REAL_SPACE_DOCK, "Result"}, heights
+    assert min(heights.values()) >= 200, heights
+    # as a maximized window, too; and every dock can be brought to the front
+    qw.resize(*SCREEN)
+    qtbot.wait(50)
+    assert min(_canvas_heights(main).values()) >= 200
+    for d in docks:
+        d.raise_()
+        qtbot.wait(5)
+        assert d.isVisible() and not d.visibleRegion().isEmpty(), d.windowTitle()

@@ -7,7 +7,7 @@ import time
 import weakref
 
 import numpy as np
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QEvent, QObject, Signal
 from qtpy.QtWidgets import QComboBox
 
 from .._layers import calibration_from_layer_meta
@@ -782,3 +782,206 @@ class LatestRunner:
         self._next = None
         if self.worker is not None:
             self.worker.await_workers(msecs=5000)
+
+
+# -- a dock's life in napari's window -------------------------------------------------------------
+
+
+class _DockWatch(QObject):
+    """Event filter of a dock widget of ours (:func:`watch_dock`)."""
+
+    def __init__(self, widget, kind: str):
+        super().__init__(widget)
+        self._kind = kind
+        self._dock = None
+        self.released = False  # the widget's handlers on the viewer were dropped
+        widget.installEventFilter(self)
+
+    def eventFilter(self, obj, event):
+        t = event.type()
+        if t in (QEvent.Type.ParentChange, QEvent.Type.Show) and self._dock is None:
+            self._find_dock(obj)
+        elif t == QEvent.Type.Close and not self.released:
+            self.released = True
+            release_viewer_handlers(obj)
+        return False
+
+    def _find_dock(self, widget) -> None:
+        from qtpy.QtWidgets import QDockWidget
+
+        w = widget.parentWidget()
+        while w is not None and not isinstance(w, QDockWidget):
+            w = w.parentWidget()
+        if w is None:
+            return
+        self._dock = w
+        from ._multiview import place_dock
+
+        kind = self._kind
+        if w.parent() is not None and hasattr(w.parent(), "dockWidgetArea"):
+            place_dock(w, kind)  # already in the window (a dock made before the watch)
+        else:
+            # napari adds the dock to its window next: placed then, inside addDockWidget, before
+            # the window lays itself out at the size of stacked docks
+            w.dockLocationChanged.connect(guarded(w, lambda *_: place_dock(w, kind)))
+        # napari removes a dock (its close button, remove_dock_widget) without closing the widget
+        # in it (it unparents the widget and deletes the dock): the dock's end closes the widget
+        w.destroyed.connect(guarded(widget, lambda *_: _dock_removed(widget)))
+
+
+def _dock_removed(widget) -> None:
+    watch = widget.findChild(_DockWatch)
+    if watch is not None and watch.released:
+        return  # closed already
+    widget.close()
+
+
+def watch_dock(widget, kind: str = "form") -> None:
+    """Look after ``widget``'s dock in napari's main window; call from its ``__init__``.
+
+    - placing: once napari has put the dock in its window, it joins the tab group of our other
+      dock forms of that area, raised (``kind="form"``), or goes under the Real space canvas
+      (``kind="canvas"``: the Result pane), so more docks keep the window within the screen
+      (:func:`._multiview.place_dock`);
+    - closing: napari's dock close (its title bar's close button, ``remove_dock_widget``) never
+      calls the widget's ``closeEvent``; here the dock's end closes the widget, so its
+      ``closeEvent`` stops its jobs and timers, and every handler of the widget on the viewer's
+      events (layers, dims, the plugin's events, key bindings, mouse callbacks) is dropped
+      (:func:`release_viewer_handlers`), also when the widget is closed otherwise.
+    """
+    if widget.findChild(_DockWatch) is None:
+        _DockWatch(widget, kind)
+
+
+def _owned_by(obj, widget) -> bool:
+    """Whether ``obj`` is ``widget``, a Qt object inside it, or a helper object of ours that holds
+    it (a detector list, a runner): the owners of callbacks that must go with the dock."""
+    if obj is None:
+        return False
+    if obj is widget:
+        return True
+    if isinstance(obj, QObject):
+        try:
+            p = obj.parent()
+            while p is not None:
+                if p is widget:
+                    return True
+                p = p.parent()
+        except RuntimeError:  # deleted
+            return False
+        return False
+    if type(obj).__module__.startswith("napari_4dstem") and hasattr(obj, "__dict__"):
+        return any(v is widget for v in vars(obj).values())
+    return False
+
+
+def _callback_owners(cb, depth: int = 0):
+    """The objects a callback acts for: a bound method's object, napari's weak ``(obj, name)``
+    pair's object, what a closure (``guarded``, a lambda) or a ``functools.partial`` holds."""
+    import functools
+
+    if isinstance(cb, tuple) and cb and isinstance(cb[0], weakref.ref):
+        yield cb[0]()
+        return
+    deref = getattr(cb, "dereference", None)  # psygnal's weak callback
+    if callable(deref) and not isinstance(cb, functools.partial):
+        try:
+            cb = deref()
+        except Exception:
+            return
+        if cb is None:
+            return
+    if hasattr(cb, "__self__"):
+        yield cb.__self__
+        cb = getattr(cb, "__func__", cb)
+    if isinstance(cb, functools.partial):
+        yield from cb.args
+        yield from _callback_owners(cb.func, depth + 1)
+        return
+    for cell in getattr(cb, "__closure__", None) or ():
+        try:
+            v = cell.cell_contents
+        except ValueError:  # empty cell
+            continue
+        yield v
+        if depth < 2 and callable(v):
+            yield from _callback_owners(v, depth + 1)
+
+
+def _acts_for(cb, widget) -> bool:
+    return any(_owned_by(o, widget) for o in _callback_owners(cb))
+
+
+def _viewer_emitters(viewer):
+    """napari's event emitters of ``viewer`` and of its layers (and of the Real space viewer)."""
+    for model in (viewer, _results_model(viewer)):
+        if model is None:
+            continue
+        for group in (getattr(model, "events", None), model.layers.events, model.dims.events):
+            if group is not None:
+                yield from getattr(group, "emitters", {}).values()
+        for lyr in model.layers:
+            yield from lyr.events.emitters.values()
+
+
+def _results_model(viewer):
+    from ._results import results_viewer
+
+    try:
+        return results_viewer(viewer, create=False)
+    except Exception:
+        return None
+
+
+def release_viewer_handlers(widget) -> int:
+    """Drop every handler ``widget`` (or what it owns) left on its viewer: callbacks of napari's
+    events of the viewer, its layers and the Real space viewer, of the plugin's own events, key
+    bindings and mouse callbacks; stop its Qt timers, cancel the jobs of its ``JobRunner`` objects and drop
+    the requests its ``LatestRunner`` objects still hold (none of this waits). Returns how many handlers went.
+
+    A dock that napari removed without a ``closeEvent`` kept them (the Bragg dock's live disk
+    detection ran again at every scan step after its dock was closed; the Orientation dock
+    followed ``pattern_changed``)."""
+    from qtpy.QtCore import QTimer
+
+    viewer = getattr(widget, "viewer", None)
+    n = 0
+    for timer in widget.findChildren(QTimer):
+        timer.stop()
+    for helper in list(vars(widget).values()):
+        if isinstance(helper, JobRunner):
+            helper.cancel()  # returns at once: the worker closes the job at its next step
+        elif isinstance(helper, LatestRunner):
+            helper._next = None  # the one running ends on its own; no further request starts
+    if viewer is None:
+        return n
+    base = getattr(viewer, "__wrapped__", viewer)
+    for em in _viewer_emitters(base):
+        for cb in list(em.callbacks):
+            if _acts_for(cb, widget):
+                em.disconnect(cb)
+                n += 1
+    from ..plugin_api import events
+
+    ev = events(viewer)
+    for name in ("pattern_changed", "datacube_changed", "calibration_changed", "virtual_image_changed", "result_added"):
+        sig = getattr(ev, name, None)
+        for slot in list(getattr(sig, "_slots", ())):
+            if _acts_for(slot, widget):
+                sig.disconnect(slot.dereference())
+                n += 1
+    for model in (base, _results_model(base)):
+        if model is None:
+            continue
+        for holder in [model, *model.layers]:
+            for key, func in list(getattr(holder, "keymap", {}).items()):
+                if _acts_for(func, widget):
+                    holder.bind_key(key, None)
+                    n += 1
+            for attr in ("mouse_drag_callbacks", "mouse_move_callbacks", "mouse_wheel_callbacks"):
+                lst = getattr(holder, attr, None)
+                for cb in list(lst or ()):
+                    if _acts_for(cb, widget):
+                        lst.remove(cb)
+                        n += 1
+    return n

@@ -17,6 +17,8 @@ import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from ._common import watch_dock
+
 # key -> what it does (bound by ``bind_workspace_keys``)
 WORKSPACE_KEYS: dict[str, str] = {
     "Space": "play / stop a raster path over the scan (from the current position)",
@@ -26,6 +28,15 @@ WORKSPACE_KEYS: dict[str, str] = {
 NAPARI_KEYS: dict[str, str] = {
     "Control-O": "napari: open a file (this plugin's reader takes 4D-STEM files)",
     "Control-S": "napari: save the selected layers (.h5/.emd through this plugin's EMD writer)",
+}
+# keys napari cannot bind: Qt's Key_Plus (the keypad's +, the + key of many layouts, Shift and =
+# on a US keyboard) reaches napari's key handler as vispy's "+", which app_model reads as its
+# UNKNOWN key (``bind_key("+")`` binds nothing), and Shift and - as "_" the same way; so "=" and
+# "Shift-=" were bound, but a typed + grew nothing (UX audit, #15). These are read from the
+# canvas's key events (``_multiview.canvas_key_events``): typed character -> (what, with Shift).
+TYPED_KEYS: dict[str, tuple[str, tuple, tuple]] = {
+    "+": ("detector 1 px larger (the keypad's or a layout's + key; Shift and = : 5 px)", (1.0,), (5.0,)),
+    "_": ("detector 5 px smaller (Shift and -)", (-5.0,), (-5.0,)),
 }
 RASTER_MS = 100  # a raster step every 100 ms (10 positions a second)
 
@@ -113,13 +124,48 @@ def bind_workspace_keys(dock) -> RasterPlayer:
     player = RasterPlayer(dock)
     dock.viewer.bind_key("Space", lambda viewer: player.toggle(), overwrite=True)
     dock.viewer.bind_key("Control-Shift-S", lambda viewer: save_current(dock), overwrite=True)
+    _bind_typed_keys(dock)
     return player
+
+
+def _bind_typed_keys(dock) -> None:
+    """Grow or shrink ``dock``'s detector on the typed keys of ``TYPED_KEYS`` (see there)."""
+    from ._multiview import canvas_key_events
+
+    emitter = canvas_key_events(dock.viewer)
+    if emitter is None:
+        return
+
+    # the Qt key event handled in this event-loop turn: the canvas does not accept it, and napari's
+    # QtViewer, its parent, sends it to the same vispy events again
+    last = [None]
+
+    def on_key(event):
+        key = getattr(getattr(event, "key", None), "name", None)
+        native = getattr(event, "native", None)
+        if key not in TYPED_KEYS or getattr(event, "handled", False) or (native is not None and native is last[0]):
+            return
+        last[0] = native
+        if native is not None:  # the resend is in this dispatch; the next press (a repeat) is not
+            QTimer.singleShot(0, lambda: last.__setitem__(0, None))
+        shift = any(getattr(m, "name", m) == "Shift" for m in getattr(event, "modifiers", ()))
+        _what, plain, shifted = TYPED_KEYS[key]
+        dock.resize_detector(*(shifted if shift else plain))
+        event.handled = True
+
+    emitter.connect(on_key)
+    dock._typed_keys = (emitter, on_key)
 
 
 def unbind_workspace_keys(dock) -> None:
     player = getattr(dock, "raster", None)
     if player is not None:
         player.stop()
+    typed = getattr(dock, "_typed_keys", None)
+    if typed is not None:
+        emitter, on_key = typed
+        emitter.disconnect(on_key)
+        dock._typed_keys = None
     for key in WORKSPACE_KEYS:
         try:
             dock.viewer.bind_key(key, None)
@@ -132,6 +178,7 @@ def keymap_rows() -> list[tuple[str, str]]:
     from .virtual import KEYMAP
 
     rows = [(k, what) for k, (what, _m, _a) in KEYMAP.items()]
+    rows += [(k, what) for k, (what, _p, _s) in TYPED_KEYS.items()]
     rows += list(WORKSPACE_KEYS.items()) + list(NAPARI_KEYS.items())
     return [(k.replace("Control-", "Ctrl+").replace("Shift-", "Shift+"), what) for k, what in rows]
 
@@ -141,6 +188,7 @@ class KeymapWidget(QWidget):
 
     def __init__(self, viewer=None, parent: QWidget | None = None):
         super().__init__(parent)
+        watch_dock(self)  # placed in napari's window with our other docks; cleaned up when napari closes it
         rows = keymap_rows()
         self.table = QTableWidget(len(rows), 2)
         self.table.setHorizontalHeaderLabels(["key", "what it does"])

@@ -99,6 +99,10 @@ class EmbeddedViewer(QWidget):
         # the canvas is what the dock is for: a dock stacked under it (napari puts the next one
         # there) must not squeeze it to nothing now that the controls scroll
         self.qt_viewer.setMinimumHeight(CANVAS_MIN_HEIGHT_PX)
+        # the drawn canvas itself too (it was 196 px of the 200 at the window's minimum: #15)
+        native = getattr(getattr(self.qt_viewer, "canvas", None), "native", None)
+        if native is not None:
+            native.setMinimumHeight(CANVAS_MIN_HEIGHT_PX)
         self.setMinimumWidth(EMBEDDED_MIN_WIDTH_PX)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -162,6 +166,76 @@ def embed_viewer(main_viewer, title: str, *, area: str = "right"):
     return model
 
 
+# the dock widgets of ours placed so far, by kind ("form" or "canvas"), oldest first: a new one
+# goes with them (``place_dock``); a closed dock leaves (weak references)
+_PLACED: dict[str, list] = {"form": [], "canvas": []}
+
+
+def _live_docks(kind: str, qt_window, area) -> list[QDockWidget]:
+    """The docks of ``kind`` placed earlier that are still in ``qt_window``'s ``area`` and not
+    hidden by the user (a dock in the background of a tab group counts), oldest first."""
+    out = []
+    for ref in list(_PLACED[kind]):
+        d = ref()
+        try:
+            alive = d is not None and d.parent() is qt_window
+        except RuntimeError:  # deleted by Qt
+            alive = False
+        if not alive:
+            _PLACED[kind].remove(ref)
+        elif qt_window.dockWidgetArea(d) == area and not d.isFloating() and d.toggleViewAction().isChecked():
+            out.append(d)
+    return out
+
+
+def place_dock(dock: QDockWidget, kind: str = "form") -> None:
+    """Place a dock of ours that napari has just put in its main window, so that opening more
+    docks keeps the window within the screen (UX point 3, audit defect 10).
+
+    napari stacks each new dock of an area under the ones there (``tabify=False`` from its
+    Plugins menu): with 14 docks the window grew to 2450-2630 px tall, each dock a strip and the
+    Real space canvas about 90 px. Here a ``"form"`` dock (an analysis dock) joins the tab group
+    of our form docks already in its area and is raised; a ``"canvas"`` dock (the Result pane)
+    goes under the Real space dock when that is in its area (the two canvases share its column),
+    else it is placed as a form. The first dock of an area stays where napari put it. The only
+    napari internal used is its main window (a ``QMainWindow``): tabifying is Qt's.
+
+    Parameters
+    ----------
+    dock : QDockWidget
+        napari's dock holding our widget, already added to the main window.
+    kind : str
+        ``"form"`` or ``"canvas"``.
+    """
+    qt_window = dock.parent()
+    if not hasattr(qt_window, "tabifyDockWidget") or dock.isFloating():
+        return
+    if any(r() is dock for refs in _PLACED.values() for r in refs):
+        return
+    area = qt_window.dockWidgetArea(dock)
+    if kind == "canvas":
+        real = [
+            d
+            for d in qt_window.findChildren(QDockWidget)
+            if d.windowTitle() == _REAL_SPACE_TITLE and qt_window.dockWidgetArea(d) == area and d.isVisible()
+        ]
+        if real:
+            _PLACED["canvas"].append(weakref.ref(dock))
+            qt_window.splitDockWidget(real[0], dock, Qt.Orientation.Vertical)
+            h = max(real[0].height(), 2 * CANVAS_MIN_HEIGHT_PX)
+            qt_window.resizeDocks([real[0], dock], [h // 2, h - h // 2], Qt.Orientation.Vertical)
+            return
+    others = _live_docks("form", qt_window, area)
+    _PLACED["form"].append(weakref.ref(dock))
+    if others:
+        qt_window.tabifyDockWidget(others[-1], dock)
+        dock.show()
+        dock.raise_()
+
+
+_REAL_SPACE_TITLE = "Real space"  # _results.REAL_SPACE_DOCK (not imported: _results imports this module)
+
+
 def make_embedded(main_viewer, title: str):
     """``(ViewerModel, EmbeddedViewer)``: a second napari canvas for a widget of ``main_viewer``'s
     window (scale bar on), closed with that window; the caller places the widget."""
@@ -213,6 +287,17 @@ def _camera(model):
     """A viewer model's camera (``scene.camera`` since napari 0.9, ``camera`` before)."""
     scene = getattr(model, "scene", None)
     return scene.camera if scene is not None and hasattr(scene, "camera") else model.camera
+
+
+def canvas_key_events(main_viewer):
+    """The key-press events of ``main_viewer``'s canvas (vispy's, which napari's key handler
+    reads, also for keys a dock passes on), or None without a Qt window. A key napari cannot bind
+    (a typed "+") is read here; handlers set ``event.handled``."""
+    base = getattr(main_viewer, "__wrapped__", main_viewer)
+    try:
+        return base.window._qt_viewer.canvas._scene_canvas.events.key_press
+    except AttributeError:
+        return None
 
 
 def _draw_event(canvas):

@@ -44,6 +44,7 @@ from ._common import (
     PartialMaps,
     responsive_chunk,
     scan_position,
+    watch_dock,
 )
 from ._forms import form, group, row, scroll_contents
 from ._nn_common import (
@@ -220,6 +221,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        watch_dock(self)  # placed in napari's window with our other docks; cleaned up when napari closes it
         self.viewer = viewer
         self.template = None
         self.peaks = None  # BraggPeaks of the whole scan

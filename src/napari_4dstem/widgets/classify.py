@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker, JobRunner, PartialMaps, responsive_chunk, scan_position
+from ._common import CubePicker, JobRunner, PartialMaps, responsive_chunk, scan_position, watch_dock
 from ._forms import scroll_contents
 from ._pipeline import PipelineActions, layer_source
 from ._results import results_viewer
@@ -104,6 +104,7 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        watch_dock(self)  # placed in napari's window with our other docks; cleaned up when napari closes it
         self.viewer = viewer
         self.result = None  # Classification
         self.pipeline = None  # its pipelines.ClassificationResult (Save result..., Copy as Python)

@@ -44,7 +44,7 @@ from ..pipelines import (  # at import: the dock's opening, not a click
     CalibrationParams,
     iter_calibrate,
 )
-from ._common import CubePicker, JobRunner, LatestRunner
+from ._common import CubePicker, JobRunner, LatestRunner, watch_dock
 from ._forms import form, group, row, scroll_contents
 from ._pipeline import PipelineActions, layer_source, tag_layer
 from ._results import color_wheel, results_viewer, show_map, show_vectors
@@ -139,6 +139,7 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        watch_dock(self)  # placed in napari's window with our other docks; cleaned up when napari closes it
         self.viewer = viewer
         self.origin = None  # RealSpaceMap of the measured origin
         self.origin_fit = None  # OriginFit

@@ -13,6 +13,8 @@ import traceback
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QHBoxLayout, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
+from ._common import watch_dock
+
 
 class _Log(QObject):
     added = Signal(str)
@@ -48,6 +50,7 @@ class LogWidget(QWidget):
 
     def __init__(self, viewer=None, parent: QWidget | None = None):
         super().__init__(parent)
+        watch_dock(self)  # placed in napari's window with our other docks; cleaned up when napari closes it
         self.text = QPlainTextEdit()
         self.text.setReadOnly(True)
         self.text.setPlaceholderText("errors of the napari-4dstem docks appear here, with tracebacks")

@@ -40,6 +40,7 @@ from ._common import (
     PartialMaps,
     models_changed,
     scan_position,
+    watch_dock,
 )
 from ._forms import form, row, scroll_contents
 from ._nn_common import NN_BLOCK, ModelPicker, nn_pattern_job, nn_scan_chunk, threshold_boxes
@@ -84,6 +85,7 @@ class NNDiskWidget(PipelineActions, DockState, QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        watch_dock(self)  # placed in napari's window with our other docks; cleaned up when napari closes it
         self.viewer = viewer
         self.peaks = None
         self.disks = None  # pipelines.DisksResult of the last whole-scan run

@@ -44,6 +44,7 @@ from ._common import (
     is_deleted,
     responsive_chunk,
     scan_position,
+    watch_dock,
 )
 from ._forms import group, row, scroll_contents, spin
 from ._pipeline import PipelineActions, layer_source, probe_of_layer, tag_layer
@@ -240,6 +241,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        watch_dock(self)  # placed in napari's window with our other docks; cleaned up when napari closes it
         self.viewer = viewer
         self._cif_crystal = None  # Crystal loaded from a CIF
         self._cif_path = None  # ... and its file (the ACOMParams name it)

@@ -28,7 +28,7 @@ from ..data.calibration import Calibration
 from ..engine.jobs import PartialMap, Progress
 from ..errors import Napari4DSTEMError
 from ..pipelines import PhaseParams  # at import: the dock's opening, not a click
-from ._common import CubePicker, JobRunner, PartialMaps
+from ._common import CubePicker, JobRunner, PartialMaps, watch_dock
 from ._forms import job_row, scroll_contents, spin
 from ._pipeline import PipelineActions, layer_source
 from ._plot import show_rgba, wide_picture
@@ -144,6 +144,7 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        watch_dock(self)  # placed in napari's window with our other docks; cleaned up when napari closes it
         self.viewer = viewer
         self.results: list = []  # the last run's maps (RealSpaceMap / DiffractionImage)
         self.pipeline = None  # the last run's pipelines.PhaseResult (Save result..., Copy as Python)

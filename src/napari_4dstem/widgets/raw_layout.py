@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 
 from ..data.datacube import DataCube, scan_factorizations
 from ..errors import Napari4DSTEMError
-from ._common import FileJobs
+from ._common import FileJobs, watch_dock
 from ._forms import form
 
 DTYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64")
@@ -107,6 +107,7 @@ class RawLayoutWidget(QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        watch_dock(self)  # placed in napari's window with our other docks; cleaned up when napari closes it
         self.viewer = viewer
         self.path = QLineEdit()
         self.path.setPlaceholderText("raw binary file")

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabe
 
 from ..errors import Napari4DSTEMError
 from ..plugin_api import BUILTIN_RESULT_VIEWS as MODES
-from ._common import LatestRunner
+from ._common import LatestRunner, watch_dock
 from ._multiview import make_embedded
 from ._state import DockState, register_dock
 
@@ -108,6 +108,7 @@ class ResultPaneWidget(DockState, QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        watch_dock(self, "canvas")  # placed in napari's window with our other docks; cleaned up when napari closes it
         from ..plugin_api import _RENDERERS, events
 
         self.viewer = viewer

@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import Napari4DSTEMError
-from ._common import FileJobs, JobRunner, is_deleted
+from ._common import FileJobs, JobRunner, is_deleted, watch_dock
 from ._pipeline import copy_to_clipboard, write_result
 from ._state import dock_states, restore_dock_states
 
@@ -150,6 +150,7 @@ class ResultsListWidget(QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        watch_dock(self)  # placed in napari's window with our other docks; cleaned up when napari closes it
         self.viewer = viewer
         self.store = session_results(viewer)
         self.table = QTableWidget(0, len(COLUMNS))

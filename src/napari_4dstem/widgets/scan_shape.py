@@ -12,7 +12,7 @@ from qtpy.QtWidgets import QComboBox, QLabel, QPushButton, QWidget
 
 from ..data.datacube import scan_factorizations
 from ..errors import Napari4DSTEMError
-from ._common import CubePicker, layer_datacube
+from ._common import CubePicker, layer_datacube, watch_dock
 from ._forms import form
 
 
@@ -21,6 +21,7 @@ class ScanShapeWidget(QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        watch_dock(self)  # placed in napari's window with our other docks; cleaned up when napari closes it
         self.viewer = viewer
         self.layer_combo = CubePicker(viewer)
         self.count = QLabel("")

@@ -46,7 +46,7 @@ from qtpy.QtWidgets import (
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import FileFormatError, Napari4DSTEMError
-from ._common import FileJobs, guarded, layer_array, layer_datacube
+from ._common import FileJobs, guarded, layer_array, layer_datacube, watch_dock
 from ._forms import form, row
 from ._state import DockState, register_dock
 
@@ -202,6 +202,7 @@ class SeriesWidget(DockState, QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        watch_dock(self)  # placed in napari's window with our other docks; cleaned up when napari closes it
         self.viewer = viewer
         self.frames: list[DataCube] = []
         self._layer_data: list = []  # each frame's layer data (what napari slices)

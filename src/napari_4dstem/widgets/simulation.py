@@ -41,7 +41,7 @@ from qtpy.QtWidgets import (
 from ..analysis.crystal.structure import BUNDLED_CRYSTALS
 from ..engine.jobs import Progress
 from ..errors import Napari4DSTEMError
-from ._common import JobRunner, PartialMaps, guarded, models_changed
+from ._common import JobRunner, PartialMaps, guarded, models_changed, watch_dock
 from ._forms import folder_row, job_row, scroll_contents, spin, spin_range
 from ._plot import TrainingPlot
 from ._state import DockState, register_dock
@@ -176,6 +176,7 @@ class SimulationTrainingWidget(DockState, QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        watch_dock(self)  # placed in napari's window with our other docks; cleaned up when napari closes it
         self.viewer = viewer
         self.preview_result = None
         self._preview_steps: list | None = None  # the preview's layer steps still to run
@@ -707,7 +708,7 @@ class SimulationTrainingWidget(DockState, QWidget):
         if self._plot_dock is not None:
             try:
                 self.viewer.window.remove_dock_widget(self._plot_dock)
-            except (RuntimeError, KeyError, ValueError):
+            except (RuntimeError, KeyError, ValueError, AttributeError):  # AttributeError: napari closing its window
                 pass
             self._plot_dock = None
         super().closeEvent(event)

@@ -59,7 +59,7 @@ from ..engine.jobs import PartialMap
 from ..errors import Napari4DSTEMError
 from ..pipelines import VirtualResult
 from ..plugin_api import publish_virtual_image
-from ._common import CubePicker, JobRunner, LatestRunner, ThrottledBar, guarded, holds_data, scan_position
+from ._common import CubePicker, JobRunner, LatestRunner, ThrottledBar, guarded, holds_data, scan_position, watch_dock
 from ._detectors import DetectorToolbar, ExtraDetectors, image_of
 from ._forms import scroll_contents
 from ._pipeline import PipelineActions, layer_source
@@ -538,12 +538,11 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        watch_dock(self)  # placed in napari's window with our other docks; cleaned up when napari closes it
         self.viewer = viewer
         self._worker = None
         self._dropped_job = None  # a live job for a closed (or replaced) dataset: its steps are dropped
         self._closed = False  # closeEvent ran (napari keeps the widget: is_deleted stays False)
-        self._dock_watched = False
-        QTimer.singleShot(0, guarded(self, self._watch_dock))  # napari docks it in this turn
         self._pending: Detector | None = None
         self._shown = False  # the running job has shown its first image
         self._first_soon = False  # ... and its first image is due soon (see _request)
@@ -633,6 +632,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             sb.setKeyboardTracking(False)
             sb.setEnabled(False)
         self._cal_px: float | None = None  # calibrated units per detector pixel
+        self._cal_unit: str | None = None  # the unit the calibrated rows are labelled in
         # the centre in calibrated units too, from the pattern origin (calibrated, else the BF disk)
         self.cy_cal, self.cx_cal = QDoubleSpinBox(), QDoubleSpinBox()
         for sb in (self.cy_cal, self.cx_cal):
@@ -873,6 +873,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self.progress.reset()
             self.cancel_btn.setEnabled(False)
         if self.layer is None:
+            self._drop_dataset_layers()
             return
         try:
             dc = self.datacube()[0]
@@ -1360,17 +1361,24 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         except Napari4DSTEMError:
             px, unit = (cal.k_pixel_size, cal.k_units) if cal.k_pixel_size else (None, "")
         self._cal_px = px
-        for sb in (self.r_in_cal, self.r_out_cal):
+        # uncalibrated data: the calibrated rows are hidden, not shown a second time in px (the
+        # form read "inner radius [px]" twice, "centre k_y [px]" and "centre k_y [px from
+        # origin]": UX audit, #15); a row's visibility is set only when it changes (a relayout)
+        for sb in (self.r_in_cal, self.r_out_cal, self.cy_cal, self.cx_cal):
             sb.setEnabled(px is not None)
-            label = self._form.labelForField(sb)
-            if label is not None:
-                label.setText(f"{'inner' if sb is self.r_in_cal else 'outer'} radius [{unit or 'px'}]")
+            if self._form.isRowVisible(sb) != (px is not None):
+                self._form.setRowVisible(sb, px is not None)
+        if px is not None and unit != self._cal_unit:
+            self._cal_unit = unit
+            for sb in (self.r_in_cal, self.r_out_cal):
+                label = self._form.labelForField(sb)
+                if label is not None:
+                    label.setText(f"{'inner' if sb is self.r_in_cal else 'outer'} radius [{unit}]")
+            for sb, axis in ((self.cy_cal, "k_y"), (self.cx_cal, "k_x")):
+                label = self._form.labelForField(sb)
+                if label is not None:
+                    label.setText(f"centre {axis} [{unit} from origin]")
         oy, ox = self._origin()
-        for sb, axis in ((self.cy_cal, "k_y"), (self.cx_cal, "k_x")):
-            sb.setEnabled(px is not None)
-            label = self._form.labelForField(sb)
-            if label is not None:
-                label.setText(f"centre {axis} [{unit or 'px'} from origin]")
         if px is not None:
             for sb, v in (
                 (self.r_in_cal, self.r_in.value()),
@@ -1574,6 +1582,26 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         """The sum image's layer on the Real space canvas (None when there is none)."""
         rv = self.realspace.viewer(create=False)
         return rv.layers[SUM_LAYER] if rv is not None and SUM_LAYER in rv.layers else None
+
+    def _drop_dataset_layers(self) -> None:
+        """No 4D dataset is open any more (the one shown was closed): the layers that only make
+        sense with it go, the detector's outline and the extra detectors' on the pattern canvas,
+        their images and the live image on the Real space canvas (they stayed, showing a closed
+        file: UX audit, #15). Analysis maps and kept results stay: they are results."""
+        self.extras.clear()  # their outlines, and with them their images (ExtraDetectors._on_removed)
+        self._shapes_due = None
+        gone = []
+        if DETECTOR_LAYER in self.viewer.layers:
+            self._unbind_layer_keys()
+            self.viewer.layers.remove(DETECTOR_LAYER)
+            gone.append(DETECTOR_LAYER)
+        rv = self.realspace.viewer(create=False)
+        for name in (self.realspace.name, self.realspace.rgb_name):
+            if rv is not None and name in rv.layers:
+                rv.layers.remove(name)
+                gone.append(name)
+        if gone:
+            self.status.setText("the dataset was closed: its detector and images were removed")
 
     def _stop_sum_follow(self, remove: bool = False) -> None:
         """The user set a detector: its image is the one shown; the sum image stops filling in on
@@ -2289,27 +2317,6 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         """The BF detector on the detected disk, and the views reset."""
         self.apply_preset("BF")
         self.viewer.reset_view()
-
-    def showEvent(self, event) -> None:
-        super().showEvent(event)
-        self._watch_dock()
-
-    def _watch_dock(self) -> None:
-        if not self._dock_watched:
-            # napari removes a dock (its close button, remove_dock_widget) without closing the
-            # widget in it: the dock's end runs the clean-up (keys, jobs, deferred outline; review)
-            from qtpy.QtWidgets import QDockWidget
-
-            w = self.parentWidget()
-            while w is not None and not isinstance(w, QDockWidget):
-                w = w.parentWidget()
-            if w is not None:
-                self._dock_watched = True
-                w.destroyed.connect(guarded(self, self._on_dock_removed))
-
-    def _on_dock_removed(self, *_) -> None:
-        if not self._closed:
-            self.close()
 
     def closeEvent(self, event) -> None:
         self._closed = True
