@@ -205,7 +205,10 @@ def test_a_large_memmap_shows_a_strided_preview_first_and_the_exact_image_fills_
     set_image, set_text = w.realspace.set_image, w.status.setText
 
     def spy(img, cal, **kw):
-        shown.append((np.array(img), kw.get("title") or "", w._worker is not None))
+        on_screen = np.array(img)  # the rows still to come show the image ``under`` them (the preview)
+        if kw.get("under") is not None:
+            on_screen = np.where(np.isnan(on_screen), kw["under"], on_screen)
+        shown.append((on_screen, kw.get("title") or "", w._worker is not None))
         return set_image(img, cal, **kw)
 
     def spy_text(text):
