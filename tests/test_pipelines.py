@@ -551,4 +551,4 @@ def test_a_phase_recipe_saved_before_parallax_version_replays_the_old_refinement
         assert res.parallax.params["version"] == p.parallax_version
         assert res.maps[0].params["version"] == p.parallax_version
         rotations = res.parallax.image.params["fit"]["confidence"]["rotations_scanned_deg"]
-        assert len(rotations) == (18 if p.parallax_version == 2 else 0)
+        assert len(rotations) == (19 if p.parallax_version == 2 else 0)  # -90 .. +90 deg, 10 apart
