@@ -69,8 +69,10 @@ class ParallaxResult:
         Rotation of the shift field not explained by the calibration's ``rotation_deg``
         (add it to the calibration's rotation). With ``refine``, the rotation the transfer fit
         kept: version 2 scans it over a half turn and refines it (at low dose the shift field's
-        rotation is noise); version 1 kept the shift field's, or 0 when the calibration's captured
-        more. The shift field's own is in ``image.params["fit"]["shift_fit"]["rotation_residual_deg"]``.
+        rotation is noise), within [-90, 90) deg (a half turn more is the same fit with the
+        defocus's sign flipped; beyond 45 deg the fit is not confident); version 1 kept the shift
+        field's, or 0 when the calibration's captured more. The shift field's own is in
+        ``image.params["fit"]["shift_fit"]["rotation_residual_deg"]``.
     fit_rms_A : float
         RMS residual of the linear shift model, Angstrom.
     params : dict
