@@ -543,6 +543,10 @@ def test_a_phase_recipe_saved_before_parallax_version_replays_the_old_refinement
     assert old.parallax_version == 1 and "parallax_version=1" in old.script()
     new = PhaseParams(method="parallax")
     assert PhaseParams.from_dict(new.to_dict()) == new
+    # a script written now spells the version out, default or not: it replays this refinement when a
+    # later default comes (review: the default was left out, as every default field is)
+    assert "parallax_version=2" in new.script() and "parallax_version=2" in PhaseParams().script()
+    assert eval(new.script(), {"PhaseParams": PhaseParams}) == new
     with pytest.raises(ParameterError, match="parallax_version"):
         PhaseParams(parallax_version=3)
     s = simulate_phase_dataset(scan_shape=(8, 8), detector_px=32, step_A=0.5, defocus_A=50.0, seed=2)
@@ -551,4 +555,4 @@ def test_a_phase_recipe_saved_before_parallax_version_replays_the_old_refinement
         assert res.parallax.params["version"] == p.parallax_version
         assert res.maps[0].params["version"] == p.parallax_version
         rotations = res.parallax.image.params["fit"]["confidence"]["rotations_scanned_deg"]
-        assert len(rotations) == (18 if p.parallax_version == 2 else 0)
+        assert len(rotations) == (19 if p.parallax_version == 2 else 0)  # -90 .. +90 deg, 10 apart

@@ -80,6 +80,14 @@ def add_phase(sub) -> argparse.ArgumentParser:
         help="ptycho: low-pass the object steps of the first half of the iterations at the aperture "
         "frequency (low dose)",
     )
+    m.add_argument(
+        "--parallax-version",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="parallax defocus refinement's algorithm (default: the newest, 2: the rotation scanned over a "
+        "half turn, the bootstrap where the BF images vary; 1: session 12's, to reproduce an older run)",
+    )
     m.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     m.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     m.add_argument("--checkpoint", type=Path, help="ptycho: checkpoint .npz (resumed if present)")
@@ -148,6 +156,7 @@ def run_phase(args) -> int:
         full_batch=args.full_batch,
         pure_phase=args.pure_phase,
         coarse_to_fine=args.coarse_to_fine,
+        **({} if args.parallax_version is None else {"parallax_version": args.parallax_version}),
     )
     dc = _calibrated(args)
     try:

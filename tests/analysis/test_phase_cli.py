@@ -96,6 +96,12 @@ def test_cli_parallax_and_bad_output(sim_file, tmp_path, capsys):
     _, path = sim_file
     assert main(["-q", "phase", str(path), str(tmp_path / "p.h5"), "--method", "parallax"]) == 0
     assert "defocus" in capsys.readouterr().out
+    # --parallax-version 1 replays the older refinement; the recipe spells the version out
+    argv = ["-q", "phase", str(path), str(tmp_path / "p1.h5"), "--method", "parallax", "--parallax-version", "1"]
+    assert main(argv) == 0
+    maps = emd.read(tmp_path / "p1.h5")
+    p1 = next(v for v in maps.values() if getattr(v, "params", {}).get("method") == "parallax")
+    assert p1.params["version"] == 1 and "'parallax_version': 1" in str(p1.params["recipe"])
     assert main(["-q", "phase", str(path), str(tmp_path / "p.npy")]) == 2
 
 
@@ -124,7 +130,8 @@ def test_phase_is_a_pipeline_whose_script_reproduces_it(sim_file, tmp_path, run_
         main(["-q", "phase", str(path), str(out), "--method", "ssb", "--defocus-A", "20", "--energy-kev", "300"]) == 0
     )
     text = script_from_file(out, tmp_path / "again.h5")
-    assert "run_phase(" in text and "PhaseParams(defocus_A=20.0)" in text and "beam_energy_kev" in text
+    assert "run_phase(" in text and "beam_energy_kev" in text
+    assert "PhaseParams(defocus_A=20.0, parallax_version=2)" in text  # the version always spelled out
     run_copied_script(text, tmp_path)
     np.testing.assert_array_equal(emd.read(tmp_path / "again.h5")["ssb_phase"].data, emd.read(out)["ssb_phase"].data)
     dc = open_datacube(path)

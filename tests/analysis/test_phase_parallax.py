@@ -200,8 +200,9 @@ def test_the_bootstrap_yields_between_surrogates_and_stops_at_once():
 # Session 13 (version 2 of the refinement). A rotation the calibration does not hold: the data
 # simulated at 20 deg, the calibration saying 0 (the review's case: version 1 searched only the
 # calibration's and the shift field's rotation, which is noise at 1e4, kept 0 and read 82 A for
-# 100 A with 26-30 A of astigmatism, confident). Designed on seeds 1 and 5; seed 3 here was not
-# looked at while choosing the rotation step (10 deg) and the rotation's SE limit (3 deg).
+# 100 A with 26-30 A of astigmatism, confident). Not held out: docs/phase.md (session 13) lists
+# seeds 1, 3, 5 and 6 as the ones the rotation work (the 10 deg step, the 3 deg SE limit) was
+# designed on, seed 3 among them; the held-out figures are bench_parallax_defocus.py's (seeds 31-43).
 def test_a_rotation_the_calibration_misses_is_found_or_the_fit_is_not_trusted():
     s = simulate_phase_dataset(
         scan_shape=(16, 16), detector_px=48, step_A=0.5, defocus_A=100.0, seed=3, dose_e_per_A2=1e4, rotation_deg=20.0
@@ -215,9 +216,51 @@ def test_a_rotation_the_calibration_misses_is_found_or_the_fit_is_not_trusted():
     if r.defocus_confident:  # never a confident wrong answer
         assert r.defocus_A == pytest.approx(100.0, abs=10.0)
         assert conf["rotation_determined"] and conf["rotation_se_deg"] <= 3.0
-    # version 1 replays the old search: the calibration's rotation kept
+    # version 1 replays the old search: the calibration's rotation kept, and it checked no rotation,
+    # so its confidence does not say the rotation is determined (it said True, SE NaN: review)
     old = parallax(s.datacube, calibration=s.datacube.calibration.replace(rotation_deg=0.0), version=1)
     assert old.rotation_residual_deg == 0.0 and old.image.params["version"] == 1
+    old_conf = old.image.params["fit"]["confidence"]
+    assert old_conf["rotation_determined"] is None and old_conf["rotation_se_deg"] is None
+    assert conf["rotation_residual_deg"] == pytest.approx(r.rotation_residual_deg)
+
+
+@pytest.mark.parametrize(("rotation_deg", "defocus_A"), [(88.0, 100.0), (-92.0, -100.0)])
+def test_a_rotation_near_a_quarter_turn_is_kept_within_90_deg_and_not_trusted(rotation_deg, defocus_A):
+    """A half turn of the scan is the same shift field with the aberrations' sign flipped, so the
+    defocus's sign is defined only by keeping the rotation within +-90 deg of the calibration's. The
+    refined rotation was not wrapped: data at 88 deg (calibration 0, 1e5 e/A^2) read -98 A for
+    +100 A at -92.1 deg, confident (review, seed 3). Now the rotation is wrapped (88 deg, +100 A;
+    data at -92 deg is data at 88 deg with -100 A: that is what it reads), and a rotation more than
+    45 deg from the calibration's is not trusted: the sign is a guess there. Seed 8 (the review's
+    was 3); measured 95.9 A at 87.9 deg and -95.0 A at 87.4 deg, both gated off (before: -95.9 A at
+    -92.1 deg and -95.0 A at 87.4 deg, both confident)."""
+    s = simulate_phase_dataset(scan_shape=(16, 16), detector_px=48, step_A=0.5, defocus_A=100.0, seed=8,
+                               dose_e_per_A2=1e5, rotation_deg=rotation_deg)  # fmt: skip
+    r = parallax(s.datacube, calibration=s.datacube.calibration.replace(rotation_deg=0.0))
+    conf = r.image.params["fit"]["confidence"]
+    assert -90.0 <= r.rotation_residual_deg < 90.0
+    assert r.rotation_residual_deg == pytest.approx(88.0, abs=3.0)
+    assert r.defocus_A == pytest.approx(defocus_A, abs=10.0)
+    assert not r.defocus_confident and "sign" in conf["reason"]
+    assert conf["rotation_within_sign_range"] is False
+
+
+def test_wrap_rotation_and_the_gate_on_a_rotation_far_from_the_calibration():
+    from napari_4dstem.analysis.phase.parallax import _fit_confidence, _wrap_rotation
+
+    assert _wrap_rotation(-92.1, 0.0) == pytest.approx(87.9)
+    assert _wrap_rotation(90.0, 0.0) == -90.0 and _wrap_rotation(-90.0, 0.0) == -90.0
+    assert _wrap_rotation(19.2096327499193, 0.0) == 19.2096327499193  # unchanged, to the bit
+    assert _wrap_rotation(-71.0, 20.0) == pytest.approx(109.0)
+    null = np.linspace(0.0, 1.0, 19)
+    kw = dict(rotation_deg=60.0, reach_A=800.0, trusted_A=600.0, left_out_rotation_deg=np.full(4, 60.0))
+    ok = _fit_confidence(100.0, np.full(4, 100.0), 10.0, null, rotation_residual_deg=40.0, **kw)
+    assert ok["confident"] and ok["rotation_within_sign_range"]
+    far = _fit_confidence(100.0, np.full(4, 100.0), 10.0, null, rotation_residual_deg=-60.0, **kw)
+    assert not far["confident"] and not far["rotation_within_sign_range"] and "sign" in far["reason"]
+    v1 = _fit_confidence(100.0, np.full(4, 100.0), 10.0, null, reach_A=800.0, trusted_A=600.0)
+    assert v1["confident"] and v1["rotation_determined"] is None and v1["rotation_se_deg"] is None
 
 
 def test_fit_confidence_stops_an_undetermined_rotation():
@@ -242,6 +285,37 @@ def test_the_bootstrap_window_is_where_the_bf_images_vary():
     imgs[:, 50:90, 4:40] += rng.standard_normal((6, 40, 36))  # the specimen in one corner
     y0, x0 = _signal_window(imgs, np.arange(6), 64, 64)
     assert y0 <= 50 and y0 + 64 >= 90 and x0 <= 4 and x0 + 64 >= 40
+    assert _signal_window(np.zeros((6, 128, 128)), np.arange(6), 64, 64) == (32, 32)  # flat: the centre
+
+
+def test_the_bootstrap_window_is_on_a_darker_specimen_not_a_brighter_vacuum():
+    """A specimen scatters out of the BF disk: every BF pixel's image is darker there, alike. The
+    window scored the squared images summed over the pixels, so a vacuum corner 10 % brighter than
+    the specimen won (review: 77-100 % of the window vacuum). Scored by the variance across the
+    pixels at each position, the shared brightness cancels and the specimen (each pixel sees it
+    shifted) wins. 128 x 128 scan, vacuum in the top-left 56 x 56 corner, 24 pixels, each seeing the
+    same smooth texture (3 % contrast) shifted by its own parallax, Poisson-like noise."""
+    from scipy.ndimage import gaussian_filter, shift
+
+    from napari_4dstem.analysis.phase.parallax import _signal_window
+
+    rng = np.random.default_rng(11)
+    n, size, corner = 24, 128, 56
+    texture = gaussian_filter(rng.standard_normal((size + 16, size + 16)), 1.5)
+    texture *= 0.03 / texture.std()
+    specimen = np.ones((size, size), bool)
+    specimen[:corner, :corner] = False
+    angles = 2 * np.pi * np.arange(n) / n
+    imgs = np.empty((n, size, size))
+    for i, a in enumerate(angles):
+        t = shift(texture, (3 * np.sin(a), 3 * np.cos(a)), order=1, mode="wrap")[8:-8, 8:-8]
+        level = np.where(specimen, 0.9 * (1 + t), 1.0)  # the specimen 10 % darker, its texture shifted
+        imgs[i] = level + 0.01 * rng.standard_normal((size, size))
+    imgs = imgs / imgs.mean(axis=(1, 2), keepdims=True) - 1  # as parallax normalises them
+    y0, x0 = _signal_window(imgs, np.arange(n), 64, 64)
+    block = np.zeros((size, size), bool)
+    block[y0 : y0 + 64, x0 : x0 + 64] = True
+    assert (block & ~specimen).sum() == 0, (y0, x0)  # no vacuum in the window
 
 
 @pytest.mark.slow
@@ -271,3 +345,39 @@ def test_a_vacuum_centre_does_not_stop_a_clear_defocus():
     assert r.defocus_confident, conf["reason"]
     y0, x0 = conf["bootstrap_origin"]
     assert (y0, x0) != (32, 32)  # not the centre
+
+
+@pytest.mark.slow
+def test_the_bootstrap_window_on_a_simulated_scan_with_a_darker_specimen():
+    """The review's case on simulated data: a 128 x 128 scan (0.5 A, 32 px detector, 1e5 e/A^2,
+    planted 300 A) with vacuum at the top-left 56 x 56 positions, the specimen's counts x 0.9
+    (scattered out of the BF disk). The summed squares put the window at (0, 0), 77 % vacuum
+    (seeds 9 and 10, not used before); the variance across the pixels keeps it on the specimen, where
+    it is without the darkening."""
+    import math
+
+    from napari_4dstem.analysis.phase._common import Geometry, bf_pixels
+    from napari_4dstem.analysis.phase.forward import probe_positions_px, random_atoms_phase
+    from napari_4dstem.analysis.phase.parallax import _signal_window
+    from napari_4dstem.analysis.phase.probe import ProbeModel
+
+    scan, det, bf, corner, seed = 128, 32, 8.0, 56, 9
+    pixel_A = 1.0 / (det * ProbeModel(300.0, 20.0).k_aperture_inv_A / bf)
+    pad = det // 2 + 4
+    pos = probe_positions_px((scan, scan), step_A=(0.5, 0.5), pixel_A=pixel_A) + pad
+    shape = tuple(math.ceil(v) + det // 2 + pad + 2 for v in pos.max(axis=0))
+    ph = random_atoms_phase(shape, pixel_A=pixel_A, seed=seed)
+    b = math.ceil(corner * 0.5 / pixel_A + pad)
+    ph[:b, :b] = 0.0
+    s = simulate_phase_dataset(scan_shape=(scan, scan), detector_px=det, bf_radius_px=bf, step_A=0.5,
+                               defocus_A=300.0, seed=seed, dose_e_per_A2=1e5, phase=ph)  # fmt: skip
+    geo = Geometry.of(s.datacube, s.datacube.calibration)
+    iy, ix = bf_pixels(geo, ProbeModel.from_calibration(s.datacube.calibration), fraction=0.9)
+    vac = np.zeros((scan, scan), bool)
+    vac[:corner, :corner] = True
+    d = np.asarray(s.datacube.data, np.float64)[:, :, iy, ix]
+    d[~vac] *= 0.9
+    imgs = np.moveaxis(d, -1, 0)
+    imgs = imgs / imgs.mean(axis=(1, 2), keepdims=True) - 1
+    y0, x0 = _signal_window(imgs, np.arange(len(iy)), 64, 64)
+    assert not vac[y0 : y0 + 64, x0 : x0 + 64].any(), (y0, x0)

@@ -124,6 +124,12 @@ class PhaseParams(_Params):
         d.setdefault("parallax_version", 1)
         return super().from_dict(d)
 
+    def script(self) -> str:
+        """The constructor call, ``parallax_version`` always spelled out: a script written now must
+        replay this refinement, not whatever default a later version brings."""
+        args = {**self.changed(), "parallax_version": int(self.parallax_version)}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
+
     @property
     def fits_defocus(self) -> bool:
         """Whether the run measures defocus and astigmatism by parallax first (``fit_defocus``;

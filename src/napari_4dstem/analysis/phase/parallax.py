@@ -41,6 +41,11 @@ REACH_OF_TRUSTED = 2.5
 PARALLAX_VERSION = 2
 #: the coarse rotation scan's step (degrees, over a half turn); the rotation is then refined
 ROTATION_STEP_DEG = 10.0
+#: a fit whose rotation is further than this from the calibration's (degrees) is not trusted: the
+#: shift field turned by a half turn is the same with the aberrations' sign flipped, so the defocus's
+#: sign is defined only by keeping the rotation within +-90 deg of the calibration's, and a rotation
+#: near 90 deg off could as well be the one a half turn away (the opposite sign)
+ROTATION_RESIDUAL_MAX_DEG = 45.0
 #: a fit whose left-out groups' rotations spread more than this (jackknife SE, degrees) is not
 #: trusted: the rotation is not determined, and the defocus read at a wrong one is short
 ROTATION_SE_MAX_DEG = 3.0
@@ -64,8 +69,10 @@ class ParallaxResult:
         Rotation of the shift field not explained by the calibration's ``rotation_deg``
         (add it to the calibration's rotation). With ``refine``, the rotation the transfer fit
         kept: version 2 scans it over a half turn and refines it (at low dose the shift field's
-        rotation is noise); version 1 kept the shift field's, or 0 when the calibration's captured
-        more. The shift field's own is in ``image.params["fit"]["shift_fit"]["rotation_residual_deg"]``.
+        rotation is noise), within [-90, 90) deg (a half turn more is the same fit with the
+        defocus's sign flipped; beyond 45 deg the fit is not confident); version 1 kept the shift
+        field's, or 0 when the calibration's captured more. The shift field's own is in
+        ``image.params["fit"]["shift_fit"]["rotation_residual_deg"]``.
     fit_rms_A : float
         RMS residual of the linear shift model, Angstrom.
     params : dict
@@ -282,19 +289,27 @@ def _defocus_grid(reach: float, inner: float = 300.0, step: float = 10.0, outer_
 def _signal_window(imgs: np.ndarray, pix: np.ndarray, by: int, bx: int) -> tuple[int, int]:
     """Origin ``(y0, x0)`` of the ``by`` x ``bx`` block of scan positions where the BF images vary most.
 
-    The images of the pixels ``pix`` (zero mean, normalised) squared and summed, position by
-    position (a pixel at a time: one scan-sized array more), then the block sum of every origin by
-    an integral image: vacuum (flat images, only noise) scores low, the specimen high.
-    ``O(len(pix) N_R)``.
+    At each position, the variance of the pixels ``pix``'s (zero mean, normalised) images across
+    the pixels (a pixel at a time: two scan-sized arrays more), then the block sum of every origin by
+    an integral image: vacuum (every pixel sees the same flat image, only noise) scores low, the
+    specimen (each pixel sees it shifted, or with its own contrast) high. A brightness shared by all
+    the pixels (a darker specimen scattering out of the BF disk, a thickness ramp) cancels: the sum
+    of the squared images (session 13's first version) put the window in a brighter vacuum corner.
+    Of equal blocks the one nearest the centre. ``O(len(pix) N_R)``.
     """
     _, ny, nx = imgs.shape
-    power = np.zeros((ny, nx))
+    s1, s2 = np.zeros((ny, nx)), np.zeros((ny, nx))
     for i in pix:
-        power += imgs[i] ** 2
+        s1 += imgs[i]
+        s2 += imgs[i] ** 2
+    n = max(len(pix), 1)
+    power = np.clip(s2 / n - (s1 / n) ** 2, 0.0, None)  # the variance across the pixels, position by position
     cum = np.zeros((ny + 1, nx + 1))
     cum[1:, 1:] = power.cumsum(axis=0).cumsum(axis=1)
     block = cum[by:, bx:] - cum[:-by, bx:] - cum[by:, :-bx] + cum[:-by, :-bx]
-    y0, x0 = np.unravel_index(int(np.argmax(block)), block.shape)
+    # of equal blocks (a flat scan) the one nearest the centre
+    top = np.argwhere(block >= block.max() - 1e-9 * abs(block.max()))
+    y0, x0 = top[int(np.argmin(np.hypot(top[:, 0] - (ny - by) / 2, top[:, 1] - (nx - bx) / 2)))]
     return int(y0), int(x0)
 
 
@@ -367,7 +382,8 @@ def _refine_aberrations(
         # a coarse scan of the rotation over a half turn about the calibration's (a half turn more
         # is the defocus's sign, which the grid holds), on every third frequency; the best one
         # joins the candidates searched on all of them
-        scanned = [rotations_deg[0] + o for o in np.arange(-90.0, 90.0, ROTATION_STEP_DEG)]
+        # (symmetric about the calibration's: -90 and +90 are the same shift field, signs flipped)
+        scanned = [rotations_deg[0] + o for o in np.arange(-90.0, 90.0 + ROTATION_STEP_DEG / 2, ROTATION_STEP_DEG)]
         coarse = []
         for rot in scanned:
             m_c = _Transfer(qqy[::3], qqx[::3], kp, probe, geo, rot)
@@ -402,8 +418,15 @@ def _refine_aberrations(
                               bounds=(rotation_used - ROTATION_STEP_DEG, rotation_used + ROTATION_STEP_DEG),
                               method="bounded", options=dict(xatol=0.2))  # fmt: skip
         yield "fitting the rotation"
-        if res.fun < fun:
-            model = _Transfer(qqy, qqx, kp, probe, geo, float(res.x))
+        rot = float(res.x) if res.fun < fun else rotation_used
+        # into [-90, 90) deg of the calibration's: a half turn more is the same shift field with the
+        # aberrations' sign flipped (the transfer at rotation + 180 deg and -C equals minus the one at
+        # rotation and C), so the defocus's sign is the one at the rotation nearer the calibration's
+        wrapped = _wrap_rotation(rot, rotations_deg[0])
+        if wrapped != rotation_used:
+            if wrapped != rot:
+                x = -x
+            model = _Transfer(qqy, qqx, kp, probe, geo, wrapped)
             rotation_used = model.rotation_deg
             simplex = x + np.array([[0, 0, 0], [10.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0]])
             opts = dict(initial_simplex=simplex, xatol=0.5, fatol=1e-9, maxfev=200)
@@ -507,6 +530,7 @@ def _refine_aberrations(
     stats = _fit_confidence(
         float(x[0]), np.array(left_out), gain, null_gains, at_edge=at_edge, reach_A=reach, trusted_A=trusted,
         rotation_deg=rotation_used if version >= 2 else None, left_out_rotation_deg=left_rot,
+        rotation_residual_deg=rotation_used - rotations_deg[0] if version >= 2 else None,
     )  # fmt: skip
     stats.update(
         noise_variance=sigma2,
@@ -517,6 +541,12 @@ def _refine_aberrations(
         bootstrap_origin=[int(y0), int(x0_)],
     )
     return float(x[0]), float(np.hypot(x[1], x[2])), 0.5 * math.degrees(math.atan2(x[2], x[1])), stats
+
+
+def _wrap_rotation(rotation_deg: float, about_deg: float) -> float:
+    """``rotation_deg`` plus a whole number of half turns, within [-90, 90) deg of ``about_deg``."""
+    turns = math.floor((float(rotation_deg) - float(about_deg) + 90.0) / 180.0)
+    return float(rotation_deg) - 180.0 * turns if turns else float(rotation_deg)
 
 
 def _cis(a: np.ndarray) -> np.ndarray:
@@ -540,6 +570,8 @@ def _fit_confidence(
     left_out_rotation_deg: np.ndarray | None = None,
     rotation_se_max_deg: float = ROTATION_SE_MAX_DEG,
     rotation_se_floor_deg: float = 0.2,
+    rotation_residual_deg: float | None = None,
+    rotation_residual_max_deg: float = ROTATION_RESIDUAL_MAX_DEG,
 ) -> dict:
     """Whether a fitted defocus is distinguishable from 0.
 
@@ -562,6 +594,14 @@ def _fit_confidence(
     The standard error is floored at ``se_floor_A``, the left-out fits' tolerance (left-out fits
     that agree within it gave SE 0 and z infinite).
 
+    With ``rotation_deg`` (version 2), also not confident when the left-out groups' rotations
+    (``left_out_rotation_deg``) spread more than ``rotation_se_max_deg`` (jackknife SE) or disagree
+    with the fit, or when the fit's rotation is more than ``rotation_residual_max_deg`` from the
+    calibration's (``rotation_residual_deg``): the defocus's sign is defined relative to the
+    calibration's rotation only, a half turn being the same shift field with the sign flipped.
+    Without it (version 1, which did not check the rotation) ``rotation_se_deg`` and
+    ``rotation_determined`` are None.
+
     The jackknife alone is not enough: at 1e3 e/A^2 in focus the best defocus is a noise peak
     that three quarters of the pixels still share (measured: -215 +- 3.5 A on a 16 x 16 scan),
     a non-smooth statistic the jackknife does not see; the bootstrap does (its gain is within
@@ -573,14 +613,22 @@ def _fit_confidence(
     zscore = float(abs(defocus_A) / se)
     consistent = abs(defocus_A - float(left_out_A.mean())) <= z * se
     within = abs(defocus_A) <= trusted_A
-    rot_se, rot_ok = math.nan, True
+    rot_se, rot_ok, rot_checked = None, True, False
     if rotation_deg is not None and left_out_rotation_deg is not None:
+        rot_checked = True
         lr = np.asarray(left_out_rotation_deg, float)
         rot_se = max(float(np.sqrt((g - 1) / g * np.sum((lr - lr.mean()) ** 2))), rotation_se_floor_deg)
         rot_ok = rot_se <= rotation_se_max_deg and abs(rotation_deg - float(lr.mean())) <= z * rot_se
+    sign_ok = rotation_residual_deg is None or abs(rotation_residual_deg) <= rotation_residual_max_deg
     reasons = []
     if not rot_ok:
         reasons.append(f"the rotation is not determined (left-out fits spread {rot_se:.1f} deg)")
+    if not sign_ok:
+        reasons.append(
+            f"the rotation is {rotation_residual_deg:.0f} deg from the calibration's (more than "
+            f"{rotation_residual_max_deg:g}): the defocus's sign is ambiguous (a half turn more reads the opposite "
+            "sign); correct the calibration's rotation"
+        )
     if zscore < z:
         reasons.append(f"|defocus| < {z:g} standard errors (z {zscore:.1f})")
     if p > alpha:
@@ -607,8 +655,10 @@ def _fit_confidence(
         within_trusted_range=bool(within),
         rotation_se_deg=rot_se,
         left_out_rotation_deg=None if left_out_rotation_deg is None else [float(v) for v in left_out_rotation_deg],
-        rotation_determined=bool(rot_ok),
-        confident=bool(zscore >= z and p <= alpha and consistent and not at_edge and within and rot_ok),
+        rotation_determined=bool(rot_ok) if rot_checked else None,
+        rotation_residual_deg=None if rotation_residual_deg is None else float(rotation_residual_deg),
+        rotation_within_sign_range=None if rotation_residual_deg is None else bool(sign_ok),
+        confident=bool(zscore >= z and p <= alpha and consistent and not at_edge and within and rot_ok and sign_ok),
         reason="; ".join(reasons),
         z_threshold=z,
         alpha=alpha,
