@@ -114,7 +114,7 @@ def _child_find_all(q):
     calls: list = []
     mp = pytest.MonkeyPatch()
     try:
-        data, _, job = _run(mp, calls, n_layers=1)
+        _, _, job = _run(mp, calls, n_layers=1)
         steps = 0
         try:
             while True:
