@@ -45,7 +45,34 @@ def display_scan_chunk(dc: DataCube) -> tuple[int, int] | None:
     st = dc.storage_chunks
     if st is None or len(st) != 4 or st[0] * st[1] < 4:
         return None
-    return int(st[0]), int(st[1])
+    shape = tuple(int(v) for v in dc.data.shape)
+    pattern_bytes = shape[2] * shape[3] * np.dtype(dc.data.dtype).itemsize
+    return grown_scan_chunk(shape[:2], (int(st[0]), int(st[1])), pattern_bytes)
+
+
+# a display chunk grows (in storage chunks) until it holds this much, or the scan this few chunks
+DISPLAY_CHUNK_MIN_BYTES = 2**20
+DISPLAY_CHUNK_MAX_COUNT = 4096
+
+
+def grown_scan_chunk(scan_shape: tuple[int, int], storage: tuple[int, int], pattern_bytes: int) -> tuple[int, int]:
+    """The storage chunk ``storage`` over the scan, doubled (the shorter side first) until a chunk
+    holds :data:`DISPLAY_CHUNK_MIN_BYTES` or the scan has at most :data:`DISPLAY_CHUNK_MAX_COUNT`
+    chunks (a multiple of the storage chunk, or the whole axis).
+
+    A file stored in 2 x 2 scan chunks gave 262,144 dask chunks for a 1024 x 1024 scan: dask's
+    graph alone cost 156-410 ms a step. Storage chunks already that big are kept (a step reads one).
+    """
+    ny, nx = (int(v) for v in scan_shape)
+    cy, cx = min(int(storage[0]), ny), min(int(storage[1]), nx)
+    while cy * cx * pattern_bytes < DISPLAY_CHUNK_MIN_BYTES and -(-ny // cy) * -(-nx // cx) > DISPLAY_CHUNK_MAX_COUNT:
+        if cy < ny and (cy <= cx or cx >= nx):
+            cy = min(2 * cy, ny)
+        elif cx < nx:
+            cx = min(2 * cx, nx)
+        else:
+            break
+    return cy, cx
 
 
 def datacube_layer(dc: DataCube) -> tuple[Any, dict[str, Any], str]:

@@ -81,3 +81,69 @@ def test_a_closed_job_returns_at_once_and_its_block_stops_at_the_next_layer(monk
     assert closed < 0.05, f"close took {closed:.3f} s"
     assert free < 0.2, f"the abandoned block ran on {free:.2f} s"
     assert len(calls) < 6, f"{len(calls)} of 20 layers ran"
+
+
+def _hooks(net) -> int:
+    return sum(len(m._forward_pre_hooks) for m in net.modules())
+
+
+def test_a_closed_job_leaves_no_hook_on_the_network(monkeypatch):
+    calls: list = []
+    _, net, job = _run(monkeypatch, calls)
+    next(job)
+    job.close()
+    infer._nn_pool().submit(lambda: None).result(timeout=5.0)  # the abandoned block has stopped
+    assert _hooks(net) == 0, "a cancelled job's stop hooks stayed on the network"
+    x = torch.zeros(3)
+    assert float(net(x)[0]) == 20.0  # the network runs again (a left hook would raise _Stopped)
+
+
+def test_a_failed_job_leaves_no_hook_on_the_network(monkeypatch):
+    def boom(block, **_):
+        raise ValueError("broken block")
+
+    calls: list = []
+    _, net, job = _run(monkeypatch, calls, n_layers=2)
+    monkeypatch.setattr(infer, "_nn_kernel", boom)
+    with pytest.raises(ValueError, match="broken block"):
+        list(job)
+    assert _hooks(net) == 0
+
+
+def _child_find_all(q):
+    calls: list = []
+    mp = pytest.MonkeyPatch()
+    try:
+        _, _, job = _run(mp, calls, n_layers=1)
+        steps = 0
+        try:
+            while True:
+                next(job)
+                steps += 1
+                if steps > 100:  # 10 s of waiting steps: the pool's thread is not there
+                    q.put("stuck")
+                    return
+        except StopIteration as end:
+            q.put(float(end.value[..., 0, 0].sum()))
+    finally:
+        mp.undo()
+
+
+def test_find_all_in_a_forked_child_finishes(monkeypatch):
+    import multiprocessing
+
+    calls: list = []
+    data, _, job = _run(monkeypatch, calls, n_layers=1)
+    list(job)  # the parent's pool has its thread now
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_find_all, args=(q,))
+    p.start()
+    try:
+        got = q.get(timeout=60)
+    finally:
+        p.join(10)
+        if p.is_alive():
+            p.kill()
+    want = float(data.reshape(2, 4, -1).sum() + data.shape[0] * data.shape[1])
+    assert got == want, f"the forked child's find-all: {got}"

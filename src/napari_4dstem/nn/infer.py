@@ -12,6 +12,7 @@ the same machinery as the correlation path, so lattice fits, strain and ACOM run
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -1045,6 +1046,16 @@ def _nn_pool():
     return _NN_POOL
 
 
+def _forget_nn_pool() -> None:
+    """After ``os.fork()``: the child has the parent's pool but not its thread; make a new one."""
+    global _NN_POOL
+    _NN_POOL = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_nn_pool)
+
+
 def _stop_hooks(net, stop) -> list:
     """Forward hooks on every module of ``net`` that raise :class:`_Stopped` once ``stop`` is set.
 
@@ -1088,6 +1099,7 @@ def _iter_nn_blocks(data, net, kwargs, *, out_tail, scan_chunk, message, partial
     stop = threading.Event()
     hooks = _stop_hooks(net, stop)
     last = -math.inf
+    fut = None
     try:
         for k, (sy, sx, block) in enumerate(iter_scan_blocks(data, scan_chunk)):
             fut = _nn_pool().submit(_nn_kernel, np.asarray(block), row0=0, parallel=True, model=net, **kwargs)
@@ -1106,8 +1118,17 @@ def _iter_nn_blocks(data, net, kwargs, *, out_tail, scan_chunk, message, partial
             yield p
     finally:
         stop.set()  # a cancelled job: the block in flight ends at its next layer, in its thread
-    for h in hooks:
-        h.remove()
+
+        def unhook(_=None):
+            for h in hooks:
+                h.remove()
+
+        # Never left on the network, but only once the block in flight has stopped (it needs them
+        # to stop); a done future calls back at once, in the pool's thread before its next block.
+        if fut is None:
+            unhook()
+        else:
+            fut.add_done_callback(unhook)
     return out
 
 

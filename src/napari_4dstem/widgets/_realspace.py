@@ -399,6 +399,9 @@ class LiveImage(QWidget):
         self._cover: dict | None = None
         self._live_prep: DisplayPrep | None = None  # the live image made ready in a worker
         self._prep_runner = None  # LatestRunner preparing large live images (made on first use)
+        # the large live image being prepared (``_raw`` until drawn; None: none): only its own
+        # result is drawn, and nothing draws it on the GUI thread meanwhile (NaN rows, 1 Mpx transform)
+        self._pending: np.ndarray | None = None
         self._displayed: dict[str, tuple[np.ndarray, tuple[float, float]]] = {}
         self._latched: dict[str, tuple[float, float]] = {}  # scale group -> latched contrast limits
         self._hooked: weakref.WeakSet = weakref.WeakSet()  # real-space viewers with our hover hook
@@ -529,6 +532,7 @@ class LiveImage(QWidget):
             raw = _filled(raw, under)
             under = None
         self._raw = raw
+        self._pending = None
         self._cal = cal
         self._clim = clim
         if title is not None:
@@ -550,16 +554,18 @@ class LiveImage(QWidget):
 
         if self._prep_runner is None:
             self._prep_runner = LatestRunner(self._on_live_prepared, self._on_prepare_error)
+        self._pending = raw
         self._prep_runner.request(_prepare_for, raw, self.display_key(), self._clim, under)
 
     def _on_live_prepared(self, got) -> None:
         raw, filled, prep = got
-        if raw is not self._raw:
-            return  # a newer image came meanwhile (its own preparation follows)
+        if raw is not self._raw or raw is not self._pending:
+            return  # a newer image came meanwhile (its own preparation follows), or it was dropped
         self._raw = filled
         if prep.key != self.display_key():  # the settings changed meanwhile: again with these
             self._prepare_live(filled)
             return
+        self._pending = None
         self._live_prep = prep
         if not self.cover_shown:
             self.stats.setText(f"real space: {prep.stats}")
@@ -567,6 +573,13 @@ class LiveImage(QWidget):
 
     def _on_prepare_error(self, exc) -> None:
         self.stats.setText(f"real space: {exc}")
+
+    def drop_pending(self) -> None:
+        """The large live image being prepared is never drawn (its dock closed, another file
+        picked); the canvas keeps what it shows."""
+        if self._pending is not None and self._pending is self._raw:
+            self._raw, self._live_prep = None, None
+        self._pending = None
 
     @property
     def preparing(self) -> bool:
@@ -621,12 +634,16 @@ class LiveImage(QWidget):
     def render(self) -> None:
         """Draw the stored images (the live one and the cover) with the chosen scale and
         percentile range (no recompute). The shown one first: latched, its limits are the ones
-        latched."""
+        latched. A large live image still being prepared is not drawn here: its preparation is
+        made again with the settings of then when it ends (``_on_live_prepared``)."""
+        live = self._pending is None
         if self.cover_shown:
             self._draw_cover()
-            self._draw_live()
+            if live:
+                self._draw_live()
         else:
-            self._draw_live()
+            if live:
+                self._draw_live()
             self._draw_cover()
 
     def _clim_for(self, img: np.ndarray, scale: str, given) -> tuple[float, float]:

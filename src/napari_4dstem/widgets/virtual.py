@@ -852,6 +852,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         # another file (or none): the last one's sum image and presets' pass end here, so none of
         # their steps is drawn over (or under the name of) the new data
         self._stop_sum_follow(remove=True)
+        self.realspace.drop_pending()  # nor the last file's large image still being prepared
         self.last_image = None  # the "once the BF image is in" gates wait for this file's
         if self._held is not None:  # the last file's held exact job and presets' pass never start
             self._held, self._pending = None, None
@@ -2321,6 +2322,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
     def closeEvent(self, event) -> None:
         self._closed = True
         self._shapes_due = None
+        self.realspace.drop_pending()  # a large image still being prepared is not drawn after this
         self._unbind_keys()
         self.toolbar.close()
         self.pattern_stats.close_runner()
