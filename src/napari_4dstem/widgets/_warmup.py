@@ -11,14 +11,12 @@ every widget shows a "preparing kernels" line while it runs (:class:`WarmupLabel
 from __future__ import annotations
 
 import functools
-import importlib
 
 import numpy as np
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QLabel
 
 from ..analysis.warm import CORE_STEPS, tiny_cube
-from ._preload import PRELOAD
 
 
 class _State(QObject):
@@ -138,13 +136,9 @@ def _napari_shapes(cube):
 
 
 def _imports(cube):
-    """Modules the widgets import at their first result (matplotlib for histograms and plots) and
-    those napari's Open needs (:data:`PRELOAD`), if the preload thread has not got them yet."""
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except Exception:
-            pass
+    """Modules the widgets import at their first result (matplotlib for histograms and plots)."""
+    import matplotlib.figure  # noqa: F401
+    from matplotlib.backends import backend_agg  # noqa: F401
 
 
 # the Shapes first: the docks draw detectors as soon as they open; then the core's kernels in the
