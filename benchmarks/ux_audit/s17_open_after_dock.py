@@ -2,7 +2,7 @@
 
 napari calls the plugin's sample data (and readers) on its GUI thread. Prints the GUI thread's wall
 and CPU time in the open_sample call and the longest GUI gap (harness's recorder) during it. The
-user is given 8 s with the dock before opening (the dock's background preload imports then).
+user is given 8 s with the dock before opening (a background preload, tried and reverted, imported then).
 Before/after: run it with PYTHONPATH pointing at each source tree, alternating, several times.
 """
 
