@@ -387,7 +387,7 @@ class SimulationTrainingWidget(DockState, QWidget):
             lyr = self.viewer.layers[name]
             _set_if_changed(lyr, "scale", k["scale"])
             _set_if_changed(lyr, "translate", translate)
-            if np.shape(lyr.data) == data.shape and np.asarray(lyr.data).dtype == data.dtype:
+            if lyr.data.shape == data.shape and lyr.data.dtype == data.dtype:
                 # the same grid: the viewer recomputes the dims of every layer on a ``data``
                 # event, for nothing here (the slice and thumbnail still update: refresh)
                 with lyr.events.data.blocker():
