@@ -43,7 +43,7 @@ def _metrics(res, truth, rich, group):
     }
 
 
-def run_set(name, seed, dose, n, runs, configs, k_max=1.5):
+def run_set(name, seed, dose, n, runs, configs, k_max=1.5, shape="sinc"):
     import bench_acom_independent as B
 
     from napari_4dstem.analysis.acom.matching import match_orientations
@@ -52,7 +52,7 @@ def run_set(name, seed, dose, n, runs, configs, k_max=1.5):
 
     c = bundled_crystal(name)
     rng = np.random.default_rng([seed, int(dose), 0, ord(name[0])])
-    pk, truth, _, rich = B.make_set(c, n, dose=dose, rng=rng, k_max=k_max)
+    pk, truth, _, rich = B.make_set(c, n, dose=dose, rng=rng, k_max=k_max, shape=shape)
     plan = build_orientation_plan(c, energy_kev=300, k_max_inv_A=k_max, step_deg=2.0)
     rows = []
     for label, kw in configs:
@@ -68,6 +68,7 @@ def run_set(name, seed, dose, n, runs, configs, k_max=1.5):
             "dose": dose,
             "n": n,
             "config": label,
+            "shape": shape,
             **_metrics(res, truth, rich, c.point_group),
             "rich_frac": float(rich.mean()),
             "patterns_per_s": n / float(np.median(times)),
@@ -129,6 +130,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tune", action="store_true")
+    ap.add_argument("--shape", default="sinc", choices=("sinc", "gaussian"), help="rocking curve of the data")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     rows = []
@@ -138,7 +140,13 @@ def main(argv=None) -> int:
             rows += tune(name, a.seed, float(dose), a.n)
         else:
             rows += run_set(
-                name, a.seed, float(dose), a.n, a.runs, [("default", {}), ("likelihood", {"rank_likelihood": True})]
+                name,
+                a.seed,
+                float(dose),
+                a.n,
+                a.runs,
+                [("default", {}), ("likelihood", {"rank_likelihood": True})],
+                shape=a.shape,
             )
     if a.out:
         Path(a.out).write_text(json.dumps(rows, indent=1))
