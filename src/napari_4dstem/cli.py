@@ -763,6 +763,12 @@ def add_acom(sub) -> argparse.ArgumentParser:
         help="also rank candidates under an X times wider rocking curve (default 0: off; docs/acom.md)",
     )
     p.add_argument(
+        "--rank-likelihood",
+        action="store_true",
+        help="rank refined candidates last by a thin-film likelihood (sinc^2 at a fitted thickness, absent and "
+        "unexplained spots penalised; default off; docs/acom.md, 'Likelihood ranking')",
+    )
+    p.add_argument(
         "--turn-line",
         type=v.nonnegative_float,
         default=0.1,
@@ -805,6 +811,7 @@ def run_acom(args) -> int:
         pair_pool=args.pair_pool,
         pair_gain=args.pair_gain,
         rank_width=args.rank_width,
+        rank_likelihood=args.rank_likelihood,
         turn_line=args.turn_line,
     )
     peaks = _peaks_file(args.file)

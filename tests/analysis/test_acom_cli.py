@@ -265,3 +265,26 @@ def test_acom_cli_turn_line_flag_and_turn_ambiguous_map(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as e:
         main(["-q", "acom", s, str(tmp_path / "x.h5"), "--crystal", "Au", "--probe", s, "--turn-line", "-1"])
     assert e.value.code == 2
+
+
+def test_acom_cli_rank_likelihood_flag_reaches_the_matcher(tmp_path, monkeypatch):
+    """--rank-likelihood lands in ACOMParams and the matcher's keywords; without it, off (and unwritten)."""
+    from napari_4dstem import cli
+
+    seen = {}
+
+    def stand_in(args, job, **kwargs):
+        seen.update(kwargs)
+        raise _Captured
+
+    monkeypatch.setattr(cli, "run_on_cube", stand_in)
+    src = str(sample_path("polycrystal_au"))
+    argv = ["-q", "acom", src, str(tmp_path / "x.h5"), "--crystal", "Au", "--probe", src]
+    with pytest.raises(_Captured):
+        main([*argv, "--rank-likelihood"])
+    assert seen["acom"].match_kwargs()["rank_likelihood"] is True
+    seen.clear()
+    with pytest.raises(_Captured):
+        main(argv)
+    assert seen["acom"].match_kwargs()["rank_likelihood"] is False
+    assert "rank_likelihood" not in seen["acom"].changed()

@@ -404,6 +404,9 @@ class ACOMParams(_Params):
         match changed more often; matches 2.. are reported either way; docs/acom.md)
     rank_width : rank refined candidates also under a rocking curve this many times wider (0: off,
         the default; 12 helps held-out thin films, costs the shipped polycrystal: docs/acom.md)
+    rank_likelihood : rank refined candidates last by a thin-film likelihood (sinc^2 rocking curves at a
+        fitted thickness; predicted-but-absent and detected-but-unpredicted spots count against a
+        candidate; default False: docs/acom.md, "Likelihood ranking")
     turn_line : a match whose zone partner (the match turned by 180 deg about the low-index zone it
         is near) predicts a pattern differing by less than this is flagged ``turn_ambiguous``
         (default 0.1, the matcher's; 0: the partners are not computed; docs/acom.md)
@@ -426,6 +429,7 @@ class ACOMParams(_Params):
     pair_pool: int = 8
     pair_gain: float = 0.02
     rank_width: float = 0.0
+    rank_likelihood: bool = False
     turn_line: float = 0.1
 
     def __post_init__(self):
@@ -484,6 +488,10 @@ class ACOMParams(_Params):
         )
         _check(isinstance(self.pair_pool, int) and self.pair_pool >= 1, f"pair pool must be >= 1, got {self.pair_pool}")
         _check(_finite(self.rank_width) and self.rank_width >= 0, f"rank width must be >= 0, got {self.rank_width}")
+        _check(
+            isinstance(self.rank_likelihood, bool),
+            f"rank likelihood must be True or False, got {self.rank_likelihood!r}",
+        )
         _check(_finite(self.turn_line) and self.turn_line >= 0, f"turn line must be >= 0, got {self.turn_line}")
         _check(
             (_finite(self.pair_gain) or self.pair_gain == -math.inf) and self.pair_gain < 1,
@@ -502,6 +510,7 @@ class ACOMParams(_Params):
             "pair_pool": self.pair_pool,
             "pair_gain": self.pair_gain,
             "rank_width": self.rank_width,
+            "rank_likelihood": self.rank_likelihood,
             "turn_line": self.turn_line,
         }
 

@@ -764,6 +764,7 @@ def _match_one_plan(
     n_flip=0,
     partial=_no_partial,
     rank_width=0.0,
+    rank_likelihood=False,
 ):
     n_pat = len(off) - 1
     template = _powered(plan, intensity_power)
@@ -934,6 +935,26 @@ def _match_one_plan(
             order = np.argsort(-np.where(ok, wide, -np.inf), axis=1, kind="stable")
             U0, n_match, rms, ok, wide = (a[rows, order] for a in (U0, n_match, rms, ok, wide))
             score = np.where(ok, wide, 0.0)
+        if rank_likelihood:
+            # final ranking by the thin-film likelihood (docs/acom.md, "Likelihood ranking"): it is
+            # their correlation from here on
+            lik = yield from _likelihood_job(
+                plan,
+                off,
+                gx,
+                gy,
+                amp ** (1.0 / intensity_power),
+                U0,
+                ok,
+                k_max=k_max,
+                tol_pos=tol_pos,
+                n_threads=n_threads,
+                chunk=chunk,
+                progress=ranking,
+            )
+            order = np.argsort(-np.where(ok, lik, -np.inf), axis=1, kind="stable")
+            U0, n_match, rms, ok, lik = (a[rows, order] for a in (U0, n_match, rms, ok, lik))
+            score = np.where(ok, lik, 0.0)
     # reliability: best score of a candidate that ended more than the separation from the best
     second, alt = yield from _reliability_job(
         U0,
@@ -1173,6 +1194,19 @@ def _wide_scores_job(
     return out
 
 
+def _likelihood_job(plan, off, gx, gy, intensity, U, ok, *, k_max, tol_pos, n_threads, chunk, progress):
+    """Job: the thin-film likelihood score (:mod:`.likelihood`) of candidates ``U (n, k, 3, 3)``."""
+    from . import likelihood as _lik
+
+    G, F2, g2, lam = _reflections(plan, 1.0)
+    args, (score, _t) = _lik.likelihood_arguments(
+        off, gx, gy, intensity, U, ok, G=G, F2=F2, g2=g2, lam=lam, k_max=k_max, tol_pos=tol_pos
+    )
+    for _ in _run_ranges(_lik._likelihood_range, len(ok), args, n_threads, chunk):
+        yield progress
+    return score
+
+
 def _separation(plan: OrientationPlan, separation_deg: float | None) -> float:
     """Candidates closer than this (degrees) are one answer: ``separation_deg``, or 2.5 plan steps (5 at least)."""
     return separation_deg if separation_deg is not None else max(5.0, 2.5 * plan.params["step_deg"])
@@ -1280,6 +1314,7 @@ def iter_match_orientations(
     pair_pool: int = 8,
     pair_gain: float | None = None,
     rank_width: float = 0.0,
+    rank_likelihood: bool = False,
     turn_line: float = TURN_LINE,
 ) -> Job[ACOMResult]:
     """Job: orientation (and phase) of every pattern from its Bragg peaks.
@@ -1363,6 +1398,12 @@ def iter_match_orientations(
         ``correlation``. 12 gained 4-7 points within 2 deg on held-out thin films (Au, Fe at
         1e5 e) and cost 3 on the shipped sample (docs/acom.md); default 0: the refinement's
         cosine alone.
+    rank_likelihood : bool
+        When True, a final ranking of the refined candidates by a thin-film likelihood
+        (:mod:`.likelihood`: ``sinc^2`` rocking curves at a fitted thickness and scale, detected
+        peaks left unpredicted and predicted reflections above the detection line left undetected
+        both count against a candidate), which is then the reported ``correlation`` and the
+        reliability's score. Default False (docs/acom.md, "Likelihood ranking").
     turn_line : float
         Each match's *zone partner* (the match turned by 180 deg about the low-index zone axis
         it is near, which the refinement reaches from the match turned about the beam) is
@@ -1483,6 +1524,7 @@ def iter_match_orientations(
                 n_flip=flip_candidates,
                 partial=scan_partial if i_pass == 0 else _no_partial,
                 rank_width=rank_width,
+                rank_likelihood=rank_likelihood,
             )
             per_plan.append(res)
         # merge phases: the best n_m over all plans
@@ -1715,6 +1757,7 @@ def iter_match_orientations(
         "pair_score": pair_score if residual else "",
         "pair_gain": (_PAIR_GAIN if pair_gain is None else float(pair_gain)) if joint else float("nan"),
         "rank_width": float(rank_width) if refine else 0.0,
+        "rank_likelihood": bool(rank_likelihood) and bool(refine),
         "flip_candidates": flip_candidates,
         "turn_line": float(turn_line),
         "rocking_curve": ",".join(_plan_profile(p) for p in plans),

@@ -61,7 +61,8 @@ class ACOMResult:
         ``U`` (crystal -> lab); NaN where masked.
     correlation : ndarray ``(scan_y, scan_x, n_matches)``
         Match quality 0..1 (after refinement: cosine of measured and fitted amplitudes, or
-        with ``rank_width > 0`` the rank score, docs/acom.md; without: the plan correlation).
+        with ``rank_width > 0`` the rank score, with ``rank_likelihood`` the thin-film likelihood
+        score ``1 / (1 + deviance / n_peaks)``, docs/acom.md; without: the plan correlation).
     phase : ndarray ``(scan_y, scan_x, n_matches)`` int
         Index into ``crystals``; -1 where masked.
     reliability : ndarray ``(scan_y, scan_x)``
