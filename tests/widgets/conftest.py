@@ -44,9 +44,11 @@ excluded ones) as JSON lines: the before/after figures of docs/napari-widgets.md
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
-import sys
+import re
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -79,6 +81,7 @@ class StallDetector:
         self._samples: Counter = Counter()
         self._stop = threading.Event()
         self._watchdog = None
+        self._dump = tempfile.TemporaryFile()  # the watchdog's faulthandler dumps
         self._begin()
 
     # -- intervals ----------------------------------------------------------------------------
@@ -187,8 +190,7 @@ class StallDetector:
             # "ours", a false stall seen three times late in a full run)
             if time.perf_counter() - self._t_wall < SAMPLE_AFTER_S or self._excluded:
                 continue
-            frame = sys._current_frames().get(self._main)
-            where = _innermost_own_frame(frame)
+            where = _innermost_own_frame(_thread_stack(self._main, self._dump))
             if where and _FLOOR["depth"]:
                 # inside one of napari's floor calls (its CPU is subtracted): not ours, even
                 # when our code made the call (show_map -> add_image)
@@ -220,6 +222,8 @@ class StallDetector:
         self._stop.set()
         if self._watchdog is not None:
             self._watchdog.join(1.0)
+        if self._watchdog is None or not self._watchdog.is_alive():
+            self._dump.close()
 
     def report(self) -> str:
         lines = [f"GUI thread blocked > {THRESHOLD_S * 1e3:.0f} ms (CPU) {len(self.stalls)} time(s):"]
@@ -235,22 +239,50 @@ class StallDetector:
 _OWN = "napari_4dstem/"  # our package's frames are labelled with this prefix
 
 
-def _innermost_own_frame(frame) -> str | None:
+def _innermost_own_frame(stack: list[tuple[str, int, str]]) -> str | None:
     """``file:function`` of the innermost frame in napari_4dstem or the tests (else the innermost);
     our package's frames are prefixed ``napari_4dstem/``."""
     first = None
-    while frame is not None:
-        code = frame.f_code
-        fn = code.co_filename
-        label = f"{os.path.basename(fn)}:{code.co_name}:{frame.f_lineno}"
+    for fn, lineno, func in stack:
+        label = f"{os.path.basename(fn)}:{func}:{lineno}"
         if "/src/napari_4dstem/" in fn or "/site-packages/napari_4dstem/" in fn:
             label = _OWN + label
         if first is None:
             first = label
         if ("napari_4dstem" in fn or "/tests/" in fn) and not fn.endswith("conftest.py"):
             return label if label == first else f"{label} > {first}"
-        frame = frame.f_back
     return first
+
+
+_FRAME_LINE = re.compile(r'^\s+File "(.*)", line (\d+) in (.*)$')
+
+
+def _thread_stack(ident: int, dump) -> list[tuple[str, int, str]]:
+    """The stack of thread ``ident``, innermost first, as (file, line, function), read by
+    ``faulthandler`` in one C call that holds the GIL throughout.
+
+    The watchdog used to walk ``sys._current_frames()[ident].f_back...`` in Python: the GIL can
+    pass to the sampled thread between two steps of that walk, and on CPython 3.11 that thread
+    then pops and frees frames the walk still reads. Session 14's UX audit traced its segfaults
+    (and napari alone's, under the same harness) to exactly that walk; faulthandler reads the
+    frames without ever releasing the GIL.
+    """
+    dump.seek(0)
+    dump.truncate()
+    faulthandler.dump_traceback(dump, all_threads=True)
+    dump.seek(0)
+    stack: list[tuple[str, int, str]] = []
+    inside = False
+    for line in dump.read().decode("utf-8", "replace").splitlines():
+        if line.startswith(("Thread 0x", "Current thread 0x")):
+            if inside:
+                break
+            inside = int(line.split("0x", 1)[1].split()[0], 16) == ident
+        elif inside:
+            m = _FRAME_LINE.match(line)
+            if m:
+                stack.append((m.group(1), int(m.group(2)), m.group(3)))
+    return stack
 
 
 _ACTIVE: list[StallDetector] = []
