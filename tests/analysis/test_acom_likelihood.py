@@ -329,3 +329,36 @@ def test_kernel_matches_a_naive_reference_on_random_inputs():
         assert np.all(want[~ok] == 0) and np.all(want[:1] == 0) and np.all(want[ok][2:] > 0)
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-9)  # the table's interpolation: ~1e-5 relative
         np.testing.assert_array_equal(t_got, t_want)
+
+
+def test_a_result_made_with_likelihood_ranking_replays_with_it(tmp_path):
+    """CLI ``--rank-likelihood`` on a peaks file: the result records it (its params and its recipe,
+    read back from the file), the copied script spells it out, and the recipe's replay gives the same
+    matches; without the flag the recipe replays the default."""
+    from napari_4dstem.cli import main
+    from napari_4dstem.io import emd
+    from napari_4dstem.pipelines import read_acom
+    from napari_4dstem.pipelines.recipe import recipe_of, script_from_file
+
+    c = bundled_crystal("Au")
+    rng = np.random.default_rng(2)
+    Us = np.stack([_rot(rng.normal(size=3), rng.uniform(0, 180)) for _ in range(6)])
+    pk = film_peaks(c, Us, rng.uniform(100, 400, 6), rng=rng)
+    pk = dataclasses.replace(pk, params={**pk.params, "detector_shape": [256, 256]})
+    src = emd.write(tmp_path / "peaks.h5", pk)
+    results = {}
+    for flag in (False, True):
+        out = tmp_path / f"acom{int(flag)}.h5"
+        argv = ["-q", "acom", str(src), str(out), "--crystal", "Au", "--k-max", "1.5", "--min-peaks", "3"]
+        assert main(argv + ["--rank-likelihood"] * flag) == 0
+        back = read_acom(out)
+        rec = next(r for r in map(recipe_of, emd.read(out).values()) if r is not None)
+        assert rec.params["acom"].rank_likelihood is flag
+        assert back.params["rank_likelihood"] is flag
+        assert ("rank_likelihood=True" in script_from_file(out)) is flag
+        again = rec.run().result
+        np.testing.assert_array_equal(again.orientation, back.orientation)
+        np.testing.assert_array_equal(again.correlation, back.correlation)
+        results[flag] = back
+    # the two differ: the likelihood's score is another scale (1 / (1 + D / n))
+    assert not np.array_equal(results[True].correlation, results[False].correlation)
