@@ -4,9 +4,10 @@ A final, opt-in re-ranking of the matcher's refined candidates. For a candidate 
 reflection within ``k_max`` is predicted with the thin-film rocking curve ``|F|^2 sinc^2(t s)``
 (``np.sinc`` convention, ``s`` the excitation error), averaged over ``+-h`` in ``t s`` with
 ``h = t |g| tilt`` (the refined orientation is known to about ``tilt``: at 0.25 deg and 1 1/A the
-excitation errors move by 0.004 1/A, beyond a 30 nm film's first zero), at each film thickness ``t``
-of a grid; per candidate and thickness the scale is fitted. The score compares square-root
-intensities (Poisson counts have a constant variance there):
+excitation errors move by 0.004 1/A, beyond a 30 nm film's first zero) plus half the thickness grid's
+relative step times ``|t s|`` (0.115 on the default grid), at each film thickness ``t`` of a grid;
+per candidate and thickness the scale is fitted. The score compares square-root intensities (Poisson
+counts have a constant variance there):
 
 * a detected peak against the summed prediction of the reflections within the position tolerance
   (none: the whole peak is unexplained -- a detected-but-unpredicted spot);

@@ -837,6 +837,7 @@ def _match_one_plan(
         n_keep_all = n_keep
     n_match = np.zeros((n_pat, n_keep_all), np.int64)
     rms = np.full((n_pat, n_keep_all), np.nan)
+    auto_score = None  # the score intensity_power="auto" reads, where not the reported one
     if refine:
         # cancel points between the whole-scan steps that prepare the refinement (each a few
         # array passes over n_pat x n_keep orientations: together 1.35 s before the first
@@ -937,7 +938,9 @@ def _match_one_plan(
             score = np.where(ok, wide, 0.0)
         if rank_likelihood:
             # final ranking by the thin-film likelihood (docs/acom.md, "Likelihood ranking"): it is
-            # their correlation from here on
+            # their correlation from here on; intensity_power="auto" still decides from the score
+            # it was made for (the cosine scale of its line), carried along in the new order
+            auto_score = score
             lik = yield from _likelihood_job(
                 plan,
                 off,
@@ -953,7 +956,7 @@ def _match_one_plan(
                 progress=ranking,
             )
             order = np.argsort(-np.where(ok, lik, -np.inf), axis=1, kind="stable")
-            U0, n_match, rms, ok, lik = (a[rows, order] for a in (U0, n_match, rms, ok, lik))
+            U0, n_match, rms, ok, lik, auto_score = (a[rows, order] for a in (U0, n_match, rms, ok, lik, auto_score))
             score = np.where(ok, lik, 0.0)
     # reliability: best score of a candidate that ended more than the separation from the best
     second, alt = yield from _reliability_job(
@@ -976,6 +979,7 @@ def _match_one_plan(
         reliability,
         out_s[:, 0],
         alt,
+        score[:, sl] if auto_score is None else np.where(ok, auto_score, 0.0)[:, sl],
     )
 
 
@@ -1540,13 +1544,15 @@ def iter_match_orientations(
         U, corr, okm, nmatch, rms, phase = (a[rows, order] for a in (U, corr, okm, nmatch, rms, phase))
         rel = np.stack([r[5] for r in per_plan], axis=1)[np.arange(n_pat), phase[:, 0]]
         alt = np.stack([r[7] for r in per_plan], axis=1)[np.arange(n_pat), phase[:, 0]]
+        # the score intensity_power="auto" reads (the correlation, but the refinement's under the likelihood ranking)
+        auto_corr = np.concatenate([r[8] for r in per_plan], axis=1)[rows, order]
         if len(plans) > 1:
             best = np.stack([np.where(r[2][:, 0], r[1][:, 0], 0.0) for r in per_plan], axis=1)
             srt = np.sort(best, axis=1)
             phase_rel = np.where(srt[:, -1] > 0, 1.0 - srt[:, -2] / np.maximum(srt[:, -1], 1e-300), 0.0)
         else:
             phase_rel = np.ones(n_pat)
-        return U, corr, okm, nmatch, rms, phase, rel, phase_rel, alt
+        return U, corr, okm, nmatch, rms, phase, rel, phase_rel, alt, auto_corr
 
     if pair_score not in ("joint", "share"):
         raise ValueError(f"pair_score must be 'joint' or 'share', got {pair_score!r}")
@@ -1554,10 +1560,10 @@ def iter_match_orientations(
     n_first = (max(pair_candidates, int(pair_pool)) if joint else pair_candidates) if residual else 1
     # the first pass of the overlap path scores as many plan candidates as one match would, so that
     # its best candidate is the single-grain answer (kept where no second grain is found)
-    U, corr, okm, nmatch, rms, phase, rel, phase_rel, alt = yield from one_pass(
+    U, corr, okm, nmatch, rms, phase, rel, phase_rel, alt, auto_corr = yield from one_pass(
         off_v, gx, gy, amp, n_first if residual else n_matches, 0, 1 if residual else None
     )
-    corr_first, ok_first = corr[:, 0].copy(), okm[:, 0].copy()
+    corr_first, ok_first = auto_corr[:, 0].copy(), okm[:, 0].copy()
     if residual:
         # overlapping grains: match k is the best orientation of the peaks that matches
         # 1..k-1 leave unexplained (peaks within the position tolerance of one of their
