@@ -290,11 +290,13 @@ def _spectra(
     if len(sel) > max_q:
         sel = np.sort(np.random.default_rng(seed).choice(sel, max_q, replace=False))
     g = np.empty((len(sel), len(pix)), np.complex64)
-    step = max(1, (32 * 2**20) // (16 * ny * nx))
+    # a chunk's spectra (complex128) are 32 MiB at most; with ``periodic`` half as many pixels, its
+    # smooth component's spectra being a second such array
+    step = max(1, (32 * 2**20) // (16 * ny * nx) // (2 if periodic else 1))
     for a in range(0, len(pix), step):
         spec = np.fft.fft2(imgs[pix[a : a + step]])
         if periodic:
-            spec = spec - _smooth_component_fft(imgs[pix[a : a + step]])
+            spec -= _smooth_component_fft(imgs[pix[a : a + step]])
         g[:, a : a + step] = spec.reshape(-1, ny * nx)[:, sel].T
         yield "the pixels' spectra"
     return g, qqy[sel], qqx[sel], sel
@@ -304,21 +306,23 @@ def _smooth_component_fft(u: np.ndarray) -> np.ndarray:
     """The spectrum of the smooth component of images ``u`` (..., h, w) (Moisan's periodic plus smooth).
 
     ``u = p + s`` with ``p`` periodic and ``s`` smooth, holding the jumps between opposite edges
-    that the FFT's periodic wrap adds to every image at the same place.
+    that the FFT's periodic wrap adds to every image at the same place: ``s`` solves the periodic
+    discrete Poisson equation whose source ``v`` is those jumps on the boundary rows and columns.
+    ``v`` is zero inside, so its spectrum is two outer products of 1-D FFTs of the jumps (no second
+    image-sized FFT: one complex array of ``u``'s size is the only scan-sized allocation).
     """
     h, w = u.shape[-2:]
-    v = np.zeros(u.shape)
-    dy = u[..., -1, :] - u[..., 0, :]
-    dx = u[..., :, -1] - u[..., :, 0]
-    v[..., 0, :] += dy
-    v[..., -1, :] -= dy
-    v[..., :, 0] += dx
-    v[..., :, -1] -= dx
+    dy = u[..., -1, :] - u[..., 0, :]  # v: +dy on the first row, -dy on the last
+    dx = u[..., :, -1] - u[..., :, 0]  # and +dx on the first column, -dx on the last
+    ey = 1.0 - np.exp(2j * np.pi * np.fft.fftfreq(h))  # the FFT over y of (row 0: +1, row h-1: -1)
+    ex = 1.0 - np.exp(2j * np.pi * np.fft.fftfreq(w))
+    out = ey[:, None] * np.fft.fft(dy, axis=-1)[..., None, :]
+    out += np.fft.fft(dx, axis=-1)[..., :, None] * ex[None, :]
     cy = np.cos(2 * np.pi * np.fft.fftfreq(h))[:, None]
     cx = np.cos(2 * np.pi * np.fft.fftfreq(w))[None, :]
     den = 2 * cy + 2 * cx - 4
     den[0, 0] = 1.0
-    out = np.fft.fft2(v) / den
+    out /= den
     out[..., 0, 0] = 0.0
     return out
 
