@@ -42,7 +42,9 @@ last = inspect.signature(P._refine_aberrations).parameters
 rot = [0.0, 12.0] if "rotations_deg" in last else 12.0  # a noisy shift field's rotation
 tracemalloc.start()
 t0 = time.perf_counter()
-gen = P._refine_aberrations(imgs, geo, probe, k, 20.0, 5.0, 0.0, rot)
+# each revision's newest refinement (the function's own default version lagged its module's in session 14)
+ver = dict(version=P.PARALLAX_VERSION) if "version" in last else {}
+gen = P._refine_aberrations(imgs, geo, probe, k, 20.0, 5.0, 0.0, rot, **ver)
 stamps, msgs = [t0], []
 try:
     while True:

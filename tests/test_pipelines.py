@@ -538,21 +538,25 @@ def test_a_phase_recipe_saved_before_parallax_version_replays_the_old_refinement
     from napari_4dstem.pipelines import ParameterError, run_phase
     from napari_4dstem.pipelines.phase import PhaseParams
 
-    assert PARALLAX_VERSION == 2 and PhaseParams().parallax_version == PARALLAX_VERSION
+    assert PARALLAX_VERSION == 3 and PhaseParams().parallax_version == PARALLAX_VERSION
     old = PhaseParams.from_dict({"method": "parallax", "fit_defocus": None})
     assert old.parallax_version == 1 and "parallax_version=1" in old.script()
     new = PhaseParams(method="parallax")
     assert PhaseParams.from_dict(new.to_dict()) == new
     # a script written now spells the version out, default or not: it replays this refinement when a
     # later default comes (review: the default was left out, as every default field is)
-    assert "parallax_version=2" in new.script() and "parallax_version=2" in PhaseParams().script()
+    assert "parallax_version=3" in new.script() and "parallax_version=3" in PhaseParams().script()
+    v2 = PhaseParams(method="parallax", parallax_version=2)  # session 13's, still replayable
+    assert "parallax_version=2" in v2.script() and PhaseParams.from_dict(v2.to_dict()) == v2
     assert eval(new.script(), {"PhaseParams": PhaseParams}) == new
     with pytest.raises(ParameterError, match="parallax_version"):
-        PhaseParams(parallax_version=3)
+        PhaseParams(parallax_version=4)
     s = simulate_phase_dataset(scan_shape=(8, 8), detector_px=32, step_A=0.5, defocus_A=50.0, seed=2)
-    for p in (old, new):
+    for p in (old, v2, new):
         res = run_phase(s.datacube, phase=p)
         assert res.parallax.params["version"] == p.parallax_version
         assert res.maps[0].params["version"] == p.parallax_version
         rotations = res.parallax.image.params["fit"]["confidence"]["rotations_scanned_deg"]
-        assert len(rotations) == (19 if p.parallax_version == 2 else 0)  # -90 .. +90 deg, 10 apart
+        assert len(rotations) == (19 if p.parallax_version >= 2 else 0)  # -90 .. +90 deg, 10 apart
+        interval = res.parallax.defocus_interval_A  # version 3 states a 95 % interval
+        assert (interval is not None) == (p.parallax_version == 3)

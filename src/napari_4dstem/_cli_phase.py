@@ -83,10 +83,11 @@ def add_phase(sub) -> argparse.ArgumentParser:
     m.add_argument(
         "--parallax-version",
         type=int,
-        choices=(1, 2),
+        choices=(1, 2, 3),
         default=None,
-        help="parallax defocus refinement's algorithm (default: the newest, 2: the rotation scanned over a "
-        "half turn, the bootstrap where the BF images vary; 1: session 12's, to reproduce an older run)",
+        help="parallax defocus refinement's algorithm (default: the newest, 3: each image's periodic component "
+        "fitted, a 95%% defocus interval stated; 2: session 13's, the rotation scanned over a half turn; 1: "
+        "session 12's; to reproduce an older run)",
     )
     m.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     m.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
@@ -171,7 +172,13 @@ def run_phase(args) -> int:
     par = res.parallax
     if par is not None:
         print(
-            f"parallax: defocus {par.defocus_A:.1f} +- {par.defocus_se_A:.1f} A, astigmatism {par.astig_A:.1f} A at "
+            f"parallax: defocus {par.defocus_A:.1f} +- {par.defocus_se_A:.1f} A"
+            + (
+                ""
+                if par.defocus_interval_A is None
+                else " (95 % interval {:.1f} to {:.1f} A)".format(*par.defocus_interval_A)
+            )
+            + f", astigmatism {par.astig_A:.1f} A at "
             f"{par.astig_angle_deg:.1f} deg, unaccounted rotation "
             f"{par.rotation_residual_deg:.2f} deg, fit RMS {par.fit_rms_A:.3f} A"
         )

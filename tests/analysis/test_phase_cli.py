@@ -95,7 +95,8 @@ def test_cli_low_dose_ptycho_flags_are_used_and_recorded(sim_file, tmp_path):
 def test_cli_parallax_and_bad_output(sim_file, tmp_path, capsys):
     _, path = sim_file
     assert main(["-q", "phase", str(path), str(tmp_path / "p.h5"), "--method", "parallax"]) == 0
-    assert "defocus" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "defocus" in out and "95 % interval" in out  # version 3 (the default) states its interval
     # --parallax-version 1 replays the older refinement; the recipe spells the version out
     argv = ["-q", "phase", str(path), str(tmp_path / "p1.h5"), "--method", "parallax", "--parallax-version", "1"]
     assert main(argv) == 0
@@ -131,7 +132,7 @@ def test_phase_is_a_pipeline_whose_script_reproduces_it(sim_file, tmp_path, run_
     )
     text = script_from_file(out, tmp_path / "again.h5")
     assert "run_phase(" in text and "beam_energy_kev" in text
-    assert "PhaseParams(defocus_A=20.0, parallax_version=2)" in text  # the version always spelled out
+    assert "PhaseParams(defocus_A=20.0, parallax_version=3)" in text  # the version always spelled out
     run_copied_script(text, tmp_path)
     np.testing.assert_array_equal(emd.read(tmp_path / "again.h5")["ssb_phase"].data, emd.read(out)["ssb_phase"].data)
     dc = open_datacube(path)

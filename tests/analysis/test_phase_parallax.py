@@ -4,6 +4,8 @@ Data: our thin-object forward model (analysis.phase.forward), 300 kV, 20 mrad, a
 weak phase object, scan step 0.5 A, 32 x 32 positions, 64 x 64 detector.
 """
 
+import math
+
 import numpy as np
 import pytest
 
@@ -381,3 +383,94 @@ def test_the_bootstrap_window_on_a_simulated_scan_with_a_darker_specimen():
     imgs = imgs / imgs.mean(axis=(1, 2), keepdims=True) - 1
     y0, x0 = _signal_window(imgs, np.arange(len(iy)), 64, 64)
     assert not vac[y0 : y0 + 64, x0 : x0 + 64].any(), (y0, x0)
+
+
+# Session 14 (version 3): confident fits 1-2 nm off the planted defocus (issue #20). Cause found on
+# the 16 x 16 tuning scans (seeds 1-6 and 31-33, noise-free and 1e4): a bias of the transfer fit, not
+# of the cross-correlation (the refinement does not use the shifts' sub-pixel values). A scan is not
+# periodic; the FFT wraps it, and the jumps between opposite edges sit at the same place in every
+# BF pixel's image, a shared unshifted feature that pulls the fitted defocus toward 0 (noise-free
+# 200 A read 193.7-194.5 A on seeds 1-3; on a 32 x 32 field 196.5-197.6 A). Version 3 fits each
+# image's periodic component (Moisan's periodic-plus-smooth decomposition): 197.5-197.6 A and
+# 198.7-199.2 A. And the SE was the jackknife's only (0.5 A, its floor, noise-free): every pixel
+# group shares the finite field's error, so the interval it implied missed. Version 3 adds a
+# finite-field term and states a 95 % interval (Student's t, 3 degrees of freedom).
+def test_the_periodic_component_has_no_edge_jumps_and_keeps_a_periodic_image():
+    from napari_4dstem.analysis.phase.parallax import _smooth_component_fft
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:16, 0:20]
+    # a periodic image (whole cycles) has a smooth component of its own edge jumps only, and a
+    # constant adds nothing
+    per = np.cos(2 * np.pi * 3 * xx / 20) * np.sin(2 * np.pi * 2 * yy / 16)
+    ramp = 0.3 * xx - 0.2 * yy + 5.0
+    u = per + ramp + 0.01 * rng.standard_normal(per.shape)
+    p = np.real(np.fft.ifft2(np.fft.fft2(u) - _smooth_component_fft(u)))
+    # the wrapped jumps of the ramp (0.3 * 19 across x, 0.2 * 15 across y) are gone from p's
+    # spectrum: its energy on the axis lines (where an edge jump puts a 1/Q cross) drops
+    spec_u, spec_p = np.abs(np.fft.fft2(u - u.mean())), np.abs(np.fft.fft2(p - p.mean()))
+    axes = np.zeros(u.shape, bool)
+    axes[0, :] = axes[:, 0] = True
+    axes[0, 0] = False
+    assert np.sum(spec_p[axes] ** 2) < 0.05 * np.sum(spec_u[axes] ** 2)
+    # away from the edges p is the image less a smooth field: the periodic pattern is kept
+    inner = (slice(4, 12), slice(4, 16))
+    c = np.corrcoef((p - p.mean())[inner].ravel(), per[inner].ravel())[0, 1]
+    assert c > 0.9
+    # an image without edge jumps (constant) has no smooth component
+    assert np.allclose(_smooth_component_fft(np.full((8, 8), 3.0)), 0.0)
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_noise_free_defocus_is_no_longer_read_short_by_the_fields_edges(seed):
+    """Planted 200 A on the 16 x 16 scan (8 A field, 63 % of the 315 A trusted defocus), noise-free,
+    seeds 7 and 8 (not used in the tuning): version 2 read it 1.5-3.5 % short with SE 0.5 A
+    (193.7-194.5 A on seeds 1-3), so "confident" held a 6 A error 12 SE wide. Version 3 (the
+    default) reads it within 4 A and the planted value lies in its stated 95 % interval."""
+    s = _small(200.0, None, seed=seed)
+    r = parallax(s.datacube)
+    assert r.defocus_A == pytest.approx(200.0, abs=4.0)
+    assert r.image.params["version"] == 3
+    assert r.defocus_confident
+    lo, hi = r.defocus_interval_A
+    assert lo <= 200.0 <= hi and hi - lo < 30.0  # the interval says something (measured ~25 A wide)
+    conf = r.image.params["fit"]["confidence"]
+    assert conf["defocus_se_A"] == pytest.approx(math.hypot(conf["defocus_se_jackknife_A"],
+                                                            conf["defocus_systematic_A"]))  # fmt: skip
+    # version 2 replays without an interval, and reads it shorter
+    old = parallax(s.datacube, version=2)
+    assert old.defocus_interval_A is None and "defocus_interval_A" not in old.image.params["fit"]["confidence"]
+    assert old.defocus_A < r.defocus_A - 1.0
+
+
+def test_a_confident_wrong_low_dose_fit_is_now_right_or_not_confident():
+    """Session 13's held-out confident-wrong case: 1e3 e/A^2 (62 electrons a pattern), planted 200 A,
+    data rotated 20 deg, the calibration saying 0, seed 32 (16 x 16 scan, 0.25 rad per atom).
+    Version 2 read 225.1 +- 3.3 A at 9.8 deg, confident (its left-out groups agreed: 222.7-228.1 A).
+    Version 3: either within its interval (and 1 nm) or not confident (measured: 278.6 A, the
+    left-out groups spread -518 to 150 A, rotation 79 deg: not confident)."""
+    s = simulate_phase_dataset(scan_shape=(16, 16), detector_px=48, step_A=0.5, defocus_A=200.0, seed=32,
+                               dose_e_per_A2=1e3, rotation_deg=20.0)  # fmt: skip
+    r = parallax(s.datacube, calibration=s.datacube.calibration.replace(rotation_deg=0.0))
+    if r.defocus_confident:
+        assert abs(r.defocus_A - 200.0) <= 10.0
+        lo, hi = r.defocus_interval_A
+        assert lo <= 200.0 <= hi
+    else:
+        assert r.image.params["fit"]["confidence"]["reason"]
+
+
+def test_fit_confidence_states_an_interval_with_the_finite_field_term():
+    from napari_4dstem.analysis.phase.parallax import T95_3DOF, _fit_confidence
+
+    null = np.linspace(0.0, 1.0, 19)
+    left = np.array([199.0, 201.0, 200.0, 200.0])
+    v2 = _fit_confidence(200.0, left, 10.0, null)
+    assert "defocus_interval_A" not in v2
+    v3 = _fit_confidence(200.0, left, 10.0, null, systematic_A=4.0)
+    se_jack = math.sqrt(3 / 4 * 2.0)
+    assert v3["defocus_se_jackknife_A"] == pytest.approx(se_jack)
+    assert v3["defocus_se_A"] == pytest.approx(math.hypot(se_jack, 4.0))
+    assert v3["defocus_interval_A"] == pytest.approx([200.0 - T95_3DOF * v3["defocus_se_A"],
+                                                      200.0 + T95_3DOF * v3["defocus_se_A"]])  # fmt: skip
+    assert v3["interval_level"] == 0.95 and v3["confident"]

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ..analysis.phase.parallax import PARALLAX_VERSION
+from ..analysis.phase.parallax import PARALLAX_VERSION, PARALLAX_VERSIONS
 from ..data.calibration import Calibration
 from ..engine.jobs import Job, Progress, eager
 from .bragg import _cube, _recipe
@@ -49,7 +49,8 @@ class PhaseParams(_Params):
         the aperture frequency (a low-dose setting; ``PtychoParams``)
     scan_region : ``(y0, y1, x0, x1)`` scan rows/columns analysed (None: the whole scan)
     parallax_version : the parallax refinement's algorithm (``iter_parallax``'s ``version``; default
-        the newest, 2: the rotation scanned over a half turn, the bootstrap drawn where the BF images
+        the newest, 3: the spectra of each image's periodic component and a stated 95 % defocus
+        interval; 2: the rotation scanned over a half turn, the bootstrap drawn where the BF images
         vary most). A recipe saved before the field existed replays with version 1, the algorithm it
         was made with, so its auto-defocus decision does not change
     """
@@ -100,8 +101,8 @@ class PhaseParams(_Params):
             f"slice thickness must be > 0 A, got {self.slice_thickness_A}",
         )
         _check(
-            self.parallax_version in (1, PARALLAX_VERSION) and not isinstance(self.parallax_version, bool),
-            f"parallax_version must be 1 or {PARALLAX_VERSION}, got {self.parallax_version!r}",
+            self.parallax_version in PARALLAX_VERSIONS and not isinstance(self.parallax_version, bool),
+            f"parallax_version must be one of {PARALLAX_VERSIONS}, got {self.parallax_version!r}",
         )
         _check(self.loss in ("amplitude", "poisson"), f"loss must be 'amplitude' or 'poisson', got {self.loss!r}")
         _check(_finite(self.step_decay) and self.step_decay >= 0, f"step decay must be >= 0, got {self.step_decay}")
@@ -211,6 +212,8 @@ def iter_phase(
         if p.method == "parallax":
             return PhaseResult((par.image,), par, None, recipe)
         fitted = dict(defocus_A=par.defocus_A, defocus_se_A=par.defocus_se_A, confident=par.defocus_confident)
+        if par.defocus_interval_A is not None:  # version 3 states one
+            fitted["defocus_interval_A"] = list(par.defocus_interval_A)
         if p.fit_defocus is None and not par.defocus_confident:
             # auto: a fit not distinguishable from 0 is noise (in focus at low dose), one beyond the
             # trusted range (a probe wider than the field) a wrong optimum: keep the typed defocus
