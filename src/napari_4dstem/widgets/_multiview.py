@@ -170,10 +170,28 @@ def embed_viewer(main_viewer, title: str, *, area: str = "right"):
 # goes with them (``place_dock``); a closed dock leaves (weak references)
 _PLACED: dict[str, list] = {"form": [], "canvas": []}
 
+# a form docked under another one keeps at least this height (title bar and scrolled form): a
+# column of slivers would fit the screen and show nothing; the dock that cannot have it floats
+DOCKED_FORM_MIN_HEIGHT_PX = 300
+# a floating dock: at most this share of the screen's room, the next one this far down and right
+FLOAT_MAX_SHARE = 0.75
+FLOAT_STEP_PX = 36
+FLOAT_MARGIN_PX = 48
+FLOAT_MIN_PX = (480, 560)  # a floating form this large at least where the room allows
+
 
 def _live_docks(kind: str, qt_window, area) -> list[QDockWidget]:
-    """The docks of ``kind`` placed earlier that are still in ``qt_window``'s ``area`` and not
-    hidden by the user (a dock in the background of a tab group counts), oldest first."""
+    """The docks of ``kind`` placed earlier that are still docked in ``qt_window``'s ``area`` and
+    not hidden by the user, oldest first."""
+    out = []
+    for d in _placed(kind, qt_window):
+        if qt_window.dockWidgetArea(d) == area and not d.isFloating() and d.toggleViewAction().isChecked():
+            out.append(d)
+    return out
+
+
+def _placed(kind: str, qt_window) -> list[QDockWidget]:
+    """The docks of ``kind`` placed earlier that are still in ``qt_window`` (docked or floating)."""
     out = []
     for ref in list(_PLACED[kind]):
         d = ref()
@@ -183,22 +201,51 @@ def _live_docks(kind: str, qt_window, area) -> list[QDockWidget]:
             alive = False
         if not alive:
             _PLACED[kind].remove(ref)
-        elif qt_window.dockWidgetArea(d) == area and not d.isFloating() and d.toggleViewAction().isChecked():
+        else:
             out.append(d)
     return out
 
 
+def _screen_room(qt_window):
+    """The room for windows on the screen of ``qt_window`` (its available geometry, a QRect)."""
+    from qtpy.QtGui import QGuiApplication
+
+    screen = qt_window.screen() or QGuiApplication.primaryScreen()
+    return screen.availableGeometry()
+
+
+def _minimum_size(qt_window):
+    """The smallest size the docks let ``qt_window`` have now, its window frame included."""
+    from qtpy.QtCore import QSize
+
+    qt_window.layout().invalidate()  # Qt caches the minimum until its next layout pass
+    hint = qt_window.minimumSizeHint()
+    frame = qt_window.frameGeometry().size() - qt_window.geometry().size()
+    return QSize(hint.width() + max(frame.width(), 0), hint.height() + max(frame.height(), 0))
+
+
+def _fits(size, before, room) -> bool:
+    """Whether a window of minimum ``size`` (that was ``before``) still fits ``room``: a window
+    that outgrew the screen before (a small screen) may keep its size, not grow."""
+    return size.width() <= max(room.width(), before.width()) and size.height() <= max(room.height(), before.height())
+
+
 def place_dock(dock: QDockWidget, kind: str = "form") -> None:
     """Place a dock of ours that napari has just put in its main window, so that opening more
-    docks keeps the window within the screen (UX point 3, audit defect 10).
+    docks keeps the window within the screen (UX point 3, audit defect 10), with no tabs (UX
+    point 3: analysis tools open "as dock widgets or separate windows, not tabs").
 
     napari stacks each new dock of an area under the ones there (``tabify=False`` from its
     Plugins menu): with 14 docks the window grew to 2450-2630 px tall, each dock a strip and the
-    Real space canvas about 90 px. Here a ``"form"`` dock (an analysis dock) joins the tab group
-    of our form docks already in its area and is raised; a ``"canvas"`` dock (the Result pane)
-    goes under the Real space dock when that is in its area (the two canvases share its column),
-    else it is placed as a form. The first dock of an area stays where napari put it. The only
-    napari internal used is its main window (a ``QMainWindow``): tabifying is Qt's.
+    Real space canvas about 90 px. Here a ``"form"`` dock (an analysis dock) goes under the last
+    form dock of ours docked in its area (their column, each form scrolling, each at least
+    ``DOCKED_FORM_MIN_HEIGHT_PX`` tall); a ``"canvas"`` dock (the Result pane) goes under the Real
+    space dock when that is in its area (the two canvases share its column), else it is placed
+    as a form. The first form of an area stays where napari put it. A dock that would make the
+    main window's minimum size outgrow the screen's room floats instead, as a window of its own
+    within the screen, cascaded from the other floating docks (:func:`_float_dock`); Qt keeps its
+    place in the column, where a double click on its title bar docks it back. The only napari
+    internal used is its main window (a ``QMainWindow``): the splits and floats are Qt's.
 
     Parameters
     ----------
@@ -208,29 +255,95 @@ def place_dock(dock: QDockWidget, kind: str = "form") -> None:
         ``"form"`` or ``"canvas"``.
     """
     qt_window = dock.parent()
-    if not hasattr(qt_window, "tabifyDockWidget") or dock.isFloating():
+    if not hasattr(qt_window, "splitDockWidget") or dock.isFloating():
         return
     if any(r() is dock for refs in _PLACED.values() for r in refs):
         return
     area = qt_window.dockWidgetArea(dock)
+    before = qt_window.minimumSizeHint()  # napari's add has not laid the window out yet
+    size_before = qt_window.size()
+    placed = False
     if kind == "canvas":
         real = [
             d
             for d in qt_window.findChildren(QDockWidget)
-            if d.windowTitle() == _REAL_SPACE_TITLE and qt_window.dockWidgetArea(d) == area and d.isVisible()
+            if d.windowTitle() == _REAL_SPACE_TITLE
+            and qt_window.dockWidgetArea(d) == area
+            and d.isVisible()
+            and not d.isFloating()
         ]
         if real:
             _PLACED["canvas"].append(weakref.ref(dock))
             qt_window.splitDockWidget(real[0], dock, Qt.Orientation.Vertical)
             h = max(real[0].height(), 2 * CANVAS_MIN_HEIGHT_PX)
             qt_window.resizeDocks([real[0], dock], [h // 2, h - h // 2], Qt.Orientation.Vertical)
+            placed = True
+    if not placed:
+        others = _live_docks("form", qt_window, area)
+        _PLACED["form"].append(weakref.ref(dock))
+        if others:  # else the first of its area: where napari put it
+            qt_window.splitDockWidget(others[-1], dock, Qt.Orientation.Vertical)
+            for d in (*others, dock):  # none of the column squeezed to a sliver by the next one
+                d.setMinimumHeight(max(d.minimumHeight(), DOCKED_FORM_MIN_HEIGHT_PX))
+    # the new dock is not shown yet (Qt's layout skips it) and napari docks it again at the end
+    # of its add (``setFloating(False)``): measured, and floated if need be, once napari is done
+    from qtpy.QtCore import QTimer
+
+    QTimer.singleShot(0, lambda: _settle(weakref.ref(dock), before, size_before))
+
+
+def _settle(ref, before, size_before) -> None:
+    """Float the dock of ``ref`` when the main window's minimum size with it docked outgrows the
+    screen's room (it was ``before`` without it), and give the window back its size from before
+    (``size_before``: Qt grew it to the docked minimum meanwhile)."""
+    dock = ref()
+    try:
+        if dock is None or dock.parent() is None or dock.isFloating():
             return
-    others = _live_docks("form", qt_window, area)
-    _PLACED["form"].append(weakref.ref(dock))
-    if others:
-        qt_window.tabifyDockWidget(others[-1], dock)
-        dock.show()
-        dock.raise_()
+        qt_window = dock.parent()
+        if _fits(_minimum_size(qt_window), before, _screen_room(qt_window)):
+            return
+        _float_dock(dock)
+        if not qt_window.isMaximized() and not qt_window.isFullScreen():
+            qt_window.layout().activate()  # the window's minimum without the dock (Qt sets it)
+            low = qt_window.minimumSizeHint()
+            qt_window.resize(max(size_before.width(), low.width()), max(size_before.height(), low.height()))
+    except RuntimeError:  # deleted by Qt meanwhile
+        pass
+
+
+def _float_dock(dock: QDockWidget) -> None:
+    """Float ``dock`` as a window of its own: its size hint within ``FLOAT_MAX_SHARE`` of the
+    screen's room (never below its minimum), inside the room, down and right of the floating
+    docks of ours there already (a cascade, none exactly on another)."""
+    qt_window = dock.parent()
+    room = _screen_room(qt_window)
+    dock.setFloating(True)
+    low, hint = dock.minimumSizeHint().expandedTo(dock.minimumSize()), dock.sizeHint()
+    w = max(low.width(), min(max(hint.width(), FLOAT_MIN_PX[0]), int(room.width() * FLOAT_MAX_SHARE)))
+    h = max(low.height(), min(max(hint.height(), FLOAT_MIN_PX[1]), int(room.height() * FLOAT_MAX_SHARE)))
+    # the cascade by the windows' top right corners (wider windows reach further left)
+    taken = {
+        (d.geometry().right(), d.geometry().top())
+        for kind in _PLACED
+        for d in _placed(kind, qt_window)
+        if d is not dock and d.isFloating()
+    }
+    # from the top right of the room (over the canvases' side of a maximized window), each next
+    # one a step down and left, back to the top once the steps leave the room
+    right0 = max(room.right() - FLOAT_MARGIN_PX, room.left() + w - 1)
+    top0 = min(room.top() + FLOAT_MARGIN_PX, max(room.bottom() + 1 - h, room.top()))
+    steps = max(min((right0 + 1 - w - room.left()), (room.bottom() + 1 - h - top0)) // FLOAT_STEP_PX + 1, 1)
+    corner = (right0, top0)
+    for k in range(steps):
+        at = (right0 - k * FLOAT_STEP_PX, top0 + k * FLOAT_STEP_PX)
+        if at not in taken:
+            corner = at
+            break
+    pos = (corner[0] + 1 - w, corner[1])
+    dock.setGeometry(pos[0], pos[1], w, h)
+    dock.show()
+    dock.raise_()
 
 
 _REAL_SPACE_TITLE = "Real space"  # _results.REAL_SPACE_DOCK (not imported: _results imports this module)
