@@ -281,9 +281,14 @@ def test_every_dock_open_at_once_keeps_the_window_on_a_1920_by_1080_screen(
         assert d.isVisible() and not d.visibleRegion().isEmpty(), d.windowTitle()
         bad += _unreachable(d, qtbot)
     assert not bad, "\n".join(bad)
-    # a floating one docks back where it would have gone, by Qt's usual means, still no tabs
+    # a floating one docks back where it would have gone (its title bar's "dock this panel"
+    # button, napari's), still no tabs
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QPushButton
+
     back = floating[0]
-    back.setFloating(False)
+    button = back.titleBarWidget().findChild(QPushButton, "QTitleBarFloatButton")
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
     qtbot.wait(50)
     assert not back.isFloating() and qw.dockWidgetArea(back) == qw.dockWidgetArea(vdock)
     assert not qw.tabifiedDockWidgets(back)

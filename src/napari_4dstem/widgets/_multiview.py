@@ -244,7 +244,8 @@ def place_dock(dock: QDockWidget, kind: str = "form") -> None:
     as a form. The first form of an area stays where napari put it. A dock that would make the
     main window's minimum size outgrow the screen's room floats instead, as a window of its own
     within the screen, cascaded from the other floating docks (:func:`_float_dock`); Qt keeps its
-    place in the column, where a double click on its title bar docks it back. The only napari
+    place in the column, where napari's "dock this panel" title-bar button (or a double click on
+    the title bar) docks it back. The only napari
     internal used is its main window (a ``QMainWindow``): the splits and floats are Qt's.
 
     Parameters
