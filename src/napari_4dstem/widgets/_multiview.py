@@ -315,33 +315,32 @@ def _settle(ref, before, size_before) -> None:
 
 def _float_dock(dock: QDockWidget) -> None:
     """Float ``dock`` as a window of its own: its size hint within ``FLOAT_MAX_SHARE`` of the
-    screen's room (never below its minimum), inside the room, down and right of the floating
-    docks of ours there already (a cascade, none exactly on another)."""
+    screen's room (never below its minimum), inside the room, a step down and right of the
+    floating docks of ours there already (a cascade, none exactly on another)."""
     qt_window = dock.parent()
     room = _screen_room(qt_window)
     dock.setFloating(True)
     low, hint = dock.minimumSizeHint().expandedTo(dock.minimumSize()), dock.sizeHint()
     w = max(low.width(), min(max(hint.width(), FLOAT_MIN_PX[0]), int(room.width() * FLOAT_MAX_SHARE)))
     h = max(low.height(), min(max(hint.height(), FLOAT_MIN_PX[1]), int(room.height() * FLOAT_MAX_SHARE)))
-    # the cascade by the windows' top right corners (wider windows reach further left)
     taken = {
-        (d.geometry().right(), d.geometry().top())
+        (d.geometry().left(), d.geometry().top())
         for kind in _PLACED
         for d in _placed(kind, qt_window)
         if d is not dock and d.isFloating()
     }
-    # from the top right of the room (over the canvases' side of a maximized window), each next
-    # one a step down and left, back to the top once the steps leave the room
-    right0 = max(room.right() - FLOAT_MARGIN_PX, room.left() + w - 1)
+    # from the top left of the room (over napari's layer controls in a maximized window, not the
+    # Real space canvas and the docked forms on the right), each next one a step down and right,
+    # back to the top once the steps leave the room
+    left0 = min(room.left() + FLOAT_MARGIN_PX, max(room.right() + 1 - w, room.left()))
     top0 = min(room.top() + FLOAT_MARGIN_PX, max(room.bottom() + 1 - h, room.top()))
-    steps = max(min((right0 + 1 - w - room.left()), (room.bottom() + 1 - h - top0)) // FLOAT_STEP_PX + 1, 1)
-    corner = (right0, top0)
+    steps = max(min(room.right() + 1 - w - left0, room.bottom() + 1 - h - top0) // FLOAT_STEP_PX + 1, 1)
+    pos = (left0, top0)
     for k in range(steps):
-        at = (right0 - k * FLOAT_STEP_PX, top0 + k * FLOAT_STEP_PX)
+        at = (left0 + k * FLOAT_STEP_PX, top0 + k * FLOAT_STEP_PX)
         if at not in taken:
-            corner = at
+            pos = at
             break
-    pos = (corner[0] + 1 - w, corner[1])
     dock.setGeometry(pos[0], pos[1], w, h)
     dock.show()
     dock.raise_()
