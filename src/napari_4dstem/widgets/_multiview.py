@@ -261,7 +261,7 @@ def place_dock(dock: QDockWidget, kind: str = "form") -> None:
     if any(r() is dock for refs in _PLACED.values() for r in refs):
         return
     area = qt_window.dockWidgetArea(dock)
-    before = qt_window.minimumSizeHint()  # napari's add has not laid the window out yet
+    before = _minimum_size(qt_window)  # the new dock is hidden still: without it
     size_before = qt_window.size()
     placed = False
     if kind == "canvas":
@@ -286,30 +286,45 @@ def place_dock(dock: QDockWidget, kind: str = "form") -> None:
             qt_window.splitDockWidget(others[-1], dock, Qt.Orientation.Vertical)
             for d in (*others, dock):  # none of the column squeezed to a sliver by the next one
                 d.setMinimumHeight(max(d.minimumHeight(), DOCKED_FORM_MIN_HEIGHT_PX))
-    # the new dock is not shown yet (Qt's layout skips it) and napari docks it again at the end
-    # of its add (``setFloating(False)``): measured, and floated if need be, once napari is done
+    dock.show()  # as napari does at the end of its add: Qt's layout skips a hidden dock
+    if _fits(_minimum_size(qt_window), before, _screen_room(qt_window)):
+        return
+    # floated here, inside napari's add: the window is not laid out at the docked size first, and
+    # the cost is the dock opening's
+    _float_dock(dock)
+    _keep_floating_through_add(dock)
+    # Qt grew the window to the docked minimum meanwhile: back to its size from before
+    if not qt_window.isMaximized() and not qt_window.isFullScreen():
+        qt_window.layout().activate()  # the window's minimum without the dock (Qt sets it)
+        low = qt_window.minimumSizeHint()
+        qt_window.resize(max(size_before.width(), low.width()), max(size_before.height(), low.height()))
+
+
+def _keep_floating_through_add(dock: QDockWidget) -> None:
+    """napari (0.9) ends its add of a dock with ``setFloating(False)`` (napari #3663): for the
+    dock just floated, that one call is dropped, until the event loop's next pass (a later
+    ``setFloating`` call, the user's, is Qt's again)."""
     from qtpy.QtCore import QTimer
 
-    QTimer.singleShot(0, lambda: _settle(weakref.ref(dock), before, size_before))
+    ref = weakref.ref(dock)
+
+    def set_floating(floating: bool) -> None:
+        d = ref()
+        if d is None:
+            return
+        _restore_set_floating(d)
+        if floating:
+            d.setFloating(True)
+
+    dock.setFloating = set_floating  # napari calls it from Python: the instance's attribute wins
+    QTimer.singleShot(0, lambda: _restore_set_floating(ref()))
 
 
-def _settle(ref, before, size_before) -> None:
-    """Float the dock of ``ref`` when the main window's minimum size with it docked outgrows the
-    screen's room (it was ``before`` without it), and give the window back its size from before
-    (``size_before``: Qt grew it to the docked minimum meanwhile)."""
-    dock = ref()
+def _restore_set_floating(dock) -> None:
     try:
-        if dock is None or dock.parent() is None or dock.isFloating():
-            return
-        qt_window = dock.parent()
-        if _fits(_minimum_size(qt_window), before, _screen_room(qt_window)):
-            return
-        _float_dock(dock)
-        if not qt_window.isMaximized() and not qt_window.isFullScreen():
-            qt_window.layout().activate()  # the window's minimum without the dock (Qt sets it)
-            low = qt_window.minimumSizeHint()
-            qt_window.resize(max(size_before.width(), low.width()), max(size_before.height(), low.height()))
-    except RuntimeError:  # deleted by Qt meanwhile
+        if dock is not None and "setFloating" in vars(dock):
+            del dock.setFloating
+    except RuntimeError:  # deleted by Qt
         pass
 
 
