@@ -292,3 +292,33 @@ def test_every_dock_open_at_once_keeps_the_window_on_a_1920_by_1080_screen(
     qtbot.wait(50)
     assert not back.isFloating() and qw.dockWidgetArea(back) == qw.dockWidgetArea(vdock)
     assert not qw.tabifiedDockWidgets(back)
+
+
+def test_on_a_small_screen_a_dock_that_would_grow_the_window_floats_inside_it(
+    make_napari_viewer, qtbot, stall_detector
+):
+    """pytest-xvfb's own 800 x 600 screen (no room patched): the window with Virtual imaging and
+    Real space is wider than it already; a form dock under Virtual imaging would make it taller
+    than the screen too, so it opens as a floating window inside the screen, no tabs."""
+    from qtpy.QtGui import QGuiApplication
+
+    main = make_napari_viewer(show=True)
+    qw = main.window._qt_window
+    with stall_detector.excluded("first layer add"):
+        main.open_sample("napari-4dstem", "polycrystal_au")
+    vdock, v = main.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    qtbot.waitUntil(lambda: v.last_image is not None and v._worker is None, timeout=60000)
+    qtbot.waitUntil(lambda: REAL_SPACE_DOCK in main.window.dock_widgets, timeout=10000)
+    qtbot.wait(50)
+    room = (qw.screen() or QGuiApplication.primaryScreen()).availableGeometry()
+    before = qw.minimumSizeHint()
+    assert before.width() > room.width() and before.height() <= room.height(), (before, room)  # the premise
+    dock, _ = main.window.add_plugin_dock_widget("napari-4dstem", "Bragg disks and strain")
+    qtbot.wait(50)
+    g, low = dock.geometry(), dock.minimumSizeHint().expandedTo(dock.minimumSize())
+    print(f"screen {room.getRect()}, window at least {before} -> {qw.minimumSizeHint()}, Bragg {g.getRect()}")
+    assert dock.isFloating() and not vdock.isFloating()
+    assert not any(qw.tabifiedDockWidgets(d) for d in (vdock, dock))
+    assert room.contains(g) and g.width() >= low.width() and g.height() >= low.height(), (g.getRect(), low)
+    assert qw.minimumSizeHint().height() <= room.height()
+    assert not _unreachable(dock, qtbot)

@@ -241,8 +241,9 @@ def place_dock(dock: QDockWidget, kind: str = "form") -> None:
     form dock of ours docked in its area (their column, each form scrolling, each at least
     ``DOCKED_FORM_MIN_HEIGHT_PX`` tall); a ``"canvas"`` dock (the Result pane) goes under the Real
     space dock when that is in its area (the two canvases share its column), else it is placed
-    as a form. The first form of an area stays where napari put it. A dock that would make the
-    main window's minimum size outgrow the screen's room floats instead, as a window of its own
+    as a form. The first form of an area stays where napari put it; that one and the canvases
+    stay docked. A form under another that would make the main window's minimum size outgrow
+    the screen's room floats instead, as a window of its own
     within the screen, cascaded from the other floating docks (:func:`_float_dock`); Qt keeps its
     place in the column, where napari's "dock this panel" title-bar button (or a double click on
     the title bar) docks it back. The only napari
@@ -263,7 +264,6 @@ def place_dock(dock: QDockWidget, kind: str = "form") -> None:
     area = qt_window.dockWidgetArea(dock)
     before = _minimum_size(qt_window)  # the new dock is hidden still: without it
     size_before = qt_window.size()
-    placed = False
     if kind == "canvas":
         real = [
             d
@@ -278,14 +278,14 @@ def place_dock(dock: QDockWidget, kind: str = "form") -> None:
             qt_window.splitDockWidget(real[0], dock, Qt.Orientation.Vertical)
             h = max(real[0].height(), 2 * CANVAS_MIN_HEIGHT_PX)
             qt_window.resizeDocks([real[0], dock], [h // 2, h - h // 2], Qt.Orientation.Vertical)
-            placed = True
-    if not placed:
-        others = _live_docks("form", qt_window, area)
-        _PLACED["form"].append(weakref.ref(dock))
-        if others:  # else the first of its area: where napari put it
-            qt_window.splitDockWidget(others[-1], dock, Qt.Orientation.Vertical)
-            for d in (*others, dock):  # none of the column squeezed to a sliver by the next one
-                d.setMinimumHeight(max(d.minimumHeight(), DOCKED_FORM_MIN_HEIGHT_PX))
+            return  # the canvases' column stays docked
+    others = _live_docks("form", qt_window, area)
+    _PLACED["form"].append(weakref.ref(dock))
+    if not others:
+        return  # the first form of its area (Virtual imaging, as a rule) stays where napari put it
+    qt_window.splitDockWidget(others[-1], dock, Qt.Orientation.Vertical)
+    for d in (*others, dock):  # none of the column squeezed to a sliver by the next one
+        d.setMinimumHeight(max(d.minimumHeight(), DOCKED_FORM_MIN_HEIGHT_PX))
     dock.show()  # as napari does at the end of its add: Qt's layout skips a hidden dock
     if _fits(_minimum_size(qt_window), before, _screen_room(qt_window)):
         return
