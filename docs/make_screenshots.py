@@ -451,6 +451,56 @@ def classification() -> None:
     viewer.close()
 
 
+def workspace_all_docks() -> None:
+    """Every dock of the plugin open at once on a 1920 x 1080 screen: the docks that fit docked,
+    the others floating, cascaded (no tabs). The whole screen is grabbed (floating docks are
+    windows of their own). Run under ``xvfb-run -a -s "-screen 0 1920x1080x24"``."""
+    import time
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_4dstem.widgets._results import REAL_SPACE_DOCK
+
+    def settle(cond, timeout_s=120.0):
+        t0 = time.time()
+        while not cond() and time.time() - t0 < timeout_s:
+            QApplication.processEvents()
+            time.sleep(0.01)
+
+    viewer = napari.Viewer(show=True)
+    viewer.open_sample("napari-4dstem", "polycrystal_au")
+    _, w = viewer.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    settle(lambda: w.last_image is not None and w._worker is None and REAL_SPACE_DOCK in viewer.window.dock_widgets)
+    for name in (
+        "Bragg disks and strain",
+        "Calibration and DPC",
+        "Orientation mapping",
+        "Phase retrieval",
+        "Classification",
+        "NN disk detection",
+        "Simulation and training data",
+        "Result pane",
+        "Log",
+        "Series, compare and watch",
+        "Keyboard shortcuts",
+        "Results",
+        "Scan shape",
+        "Open raw binary file",
+    ):
+        viewer.window.add_plugin_dock_widget("napari-4dstem", name)
+        settle(lambda: False, 0.3)
+    qt_window = viewer.window._qt_window
+    screen = QApplication.primaryScreen()
+    room = screen.availableGeometry()
+    qt_window.setGeometry(room)  # as a maximized window (no window manager under Xvfb)
+    settle(lambda: False, 2.0)
+    path = OUT / "workspace_all_docks.png"
+    screen.grabWindow(0).save(str(path))
+    print(f"wrote {path} ({room.width()} x {room.height()} screen)")
+    viewer.close()
+
+
 def demo_figures() -> None:
     import shutil
     import tempfile

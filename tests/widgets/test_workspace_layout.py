@@ -15,6 +15,7 @@ import pytest
 from qtpy.QtCore import QPoint, QSize
 from qtpy.QtWidgets import (
     QAbstractButton,
+    QAbstractItemView,
     QAbstractSlider,
     QAbstractSpinBox,
     QComboBox,
@@ -114,6 +115,7 @@ def _unreachable(dock: QWidget, qtbot) -> list[str]:
         if isinstance(c, CONTROLS)
         and not isinstance(c, QScrollBar)
         and not isinstance(c.parentWidget(), QAbstractSpinBox | QComboBox)  # the line edit of one
+        and not isinstance(c.parentWidget(), QAbstractItemView)  # a table's corner button (Qt's, 0 px wide)
         and c.isVisibleTo(dock)
     ]
     assert controls, f"no controls found in {dock.windowTitle()!r}"
@@ -144,14 +146,35 @@ def _check_fits(qw, qtbot, docks) -> None:
     qtbot.wait(50)
     assert (qw.width(), qw.height()) == SCREEN
     bad = []
-    for d in docks:
-        d.raise_()  # our form docks share one tab group: each is checked as its tab shows it
-        qtbot.wait(10)
+    for d in _raised(docks, qtbot):
         bad += _unreachable(d, qtbot)
     assert not bad, "\n".join(bad)
 
 
-def test_the_workspace_fits_a_1920_by_1080_screen_with_every_dock(make_napari_viewer, qtbot, stall_detector):
+def _raised(docks, qtbot):
+    """Each of ``docks`` in turn, brought to the front first (a floating one over the others)."""
+    for d in docks:
+        d.raise_()
+        qtbot.wait(5)
+        yield d
+
+
+@pytest.fixture
+def screen_1920(monkeypatch):
+    """The room of a 1920 x 1080 screen for the dock placement (pytest-xvfb's screen is
+    800 x 600, less than the main window needs for its first two docks)."""
+    from qtpy.QtCore import QRect
+
+    from napari_4dstem.widgets import _multiview
+
+    room = QRect(0, 0, *SCREEN)
+    monkeypatch.setattr(_multiview, "_screen_room", lambda qt_window: room, raising=False)
+    return room
+
+
+def test_the_workspace_fits_a_1920_by_1080_screen_with_every_dock(
+    make_napari_viewer, qtbot, stall_detector, screen_1920
+):
     main = make_napari_viewer(show=True)
     qw = main.window._qt_window
     with stall_detector.excluded("first layer add"):
@@ -196,11 +219,18 @@ ALL_DOCKS = (
 )
 
 
-def test_every_dock_open_at_once_keeps_the_window_on_a_1920_by_1080_screen(make_napari_viewer, qtbot, stall_detector):
+def test_every_dock_open_at_once_keeps_the_window_on_a_1920_by_1080_screen(
+    make_napari_viewer, qtbot, stall_detector, screen_1920
+):
     """UX audit defect 10: with many of our docks open at once, napari stacked each under the
-    others: the window grew to 1827 x 2450 px here (2630 px in the audit), each dock a strip.
-    Now our form docks of an area share one tab group (the newest raised) and the Result pane
-    sits under the Real space canvas: both canvases keep 200 px of height at least."""
+    others: the window grew to 1827 x 3073 px here (2630 px in the audit), each dock a strip.
+    Session 13 put our form docks of an area in one tab group; UX point 3 asks for "dock widgets
+    or separate windows, not tabs": now a form dock goes under the forms docked in its area
+    while the main window still fits the screen, the Result pane under the Real space canvas
+    (both canvases keep 200 px of height at least), and a dock that would make the window
+    outgrow the screen floats as a window of its own inside the screen, cascaded."""
+    from qtpy.QtWidgets import QDockWidget
+
     main = make_napari_viewer(show=True)
     qw = main.window._qt_window
     with stall_detector.excluded("first layer add"):
@@ -208,27 +238,87 @@ def test_every_dock_open_at_once_keeps_the_window_on_a_1920_by_1080_screen(make_
     vdock, v = main.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
     qtbot.waitUntil(lambda: v.last_image is not None and v._worker is None, timeout=60000)
     qtbot.waitUntil(lambda: REAL_SPACE_DOCK in main.window.dock_widgets, timeout=10000)
-    docks = [vdock]
+    docks = [vdock, main.window.dock_widgets[REAL_SPACE_DOCK].parentWidget()]
     for name in ALL_DOCKS:
         dock, _ = main.window.add_plugin_dock_widget("napari-4dstem", name)
         docks.append(dock)
         qtbot.wait(20)
-        # the dock just opened is in front (a user opening it wants to see it)
+        # the dock just opened is shown (a user opening it wants to see it)
         assert dock.isVisible() and not dock.visibleRegion().isEmpty(), name
     qtbot.wait(100)
     hint = qw.minimumSizeHint()
+    floating = [d for d in docks if d.isFloating()]
     print(f"{len(docks)} docks: window {qw.width()}x{qw.height()}, at least {hint.width()}x{hint.height()}")
+    print("floating:", [(d.windowTitle(), d.geometry().getRect()) for d in floating])
+    print("docked:", [(d.windowTitle(), d.height()) for d in docks if not d.isFloating()])
     assert qw.width() <= SCREEN[0] and qw.height() <= SCREEN[1], f"window {qw.width()}x{qw.height()}"
     assert hint.width() <= SCREEN[0] and hint.height() <= SCREEN[1]
+    # no tabs anywhere in the window (napari's own docks too)
+    tabbed = {
+        d.windowTitle(): [t.windowTitle() for t in qw.tabifiedDockWidgets(d)] for d in qw.findChildren(QDockWidget)
+    }
+    assert not any(tabbed.values()), tabbed
+    # docked while the window fits, floating beyond: both happen with 16 docks on this screen
+    docked_forms = [d for d in docks[2:] if not d.isFloating() and d.windowTitle() != "Result"]
+    assert docked_forms and floating, [d.windowTitle() for d in floating]
+    assert not vdock.isFloating() and not docks[1].isFloating()
+    for d in floating:  # a window of its own inside the screen, at its minimum size at least
+        g, low = d.geometry(), d.minimumSizeHint().expandedTo(d.minimumSize())
+        assert screen_1920.contains(g), (d.windowTitle(), g.getRect())
+        assert g.width() >= low.width() and g.height() >= low.height(), (d.windowTitle(), g.getRect(), low)
+    corners = [d.geometry().topLeft() for d in floating]
+    assert len({(p.x(), p.y()) for p in corners}) == len(corners), "floating docks on top of each other"
     heights = _canvas_heights(main)
     print("canvas heights", heights)
     assert set(heights) >= {REAL_SPACE_DOCK, "Result"}, heights
     assert min(heights.values()) >= 200, heights
-    # as a maximized window, too; and every dock can be brought to the front
+    # as a maximized window, too; and every control of every dock can be reached
     qw.resize(*SCREEN)
     qtbot.wait(50)
     assert min(_canvas_heights(main).values()) >= 200
-    for d in docks:
-        d.raise_()
-        qtbot.wait(5)
+    bad = []
+    for d in _raised(docks, qtbot):
         assert d.isVisible() and not d.visibleRegion().isEmpty(), d.windowTitle()
+        bad += _unreachable(d, qtbot)
+    assert not bad, "\n".join(bad)
+    # a floating one docks back where it would have gone (its title bar's "dock this panel"
+    # button, napari's), still no tabs
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QPushButton
+
+    back = floating[0]
+    button = back.titleBarWidget().findChild(QPushButton, "QTitleBarFloatButton")
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    qtbot.wait(50)
+    assert not back.isFloating() and qw.dockWidgetArea(back) == qw.dockWidgetArea(vdock)
+    assert not qw.tabifiedDockWidgets(back)
+
+
+def test_on_a_small_screen_a_dock_that_would_grow_the_window_floats_inside_it(
+    make_napari_viewer, qtbot, stall_detector
+):
+    """pytest-xvfb's own 800 x 600 screen (no room patched): the window with Virtual imaging and
+    Real space is wider than it already; a form dock under Virtual imaging would make it taller
+    than the screen too, so it opens as a floating window inside the screen, no tabs."""
+    from qtpy.QtGui import QGuiApplication
+
+    main = make_napari_viewer(show=True)
+    qw = main.window._qt_window
+    with stall_detector.excluded("first layer add"):
+        main.open_sample("napari-4dstem", "polycrystal_au")
+    vdock, v = main.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    qtbot.waitUntil(lambda: v.last_image is not None and v._worker is None, timeout=60000)
+    qtbot.waitUntil(lambda: REAL_SPACE_DOCK in main.window.dock_widgets, timeout=10000)
+    qtbot.wait(50)
+    room = (qw.screen() or QGuiApplication.primaryScreen()).availableGeometry()
+    before = qw.minimumSizeHint()
+    assert before.width() > room.width() and before.height() <= room.height(), (before, room)  # the premise
+    dock, _ = main.window.add_plugin_dock_widget("napari-4dstem", "Bragg disks and strain")
+    qtbot.wait(50)
+    g, low = dock.geometry(), dock.minimumSizeHint().expandedTo(dock.minimumSize())
+    print(f"screen {room.getRect()}, window at least {before} -> {qw.minimumSizeHint()}, Bragg {g.getRect()}")
+    assert dock.isFloating() and not vdock.isFloating()
+    assert not any(qw.tabifiedDockWidgets(d) for d in (vdock, dock))
+    assert room.contains(g) and g.width() >= low.width() and g.height() >= low.height(), (g.getRect(), low)
+    assert qw.minimumSizeHint().height() <= room.height()
+    assert not _unreachable(dock, qtbot)

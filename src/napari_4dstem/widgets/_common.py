@@ -839,10 +839,11 @@ def _dock_removed(widget) -> None:
 def watch_dock(widget, kind: str = "form") -> None:
     """Look after ``widget``'s dock in napari's main window; call from its ``__init__``.
 
-    - placing: once napari has put the dock in its window, it joins the tab group of our other
-      dock forms of that area, raised (``kind="form"``), or goes under the Real space canvas
-      (``kind="canvas"``: the Result pane), so more docks keep the window within the screen
-      (:func:`._multiview.place_dock`);
+    - placing: once napari has put the dock in its window, it goes under our other dock forms
+      docked in that area (``kind="form"``), or under the Real space canvas (``kind="canvas"``:
+      the Result pane); one that would make the main window outgrow the screen floats as a
+      window of its own inside the screen instead, so more docks keep the window within the
+      screen, with no tabs (:func:`._multiview.place_dock`);
     - closing: napari's dock close (its title bar's close button, ``remove_dock_widget``) never
       calls the widget's ``closeEvent``; here the dock's end closes the widget, so its
       ``closeEvent`` stops its jobs and timers, and every handler of the widget on the viewer's

@@ -170,10 +170,28 @@ def embed_viewer(main_viewer, title: str, *, area: str = "right"):
 # goes with them (``place_dock``); a closed dock leaves (weak references)
 _PLACED: dict[str, list] = {"form": [], "canvas": []}
 
+# a form docked under another one keeps at least this height (title bar and scrolled form): a
+# column of slivers would fit the screen and show nothing; the dock that cannot have it floats
+DOCKED_FORM_MIN_HEIGHT_PX = 300
+# a floating dock: at most this share of the screen's room, the next one this far down and right
+FLOAT_MAX_SHARE = 0.75
+FLOAT_STEP_PX = 36
+FLOAT_MARGIN_PX = 48
+FLOAT_MIN_PX = (480, 560)  # a floating form this large at least where the room allows
+
 
 def _live_docks(kind: str, qt_window, area) -> list[QDockWidget]:
-    """The docks of ``kind`` placed earlier that are still in ``qt_window``'s ``area`` and not
-    hidden by the user (a dock in the background of a tab group counts), oldest first."""
+    """The docks of ``kind`` placed earlier that are still docked in ``qt_window``'s ``area`` and
+    not hidden by the user, oldest first."""
+    out = []
+    for d in _placed(kind, qt_window):
+        if qt_window.dockWidgetArea(d) == area and not d.isFloating() and d.toggleViewAction().isChecked():
+            out.append(d)
+    return out
+
+
+def _placed(kind: str, qt_window) -> list[QDockWidget]:
+    """The docks of ``kind`` placed earlier that are still in ``qt_window`` (docked or floating)."""
     out = []
     for ref in list(_PLACED[kind]):
         d = ref()
@@ -183,22 +201,53 @@ def _live_docks(kind: str, qt_window, area) -> list[QDockWidget]:
             alive = False
         if not alive:
             _PLACED[kind].remove(ref)
-        elif qt_window.dockWidgetArea(d) == area and not d.isFloating() and d.toggleViewAction().isChecked():
+        else:
             out.append(d)
     return out
 
 
+def _screen_room(qt_window):
+    """The room for windows on the screen of ``qt_window`` (its available geometry, a QRect)."""
+    from qtpy.QtGui import QGuiApplication
+
+    screen = qt_window.screen() or QGuiApplication.primaryScreen()
+    return screen.availableGeometry()
+
+
+def _minimum_size(qt_window):
+    """The smallest size the docks let ``qt_window`` have now, its window frame included."""
+    from qtpy.QtCore import QSize
+
+    qt_window.layout().invalidate()  # Qt caches the minimum until its next layout pass
+    hint = qt_window.minimumSizeHint()
+    frame = qt_window.frameGeometry().size() - qt_window.geometry().size()
+    return QSize(hint.width() + max(frame.width(), 0), hint.height() + max(frame.height(), 0))
+
+
+def _fits(size, before, room) -> bool:
+    """Whether a window of minimum ``size`` (that was ``before``) still fits ``room``: a window
+    that outgrew the screen before (a small screen) may keep its size, not grow."""
+    return size.width() <= max(room.width(), before.width()) and size.height() <= max(room.height(), before.height())
+
+
 def place_dock(dock: QDockWidget, kind: str = "form") -> None:
     """Place a dock of ours that napari has just put in its main window, so that opening more
-    docks keeps the window within the screen (UX point 3, audit defect 10).
+    docks keeps the window within the screen (UX point 3, audit defect 10), with no tabs (UX
+    point 3: analysis tools open "as dock widgets or separate windows, not tabs").
 
     napari stacks each new dock of an area under the ones there (``tabify=False`` from its
     Plugins menu): with 14 docks the window grew to 2450-2630 px tall, each dock a strip and the
-    Real space canvas about 90 px. Here a ``"form"`` dock (an analysis dock) joins the tab group
-    of our form docks already in its area and is raised; a ``"canvas"`` dock (the Result pane)
-    goes under the Real space dock when that is in its area (the two canvases share its column),
-    else it is placed as a form. The first dock of an area stays where napari put it. The only
-    napari internal used is its main window (a ``QMainWindow``): tabifying is Qt's.
+    Real space canvas about 90 px. Here a ``"form"`` dock (an analysis dock) goes under the last
+    form dock of ours docked in its area (their column, each form scrolling, each at least
+    ``DOCKED_FORM_MIN_HEIGHT_PX`` tall); a ``"canvas"`` dock (the Result pane) goes under the Real
+    space dock when that is in its area (the two canvases share its column), else it is placed
+    as a form. The first form of an area stays where napari put it; that one and the canvases
+    stay docked. A form under another that would make the main window's minimum size outgrow
+    the screen's room floats instead, as a window of its own
+    within the screen, cascaded from the other floating docks (:func:`_float_dock`); Qt keeps its
+    place in the column, where napari's "dock this panel" title-bar button (or a double click on
+    the title bar) docks it back. The only napari
+    internal used is its main window (a ``QMainWindow``): the splits and floats are Qt's.
 
     Parameters
     ----------
@@ -208,29 +257,108 @@ def place_dock(dock: QDockWidget, kind: str = "form") -> None:
         ``"form"`` or ``"canvas"``.
     """
     qt_window = dock.parent()
-    if not hasattr(qt_window, "tabifyDockWidget") or dock.isFloating():
+    if not hasattr(qt_window, "splitDockWidget") or dock.isFloating():
         return
     if any(r() is dock for refs in _PLACED.values() for r in refs):
         return
     area = qt_window.dockWidgetArea(dock)
+    before = _minimum_size(qt_window)  # the new dock is hidden still: without it
+    size_before = qt_window.size()
     if kind == "canvas":
         real = [
             d
             for d in qt_window.findChildren(QDockWidget)
-            if d.windowTitle() == _REAL_SPACE_TITLE and qt_window.dockWidgetArea(d) == area and d.isVisible()
+            if d.windowTitle() == _REAL_SPACE_TITLE
+            and qt_window.dockWidgetArea(d) == area
+            and d.isVisible()
+            and not d.isFloating()
         ]
         if real:
             _PLACED["canvas"].append(weakref.ref(dock))
             qt_window.splitDockWidget(real[0], dock, Qt.Orientation.Vertical)
             h = max(real[0].height(), 2 * CANVAS_MIN_HEIGHT_PX)
             qt_window.resizeDocks([real[0], dock], [h // 2, h - h // 2], Qt.Orientation.Vertical)
-            return
+            return  # the canvases' column stays docked
     others = _live_docks("form", qt_window, area)
     _PLACED["form"].append(weakref.ref(dock))
-    if others:
-        qt_window.tabifyDockWidget(others[-1], dock)
-        dock.show()
-        dock.raise_()
+    if not others:
+        return  # the first form of its area (Virtual imaging, as a rule) stays where napari put it
+    qt_window.splitDockWidget(others[-1], dock, Qt.Orientation.Vertical)
+    for d in (*others, dock):  # none of the column squeezed to a sliver by the next one
+        d.setMinimumHeight(max(d.minimumHeight(), DOCKED_FORM_MIN_HEIGHT_PX))
+    dock.show()  # as napari does at the end of its add: Qt's layout skips a hidden dock
+    if _fits(_minimum_size(qt_window), before, _screen_room(qt_window)):
+        return
+    # floated here, inside napari's add: the window is not laid out at the docked size first, and
+    # the cost is the dock opening's
+    _float_dock(dock)
+    _keep_floating_through_add(dock)
+    # Qt grew the window to the docked minimum meanwhile: back to its size from before
+    if not qt_window.isMaximized() and not qt_window.isFullScreen():
+        qt_window.layout().activate()  # the window's minimum without the dock (Qt sets it)
+        low = qt_window.minimumSizeHint()
+        qt_window.resize(max(size_before.width(), low.width()), max(size_before.height(), low.height()))
+
+
+def _keep_floating_through_add(dock: QDockWidget) -> None:
+    """napari (0.9) ends its add of a dock with ``setFloating(False)`` (napari #3663): for the
+    dock just floated, that one call is dropped, until the event loop's next pass (a later
+    ``setFloating`` call, the user's, is Qt's again)."""
+    from qtpy.QtCore import QTimer
+
+    ref = weakref.ref(dock)
+
+    def set_floating(floating: bool) -> None:
+        d = ref()
+        if d is None:
+            return
+        _restore_set_floating(d)
+        if floating:
+            d.setFloating(True)
+
+    dock.setFloating = set_floating  # napari calls it from Python: the instance's attribute wins
+    QTimer.singleShot(0, lambda: _restore_set_floating(ref()))
+
+
+def _restore_set_floating(dock) -> None:
+    try:
+        if dock is not None and "setFloating" in vars(dock):
+            del dock.setFloating
+    except RuntimeError:  # deleted by Qt
+        pass
+
+
+def _float_dock(dock: QDockWidget) -> None:
+    """Float ``dock`` as a window of its own: its size hint within ``FLOAT_MAX_SHARE`` of the
+    screen's room (never below its minimum), inside the room, a step down and right of the
+    floating docks of ours there already (a cascade, none exactly on another)."""
+    qt_window = dock.parent()
+    room = _screen_room(qt_window)
+    dock.setFloating(True)
+    low, hint = dock.minimumSizeHint().expandedTo(dock.minimumSize()), dock.sizeHint()
+    w = max(low.width(), min(max(hint.width(), FLOAT_MIN_PX[0]), int(room.width() * FLOAT_MAX_SHARE)))
+    h = max(low.height(), min(max(hint.height(), FLOAT_MIN_PX[1]), int(room.height() * FLOAT_MAX_SHARE)))
+    taken = {
+        (d.geometry().left(), d.geometry().top())
+        for kind in _PLACED
+        for d in _placed(kind, qt_window)
+        if d is not dock and d.isFloating()
+    }
+    # from the top left of the room (over napari's layer controls in a maximized window, not the
+    # Real space canvas and the docked forms on the right), each next one a step down and right,
+    # back to the top once the steps leave the room
+    left0 = min(room.left() + FLOAT_MARGIN_PX, max(room.right() + 1 - w, room.left()))
+    top0 = min(room.top() + FLOAT_MARGIN_PX, max(room.bottom() + 1 - h, room.top()))
+    steps = max(min(room.right() + 1 - w - left0, room.bottom() + 1 - h - top0) // FLOAT_STEP_PX + 1, 1)
+    pos = (left0, top0)
+    for k in range(steps):
+        at = (left0 + k * FLOAT_STEP_PX, top0 + k * FLOAT_STEP_PX)
+        if at not in taken:
+            pos = at
+            break
+    dock.setGeometry(pos[0], pos[1], w, h)
+    dock.show()
+    dock.raise_()
 
 
 _REAL_SPACE_TITLE = "Real space"  # _results.REAL_SPACE_DOCK (not imported: _results imports this module)
