@@ -320,6 +320,11 @@ def _patch_napari_floor() -> None:
     from napari._qt.qt_viewer import QtViewer
 
     targets += [(ViewerModel, "__init__"), (QtViewer, "__init__")]
+    # napari turning its own scale bar on (show_scale_bar_once): its vispy text visual, texture
+    # and transforms are built then, 50-100 ms under load, napari's cost of showing the bar
+    from napari._vispy.overlays.scale_bar import VispyScaleBarOverlay
+
+    targets.append((VispyScaleBarOverlay, "_on_visible_change"))
     # pint building its unit registry (once a process, 0.19 s): napari pays it at the first layer
     # with units, or our Calibration.napari_kwargs when it defines Å⁻¹ first; either way once
     from pint.registry import LazyRegistry
