@@ -127,3 +127,21 @@ def run_copied_script():
         assert res.returncode == 0, res.stderr[-3000:]
 
     return run
+
+
+def _counts_reached(steps) -> list[int]:
+    """The ``done`` counts ``steps`` reached, in order, each once (0 left out).
+
+    A job may repeat a count: the engine's threads mode yields a waiting step (the same count, no
+    map) every ``WAIT_STEP_S`` while a block runs, as a Cancel point; how many depends on the load
+    and on a first call's compile. A count that goes back fails here.
+    """
+    dones = [p.done for p in steps]
+    assert dones == sorted(dones), f"progress went back: {dones}"
+    return sorted(set(dones) - {0})
+
+
+@pytest.fixture
+def counts_reached():
+    """:func:`_counts_reached`: a job's progress counts, each once, whatever its waiting steps."""
+    return _counts_reached

@@ -1,4 +1,5 @@
-"""Small seeded synthetic 4D-STEM generators for the analysis tests (the `synth` fixture)."""
+"""Small seeded synthetic 4D-STEM generators for the analysis tests (the `synth` fixture), and crystal
+orientations built from axes (the `orient` fixture)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,29 @@ def disk_cube(
 def synth():
     """The generators above (test modules cannot import each other in importlib mode)."""
     return SimpleNamespace(soft_disk=soft_disk, disk_cube=disk_cube)
+
+
+def axis_rotation(axis, angle):
+    """The rotation by ``angle`` (rad) about ``axis`` (Rodrigues)."""
+    a = np.asarray(axis, float) / np.linalg.norm(axis)
+    K = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
+
+
+def beam_along(d, phi=0.3):
+    """An orientation (crystal -> lab) whose beam direction in the crystal frame is ``d``, turned
+    by ``phi`` (rad) about the beam."""
+    from napari_4dstem.analysis.acom.plan import rotation_z
+
+    d = np.asarray(d, float) / np.linalg.norm(d)
+    e1 = np.cross(d, [0.3, 0.5, 0.8])
+    e1 /= np.linalg.norm(e1)
+    U = np.stack([e1, np.cross(d, e1), d])  # rows: lab x, y, z in the crystal frame
+    assert np.isclose(np.linalg.det(U), 1.0)
+    return rotation_z(phi) @ U
+
+
+@pytest.fixture
+def orient():
+    """The orientation builders above (``axis_rotation``, ``beam_along``) for the ACOM tests."""
+    return SimpleNamespace(axis_rotation=axis_rotation, beam_along=beam_along)

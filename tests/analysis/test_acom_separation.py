@@ -7,7 +7,6 @@ import dataclasses
 import numpy as np
 import pytest
 
-from napari_4dstem.analysis.acom.plan import rotation_z
 from napari_4dstem.analysis.acom.separation import (
     ThinFilmPattern,
     pattern_separation,
@@ -19,20 +18,6 @@ from napari_4dstem.analysis.crystal.symmetry import misorientation_deg
 from napari_4dstem.data.calibration import electron_wavelength_A
 
 
-def _axis_rotation(axis, angle):
-    a = np.asarray(axis, float) / np.linalg.norm(axis)
-    K = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
-    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
-
-
-def _beam_along(d, phi=0.3):
-    d = np.asarray(d, float) / np.linalg.norm(d)
-    e1 = np.cross(d, [0.3, 0.5, 0.8])
-    e1 /= np.linalg.norm(e1)
-    U = np.stack([e1, np.cross(d, e1), d])
-    return rotation_z(phi) @ U
-
-
 def _by_hkl(p):
     return {tuple(int(v) for v in h): i for i, h in enumerate(p.hkl)}
 
@@ -42,10 +27,10 @@ def _sub(p, sel):
 
 
 @pytest.mark.parametrize("uvw, tilt_deg", [([0, 0, 1], 2.0), ([1, 1, 1], 3.0), ([1, 1, 2], 4.0)])
-def test_zone_partner_puts_each_zolz_reflection_on_its_friedel_mates_point(uvw, tilt_deg):
+def test_zone_partner_puts_each_zolz_reflection_on_its_friedel_mates_point(uvw, tilt_deg, orient):
     c = bundled_crystal("Au")
     z = np.asarray(uvw, float) @ c.lattice  # the zone axis [uvw] in crystal Cartesian
-    U = _beam_along(_axis_rotation(np.cross(z, [0.2, 0.7, 0.1]), np.radians(tilt_deg)) @ z)
+    U = orient.beam_along(orient.axis_rotation(np.cross(z, [0.2, 0.7, 0.1]), np.radians(tilt_deg)) @ z)
     P = zone_partner(U, z)
     pu = thin_film_pattern(c, U, thickness_A=200.0)
     pp = thin_film_pattern(c, P, thickness_A=200.0)
@@ -76,9 +61,9 @@ def test_zone_partner_puts_each_zolz_reflection_on_its_friedel_mates_point(uvw, 
         assert full.bhattacharyya > 5 and full.bayes_error_high < 0.01
 
 
-def test_thin_film_pattern_known_intensity_at_the_bragg_condition():
+def test_thin_film_pattern_known_intensity_at_the_bragg_condition(orient):
     c = bundled_crystal("Au")
-    U = _beam_along([0.0, 0.0, 1.0])
+    U = orient.beam_along([0.0, 0.0, 1.0])
     t = 150.0
     p = thin_film_pattern(c, U, thickness_A=t, k_max_inv_A=1.0)
     g = thin_film_pattern(c, U, thickness_A=t, k_max_inv_A=1.0, shape="gaussian")

@@ -14,23 +14,6 @@ from napari_4dstem.data.results import BraggPeaks
 from napari_4dstem.simulation.samples import random_rotations
 
 
-def _axis_rotation(axis, angle):
-    a = np.asarray(axis, float) / np.linalg.norm(axis)
-    K = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
-    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
-
-
-def _beam_along(d, phi=0.3):
-    """An orientation (crystal -> lab) whose beam direction in the crystal frame is ``d``."""
-    d = np.asarray(d, float) / np.linalg.norm(d)
-    e1 = np.cross(d, [0.3, 0.5, 0.8])
-    e1 /= np.linalg.norm(e1)
-    e2 = np.cross(d, e1)
-    U = np.stack([e1, e2, d])  # rows: lab x, y, z in the crystal frame
-    assert np.isclose(np.linalg.det(U), 1.0)
-    return rotation_z(phi) @ U
-
-
 @pytest.fixture(scope="module")
 def au():
     c = bundled_crystal("Au")
@@ -55,10 +38,10 @@ def test_zone_axes_mark_the_even_fold_axes(au):
         assert even[j] == want, uvw
 
 
-def test_near_zone_partner_draws_the_same_pattern_and_is_flagged(au):
+def test_near_zone_partner_draws_the_same_pattern_and_is_flagged(au, orient):
     c, plan = au
-    d = _axis_rotation([1, -1, 0], np.radians(2.0)) @ np.array([1.0, 1.0, 1.0])
-    U = _beam_along(d)
+    d = orient.axis_rotation([1, -1, 0], np.radians(2.0)) @ np.array([1.0, 1.0, 1.0])
+    U = orient.beam_along(d)
     P, D, ang = turn_partners(plan, U[None, None])
     assert ang[0, 0] == pytest.approx(2.0, abs=0.01)
     assert D[0, 0] < 1e-6  # the same reflections at the same excitation errors
@@ -105,9 +88,9 @@ def test_turn_line_zero_skips_the_partners(au):
     assert a.params["turn_line"] == TURN_LINE and b.params["turn_line"] == 0
 
 
-def test_each_grain_of_a_pair_gets_its_own_turn(au):
+def test_each_grain_of_a_pair_gets_its_own_turn(au, orient):
     c, plan = au
-    near = _beam_along(_axis_rotation([1, -1, 0], np.radians(2.0)) @ np.array([1.0, 1.0, 1.0]), phi=1.1)
+    near = orient.beam_along(orient.axis_rotation([1, -1, 0], np.radians(2.0)) @ np.array([1.0, 1.0, 1.0]), phi=1.1)
     Us = random_rotations(40, np.random.default_rng(5))
     _, D, _ = turn_partners(plan, Us[:, None])
     far = Us[int(np.argmax(np.where(np.isfinite(D[:, 0]), D[:, 0], -1.0)))]

@@ -67,8 +67,8 @@ def _steps(job):
 
 
 @pytest.mark.parametrize("response", RESPONSES)
-def test_each_response_fills_in_row_block_by_row_block(rng, tmp_path, monkeypatch, response):
-    """On a memory-mapped file every step carries the image so far: exact in the rows read (sum,
+def test_each_response_fills_in_row_block_by_row_block(rng, tmp_path, monkeypatch, response, counts_reached):
+    """On a memory-mapped file every block's step carries the image so far: exact in the rows read (sum,
     mean, max, std, CoM y/x), exact where the four neighbours are read (divergence, curl: the
     last row read waits for the next block), from the mean CoM of the rows read (|CoM|), none for
     iCoM (the Fourier integration needs the whole field); the final image equals numpy's."""
@@ -86,7 +86,8 @@ def test_each_response_fills_in_row_block_by_row_block(rng, tmp_path, monkeypatc
     steps, result = _steps(
         iter_detector_response(mm, det, response, calibration=cal, partial=True, scan_chunk=(ROWS, SCAN[1]))
     )
-    assert len(steps) == -(-SCAN[0] // ROWS) and result.params["response"] == response
+    blocks = list(range(1, -(-SCAN[0] // ROWS) + 1))
+    assert counts_reached(steps) == blocks and result.params["response"] == response
     if response == "icom":
         # no image so far; the image at the end is the iDPC of the CoM shifts from their mean
         assert all(s.partial is None for s in steps)
@@ -98,7 +99,9 @@ def test_each_response_fills_in_row_block_by_row_block(rng, tmp_path, monkeypatc
     tol = {"rtol": 1e-5, "atol": 1e-5 * float(np.nanmax(np.abs(want)))}
     np.testing.assert_allclose(result.data, want, **tol)
     kind = PARTIAL[response]
-    for s in steps:
+    mapped = [s for s in steps if s.partial is not None]  # not the waiting steps while a block runs
+    assert [s.done for s in mapped] == blocks
+    for s in mapped:
         rows = min(ROWS * s.done, SCAN[0])
         got = s.partial.data
         if kind == "exact":

@@ -259,7 +259,7 @@ def test_presets_without_angles():
         preset_detector("DF4", detector_shape=(32, 32), bf_radius_px=5.0)
 
 
-def test_job_yields_progress(rng):
+def test_job_yields_progress(rng, counts_reached):
     a = _data(rng, np.uint16)
     job = iter_virtual_image(a, DiskDetector((11, 9), 3), scan_chunk=(3, 11))
     steps = []
@@ -268,12 +268,12 @@ def test_job_yields_progress(rng):
             steps.append(next(job))
     except StopIteration as stop:
         result = stop.value
-    assert [s.done for s in steps] == [1, 2, 3]
+    assert counts_reached(steps) == [1, 2, 3] and steps[-1].done == steps[-1].total == 3
     assert result.name == "virtual_disk"
 
 
-def test_partial_image_fills_in_row_block_by_row_block(rng, tmp_path, monkeypatch):
-    """``partial=True``: every step carries the image so far, exact in the rows computed and NaN
+def test_partial_image_fills_in_row_block_by_row_block(rng, tmp_path, monkeypatch, counts_reached):
+    """``partial=True``: every block's step carries the image so far, exact in the rows computed and NaN
     below (a memory-mapped file, read block by block)."""
     from napari_4dstem.engine import driver
 
@@ -291,8 +291,11 @@ def test_partial_image_fills_in_row_block_by_row_block(rng, tmp_path, monkeypatc
     except StopIteration as stop:
         result = stop.value
     np.testing.assert_allclose(result.data, want, rtol=1e-6)  # float32 data: blocks sum in another order
-    assert len(steps) == -(-a.shape[0] // 3) >= 3
-    for s in steps:
+    blocks = list(range(1, -(-a.shape[0] // 3) + 1))
+    assert counts_reached(steps) == blocks and len(blocks) >= 3
+    mapped = [s for s in steps if s.partial is not None]  # not the waiting steps while a block runs
+    assert [s.done for s in mapped] == blocks
+    for s in mapped:
         rows = min(3 * s.done, a.shape[0])
         np.testing.assert_allclose(s.partial.data[:rows], want[:rows].astype(np.float32), rtol=1e-6)
         assert np.isnan(s.partial.data[rows:]).all()

@@ -10,7 +10,6 @@ from napari_4dstem import DataCube
 from napari_4dstem.engine.driver import PerPattern, block_slices, is_distributed, map_scan
 from napari_4dstem.engine.jobs import run_job
 from napari_4dstem.engine.kernels import as_kernel_input, com_block
-from napari_4dstem.errors import DataShapeError
 
 
 def _row_max_minus(pattern, *, offset, scale):
@@ -97,11 +96,11 @@ def test_per_pattern_kernel_with_scan_kwargs(rng):
     np.testing.assert_allclose(got, ref)
 
 
-def test_map_scan_progress_and_cancel(rng):
+def test_map_scan_progress_and_cancel(rng, counts_reached):
     a = rng.integers(0, 9, (6, 6, 4, 4)).astype(np.uint16)
     steps = []
     run_job(map_scan(a, _com_kernel, out_tail=(3,), scan_chunk=(2, 3), message="com"), steps.append)
-    assert [p.done for p in steps] == list(range(1, 7))
+    assert counts_reached(steps) == list(range(1, 7)) and steps[-1].done == 6
     assert all(p.total == 6 and p.message == "com" for p in steps)
 
     calls = []
@@ -124,9 +123,10 @@ def _total_so_far(out, done):
 
 
 @pytest.mark.parametrize("backend", ["serial", None])
-def test_map_scan_partial_map_fills_in_block_by_block(rng, monkeypatch, backend):
-    """Maps filling in: each step carries the map so far, exact where its blocks are written
-    and NaN where not yet; the last is the whole map; at most every PARTIAL_EVERY_S."""
+def test_map_scan_partial_map_fills_in_block_by_block(rng, monkeypatch, backend, counts_reached):
+    """Maps filling in: each block's step carries the map so far, exact where its blocks are
+    written and NaN where not yet; the last is the whole map; at most every PARTIAL_EVERY_S; a
+    waiting step (threads mode, while a block runs) carries none."""
     from napari_4dstem.engine import driver
 
     a = rng.integers(0, 9, (6, 6, 4, 4)).astype(np.uint16)
@@ -137,9 +137,12 @@ def test_map_scan_partial_map_fills_in_block_by_block(rng, monkeypatch, backend)
         map_scan(a, _com_kernel, out_tail=(3,), scan_chunk=(2, 3), backend=backend, partial=_total_so_far), steps.append
     )
     blocks = block_slices((6, 6), (2, 3))
-    assert [p.done for p in steps] == list(range(1, 7))
+    assert counts_reached(steps) == list(range(1, 7))
+    assert [p.done for p in steps if p.partial is not None] == list(range(1, 7))  # a map per block
     for p in steps:
         m = p.partial
+        if m is None:
+            continue
         assert m.name == "total" and m.units == "counts" and m.data.dtype == np.float32
         done = np.zeros((6, 6), bool)
         for sy, sx in blocks[: p.done]:
@@ -153,7 +156,7 @@ def test_map_scan_partial_map_fills_in_block_by_block(rng, monkeypatch, backend)
     monkeypatch.setattr(driver, "PARTIAL_EVERY_S", 3600.0)
     steps = []
     run_job(map_scan(a, _com_kernel, out_tail=(3,), scan_chunk=(2, 3), partial=_total_so_far), steps.append)
-    assert [p.partial is not None for p in steps] == [True, False, False, False, False, True]
+    assert [p.done for p in steps if p.partial is not None] == [1, 6]
     # without ``partial`` no step carries one
     steps = []
     run_job(map_scan(a, _com_kernel, out_tail=(3,), scan_chunk=(2, 3)), steps.append)
@@ -177,9 +180,11 @@ def test_map_scan_with_partial_still_cancels_between_blocks(rng):
 
 def test_threads_mode_cancel_stops_queued_blocks(rng):
     # threads mode queues the next block's pieces before collecting the current block; a
-    # cancel must drop what is queued, wait for what runs, and leave the pool usable
+    # cancel must drop what is queued, leave what runs to end in its thread, and leave the pool
+    # usable
     import threading
-    import time
+
+    from napari_4dstem.engine.driver import _pool, n_threads
 
     a = rng.integers(0, 9, (12, 8, 4, 4)).astype(np.uint16)
     lock = threading.Lock()
@@ -192,30 +197,66 @@ def test_threads_mode_cancel_stops_queued_blocks(rng):
 
     job = map_scan(a, counting, out_tail=(3,), scan_chunk=(2, 8))  # 6 blocks of 16 patterns
     first = next(job)
+    while first.done < 1:  # a waiting step (a first call's compile)
+        first = next(job)
     assert first.done == 1
     job.close()
     n_after_close = len(calls)
-    time.sleep(0.05)
-    assert len(calls) == n_after_close  # nothing runs after the cancel returned
+    for f in [_pool().submit(lambda: None) for _ in range(n_threads())]:
+        f.result(timeout=10)  # the pool is usable, and whatever ran at the close has ended
+    # no queued piece started after the close: at most one a pool thread was already taken
+    assert len(calls) <= n_after_close + n_threads()
     assert sum(s[0] * s[1] for s in calls) <= 2 * 16  # at most the two queued blocks
-    got = run_job(map_scan(a, _com_kernel, out_tail=(3,), scan_chunk=(2, 8)))
-    np.testing.assert_allclose(got, run_job(map_scan(a, _com_kernel, out_tail=(3,))))
 
 
-def test_map_scan_bad_input(rng):
-    a = rng.integers(0, 9, (3, 3, 4, 4)).astype(np.uint16)
-    with pytest.raises(DataShapeError, match="4D"):
-        run_job(map_scan(a[0], _com_kernel, out_tail=(3,)))
-    with pytest.raises(DataShapeError, match="scan shape"):
-        run_job(map_scan(a, _com_kernel, out_tail=(3,), scan_kwargs={"x": np.zeros((2, 3))}))
-    with pytest.raises(DataShapeError, match="outside the detector"):
-        run_job(map_scan(a, _com_kernel, out_tail=(3,), k_rows=(7, 9)))
+def test_threads_mode_waits_for_a_slow_block_in_steps_and_cancels_in_it(rng, counts_reached):
+    """A block whose pieces run long (a slow kernel, a first call's compile, a loaded machine) is
+    waited for in steps of WAIT_STEP_S with the count of blocks written so far and no map, so a
+    Cancel (the job closed at a step) returns at once: the queued pieces never start, those
+    running end in their threads. (Orientation's Run on all once waited 0.59 s for a block.)"""
+    import threading
+    import time
 
+    from napari_4dstem.engine import driver
+    from napari_4dstem.engine.jobs import WAIT_STEP_S
 
-def test_is_distributed():
-    assert not is_distributed(None)
-    assert not is_distributed("local")
-    assert is_distributed("tcp://127.0.0.1:8786")
+    a = rng.integers(0, 9, (8, 8, 4, 4)).astype(np.uint16)
+    slow, lock, calls = threading.Event(), threading.Lock(), []
+
+    def kernel(block, *, row0, parallel):
+        with lock:
+            calls.append(time.perf_counter())
+        if slow.is_set():
+            time.sleep(0.15)
+        return _com_kernel(block, row0=row0, parallel=parallel)
+
+    want = run_job(map_scan(a, _com_kernel, out_tail=(3,), scan_chunk=(4, 8)))
+    # the whole job: the same result, a count per block, waiting steps between (no map on them)
+    slow.set()
+    steps, t0 = [], time.perf_counter()
+    job = map_scan(a, kernel, out_tail=(3,), scan_chunk=(4, 8), partial=_total_so_far)  # 2 blocks
+    got = run_job(job, steps.append)
+    took = time.perf_counter() - t0
+    np.testing.assert_array_equal(got, want)
+    assert counts_reached(steps) == [1, 2]
+    waiting = [p for p in steps if p.partial is None]
+    assert len(waiting) >= 2 and all(p.total == 2 for p in steps)  # old code: one step a block
+    assert len(steps) >= len(waiting) + 2
+    assert [p.done for p in steps if p.partial is not None] == [1, 2]  # no map before a block is written
+    assert took >= 2 * driver.PIECES * 0.15 - 0.05  # the pieces did run long: 4 a thread, 2 blocks
+    # Cancel at the first waiting step: the close returns without waiting for the block
+    calls.clear()
+    job = map_scan(a, kernel, out_tail=(3,), scan_chunk=(4, 8))
+    p = next(job)
+    assert p.done == 0, "a step while the first block runs"
+    t0 = time.perf_counter()
+    job.close()
+    closed = time.perf_counter() - t0
+    started = len(calls)
+    time.sleep(0.5)
+    print(f"close took {1e3 * closed:.1f} ms; pieces started {started} then {len(calls)}")
+    assert closed < WAIT_STEP_S  # old code: no step before the block's end, and the close waited for pieces
+    assert len(calls) <= started + driver.n_threads() < 2 * driver.PIECES * driver.n_threads()
 
 
 @pytest.fixture(scope="module")

@@ -459,6 +459,29 @@ def virtual_dock(make_napari_viewer, qtbot, stall_detector):
 
 
 @pytest.fixture
+def strain_result(tmp_path):
+    """A strain pipeline result of a small strained-crystal file (6 x 6 scan) computed from that
+    file, as the Bragg dock would make it (the Results dock's tests list, show and save it)."""
+    from napari_4dstem import open_datacube
+    from napari_4dstem.io import emd
+    from napari_4dstem.pipelines import DiskDetectionParams, ProbeSource, StrainParams, run_strain
+    from napari_4dstem.simulation.samples import make_strained_crystal
+
+    s = make_strained_crystal(scan_shape=(6, 6))
+    path = emd.write(tmp_path / "sample.h5", *s.objects())
+    dc = open_datacube(path)
+    try:
+        return run_strain(
+            dc,
+            detection=DiskDetectionParams(correlation_power=0.9),
+            probe=ProbeSource(str(path)),
+            strain=StrainParams(reference=(0, 3, 0, 3)),
+        )
+    finally:
+        dc.close()
+
+
+@pytest.fixture
 def make_napari_viewer(make_napari_viewer, request):
     """napari's fixture, with viewer creation excluded from the stall detector."""
     det = getattr(request.node, "_stall_detector", None)

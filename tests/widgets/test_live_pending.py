@@ -34,9 +34,20 @@ def _dock(viewer):
     return dock, w, w.realspace
 
 
-def test_a_large_image_being_prepared_is_not_drawn_after_its_dock_closed(
-    make_napari_viewer, qtbot, stall_detector, monkeypatch
+def _close_the_dock(viewer, dock, w, qtbot):
+    viewer.window.remove_dock_widget(dock)
+    qtbot.waitUntil(lambda: w._closed, timeout=5000)  # the dock's deferred deletion closes the widget
+
+
+def _pick_another_file(viewer, dock, w, qtbot):
+    w._init_for_layer()  # another file picked (here: none)
+
+
+@pytest.mark.parametrize("drop", [_close_the_dock, _pick_another_file], ids=["dock_closed", "another_file"])
+def test_a_large_image_being_prepared_is_not_drawn_once_dropped(
+    make_napari_viewer, qtbot, stall_detector, monkeypatch, drop
 ):
+    """Its dock closed, or another file picked, while the image is prepared: it is never drawn."""
     viewer = make_napari_viewer()
     dock, w, li = _dock(viewer)
     cal = Calibration()
@@ -48,28 +59,11 @@ def test_a_large_image_being_prepared_is_not_drawn_after_its_dock_closed(
     go = _slow_prepare(monkeypatch)
     li.set_image(np.ones((512, 512), np.float32), cal)
     assert li.preparing
-    viewer.window.remove_dock_widget(dock)
-    qtbot.waitUntil(lambda: w._closed, timeout=5000)  # the dock's deferred deletion closes the widget
+    drop(viewer, dock, w, qtbot)
     go.set()
     li._prep_runner.wait()
     qtbot.wait(50)
-    assert li.name not in rv.layers or rv.layers[li.name].data.shape == (8, 8), "drawn after its dock closed"
-
-
-def test_another_file_drops_the_large_image_being_prepared(make_napari_viewer, qtbot, stall_detector, monkeypatch):
-    viewer = make_napari_viewer()
-    _, w, li = _dock(viewer)
-    cal = Calibration()
-    with stall_detector.excluded("first layer add"):
-        li.set_image(np.zeros((8, 8), np.float32), cal)
-    rv = li.viewer(create=False)
-    go = _slow_prepare(monkeypatch)
-    li.set_image(np.ones((512, 512), np.float32), cal)
-    w._init_for_layer()  # another file picked (here: none)
-    go.set()
-    li._prep_runner.wait()
-    qtbot.wait(50)
-    assert li.name not in rv.layers or rv.layers[li.name].data.shape == (8, 8), "the last file's image drawn"
+    assert li.name not in rv.layers or rv.layers[li.name].data.shape == (8, 8), f"drawn after {drop.__name__}"
 
 
 def test_a_scale_change_while_filling_in_draws_no_unfilled_rows(make_napari_viewer, qtbot, stall_detector, monkeypatch):

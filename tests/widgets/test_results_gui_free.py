@@ -12,10 +12,6 @@ import warnings
 import pytest
 from qtpy.QtCore import QTimer
 
-from napari_4dstem import open_datacube
-from napari_4dstem.io import emd
-from napari_4dstem.pipelines import DiskDetectionParams, ProbeSource, StrainParams, run_strain
-from napari_4dstem.simulation.samples import make_strained_crystal
 from napari_4dstem.widgets._results import results_viewer, set_results_viewer
 from napari_4dstem.widgets.results_list import ResultsListWidget, session_results
 
@@ -36,22 +32,6 @@ class _Turns:
 
     def _tick(self):
         self.n += 1
-
-
-@pytest.fixture
-def strain_result(tmp_path):
-    s = make_strained_crystal(scan_shape=(6, 6))
-    path = emd.write(tmp_path / "sample.h5", *s.objects())
-    dc = open_datacube(path)
-    try:
-        return run_strain(
-            dc,
-            detection=DiskDetectionParams(correlation_power=0.9),
-            probe=ProbeSource(str(path)),
-            strain=StrainParams(reference=(0, 3, 0, 3)),
-        )
-    finally:
-        dc.close()
 
 
 def test_show_adds_the_layers_one_per_event_loop_turn(make_napari_viewer, qtbot, strain_result, stall_detector):

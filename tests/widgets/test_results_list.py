@@ -8,10 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_4dstem import open_datacube
 from napari_4dstem.io import emd
-from napari_4dstem.pipelines import DiskDetectionParams, ProbeSource, StrainParams, run_strain
-from napari_4dstem.simulation.samples import make_strained_crystal
 from napari_4dstem.widgets._results import set_results_viewer
 from napari_4dstem.widgets.bragg import BraggStrainWidget  # imported at collection, not in a test's GUI time
 from napari_4dstem.widgets.orientation import OrientationWidget
@@ -21,22 +18,6 @@ from napari_4dstem.widgets.virtual import VirtualImagingWidget
 from .conftest import DOCK_OPEN_BUDGET_S
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def strain_result(tmp_path):
-    s = make_strained_crystal(scan_shape=(6, 6))
-    path = emd.write(tmp_path / "sample.h5", *s.objects())
-    dc = open_datacube(path)
-    try:
-        return run_strain(
-            dc,
-            detection=DiskDetectionParams(correlation_power=0.9),
-            probe=ProbeSource(str(path)),
-            strain=StrainParams(reference=(0, 3, 0, 3)),
-        )
-    finally:
-        dc.close()
 
 
 def test_results_dock_lists_saves_copies_and_recomputes(

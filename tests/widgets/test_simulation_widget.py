@@ -3,6 +3,7 @@ set (progress, shards, manifest), cancel and resume, a tiny training run with li
 and the trained model in the registry and the NN widget's list."""
 
 import json
+import threading
 
 import h5py
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from napari_4dstem.errors import Napari4DSTEMError
 from napari_4dstem.nn.registry import list_models
+from napari_4dstem.simulation import training
 from napari_4dstem.simulation.engines import ENGINES, get_engine
 from napari_4dstem.widgets import simulation as simw
 from napari_4dstem.widgets._common import PartialMaps
@@ -102,9 +104,23 @@ def test_run_cancel_and_resume(make_napari_viewer, qtbot, tmp_path, stall_detect
     folder = tmp_path / "set"
     # cancel once the first shard is complete: only complete shards are on disk
     _tiny(w, folder, n=40, per_shard=2)
+    # the patterns after the first shard wait until the test has clicked Cancel, so the run is
+    # still going at the click however fast the machine (the whole run took 3.3 s once)
+    real, held = training._simulate_index, threading.Event()
+
+    def after_the_first_shard_held(spec, index):
+        if index >= 2:
+            held.wait(30)
+        return real(spec, index)
+
+    monkeypatch.setattr(training, "_simulate_index", after_the_first_shard_held)
     seen = record_yields(monkeypatch, w.sim_jobs, [])  # before the start: no first step missed
     assert w.run_simulation()
-    qtbot.waitUntil(lambda: (folder / "shard-00000.h5").exists(), timeout=30000)
+    # the newest pattern shown while it runs, and a complete shard on disk. (Waiting for the file
+    # alone raced: the worker writes it right after yielding its patterns' steps, and a Cancel
+    # clicked before the GUI thread took those steps from its queue dropped them, the first
+    # pattern's with them: no layer, once in a full run.)
+    qtbot.waitUntil(lambda: NEWEST_LAYER in viewer.layers and (folder / "shard-00000.h5").exists(), timeout=30000)
     stall_detector.step()
     cpu, _wall = click_cost(w.sim_cancel_btn)
     assert cpu < 0.010 and w.sim_status.text() == "cancelling..." and not w.sim_cancel_btn.isEnabled()
@@ -112,7 +128,7 @@ def test_run_cancel_and_resume(make_napari_viewer, qtbot, tmp_path, stall_detect
     print(f"Cancel click {cpu * 1e3:.2f} ms GUI CPU, stopped {w.sim_jobs.cancel_s[-1]:.3f} s after")
     assert w.sim_jobs.cancel_s[-1] < 0.5
     assert w.sim_result is None and w.sim_status.text() == "cancelled"
-    assert NEWEST_LAYER in viewer.layers  # the newest pattern, shown while it ran
+    assert NEWEST_LAYER in viewer.layers  # Cancel leaves the newest pattern shown
     written = sorted(p.name for p in folder.glob("shard-*.h5"))
     assert 1 <= len(written) < 20
     for name in written:
@@ -120,6 +136,7 @@ def test_run_cancel_and_resume(make_napari_viewer, qtbot, tmp_path, stall_detect
             assert f.attrs["complete"] and int(f.attrs["n"]) == 2
     assert not list(folder.glob("*.tmp*")) and not list(folder.glob(".*"))
     # the same run resumes: complete shards are skipped, the progress bar counts to the total
+    held.set()
     seen.clear()  # still recorded: record_yields stays for the runner's next job
     assert w.run_simulation()
     qtbot.waitUntil(lambda: w.sim_result is not None, timeout=60000)

@@ -21,7 +21,8 @@ The backend is a parameter, never a copy of the code:
   block on the cluster, the same kernels compiled single-threaded on the workers.
 
 :func:`map_scan` is a job (a generator yielding :class:`~napari_4dstem.engine.jobs.Progress`,
-cancellable between blocks) returning the assembled ``(scan_y, scan_x, *out_tail)`` array.
+cancellable between blocks, and in the threads mode also every ``WAIT_STEP_S`` while a block runs)
+returning the assembled ``(scan_y, scan_x, *out_tail)`` array.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import numpy as np
@@ -48,7 +50,7 @@ from .chunks import (
     native_chunks,
     release_pages,
 )
-from .jobs import PARTIAL_EVERY_S, Job, PartialMap, Progress
+from .jobs import PARTIAL_EVERY_S, WAIT_STEP_S, Job, PartialMap, Progress
 
 __all__ = ["PerPattern", "block_slices", "is_distributed", "map_scan"]
 
@@ -138,7 +140,10 @@ def map_scan(
     Yields
     ------
     Progress
-        One per block written (``message``), with the partial map when ``partial`` is given.
+        One per block written (``done`` = blocks written, ``message``), with the partial map when
+        ``partial`` is given; in the local threads mode also a waiting step (the same ``done``, no
+        map) every ``WAIT_STEP_S`` while a block's pool calls run, so a Cancel (the job closed at a
+        step) does not wait for a slow block.
 
     Returns
     -------
@@ -233,13 +238,16 @@ def _with_partial(job: Job[None], out, blocks, partial, done, *, ordered: bool) 
     """``job``'s steps, with the map so far attached.
 
     ``job``'s steps, with the map so far attached (``partial``) at most every ``PARTIAL_EVERY_S`` and at the
-    last step. ``ordered``: block ``k`` is written at step ``k + 1`` (else the job marks ``done`` itself).
+    last step, and only where a block was written since the last map (not to the waiting steps of
+    :func:`_pipelined`). ``ordered``: ``Progress.done`` counts the blocks written in order (else the job
+    marks ``done`` itself).
     """
     if partial is None:
         yield from job
         return
     last = -math.inf
     marked = 0
+    shown = 0  # blocks written when the last map was attached (none yet: no map)
     try:
         for p in job:
             if ordered:
@@ -247,9 +255,11 @@ def _with_partial(job: Job[None], out, blocks, partial, done, *, ordered: bool) 
                     done[sy, sx] = True
                 marked = max(marked, p.done)
             now = time.perf_counter()
-            if now - last >= PARTIAL_EVERY_S or p.done >= p.total:
+            # a waiting step (no block written since the last map) carries none
+            if p.done > shown and (now - last >= PARTIAL_EVERY_S or p.done >= p.total):
                 p = dataclasses.replace(p, partial=partial(out, done))
                 last = time.perf_counter()
+                shown = p.done
             yield p
     finally:
         job.close()  # a cancelled job: the pool's queued blocks are dropped at once
@@ -274,11 +284,28 @@ def _pipelined(queued, total: int, message: str) -> Job[None]:
     Collect queued blocks in order: ``queued`` yields ``(dst, [(index into dst, future)], done, ahead)`` per
     block, ``done()`` running once the block is written. With ``ahead`` the block is collected only after the
     next one is queued, so the pool never idles at a block boundary; without (work already done in this
-    thread), at once. A job closed early (cancelled) drops the queued pool calls and waits for the running
-    ones.
+    thread), at once. Steps: ``Progress(blocks written, total)`` once per block written, and while a block's
+    pool calls still run, a waiting step with the same count every ``WAIT_STEP_S`` (a Cancel point each: a
+    block's time depends on the load and on a first call's compile, so no block size keeps a step short;
+    Orientation's Run on all once waited 0.59 s for its disk-detection block at load 8). A job closed early
+    (cancelled) drops the queued pool calls and returns without waiting for the running ones (at most one
+    piece a pool thread, left to end in its thread, its result dropped).
     """
     pending: list = []
     written = 0
+
+    def wait() -> Iterator[Progress]:
+        # each future's own wait, as ``result()`` (``concurrent.futures.wait`` cost ~0.1 ms a block
+        # more, measured on blocks of 1 ms), with a step whenever WAIT_STEP_S has passed without one
+        step_at = time.perf_counter() + WAIT_STEP_S
+        for _, fut in pending[0][1]:
+            while True:
+                try:
+                    fut.exception(timeout=max(0.0, step_at - time.perf_counter()))
+                    break
+                except FutureTimeout:
+                    yield Progress(written, total, message)
+                    step_at = time.perf_counter() + WAIT_STEP_S
 
     def collect() -> Progress:
         nonlocal written
@@ -293,17 +320,19 @@ def _pipelined(queued, total: int, message: str) -> Job[None]:
         for item in queued:
             pending.append(item)
             while len(pending) > (1 if item[3] else 0):
+                yield from wait()
                 yield collect()
         while pending:
+            yield from wait()
             yield collect()
     finally:
         queued.close()  # stops the block reader of a lazy source
-        futs = [fut for _, group, _, _ in pending for _, fut in group]
-        for fut in futs:
-            fut.cancel()
-        for fut in futs:
-            if not fut.cancelled():
-                fut.exception()
+        # the queued pool calls are dropped; those running end on their own in the pool's threads
+        # (a numba kernel cannot be stopped, and a first call compiling took 46 s once: waited
+        # for here, Cancel waited for it); they write nothing, their results are dropped
+        for _, group, _, _ in pending:
+            for _, fut in group:
+                fut.cancel()
 
 
 def _task_chunk(

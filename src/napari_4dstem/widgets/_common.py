@@ -492,6 +492,11 @@ class PartialMaps:
         self._cal, self._part = calibration, "k"
         return self
 
+    @property
+    def held(self) -> tuple[str, ...]:
+        """The names of the maps held for the interval (shown at its end, or at once by ``stop(show_pending=True)``)."""
+        return tuple(self._pending)
+
     def begin(self) -> None:
         self._pending = {}
         self._last = -1e9
