@@ -317,7 +317,10 @@ def _smooth_component_fft(u: np.ndarray) -> np.ndarray:
     ey = 1.0 - np.exp(2j * np.pi * np.fft.fftfreq(h))  # the FFT over y of (row 0: +1, row h-1: -1)
     ex = 1.0 - np.exp(2j * np.pi * np.fft.fftfreq(w))
     out = ey[:, None] * np.fft.fft(dy, axis=-1)[..., None, :]
-    out += np.fft.fft(dx, axis=-1)[..., :, None] * ex[None, :]
+    fdx = np.fft.fft(dx, axis=-1)
+    # added image by image: the whole stack's outer product would be a second array of ``out``'s size
+    for o, f in zip(out.reshape(-1, h, w), fdx.reshape(-1, h), strict=True):
+        o += f[:, None] * ex[None, :]
     cy = np.cos(2 * np.pi * np.fft.fftfreq(h))[:, None]
     cx = np.cos(2 * np.pi * np.fft.fftfreq(w))[None, :]
     den = 2 * cy + 2 * cx - 4
