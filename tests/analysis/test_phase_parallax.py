@@ -525,3 +525,21 @@ def test_the_smooth_component_allocates_one_array_of_the_chunks_size():
     finally:
         tracemalloc.stop()
     assert peak < 1.25 * out.nbytes, (peak, out.nbytes)
+
+
+def test_a_nan_in_the_bright_field_is_refused_not_fitted():
+    """Review of #20: one NaN detector pixel inside the BF disk (planted 100 A) made every spectrum
+    NaN, and the fit returned defocus 0.0 +- 0.5 A with a stated "95 % interval -1.6 to 1.6 A", a
+    number the data never held. The project's rule for NaN where an analysis reads it
+    (``NonFiniteDataError``, as the virtual images) now holds here."""
+    from napari_4dstem.errors import NonFiniteDataError
+
+    s = simulate_phase_dataset(scan_shape=(12, 10), detector_px=48, step_A=0.5, defocus_A=100.0, seed=5)
+    data = np.array(s.datacube.data, dtype=np.float32)
+    data[3, 4, 24, 24] = np.nan  # the disk's centre at one scan position
+    cube = type(s.datacube)(data, s.datacube.calibration)
+    with pytest.raises(NonFiniteDataError, match=r"\(3, 4\)"):
+        parallax(cube)
+    data[3, 4, 24, 24] = s.datacube.data[3, 4, 24, 24]
+    data[3, 4, 0, 0] = np.inf  # outside the BF disk: not read, the fit runs
+    assert abs(parallax(type(s.datacube)(data, s.datacube.calibration)).defocus_A - 100.0) < 10.0

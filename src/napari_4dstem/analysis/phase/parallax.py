@@ -27,7 +27,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import RealSpaceMap
 from ...engine.jobs import Job, Progress, eager
-from ...errors import DataShapeError
+from ...errors import DataShapeError, NonFiniteDataError
 from ._common import Geometry, bf_pixels, fourier_shift, iter_pixel_stack, register_translations
 from .probe import ProbeModel, scan_to_detector
 
@@ -821,6 +821,8 @@ def iter_parallax(
     ------
     DataShapeError
         When the scan is smaller than 4 x 4.
+    NonFiniteDataError
+        When a bright-field pixel read is NaN or inf.
     CalibrationError
         When the scan step, detector pixel size, energy or convergence angle is not calibrated.
 
@@ -849,6 +851,13 @@ def iter_parallax(
     iy, ix = bf_pixels(geo, probe, fraction=bf_fraction)
     stack = yield from iter_pixel_stack(datacube, iy, ix, scan_chunk=scan_chunk)
     imgs = np.moveaxis(stack, -1, 0).astype(np.float64)  # (n, ny, nx)
+    bad = ~np.isfinite(imgs).all(axis=0)
+    if bad.any():  # one NaN makes every spectrum NaN: the fit would read a defocus the data never held
+        where = np.argwhere(bad)
+        raise NonFiniteDataError(
+            f"{len(where)} scan position(s) have NaN or inf in the bright-field disk (first at scan "
+            f"position ({where[0][0]}, {where[0][1]})); parallax needs finite bright-field pixels"
+        )
     mean = imgs.mean(axis=(1, 2), keepdims=True)
     imgs = imgs / np.where(mean > 0, mean, 1.0) - 1.0
     ky, kx = geo.k_of_pixels(iy, ix)
