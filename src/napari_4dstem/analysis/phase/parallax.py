@@ -94,8 +94,8 @@ class ParallaxResult:
     defocus_interval_A : (float, float) or None
         Version 3: the defocus's 95 % interval, ``defocus_A -+ 3.18 defocus_se_A`` (Student's t, 3
         degrees of freedom: the jackknife's 4 groups), the SE holding the finite-field term
-        ``FINITE_FIELD_COEF d^2 / trusted``; None before version 3 (their SE is the jackknife's only,
-        which noise-free is 0.5 A for fits 2-12 A off).
+        ``FINITE_FIELD_COEF d^2 / trusted``; None without ``refine`` and before version 3 (their SE
+        is the jackknife's only, which noise-free is 0.5 A for fits 2-12 A off).
     defocus_confident : bool
         Whether ``defocus_A`` is distinguishable from 0: ``|defocus_A| >= 3 defocus_se_A`` and a
         parametric bootstrap test of "no aberrations" at p <= 0.05 (always True without ``refine``; the
