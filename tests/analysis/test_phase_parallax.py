@@ -474,3 +474,72 @@ def test_fit_confidence_states_an_interval_with_the_finite_field_term():
     assert v3["defocus_interval_A"] == pytest.approx([200.0 - T95_3DOF * v3["defocus_se_A"],
                                                       200.0 + T95_3DOF * v3["defocus_se_A"]])  # fmt: skip
     assert v3["interval_level"] == 0.95 and v3["confident"]
+
+
+# Review of #20: the smooth component against a direct implementation of Moisan's definition (the
+# boundary image v, its 2-D FFT divided by the periodic Laplacian's symbol, the DC set to 0), on
+# random images of odd, even and non-square sizes, a stack included
+def _moisan_smooth_fft(u):
+    h, w = u.shape
+    v = np.zeros_like(u)
+    v[0, :] += u[-1, :] - u[0, :]
+    v[-1, :] += u[0, :] - u[-1, :]
+    v[:, 0] += u[:, -1] - u[:, 0]
+    v[:, -1] += u[:, 0] - u[:, -1]
+    den = 2 * np.cos(2 * np.pi * np.arange(h) / h)[:, None] + 2 * np.cos(2 * np.pi * np.arange(w) / w)[None, :] - 4
+    den[0, 0] = 1.0
+    s = np.fft.fft2(v) / den
+    s[0, 0] = 0.0
+    return s
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (5, 7), (16, 20), (17, 9), (3, 33)])
+def test_the_smooth_component_is_moisans(shape):
+    from napari_4dstem.analysis.phase.parallax import _smooth_component_fft
+
+    u = np.random.default_rng(sum(shape)).standard_normal((3, *shape)) + 2.0
+    got = _smooth_component_fft(u)
+    for i in range(3):
+        want = _moisan_smooth_fft(u[i])
+        np.testing.assert_allclose(got[i], want, rtol=0, atol=1e-12 * np.abs(want).max())
+        # p = u - s is periodic: its periodic Laplacian is u's free-boundary one (no edge jumps)
+        p = u[i] - np.real(np.fft.ifft2(got[i]))
+        lap_p = sum(np.roll(p, s, a) for s in (1, -1) for a in (0, 1)) - 4 * p
+        pad = np.pad(u[i], 1, mode="edge")
+        lap_free = pad[:-2, 1:-1] + pad[2:, 1:-1] + pad[1:-1, :-2] + pad[1:-1, 2:] - 4 * u[i]
+        np.testing.assert_allclose(lap_p, lap_free, atol=1e-9)
+
+
+def test_the_smooth_component_allocates_one_array_of_the_chunks_size():
+    """Its docstring's (and ``_spectra``'s 32 MiB chunk bound's) claim: the second outer product
+    was a whole-chunk temporary, a peak of twice the result (measured 32.5 MiB for 16 MiB)."""
+    import tracemalloc
+
+    from napari_4dstem.analysis.phase.parallax import _smooth_component_fft
+
+    u = np.random.default_rng(0).standard_normal((16, 128, 160))
+    tracemalloc.start()
+    try:
+        out = _smooth_component_fft(u)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.25 * out.nbytes, (peak, out.nbytes)
+
+
+def test_a_nan_in_the_bright_field_is_refused_not_fitted():
+    """Review of #20: one NaN detector pixel inside the BF disk (planted 100 A) made every spectrum
+    NaN, and the fit returned defocus 0.0 +- 0.5 A with a stated "95 % interval -1.6 to 1.6 A", a
+    number the data never held. The project's rule for NaN where an analysis reads it
+    (``NonFiniteDataError``, as the virtual images) now holds here."""
+    from napari_4dstem.errors import NonFiniteDataError
+
+    s = simulate_phase_dataset(scan_shape=(12, 10), detector_px=48, step_A=0.5, defocus_A=100.0, seed=5)
+    data = np.array(s.datacube.data, dtype=np.float32)
+    data[3, 4, 24, 24] = np.nan  # the disk's centre at one scan position
+    cube = type(s.datacube)(data, s.datacube.calibration)
+    with pytest.raises(NonFiniteDataError, match=r"\(3, 4\)"):
+        parallax(cube)
+    data[3, 4, 24, 24] = s.datacube.data[3, 4, 24, 24]
+    data[3, 4, 0, 0] = np.inf  # outside the BF disk: not read, the fit runs
+    assert abs(parallax(type(s.datacube)(data, s.datacube.calibration)).defocus_A - 100.0) < 10.0

@@ -212,6 +212,9 @@ def test_parallax_preview_fills_the_defocus(make_napari_viewer, qtbot, stall_det
     assert w.parallax_result.image.data.shape == (20 * up, 20 * up)
     assert w.defocus.value() == pytest.approx(120.0, abs=15.0)
     assert "phase: parallax BF" in results.layers
+    # version 3's stated 95 % interval reaches the dock's fit line, not only the CLI (review of #20)
+    lo, hi = w.parallax_result.defocus_interval_A
+    assert f"95 % interval {lo:.1f} to {hi:.1f} A" in w.fit_label.text()
 
 
 def test_copy_as_python_reproduces_the_phase(

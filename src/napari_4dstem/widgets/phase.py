@@ -382,8 +382,11 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
         else:  # noise (in focus at low dose) or out of range: the field is left alone
             why = res.image.params.get("fit", {}).get("confidence", {}).get("reason", "")
             where = f"not trusted{f' ({why})' if why else ''}: the defocus field is left as it was"
+        # version 3 states a 95 % interval (None before): the dock shows it as the CLI does
+        iv = res.defocus_interval_A
+        interval = "" if iv is None else f", 95 % interval {iv[0]:.1f} to {iv[1]:.1f} A"
         self.fit_label.setText(
-            f"parallax fit: defocus {res.defocus_A:.1f} +- {res.defocus_se_A:.1f} A ({where}), "
+            f"parallax fit: defocus {res.defocus_A:.1f} +- {res.defocus_se_A:.1f} A{interval} ({where}), "
             f"astigmatism {res.astig_A:.1f} A at {res.astig_angle_deg:.1f} deg, unaccounted "
             f"rotation {res.rotation_residual_deg:.2f} deg, RMS {res.fit_rms_A:.3f} A"
         )
@@ -437,6 +440,11 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
             self.fit_label.setText(
                 f"started from defocus {used['defocus_A']:.1f} A ({used['from']}); parallax fit "
                 f"{par.defocus_A:.1f} +- {par.defocus_se_A:.1f} A"
+                + (
+                    ""
+                    if par.defocus_interval_A is None
+                    else " (95 % interval {:.1f} to {:.1f} A)".format(*par.defocus_interval_A)
+                )
                 + ("" if used["from"] == "parallax" else ", not trusted")
             )
 

@@ -27,7 +27,7 @@ import numpy as np
 from ...data.calibration import Calibration
 from ...data.results import RealSpaceMap
 from ...engine.jobs import Job, Progress, eager
-from ...errors import DataShapeError
+from ...errors import DataShapeError, NonFiniteDataError
 from ._common import Geometry, bf_pixels, fourier_shift, iter_pixel_stack, register_translations
 from .probe import ProbeModel, scan_to_detector
 
@@ -94,8 +94,8 @@ class ParallaxResult:
     defocus_interval_A : (float, float) or None
         Version 3: the defocus's 95 % interval, ``defocus_A -+ 3.18 defocus_se_A`` (Student's t, 3
         degrees of freedom: the jackknife's 4 groups), the SE holding the finite-field term
-        ``FINITE_FIELD_COEF d^2 / trusted``; None before version 3 (their SE is the jackknife's only,
-        which noise-free is 0.5 A for fits 2-12 A off).
+        ``FINITE_FIELD_COEF d^2 / trusted``; None without ``refine`` and before version 3 (their SE
+        is the jackknife's only, which noise-free is 0.5 A for fits 2-12 A off).
     defocus_confident : bool
         Whether ``defocus_A`` is distinguishable from 0: ``|defocus_A| >= 3 defocus_se_A`` and a
         parametric bootstrap test of "no aberrations" at p <= 0.05 (always True without ``refine``; the
@@ -317,7 +317,10 @@ def _smooth_component_fft(u: np.ndarray) -> np.ndarray:
     ey = 1.0 - np.exp(2j * np.pi * np.fft.fftfreq(h))  # the FFT over y of (row 0: +1, row h-1: -1)
     ex = 1.0 - np.exp(2j * np.pi * np.fft.fftfreq(w))
     out = ey[:, None] * np.fft.fft(dy, axis=-1)[..., None, :]
-    out += np.fft.fft(dx, axis=-1)[..., :, None] * ex[None, :]
+    fdx = np.fft.fft(dx, axis=-1)
+    # added image by image: the whole stack's outer product would be a second array of ``out``'s size
+    for o, f in zip(out.reshape(-1, h, w), fdx.reshape(-1, h), strict=True):
+        o += f[:, None] * ex[None, :]
     cy = np.cos(2 * np.pi * np.fft.fftfreq(h))[:, None]
     cx = np.cos(2 * np.pi * np.fft.fftfreq(w))[None, :]
     den = 2 * cy + 2 * cx - 4
@@ -818,6 +821,8 @@ def iter_parallax(
     ------
     DataShapeError
         When the scan is smaller than 4 x 4.
+    NonFiniteDataError
+        When a bright-field pixel read is NaN or inf.
     CalibrationError
         When the scan step, detector pixel size, energy or convergence angle is not calibrated.
 
@@ -846,6 +851,13 @@ def iter_parallax(
     iy, ix = bf_pixels(geo, probe, fraction=bf_fraction)
     stack = yield from iter_pixel_stack(datacube, iy, ix, scan_chunk=scan_chunk)
     imgs = np.moveaxis(stack, -1, 0).astype(np.float64)  # (n, ny, nx)
+    bad = ~np.isfinite(imgs).all(axis=0)
+    if bad.any():  # one NaN makes every spectrum NaN: the fit would read a defocus the data never held
+        where = np.argwhere(bad)
+        raise NonFiniteDataError(
+            f"{len(where)} scan position(s) have NaN or inf in the bright-field disk (first at scan "
+            f"position ({where[0][0]}, {where[0][1]})); parallax needs finite bright-field pixels"
+        )
     mean = imgs.mean(axis=(1, 2), keepdims=True)
     imgs = imgs / np.where(mean > 0, mean, 1.0) - 1.0
     ky, kx = geo.k_of_pixels(iy, ix)
