@@ -538,10 +538,12 @@ def _iter_pca(x: np.ndarray, p: ClassifyParams, noise_var: float, tick=None, n_f
 
 
 def _iter_gram_pca(x: np.ndarray, mean32: np.ndarray, tick):
-    """Eigenvalues (descending, >= 0) and unit eigenvectors ``(d, n)`` of the covariance of the ``n < d`` rows
-    of ``x``, from the ``n x n`` Gram matrix of the centred rows: the covariance's non-zero eigenvalues are the
-    Gram matrix's, its eigenvectors ``xc.T @ u / sqrt((n - 1) ev)``; those of eigenvalue ~0 (the null space
-    the centring adds) are left zero (they project every pattern to 0, as the covariance's own do).
+    """Eigenvalues and unit eigenvectors ``(d, n)`` of the covariance of ``n < d`` rows, from their Gram matrix.
+
+    The eigenvalues are descending and >= 0. The covariance's non-zero eigenvalues are the ``n x n`` Gram
+    matrix's (of the centred rows of ``x``), its eigenvectors ``xc.T @ u / sqrt((n - 1) ev)``; those of
+    eigenvalue ~0 (the null space the centring adds) are left zero (they project every pattern to 0, as the
+    covariance's own do).
 
     A small scan of large patterns (6 patterns of 1296 features on a 3 x 2 blockfile) otherwise paid the
     ``d x d`` eigendecomposition: 20-27 s on 2 loaded cores, most of *Classify* (UX audit session 14, defect 4);
