@@ -7,8 +7,8 @@ records each compile (``numba:compile``) in the thread, so that each gap can be 
 compiles. Modes:
 
 - ``thread``: the job alone (its kernels compile, or load from the cache, in the thread);
-- ``child``: first ``napari-4dstem warmup`` in a child process (what the plugin's warm-up now does),
-  then the same job in the thread.
+- ``child``: first the plugin's warm-up child process (``python -m napari_4dstem.analysis.warm DTYPE``;
+  ``GIL_CHILD=cli``: the whole ``napari-4dstem warmup``), then the same job in the thread.
 
 Run each mode in a fresh process with an empty ``NUMBA_CACHE_DIR`` for a cold cache::
 
@@ -85,7 +85,10 @@ def main(mode: str, job: str, dtype: str) -> None:
     if mode == "child":
         t0 = time.perf_counter()
         rc = subprocess.run(
-            [sys.executable, "-m", "napari_4dstem.cli", "--quiet", "warmup", "--dtype", dtype],
+            # the plugin's warm-up child (widgets/_warmup.py); GIL_CHILD=cli: the whole `napari-4dstem warmup`
+            [sys.executable, "-m", "napari_4dstem.cli", "--quiet", "warmup", "--dtype", dtype]
+            if os.environ.get("GIL_CHILD") == "cli"
+            else [sys.executable, "-m", "napari_4dstem.analysis.warm", dtype],
             capture_output=True,
             text=True,
             check=False,
