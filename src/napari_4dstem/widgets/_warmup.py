@@ -5,7 +5,10 @@ The kernels are ``numba.njit(cache=True)``: the first use in a fresh install com
 not happen on the GUI thread or at the first click: the first dock widget that opens starts
 :func:`ensure_warm` for the chosen layer's dtype, which runs the real core functions once on a
 tiny synthetic datacube of that dtype in a worker (progress in napari's activity dock), and
-every widget shows a "preparing kernels" line while it runs (:class:`WarmupLabel`).
+every widget shows a "preparing kernels" line while it runs (:class:`WarmupLabel`). The core
+kernels are compiled first by a child process into numba's cache (numba's compiler is Python
+code: in the worker it took turns with the GUI thread for the GIL), the worker then loads them;
+a child that fails leaves the compiling to the worker (:func:`_warm_in_child`).
 """
 
 from __future__ import annotations
