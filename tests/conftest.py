@@ -14,6 +14,11 @@ from napari_4dstem import Calibration, DataCube
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
 
+# The plugin's kernel warm-up compiles in a child process (widgets/_warmup.py). Here it compiles in its
+# worker, as before: on a cold cache the tests' own jobs and a child would compile the same kernels twice
+# (tests/widgets/test_warmup_child.py turns the child back on).
+os.environ.setdefault("NAPARI_4DSTEM_WARMUP_CHILD", "0")
+
 
 @pytest.fixture
 def rng():

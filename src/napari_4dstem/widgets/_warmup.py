@@ -5,12 +5,20 @@ The kernels are ``numba.njit(cache=True)``: the first use in a fresh install com
 not happen on the GUI thread or at the first click: the first dock widget that opens starts
 :func:`ensure_warm` for the chosen layer's dtype, which runs the real core functions once on a
 tiny synthetic datacube of that dtype in a worker (progress in napari's activity dock), and
-every widget shows a "preparing kernels" line while it runs (:class:`WarmupLabel`).
+every widget shows a "preparing kernels" line while it runs (:class:`WarmupLabel`). The core
+kernels are compiled first by a child process into numba's cache (numba's compiler is Python
+code: in the worker it took turns with the GUI thread for the GIL), the worker then loads them;
+a child that fails leaves the compiling to the worker (:func:`_warm_in_child`).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import QObject, Signal
@@ -144,13 +152,62 @@ def _imports(cube):
 # the Shapes first: the docks draw detectors as soon as they open; then the core's kernels in the
 # order a user meets them (the same groups as `napari-4dstem warmup`, analysis/warm.py)
 _STEPS = (_napari_shapes, _imports, *CORE_STEPS)
+# the child process compiles the core steps' kernels after napari's Shapes are warm here (the docks
+# wait for those to draw a detector outline) and before the core steps load them here
+_CHILD_BEFORE = CORE_STEPS[0]
+
+
+def _child_command(dtype: np.dtype) -> list[str]:
+    """The child process that compiles the core kernels of ``dtype`` into numba's cache."""
+    return [sys.executable, "-m", "napari_4dstem.analysis.warm", np.dtype(dtype).name]
+
+
+def _warm_in_child(dtype: np.dtype):
+    """Compile the core kernels of ``dtype`` in a child process (same interpreter, same package
+    files, same ``NUMBA_CACHE_DIR``: it fills numba's on-disk cache); a generator yielding while it
+    runs, returning whether it succeeded. numba's compiler is Python code: compiling in a worker
+    thread made the GUI thread wait for the GIL (at load 9.5 a cold int32 virtual image, 16 s of
+    compiling, left it 29 gaps > 50 ms, worst 0.86 s; `benchmarks/gil_compile_gaps.py`); in a
+    child it holds another interpreter's GIL. Closing the generator (viewer closing) ends the child.
+    ``NAPARI_4DSTEM_WARMUP_CHILD=0`` turns it off (the warm-up then compiles in its thread)."""
+    if os.environ.get("NAPARI_4DSTEM_WARMUP_CHILD", "1") == "0":
+        return False
+    env = dict(os.environ)
+    pkg_root = str(Path(__file__).resolve().parents[2])  # the child imports these very files
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
+    try:
+        proc = subprocess.Popen(
+            _child_command(dtype),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+    except OSError as e:
+        _state().failed.append(f"warm-up child: {type(e).__name__}: {e}")
+        return False
+    try:
+        while proc.poll() is None:
+            yield 1
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0:
+        _state().failed.append(f"warm-up child exited {proc.returncode}: the kernels compile in this process")
+    return proc.returncode == 0
 
 
 def warm_kernels(dtype: np.dtype):
     """Worker job: run each group of kernels once on a tiny cube of ``dtype`` (a generator:
-    one yield per group, so a closing viewer can stop it between groups)."""
+    one yield per group, so a closing viewer can stop it between groups). The core kernels are
+    compiled first in a child process (:func:`_warm_in_child`): the steps here then load them from
+    numba's cache; where the child failed they compile here, as before."""
     cube = tiny_cube(dtype)
     for i, step in enumerate(_STEPS):
+        if step is _CHILD_BEFORE:
+            yield from _warm_in_child(dtype)
         try:
             step(cube)
         except Exception as e:
