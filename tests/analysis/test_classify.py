@@ -790,3 +790,22 @@ def test_remerge_guard_keeps_two_lattices_joined_by_a_wide_band_on_patterns():
     assert adjusted_rand_score(truth[:, pure].ravel(), cut[:, pure].ravel()) == 1.0
     _, out = _cut_in_two_then_remerge(band, REMERGE_SEPARATION)
     assert len(np.unique(out)) == 2
+
+
+def test_tiny_and_constant_scans_are_refused_in_plain_words():
+    """Session 14, audit3 #8: a 1 x 2 scan said the origin fit's "only 2 finite origin
+    measurements: too few to fit"; identical patterns (the legacy py4DSTEM test file, 2 x 3 of
+    4 x 5 px; the 2 x 4 Merlin ROI) raised scipy's LinAlgError ("leading minor ... not positive
+    definite")."""
+    from napari_4dstem.errors import DataShapeError
+    from napari_4dstem.pipelines import run_classification
+
+    yy, xx = np.indices((16, 16))
+    pattern = (50 * (np.hypot(yy - 8, xx - 8) <= 4) + 2).astype(np.uint16)
+    with pytest.raises(DataShapeError, match=r"too few patterns to classify \(2\): need at least 3"):
+        run_classification(np.broadcast_to(pattern, (1, 2, 16, 16)).copy())
+    import warnings
+
+    with pytest.raises(DataShapeError, match="the 8 patterns do not differ"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn's "1 distinct cluster" on the way there
+        run_classification(np.broadcast_to(pattern, (2, 4, 16, 16)).copy())
