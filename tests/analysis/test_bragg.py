@@ -239,3 +239,30 @@ def test_min_significance_keeps_weak_disks_and_drops_noise(rng):
             assert np.all(d.min(axis=0) < 1.0)
             assert len(loose.at(iy, ix)["qy"]) > 10  # the noise peaks the test removes
     assert sig.params["min_significance"] == 5.0
+
+
+def test_negative_count_background_gives_finite_intensities_and_the_planted_disks(rng):
+    """Session 14, audit3 #2: on the FEI TIA int32 file (negative counts) 55-60 of the 100
+    candidates of a pattern came back with NaN intensity (their disk fit failed: noise maxima),
+    and the Bragg dock's NaN point sizes made napari raise. Planted disks on a background of
+    zero-mean noise with negative counts: the disks are found where planted with about their
+    integrated counts, and every kept candidate's intensity is finite and >= 0."""
+    from napari_4dstem.pipelines import DiskDetectionParams, detect_pattern
+
+    shape = (96, 96)
+    yy, xx = np.indices(shape)
+    template = make_template(1000 * soft_disk(np.hypot(yy - 48, xx - 48), 4.0, 0.5))
+    truth = np.array([[30.3, 29.6], [30.8, 66.2], [65.4, 31.1], [66.1, 65.7]])
+    amp = 400.0
+    clean = sum(amp * soft_disk(np.hypot(yy - y, xx - x), 4.0, 0.5) for y, x in truth)
+    pattern = np.round(clean + rng.normal(0.0, 25.0, shape)).astype(np.int32)
+    assert pattern.min() < -50  # the defect's trigger class: signed counts below zero
+    rows = detect_pattern(pattern, template, DiskDetectionParams(min_relative=0.0, max_peaks=60))
+    assert len(rows) > len(truth)  # noise candidates too (where the fit fails)
+    assert np.isfinite(rows).all() and (rows[:, 2] >= 0).all()
+    area = np.sum(soft_disk(np.hypot(yy - 48, xx - 48), 4.0, 0.5))
+    for y, x in truth:
+        d = np.hypot(rows[:, 0] - y, rows[:, 1] - x)
+        j = int(np.argmin(d))
+        assert d[j] < 0.25
+        assert rows[j, 2] == pytest.approx(amp * area, rel=0.15)

@@ -834,3 +834,22 @@ def test_pca_of_fewer_patterns_than_features_decomposes_the_small_gram_matrix(mo
         np.testing.assert_allclose(sign * scores[:, i], xc @ vec[:, i], rtol=1e-3, atol=1e-3)
     # the planted directions are what the components span
     np.testing.assert_allclose(np.abs(np.linalg.svd(comps @ basis.T, compute_uv=False)), 1.0, atol=1e-3)
+
+
+def test_tiny_and_constant_scans_are_refused_in_plain_words():
+    """Session 14, audit3 #8: a 1 x 2 scan said the origin fit's "only 2 finite origin
+    measurements: too few to fit"; identical patterns (the legacy py4DSTEM test file, 2 x 3 of
+    4 x 5 px; the 2 x 4 Merlin ROI) raised scipy's LinAlgError ("leading minor ... not positive
+    definite")."""
+    from napari_4dstem.errors import DataShapeError
+    from napari_4dstem.pipelines import run_classification
+
+    yy, xx = np.indices((16, 16))
+    pattern = (50 * (np.hypot(yy - 8, xx - 8) <= 4) + 2).astype(np.uint16)
+    with pytest.raises(DataShapeError, match=r"too few patterns to classify \(2\): need at least 3"):
+        run_classification(np.broadcast_to(pattern, (1, 2, 16, 16)).copy())
+    import warnings
+
+    with pytest.raises(DataShapeError, match="the 8 patterns do not differ"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn's "1 distinct cluster" on the way there
+        run_classification(np.broadcast_to(pattern, (2, 4, 16, 16)).copy())

@@ -8,11 +8,27 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..data.calibration import Calibration
 from ..engine.jobs import Job, eager
+from ..errors import DataShapeError
 from .bragg import _cube, _recipe
 from .params import ParameterError, _check, _Params
 from .recipe import Recipe, _Result
+
+# the fewest patterns a classification runs on: the automatic origin is a plane fitted to the
+# measured origins (analysis.virtual.origin.fit_origin_plane: 3 coefficients per axis, so 3
+# finite measurements), and two classes need at least 3 patterns (the class sweep stops at
+# patterns - 1). Session 14, audit3 #8: 2 patterns gave the origin fit's message instead.
+MIN_PATTERNS = 3
+
+
+def too_few_patterns(n: int) -> str | None:
+    """The message refusing a classification of ``n`` patterns, or None when there are enough."""
+    if n < MIN_PATTERNS:
+        return f"too few patterns to classify ({n}): need at least {MIN_PATTERNS}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -186,6 +202,9 @@ def iter_classification(
 
     classify = classify or ClassificationParams()  # (not a default argument: its check imports the core)
     cube, cal, _ = _cube(dc, calibration)
+    few = too_few_patterns(int(np.prod(cube.scan_shape)))
+    if few is not None:
+        raise DataShapeError(few)
     peaks = None
     if classify.features == "bragg":
         from .bragg import read_peaks

@@ -107,6 +107,16 @@ def update_points(layer, yx: np.ndarray, size) -> None:
     layer.refresh()
 
 
+def _peak_sizes(intensity: np.ndarray) -> np.ndarray:
+    """Point sizes 4-14 px growing with the square root of each disk's intensity over the
+    pattern's strongest; a non-finite or negative intensity gets the smallest size (session 14,
+    audit3 #2: NaN intensities made NaN sizes and napari's Points controls raised)."""
+    inten = np.asarray(intensity, dtype=np.float64)
+    inten = np.where(np.isfinite(inten), inten, 0.0)
+    top = float(inten.max()) if inten.size else 0.0
+    return 4 + 10 * np.sqrt(np.clip(inten / max(top, 1e-12), 0, 1))
+
+
 def lattice_sites(origin, g1, g2, shape: tuple[int, int]) -> np.ndarray:
     """The sites ``origin + h g1 + k g2`` (y, x) that lie on a detector of ``shape``, as ``(n, 2)``
     (empty when any vector is not finite)."""
@@ -391,7 +401,8 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self.partials = PartialMaps(lambda: results_viewer(self.viewer))
         # the live detection on the current pattern and the lattice fit: workers, newest wins
         self._live = LatestRunner(self._show_peaks, self._error)
-        self._lattice_runner = LatestRunner(self._on_lattice, self._error)
+        self._lattice_runner = LatestRunner(self._on_lattice, self._on_lattice_error)
+        self._lattice_auto = False  # the running lattice search follows Find disks in all patterns
         # the strain again after a drag of a g1/g2 tip (or a typed vector): newest wins
         self._strain_runner = LatestRunner(self._on_strain_again, self._error)
         self._setting_tips = False
@@ -489,6 +500,8 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             # an image made here (the region's mean) is the probe of the recipe: no file holds it
             self._probe_source = used
             self._on_template(template, picture)
+            # session 14, audit3 #10: the status line kept "making the probe template..."
+            self._say(f"template made ({self.template_label.text()})")
             if then is not None:
                 then()
 
@@ -604,8 +617,7 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         if self.layer_combo.layer is None:
             return
         _dc, cal = self.datacube()
-        inten = p[:, 2]
-        size = 4 + 10 * np.sqrt(np.clip(inten / max(np.nanmax(inten), 1e-12), 0, 1)) if len(p) else []
+        size = _peak_sizes(p[:, 2]) if len(p) else []
         kw = cal.napari_kwargs("k")
         if PEAKS_LAYER in self.viewer.layers:
             update_points(self.viewer.layers[PEAKS_LAYER], p[:, :2], size)
@@ -719,16 +731,32 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
             f"{peaks.n_peaks} disks in {counts.size} patterns "
             f"({counts.min()}-{counts.max()} per pattern); Bragg vector map added (log scale)"
         )
-        self.find_lattice()
+        self.find_lattice(auto=True)
 
     # -- lattice and strain ---------------------------------------------------------------------
-    def find_lattice(self) -> None:
+    def find_lattice(self, auto: bool = False) -> None:
+        """Find g1, g2 on the Bragg vector map (in a worker). ``auto``: the step that follows
+        *Find disks in all patterns*; its failure is said quietly after the disk count."""
         from ..pipelines import StrainParams, find_lattice_for
 
         if self.bvm is None:
             self._say("find the disks in all patterns first")
             return
+        self._lattice_auto = bool(auto)
         self._lattice_runner.request(find_lattice_for, self.peaks, StrainParams(), self.bvm)
+
+    def _on_lattice_error(self, exc) -> None:
+        """A failed *Find g1, g2* is an error; the automatic one after *Find disks in all
+        patterns* (the user asked only for disks) keeps the disk count in the status line and
+        adds "no lattice found (why)", with no notification (session 14, audit3 #7)."""
+        if self._lattice_auto and isinstance(exc, Napari4DSTEMError):
+            from .log import log_error
+
+            count = self.status.text().split("; no lattice found")[0]
+            self._say(f"{count}; no lattice found ({exc}); set g1, g2 by hand or press Find g1, g2")
+            log_error("BraggStrainWidget", exc)
+            return
+        self._error(exc)
 
     def _on_lattice(self, lattice) -> None:
         self.lattice = lattice

@@ -33,6 +33,8 @@ from ._results import results_viewer
 from ._state import DockState, register_dock
 from .results_list import session_results
 
+MIN_PATTERNS = 3  # pipelines.classify.MIN_PATTERNS, not imported on the GUI thread (the core loads in the job)
+
 LABELS_LAYER = "classes"
 MEAN_LAYER = "class mean pattern"
 SPACE_ITEMS = ("auto", "components", "maf")  # the default (ClassificationParams.space) first
@@ -217,6 +219,12 @@ class ClassificationWidget(PipelineActions, DockState, QWidget):
             cube, cal = self.layer_combo.datacube()
         except Napari4DSTEMError as e:
             self.jobs.error(e)
+            return
+        # session 14, audit3 #8: say it before running (the job raised the origin fit's or
+        # scipy's message); the same as pipelines.classify.too_few_patterns (a test checks)
+        n = int(np.prod(cube.scan_shape))
+        if n < MIN_PATTERNS:
+            self.jobs.error(Napari4DSTEMError(f"too few patterns to classify ({n}): need at least {MIN_PATTERNS}"))
             return
         self.calibration = cal
         # the parameters are checked in the worker (a bad one ends the job with its message)

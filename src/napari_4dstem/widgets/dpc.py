@@ -813,7 +813,7 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
             self.status.setText("compute the centre of mass first")
             return
         self.status.setText("fitting the rotation...")
-        self._rot_runner.request(_fit_rotation, self.com, descan=self.descan.currentText())
+        self._rot_runner.request(_fit_rotation, self.com, descan=self._descan())
 
     def _on_rotation(self, fit) -> None:
         self.status.setText("")
@@ -837,6 +837,20 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         )
         self.update_dpc()
 
+    def _descan(self) -> str:
+        """The descan removal to use: the dock's choice, except that a plane fit needs at least 3
+        scan positions; on fewer (a 1 x 2 scan) the mean origin is removed instead and the status
+        line says so (session 14, audit3 #12: "only 2 finite origin measurements: too few to fit")."""
+        choice = self.descan.currentText()
+        n = 0 if self.com is None else int(np.prod(self.com.data.shape[:2]))
+        if choice == "plane" and 0 < n < 3:
+            self.status.setText(
+                f"descan: a plane fit needs at least 3 scan positions (this scan has {n}); "
+                "the mean origin is removed instead"
+            )
+            return "mean"
+        return choice
+
     def update_dpc(self) -> None:
         """DPC and iDPC maps from the cached COM with the current rotation (no data pass)."""
         if self.com is None:
@@ -848,7 +862,7 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
             params = DPCParams(
                 rotation_deg=self.rotation.value(),
                 flip=self.flip.isChecked(),
-                descan=self.descan.currentText(),
+                descan=self._descan(),
                 regularization=self.reg.value(),
             )
         except Napari4DSTEMError as e:

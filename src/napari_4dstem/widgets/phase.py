@@ -36,6 +36,11 @@ from ._results import results_viewer, show_map
 from ._state import DockState, register_dock
 from .results_list import session_results
 
+# the GUI's way to the scan step (the Calibration and DPC dock's "Real space: field of view" group)
+SCAN_STEP_NEEDED = (
+    "phase retrieval needs the scan step: open Calibration and DPC, enter the field of view (or the scan "
+    "step) under 'Real space: field of view' and press 'Set the real-space scale'"
+)
 METHODS = ("parallax", "ssb", "wdd", "ptycho", "multislice-ptycho")
 # PhaseParams.fit_defocus of each choice of the dock
 _FIT_DEFOCUS = {"auto": None, "typed": False, "fit by parallax": True}
@@ -313,6 +318,9 @@ class PhaseRetrievalWidget(PipelineActions, DockState, QWidget):
     def run(self) -> None:
         try:
             dc, cal, params = self.settings()
+            if cal.scan_step_nm() is None:
+                # session 14, audit3 #11: the core's message names the library's syntax
+                raise Napari4DSTEMError(SCAN_STEP_NEEDED)
             source = layer_source(self.layer_combo.layer)
             self.results = []
             if params.method == "parallax":

@@ -368,6 +368,16 @@ def _spots_per_zone(
     return U0, gl, weight, keep
 
 
+def _need_reflections(crystal, refl, k_max_inv_A: float) -> None:
+    """Refuse a plan without reflections in plain words (4 x 5 px frames reach about 0.1 1/A)."""
+    if len(refl.hkl) == 0:
+        raise Napari4DSTEMError(
+            f"{crystal.name}: no reflection within k_max = {k_max_inv_A:.3g} 1/A: the frames are too small "
+            "(or their pixels too fine) to reach this crystal's first reflection; raise k_max if the detector "
+            "reaches further"
+        )
+
+
 def _width(thickness_A, width_inv_A, profile) -> float:
     if profile not in ROCKING_CURVES:
         raise ValueError(f"rocking_curve must be one of {ROCKING_CURVES}, got {profile!r}")
@@ -456,6 +466,7 @@ def estimate_plan_memory(
     axes = fundamental_zone_axes(step_deg, crystal.point_group)
     lam = electron_wavelength_A(energy_kev)
     refl = crystal.reciprocal_points(k_max_inv_A)
+    _need_reflections(crystal, refl, k_max_inv_A)  # session 14, audit3 #9: was numpy's zero-size max
     sample = axes[:: max(1, len(axes) // 16)]
     *_, keep = _spots_per_zone(
         crystal,
@@ -587,8 +598,7 @@ def iter_build_orientation_plan(
     lam = electron_wavelength_A(energy_kev)
     w_base = _width(thickness_A, excitation_width_inv_A, rocking_curve)
     refl = crystal.reciprocal_points(k_max_inv_A)
-    if len(refl.hkl) == 0:
-        raise Napari4DSTEMError(f"{crystal.name}: no reflections within k_max = {k_max_inv_A} 1/A")
+    _need_reflections(crystal, refl, k_max_inv_A)
     amp = np.abs(refl.structure_factor)
     gn = refl.g_norm
     radii, shell_of = np.unique(np.round(gn, 4), return_inverse=True)

@@ -286,7 +286,31 @@ def detect_in_stack(
     out[..., 1] = np.where(good, fit[..., 1], par.yx[..., 1])
     out[..., 2] = np.where(good, fit[..., 2] * _profile_area(template), np.nan)
     out[..., 3] = par.value
+    _fill_failed_fits(p, out, table.count, good, template.radius_px, parallel)
     return _significant(p, out, table.count, template.radius_px, min_significance, parallel, poisson)
+
+
+def _fill_failed_fits(p, out, count, good, radius_px, parallel) -> None:
+    """Give the peaks whose disk fit failed a finite intensity, in place (session 14, audit3 #2).
+
+    The fit fails (``A <= 0``, a singular system, too few pixels, or a fit that ran more than
+    1.5 px away) mostly on correlation maxima that hold no disk: noise maxima of a pattern with
+    a small template (the FEI TIA preview file,
+    int32 with negative counts, gave 55-60 of its 100 candidates so; the same file shifted to
+    non-negative counts gives the same), where the linear start already finds the disk
+    no brighter than its surroundings. Their intensity used to stay NaN: napari then drew NaN
+    point sizes and raised, and every consumer had to know the convention. Now such a peak
+    gets the model-free aperture estimate (:func:`~.peaks.disk_counts`: the disk sum above the
+    mean of the ring around it), floored at 0 (no excess over the background), so a kept
+    peak's intensity is always finite and in the same units as the fitted ones.
+    """
+    used = np.arange(out.shape[1])[None, :] < np.asarray(count)[:, None]
+    bad = used & ~good
+    if not bad.any():
+        return
+    s = disk_counts(p, out[..., 0:2], count, radius_px=radius_px, parallel=parallel)[..., 0]
+    s = np.clip(np.nan_to_num(s, nan=0.0, posinf=0.0, neginf=0.0), 0.0, None)
+    out[..., 2] = np.where(bad, s, out[..., 2])
 
 
 def _significant(p, out, count, radius_px, min_significance, parallel, poisson=True):
@@ -476,8 +500,9 @@ def iter_find_bragg_disks(
     BraggPeaks
         The generator's return value (what :func:`~napari_4dstem.engine.jobs.run_job` hands
         back): ragged peaks in raw detector pixels ``(k_y, k_x)``, not origin-corrected, with
-        ``intensity`` = integrated disk counts above background (``"fit"``) or the correlation
-        peak value (other methods), ``correlation`` = correlation peak value.
+        ``intensity`` = integrated disk counts above background (``"fit"``; where the disk fit
+        fails, the aperture sum above the surrounding ring, floored at 0: always finite) or the
+        correlation peak value (other methods), ``correlation`` = correlation peak value.
 
     Raises
     ------

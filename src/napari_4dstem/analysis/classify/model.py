@@ -471,6 +471,15 @@ def maf_factors(z: np.ndarray, scan_shape: tuple[int, int], m: int) -> np.ndarra
     dcov = d.T @ d / max(len(d), 1)
     zc = z - z.mean(0)
     cov = zc.T @ zc / max(len(z) - 1, 1)
+    if not np.trace(dcov) > 0:
+        # session 14, audit3 #8: identical patterns (a constant test file) made eigh raise
+        # scipy's "leading minor ... not positive definite"
+        from ...errors import DataShapeError
+
+        raise DataShapeError(
+            f"the {len(z)} patterns do not differ (their features are the same at every scan position): "
+            "nothing to classify"
+        )
     dcov += 1e-9 * np.trace(dcov) / len(dcov) * np.eye(len(dcov))
     _, vec = eigh(cov, dcov)
     vec = vec[:, ::-1][:, : min(m, z.shape[1])]
