@@ -64,7 +64,7 @@ def test_no_bf_disk_full_always_works_and_the_other_presets_say_why(make_napari_
     message ('... or pass bf_radius_px'); Full now gives the sum image, the others say in GUI
     words that no BF disk was found (both failed on the old code)."""
     data = _flat((3, 4), (16, 16))
-    viewer, w = _open(make_napari_viewer, qtbot, stall_detector, data, Calibration())
+    _, w = _open(make_napari_viewer, qtbot, stall_detector, data, Calibration())
     assert not w.guess_note.isHidden()
     w.apply_preset("Full")
     qtbot.waitUntil(lambda: w._worker is None and w._pending is None, timeout=20000)
@@ -88,7 +88,7 @@ def test_haadf_beyond_a_16px_detector_is_disabled_and_the_other_presets_are_prec
     yy, xx = np.mgrid[:16, :16]
     disk = np.where((yy - 11.9) ** 2 + (xx - 7.5) ** 2 <= 36, 100, 1).astype(np.uint16)
     data = disk * (1 + np.arange(30).reshape(6, 5, 1, 1) % 3).astype(np.uint16)
-    viewer, w = _open(make_napari_viewer, qtbot, stall_detector, data, Calibration())
+    _, w = _open(make_napari_viewer, qtbot, stall_detector, data, Calibration())
     assert w.guess_note.isHidden()  # a BF disk was found
     b = w.presets["HAADF"]
     assert not b.isEnabled() and "the detector ends at" in b.toolTip() and "alpha" in b.toolTip()
@@ -110,7 +110,7 @@ def test_a_2x2_detector_disables_the_presets_that_cover_no_pixel(make_napari_vie
     from the centre, so BF (<= 0.5 px), ABF and HAADF (> 1.5 px) cover none."""
     data = _flat((2, 3), (2, 2), np.int8)  # no BF disk: the presets come from the calibration
     cal = Calibration(k_pixel_size=1.0, k_units="mrad", convergence_semiangle_mrad=0.5)
-    viewer, w = _open(make_napari_viewer, qtbot, stall_detector, data, cal)
+    _, w = _open(make_napari_viewer, qtbot, stall_detector, data, cal)
     assert w._bf is None and w._last_detector.render((2, 2)).all()  # the 1 px guess: all four pixels
     np.testing.assert_array_equal(w.last_image.data, _ref(data, w._last_detector))
     for name in ("BF", "ABF", "HAADF"):
