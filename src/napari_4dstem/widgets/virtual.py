@@ -2387,8 +2387,14 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 lyr.visible = lyr.name == name
 
     def reset(self) -> None:
-        """The BF detector on the detected disk, and the views reset."""
-        self.apply_preset("BF")
+        """The BF detector on the detected disk (the first detector where BF cannot be made), and the views reset."""
+        if "BF" in self._preset_why and self.layer is not None and not self._bf_pending:
+            try:
+                self.set_detector(_first_detector(self.datacube()[0], self._bf))
+            except Napari4DSTEMError as e:
+                self.status.setText(str(e))
+        else:
+            self.apply_preset("BF")
         self.viewer.reset_view()
 
     def closeEvent(self, event) -> None:
