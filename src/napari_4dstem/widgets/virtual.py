@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..analysis.virtual.detectors import (
+    PRESETS,
     AnnulusDetector,
     CombinedDetector,
     Detector,
@@ -51,14 +52,15 @@ from ..analysis.virtual.detectors import (
     WedgeDetector,
     mask_from_file,
     preset_detector,
+    ring_covers_pixel,
 )
 from ..analysis.virtual.preview import strided_read_bytes
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..engine.jobs import PartialMap
-from ..errors import Napari4DSTEMError
+from ..errors import CalibrationError, Napari4DSTEMError
 from ..pipelines import VirtualResult
-from ..plugin_api import publish_virtual_image
+from ..plugin_api import events, publish_virtual_image
 from ._common import CubePicker, JobRunner, LatestRunner, ThrottledBar, guarded, holds_data, scan_position, watch_dock
 from ._detectors import DetectorToolbar, ExtraDetectors, image_of
 from ._forms import scroll_contents
@@ -76,6 +78,20 @@ COMBINED_MAP = "virtual: combined"
 MAX_APERTURES = 25  # "Apertures as detectors" adds one layer and one image per aperture
 MASK_LAYER = "detector mask"
 PRESET_NAMES = ("BF", "ABF", "LAADF", "ADF", "HAADF", "Full")
+# what a preset other than Full says when no BF disk was found on an uncalibrated detector (audit3 defect 6)
+NO_BF_DISK = "no bright-field disk found: calibrate the detector or draw a detector"
+# the dock's note when its first detector is a guess (no BF disk found)
+GUESS_NOTE = "no bright-field disk found: the first detector is a guess (a disk at the pattern centre)"
+
+
+def _preset_tip(name: str) -> str:
+    """A preset button's tooltip: its radii in units of the convergence semi-angle alpha."""
+    lo, hi = PRESETS[name.upper()]
+    if name == "Full":
+        return "Full: the whole pattern (the sum image)"
+    return f"{name}: {lo:g} to {'the detector edge' if hi is None else f'{hi:g}'} alpha (the BF disk radius)"
+
+
 # what the detector's image shows (core: virtual_image, center_of_mass, dpc, idpc)
 RESPONSES = ("Sum", "Mean", "Max", "Std", "CoM y", "CoM x", "|CoM|", "iCoM", "Divergence", "Curl")
 # the keyboard (bound on the viewer while the dock is open; docs/napari-widgets.md lists it):
@@ -370,10 +386,14 @@ def _find_bf(dc: DataCube):
 
 
 def _first_detector(dc: DataCube, bf) -> DiskDetector:
-    """The dock's first detector: the BF disk found, else a disk of 1/8 of the pattern at its centre."""
-    if bf is not None:
+    """The dock's first detector: the BF disk found, else (a guess) a disk of 1/8 of the pattern
+    at its centre, at least 1 px in radius: a disk of 1/8 on a 4 x 8 px detector covered no pixel
+    centre, so no image ever came (audit3 defect 1); one of 1 px holds the pixel centres nearest to
+    the pattern centre (at most 0.71 px away)."""
+    shape = (int(dc.shape[2]), int(dc.shape[3]))
+    if bf is not None and ring_covers_pixel(shape, bf.center_px, None, bf.radius_px):
         return DiskDetector(bf.center_px, bf.radius_px)
-    return DiskDetector(((dc.shape[2] - 1) / 2, (dc.shape[3] - 1) / 2), min(dc.shape[2:]) / 8)
+    return DiskDetector(((shape[0] - 1) / 2, (shape[1] - 1) / 2), max(min(shape) / 8, 1.0))
 
 
 # the sum image's layer on the Real space canvas (UX point 1)
@@ -559,6 +579,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         # whose image fills in with it ([name] or [None])
         self._preset_worker = None
         self._preset_dets: dict[str, Detector] = {}
+        self._preset_why: dict[str, str] = {}  # the presets that cover no pixel or need a BF disk: why (disabled)
         self._preset_follow: list = [None]
         self._preview_after_presets: DataCube | None = None  # the preview copy, built after that pass
         self._first: _FirstImage | None = None  # the running job's first image
@@ -608,6 +629,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         if self.layer is not None:
             self._init_for_layer()
             self.pattern_stats.request()
+        # a calibration stored later may make a disabled preset possible (or the reverse)
+        events(viewer).calibration_changed.connect(guarded(self, lambda name, cal: self._on_calibration(name)))
         register_dock(viewer, self)
 
     # -- UI -----------------------------------------------------------------------------------
@@ -707,6 +730,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         presets = QHBoxLayout()
         for name in PRESET_NAMES:
             b = QPushButton(name)
+            b.setToolTip(_preset_tip(name))
             b.clicked.connect(lambda _=False, n=name: self.apply_preset(n))
             presets.addWidget(b)
             self.presets[name] = b
@@ -719,6 +743,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self.rgb_btn.setToolTip("show the three chosen preset images as red, green and blue")
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        # said while the first detector is a guess (no BF disk found): the status line is cleared by each image
+        self.guess_note = QLabel("")
+        self.guess_note.setWordWrap(True)
+        self.guess_note.setVisible(False)
         # room for two lines from the start: a label that grows when "computing..." appears
         # re-lays out the dock and resizes (and redraws) the real-space canvas on every edit
         self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing() + 4)
@@ -767,6 +795,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         layout.addWidget(self.pattern_stats)
         layout.addLayout(form)
         layout.addWidget(self.angles)
+        layout.addWidget(self.guess_note)
         layout.addLayout(presets)
         rgb = QGridLayout()  # the button under the three choices: one row was 474 px wide
         for i, (cb, name) in enumerate(zip(self.rgb_combos, "RGB", strict=True)):
@@ -889,6 +918,8 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._bf_pending = True
         self._preset_cache = {}
         self.presets_ready = False
+        self._set_preset_buttons({})
+        self.guess_note.setVisible(False)
         # the canvas shows what the user asked for last: the sum image fills in by itself only
         # where the dock shows the Sum, no descan, and no session's detector
         want = self._restored is None and self._response() == "Sum" and not self.descan.isChecked()
@@ -962,6 +993,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         if restored:  # a session's detector wins over the detected BF disk
             det, self._restored = self._restored, None
         self.status.setText("")
+        # no BF disk: the first detector is a guess, and the dock says so (audit3 defect 6)
+        guess = bf is None and not restored
+        self.guess_note.setText(GUESS_NOTE)
+        self.guess_note.setVisible(guess)
         # on a large lazy file the BF worker makes the BF disk's strided first view (_on_first_view):
         # the job started here may take it only if it computes that same quantity (the Sum, no
         # descan) for that detector (not a session's); else it computes what it shows from the start
@@ -1466,18 +1501,46 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             )
 
     def _preset(self, name: str, dc: DataCube, cal: Calibration) -> Detector:
-        """The preset detector: from calibrated angles, else from the detected BF disk."""
+        """The preset detector: from calibrated angles, else from the detected BF disk; Full
+        (the whole pattern) needs neither. Raises Napari4DSTEMError with the words the dock
+        shows: no BF disk on an uncalibrated detector, or a preset that covers no pixel (its
+        inner edge beyond the detector's farthest pixel, or radii between the pixel centres)."""
         bf = getattr(self, "_bf", None)
+        centre = bf.center_px if bf else None
         try:
-            return preset_detector(
-                name, detector_shape=dc.detector_shape, calibration=cal, center_px=bf.center_px if bf else None
-            )
-        except Napari4DSTEMError:
+            return preset_detector(name, detector_shape=dc.detector_shape, calibration=cal, center_px=centre)
+        except CalibrationError:  # angles not calibrated: the BF disk's radius is alpha
             if bf is None:
-                raise
-            return preset_detector(
-                name, detector_shape=dc.detector_shape, center_px=bf.center_px, bf_radius_px=bf.radius_px
-            )
+                why = "the bright-field disk is still being found" if self._bf_pending else NO_BF_DISK
+                raise CalibrationError(f"{name}: {why}") from None
+            return preset_detector(name, detector_shape=dc.detector_shape, center_px=centre, bf_radius_px=bf.radius_px)
+
+    def _preset_detectors(self, dc: DataCube, cal: Calibration) -> tuple[dict[str, Detector], dict[str, str]]:
+        """The presets possible on ``dc`` (name: detector) and, for the others, why not."""
+        dets, why = {}, {}
+        for n in PRESET_NAMES:
+            try:
+                dets[n] = self._preset(n, dc, cal)
+            except Napari4DSTEMError as e:
+                why[n] = str(e)
+        return dets, why
+
+    def _set_preset_buttons(self, why: dict[str, str]) -> None:
+        """Disable the presets that cannot be made, each with its reason as tooltip (audit3 defects 1, 3, 6)."""
+        self._preset_why = dict(why)
+        for name, b in self.presets.items():
+            b.setEnabled(name not in why)
+            b.setToolTip(why.get(name, _preset_tip(name)))
+
+    def _on_calibration(self, layer_name: str) -> None:
+        """A calibration stored for the shown layer: which presets are possible may change."""
+        if self.layer is None or self._bf_pending or str(layer_name) != str(self.layer.name):
+            return
+        try:
+            dc, cal = self.datacube()
+        except Napari4DSTEMError:
+            return
+        self._set_preset_buttons(self._preset_detectors(dc, cal)[1])
 
     def _precompute_presets(self, dc: DataCube) -> None:
         """Compute every preset's image in a worker, in one pass over the data (one read of a file
@@ -1489,9 +1552,11 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self._preset_worker.quit()  # a pass over other data, or the same again
             self._preset_worker = None
         cal = self.datacube()[1]
-        try:
-            dets = {n: self._preset(n, dc, cal) for n in PRESET_NAMES}
-        except Napari4DSTEMError:
+        # a preset that cannot be made (no BF disk, no pixel covered: audit3 defects 1, 3, 6) is left
+        # out of the pass and its button disabled; the others' pass goes on (Full always is in it)
+        dets, why = self._preset_detectors(dc, cal)
+        self._set_preset_buttons(why)
+        if not dets:
             return
         lazy = fills_in(dc.data)
         from ..engine.driver import n_blocks_for
@@ -1672,6 +1737,10 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         scaled to its own 0.1-99.9 percentiles; returns the composite."""
         names = names or tuple(cb.currentText() for cb in self.rgb_combos)
         cache = {**getattr(self, "_preset_cache", {}), **self.extras.cache()}
+        missing = [n for n in names if n in self._preset_why and n not in cache]
+        if missing:
+            self.status.setText(self._preset_why[missing[0]])
+            return None
         if any(n not in cache for n in names):
             self.status.setText("the preset (or detector) images are still being computed")
             return None
@@ -1873,6 +1942,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
     def apply_preset(self, name: str) -> None:
         """BF / ABF / LAADF / ADF / HAADF / Full: the precomputed image when it is in (no
         recompute), else computed now."""
+        if name in self._preset_why:  # disabled (a call from code): its reason, no traceback
+            self.status.setText(self._preset_why[name])
+            return
         cached = getattr(self, "_preset_cache", {}).get(name)
         plain = not self.descan.isChecked() and self._response() == "Sum"
         if cached is not None and plain:
@@ -2315,8 +2387,14 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 lyr.visible = lyr.name == name
 
     def reset(self) -> None:
-        """The BF detector on the detected disk, and the views reset."""
-        self.apply_preset("BF")
+        """The BF detector on the detected disk (the first detector where BF cannot be made), and the views reset."""
+        if "BF" in self._preset_why and self.layer is not None and not self._bf_pending:
+            try:
+                self.set_detector(_first_detector(self.datacube()[0], self._bf))
+            except Napari4DSTEMError as e:
+                self.status.setText(str(e))
+        else:
+            self.apply_preset("BF")
         self.viewer.reset_view()
 
     def closeEvent(self, event) -> None:

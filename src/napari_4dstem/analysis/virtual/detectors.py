@@ -53,9 +53,11 @@ __all__ = [
     "PointDetector",
     "RectangleDetector",
     "WedgeDetector",
+    "farthest_pixel_px",
     "mask_from_file",
     "mask_runs",
     "preset_detector",
+    "ring_covers_pixel",
 ]
 
 
@@ -702,7 +704,11 @@ def preset_detector(
     ValueError
         For an unknown preset or a ``bf_radius_px`` that is not positive.
     CalibrationError
-        When the angles are not calibrated and no ``bf_radius_px`` is given.
+        When the angles are not calibrated and no ``bf_radius_px`` is given (FULL needs neither).
+    DataShapeError
+        When the preset covers no pixel of the detector: its inner edge lies beyond the farthest
+        pixel (e.g. HAADF's 3 alpha on a small detector; the message says where the detector
+        ends, in alpha), or its radii fall between the pixel centres of a tiny detector.
 
     Notes
     -----
@@ -710,13 +716,20 @@ def preset_detector(
     ``alpha/2 < d <= alpha``, LAADF ``alpha < d <= 2 alpha``, ADF ``alpha < d <= 3 alpha``, HAADF
     ``3 alpha < d`` out to the farthest detector corner and FULL the whole detector. ``alpha`` in
     pixels is ``calibration.convergence_semiangle_mrad / calibration.k_pixel_size_in('mrad')``,
-    or ``bf_radius_px`` when given.
+    or ``bf_radius_px`` when given. A preset is never clamped to the detector: one that would
+    cover no pixel raises instead.
     """
     key = str(name).upper()
     if key not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; use one of {sorted(PRESETS)}")
     shape = _shape2(detector_shape)
     cal = calibration or Calibration()
+    if center_px is None:
+        center_px = cal.origin_px if cal.origin_px is not None else ((shape[0] - 1) / 2, (shape[1] - 1) / 2)
+    cy, cx = _point(center_px, "center_px")
+    farthest = farthest_pixel_px(shape, (cy, cx))
+    if key == "FULL" and inner_mrad is None and outer_mrad is None:
+        return DiskDetector((cy, cx), farthest + 1.0)  # the whole pattern: no angle needed
     px_mrad = None
     if inner_mrad is not None or outer_mrad is not None or bf_radius_px is None:
         try:
@@ -737,18 +750,96 @@ def preset_detector(
                 "(Calibration.convergence_semiangle_mrad) or bf_radius_px"
             )
         alpha_px = cal.convergence_semiangle_mrad / px_mrad
-    if center_px is None:
-        center_px = cal.origin_px if cal.origin_px is not None else ((shape[0] - 1) / 2, (shape[1] - 1) / 2)
-    cy, cx = _point(center_px, "center_px")
     lo, hi = PRESETS[key]
     inner = lo * alpha_px if inner_mrad is None else float(inner_mrad) / px_mrad
     if outer_mrad is not None:
         outer = float(outer_mrad) / px_mrad
     elif hi is None:
-        corners = [(0, 0), (0, shape[1] - 1), (shape[0] - 1, 0), (shape[0] - 1, shape[1] - 1)]
-        outer = max(math.hypot(r - cy, c - cx) for r, c in corners) + 1.0
+        outer = farthest + 1.0
     else:
         outer = hi * alpha_px
+    where = f"{lo:g} alpha" if inner_mrad is None else f"{float(inner_mrad):g} mrad"
+    if inner >= farthest:  # no pixel centre lies beyond the inner edge (audit3 defect 3)
+        raise DataShapeError(
+            f"the {key} preset starts at {where} ({inner:.1f} px from the centre), beyond the "
+            f"detector's farthest pixel ({farthest:.1f} px): the detector ends at "
+            f"{farthest / alpha_px:.2g} alpha"
+        )
+    if inner >= outer:
+        raise ValueError(f"the {key} preset's inner radius {inner:g} px is not below its outer radius {outer:g} px")
+    if not ring_covers_pixel(shape, (cy, cx), inner if inner > 0 else None, outer):
+        raise DataShapeError(
+            f"the {key} preset ({inner:.2g} to {outer:.2g} px from the centre, alpha = {alpha_px:.2g} px) "
+            f"lies between the pixel centres of this {shape[0]} x {shape[1]} px detector and covers none of them"
+        )
     if inner <= 0:
         return DiskDetector((cy, cx), outer)
     return AnnulusDetector((cy, cx), inner, outer)
+
+
+def farthest_pixel_px(detector_shape, center_px) -> float:
+    """Distance in pixels from ``center_px`` to the farthest pixel centre of the detector.
+
+    Parameters
+    ----------
+    detector_shape : (int, int)
+        ``(k_y, k_x)`` of the patterns.
+    center_px : (float, float)
+        The centre ``(k_y, k_x)`` in detector pixels.
+
+    Returns
+    -------
+    float
+        The distance to the farthest pixel centre (one of the detector's corners).
+    """
+    h, w = _shape2(detector_shape)
+    cy, cx = _point(center_px, "center_px")
+    return max(math.hypot(r - cy, c - cx) for r in (0, h - 1) for c in (0, w - 1))
+
+
+def ring_covers_pixel(detector_shape, center_px, inner_px: float | None, outer_px: float) -> bool:
+    """Whether a disk or an annulus around ``center_px`` holds a pixel centre of the detector.
+
+    By the detectors' own pixel rule, without drawing the mask (O(rows): cheap enough for a
+    GUI thread).
+
+    Parameters
+    ----------
+    detector_shape : (int, int)
+        ``(k_y, k_x)`` of the patterns.
+    center_px : (float, float)
+        The centre ``(k_y, k_x)`` in detector pixels.
+    inner_px : float or None
+        The annulus' inner radius (pixels with ``inner_px < distance``); None for a disk.
+    outer_px : float
+        The outer radius (pixels with ``distance <= outer_px``).
+
+    Returns
+    -------
+    bool
+        True when at least one pixel centre lies in the disk or annulus.
+
+    Notes
+    -----
+    In each row the pixels within ``outer_px`` form one run of columns; the run's pixel farthest
+    from the centre (one of its two ends) is the one most likely beyond ``inner_px``, so only the
+    run ends (and their neighbours, against rounding) are tested, with the mask's own arithmetic.
+    """
+    h, w = _shape2(detector_shape)
+    cy, cx = _point(center_px, "center_px")
+    dy = np.arange(h) - cy
+    room = outer_px * outer_px - dy * dy
+    rows = room >= 0
+    if not np.any(rows):
+        return False
+    dy, s = dy[rows], np.sqrt(room[rows])
+    a = np.clip(np.ceil(cx - s), 0, w - 1)
+    b = np.clip(np.floor(cx + s), 0, w - 1)
+    cols = np.stack([a - 1, a, a + 1, b - 1, b, b + 1], axis=1)
+    cols = np.clip(cols, 0, w - 1)
+    dx = cols - cx
+    d2 = dy[:, None] * dy[:, None] + dx * dx
+    inside = d2 <= outer_px * outer_px
+    if inner_px is not None:
+        inside &= d2 > inner_px * inner_px
+    return bool(np.any(inside))
