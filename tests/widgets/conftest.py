@@ -504,3 +504,18 @@ def pytest_runtest_call(item):
     if det is not None:
         det.end_setup()
     yield
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Let our workers' threads end before the interpreter does.
+
+    A job still running when the last test ends (e.g. a simulation stepping to its next cancel point
+    after its viewer closed) otherwise emits on a signals object that interpreter shutdown has
+    already freed; PyQt turns that error in a ``QRunnable.run`` into an abort, and the process exits
+    134 after every test passed (seen with ``test_run_cancel_and_resume`` run alone).
+    """
+    try:
+        from qtpy.QtCore import QThreadPool
+    except ImportError:  # the core runs without Qt
+        return
+    QThreadPool.globalInstance().waitForDone(60_000)
