@@ -45,6 +45,7 @@ excluded ones) as JSON lines: the before/after figures of docs/napari-widgets.md
 from __future__ import annotations
 
 import faulthandler
+import inspect
 import json
 import os
 import re
@@ -285,6 +286,16 @@ def _thread_stack(ident: int, dump) -> list[tuple[str, int, str]]:
     return stack
 
 
+def _no_arguments(timed):
+    """``timed`` with the signature ``(self)``: psygnal and napari's events pass a slot as many
+    arguments as its signature takes, so a wrapper of a ``(self)`` method must take no more."""
+
+    def wrapped(self):
+        return timed(self)
+
+    return wrapped
+
+
 _ACTIVE: list[StallDetector] = []
 _PATCHED = False
 
@@ -403,6 +414,8 @@ def _patch_napari_floor() -> None:
                     for d in _ACTIVE:
                         d.painting_since(t)
 
+        if len(inspect.signature(orig).parameters) == 1:  # (self) only: psygnal passes what a slot takes
+            timed = _no_arguments(timed)
         setattr(cls, name, timed)
     _PATCHED = True
 
