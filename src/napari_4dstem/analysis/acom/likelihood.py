@@ -293,58 +293,16 @@ def likelihood_arguments(
     return args, (score, t_best)
 
 
-def likelihood_scores(
-    off,
-    gx,
-    gy,
-    intensity,
-    U,
-    ok,
-    *,
-    G,
-    F2,
-    g2,
-    lam,
-    k_max,
-    tol_pos,
-    thicknesses_A=None,
-    tilt_deg=None,
-    absent_weight=None,
-    model_error=None,
-    cap=None,
-    line_factor=None,
-    extra_b=None,
-    phase_error=None,
-):
+def likelihood_scores(off, gx, gy, intensity, U, ok, **model):
     """Thin-film likelihood score (and best thickness, A) of candidates ``U (n, k, 3, 3)`` where ``ok``.
 
     ``off, gx, gy`` as from :func:`~napari_4dstem.analysis.acom.matching.peaks_to_lab`, ``intensity``
     the peaks' intensities (not amplitudes); ``G (m, 3)`` the reflections in the crystal frame (1/A),
-    ``F2`` their ``|F|^2``, ``g2`` their ``|g|^2``, ``lam`` the wavelength (A).
+    ``F2`` their ``|F|^2``, ``g2`` their ``|g|^2``, ``lam`` the wavelength (A); ``model``: the
+    keywords of :func:`likelihood_arguments` (``G, F2, g2, lam, k_max, tol_pos`` and the tunables).
     Returns ``(score (n, k), thickness_A (n, k))``; the thickness is a nuisance parameter, not a
     measurement (it comes out within a few grid steps of a planted film's).
     """
-    args, outs = likelihood_arguments(
-        off,
-        gx,
-        gy,
-        intensity,
-        U,
-        ok,
-        G=G,
-        F2=F2,
-        g2=g2,
-        lam=lam,
-        k_max=k_max,
-        tol_pos=tol_pos,
-        thicknesses_A=thicknesses_A,
-        tilt_deg=tilt_deg,
-        absent_weight=absent_weight,
-        model_error=model_error,
-        cap=cap,
-        line_factor=line_factor,
-        extra_b=extra_b,
-        phase_error=phase_error,
-    )
+    args, outs = likelihood_arguments(off, gx, gy, intensity, U, ok, **model)
     _likelihood_range(0, ok.shape[0], *args)
     return outs
