@@ -134,61 +134,60 @@ class _Captured(Exception):
     """Raised by the stand-in run: the parameters got that far."""
 
 
-def test_acom_cli_overlap_flags_reach_the_matcher(tmp_path, monkeypatch):
+@pytest.fixture
+def acom_params(tmp_path, monkeypatch):
+    """``acom_params(*flags)``: the ACOMParams that ``napari-4dstem acom`` on the bundled gold
+    polycrystal builds from ``flags``, caught where the run would start (nothing is computed;
+    the CLI runs for real until the first call)."""
+    from napari_4dstem import cli
+
+    seen = {}
+
+    def stand_in(args, job, **kwargs):
+        seen.update(kwargs)
+        raise _Captured
+
+    src = str(sample_path("polycrystal_au"))
+    argv = ["-q", "acom", src, str(tmp_path / "x.h5"), "--crystal", "Au", "--probe", src]
+
+    def run(*flags):
+        monkeypatch.setattr(cli, "run_on_cube", stand_in)
+        seen.clear()
+        with pytest.raises(_Captured):
+            main([*argv, *flags])
+        return seen["acom"]
+
+    run.argv = argv
+    return run
+
+
+def test_acom_cli_overlap_flags_reach_the_matcher(acom_params):
     """--pair-score / --pair-pool / --pair-gain / --rank-width land in ACOMParams and in the matcher's keywords."""
     import inspect
 
-    from napari_4dstem import cli
-    from napari_4dstem.analysis.acom.matching import iter_match_orientations
+    from napari_4dstem.analysis.acom.matching import _PAIR_GAIN, iter_match_orientations
 
-    seen = {}
-
-    def stand_in(args, job, **kwargs):
-        seen.update(kwargs)
-        raise _Captured
-
-    monkeypatch.setattr(cli, "run_on_cube", stand_in)
-    src = str(sample_path("polycrystal_au"))
-    argv = ["-q", "acom", src, str(tmp_path / "x.h5"), "--crystal", "Au", "--probe", src]
-    with pytest.raises(_Captured):
-        main([*argv, "--pair-score", "share", "--pair-pool", "4", "--rank-width", "12", "--pair-gain", "0.05"])
-    kw = seen["acom"].match_kwargs()
+    flags = ("--pair-score", "share", "--pair-pool", "4", "--rank-width", "12", "--pair-gain", "0.05")
+    kw = acom_params(*flags).match_kwargs()
     assert (kw["pair_score"], kw["pair_pool"], kw["rank_width"], kw["pair_gain"]) == ("share", 4, 12.0, 0.05)
     assert set(kw) <= set(inspect.signature(iter_match_orientations).parameters)
-    seen.clear()
-    with pytest.raises(_Captured):
-        main(argv)  # the API's defaults
-    kw = seen["acom"].match_kwargs()
+    params = acom_params()  # the API's defaults
+    kw = params.match_kwargs()
     assert (kw["pair_score"], kw["pair_pool"], kw["rank_width"], kw["pair_gain"]) == ("joint", 8, 0.0, 0.02)
-    from napari_4dstem.analysis.acom.matching import _PAIR_GAIN
-
     assert kw["pair_gain"] == _PAIR_GAIN  # the CLI's default is the matcher's
-    assert seen["acom"].changed() == {"crystals": ["Au"]}  # defaults are not spelled out in scripts
+    assert params.changed() == {"crystals": ["Au"]}  # defaults are not spelled out in scripts
     with pytest.raises(SystemExit) as e:  # argparse refuses an unknown choice
-        main([*argv, "--pair-score", "best"])
+        main([*acom_params.argv, "--pair-score", "best"])
     assert e.value.code == 2
 
 
-def test_acom_cli_intensity_power_auto_or_a_number(tmp_path, monkeypatch, capsys):
+def test_acom_cli_intensity_power_auto_or_a_number(acom_params, capsys):
     """--intensity-power: auto (the default, as the API) or a number in (0, 1]; else a one-line error."""
-    from napari_4dstem import cli
-
-    seen = {}
-
-    def stand_in(args, job, **kwargs):
-        seen.update(kwargs)
-        raise _Captured
-
-    monkeypatch.setattr(cli, "run_on_cube", stand_in)
-    src = str(sample_path("polycrystal_au"))
-    argv = ["-q", "acom", src, str(tmp_path / "x.h5"), "--crystal", "Au", "--probe", src]
     for flag, want in (([], "auto"), (["--intensity-power", "AUTO"], "auto"), (["--intensity-power", "0.5"], 0.5)):
-        with pytest.raises(_Captured):
-            main([*argv, *flag])
-        assert seen["acom"].match_kwargs()["intensity_power"] == want
+        assert acom_params(*flag).match_kwargs()["intensity_power"] == want
     for bad in ("1.5", "0", "amplitudes"):
         with pytest.raises(SystemExit) as e:
-            main([*argv, "--intensity-power", bad])
+            main([*acom_params.argv, "--intensity-power", bad])
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert "--intensity-power" in err and len(err.strip().splitlines()) == 1
@@ -209,11 +208,10 @@ def test_pair_gain_default_is_the_matchers_and_always_is_accepted():
         ACOMParams(pair_gain=math.nan)
 
 
-def test_acom_cli_turn_line_flag_and_turn_ambiguous_map(tmp_path, monkeypatch):
+def test_acom_cli_turn_line_flag_and_turn_ambiguous_map(tmp_path, acom_params):
     """``--turn-line`` reaches the matcher (default the matcher's 0.1), and the output file
     carries the ``turn_ambiguous`` map: 1 on a pattern 2 deg from Au [111] (its zone partner
     draws the same peaks), 0 on an off-zone pattern; all 0 with ``--turn-line 0``."""
-    from napari_4dstem import cli
     from napari_4dstem.analysis.acom.matching import kinematic_bragg_peaks
     from napari_4dstem.analysis.acom.plan import build_orientation_plan, rotation_z
     from napari_4dstem.analysis.acom.turn import TURN_LINE, turn_partners
@@ -251,40 +249,15 @@ def test_acom_cli_turn_line_flag_and_turn_ambiguous_map(tmp_path, monkeypatch):
     out = emd.read(tmp_path / "b.h5")
     assert out["turn_ambiguous"].data.tolist() == [[0, 0]] and out["euler_bunge"].params["turn_line"] == 0.0
 
-    seen = {}
-
-    def stand_in(args, job, **kwargs):
-        seen.update(kwargs)
-        raise _Captured
-
-    monkeypatch.setattr(cli, "run_on_cube", stand_in)
-    s = str(sample_path("polycrystal_au"))
-    with pytest.raises(_Captured):
-        main(["-q", "acom", s, str(tmp_path / "x.h5"), "--crystal", "Au", "--probe", s, "--turn-line", "0.25"])
-    assert seen["acom"].match_kwargs()["turn_line"] == 0.25
+    assert acom_params("--turn-line", "0.25").match_kwargs()["turn_line"] == 0.25
     with pytest.raises(SystemExit) as e:
-        main(["-q", "acom", s, str(tmp_path / "x.h5"), "--crystal", "Au", "--probe", s, "--turn-line", "-1"])
+        main([*acom_params.argv, "--turn-line", "-1"])
     assert e.value.code == 2
 
 
-def test_acom_cli_rank_likelihood_flag_reaches_the_matcher(tmp_path, monkeypatch):
+def test_acom_cli_rank_likelihood_flag_reaches_the_matcher(acom_params):
     """--rank-likelihood lands in ACOMParams and the matcher's keywords; without it, off (and unwritten)."""
-    from napari_4dstem import cli
-
-    seen = {}
-
-    def stand_in(args, job, **kwargs):
-        seen.update(kwargs)
-        raise _Captured
-
-    monkeypatch.setattr(cli, "run_on_cube", stand_in)
-    src = str(sample_path("polycrystal_au"))
-    argv = ["-q", "acom", src, str(tmp_path / "x.h5"), "--crystal", "Au", "--probe", src]
-    with pytest.raises(_Captured):
-        main([*argv, "--rank-likelihood"])
-    assert seen["acom"].match_kwargs()["rank_likelihood"] is True
-    seen.clear()
-    with pytest.raises(_Captured):
-        main(argv)
-    assert seen["acom"].match_kwargs()["rank_likelihood"] is False
-    assert "rank_likelihood" not in seen["acom"].changed()
+    assert acom_params("--rank-likelihood").match_kwargs()["rank_likelihood"] is True
+    params = acom_params()
+    assert params.match_kwargs()["rank_likelihood"] is False
+    assert "rank_likelihood" not in params.changed()

@@ -172,17 +172,22 @@ def screen_1920(monkeypatch):
     return room
 
 
-def test_the_workspace_fits_a_1920_by_1080_screen_with_every_dock(
-    make_napari_viewer, qtbot, stall_detector, screen_1920
-):
+def _sample_with_virtual_imaging(make_napari_viewer, qtbot, stall_detector):
+    """A shown viewer after File > Open Sample and the Virtual imaging dock's first image:
+    (viewer, its Qt main window, the Virtual imaging dock and widget, the Real space dock)."""
     main = make_napari_viewer(show=True)
-    qw = main.window._qt_window
     with stall_detector.excluded("first layer add"):
         main.open_sample("napari-4dstem", "polycrystal_au")
     vdock, v = main.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
     qtbot.waitUntil(lambda: v.last_image is not None and v._worker is None, timeout=60000)
     qtbot.waitUntil(lambda: REAL_SPACE_DOCK in main.window.dock_widgets, timeout=10000)
-    rdock = main.window.dock_widgets[REAL_SPACE_DOCK].parentWidget()
+    return main, main.window._qt_window, vdock, v, main.window.dock_widgets[REAL_SPACE_DOCK].parentWidget()
+
+
+def test_the_workspace_fits_a_1920_by_1080_screen_with_every_dock(
+    make_napari_viewer, qtbot, stall_detector, screen_1920
+):
+    main, qw, vdock, v, rdock = _sample_with_virtual_imaging(make_napari_viewer, qtbot, stall_detector)
     print(f"Virtual imaging + Real space: window {qw.width()}x{qw.height()}, at least {qw.minimumSizeHint()}")
     _check_fits(qw, qtbot, [vdock, rdock])
     # the long forms scroll: the Virtual imaging form is taller than its dock in this window
@@ -231,14 +236,8 @@ def test_every_dock_open_at_once_keeps_the_window_on_a_1920_by_1080_screen(
     outgrow the screen floats as a window of its own inside the screen, cascaded."""
     from qtpy.QtWidgets import QDockWidget
 
-    main = make_napari_viewer(show=True)
-    qw = main.window._qt_window
-    with stall_detector.excluded("first layer add"):
-        main.open_sample("napari-4dstem", "polycrystal_au")
-    vdock, v = main.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
-    qtbot.waitUntil(lambda: v.last_image is not None and v._worker is None, timeout=60000)
-    qtbot.waitUntil(lambda: REAL_SPACE_DOCK in main.window.dock_widgets, timeout=10000)
-    docks = [vdock, main.window.dock_widgets[REAL_SPACE_DOCK].parentWidget()]
+    main, qw, vdock, _, rdock = _sample_with_virtual_imaging(make_napari_viewer, qtbot, stall_detector)
+    docks = [vdock, rdock]
     for name in ALL_DOCKS:
         dock, _ = main.window.add_plugin_dock_widget("napari-4dstem", name)
         docks.append(dock)
@@ -302,13 +301,7 @@ def test_on_a_small_screen_a_dock_that_would_grow_the_window_floats_inside_it(
     than the screen too, so it opens as a floating window inside the screen, no tabs."""
     from qtpy.QtGui import QGuiApplication
 
-    main = make_napari_viewer(show=True)
-    qw = main.window._qt_window
-    with stall_detector.excluded("first layer add"):
-        main.open_sample("napari-4dstem", "polycrystal_au")
-    vdock, v = main.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
-    qtbot.waitUntil(lambda: v.last_image is not None and v._worker is None, timeout=60000)
-    qtbot.waitUntil(lambda: REAL_SPACE_DOCK in main.window.dock_widgets, timeout=10000)
+    main, qw, vdock, _, _ = _sample_with_virtual_imaging(make_napari_viewer, qtbot, stall_detector)
     qtbot.wait(50)
     room = (qw.screen() or QGuiApplication.primaryScreen()).availableGeometry()
     before = qw.minimumSizeHint()
