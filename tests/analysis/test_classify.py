@@ -348,6 +348,19 @@ def test_split_a_class_recovers_the_two_it_held(three_class_scan):
         two.split(joined, 1)
 
 
+def test_split_of_a_one_class_result_splits_the_whole_scan(three_class_scan):
+    # with one class there is no rest of the scan to leave out of the merging: the split raised
+    # IndexError (UX audit session 15, S9: the Split row's default on a 1-class result)
+    from napari_4dstem.pipelines import ClassificationParams, run_classification
+
+    truth, data = three_class_scan
+    res = run_classification(data, classify=ClassificationParams(features="pattern", inner_px=5, n_classes=1))
+    assert res.classification.n_classes == 1
+    r = run_job(res.iter_split(0, 3, data)).classification
+    assert r.n_classes == 3
+    assert adjusted_rand_score(truth.ravel(), r.labels.ravel()) >= 0.95
+
+
 # -- session 7: orientation, origin, hard cases at small size ----------------------------------
 def soft_pattern(g, o, amps, bf=1.0):
     cen = np.concatenate([o[None], o + g[:, ::-1]])[None]

@@ -52,6 +52,8 @@ def test_manual_lattice_override_and_reference_choices(clean):
     assert np.nanmedian(med.channel("e_xx")) == pytest.approx(0, abs=2e-3)
     with pytest.raises(LatticeError):
         Lattice((1, 0), (2, 0))
+    with pytest.raises(LatticeError, match="g2 is zero"):
+        Lattice((1, 0), (0, 0))
 
 
 def test_frame_rotation_of_the_strain_tensor(clean):

@@ -769,8 +769,13 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
     def _lattice_from_fields(self, recompute: bool = False) -> None:
         from ..analysis.bragg.lattice import Lattice
 
+        g1, g2 = (self.g[0].value(), self.g[1].value()), (self.g[2].value(), self.g[3].value())
+        unset = [name for name, g in (("g1", g1), ("g2", g2)) if g == (0.0, 0.0)]
+        if unset:  # still being typed: no lattice yet, no error (UX audit session 15, S10)
+            self._say(f"{' and '.join(unset)} not set yet: type both vectors, or press Find g1, g2")
+            return
         try:
-            self.lattice = Lattice((self.g[0].value(), self.g[1].value()), (self.g[2].value(), self.g[3].value()))
+            self.lattice = Lattice(g1, g2)
         except Napari4DSTEMError as e:
             self._error(e)
             return

@@ -73,7 +73,7 @@ class Lattice:
     Raises
     ------
     LatticeError
-        When a vector is not finite or the two are parallel.
+        When a vector is not finite, zero, or the two are parallel.
     """
 
     g1: tuple[float, float]
@@ -86,6 +86,9 @@ class Lattice:
         g2 = tuple(float(v) for v in np.asarray(self.g2, dtype=float).reshape(2))
         if not all(math.isfinite(v) for v in g1 + g2):
             raise LatticeError(f"lattice vectors must be finite, got g1={g1}, g2={g2}")
+        for name, g in (("g1", g1), ("g2", g2)):
+            if g == (0.0, 0.0):
+                raise LatticeError(f"{name} is zero: not a lattice basis")
         cross = g1[1] * g2[0] - g1[0] * g2[1]
         if abs(cross) < 1e-6 * max(math.hypot(*g1) * math.hypot(*g2), 1e-300):
             raise LatticeError(f"g1={g1} and g2={g2} are parallel: not a lattice basis")

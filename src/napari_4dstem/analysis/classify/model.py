@@ -302,7 +302,7 @@ class Classification:
             valley=float(cp.get("valley", 0.5)),
             noise_var=self.noise_variance,
             target=k,
-            exclude=g.n_components,
+            exclude=None if inside.all() else g.n_components,  # the rest of the scan (none: one class)
         )
         parts = groups[: g.n_components]
         _, parts = np.unique(parts, return_inverse=True)
