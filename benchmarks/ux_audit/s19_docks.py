@@ -140,20 +140,28 @@ A.shot("01_all_docks")
 docked = [d for d in our_docks() if d.isVisible() and not d.isFloating() and not d.windowTitle().startswith("Real space")]
 floating = [d for d in our_docks() if d.isVisible() and d.isFloating()]
 A.measure("docked / floating after opening all", ([d.windowTitle()[:28] for d in docked], [d.windowTitle()[:28] for d in floating]))
-if docked:
-    d = docked[-1]
+for d in [x for x in docked if x.windowTitle().startswith(("Bragg", "Result pane"))]:
+    name = d.windowTitle()[:28]
+    m = mark(A, f"float {name} with its float button")
     b = title_button(d, "QTitleBarFloatButton")
-    m = mark(A, f"float {d.windowTitle()[:28]} with its float button")
-    if b is not None:
-        click(b)
-        A.process(0.8)
-        after(A, "floated", m, floating=d.isFloating(), geom=r4(d.frameGeometry()))
-        snapshot("after floating a docked form")
-        click(b)
-        A.process(0.8)
-        after(A, "docked back", m, floating=d.isFloating())
-        snapshot("after docking it back")
+    if b is None:
+        continue
+    ne = len(A.excs)
+    click(b)
+    A.process(1.5)
+    after(A, f"floated {name}", m, floating=d.isFloating(), geom=r4(d.frameGeometry()), n_new_exceptions=len(A.excs) - ne)
+    A.shot(f"floated_{name.split()[0]}")
+    snapshot(f"after floating {name}")
+    m = mark(A, f"dock back {name} with its float button")
+    ne = len(A.excs)
+    b = title_button(d, "QTitleBarFloatButton")  # napari rebuilds the title bar on float
+    click(b)
+    A.process(1.5)
+    after(A, f"docked back {name}", m, floating=d.isFloating(), n_new_exceptions=len(A.excs) - ne)
+    snapshot(f"after docking {name} back")
 for d in floating:
+    if not d.isVisible() or not d.isFloating():
+        continue
     b = title_button(d, "QTitleBarFloatButton")
     m = mark(A, f"dock back {d.windowTitle()[:28]}")
     if b is None:
