@@ -68,7 +68,31 @@ f1 = pattern_fraction()
 label = vw.angles.text()
 print(f"after Apply: k pixel {float(cube.scale[-1]):.5g} {cube.units[-1]}; pattern spans {100 * f1:.1f} % of the canvas; "
       f"scale bar unit {v.scale_bar.unit!r}; VI label: {label!r}")
+# the Real space canvas after "Set the real-space scale" (scan step 4 A)
+from napari_4dstem.widgets._results import results_viewer
+from napari_4dstem.widgets._multiview import _QT
+
+rs = results_viewer(v, create=False)
+rs_w = _QT[rs]().qt_viewer.canvas.native.width()
+scan_x = cube.data.shape[1]
+
+
+def rs_fraction():
+    return scan_x * float(cube.scale[1]) * rs.camera.zoom / rs_w
+
+
+g0 = rs_fraction()
+dw.fov_mode.setCurrentText("scan step")
+dw.fov_units.setCurrentText("A")
+dw.fov_y.setValue(4.0)
+dw.fov_x.setValue(4.0)
+QTest.mouseClick(dw.apply_fov_btn, Qt.MouseButton.LeftButton)
+pump(3.0)
+g1 = rs_fraction()
+print(f"Real space: the scan spans {100 * g0:.0f} % of its canvas width before, {100 * g1:.0f} % after the 4 A scan step")
 bad = []
+if not 0.25 <= g1 <= 4.0:
+    bad.append(f"the scan spans {100 * g1:.0f} % of the Real space canvas after the scan step")
 if f1 < 0.25:
     bad.append(f"pattern spans {100 * f1:.1f} % of the canvas after calibration")
 if "not calibrated" in label:
