@@ -4,7 +4,9 @@ its camera: the pattern, now 0.0103 1/A per pixel instead of 1 px, shrinks to ~1
 black canvas with a "20 1/A" scale bar); (b) the Virtual imaging dock still says "detector not
 calibrated: radii in pixels" (its mrad fields hidden) until the next preset click. Data: the session-15
 SrTiO3 cube if /tmp/s19/sto.npy exists (s19_make_data.py), else a synthetic disk pattern.
-Exit 1 while (a) the pattern spans < 25 % of the canvas width or (b) the label still says "not calibrated".
+(c) after "Set the real-space scale" (4 A step) the Real space canvas keeps its camera: the scan spans
+380 % of its width (95 % before). Exit 1 while (a) the pattern spans < 25 % of the canvas width, (b) the
+label still says "not calibrated", or (c) the scan spans outside 25-150 % of the Real space canvas.
 
 Run: xvfb-run -a -s "-screen 0 1920x1080x24" python s19_calibrate_view_repro.py"""
 import os
@@ -91,7 +93,7 @@ pump(3.0)
 g1 = rs_fraction()
 print(f"Real space: the scan spans {100 * g0:.0f} % of its canvas width before, {100 * g1:.0f} % after the 4 A scan step")
 bad = []
-if not 0.25 <= g1 <= 4.0:
+if not 0.25 <= g1 <= 1.5:
     bad.append(f"the scan spans {100 * g1:.0f} % of the Real space canvas after the scan step")
 if f1 < 0.25:
     bad.append(f"pattern spans {100 * f1:.1f} % of the canvas after calibration")
