@@ -1,8 +1,8 @@
 """Repro (session 15 audit, finding S7): in the Virtual imaging dock, an annulus whose inner radius is
 TYPED larger than its outer radius (outer 10 Enter, inner 40 Enter: QTest keys) keeps the typed 40 in
 the field while the image is computed with the previous inner radius (2.97 px on the SrTiO3 data); the
-status line says (after about a second, empty before: s19_bad_input.py read it 0.5 s after the Enter)
-"annulus radii must satisfy 0 <= inner_px < outer_px, got 40.0, 10.0" (the library's words). What the
+status line stayed empty in 2 of 3 runs and once read "annulus radii must satisfy 0 <= inner_px <
+outer_px, got 40.0, 10.0" (the library's words). What the
 form shows is not the detector used. Exit 1 while the field and the detector disagree.
 
 Run: xvfb-run -a -s "-screen 0 1920x1080x24" python s19_annulus_repro.py"""
