@@ -28,8 +28,8 @@ GAP_S = 0.5  # the longest allowed time between two steps while one runs (issue 
 
 
 @pytest.fixture(scope="module")
-def feats():
-    """Features of a 12 x 12 scan of three square lattices (one turned 5 deg, one 4 % larger), Poisson noise."""
+def data():
+    """A 12 x 12 scan of three square lattices (one turned 5 deg, one 4 % larger), Poisson noise."""
     rng = np.random.default_rng(3)
     sy, sx = 12, 12
     truth = np.zeros((sy, sx), int)
@@ -45,7 +45,11 @@ def feats():
         cen[k, 0] = (23.6, 24.2)
         cen[k, 1 : keep.sum() + 1] = np.array([23.6, 24.2]) + g[keep][:, ::-1]
     pats = render_disks(cen, np.concatenate([[2.0], np.full(len(ij), 0.6)]), (48, 48), 2.5, 0.5) + 0.02
-    data = rng.poisson(pats / pats.sum((1, 2), keepdims=True) * 2e4).astype(np.uint16).reshape(sy, sx, 48, 48)
+    return rng.poisson(pats / pats.sum((1, 2), keepdims=True) * 2e4).astype(np.uint16).reshape(sy, sx, 48, 48)
+
+
+@pytest.fixture(scope="module")
+def feats(data):
     return compute_features(data, FeatureParams(inner_px=5))
 
 
@@ -135,3 +139,28 @@ def test_a_cancelled_decomposition_ends_at_once_and_its_thread_frees_its_memory(
     del job, th
     gc.collect()
     assert refs[0]() is None, "the abandoned call's input is still held"
+
+
+def test_a_split_waits_for_its_re_clustering_in_steps(monkeypatch, data):
+    # Classify's "split class" re-clusters the class (mixtures of several sizes) in a thread: steps while it
+    # runs (old code: one call in the job's thread), and the same result as the direct call
+    from napari_4dstem.engine.jobs import run_job
+    from napari_4dstem.pipelines import ClassificationParams, run_classification
+
+    res = run_classification(data, classify=ClassificationParams(max_classes=3, space="components"))
+    reference = res.classification.split(0, 2)
+    real = model.Classification.split
+    calls = []
+
+    def slow(self, *args, **kwargs):
+        calls.append(threading.current_thread())
+        time.sleep(SLOW_S)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(model.Classification, "split", slow)
+    split, gaps = _gaps(res.iter_split(0, 2, data))
+    print(f"split: longest gap between steps {max(gaps):.3f} s")
+    assert calls and calls[0] is not threading.current_thread()
+    assert max(gaps) < GAP_S, f"a step waited {max(gaps):.2f} s for the planted {SLOW_S} s split"
+    np.testing.assert_array_equal(split.classification.labels, reference.labels)
+    assert run_job(res.iter_split(0, 2, data)).classification.n_classes == reference.n_classes
