@@ -171,12 +171,17 @@ class ClassificationResult(_Result):
         scores, :meth:`~napari_4dstem.analysis.classify.Classification.split`), then the class
         mean patterns again from ``data`` (one pass); the recipe records the split."""
         from ..analysis.classify import iter_class_means
+        from ..engine.jobs import iter_in_thread
 
         n = self.classification.n_classes
         _check(0 <= int(cls) < n, f"class {cls} does not exist: the scan has classes 0 to {n - 1}")
         _check(int(k) >= 2, f"split a class into 2 or more parts, got {k}")
         try:
-            res = self.classification.split(int(cls), int(k))
+            # the re-clustering (a mixture a number of components, seconds on a large class) in a thread,
+            # a Cancel point every 0.1 s while it runs (issue #15)
+            res = yield from iter_in_thread(
+                self.classification.split, int(cls), int(k), message=f"splitting class {int(cls)}"
+            )
         except ValueError as e:
             raise ParameterError(str(e)) from None
         means = yield from iter_class_means(_cube(data, self.calibration)[0], res.labels, n_classes=res.n_classes)

@@ -509,8 +509,8 @@ def _iter_pca(x: np.ndarray, p: ClassifyParams, noise_var: float, tick=None, n_f
         else:
             cov = np.zeros((d, d))
             for i in range(0, n, step):
-                xc = x[i : i + step] - mean32
-                cov += (xc.T @ xc).astype(np.float64)
+                # one batch's product is the whole scan up to 2**25 values (0.4 s at 4096 x 1024): in a thread
+                cov += yield from _in_thread(_batch_covariance, tick, x[i : i + step], mean32)
                 yield tick()
             cov /= max(n - 1, 1)
             ev, vec = yield from _in_thread(np.linalg.eigh, tick, cov)
@@ -546,6 +546,12 @@ def _iter_pca(x: np.ndarray, p: ClassifyParams, noise_var: float, tick=None, n_f
     return scores, comps, ev[:k] / total
 
 
+def _batch_covariance(xs: np.ndarray, mean32: np.ndarray) -> np.ndarray:
+    """``xc.T @ xc`` (float64) of the rows ``xs`` centred on ``mean32``: one batch of the PCA's covariance."""
+    xc = xs - mean32
+    return (xc.T @ xc).astype(np.float64)
+
+
 def _iter_gram_pca(x: np.ndarray, mean32: np.ndarray, tick):
     """Eigenvalues and unit eigenvectors ``(d, n)`` of the covariance of ``n < d`` rows, from their Gram matrix.
 
@@ -559,18 +565,33 @@ def _iter_gram_pca(x: np.ndarray, mean32: np.ndarray, tick):
     the ``n x n`` one is milliseconds. A generator (the eigendecomposition in a thread, ``tick()`` meanwhile).
     """
     n = len(x)
-    xc = x.astype(np.float64) - mean32.astype(np.float64)
-    gram = xc @ xc.T / max(n - 1, 1)
+
+    def gram_of():
+        xc = x.astype(np.float64) - mean32.astype(np.float64)
+        return xc, xc @ xc.T / max(n - 1, 1)
+
+    xc, gram = yield from _in_thread(gram_of, tick)
     ev, u = yield from _in_thread(np.linalg.eigh, tick, gram)
     order = np.argsort(ev)[::-1]
     ev, u = np.clip(ev[order], 0, None), u[:, order]
     keep = ev > max(float(ev[0]) if len(ev) else 0.0, 0.0) * 1e-10
-    vec = np.zeros((x.shape[1], n))
-    vec[:, keep] = (xc.T @ u[:, keep]) / np.sqrt(max(n - 1, 1) * ev[keep])
-    return ev, vec
+
+    def vectors():
+        vec = np.zeros((x.shape[1], n))
+        vec[:, keep] = (xc.T @ u[:, keep]) / np.sqrt(max(n - 1, 1) * ev[keep])
+        return vec
+
+    return ev, (yield from _in_thread(vectors, tick))
 
 
 def _nmf(x: np.ndarray, p: ClassifyParams):
+    """Mini-batch NMF of ``x``: ``(weights, components, converged)``.
+
+    Runs in a thread of its own (:func:`_in_thread`), so the warning of a fit that reached ``max_iter`` is not
+    caught here with ``warnings.catch_warnings`` (process-wide and not thread-safe: a cancelled job's call that
+    ended after the next job's began would restore the filters out of order); ``converged`` is read from the fit
+    (the condition under which scikit-learn warns), and that one warning is silenced by a filter of its own.
+    """
     from sklearn.decomposition import MiniBatchNMF
 
     k = p.n_components or (p.max_classes + 2)
@@ -582,11 +603,30 @@ def _nmf(x: np.ndarray, p: ClassifyParams):
         random_state=p.seed,
         max_iter=300,
     )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        w = nmf.fit_transform(x).astype(np.float32)
-    converged = not any("iterations" in str(c.message) for c in caught)
+    w = nmf.fit_transform(x).astype(np.float32)
+    converged = not (nmf.n_iter_ >= nmf.max_iter and nmf.tol > 0)
     return w, nmf.components_.astype(np.float32), converged
+
+
+def _quiet_nmf_iterations() -> None:
+    """Silence MiniBatchNMF's "Maximum number of iterations ... reached" (the result says ``nmf_converged``)."""
+    warnings.filterwarnings(
+        "ignore", message=r"Maximum number of iterations \d+ reached", module=r"sklearn\.decomposition\._nmf"
+    )
+
+
+def _gmm_trial(z, k, seed):
+    """One trial of the class-count search: the mixture of ``k`` components and its BIC on ``z``."""
+    g = _gmm(z, k, seed)
+    return g, float(g.bic(z))
+
+
+def _kmeans_trial(z, k, seed):
+    """The k-means of a trial (one start) and its silhouette on ``z`` (NaN for one class)."""
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(z)
+    return _silhouette(z, km.labels_, seed)
 
 
 def _gmm(z, k, seed):
@@ -1136,7 +1176,6 @@ def _iter_cluster(zc, noise_var, raw, blocks, scan_shape, p: ClassifyParams, ste
     Yields ``step(...)`` between trials and ``same(...)`` inside them; returns ``(labels, prob, suggested,
     bic, silhouette)``: labels ``(n,)`` ordered by decreasing class size, ``prob`` ``(n, k)`` normalised.
     """
-    n = len(zc)
     tag = f"{space}: " if space else ""
     fit = _fit_sample(zc, p.seed)
     bic: dict[int, float] = {}
@@ -1147,26 +1186,30 @@ def _iter_cluster(zc, noise_var, raw, blocks, scan_shape, p: ClassifyParams, ste
     groups = None
     bands: list = []
     if sweep:
-        from sklearn.cluster import KMeans
-
         for k in range(1, max(kmax, p.n_classes or 0) + 1):
             msg = f"{tag}trying {k} classes"
-            g = yield from _in_thread(functools.partial(_gmm, fit, k, p.seed), functools.partial(same, msg))
-            models[k] = g
-            bic[k] = float(g.bic(fit))
+            tick = functools.partial(same, msg)
+            models[k], bic[k] = yield from _in_thread(_gmm_trial, tick, fit, k, p.seed)
             if k > 1:
-                km = yield from _in_thread(
-                    KMeans(n_clusters=k, n_init=1, random_state=p.seed).fit, functools.partial(same, msg), fit
-                )
-                sil[k] = _silhouette(fit, km.labels_, p.seed)
+                # the k-means and its silhouette (0.3-0.7 s on 4096 patterns) in the thread too
+                sil[k] = yield from _in_thread(_kmeans_trial, tick, fit, k, p.seed)
             yield step(msg)
         kbest = min(bic, key=bic.get)
         g = models[kbest]
-        hard = g.predict(zc)
-        cmeans = _component_means(raw, blocks, hard, kbest)
-        yield same(f"{tag}merging components")
-        bands = _boundary_bands(cmeans, hard, scan_shape) if p.bands else []
-        thin = _thin_components(hard, zc, scan_shape, kbest, p.min_width, skip={c for c, _, _ in bands})
+        tick = functools.partial(same, f"{tag}merging components")
+        hard = yield from _in_thread(g.predict, tick, zc)
+        cmeans = yield from _in_thread(_component_means, tick, raw, blocks, hard, kbest)
+        yield tick()
+        bands = (yield from _in_thread(_boundary_bands, tick, cmeans, hard, scan_shape)) if p.bands else []
+        thin = yield from _in_thread(
+            functools.partial(_thin_components, skip={c for c, _, _ in bands}),
+            tick,
+            hard,
+            zc,
+            scan_shape,
+            kbest,
+            p.min_width,
+        )
         merge = functools.partial(
             _merge_components,
             zc,
@@ -1178,8 +1221,8 @@ def _iter_cluster(zc, noise_var, raw, blocks, scan_shape, p: ClassifyParams, ste
             premerge=[(c, into) for c, into, _ in bands] + thin,
             aside=tuple(c for c, _, _ in bands),
         )
-        yield same(f"{tag}merging components")
-        groups = merge()
+        yield tick()
+        groups = yield from _in_thread(merge, tick)
         suggested = int(groups.max() + 1)
         if p.n_classes is not None:
             # the number given: merge the BIC mixture down to it (or, with fewer components
@@ -1187,16 +1230,45 @@ def _iter_cluster(zc, noise_var, raw, blocks, scan_shape, p: ClassifyParams, ste
             if suggested > p.n_classes:
                 # the distinct groups, then the smallest into its nearest, down to the number
                 # asked for
-                groups = _merge_smallest(zc, hard, groups, p.n_classes)
+                groups = yield from _in_thread(_merge_smallest, tick, zc, hard, groups, p.n_classes)
             elif len(np.unique(hard)) >= p.n_classes:
-                groups = merge(target=p.n_classes)
+                groups = yield from _in_thread(functools.partial(merge, target=p.n_classes), tick)
             else:
                 g = models[p.n_classes]
                 groups = np.arange(p.n_classes)
     else:
         suggested = int(p.n_classes)
     k_use = int(p.n_classes or suggested)
-    yield step(f"{tag}clustering ({p.method}, {k_use} classes)")
+    msg = f"{tag}clustering ({p.method}, {k_use} classes)"
+    yield step(msg)
+    # the clustering in a thread (Cancel points every 0.1 s while it runs)
+    labels, prob = yield from _in_thread(
+        _final_clustering,
+        functools.partial(same, msg),
+        zc,
+        fit,
+        g if sweep else None,
+        groups,
+        bands,
+        kbest if sweep else 0,
+        cmeans if sweep else None,
+        raw,
+        blocks,
+        noise_var,
+        k_use,
+        p,
+    )
+    msg = f"{tag}spatial regularisation"
+    yield step(msg)
+    labels, prob, suggested = yield from _in_thread(
+        _regularised, functools.partial(same, msg), zc, labels, prob, suggested, scan_shape, p
+    )
+    return labels, prob, suggested, bic, sil
+
+
+def _final_clustering(zc, fit, g, groups, bands, kbest, cmeans, raw, blocks, noise_var, k_use, p: ClassifyParams):
+    """The clustering with ``k_use`` classes: ``(labels, prob)`` before the smoothing (see :func:`_iter_cluster`)."""
+    n = len(zc)
     if p.method == "gmm":
         # the merged mixture: responsibilities summed within each group
         resp_c = g.predict_proba(zc)
@@ -1226,7 +1298,11 @@ def _iter_cluster(zc, noise_var, raw, blocks, scan_shape, p: ClassifyParams, ste
         cen = np.stack([sample[lab_s == c].mean(0) for c in range(k_use)])
         labels = np.argmin(((zc[:, None, :] - cen[None]) ** 2).sum(-1), axis=1)
         prob = np.eye(k_use)[labels]
-    yield step(f"{tag}spatial regularisation")
+    return labels, prob
+
+
+def _regularised(zc, labels, prob, suggested, scan_shape, p: ClassifyParams):
+    """The spatial smoothing, re-merge and classes ordered by size: ``(labels, prob, suggested)``."""
     prob = np.clip(prob, 1e-300, None)
     if p.spatial > 0 and p.method != "hierarchical":
         labels = _icm(np.log(prob), scan_shape, p.spatial)
@@ -1241,7 +1317,18 @@ def _iter_cluster(zc, noise_var, raw, blocks, scan_shape, p: ClassifyParams, ste
     labels = remap[labels]
     prob = prob[:, order]
     prob /= prob.sum(1, keepdims=True)
-    return labels, prob, suggested, bic, sil
+    return labels, prob, suggested
+
+
+def _means_and_mixing(raw, blocks, labels, k: int, prob):
+    """Each class's mean normalised features ``(k, d)`` and every pattern's mixing fractions."""
+    xn = _normalised(raw, blocks)
+    means = np.stack([xn[labels == c].mean(0) for c in range(k)])
+    return means, _mixing(xn, means, prob)
+
+
+# the libraries the classification's threads call, imported by the job before it starts them
+_LIBRARIES = ("scipy.linalg", "sklearn.cluster", "sklearn.decomposition", "sklearn.metrics", "sklearn.mixture")
 
 
 # -- the job --------------------------------------------------------------------------------------
@@ -1302,17 +1389,28 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
     def same(msg):  # a point inside a step where the job can be cancelled
         return Progress(min(done, steps), steps, msg)
 
+    # every call that can take more than ~0.1 s runs in a thread of its own that the job waits for in 0.1 s
+    # steps (_in_thread), so a Cancel never waits for a decomposition or a clustering trial; the libraries are
+    # imported here first (in a thread too), not in those threads
+    from ...engine.jobs import iter_imports
+
+    yield from iter_imports(_LIBRARIES, "decomposition")
     scan_shape = features.scan_shape
     raw = features.flat()
     blocks = features.meta.get("blocks")
-    x = _transform_blocks(raw, blocks, p, scan_shape) if blocks else _transform(raw, p)
-    noise_var = neighbour_noise_variance(x, scan_shape)
+    tick = functools.partial(same, "decomposition")
+    if blocks:
+        x = yield from _in_thread(_transform_blocks, tick, raw, blocks, p, scan_shape)
+    else:
+        x = yield from _in_thread(_transform, tick, raw, p)
+    noise_var = yield from _in_thread(neighbour_noise_variance, tick, x, scan_shape)
     yield step("decomposition")
     extra: dict[str, Any] = {}
     if p.decomposition == "pca":
-        z, comps, evr = yield from _iter_pca(x, p, noise_var, lambda: same("decomposition"))
+        z, comps, evr = yield from _iter_pca(x, p, noise_var, tick)
     else:
-        z, comps, converged = _nmf(x, p)
+        _quiet_nmf_iterations()
+        z, comps, converged = yield from _in_thread(_nmf, tick, x, p)
         evr = np.full(len(comps), np.nan)
         extra["nmf_converged"] = converged
     del x
@@ -1320,13 +1418,15 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
 
     inputs = {}  # each space's clustering input, made once (auto uses the factors up to three times)
 
+    def maf_input():
+        zc = maf_factors(z, scan_shape, p.maf)
+        return zc, neighbour_noise_variance(zc, scan_shape)
+
     def cluster_input(space):
         if space in inputs:
             return inputs[space]
         if space == "maf":
-            zc = maf_factors(z, scan_shape, p.maf)
-            inputs[space] = zc, neighbour_noise_variance(zc, scan_shape)
-            return inputs[space]
+            raise AssertionError("the factors are made in a thread first (iter_cluster_input)")
         # cluster on the leading components (the class signal; the rest is mostly noise)
         zc = np.ascontiguousarray(z[:, : min(z.shape[1], p.cluster_dims)], dtype=np.float64)
         if p.decomposition == "nmf":
@@ -1335,6 +1435,12 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
         inputs[space] = zc, noise_var
         return inputs[space]
 
+    def iter_cluster_input(space):
+        if space == "maf" and space not in inputs:
+            # the factors: 0.3-0.9 s on 4096 patterns, in a thread
+            inputs[space] = yield from _in_thread(maf_input, functools.partial(same, "maximum-autocorrelation factors"))
+        return cluster_input(space)
+
     if len(spaces) > 1:
         # the space is chosen on each space's own classes (mixture, number of classes suggested: what
         # choose_space was set on), then the classification asked for is made on the chosen space (the same
@@ -1342,23 +1448,30 @@ def iter_classify_features(features: Features, params: ClassifyParams | None = N
         free = replace(p, n_classes=None, method="gmm")
         runs = {}
         for space in spaces:
-            runs[space] = yield from _iter_cluster(
-                *cluster_input(space), raw, blocks, scan_shape, free, step, same, space
-            )
+            zc_nv = yield from iter_cluster_input(space)
+            runs[space] = yield from _iter_cluster(*zc_nv, raw, blocks, scan_shape, free, step, same, space)
         yield step("choosing the clustering space")
         chosen, scores = choose_space(cluster_input("maf")[0], {s: runs[s][0] for s in spaces})
         extra["space_scores"] = scores
         if free != p:
-            runs[chosen] = yield from _iter_cluster(*cluster_input(chosen), raw, blocks, scan_shape, p, step, same)
+            zc_nv = yield from iter_cluster_input(chosen)
+            runs[chosen] = yield from _iter_cluster(*zc_nv, raw, blocks, scan_shape, p, step, same)
     else:
         chosen = spaces[0]
-        runs = {chosen: (yield from _iter_cluster(*cluster_input(chosen), raw, blocks, scan_shape, p, step, same))}
+        zc_nv = yield from iter_cluster_input(chosen)
+        runs = {chosen: (yield from _iter_cluster(*zc_nv, raw, blocks, scan_shape, p, step, same))}
     extra["space_chosen"] = chosen
     labels, prob, suggested, bic, sil = runs[chosen]
-    xn = _normalised(raw, blocks)
     k_final = prob.shape[1]
-    means = np.stack([xn[labels == c].mean(0) for c in range(k_final)])
-    mixing = _mixing(xn, means, prob)
+    means, mixing = yield from _in_thread(
+        _means_and_mixing,
+        functools.partial(same, "class means and mixing fractions"),
+        raw,
+        blocks,
+        labels,
+        k_final,
+        prob,
+    )
     yield step("class means and mixing fractions")
     fshape = tuple(features.shape)
     comps_img = comps.reshape(len(comps), *fshape) if int(np.prod(fshape)) == comps.shape[1] else comps
