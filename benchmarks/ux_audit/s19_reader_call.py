@@ -10,8 +10,7 @@ import os
 import sys
 import time
 
-import napari  # noqa: F401 (napari's start-up imports: dask, scipy, numba, skimage... are free here)
-import napari.viewer  # noqa: F401
+import napari.viewer  # noqa: F401 (napari's start-up: dask, scipy, numba, skimage, as a shown window has them)
 
 WATCH = ("dask.array", "h5py", "hdf5plugin", "xml.etree.ElementTree", "napari_4dstem.io.emd", "napari_4dstem.io.arina")
 
