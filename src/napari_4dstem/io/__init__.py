@@ -6,8 +6,10 @@ alone. Readers return a lazy DataCube; writers are atomic and never overwrite si
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,22 +17,85 @@ from pathlib import Path
 
 from ..data.datacube import DataCube
 from ..errors import FileFormatError, Napari4DSTEMError
-from . import (  # noqa: F401 (_h5direct: HDF5 chunk views for the engine)
-    _h5direct,
-    arina,
-    blockfile,
-    dm,
-    emd,
-    empad,
-    mib,
-    mrc,
-    npy,
-    p4legacy,
-    raw,
-    tia,
-    tvips,
-    zarr_store,
+from . import _h5direct  # noqa: F401 (HDF5 chunk views for the engine; imports no h5py)
+from ._helpers import read_head
+
+# the format modules, imported when a file needs them (``io.emd`` etc. still work: ``__getattr__``):
+# napari calls our reader on its GUI thread, and importing them all at the first Open (h5py, the
+# XML parser, every reader) cost about 0.3 s of GUI CPU before even an .npy file opened (#15)
+_SUBMODULES = (
+    "arina",
+    "blockfile",
+    "dm",
+    "emd",
+    "empad",
+    "mib",
+    "mrc",
+    "npy",
+    "p4legacy",
+    "raw",
+    "tia",
+    "tvips",
+    "zarr_store",
 )
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ARINA_DATA = re.compile(r".*_data_\d+(\.h5|\.hdf5)$")
+
+
+def _maybe_hdf5(path) -> bool:
+    """Whether ``path`` starts with the HDF5 signature (never raises).
+
+    What every HDF5 sniffer here checks first, made without importing h5py: a file that fails it
+    is none of the HDF5 formats.
+    """
+    try:
+        return read_head(path, 8) == _HDF5_MAGIC
+    except Exception:
+        return False
+
+
+def _maybe_arina(path) -> bool:
+    """Whether ``path`` may be ARINA: HDF5, or named as a data file ``<name>_data_NNNNNN.h5``.
+
+    The ARINA sniffer's first check (a data file's master, beside it, is what it reads).
+    """
+    return _maybe_hdf5(path) or _ARINA_DATA.match(Path(path).name) is not None
+
+
+class _Lazy:
+    """``module.name`` of this package, imported at its first call.
+
+    A detector may first ask the cheap ``sniff``: a False there means the real detector would say
+    False too (the same check, made before importing the module). ``inspect.signature`` sees the
+    real function's.
+    """
+
+    def __init__(self, module: str, name: str, sniff: Callable[[str], bool] | None = None):
+        self.module, self.name, self.sniff = module, name, sniff
+
+    def target(self) -> Callable:
+        return getattr(importlib.import_module(f"{__name__}.{self.module}"), self.name)
+
+    def __call__(self, *args, **kwargs):
+        if self.sniff is not None and not self.sniff(*args):
+            return False
+        return self.target()(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(self.target())
+
+    def __repr__(self) -> str:
+        return f"<{__name__}.{self.module}.{self.name}>"
+
 
 __all__ = ["FORMATS", "Format", "detect_format", "open_datacube", "save_datacube"]
 
@@ -52,76 +117,82 @@ FORMATS: list[Format] = [
         "mib",
         "Quantum Detectors Merlin MIB (+ .hdr)",
         (".mib", ".hdr"),
-        mib.is_mib,
-        mib.read_datacube,
+        _Lazy("mib", "is_mib"),
+        _Lazy("mib", "read_datacube"),
     ),
     Format(
         "arina",
         "DECTRIS ARINA HDF5 master + data files",
         (".h5",),
-        arina.is_arina,
-        arina.read_datacube,
+        _Lazy("arina", "is_arina", _maybe_arina),
+        _Lazy("arina", "read_datacube"),
     ),
     Format(
         "empad",
         "EMPAD .xml header + .raw frames",
         (".xml", ".raw"),
-        empad.is_empad,
-        empad.read_datacube,
+        _Lazy("empad", "is_empad"),
+        _Lazy("empad", "read_datacube"),
     ),
     Format(
         "blockfile",
         "NanoMegas ASTAR blockfile",
         (".blo",),
-        blockfile.is_blockfile,
-        blockfile.read_datacube,
+        _Lazy("blockfile", "is_blockfile"),
+        _Lazy("blockfile", "read_datacube"),
     ),
     Format(
         "mrc",
         "MRC stack / Direct Electron 4D-STEM movie (+ _info.txt)",
         (".mrc", ".mrcs"),
-        mrc.is_mrc,
-        mrc.read_datacube,
+        _Lazy("mrc", "is_mrc"),
+        _Lazy("mrc", "read_datacube"),
     ),
     Format(
         "dm",
         "Gatan DigitalMicrograph DM3/DM4 (3D/4D)",
         (".dm3", ".dm4"),
-        dm.is_dm4d,
-        dm.read_datacube,
+        _Lazy("dm", "is_dm4d"),
+        _Lazy("dm", "read_datacube"),
     ),
     Format(
         "tia",
         "FEI TIA image series (.emi + _N.ser)",
         (".emi", ".ser"),
-        tia.is_tia,
-        tia.read_datacube,
+        _Lazy("tia", "is_tia"),
+        _Lazy("tia", "read_datacube"),
     ),
     Format(
         "tvips",
         "TVIPS recorder stream (_000.tvips, _001...)",
         (".tvips",),
-        tvips.is_tvips,
-        tvips.read_datacube,
+        _Lazy("tvips", "is_tvips"),
+        _Lazy("tvips", "read_datacube"),
     ),
     # raw binary: never detected (nothing to sniff); open with format="raw" and the layout
     Format(
         "raw",
         "raw binary (user-given shape/dtype/header)",
         (".raw", ".bin", ".dat"),
-        raw.is_raw,
-        raw.read_datacube,
+        _Lazy("raw", "is_raw"),
+        _Lazy("raw", "read_datacube"),
     ),
-    Format("emd", "EMD 1.0 / py4DSTEM HDF5", (".h5", ".hdf5", ".emd"), emd.is_emd, emd.read_datacube),
+    Format(
+        "emd",
+        "EMD 1.0 / py4DSTEM HDF5",
+        (".h5", ".hdf5", ".emd"),
+        _Lazy("emd", "is_emd", _maybe_hdf5),
+        _Lazy("emd", "read_datacube"),
+    ),
     Format(
         "py4dstem-legacy",
         "py4DSTEM 0.9-0.13 HDF5",
         (".h5", ".hdf5"),
-        p4legacy.is_legacy_py4dstem,
-        p4legacy.read_datacube,
+        _Lazy("p4legacy", "is_legacy_py4dstem", _maybe_hdf5),
+        _Lazy("p4legacy", "read_datacube"),
     ),
-    Format("npy", "NumPy 4D array (memmap)", (".npy",), npy.is_npy4d, npy.read_datacube),
-    Format("zarr", "Zarr store", (".zarr",), zarr_store.is_zarr4d, zarr_store.read_datacube),
+    Format("npy", "NumPy 4D array (memmap)", (".npy",), _Lazy("npy", "is_npy4d"), _Lazy("npy", "read_datacube")),
+    Format("zarr", "Zarr store", (".zarr",), _Lazy("zarr_store", "is_zarr4d"), _Lazy("zarr_store", "read_datacube")),
 ]
 
 
@@ -189,6 +260,8 @@ def open_datacube(path: str | os.PathLike, *, format: str | None = None, **kwarg
 
 def save_datacube(path: str | os.PathLike, dc: DataCube, *, overwrite: bool = False, **kwargs) -> Path:
     """Save a DataCube; the format follows the extension (.h5/.hdf5/.emd, .npy, .zarr)."""
+    from . import emd, npy, zarr_store
+
     suffix = Path(path).suffix.lower()
     if suffix in (".h5", ".hdf5", ".emd"):
         return emd.write(path, dc, overwrite=overwrite, **kwargs)

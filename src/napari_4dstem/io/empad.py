@@ -22,7 +22,6 @@ from __future__ import annotations
 import ast
 import os
 import re
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +84,8 @@ def read_xml(path: str | os.PathLike) -> dict[str, Any]:
         For XML that does not parse, no ``<raw_file filename=...>``, or a numeric field that is
         not a number.
     """
+    import xml.etree.ElementTree as ET  # here: sniffing other formats' files never needs the XML parser
+
     p = Path(path)
     blob = read_small(p, 8 * 2**20, "EMPAD .xml header")  # regular files only: no FIFO hang
     try:

@@ -58,18 +58,42 @@ class _CloseWatcher(QObject):
         return False
 
 
+def _embedded_qt_viewer_class():
+    """napari's ``QtViewer`` that does not bind napari's shortcuts again when it is made.
+
+    napari's ``QtViewer.__init__`` ends with ``_bind_shortcuts``: it unbinds and binds again every
+    action's shortcuts from napari's settings, in the global ``action_manager``, and each of those
+    ~180 calls emits ``shortcut_changed``, to which every welcome widget of every canvas (ours have
+    one too, never shown) answers by rebuilding its shortcut table: 528 refreshes, 0.24 s of GUI
+    CPU of the ~0.4 s that opening the Result pane cost beside Real space (#15). The main window's
+    QtViewer has bound exactly those shortcuts already, and binding them again leaves the same
+    bindings (an action's ``injected`` command is cached at its first binding), so the second
+    canvas skips it; its keys still go through the global bindings (``test_workspace_keys``)."""
+    global _EMBEDDED_QT_VIEWER
+    if _EMBEDDED_QT_VIEWER is None:
+        from napari.qt import QtViewer
+
+        class _EmbeddedQtViewer(QtViewer):
+            def _bind_shortcuts(self) -> None:  # the main window's QtViewer bound them
+                pass
+
+        _EMBEDDED_QT_VIEWER = _EmbeddedQtViewer
+    return _EMBEDDED_QT_VIEWER
+
+
+_EMBEDDED_QT_VIEWER = None
+
+
 class EmbeddedViewer(QWidget):
     """A napari canvas (with its dims sliders) and, under it, the model's layer controls and
     layer list, as one widget for a dock."""
 
     def __init__(self, model, main_window=None, parent: QWidget | None = None):
-        from napari.qt import QtViewer
-
         super().__init__(parent)
         self.model = model
         # weakly: a widget napari keeps (a plugin dock) must not keep the closed window alive
         self._main_window = None if main_window is None else weakref.ref(main_window)
-        self.qt_viewer = QtViewer(model, show_welcome_screen=False)
+        self.qt_viewer = _embedded_qt_viewer_class()(model, show_welcome_screen=False)
         from ._embedded_controls import own_layer_buttons
 
         own_layer_buttons(self.qt_viewer)  # its mode buttons act on its layers, not the main viewer's
