@@ -142,6 +142,24 @@ def iter_wait_warm(what: str):
         time.sleep(0.1)
 
 
+def virtual_kernel(dtype) -> str:
+    """``"numpy"`` while a warm-up runs and this process has not loaded the exact virtual image's
+    numba kernel for patterns of ``dtype`` yet, else ``"numba"`` (``kernel`` of
+    :func:`~napari_4dstem.pipelines.iter_virtual`). A first image asked meanwhile compiled that
+    kernel in its job's thread, behind the warm-up's own compiles on numba's process-wide lock: a
+    fresh install's first int32 image came after 47-110 s (load 8-11, #15); numpy's sums are the
+    same numbers for integer data. Called from job threads (reads a dict and numba's signatures)."""
+    if not _state().running:
+        return "numba"
+    from ..engine.kernels import as_kernel_input, runs_sum_block
+
+    name = as_kernel_input(np.zeros(0, dtype)).dtype.name  # the dtype the kernel sees
+    for disp in (runs_sum_block.parallel, runs_sum_block.serial):
+        if any(str(getattr(sig[0], "dtype", "")) == name for sig in disp.signatures):
+            return "numba"
+    return "numpy"
+
+
 def _napari_shapes(cube):
     """napari triangulates Shapes with numba, compiled per dtype and memory order on first use
     (seconds; a fresh install froze the GUI 4 s at the first Wedge polygon). Build a Shapes model
