@@ -175,13 +175,15 @@ def iter_virtual(
     backend: Any = None,
     detectors: Any = None,
     partial: bool = False,
+    kernel: str = "numba",
 ) -> Job[VirtualResult]:
     """Job: the virtual images of every detector of ``virtual`` in one pass over the data.
 
     ``detectors``: the Detector objects of ``virtual.detectors`` themselves, for mask detectors
     held only in memory (e.g. drawn in napari); the result's recipe then cannot be replayed.
     ``partial``: the first image so far rides on the Progress steps (it fills in while the job runs);
-    a callable ``partial(sums, done)`` makes that map (``iter_virtual_images``)."""
+    a callable ``partial(sums, done)`` makes that map (``iter_virtual_images``).
+    ``kernel``: ``"numpy"`` sums without numba (``iter_virtual_images``; same numbers for integer data)."""
     from ..analysis.virtual.images import iter_virtual_images
 
     cube, cal, _ = _cube(dc, calibration)
@@ -200,6 +202,7 @@ def iter_virtual(
         names=virtual.names,
         backend=backend,
         partial=partial,
+        kernel=kernel,
     )
     return VirtualResult(stack, _recipe("virtual", dc, {"virtual": virtual}, calibration, source))
 

@@ -40,6 +40,7 @@ class _State(QObject):
         # for the worker's compile (a fresh install froze the GUI 36 s at load 10, #15)
         self.shapes_ready = False
         self.waiting: dict[tuple, object] = {}  # after_shapes_warm's callbacks, by (owner, name)
+        self.step = (0, len(_STEPS))  # the running warm-up's steps done, of all (read by jobs' threads)
 
 
 @functools.cache
@@ -104,11 +105,13 @@ def ensure_warm(dtype=np.uint16) -> None:
         st.failed.append(f"{type(exc).__name__}: {exc}")
 
     def stepped(i):
+        st.step = (min(i, steps), steps)
         if i >= _STEPS.index(_napari_shapes) + 1 and not st.shapes_ready:
             st.shapes_ready = True
             st.changed.emit()
 
     steps = len(_STEPS)
+    st.step = (0, steps)
     st.running[key] = create_worker(
         warm_kernels,
         np.dtype(dtype),
@@ -116,6 +119,45 @@ def ensure_warm(dtype=np.uint16) -> None:
         _connect={"finished": finished, "errored": failed, "yielded": stepped},
     )
     st.changed.emit()
+
+
+def iter_wait_warm(what: str):
+    """Job steps: wait while the plugin's kernel warm-up runs, a Cancel point every 0.1 s.
+
+    A job's first use of a kernel the warm-up has not loaded yet compiles it in the job's thread
+    (tens of seconds on a cold cache, numba's compiler holding the GIL against the GUI thread, and
+    the warm-up's child compiling the same kernel meanwhile): the Orientation check on the TIA
+    int32 file took 38 s so in the session-14 audit. Waiting here costs at most the warm-up's own
+    time, the GUI stays free and Cancel works; the message says what the job waits for."""
+    from ..engine.jobs import Progress
+
+    st = _state()
+    while st.running:  # read in the job's thread: a dict's truth and a tuple, set on the GUI thread
+        done, total = st.step
+        yield Progress(
+            done,
+            total,
+            f"preparing kernels for {what} (compiled on first use, loaded from the cache later), warm-up",
+        )
+        time.sleep(0.1)
+
+
+def virtual_kernel(dtype) -> str:
+    """``"numpy"`` while a warm-up runs and this process has not loaded the exact virtual image's
+    numba kernel for patterns of ``dtype`` yet, else ``"numba"`` (``kernel`` of
+    :func:`~napari_4dstem.pipelines.iter_virtual`). A first image asked meanwhile compiled that
+    kernel in its job's thread, behind the warm-up's own compiles on numba's process-wide lock: a
+    fresh install's first int32 image came after 47-110 s (load 8-11, #15); numpy's sums are the
+    same numbers for integer data. Called from job threads (reads a dict and numba's signatures)."""
+    if not _state().running:
+        return "numba"
+    from ..engine.kernels import as_kernel_input, runs_sum_block
+
+    name = as_kernel_input(np.zeros(0, dtype)).dtype.name  # the dtype the kernel sees
+    for disp in (runs_sum_block.parallel, runs_sum_block.serial):
+        if any(str(getattr(sig[0], "dtype", "")) == name for sig in disp.signatures):
+            return "numba"
+    return "numpy"
 
 
 def _napari_shapes(cube):

@@ -74,7 +74,10 @@ def _plans_job(crystals, acom):
 
 def _check_job(dc, cal, probe, iy, ix, crystals, plans, acom, min_peaks):
     from ..pipelines import iter_acom_pattern, iter_probe_template
+    from ._warmup import iter_wait_warm
 
+    # not the matcher's first compile in this thread while the warm-up compiles it (#15)
+    yield from iter_wait_warm("the disk detection and the matcher")
     if plans is None:
         plans = yield from _plans_job(crystals, acom)
     template = yield from iter_probe_template(dc, probe)
@@ -82,6 +85,15 @@ def _check_job(dc, cal, probe, iy, ix, crystals, plans, acom, min_peaks):
         dc.pattern(iy, ix), iy=iy, ix=ix, template=template, plans=plans, calibration=cal, acom=acom
     )
     return plans, check, check_overlay(check, plans, cal, min_peaks)
+
+
+def _run_job(dc, **kwargs):
+    """Worker: :func:`~napari_4dstem.pipelines.iter_acom` once the kernel warm-up is done."""
+    from ..pipelines import iter_acom
+    from ._warmup import iter_wait_warm
+
+    yield from iter_wait_warm("the disk detection and the matcher")
+    return (yield from iter_acom(dc, **kwargs))
 
 
 def _follow_job(run, iy: int, ix: int, min_peaks: int):
@@ -729,12 +741,10 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
             session_results(self.viewer).add(run, "orientation map")
             self._on_result(run.result)
 
-        from ..pipelines import iter_acom
-
         # disk detection in blocks of ~0.15 s of work: progress, its map and Cancel between them
         chunk = responsive_chunk(dc.scan_shape, dc.detector_shape)
         self.jobs.start(
-            iter_acom,
+            _run_job,
             dc,
             acom=kw,
             probe=self._probe(),

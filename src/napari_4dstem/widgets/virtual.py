@@ -284,10 +284,15 @@ def _sum_job(dc: DataCube, det: Detector, cal: Calibration, descan: bool, source
     """Job: the Sum image of ``det`` as a one-detector pipeline result (with its recipe);
     ``partial``: the image so far rides on the Progress steps (it fills in)."""
     from ..pipelines import VirtualImageParams, iter_virtual
+    from ._warmup import virtual_kernel
 
     params = VirtualImageParams(detectors=(det,), descan=descan)
+    # numpy's sums while the warm-up still compiles this dtype's kernel: no wait on numba (#15)
+    kernel = virtual_kernel(dc.dtype)
     return (
-        yield from iter_virtual(dc, virtual=params, calibration=cal, source=source, detectors=(det,), partial=partial)
+        yield from iter_virtual(
+            dc, virtual=params, calibration=cal, source=source, detectors=(det,), partial=partial, kernel=kernel
+        )
     )
 
 
@@ -463,6 +468,7 @@ def _preset_job(
     """
     from ..engine.jobs import PartialMap
     from ..pipelines import VirtualImageParams, iter_virtual
+    from ._warmup import virtual_kernel
 
     names = tuple(detectors)
     dets = tuple(detectors.values())
@@ -483,6 +489,7 @@ def _preset_job(
         source=source,
         detectors=dets,
         partial=fill if follow is not None else False,
+        kernel=virtual_kernel(dc.dtype),  # as _sum_job
     )
     return {n: (d, res.select(n, own_name=True)) for n, d in zip(names, dets, strict=True)}
 
