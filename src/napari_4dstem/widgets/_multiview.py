@@ -273,12 +273,19 @@ def place_dock(dock: QDockWidget, kind: str = "form") -> None:
         gl.hide()
     try:
         _place_docked(dock, kind)
+        # napari floats or docks from Python too (its title-bar button; its window's close docks
+        # every floating dock back, a paint in the main window then): none of it for a canvas
+        dock.setFloating = _stay
     finally:
         if gl is not None:  # shown (its GL context made) in the window it stays in, after napari's add
             from qtpy.QtCore import QTimer
 
             ref = weakref.ref(gl)
             QTimer.singleShot(0, lambda: _show_alive(ref()))
+
+
+def _stay(floating: bool) -> None:
+    """A canvas dock's ``setFloating`` (an instance attribute over Qt's): does nothing."""
 
 
 def _show_alive(widget) -> None:
@@ -473,13 +480,14 @@ def _keep_floating_through_add(dock: QDockWidget) -> None:
         if floating:
             d.setFloating(True)
 
+    set_floating.once = True
     dock.setFloating = set_floating  # napari calls it from Python: the instance's attribute wins
     QTimer.singleShot(0, lambda: _restore_set_floating(ref()))
 
 
 def _restore_set_floating(dock) -> None:
     try:
-        if dock is not None and "setFloating" in vars(dock):
+        if dock is not None and getattr(vars(dock).get("setFloating"), "once", False):
             del dock.setFloating
     except RuntimeError:  # deleted by Qt
         pass
@@ -491,7 +499,7 @@ def _float_dock(dock: QDockWidget) -> None:
     floating docks of ours there already (a cascade, none exactly on another)."""
     qt_window = dock.parent()
     room = _screen_room(qt_window)
-    dock.setFloating(True)
+    QDockWidget.setFloating(dock, True)  # Qt's (a canvas dock's own attribute does nothing)
     low, hint = dock.minimumSizeHint().expandedTo(dock.minimumSize()), dock.sizeHint()
     w = max(low.width(), min(max(hint.width(), FLOAT_MIN_PX[0]), int(room.width() * FLOAT_MAX_SHARE)))
     h = max(low.height(), min(max(hint.height(), FLOAT_MIN_PX[1]), int(room.height() * FLOAT_MAX_SHARE)))
