@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
     QAbstractSlider,
     QAbstractSpinBox,
     QComboBox,
+    QLabel,
     QLineEdit,
     QScrollArea,
     QScrollBar,
@@ -280,17 +281,18 @@ def test_every_dock_open_at_once_keeps_the_window_on_a_1920_by_1080_screen(
         assert d.isVisible() and not d.visibleRegion().isEmpty(), d.windowTitle()
         bad += _unreachable(d, qtbot)
     assert not bad, "\n".join(bad)
-    # a floating one docks back where it would have gone (its title bar's "dock this panel"
-    # button, napari's), still no tabs
+    # a floating one docked back (its title bar's "dock this panel" button, napari's) keeps the
+    # window on the screen: docked where there is room (no tabs), else floating again (session 15,
+    # audit S2: the window grew to 1832 px; see the test of the dock back below)
     from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QPushButton
 
-    back = floating[0]
-    button = back.titleBarWidget().findChild(QPushButton, "QTitleBarFloatButton")
-    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
-    qtbot.wait(50)
-    assert not back.isFloating() and qw.dockWidgetArea(back) == qw.dockWidgetArea(vdock)
-    assert not qw.tabifiedDockWidgets(back)
+    back = next(d for d in floating if d.windowTitle() != "Result")
+    qtbot.mouseClick(_float_button(back), Qt.MouseButton.LeftButton)
+    qtbot.wait(100)
+    assert qw.width() <= SCREEN[0] and qw.height() <= SCREEN[1], f"window {qw.width()}x{qw.height()}"
+    assert back.isFloating() or (
+        qw.dockWidgetArea(back) == qw.dockWidgetArea(vdock) and not qw.tabifiedDockWidgets(back)
+    )
 
 
 def test_on_a_small_screen_a_dock_that_would_grow_the_window_floats_inside_it(
@@ -315,3 +317,149 @@ def test_on_a_small_screen_a_dock_that_would_grow_the_window_floats_inside_it(
     assert room.contains(g) and g.width() >= low.width() and g.height() >= low.height(), (g.getRect(), low)
     assert qw.minimumSizeHint().height() <= room.height()
     assert not _unreachable(dock, qtbot)
+
+
+# a microscopist's order (session-15 audit, S2): two forms docked under Virtual imaging first, then
+# more forms (they float), then the Result pane, a third canvas
+AUDIT_ORDER = (
+    "Calibration and DPC",
+    "Bragg disks and strain",
+    "Orientation mapping",
+    "Phase retrieval",
+    "Classification",
+    "Results",
+    "Result pane",
+    "Log",
+)
+
+
+def _float_button(dock):
+    from qtpy.QtWidgets import QPushButton
+
+    return dock.titleBarWidget().findChild(QPushButton, "QTitleBarFloatButton")
+
+
+def _paint_errors(main, qtbot) -> list:
+    """The exceptions raised while every embedded canvas of ``main`` is drawn (a vispy draw in a
+    GL context its objects do not belong to raises ``GL_INVALID_VALUE`` in ``paintGL``)."""
+    from napari_4dstem.widgets._multiview import EmbeddedViewer
+
+    with qtbot.capture_exceptions() as errors:
+        for ev in main.window._qt_window.findChildren(EmbeddedViewer):
+            if ev.isVisible() and ev.qt_viewer is not None:
+                ev.qt_viewer.canvas.native.update()
+        qtbot.wait(200)
+    return [f"{e[0].__name__}: {e[1]}" for e in errors]
+
+
+def test_the_result_pane_opened_after_docked_forms_keeps_the_window_on_the_screen(
+    make_napari_viewer, qtbot, stall_detector, screen_1920, tmp_path
+):
+    """Session-15 audit S2: with Calibration and DPC and Bragg docked under Virtual imaging, the
+    Result pane went under the Real space canvas with no fit check: the window grew to 1920 x 1523
+    px on a 1920 x 1080 screen, the docked forms below its bottom. Now it is placed with the
+    forms' fit check: docked where the window still fits, else a window of its own inside the
+    screen, and its canvas draws there (it was never drawn in the main window)."""
+    import numpy as np
+
+    path = tmp_path / "cube.npy"  # the audit's path: a raw .npy through the reader, a full-screen window
+    np.save(path, np.random.default_rng(0).poisson(5, (8, 8, 32, 32)).astype(np.uint16))
+    main = make_napari_viewer(show=True)
+    qw = main.window._qt_window
+    qw.resize(*SCREEN)
+    with stall_detector.excluded("first layer add"):
+        main.open(str(path), plugin="napari-4dstem")
+    docks = {}
+    # two forms opened before Virtual imaging: the Real space dock comes beside the first, the
+    # other forms under both (the audit's layout: there the first virtual image came after them)
+    for name in AUDIT_ORDER[:2]:
+        docks[name], _ = main.window.add_plugin_dock_widget("napari-4dstem", name)
+        qtbot.wait(20)
+    _, v = main.window.add_plugin_dock_widget("napari-4dstem", "Virtual imaging")
+    qtbot.waitUntil(lambda: v.last_image is not None and v._worker is None, timeout=60000)
+    qtbot.waitUntil(lambda: REAL_SPACE_DOCK in main.window.dock_widgets, timeout=10000)
+    for name in AUDIT_ORDER:
+        if name not in docks:
+            docks[name], _ = main.window.add_plugin_dock_widget("napari-4dstem", name)
+        qtbot.wait(20)
+        hint = qw.minimumSizeHint()
+        print(f"+ {name}: window {qw.width()}x{qw.height()}, at least {hint.width()}x{hint.height()}")
+        assert qw.width() <= SCREEN[0] and qw.height() <= SCREEN[1], (name, qw.width(), qw.height())
+        assert hint.width() <= SCREEN[0] and hint.height() <= SCREEN[1], (name, hint)
+        assert docks[name].isVisible() and not docks[name].visibleRegion().isEmpty(), name
+    pane = docks["Result pane"]
+    assert not docks["Calibration and DPC"].isFloating() and not docks["Bragg disks and strain"].isFloating()
+    print("Result pane floating:", pane.isFloating(), pane.geometry().getRect())
+    print("docked:", [(d.windowTitle()[:20], d.geometry().getRect()) for d in docks.values() if not d.isFloating()])
+    if pane.isFloating():
+        assert screen_1920.contains(pane.geometry()), pane.geometry().getRect()
+    assert min(_canvas_heights(main).values()) >= 200, _canvas_heights(main)
+    assert not _paint_errors(main, qtbot)
+
+
+def test_a_dock_docked_back_that_would_outgrow_the_screen_floats_again(
+    make_napari_viewer, qtbot, stall_detector, screen_1920
+):
+    """Session-15 audit S2: napari's title-bar "dock this panel" button on a dock that had floated
+    for lack of room grew the window to 1920 x 1832 px (all nine back: 4350 px), the docks off
+    the screen. Now a dock back that would make the window outgrow the screen is refused: the
+    dock floats again where it was and its status line says why; once room is made (a docked
+    form closed), it docks back beside the others, no tabs."""
+    from qtpy.QtCore import Qt
+
+    main, qw, vdock, _, _ = _sample_with_virtual_imaging(make_napari_viewer, qtbot, stall_detector)
+    docks = {}
+    for name in AUDIT_ORDER[:4]:
+        docks[name], _ = main.window.add_plugin_dock_widget("napari-4dstem", name)
+        qtbot.wait(20)
+    back = docks["Orientation mapping"]
+    assert back.isFloating() and not docks["Bragg disks and strain"].isFloating()  # the premise
+    where = back.geometry()
+    qtbot.mouseClick(_float_button(back), Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: back.isFloating(), timeout=2000)
+    qtbot.wait(50)
+    print(f"refused: window {qw.width()}x{qw.height()}, Orientation {back.geometry().getRect()}")
+    assert qw.width() <= SCREEN[0] and qw.height() <= SCREEN[1], (qw.width(), qw.height())
+    assert qw.minimumSizeHint().height() <= SCREEN[1]
+    assert back.geometry() == where, (back.geometry().getRect(), where.getRect())
+    form = back.widget()
+    status = [
+        w.status.text() for w in (form, *form.findChildren(QWidget)) if isinstance(getattr(w, "status", None), QLabel)
+    ]
+    assert any("no room to dock" in t for t in status), status
+    # room made: Bragg closed; the dock goes back beside Virtual imaging
+    main.window.remove_dock_widget(docks["Bragg disks and strain"])
+    qtbot.wait(50)
+    qtbot.mouseClick(_float_button(back), Qt.MouseButton.LeftButton)
+    qtbot.wait(100)
+    assert not back.isFloating() and qw.dockWidgetArea(back) == qw.dockWidgetArea(vdock)
+    assert not qw.tabifiedDockWidgets(back)
+    assert qw.width() <= SCREEN[0] and qw.height() <= SCREEN[1], (qw.width(), qw.height())
+
+
+def test_the_canvas_docks_do_not_float_and_draw_without_gl_errors(make_napari_viewer, qtbot, stall_detector):
+    """Session-15 audit S4: napari's float button on the Real space or Result pane dock (our
+    embedded napari canvases) moved the GL canvas to a new window whose context shares nothing
+    with the old one: every paint raised ``GL_INVALID_VALUE``. The canvas docks keep their
+    window: no float button, no float by a double click on the title bar, and they draw."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QDockWidget
+
+    main, _, _, _, rdock = _sample_with_virtual_imaging(make_napari_viewer, qtbot, stall_detector)
+    pane, _ = main.window.add_plugin_dock_widget("napari-4dstem", "Result pane")
+    qtbot.wait(50)
+    assert not _paint_errors(main, qtbot)
+    for dock in (pane, rdock):
+        floated = dock.isFloating()
+        button = _float_button(dock)
+        qtbot.mouseClick(button, Qt.MouseButton.LeftButton)  # as the audit's script did
+        qtbot.wait(100)
+        errors = _paint_errors(main, qtbot)
+        assert not errors, (dock.windowTitle(), errors[:2])
+        qtbot.mouseDClick(dock.titleBarWidget(), Qt.MouseButton.LeftButton)
+        qtbot.wait(100)
+        assert dock.isFloating() == floated, dock.windowTitle()
+        assert not _paint_errors(main, qtbot)
+        button = _float_button(dock)  # napari makes its title bar again on some changes
+        assert not button.isVisible() and not button.isEnabled(), dock.windowTitle()
+        assert not dock.features() & QDockWidget.DockWidgetFeature.DockWidgetFloatable

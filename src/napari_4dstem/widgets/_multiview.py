@@ -183,6 +183,7 @@ def embed_viewer(main_viewer, title: str, *, area: str = "right"):
         d for d in qt_window.findChildren(QDockWidget) if d.isVisible() and qt_window.dockWidgetArea(d) == _AREAS[area]
     ]
     dock = main_viewer.window.add_dock_widget(widget, name=title, area=area)
+    _keep_window_of(dock)  # a GL canvas: never reparented to another window (audit S4)
     if others:  # beside the analysis docks of that side, not squeezed under them
         qt_window.splitDockWidget(others[0], dock, Qt.Orientation.Horizontal)
         width = max(others[0].width(), 300)
@@ -285,6 +286,42 @@ def place_dock(dock: QDockWidget, kind: str = "form") -> None:
         return
     if any(r() is dock for refs in _PLACED.values() for r in refs):
         return
+    if kind != "canvas":
+        _place_docked(dock, kind)
+        return
+    _keep_window_of(dock)  # a GL canvas: docked or floating for good, never moved between the two
+    # placed with its GL canvas not shown yet (the dock's minimum height is its QtViewer's): a
+    # canvas first drawn in the main window could not float any more (audit S4)
+    gl = _gl_canvas(dock)
+    if gl is not None:
+        gl.hide()
+    try:
+        _place_docked(dock, kind)
+        # napari floats or docks from Python too (its title-bar button; its window's close docks
+        # every floating dock back, a paint in the main window then): none of it for a canvas
+        dock.setFloating = _stay
+    finally:
+        if gl is not None:  # shown (its GL context made) in the window it stays in, after napari's add
+            from qtpy.QtCore import QTimer
+
+            ref = weakref.ref(gl)
+            QTimer.singleShot(0, lambda: _show_alive(ref()))
+
+
+def _stay(floating: bool) -> None:
+    """A canvas dock's ``setFloating`` (an instance attribute over Qt's): does nothing."""
+
+
+def _show_alive(widget) -> None:
+    try:
+        if widget is not None:
+            widget.show()
+    except RuntimeError:  # deleted by Qt (the dock closed at once)
+        pass
+
+
+def _place_docked(dock: QDockWidget, kind: str) -> None:
+    qt_window = dock.parent()
     area = qt_window.dockWidgetArea(dock)
     before = _minimum_size(qt_window)  # the new dock is hidden still: without it
     size_before = qt_window.size()
@@ -302,9 +339,15 @@ def place_dock(dock: QDockWidget, kind: str = "form") -> None:
             qt_window.splitDockWidget(real[0], dock, Qt.Orientation.Vertical)
             h = max(real[0].height(), 2 * CANVAS_MIN_HEIGHT_PX)
             qt_window.resizeDocks([real[0], dock], [h // 2, h - h // 2], Qt.Orientation.Vertical)
-            return  # the canvases' column stays docked
+            dock.show()  # Qt's layout skips a hidden dock
+            if not _fits(_minimum_size(qt_window), before, _screen_room(qt_window)):
+                # under Real space it would make the window outgrow the screen (audit S2: 1920 x
+                # 1523 px, the docked forms below the screen): a window of its own instead
+                _float_out(dock, size_before)
+            return
     others = _live_docks("form", qt_window, area)
     _PLACED["form"].append(weakref.ref(dock))
+    _watch_dock_back(dock)
     if not others:
         return  # the first form of its area (Virtual imaging, as a rule) stays where napari put it
     qt_window.splitDockWidget(others[-1], dock, Qt.Orientation.Vertical)
@@ -313,15 +356,136 @@ def place_dock(dock: QDockWidget, kind: str = "form") -> None:
     dock.show()  # as napari does at the end of its add: Qt's layout skips a hidden dock
     if _fits(_minimum_size(qt_window), before, _screen_room(qt_window)):
         return
+    _float_out(dock, size_before)
+
+
+def _float_out(dock: QDockWidget, size_before) -> None:
+    """Float ``dock``, just added by napari, as a window of its own, and give the main window its
+    size from before again."""
+    qt_window = dock.parent()
     # floated here, inside napari's add: the window is not laid out at the docked size first, and
     # the cost is the dock opening's
     _float_dock(dock)
     _keep_floating_through_add(dock)
-    # Qt grew the window to the docked minimum meanwhile: back to its size from before
+    _restore_size(qt_window, size_before)
+
+
+def _restore_size(qt_window, size_before) -> None:
+    """Qt grew the window to the docked minimum meanwhile: back to its size from before (or its
+    minimum without the dock, where that is larger)."""
     if not qt_window.isMaximized() and not qt_window.isFullScreen():
         qt_window.layout().activate()  # the window's minimum without the dock (Qt sets it)
         low = qt_window.minimumSizeHint()
         qt_window.resize(max(size_before.width(), low.width()), max(size_before.height(), low.height()))
+
+
+def _gl_canvas(dock: QDockWidget):
+    """The vispy canvas widget (napari's, a QOpenGLWidget) of the embedded viewer in ``dock``, or
+    None."""
+    for ev in dock.findChildren(EmbeddedViewer):
+        native = getattr(getattr(ev.qt_viewer, "canvas", None), "native", None)
+        if native is not None:
+            return native
+    return None
+
+
+def _keep_window_of(dock: QDockWidget) -> None:
+    """A dock holding an embedded napari canvas stays in the window it is first shown in: no
+    float button in napari's title bar, no floating by Qt's double click or drag.
+
+    A QOpenGLWidget moved to another top-level window (a dock floated, or docked back) gets a new
+    OpenGL context that shares nothing with the old one (napari's QApplication is made without
+    ``AA_ShareOpenGLContexts``, and a plugin comes after it), while vispy's programs, buffers and
+    textures belong to the old one: every paint of the floated Real space or Result pane raised
+    ``GL_INVALID_VALUE`` tracebacks and drew nothing (audit S4). Rebuilding napari's visuals for
+    the new context is not a public API of napari or vispy; keeping the canvas where it is is
+    reliable."""
+    dock.setFeatures(dock.features() & ~QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+    _hide_float_button(dock)
+    ref = weakref.ref(dock)
+    # napari makes its title bar again when the dock floats or moves (after these connections are
+    # called: napari connected first)
+    dock.topLevelChanged.connect(lambda *_: _hide_float_button(ref()))
+    dock.dockLocationChanged.connect(lambda *_: _hide_float_button(ref()))
+
+
+def _hide_float_button(dock) -> None:
+    from qtpy.QtWidgets import QPushButton
+
+    try:
+        bar = None if dock is None else dock.titleBarWidget()
+        button = None if bar is None else bar.findChild(QPushButton, "QTitleBarFloatButton")
+        if button is not None:
+            button.setEnabled(False)
+            button.hide()
+    except RuntimeError:  # deleted by Qt
+        pass
+
+
+def _watch_dock_back(dock: QDockWidget) -> None:
+    """A form dock docked back by the user (napari's title-bar "dock this panel" button, a double
+    click on the title bar) that makes the main window outgrow the screen floats again where it
+    was, and says why in its status line and the window's status bar (audit S2: docking the
+    floating docks back grew the window to 1920 x 4350 px on a 1920 x 1080 screen, 11 docks off
+    screen). The user asked for the dock in the window; room for it is made by the user (a dock
+    closed or floated), not by moving other docks behind the user's back."""
+    from qtpy.QtCore import QTimer
+
+    ref = weakref.ref(dock)
+    seen: dict = {}
+
+    def changed(floating: bool) -> None:
+        d = ref()
+        if d is not None and hasattr(d.parent(), "splitDockWidget"):
+            QTimer.singleShot(0, remember if floating else check)
+
+    def alive():
+        d = ref()
+        try:
+            return None if d is None or not d.isVisible() else d
+        except RuntimeError:  # deleted by Qt
+            return None
+
+    def remember() -> None:
+        # the window without the dock, once laid out: its size and minimum size
+        d = alive()
+        if d is not None and d.isFloating():
+            seen["size"], seen["min"] = d.parent().size(), _minimum_size(d.parent())
+
+    def check() -> None:
+        d = alive()
+        if d is None or d.isFloating():
+            return
+        qt_window = d.parent()
+        room = _screen_room(qt_window)
+        if _fits(_minimum_size(qt_window), seen.get("min", room.size()), room):
+            return
+        d.setFloating(True)  # Qt gives it its floating geometry from before
+        if not room.contains(d.geometry()):
+            _float_dock(d)
+        _restore_size(qt_window, seen.get("size", qt_window.size()))
+        _say(d, f"no room to dock {_title(d)!r} on this screen: close or float another dock first")
+
+    dock.topLevelChanged.connect(changed)
+
+
+def _title(dock) -> str:
+    return dock.windowTitle().split(" (napari-4dstem)")[0]
+
+
+def _say(dock, msg: str) -> None:
+    """``msg`` in the dock's own status line (our forms have one) and napari's status bar."""
+    from qtpy.QtWidgets import QLabel
+
+    for w in (dock.widget(), *(dock.widget().findChildren(QWidget) if dock.widget() is not None else ())):
+        status = getattr(w, "status", None)
+        if isinstance(status, QLabel):
+            status.setText(msg)
+            break
+    try:
+        dock.parent().statusBar().showMessage(msg, 10000)
+    except (AttributeError, RuntimeError):
+        pass
 
 
 def _keep_floating_through_add(dock: QDockWidget) -> None:
@@ -340,13 +504,14 @@ def _keep_floating_through_add(dock: QDockWidget) -> None:
         if floating:
             d.setFloating(True)
 
+    set_floating.once = True
     dock.setFloating = set_floating  # napari calls it from Python: the instance's attribute wins
     QTimer.singleShot(0, lambda: _restore_set_floating(ref()))
 
 
 def _restore_set_floating(dock) -> None:
     try:
-        if dock is not None and "setFloating" in vars(dock):
+        if dock is not None and getattr(vars(dock).get("setFloating"), "once", False):
             del dock.setFloating
     except RuntimeError:  # deleted by Qt
         pass
@@ -358,7 +523,7 @@ def _float_dock(dock: QDockWidget) -> None:
     floating docks of ours there already (a cascade, none exactly on another)."""
     qt_window = dock.parent()
     room = _screen_room(qt_window)
-    dock.setFloating(True)
+    QDockWidget.setFloating(dock, True)  # Qt's (a canvas dock's own attribute does nothing)
     low, hint = dock.minimumSizeHint().expandedTo(dock.minimumSize()), dock.sizeHint()
     w = max(low.width(), min(max(hint.width(), FLOAT_MIN_PX[0]), int(room.width() * FLOAT_MAX_SHARE)))
     h = max(low.height(), min(max(hint.height(), FLOAT_MIN_PX[1]), int(room.height() * FLOAT_MAX_SHARE)))
