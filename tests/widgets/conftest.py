@@ -336,6 +336,8 @@ def _patch_napari_floor() -> None:
     from napari._vispy.overlays.scale_bar import VispyScaleBarOverlay
 
     targets.append((VispyScaleBarOverlay, "_on_visible_change"))
+    # ... and its `visible` event's other slot, which builds the bar's text (vispy's font atlas)
+    targets.append((VispyScaleBarOverlay, "_on_rendering_change"))
     # pint building its unit registry (once a process, 0.19 s): napari pays it at the first layer
     # with units, or our Calibration.napari_kwargs when it defines Å⁻¹ first; either way once
     from pint.registry import LazyRegistry

@@ -457,14 +457,15 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         return True
 
     def crystals(self) -> list:
-        from ..analysis.crystal.structure import bundled_crystal
-
+        """The crystal to match: the loaded CIF's Crystal, or a bundled crystal's name (the jobs
+        build it with ``load_crystal`` in their worker: built here it held the GUI thread for
+        symmetry expansion at every click, #15)."""
         name = self.crystal_combo.currentText()
         if name == CIF_ITEM:
             if self._cif_crystal is None:
                 raise Napari4DSTEMError("choose a CIF file, or a bundled crystal")
             return [self._cif_crystal]
-        return [bundled_crystal(name)]
+        return [name]
 
     def acom_params(self, *, n_matches: int | None = None):
         """The dock's ACOMParams (the same dataclass as the CLI and the demo)."""
@@ -486,7 +487,7 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
     def _current_plans(self, crystals, acom):
         """The built plans when they fit the current parameters, else None (rebuilt in the job)."""
         key = (
-            tuple(id(c) if c is self._cif_crystal else c.name for c in crystals),
+            tuple(id(c) if c is self._cif_crystal else str(c) for c in crystals),
             (acom.energy_kev, acom.k_max_inv_A, acom.step_deg, acom.inplane_step_deg, acom.thickness_nm),
         )
         return (self.plans if key == self._plan_key else None), key
