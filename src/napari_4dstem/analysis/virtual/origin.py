@@ -44,6 +44,12 @@ __all__ = [
 ]
 
 
+# the narrowest logistic edge fitted (px): a sharper one leaves the fit no gradient in R (the
+# pixels either side of the edge at 0 and 1); a hard point-sampled 4 px disk stuck 0.4 px small
+# at 0.02 px (it is now refused as saturated-looking and keeps the thresholded first guess)
+E_MIN_PX = 0.1
+
+
 @dataclass(frozen=True)
 class BFDisk:
     """The bright-field disk of a pattern: centre ``(k_y, k_x)`` and radius, in pixels.
@@ -192,12 +198,12 @@ def fit_soft_disk(
 
     if fit_center:
         q0 = [r0, 0.5, bg, amp, cy0, cx0]
-        lower = [0.3, 0.02, -np.inf, 0.0, cy0 - m, cx0 - m]
+        lower = [0.3, E_MIN_PX, -np.inf, 0.0, cy0 - m, cx0 - m]
         upper = [r0 + m, max(r0, 1.0), np.inf, np.inf, cy0 + m, cx0 + m]
         scale = [0.1, 0.1, 0.1 * amp, 0.1 * amp, 0.1, 0.1]
     else:
         q0 = [r0, 0.5, bg, amp]
-        lower, upper = [0.3, 0.02, -np.inf, 0.0], [r0 + m, max(r0, 1.0), np.inf, np.inf]
+        lower, upper = [0.3, E_MIN_PX, -np.inf, 0.0], [r0 + m, max(r0, 1.0), np.inf, np.inf]
         scale = [0.1, 0.1, 0.1 * amp, 0.1 * amp]
     q0 = np.clip(q0, np.nextafter(lower, np.inf), np.nextafter(upper, -np.inf))
     try:
