@@ -574,6 +574,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         self._shown = False  # the running job has shown its first image
         self._first_soon = False  # ... and its first image is due soon (see _request)
         self._syncing = False
+        self._refusal = ""  # a refused radius, said until the next detector (see _refuse_radii)
         self._last_detector: Detector | None = None
         self._shapes_due: Detector | None = None  # detector still to draw as shapes
         self.last_image = None  # the latest exact RealSpaceMap
@@ -1155,6 +1156,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         ``follow`` neither: the image fills in with the presets' pass (lazy data).
         """
         self._preset_follow[0] = None  # a preset image filling in is no longer followed
+        self._refusal = ""  # a new detector: a refused radius is no longer the news
         if not self._opening:
             self._stop_sum_follow()  # the user's detector: its image is the one shown
         if follow:  # its image comes from the presets' pass (apply_preset)
@@ -1290,6 +1292,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
     def _on_fields(self, *_) -> None:
         if self._syncing:
             return
+        if self.kind_combo.currentText() in ("Annulus", "Wedge") and self.r_in.value() >= self.r_out.value():
+            self._refuse_radii()
+            return
         try:
             det = self._fields_detector()
         except (Napari4DSTEMError, ValueError) as e:
@@ -1300,6 +1305,29 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             self._timer.start()
         else:
             self.set_detector(det)
+
+    def _refuse_radii(self) -> None:
+        """An inner radius typed at or beyond the outer one (UX 6, "inner <= outer enforced";
+        session-15 audit S7): refused in words, and the two radius fields put back to the detector
+        in use, so the form shows what the image is computed with. The words stay in the status
+        line when that detector's image comes in (an image clears the status line)."""
+        typed_in, typed_out = self.r_in.value(), self.r_out.value()
+        used = self._pending if self._pending is not None else self._last_detector
+        if isinstance(used, (AnnulusDetector, WedgeDetector)):
+            self._syncing = True
+            try:
+                self.r_in.setValue(used.inner_px)
+                self.r_out.setValue(used.outer_px)
+            finally:
+                self._syncing = False
+            self._show_angles(used)
+            kept = f"kept {used.inner_px:.4g} - {used.outer_px:.4g} px, the detector in use"
+        else:
+            kept = "no image made"
+        self._refusal = (
+            f"inner radius {typed_in:.4g} px must be smaller than the outer radius {typed_out:.4g} px: {kept}"
+        )
+        self.status.setText(self._refusal)
 
     def _on_kind(self, *_) -> None:
         """A new detector kind keeps the size of the current one: a disk of radius r becomes
@@ -1375,6 +1403,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         # it stopped the running job and put the image behind the next canvas redraw)
         if _same_detector(det, self._pending if self._pending is not None else self._last_detector):
             return
+        self._refusal = ""
         self._syncing = True
         try:
             if isinstance(det, DiskDetector):
@@ -2123,7 +2152,7 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
                 item.data, self._scan_cal(item), title=f"virtual image: {d.get('kind', '')}, {resp}"
             )
             self._shown = True
-            self.status.setText("")
+            self.status.setText(self._refusal)  # a refused radius stays said (see _refuse_radii)
             if self._last_detector is not None:
                 publish_virtual_image(self.viewer, "virtual image", self._last_detector, item)
             if self._sum_follow and self._sum_pending is not None:

@@ -31,12 +31,11 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from scipy.optimize import least_squares
 
 from ..._docstrings import cite
 from ...data.results import DiffractionImage
 from ...errors import DataShapeError
-from ..virtual.origin import find_bf_disk
+from ..virtual.origin import find_bf_disk, fit_soft_disk
 
 __all__ = ["KERNEL_KINDS", "ProbeTemplate", "make_template", "template_from_bf_disk"]
 
@@ -204,19 +203,16 @@ def _radial_profile(p: np.ndarray, center, radius: float) -> tuple[np.ndarray, f
     r90 = float(rc[np.nonzero(prof < 0.9)[0][0]])
     r10 = float(rc[np.nonzero(prof < 0.1)[0][0]]) if np.any(prof < 0.1) else r_half + 2
     edge = max((r10 - r90) / 4.39, 0.05)
-    # a logistic-edge disk fitted to the pixels, plus the smoothed azimuthal mean of what it
-    # misses: exact for logistic edges, close to the measured profile for any other shape
+    # a logistic-edge disk fitted to the pixels (the bright-field disk's fit, centre kept), plus
+    # the smoothed azimuthal mean of what it misses: exact for logistic edges, close to the
+    # measured profile for any other shape
+    fit = fit_soft_disk(p, center, r_half, fit_center=False, margin_px=max(4.0, 8 * edge))
+    if fit is None or not (0 < fit[2] < r_half and abs(fit[1] - r_half) < 2):
+        R, e, b0, a0 = r_half, edge, bg, top - bg
+    else:
+        _, R, e, b0, a0 = fit
     sel = r.ravel() < min(r_half + max(4.0, 8 * edge), r.max())
     rr, pp = r.ravel()[sel], p.ravel()[sel]
-
-    def resid(x):
-        return x[2] + x[3] * _soft(rr, x[0], x[1]) - pp
-
-    x0 = np.array([r_half, edge, bg, top - bg])
-    sol = least_squares(resid, x0, x_scale=np.array([1.0, 0.1, abs(top - bg) * 0.1 + 1e-12, abs(top - bg)]))
-    R, e, b0, a0 = sol.x
-    if not (a0 > 0 and 0 < e < r_half and abs(R - r_half) < 2):
-        R, e, b0, a0 = r_half, edge, bg, top - bg
     e = abs(e)
     support = R + max(2.5, 7.0 * e)
     miss = np.bincount(idx.ravel()[sel], (pp - b0 - a0 * _soft(rr, R, e)) / a0, nb + 1)[:nb]
