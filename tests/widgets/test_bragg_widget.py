@@ -7,7 +7,7 @@ from napari_4dstem._sample_data import sample_path
 from napari_4dstem.analysis.bragg.disks import detect_in_stack
 from napari_4dstem.data.results import DiffractionImage
 from napari_4dstem.io import emd
-from napari_4dstem.widgets._results import set_results_viewer
+from napari_4dstem.widgets._results import maps_pending, set_results_viewer  # maps: one new layer a turn
 from napari_4dstem.widgets.bragg import (
     FIT_LAYER,
     FIT_VECTORS_LAYER,
@@ -64,7 +64,10 @@ def test_dragged_lattice_tip_recomputes_the_strain_and_the_scan_shows_the_fitted
     w.template_btn.click()
     qtbot.waitUntil(lambda: w.template is not None and w._worker is None, timeout=120000)
     w.run_btn.click()
-    qtbot.waitUntil(lambda: w.peaks is not None and w._worker is None and w.lattice is not None, timeout=120000)
+    qtbot.waitUntil(
+        lambda: w.peaks is not None and w._worker is None and w.lattice is not None and not maps_pending(),
+        timeout=120000,
+    )
     # the strain reference layer is there once the disks are (made by Find disks, not by hand)
     results.layers[REFERENCE_LAYER].add_rectangles([np.array([[-0.5, -0.5], [7.5, 7.5]])])
     from napari_4dstem.engine.jobs import Progress
@@ -79,7 +82,7 @@ def test_dragged_lattice_tip_recomputes_the_strain_and_the_scan_shows_the_fitted
 
     monkeypatch.setattr(w.jobs, "_on_progress", record)
     w.strain_btn.click()
-    qtbot.waitUntil(lambda: w.strain is not None and w._worker is None, timeout=60000)
+    qtbot.waitUntil(lambda: w.strain is not None and w._worker is None and not maps_pending(), timeout=60000)
     assert passes[-3:] == [(1, 3), (2, 3), (3, 3)]  # the lattice fit's passes: progress and Cancel points
     with stall_detector.excluded("reference"):
         truth = emd.read(sample_path("strained_crystal"))
@@ -105,7 +108,7 @@ def test_dragged_lattice_tip_recomputes_the_strain_and_the_scan_shows_the_fitted
     np.testing.assert_allclose([sb.value() for sb in w.g], [*moved, *g2], atol=1e-3)
     np.testing.assert_allclose(main.layers[LATTICE_LAYER].data[0, 1], moved, atol=1e-9)
     # the strain again, in a worker, with the dragged vectors
-    qtbot.waitUntil(lambda: w.result is not before and not w._strain_runner.busy, timeout=60000)
+    qtbot.waitUntil(lambda: w.result is not before and not w._strain_runner.busy and not maps_pending(), timeout=60000)
     assert w.result.lattice == w.lattice
     # the drag's strain replaced the button's one in the session (an adjustment, not a new analysis)
     from napari_4dstem.widgets.results_list import session_results
@@ -183,7 +186,10 @@ def test_live_detection_all_patterns_lattice_and_strain(
     np.testing.assert_allclose(layer.size, 4 + 10 * np.sqrt(found[:, 2] / found[:, 2].max()), rtol=1e-6)
     # all patterns, lattice, strain against the unstrained reference corner
     w.run_btn.click()
-    qtbot.waitUntil(lambda: w.peaks is not None and w._worker is None and w.lattice is not None, timeout=60000)
+    qtbot.waitUntil(
+        lambda: w.peaks is not None and w._worker is None and w.lattice is not None and not maps_pending(),
+        timeout=60000,
+    )
     assert "disks per pattern" in results.layers
     # the count map filled in while the job ran (blocks of ~0.15 s), then took the final counts
     assert w.partials.shown and w.partials.shown[0][1] < 1.0
@@ -208,7 +214,7 @@ def test_live_detection_all_patterns_lattice_and_strain(
     assert len(ref_layer.data) == 1
     assert w.reference_region() == (0, 8, 0, 8)
     w.strain_btn.click()
-    qtbot.waitUntil(lambda: w.strain is not None and w._worker is None, timeout=60000)
+    qtbot.waitUntil(lambda: w.strain is not None and w._worker is None and not maps_pending(), timeout=60000)
     # the first strain is against that corner: its median strain is ~0 there, not over the scan
     assert "rows 0:8, columns 0:8" in w.strain_label.text()
     inside = results.layers["e_xx"].data[0:8, 0:8]

@@ -6,7 +6,7 @@ import pytest
 from napari_4dstem import Calibration
 from napari_4dstem.analysis.virtual.origin import fit_origin_plane, measure_origin
 from napari_4dstem.simulation.samples import render_disks
-from napari_4dstem.widgets._results import set_results_viewer
+from napari_4dstem.widgets._results import maps_pending, set_results_viewer  # maps: one new layer a turn
 from napari_4dstem.widgets.dpc import CalibrationDPCWidget
 
 from .conftest import DOCK_OPEN_BUDGET_S
@@ -22,7 +22,7 @@ def viewers(make_napari_viewer):
 
 
 def _wait(qtbot, w):
-    qtbot.waitUntil(lambda: w._worker is None, timeout=30000)
+    qtbot.waitUntil(lambda: w._worker is None and not maps_pending(), timeout=30000)  # maps: one new layer a turn
 
 
 def test_origin_and_descan_recover_the_planted_origin(viewers, qtbot, stall_detector):
@@ -93,6 +93,7 @@ def test_auto_rotation_finds_the_planted_rotation(viewers, qtbot, stall_detector
             and "DPC vectors" in results.layers
             and not w._dpc_runner.busy
             and not w._rot_runner.busy
+            and not maps_pending()
         ),
         timeout=30000,
     )
@@ -130,6 +131,7 @@ def test_copy_as_python_reproduces_the_dpc_maps(viewers, qtbot, tmp_path, run_co
             and not w._rot_runner.busy
             and not w._dpc_runner.busy
             and w.result is not None
+            and not maps_pending()
             and w.result.rotation_deg == w.rotation.value()
             and w.result.flip == w.flip.isChecked()
         ),
@@ -367,7 +369,10 @@ def test_dpc_panel_axes_overlay_highlight_and_cached_com(viewers, qtbot, stall_d
         main.window.add_dock_widget(w)
     assert not w.rotation_set and w.dpc_group.styleSheet() == UNSET_STYLE
     w.compute_com()
-    qtbot.waitUntil(lambda: w.com is not None and w.result is not None and not w._dpc_runner.busy, timeout=30000)
+    qtbot.waitUntil(
+        lambda: w.com is not None and w.result is not None and not w._dpc_runner.busy and not maps_pending(),
+        timeout=30000,
+    )
     _wait(qtbot, w)
     assert passes == [1]
     assert not w.rotation_set and w.dpc_group.styleSheet() == UNSET_STYLE  # still unset: highlighted

@@ -10,7 +10,7 @@ from napari_4dstem.analysis.crystal.structure import bundled_crystal
 from napari_4dstem.analysis.crystal.symmetry import misorientation_deg
 from napari_4dstem.io import emd
 from napari_4dstem.pipelines import read_acom
-from napari_4dstem.widgets._results import set_results_viewer
+from napari_4dstem.widgets._results import maps_pending, set_results_viewer  # maps: one new layer a turn
 from napari_4dstem.widgets.orientation import (
     HOVER_IDLE,
     MEASURED_LAYER,
@@ -114,7 +114,7 @@ def test_orientation_map_of_the_gold_sample(viewers, qtbot, truth, tmp_path, run
     # the whole scan
     w.run_btn.click()
     _wait(qtbot, w)
-    qtbot.waitUntil(lambda: w.result is not None, timeout=30000)  # IPF colours in a worker
+    qtbot.waitUntil(lambda: w.result is not None and not maps_pending(), timeout=30000)  # IPF colours in a worker
     r = w.result
     assert r is not None and w.peaks is not None
     # while it ran, its maps filled in the real-space viewer (the disk counts first, then the

@@ -17,6 +17,7 @@ from napari_4dstem.widgets._multiview import (
 )
 from napari_4dstem.widgets._results import (
     REAL_SPACE_DOCK,
+    maps_pending,
     move_scan_to_world,
     results_viewer,
 )
@@ -36,7 +37,8 @@ def test_maps_land_in_a_real_space_dock_of_the_same_window(make_napari_viewer, q
     _, b = main.window.add_plugin_dock_widget("napari-4dstem", "Bragg disks and strain")
     assert isinstance(w, CalibrationDPCWidget) and w.viewer is not main
     w.measure_btn.click()
-    qtbot.waitUntil(lambda: w.origin_fit is not None and not w.jobs.busy, timeout=30000)
+    # the maps come one new layer per event-loop turn (show_maps)
+    qtbot.waitUntil(lambda: w.origin_fit is not None and not w.jobs.busy and not maps_pending(), timeout=30000)
     rs = results_viewer(main, create=False)
     assert rs is not None and is_embedded(rs) and is_embedded_alive(rs)
     assert results_viewer(b.viewer) is rs and results_viewer(w.viewer) is rs

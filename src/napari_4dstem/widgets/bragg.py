@@ -63,7 +63,7 @@ from ._pipeline import (
     tag_layer,
 )
 from ._plot import show_rgba, wide_picture
-from ._results import results_viewer, show_map
+from ._results import results_viewer, show_map, show_maps
 from ._state import DockState, register_dock
 from ._warmup import WarmupLabel
 from .results_list import session_results
@@ -711,22 +711,32 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self.bvm = disks.bvm
         kw = cal.napari_kwargs("k")
         img = np.log1p(self.bvm.data)
-        if BVM_LAYER in self.viewer.layers:
-            self.viewer.layers[BVM_LAYER].data = img
-        else:
-            self.viewer.add_image(img, name=BVM_LAYER, colormap="magma", blending="additive", visible=False, **kw)
-        tag_layer(self.viewer.layers[BVM_LAYER], self.bvm, units=f"log(1 + {self.bvm.units})", recipe=disks.recipe)
+        bvm, recipe = self.bvm, disks.recipe
+
+        def bvm_layer():
+            if BVM_LAYER in self.viewer.layers:
+                self.viewer.layers[BVM_LAYER].data = img
+            else:
+                self.viewer.add_image(img, name=BVM_LAYER, colormap="magma", blending="additive", visible=False, **kw)
+            tag_layer(self.viewer.layers[BVM_LAYER], bvm, units=f"log(1 + {bvm.units})", recipe=recipe)
+
         counts = peaks.counts()
         rv = results_viewer(self.viewer)
-        show_map(
-            rv,
-            self._count_map,
-            counts.astype(np.float32),
-            peaks.calibration,
-            colormap="viridis",
-            contrast_limits=(float(counts.min()), float(max(counts.max(), counts.min() + 1))),
-        )
-        self._reference_layer(rv, peaks.calibration)  # ready for a reference before the strain
+        lim = (float(counts.min()), float(max(counts.max(), counts.min() + 1)))
+        count_map = counts.astype(np.float32)
+        # one new layer per event-loop turn (show_maps): napari builds each on the GUI thread
+        steps = [
+            (BVM_LAYER if BVM_LAYER not in self.viewer.layers else None, bvm_layer),  # the main viewer's
+            (
+                self._count_map,
+                lambda n=self._count_map: show_map(
+                    rv, n, count_map, peaks.calibration, colormap="viridis", contrast_limits=lim
+                ),
+            ),
+            # ready for a reference before the strain
+            (REFERENCE_LAYER, lambda: self._reference_layer(rv, peaks.calibration)),
+        ]
+        show_maps(rv, steps, owner=self)
         self._say(
             f"{peaks.n_peaks} disks in {counts.size} patterns "
             f"({counts.min()}-{counts.max()} per pattern); Bragg vector map added (log scale)"
@@ -1046,9 +1056,10 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
         self._strain_entry = session_results(self.viewer).add(result, "strain")
         v = results_viewer(self.viewer)
         cal = self.strain.strain.calibration
-        self._reference_layer(v, cal)
-        for c in STRAIN_CHANNELS:
-            data = self.strain.channel(c)
+        recipe, strain = self.result.recipe, self.strain  # this result's, whatever comes next
+
+        def put(c):
+            data = strain.channel(c)
             lyr = show_map(
                 v,
                 c,
@@ -1057,18 +1068,30 @@ class BraggStrainWidget(PipelineActions, DockState, QWidget):
                 colormap="PiYG" if c == "theta_rad" else "RdBu_r",
                 contrast_limits=symmetric_limits(data),
             )
-            tag_layer(
-                lyr, self.strain.strain, channel=c, units="rad" if c == "theta_rad" else "", recipe=self.result.recipe
-            )
-        lyr = show_map(v, "fit residual [px]", self.strain.confidence.channel("residual_px"), cal, colormap="gray")
-        tag_layer(lyr, self.strain.confidence, channel="residual_px", units="px", recipe=self.result.recipe)
-        v.layers.move(v.layers.index(v.layers[REFERENCE_LAYER]), len(v.layers) - 1)
+            tag_layer(lyr, strain.strain, channel=c, units="rad" if c == "theta_rad" else "", recipe=recipe)
+
+        def residual():
+            lyr = show_map(v, "fit residual [px]", strain.confidence.channel("residual_px"), cal, colormap="gray")
+            tag_layer(lyr, strain.confidence, channel="residual_px", units="px", recipe=recipe)
+
+        # one new layer per event-loop turn (show_maps): napari builds each on the GUI thread
+        steps = [(REFERENCE_LAYER, lambda: self._reference_layer(v, cal))]
+        steps += [(c, lambda c=c: put(c)) for c in STRAIN_CHANNELS]
+        steps.append(("fit residual [px]", residual))
+        # the fitted lattice on the pattern (the main viewer's points and arrows): a turn of its own
+        steps.append((FIT_LAYER, self._show_fit))
+        show_maps(
+            v,
+            steps,
+            owner=self,
+            # on top: napari's move inserts before its destination (len - 1 left it under the residual)
+            then=lambda: v.layers.move(v.layers.index(v.layers[REFERENCE_LAYER]), len(v.layers)),
+        )
         self._plot_histograms()
         where = "median" if ref is None else f"rows {ref[0]}:{ref[1]}, columns {ref[2]}:{ref[3]}"
         n_valid = int(np.isfinite(self.strain.channel("e_xx")).sum())
         self.strain_label.setText(f"true strain (F = I + e) against the {where}; {n_valid} valid patterns")
         self._say("")
-        self._show_fit()
 
     def _plot_histograms(self) -> None:
         """Render the four strain histograms in a worker (matplotlib Agg, 0.2-0.4 s) and show

@@ -47,7 +47,7 @@ from ..pipelines import (  # at import: the dock's opening, not a click
 from ._common import CubePicker, JobRunner, LatestRunner, watch_dock
 from ._forms import form, group, row, scroll_contents
 from ._pipeline import PipelineActions, layer_source, tag_layer
-from ._results import color_wheel, results_viewer, show_map, show_vectors
+from ._results import color_wheel, results_viewer, show_map, show_maps, show_vectors
 from ._state import DockState, register_dock
 from ._warmup import WarmupLabel
 
@@ -71,15 +71,32 @@ def _ring_job(dc: DataCube, source: str, pos, radius_range, center):
     return pattern, fit_ring(pattern, radius_range_px=radius_range, center_px=center)
 
 
-def _disk_job(dc: DataCube, source: str, pos):
-    """Worker: the pattern (mean of all, or the one at ``pos``) and the core's bright-field disk."""
+def _disk_job(dc: DataCube, source: str, pos, layer_kwargs: dict | None = None):
+    """Worker: the pattern (mean of all, or the one at ``pos``), the core's bright-field disk,
+    and with ``layer_kwargs`` (scale, units, axis labels) its outline's Shapes layer, built here:
+    napari's Shapes ``__init__`` (its TextManager's pydantic deepcopy, the first mesh) held the GUI
+    thread 0.6-1.4 s at the first measurement under load (UX audit session 15, S8)."""
     from ..analysis.virtual.origin import find_bf_disk
 
     if source == "current pattern":
         pattern = np.asarray(dc.pattern(*pos), dtype=np.float64)
     else:
         pattern = yield from dc.iter_reduce_patterns("mean")
-    return pattern, find_bf_disk(pattern)
+    disk = find_bf_disk(pattern)
+    layer = None
+    if layer_kwargs is not None:
+        from napari.layers import Shapes  # napari is imported: the dock's viewer made it
+
+        layer = Shapes(
+            [circle_outline(disk.center_px, disk.radius_px)],
+            shape_type="polygon",
+            name=DISK_LAYER,
+            edge_color="cyan",
+            face_color="transparent",
+            edge_width=1,
+            **layer_kwargs,
+        )
+    return pattern, disk, layer
 
 
 def circle_outline(center, radius: float, n: int = 90) -> np.ndarray:
@@ -234,6 +251,7 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.disk_label.setWordWrap(True)
         self.disk = None  # the last BFDisk measured
         self.disk_pattern = None  # and the pattern it was measured on
+        self._disk_kwargs = None  # the layer calibration the last measurement built its outline for
         self.disk_angle_mrad = None  # the convergence angle the layer's pixel size gives (when calibrated)
         kg = group(
             "Disk calibration (convergence angle)",
@@ -535,23 +553,30 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         source = self.disk_source.currentText()
         pos = scan_position(self.viewer, self.layer) if self.viewer.dims.ndim >= 4 else (0, 0)
         self.apply_disk_btn.setEnabled(False)
+        # the outline's layer is built in the worker, for this calibration (``_on_disk`` checks it)
+        new = DISK_LAYER not in self.viewer.layers
+        self._disk_kwargs = k_kwargs = self.datacube()[1].napari_kwargs("k") if new else None
         self._run(
             _disk_job,
             self._on_disk,
             dc,
             source,
             pos,
+            k_kwargs,
             desc=f"bright-field disk of the {source}",
             total=self._blocks(dc) if source == "mean pattern" else 1,
         )
 
     def _on_disk(self, out) -> None:
-        self.disk_pattern, self.disk = out
+        self.disk_pattern, self.disk, built = out
         self.status.setText("")
         cal = self.datacube()[1]
         outline = circle_outline(self.disk.center_px, self.disk.radius_px)
+        k = cal.napari_kwargs("k")
         if DISK_LAYER in self.viewer.layers:
             self.viewer.layers[DISK_LAYER].data = [(outline, "polygon")]
+        elif built is not None and k == self._disk_kwargs:
+            self.viewer.add_layer(built)  # the layer the worker built (the calibration is the same)
         else:
             self.viewer.add_shapes(
                 [outline],
@@ -560,7 +585,7 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
                 edge_color="cyan",
                 face_color="transparent",
                 edge_width=1,
-                **cal.napari_kwargs("k"),
+                **k,
             )
         self._show_disk_text()
 
@@ -710,9 +735,15 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         self.origin = origin = calib.origin
         cal = origin.calibration
         v = self.results()
-        show_map(v, "origin k_y (measured)", origin.data[..., 0], cal, colormap="viridis")
-        show_map(v, "origin k_x (measured)", origin.data[..., 1], cal, colormap="viridis")
+        # one new layer per event-loop turn (show_maps): napari builds each on the GUI thread
+        show_maps(v, self._map_steps(v, "origin k_{} (measured)", origin.data, cal), owner=self)
         self._fit_origin()
+
+    @staticmethod
+    def _map_steps(v, name: str, yx: np.ndarray, cal) -> list:
+        """:func:`show_maps` steps of the ``(..., 2)`` map ``yx``'s two channels, ``name`` formatted with y, x."""
+        names = [name.format(a) for a in "yx"]
+        return [(n, lambda n=n, i=i: show_map(v, n, yx[..., i], cal, colormap="viridis")) for i, n in enumerate(names)]
 
     def _fit_origin(self) -> None:
         calib = self.calibration_result
@@ -729,8 +760,7 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         fit = self.origin_fit
         cal = self.origin.calibration
         v = self.results()
-        show_map(v, "origin k_y (fitted)", fit.origin_map_px[..., 0], cal, colormap="viridis")
-        show_map(v, "origin k_x (fitted)", fit.origin_map_px[..., 1], cal, colormap="viridis")
+        show_maps(v, self._map_steps(v, "origin k_{} (fitted)", fit.origin_map_px, cal), owner=self)
         n_out = int((~fit.inliers).sum())
         self.origin_label.setText(
             f"{fit.method} fit: residual {fit.residual_rms_px:.3f} px RMS, {n_out} outliers; "
@@ -877,12 +907,18 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         cal = self.dpc_map.calibration
         v = self.results()
         uy, ux = self.dpc_map.channel("dpc_y"), self.dpc_map.channel("dpc_x")
-        show_map(v, "DPC magnitude", self.dpc_map.channel("magnitude"), cal, colormap="magma")
-        show_map(v, "DPC colour wheel", wheel, cal, rgb=True)
-        tag_layer(
-            show_map(v, "iDPC phase", self.phase.data, cal, colormap="gray"), self.phase, recipe=self.result.recipe
-        )
-        show_vectors(v, "DPC vectors", uy, ux, cal)
+        mag, phase, recipe = self.dpc_map.channel("magnitude"), self.phase, self.result.recipe
+        # one new layer per event-loop turn (show_maps): napari builds each on the GUI thread
+        steps = [
+            ("DPC magnitude", lambda: show_map(v, "DPC magnitude", mag, cal, colormap="magma")),
+            ("DPC colour wheel", lambda: show_map(v, "DPC colour wheel", wheel, cal, rgb=True)),
+            (
+                "iDPC phase",
+                lambda: tag_layer(show_map(v, "iDPC phase", phase.data, cal, colormap="gray"), phase, recipe=recipe),
+            ),
+            ("DPC vectors", lambda: show_vectors(v, "DPC vectors", uy, ux, cal)),
+        ]
+        show_maps(v, steps, owner=self)
 
     def pipeline_result(self):
         """The COM/DPC/iDPC maps shown (Save result..., Copy as Python: PipelineActions)."""

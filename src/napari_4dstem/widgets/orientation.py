@@ -49,7 +49,7 @@ from ._common import (
 from ._forms import group, row, scroll_contents, spin
 from ._pipeline import PipelineActions, layer_source, probe_of_layer, tag_layer
 from ._plot import show_rgba
-from ._results import results_viewer, show_map
+from ._results import results_viewer, show_map, show_maps
 from ._state import DockState, register_dock
 from .results_list import session_results
 
@@ -780,26 +780,28 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         v = self.results()
         self._hook_hover(v)
         self._hover_pixel = None
-        for d in ("x", "y", "z"):
-            show_map(v, f"IPF {d}", rgb[d], cal, rgb=True)
-        show_map(
-            v,
-            "correlation",
-            res.correlation[:, :, 0],
-            cal,
-            colormap="gray",
-            contrast_limits=(0.0, 1.0),
-        )
-        show_map(v, "reliability", res.reliability, cal, colormap="magma", contrast_limits=(0.0, 1.0))
-        if len(res.crystals) > 1:
-            show_map(
-                v,
-                "phase",
-                res.phase[:, :, 0].astype(np.float32),
-                cal,
-                colormap="turbo",
-                contrast_limits=(-1.0, len(res.crystals) - 1.0),
+        # one new layer per event-loop turn (show_maps): napari builds each on the GUI thread
+        hidden = ("correlation", "reliability", "phase", "IPF y", "IPF x")
+
+        def put(name, data, saved_as=None, **kw):
+            lyr = show_map(v, name, data, cal, **kw)
+            if saved_as is not None:  # what File > Save writes: units, parameters (with the recipe), RGB
+                tag_layer(lyr, saved_as, rgb=bool(kw.get("rgb")))
+            if name in hidden:
+                lyr.visible = False
+
+        steps = [(f"IPF {d}", lambda n=f"IPF {d}", d=d: put(n, rgb[d], saved[f"ipf_{d}"], rgb=True)) for d in "xyz"]
+        for name, data, cmap in (
+            ("correlation", res.correlation[:, :, 0], "gray"),
+            ("reliability", res.reliability, "magma"),
+        ):
+            steps.append(
+                (name, lambda n=name, a=data, c=cmap: put(n, a, saved[n], colormap=c, contrast_limits=(0.0, 1.0)))
             )
+        if len(res.crystals) > 1:
+            lim = (-1.0, len(res.crystals) - 1.0)
+            phase = res.phase[:, :, 0].astype(np.float32)
+            steps.append(("phase", lambda: put("phase", phase, colormap="turbo", contrast_limits=lim)))
         # the colour key(s), to the right of the maps, at a quarter of the map height
         sk = cal.napari_kwargs("scan")
         sy, sx = res.scan_shape
@@ -807,26 +809,28 @@ class OrientationWidget(PipelineActions, DockState, QWidget):
         s = 0.5 * sy * sk["scale"][0] / size
         for k, c in enumerate(res.crystals):
             name = f"IPF key ({c.point_group.laue_name})"
-            if name in v.layers:
-                continue
-            v.add_image(
-                keys[k],
-                name=name,
-                rgb=True,
-                scale=(s, s),
-                units=sk["units"],
-                translate=(k * 1.1 * size * s, 1.05 * sx * sk["scale"][1]),
+            steps.append(
+                (
+                    name,
+                    lambda k=k, name=name: (
+                        name in v.layers
+                        or v.add_image(
+                            keys[k],
+                            name=name,
+                            rgb=True,
+                            scale=(s, s),
+                            units=sk["units"],
+                            translate=(k * 1.1 * size * s, 1.05 * sx * sk["scale"][1]),
+                        )
+                    ),
+                )
             )
-        # what File > Save writes for these layers: units, parameters (with the recipe), RGB
-        for d in ("x", "y", "z"):
-            tag_layer(v.layers[f"IPF {d}"], saved[f"ipf_{d}"], rgb=True)
-        for name in ("correlation", "reliability"):
-            tag_layer(v.layers[name], saved[name])
-        for name in ("correlation", "reliability", "phase", "IPF y", "IPF x"):
-            if name in v.layers:
-                v.layers[name].visible = False
-        v.layers.selection.active = v.layers["IPF z"]
-        v.reset_view()
+
+        def shown():
+            v.layers.selection.active = v.layers["IPF z"]
+            v.reset_view()
+
+        show_maps(v, steps, owner=self, then=shown)
         self.ang_btn.setEnabled(True)
         self.emd_btn.setEnabled(True)
         self.copy_btn.setEnabled(self.run is not None)
