@@ -31,17 +31,21 @@ def _open_npy(viewer, path, stall_detector):
     return cube
 
 
-def _calibrate(viewer, qtbot, *, step=4.0):
+def _calibrate(viewer, qtbot, stall_detector, *, step=4.0):
     """What the audit did in the Calibration and DPC dock: the scan step in A (*Set the real-space
-    scale*), *Measure disk* at 1.2 mrad and 300 keV, *Apply to the layer*. Returns the dock."""
+    scale*), *Measure disk* at 1.2 mrad and 300 keV, *Apply to the layer* (each click one user
+    action for the stall detector). Returns the dock."""
     _, dw = viewer.window.add_plugin_dock_widget("napari-4dstem", "Calibration and DPC")
     dw.fov_mode.setCurrentText("scan step")
     dw.fov_units.setCurrentText("A")
     dw.fov_y.setValue(step)
     dw.fov_x.setValue(step)
+    stall_detector.step()
     dw.apply_fov_btn.click()
+    stall_detector.step()
     dw.disk_alpha.setValue(1.2)
     dw.beam_kev.setValue(300.0)
+    stall_detector.step()
     dw.measure_disk_btn.click()
     qtbot.waitUntil(lambda: dw.apply_disk_btn.isEnabled() and dw.jobs.worker is None, timeout=60000)
     dw.apply_disk_btn.click()
@@ -53,13 +57,11 @@ def test_a_session_of_a_file_calibrated_in_the_gui_reopens_it_calibrated(
 ):
     """S1: the reloaded 4D layer had scale (1, 1, 1, 1) and pixel units although session.json
     stored the calibration; the scale bars, the angles and every analysis started from scratch."""
-    from napari_4dstem.widgets.results_list import ResultsListWidget
-
     src = _disk_npy(tmp_path / "cube.npy")
     main = make_napari_viewer()
     cube = _open_npy(main, src, stall_detector)
     assert tuple(cube.scale) == (1, 1, 1, 1)
-    _calibrate(main, qtbot)
+    _calibrate(main, qtbot, stall_detector)
     cal = cube.metadata["napari_4dstem"]["calibration"]
     assert cal.scan_step == (4.0, 4.0) and cal.k_pixel_size is not None and cal.convergence_semiangle_mrad == 1.2
     scale, units = tuple(float(s) for s in cube.scale), [str(u) for u in cube.units]
@@ -116,7 +118,7 @@ def test_a_calibration_keeps_the_views_and_the_virtual_dock_follows_it_at_once(
     rcam = rv.scene.camera if hasattr(rv, "scene") else rv.camera
     real_before = np.array([*rcam.center[-2:], rcam.zoom])
 
-    dw = _calibrate(main, qtbot, step=4.0)
+    dw = _calibrate(main, qtbot, stall_detector, step=4.0)
     k = float(cube.scale[-1])
     assert k == pytest.approx(dw.datacube()[1].k_pixel_size) and k < 0.05
     np.testing.assert_allclose(_shown_pixels(main, cube), before, rtol=1e-6)
