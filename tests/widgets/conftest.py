@@ -355,6 +355,12 @@ def _patch_napari_floor() -> None:
     from napari.layers.shapes import _shape_list
 
     targets.append((_shape_list, "_fill_arrays"))
+    # napari's dims sliders fitting their labels after a layer's scale changed the dims range
+    # (Qt relayout of the sliders; no slot of ours inside): a calibration applied to the 4D layer
+    # pays it, on main's code as well (session 15, mend-s)
+    from napari._qt.widgets.qt_dims import QtDims
+
+    targets.append((QtDims, "_resize_slice_labels"))
     # napari recomputing a layer's thumbnail after a data change (a Vectors layer rasterises
     # every arrow: 50-70 ms seen), synchronously inside ``layer.data = ...``
     targets += [

@@ -6,6 +6,11 @@ Translation only. A dock that mixes in :class:`DockState` and calls :func:`regis
 boxes and text fields by attribute name, plus what the dock adds in :meth:`DockState.extra_state`,
 e.g. the virtual detector or the strain reference rectangle). *Load session...* gives each open
 dock its state back; a dock opened later gets it when it registers.
+
+A dock closed (napari's title-bar close button, ``remove_dock_widget``, which closes the widget
+through ``watch_dock``) keeps its last state as a pending one: reopened from the Plugins menu in
+the same process (a new widget), it comes back as it was, typed values included (they were lost:
+UX audit, session 15, S5); a session saved meanwhile keeps it too.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
 
 _FORM_TYPES = (QDoubleSpinBox, QSpinBox, QComboBox, QCheckBox, QLineEdit)
@@ -114,11 +120,36 @@ def _base(viewer):
     return getattr(viewer, "__wrapped__", viewer)  # docks get a proxy of the viewer
 
 
+class _KeepOnClose(QObject):
+    """Event filter of a registered dock: at its Close (before its ``closeEvent`` stops its jobs),
+    its state becomes the pending state of its key, given to the next dock of that key."""
+
+    def __init__(self, viewer, dock):
+        super().__init__(dock)
+        self._viewer = weakref.ref(viewer)
+        dock.installEventFilter(self)
+
+    def eventFilter(self, obj, event):
+        if event.type() == QEvent.Type.Close:
+            v = self._viewer()
+            docks = _DOCKS.get(v, {}) if v is not None else {}
+            ref = docks.get(obj.state_key)
+            if ref is not None and ref() is obj:  # still the dock of its key (not one replaced)
+                del docks[obj.state_key]
+                try:
+                    _PENDING.setdefault(v, {})[obj.state_key] = obj.dock_state()
+                except RuntimeError:  # a field's Qt object already deleted (the app ending)
+                    pass
+        return False
+
+
 def register_dock(viewer, dock: DockState) -> None:
     """Make ``dock``'s state part of ``viewer``'s session (the newest dock of a key wins); a state
-    loaded before the dock was opened is given to it now."""
+    loaded before the dock was opened, or left by a closed dock of its key, is given to it now."""
     v = _base(viewer)
     _DOCKS.setdefault(v, {})[dock.state_key] = weakref.ref(dock)
+    if isinstance(dock, QObject):
+        _KeepOnClose(v, dock)
     state = _PENDING.get(v, {}).pop(dock.state_key, None)
     if state is not None:
         dock.restore_state(state)

@@ -503,21 +503,14 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
 
     def _set_k_calibration(self, new: Calibration) -> bool:
         """Store ``new`` in the 4D layer and set the k scale of it and of the 2D layers on the
-        pattern (the detectors, disks, rings drawn there): the scale bar follows at once."""
-        from ..plugin_api import set_layer_calibration
+        pattern (the detectors, disks, rings drawn there): the scale bar follows at once, the
+        diffraction canvas stays on the same pixels (:func:`._calibrate.apply_layer_calibration`)."""
+        from ._calibrate import apply_layer_calibration
 
         lyr = self.layer
         if lyr is None:
             return False
-        old_k = self.datacube()[1].napari_kwargs("k")
-        new_k = new.napari_kwargs("k")
-        lyr.scale = new.napari_kwargs("4d")["scale"]
-        lyr.units = new.napari_kwargs("4d")["units"]
-        for other in self.viewer.layers:
-            if other is not lyr and other.ndim == 2 and np.allclose(other.scale, old_k["scale"]):
-                other.scale = new_k["scale"]
-                other.units = new_k["units"]
-        set_layer_calibration(self.viewer, lyr, new)
+        apply_layer_calibration(self.viewer, lyr, new)
         self._show_disk_text()  # the angle a calibrated pixel size gives
         return True
 
@@ -683,24 +676,17 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
     def apply_fov(self) -> None:
         """Set the scan step: the real-space scale of the 4D layer and of the maps on the Real
         space canvas (their scale bar follows at once)."""
-        from ..plugin_api import set_layer_calibration
+        from ._calibrate import apply_layer_calibration
 
         try:
-            dc, old = self.datacube()
+            dc, _ = self.datacube()
             new = self.fov_calibration()
         except Napari4DSTEMError as e:
             self.fov_label.setText(str(e))
             return
         lyr = self.layer
-        old_s, new_s = old.napari_kwargs("scan"), new.napari_kwargs("scan")
-        lyr.scale = new.napari_kwargs("4d")["scale"]
-        lyr.units = new.napari_kwargs("4d")["units"]
-        rv = results_viewer(self.viewer, create=False)
-        for other in [] if rv is None else rv.layers:  # the maps over the scan
-            if other.ndim >= 2 and np.allclose(other.scale[-2:], old_s["scale"]):
-                other.scale = (*other.scale[:-2], *new_s["scale"])
-                other.units = (*other.units[:-2], *new_s["units"])
-        set_layer_calibration(self.viewer, lyr, new)
+        # the 4D layer's and the Real space maps' scan scale; the canvases stay on the same pixels
+        apply_layer_calibration(self.viewer, lyr, new)
         (sy, sx), u = new.scan_step, new.scan_units
         ny, nx = dc.scan_shape
         self.fov_label.setText(

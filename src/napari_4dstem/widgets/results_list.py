@@ -145,6 +145,43 @@ def _session_layers(entry: dict, tuples: list) -> list[tuple[str, str, Any, dict
     return out
 
 
+def _with_calibration(items: list, cal) -> list:
+    """A file's layers (:func:`_session_layers`) with the session's calibration ``cal`` (None: as
+    the file has them): the datacube's scale and units are the session's, and a layer of the file
+    that had the file's k scale (a pattern) or scan step (a map) gets the session's, as the
+    Calibration and DPC dock did when it calibrated. A session of an uncalibrated file calibrated
+    in the GUI reopened its datacube at 1 px per pixel, the calibration only in the metadata
+    (UX audit, session 15, S1)."""
+    if cal is None:
+        return items
+    cube = next((kw for _, kind, data, kw in items if kind == "image" and np.ndim(data) == 4), None)
+    if cube is None:
+        return items
+    old = np.ones(4) if cube.get("scale") is None else np.asarray(cube["scale"], dtype=float)
+    new, k, scan = cal.napari_kwargs("4d"), cal.napari_kwargs("k"), cal.napari_kwargs("scan")
+    out = []
+    for where, kind, data, kw in items:
+        kw = dict(kw)
+        scale = kw.get("scale")
+        if kind == "image" and np.ndim(data) == 4:
+            kw["scale"], kw["units"] = tuple(new["scale"]), tuple(new["units"])
+        elif scale is not None and len(scale) >= 2:
+            tail = np.asarray(scale, dtype=float)[-2:]
+            if where == "main" and np.allclose(tail, old[2:]):
+                part = k
+            elif where == "real" and np.allclose(tail, old[:2]):
+                part = scan
+            else:
+                part = None
+            if part is not None:
+                units = kw.get("units")
+                kw["scale"] = (*tuple(scale)[:-2], *part["scale"])
+                if units is not None and len(units) == len(scale):
+                    kw["units"] = (*tuple(units)[:-2], *part["units"])
+        out.append((where, kind, data, kw))
+    return out
+
+
 class ResultsListWidget(QWidget):
     """Dock: the session's results; show, save, delete, copy as Python; save/load the session."""
 
@@ -444,17 +481,18 @@ class ResultsListWidget(QWidget):
 
         items, cals = [], []  # cals: the session's calibration of each datacube item, else None
         for entry, tuples in read:
-            for item in _session_layers(entry, tuples):
+            cal = Calibration.from_dict(entry["calibration"]) if entry.get("calibration") else None
+            for item in _with_calibration(_session_layers(entry, tuples), cal):
                 items.append(item)
                 is_cube = item[1] == "image" and np.ndim(item[2]) == 4
-                cals.append(entry.get("calibration") if is_cube else None)
+                cals.append(cal if is_cube else None)
         opened = [Path(entry["source"]).name for entry, _ in read]
         cals.reverse()
 
         def each(layer):
             cal = cals.pop()
-            if cal:
-                set_layer_calibration(self.viewer, layer, Calibration.from_dict(cal))
+            if cal is not None:  # the layer was made with its scale: store it where the docks read it
+                set_layer_calibration(self.viewer, layer, cal)
 
         def then(added):
             self.status.setText(f"opened {len(added)} layers")

@@ -1569,7 +1569,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
             b.setToolTip(why.get(name, _preset_tip(name)))
 
     def _on_calibration(self, layer_name: str) -> None:
-        """A calibration stored for the shown layer: which presets are possible may change."""
+        """A calibration stored for the shown layer: which presets are possible may change, and
+        the detector's calibrated fields (mrad) and angles line show at once (they waited for the
+        next preset click: UX audit, session 15, S6)."""
         if self.layer is None or self._bf_pending or str(layer_name) != str(self.layer.name):
             return
         try:
@@ -1577,6 +1579,9 @@ class VirtualImagingWidget(PipelineActions, DockState, QWidget):
         except Napari4DSTEMError:
             return
         self._set_preset_buttons(self._preset_detectors(dc, cal)[1])
+        det = self._current_detector()
+        if det is not None:
+            self._show_angles(det)
 
     def _precompute_presets(self, dc: DataCube) -> None:
         """Compute every preset's image in a worker, in one pass over the data (one read of a file
