@@ -540,3 +540,22 @@ def pytest_sessionfinish(session, exitstatus):
     except ImportError:  # the core runs without Qt
         return
     QThreadPool.globalInstance().waitForDone(60_000)
+
+
+class EventLoopTurns:
+    """Counts event-loop turns (a 0 ms timer) and notes ``(viewer, layer, turn)`` at each layer
+    inserted into one of ``viewers``: which turn of the GUI thread added which layer."""
+
+    def __init__(self, *viewers):
+        from qtpy.QtCore import QTimer
+
+        self.n, self.at = 0, []
+        self.timer = QTimer()
+        self.timer.setInterval(0)
+        self.timer.timeout.connect(self._tick)
+        for v in viewers:
+            v.layers.events.inserted.connect(lambda e, v=v: self.at.append((v, e.value, self.n)))
+        self.timer.start()
+
+    def _tick(self):
+        self.n += 1

@@ -20,23 +20,9 @@ from napari_4dstem.widgets._results import maps_pending, results_viewer
 from napari_4dstem.widgets.bragg import FIT_LAYER, REFERENCE_LAYER, STRAIN_CHANNELS
 from napari_4dstem.widgets.dpc import DISK_LAYER
 
+from .conftest import EventLoopTurns
+
 pytestmark = pytest.mark.gui
-
-
-class _Turns:
-    """Counts event-loop turns (a 0 ms timer) and notes the count at each layer insert."""
-
-    def __init__(self, *viewers):
-        self.n, self.at = 0, []
-        self.timer = QTimer()
-        self.timer.setInterval(0)
-        self.timer.timeout.connect(self._tick)
-        for v in viewers:
-            v.layers.events.inserted.connect(lambda e, v=v: self.at.append((v, e.value.name, self.n)))
-        self.timer.start()
-
-    def _tick(self):
-        self.n += 1
 
 
 def test_a_strain_result_adds_its_maps_one_per_turn_then_updates_them_in_place(
@@ -47,7 +33,7 @@ def test_a_strain_result_adds_its_maps_one_per_turn_then_updates_them_in_place(
         main.open_sample("napari-4dstem", "strained_crystal")
     _, w = main.window.add_plugin_dock_widget("napari-4dstem", "Bragg disks and strain")
     rv = results_viewer(main)
-    turns = _Turns(main, rv)
+    turns = EventLoopTurns(main, rv)
     maps = [*STRAIN_CHANNELS, "fit residual [px]"]
     added_in_the_call = []
 
@@ -62,10 +48,10 @@ def test_a_strain_result_adds_its_maps_one_per_turn_then_updates_them_in_place(
     turns.timer.stop()
     # the old dock added the reference layer and the 5 maps inside this one call
     assert added_in_the_call == [1], added_in_the_call
-    at = [k for v, name, k in turns.at if v is rv and name in (REFERENCE_LAYER, *maps)]
+    at = [k for v, lyr, k in turns.at if v is rv and lyr.name in (REFERENCE_LAYER, *maps)]
     assert len(at) == 6 and all(b > a for a, b in itertools.pairwise(at)), turns.at
     # the fitted lattice (main viewer) in a turn of its own, after the maps
-    fit_at = [k for v, name, k in turns.at if v is main and name == FIT_LAYER]
+    fit_at = [k for v, lyr, k in turns.at if v is main and lyr.name == FIT_LAYER]
     assert all(k > at[-1] for k in fit_at), turns.at
     # known answer: each map is its channel of the result, tagged, the reference layer on top
     strain = strain_result.strain
@@ -79,7 +65,7 @@ def test_a_strain_result_adds_its_maps_one_per_turn_then_updates_them_in_place(
     stall_detector.step()
     turns.at.clear()
     w._on_strain(strain_result, (0, 3, 0, 3))
-    assert not maps_pending(rv) and not [name for v, name, k in turns.at if v is rv]
+    assert not maps_pending(rv) and not [lyr for v, lyr, k in turns.at if v is rv]
     assert all(rv.layers[c] is before[c] for c in maps)
 
 

@@ -10,28 +10,13 @@ import shutil
 import warnings
 
 import pytest
-from qtpy.QtCore import QTimer
 
 from napari_4dstem.widgets._results import results_viewer, set_results_viewer
 from napari_4dstem.widgets.results_list import ResultsListWidget, session_results
 
+from .conftest import EventLoopTurns
+
 pytestmark = pytest.mark.gui
-
-
-class _Turns:
-    """Counts event-loop turns (a 0 ms timer) and notes the count at each layer insert."""
-
-    def __init__(self, *viewers):
-        self.n, self.at = 0, []
-        self.timer = QTimer()
-        self.timer.setInterval(0)
-        self.timer.timeout.connect(self._tick)
-        for v in viewers:
-            v.layers.events.inserted.connect(lambda e: self.at.append((e.value, self.n)))
-        self.timer.start()
-
-    def _tick(self):
-        self.n += 1
 
 
 def test_show_adds_the_layers_one_per_event_loop_turn(make_napari_viewer, qtbot, strain_result, stall_detector):
@@ -40,13 +25,13 @@ def test_show_adds_the_layers_one_per_event_loop_turn(make_napari_viewer, qtbot,
     set_results_viewer(main, results)
     w = ResultsListWidget(main)
     w.select(session_results(main).add(res, "strain"))
-    turns = _Turns(main, results)
+    turns = EventLoopTurns(main, results)
     with stall_detector.excluded("napari makes each layer's controls"):
         assert w.show_result()
         qtbot.waitUntil(lambda: w.show_done, timeout=60000)
     turns.timer.stop()
     n = len(w.shown)
-    at = [k for lyr, k in turns.at if any(lyr is s for s in w.shown)]
+    at = [k for _, lyr, k in turns.at if any(lyr is s for s in w.shown)]
     assert n >= 10 and len(at) == n
     # the old dock added them all inside one call: one turn for all
     assert all(b > a for a, b in itertools.pairwise(at)), at
