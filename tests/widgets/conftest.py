@@ -336,8 +336,13 @@ def _patch_napari_floor() -> None:
     from napari._vispy.overlays.scale_bar import VispyScaleBarOverlay
 
     targets.append((VispyScaleBarOverlay, "_on_visible_change"))
-    # ... and its `visible` event's other slot, which builds the bar's text (vispy's font atlas)
+    # ... and its `visible` event's other slot, which builds the bar's text (vispy's font atlas);
+    # the whole of our one line that turns it on is napari's and vispy's work (their slots, the
+    # text visual's shaders: 51-97 ms seen under load in slots no wrapper above covers)
+    from napari_4dstem.widgets import _common
+
     targets.append((VispyScaleBarOverlay, "_on_rendering_change"))
+    targets.append((_common, "show_scale_bar_once"))
     # pint building its unit registry (once a process, 0.19 s): napari pays it at the first layer
     # with units, or our Calibration.napari_kwargs when it defines Å⁻¹ first; either way once
     from pint.registry import LazyRegistry
