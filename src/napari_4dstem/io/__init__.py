@@ -18,7 +18,7 @@ from pathlib import Path
 from ..data.datacube import DataCube
 from ..errors import FileFormatError, Napari4DSTEMError
 from . import _h5direct  # noqa: F401 (HDF5 chunk views for the engine; imports no h5py)
-from ._helpers import read_head
+from ._helpers import HDF5_SIGNATURE, read_head
 
 # the format modules, imported when a file needs them (``io.emd`` etc. still work: ``__getattr__``):
 # napari calls our reader on its GUI thread, and importing them all at the first Open (h5py, the
@@ -46,7 +46,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ARINA_DATA = re.compile(r".*_data_\d+(\.h5|\.hdf5)$")
 
 
@@ -57,7 +56,7 @@ def _maybe_hdf5(path) -> bool:
     is none of the HDF5 formats.
     """
     try:
-        return read_head(path, 8) == _HDF5_MAGIC
+        return read_head(path, 8) == HDF5_SIGNATURE
     except Exception:
         return False
 

@@ -121,6 +121,10 @@ def _read_fd(fd: int, n: int) -> bytes:
     return b"".join(parts)
 
 
+#: the first 8 bytes of every HDF5 file (a superblock at offset 0: what our HDF5 sniffers check first)
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
 def read_head(path: str | os.PathLike, n: int) -> bytes:
     """The first ``n`` bytes of a regular file (fewer if it is shorter).
 

@@ -39,6 +39,7 @@ from ._framestack import FrameStack4D
 from ._h5safe import read_attr, read_dataset
 from ._helpers import (
     DEFAULT_SCAN_CHUNK,
+    HDF5_SIGNATURE,
     check_scan_shape,
     never_raises,
     read_head,
@@ -48,7 +49,6 @@ from ._helpers import (
 
 __all__ = ["is_arina", "master_path", "read_datacube", "read_detector_arrays", "validate"]
 
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _DET = "entry/instrument/detector"
 _SPECIFIC = _DET + "/detectorSpecific"
 # the scalar datasets copied into the metadata, by their HDF5 group
@@ -101,7 +101,7 @@ def is_arina(path: str | os.PathLike) -> bool:
     Never raises.
     """
     p = master_path(path)
-    if read_head(p, 8) != _HDF5_MAGIC:
+    if read_head(p, 8) != HDF5_SIGNATURE:
         return False
     with h5py.File(p, "r") as f:
         if "entry/data" not in f or _SPECIFIC not in f:

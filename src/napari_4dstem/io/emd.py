@@ -41,7 +41,7 @@ from ..engine.jobs import Progress
 from ..errors import CalibrationError, DataShapeError, FileFormatError
 from ._atomic import atomic_output, write_doc
 from ._h5safe import check_dataset, read_attr
-from ._helpers import never_raises, read_head, require_regular
+from ._helpers import HDF5_SIGNATURE, never_raises, read_head, require_regular
 
 __all__ = [
     "EMDNode",
@@ -357,7 +357,7 @@ class EMDNode:
 @never_raises
 def is_emd(path: str | os.PathLike) -> bool:
     """Cheap sniff: an HDF5 file whose root says ``emd_group_type = 'file'``. Never raises."""
-    if read_head(path, 8) != b"\x89HDF\r\n\x1a\n":  # regular files only: no FIFO hang
+    if read_head(path, 8) != HDF5_SIGNATURE:  # regular files only: no FIFO hang
         return False
     with h5py.File(path, "r") as f:
         return _attr(f, "emd_group_type") == "file"

@@ -31,12 +31,10 @@ import h5py
 from ..data.calibration import Calibration
 from ..data.datacube import DataCube
 from ..errors import CalibrationError, FileFormatError
-from ._helpers import check_eager, header_calibration, never_raises, read_head, require_regular
+from ._helpers import HDF5_SIGNATURE, check_eager, header_calibration, never_raises, read_head, require_regular
 from .emd import _attr, _calibration_from_items, _check_allocated, _check_sources, _read_item
 
 __all__ = ["is_legacy_py4dstem", "read_datacube", "version"]
-
-_HDF5 = b"\x89HDF\r\n\x1a\n"
 
 
 def _version(g: h5py.Group) -> tuple[int, int] | None:
@@ -70,7 +68,7 @@ def _is_int(v: Any, n: int) -> bool:
 @never_raises
 def is_legacy_py4dstem(path: str | os.PathLike) -> bool:
     """True for an HDF5 file written by py4DSTEM 0.9 to 0.13. Never raises."""
-    if read_head(path, 8) != _HDF5:
+    if read_head(path, 8) != HDF5_SIGNATURE:
         return False
     with h5py.File(path, "r") as f:
         return bool(_tops(f))

@@ -539,7 +539,7 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         from ._common import scan_position
 
         try:
-            dc, _ = self.datacube()
+            dc, cal = self.datacube()
         except Napari4DSTEMError as e:
             self.status.setText(str(e))
             return
@@ -547,8 +547,8 @@ class CalibrationDPCWidget(PipelineActions, DockState, QWidget):
         pos = scan_position(self.viewer, self.layer) if self.viewer.dims.ndim >= 4 else (0, 0)
         self.apply_disk_btn.setEnabled(False)
         # the outline's layer is built in the worker, for this calibration (``_on_disk`` checks it)
-        new = DISK_LAYER not in self.viewer.layers
-        self._disk_kwargs = k_kwargs = self.datacube()[1].napari_kwargs("k") if new else None
+        first = DISK_LAYER not in self.viewer.layers
+        self._disk_kwargs = k_kwargs = cal.napari_kwargs("k") if first else None
         self._run(
             _disk_job,
             self._on_disk,
